@@ -1,0 +1,98 @@
+"""JWS signature algorithms this key service signs with (RFC 7518, RFC 8037).
+
+Only asymmetric algorithms are offered: a resource server must be able to verify
+our tokens from the public JWK Set alone.  ``HS*`` (a shared secret would have to
+leave the key service) and ``none`` are refused by name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Callable
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from keys.errors import UnsupportedAlgorithm
+
+#: Smallest RSA modulus we generate or accept (RFC 7518 §3.3 requires 2048).
+MIN_RSA_BITS = 2048
+
+
+@dataclass(frozen=True)
+class Algorithm:
+    """What a JWS ``alg`` needs from a key and from a signing backend."""
+
+    name: str
+    kty: str  # JWK key type: "RSA", "EC" or "OKP"
+    curve: str | None  # JWK "crv" for EC/OKP keys
+    hash_name: str | None  # message digest, None for EdDSA (it hashes internally)
+    signature_size: int | None  # fixed r||s length in bytes for ECDSA
+
+    @property
+    def is_rsa(self) -> bool:
+        return self.kty == "RSA"
+
+    @property
+    def is_pss(self) -> bool:
+        return self.name.startswith("PS")
+
+    @property
+    def is_ecdsa(self) -> bool:
+        return self.kty == "EC"
+
+    def digest(self, data: bytes) -> bytes:
+        """The message digest ECDSA signs (PKCS#11 tokens lack CKM_ECDSA_SHA*)."""
+        assert self.hash_name is not None, f"{self.name} signs the message itself"
+        return hashlib.new(self.hash_name, data).digest()
+
+    def cryptography_hash(self) -> hashes.HashAlgorithm:
+        assert self.hash_name is not None, f"{self.name} has no separate hash"
+        return _CRYPTOGRAPHY_HASHES[self.hash_name]()
+
+
+_CRYPTOGRAPHY_HASHES: dict[str, Callable[[], hashes.HashAlgorithm]] = {
+    "sha256": hashes.SHA256,
+    "sha384": hashes.SHA384,
+    "sha512": hashes.SHA512,
+}
+
+ALGORITHMS: dict[str, Algorithm] = {
+    "RS256": Algorithm("RS256", "RSA", None, "sha256", None),
+    "RS384": Algorithm("RS384", "RSA", None, "sha384", None),
+    "RS512": Algorithm("RS512", "RSA", None, "sha512", None),
+    "PS256": Algorithm("PS256", "RSA", None, "sha256", None),
+    "PS384": Algorithm("PS384", "RSA", None, "sha384", None),
+    "PS512": Algorithm("PS512", "RSA", None, "sha512", None),
+    "ES256": Algorithm("ES256", "EC", "P-256", "sha256", 64),
+    "ES384": Algorithm("ES384", "EC", "P-384", "sha384", 96),
+    "ES512": Algorithm("ES512", "EC", "P-521", "sha512", 132),
+    "EdDSA": Algorithm("EdDSA", "OKP", "Ed25519", None, None),
+}
+
+#: JWK "crv" -> cryptography curve, for EC keys.
+EC_CURVES: dict[str, type[ec.EllipticCurve]] = {
+    "P-256": ec.SECP256R1,
+    "P-384": ec.SECP384R1,
+    "P-521": ec.SECP521R1,
+}
+
+#: JWK "crv" -> the ECDSA alg that curve is used with (RFC 7518 §3.4).
+ALG_FOR_CURVE: dict[str, str] = {"P-256": "ES256", "P-384": "ES384", "P-521": "ES512"}
+
+
+def get_algorithm(name: str) -> Algorithm:
+    """Look up a supported JWS algorithm, refusing symmetric ones and ``none``."""
+    if name in ALGORITHMS:
+        return ALGORITHMS[name]
+    if name.upper().startswith("HS"):
+        raise UnsupportedAlgorithm(
+            f"{name!r} is a symmetric (shared secret) algorithm; the key service "
+            "only signs with asymmetric keys whose public half can be published"
+        )
+    if name.lower() == "none":
+        raise UnsupportedAlgorithm("'none' is not a signature algorithm and is never used")
+    raise UnsupportedAlgorithm(
+        f"unsupported signing algorithm {name!r}; use one of {', '.join(ALGORITHMS)}"
+    )

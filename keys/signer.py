@@ -1,0 +1,62 @@
+"""The contract between the key service and whoever builds tokens."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol
+
+
+class Signer(Protocol):
+    """The active signing key of a key set.
+
+    ``sign`` returns the JWS signature bytes for ``signing_input`` (for EC keys the
+    raw ``r||s`` of RFC 7518 §3.4).  The private key never leaves its manager.
+    """
+
+    kid: str
+    alg: str
+    backend: str
+
+    def sign(self, signing_input: bytes) -> bytes: ...
+
+
+@dataclass(frozen=True)
+class KeyRecord:
+    """What the service knows about one key pair, whichever manager holds it.
+
+    ``created_at`` is when the key was published; ``active_at`` is when it may
+    start signing (later than ``created_at`` by the pre-publication period for a
+    rotated key, so that resource servers have it cached before they see it).
+    """
+
+    key_set: str
+    kid: str
+    alg: str
+    use: str
+    backend: str  # "hsm" or "software"
+    public_jwk: dict[str, Any] = field(compare=False)
+    created_at: int = 0
+    active_at: int = 0
+
+
+@dataclass(frozen=True)
+class BoundSigner:
+    """A :class:`Signer` made of a key record and its manager's signing function."""
+
+    record: KeyRecord
+    _sign: Callable[[bytes], bytes] = field(repr=False, compare=False)
+
+    @property
+    def kid(self) -> str:
+        return self.record.kid
+
+    @property
+    def alg(self) -> str:
+        return self.record.alg
+
+    @property
+    def backend(self) -> str:
+        return self.record.backend
+
+    def sign(self, signing_input: bytes) -> bytes:
+        return self._sign(signing_input)

@@ -1,0 +1,143 @@
+"""The software key manager: private keys in SQL, sealed with AES-256-GCM.
+
+Used for key sets that are not on the HSM (or when there is no HSM), and for
+every key imported through the admin API or CLI.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from typing import Any, Callable
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+
+from keys.algorithms import EC_CURVES, MIN_RSA_BITS, Algorithm, get_algorithm
+from keys.errors import InvalidKey, KeyNotFound
+from keys.jwk import PrivateKey, load_private_jwk, public_jwk, thumbprint
+from keys.sealing import Sealer
+from keys.signer import BoundSigner, KeyRecord, Signer
+from keys.store import KeyStore
+
+BACKEND = "software"
+
+
+def generate_private_key(algorithm: Algorithm, rsa_bits: int) -> PrivateKey:
+    """A fresh private key suitable for ``algorithm``."""
+    if algorithm.is_rsa:
+        if rsa_bits < MIN_RSA_BITS:
+            raise InvalidKey(f"RSA keys need at least {MIN_RSA_BITS} bits, not {rsa_bits}")
+        return rsa.generate_private_key(public_exponent=65537, key_size=rsa_bits)
+    if algorithm.is_ecdsa:
+        assert algorithm.curve is not None
+        return ec.generate_private_key(EC_CURVES[algorithm.curve]())
+    return ed25519.Ed25519PrivateKey.generate()
+
+
+def signing_function(private_key: PrivateKey, algorithm: Algorithm) -> Callable[[bytes], bytes]:
+    """A function producing JWS signature bytes with ``private_key``."""
+    if isinstance(private_key, rsa.RSAPrivateKey):
+        digest = algorithm.cryptography_hash()
+        if algorithm.is_pss:
+            # RFC 7518 §3.5: MGF1 with the same hash, salt as long as the hash.
+            pad: padding.AsymmetricPadding = padding.PSS(
+                mgf=padding.MGF1(digest), salt_length=digest.digest_size
+            )
+        else:
+            pad = padding.PKCS1v15()
+        return lambda data: private_key.sign(data, pad, digest)
+    if isinstance(private_key, ec.EllipticCurvePrivateKey):
+        ecdsa = ec.ECDSA(algorithm.cryptography_hash())
+        size = (algorithm.signature_size or 0) // 2
+
+        def sign_ecdsa(data: bytes) -> bytes:
+            # cryptography returns DER; JWS wants fixed-width r||s (RFC 7518 §3.4).
+            r, s = decode_dss_signature(private_key.sign(data, ecdsa))
+            return r.to_bytes(size, "big") + s.to_bytes(size, "big")
+
+        return sign_ecdsa
+    return private_key.sign
+
+
+class SoftwareManager:
+    """Generates, imports, seals and signs with keys kept in the SQL store."""
+
+    backend = BACKEND
+
+    def __init__(self, store: KeyStore, sealer: Sealer) -> None:
+        self.store = store
+        self.sealer = sealer
+        self._signing_functions: dict[tuple[str, str], Callable[[bytes], bytes]] = {}
+        self._lock = threading.Lock()
+
+    def records(self) -> list[KeyRecord]:
+        return self.store.records(backend=BACKEND)
+
+    def signer(self, record: KeyRecord) -> Signer:
+        key = (record.key_set, record.kid)
+        with self._lock:
+            function = self._signing_functions.get(key)
+            if function is None:
+                sealed = self.store.sealed_private(record.key_set, record.kid)
+                if sealed is None:
+                    raise KeyNotFound(f"no software key {record.kid!r} in key set {record.key_set!r}")
+                der = self.sealer.open(sealed, key_set=record.key_set, kid=record.kid)
+                private_key = serialization.load_der_private_key(der, password=None)
+                function = signing_function(private_key, get_algorithm(record.alg))  # type: ignore[arg-type]
+                self._signing_functions[key] = function
+        return BoundSigner(record, function)
+
+    def _store(self, key_set: str, kid: str, alg: str, private_key: PrivateKey, *, created_at: int, active_at: int) -> KeyRecord:
+        record = KeyRecord(
+            key_set=key_set,
+            kid=kid,
+            alg=alg,
+            use="sig",
+            backend=BACKEND,
+            public_jwk=public_jwk(private_key.public_key(), kid=kid, alg=alg),
+            created_at=created_at,
+            active_at=active_at,
+        )
+        der = private_key.private_bytes(
+            serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+        self.store.add(record, self.sealer.seal(der, key_set=key_set, kid=kid))
+        return record
+
+    def generate(self, key_set: str, alg: str, *, rsa_bits: int, created_at: int, active_at: int) -> KeyRecord:
+        private_key = generate_private_key(get_algorithm(alg), rsa_bits)
+        return self._store(key_set, str(uuid.uuid4()), alg, private_key, created_at=created_at, active_at=active_at)
+
+    def import_jwk(self, key_set: str, jwk: dict[str, Any], *, created_at: int, active_at: int) -> KeyRecord:
+        private_key, alg = load_private_jwk(jwk)
+        kid = jwk.get("kid") or thumbprint(private_key.public_key())
+        if not isinstance(kid, str) or not 0 < len(kid) <= 255:
+            raise InvalidKey("'kid' must be a string of 1 to 255 characters")
+        return self._store(key_set, kid, alg, private_key, created_at=created_at, active_at=active_at)
+
+    def delete(self, key_set: str, kid: str) -> bool:
+        with self._lock:
+            self._signing_functions.pop((key_set, kid), None)
+        return self.store.remove(key_set, kid)
+
+    def forget_cached(self) -> None:
+        """Drop unsealed keys so the next signature re-reads the store."""
+        with self._lock:
+            self._signing_functions.clear()
+
+    def reseal(self) -> int:
+        """Re-seal every stored private key under the newest system secret.
+
+        All rows are opened first (so an unopenable row aborts before anything
+        is written), then rewritten in one transaction.  Returns the count.
+        """
+        updates = []
+        for key_set, kid, sealed in self.store.sealed_rows():
+            if self.sealer.is_current(sealed):
+                continue
+            plaintext = self.sealer.open(sealed, key_set=key_set, kid=kid)
+            updates.append((key_set, kid, self.sealer.seal(plaintext, key_set=key_set, kid=kid)))
+        self.store.replace_sealed(updates)
+        return len(updates)

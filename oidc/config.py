@@ -1,0 +1,133 @@
+"""Configuration from environment variables.
+
+Every setting is read here, once, and documented in README.md with its default.
+Security choices have no silent defaults: a missing system secret, an HSM that
+is enabled without a library or PIN, or a pre-publication period shorter than
+the JWKS cache lifetime are start-up errors that name the variable.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Mapping
+
+from keys.algorithms import get_algorithm
+from keys.errors import UnsupportedAlgorithm
+from keys.service import ACCESS_TOKEN_SET, ID_TOKEN_SET
+
+
+class ConfigError(Exception):
+    """A setting is missing or invalid; the message names the variable."""
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    value = env.get(name)
+    if value is None or value == "":
+        return default
+    if value.strip().lower() in ("1", "true", "yes", "on"):
+        return True
+    if value.strip().lower() in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name} must be true or false, not {value!r}")
+
+
+def _int(env: Mapping[str, str], name: str, default: int | None, minimum: int = 0) -> int | None:
+    value = env.get(name)
+    if value is None or value == "":
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number, not {value!r}") from None
+    if number < minimum:
+        raise ConfigError(f"{name} must be at least {minimum}")
+    return number
+
+
+def _list(env: Mapping[str, str], name: str) -> list[str]:
+    return [part.strip() for part in env.get(name, "").split(",") if part.strip()]
+
+
+def _alg(env: Mapping[str, str], name: str, default: str) -> str:
+    value = env.get(name) or default
+    try:
+        get_algorithm(value)
+    except UnsupportedAlgorithm as exc:
+        raise ConfigError(f"{name}: {exc}") from None
+    return value
+
+
+def load_settings(env: Mapping[str, str] | None = None, *, instance_path: str) -> dict[str, Any]:
+    """Flask config values from ``env`` (the process environment by default)."""
+    env = os.environ if env is None else env
+    settings: dict[str, Any] = {}
+
+    issuer = env.get("OIDC_ISSUER", "http://localhost:8000").rstrip("/")
+    if not issuer.startswith(("https://", "http://")):
+        raise ConfigError("OIDC_ISSUER must be an http(s) URL")
+    settings["OIDC_ISSUER"] = issuer
+
+    database_url = env.get("DATABASE_URL") or "sqlite:///" + os.path.join(instance_path, "oidc.sqlite3")
+    if database_url.startswith("postgres://"):
+        database_url = "postgresql://" + database_url[len("postgres://"):]
+    if database_url.startswith("postgresql://"):
+        database_url = "postgresql+psycopg://" + database_url[len("postgresql://"):]
+    settings["SQLALCHEMY_DATABASE_URI"] = database_url
+
+    # Kept as given; keys.sealing.Sealer validates (missing or short is an error).
+    settings["SECRETS_SYSTEM"] = env.get("SECRETS_SYSTEM", "")
+
+    hsm_enabled = _bool(env, "HSM_ENABLED", False)
+    settings["HSM_ENABLED"] = hsm_enabled
+    settings["HSM_LIBRARY"] = env.get("HSM_LIBRARY", "")
+    settings["HSM_TOKEN_LABEL"] = env.get("HSM_TOKEN_LABEL", "") or None
+    settings["HSM_SLOT"] = _int(env, "HSM_SLOT", None)
+    settings["HSM_PIN"] = env.get("HSM_PIN", "")
+    settings["HSM_KEY_SET_PREFIX"] = env.get("HSM_KEY_SET_PREFIX", "")
+    settings["HSM_ONLY_KEY_SETS"] = _list(env, "HSM_ONLY_KEY_SETS")
+    settings["HSM_DESTROY_RETIRED_KEYS"] = _bool(env, "HSM_DESTROY_RETIRED_KEYS", False)
+    if hsm_enabled:
+        if not settings["HSM_LIBRARY"]:
+            raise ConfigError("HSM_ENABLED is true but HSM_LIBRARY is not set")
+        if not settings["HSM_PIN"]:
+            raise ConfigError("HSM_ENABLED is true but HSM_PIN is not set")
+        if settings["HSM_TOKEN_LABEL"] is None and settings["HSM_SLOT"] is None:
+            raise ConfigError("HSM_ENABLED is true but neither HSM_TOKEN_LABEL nor HSM_SLOT is set")
+    elif settings["HSM_ONLY_KEY_SETS"]:
+        raise ConfigError("HSM_ONLY_KEY_SETS names key sets but HSM_ENABLED is false")
+
+    settings["ID_TOKEN_SIGNING_ALG"] = _alg(env, "ID_TOKEN_SIGNING_ALG", "RS256")
+    settings["ACCESS_TOKEN_SIGNING_ALG"] = _alg(env, "ACCESS_TOKEN_SIGNING_ALG", "ES256")
+    settings["RSA_KEY_SIZE"] = _int(env, "RSA_KEY_SIZE", 2048, minimum=2048)
+
+    settings["ACCESS_TOKEN_LIFETIME"] = _int(env, "ACCESS_TOKEN_LIFETIME", 3600, minimum=1)
+    settings["ID_TOKEN_LIFETIME"] = _int(env, "ID_TOKEN_LIFETIME", 3600, minimum=1)
+    settings["JWKS_MAX_AGE"] = _int(env, "JWKS_MAX_AGE", 300)
+    settings["KEY_PREPUBLICATION_SECONDS"] = _int(env, "KEY_PREPUBLICATION_SECONDS", 2 * settings["JWKS_MAX_AGE"])
+    if settings["KEY_PREPUBLICATION_SECONDS"] <= settings["JWKS_MAX_AGE"]:
+        raise ConfigError(
+            "KEY_PREPUBLICATION_SECONDS must be longer than JWKS_MAX_AGE, or resource servers "
+            "with a cached JWKS would meet tokens signed by a key they do not know"
+        )
+    longest_token = max(settings["ACCESS_TOKEN_LIFETIME"], settings["ID_TOKEN_LIFETIME"])
+    settings["KEY_RETENTION_SECONDS"] = _int(
+        env, "KEY_RETENTION_SECONDS", longest_token + settings["JWKS_MAX_AGE"]
+    )
+    if settings["KEY_RETENTION_SECONDS"] < longest_token:
+        raise ConfigError(
+            "KEY_RETENTION_SECONDS must be at least the longest token lifetime, or tokens "
+            "would outlive the key that verifies them"
+        )
+    settings["KEYS_REFRESH_SECONDS"] = _int(env, "KEYS_REFRESH_SECONDS", 10, minimum=1)
+
+    settings["ADMIN_API_KEYS"] = _list(env, "ADMIN_API_KEYS")
+    for position, key in enumerate(settings["ADMIN_API_KEYS"], start=1):
+        if len(key) < 32:
+            raise ConfigError(f"ADMIN_API_KEYS key #{position} is shorter than 32 characters")
+    settings["TRUSTED_PROXY_HOPS"] = _int(env, "TRUSTED_PROXY_HOPS", 0)
+    return settings
+
+
+def key_set_algorithms(config: Mapping[str, Any]) -> dict[str, str]:
+    """The configured algorithm of each required key set."""
+    return {ID_TOKEN_SET: config["ID_TOKEN_SIGNING_ALG"], ACCESS_TOKEN_SET: config["ACCESS_TOKEN_SIGNING_ALG"]}

@@ -1,0 +1,35 @@
+"""JSON error responses: the standard error code, a description, never a trace."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, jsonify
+from werkzeug.exceptions import HTTPException
+
+log = logging.getLogger(__name__)
+
+
+def error_response(status: int, error: str, description: str):  # type: ignore[no-untyped-def]
+    response = jsonify(error=error, error_description=description)
+    response.status_code = status
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def init_app(app: Flask) -> None:
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException):  # type: ignore[no-untyped-def]
+        code = {400: "invalid_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+                405: "method_not_allowed", 413: "request_too_large", 429: "too_many_requests"}.get(
+            exc.code or 500, "server_error"
+        )
+        response = error_response(exc.code or 500, code, exc.description or code)
+        if exc.code == 405 and getattr(exc, "valid_methods", None):
+            response.headers["Allow"] = ", ".join(exc.valid_methods)  # type: ignore[attr-defined]
+        return response
+
+    @app.errorhandler(Exception)
+    def unexpected(exc: Exception):  # type: ignore[no-untyped-def]
+        log.error("unhandled error: %s", type(exc).__name__, exc_info=exc)
+        return error_response(500, "server_error", "the server could not complete the request")
