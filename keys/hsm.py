@@ -244,9 +244,11 @@ class HSMManager:
         """Every key pair labelled for ``key_set`` on the token."""
         def find() -> list[KeyRecord]:
             found = []
-            for private_key in self._session.get_objects(
+            # Searches cannot nest: finish this one before looking up each public key.
+            private_keys = list(self._session.get_objects(
                 {Attribute.CLASS: ObjectClass.PRIVATE_KEY, Attribute.LABEL: self.label(key_set)}
-            ):
+            ))
+            for private_key in private_keys:
                 pair = self._describe(key_set, private_key, rsa_alg)
                 if pair is not None:
                     self._pairs[(key_set, pair.record.kid)] = pair
@@ -281,8 +283,9 @@ class HSMManager:
             {Attribute.CLASS: ObjectClass.PUBLIC_KEY, Attribute.LABEL: self.label(key_set), Attribute.ID: cka_id},
             {Attribute.CLASS: ObjectClass.PUBLIC_KEY, Attribute.ID: cka_id},
         ):
-            for public_key in self._session.get_objects(template):
-                return public_key
+            matches = list(self._session.get_objects(template))  # run the search to its end
+            if matches:
+                return matches[0]
         return None
 
     @staticmethod

@@ -30,7 +30,7 @@ def provisioning_lock(engine: Engine, name: str = "keys.provisioning", timeout: 
     """Hold a lock named ``name`` that every process on this database shares."""
     if engine.dialect.name == "postgresql":
         with engine.connect() as connection:
-            connection.execute(text("SET lock_timeout = :ms").bindparams(ms=f"{int(timeout * 1000)}"))
+            connection.execute(text("SELECT set_config('lock_timeout', :ms, false)"), {"ms": f"{int(timeout * 1000)}"})
             connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": _lock_id(name)})
             connection.commit()
             try:

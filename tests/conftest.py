@@ -1,0 +1,220 @@
+"""Shared fixtures: real SoftHSM2 tokens, real SQLite and PostgreSQL databases.
+
+* SoftHSM2 tokens live in a temporary directory named by ``SOFTHSM2_CONF``,
+  set before the PKCS#11 library is first loaded in this process.
+* Every database test runs twice: on an SQLite file and on a fresh PostgreSQL
+  database (``TEST_POSTGRES_URL``, default ``postgresql://postgres@127.0.0.1:5432/test``).
+  Where SoftHSM2 or PostgreSQL is missing the tests are skipped, except in CI
+  (``CI=true``), where a missing dependency is a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import subprocess
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import pytest
+
+IN_CI = os.environ.get("CI", "").lower() == "true"
+USER_PIN = "4cb7-user-pin-0192"
+SO_PIN = "so-pin-88ab1f"
+
+SOFTHSM_LIBRARY_CANDIDATES = [
+    "/usr/lib/softhsm/libsofthsm2.so",
+    "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so",
+    "/usr/lib/aarch64-linux-gnu/softhsm/libsofthsm2.so",
+    "/usr/local/lib/softhsm/libsofthsm2.so",
+]
+
+POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def _missing(what: str) -> None:
+    if IN_CI:
+        pytest.fail(f"{what} is required in CI")
+    pytest.skip(f"{what} is not available")
+
+
+# -- SoftHSM2 -----------------------------------------------------------------
+
+_TOKEN_DIR = Path(tempfile.mkdtemp(prefix="softhsm-tests-"))
+_CONF = _TOKEN_DIR / "softhsm2.conf"
+(_TOKEN_DIR / "tokens").mkdir()
+_CONF.write_text(f"directories.tokendir = {_TOKEN_DIR / 'tokens'}\nobjectstore.backend = file\nlog.level = ERROR\n")
+# Before anything loads libsofthsm2: it reads its configuration at C_Initialize.
+os.environ["SOFTHSM2_CONF"] = str(_CONF)
+
+
+def pytest_sessionfinish(session: Any, exitstatus: int) -> None:
+    shutil.rmtree(_TOKEN_DIR, ignore_errors=True)
+
+
+def softhsm_library() -> str | None:
+    return next((path for path in SOFTHSM_LIBRARY_CANDIDATES if os.path.exists(path)), None)
+
+
+class SoftHSM:
+    """The SoftHSM2 installation the tests use; ``new_token`` makes an empty token."""
+
+    def __init__(self, library: str) -> None:
+        self.library = library
+        self.conf = str(_CONF)
+        self.pin = USER_PIN
+
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "SOFTHSM2_CONF": self.conf}
+
+    def new_token(self, label: str | None = None) -> str:
+        label = label or f"t-{uuid.uuid4().hex[:12]}"
+        subprocess.run(
+            ["softhsm2-util", "--init-token", "--free", "--label", label, "--pin", USER_PIN, "--so-pin", SO_PIN],
+            check=True, capture_output=True, env=self.env(), timeout=60,
+        )
+        # SoftHSM enumerates tokens at C_Initialize: make this process see the new one.
+        import pkcs11
+
+        from keys.hsm import PKCS11_LOCK
+
+        with PKCS11_LOCK:
+            pkcs11.lib(self.library).reinitialize()
+        return label
+
+    def pkcs11_tool(self, *args: str, label: str) -> str:
+        result = subprocess.run(
+            ["pkcs11-tool", "--module", self.library, "--token-label", label, "--login", "--pin", USER_PIN, *args],
+            check=True, capture_output=True, text=True, env=self.env(), timeout=120,
+        )
+        return result.stdout + result.stderr
+
+    def list_objects(self, label: str) -> list[dict[str, str]]:
+        """Objects on the token as ``pkcs11-tool --list-objects`` reports them."""
+        output = self.pkcs11_tool("--list-objects", label=label)
+        objects: list[dict[str, str]] = []
+        for line in output.splitlines():
+            if line and not line.startswith(" "):
+                kind = line.split(";")[0].strip()
+                objects.append({"kind": kind})
+            elif ":" in line and objects:
+                name, _, value = line.strip().partition(":")
+                objects[-1][name.strip()] = value.strip()
+        return objects
+
+
+@pytest.fixture(scope="session")
+def softhsm() -> SoftHSM:
+    library = softhsm_library()
+    if library is None or shutil.which("softhsm2-util") is None:
+        _missing("SoftHSM2 (Debian package softhsm2)")
+    assert library is not None
+    return SoftHSM(library)
+
+
+@pytest.fixture
+def token(softhsm: SoftHSM) -> str:
+    """The label of a new, empty SoftHSM2 token."""
+    return softhsm.new_token()
+
+
+# -- databases ----------------------------------------------------------------
+
+
+def _postgres_available() -> bool:
+    import psycopg
+
+    try:
+        with psycopg.connect(POSTGRES_URL, connect_timeout=3):
+            return True
+    except psycopg.Error:
+        return False
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> str:
+    if not _postgres_available():
+        _missing(f"PostgreSQL at {POSTGRES_URL}")
+    return POSTGRES_URL
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, empty database: an SQLite file, or a new PostgreSQL database."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'oidc.sqlite3'}"
+        return
+    server = request.getfixturevalue("postgres_server")
+    import psycopg
+
+    name = f"oidc_test_{uuid.uuid4().hex[:16]}"
+    with psycopg.connect(server, autocommit=True) as connection:
+        connection.execute(f'CREATE DATABASE "{name}"')
+    base, _, _ = server.rpartition("/")
+    yield f"{base}/{name}"
+    with psycopg.connect(server, autocommit=True) as connection:
+        connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+# -- the app --------------------------------------------------------------------
+
+
+@pytest.fixture
+def system_secret() -> str:
+    return secrets.token_urlsafe(32)
+
+
+@pytest.fixture
+def admin_key() -> str:
+    return secrets.token_urlsafe(32)
+
+
+@pytest.fixture
+def base_env(database_url: str, system_secret: str, admin_key: str) -> dict[str, str]:
+    """Environment of a software-keys deployment on the test database."""
+    return {
+        "DATABASE_URL": database_url,
+        "SECRETS_SYSTEM": system_secret,
+        "ADMIN_API_KEYS": admin_key,
+        "OIDC_ISSUER": "https://op.example.test",
+    }
+
+
+@pytest.fixture
+def hsm_env(base_env: dict[str, str], softhsm: SoftHSM, token: str) -> dict[str, str]:
+    """Environment of an HSM deployment on a new token."""
+    return {
+        **base_env,
+        "HSM_ENABLED": "true",
+        "HSM_LIBRARY": softhsm.library,
+        "HSM_TOKEN_LABEL": token,
+        "HSM_PIN": softhsm.pin,
+    }
+
+
+@pytest.fixture
+def make_app(tmp_path: Path) -> Iterator[Callable[..., Any]]:
+    """Build an app from an environment dict, with its schema migrated."""
+    from oidc import create_app
+    from oidc.key_service import _EXTENSION
+    from oidc.models import db
+    from oidc.schema import upgrade_schema
+
+    apps = []
+
+    def make(env: dict[str, str], **config: Any) -> Any:
+        app = create_app({"TESTING": True, **config}, env=env)
+        upgrade_schema(app)
+        apps.append(app)
+        return app
+
+    yield make
+    for app in apps:
+        holder = app.extensions[_EXTENSION]
+        if holder.service is not None and holder.service.hsm is not None:
+            holder.service.hsm.close()
+        with app.app_context():
+            db.engine.dispose()
