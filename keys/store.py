@@ -116,7 +116,7 @@ class KeyStore:
             self.table.c.sealed_private.is_not(None)
         )
         with self.engine.connect() as connection:
-            return list(connection.execute(query).tuples())
+            return [(row.key_set, row.kid, row.sealed_private) for row in connection.execute(query)]
 
     def replace_sealed(self, updates: list[tuple[str, str, bytes]]) -> None:
         """Write new ciphertexts for several rows in one transaction (all or nothing)."""
