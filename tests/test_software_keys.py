@@ -169,6 +169,7 @@ def test_symmetric_none_and_unknown_algorithms_are_refused(make_app, base_env, a
         service.generate("custom", alg)
 
 
+@pytest.mark.filterwarnings("ignore:Key size should be")
 def test_import_refuses_symmetric_public_only_and_weak_keys(make_app, base_env):
     service = start_key_service(make_app(base_env))
     with pytest.raises(UnsupportedAlgorithm, match="symmetric"):
