@@ -135,6 +135,8 @@ class KeyService:
         self.clock = clock
         self._snapshot: _Snapshot | None = None
         self._refreshing = threading.Lock()
+        #: Results of the sign-and-verify self-test run by :meth:`start`.
+        self.start_self_test: dict[str, dict[str, Any]] = {}
 
     # -- start-up -------------------------------------------------------------
 
@@ -144,7 +146,8 @@ class KeyService:
             self.hsm.open()
         self.provision()
         self.refresh()
-        for name, result in self.self_test().items():
+        self.start_self_test = self.self_test()
+        for name, result in self.start_self_test.items():
             if not result["ok"]:
                 raise NoSigningKey(f"key set {name!r} failed its sign-and-verify self-test: {result['error']}")
 

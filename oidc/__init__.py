@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 from typing import Any, Mapping
 
@@ -29,7 +28,7 @@ def create_app(config: Mapping[str, Any] | None = None, *, env: Mapping[str, str
     app = Flask(__name__, instance_relative_config=True)
     os.makedirs(app.instance_path, exist_ok=True)
     app.config.update(load_settings(env, instance_path=app.instance_path))
-    app.config["SQLALCHEMY_ENGINE_OPTIONS"] = {"pool_pre_ping": True}
+    app.config["SQLALCHEMY_ENGINE_OPTIONS"] = engine_options(app.config["SQLALCHEMY_DATABASE_URI"])
     if config:
         app.config.update(config)
 
@@ -42,11 +41,21 @@ def create_app(config: Mapping[str, Any] | None = None, *, env: Mapping[str, str
         hops = app.config["TRUSTED_PROXY_HOPS"]
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops, x_port=hops)  # type: ignore[method-assign]
 
-    from oidc import admin, cli, errors, wellknown
+    from oidc import admin, cli, errors, health, logs, wellknown
 
+    logs.init_app(app)
     errors.init_app(app)
     app.register_blueprint(wellknown.bp)
+    app.register_blueprint(health.bp)
     app.register_blueprint(admin.bp)
     cli.init_app(app)
-    logging.getLogger("oidc").setLevel(logging.INFO)
     return app
+
+
+def engine_options(database_url: str) -> dict[str, Any]:
+    """Connection pool settings: detect dead connections, never hang on a dead server."""
+    options: dict[str, Any] = {"pool_pre_ping": True}
+    if database_url.startswith("postgresql"):
+        options["connect_args"] = {"connect_timeout": 5}
+        options["pool_recycle"] = 1800
+    return options

@@ -5,7 +5,11 @@ from __future__ import annotations
 import logging
 
 from flask import Flask, jsonify
+from sqlalchemy.exc import DBAPIError, OperationalError
 from werkzeug.exceptions import HTTPException
+
+from keys.errors import HSMError, NoSigningKey
+from oidc.models import db
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +31,30 @@ def init_app(app: Flask) -> None:
         response = error_response(exc.code or 500, code, exc.description or code)
         if exc.code == 405 and getattr(exc, "valid_methods", None):
             response.headers["Allow"] = ", ".join(exc.valid_methods)  # type: ignore[attr-defined]
+        return response
+
+    @app.errorhandler(OperationalError)
+    @app.errorhandler(DBAPIError)
+    def database_unavailable(exc: Exception):  # type: ignore[no-untyped-def]
+        # The database is down or restarting: a clear, retryable 503 instead
+        # of a trace; the pool reconnects by itself (pool_pre_ping).
+        if isinstance(exc, DBAPIError) and not isinstance(exc, OperationalError) and not exc.connection_invalidated:
+            return unexpected(exc)
+        log.error("database unavailable: %s", type(exc.orig if isinstance(exc, DBAPIError) else exc).__name__)
+        try:
+            db.session.rollback()
+        except Exception:  # the connection is already gone
+            pass
+        response = error_response(503, "temporarily_unavailable", "the service is temporarily unavailable")
+        response.headers["Retry-After"] = "5"
+        return response
+
+    @app.errorhandler(NoSigningKey)
+    @app.errorhandler(HSMError)
+    def signing_unavailable(exc: Exception):  # type: ignore[no-untyped-def]
+        log.error("signing unavailable: %s", exc)
+        response = error_response(503, "temporarily_unavailable", "the service is temporarily unavailable")
+        response.headers["Retry-After"] = "5"
         return response
 
     @app.errorhandler(Exception)

@@ -1,0 +1,69 @@
+"""Structured JSON logs: one JSON object per line, for the access and audit logs.
+
+* ``oidc.access``: one line per request: method, path (never the query string,
+  which can carry an ``id_token_hint``), status, duration, client address.
+* ``oidc.audit``: security events (logins, consents, token issuance, key
+  generation, rotation, deletion, re-sealing) with their fields as JSON members.
+  Callers pass identifiers (client, user, grant, kid), never a secret or token.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+
+from flask import Flask, g, request
+from pythonjsonlogger.json import JsonFormatter
+
+access_log = logging.getLogger("oidc.access")
+
+_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
+_configured = False
+
+
+def json_formatter() -> logging.Formatter:
+    return JsonFormatter(
+        _FORMAT,
+        rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
+        datefmt="%Y-%m-%dT%H:%M:%S%z",
+    )
+
+
+def configure_logging(log_format: str, level: str) -> None:
+    """Send every log record to stderr, as JSON (or text for development), once per process."""
+    global _configured
+    if _configured:
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(json_formatter() if log_format == "json" else logging.Formatter(_FORMAT))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(level)
+    _configured = True
+
+
+def init_app(app: Flask) -> None:
+    if not app.testing:
+        configure_logging(app.config["LOG_FORMAT"], app.config["LOG_LEVEL"])
+    for name in ("oidc", "keys"):
+        logging.getLogger(name).setLevel(app.config["LOG_LEVEL"])
+
+    @app.before_request
+    def start_timer() -> None:
+        g.request_started = time.perf_counter()
+
+    @app.after_request
+    def log_request(response):  # type: ignore[no-untyped-def]
+        started = g.get("request_started")
+        access_log.info(
+            "request",
+            extra={
+                "method": request.method,
+                "path": request.path,
+                "status": response.status_code,
+                "duration_ms": round((time.perf_counter() - started) * 1000, 2) if started else None,
+                "remote_addr": request.remote_addr,
+            },
+        )
+        return response
