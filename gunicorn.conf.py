@@ -9,7 +9,9 @@ Settings come from the environment (see README.md).
 from __future__ import annotations
 
 import os
+import shutil
 import sys
+import tempfile
 
 bind = os.environ.get("BIND", "127.0.0.1:8000")
 workers = int(os.environ.get("GUNICORN_WORKERS") or os.environ.get("WEB_CONCURRENCY") or 2)
@@ -19,8 +21,28 @@ graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "30"))
 keepalive = int(os.environ.get("GUNICORN_KEEPALIVE", "5"))
 # X-Forwarded-* from these addresses only (the proxy); see TRUSTED_PROXY_HOPS too.
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
-accesslog = os.environ.get("GUNICORN_ACCESS_LOG", "-")
+# The app writes its own structured access log (oidc.access); gunicorn's is off.
+accesslog = None
 errorlog = "-"
+if (os.environ.get("LOG_FORMAT") or "json").lower() == "json":
+    logconfig_dict = {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"json": {"()": "oidc.logs.json_formatter"}},
+        "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"}},
+        "root": {"handlers": ["stderr"], "level": "INFO"},
+        "loggers": {
+            "gunicorn.error": {"handlers": ["stderr"], "level": "INFO", "propagate": False},
+            "gunicorn.access": {"handlers": ["stderr"], "level": "INFO", "propagate": False},
+        },
+    }
+
+# Prometheus metrics: workers write samples to a shared directory, the master
+# serves them on a separate listener (METRICS_BIND; empty turns it off).
+METRICS_BIND = os.environ.get("METRICS_BIND", "127.0.0.1:9464")
+if METRICS_BIND and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    # Set before any worker imports prometheus_client, so it starts in multiprocess mode.
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="oidc-metrics-")
 
 WORKER_BOOT_ERROR = 3  # makes the gunicorn master stop instead of respawning
 
@@ -31,6 +53,37 @@ def on_starting(server) -> None:  # type: ignore[no-untyped-def]
     from oidc.schema import upgrade_schema
 
     upgrade_schema(create_app())
+
+
+def when_ready(server) -> None:  # type: ignore[no-untyped-def]
+    """In the master: serve aggregated metrics on METRICS_BIND."""
+    if not METRICS_BIND:
+        return
+    from prometheus_client import CollectorRegistry, multiprocess, start_http_server
+
+    host, _, port = METRICS_BIND.rpartition(":")
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)
+    try:
+        start_http_server(int(port), addr=host.strip("[]") or "127.0.0.1", registry=registry)
+    except OSError as exc:
+        # Metrics are not worth refusing to serve tokens for.
+        server.log.warning("metrics listener %s not started: %s", METRICS_BIND, exc)
+        return
+    server.log.info("metrics on http://%s/metrics", METRICS_BIND)
+
+
+def child_exit(server, worker) -> None:  # type: ignore[no-untyped-def]
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server) -> None:  # type: ignore[no-untyped-def]
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "")
+    if directory.startswith(tempfile.gettempdir() + os.sep + "oidc-metrics-"):
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def post_worker_init(worker) -> None:  # type: ignore[no-untyped-def]

@@ -33,7 +33,7 @@ from typing import Any, Callable, ContextManager
 from keys.algorithms import get_algorithm
 from keys.errors import HSMError, InvalidKey, KeyNotFound, NoSigningKey
 from keys.hsm import HSMManager
-from keys.signer import KeyRecord, Signer
+from keys.signer import BoundSigner, KeyRecord, Signer
 from keys.software import SoftwareManager
 from keys.store import KeyStore
 
@@ -123,6 +123,7 @@ class KeyService:
         lock: Callable[[], ContextManager[Any]],
         refresh_seconds: float = 10.0,
         clock: Callable[[], float] = time.time,
+        sign_observer: Callable[[str, str, float], None] | None = None,
     ) -> None:
         self.policies = {policy.name: policy for policy in key_sets}
         self.store = store
@@ -133,6 +134,8 @@ class KeyService:
         self._lock = lock
         self.refresh_seconds = refresh_seconds
         self.clock = clock
+        #: Called with (key set, backend, seconds) after every signature (metrics).
+        self.sign_observer = sign_observer
         self._snapshot: _Snapshot | None = None
         self._refreshing = threading.Lock()
         #: Results of the sign-and-verify self-test run by :meth:`start`.
@@ -238,12 +241,27 @@ class KeyService:
                 statuses.append(KeyStatus(record, "previous", retires_at))
             manager = self.hsm if backend == "hsm" else self.software
             assert manager is not None
-            signers.append((record.active_at, manager.signer(record)))
+            signers.append((record.active_at, self._observed(manager.signer(record))))
         # Keys of the other manager (or not for signing) stay published until deleted.
         for record in records:
             if record.backend != backend or record.use != "sig":
                 statuses.append(KeyStatus(record, "published"))
         return _SetView(backend, statuses, signers)
+
+    def _observed(self, signer: Signer) -> Signer:
+        observe = self.sign_observer
+        if observe is None:
+            return signer
+        key_set, backend, sign = signer.record.key_set, signer.backend, signer.sign  # type: ignore[attr-defined]
+
+        def timed_sign(signing_input: bytes) -> bytes:
+            started = time.perf_counter()
+            try:
+                return sign(signing_input)
+            finally:
+                observe(key_set, backend, time.perf_counter() - started)
+
+        return BoundSigner(signer.record, timed_sign)  # type: ignore[attr-defined]
 
     def refresh(self) -> None:
         """Rebuild the snapshot from the store and the token."""

@@ -41,9 +41,10 @@ def create_app(config: Mapping[str, Any] | None = None, *, env: Mapping[str, str
         hops = app.config["TRUSTED_PROXY_HOPS"]
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops, x_port=hops)  # type: ignore[method-assign]
 
-    from oidc import admin, cli, errors, health, logs, wellknown
+    from oidc import admin, cli, errors, health, logs, metrics, wellknown
 
     logs.init_app(app)
+    metrics.init_app(app)
     errors.init_app(app)
     app.register_blueprint(wellknown.bp)
     app.register_blueprint(health.bp)

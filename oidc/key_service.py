@@ -18,6 +18,7 @@ from keys.sealing import Sealer
 from keys.service import KeyService, KeySetPolicy, RotationPolicy
 from keys.software import SoftwareManager
 from keys.store import KeyStore
+from oidc import metrics
 from oidc.config import key_set_algorithms
 from oidc.models import db, signing_keys
 
@@ -65,6 +66,7 @@ def build_key_service(app: Flask) -> KeyService:
         rsa_bits=config["RSA_KEY_SIZE"],
         lock=functools.partial(provisioning_lock, engine),
         refresh_seconds=config["KEYS_REFRESH_SECONDS"],
+        sign_observer=metrics.observe_signature,
     )
 
 

@@ -33,8 +33,8 @@ def json_formatter() -> logging.Formatter:
 def configure_logging(log_format: str, level: str) -> None:
     """Send every log record to stderr, as JSON (or text for development), once per process."""
     global _configured
-    if _configured:
-        return
+    if _configured or logging.getLogger().handlers:
+        return  # already set up (by gunicorn's logconfig_dict, or by the operator)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(json_formatter() if log_format == "json" else logging.Formatter(_FORMAT))
     root = logging.getLogger()
