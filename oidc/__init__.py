@@ -50,6 +50,10 @@ def create_app(config: Mapping[str, Any] | None = None, *, env: Mapping[str, str
     app.register_blueprint(health.bp)
     app.register_blueprint(admin.bp)
     cli.init_app(app)
+
+    from oidc import protocol
+
+    protocol.init_app(app)  # OpenID Connect / OAuth 2.0: endpoints, pages, CLI
     return app
 
 

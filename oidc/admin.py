@@ -2,8 +2,10 @@
 
 Authentication: ``Authorization: Bearer <key>`` where ``<key>`` is one of the
 ``ADMIN_API_KEYS`` (each at least 32 characters; generate one with
-``python -c 'import secrets; print(secrets.token_urlsafe(32))'``).  Without any
-configured key the admin API is closed: every request gets 401.
+``python -c 'import secrets; print(secrets.token_urlsafe(32))'``), or an access
+token issued by this provider that carries the ``ADMIN_SCOPE`` scope (for
+example to a client registered for client_credentials with that scope).
+Without either the admin API is closed: every request gets 401.
 """
 
 from __future__ import annotations
@@ -40,10 +42,21 @@ def admin_credentials_valid(authorization: str | None) -> bool:
     return valid
 
 
+def admin_access_token_valid(authorization: str | None) -> bool:
+    """Whether the bearer credential is one of our access tokens with the admin scope."""
+    if not authorization or not authorization.startswith("Bearer ") or authorization.count(".") != 2:
+        return False
+    from oidc.userinfo import validate_access_token
+
+    claims, row = validate_access_token(authorization[len("Bearer "):].strip())
+    return row is not None and current_app.config["ADMIN_SCOPE"] in row.scope.split()
+
+
 def require_admin(view: Callable[..., Any]) -> Callable[..., Any]:
     @wraps(view)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        if not admin_credentials_valid(request.headers.get("Authorization")):
+        authorization = request.headers.get("Authorization")
+        if not (admin_credentials_valid(authorization) or admin_access_token_valid(authorization)):
             response = error_response(401, "invalid_token", "valid admin credentials are required")
             response.headers["WWW-Authenticate"] = 'Bearer realm="admin"'
             return response

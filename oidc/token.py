@@ -1,0 +1,84 @@
+"""The token, introspection and revocation endpoints (JSON in, JSON out).
+
+Each request is one database transaction: it is committed only when the
+response is a success, so a refused request leaves nothing half written.  The
+exceptions are deliberate: a replayed code or a reused refresh token revokes
+its family (committed before the refusal), and a private_key_jwt ``jti`` is
+recorded as soon as it is accepted.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+
+from authlib.oauth2.rfc6749.errors import InvalidClientError, InvalidRequestError, OAuth2Error
+from flask import Blueprint, Response, request
+
+from oidc.key_service import key_service
+from oidc.models import db
+from oidc.oauth2.server import authorization_server
+
+bp = Blueprint("token", __name__)
+
+#: Parameters that carry secrets must never come in the URL (RFC 6749 §2.3.1, §3.2).
+SECRET_PARAMETERS = ("client_secret", "code", "code_verifier", "refresh_token", "client_assertion", "token")
+MAX_PARAMETER_LENGTH = 16384
+
+
+def _precheck() -> OAuth2Error | None:
+    """Refusals Authlib would not give (or would give as a 500)."""
+    if request.mimetype != "application/x-www-form-urlencoded":
+        return InvalidRequestError("The body must be application/x-www-form-urlencoded.")
+    if any(name in request.args for name in SECRET_PARAMETERS):
+        return InvalidRequestError("Credentials must be sent in the request body, not in the URL.")
+    if any(len(value) > MAX_PARAMETER_LENGTH for values in request.form.listvalues() for value in values):
+        return InvalidRequestError("A parameter is too long.")
+    for name, values in request.form.lists():
+        if len(values) > 1 and name != "resource":  # RFC 8707 allows several resources
+            return InvalidRequestError(f"The {name} parameter is repeated.")
+    authorization = request.headers.get("Authorization", "")
+    if authorization[:6].lower() == "basic ":
+        try:
+            decoded = base64.b64decode(authorization[6:].strip(), validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError, ValueError):
+            decoded = ""
+        if ":" not in decoded:
+            return InvalidClientError(status_code=401, description="Malformed HTTP Basic credentials.")
+        if request.form.get("client_secret") or request.form.get("client_assertion"):
+            return InvalidRequestError("Use one client authentication method, not several.")
+    return None
+
+
+def _respond(endpoint: str | None) -> Response:
+    # Start the key service (first request of a process) before the request's
+    # transaction takes write locks: provisioning writes to the same database.
+    key_service()
+    server = authorization_server()
+    problem = _precheck()
+    if problem is not None:
+        return server.handle_error_response(None, problem)
+    if endpoint is None:
+        response = server.create_token_response()
+    else:
+        response = server.create_endpoint_response(endpoint)
+    if response.status_code == 200:
+        db.session.commit()
+    else:
+        db.session.rollback()
+    return response
+
+
+@bp.post("/token")
+def token() -> Response:
+    return _respond(None)
+
+
+@bp.post("/introspect")
+def introspect() -> Response:
+    return _respond("introspection")
+
+
+@bp.post("/revoke")
+def revoke() -> Response:
+    return _respond("revocation")
