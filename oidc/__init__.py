@@ -7,11 +7,11 @@ from typing import Any, Mapping
 
 from flask import Flask
 from flask_migrate import Migrate
-from werkzeug.middleware.proxy_fix import ProxyFix
 
 from oidc import key_service
 from oidc.config import load_settings
 from oidc.models import db
+from oidc.proxy import TrustedProxyFix
 
 MIGRATIONS_DIRECTORY = os.path.join(os.path.dirname(__file__), "migrations")
 
@@ -36,10 +36,10 @@ def create_app(config: Mapping[str, Any] | None = None, *, env: Mapping[str, str
     migrate.init_app(app, db, directory=MIGRATIONS_DIRECTORY)
     key_service.init_app(app)
 
-    if app.config["TRUSTED_PROXY_HOPS"]:
-        # Honour X-Forwarded-* only from the configured number of trusted proxies.
-        hops = app.config["TRUSTED_PROXY_HOPS"]
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops, x_port=hops)  # type: ignore[method-assign]
+    # X-Forwarded-* is honoured only from the proxy, for the configured number of hops.
+    app.wsgi_app = TrustedProxyFix(  # type: ignore[method-assign]
+        app.wsgi_app, hops=app.config["TRUSTED_PROXY_HOPS"], trusted=app.config["FORWARDED_ALLOW_IPS"]
+    )
 
     from oidc import admin, cli, errors, health, logs, metrics, wellknown
 

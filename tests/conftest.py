@@ -192,6 +192,7 @@ def hsm_env(base_env: dict[str, str], softhsm: SoftHSM, token: str) -> dict[str,
         "HSM_LIBRARY": softhsm.library,
         "HSM_TOKEN_LABEL": token,
         "HSM_PIN": softhsm.pin,
+        "SOFTHSM2_CONF": softhsm.conf,
     }
 
 

@@ -1,0 +1,314 @@
+"""Production-shaped runs: gunicorn on loopback, nginx with TLS in front,
+PostgreSQL going away and coming back, two instances on one token."""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import json
+import os
+import shutil
+import signal
+import ssl
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from tests.serving import Gunicorn, free_port
+
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def _get(url: str, *, headers: dict[str, str] | None = None, context: ssl.SSLContext | None = None,
+         timeout: float = 10) -> tuple[int, dict[str, str], bytes]:
+    request = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout, context=context) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, dict(error.headers), error.read()
+
+
+def _json_lines(text: str) -> list[dict]:
+    lines = []
+    for line in text.splitlines():
+        if line.startswith("{"):
+            try:
+                lines.append(json.loads(line))
+            except ValueError:
+                pass
+    return lines
+
+
+# -- PostgreSQL stopped under a running instance ---------------------------------
+
+
+@pytest.fixture
+def private_postgres():
+    from tests.private_postgres import PrivatePostgres
+
+    try:
+        server = PrivatePostgres(free_port())
+    except (RuntimeError, OSError, subprocess.CalledProcessError) as exc:
+        if IN_CI:
+            pytest.fail(f"cannot run a private PostgreSQL server: {exc}")
+        pytest.skip(f"cannot run a private PostgreSQL server: {exc}")
+    server.start()
+    yield server
+    server.destroy()
+
+
+def test_ready_turns_503_when_postgres_stops_and_recovers_by_itself(private_postgres, system_secret, admin_key, tmp_path):
+    env = {"DATABASE_URL": private_postgres.url, "SECRETS_SYSTEM": system_secret, "ADMIN_API_KEYS": admin_key,
+           "METRICS_BIND": ""}
+    server = Gunicorn(env, workers=1, log_path=tmp_path / "gunicorn.log")
+    auth = {"Authorization": f"Bearer {admin_key}"}
+    try:
+        server.wait_ready("/health/ready")
+        assert _get(server.url + "/admin/keys", headers=auth)[0] == 200
+
+        private_postgres.stop()
+        status, _, body = _get(server.url + "/health/ready")
+        assert status == 503
+        document = json.loads(body)
+        assert document["status"] == "unavailable"
+        assert "database unreachable" in document["checks"]["database"]["reason"]
+        # A request that needs the database fails clearly, not with a trace.
+        status, headers, body = _get(server.url + "/admin/keys", headers=auth)
+        assert status == 503
+        assert json.loads(body)["error"] == "temporarily_unavailable"
+        assert headers.get("Retry-After")
+        assert b"Traceback" not in body
+        # Public keys are still served from memory.
+        assert _get(server.url + "/.well-known/jwks.json")[0] == 200
+
+        private_postgres.start()
+        deadline = time.monotonic() + 30
+        while _get(server.url + "/health/ready")[0] != 200:
+            assert time.monotonic() < deadline, "did not recover after PostgreSQL came back"
+            time.sleep(0.2)
+        assert _get(server.url + "/admin/keys", headers=auth)[0] == 200
+    finally:
+        server.stop()
+    assert "Traceback" not in server.log()
+
+
+# -- graceful reload and a killed worker under load -------------------------------------
+
+
+class Load:
+    """Bounded loopback load: a few threads making requests until stopped (at most 60 s)."""
+
+    def __init__(self, url: str, threads: int = 4) -> None:
+        self.url = url
+        self.ok = 0
+        self.failures: list[str] = []
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
+
+    def _run(self) -> None:
+        deadline = time.monotonic() + 60
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            try:
+                status = _get(self.url, timeout=10)[0]
+                outcome = None if status == 200 else f"HTTP {status}"
+            except (OSError, urllib.error.URLError) as exc:
+                outcome = type(exc).__name__
+            with self._lock:
+                if outcome is None:
+                    self.ok += 1
+                else:
+                    self.failures.append(outcome)
+
+    def __enter__(self) -> "Load":
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=15)
+
+
+def _workers(master: int) -> list[int]:
+    output = subprocess.run(["pgrep", "-P", str(master)], capture_output=True, text=True).stdout
+    return [int(pid) for pid in output.split()]
+
+
+def _wait_for_workers(master: int, count: int, exclude: set[int] = frozenset(), timeout: float = 30) -> list[int]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        workers = [pid for pid in _workers(master) if pid not in exclude]
+        if len(workers) >= count:
+            return workers
+        time.sleep(0.1)
+    raise TimeoutError(f"expected {count} workers of {master}")
+
+
+def test_sigkilled_worker_and_graceful_reload_lose_only_in_flight_requests(hsm_env, tmp_path):
+    server = Gunicorn({**hsm_env, "METRICS_BIND": ""}, workers=2, log_path=tmp_path / "gunicorn.log")
+    try:
+        server.wait_ready()
+        master = server.process.pid
+        workers = _wait_for_workers(master, 2)
+        with Load(server.url + "/health/ready") as load:
+            time.sleep(1.5)
+            os.kill(workers[0], signal.SIGKILL)
+            time.sleep(1.5)
+            killed_failures = len(load.failures)
+            _wait_for_workers(master, 2, exclude={workers[0]})
+            os.kill(master, signal.SIGHUP)  # graceful reload: new workers, old ones finish
+            time.sleep(3)
+            _wait_for_workers(master, 2, exclude=set(workers))
+            time.sleep(1)
+        assert load.ok > 50
+        # A sync worker has at most one request in flight: killing it may fail that one.
+        assert killed_failures <= 1, load.failures
+        assert len(load.failures) == killed_failures, load.failures
+        assert _get(server.url + "/health/ready")[0] == 200
+    finally:
+        server.stop()
+
+
+# -- two instances, one PostgreSQL, one token --------------------------------------------
+
+
+# Several hosts share PostgreSQL, never an SQLite file.
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_two_instances_on_one_database_and_token_provision_once(hsm_env, softhsm, token, tmp_path):
+    env = {**hsm_env, "METRICS_BIND": ""}
+    first = Gunicorn(env, workers=2, log_path=tmp_path / "a.log")
+    second = Gunicorn(env, workers=2, log_path=tmp_path / "b.log")
+    try:
+        first.wait_ready("/health/ready")
+        second.wait_ready("/health/ready")
+        jwks_a = json.loads(_get(first.url + "/.well-known/jwks.json")[2])
+        jwks_b = json.loads(_get(second.url + "/.well-known/jwks.json")[2])
+    finally:
+        first.stop()
+        second.stop()
+    assert jwks_a == jwks_b and len(jwks_a["keys"]) == 2
+    private = [o for o in softhsm.list_objects(token) if o["kind"] == "Private Key Object"]
+    assert sorted(o["label"] for o in private) == ["jwt.access-token", "openid.id-token"]
+
+
+# -- behind nginx terminating TLS ---------------------------------------------------------
+
+
+def _certificate(directory: Path) -> tuple[Path, Path]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    certificate = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"),
+                                                    x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+NGINX_CONF = """
+worker_processes 1;
+daemon off;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log warn;
+events {{ worker_connections 64; }}
+http {{
+    access_log off;
+    client_body_temp_path {dir}/body; proxy_temp_path {dir}/proxy; fastcgi_temp_path {dir}/fastcgi;
+    uwsgi_temp_path {dir}/uwsgi; scgi_temp_path {dir}/scgi;
+    server {{
+        listen 127.0.0.1:{port} ssl;
+        server_name localhost;
+        ssl_certificate {cert};
+        ssl_certificate_key {key};
+        location / {{
+            proxy_pass http://127.0.0.1:{upstream};
+            proxy_bind 127.0.0.2;
+            proxy_set_header Host $host:$server_port;
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto $scheme;
+            proxy_set_header X-Forwarded-Host $host:$server_port;
+        }}
+    }}
+}}
+"""
+
+
+@pytest.fixture
+def nginx_binary() -> str:
+    path = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
+    if path is None:
+        if IN_CI:
+            pytest.fail("nginx is required in CI")
+        pytest.skip("nginx is not installed")
+    return path
+
+
+def test_behind_nginx_with_tls(nginx_binary, base_env, tmp_path):
+    proxy_port = free_port()
+    issuer = f"https://localhost:{proxy_port}"
+    env = {**base_env, "OIDC_ISSUER": issuer, "TRUSTED_PROXY_HOPS": "1", "FORWARDED_ALLOW_IPS": "127.0.0.2",
+           "METRICS_BIND": ""}
+    server = Gunicorn(env, workers=1, log_path=tmp_path / "gunicorn.log")
+    cert, key = _certificate(tmp_path)
+    conf = tmp_path / "nginx.conf"
+    conf.write_text(NGINX_CONF.format(dir=tmp_path, port=proxy_port, upstream=server.port, cert=cert, key=key))
+    nginx = subprocess.Popen([nginx_binary, "-c", str(conf), "-e", str(tmp_path / "error.log")],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    context = ssl.create_default_context(cafile=str(cert))
+    try:
+        server.wait_ready()
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                status, headers, body = _get(issuer + "/.well-known/openid-configuration", context=context)
+                break
+            except (urllib.error.URLError, ConnectionError):
+                assert time.monotonic() < deadline, (tmp_path / "error.log").read_text()
+                time.sleep(0.1)
+        assert status == 200
+        document = json.loads(body)
+        assert document["issuer"] == issuer
+        assert document["jwks_uri"] == issuer + "/.well-known/jwks.json"
+        assert _get(document["jwks_uri"], context=context)[0] == 200
+
+        # A client's own forwarded headers are replaced by the proxy's...
+        _get(issuer + "/health/alive", context=context,
+             headers={"X-Forwarded-Host": "evil.example", "X-Forwarded-For": "203.0.113.9"})
+        # ...and sent straight to the app (not from the proxy) they are ignored.
+        _get(server.url + "/health/alive", headers={"X-Forwarded-For": "198.51.100.7",
+                                                    "X-Forwarded-Proto": "https"})
+        document = json.loads(_get(issuer + "/.well-known/openid-configuration", context=context,
+                                   headers={"X-Forwarded-Host": "evil.example"})[2])
+        assert document["issuer"] == issuer
+    finally:
+        nginx.terminate()
+        nginx.wait(timeout=10)
+        server.stop()
+    access = [line for line in _json_lines(server.log()) if line.get("logger") == "oidc.access"]
+    alive = [line for line in access if line.get("path") == "/health/alive"]
+    # Through the proxy: the client's address is the proxy's X-Forwarded-For entry (one hop trusted).
+    assert alive[0]["remote_addr"] == "127.0.0.1"
+    # Direct: the spoofed X-Forwarded-For was dropped.
+    assert alive[1]["remote_addr"] == "127.0.0.1"
+    assert "198.51.100.7" not in server.log() and "evil.example" not in server.log()
