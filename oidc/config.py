@@ -139,7 +139,76 @@ def load_settings(env: Mapping[str, str] | None = None, *, instance_path: str) -
     settings["LOG_LEVEL"] = (env.get("LOG_LEVEL") or "INFO").upper()
     if settings["LOG_LEVEL"] not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError("LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR")
+    settings.update(load_protocol_settings(env, settings))
     return settings
+
+
+# -- OpenID Connect / OAuth 2.0 protocol settings ------------------------------
+# Documented in docs/configuration-protocol.md (variable, default, meaning).
+
+#: Scopes whose claims this provider knows (OIDC Core §5.4) plus offline_access.
+STANDARD_SCOPES = ("openid", "profile", "email", "offline_access")
+
+
+def _rate_limit(env: Mapping[str, str], name: str, default: str) -> str:
+    value = (env.get(name) or default).strip()
+    try:
+        from limits import parse_many
+
+        parse_many(value)
+    except ValueError:
+        raise ConfigError(f"{name} must be a rate limit such as '5/minute;20/hour', not {value!r}") from None
+    return value
+
+
+def load_protocol_settings(env: Mapping[str, str], settings: Mapping[str, Any]) -> dict[str, Any]:
+    """Settings of the authorization server, login pages and token lifetimes."""
+    protocol: dict[str, Any] = {}
+    issuer = settings["OIDC_ISSUER"]
+    protocol["AUTHORIZATION_CODE_LIFETIME"] = _int(env, "AUTHORIZATION_CODE_LIFETIME", 60, minimum=1)
+    protocol["REFRESH_TOKEN_LIFETIME"] = _int(env, "REFRESH_TOKEN_LIFETIME", 30 * 24 * 3600, minimum=1)
+    protocol["LOGIN_SESSION_LIFETIME"] = _int(env, "LOGIN_SESSION_LIFETIME", 8 * 3600, minimum=60)
+    audience = env.get("ACCESS_TOKEN_DEFAULT_AUDIENCE", "").strip() or issuer
+    protocol["ACCESS_TOKEN_DEFAULT_AUDIENCE"] = audience
+
+    scopes = (env.get("OIDC_SCOPES_SUPPORTED") or " ".join(STANDARD_SCOPES)).replace(",", " ").split()
+    if "openid" not in scopes:
+        raise ConfigError("OIDC_SCOPES_SUPPORTED must include 'openid'")
+    protocol["OIDC_SCOPES_SUPPORTED"] = list(dict.fromkeys(scopes))
+    admin_scope = (env.get("ADMIN_SCOPE") or "admin").strip()
+    if " " in admin_scope:
+        raise ConfigError("ADMIN_SCOPE must be a single scope token")
+    protocol["ADMIN_SCOPE"] = admin_scope
+
+    protocol["LOGIN_RATE_LIMIT_PER_ACCOUNT"] = _rate_limit(env, "LOGIN_RATE_LIMIT_PER_ACCOUNT", "5/minute;20/hour")
+    protocol["LOGIN_RATE_LIMIT_PER_ADDRESS"] = _rate_limit(env, "LOGIN_RATE_LIMIT_PER_ADDRESS", "20/minute;100/hour")
+    protocol["RATELIMIT_STORAGE_URI"] = env.get("RATELIMIT_STORAGE_URI") or "memory://"
+    protocol["CLIENT_ASSERTION_LEEWAY"] = _int(env, "CLIENT_ASSERTION_LEEWAY", 60)
+    protocol["CLIENT_ASSERTION_MAX_LIFETIME"] = _int(env, "CLIENT_ASSERTION_MAX_LIFETIME", 300, minimum=1)
+
+    # Browser session: the cookie is never readable by scripts, not sent on
+    # cross-site subrequests, and only sent over TLS when the issuer is https.
+    protocol["SESSION_COOKIE_NAME"] = env.get("SESSION_COOKIE_NAME") or "op_session"
+    protocol["SESSION_COOKIE_HTTPONLY"] = True
+    protocol["SESSION_COOKIE_SAMESITE"] = "Lax"
+    protocol["SESSION_COOKIE_SECURE"] = issuer.startswith("https://")
+    protocol["PERMANENT_SESSION_LIFETIME"] = protocol["LOGIN_SESSION_LIFETIME"]
+    protocol["WTF_CSRF_TIME_LIMIT"] = _int(env, "CSRF_TIME_LIMIT", 3600, minimum=60)
+    protocol["WTF_CSRF_SSL_STRICT"] = False  # the consent form is posted back to us; Origin checked by SameSite
+    # Request bodies of the protocol endpoints are small; refuse large ones early.
+    protocol["MAX_CONTENT_LENGTH"] = _int(env, "MAX_REQUEST_BYTES", 64 * 1024, minimum=4096)
+    protocol["MAX_FORM_MEMORY_SIZE"] = protocol["MAX_CONTENT_LENGTH"]
+
+    secrets = [part.strip() for part in settings["SECRETS_SYSTEM"].split(",") if part.strip()]
+    if secrets and all(len(secret) >= 32 for secret in secrets):
+        # Flask signs the session cookie with a key derived from the system
+        # secrets (never a default): the first signs, the others still verify.
+        from oidc.security import derive_key
+
+        derived = [derive_key(secret, b"flask session").hex() for secret in secrets]
+        protocol["SECRET_KEY"] = derived[0]
+        protocol["SECRET_KEY_FALLBACKS"] = derived[1:]
+    return protocol
 
 
 def key_set_algorithms(config: Mapping[str, Any]) -> dict[str, str]:
