@@ -24,14 +24,14 @@ def free_port() -> int:
 class Gunicorn:
     """``gunicorn -c gunicorn.conf.py app:app`` as a child process on 127.0.0.1."""
 
-    def __init__(self, env: dict[str, str], *, workers: int = 2, log_path: Path) -> None:
+    def __init__(self, env: dict[str, str], *, workers: int = 2, log_path: Path, args: tuple[str, ...] = ()) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
         full_env = {**os.environ, **env, "BIND": f"127.0.0.1:{self.port}", "GUNICORN_WORKERS": str(workers)}
         self._log = open(log_path, "wb")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "app:app"],
+            [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", *args, "app:app"],
             cwd=ROOT, env=full_env, stdout=self._log, stderr=subprocess.STDOUT,
         )
 

@@ -57,3 +57,26 @@ def test_unusable_hsm_or_secret_stops_the_server_with_one_clear_line(hsm_env, tm
     for secret in (env["HSM_PIN"], env["SECRETS_SYSTEM"]):
         if len(secret) > 5:
             assert secret not in log
+
+
+@pytest.mark.parametrize("preload", [False, True], ids=["fork-then-load", "preload"])
+def test_pkcs11_is_loaded_in_workers_never_in_the_master(hsm_env, tmp_path, preload):
+    """Even with --preload the app factory touches no PKCS#11: each worker loads and logs in itself."""
+    import subprocess
+
+    args = ("--preload",) if preload else ()
+    server = Gunicorn({**hsm_env, "METRICS_BIND": ""}, workers=2, log_path=tmp_path / "gunicorn.log", args=args)
+    try:
+        server.wait_ready()
+        master = server.process.pid
+        workers = [int(pid) for pid in subprocess.run(["pgrep", "-P", str(master)], capture_output=True,
+                                                       text=True).stdout.split()]
+        assert len(workers) == 2
+        with open(f"/proc/{master}/maps") as maps:
+            assert "libsofthsm2" not in maps.read()
+        for pid in workers:
+            with open(f"/proc/{pid}/maps") as maps:
+                assert "libsofthsm2" in maps.read()
+        assert _get_json(server.url + "/health/ready")["checks"]["hsm"] == {"ok": True, "configured": True}
+    finally:
+        server.stop()
