@@ -3,7 +3,9 @@
 #
 # Creates .venv, installs the project, keeps its generated settings in
 # instance/quickstart.env (mode 600), initialises a SoftHSM2 token when
-# softhsm2-util is installed (software keys otherwise), and starts gunicorn.
+# softhsm2-util is installed (software keys otherwise), creates a demo user and
+# a demo client, starts a demo relying party on http://localhost:8001 and the
+# provider under gunicorn.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT="$PWD"
@@ -13,7 +15,7 @@ if [ ! -x .venv/bin/python ]; then
     "$PYTHON" -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet -e .
+.venv/bin/python -m pip install --quiet -e '.[demo]'
 
 mkdir -p instance
 ENV_FILE="instance/quickstart.env"
@@ -61,6 +63,39 @@ set -a
 . "$ENV_FILE"
 set +a
 
-echo "Provider: $OIDC_ISSUER  (discovery: $OIDC_ISSUER/.well-known/openid-configuration)"
-echo "Admin API key: in $ENV_FILE (ADMIN_API_KEYS)"
-exec .venv/bin/gunicorn -c gunicorn.conf.py app:app
+FLASK=(.venv/bin/flask --app app)
+"${FLASK[@]}" db upgrade -d oidc/migrations >/dev/null 2>&1 || "${FLASK[@]}" db upgrade -d oidc/migrations
+
+DEMO_FILE="instance/quickstart-demo.env"
+if [ ! -f "$DEMO_FILE" ]; then
+    umask 077
+    DEMO_PASSWORD="$(.venv/bin/python -c 'import secrets; print(secrets.token_urlsafe(12))')"
+    printf '%s\n' "$DEMO_PASSWORD" | "${FLASK[@]}" users create demo --password-stdin \
+        --email demo@example.com --name "Demo User" >/dev/null
+    CLIENT_JSON="$("${FLASK[@]}" clients create --name "Demo app" \
+        --redirect-uri http://localhost:8001/callback --post-logout-redirect-uri http://localhost:8001/ \
+        --grant-type authorization_code --grant-type refresh_token \
+        --scope "openid profile email offline_access" --auth-method client_secret_basic --json)"
+    {
+        echo "DEMO_USERNAME=demo"
+        echo "DEMO_PASSWORD=$DEMO_PASSWORD"
+        echo "DEMO_CLIENT_ID=$(printf '%s' "$CLIENT_JSON" | .venv/bin/python -c 'import json,sys; print(json.load(sys.stdin)["client_id"])')"
+        echo "DEMO_CLIENT_SECRET=$(printf '%s' "$CLIENT_JSON" | .venv/bin/python -c 'import json,sys; print(json.load(sys.stdin)["client_secret"])')"
+    } > "$DEMO_FILE"
+fi
+set -a
+# shellcheck disable=SC1090
+. "$DEMO_FILE"
+set +a
+
+.venv/bin/python quickstart/demo_rp.py > instance/demo_rp.log 2>&1 &
+DEMO_PID=$!
+trap 'kill "$DEMO_PID" 2>/dev/null || true' EXIT
+
+echo
+echo "Provider:  $OIDC_ISSUER  (discovery: $OIDC_ISSUER/.well-known/openid-configuration)"
+echo "Open:      http://localhost:8001  and click \"Log in\""
+echo "Demo user: $DEMO_USERNAME / $DEMO_PASSWORD"
+echo "Admin API: Authorization: Bearer <ADMIN_API_KEYS from $ENV_FILE>"
+echo
+.venv/bin/gunicorn -c gunicorn.conf.py app:app
