@@ -8,7 +8,7 @@ from flask import Flask, jsonify
 from sqlalchemy.exc import DBAPIError, OperationalError
 from werkzeug.exceptions import HTTPException
 
-from keys.errors import HSMError, NoSigningKey
+from keys.errors import KeyServiceError
 from oidc.models import db
 
 log = logging.getLogger(__name__)
@@ -49,8 +49,7 @@ def init_app(app: Flask) -> None:
         response.headers["Retry-After"] = "5"
         return response
 
-    @app.errorhandler(NoSigningKey)
-    @app.errorhandler(HSMError)
+    @app.errorhandler(KeyServiceError)
     def signing_unavailable(exc: Exception):  # type: ignore[no-untyped-def]
         log.error("signing unavailable: %s", exc)
         response = error_response(503, "temporarily_unavailable", "the service is temporarily unavailable")
