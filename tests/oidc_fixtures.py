@@ -1,0 +1,194 @@
+"""Fixtures and a small browser-less user agent for the OpenID Connect tests.
+
+Load with ``pytest_plugins = ["oidc_fixtures"]``.  ``op`` is a provider on the
+parametrized test database (SQLite and PostgreSQL) with software keys;
+``hsm_op`` the same with keys on a fresh SoftHSM2 token.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import html
+import json
+import re
+import secrets
+from typing import Any, Iterator
+from urllib.parse import parse_qs, urlencode, urlsplit
+
+import pytest
+from werkzeug.datastructures import MultiDict
+
+ISSUER = "https://op.example.test"
+REDIRECT_URI = "https://rp.example.test/callback"
+PASSWORD = "correct horse battery staple"
+
+_HIDDEN = re.compile(r'<input[^>]*type="hidden"[^>]*>')
+_ATTR = re.compile(r'(name|value)="([^"]*)"')
+
+
+def hidden_fields(page: str) -> list[tuple[str, str]]:
+    """(name, value) of every hidden input of an HTML page, unescaped."""
+    fields = []
+    for tag in _HIDDEN.findall(page):
+        attrs = dict(_ATTR.findall(tag))
+        if "name" in attrs:
+            fields.append((attrs["name"], html.unescape(attrs.get("value", ""))))
+    return fields
+
+
+def pkce_pair() -> tuple[str, str]:
+    verifier = secrets.token_urlsafe(48)
+    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+    return verifier, challenge
+
+
+def b64d(value: str) -> bytes:
+    return base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+
+
+def jwt_parts(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    header, payload, _ = token.split(".")
+    return json.loads(b64d(header)), json.loads(b64d(payload))
+
+
+def query_of(location: str) -> dict[str, list[str]]:
+    return parse_qs(urlsplit(location).query, keep_blank_values=True)
+
+
+class Provider:
+    """The app under test and a cookie-keeping test client talking to it."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.http = app.test_client()
+        from oidc.key_service import start_key_service
+
+        start_key_service(app)
+
+    # -- plumbing -------------------------------------------------------------------------
+
+    def get(self, path: str, **kwargs: Any) -> Any:
+        return self.http.get(path, base_url=ISSUER, **kwargs)
+
+    def post(self, path: str, **kwargs: Any) -> Any:
+        return self.http.post(path, base_url=ISSUER, **kwargs)
+
+    def new_browser(self) -> "Provider":
+        """Another user agent (its own cookies) on the same app."""
+        other = Provider.__new__(Provider)
+        other.app = self.app
+        other.http = self.app.test_client()
+        return other
+
+    def count(self, model_name: str) -> int:
+        from oidc import models
+
+        with self.app.app_context():
+            return getattr(models, model_name).query.count()
+
+    # -- registration ----------------------------------------------------------------------
+
+    def add_user(self, username: str = "alice", password: str = PASSWORD, **kwargs: Any) -> Any:
+        from oidc.users import create_user
+
+        kwargs.setdefault("email", f"{username}@example.test")
+        kwargs.setdefault("name", username.title())
+        with self.app.app_context():
+            user = create_user(username, password, **kwargs)
+            return user.subject
+
+    def add_client(self, **kwargs: Any) -> tuple[str, str | None]:
+        from oidc.clients import create_client
+
+        kwargs.setdefault("name", "Example RP")
+        if "authorization_code" in kwargs.get("grant_types", ["authorization_code"]):
+            kwargs.setdefault("redirect_uris", [REDIRECT_URI])
+        with self.app.app_context():
+            client, secret = create_client(**kwargs)
+            return client.client_id, secret
+
+    # -- the browser side ----------------------------------------------------------------------
+
+    def login(self, username: str = "alice", password: str = PASSWORD, next_url: str = "") -> Any:
+        page = self.get("/login" + (f"?{urlencode({'next': next_url})}" if next_url else ""))
+        fields = dict(hidden_fields(page.text))
+        return self.post("/login", data={"csrf_token": fields["csrf_token"], "next": fields.get("next", ""),
+                                         "username": username, "password": password})
+
+    def authorize(self, params: dict[str, Any], *, username: str = "alice", password: str = PASSWORD,
+                  consent: str | None = "approve") -> Any:
+        """Run /authorize like a browser: log in if asked, answer the consent page; the last response."""
+        response = self.get("/authorize", query_string=params)
+        for _ in range(6):
+            if response.status_code in (302, 303) and response.headers["Location"].startswith("/login"):
+                page = self.get(response.headers["Location"])
+                fields = dict(hidden_fields(page.text))
+                response = self.post("/login", data={"csrf_token": fields["csrf_token"], "next": fields["next"],
+                                                     "username": username, "password": password})
+            elif response.status_code in (302, 303) and response.headers["Location"].startswith("/authorize"):
+                response = self.get(response.headers["Location"])
+            elif response.status_code == 200 and 'action="/authorize/consent"' in response.text and consent:
+                data = MultiDict(hidden_fields(response.text))
+                data.add("decision", consent)
+                response = self.post("/authorize/consent", data=data)
+            else:
+                return response
+        return response
+
+    def code_flow(self, client_id: str, *, scope: str = "openid profile email offline_access",
+                  extra: dict[str, Any] | None = None, pkce: bool = True, **kwargs: Any) -> dict[str, Any]:
+        """Authorize and return {'code', 'state', 'verifier', 'nonce', 'location'}."""
+        verifier, challenge = pkce_pair()
+        state, nonce = secrets.token_urlsafe(12), secrets.token_urlsafe(12)
+        params = {"response_type": "code", "client_id": client_id, "redirect_uri": REDIRECT_URI, "scope": scope,
+                  "state": state, "nonce": nonce}
+        if pkce:
+            params.update(code_challenge=challenge, code_challenge_method="S256")
+        params.update(extra or {})
+        response = self.authorize(params, **kwargs)
+        assert response.status_code == 302, response.text[:500]
+        location = response.headers["Location"]
+        query = query_of(location)
+        assert location.startswith(params["redirect_uri"] + "?"), location
+        return {"code": query["code"][0], "state": query["state"][0], "verifier": verifier, "nonce": nonce,
+                "location": location}
+
+    def redeem(self, client_id: str, secret: str | None, flow: dict[str, Any], **extra: Any) -> Any:
+        data = {"grant_type": "authorization_code", "code": flow["code"], "redirect_uri": REDIRECT_URI,
+                "code_verifier": flow["verifier"], **extra}
+        data = {key: value for key, value in data.items() if value is not None}
+        if secret is None:
+            data["client_id"] = client_id
+            return self.post("/token", data=data)
+        return self.post("/token", data=data, auth=(client_id, secret))
+
+    def tokens(self, client_id: str, secret: str | None, **kwargs: Any) -> dict[str, Any]:
+        flow = self.code_flow(client_id, **kwargs)
+        response = self.redeem(client_id, secret, flow)
+        assert response.status_code == 200, response.json
+        return {**response.json, "_flow": flow}
+
+    def jwks(self) -> dict[str, Any]:
+        return self.get("/.well-known/jwks.json").json
+
+
+@pytest.fixture
+def op(make_app: Any, base_env: dict[str, str]) -> Provider:
+    return Provider(make_app(base_env))
+
+
+@pytest.fixture
+def hsm_op(make_app: Any, hsm_env: dict[str, str]) -> Iterator[Provider]:
+    yield Provider(make_app(hsm_env))
+
+
+def verify_jws(jwks: dict[str, Any], token: str) -> dict[str, Any]:
+    """Verify a JWS against a published JWK Set with ``cryptography`` (tests/jose_helpers.py)."""
+    from jose_helpers import verify
+
+    header, claims = jwt_parts(token)
+    jwk = next(key for key in jwks["keys"] if key["kid"] == header["kid"])
+    signing_input, _, signature = token.rpartition(".")
+    verify(jwk, header["alg"], signing_input.encode(), b64d(signature))
+    return claims

@@ -1,0 +1,271 @@
+"""The authorization endpoint, login and consent, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from oidc_fixtures import ISSUER, REDIRECT_URI, hidden_fields, jwt_parts, op, pkce_pair, query_of  # noqa: F401
+
+
+
+
+def _params(client_id: str, **extra: str) -> dict[str, str]:
+    _, challenge = pkce_pair()
+    params = {"response_type": "code", "client_id": client_id, "redirect_uri": REDIRECT_URI, "scope": "openid",
+              "state": "s", "code_challenge": challenge, "code_challenge_method": "S256"}
+    params.update(extra)
+    return {key: value for key, value in params.items() if value is not None}
+
+
+def test_code_flow_echoes_state_and_carries_nonce(op):
+    op.add_user()
+    client_id, secret = op.add_client()
+    state = "a b/&?=é\"<>%25+"
+    flow = op.code_flow(client_id, extra={"state": state, "unknown_parameter": "ignored"})
+    assert flow["state"] == state  # byte for byte
+    assert query_of(flow["location"])["iss"] == [ISSUER]  # RFC 9207
+    body = op.redeem(client_id, secret, flow).json
+    _, claims = jwt_parts(body["id_token"])
+    assert claims["nonce"] == flow["nonce"]
+    assert claims["iss"] == ISSUER and claims["aud"] == client_id
+    assert {"sub", "exp", "iat", "auth_time", "sid", "at_hash"} <= set(claims)
+
+
+@pytest.mark.parametrize("case", ["unknown client", "unregistered", "prefix", "suffix", "no client_id",
+                                  "repeated redirect_uri", "oversized"])
+def test_bad_client_or_redirect_uri_gets_an_error_page_never_a_redirect(op, case):
+    client_id, _ = op.add_client(redirect_uris=[REDIRECT_URI, "https://rp.example.test/other"])
+    params = _params(client_id)
+    if case == "unknown client":
+        params["client_id"] = "nope"
+    elif case == "unregistered":
+        params["redirect_uri"] = "https://evil.example/callback"
+    elif case == "prefix":
+        params["redirect_uri"] = REDIRECT_URI + "/more"
+    elif case == "suffix":
+        params["redirect_uri"] = REDIRECT_URI[:-1]
+    elif case == "no client_id":
+        del params["client_id"]
+    elif case == "repeated redirect_uri":
+        params["redirect_uri"] = [REDIRECT_URI, "https://rp.example.test/other"]
+    elif case == "oversized":
+        params["state"] = "x" * 20000
+    response = op.get("/authorize", query_string=params)
+    assert response.status_code == 400
+    assert "Location" not in response.headers
+    assert response.mimetype == "text/html"
+    assert "Traceback" not in response.text
+
+
+def test_missing_redirect_uri_uses_the_only_registered_one(op):
+    op.add_user()
+    client_id, secret = op.add_client()
+    params = _params(client_id, redirect_uri=None)
+    response = op.authorize(params)
+    assert response.status_code == 302 and response.headers["Location"].startswith(REDIRECT_URI + "?")
+
+
+def test_missing_redirect_uri_with_several_registered_is_an_error_page(op):
+    client_id, _ = op.add_client(redirect_uris=[REDIRECT_URI, "https://rp.example.test/two"])
+    response = op.get("/authorize", query_string=_params(client_id, redirect_uri=None))
+    assert response.status_code == 400 and "Location" not in response.headers
+
+
+@pytest.mark.parametrize("extra,error", [
+    ({"response_type": "token"}, "unsupported_response_type"),
+    ({"scope": "openid not-registered"}, "invalid_scope"),
+    ({"code_challenge_method": "plain"}, "invalid_request"),
+    ({"code_challenge_method": None}, "invalid_request"),
+    ({"code_challenge": "short"}, "invalid_request"),
+    ({"response_mode": "fragment"}, "invalid_request"),
+    ({"max_age": "-1"}, "invalid_request"),
+    ({"resource": "https://not-registered.example"}, "invalid_target"),
+])
+def test_invalid_requests_redirect_with_the_rfc_error_and_state(op, extra, error):
+    op.add_user()
+    client_id, _ = op.add_client()
+    response = op.authorize(_params(client_id, **extra))
+    assert response.status_code == 302
+    query = query_of(response.headers["Location"])
+    assert response.headers["Location"].startswith(REDIRECT_URI + "?")
+    assert query["error"] == [error]
+    assert query["state"] == ["s"]
+
+
+def test_public_client_must_use_pkce(op):
+    op.add_user()
+    client_id, _ = op.add_client(auth_method="none")
+    response = op.authorize(_params(client_id, code_challenge=None, code_challenge_method=None))
+    assert query_of(response.headers["Location"])["error"] == ["invalid_request"]
+
+
+def test_confidential_client_without_pkce_is_allowed(op):
+    op.add_user()
+    client_id, secret = op.add_client()
+    flow = op.code_flow(client_id, pkce=False)
+    flow["verifier"] = None
+    assert op.redeem(client_id, secret, flow).status_code == 200
+
+
+def test_prompt_none_without_session_redirects_login_required(op):
+    client_id, _ = op.add_client()
+    response = op.get("/authorize", query_string=_params(client_id, prompt="none"))
+    assert response.status_code == 302
+    assert query_of(response.headers["Location"])["error"] == ["login_required"]
+    assert query_of(response.headers["Location"])["state"] == ["s"]
+
+
+def test_prompt_none_with_session_and_consent_issues_a_code(op):
+    op.add_user()
+    client_id, _ = op.add_client()
+    op.code_flow(client_id)  # logs in and consents
+    response = op.get("/authorize", query_string=_params(client_id, prompt="none", scope="openid profile email "
+                                                                                        "offline_access"))
+    assert response.status_code == 302 and "code" in query_of(response.headers["Location"])
+
+
+def test_prompt_none_without_consent_redirects_consent_required(op):
+    op.add_user()
+    client_id, _ = op.add_client()
+    op.login()
+    response = op.get("/authorize", query_string=_params(client_id, prompt="none"))
+    assert query_of(response.headers["Location"])["error"] == ["consent_required"]
+
+
+def test_prompt_login_forces_a_new_login(op):
+    op.add_user()
+    client_id, _ = op.add_client(first_party=True)
+    op.code_flow(client_id)
+    response = op.get("/authorize", query_string=_params(client_id, prompt="login"))
+    assert response.status_code == 302 and response.headers["Location"].startswith("/login")
+    final = op.authorize(_params(client_id, prompt="login"))
+    assert final.status_code == 302 and "code" in query_of(final.headers["Location"])
+
+
+def test_max_age_reauthenticates_when_the_login_is_older(op, monkeypatch):
+    op.add_user()
+    client_id, secret = op.add_client(first_party=True)
+    op.code_flow(client_id)
+    import oidc.authorize
+
+    later = int(time.time()) + 120
+    monkeypatch.setattr(oidc.authorize, "_now", lambda: later)
+    response = op.get("/authorize", query_string=_params(client_id, max_age="60"))
+    assert response.status_code == 302 and response.headers["Location"].startswith("/login")
+    response = op.get("/authorize", query_string=_params(client_id, max_age="600"))
+    assert response.status_code == 302 and response.headers["Location"].startswith(REDIRECT_URI)
+
+
+def test_auth_time_in_the_id_token_is_the_login_time(op):
+    op.add_user()
+    client_id, secret = op.add_client(first_party=True)
+    before = int(time.time())
+    body = op.tokens(client_id, secret, extra={"max_age": "300"})
+    _, claims = jwt_parts(body["id_token"])
+    assert before - 1 <= claims["auth_time"] <= int(time.time())
+
+
+def test_login_hint_prefills_the_username(op):
+    client_id, _ = op.add_client()
+    response = op.get("/authorize", query_string=_params(client_id, login_hint="bob@example.test"))
+    page = op.get(response.headers["Location"])
+    assert 'value="bob@example.test"' in page.text
+
+
+def test_form_post_response_mode(op):
+    op.add_user()
+    client_id, secret = op.add_client(first_party=True)
+    params = _params(client_id, response_mode="form_post", state='"><script>x</script>')
+    response = op.authorize(params)
+    assert response.status_code == 200 and response.mimetype == "text/html"
+    assert f'action="{REDIRECT_URI}"' in response.text
+    fields = dict(hidden_fields(response.text))
+    assert fields["state"] == '"><script>x</script>' and fields["code"]
+    assert "<script>x" not in response.text
+
+
+def test_form_post_errors_are_posted_too(op):
+    client_id, _ = op.add_client()
+    response = op.get("/authorize", query_string=_params(client_id, response_mode="form_post", prompt="none"))
+    assert response.status_code == 200
+    assert dict(hidden_fields(response.text))["error"] == "login_required"
+
+
+def test_consent_names_client_and_scopes_and_is_remembered(op):
+    op.add_user()
+    client_id, _ = op.add_client(name="Photo Printer")
+    params = _params(client_id, scope="openid email")
+    response = op.authorize(params, consent=None)
+    assert response.status_code == 200
+    assert "Photo Printer" in response.text and "email" in response.text and "openid" in response.text
+    op.authorize(params)  # approve
+    again = op.get("/authorize", query_string=params)
+    assert again.status_code == 302 and "code" in query_of(again.headers["Location"])
+    # A smaller scope set is covered; a larger one asks again.
+    smaller = op.get("/authorize", query_string=_params(client_id, scope="openid"))
+    assert smaller.status_code == 302
+    larger = op.get("/authorize", query_string=_params(client_id, scope="openid email profile"))
+    assert larger.status_code == 200 and "Photo Printer" in larger.text
+    # prompt=consent always asks.
+    forced = op.get("/authorize", query_string=_params(client_id, scope="openid", prompt="consent"))
+    assert forced.status_code == 200 and 'action="/authorize/consent"' in forced.text
+
+
+def test_denied_consent_redirects_access_denied(op):
+    op.add_user()
+    client_id, _ = op.add_client()
+    response = op.authorize(_params(client_id), consent="deny")
+    assert query_of(response.headers["Location"])["error"] == ["access_denied"]
+    assert op.count("AuthorizationCode") == 0
+
+
+def test_first_party_client_skips_consent(op):
+    op.add_user()
+    client_id, _ = op.add_client(first_party=True)
+    response = op.authorize(_params(client_id), consent=None)
+    assert response.status_code == 302
+
+
+def test_consent_post_without_csrf_token_is_refused(op):
+    op.add_user()
+    client_id, _ = op.add_client()
+    page = op.authorize(_params(client_id), consent=None)
+    data = [(name, value) for name, value in hidden_fields(page.text) if name != "csrf_token"]
+    from werkzeug.datastructures import MultiDict
+
+    response = op.post("/authorize/consent", data=MultiDict(data + [("decision", "approve")]))
+    assert response.status_code == 400
+    assert op.count("AuthorizationCode") == 0 and op.count("Consent") == 0
+
+
+def test_consent_post_with_tampered_redirect_uri_is_an_error_page(op):
+    op.add_user()
+    client_id, _ = op.add_client()
+    page = op.authorize(_params(client_id), consent=None)
+    from werkzeug.datastructures import MultiDict
+
+    data = MultiDict([(n, "https://evil.example/cb" if n == "redirect_uri" else v) for n, v in hidden_fields(page.text)])
+    data.add("decision", "approve")
+    response = op.post("/authorize/consent", data=data)
+    assert response.status_code == 400 and "Location" not in response.headers
+    assert op.count("Consent") == 0
+
+
+def test_authorization_request_by_post(op):
+    op.add_user()
+    client_id, _ = op.add_client(first_party=True)
+    op.login()
+    response = op.post("/authorize", data=_params(client_id))
+    assert response.status_code == 302 and "code" in query_of(response.headers["Location"])
+
+
+def test_repeated_parameter_is_invalid_request(op):
+    op.add_user()
+    client_id, _ = op.add_client(first_party=True)
+    op.login()
+    params = _params(client_id)
+    params["scope"] = ["openid", "openid email"]
+    response = op.get("/authorize", query_string=params)
+    assert query_of(response.headers["Location"])["error"] == ["invalid_request"]
