@@ -1,0 +1,363 @@
+"""Loopback benchmarks of the provider under the shipped gunicorn configuration.
+
+    python bench/run.py [--duration 10] [--runs 3] [--connections 16] [--only NAME ...]
+
+Each figure: ``wrk`` (keep-alive on, Lua scripts for the POSTs) against the app
+served by ``gunicorn -c gunicorn.conf.py`` with 2 workers, ``--runs`` runs of
+``--duration`` seconds; the median and range of req/s and the median p50/p99
+latency are printed next to the figure's ceiling and the ratio.  Every ceiling
+is measured in the same run.  Benchmarks print figures; they assert nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+WORKERS = 2
+SOFTHSM_LIBRARIES = ["/usr/lib/softhsm/libsofthsm2.so", "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so"]
+PIN = "bench-pin-1234"
+
+
+# -- measuring ------------------------------------------------------------------
+
+@dataclass
+class Figure:
+    name: str
+    rps: list[float] = field(default_factory=list)
+    p50_ms: list[float] = field(default_factory=list)
+    p99_ms: list[float] = field(default_factory=list)
+    errors: int = 0
+    note: str = ""
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.rps) if self.rps else 0.0
+
+    def text(self) -> str:
+        if not self.rps:
+            return f"{'-':>8}"
+        return (f"{self.median:8.0f} req/s ({min(self.rps):.0f}-{max(self.rps):.0f})  "
+                f"p50 {statistics.median(self.p50_ms):6.2f} ms  p99 {statistics.median(self.p99_ms):6.2f} ms"
+                + (f"  errors {self.errors}" if self.errors else ""))
+
+
+_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+
+
+def _latency(output: str, percentile: str) -> float:
+    match = re.search(rf"^\s+{percentile}%\s+([\d.]+)(us|ms|s)\s*$", output, re.M)
+    return float(match.group(1)) * _UNITS[match.group(2)] if match else float("nan")
+
+
+def wrk(url: str, *, duration: float, connections: int, script: Path | None = None) -> tuple[float, float, float, int]:
+    command = ["wrk", "-t", "2", "-c", str(connections), "-d", f"{max(1, round(duration))}s", "--latency", "--timeout", "10s"]
+    if script is not None:
+        command += ["-s", str(script)]
+    output = subprocess.run(command + [url], capture_output=True, text=True, timeout=duration + 60).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))
+    errors = 0
+    for pattern in (r"Non-2xx or 3xx responses: (\d+)", r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)"):
+        match = re.search(pattern, output)
+        if match:
+            errors += sum(int(value) for value in match.groups())
+    return rps, _latency(output, "50"), _latency(output, "99"), errors
+
+
+def measure(name: str, url: str, args: argparse.Namespace, script: Path | None = None,
+            before_each: Callable[[], None] | None = None) -> Figure:
+    figure = Figure(name)
+    wrk(url, duration=min(2.0, args.duration), connections=args.connections, script=script)  # warm-up
+    for _ in range(args.runs):
+        if before_each is not None:
+            before_each()
+        rps, p50, p99, errors = wrk(url, duration=args.duration, connections=args.connections, script=script)
+        figure.rps.append(rps)
+        figure.p50_ms.append(p50)
+        figure.p99_ms.append(p99)
+        figure.errors += errors
+    return figure
+
+
+def lua_post(directory: Path, name: str, body: str, headers: dict[str, str]) -> Path:
+    lines = ['wrk.method = "POST"', f"wrk.body = {json.dumps(body)}",
+             'wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"']
+    lines += [f"wrk.headers[{json.dumps(k)}] = {json.dumps(v)}" for k, v in headers.items()]
+    path = directory / f"{name}.lua"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+# -- running the provider ---------------------------------------------------------------
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Deployment:
+    """A database, optionally a SoftHSM2 token, and gunicorn serving the app."""
+
+    def __init__(self, workdir: Path, *, backend: str, id_alg: str = "RS256", at_alg: str = "ES256",
+                 database_url: str | None = None) -> None:
+        self.workdir = workdir
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {
+            **os.environ,
+            "DATABASE_URL": database_url or f"sqlite:///{workdir / 'bench.sqlite3'}",
+            "SECRETS_SYSTEM": secrets.token_urlsafe(32),
+            "OIDC_ISSUER": self.url,
+            "ID_TOKEN_SIGNING_ALG": id_alg,
+            "ACCESS_TOKEN_SIGNING_ALG": at_alg,
+            "BIND": f"127.0.0.1:{self.port}",
+            "GUNICORN_WORKERS": str(WORKERS),
+            "METRICS_BIND": "",
+            "LOG_LEVEL": "WARNING",
+            "PYTHONPATH": str(ROOT),
+        }
+        if backend == "softhsm":
+            library = next((path for path in SOFTHSM_LIBRARIES if os.path.exists(path)), None)
+            if library is None:
+                raise RuntimeError("softhsm2 is not installed")
+            (workdir / "tokens").mkdir(exist_ok=True)
+            conf = workdir / "softhsm2.conf"
+            conf.write_text(f"directories.tokendir = {workdir / 'tokens'}\nobjectstore.backend = file\nlog.level = ERROR\n")
+            self.env.update(SOFTHSM2_CONF=str(conf), HSM_ENABLED="true", HSM_LIBRARY=library,
+                            HSM_TOKEN_LABEL="bench", HSM_PIN=PIN)
+            subprocess.run(["softhsm2-util", "--init-token", "--free", "--label", "bench", "--pin", PIN,
+                            "--so-pin", PIN], check=True, capture_output=True, env=self.env)
+        self.flask("db", "upgrade", "-d", str(ROOT / "oidc" / "migrations"))
+        self.process: subprocess.Popen | None = None
+
+    def flask(self, *args: str, stdin: str | None = None) -> str:
+        result = subprocess.run([sys.executable, "-m", "flask", "--app", "app", *args], cwd=ROOT, env=self.env,
+                                capture_output=True, text=True, input=stdin, timeout=600)
+        if result.returncode != 0:
+            raise RuntimeError(f"flask {' '.join(args)} failed: {result.stderr[-2000:]}")
+        return result.stdout
+
+    def create_client(self, *args: str) -> dict[str, Any]:
+        return json.loads(self.flask("clients", "create", "--json", *args))
+
+    def start(self, config: str = "gunicorn.conf.py", app: str = "app:app") -> None:
+        log = open(self.workdir / "gunicorn.log", "ab")
+        self.process = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", config, app], cwd=ROOT,
+                                        env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(self.url + ("/health/ready" if app == "app:app" else "/"), timeout=2):
+                    return
+            except OSError:
+                time.sleep(0.2)
+        raise RuntimeError(f"gunicorn did not start; see {self.workdir / 'gunicorn.log'}")
+
+    def workers(self) -> list[int]:
+        assert self.process is not None
+        out = subprocess.run(["pgrep", "-P", str(self.process.pid)], capture_output=True, text=True).stdout
+        return [int(pid) for pid in out.split()]
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+        self.process = None
+
+
+def post(url: str, data: dict[str, str], headers: dict[str, str]) -> dict[str, Any]:
+    body = "&".join(f"{k}={urllib.request.quote(v, safe='')}" for k, v in data.items()).encode()
+    request = urllib.request.Request(url, data=body, headers={
+        **headers, "Content-Type": "application/x-www-form-urlencoded"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.load(response)
+
+
+def basic(client: dict[str, Any]) -> str:
+    return "Basic " + base64.b64encode(f"{client['client_id']}:{client['client_secret']}".encode()).decode()
+
+
+def rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        return int(next(line for line in status if line.startswith("VmRSS")).split()[1])
+
+
+# -- scenarios ------------------------------------------------------------------------
+
+Results = list  # of (Figure, ceiling req/s or None, ceiling name)
+
+RAW_SIGN = """
+import os, sys, time
+sys.path.insert(0, os.environ["PYTHONPATH"])
+from keys.algorithms import get_algorithm
+alg = get_algorithm(sys.argv[1])
+if sys.argv[2] == "softhsm":
+    from keys.hsm import HSMConfig, HSMManager
+    manager = HSMManager(HSMConfig(library=os.environ["HSM_LIBRARY"], pin=os.environ["HSM_PIN"], token_label="bench"))
+    manager.open()
+    sign = manager.signer(manager.generate("bench.raw", sys.argv[1], rsa_bits=2048)).sign
+else:
+    from keys.software import generate_private_key, signing_function
+    sign = signing_function(generate_private_key(alg, 2048), alg)
+data = b"x" * 400
+rates = []
+for _ in range(3):
+    n, start = 0, time.perf_counter()
+    while time.perf_counter() - start < float(sys.argv[3]):
+        sign(data); n += 1
+    rates.append(n / (time.perf_counter() - start))
+print(sorted(rates)[1])
+"""
+
+
+def raw_sign_rate(deployment: Deployment, backend: str, alg: str) -> float:
+    """Median signatures/s of one process through ``backend`` (the app's own code path)."""
+    out = subprocess.run([sys.executable, "-c", RAW_SIGN, alg, backend, "1.5"], env=deployment.env,
+                         capture_output=True, text=True, timeout=120)
+    if out.returncode != 0:
+        raise RuntimeError(out.stderr[-2000:])
+    return float(out.stdout.strip())
+
+
+def framework_ceiling(args: argparse.Namespace, workdir: Path, results: Results) -> float:
+    deployment = Deployment(workdir / "trivial", backend="software")
+    deployment.start(config="bench/trivial.conf.py", app="bench.trivial_app:app")
+    try:
+        figure = measure("ceiling: trivial Flask route, same gunicorn config", deployment.url + "/", args)
+    finally:
+        deployment.stop()
+    results.append((figure, None, ""))
+    return figure.median
+
+
+def client_credentials(args: argparse.Namespace, workdir: Path, results: Results, ceiling: float, backend: str,
+                       alg: str, database_url: str | None = None, label: str = "") -> Figure:
+    deployment = Deployment(workdir / f"cc-{backend}-{alg}{label}", backend=backend, at_alg=alg,
+                            database_url=database_url)
+    client = deployment.create_client("--name", "bench", "--grant-type", "client_credentials", "--scope", "api")
+    deployment.start()
+    script = lua_post(deployment.workdir, "cc", "grant_type=client_credentials&scope=api",
+                      {"Authorization": basic(client)})
+    try:
+        figure = measure(f"client_credentials {alg} via {backend}{label}", deployment.url + "/token", args, script)
+        raw = raw_sign_rate(deployment, backend, alg) * WORKERS
+    finally:
+        deployment.stop()
+    bound = min(raw, ceiling)
+    results.append((figure, bound, f"min(raw signing x{WORKERS} workers = {raw:.0f}, framework {ceiling:.0f})"))
+    return figure
+
+
+def jwks_and_introspection(args: argparse.Namespace, workdir: Path, results: Results, ceiling: float) -> None:
+    deployment = Deployment(workdir / "jwks", backend="softhsm" if shutil.which("softhsm2-util") else "software")
+    client = deployment.create_client("--name", "bench", "--grant-type", "client_credentials", "--scope", "api",
+                                      "--resource-server")
+    deployment.start()
+    try:
+        results.append((measure("GET /.well-known/jwks.json", deployment.url + "/.well-known/jwks.json", args),
+                        ceiling, "framework"))
+        token = post(deployment.url + "/token", {"grant_type": "client_credentials", "scope": "api"},
+                     {"Authorization": basic(client)})["access_token"]
+        script = lua_post(deployment.workdir, "introspect", f"token={token}", {"Authorization": basic(client)})
+        results.append((measure("POST /introspect (JWT access token)", deployment.url + "/introspect", args, script),
+                        ceiling, "framework"))
+    finally:
+        deployment.stop()
+
+
+def memory(args: argparse.Namespace, workdir: Path, results: Results, seconds: float = 60.0) -> None:
+    deployment = Deployment(workdir / "memory", backend="softhsm" if shutil.which("softhsm2-util") else "software")
+    client = deployment.create_client("--name", "bench", "--grant-type", "client_credentials", "--scope", "api")
+    deployment.start()
+    script = lua_post(deployment.workdir, "cc", "grant_type=client_credentials&scope=api",
+                      {"Authorization": basic(client)})
+    try:
+        wrk(deployment.url + "/token", duration=3, connections=args.connections, script=script)
+        workers = deployment.workers()
+        before = {pid: rss_kib(pid) for pid in workers}
+        rps = wrk(deployment.url + "/token", duration=seconds, connections=args.connections, script=script)[0]
+        after = {pid: rss_kib(pid) for pid in workers}
+    finally:
+        deployment.stop()
+    figure = Figure(f"memory: worker RSS over a {seconds:.0f} s client_credentials run")
+    growth = [100.0 * (after[pid] - before[pid]) / before[pid] for pid in workers]
+    figure.note = ", ".join(f"worker {pid}: {before[pid] / 1024:.1f} -> {after[pid] / 1024:.1f} MiB ({g:+.1f} %)"
+                            for pid, g in zip(workers, growth)) + f"  at {rps:.0f} req/s"
+    results.append((figure, None, ""))
+
+
+def run_scenarios(args: argparse.Namespace, wanted: set[str], workdir: Path, results: Results) -> None:
+    ceiling = framework_ceiling(args, workdir, results)
+    report(results)
+    if "jwks" in wanted or "introspect" in wanted:
+        jwks_and_introspection(args, workdir, results, ceiling)
+        report(results)
+    if "client_credentials" in wanted:
+        backends = ["softhsm", "software"] if shutil.which("softhsm2-util") else ["software"]
+        for backend in backends:
+            for alg in ("ES256", "RS256"):
+                client_credentials(args, workdir, results, ceiling, backend, alg)
+                report(results)
+    if "memory" in wanted:
+        memory(args, workdir, results)
+        report(results)
+
+
+def report(results: Results) -> None:
+    print()
+    print(f"{'figure':44} {'result':66} {'ceiling':>8} {'ratio':>6}")
+    for figure, ceiling, ceiling_name in results:
+        ratio = f"{figure.median / ceiling:6.2f}" if ceiling and figure.rps else "     -"
+        ceiling_text = f"{ceiling:8.0f}" if ceiling else f"{'-':>8}"
+        print(f"{figure.name:44} {figure.text():66} {ceiling_text} {ratio}  {ceiling_name}")
+        if figure.note:
+            print(f"{'':44} {figure.note}")
+    sys.stdout.flush()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per wrk run")
+    parser.add_argument("--runs", type=int, default=3, help="wrk runs per figure")
+    parser.add_argument("--connections", type=int, default=16, help="wrk connections")
+    parser.add_argument("--only", nargs="*", default=None, metavar="SCENARIO",
+                        help="jwks introspect client_credentials refresh code_flow memory scale (default: all)")
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        sys.exit("wrk is not installed (Debian package wrk)")
+    wanted = set(args.only or ["jwks", "introspect", "client_credentials", "refresh", "code_flow", "memory",
+                                "scale"])
+    workdir = Path(tempfile.mkdtemp(prefix="oidc-bench-"))
+    results: Results = []
+    try:
+        run_scenarios(args, wanted, workdir, results)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
