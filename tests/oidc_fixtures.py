@@ -74,6 +74,9 @@ class Provider:
     def post(self, path: str, **kwargs: Any) -> Any:
         return self.http.post(path, base_url=ISSUER, **kwargs)
 
+    def delete(self, path: str, **kwargs: Any) -> Any:
+        return self.http.delete(path, base_url=ISSUER, **kwargs)
+
     def new_browser(self) -> "Provider":
         """Another user agent (its own cookies) on the same app."""
         other = Provider.__new__(Provider)
