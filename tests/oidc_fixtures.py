@@ -8,11 +8,19 @@ parametrized test database (SQLite and PostgreSQL) with software keys;
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import html
 import json
+import os
 import re
 import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
 from typing import Any, Iterator
 from urllib.parse import parse_qs, urlencode, urlsplit
 
@@ -195,3 +203,58 @@ def verify_jws(jwks: dict[str, Any], token: str) -> dict[str, Any]:
     signing_input, _, signature = token.rpartition(".")
     verify(jwk, header["alg"], signing_input.encode(), b64d(signature))
     return claims
+
+
+# -- the provider under gunicorn ----------------------------------------------------------------
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def serve_with_gunicorn(make_app: Any, base_env: dict[str, str], tmp_path: Path,
+                        **client: Any) -> Iterator[dict[str, Any]]:
+    """The provider under gunicorn (2 workers) on a free loopback port, with user alice and one client.
+
+    Yields {"issuer", "client_id", "client_secret"}; gunicorn is stopped on exit.
+    """
+    import requests
+
+    port = free_port()
+    issuer = f"http://127.0.0.1:{port}"
+    env = {**base_env, "OIDC_ISSUER": issuer, "ACCESS_TOKEN_DEFAULT_AUDIENCE": "https://api.example.test"}
+    provider = Provider(make_app(env))  # migrates and provisions the keys
+    provider.add_user()
+    client_id, secret = provider.add_client(**client)
+    process_env = {**os.environ, **env, "BIND": f"127.0.0.1:{port}", "GUNICORN_WORKERS": "2", "METRICS_BIND": "",
+                   "LOG_FORMAT": "text", "PYTHONPATH": str(REPO)}
+    log_path = tmp_path / "gunicorn.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "app:app"],
+                                   cwd=REPO, env=process_env, stdout=log, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    if requests.get(f"{issuer}/.well-known/openid-configuration", timeout=2).status_code == 200:
+                        break
+                except requests.RequestException:
+                    pass
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise AssertionError("gunicorn did not start:\n" + log_path.read_text()[-3000:])
+                time.sleep(0.2)
+            yield {"issuer": issuer, "client_id": client_id, "client_secret": secret}
+        finally:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+                try:
+                    process.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    os.killpg(process.pid, signal.SIGKILL)
+                    process.wait(timeout=10)

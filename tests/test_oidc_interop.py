@@ -11,70 +11,25 @@ The browser part (login form, consent) is played by ``requests``.
 
 from __future__ import annotations
 
-import os
 import re
 import html
-import signal
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import Any, Iterator
 from urllib.parse import parse_qs, urljoin, urlsplit
 
 import pytest
 
-from oidc_fixtures import PASSWORD, Provider
+from oidc_fixtures import PASSWORD, serve_with_gunicorn
 
-REPO = Path(__file__).resolve().parent.parent
 RP_CALLBACK = "http://127.0.0.1:9/callback"  # never contacted: the redirect is read, not followed
 RP_LOGGED_OUT = "http://127.0.0.1:9/logged-out"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture
 def served(make_app: Any, base_env: dict[str, str], tmp_path: Path) -> Iterator[dict[str, Any]]:
-    """The provider under gunicorn on a free loopback port, with a user and a registered client."""
-    port = _free_port()
-    issuer = f"http://127.0.0.1:{port}"
-    env = {**base_env, "OIDC_ISSUER": issuer, "ACCESS_TOKEN_DEFAULT_AUDIENCE": "https://api.example.test"}
-    provider = Provider(make_app(env))  # migrates and provisions the keys
-    provider.add_user()
-    client_id, secret = provider.add_client(redirect_uris=[RP_CALLBACK], post_logout_redirect_uris=[RP_LOGGED_OUT])
-    process_env = {**os.environ, **env, "BIND": f"127.0.0.1:{port}", "GUNICORN_WORKERS": "2", "METRICS_BIND": "",
-                   "LOG_FORMAT": "text", "PYTHONPATH": str(REPO)}
-    log = open(tmp_path / "gunicorn.log", "wb")
-    process = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "app:app"], cwd=REPO,
-                               env=process_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        import requests
-
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if requests.get(f"{issuer}/.well-known/openid-configuration", timeout=2).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                pytest.fail("gunicorn did not start:\n" + (tmp_path / "gunicorn.log").read_text()[-3000:])
-            time.sleep(0.2)
-        yield {"issuer": issuer, "client_id": client_id, "client_secret": secret}
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait(timeout=10)
-        log.close()
+    with serve_with_gunicorn(make_app, base_env, tmp_path, redirect_uris=[RP_CALLBACK],
+                             post_logout_redirect_uris=[RP_LOGGED_OUT]) as served:
+        yield served
 
 
 def _hidden(page: str) -> list[tuple[str, str]]:
