@@ -190,7 +190,7 @@ def logout() -> Any:
     if hint:
         try:
             # An expired ID token is still a valid hint (RP-Initiated Logout §2).
-            claims = verify_own_jwt(hint, typ=None, check_exp=False)
+            claims = verify_own_jwt(hint, typ="jwt", check_exp=False)  # an ID token, not an access token
         except InvalidToken:
             return _error_page("id_token_hint is not an ID token issued by this provider")
     client = None
@@ -236,8 +236,6 @@ def logout() -> Any:
 
 def init_app(app: Flask) -> None:
     """Register the pages and attach this app's own rate limiter to the login view."""
-    from flask_wtf.csrf import CSRFProtect  # noqa: F401  (forms validate their own tokens)
-
     app.register_blueprint(bp)
     limiter = Limiter(key_func=get_remote_address, app=app, storage_uri=app.config["RATELIMIT_STORAGE_URI"],
                       headers_enabled=False)

@@ -192,7 +192,7 @@ def test_rp_initiated_logout_with_id_token_hint(op):
 
 
 @pytest.mark.parametrize("case", ["unregistered uri", "prefix uri", "uri without client", "bad hint",
-                                  "client mismatch"])
+                                  "client mismatch", "access token as hint"])
 def test_logout_refusals_are_error_pages(op, case):
     op.add_user()
     client_id, secret = op.add_client(post_logout_redirect_uris=[LOGOUT_URI])
@@ -210,6 +210,8 @@ def test_logout_refusals_are_error_pages(op, case):
         params["id_token_hint"] = f"{header}.{payload}.{signature[:-4]}AAAA"
     elif case == "client mismatch":
         params["client_id"] = other_id
+    elif case == "access token as hint":
+        params["id_token_hint"] = body["access_token"]
     response = op.get("/logout", query_string=params)
     assert response.status_code == 400 and "Location" not in response.headers
 
