@@ -10,6 +10,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, current_app, jsonify, request
 
 from oidc.models import AccessToken, Client, User, db, now
+from oidc.oauth2.issuance import is_client_token
 from oidc.oauth2.grants import user_claims
 from oidc.oauth2.tokens import ACCESS_TOKEN_TYP, InvalidToken, verify_own_jwt
 
@@ -55,6 +56,10 @@ def validate_access_token(token: str) -> tuple[dict | None, AccessToken | None]:
     except InvalidToken:
         return None, None
     row = AccessToken.query.filter_by(jti=str(claims.get("jti", ""))).first()
+    if row is None and is_client_token(claims):
+        # A client_credentials token (no row unless revoked) is valid but has no user.
+        client = Client.query.filter_by(client_id=str(claims["client_id"])).first()
+        return (claims, None) if client is not None and not client.disabled else (None, None)
     if row is None or row.revoked_at is not None or row.expires_at <= now():
         return None, None
     client = db.session.get(Client, row.client_pk)
@@ -69,8 +74,10 @@ def userinfo() -> Response:
     if problem is not None:
         return problem
     claims, row = validate_access_token(token)
-    if claims is None or row is None:
+    if claims is None:
         return _challenge(401, "invalid_token", "the access token is invalid, expired or revoked")
+    if row is None:
+        return _challenge(403, "insufficient_scope", "the access token was issued to a client, not for a user")
     user = db.session.get(User, row.user_pk) if row.user_pk is not None else None
     if "openid" not in row.scope.split() or user is None:
         return _challenge(403, "insufficient_scope", "the access token does not carry the openid scope")

@@ -228,3 +228,35 @@ def test_logout_without_hint_asks_for_confirmation(op):
     done = op.post("/logout", data=data | {"confirm": "yes"})
     assert done.status_code == 303 and done.headers["Location"] == LOGOUT_URI
     assert "Sign out?" not in op.get("/logout").text
+
+
+def test_client_credentials_token_is_stateless_until_revoked(op):
+    """Issuing a client_credentials token writes nothing; revoking it records its jti."""
+    client_id, secret = op.add_client(grant_types=["client_credentials"], scope="api")
+    rows = op.count("AccessToken")
+    token = op.post("/token", data={"grant_type": "client_credentials", "scope": "api"},
+                    auth=(client_id, secret)).json["access_token"]
+    assert op.count("AccessToken") == rows
+    introspected = op.post("/introspect", data={"token": token}, auth=(client_id, secret)).json
+    assert introspected["active"] is True and introspected["client_id"] == client_id
+    assert introspected["sub"] == client_id and introspected["scope"] == "api"
+    # Userinfo: a valid token, but not for a user.
+    refused = op.get("/userinfo", headers={"Authorization": f"Bearer {token}"})
+    assert refused.status_code == 403 and 'error="insufficient_scope"' in refused.headers["WWW-Authenticate"]
+
+    assert op.post("/revoke", data={"token": token}, auth=(client_id, secret)).status_code == 200
+    assert op.count("AccessToken") == rows + 1
+    assert op.post("/introspect", data={"token": token}, auth=(client_id, secret)).json == {"active": False}
+    assert op.post("/revoke", data={"token": token}, auth=(client_id, secret)).status_code == 200
+    assert op.count("AccessToken") == rows + 1  # revoking twice records it once
+
+    # A deleted client's tokens are inactive.
+    other = op.post("/token", data={"grant_type": "client_credentials", "scope": "api"},
+                    auth=(client_id, secret)).json["access_token"]
+    rs_id, rs_secret = op.add_client(grant_types=["client_credentials"], scope="api", resource_server=True)
+    assert op.post("/introspect", data={"token": other}, auth=(rs_id, rs_secret)).json["active"] is True
+    from oidc.clients import delete_client, get_client
+
+    with op.app.app_context():
+        delete_client(get_client(client_id))
+    assert op.post("/introspect", data={"token": other}, auth=(rs_id, rs_secret)).json == {"active": False}

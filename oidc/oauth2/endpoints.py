@@ -20,7 +20,7 @@ from flask import current_app
 
 from oidc.models import AccessToken, Client, RefreshToken, User, db, now
 from oidc.oauth2.grants import ALL_AUTH_METHODS, CONFIDENTIAL_AUTH_METHODS
-from oidc.oauth2.issuance import find_refresh_token, revoke_family
+from oidc.oauth2.issuance import find_refresh_token, is_client_token, revoke_family
 from oidc.oauth2.tokens import ACCESS_TOKEN_TYP, InvalidToken, verify_own_jwt
 
 
@@ -60,7 +60,13 @@ def find_access_token(value: str) -> FoundToken | None:
         return None
     row = AccessToken.query.filter_by(jti=str(claims.get("jti", ""))).first()
     if row is None:
-        return None
+        if not is_client_token(claims):
+            return None  # a user's token without its row: its grant or user is gone
+        client = Client.query.filter_by(client_id=str(claims["client_id"])).first()
+        return FoundToken(
+            kind="access_token", client=client, user=None, scope=str(claims.get("scope", "")),
+            expires_at=int(claims["exp"]), revoked=False, claims=claims,
+        )
     return FoundToken(
         kind="access_token", client=db.session.get(Client, row.client_pk),
         user=db.session.get(User, row.user_pk) if row.user_pk is not None else None,
@@ -148,6 +154,12 @@ class RevocationEndpoint(_RevocationEndpoint):
         if token.kind == "access_token" and token.access_row is not None:
             if token.access_row.revoked_at is None:
                 token.access_row.revoked_at = moment
+        elif token.kind == "access_token" and token.client is not None:
+            # A client_credentials token: its revoked jti is kept until it expires.
+            db.session.add(AccessToken(
+                jti=str(token.claims["jti"]), client_pk=token.client.id, scope=token.scope,
+                issued_at=int(token.claims.get("iat", moment)), expires_at=token.expires_at, revoked_at=moment,
+            ))
         elif token.refresh_row is not None:
             # Revoking a refresh token ends its grant: the refresh family and its access tokens.
             revoke_family(token.refresh_row.grant_id)

@@ -52,16 +52,29 @@ def issue_tokens(*, client: Client, user: User | None, scope: str, context: Auth
         client_id=client.client_id, subject=subject, scope=scope, audience=context.audience,
         lifetime=lifetime, extra=extra,
     )
-    db.session.add(AccessToken(
-        jti=claims["jti"], grant_id=context.grant_id, client_pk=client.id,
-        user_pk=user.id if user is not None else None, scope=scope,
-        issued_at=claims["iat"], expires_at=claims["exp"],
-    ))
+    if context.grant_id is not None:
+        # Tokens of a grant family get a row, so that a replayed code or a reused
+        # refresh token can revoke them.  A client_credentials token has no family:
+        # it is verified from its signature alone and gets a row only if revoked,
+        # so issuing one writes nothing to the database.
+        db.session.add(AccessToken(
+            jti=claims["jti"], grant_id=context.grant_id, client_pk=client.id,
+            user_pk=user.id if user is not None else None, scope=scope,
+            issued_at=claims["iat"], expires_at=claims["exp"],
+        ))
     body: dict[str, Any] = {"access_token": access_token, "token_type": "Bearer", "expires_in": lifetime,
                             "scope": scope}
     if include_refresh_token and user is not None and context.grant_id is not None:
         body["refresh_token"] = new_refresh_token(client, user, scope, context)
     return body
+
+
+def is_client_token(claims: dict[str, Any]) -> bool:
+    """Whether a verified access token was issued to a client for itself (client_credentials).
+
+    Such tokens have the client as subject (RFC 9068 §2.2) and no row unless revoked.
+    """
+    return bool(claims.get("client_id")) and claims.get("sub") == claims.get("client_id")
 
 
 def new_refresh_token(client: Client, user: User, scope: str, context: AuthContext) -> str:
