@@ -20,6 +20,7 @@ half is 32 bytes.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import json
 import time
@@ -111,6 +112,14 @@ def _b64decode(value: str) -> bytes:
     return base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
 
 
+@functools.lru_cache(maxsize=64)
+def _public_key(jwk_json: str) -> Any:
+    """Parsed public key of a published JWK; parsing costs more than verifying, so keep it."""
+    from joserfc.jwk import import_key
+
+    return import_key(json.loads(jwk_json))
+
+
 def verify_own_jwt(token: str, *, typ: str | None, check_exp: bool = True, leeway: int = 0) -> dict[str, Any]:
     """Claims of a JWT that this issuer signed with a published key, or :class:`InvalidToken`.
 
@@ -119,7 +128,6 @@ def verify_own_jwt(token: str, *, typ: str | None, check_exp: bool = True, leewa
     """
     from joserfc import jws
     from joserfc.errors import JoseError
-    from joserfc.jwk import import_key
 
     if not isinstance(token, str) or len(token) > 16384 or token.count(".") != 2:
         raise InvalidToken("not a compact JWS")
@@ -138,7 +146,8 @@ def verify_own_jwt(token: str, *, typ: str | None, check_exp: bool = True, leewa
     if jwk is None or header.get("alg") != jwk.get("alg"):
         raise InvalidToken("unknown key")
     try:
-        result = jws.deserialize_compact(token, import_key(jwk), algorithms=[jwk["alg"]])
+        key = _public_key(json.dumps(jwk, sort_keys=True))
+        result = jws.deserialize_compact(token, key, algorithms=[jwk["alg"]])
         claims = json.loads(result.payload)
     except (JoseError, ValueError):
         raise InvalidToken("bad signature") from None
