@@ -24,8 +24,9 @@ def free_port() -> int:
 class Gunicorn:
     """``gunicorn -c gunicorn.conf.py app:app`` as a child process on 127.0.0.1."""
 
-    def __init__(self, env: dict[str, str], *, workers: int = 2, log_path: Path, args: tuple[str, ...] = ()) -> None:
-        self.port = free_port()
+    def __init__(self, env: dict[str, str], *, workers: int = 2, log_path: Path, args: tuple[str, ...] = (),
+                 port: int | None = None) -> None:
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
         full_env = {**os.environ, **env, "BIND": f"127.0.0.1:{self.port}", "GUNICORN_WORKERS": str(workers)}

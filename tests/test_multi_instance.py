@@ -1,0 +1,110 @@
+"""Two gunicorn instances on two ports, one PostgreSQL database, one SoftHSM2 token.
+
+Both instances have the same configuration (one issuer: instance A's URL); the
+tests talk to each by its own port.  A browser logs in on A and the code is
+redeemed on B; the same refresh token, or the same code, presented on A and B
+at the same moment succeeds exactly once.  Each race is run several times.
+"""
+
+from __future__ import annotations
+
+import signal
+from types import SimpleNamespace
+from typing import Any, Iterator
+
+import pytest
+
+from live_flows import UserAgent, introspect, race, redeem, refresh, register
+from oidc_fixtures import jwt_parts
+from tests.serving import Gunicorn, free_port
+
+CALLBACK = "http://127.0.0.1:9/callback"  # never contacted: the redirect is read, not followed
+RACES = 5
+
+# Several hosts share PostgreSQL, never an SQLite file.
+pytestmark = pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+
+
+@pytest.fixture
+def instances(make_app: Any, hsm_env: dict[str, str], tmp_path: Any) -> Iterator[SimpleNamespace]:
+    port_a = free_port()
+    issuer = f"http://127.0.0.1:{port_a}"
+    env = {**hsm_env, "OIDC_ISSUER": issuer, "METRICS_BIND": "", "LOG_FORMAT": "text"}
+    client = register(make_app, env, redirect_uris=[CALLBACK])
+    a = Gunicorn(env, workers=2, log_path=tmp_path / "a.log", port=port_a)
+    b = Gunicorn(env, workers=2, log_path=tmp_path / "b.log")
+    try:
+        a.wait_ready("/health/ready")
+        b.wait_ready("/health/ready")
+        yield SimpleNamespace(a=a.url, b=b.url, issuer=issuer, client=client, servers=(a, b))
+    finally:
+        for server in (a, b):  # both shut down at once, then wait for each
+            if server.process.poll() is None:
+                server.process.send_signal(signal.SIGTERM)
+        a.stop()
+        b.stop()
+    for server in (a, b):
+        assert "Traceback" not in server.log(), server.log()[-3000:]
+
+
+def _error(response: Any) -> str:
+    return response.json().get("error", "") if response.status_code != 200 else ""
+
+
+def test_login_on_one_instance_and_code_exchange_on_the_other(instances):
+    browser = UserAgent(instances.a)
+    flow = browser.code(instances.client[0], CALLBACK)
+    assert "op_session" in browser.cookies  # the login happened on A
+    response = redeem(instances.b, instances.client, flow, CALLBACK)
+    assert response.status_code == 200, response.text
+    tokens = response.json()
+    _, id_claims = jwt_parts(tokens["id_token"])
+    assert id_claims["iss"] == instances.issuer and id_claims["nonce"] == flow["nonce"]
+    assert id_claims["aud"] == instances.client[0]
+    # Either instance knows the tokens the other issued.
+    assert introspect(instances.a, instances.client, tokens["access_token"])["active"] is True
+    assert refresh(instances.a, instances.client, tokens["refresh_token"]).status_code == 200
+
+
+def test_simultaneous_refreshes_on_both_instances_succeed_once_and_revoke_the_family(instances):
+    browser = UserAgent(instances.a)
+    client = instances.client
+    for attempt in range(RACES):
+        flow = browser.code(client[0], CALLBACK)  # signed in and consented: no pages after the first
+        first = redeem(instances.a, client, flow, CALLBACK)
+        assert first.status_code == 200, first.text
+        refresh_token = first.json()["refresh_token"]
+
+        results = race(lambda: refresh(instances.a, client, refresh_token),
+                       lambda: refresh(instances.b, client, refresh_token))
+        statuses = sorted(response.status_code for response in results)
+        assert statuses == [200, 400], (attempt, [response.text for response in results])
+        winner = next(response for response in results if response.status_code == 200).json()
+        loser = next(response for response in results if response.status_code != 200)
+        assert _error(loser) == "invalid_grant", loser.text
+
+        # Family policy: a reused refresh token revokes the whole grant family,
+        # the tokens the winning request just got included.
+        again = refresh(instances.b, client, winner["refresh_token"])
+        assert again.status_code == 400 and _error(again) == "invalid_grant", again.text
+        assert introspect(instances.a, client, winner["access_token"]) == {"active": False}
+        assert introspect(instances.b, client, first.json()["access_token"]) == {"active": False}
+        assert introspect(instances.a, client, winner["refresh_token"]) == {"active": False}
+
+
+def test_the_same_code_redeemed_on_both_instances_at_once_is_redeemed_once(instances):
+    browser = UserAgent(instances.a)
+    client = instances.client
+    for attempt in range(RACES):
+        flow = browser.code(client[0], CALLBACK)
+        results = race(lambda: redeem(instances.a, client, flow, CALLBACK),
+                       lambda: redeem(instances.b, client, flow, CALLBACK))
+        statuses = sorted(response.status_code for response in results)
+        assert statuses == [200, 400], (attempt, [response.text for response in results])
+        winner = next(response for response in results if response.status_code == 200).json()
+        loser = next(response for response in results if response.status_code != 200)
+        assert _error(loser) == "invalid_grant", loser.text
+        # A code presented twice revokes what it issued (RFC 6749 §4.1.2).
+        assert introspect(instances.b, client, winner["access_token"]) == {"active": False}
+        again = refresh(instances.a, client, winner["refresh_token"])
+        assert again.status_code == 400 and _error(again) == "invalid_grant", again.text
