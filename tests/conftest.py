@@ -105,6 +105,36 @@ class SoftHSM:
                 objects[-1][name.strip()] = value.strip()
         return objects
 
+    def key_objects(self, label: str, key_label: str) -> dict[str, int]:
+        """How many private and public key objects labelled ``key_label`` the token holds."""
+        counts = {"private": 0, "public": 0}
+        for obj in self.list_objects(label):
+            if obj.get("label") == key_label:
+                if obj["kind"] == "Private Key Object":
+                    counts["private"] += 1
+                elif obj["kind"] == "Public Key Object":
+                    counts["public"] += 1
+        return counts
+
+    def keypairgen(self, label: str, key_type: str, key_label: str, key_id_hex: str) -> None:
+        """Provision a signing key pair by hand, as an operator does with ``pkcs11-tool``."""
+        self.pkcs11_tool(
+            "--keypairgen", "--key-type", key_type, "--usage-sign", "--label", key_label, "--id", key_id_hex,
+            label=label,
+        )
+
+    def slot_id(self, label: str) -> int:
+        """The id of the slot holding the token labelled ``label``, as python-pkcs11 reports it."""
+        import pkcs11
+
+        from keys.hsm import PKCS11_LOCK
+
+        with PKCS11_LOCK:
+            for slot in pkcs11.lib(self.library).get_slots(token_present=True):
+                if slot.get_token().label == label:
+                    return int(slot.slot_id)
+        raise LookupError(f"no slot holds token {label!r}")
+
 
 @pytest.fixture(scope="session")
 def softhsm() -> SoftHSM:
@@ -141,22 +171,71 @@ def postgres_server() -> str:
     return POSTGRES_URL
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A fresh, empty database: an SQLite file, or a new PostgreSQL database."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'oidc.sqlite3'}"
-        return
+def _migrate(url: str) -> None:
+    from oidc import create_app
+    from oidc.schema import upgrade_schema
+
+    upgrade_schema(create_app({"TESTING": True}, env={"DATABASE_URL": url}))
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An SQLite file with the schema migrated once, copied for each test."""
+    path = tmp_path_factory.mktemp("template") / "template.sqlite3"
+    _migrate(f"sqlite:///{path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def postgres_template(postgres_server: str) -> Iterator[str]:
+    """A PostgreSQL database with the schema migrated once, the template of each test's database."""
+    import psycopg
+
+    name = f"oidc_template_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(postgres_server, autocommit=True) as connection:
+        connection.execute(f'CREATE DATABASE "{name}"')
+    base, _, _ = postgres_server.rpartition("/")
+    _migrate(f"{base}/{name}")
+    yield name
+    with psycopg.connect(postgres_server, autocommit=True) as connection:
+        connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _postgres_database(request: pytest.FixtureRequest, template: str | None) -> Iterator[str]:
     server = request.getfixturevalue("postgres_server")
     import psycopg
 
     name = f"oidc_test_{uuid.uuid4().hex[:16]}"
     with psycopg.connect(server, autocommit=True) as connection:
-        connection.execute(f'CREATE DATABASE "{name}"')
+        connection.execute(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""))
     base, _, _ = server.rpartition("/")
     yield f"{base}/{name}"
     with psycopg.connect(server, autocommit=True) as connection:
         connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh database with the current schema: an SQLite file, or a new PostgreSQL database.
+
+    Both are copies of a database migrated once per session (the migrations
+    themselves are tested from empty databases with ``empty_database_url``).
+    """
+    if request.param == "sqlite":
+        path = tmp_path / "oidc.sqlite3"
+        shutil.copyfile(request.getfixturevalue("sqlite_template"), path)
+        yield f"sqlite:///{path}"
+        return
+    yield from _postgres_database(request, request.getfixturevalue("postgres_template"))
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A database with no tables at all."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'empty.sqlite3'}"
+        return
+    yield from _postgres_database(request, None)
 
 
 # -- the app --------------------------------------------------------------------
