@@ -16,6 +16,7 @@ Order of checks, and why:
 from __future__ import annotations
 
 import html
+import logging
 from typing import Any
 from urllib.parse import urlencode
 
@@ -30,6 +31,7 @@ from oidc.models import Client, Consent, db
 from oidc.oauth2.server import MAX_CLIENT_ID_LENGTH, authorization_server
 
 bp = Blueprint("authorize", __name__)
+audit = logging.getLogger("oidc.audit")
 
 #: Longest value of any single authorization request parameter, and of the whole request.
 MAX_PARAMETER_LENGTH = 4096
@@ -227,9 +229,14 @@ def consent() -> Any:
     login = current_login()
     if login is None:
         return error_page("login_required", "Your session has ended. Please start again.")
+    client = grant.request.client
     if request.form.get("decision") != "approve":
+        audit.info("consent denied", extra={"event": "consent.denied", "sub": login.user.subject,
+                                             "client_id": client.client_id})
         return _finish(grant, None)
     scope = " ".join(sorted(set((grant.request.scope or "").split())))
-    if not _consented(login.user.id, grant.request.client, scope):
-        db.session.add(Consent(user_pk=login.user.id, client_pk=grant.request.client.id, scope=scope))
+    if not _consented(login.user.id, client, scope):
+        db.session.add(Consent(user_pk=login.user.id, client_pk=client.id, scope=scope))
+    audit.info("consent granted", extra={"event": "consent.granted", "sub": login.user.subject,
+                                          "client_id": client.client_id, "scope": scope})
     return _finish(grant, login)

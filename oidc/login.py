@@ -26,6 +26,7 @@ from flask_wtf import FlaskForm
 from wtforms import HiddenField, PasswordField, StringField
 from wtforms.validators import DataRequired, Length
 
+from oidc import metrics
 from oidc.models import Client, LoginSession, User, db, now
 from oidc.oauth2.grants import AuthenticatedUser
 from oidc.security import random_token, verify_password
@@ -131,6 +132,8 @@ def login() -> Any:
     if not form.validate_on_submit():
         error = "The form has expired. Please try again." if form.csrf_token.errors else GENERIC_LOGIN_ERROR
         status = 400 if form.csrf_token.errors else 401
+        if status == 401:
+            metrics.login_failed("invalid_credentials")
         return render_template("login.html", form=form, error=error), status
 
     username = normalize_username(form.username.data)
@@ -138,6 +141,7 @@ def login() -> Any:
     valid = verify_password(form.password.data, user.password_hash if user else None)
     if not valid or user is None or user.disabled:
         audit.info("login failed", extra={"event": "login.failed", "remote_addr": request.remote_addr})
+        metrics.login_failed("invalid_credentials")
         form.password.data = ""
         return render_template("login.html", form=form, error=GENERIC_LOGIN_ERROR), 401
 
@@ -153,6 +157,9 @@ def login() -> Any:
 
 @bp.errorhandler(RateLimitExceeded)
 def too_many_attempts(exc: RateLimitExceeded) -> Any:
+    audit.info("login refused: too many failed attempts",
+               extra={"event": "login.rate_limited", "remote_addr": request.remote_addr})
+    metrics.login_failed("rate_limited")
     form = LoginForm(formdata=None)
     form.next.data = safe_next(request.form.get("next")) or ""
     response = current_app.make_response((render_template("login.html", form=form, error=LOCKED_OUT_ERROR), 429))

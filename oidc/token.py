@@ -11,15 +11,20 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
+import logging
+from typing import Any
 
 from authlib.oauth2.rfc6749.errors import InvalidClientError, InvalidRequestError, OAuth2Error
 from flask import Blueprint, Response, request
 
+from oidc import metrics
 from oidc.key_service import key_service
 from oidc.models import db
 from oidc.oauth2.server import authorization_server
 
 bp = Blueprint("token", __name__)
+audit = logging.getLogger("oidc.audit")
 
 #: Parameters that carry secrets must never come in the URL (RFC 6749 §2.3.1, §3.2).
 SECRET_PARAMETERS = ("client_secret", "code", "code_verifier", "refresh_token", "client_assertion", "token")
@@ -64,9 +69,39 @@ def _respond(endpoint: str | None) -> Response:
         response = server.create_endpoint_response(endpoint)
     if response.status_code == 200:
         db.session.commit()
+        if endpoint is None:
+            _record_issuance(response)
     else:
         db.session.rollback()
     return response
+
+
+def _jwt_segment(token: Any, index: int) -> dict[str, Any]:
+    """A decoded segment (0: header, 1: claims) of a JWT we just signed; {} if it is not one."""
+    try:
+        segment = token.split(".")[index]
+        value = json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
+    except (AttributeError, IndexError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _record_issuance(response: Response) -> None:
+    """Count and audit a token response: identifiers (client, user, grant, kid, jti), never a token."""
+    try:
+        body = json.loads(response.get_data())
+    except ValueError:
+        return
+    grant_type = request.form.get("grant_type", "")
+    header, claims = _jwt_segment(body.get("access_token"), 0), _jwt_segment(body.get("access_token"), 1)
+    client_id = str(claims.get("client_id", ""))
+    metrics.token_issued(grant_type, client_id)
+    audit.info("token issued", extra={
+        "event": "token.issued", "grant_type": grant_type, "client_id": client_id, "sub": claims.get("sub"),
+        "kid": header.get("kid"), "jti": claims.get("jti"), "scope": claims.get("scope"),
+        "id_token_kid": _jwt_segment(body.get("id_token"), 0).get("kid"),
+        "refresh_token": "refresh_token" in body,
+    })
 
 
 @bp.post("/token")
