@@ -33,7 +33,9 @@ if (os.environ.get("LOG_FORMAT") or "json").lower() == "json":
         "root": {"handlers": ["stderr"], "level": "INFO"},
         "loggers": {
             "gunicorn.error": {"handlers": ["stderr"], "level": "INFO", "propagate": False},
-            "gunicorn.access": {"handlers": ["stderr"], "level": "INFO", "propagate": False},
+            # gunicorn logs access lines whenever a logconfig_dict is set, with the query
+            # string (an id_token_hint, say): off; oidc.access logs requests without it.
+            "gunicorn.access": {"handlers": [], "level": "CRITICAL", "propagate": False},
         },
     }
 
