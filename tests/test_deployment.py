@@ -4,9 +4,11 @@ PostgreSQL going away and coming back, two instances on one token."""
 from __future__ import annotations
 
 import datetime
+import html
 import ipaddress
 import json
 import os
+import re
 import shutil
 import signal
 import ssl
@@ -14,6 +16,7 @@ import subprocess
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -312,3 +315,118 @@ def test_behind_nginx_with_tls(nginx_binary, base_env, tmp_path):
     # Direct: the spoofed X-Forwarded-For was dropped.
     assert alive[1]["remote_addr"] == "127.0.0.1"
     assert "198.51.100.7" not in server.log() and "evil.example" not in server.log()
+
+
+def _start_nginx(binary: str, directory: Path, port: int, upstream: int) -> tuple[subprocess.Popen, Path]:
+    """nginx terminating TLS on ``port`` in front of ``upstream``; (process, CA file for clients)."""
+    cert, key = _certificate(directory)
+    conf = directory / "nginx.conf"
+    conf.write_text(NGINX_CONF.format(dir=directory, port=port, upstream=upstream, cert=cert, key=key))
+    process = subprocess.Popen([binary, "-c", str(conf), "-e", str(directory / "error.log")],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return process, cert
+
+
+_ACTION = re.compile(r'<form[^>]*\saction="([^"]*)"')
+
+
+def _relative_or_under(url: str, *prefixes: str) -> bool:
+    """A same-origin relative reference (``/path``), or a URL under one of ``prefixes``."""
+    url = html.unescape(url)
+    if url.startswith("/") and not url.startswith("//"):
+        return True
+    return any(url == prefix or url.startswith(prefix.rstrip("/") + "/") or url.startswith(prefix + "?")
+               for prefix in prefixes)
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_pages_redirects_form_post_and_cookies_through_nginx(nginx_binary, make_app, base_env, tmp_path):
+    """The whole browser flow through the TLS proxy: every URL the browser is sent to is the
+    issuer's or the client's registered one, the session cookie is Secure, HttpOnly and
+    SameSite=Lax; a forwarded host sent straight to gunicorn changes nothing."""
+    from live_flows import UserAgent, redeem, register
+    from oidc_fixtures import hidden_fields, jwt_parts
+
+    callback = "https://rp.example.test/callback"
+    proxy_port = free_port()
+    issuer = f"https://localhost:{proxy_port}"
+    env = {**base_env, "OIDC_ISSUER": issuer, "TRUSTED_PROXY_HOPS": "1", "FORWARDED_ALLOW_IPS": "127.0.0.2",
+           "METRICS_BIND": "", "LOG_FORMAT": "json"}
+    client = register(make_app, env, redirect_uris=[callback])
+    server = Gunicorn(env, workers=1, log_path=tmp_path / "gunicorn.log")
+    nginx, ca_file = _start_nginx(nginx_binary, tmp_path, proxy_port, server.port)
+    context = ssl.create_default_context(cafile=str(ca_file))
+    try:
+        server.wait_ready()
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                status, _, body = _get(issuer + "/.well-known/openid-configuration", context=context)
+                break
+            except (urllib.error.URLError, ConnectionError):
+                assert time.monotonic() < deadline, (tmp_path / "error.log").read_text()
+                time.sleep(0.1)
+        assert status == 200
+        discovery = json.loads(body)
+        assert discovery["issuer"] == issuer
+        urls = {name: value for name, value in discovery.items()
+                if name.endswith(("_endpoint", "_uri")) and isinstance(value, str)}
+        assert {"authorization_endpoint", "token_endpoint", "jwks_uri", "userinfo_endpoint"} <= set(urls)
+        assert all(value.startswith(issuer + "/") for value in urls.values()), urls
+
+        # A browser through the proxy: login, consent, back to the client.
+        browser = UserAgent(issuer, verify=str(ca_file))
+        flow = browser.code(client[0], callback)
+        assert flow["location"].startswith(callback + "?")
+        for response in browser.history:
+            if "Location" in response.headers:
+                assert _relative_or_under(response.headers["Location"], issuer, callback), response.headers
+            for action in _ACTION.findall(response.text):
+                assert _relative_or_under(action, issuer), action
+        assert any('action="/login"' in response.text for response in browser.history)
+        assert any('action="/authorize/consent"' in response.text for response in browser.history)
+        session_cookies = [header for response in browser.history for header in browser.set_cookie_headers(response)
+                           if header.startswith("op_session=") and "1970" not in header]
+        assert session_cookies
+        for header in session_cookies:
+            flags = {part.strip().lower() for part in header.split(";")[1:]}
+            assert {"secure", "httponly", "samesite=lax"} <= flags, header
+        tokens = redeem(issuer, client, flow, callback, verify=str(ca_file))
+        assert tokens.status_code == 200, tokens.text
+        assert jwt_parts(tokens.json()["id_token"])[1]["iss"] == issuer
+
+        # response_mode=form_post: the page posts to the registered redirect URI.
+        params = {"response_type": "code", "client_id": client[0], "redirect_uri": callback, "scope": "openid",
+                  "state": "fp-state", "response_mode": "form_post", "code_challenge": "E" * 43,
+                  "code_challenge_method": "S256"}
+        page = browser.authorize(params, callback=callback)
+        assert page.status_code == 200, page.text[:300]
+        assert [html.unescape(action) for action in _ACTION.findall(page.text)] == [callback]
+        fields = dict(hidden_fields(page.text))
+        assert fields["state"] == "fp-state" and fields["iss"] == issuer and fields["code"]
+
+        # Straight to gunicorn (not from the proxy), with forwarded headers of the client's choosing.
+        spoofed = {"X-Forwarded-Host": "evil.example", "X-Forwarded-Proto": "http",
+                   "X-Forwarded-Port": "666", "X-Forwarded-Prefix": "/evil"}
+        direct = UserAgent(server.url, headers=spoofed)
+        direct.cookies = dict(browser.cookies)  # the signed-in session, replayed over plain http
+        seen = [direct.get("/.well-known/openid-configuration"), direct.get("/login"),
+                direct.get("/authorize?" + urllib.parse.urlencode({**params, "response_mode": "query"})),
+                direct.get("/authorize?" + urllib.parse.urlencode(params)),
+                direct.get("/authorize?" + urllib.parse.urlencode({**params, "prompt": "login"}))]
+        assert json.loads(seen[0].text)["issuer"] == issuer
+        assert seen[2].status_code == 302 and seen[2].headers["Location"].startswith(callback + "?")
+        assert seen[4].status_code == 302 and seen[4].headers["Location"].startswith("/login?")
+        anonymous = UserAgent(server.url, headers=spoofed)
+        seen.append(anonymous.get("/authorize?" + urllib.parse.urlencode(params)))
+        assert seen[-1].headers["Location"].startswith("/login?")
+        for response in seen:
+            shown = " ".join([response.text, response.headers.get("Location", ""),
+                              *direct.set_cookie_headers(response)])
+            for trace in ("evil.example", ":666", '"/evil', "/evil/", "http://localhost"):
+                assert trace not in shown, (trace, response.url)
+    finally:
+        nginx.terminate()
+        nginx.wait(timeout=10)
+        server.stop()
+    assert "evil.example" not in server.log()
