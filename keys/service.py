@@ -235,10 +235,15 @@ class KeyService:
                 statuses.append(KeyStatus(record, "active"))
             else:
                 successor = live[live.index(record) + 1]
-                retires_at = successor.active_at + self.rotation.retention_seconds
-                if now >= retires_at:
-                    continue  # retired: every token it signed has expired
-                statuses.append(KeyStatus(record, "previous", retires_at))
+                if successor.active_at == 0:
+                    # Both provisioned by hand (no lifecycle row): nothing says when the
+                    # newer one took over, so the older stays published until deleted.
+                    statuses.append(KeyStatus(record, "previous"))
+                else:
+                    retires_at = successor.active_at + self.rotation.retention_seconds
+                    if now >= retires_at:
+                        continue  # retired: every token it signed has expired
+                    statuses.append(KeyStatus(record, "previous", retires_at))
             manager = self.hsm if backend == "hsm" else self.software
             assert manager is not None
             signers.append((record.active_at, self._observed(manager.signer(record))))
