@@ -253,3 +253,7 @@ def init_app(app: Flask) -> None:
                          methods=["POST"], deduct_when=_login_failed, scope="login-address")(view)
     app.view_functions["login.login"] = view
     app.extensions[_LIMITER] = limiter
+    # Only the login view has limits, and its decorators check them.  The hook
+    # Flask-Limiter adds to every request (for app-wide limits, which we have
+    # none of) would cost each token and JWKS request for nothing.
+    app.before_request_funcs[None].remove(limiter._check_request_limit)
