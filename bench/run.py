@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,11 +68,25 @@ def _latency(output: str, percentile: str) -> float:
     return float(match.group(1)) * _UNITS[match.group(2)] if match else float("nan")
 
 
-def wrk(url: str, *, duration: float, connections: int, script: Path | None = None) -> tuple[float, float, float, int]:
-    command = ["wrk", "-t", "2", "-c", str(connections), "-d", f"{max(1, round(duration))}s", "--latency", "--timeout", "10s"]
-    if script is not None:
+@dataclass
+class ScriptWithArgs:
+    """A wrk Lua script and the arguments its ``init(args)`` receives."""
+
+    path: Path
+    args: list[str]
+
+
+def wrk(url: str, *, duration: float, connections: int,
+        script: "Path | ScriptWithArgs | None" = None) -> tuple[float, float, float, int]:
+    command = ["wrk", "-t", "2", "-c", str(connections), "-d", f"{max(1, round(duration))}s", "--latency",
+               "--timeout", "10s"]
+    trailing: list[str] = []
+    if isinstance(script, ScriptWithArgs):
+        command += ["-s", str(script.path)]
+        trailing = ["--", *script.args]
+    elif script is not None:
         command += ["-s", str(script)]
-    output = subprocess.run(command + [url], capture_output=True, text=True, timeout=duration + 60).stdout
+    output = subprocess.run(command + [url, *trailing], capture_output=True, text=True, timeout=duration + 60).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))
     errors = 0
     for pattern in (r"Non-2xx or 3xx responses: (\d+)", r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)"):
@@ -81,9 +96,11 @@ def wrk(url: str, *, duration: float, connections: int, script: Path | None = No
     return rps, _latency(output, "50"), _latency(output, "99"), errors
 
 
-def measure(name: str, url: str, args: argparse.Namespace, script: Path | None = None,
+def measure(name: str, url: str, args: argparse.Namespace, script: "Path | ScriptWithArgs | None" = None,
             before_each: Callable[[], None] | None = None) -> Figure:
     figure = Figure(name)
+    if before_each is not None:
+        before_each()
     wrk(url, duration=min(2.0, args.duration), connections=args.connections, script=script)  # warm-up
     for _ in range(args.runs):
         if before_each is not None:
@@ -310,6 +327,139 @@ def memory(args: argparse.Namespace, workdir: Path, results: Results, seconds: f
     results.append((figure, None, ""))
 
 
+SEED_REFRESH = """
+import os, sys, uuid
+sys.path.insert(0, os.environ["PYTHONPATH"])
+from oidc import create_app
+from oidc.clients import get_client
+from oidc.models import db, now
+from oidc.oauth2.issuance import AuthContext, default_audience, new_refresh_token
+from oidc.users import get_user
+app = create_app()
+with app.app_context():
+    client, user = get_client(sys.argv[1]), get_user(sys.argv[2])
+    for _ in range(int(sys.argv[3])):
+        context = AuthContext(grant_id=uuid.uuid4().hex, audience=default_audience(), auth_time=now())
+        print(new_refresh_token(client, user, "openid offline_access", context))
+    db.session.commit()
+"""
+
+REFRESH_LUA = """
+local tokens = {}
+local counter = 0
+function setup(thread)
+  thread:set("id", counter)
+  counter = counter + 1
+end
+function init(args)
+  local n = 0
+  for line in io.lines(args[1]) do
+    if n %% tonumber(args[2]) == id then table.insert(tokens, line) end
+    n = n + 1
+  end
+end
+function request()
+  local token = table.remove(tokens)
+  if token == nil then return wrk.format("GET", "/health/alive") end
+  return wrk.format("POST", "/token", {["Content-Type"] = "application/x-www-form-urlencoded",
+    ["Authorization"] = "%(auth)s"}, "grant_type=refresh_token&refresh_token=" .. token)
+end
+function response(status, headers, body)
+  local token = body:match('"refresh_token":%%s*"([^"]+)"')
+  if token then table.insert(tokens, token) end
+end
+"""
+
+CODE_FLOW_LUA = """
+local codes = {}
+function request()
+  local code = table.remove(codes)
+  if code == nil then
+    return wrk.format("GET", "%(authorize)s", {["Cookie"] = "%(cookie)s"})
+  end
+  return wrk.format("POST", "/token", {["Content-Type"] = "application/x-www-form-urlencoded",
+    ["Authorization"] = "%(auth)s"}, "grant_type=authorization_code&redirect_uri=%(redirect)s&code_verifier=%(verifier)s&code=" .. code)
+end
+function response(status, headers, body)
+  if status == 302 then
+    local code = (headers["Location"] or headers["location"] or ""):match("[?&]code=([^&]+)")
+    if code then table.insert(codes, code) end
+  end
+end
+"""
+
+
+def user_and_client(deployment: Deployment, *extra: str) -> dict[str, Any]:
+    password = secrets.token_urlsafe(16)
+    deployment.flask("users", "create", "bench", "--password-stdin", stdin=password + "\n")
+    client = deployment.create_client("--name", "bench-rp", "--redirect-uri", "http://127.0.0.1:1/cb",
+                                      "--grant-type", "authorization_code", "--grant-type", "refresh_token",
+                                      "--scope", "openid offline_access", "--first-party", "--refresh-always",
+                                      *extra)
+    client["password"] = password
+    return client
+
+
+def refresh_tokens(args: argparse.Namespace, workdir: Path, results: Results, ceiling: float,
+                   database_url: str | None = None, label: str = "") -> Figure:
+    backend = "softhsm" if shutil.which("softhsm2-util") else "software"
+    deployment = Deployment(workdir / f"refresh{label}", backend=backend, database_url=database_url)
+    client = user_and_client(deployment)
+    deployment.start()
+    pool = deployment.workdir / "refresh-tokens.txt"
+    script = deployment.workdir / "refresh.lua"
+    script.write_text(REFRESH_LUA % {"auth": basic(client)})
+
+    def reseed() -> None:  # a fresh pool per run: rotation consumes them
+        out = subprocess.run([sys.executable, "-c", SEED_REFRESH, client["client_id"], "bench", "256"],
+                             env=deployment.env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+        pool.write_text(out.stdout)
+
+    try:
+        figure = measure(f"refresh_token with rotation ({backend}){label}", deployment.url + "/token", args,
+                         ScriptWithArgs(script, [str(pool), "2"]), before_each=reseed)
+    finally:
+        deployment.stop()
+    results.append((figure, ceiling, "framework"))
+    return figure
+
+
+def code_flow(args: argparse.Namespace, workdir: Path, results: Results, ceiling: float) -> None:
+    import hashlib
+    import http.cookiejar
+
+    backend = "softhsm" if shutil.which("softhsm2-util") else "software"
+    deployment = Deployment(workdir / "code-flow", backend=backend)
+    client = user_and_client(deployment)
+    deployment.start()
+    # Log in once, like a browser, to get a session cookie.
+    jar = http.cookiejar.CookieJar()
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+    page = opener.open(deployment.url + "/login", timeout=10).read().decode()
+    csrf = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', page) or re.search(
+        r'value="([^"]+)"[^>]*name="csrf_token"', page)
+    body = urllib.parse.urlencode({"csrf_token": csrf.group(1), "username": "bench", "password": client["password"],
+                                   "next": ""}).encode()
+    opener.open(urllib.request.Request(deployment.url + "/login", data=body), timeout=10).read()
+    cookie = "; ".join(f"{c.name}={c.value}" for c in jar)
+    verifier = secrets.token_urlsafe(48)
+    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+    authorize = "/authorize?" + urllib.parse.urlencode({
+        "response_type": "code", "client_id": client["client_id"], "redirect_uri": "http://127.0.0.1:1/cb",
+        "scope": "openid", "state": "s", "nonce": "n", "code_challenge": challenge,
+        "code_challenge_method": "S256"})
+    script = deployment.workdir / "code-flow.lua"
+    script.write_text(CODE_FLOW_LUA % {"authorize": authorize, "cookie": cookie, "auth": basic(client),
+                                       "redirect": urllib.parse.quote("http://127.0.0.1:1/cb", safe=""),
+                                       "verifier": verifier})
+    try:
+        figure = measure("code flow: /authorize + /token (req/s; flows = half)", deployment.url + "/", args, script)
+    finally:
+        deployment.stop()
+    figure.note = f"about {figure.median / 2:.0f} complete flows/s (first-party client, existing session)"
+    results.append((figure, ceiling, "framework"))
+
+
 def run_scenarios(args: argparse.Namespace, wanted: set[str], workdir: Path, results: Results) -> None:
     ceiling = framework_ceiling(args, workdir, results)
     report(results)
@@ -322,6 +472,12 @@ def run_scenarios(args: argparse.Namespace, wanted: set[str], workdir: Path, res
             for alg in ("ES256", "RS256"):
                 client_credentials(args, workdir, results, ceiling, backend, alg)
                 report(results)
+    if "refresh" in wanted:
+        refresh_tokens(args, workdir, results, ceiling)
+        report(results)
+    if "code_flow" in wanted:
+        code_flow(args, workdir, results, ceiling)
+        report(results)
     if "memory" in wanted:
         memory(args, workdir, results)
         report(results)
