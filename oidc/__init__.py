@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 from typing import Any, Mapping
 
 from flask import Flask
 from flask_migrate import Migrate
+from sqlalchemy import Engine, event
 
 from oidc import key_service
 from oidc.config import load_settings
@@ -64,3 +66,17 @@ def engine_options(database_url: str) -> dict[str, Any]:
         options["connect_args"] = {"connect_timeout": 5}
         options["pool_recycle"] = 1800
     return options
+
+
+@event.listens_for(Engine, "connect")
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    """SQLite for several worker processes: WAL, so readers never wait for the
+    writer and a commit costs no fsync of the whole file; a busy timeout, so
+    two workers writing at once queue instead of failing.  (A power cut may lose
+    the last commits, never consistency; deployments that need more use PostgreSQL.)"""
+    if isinstance(dbapi_connection, sqlite3.Connection):
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA busy_timeout=10000")
+        cursor.close()
