@@ -52,7 +52,6 @@ def discovery_document() -> dict:
         "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": [config["ID_TOKEN_SIGNING_ALG"]],
-        "userinfo_signing_alg_values_supported": ["none"],
         "token_endpoint_auth_methods_supported": auth_methods,
         "token_endpoint_auth_signing_alg_values_supported": _ASSERTION_ALGS,
         "introspection_endpoint_auth_methods_supported": auth_methods[:3],
