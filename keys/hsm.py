@@ -7,8 +7,9 @@ What SoftHSM2 and python-pkcs11 taught us shapes this module (see DESIGN.md):
   through one process-wide lock, and there is one logged-in session per process.
 * The context must be created in the process that uses it (after ``fork()``), so
   the manager notes its pid and re-initialises when it finds itself in a child.
-* ``C_Login`` racing in several processes fails now and then with
-  ``CKR_GENERAL_ERROR``: login is retried with backoff.
+* ``C_Initialize``, token look-up and ``C_Login`` racing in several processes
+  fail now and then (``CKR_GENERAL_ERROR``, or a token not found): opening is
+  retried with backoff, re-initialising the module between attempts.
 * Object handles die with their session: on an invalid handle or session the
   manager reopens, looks the keys up again and retries the operation once.
 
@@ -33,6 +34,7 @@ from asn1crypto.core import OctetString
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from pkcs11 import Attribute, KeyType, Mechanism, MechanismFlag, ObjectClass
 from pkcs11.exceptions import (
+    DeviceError,
     DeviceRemoved,
     GeneralError,
     ObjectHandleInvalid,
@@ -41,8 +43,10 @@ from pkcs11.exceptions import (
     SessionClosed,
     SessionHandleInvalid,
     TokenNotPresent,
+    TokenNotRecognised,
     UserAlreadyLoggedIn,
     UserNotLoggedIn,
+    UserPinNotInitialized,
 )
 from pkcs11.util.ec import encode_named_curve_parameters
 
@@ -69,7 +73,35 @@ _ED25519_NAMES = {_ED25519_OID, b"\x13\x0cedwards25519"}
 #: Exceptions after which the session (and its object handles) must be reopened.
 _STALE_SESSION = (ObjectHandleInvalid, SessionHandleInvalid, SessionClosed, UserNotLoggedIn, DeviceRemoved)
 
+#: Errors of C_Initialize, C_GetTokenInfo or C_Login that another process using
+#: the token at the same moment causes (SoftHSM, reading a token file being
+#: rewritten, even reports its user PIN as not initialised); another attempt
+#: usually succeeds.  A wrong PIN is never retried: real tokens lock after a few.
+_TRANSIENT_ERRORS = (GeneralError, TokenNotPresent, TokenNotRecognised, DeviceError, UserPinNotInitialized)
+
 T = TypeVar("T")
+
+
+#: Attempts before "no such token" is believed: a racing initialisation misses a
+#: token rarely and briefly, and a wrong label should fail fast.
+_NOT_FOUND_ATTEMPTS = 5
+
+
+class _Transient(Exception):
+    """An attempt to open the token failed in a way the next attempt may not."""
+
+    def __init__(self, reason: str, *, attempts: int | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.attempts = attempts  # at most this many attempts for this failure (None: the configured number)
+
+
+def _load_failure(exc: PKCS11Error) -> str:
+    """Why the module could not be loaded: the loader's own words (a path, never a secret)."""
+    detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    if type(exc) is PKCS11Error and detail:
+        return detail
+    return type(exc).__name__
 
 
 @dataclass(frozen=True)
@@ -143,19 +175,49 @@ class HSMManager:
         return HSMError(f"PKCS#11 module {self.config.library}, {self.config.describe_token()}: {reason}")
 
     def _open(self) -> None:
+        """Initialise, find the token and log in, retrying what racing processes break.
+
+        On SoftHSM, another process logging in rewrites the token's file, and a
+        process initialising or logging in at that moment fails with
+        ``CKR_GENERAL_ERROR`` or does not see the token at all; the token is only
+        enumerated again by a new ``C_Initialize``.  Measured with four processes
+        opening one token at once: 17 to 20 of 48 failed with a single attempt
+        (or with retried logins alone), none of 320 with this loop.  So a failed
+        attempt re-initialises the module before the next one.  A wrong PIN,
+        or a file that is not a PKCS#11 module, fails at once.
+        """
         if not os.path.exists(self.config.library):
             raise self._error("the library file does not exist")
+        delay = 0.01
+        for attempt in range(1, self.config.login_attempts + 1):
+            try:
+                self._open_once(reinitialize=attempt > 1)
+                return
+            except _Transient as exc:
+                if attempt >= min(self.config.login_attempts, exc.attempts or self.config.login_attempts):
+                    raise self._error(f"{exc.reason} (tried {attempt} times)") from None
+                time.sleep(delay * (1 + random.random()))
+                delay = min(delay * 2, 0.2)
+
+    def _open_once(self, *, reinitialize: bool) -> None:
         try:
             lib = pkcs11.lib(self.config.library)
-            if self._pid is not None and self._pid != os.getpid():
+        except _TRANSIENT_ERRORS as exc:
+            raise _Transient(f"cannot initialise the module ({type(exc).__name__})") from None
+        except PKCS11Error as exc:
+            raise self._error(f"cannot load or initialise the module ({_load_failure(exc)})") from None
+        try:
+            if reinitialize or (self._pid is not None and self._pid != os.getpid()):
                 # A context inherited through fork() is not usable by the child
-                # (PKCS#11 v2.40 §6.7.7): start a fresh one in this process.
+                # (PKCS#11 v2.40 §6.7.7), and SoftHSM only enumerates its tokens
+                # in C_Initialize: start a fresh context in this process.
                 lib.reinitialize()
-            self._token = self._find_token(lib)
-        except HSMError:
-            raise
+            token = self._find_token(lib)
+        except _TRANSIENT_ERRORS as exc:
+            raise _Transient(f"cannot initialise the module or read the token ({type(exc).__name__})") from None
         except PKCS11Error as exc:
             raise self._error(f"cannot load or initialise the module ({type(exc).__name__})") from None
+        self._token = token
         self._session = self._login()
         self._pid = os.getpid()
         self._pairs.clear()
@@ -167,34 +229,29 @@ class HSMManager:
                 token = slot.get_token()
                 if token.label == self.config.token_label:
                     return token
-            raise self._error("no slot holds a token with this label")
+            # Possibly a token this initialisation could not read (see _open).
+            raise _Transient("no slot holds a token with this label", attempts=_NOT_FOUND_ATTEMPTS)
         if self.config.slot is None:
             raise self._error("neither HSM_TOKEN_LABEL nor HSM_SLOT is set")
         for slot in slots:
             if slot.slot_id == self.config.slot:
                 return slot.get_token()
-        raise self._error("no token is present in this slot")
+        raise _Transient("no token is present in this slot", attempts=_NOT_FOUND_ATTEMPTS)
 
     def _login(self) -> Any:
-        delay = 0.02
-        for attempt in range(1, self.config.login_attempts + 1):
-            try:
-                return self._token.open(rw=True, user_pin=self.config.pin)
-            except UserAlreadyLoggedIn:
-                # Another session of this process is logged in: login state is
-                # per token per process, so a plain session shares it.
-                return self._token.open(rw=True)
-            except PinIncorrect:
-                raise self._error("login failed: the PIN is incorrect") from None
-            except (GeneralError, TokenNotPresent) as exc:
-                # C_Login racing in other processes fails intermittently on SoftHSM.
-                if attempt == self.config.login_attempts:
-                    raise self._error(f"login failed after {attempt} attempts ({type(exc).__name__})") from None
-                time.sleep(delay * (1 + random.random()))
-                delay = min(delay * 2, 1.0)
-            except PKCS11Error as exc:
-                raise self._error(f"login failed ({type(exc).__name__})") from None
-        raise AssertionError("unreachable")
+        try:
+            return self._token.open(rw=True, user_pin=self.config.pin)
+        except UserAlreadyLoggedIn:
+            # Another session of this process is logged in: login state is
+            # per token per process, so a plain session shares it.
+            return self._token.open(rw=True)
+        except PinIncorrect:
+            raise self._error("login failed: the PIN is incorrect") from None
+        except _TRANSIENT_ERRORS as exc:
+            # C_Login racing in other processes fails intermittently on SoftHSM.
+            raise _Transient(f"login failed ({type(exc).__name__})") from None
+        except PKCS11Error as exc:
+            raise self._error(f"login failed ({type(exc).__name__})") from None
 
     def _reopen(self) -> None:
         self.reconnects += 1
@@ -229,14 +286,50 @@ class HSMManager:
             self._pairs.clear()
 
     def is_usable(self) -> bool:
-        """A cheap round trip to the token (for readiness checks)."""
+        """A cheap round trip to the token (for readiness checks); heals a lost login."""
+        def probe() -> None:
+            self._confirm_logged_in()
+            try:
+                self._session.get_key(object_class=ObjectClass.PRIVATE_KEY, label="\x00probe")
+            except pkcs11.NoSuchKey:
+                pass
+
         try:
-            self._call(lambda: self._session.get_key(object_class=ObjectClass.PRIVATE_KEY, label="\x00probe"))
-        except pkcs11.NoSuchKey:
-            return True
+            self._call(probe)
         except (PKCS11Error, HSMError):
             return False
         return True
+
+    def _confirm_logged_in(self) -> None:
+        """Raise ``UserNotLoggedIn`` (so ``_call`` reopens) when the session lost its login.
+
+        A search needs no login and, without one, silently leaves private
+        objects out: "no key pair for this set" would then lead to a fallback
+        to software keys or to a duplicate generation.  The login is per token
+        per process, and python-pkcs11's ``Session.close`` calls ``C_Logout``,
+        so any other logged-in session of this process that closes logs this
+        one out behind our back, with every handle still valid.
+
+        python-pkcs11 does not expose ``C_GetSessionInfo``; instead a private
+        session object is created and destroyed, which PKCS#11 allows only
+        while the user is logged in.  A token that refuses the probe for any
+        other reason proves nothing either way, and the search is trusted.
+        """
+        try:
+            probe = self._session.create_object({
+                Attribute.CLASS: ObjectClass.DATA,
+                Attribute.TOKEN: False,
+                Attribute.PRIVATE: True,
+                Attribute.LABEL: "login probe",
+            })
+        except _STALE_SESSION:
+            raise
+        except PKCS11Error:
+            return
+        try:
+            probe.destroy()
+        except PKCS11Error:
+            pass  # a session object dies with its session anyway
 
     # -- key discovery ------------------------------------------------------
 
@@ -248,6 +341,8 @@ class HSMManager:
             private_keys = list(self._session.get_objects(
                 {Attribute.CLASS: ObjectClass.PRIVATE_KEY, Attribute.LABEL: self.label(key_set)}
             ))
+            if not private_keys:
+                self._confirm_logged_in()  # "none" must not mean "not logged in"
             for private_key in private_keys:
                 pair = self._describe(key_set, private_key, rsa_alg)
                 if pair is not None:
@@ -319,14 +414,33 @@ class HSMManager:
         algorithm = get_algorithm(alg)
         kid = str(uuid.uuid4())
 
-        def generate() -> KeyRecord:
-            self._generate_pair(algorithm, self.label(key_set), kid.encode("ascii"), rsa_bits)
+        def find() -> KeyRecord | None:
             for record in self.records(key_set, rsa_alg=alg if algorithm.is_rsa else "RS256"):
                 if record.kid == kid:
                     return record
-            raise HSMError(f"generated key {kid} for {key_set} cannot be found on the token")
+            return None
 
-        return self._call(generate)
+        def generate() -> KeyRecord:
+            # This runs again after a lost session, and the first run may have
+            # stored the pair before the session went: never make a second one.
+            record = find()
+            if record is None:
+                self._generate_pair(algorithm, self.label(key_set), kid.encode("ascii"), rsa_bits)
+                record = find()
+            if record is None:
+                raise self._error(f"generated key {kid} of {self.label(key_set)!r} cannot be found on the token")
+            return record
+
+        try:
+            return self._call(generate)
+        except PKCS11Error as exc:
+            # The token's refusal (a key size or curve it does not support, a full
+            # token, ...) would otherwise surface as a bare, often empty, PKCS#11
+            # exception: say what was being generated, and where.
+            size = f" of {rsa_bits} bits" if algorithm.is_rsa else ""
+            raise self._error(
+                f"cannot generate the {alg} key pair{size} labelled {self.label(key_set)!r} ({type(exc).__name__})"
+            ) from exc
 
     def _generate_pair(self, algorithm: Algorithm, label: str, cka_id: bytes, rsa_bits: int) -> None:
         public_template = {Attribute.TOKEN: True, Attribute.VERIFY: True, Attribute.ENCRYPT: False, Attribute.WRAP: False}
@@ -366,6 +480,9 @@ class HSMManager:
         """Destroy both halves of a key pair; False when there was none."""
         def destroy() -> bool:
             self._pairs.pop((key_set, kid), None)
+            # Logged out, the private half would be invisible and only the public
+            # half destroyed: make sure of the login before searching.
+            self._confirm_logged_in()
             destroyed = False
             for object_class in (ObjectClass.PRIVATE_KEY, ObjectClass.PUBLIC_KEY):
                 for obj in list(self._session.get_objects(
