@@ -28,7 +28,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, ContextManager
+from typing import Any, Callable, Collection, ContextManager
 
 from keys.algorithms import get_algorithm
 from keys.errors import HSMError, InvalidKey, KeyNotFound, NoSigningKey
@@ -124,8 +124,11 @@ class KeyService:
         refresh_seconds: float = 10.0,
         clock: Callable[[], float] = time.time,
         sign_observer: Callable[[str, str, float], None] | None = None,
+        hsm_only_sets: Collection[str] = (),
     ) -> None:
         self.policies = {policy.name: policy for policy in key_sets}
+        #: Sets (any name, not only configured ones; "*" for all) that never use software keys.
+        self.hsm_only_sets = frozenset(hsm_only_sets)
         self.store = store
         self.software = software
         self.hsm = hsm
@@ -180,6 +183,11 @@ class KeyService:
 
     # -- reading --------------------------------------------------------------
 
+    def is_hsm_only(self, key_set: str) -> bool:
+        """Whether ``key_set`` must live on the HSM and never fall back to software keys."""
+        policy = self.policies.get(key_set)
+        return (policy is not None and policy.hsm_only) or "*" in self.hsm_only_sets or key_set in self.hsm_only_sets
+
     def _hsm_records(self, key_set: str, metadata: dict[str, KeyRecord]) -> list[KeyRecord]:
         if self.hsm is None:
             return []
@@ -191,9 +199,11 @@ class KeyService:
             if known is not None:
                 # Our own generated keys carry their lifecycle in the store; keys
                 # provisioned by hand have none and count as active since forever.
+                # An RSA key generated for PS256 keeps it (the token only says "RSA").
+                alg = known.alg if get_algorithm(known.alg).is_rsa and get_algorithm(record.alg).is_rsa else record.alg
                 record = KeyRecord(
-                    key_set=record.key_set, kid=record.kid, alg=record.alg, use=record.use,
-                    backend=record.backend, public_jwk=record.public_jwk,
+                    key_set=record.key_set, kid=record.kid, alg=alg, use=record.use,
+                    backend=record.backend, public_jwk={**record.public_jwk, "alg": alg},
                     created_at=known.created_at, active_at=known.active_at,
                 )
             records.append(record)
@@ -206,10 +216,14 @@ class KeyService:
         metadata = {record.kid: record for record in stored if record.backend == "hsm"}
         hsm_records = self._hsm_records(key_set, metadata)
         software_records = [record for record in stored if record.backend == "software"]
-        policy = self.policies.get(key_set)
+        hsm_only = self.is_hsm_only(key_set)
+        if hsm_only:
+            # Never published either: whoever holds a software key of an HSM-only
+            # set could otherwise sign tokens that relying parties accept.
+            software_records = []
         if any(record.use == "sig" for record in hsm_records):
             backend: str | None = "hsm"
-        elif policy is not None and policy.hsm_only:
+        elif hsm_only:
             backend = None  # fail closed: never fall back to software
         else:
             backend = "software"
@@ -350,7 +364,11 @@ class KeyService:
         otherwise (sets living in software, admin-created sets) in the store.
         """
         if self.hsm is None:
+            if self.is_hsm_only(key_set):
+                raise HSMError(f"key set {key_set!r} is HSM-only and no HSM is configured")
             return "software"
+        if self.is_hsm_only(key_set):
+            return "hsm"
         backend, records = self._records(key_set)
         if backend in ("hsm", None):
             return "hsm"
@@ -395,6 +413,8 @@ class KeyService:
 
     def import_jwk(self, key_set: str, jwk: dict[str, Any]) -> KeyRecord:
         """Import a private JWK into the software store (never onto the HSM)."""
+        if self.is_hsm_only(key_set):
+            raise InvalidKey(f"key set {key_set!r} is HSM-only: keys cannot be imported into it")
         now = int(self.clock())
         active_at = now + self.rotation.prepublication_seconds if self._has_signing_key(key_set) else now
         if self.public_key(str(jwk.get("kid", ""))) is not None or any(

@@ -49,10 +49,7 @@ def build_key_service(app: Flask) -> KeyService:
                 key_set_prefix=config["HSM_KEY_SET_PREFIX"],
             )
         )
-    policies = [
-        KeySetPolicy(name, alg, hsm_only=name in config["HSM_ONLY_KEY_SETS"] or "*" in config["HSM_ONLY_KEY_SETS"])
-        for name, alg in key_set_algorithms(config).items()
-    ]
+    policies = [KeySetPolicy(name, alg) for name, alg in key_set_algorithms(config).items()]
     return KeyService(
         key_sets=policies,
         store=store,
@@ -67,6 +64,7 @@ def build_key_service(app: Flask) -> KeyService:
         lock=functools.partial(provisioning_lock, engine),
         refresh_seconds=config["KEYS_REFRESH_SECONDS"],
         sign_observer=metrics.observe_signature,
+        hsm_only_sets=config["HSM_ONLY_KEY_SETS"],
     )
 
 

@@ -28,7 +28,7 @@ from pkcs11.exceptions import AttributeSensitive, KeyUnextractable, UserAlreadyL
 from pkcs11.util.ec import encode_ec_public_key
 from sqlalchemy import func, select
 
-from keys.errors import HSMError, NoSigningKey
+from keys.errors import HSMError, InvalidKey, NoSigningKey
 from keys.hsm import PKCS11_LOCK, HSMConfig, HSMManager
 from keys.service import ACCESS_TOKEN_SET, ID_TOKEN_SET
 from oidc.key_service import key_service, start_key_service
@@ -539,16 +539,24 @@ def test_hsm_only_set_is_generated_on_the_hsm_and_never_falls_back_to_software(
     assert service.backend_of(ID_TOKEN_SET) == "hsm"
     assert softhsm.key_objects(token, ID_TOKEN_SET) == {"private": 1, "public": 1}
 
-    # A software key imported into the set never signs for it, even once it could.
+    # No software key can enter the set: whoever held it could sign accepted tokens.
     imported, _ = ec_private_jwk("imported-id-token-key")
-    record = service.import_jwk(ID_TOKEN_SET, imported)
-    assert record.backend == "software"
+    with pytest.raises(InvalidKey, match="HSM-only"):
+        service.import_jwk(ID_TOKEN_SET, imported)
     other, other_key = ec_private_jwk("imported-access-key")
-    service.import_jwk(ACCESS_TOKEN_SET, other)
-    now[0] = record.active_at + 3600
+    if hsm_only == "*":
+        with pytest.raises(InvalidKey, match="HSM-only"):
+            service.import_jwk(ACCESS_TOKEN_SET, other)
+        # "*" covers sets created later through the admin API or CLI too.
+        assert service.generate("partner.signing", "ES256").backend == "hsm"
+    else:
+        service.import_jwk(ACCESS_TOKEN_SET, other)
+        assert service.generate("partner.signing", "ES256").backend == "software"
+    now[0] += 3600
     service.refresh()
     signer = sign_and_verify(app, service, ID_TOKEN_SET)
     assert (signer.kid, signer.backend) == (hsm_kid, "hsm")
+    assert "imported-id-token-key" not in published(app)
 
     # The HSM key pairs destroyed: the HSM-only set fails closed.
     delete_pairs(softhsm, token, ID_TOKEN_SET)
@@ -562,6 +570,7 @@ def test_hsm_only_set_is_generated_on_the_hsm_and_never_falls_back_to_software(
     if hsm_only == "*":
         with pytest.raises(NoSigningKey, match="HSM-only"):
             service.signer(ACCESS_TOKEN_SET)
+        assert "imported-access-key" not in published(app)
     else:
         # A set that is not HSM-only falls back to its software key (the documented contrast).
         fallback = sign_and_verify(app, service, ACCESS_TOKEN_SET)
@@ -641,3 +650,18 @@ def test_rotation_on_the_hsm(make_app, hsm_env, softhsm, token, destroy):
         assert softhsm.key_objects(token, ACCESS_TOKEN_SET) == {"private": 2, "public": 2}
     # The other set was left alone.
     assert softhsm.key_objects(token, ID_TOKEN_SET) == {"private": 1, "public": 1}
+
+
+def test_rsa_key_generated_for_ps256_on_the_hsm_stays_ps256(make_app, hsm_env, softhsm, token):
+    """The token only knows "RSA": the algorithm a key was generated for is kept in its lifecycle row."""
+    app = make_app(hsm_env)
+    service = start_key_service(app)
+    record = service.generate(ID_TOKEN_SET, "PS256")
+    service.refresh()
+    now = record.active_at + 1
+    service.clock = lambda: now
+    service.refresh()
+    assert service.public_key(record.kid)["alg"] == "PS256"
+    assert {s.record.kid: s.record.alg for s in service.keys(ID_TOKEN_SET)}[record.kid] == "PS256"
+    signer = sign_and_verify(app, service, ID_TOKEN_SET)
+    assert (signer.kid, signer.alg) == (record.kid, "PS256")
