@@ -3,7 +3,7 @@
 #
 #   bash tests/run.sh [pytest arguments]
 #
-# As root it installs Debian's softhsm2, opensc and chromium when missing
+# As root it installs Debian's softhsm2, opensc, chromium and nginx when missing
 # (elsewhere the tests that need them are skipped, except with CI=true where
 # they fail).  Python packages go to .venv.  PostgreSQL is expected at
 # TEST_POSTGRES_URL (default postgresql://postgres@127.0.0.1:5432/test).
@@ -14,6 +14,7 @@ missing=()
 command -v softhsm2-util >/dev/null || missing+=(softhsm2)
 command -v pkcs11-tool >/dev/null || missing+=(opensc)
 [ -x /usr/bin/chromium ] || missing+=(chromium)
+command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
 if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
         echo "installing ${missing[*]}"

@@ -159,6 +159,8 @@ def _wait_for_workers(master: int, count: int, exclude: set[int] = frozenset(), 
     raise TimeoutError(f"expected {count} workers of {master}")
 
 
+# gunicorn's process handling does not depend on the database: one is enough.
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_sigkilled_worker_and_graceful_reload_lose_only_in_flight_requests(hsm_env, tmp_path):
     server = Gunicorn({**hsm_env, "METRICS_BIND": ""}, workers=2, log_path=tmp_path / "gunicorn.log")
     try:
@@ -267,6 +269,8 @@ def nginx_binary() -> str:
     return path
 
 
+# The proxy's handling does not depend on the database: one is enough.
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_behind_nginx_with_tls(nginx_binary, base_env, tmp_path):
     proxy_port = free_port()
     issuer = f"https://localhost:{proxy_port}"
