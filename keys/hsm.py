@@ -153,8 +153,11 @@ class HSMManager:
 
     backend = BACKEND
 
-    def __init__(self, config: HSMConfig) -> None:
+    def __init__(self, config: HSMConfig, *, on_event: Callable[[str, str | None], None] | None = None) -> None:
         self.config = config
+        #: Told of trouble (metrics): ("reconnect", None) when the session is
+        #: reopened, ("error", exception class name) when an operation fails.
+        self.on_event = on_event
         self._pid: int | None = None
         self._token: Any = None
         self._session: Any = None
@@ -253,8 +256,16 @@ class HSMManager:
         except PKCS11Error as exc:
             raise self._error(f"login failed ({type(exc).__name__})") from None
 
+    def _event(self, event: str, error: str | None = None) -> None:
+        if self.on_event is not None:
+            try:
+                self.on_event(event, error)
+            except Exception:  # reporting must never break signing
+                log.warning("the HSM event hook failed", exc_info=True)
+
     def _reopen(self) -> None:
         self.reconnects += 1
+        self._event("reconnect")
         log.warning("reopening the PKCS#11 session on %s", self.config.describe_token())
         try:
             if self._session is not None:
@@ -270,10 +281,14 @@ class HSMManager:
             if self._session is None or self._pid != os.getpid():
                 self._open()
             try:
-                return operation()
-            except _STALE_SESSION:
-                self._reopen()
-                return operation()
+                try:
+                    return operation()
+                except _STALE_SESSION:
+                    self._reopen()
+                    return operation()
+            except (PKCS11Error, HSMError) as exc:  # failed, after the retry if there was one
+                self._event("error", type(exc).__name__)
+                raise
 
     def close(self) -> None:
         with PKCS11_LOCK:

@@ -47,7 +47,8 @@ def build_key_service(app: Flask) -> KeyService:
                 token_label=config["HSM_TOKEN_LABEL"],
                 slot=config["HSM_SLOT"],
                 key_set_prefix=config["HSM_KEY_SET_PREFIX"],
-            )
+            ),
+            on_event=metrics.hsm_event,
         )
     policies = [KeySetPolicy(name, alg) for name, alg in key_set_algorithms(config).items()]
     return KeyService(
