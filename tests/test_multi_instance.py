@@ -3,7 +3,10 @@
 Both instances have the same configuration (one issuer: instance A's URL); the
 tests talk to each by its own port.  A browser logs in on A and the code is
 redeemed on B; the same refresh token, or the same code, presented on A and B
-at the same moment succeeds exactly once.  Each race is run several times.
+at the same moment succeeds exactly once.  Each race is run several times;
+without the conditional UPDATE that claims a code or a refresh token (``WHERE
+used_at IS NULL``, checking the row count) both requests succeed in the first
+race or two.  One worker per instance: the race is between the instances.
 """
 
 from __future__ import annotations
@@ -31,8 +34,8 @@ def instances(make_app: Any, hsm_env: dict[str, str], tmp_path: Any) -> Iterator
     issuer = f"http://127.0.0.1:{port_a}"
     env = {**hsm_env, "OIDC_ISSUER": issuer, "METRICS_BIND": "", "LOG_FORMAT": "text"}
     client = register(make_app, env, redirect_uris=[CALLBACK])
-    a = Gunicorn(env, workers=2, log_path=tmp_path / "a.log", port=port_a)
-    b = Gunicorn(env, workers=2, log_path=tmp_path / "b.log")
+    a = Gunicorn(env, workers=1, log_path=tmp_path / "a.log", port=port_a)
+    b = Gunicorn(env, workers=1, log_path=tmp_path / "b.log")
     try:
         a.wait_ready("/health/ready")
         b.wait_ready("/health/ready")
