@@ -68,7 +68,7 @@ def test_quickstart_then_log_in_through_the_demo_relying_party(tmp_path: Path) -
                                   "SOFTHSM2_CONF", "BIND", "PROMETHEUS_MULTIPROC_DIR"))}
     env.update(QUICKSTART_NO_VENV="1", PYTHON=sys.executable, QUICKSTART_DIR=str(state),
                QUICKSTART_PORT=str(provider_port), DEMO_RP_PORT=str(demo_port), METRICS_BIND="",
-               GUNICORN_WORKERS="2", LOG_FORMAT="json")
+               GUNICORN_WORKERS="1", LOG_FORMAT="json")
     output = tmp_path / "quickstart.out"
     with open(output, "wb") as sink:
         process = subprocess.Popen(["bash", str(ROOT / "quickstart" / "run.sh")], cwd=tmp_path, env=env,
