@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
-IN_CI = os.environ.get("CI", "").lower() == "true"
+from support import missing as _missing  # noqa: E402
 USER_PIN = "4cb7-user-pin-0192"
 SO_PIN = "so-pin-88ab1f"
 
@@ -34,11 +34,6 @@ SOFTHSM_LIBRARY_CANDIDATES = [
 
 POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
-
-def _missing(what: str) -> None:
-    if IN_CI:
-        pytest.fail(f"{what} is required in CI")
-    pytest.skip(f"{what} is not available")
 
 
 # -- SoftHSM2 -----------------------------------------------------------------

@@ -15,7 +15,6 @@ import json
 import os
 import re
 import secrets
-import signal
 import socket
 import subprocess
 import sys
@@ -25,6 +24,8 @@ from typing import Any, Iterator
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
+
+from support import stop_process_group
 from werkzeug.datastructures import MultiDict
 
 ISSUER = "https://op.example.test"
@@ -251,10 +252,4 @@ def serve_with_gunicorn(make_app: Any, base_env: dict[str, str], tmp_path: Path,
                 time.sleep(0.2)
             yield {"issuer": issuer, "client_id": client_id, "client_secret": secret}
         finally:
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGTERM)
-                try:
-                    process.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    os.killpg(process.pid, signal.SIGKILL)
-                    process.wait(timeout=10)
+            stop_process_group(process, timeout=20)

@@ -26,9 +26,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from support import json_lines, missing
 from tests.serving import Gunicorn, free_port
 
-IN_CI = os.environ.get("CI", "").lower() == "true"
 
 
 def _get(url: str, *, headers: dict[str, str] | None = None, context: ssl.SSLContext | None = None,
@@ -41,15 +41,6 @@ def _get(url: str, *, headers: dict[str, str] | None = None, context: ssl.SSLCon
         return error.code, dict(error.headers), error.read()
 
 
-def _json_lines(text: str) -> list[dict]:
-    lines = []
-    for line in text.splitlines():
-        if line.startswith("{"):
-            try:
-                lines.append(json.loads(line))
-            except ValueError:
-                pass
-    return lines
 
 
 # -- PostgreSQL stopped under a running instance ---------------------------------
@@ -62,9 +53,7 @@ def private_postgres():
     try:
         server = PrivatePostgres(free_port())
     except (RuntimeError, OSError, subprocess.CalledProcessError) as exc:
-        if IN_CI:
-            pytest.fail(f"cannot run a private PostgreSQL server: {exc}")
-        pytest.skip(f"cannot run a private PostgreSQL server: {exc}")
+        missing(f"a private PostgreSQL server ({exc})")
     server.start()
     yield server
     server.destroy()
@@ -263,9 +252,7 @@ http {{
 def nginx_binary() -> str:
     path = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
     if path is None:
-        if IN_CI:
-            pytest.fail("nginx is required in CI")
-        pytest.skip("nginx is not installed")
+        missing("nginx (Debian package nginx-light)")
     return path
 
 
@@ -312,7 +299,7 @@ def test_behind_nginx_with_tls(nginx_binary, base_env, tmp_path):
         nginx.terminate()
         nginx.wait(timeout=10)
         server.stop()
-    access = [line for line in _json_lines(server.log()) if line.get("logger") == "oidc.access"]
+    access = [line for line in json_lines(server.log()) if line.get("logger") == "oidc.access"]
     alive = [line for line in access if line.get("path") == "/health/alive"]
     # Through the proxy: the client's address is the proxy's X-Forwarded-For entry (one hop trusted).
     assert alive[0]["remote_addr"] == "127.0.0.1"

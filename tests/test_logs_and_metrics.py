@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 import urllib.request
 from typing import Any
@@ -22,6 +21,7 @@ import requests
 from live_flows import UserAgent, add_client, introspect, redeem, refresh, register
 from oidc_fixtures import PASSWORD, jwt_parts
 from tests.serving import Gunicorn, free_port
+from support import json_lines
 
 CALLBACK = "http://127.0.0.1:9/callback"
 LOGGED_OUT = "http://127.0.0.1:9/logged-out"
@@ -38,15 +38,6 @@ def _serve(make_app: Any, env: dict[str, str], tmp_path: Any, **extra: str) -> t
     return server, {"client": client, "service": service, "env": env}
 
 
-def _json_lines(text: str) -> list[dict[str, Any]]:
-    lines = []
-    for line in text.splitlines():
-        if line.startswith("{"):
-            try:
-                lines.append(json.loads(line))
-            except ValueError:
-                pass
-    return lines
 
 
 def _full_flows(url: str, setup: dict[str, Any]) -> dict[str, str]:
@@ -114,7 +105,7 @@ def test_full_flows_log_audit_events_and_no_secret(make_app, hsm_env, tmp_path):
         leaked += [name for piece in pieces if piece in log]
     assert not leaked, f"found in the logs: {sorted(set(leaked))}"
 
-    lines = _json_lines(log)
+    lines = json_lines(log)
     assert len(lines) > 20 and all(isinstance(line.get("logger"), str) for line in lines)
     audit = [line for line in lines if line["logger"] == "oidc.audit"]
     events = {line["event"] for line in audit}

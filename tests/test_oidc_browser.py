@@ -8,39 +8,23 @@ Playwright package is missing the test is skipped, except in CI (CI=true).
 
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
 
+from support import chromium_executable
 from oidc_fixtures import PASSWORD, pkce_pair, serve_with_gunicorn
 
-IN_CI = os.environ.get("CI", "").lower() == "true"
 CALLBACK = "http://127.0.0.1:9/callback"
-CHROMIUM_CANDIDATES = ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
 
-
-def _chromium() -> str:
-    path = next((candidate for candidate in CHROMIUM_CANDIDATES if os.path.exists(candidate)), None)
-    path = path or shutil.which("chromium")
-    try:
-        import playwright  # noqa: F401
-    except ImportError:
-        path = None
-    if path is None:
-        if IN_CI:
-            pytest.fail("Chromium (Debian package chromium) and the playwright package are required in CI")
-        pytest.skip("Chromium or playwright is not available")
-    return path
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_user_logs_in_consents_and_lands_on_the_redirect_uri_with_a_code(make_app: Any, base_env: dict[str, str],
                                                                           tmp_path: Path) -> None:
-    executable = _chromium()
+    executable = chromium_executable()
     from playwright.sync_api import sync_playwright
 
     with serve_with_gunicorn(make_app, base_env, tmp_path, name="Photo Printer", redirect_uris=[CALLBACK]) as served:

@@ -13,35 +13,18 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
-import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-import pytest
 import requests
 
+from support import chromium_executable, stop_process_group
 from tests.serving import ROOT, free_port
 
-IN_CI = os.environ.get("CI", "").lower() == "true"
-CHROMIUM_CANDIDATES = ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
 
-
-def _chromium() -> str:
-    path = next((candidate for candidate in CHROMIUM_CANDIDATES if os.path.exists(candidate)), None)
-    path = path or shutil.which("chromium")
-    try:
-        import playwright  # noqa: F401
-    except ImportError:
-        path = None
-    if path is None:
-        if IN_CI:
-            pytest.fail("Chromium (Debian package chromium) and the playwright package are required in CI")
-        pytest.skip("Chromium or playwright is not available")
-    return path
 
 
 def _wait_for(url: str, process: subprocess.Popen, output: Path, timeout: float = 90) -> None:
@@ -58,7 +41,7 @@ def _wait_for(url: str, process: subprocess.Popen, output: Path, timeout: float 
 
 
 def test_quickstart_then_log_in_through_the_demo_relying_party(tmp_path: Path) -> None:
-    executable = _chromium()
+    executable = chromium_executable()
     from playwright.sync_api import sync_playwright
 
     provider_port, demo_port = free_port(), free_port()
@@ -113,13 +96,7 @@ def test_quickstart_then_log_in_through_the_demo_relying_party(tmp_path: Path) -
 
         jwks = requests.get(f"{issuer}/.well-known/jwks.json", timeout=10).json()
     finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait(timeout=10)
+        stop_process_group(process)
 
     claims = shown["id-token-claims"]
     assert claims["iss"] == issuer and claims["email"] == "demo@example.com" and claims["name"] == "Demo User"

@@ -18,15 +18,11 @@ import pytest
 from live_flows import UserAgent, register
 from oidc_fixtures import PASSWORD
 from tests.serving import Gunicorn
+from support import missing
 
-IN_CI = os.environ.get("CI", "").lower() == "true"
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379").rstrip("/")
 
 
-def _missing(what: str) -> None:
-    if IN_CI:
-        pytest.fail(f"{what} is required in CI")
-    pytest.skip(f"{what} is not available")
 
 
 @pytest.fixture
@@ -35,17 +31,17 @@ def redis_database() -> Iterator[tuple[str, Any]]:
     try:
         import redis
     except ImportError:
-        _missing("the redis package")
+        missing("the redis package")
     for index in range(15, 0, -1):
         connection = redis.Redis.from_url(f"{REDIS_URL}/{index}", socket_timeout=5, socket_connect_timeout=3)
         try:
             if connection.dbsize() == 0:
                 break
         except redis.RedisError:
-            _missing(f"Redis at {REDIS_URL}")
+            missing(f"Redis at {REDIS_URL}")
         connection.close()
     else:
-        _missing(f"an empty database on the Redis at {REDIS_URL}")
+        missing(f"an empty database on the Redis at {REDIS_URL}")
     try:
         yield f"{REDIS_URL}/{index}", connection
     finally:
