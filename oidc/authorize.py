@@ -28,7 +28,7 @@ from flask_wtf import FlaskForm
 
 from oidc.login import current_login, request_fingerprint
 from oidc.models import Client, Consent, db
-from oidc.oauth2.server import MAX_CLIENT_ID_LENGTH, authorization_server
+from oidc.oauth2.server import authorization_server
 
 bp = Blueprint("authorize", __name__)
 audit = logging.getLogger("oidc.audit")
@@ -92,7 +92,7 @@ def _check_client_and_redirect_uri(params: Any) -> tuple[Client | None, Any]:
     client_id = params.get("client_id")
     if not client_id:
         return None, error_page("invalid_request", "The client_id parameter is missing.")
-    client = authorization_server().query_client(client_id) if len(client_id) <= MAX_CLIENT_ID_LENGTH else None
+    client = authorization_server().query_client(client_id)
     if client is None:
         return None, error_page("invalid_client", "The client is not known to this provider.")
     redirect_uri = params.get("redirect_uri")

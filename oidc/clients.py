@@ -27,7 +27,10 @@ from urllib.parse import urlsplit
 import click
 from flask.cli import AppGroup
 
-from oidc.models import AccessToken, AuthorizationCode, Client, ClientAssertion, Consent, RefreshToken, db, now
+from oidc.models import (
+    AccessToken, AuthorizationCode, Client, ClientAssertion, Consent, RefreshToken, db, find_client, now,
+)
+from oidc.oauth2.client_cache import client_cache
 from oidc.security import hasher, random_token
 
 AUTH_METHODS = ("client_secret_basic", "client_secret_post", "private_key_jwt", "none")
@@ -144,9 +147,7 @@ def create_client(*, name: str, redirect_uris: Iterable[str] | None = None,
 
 
 def get_client(client_id: str) -> Client | None:
-    if not isinstance(client_id, str) or len(client_id) > 64:
-        return None
-    return Client.query.filter_by(client_id=client_id).first()
+    return find_client(client_id, include_disabled=True)
 
 
 def rotate_secret(client: Client) -> str:
@@ -156,12 +157,14 @@ def rotate_secret(client: Client) -> str:
     client.secret_hash = hasher("client secret").hash(secret)
     client.secret_rotated_at = now()
     db.session.commit()
+    client_cache().forget(client.client_id)
     return secret
 
 
 def set_disabled(client: Client, disabled: bool) -> None:
     client.disabled = disabled
     db.session.commit()
+    client_cache().forget(client.client_id)
 
 
 def delete_client(client: Client) -> None:
@@ -170,6 +173,7 @@ def delete_client(client: Client) -> None:
         model.query.filter_by(client_pk=client.id).delete(synchronize_session=False)
     db.session.delete(client)
     db.session.commit()
+    client_cache().forget(client.client_id)
 
 
 def created_view(client: Client, secret: str | None) -> dict[str, Any]:

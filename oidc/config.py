@@ -184,6 +184,8 @@ def load_protocol_settings(env: Mapping[str, str], settings: Mapping[str, Any]) 
     protocol["LOGIN_RATE_LIMIT_PER_ADDRESS"] = _rate_limit(env, "LOGIN_RATE_LIMIT_PER_ADDRESS", "20/minute;100/hour")
     protocol["RATELIMIT_STORAGE_URI"] = env.get("RATELIMIT_STORAGE_URI") or "memory://"
     protocol["CLIENT_ASSERTION_LEEWAY"] = _int(env, "CLIENT_ASSERTION_LEEWAY", 60)
+    # How long a process may authenticate clients from memory (oidc/oauth2/client_cache.py).
+    protocol["CLIENT_CACHE_SECONDS"] = _int(env, "CLIENT_CACHE_SECONDS", 5, minimum=0)
     protocol["CLIENT_ASSERTION_MAX_LIFETIME"] = _int(env, "CLIENT_ASSERTION_MAX_LIFETIME", 300, minimum=1)
 
     # Browser session: the cookie is never readable by scripts, not sent on

@@ -27,7 +27,7 @@ from wtforms import HiddenField, PasswordField, StringField
 from wtforms.validators import DataRequired, Length
 
 from oidc import metrics
-from oidc.models import Client, LoginSession, User, db, now
+from oidc.models import LoginSession, User, db, find_client, now
 from oidc.oauth2.grants import AuthenticatedUser
 from oidc.security import random_token, verify_password
 
@@ -202,7 +202,7 @@ def logout() -> Any:
             return _error_page("id_token_hint is not an ID token issued by this provider")
     client = None
     if client_id:
-        client = Client.query.filter_by(client_id=client_id, disabled=False).first() if len(client_id) <= 64 else None
+        client = find_client(client_id)
         if client is None:
             return _error_page("unknown client_id", "invalid_client")
     if claims is not None:
@@ -210,7 +210,7 @@ def logout() -> Any:
         if client is not None and client.client_id not in audiences:
             return _error_page("client_id does not match the ID token's audience")
         if client is None and len(audiences) == 1 and isinstance(audiences[0], str):
-            client = Client.query.filter_by(client_id=audiences[0], disabled=False).first()
+            client = find_client(audiences[0])
     if post_logout_uri:
         if client is None:
             return _error_page("post_logout_redirect_uri needs client_id or id_token_hint")

@@ -33,7 +33,7 @@ signing_keys = define_signing_keys_table(db.metadata)
 import json as _json
 import time as _time
 
-from sqlalchemy import BigInteger, Boolean, Column, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import BigInteger, Boolean, Column, ForeignKey, Integer, String, Text, UniqueConstraint, bindparam, select
 
 
 def now() -> int:
@@ -287,6 +287,31 @@ class AccessToken(db.Model):  # type: ignore[name-defined,misc]
     issued_at = Column(BigInteger, nullable=False)
     expires_at = Column(BigInteger, nullable=False, index=True)
     revoked_at = Column(BigInteger)
+
+
+#: Longest client_id looked up (ours are 32 characters); longer ones are unknown at once.
+MAX_CLIENT_ID_LENGTH = 64
+
+# The hot-path look-ups (every token, introspection and userinfo request) as
+# statements built once: building the expression costs more than running it.
+_CLIENT_BY_ID = select(Client).where(Client.client_id == bindparam("client_id")).limit(1)
+_ENABLED_CLIENT_BY_ID = _CLIENT_BY_ID.where(Client.disabled.is_(False))
+_ACCESS_TOKEN_BY_JTI = select(AccessToken).where(AccessToken.jti == bindparam("jti")).limit(1)
+
+
+def find_client(client_id: object, *, include_disabled: bool = False) -> Client | None:
+    """The client registered as ``client_id`` (disabled ones only when asked for)."""
+    if not isinstance(client_id, str) or not 0 < len(client_id) <= MAX_CLIENT_ID_LENGTH:
+        return None
+    statement = _CLIENT_BY_ID if include_disabled else _ENABLED_CLIENT_BY_ID
+    return db.session.execute(statement, {"client_id": client_id}).scalar()
+
+
+def find_access_token_row(jti: object) -> AccessToken | None:
+    """The row of an access token by ``jti`` (family tokens, and revoked client tokens)."""
+    if not isinstance(jti, str) or not 0 < len(jti) <= 64:
+        return None
+    return db.session.execute(_ACCESS_TOKEN_BY_JTI, {"jti": jti}).scalar()
 
 
 class Consent(db.Model):  # type: ignore[name-defined,misc]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
-from oidc.models import AccessToken, Client, User, db, now
+from oidc.models import AccessToken, Client, User, db, find_access_token_row, find_client, now
 from oidc.oauth2.issuance import is_client_token
 from oidc.oauth2.grants import user_claims
 from oidc.oauth2.tokens import ACCESS_TOKEN_TYP, InvalidToken, verify_own_jwt
@@ -55,11 +55,10 @@ def validate_access_token(token: str) -> tuple[dict | None, AccessToken | None]:
         claims = verify_own_jwt(token, typ=ACCESS_TOKEN_TYP)
     except InvalidToken:
         return None, None
-    row = AccessToken.query.filter_by(jti=str(claims.get("jti", ""))).first()
+    row = find_access_token_row(claims.get("jti"))
     if row is None and is_client_token(claims):
         # A client_credentials token (no row unless revoked) is valid but has no user.
-        client = Client.query.filter_by(client_id=str(claims["client_id"])).first()
-        return (claims, None) if client is not None and not client.disabled else (None, None)
+        return (claims, None) if find_client(claims["client_id"]) is not None else (None, None)
     if row is None or row.revoked_at is not None or row.expires_at <= now():
         return None, None
     client = db.session.get(Client, row.client_pk)

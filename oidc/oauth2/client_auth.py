@@ -25,7 +25,7 @@ from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 from sqlalchemy.exc import IntegrityError
 
-from oidc.models import ClientAssertion, db, now
+from oidc.models import ClientAssertion, db, find_client, now
 
 log = logging.getLogger(__name__)
 
@@ -70,9 +70,7 @@ class PrivateKeyJWT(JWTBearerClientAssertion):
         """Record ``jti`` for this client until the assertion expires; False if it was seen."""
         if not isinstance(jti, str) or not 0 < len(jti) <= 255:
             return False
-        from oidc.models import Client
-
-        client = Client.query.filter_by(client_id=claims["sub"]).first()
+        client = find_client(claims["sub"], include_disabled=True)
         if client is None:
             return False
         # Committed at once: a replay must be refused even if this request fails later.

@@ -18,7 +18,7 @@ from authlib.oauth2.rfc7009 import RevocationEndpoint as _RevocationEndpoint
 from authlib.oauth2.rfc7662 import IntrospectionEndpoint as _IntrospectionEndpoint
 from flask import current_app
 
-from oidc.models import AccessToken, Client, RefreshToken, User, db, now
+from oidc.models import AccessToken, Client, RefreshToken, User, db, find_access_token_row, find_client, now
 from oidc.oauth2.grants import ALL_AUTH_METHODS, CONFIDENTIAL_AUTH_METHODS
 from oidc.oauth2.issuance import find_refresh_token, is_client_token, revoke_family
 from oidc.oauth2.tokens import ACCESS_TOKEN_TYP, InvalidToken, verify_own_jwt
@@ -53,16 +53,24 @@ class FoundToken:
         return self.scope
 
 
-def find_access_token(value: str) -> FoundToken | None:
+def find_access_token(value: str, caller: Client | None = None) -> FoundToken | None:
+    """The access token ``value`` (a JWT of ours), with its row if it has one.
+
+    ``caller`` is the client making the request: when the token is its own,
+    as it mostly is, its client is not looked up again.
+    """
     try:
         claims = verify_own_jwt(value, typ=ACCESS_TOKEN_TYP, check_exp=False)
     except InvalidToken:
         return None
-    row = AccessToken.query.filter_by(jti=str(claims.get("jti", ""))).first()
+    row = find_access_token_row(claims.get("jti"))
     if row is None:
         if not is_client_token(claims):
             return None  # a user's token without its row: its grant or user is gone
-        client = Client.query.filter_by(client_id=str(claims["client_id"])).first()
+        if caller is not None and caller.client_id == claims["client_id"]:
+            client: Client | None = caller
+        else:
+            client = find_client(claims["client_id"], include_disabled=True)
         return FoundToken(
             kind="access_token", client=client, user=None, scope=str(claims.get("scope", "")),
             expires_at=int(claims["exp"]), revoked=False, claims=claims,
@@ -75,7 +83,7 @@ def find_access_token(value: str) -> FoundToken | None:
     )
 
 
-def find_any_refresh_token(value: str) -> FoundToken | None:
+def find_any_refresh_token(value: str, caller: Client | None = None) -> FoundToken | None:
     row = find_refresh_token(value)
     if row is None:
         return None
@@ -87,7 +95,7 @@ def find_any_refresh_token(value: str) -> FoundToken | None:
     )
 
 
-def find_token(value: str, hint: str | None) -> FoundToken | None:
+def find_token(value: str, hint: str | None, caller: Client | None = None) -> FoundToken | None:
     """The token, trying the hinted kind first (RFC 7662 §2.1, RFC 7009 §2.1)."""
     if not isinstance(value, str) or not 0 < len(value) <= 16384:
         return None
@@ -95,7 +103,7 @@ def find_token(value: str, hint: str | None) -> FoundToken | None:
     if hint == "refresh_token":
         finders.reverse()
     for finder in finders:
-        found = finder(value)
+        found = finder(value, caller)
         if found is not None:
             return found
     return None
@@ -106,6 +114,11 @@ class IntrospectionEndpoint(_IntrospectionEndpoint):
 
     def query_token(self, token_string: str, token_type_hint: str | None) -> FoundToken | None:
         return find_token(token_string, token_type_hint)
+
+    def authenticate_token(self, request: Any, client: Client) -> FoundToken | None:
+        self.check_params(request, client)
+        token = find_token(request.form["token"], request.form.get("token_type_hint"), caller=client)
+        return token if token is not None and self.check_permission(token, client, request) else None
 
     def check_permission(self, token: FoundToken, client: Client, request: Any) -> bool:
         return token.check_client(client) or bool(client.resource_server)
@@ -143,7 +156,7 @@ class RevocationEndpoint(_RevocationEndpoint):
 
     def authenticate_token(self, request: Any, client: Client) -> FoundToken | None:
         self.check_params(request, client)
-        token = self.query_token(request.form["token"], request.form.get("token_type_hint"))
+        token = find_token(request.form["token"], request.form.get("token_type_hint"), caller=client)
         if token is not None and not token.check_client(client):
             # RFC 7009 §2.1: the token was not issued to the client making the request.
             raise UnauthorizedClientError("the token was not issued to this client")

@@ -16,6 +16,7 @@ from flask import Flask, Response, current_app, json
 from flask import request as flask_request
 
 from oidc.models import Client
+from oidc.oauth2 import client_cache
 from oidc.oauth2.client_auth import PrivateKeyJWT
 from oidc.oauth2.endpoints import IntrospectionEndpoint, RevocationEndpoint
 from oidc.oauth2.grants import (
@@ -28,9 +29,6 @@ from oidc.oauth2.grants import (
 )
 
 _EXTENSION = "oidc.authorization_server"
-
-#: Longest client_id we look up (ours are 32 characters).
-MAX_CLIENT_ID_LENGTH = 64
 
 
 class _IssuerRequest(FlaskOAuth2Request):
@@ -59,9 +57,8 @@ class AuthorizationServer(_FlaskAuthorizationServer):
         return _IssuerRequest(flask_request)
 
     def query_client(self, client_id: Any) -> Client | None:
-        if not isinstance(client_id, str) or not 0 < len(client_id) <= MAX_CLIENT_ID_LENGTH:
-            return None
-        return Client.query.filter_by(client_id=client_id, disabled=False).first()
+        """The enabled client ``client_id`` (see :mod:`oidc.oauth2.client_cache`)."""
+        return client_cache.client_cache().get(client_id)
 
     def save_token(self, token: dict[str, Any], request: Any) -> None:
         """Tokens are recorded as they are built (oidc.oauth2.issuance)."""
@@ -78,6 +75,7 @@ class AuthorizationServer(_FlaskAuthorizationServer):
 
 
 def init_app(app: Flask) -> AuthorizationServer:
+    client_cache.init_app(app)
     server = AuthorizationServer()
     server.init_app(app, query_client=server.query_client, save_token=server.save_token)
     server.register_client_auth_method("private_key_jwt", PrivateKeyJWT())

@@ -1,0 +1,87 @@
+"""Clients authenticated from memory (oidc/oauth2/client_cache.py): what a change costs to apply."""
+
+from __future__ import annotations
+
+import time
+
+from sqlalchemy import create_engine, text
+
+from oidc_fixtures import Provider
+
+
+def _cc(op: Provider, client_id: str, secret: str) -> int:
+    return op.post("/token", data={"grant_type": "client_credentials", "scope": "api"},
+                   auth=(client_id, secret)).status_code
+
+
+def _client(op: Provider) -> tuple[str, str]:
+    client_id, secret = op.add_client(grant_types=["client_credentials"], scope="api",
+                                      auth_method="client_secret_basic")
+    assert secret is not None
+    return client_id, secret
+
+
+def test_changes_through_the_client_store_apply_at_once(make_app, base_env):
+    op = Provider(make_app({**base_env, "CLIENT_CACHE_SECONDS": "3600"}))
+    from oidc.clients import delete_client, get_client, rotate_secret, set_disabled
+
+    client_id, secret = _client(op)
+    assert _cc(op, client_id, secret) == 200  # now in the cache
+    with op.app.app_context():
+        new_secret = rotate_secret(get_client(client_id))
+    assert _cc(op, client_id, secret) == 401
+    assert _cc(op, client_id, new_secret) == 200
+
+    with op.app.app_context():
+        set_disabled(get_client(client_id), True)
+    assert _cc(op, client_id, new_secret) == 401
+    with op.app.app_context():
+        set_disabled(get_client(client_id), False)
+    assert _cc(op, client_id, new_secret) == 200
+
+    with op.app.app_context():
+        delete_client(get_client(client_id))
+    response = op.post("/token", data={"grant_type": "client_credentials"}, auth=(client_id, new_secret))
+    assert response.status_code == 401 and response.json["error"] == "invalid_client"
+
+
+def _disable_from_elsewhere(database_url: str, client_id: str) -> None:
+    """What another instance does: write to the database, behind this process's back."""
+    engine = create_engine(database_url)
+    with engine.begin() as connection:
+        connection.execute(text("UPDATE clients SET disabled = :yes WHERE client_id = :id"),
+                           {"yes": True, "id": client_id})
+    engine.dispose()
+
+
+def test_changes_made_elsewhere_apply_within_client_cache_seconds(make_app, base_env):
+    op = Provider(make_app({**base_env, "CLIENT_CACHE_SECONDS": "1"}))
+    client_id, secret = _client(op)
+    assert _cc(op, client_id, secret) == 200
+    _disable_from_elsewhere(base_env["DATABASE_URL"], client_id)
+    deadline = time.monotonic() + 1.5
+    status = _cc(op, client_id, secret)
+    while status == 200 and time.monotonic() < deadline:
+        time.sleep(0.1)
+        status = _cc(op, client_id, secret)
+    assert status == 401
+
+
+def test_without_the_cache_changes_made_elsewhere_apply_at_once(make_app, base_env):
+    op = Provider(make_app({**base_env, "CLIENT_CACHE_SECONDS": "0"}))
+    client_id, secret = _client(op)
+    assert _cc(op, client_id, secret) == 200
+    _disable_from_elsewhere(base_env["DATABASE_URL"], client_id)
+    assert _cc(op, client_id, secret) == 401
+
+
+def test_unknown_clients_are_not_cached(make_app, base_env):
+    op = Provider(make_app({**base_env, "CLIENT_CACHE_SECONDS": "3600"}))
+    from oidc.oauth2.client_cache import client_cache
+
+    for number in range(50):
+        assert _cc(op, f"no-such-client-{number}", "x" * 43) == 401
+    client_id, secret = _client(op)
+    assert _cc(op, client_id, secret) == 200
+    with op.app.app_context():
+        assert list(client_cache()._entries) == [client_id]
