@@ -21,8 +21,11 @@ graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "30"))
 keepalive = int(os.environ.get("GUNICORN_KEEPALIVE", "5"))
 # X-Forwarded-* from these addresses only (the proxy); see TRUSTED_PROXY_HOPS too.
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
-# The app writes its own structured access log (oidc.access); gunicorn's is off.
+# The app writes its own structured access log (oidc.access), without the query
+# string (which can carry an id_token_hint); gunicorn's own is off, and its
+# logger does not even build the line (see oidc.logs.GunicornLogger).
 accesslog = None
+logger_class = "oidc.logs.GunicornLogger"
 errorlog = "-"
 if (os.environ.get("LOG_FORMAT") or "json").lower() == "json":
     logconfig_dict = {
@@ -33,9 +36,6 @@ if (os.environ.get("LOG_FORMAT") or "json").lower() == "json":
         "root": {"handlers": ["stderr"], "level": "INFO"},
         "loggers": {
             "gunicorn.error": {"handlers": ["stderr"], "level": "INFO", "propagate": False},
-            # gunicorn logs access lines whenever a logconfig_dict is set, with the query
-            # string (an id_token_hint, say): off; oidc.access logs requests without it.
-            "gunicorn.access": {"handlers": [], "level": "CRITICAL", "propagate": False},
         },
     }
 

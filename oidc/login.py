@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from flask import Blueprint, Flask, Response, current_app, g, redirect, render_template, request, session
+from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
 from flask_limiter import Limiter
 from flask_limiter.errors import RateLimitExceeded
 from flask_limiter.util import get_remote_address
@@ -37,6 +38,7 @@ audit = logging.getLogger("oidc.audit")
 GENERIC_LOGIN_ERROR = "Invalid username or password."
 LOCKED_OUT_ERROR = "Too many failed attempts. Please wait a while and try again."
 _LIMITER = "oidc.limiter"
+_LIMITER_AFTER_REQUEST = getattr(Limiter, "_Limiter__inject_headers")
 
 
 def normalize_username(value: str) -> str:
@@ -44,6 +46,19 @@ def normalize_username(value: str) -> str:
 
 
 # -- the browser session ----------------------------------------------------------------
+
+
+class CookieSessionInterface(SecureCookieSessionInterface):
+    """Flask's signed-cookie session, opened for free when there is no cookie.
+
+    API calls (token, introspection, JWKS) never carry the session cookie;
+    Flask would still build a signing serializer for each of them.
+    """
+
+    def open_session(self, app: Flask, request: Any) -> SecureCookieSession | None:
+        if app.secret_key and "HTTP_COOKIE" not in request.environ:
+            return self.session_class()
+        return super().open_session(app, request)
 
 
 def current_login() -> AuthenticatedUser | None:
@@ -244,6 +259,7 @@ def logout() -> Any:
 def init_app(app: Flask) -> None:
     """Register the pages and attach this app's own rate limiter to the login view."""
     app.register_blueprint(bp)
+    app.session_interface = CookieSessionInterface()
     limiter = Limiter(key_func=get_remote_address, app=app, storage_uri=app.config["RATELIMIT_STORAGE_URI"],
                       headers_enabled=False)
     view = app.view_functions["login.login"]
@@ -257,3 +273,13 @@ def init_app(app: Flask) -> None:
     # Flask-Limiter adds to every request (for app-wide limits, which we have
     # none of) would cost each token and JWKS request for nothing.
     app.before_request_funcs[None].remove(limiter._check_request_limit)
+    # Its after-request hook counts a failed login (deduct_when) once the
+    # response is known: needed on the login view only.
+    hooks = app.after_request_funcs[None]
+    index = next(i for i, hook in enumerate(hooks) if getattr(hook, "func", None) is _LIMITER_AFTER_REQUEST)
+    deduct = hooks[index]
+
+    def deduct_failed_login(response: Response) -> Response:
+        return deduct(response) if request.endpoint == "login.login" else response
+
+    hooks[index] = deduct_failed_login

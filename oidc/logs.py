@@ -14,6 +14,7 @@ import sys
 import time
 
 from flask import Flask, g, request
+from gunicorn.glogging import Logger as _GunicornLogger
 from pythonjsonlogger.json import JsonFormatter
 
 access_log = logging.getLogger("oidc.access")
@@ -28,6 +29,20 @@ def json_formatter() -> logging.Formatter:
         rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
         datefmt="%Y-%m-%dT%H:%M:%S%z",
     )
+
+
+class GunicornLogger(_GunicornLogger):
+    """gunicorn's logger without its access log.
+
+    gunicorn builds an access line for every request whenever a logging
+    configuration is given, with the query string in it; the app logs each
+    request itself (``oidc.access``), so gunicorn's line is never built.
+    """
+
+    access_log_enabled = False
+
+    def access(self, resp, req, environ, request_time):  # type: ignore[no-untyped-def]
+        return None
 
 
 def configure_logging(log_format: str, level: str) -> None:

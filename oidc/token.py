@@ -16,7 +16,7 @@ import logging
 from typing import Any
 
 from authlib.oauth2.rfc6749.errors import InvalidClientError, InvalidRequestError, OAuth2Error
-from flask import Blueprint, Response, request
+from flask import Blueprint, Response, g, request
 
 from oidc import metrics
 from oidc.key_service import key_service
@@ -67,12 +67,14 @@ def _respond(endpoint: str | None) -> Response:
         response = server.create_token_response()
     else:
         response = server.create_endpoint_response(endpoint)
-    if response.status_code == 200:
+    if not db.session().in_transaction():
+        pass  # nothing read or written (a client_credentials token from a cached client)
+    elif response.status_code == 200:
         db.session.commit()
-        if endpoint is None:
-            _record_issuance(response)
     else:
         db.session.rollback()
+    if endpoint is None and response.status_code == 200:
+        _record_issuance(g.pop("token_response", {}))
     return response
 
 
@@ -86,12 +88,8 @@ def _jwt_segment(token: Any, index: int) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def _record_issuance(response: Response) -> None:
+def _record_issuance(body: dict[str, Any]) -> None:
     """Count and audit a token response: identifiers (client, user, grant, kid, jti), never a token."""
-    try:
-        body = json.loads(response.get_data())
-    except ValueError:
-        return
     grant_type = request.form.get("grant_type", "")
     header, claims = _jwt_segment(body.get("access_token"), 0), _jwt_segment(body.get("access_token"), 1)
     client_id = str(claims.get("client_id", ""))

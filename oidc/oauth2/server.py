@@ -12,7 +12,7 @@ from typing import Any
 from authlib.integrations.flask_oauth2 import AuthorizationServer as _FlaskAuthorizationServer
 from authlib.integrations.flask_oauth2.requests import FlaskOAuth2Request
 from authlib.oauth2.rfc6749 import OAuth2Request
-from flask import Flask, Response, current_app, json
+from flask import Flask, Response, current_app, g, json
 from flask import request as flask_request
 
 from oidc.models import Client
@@ -65,6 +65,7 @@ class AuthorizationServer(_FlaskAuthorizationServer):
 
     def handle_response(self, status_code: int, payload: Any, headers: Any) -> Response:
         if isinstance(payload, dict):
+            g.token_response = payload  # what the token endpoint audits, without parsing it back
             payload = json.dumps(payload)
         response = Response(payload, status=status_code, headers=headers)
         if flask_request.endpoint and flask_request.endpoint.startswith("token."):
