@@ -38,7 +38,6 @@ audit = logging.getLogger("oidc.audit")
 GENERIC_LOGIN_ERROR = "Invalid username or password."
 LOCKED_OUT_ERROR = "Too many failed attempts. Please wait a while and try again."
 _LIMITER = "oidc.limiter"
-_LIMITER_AFTER_REQUEST = getattr(Limiter, "_Limiter__inject_headers")
 
 
 def normalize_username(value: str) -> str:
@@ -269,17 +268,23 @@ def init_app(app: Flask) -> None:
                          methods=["POST"], deduct_when=_login_failed, scope="login-address")(view)
     app.view_functions["login.login"] = view
     app.extensions[_LIMITER] = limiter
-    # Only the login view has limits, and its decorators check them.  The hook
-    # Flask-Limiter adds to every request (for app-wide limits, which we have
-    # none of) would cost each token and JWKS request for nothing.
+    # Only the login view has limits, and its decorators check them.  Of the
+    # hooks Flask-Limiter adds to every request, the check (for app-wide limits,
+    # which we have none of) goes; the one that counts a failed login once the
+    # response is known (deduct_when) and the one that clears its per-request
+    # state run for the login view only.
     app.before_request_funcs[None].remove(limiter._check_request_limit)
-    # Its after-request hook counts a failed login (deduct_when) once the
-    # response is known: needed on the login view only.
-    hooks = app.after_request_funcs[None]
-    index = next(i for i, hook in enumerate(hooks) if getattr(hook, "func", None) is _LIMITER_AFTER_REQUEST)
-    deduct = hooks[index]
+    _login_view_only(app.after_request_funcs[None], getattr(Limiter, "_Limiter__inject_headers"))
+    _login_view_only(app.teardown_request_funcs[None], getattr(Limiter, "_Limiter__release_context"))
 
-    def deduct_failed_login(response: Response) -> Response:
-        return deduct(response) if request.endpoint == "login.login" else response
 
-    hooks[index] = deduct_failed_login
+def _login_view_only(hooks: list[Any], method: Any) -> None:
+    """Replace the hook of ``hooks`` bound to ``method`` by one that runs on the login view only."""
+    index = next(i for i, hook in enumerate(hooks)  # a functools.partial or a bound method
+                 if method in (getattr(hook, "func", None), getattr(hook, "__func__", None)))
+    hook = hooks[index]
+
+    def on_login_view(value: Any) -> Any:
+        return hook(value) if request.endpoint == "login.login" else value
+
+    hooks[index] = on_login_view

@@ -11,6 +11,7 @@ The issuer never comes from these headers: it is configuration.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from typing import Any, Callable, Iterable
 
@@ -31,8 +32,10 @@ class TrustedProxyFix:
         self.app = app
         self.networks = parse_networks(trusted)
         self.proxied = ProxyFix(app, x_for=hops, x_proto=hops, x_host=hops, x_port=hops, x_prefix=hops)
+        # Peers are few (the proxy, a load balancer or two): remember each answer.
+        self._trusted = functools.lru_cache(maxsize=1024)(self._is_trusted)
 
-    def _trusted(self, peer: str | None) -> bool:
+    def _is_trusted(self, peer: str | None) -> bool:
         try:
             address = ipaddress.ip_address((peer or "").strip("[]"))
         except ValueError:
