@@ -67,8 +67,10 @@ def _respond(endpoint: str | None) -> Response:
         response = server.create_token_response()
     else:
         response = server.create_endpoint_response(endpoint)
-    if not db.session().in_transaction():
-        pass  # nothing read or written (a client_credentials token from a cached client)
+    if not db.session().in_transaction() or endpoint == "introspection":
+        # Nothing read or written (a client_credentials token from a cached
+        # client), or only read: the end of the request ends the transaction.
+        pass
     elif response.status_code == 200:
         db.session.commit()
     else:
