@@ -30,7 +30,8 @@ class TrustedProxyFix:
 
     def __init__(self, app: Callable[..., Any], *, hops: int, trusted: Iterable[str]) -> None:
         self.app = app
-        self.networks = parse_networks(trusted)
+        # With no hop to trust, no peer is a proxy: every request is served as it came.
+        self.networks = parse_networks(trusted) if hops > 0 else []
         self.proxied = ProxyFix(app, x_for=hops, x_proto=hops, x_host=hops, x_port=hops, x_prefix=hops)
         # Peers are few (the proxy, a load balancer or two): remember each answer.
         self._trusted = functools.lru_cache(maxsize=1024)(self._is_trusted)
@@ -43,7 +44,7 @@ class TrustedProxyFix:
         return any(address in network for network in self.networks)
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
-        if self._trusted(environ.get("REMOTE_ADDR")):
+        if self.networks and self._trusted(environ.get("REMOTE_ADDR")):
             return self.proxied(environ, start_response)
         for name in _FORWARDED:
             environ.pop(name, None)
