@@ -25,6 +25,7 @@ from authlib.oauth2.rfc6749.errors import OAuth2Error
 from authlib.oidc.core.errors import ConsentRequiredError, LoginRequiredError
 from flask import Blueprint, Response, redirect, render_template, request, session
 from flask_wtf import FlaskForm
+from sqlalchemy.exc import IntegrityError
 
 from oidc.login import current_login, request_fingerprint
 from oidc.models import Client, Consent, db
@@ -236,7 +237,13 @@ def consent() -> Any:
         return _finish(grant, None)
     scope = " ".join(sorted(set((grant.request.scope or "").split())))
     if not _consented(login.user.id, client, scope):
+        # Committed on its own: the same form submitted twice at once (a double
+        # click) records one consent, and the second submission still gets its code.
         db.session.add(Consent(user_pk=login.user.id, client_pk=client.id, scope=scope))
+        try:
+            db.session.commit()
+        except IntegrityError:
+            db.session.rollback()
     audit.info("consent granted", extra={"event": "consent.granted", "sub": login.user.subject,
                                           "client_id": client.client_id, "scope": scope})
     return _finish(grant, login)

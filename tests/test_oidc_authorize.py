@@ -269,3 +269,22 @@ def test_repeated_parameter_is_invalid_request(op):
     params["scope"] = ["openid", "openid email"]
     response = op.get("/authorize", query_string=params)
     assert query_of(response.headers["Location"])["error"] == ["invalid_request"]
+
+
+def test_consent_submitted_twice_at_once_records_one_consent_and_both_get_a_code(op, monkeypatch):
+    """A double click: both submissions pass the "not yet consented" check before either commits."""
+    from werkzeug.datastructures import MultiDict
+
+    from oidc import authorize
+
+    op.add_user()
+    client_id, _ = op.add_client(name="Photo Printer")
+    page = op.authorize(_params(client_id, scope="openid email"), consent=None)
+    form = MultiDict(hidden_fields(page.text) + [("decision", "approve")])
+    first = op.post("/authorize/consent", data=form)
+    assert first.status_code == 302 and "code" in query_of(first.headers["Location"])
+    # The second submission saw no consent yet (the race), so it inserts the same row again.
+    monkeypatch.setattr(authorize, "_consented", lambda *args: False)
+    second = op.post("/authorize/consent", data=form)
+    assert second.status_code == 302 and "code" in query_of(second.headers["Location"])
+    assert op.count("Consent") == 1
