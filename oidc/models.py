@@ -297,6 +297,11 @@ MAX_CLIENT_ID_LENGTH = 64
 _CLIENT_BY_ID = select(Client).where(Client.client_id == bindparam("client_id")).limit(1)
 _ENABLED_CLIENT_BY_ID = _CLIENT_BY_ID.where(Client.disabled.is_(False))
 _ACCESS_TOKEN_BY_JTI = select(AccessToken).where(AccessToken.jti == bindparam("jti")).limit(1)
+# Codes and refresh tokens are looked up by every keyed hash they may have (one per system secret).
+_CODE_BY_HASH = select(AuthorizationCode).where(
+    AuthorizationCode.code_hash.in_(bindparam("hashes", expanding=True))).limit(1)
+_REFRESH_TOKEN_BY_HASH = select(RefreshToken).where(
+    RefreshToken.token_hash.in_(bindparam("hashes", expanding=True))).limit(1)
 
 
 def find_client(client_id: object, *, include_disabled: bool = False) -> Client | None:
@@ -305,6 +310,14 @@ def find_client(client_id: object, *, include_disabled: bool = False) -> Client 
         return None
     statement = _CLIENT_BY_ID if include_disabled else _ENABLED_CLIENT_BY_ID
     return db.session.execute(statement, {"client_id": client_id}).scalar()
+
+
+def find_authorization_code_row(hashes: list[str]) -> AuthorizationCode | None:
+    return db.session.execute(_CODE_BY_HASH, {"hashes": hashes}).scalar()
+
+
+def find_refresh_token_row(hashes: list[str]) -> RefreshToken | None:
+    return db.session.execute(_REFRESH_TOKEN_BY_HASH, {"hashes": hashes}).scalar()
 
 
 def find_access_token_row(jti: object) -> AccessToken | None:

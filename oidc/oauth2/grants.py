@@ -9,6 +9,10 @@ overridden here:
   replayed code is refused *and* revokes every token issued from it.
 * Refresh tokens: rotated on every use; presenting a rotated one again is
   refused and revokes the whole family.
+* A code or refresh token is claimed (an atomic ``UPDATE ... WHERE used_at IS
+  NULL``) *after* the new tokens are built and signed, just before the commit:
+  of two requests racing with one code, exactly one claims it, and no write
+  lock is held while the HSM signs (SQLite has one writer at a time).
 * Every token is built by :mod:`oidc.oauth2.issuance` and signed through the
   key service (never by Authlib with a private key).
 """
@@ -32,9 +36,9 @@ from authlib.oauth2.rfc6749.errors import (
 from authlib.oauth2.rfc7636 import CodeChallenge
 from authlib.oidc.core import grants as oidc_grants
 from flask import current_app
-from sqlalchemy import update
+from sqlalchemy import bindparam, update
 
-from oidc.models import AuthorizationCode, RefreshToken, User, db, now
+from oidc.models import AuthorizationCode, RefreshToken, User, db, find_authorization_code_row, now
 from oidc.oauth2.issuance import (
     AuthContext,
     claim_refresh_token,
@@ -127,6 +131,14 @@ def resolve_audience(client: Any, resources: list[str], redirect_uri: str | None
     return list(dict.fromkeys(resources))
 
 
+_CLAIM_CODE = (
+    update(AuthorizationCode)
+    .where(AuthorizationCode.id == bindparam("row_id"), AuthorizationCode.used_at.is_(None))
+    .values(used_at=bindparam("moment"))
+    .execution_options(synchronize_session=False)
+)
+
+
 class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
     TOKEN_ENDPOINT_AUTH_METHODS = ALL_AUTH_METHODS
 
@@ -182,8 +194,7 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
     def query_authorization_code(self, code: str, client: Any) -> AuthorizationCode | None:
         if not isinstance(code, str) or not 0 < len(code) <= 512:
             return None
-        row = AuthorizationCode.query.filter(
-            AuthorizationCode.code_hash.in_(hasher("code").candidates(code))).first()
+        row = find_authorization_code_row(hasher("code").candidates(code))
         if row is None:
             return None
         if row.used_at is not None:
@@ -194,14 +205,16 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
             return None  # bound to the client it was issued to
         if row.expires_at <= now():
             raise InvalidGrantError("the authorization code has expired")
-        claimed = db.session.execute(
-            update(AuthorizationCode).where(AuthorizationCode.id == row.id, AuthorizationCode.used_at.is_(None))
-            .values(used_at=now()).execution_options(synchronize_session=False)
-        ).rowcount
-        if claimed != 1:  # redeemed by a concurrent request
-            revoke_family_now(row.grant_id, "authorization code replayed")
+        return row  # claimed once the tokens are ready (create_token_response)
+
+    def create_token_response(self) -> tuple[int, dict[str, Any], list[tuple[str, str]]]:
+        """Build and sign the tokens, then claim the code (see the module docstring)."""
+        response = super().create_token_response()
+        code: AuthorizationCode = self.request.authorization_code
+        if db.session.execute(_CLAIM_CODE, {"row_id": code.id, "moment": now()}).rowcount != 1:  # redeemed by a concurrent request
+            revoke_family_now(code.grant_id, "authorization code replayed")
             raise InvalidGrantError("the authorization code was already used")
-        return row
+        return response
 
     def delete_authorization_code(self, authorization_code: AuthorizationCode) -> None:
         """Kept (marked used) until it expires: a replay must still find it."""
@@ -293,10 +306,16 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
             raise InvalidGrantError("the refresh token was already used")
         if row.expires_at <= now():
             return None
-        if not claim_refresh_token(row):
+        return row  # claimed once the new tokens are ready (create_token_response)
+
+    def create_token_response(self) -> tuple[int, dict[str, Any], list[tuple[str, str]]]:
+        """Build and sign the new tokens, then claim the old refresh token."""
+        response = super().create_token_response()
+        row: RefreshToken = self.request.refresh_token
+        if not claim_refresh_token(row):  # rotated by a concurrent request
             revoke_family_now(row.grant_id, "rotated refresh token reused")
             raise InvalidGrantError("the refresh token was already used")
-        return row
+        return response
 
     def authenticate_user(self, refresh_token: RefreshToken) -> User | None:
         user = db.session.get(User, refresh_token.user_pk)

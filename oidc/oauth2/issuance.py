@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import or_, update
+from sqlalchemy import bindparam, or_, update
 
-from oidc.models import AccessToken, Client, RefreshToken, User, db, now
+from oidc.models import AccessToken, Client, RefreshToken, User, db, find_refresh_token_row, now
 from oidc.oauth2.tokens import issue_access_token
 from oidc.security import hasher, random_token
 
@@ -92,18 +92,21 @@ def new_refresh_token(client: Client, user: User, scope: str, context: AuthConte
 def find_refresh_token(value: str) -> RefreshToken | None:
     if not isinstance(value, str) or not 0 < len(value) <= 512:
         return None
-    return RefreshToken.query.filter(RefreshToken.token_hash.in_(hasher("refresh token").candidates(value))).first()
+    return find_refresh_token_row(hasher("refresh token").candidates(value))
+
+
+_CLAIM_REFRESH_TOKEN = (
+    update(RefreshToken)
+    .where(RefreshToken.id == bindparam("row_id"), RefreshToken.rotated_at.is_(None),
+           RefreshToken.revoked_at.is_(None))
+    .values(rotated_at=bindparam("moment"))
+    .execution_options(synchronize_session=False)
+)
 
 
 def claim_refresh_token(token: RefreshToken) -> bool:
     """Mark ``token`` rotated, atomically: False when another request already did."""
-    result = db.session.execute(
-        update(RefreshToken)
-        .where(RefreshToken.id == token.id, RefreshToken.rotated_at.is_(None), RefreshToken.revoked_at.is_(None))
-        .values(rotated_at=now())
-        .execution_options(synchronize_session=False)
-    )
-    return result.rowcount == 1
+    return db.session.execute(_CLAIM_REFRESH_TOKEN, {"row_id": token.id, "moment": now()}).rowcount == 1
 
 
 def revoke_family(grant_id: str) -> None:
