@@ -1,0 +1,84 @@
+"""The hot paths find their rows through an index, never by scanning a table.
+
+Each statement a token, introspection, userinfo, authorize or login request
+runs is explained by the database itself: SQLite's ``EXPLAIN QUERY PLAN`` must
+say ``SEARCH ... USING (COVERING|INTEGER PRIMARY KEY|) INDEX`` and never ``SCAN``;
+PostgreSQL's ``EXPLAIN`` with sequential scans disabled (so that a small test
+table does not make a scan look cheaper) must show no ``Seq Scan``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from sqlalchemy import select, update
+
+
+def _hot_statements() -> dict[str, Any]:
+    from oidc import models
+    from oidc.models import AccessToken, AuthorizationCode, Consent, LoginSession, RefreshToken, User
+    from oidc.oauth2 import grants, issuance
+
+    hashes = ["a" * 43, "b" * 43]
+    return {
+        "client by client_id": models._ENABLED_CLIENT_BY_ID.params(client_id="c" * 32),
+        "access token by jti": models._ACCESS_TOKEN_BY_JTI.params(jti="j" * 24),
+        "code by hash": models._CODE_BY_HASH.params(hashes=hashes),
+        "refresh token by hash": models._REFRESH_TOKEN_BY_HASH.params(hashes=hashes),
+        "claim code": (grants._CLAIM_CODE, {"row_id": 1, "moment": 0}),
+        "claim refresh token": (issuance._CLAIM_REFRESH_TOKEN, {"row_id": 1, "moment": 0}),
+        "revoke refresh family": update(RefreshToken).where(RefreshToken.grant_id == "g", RefreshToken.revoked_at.is_(None))
+        .values(revoked_at=0),
+        "revoke access family": update(AccessToken).where(AccessToken.grant_id == "g", AccessToken.revoked_at.is_(None))
+        .values(revoked_at=0),
+        "user by id": select(User).where(User.id == 1),
+        "user by username": select(User).where(User.username == "alice"),
+        "login session by sid": select(LoginSession).where(LoginSession.sid == "s" * 32),
+        "consents of user and client": select(Consent).where(Consent.user_pk == 1, Consent.client_pk == 1),
+        "code by id": select(AuthorizationCode).where(AuthorizationCode.id == 1),
+    }
+
+
+def _plan(connection: Any, statement: Any) -> str:
+    """The database's own plan of ``statement`` (or of ``(statement, values of its bind parameters)``)."""
+    prefix = "EXPLAIN QUERY PLAN " if connection.dialect.name == "sqlite" else "EXPLAIN "
+    if isinstance(statement, tuple):  # an UPDATE built once with bind parameters
+        statement, values = statement
+        compiled = statement.compile(dialect=connection.dialect)
+        params = compiled.construct_params(values)
+        if compiled.positiontup is not None:
+            params = tuple(params[name] for name in compiled.positiontup)
+        rows = connection.exec_driver_sql(prefix + compiled.string, params).fetchall()
+    else:
+        sql = str(statement.compile(dialect=connection.dialect, compile_kwargs={"literal_binds": True}))
+        rows = connection.exec_driver_sql(prefix + sql).fetchall()
+    return "\n".join(str(row[-1]) for row in rows)
+
+
+def test_hot_path_statements_use_an_index(make_app, base_env):
+    from oidc.models import db
+
+    app = make_app(base_env)
+    with app.app_context():
+        with db.engine.connect() as connection:
+            if connection.dialect.name == "postgresql":
+                connection.exec_driver_sql("SET enable_seqscan = off")
+            plans = {name: _plan(connection, statement) for name, statement in _hot_statements().items()}
+    scans = {name: plan for name, plan in plans.items()
+             if "Seq Scan" in plan or any(line.startswith("SCAN") for line in plan.splitlines())}
+    assert not scans, scans
+    assert all(plan.strip() for plan in plans.values()), plans
+
+
+def test_the_check_sees_a_table_scan(make_app, base_env):
+    """The test above would notice a scan: a look-up by an unindexed column is one."""
+    from oidc.models import Client, db
+
+    app = make_app(base_env)
+    with app.app_context():
+        with db.engine.connect() as connection:
+            if connection.dialect.name == "postgresql":
+                connection.exec_driver_sql("SET enable_seqscan = off")
+            plan = _plan(connection, select(Client).where(Client.name == "x"))
+    assert "Seq Scan" in plan or plan.startswith("SCAN"), plan
