@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
 from sqlalchemy import select, update
 
 
@@ -56,7 +55,8 @@ def _plan(connection: Any, statement: Any) -> str:
     return "\n".join(str(row[-1]) for row in rows)
 
 
-def test_hot_path_statements_use_an_index(make_app, base_env):
+def _plans(make_app: Any, base_env: dict[str, str], statements: dict[str, Any]) -> dict[str, str]:
+    """The plan of each statement on the test database, sequential scans discouraged on PostgreSQL."""
     from oidc.models import db
 
     app = make_app(base_env)
@@ -64,21 +64,23 @@ def test_hot_path_statements_use_an_index(make_app, base_env):
         with db.engine.connect() as connection:
             if connection.dialect.name == "postgresql":
                 connection.exec_driver_sql("SET enable_seqscan = off")
-            plans = {name: _plan(connection, statement) for name, statement in _hot_statements().items()}
-    scans = {name: plan for name, plan in plans.items()
-             if "Seq Scan" in plan or any(line.startswith("SCAN") for line in plan.splitlines())}
-    assert not scans, scans
+            return {name: _plan(connection, statement) for name, statement in statements.items()}
+
+
+def _scans(plan: str) -> bool:
+    return "Seq Scan" in plan or any(line.startswith("SCAN") for line in plan.splitlines())
+
+
+def test_hot_path_statements_use_an_index(make_app, base_env):
+    plans = _plans(make_app, base_env, _hot_statements())
     assert all(plan.strip() for plan in plans.values()), plans
+    scans = {name: plan for name, plan in plans.items() if _scans(plan)}
+    assert not scans, scans
 
 
 def test_the_check_sees_a_table_scan(make_app, base_env):
     """The test above would notice a scan: a look-up by an unindexed column is one."""
-    from oidc.models import Client, db
+    from oidc.models import Client
 
-    app = make_app(base_env)
-    with app.app_context():
-        with db.engine.connect() as connection:
-            if connection.dialect.name == "postgresql":
-                connection.exec_driver_sql("SET enable_seqscan = off")
-            plan = _plan(connection, select(Client).where(Client.name == "x"))
-    assert "Seq Scan" in plan or plan.startswith("SCAN"), plan
+    plan = _plans(make_app, base_env, {"client by name": select(Client).where(Client.name == "x")})["client by name"]
+    assert _scans(plan), plan
