@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from oidc_fixtures import ISSUER, PASSWORD, REDIRECT_URI, hidden_fields, op  # noqa: F401
+from oidc_fixtures import PASSWORD, REDIRECT_URI, op  # noqa: F401  (op: fixture)
 from oidc.login import GENERIC_LOGIN_ERROR
 
 # -- login ----------------------------------------------------------------------------------------

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from oidc_fixtures import ISSUER, REDIRECT_URI, hidden_fields, jwt_parts, op, query_of  # noqa: F401
+from oidc_fixtures import ISSUER, REDIRECT_URI, hidden_fields, op, query_of  # noqa: F401  (op: fixture)
 
 
 def test_discovery_document(op):
