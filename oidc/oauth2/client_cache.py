@@ -34,6 +34,8 @@ MAX_ENTRIES = 10_000
 
 
 class ClientCache:
+    """Enabled clients by client_id, each kept ``ttl`` seconds (0: no caching)."""
+
     def __init__(self, ttl: float) -> None:
         self.ttl = ttl
         self._entries: dict[str, tuple[float, Client]] = {}
