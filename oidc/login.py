@@ -272,19 +272,15 @@ def init_app(app: Flask) -> None:
     # hooks Flask-Limiter adds to every request, the check (for app-wide limits,
     # which we have none of) goes; the one that counts a failed login once the
     # response is known (deduct_when) and the one that clears its per-request
-    # state run for the login view only.
+    # state move to this blueprint's requests.
     app.before_request_funcs[None].remove(limiter._check_request_limit)
-    _login_view_only(app.after_request_funcs[None], getattr(Limiter, "_Limiter__inject_headers"))
-    _login_view_only(app.teardown_request_funcs[None], getattr(Limiter, "_Limiter__release_context"))
+    _move_to_blueprint(app.after_request_funcs, getattr(Limiter, "_Limiter__inject_headers"))
+    _move_to_blueprint(app.teardown_request_funcs, getattr(Limiter, "_Limiter__release_context"))
 
 
-def _login_view_only(hooks: list[Any], method: Any) -> None:
-    """Replace the hook of ``hooks`` bound to ``method`` by one that runs on the login view only."""
+def _move_to_blueprint(hooks_by_scope: dict[str | None, list[Any]], method: Any) -> None:
+    """Make the app-wide hook bound to ``method`` run on this blueprint's requests only."""
+    hooks = hooks_by_scope[None]
     index = next(i for i, hook in enumerate(hooks)  # a functools.partial or a bound method
                  if method in (getattr(hook, "func", None), getattr(hook, "__func__", None)))
-    hook = hooks[index]
-
-    def on_login_view(value: Any) -> Any:
-        return hook(value) if request.endpoint == "login.login" else value
-
-    hooks[index] = on_login_view
+    hooks_by_scope.setdefault(bp.name, []).append(hooks.pop(index))

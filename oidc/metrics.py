@@ -30,8 +30,9 @@ HSM_RECONNECTS = Counter("oidc_hsm_reconnects_total", "PKCS#11 sessions reopened
 LOGIN_FAILURES = Counter("oidc_login_failures_total", "Failed login attempts (wrong user or password, or rate-limited).",
                          ["reason"])
 
-#: The paths whose latency the token histogram measures.
+#: The path whose latency the token histogram measures, and its blueprint.
 TOKEN_PATH = "/token"
+TOKEN_BLUEPRINT = "token"
 
 
 def observe_signature(key_set: str, backend: str, seconds: float) -> None:
@@ -55,12 +56,12 @@ def login_failed(reason: str) -> None:
 
 
 def init_app(app: Flask) -> None:
-    @app.before_request
+    # Hooks of the token blueprint's requests only (/token, /introspect, /revoke):
+    # nothing on every other request.
     def start_token_timer() -> None:
         if request.path == TOKEN_PATH:
             g.token_started = time.perf_counter()
 
-    @app.after_request
     def observe_token_request(response):  # type: ignore[no-untyped-def]
         started = g.get("token_started")
         if started is not None:
@@ -71,3 +72,6 @@ def init_app(app: Flask) -> None:
                 time.perf_counter() - started
             )
         return response
+
+    app.before_request_funcs.setdefault(TOKEN_BLUEPRINT, []).append(start_token_timer)
+    app.after_request_funcs.setdefault(TOKEN_BLUEPRINT, []).append(observe_token_request)
