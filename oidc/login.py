@@ -48,16 +48,22 @@ def normalize_username(value: str) -> str:
 
 
 class CookieSessionInterface(SecureCookieSessionInterface):
-    """Flask's signed-cookie session, opened for free when there is no cookie.
+    """Flask's signed-cookie session, free on requests that do not use it.
 
     API calls (token, introspection, JWKS) never carry the session cookie;
-    Flask would still build a signing serializer for each of them.
+    Flask would still build a signing serializer to open it, and read the
+    cookie settings to save it.
     """
 
     def open_session(self, app: Flask, request: Any) -> SecureCookieSession | None:
         if app.secret_key and "HTTP_COOKIE" not in request.environ:
             return self.session_class()
         return super().open_session(app, request)
+
+    def save_session(self, app: Flask, session: Any, response: Response) -> None:
+        if not (session or session.modified or session.accessed):
+            return  # never touched: no cookie to set or delete, no Vary to add
+        super().save_session(app, session, response)
 
 
 def current_login() -> AuthenticatedUser | None:
