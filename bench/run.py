@@ -52,6 +52,13 @@ class Figure:
     #: The framework ceiling sampled right before each run (see :class:`Ceiling`).
     ceilings: list[float] = field(default_factory=list)
 
+    def add(self, rps: float, p50_ms: float, p99_ms: float, errors: int) -> None:
+        """One wrk run's figures."""
+        self.rps.append(rps)
+        self.p50_ms.append(p50_ms)
+        self.p99_ms.append(p99_ms)
+        self.errors += errors
+
     @property
     def median(self) -> float:
         return statistics.median(self.rps) if self.rps else 0.0
@@ -111,11 +118,7 @@ def measure(name: str, url: str, args: argparse.Namespace, script: "Path | Scrip
             before_each()
         if ceiling is not None:
             figure.ceilings.append(ceiling.sample())
-        rps, p50, p99, errors = wrk(url, duration=args.duration, connections=args.connections, script=script)
-        figure.rps.append(rps)
-        figure.p50_ms.append(p50)
-        figure.p99_ms.append(p99)
-        figure.errors += errors
+        figure.add(*wrk(url, duration=args.duration, connections=args.connections, script=script))
     return figure
 
 
@@ -283,13 +286,9 @@ class Ceiling:
         wrk(self.deployment.url + "/", duration=min(2.0, args.duration), connections=args.connections)  # warm-up
 
     def sample(self) -> float:
-        rps, p50, p99, errors = wrk(self.deployment.url + "/", duration=self.args.duration,
-                                    connections=self.args.connections)
-        self.figure.rps.append(rps)
-        self.figure.p50_ms.append(p50)
-        self.figure.p99_ms.append(p99)
-        self.figure.errors += errors
-        return rps
+        self.figure.add(*wrk(self.deployment.url + "/", duration=self.args.duration,
+                             connections=self.args.connections))
+        return self.figure.rps[-1]
 
     def stop(self) -> None:
         self.deployment.stop()
@@ -555,12 +554,13 @@ def scale(args: argparse.Namespace, workdir: Path, results: Results) -> None:
 
 
 def run_scenarios(args: argparse.Namespace, wanted: set[str], workdir: Path, results: Results) -> None:
-    ceiling = Ceiling(args, workdir)
-    results.append((ceiling.figure, None, "(sampled before each run of the figures below)"))
-    try:
-        run_with_ceiling(args, wanted, workdir, results, ceiling)
-    finally:
-        ceiling.stop()
+    if wanted & {"jwks", "introspect", "client_credentials", "refresh", "code_flow"}:
+        ceiling = Ceiling(args, workdir)
+        results.append((ceiling.figure, None, "(sampled before each run of the figures below)"))
+        try:
+            run_with_ceiling(args, wanted, workdir, results, ceiling)
+        finally:
+            ceiling.stop()
     if "memory" in wanted:
         memory(args, workdir, results)
         report(results)

@@ -287,6 +287,8 @@ def init_app(app: Flask) -> None:
 def _move_to_blueprint(hooks_by_scope: dict[str | None, list[Any]], method: Any) -> None:
     """Make the app-wide hook bound to ``method`` run on this blueprint's requests only."""
     hooks = hooks_by_scope[None]
-    index = next(i for i, hook in enumerate(hooks)  # a functools.partial or a bound method
-                 if method in (getattr(hook, "func", None), getattr(hook, "__func__", None)))
+    index = next((i for i, hook in enumerate(hooks)  # a functools.partial or a bound method
+                  if method in (getattr(hook, "func", None), getattr(hook, "__func__", None))), None)
+    if index is None:
+        raise RuntimeError(f"Flask-Limiter registered no {method.__name__} hook: unsupported version")
     hooks_by_scope.setdefault(bp.name, []).append(hooks.pop(index))

@@ -17,7 +17,7 @@ from sqlalchemy import select, update
 def _hot_statements() -> dict[str, Any]:
     from oidc import models
     from oidc.models import AccessToken, AuthorizationCode, Consent, LoginSession, RefreshToken, User
-    from oidc.oauth2 import grants, issuance
+    from oidc.oauth2 import issuance
 
     hashes = ["a" * 43, "b" * 43]
     return {
@@ -25,7 +25,7 @@ def _hot_statements() -> dict[str, Any]:
         "access token by jti": models._ACCESS_TOKEN_BY_JTI.params(jti="j" * 24),
         "code by hash": models._CODE_BY_HASH.params(hashes=hashes),
         "refresh token by hash": models._REFRESH_TOKEN_BY_HASH.params(hashes=hashes),
-        "claim code": (grants._CLAIM_CODE, {"row_id": 1, "moment": 0}),
+        "claim code": (issuance._CLAIM_CODE, {"row_id": 1, "moment": 0}),
         "claim refresh token": (issuance._CLAIM_REFRESH_TOKEN, {"row_id": 1, "moment": 0}),
         "revoke refresh family": update(RefreshToken).where(RefreshToken.grant_id == "g", RefreshToken.revoked_at.is_(None))
         .values(revoked_at=0),

@@ -36,15 +36,16 @@ from authlib.oauth2.rfc6749.errors import (
 from authlib.oauth2.rfc7636 import CodeChallenge
 from authlib.oidc.core import grants as oidc_grants
 from flask import current_app
-from sqlalchemy import bindparam, update
 
 from oidc.models import AuthorizationCode, RefreshToken, User, db, find_authorization_code_row, now
 from oidc.oauth2.issuance import (
     AuthContext,
+    claim_authorization_code,
     claim_refresh_token,
     default_audience,
     find_refresh_token,
     issue_tokens,
+    new_refresh_token,
     revoke_family_now,
 )
 from oidc.oauth2.tokens import issue_id_token
@@ -131,14 +132,6 @@ def resolve_audience(client: Any, resources: list[str], redirect_uri: str | None
     return list(dict.fromkeys(resources))
 
 
-_CLAIM_CODE = (
-    update(AuthorizationCode)
-    .where(AuthorizationCode.id == bindparam("row_id"), AuthorizationCode.used_at.is_(None))
-    .values(used_at=bindparam("moment"))
-    .execution_options(synchronize_session=False)
-)
-
-
 class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
     TOKEN_ENDPOINT_AUTH_METHODS = ALL_AUTH_METHODS
 
@@ -211,7 +204,7 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
         """Build and sign the tokens, then claim the code (see the module docstring)."""
         response = super().create_token_response()
         code: AuthorizationCode = self.request.authorization_code
-        if db.session.execute(_CLAIM_CODE, {"row_id": code.id, "moment": now()}).rowcount != 1:  # redeemed by a concurrent request
+        if not claim_authorization_code(code):  # redeemed by a concurrent request
             revoke_family_now(code.grant_id, "authorization code replayed")
             raise InvalidGrantError("the authorization code was already used")
         return response
@@ -333,8 +326,6 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
         body = issue_tokens(client=self.request.client, user=user, scope=scope, context=context,
                             include_refresh_token=False)
         # Rotation: the family goes on with the same grant and the original (not narrowed) scope.
-        from oidc.oauth2.issuance import new_refresh_token
-
         body["refresh_token"] = new_refresh_token(self.request.client, user, refresh_token.scope, context)
         return body
 

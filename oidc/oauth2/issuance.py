@@ -20,7 +20,7 @@ from typing import Any
 from flask import current_app
 from sqlalchemy import bindparam, or_, update
 
-from oidc.models import AccessToken, Client, RefreshToken, User, db, find_refresh_token_row, now
+from oidc.models import AccessToken, AuthorizationCode, Client, RefreshToken, User, db, find_refresh_token_row, now
 from oidc.oauth2.tokens import issue_access_token
 from oidc.security import hasher, random_token
 
@@ -104,9 +104,22 @@ _CLAIM_REFRESH_TOKEN = (
 )
 
 
+_CLAIM_CODE = (
+    update(AuthorizationCode)
+    .where(AuthorizationCode.id == bindparam("row_id"), AuthorizationCode.used_at.is_(None))
+    .values(used_at=bindparam("moment"))
+    .execution_options(synchronize_session=False)
+)
+
+
 def claim_refresh_token(token: RefreshToken) -> bool:
     """Mark ``token`` rotated, atomically: False when another request already did."""
     return db.session.execute(_CLAIM_REFRESH_TOKEN, {"row_id": token.id, "moment": now()}).rowcount == 1
+
+
+def claim_authorization_code(code: AuthorizationCode) -> bool:
+    """Mark ``code`` used, atomically: False when another request already did."""
+    return db.session.execute(_CLAIM_CODE, {"row_id": code.id, "moment": now()}).rowcount == 1
 
 
 def revoke_family(grant_id: str) -> None:
