@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
-from oidc.models import AccessToken, Client, User, db, find_access_token_row, find_client, now
+from sqlalchemy import Row
+
+from oidc.models import Client, User, db, find_access_token_row, find_client, now
 from oidc.oauth2.issuance import is_client_token
 from oidc.oauth2.grants import user_claims
 from oidc.oauth2.tokens import ACCESS_TOKEN_TYP, InvalidToken, verify_own_jwt
@@ -49,7 +51,7 @@ def bearer_token() -> tuple[str | None, Response | None]:
     return None, _challenge(401)
 
 
-def validate_access_token(token: str) -> tuple[dict | None, AccessToken | None]:
+def validate_access_token(token: str) -> tuple[dict | None, Row | None]:
     """Claims and record of a valid, unrevoked access token of ours (or Nones)."""
     try:
         claims = verify_own_jwt(token, typ=ACCESS_TOKEN_TYP)

@@ -17,8 +17,11 @@ from authlib.oauth2.rfc6749.errors import UnauthorizedClientError
 from authlib.oauth2.rfc7009 import RevocationEndpoint as _RevocationEndpoint
 from authlib.oauth2.rfc7662 import IntrospectionEndpoint as _IntrospectionEndpoint
 from flask import current_app
+from sqlalchemy import Row
 
-from oidc.models import AccessToken, Client, RefreshToken, User, db, find_access_token_row, find_client, now
+from oidc.models import (
+    AccessToken, Client, RefreshToken, User, db, find_access_token_row, find_client, now, revoke_access_token_row,
+)
 from oidc.oauth2.grants import ALL_AUTH_METHODS, CONFIDENTIAL_AUTH_METHODS
 from oidc.oauth2.issuance import find_refresh_token, is_client_token, revoke_family
 from oidc.oauth2.tokens import ACCESS_TOKEN_TYP, InvalidToken, verify_own_jwt
@@ -35,7 +38,7 @@ class FoundToken:
     expires_at: int
     revoked: bool
     claims: dict[str, Any]
-    access_row: AccessToken | None = None
+    access_row: Row | None = None
     refresh_row: RefreshToken | None = None
 
     def check_client(self, client: Client) -> bool:
@@ -160,8 +163,7 @@ class RevocationEndpoint(_RevocationEndpoint):
     def revoke_token(self, token: FoundToken, request: Any) -> None:
         moment = now()
         if token.kind == "access_token" and token.access_row is not None:
-            if token.access_row.revoked_at is None:
-                token.access_row.revoked_at = moment
+            revoke_access_token_row(token.access_row.id, moment)
         elif token.kind == "access_token" and token.client is not None:
             # A client_credentials token: its revoked jti is kept until it expires.
             db.session.add(AccessToken(
