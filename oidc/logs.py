@@ -70,6 +70,10 @@ def init_app(app: Flask) -> None:
 
     @app.after_request
     def log_request(response):  # type: ignore[no-untyped-def]
+        # Checked first: with the access log off (LOG_LEVEL above INFO), a
+        # request should not pay for building a record nobody will see.
+        if not access_log.isEnabledFor(logging.INFO):
+            return response
         started = g.get("request_started")
         access_log.info(
             "request",

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import json
 
 from flask import Blueprint, Response, current_app, request
+from werkzeug.http import quote_etag
 
 from oidc.key_service import key_service
 
@@ -17,19 +19,24 @@ def jwks() -> Response:
 
     Resource servers cache it for ``JWKS_MAX_AGE`` seconds and revalidate with
     ``If-None-Match``; a new signing key is published longer than that before it
-    signs, so a cached copy never lacks the key of a token it meets.
+    signs, so a cached copy never lacks the key of a token it meets.  The body
+    and its headers are built once per key change: this is the most fetched
+    document a provider serves.
     """
     body, etag = key_service().jwks_document()
-    headers = {
-        "Cache-Control": f"public, max-age={current_app.config['JWKS_MAX_AGE']}",
-        "Access-Control-Allow-Origin": "*",
-    }
-    if request.if_none_match.contains(etag):
-        response = Response(status=304, headers=headers)
-    else:
-        response = Response(body, status=200, headers=headers, content_type="application/jwk-set+json")
-    response.set_etag(etag)
-    return response
+    headers = _jwks_headers(etag, current_app.config["JWKS_MAX_AGE"])
+    if "HTTP_IF_NONE_MATCH" in request.environ and request.if_none_match.contains(etag):
+        return Response(status=304, headers=headers)
+    return Response(body, status=200, headers=headers, content_type="application/jwk-set+json")
+
+
+@functools.lru_cache(maxsize=8)
+def _jwks_headers(etag: str, max_age: int) -> tuple[tuple[str, str], ...]:
+    return (
+        ("Cache-Control", f"public, max-age={max_age}"),
+        ("Access-Control-Allow-Origin", "*"),
+        ("ETag", quote_etag(etag)),
+    )
 
 
 def discovery_document() -> dict:

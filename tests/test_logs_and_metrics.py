@@ -206,3 +206,14 @@ def test_metrics_listener_counts_tokens_signatures_and_failed_logins(make_app, h
     assert _value(samples, "oidc_login_failures_total", reason="invalid_credentials") == 2
     assert _value(samples, "oidc_hsm_errors_total") == 0
     assert re.search(r"oidc_hsm_reconnects_total", "\n".join(name for name, _ in samples)) is not None
+
+
+@pytest.mark.parametrize("level, logged", [("INFO", 1), ("WARNING", 0)])
+def test_access_log_line_follows_the_log_level(make_app, base_env, caplog, level, logged):
+    app = make_app({**base_env, "LOG_LEVEL": level})
+    with caplog.at_level(level, logger="oidc.access"):
+        assert app.test_client().get("/health/alive").status_code == 200
+    lines = [record for record in caplog.records if record.name == "oidc.access"]
+    assert len(lines) == logged
+    if logged:
+        assert (lines[0].method, lines[0].path, lines[0].status) == ("GET", "/health/alive", 200)
