@@ -8,6 +8,9 @@ served by ``gunicorn -c gunicorn.conf.py`` with 2 workers, ``--runs`` runs of
 latency are printed next to the figure's ceiling and the ratio.  Every ceiling
 is measured in the same run: the framework's (a trivial route) right before
 each run of each figure, the raw signing rate next to each signing figure.
+Each client_credentials figure is followed by the same request against
+bench/minimal_token_app.py (parse, check a secret, sign; nothing else): the
+share of a ceiling that any Flask route signing through that backend reaches.
 Benchmarks print figures; they assert nothing.
 """
 
