@@ -33,16 +33,18 @@ MAX_PARAMETER_LENGTH = 16384
 
 def _precheck() -> OAuth2Error | None:
     """Refusals Authlib would not give (or would give as a 500)."""
-    if request.mimetype != "application/x-www-form-urlencoded":
+    req = request._get_current_object()  # type: ignore[attr-defined]  # one context look-up, not one per use
+    if req.mimetype != "application/x-www-form-urlencoded":
         return InvalidRequestError("The body must be application/x-www-form-urlencoded.")
-    if any(name in request.args for name in SECRET_PARAMETERS):
+    if req.query_string and any(name in req.args for name in SECRET_PARAMETERS):
         return InvalidRequestError("Credentials must be sent in the request body, not in the URL.")
-    if any(len(value) > MAX_PARAMETER_LENGTH for values in request.form.listvalues() for value in values):
-        return InvalidRequestError("A parameter is too long.")
-    for name, values in request.form.lists():
+    form = req.form
+    for name, values in form.lists():
+        if any(len(value) > MAX_PARAMETER_LENGTH for value in values):
+            return InvalidRequestError("A parameter is too long.")
         if len(values) > 1 and name != "resource":  # RFC 8707 allows several resources
             return InvalidRequestError(f"The {name} parameter is repeated.")
-    authorization = request.headers.get("Authorization", "")
+    authorization = req.headers.get("Authorization", "")
     if authorization[:6].lower() == "basic ":
         try:
             decoded = base64.b64decode(authorization[6:].strip(), validate=True).decode("utf-8")
@@ -50,7 +52,7 @@ def _precheck() -> OAuth2Error | None:
             decoded = ""
         if ":" not in decoded:
             return InvalidClientError(status_code=401, description="Malformed HTTP Basic credentials.")
-        if request.form.get("client_secret") or request.form.get("client_assertion"):
+        if form.get("client_secret") or form.get("client_assertion"):
             return InvalidRequestError("Use one client authentication method, not several.")
     return None
 
@@ -67,7 +69,7 @@ def _respond(endpoint: str | None) -> Response:
         response = server.create_token_response()
     else:
         response = server.create_endpoint_response(endpoint)
-    if not db.session().in_transaction() or endpoint == "introspection":
+    if not db.session.registry.has() or not db.session().in_transaction() or endpoint == "introspection":
         # Nothing read or written (a client_credentials token from a cached
         # client), or only read: the end of the request ends the transaction.
         pass
@@ -82,10 +84,12 @@ def _respond(endpoint: str | None) -> Response:
 
 def _jwt_segment(token: Any, index: int) -> dict[str, Any]:
     """A decoded segment (0: header, 1: claims) of a JWT we just signed; {} if it is not one."""
+    if not isinstance(token, str):
+        return {}
     try:
         segment = token.split(".")[index]
         value = json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
-    except (AttributeError, IndexError, ValueError):
+    except (IndexError, ValueError):
         return {}
     return value if isinstance(value, dict) else {}
 

@@ -54,7 +54,8 @@ class AuthorizationServer(_FlaskAuthorizationServer):
     def create_oauth2_request(self, request: Any) -> OAuth2Request:
         if isinstance(request, OAuth2Request):
             return request
-        return _IssuerRequest(flask_request)
+        # The request itself, not its context-local proxy: Authlib reads it many times per request.
+        return _IssuerRequest(flask_request._get_current_object())  # type: ignore[attr-defined]
 
     def query_client(self, client_id: Any) -> Client | None:
         """The enabled client ``client_id`` (see :mod:`oidc.oauth2.client_cache`)."""
