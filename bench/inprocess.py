@@ -32,8 +32,7 @@ from typing import Any, Callable
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-SOFTHSM_LIBRARIES = ["/usr/lib/softhsm/libsofthsm2.so", "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so"]
-PIN = "bench-pin-1234"
+from bench.backends import softhsm_environment  # noqa: E402
 ENDPOINTS = ["trivial", "health", "jwks", "client_credentials", "introspect"]
 
 
@@ -43,16 +42,7 @@ def environment(workdir: Path, backend: str) -> dict[str, str]:
            "OIDC_ISSUER": "http://127.0.0.1:8000", "ACCESS_TOKEN_SIGNING_ALG": "ES256", "METRICS_BIND": "",
            "LOG_LEVEL": "WARNING"}
     if backend == "softhsm":
-        library = next((path for path in SOFTHSM_LIBRARIES if os.path.exists(path)), None)
-        if library is None:
-            sys.exit("softhsm2 is not installed (use --backend software)")
-        (workdir / "tokens").mkdir()
-        conf = workdir / "softhsm2.conf"
-        conf.write_text(f"directories.tokendir = {workdir / 'tokens'}\nobjectstore.backend = file\nlog.level = ERROR\n")
-        env.update(SOFTHSM2_CONF=str(conf), HSM_ENABLED="true", HSM_LIBRARY=library, HSM_TOKEN_LABEL="bench",
-                   HSM_PIN=PIN)
-        subprocess.run(["softhsm2-util", "--init-token", "--free", "--label", "bench", "--pin", PIN, "--so-pin", PIN],
-                       check=True, capture_output=True, env={**os.environ, **env})
+        env.update(softhsm_environment(workdir))
     return env
 
 

@@ -25,7 +25,7 @@ from typing import Callable
 
 from flask import Flask, Response, request
 
-from keys.algorithms import get_algorithm
+from bench.backends import make_signer
 
 app = Flask(__name__)
 ALG = os.environ.get("BENCH_ALG", "ES256")
@@ -40,18 +40,7 @@ def sign(data: bytes) -> bytes:
     """Sign with a key made on first use, in the worker (a PKCS#11 session does not survive fork)."""
     global _sign
     if _sign is None:
-        if os.environ.get("BENCH_BACKEND") == "softhsm":
-            from keys.hsm import HSMConfig, HSMManager
-
-            manager = HSMManager(HSMConfig(library=os.environ["HSM_LIBRARY"], pin=os.environ["HSM_PIN"],
-                                           token_label=os.environ["HSM_TOKEN_LABEL"]))
-            manager.open()
-            _sign = manager.signer(manager.generate(f"bench.minimal.{os.getpid()}", ALG, rsa_bits=2048)).sign
-        else:
-            from keys.software import generate_private_key, signing_function
-
-            algorithm = get_algorithm(ALG)
-            _sign = signing_function(generate_private_key(algorithm, 2048), algorithm)
+        _sign = make_signer(os.environ.get("BENCH_BACKEND", "software"), ALG, f"bench.minimal.{os.getpid()}")
     return _sign(data)
 
 

@@ -38,9 +38,8 @@ from typing import Any, Callable
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from bench.backends import softhsm_environment  # noqa: E402
 WORKERS = 2
-SOFTHSM_LIBRARIES = ["/usr/lib/softhsm/libsofthsm2.so", "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so"]
-PIN = "bench-pin-1234"
 
 
 # -- measuring ------------------------------------------------------------------
@@ -168,16 +167,7 @@ class Deployment:
             "PYTHONPATH": str(ROOT),
         }
         if backend == "softhsm":
-            library = next((path for path in SOFTHSM_LIBRARIES if os.path.exists(path)), None)
-            if library is None:
-                raise RuntimeError("softhsm2 is not installed")
-            (workdir / "tokens").mkdir(exist_ok=True)
-            conf = workdir / "softhsm2.conf"
-            conf.write_text(f"directories.tokendir = {workdir / 'tokens'}\nobjectstore.backend = file\nlog.level = ERROR\n")
-            self.env.update(SOFTHSM2_CONF=str(conf), HSM_ENABLED="true", HSM_LIBRARY=library,
-                            HSM_TOKEN_LABEL="bench", HSM_PIN=PIN)
-            subprocess.run(["softhsm2-util", "--init-token", "--free", "--label", "bench", "--pin", PIN,
-                            "--so-pin", PIN], check=True, capture_output=True, env=self.env)
+            self.env.update(softhsm_environment(workdir))
         self.flask("db", "upgrade", "-d", str(ROOT / "oidc" / "migrations"))
         self.process: subprocess.Popen | None = None
 
@@ -246,16 +236,8 @@ Results = list  # of (Figure, ceiling req/s or None, ceiling name)
 RAW_SIGN = """
 import os, sys, time
 sys.path.insert(0, os.environ["PYTHONPATH"])
-from keys.algorithms import get_algorithm
-alg = get_algorithm(sys.argv[1])
-if sys.argv[2] == "softhsm":
-    from keys.hsm import HSMConfig, HSMManager
-    manager = HSMManager(HSMConfig(library=os.environ["HSM_LIBRARY"], pin=os.environ["HSM_PIN"], token_label="bench"))
-    manager.open()
-    sign = manager.signer(manager.generate("bench.raw", sys.argv[1], rsa_bits=2048)).sign
-else:
-    from keys.software import generate_private_key, signing_function
-    sign = signing_function(generate_private_key(alg, 2048), alg)
+from bench.backends import make_signer
+sign = make_signer(sys.argv[2], sys.argv[1], "bench.raw")
 data = b"x" * 400
 rates = []
 for _ in range(3):

@@ -69,17 +69,21 @@ def _respond(endpoint: str | None) -> Response:
         response = server.create_token_response()
     else:
         response = server.create_endpoint_response(endpoint)
-    if not db.session.registry.has() or not db.session().in_transaction() or endpoint == "introspection":
-        # Nothing read or written (a client_credentials token from a cached
-        # client), or only read: the end of the request ends the transaction.
-        pass
-    elif response.status_code == 200:
-        db.session.commit()
-    else:
-        db.session.rollback()
+    if endpoint != "introspection" and _in_transaction():
+        # (A client_credentials token for a cached client reads and writes
+        # nothing; introspection only reads: the end of the request ends those.)
+        if response.status_code == 200:
+            db.session.commit()
+        else:
+            db.session.rollback()
     if endpoint is None and response.status_code == 200:
         _record_issuance(g.pop("token_response", {}))
     return response
+
+
+def _in_transaction() -> bool:
+    """Whether this request's ORM session exists and has begun a transaction (without creating one)."""
+    return db.session.registry.has() and db.session().in_transaction()
 
 
 def _jwt_segment(token: Any, index: int) -> dict[str, Any]:
