@@ -8,9 +8,10 @@ served by ``gunicorn -c gunicorn.conf.py`` with 2 workers, ``--runs`` runs of
 latency are printed next to the figure's ceiling and the ratio.  Every ceiling
 is measured in the same run: the framework's (a trivial route) right before
 each run of each figure, the raw signing rate next to each signing figure.
-Each client_credentials figure is followed by the same request against
-bench/minimal_token_app.py (parse, check a secret, sign; nothing else): the
-share of a ceiling that any Flask route signing through that backend reaches.
+Each client_credentials figure, and introspection, is followed by the same
+request against bench/minimal_token_app.py (parse, check a secret, sign or
+verify and read one row; nothing else): the share of a ceiling that any Flask
+route doing that work reaches.
 Benchmarks print figures; they assert nothing.
 """
 
@@ -313,18 +314,53 @@ def client_credentials(args: argparse.Namespace, workdir: Path, results: Results
     return figure
 
 
+def minimal_route(workdir: Path, name: str, backend: str, **settings: str) -> tuple[Deployment, dict[str, str]]:
+    """bench/minimal_token_app.py served like the provider, with one client; and that client."""
+    deployment = Deployment(workdir / f"minimal-{name}", backend=backend)
+    client = {"client_id": "bench", "client_secret": secrets.token_urlsafe(32)}
+    deployment.env.update(BENCH_BACKEND=backend, BENCH_CLIENT_ID=client["client_id"],
+                          BENCH_CLIENT_SECRET=client["client_secret"], **settings)
+    deployment.start(config="bench/trivial.conf.py", app="bench.minimal_token_app:app", ready="/token")
+    return deployment, client
+
+
 def minimal_token_route(args: argparse.Namespace, workdir: Path, ceiling: Ceiling, backend: str, alg: str) -> Figure:
     """The same request against bench/minimal_token_app.py: what any Flask route signing this way can reach."""
-    deployment = Deployment(workdir / f"minimal-{backend}-{alg}", backend=backend)
-    client = {"client_id": "bench", "client_secret": secrets.token_urlsafe(32)}
-    deployment.env.update(BENCH_BACKEND=backend, BENCH_ALG=alg, BENCH_CLIENT_ID=client["client_id"],
-                          BENCH_CLIENT_SECRET=client["client_secret"])
-    deployment.start(config="bench/trivial.conf.py", app="bench.minimal_token_app:app", ready="/token")
+    deployment, client = minimal_route(workdir, f"{backend}-{alg}", backend, BENCH_ALG=alg)
     script = lua_post(deployment.workdir, "cc", "grant_type=client_credentials&scope=api",
                       {"Authorization": basic(client)})
     try:
         return measure(f"  minimal Flask token route, {alg} via {backend}", deployment.url + "/token", args,
                        script, ceiling=ceiling)
+    finally:
+        deployment.stop()
+
+
+def minimal_introspection_route(args: argparse.Namespace, workdir: Path, ceiling: Ceiling) -> Figure:
+    """Introspection against bench/minimal_token_app.py: verify ES256, one indexed SQLite read, JSON."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from keys.algorithms import get_algorithm
+    from keys.software import signing_function
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    public_pem = key.public_key().public_bytes(serialization.Encoding.PEM,
+                                               serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    deployment, client = minimal_route(workdir, "introspect", "software", BENCH_PUBLIC_KEY=public_pem,
+                                       BENCH_SQLITE=str(workdir / "minimal-introspect" / "bench.sqlite3"))
+    now = int(time.time())
+    claims = {"iss": deployment.url, "sub": "bench", "aud": deployment.url, "client_id": "bench", "iat": now,
+              "exp": now + 3600, "jti": secrets.token_urlsafe(18), "scope": "api"}
+    segments = [base64.urlsafe_b64encode(json.dumps(part).encode()).rstrip(b"=").decode()
+                for part in ({"alg": "ES256", "kid": "bench", "typ": "at+jwt"}, claims)]
+    signing_input = ".".join(segments)
+    signature = signing_function(key, get_algorithm("ES256"))(signing_input.encode())
+    token = signing_input + "." + base64.urlsafe_b64encode(signature).rstrip(b"=").decode()
+    script = lua_post(deployment.workdir, "introspect", f"token={token}", {"Authorization": basic(client)})
+    try:
+        return measure("  minimal Flask introspection route (ES256)", deployment.url + "/introspect", args, script,
+                       ceiling=ceiling)
     finally:
         deployment.stop()
 
@@ -345,6 +381,8 @@ def jwks_and_introspection(args: argparse.Namespace, workdir: Path, results: Res
         results.append((introspect, framework(introspect), "framework"))
     finally:
         deployment.stop()
+    minimal = minimal_introspection_route(args, workdir, ceiling)
+    results.append((minimal, framework(minimal), "framework"))
 
 
 def memory(args: argparse.Namespace, workdir: Path, results: Results, seconds: float = 60.0) -> None:
