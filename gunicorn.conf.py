@@ -23,15 +23,15 @@ keepalive = int(os.environ.get("GUNICORN_KEEPALIVE", "5"))
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
 # The app writes its own structured access log (oidc.access), without the query
 # string (which can carry an id_token_hint); gunicorn's own is off, and its
-# logger does not even build the line (see oidc.logs.GunicornLogger).
+# logger does not even build the line (see oidc.observability.logs.GunicornLogger).
 accesslog = None
-logger_class = "oidc.logs.GunicornLogger"
+logger_class = "oidc.observability.logs.GunicornLogger"
 errorlog = "-"
 if (os.environ.get("LOG_FORMAT") or "json").lower() == "json":
     logconfig_dict = {
         "version": 1,
         "disable_existing_loggers": False,
-        "formatters": {"json": {"()": "oidc.logs.json_formatter"}},
+        "formatters": {"json": {"()": "oidc.observability.logs.json_formatter"}},
         "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"}},
         "root": {"handlers": ["stderr"], "level": "INFO"},
         "loggers": {
@@ -91,10 +91,10 @@ def on_exit(server) -> None:  # type: ignore[no-untyped-def]
 def post_worker_init(worker) -> None:  # type: ignore[no-untyped-def]
     """In each worker: open the HSM, provision key sets, self-test the signers."""
     from keys.errors import KeyServiceError
-    from oidc.key_service import start_key_service
+    from oidc.state import state_of
 
     try:
-        start_key_service(worker.wsgi)
+        state_of(worker.wsgi).key_service()
     except KeyServiceError as exc:
         worker.log.error("key service cannot start: %s", exc)
         sys.exit(WORKER_BOOT_ERROR)

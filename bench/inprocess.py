@@ -27,12 +27,14 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from bench.backends import softhsm_environment  # noqa: E402
+
 ENDPOINTS = ["trivial", "health", "jwks", "client_credentials", "introspect"]
 
 
@@ -92,8 +94,8 @@ def prepare(workdir: Path, backend: str) -> dict[str, Call]:
     from flask import Flask
 
     from oidc import create_app
-    from oidc.key_service import start_key_service
     from oidc.schema import upgrade_schema
+    from oidc.state import state_of
 
     app = create_app()
     upgrade_schema(app)
@@ -102,7 +104,7 @@ def prepare(workdir: Path, backend: str) -> dict[str, Call]:
                               "--resource-server"], cwd=ROOT, env=os.environ, capture_output=True, text=True,
                              check=True)
     client = json.loads(created.stdout)
-    start_key_service(app)
+    state_of(app).key_service()
     basic = "Basic " + base64.b64encode(f"{client['client_id']}:{client['client_secret']}".encode()).decode()
 
     trivial = Flask("trivial")

@@ -33,13 +33,15 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from bench.backends import softhsm_environment  # noqa: E402
+
 WORKERS = 2
 
 
@@ -92,7 +94,7 @@ class ScriptWithArgs:
 
 
 def wrk(url: str, *, duration: float, connections: int,
-        script: "Path | ScriptWithArgs | None" = None) -> tuple[float, float, float, int]:
+        script: Path | ScriptWithArgs | None = None) -> tuple[float, float, float, int]:
     command = ["wrk", "-t", "2", "-c", str(connections), "-d", f"{max(1, round(duration))}s", "--latency",
                "--timeout", "10s"]
     trailing: list[str] = []
@@ -111,8 +113,8 @@ def wrk(url: str, *, duration: float, connections: int,
     return rps, _latency(output, "50"), _latency(output, "99"), errors
 
 
-def measure(name: str, url: str, args: argparse.Namespace, script: "Path | ScriptWithArgs | None" = None,
-            before_each: Callable[[], None] | None = None, ceiling: "Ceiling | None" = None) -> Figure:
+def measure(name: str, url: str, args: argparse.Namespace, script: Path | ScriptWithArgs | None = None,
+            before_each: Callable[[], None] | None = None, ceiling: Ceiling | None = None) -> Figure:
     figure = Figure(name)
     if before_each is not None:
         before_each()
@@ -402,7 +404,7 @@ def memory(args: argparse.Namespace, workdir: Path, results: Results, seconds: f
     figure = Figure(f"memory: worker RSS over a {seconds:.0f} s client_credentials run")
     growth = [100.0 * (after[pid] - before[pid]) / before[pid] for pid in workers]
     figure.note = ", ".join(f"worker {pid}: {before[pid] / 1024:.1f} -> {after[pid] / 1024:.1f} MiB ({g:+.1f} %)"
-                            for pid, g in zip(workers, growth)) + f"  at {rps:.0f} req/s"
+                            for pid, g in zip(workers, growth, strict=False)) + f"  at {rps:.0f} req/s"
     results.append((figure, None, ""))
 
 
@@ -410,10 +412,11 @@ SEED_REFRESH = """
 import os, sys, uuid
 sys.path.insert(0, os.environ["PYTHONPATH"])
 from oidc import create_app
-from oidc.clients import get_client
-from oidc.models import db, now
-from oidc.oauth2.issuance import AuthContext, default_audience, new_refresh_token
-from oidc.users import get_user
+from oidc.accounts.clients import get_client
+from oidc.accounts.users import get_user
+from oidc.db import db
+from oidc.oauth2.families import AuthContext, default_audience, new_refresh_token
+from oidc.state import now
 app = create_app()
 with app.app_context():
     client, user = get_client(sys.argv[1]), get_user(sys.argv[2])

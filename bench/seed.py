@@ -32,13 +32,15 @@ def seed(clients: int, users: int, refresh_tokens: int) -> None:
     from sqlalchemy import func, insert, select
 
     from oidc import create_app
-    from oidc.models import Client, RefreshToken, User, db, now
-    from oidc.security import hash_password
+    from oidc.db import db
+    from oidc.models import Client, RefreshToken, User
+    from oidc.state import state_of
 
     app = create_app()
-    moment = now()
+    state = state_of(app)
+    moment = state.clock.now()
     run = secrets.token_hex(4)  # several seedings of one database do not collide
-    password_hash = hash_password(secrets.token_urlsafe(16))
+    password_hash = state.passwords.hash(secrets.token_urlsafe(16))
     with app.app_context():
         engine = db.engine
         started = time.perf_counter()

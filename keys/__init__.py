@@ -24,8 +24,8 @@ from keys.signer import KeyRecord, Signer
 
 __all__ = [
     "ACCESS_TOKEN_SET",
-    "HSMError",
     "ID_TOKEN_SET",
+    "HSMError",
     "InvalidKey",
     "KeyNotFound",
     "KeyRecord",

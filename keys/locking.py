@@ -14,7 +14,7 @@ import contextlib
 import hashlib
 import os
 import tempfile
-from typing import Iterator
+from collections.abc import Iterator
 
 from filelock import FileLock
 from sqlalchemy import Engine, text

@@ -68,7 +68,7 @@ class Sealer:
         ]
 
     @classmethod
-    def from_setting(cls, value: str | None) -> "Sealer":
+    def from_setting(cls, value: str | None) -> Sealer:
         """Build from the comma-separated ``SECRETS_SYSTEM`` value."""
         secrets = [part.strip() for part in (value or "").split(",") if part.strip()]
         return cls(secrets)

@@ -27,8 +27,9 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
-from typing import Any, Callable, Collection, ContextManager
+from typing import Any, ContextManager
 
 from keys.algorithms import get_algorithm
 from keys.errors import HSMError, InvalidKey, KeyNotFound, NoSigningKey
@@ -513,5 +514,13 @@ def no_lock() -> Any:
     yield
 
 
-__all__ = ["KeyService", "KeySetPolicy", "RotationPolicy", "KeyStatus", "ID_TOKEN_SET", "ACCESS_TOKEN_SET",
-           "HSMError", "no_lock"]
+__all__ = [
+    "ACCESS_TOKEN_SET",
+    "ID_TOKEN_SET",
+    "HSMError",
+    "KeyService",
+    "KeySetPolicy",
+    "KeyStatus",
+    "RotationPolicy",
+    "no_lock",
+]

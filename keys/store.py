@@ -11,7 +11,8 @@ One table holds every key the service has *metadata* for:
 from __future__ import annotations
 
 import json
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,

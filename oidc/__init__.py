@@ -1,19 +1,28 @@
-"""An OpenID Connect provider whose token-signing keys live in an HSM."""
+"""An OpenID Connect provider whose token-signing keys live in an HSM.
+
+:func:`create_app` builds it in a fixed order: settings -> state -> extensions
+-> the web layer -> the CLI.  A request then goes from a view in
+:mod:`oidc.web` to the protocol core (:mod:`oidc.oauth2`, :mod:`oidc.accounts`),
+which signs through the key service (:mod:`keys`) held by :mod:`oidc.state`.
+"""
 
 from __future__ import annotations
 
 import os
 import sqlite3
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from flask import Flask
 from flask_migrate import Migrate
 from sqlalchemy import Engine, event
 
-from oidc import key_service
-from oidc.config import load_settings
-from oidc.models import db
-from oidc.proxy import TrustedProxyFix
+from oidc import cli, state, web
+from oidc.db import db
+from oidc.oauth2 import server
+from oidc.observability import logs, metrics
+from oidc.settings import flask_config, load_settings
+from oidc.web.proxy import TrustedProxyFix
 
 MIGRATIONS_DIRECTORY = os.path.join(os.path.dirname(__file__), "migrations")
 
@@ -24,48 +33,30 @@ def create_app(config: Mapping[str, Any] | None = None, *, env: Mapping[str, str
     """Build the provider.
 
     Settings come from the environment (or ``env``); ``config`` overrides
-    individual Flask config values, for tests.  Nothing here touches the HSM:
-    the key service starts in the serving process (see :mod:`oidc.key_service`).
+    individual Flask config values, for tests.  Nothing here touches the HSM or
+    the database: the key service starts in the serving process (see
+    :mod:`oidc.state`), so ``gunicorn --preload`` is safe.
     """
-    app = Flask(__name__, instance_relative_config=True)
+    app = Flask(__name__, instance_relative_config=True, template_folder="web/templates")
     os.makedirs(app.instance_path, exist_ok=True)
-    app.config.update(load_settings(env, instance_path=app.instance_path))
-    app.config["SQLALCHEMY_ENGINE_OPTIONS"] = engine_options(app.config["SQLALCHEMY_DATABASE_URI"])
+    settings = load_settings(env, instance_path=app.instance_path)
+    app.config.update(flask_config(settings))
     if config:
         app.config.update(config)
+    app_state = state.init_app(app, settings)
 
     db.init_app(app)
     migrate.init_app(app, db, directory=MIGRATIONS_DIRECTORY)
-    key_service.init_app(app)
-
     # X-Forwarded-* is honoured only from the proxy, for the configured number of hops.
     app.wsgi_app = TrustedProxyFix(  # type: ignore[method-assign]
-        app.wsgi_app, hops=app.config["TRUSTED_PROXY_HOPS"], trusted=app.config["FORWARDED_ALLOW_IPS"]
+        app.wsgi_app, hops=settings.trusted_proxy_hops, trusted=settings.forwarded_allow_ips
     )
-
-    from oidc import admin, cli, errors, health, logs, metrics, wellknown
-
-    logs.init_app(app)
+    logs.init_app(app, settings.log_format, settings.log_level)
     metrics.init_app(app)
-    errors.init_app(app)
-    app.register_blueprint(wellknown.bp)
-    app.register_blueprint(health.bp)
-    app.register_blueprint(admin.bp)
+    server.init_app(app, app_state)
+    web.init_app(app, settings)
     cli.init_app(app)
-
-    from oidc import protocol
-
-    protocol.init_app(app)  # OpenID Connect / OAuth 2.0: endpoints, pages, CLI
     return app
-
-
-def engine_options(database_url: str) -> dict[str, Any]:
-    """Connection pool settings: detect dead connections, never hang on a dead server."""
-    options: dict[str, Any] = {"pool_pre_ping": True}
-    if database_url.startswith("postgresql"):
-        options["connect_args"] = {"connect_timeout": 5}
-        options["pool_recycle"] = 1800
-    return options
 
 
 @event.listens_for(Engine, "connect")
@@ -80,3 +71,6 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA busy_timeout=10000")
         cursor.close()
+
+
+__all__ = ["create_app"]

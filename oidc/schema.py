@@ -6,7 +6,7 @@ from flask import Flask
 from flask_migrate import upgrade
 
 from keys.locking import provisioning_lock
-from oidc.models import db
+from oidc.db import db
 
 
 def upgrade_schema(app: Flask) -> None:

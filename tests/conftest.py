@@ -16,12 +16,17 @@ import shutil
 import subprocess
 import tempfile
 import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 
-from support import missing as _missing  # noqa: E402
+from support import missing as _missing
+
+#: The OpenID Connect fixtures (``op``, ``hsm_op``) and their user agent.
+pytest_plugins = ["oidc_fixtures"]
+
 USER_PIN = "4cb7-user-pin-0192"
 SO_PIN = "so-pin-88ab1f"
 
@@ -274,9 +279,8 @@ def hsm_env(base_env: dict[str, str], softhsm: SoftHSM, token: str) -> dict[str,
 def make_app(tmp_path: Path) -> Iterator[Callable[..., Any]]:
     """Build an app from an environment dict, with its schema migrated."""
     from oidc import create_app
-    from oidc.key_service import _EXTENSION
-    from oidc.models import db
     from oidc.schema import upgrade_schema
+    from oidc.state import state_of
 
     apps = []
 
@@ -288,8 +292,4 @@ def make_app(tmp_path: Path) -> Iterator[Callable[..., Any]]:
 
     yield make
     for app in apps:
-        holder = app.extensions[_EXTENSION]
-        if holder.service is not None and holder.service.hsm is not None:
-            holder.service.hsm.close()
-        with app.app_context():
-            db.engine.dispose()
+        state_of(app).close()

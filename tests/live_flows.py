@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import secrets
 import threading
+from collections.abc import Callable
 from http.cookies import SimpleCookie
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import parse_qs, urlencode, urljoin, urlsplit
 
 import requests
@@ -29,8 +30,8 @@ def register(make_app: Any, env: dict[str, str], *, username: str = "alice", pas
 
     Touches no PKCS#11: the key service is not started in the test process.
     """
-    from oidc.clients import create_client
-    from oidc.users import create_user
+    from oidc.accounts.clients import create_client
+    from oidc.accounts.users import create_user
 
     app = make_app(env)
     client.setdefault("name", "Example RP")
@@ -41,7 +42,7 @@ def register(make_app: Any, env: dict[str, str], *, username: str = "alice", pas
 
 
 def add_client(make_app: Any, env: dict[str, str], **client: Any) -> tuple[str, str | None]:
-    from oidc.clients import create_client
+    from oidc.accounts.clients import create_client
 
     app = make_app(env)
     client.setdefault("name", "Another client")

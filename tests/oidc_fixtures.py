@@ -19,14 +19,15 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
+from werkzeug.datastructures import MultiDict
 
 from support import stop_process_group
-from werkzeug.datastructures import MultiDict
 
 ISSUER = "https://op.example.test"
 REDIRECT_URI = "https://rp.example.test/callback"
@@ -69,11 +70,13 @@ class Provider:
     """The app under test and a cookie-keeping test client talking to it."""
 
     def __init__(self, app: Any) -> None:
+        from oidc.state import state_of
+
         self.app = app
         self.http = app.test_client()
-        from oidc.key_service import start_key_service
-
-        start_key_service(app)
+        #: The app's clock: ``provider.clock.advance(seconds)`` moves time for the whole provider.
+        self.clock = state_of(app).clock
+        state_of(app).key_service()
 
     # -- plumbing -------------------------------------------------------------------------
 
@@ -86,11 +89,12 @@ class Provider:
     def delete(self, path: str, **kwargs: Any) -> Any:
         return self.http.delete(path, base_url=ISSUER, **kwargs)
 
-    def new_browser(self) -> "Provider":
+    def new_browser(self) -> Provider:
         """Another user agent (its own cookies) on the same app."""
         other = Provider.__new__(Provider)
         other.app = self.app
         other.http = self.app.test_client()
+        other.clock = self.clock
         return other
 
     def count(self, model_name: str) -> int:
@@ -102,7 +106,7 @@ class Provider:
     # -- registration ----------------------------------------------------------------------
 
     def add_user(self, username: str = "alice", password: str = PASSWORD, **kwargs: Any) -> Any:
-        from oidc.users import create_user
+        from oidc.accounts.users import create_user
 
         kwargs.setdefault("email", f"{username}@example.test")
         kwargs.setdefault("name", username.title())
@@ -111,7 +115,7 @@ class Provider:
             return user.subject
 
     def add_client(self, **kwargs: Any) -> tuple[str, str | None]:
-        from oidc.clients import create_client
+        from oidc.accounts.clients import create_client
 
         kwargs.setdefault("name", "Example RP")
         if "authorization_code" in kwargs.get("grant_types", ["authorization_code"]):

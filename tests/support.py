@@ -61,3 +61,17 @@ def stop_process_group(process: subprocess.Popen, timeout: float = 30) -> None:
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait(timeout=10)
+
+
+def start_key_service(app: Any) -> Any:
+    """The app's key service, started (as the first request of a worker would)."""
+    from oidc.state import state_of
+
+    return state_of(app).key_service()
+
+
+def build_key_service(app: Any) -> Any:
+    """A new key service from the app's settings, not started."""
+    from oidc.state import state_of
+
+    return state_of(app).build_key_service()

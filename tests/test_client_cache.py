@@ -23,7 +23,7 @@ def _client(op: Provider) -> tuple[str, str]:
 
 def test_changes_through_the_client_store_apply_at_once(make_app, base_env):
     op = Provider(make_app({**base_env, "CLIENT_CACHE_SECONDS": "3600"}))
-    from oidc.clients import delete_client, get_client, rotate_secret, set_disabled
+    from oidc.accounts.clients import delete_client, get_client, rotate_secret, set_disabled
 
     client_id, secret = _client(op)
     assert _cc(op, client_id, secret) == 200  # now in the cache
@@ -77,11 +77,10 @@ def test_without_the_cache_changes_made_elsewhere_apply_at_once(make_app, base_e
 
 def test_unknown_clients_are_not_cached(make_app, base_env):
     op = Provider(make_app({**base_env, "CLIENT_CACHE_SECONDS": "3600"}))
-    from oidc.oauth2.client_cache import client_cache
+    from oidc.state import state_of
 
     for number in range(50):
         assert _cc(op, f"no-such-client-{number}", "x" * 43) == 401
     client_id, secret = _client(op)
     assert _cc(op, client_id, secret) == 200
-    with op.app.app_context():
-        assert list(client_cache()._entries) == [client_id]
+    assert list(state_of(op.app).client_cache._entries) == [client_id]

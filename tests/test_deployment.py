@@ -26,9 +26,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from support import json_lines, missing
 from tests.serving import Gunicorn, free_port
 
+from support import json_lines, missing
 
 
 def _get(url: str, *, headers: dict[str, str] | None = None, context: ssl.SSLContext | None = None,
@@ -122,7 +122,7 @@ class Load:
                 else:
                     self.failures.append(outcome)
 
-    def __enter__(self) -> "Load":
+    def __enter__(self) -> Load:
         for thread in self._threads:
             thread.start()
         return self
@@ -203,7 +203,7 @@ def test_two_instances_on_one_database_and_token_provision_once(hsm_env, softhsm
 def _certificate(directory: Path) -> tuple[Path, Path]:
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     certificate = (
         x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
         .serial_number(x509.random_serial_number())
@@ -275,7 +275,7 @@ def test_behind_nginx_with_tls(nginx_binary, base_env, tmp_path):
         deadline = time.monotonic() + 20
         while True:
             try:
-                status, headers, body = _get(issuer + "/.well-known/openid-configuration", context=context)
+                status, _headers, body = _get(issuer + "/.well-known/openid-configuration", context=context)
                 break
             except (urllib.error.URLError, ConnectionError):
                 assert time.monotonic() < deadline, (tmp_path / "error.log").read_text()

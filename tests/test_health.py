@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import create_engine
 
-from oidc.key_service import start_key_service
+from support import start_key_service
 
 
 def test_alive_and_ready_with_software_keys(make_app, base_env):
@@ -35,7 +35,7 @@ def test_not_ready_when_the_database_is_unreachable(make_app, base_env, tmp_path
     app = make_app(base_env)
     client = app.test_client()
     assert client.get("/health/ready").status_code == 200
-    from oidc.models import db
+    from oidc.db import db
 
     with app.app_context():
         db.engine.dispose()

@@ -3,7 +3,7 @@
 On a real SoftHSM2 token: a session that lost its login is reopened and
 reported as ("reconnect", None); an operation the token refuses is reported as
 ("error", <exception class>) and still raised.  The provider passes
-:func:`oidc.metrics.hsm_event` as the hook.
+:func:`oidc.observability.metrics.hsm_event` as the hook.
 """
 
 from __future__ import annotations
@@ -67,8 +67,9 @@ def test_a_failing_hook_never_breaks_signing(softhsm, token):
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_the_provider_reports_hsm_events_to_the_metrics(make_app, hsm_env):
-    from oidc import metrics
-    from oidc.key_service import build_key_service
+    from oidc.observability import metrics
+
+    from support import build_key_service
 
     service = build_key_service(make_app(hsm_env))
     assert service.hsm is not None and service.hsm.on_event is metrics.hsm_event

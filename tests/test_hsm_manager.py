@@ -14,7 +14,8 @@ import json
 import logging
 import time
 import traceback
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pkcs11
 import pytest
@@ -31,8 +32,10 @@ from sqlalchemy import func, select
 from keys.errors import HSMError, InvalidKey, NoSigningKey
 from keys.hsm import PKCS11_LOCK, HSMConfig, HSMManager
 from keys.service import ACCESS_TOKEN_SET, ID_TOKEN_SET
-from oidc.key_service import key_service, start_key_service
-from oidc.models import db, signing_keys
+from oidc.db import db, signing_keys
+from oidc.state import key_service, state_of
+
+from support import start_key_service
 
 ALGORITHMS = ["RS256", "PS256", "ES256", "ES384", "ES512", "EdDSA"]
 WRONG_PIN = "wrong-pin-5551-zz"
@@ -501,7 +504,7 @@ def test_unusable_hsm_stops_start_up_with_one_clear_line_and_no_pin(
     for pin in (softhsm.pin, env["HSM_PIN"]):
         assert pin not in everything
     # Nothing was served or written.
-    assert app.extensions["oidc.key_service"].service is None
+    assert state_of(app).key_service_started is None
     assert store_rows(app) == 0
     assert softhsm.list_objects(token) == []
 
@@ -603,8 +606,8 @@ def test_hsm_only_set_the_token_cannot_generate_stops_start_up(make_app, hsm_env
 def test_rotation_on_the_hsm(make_app, hsm_env, softhsm, token, destroy):
     app = make_app({**hsm_env, "HSM_DESTROY_RETIRED_KEYS": "true" if destroy else "false"})
     service = start_key_service(app)
-    prepublication = app.config["KEY_PREPUBLICATION_SECONDS"]
-    retention = app.config["KEY_RETENTION_SECONDS"]
+    prepublication = state_of(app).settings.key_prepublication_seconds
+    retention = state_of(app).settings.key_retention_seconds
     now = [float(int(time.time()) + 1)]
     service.clock = lambda: now[0]
     old = sign_and_verify(app, service, ACCESS_TOKEN_SET)

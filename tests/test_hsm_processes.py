@@ -15,10 +15,11 @@ import time
 from pathlib import Path
 
 from sqlalchemy import create_engine, text
+from test_hsm_manager import published, verify_signature
 
 from keys.service import ACCESS_TOKEN_SET, ID_TOKEN_SET
-from oidc.key_service import start_key_service
-from test_hsm_manager import published, verify_signature
+
+from support import start_key_service
 
 ROOT = Path(__file__).resolve().parent.parent
 PROCESSES = 4
@@ -41,14 +42,14 @@ def wait(phase):
 
 
 from oidc import create_app
-from oidc.key_service import start_key_service
 from oidc.schema import upgrade_schema
+from oidc.state import state_of
 
 app = create_app(env=env)
 wait("schema")
 upgrade_schema(app)
 wait("keys")
-service = start_key_service(app)
+service = state_of(app).key_service()
 report = {}
 for key_set in ("openid.id-token", "jwt.access-token"):
     signer = service.signer(key_set)
@@ -101,7 +102,7 @@ def test_processes_starting_together_provision_one_key_pair_per_set(
             if process.poll() is None:
                 process.kill()
                 process.wait()
-    for process, (stdout, stderr) in zip(processes, results):
+    for process, (_stdout, stderr) in zip(processes, results, strict=False):
         assert process.returncode == 0, stderr
     reports = [json.loads(stdout.strip().splitlines()[-1]) for stdout, _ in results]
 

@@ -10,8 +10,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from joserfc.jwk import ECKey
 from sqlalchemy import func, select
 
-from oidc.key_service import start_key_service
-from oidc.models import db, signing_keys
+from oidc.db import db, signing_keys
+
+from support import start_key_service
 
 
 def _auth(key: str) -> dict[str, str]:

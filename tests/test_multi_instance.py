@@ -12,14 +12,16 @@ race or two.  One worker per instance: the race is between the instances.
 from __future__ import annotations
 
 import signal
+from collections.abc import Iterator
 from types import SimpleNamespace
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
+from tests.serving import Gunicorn, free_port
+
 from live_flows import UserAgent, introspect, race, redeem, refresh, register
 from oidc_fixtures import jwt_parts
-from tests.serving import Gunicorn, free_port
 
 CALLBACK = "http://127.0.0.1:9/callback"  # never contacted: the redirect is read, not followed
 RACES = 5
@@ -78,8 +80,8 @@ def test_simultaneous_refreshes_on_both_instances_succeed_once_and_revoke_the_fa
         assert first.status_code == 200, first.text
         refresh_token = first.json()["refresh_token"]
 
-        results = race(lambda: refresh(instances.a, client, refresh_token),
-                       lambda: refresh(instances.b, client, refresh_token))
+        results = race(lambda token=refresh_token: refresh(instances.a, client, token),
+                       lambda token=refresh_token: refresh(instances.b, client, token))
         statuses = sorted(response.status_code for response in results)
         assert statuses == [200, 400], (attempt, [response.text for response in results])
         winner = next(response for response in results if response.status_code == 200).json()
@@ -100,8 +102,8 @@ def test_the_same_code_redeemed_on_both_instances_at_once_is_redeemed_once(insta
     client = instances.client
     for attempt in range(RACES):
         flow = browser.code(client[0], CALLBACK)
-        results = race(lambda: redeem(instances.a, client, flow, CALLBACK),
-                       lambda: redeem(instances.b, client, flow, CALLBACK))
+        results = race(lambda flow=flow: redeem(instances.a, client, flow, CALLBACK),
+                       lambda flow=flow: redeem(instances.b, client, flow, CALLBACK))
         statuses = sorted(response.status_code for response in results)
         assert statuses == [200, 400], (attempt, [response.text for response in results])
         winner = next(response for response in results if response.status_code == 200).json()

@@ -6,9 +6,7 @@ import time
 
 import pytest
 
-from oidc_fixtures import ISSUER, REDIRECT_URI, hidden_fields, jwt_parts, op, pkce_pair, query_of  # noqa: F401
-
-
+from oidc_fixtures import ISSUER, REDIRECT_URI, hidden_fields, jwt_parts, pkce_pair, query_of
 
 
 def _params(client_id: str, **extra: str) -> dict[str, str]:
@@ -61,7 +59,7 @@ def test_bad_client_or_redirect_uri_gets_an_error_page_never_a_redirect(op, case
 
 def test_missing_redirect_uri_uses_the_only_registered_one(op):
     op.add_user()
-    client_id, secret = op.add_client()
+    client_id, _secret = op.add_client()
     params = _params(client_id, redirect_uri=None)
     response = op.authorize(params)
     assert response.status_code == 302 and response.headers["Location"].startswith(REDIRECT_URI + "?")
@@ -144,14 +142,11 @@ def test_prompt_login_forces_a_new_login(op):
     assert final.status_code == 302 and "code" in query_of(final.headers["Location"])
 
 
-def test_max_age_reauthenticates_when_the_login_is_older(op, monkeypatch):
+def test_max_age_reauthenticates_when_the_login_is_older(op):
     op.add_user()
-    client_id, secret = op.add_client(first_party=True)
+    client_id, _secret = op.add_client(first_party=True)
     op.code_flow(client_id)
-    import oidc.authorize
-
-    later = int(time.time()) + 120
-    monkeypatch.setattr(oidc.authorize, "_now", lambda: later)
+    op.clock.advance(120)
     response = op.get("/authorize", query_string=_params(client_id, max_age="60"))
     assert response.status_code == 302 and response.headers["Location"].startswith("/login")
     response = op.get("/authorize", query_string=_params(client_id, max_age="600"))
@@ -176,7 +171,7 @@ def test_login_hint_prefills_the_username(op):
 
 def test_form_post_response_mode(op):
     op.add_user()
-    client_id, secret = op.add_client(first_party=True)
+    client_id, _secret = op.add_client(first_party=True)
     params = _params(client_id, response_mode="form_post", state='"><script>x</script>')
     response = op.authorize(params)
     assert response.status_code == 200 and response.mimetype == "text/html"
@@ -275,7 +270,7 @@ def test_consent_submitted_twice_at_once_records_one_consent_and_both_get_a_code
     """A double click: both submissions pass the "not yet consented" check before either commits."""
     from werkzeug.datastructures import MultiDict
 
-    from oidc import authorize
+    from oidc.accounts import consents
 
     op.add_user()
     client_id, _ = op.add_client(name="Photo Printer")
@@ -284,7 +279,7 @@ def test_consent_submitted_twice_at_once_records_one_consent_and_both_get_a_code
     first = op.post("/authorize/consent", data=form)
     assert first.status_code == 302 and "code" in query_of(first.headers["Location"])
     # The second submission saw no consent yet (the race), so it inserts the same row again.
-    monkeypatch.setattr(authorize, "_consented", lambda *args: False)
+    monkeypatch.setattr(consents, "has_consented", lambda *args: False)
     second = op.post("/authorize/consent", data=form)
     assert second.status_code == 302 and "code" in query_of(second.headers["Location"])
     assert op.count("Consent") == 1

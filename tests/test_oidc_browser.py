@@ -14,8 +14,8 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
 
-from support import chromium_executable
 from oidc_fixtures import PASSWORD, pkce_pair, serve_with_gunicorn
+from support import chromium_executable
 
 CALLBACK = "http://127.0.0.1:9/callback"
 

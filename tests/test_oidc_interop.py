@@ -11,10 +11,11 @@ The browser part (login form, consent) is played by ``requests``.
 
 from __future__ import annotations
 
-import re
 import html
+import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 from urllib.parse import parse_qs, urljoin, urlsplit
 
 import pytest

@@ -6,8 +6,9 @@ import json
 
 import pytest
 
-from oidc_fixtures import PASSWORD, REDIRECT_URI, op  # noqa: F401  (op: fixture)
-from oidc.login import GENERIC_LOGIN_ERROR
+from oidc.web.login import GENERIC_LOGIN_ERROR
+
+from oidc_fixtures import PASSWORD, REDIRECT_URI
 
 # -- login ----------------------------------------------------------------------------------------
 
@@ -41,7 +42,7 @@ def test_one_generic_message_for_wrong_user_or_wrong_password(op):
 
 def test_disabled_user_cannot_log_in(op):
     op.add_user()
-    from oidc.users import get_user, set_disabled
+    from oidc.accounts.users import get_user, set_disabled
 
     with op.app.app_context():
         set_disabled(get_user("alice"), True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from oidc_fixtures import ISSUER, REDIRECT_URI, hidden_fields, op, query_of  # noqa: F401  (op: fixture)
+from oidc_fixtures import ISSUER, REDIRECT_URI, hidden_fields, query_of
 
 
 def test_discovery_document(op):
@@ -157,7 +157,7 @@ def test_disabled_user_tokens_become_inactive(op):
     op.add_user()
     client_id, secret = op.add_client()
     body = op.tokens(client_id, secret)
-    from oidc.users import get_user, set_disabled
+    from oidc.accounts.users import get_user, set_disabled
 
     with op.app.app_context():
         set_disabled(get_user("alice"), True)
@@ -255,7 +255,7 @@ def test_client_credentials_token_is_stateless_until_revoked(op):
                     auth=(client_id, secret)).json["access_token"]
     rs_id, rs_secret = op.add_client(grant_types=["client_credentials"], scope="api", resource_server=True)
     assert op.post("/introspect", data={"token": other}, auth=(rs_id, rs_secret)).json["active"] is True
-    from oidc.clients import delete_client, get_client
+    from oidc.accounts.clients import delete_client, get_client
 
     with op.app.app_context():
         delete_client(get_client(client_id))

@@ -60,7 +60,7 @@ def test_software_keys_both_databases(make_app, base_env, alg):
 @pytest.mark.parametrize("id_alg,at_alg", [("RS256", "ES256"), ("EdDSA", "ES384")])
 def test_hsm_keys(make_app, hsm_env, id_alg, at_alg, softhsm):
     provider = Provider(make_app({**hsm_env, "ID_TOKEN_SIGNING_ALG": id_alg, "ACCESS_TOKEN_SIGNING_ALG": at_alg}))
-    from oidc.key_service import key_service
+    from oidc.state import key_service
 
     with provider.app.app_context():
         assert key_service().signer("openid.id-token").backend == "hsm"

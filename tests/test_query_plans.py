@@ -11,26 +11,24 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 
 
 def _hot_statements() -> dict[str, Any]:
-    from oidc import models
-    from oidc.models import AccessToken, AuthorizationCode, Consent, LoginSession, RefreshToken, User
-    from oidc.oauth2 import issuance
+    from oidc import queries
+    from oidc.models import AuthorizationCode, Consent, LoginSession, User
 
     hashes = ["a" * 43, "b" * 43]
     return {
-        "client by client_id": models._ENABLED_CLIENT_BY_ID.params(client_id="c" * 32),
-        "access token by jti": models._ACCESS_TOKEN_BY_JTI.params(jti="j" * 24),
-        "code by hash": models._CODE_BY_HASH.params(hashes=hashes),
-        "refresh token by hash": models._REFRESH_TOKEN_BY_HASH.params(hashes=hashes),
-        "claim code": (issuance._CLAIM_CODE, {"row_id": 1, "moment": 0}),
-        "claim refresh token": (issuance._CLAIM_REFRESH_TOKEN, {"row_id": 1, "moment": 0}),
-        "revoke refresh family": update(RefreshToken).where(RefreshToken.grant_id == "g", RefreshToken.revoked_at.is_(None))
-        .values(revoked_at=0),
-        "revoke access family": update(AccessToken).where(AccessToken.grant_id == "g", AccessToken.revoked_at.is_(None))
-        .values(revoked_at=0),
+        "client by client_id": queries._ENABLED_CLIENT_BY_ID.params(client_id="c" * 32),
+        "access token by jti": queries._ACCESS_TOKEN_BY_JTI.params(jti="j" * 24),
+        "code by hash": queries._CODE_BY_HASH.params(hashes=hashes),
+        "refresh token by hash": queries._REFRESH_TOKEN_BY_HASH.params(hashes=hashes),
+        "claim code": (queries._CLAIM_CODE, {"row_id": 1, "moment": 0}),
+        "claim refresh token": (queries._CLAIM_REFRESH_TOKEN, {"row_id": 1, "moment": 0}),
+        "revoke refresh family": (queries._REVOKE_FAMILY_REFRESH_TOKENS, {"family": "g", "moment": 0}),
+        "revoke access family": (queries._REVOKE_FAMILY_ACCESS_TOKENS, {"family": "g", "moment": 0}),
+        "revoke access token": (queries._REVOKE_ACCESS_TOKEN, {"row_id": 1, "moment": 0}),
         "user by id": select(User).where(User.id == 1),
         "user by username": select(User).where(User.username == "alice"),
         "login session by sid": select(LoginSession).where(LoginSession.sid == "s" * 32),
@@ -57,14 +55,13 @@ def _plan(connection: Any, statement: Any) -> str:
 
 def _plans(make_app: Any, base_env: dict[str, str], statements: dict[str, Any]) -> dict[str, str]:
     """The plan of each statement on the test database, sequential scans discouraged on PostgreSQL."""
-    from oidc.models import db
+    from oidc.db import db
 
     app = make_app(base_env)
-    with app.app_context():
-        with db.engine.connect() as connection:
-            if connection.dialect.name == "postgresql":
-                connection.exec_driver_sql("SET enable_seqscan = off")
-            return {name: _plan(connection, statement) for name, statement in statements.items()}
+    with app.app_context(), db.engine.connect() as connection:
+        if connection.dialect.name == "postgresql":
+            connection.exec_driver_sql("SET enable_seqscan = off")
+        return {name: _plan(connection, statement) for name, statement in statements.items()}
 
 
 def _scans(plan: str) -> bool:

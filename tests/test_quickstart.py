@@ -21,10 +21,9 @@ from typing import Any
 
 import requests
 
-from support import chromium_executable, stop_process_group
 from tests.serving import ROOT, free_port
 
-
+from support import chromium_executable, stop_process_group
 
 
 def _wait_for(url: str, process: subprocess.Popen, output: Path, timeout: float = 90) -> None:

@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import os
 import signal
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
+from tests.serving import Gunicorn
+
 from live_flows import UserAgent, register
 from oidc_fixtures import PASSWORD
-from tests.serving import Gunicorn
 from support import missing
 
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379").rstrip("/")

@@ -6,8 +6,9 @@ import pytest
 from sqlalchemy import event
 
 from keys.errors import NoSigningKey
-from oidc.key_service import start_key_service
-from oidc.models import db
+from oidc.db import db
+
+from support import start_key_service
 
 
 class Clock:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import create_engine, inspect
 
 from oidc import create_app
-from oidc.models import db
+from oidc.db import db
 from oidc.schema import upgrade_schema
 
 

@@ -11,9 +11,10 @@ from sqlalchemy import select, update
 
 from keys.errors import InvalidKey, SealingError, UnsupportedAlgorithm
 from keys.sealing import Sealer
-from oidc.key_service import build_key_service, start_key_service
-from oidc.models import db, signing_keys
+from oidc.db import db, signing_keys
 from tests.jose_helpers import verify
+
+from support import build_key_service, start_key_service
 
 ALGORITHMS = ["RS256", "PS256", "ES256", "ES384", "ES512", "EdDSA"]
 PRIVATE_MEMBERS = {"d", "p", "q", "dp", "dq", "qi", "oth", "k"}
@@ -159,7 +160,7 @@ def test_reseal_with_an_unopenable_row_writes_nothing(make_app, base_env, system
 
 @pytest.mark.parametrize("alg", ["HS256", "HS512", "none", "RS1", "ES256K"])
 def test_symmetric_none_and_unknown_algorithms_are_refused(make_app, base_env, alg):
-    from oidc.config import ConfigError
+    from oidc.settings import ConfigError
 
     with pytest.raises(ConfigError, match="ID_TOKEN_SIGNING_ALG"):
         make_app({**base_env, "ID_TOKEN_SIGNING_ALG": alg})

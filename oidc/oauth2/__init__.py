@@ -1,9 +1,26 @@
-"""OAuth 2.0 / OpenID Connect protocol machinery (Authlib-based).
+"""The protocol core: OAuth 2.0 and OpenID Connect on Authlib, one module per RFC or concern.
 
-``server``       the authorization server and its registrations
-``grants``       authorization code (+PKCE, +OpenID), refresh token, client credentials
-``client_auth``  private_key_jwt
-``endpoints``    introspection (RFC 7662) and revocation (RFC 7009)
-``issuance``     recording, rotating and revoking tokens in the database
-``tokens``       building and verifying JWTs through the key service
+==========================  ===================================================
+``server``                  the authorization server and its registrations
+``authorization``           validating an authorization request (RFC 6749 §4.1.1)
+``response_modes``          query and form_post responses
+``grants/``                 authorization code, refresh token, client credentials
+``pkce``                    RFC 7636, S256 only
+``openid``                  ID tokens and claims (OIDC Core)
+``resources``               resource indicators (RFC 8707)
+``families``                issuing, rotating and revoking a grant's tokens
+``jwt``                     signing through the key service; verifying our own JWTs
+``bearer``                  THE access-token validator; RFC 6750 protection
+``tokens``                  any token by value and hint (RFC 7662/7009 §2.1)
+``introspection``           RFC 7662
+``revocation``              RFC 7009
+``end_session``             RP-Initiated Logout 1.0
+``client_auth``             private_key_jwt (RFC 7523)
+``client_cache``            clients kept in memory for a few seconds
+``token_request``           checks before Authlib sees a token request
+``methods``                 what is supported, listed once
+``errors``                  errors that are pages, not redirects
+==========================  ===================================================
+
+Nothing here imports :mod:`oidc.web`.
 """

@@ -2,7 +2,8 @@
 
 ``client_secret_basic``, ``client_secret_post`` and ``none`` are Authlib's; the
 secret check itself is :meth:`oidc.models.Client.check_client_secret` (a keyed
-hash compared in constant time, never a slow hash).
+hash compared in constant time, never a slow hash).  The methods and
+algorithms are listed once, in :mod:`oidc.oauth2.methods`.
 
 ``private_key_jwt`` (OIDC Core §9, RFC 7523): the client signs an assertion with
 a key of its registered JWK Set.  Only asymmetric algorithms are accepted (a
@@ -14,22 +15,21 @@ issuer or the endpoint, the assertion may live at most
 from __future__ import annotations
 
 import json
-import logging
 from typing import Any
 
 from authlib.oauth2.rfc6749.errors import InvalidClientError
 from authlib.oauth2.rfc7523 import JWTBearerClientAssertion
-from flask import current_app
 from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 from sqlalchemy.exc import IntegrityError
 
-from oidc.models import ClientAssertion, db, find_client, now
-
-log = logging.getLogger(__name__)
-
-ASSERTION_ALGORITHMS = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"]
+from oidc import urls
+from oidc.db import db
+from oidc.models import ClientAssertion
+from oidc.oauth2.methods import ASSERTION_ALGORITHMS
+from oidc.queries import find_client
+from oidc.state import current_state
 
 
 class PrivateKeyJWT(JWTBearerClientAssertion):
@@ -39,12 +39,12 @@ class PrivateKeyJWT(JWTBearerClientAssertion):
         super().__init__(validate_jti=True, leeway=0)
 
     def __call__(self, query_client: Any, request: Any) -> Any:
-        self.leeway = current_app.config["CLIENT_ASSERTION_LEEWAY"]
+        self.leeway = current_state().settings.client_assertion_leeway
         return super().__call__(query_client, request)
 
     def get_audiences(self) -> list[str]:
-        issuer = current_app.config["OIDC_ISSUER"]
-        return [issuer, f"{issuer}/token", f"{issuer}/introspect", f"{issuer}/revoke"]
+        issuer = current_state().settings.issuer
+        return [issuer, *(urls.absolute(issuer, path) for path in (urls.TOKEN, urls.INTROSPECT, urls.REVOKE))]
 
     def resolve_client_public_key(self, client: Any) -> KeySet:
         if not client.jwks:
@@ -56,12 +56,13 @@ class PrivateKeyJWT(JWTBearerClientAssertion):
 
     def process_assertion_claims(self, assertion: str, resolve_key: Any) -> dict[str, Any]:
         try:
-            token = jwt.decode(assertion, resolve_key, algorithms=ASSERTION_ALGORITHMS)
+            token = jwt.decode(assertion, resolve_key, algorithms=list(ASSERTION_ALGORITHMS))
         except (JoseError, ValueError):
             raise InvalidClientError(description="The client assertion does not verify.") from None
         claims = token.claims
         exp = claims.get("exp")
-        if not isinstance(exp, int) or exp > now() + current_app.config["CLIENT_ASSERTION_MAX_LIFETIME"]:
+        state = current_state()
+        if not isinstance(exp, int) or exp > state.clock.now() + state.settings.client_assertion_max_lifetime:
             raise InvalidClientError(description="The client assertion lives too long.")
         self.verify_claims(claims)
         return claims

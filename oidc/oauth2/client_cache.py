@@ -22,12 +22,10 @@ from __future__ import annotations
 import threading
 import time
 
-from flask import Flask, current_app
 from sqlalchemy import inspect
 
-from oidc.models import Client, find_client
-
-_EXTENSION = "oidc.client_cache"
+from oidc.models import Client
+from oidc.queries import find_client
 
 #: More distinct clients than this in one period and the cache starts again empty.
 MAX_ENTRIES = 10_000
@@ -70,13 +68,3 @@ def _detached_copy(client: Client) -> Client:
     for attribute in inspect(Client).column_attrs:
         setattr(copy, attribute.key, getattr(client, attribute.key))
     return copy
-
-
-def init_app(app: Flask) -> ClientCache:
-    cache = ClientCache(app.config["CLIENT_CACHE_SECONDS"])
-    app.extensions[_EXTENSION] = cache
-    return cache
-
-
-def client_cache() -> ClientCache:
-    return current_app.extensions[_EXTENSION]

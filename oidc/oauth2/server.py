@@ -1,8 +1,8 @@
-"""The authorization server: Authlib's Flask integration, wired to our models.
+"""The authorization server: Authlib's Flask integration, wired to our grants and endpoints.
 
-The grants, the client authentication methods and the introspection and
-revocation endpoints are registered here; views (oidc/authorize.py,
-oidc/token.py, ...) call into ``authorization_server()``.
+The views call into :func:`authorization_server`; the grants, the client
+authentication methods and the introspection and revocation endpoints are
+registered here, once per app.
 """
 
 from __future__ import annotations
@@ -10,28 +10,23 @@ from __future__ import annotations
 from typing import Any
 
 from authlib.integrations.flask_oauth2 import AuthorizationServer as _FlaskAuthorizationServer
-from authlib.integrations.flask_oauth2.requests import FlaskOAuth2Request
+from authlib.integrations.flask_oauth2.requests import FlaskOAuth2Payload
 from authlib.oauth2.rfc6749 import OAuth2Request
-from flask import Flask, Response, current_app, g, json
+from flask import Flask, Response, g, json
 from flask import request as flask_request
 
 from oidc.models import Client
-from oidc.oauth2 import client_cache
 from oidc.oauth2.client_auth import PrivateKeyJWT
-from oidc.oauth2.endpoints import IntrospectionEndpoint, RevocationEndpoint
-from oidc.oauth2.grants import (
-    AuthorizationCodeGrant,
-    ClientCredentialsGrant,
-    OpenIDCode,
-    OpenIDRefresh,
-    RefreshTokenGrant,
-    S256CodeChallenge,
-)
-
-_EXTENSION = "oidc.authorization_server"
+from oidc.oauth2.client_cache import ClientCache
+from oidc.oauth2.grants import AuthorizationCodeGrant, ClientCredentialsGrant, RefreshTokenGrant
+from oidc.oauth2.introspection import IntrospectionEndpoint
+from oidc.oauth2.openid import OpenIDCode, OpenIDRefresh
+from oidc.oauth2.pkce import S256CodeChallenge
+from oidc.oauth2.revocation import RevocationEndpoint
+from oidc.state import State, current_state
 
 
-class _IssuerRequest(FlaskOAuth2Request):
+class IssuerRequest(OAuth2Request):
     """An OAuth 2.0 request whose URI is built on the configured issuer.
 
     The issuer is configuration, never derived from request headers; TLS is
@@ -39,15 +34,19 @@ class _IssuerRequest(FlaskOAuth2Request):
     on ``request.url`` would be meaningless here.
     """
 
-    def __init__(self, request: Any) -> None:
-        OAuth2Request.__init__(  # skip FlaskOAuth2Request's transport check on request.url
-            self, method=request.method, uri=current_app.config["OIDC_ISSUER"] + request.full_path.rstrip("?"),
-            headers=request.headers,
-        )
-        from authlib.integrations.flask_oauth2.requests import FlaskOAuth2Payload
-
+    def __init__(self, request: Any, issuer: str) -> None:
+        super().__init__(method=request.method, uri=issuer + request.full_path.rstrip("?"),
+                         headers=request.headers)
         self._request = request
         self.payload = FlaskOAuth2Payload(request)
+
+    @property
+    def args(self) -> Any:
+        return self._request.args
+
+    @property
+    def form(self) -> Any:
+        return self._request.form
 
 
 class AuthorizationServer(_FlaskAuthorizationServer):
@@ -55,29 +54,31 @@ class AuthorizationServer(_FlaskAuthorizationServer):
         if isinstance(request, OAuth2Request):
             return request
         # The request itself, not its context-local proxy: Authlib reads it many times per request.
-        return _IssuerRequest(flask_request._get_current_object())  # type: ignore[attr-defined]
+        return IssuerRequest(flask_request._get_current_object(), current_state().settings.issuer)  # type: ignore[attr-defined]
 
     def query_client(self, client_id: Any) -> Client | None:
         """The enabled client ``client_id`` (see :mod:`oidc.oauth2.client_cache`)."""
-        return client_cache.client_cache().get(client_id)
+        cache = current_state().client_cache
+        assert cache is not None
+        return cache.get(client_id)
 
     def save_token(self, token: dict[str, Any], request: Any) -> None:
-        """Tokens are recorded as they are built (oidc.oauth2.issuance)."""
+        """Tokens are recorded as they are built (:mod:`oidc.oauth2.families`)."""
 
     def handle_response(self, status_code: int, payload: Any, headers: Any) -> Response:
         if isinstance(payload, dict):
             g.token_response = payload  # what the token endpoint audits, without parsing it back
             payload = json.dumps(payload)
         response = Response(payload, status=status_code, headers=headers)
-        if flask_request.endpoint and flask_request.endpoint.startswith("token."):
-            # RFC 6749 §5.1: token responses and their errors are never cached.
-            response.headers["Cache-Control"] = "no-store"
-            response.headers["Pragma"] = "no-cache"
+        # RFC 6749 §5.1: token responses and their errors are never cached (the
+        # server answers the token, introspection and revocation endpoints only).
+        response.headers["Cache-Control"] = "no-store"
+        response.headers["Pragma"] = "no-cache"
         return response
 
 
-def init_app(app: Flask) -> AuthorizationServer:
-    client_cache.init_app(app)
+def init_app(app: Flask, state: State) -> AuthorizationServer:
+    state.client_cache = ClientCache(state.settings.client_cache_seconds)
     server = AuthorizationServer()
     server.init_app(app, query_client=server.query_client, save_token=server.save_token)
     server.register_client_auth_method("private_key_jwt", PrivateKeyJWT())
@@ -86,9 +87,11 @@ def init_app(app: Flask) -> AuthorizationServer:
     server.register_grant(ClientCredentialsGrant)
     server.register_endpoint(IntrospectionEndpoint)
     server.register_endpoint(RevocationEndpoint)
-    app.extensions[_EXTENSION] = server
+    state.server = server
     return server
 
 
 def authorization_server() -> AuthorizationServer:
-    return current_app.extensions[_EXTENSION]
+    server = current_state().server
+    assert server is not None, "oidc.oauth2.server.init_app was not called"
+    return server

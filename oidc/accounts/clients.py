@@ -1,0 +1,177 @@
+"""Client registration and management: what the CLI and the admin HTTP API share.
+
+A client secret is generated here (256 random bits), returned once, and stored
+only as a keyed hash; rotating it returns the new one once.  A change made here
+(disabling, deleting, a new secret) applies at once in this process and in
+every other within ``CLIENT_CACHE_SECONDS`` (see :mod:`oidc.oauth2.client_cache`).
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Iterable
+from typing import Any
+from urllib.parse import urlsplit
+
+from oidc import hashing
+from oidc.db import db
+from oidc.models import AccessToken, AuthorizationCode, Client, ClientAssertion, Consent, RefreshToken
+from oidc.oauth2.methods import AUTH_METHODS, DEFAULT_GRANT_TYPES, GRANT_TYPES, SECRET_AUTH_METHODS
+from oidc.queries import find_client
+from oidc.state import current_state
+
+DEFAULT_SCOPE = "openid profile email offline_access"
+_LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]", "::1")
+
+
+class ClientError(ValueError):
+    """Invalid registration data; the message says which field and why."""
+
+
+def _check_uri(uri: Any, field: str) -> str:
+    if not isinstance(uri, str) or not 0 < len(uri) <= 2000 or not uri.isprintable() or " " in uri:
+        raise ClientError(f"{field}: {uri!r} is not a URI")
+    parts = urlsplit(uri)
+    if parts.fragment or "#" in uri:
+        raise ClientError(f"{field}: {uri!r} must not have a fragment")
+    if parts.scheme == "https" and parts.netloc:
+        return uri
+    if parts.scheme == "http" and parts.hostname in _LOOPBACK_HOSTS:
+        return uri
+    if parts.scheme and "." in parts.scheme and parts.scheme not in ("http", "https"):
+        return uri  # private-use scheme of a native app (RFC 8252 §7.1), e.g. com.example.app:/cb
+    raise ClientError(f"{field}: {uri!r} must be https (http only on loopback), or a reverse-domain app scheme")
+
+
+def _check_jwks(jwks: Any) -> str:
+    from joserfc.errors import JoseError
+    from joserfc.jwk import KeySet
+
+    if isinstance(jwks, str):
+        try:
+            jwks = json.loads(jwks)
+        except ValueError:
+            raise ClientError("jwks: not valid JSON") from None
+    if not isinstance(jwks, dict) or not isinstance(jwks.get("keys"), list) or not jwks["keys"]:
+        raise ClientError("jwks: must be a JWK Set with at least one key")
+    for key in jwks["keys"]:
+        if not isinstance(key, dict) or key.get("kty") not in ("RSA", "EC", "OKP") or "d" in key:
+            raise ClientError("jwks: only public RSA, EC or OKP keys are accepted")
+    try:
+        KeySet.import_key_set(jwks)  # type: ignore[arg-type]  # a dict checked above, not yet the TypedDict
+    except (JoseError, ValueError, TypeError):
+        raise ClientError("jwks: the key set could not be read") from None
+    return json.dumps(jwks, sort_keys=True)
+
+
+def _strings(values: Iterable[Any] | None, field: str) -> list[str]:
+    if values is None:
+        return []
+    if isinstance(values, str) or not all(isinstance(value, str) for value in values):
+        raise ClientError(f"{field}: must be a list of strings")
+    return list(dict.fromkeys(values))
+
+
+def create_client(*, name: str, redirect_uris: Iterable[str] | None = None,
+                  post_logout_redirect_uris: Iterable[str] | None = None,
+                  grant_types: Iterable[str] | None = None, scope: str | None = None,
+                  auth_method: str = "client_secret_basic", first_party: bool = False,
+                  audiences: Iterable[str] | None = None, jwks: Any = None, resource_server: bool = False,
+                  refresh_always: bool = False) -> tuple[Client, str | None]:
+    """Register a client; returns it and its secret (shown once; None for public clients)."""
+    if not isinstance(name, str) or not 0 < len(name.strip()) <= 255:
+        raise ClientError("name: 1 to 255 characters")
+    if auth_method not in AUTH_METHODS:
+        raise ClientError(f"auth_method: one of {', '.join(AUTH_METHODS)}")
+    grants = _strings(grant_types, "grant_types") or list(DEFAULT_GRANT_TYPES)
+    unknown = [grant for grant in grants if grant not in GRANT_TYPES]
+    if unknown:
+        raise ClientError(f"grant_types: unknown {', '.join(unknown)}; use {', '.join(GRANT_TYPES)}")
+    redirects = [_check_uri(uri, "redirect_uris") for uri in _strings(redirect_uris, "redirect_uris")]
+    post_logout = [_check_uri(uri, "post_logout_redirect_uris")
+                   for uri in _strings(post_logout_redirect_uris, "post_logout_redirect_uris")]
+    audience_list = [_check_uri(uri, "audiences") if uri.startswith("http") else uri
+                     for uri in _strings(audiences, "audiences")]
+    if "authorization_code" in grants and not redirects:
+        raise ClientError("redirect_uris: the authorization_code grant needs at least one")
+    if auth_method == "none" and "client_credentials" in grants:
+        raise ClientError("grant_types: a public client (auth_method none) cannot use client_credentials")
+    if "refresh_token" in grants and "authorization_code" not in grants:
+        raise ClientError("grant_types: refresh_token needs authorization_code")
+    scope_value = DEFAULT_SCOPE if scope is None else scope
+    if not isinstance(scope_value, str) or len(scope_value) > 2000 or not all(
+            token.isprintable() and '"' not in token and "\\" not in token for token in scope_value.split()):
+        raise ClientError("scope: space-separated scope tokens")
+    jwks_text = None
+    if auth_method == "private_key_jwt":
+        if jwks is None:
+            raise ClientError("jwks: private_key_jwt needs the client's public JWK Set")
+        jwks_text = _check_jwks(jwks)
+    elif jwks is not None:
+        jwks_text = _check_jwks(jwks)
+
+    state = current_state()
+    client = Client(
+        client_id=secrets.token_hex(16), name=name.strip(), auth_method=auth_method, scope=" ".join(
+            dict.fromkeys(scope_value.split())), jwks=jwks_text, first_party=bool(first_party),
+        resource_server=bool(resource_server), refresh_always=bool(refresh_always), disabled=False,
+        created_at=state.clock.now(), redirect_uris=redirects, post_logout_redirect_uris=post_logout,
+        grant_types=grants, audiences=audience_list,
+    )
+    secret = None
+    if auth_method in SECRET_AUTH_METHODS:
+        secret = hashing.random_token(32)
+        client.secret_hash = state.hasher(hashing.CLIENT_SECRET).hash(secret)
+        client.secret_rotated_at = client.created_at
+    db.session.add(client)
+    db.session.commit()
+    return client, secret
+
+
+def get_client(client_id: str) -> Client | None:
+    return find_client(client_id, include_disabled=True)
+
+
+def list_clients() -> list[Client]:
+    return Client.query.order_by(Client.id).all()
+
+
+def _forget(client: Client) -> None:
+    cache = current_state().client_cache
+    if cache is not None:
+        cache.forget(str(client.client_id))
+
+
+def rotate_secret(client: Client) -> str:
+    if client.auth_method not in SECRET_AUTH_METHODS:
+        raise ClientError(f"auth_method {client.auth_method} has no client secret")
+    state = current_state()
+    secret = hashing.random_token(32)
+    client.secret_hash = state.hasher(hashing.CLIENT_SECRET).hash(secret)
+    client.secret_rotated_at = state.clock.now()
+    db.session.commit()
+    _forget(client)
+    return secret
+
+
+def set_disabled(client: Client, disabled: bool) -> None:
+    client.disabled = disabled
+    db.session.commit()
+    _forget(client)
+
+
+def delete_client(client: Client) -> None:
+    """Delete a client and everything issued to it (in one transaction)."""
+    for model in (AccessToken, RefreshToken, AuthorizationCode, Consent, ClientAssertion):
+        model.query.filter_by(client_pk=client.id).delete(synchronize_session=False)
+    db.session.delete(client)
+    db.session.commit()
+    _forget(client)
+
+
+def created_view(client: Client, secret: str | None) -> dict[str, Any]:
+    data = client.as_dict()
+    if secret is not None:
+        data["client_secret"] = secret
+    return data

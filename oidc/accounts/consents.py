@@ -1,0 +1,35 @@
+"""Remembered consent: a user's approval of a client for a set of scopes."""
+
+from __future__ import annotations
+
+from sqlalchemy.exc import IntegrityError
+
+from oidc.db import db
+from oidc.models import Client, Consent
+
+
+def normalized_scope(scope: str) -> str:
+    """A scope set as it is stored: sorted, space-separated, each scope once."""
+    return " ".join(sorted(set(scope.split())))
+
+
+def has_consented(user_pk: int, client: Client, scope: str) -> bool:
+    """Whether the user approved ``client`` for every scope in ``scope`` at once."""
+    wanted = set(scope.split())
+    rows = Consent.query.filter_by(user_pk=user_pk, client_pk=client.id)
+    return any(wanted <= set(row.scope.split()) for row in rows)
+
+
+def record_consent(user_pk: int, client: Client, scope: str) -> None:
+    """Remember the approval, committed on its own.
+
+    The same form submitted twice at once (a double click) records one
+    consent; the unique constraint refuses the second, which is not an error.
+    """
+    if has_consented(user_pk, client, scope):
+        return
+    db.session.add(Consent(user_pk=user_pk, client_pk=client.id, scope=normalized_scope(scope)))
+    try:
+        db.session.commit()
+    except IntegrityError:
+        db.session.rollback()

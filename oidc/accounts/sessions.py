@@ -1,0 +1,66 @@
+"""Login sessions: a server-side row per browser login.
+
+The browser only carries the session's ``sid`` (in the signed session cookie,
+see :mod:`oidc.web.session`); ending the row ends the login everywhere.  The
+``sid`` goes into ID tokens (OpenID Connect Front/Back-Channel Logout's ``sid``)
+and into the codes and refresh tokens the login leads to.
+"""
+
+from __future__ import annotations
+
+from oidc.db import db
+from oidc.hashing import random_token
+from oidc.models import LoginSession, User
+from oidc.state import current_state
+
+
+class AuthenticatedUser:
+    """The resource owner of an authorization request, with its login session."""
+
+    def __init__(self, user: User, sid: str | None, auth_time: int) -> None:
+        self.user = user
+        self.sid = sid
+        self.auth_time = auth_time
+
+    def get_user_id(self) -> int:
+        return self.user.id
+
+
+def start_session(user: User) -> AuthenticatedUser:
+    """A new login session (a new ``sid``: never reuse the pre-login session), committed."""
+    state = current_state()
+    moment = state.clock.now()
+    row = LoginSession(sid=random_token(24), user_pk=user.id, auth_time=moment,
+                       expires_at=moment + state.settings.login_session_lifetime)
+    db.session.add(row)
+    db.session.commit()
+    return AuthenticatedUser(user, row.sid, moment)
+
+
+def find_login(sid: object) -> AuthenticatedUser | None:
+    """The login of session ``sid`` if it is still valid and its user enabled."""
+    if not isinstance(sid, str):
+        return None
+    row = db.session.get(LoginSession, sid)
+    if row is None or row.ended_at is not None or row.expires_at <= current_state().clock.now():
+        return None
+    user = db.session.get(User, row.user_pk)
+    if user is None or user.disabled:
+        return None
+    return AuthenticatedUser(user, row.sid, row.auth_time)
+
+
+def end_session(sid: object) -> None:
+    """End the login session ``sid`` (committed); nothing when it has ended already."""
+    if not isinstance(sid, str):
+        return
+    row = db.session.get(LoginSession, sid)
+    if row is not None and row.ended_at is None:
+        row.ended_at = current_state().clock.now()
+        db.session.commit()
+
+
+def end_sessions_of(user: User) -> None:
+    """End every open session of ``user`` (in the current transaction)."""
+    moment = current_state().clock.now()
+    LoginSession.query.filter_by(user_pk=user.id, ended_at=None).update({"ended_at": moment})

@@ -1,0 +1,109 @@
+"""User accounts: create, find, authenticate, change, disable, delete.
+
+Passwords are hashed with scrypt at ``PASSWORD_HASH_COST`` (see
+:class:`oidc.hashing.PasswordHasher`); :func:`authenticate` spends the same
+work whether or not the account exists, and rewrites a hash made at another
+cost (or in the earlier format) once the password is known to be right.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import unicodedata
+from typing import Any
+
+from oidc.accounts.sessions import end_sessions_of
+from oidc.db import db
+from oidc.models import AccessToken, AuthorizationCode, Consent, LoginSession, RefreshToken, User
+from oidc.state import current_state
+
+MIN_PASSWORD_LENGTH = 8
+MAX_PASSWORD_LENGTH = 1024
+MAX_USERNAME_LENGTH = 255
+_EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,255}$")
+
+
+class UserError(ValueError):
+    """Invalid account data; the message says which field and why."""
+
+
+def normalize_username(value: str) -> str:
+    """Usernames compare after NFKC normalisation, trimmed and lower-cased."""
+    return unicodedata.normalize("NFKC", value or "").strip().lower()
+
+
+def _check_password(password: Any) -> str:
+    if not isinstance(password, str) or not MIN_PASSWORD_LENGTH <= len(password) <= MAX_PASSWORD_LENGTH:
+        raise UserError(f"password: {MIN_PASSWORD_LENGTH} to {MAX_PASSWORD_LENGTH} characters")
+    return password
+
+
+def create_user(username: object, password: object, *, email: str | None = None, name: str | None = None,
+                email_verified: bool = False) -> User:
+    normalized = normalize_username(username) if isinstance(username, str) else ""
+    if not 0 < len(normalized) <= MAX_USERNAME_LENGTH or not normalized.isprintable() or " " in normalized:
+        raise UserError("username: 1 to 255 printable characters without spaces")
+    if User.query.filter_by(username=normalized).first() is not None:
+        raise UserError(f"username: {normalized!r} is taken")
+    if email is not None and (not isinstance(email, str) or not _EMAIL.match(email)):
+        raise UserError("email: not an email address")
+    if name is not None and (not isinstance(name, str) or len(name) > 255):
+        raise UserError("name: at most 255 characters")
+    state = current_state()
+    moment = state.clock.now()
+    user = User(subject=secrets.token_hex(16), username=normalized,
+                password_hash=state.passwords.hash(_check_password(password)), email=email,
+                email_verified=bool(email_verified), name=name, disabled=False, created_at=moment,
+                updated_at=moment)
+    db.session.add(user)
+    db.session.commit()
+    return user
+
+
+def get_user(username: object) -> User | None:
+    if not isinstance(username, str) or len(username) > MAX_USERNAME_LENGTH:
+        return None
+    return User.query.filter_by(username=normalize_username(username)).first()
+
+
+def list_users() -> list[User]:
+    return User.query.order_by(User.id).all()
+
+
+def authenticate(username: str, password: str) -> User | None:
+    """The enabled user with this username and password, or None (after the same work)."""
+    passwords = current_state().passwords
+    user = get_user(username)
+    valid = passwords.verify(password, user.password_hash if user is not None else None)
+    if not valid or user is None or user.disabled:
+        return None
+    if passwords.needs_rehash(str(user.password_hash)):
+        user.password_hash = passwords.hash(password)
+        db.session.commit()
+    return user
+
+
+def set_password(user: User, password: object) -> None:
+    """A new password; every session of the user ends."""
+    state = current_state()
+    user.password_hash = state.passwords.hash(_check_password(password))
+    user.updated_at = state.clock.now()
+    end_sessions_of(user)
+    db.session.commit()
+
+
+def set_disabled(user: User, disabled: bool) -> None:
+    user.disabled = disabled
+    user.updated_at = current_state().clock.now()
+    if disabled:
+        end_sessions_of(user)
+    db.session.commit()
+
+
+def delete_user(user: User) -> None:
+    """Delete a user with every session, code, token and consent (in one transaction)."""
+    for model in (AccessToken, RefreshToken, AuthorizationCode, Consent, LoginSession):
+        model.query.filter_by(user_pk=user.id).delete(synchronize_session=False)
+    db.session.delete(user)
+    db.session.commit()

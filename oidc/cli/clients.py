@@ -1,0 +1,138 @@
+"""``flask clients ...``: OAuth 2.0 / OpenID Connect clients.
+
+Stable (operators script it; ``--json`` prints one JSON object or array)::
+
+    flask clients create --name NAME [--redirect-uri URI ...] [--post-logout-redirect-uri URI ...]
+        [--grant-type G ...] [--scope "S ..."] [--auth-method METHOD] [--first-party]
+        [--audience URI ...] [--jwks-file FILE] [--resource-server] [--refresh-always] [--json]
+    flask clients list [--json]
+    flask clients show CLIENT_ID [--json]
+    flask clients delete CLIENT_ID
+    flask clients disable CLIENT_ID / flask clients enable CLIENT_ID
+    flask clients rotate-secret CLIENT_ID [--json]
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+from flask.cli import AppGroup
+
+from oidc.accounts.clients import (
+    DEFAULT_SCOPE,
+    ClientError,
+    create_client,
+    created_view,
+    delete_client,
+    get_client,
+    list_clients,
+    rotate_secret,
+    set_disabled,
+)
+from oidc.cli.output import emit, json_option
+from oidc.models import Client
+from oidc.oauth2.methods import AUTH_METHODS, GRANT_TYPES
+
+cli = AppGroup("clients", help="Manage OAuth 2.0 / OpenID Connect clients.")
+
+
+def _load(client_id: str) -> Client:
+    client = get_client(client_id)
+    if client is None:
+        raise click.ClickException(f"no client {client_id!r}")
+    return client
+
+
+@cli.command("create")
+@click.option("--name", required=True, help="Name shown on the consent page.")
+@click.option("--redirect-uri", "redirect_uris", multiple=True, help="Registered redirect URI (repeatable).")
+@click.option("--post-logout-redirect-uri", "post_logout_redirect_uris", multiple=True,
+              help="Registered post-logout redirect URI (repeatable).")
+@click.option("--grant-type", "grant_types", multiple=True, type=click.Choice(GRANT_TYPES),
+              help="Grant type (repeatable; default authorization_code and refresh_token).")
+@click.option("--scope", default=None, help=f'Space-separated scopes the client may request (default "{DEFAULT_SCOPE}").')
+@click.option("--auth-method", default="client_secret_basic", type=click.Choice(AUTH_METHODS),
+              help="Token endpoint authentication method.")
+@click.option("--first-party", is_flag=True, help="Trusted client: no consent screen.")
+@click.option("--audience", "audiences", multiple=True, help="Resource (RFC 8707) the client may get tokens for.")
+@click.option("--jwks-file", type=click.File("r"), help="The client's public JWK Set (for private_key_jwt).")
+@click.option("--resource-server", is_flag=True, help="May introspect tokens issued to other clients.")
+@click.option("--refresh-always", is_flag=True, help="Issue refresh tokens without offline_access.")
+@json_option
+def create_command(name: str, redirect_uris: tuple[str, ...], post_logout_redirect_uris: tuple[str, ...],
+                   grant_types: tuple[str, ...], scope: str | None, auth_method: str, first_party: bool,
+                   audiences: tuple[str, ...], jwks_file: Any, resource_server: bool, refresh_always: bool,
+                   as_json: bool) -> None:
+    """Register a client and print its client_id (and its secret, shown once)."""
+    jwks = jwks_file.read() if jwks_file is not None else None
+    try:
+        client, secret = create_client(
+            name=name, redirect_uris=redirect_uris, post_logout_redirect_uris=post_logout_redirect_uris,
+            grant_types=grant_types or None, scope=scope, auth_method=auth_method, first_party=first_party,
+            audiences=audiences, jwks=jwks, resource_server=resource_server, refresh_always=refresh_always,
+        )
+    except ClientError as exc:
+        raise click.ClickException(str(exc)) from None
+    text = f"client_id: {client.client_id}"
+    if secret is not None:
+        text += f"\nclient_secret: {secret}\n(the secret is shown only now)"
+    emit(created_view(client, secret), as_json, text)
+
+
+@cli.command("list")
+@json_option
+def list_command(as_json: bool) -> None:
+    """List clients."""
+    clients = [client.as_dict() for client in list_clients()]
+    emit(clients, as_json, "\n".join(
+        f"{c['client_id']}\t{c['name']}\t{c['auth_method']}\t{'disabled' if c['disabled'] else 'enabled'}"
+        for c in clients))
+
+
+@cli.command("show")
+@click.argument("client_id")
+@json_option
+def show_command(client_id: str, as_json: bool) -> None:
+    """Show a client's registration."""
+    data = _load(client_id).as_dict()
+    emit(data, as_json, "\n".join(f"{key}: {value}" for key, value in sorted(data.items())))
+
+
+@cli.command("delete")
+@click.argument("client_id")
+def delete_command(client_id: str) -> None:
+    """Delete a client and every code, token and consent issued to it."""
+    delete_client(_load(client_id))
+    click.echo(f"deleted {client_id}")
+
+
+@cli.command("disable")
+@click.argument("client_id")
+def disable_command(client_id: str) -> None:
+    """Disable a client: it cannot authenticate, its tokens become inactive."""
+    set_disabled(_load(client_id), True)
+    click.echo(f"disabled {client_id}")
+
+
+@cli.command("enable")
+@click.argument("client_id")
+def enable_command(client_id: str) -> None:
+    """Enable a disabled client."""
+    set_disabled(_load(client_id), False)
+    click.echo(f"enabled {client_id}")
+
+
+@cli.command("rotate-secret")
+@click.argument("client_id")
+@json_option
+def rotate_secret_command(client_id: str, as_json: bool) -> None:
+    """Replace a client's secret (the old one stops working at once); print the new one once."""
+    client = _load(client_id)
+    try:
+        secret = rotate_secret(client)
+    except ClientError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    emit({"client_id": client.client_id, "client_secret": secret}, as_json, f"client_secret: {secret}")

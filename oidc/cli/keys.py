@@ -1,0 +1,117 @@
+"""``flask keys ...``: signing keys on the HSM and sealed in the database."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import click
+from flask.cli import AppGroup
+
+from keys.errors import KeyServiceError
+from keys.sealing import Sealer
+from keys.service import KeyService
+from keys.software import SoftwareManager
+from keys.store import KeyStore
+from oidc.cli.output import emit, json_option
+from oidc.db import db, signing_keys
+from oidc.state import current_state
+
+cli = AppGroup("keys", help="Manage signing keys (HSM and sealed software keys).")
+
+
+def _service() -> KeyService:
+    try:
+        return current_state().key_service()
+    except KeyServiceError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@cli.command("list")
+@json_option
+def list_sets(as_json: bool) -> None:
+    """List key sets, the backend serving each and its number of keys."""
+    service = _service()
+    sets = [{"set": name, "backend": service.backend_of(name), "keys": len(service.keys(name))}
+            for name in service.key_set_names()]
+    emit(sets, as_json, "\n".join(f"{s['set']}\t{s['backend'] or 'none'}\t{s['keys']} key(s)" for s in sets))
+
+
+@cli.command("show")
+@click.argument("key_set")
+@json_option
+def show(key_set: str, as_json: bool) -> None:
+    """Show the public keys of KEY_SET and their rotation status."""
+    try:
+        statuses = [status.as_dict() for status in _service().keys(key_set)]
+    except KeyServiceError as exc:
+        raise click.ClickException(str(exc)) from None
+    emit(statuses, as_json, "\n".join(
+        f"{s['kid']}\t{s['alg']}\t{s['backend']}\t{s['status']}" for s in statuses))
+
+
+@cli.command("generate")
+@click.argument("key_set")
+@click.option("--alg", help="JWS algorithm (default: the set's configured one).")
+@json_option
+def generate(key_set: str, alg: str | None, as_json: bool) -> None:
+    """Add a key to KEY_SET (on the HSM when the set lives there)."""
+    try:
+        record = _service().generate(key_set, alg)
+    except KeyServiceError as exc:
+        raise click.ClickException(str(exc)) from None
+    data = {"set": key_set, "kid": record.kid, "alg": record.alg, "backend": record.backend,
+            "active_at": record.active_at}
+    emit(data, as_json, f"generated {record.kid} ({record.alg}, {record.backend}) in {key_set}")
+
+
+@cli.command("import")
+@click.argument("key_set")
+@click.argument("jwk_file", type=click.File("r"))
+@json_option
+def import_(key_set: str, jwk_file: Any, as_json: bool) -> None:
+    """Import a private JWK from JWK_FILE ('-' for stdin) into the software store."""
+    try:
+        jwk = json.load(jwk_file)
+    except ValueError:
+        raise click.ClickException("the JWK file is not valid JSON") from None
+    try:
+        record = _service().import_jwk(key_set, jwk)
+    except KeyServiceError as exc:
+        raise click.ClickException(str(exc)) from None
+    data = {"set": key_set, "kid": record.kid, "alg": record.alg, "backend": record.backend}
+    emit(data, as_json, f"imported {record.kid} ({record.alg}) into {key_set}")
+
+
+@cli.command("delete")
+@click.argument("key_set")
+@click.argument("kid")
+def delete(key_set: str, kid: str) -> None:
+    """Delete key KID from KEY_SET (destroying it on the HSM)."""
+    if not _service().delete(key_set, kid):
+        raise click.ClickException(f"no key {kid!r} in key set {key_set!r}")
+    click.echo(f"deleted {kid} from {key_set}")
+
+
+@cli.command("retire")
+def retire() -> None:
+    """Remove keys whose retention period after rotation has passed."""
+    retired = _service().retire_expired()
+    click.echo(f"retired {len(retired)} key(s)")
+
+
+@cli.command("reseal")
+def reseal() -> None:
+    """Re-seal every software key under the first SECRETS_SYSTEM secret.
+
+    Run after prepending a new secret; then the old secret can be removed.
+    """
+    try:
+        manager = SoftwareManager(KeyStore(db.engine, signing_keys),
+                                  Sealer.from_setting(",".join(current_state().settings.secrets_system)))
+        count = manager.reseal()
+    except KeyServiceError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    click.echo(f"re-sealed {count} key(s) under the current secret")

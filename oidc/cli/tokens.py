@@ -1,0 +1,17 @@
+"""``flask tokens ...``: maintenance of issued tokens."""
+
+from __future__ import annotations
+
+import click
+from flask.cli import AppGroup
+
+from oidc.oauth2.families import prune_expired
+
+cli = AppGroup("tokens", help="Maintenance of issued tokens.")
+
+
+@cli.command("prune")
+def prune_command() -> None:
+    """Delete expired codes, tokens, assertions and sessions."""
+    counts = prune_expired()
+    click.echo(", ".join(f"{name}: {count}" for name, count in counts.items()))

@@ -1,0 +1,121 @@
+"""``flask users ...``: user accounts.
+
+Passwords are read from standard input only, never from the command line
+(which other local users can see in the process list)::
+
+    flask users create USERNAME --password-stdin [--email E] [--name N] [--email-verified] [--json]
+    flask users list [--json]
+    flask users show USERNAME [--json]
+    flask users delete USERNAME
+    flask users disable USERNAME / flask users enable USERNAME
+    flask users set-password USERNAME --password-stdin
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+from flask.cli import AppGroup
+
+from oidc.accounts.users import (
+    UserError,
+    create_user,
+    delete_user,
+    get_user,
+    list_users,
+    normalize_username,
+    set_disabled,
+    set_password,
+)
+from oidc.cli.output import emit, json_option
+from oidc.models import User
+
+cli = AppGroup("users", help="Manage user accounts.")
+
+
+def _read_password() -> str:
+    password = sys.stdin.readline().rstrip("\r\n")
+    if not password:
+        raise click.ClickException("no password on standard input")
+    return password
+
+
+def _load(username: str) -> User:
+    user = get_user(username)
+    if user is None:
+        raise click.ClickException(f"no user {username!r}")
+    return user
+
+
+@cli.command("create")
+@click.argument("username")
+@click.option("--password-stdin", is_flag=True, required=True, help="Read the password from standard input.")
+@click.option("--email", default=None, help="Email address.")
+@click.option("--name", default=None, help="Full name.")
+@click.option("--email-verified", is_flag=True, help="Mark the email address as verified.")
+@json_option
+def create_command(username: str, password_stdin: bool, email: str | None, name: str | None,
+                   email_verified: bool, as_json: bool) -> None:
+    """Create a user; the password is read from standard input."""
+    try:
+        user = create_user(username, _read_password(), email=email, name=name, email_verified=email_verified)
+    except UserError as exc:
+        raise click.ClickException(str(exc)) from None
+    emit(user.as_dict(), as_json, f"created {user.username} (sub {user.subject})")
+
+
+@cli.command("list")
+@json_option
+def list_command(as_json: bool) -> None:
+    """List users."""
+    users = [user.as_dict() for user in list_users()]
+    emit(users, as_json, "\n".join(
+        f"{u['username']}\t{u['sub']}\t{u['email'] or ''}\t{'disabled' if u['disabled'] else 'enabled'}"
+        for u in users))
+
+
+@cli.command("show")
+@click.argument("username")
+@json_option
+def show_command(username: str, as_json: bool) -> None:
+    """Show a user."""
+    data = _load(username).as_dict()
+    emit(data, as_json, "\n".join(f"{key}: {value}" for key, value in sorted(data.items())))
+
+
+@cli.command("delete")
+@click.argument("username")
+def delete_command(username: str) -> None:
+    """Delete a user and every session, token and consent of theirs."""
+    delete_user(_load(username))
+    click.echo(f"deleted {normalize_username(username)}")
+
+
+@cli.command("disable")
+@click.argument("username")
+def disable_command(username: str) -> None:
+    """Disable a user: no login, sessions end, tokens become inactive."""
+    set_disabled(_load(username), True)
+    click.echo(f"disabled {normalize_username(username)}")
+
+
+@cli.command("enable")
+@click.argument("username")
+def enable_command(username: str) -> None:
+    """Enable a disabled user."""
+    set_disabled(_load(username), False)
+    click.echo(f"enabled {normalize_username(username)}")
+
+
+@cli.command("set-password")
+@click.argument("username")
+@click.option("--password-stdin", is_flag=True, required=True, help="Read the password from standard input.")
+def set_password_command(username: str, password_stdin: bool) -> None:
+    """Replace a user's password (read from standard input); their sessions end."""
+    user = _load(username)
+    try:
+        set_password(user, _read_password())
+    except UserError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"password changed for {user.username}")

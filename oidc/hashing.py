@@ -1,0 +1,127 @@
+"""Secrets at rest: keyed hashes for high-entropy values, a slow hash for passwords.
+
+* Client secrets, authorization codes and refresh tokens are random 256-bit
+  values.  They are stored as HMAC-SHA256 under a key derived (HKDF) from the
+  system secrets, so a copy of the database alone is useless, and checking one
+  costs a microsecond: the token endpoint is never CPU-bound on it.
+* With several ``SECRETS_SYSTEM`` secrets, the first one hashes new values and
+  every one is tried on look-up, so prepending a new secret does not invalidate
+  what was issued under the old one.
+* User passwords are low-entropy and get scrypt (RFC 7914) with a random salt,
+  through werkzeug's ``generate_password_hash``; the cost is a setting
+  (``PASSWORD_HASH_COST``, scrypt's N).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import secrets
+from collections.abc import Iterable
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from keys.sealing import MIN_SECRET_LENGTH
+
+_SALT = b"oidc-hsm/oidc/v1"
+
+#: The purposes keyed hashes are made for; each has a key of its own.
+CLIENT_SECRET = "client secret"
+CODE = "code"
+REFRESH_TOKEN = "refresh token"
+
+
+def derive_key(secret: str, purpose: bytes) -> bytes:
+    """A 256-bit key for ``purpose`` from one system secret (HKDF-SHA256)."""
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=_SALT, info=purpose).derive(secret.encode("utf-8"))
+
+
+def random_token(num_bytes: int = 32) -> str:
+    """A URL-safe random string of ``num_bytes`` bytes of entropy (256 bits by default)."""
+    return secrets.token_urlsafe(num_bytes)
+
+
+def b64url(data: bytes) -> str:
+    """Unpadded base64url (RFC 7515 §2), as JOSE and PKCE use it."""
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def b64url_decode(value: str) -> bytes:
+    return base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+
+
+class KeyedHasher:
+    """HMAC-SHA256 of secrets under keys derived from every system secret."""
+
+    def __init__(self, system_secrets: Iterable[str], purpose: str) -> None:
+        secret_list = list(system_secrets)
+        if not secret_list or any(len(secret) < MIN_SECRET_LENGTH for secret in secret_list):
+            raise RuntimeError(f"SECRETS_SYSTEM must hold secrets of at least {MIN_SECRET_LENGTH} characters")
+        self._keys = [derive_key(secret, b"keyed hash: " + purpose.encode()) for secret in secret_list]
+
+    def _digest(self, key: bytes, value: str) -> str:
+        return b64url(hmac.new(key, value.encode("utf-8"), hashlib.sha256).digest())
+
+    def hash(self, value: str) -> str:
+        """The stored form of ``value`` (under the newest secret)."""
+        return self._digest(self._keys[0], value)
+
+    def candidates(self, value: str) -> list[str]:
+        """Every stored form ``value`` may have, newest secret first (for look-ups)."""
+        return [self._digest(key, value) for key in self._keys]
+
+    def verify(self, value: str, stored: str | None) -> bool:
+        """Constant-time check of ``value`` against a stored hash."""
+        if not stored:
+            return False
+        matched = False
+        for candidate in self.candidates(value):
+            matched |= hmac.compare_digest(candidate.encode(), stored.encode())
+        return matched
+
+
+class PasswordHasher:
+    """scrypt password hashes (werkzeug's format) at a configured cost.
+
+    ``verify`` of a user that does not exist still computes one hash at the same
+    cost, so a wrong username costs as much as a wrong password.
+    """
+
+    def __init__(self, cost: int) -> None:
+        self.method = f"scrypt:{cost}:8:1"
+        self._dummy: str | None = None
+
+    def hash(self, password: str) -> str:
+        return generate_password_hash(password, method=self.method)
+
+    def verify(self, password: str, stored: str | None) -> bool:
+        if not stored:
+            if self._dummy is None:
+                self._dummy = self.hash(random_token(16))
+            check_password_hash(self._dummy, password)
+            return False
+        if stored.startswith(_LEGACY_PREFIX):
+            return _verify_legacy(password, stored)
+        return check_password_hash(stored, password)
+
+    def needs_rehash(self, stored: str) -> bool:
+        """Whether ``stored`` was made at another cost or in the earlier format."""
+        return not stored.startswith(self.method + "$")
+
+
+#: The format of hashes written before werkzeug's: ``scrypt$N$r$p$salt$digest``.
+#: They still verify, and are rewritten in the current format at the next login.
+_LEGACY_PREFIX = "scrypt$"
+
+
+def _verify_legacy(password: str, stored: str) -> bool:
+    try:
+        _, n, r, p, salt, digest = stored.split("$")
+        computed = hashlib.scrypt(password.encode("utf-8"), salt=b64url_decode(salt), n=int(n), r=int(r),
+                                  p=int(p), maxmem=132 * int(n) * int(r) * int(p), dklen=32)
+    except (ValueError, TypeError):
+        return False
+    return hmac.compare_digest(computed, b64url_decode(digest))

@@ -1,0 +1,145 @@
+"""Grant families: issuing, rotating and revoking the tokens of one authorization.
+
+Every token issued from one authorization belongs to a *grant family*
+(``grant_id``): the authorization code, the refresh tokens it led to through
+rotation, and every access token issued on the way.  A replayed code or a
+reused refresh token revokes the whole family at once (RFC 6749 §4.1.2,
+RFC 9700 §4.14.2).
+
+Nothing here commits except :func:`revoke_family_now`: the token endpoint
+commits once, after the response is ready, so a failed request leaves the
+database as it was.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import delete, or_
+
+from oidc import hashing, queries
+from oidc.db import db
+from oidc.models import AccessToken, AuthorizationCode, Client, ClientAssertion, LoginSession, RefreshToken, User
+from oidc.oauth2.jwt import issue_access_token
+from oidc.observability import audit
+from oidc.state import current_state
+
+
+@dataclass
+class AuthContext:
+    """What the token builders need to know about the authorization behind a token."""
+
+    grant_id: str | None
+    audience: list[str]
+    auth_time: int | None = None
+    sid: str | None = None
+    nonce: str | None = None
+
+
+def default_audience() -> list[str]:
+    return [current_state().settings.access_token_default_audience]
+
+
+def is_client_token(claims: dict[str, Any]) -> bool:
+    """Whether a verified access token was issued to a client for itself (client_credentials).
+
+    Such tokens have the client as subject (RFC 9068 §2.2) and no row unless revoked.
+    """
+    return bool(claims.get("client_id")) and claims.get("sub") == claims.get("client_id")
+
+
+def issue_tokens(*, client: Client, user: User | None, scope: str, context: AuthContext,
+                 include_refresh_token: bool) -> dict[str, Any]:
+    """A token response body: a JWT access token (and the family's first refresh token)."""
+    lifetime = current_state().settings.access_token_lifetime
+    subject = user.subject if user is not None else client.client_id
+    extra = {"auth_time": context.auth_time} if context.auth_time is not None else None
+    access_token, claims = issue_access_token(
+        client_id=str(client.client_id), subject=str(subject), scope=scope, audience=context.audience,
+        lifetime=lifetime, extra=extra,
+    )
+    if context.grant_id is not None:
+        # Tokens of a grant family get a row, so that a replayed code or a reused
+        # refresh token can revoke them.  A client_credentials token has no family:
+        # it is verified from its signature alone and gets a row only if revoked,
+        # so issuing one writes nothing to the database.
+        db.session.add(AccessToken(
+            jti=claims["jti"], grant_id=context.grant_id, client_pk=client.id,
+            user_pk=user.id if user is not None else None, scope=scope,
+            issued_at=claims["iat"], expires_at=claims["exp"],
+        ))
+    body: dict[str, Any] = {"access_token": access_token, "token_type": "Bearer", "expires_in": lifetime,
+                            "scope": scope}
+    if include_refresh_token and user is not None and context.grant_id is not None:
+        body["refresh_token"] = new_refresh_token(client, user, scope, context)
+    return body
+
+
+def new_refresh_token(client: Client, user: User, scope: str, context: AuthContext) -> str:
+    """A new refresh token of the family (stored as its keyed hash); its value."""
+    state = current_state()
+    value = hashing.random_token(32)
+    issued = state.clock.now()
+    db.session.add(RefreshToken(
+        token_hash=state.hasher(hashing.REFRESH_TOKEN).hash(value), grant_id=context.grant_id,
+        client_pk=client.id, user_pk=user.id, scope=scope, audience=context.audience,
+        auth_time=context.auth_time or issued, sid=context.sid, created_at=issued,
+        expires_at=issued + state.settings.refresh_token_lifetime,
+    ))
+    return value
+
+
+def find_refresh_token(value: object) -> RefreshToken | None:
+    """The refresh token row of ``value``, whatever its state."""
+    if not isinstance(value, str) or not 0 < len(value) <= queries.MAX_SECRET_LENGTH:
+        return None
+    return queries.find_refresh_token(current_state().hasher(hashing.REFRESH_TOKEN).candidates(value))
+
+
+def find_authorization_code(value: object) -> AuthorizationCode | None:
+    """The authorization code row of ``value``, whatever its state."""
+    if not isinstance(value, str) or not 0 < len(value) <= queries.MAX_SECRET_LENGTH:
+        return None
+    return queries.find_authorization_code(current_state().hasher(hashing.CODE).candidates(value))
+
+
+def claim_refresh_token(token: RefreshToken) -> bool:
+    """Mark ``token`` rotated, atomically: False when another request already did."""
+    return queries.claim_refresh_token(token.id, current_state().clock.now())
+
+
+def claim_authorization_code(code: AuthorizationCode) -> bool:
+    """Mark ``code`` used, atomically: False when another request already did."""
+    return queries.claim_authorization_code(code.id, current_state().clock.now())
+
+
+def revoke_family(grant_id: str) -> None:
+    """Revoke every refresh and access token of a grant family (in the current transaction)."""
+    queries.revoke_family(grant_id, current_state().clock.now())
+
+
+def revoke_family_now(grant_id: str, reason: str) -> None:
+    """Revoke a family and commit at once: the refusal that follows must not undo it."""
+    db.session.rollback()
+    revoke_family(grant_id)
+    db.session.commit()
+    audit.record("grant.revoked", "grant family revoked", level=logging.WARNING, grant_id=grant_id, reason=reason)
+
+
+def prune_expired() -> dict[str, int]:
+    """Delete rows nothing can use any more (expired codes, tokens, assertions, sessions)."""
+    moment = current_state().clock.now()
+    statements = {
+        # Codes are kept a day past expiry so that a late replay still revokes what they issued.
+        "authorization_codes": delete(AuthorizationCode).where(AuthorizationCode.expires_at < moment - 86400),
+        "access_tokens": delete(AccessToken).where(AccessToken.expires_at < moment),
+        "refresh_tokens": delete(RefreshToken).where(
+            or_(RefreshToken.expires_at < moment, RefreshToken.revoked_at < moment - 86400)),
+        "client_assertions": delete(ClientAssertion).where(ClientAssertion.expires_at < moment),
+        "login_sessions": delete(LoginSession).where(LoginSession.expires_at < moment),
+    }
+    counts = {name: db.session.execute(statement).rowcount for name, statement in statements.items()}  # type: ignore[attr-defined]
+    db.session.commit()
+    return counts

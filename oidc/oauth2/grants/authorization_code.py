@@ -1,0 +1,119 @@
+"""The authorization code grant (RFC 6749 §4.1, OIDC Core §3.1), with PKCE and resource indicators."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from authlib.oauth2.rfc6749 import grants
+from authlib.oauth2.rfc6749.errors import AccessDeniedError, InvalidGrantError, InvalidRequestError
+
+from oidc import hashing
+from oidc.accounts.sessions import AuthenticatedUser
+from oidc.db import db
+from oidc.models import AuthorizationCode, User
+from oidc.oauth2 import families, response_modes
+from oidc.oauth2.families import AuthContext, issue_tokens
+from oidc.oauth2.methods import AUTH_METHODS, RESPONSE_MODES
+from oidc.oauth2.openid import user_of
+from oidc.oauth2.resources import resolve_audience
+from oidc.state import current_state
+
+
+def wants_refresh_token(client: Any, scope: str) -> bool:
+    """Refresh tokens: with ``offline_access``, or by client policy (refresh_always)."""
+    if not client.check_grant_type("refresh_token"):
+        return False
+    return "offline_access" in scope.split() or bool(client.refresh_always)
+
+
+class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
+    TOKEN_ENDPOINT_AUTH_METHODS = list(AUTH_METHODS)
+
+    def validate_authorization_request(self) -> str:
+        redirect_uri = super().validate_authorization_request()
+        data = self.request.payload.data
+        if data.get("response_mode", "query") not in RESPONSE_MODES:
+            raise InvalidRequestError("response_mode must be query or form_post", redirect_uri=redirect_uri)
+        self.request.audience = resolve_audience(
+            self.request.client, self.request.payload.datalist.get("resource", []), redirect_uri)
+        return redirect_uri
+
+    def create_authorization_response(self, redirect_uri: str, grant_user: Any) -> response_modes.Response:
+        """The code (and ``state`` byte for byte, and ``iss`` per RFC 9207) in the chosen response mode."""
+        if not grant_user:
+            raise AccessDeniedError(redirect_uri=redirect_uri)
+        self.request.user = grant_user
+        code = self.generate_authorization_code()
+        self.save_authorization_code(code, self.request)
+        params = [("code", code)]
+        if self.request.payload.state is not None:
+            params.append(("state", self.request.payload.state))
+        params.append(("iss", current_state().settings.issuer))
+        return response_modes.authorization_response(
+            redirect_uri, params, self.request.payload.data.get("response_mode"))
+
+    def save_authorization_code(self, code: str, request: Any) -> None:
+        state = current_state()
+        subject: AuthenticatedUser = request.user
+        issued = state.clock.now()
+        payload = request.payload
+        db.session.add(AuthorizationCode(
+            code_hash=state.hasher(hashing.CODE).hash(code),
+            grant_id=uuid.uuid4().hex,
+            client_pk=request.client.id,
+            user_pk=subject.user.id,
+            redirect_uri=self.redirect_uri or payload.redirect_uri,
+            redirect_uri_given=bool(payload.redirect_uri),
+            scope=request.scope or "",
+            audience=getattr(request, "audience", None) or families.default_audience(),
+            nonce=payload.data.get("nonce") or None,
+            code_challenge=payload.data.get("code_challenge") or None,
+            code_challenge_method=payload.data.get("code_challenge_method") or None,
+            auth_time=subject.auth_time,
+            sid=subject.sid,
+            created_at=issued,
+            expires_at=issued + state.settings.authorization_code_lifetime,
+        ))
+
+    def generate_authorization_code(self) -> str:
+        return hashing.random_token(32)
+
+    def query_authorization_code(self, code: str, client: Any) -> AuthorizationCode | None:
+        row = families.find_authorization_code(code)
+        if row is None:
+            return None
+        if row.used_at is not None:
+            # RFC 6749 §4.1.2: refuse, and revoke every token issued from it.
+            families.revoke_family_now(str(row.grant_id), "authorization code replayed")
+            raise InvalidGrantError("the authorization code was already used")
+        if row.client_pk != client.id:
+            return None  # bound to the client it was issued to
+        if row.expires_at <= current_state().clock.now():
+            raise InvalidGrantError("the authorization code has expired")
+        return row  # claimed once the tokens are ready (create_token_response)
+
+    def create_token_response(self) -> tuple[int, dict[str, Any], list[tuple[str, str]]]:
+        """Build and sign the tokens, then claim the code (see the package docstring)."""
+        response = super().create_token_response()
+        code: AuthorizationCode = self.request.authorization_code
+        if not families.claim_authorization_code(code):  # redeemed by a concurrent request
+            families.revoke_family_now(str(code.grant_id), "authorization code replayed")
+            raise InvalidGrantError("the authorization code was already used")
+        return response
+
+    def delete_authorization_code(self, authorization_code: AuthorizationCode) -> None:
+        """Kept (marked used) until it expires: a replay must still find it."""
+
+    def authenticate_user(self, authorization_code: AuthorizationCode) -> User | None:
+        user = db.session.get(User, authorization_code.user_pk)
+        return user if user is not None and not user.disabled else None
+
+    def generate_token(self, user: Any = None, scope: str | None = None, grant_type: str | None = None,
+                       expires_in: int | None = None, include_refresh_token: bool = True) -> dict[str, Any]:
+        code: AuthorizationCode = self.request.authorization_code
+        context = AuthContext(grant_id=str(code.grant_id), audience=list(code.audience),
+                              auth_time=code.auth_time, sid=code.sid, nonce=code.nonce)
+        self.request.auth_context = context
+        return issue_tokens(client=self.request.client, user=user_of(user), scope=scope or "", context=context,
+                            include_refresh_token=wants_refresh_token(self.request.client, scope or ""))

@@ -1,0 +1,31 @@
+"""The client credentials grant (RFC 6749 §4.4): a client's token for itself, with no user."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from authlib.oauth2.rfc6749 import grants
+from authlib.oauth2.rfc6749.errors import InvalidScopeError
+
+from oidc.oauth2.families import AuthContext, issue_tokens
+from oidc.oauth2.methods import CONFIDENTIAL_AUTH_METHODS
+from oidc.oauth2.resources import resolve_audience
+
+
+class ClientCredentialsGrant(grants.ClientCredentialsGrant):
+    TOKEN_ENDPOINT_AUTH_METHODS = list(CONFIDENTIAL_AUTH_METHODS)
+
+    def validate_token_request(self) -> None:
+        super().validate_token_request()
+        if self.request.client.get_allowed_scope(self.request.payload.scope) is None:
+            raise InvalidScopeError("the client is not registered for the requested scope")
+
+    def create_token_response(self) -> tuple[int, dict[str, Any], list[tuple[str, str]]]:
+        client = self.request.client
+        scope = client.get_allowed_scope(self.request.payload.scope)
+        # An id_token or a refresh token makes no sense without a user.
+        scope = " ".join(s for s in scope.split() if s not in ("openid", "offline_access"))
+        audience = resolve_audience(client, self.request.payload.datalist.get("resource", []))
+        token = issue_tokens(client=client, user=None, scope=scope,
+                             context=AuthContext(grant_id=None, audience=audience), include_refresh_token=False)
+        return 200, token, self.TOKEN_RESPONSE_HEADER

@@ -1,0 +1,59 @@
+"""The refresh token grant (RFC 6749 §6): rotation, with reuse revoking the family (RFC 9700 §4.14.2)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from authlib.oauth2.rfc6749 import grants
+from authlib.oauth2.rfc6749.errors import InvalidGrantError
+
+from oidc.db import db
+from oidc.models import RefreshToken, User
+from oidc.oauth2 import families
+from oidc.oauth2.families import AuthContext, issue_tokens, new_refresh_token
+from oidc.oauth2.methods import AUTH_METHODS
+from oidc.state import current_state
+
+
+class RefreshTokenGrant(grants.RefreshTokenGrant):
+    TOKEN_ENDPOINT_AUTH_METHODS = list(AUTH_METHODS)
+    INCLUDE_NEW_REFRESH_TOKEN = True
+
+    def authenticate_refresh_token(self, refresh_token: str) -> RefreshToken | None:
+        row = families.find_refresh_token(refresh_token)
+        if row is None or row.revoked_at is not None:
+            return None
+        if row.rotated_at is not None:
+            families.revoke_family_now(str(row.grant_id), "rotated refresh token reused")
+            raise InvalidGrantError("the refresh token was already used")
+        if row.expires_at <= current_state().clock.now():
+            return None
+        return row  # claimed once the new tokens are ready (create_token_response)
+
+    def create_token_response(self) -> tuple[int, dict[str, Any], list[tuple[str, str]]]:
+        """Build and sign the new tokens, then claim the old refresh token."""
+        response = super().create_token_response()
+        row: RefreshToken = self.request.refresh_token
+        if not families.claim_refresh_token(row):  # rotated by a concurrent request
+            families.revoke_family_now(str(row.grant_id), "rotated refresh token reused")
+            raise InvalidGrantError("the refresh token was already used")
+        return response
+
+    def authenticate_user(self, refresh_token: RefreshToken) -> User | None:
+        user = db.session.get(User, refresh_token.user_pk)
+        return user if user is not None and not user.disabled else None
+
+    def revoke_old_credential(self, refresh_token: RefreshToken) -> None:
+        """Claimed in :meth:`create_token_response`, once the new tokens are ready."""
+
+    def issue_token(self, user: User, refresh_token: RefreshToken) -> dict[str, Any]:
+        scope = self.request.payload.scope or refresh_token.scope
+        context = AuthContext(grant_id=str(refresh_token.grant_id), audience=list(refresh_token.audience),
+                              auth_time=refresh_token.auth_time, sid=refresh_token.sid)
+        self.request.auth_context = context
+        self.request.user = user
+        body = issue_tokens(client=self.request.client, user=user, scope=scope, context=context,
+                            include_refresh_token=False)
+        # Rotation: the family goes on with the same grant and the original (not narrowed) scope.
+        body["refresh_token"] = new_refresh_token(self.request.client, user, str(refresh_token.scope), context)
+        return body

@@ -1,0 +1,57 @@
+"""Token introspection (RFC 7662).
+
+The caller authenticates as a confidential client.  A client introspects the
+tokens issued to it; a client registered as a resource server
+(``resource_server``) may also introspect other clients' tokens.  Access tokens
+are JWTs: they are verified like a resource server would and then looked up by
+``jti``, so a revoked access token is reported inactive until it expires.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from authlib.oauth2.rfc7662 import IntrospectionEndpoint as _IntrospectionEndpoint
+
+from oidc.models import Client
+from oidc.oauth2.methods import CONFIDENTIAL_AUTH_METHODS
+from oidc.oauth2.tokens import ACCESS_TOKEN, AnyToken, find_token, kind_of
+from oidc.state import current_state
+
+
+class IntrospectionEndpoint(_IntrospectionEndpoint):
+    CLIENT_AUTH_METHODS = list(CONFIDENTIAL_AUTH_METHODS)
+
+    def authenticate_token(self, request: Any, client: Client) -> AnyToken | None:
+        """Authlib's, with the calling client passed to the look-up (instead of ``query_token``)."""
+        self.check_params(request, client)
+        token = find_token(request.form["token"], request.form.get("token_type_hint"), caller=client)
+        return token if token is not None and self.check_permission(token, client, request) else None
+
+    def check_permission(self, token: AnyToken, client: Client, request: Any) -> bool:
+        return token.check_client(client) or bool(client.resource_server)
+
+    def introspect_token(self, token: AnyToken) -> dict[str, Any]:
+        kind = kind_of(token)
+        body: dict[str, Any] = {
+            "active": True,
+            "scope": token.scope,
+            "client_id": token.client.client_id if token.client else None,
+            "token_type": "Bearer" if kind == ACCESS_TOKEN else "refresh_token",
+            "exp": token.expires_at,
+            "iat": token.claims.get("iat"),
+            "iss": current_state().settings.issuer,
+        }
+        if token.user is not None:
+            body["sub"] = token.user.subject
+            body["username"] = token.user.username
+        elif kind == ACCESS_TOKEN:
+            body["sub"] = token.claims.get("sub")
+        if kind == ACCESS_TOKEN:
+            body["aud"] = token.claims.get("aud")
+            body["jti"] = token.claims.get("jti")
+        return body
+
+    def create_endpoint_response(self, request: Any) -> tuple[int, Any, list[tuple[str, str]]]:
+        status, body, headers = super().create_endpoint_response(request)
+        return status, body, [*headers, ("Cache-Control", "no-store")]

@@ -1,0 +1,163 @@
+"""JWTs this provider issues and verifies, signed through the key service only.
+
+A JWS is ``b64url(header) . b64url(claims) . b64url(signer.sign(signing_input))``:
+the private key never leaves the manager (HSM or sealed software key) that
+holds it, and Authlib is never given a private key.
+
+* ID tokens (OIDC Core §2) are signed with the ``openid.id-token`` key set.
+* Access tokens are RFC 9068 JWTs (header ``typ: at+jwt``) signed with the
+  ``jwt.access-token`` key set.
+
+``at_hash`` (OIDC Core §3.1.3.6) is Authlib's ``create_half_hash``: the left
+half of the hash of the access token's ASCII octets, the hash being the one of
+the ID token's ``alg`` (SHA-256 for RS256/PS256/ES256, SHA-384 and SHA-512
+likewise); for ``EdDSA`` (RFC 8037), whose signature has no separate hash, the
+convention OIDC implementations follow: SHA-512, whose left half is 32 bytes.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from typing import Any
+
+from authlib.oidc.core.util import create_half_hash
+from joserfc import jws
+from joserfc.errors import JoseError
+from joserfc.jwk import import_key
+from joserfc.jwt import JWTClaimsRegistry
+
+from keys.errors import KeyServiceError
+from keys.service import ACCESS_TOKEN_SET, ID_TOKEN_SET
+from oidc.hashing import b64url, b64url_decode, random_token
+from oidc.oauth2.methods import ACCESS_TOKEN_TYP, ID_TOKEN_TYP
+from oidc.state import current_state, key_service
+
+#: Longest token we try to parse.
+MAX_TOKEN_LENGTH = 16384
+_B64URL = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+
+
+def _json(data: dict[str, Any]) -> bytes:
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def sign_jwt(key_set: str, claims: dict[str, Any], typ: str) -> tuple[str, str]:
+    """A compact JWS of ``claims`` signed by the active key of ``key_set``; and its alg."""
+    signer = key_service().signer(key_set)
+    header = {"alg": signer.alg, "kid": signer.kid, "typ": typ}
+    signing_input = f"{b64url(_json(header))}.{b64url(_json(claims))}".encode("ascii")
+    signature = signer.sign(signing_input)
+    return f"{signing_input.decode('ascii')}.{b64url(signature)}", signer.alg
+
+
+def half_hash(value: str, alg: str) -> str:
+    """``at_hash`` of ``value`` for a JWS ``alg`` (OIDC Core §3.1.3.6)."""
+    return create_half_hash(value, alg).decode("ascii")
+
+
+def issue_access_token(*, client_id: str, subject: str, scope: str, audience: list[str],
+                       lifetime: int, extra: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
+    """An RFC 9068 access token and its claims."""
+    state = current_state()
+    moment = state.clock.now()
+    claims: dict[str, Any] = {
+        "iss": state.settings.issuer,
+        "sub": subject,
+        "aud": audience[0] if len(audience) == 1 else audience,
+        "client_id": client_id,
+        "iat": moment,
+        "exp": moment + lifetime,
+        "jti": random_token(18),
+        "scope": scope,
+    }
+    if extra:
+        claims.update(extra)
+    token, _ = sign_jwt(ACCESS_TOKEN_SET, claims, ACCESS_TOKEN_TYP)
+    return token, claims
+
+
+def issue_id_token(claims: dict[str, Any], access_token: str | None) -> str:
+    """Sign an ID token; ``at_hash`` is computed for the alg of the key that signs it."""
+    signer_alg = key_service().signer(ID_TOKEN_SET).alg
+    if access_token is not None:
+        claims = {**claims, "at_hash": half_hash(access_token, signer_alg)}
+    token, alg = sign_jwt(ID_TOKEN_SET, claims, ID_TOKEN_TYP)
+    if alg != signer_alg and access_token is not None:
+        # The active key changed in between: recompute for the key that signed.
+        token, _ = sign_jwt(ID_TOKEN_SET, {**claims, "at_hash": half_hash(access_token, alg)}, ID_TOKEN_TYP)
+    return token
+
+
+# -- verifying our own tokens ----------------------------------------------------------
+
+
+class InvalidToken(Exception):
+    """A token that is not one of ours, is malformed, or fails verification."""
+
+
+class _ClaimsIgnoringExpiry(JWTClaimsRegistry):
+    """The claim checks for tokens that are still meaningful once expired
+    (an ID token as a logout hint, a token being introspected)."""
+
+    def validate_exp(self, value: object) -> None:
+        if not isinstance(value, int):
+            super().validate_exp(value)  # refuses a malformed exp as usual
+
+
+@functools.lru_cache(maxsize=64)
+def _public_key(jwk_json: str) -> Any:
+    """Parsed public key of a published JWK; parsing costs more than verifying, so keep it."""
+    return import_key(json.loads(jwk_json))
+
+
+def _header(token: str) -> dict[str, Any]:
+    segment = token.split(".", 1)[0]
+    if not segment or not _B64URL.issuperset(segment):
+        raise InvalidToken("not base64url")
+    try:
+        header = json.loads(b64url_decode(segment))
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidToken("malformed header") from None
+    if not isinstance(header, dict) or not isinstance(header.get("kid"), str):
+        raise InvalidToken("no kid")
+    return header
+
+
+def verify_own_jwt(token: str, *, typ: str | None, check_exp: bool = True, leeway: int = 0) -> dict[str, Any]:
+    """Claims of a JWT that this issuer signed with a published key, or :class:`InvalidToken`.
+
+    The signature is verified with the published key the header names, for the
+    alg that key is published with (joserfc); ``iss`` must be this issuer and,
+    unless ``check_exp`` is false, ``exp`` in the future (joserfc's claims
+    registry, which also checks ``nbf`` and ``iat`` when present).
+    """
+    if not isinstance(token, str) or len(token) > MAX_TOKEN_LENGTH or token.count(".") != 2:
+        raise InvalidToken("not a compact JWS")
+    header = _header(token)
+    if typ is not None and str(header.get("typ", "")).lower() not in (typ.lower(), "application/" + typ.lower()):
+        raise InvalidToken("wrong typ")
+    try:
+        jwk = key_service().public_key(header["kid"])
+    except KeyServiceError:
+        raise InvalidToken("key service unavailable") from None
+    if jwk is None or header.get("alg") != jwk.get("alg"):
+        raise InvalidToken("unknown key")
+    try:
+        key = _public_key(json.dumps(jwk, sort_keys=True))
+        result = jws.deserialize_compact(token, key, algorithms=[jwk["alg"]])
+        claims = json.loads(result.payload)
+    except (JoseError, ValueError):
+        raise InvalidToken("bad signature") from None
+    if not isinstance(claims, dict):
+        raise InvalidToken("the payload is not a JSON object")
+    state = current_state()
+    registry_class = JWTClaimsRegistry if check_exp else _ClaimsIgnoringExpiry
+    registry = registry_class(now=state.clock.now, leeway=leeway,
+                              iss={"essential": True, "value": state.settings.issuer},
+                              exp={"essential": check_exp})
+    try:
+        registry.validate(claims)
+    except JoseError:
+        raise InvalidToken("claims refused") from None
+    return claims

@@ -1,0 +1,36 @@
+"""What the provider supports, listed once: discovery, registration and validation read these.
+
+Adding a method, grant or algorithm here makes it advertised (OIDC Discovery
+1.0 §3, RFC 8414 §2), accepted at registration (``oidc.accounts.clients``) and
+allowed by the grants and client authentication that check it.
+"""
+
+from __future__ import annotations
+
+#: Client authentication methods at the token endpoint (RFC 6749 §2.3, OIDC Core §9).
+AUTH_METHODS = ("client_secret_basic", "client_secret_post", "private_key_jwt", "none")
+#: Those that authenticate a confidential client (introspection, client_credentials).
+CONFIDENTIAL_AUTH_METHODS = ("client_secret_basic", "client_secret_post", "private_key_jwt")
+#: Those that carry a client secret.
+SECRET_AUTH_METHODS = ("client_secret_basic", "client_secret_post")
+
+GRANT_TYPES = ("authorization_code", "refresh_token", "client_credentials")
+DEFAULT_GRANT_TYPES = ("authorization_code", "refresh_token")
+RESPONSE_TYPES = ("code",)
+#: response_mode values of the authorization response (OAuth 2.0 Multiple Response Types, Form Post).
+RESPONSE_MODES = ("query", "form_post")
+CODE_CHALLENGE_METHODS = ("S256",)
+PROMPT_VALUES = ("none", "login", "consent")
+
+#: Algorithms a client may sign its private_key_jwt assertion with: asymmetric only
+#: (a client has no shared secret with us to use HS256 with).
+ASSERTION_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA")
+
+#: Claims an ID token or userinfo response may carry (OIDC Core §2, §5.1).
+CLAIMS_SUPPORTED = ("iss", "sub", "aud", "exp", "iat", "auth_time", "nonce", "at_hash", "azp", "sid",
+                    "name", "preferred_username", "updated_at", "email", "email_verified")
+
+#: The header ``typ`` of JWT access tokens (RFC 9068 §2.1).
+ACCESS_TOKEN_TYP = "at+jwt"
+#: The header ``typ`` of ID tokens.
+ID_TOKEN_TYP = "JWT"

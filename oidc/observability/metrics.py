@@ -1,0 +1,79 @@
+"""Prometheus metrics (prometheus-client), multiprocess-safe under gunicorn.
+
+Under gunicorn the master serves ``/metrics`` on its own listener
+(``METRICS_BIND``, loopback by default, so never public by default) and
+aggregates every worker's samples from ``PROMETHEUS_MULTIPROC_DIR`` (see
+gunicorn.conf.py).  Nothing here is exposed on the provider's own port.
+"""
+
+from __future__ import annotations
+
+import time
+
+from flask import Flask, g, request
+from prometheus_client import Counter, Histogram
+
+from oidc import urls
+from oidc.oauth2.methods import GRANT_TYPES
+
+TOKENS_ISSUED = Counter(
+    "oidc_tokens_issued_total", "Token responses issued, by grant type and client.", ["grant_type", "client_id"]
+)
+TOKEN_REQUEST_SECONDS = Histogram(
+    "oidc_token_request_duration_seconds", "Time to answer a request to the token endpoint.", ["grant_type", "status"],
+    buckets=(0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+)
+SIGNING_SECONDS = Histogram(
+    "oidc_signing_duration_seconds", "Time to produce one JWS signature, by key set and backend.",
+    ["key_set", "backend"],
+    buckets=(0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 1.0),
+)
+HSM_ERRORS = Counter("oidc_hsm_errors_total", "PKCS#11 operations that failed, by kind of error.", ["error"])
+HSM_RECONNECTS = Counter("oidc_hsm_reconnects_total", "PKCS#11 sessions reopened after they broke.")
+LOGIN_FAILURES = Counter("oidc_login_failures_total", "Failed login attempts (wrong user or password, or rate-limited).",
+                         ["reason"])
+
+#: The blueprint of the token endpoints, whose requests the token histogram measures.
+TOKEN_BLUEPRINT = "token"
+
+
+def observe_signature(key_set: str, backend: str, seconds: float) -> None:
+    SIGNING_SECONDS.labels(key_set, backend).observe(seconds)
+
+
+def hsm_event(event: str, error: str | None = None) -> None:
+    """Count HSM trouble reported by the key service ("reconnect" or "error")."""
+    if event == "reconnect":
+        HSM_RECONNECTS.inc()
+    else:
+        HSM_ERRORS.labels(error or "unknown").inc()
+
+
+def token_issued(grant_type: str, client_id: str) -> None:
+    TOKENS_ISSUED.labels(grant_type, client_id).inc()
+
+
+def login_failed(reason: str) -> None:
+    LOGIN_FAILURES.labels(reason).inc()
+
+
+def init_app(app: Flask) -> None:
+    # Hooks of the token blueprint's requests only (/token, /introspect, /revoke):
+    # nothing on every other request.
+    def start_token_timer() -> None:
+        if request.path == urls.TOKEN:
+            g.token_started = time.perf_counter()
+
+    def observe_token_request(response):
+        started = g.get("token_started")
+        if started is not None:
+            grant_type = request.form.get("grant_type", "") if request.method == "POST" else ""
+            if grant_type not in GRANT_TYPES:
+                grant_type = "other"  # never a caller-chosen label value
+            TOKEN_REQUEST_SECONDS.labels(grant_type, str(response.status_code)).observe(
+                time.perf_counter() - started
+            )
+        return response
+
+    app.before_request_funcs.setdefault(TOKEN_BLUEPRINT, []).append(start_token_timer)
+    app.after_request_funcs.setdefault(TOKEN_BLUEPRINT, []).append(observe_token_request)

@@ -1,0 +1,322 @@
+"""Settings: the environment, read once into one validated, frozen object.
+
+Every variable is documented in README.md (deployment, keys, HSM) or in
+docs/configuration-protocol.md (protocol), with its default.  Security choices
+have no silent defaults: a missing system secret, an HSM that is enabled
+without a library or PIN, or a pre-publication period shorter than the JWKS
+cache lifetime are start-up errors whose message names the variable.
+
+:func:`load_settings` is the only reader of the environment in the provider;
+everything else reads the :class:`Settings` it returns (``state.settings``).
+:func:`flask_config` derives the values Flask and its extensions read from
+``app.config`` (session cookie, CSRF, request size, database URL).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from keys.algorithms import get_algorithm
+from keys.errors import UnsupportedAlgorithm
+from keys.service import ACCESS_TOKEN_SET, ID_TOKEN_SET
+
+#: Scopes whose claims this provider knows (OIDC Core §5.4) plus offline_access.
+STANDARD_SCOPES = ("openid", "profile", "email", "offline_access")
+
+#: scrypt cost of password hashes, N = 2**15 (r=8, p=1: 32 MiB), RFC 7914's interactive-login level.
+DEFAULT_PASSWORD_HASH_COST = 2**15
+
+
+class ConfigError(Exception):
+    """A setting is missing or invalid; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting of one provider process (see README.md for each variable)."""
+
+    issuer: str
+    database_url: str
+    secrets_system: tuple[str, ...]
+    # HSM
+    hsm_enabled: bool
+    hsm_library: str
+    hsm_token_label: str | None
+    hsm_slot: int | None
+    hsm_pin: str
+    hsm_key_set_prefix: str
+    hsm_only_key_sets: tuple[str, ...]
+    hsm_destroy_retired_keys: bool
+    # keys
+    id_token_signing_alg: str
+    access_token_signing_alg: str
+    rsa_key_size: int
+    jwks_max_age: int
+    key_prepublication_seconds: int
+    key_retention_seconds: int
+    keys_refresh_seconds: int
+    # tokens
+    access_token_lifetime: int
+    id_token_lifetime: int
+    authorization_code_lifetime: int
+    refresh_token_lifetime: int
+    access_token_default_audience: str
+    scopes_supported: tuple[str, ...]
+    # clients
+    client_cache_seconds: int
+    client_assertion_leeway: int
+    client_assertion_max_lifetime: int
+    # login and the browser session
+    login_session_lifetime: int
+    login_rate_limit_per_account: str
+    login_rate_limit_per_address: str
+    ratelimit_storage_uri: str
+    password_hash_cost: int
+    session_cookie_name: str
+    csrf_time_limit: int
+    max_request_bytes: int
+    # administration and serving
+    admin_api_keys: tuple[str, ...]
+    admin_scope: str
+    trusted_proxy_hops: int
+    forwarded_allow_ips: tuple[str, ...]
+    log_format: str
+    log_level: str
+
+    def __repr__(self) -> str:  # never a secret or PIN in a traceback or log line
+        return f"Settings(issuer={self.issuer!r}, database={self.database_url.split(':', 1)[0]}, ...)"
+
+    @property
+    def key_set_algorithms(self) -> dict[str, str]:
+        """The configured algorithm of each required key set."""
+        return {ID_TOKEN_SET: self.id_token_signing_alg, ACCESS_TOKEN_SET: self.access_token_signing_alg}
+
+    @property
+    def https(self) -> bool:
+        return self.issuer.startswith("https://")
+
+
+# -- parsing ------------------------------------------------------------------------------
+
+
+class _Reader:
+    """Typed reads of one environment mapping, each error naming its variable."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = env
+
+    def text(self, name: str, default: str = "") -> str:
+        value = self.env.get(name)
+        return default if value is None or value == "" else value
+
+    def boolean(self, name: str, default: bool) -> bool:
+        value = self.env.get(name)
+        if value is None or value == "":
+            return default
+        if value.strip().lower() in ("1", "true", "yes", "on"):
+            return True
+        if value.strip().lower() in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"{name} must be true or false, not {value!r}")
+
+    def optional_integer(self, name: str, minimum: int = 0) -> int | None:
+        value = self.env.get(name)
+        if value is None or value == "":
+            return None
+        try:
+            number = int(value)
+        except ValueError:
+            raise ConfigError(f"{name} must be a whole number, not {value!r}") from None
+        if number < minimum:
+            raise ConfigError(f"{name} must be at least {minimum}")
+        return number
+
+    def integer(self, name: str, default: int, minimum: int = 0) -> int:
+        number = self.optional_integer(name, minimum)
+        return default if number is None else number
+
+    def items(self, name: str) -> tuple[str, ...]:
+        return tuple(part.strip() for part in self.env.get(name, "").split(",") if part.strip())
+
+    def algorithm(self, name: str, default: str) -> str:
+        value = self.text(name, default)
+        try:
+            get_algorithm(value)
+        except UnsupportedAlgorithm as exc:
+            raise ConfigError(f"{name}: {exc}") from None
+        return value
+
+    def rate_limit(self, name: str, default: str) -> str:
+        from limits import parse_many
+
+        value = self.text(name, default).strip()
+        try:
+            parse_many(value)
+        except ValueError:
+            raise ConfigError(f"{name} must be a rate limit such as '5/minute;20/hour', not {value!r}") from None
+        return value
+
+
+def _database_url(value: str, instance_path: str) -> str:
+    url = value or "sqlite:///" + os.path.join(instance_path, "oidc.sqlite3")
+    if url.startswith("postgres://"):
+        url = "postgresql://" + url[len("postgres://"):]
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url[len("postgresql://"):]
+    return url
+
+
+def load_settings(env: Mapping[str, str] | None = None, *, instance_path: str) -> Settings:
+    """The settings in ``env`` (the process environment by default), validated."""
+    read = _Reader(os.environ if env is None else env)
+
+    issuer = read.text("OIDC_ISSUER", "http://localhost:8000").rstrip("/")
+    if not issuer.startswith(("https://", "http://")):
+        raise ConfigError("OIDC_ISSUER must be an http(s) URL")
+
+    hsm_enabled = read.boolean("HSM_ENABLED", False)
+    hsm_library = read.text("HSM_LIBRARY")
+    hsm_pin = read.text("HSM_PIN")
+    hsm_token_label = read.text("HSM_TOKEN_LABEL") or None
+    hsm_slot = read.optional_integer("HSM_SLOT")
+    hsm_only = read.items("HSM_ONLY_KEY_SETS")
+    if hsm_enabled:
+        if not hsm_library:
+            raise ConfigError("HSM_ENABLED is true but HSM_LIBRARY is not set")
+        if not hsm_pin:
+            raise ConfigError("HSM_ENABLED is true but HSM_PIN is not set")
+        if hsm_token_label is None and hsm_slot is None:
+            raise ConfigError("HSM_ENABLED is true but neither HSM_TOKEN_LABEL nor HSM_SLOT is set")
+    elif hsm_only:
+        raise ConfigError("HSM_ONLY_KEY_SETS names key sets but HSM_ENABLED is false")
+
+    access_token_lifetime = read.integer("ACCESS_TOKEN_LIFETIME", 3600, minimum=1)
+    id_token_lifetime = read.integer("ID_TOKEN_LIFETIME", 3600, minimum=1)
+    jwks_max_age = read.integer("JWKS_MAX_AGE", 300)
+    prepublication = read.integer("KEY_PREPUBLICATION_SECONDS", 2 * jwks_max_age)
+    if prepublication <= jwks_max_age:
+        raise ConfigError(
+            "KEY_PREPUBLICATION_SECONDS must be longer than JWKS_MAX_AGE, or resource servers "
+            "with a cached JWKS would meet tokens signed by a key they do not know"
+        )
+    longest_token = max(access_token_lifetime, id_token_lifetime)
+    retention = read.integer("KEY_RETENTION_SECONDS", longest_token + jwks_max_age)
+    if retention < longest_token:
+        raise ConfigError(
+            "KEY_RETENTION_SECONDS must be at least the longest token lifetime, or tokens "
+            "would outlive the key that verifies them"
+        )
+
+    scopes = read.text("OIDC_SCOPES_SUPPORTED", " ".join(STANDARD_SCOPES)).replace(",", " ").split()
+    if "openid" not in scopes:
+        raise ConfigError("OIDC_SCOPES_SUPPORTED must include 'openid'")
+    admin_scope = read.text("ADMIN_SCOPE", "admin").strip()
+    if " " in admin_scope:
+        raise ConfigError("ADMIN_SCOPE must be a single scope token")
+    admin_keys = read.items("ADMIN_API_KEYS")
+    for position, key in enumerate(admin_keys, start=1):
+        if len(key) < 32:
+            raise ConfigError(f"ADMIN_API_KEYS key #{position} is shorter than 32 characters")
+
+    forwarded = read.items("FORWARDED_ALLOW_IPS") or ("127.0.0.1", "::1")
+    try:
+        from oidc.web.proxy import parse_networks
+
+        parse_networks(forwarded)
+    except ValueError:
+        raise ConfigError("FORWARDED_ALLOW_IPS must list IP addresses or networks") from None
+    log_format = read.text("LOG_FORMAT", "json").lower()
+    if log_format not in ("json", "text"):
+        raise ConfigError("LOG_FORMAT must be json or text")
+    log_level = read.text("LOG_LEVEL", "INFO").upper()
+    if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ConfigError("LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR")
+    password_cost = read.integer("PASSWORD_HASH_COST", DEFAULT_PASSWORD_HASH_COST, minimum=2)
+    if password_cost & (password_cost - 1):
+        raise ConfigError("PASSWORD_HASH_COST must be a power of two (scrypt's N)")
+
+    return Settings(
+        issuer=issuer,
+        database_url=_database_url(read.text("DATABASE_URL"), instance_path),
+        # Kept as given; keys.sealing.Sealer validates (missing or short is an error).
+        secrets_system=read.items("SECRETS_SYSTEM"),
+        hsm_enabled=hsm_enabled,
+        hsm_library=hsm_library,
+        hsm_token_label=hsm_token_label,
+        hsm_slot=hsm_slot,
+        hsm_pin=hsm_pin,
+        hsm_key_set_prefix=read.text("HSM_KEY_SET_PREFIX"),
+        hsm_only_key_sets=hsm_only,
+        hsm_destroy_retired_keys=read.boolean("HSM_DESTROY_RETIRED_KEYS", False),
+        id_token_signing_alg=read.algorithm("ID_TOKEN_SIGNING_ALG", "RS256"),
+        access_token_signing_alg=read.algorithm("ACCESS_TOKEN_SIGNING_ALG", "ES256"),
+        rsa_key_size=read.integer("RSA_KEY_SIZE", 2048, minimum=2048),
+        jwks_max_age=jwks_max_age,
+        key_prepublication_seconds=prepublication,
+        key_retention_seconds=retention,
+        keys_refresh_seconds=read.integer("KEYS_REFRESH_SECONDS", 10, minimum=1),
+        access_token_lifetime=access_token_lifetime,
+        id_token_lifetime=id_token_lifetime,
+        authorization_code_lifetime=read.integer("AUTHORIZATION_CODE_LIFETIME", 60, minimum=1),
+        refresh_token_lifetime=read.integer("REFRESH_TOKEN_LIFETIME", 30 * 24 * 3600, minimum=1),
+        access_token_default_audience=read.text("ACCESS_TOKEN_DEFAULT_AUDIENCE").strip() or issuer,
+        scopes_supported=tuple(dict.fromkeys(scopes)),
+        client_cache_seconds=read.integer("CLIENT_CACHE_SECONDS", 5, minimum=0),
+        client_assertion_leeway=read.integer("CLIENT_ASSERTION_LEEWAY", 60),
+        client_assertion_max_lifetime=read.integer("CLIENT_ASSERTION_MAX_LIFETIME", 300, minimum=1),
+        login_session_lifetime=read.integer("LOGIN_SESSION_LIFETIME", 8 * 3600, minimum=60),
+        login_rate_limit_per_account=read.rate_limit("LOGIN_RATE_LIMIT_PER_ACCOUNT", "5/minute;20/hour"),
+        login_rate_limit_per_address=read.rate_limit("LOGIN_RATE_LIMIT_PER_ADDRESS", "20/minute;100/hour"),
+        ratelimit_storage_uri=read.text("RATELIMIT_STORAGE_URI", "memory://"),
+        password_hash_cost=password_cost,
+        session_cookie_name=read.text("SESSION_COOKIE_NAME", "op_session"),
+        csrf_time_limit=read.integer("CSRF_TIME_LIMIT", 3600, minimum=60),
+        max_request_bytes=read.integer("MAX_REQUEST_BYTES", 64 * 1024, minimum=4096),
+        admin_api_keys=admin_keys,
+        admin_scope=admin_scope,
+        trusted_proxy_hops=read.integer("TRUSTED_PROXY_HOPS", 0),
+        forwarded_allow_ips=forwarded,
+        log_format=log_format,
+        log_level=log_level,
+    )
+
+
+def flask_config(settings: Settings) -> dict[str, Any]:
+    """What Flask, Flask-SQLAlchemy and Flask-WTF read from ``app.config``."""
+    from oidc.hashing import derive_key
+
+    config: dict[str, Any] = {
+        "SQLALCHEMY_DATABASE_URI": settings.database_url,
+        "SQLALCHEMY_ENGINE_OPTIONS": engine_options(settings.database_url),
+        # Browser session: never readable by scripts, not sent on cross-site
+        # subrequests, and only over TLS when the issuer is https.
+        "SESSION_COOKIE_NAME": settings.session_cookie_name,
+        "SESSION_COOKIE_HTTPONLY": True,
+        "SESSION_COOKIE_SAMESITE": "Lax",
+        "SESSION_COOKIE_SECURE": settings.https,
+        "PERMANENT_SESSION_LIFETIME": settings.login_session_lifetime,
+        "WTF_CSRF_TIME_LIMIT": settings.csrf_time_limit,
+        "WTF_CSRF_SSL_STRICT": False,  # the consent form is posted back to us; Origin checked by SameSite
+        # Request bodies of the protocol endpoints are small; refuse large ones early.
+        "MAX_CONTENT_LENGTH": settings.max_request_bytes,
+        "MAX_FORM_MEMORY_SIZE": settings.max_request_bytes,
+    }
+    if settings.secrets_system and all(len(secret) >= 32 for secret in settings.secrets_system):
+        # Flask signs the session cookie with a key derived from the system
+        # secrets (never a default): the first signs, the others still verify.
+        derived = [derive_key(secret, b"flask session").hex() for secret in settings.secrets_system]
+        config["SECRET_KEY"] = derived[0]
+        config["SECRET_KEY_FALLBACKS"] = derived[1:]
+    return config
+
+
+def engine_options(database_url: str) -> dict[str, Any]:
+    """Connection pool settings: detect dead connections, never hang on a dead server."""
+    options: dict[str, Any] = {"pool_pre_ping": True}
+    if database_url.startswith("postgresql"):
+        options["connect_args"] = {"connect_timeout": 5}
+        options["pool_recycle"] = 1800
+    return options

@@ -1,0 +1,169 @@
+"""Per-process state, in one place: settings, the clock, hashers, the key service.
+
+One :class:`State` is made by :func:`oidc.create_app` and kept in
+``app.extensions``; code that runs in a request or an app context reads it with
+:func:`current_state`.  Nothing here touches the HSM or the database when it is
+made: the key service starts on first use in the serving process (or in
+gunicorn's ``post_worker_init``), because the PKCS#11 library must be loaded and
+logged in inside each worker, after ``fork()``.
+
+The clock is the one every part of the provider reads (token lifetimes, code
+expiry, login age, key rotation), so a test moves time by setting
+``state.clock`` instead of patching modules.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+from flask import Flask, current_app
+
+from keys.hsm import HSMConfig, HSMManager
+from keys.locking import provisioning_lock
+from keys.sealing import Sealer
+from keys.service import KeyService, KeySetPolicy, RotationPolicy
+from keys.software import SoftwareManager
+from keys.store import KeyStore
+from oidc import hashing
+from oidc.db import db, signing_keys
+from oidc.observability import metrics
+from oidc.settings import Settings
+
+if TYPE_CHECKING:
+    from oidc.oauth2.client_cache import ClientCache
+    from oidc.oauth2.server import AuthorizationServer
+
+_EXTENSION = "oidc.state"
+
+
+class Clock:
+    """Wall-clock time in whole seconds since the epoch; ``offset`` moves it (tests)."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def time(self) -> float:
+        return time.time() + self.offset
+
+    def now(self) -> int:
+        return int(self.time())
+
+    def advance(self, seconds: float) -> None:
+        self.offset += seconds
+
+
+class State:
+    """Everything one provider process keeps between requests."""
+
+    def __init__(self, app: Flask, settings: Settings) -> None:
+        self.app = app
+        self.settings = settings
+        self.clock = Clock()
+        self.passwords = hashing.PasswordHasher(settings.password_hash_cost)
+        self._hashers: dict[str, hashing.KeyedHasher] = {}
+        self._key_service: KeyService | None = None
+        self._key_service_lock = threading.Lock()
+        #: Set by oidc.oauth2.server.init_app and oidc.oauth2.client_cache.
+        self.server: AuthorizationServer | None = None
+        self.client_cache: ClientCache | None = None
+        #: Public documents built once (discovery), by name.
+        self.documents: dict[str, Any] = {}
+
+    def hasher(self, purpose: str) -> hashing.KeyedHasher:
+        """The keyed hasher for ``purpose`` (hashing.CLIENT_SECRET, CODE, REFRESH_TOKEN)."""
+        hasher = self._hashers.get(purpose)
+        if hasher is None:
+            hasher = self._hashers[purpose] = hashing.KeyedHasher(self.settings.secrets_system, purpose)
+        return hasher
+
+    # -- the key service ------------------------------------------------------------
+
+    @property
+    def key_service_started(self) -> KeyService | None:
+        """The key service if this process has started it (never starts it)."""
+        return self._key_service
+
+    def key_service(self) -> KeyService:
+        """This process's key service, built and started once (thread-safe)."""
+        if self._key_service is None:
+            with self._key_service_lock:
+                if self._key_service is None:
+                    service = self.build_key_service()
+                    service.start()
+                    self._key_service = service
+        return self._key_service
+
+    def build_key_service(self) -> KeyService:
+        settings = self.settings
+        sealer = Sealer.from_setting(",".join(settings.secrets_system))
+        with self.app.app_context():
+            engine = db.engine
+        store = KeyStore(engine, signing_keys)
+        hsm = None
+        if settings.hsm_enabled:
+            hsm = HSMManager(
+                HSMConfig(
+                    library=settings.hsm_library,
+                    pin=settings.hsm_pin,
+                    token_label=settings.hsm_token_label,
+                    slot=settings.hsm_slot,
+                    key_set_prefix=settings.hsm_key_set_prefix,
+                ),
+                on_event=metrics.hsm_event,
+            )
+        return KeyService(
+            key_sets=[KeySetPolicy(name, alg) for name, alg in settings.key_set_algorithms.items()],
+            store=store,
+            software=SoftwareManager(store, sealer),
+            hsm=hsm,
+            rotation=RotationPolicy(
+                prepublication_seconds=settings.key_prepublication_seconds,
+                retention_seconds=settings.key_retention_seconds,
+                destroy_retired_hsm_keys=settings.hsm_destroy_retired_keys,
+            ),
+            rsa_bits=settings.rsa_key_size,
+            lock=functools.partial(provisioning_lock, engine),
+            refresh_seconds=settings.keys_refresh_seconds,
+            clock=self.clock.time,
+            sign_observer=metrics.observe_signature,
+            hsm_only_sets=settings.hsm_only_key_sets,
+        )
+
+    def close(self) -> None:
+        """Log out of the HSM and drop database connections (tests, tools)."""
+        service = self._key_service
+        if service is not None and service.hsm is not None:
+            service.hsm.close()
+        with self.app.app_context():
+            db.engine.dispose()
+
+
+def init_app(app: Flask, settings: Settings) -> State:
+    state = State(app, settings)
+    app.extensions[_EXTENSION] = state
+    return state
+
+
+def state_of(app: Flask) -> State:
+    return app.extensions[_EXTENSION]
+
+
+def current_state() -> State:
+    """The state of the app handling the current request or command."""
+    return current_app.extensions[_EXTENSION]
+
+
+def settings() -> Settings:
+    return current_state().settings
+
+
+def now() -> int:
+    """The current time, in whole seconds since the epoch, by the app's clock."""
+    return current_state().clock.now()
+
+
+def key_service() -> KeyService:
+    return current_state().key_service()

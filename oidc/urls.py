@@ -1,0 +1,27 @@
+"""Every path the provider serves, defined once.
+
+Blueprints route on these, discovery advertises ``issuer + path``, the
+private_key_jwt audience and the login redirect are built from them, and the
+metrics name them.  The issuer is configuration, never request headers.
+"""
+
+from __future__ import annotations
+
+AUTHORIZE = "/authorize"
+CONSENT = "/authorize/consent"
+LOGIN = "/login"
+LOGOUT = "/logout"
+TOKEN = "/token"
+INTROSPECT = "/introspect"
+REVOKE = "/revoke"
+USERINFO = "/userinfo"
+JWKS = "/.well-known/jwks.json"
+DISCOVERY = "/.well-known/openid-configuration"
+HEALTH_ALIVE = "/health/alive"
+HEALTH_READY = "/health/ready"
+ADMIN = "/admin"
+
+
+def absolute(issuer: str, path: str) -> str:
+    """The URL of ``path`` on this provider, as clients see it."""
+    return issuer + path

@@ -1,0 +1,55 @@
+"""The web layer: thin Flask blueprints over the protocol core and the account services.
+
+==================  =====================================================
+``authorize``       /authorize and the consent page
+``login``           /login (rate-limited)
+``logout``          /logout (RP-Initiated Logout)
+``token``           /token, /introspect, /revoke
+``userinfo``        /userinfo
+``wellknown``       discovery and the JWK Set
+``health``          liveness and readiness
+``admin/``          the admin HTTP API (keys, clients, users)
+``session``         the browser session cookie and the signed-in user
+``errors``          JSON errors, the error page, 503s
+``proxy``           X-Forwarded-* from trusted proxies only
+==================  =====================================================
+"""
+
+from __future__ import annotations
+
+from flask import Flask, Response
+
+from oidc.settings import Settings
+from oidc.web import authorize, errors, health, login, logout, session, token, userinfo, wellknown
+from oidc.web.admin import accounts as admin_accounts
+from oidc.web.admin import keys as admin_keys
+
+_PAGE_HEADERS = (
+    ("X-Frame-Options", "DENY"),
+    ("Content-Security-Policy", "default-src 'none'; style-src 'self' 'unsafe-inline'; frame-ancestors 'none'"),
+    ("Cache-Control", "no-store"),
+    ("Referrer-Policy", "no-referrer"),
+)
+
+
+def security_headers(response: Response) -> Response:
+    """Pages of ours are never framed (clickjacking of the consent page) nor sniffed."""
+    # (``name not in headers`` rather than ``headers.setdefault``, which raises and
+    # catches an exception for each header it adds: this runs on every response.)
+    headers = response.headers
+    headers["X-Content-Type-Options"] = "nosniff"
+    if response.mimetype == "text/html":
+        for name, value in _PAGE_HEADERS:
+            if name not in headers:
+                headers[name] = value
+    return response
+
+
+def init_app(app: Flask, settings: Settings) -> None:
+    errors.init_app(app)
+    session.init_app(app)
+    login.init_app(app, settings)
+    for blueprint in (wellknown.bp, health.bp, authorize.bp, logout.bp, token.bp, userinfo.bp,
+                      admin_keys.bp, admin_accounts.bp):
+        app.register_blueprint(blueprint)
+    app.after_request(security_headers)

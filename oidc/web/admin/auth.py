@@ -1,0 +1,60 @@
+"""Who may call the admin API.
+
+``Authorization: Bearer <key>`` where ``<key>`` is one of the ``ADMIN_API_KEYS``
+(each at least 32 characters; generate one with
+``python -c 'import secrets; print(secrets.token_urlsafe(32))'``), or an active
+access token of this provider that carries the ``ADMIN_SCOPE`` scope.  Without
+either the admin API is closed: every request gets 401.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Callable
+from functools import wraps
+from typing import Any
+
+from flask import request
+
+from oidc.oauth2.bearer import validate_access_token
+from oidc.state import current_state
+from oidc.web.errors import error_response
+
+_BEARER = "Bearer "
+
+
+def _digest(value: str) -> bytes:
+    return hashlib.sha256(value.encode("utf-8")).digest()
+
+
+def admin_key_valid(authorization: str | None) -> bool:
+    """Constant-time check of a bearer key against every configured admin key."""
+    if not authorization or not authorization.startswith(_BEARER):
+        return False
+    presented = _digest(authorization[len(_BEARER):].strip())
+    valid = False
+    for key in current_state().settings.admin_api_keys:
+        valid |= hmac.compare_digest(presented, _digest(key))
+    return valid
+
+
+def admin_access_token_valid(authorization: str | None) -> bool:
+    """Whether the bearer credential is an active access token of ours with the admin scope."""
+    if not authorization or not authorization.startswith(_BEARER) or authorization.count(".") != 2:
+        return False
+    token = validate_access_token(authorization[len(_BEARER):].strip())
+    return token is not None and current_state().settings.admin_scope in token.scope.split()
+
+
+def require_admin(view: Callable[..., Any]) -> Callable[..., Any]:
+    @wraps(view)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        authorization = request.headers.get("Authorization")
+        if not (admin_key_valid(authorization) or admin_access_token_valid(authorization)):
+            response = error_response(401, "invalid_token", "valid admin credentials are required")
+            response.headers["WWW-Authenticate"] = 'Bearer realm="admin"'
+            return response
+        return view(*args, **kwargs)
+
+    return wrapper

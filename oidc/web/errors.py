@@ -1,0 +1,86 @@
+"""Error responses: the standard error code and a description, never a trace.
+
+JSON (``{"error", "error_description"}``, ``Cache-Control: no-store``) for the
+API endpoints; an HTML page for the browser pages, whose errors must never be
+redirected when the client or its redirect URI is not trusted.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Flask, Response, jsonify, render_template
+from sqlalchemy.exc import DBAPIError, OperationalError
+from werkzeug.exceptions import HTTPException
+
+from keys.errors import KeyServiceError
+from oidc.db import db
+
+log = logging.getLogger(__name__)
+
+#: The error code of each HTTP error the framework raises (routing, size limits).
+_HTTP_ERROR_CODES = {400: "invalid_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+                     405: "method_not_allowed", 413: "request_too_large", 429: "too_many_requests"}
+#: Seconds a client should wait before retrying after a 503.
+RETRY_AFTER_SECONDS = "5"
+
+
+def no_store(response: Response) -> Response:
+    """Mark a response that carries tokens, secrets or personal data as never cached (RFC 6749 §5.1)."""
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def error_response(status: int, error: str, description: str) -> Response:
+    """A JSON error response."""
+    response = jsonify(error=error, error_description=description)
+    response.status_code = status
+    return no_store(response)
+
+
+def error_page(error: str, description: str, status: int = 400) -> tuple[str, int]:
+    """The HTML error page."""
+    return render_template("error.html", error=error, description=description), status
+
+
+def unavailable() -> Response:
+    """503 ``temporarily_unavailable`` with ``Retry-After``: a dependency is down, retry soon."""
+    response = error_response(503, "temporarily_unavailable", "the service is temporarily unavailable")
+    response.headers["Retry-After"] = RETRY_AFTER_SECONDS
+    return response
+
+
+def init_app(app: Flask) -> None:
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException) -> Response:
+        code = _HTTP_ERROR_CODES.get(exc.code or 500, "server_error")
+        response = error_response(exc.code or 500, code, exc.description or code)
+        valid_methods = getattr(exc, "valid_methods", None)
+        if exc.code == 405 and valid_methods:
+            response.headers["Allow"] = ", ".join(valid_methods)
+        return response
+
+    @app.errorhandler(OperationalError)
+    @app.errorhandler(DBAPIError)
+    def database_unavailable(exc: Exception) -> Response:
+        # The database is down or restarting: a clear, retryable 503 instead
+        # of a trace; the pool reconnects by itself (pool_pre_ping).
+        if isinstance(exc, DBAPIError) and not isinstance(exc, OperationalError) and not exc.connection_invalidated:
+            return unexpected(exc)
+        log.error("database unavailable: %s", type(exc.orig if isinstance(exc, DBAPIError) else exc).__name__)
+        try:
+            db.session.rollback()
+        except Exception:  # the connection is already gone
+            pass
+        return unavailable()
+
+    @app.errorhandler(KeyServiceError)
+    def signing_unavailable(exc: Exception) -> Response:
+        log.error("signing unavailable: %s", exc)
+        return unavailable()
+
+    @app.errorhandler(Exception)
+    def unexpected(exc: Exception) -> Any:
+        log.error("unhandled error: %s", type(exc).__name__, exc_info=exc)
+        return error_response(500, "server_error", "the server could not complete the request")

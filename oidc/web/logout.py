@@ -1,0 +1,50 @@
+"""``/logout``: OpenID Connect RP-Initiated Logout 1.0.
+
+Without an ID token hint that names the signed-in user, the user is asked
+first: a third party must not be able to sign users out with a bare link (§6).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, redirect, render_template, request, session
+from flask_wtf import FlaskForm
+
+from oidc import urls
+from oidc.oauth2.end_session import validate_end_session_request
+from oidc.oauth2.errors import ErrorPage
+from oidc.observability import audit
+from oidc.web.errors import error_page
+from oidc.web.session import current_login, sign_out
+
+bp = Blueprint("logout", __name__)
+
+
+class LogoutForm(FlaskForm):
+    pass
+
+
+@bp.route(urls.LOGOUT, methods=["GET", "POST"])
+def logout() -> Any:
+    """End the session; then go back to the RP (an exact registered post-logout URI) or say so."""
+    try:
+        end_session = validate_end_session_request(request.values)
+    except ErrorPage as page:
+        return error_page(page.error, page.description)
+
+    login = current_login()
+    if login is not None and not end_session.hint_names(str(login.user.subject)):
+        form = LogoutForm()
+        if request.method == "GET" or not form.validate_on_submit() or request.form.get("confirm") != "yes":
+            return render_template("logout_confirm.html", form=form, hidden=end_session.params,
+                                   client=end_session.client)
+    if login is not None:
+        sign_out()
+        audit.record("logout", "logout", sub=login.user.subject)
+    else:
+        session.clear()
+    location = end_session.redirect_location()
+    if location is not None:
+        return redirect(location, code=303)
+    return render_template("logged_out.html")

@@ -1,0 +1,91 @@
+"""Public metadata: the JWK Set and OpenID Provider discovery document."""
+
+from __future__ import annotations
+
+import functools
+import json
+from typing import Any
+
+from flask import Blueprint, Response, request
+from werkzeug.http import quote_etag
+
+from oidc import urls
+from oidc.oauth2 import methods
+from oidc.settings import Settings
+from oidc.state import current_state
+
+bp = Blueprint("wellknown", __name__)
+
+
+@bp.get(urls.JWKS)
+def jwks() -> Response:
+    """Public keys of every published key, served from the key service's snapshot.
+
+    Resource servers cache it for ``JWKS_MAX_AGE`` seconds and revalidate with
+    ``If-None-Match``; a new signing key is published longer than that before it
+    signs, so a cached copy never lacks the key of a token it meets.  The body
+    and its headers are built once per key change: this is the most fetched
+    document a provider serves.
+    """
+    state = current_state()
+    body, etag = state.key_service().jwks_document()
+    headers = _jwks_headers(etag, state.settings.jwks_max_age)
+    if "HTTP_IF_NONE_MATCH" in request.environ and request.if_none_match.contains(etag):
+        return Response(status=304, headers=headers)
+    return Response(body, status=200, headers=headers, content_type="application/jwk-set+json")
+
+
+@functools.lru_cache(maxsize=8)
+def _jwks_headers(etag: str, max_age: int) -> tuple[tuple[str, str], ...]:
+    return (
+        ("Cache-Control", f"public, max-age={max_age}"),
+        ("Access-Control-Allow-Origin", "*"),
+        ("ETag", quote_etag(etag)),
+    )
+
+
+def discovery_document(settings: Settings) -> dict[str, Any]:
+    """OpenID Provider metadata (OIDC Discovery 1.0 §3, RFC 8414 §2): exactly what is supported."""
+    issuer = settings.issuer
+    return {
+        "issuer": issuer,
+        "jwks_uri": urls.absolute(issuer, urls.JWKS),
+        "authorization_endpoint": urls.absolute(issuer, urls.AUTHORIZE),
+        "token_endpoint": urls.absolute(issuer, urls.TOKEN),
+        "userinfo_endpoint": urls.absolute(issuer, urls.USERINFO),
+        "introspection_endpoint": urls.absolute(issuer, urls.INTROSPECT),
+        "revocation_endpoint": urls.absolute(issuer, urls.REVOKE),
+        "end_session_endpoint": urls.absolute(issuer, urls.LOGOUT),
+        "scopes_supported": list(settings.scopes_supported),
+        "response_types_supported": list(methods.RESPONSE_TYPES),
+        "response_modes_supported": list(methods.RESPONSE_MODES),
+        "grant_types_supported": list(methods.GRANT_TYPES),
+        "subject_types_supported": ["public"],
+        "id_token_signing_alg_values_supported": [settings.id_token_signing_alg],
+        "token_endpoint_auth_methods_supported": list(methods.AUTH_METHODS),
+        "token_endpoint_auth_signing_alg_values_supported": list(methods.ASSERTION_ALGORITHMS),
+        "introspection_endpoint_auth_methods_supported": list(methods.CONFIDENTIAL_AUTH_METHODS),
+        "revocation_endpoint_auth_methods_supported": list(methods.AUTH_METHODS),
+        "code_challenge_methods_supported": list(methods.CODE_CHALLENGE_METHODS),
+        "claims_supported": list(methods.CLAIMS_SUPPORTED),
+        "prompt_values_supported": list(methods.PROMPT_VALUES),
+        "claims_parameter_supported": False,
+        "request_parameter_supported": False,
+        "request_uri_parameter_supported": False,
+        "authorization_response_iss_parameter_supported": True,
+        "frontchannel_logout_supported": False,
+        "backchannel_logout_supported": False,
+    }
+
+
+@bp.get(urls.DISCOVERY)
+def openid_configuration() -> Response:
+    state = current_state()
+    cached = state.documents.get("discovery")
+    if cached is None:
+        cached = state.documents["discovery"] = json.dumps(discovery_document(state.settings), indent=2).encode()
+    return Response(
+        cached,
+        content_type="application/json",
+        headers={"Cache-Control": "public, max-age=3600", "Access-Control-Allow-Origin": "*"},
+    )

@@ -1,0 +1,168 @@
+"""The layering of DESIGN.md, read from the imports of the source itself.
+
+* ``keys/`` knows nothing about OAuth or Flask: it never imports ``oidc`` or ``flask``;
+* the protocol core (``oidc.oauth2``, ``oidc.accounts``) never imports the web layer (``oidc.web``);
+* no import cycles among the project's modules.
+
+Every ``import`` counts, at module level or inside a function: an import
+deferred into a function is still a dependency.  Imports under
+``if TYPE_CHECKING:`` are not run and do not count (as in import-linter).
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = ("oidc", "keys")
+
+#: (importing modules' prefix, forbidden imported prefixes, why)
+RULES = [
+    ("keys", ("oidc", "flask"), "keys/ never imports oidc or flask"),
+    ("oidc.oauth2", ("oidc.web",), "the protocol core never imports the web layer"),
+    ("oidc.accounts", ("oidc.web",), "the account services never import the web layer"),
+]
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def project_sources() -> dict[str, str]:
+    """Every module of the project's packages, by dotted name (migration scripts excluded)."""
+    sources = {}
+    for package in PACKAGES:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            if "migrations" in path.parts:
+                continue
+            sources[_module_name(path)] = path.read_text()
+    return sources
+
+
+def _is_type_checking(node: ast.AST) -> bool:
+    test = getattr(node, "test", None)
+    return isinstance(node, ast.If) and (
+        (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING")
+        or (isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"))
+
+
+def _run_time_nodes(tree: ast.AST) -> list[ast.AST]:
+    """Every node of ``tree`` except those under ``if TYPE_CHECKING:``."""
+    nodes, pending = [], [tree]
+    while pending:
+        node = pending.pop()
+        nodes.append(node)
+        pending.extend(child for child in ast.iter_child_nodes(node) if not _is_type_checking(child))
+    return nodes
+
+
+def imports_of(module: str, source: str, known: set[str]) -> set[str]:
+    """The modules ``module`` imports: project modules by their exact name, others by their top name."""
+    found: set[str] = set()
+    is_package = any(name.startswith(module + ".") for name in known)
+    for node in _run_time_nodes(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:  # relative: resolve against this module's package
+                base = module.split(".") if is_package else module.split(".")[:-1]
+                base = base[: len(base) - node.level + 1]
+                prefix = ".".join(base + ([node.module] if node.module else []))
+            else:
+                prefix = node.module or ""
+            for alias in node.names:
+                candidate = f"{prefix}.{alias.name}"
+                found.add(candidate if candidate in known else prefix)
+    return found
+
+
+def import_graph(sources: dict[str, str]) -> dict[str, set[str]]:
+    known = set(sources)
+    return {module: imports_of(module, source, known) for module, source in sources.items()}
+
+
+def layering_violations(graph: dict[str, set[str]]) -> list[str]:
+    problems = []
+    for module, imported in sorted(graph.items()):
+        for prefix, forbidden, why in RULES:
+            if module != prefix and not module.startswith(prefix + "."):
+                continue
+            for target in sorted(imported):
+                if any(target == bad or target.startswith(bad + ".") for bad in forbidden):
+                    problems.append(f"{module} imports {target}: {why}")
+    return problems
+
+
+def import_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected groups of more than one project module (Tarjan's algorithm)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    cycles: list[list[str]] = []
+    counter = 0
+
+    def visit(node: str) -> None:
+        nonlocal counter
+        index[node] = low[node] = counter
+        counter += 1
+        stack.append(node)
+        on_stack.add(node)
+        for target in graph.get(node, ()):
+            if target not in graph:
+                continue  # not a project module
+            if target not in index:
+                visit(target)
+                low[node] = min(low[node], low[target])
+            elif target in on_stack:
+                low[node] = min(low[node], index[target])
+        if low[node] == index[node]:
+            group = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                group.append(member)
+                if member == node:
+                    break
+            if len(group) > 1 or node in graph.get(node, ()):
+                cycles.append(sorted(group))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return cycles
+
+
+def test_the_project_keeps_its_layers_and_has_no_import_cycles():
+    graph = import_graph(project_sources())
+    assert {"oidc.oauth2.server", "oidc.web.token", "keys.hsm"} <= set(graph)  # the tree was read
+    assert layering_violations(graph) == []
+    assert import_cycles(graph) == []
+
+
+@pytest.mark.parametrize("sources, expected", [
+    pytest.param({"keys.hsm": "import flask\n"}, "keys.hsm imports flask", id="keys-imports-flask"),
+    pytest.param({"keys.hsm": "def f():\n    from oidc import state\n", "oidc.state": ""},
+                 "keys.hsm imports oidc.state", id="keys-imports-oidc-in-a-function"),
+    pytest.param({"oidc.oauth2.jwt": "from oidc.web.errors import no_store\n", "oidc.web.errors": ""},
+                 "oidc.oauth2.jwt imports oidc.web.errors", id="core-imports-web"),
+    pytest.param({"oidc.accounts.users": "from ..web import login\n", "oidc.web.login": "", "oidc.web": "",
+                  "oidc.accounts": ""},
+                 "oidc.accounts.users imports oidc.web.login", id="accounts-imports-web-relatively"),
+])
+def test_the_check_notices_a_layering_violation(sources, expected):
+    assert expected in " ".join(layering_violations(import_graph(sources)))
+
+
+def test_the_check_notices_an_import_cycle():
+    sources = {"oidc.a": "from oidc import b\n", "oidc.b": "def f():\n    import oidc.c\n", "oidc.c": "import oidc.a\n",
+               "oidc.d": "import oidc.a\n",
+               "oidc.e": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import oidc.f\n",
+               "oidc.f": "import oidc.e\n"}
+    assert import_cycles(import_graph(sources)) == [["oidc.a", "oidc.b", "oidc.c"]]
