@@ -234,7 +234,8 @@ def load_settings(env: Mapping[str, str] | None = None, *, instance_path: str) -
     log_level = read.text("LOG_LEVEL", "INFO").upper()
     if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError("LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR")
-    password_cost = read.integer("PASSWORD_HASH_COST", DEFAULT_PASSWORD_HASH_COST, minimum=2)
+    # 2**8 is the least werkzeug's scrypt memory bound allows; below the default is for tests only.
+    password_cost = read.integer("PASSWORD_HASH_COST", DEFAULT_PASSWORD_HASH_COST, minimum=2**8)
     if password_cost & (password_cost - 1):
         raise ConfigError("PASSWORD_HASH_COST must be a power of two (scrypt's N)")
 

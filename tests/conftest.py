@@ -2,10 +2,16 @@
 
 * SoftHSM2 tokens live in a temporary directory named by ``SOFTHSM2_CONF``,
   set before the PKCS#11 library is first loaded in this process.
-* Every database test runs twice: on an SQLite file and on a fresh PostgreSQL
-  database (``TEST_POSTGRES_URL``, default ``postgresql://postgres@127.0.0.1:5432/test``).
+* A test that uses ``database_url`` runs on an SQLite file; one marked
+  ``both_databases`` (it tests the database's own behaviour: transactions,
+  locks, claims, constraints, query plans, migrations, several processes)
+  runs twice, on SQLite and on a fresh PostgreSQL database
+  (``TEST_POSTGRES_URL``, default ``postgresql://postgres@127.0.0.1:5432/test``).
   Where SoftHSM2 or PostgreSQL is missing the tests are skipped, except in CI
   (``CI=true``), where a missing dependency is a failure.
+* Databases are copies of a template migrated once per session; the ``op``
+  fixtures start from a template whose software keys were provisioned once
+  per session too (tests of key generation build their apps on an empty one).
 """
 
 from __future__ import annotations
@@ -214,7 +220,21 @@ def _postgres_database(request: pytest.FixtureRequest, template: str | None) -> 
         connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+DATABASES = ("sqlite", "postgresql")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """``database_url``: SQLite, and PostgreSQL too for tests marked ``both_databases``."""
+    if "database_url" not in metafunc.fixturenames:
+        return
+    if any(mark.args and "database_url" in str(mark.args[0]).split(",")
+           for mark in metafunc.definition.iter_markers("parametrize")):
+        return  # the test chose its databases itself
+    both = metafunc.definition.get_closest_marker("both_databases") is not None
+    metafunc.parametrize("database_url", DATABASES if both else DATABASES[:1], indirect=True)
+
+
+@pytest.fixture
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A fresh database with the current schema: an SQLite file, or a new PostgreSQL database.
 
@@ -229,6 +249,49 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
     yield from _postgres_database(request, request.getfixturevalue("postgres_template"))
 
 
+@pytest.fixture
+def provisioned_database_url(request: pytest.FixtureRequest, database_url: str, tmp_path: Path) -> Iterator[str]:
+    """Like ``database_url``, with the software keys of ``SESSION_SECRET`` already provisioned."""
+    if database_url.startswith("sqlite"):
+        path = tmp_path / "provisioned.sqlite3"
+        shutil.copyfile(request.getfixturevalue("provisioned_sqlite_template"), path)
+        yield f"sqlite:///{path}"
+        return
+    yield from _postgres_database(request, request.getfixturevalue("provisioned_postgres_template"))
+
+
+def _provision(url: str) -> None:
+    """Generate the required key sets' software keys into ``url`` once."""
+    from oidc import create_app
+    from oidc.state import state_of
+
+    app = create_app({"TESTING": True}, env={"DATABASE_URL": url, "SECRETS_SYSTEM": SESSION_SECRET})
+    state_of(app).key_service()
+    state_of(app).close()
+
+
+@pytest.fixture(scope="session")
+def provisioned_sqlite_template(sqlite_template: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("provisioned") / "provisioned.sqlite3"
+    shutil.copyfile(sqlite_template, path)
+    _provision(f"sqlite:///{path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def provisioned_postgres_template(postgres_server: str, postgres_template: str) -> Iterator[str]:
+    import psycopg
+
+    name = f"oidc_provisioned_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(postgres_server, autocommit=True) as connection:
+        connection.execute(f'CREATE DATABASE "{name}" TEMPLATE "{postgres_template}"')
+    base, _, _ = postgres_server.rpartition("/")
+    _provision(f"{base}/{name}")
+    yield name
+    with psycopg.connect(postgres_server, autocommit=True) as connection:
+        connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A database with no tables at all."""
@@ -241,9 +304,16 @@ def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterat
 # -- the app --------------------------------------------------------------------
 
 
+#: One system secret for the session: the provisioned templates' keys are sealed under it.
+SESSION_SECRET = secrets.token_urlsafe(32)
+#: scrypt's N for the tests' password hashes: the production cost is proven by one test
+#: (tests/test_passwords.py); every other login should not spend 50-100 ms on it.
+TEST_PASSWORD_HASH_COST = "256"
+
+
 @pytest.fixture
 def system_secret() -> str:
-    return secrets.token_urlsafe(32)
+    return SESSION_SECRET
 
 
 @pytest.fixture
@@ -259,6 +329,7 @@ def base_env(database_url: str, system_secret: str, admin_key: str) -> dict[str,
         "SECRETS_SYSTEM": system_secret,
         "ADMIN_API_KEYS": admin_key,
         "OIDC_ISSUER": "https://op.example.test",
+        "PASSWORD_HASH_COST": TEST_PASSWORD_HASH_COST,
     }
 
 

@@ -190,8 +190,9 @@ class Provider:
 
 
 @pytest.fixture
-def op(make_app: Any, base_env: dict[str, str]) -> Provider:
-    return Provider(make_app(base_env))
+def op(make_app: Any, base_env: dict[str, str], provisioned_database_url: str) -> Provider:
+    """A provider with software keys (provisioned once per session) on the test database."""
+    return Provider(make_app({**base_env, "DATABASE_URL": provisioned_database_url}))
 
 
 @pytest.fixture

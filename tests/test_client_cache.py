@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+import pytest
 from sqlalchemy import create_engine, text
 
 from oidc_fixtures import Provider
@@ -54,6 +55,7 @@ def _disable_from_elsewhere(database_url: str, client_id: str) -> None:
     engine.dispose()
 
 
+@pytest.mark.both_databases
 def test_changes_made_elsewhere_apply_within_client_cache_seconds(make_app, base_env):
     op = Provider(make_app({**base_env, "CLIENT_CACHE_SECONDS": "1"}))
     client_id, secret = _client(op)

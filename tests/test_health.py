@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from sqlalchemy import create_engine
 
 from support import start_key_service
@@ -30,6 +31,7 @@ def test_ready_with_hsm_and_a_broken_session(make_app, hsm_env):
     assert client.get("/health/ready").status_code == 200
 
 
+@pytest.mark.both_databases
 def test_not_ready_when_the_database_is_unreachable(make_app, base_env, tmp_path):
     # An SQLite database inside a directory that does not exist cannot be opened.
     app = make_app(base_env)

@@ -452,6 +452,7 @@ def test_a_login_lost_behind_the_managers_back_does_not_hide_the_key_pairs(softh
         second.close()
 
 
+@pytest.mark.both_databases
 def test_a_lost_login_does_not_turn_an_hsm_set_into_a_software_one(make_app, hsm_env, softhsm, token):
     first_app = make_app(hsm_env)
     first = start_key_service(first_app)

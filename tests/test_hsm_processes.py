@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from sqlalchemy import create_engine, text
 from test_hsm_manager import published, verify_signature
 
@@ -23,6 +24,8 @@ from support import start_key_service
 
 ROOT = Path(__file__).resolve().parent.parent
 PROCESSES = 4
+
+pytestmark = pytest.mark.both_databases
 
 #: One provider process: build the app, migrate, start the key service, sign once per set.
 WORKER = r"""

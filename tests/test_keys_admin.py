@@ -82,6 +82,7 @@ def test_admin_api_manages_keys(make_app, base_env, admin_key):
     assert "imp-1" not in {key["kid"] for key in client.get("/.well-known/jwks.json").json["keys"]}
 
 
+@pytest.mark.both_databases
 @pytest.mark.parametrize(
     "path, body, status, fragment",
     [

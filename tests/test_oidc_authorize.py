@@ -266,6 +266,7 @@ def test_repeated_parameter_is_invalid_request(op):
     assert query_of(response.headers["Location"])["error"] == ["invalid_request"]
 
 
+@pytest.mark.both_databases
 def test_consent_submitted_twice_at_once_records_one_consent_and_both_get_a_code(op, monkeypatch):
     """A double click: both submissions pass the "not yet consented" check before either commits."""
     from werkzeug.datastructures import MultiDict

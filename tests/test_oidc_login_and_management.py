@@ -182,6 +182,7 @@ def test_rotated_secret_replaces_the_old_one(op):
     assert op.post("/token", data=data, auth=(client_id, rotated)).status_code == 200
 
 
+@pytest.mark.both_databases
 def test_deleting_a_client_deletes_what_was_issued_to_it(op):
     op.add_user()
     client_id, secret = op.add_client()

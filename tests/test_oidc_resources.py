@@ -123,6 +123,7 @@ def test_introspection_needs_client_authentication(op):
     assert op.post("/introspect", data={}, auth=(confidential, secret)).json["error"] == "invalid_request"
 
 
+@pytest.mark.both_databases
 def test_revocation(op):
     op.add_user()
     client_id, secret = op.add_client()
@@ -230,6 +231,7 @@ def test_logout_without_hint_asks_for_confirmation(op):
     assert "Sign out?" not in op.get("/logout").text
 
 
+@pytest.mark.both_databases
 def test_client_credentials_token_is_stateless_until_revoked(op):
     """Issuing a client_credentials token writes nothing; revoking it records its jti."""
     client_id, secret = op.add_client(grant_types=["client_credentials"], scope="api")

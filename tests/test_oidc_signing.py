@@ -50,6 +50,7 @@ def test_software_keys_every_alg(make_app, base_env, alg):
     _full_flow(provider, alg, alg)
 
 
+@pytest.mark.both_databases
 @pytest.mark.parametrize("alg", ["RS256", "EdDSA"])
 def test_software_keys_both_databases(make_app, base_env, alg):
     provider = Provider(make_app({**base_env, "ID_TOKEN_SIGNING_ALG": alg}))

@@ -40,6 +40,7 @@ def test_code_exchange_gives_signed_id_and_rfc9068_access_tokens(op):
     assert id_claims["email"] == "alice@example.test" and id_claims["preferred_username"] == "alice"
 
 
+@pytest.mark.both_databases
 def test_code_is_single_use_and_replay_revokes_what_it_issued(op):
     op.add_user()
     client_id, secret = op.add_client()
@@ -53,6 +54,7 @@ def test_code_is_single_use_and_replay_revokes_what_it_issued(op):
     _assert_error(refresh, 400, "invalid_grant")
 
 
+@pytest.mark.both_databases
 @pytest.mark.parametrize("case", ["wrong verifier", "missing verifier", "wrong redirect_uri",
                                   "missing redirect_uri", "unknown code", "other client"])
 def test_bad_code_exchanges_are_invalid_grant_and_write_nothing(op, case):
@@ -189,6 +191,7 @@ def test_secrets_in_the_url_and_wrong_content_type_are_refused(op):
     assert op.get("/token").status_code == 405
 
 
+@pytest.mark.both_databases
 def test_refresh_rotation_and_reuse_revokes_the_family(op):
     op.add_user()
     client_id, secret = op.add_client()
@@ -283,6 +286,7 @@ def _assertion(key, client_id: str, *, aud: str = f"{ISSUER}/token", jti: str | 
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 
 
+@pytest.mark.both_databases
 def test_private_key_jwt_and_jti_replay(op):
     key, jwks = _keypair()
     client_id, secret = op.add_client(grant_types=["client_credentials"], scope="api",
@@ -335,6 +339,7 @@ def test_secret_based_client_cannot_use_an_assertion(op):
     assert response.json["error"] == "invalid_client"
 
 
+@pytest.mark.both_databases
 def test_client_secrets_are_stored_as_keyed_hashes_and_codes_too(op):
     op.add_user()
     client_id, secret = op.add_client()

@@ -11,7 +11,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from sqlalchemy import select
+
+pytestmark = pytest.mark.both_databases
 
 
 def _hot_statements() -> dict[str, Any]:

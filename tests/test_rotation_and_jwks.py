@@ -113,6 +113,7 @@ def test_jwks_does_no_database_work_per_request(make_app, base_env):
     assert statements == []
 
 
+@pytest.mark.both_databases
 def test_other_processes_see_new_keys_after_the_refresh_interval(make_app, base_env):
     env = {**base_env, "KEYS_REFRESH_SECONDS": "5"}
     first = start_key_service(make_app(env))

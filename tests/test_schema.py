@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import pytest
 from sqlalchemy import create_engine, inspect
 
 from oidc import create_app
 from oidc.db import db
 from oidc.schema import upgrade_schema
+
+pytestmark = pytest.mark.both_databases
 
 
 def test_migrations_build_the_schema_from_an_empty_database(empty_database_url):

@@ -15,6 +15,7 @@ def _get_json(url: str) -> dict:
         return json.load(response)
 
 
+@pytest.mark.both_databases
 def test_gunicorn_workers_share_one_provisioned_key_pair_per_set(hsm_env, softhsm, token, tmp_path):
     server = Gunicorn(hsm_env, workers=2, log_path=tmp_path / "gunicorn.log")
     try:

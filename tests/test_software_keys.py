@@ -59,6 +59,7 @@ def test_default_algorithms_are_rs256_2048_and_es256(make_app, base_env):
     assert public_key_from_jwk(service.public_key(id_signer.kid)).key_size == 2048
 
 
+@pytest.mark.both_databases
 def test_private_keys_are_sealed_not_stored_in_clear(make_app, base_env):
     app = make_app({**base_env, "ACCESS_TOKEN_SIGNING_ALG": "EdDSA"})
     service = start_key_service(app)
@@ -80,6 +81,7 @@ def test_tampered_ciphertext_is_refused(make_app, base_env):
         fresh.start()
 
 
+@pytest.mark.both_databases
 def test_sealed_key_copied_onto_another_row_does_not_open(make_app, base_env):
     app = make_app(base_env)
     service = start_key_service(app)
@@ -118,6 +120,7 @@ def test_sealer_binds_set_and_kid():
         sealer.open(b"\x01short", key_set="a", kid="1")
 
 
+@pytest.mark.both_databases
 def test_secret_rotation_with_reseal_command(make_app, base_env, system_secret):
     app = make_app(base_env)
     service = start_key_service(app)
@@ -143,6 +146,7 @@ def test_secret_rotation_with_reseal_command(make_app, base_env, system_secret):
         build_key_service(make_app({**base_env, "SECRETS_SYSTEM": system_secret})).start()
 
 
+@pytest.mark.both_databases
 def test_reseal_with_an_unopenable_row_writes_nothing(make_app, base_env, system_secret):
     app = make_app(base_env)
     service = start_key_service(app)
