@@ -30,6 +30,8 @@ from tests.serving import Gunicorn, free_port
 
 from support import json_lines, missing
 
+pytestmark = pytest.mark.e2e
+
 
 def _get(url: str, *, headers: dict[str, str] | None = None, context: ssl.SSLContext | None = None,
          timeout: float = 10) -> tuple[int, dict[str, str], bytes]:

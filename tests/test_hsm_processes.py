@@ -25,7 +25,7 @@ from support import start_key_service
 ROOT = Path(__file__).resolve().parent.parent
 PROCESSES = 4
 
-pytestmark = pytest.mark.both_databases
+pytestmark = [pytest.mark.e2e, pytest.mark.both_databases]
 
 #: One provider process: build the app, migrate, start the key service, sign once per set.
 WORKER = r"""

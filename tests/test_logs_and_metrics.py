@@ -27,7 +27,7 @@ from support import json_lines
 CALLBACK = "http://127.0.0.1:9/callback"
 LOGGED_OUT = "http://127.0.0.1:9/logged-out"
 
-pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+pytestmark = [pytest.mark.e2e, pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)]
 
 
 def _serve(make_app: Any, env: dict[str, str], tmp_path: Any, **extra: str) -> tuple[Gunicorn, dict[str, Any]]:

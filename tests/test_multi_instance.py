@@ -27,7 +27,7 @@ CALLBACK = "http://127.0.0.1:9/callback"  # never contacted: the redirect is rea
 RACES = 5
 
 # Several hosts share PostgreSQL, never an SQLite file.
-pytestmark = pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+pytestmark = [pytest.mark.e2e, pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)]
 
 
 @pytest.fixture

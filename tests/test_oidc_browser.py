@@ -17,6 +17,8 @@ import pytest
 from oidc_fixtures import PASSWORD, pkce_pair, serve_with_gunicorn
 from support import chromium_executable
 
+pytestmark = pytest.mark.e2e
+
 CALLBACK = "http://127.0.0.1:9/callback"
 
 

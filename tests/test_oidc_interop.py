@@ -22,6 +22,8 @@ import pytest
 
 from oidc_fixtures import PASSWORD, serve_with_gunicorn
 
+pytestmark = pytest.mark.e2e
+
 RP_CALLBACK = "http://127.0.0.1:9/callback"  # never contacted: the redirect is read, not followed
 RP_LOGGED_OUT = "http://127.0.0.1:9/logged-out"
 

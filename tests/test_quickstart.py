@@ -19,11 +19,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 import requests
 
 from tests.serving import ROOT, free_port
 
 from support import chromium_executable, stop_process_group
+
+pytestmark = pytest.mark.e2e
 
 
 def _wait_for(url: str, process: subprocess.Popen, output: Path, timeout: float = 90) -> None:

@@ -9,6 +9,8 @@ import pytest
 
 from tests.serving import Gunicorn
 
+pytestmark = pytest.mark.e2e
+
 
 def _get_json(url: str) -> dict:
     with urllib.request.urlopen(url, timeout=10) as response:
