@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -192,32 +193,33 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
-def postgres_template(postgres_server: str) -> Iterator[str]:
-    """A PostgreSQL database with the schema migrated once, the template of each test's database."""
+@contextlib.contextmanager
+def _new_postgres_database(server: str, prefix: str, template: str | None = None) -> Iterator[tuple[str, str]]:
+    """A new database on ``server`` (a copy of ``template``): its name and URL, dropped afterwards."""
     import psycopg
 
-    name = f"oidc_template_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(postgres_server, autocommit=True) as connection:
-        connection.execute(f'CREATE DATABASE "{name}"')
-    base, _, _ = postgres_server.rpartition("/")
-    _migrate(f"{base}/{name}")
-    yield name
-    with psycopg.connect(postgres_server, autocommit=True) as connection:
-        connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-def _postgres_database(request: pytest.FixtureRequest, template: str | None) -> Iterator[str]:
-    server = request.getfixturevalue("postgres_server")
-    import psycopg
-
-    name = f"oidc_test_{uuid.uuid4().hex[:16]}"
+    name = f"{prefix}_{uuid.uuid4().hex[:16]}"
     with psycopg.connect(server, autocommit=True) as connection:
         connection.execute(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""))
     base, _, _ = server.rpartition("/")
-    yield f"{base}/{name}"
-    with psycopg.connect(server, autocommit=True) as connection:
-        connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    try:
+        yield name, f"{base}/{name}"
+    finally:
+        with psycopg.connect(server, autocommit=True) as connection:
+            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def postgres_template(postgres_server: str) -> Iterator[str]:
+    """A PostgreSQL database with the schema migrated once, the template of each test's database."""
+    with _new_postgres_database(postgres_server, "oidc_template") as (name, url):
+        _migrate(url)
+        yield name
+
+
+def _postgres_database(request: pytest.FixtureRequest, template: str | None) -> Iterator[str]:
+    with _new_postgres_database(request.getfixturevalue("postgres_server"), "oidc_test", template) as (_, url):
+        yield url
 
 
 DATABASES = ("sqlite", "postgresql")
@@ -280,16 +282,9 @@ def provisioned_sqlite_template(sqlite_template: Path, tmp_path_factory: pytest.
 
 @pytest.fixture(scope="session")
 def provisioned_postgres_template(postgres_server: str, postgres_template: str) -> Iterator[str]:
-    import psycopg
-
-    name = f"oidc_provisioned_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(postgres_server, autocommit=True) as connection:
-        connection.execute(f'CREATE DATABASE "{name}" TEMPLATE "{postgres_template}"')
-    base, _, _ = postgres_server.rpartition("/")
-    _provision(f"{base}/{name}")
-    yield name
-    with psycopg.connect(postgres_server, autocommit=True) as connection:
-        connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with _new_postgres_database(postgres_server, "oidc_provisioned", postgres_template) as (name, url):
+        _provision(url)
+        yield name
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -17,6 +17,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from authlib.oauth2.rfc6749.errors import InvalidGrantError
 from sqlalchemy import delete, or_
 
 from oidc import hashing, queries
@@ -113,6 +114,17 @@ def claim_refresh_token(token: RefreshToken) -> bool:
 def claim_authorization_code(code: AuthorizationCode) -> bool:
     """Mark ``code`` used, atomically: False when another request already did."""
     return queries.claim_authorization_code(code.id, current_state().clock.now())
+
+
+def require_claim(claimed: bool, grant_id: str, *, reason: str, description: str) -> None:
+    """Refuse a code or refresh token a concurrent request claimed first, revoking its family.
+
+    Of two requests racing with one credential exactly one claims it; the
+    other is treated as a replay (RFC 6749 §4.1.2, RFC 9700 §4.14.2).
+    """
+    if not claimed:
+        revoke_family_now(grant_id, reason)
+        raise InvalidGrantError(description)
 
 
 def revoke_family(grant_id: str) -> None:

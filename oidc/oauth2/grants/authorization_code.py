@@ -19,6 +19,9 @@ from oidc.oauth2.openid import user_of
 from oidc.oauth2.resources import resolve_audience
 from oidc.state import current_state
 
+CODE_REPLAYED = "authorization code replayed"
+CODE_USED = "the authorization code was already used"
+
 
 def wants_refresh_token(client: Any, scope: str) -> bool:
     """Refresh tokens: with ``offline_access``, or by client policy (refresh_always)."""
@@ -85,8 +88,8 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
             return None
         if row.used_at is not None:
             # RFC 6749 §4.1.2: refuse, and revoke every token issued from it.
-            families.revoke_family_now(str(row.grant_id), "authorization code replayed")
-            raise InvalidGrantError("the authorization code was already used")
+            families.revoke_family_now(row.grant_id, CODE_REPLAYED)
+            raise InvalidGrantError(CODE_USED)
         if row.client_pk != client.id:
             return None  # bound to the client it was issued to
         if row.expires_at <= current_state().clock.now():
@@ -97,9 +100,8 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
         """Build and sign the tokens, then claim the code (see the package docstring)."""
         response = super().create_token_response()
         code: AuthorizationCode = self.request.authorization_code
-        if not families.claim_authorization_code(code):  # redeemed by a concurrent request
-            families.revoke_family_now(str(code.grant_id), "authorization code replayed")
-            raise InvalidGrantError("the authorization code was already used")
+        families.require_claim(families.claim_authorization_code(code), code.grant_id,
+                               reason=CODE_REPLAYED, description=CODE_USED)
         return response
 
     def delete_authorization_code(self, authorization_code: AuthorizationCode) -> None:

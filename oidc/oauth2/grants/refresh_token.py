@@ -14,6 +14,9 @@ from oidc.oauth2.families import AuthContext, issue_tokens, new_refresh_token
 from oidc.oauth2.methods import AUTH_METHODS
 from oidc.state import current_state
 
+TOKEN_REUSED = "rotated refresh token reused"
+TOKEN_USED = "the refresh token was already used"
+
 
 class RefreshTokenGrant(grants.RefreshTokenGrant):
     TOKEN_ENDPOINT_AUTH_METHODS = list(AUTH_METHODS)
@@ -24,8 +27,8 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
         if row is None or row.revoked_at is not None:
             return None
         if row.rotated_at is not None:
-            families.revoke_family_now(str(row.grant_id), "rotated refresh token reused")
-            raise InvalidGrantError("the refresh token was already used")
+            families.revoke_family_now(row.grant_id, TOKEN_REUSED)
+            raise InvalidGrantError(TOKEN_USED)
         if row.expires_at <= current_state().clock.now():
             return None
         return row  # claimed once the new tokens are ready (create_token_response)
@@ -34,9 +37,8 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
         """Build and sign the new tokens, then claim the old refresh token."""
         response = super().create_token_response()
         row: RefreshToken = self.request.refresh_token
-        if not families.claim_refresh_token(row):  # rotated by a concurrent request
-            families.revoke_family_now(str(row.grant_id), "rotated refresh token reused")
-            raise InvalidGrantError("the refresh token was already used")
+        families.require_claim(families.claim_refresh_token(row), row.grant_id,
+                               reason=TOKEN_REUSED, description=TOKEN_USED)
         return response
 
     def authenticate_user(self, refresh_token: RefreshToken) -> User | None:

@@ -14,6 +14,7 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, request
 
 from keys.errors import InvalidKey, KeyNotFound, KeyServiceError, UnsupportedAlgorithm
+from keys.signer import KeyRecord
 from oidc import urls
 from oidc.state import key_service
 from oidc.web.admin.auth import require_admin
@@ -23,6 +24,13 @@ bp = Blueprint("admin_keys", __name__, url_prefix=urls.ADMIN)
 
 #: A key set name: what Hydra and pkcs11-tool labels allow, nothing that needs escaping.
 _MAX_SET_NAME = 200
+
+
+def _created(key_set: str, record: KeyRecord) -> Response:
+    response = jsonify(set=key_set, kid=record.kid, alg=record.alg, backend=record.backend,
+                       active_at=record.active_at, public_jwk=record.public_jwk)
+    response.status_code = 201
+    return response
 
 
 def _check_set_name(key_set: str) -> Response | None:
@@ -74,10 +82,7 @@ def generate_key(key_set: str) -> Response:
         record = key_service().generate(key_set, alg)
     except (UnsupportedAlgorithm, InvalidKey) as exc:
         return error_response(400, "invalid_request", str(exc))
-    response = jsonify(set=key_set, kid=record.kid, alg=record.alg, backend=record.backend,
-                       active_at=record.active_at, public_jwk=record.public_jwk)
-    response.status_code = 201
-    return response
+    return _created(key_set, record)
 
 
 @bp.post("/keys/<key_set>/import")
@@ -93,10 +98,7 @@ def import_key(key_set: str) -> Response:
         record = key_service().import_jwk(key_set, body)
     except (UnsupportedAlgorithm, InvalidKey) as exc:
         return error_response(400, "invalid_request", str(exc))
-    response = jsonify(set=key_set, kid=record.kid, alg=record.alg, backend=record.backend,
-                       active_at=record.active_at, public_jwk=record.public_jwk)
-    response.status_code = 201
-    return response
+    return _created(key_set, record)
 
 
 @bp.delete("/keys/<key_set>/<kid>")
