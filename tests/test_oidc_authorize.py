@@ -31,25 +31,20 @@ def test_code_flow_echoes_state_and_carries_nonce(op):
     assert {"sub", "exp", "iat", "auth_time", "sid", "at_hash"} <= set(claims)
 
 
-@pytest.mark.parametrize("case", ["unknown client", "unregistered", "prefix", "suffix", "no client_id",
-                                  "repeated redirect_uri", "oversized"])
-def test_bad_client_or_redirect_uri_gets_an_error_page_never_a_redirect(op, case):
+@pytest.mark.parametrize("changes", [
+    pytest.param({"client_id": "nope"}, id="unknown client"),
+    pytest.param({"redirect_uri": "https://evil.example/callback"}, id="unregistered"),
+    pytest.param({"redirect_uri": REDIRECT_URI + "/more"}, id="prefix"),
+    pytest.param({"redirect_uri": REDIRECT_URI[:-1]}, id="suffix"),
+    pytest.param({"client_id": None}, id="no client_id"),
+    pytest.param({"redirect_uri": [REDIRECT_URI, "https://rp.example.test/other"]}, id="repeated redirect_uri"),
+    pytest.param({"state": "x" * 20000}, id="oversized"),
+])
+def test_bad_client_or_redirect_uri_gets_an_error_page_never_a_redirect(op, changes):
+    """RFC 6749 §4.1.2.1: with an unknown client or an unregistered redirect URI, never redirect."""
     client_id, _ = op.add_client(redirect_uris=[REDIRECT_URI, "https://rp.example.test/other"])
-    params = _params(client_id)
-    if case == "unknown client":
-        params["client_id"] = "nope"
-    elif case == "unregistered":
-        params["redirect_uri"] = "https://evil.example/callback"
-    elif case == "prefix":
-        params["redirect_uri"] = REDIRECT_URI + "/more"
-    elif case == "suffix":
-        params["redirect_uri"] = REDIRECT_URI[:-1]
-    elif case == "no client_id":
-        del params["client_id"]
-    elif case == "repeated redirect_uri":
-        params["redirect_uri"] = [REDIRECT_URI, "https://rp.example.test/other"]
-    elif case == "oversized":
-        params["state"] = "x" * 20000
+    params = {**_params(client_id), **changes}
+    params = {name: value for name, value in params.items() if value is not None}
     response = op.get("/authorize", query_string=params)
     assert response.status_code == 400
     assert "Location" not in response.headers

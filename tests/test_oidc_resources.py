@@ -192,27 +192,27 @@ def test_rp_initiated_logout_with_id_token_hint(op):
     assert query_of(again.headers["Location"])["error"] == ["login_required"]
 
 
-@pytest.mark.parametrize("case", ["unregistered uri", "prefix uri", "uri without client", "bad hint",
-                                  "client mismatch", "access token as hint"])
-def test_logout_refusals_are_error_pages(op, case):
+def _tampered(token: str) -> str:
+    header, payload, signature = token.split(".")
+    return f"{header}.{payload}.{signature[:-4]}AAAA"
+
+
+@pytest.mark.parametrize("changes", [
+    pytest.param(lambda body, other: {"post_logout_redirect_uri": "https://evil.example/"}, id="unregistered uri"),
+    pytest.param(lambda body, other: {"post_logout_redirect_uri": LOGOUT_URI + "/x"}, id="prefix uri"),
+    pytest.param(lambda body, other: {"id_token_hint": None}, id="uri without client"),
+    pytest.param(lambda body, other: {"id_token_hint": _tampered(body["id_token"])}, id="bad hint"),
+    pytest.param(lambda body, other: {"client_id": other}, id="client mismatch"),
+    pytest.param(lambda body, other: {"id_token_hint": body["access_token"]}, id="access token as hint"),
+])
+def test_logout_refusals_are_error_pages(op, changes):
+    """RP-Initiated Logout 1.0 §3-4: no redirection to an unregistered URI or on an error."""
     op.add_user()
     client_id, secret = op.add_client(post_logout_redirect_uris=[LOGOUT_URI])
     other_id, _ = op.add_client(post_logout_redirect_uris=[LOGOUT_URI])
     body = op.tokens(client_id, secret)
-    params = {"id_token_hint": body["id_token"], "post_logout_redirect_uri": LOGOUT_URI}
-    if case == "unregistered uri":
-        params["post_logout_redirect_uri"] = "https://evil.example/"
-    elif case == "prefix uri":
-        params["post_logout_redirect_uri"] = LOGOUT_URI + "/x"
-    elif case == "uri without client":
-        del params["id_token_hint"]
-    elif case == "bad hint":
-        header, payload, signature = body["id_token"].split(".")
-        params["id_token_hint"] = f"{header}.{payload}.{signature[:-4]}AAAA"
-    elif case == "client mismatch":
-        params["client_id"] = other_id
-    elif case == "access token as hint":
-        params["id_token_hint"] = body["access_token"]
+    params = {"id_token_hint": body["id_token"], "post_logout_redirect_uri": LOGOUT_URI, **changes(body, other_id)}
+    params = {name: value for name, value in params.items() if value is not None}
     response = op.get("/logout", query_string=params)
     assert response.status_code == 400 and "Location" not in response.headers
 

@@ -55,31 +55,25 @@ def test_code_is_single_use_and_replay_revokes_what_it_issued(op):
 
 
 @pytest.mark.both_databases
-@pytest.mark.parametrize("case", ["wrong verifier", "missing verifier", "wrong redirect_uri",
-                                  "missing redirect_uri", "unknown code", "other client"])
-def test_bad_code_exchanges_are_invalid_grant_and_write_nothing(op, case):
+@pytest.mark.parametrize("extra, use_other_client, error", [
+    pytest.param({"code_verifier": "x" * 50}, False, "invalid_grant", id="wrong verifier"),
+    pytest.param({"code_verifier": None}, False, "invalid_request", id="missing verifier"),
+    pytest.param({"redirect_uri": REDIRECT_URI + "/x"}, False, "invalid_grant", id="wrong redirect_uri"),
+    pytest.param({"redirect_uri": None}, False, "invalid_grant", id="missing redirect_uri"),
+    pytest.param({"code": "nope"}, False, "invalid_grant", id="unknown code"),
+    pytest.param({}, True, "invalid_grant", id="other client"),
+])
+def test_bad_code_exchanges_are_invalid_grant_and_write_nothing(op, extra, use_other_client, error):
+    """RFC 6749 §4.1.3, §5.2; RFC 7636 §4.6: a refused exchange issues nothing and leaves the code usable."""
     op.add_user()
     client_id, secret = op.add_client()
-    other_id, other_secret = op.add_client()
-    flow = original = op.code_flow(client_id)
+    other = op.add_client()
+    original = op.code_flow(client_id)
+    extra = dict(extra)
+    flow = {**original, "code": extra.pop("code", original["code"])}
     before = (op.count("AccessToken"), op.count("RefreshToken"))
-    extra = {}
-    who = (client_id, secret)
-    if case == "wrong verifier":
-        extra["code_verifier"] = "x" * 50
-    elif case == "missing verifier":
-        extra["code_verifier"] = None
-    elif case == "wrong redirect_uri":
-        extra["redirect_uri"] = REDIRECT_URI + "/x"
-    elif case == "missing redirect_uri":
-        extra["redirect_uri"] = None
-    elif case == "unknown code":
-        flow = {**flow, "code": "nope"}
-    elif case == "other client":
-        who = (other_id, other_secret)
-    response = op.redeem(*who, flow, **extra)
-    expected = "invalid_request" if case == "missing verifier" else "invalid_grant"
-    _assert_error(response, 400, expected)
+    response = op.redeem(*(other if use_other_client else (client_id, secret)), flow, **extra)
+    _assert_error(response, 400, error)
     assert (op.count("AccessToken"), op.count("RefreshToken")) == before
     # The code was not burnt by the failed attempt: the rightful exchange still works.
     assert op.redeem(client_id, secret, original).status_code == 200
