@@ -8,6 +8,7 @@ Settings come from the environment (see README.md).
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import shutil
 import sys
@@ -47,6 +48,14 @@ if METRICS_BIND and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="oidc-metrics-")
 
 WORKER_BOOT_ERROR = 3  # makes the gunicorn master stop instead of respawning
+
+# Set by the first worker that starts its key service, read by every later one.
+# Shared memory made here, in the master, before any fork: a replacement worker
+# (one gunicorn started after a worker timed out in a hung PKCS#11 call, or
+# died) must not stop the whole server because the HSM is away at that moment;
+# it starts not ready and waits for the token instead.  Only the server's first
+# workers keep the fail-fast start (HSM_STARTUP_WAIT_SECONDS, then one line).
+_SERVED = multiprocessing.RawValue("b", 0)
 
 
 def on_starting(server) -> None:  # type: ignore[no-untyped-def]
@@ -89,12 +98,19 @@ def on_exit(server) -> None:  # type: ignore[no-untyped-def]
 
 
 def post_worker_init(worker) -> None:  # type: ignore[no-untyped-def]
-    """In each worker: open the HSM, provision key sets, self-test the signers."""
+    """In each worker: open the HSM, provision key sets, self-test the signers.
+
+    A replacement worker of a server that has served starts even while the HSM
+    is unreachable (not ready, 503 for signatures, waiting with backoff).
+    """
     from keys.errors import KeyServiceError
     from oidc.key_service import start_key_service
 
+    replacement = bool(_SERVED.value)
     try:
-        start_key_service(worker.wsgi)
+        service = start_key_service(worker.wsgi, degraded_ok=replacement)
     except KeyServiceError as exc:
         worker.log.error("key service cannot start: %s", exc)
         sys.exit(WORKER_BOOT_ERROR)
+    if not service.pending_start:
+        _SERVED.value = 1

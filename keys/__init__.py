@@ -12,9 +12,12 @@ token builders (see :class:`keys.service.KeyService`)::
 
 from keys.errors import (
     HSMError,
+    HSMOperationError,
+    HSMUnavailable,
     InvalidKey,
     KeyNotFound,
     KeyServiceError,
+    MechanismUnsupported,
     NoSigningKey,
     SealingError,
     UnsupportedAlgorithm,
@@ -25,6 +28,8 @@ from keys.signer import KeyRecord, Signer
 __all__ = [
     "ACCESS_TOKEN_SET",
     "HSMError",
+    "HSMOperationError",
+    "HSMUnavailable",
     "ID_TOKEN_SET",
     "InvalidKey",
     "KeyNotFound",
@@ -32,6 +37,7 @@ __all__ = [
     "KeyService",
     "KeyServiceError",
     "KeySetPolicy",
+    "MechanismUnsupported",
     "NoSigningKey",
     "RotationPolicy",
     "SealingError",

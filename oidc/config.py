@@ -44,6 +44,19 @@ def _int(env: Mapping[str, str], name: str, default: int | None, minimum: int = 
     return number
 
 
+def _seconds(env: Mapping[str, str], name: str, default: float, minimum: float = 0.0) -> float:
+    value = env.get(name)
+    if value is None or value == "":
+        return default
+    try:
+        number = float(value)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number of seconds, not {value!r}") from None
+    if not number >= minimum:  # also refuses NaN
+        raise ConfigError(f"{name} must be at least {minimum:g}")
+    return number
+
+
 def _list(env: Mapping[str, str], name: str) -> list[str]:
     return [part.strip() for part in env.get(name, "").split(",") if part.strip()]
 
@@ -86,6 +99,15 @@ def load_settings(env: Mapping[str, str] | None = None, *, instance_path: str) -
     settings["HSM_KEY_SET_PREFIX"] = env.get("HSM_KEY_SET_PREFIX", "")
     settings["HSM_ONLY_KEY_SETS"] = _list(env, "HSM_ONLY_KEY_SETS")
     settings["HSM_DESTROY_RETIRED_KEYS"] = _bool(env, "HSM_DESTROY_RETIRED_KEYS", False)
+    # Resilience and adoption (README "When the HSM fails"):
+    settings["HSM_GENERATE_KEYS"] = _bool(env, "HSM_GENERATE_KEYS", True)
+    settings["HSM_STARTUP_WAIT_SECONDS"] = _seconds(env, "HSM_STARTUP_WAIT_SECONDS", 0.0)
+    settings["HSM_RETRY_INITIAL_SECONDS"] = _seconds(env, "HSM_RETRY_INITIAL_SECONDS", 0.5, minimum=0.05)
+    settings["HSM_RETRY_MAX_SECONDS"] = _seconds(env, "HSM_RETRY_MAX_SECONDS", 5.0, minimum=0.05)
+    if settings["HSM_RETRY_MAX_SECONDS"] < settings["HSM_RETRY_INITIAL_SECONDS"]:
+        raise ConfigError("HSM_RETRY_MAX_SECONDS must be at least HSM_RETRY_INITIAL_SECONDS")
+    settings["HSM_READINESS_CACHE_SECONDS"] = _seconds(env, "HSM_READINESS_CACHE_SECONDS", 5.0)
+    settings["HSM_ALLOW_EXTRACTABLE_KEYS"] = _bool(env, "HSM_ALLOW_EXTRACTABLE_KEYS", False)
     if hsm_enabled:
         if not settings["HSM_LIBRARY"]:
             raise ConfigError("HSM_ENABLED is true but HSM_LIBRARY is not set")

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
+import math
 
 from flask import Flask, jsonify
 from sqlalchemy.exc import DBAPIError, OperationalError
 from werkzeug.exceptions import HTTPException
 
-from keys.errors import KeyServiceError
+from keys.errors import HSMUnavailable, KeyServiceError
 from oidc.models import db
 
 log = logging.getLogger(__name__)
@@ -51,9 +52,14 @@ def init_app(app: Flask) -> None:
 
     @app.errorhandler(KeyServiceError)
     def signing_unavailable(exc: Exception):  # type: ignore[no-untyped-def]
-        log.error("signing unavailable: %s", exc)
+        if isinstance(exc, HSMUnavailable):
+            # The manager logged one WARNING when the token was lost: no line per request.
+            retry_after = str(max(1, math.ceil(exc.retry_after)))
+        else:
+            log.error("signing unavailable: %s", exc)
+            retry_after = "5"
         response = error_response(503, "temporarily_unavailable", "the service is temporarily unavailable")
-        response.headers["Retry-After"] = "5"
+        response.headers["Retry-After"] = retry_after
         return response
 
     @app.errorhandler(Exception)

@@ -47,6 +47,10 @@ def build_key_service(app: Flask) -> KeyService:
                 token_label=config["HSM_TOKEN_LABEL"],
                 slot=config["HSM_SLOT"],
                 key_set_prefix=config["HSM_KEY_SET_PREFIX"],
+                retry_initial_seconds=config["HSM_RETRY_INITIAL_SECONDS"],
+                retry_max_seconds=config["HSM_RETRY_MAX_SECONDS"],
+                probe_interval_seconds=config["HSM_READINESS_CACHE_SECONDS"],
+                allow_extractable_keys=config["HSM_ALLOW_EXTRACTABLE_KEYS"],
             ),
             on_event=metrics.hsm_event,
         )
@@ -66,6 +70,7 @@ def build_key_service(app: Flask) -> KeyService:
         refresh_seconds=config["KEYS_REFRESH_SECONDS"],
         sign_observer=metrics.observe_signature,
         hsm_only_sets=config["HSM_ONLY_KEY_SETS"],
+        generate_on_hsm=config["HSM_GENERATE_KEYS"],
     )
 
 
@@ -73,14 +78,20 @@ def init_app(app: Flask) -> None:
     app.extensions[_EXTENSION] = _Holder()
 
 
-def start_key_service(app: Flask) -> KeyService:
-    """Build and start this process's key service once (thread-safe)."""
+def start_key_service(app: Flask, *, degraded_ok: bool = False) -> KeyService:
+    """Build and start this process's key service once (thread-safe).
+
+    ``degraded_ok``: a token that cannot be reached does not stop the start
+    (see :meth:`keys.service.KeyService.start`); gunicorn's replacement workers use it.
+    """
     holder: _Holder = app.extensions[_EXTENSION]
     if holder.service is None:
         with holder.lock:
             if holder.service is None:
                 service = build_key_service(app)
-                service.start()
+                service.start(wait_seconds=app.config["HSM_STARTUP_WAIT_SECONDS"], degraded_ok=degraded_ok)
+                if service.hsm is not None:
+                    metrics.HSM_AVAILABLE.set(1 if service.hsm.available else 0)
                 holder.service = service
     return holder.service
 

@@ -8,7 +8,9 @@ import json
 from flask import Blueprint, Response, current_app, request
 from werkzeug.http import quote_etag
 
+from keys.algorithms import EDDSA_ALGORITHMS
 from oidc.key_service import key_service
+from oidc.oauth2.client_auth import ASSERTION_ALGORITHMS
 
 bp = Blueprint("wellknown", __name__)
 
@@ -58,7 +60,7 @@ def discovery_document() -> dict:
         "response_modes_supported": ["query", "form_post"],
         "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
         "subject_types_supported": ["public"],
-        "id_token_signing_alg_values_supported": [config["ID_TOKEN_SIGNING_ALG"]],
+        "id_token_signing_alg_values_supported": _id_token_algs(config["ID_TOKEN_SIGNING_ALG"]),
         "token_endpoint_auth_methods_supported": auth_methods,
         "token_endpoint_auth_signing_alg_values_supported": _ASSERTION_ALGS,
         "introspection_endpoint_auth_methods_supported": auth_methods[:3],
@@ -76,8 +78,13 @@ def discovery_document() -> dict:
     }
 
 
-#: Algorithms a client may sign its private_key_jwt assertion with (asymmetric only).
-_ASSERTION_ALGS = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"]
+#: Algorithms a client may sign its private_key_jwt assertion with (asymmetric only): the one list.
+_ASSERTION_ALGS = ASSERTION_ALGORITHMS
+
+#: EdDSA over Ed25519 has two names (RFC 8037, RFC 9864): a set configured with either may
+#: carry keys of both (existing EdDSA keys keep their name), so both are listed.
+def _id_token_algs(alg: str) -> list[str]:
+    return list(EDDSA_ALGORITHMS) if alg in EDDSA_ALGORITHMS else [alg]
 
 
 @bp.get("/.well-known/openid-configuration")

@@ -25,11 +25,14 @@ from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 from sqlalchemy.exc import IntegrityError
 
+from keys.algorithms import JWS_ALGORITHMS
+
 from oidc.models import ClientAssertion, db, find_client, now
 
 log = logging.getLogger(__name__)
 
-ASSERTION_ALGORITHMS = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"]
+#: Asymmetric JWS algs only (keys.algorithms): RFC 9864 Ed25519 next to the polymorphic EdDSA.
+ASSERTION_ALGORITHMS = list(JWS_ALGORITHMS)
 
 
 class PrivateKeyJWT(JWTBearerClientAssertion):

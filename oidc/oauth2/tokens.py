@@ -28,6 +28,7 @@ from typing import Any
 
 from flask import current_app
 
+from keys.algorithms import EDDSA_ALGORITHMS
 from keys.errors import KeyServiceError
 from keys.service import ACCESS_TOKEN_SET, ID_TOKEN_SET
 from oidc.key_service import key_service
@@ -43,8 +44,8 @@ _AT_HASH_FUNCTIONS = {
 
 
 def half_hash(value: str, alg: str) -> str:
-    """``at_hash`` / ``c_hash`` of ``value`` for a JWS ``alg`` (EdDSA: SHA-512)."""
-    function = hashlib.sha512 if alg == "EdDSA" else _AT_HASH_FUNCTIONS[alg[-3:]]
+    """``at_hash`` / ``c_hash`` of ``value`` for a JWS ``alg`` (EdDSA and Ed25519: SHA-512)."""
+    function = hashlib.sha512 if alg in EDDSA_ALGORITHMS else _AT_HASH_FUNCTIONS[alg[-3:]]
     digest = function(value.encode("ascii")).digest()
     return b64url(digest[: len(digest) // 2])
 
