@@ -28,7 +28,7 @@ Every PKCS#11 error an operation meets is classified by :func:`classify`
 ``module``: the module lost its device
     ``CKR_DEVICE_ERROR``, ``CKR_DEVICE_REMOVED``, ``CKR_DEVICE_MEMORY``, ``CKR_TOKEN_NOT_PRESENT``,
     ``CKR_TOKEN_NOT_RECOGNIZED``, ``CKR_SLOT_ID_INVALID``, ``CKR_CRYPTOKI_NOT_INITIALIZED``, and
-    ``CKR_GENERAL_ERROR`` again after a new session.  A network HSM's client library
+    any session-level error (``CKR_GENERAL_ERROR`` among them) again right after a new session.  A network HSM's client library
     answers these once its connection is gone, and only a new ``C_Initialize``
     reconnects it (p11-kit's client module, for one, lists no slot until then).
     The manager finalises and initialises the module at once, one time; if the
@@ -182,7 +182,7 @@ def classify(exc: PKCS11Error, *, after_reopen: bool = False) -> str:
     if code in _MODULE_CODES:
         return MODULE
     if code in _SESSION_CODES:
-        # A general error the new session did not cure: the module itself is broken.
+        # A fresh session that fails the same way: the module itself is broken.
         return MODULE if after_reopen else SESSION
     return CALLER
 
