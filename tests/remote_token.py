@@ -106,12 +106,17 @@ def opencryptoki_library() -> str | None:
 
 
 class OpenCryptoki:
-    """openCryptoki's soft token, (re)initialised for this test session.
+    """openCryptoki's soft token, initialised with this label and these PINs.
 
     openCryptoki keeps its tokens under a compiled-in directory
-    (``/var/lib/opencryptoki``), so the soft token is the machine's one; it is
-    initialised afresh (all objects gone) with this label and these PINs.
-    PINs are 4 to 8 characters on this token.
+    (``/var/lib/opencryptoki``), so the soft token is the machine's one.  A token
+    in its factory state is initialised (``pkcsconf -I`` reads the label from
+    stdin; then the SO PIN is changed, the user PIN set and changed, since
+    openCryptoki marks PINs set by someone else "to be changed").  Re-initialising
+    an initialised soft token leaves it refusing every login on openCryptoki 3.8,
+    so a token already carrying this label is used as it is: each test labels its
+    keys with a prefix of its own and destroys them afterwards.  PINs are 4 to 8
+    characters on this token.
     """
 
     LABEL = "oidc-tests"
@@ -135,22 +140,42 @@ class OpenCryptoki:
             # is left running, as the system service would be.
             subprocess.run(["pkcsslotd"], check=True, timeout=30)
         current = ""
-        tokens = self._pkcsconf("-t")
         slot = None
-        for block in re.split(r"(?=Token #\d+ Info:)", tokens):
+        for block in re.split(r"(?=Token #\d+ Info:)", self._pkcsconf("-t")):
             match = re.match(r"Token #(\d+) Info:", block)
             if match and "IBM SoftTok" in block:
                 slot = int(match.group(1))
                 label = re.search(r"Label:\s*(.*?)\s*$", block, re.M)
                 current = label.group(1) if label else ""
+                initialised = "TOKEN_INITIALIZED" in block
         if slot is None:
             raise RuntimeError("openCryptoki has no soft token slot (libpkcs11_sw.so in opencryptoki.conf)")
         self.slot = slot
-        so_pin = self.SO_PIN if current == self.LABEL else self.DEFAULT_SO_PIN
-        # -I reads the label from stdin; then the SO PIN, the user PIN, and the user PIN changed
-        # (openCryptoki marks a PIN set by the SO as "to be changed").
-        self._pkcsconf("-I", "-c", str(slot), "-S", so_pin, stdin=self.LABEL + "\n")
-        if so_pin != self.SO_PIN:
-            self._pkcsconf("-P", "-c", str(slot), "-S", so_pin, "-n", self.SO_PIN)
+        if current == self.LABEL:
+            return
+        if initialised:
+            raise RuntimeError(f"openCryptoki's soft token is initialised as {current!r}, not for these tests")
+        self._pkcsconf("-I", "-c", str(slot), "-S", self.DEFAULT_SO_PIN, stdin=self.LABEL + "\n")
+        self._pkcsconf("-P", "-c", str(slot), "-S", self.DEFAULT_SO_PIN, "-n", self.SO_PIN)
         self._pkcsconf("-u", "-c", str(slot), "-S", self.SO_PIN, "-n", "tmp-8812")
         self._pkcsconf("-p", "-c", str(slot), "-U", "tmp-8812", "-n", self.PIN)
+
+    def destroy_labelled(self, prefix: str) -> None:
+        """Destroy every object whose label starts with ``prefix`` (a test's own keys)."""
+        import pkcs11
+        from pkcs11 import Attribute
+
+        from keys.hsm import PKCS11_LOCK
+
+        with PKCS11_LOCK:
+            token = pkcs11.lib(self.library).get_token(token_label=self.LABEL)
+            try:
+                session = token.open(rw=True, user_pin=self.PIN)
+            except pkcs11.UserAlreadyLoggedIn:
+                session = token.open(rw=True)
+            try:
+                for obj in list(session.get_objects()):
+                    if str(obj[Attribute.LABEL]).startswith(prefix):
+                        obj.destroy()
+            finally:
+                session.close()
