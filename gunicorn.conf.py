@@ -112,5 +112,9 @@ def post_worker_init(worker) -> None:  # type: ignore[no-untyped-def]
     except KeyServiceError as exc:
         worker.log.error("key service cannot start: %s", exc)
         sys.exit(WORKER_BOOT_ERROR)
+    if service.hsm is not None:
+        # A lost token is probed from a background thread, never by a request:
+        # a probe of a hanging token then blocks that thread, not the worker.
+        service.hsm.start_recovery()
     if not service.pending_start:
         _SERVED.value = 1
