@@ -748,8 +748,14 @@ class HSMManager:
             self._plans[key] = plan
         return plan
 
-    def check_algorithm(self, key_set: str, alg: str, *, generate: bool, rsa_bits: int) -> SigningPlan:
-        """Refuse a set whose algorithm this token cannot sign (or generate): one line naming all three."""
+    def check_algorithm(
+        self, key_set: str, alg: str, *, generate: bool, rsa_bits: int, key_bits: int | None = None
+    ) -> SigningPlan:
+        """Refuse a set whose algorithm this token cannot sign (or generate): one line naming all three.
+
+        ``key_bits``: the size of an RSA key already on the token, checked
+        against the mechanism's key size range too.
+        """
         algorithm = get_algorithm(alg)
         where = f"PKCS#11 module {self.config.library}, {self.config.describe_token()}"
         if generate:
@@ -762,7 +768,7 @@ class HSMManager:
                     f"{where}: cannot generate the {alg} key pair{size} labelled {self.label(key_set)!r}: {exc}"
                 ) from None
         try:
-            return self.signing_plan(alg)
+            return self.signing_plan(alg, key_bits=key_bits)
         except MechanismUnsupported as exc:
             raise MechanismUnsupported(f"{where}: key set {self.label(key_set)!r} cannot sign {alg}: {exc}") from None
 
@@ -899,7 +905,7 @@ class HSMManager:
         except HSMOperationError as exc:
             # The token's refusal (a key size or curve it does not support, a full
             # token, ...): say what was being generated, and where.
-            raise self._error(f"cannot generate {what} ({exc.code})") from exc
+            raise self._error(f"cannot generate {what} with {mechanism_name(mechanism)} ({exc.code})") from exc
 
     def _generate_pair(self, algorithm: Algorithm, label: str, cka_id: bytes, rsa_bits: int) -> None:
         public_template = {Attribute.TOKEN: True, Attribute.VERIFY: True, Attribute.ENCRYPT: False, Attribute.WRAP: False}

@@ -11,10 +11,11 @@ with ``CKF_SIGN`` (and, for RSA, a key size range that covers the key):
 * the combined hash-and-sign mechanism (the token hashes);
 * else the raw mechanism over a digest computed here: ``CKM_RSA_PKCS`` over a DER
   ``DigestInfo`` (RFC 8017 §9.2, what Ory Hydra's crypto11 does), ``CKM_RSA_PKCS_PSS``
-  over the digest with the same hash and MGF1 parameters (PKCS#11 v2.40 §2.1.14),
-  ``CKM_ECDSA`` over the digest (its raw ``r||s`` is the JWS signature, PKCS#11
-  v2.40 §2.3.6 and RFC 7518 §3.4);
-* Ed25519: ``CKM_EDDSA`` without parameters, pure Ed25519 (PKCS#11 v3.0 §2.3.14).
+  over the digest with the same hash and MGF1 parameters (PKCS#11 v2.40 Current
+  Mechanisms §2.1, RSA), ``CKM_ECDSA`` over the digest (its raw ``r||s`` is the
+  JWS signature: §2.3, ECDSA, and RFC 7518 §3.4);
+* Ed25519: ``CKM_EDDSA`` without parameters, pure Ed25519 (PKCS#11 v3.0 Current
+  Mechanisms §2.3, EdDSA).
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ _COMBINED_PSS = {"sha256": Mechanism.SHA256_RSA_PKCS_PSS, "sha384": Mechanism.SH
 _COMBINED_ECDSA = {"sha256": Mechanism.ECDSA_SHA256, "sha384": Mechanism.ECDSA_SHA384,
                    "sha512": Mechanism.ECDSA_SHA512}
 
-#: Key-pair generation mechanism per JWK key type (PKCS#11 v2.40 §2.1.4, §2.3.5; v3.0 §2.3.6).
+#: Key-pair generation mechanism per JWK key type (PKCS#11 v2.40 Current Mechanisms §2.1, §2.3; v3.0 §2.3).
 GENERATION_MECHANISMS: dict[str, Mechanism] = {
     "RSA": Mechanism.RSA_PKCS_KEY_PAIR_GEN,
     "EC": Mechanism.EC_KEY_PAIR_GEN,

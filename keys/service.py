@@ -266,8 +266,15 @@ class KeyService:
         for name, policy in self.policies.items():
             if self._target_backend(name) != "hsm":
                 continue
-            generate = self.generate_on_hsm and not self._has_signing_key(name)
+            backend, records = self._records(name)
+            generate = self.generate_on_hsm and not any(
+                record.use == "sig" for record in records if record.backend == backend)
             plan = self.hsm.check_algorithm(name, policy.alg, generate=generate, rsa_bits=self.rsa_bits)
+            for record in records:
+                if record.backend == "hsm" and record.public_jwk.get("kty") == "RSA":
+                    # An adopted key of another size than generated ones: within the mechanism's range?
+                    self.hsm.check_algorithm(name, record.alg, generate=False, rsa_bits=self.rsa_bits,
+                                             key_bits=_rsa_bits(record.public_jwk))
             if name not in self._plans_logged:
                 self._plans_logged.add(name)
                 log.info("key set %s signs %s on the HSM with %s", name, policy.alg, plan.description)
@@ -652,6 +659,11 @@ class KeyService:
 
     def hsm_usable(self) -> bool | None:
         return None if self.hsm is None else self.hsm.is_usable()
+
+
+def _rsa_bits(jwk: dict[str, Any]) -> int:
+    modulus = base64.urlsafe_b64decode(jwk["n"] + "=" * (-len(jwk["n"]) % 4))
+    return int.from_bytes(modulus, "big").bit_length()
 
 
 def _b64(data: bytes) -> bytes:

@@ -272,7 +272,11 @@ def test_the_token_gone_and_back_costs_503s_then_heals_in_the_same_process(
     make_app, remote_hsm_env, remote_token, softhsm, token, caplog
 ):
     """The outage drill in one process: 503 + Retry-After while gone, one WARNING, one INFO, same keys."""
+    from oidc import metrics
+
     caplog.set_level(logging.DEBUG)
+    outages, unavailable_seconds = metrics.HSM_OUTAGES._value.get(), metrics.HSM_UNAVAILABLE_SECONDS._value.get()
+    failed_attempts = metrics.HSM_RECONNECT_ATTEMPTS.labels("failed")._value.get()
     app = make_app({**remote_hsm_env, **FAST, "HSM_ONLY_KEY_SETS": "*", "HSM_READINESS_CACHE_SECONDS": "0"})
     add_signing_route(app)
     client = app.test_client()
@@ -294,7 +298,7 @@ def test_the_token_gone_and_back_costs_503s_then_heals_in_the_same_process(
         time.sleep(0.01)
     assert set(statuses) == {503}, statuses
     # Probed with backoff, not per request: a few attempts for a couple of hundred requests.
-    assert service.hsm.reconnect_attempts <= 6 < len(statuses)
+    assert service.hsm.reconnect_attempts <= 8 < len(statuses)
     # Public keys and discovery keep being served from memory.
     assert client.get("/.well-known/jwks.json").get_data() == jwks_before
     assert client.get("/.well-known/openid-configuration").status_code == 200
@@ -315,6 +319,11 @@ def test_the_token_gone_and_back_costs_503s_then_heals_in_the_same_process(
     assert {key_set: service.signer(key_set).kid for key_set in kids} == kids
     assert client.get("/.well-known/jwks.json").get_data() == jwks_before
     assert softhsm.list_objects(token) == objects_before  # nothing generated twice
+    # The metrics saw one outage, its failed probes, and the time it lasted; the state is back to 1.
+    assert metrics.HSM_OUTAGES._value.get() == outages + 1
+    assert metrics.HSM_RECONNECT_ATTEMPTS.labels("failed")._value.get() > failed_attempts
+    assert metrics.HSM_UNAVAILABLE_SECONDS._value.get() - unavailable_seconds >= 2.5
+    assert metrics.HSM_AVAILABLE._value.get() == 1
 
     lost = [r for r in caplog.records if r.levelno == logging.WARNING and r.getMessage().startswith("HSM unavailable")]
     found = [r for r in caplog.records if r.levelno == logging.INFO and r.getMessage().startswith("HSM available again")]
