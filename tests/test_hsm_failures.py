@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519

@@ -26,7 +26,6 @@ from joserfc.jwk import KeySet
 from sqlalchemy.exc import IntegrityError
 
 from keys.algorithms import JWS_ALGORITHMS
-
 from oidc.models import ClientAssertion, db, find_client, now
 
 log = logging.getLogger(__name__)
