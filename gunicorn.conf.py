@@ -97,6 +97,15 @@ def on_exit(server) -> None:  # type: ignore[no-untyped-def]
         shutil.rmtree(directory, ignore_errors=True)
 
 
+def on_reload(server) -> None:  # type: ignore[no-untyped-def]
+    """kill -HUP: this file is read again, and ``_SERVED`` made anew with it.
+
+    A server that is reloaded has been serving, so the new workers must not stop
+    it if the HSM is away at that moment: they start as replacements do.
+    """
+    _SERVED.value = 1
+
+
 def post_worker_init(worker) -> None:  # type: ignore[no-untyped-def]
     """In each worker: open the HSM, provision key sets, self-test the signers.
 
