@@ -15,11 +15,14 @@ Every key set is HSM-only, so nothing may fall back to software meanwhile.
   PKCS#11 is replaced after GUNICORN_TIMEOUT; the replacement starts, is not
   ready, answers 503 at once and serves the public keys, and does not stop the
   server; after SIGCONT it becomes ready by itself.
+* Reload: ``kill -HUP`` while the token is gone replaces every worker; the new
+  ones start as replacements do, and the server keeps running.
 """
 
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import threading
 import time
@@ -236,3 +239,26 @@ def test_hang_drill_a_stuck_worker_is_replaced_and_its_replacement_waits_for_the
     assert softhsm.pin not in text
     waited = [r for r in log_records(server) if r["message"].startswith("starting without the HSM")]
     assert len(waited) == 1, json.dumps(waited)
+
+
+def test_a_reload_while_the_token_is_gone_does_not_stop_the_server(make_app, remote_hsm_env, remote_token, tmp_path):
+    env = {**remote_hsm_env, **DRILL_ENV}
+    client = add_client(make_app, env, grant_types=["client_credentials"], scope="api")
+    server = Gunicorn(env, workers=2, log_path=tmp_path / "gunicorn.log")
+    try:
+        server.wait_ready("/health/ready")
+        before = worker_pids(server)
+        remote_token.kill()
+        assert token_request(server.url, client) == 503
+        server.process.send_signal(signal.SIGHUP)  # gunicorn reads its configuration again, new workers
+        wait_until(lambda: bool(worker_pids(server)) and not worker_pids(server) & before, 20, "new workers")
+        time.sleep(1.0)
+        assert server.process.poll() is None, server.log()[-2000:]
+        assert token_request(server.url, client) == 503
+        assert ready(server.url) == 503
+        remote_token.start()
+        wait_until(lambda: ready(server.url) == 200, RECOVERY_BOUND, "ready once the token is back")
+        assert token_request(server.url, client) == 200
+    finally:
+        server.stop()
+    assert "Traceback" not in server.log()
