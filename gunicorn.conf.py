@@ -119,11 +119,17 @@ def post_worker_init(worker) -> None:  # type: ignore[no-untyped-def]
     try:
         service = start_key_service(worker.wsgi, degraded_ok=replacement)
     except KeyServiceError as exc:
-        worker.log.error("key service cannot start: %s", exc)
-        sys.exit(WORKER_BOOT_ERROR)
+        if not _SERVED.value:
+            worker.log.error("key service cannot start: %s", exc)
+            sys.exit(WORKER_BOOT_ERROR)
+        # Another worker started serving while this one was starting, and the HSM
+        # went away meanwhile: wait for it like a replacement, never stop the server.
+        worker.log.warning("key service cannot start yet: %s", exc)
+        service = start_key_service(worker.wsgi, degraded_ok=True)
     if service.hsm is not None:
         # A lost token is probed from a background thread, never by a request:
         # a probe of a hanging token then blocks that thread, not the worker.
         service.hsm.start_recovery()
     if not service.pending_start:
+        worker.log.info("worker started its key service")
         _SERVED.value = 1

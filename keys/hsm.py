@@ -59,6 +59,7 @@ import logging
 import os
 import random
 import string
+import sys
 import threading
 import time
 import uuid
@@ -314,6 +315,7 @@ class HSMManager:
         #: Private keys found extractable or not sensitive: (key set, kid) -> what is wrong.
         self.weak_keys: dict[tuple[str, str], str] = {}
         self._warned: set[tuple[str, str]] = set()
+        _quiet_pkcs11_finalisers()
 
     # -- session management -------------------------------------------------
 
@@ -985,6 +987,49 @@ class HSMManager:
             return bytes(pair.private_key.sign(message, mechanism=plan.mechanism, mechanism_param=plan.parameter))
 
         return self._call(sign, f"signature with key {record.kid!r} of {self.label(record.key_set)!r}", plan.mechanism)
+
+
+_finaliser_hook_installed = False
+
+
+def _quiet_pkcs11_finalisers() -> None:
+    """Keep python-pkcs11's finaliser errors out of stderr (once per process).
+
+    A search whose ``C_FindObjectsInit`` failed (the device gone) is left
+    "active", and python-pkcs11 finishes it in ``__del__`` with
+    ``C_FindObjectsFinal``, which fails again; Python then prints "Exception
+    ignored in ... __del__" with a traceback to stderr, past every log handler.
+    The operation itself already failed and was handled by the failure model,
+    so those are logged at DEBUG; any other unraisable exception goes to the
+    previous hook.
+    """
+    global _finaliser_hook_installed
+    if _finaliser_hook_installed:
+        return
+    previous_unraisable, previous_excepthook = sys.unraisablehook, sys.excepthook
+
+    def unraisable_hook(unraisable: Any) -> None:
+        where = f"{unraisable.err_msg or ''} {unraisable.object!r}"
+        if isinstance(unraisable.exc_value, PKCS11Error) and "pkcs11" in where:
+            log.debug("PKCS#11 finaliser failed too (%s), after the operation had", ckr_name(unraisable.exc_value))
+            return
+        previous_unraisable(unraisable)
+
+    def excepthook(exc_type: Any, exc: BaseException, tb: Any) -> None:
+        # Cython prints an unraisable exception's traceback through sys.excepthook
+        # (PyErr_PrintEx) before the unraisable hook; only a finaliser's is kept quiet.
+        frames = []
+        while tb is not None:
+            frames.append(tb.tb_frame.f_code.co_name)
+            tb = tb.tb_next
+        if isinstance(exc, PKCS11Error) and frames[:1] == ["_finalize"]:
+            log.debug("PKCS#11 finaliser failed too (%s), after the operation had", ckr_name(exc))
+            return
+        previous_excepthook(exc_type, exc, tb)
+
+    sys.unraisablehook = unraisable_hook
+    sys.excepthook = excepthook
+    _finaliser_hook_installed = True
 
 
 def _reinitialise(lib: Any) -> None:

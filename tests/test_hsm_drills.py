@@ -103,12 +103,20 @@ def ready(url: str) -> int:
     return requests.get(f"{url}/health/ready", timeout=5).status_code
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> float:
+def wait_until(predicate: Callable[[], bool], timeout: float, what: str, server: Gunicorn | None = None) -> float:
     started = time.monotonic()
     while not predicate():
-        assert time.monotonic() - started < timeout, f"{what}: not within {timeout} s"
+        if time.monotonic() - started >= timeout:
+            log = "\n".join(line for line in (server.log() if server else "").splitlines() if "oidc.access" not in line)
+            raise AssertionError(f"{what}: not within {timeout} s\n{log[-4000:]}")
         time.sleep(0.05)
     return time.monotonic() - started
+
+
+def wait_booted(server: Gunicorn, workers: int) -> None:
+    """Every worker has started its key service (readiness answers as soon as the first has)."""
+    server.wait_ready("/health/ready")
+    wait_until(lambda: server.log().count("worker started its key service") >= workers, 30, "every worker started")
 
 
 def log_records(server: Gunicorn) -> list[dict[str, Any]]:
@@ -128,8 +136,8 @@ def test_outage_drill_two_instances_one_database_one_remote_token(
     b = Gunicorn(env, workers=1, log_path=tmp_path / "b.log")
     servers = {"a": a, "b": b}
     try:
-        for server in servers.values():
-            server.wait_ready("/health/ready")
+        wait_booted(a, 2)
+        wait_booted(b, 1)
         keys_before = {name: jwks(server.url) for name, server in servers.items()}
         assert keys_before["a"] == keys_before["b"] and len(keys_before["a"]["keys"]) == 2
         objects_before = softhsm.list_objects(token)
@@ -156,7 +164,7 @@ def test_outage_drill_two_instances_one_database_one_remote_token(
             returned = time.monotonic()
             remote_token.start()
             for name, server in servers.items():
-                wait_until(lambda: ready(server.url) == 200, RECOVERY_BOUND, f"instance {name} ready again")
+                wait_until(lambda: ready(server.url) == 200, RECOVERY_BOUND, f"instance {name} ready again", server)
             time.sleep(1.0)
         warm = load.between(0, killed)
         assert warm and {status for _, _, status in warm} == {200}
@@ -201,7 +209,7 @@ def test_hang_drill_a_stuck_worker_is_replaced_and_its_replacement_waits_for_the
     client = add_client(make_app, env, grant_types=["client_credentials"], scope="api")
     server = Gunicorn(env, workers=1, log_path=tmp_path / "gunicorn.log")
     try:
-        server.wait_ready("/health/ready")
+        wait_booted(server, 1)
         keys_before = jwks(server.url)
         objects_before = softhsm.list_objects(token)
         assert token_request(server.url, client) == 200
@@ -224,7 +232,7 @@ def test_hang_drill_a_stuck_worker_is_replaced_and_its_replacement_waits_for_the
         assert replacement != stuck_pid
 
         remote_token.resume()
-        wait_until(lambda: ready(server.url) == 200, RECOVERY_BOUND, "ready after SIGCONT")
+        wait_until(lambda: ready(server.url) == 200, RECOVERY_BOUND, "ready after SIGCONT", server)
         assert token_request(server.url, client) == 200
         assert worker_pids(server) == {replacement}
         assert jwks(server.url) == keys_before
@@ -246,7 +254,7 @@ def test_a_reload_while_the_token_is_gone_does_not_stop_the_server(make_app, rem
     client = add_client(make_app, env, grant_types=["client_credentials"], scope="api")
     server = Gunicorn(env, workers=2, log_path=tmp_path / "gunicorn.log")
     try:
-        server.wait_ready("/health/ready")
+        wait_booted(server, 2)
         before = worker_pids(server)
         remote_token.kill()
         assert token_request(server.url, client) == 503
@@ -257,8 +265,10 @@ def test_a_reload_while_the_token_is_gone_does_not_stop_the_server(make_app, rem
         assert token_request(server.url, client) == 503
         assert ready(server.url) == 503
         remote_token.start()
-        wait_until(lambda: ready(server.url) == 200, RECOVERY_BOUND, "ready once the token is back")
-        assert token_request(server.url, client) == 200
+        # Each worker heals on its own backoff: wait until every one answers (several in a row).
+        wait_until(lambda: all(token_request(server.url, client) == 200 for _ in range(6)), RECOVERY_BOUND,
+                   "every worker signing once the token is back", server)
+        assert all(ready(server.url) == 200 for _ in range(6))
     finally:
         server.stop()
     assert "Traceback" not in server.log()
