@@ -1018,11 +1018,9 @@ def _quiet_pkcs11_finalisers() -> None:
     def excepthook(exc_type: Any, exc: BaseException, tb: Any) -> None:
         # Cython prints an unraisable exception's traceback through sys.excepthook
         # (PyErr_PrintEx) before the unraisable hook; only a finaliser's is kept quiet.
-        frames = []
-        while tb is not None:
-            frames.append(tb.tb_frame.f_code.co_name)
-            tb = tb.tb_next
-        if isinstance(exc, PKCS11Error) and frames[:1] == ["_finalize"]:
+        outermost = tb.tb_frame.f_code.co_name if tb is not None else ""
+        # Cython names its frames in full: "pkcs11._pkcs11.SearchIter._finalize".
+        if isinstance(exc, PKCS11Error) and outermost.startswith("pkcs11.") and outermost.endswith("._finalize"):
             log.debug("PKCS#11 finaliser failed too (%s), after the operation had", ckr_name(exc))
             return
         previous_excepthook(exc_type, exc, tb)

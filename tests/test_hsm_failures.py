@@ -397,3 +397,49 @@ def test_caller_faults_are_never_retried_and_never_raw(manager):
     assert isinstance(refused.value, KeyServiceError)
     assert "CKM_SHA256_RSA_PKCS" in str(refused.value) and refused.value.code.startswith("CKR_")
     assert manager.available  # the token is fine: it is the operation that is wrong
+
+
+#: A worker's view of a lost device in the middle of a key look-up, in a process of its own
+#: (so its real stderr is what is checked): the look-up fails, and nothing prints a traceback.
+_LOOKUP_SCRIPT = r"""
+import gc, sys
+from keys.errors import HSMUnavailable
+from keys.hsm import HSMConfig, HSMManager
+
+manager = HSMManager(HSMConfig(library=sys.argv[1], pin=sys.argv[2], token_label=sys.argv[3]))
+manager.open()
+manager.generate("lookup", "ES256", rsa_bits=2048)
+print("ready", flush=True)
+sys.stdin.readline()  # the token's server is killed meanwhile
+for _ in range(3):
+    try:
+        manager.records("lookup")
+    except HSMUnavailable:
+        print("unavailable", flush=True)
+gc.collect()
+"""
+
+
+@pytest.mark.e2e
+def test_a_search_cut_off_by_a_lost_device_leaves_no_traceback_on_stderr(remote_token, softhsm, token):
+    """python-pkcs11 finishes a failed search in ``__del__``, which fails again on a lost device."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    process = subprocess.Popen(
+        [sys.executable, "-c", _LOOKUP_SCRIPT, remote_token.client_library, softhsm.pin, token],
+        cwd=Path(__file__).resolve().parent.parent, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        assert process.stdout.readline().strip() == "ready"
+        remote_token.kill()
+        out, err = process.communicate("go\n", timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, err
+    assert out.split() == ["unavailable"] * 3
+    assert "Traceback" not in err and "Exception ignored" not in err, err
+    assert err.count("HSM unavailable") == 1  # the one WARNING (logging's last-resort handler)
