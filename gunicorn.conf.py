@@ -8,6 +8,7 @@ Settings come from the environment (see README.md).
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import shutil
 import sys
@@ -47,6 +48,14 @@ if METRICS_BIND and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="oidc-metrics-")
 
 WORKER_BOOT_ERROR = 3  # makes the gunicorn master stop instead of respawning
+
+# Set by the first worker that starts its key service, read by every later one.
+# Shared memory made here, in the master, before any fork: a replacement worker
+# (one gunicorn started after a worker timed out in a hung PKCS#11 call, or
+# died) must not stop the whole server because the HSM is away at that moment;
+# it starts not ready and waits for the token instead.  Only the server's first
+# workers keep the fail-fast start (HSM_STARTUP_WAIT_SECONDS, then one line).
+_SERVED = multiprocessing.RawValue("b", 0)
 
 
 def on_starting(server) -> None:  # type: ignore[no-untyped-def]
@@ -88,13 +97,39 @@ def on_exit(server) -> None:  # type: ignore[no-untyped-def]
         shutil.rmtree(directory, ignore_errors=True)
 
 
+def on_reload(server) -> None:  # type: ignore[no-untyped-def]
+    """kill -HUP: this file is read again, and ``_SERVED`` made anew with it.
+
+    A server that is reloaded has been serving, so the new workers must not stop
+    it if the HSM is away at that moment: they start as replacements do.
+    """
+    _SERVED.value = 1
+
+
 def post_worker_init(worker) -> None:  # type: ignore[no-untyped-def]
-    """In each worker: open the HSM, provision key sets, self-test the signers."""
+    """In each worker: open the HSM, provision key sets, self-test the signers.
+
+    A replacement worker of a server that has served starts even while the HSM
+    is unreachable (not ready, 503 for signatures, waiting with backoff).
+    """
     from keys.errors import KeyServiceError
     from oidc.state import state_of
 
+    replacement = bool(_SERVED.value)
     try:
-        state_of(worker.wsgi).key_service()
+        service = state_of(worker.wsgi).key_service(degraded_ok=replacement)
     except KeyServiceError as exc:
-        worker.log.error("key service cannot start: %s", exc)
-        sys.exit(WORKER_BOOT_ERROR)
+        if not _SERVED.value:
+            worker.log.error("key service cannot start: %s", exc)
+            sys.exit(WORKER_BOOT_ERROR)
+        # Another worker started serving while this one was starting, and the HSM
+        # went away meanwhile: wait for it like a replacement, never stop the server.
+        worker.log.warning("key service cannot start yet: %s", exc)
+        service = state_of(worker.wsgi).key_service(degraded_ok=True)
+    if service.hsm is not None:
+        # A lost token is probed from a background thread, never by a request:
+        # a probe of a hanging token then blocks that thread, not the worker.
+        service.hsm.start_recovery()
+    if not service.pending_start:
+        worker.log.info("worker started its key service")
+        _SERVED.value = 1

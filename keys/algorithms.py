@@ -1,4 +1,7 @@
-"""JWS signature algorithms this key service signs with (RFC 7518, RFC 8037).
+"""JWS signature algorithms this key service signs with (RFC 7518, RFC 8037, RFC 9864).
+
+``Ed25519`` is RFC 9864's fully specified name for EdDSA over Ed25519; the
+polymorphic ``EdDSA`` (RFC 8037) stays for keys and clients that already use it.
 
 Only asymmetric algorithms are offered: a resource server must be able to verify
 our tokens from the public JWK Set alone.  ``HS*`` (a shared secret would have to
@@ -42,6 +45,10 @@ class Algorithm:
     def is_ecdsa(self) -> bool:
         return self.kty == "EC"
 
+    @property
+    def is_eddsa(self) -> bool:
+        return self.kty == "OKP"
+
     def digest(self, data: bytes) -> bytes:
         """The message digest ECDSA signs (PKCS#11 tokens lack CKM_ECDSA_SHA*)."""
         assert self.hash_name is not None, f"{self.name} signs the message itself"
@@ -69,6 +76,22 @@ ALGORITHMS: dict[str, Algorithm] = {
     "ES384": Algorithm("ES384", "EC", "P-384", "sha384", 96),
     "ES512": Algorithm("ES512", "EC", "P-521", "sha512", 132),
     "EdDSA": Algorithm("EdDSA", "OKP", "Ed25519", None, None),
+    "Ed25519": Algorithm("Ed25519", "OKP", "Ed25519", None, None),
+}
+
+#: Both names of EdDSA over Ed25519: RFC 8037's polymorphic one and RFC 9864's fully specified one.
+EDDSA_ALGORITHMS: tuple[str, ...] = tuple(name for name, algorithm in ALGORITHMS.items() if algorithm.is_eddsa)
+
+#: Every JWS alg we verify or sign with, in one list: client assertions accept
+#: these, discovery advertises them.
+JWS_ALGORITHMS: tuple[str, ...] = tuple(ALGORITHMS)
+
+#: DER of the DigestInfo prefix (RFC 8017 §9.2, note 1) that CKM_RSA_PKCS signs
+#: over when the token has no combined CKM_SHA*_RSA_PKCS mechanism.
+DIGEST_INFO_PREFIXES: dict[str, bytes] = {
+    "sha256": bytes.fromhex("3031300d060960864801650304020105000420"),
+    "sha384": bytes.fromhex("3041300d060960864801650304020205000430"),
+    "sha512": bytes.fromhex("3051300d060960864801650304020305000440"),
 }
 
 #: JWK "crv" -> cryptography curve, for EC keys.

@@ -29,3 +29,33 @@ class SealingError(KeyServiceError):
 
 class HSMError(KeyServiceError):
     """The PKCS#11 module, slot or token cannot be used."""
+
+
+class HSMUnavailable(HSMError):
+    """The token cannot be reached now (device gone, module lost, token absent).
+
+    Retryable: the manager probes the token again with bounded backoff, and
+    ``retry_after`` says how many seconds until its next attempt.  ``reason``
+    is a short code (never a path, label or secret) for readiness checks.
+    """
+
+    def __init__(self, message: str, *, retry_after: float = 1.0, reason: str = "hsm_unavailable") -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+        self.reason = reason
+
+
+class HSMOperationError(HSMError):
+    """The token refused an operation for a reason a retry cannot change (our mistake).
+
+    The message names the operation, the mechanism and the ``CKR_*`` code;
+    ``code`` holds that code's name.
+    """
+
+    def __init__(self, message: str, *, code: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class MechanismUnsupported(HSMError):
+    """The token offers no mechanism that can sign (or generate) for an algorithm."""

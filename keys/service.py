@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any, ContextManager
 
 from keys.algorithms import get_algorithm
-from keys.errors import HSMError, InvalidKey, KeyNotFound, NoSigningKey
+from keys.errors import HSMError, HSMUnavailable, InvalidKey, KeyNotFound, NoSigningKey
 from keys.hsm import HSMManager
 from keys.signer import BoundSigner, KeyRecord, Signer
 from keys.software import SoftwareManager
@@ -126,6 +126,7 @@ class KeyService:
         clock: Callable[[], float] = time.time,
         sign_observer: Callable[[str, str, float], None] | None = None,
         hsm_only_sets: Collection[str] = (),
+        generate_on_hsm: bool = True,
     ) -> None:
         self.policies = {policy.name: policy for policy in key_sets}
         #: Sets (any name, not only configured ones; "*" for all) that never use software keys.
@@ -144,19 +145,140 @@ class KeyService:
         self._refreshing = threading.Lock()
         #: Results of the sign-and-verify self-test run by :meth:`start`.
         self.start_self_test: dict[str, dict[str, Any]] = {}
+        #: False: adopt-only, never generate a key pair through PKCS#11 (HSM_GENERATE_KEYS).
+        self.generate_on_hsm = generate_on_hsm
+        #: True while a start that found the token unreachable waits for it (degraded start).
+        self.pending_start = False
+        self._starting = threading.Lock()
+        self._plans_logged: set[str] = set()
 
     # -- start-up -------------------------------------------------------------
 
-    def start(self) -> None:
-        """Open the HSM, provision every configured set, and self-test each signer."""
+    def start(self, *, wait_seconds: float = 0.0, degraded_ok: bool = False) -> None:
+        """Open the HSM, provision every configured set, and self-test each signer.
+
+        ``wait_seconds``: how long to wait for a token that cannot be reached yet
+        (HSM_STARTUP_WAIT_SECONDS; 0 fails at once with one line).
+        ``degraded_ok``: when it still cannot be reached, start anyway, not ready:
+        serve the public keys the store knows, answer 503 for signatures, and
+        finish starting when the token is back (probed with backoff from a
+        background thread, so even a token that hangs blocks no request).  A
+        replacement worker of a running server starts so, instead of stopping
+        the server while the HSM is away.
+        """
+        if self.hsm is None:
+            self._complete_start()
+            return
+        self.hsm.on_available.append(self._hsm_back)
+        if degraded_ok:
+            # Opened by the recovery thread: a hanging token must not hang the worker's start.
+            self.pending_start = True
+            self.hsm.start_recovery()
+            deadline = time.monotonic() + max(wait_seconds, 2 * self.hsm.config.retry_initial_seconds)
+            while not self.hsm.available and time.monotonic() < deadline:
+                time.sleep(0.05)
+            with self._starting:
+                if self.pending_start and self.hsm.available:
+                    self._complete_start()
+                elif self.pending_start:
+                    log.warning("starting without the HSM: not ready until it is reachable")
+                    self.refresh(stored_only=True)
+            return
+        self._open_hsm(wait_seconds)
+        self._complete_start()
+
+    def _open_hsm(self, wait_seconds: float) -> None:
+        assert self.hsm is not None
+        deadline = time.monotonic() + wait_seconds
+        announced = False
+        while True:
+            try:
+                self.hsm.open()
+                return
+            except HSMUnavailable as exc:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise
+                if not announced:
+                    log.warning("HSM not reachable (%s); waiting up to %.0f s for it", exc, wait_seconds)
+                    announced = True
+                time.sleep(min(exc.retry_after, remaining))
+
+    def _complete_start(self) -> None:
         if self.hsm is not None:
-            self.hsm.open()
+            self._check_adoption()
+            self._check_mechanisms()
         self.provision()
         self.refresh()
-        self.start_self_test = self.self_test()
-        for name, result in self.start_self_test.items():
+        results = self.self_test()
+        for name, result in results.items():
             if not result["ok"]:
                 raise NoSigningKey(f"key set {name!r} failed its sign-and-verify self-test: {result['error']}")
+        self.start_self_test = results
+        self.pending_start = False
+
+    def _hsm_back(self) -> None:
+        """The token is reachable again: finish a degraded start, or re-read its keys."""
+        if self.pending_start:
+            with self._starting:
+                if self.pending_start:
+                    self._complete_start()
+                    log.info("key service started: the HSM is reachable")
+            return
+        self.refresh()
+
+    def _okp_rsa_algs(self, key_set: str) -> tuple[str, str]:
+        policy = self.policies.get(key_set)
+        algorithm = get_algorithm(policy.alg) if policy else None
+        rsa_alg = policy.alg if policy and algorithm and algorithm.is_rsa else "RS256"
+        okp_alg = policy.alg if policy and algorithm and algorithm.is_eddsa else "EdDSA"
+        return rsa_alg, okp_alg
+
+    def _check_adoption(self) -> None:
+        """Refuse to start with a hand-provisioned private key that could leave the token.
+
+        An extractable or non-sensitive private key (PKCS#11 v2.40 §4.9) is not
+        what an HSM promises; the manager skips such keys, and a start with one
+        in a configured set stops here rather than silently generating another.
+        HSM_ALLOW_EXTRACTABLE_KEYS adopts them with a WARNING, except in HSM-only sets.
+        """
+        assert self.hsm is not None
+        for name in self.policies:
+            rsa_alg, okp_alg = self._okp_rsa_algs(name)
+            self.hsm.records(name, rsa_alg=rsa_alg, okp_alg=okp_alg)
+        for (key_set, kid), weakness in sorted(self.hsm.weak_keys.items()):
+            if key_set not in self.policies:
+                continue
+            if not self.hsm.config.allow_extractable_keys:
+                raise HSMError(
+                    f"key set {self.hsm.label(key_set)!r}: key {kid!r} is refused, its private key is {weakness}; "
+                    "provision it with CKA_SENSITIVE and without CKA_EXTRACTABLE "
+                    "(or set HSM_ALLOW_EXTRACTABLE_KEYS=true for a set that is not HSM-only)"
+                )
+            if self.is_hsm_only(key_set):
+                raise HSMError(
+                    f"key set {self.hsm.label(key_set)!r} is HSM-only and its key {kid!r} is {weakness}: "
+                    "HSM_ALLOW_EXTRACTABLE_KEYS does not apply to HSM-only sets"
+                )
+
+    def _check_mechanisms(self) -> None:
+        """Choose (and log once) the mechanism of each set the HSM serves; refuse one it cannot do."""
+        assert self.hsm is not None
+        for name, policy in self.policies.items():
+            if self._target_backend(name) != "hsm":
+                continue
+            backend, records = self._records(name)
+            generate = self.generate_on_hsm and not any(
+                record.use == "sig" for record in records if record.backend == backend)
+            plan = self.hsm.check_algorithm(name, policy.alg, generate=generate, rsa_bits=self.rsa_bits)
+            for record in records:
+                if record.backend == "hsm" and record.public_jwk.get("kty") == "RSA":
+                    # An adopted key of another size than generated ones: within the mechanism's range?
+                    self.hsm.check_algorithm(name, record.alg, generate=False, rsa_bits=self.rsa_bits,
+                                             key_bits=_rsa_bits(record.public_jwk))
+            if name not in self._plans_logged:
+                self._plans_logged.add(name)
+                log.info("key set %s signs %s on the HSM with %s", name, policy.alg, plan.description)
 
     def provision(self) -> list[KeyRecord]:
         """Generate a key pair for each configured set that has none (exactly once).
@@ -169,6 +291,13 @@ class KeyService:
         missing = [name for name in self.policies if not self._has_signing_key(name)]
         if not missing:
             return generated
+        if self.hsm is not None and not self.generate_on_hsm:
+            for name in missing:
+                if self._target_backend(name) == "hsm":
+                    raise HSMError(
+                        f"key set {name!r} has no key pair labelled {self.hsm.label(name)!r} on the token, and "
+                        "HSM_GENERATE_KEYS is false (adopt-only): provision one on the token"
+                    )
         with self._lock():
             for name in missing:
                 if self._has_signing_key(name):
@@ -189,19 +318,24 @@ class KeyService:
         policy = self.policies.get(key_set)
         return (policy is not None and policy.hsm_only) or "*" in self.hsm_only_sets or key_set in self.hsm_only_sets
 
-    def _hsm_records(self, key_set: str, metadata: dict[str, KeyRecord]) -> list[KeyRecord]:
+    def _hsm_records(self, key_set: str, metadata: dict[str, KeyRecord], stored_only: bool = False) -> list[KeyRecord]:
         if self.hsm is None:
             return []
-        policy = self.policies.get(key_set)
-        rsa_alg = policy.alg if policy and get_algorithm(policy.alg).is_rsa else "RS256"
+        if stored_only:
+            # The token cannot be asked (degraded start): the keys this service
+            # generated there, as the store knows them; their signatures wait for the token.
+            return sorted(metadata.values(), key=lambda record: record.kid)
+        rsa_alg, okp_alg = self._okp_rsa_algs(key_set)
         records = []
-        for record in self.hsm.records(key_set, rsa_alg=rsa_alg):
+        for record in self.hsm.records(key_set, rsa_alg=rsa_alg, okp_alg=okp_alg):
             known = metadata.get(record.kid)
             if known is not None:
                 # Our own generated keys carry their lifecycle in the store; keys
                 # provisioned by hand have none and count as active since forever.
-                # An RSA key generated for PS256 keeps it (the token only says "RSA").
-                alg = known.alg if get_algorithm(known.alg).is_rsa and get_algorithm(record.alg).is_rsa else record.alg
+                # An RSA key generated for PS256 keeps it (the token only says "RSA"),
+                # an Ed25519 key published as EdDSA or Ed25519 keeps its name.
+                same_kty = get_algorithm(known.alg).kty == get_algorithm(record.alg).kty
+                alg = known.alg if same_kty and not get_algorithm(known.alg).is_ecdsa else record.alg
                 record = KeyRecord(
                     key_set=record.key_set, kid=record.kid, alg=alg, use=record.use,
                     backend=record.backend, public_jwk={**record.public_jwk, "alg": alg},
@@ -210,12 +344,14 @@ class KeyService:
             records.append(record)
         return records
 
-    def _records(self, key_set: str, stored: list[KeyRecord] | None = None) -> tuple[str | None, list[KeyRecord]]:
+    def _records(
+        self, key_set: str, stored: list[KeyRecord] | None = None, stored_only: bool = False
+    ) -> tuple[str | None, list[KeyRecord]]:
         """The backend serving ``key_set`` and every key of the set in either manager."""
         if stored is None:
             stored = self.store.records(key_set=key_set)
         metadata = {record.kid: record for record in stored if record.backend == "hsm"}
-        hsm_records = self._hsm_records(key_set, metadata)
+        hsm_records = self._hsm_records(key_set, metadata, stored_only)
         software_records = [record for record in stored if record.backend == "software"]
         hsm_only = self.is_hsm_only(key_set)
         if hsm_only:
@@ -235,8 +371,8 @@ class KeyService:
         names.update(record.key_set for record in self.store.records())
         return sorted(names)
 
-    def _view(self, key_set: str, stored: list[KeyRecord], now: float) -> _SetView:
-        backend, records = self._records(key_set, stored)
+    def _view(self, key_set: str, stored: list[KeyRecord], now: float, stored_only: bool = False) -> _SetView:
+        backend, records = self._records(key_set, stored, stored_only)
         serving = sorted(
             (record for record in records if record.backend == backend and record.use == "sig"), key=_order
         )
@@ -283,13 +419,17 @@ class KeyService:
 
         return BoundSigner(signer.record, timed_sign)  # type: ignore[attr-defined]
 
-    def refresh(self) -> None:
-        """Rebuild the snapshot from the store and the token."""
+    def refresh(self, *, stored_only: bool = False) -> None:
+        """Rebuild the snapshot from the store and the token (``stored_only``: from the store alone).
+
+        Raises :class:`HSMUnavailable` while the token is lost: the caller keeps
+        the previous snapshot, so the JWKS stays what it was during an outage.
+        """
         now = self.clock()
         stored_by_set: dict[str, list[KeyRecord]] = {name: [] for name in self.policies}
         for record in self.store.records():
             stored_by_set.setdefault(record.key_set, []).append(record)
-        sets = {name: self._view(name, stored, now) for name, stored in sorted(stored_by_set.items())}
+        sets = {name: self._view(name, stored, now, stored_only) for name, stored in sorted(stored_by_set.items())}
         published = [status.record.public_jwk for view in sets.values() for status in view.keys]
         body = json.dumps({"keys": published}, separators=(",", ":"), sort_keys=True).encode()
         etag = base64.urlsafe_b64encode(hashlib.sha256(body).digest()[:18]).decode()
@@ -303,11 +443,21 @@ class KeyService:
         if snapshot is None:
             self.refresh()
             snapshot = self._snapshot
-        elif self.clock() - snapshot.built_at >= self.refresh_seconds and self._refreshing.acquire(blocking=False):
+        elif (
+            self.clock() - snapshot.built_at >= self.refresh_seconds
+            and (self.hsm is None or self.hsm.available)  # an outage keeps the last snapshot, untouched
+            and self._refreshing.acquire(blocking=False)
+        ):
             # One thread refreshes; the others keep serving the previous snapshot.
             try:
-                self.refresh()
+                if self.pending_start:
+                    self._hsm_back()  # back, but finishing the start failed then: try again
+                else:
+                    self.refresh()
+            except HSMUnavailable:
+                snapshot.built_at = self.clock()  # lost meanwhile (logged once by the manager): keep it
             except Exception:  # a failed refresh must not stop signing with known keys
+                snapshot.built_at = self.clock()  # and is tried again after refresh_seconds, not per request
                 log.exception("refreshing the key snapshot failed; serving the previous one")
             finally:
                 self._refreshing.release()
@@ -321,6 +471,11 @@ class KeyService:
         """The key that signs for ``key_set`` now: the newest active one."""
         view = self._current().sets.get(key_set)
         if view is None or not view.signers:
+            if self.hsm is not None and (self.pending_start or not self.hsm.available) and (
+                view is None or view.backend in ("hsm", None)
+            ):
+                # Not "no key": the token that may hold it cannot be asked now.
+                raise self.hsm.unavailable_error()
             if view is not None and view.backend is None:
                 raise NoSigningKey(f"key set {key_set!r} is HSM-only and the token has no key pair for it")
             raise NoSigningKey(f"key set {key_set!r} has no signing key")
@@ -380,6 +535,9 @@ class KeyService:
     def _generate(self, key_set: str, alg: str, *, created_at: int, active_at: int) -> KeyRecord:
         if self._target_backend(key_set) == "hsm":
             assert self.hsm is not None
+            if not self.generate_on_hsm:
+                raise HSMError(f"key set {key_set!r} lives on the HSM and HSM_GENERATE_KEYS is false: "
+                               "key pairs are provisioned on the token, not generated through PKCS#11")
             record = self.hsm.generate(key_set, alg, rsa_bits=self.rsa_bits)
             record = KeyRecord(
                 key_set=record.key_set, kid=record.kid, alg=record.alg, use=record.use, backend=record.backend,
@@ -502,6 +660,11 @@ class KeyService:
 
     def hsm_usable(self) -> bool | None:
         return None if self.hsm is None else self.hsm.is_usable()
+
+
+def _rsa_bits(jwk: dict[str, Any]) -> int:
+    modulus = base64.urlsafe_b64decode(jwk["n"] + "=" * (-len(jwk["n"]) % 4))
+    return int.from_bytes(modulus, "big").bit_length()
 
 
 def _b64(data: bytes) -> bytes:

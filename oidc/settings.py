@@ -50,6 +50,13 @@ class Settings:
     hsm_key_set_prefix: str
     hsm_only_key_sets: tuple[str, ...]
     hsm_destroy_retired_keys: bool
+    # HSM resilience and adoption (README "When the HSM fails")
+    hsm_generate_keys: bool
+    hsm_startup_wait_seconds: float
+    hsm_retry_initial_seconds: float
+    hsm_retry_max_seconds: float
+    hsm_readiness_cache_seconds: float
+    hsm_allow_extractable_keys: bool
     # keys
     id_token_signing_alg: str
     access_token_signing_alg: str
@@ -138,6 +145,18 @@ class _Reader:
         number = self.optional_integer(name, minimum)
         return default if number is None else number
 
+    def seconds(self, name: str, default: float, minimum: float = 0.0) -> float:
+        value = self.env.get(name)
+        if value is None or value == "":
+            return default
+        try:
+            number = float(value)
+        except ValueError:
+            raise ConfigError(f"{name} must be a number of seconds, not {value!r}") from None
+        if not number >= minimum:  # also refuses NaN
+            raise ConfigError(f"{name} must be at least {minimum:g}")
+        return number
+
     def items(self, name: str) -> tuple[str, ...]:
         return tuple(part.strip() for part in self.env.get(name, "").split(",") if part.strip())
 
@@ -192,6 +211,10 @@ def load_settings(env: Mapping[str, str] | None = None, *, instance_path: str) -
             raise ConfigError("HSM_ENABLED is true but neither HSM_TOKEN_LABEL nor HSM_SLOT is set")
     elif hsm_only:
         raise ConfigError("HSM_ONLY_KEY_SETS names key sets but HSM_ENABLED is false")
+    retry_initial = read.seconds("HSM_RETRY_INITIAL_SECONDS", 0.5, minimum=0.05)
+    retry_max = read.seconds("HSM_RETRY_MAX_SECONDS", 5.0, minimum=0.05)
+    if retry_max < retry_initial:
+        raise ConfigError("HSM_RETRY_MAX_SECONDS must be at least HSM_RETRY_INITIAL_SECONDS")
 
     access_token_lifetime = read.integer("ACCESS_TOKEN_LIFETIME", 3600, minimum=1)
     id_token_lifetime = read.integer("ID_TOKEN_LIFETIME", 3600, minimum=1)
@@ -252,6 +275,12 @@ def load_settings(env: Mapping[str, str] | None = None, *, instance_path: str) -
         hsm_key_set_prefix=read.text("HSM_KEY_SET_PREFIX"),
         hsm_only_key_sets=hsm_only,
         hsm_destroy_retired_keys=read.boolean("HSM_DESTROY_RETIRED_KEYS", False),
+        hsm_generate_keys=read.boolean("HSM_GENERATE_KEYS", True),
+        hsm_startup_wait_seconds=read.seconds("HSM_STARTUP_WAIT_SECONDS", 0.0),
+        hsm_retry_initial_seconds=retry_initial,
+        hsm_retry_max_seconds=retry_max,
+        hsm_readiness_cache_seconds=read.seconds("HSM_READINESS_CACHE_SECONDS", 5.0),
+        hsm_allow_extractable_keys=read.boolean("HSM_ALLOW_EXTRACTABLE_KEYS", False),
         id_token_signing_alg=read.algorithm("ID_TOKEN_SIGNING_ALG", "RS256"),
         access_token_signing_alg=read.algorithm("ACCESS_TOKEN_SIGNING_ALG", "ES256"),
         rsa_key_size=read.integer("RSA_KEY_SIZE", 2048, minimum=2048),

@@ -86,13 +86,19 @@ class State:
         """The key service if this process has started it (never starts it)."""
         return self._key_service
 
-    def key_service(self) -> KeyService:
-        """This process's key service, built and started once (thread-safe)."""
+    def key_service(self, *, degraded_ok: bool = False) -> KeyService:
+        """This process's key service, built and started once (thread-safe).
+
+        ``degraded_ok``: a token that cannot be reached does not stop the start
+        (see :meth:`keys.service.KeyService.start`); gunicorn's replacement workers use it.
+        """
         if self._key_service is None:
             with self._key_service_lock:
                 if self._key_service is None:
                     service = self.build_key_service()
-                    service.start()
+                    service.start(wait_seconds=self.settings.hsm_startup_wait_seconds, degraded_ok=degraded_ok)
+                    if service.hsm is not None:
+                        metrics.HSM_AVAILABLE.set(1 if service.hsm.available else 0)
                     self._key_service = service
         return self._key_service
 
@@ -111,6 +117,10 @@ class State:
                     token_label=settings.hsm_token_label,
                     slot=settings.hsm_slot,
                     key_set_prefix=settings.hsm_key_set_prefix,
+                    retry_initial_seconds=settings.hsm_retry_initial_seconds,
+                    retry_max_seconds=settings.hsm_retry_max_seconds,
+                    probe_interval_seconds=settings.hsm_readiness_cache_seconds,
+                    allow_extractable_keys=settings.hsm_allow_extractable_keys,
                 ),
                 on_event=metrics.hsm_event,
             )
@@ -130,6 +140,7 @@ class State:
             clock=self.clock.time,
             sign_observer=metrics.observe_signature,
             hsm_only_sets=settings.hsm_only_key_sets,
+            generate_on_hsm=settings.hsm_generate_keys,
         )
 
     def close(self) -> None:

@@ -56,6 +56,10 @@ _CONF = _TOKEN_DIR / "softhsm2.conf"
 _CONF.write_text(f"directories.tokendir = {_TOKEN_DIR / 'tokens'}\nobjectstore.backend = file\nlog.level = ERROR\n")
 # Before anything loads libsofthsm2: it reads its configuration at C_Initialize.
 os.environ["SOFTHSM2_CONF"] = str(_CONF)
+# p11-kit's client module reads the server's address at C_Initialize: one socket
+# path for the session, served in turn by each test's ``p11-kit server``.
+_P11KIT_SOCKET = _TOKEN_DIR / "p11-kit.sock"
+os.environ["P11_KIT_SERVER_ADDRESS"] = f"unix:path={_P11KIT_SOCKET}"
 
 
 def pytest_sessionfinish(session: Any, exitstatus: int) -> None:
@@ -156,6 +160,53 @@ def softhsm() -> SoftHSM:
 def token(softhsm: SoftHSM) -> str:
     """The label of a new, empty SoftHSM2 token."""
     return softhsm.new_token()
+
+
+@pytest.fixture(scope="session")
+def p11kit_client() -> str:
+    """Path of p11-kit's client module (Debian packages p11-kit and p11-kit-modules)."""
+    from remote_token import p11kit_client_library
+
+    library = p11kit_client_library()
+    if library is None:
+        _missing("p11-kit's server and client module (Debian packages p11-kit, p11-kit-modules)")
+    assert library is not None
+    return library
+
+
+@pytest.fixture
+def remote_token(softhsm: SoftHSM, token: str, p11kit_client: str) -> Iterator[Any]:
+    """The test's SoftHSM2 token served by a running ``p11-kit server`` (a network HSM's shape)."""
+    from remote_token import P11KitServer
+
+    server = P11KitServer(provider=softhsm.library, token_label=token, socket_path=_P11KIT_SOCKET,
+                          env=softhsm.env())
+    server.start()
+    server.client_library = p11kit_client  # type: ignore[attr-defined]
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def remote_hsm_env(hsm_env: dict[str, str], remote_token: Any) -> dict[str, str]:
+    """Environment of an HSM deployment whose token is reached through p11-kit's client module."""
+    return {**hsm_env, "HSM_LIBRARY": remote_token.client_library, "P11_KIT_SERVER_ADDRESS": remote_token.address}
+
+
+@pytest.fixture(scope="session")
+def opencryptoki() -> Any:
+    """openCryptoki's soft token, initialised afresh for this session (Debian package opencryptoki)."""
+    from remote_token import OpenCryptoki, opencryptoki_library
+
+    library = opencryptoki_library()
+    if library is None or os.geteuid() != 0:
+        _missing("openCryptoki (Debian package opencryptoki) and root to run pkcsslotd")
+    assert library is not None
+    ock = OpenCryptoki(library)
+    ock.prepare()
+    return ock
 
 
 # -- databases ----------------------------------------------------------------

@@ -49,7 +49,7 @@ def test_not_ready_when_the_database_is_unreachable(make_app, base_env, tmp_path
         response = client.get("/health/ready")
         assert response.status_code == 503
         assert response.json["status"] == "unavailable"
-        assert "database unreachable" in response.json["checks"]["database"]["reason"]
+        assert response.json["checks"]["database"] == {"ok": False, "reason": "database_unreachable"}
         assert "Traceback" not in response.get_data(as_text=True)
     finally:
         app.extensions["sqlalchemy"]._app_engines[app][None] = create_engine(original_url)
@@ -63,4 +63,4 @@ def test_not_ready_when_an_hsm_only_set_has_no_key(make_app, hsm_env):
     service.refresh()
     response = app.test_client().get("/health/ready")
     assert response.status_code == 503
-    assert "jwt.access-token" in response.json["checks"]["keys"]["reason"]
+    assert response.json["checks"]["keys"]["failed"] == {"jwt.access-token": "no_signing_key"}

@@ -6,7 +6,7 @@ Reading it from the database on each of them costs more than everything else a
 a worker's time), so each process keeps the clients it has recently seen for
 ``CLIENT_CACHE_SECONDS`` (default 5; 0 turns the cache off).
 
-The trade-off, stated plainly: a change made through :mod:`oidc.clients` (the
+The trade-off, stated plainly: a change made through :mod:`oidc.accounts.clients` (the
 CLI or the admin API: disabling, deleting, a new secret) applies at once in the
 process that made it, and in every other process within ``CLIENT_CACHE_SECONDS``.
 Tokens already issued are not affected by the cache: introspection and userinfo

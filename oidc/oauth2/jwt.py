@@ -11,8 +11,9 @@ holds it, and Authlib is never given a private key.
 ``at_hash`` (OIDC Core §3.1.3.6) is Authlib's ``create_half_hash``: the left
 half of the hash of the access token's ASCII octets, the hash being the one of
 the ID token's ``alg`` (SHA-256 for RS256/PS256/ES256, SHA-384 and SHA-512
-likewise); for ``EdDSA`` (RFC 8037), whose signature has no separate hash, the
-convention OIDC implementations follow: SHA-512, whose left half is 32 bytes.
+likewise); for ``EdDSA`` (RFC 8037) and ``Ed25519`` (RFC 9864), whose signature
+has no separate hash, the convention OIDC implementations follow: SHA-512,
+whose left half is 32 bytes.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from joserfc.errors import JoseError
 from joserfc.jwk import import_key
 from joserfc.jwt import JWTClaimsRegistry
 
+from keys.algorithms import EDDSA_ALGORITHMS
 from keys.errors import KeyServiceError
 from keys.service import ACCESS_TOKEN_SET, ID_TOKEN_SET
 from oidc.hashing import b64url, b64url_decode, random_token
@@ -52,8 +54,12 @@ def sign_jwt(key_set: str, claims: dict[str, Any], typ: str) -> tuple[str, str]:
 
 
 def half_hash(value: str, alg: str) -> str:
-    """``at_hash`` of ``value`` for a JWS ``alg`` (OIDC Core §3.1.3.6)."""
-    return create_half_hash(value, alg).decode("ascii")
+    """``at_hash`` of ``value`` for a JWS ``alg`` (OIDC Core §3.1.3.6).
+
+    Authlib knows Ed25519 signatures by their RFC 8037 name only; RFC 9864's
+    ``Ed25519`` is the same signature, so it gets the same (SHA-512) half hash.
+    """
+    return create_half_hash(value, "EdDSA" if alg in EDDSA_ALGORITHMS else alg).decode("ascii")
 
 
 def issue_access_token(*, client_id: str, subject: str, scope: str, audience: list[str],

@@ -7,6 +7,14 @@ allowed by the grants and client authentication that check it.
 
 from __future__ import annotations
 
+from keys.algorithms import EDDSA_ALGORITHMS, JWS_ALGORITHMS
+
+
+def id_token_signing_algs(configured: str) -> list[str]:
+    """The ID token algs to advertise: EdDSA over Ed25519 has two names (RFC 8037, RFC 9864),
+    and a set configured with either may carry keys of both (existing EdDSA keys keep theirs)."""
+    return list(EDDSA_ALGORITHMS) if configured in EDDSA_ALGORITHMS else [configured]
+
 #: Client authentication methods at the token endpoint (RFC 6749 §2.3, OIDC Core §9).
 AUTH_METHODS = ("client_secret_basic", "client_secret_post", "private_key_jwt", "none")
 #: Those that authenticate a confidential client (introspection, client_credentials).
@@ -23,8 +31,9 @@ CODE_CHALLENGE_METHODS = ("S256",)
 PROMPT_VALUES = ("none", "login", "consent")
 
 #: Algorithms a client may sign its private_key_jwt assertion with: asymmetric only
-#: (a client has no shared secret with us to use HS256 with).
-ASSERTION_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA")
+#: (a client has no shared secret with us to use HS256 with), RFC 9864's Ed25519
+#: next to the polymorphic EdDSA; the key service's own list.
+ASSERTION_ALGORITHMS = tuple(JWS_ALGORITHMS)
 
 #: Claims an ID token or userinfo response may carry (OIDC Core §2, §5.1).
 CLAIMS_SUPPORTED = ("iss", "sub", "aud", "exp", "iat", "auth_time", "nonce", "at_hash", "azp", "sid",

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 
 from flask import Flask, g, request
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 from oidc import urls
 from oidc.oauth2.methods import GRANT_TYPES
@@ -30,6 +30,17 @@ SIGNING_SECONDS = Histogram(
 )
 HSM_ERRORS = Counter("oidc_hsm_errors_total", "PKCS#11 operations that failed, by kind of error.", ["error"])
 HSM_RECONNECTS = Counter("oidc_hsm_reconnects_total", "PKCS#11 sessions reopened after they broke.")
+HSM_AVAILABLE = Gauge(
+    "oidc_hsm_available", "1 while this process can use the HSM, 0 while it is lost or not reached yet.",
+    multiprocess_mode="livemin",  # aggregated: 0 as soon as one live worker has lost it
+)
+HSM_RECONNECT_ATTEMPTS = Counter(
+    "oidc_hsm_reconnect_attempts_total", "Re-initialisations of a lost PKCS#11 module, by result.", ["result"]
+)
+HSM_OUTAGES = Counter("oidc_hsm_outages_total", "Times a process lost the HSM.")
+HSM_UNAVAILABLE_SECONDS = Counter(
+    "oidc_hsm_unavailable_seconds_total", "Seconds processes spent without the HSM (summed over processes)."
+)
 LOGIN_FAILURES = Counter("oidc_login_failures_total", "Failed login attempts (wrong user or password, or rate-limited).",
                          ["reason"])
 
@@ -41,10 +52,33 @@ def observe_signature(key_set: str, backend: str, seconds: float) -> None:
     SIGNING_SECONDS.labels(key_set, backend).observe(seconds)
 
 
+#: When this process last counted time without the HSM (monotonic), while it is without it.
+_unavailable_since: list[float] = []
+
+
+def _count_unavailable_time() -> None:
+    if _unavailable_since:
+        now = time.monotonic()
+        HSM_UNAVAILABLE_SECONDS.inc(now - _unavailable_since[0])
+        _unavailable_since[0] = now
+
+
 def hsm_event(event: str, error: str | None = None) -> None:
-    """Count HSM trouble reported by the key service ("reconnect" or "error")."""
+    """Count HSM trouble reported by the key service (see keys.hsm.HSMManager.on_event)."""
     if event == "reconnect":
         HSM_RECONNECTS.inc()
+    elif event == "lost":
+        HSM_OUTAGES.inc()
+        HSM_AVAILABLE.set(0)
+        if not _unavailable_since:
+            _unavailable_since.append(time.monotonic())
+    elif event == "attempt":
+        HSM_RECONNECT_ATTEMPTS.labels(error or "unknown").inc()
+        _count_unavailable_time()  # grows during an outage, not only once it ends
+    elif event == "available":
+        _count_unavailable_time()
+        _unavailable_since.clear()
+        HSM_AVAILABLE.set(1)
     else:
         HSM_ERRORS.labels(error or "unknown").inc()
 

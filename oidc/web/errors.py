@@ -8,13 +8,14 @@ redirected when the client or its redirect URI is not trusted.
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 from flask import Flask, Response, jsonify, render_template
 from sqlalchemy.exc import DBAPIError, OperationalError
 from werkzeug.exceptions import HTTPException
 
-from keys.errors import KeyServiceError
+from keys.errors import HSMUnavailable, KeyServiceError
 from oidc.db import db
 
 log = logging.getLogger(__name__)
@@ -44,10 +45,10 @@ def error_page(error: str, description: str, status: int = 400) -> tuple[str, in
     return render_template("error.html", error=error, description=description), status
 
 
-def unavailable() -> Response:
+def unavailable(retry_after: str = RETRY_AFTER_SECONDS) -> Response:
     """503 ``temporarily_unavailable`` with ``Retry-After``: a dependency is down, retry soon."""
     response = error_response(503, "temporarily_unavailable", "the service is temporarily unavailable")
-    response.headers["Retry-After"] = RETRY_AFTER_SECONDS
+    response.headers["Retry-After"] = retry_after
     return response
 
 
@@ -77,6 +78,9 @@ def init_app(app: Flask) -> None:
 
     @app.errorhandler(KeyServiceError)
     def signing_unavailable(exc: Exception) -> Response:
+        if isinstance(exc, HSMUnavailable):
+            # The manager logged one WARNING when the token was lost: no line per request.
+            return unavailable(str(max(1, math.ceil(exc.retry_after))))
         log.error("signing unavailable: %s", exc)
         return unavailable()
 

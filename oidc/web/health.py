@@ -3,7 +3,12 @@
 ``/health/alive`` says the process answers.  ``/health/ready`` says it can do
 its job: the database answers, every key set has a signing key that passed the
 sign-and-verify self-test at start-up, and the HSM session is usable.  When not
-ready it answers 503 with a JSON reason per failed check.
+ready it answers 503 with a reason *code* per failed check.
+
+The endpoint is unauthenticated, so it never returns exception text (library
+paths, token labels, sealing errors): only fixed codes.  The HSM check touches
+the token at most once per ``HSM_READINESS_CACHE_SECONDS`` whatever the probe
+rate, and not at all while the token is known to be lost.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from flask import Blueprint, Response, jsonify
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
-from keys.errors import KeyServiceError
+from keys.errors import HSMUnavailable, KeyServiceError, NoSigningKey
 from oidc import urls
 from oidc.db import db
 from oidc.state import current_state
@@ -32,33 +37,48 @@ def _check_database() -> dict[str, Any]:
     try:
         with db.engine.connect() as connection:
             connection.execute(text("SELECT 1"))
-    except SQLAlchemyError as exc:
-        return {"ok": False, "reason": f"database unreachable ({type(exc).__name__})"}
+    except SQLAlchemyError:
+        return {"ok": False, "reason": "database_unreachable"}
     return {"ok": True}
+
+
+def _reason(exc: Exception) -> str:
+    """A fixed code for a key service error (its text may name paths and labels)."""
+    if isinstance(exc, HSMUnavailable):
+        return exc.reason
+    if isinstance(exc, NoSigningKey):
+        return "no_signing_key"
+    if isinstance(exc, SQLAlchemyError):
+        return "database_unreachable"
+    return "key_service_error"
 
 
 def _check_keys() -> tuple[dict[str, Any], dict[str, Any]]:
     try:
         service = current_state().key_service()
     except (KeyServiceError, SQLAlchemyError) as exc:
-        reason = str(exc) if isinstance(exc, KeyServiceError) else f"database unreachable ({type(exc).__name__})"
-        return {"ok": False, "reason": f"key service not started: {reason}"}, {"ok": False, "reason": "not started"}
-    failed = {name: result.get("error") for name, result in service.start_self_test.items() if not result["ok"]}
+        reason = _reason(exc)
+        return {"ok": False, "reason": "key_service_not_started", "detail": reason}, {"ok": False, "reason": reason}
+    failed = {name: "self_test_failed" for name, result in service.start_self_test.items() if not result["ok"]}
+    if service.pending_start:
+        failed.update(dict.fromkeys(service.policies, "hsm_unavailable"))
     for name in service.policies:
         try:
             service.signer(name)
         except KeyServiceError as exc:
-            failed[name] = str(exc)
-    keys = {"ok": not failed, "sets": sorted(service.policies)}
+            failed.setdefault(name, _reason(exc))
+    keys: dict[str, Any] = {"ok": not failed, "sets": sorted(service.policies)}
     if failed:
-        keys["reason"] = "; ".join(f"{name}: {error}" for name, error in sorted(failed.items()))
+        keys["reason"] = "key_set_unavailable"
+        keys["failed"] = dict(sorted(failed.items()))
     usable = service.hsm_usable()
     if usable is None:
         hsm: dict[str, Any] = {"ok": True, "configured": False}
     else:
         hsm = {"ok": usable, "configured": True}
         if not usable:
-            hsm["reason"] = "the PKCS#11 session is not usable"
+            hsm["reason"] = service.hsm.unavailable_error().reason if not service.hsm.available else (
+                "hsm_session_unusable")
     return keys, hsm
 
 

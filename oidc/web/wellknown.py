@@ -61,7 +61,7 @@ def discovery_document(settings: Settings) -> dict[str, Any]:
         "response_modes_supported": list(methods.RESPONSE_MODES),
         "grant_types_supported": list(methods.GRANT_TYPES),
         "subject_types_supported": ["public"],
-        "id_token_signing_alg_values_supported": [settings.id_token_signing_alg],
+        "id_token_signing_alg_values_supported": methods.id_token_signing_algs(settings.id_token_signing_alg),
         "token_endpoint_auth_methods_supported": list(methods.AUTH_METHODS),
         "token_endpoint_auth_signing_alg_values_supported": list(methods.ASSERTION_ALGORITHMS),
         "introspection_endpoint_auth_methods_supported": list(methods.CONFIDENTIAL_AUTH_METHODS),

@@ -1,0 +1,181 @@
+"""Tokens behind other PKCS#11 modules than plain SoftHSM2, as real deployments use them.
+
+* :class:`P11KitServer`: a SoftHSM2 token served by ``p11-kit server`` on a Unix
+  socket, used through p11-kit's client module (``p11-kit-client.so``) with
+  ``P11_KIT_SERVER_ADDRESS``: the shape of a network HSM.  The server forks one
+  ``p11-kit-remote`` per client connection, all in one process group, so the
+  appliance "going away" is that group killed, and "hanging" is it stopped.
+* :class:`OpenCryptoki`: openCryptoki's soft token (``pkcsslotd`` and the
+  ``libpkcs11_sw`` slot), initialised non-interactively with ``pkcsconf``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+P11KIT_CLIENT_CANDIDATES = [
+    "/usr/lib/x86_64-linux-gnu/pkcs11/p11-kit-client.so",
+    "/usr/lib/aarch64-linux-gnu/pkcs11/p11-kit-client.so",
+    "/usr/lib/pkcs11/p11-kit-client.so",
+    "/usr/lib64/pkcs11/p11-kit-client.so",
+]
+OPENCRYPTOKI_CANDIDATES = [
+    "/usr/lib/x86_64-linux-gnu/opencryptoki/libopencryptoki.so.0",
+    "/usr/lib/aarch64-linux-gnu/opencryptoki/libopencryptoki.so.0",
+    "/usr/lib64/opencryptoki/libopencryptoki.so.0",
+]
+
+
+def p11kit_client_library() -> str | None:
+    if shutil.which("p11-kit") is None:
+        return None
+    return next((path for path in P11KIT_CLIENT_CANDIDATES if os.path.exists(path)), None)
+
+
+class P11KitServer:
+    """``p11-kit server`` exposing one SoftHSM2 token on a socket of its own."""
+
+    def __init__(self, *, provider: str, token_label: str, socket_path: Path, env: dict[str, str]) -> None:
+        self.provider = provider
+        self.token_label = token_label
+        self.socket_path = socket_path
+        self.env = env
+        self.process: subprocess.Popen[bytes] | None = None
+        self.address = f"unix:path={socket_path}"
+
+    def start(self) -> None:
+        """Start (or start again) the server; returns once it listens."""
+        assert self.process is None or self.process.poll() is not None
+        self.socket_path.unlink(missing_ok=True)
+        self.process = subprocess.Popen(
+            ["p11-kit", "server", "-f", "-n", str(self.socket_path), "--provider", self.provider,
+             f"pkcs11:token={self.token_label}"],
+            env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        deadline = time.monotonic() + 20
+        while not self.socket_path.exists():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                output = self.process.stdout.read().decode(errors="replace") if self.process.stdout else ""
+                raise RuntimeError(f"p11-kit server did not start: {output}")
+            time.sleep(0.02)
+
+    def group(self) -> list[int]:
+        """The server and its per-connection ``p11-kit-remote`` processes."""
+        if self.process is None:
+            return []
+        found = subprocess.run(["pgrep", "-g", str(self.process.pid)], capture_output=True, text=True).stdout
+        return [int(pid) for pid in found.split()]
+
+    def kill(self) -> None:
+        """Every process of the server killed at once: the appliance is gone."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=10)
+
+    def pause(self) -> list[int]:
+        """SIGSTOP: the appliance stops answering without closing any connection."""
+        pids = self.group()
+        for pid in pids:
+            os.kill(pid, signal.SIGSTOP)
+        return pids
+
+    def resume(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGCONT)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.resume()
+            self.kill()
+        if self.process is not None and self.process.stdout:
+            self.process.stdout.close()
+        self.socket_path.unlink(missing_ok=True)
+
+
+def opencryptoki_library() -> str | None:
+    if shutil.which("pkcsconf") is None or shutil.which("pkcsslotd") is None:
+        return None
+    return next((path for path in OPENCRYPTOKI_CANDIDATES if os.path.exists(path)), None)
+
+
+class OpenCryptoki:
+    """openCryptoki's soft token, initialised with this label and these PINs.
+
+    openCryptoki keeps its tokens under a compiled-in directory
+    (``/var/lib/opencryptoki``), so the soft token is the machine's one.  A token
+    in its factory state is initialised (``pkcsconf -I`` reads the label from
+    stdin; then the SO PIN is changed, the user PIN set and changed, since
+    openCryptoki marks PINs set by someone else "to be changed").  Re-initialising
+    an initialised soft token leaves it refusing every login on openCryptoki 3.8,
+    so a token already carrying this label is used as it is: each test labels its
+    keys with a prefix of its own and destroys them afterwards.  PINs are 4 to 8
+    characters on this token.
+    """
+
+    LABEL = "oidc-tests"
+    DEFAULT_SO_PIN = "87654321"
+    SO_PIN = "so-7319a"
+    PIN = "us-40213"
+
+    def __init__(self, library: str) -> None:
+        self.library = library
+        self.slot = -1
+
+    def _pkcsconf(self, *args: str, stdin: str | None = None) -> str:
+        result = subprocess.run(["pkcsconf", *args], input=stdin, capture_output=True, text=True, timeout=60)
+        if result.returncode != 0:
+            raise RuntimeError(f"pkcsconf {args[0]} failed: {result.stdout}{result.stderr}")
+        return result.stdout
+
+    def prepare(self) -> None:
+        if subprocess.run(["pgrep", "-x", "pkcsslotd"], capture_output=True).returncode != 0:
+            # The slot daemon every openCryptoki client needs; it daemonises itself and
+            # is left running, as the system service would be.
+            subprocess.run(["pkcsslotd"], check=True, timeout=30)
+        current = ""
+        slot = None
+        for block in re.split(r"(?=Token #\d+ Info:)", self._pkcsconf("-t")):
+            match = re.match(r"Token #(\d+) Info:", block)
+            if match and "IBM SoftTok" in block:
+                slot = int(match.group(1))
+                label = re.search(r"Label:\s*(.*?)\s*$", block, re.M)
+                current = label.group(1) if label else ""
+                initialised = "TOKEN_INITIALIZED" in block
+        if slot is None:
+            raise RuntimeError("openCryptoki has no soft token slot (libpkcs11_sw.so in opencryptoki.conf)")
+        self.slot = slot
+        if current == self.LABEL:
+            return
+        if initialised:
+            raise RuntimeError(f"openCryptoki's soft token is initialised as {current!r}, not for these tests")
+        self._pkcsconf("-I", "-c", str(slot), "-S", self.DEFAULT_SO_PIN, stdin=self.LABEL + "\n")
+        self._pkcsconf("-P", "-c", str(slot), "-S", self.DEFAULT_SO_PIN, "-n", self.SO_PIN)
+        self._pkcsconf("-u", "-c", str(slot), "-S", self.SO_PIN, "-n", "tmp-8812")
+        self._pkcsconf("-p", "-c", str(slot), "-U", "tmp-8812", "-n", self.PIN)
+
+    def destroy_labelled(self, prefix: str) -> None:
+        """Destroy every object whose label starts with ``prefix`` (a test's own keys)."""
+        import pkcs11
+        from pkcs11 import Attribute
+
+        from keys.hsm import PKCS11_LOCK
+
+        with PKCS11_LOCK:
+            token = pkcs11.lib(self.library).get_token(token_label=self.LABEL)
+            try:
+                session = token.open(rw=True, user_pin=self.PIN)
+            except pkcs11.UserAlreadyLoggedIn:
+                session = token.open(rw=True)
+            try:
+                for obj in list(session.get_objects()):
+                    if str(obj[Attribute.LABEL]).startswith(prefix):
+                        obj.destroy()
+            finally:
+                session.close()
