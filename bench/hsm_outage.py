@@ -146,7 +146,7 @@ def sign_rates(workdir: Path, args: argparse.Namespace) -> dict[str, tuple[float
                 manager.records(record.key_set)
                 algorithm = get_algorithm(alg)
 
-                def sign(data: bytes, manager=manager, algorithm=algorithm) -> bytes:
+                def sign(data: bytes, manager=manager, algorithm=algorithm, record=record) -> bytes:
                     return manager.sign(record, algorithm, data)
 
                 runs = [sign_rate(sign, args.sign_seconds) for _ in range(args.runs)]

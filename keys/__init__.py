@@ -6,7 +6,7 @@ token builders (see :class:`keys.service.KeyService`)::
     signer = service.signer("openid.id-token")
     signer.kid, signer.alg
     signature = signer.sign(signing_input)
-    service.jwks()
+    service.jwks_document()
     service.public_key(kid)
 """
 

@@ -265,7 +265,8 @@ def _unwrap_point(ec_point: bytes, raw_size: int) -> bytes:
     """CKA_EC_POINT is a DER OCTET STRING per the standard; some tokens give it raw."""
     if len(ec_point) == raw_size:
         return ec_point
-    return OctetString.load(ec_point).native
+    point: bytes = OctetString.load(ec_point).native
+    return point
 
 
 @dataclass
@@ -922,11 +923,11 @@ class HSMManager:
             Attribute.UNWRAP: False,
             Attribute.DERIVE: False,
         }
-        common = dict(
-            id=cka_id, label=label, store=True,
-            capabilities=MechanismFlag.SIGN | MechanismFlag.VERIFY,
-            public_template=public_template, private_template=private_template,
-        )
+        common = {
+            "id": cka_id, "label": label, "store": True,
+            "capabilities": MechanismFlag.SIGN | MechanismFlag.VERIFY,
+            "public_template": public_template, "private_template": private_template,
+        }
         if algorithm.is_rsa:
             self._session.generate_keypair(KeyType.RSA, rsa_bits, **common)
         elif algorithm.is_ecdsa:
@@ -942,8 +943,8 @@ class HSMManager:
             )
             params.generate_keypair(mechanism=Mechanism.EC_EDWARDS_KEY_PAIR_GEN, **common)
 
-    def destroy(self, key_set: str, kid: str) -> bool:
-        """Destroy both halves of a key pair; False when there was none."""
+    def delete(self, key_set: str, kid: str) -> bool:
+        """Destroy both halves of a key pair on the token; False when there was none."""
         def destroy() -> bool:
             self._pairs.pop((key_set, kid), None)
             # Logged out, the private half would be invisible and only the public

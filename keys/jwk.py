@@ -6,7 +6,7 @@ joserfc does the encoding; this module only decides *which* members we publish
 
 from __future__ import annotations
 
-from typing import Any, Union
+from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from joserfc.errors import JoseError
@@ -15,8 +15,8 @@ from joserfc.jwk import ECKey, OKPKey, RSAKey, import_key
 from keys.algorithms import ALG_FOR_CURVE, MIN_RSA_BITS, Algorithm, get_algorithm
 from keys.errors import InvalidKey, UnsupportedAlgorithm
 
-PrivateKey = Union[rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey, ed25519.Ed25519PrivateKey]
-PublicKey = Union[rsa.RSAPublicKey, ec.EllipticCurvePublicKey, ed25519.Ed25519PublicKey]
+PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
+PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey
 
 #: The only members a published JWK may have: the public parameters of each
 #: key type plus the metadata we set.  Anything else (``d``, ``p``, ...) is dropped.
@@ -103,8 +103,8 @@ def load_private_jwk(jwk: dict[str, Any]) -> tuple[PrivateKey, str]:
     except (JoseError, ValueError, TypeError) as exc:
         raise InvalidKey(f"the JWK cannot be parsed: {type(exc).__name__}") from None
     private_key = key.private_key
-    if private_key is None:
-        raise InvalidKey("the JWK has no private part")
+    if not isinstance(private_key, (rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey, ed25519.Ed25519PrivateKey)):
+        raise InvalidKey("the JWK has no private part of a signing key type")
     alg = str(jwk.get("alg") or default_algorithm_for(private_key.public_key()))
     check_key_for_algorithm(private_key.public_key(), get_algorithm(alg))
     return private_key, alg

@@ -21,20 +21,21 @@ the JWKS does database or token look-ups per request.
 from __future__ import annotations
 
 import base64
-import contextlib
 import hashlib
 import json
 import logging
 import threading
 import time
 from collections.abc import Callable, Collection
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Any, ContextManager
+from typing import Any
 
 from keys.algorithms import get_algorithm
 from keys.errors import HSMError, HSMUnavailable, InvalidKey, KeyNotFound, NoSigningKey
+from keys.hsm import BACKEND as HSM_BACKEND
 from keys.hsm import HSMManager
-from keys.signer import BoundSigner, KeyRecord, Signer
+from keys.signer import BoundSigner, KeyManager, KeyRecord, Signer
 from keys.software import SoftwareManager
 from keys.store import KeyStore
 
@@ -52,7 +53,6 @@ class KeySetPolicy:
 
     name: str
     alg: str
-    hsm_only: bool = False
 
     def __post_init__(self) -> None:
         get_algorithm(self.alg)  # refuse HS*/none/unknown at configuration time
@@ -121,7 +121,7 @@ class KeyService:
         hsm: HSMManager | None,
         rotation: RotationPolicy,
         rsa_bits: int,
-        lock: Callable[[], ContextManager[Any]],
+        lock: Callable[[], AbstractContextManager[Any]],
         refresh_seconds: float = 10.0,
         clock: Callable[[], float] = time.time,
         sign_observer: Callable[[str, str, float], None] | None = None,
@@ -134,6 +134,10 @@ class KeyService:
         self.store = store
         self.software = software
         self.hsm = hsm
+        #: The manager of each backend: every key is signed with and deleted through its own.
+        self._managers: dict[str, KeyManager] = {software.backend: software}
+        if hsm is not None:
+            self._managers[hsm.backend] = hsm
         self.rotation = rotation
         self.rsa_bits = rsa_bits
         self._lock = lock
@@ -287,7 +291,7 @@ class KeyService:
         lock, and the look-up is repeated inside it, so processes starting
         together generate one key pair per set, not one each.
         """
-        generated = []
+        generated: list[KeyRecord] = []
         missing = [name for name in self.policies if not self._has_signing_key(name)]
         if not missing:
             return generated
@@ -315,8 +319,8 @@ class KeyService:
 
     def is_hsm_only(self, key_set: str) -> bool:
         """Whether ``key_set`` must live on the HSM and never fall back to software keys."""
-        policy = self.policies.get(key_set)
-        return (policy is not None and policy.hsm_only) or "*" in self.hsm_only_sets or key_set in self.hsm_only_sets
+        self.policies.get(key_set)
+        return "*" in self.hsm_only_sets or key_set in self.hsm_only_sets
 
     def _hsm_records(self, key_set: str, metadata: dict[str, KeyRecord], stored_only: bool = False) -> list[KeyRecord]:
         if self.hsm is None:
@@ -379,7 +383,7 @@ class KeyService:
         live = [record for record in serving if record.active_at <= now]
         statuses: list[KeyStatus] = []
         signers: list[tuple[int, Signer]] = []
-        for index, record in enumerate(serving):
+        for _index, record in enumerate(serving):
             if record.active_at > now:
                 statuses.append(KeyStatus(record, "next"))
             elif record is live[-1]:
@@ -395,9 +399,7 @@ class KeyService:
                     if now >= retires_at:
                         continue  # retired: every token it signed has expired
                     statuses.append(KeyStatus(record, "previous", retires_at))
-            manager = self.hsm if backend == "hsm" else self.software
-            assert manager is not None
-            signers.append((record.active_at, self._observed(manager.signer(record))))
+            signers.append((record.active_at, self._observed(self._managers[record.backend].signer(record))))
         # Keys of the other manager (or not for signing) stay published until deleted.
         for record in records:
             if record.backend != backend or record.use != "sig":
@@ -408,7 +410,7 @@ class KeyService:
         observe = self.sign_observer
         if observe is None:
             return signer
-        key_set, backend, sign = signer.record.key_set, signer.backend, signer.sign  # type: ignore[attr-defined]
+        key_set, backend, sign = signer.record.key_set, signer.backend, signer.sign
 
         def timed_sign(signing_input: bytes) -> bytes:
             started = time.perf_counter()
@@ -417,7 +419,7 @@ class KeyService:
             finally:
                 observe(key_set, backend, time.perf_counter() - started)
 
-        return BoundSigner(signer.record, timed_sign)  # type: ignore[attr-defined]
+        return BoundSigner(signer.record, timed_sign)
 
     def refresh(self, *, stored_only: bool = False) -> None:
         """Rebuild the snapshot from the store and the token (``stored_only``: from the store alone).
@@ -487,9 +489,6 @@ class KeyService:
         if chosen is None:
             raise NoSigningKey(f"key set {key_set!r} has no key active yet")
         return chosen
-
-    def jwks(self) -> dict[str, Any]:
-        return json.loads(self._current().jwks_body)
 
     def jwks_document(self) -> tuple[bytes, str]:
         """The serialised public JWK Set and its (unquoted) entity tag; no per-request work."""
@@ -589,12 +588,9 @@ class KeyService:
     def delete(self, key_set: str, kid: str) -> bool:
         """Delete a key from whichever manager holds it (destroying it on the HSM)."""
         deleted = False
-        if self.hsm is not None:
-            deleted = self.hsm.destroy(key_set, kid)
-        if any(record.kid == kid and record.backend == "software" for record in self.store.records(key_set=key_set)):
-            deleted = self.software.delete(key_set, kid) or deleted
-        else:
-            deleted = self.store.remove(key_set, kid) or deleted
+        for manager in self._managers.values():
+            deleted = manager.delete(key_set, kid) or deleted
+        deleted = self.store.remove(key_set, kid) or deleted  # an HSM key's lifecycle row
         if deleted:
             audit.info("key deleted", extra={"event": "key.deleted", "key_set": key_set, "kid": kid})
         self.refresh()
@@ -610,13 +606,10 @@ class KeyService:
             for record in self._records(key_set, stored)[1]:
                 if (record.backend, record.kid) in kept:
                     continue
-                if record.backend == "software":
-                    self.software.delete(key_set, record.kid)
-                elif self.rotation.destroy_retired_hsm_keys and self.hsm is not None:
-                    self.hsm.destroy(key_set, record.kid)
-                    self.store.remove(key_set, record.kid)
-                else:
+                if record.backend == HSM_BACKEND and not self.rotation.destroy_retired_hsm_keys:
                     continue  # retired from the JWKS, kept on the token
+                self._managers[record.backend].delete(key_set, record.kid)
+                self.store.remove(key_set, record.kid)
                 retired.append(record)
                 audit.info("key retired", extra={"event": "key.retired", "key_set": key_set, "kid": record.kid,
                                                  "backend": record.backend})
@@ -658,9 +651,6 @@ class KeyService:
                 results[name] = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
         return results
 
-    def hsm_usable(self) -> bool | None:
-        return None if self.hsm is None else self.hsm.is_usable()
-
 
 def _rsa_bits(jwk: dict[str, Any]) -> int:
     modulus = base64.urlsafe_b64decode(jwk["n"] + "=" * (-len(jwk["n"]) % 4))
@@ -671,12 +661,6 @@ def _b64(data: bytes) -> bytes:
     return base64.urlsafe_b64encode(data).rstrip(b"=")
 
 
-@contextlib.contextmanager
-def no_lock() -> Any:
-    """For a single-process tool that needs no provisioning lock."""
-    yield
-
-
 __all__ = [
     "ACCESS_TOKEN_SET",
     "ID_TOKEN_SET",
@@ -685,5 +669,4 @@ __all__ = [
     "KeySetPolicy",
     "KeyStatus",
     "RotationPolicy",
-    "no_lock",
 ]

@@ -7,20 +7,6 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 
-class Signer(Protocol):
-    """The active signing key of a key set.
-
-    ``sign`` returns the JWS signature bytes for ``signing_input`` (for EC keys the
-    raw ``r||s`` of RFC 7518 §3.4).  The private key never leaves its manager.
-    """
-
-    kid: str
-    alg: str
-    backend: str
-
-    def sign(self, signing_input: bytes) -> bytes: ...
-
-
 @dataclass(frozen=True)
 class KeyRecord:
     """What the service knows about one key pair, whichever manager holds it.
@@ -38,6 +24,43 @@ class KeyRecord:
     public_jwk: dict[str, Any] = field(compare=False)
     created_at: int = 0
     active_at: int = 0
+
+
+class Signer(Protocol):
+    """The active signing key of a key set.
+
+    ``sign`` returns the JWS signature bytes for ``signing_input`` (for EC keys the
+    raw ``r||s`` of RFC 7518 §3.4).  The private key never leaves its manager.
+    """
+
+    @property
+    def record(self) -> KeyRecord: ...
+
+    @property
+    def kid(self) -> str: ...
+
+    @property
+    def alg(self) -> str: ...
+
+    @property
+    def backend(self) -> str: ...
+
+    def sign(self, signing_input: bytes) -> bytes: ...
+
+
+class KeyManager(Protocol):
+    """What the key service asks of the manager holding a key (the HSM or the software store)."""
+
+    @property
+    def backend(self) -> str: ...
+
+    def signer(self, record: KeyRecord) -> Signer:
+        """A signer for ``record``'s private key, which stays in the manager."""
+        ...
+
+    def delete(self, key_set: str, kid: str) -> bool:
+        """Remove the key pair for good; False when there was none."""
+        ...
 
 
 @dataclass(frozen=True)

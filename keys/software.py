@@ -73,9 +73,6 @@ class SoftwareManager:
         self._signing_functions: dict[tuple[str, str], Callable[[bytes], bytes]] = {}
         self._lock = threading.Lock()
 
-    def records(self) -> list[KeyRecord]:
-        return self.store.records(backend=BACKEND)
-
     def signer(self, record: KeyRecord) -> Signer:
         key = (record.key_set, record.kid)
         with self._lock:
@@ -122,11 +119,6 @@ class SoftwareManager:
         with self._lock:
             self._signing_functions.pop((key_set, kid), None)
         return self.store.remove(key_set, kid)
-
-    def forget_cached(self) -> None:
-        """Drop unsealed keys so the next signature re-reads the store."""
-        with self._lock:
-            self._signing_functions.clear()
 
     def reseal(self) -> int:
         """Re-seal every stored private key under the newest system secret.

@@ -162,6 +162,17 @@ def token(softhsm: SoftHSM) -> str:
     return softhsm.new_token()
 
 
+@pytest.fixture
+def manager(softhsm: SoftHSM, token: str) -> Iterator[Any]:
+    """An HSM manager on a new token, with no database or service around it."""
+    from keys.hsm import HSMConfig, HSMManager
+
+    hsm = HSMManager(HSMConfig(library=softhsm.library, pin=softhsm.pin, token_label=token, key_set_prefix="acme."))
+    hsm.open()
+    yield hsm
+    hsm.close()
+
+
 @pytest.fixture(scope="session")
 def p11kit_client() -> str:
     """Path of p11-kit's client module (Debian packages p11-kit and p11-kit-modules)."""

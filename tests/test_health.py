@@ -59,7 +59,7 @@ def test_not_ready_when_an_hsm_only_set_has_no_key(make_app, hsm_env):
     app = make_app({**hsm_env, "HSM_ONLY_KEY_SETS": "jwt.access-token"})
     service = start_key_service(app)
     kid = service.signer("jwt.access-token").kid
-    service.hsm.destroy("jwt.access-token", kid)
+    service.hsm.delete("jwt.access-token", kid)
     service.refresh()
     response = app.test_client().get("/health/ready")
     assert response.status_code == 503

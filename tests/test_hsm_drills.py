@@ -166,7 +166,8 @@ def test_outage_drill_two_instances_one_database_one_remote_token(
             returned = time.monotonic()
             remote_token.start()
             for name, server in servers.items():
-                wait_until(lambda: ready(server.url) == 200, RECOVERY_BOUND, f"instance {name} ready again", server)
+                wait_until(lambda server=server: ready(server.url) == 200, RECOVERY_BOUND,
+                           f"instance {name} ready again", server)
             time.sleep(1.0)
         warm = load.between(0, killed)
         assert warm and {status for _, _, status in warm} == {200}

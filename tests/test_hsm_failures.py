@@ -19,7 +19,6 @@ from pkcs11 import exceptions as ckr
 from test_hsm_manager import (
     add_signing_route,
     b64url_decode,
-    manager,  # noqa: F401  (the fixture)
     published,
     signing_input_for,
     token_session,

@@ -220,15 +220,6 @@ def log_out(library: str, session_handle: int) -> None:
     _call_module(library, "C_Logout", session_handle)
 
 
-@pytest.fixture
-def manager(softhsm: Any, token: str) -> Iterator[HSMManager]:
-    """An HSM manager on a new token, with no database or service around it."""
-    hsm = HSMManager(HSMConfig(library=softhsm.library, pin=softhsm.pin, token_label=token, key_set_prefix="acme."))
-    hsm.open()
-    yield hsm
-    hsm.close()
-
-
 # -- 1. every algorithm, verified with the published key --------------------------------
 
 

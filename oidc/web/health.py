@@ -71,14 +71,14 @@ def _check_keys() -> tuple[dict[str, Any], dict[str, Any]]:
     if failed:
         keys["reason"] = "key_set_unavailable"
         keys["failed"] = dict(sorted(failed.items()))
-    usable = service.hsm_usable()
-    if usable is None:
+    manager = service.hsm
+    if manager is None:
         hsm: dict[str, Any] = {"ok": True, "configured": False}
     else:
+        usable = manager.is_usable()
         hsm = {"ok": usable, "configured": True}
         if not usable:
-            hsm["reason"] = service.hsm.unavailable_error().reason if not service.hsm.available else (
-                "hsm_session_unusable")
+            hsm["reason"] = manager.unavailable_error().reason if not manager.available else "hsm_session_unusable"
     return keys, hsm
 
 
