@@ -104,6 +104,10 @@ EC_CURVES: dict[str, type[ec.EllipticCurve]] = {
 #: JWK "crv" -> the ECDSA alg that curve is used with (RFC 7518 §3.4).
 ALG_FOR_CURVE: dict[str, str] = {"P-256": "ES256", "P-384": "ES384", "P-521": "ES512"}
 
+#: JWK "crv" of each curve by its SEC 2 name (cryptography's ``curve.name``, PKCS#11's named-curve OID).
+CURVE_FOR_SEC_NAME: dict[str, str] = {curve().name: crv for crv, curve in EC_CURVES.items()}
+SEC_NAME_FOR_CURVE: dict[str, str] = {crv: name for name, crv in CURVE_FOR_SEC_NAME.items()}
+
 
 def get_algorithm(name: str) -> Algorithm:
     """Look up a supported JWS algorithm, refusing symmetric ones and ``none``."""

@@ -75,7 +75,7 @@ from pkcs11 import exceptions as ckr
 from pkcs11.exceptions import PinIncorrect, PKCS11Error, UserAlreadyLoggedIn
 from pkcs11.util.ec import encode_named_curve_parameters
 
-from keys.algorithms import EC_CURVES, MIN_RSA_BITS, Algorithm, get_algorithm
+from keys.algorithms import ALG_FOR_CURVE, EC_CURVES, MIN_RSA_BITS, SEC_NAME_FOR_CURVE, Algorithm, get_algorithm
 from keys.errors import HSMError, HSMOperationError, HSMUnavailable, InvalidKey, KeyNotFound, MechanismUnsupported
 from keys.jwk import PublicKey, public_jwk
 from keys.mechanisms import (
@@ -96,8 +96,7 @@ BACKEND = "hsm"
 PKCS11_LOCK = threading.RLock()
 
 #: DER of the named-curve OIDs, as found in CKA_EC_PARAMS.
-_CURVE_OIDS = {"P-256": "secp256r1", "P-384": "secp384r1", "P-521": "secp521r1"}
-_EC_PARAMS_TO_CURVE = {encode_named_curve_parameters(oid): crv for crv, oid in _CURVE_OIDS.items()}
+_EC_PARAMS_TO_CURVE = {encode_named_curve_parameters(oid): crv for crv, oid in SEC_NAME_FOR_CURVE.items()}
 #: Ed25519 in CKA_EC_PARAMS: the OID 1.3.101.112, or the PrintableString "edwards25519"
 #: that some PKCS#11 v2.40 tokens use.
 _ED25519_OID = bytes.fromhex("06032b6570")
@@ -863,7 +862,7 @@ class HSMManager:
                 raise InvalidKey("EC key on an unsupported curve")
             size = EC_CURVES[curve]().key_size
             raw = _unwrap_point(point, 2 * ((size + 7) // 8) + 1)
-            alg = {"P-256": "ES256", "P-384": "ES384", "P-521": "ES512"}[curve]
+            alg = ALG_FOR_CURVE[curve]
             return ec.EllipticCurvePublicKey.from_encoded_point(EC_CURVES[curve](), raw), alg
         if key_type == KeyType.EC_EDWARDS and params in _ED25519_NAMES:
             return ed25519.Ed25519PublicKey.from_public_bytes(_unwrap_point(point, 32)), okp_alg
@@ -933,7 +932,7 @@ class HSMManager:
         elif algorithm.is_ecdsa:
             assert algorithm.curve is not None
             params = self._session.create_domain_parameters(
-                KeyType.EC, {Attribute.EC_PARAMS: encode_named_curve_parameters(_CURVE_OIDS[algorithm.curve])},
+                KeyType.EC, {Attribute.EC_PARAMS: encode_named_curve_parameters(SEC_NAME_FOR_CURVE[algorithm.curve])},
                 local=True,
             )
             params.generate_keypair(**common)

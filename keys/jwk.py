@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, OKPKey, RSAKey, import_key
 
-from keys.algorithms import ALG_FOR_CURVE, MIN_RSA_BITS, Algorithm, get_algorithm
+from keys.algorithms import ALG_FOR_CURVE, CURVE_FOR_SEC_NAME, MIN_RSA_BITS, Algorithm, get_algorithm
 from keys.errors import InvalidKey, UnsupportedAlgorithm
 
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
@@ -56,7 +56,7 @@ def check_key_for_algorithm(public_key: PublicKey, algorithm: Algorithm) -> None
     elif algorithm.is_ecdsa:
         if not isinstance(public_key, ec.EllipticCurvePublicKey):
             raise InvalidKey(f"{algorithm.name} needs an EC key on {algorithm.curve}")
-        curve = {"secp256r1": "P-256", "secp384r1": "P-384", "secp521r1": "P-521"}.get(
+        curve = CURVE_FOR_SEC_NAME.get(
             public_key.curve.name
         )
         if curve != algorithm.curve:
@@ -70,7 +70,7 @@ def default_algorithm_for(public_key: PublicKey) -> str:
     if isinstance(public_key, rsa.RSAPublicKey):
         return "RS256"
     if isinstance(public_key, ec.EllipticCurvePublicKey):
-        crv = {"secp256r1": "P-256", "secp384r1": "P-384", "secp521r1": "P-521"}.get(public_key.curve.name)
+        crv = CURVE_FOR_SEC_NAME.get(public_key.curve.name)
         if crv is None:
             raise InvalidKey(f"unsupported EC curve {public_key.curve.name}")
         return ALG_FOR_CURVE[crv]
