@@ -61,19 +61,21 @@ def _finish(authorization: AuthorizationRequest, login: AuthenticatedUser | None
     """Issue the code (or the access_denied error) to the client."""
     try:
         result = authorization.respond(login)
-    except ErrorRedirect as refusal:
+    except ErrorPage as page:  # its pushed request was used meanwhile
         db.session.rollback()
+        return error_page(page.error, page.description)
+    except ErrorRedirect as refusal:
+        authorization.consume()
         return _response(refusal.response)
     db.session.commit()
     return _response(result)
 
 
-def _login_redirect() -> WerkzeugResponse:
-    params = request.values
-    target = urls.AUTHORIZE + "?" + urlencode(list(params.items(multi=True)))
+def _login_redirect(authorization: AuthorizationRequest) -> WerkzeugResponse:
+    target = urls.AUTHORIZE + "?" + urlencode(list(request.values.items(multi=True)))
     query = {"next": target}
-    if params.get("login_hint"):
-        query["login_hint"] = params["login_hint"]
+    if authorization.params.get("login_hint"):  # the pushed one, for a pushed request
+        query["login_hint"] = authorization.params["login_hint"]
     return redirect(urls.LOGIN + "?" + urlencode(query), code=302)
 
 
@@ -109,7 +111,7 @@ def authorize() -> Any:
     if needs_login:
         if "none" in prompts:
             return _response(authorization.error(LoginRequiredError))
-        return _login_redirect()
+        return _login_redirect(authorization)
     assert login is not None
     if _needs_consent(authorization, login):
         if "none" in prompts:

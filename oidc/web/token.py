@@ -12,11 +12,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from authlib.oauth2.rfc6749.errors import OAuth2Error
 from flask import Blueprint, Response, g, request
 
 from oidc import urls
 from oidc.db import db
 from oidc.hashing import b64url_decode
+from oidc.oauth2 import dpop
 from oidc.oauth2.server import authorization_server
 from oidc.oauth2.token_request import precheck
 from oidc.observability import audit, metrics
@@ -34,7 +36,11 @@ def _respond(endpoint: str | None) -> Response:
     if problem is not None:
         return server.handle_error_response(None, problem)
     if endpoint is None:
-        response = server.create_token_response()
+        try:
+            dpop.check_request_proof(request, urls.TOKEN)  # RFC 9449 §4.3, before anything is read or written
+        except OAuth2Error as error:
+            return _with_nonce(server.handle_error_response(None, error))
+        response = _with_nonce(server.create_token_response())
     else:
         response = server.create_endpoint_response(endpoint)
     if endpoint != "introspection" and _in_transaction():
@@ -46,6 +52,13 @@ def _respond(endpoint: str | None) -> Response:
             db.session.rollback()
     if endpoint is None and response.status_code == 200:
         _record_issuance(g.pop("token_response", {}))
+    return response
+
+
+def _with_nonce(response: Response) -> Response:
+    """A fresh ``DPoP-Nonce`` on every token response when nonces are on (RFC 9449 §8)."""
+    for name, value in dpop.nonce_headers():
+        response.headers[name] = value
     return response
 
 

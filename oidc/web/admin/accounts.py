@@ -31,7 +31,8 @@ from oidc.web.errors import error_response, no_store
 bp = Blueprint("admin_accounts", __name__, url_prefix=urls.ADMIN)
 
 _CLIENT_FIELDS = {"name", "redirect_uris", "post_logout_redirect_uris", "grant_types", "scope", "auth_method",
-                  "first_party", "audiences", "jwks", "resource_server", "refresh_always"}
+                  "first_party", "audiences", "jwks", "resource_server", "refresh_always",
+                  "require_pushed_authorization_requests", "dpop_bound_access_tokens", "security_profile"}
 _USER_FIELDS = {"username", "password", "email", "name", "email_verified"}
 
 
@@ -73,7 +74,8 @@ def create_client() -> Response:
     body = _body(_CLIENT_FIELDS)
     if isinstance(body, Response):
         return body
-    for flag in ("first_party", "resource_server", "refresh_always"):
+    for flag in ("first_party", "resource_server", "refresh_always", "require_pushed_authorization_requests",
+                 "dpop_bound_access_tokens"):
         if flag in body and not isinstance(body[flag], bool):
             return error_response(400, "invalid_request", f"{flag}: must be true or false")
     try:

@@ -1,0 +1,54 @@
+"""``POST /par``: pushed authorization requests (RFC 9126); the protocol is :mod:`oidc.oauth2.par`'s."""
+
+from __future__ import annotations
+
+from authlib.oauth2.rfc6749.errors import OAuth2Error
+from flask import Blueprint, Response, jsonify, request
+
+from oidc import urls
+from oidc.db import db
+from oidc.oauth2 import dpop, par
+from oidc.oauth2.authorization import ErrorRedirect, validate_pushed_request
+from oidc.oauth2.errors import ErrorPage
+from oidc.oauth2.server import authorization_server
+from oidc.oauth2.token_request import precheck
+from oidc.web.errors import error_response, no_store
+
+bp = Blueprint("par", __name__)
+
+
+def _with_nonce(response: Response) -> Response:
+    for name, value in dpop.nonce_headers():
+        response.headers[name] = value
+    return response
+
+
+@bp.post(urls.PAR)
+def pushed_authorization_request() -> Response:
+    server = authorization_server()
+    flask_request = request._get_current_object()  # type: ignore[attr-defined]
+    try:
+        problem = precheck(flask_request)
+        if problem is not None:
+            raise problem
+        proof = dpop.check_request_proof(flask_request, urls.PAR)
+        client = par.authenticate(server, server.create_oauth2_request(flask_request))
+        params = par.pushed_parameters(request.form, client, proof)
+        validate_pushed_request(params)
+    except OAuth2Error as error:
+        db.session.rollback()
+        return _with_nonce(server.handle_error_response(None, error))
+    except ErrorPage as page:
+        db.session.rollback()
+        return _with_nonce(error_response(400, page.error, page.description))
+    except ErrorRedirect as refusal:
+        db.session.rollback()
+        error = refusal.error
+        code = error.error if error is not None and error.error else "invalid_request"
+        description = (error.get_error_description() if error is not None else None) or "invalid request"
+        return _with_nonce(error_response(400, code, description))
+    body = par.store(client, params)
+    db.session.commit()
+    response = jsonify(body)
+    response.status_code = 201
+    return _with_nonce(no_store(response))
