@@ -44,6 +44,7 @@ from flask import g
 from joserfc import jws
 from joserfc.errors import JoseError
 from joserfc.jwk import import_key
+from joserfc.jws import JWSRegistry
 
 from oidc import queries
 from oidc.hashing import b64url, b64url_decode, derive_key
@@ -60,6 +61,22 @@ NONCE_HEADER = "DPoP-Nonce"
 _PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
 MAX_PROOF_LENGTH = 8192
 MAX_JTI_LENGTH = 255
+
+
+class _ProofRegistry(JWSRegistry):
+    """joserfc's JWS checks, with room in the header for the public key an RSA proof carries."""
+
+    max_header_length = 4096
+
+
+_registries: dict[str, JWSRegistry] = {}
+
+
+def _registry(alg: str) -> JWSRegistry:
+    registry = _registries.get(alg)
+    if registry is None:
+        registry = _registries[alg] = _ProofRegistry(algorithms=[alg])
+    return registry
 
 
 class InvalidDPoPProof(OAuth2Error):
@@ -143,7 +160,7 @@ def _record_jti(jkt: str, jti: str, expires_at: int) -> bool:
 
 def thumbprint(jwk: dict[str, Any]) -> str:
     """The RFC 7638 SHA-256 thumbprint of a public JWK."""
-    return str(import_key(jwk).thumbprint())  # type: ignore[arg-type]
+    return str(import_key(jwk).thumbprint())
 
 
 def access_token_hash(access_token: str) -> str:
@@ -198,8 +215,8 @@ def verify_proof(header_values: list[str], *, method: str, url: str, access_toke
     if _PRIVATE_MEMBERS & set(jwk):
         raise InvalidDPoPProof(description="The DPoP proof's jwk must be a public key, not a private one.")
     try:
-        key = import_key(jwk)  # type: ignore[arg-type]
-        result = jws.deserialize_compact(proof, key, algorithms=[alg])
+        key = import_key(jwk)
+        result = jws.deserialize_compact(proof, key, registry=_registry(alg))
         claims = json.loads(result.payload)
     except (JoseError, ValueError, TypeError):
         raise InvalidDPoPProof(description="The DPoP proof's signature does not verify with its jwk.") from None

@@ -65,7 +65,7 @@ class ParametersRequest(OAuth2Request):
         super().__init__(method="GET", uri=current_state().settings.issuer + urls.AUTHORIZE, headers={})
         self.payload = MultiDictPayload(params)
         self.args = params
-        self.form = MultiDict()
+        self.form: MultiDict[str, str] = MultiDict()
 
 
 def authenticate(server: Any, oauth_request: Any) -> Client:

@@ -57,7 +57,7 @@ def _validate(params: Any) -> AuthorizationRequest | Any:
         return _response(refusal.response)
 
 
-def _finish(authorization: AuthorizationRequest, login: AuthenticatedUser | None) -> Response:
+def _finish(authorization: AuthorizationRequest, login: AuthenticatedUser | None) -> Any:
     """Issue the code (or the access_denied error) to the client."""
     try:
         result = authorization.respond(login)

@@ -43,9 +43,9 @@ def pushed_authorization_request() -> Response:
         return _with_nonce(error_response(400, page.error, page.description))
     except ErrorRedirect as refusal:
         db.session.rollback()
-        error = refusal.error
-        code = error.error if error is not None and error.error else "invalid_request"
-        description = (error.get_error_description() if error is not None else None) or "invalid request"
+        cause = refusal.error
+        code = cause.error if cause is not None and cause.error else "invalid_request"
+        description = (cause.get_error_description() if cause is not None else None) or "invalid request"
         return _with_nonce(error_response(400, code, description))
     body = par.store(client, params)
     db.session.commit()
