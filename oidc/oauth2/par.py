@@ -64,8 +64,15 @@ class ParametersRequest(OAuth2Request):
     def __init__(self, params: MultiDict[str, str]) -> None:
         super().__init__(method="GET", uri=current_state().settings.issuer + urls.AUTHORIZE, headers={})
         self.payload = MultiDictPayload(params)
-        self.args = params
-        self.form: MultiDict[str, str] = MultiDict()
+        self._params = params
+
+    @property
+    def args(self) -> MultiDict[str, str]:
+        return self._params
+
+    @property
+    def form(self) -> MultiDict[str, str]:
+        return MultiDict()
 
 
 def authenticate(server: Any, oauth_request: Any) -> Client:
