@@ -22,7 +22,17 @@ from sqlalchemy import delete, or_
 
 from oidc import hashing, queries
 from oidc.db import db
-from oidc.models import AccessToken, AuthorizationCode, Client, ClientAssertion, LoginSession, RefreshToken, User
+from oidc.models import (
+    AccessToken,
+    AuthorizationCode,
+    Client,
+    ClientAssertion,
+    DPoPProof,
+    LoginSession,
+    PushedAuthorizationRequest,
+    RefreshToken,
+    User,
+)
 from oidc.oauth2 import dpop, profile
 from oidc.oauth2.jwt import issue_access_token
 from oidc.observability import audit
@@ -162,7 +172,7 @@ def revoke_family_now(grant_id: str, reason: str) -> None:
 
 
 def prune_expired() -> dict[str, int]:
-    """Delete rows nothing can use any more (expired codes, tokens, assertions, sessions)."""
+    """Delete rows nothing can use any more (expired codes, tokens, assertions, sessions, pushed requests, proof jtis)."""
     moment = current_state().clock.now()
     statements = {
         # Codes are kept a day past expiry so that a late replay still revokes what they issued.
@@ -172,6 +182,9 @@ def prune_expired() -> dict[str, int]:
             or_(RefreshToken.expires_at < moment, RefreshToken.revoked_at < moment - 86400)),
         "client_assertions": delete(ClientAssertion).where(ClientAssertion.expires_at < moment),
         "login_sessions": delete(LoginSession).where(LoginSession.expires_at < moment),
+        "pushed_authorization_requests": delete(PushedAuthorizationRequest).where(
+            PushedAuthorizationRequest.expires_at < moment),
+        "dpop_proofs": delete(DPoPProof).where(DPoPProof.expires_at < moment),
     }
     counts = {name: db.session.execute(statement).rowcount for name, statement in statements.items()}  # type: ignore[attr-defined]
     db.session.commit()
