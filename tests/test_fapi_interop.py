@@ -26,7 +26,7 @@ CALLBACK = "http://127.0.0.1:9/callback"  # never contacted: the redirect is rea
 
 
 def test_par_pkce_and_dpop_with_requests_oauth2client(make_app: Any, base_env: dict[str, str], tmp_path: Path):
-    from jwskate import Jwt, JwkSet
+    from jwskate import JwkSet, Jwt
     from requests_oauth2client import DPoPToken, OAuth2Client
 
     env = {**base_env, "DPOP_NONCE": "true"}

@@ -2,8 +2,9 @@
 
 Both instances have the same configuration (one issuer: instance A's URL); the
 tests talk to each by its own port.  A browser logs in on A and the code is
-redeemed on B; the same refresh token, or the same code, presented on A and B
-at the same moment succeeds exactly once.  Each race is run several times;
+redeemed on B; the same refresh token, the same code, the same DPoP proof or
+the same pushed request_uri, presented on A and B at the same moment,
+succeeds exactly once.  Each race is run several times;
 without the conditional UPDATE that claims a code or a refresh token (``WHERE
 used_at IS NULL``, checking the row count) both requests succeed in the first
 race or two.  One worker per instance: the race is between the instances.
@@ -119,7 +120,13 @@ def test_the_same_code_redeemed_on_both_instances_at_once_is_redeemed_once(insta
         assert again.status_code == 400 and _error(again) == "invalid_grant", again.text
 
 
-def test_one_dpop_proof_presented_to_both_instances_at_once_is_accepted_once(instances, make_app):
+def test_one_dpop_proof_and_one_request_uri_used_on_both_instances_at_once_succeed_once(instances, make_app):
+    """(One test for both races: the instances are started once.)"""
+    _race_one_dpop_proof(instances, make_app)
+    _race_one_request_uri(instances)
+
+
+def _race_one_dpop_proof(instances: SimpleNamespace, make_app: Any) -> None:
     machine = add_client(make_app, instances.env, grant_types=["client_credentials"], scope="api")
     for attempt in range(RACES):
         dpop = proof(new_key(), htu=instances.issuer + "/token", iat=int(time.time()))
@@ -135,7 +142,7 @@ def test_one_dpop_proof_presented_to_both_instances_at_once_is_accepted_once(ins
         assert _error(loser) == "invalid_dpop_proof", loser.text
 
 
-def test_one_request_uri_used_on_both_instances_at_once_gets_one_response(instances):
+def _race_one_request_uri(instances: SimpleNamespace) -> None:
     browser = UserAgent(instances.a)
     client = instances.client
     scope = "openid profile email offline_access"
@@ -149,7 +156,8 @@ def test_one_request_uri_used_on_both_instances_at_once_gets_one_response(instan
         query = "/authorize?" + urlencode({"client_id": client[0], "request_uri": pushed.json()["request_uri"]})
         other = UserAgent(instances.b)
         other.cookies = dict(browser.cookies)  # the same browser, on the other instance
-        results = race(lambda: browser.get(instances.a + query), lambda: other.get(instances.b + query))
+        results = race(lambda query=query: browser.get(instances.a + query),
+                       lambda query=query, other=other: other.get(instances.b + query))
         statuses = sorted(response.status_code for response in results)
         assert statuses == [302, 400], (attempt, [response.text[:300] for response in results])
         winner = next(response for response in results if response.status_code == 302)
