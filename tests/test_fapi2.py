@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 
@@ -209,3 +210,28 @@ def test_a_fapi2_client_needs_fapi2_signatures(op):
 
     with pytest.raises(ClientError, match="ID_TOKEN_SIGNING_ALG is RS256"):
         FapiClient(op, security_profile="fapi2")
+
+
+def test_a_key_set_that_signs_with_rs256_stops_the_profile_at_start_up(make_app, base_env, provisioned_database_url):
+    """The configured algorithm is ES256, but the key set still holds its RS256 key (provisioned earlier)."""
+    from keys.errors import KeyServiceError
+
+    with pytest.raises(KeyServiceError, match=r"'openid\.id-token' signs with RS256"):
+        Provider(make_app({**base_env, **FAPI_ENV, "DATABASE_URL": provisioned_database_url}))
+
+
+def test_clients_cli_and_admin_api_register_the_new_metadata(op, admin_key):
+    runner = op.app.test_cli_runner()
+    result = runner.invoke(args=["clients", "create", "--name", "CLI RP", "--redirect-uri", REDIRECT_URI,
+                                 "--require-par", "--dpop-bound", "--json"])
+    assert result.exit_code == 0, result.output
+    created = json.loads(result.output)
+    assert created["require_pushed_authorization_requests"] is True and created["dpop_bound_access_tokens"] is True
+    assert created["security_profile"] is None
+    response = op.post("/admin/clients", headers={"Authorization": f"Bearer {admin_key}"},
+                       json={"name": "API RP", "redirect_uris": [REDIRECT_URI], "dpop_bound_access_tokens": True,
+                             "require_pushed_authorization_requests": True})
+    assert response.status_code == 201 and response.json["dpop_bound_access_tokens"] is True
+    refused = op.post("/admin/clients", headers={"Authorization": f"Bearer {admin_key}"},
+                      json={"name": "API RP", "redirect_uris": [REDIRECT_URI], "security_profile": "fapi2"})
+    assert refused.status_code == 400 and "private_key_jwt" in refused.json["error_description"]
