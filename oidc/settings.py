@@ -37,6 +37,8 @@ FAPI2 = "fapi2"
 SECURITY_PROFILES = (DEFAULT_PROFILE, FAPI2)
 #: Longest code lifetime the FAPI 2.0 Security Profile allows (§5.3.2.1, clause 9).
 FAPI2_MAX_CODE_LIFETIME = 60
+#: The FAPI 2.0 Security Profile wants request_uris that live less than 600 s (§5.3.2.2, clause 6).
+FAPI2_MAX_PAR_LIFETIME = 599
 
 
 class ConfigError(Exception):
@@ -284,6 +286,10 @@ def load_settings(env: Mapping[str, str] | None = None, *, instance_path: str) -
         dpop_algs = tuple(alg for alg in dpop_algs if alg in FAPI2_ALGORITHMS)
         if not dpop_algs:
             raise ConfigError("SECURITY_PROFILE=fapi2: DPOP_SIGNING_ALGS names none of PS256, ES256, EdDSA")
+    par_lifetime = read.integer("PAR_LIFETIME", 60, minimum=1)
+    if profile == FAPI2 and par_lifetime > FAPI2_MAX_PAR_LIFETIME:
+        raise ConfigError(f"SECURITY_PROFILE=fapi2 allows request_uris of less than 600 s, but PAR_LIFETIME is "
+                          f"{par_lifetime}")
     jti_storage = read.text("DPOP_JTI_STORAGE_URI", "database").strip()
     if jti_storage != "database" and not jti_storage.startswith(("redis://", "rediss://")):
         raise ConfigError("DPOP_JTI_STORAGE_URI must be 'database' or a redis:// URL")
@@ -314,7 +320,7 @@ def load_settings(env: Mapping[str, str] | None = None, *, instance_path: str) -
         refresh_token_lifetime=read.integer("REFRESH_TOKEN_LIFETIME", 30 * 24 * 3600, minimum=1),
         access_token_default_audience=read.text("ACCESS_TOKEN_DEFAULT_AUDIENCE").strip() or issuer,
         scopes_supported=tuple(dict.fromkeys(scopes)),
-        par_lifetime=read.integer("PAR_LIFETIME", 60, minimum=1),
+        par_lifetime=par_lifetime,
         require_pushed_authorization_requests=read.boolean("REQUIRE_PUSHED_AUTHORIZATION_REQUESTS", False),
         security_profile=profile,
         dpop_signing_algs=tuple(dict.fromkeys(dpop_algs)),

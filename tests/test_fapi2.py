@@ -173,6 +173,7 @@ def test_loopback_redirects_only_in_development_mode(make_app, base_env):
     ("ACCESS_TOKEN_SIGNING_ALG", "RS256", "ACCESS_TOKEN_SIGNING_ALG is RS256"),
     ("AUTHORIZATION_CODE_LIFETIME", "120", "at most 60 s"),
     ("DPOP_SIGNING_ALGS", "RS256,ES384", "DPOP_SIGNING_ALGS"),
+    ("PAR_LIFETIME", "600", "PAR_LIFETIME is 600"),
 ])
 def test_start_up_errors_under_the_profile(tmp_path, variable, value, message):
     from oidc.settings import ConfigError, load_settings
