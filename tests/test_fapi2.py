@@ -194,6 +194,11 @@ def test_the_profile_for_one_client_on_a_default_provider(make_app, base_env):
     op.clock.advance(61)
     assert _error(client.redeem(code)) == (400, "invalid_grant")
     tokens = client.redeem(client.code()).json
+    rs256 = op.post("/token", data={"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"],
+                                    **client.auth()},
+                    headers={"DPoP": proof(RSAKey.generate_key(2048), htu=ISSUER + "/token", iat=op.clock.now(),
+                                           alg="RS256")})
+    assert _error(rs256) == (400, "invalid_dpop_proof")  # the provider accepts RS256 proofs, this client not
     assert client.refresh(tokens["refresh_token"]).status_code == 200
     assert client.refresh(tokens["refresh_token"]).status_code == 200
     # Another client of the same provider keeps the default rules: rotation with reuse detection.

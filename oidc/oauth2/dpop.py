@@ -95,10 +95,11 @@ class UseDPoPNonce(OAuth2Error):
 
 @dataclass(frozen=True)
 class Proof:
-    """A verified DPoP proof: the thumbprint of its key, and its claims."""
+    """A verified DPoP proof: the thumbprint of its key, its claims and its alg."""
 
     jkt: str
     claims: dict[str, Any]
+    alg: str = ""
 
 
 # -- nonces ------------------------------------------------------------------------------
@@ -243,7 +244,7 @@ def verify_proof(header_values: list[str], *, method: str, url: str, access_toke
     jkt = str(key.thumbprint())
     if not _record_jti(jkt, jti, moment + 2 * settings.dpop_proof_max_age + 1):
         raise InvalidDPoPProof(description="The DPoP proof was already used (jti replayed).")
-    return Proof(jkt=jkt, claims=claims)
+    return Proof(jkt=jkt, claims=claims, alg=alg)
 
 
 # -- the proof of the current request ----------------------------------------------------------

@@ -79,6 +79,10 @@ def issue_tokens(*, client: Client, user: User | None, scope: str, context: Auth
     """
     if context.jkt is None and profile.requires_dpop(client):
         raise dpop.InvalidDPoPProof(description="This client's token requests need a DPoP proof.")
+    proof = dpop.request_proof()
+    if proof is not None and profile.is_fapi2(client) and not profile.signing_algorithms_allowed(proof.alg):
+        raise dpop.InvalidDPoPProof(description="The FAPI 2.0 profile allows DPoP proofs signed with "
+                                                "PS256, ES256 or EdDSA only.")
     lifetime = current_state().settings.access_token_lifetime
     subject = user.subject if user is not None else client.client_id
     extra: dict[str, Any] = {"auth_time": context.auth_time} if context.auth_time is not None else {}
