@@ -74,6 +74,14 @@ def test_a_denied_consent_uses_the_request_uri_too(op, rp):
     assert _authorize(op, rp[0], request_uri).status_code == 400
 
 
+def test_an_error_response_uses_the_request_uri_too(op, rp):
+    params, _ = _params(rp[0], prompt="none")
+    request_uri = _push(op, rp, params).json["request_uri"]
+    refused = op.get("/authorize", query_string={"client_id": rp[0], "request_uri": request_uri})  # not signed in
+    assert refused.status_code == 302 and "error=login_required" in refused.headers["Location"]
+    assert _authorize(op, rp[0], request_uri).status_code == 400
+
+
 @pytest.mark.parametrize("case", ["expired", "other client", "unknown", "no client_id"])
 def test_unusable_request_uris_are_error_pages(op, rp, case):
     params, _ = _params(rp[0])

@@ -71,6 +71,12 @@ def _finish(authorization: AuthorizationRequest, login: AuthenticatedUser | None
     return _response(result)
 
 
+def _refused(authorization: AuthorizationRequest, result: tuple[int, str, list[tuple[str, str]]]) -> Response:
+    """An error response to the client: a pushed request it came from is used up by it too."""
+    authorization.consume()
+    return _response(result)
+
+
 def _login_redirect(authorization: AuthorizationRequest) -> WerkzeugResponse:
     target = urls.AUTHORIZE + "?" + urlencode(list(request.values.items(multi=True)))
     query = {"next": target}
@@ -101,7 +107,7 @@ def authorize() -> Any:
     try:
         max_age = authorization.max_age()
     except ErrorRedirect as refusal:
-        return _response(refusal.response)
+        return _refused(authorization, refusal.response)
     prompts = authorization.prompts
 
     login = current_login()
@@ -110,12 +116,12 @@ def authorize() -> Any:
         "login" in prompts or (max_age is not None and now() - login.auth_time > max_age)))
     if needs_login:
         if "none" in prompts:
-            return _response(authorization.error(LoginRequiredError))
+            return _refused(authorization, authorization.error(LoginRequiredError))
         return _login_redirect(authorization)
     assert login is not None
     if _needs_consent(authorization, login):
         if "none" in prompts:
-            return _response(authorization.error(ConsentRequiredError))
+            return _refused(authorization, authorization.error(ConsentRequiredError))
         return _consent_page(authorization, login)
     return _finish(authorization, login)
 
