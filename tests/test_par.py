@@ -79,7 +79,8 @@ def test_an_error_response_uses_the_request_uri_too(op, rp):
     request_uri = _push(op, rp, params).json["request_uri"]
     refused = op.get("/authorize", query_string={"client_id": rp[0], "request_uri": request_uri})  # not signed in
     assert refused.status_code == 302 and "error=login_required" in refused.headers["Location"]
-    assert _authorize(op, rp[0], request_uri).status_code == 400
+    again = _authorize(op, rp[0], request_uri)
+    assert again.status_code == 400, again.headers.get("Location")
 
 
 @pytest.mark.parametrize("case", ["expired", "other client", "unknown", "no client_id"])

@@ -124,17 +124,18 @@ class AuthorizationRequest:
     def consume(self) -> None:
         """After a refusal sent to the client: the pushed request is used all the same (committed)."""
         if self.pushed is not None:
-            db.session.rollback()
-            if _try_claim(self.pushed):
-                db.session.commit()
+            _use_up(self.pushed)
 
 
-def _try_claim(row: PushedAuthorizationRequest) -> bool:
+def _use_up(row: PushedAuthorizationRequest) -> None:
+    """Claim a pushed request for an error response, and commit (the refusal must not undo it)."""
+    db.session.rollback()
     try:
         par.claim(row)
     except ErrorPage:
-        return False
-    return True
+        db.session.rollback()  # another request used it first
+        return
+    db.session.commit()
 
 
 def _check_profile(client: Client, params: Any) -> None:
@@ -211,6 +212,8 @@ def validate_authorization_request(params: Any, end_user: Any, *, pushing: bool 
     except OAuth2Error as error:
         if getattr(error, "redirect_uri", None) is None:
             raise ErrorPage(error.error or "invalid_request", error.get_error_description() or "") from None
+        if pushed is not None:
+            _use_up(pushed)
         raise _redirect(error, state, response_mode) from None
     return AuthorizationRequest(grant, params, pushed)
 
