@@ -108,7 +108,7 @@ def test_discovery_under_the_profile(fapi):
 
 @pytest.mark.parametrize("case", ["plain request", "no PKCE", "no redirect_uri", "response_type code id_token",
                                   "list aud", "token endpoint aud", "no proof at the token endpoint",
-                                  "RS256 proof", "code older than 60 s", "client_secret at par"])
+                                  "RS256 proof", "code older than 60 s", "client_secret at par", "RS256 assertion"])
 def test_what_the_profile_refuses(fapi, case):
     client = FapiClient(fapi)
     if case == "plain request":
@@ -142,6 +142,18 @@ def test_what_the_profile_refuses(fapi, case):
         code = client.code()
         fapi.clock.advance(61)
         assert _error(client.redeem(code)) == (400, "invalid_grant")
+        return
+    if case == "RS256 assertion":
+        rsa = RSAKey.generate_key(2048, parameters={"kid": "rsa"})
+        rsa_client_id, _ = fapi.add_client(auth_method="private_key_jwt", redirect_uris=[REDIRECT_URI],
+                                           jwks={"keys": [rsa.as_dict(private=False)]})
+        now = int(time.time())
+        assertion = jwt.encode({"alg": "RS256", "kid": "rsa"}, {
+            "iss": rsa_client_id, "sub": rsa_client_id, "aud": ISSUER, "iat": now, "exp": now + 60,
+            "jti": uuid.uuid4().hex}, rsa, algorithms=["RS256"])
+        response = fapi.post("/par", data={**client.params(), "client_id": rsa_client_id,
+                                           "client_assertion_type": ASSERTION_TYPE, "client_assertion": assertion})
+        assert response.json["error"] == "invalid_client", response.json
         return
     if case == "client_secret at par":
         response = fapi.post("/par", data=client.params(), auth=(client.client_id, "secret"))
