@@ -1,7 +1,8 @@
 """Admin HTTP API for clients and users (JSON), authenticated like the keys admin API.
 
     GET    /admin/clients                      list
-    POST   /admin/clients                      register (201; the client_secret is in this response only)
+    POST   /admin/clients                      register (201; the client_secret is in this response only);
+                                               the fields of oidc.accounts.clients.create_client
     GET    /admin/clients/<client_id>          show
     DELETE /admin/clients/<client_id>          delete (204)
     POST   /admin/clients/<client_id>/disable  | /enable
