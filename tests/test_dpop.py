@@ -9,6 +9,8 @@ from __future__ import annotations
 import pytest
 from joserfc.jwk import ECKey, OctKey, RSAKey
 
+from tests.test_redis_rate_limit import redis_database  # noqa: F401  (the fixture)
+
 from dpop_proofs import new_key, proof, public_jwk, thumbprint, unsigned_proof
 from oidc_fixtures import ISSUER, REDIRECT_URI, jwt_parts
 
@@ -308,3 +310,19 @@ def test_rsa_and_eddsa_proofs(op, key_type):
     assert response.status_code == 200, response.json
     assert jwt_parts(response.json["access_token"])[1]["cnf"]["jkt"] == thumbprint(public_jwk(key))
     assert isinstance(key, RSAKey | OKPKey) and not isinstance(key, ECKey)
+
+
+def test_with_redis_as_the_jti_store_two_instances_accept_a_proof_once(
+        make_app, base_env, provisioned_database_url, redis_database):  # noqa: F811  (the fixture imported above)
+    from oidc_fixtures import Provider
+
+    url, connection = redis_database
+    env = {**base_env, "DATABASE_URL": provisioned_database_url, "DPOP_JTI_STORAGE_URI": url}
+    first, second = Provider(make_app(env)), Provider(make_app(env))
+    client = _machine(first)
+    dpop = proof(new_key(), htu=TOKEN_URL, iat=first.clock.now())
+    statuses = sorted(_client_credentials(provider, client, dpop).status_code for provider in (first, second))
+    assert statuses == [200, 400]
+    (name,) = connection.keys("dpop-jti:*")
+    assert 0 < connection.ttl(name) <= 2 * 60 + 1  # kept as long as its iat is acceptable, then gone
+    assert first.count("DPoPProof") == 0  # nothing in the database
