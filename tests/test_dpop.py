@@ -245,6 +245,11 @@ def test_a_bound_token_at_userinfo(op):
     bearer = _redeem(op, client, op.code_flow(client[0])).json["access_token"]
     refused(_userinfo(op, bearer, proof(key, htm="GET", htu=USERINFO_URL, iat=now, access_token=bearer)),
             "invalid_token")
+    # A refusal of a good DPoP token (no openid scope here) is a DPoP challenge too.
+    machine = _machine(op)
+    client_token = _client_credentials(op, machine, proof(key, htu=TOKEN_URL, iat=now)).json["access_token"]
+    scope = _userinfo(op, client_token, proof(key, htm="GET", htu=USERINFO_URL, iat=now, access_token=client_token))
+    assert scope.status_code == 403 and scope.headers["WWW-Authenticate"].startswith("DPoP ")
     # With no credentials at all, both schemes are offered.
     anonymous = op.get("/userinfo")
     assert anonymous.status_code == 401

@@ -189,7 +189,8 @@ def challenge_response(error: OAuth2Error) -> Response:
     accepted ``algs``; with no token at all both schemes are offered.
     """
     settings = current_state().settings
-    dpop_scheme = isinstance(error, DPoPChallenge | dpop.InvalidDPoPProof | dpop.UseDPoPNonce)
+    dpop_scheme = isinstance(error, DPoPChallenge | dpop.InvalidDPoPProof | dpop.UseDPoPNonce) or (
+        flask_request.headers.get("Authorization", "")[:5].lower() == "dpop ")
     if isinstance(error, DPoPChallenge):
         error = error.cause
     parts = [f'realm="{settings.issuer}"']
