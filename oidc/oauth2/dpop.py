@@ -271,3 +271,10 @@ def request_proof() -> Proof | None:
 def nonce_headers() -> list[tuple[str, str]]:
     """``DPoP-Nonce`` for a response, when nonces are on."""
     return [(NONCE_HEADER, current_nonce())] if current_state().settings.dpop_nonce else []
+
+
+def with_nonce(response: Any) -> Any:
+    """``response`` (of /token or /par) with a fresh ``DPoP-Nonce`` when nonces are on (RFC 9449 §8)."""
+    for name, value in nonce_headers():
+        response.headers[name] = value
+    return response

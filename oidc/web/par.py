@@ -17,12 +17,6 @@ from oidc.web.errors import error_response, no_store
 bp = Blueprint("par", __name__)
 
 
-def _with_nonce(response: Response) -> Response:
-    for name, value in dpop.nonce_headers():
-        response.headers[name] = value
-    return response
-
-
 @bp.post(urls.PAR)
 def pushed_authorization_request() -> Response:
     server = authorization_server()
@@ -37,18 +31,18 @@ def pushed_authorization_request() -> Response:
         validate_pushed_request(params)
     except OAuth2Error as error:
         db.session.rollback()
-        return _with_nonce(server.handle_error_response(None, error))
+        return dpop.with_nonce(server.handle_error_response(None, error))
     except ErrorPage as page:
         db.session.rollback()
-        return _with_nonce(error_response(400, page.error, page.description))
+        return dpop.with_nonce(error_response(400, page.error, page.description))
     except ErrorRedirect as refusal:
         db.session.rollback()
         cause = refusal.error
         code = cause.error if cause is not None and cause.error else "invalid_request"
         description = (cause.get_error_description() if cause is not None else None) or "invalid request"
-        return _with_nonce(error_response(400, code, description))
+        return dpop.with_nonce(error_response(400, code, description))
     body = par.store(client, params)
     db.session.commit()
     response = jsonify(body)
     response.status_code = 201
-    return _with_nonce(no_store(response))
+    return dpop.with_nonce(no_store(response))

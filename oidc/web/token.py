@@ -39,8 +39,8 @@ def _respond(endpoint: str | None) -> Response:
         try:
             dpop.check_request_proof(request, urls.TOKEN)  # RFC 9449 §4.3, before anything is read or written
         except OAuth2Error as error:
-            return _with_nonce(server.handle_error_response(None, error))
-        response = _with_nonce(server.create_token_response())
+            return dpop.with_nonce(server.handle_error_response(None, error))
+        response = dpop.with_nonce(server.create_token_response())
     else:
         response = server.create_endpoint_response(endpoint)
     if endpoint != "introspection" and _in_transaction():
@@ -52,13 +52,6 @@ def _respond(endpoint: str | None) -> Response:
             db.session.rollback()
     if endpoint is None and response.status_code == 200:
         _record_issuance(g.pop("token_response", {}))
-    return response
-
-
-def _with_nonce(response: Response) -> Response:
-    """A fresh ``DPoP-Nonce`` on every token response when nonces are on (RFC 9449 §8)."""
-    for name, value in dpop.nonce_headers():
-        response.headers[name] = value
     return response
 
 
