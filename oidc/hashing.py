@@ -32,6 +32,7 @@ _SALT = b"oidc-hsm/oidc/v1"
 CLIENT_SECRET = "client secret"
 CODE = "code"
 REFRESH_TOKEN = "refresh token"
+REQUEST_URI = "request uri"
 
 
 def derive_key(secret: str, purpose: bytes) -> bytes:

@@ -70,6 +70,12 @@ class Client(db.Model):  # type: ignore[name-defined]  # Flask-SQLAlchemy builds
     resource_server: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
     #: Issue refresh tokens without ``offline_access`` (client policy).
     refresh_always: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    #: Authorization requests only through /par (RFC 9126 §6).
+    require_pushed_authorization_requests: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    #: Token requests need a DPoP proof; access tokens are always DPoP-bound (RFC 9449 §5.2).
+    dpop_bound_access_tokens: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    #: "fapi2" applies the FAPI 2.0 Security Profile to this client; None follows SECURITY_PROFILE.
+    security_profile: Mapped[str | None] = mapped_column(String(16))
     disabled: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
     created_at: Mapped[int] = mapped_column(BigInteger, nullable=False, default=now)
 
@@ -110,7 +116,10 @@ class Client(db.Model):  # type: ignore[name-defined]  # Flask-SQLAlchemy builds
         return current_state().hasher(hashing.CLIENT_SECRET).verify(client_secret, self.secret_hash)
 
     def check_endpoint_auth_method(self, method: str, endpoint: str) -> bool:
-        return method == self.auth_method
+        from oidc.oauth2.profile import is_fapi2
+
+        # FAPI 2.0 §5.3.2.1: confidential clients only, authenticating with private_key_jwt.
+        return method == self.auth_method and (method == "private_key_jwt" or not is_fapi2(self))
 
     def check_response_type(self, response_type: str) -> bool:
         return response_type == "code" and "authorization_code" in self.grant_types
@@ -125,6 +134,9 @@ class Client(db.Model):  # type: ignore[name-defined]  # Flask-SQLAlchemy builds
             "grant_types": self.grant_types, "scope": self.scope, "audiences": self.audiences,
             "jwks": json.loads(self.jwks) if self.jwks else None, "first_party": bool(self.first_party),
             "resource_server": bool(self.resource_server), "refresh_always": bool(self.refresh_always),
+            "require_pushed_authorization_requests": bool(self.require_pushed_authorization_requests),
+            "dpop_bound_access_tokens": bool(self.dpop_bound_access_tokens),
+            "security_profile": self.security_profile,
             "disabled": bool(self.disabled), "created_at": self.created_at,
             "secret_rotated_at": self.secret_rotated_at,
         }
@@ -159,6 +171,8 @@ class AuthorizationCode(db.Model):  # type: ignore[name-defined]  # Flask-SQLAlc
     nonce: Mapped[str | None] = mapped_column(Text)
     code_challenge: Mapped[str | None] = mapped_column(String(128))
     code_challenge_method: Mapped[str | None] = mapped_column(String(8))
+    #: RFC 7638 thumbprint of the DPoP key the code is bound to (RFC 9449 §10), if any.
+    dpop_jkt: Mapped[str | None] = mapped_column(String(64))
     auth_time: Mapped[int] = mapped_column(BigInteger, nullable=False)
     sid: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[int] = mapped_column(BigInteger, nullable=False)
@@ -199,6 +213,8 @@ class RefreshToken(db.Model):  # type: ignore[name-defined]  # Flask-SQLAlchemy 
     sid: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[int] = mapped_column(BigInteger, nullable=False)
     expires_at: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    #: The DPoP key a public client's refresh token is bound to (RFC 9449 §5).
+    dpop_jkt: Mapped[str | None] = mapped_column(String(64))
     #: Set when it was exchanged for a new one; presenting it again is reuse.
     rotated_at: Mapped[int | None] = mapped_column(BigInteger)
     revoked_at: Mapped[int | None] = mapped_column(BigInteger)
@@ -253,4 +269,34 @@ class ClientAssertion(db.Model):  # type: ignore[name-defined]  # Flask-SQLAlche
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     client_pk: Mapped[int] = mapped_column(Integer, ForeignKey("clients.id", ondelete="CASCADE"), nullable=False)
     jti: Mapped[str] = mapped_column(String(255), nullable=False)
+    expires_at: Mapped[int] = mapped_column(BigInteger, nullable=False, index=True)
+
+
+class PushedAuthorizationRequest(db.Model):  # type: ignore[name-defined]  # Flask-SQLAlchemy builds db.Model at run time
+    """An authorization request pushed to /par (RFC 9126), until it is used once or expires.
+
+    The ``request_uri`` is stored as a keyed hash; ``used_at`` is set by one
+    conditional UPDATE when an authorization response is sent for it.
+    """
+
+    __tablename__ = "pushed_authorization_requests"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    request_uri_hash: Mapped[str] = mapped_column(String(64), nullable=False, unique=True)
+    client_pk: Mapped[int] = mapped_column(Integer, ForeignKey("clients.id", ondelete="CASCADE"), nullable=False, index=True)
+    #: The pushed parameters, as a JSON list of [name, value] pairs (repeated names kept).
+    parameters: Mapped[str] = mapped_column(Text, nullable=False)
+    created_at: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    expires_at: Mapped[int] = mapped_column(BigInteger, nullable=False, index=True)
+    used_at: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class DPoPProof(db.Model):  # type: ignore[name-defined]  # Flask-SQLAlchemy builds db.Model at run time
+    """``jti`` of each accepted DPoP proof, for as long as its ``iat`` is acceptable (RFC 9449 §11.1)."""
+
+    __tablename__ = "dpop_proofs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    #: SHA-256 of the key thumbprint and the jti (fixed length, whatever the client sends).
+    jti_hash: Mapped[str] = mapped_column(String(64), nullable=False, unique=True)
     expires_at: Mapped[int] = mapped_column(BigInteger, nullable=False, index=True)

@@ -9,10 +9,11 @@ exactly one sees ``rowcount == 1``.
 
 from __future__ import annotations
 
-from sqlalchemy import Row, bindparam, select, update
+from sqlalchemy import Row, bindparam, insert, select, update
+from sqlalchemy.exc import IntegrityError
 
 from oidc.db import db
-from oidc.models import AccessToken, AuthorizationCode, Client, RefreshToken
+from oidc.models import AccessToken, AuthorizationCode, Client, DPoPProof, PushedAuthorizationRequest, RefreshToken
 
 #: Longest client_id looked up (ours are 32 characters); longer ones are unknown at once.
 MAX_CLIENT_ID_LENGTH = 64
@@ -27,6 +28,17 @@ _CODE_BY_HASH = select(AuthorizationCode).where(
     AuthorizationCode.code_hash.in_(bindparam("hashes", expanding=True))).limit(1)
 _REFRESH_TOKEN_BY_HASH = select(RefreshToken).where(
     RefreshToken.token_hash.in_(bindparam("hashes", expanding=True))).limit(1)
+
+_PUSHED_REQUEST_BY_HASH = select(PushedAuthorizationRequest).where(
+    PushedAuthorizationRequest.request_uri_hash.in_(bindparam("hashes", expanding=True))).limit(1)
+_CLAIM_PUSHED_REQUEST = (
+    update(PushedAuthorizationRequest)
+    .where(PushedAuthorizationRequest.id == bindparam("row_id"), PushedAuthorizationRequest.used_at.is_(None),
+           PushedAuthorizationRequest.expires_at > bindparam("moment"))
+    .values(used_at=bindparam("moment"))
+    .execution_options(synchronize_session=False)
+)
+_RECORD_DPOP_JTI = insert(DPoPProof).values(jti_hash=bindparam("jti_hash"), expires_at=bindparam("expires_at"))
 
 _CLAIM_REFRESH_TOKEN = (
     update(RefreshToken)
@@ -112,3 +124,27 @@ def revoke_family(grant_id: str, moment: int) -> None:
 def revoke_access_token(row_id: int, moment: int) -> None:
     """Mark an access token row revoked, in the request's transaction (a second revocation keeps the first time)."""
     db.session.execute(_REVOKE_ACCESS_TOKEN, {"row_id": row_id, "moment": moment})
+
+
+def find_pushed_request(hashes: list[str]) -> PushedAuthorizationRequest | None:
+    return db.session.execute(_PUSHED_REQUEST_BY_HASH, {"hashes": hashes}).scalar()
+
+
+def claim_pushed_request(row_id: int, moment: int) -> bool:
+    """Mark a pushed authorization request used, atomically: False when another request already did (or it expired)."""
+    return db.session.execute(_CLAIM_PUSHED_REQUEST, {"row_id": row_id, "moment": moment}).rowcount == 1  # type: ignore[attr-defined]
+
+
+def record_dpop_jti(jti_hash: str, expires_at: int) -> bool:
+    """Record a DPoP proof's jti on a connection of its own, committed at once: False if it was seen.
+
+    Committed whatever the request's own transaction does, so that a replay is
+    refused even when the first request failed later; the unique constraint
+    makes two instances racing with one proof record it once.
+    """
+    try:
+        with db.engine.begin() as connection:
+            connection.execute(_RECORD_DPOP_JTI, {"jti_hash": jti_hash, "expires_at": expires_at})
+    except IntegrityError:
+        return False
+    return True

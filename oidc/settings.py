@@ -22,12 +22,23 @@ from typing import Any
 from keys.algorithms import get_algorithm
 from keys.errors import UnsupportedAlgorithm
 from keys.service import ACCESS_TOKEN_SET, ID_TOKEN_SET
+from oidc.oauth2.methods import DPOP_ALGORITHMS, FAPI2_ALGORITHMS
 
 #: Scopes whose claims this provider knows (OIDC Core §5.4) plus offline_access.
 STANDARD_SCOPES = ("openid", "profile", "email", "offline_access")
 
 #: scrypt cost of password hashes, N = 2**15 (r=8, p=1: 32 MiB), RFC 7914's interactive-login level.
 DEFAULT_PASSWORD_HASH_COST = 2**15
+
+
+#: Values of SECURITY_PROFILE (and of a client's security_profile).
+DEFAULT_PROFILE = "default"
+FAPI2 = "fapi2"
+SECURITY_PROFILES = (DEFAULT_PROFILE, FAPI2)
+#: Longest code lifetime the FAPI 2.0 Security Profile allows (§5.3.2.1, clause 9).
+FAPI2_MAX_CODE_LIFETIME = 60
+#: The FAPI 2.0 Security Profile wants request_uris that live less than 600 s (§5.3.2.2, clause 6).
+FAPI2_MAX_PAR_LIFETIME = 599
 
 
 class ConfigError(Exception):
@@ -72,6 +83,16 @@ class Settings:
     refresh_token_lifetime: int
     access_token_default_audience: str
     scopes_supported: tuple[str, ...]
+    # pushed authorization requests, DPoP and the security profile
+    par_lifetime: int
+    require_pushed_authorization_requests: bool
+    security_profile: str
+    dpop_signing_algs: tuple[str, ...]
+    dpop_proof_max_age: int
+    dpop_nonce: bool
+    dpop_nonce_lifetime: int
+    dpop_jti_storage_uri: str
+    development: bool
     # clients
     client_cache_seconds: int
     client_assertion_leeway: int
@@ -100,6 +121,11 @@ class Settings:
     def key_set_algorithms(self) -> dict[str, str]:
         """The configured algorithm of each required key set."""
         return {ID_TOKEN_SET: self.id_token_signing_alg, ACCESS_TOKEN_SET: self.access_token_signing_alg}
+
+    @property
+    def fapi2(self) -> bool:
+        """Whether the FAPI 2.0 Security Profile applies to every client."""
+        return self.security_profile == FAPI2
 
     @property
     def https(self) -> bool:
@@ -262,6 +288,35 @@ def load_settings(env: Mapping[str, str] | None = None, *, instance_path: str) -
     if password_cost & (password_cost - 1):
         raise ConfigError("PASSWORD_HASH_COST must be a power of two (scrypt's N)")
 
+    profile = read.text("SECURITY_PROFILE", DEFAULT_PROFILE).strip().lower()
+    if profile not in SECURITY_PROFILES:
+        raise ConfigError(f"SECURITY_PROFILE must be one of {', '.join(SECURITY_PROFILES)}, not {profile!r}")
+    id_alg = read.algorithm("ID_TOKEN_SIGNING_ALG", "RS256")
+    access_alg = read.algorithm("ACCESS_TOKEN_SIGNING_ALG", "ES256")
+    code_lifetime = read.integer("AUTHORIZATION_CODE_LIFETIME", 60, minimum=1)
+    dpop_algs = read.items("DPOP_SIGNING_ALGS") or DPOP_ALGORITHMS
+    unknown = [alg for alg in dpop_algs if alg not in DPOP_ALGORITHMS]
+    if unknown:
+        raise ConfigError(f"DPOP_SIGNING_ALGS: {', '.join(unknown)} not among {', '.join(DPOP_ALGORITHMS)}")
+    if profile == FAPI2:
+        for name, alg in (("ID_TOKEN_SIGNING_ALG", id_alg), ("ACCESS_TOKEN_SIGNING_ALG", access_alg)):
+            if alg not in FAPI2_ALGORITHMS:
+                raise ConfigError(f"SECURITY_PROFILE=fapi2 allows {', '.join(FAPI2_ALGORITHMS)} signatures only, "
+                                  f"but {name} is {alg}: set it to one of them")
+        if code_lifetime > FAPI2_MAX_CODE_LIFETIME:
+            raise ConfigError(f"SECURITY_PROFILE=fapi2 allows authorization codes of at most "
+                              f"{FAPI2_MAX_CODE_LIFETIME} s, but AUTHORIZATION_CODE_LIFETIME is {code_lifetime}")
+        dpop_algs = tuple(alg for alg in dpop_algs if alg in FAPI2_ALGORITHMS)
+        if not dpop_algs:
+            raise ConfigError("SECURITY_PROFILE=fapi2: DPOP_SIGNING_ALGS names none of PS256, ES256, EdDSA")
+    par_lifetime = read.integer("PAR_LIFETIME", 60, minimum=1)
+    if profile == FAPI2 and par_lifetime > FAPI2_MAX_PAR_LIFETIME:
+        raise ConfigError(f"SECURITY_PROFILE=fapi2 allows request_uris of less than 600 s, but PAR_LIFETIME is "
+                          f"{par_lifetime}")
+    jti_storage = read.text("DPOP_JTI_STORAGE_URI", "database").strip()
+    if jti_storage != "database" and not jti_storage.startswith(("redis://", "rediss://")):
+        raise ConfigError("DPOP_JTI_STORAGE_URI must be 'database' or a redis:// URL")
+
     return Settings(
         issuer=issuer,
         database_url=_database_url(read.text("DATABASE_URL"), instance_path),
@@ -281,8 +336,8 @@ def load_settings(env: Mapping[str, str] | None = None, *, instance_path: str) -
         hsm_retry_max_seconds=retry_max,
         hsm_readiness_cache_seconds=read.seconds("HSM_READINESS_CACHE_SECONDS", 5.0),
         hsm_allow_extractable_keys=read.boolean("HSM_ALLOW_EXTRACTABLE_KEYS", False),
-        id_token_signing_alg=read.algorithm("ID_TOKEN_SIGNING_ALG", "RS256"),
-        access_token_signing_alg=read.algorithm("ACCESS_TOKEN_SIGNING_ALG", "ES256"),
+        id_token_signing_alg=id_alg,
+        access_token_signing_alg=access_alg,
         rsa_key_size=read.integer("RSA_KEY_SIZE", 2048, minimum=2048),
         jwks_max_age=jwks_max_age,
         key_prepublication_seconds=prepublication,
@@ -290,10 +345,19 @@ def load_settings(env: Mapping[str, str] | None = None, *, instance_path: str) -
         keys_refresh_seconds=read.integer("KEYS_REFRESH_SECONDS", 10, minimum=1),
         access_token_lifetime=access_token_lifetime,
         id_token_lifetime=id_token_lifetime,
-        authorization_code_lifetime=read.integer("AUTHORIZATION_CODE_LIFETIME", 60, minimum=1),
+        authorization_code_lifetime=code_lifetime,
         refresh_token_lifetime=read.integer("REFRESH_TOKEN_LIFETIME", 30 * 24 * 3600, minimum=1),
         access_token_default_audience=read.text("ACCESS_TOKEN_DEFAULT_AUDIENCE").strip() or issuer,
         scopes_supported=tuple(dict.fromkeys(scopes)),
+        par_lifetime=par_lifetime,
+        require_pushed_authorization_requests=read.boolean("REQUIRE_PUSHED_AUTHORIZATION_REQUESTS", False),
+        security_profile=profile,
+        dpop_signing_algs=tuple(dict.fromkeys(dpop_algs)),
+        dpop_proof_max_age=read.integer("DPOP_PROOF_MAX_AGE", 60, minimum=1),
+        dpop_nonce=read.boolean("DPOP_NONCE", False),
+        dpop_nonce_lifetime=read.integer("DPOP_NONCE_LIFETIME", 300, minimum=10),
+        dpop_jti_storage_uri=jti_storage,
+        development=read.boolean("DEVELOPMENT_MODE", False),
         client_cache_seconds=read.integer("CLIENT_CACHE_SECONDS", 5, minimum=0),
         client_assertion_leeway=read.integer("CLIENT_ASSERTION_LEEWAY", 60),
         client_assertion_max_lifetime=read.integer("CLIENT_ASSERTION_MAX_LIFETIME", 300, minimum=1),

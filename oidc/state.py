@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from flask import Flask, current_app
 
+from keys.errors import KeyServiceError
 from keys.hsm import HSMConfig, HSMManager
 from keys.locking import provisioning_lock
 from keys.sealing import Sealer
@@ -29,6 +30,7 @@ from keys.software import SoftwareManager
 from keys.store import KeyStore
 from oidc import hashing
 from oidc.db import db, signing_keys
+from oidc.oauth2.methods import FAPI2_ALGORITHMS
 from oidc.observability import metrics
 from oidc.settings import Settings
 
@@ -99,8 +101,25 @@ class State:
                     service.start(wait_seconds=self.settings.hsm_startup_wait_seconds, degraded_ok=degraded_ok)
                     if service.hsm is not None:
                         metrics.HSM_AVAILABLE.set(1 if service.hsm.available else 0)
+                    self.check_profile_algorithms(service)
                     self._key_service = service
         return self._key_service
+
+    def check_profile_algorithms(self, service: KeyService) -> None:
+        """Under SECURITY_PROFILE=fapi2, refuse to start while a key set signs with RS256 (or another alg
+        the FAPI 2.0 Security Profile does not allow, §5.4.1), whatever the configured algorithm."""
+        if not self.settings.fapi2:
+            return
+        for key_set in self.settings.key_set_algorithms:
+            alg = service.signer(key_set).alg
+            if alg not in FAPI2_ALGORITHMS:
+                if service.hsm is not None:
+                    service.hsm.close()
+                raise KeyServiceError(
+                    f"SECURITY_PROFILE=fapi2 allows {', '.join(FAPI2_ALGORITHMS)} signatures only, but the active "
+                    f"key of key set {key_set!r} signs with {alg}: generate a key of an allowed algorithm "
+                    f"(flask keys generate {key_set} --alg ES256) and switch the profile on once it is active "
+                    f"(KEY_PREPUBLICATION_SECONDS later)")
 
     def build_key_service(self) -> KeyService:
         settings = self.settings

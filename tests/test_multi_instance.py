@@ -2,8 +2,9 @@
 
 Both instances have the same configuration (one issuer: instance A's URL); the
 tests talk to each by its own port.  A browser logs in on A and the code is
-redeemed on B; the same refresh token, or the same code, presented on A and B
-at the same moment succeeds exactly once.  Each race is run several times;
+redeemed on B; the same refresh token, the same code, the same DPoP proof or
+the same pushed request_uri, presented on A and B at the same moment,
+succeeds exactly once.  Each race is run several times;
 without the conditional UPDATE that claims a code or a refresh token (``WHERE
 used_at IS NULL``, checking the row count) both requests succeed in the first
 race or two.  One worker per instance: the race is between the instances.
@@ -12,16 +13,20 @@ race or two.  One worker per instance: the race is between the instances.
 from __future__ import annotations
 
 import signal
+import time
 from collections.abc import Iterator
 from types import SimpleNamespace
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest
+import requests
 
 from tests.serving import Gunicorn, free_port
 
-from live_flows import UserAgent, introspect, race, redeem, refresh, register
-from oidc_fixtures import jwt_parts
+from dpop_proofs import new_key, proof
+from live_flows import TIMEOUT, UserAgent, add_client, introspect, race, redeem, refresh, register
+from oidc_fixtures import jwt_parts, pkce_pair
 
 CALLBACK = "http://127.0.0.1:9/callback"  # never contacted: the redirect is read, not followed
 RACES = 5
@@ -41,7 +46,7 @@ def instances(make_app: Any, hsm_env: dict[str, str], tmp_path: Any) -> Iterator
     try:
         a.wait_ready("/health/ready")
         b.wait_ready("/health/ready")
-        yield SimpleNamespace(a=a.url, b=b.url, issuer=issuer, client=client, servers=(a, b))
+        yield SimpleNamespace(a=a.url, b=b.url, issuer=issuer, client=client, servers=(a, b), env=env)
     finally:
         for server in (a, b):  # both shut down at once, then wait for each
             if server.process.poll() is None:
@@ -113,3 +118,47 @@ def test_the_same_code_redeemed_on_both_instances_at_once_is_redeemed_once(insta
         assert introspect(instances.b, client, winner["access_token"]) == {"active": False}
         again = refresh(instances.a, client, winner["refresh_token"])
         assert again.status_code == 400 and _error(again) == "invalid_grant", again.text
+
+
+def test_one_dpop_proof_and_one_request_uri_used_on_both_instances_at_once_succeed_once(instances, make_app):
+    """(One test for both races: the instances are started once.)"""
+    _race_one_dpop_proof(instances, make_app)
+    _race_one_request_uri(instances)
+
+
+def _race_one_dpop_proof(instances: SimpleNamespace, make_app: Any) -> None:
+    machine = add_client(make_app, instances.env, grant_types=["client_credentials"], scope="api")
+    for attempt in range(RACES):
+        dpop = proof(new_key(), htu=instances.issuer + "/token", iat=int(time.time()))
+
+        def call(base: str, dpop: str = dpop) -> Any:
+            return requests.post(base + "/token", data={"grant_type": "client_credentials"}, auth=machine,
+                                 headers={"DPoP": dpop}, timeout=TIMEOUT)
+
+        results = race(lambda: call(instances.a), lambda: call(instances.b))
+        statuses = sorted(response.status_code for response in results)
+        assert statuses == [200, 400], (attempt, [response.text for response in results])
+        loser = next(response for response in results if response.status_code != 200)
+        assert _error(loser) == "invalid_dpop_proof", loser.text
+
+
+def _race_one_request_uri(instances: SimpleNamespace) -> None:
+    browser = UserAgent(instances.a)
+    client = instances.client
+    scope = "openid profile email offline_access"
+    browser.code(client[0], CALLBACK, scope=scope)  # signed in and consented on A
+    for attempt in range(RACES):
+        _, challenge = pkce_pair()
+        pushed = requests.post(instances.a + "/par", auth=client, timeout=TIMEOUT, data={
+            "response_type": "code", "redirect_uri": CALLBACK, "scope": scope, "state": f"s{attempt}",
+            "code_challenge": challenge, "code_challenge_method": "S256"})
+        assert pushed.status_code == 201, pushed.text
+        query = "/authorize?" + urlencode({"client_id": client[0], "request_uri": pushed.json()["request_uri"]})
+        other = UserAgent(instances.b)
+        other.cookies = dict(browser.cookies)  # the same browser, on the other instance
+        results = race(lambda query=query: browser.get(instances.a + query),
+                       lambda query=query, other=other: other.get(instances.b + query))
+        statuses = sorted(response.status_code for response in results)
+        assert statuses == [302, 400], (attempt, [response.text[:300] for response in results])
+        winner = next(response for response in results if response.status_code == 302)
+        assert winner.headers["Location"].startswith(CALLBACK + "?code=")

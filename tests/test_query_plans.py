@@ -37,6 +37,8 @@ def _hot_statements() -> dict[str, Any]:
         "login session by sid": select(LoginSession).where(LoginSession.sid == "s" * 32),
         "consents of user and client": select(Consent).where(Consent.user_pk == 1, Consent.client_pk == 1),
         "code by id": select(AuthorizationCode).where(AuthorizationCode.id == 1),
+        "pushed request by hash": queries._PUSHED_REQUEST_BY_HASH.params(hashes=hashes),
+        "claim pushed request": (queries._CLAIM_PUSHED_REQUEST, {"row_id": 1, "moment": 0}),
     }
 
 

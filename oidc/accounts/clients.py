@@ -16,9 +16,18 @@ from urllib.parse import urlsplit
 
 from oidc import hashing
 from oidc.db import db
-from oidc.models import AccessToken, AuthorizationCode, Client, ClientAssertion, Consent, RefreshToken
-from oidc.oauth2.methods import AUTH_METHODS, DEFAULT_GRANT_TYPES, GRANT_TYPES, SECRET_AUTH_METHODS
+from oidc.models import (
+    AccessToken,
+    AuthorizationCode,
+    Client,
+    ClientAssertion,
+    Consent,
+    PushedAuthorizationRequest,
+    RefreshToken,
+)
+from oidc.oauth2.methods import AUTH_METHODS, DEFAULT_GRANT_TYPES, FAPI2_ALGORITHMS, GRANT_TYPES, SECRET_AUTH_METHODS
 from oidc.queries import find_client
+from oidc.settings import DEFAULT_PROFILE, FAPI2, SECURITY_PROFILES
 from oidc.state import current_state
 
 DEFAULT_SCOPE = "openid profile email offline_access"
@@ -78,7 +87,9 @@ def create_client(*, name: str, redirect_uris: Iterable[str] | None = None,
                   grant_types: Iterable[str] | None = None, scope: str | None = None,
                   auth_method: str = "client_secret_basic", first_party: bool = False,
                   audiences: Iterable[str] | None = None, jwks: Any = None, resource_server: bool = False,
-                  refresh_always: bool = False) -> tuple[Client, str | None]:
+                  refresh_always: bool = False, require_pushed_authorization_requests: bool = False,
+                  dpop_bound_access_tokens: bool = False,
+                  security_profile: str | None = None) -> tuple[Client, str | None]:
     """Register a client; returns it and its secret (shown once; None for public clients)."""
     if not isinstance(name, str) or not 0 < len(name.strip()) <= 255:
         raise ClientError("name: 1 to 255 characters")
@@ -110,12 +121,19 @@ def create_client(*, name: str, redirect_uris: Iterable[str] | None = None,
         jwks_text = _check_jwks(jwks)
     elif jwks is not None:
         jwks_text = _check_jwks(jwks)
-
     state = current_state()
+    if security_profile not in (None, *SECURITY_PROFILES):
+        raise ClientError(f"security_profile: one of {', '.join(SECURITY_PROFILES)}")
+    if security_profile == FAPI2 or state.settings.fapi2:
+        _check_fapi2(auth_method, redirects, state.settings)
+
     client = Client(
         client_id=secrets.token_hex(16), name=name.strip(), auth_method=auth_method, scope=" ".join(
             dict.fromkeys(scope_value.split())), jwks=jwks_text, first_party=bool(first_party),
         resource_server=bool(resource_server), refresh_always=bool(refresh_always), disabled=False,
+        require_pushed_authorization_requests=bool(require_pushed_authorization_requests),
+        dpop_bound_access_tokens=bool(dpop_bound_access_tokens),
+        security_profile=security_profile if security_profile != DEFAULT_PROFILE else None,
         created_at=state.clock.now(), redirect_uris=redirects, post_logout_redirect_uris=post_logout,
         grant_types=grants, audiences=audience_list,
     )
@@ -127,6 +145,21 @@ def create_client(*, name: str, redirect_uris: Iterable[str] | None = None,
     db.session.add(client)
     db.session.commit()
     return client, secret
+
+
+def _check_fapi2(auth_method: str, redirect_uris: list[str], settings: Any) -> None:
+    """What a client under the FAPI 2.0 profile must be (README, "The FAPI 2.0 profile")."""
+    if auth_method != "private_key_jwt":
+        raise ClientError("auth_method: the FAPI 2.0 profile allows confidential clients with private_key_jwt only")
+    for uri in redirect_uris:
+        loopback = urlsplit(uri).scheme == "http" and urlsplit(uri).hostname in _LOOPBACK_HOSTS
+        if not uri.startswith("https://") and not (loopback and settings.development):
+            raise ClientError(f"redirect_uris: the FAPI 2.0 profile requires https ({uri!r})")
+    for name, alg in (("ID_TOKEN_SIGNING_ALG", settings.id_token_signing_alg),
+                      ("ACCESS_TOKEN_SIGNING_ALG", settings.access_token_signing_alg)):
+        if alg not in FAPI2_ALGORITHMS:
+            raise ClientError(f"security_profile: the FAPI 2.0 profile needs PS256, ES256 or EdDSA signatures, "
+                              f"but {name} is {alg}")
 
 
 def get_client(client_id: str) -> Client | None:
@@ -163,7 +196,7 @@ def set_disabled(client: Client, disabled: bool) -> None:
 
 def delete_client(client: Client) -> None:
     """Delete a client and everything issued to it (in one transaction)."""
-    for model in (AccessToken, RefreshToken, AuthorizationCode, Consent, ClientAssertion):
+    for model in (AccessToken, RefreshToken, AuthorizationCode, Consent, ClientAssertion, PushedAuthorizationRequest):
         model.query.filter_by(client_pk=client.id).delete(synchronize_session=False)
     db.session.delete(client)
     db.session.commit()

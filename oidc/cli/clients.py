@@ -4,7 +4,8 @@ Stable (operators script it; ``--json`` prints one JSON object or array)::
 
     flask clients create --name NAME [--redirect-uri URI ...] [--post-logout-redirect-uri URI ...]
         [--grant-type G ...] [--scope "S ..."] [--auth-method METHOD] [--first-party]
-        [--audience URI ...] [--jwks-file FILE] [--resource-server] [--refresh-always] [--json]
+        [--audience URI ...] [--jwks-file FILE] [--resource-server] [--refresh-always]
+        [--require-par] [--dpop-bound] [--security-profile default|fapi2] [--json]
     flask clients list [--json]
     flask clients show CLIENT_ID [--json]
     flask clients delete CLIENT_ID
@@ -34,6 +35,7 @@ from oidc.accounts.clients import (
 from oidc.cli.output import emit, json_option
 from oidc.models import Client
 from oidc.oauth2.methods import AUTH_METHODS, GRANT_TYPES
+from oidc.settings import SECURITY_PROFILES
 
 cli = AppGroup("clients", help="Manage OAuth 2.0 / OpenID Connect clients.")
 
@@ -60,11 +62,17 @@ def _load(client_id: str) -> Client:
 @click.option("--jwks-file", type=click.File("r"), help="The client's public JWK Set (for private_key_jwt).")
 @click.option("--resource-server", is_flag=True, help="May introspect tokens issued to other clients.")
 @click.option("--refresh-always", is_flag=True, help="Issue refresh tokens without offline_access.")
+@click.option("--require-par", "require_par", is_flag=True,
+              help="Authorization requests only through /par (require_pushed_authorization_requests).")
+@click.option("--dpop-bound", "dpop_bound", is_flag=True,
+              help="Token requests need a DPoP proof (dpop_bound_access_tokens).")
+@click.option("--security-profile", default=None, type=click.Choice(SECURITY_PROFILES),
+              help="fapi2: the FAPI 2.0 Security Profile for this client (default: SECURITY_PROFILE).")
 @json_option
 def create_command(name: str, redirect_uris: tuple[str, ...], post_logout_redirect_uris: tuple[str, ...],
                    grant_types: tuple[str, ...], scope: str | None, auth_method: str, first_party: bool,
                    audiences: tuple[str, ...], jwks_file: Any, resource_server: bool, refresh_always: bool,
-                   as_json: bool) -> None:
+                   require_par: bool, dpop_bound: bool, security_profile: str | None, as_json: bool) -> None:
     """Register a client and print its client_id (and its secret, shown once)."""
     jwks = jwks_file.read() if jwks_file is not None else None
     try:
@@ -72,6 +80,8 @@ def create_command(name: str, redirect_uris: tuple[str, ...], post_logout_redire
             name=name, redirect_uris=redirect_uris, post_logout_redirect_uris=post_logout_redirect_uris,
             grant_types=grant_types or None, scope=scope, auth_method=auth_method, first_party=first_party,
             audiences=audiences, jwks=jwks, resource_server=resource_server, refresh_always=refresh_always,
+            require_pushed_authorization_requests=require_par, dpop_bound_access_tokens=dpop_bound,
+            security_profile=security_profile,
         )
     except ClientError as exc:
         raise click.ClickException(str(exc)) from None

@@ -10,6 +10,13 @@
    as an :class:`ErrorRedirect`, with ``state`` echoed byte for byte, in the
    requested response mode.
 
+A request with ``request_uri`` (RFC 9126 §4) is replaced by the parameters
+pushed to /par before any of this (:mod:`oidc.oauth2.par`); a client that must
+push its requests (``require_pushed_authorization_requests``, or the FAPI 2.0
+profile) gets an :class:`ErrorPage` for a plain one.  The profile's own rules
+on the client and its redirect URI (:mod:`oidc.oauth2.profile`) are checked
+with them, in step 1.
+
 What the user must do next (log in, consent) is the web layer's to ask;
 :class:`AuthorizationRequest` answers the protocol's questions about it
 (``prompt``, ``max_age``).
@@ -21,17 +28,22 @@ from typing import Any
 
 from authlib.oauth2.rfc6749.errors import OAuth2Error
 
-from oidc.models import Client
-from oidc.oauth2 import response_modes
+from oidc.db import db
+from oidc.models import Client, PushedAuthorizationRequest
+from oidc.oauth2 import par, profile, response_modes
 from oidc.oauth2.errors import ErrorPage
 from oidc.oauth2.server import authorization_server
+from oidc.state import current_state
 
 #: Longest value of any single authorization request parameter, and of the whole request.
 MAX_PARAMETER_LENGTH = 4096
 MAX_REQUEST_LENGTH = 16384
 #: Parameters that must not be repeated (RFC 6749 §3.1, OIDC Core §3.1.2.1).
 SINGLE_VALUED = ("client_id", "redirect_uri", "response_type", "response_mode", "scope", "state", "nonce",
-                 "prompt", "max_age", "login_hint", "code_challenge", "code_challenge_method")
+                 "prompt", "max_age", "login_hint", "code_challenge", "code_challenge_method", "dpop_jkt")
+#: What a ``dpop_jkt`` (RFC 9449 §10) looks like: a base64url SHA-256 thumbprint.
+_JKT_LENGTH = 43
+_B64URL = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
 #: Longest max_age accepted (digits).
 MAX_AGE_DIGITS = 10
 
@@ -39,24 +51,32 @@ MAX_AGE_DIGITS = 10
 class ErrorRedirect(Exception):
     """An error to send back to the client's (validated) redirect URI."""
 
-    def __init__(self, response: response_modes.Response) -> None:
+    def __init__(self, response: response_modes.Response, error: OAuth2Error | None = None) -> None:
         super().__init__("authorization error redirect")
         self.response = response
+        #: The error itself (the pushed authorization request endpoint answers it as JSON).
+        self.error = error
 
 
 def error_response(error: OAuth2Error, state: str | None, response_mode: str | None) -> response_modes.Response:
-    """``error`` delivered to its redirect URI, with ``state`` (RFC 6749 §4.1.2.1)."""
+    """``error`` delivered to its redirect URI, with ``state`` (RFC 6749 §4.1.2.1) and ``iss`` (RFC 9207)."""
     error.state = state
-    return response_modes.authorization_response(error.redirect_uri, error.get_body(),
-                                                 response_modes.supported(response_mode))
+    params = [*error.get_body(), ("iss", current_state().settings.issuer)]
+    return response_modes.authorization_response(error.redirect_uri, params, response_modes.supported(response_mode))
+
+
+def _redirect(error: OAuth2Error, state: str | None, response_mode: str | None) -> ErrorRedirect:
+    return ErrorRedirect(error_response(error, state, response_mode), error)
 
 
 class AuthorizationRequest:
     """A validated authorization request: its client, redirect URI and Authlib grant."""
 
-    def __init__(self, grant: Any, params: Any) -> None:
+    def __init__(self, grant: Any, params: Any, pushed: PushedAuthorizationRequest | None = None) -> None:
         self.grant = grant
         self.params = params
+        #: The pushed request this one came from (claimed when the response is sent).
+        self.pushed = pushed
         self.client: Client = grant.request.client
         self.redirect_uri: str = grant.redirect_uri
         self.response_mode: str | None = params.get("response_mode")
@@ -76,8 +96,8 @@ class AuthorizationRequest:
         if value is None:
             return None
         if not value.isdigit() or len(value) > MAX_AGE_DIGITS:
-            raise ErrorRedirect(self.error(OAuth2Error(error="invalid_request",
-                                                       description="max_age must be a non-negative integer.")))
+            error = OAuth2Error(error="invalid_request", description="max_age must be a non-negative integer.")
+            raise ErrorRedirect(self.error(error), error)
         return int(value)
 
     def error(self, error: OAuth2Error | type[OAuth2Error]) -> response_modes.Response:
@@ -89,13 +109,47 @@ class AuthorizationRequest:
     def respond(self, login: Any) -> response_modes.Response:
         """The code for ``login`` (or access_denied for None), in the client's response mode.
 
-        Raises :class:`ErrorRedirect` when the grant refuses; the caller
-        commits the code only when this returns.
+        Raises :class:`ErrorRedirect` when the grant refuses, :class:`ErrorPage`
+        when the pushed request it came from was used meanwhile; the caller
+        commits the code (and the claim of the pushed request) only when this
+        returns.
         """
+        if self.pushed is not None:
+            par.claim(self.pushed)
         try:
             return self.grant.create_authorization_response(self.redirect_uri, login)
         except OAuth2Error as error:
-            raise ErrorRedirect(self.error(error)) from None
+            raise ErrorRedirect(self.error(error), error) from None
+
+    def consume(self) -> None:
+        """After a refusal sent to the client: the pushed request is used all the same (committed)."""
+        if self.pushed is not None:
+            _use_up(self.pushed)
+
+
+def _use_up(row: PushedAuthorizationRequest) -> None:
+    """Claim a pushed request for an error response, and commit (the refusal must not undo it)."""
+    db.session.rollback()
+    try:
+        par.claim(row)
+    except ErrorPage:
+        db.session.rollback()  # another request used it first
+        return
+    db.session.commit()
+
+
+def _check_profile(client: Client, params: Any) -> None:
+    """The FAPI 2.0 profile's rules on the client and its redirect URI (ErrorPage: nothing is trusted yet)."""
+    if not profile.is_fapi2(client):
+        return
+    if client.auth_method != "private_key_jwt":
+        raise ErrorPage("unauthorized_client", "The FAPI 2.0 profile requires a confidential client "
+                                               "authenticating with private_key_jwt.")
+    redirect_uri = params.get("redirect_uri")
+    if not redirect_uri:
+        raise ErrorPage("invalid_request", "The FAPI 2.0 profile requires the redirect_uri parameter.")
+    if not profile.redirect_uri_allowed(redirect_uri):
+        raise ErrorPage("invalid_request", "The FAPI 2.0 profile requires an https redirect_uri.")
 
 
 def _check_client_and_redirect_uri(params: Any) -> Client:
@@ -121,23 +175,53 @@ def _check_client_and_redirect_uri(params: Any) -> Client:
     return client
 
 
-def validate_authorization_request(params: Any, end_user: Any) -> AuthorizationRequest:
+def validate_authorization_request(params: Any, end_user: Any, *, pushing: bool = False) -> AuthorizationRequest:
     """The validated request in ``params`` (the request's query or form), for ``end_user`` (or None).
 
-    Raises :class:`ErrorPage` or :class:`ErrorRedirect`.
+    ``pushing``: ``params`` are being pushed to /par (then a ``request_uri``
+    is not expected, and a client that must push may). Raises
+    :class:`ErrorPage` or :class:`ErrorRedirect`.
     """
+    pushed = None
+    request = None
+    if not pushing and "request_uri" in params:
+        pushed, params = par.load(params)
+        request = par.ParametersRequest(params)
+    elif pushing:
+        request = par.ParametersRequest(params)
     client = _check_client_and_redirect_uri(params)
+    if pushed is None and not pushing and profile.requires_par(client):
+        raise ErrorPage("invalid_request", "This client must push its authorization requests to the "
+                                           "pushed authorization request endpoint (RFC 9126).")
+    _check_profile(client, params)
     response_mode = params.get("response_mode")
     state = params.get("state")
+    redirect_uri = params.get("redirect_uri") or client.get_default_redirect_uri()
     for name in SINGLE_VALUED:
         if len(params.getlist(name)) > 1:
             error = OAuth2Error(error="invalid_request", description=f"The {name} parameter is repeated.",
-                                redirect_uri=params.get("redirect_uri") or client.get_default_redirect_uri())
-            raise ErrorRedirect(error_response(error, state, response_mode))
+                                redirect_uri=redirect_uri)
+            raise _redirect(error, state, response_mode)
+    jkt = params.get("dpop_jkt")
+    if jkt is not None and (len(jkt) != _JKT_LENGTH or not _B64URL.issuperset(jkt)):
+        error = OAuth2Error(error="invalid_request", description="dpop_jkt must be a JWK SHA-256 thumbprint.",
+                            redirect_uri=redirect_uri)
+        raise _redirect(error, state, response_mode)
     try:
-        grant = authorization_server().get_consent_grant(end_user=end_user)
+        grant = authorization_server().get_consent_grant(request=request, end_user=end_user)
     except OAuth2Error as error:
         if getattr(error, "redirect_uri", None) is None:
             raise ErrorPage(error.error or "invalid_request", error.get_error_description() or "") from None
-        raise ErrorRedirect(error_response(error, state, response_mode)) from None
-    return AuthorizationRequest(grant, params)
+        if pushed is not None:
+            _use_up(pushed)
+        raise _redirect(error, state, response_mode) from None
+    return AuthorizationRequest(grant, params, pushed)
+
+
+#: The user of a request being pushed: none yet, but prompt=none is for /authorize to judge.
+_NOT_YET_KNOWN = object()
+
+
+def validate_pushed_request(params: Any) -> AuthorizationRequest:
+    """``params`` pushed to /par, validated as /authorize will (RFC 9126 §2.1); ErrorPage or ErrorRedirect."""
+    return validate_authorization_request(params, _NOT_YET_KNOWN, pushing=True)

@@ -13,6 +13,12 @@ protected resources: the token in the ``Authorization`` header or, on a form
 POST, in the body (RFC 6750 §2.1-2.2), never both; its errors carry the
 RFC 6750 §3 ``WWW-Authenticate: Bearer`` challenge, with an ``error`` only when
 a token was sent.
+
+DPoP-bound tokens (``cnf.jkt``, RFC 9449) are accepted with the ``DPoP``
+scheme only, with a proof of the bound key whose ``ath`` is the token's hash
+(:class:`DPoPAccessTokenValidator`, registered beside the Bearer one); such a
+token presented as ``Bearer`` is refused with the RFC 9449 §7.1
+``WWW-Authenticate: DPoP`` challenge.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from sqlalchemy import Row
 from oidc import queries
 from oidc.db import db
 from oidc.models import Client, User
+from oidc.oauth2 import dpop
 from oidc.oauth2.families import is_client_token
 from oidc.oauth2.jwt import InvalidToken, verify_own_jwt
 from oidc.oauth2.methods import ACCESS_TOKEN_TYP
@@ -71,6 +78,12 @@ class AccessTokenInfo:
     def get_scope(self) -> str:
         return self.scope
 
+    @property
+    def jkt(self) -> str | None:
+        """The thumbprint of the DPoP key the token is bound to (RFC 9449 §6.1), if any."""
+        cnf = self.claims.get("cnf")
+        return cnf.get("jkt") if isinstance(cnf, dict) and isinstance(cnf.get("jkt"), str) else None
+
 
 def load_access_token(value: object, caller: Client | None = None) -> AccessTokenInfo | None:
     """The access token ``value`` if it is one of ours (expired or not), with its standing.
@@ -102,9 +115,9 @@ def load_access_token(value: object, caller: Client | None = None) -> AccessToke
 
 
 def validate_access_token(value: object) -> AccessTokenInfo | None:
-    """The access token ``value`` if it is ours and active now, else None."""
+    """The access token ``value`` if it is ours and active now, else None (a DPoP-bound one: None, RFC 9449 §7.1)."""
     token = load_access_token(value)
-    return token if token is not None and token.is_active() else None
+    return token if token is not None and token.is_active() and token.jkt is None else None
 
 
 # -- protecting our own resources (RFC 6750) ----------------------------------------------
@@ -119,6 +132,8 @@ class OwnAccessTokenValidator(BearerTokenValidator):
     def validate_token(self, token: AccessTokenInfo | None, scopes: Any, request: Any) -> None:
         if token is None or not token.is_active():
             raise InvalidTokenError("the access token is invalid, expired or revoked")
+        if token.jkt is not None and self.TOKEN_TYPE == "bearer":
+            raise DPoPChallenge(InvalidTokenError("the access token is DPoP-bound: use the DPoP scheme with a proof"))
         if self.scope_insufficient(token.get_scope(), scopes):
             raise InsufficientScopeError()
 
@@ -135,6 +150,7 @@ class BearerProtector(ResourceProtector):
     def __init__(self) -> None:
         super().__init__()
         self.register_token_validator(OwnAccessTokenValidator())
+        self.register_token_validator(DPoPAccessTokenValidator())
 
     def parse_request_authorization(self, request: Any) -> tuple[Any, str]:
         header = request.headers.get("Authorization")
@@ -146,6 +162,8 @@ class BearerProtector(ResourceProtector):
         validator = self.get_token_validator("bearer")
         if header is not None:
             scheme, _, value = header.partition(" ")
+            if scheme.lower() == "dpop" and value.strip():
+                return self.get_token_validator("dpop"), value.strip()
             if scheme.lower() != "bearer" or not value.strip():
                 raise MissingTokenError()
             return validator, value.strip()
@@ -165,15 +183,87 @@ class BearerProtector(ResourceProtector):
 
 
 def challenge_response(error: OAuth2Error) -> Response:
-    """The RFC 6750 §3 error response: JSON body and the ``WWW-Authenticate: Bearer`` challenge."""
-    parts = [f'realm="{current_state().settings.issuer}"']
+    """The RFC 6750 §3 error response: JSON body and the ``WWW-Authenticate: Bearer`` challenge.
+
+    For a DPoP refusal (RFC 9449 §7.1) the challenge is ``DPoP``, with the
+    accepted ``algs``; with no token at all both schemes are offered.
+    """
+    settings = current_state().settings
+    dpop_scheme = isinstance(error, DPoPChallenge | dpop.InvalidDPoPProof | dpop.UseDPoPNonce) or (
+        flask_request.headers.get("Authorization", "")[:5].lower() == "dpop ")
+    if isinstance(error, DPoPChallenge):
+        error = error.cause
+    parts = [f'realm="{settings.issuer}"']
     body: dict[str, Any] = {}
     if not isinstance(error, MissingTokenError):
         description = error.get_error_description()
         parts += [f'error="{error.error}"', f'error_description="{description}"']
         body = {"error": error.error, "error_description": description}
     status = 400 if isinstance(error, InvalidRequestError) else error.status_code
+    if dpop_scheme:
+        status = 401 if status == 400 else status
     response = Response(json.dumps(body), status=status, content_type="application/json")
-    response.headers["WWW-Authenticate"] = "Bearer " + ", ".join(parts)
+    dpop_challenge = "DPoP " + ", ".join([*parts, f'algs="{" ".join(settings.dpop_signing_algs)}"'])
+    if dpop_scheme:
+        response.headers["WWW-Authenticate"] = dpop_challenge
+    else:
+        response.headers["WWW-Authenticate"] = "Bearer " + ", ".join(parts)
+        if isinstance(error, MissingTokenError):
+            response.headers.add("WWW-Authenticate", dpop_challenge)
+    for name, value in dpop.nonce_headers():
+        response.headers[name] = value
     response.headers["Cache-Control"] = "no-store"
     return response
+
+
+# -- DPoP-bound tokens (RFC 9449 §7) ---------------------------------------------------------
+
+
+class DPoPChallenge(OAuth2Error):
+    """An error to answer with the ``WWW-Authenticate: DPoP`` challenge (RFC 9449 §7.1)."""
+
+    def __init__(self, cause: OAuth2Error) -> None:
+        super().__init__(error=cause.error, description=cause.get_error_description(), status_code=cause.status_code)
+        self.cause = cause
+
+
+class DPoPAccessTokenValidator(OwnAccessTokenValidator):
+    """``Authorization: DPoP <token>`` with a ``DPoP`` proof of the token's key (RFC 9449 §7.1).
+
+    The proof is checked first (its ``jti`` is recorded before anything else
+    is read), with ``htu`` the configured URL of the resource and ``ath`` the
+    token's hash; then the token, which must be bound to the proof's key.
+    """
+
+    TOKEN_TYPE = "dpop"
+
+    def authenticate_token(self, token_string: str) -> AccessTokenInfo | None:
+        request = flask_request._get_current_object()  # type: ignore[attr-defined]
+        try:
+            proof = dpop.verify_proof(request.headers.getlist(dpop.SCHEME), method=request.method,
+                                      url=current_state().settings.issuer + request.path, access_token=token_string)
+        except (dpop.InvalidDPoPProof, dpop.UseDPoPNonce) as error:
+            raise DPoPChallenge(error) from None
+        g.dpop_proof = proof
+        return load_access_token(token_string)
+
+    def validate_token(self, token: AccessTokenInfo | None, scopes: Any, request: Any) -> None:
+        try:
+            super().validate_token(token, scopes, request)
+        except OAuth2Error as error:
+            raise DPoPChallenge(error) from None
+        proof = g.get("dpop_proof")
+        assert token is not None
+        if token.jkt is None or proof is None or proof.jkt != token.jkt:
+            raise DPoPChallenge(InvalidTokenError("the access token is not bound to the key of the DPoP proof"))
+
+
+def authenticate_request(scopes: list[str] | None = None) -> AccessTokenInfo | None:
+    """The active access token of this request (Bearer or DPoP, as :class:`BearerProtector` checks), or None."""
+    try:
+        return _protector.acquire_token(scopes)
+    except OAuth2Error:
+        return None
+
+
+_protector = BearerProtector()

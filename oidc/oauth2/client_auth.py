@@ -27,7 +27,8 @@ from sqlalchemy.exc import IntegrityError
 from oidc import urls
 from oidc.db import db
 from oidc.models import ClientAssertion
-from oidc.oauth2.methods import ASSERTION_ALGORITHMS
+from oidc.oauth2.methods import ASSERTION_ALGORITHMS, FAPI2_ALGORITHMS
+from oidc.oauth2.profile import is_fapi2
 from oidc.queries import find_client
 from oidc.state import current_state
 
@@ -44,7 +45,7 @@ class PrivateKeyJWT(JWTBearerClientAssertion):
 
     def get_audiences(self) -> list[str]:
         issuer = current_state().settings.issuer
-        return [issuer, *(urls.absolute(issuer, path) for path in (urls.TOKEN, urls.INTROSPECT, urls.REVOKE))]
+        return [issuer, *(urls.absolute(issuer, path) for path in (urls.TOKEN, urls.INTROSPECT, urls.REVOKE, urls.PAR))]
 
     def resolve_client_public_key(self, client: Any) -> KeySet:
         if not client.jwks:
@@ -65,6 +66,11 @@ class PrivateKeyJWT(JWTBearerClientAssertion):
         if not isinstance(exp, int) or exp > state.clock.now() + state.settings.client_assertion_max_lifetime:
             raise InvalidClientError(description="The client assertion lives too long.")
         self.verify_claims(claims)
+        if (claims.get("aud") != state.settings.issuer or token.header.get("alg") not in FAPI2_ALGORITHMS) and (
+                is_fapi2(find_client(claims.get("sub")))):
+            # FAPI 2.0 §5.3.2.1 clause 8: the audience is the issuer, as a single string; §5.4.1: PS256, ES256, EdDSA.
+            raise InvalidClientError(description="Under the FAPI 2.0 profile the assertion's aud must be the issuer "
+                                                 "and its alg PS256, ES256 or EdDSA.")
         return claims
 
     def validate_jti(self, claims: dict[str, Any], jti: Any) -> bool:

@@ -22,7 +22,18 @@ from sqlalchemy import delete, or_
 
 from oidc import hashing, queries
 from oidc.db import db
-from oidc.models import AccessToken, AuthorizationCode, Client, ClientAssertion, LoginSession, RefreshToken, User
+from oidc.models import (
+    AccessToken,
+    AuthorizationCode,
+    Client,
+    ClientAssertion,
+    DPoPProof,
+    LoginSession,
+    PushedAuthorizationRequest,
+    RefreshToken,
+    User,
+)
+from oidc.oauth2 import dpop, profile
 from oidc.oauth2.jwt import issue_access_token
 from oidc.observability import audit
 from oidc.state import current_state
@@ -37,6 +48,14 @@ class AuthContext:
     auth_time: int | None = None
     sid: str | None = None
     nonce: str | None = None
+    #: Thumbprint of the DPoP key the access token is bound to (RFC 9449 §6), if any.
+    jkt: str | None = None
+
+
+def proof_jkt() -> str | None:
+    """The key thumbprint of this token request's verified DPoP proof, if it has one."""
+    proof = dpop.request_proof()
+    return proof.jkt if proof is not None else None
 
 
 def default_audience() -> list[str]:
@@ -53,13 +72,25 @@ def is_client_token(claims: dict[str, Any]) -> bool:
 
 def issue_tokens(*, client: Client, user: User | None, scope: str, context: AuthContext,
                  include_refresh_token: bool) -> dict[str, Any]:
-    """A token response body: a JWT access token (and the family's first refresh token)."""
+    """A token response body: a JWT access token (and the family's first refresh token).
+
+    A client registered with ``dpop_bound_access_tokens`` (or under the FAPI 2.0
+    profile) gets tokens only for a request with a DPoP proof (RFC 9449 §5.2).
+    """
+    if context.jkt is None and profile.requires_dpop(client):
+        raise dpop.InvalidDPoPProof(description="This client's token requests need a DPoP proof.")
+    proof = dpop.request_proof()
+    if proof is not None and profile.is_fapi2(client) and not profile.signing_algorithms_allowed(proof.alg):
+        raise dpop.InvalidDPoPProof(description="The FAPI 2.0 profile allows DPoP proofs signed with "
+                                                "PS256, ES256 or EdDSA only.")
     lifetime = current_state().settings.access_token_lifetime
     subject = user.subject if user is not None else client.client_id
-    extra = {"auth_time": context.auth_time} if context.auth_time is not None else None
+    extra: dict[str, Any] = {"auth_time": context.auth_time} if context.auth_time is not None else {}
+    if context.jkt is not None:
+        extra["cnf"] = {"jkt": context.jkt}  # RFC 9449 §6.1
     access_token, claims = issue_access_token(
         client_id=str(client.client_id), subject=str(subject), scope=scope, audience=context.audience,
-        lifetime=lifetime, extra=extra,
+        lifetime=lifetime, extra=extra or None,
     )
     if context.grant_id is not None:
         # Tokens of a grant family get a row, so that a replayed code or a reused
@@ -71,7 +102,8 @@ def issue_tokens(*, client: Client, user: User | None, scope: str, context: Auth
             user_pk=user.id if user is not None else None, scope=scope,
             issued_at=claims["iat"], expires_at=claims["exp"],
         ))
-    body: dict[str, Any] = {"access_token": access_token, "token_type": "Bearer", "expires_in": lifetime,
+    token_type = dpop.TOKEN_TYPE if context.jkt is not None else "Bearer"
+    body: dict[str, Any] = {"access_token": access_token, "token_type": token_type, "expires_in": lifetime,
                             "scope": scope}
     if include_refresh_token and user is not None and context.grant_id is not None:
         body["refresh_token"] = new_refresh_token(client, user, scope, context)
@@ -86,6 +118,9 @@ def new_refresh_token(client: Client, user: User, scope: str, context: AuthConte
     db.session.add(RefreshToken(
         token_hash=state.hasher(hashing.REFRESH_TOKEN).hash(value), grant_id=context.grant_id,
         client_pk=client.id, user_pk=user.id, scope=scope, audience=context.audience,
+        # RFC 9449 §5: a public client's refresh token is bound to its DPoP key
+        # (a confidential client's is bound to its authentication already).
+        dpop_jkt=context.jkt if client.is_public else None,
         auth_time=context.auth_time or issued, sid=context.sid, created_at=issued,
         expires_at=issued + state.settings.refresh_token_lifetime,
     ))
@@ -141,7 +176,7 @@ def revoke_family_now(grant_id: str, reason: str) -> None:
 
 
 def prune_expired() -> dict[str, int]:
-    """Delete rows nothing can use any more (expired codes, tokens, assertions, sessions)."""
+    """Delete rows nothing can use any more (expired codes, tokens, assertions, sessions, pushed requests, proof jtis)."""
     moment = current_state().clock.now()
     statements = {
         # Codes are kept a day past expiry so that a late replay still revokes what they issued.
@@ -151,6 +186,9 @@ def prune_expired() -> dict[str, int]:
             or_(RefreshToken.expires_at < moment, RefreshToken.revoked_at < moment - 86400)),
         "client_assertions": delete(ClientAssertion).where(ClientAssertion.expires_at < moment),
         "login_sessions": delete(LoginSession).where(LoginSession.expires_at < moment),
+        "pushed_authorization_requests": delete(PushedAuthorizationRequest).where(
+            PushedAuthorizationRequest.expires_at < moment),
+        "dpop_proofs": delete(DPoPProof).where(DPoPProof.expires_at < moment),
     }
     counts = {name: db.session.execute(statement).rowcount for name, statement in statements.items()}  # type: ignore[attr-defined]
     db.session.commit()

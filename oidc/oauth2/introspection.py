@@ -19,6 +19,11 @@ from oidc.oauth2.tokens import ACCESS_TOKEN, AnyToken, find_token, kind_of
 from oidc.state import current_state
 
 
+def _access_token_type(claims: dict[str, Any]) -> str:
+    """``DPoP`` for a DPoP-bound access token (RFC 9449 §6.2), else ``Bearer``."""
+    return "DPoP" if isinstance(claims.get("cnf"), dict) and "jkt" in claims["cnf"] else "Bearer"
+
+
 class IntrospectionEndpoint(_IntrospectionEndpoint):
     CLIENT_AUTH_METHODS = list(CONFIDENTIAL_AUTH_METHODS)
 
@@ -37,7 +42,7 @@ class IntrospectionEndpoint(_IntrospectionEndpoint):
             "active": True,
             "scope": token.scope,
             "client_id": token.client.client_id if token.client else None,
-            "token_type": "Bearer" if kind == ACCESS_TOKEN else "refresh_token",
+            "token_type": _access_token_type(token.claims) if kind == ACCESS_TOKEN else "refresh_token",
             "exp": token.expires_at,
             "iat": token.claims.get("iat"),
             "iss": current_state().settings.issuer,
@@ -50,6 +55,8 @@ class IntrospectionEndpoint(_IntrospectionEndpoint):
         if kind == ACCESS_TOKEN:
             body["aud"] = token.claims.get("aud")
             body["jti"] = token.claims.get("jti")
+            if isinstance(token.claims.get("cnf"), dict):
+                body["cnf"] = token.claims["cnf"]  # RFC 9449 §6.2: the key the token is bound to
         return body
 
     def create_endpoint_response(self, request: Any) -> tuple[int, Any, list[tuple[str, str]]]:

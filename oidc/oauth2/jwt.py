@@ -32,7 +32,7 @@ from keys.algorithms import EDDSA_ALGORITHMS
 from keys.errors import KeyServiceError
 from keys.service import ACCESS_TOKEN_SET, ID_TOKEN_SET
 from oidc.hashing import b64url, b64url_decode, random_token
-from oidc.oauth2.methods import ACCESS_TOKEN_TYP, ID_TOKEN_TYP
+from oidc.oauth2.methods import ACCESS_TOKEN_TYP, FAPI2_ALGORITHMS, ID_TOKEN_TYP
 from oidc.state import current_state, key_service
 
 #: Longest token we try to parse.
@@ -47,6 +47,9 @@ def _json(data: dict[str, Any]) -> bytes:
 def sign_jwt(key_set: str, claims: dict[str, Any], typ: str) -> tuple[str, str]:
     """A compact JWS of ``claims`` signed by the active key of ``key_set``; and its alg."""
     signer = key_service().signer(key_set)
+    if signer.alg not in FAPI2_ALGORITHMS and current_state().settings.fapi2:
+        # A key imported or activated after start-up (see State.check_profile_algorithms).
+        raise KeyServiceError(f"key set {key_set!r} signs with {signer.alg}, which SECURITY_PROFILE=fapi2 refuses")
     header = {"alg": signer.alg, "kid": signer.kid, "typ": typ}
     signing_input = f"{b64url(_json(header))}.{b64url(_json(claims))}".encode("ascii")
     signature = signer.sign(signing_input)

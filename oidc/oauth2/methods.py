@@ -43,3 +43,9 @@ CLAIMS_SUPPORTED = ("iss", "sub", "aud", "exp", "iat", "auth_time", "nonce", "at
 ACCESS_TOKEN_TYP = "at+jwt"
 #: The header ``typ`` of ID tokens.
 ID_TOKEN_TYP = "JWT"
+
+#: Algorithms a DPoP proof may be signed with (RFC 9449 §5.1): asymmetric only, never none or a MAC.
+#: DPOP_SIGNING_ALGS narrows them; advertised as dpop_signing_alg_values_supported.
+DPOP_ALGORITHMS = ("ES256", "ES384", "ES512", "PS256", "PS384", "PS512", "RS256", "EdDSA", "Ed25519")
+#: Signature algorithms the FAPI 2.0 Security Profile allows (§5.4.1).
+FAPI2_ALGORITHMS = ("PS256", "ES256", "EdDSA", "Ed25519")

@@ -1,4 +1,4 @@
-"""PKCE (RFC 7636) with ``S256`` only; public clients must use it (RFC 9700 §2.1.1)."""
+"""PKCE (RFC 7636) with ``S256`` only: required of public clients (RFC 9700 §2.1.1) and under the FAPI 2.0 profile."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from authlib.oauth2.rfc6749.errors import InvalidRequestError
 from authlib.oauth2.rfc7636 import CodeChallenge
 
 from oidc.oauth2.methods import CODE_CHALLENGE_METHODS
+from oidc.oauth2.profile import is_fapi2
 
 
 class S256CodeChallenge(CodeChallenge):
@@ -23,6 +24,9 @@ class S256CodeChallenge(CodeChallenge):
         method = data.get("code_challenge_method")
         if request.client is not None and request.client.is_public and not challenge:
             raise InvalidRequestError("public clients must use PKCE with code_challenge_method=S256",
+                                      redirect_uri=redirect_uri)
+        if request.client is not None and is_fapi2(request.client) and not challenge:
+            raise InvalidRequestError("the FAPI 2.0 profile requires PKCE with code_challenge_method=S256",
                                       redirect_uri=redirect_uri)
         if challenge and method not in CODE_CHALLENGE_METHODS:
             # RFC 7636 §4.3: a missing method means "plain", which is refused.

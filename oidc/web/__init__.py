@@ -5,6 +5,7 @@
 ``login``           /login (rate-limited)
 ``logout``          /logout (RP-Initiated Logout)
 ``token``           /token, /introspect, /revoke
+``par``             /par (pushed authorization requests)
 ``userinfo``        /userinfo
 ``wellknown``       discovery and the JWK Set
 ``health``          liveness and readiness
@@ -20,7 +21,7 @@ from __future__ import annotations
 from flask import Flask, Response
 
 from oidc.settings import Settings
-from oidc.web import authorize, errors, health, login, logout, session, token, userinfo, wellknown
+from oidc.web import authorize, errors, health, login, logout, par, session, token, userinfo, wellknown
 from oidc.web.admin import accounts as admin_accounts
 from oidc.web.admin import keys as admin_keys
 
@@ -49,7 +50,7 @@ def init_app(app: Flask, settings: Settings) -> None:
     errors.init_app(app)
     session.init_app(app)
     login.init_app(app, settings)
-    for blueprint in (wellknown.bp, health.bp, authorize.bp, logout.bp, token.bp, userinfo.bp,
+    for blueprint in (wellknown.bp, health.bp, authorize.bp, logout.bp, token.bp, par.bp, userinfo.bp,
                       admin_keys.bp, admin_accounts.bp):
         app.register_blueprint(blueprint)
     app.after_request(security_headers)

@@ -57,23 +57,31 @@ def _validate(params: Any) -> AuthorizationRequest | Any:
         return _response(refusal.response)
 
 
-def _finish(authorization: AuthorizationRequest, login: AuthenticatedUser | None) -> Response:
+def _finish(authorization: AuthorizationRequest, login: AuthenticatedUser | None) -> Any:
     """Issue the code (or the access_denied error) to the client."""
     try:
         result = authorization.respond(login)
-    except ErrorRedirect as refusal:
+    except ErrorPage as page:  # its pushed request was used meanwhile
         db.session.rollback()
+        return error_page(page.error, page.description)
+    except ErrorRedirect as refusal:
+        authorization.consume()
         return _response(refusal.response)
     db.session.commit()
     return _response(result)
 
 
-def _login_redirect() -> WerkzeugResponse:
-    params = request.values
-    target = urls.AUTHORIZE + "?" + urlencode(list(params.items(multi=True)))
+def _refused(authorization: AuthorizationRequest, result: tuple[int, str, list[tuple[str, str]]]) -> Response:
+    """An error response to the client: a pushed request it came from is used up by it too."""
+    authorization.consume()
+    return _response(result)
+
+
+def _login_redirect(authorization: AuthorizationRequest) -> WerkzeugResponse:
+    target = urls.AUTHORIZE + "?" + urlencode(list(request.values.items(multi=True)))
     query = {"next": target}
-    if params.get("login_hint"):
-        query["login_hint"] = params["login_hint"]
+    if authorization.params.get("login_hint"):  # the pushed one, for a pushed request
+        query["login_hint"] = authorization.params["login_hint"]
     return redirect(urls.LOGIN + "?" + urlencode(query), code=302)
 
 
@@ -99,7 +107,7 @@ def authorize() -> Any:
     try:
         max_age = authorization.max_age()
     except ErrorRedirect as refusal:
-        return _response(refusal.response)
+        return _refused(authorization, refusal.response)
     prompts = authorization.prompts
 
     login = current_login()
@@ -108,12 +116,12 @@ def authorize() -> Any:
         "login" in prompts or (max_age is not None and now() - login.auth_time > max_age)))
     if needs_login:
         if "none" in prompts:
-            return _response(authorization.error(LoginRequiredError))
-        return _login_redirect()
+            return _refused(authorization, authorization.error(LoginRequiredError))
+        return _login_redirect(authorization)
     assert login is not None
     if _needs_consent(authorization, login):
         if "none" in prompts:
-            return _response(authorization.error(ConsentRequiredError))
+            return _refused(authorization, authorization.error(ConsentRequiredError))
         return _consent_page(authorization, login)
     return _finish(authorization, login)
 

@@ -12,11 +12,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from authlib.oauth2.rfc6749.errors import OAuth2Error
 from flask import Blueprint, Response, g, request
 
 from oidc import urls
 from oidc.db import db
 from oidc.hashing import b64url_decode
+from oidc.oauth2 import dpop
 from oidc.oauth2.server import authorization_server
 from oidc.oauth2.token_request import precheck
 from oidc.observability import audit, metrics
@@ -34,7 +36,11 @@ def _respond(endpoint: str | None) -> Response:
     if problem is not None:
         return server.handle_error_response(None, problem)
     if endpoint is None:
-        response = server.create_token_response()
+        try:
+            dpop.check_request_proof(request, urls.TOKEN)  # RFC 9449 §4.3, before anything is read or written
+        except OAuth2Error as error:
+            return dpop.with_nonce(server.handle_error_response(None, error))
+        response = dpop.with_nonce(server.create_token_response())
     else:
         response = server.create_endpoint_response(endpoint)
     if endpoint != "introspection" and _in_transaction():

@@ -45,8 +45,14 @@ def _jwks_headers(etag: str, max_age: int) -> tuple[tuple[str, str], ...]:
 
 
 def discovery_document(settings: Settings) -> dict[str, Any]:
-    """OpenID Provider metadata (OIDC Discovery 1.0 §3, RFC 8414 §2): exactly what is supported."""
+    """OpenID Provider metadata (OIDC Discovery 1.0 §3, RFC 8414 §2): exactly what is supported.
+
+    Under the FAPI 2.0 profile (provider-wide) only what the profile allows is advertised.
+    """
     issuer = settings.issuer
+    auth_methods = ["private_key_jwt"] if settings.fapi2 else list(methods.AUTH_METHODS)
+    assertion_algs = [alg for alg in methods.ASSERTION_ALGORITHMS
+                      if not settings.fapi2 or alg in methods.FAPI2_ALGORITHMS]
     return {
         "issuer": issuer,
         "jwks_uri": urls.absolute(issuer, urls.JWKS),
@@ -62,10 +68,16 @@ def discovery_document(settings: Settings) -> dict[str, Any]:
         "grant_types_supported": list(methods.GRANT_TYPES),
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": methods.id_token_signing_algs(settings.id_token_signing_alg),
-        "token_endpoint_auth_methods_supported": list(methods.AUTH_METHODS),
-        "token_endpoint_auth_signing_alg_values_supported": list(methods.ASSERTION_ALGORITHMS),
-        "introspection_endpoint_auth_methods_supported": list(methods.CONFIDENTIAL_AUTH_METHODS),
-        "revocation_endpoint_auth_methods_supported": list(methods.AUTH_METHODS),
+        "token_endpoint_auth_methods_supported": auth_methods,
+        "token_endpoint_auth_signing_alg_values_supported": assertion_algs,
+        "introspection_endpoint_auth_methods_supported": [m for m in methods.CONFIDENTIAL_AUTH_METHODS
+                                                          if m in auth_methods],
+        "revocation_endpoint_auth_methods_supported": auth_methods,
+        # RFC 9126 §5
+        "pushed_authorization_request_endpoint": urls.absolute(issuer, urls.PAR),
+        "require_pushed_authorization_requests": settings.require_pushed_authorization_requests or settings.fapi2,
+        # RFC 9449 §5.1
+        "dpop_signing_alg_values_supported": list(settings.dpop_signing_algs),
         "code_challenge_methods_supported": list(methods.CODE_CHALLENGE_METHODS),
         "claims_supported": list(methods.CLAIMS_SUPPORTED),
         "prompt_values_supported": list(methods.PROMPT_VALUES),

@@ -12,7 +12,7 @@ from oidc import hashing
 from oidc.accounts.sessions import AuthenticatedUser
 from oidc.db import db
 from oidc.models import AuthorizationCode, User
-from oidc.oauth2 import families, response_modes
+from oidc.oauth2 import dpop, families, profile, response_modes
 from oidc.oauth2.families import AuthContext, issue_tokens
 from oidc.oauth2.methods import AUTH_METHODS, RESPONSE_MODES
 from oidc.oauth2.openid import user_of
@@ -73,10 +73,11 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
             nonce=payload.data.get("nonce") or None,
             code_challenge=payload.data.get("code_challenge") or None,
             code_challenge_method=payload.data.get("code_challenge_method") or None,
+            dpop_jkt=payload.data.get("dpop_jkt") or None,
             auth_time=subject.auth_time,
             sid=subject.sid,
             created_at=issued,
-            expires_at=issued + state.settings.authorization_code_lifetime,
+            expires_at=issued + profile.code_lifetime(request.client),
         ))
 
     def generate_authorization_code(self) -> str:
@@ -94,6 +95,10 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
             return None  # bound to the client it was issued to
         if row.expires_at <= current_state().clock.now():
             raise InvalidGrantError("the authorization code has expired")
+        proof = dpop.request_proof()
+        if row.dpop_jkt is not None and (proof is None or proof.jkt != row.dpop_jkt):
+            # RFC 9449 §10: a code bound by dpop_jkt is redeemed with a proof of that key only.
+            raise InvalidGrantError("the authorization code is bound to another DPoP key")
         return row  # claimed once the tokens are ready (create_token_response)
 
     def create_token_response(self) -> tuple[int, dict[str, Any], list[tuple[str, str]]]:
@@ -115,7 +120,7 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
                        expires_in: int | None = None, include_refresh_token: bool = True) -> dict[str, Any]:
         code: AuthorizationCode = self.request.authorization_code
         context = AuthContext(grant_id=str(code.grant_id), audience=list(code.audience),
-                              auth_time=code.auth_time, sid=code.sid, nonce=code.nonce)
+                              auth_time=code.auth_time, sid=code.sid, nonce=code.nonce, jkt=families.proof_jkt())
         self.request.auth_context = context
         return issue_tokens(client=self.request.client, user=user_of(user), scope=scope or "", context=context,
                             include_refresh_token=wants_refresh_token(self.request.client, scope or ""))

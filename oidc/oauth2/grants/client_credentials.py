@@ -7,7 +7,7 @@ from typing import Any
 from authlib.oauth2.rfc6749 import grants
 from authlib.oauth2.rfc6749.errors import InvalidScopeError
 
-from oidc.oauth2.families import AuthContext, issue_tokens
+from oidc.oauth2.families import AuthContext, issue_tokens, proof_jkt
 from oidc.oauth2.methods import CONFIDENTIAL_AUTH_METHODS
 from oidc.oauth2.resources import resolve_audience
 
@@ -27,5 +27,5 @@ class ClientCredentialsGrant(grants.ClientCredentialsGrant):
         scope = " ".join(s for s in scope.split() if s not in ("openid", "offline_access"))
         audience = resolve_audience(client, self.request.payload.datalist.get("resource", []))
         token = issue_tokens(client=client, user=None, scope=scope,
-                             context=AuthContext(grant_id=None, audience=audience), include_refresh_token=False)
+                             context=AuthContext(grant_id=None, audience=audience, jkt=proof_jkt()), include_refresh_token=False)
         return 200, token, self.TOKEN_RESPONSE_HEADER

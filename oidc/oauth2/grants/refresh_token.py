@@ -1,4 +1,10 @@
-"""The refresh token grant (RFC 6749 §6): rotation, with reuse revoking the family (RFC 9700 §4.14.2)."""
+"""The refresh token grant (RFC 6749 §6): rotation, with reuse revoking the family (RFC 9700 §4.14.2).
+
+Under the FAPI 2.0 profile a confidential client's refresh token is not
+rotated (FAPI 2.0 §5.3.2.1 clause 10): the same token is used again until it
+expires or is revoked.  A public client's refresh token bound to a DPoP key
+is refreshed with a proof of that key only (RFC 9449 §5).
+"""
 
 from __future__ import annotations
 
@@ -9,8 +15,8 @@ from authlib.oauth2.rfc6749.errors import InvalidGrantError
 
 from oidc.db import db
 from oidc.models import RefreshToken, User
-from oidc.oauth2 import families
-from oidc.oauth2.families import AuthContext, issue_tokens, new_refresh_token
+from oidc.oauth2 import dpop, families, profile
+from oidc.oauth2.families import AuthContext, issue_tokens, new_refresh_token, proof_jkt
 from oidc.oauth2.methods import AUTH_METHODS
 from oidc.state import current_state
 
@@ -31,12 +37,17 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
             raise InvalidGrantError(TOKEN_USED)
         if row.expires_at <= current_state().clock.now():
             return None
+        proof = dpop.request_proof()
+        if row.dpop_jkt is not None and (proof is None or proof.jkt != row.dpop_jkt):
+            raise InvalidGrantError("the refresh token is bound to another DPoP key")
         return row  # claimed once the new tokens are ready (create_token_response)
 
     def create_token_response(self) -> tuple[int, dict[str, Any], list[tuple[str, str]]]:
         """Build and sign the new tokens, then claim the old refresh token."""
         response = super().create_token_response()
         row: RefreshToken = self.request.refresh_token
+        if not profile.rotates_refresh_tokens(self.request.client):
+            return response
         families.require_claim(families.claim_refresh_token(row), row.grant_id,
                                reason=TOKEN_REUSED, description=TOKEN_USED)
         return response
@@ -51,11 +62,13 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
     def issue_token(self, user: User, refresh_token: RefreshToken) -> dict[str, Any]:
         scope = self.request.payload.scope or refresh_token.scope
         context = AuthContext(grant_id=str(refresh_token.grant_id), audience=list(refresh_token.audience),
-                              auth_time=refresh_token.auth_time, sid=refresh_token.sid)
+                              auth_time=refresh_token.auth_time, sid=refresh_token.sid, jkt=proof_jkt())
         self.request.auth_context = context
         self.request.user = user
         body = issue_tokens(client=self.request.client, user=user, scope=scope, context=context,
                             include_refresh_token=False)
+        if not profile.rotates_refresh_tokens(self.request.client):
+            return body  # the client keeps its refresh token (FAPI 2.0 §5.3.2.1 clause 10)
         # Rotation: the family goes on with the same grant and the original (not narrowed) scope.
         body["refresh_token"] = new_refresh_token(self.request.client, user, str(refresh_token.scope), context)
         return body

@@ -1,7 +1,8 @@
 """Admin HTTP API for clients and users (JSON), authenticated like the keys admin API.
 
     GET    /admin/clients                      list
-    POST   /admin/clients                      register (201; the client_secret is in this response only)
+    POST   /admin/clients                      register (201; the client_secret is in this response only);
+                                               the fields of oidc.accounts.clients.create_client
     GET    /admin/clients/<client_id>          show
     DELETE /admin/clients/<client_id>          delete (204)
     POST   /admin/clients/<client_id>/disable  | /enable
@@ -31,7 +32,8 @@ from oidc.web.errors import error_response, no_store
 bp = Blueprint("admin_accounts", __name__, url_prefix=urls.ADMIN)
 
 _CLIENT_FIELDS = {"name", "redirect_uris", "post_logout_redirect_uris", "grant_types", "scope", "auth_method",
-                  "first_party", "audiences", "jwks", "resource_server", "refresh_always"}
+                  "first_party", "audiences", "jwks", "resource_server", "refresh_always",
+                  "require_pushed_authorization_requests", "dpop_bound_access_tokens", "security_profile"}
 _USER_FIELDS = {"username", "password", "email", "name", "email_verified"}
 
 
@@ -73,7 +75,8 @@ def create_client() -> Response:
     body = _body(_CLIENT_FIELDS)
     if isinstance(body, Response):
         return body
-    for flag in ("first_party", "resource_server", "refresh_always"):
+    for flag in ("first_party", "resource_server", "refresh_always", "require_pushed_authorization_requests",
+                 "dpop_bound_access_tokens"):
         if flag in body and not isinstance(body[flag], bool):
             return error_response(400, "invalid_request", f"{flag}: must be true or false")
     try:

@@ -3,7 +3,8 @@
 ``Authorization: Bearer <key>`` where ``<key>`` is one of the ``ADMIN_API_KEYS``
 (each at least 32 characters; generate one with
 ``python -c 'import secrets; print(secrets.token_urlsafe(32))'``), or an active
-access token of this provider that carries the ``ADMIN_SCOPE`` scope.  Without
+access token of this provider that carries the ``ADMIN_SCOPE`` scope (a
+DPoP-bound one as ``Authorization: DPoP <token>`` with its proof, RFC 9449 §7).  Without
 either the admin API is closed: every request gets 401.
 """
 
@@ -17,7 +18,7 @@ from typing import Any
 
 from flask import request
 
-from oidc.oauth2.bearer import validate_access_token
+from oidc.oauth2.bearer import authenticate_request, validate_access_token
 from oidc.state import current_state
 from oidc.web.errors import error_response
 
@@ -41,6 +42,9 @@ def admin_key_valid(authorization: str | None) -> bool:
 
 def admin_access_token_valid(authorization: str | None) -> bool:
     """Whether the bearer credential is an active access token of ours with the admin scope."""
+    if authorization and authorization.startswith("DPoP "):
+        token = authenticate_request()
+        return token is not None and current_state().settings.admin_scope in token.scope.split()
     if not authorization or not authorization.startswith(_BEARER) or authorization.count(".") != 2:
         return False
     token = validate_access_token(authorization[len(_BEARER):].strip())

@@ -1,0 +1,280 @@
+"""DPoP (RFC 9449): proofs of possession, their checks, and the key an access token is bound to.
+
+A proof is a JWT in the ``DPoP`` request header, signed by the client's key
+and carrying that public key in its header.  :func:`verify_proof` checks, in
+this order (RFC 9449 §4.3):
+
+* one proof, a compact JWS whose header has ``typ: dpop+jwt``, an ``alg`` of
+  ``DPOP_SIGNING_ALGS`` (asymmetric only: never ``none`` or a MAC) and a
+  public ``jwk`` (a private member such as ``d`` is refused);
+* the signature, with that key;
+* ``htm`` the request's method and ``htu`` the endpoint's URL *as configured*
+  (the issuer plus the path, never the ``Host`` header), compared without
+  query and fragment, scheme and host case-insensitively (§4.3, RFC 3986 §6.2.2);
+* ``iat`` within ``DPOP_PROOF_MAX_AGE`` seconds of now, either way;
+* ``ath``, at a protected resource: the hash of the access token (§4.2);
+* ``nonce``, when ``DPOP_NONCE`` is on: one this provider made (§8); a
+  proof without it, or with a stale one, gets ``use_dpop_nonce`` and a fresh
+  ``DPoP-Nonce`` header;
+* ``jti`` seen once: recorded in a shared store (the database, or Redis with
+  ``DPOP_JTI_STORAGE_URI``) for as long as its ``iat`` is acceptable, so every
+  worker and instance refuses a replay.
+
+Nonces need no storage: a nonce is an HMAC of the current time step under a
+key derived from the system secret, so every instance makes and accepts the
+same ones (the current and the previous step are accepted).
+
+The result is the key's RFC 7638 thumbprint (``jkt``): access tokens carry it
+as ``cnf.jkt`` (§6.1), a public client's refresh token is bound to it (§5),
+and ``dpop_jkt`` at the authorization endpoint binds a code to it (§10).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import threading
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from authlib.oauth2.rfc6749.errors import OAuth2Error
+from flask import g
+from joserfc import jws
+from joserfc.errors import JoseError
+from joserfc.jwk import import_key
+from joserfc.jws import JWSRegistry
+
+from oidc import queries
+from oidc.hashing import b64url, b64url_decode, derive_key
+from oidc.state import current_state
+
+#: The header ``typ`` of a DPoP proof (RFC 9449 §4.2).
+PROOF_TYP = "dpop+jwt"
+#: The authorization scheme of a DPoP-bound access token (RFC 9449 §7.1).
+SCHEME = "DPoP"
+#: The token_type of a DPoP-bound access token in a token response (RFC 9449 §5).
+TOKEN_TYPE = "DPoP"
+NONCE_HEADER = "DPoP-Nonce"
+#: JWK members that only a private (or symmetric) key has (RFC 7518 §6.2.2, §6.3.2, §6.4, RFC 8037 §2).
+_PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
+MAX_PROOF_LENGTH = 8192
+MAX_JTI_LENGTH = 255
+
+
+class _ProofRegistry(JWSRegistry):
+    """joserfc's JWS checks, with room in the header for the public key an RSA proof carries."""
+
+    max_header_length = 4096
+
+
+_registries: dict[str, JWSRegistry] = {}
+
+
+def _registry(alg: str) -> JWSRegistry:
+    registry = _registries.get(alg)
+    if registry is None:
+        registry = _registries[alg] = _ProofRegistry(algorithms=[alg])
+    return registry
+
+
+class InvalidDPoPProof(OAuth2Error):
+    """RFC 9449 §7.1 / §5: a missing, malformed or failing proof."""
+
+    error = "invalid_dpop_proof"
+    status_code = 400
+
+
+class UseDPoPNonce(OAuth2Error):
+    """RFC 9449 §8: the proof must carry the server's current nonce (sent in ``DPoP-Nonce``)."""
+
+    error = "use_dpop_nonce"
+    status_code = 400
+
+
+@dataclass(frozen=True)
+class Proof:
+    """A verified DPoP proof: the thumbprint of its key, its claims and its alg."""
+
+    jkt: str
+    claims: dict[str, Any]
+    alg: str = ""
+
+
+# -- nonces ------------------------------------------------------------------------------
+
+_nonce_keys: dict[tuple[str, ...], bytes] = {}
+_nonce_lock = threading.Lock()
+
+
+def _nonce_key() -> bytes:
+    secrets = current_state().settings.secrets_system
+    key = _nonce_keys.get(secrets)
+    if key is None:
+        with _nonce_lock:
+            key = _nonce_keys[secrets] = derive_key(secrets[0], b"dpop nonce")
+    return key
+
+
+def _nonce_for(step: int) -> str:
+    return b64url(hmac.new(_nonce_key(), str(step).encode("ascii"), hashlib.sha256).digest()[:24])
+
+
+def current_nonce() -> str:
+    """The nonce clients should use now (sent in ``DPoP-Nonce``)."""
+    state = current_state()
+    return _nonce_for(state.clock.now() // state.settings.dpop_nonce_lifetime)
+
+
+def nonce_valid(nonce: object) -> bool:
+    """Whether ``nonce`` is the current or the previous one (a nonce lives one to two steps)."""
+    if not isinstance(nonce, str) or len(nonce) > 64:
+        return False
+    state = current_state()
+    step = state.clock.now() // state.settings.dpop_nonce_lifetime
+    return any(hmac.compare_digest(nonce, _nonce_for(candidate)) for candidate in (step, step - 1))
+
+
+# -- the jti store ---------------------------------------------------------------------------
+
+_redis_clients: dict[str, Any] = {}
+
+
+def _record_jti(jkt: str, jti: str, expires_at: int) -> bool:
+    """Record ``jti`` of key ``jkt`` until ``expires_at``; False if it was already recorded."""
+    digest = hashlib.sha256(f"{jkt}:{jti}".encode()).hexdigest()
+    uri = current_state().settings.dpop_jti_storage_uri
+    if uri == "database":
+        return queries.record_dpop_jti(digest, expires_at)
+    client = _redis_clients.get(uri)
+    if client is None:
+        import redis
+
+        client = _redis_clients[uri] = redis.Redis.from_url(uri, socket_timeout=2)
+    ttl = max(1, expires_at - current_state().clock.now())
+    return bool(client.set("dpop-jti:" + digest, b"1", nx=True, ex=ttl))
+
+
+# -- proofs ------------------------------------------------------------------------------
+
+
+def thumbprint(jwk: dict[str, Any]) -> str:
+    """The RFC 7638 SHA-256 thumbprint of a public JWK."""
+    return str(import_key(jwk).thumbprint())
+
+
+def access_token_hash(access_token: str) -> str:
+    """``ath``: base64url of the SHA-256 of the access token's ASCII octets (RFC 9449 §4.2)."""
+    return b64url(hashlib.sha256(access_token.encode("ascii")).digest())
+
+
+def _normalized_url(url: str) -> tuple[str, str, str]:
+    """(scheme, authority, path) of ``url``, without query and fragment, default ports dropped."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    host = (parts.hostname or "").lower()
+    try:
+        port = parts.port
+    except ValueError:
+        port = -1
+    if port is None or (scheme, port) in (("https", 443), ("http", 80)):
+        authority = host
+    else:
+        authority = f"{host}:{port}"
+    return scheme, authority, parts.path or "/"
+
+
+def _decode_segment(segment: str) -> Any:
+    try:
+        return json.loads(b64url_decode(segment))
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidDPoPProof(description="The DPoP proof is not a JWT.") from None
+
+
+def verify_proof(header_values: list[str], *, method: str, url: str, access_token: str | None = None) -> Proof:
+    """The proof of one request, checked as the module docstring says; :class:`InvalidDPoPProof` or :class:`UseDPoPNonce`."""
+    state = current_state()
+    settings = state.settings
+    if len(header_values) != 1:
+        raise InvalidDPoPProof(description="Send exactly one DPoP header.")
+    proof = header_values[0].strip()
+    if not proof or len(proof) > MAX_PROOF_LENGTH or proof.count(".") != 2:
+        raise InvalidDPoPProof(description="The DPoP proof is not a compact JWS.")
+    header = _decode_segment(proof.split(".", 1)[0])
+    if not isinstance(header, dict):
+        raise InvalidDPoPProof(description="The DPoP proof header is not a JSON object.")
+    if header.get("typ") != PROOF_TYP:
+        raise InvalidDPoPProof(description="The DPoP proof's typ must be dpop+jwt.")
+    alg = header.get("alg")
+    if alg not in settings.dpop_signing_algs:
+        raise InvalidDPoPProof(description="The DPoP proof's alg must be one of "
+                                           + ", ".join(settings.dpop_signing_algs) + ".")
+    jwk = header.get("jwk")
+    if not isinstance(jwk, dict) or jwk.get("kty") not in ("RSA", "EC", "OKP"):
+        raise InvalidDPoPProof(description="The DPoP proof must carry a public jwk.")
+    if _PRIVATE_MEMBERS & set(jwk):
+        raise InvalidDPoPProof(description="The DPoP proof's jwk must be a public key, not a private one.")
+    try:
+        key = import_key(jwk)
+        result = jws.deserialize_compact(proof, key, registry=_registry(alg))
+        claims = json.loads(result.payload)
+    except (JoseError, ValueError, TypeError):
+        raise InvalidDPoPProof(description="The DPoP proof's signature does not verify with its jwk.") from None
+    if not isinstance(claims, dict):
+        raise InvalidDPoPProof(description="The DPoP proof's payload is not a JSON object.")
+    if claims.get("htm") != method:
+        raise InvalidDPoPProof(description="The DPoP proof's htm does not match the request's method.")
+    htu = claims.get("htu")
+    if not isinstance(htu, str) or _normalized_url(htu) != _normalized_url(url):
+        raise InvalidDPoPProof(description="The DPoP proof's htu does not match this endpoint's URL.")
+    iat = claims.get("iat")
+    moment = state.clock.now()
+    if not isinstance(iat, int) or isinstance(iat, bool) or abs(moment - iat) > settings.dpop_proof_max_age:
+        raise InvalidDPoPProof(description="The DPoP proof's iat is missing or outside the accepted window.")
+    jti = claims.get("jti")
+    if not isinstance(jti, str) or not 0 < len(jti) <= MAX_JTI_LENGTH:
+        raise InvalidDPoPProof(description="The DPoP proof has no usable jti.")
+    if access_token is not None:
+        ath = claims.get("ath")
+        if not isinstance(ath, str) or not hmac.compare_digest(ath, access_token_hash(access_token)):
+            raise InvalidDPoPProof(description="The DPoP proof's ath does not match the access token.")
+    if settings.dpop_nonce and not nonce_valid(claims.get("nonce")):
+        raise UseDPoPNonce(description="Use the nonce in the DPoP-Nonce header in the DPoP proof.")
+    jkt = str(key.thumbprint())
+    if not _record_jti(jkt, jti, moment + 2 * settings.dpop_proof_max_age + 1):
+        raise InvalidDPoPProof(description="The DPoP proof was already used (jti replayed).")
+    return Proof(jkt=jkt, claims=claims, alg=alg)
+
+
+# -- the proof of the current request ----------------------------------------------------------
+
+
+def check_request_proof(request: Any, path: str) -> Proof | None:
+    """The verified proof of a token or PAR request (Flask ``request``) to ``path``, None without one.
+
+    Kept for the rest of the request (:func:`request_proof`).
+    """
+    values = request.headers.getlist(SCHEME)
+    proof = None
+    if values:
+        proof = verify_proof(values, method=request.method, url=current_state().settings.issuer + path)
+    g.dpop_proof = proof
+    return proof
+
+
+def request_proof() -> Proof | None:
+    """The proof :func:`check_request_proof` verified for this request, if any."""
+    return g.get("dpop_proof")
+
+
+def nonce_headers() -> list[tuple[str, str]]:
+    """``DPoP-Nonce`` for a response, when nonces are on."""
+    return [(NONCE_HEADER, current_nonce())] if current_state().settings.dpop_nonce else []
+
+
+def with_nonce(response: Any) -> Any:
+    """``response`` (of /token or /par) with a fresh ``DPoP-Nonce`` when nonces are on (RFC 9449 §8)."""
+    for name, value in nonce_headers():
+        response.headers[name] = value
+    return response
