@@ -63,11 +63,12 @@ def stop_process_group(process: subprocess.Popen, timeout: float = 30) -> None:
         process.wait(timeout=10)
 
 
-def start_key_service(app: Any) -> Any:
-    """The app's key service, started (as the first request of a worker would)."""
+def start_key_service(app: Any, *, degraded_ok: bool = False) -> Any:
+    """The app's key service, started (as the first request of a worker would; ``degraded_ok``
+    as a replacement worker does, not stopping while the HSM is away)."""
     from oidc.state import state_of
 
-    return state_of(app).key_service()
+    return state_of(app).key_service(degraded_ok=degraded_ok)
 
 
 def build_key_service(app: Any) -> Any:
