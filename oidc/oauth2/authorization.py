@@ -24,14 +24,20 @@ from authlib.oauth2.rfc6749.errors import OAuth2Error
 from oidc.models import Client
 from oidc.oauth2 import response_modes
 from oidc.oauth2.errors import ErrorPage
+from oidc.oauth2.jwt import InvalidToken, verify_own_jwt
+from oidc.oauth2.methods import ID_TOKEN_TYP
+from oidc.oauth2.parameters import has_control_character
 from oidc.oauth2.server import authorization_server
+from oidc.state import current_state
 
 #: Longest value of any single authorization request parameter, and of the whole request.
 MAX_PARAMETER_LENGTH = 4096
 MAX_REQUEST_LENGTH = 16384
 #: Parameters that must not be repeated (RFC 6749 §3.1, OIDC Core §3.1.2.1).
 SINGLE_VALUED = ("client_id", "redirect_uri", "response_type", "response_mode", "scope", "state", "nonce",
-                 "prompt", "max_age", "login_hint", "code_challenge", "code_challenge_method")
+                 "prompt", "max_age", "login_hint", "code_challenge", "code_challenge_method", "id_token_hint")
+#: Request objects are not supported yet: OIDC Core §6 (and §3.1.2.6's error codes).
+UNSUPPORTED_PARAMETERS = (("request", "request_not_supported"), ("request_uri", "request_uri_not_supported"))
 #: Longest max_age accepted (digits).
 MAX_AGE_DIGITS = 10
 
@@ -45,9 +51,11 @@ class ErrorRedirect(Exception):
 
 
 def error_response(error: OAuth2Error, state: str | None, response_mode: str | None) -> response_modes.Response:
-    """``error`` delivered to its redirect URI, with ``state`` (RFC 6749 §4.1.2.1)."""
+    """``error`` delivered to its redirect URI, with ``state`` (RFC 6749 §4.1.2.1) and ``iss``
+    (RFC 9207 §2: in error responses too)."""
     error.state = state
-    return response_modes.authorization_response(error.redirect_uri, error.get_body(),
+    params = [*error.get_body(), ("iss", current_state().settings.issuer)]
+    return response_modes.authorization_response(error.redirect_uri, params,
                                                  response_modes.supported(response_mode))
 
 
@@ -75,10 +83,24 @@ class AuthorizationRequest:
         value = self.params.get("max_age")
         if value is None:
             return None
-        if not value.isdigit() or len(value) > MAX_AGE_DIGITS:
+        # ASCII digits only: str.isdigit() is also true of "²", which int() refuses.
+        if not (value.isascii() and value.isdigit()) or len(value) > MAX_AGE_DIGITS:
             raise ErrorRedirect(self.error(OAuth2Error(error="invalid_request",
                                                        description="max_age must be a non-negative integer.")))
         return int(value)
+
+    def id_token_hint_subject(self) -> str | None:
+        """``sub`` of the ``id_token_hint`` (an ID token of ours, expired or not; OIDC Core §3.1.2.1),
+        None without a hint; :class:`ErrorRedirect` when the hint is not one of our ID tokens."""
+        hint = self.params.get("id_token_hint")
+        if not hint:
+            return None
+        try:
+            claims = verify_own_jwt(hint, typ=ID_TOKEN_TYP, check_exp=False)
+        except InvalidToken:
+            raise ErrorRedirect(self.error(OAuth2Error(
+                error="invalid_request", description="id_token_hint is not an ID token of this provider."))) from None
+        return str(claims.get("sub"))
 
     def error(self, error: OAuth2Error | type[OAuth2Error]) -> response_modes.Response:
         """An error response to the client (an OAuth2Error instance or class)."""
@@ -103,6 +125,8 @@ def _check_client_and_redirect_uri(params: Any) -> Client:
     total = sum(len(key) + len(value) for key, values in params.lists() for value in values)
     if total > MAX_REQUEST_LENGTH or any(len(v) > MAX_PARAMETER_LENGTH for vs in params.listvalues() for v in vs):
         raise ErrorPage("invalid_request", "The request or one of its parameters is too long.")
+    if any(has_control_character(key) or has_control_character(value) for key, value in params.items(multi=True)):
+        raise ErrorPage("invalid_request", "A parameter holds a control character.")
     for name in ("client_id", "redirect_uri"):
         if len(params.getlist(name)) > 1:
             raise ErrorPage("invalid_request", f"The {name} parameter is repeated.")
@@ -114,7 +138,9 @@ def _check_client_and_redirect_uri(params: Any) -> Client:
         raise ErrorPage("invalid_client", "The client is not known to this provider.")
     redirect_uri = params.get("redirect_uri")
     if redirect_uri is None:
-        if client.get_default_redirect_uri() is None:
+        # OIDC Core §3.1.2.1: REQUIRED on OpenID requests; RFC 6749 §3.1.2.3 lets a plain
+        # OAuth request omit it when the client registered exactly one.
+        if client.get_default_redirect_uri() is None or "openid" in (params.get("scope") or "").split():
             raise ErrorPage("invalid_request", "The redirect_uri parameter is missing.")
     elif not client.check_redirect_uri(redirect_uri):
         raise ErrorPage("invalid_request", "The redirect_uri is not registered for this client.")
@@ -132,6 +158,11 @@ def validate_authorization_request(params: Any, end_user: Any) -> AuthorizationR
     for name in SINGLE_VALUED:
         if len(params.getlist(name)) > 1:
             error = OAuth2Error(error="invalid_request", description=f"The {name} parameter is repeated.",
+                                redirect_uri=params.get("redirect_uri") or client.get_default_redirect_uri())
+            raise ErrorRedirect(error_response(error, state, response_mode))
+    for name, code in UNSUPPORTED_PARAMETERS:
+        if name in params:
+            error = OAuth2Error(error=code, description=f"The {name} parameter is not supported.",
                                 redirect_uri=params.get("redirect_uri") or client.get_default_redirect_uri())
             raise ErrorRedirect(error_response(error, state, response_mode))
     try:
