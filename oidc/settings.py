@@ -69,6 +69,7 @@ class Settings:
     client_cache_seconds: int
     client_assertion_leeway: int
     client_assertion_max_lifetime: int
+    client_assertion_accept_token_endpoint_audience: bool
     # login and the browser session
     login_session_lifetime: int
     login_rate_limit_per_account: str
@@ -197,10 +198,12 @@ def load_settings(env: Mapping[str, str] | None = None, *, instance_path: str) -
     id_token_lifetime = read.integer("ID_TOKEN_LIFETIME", 3600, minimum=1)
     jwks_max_age = read.integer("JWKS_MAX_AGE", 300)
     prepublication = read.integer("KEY_PREPUBLICATION_SECONDS", 2 * jwks_max_age)
-    if prepublication <= jwks_max_age:
+    keys_refresh = read.integer("KEYS_REFRESH_SECONDS", 10, minimum=1)
+    if prepublication <= jwks_max_age + keys_refresh:
         raise ConfigError(
-            "KEY_PREPUBLICATION_SECONDS must be longer than JWKS_MAX_AGE, or resource servers "
-            "with a cached JWKS would meet tokens signed by a key they do not know"
+            "KEY_PREPUBLICATION_SECONDS must be longer than JWKS_MAX_AGE + KEYS_REFRESH_SECONDS, or "
+            "resource servers with a JWKS cached from a worker whose key snapshot was stale would meet "
+            "tokens signed by a key they do not know"
         )
     longest_token = max(access_token_lifetime, id_token_lifetime)
     retention = read.integer("KEY_RETENTION_SECONDS", longest_token + jwks_max_age)
@@ -257,7 +260,7 @@ def load_settings(env: Mapping[str, str] | None = None, *, instance_path: str) -
         jwks_max_age=jwks_max_age,
         key_prepublication_seconds=prepublication,
         key_retention_seconds=retention,
-        keys_refresh_seconds=read.integer("KEYS_REFRESH_SECONDS", 10, minimum=1),
+        keys_refresh_seconds=keys_refresh,
         access_token_lifetime=access_token_lifetime,
         id_token_lifetime=id_token_lifetime,
         authorization_code_lifetime=read.integer("AUTHORIZATION_CODE_LIFETIME", 60, minimum=1),
@@ -267,6 +270,8 @@ def load_settings(env: Mapping[str, str] | None = None, *, instance_path: str) -
         client_cache_seconds=read.integer("CLIENT_CACHE_SECONDS", 5, minimum=0),
         client_assertion_leeway=read.integer("CLIENT_ASSERTION_LEEWAY", 60),
         client_assertion_max_lifetime=read.integer("CLIENT_ASSERTION_MAX_LIFETIME", 300, minimum=1),
+        client_assertion_accept_token_endpoint_audience=read.boolean(
+            "CLIENT_ASSERTION_ACCEPT_TOKEN_ENDPOINT_AUDIENCE", False),
         login_session_lifetime=read.integer("LOGIN_SESSION_LIFETIME", 8 * 3600, minimum=60),
         login_rate_limit_per_account=read.rate_limit("LOGIN_RATE_LIMIT_PER_ACCOUNT", "5/minute;20/hour"),
         login_rate_limit_per_address=read.rate_limit("LOGIN_RATE_LIMIT_PER_ADDRESS", "20/minute;100/hour"),
@@ -293,13 +298,21 @@ def flask_config(settings: Settings) -> dict[str, Any]:
         "SQLALCHEMY_ENGINE_OPTIONS": engine_options(settings.database_url),
         # Browser session: never readable by scripts, not sent on cross-site
         # subrequests, and only over TLS when the issuer is https.
-        "SESSION_COOKIE_NAME": settings.session_cookie_name,
+        # Over TLS the name gets the __Host- prefix (RFC 6265bis §4.1.3.2): the browser then keeps it
+        # only if it is Secure, for Path=/ and without Domain, so no subdomain can set or shadow it.
+        "SESSION_COOKIE_NAME": ("__Host-" if settings.https else "") + settings.session_cookie_name,
         "SESSION_COOKIE_HTTPONLY": True,
         "SESSION_COOKIE_SAMESITE": "Lax",
         "SESSION_COOKIE_SECURE": settings.https,
+        "SESSION_COOKIE_PATH": "/",
+        "SESSION_COOKIE_DOMAIN": None,
         "PERMANENT_SESSION_LIFETIME": settings.login_session_lifetime,
         "WTF_CSRF_TIME_LIMIT": settings.csrf_time_limit,
-        "WTF_CSRF_SSL_STRICT": False,  # the consent form is posted back to us; Origin checked by SameSite
+        # Flask-WTF's referrer check runs only under CSRFProtect, which this app does not use;
+        # the same check on our own forms is oidc.web.origin (SameSite=Lax is no origin check:
+        # the cookie still goes with top-level cross-site navigations).  True, so that it stays
+        # strict should CSRFProtect ever be enabled.
+        "WTF_CSRF_SSL_STRICT": True,
         # Request bodies of the protocol endpoints are small; refuse large ones early.
         "MAX_CONTENT_LENGTH": settings.max_request_bytes,
         "MAX_FORM_MEMORY_SIZE": settings.max_request_bytes,
@@ -315,7 +328,9 @@ def flask_config(settings: Settings) -> dict[str, Any]:
 
 def engine_options(database_url: str) -> dict[str, Any]:
     """Connection pool settings: detect dead connections, never hang on a dead server."""
-    options: dict[str, Any] = {"pool_pre_ping": True}
+    # hide_parameters: SQL errors (and so tracebacks and logs) never carry the statement's
+    # parameters, which can be password hashes, emails or token hashes.
+    options: dict[str, Any] = {"pool_pre_ping": True, "hide_parameters": True}
     if database_url.startswith("postgresql"):
         options["connect_args"] = {"connect_timeout": 5}
         options["pool_recycle"] = 1800

@@ -84,7 +84,12 @@ class Provider:
         return self.http.get(path, base_url=ISSUER, **kwargs)
 
     def post(self, path: str, **kwargs: Any) -> Any:
-        return self.http.post(path, base_url=ISSUER, **kwargs)
+        # A browser on one of our pages sends its same-origin Referer (Referrer-Policy: same-origin),
+        # which the CSRF check requires over HTTPS (WTF_CSRF_SSL_STRICT).
+        from oidc.state import state_of
+
+        headers = {"Referer": state_of(self.app).settings.issuer + "/", **kwargs.pop("headers", {})}
+        return self.http.post(path, base_url=ISSUER, headers=headers, **kwargs)
 
     def delete(self, path: str, **kwargs: Any) -> Any:
         return self.http.delete(path, base_url=ISSUER, **kwargs)

@@ -18,7 +18,7 @@ def test_session_cookie_flags(op):
     response = op.login()
     assert response.status_code == 200
     cookie = response.headers["Set-Cookie"]
-    assert cookie.startswith("op_session=")
+    assert cookie.startswith("__Host-op_session=")
     assert "HttpOnly" in cookie and "SameSite=Lax" in cookie and "Secure" in cookie
 
 

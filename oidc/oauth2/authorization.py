@@ -21,6 +21,7 @@ from typing import Any
 
 from authlib.oauth2.rfc6749.errors import OAuth2Error
 
+from keys.service import ID_TOKEN_SET
 from oidc.models import Client
 from oidc.oauth2 import response_modes
 from oidc.oauth2.errors import ErrorPage
@@ -96,7 +97,7 @@ class AuthorizationRequest:
         if not hint:
             return None
         try:
-            claims = verify_own_jwt(hint, typ=ID_TOKEN_TYP, check_exp=False)
+            claims = verify_own_jwt(hint, typ=ID_TOKEN_TYP, key_set=ID_TOKEN_SET, check_exp=False)
         except InvalidToken:
             raise ErrorRedirect(self.error(OAuth2Error(
                 error="invalid_request", description="id_token_hint is not an ID token of this provider."))) from None

@@ -25,8 +25,9 @@ from oidc.oauth2.authorization import AuthorizationRequest, ErrorRedirect, valid
 from oidc.oauth2.errors import ErrorPage
 from oidc.oauth2.parameters import ParameterError, request_parameters
 from oidc.observability import audit
-from oidc.state import now
+from oidc.state import current_state, now
 from oidc.web.errors import error_page
+from oidc.web.origin import same_origin
 from oidc.web.session import current_login, take_fresh_login
 
 bp = Blueprint("authorize", __name__)
@@ -146,7 +147,7 @@ def consent() -> Any:
     if isinstance(params, tuple):
         return params
     form = ConsentForm()
-    if not form.validate_on_submit():
+    if not same_origin(request, current_state().settings) or not form.validate_on_submit():
         return error_page("invalid_request", "The consent form has expired. Please start again.")
     for name, values in params.lists():
         if len(values) > 1 and name != "resource":  # RFC 6749 §3.1; RFC 8707 repeats resource

@@ -22,6 +22,8 @@ from oidc import urls
 from oidc.accounts.users import MAX_PASSWORD_LENGTH, MAX_USERNAME_LENGTH, authenticate, normalize_username
 from oidc.observability import audit, metrics
 from oidc.settings import Settings
+from oidc.state import current_state
+from oidc.web.origin import same_origin
 from oidc.web.session import mark_fresh_login, sign_in
 
 bp = Blueprint("login", __name__)
@@ -60,6 +62,8 @@ def login() -> Any:
             form.username.data = hint
         return render_template("login.html", form=form, error=None)
 
+    if not same_origin(request, current_state().settings):
+        return render_template("login.html", form=form, error=EXPIRED_FORM_ERROR), 400
     if not form.validate_on_submit():
         expired = bool(form.csrf_token.errors)
         if not expired:

@@ -15,7 +15,9 @@ from oidc import urls
 from oidc.oauth2.end_session import validate_end_session_request
 from oidc.oauth2.errors import ErrorPage
 from oidc.observability import audit
+from oidc.state import current_state
 from oidc.web.errors import error_page
+from oidc.web.origin import same_origin
 from oidc.web.session import current_login, sign_out
 
 bp = Blueprint("logout", __name__)
@@ -36,7 +38,8 @@ def logout() -> Any:
     login = current_login()
     if login is not None and not end_session.hint_names(str(login.user.subject)):
         form = LogoutForm()
-        if request.method == "GET" or not form.validate_on_submit() or request.form.get("confirm") != "yes":
+        if (request.method == "GET" or request.form.get("confirm") != "yes"
+                or not same_origin(request, current_state().settings) or not form.validate_on_submit()):
             return render_template("logout_confirm.html", form=form, hidden=end_session.params,
                                    client=end_session.client)
     if login is not None:
