@@ -226,9 +226,10 @@ def test_admin_api_for_clients_and_users(op, admin_key):
 
 
 def test_admin_api_accepts_our_access_tokens_with_the_admin_scope(op):
-    admin_id, admin_secret = op.add_client(grant_types=["client_credentials"], scope="admin")
+    admin_id, admin_secret = op.add_client(grant_types=["client_credentials"], scope="admin", admin_api=True)
     plain_id, plain_secret = op.add_client(grant_types=["client_credentials"], scope="api")
-    admin_token = op.post("/token", data={"grant_type": "client_credentials", "scope": "admin"},
+    admin_token = op.post("/token", data={"grant_type": "client_credentials", "scope": "admin",
+                                          "resource": "https://op.example.test/admin"},
                           auth=(admin_id, admin_secret)).json["access_token"]
     plain_token = op.post("/token", data={"grant_type": "client_credentials"},
                           auth=(plain_id, plain_secret)).json["access_token"]

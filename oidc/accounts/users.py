@@ -40,7 +40,7 @@ def _check_password(password: Any) -> str:
 
 
 def create_user(username: object, password: object, *, email: str | None = None, name: str | None = None,
-                email_verified: bool = False) -> User:
+                email_verified: bool = False, admin: bool = False) -> User:
     normalized = normalize_username(username) if isinstance(username, str) else ""
     if not 0 < len(normalized) <= MAX_USERNAME_LENGTH or not normalized.isprintable() or " " in normalized:
         raise UserError("username: 1 to 255 printable characters without spaces")
@@ -54,7 +54,7 @@ def create_user(username: object, password: object, *, email: str | None = None,
     moment = state.clock.now()
     user = User(subject=secrets.token_hex(16), username=normalized,
                 password_hash=state.passwords.hash(_check_password(password)), email=email,
-                email_verified=bool(email_verified), name=name, disabled=False, created_at=moment,
+                email_verified=bool(email_verified), name=name, disabled=False, admin=bool(admin), created_at=moment,
                 updated_at=moment)
     db.session.add(user)
     db.session.commit()

@@ -31,8 +31,8 @@ from oidc.web.errors import error_response, no_store
 bp = Blueprint("admin_accounts", __name__, url_prefix=urls.ADMIN)
 
 _CLIENT_FIELDS = {"name", "redirect_uris", "post_logout_redirect_uris", "grant_types", "scope", "auth_method",
-                  "first_party", "audiences", "jwks", "resource_server", "refresh_always"}
-_USER_FIELDS = {"username", "password", "email", "name", "email_verified"}
+                  "first_party", "audiences", "jwks", "resource_server", "refresh_always", "admin_api"}
+_USER_FIELDS = {"username", "password", "email", "name", "email_verified", "admin"}
 
 
 def _body(allowed: set[str]) -> dict[str, Any] | Response:
@@ -73,7 +73,7 @@ def create_client() -> Response:
     body = _body(_CLIENT_FIELDS)
     if isinstance(body, Response):
         return body
-    for flag in ("first_party", "resource_server", "refresh_always"):
+    for flag in ("first_party", "resource_server", "refresh_always", "admin_api"):
         if flag in body and not isinstance(body[flag], bool):
             return error_response(400, "invalid_request", f"{flag}: must be true or false")
     try:
@@ -142,11 +142,13 @@ def create_user() -> Response:
     body = _body(_USER_FIELDS)
     if isinstance(body, Response):
         return body
-    if "email_verified" in body and not isinstance(body["email_verified"], bool):
-        return error_response(400, "invalid_request", "email_verified: must be true or false")
+    for flag in ("email_verified", "admin"):
+        if flag in body and not isinstance(body[flag], bool):
+            return error_response(400, "invalid_request", f"{flag}: must be true or false")
     try:
         user = user_store.create_user(body.get("username"), body.get("password"), email=body.get("email"),
-                                      name=body.get("name"), email_verified=body.get("email_verified", False))
+                                      name=body.get("name"), email_verified=body.get("email_verified", False),
+                                      admin=body.get("admin", False))
     except user_store.UserError as exc:
         return error_response(400, "invalid_request", str(exc))
     return _created(user.as_dict())
