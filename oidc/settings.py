@@ -63,6 +63,7 @@ class Settings:
     id_token_lifetime: int
     authorization_code_lifetime: int
     refresh_token_lifetime: int
+    refresh_token_max_lifetime: int
     access_token_default_audience: str
     scopes_supported: tuple[str, ...]
     # clients
@@ -213,6 +214,11 @@ def load_settings(env: Mapping[str, str] | None = None, *, instance_path: str) -
             "would outlive the key that verifies them"
         )
 
+    refresh_lifetime = read.integer("REFRESH_TOKEN_LIFETIME", 30 * 24 * 3600, minimum=1)
+    refresh_max_lifetime = read.integer("REFRESH_TOKEN_MAX_LIFETIME", max(90 * 24 * 3600, refresh_lifetime), minimum=1)
+    if refresh_max_lifetime < refresh_lifetime:
+        raise ConfigError("REFRESH_TOKEN_MAX_LIFETIME must be at least REFRESH_TOKEN_LIFETIME")
+
     scopes = read.text("OIDC_SCOPES_SUPPORTED", " ".join(STANDARD_SCOPES)).replace(",", " ").split()
     if "openid" not in scopes:
         raise ConfigError("OIDC_SCOPES_SUPPORTED must include 'openid'")
@@ -264,7 +270,8 @@ def load_settings(env: Mapping[str, str] | None = None, *, instance_path: str) -
         access_token_lifetime=access_token_lifetime,
         id_token_lifetime=id_token_lifetime,
         authorization_code_lifetime=read.integer("AUTHORIZATION_CODE_LIFETIME", 60, minimum=1),
-        refresh_token_lifetime=read.integer("REFRESH_TOKEN_LIFETIME", 30 * 24 * 3600, minimum=1),
+        refresh_token_lifetime=refresh_lifetime,
+        refresh_token_max_lifetime=refresh_max_lifetime,
         access_token_default_audience=read.text("ACCESS_TOKEN_DEFAULT_AUDIENCE").strip() or issuer,
         scopes_supported=tuple(dict.fromkeys(scopes)),
         client_cache_seconds=read.integer("CLIENT_CACHE_SECONDS", 5, minimum=0),

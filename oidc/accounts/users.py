@@ -84,20 +84,23 @@ def authenticate(username: str, password: str) -> User | None:
     return user
 
 
-def set_password(user: User, password: object) -> None:
-    """A new password; every session of the user ends."""
+def set_password(user: User, password: object, *, revoke_grants: bool = False) -> None:
+    """A new password; every session of the user ends, and with it every grant made without
+    offline_access (OIDC Core §11).  ``revoke_grants`` ends the offline_access grants too
+    (a compromised account: every refresh token of the user stops working)."""
     state = current_state()
     user.password_hash = state.passwords.hash(_check_password(password))
     user.updated_at = state.clock.now()
-    end_sessions_of(user)
+    end_sessions_of(user, include_offline=revoke_grants)
     db.session.commit()
 
 
 def set_disabled(user: User, disabled: bool) -> None:
+    """Disable (every session and every grant ends, offline ones included) or enable a user."""
     user.disabled = disabled
     user.updated_at = current_state().clock.now()
     if disabled:
-        end_sessions_of(user)
+        end_sessions_of(user, include_offline=True)
     db.session.commit()
 
 

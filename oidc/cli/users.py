@@ -8,7 +8,7 @@ Passwords are read from standard input only, never from the command line
     flask users show USERNAME [--json]
     flask users delete USERNAME
     flask users disable USERNAME / flask users enable USERNAME
-    flask users set-password USERNAME --password-stdin
+    flask users set-password USERNAME --password-stdin [--revoke-grants]
 """
 
 from __future__ import annotations
@@ -113,11 +113,14 @@ def enable_command(username: str) -> None:
 @cli.command("set-password")
 @click.argument("username")
 @click.option("--password-stdin", is_flag=True, required=True, help="Read the password from standard input.")
-def set_password_command(username: str, password_stdin: bool) -> None:
-    """Replace a user's password (read from standard input); their sessions end."""
+@click.option("--revoke-grants", is_flag=True,
+              help="Also revoke the user's offline_access grants (every refresh token): a compromised account.")
+def set_password_command(username: str, password_stdin: bool, revoke_grants: bool) -> None:
+    """Replace a user's password (read from standard input); their sessions end, and the grants
+    made without offline_access (with --revoke-grants, every grant)."""
     user = _load(username)
     try:
-        set_password(user, _read_password())
+        set_password(user, _read_password(), revoke_grants=revoke_grants)
     except UserError as exc:
         raise click.ClickException(str(exc)) from None
-    click.echo(f"password changed for {user.username}")
+    click.echo(f"password changed for {user.username}" + (", every grant revoked" if revoke_grants else ""))

@@ -91,6 +91,9 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
             return None  # bound to the client it was issued to
         if row.expires_at <= current_state().clock.now():
             raise InvalidGrantError("the authorization code has expired")
+        if row.sid is not None and not families.session_active(row.sid):
+            # OIDC Core §11: the login ended (logout, password change) before the code was redeemed.
+            raise InvalidGrantError("the login session of the authorization code has ended")
         return row  # claimed once the tokens are ready (create_token_response)
 
     def create_token_response(self) -> tuple[int, dict[str, Any], list[tuple[str, str]]]:

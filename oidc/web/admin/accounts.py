@@ -12,7 +12,9 @@
     GET    /admin/users/<username>             show
     DELETE /admin/users/<username>             delete (204)
     POST   /admin/users/<username>/disable     | /enable
-    POST   /admin/users/<username>/password    {"password"}: set a new password (204)
+    POST   /admin/users/<username>/password    {"password", "revoke_grants"?}: set a new password (204);
+                                               sessions end, and grants without offline_access (every
+                                               grant with "revoke_grants": true)
 """
 
 from __future__ import annotations
@@ -181,11 +183,13 @@ def user_action(username: str, action: str) -> Response:
         user_store.set_disabled(user, action == "disable")
         return jsonify(user.as_dict())
     if action == "password":
-        body = _body({"password"})
+        body = _body({"password", "revoke_grants"})
         if isinstance(body, Response):
             return body
+        if not isinstance(body.get("revoke_grants", False), bool):
+            return error_response(400, "invalid_request", "revoke_grants: must be true or false")
         try:
-            user_store.set_password(user, body.get("password"))
+            user_store.set_password(user, body.get("password"), revoke_grants=body.get("revoke_grants", False))
         except user_store.UserError as exc:
             return error_response(400, "invalid_request", str(exc))
         return Response(status=204)
