@@ -73,11 +73,21 @@ class State:
         self.documents: dict[str, Any] = {}
 
     def hasher(self, purpose: str) -> hashing.KeyedHasher:
-        """The keyed hasher for ``purpose`` (hashing.CLIENT_SECRET, CODE, REFRESH_TOKEN)."""
+        """The keyed hasher for ``purpose`` (hashing.CLIENT_SECRET, CODE, REFRESH_TOKEN).
+
+        Its key is the purpose's stored hashing key (:mod:`oidc.hashing_keys`), then the
+        keys derived from each system secret (hashes made before hashing keys were stored).
+        """
         hasher = self._hashers.get(purpose)
         if hasher is None:
-            hasher = self._hashers[purpose] = hashing.KeyedHasher(self.settings.secrets_system, purpose)
+            from oidc.hashing_keys import hashing_key
+
+            derived = hashing.derived_hash_keys(self.settings.secrets_system, purpose)
+            hasher = self._hashers[purpose] = hashing.KeyedHasher([hashing_key(self, purpose), *derived])
         return hasher
+
+    def sealer(self) -> Sealer:
+        return Sealer.from_setting(",".join(self.settings.secrets_system))
 
     # -- the key service ------------------------------------------------------------
 
