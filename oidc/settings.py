@@ -75,6 +75,7 @@ class Settings:
     login_session_lifetime: int
     login_rate_limit_per_account: str
     login_rate_limit_per_address: str
+    login_rate_limit_per_address_and_account: str
     ratelimit_storage_uri: str
     password_hash_cost: int
     session_cookie_name: str
@@ -151,10 +152,12 @@ class _Reader:
             raise ConfigError(f"{name}: {exc}") from None
         return value
 
-    def rate_limit(self, name: str, default: str) -> str:
+    def rate_limit(self, name: str, default: str, *, optional: bool = False) -> str:
         from limits import parse_many
 
         value = self.text(name, default).strip()
+        if optional and self.env.get(name) is not None and not self.env.get(name, "").strip():
+            return ""  # explicitly empty: this limit is off
         try:
             parse_many(value)
         except ValueError:
@@ -280,8 +283,10 @@ def load_settings(env: Mapping[str, str] | None = None, *, instance_path: str) -
         client_assertion_accept_token_endpoint_audience=read.boolean(
             "CLIENT_ASSERTION_ACCEPT_TOKEN_ENDPOINT_AUDIENCE", False),
         login_session_lifetime=read.integer("LOGIN_SESSION_LIFETIME", 8 * 3600, minimum=60),
-        login_rate_limit_per_account=read.rate_limit("LOGIN_RATE_LIMIT_PER_ACCOUNT", "5/minute;20/hour"),
+        login_rate_limit_per_account=read.rate_limit("LOGIN_RATE_LIMIT_PER_ACCOUNT", "100/hour", optional=True),
         login_rate_limit_per_address=read.rate_limit("LOGIN_RATE_LIMIT_PER_ADDRESS", "20/minute;100/hour"),
+        login_rate_limit_per_address_and_account=read.rate_limit("LOGIN_RATE_LIMIT_PER_ADDRESS_AND_ACCOUNT",
+                                                                 "5/minute;20/hour"),
         ratelimit_storage_uri=read.text("RATELIMIT_STORAGE_URI", "memory://"),
         password_hash_cost=password_cost,
         session_cookie_name=read.text("SESSION_COOKIE_NAME", "op_session"),

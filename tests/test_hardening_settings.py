@@ -73,3 +73,54 @@ def test_login_form_posted_from_another_origin_is_refused(op):
     response = op.http.post("/login", base_url="https://op.example.test", data=data,
                             headers={"Referer": "https://evil.example/login"})
     assert response.status_code == 400
+
+
+# -- login throttling (item 16) ------------------------------------------------------------------
+
+
+def _throttled_provider(make_app, base_env, **limits: str):
+    from oidc_fixtures import Provider
+
+    env = {**base_env, "LOGIN_RATE_LIMIT_PER_ACCOUNT": "100/hour", "LOGIN_RATE_LIMIT_PER_ADDRESS": "100/minute",
+           "LOGIN_RATE_LIMIT_PER_ADDRESS_AND_ACCOUNT": "3/minute", **limits}
+    provider = Provider(make_app(env))
+    provider.add_user()
+    return provider
+
+
+def _login_from(provider, address: str, password: str):
+    from oidc_fixtures import hidden_fields
+
+    browser = provider.new_browser()
+    browser.http.environ_base["REMOTE_ADDR"] = address
+    page = browser.get("/login")
+    fields = dict(hidden_fields(page.text))
+    return lambda: browser.post("/login", data={"csrf_token": fields["csrf_token"], "next": "",
+                                                "username": "alice", "password": password})
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_parallel_failed_logins_never_exceed_the_limit(make_app, base_env):
+    """RFC 6749 §10.10 / OWASP ASVS V2.2.1 (anti-automation): the limit is counted atomically,
+    before the password is checked, so attempts made at the same moment cannot all pass a check
+    that none of them has been counted in yet (Flask-Limiter's check-then-deduct)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    provider = _throttled_provider(make_app, base_env, LOGIN_RATE_LIMIT_PER_ACCOUNT="3/minute")
+    attempts = [_login_from(provider, "10.0.0.1", "wrong password") for _ in range(8)]
+    with ThreadPoolExecutor(8) as pool:
+        statuses = sorted(response.status_code for response in pool.map(lambda attempt: attempt(), attempts))
+    assert statuses.count(401) == 3 and statuses.count(429) == 5, statuses
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_an_attacker_cannot_lock_the_owner_out_from_elsewhere(make_app, base_env):
+    """RFC 6749 §10.10 / OWASP ASVS V2.2.1: guessing from one address locks that address out of
+    that account, not the account's owner signing in from another address."""
+    provider = _throttled_provider(make_app, base_env)
+    for _ in range(3):
+        assert _login_from(provider, "10.0.0.1", "wrong password")().status_code == 401
+    from oidc_fixtures import PASSWORD
+
+    assert _login_from(provider, "10.0.0.1", PASSWORD)().status_code == 429
+    assert _login_from(provider, "10.0.0.2", PASSWORD)().status_code == 200
