@@ -217,3 +217,24 @@ def test_consent_post_parameter_in_both_query_and_body_is_refused(op):
     assert op.count("AuthorizationCode") == 0
     # The form itself was a valid one:
     assert op.post("/authorize/consent", data=MultiDict(fields)).status_code == 302
+
+
+def test_nul_in_basic_credentials_or_username_is_refused_not_a_database_error(op):
+    """RFC 6749 §5.2 invalid_client (401 with Basic) for credentials no client has; a NUL would
+    otherwise reach PostgreSQL, which refuses it in a text parameter (a 500)."""
+    token = base64.b64encode(b"a\x00:b").decode()
+    for path in ("/token", "/introspect", "/revoke"):
+        response = op.post(path, data={"grant_type": "client_credentials", "token": "x"},
+                           headers={"Authorization": f"Basic {token}"})
+        _assert_json_error(response, 401, "invalid_client")
+    op.add_user()
+    response = op.login(username="al\x00ice", password="whatever password")
+    assert response.status_code == 401 and "Traceback" not in response.text
+
+
+def test_other_authorization_schemes_at_the_token_endpoint_are_invalid_client(op):
+    """RFC 6749 §2.3.1 and §5.2: the token endpoint authenticates clients with HTTP Basic (or the
+    body); another scheme, or one with no credentials, is an unsupported method: invalid_client."""
+    for header in ("Bearer ", "Bearer", "Digest x", "Basic"):
+        response = op.post("/token", data={"grant_type": "client_credentials"}, headers={"Authorization": header})
+        _assert_json_error(response, 401, "invalid_client")

@@ -62,8 +62,8 @@ def create_user(username: object, password: object, *, email: str | None = None,
 
 
 def get_user(username: object) -> User | None:
-    if not isinstance(username, str) or len(username) > MAX_USERNAME_LENGTH:
-        return None
+    if not isinstance(username, str) or len(username) > MAX_USERNAME_LENGTH or "\x00" in username:
+        return None  # (PostgreSQL refuses a NUL in a text parameter: never a username)
     return User.query.filter_by(username=normalize_username(username)).first()
 
 

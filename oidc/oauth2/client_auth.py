@@ -83,7 +83,7 @@ class PrivateKeyJWT(JWTBearerClientAssertion):
 
     def validate_jti(self, claims: dict[str, Any], jti: Any) -> bool:
         """Record ``jti`` for this client until the assertion expires; False if it was seen."""
-        if not isinstance(jti, str) or not 0 < len(jti) <= 255:
+        if not isinstance(jti, str) or not 0 < len(jti) <= 255 or "\x00" in jti:
             return False
         client = find_client(claims["sub"], include_disabled=True)
         if client is None:

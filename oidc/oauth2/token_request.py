@@ -19,7 +19,7 @@ from typing import Any
 
 from authlib.oauth2.rfc6749.errors import InvalidClientError, InvalidRequestError, OAuth2Error
 
-from oidc.oauth2.parameters import FORM, ParameterError, request_parameters
+from oidc.oauth2.parameters import FORM, ParameterError, has_control_character, request_parameters
 
 #: Parameters that carry secrets must never come in the URL (RFC 6749 §2.3.1, §3.2).
 SECRET_PARAMETERS = ("client_secret", "code", "code_verifier", "refresh_token", "client_assertion", "token")
@@ -50,12 +50,17 @@ def precheck(request: Any, *, token_endpoint: bool = False) -> OAuth2Error | Non
     if form.get("client_secret") and form.get("client_assertion"):
         return InvalidRequestError("Use one client authentication method, not several.")
     authorization = request.headers.get("Authorization", "")
-    if _BASIC.match(authorization):
+    if authorization and not _BASIC.match(authorization + " "):
+        # RFC 6749 §2.3.1, §5.2: clients authenticate here with HTTP Basic only; another
+        # scheme is an unsupported authentication method (and would reach Authlib's
+        # header parsing, which fails on a scheme without credentials).
+        return InvalidClientError(status_code=401, description="Use HTTP Basic to authenticate the client.")
+    if _BASIC.match(authorization + " "):
         try:
             decoded = base64.b64decode(authorization[6:].strip(), validate=True).decode("utf-8")
         except (binascii.Error, UnicodeDecodeError, ValueError):
             decoded = ""
-        if ":" not in decoded:
+        if ":" not in decoded or has_control_character(decoded):
             return InvalidClientError(status_code=401, description="Malformed HTTP Basic credentials.")
         if form.get("client_secret") or form.get("client_assertion"):
             return InvalidRequestError("Use one client authentication method, not several.")
