@@ -185,3 +185,30 @@ def test_a_public_key_written_into_the_table_is_not_published(op):
         service.refresh_seconds = 0
         published = [jwk for jwk in service.jwks()["keys"] if jwk["kid"] == record.kid]
     assert published == [record.public_jwk]  # still the genuine one
+
+
+def test_a_software_key_published_beside_hsm_keys_is_published_only_if_it_opens(hsm_op):
+    """RFC 8725 §3.1: in a set the HSM serves, software keys are published without signing; each is
+    published only if its sealed private key opens and matches the public JWK in its row."""
+    from joserfc.jwk import ECKey
+    from sqlalchemy import update
+
+    from oidc.db import db, signing_keys
+    from oidc.state import state_of
+
+    op = hsm_op
+    with op.app.app_context():
+        service = state_of(op.app).key_service()
+        assert service.backend_of("openid.id-token") == "hsm"
+        private = ECKey.generate_key("P-256", parameters={"kid": "beside-the-hsm"}).as_dict(private=True)
+        record = service.software.import_jwk("openid.id-token", private, created_at=0, active_at=0)
+        service.refresh()
+        assert record.public_jwk in service.jwks()["keys"]
+        attacker = ECKey.generate_key("P-256").as_dict(private=False)
+        forged = {**record.public_jwk, "x": attacker["x"], "y": attacker["y"]}
+        db.session.execute(update(signing_keys).where(signing_keys.c.kid == record.kid)
+                           .values(public_jwk=json.dumps(forged, sort_keys=True)))
+        db.session.commit()
+        service.refresh()
+        kids = [jwk["kid"] for jwk in service.jwks()["keys"]]
+    assert "beside-the-hsm" not in kids
