@@ -238,3 +238,14 @@ def test_other_authorization_schemes_at_the_token_endpoint_are_invalid_client(op
     for header in ("Bearer ", "Bearer", "Digest x", "Basic"):
         response = op.post("/token", data={"grant_type": "client_credentials"}, headers={"Authorization": header})
         _assert_json_error(response, 401, "invalid_client")
+
+
+def test_logout_parameter_in_both_query_and_body_is_the_error_page(op):
+    """RP-Initiated Logout 1.0 §2 (GET or POST, parameters in the query or the form body) with
+    RFC 6749 §3.1's rule: one place per parameter; a post_logout_redirect_uri in both is refused."""
+    client_id, _ = op.add_client(post_logout_redirect_uris=["https://rp.example.test/bye"])
+    response = op.post("/logout?post_logout_redirect_uri=https://rp.example.test/bye",
+                       data={"client_id": client_id, "post_logout_redirect_uri": "https://rp.example.test/bye"})
+    assert response.status_code == 400 and "Location" not in response.headers
+    response = op.post("/logout", data={"client_id": client_id, "post_logout_redirect_uri": "https://rp.example.test/bye"})
+    assert response.status_code == 303

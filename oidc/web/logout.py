@@ -14,6 +14,7 @@ from flask_wtf import FlaskForm
 from oidc import urls
 from oidc.oauth2.end_session import validate_end_session_request
 from oidc.oauth2.errors import ErrorPage
+from oidc.oauth2.parameters import ParameterError, request_parameters
 from oidc.observability import audit
 from oidc.state import current_state
 from oidc.web.errors import error_page
@@ -31,7 +32,9 @@ class LogoutForm(FlaskForm):
 def logout() -> Any:
     """End the session; then go back to the RP (an exact registered post-logout URI) or say so."""
     try:
-        end_session = validate_end_session_request(request.values)
+        end_session = validate_end_session_request(request_parameters(request))
+    except ParameterError as exc:
+        return error_page("invalid_request", str(exc))
     except ErrorPage as page:
         return error_page(page.error, page.description)
 
