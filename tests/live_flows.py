@@ -88,8 +88,8 @@ class UserAgent:
     def post(self, url: str, **kwargs: Any) -> requests.Response:
         # Browsers send Origin with every form POST; the provider's forms check it.
         parts = urlsplit(urljoin(self.base_url + "/", url))
-        headers = {"Origin": f"{parts.scheme}://{parts.netloc}", **kwargs.pop("headers", {})}
-        return self.request("POST", url, headers={**self.headers, **headers}, **kwargs)
+        headers = {"Origin": f"{parts.scheme}://{parts.netloc}", **self.headers, **kwargs.pop("headers", {})}
+        return self.request("POST", url, headers=headers, **kwargs)
 
     def login(self, username: str = "alice", password: str = PASSWORD) -> requests.Response:
         page = self.get("/login")
