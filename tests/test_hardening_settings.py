@@ -12,7 +12,7 @@ SECRET = secrets.token_urlsafe(32)
 
 
 def _settings(**env: str):
-    return load_settings({"SECRETS_SYSTEM": SECRET, **env}, instance_path="/tmp")
+    return load_settings({"SECRETS_SYSTEM": SECRET, **env}, instance_path="instance")
 
 
 def test_prepublication_must_cover_the_jwks_cache_and_a_stale_key_snapshot():
