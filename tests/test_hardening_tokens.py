@@ -212,3 +212,42 @@ def test_a_software_key_published_beside_hsm_keys_is_published_only_if_it_opens(
         service.refresh()
         kids = [jwk["kid"] for jwk in service.jwks()["keys"]]
     assert "beside-the-hsm" not in kids
+
+
+def test_rows_sealed_before_the_public_key_was_bound_still_open_and_reseal_upgrades_them(make_app, base_env):
+    """RFC 8725 §3.1 without a flag day: a row sealed in format 1 (set and kid only) still opens, is
+    checked against its public JWK, and `keys reseal` rewrites it in format 2 (public JWK bound)."""
+    import os
+
+    from sqlalchemy import select, update
+
+    from keys.sealing import associated_data
+    from oidc.db import db, signing_keys
+    from oidc.state import state_of
+
+    from support import build_key_service, start_key_service
+
+    app = make_app(base_env)
+    service = start_key_service(app)
+    record = next(status.record for status in service.keys("jwt.access-token"))
+    sealer = state_of(app).sealer()
+    with app.app_context():
+        sealed = db.session.execute(select(signing_keys.c.sealed_private)
+                                    .where(signing_keys.c.kid == record.kid)).scalar_one()
+        der = sealer.open(sealed, key_set=record.key_set, kid=record.kid, public_jwk=record.public_jwk)
+        key = sealer._keys[0]
+        nonce = os.urandom(12)
+        v1 = b"\x01" + key.fingerprint + nonce + key.aead.encrypt(nonce, der, associated_data(record.key_set,
+                                                                                           record.kid))
+        db.session.execute(update(signing_keys).where(signing_keys.c.kid == record.kid).values(sealed_private=v1))
+        db.session.commit()
+    fresh = build_key_service(app)
+    fresh.start()  # opens the format-1 row and signs with it
+    assert fresh.signer("jwt.access-token").kid == record.kid
+    result = app.test_cli_runner().invoke(args=["keys", "reseal"])
+    assert result.exit_code == 0, result.output
+    with app.app_context():
+        resealed = db.session.execute(select(signing_keys.c.sealed_private)
+                                      .where(signing_keys.c.kid == record.kid)).scalar_one()
+    assert resealed[:1] == b"\x02"
+    build_key_service(app).start()
