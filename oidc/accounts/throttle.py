@@ -14,7 +14,10 @@ Three limits, each in the ``limits`` notation (``5/minute;20/hour``):
 
 Each attempt increments every counter first, in one atomic operation per
 counter (an ``INCR`` on Redis), and is refused if any is past its limit; a
-login that succeeds gives its increments back.  Flask-Limiter's
+refused attempt, and a login that succeeds, give their increments back.  So
+at most the limit's number of failures are ever let through, however many
+arrive at once (while a refused attempt's increment is being given back a
+concurrent one may be refused too: contention errs on the side of refusing).  Flask-Limiter's
 ``deduct_when`` does the reverse (check, then count after the response), so
 parallel attempts all pass the check before any of them is counted.
 
@@ -74,4 +77,7 @@ class LoginThrottle:
                 keys = (scope, *identifiers[scope])
                 allowed &= self.strategy.hit(item, *keys)  # atomic: increment, then compare
                 attempt.hits.append((item, keys))
-        return attempt if allowed else None
+        if not allowed:
+            attempt.cancel()  # a refused attempt checks no password: it is not a failure either
+            return None
+        return attempt
