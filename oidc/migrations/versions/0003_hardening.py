@@ -8,7 +8,7 @@
   tokens), sealed under the system secrets, so that rotating a system secret
   re-seals them instead of invalidating every stored hash.
 
-Revision ID: 0003
+Revision ID: 0003_hardening
 Revises: 0002
 Create Date: 2026-12-01 21:35:00
 
@@ -16,7 +16,7 @@ Create Date: 2026-12-01 21:35:00
 import sqlalchemy as sa
 from alembic import op
 
-revision = '0003'
+revision = '0003_hardening'
 down_revision = '0002'
 branch_labels = None
 depends_on = None
