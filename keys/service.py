@@ -107,6 +107,8 @@ class _Snapshot:
     jwks_body: bytes
     etag: str
     by_kid: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: Published signing keys (``use: sig``) by (key set, kid).
+    signing_by_set: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
 
 
 class KeyService:
@@ -364,6 +366,11 @@ class KeyService:
             software_records = []
         if any(record.use == "sig" for record in hsm_records):
             backend: str | None = "hsm"
+            # Software keys of a set the HSM serves are published without signing: each only
+            # if its sealed private key opens and matches it (RFC 8725 §3.1: a public key
+            # written into the table by itself is never trusted).  Those that sign are
+            # opened, and checked the same way, by the software manager's signer.
+            software_records = [record for record in software_records if self.software.publishable(record)]
         elif hsm_only:
             backend = None  # fail closed: never fall back to software
         else:
@@ -438,6 +445,9 @@ class KeyService:
         self._snapshot = _Snapshot(
             built_at=now, sets=sets, jwks_body=body, etag=etag,
             by_kid={jwk["kid"]: jwk for jwk in published},
+            signing_by_set={(name, status.record.kid): status.record.public_jwk
+                            for name, view in sets.items() for status in view.keys
+                            if status.record.use == "sig" and status.record.public_jwk.get("use", "sig") == "sig"},
         )
 
     def _current(self) -> _Snapshot:
@@ -495,8 +505,11 @@ class KeyService:
         snapshot = self._current()
         return snapshot.jwks_body, snapshot.etag
 
-    def public_key(self, kid: str) -> dict[str, Any] | None:
-        jwk = self._current().by_kid.get(kid)
+    def public_key(self, kid: str, key_set: str | None = None) -> dict[str, Any] | None:
+        """The published public JWK ``kid``; with ``key_set``, only a signing key (``use: sig``)
+        of that set, so a token is verified only with the keys of its own set (RFC 8725 §3.1)."""
+        snapshot = self._current()
+        jwk = snapshot.by_kid.get(kid) if key_set is None else snapshot.signing_by_set.get((key_set, kid))
         return dict(jwk) if jwk is not None else None
 
     def keys(self, key_set: str) -> list[KeyStatus]:

@@ -6,6 +6,8 @@ every key imported through the admin API or CLI.
 
 from __future__ import annotations
 
+import json
+import logging
 import threading
 import uuid
 from collections.abc import Callable
@@ -16,13 +18,15 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from keys.algorithms import EC_CURVES, MIN_RSA_BITS, Algorithm, get_algorithm
-from keys.errors import InvalidKey, KeyNotFound
+from keys.errors import InvalidKey, KeyNotFound, SealingError
 from keys.jwk import PrivateKey, load_private_jwk, public_jwk, thumbprint
 from keys.sealing import Sealer
 from keys.signer import BoundSigner, KeyRecord, Signer
 from keys.store import KeyStore
 
 BACKEND = "software"
+
+log = logging.getLogger(__name__)
 
 
 def generate_private_key(algorithm: Algorithm, rsa_bits: int) -> PrivateKey:
@@ -70,22 +74,55 @@ class SoftwareManager:
     def __init__(self, store: KeyStore, sealer: Sealer) -> None:
         self.store = store
         self.sealer = sealer
-        self._signing_functions: dict[tuple[str, str], Callable[[bytes], bytes]] = {}
+        #: By (set, kid, public JWK): a row whose public JWK changes is opened and checked again.
+        self._signing_functions: dict[tuple[str, str, str], Callable[[bytes], bytes]] = {}
+        self._publishable: dict[tuple[str, str, str], bool] = {}
         self._lock = threading.Lock()
 
     def signer(self, record: KeyRecord) -> Signer:
-        key = (record.key_set, record.kid)
+        key = (record.key_set, record.kid, json.dumps(record.public_jwk, sort_keys=True))
         with self._lock:
             function = self._signing_functions.get(key)
             if function is None:
                 sealed = self.store.sealed_private(record.key_set, record.kid)
                 if sealed is None:
                     raise KeyNotFound(f"no software key {record.kid!r} in key set {record.key_set!r}")
-                der = self.sealer.open(sealed, key_set=record.key_set, kid=record.kid)
-                private_key = serialization.load_der_private_key(der, password=None)
-                function = signing_function(private_key, get_algorithm(record.alg))  # type: ignore[arg-type]
+                private_key = self._open(record, sealed)
+                function = signing_function(private_key, get_algorithm(record.alg))
                 self._signing_functions[key] = function
         return BoundSigner(record, function)
+
+    def _open(self, record: KeyRecord, sealed: bytes) -> PrivateKey:
+        """The private key of ``record``, refused unless it is the private half of the published key.
+
+        The sealing binds the public JWK (format 2); for a row sealed before that
+        (format 1) the comparison below is what binds it: a public JWK written into
+        the row by someone who cannot seal would otherwise be published and trusted.
+        """
+        der = self.sealer.open(sealed, key_set=record.key_set, kid=record.kid, public_jwk=record.public_jwk)
+        private_key = serialization.load_der_private_key(der, password=None)
+        derived = public_jwk(private_key.public_key(), kid=record.kid, alg=record.alg,  # type: ignore[arg-type]
+                             use=record.use)
+        if derived != record.public_jwk:
+            raise SealingError(f"software key {record.key_set}/{record.kid}: the public key does not match "
+                               "its sealed private key")
+        return private_key  # type: ignore[return-value]
+
+    def publishable(self, record: KeyRecord) -> bool:
+        """Whether ``record``'s private key opens and matches its public JWK (checked once per row)."""
+        key = (record.key_set, record.kid, json.dumps(record.public_jwk, sort_keys=True))
+        with self._lock:
+            known = self._publishable.get(key)
+        if known is None:
+            sealed = self.store.sealed_private(record.key_set, record.kid)
+            try:
+                known = sealed is not None and self._open(record, sealed) is not None
+            except (SealingError, ValueError, TypeError) as exc:
+                log.error("software key %s/%s is not published: %s", record.key_set, record.kid, exc)
+                known = False
+            with self._lock:
+                self._publishable[key] = known
+        return known
 
     def _store(self, key_set: str, kid: str, alg: str, private_key: PrivateKey, *, created_at: int, active_at: int) -> KeyRecord:
         record = KeyRecord(
@@ -101,7 +138,7 @@ class SoftwareManager:
         der = private_key.private_bytes(
             serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
         )
-        self.store.add(record, self.sealer.seal(der, key_set=key_set, kid=kid))
+        self.store.add(record, self.sealer.seal(der, key_set=key_set, kid=kid, public_jwk=record.public_jwk))
         return record
 
     def generate(self, key_set: str, alg: str, *, rsa_bits: int, created_at: int, active_at: int) -> KeyRecord:
@@ -117,7 +154,8 @@ class SoftwareManager:
 
     def delete(self, key_set: str, kid: str) -> bool:
         with self._lock:
-            self._signing_functions.pop((key_set, kid), None)
+            for cached in [cached for cached in self._signing_functions if cached[:2] == (key_set, kid)]:
+                del self._signing_functions[cached]
         return self.store.remove(key_set, kid)
 
     def reseal(self) -> int:
@@ -127,10 +165,10 @@ class SoftwareManager:
         is written), then rewritten in one transaction.  Returns the count.
         """
         updates = []
-        for key_set, kid, sealed in self.store.sealed_rows():
+        for key_set, kid, sealed, jwk in self.store.sealed_rows():
             if self.sealer.is_current(sealed):
                 continue
-            plaintext = self.sealer.open(sealed, key_set=key_set, kid=kid)
-            updates.append((key_set, kid, self.sealer.seal(plaintext, key_set=key_set, kid=kid)))
+            plaintext = self.sealer.open(sealed, key_set=key_set, kid=kid, public_jwk=jwk)
+            updates.append((key_set, kid, self.sealer.seal(plaintext, key_set=key_set, kid=kid, public_jwk=jwk)))
         self.store.replace_sealed(updates)
         return len(updates)

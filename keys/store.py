@@ -112,12 +112,13 @@ class KeyStore:
             )
             return result.rowcount > 0
 
-    def sealed_rows(self) -> Iterable[tuple[str, str, bytes]]:
-        query = select(self.table.c.key_set, self.table.c.kid, self.table.c.sealed_private).where(
-            self.table.c.sealed_private.is_not(None)
-        )
+    def sealed_rows(self) -> Iterable[tuple[str, str, bytes, dict[str, Any]]]:
+        """(set, kid, sealed private key, public JWK) of every row with a private key."""
+        query = select(self.table.c.key_set, self.table.c.kid, self.table.c.sealed_private,
+                       self.table.c.public_jwk).where(self.table.c.sealed_private.is_not(None))
         with self.engine.connect() as connection:
-            return [(row.key_set, row.kid, row.sealed_private) for row in connection.execute(query)]
+            return [(row.key_set, row.kid, row.sealed_private, json.loads(row.public_jwk))
+                    for row in connection.execute(query)]
 
     def replace_sealed(self, updates: list[tuple[str, str, bytes]]) -> None:
         """Write new ciphertexts for several rows in one transaction (all or nothing)."""

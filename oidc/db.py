@@ -12,7 +12,7 @@ import json
 from typing import Any
 
 from flask_sqlalchemy import SQLAlchemy
-from sqlalchemy import MetaData, Text
+from sqlalchemy import BigInteger, Column, LargeBinary, MetaData, String, Table, Text
 from sqlalchemy.types import TypeDecorator
 
 from keys.store import define_signing_keys_table
@@ -30,6 +30,14 @@ db = SQLAlchemy(metadata=MetaData(naming_convention=NAMING_CONVENTION))
 
 #: The key service's own table (software keys and HSM key lifecycles).
 signing_keys = define_signing_keys_table(db.metadata)
+
+#: The key of each keyed hash (oidc.hashing), sealed under the system secrets.
+hashing_keys = Table(
+    "hashing_keys", db.metadata,
+    Column("purpose", String(64), primary_key=True),
+    Column("sealed_key", LargeBinary, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+)
 
 
 class JSONList(TypeDecorator[list[Any]]):

@@ -4,9 +4,13 @@
   values.  They are stored as HMAC-SHA256 under a key derived (HKDF) from the
   system secrets, so a copy of the database alone is useless, and checking one
   costs a microsecond: the token endpoint is never CPU-bound on it.
-* With several ``SECRETS_SYSTEM`` secrets, the first one hashes new values and
-  every one is tried on look-up, so prepending a new secret does not invalidate
-  what was issued under the old one.
+* The HMAC key of each purpose is a *hashing key* stored in the database
+  (``hashing_keys``), sealed under the system secrets like a software signing
+  key: rotating a system secret re-seals it (``flask keys reseal``) and every
+  stored hash keeps verifying after the old secret is dropped.  A hashing key
+  is made once, on first use, equal to the key earlier versions derived from
+  the first system secret, so hashes written before it existed still verify;
+  the keys derived from every listed system secret are still tried after it.
 * User passwords are low-entropy and get scrypt (RFC 7914) with a random salt,
   through werkzeug's ``generate_password_hash``; the cost is a setting
   (``PASSWORD_HASH_COST``, scrypt's N).
@@ -33,6 +37,7 @@ CLIENT_SECRET = "client secret"
 CODE = "code"
 REFRESH_TOKEN = "refresh token"
 REQUEST_URI = "request uri"
+PURPOSES = (CLIENT_SECRET, CODE, REFRESH_TOKEN, REQUEST_URI)
 
 
 def derive_key(secret: str, purpose: bytes) -> bytes:
@@ -54,14 +59,21 @@ def b64url_decode(value: str) -> bytes:
     return base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
 
 
-class KeyedHasher:
-    """HMAC-SHA256 of secrets under keys derived from every system secret."""
+def derived_hash_keys(system_secrets: Iterable[str], purpose: str) -> list[bytes]:
+    """The keyed-hash keys derived from each system secret (how earlier versions keyed every hash)."""
+    secret_list = list(system_secrets)
+    if not secret_list or any(len(secret) < MIN_SECRET_LENGTH for secret in secret_list):
+        raise RuntimeError(f"SECRETS_SYSTEM must hold secrets of at least {MIN_SECRET_LENGTH} characters")
+    return [derive_key(secret, b"keyed hash: " + purpose.encode()) for secret in secret_list]
 
-    def __init__(self, system_secrets: Iterable[str], purpose: str) -> None:
-        secret_list = list(system_secrets)
-        if not secret_list or any(len(secret) < MIN_SECRET_LENGTH for secret in secret_list):
-            raise RuntimeError(f"SECRETS_SYSTEM must hold secrets of at least {MIN_SECRET_LENGTH} characters")
-        self._keys = [derive_key(secret, b"keyed hash: " + purpose.encode()) for secret in secret_list]
+
+class KeyedHasher:
+    """HMAC-SHA256 of secrets: the first key hashes, every key is tried on look-up."""
+
+    def __init__(self, keys: list[bytes]) -> None:
+        if not keys:
+            raise RuntimeError("a keyed hasher needs a key")
+        self._keys = list(dict.fromkeys(keys))
 
     def _digest(self, key: bytes, value: str) -> str:
         return b64url(hmac.new(key, value.encode("utf-8"), hashlib.sha256).digest())

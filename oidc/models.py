@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from sqlalchemy import BigInteger, Boolean, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import BigInteger, Boolean, ForeignKey, Integer, String, Text, UniqueConstraint, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from oidc import hashing
@@ -36,6 +36,8 @@ class User(db.Model):  # type: ignore[name-defined]  # Flask-SQLAlchemy builds d
     email_verified: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
     name: Mapped[str | None] = mapped_column(String(255))
     disabled: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    #: May use the admin API with an access token (of a client allowed to ask for one).
+    admin: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False, server_default=false())
     created_at: Mapped[int] = mapped_column(BigInteger, nullable=False, default=now)
     updated_at: Mapped[int] = mapped_column(BigInteger, nullable=False, default=now)
 
@@ -45,7 +47,8 @@ class User(db.Model):  # type: ignore[name-defined]  # Flask-SQLAlchemy builds d
     def as_dict(self) -> dict[str, Any]:
         return {"username": self.username, "sub": self.subject, "email": self.email,
                 "email_verified": bool(self.email_verified), "name": self.name,
-                "disabled": bool(self.disabled), "created_at": self.created_at, "updated_at": self.updated_at}
+                "disabled": bool(self.disabled), "admin": bool(self.admin), "created_at": self.created_at,
+                "updated_at": self.updated_at}
 
 
 class Client(db.Model):  # type: ignore[name-defined]  # Flask-SQLAlchemy builds db.Model at run time
@@ -76,6 +79,8 @@ class Client(db.Model):  # type: ignore[name-defined]  # Flask-SQLAlchemy builds
     dpop_bound_access_tokens: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
     #: "fapi2" applies the FAPI 2.0 Security Profile to this client; None follows SECURITY_PROFILE.
     security_profile: Mapped[str | None] = mapped_column(String(16))
+    #: May request access tokens for the admin API (its audience and the admin scope).
+    admin_api: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False, server_default=false())
     disabled: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
     created_at: Mapped[int] = mapped_column(BigInteger, nullable=False, default=now)
 
@@ -99,11 +104,13 @@ class Client(db.Model):  # type: ignore[name-defined]  # Flask-SQLAlchemy builds
     def get_allowed_scope(self, scope: str | None) -> str | None:
         """The requested scope if every scope in it is registered, else None (invalid_scope).
 
-        With no scope requested, every registered scope but ``offline_access``.
+        With no scope requested, every registered scope but ``offline_access`` and the
+        admin scope (RFC 9700 §2.3: privileges only when asked for by name).
         """
         registered = self.scopes
         if not scope:
-            return " ".join(s for s in registered if s != "offline_access")
+            never_by_default = ("offline_access", current_state().settings.admin_scope)
+            return " ".join(s for s in registered if s not in never_by_default)
         requested = list(dict.fromkeys(scope.split()))
         if not set(requested) <= set(registered):
             return None
@@ -137,6 +144,7 @@ class Client(db.Model):  # type: ignore[name-defined]  # Flask-SQLAlchemy builds
             "require_pushed_authorization_requests": bool(self.require_pushed_authorization_requests),
             "dpop_bound_access_tokens": bool(self.dpop_bound_access_tokens),
             "security_profile": self.security_profile,
+            "admin_api": bool(self.admin_api),
             "disabled": bool(self.disabled), "created_at": self.created_at,
             "secret_rotated_at": self.secret_rotated_at,
         }
@@ -215,6 +223,8 @@ class RefreshToken(db.Model):  # type: ignore[name-defined]  # Flask-SQLAlchemy 
     expires_at: Mapped[int] = mapped_column(BigInteger, nullable=False)
     #: The DPoP key a public client's refresh token is bound to (RFC 9449 §5).
     dpop_jkt: Mapped[str | None] = mapped_column(String(64))
+    #: When the family's first refresh token was issued (REFRESH_TOKEN_MAX_LIFETIME counts from it).
+    family_issued_at: Mapped[int | None] = mapped_column(BigInteger)
     #: Set when it was exchanged for a new one; presenting it again is reuse.
     rotated_at: Mapped[int | None] = mapped_column(BigInteger)
     revoked_at: Mapped[int | None] = mapped_column(BigInteger)

@@ -75,8 +75,8 @@ _REVOKE_ACCESS_TOKEN = (
 
 def find_client(client_id: object, *, include_disabled: bool = False) -> Client | None:
     """The client registered as ``client_id`` (disabled ones only when asked for)."""
-    if not isinstance(client_id, str) or not 0 < len(client_id) <= MAX_CLIENT_ID_LENGTH:
-        return None
+    if not isinstance(client_id, str) or not 0 < len(client_id) <= MAX_CLIENT_ID_LENGTH or "\x00" in client_id:
+        return None  # (PostgreSQL refuses a NUL in a text parameter: never one of ours)
     statement = _CLIENT_BY_ID if include_disabled else _ENABLED_CLIENT_BY_ID
     return db.session.execute(statement, {"client_id": client_id}).scalar()
 
@@ -99,7 +99,7 @@ def find_access_token_row(jti: object) -> Row | None:
     ORM query and its transaction.  Writers change the row with an ``UPDATE``
     by ``id`` (:func:`revoke_access_token`).
     """
-    if not isinstance(jti, str) or not 0 < len(jti) <= 64:
+    if not isinstance(jti, str) or not 0 < len(jti) <= 64 or "\x00" in jti:
         return None
     with db.engine.connect() as connection:
         return connection.execute(_ACCESS_TOKEN_BY_JTI, {"jti": jti}).first()

@@ -81,6 +81,7 @@ class Settings:
     id_token_lifetime: int
     authorization_code_lifetime: int
     refresh_token_lifetime: int
+    refresh_token_max_lifetime: int
     access_token_default_audience: str
     scopes_supported: tuple[str, ...]
     # pushed authorization requests, DPoP and the security profile
@@ -97,10 +98,12 @@ class Settings:
     client_cache_seconds: int
     client_assertion_leeway: int
     client_assertion_max_lifetime: int
+    client_assertion_accept_token_endpoint_audience: bool
     # login and the browser session
     login_session_lifetime: int
     login_rate_limit_per_account: str
     login_rate_limit_per_address: str
+    login_rate_limit_per_address_and_account: str
     ratelimit_storage_uri: str
     password_hash_cost: int
     session_cookie_name: str
@@ -194,10 +197,12 @@ class _Reader:
             raise ConfigError(f"{name}: {exc}") from None
         return value
 
-    def rate_limit(self, name: str, default: str) -> str:
+    def rate_limit(self, name: str, default: str, *, optional: bool = False) -> str:
         from limits import parse_many
 
         value = self.text(name, default).strip()
+        if optional and self.env.get(name) is not None and not self.env.get(name, "").strip():
+            return ""  # explicitly empty: this limit is off
         try:
             parse_many(value)
         except ValueError:
@@ -246,10 +251,12 @@ def load_settings(env: Mapping[str, str] | None = None, *, instance_path: str) -
     id_token_lifetime = read.integer("ID_TOKEN_LIFETIME", 3600, minimum=1)
     jwks_max_age = read.integer("JWKS_MAX_AGE", 300)
     prepublication = read.integer("KEY_PREPUBLICATION_SECONDS", 2 * jwks_max_age)
-    if prepublication <= jwks_max_age:
+    keys_refresh = read.integer("KEYS_REFRESH_SECONDS", 10, minimum=1)
+    if prepublication <= jwks_max_age + keys_refresh:
         raise ConfigError(
-            "KEY_PREPUBLICATION_SECONDS must be longer than JWKS_MAX_AGE, or resource servers "
-            "with a cached JWKS would meet tokens signed by a key they do not know"
+            "KEY_PREPUBLICATION_SECONDS must be longer than JWKS_MAX_AGE + KEYS_REFRESH_SECONDS, or "
+            "resource servers with a JWKS cached from a worker whose key snapshot was stale would meet "
+            "tokens signed by a key they do not know"
         )
     longest_token = max(access_token_lifetime, id_token_lifetime)
     retention = read.integer("KEY_RETENTION_SECONDS", longest_token + jwks_max_age)
@@ -258,6 +265,11 @@ def load_settings(env: Mapping[str, str] | None = None, *, instance_path: str) -
             "KEY_RETENTION_SECONDS must be at least the longest token lifetime, or tokens "
             "would outlive the key that verifies them"
         )
+
+    refresh_lifetime = read.integer("REFRESH_TOKEN_LIFETIME", 30 * 24 * 3600, minimum=1)
+    refresh_max_lifetime = read.integer("REFRESH_TOKEN_MAX_LIFETIME", max(90 * 24 * 3600, refresh_lifetime), minimum=1)
+    if refresh_max_lifetime < refresh_lifetime:
+        raise ConfigError("REFRESH_TOKEN_MAX_LIFETIME must be at least REFRESH_TOKEN_LIFETIME")
 
     scopes = read.text("OIDC_SCOPES_SUPPORTED", " ".join(STANDARD_SCOPES)).replace(",", " ").split()
     if "openid" not in scopes:
@@ -342,11 +354,12 @@ def load_settings(env: Mapping[str, str] | None = None, *, instance_path: str) -
         jwks_max_age=jwks_max_age,
         key_prepublication_seconds=prepublication,
         key_retention_seconds=retention,
-        keys_refresh_seconds=read.integer("KEYS_REFRESH_SECONDS", 10, minimum=1),
+        keys_refresh_seconds=keys_refresh,
         access_token_lifetime=access_token_lifetime,
         id_token_lifetime=id_token_lifetime,
         authorization_code_lifetime=code_lifetime,
-        refresh_token_lifetime=read.integer("REFRESH_TOKEN_LIFETIME", 30 * 24 * 3600, minimum=1),
+        refresh_token_lifetime=refresh_lifetime,
+        refresh_token_max_lifetime=refresh_max_lifetime,
         access_token_default_audience=read.text("ACCESS_TOKEN_DEFAULT_AUDIENCE").strip() or issuer,
         scopes_supported=tuple(dict.fromkeys(scopes)),
         par_lifetime=par_lifetime,
@@ -361,9 +374,13 @@ def load_settings(env: Mapping[str, str] | None = None, *, instance_path: str) -
         client_cache_seconds=read.integer("CLIENT_CACHE_SECONDS", 5, minimum=0),
         client_assertion_leeway=read.integer("CLIENT_ASSERTION_LEEWAY", 60),
         client_assertion_max_lifetime=read.integer("CLIENT_ASSERTION_MAX_LIFETIME", 300, minimum=1),
+        client_assertion_accept_token_endpoint_audience=read.boolean(
+            "CLIENT_ASSERTION_ACCEPT_TOKEN_ENDPOINT_AUDIENCE", False),
         login_session_lifetime=read.integer("LOGIN_SESSION_LIFETIME", 8 * 3600, minimum=60),
-        login_rate_limit_per_account=read.rate_limit("LOGIN_RATE_LIMIT_PER_ACCOUNT", "5/minute;20/hour"),
+        login_rate_limit_per_account=read.rate_limit("LOGIN_RATE_LIMIT_PER_ACCOUNT", "100/hour", optional=True),
         login_rate_limit_per_address=read.rate_limit("LOGIN_RATE_LIMIT_PER_ADDRESS", "20/minute;100/hour"),
+        login_rate_limit_per_address_and_account=read.rate_limit("LOGIN_RATE_LIMIT_PER_ADDRESS_AND_ACCOUNT",
+                                                                 "5/minute;20/hour"),
         ratelimit_storage_uri=read.text("RATELIMIT_STORAGE_URI", "memory://"),
         password_hash_cost=password_cost,
         session_cookie_name=read.text("SESSION_COOKIE_NAME", "op_session"),
@@ -387,13 +404,21 @@ def flask_config(settings: Settings) -> dict[str, Any]:
         "SQLALCHEMY_ENGINE_OPTIONS": engine_options(settings.database_url),
         # Browser session: never readable by scripts, not sent on cross-site
         # subrequests, and only over TLS when the issuer is https.
-        "SESSION_COOKIE_NAME": settings.session_cookie_name,
+        # Over TLS the name gets the __Host- prefix (RFC 6265bis §4.1.3.2): the browser then keeps it
+        # only if it is Secure, for Path=/ and without Domain, so no subdomain can set or shadow it.
+        "SESSION_COOKIE_NAME": ("__Host-" if settings.https else "") + settings.session_cookie_name,
         "SESSION_COOKIE_HTTPONLY": True,
         "SESSION_COOKIE_SAMESITE": "Lax",
         "SESSION_COOKIE_SECURE": settings.https,
+        "SESSION_COOKIE_PATH": "/",
+        "SESSION_COOKIE_DOMAIN": None,
         "PERMANENT_SESSION_LIFETIME": settings.login_session_lifetime,
         "WTF_CSRF_TIME_LIMIT": settings.csrf_time_limit,
-        "WTF_CSRF_SSL_STRICT": False,  # the consent form is posted back to us; Origin checked by SameSite
+        # Flask-WTF's referrer check runs only under CSRFProtect, which this app does not use;
+        # the same check on our own forms is oidc.web.origin (SameSite=Lax is no origin check:
+        # the cookie still goes with top-level cross-site navigations).  True, so that it stays
+        # strict should CSRFProtect ever be enabled.
+        "WTF_CSRF_SSL_STRICT": True,
         # Request bodies of the protocol endpoints are small; refuse large ones early.
         "MAX_CONTENT_LENGTH": settings.max_request_bytes,
         "MAX_FORM_MEMORY_SIZE": settings.max_request_bytes,
@@ -409,7 +434,9 @@ def flask_config(settings: Settings) -> dict[str, Any]:
 
 def engine_options(database_url: str) -> dict[str, Any]:
     """Connection pool settings: detect dead connections, never hang on a dead server."""
-    options: dict[str, Any] = {"pool_pre_ping": True}
+    # hide_parameters: SQL errors (and so tracebacks and logs) never carry the statement's
+    # parameters, which can be password hashes, emails or token hashes.
+    options: dict[str, Any] = {"pool_pre_ping": True, "hide_parameters": True}
     if database_url.startswith("postgresql"):
         options["connect_args"] = {"connect_timeout": 5}
         options["pool_recycle"] = 1800

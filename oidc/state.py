@@ -30,6 +30,7 @@ from keys.software import SoftwareManager
 from keys.store import KeyStore
 from oidc import hashing
 from oidc.db import db, signing_keys
+from oidc.hashing_keys import hashing_key
 from oidc.oauth2.methods import FAPI2_ALGORITHMS
 from oidc.observability import metrics
 from oidc.settings import Settings
@@ -75,11 +76,31 @@ class State:
         self.documents: dict[str, Any] = {}
 
     def hasher(self, purpose: str) -> hashing.KeyedHasher:
-        """The keyed hasher for ``purpose`` (hashing.CLIENT_SECRET, CODE, REFRESH_TOKEN)."""
+        """The keyed hasher for ``purpose`` (hashing.CLIENT_SECRET, CODE, REFRESH_TOKEN).
+
+        Its key is the purpose's stored hashing key (:mod:`oidc.hashing_keys`), then the
+        keys derived from each system secret (hashes made before hashing keys were stored).
+        """
         hasher = self._hashers.get(purpose)
         if hasher is None:
-            hasher = self._hashers[purpose] = hashing.KeyedHasher(self.settings.secrets_system, purpose)
+            self.load_hashers()
+            hasher = self._hashers[purpose]
         return hasher
+
+    def load_hashers(self) -> None:
+        """Read (or make) every purpose's hashing key at once, on a connection of its own.
+
+        Done when the key service starts, before any request's transaction: a
+        hashing key made in the middle of a request would wait for that request's
+        own write lock on SQLite.
+        """
+        for purpose in hashing.PURPOSES:
+            if purpose not in self._hashers:
+                derived = hashing.derived_hash_keys(self.settings.secrets_system, purpose)
+                self._hashers[purpose] = hashing.KeyedHasher([hashing_key(self, purpose), *derived])
+
+    def sealer(self) -> Sealer:
+        return Sealer.from_setting(",".join(self.settings.secrets_system))
 
     # -- the key service ------------------------------------------------------------
 
@@ -102,6 +123,7 @@ class State:
                     if service.hsm is not None:
                         metrics.HSM_AVAILABLE.set(1 if service.hsm.available else 0)
                     self.check_profile_algorithms(service)
+                    self.load_hashers()
                     self._key_service = service
         return self._key_service
 

@@ -69,7 +69,8 @@ class UserAgent:
     def request(self, method: str, url: str, **kwargs: Any) -> requests.Response:
         url = urljoin(self.base_url + "/", url)
         self.http.cookies.clear()  # the cookie jar would drop Secure cookies on http: ours is the dict
-        response = self.http.request(method, url, cookies=dict(self.cookies), headers=self.headers,
+        headers = kwargs.pop("headers", self.headers)
+        response = self.http.request(method, url, cookies=dict(self.cookies), headers=headers,
                                      allow_redirects=False, verify=self.verify, timeout=TIMEOUT, **kwargs)
         for header in self.set_cookie_headers(response):
             for name, morsel in SimpleCookie(header).items():
@@ -85,7 +86,10 @@ class UserAgent:
         return self.request("GET", url, **kwargs)
 
     def post(self, url: str, **kwargs: Any) -> requests.Response:
-        return self.request("POST", url, **kwargs)
+        # Browsers send Origin with every form POST; the provider's forms check it.
+        parts = urlsplit(urljoin(self.base_url + "/", url))
+        headers = {"Origin": f"{parts.scheme}://{parts.netloc}", **self.headers, **kwargs.pop("headers", {})}
+        return self.request("POST", url, headers=headers, **kwargs)
 
     def login(self, username: str = "alice", password: str = PASSWORD) -> requests.Response:
         page = self.get("/login")

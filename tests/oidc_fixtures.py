@@ -84,7 +84,17 @@ class Provider:
         return self.http.get(path, base_url=ISSUER, **kwargs)
 
     def post(self, path: str, **kwargs: Any) -> Any:
-        return self.http.post(path, base_url=ISSUER, **kwargs)
+        # A browser on one of our pages sends its same-origin Referer (Referrer-Policy: same-origin),
+        # which the CSRF check requires over HTTPS (WTF_CSRF_SSL_STRICT).
+        from oidc.state import state_of
+
+        referer = ("Referer", state_of(self.app).settings.issuer + "/")
+        given = kwargs.pop("headers", {})
+        if isinstance(given, dict):
+            headers: Any = {referer[0]: referer[1], **given}
+        else:  # a list of (name, value): a header sent twice
+            headers = [referer, *given] if all(name != "Referer" for name, _ in given) else list(given)
+        return self.http.post(path, base_url=ISSUER, headers=headers, **kwargs)
 
     def delete(self, path: str, **kwargs: Any) -> Any:
         return self.http.delete(path, base_url=ISSUER, **kwargs)

@@ -379,11 +379,12 @@ def test_pages_redirects_form_post_and_cookies_through_nginx(nginx_binary, make_
         assert any('action="/login"' in response.text for response in browser.history)
         assert any('action="/authorize/consent"' in response.text for response in browser.history)
         session_cookies = [header for response in browser.history for header in browser.set_cookie_headers(response)
-                           if header.startswith("op_session=") and "1970" not in header]
-        assert session_cookies
+                           if header.startswith("__Host-op_session=") and "1970" not in header]
+        assert session_cookies  # over https the cookie has the __Host- prefix (RFC 6265bis §4.1.3.2)
         for header in session_cookies:
             flags = {part.strip().lower() for part in header.split(";")[1:]}
-            assert {"secure", "httponly", "samesite=lax"} <= flags, header
+            assert {"secure", "httponly", "samesite=lax", "path=/"} <= flags, header
+            assert not any(flag.startswith("domain=") for flag in flags), header
         tokens = redeem(issuer, client, flow, callback, verify=str(ca_file))
         assert tokens.status_code == 200, tokens.text
         assert jwt_parts(tokens.json()["id_token"])[1]["iss"] == issuer

@@ -293,9 +293,12 @@ def test_dpop_jkt_binds_the_code(op):
 
 
 def test_the_admin_api_accepts_a_bound_token_with_its_proof(op):
-    client = _machine(op)
+    """RFC 9449 §7: a DPoP-bound token made for the admin API (its audience, a client allowed to ask)."""
+    client = _machine(op, admin_api=True)
     key = new_key()
-    access = _client_credentials(op, client, proof(key, htu=TOKEN_URL, iat=op.clock.now())).json["access_token"]
+    access = op.post("/token", data={"grant_type": "client_credentials", "scope": "admin", "resource": ISSUER + "/admin"},
+                     auth=client,
+                     headers={"DPoP": proof(key, htu=TOKEN_URL, iat=op.clock.now())}).json["access_token"]
     url = ISSUER + "/admin/clients"
     assert op.get("/admin/clients", headers={"Authorization": f"Bearer {access}"}).status_code == 401
     good = op.get("/admin/clients", headers={

@@ -45,9 +45,10 @@ def _full_flows(url: str, setup: dict[str, Any]) -> dict[str, str]:
     """Every flow once; returns every secret used or obtained, by name."""
     client, service = setup["client"], setup["service"]
     admin_key = setup["env"]["ADMIN_API_KEYS"]
-    used: dict[str, str] = {"password": PASSWORD, "hsm pin": setup["env"]["HSM_PIN"],
-                            "client secret": client[1], "service client secret": service[1],
+    used: dict[str, str] = {"password": PASSWORD, "client secret": client[1], "service client secret": service[1],
                             "system secret": setup["env"]["SECRETS_SYSTEM"], "admin api key": admin_key}
+    if setup["env"].get("HSM_PIN"):
+        used["hsm pin"] = setup["env"]["HSM_PIN"]
     browser = UserAgent(url)
     assert browser.login(password="not the password at all").status_code == 401
 
@@ -89,7 +90,17 @@ def _full_flows(url: str, setup: dict[str, Any]) -> dict[str, str]:
 
 
 def test_full_flows_log_audit_events_and_no_secret(make_app, hsm_env, tmp_path):
-    server, setup = _serve(make_app, hsm_env, tmp_path, LOG_FORMAT="json", LOG_LEVEL="DEBUG")
+    _check_full_flow_logs(make_app, hsm_env, tmp_path)
+
+
+def test_full_flows_log_no_secret_with_software_keys(make_app, base_env, tmp_path):
+    """The same with software keys only, so it runs (and can fail) where SoftHSM is missing:
+    no password, client secret, code, token or system secret in the logs (RFC 6749 §10.3, §10.5)."""
+    _check_full_flow_logs(make_app, base_env, tmp_path)
+
+
+def _check_full_flow_logs(make_app: Any, env: dict[str, str], tmp_path: Any) -> None:
+    server, setup = _serve(make_app, env, tmp_path, LOG_FORMAT="json", LOG_LEVEL="DEBUG")
     try:
         server.wait_ready("/health/ready")
         used = _full_flows(server.url, setup)

@@ -53,9 +53,10 @@ def test_bad_client_or_redirect_uri_gets_an_error_page_never_a_redirect(op, chan
 
 
 def test_missing_redirect_uri_uses_the_only_registered_one(op):
+    """RFC 6749 §3.1.2.3: a plain OAuth request may omit it (an OpenID one may not, OIDC Core §3.1.2.1)."""
     op.add_user()
-    client_id, _secret = op.add_client()
-    params = _params(client_id, redirect_uri=None)
+    client_id, _secret = op.add_client(scope="openid api")
+    params = _params(client_id, redirect_uri=None, scope="api")
     response = op.authorize(params)
     assert response.status_code == 302 and response.headers["Location"].startswith(REDIRECT_URI + "?")
 
@@ -114,8 +115,7 @@ def test_prompt_none_with_session_and_consent_issues_a_code(op):
     op.add_user()
     client_id, _ = op.add_client()
     op.code_flow(client_id)  # logs in and consents
-    response = op.get("/authorize", query_string=_params(client_id, prompt="none", scope="openid profile email "
-                                                                                        "offline_access"))
+    response = op.get("/authorize", query_string=_params(client_id, prompt="none", scope="openid profile email"))
     assert response.status_code == 302 and "code" in query_of(response.headers["Location"])
 
 

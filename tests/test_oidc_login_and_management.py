@@ -18,7 +18,7 @@ def test_session_cookie_flags(op):
     response = op.login()
     assert response.status_code == 200
     cookie = response.headers["Set-Cookie"]
-    assert cookie.startswith("op_session=")
+    assert cookie.startswith("__Host-op_session=")
     assert "HttpOnly" in cookie and "SameSite=Lax" in cookie and "Secure" in cookie
 
 
@@ -227,9 +227,10 @@ def test_admin_api_for_clients_and_users(op, admin_key):
 
 
 def test_admin_api_accepts_our_access_tokens_with_the_admin_scope(op):
-    admin_id, admin_secret = op.add_client(grant_types=["client_credentials"], scope="admin")
+    admin_id, admin_secret = op.add_client(grant_types=["client_credentials"], scope="admin", admin_api=True)
     plain_id, plain_secret = op.add_client(grant_types=["client_credentials"], scope="api")
-    admin_token = op.post("/token", data={"grant_type": "client_credentials", "scope": "admin"},
+    admin_token = op.post("/token", data={"grant_type": "client_credentials", "scope": "admin",
+                                          "resource": "https://op.example.test/admin"},
                           auth=(admin_id, admin_secret)).json["access_token"]
     plain_token = op.post("/token", data={"grant_type": "client_credentials"},
                           auth=(plain_id, plain_secret)).json["access_token"]

@@ -107,7 +107,8 @@ def test_token_of_one_client_introspected_by_another(op):
     op.add_user()
     client_id, secret = op.add_client()
     other_id, other_secret = op.add_client(grant_types=["client_credentials"], scope="api")
-    rs_id, rs_secret = op.add_client(grant_types=["client_credentials"], scope="api", resource_server=True)
+    rs_id, rs_secret = op.add_client(grant_types=["client_credentials"], scope="api", resource_server=True,
+                                     audiences=[ISSUER])  # the tokens' (default) audience
     token = op.tokens(client_id, secret)["access_token"]
     assert op.post("/introspect", data={"token": token}, auth=(other_id, other_secret)).json == {"active": False}
     assert op.post("/introspect", data={"token": token}, auth=(rs_id, rs_secret)).json["active"] is True
@@ -255,7 +256,8 @@ def test_client_credentials_token_is_stateless_until_revoked(op):
     # A deleted client's tokens are inactive.
     other = op.post("/token", data={"grant_type": "client_credentials", "scope": "api"},
                     auth=(client_id, secret)).json["access_token"]
-    rs_id, rs_secret = op.add_client(grant_types=["client_credentials"], scope="api", resource_server=True)
+    rs_id, rs_secret = op.add_client(grant_types=["client_credentials"], scope="api", resource_server=True,
+                                     audiences=[ISSUER])  # the tokens' (default) audience
     assert op.post("/introspect", data={"token": other}, auth=(rs_id, rs_secret)).json["active"] is True
     from oidc.accounts.clients import delete_client, get_client
 

@@ -267,7 +267,7 @@ def _keypair():
     return key, {"keys": [key.as_dict(private=False)]}
 
 
-def _assertion(key, client_id: str, *, aud: str = f"{ISSUER}/token", jti: str | None = None, lifetime: int = 60,
+def _assertion(key, client_id: str, *, aud: str = ISSUER, jti: str | None = None, lifetime: int = 60,
                alg: str = "ES256") -> str:
     from joserfc import jwt
 
@@ -294,7 +294,7 @@ def test_private_key_jwt_and_jti_replay(op):
 
 
 @pytest.mark.parametrize("case", ["wrong key", "wrong audience", "expired", "too long-lived", "garbage",
-                                  "unknown client", "hs256"])
+                                  "unknown client"])
 def test_private_key_jwt_refusals(op, case):
     key, jwks = _keypair()
     client_id, _ = op.add_client(grant_types=["client_credentials"], scope="api", auth_method="private_key_jwt",
@@ -310,19 +310,41 @@ def test_private_key_jwt_refusals(op, case):
         assertion = _assertion(key, client_id, lifetime=86400)
     elif case == "garbage":
         assertion = "not.a.jwt"
-    elif case == "unknown client":
-        assertion = _assertion(key, "nobody")
     else:
-        from joserfc import jwt
-        from joserfc.jwk import OctKey
-
-        now = int(time.time())
-        assertion = jwt.encode({"alg": "HS256"}, {"iss": client_id, "sub": client_id, "aud": f"{ISSUER}/token",
-                                                  "exp": now + 60, "jti": "x"}, OctKey.import_key("k" * 32))
+        assertion = _assertion(key, "nobody")
     response = op.post("/token", data={"grant_type": "client_credentials", "client_assertion_type": ASSERTION_TYPE,
                                        "client_assertion": assertion})
     assert response.status_code in (400, 401)
     assert response.json["error"] == "invalid_client"
+
+
+def test_private_key_jwt_refuses_hs256_even_with_the_key_that_made_it(op):
+    """OIDC Core §9 / RFC 7523 §3: private_key_jwt assertions are asymmetric signatures.
+
+    The verifier is handed the very symmetric key that made the HS256 assertion
+    (no registered JWK Set could hold one): it verifies only if HS256 were in the
+    allowed algorithms, so this fails the day it is.  The same call with an
+    ES256 assertion and its key passes, so the refusal is the algorithm's.
+    """
+    from authlib.oauth2.rfc6749.errors import InvalidClientError
+    from joserfc import jwt
+    from joserfc.jwk import OctKey
+
+    from oidc.oauth2.client_auth import PrivateKeyJWT
+
+    key, jwks = _keypair()
+    client_id, _ = op.add_client(grant_types=["client_credentials"], scope="api", auth_method="private_key_jwt",
+                                 jwks=jwks)
+    now = int(time.time())
+    claims = {"iss": client_id, "sub": client_id, "aud": ISSUER, "exp": now + 60}
+    secret = OctKey.import_key("k" * 32)
+    hs256 = jwt.encode({"alg": "HS256"}, {**claims, "jti": "two"}, secret)
+    with op.app.test_request_context():
+        method = PrivateKeyJWT()
+        es256 = jwt.encode({"alg": "ES256"}, {**claims, "jti": "one"}, key)
+        assert method.process_assertion_claims(es256, key)["sub"] == client_id
+        with pytest.raises(InvalidClientError):
+            method.process_assertion_claims(hs256, secret)
 
 
 def test_secret_based_client_cannot_use_an_assertion(op):

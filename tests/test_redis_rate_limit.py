@@ -63,7 +63,9 @@ def test_failed_logins_on_two_instances_add_up_in_redis(make_app, base_env, redi
     try:
         a.wait_ready("/health/ready")
         b.wait_ready("/health/ready")
-        on_a, on_b = UserAgent(a.url), UserAgent(b.url)
+        # Both instances serve the one issuer a browser knows them by: its forms come from that origin.
+        origin = {"Origin": env["OIDC_ISSUER"]}
+        on_a, on_b = UserAgent(a.url, headers=origin), UserAgent(b.url, headers=origin)
         # Four failures, two on each instance: each instance alone is under the limit.
         for agent in (on_a, on_b, on_a, on_b):
             assert agent.login(password="wrong password").status_code == 401

@@ -88,8 +88,8 @@ def create_client(*, name: str, redirect_uris: Iterable[str] | None = None,
                   auth_method: str = "client_secret_basic", first_party: bool = False,
                   audiences: Iterable[str] | None = None, jwks: Any = None, resource_server: bool = False,
                   refresh_always: bool = False, require_pushed_authorization_requests: bool = False,
-                  dpop_bound_access_tokens: bool = False,
-                  security_profile: str | None = None) -> tuple[Client, str | None]:
+                  dpop_bound_access_tokens: bool = False, security_profile: str | None = None,
+                  admin_api: bool = False) -> tuple[Client, str | None]:
     """Register a client; returns it and its secret (shown once; None for public clients)."""
     if not isinstance(name, str) or not 0 < len(name.strip()) <= 255:
         raise ClientError("name: 1 to 255 characters")
@@ -130,7 +130,7 @@ def create_client(*, name: str, redirect_uris: Iterable[str] | None = None,
     client = Client(
         client_id=secrets.token_hex(16), name=name.strip(), auth_method=auth_method, scope=" ".join(
             dict.fromkeys(scope_value.split())), jwks=jwks_text, first_party=bool(first_party),
-        resource_server=bool(resource_server), refresh_always=bool(refresh_always), disabled=False,
+        resource_server=bool(resource_server), refresh_always=bool(refresh_always), admin_api=bool(admin_api),
         require_pushed_authorization_requests=bool(require_pushed_authorization_requests),
         dpop_bound_access_tokens=bool(dpop_bound_access_tokens),
         security_profile=security_profile if security_profile != DEFAULT_PROFILE else None,

@@ -11,6 +11,7 @@ from __future__ import annotations
 from oidc.db import db
 from oidc.hashing import random_token
 from oidc.models import LoginSession, User
+from oidc.oauth2.families import revoke_grants
 from oidc.state import current_state
 
 
@@ -51,16 +52,20 @@ def find_login(sid: object) -> AuthenticatedUser | None:
 
 
 def end_session(sid: object) -> None:
-    """End the login session ``sid`` (committed); nothing when it has ended already."""
+    """End the login session ``sid`` and the grants it made without offline_access (committed;
+    OIDC Core §11); nothing when it has ended already."""
     if not isinstance(sid, str):
         return
     row = db.session.get(LoginSession, sid)
     if row is not None and row.ended_at is None:
         row.ended_at = current_state().clock.now()
+        revoke_grants(sids=[sid], include_offline=False)
         db.session.commit()
 
 
-def end_sessions_of(user: User) -> None:
-    """End every open session of ``user`` (in the current transaction)."""
+def end_sessions_of(user: User, *, include_offline: bool = False) -> None:
+    """End every open session of ``user`` and the grants of the user that end with a login
+    (every grant with ``include_offline``), in the current transaction."""
     moment = current_state().clock.now()
     LoginSession.query.filter_by(user_pk=user.id, ended_at=None).update({"ended_at": moment})
+    revoke_grants(user_pk=user.id, include_offline=include_offline)

@@ -40,7 +40,7 @@ def _check_password(password: Any) -> str:
 
 
 def create_user(username: object, password: object, *, email: str | None = None, name: str | None = None,
-                email_verified: bool = False) -> User:
+                email_verified: bool = False, admin: bool = False) -> User:
     normalized = normalize_username(username) if isinstance(username, str) else ""
     if not 0 < len(normalized) <= MAX_USERNAME_LENGTH or not normalized.isprintable() or " " in normalized:
         raise UserError("username: 1 to 255 printable characters without spaces")
@@ -54,7 +54,7 @@ def create_user(username: object, password: object, *, email: str | None = None,
     moment = state.clock.now()
     user = User(subject=secrets.token_hex(16), username=normalized,
                 password_hash=state.passwords.hash(_check_password(password)), email=email,
-                email_verified=bool(email_verified), name=name, disabled=False, created_at=moment,
+                email_verified=bool(email_verified), name=name, disabled=False, admin=bool(admin), created_at=moment,
                 updated_at=moment)
     db.session.add(user)
     db.session.commit()
@@ -62,8 +62,8 @@ def create_user(username: object, password: object, *, email: str | None = None,
 
 
 def get_user(username: object) -> User | None:
-    if not isinstance(username, str) or len(username) > MAX_USERNAME_LENGTH:
-        return None
+    if not isinstance(username, str) or len(username) > MAX_USERNAME_LENGTH or "\x00" in username:
+        return None  # (PostgreSQL refuses a NUL in a text parameter: never a username)
     return User.query.filter_by(username=normalize_username(username)).first()
 
 
@@ -84,20 +84,23 @@ def authenticate(username: str, password: str) -> User | None:
     return user
 
 
-def set_password(user: User, password: object) -> None:
-    """A new password; every session of the user ends."""
+def set_password(user: User, password: object, *, revoke_grants: bool = False) -> None:
+    """A new password; every session of the user ends, and with it every grant made without
+    offline_access (OIDC Core §11).  ``revoke_grants`` ends the offline_access grants too
+    (a compromised account: every refresh token of the user stops working)."""
     state = current_state()
     user.password_hash = state.passwords.hash(_check_password(password))
     user.updated_at = state.clock.now()
-    end_sessions_of(user)
+    end_sessions_of(user, include_offline=revoke_grants)
     db.session.commit()
 
 
 def set_disabled(user: User, disabled: bool) -> None:
+    """Disable (every session and every grant ends, offline ones included) or enable a user."""
     user.disabled = disabled
     user.updated_at = current_state().clock.now()
     if disabled:
-        end_sessions_of(user)
+        end_sessions_of(user, include_offline=True)
     db.session.commit()
 
 

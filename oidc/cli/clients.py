@@ -4,7 +4,7 @@ Stable (operators script it; ``--json`` prints one JSON object or array)::
 
     flask clients create --name NAME [--redirect-uri URI ...] [--post-logout-redirect-uri URI ...]
         [--grant-type G ...] [--scope "S ..."] [--auth-method METHOD] [--first-party]
-        [--audience URI ...] [--jwks-file FILE] [--resource-server] [--refresh-always]
+        [--audience URI ...] [--jwks-file FILE] [--resource-server] [--refresh-always] [--admin-api]
         [--require-par] [--dpop-bound] [--security-profile default|fapi2] [--json]
     flask clients list [--json]
     flask clients show CLIENT_ID [--json]
@@ -68,11 +68,14 @@ def _load(client_id: str) -> Client:
               help="Token requests need a DPoP proof (dpop_bound_access_tokens).")
 @click.option("--security-profile", default=None, type=click.Choice(SECURITY_PROFILES),
               help="fapi2: the FAPI 2.0 Security Profile for this client (default: SECURITY_PROFILE).")
+@click.option("--admin-api", is_flag=True,
+              help="May request access tokens for the admin API (resource <issuer>/admin, with the admin scope).")
 @json_option
 def create_command(name: str, redirect_uris: tuple[str, ...], post_logout_redirect_uris: tuple[str, ...],
                    grant_types: tuple[str, ...], scope: str | None, auth_method: str, first_party: bool,
                    audiences: tuple[str, ...], jwks_file: Any, resource_server: bool, refresh_always: bool,
-                   require_par: bool, dpop_bound: bool, security_profile: str | None, as_json: bool) -> None:
+                   admin_api: bool, require_par: bool, dpop_bound: bool, security_profile: str | None,
+                   as_json: bool) -> None:
     """Register a client and print its client_id (and its secret, shown once)."""
     jwks = jwks_file.read() if jwks_file is not None else None
     try:
@@ -82,6 +85,7 @@ def create_command(name: str, redirect_uris: tuple[str, ...], post_logout_redire
             audiences=audiences, jwks=jwks, resource_server=resource_server, refresh_always=refresh_always,
             require_pushed_authorization_requests=require_par, dpop_bound_access_tokens=dpop_bound,
             security_profile=security_profile,
+            admin_api=admin_api,
         )
     except ClientError as exc:
         raise click.ClickException(str(exc)) from None

@@ -10,10 +10,10 @@ import click
 from flask.cli import AppGroup
 
 from keys.errors import KeyServiceError
-from keys.sealing import Sealer
 from keys.service import KeyService
 from keys.software import SoftwareManager
 from keys.store import KeyStore
+from oidc import hashing_keys
 from oidc.cli.output import emit, json_option
 from oidc.db import db, signing_keys
 from oidc.state import current_state
@@ -103,15 +103,16 @@ def retire() -> None:
 
 @cli.command("reseal")
 def reseal() -> None:
-    """Re-seal every software key under the first SECRETS_SYSTEM secret.
+    """Re-seal every software key and hashing key under the first SECRETS_SYSTEM secret.
 
     Run after prepending a new secret; then the old secret can be removed.
     """
+    state = current_state()
     try:
-        manager = SoftwareManager(KeyStore(db.engine, signing_keys),
-                                  Sealer.from_setting(",".join(current_state().settings.secrets_system)))
+        manager = SoftwareManager(KeyStore(db.engine, signing_keys), state.sealer())
         count = manager.reseal()
+        hashing_count = hashing_keys.reseal(state)
     except KeyServiceError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)
-    click.echo(f"re-sealed {count} key(s) under the current secret")
+    click.echo(f"re-sealed {count} key(s) and {hashing_count} hashing key(s) under the current secret")

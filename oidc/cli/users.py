@@ -3,12 +3,12 @@
 Passwords are read from standard input only, never from the command line
 (which other local users can see in the process list)::
 
-    flask users create USERNAME --password-stdin [--email E] [--name N] [--email-verified] [--json]
+    flask users create USERNAME --password-stdin [--email E] [--name N] [--email-verified] [--admin] [--json]
     flask users list [--json]
     flask users show USERNAME [--json]
     flask users delete USERNAME
     flask users disable USERNAME / flask users enable USERNAME
-    flask users set-password USERNAME --password-stdin
+    flask users set-password USERNAME --password-stdin [--revoke-grants]
 """
 
 from __future__ import annotations
@@ -54,12 +54,14 @@ def _load(username: str) -> User:
 @click.option("--email", default=None, help="Email address.")
 @click.option("--name", default=None, help="Full name.")
 @click.option("--email-verified", is_flag=True, help="Mark the email address as verified.")
+@click.option("--admin", is_flag=True, help="May use the admin API with an access token of an admin_api client.")
 @json_option
 def create_command(username: str, password_stdin: bool, email: str | None, name: str | None,
-                   email_verified: bool, as_json: bool) -> None:
+                   email_verified: bool, admin: bool, as_json: bool) -> None:
     """Create a user; the password is read from standard input."""
     try:
-        user = create_user(username, _read_password(), email=email, name=name, email_verified=email_verified)
+        user = create_user(username, _read_password(), email=email, name=name, email_verified=email_verified,
+                           admin=admin)
     except UserError as exc:
         raise click.ClickException(str(exc)) from None
     emit(user.as_dict(), as_json, f"created {user.username} (sub {user.subject})")
@@ -111,11 +113,14 @@ def enable_command(username: str) -> None:
 @cli.command("set-password")
 @click.argument("username")
 @click.option("--password-stdin", is_flag=True, required=True, help="Read the password from standard input.")
-def set_password_command(username: str, password_stdin: bool) -> None:
-    """Replace a user's password (read from standard input); their sessions end."""
+@click.option("--revoke-grants", is_flag=True,
+              help="Also revoke the user's offline_access grants (every refresh token): a compromised account.")
+def set_password_command(username: str, password_stdin: bool, revoke_grants: bool) -> None:
+    """Replace a user's password (read from standard input); their sessions end, and the grants
+    made without offline_access (with --revoke-grants, every grant)."""
     user = _load(username)
     try:
-        set_password(user, _read_password())
+        set_password(user, _read_password(), revoke_grants=revoke_grants)
     except UserError as exc:
         raise click.ClickException(str(exc)) from None
-    click.echo(f"password changed for {user.username}")
+    click.echo(f"password changed for {user.username}" + (", every grant revoked" if revoke_grants else ""))

@@ -28,10 +28,14 @@ from typing import Any
 
 from authlib.oauth2.rfc6749.errors import OAuth2Error
 
+from keys.service import ID_TOKEN_SET
 from oidc.db import db
 from oidc.models import Client, PushedAuthorizationRequest
 from oidc.oauth2 import par, profile, response_modes
 from oidc.oauth2.errors import ErrorPage
+from oidc.oauth2.jwt import InvalidToken, verify_own_jwt
+from oidc.oauth2.methods import ID_TOKEN_TYP
+from oidc.oauth2.parameters import has_control_character
 from oidc.oauth2.server import authorization_server
 from oidc.state import current_state
 
@@ -40,10 +44,14 @@ MAX_PARAMETER_LENGTH = 4096
 MAX_REQUEST_LENGTH = 16384
 #: Parameters that must not be repeated (RFC 6749 §3.1, OIDC Core §3.1.2.1).
 SINGLE_VALUED = ("client_id", "redirect_uri", "response_type", "response_mode", "scope", "state", "nonce",
-                 "prompt", "max_age", "login_hint", "code_challenge", "code_challenge_method", "dpop_jkt")
+                 "prompt", "max_age", "login_hint", "code_challenge", "code_challenge_method", "dpop_jkt",
+                 "id_token_hint")
 #: What a ``dpop_jkt`` (RFC 9449 §10) looks like: a base64url SHA-256 thumbprint.
 _JKT_LENGTH = 43
 _B64URL = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+#: Request objects are not supported yet: OIDC Core §6 (and §3.1.2.6's error code).  A
+#: ``request_uri`` is one of ours from /par (RFC 9126 §4), or an error page.
+UNSUPPORTED_PARAMETERS = (("request", "request_not_supported"),)
 #: Longest max_age accepted (digits).
 MAX_AGE_DIGITS = 10
 
@@ -95,10 +103,24 @@ class AuthorizationRequest:
         value = self.params.get("max_age")
         if value is None:
             return None
-        if not value.isdigit() or len(value) > MAX_AGE_DIGITS:
+        # ASCII digits only: str.isdigit() is also true of "²", which int() refuses.
+        if not (value.isascii() and value.isdigit()) or len(value) > MAX_AGE_DIGITS:
             error = OAuth2Error(error="invalid_request", description="max_age must be a non-negative integer.")
             raise ErrorRedirect(self.error(error), error)
         return int(value)
+
+    def id_token_hint_subject(self) -> str | None:
+        """``sub`` of the ``id_token_hint`` (an ID token of ours, expired or not; OIDC Core §3.1.2.1),
+        None without a hint; :class:`ErrorRedirect` when the hint is not one of our ID tokens."""
+        hint = self.params.get("id_token_hint")
+        if not hint:
+            return None
+        try:
+            claims = verify_own_jwt(hint, typ=ID_TOKEN_TYP, key_set=ID_TOKEN_SET, check_exp=False)
+        except InvalidToken:
+            raise ErrorRedirect(self.error(OAuth2Error(
+                error="invalid_request", description="id_token_hint is not an ID token of this provider."))) from None
+        return str(claims.get("sub"))
 
     def error(self, error: OAuth2Error | type[OAuth2Error]) -> response_modes.Response:
         """An error response to the client (an OAuth2Error instance or class)."""
@@ -157,6 +179,8 @@ def _check_client_and_redirect_uri(params: Any) -> Client:
     total = sum(len(key) + len(value) for key, values in params.lists() for value in values)
     if total > MAX_REQUEST_LENGTH or any(len(v) > MAX_PARAMETER_LENGTH for vs in params.listvalues() for v in vs):
         raise ErrorPage("invalid_request", "The request or one of its parameters is too long.")
+    if any(has_control_character(key) or has_control_character(value) for key, value in params.items(multi=True)):
+        raise ErrorPage("invalid_request", "A parameter holds a control character.")
     for name in ("client_id", "redirect_uri"):
         if len(params.getlist(name)) > 1:
             raise ErrorPage("invalid_request", f"The {name} parameter is repeated.")
@@ -168,7 +192,9 @@ def _check_client_and_redirect_uri(params: Any) -> Client:
         raise ErrorPage("invalid_client", "The client is not known to this provider.")
     redirect_uri = params.get("redirect_uri")
     if redirect_uri is None:
-        if client.get_default_redirect_uri() is None:
+        # OIDC Core §3.1.2.1: REQUIRED on OpenID requests; RFC 6749 §3.1.2.3 lets a plain
+        # OAuth request omit it when the client registered exactly one.
+        if client.get_default_redirect_uri() is None or "openid" in (params.get("scope") or "").split():
             raise ErrorPage("invalid_request", "The redirect_uri parameter is missing.")
     elif not client.check_redirect_uri(redirect_uri):
         raise ErrorPage("invalid_request", "The redirect_uri is not registered for this client.")
@@ -202,6 +228,16 @@ def validate_authorization_request(params: Any, end_user: Any, *, pushing: bool 
             error = OAuth2Error(error="invalid_request", description=f"The {name} parameter is repeated.",
                                 redirect_uri=redirect_uri)
             raise _redirect(error, state, response_mode)
+    for name, code in UNSUPPORTED_PARAMETERS:
+        if name in params:
+            error = OAuth2Error(error=code, description=f"The {name} parameter is not supported.",
+                                redirect_uri=redirect_uri)
+            raise _redirect(error, state, response_mode)
+    if pushing and "request_uri" in params:
+        # RFC 9126 §2.1: a pushed request never carries a request_uri of its own.
+        error = OAuth2Error(error="invalid_request", description="A pushed request cannot carry request_uri.",
+                            redirect_uri=redirect_uri)
+        raise _redirect(error, state, response_mode)
     jkt = params.get("dpop_jkt")
     if jkt is not None and (len(jkt) != _JKT_LENGTH or not _B64URL.issuperset(jkt)):
         error = OAuth2Error(error="invalid_request", description="dpop_jkt must be a JWK SHA-256 thumbprint.",

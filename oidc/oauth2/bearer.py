@@ -34,6 +34,7 @@ from flask import Response, g
 from flask import request as flask_request
 from sqlalchemy import Row
 
+from keys.service import ACCESS_TOKEN_SET
 from oidc import queries
 from oidc.db import db
 from oidc.models import Client, User
@@ -94,7 +95,7 @@ def load_access_token(value: object, caller: Client | None = None) -> AccessToke
     if not isinstance(value, str):
         return None
     try:
-        claims = verify_own_jwt(value, typ=ACCESS_TOKEN_TYP, check_exp=False)
+        claims = verify_own_jwt(value, typ=ACCESS_TOKEN_TYP, key_set=ACCESS_TOKEN_SET, check_exp=False)
     except InvalidToken:
         return None
     row = queries.find_access_token_row(claims.get("jti"))

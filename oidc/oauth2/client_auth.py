@@ -44,8 +44,17 @@ class PrivateKeyJWT(JWTBearerClientAssertion):
         return super().__call__(query_client, request)
 
     def get_audiences(self) -> list[str]:
-        issuer = current_state().settings.issuer
-        return [issuer, *(urls.absolute(issuer, path) for path in (urls.TOKEN, urls.INTROSPECT, urls.REVOKE, urls.PAR))]
+        settings = current_state().settings
+        if settings.client_assertion_accept_token_endpoint_audience:
+            return [settings.issuer, urls.absolute(settings.issuer, urls.TOKEN)]
+        return [settings.issuer]
+
+    def extract_assertion(self, assertion: str) -> Any:
+        """Authlib's, with every malformed header (``crit`` of the wrong type, …) invalid_client."""
+        try:
+            return super().extract_assertion(assertion)
+        except (TypeError, ValueError, KeyError, AttributeError):
+            raise InvalidClientError(description="Invalid JWT assertion.") from None
 
     def resolve_client_public_key(self, client: Any) -> KeySet:
         if not client.jwks:
@@ -58,30 +67,35 @@ class PrivateKeyJWT(JWTBearerClientAssertion):
     def process_assertion_claims(self, assertion: str, resolve_key: Any) -> dict[str, Any]:
         try:
             token = jwt.decode(assertion, resolve_key, algorithms=list(ASSERTION_ALGORITHMS))
-        except (JoseError, ValueError):
+        except (JoseError, ValueError, TypeError, KeyError, AttributeError):
             raise InvalidClientError(description="The client assertion does not verify.") from None
         claims = token.claims
+        if not isinstance(claims.get("aud"), str) or claims["aud"] not in self.get_audiences():
+            raise InvalidClientError(description="The client assertion's aud must be the issuer identifier.")
         exp = claims.get("exp")
         state = current_state()
         if not isinstance(exp, int) or exp > state.clock.now() + state.settings.client_assertion_max_lifetime:
             raise InvalidClientError(description="The client assertion lives too long.")
-        self.verify_claims(claims)
-        if (claims.get("aud") != state.settings.issuer or token.header.get("alg") not in FAPI2_ALGORITHMS) and (
-                is_fapi2(find_client(claims.get("sub")))):
-            # FAPI 2.0 §5.3.2.1 clause 8: the audience is the issuer, as a single string; §5.4.1: PS256, ES256, EdDSA.
+        try:
+            self.verify_claims(claims)
+        except (TypeError, ValueError):
+            raise InvalidClientError(description="The client assertion's claims are malformed.") from None
+        if token.header.get("alg") not in FAPI2_ALGORITHMS and is_fapi2(find_client(claims.get("sub"))):
+            # FAPI 2.0 §5.4.1: PS256, ES256 or EdDSA (the single-string issuer aud is every client's rule).
             raise InvalidClientError(description="Under the FAPI 2.0 profile the assertion's aud must be the issuer "
                                                  "and its alg PS256, ES256 or EdDSA.")
         return claims
 
     def validate_jti(self, claims: dict[str, Any], jti: Any) -> bool:
         """Record ``jti`` for this client until the assertion expires; False if it was seen."""
-        if not isinstance(jti, str) or not 0 < len(jti) <= 255:
+        if not isinstance(jti, str) or not 0 < len(jti) <= 255 or "\x00" in jti:
             return False
         client = find_client(claims["sub"], include_disabled=True)
         if client is None:
             return False
         # Committed at once: a replay must be refused even if this request fails later.
-        db.session.add(ClientAssertion(client_pk=client.id, jti=jti, expires_at=int(claims["exp"])))
+        leeway = current_state().settings.client_assertion_leeway
+        db.session.add(ClientAssertion(client_pk=client.id, jti=jti, expires_at=int(claims["exp"]) + leeway))
         try:
             db.session.commit()
         except IntegrityError:

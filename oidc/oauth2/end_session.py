@@ -16,6 +16,7 @@ from typing import Any
 
 from authlib.common.urls import add_params_to_uri
 
+from keys.service import ID_TOKEN_SET
 from oidc.models import Client
 from oidc.oauth2.errors import ErrorPage
 from oidc.oauth2.jwt import MAX_TOKEN_LENGTH, InvalidToken, verify_own_jwt
@@ -60,7 +61,7 @@ def validate_end_session_request(params: Any) -> EndSessionRequest:
     if hint:
         try:
             # An expired ID token is still a valid hint (§2).
-            claims = verify_own_jwt(hint, typ=ID_TOKEN_TYP, check_exp=False)
+            claims = verify_own_jwt(hint, typ=ID_TOKEN_TYP, key_set=ID_TOKEN_SET, check_exp=False)
         except InvalidToken:
             raise ErrorPage("invalid_request", "id_token_hint is not an ID token issued by this provider") from None
     client = None

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from authlib.oauth2.rfc6749.errors import InvalidGrantError
-from sqlalchemy import delete, or_
+from sqlalchemy import delete, or_, select
 
 from oidc import hashing, queries
 from oidc.db import db
@@ -50,6 +50,8 @@ class AuthContext:
     nonce: str | None = None
     #: Thumbprint of the DPoP key the access token is bound to (RFC 9449 §6), if any.
     jkt: str | None = None
+    #: When the family's first refresh token was issued (None: now, a new family).
+    family_issued_at: int | None = None
 
 
 def proof_jkt() -> str | None:
@@ -115,6 +117,10 @@ def new_refresh_token(client: Client, user: User, scope: str, context: AuthConte
     state = current_state()
     value = hashing.random_token(32)
     issued = state.clock.now()
+    family_issued_at = context.family_issued_at or issued
+    # Idle lifetime from now, never past the family's absolute lifetime (RFC 9700 §4.14.2).
+    expires_at = min(issued + state.settings.refresh_token_lifetime,
+                     family_issued_at + state.settings.refresh_token_max_lifetime)
     db.session.add(RefreshToken(
         token_hash=state.hasher(hashing.REFRESH_TOKEN).hash(value), grant_id=context.grant_id,
         client_pk=client.id, user_pk=user.id, scope=scope, audience=context.audience,
@@ -122,9 +128,44 @@ def new_refresh_token(client: Client, user: User, scope: str, context: AuthConte
         # (a confidential client's is bound to its authentication already).
         dpop_jkt=context.jkt if client.is_public else None,
         auth_time=context.auth_time or issued, sid=context.sid, created_at=issued,
-        expires_at=issued + state.settings.refresh_token_lifetime,
+        expires_at=expires_at, family_issued_at=family_issued_at,
     ))
     return value
+
+
+def is_offline(scope: str) -> bool:
+    """Whether a grant has offline access: it outlives the login that made it (OIDC Core §11)."""
+    return "offline_access" in scope.split()
+
+
+def session_active(sid: str | None) -> bool:
+    """Whether the login session ``sid`` is still on (not ended, not expired)."""
+    if sid is None:
+        return False
+    row = db.session.get(LoginSession, sid)
+    return row is not None and row.ended_at is None and row.expires_at > current_state().clock.now()
+
+
+def revoke_grants(*, user_pk: int | None = None, sids: list[str] | None = None,
+                  include_offline: bool) -> list[str]:
+    """Revoke the grant families of a user (or of login sessions), in the current transaction.
+
+    OIDC Core §11: a grant without ``offline_access`` ends with the login that
+    made it; ``include_offline`` ends the offline ones too (disabling, a
+    compromised account).  Returns the revoked families' ids.
+    """
+    statement = select(RefreshToken.grant_id, RefreshToken.scope).where(RefreshToken.revoked_at.is_(None))
+    if user_pk is not None:
+        statement = statement.where(RefreshToken.user_pk == user_pk)
+    if sids is not None:
+        if not sids:
+            return []
+        statement = statement.where(RefreshToken.sid.in_(sids))
+    families = sorted({grant_id for grant_id, scope in db.session.execute(statement)
+                       if include_offline or not is_offline(scope)})
+    for grant_id in families:
+        revoke_family(grant_id)
+    return families
 
 
 def find_refresh_token(value: object) -> RefreshToken | None:

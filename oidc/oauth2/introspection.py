@@ -1,8 +1,12 @@
 """Token introspection (RFC 7662).
 
-The caller authenticates as a confidential client.  A client introspects the
-tokens issued to it; a client registered as a resource server
-(``resource_server``) may also introspect other clients' tokens.  Access tokens
+The caller authenticates as a confidential client.  RFC 7662 §2.2 and §4: a
+client introspects the tokens issued to it; a client registered as a resource
+server (``resource_server``) may also introspect other clients' *access*
+tokens, but only those whose audience names it (its client_id or one of its
+registered audiences).  A refresh token is answered only to its own client, and
+``username`` only to the token's own client.  Anything else is
+``{"active": false}``, as for a token that does not exist.  Access tokens
 are JWTs: they are verified like a resource server would and then looked up by
 ``jti``, so a revoked access token is reported inactive until it expires.
 """
@@ -12,6 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from authlib.oauth2.rfc7662 import IntrospectionEndpoint as _IntrospectionEndpoint
+from flask import g
 
 from oidc.models import Client
 from oidc.oauth2.methods import CONFIDENTIAL_AUTH_METHODS
@@ -30,11 +35,18 @@ class IntrospectionEndpoint(_IntrospectionEndpoint):
     def authenticate_token(self, request: Any, client: Client) -> AnyToken | None:
         """Authlib's, with the calling client passed to the look-up (instead of ``query_token``)."""
         self.check_params(request, client)
+        g.introspection_caller = client
         token = find_token(request.form["token"], request.form.get("token_type_hint"), caller=client)
         return token if token is not None and self.check_permission(token, client, request) else None
 
     def check_permission(self, token: AnyToken, client: Client, request: Any) -> bool:
-        return token.check_client(client) or bool(client.resource_server)
+        if token.check_client(client):
+            return True
+        if not client.resource_server or kind_of(token) != ACCESS_TOKEN:
+            return False
+        aud = token.claims.get("aud")
+        audiences = set(aud) if isinstance(aud, list) else {aud}
+        return bool(audiences & {client.client_id, *client.audiences})
 
     def introspect_token(self, token: AnyToken) -> dict[str, Any]:
         kind = kind_of(token)
@@ -49,7 +61,9 @@ class IntrospectionEndpoint(_IntrospectionEndpoint):
         }
         if token.user is not None:
             body["sub"] = token.user.subject
-            body["username"] = token.user.username
+            caller = g.get("introspection_caller")  # the endpoint object is shared by every request
+            if caller is not None and token.check_client(caller):
+                body["username"] = token.user.username
         elif kind == ACCESS_TOKEN:
             body["sub"] = token.claims.get("sub")
         if kind == ACCESS_TOKEN:

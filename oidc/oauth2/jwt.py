@@ -130,14 +130,23 @@ def _header(token: str) -> dict[str, Any]:
         raise InvalidToken("malformed header") from None
     if not isinstance(header, dict) or not isinstance(header.get("kid"), str):
         raise InvalidToken("no kid")
+    if "crit" in header:
+        # RFC 7515 §4.1.11: we sign with no critical extension, so any "crit" (of whatever
+        # type) names one we do not understand, and the JWS is rejected.
+        raise InvalidToken("crit")
+    if not isinstance(header.get("alg"), str) or not isinstance(header.get("typ", ""), str):
+        raise InvalidToken("malformed header")
     return header
 
 
-def verify_own_jwt(token: str, *, typ: str | None, check_exp: bool = True, leeway: int = 0) -> dict[str, Any]:
-    """Claims of a JWT that this issuer signed with a published key, or :class:`InvalidToken`.
+def verify_own_jwt(token: str, *, typ: str | None, key_set: str, check_exp: bool = True,
+                   leeway: int = 0) -> dict[str, Any]:
+    """Claims of a JWT that this issuer signed with a published key of ``key_set``, or :class:`InvalidToken`.
 
-    The signature is verified with the published key the header names, for the
-    alg that key is published with (joserfc); ``iss`` must be this issuer and,
+    The signature is verified with the published signing key (``use: sig``) of
+    ``key_set`` the header names (RFC 8725 §3.1: an access token only with
+    ``jwt.access-token`` keys, an ID token only with ``openid.id-token`` keys),
+    for the alg that key is published with (joserfc); ``iss`` must be this issuer and,
     unless ``check_exp`` is false, ``exp`` in the future (joserfc's claims
     registry, which also checks ``nbf`` and ``iat`` when present).
     """
@@ -147,16 +156,18 @@ def verify_own_jwt(token: str, *, typ: str | None, check_exp: bool = True, leewa
     if typ is not None and str(header.get("typ", "")).lower() not in (typ.lower(), "application/" + typ.lower()):
         raise InvalidToken("wrong typ")
     try:
-        jwk = key_service().public_key(header["kid"])
+        jwk = key_service().public_key(header["kid"], key_set=key_set)
     except KeyServiceError:
         raise InvalidToken("key service unavailable") from None
-    if jwk is None or header.get("alg") != jwk.get("alg"):
+    if jwk is None or header.get("alg") != jwk.get("alg") or jwk.get("use", "sig") != "sig":
         raise InvalidToken("unknown key")
     try:
         key = _public_key(json.dumps(jwk, sort_keys=True))
         result = jws.deserialize_compact(token, key, algorithms=[jwk["alg"]])
         claims = json.loads(result.payload)
-    except (JoseError, ValueError):
+    except (JoseError, ValueError, TypeError, KeyError, AttributeError):
+        # joserfc raises TypeError (and others) for some malformed headers: a malformed token
+        # is invalid (RFC 6750 §3.1 invalid_token), never a 500.
         raise InvalidToken("bad signature") from None
     if not isinstance(claims, dict):
         raise InvalidToken("the payload is not a JSON object")
@@ -167,6 +178,6 @@ def verify_own_jwt(token: str, *, typ: str | None, check_exp: bool = True, leewa
                               exp={"essential": check_exp})
     try:
         registry.validate(claims)
-    except JoseError:
+    except (JoseError, TypeError, ValueError):
         raise InvalidToken("claims refused") from None
     return claims

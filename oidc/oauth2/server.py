@@ -12,8 +12,11 @@ from typing import Any
 from authlib.integrations.flask_oauth2 import AuthorizationServer as _FlaskAuthorizationServer
 from authlib.integrations.flask_oauth2.requests import FlaskOAuth2Payload
 from authlib.oauth2.rfc6749 import OAuth2Request
+from authlib.oauth2.rfc6749.authorization_server import _create_grant
+from authlib.oauth2.rfc6749.errors import UnsupportedGrantTypeError, UnsupportedResponseTypeError
 from flask import Flask, Response, g, json
 from flask import request as flask_request
+from werkzeug.datastructures import MultiDict
 
 from oidc.models import Client
 from oidc.oauth2.client_auth import PrivateKeyJWT
@@ -24,6 +27,25 @@ from oidc.oauth2.openid import OpenIDCode, OpenIDRefresh
 from oidc.oauth2.pkce import S256CodeChallenge
 from oidc.oauth2.revocation import RevocationEndpoint
 from oidc.state import State, current_state
+
+
+class RequestPayload(FlaskOAuth2Payload):
+    """The request's parameters: the form body of a POST, the query of a GET, never both merged.
+
+    Authlib's own reads ``request.values``, where a query-string parameter sits
+    next to (or instead of) the body's.  RFC 6749 §3.2 and OIDC Core §3.1.2.1
+    put a POST's parameters in its body; a parameter sent in both places is
+    refused before Authlib sees it (:mod:`oidc.oauth2.token_request`).
+    """
+
+    @property
+    def data(self) -> Any:
+        request = self._request
+        if request.method == "POST":
+            if request.mimetype == "application/x-www-form-urlencoded":
+                return request.form
+            return MultiDict()
+        return request.args
 
 
 class IssuerRequest(OAuth2Request):
@@ -38,7 +60,7 @@ class IssuerRequest(OAuth2Request):
         super().__init__(method=request.method, uri=issuer + request.full_path.rstrip("?"),
                          headers=request.headers)
         self._request = request
-        self.payload = FlaskOAuth2Payload(request)
+        self.payload = RequestPayload(request)
 
     @property
     def args(self) -> Any:
@@ -49,12 +71,50 @@ class IssuerRequest(OAuth2Request):
         return self._request.form
 
 
+class _UnsupportedGrantType(UnsupportedGrantTypeError):
+    def __init__(self) -> None:
+        super().__init__("unsupported")
+
+    def get_error_description(self) -> str:
+        return "The grant type is not supported."
+
+
+class _UnsupportedResponseType(UnsupportedResponseTypeError):
+    def __init__(self, redirect_uri: str | None) -> None:
+        super().__init__("unsupported", redirect_uri=redirect_uri)
+
+    def get_error_description(self) -> str:
+        return "The response type is not supported."
+
+
 class AuthorizationServer(_FlaskAuthorizationServer):
     def create_oauth2_request(self, request: Any) -> OAuth2Request:
         if isinstance(request, OAuth2Request):
             return request
         # The request itself, not its context-local proxy: Authlib reads it many times per request.
         return IssuerRequest(flask_request._get_current_object(), current_state().settings.issuer)  # type: ignore[attr-defined]
+
+    def get_authorization_grant(self, request: OAuth2Request) -> Any:
+        """Authlib's, with an error description that never echoes the request.
+
+        Authlib puts the unsupported ``response_type`` in the description, and
+        refuses (ValueError: a 500) to build an error whose description holds a
+        character RFC 6749 §4.1.2.1 does not allow there (``"``, ``\\``, non-ASCII).
+        The caller has already validated the client and its redirect URI.
+        """
+        for grant_cls, extensions in self._authorization_grants:
+            if grant_cls.check_authorization_endpoint(request):
+                return _create_grant(grant_cls, extensions, request, self)
+        client = self.query_client(request.payload.client_id)
+        redirect_uri = request.payload.redirect_uri or (client.get_default_redirect_uri() if client else None)
+        raise _UnsupportedResponseType(redirect_uri=redirect_uri)
+
+    def get_token_grant(self, request: OAuth2Request) -> Any:
+        """Authlib's, with an error description that never echoes the request (see above)."""
+        for grant_cls, extensions in self._token_grants:
+            if grant_cls.check_token_endpoint(request):
+                return _create_grant(grant_cls, extensions, request, self)
+        raise _UnsupportedGrantType()
 
     def query_client(self, client_id: Any) -> Client | None:
         """The enabled client ``client_id`` (see :mod:`oidc.oauth2.client_cache`)."""

@@ -12,6 +12,7 @@ import time
 
 from flask import Flask, g, request
 from prometheus_client import Counter, Gauge, Histogram
+from werkzeug.exceptions import HTTPException
 
 from oidc import urls
 from oidc.oauth2.methods import GRANT_TYPES
@@ -91,6 +92,18 @@ def login_failed(reason: str) -> None:
     LOGIN_FAILURES.labels(reason).inc()
 
 
+def _grant_type() -> str:
+    """The request's grant_type, read without raising: this runs after every response,
+    the answer to a body too large or malformed to parse included (a hook that raised
+    here would turn that 413 or 400 into a 500)."""
+    if request.method != "POST":
+        return ""
+    try:
+        return str(request.form.get("grant_type", ""))
+    except HTTPException:
+        return ""
+
+
 def init_app(app: Flask) -> None:
     # Hooks of the token blueprint's requests only (/token, /introspect, /revoke):
     # nothing on every other request.
@@ -101,7 +114,7 @@ def init_app(app: Flask) -> None:
     def observe_token_request(response):
         started = g.get("token_started")
         if started is not None:
-            grant_type = request.form.get("grant_type", "") if request.method == "POST" else ""
+            grant_type = _grant_type()
             if grant_type not in GRANT_TYPES:
                 grant_type = "other"  # never a caller-chosen label value
             TOKEN_REQUEST_SECONDS.labels(grant_type, str(response.status_code)).observe(

@@ -29,7 +29,9 @@ _PAGE_HEADERS = (
     ("X-Frame-Options", "DENY"),
     ("Content-Security-Policy", "default-src 'none'; style-src 'self' 'unsafe-inline'; frame-ancestors 'none'"),
     ("Cache-Control", "no-store"),
-    ("Referrer-Policy", "no-referrer"),
+    # Our own origin only: the CSRF check (WTF_CSRF_SSL_STRICT) reads it on our forms, and no
+    # query string (a code, an id_token_hint) reaches another site.
+    ("Referrer-Policy", "same-origin"),
 )
 
 

@@ -20,9 +20,11 @@ from oidc.db import db
 
 log = logging.getLogger(__name__)
 
-#: The error code of each HTTP error the framework raises (routing, size limits).
+#: The error code of each HTTP error the framework raises (routing, size limits).  A body
+#: too large or unparsable is a malformed request: RFC 6749 §5.2's ``invalid_request``.
 _HTTP_ERROR_CODES = {400: "invalid_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
-                     405: "method_not_allowed", 413: "request_too_large", 429: "too_many_requests"}
+                     405: "method_not_allowed", 413: "invalid_request", 415: "invalid_request",
+                     429: "too_many_requests"}
 #: Seconds a client should wait before retrying after a 503.
 RETRY_AFTER_SECONDS = "5"
 

@@ -14,8 +14,11 @@ from flask_wtf import FlaskForm
 from oidc import urls
 from oidc.oauth2.end_session import validate_end_session_request
 from oidc.oauth2.errors import ErrorPage
+from oidc.oauth2.parameters import ParameterError, request_parameters
 from oidc.observability import audit
+from oidc.state import current_state
 from oidc.web.errors import error_page
+from oidc.web.origin import same_origin
 from oidc.web.session import current_login, sign_out
 
 bp = Blueprint("logout", __name__)
@@ -29,14 +32,17 @@ class LogoutForm(FlaskForm):
 def logout() -> Any:
     """End the session; then go back to the RP (an exact registered post-logout URI) or say so."""
     try:
-        end_session = validate_end_session_request(request.values)
+        end_session = validate_end_session_request(request_parameters(request))
+    except ParameterError as exc:
+        return error_page("invalid_request", str(exc))
     except ErrorPage as page:
         return error_page(page.error, page.description)
 
     login = current_login()
     if login is not None and not end_session.hint_names(str(login.user.subject)):
         form = LogoutForm()
-        if request.method == "GET" or not form.validate_on_submit() or request.form.get("confirm") != "yes":
+        if (request.method == "GET" or request.form.get("confirm") != "yes"
+                or not same_origin(request, current_state().settings) or not form.validate_on_submit()):
             return render_template("logout_confirm.html", form=form, hidden=end_session.params,
                                    client=end_session.client)
     if login is not None:

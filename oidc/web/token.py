@@ -32,7 +32,7 @@ def _respond(endpoint: str | None) -> Response:
     # transaction takes write locks: provisioning writes to the same database.
     key_service()
     server = authorization_server()
-    problem = precheck(request._get_current_object())  # type: ignore[attr-defined]  # one context look-up
+    problem = precheck(request._get_current_object(), token_endpoint=endpoint is None)  # type: ignore[attr-defined]
     if problem is not None:
         return server.handle_error_response(None, problem)
     if endpoint is None:

@@ -95,6 +95,9 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
             return None  # bound to the client it was issued to
         if row.expires_at <= current_state().clock.now():
             raise InvalidGrantError("the authorization code has expired")
+        if row.sid is not None and not families.session_active(row.sid):
+            # OIDC Core §11: the login ended (logout, password change) before the code was redeemed.
+            raise InvalidGrantError("the login session of the authorization code has ended")
         proof = dpop.request_proof()
         if row.dpop_jkt is not None and (proof is None or proof.jkt != row.dpop_jkt):
             # RFC 9449 §10: a code bound by dpop_jkt is redeemed with a proof of that key only.

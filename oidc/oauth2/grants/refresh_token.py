@@ -35,8 +35,12 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
         if row.rotated_at is not None:
             families.revoke_family_now(row.grant_id, TOKEN_REUSED)
             raise InvalidGrantError(TOKEN_USED)
-        if row.expires_at <= current_state().clock.now():
-            return None
+        now = current_state().clock.now()
+        family_issued_at = row.family_issued_at or row.created_at
+        if row.expires_at <= now or family_issued_at + current_state().settings.refresh_token_max_lifetime <= now:
+            return None  # idle or absolute lifetime over (RFC 9700 §4.14.2)
+        if not families.is_offline(str(row.scope)) and not families.session_active(row.sid):
+            return None  # OIDC Core §11: without offline_access it ends with its login session
         proof = dpop.request_proof()
         if row.dpop_jkt is not None and (proof is None or proof.jkt != row.dpop_jkt):
             raise InvalidGrantError("the refresh token is bound to another DPoP key")
@@ -61,8 +65,11 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
 
     def issue_token(self, user: User, refresh_token: RefreshToken) -> dict[str, Any]:
         scope = self.request.payload.scope or refresh_token.scope
+        # An ended session's sid is not carried on: the new tokens are offline ones.
+        sid = refresh_token.sid if families.session_active(refresh_token.sid) else None
         context = AuthContext(grant_id=str(refresh_token.grant_id), audience=list(refresh_token.audience),
-                              auth_time=refresh_token.auth_time, sid=refresh_token.sid, jkt=proof_jkt())
+                              auth_time=refresh_token.auth_time, sid=sid, jkt=proof_jkt(),
+                              family_issued_at=refresh_token.family_issued_at or refresh_token.created_at)
         self.request.auth_context = context
         self.request.user = user
         body = issue_tokens(client=self.request.client, user=user, scope=scope, context=context,

@@ -13,7 +13,9 @@
     GET    /admin/users/<username>             show
     DELETE /admin/users/<username>             delete (204)
     POST   /admin/users/<username>/disable     | /enable
-    POST   /admin/users/<username>/password    {"password"}: set a new password (204)
+    POST   /admin/users/<username>/password    {"password", "revoke_grants"?}: set a new password (204);
+                                               sessions end, and grants without offline_access (every
+                                               grant with "revoke_grants": true)
 """
 
 from __future__ import annotations
@@ -32,9 +34,9 @@ from oidc.web.errors import error_response, no_store
 bp = Blueprint("admin_accounts", __name__, url_prefix=urls.ADMIN)
 
 _CLIENT_FIELDS = {"name", "redirect_uris", "post_logout_redirect_uris", "grant_types", "scope", "auth_method",
-                  "first_party", "audiences", "jwks", "resource_server", "refresh_always",
+                  "first_party", "audiences", "jwks", "resource_server", "refresh_always", "admin_api",
                   "require_pushed_authorization_requests", "dpop_bound_access_tokens", "security_profile"}
-_USER_FIELDS = {"username", "password", "email", "name", "email_verified"}
+_USER_FIELDS = {"username", "password", "email", "name", "email_verified", "admin"}
 
 
 def _body(allowed: set[str]) -> dict[str, Any] | Response:
@@ -75,8 +77,8 @@ def create_client() -> Response:
     body = _body(_CLIENT_FIELDS)
     if isinstance(body, Response):
         return body
-    for flag in ("first_party", "resource_server", "refresh_always", "require_pushed_authorization_requests",
-                 "dpop_bound_access_tokens"):
+    for flag in ("first_party", "resource_server", "refresh_always", "admin_api",
+                 "require_pushed_authorization_requests", "dpop_bound_access_tokens"):
         if flag in body and not isinstance(body[flag], bool):
             return error_response(400, "invalid_request", f"{flag}: must be true or false")
     try:
@@ -145,11 +147,13 @@ def create_user() -> Response:
     body = _body(_USER_FIELDS)
     if isinstance(body, Response):
         return body
-    if "email_verified" in body and not isinstance(body["email_verified"], bool):
-        return error_response(400, "invalid_request", "email_verified: must be true or false")
+    for flag in ("email_verified", "admin"):
+        if flag in body and not isinstance(body[flag], bool):
+            return error_response(400, "invalid_request", f"{flag}: must be true or false")
     try:
         user = user_store.create_user(body.get("username"), body.get("password"), email=body.get("email"),
-                                      name=body.get("name"), email_verified=body.get("email_verified", False))
+                                      name=body.get("name"), email_verified=body.get("email_verified", False),
+                                      admin=body.get("admin", False))
     except user_store.UserError as exc:
         return error_response(400, "invalid_request", str(exc))
     return _created(user.as_dict())
@@ -182,11 +186,13 @@ def user_action(username: str, action: str) -> Response:
         user_store.set_disabled(user, action == "disable")
         return jsonify(user.as_dict())
     if action == "password":
-        body = _body({"password"})
+        body = _body({"password", "revoke_grants"})
         if isinstance(body, Response):
             return body
+        if not isinstance(body.get("revoke_grants", False), bool):
+            return error_response(400, "invalid_request", "revoke_grants: must be true or false")
         try:
-            user_store.set_password(user, body.get("password"))
+            user_store.set_password(user, body.get("password"), revoke_grants=body.get("revoke_grants", False))
         except user_store.UserError as exc:
             return error_response(400, "invalid_request", str(exc))
         return Response(status=204)

@@ -3,9 +3,13 @@
 ``Authorization: Bearer <key>`` where ``<key>`` is one of the ``ADMIN_API_KEYS``
 (each at least 32 characters; generate one with
 ``python -c 'import secrets; print(secrets.token_urlsafe(32))'``), or an active
-access token of this provider that carries the ``ADMIN_SCOPE`` scope (a
-DPoP-bound one as ``Authorization: DPoP <token>`` with its proof, RFC 9449 §7).  Without
-either the admin API is closed: every request gets 401.
+access token of this provider made for the admin API (RFC 9068 §4: its audience
+is the admin API's URL, ``<issuer>/admin``; RFC 9700 §2.3: privileges only
+where they were meant), which carries the ``ADMIN_SCOPE`` scope, issued to a
+client registered with ``admin_api`` (the only clients that may request that
+audience), and, when it is a user's token, for an enabled user marked ``admin``;
+a DPoP-bound one comes as ``Authorization: DPoP <token>`` with its proof
+(RFC 9449 §7).  Without either the admin API is closed: every request gets 401.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from typing import Any
 from flask import request
 
 from oidc.oauth2.bearer import authenticate_request, validate_access_token
+from oidc.oauth2.resources import admin_audience
 from oidc.state import current_state
 from oidc.web.errors import error_response
 
@@ -41,14 +46,28 @@ def admin_key_valid(authorization: str | None) -> bool:
 
 
 def admin_access_token_valid(authorization: str | None) -> bool:
-    """Whether the bearer credential is an active access token of ours with the admin scope."""
+    """Whether the credential is an active access token of ours made for the admin API.
+
+    Bearer or DPoP-bound (``Authorization: DPoP`` with its proof), the same rules
+    decide: the admin scope, the admin API's audience, a client registered with
+    ``admin_api``, and for a user's token an enabled admin user.
+    """
     if authorization and authorization.startswith("DPoP "):
         token = authenticate_request()
-        return token is not None and current_state().settings.admin_scope in token.scope.split()
-    if not authorization or not authorization.startswith(_BEARER) or authorization.count(".") != 2:
+    elif authorization and authorization.startswith(_BEARER) and authorization.count(".") == 2:
+        token = validate_access_token(authorization[len(_BEARER):].strip())
+    else:
         return False
-    token = validate_access_token(authorization[len(_BEARER):].strip())
-    return token is not None and current_state().settings.admin_scope in token.scope.split()
+    if token is None or current_state().settings.admin_scope not in token.scope.split():
+        return False
+    aud = token.claims.get("aud")
+    if admin_audience() not in (aud if isinstance(aud, list) else [aud]):
+        return False
+    if token.client is None or not token.client.admin_api:
+        return False
+    if token.is_client_token:
+        return True
+    return token.user is not None and bool(token.user.admin) and not token.user.disabled
 
 
 def require_admin(view: Callable[..., Any]) -> Callable[..., Any]:

@@ -1,0 +1,47 @@
+"""Where a request's protocol parameters come from, and which values are never valid.
+
+* A POST's parameters are its form body, a GET's its query (RFC 6749 §3.1,
+  §3.2; OIDC Core §3.1.2.1).  A parameter sent in both the query string and
+  the body of a POST cannot be told apart from an attacker's addition and is
+  ``invalid_request`` instead of one silently winning.
+* RFC 6749 Appendix A builds every parameter from printable characters
+  (``VSCHAR`` = %x20-7E, ``NQCHAR``, URI references); a value with a control
+  character (a NUL above all: PostgreSQL refuses it in text) is never one of
+  ours and is refused before it reaches a look-up.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from werkzeug.datastructures import MultiDict
+
+FORM = "application/x-www-form-urlencoded"
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+class ParameterError(ValueError):
+    """A request's parameters are malformed; the message is the error description."""
+
+
+def has_control_character(value: str) -> bool:
+    """Whether ``value`` holds a C0 control character other than tab, CR and LF (or DEL)."""
+    return _CONTROL.search(value) is not None
+
+
+def request_parameters(request: Any) -> MultiDict[str, str]:
+    """The protocol parameters of ``request`` (a Flask request), or :class:`ParameterError`."""
+    if request.method == "POST":
+        form = request.form if request.mimetype == FORM else MultiDict()
+        if request.query_string:
+            both = sorted(set(form) & set(request.args))
+            if both:
+                raise ParameterError(f"The {both[0]} parameter is sent both in the URL and in the body.")
+        params = form
+    else:
+        params = request.args
+    for name, value in params.items(multi=True):
+        if has_control_character(name) or has_control_character(value):
+            raise ParameterError("A parameter holds a control character.")
+    return params

@@ -1,0 +1,186 @@
+"""A property-based sweep of malformed requests against every endpoint of the discovery document.
+
+Hypothesis draws requests from a small grammar of bad input: oversized values,
+NUL and other control characters, invalid UTF-8 and broken percent-encoding,
+repeated parameters, parameters both in the URL and the body, wrong content
+types and methods, malformed HTTP Basic credentials and malformed JOSE
+headers in bearer tokens, hints and client assertions.  For each one:
+
+* no 5xx, and no traceback in the body or the log (no ERROR record at all);
+* an error the endpoint's RFC names, with the status it names (RFC 6749 §5.2
+  at the token endpoint, RFC 7662 §2.3 / RFC 7009 §2.2.1 for introspection and
+  revocation, RFC 6750 §3.1 at userinfo, RFC 6749 §4.1.2.1 at the
+  authorization endpoint: the error page until the redirect URI is trusted);
+* nothing written to the database.
+
+The number of examples is bounded (the sweep is part of the suite, on both
+databases) and the database is derandomised so a failure reproduces.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from oidc_fixtures import ISSUER, REDIRECT_URI
+
+TOKEN_ERRORS = {"invalid_request", "invalid_client", "invalid_grant", "unauthorized_client",
+                "unsupported_grant_type", "invalid_scope", "invalid_target", "unsupported_token_type",
+                # RFC 9449 §7.1 (a malformed DPoP header); RFC 9126 §2.3 (the authorization request's errors)
+                "invalid_dpop_proof", "use_dpop_nonce", "unsupported_response_type", "request_not_supported"}
+TABLES = ("users", "clients", "authorization_codes", "refresh_tokens", "access_tokens", "consents",
+          "login_sessions", "client_assertions", "signing_keys", "hashing_keys", "pushed_authorization_requests",
+          "dpop_proofs")
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _jws(header: object, payload: object = None) -> str:
+    payload = {"iss": ISSUER, "sub": "x", "exp": 4102444800} if payload is None else payload
+    return f"{_b64(json.dumps(header).encode())}.{_b64(json.dumps(payload).encode())}.{_b64(b'sig')}"
+
+
+MALFORMED_JOSE = [
+    _jws({"alg": "ES256", "kid": "k", "crit": 5}), _jws({"alg": 5, "kid": "k"}), _jws({"alg": "none"}),
+    _jws({"alg": "ES256", "kid": ["k"]}), _jws({"alg": "HS256", "kid": "k", "typ": 7}), _jws([1, 2]),
+    _jws({"alg": "ES256", "kid": "k"}, [1]), _jws({"alg": "ES256", "kid": "k"}, "x"),
+    "e30.e30.", "..", "a.b.c", "!!!.@@@.###", _b64(b"\xff\xfe") + ".e30.e30", "x" * 20000,
+]
+BAD_VALUES = st.one_of(
+    st.sampled_from(["", "\x00", "a\x00b", "x" * 5000, "x" * 70_000, "é", "\ufffd", '"\\', "%", "%zz",
+                     "%ff%fe", "%00", "\r\n", "openid\x00", REDIRECT_URI + "\x00", "²", "-1", "99999999999",
+                     *MALFORMED_JOSE]),
+    st.text(max_size=40),
+)
+NAMES = st.sampled_from(["grant_type", "client_id", "client_secret", "code", "redirect_uri", "scope", "state",
+                         "response_type", "response_mode", "refresh_token", "token", "token_type_hint",
+                         "code_verifier", "code_challenge", "code_challenge_method", "nonce", "prompt", "max_age",
+                         "id_token_hint", "post_logout_redirect_uri", "client_assertion",
+                         "client_assertion_type", "resource", "request", "request_uri", "access_token",
+                         "login_hint", "x\x00", "é"])
+BASIC = st.sampled_from([
+    None, "Basic", "Basic ", "Basic !!!", "Basic\t" + base64.b64encode(b"\xff:\xfe").decode() + " x",
+    "Basic " + base64.b64encode(b"nocolon").decode(), "Basic " + base64.b64encode(b"\xff\xfe:\xfd").decode(),
+    "Basic " + base64.b64encode(b"a\x00:b").decode(), "Bearer", "Bearer ", "bearer a.b.c",
+    *("Bearer " + token for token in MALFORMED_JOSE[:8]), "Digest x", "x" * 9000,
+])
+CONTENT_TYPES = st.sampled_from([None, "application/x-www-form-urlencoded", "application/json", "text/plain",
+                                 "multipart/form-data; boundary=x", "application/x-www-form-urlencoded; charset=latin1"])
+METHODS = st.sampled_from(["GET", "POST", "POST", "POST", "PUT", "DELETE", "PATCH"])
+
+
+@st.composite
+def requests(draw: st.DrawFn) -> dict:
+    pairs = draw(st.lists(st.tuples(NAMES, BAD_VALUES), max_size=5))
+    if draw(st.booleans()) and pairs:
+        pairs.append(pairs[0])  # a repeated parameter
+    raw_query = draw(st.sampled_from(["", "%", "%zz=1", "%ff=%fe", "a=%00", "scope=openid", "grant_type=x&grant_type=y",
+                                      "client_id=%C0%AE", "&&&==", "x" * 20000]))
+    return {"method": draw(METHODS), "pairs": pairs, "raw_query": raw_query,
+            "in_body": draw(st.booleans()), "content_type": draw(CONTENT_TYPES),
+            "authorization": draw(BASIC), "raw_body": draw(st.sampled_from([None, b"\xff\xfe\x00", b"%zz=%",
+                                                                             b"{\"a\":", b"a=" + b"%ff" * 300]))}
+
+
+def _encode(pairs: list[tuple[str, str]]) -> str:
+    from urllib.parse import quote
+
+    return "&".join(f"{quote(name, safe='')}={quote(value, safe='')}" for name, value in pairs)
+
+
+def _row_count(op) -> int:
+    from oidc.db import db
+
+    with op.app.app_context():
+        return int(db.session.execute(db.text(
+            "SELECT " + " + ".join(f"(SELECT COUNT(*) FROM {table})" for table in TABLES))).scalar())
+
+
+def _check(response, endpoint: str) -> None:
+    body = response.get_data(as_text=True)
+    assert response.status_code < 500, (endpoint, response.status_code, body[:300])
+    assert "Traceback" not in body
+    if response.status_code == 405:
+        return
+    if endpoint in ("/token", "/introspect", "/revoke", "/par"):
+        if response.status_code in (200, 201):
+            assert endpoint != "/token"
+            return
+        assert response.mimetype == "application/json" and response.headers["Cache-Control"] == "no-store"
+        error = response.json["error"]
+        assert error in TOKEN_ERRORS, error
+        # RFC 6749 §5.2: 400, or 401 for invalid_client; 413 for a body too large to read.
+        expected = {400, 401} if error == "invalid_client" else {400, 413}
+        assert response.status_code in expected, (error, response.status_code)
+    elif endpoint == "/userinfo":
+        assert response.status_code in (400, 401, 403), response.status_code
+        assert response.headers["WWW-Authenticate"].startswith("Bearer ")
+        if response.json:
+            assert response.json["error"] in ("invalid_request", "invalid_token", "insufficient_scope")
+    elif endpoint == "/authorize":
+        assert response.status_code in (200, 302, 400, 413), response.status_code
+        if response.status_code == 302:
+            location = response.headers["Location"]
+            assert location.startswith((REDIRECT_URI + "?", "/login?")), location
+    elif endpoint == "/logout":
+        assert response.status_code in (200, 303, 400, 413), response.status_code
+    else:  # discovery and JWKS: read-only documents
+        assert response.status_code in (200, 304, 400, 413), response.status_code
+
+
+@pytest.fixture
+def swept(op):
+    op.add_user()
+    client_id, secret = op.add_client(grant_types=["authorization_code", "refresh_token", "client_credentials"])
+    discovery = op.get("/.well-known/openid-configuration").json
+    endpoints = sorted({discovery[name][len(ISSUER):] for name in discovery
+                        if name.endswith(("_endpoint", "_uri")) and isinstance(discovery[name], str)
+                        and discovery[name].startswith(ISSUER)} | {"/.well-known/openid-configuration"})
+    return op, client_id, secret, endpoints
+
+
+def test_the_sweep_covers_every_endpoint_of_the_discovery_document(swept):
+    _, _, _, endpoints = swept
+    assert set(endpoints) == {"/authorize", "/token", "/userinfo", "/introspect", "/revoke", "/logout", "/par",
+                              "/.well-known/jwks.json", "/.well-known/openid-configuration"}
+
+
+@settings(max_examples=300, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
+                                 HealthCheck.data_too_large])
+@given(data=st.data())
+def test_malformed_requests_get_rfc_errors_and_write_nothing(swept, caplog, data):
+    """RFC 6749 §4.1.2.1 and §5.2, RFC 6750 §3.1, RFC 7662 §2.3, RFC 7009 §2.2.1, RFC 7515 §4.1.11:
+    every malformed request gets the standard's error and status, never a 5xx or a traceback,
+    and leaves the database as it was."""
+    op, client_id, secret, endpoints = swept
+    endpoint = data.draw(st.sampled_from(endpoints))
+    request = data.draw(requests())
+    pairs = list(request["pairs"])
+    if data.draw(st.booleans()):  # sometimes a real client, so requests get further in
+        pairs.append(("client_id", client_id))
+        if endpoint == "/authorize":
+            pairs += [("redirect_uri", REDIRECT_URI), ("response_type", "code")]
+    if request["authorization"] is None and data.draw(st.booleans()):
+        request["authorization"] = "Basic " + base64.b64encode(f"{client_id}:{secret}".encode()).decode()
+    encoded = _encode(pairs)
+    query = "&".join(part for part in (request["raw_query"], "" if request["in_body"] else encoded) if part)
+    body = request["raw_body"] if request["raw_body"] is not None else (encoded if request["in_body"] else "")
+    headers = {"Authorization": request["authorization"]} if request["authorization"] else {}
+    before = _row_count(op)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        response = op.http.open(endpoint, base_url=ISSUER, method=request["method"], query_string=query or None,
+                                data=body if request["method"] != "GET" else None,
+                                content_type=request["content_type"], headers=headers)
+    _check(response, endpoint)
+    errors = [record for record in caplog.records if record.levelno >= logging.ERROR or record.exc_info]
+    assert not errors, [record.getMessage() for record in errors]
+    assert _row_count(op) == before
