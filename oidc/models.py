@@ -72,6 +72,10 @@ class Client(db.Model):  # type: ignore[name-defined]  # Flask-SQLAlchemy builds
     refresh_always: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
     disabled: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
     created_at: Mapped[int] = mapped_column(BigInteger, nullable=False, default=now)
+    #: Shown on the consent page (Dynamic Client Registration §2): the client's logo and its policies.
+    logo_uri: Mapped[str | None] = mapped_column(String(2000))
+    policy_uri: Mapped[str | None] = mapped_column(String(2000))
+    tos_uri: Mapped[str | None] = mapped_column(String(2000))
 
     @property
     def scopes(self) -> list[str]:
@@ -127,6 +131,7 @@ class Client(db.Model):  # type: ignore[name-defined]  # Flask-SQLAlchemy builds
             "resource_server": bool(self.resource_server), "refresh_always": bool(self.refresh_always),
             "disabled": bool(self.disabled), "created_at": self.created_at,
             "secret_rotated_at": self.secret_rotated_at,
+            "logo_uri": self.logo_uri, "policy_uri": self.policy_uri, "tos_uri": self.tos_uri,
         }
 
 

@@ -44,6 +44,18 @@ def _check_uri(uri: Any, field: str) -> str:
     raise ClientError(f"{field}: {uri!r} must be https (http only on loopback), or a reverse-domain app scheme")
 
 
+def _check_web_uri(uri: Any, field: str) -> str | None:
+    """An optional page or image URL shown to users: https (http only on loopback), nothing else."""
+    if uri is None or uri == "":
+        return None
+    if not isinstance(uri, str) or not 0 < len(uri) <= 2000 or not uri.isprintable() or " " in uri or '"' in uri:
+        raise ClientError(f"{field}: {uri!r} is not a URL")
+    parts = urlsplit(uri)
+    if (parts.scheme == "https" and parts.netloc) or (parts.scheme == "http" and parts.hostname in _LOOPBACK_HOSTS):
+        return uri
+    raise ClientError(f"{field}: {uri!r} must be an https URL (http only on loopback)")
+
+
 def _check_jwks(jwks: Any) -> str:
     from joserfc.errors import JoseError
     from joserfc.jwk import KeySet
@@ -78,7 +90,8 @@ def create_client(*, name: str, redirect_uris: Iterable[str] | None = None,
                   grant_types: Iterable[str] | None = None, scope: str | None = None,
                   auth_method: str = "client_secret_basic", first_party: bool = False,
                   audiences: Iterable[str] | None = None, jwks: Any = None, resource_server: bool = False,
-                  refresh_always: bool = False) -> tuple[Client, str | None]:
+                  refresh_always: bool = False, logo_uri: str | None = None, policy_uri: str | None = None,
+                  tos_uri: str | None = None) -> tuple[Client, str | None]:
     """Register a client; returns it and its secret (shown once; None for public clients)."""
     if not isinstance(name, str) or not 0 < len(name.strip()) <= 255:
         raise ClientError("name: 1 to 255 characters")
@@ -111,13 +124,16 @@ def create_client(*, name: str, redirect_uris: Iterable[str] | None = None,
     elif jwks is not None:
         jwks_text = _check_jwks(jwks)
 
+    display = {field: _check_web_uri(value, field) for field, value in
+               (("logo_uri", logo_uri), ("policy_uri", policy_uri), ("tos_uri", tos_uri))}
+
     state = current_state()
     client = Client(
         client_id=secrets.token_hex(16), name=name.strip(), auth_method=auth_method, scope=" ".join(
             dict.fromkeys(scope_value.split())), jwks=jwks_text, first_party=bool(first_party),
         resource_server=bool(resource_server), refresh_always=bool(refresh_always), disabled=False,
         created_at=state.clock.now(), redirect_uris=redirects, post_logout_redirect_uris=post_logout,
-        grant_types=grants, audiences=audience_list,
+        grant_types=grants, audiences=audience_list, **display,
     )
     secret = None
     if auth_method in SECRET_AUTH_METHODS:

@@ -4,7 +4,8 @@ Stable (operators script it; ``--json`` prints one JSON object or array)::
 
     flask clients create --name NAME [--redirect-uri URI ...] [--post-logout-redirect-uri URI ...]
         [--grant-type G ...] [--scope "S ..."] [--auth-method METHOD] [--first-party]
-        [--audience URI ...] [--jwks-file FILE] [--resource-server] [--refresh-always] [--json]
+        [--audience URI ...] [--jwks-file FILE] [--resource-server] [--refresh-always]
+        [--logo-uri URL] [--policy-uri URL] [--tos-uri URL] [--json]
     flask clients list [--json]
     flask clients show CLIENT_ID [--json]
     flask clients delete CLIENT_ID
@@ -60,11 +61,14 @@ def _load(client_id: str) -> Client:
 @click.option("--jwks-file", type=click.File("r"), help="The client's public JWK Set (for private_key_jwt).")
 @click.option("--resource-server", is_flag=True, help="May introspect tokens issued to other clients.")
 @click.option("--refresh-always", is_flag=True, help="Issue refresh tokens without offline_access.")
+@click.option("--logo-uri", default=None, help="https URL of the client's logo, shown on the consent page.")
+@click.option("--policy-uri", default=None, help="https URL of the client's privacy policy, linked on the consent page.")
+@click.option("--tos-uri", default=None, help="https URL of the client's terms of service, linked on the consent page.")
 @json_option
 def create_command(name: str, redirect_uris: tuple[str, ...], post_logout_redirect_uris: tuple[str, ...],
                    grant_types: tuple[str, ...], scope: str | None, auth_method: str, first_party: bool,
                    audiences: tuple[str, ...], jwks_file: Any, resource_server: bool, refresh_always: bool,
-                   as_json: bool) -> None:
+                   logo_uri: str | None, policy_uri: str | None, tos_uri: str | None, as_json: bool) -> None:
     """Register a client and print its client_id (and its secret, shown once)."""
     jwks = jwks_file.read() if jwks_file is not None else None
     try:
@@ -72,6 +76,7 @@ def create_command(name: str, redirect_uris: tuple[str, ...], post_logout_redire
             name=name, redirect_uris=redirect_uris, post_logout_redirect_uris=post_logout_redirect_uris,
             grant_types=grant_types or None, scope=scope, auth_method=auth_method, first_party=first_party,
             audiences=audiences, jwks=jwks, resource_server=resource_server, refresh_always=refresh_always,
+            logo_uri=logo_uri, policy_uri=policy_uri, tos_uri=tos_uri,
         )
     except ClientError as exc:
         raise click.ClickException(str(exc)) from None
