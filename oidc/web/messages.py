@@ -8,7 +8,7 @@ language").  A test checks that the views' texts are all listed.
 from __future__ import annotations
 
 
-def N_(text: str) -> str:  # noqa: N802  # gettext's conventional name for "mark, do not translate yet"
+def N_(text: str) -> str:  # gettext's conventional name for "mark, do not translate yet"
     return text
 
 

@@ -165,7 +165,8 @@ class Assets:
             response.headers["Cache-Control"] = f"public, max-age={self.max_age}, immutable"
         else:
             response.headers["Cache-Control"] = "public, max-age=300"
-        return response.make_conditional(request)
+        response.make_conditional(request)
+        return response
 
 
 # -- templates ----------------------------------------------------------------------------------
@@ -195,7 +196,7 @@ def _requested_ui_locales() -> list[str]:
     if value is None:
         target = request.values.get("next")
         if target and len(target) < 16384:
-            value = (parse_qs(urlsplit(target).query).get("ui_locales") or [None])[0]
+            value = next(iter(parse_qs(urlsplit(target).query).get("ui_locales", [])), None)
     return (value or "").split()[:10]
 
 
@@ -255,7 +256,7 @@ def client_of_next() -> Any:
     target = request.values.get("next")
     if not target or len(target) > 16384 or urlsplit(target).path != urls.AUTHORIZE:
         return None
-    client_id = (parse_qs(urlsplit(target).query).get("client_id") or [None])[0]
+    client_id = next(iter(parse_qs(urlsplit(target).query).get("client_id", [])), None)
     return find_client(client_id) if client_id and len(client_id) <= 64 else None
 
 
@@ -273,7 +274,7 @@ def init_app(app: Flask, settings: Settings) -> Assets:
         if os.path.isdir(theme_templates):
             loaders.append(FileSystemLoader(theme_templates))
     loaders.append(FileSystemLoader(SHIPPED_TEMPLATES))
-    app.jinja_loader = ChoiceLoader(loaders)  # type: ignore[assignment]  # a cached property Flask lets us set
+    app.jinja_loader = ChoiceLoader(loaders)
     if settings.theme_dir and os.path.isdir(os.path.join(settings.theme_dir, "templates")):
         _check_theme_templates(app, os.path.join(settings.theme_dir, "templates"))
 
