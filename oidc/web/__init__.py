@@ -8,7 +8,8 @@
 ``userinfo``        /userinfo
 ``wellknown``       discovery and the JWK Set
 ``health``          liveness and readiness
-``admin/``          the admin HTTP API (keys, clients, users)
+``admin/``          the admin HTTP API (keys, clients, users) and its OpenAPI document
+``pages``           what every page shares: theme, assets, language, CSP
 ``session``         the browser session cookie and the signed-in user
 ``errors``          JSON errors, the error page, 503s
 ``proxy``           X-Forwarded-* from trusted proxies only
@@ -22,6 +23,7 @@ from flask import Flask, Response
 from oidc.settings import Settings
 from oidc.web import authorize, errors, health, login, logout, pages, session, token, userinfo, wellknown
 from oidc.web.admin import accounts as admin_accounts
+from oidc.web.admin import api as admin_api
 from oidc.web.admin import keys as admin_keys
 
 _PAGE_HEADERS = (
@@ -60,4 +62,5 @@ def init_app(app: Flask, settings: Settings) -> None:
     for blueprint in (wellknown.bp, health.bp, authorize.bp, logout.bp, token.bp, userinfo.bp,
                       admin_keys.bp, admin_accounts.bp):
         app.register_blueprint(blueprint)
+    admin_api.init_app(app, settings.issuer)
     app.after_request(security_headers)

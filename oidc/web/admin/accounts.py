@@ -19,30 +19,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, jsonify
 
 from oidc import urls
 from oidc.accounts import clients as client_store
 from oidc.accounts import users as user_store
 from oidc.models import Client, User
+from oidc.web.admin.api import CLIENT_FIELDS, PASSWORD_FIELDS, USER_FIELDS, operation, read_body
 from oidc.web.admin.auth import require_admin
 from oidc.web.errors import error_response, no_store
 
 bp = Blueprint("admin_accounts", __name__, url_prefix=urls.ADMIN)
-
-_CLIENT_FIELDS = {"name", "redirect_uris", "post_logout_redirect_uris", "grant_types", "scope", "auth_method",
-                  "first_party", "audiences", "jwks", "resource_server", "refresh_always"}
-_USER_FIELDS = {"username", "password", "email", "name", "email_verified"}
-
-
-def _body(allowed: set[str]) -> dict[str, Any] | Response:
-    body = request.get_json(silent=True)
-    if not isinstance(body, dict):
-        return error_response(400, "invalid_request", "the request body must be a JSON object")
-    unknown = sorted(set(body) - allowed)
-    if unknown:
-        return error_response(400, "invalid_request", f"unknown field(s): {', '.join(unknown)}")
-    return body
 
 
 def _created(data: dict[str, Any]) -> Response:
@@ -63,30 +50,29 @@ def _client_or_404(client_id: str) -> Client | Response:
 
 @bp.get("/clients")
 @require_admin
+@operation("List clients")
 def list_clients() -> Response:
     return jsonify(clients=[client.as_dict() for client in client_store.list_clients()])
 
 
 @bp.post("/clients")
 @require_admin
+@operation("Register a client", body="ClientRegistration",
+           responses={201: "Registered; client_secret is in this response only"})
 def create_client() -> Response:
-    body = _body(_CLIENT_FIELDS)
+    body = read_body(CLIENT_FIELDS)
     if isinstance(body, Response):
         return body
-    for flag in ("first_party", "resource_server", "refresh_always"):
-        if flag in body and not isinstance(body[flag], bool):
-            return error_response(400, "invalid_request", f"{flag}: must be true or false")
     try:
-        client, secret = client_store.create_client(**body) if "name" in body else (None, None)
+        client, secret = client_store.create_client(**body)
     except (client_store.ClientError, TypeError) as exc:
         return error_response(400, "invalid_request", str(exc))
-    if client is None:
-        return error_response(400, "invalid_request", "name: required")
     return _created(client_store.created_view(client, secret))
 
 
 @bp.get("/clients/<client_id>")
 @require_admin
+@operation("Show a client")
 def show_client(client_id: str) -> Response:
     client = _client_or_404(client_id)
     return client if isinstance(client, Response) else jsonify(client.as_dict())
@@ -94,6 +80,7 @@ def show_client(client_id: str) -> Response:
 
 @bp.delete("/clients/<client_id>")
 @require_admin
+@operation("Delete a client and every code, token and consent issued to it", responses={204: "Deleted"})
 def delete_client(client_id: str) -> Response:
     client = _client_or_404(client_id)
     if isinstance(client, Response):
@@ -104,6 +91,8 @@ def delete_client(client_id: str) -> Response:
 
 @bp.post("/clients/<client_id>/<action>")
 @require_admin
+@operation("Disable or enable a client, or rotate its secret", path_enums={"action": ("disable", "enable", "secret")},
+           responses={200: "Disabled or enabled: the client", 201: "secret: the new client_secret, shown once"})
 def client_action(client_id: str, action: str) -> Response:
     client = _client_or_404(client_id)
     if isinstance(client, Response):
@@ -132,18 +121,18 @@ def _user_or_404(username: str) -> User | Response:
 
 @bp.get("/users")
 @require_admin
+@operation("List users")
 def list_users() -> Response:
     return jsonify(users=[user.as_dict() for user in user_store.list_users()])
 
 
 @bp.post("/users")
 @require_admin
+@operation("Create a user", body="NewUser", responses={201: "Created"})
 def create_user() -> Response:
-    body = _body(_USER_FIELDS)
+    body = read_body(USER_FIELDS)
     if isinstance(body, Response):
         return body
-    if "email_verified" in body and not isinstance(body["email_verified"], bool):
-        return error_response(400, "invalid_request", "email_verified: must be true or false")
     try:
         user = user_store.create_user(body.get("username"), body.get("password"), email=body.get("email"),
                                       name=body.get("name"), email_verified=body.get("email_verified", False))
@@ -154,6 +143,7 @@ def create_user() -> Response:
 
 @bp.get("/users/<username>")
 @require_admin
+@operation("Show a user")
 def show_user(username: str) -> Response:
     user = _user_or_404(username)
     return user if isinstance(user, Response) else jsonify(user.as_dict())
@@ -161,6 +151,7 @@ def show_user(username: str) -> Response:
 
 @bp.delete("/users/<username>")
 @require_admin
+@operation("Delete a user", responses={204: "Deleted"})
 def delete_user(username: str) -> Response:
     user = _user_or_404(username)
     if isinstance(user, Response):
@@ -171,6 +162,10 @@ def delete_user(username: str) -> Response:
 
 @bp.post("/users/<username>/<action>")
 @require_admin
+@operation("Disable or enable a user, or set a new password", body="NewPassword", body_optional=True,
+           path_enums={"action": ("disable", "enable", "password")},
+           description="The body (a new password) is read only by the password action.",
+           responses={200: "Disabled or enabled: the user", 204: "password: set"})
 def user_action(username: str, action: str) -> Response:
     user = _user_or_404(username)
     if isinstance(user, Response):
@@ -179,7 +174,7 @@ def user_action(username: str, action: str) -> Response:
         user_store.set_disabled(user, action == "disable")
         return jsonify(user.as_dict())
     if action == "password":
-        body = _body({"password"})
+        body = read_body(PASSWORD_FIELDS)
         if isinstance(body, Response):
             return body
         try:
