@@ -176,8 +176,8 @@ def _check_hsm(report: Report, settings: Any) -> None:
                                f"set {setting} to an algorithm the token supports (RS256 needs only RSA), "
                                "or use a token that has these mechanisms")
                 else:
-                    needed = ", ".join(probe.mechanism_name(m) for m in probe.ALGORITHM_MECHANISMS.get(alg, ()))
-                    report.add(f"mechanisms {key_set}", True, f"{alg}: {needed} available")
+                    usable = ", ".join(probe.usable_mechanisms(available, alg))
+                    report.add(f"mechanisms {key_set}", True, f"{alg}: {usable} available")
             _check_keys(report, session, settings, key_set)
     finally:
         try:

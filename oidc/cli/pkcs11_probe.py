@@ -14,18 +14,24 @@ import pkcs11
 from pkcs11 import Attribute, Mechanism, ObjectClass
 from pkcs11.exceptions import PinIncorrect, PinLenRange, PinLocked, PKCS11Error, UserAlreadyLoggedIn
 
-#: The key-pair generation and signing mechanisms each algorithm needs on the token.
-ALGORITHM_MECHANISMS: dict[str, tuple[Mechanism, ...]] = {
-    "RS256": (Mechanism.RSA_PKCS_KEY_PAIR_GEN, Mechanism.SHA256_RSA_PKCS),
-    "RS384": (Mechanism.RSA_PKCS_KEY_PAIR_GEN, Mechanism.SHA384_RSA_PKCS),
-    "RS512": (Mechanism.RSA_PKCS_KEY_PAIR_GEN, Mechanism.SHA512_RSA_PKCS),
-    "PS256": (Mechanism.RSA_PKCS_KEY_PAIR_GEN, Mechanism.SHA256_RSA_PKCS_PSS),
-    "PS384": (Mechanism.RSA_PKCS_KEY_PAIR_GEN, Mechanism.SHA384_RSA_PKCS_PSS),
-    "PS512": (Mechanism.RSA_PKCS_KEY_PAIR_GEN, Mechanism.SHA512_RSA_PKCS_PSS),
-    "ES256": (Mechanism.EC_KEY_PAIR_GEN, Mechanism.ECDSA),
-    "ES384": (Mechanism.EC_KEY_PAIR_GEN, Mechanism.ECDSA),
-    "ES512": (Mechanism.EC_KEY_PAIR_GEN, Mechanism.ECDSA),
-    "EdDSA": (Mechanism.EC_EDWARDS_KEY_PAIR_GEN, Mechanism.EDDSA),
+_RSA_GEN = (Mechanism.RSA_PKCS_KEY_PAIR_GEN,)
+_EC_GEN = (Mechanism.EC_KEY_PAIR_GEN,)
+
+#: What each algorithm needs on the token: a key-pair generation mechanism and a
+#: signing one, each given as alternatives (a hash-and-sign mechanism, or the raw
+#: one over a digest computed by the provider, as tokens without the combined
+#: mechanisms require, e.g. openCryptoki's soft token).
+ALGORITHM_MECHANISMS: dict[str, tuple[tuple[Mechanism, ...], ...]] = {
+    "RS256": (_RSA_GEN, (Mechanism.SHA256_RSA_PKCS, Mechanism.RSA_PKCS)),
+    "RS384": (_RSA_GEN, (Mechanism.SHA384_RSA_PKCS, Mechanism.RSA_PKCS)),
+    "RS512": (_RSA_GEN, (Mechanism.SHA512_RSA_PKCS, Mechanism.RSA_PKCS)),
+    "PS256": (_RSA_GEN, (Mechanism.SHA256_RSA_PKCS_PSS, Mechanism.RSA_PKCS_PSS)),
+    "PS384": (_RSA_GEN, (Mechanism.SHA384_RSA_PKCS_PSS, Mechanism.RSA_PKCS_PSS)),
+    "PS512": (_RSA_GEN, (Mechanism.SHA512_RSA_PKCS_PSS, Mechanism.RSA_PKCS_PSS)),
+    "ES256": (_EC_GEN, (Mechanism.ECDSA,)),
+    "ES384": (_EC_GEN, (Mechanism.ECDSA,)),
+    "ES512": (_EC_GEN, (Mechanism.ECDSA,)),
+    "EdDSA": ((Mechanism.EC_EDWARDS_KEY_PAIR_GEN,), (Mechanism.EDDSA,)),
 }
 
 
@@ -72,7 +78,15 @@ def mechanisms(slot: Any) -> set[Any]:
 
 
 def missing_mechanisms(available: set[Any], alg: str) -> list[str]:
-    return [mechanism_name(m) for m in ALGORITHM_MECHANISMS.get(alg, ()) if m not in available]
+    """The requirements of ``alg`` the token meets with none of their alternatives ("A or B")."""
+    return [" or ".join(mechanism_name(m) for m in group) for group in ALGORITHM_MECHANISMS.get(alg, ())
+            if not any(m in available for m in group)]
+
+
+def usable_mechanisms(available: set[Any], alg: str) -> list[str]:
+    """For each requirement of ``alg``, the first alternative the token has."""
+    return [mechanism_name(next(m for m in group if m in available)) for group in ALGORITHM_MECHANISMS.get(alg, ())
+            if any(m in available for m in group)]
 
 
 class LoginFailed(ProbeError):
