@@ -14,9 +14,10 @@ from typing import Any
 
 import click
 from flask.cli import FlaskGroup
+from flask_migrate.cli import db as flask_migrate_db
 
 from oidc.cli import doctor
-from oidc.cli.settings_help import SERVE_SETTINGS, settings_epilog
+from oidc.cli.settings_help import GROUPS, SERVE_SETTINGS, describe_settings, settings_epilog
 
 #: The gunicorn configuration shipped in the package (the repository's gunicorn.conf.py).
 GUNICORN_CONF = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "gunicorn.conf.py")
@@ -62,6 +63,8 @@ cli = FlaskGroup(
 # FlaskGroup's --app, --env-file and --debug belong to ``flask``: this command always serves this app.
 cli.params = [param for param in cli.params if param.name not in ("app", "env_file", "debug")]
 cli.add_command(serve_command)
+# Flask-Migrate's ``db`` is found as a plugin, before any app is made: describe it here too.
+describe_settings(flask_migrate_db, GROUPS["db"])
 cli.add_command(doctor.doctor_command)
 
 
