@@ -50,7 +50,20 @@ def serve_command(gunicorn_args: tuple[str, ...]) -> None:
     os.execv(sys.executable, argv)
 
 
-cli = FlaskGroup(
+class OperatorGroup(FlaskGroup):
+    """The app's commands and Flask-Migrate's ``db``; not the other plugins' (Flask-Limiter's needs an
+    extra this project does not install, and its limits live in the login view)."""
+
+    HIDDEN = frozenset({"limiter"})
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return [name for name in super().list_commands(ctx) if name not in self.HIDDEN]
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        return None if name in self.HIDDEN else super().get_command(ctx, name)
+
+
+cli = OperatorGroup(
     name="oidc-hsm",
     create_app=_create_app,
     add_default_commands=False,
@@ -63,7 +76,7 @@ cli = FlaskGroup(
 # FlaskGroup's --app, --env-file and --debug belong to ``flask``: this command always serves this app.
 cli.params = [param for param in cli.params if param.name not in ("app", "env_file", "debug")]
 cli.add_command(serve_command)
-# Flask-Migrate's ``db`` is found as a plugin, before any app is made: describe it here too.
+# Flask-Migrate's ``db`` is a plugin, found before any app is made: describe it here too.
 describe_settings(flask_migrate_db, GROUPS["db"])
 cli.add_command(doctor.doctor_command)
 
