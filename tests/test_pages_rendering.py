@@ -14,13 +14,17 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
 
-from oidc_fixtures import REDIRECT_URI, Provider, hidden_fields
+from oidc_fixtures import ISSUER, REDIRECT_URI, Provider, hidden_fields
 
 #: Rendering does not depend on the database: SQLite only.
 sqlite_only = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 
 REPO = Path(__file__).resolve().parent.parent
 _INLINE = re.compile(r"<style|<script|\sstyle=|\son[a-z]+=", re.I)
+
+
+def op_issuer() -> str:
+    return ISSUER
 
 
 def _params(client_id: str, **extra: str) -> dict[str, str]:
@@ -315,6 +319,19 @@ def test_client_display_metadata_through_the_admin_api_and_the_cli(op: Provider,
         "--logo-uri", "https://cli.example.test/logo.svg", "--json"])
     assert result.exit_code == 0, result.output
     assert '"logo_uri": "https://cli.example.test/logo.svg"' in result.output
+    # Changed later: PATCH (fields left out stay, "" removes one) and clients set-display.
+    client_id = created.json["client_id"]
+    changed = op.http.patch(f"/admin/clients/{client_id}", base_url=op_issuer(),
+                            json={"logo_uri": "https://photos.example.test/new.png", "tos_uri": ""}, headers=auth)
+    assert changed.status_code == 200, changed.json
+    assert changed.json["logo_uri"] == "https://photos.example.test/new.png" and changed.json["tos_uri"] is None
+    assert changed.json["policy_uri"] == body["policy_uri"]
+    refused = op.http.patch(f"/admin/clients/{client_id}", base_url=op_issuer(), json={"name": "x"}, headers=auth)
+    assert refused.status_code == 400 and refused.json["error_description"] == "unknown field(s): name"
+    result = op.app.test_cli_runner().invoke(args=["clients", "set-display", client_id, "--policy-uri", ""])
+    assert result.exit_code == 0 and "policy_uri: -" in result.output
+    result = op.app.test_cli_runner().invoke(args=["clients", "set-display", client_id, "--logo-uri", "ftp://x"])
+    assert result.exit_code != 0 and "logo_uri" in result.output
 
 
 # -- the admin API's OpenAPI document -----------------------------------------------------------------

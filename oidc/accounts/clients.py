@@ -171,6 +171,21 @@ def rotate_secret(client: Client) -> str:
     return secret
 
 
+DISPLAY_FIELDS = ("logo_uri", "policy_uri", "tos_uri")
+
+
+def set_display(client: Client, **fields: str | None) -> None:
+    """Change what the consent page shows of ``client`` (any of DISPLAY_FIELDS; None or "" removes one)."""
+    unknown = sorted(set(fields) - set(DISPLAY_FIELDS))
+    if unknown:
+        raise ClientError(f"unknown field(s): {', '.join(unknown)}")
+    checked = {name: _check_web_uri(value, name) for name, value in fields.items()}
+    for name, value in checked.items():
+        setattr(client, name, value)
+    db.session.commit()
+    _forget(client)
+
+
 def set_disabled(client: Client, disabled: bool) -> None:
     client.disabled = disabled
     db.session.commit()

@@ -11,6 +11,7 @@ Stable (operators script it; ``--json`` prints one JSON object or array)::
     flask clients delete CLIENT_ID
     flask clients disable CLIENT_ID / flask clients enable CLIENT_ID
     flask clients rotate-secret CLIENT_ID [--json]
+    flask clients set-display CLIENT_ID [--logo-uri URL] [--policy-uri URL] [--tos-uri URL] [--json]
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from oidc.accounts.clients import (
     list_clients,
     rotate_secret,
     set_disabled,
+    set_display,
 )
 from oidc.cli.output import emit, json_option
 from oidc.models import Client
@@ -127,6 +129,26 @@ def enable_command(client_id: str) -> None:
     """Enable a disabled client."""
     set_disabled(_load(client_id), False)
     click.echo(f"enabled {client_id}")
+
+
+@cli.command("set-display")
+@click.argument("client_id")
+@click.option("--logo-uri", default=None, help="https URL of the client's logo ('' removes it).")
+@click.option("--policy-uri", default=None, help="https URL of its privacy policy ('' removes it).")
+@click.option("--tos-uri", default=None, help="https URL of its terms of service ('' removes it).")
+@json_option
+def set_display_command(client_id: str, logo_uri: str | None, policy_uri: str | None, tos_uri: str | None,
+                        as_json: bool) -> None:
+    """Change the logo and the policy and terms links shown on the client's consent page."""
+    client = _load(client_id)
+    given = {name: value for name, value in
+             (("logo_uri", logo_uri), ("policy_uri", policy_uri), ("tos_uri", tos_uri)) if value is not None}
+    try:
+        set_display(client, **given)
+    except ClientError as exc:
+        raise click.ClickException(str(exc)) from None
+    data = {name: getattr(client, name) for name in ("logo_uri", "policy_uri", "tos_uri")}
+    emit(data, as_json, "\n".join(f"{name}: {value or '-'}" for name, value in data.items()))
 
 
 @cli.command("rotate-secret")

@@ -3,6 +3,7 @@
     GET    /admin/clients                      list
     POST   /admin/clients                      register (201; the client_secret is in this response only)
     GET    /admin/clients/<client_id>          show
+    PATCH  /admin/clients/<client_id>          {"logo_uri"?, "policy_uri"?, "tos_uri"?}: what its consent page shows
     DELETE /admin/clients/<client_id>          delete (204)
     POST   /admin/clients/<client_id>/disable  | /enable
     POST   /admin/clients/<client_id>/secret   rotate the secret (the new one is in this response only)
@@ -25,7 +26,7 @@ from oidc import urls
 from oidc.accounts import clients as client_store
 from oidc.accounts import users as user_store
 from oidc.models import Client, User
-from oidc.web.admin.api import CLIENT_FIELDS, PASSWORD_FIELDS, USER_FIELDS, operation, read_body
+from oidc.web.admin.api import CLIENT_FIELDS, DISPLAY_FIELDS, PASSWORD_FIELDS, USER_FIELDS, operation, read_body
 from oidc.web.admin.auth import require_admin
 from oidc.web.errors import error_response, no_store
 
@@ -76,6 +77,24 @@ def create_client() -> Response:
 def show_client(client_id: str) -> Response:
     client = _client_or_404(client_id)
     return client if isinstance(client, Response) else jsonify(client.as_dict())
+
+
+@bp.patch("/clients/<client_id>")
+@require_admin
+@operation("Change the logo, policy and terms links shown on a client's consent page", body="ClientDisplay",
+           description="Fields left out stay as they are; null or an empty string removes one.")
+def update_client_display(client_id: str) -> Response:
+    client = _client_or_404(client_id)
+    if isinstance(client, Response):
+        return client
+    body = read_body(DISPLAY_FIELDS)
+    if isinstance(body, Response):
+        return body
+    try:
+        client_store.set_display(client, **body)
+    except client_store.ClientError as exc:
+        return error_response(400, "invalid_request", str(exc))
+    return jsonify(client.as_dict())
 
 
 @bp.delete("/clients/<client_id>")

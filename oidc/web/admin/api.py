@@ -36,7 +36,7 @@ class Field:
 
     def problem(self, name: str, value: Any) -> str | None:
         """Why ``value`` is not acceptable for this field, or None."""
-        if value is None and not self.required:
+        if (value is None or (value == "" and self.format == _URI)) and not self.required:
             return None
         expected = _JSON_TYPES[self.type]
         given: Any = value
@@ -124,6 +124,8 @@ CLIENT_FIELDS: dict[str, Field] = {
                      format=_URI),
 }
 
+DISPLAY_FIELDS: dict[str, Field] = {name: CLIENT_FIELDS[name] for name in ("logo_uri", "policy_uri", "tos_uri")}
+
 USER_FIELDS: dict[str, Field] = {
     "username": Field("string", "Login name (case-insensitive, unique).", required=True, max_length=255),
     "password": Field("string", "Initial password.", required=True, format="password"),
@@ -141,7 +143,7 @@ GENERATE_KEY_FIELDS: dict[str, Field] = {
 }
 
 #: Names the OpenAPI document gives each body table.
-BODIES: dict[str, Body] = {"ClientRegistration": CLIENT_FIELDS, "NewUser": USER_FIELDS, "NewPassword": PASSWORD_FIELDS,
+BODIES: dict[str, Body] = {"ClientRegistration": CLIENT_FIELDS, "ClientDisplay": DISPLAY_FIELDS, "NewUser": USER_FIELDS, "NewPassword": PASSWORD_FIELDS,
                            "GenerateKey": GENERATE_KEY_FIELDS}
 
 
