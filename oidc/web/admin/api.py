@@ -143,8 +143,8 @@ GENERATE_KEY_FIELDS: dict[str, Field] = {
 }
 
 #: Names the OpenAPI document gives each body table.
-BODIES: dict[str, Body] = {"ClientRegistration": CLIENT_FIELDS, "ClientDisplay": DISPLAY_FIELDS, "NewUser": USER_FIELDS, "NewPassword": PASSWORD_FIELDS,
-                           "GenerateKey": GENERATE_KEY_FIELDS}
+BODIES: dict[str, Body] = {"ClientRegistration": CLIENT_FIELDS, "ClientDisplay": DISPLAY_FIELDS,
+                           "NewUser": USER_FIELDS, "NewPassword": PASSWORD_FIELDS, "GenerateKey": GENERATE_KEY_FIELDS}
 
 
 # -- the operations ---------------------------------------------------------------------------------
