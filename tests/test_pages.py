@@ -1,8 +1,10 @@
 """Every page in Chromium: phone and desktop widths, JavaScript on and off, light and dark.
 
 One gunicorn serves all of them (module-scoped).  Each page is checked with
-axe-core (no violations), must carry the CSP header, must log no console
-error (a CSP violation is one), and is screenshotted into a temporary folder
+axe-core (no violations; in the passes with JavaScript on, as axe needs it to
+run — the pages have no script, so the document is the same either way), must
+carry the CSP header, must log no console error (a CSP violation is one), and
+is screenshotted into a temporary folder
 (``PAGES_SCREENSHOT_DIR`` names another, e.g. ``docs/screenshots`` to refresh
 the README's pictures).  Screenshots are looked at, not compared.
 """
