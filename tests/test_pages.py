@@ -45,12 +45,23 @@ def _make_app(env: dict[str, str], **config: Any) -> Any:
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+def served() -> Iterator[dict[str, Any]]:
     import secrets
+    import shutil
 
-    folder = tmp_path_factory.mktemp("pages")
-    env = {"DATABASE_URL": f"sqlite:///{folder / 'oidc.sqlite3'}", "SECRETS_SYSTEM": secrets.token_urlsafe(32),
-           "ADMIN_API_KEYS": secrets.token_urlsafe(32), "SERVICE_NAME": "Example Corp"}
+    # A folder of its own, not under pytest's basetemp (which pytest runs of other checkouts may prune).
+    folder = Path(tempfile.mkdtemp(prefix="oidc-pages-served-"))
+    try:
+        yield from _serve(folder, secrets.token_urlsafe(32), secrets.token_urlsafe(32))
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _serve(folder: Path, system_secret: str, admin_key: str) -> Iterator[dict[str, Any]]:
+    env = {"DATABASE_URL": f"sqlite:///{folder / 'oidc.sqlite3'}", "SECRETS_SYSTEM": system_secret,
+           "ADMIN_API_KEYS": admin_key, "SERVICE_NAME": "Example Corp",
+           # Each walk signs in wrongly once: the failed-login limits are not what is tested here.
+           "LOGIN_RATE_LIMIT_PER_ACCOUNT": "1000/minute", "LOGIN_RATE_LIMIT_PER_ADDRESS": "1000/minute"}
     with serve_with_gunicorn(_make_app, env, folder, name="Photo Printer", redirect_uris=[CALLBACK],
                              logo_uri=LOGO_ORIGIN + "/logo.png", policy_uri=LOGO_ORIGIN + "/privacy",
                              tos_uri=LOGO_ORIGIN + "/terms",
@@ -126,9 +137,9 @@ class Checker:
 
             results = Axe().run(page)
             assert results.violations_count == 0, (name, results.generate_report())
-            # Every asset the page uses came from the provider (or the browser's stand-in for the client logo).
-            for response in self.responses:
-                assert response.url.startswith((self.served["issuer"], LOGO_ORIGIN, CALLBACK)), response.url
+        # Every asset the page uses came from the provider (or the browser's stand-in for the client logo).
+        for response in self.responses:
+            assert response.url.startswith((self.served["issuer"], LOGO_ORIGIN, CALLBACK)), response.url
         # Chromium reports the page's own (expected) error status on the console; nothing else may be there.
         expected = f"the server responded with a status of {status} "
         errors = [error for error in self.errors if not (status and status >= 400 and expected in error)]
@@ -148,6 +159,8 @@ def _walk(checker: Checker) -> None:
     page.wait_for_selector("#username")
     assert "Photo Printer" in page.content()
     checker.check("login", status=200)
+    if checker.javascript:
+        _check_focus(page)
 
     page.fill("#username", "alice")
     page.fill("#password", "not the password")
@@ -196,18 +209,37 @@ def _walk(checker: Checker) -> None:
     assert "return address" in page.inner_text("h1")
     checker.check("error-redirect-uri", status=400)
 
-    # A consent form left open after the session ended: an expired request.
+    # A consent form left open while the user signed out in another tab: an expired request.
     page.goto(_authorize_url(served))
     page.fill("#username", "alice")
     page.fill("#password", PASSWORD)
     page.click("#sign-in")
     page.wait_for_selector("#approve")
+    other_tab = checker.context.new_page()
+    other_tab.goto(served["issuer"] + "/logout")
+    other_tab.click("#sign-out")
+    other_tab.wait_for_selector("h1")
+    other_tab.close()
     checker.responses.clear()
-    checker.context.clear_cookies()
     page.click("#approve")
     page.wait_for_selector("h1")
     assert "expired" in page.inner_text("h1")
     checker.check("error-expired", status=400)
+
+
+def _check_focus(page: Any) -> None:
+    """Keyboard order on the sign-in page (username has autofocus), and a visible focus ring on each stop."""
+    def focused() -> str:
+        outline = page.evaluate("getComputedStyle(document.activeElement).outlineStyle")
+        name = page.evaluate("document.activeElement.id || document.activeElement.className")
+        assert outline not in ("none", ""), (name, outline)
+        return str(name)
+
+    order = [focused()]
+    for key in ("Tab", "Tab", "Shift+Tab", "Shift+Tab", "Shift+Tab"):
+        page.keyboard.press(key)
+        order.append(focused())
+    assert order == ["username", "password", "sign-in", "password", "username", "skip-link"], order
 
 
 @pytest.mark.parametrize("viewport", [PHONE, DESKTOP], ids=["phone", "desktop"])
