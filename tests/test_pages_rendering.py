@@ -186,6 +186,28 @@ def test_pages_follow_accept_language_and_ui_locales(op: Provider) -> None:
     assert '<html lang="en">' in op.get("/login", headers={"Accept-Language": "ja"}).text
 
 
+@sqlite_only
+def test_a_language_needs_a_catalogue_shipped_or_in_the_theme(make_app: Any, base_env: dict[str, str],
+                                                               tmp_path: Path) -> None:
+    from babel.messages.catalog import Catalog
+    from babel.messages.mofile import write_mo
+
+    from oidc.settings import ConfigError
+
+    with pytest.raises(ConfigError, match="LANGUAGES names 'es'"):
+        make_app({**base_env, "LANGUAGES": "en,es"})
+    folder = tmp_path / "theme" / "translations" / "es" / "LC_MESSAGES"
+    folder.mkdir(parents=True)
+    catalog = Catalog(locale="es")
+    catalog.add("Sign in", "Iniciar sesión")
+    with open(folder / "messages.mo", "wb") as file:
+        write_mo(file, catalog)
+    app = make_app({**base_env, "LANGUAGES": "en,es,de", "THEME_DIR": str(tmp_path / "theme")})
+    spanish = app.test_client().get("/login", headers={"Accept-Language": "es"})
+    assert '<html lang="es">' in spanish.text and "Iniciar sesión" in spanish.text
+    assert "Benutzername" in app.test_client().get("/login", headers={"Accept-Language": "de"}).text
+
+
 def test_catalogs_are_complete_and_compiled() -> None:
     from babel.messages.mofile import read_mo
     from babel.messages.pofile import read_po

@@ -281,6 +281,11 @@ def init_app(app: Flask, settings: Settings) -> Assets:
     directories = [SHIPPED_TRANSLATIONS]
     if settings.theme_dir and os.path.isdir(os.path.join(settings.theme_dir, "translations")):
         directories.insert(0, os.path.join(settings.theme_dir, "translations"))
+    for language in settings.languages:
+        if language != "en" and not any(
+                os.path.isfile(os.path.join(folder, language, "LC_MESSAGES", "messages.mo")) for folder in directories):
+            raise ConfigError(f"LANGUAGES names {language!r} but there is no {language}/LC_MESSAGES/messages.mo "
+                              "in the shipped translations or THEME_DIR/translations")
     app.config["BABEL_TRANSLATION_DIRECTORIES"] = ";".join(directories)
     Babel(app, default_locale=settings.default_language,
           locale_selector=lambda: select_locale(settings.languages, settings.default_language))
