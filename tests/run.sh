@@ -3,7 +3,7 @@
 #
 #   bash tests/run.sh [pytest arguments]
 #
-# As root it installs Debian's softhsm2, opensc, chromium and nginx when missing
+# As root it installs Debian's softhsm2, opensc, opencryptoki, chromium and nginx when missing
 # (elsewhere the tests that need them are skipped, except with CI=true where
 # they fail).  Python packages go to .venv.  PostgreSQL is expected at
 # TEST_POSTGRES_URL (default postgresql://postgres@127.0.0.1:5432/test).
@@ -13,6 +13,7 @@ cd "$(dirname "$0")/.."
 missing=()
 command -v softhsm2-util >/dev/null || missing+=(softhsm2)
 command -v pkcs11-tool >/dev/null || missing+=(opensc)
+command -v pkcsslotd >/dev/null || [ -x /usr/sbin/pkcsslotd ] || missing+=(opencryptoki)
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
 if [ ${#missing[@]} -gt 0 ]; then
