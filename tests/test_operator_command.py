@@ -37,6 +37,9 @@ def test_every_command_says_what_it_does_and_which_settings_it_reads(base_env: d
 
     for name, value in base_env.items():
         monkeypatch.setenv(name, value)
+    # FlaskGroup.main sets FLASK_RUN_FROM_CLI=true in os.environ; undone after the test, or later
+    # subprocesses (the quickstart's demo app) would believe they run under ``flask run``.
+    monkeypatch.setenv("FLASK_RUN_FROM_CLI", "false")
     runner = CliRunner()
     with cli.make_context("oidc-hsm", ["--help"], resilient_parsing=True) as ctx:
         commands = _commands(cli, ctx)
