@@ -1,5 +1,5 @@
-"""WSGI entry point: ``gunicorn app:app`` or ``flask --app app ...``."""
+"""WSGI entry point: ``gunicorn app:app`` or ``flask --app app ...`` (installed: ``oidc-hsm``)."""
 
-from oidc import create_app
+from oidc.wsgi import app
 
-app = create_app()
+__all__ = ["app"]

@@ -62,8 +62,13 @@ def on_starting(server) -> None:  # type: ignore[no-untyped-def]
     """In the master, before any worker: migrate the schema (no HSM here)."""
     from oidc import create_app
     from oidc.schema import upgrade_schema
+    from oidc.settings import ConfigError
 
-    upgrade_schema(create_app())
+    try:
+        app = create_app()
+    except ConfigError as exc:  # a setting or a theme file: one line that names it, no traceback
+        raise SystemExit(f"configuration error: {exc}") from None
+    upgrade_schema(app)
 
 
 def when_ready(server) -> None:  # type: ignore[no-untyped-def]

@@ -83,6 +83,10 @@ class Client(db.Model):  # type: ignore[name-defined]  # Flask-SQLAlchemy builds
     admin_api: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False, server_default=false())
     disabled: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
     created_at: Mapped[int] = mapped_column(BigInteger, nullable=False, default=now)
+    #: Shown on the consent page (Dynamic Client Registration §2): the client's logo and its policies.
+    logo_uri: Mapped[str | None] = mapped_column(String(2000))
+    policy_uri: Mapped[str | None] = mapped_column(String(2000))
+    tos_uri: Mapped[str | None] = mapped_column(String(2000))
 
     @property
     def scopes(self) -> list[str]:
@@ -147,6 +151,7 @@ class Client(db.Model):  # type: ignore[name-defined]  # Flask-SQLAlchemy builds
             "admin_api": bool(self.admin_api),
             "disabled": bool(self.disabled), "created_at": self.created_at,
             "secret_rotated_at": self.secret_rotated_at,
+            "logo_uri": self.logo_uri, "policy_uri": self.policy_uri, "tos_uri": self.tos_uri,
         }
 
 

@@ -15,6 +15,7 @@ everything else reads the :class:`Settings` it returns (``state.settings``).
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -39,6 +40,11 @@ SECURITY_PROFILES = (DEFAULT_PROFILE, FAPI2)
 FAPI2_MAX_CODE_LIFETIME = 60
 #: The FAPI 2.0 Security Profile wants request_uris that live less than 600 s (§5.3.2.2, clause 6).
 FAPI2_MAX_PAR_LIFETIME = 599
+#: The pages' defaults (README.md, "Pages and themes").
+DEFAULT_SERVICE_NAME = "Single sign-on"
+DEFAULT_PRIMARY_COLOR = "#1d4ed8"
+DEFAULT_LANGUAGES = ("en", "de", "fr")
+_HEX_COLOUR = re.compile(r"#(?:[0-9a-f]{3}|[0-9a-f]{6})")
 
 
 class ConfigError(Exception):
@@ -116,6 +122,14 @@ class Settings:
     forwarded_allow_ips: tuple[str, ...]
     log_format: str
     log_level: str
+    # pages and themes
+    service_name: str
+    service_logo_url: str
+    theme_dir: str | None
+    primary_color: str
+    languages: tuple[str, ...]
+    default_language: str
+    static_max_age: int
 
     def __repr__(self) -> str:  # never a secret or PIN in a traceback or log line
         return f"Settings(issuer={self.issuer!r}, database={self.database_url.split(':', 1)[0]}, ...)"
@@ -328,6 +342,20 @@ def load_settings(env: Mapping[str, str] | None = None, *, instance_path: str) -
     jti_storage = read.text("DPOP_JTI_STORAGE_URI", "database").strip()
     if jti_storage != "database" and not jti_storage.startswith(("redis://", "rediss://")):
         raise ConfigError("DPOP_JTI_STORAGE_URI must be 'database' or a redis:// URL")
+    theme_dir = read.text("THEME_DIR") or None
+    if theme_dir is not None and not os.path.isdir(theme_dir):
+        raise ConfigError(f"THEME_DIR {theme_dir!r} is not a directory")
+    primary_color = read.text("PRIMARY_COLOR", DEFAULT_PRIMARY_COLOR).strip().lower()
+    if not _HEX_COLOUR.fullmatch(primary_color):
+        raise ConfigError(f"PRIMARY_COLOR must be a hex colour such as #1d4ed8, not {primary_color!r}")
+    logo_url = read.text("SERVICE_LOGO_URL").strip()
+    if logo_url and not (logo_url.startswith(("https://", "/")) and logo_url.isprintable() and " " not in logo_url
+                         and '"' not in logo_url and not logo_url.startswith("//")):
+        raise ConfigError("SERVICE_LOGO_URL must be an https URL or a path on this provider (/...)")
+    languages = tuple(dict.fromkeys(code.replace("-", "_") for code in read.items("LANGUAGES"))) or DEFAULT_LANGUAGES
+    default_language = read.text("DEFAULT_LANGUAGE", languages[0]).replace("-", "_")
+    if default_language not in languages:
+        raise ConfigError(f"DEFAULT_LANGUAGE {default_language!r} is not one of LANGUAGES ({', '.join(languages)})")
 
     return Settings(
         issuer=issuer,
@@ -392,6 +420,13 @@ def load_settings(env: Mapping[str, str] | None = None, *, instance_path: str) -
         forwarded_allow_ips=forwarded,
         log_format=log_format,
         log_level=log_level,
+        service_name=read.text("SERVICE_NAME", DEFAULT_SERVICE_NAME).strip()[:100],
+        service_logo_url=logo_url,
+        theme_dir=os.path.abspath(theme_dir) if theme_dir else None,
+        primary_color=primary_color,
+        languages=languages,
+        default_language=default_language,
+        static_max_age=read.integer("STATIC_MAX_AGE", 365 * 24 * 3600),
     )
 
 

@@ -124,6 +124,9 @@ echo
 echo "Provider:  $OIDC_ISSUER  (discovery: $OIDC_ISSUER/.well-known/openid-configuration)"
 echo "Open:      http://localhost:$DEMO_RP_PORT  and click \"Log in\""
 echo "Demo user: $DEMO_USERNAME / $DEMO_PASSWORD"
-echo "Admin API: Authorization: Bearer <ADMIN_API_KEYS from $ENV_FILE>"
+echo "Admin API: Authorization: Bearer <ADMIN_API_KEYS from $ENV_FILE>  (OpenAPI: $OIDC_ISSUER/admin/openapi.json)"
+OIDC_HSM="$(dirname "$PY")/oidc-hsm"
+[ -x "$OIDC_HSM" ] || OIDC_HSM=oidc-hsm
+echo "Operator:  $OIDC_HSM --help  (oidc-hsm doctor, oidc-hsm clients list, ...; load the settings first: set -a; . $ENV_FILE; set +a)"
 echo
 "$PY" -m gunicorn -c gunicorn.conf.py app:app

@@ -65,6 +65,7 @@ def test_quickstart_then_log_in_through_the_demo_relying_party(tmp_path: Path) -
         _wait_for(f"http://127.0.0.1:{demo_port}/", process, output)
         printed = output.read_text()
         assert f"Provider:  {issuer}" in printed and f"Open:      {demo}" in printed
+        assert re.search(r"Operator:  \S*oidc-hsm --help", printed)  # the installed console command
         assert "Signing keys: SoftHSM2 token 'oidc-quickstart'" in printed or "NOTICE: softhsm2" in printed
         username, password = re.search(r"Demo user: (\S+) / (\S+)", printed).groups()
         assert oct((state / "quickstart.env").stat().st_mode & 0o777) == "0o600"

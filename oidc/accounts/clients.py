@@ -53,6 +53,18 @@ def _check_uri(uri: Any, field: str) -> str:
     raise ClientError(f"{field}: {uri!r} must be https (http only on loopback), or a reverse-domain app scheme")
 
 
+def _check_web_uri(uri: Any, field: str) -> str | None:
+    """An optional page or image URL shown to users: https (http only on loopback), nothing else."""
+    if uri is None or uri == "":
+        return None
+    if not isinstance(uri, str) or not 0 < len(uri) <= 2000 or not uri.isprintable() or " " in uri or '"' in uri:
+        raise ClientError(f"{field}: {uri!r} is not a URL")
+    parts = urlsplit(uri)
+    if (parts.scheme == "https" and parts.netloc) or (parts.scheme == "http" and parts.hostname in _LOOPBACK_HOSTS):
+        return uri
+    raise ClientError(f"{field}: {uri!r} must be an https URL (http only on loopback)")
+
+
 def _check_jwks(jwks: Any) -> str:
     from joserfc.errors import JoseError
     from joserfc.jwk import KeySet
@@ -89,7 +101,8 @@ def create_client(*, name: str, redirect_uris: Iterable[str] | None = None,
                   audiences: Iterable[str] | None = None, jwks: Any = None, resource_server: bool = False,
                   refresh_always: bool = False, require_pushed_authorization_requests: bool = False,
                   dpop_bound_access_tokens: bool = False, security_profile: str | None = None,
-                  admin_api: bool = False) -> tuple[Client, str | None]:
+                  admin_api: bool = False, logo_uri: str | None = None, policy_uri: str | None = None,
+                  tos_uri: str | None = None) -> tuple[Client, str | None]:
     """Register a client; returns it and its secret (shown once; None for public clients)."""
     if not isinstance(name, str) or not 0 < len(name.strip()) <= 255:
         raise ClientError("name: 1 to 255 characters")
@@ -121,6 +134,10 @@ def create_client(*, name: str, redirect_uris: Iterable[str] | None = None,
         jwks_text = _check_jwks(jwks)
     elif jwks is not None:
         jwks_text = _check_jwks(jwks)
+
+    display = {field: _check_web_uri(value, field) for field, value in
+               (("logo_uri", logo_uri), ("policy_uri", policy_uri), ("tos_uri", tos_uri))}
+
     state = current_state()
     if security_profile not in (None, *SECURITY_PROFILES):
         raise ClientError(f"security_profile: one of {', '.join(SECURITY_PROFILES)}")
@@ -135,7 +152,7 @@ def create_client(*, name: str, redirect_uris: Iterable[str] | None = None,
         dpop_bound_access_tokens=bool(dpop_bound_access_tokens),
         security_profile=security_profile if security_profile != DEFAULT_PROFILE else None,
         created_at=state.clock.now(), redirect_uris=redirects, post_logout_redirect_uris=post_logout,
-        grant_types=grants, audiences=audience_list,
+        grant_types=grants, audiences=audience_list, **display,
     )
     secret = None
     if auth_method in SECRET_AUTH_METHODS:
@@ -186,6 +203,21 @@ def rotate_secret(client: Client) -> str:
     db.session.commit()
     _forget(client)
     return secret
+
+
+DISPLAY_FIELDS = ("logo_uri", "policy_uri", "tos_uri")
+
+
+def set_display(client: Client, **fields: str | None) -> None:
+    """Change what the consent page shows of ``client`` (any of DISPLAY_FIELDS; None or "" removes one)."""
+    unknown = sorted(set(fields) - set(DISPLAY_FIELDS))
+    if unknown:
+        raise ClientError(f"unknown field(s): {', '.join(unknown)}")
+    checked = {name: _check_web_uri(value, name) for name, value in fields.items()}
+    for name, value in checked.items():
+        setattr(client, name, value)
+    db.session.commit()
+    _forget(client)
 
 
 def set_disabled(client: Client, disabled: bool) -> None:

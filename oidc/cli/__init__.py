@@ -1,4 +1,6 @@
-"""Operator commands: ``flask --app app keys|users|clients|tokens ...``.
+"""Operator commands: ``oidc-hsm keys|users|clients|tokens|db ...`` (or ``flask --app app ...``).
+
+``oidc-hsm`` (:mod:`oidc.cli.main`) also has ``serve`` and ``doctor``.
 
 Output is meant to be scripted: ``--json`` prints one JSON document; errors go
 to stderr with a non-zero exit status and never include secret material.
@@ -9,8 +11,13 @@ from __future__ import annotations
 from flask import Flask
 
 from oidc.cli import clients, keys, tokens, users
+from oidc.cli.settings_help import GROUPS, describe_settings
 
 
 def init_app(app: Flask) -> None:
+    from flask_migrate.cli import db as db_group  # Flask-Migrate's ``db`` group (a plugin command)
+
+    describe_settings(db_group, GROUPS["db"])
     for group in (keys.cli, users.cli, clients.cli, tokens.cli):
+        describe_settings(group, GROUPS[str(group.name)])
         app.cli.add_command(group)

@@ -5,12 +5,14 @@ Stable (operators script it; ``--json`` prints one JSON object or array)::
     flask clients create --name NAME [--redirect-uri URI ...] [--post-logout-redirect-uri URI ...]
         [--grant-type G ...] [--scope "S ..."] [--auth-method METHOD] [--first-party]
         [--audience URI ...] [--jwks-file FILE] [--resource-server] [--refresh-always] [--admin-api]
-        [--require-par] [--dpop-bound] [--security-profile default|fapi2] [--json]
+        [--require-par] [--dpop-bound] [--security-profile default|fapi2]
+        [--logo-uri URL] [--policy-uri URL] [--tos-uri URL] [--json]
     flask clients list [--json]
     flask clients show CLIENT_ID [--json]
     flask clients delete CLIENT_ID
     flask clients disable CLIENT_ID / flask clients enable CLIENT_ID
     flask clients rotate-secret CLIENT_ID [--json]
+    flask clients set-display CLIENT_ID [--logo-uri URL] [--policy-uri URL] [--tos-uri URL] [--json]
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from oidc.accounts.clients import (
     list_clients,
     rotate_secret,
     set_disabled,
+    set_display,
 )
 from oidc.cli.output import emit, json_option
 from oidc.models import Client
@@ -70,12 +73,15 @@ def _load(client_id: str) -> Client:
               help="fapi2: the FAPI 2.0 Security Profile for this client (default: SECURITY_PROFILE).")
 @click.option("--admin-api", is_flag=True,
               help="May request access tokens for the admin API (resource <issuer>/admin, with the admin scope).")
+@click.option("--logo-uri", default=None, help="https URL of the client's logo, shown on the consent page.")
+@click.option("--policy-uri", default=None, help="https URL of the client's privacy policy, linked on the consent page.")
+@click.option("--tos-uri", default=None, help="https URL of the client's terms of service, linked on the consent page.")
 @json_option
 def create_command(name: str, redirect_uris: tuple[str, ...], post_logout_redirect_uris: tuple[str, ...],
                    grant_types: tuple[str, ...], scope: str | None, auth_method: str, first_party: bool,
                    audiences: tuple[str, ...], jwks_file: Any, resource_server: bool, refresh_always: bool,
                    admin_api: bool, require_par: bool, dpop_bound: bool, security_profile: str | None,
-                   as_json: bool) -> None:
+                   logo_uri: str | None, policy_uri: str | None, tos_uri: str | None, as_json: bool) -> None:
     """Register a client and print its client_id (and its secret, shown once)."""
     jwks = jwks_file.read() if jwks_file is not None else None
     try:
@@ -86,6 +92,7 @@ def create_command(name: str, redirect_uris: tuple[str, ...], post_logout_redire
             require_pushed_authorization_requests=require_par, dpop_bound_access_tokens=dpop_bound,
             security_profile=security_profile,
             admin_api=admin_api,
+            logo_uri=logo_uri, policy_uri=policy_uri, tos_uri=tos_uri,
         )
     except ClientError as exc:
         raise click.ClickException(str(exc)) from None
@@ -136,6 +143,26 @@ def enable_command(client_id: str) -> None:
     """Enable a disabled client."""
     set_disabled(_load(client_id), False)
     click.echo(f"enabled {client_id}")
+
+
+@cli.command("set-display")
+@click.argument("client_id")
+@click.option("--logo-uri", default=None, help="https URL of the client's logo ('' removes it).")
+@click.option("--policy-uri", default=None, help="https URL of its privacy policy ('' removes it).")
+@click.option("--tos-uri", default=None, help="https URL of its terms of service ('' removes it).")
+@json_option
+def set_display_command(client_id: str, logo_uri: str | None, policy_uri: str | None, tos_uri: str | None,
+                        as_json: bool) -> None:
+    """Change the logo and the policy and terms links shown on the client's consent page."""
+    client = _load(client_id)
+    given = {name: value for name, value in
+             (("logo_uri", logo_uri), ("policy_uri", policy_uri), ("tos_uri", tos_uri)) if value is not None}
+    try:
+        set_display(client, **given)
+    except ClientError as exc:
+        raise click.ClickException(str(exc)) from None
+    data = {name: getattr(client, name) for name in ("logo_uri", "policy_uri", "tos_uri")}
+    emit(data, as_json, "\n".join(f"{name}: {value or '-'}" for name, value in data.items()))
 
 
 @cli.command("rotate-secret")

@@ -32,11 +32,12 @@ from oidc.web.session import current_login, take_fresh_login
 
 bp = Blueprint("authorize", __name__)
 
+#: How the consent page words each scope (English message ids; the template translates them).
 SCOPE_DESCRIPTIONS = {
     "openid": "Sign you in and know who you are",
-    "profile": "Your name and username",
-    "email": "Your email address",
-    "offline_access": "Keep access while you are away (refresh tokens)",
+    "profile": "See your name and username",
+    "email": "See your email address",
+    "offline_access": "Keep access when you are not using the app",
 }
 
 
@@ -93,8 +94,9 @@ def _consent_page(authorization: AuthorizationRequest, login: AuthenticatedUser,
     # request_uri, so the decision resumes that request (RFC 9126 §4) and uses it up.
     hidden = [(key, value) for key, value in params.items(multi=True) if key not in ("csrf_token", "decision")]
     scopes = [(name, SCOPE_DESCRIPTIONS.get(name, name)) for name in authorization.scope.split()]
+    switch_next = urls.AUTHORIZE + "?" + urlencode(hidden)  # "Not you?": sign in again, same request
     return render_template("consent.html", form=ConsentForm(), client=authorization.client, scopes=scopes,
-                           hidden=hidden, user=login.user)
+                           hidden=hidden, user=login.user, switch_next=switch_next)
 
 
 def _needs_consent(authorization: AuthorizationRequest, login: AuthenticatedUser) -> bool:

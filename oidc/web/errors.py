@@ -12,11 +12,13 @@ import math
 from typing import Any
 
 from flask import Flask, Response, jsonify, render_template
+from flask_babel import lazy_gettext as _l
 from sqlalchemy.exc import DBAPIError, OperationalError
 from werkzeug.exceptions import HTTPException
 
 from keys.errors import HSMUnavailable, KeyServiceError
 from oidc.db import db
+from oidc.web.pages import is_page_request
 
 log = logging.getLogger(__name__)
 
@@ -42,14 +44,47 @@ def error_response(status: int, error: str, description: str) -> Response:
     return no_store(response)
 
 
+#: What the error page calls each kind of failure (its heading); the description says more.
+ERROR_TITLES = {
+    "invalid_client": _l("This application is not recognised"),
+    "redirect_uri": _l("This application's return address is not registered"),
+    "expired": _l("This request has expired"),
+    "login_required": _l("Your session has ended"),
+    "temporarily_unavailable": _l("The service is temporarily unavailable"),
+    "not_found": _l("Page not found"),
+}
+DEFAULT_ERROR_TITLE = _l("This request cannot be completed")
+
+
+def error_kind(error: str, description: str) -> str:
+    """Which page title fits: an unknown client, an unregistered redirect URI, an expired form..."""
+    if error == "invalid_client" or error in ERROR_TITLES:
+        return error
+    lowered = description.lower()
+    if "redirect_uri" in lowered:
+        return "redirect_uri"
+    if "expired" in lowered or "already been used" in lowered:
+        return "expired"
+    return error
+
+
 def error_page(error: str, description: str, status: int = 400) -> tuple[str, int]:
     """The HTML error page."""
-    return render_template("error.html", error=error, description=description), status
+    kind = error_kind(error, description)
+    return render_template("error.html", error=error, description=description, status=status,
+                           title=ERROR_TITLES.get(kind, DEFAULT_ERROR_TITLE), kind=kind), status
 
 
 def unavailable(retry_after: str = RETRY_AFTER_SECONDS) -> Response:
-    """503 ``temporarily_unavailable`` with ``Retry-After``: a dependency is down, retry soon."""
-    response = error_response(503, "temporarily_unavailable", "the service is temporarily unavailable")
+    """503 ``temporarily_unavailable`` with ``Retry-After``: a dependency is down, retry soon.
+
+    A page for the browser pages, JSON for the API endpoints.
+    """
+    if is_page_request():
+        body, status = error_page("temporarily_unavailable", "the service is temporarily unavailable", 503)
+        response = Response(body, status=status, mimetype="text/html")
+    else:
+        response = error_response(503, "temporarily_unavailable", "the service is temporarily unavailable")
     response.headers["Retry-After"] = retry_after
     return response
 
@@ -58,7 +93,11 @@ def init_app(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Response:
         code = _HTTP_ERROR_CODES.get(exc.code or 500, "server_error")
-        response = error_response(exc.code or 500, code, exc.description or code)
+        if is_page_request():
+            response = Response(error_page(code, exc.description or code, exc.code or 500)[0],
+                                status=exc.code or 500, mimetype="text/html")
+        else:
+            response = error_response(exc.code or 500, code, exc.description or code)
         valid_methods = getattr(exc, "valid_methods", None)
         if exc.code == 405 and valid_methods:
             response.headers["Allow"] = ", ".join(valid_methods)
@@ -89,4 +128,6 @@ def init_app(app: Flask) -> None:
     @app.errorhandler(Exception)
     def unexpected(exc: Exception) -> Any:
         log.error("unhandled error: %s", type(exc).__name__, exc_info=exc)
+        if is_page_request():
+            return error_page("server_error", "the server could not complete the request", 500)
         return error_response(500, "server_error", "the server could not complete the request")

@@ -4,6 +4,7 @@
     POST   /admin/clients                      register (201; the client_secret is in this response only);
                                                the fields of oidc.accounts.clients.create_client
     GET    /admin/clients/<client_id>          show
+    PATCH  /admin/clients/<client_id>          {"logo_uri"?, "policy_uri"?, "tos_uri"?}: what its consent page shows
     DELETE /admin/clients/<client_id>          delete (204)
     POST   /admin/clients/<client_id>/disable  | /enable
     POST   /admin/clients/<client_id>/secret   rotate the secret (the new one is in this response only)
@@ -22,31 +23,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, jsonify
 
 from oidc import urls
 from oidc.accounts import clients as client_store
 from oidc.accounts import users as user_store
 from oidc.models import Client, User
+from oidc.web.admin.api import CLIENT_FIELDS, DISPLAY_FIELDS, PASSWORD_FIELDS, USER_FIELDS, operation, read_body
 from oidc.web.admin.auth import require_admin
 from oidc.web.errors import error_response, no_store
 
 bp = Blueprint("admin_accounts", __name__, url_prefix=urls.ADMIN)
-
-_CLIENT_FIELDS = {"name", "redirect_uris", "post_logout_redirect_uris", "grant_types", "scope", "auth_method",
-                  "first_party", "audiences", "jwks", "resource_server", "refresh_always", "admin_api",
-                  "require_pushed_authorization_requests", "dpop_bound_access_tokens", "security_profile"}
-_USER_FIELDS = {"username", "password", "email", "name", "email_verified", "admin"}
-
-
-def _body(allowed: set[str]) -> dict[str, Any] | Response:
-    body = request.get_json(silent=True)
-    if not isinstance(body, dict):
-        return error_response(400, "invalid_request", "the request body must be a JSON object")
-    unknown = sorted(set(body) - allowed)
-    if unknown:
-        return error_response(400, "invalid_request", f"unknown field(s): {', '.join(unknown)}")
-    return body
 
 
 def _created(data: dict[str, Any]) -> Response:
@@ -67,38 +54,55 @@ def _client_or_404(client_id: str) -> Client | Response:
 
 @bp.get("/clients")
 @require_admin
+@operation("List clients")
 def list_clients() -> Response:
     return jsonify(clients=[client.as_dict() for client in client_store.list_clients()])
 
 
 @bp.post("/clients")
 @require_admin
+@operation("Register a client", body="ClientRegistration",
+           responses={201: "Registered; client_secret is in this response only"})
 def create_client() -> Response:
-    body = _body(_CLIENT_FIELDS)
+    body = read_body(CLIENT_FIELDS)
     if isinstance(body, Response):
         return body
-    for flag in ("first_party", "resource_server", "refresh_always", "admin_api",
-                 "require_pushed_authorization_requests", "dpop_bound_access_tokens"):
-        if flag in body and not isinstance(body[flag], bool):
-            return error_response(400, "invalid_request", f"{flag}: must be true or false")
     try:
-        client, secret = client_store.create_client(**body) if "name" in body else (None, None)
+        client, secret = client_store.create_client(**body)
     except (client_store.ClientError, TypeError) as exc:
         return error_response(400, "invalid_request", str(exc))
-    if client is None:
-        return error_response(400, "invalid_request", "name: required")
     return _created(client_store.created_view(client, secret))
 
 
 @bp.get("/clients/<client_id>")
 @require_admin
+@operation("Show a client")
 def show_client(client_id: str) -> Response:
     client = _client_or_404(client_id)
     return client if isinstance(client, Response) else jsonify(client.as_dict())
 
 
+@bp.patch("/clients/<client_id>")
+@require_admin
+@operation("Change the logo, policy and terms links shown on a client's consent page", body="ClientDisplay",
+           description="Fields left out stay as they are; null or an empty string removes one.")
+def update_client_display(client_id: str) -> Response:
+    client = _client_or_404(client_id)
+    if isinstance(client, Response):
+        return client
+    body = read_body(DISPLAY_FIELDS)
+    if isinstance(body, Response):
+        return body
+    try:
+        client_store.set_display(client, **body)
+    except client_store.ClientError as exc:
+        return error_response(400, "invalid_request", str(exc))
+    return jsonify(client.as_dict())
+
+
 @bp.delete("/clients/<client_id>")
 @require_admin
+@operation("Delete a client and every code, token and consent issued to it", responses={204: "Deleted"})
 def delete_client(client_id: str) -> Response:
     client = _client_or_404(client_id)
     if isinstance(client, Response):
@@ -109,6 +113,8 @@ def delete_client(client_id: str) -> Response:
 
 @bp.post("/clients/<client_id>/<action>")
 @require_admin
+@operation("Disable or enable a client, or rotate its secret", path_enums={"action": ("disable", "enable", "secret")},
+           responses={200: "Disabled or enabled: the client", 201: "secret: the new client_secret, shown once"})
 def client_action(client_id: str, action: str) -> Response:
     client = _client_or_404(client_id)
     if isinstance(client, Response):
@@ -137,19 +143,18 @@ def _user_or_404(username: str) -> User | Response:
 
 @bp.get("/users")
 @require_admin
+@operation("List users")
 def list_users() -> Response:
     return jsonify(users=[user.as_dict() for user in user_store.list_users()])
 
 
 @bp.post("/users")
 @require_admin
+@operation("Create a user", body="NewUser", responses={201: "Created"})
 def create_user() -> Response:
-    body = _body(_USER_FIELDS)
+    body = read_body(USER_FIELDS)
     if isinstance(body, Response):
         return body
-    for flag in ("email_verified", "admin"):
-        if flag in body and not isinstance(body[flag], bool):
-            return error_response(400, "invalid_request", f"{flag}: must be true or false")
     try:
         user = user_store.create_user(body.get("username"), body.get("password"), email=body.get("email"),
                                       name=body.get("name"), email_verified=body.get("email_verified", False),
@@ -161,6 +166,7 @@ def create_user() -> Response:
 
 @bp.get("/users/<username>")
 @require_admin
+@operation("Show a user")
 def show_user(username: str) -> Response:
     user = _user_or_404(username)
     return user if isinstance(user, Response) else jsonify(user.as_dict())
@@ -168,6 +174,7 @@ def show_user(username: str) -> Response:
 
 @bp.delete("/users/<username>")
 @require_admin
+@operation("Delete a user", responses={204: "Deleted"})
 def delete_user(username: str) -> Response:
     user = _user_or_404(username)
     if isinstance(user, Response):
@@ -178,6 +185,10 @@ def delete_user(username: str) -> Response:
 
 @bp.post("/users/<username>/<action>")
 @require_admin
+@operation("Disable or enable a user, or set a new password", body="NewPassword", body_optional=True,
+           path_enums={"action": ("disable", "enable", "password")},
+           description="The body (a new password) is read only by the password action.",
+           responses={200: "Disabled or enabled: the user", 204: "password: set"})
 def user_action(username: str, action: str) -> Response:
     user = _user_or_404(username)
     if isinstance(user, Response):
@@ -186,7 +197,7 @@ def user_action(username: str, action: str) -> Response:
         user_store.set_disabled(user, action == "disable")
         return jsonify(user.as_dict())
     if action == "password":
-        body = _body({"password", "revoke_grants"})
+        body = read_body(PASSWORD_FIELDS)
         if isinstance(body, Response):
             return body
         if not isinstance(body.get("revoke_grants", False), bool):

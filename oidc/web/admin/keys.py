@@ -9,14 +9,13 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, jsonify
 
 from keys.errors import InvalidKey, KeyNotFound, KeyServiceError, UnsupportedAlgorithm
 from keys.signer import KeyRecord
 from oidc import urls
 from oidc.state import key_service
+from oidc.web.admin.api import GENERATE_KEY_FIELDS, operation, read_body
 from oidc.web.admin.auth import require_admin
 from oidc.web.errors import error_response
 
@@ -39,15 +38,9 @@ def _check_set_name(key_set: str) -> Response | None:
     return None
 
 
-def _json_body() -> dict[str, Any] | Response:
-    body = request.get_json(silent=True)
-    if not isinstance(body, dict):
-        return error_response(400, "invalid_request", "the request body must be a JSON object")
-    return body
-
-
 @bp.get("/keys")
 @require_admin
+@operation("List key sets, the backend serving each and its number of keys")
 def list_key_sets() -> Response:
     service = key_service()
     sets = []
@@ -59,6 +52,7 @@ def list_key_sets() -> Response:
 
 @bp.get("/keys/<key_set>")
 @require_admin
+@operation("Show a key set's public keys and their rotation status")
 def show_key_set(key_set: str) -> Response:
     try:
         statuses = key_service().keys(key_set)
@@ -69,15 +63,15 @@ def show_key_set(key_set: str) -> Response:
 
 @bp.post("/keys/<key_set>")
 @require_admin
+@operation("Generate a key (on the HSM when the set lives there)", body="GenerateKey", body_optional=True,
+           responses={201: "Generated"})
 def generate_key(key_set: str) -> Response:
     if (problem := _check_set_name(key_set)) is not None:
         return problem
-    body = _json_body() if request.data else {}
+    body = read_body(GENERATE_KEY_FIELDS, optional=True)
     if isinstance(body, Response):
         return body
     alg = body.get("alg")
-    if alg is not None and not isinstance(alg, str):
-        return error_response(400, "invalid_request", "'alg' must be a string")
     try:
         record = key_service().generate(key_set, alg)
     except (UnsupportedAlgorithm, InvalidKey) as exc:
@@ -87,11 +81,13 @@ def generate_key(key_set: str) -> Response:
 
 @bp.post("/keys/<key_set>/import")
 @require_admin
+@operation("Import a private JWK into the software store (never onto the HSM)", body="JWK",
+           responses={201: "Imported"})
 def import_key(key_set: str) -> Response:
     """Import a private JWK into the software store (never onto the HSM)."""
     if (problem := _check_set_name(key_set)) is not None:
         return problem
-    body = _json_body()
+    body = read_body(None)
     if isinstance(body, Response):
         return body
     try:
@@ -103,6 +99,7 @@ def import_key(key_set: str) -> Response:
 
 @bp.delete("/keys/<key_set>/<kid>")
 @require_admin
+@operation("Delete a key (destroys it on the HSM)", responses={204: "Deleted"})
 def delete_key(key_set: str, kid: str) -> Response:
     try:
         deleted = key_service().delete(key_set, kid)

@@ -1,0 +1,132 @@
+"""Read-only questions to a PKCS#11 module, for ``oidc-hsm doctor``.
+
+Independent of the key service (:mod:`keys.hsm`): it never generates, signs
+or changes anything, and its messages never include the PIN.  The mechanisms
+each JWS algorithm needs are those :mod:`keys.hsm` uses to generate and sign.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pkcs11
+from pkcs11 import Attribute, Mechanism, ObjectClass
+from pkcs11.exceptions import PinIncorrect, PinLenRange, PinLocked, PKCS11Error, UserAlreadyLoggedIn
+
+_RSA_GEN = (Mechanism.RSA_PKCS_KEY_PAIR_GEN,)
+_EC_GEN = (Mechanism.EC_KEY_PAIR_GEN,)
+
+#: What each algorithm needs on the token: a key-pair generation mechanism and a
+#: signing one, each given as alternatives (a hash-and-sign mechanism, or the raw
+#: one over a digest computed by the provider, as tokens without the combined
+#: mechanisms require, e.g. openCryptoki's soft token).
+ALGORITHM_MECHANISMS: dict[str, tuple[tuple[Mechanism, ...], ...]] = {
+    "RS256": (_RSA_GEN, (Mechanism.SHA256_RSA_PKCS, Mechanism.RSA_PKCS)),
+    "RS384": (_RSA_GEN, (Mechanism.SHA384_RSA_PKCS, Mechanism.RSA_PKCS)),
+    "RS512": (_RSA_GEN, (Mechanism.SHA512_RSA_PKCS, Mechanism.RSA_PKCS)),
+    "PS256": (_RSA_GEN, (Mechanism.SHA256_RSA_PKCS_PSS, Mechanism.RSA_PKCS_PSS)),
+    "PS384": (_RSA_GEN, (Mechanism.SHA384_RSA_PKCS_PSS, Mechanism.RSA_PKCS_PSS)),
+    "PS512": (_RSA_GEN, (Mechanism.SHA512_RSA_PKCS_PSS, Mechanism.RSA_PKCS_PSS)),
+    "ES256": (_EC_GEN, (Mechanism.ECDSA,)),
+    "ES384": (_EC_GEN, (Mechanism.ECDSA,)),
+    "ES512": (_EC_GEN, (Mechanism.ECDSA,)),
+    "EdDSA": ((Mechanism.EC_EDWARDS_KEY_PAIR_GEN,), (Mechanism.EDDSA,)),
+}
+
+
+class ProbeError(Exception):
+    """A question the module could not answer; the message says why (never the PIN)."""
+
+
+def mechanism_name(mechanism: Any) -> str:
+    name = getattr(mechanism, "name", None)
+    return f"CKM_{name}" if name else f"0x{int(mechanism):08x}"
+
+
+def load(library: str) -> Any:
+    try:
+        return pkcs11.lib(library)
+    except (PKCS11Error, OSError, RuntimeError) as exc:
+        raise ProbeError(str(exc).strip() or type(exc).__name__) from None
+
+
+def find_slot(lib: Any, label: str | None, slot_id: int | None) -> tuple[Any, list[str]]:
+    """The slot holding the configured token (or None) and the labels of every token present."""
+    try:
+        slots = lib.get_slots(token_present=True)
+    except PKCS11Error as exc:
+        raise ProbeError(f"cannot list slots ({type(exc).__name__})") from None
+    labels: list[str] = []
+    found = None
+    for slot in slots:
+        try:
+            token = slot.get_token()
+        except PKCS11Error:
+            continue
+        labels.append(f"{token.label!r} (slot {slot.slot_id})")
+        if found is None and ((label and token.label == label) or (not label and slot.slot_id == slot_id)):
+            found = slot
+    return found, labels
+
+
+def mechanisms(slot: Any) -> set[Any]:
+    try:
+        return set(slot.get_mechanisms())
+    except PKCS11Error as exc:
+        raise ProbeError(f"cannot read the mechanism list ({type(exc).__name__})") from None
+
+
+def missing_mechanisms(available: set[Any], alg: str) -> list[str]:
+    """The requirements of ``alg`` the token meets with none of their alternatives ("A or B")."""
+    return [" or ".join(mechanism_name(m) for m in group) for group in ALGORITHM_MECHANISMS.get(alg, ())
+            if not any(m in available for m in group)]
+
+
+def usable_mechanisms(available: set[Any], alg: str) -> list[str]:
+    """For each requirement of ``alg``, the first alternative the token has."""
+    return [mechanism_name(next(m for m in group if m in available)) for group in ALGORITHM_MECHANISMS.get(alg, ())
+            if any(m in available for m in group)]
+
+
+class LoginFailed(ProbeError):
+    def __init__(self, reason: str, fix: str) -> None:
+        super().__init__(reason)
+        self.fix = fix
+
+
+def login(slot: Any, pin: str) -> Any:
+    """A read-only session logged in as the user."""
+    token = slot.get_token()
+    try:
+        return token.open(user_pin=pin)
+    except UserAlreadyLoggedIn:
+        return token.open()
+    except (PinIncorrect, PinLenRange):
+        raise LoginFailed("the token refused the PIN", "set HSM_PIN to the token's user PIN") from None
+    except PinLocked:
+        raise LoginFailed("the user PIN is locked", "have the token's security officer reset the user PIN") from None
+    except PKCS11Error as exc:
+        raise LoginFailed(f"login failed ({type(exc).__name__})",
+                          "check that the token is initialised and its user PIN is set") from None
+
+
+@dataclass(frozen=True)
+class KeyFacts:
+    label: str
+    key_id: str
+    sensitive: bool
+    extractable: bool
+
+
+def private_keys(session: Any, label: str) -> list[KeyFacts]:
+    """Every private key labelled ``label``: whether it is sensitive and extractable."""
+    facts = []
+    try:
+        for key in session.get_objects({Attribute.CLASS: ObjectClass.PRIVATE_KEY, Attribute.LABEL: label}):
+            key_id = key[Attribute.ID]
+            facts.append(KeyFacts(label=label, key_id=bytes(key_id).decode("ascii", "replace"),
+                                  sensitive=bool(key[Attribute.SENSITIVE]), extractable=bool(key[Attribute.EXTRACTABLE])))
+    except PKCS11Error as exc:
+        raise ProbeError(f"cannot read the keys labelled {label!r} ({type(exc).__name__})") from None
+    return facts

@@ -1,0 +1,35 @@
+"""Which settings each command reads, for its ``--help`` (one table, shown by ``oidc-hsm`` and ``flask``)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import click
+
+DATABASE = ("DATABASE_URL",)
+HSM = ("HSM_ENABLED", "HSM_LIBRARY", "HSM_TOKEN_LABEL", "HSM_SLOT", "HSM_PIN", "HSM_KEY_SET_PREFIX", "HSM_ONLY_KEY_SETS")
+KEYS = (*DATABASE, "SECRETS_SYSTEM", *HSM, "HSM_DESTROY_RETIRED_KEYS", "ID_TOKEN_SIGNING_ALG",
+        "ACCESS_TOKEN_SIGNING_ALG", "RSA_KEY_SIZE", "KEY_PREPUBLICATION_SECONDS", "KEY_RETENTION_SECONDS")
+CLIENTS = (*DATABASE, "SECRETS_SYSTEM", "CLIENT_CACHE_SECONDS")
+USERS = (*DATABASE, "PASSWORD_HASH_COST")
+TOKENS = DATABASE
+DB = DATABASE
+SERVE_SETTINGS = ("every setting (README.md); gunicorn's own: BIND, GUNICORN_WORKERS, GUNICORN_THREADS, "
+                  "GUNICORN_TIMEOUT, GUNICORN_GRACEFUL_TIMEOUT, GUNICORN_KEEPALIVE, FORWARDED_ALLOW_IPS, "
+                  "METRICS_BIND, LOG_FORMAT",)
+DOCTOR = (*KEYS, "OIDC_ISSUER", "ADMIN_API_KEYS", "THEME_DIR")
+
+#: The settings of each command group.
+GROUPS: dict[str, tuple[str, ...]] = {"keys": KEYS, "clients": CLIENTS, "users": USERS, "tokens": TOKENS, "db": DB}
+
+
+def settings_epilog(names: Iterable[str]) -> str:
+    return "Settings read (environment): " + ", ".join(names) + "."
+
+
+def describe_settings(group: click.Group, names: Iterable[str]) -> None:
+    """Add the settings a group reads to the --help of the group and of each of its commands."""
+    epilog = settings_epilog(names)
+    for command in [group, *group.commands.values()]:
+        if not command.epilog:
+            command.epilog = epilog

@@ -1,0 +1,261 @@
+"""The admin API's definitions, used twice: to validate request bodies and to publish ``/admin/openapi.json``.
+
+Each request body is a table of :class:`Field` (name -> type, required,
+description); :func:`read_body` checks a JSON body against its table (unknown
+fields, missing required ones, wrong types), and :func:`openapi_document`
+turns the same tables into the OpenAPI 3.1 schemas of the operations.  The
+operations themselves are the routes of the admin blueprints: each view is
+annotated with :func:`operation`, and the document lists every admin route of
+the running app, so a route without a description is noticed (a test checks).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from flask import Flask, Response, jsonify, request
+
+from oidc import urls
+from oidc.web.errors import error_response
+
+_JSON_TYPES: dict[str, type | tuple[type, ...]] = {"string": str, "boolean": bool, "array": list, "object": dict}
+
+
+@dataclass(frozen=True)
+class Field:
+    """One member of a JSON request body."""
+
+    type: str  # string, boolean, array (of strings) or object
+    description: str
+    required: bool = False
+    format: str | None = None
+    enum: tuple[str, ...] | None = None
+    max_length: int | None = None
+
+    def problem(self, name: str, value: Any) -> str | None:
+        """Why ``value`` is not acceptable for this field, or None."""
+        if (value is None or (value == "" and self.format == _URI)) and not self.required:
+            return None
+        expected = _JSON_TYPES[self.type]
+        given: Any = value
+        if not isinstance(given, expected) or (self.type != "boolean" and isinstance(given, bool)):
+            article = "an" if self.type[0] in "aeiou" else "a"
+            return f"{name}: must be {'true or false' if self.type == 'boolean' else article + ' ' + self.type}"
+        if self.type == "array" and not all(isinstance(item, str) for item in value):
+            return f"{name}: must be a list of strings"
+        if self.enum is not None and value not in self.enum:
+            return f"{name}: one of {', '.join(self.enum)}"
+        if self.max_length is not None and isinstance(value, str) and len(value) > self.max_length:
+            return f"{name}: at most {self.max_length} characters"
+        return None
+
+    def schema(self) -> dict[str, Any]:
+        schema: dict[str, Any] = {"type": self.type, "description": self.description}
+        if self.type == "array":
+            schema["items"] = {"type": "string", **({"format": self.format} if self.format else {})}
+        elif self.format:
+            schema["format"] = self.format
+        if self.enum:
+            schema["enum"] = list(self.enum)
+        if self.max_length:
+            schema["maxLength"] = self.max_length
+        return schema
+
+
+Body = Mapping[str, Field]
+
+
+def body_schema(fields: Body, *, additional: bool = False) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "object", "properties": {name: f.schema() for name, f in fields.items()},
+                              "additionalProperties": additional}
+    required = [name for name, f in fields.items() if f.required]
+    if required:
+        schema["required"] = required
+    return schema
+
+
+def read_body(fields: Body | None, *, optional: bool = False) -> dict[str, Any] | Response:
+    """The request's JSON object checked against ``fields`` (None: any object), or the 400 that refuses it."""
+    if optional and not request.data:
+        return {}
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        return error_response(400, "invalid_request", "the request body must be a JSON object")
+    if fields is None:
+        return body
+    unknown = sorted(set(body) - set(fields))
+    if unknown:
+        return error_response(400, "invalid_request", f"unknown field(s): {', '.join(unknown)}")
+    for name, spec in fields.items():
+        if name not in body:
+            if spec.required:
+                return error_response(400, "invalid_request", f"{name}: required")
+            continue
+        problem = spec.problem(name, body[name])
+        if problem:
+            return error_response(400, "invalid_request", problem)
+    return body
+
+
+# -- the bodies -----------------------------------------------------------------------------------
+
+_URI = "uri"
+
+CLIENT_FIELDS: dict[str, Field] = {
+    "name": Field("string", "Name shown to users on the consent page.", required=True, max_length=255),
+    "redirect_uris": Field("array", "Registered redirect URIs, compared exactly (https; http only on loopback; "
+                           "or a reverse-domain app scheme).", format=_URI),
+    "post_logout_redirect_uris": Field("array", "Registered post-logout redirect URIs.", format=_URI),
+    "grant_types": Field("array", "Grant types (default authorization_code and refresh_token)."),
+    "scope": Field("string", "Space-separated scopes the client may request "
+                   "(default 'openid profile email offline_access')."),
+    "auth_method": Field("string", "Token endpoint authentication method (default client_secret_basic).",
+                         enum=("client_secret_basic", "client_secret_post", "private_key_jwt", "none")),
+    "first_party": Field("boolean", "Trusted client: users are not asked for consent."),
+    "audiences": Field("array", "Resources (RFC 8707) the client may get access tokens for."),
+    "jwks": Field("object", "The client's public JWK Set (for private_key_jwt)."),
+    "resource_server": Field("boolean", "May introspect tokens issued to other clients."),
+    "refresh_always": Field("boolean", "Issue refresh tokens without offline_access."),
+    "admin_api": Field("boolean", "May request access tokens for the admin API (its audience <issuer>/admin, "
+                       "with the admin scope)."),
+    "require_pushed_authorization_requests": Field("boolean", "Authorization requests only through /par "
+                                                   "(RFC 9126 §6)."),
+    "dpop_bound_access_tokens": Field("boolean", "Token requests need a DPoP proof; access tokens are always "
+                                      "DPoP-bound (RFC 9449 §5.2)."),
+    "security_profile": Field("string", "fapi2: the FAPI 2.0 Security Profile for this client "
+                              "(default: the provider's SECURITY_PROFILE).", enum=("default", "fapi2")),
+    "logo_uri": Field("string", "https URL of the client's logo, shown on the consent page.", format=_URI),
+    "policy_uri": Field("string", "https URL of the client's privacy policy, linked on the consent page.", format=_URI),
+    "tos_uri": Field("string", "https URL of the client's terms of service, linked on the consent page.",
+                     format=_URI),
+}
+
+DISPLAY_FIELDS: dict[str, Field] = {name: CLIENT_FIELDS[name] for name in ("logo_uri", "policy_uri", "tos_uri")}
+
+USER_FIELDS: dict[str, Field] = {
+    "username": Field("string", "Login name (case-insensitive, unique).", required=True, max_length=255),
+    "password": Field("string", "Initial password.", required=True, format="password"),
+    "email": Field("string", "Email address.", format="email"),
+    "name": Field("string", "Full name (the name claim)."),
+    "email_verified": Field("boolean", "Whether the email address is verified (default false)."),
+    "admin": Field("boolean", "May use the admin API with an access token made for it (default false)."),
+}
+
+PASSWORD_FIELDS: dict[str, Field] = {
+    "password": Field("string", "The new password.", required=True, format="password"),
+    "revoke_grants": Field("boolean", "Also end the user's offline_access grants (refresh tokens that "
+                           "outlive the login), as after an account compromise."),
+}
+
+GENERATE_KEY_FIELDS: dict[str, Field] = {
+    "alg": Field("string", "JWS algorithm of the new key (default: the key set's configured algorithm)."),
+}
+
+#: Names the OpenAPI document gives each body table.
+BODIES: dict[str, Body] = {"ClientRegistration": CLIENT_FIELDS, "ClientDisplay": DISPLAY_FIELDS,
+                           "NewUser": USER_FIELDS, "NewPassword": PASSWORD_FIELDS, "GenerateKey": GENERATE_KEY_FIELDS}
+
+
+# -- the operations ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Operation:
+    summary: str
+    body: str | None = None  # a name in BODIES, or "JWK" (any JSON object)
+    body_optional: bool = False
+    responses: Mapping[int, str] = field(default_factory=lambda: {200: "OK"})
+    path_enums: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    description: str = ""
+
+
+def operation(summary: str, **kwargs: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Describe an admin view for the OpenAPI document."""
+    def annotate(view: Callable[..., Any]) -> Callable[..., Any]:
+        view.openapi = Operation(summary, **kwargs)  # type: ignore[attr-defined]
+        return view
+    return annotate
+
+
+def _operation_of(view: Any) -> Operation | None:
+    while view is not None:
+        found = getattr(view, "openapi", None)
+        if found is not None:
+            return found
+        view = getattr(view, "__wrapped__", None)
+    return None
+
+
+_ERROR_SCHEMA = {"type": "object", "required": ["error"], "properties": {
+    "error": {"type": "string"}, "error_description": {"type": "string"}}}
+
+
+def openapi_document(app: Flask, issuer: str) -> dict[str, Any]:
+    """The OpenAPI 3.1 document of every admin route of ``app``."""
+    paths: dict[str, dict[str, Any]] = {}
+    for rule in sorted(app.url_map.iter_rules(), key=lambda r: r.rule):
+        if not rule.rule.startswith(urls.ADMIN + "/") or rule.endpoint == "admin_openapi":
+            continue
+        described = _operation_of(app.view_functions[rule.endpoint])
+        path = rule.rule
+        parameters = []
+        for converter_name in rule.arguments:
+            path = path.replace(f"<{converter_name}>", f"{{{converter_name}}}").replace(
+                f"<path:{converter_name}>", f"{{{converter_name}}}")
+            param_schema: dict[str, Any] = {"type": "string"}
+            if described and converter_name in described.path_enums:
+                param_schema["enum"] = list(described.path_enums[converter_name])
+            parameters.append({"name": converter_name, "in": "path", "required": True, "schema": param_schema})
+        for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
+            item: dict[str, Any] = {"operationId": f"{rule.endpoint}_{method.lower()}",
+                                    "summary": described.summary if described else "(undocumented)",
+                                    "security": [{"bearer": []}]}
+            if described and described.description:
+                item["description"] = described.description
+            if parameters:
+                item["parameters"] = parameters
+            if described and described.body:
+                schema = ({"type": "object", "description": "A private JWK (RFC 7517)."} if described.body == "JWK"
+                          else {"$ref": f"#/components/schemas/{described.body}"})
+                item["requestBody"] = {"required": not described.body_optional,
+                                       "content": {"application/json": {"schema": schema}}}
+            responses: dict[str, Any] = {}
+            for status, text in (described.responses if described else {200: "OK"}).items():
+                responses[str(status)] = {"description": text}
+                if status != 204:
+                    responses[str(status)]["content"] = {"application/json": {"schema": {"type": "object"}}}
+            for status, text in ((400, "Invalid request"), (401, "Missing or invalid admin credentials"),
+                                 (404, "Not found"), (503, "A dependency (database, HSM) is unavailable")):
+                responses.setdefault(str(status), {"description": text, "content": {
+                    "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}})
+            item["responses"] = responses
+            paths.setdefault(path, {})[method.lower()] = item
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "oidc-hsm admin API", "version": "1",
+                 "description": "Signing keys, clients and users of the provider. Authenticate with "
+                                "`Authorization: Bearer <one of ADMIN_API_KEYS>` or an access token of this "
+                                "provider carrying ADMIN_SCOPE."},
+        "servers": [{"url": issuer}],
+        "paths": paths,
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": {"Error": _ERROR_SCHEMA, **{name: body_schema(fields) for name, fields in BODIES.items()}},
+        },
+    }
+
+
+def init_app(app: Flask, issuer: str) -> None:
+    """Serve the document at /admin/openapi.json (public: it describes, it grants nothing)."""
+    document: dict[str, Any] = {}
+
+    def openapi_json() -> Response:
+        if not document:
+            document.update(openapi_document(app, issuer))
+        response = jsonify(document)
+        response.headers["Cache-Control"] = "public, max-age=300"
+        return response
+
+    app.add_url_rule(urls.ADMIN + "/openapi.json", "admin_openapi", openapi_json)

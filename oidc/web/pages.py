@@ -1,0 +1,301 @@
+"""What every page shares: the theme, the static assets, the language and the CSP.
+
+* **Theme.**  ``THEME_DIR/templates/<name>.html`` replaces the shipped template
+  of that name and ``THEME_DIR/static/<file>`` the shipped asset (``logo.svg``,
+  ``pages.css``), file by file; everything else stays as shipped.  A theme
+  template that does not parse stops start-up with one line naming the file.
+* **Assets** are served by the provider itself under ``/assets/`` with a
+  content hash in their URL, so they are cached for ``STATIC_MAX_AGE`` and
+  still change the moment a file does.  ``/assets/settings.css`` carries the
+  colour settings (``PRIMARY_COLOR``).  No page loads anything from elsewhere,
+  and no page has inline script or style, so the CSP allows neither.
+* **Language**: ``ui_locales`` of the authorization request (OIDC Core
+  §3.1.2.1; carried through the login page in ``next``), else the browser's
+  ``Accept-Language``, among ``LANGUAGES``, else ``DEFAULT_LANGUAGE``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import mimetypes
+import os
+from collections.abc import Iterable
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from flask import Flask, Response, abort, current_app, g, request
+from flask_babel import Babel, get_locale
+from jinja2 import ChoiceLoader, FileSystemLoader, TemplateSyntaxError
+
+from oidc import urls
+from oidc.settings import ConfigError, Settings
+
+HERE = os.path.dirname(__file__)
+SHIPPED_TEMPLATES = os.path.join(HERE, "templates")
+SHIPPED_STATIC = os.path.join(HERE, "static")
+SHIPPED_TRANSLATIONS = os.path.join(HERE, "translations")
+ASSETS = "/assets"
+SETTINGS_CSS = "settings.css"
+
+#: The browser pages: errors on these paths are pages, elsewhere JSON.
+PAGE_PATHS = frozenset({urls.AUTHORIZE, urls.CONSENT, urls.LOGIN, urls.LOGOUT})
+
+
+class ThemeError(ConfigError):
+    """A theme file cannot be used; the message names it."""
+
+
+# -- colours ------------------------------------------------------------------------------------
+
+
+def _rgb(colour: str) -> tuple[float, float, float]:
+    digits = colour.lstrip("#")
+    if len(digits) == 3:
+        digits = "".join(c * 2 for c in digits)
+    return (int(digits[0:2], 16) / 255, int(digits[2:4], 16) / 255, int(digits[4:6], 16) / 255)
+
+
+def _luminance(rgb: tuple[float, float, float]) -> float:
+    def channel(c: float) -> float:
+        return c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4
+    r, g_, b = (channel(c) for c in rgb)
+    return 0.2126 * r + 0.7152 * g_ + 0.0722 * b
+
+
+def contrast(a: str, b: str) -> float:
+    """WCAG contrast ratio of two hex colours."""
+    la, lb = sorted((_luminance(_rgb(a)), _luminance(_rgb(b))), reverse=True)
+    return (la + 0.05) / (lb + 0.05)
+
+
+def _hex(rgb: Iterable[float]) -> str:
+    return "#" + "".join(f"{round(max(0.0, min(1.0, c)) * 255):02x}" for c in rgb)
+
+
+def _mix(colour: str, towards: str, amount: float) -> str:
+    a, b = _rgb(colour), _rgb(towards)
+    return _hex(x + (y - x) * amount for x, y in zip(a, b, strict=True))
+
+
+def _readable_on(background: str, colour: str, towards: str) -> str:
+    """``colour``, moved towards ``towards`` until text in it reads on ``background`` (WCAG AA, 4.5:1)."""
+    step = 0.0
+    candidate = colour
+    while contrast(candidate, background) < 4.5 and step < 1:
+        step += 0.05
+        candidate = _mix(colour, towards, step)
+    return candidate
+
+
+#: Page backgrounds of the shipped stylesheet, light and dark (pages.css).
+LIGHT_SURFACE = "#ffffff"
+DARK_SURFACE = "#1c1f26"
+
+
+def settings_css(primary: str) -> str:
+    """The colour variables: the primary colour as given, made readable in each scheme."""
+    light = _readable_on(LIGHT_SURFACE, primary, "#000000")
+    dark = _readable_on(DARK_SURFACE, primary, "#ffffff")
+
+    def on(colour: str) -> str:
+        return "#ffffff" if contrast(colour, "#ffffff") >= contrast(colour, "#111111") else "#111111"
+
+    return (
+        f":root{{--primary:{light};--primary-hover:{_mix(light, '#000000', 0.15)};--on-primary:{on(light)};}}\n"
+        "@media (prefers-color-scheme: dark){"
+        f":root{{--primary:{dark};--primary-hover:{_mix(dark, '#ffffff', 0.15)};--on-primary:{on(dark)};}}}}\n"
+    )
+
+
+# -- assets -------------------------------------------------------------------------------------
+
+
+class Assets:
+    """Static files, the theme's first; their URLs carry a hash of their content."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.folders = [os.path.join(settings.theme_dir, "static")] if settings.theme_dir else []
+        self.folders.append(SHIPPED_STATIC)
+        self.max_age = settings.static_max_age
+        self.generated = {SETTINGS_CSS: settings_css(settings.primary_color).encode("utf-8")}
+        self._cache: dict[str, tuple[bytes, str] | None] = {}
+        self.logo_url = settings.service_logo_url or None
+
+    def find(self, filename: str) -> tuple[bytes, str] | None:
+        """The content and hash of ``filename``, or None."""
+        if filename in self._cache:
+            return self._cache[filename]
+        found: tuple[bytes, str] | None = None
+        if filename in self.generated:
+            content = self.generated[filename]
+            found = (content, hashlib.sha256(content).hexdigest()[:16])
+        else:
+            for folder in self.folders:
+                path = os.path.realpath(os.path.join(folder, filename))
+                if path.startswith(os.path.realpath(folder) + os.sep) and os.path.isfile(path):
+                    with open(path, "rb") as file:
+                        content = file.read()
+                    found = (content, hashlib.sha256(content).hexdigest()[:16])
+                    break
+        self._cache[filename] = found
+        return found
+
+    def url(self, filename: str) -> str:
+        found = self.find(filename)
+        return f"{ASSETS}/{filename}" + (f"?v={found[1]}" if found else "")
+
+    def logo(self) -> str | None:
+        """The service logo: SERVICE_LOGO_URL, else the theme's or the shipped logo file."""
+        if self.logo_url:
+            return self.logo_url
+        for name in ("logo.svg", "logo.png"):
+            if self.find(name):
+                return self.url(name)
+        return None
+
+    def serve(self, filename: str) -> Response:
+        found = self.find(filename)
+        if found is None:
+            abort(404)
+        content, digest = found
+        mimetype = mimetypes.guess_type(filename)[0] or "application/octet-stream"
+        response = Response(content, mimetype=mimetype)
+        response.set_etag(digest)
+        if request.args.get("v") == digest:
+            response.headers["Cache-Control"] = f"public, max-age={self.max_age}, immutable"
+        else:
+            response.headers["Cache-Control"] = "public, max-age=300"
+        response.make_conditional(request)
+        return response
+
+
+# -- templates ----------------------------------------------------------------------------------
+
+
+def _check_theme_templates(app: Flask, folder: str) -> None:
+    """Parse every theme template now: a broken one is a start-up error naming the file."""
+    for root, _dirs, files in os.walk(folder):
+        for name in sorted(files):
+            if not name.endswith((".html", ".txt", ".xml")):
+                continue
+            path = os.path.join(root, name)
+            with open(path, encoding="utf-8") as file:
+                source = file.read()
+            try:
+                app.jinja_env.parse(source, name=name, filename=path)
+            except TemplateSyntaxError as exc:
+                raise ThemeError(f"THEME_DIR template {path}, line {exc.lineno}: {exc.message}") from None
+
+
+# -- language -----------------------------------------------------------------------------------
+
+
+def _requested_ui_locales() -> list[str]:
+    """``ui_locales`` of this request, or of the authorization request it continues (login's ``next``)."""
+    value = request.values.get("ui_locales")
+    if value is None:
+        target = request.values.get("next")
+        if target and len(target) < 16384:
+            value = next(iter(parse_qs(urlsplit(target).query).get("ui_locales", [])), None)
+    return (value or "").split()[:10]
+
+
+def select_locale(languages: tuple[str, ...], default: str) -> str:
+    """The page language: ui_locales first (in its order), then Accept-Language, then the default."""
+    for tag in _requested_ui_locales():
+        code = tag.replace("-", "_")
+        for candidate in (code, code.split("_")[0]):
+            if candidate in languages:
+                return candidate
+    hyphenated = [language.replace("_", "-") for language in languages]
+    best = request.accept_languages.best_match(hyphenated)
+    return best.replace("-", "_") if best else default
+
+
+def language_tag() -> str:
+    """The BCP 47 tag of the page language, for ``<html lang>``."""
+    return str(get_locale() or "en").replace("_", "-")
+
+
+# -- CSP ----------------------------------------------------------------------------------------
+
+
+def allow_image(url: str | None) -> str | None:
+    """Allow this page to show an image from ``url``'s origin (a client's logo), and return ``url``."""
+    if url:
+        parts = urlsplit(url)
+        if parts.scheme in ("https", "http") and parts.netloc:
+            g.setdefault("csp_images", set()).add(f"{parts.scheme}://{parts.netloc}")
+    return url
+
+
+def content_security_policy() -> str:
+    """The CSP of a page: nothing but our own styles and images (and the logos' origins)."""
+    logo_url = current_app.extensions["oidc.assets"].logo_url
+    images = {"'self'"}
+    if logo_url and "://" in logo_url:
+        parts = urlsplit(logo_url)
+        images.add(f"{parts.scheme}://{parts.netloc}")
+    images.update(g.get("csp_images", ()))
+    return ("default-src 'none'; style-src 'self'; img-src " + " ".join(sorted(images))
+            + "; base-uri 'none'; frame-ancestors 'none'")
+
+
+def signed_in_user() -> Any:
+    """The user signed in in this browser, if any (the account shown on the page)."""
+    from oidc.web.session import current_login
+
+    login = current_login()
+    return login.user if login is not None else None
+
+
+def client_of_next() -> Any:
+    """The client of the authorization request the login page continues (its ``next``), if any."""
+    from oidc.queries import find_client
+
+    target = request.values.get("next")
+    if not target or len(target) > 16384 or urlsplit(target).path != urls.AUTHORIZE:
+        return None
+    client_id = next(iter(parse_qs(urlsplit(target).query).get("client_id", [])), None)
+    return find_client(client_id) if client_id and len(client_id) <= 64 else None
+
+
+def is_page_request() -> bool:
+    """Whether this request is for a browser page (errors become pages, not JSON)."""
+    return request.path in PAGE_PATHS
+
+
+def init_app(app: Flask, settings: Settings) -> Assets:
+    assets = Assets(settings)
+    app.extensions["oidc.assets"] = assets
+    loaders: list[Any] = []
+    if settings.theme_dir:
+        theme_templates = os.path.join(settings.theme_dir, "templates")
+        if os.path.isdir(theme_templates):
+            loaders.append(FileSystemLoader(theme_templates))
+    loaders.append(FileSystemLoader(SHIPPED_TEMPLATES))
+    app.jinja_loader = ChoiceLoader(loaders)
+    if settings.theme_dir and os.path.isdir(os.path.join(settings.theme_dir, "templates")):
+        _check_theme_templates(app, os.path.join(settings.theme_dir, "templates"))
+
+    directories = [SHIPPED_TRANSLATIONS]
+    if settings.theme_dir and os.path.isdir(os.path.join(settings.theme_dir, "translations")):
+        directories.insert(0, os.path.join(settings.theme_dir, "translations"))
+    for language in settings.languages:
+        if language != "en" and not any(
+                os.path.isfile(os.path.join(folder, language, "LC_MESSAGES", "messages.mo")) for folder in directories):
+            raise ConfigError(f"LANGUAGES names {language!r} but there is no {language}/LC_MESSAGES/messages.mo "
+                              "in the shipped translations or THEME_DIR/translations")
+    app.config["BABEL_TRANSLATION_DIRECTORIES"] = ";".join(directories)
+    Babel(app, default_locale=settings.default_language,
+          locale_selector=lambda: select_locale(settings.languages, settings.default_language))
+
+    app.add_url_rule(f"{ASSETS}/<path:filename>", "assets", assets.serve)
+
+    @app.context_processor
+    def page_context() -> dict[str, Any]:
+        return {"service_name": settings.service_name, "service_logo": assets.logo(), "asset_url": assets.url,
+                "language_tag": language_tag, "allow_image": allow_image, "signed_in_user": signed_in_user,
+                "client_of_next": client_of_next}
+
+    return assets

@@ -1,0 +1,188 @@
+"""``oidc-hsm doctor`` against real PKCS#11 modules: a healthy SoftHSM token, a wrong PIN, a missing
+library, an extractable key, and openCryptoki's soft token (no EC mechanisms at all).
+
+The installed console command is run as an operator runs it (a separate process:
+one PKCS#11 library per process).  Every run's output is checked for the PIN and
+the system secret, which must never appear.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from support import IN_CI, missing
+
+# The database is not what these tests are about: SQLite only.
+pytestmark = [pytest.mark.hsm, pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)]
+
+OIDC_HSM = str(Path(sys.executable).with_name("oidc-hsm"))
+
+#: openCryptoki's soft token as tests/ share it: the machine has one, it is
+#: initialised once with this label and these PINs and then used as it is.
+OCK_LABEL = "oidc-tests"
+OCK_DEFAULT_SO_PIN = "87654321"
+OCK_SO_PIN = "so-7319a"
+OCK_PIN = "us-40213"
+OCK_LIBRARIES = ["/usr/lib/x86_64-linux-gnu/opencryptoki/libopencryptoki.so.0",
+                 "/usr/lib/aarch64-linux-gnu/opencryptoki/libopencryptoki.so.0",
+                 "/usr/lib64/opencryptoki/libopencryptoki.so.0"]
+
+
+def doctor(env: dict[str, str]) -> tuple[int, list[str], str]:
+    """Exit status, the check lines and the whole output of ``oidc-hsm doctor``."""
+    assert os.path.exists(OIDC_HSM), "the console command is installed with the package (pip install -e .)"
+    result = subprocess.run([OIDC_HSM, "doctor"], env={**os.environ, **env, "LOG_FORMAT": "text"},
+                            capture_output=True, text=True, timeout=120, cwd="/")
+    output = result.stdout + result.stderr
+    for secret in (env.get("HSM_PIN"), env.get("SECRETS_SYSTEM"), env.get("ADMIN_API_KEYS")):
+        if secret:
+            assert secret not in output
+    return result.returncode, [line for line in result.stdout.splitlines() if line.startswith("[")], output
+
+
+def line(lines: list[str], name: str) -> str:
+    found = [entry for entry in lines if re.match(rf"\[(ok  |FAIL|skip)\] {re.escape(name)}:", entry)]
+    assert len(found) == 1, (name, lines)
+    return found[0]
+
+
+@pytest.fixture
+def provisioned(make_app: Any, hsm_env: dict[str, str]) -> dict[str, str]:
+    """A SoftHSM deployment whose key sets have been provisioned (as the first start does)."""
+    from support import start_key_service
+
+    start_key_service(make_app(hsm_env))
+    return hsm_env
+
+
+def test_healthy_softhsm_deployment_passes_every_check(provisioned: dict[str, str]) -> None:
+    status, lines, output = doctor(provisioned)
+    assert status == 0, output
+    for name in ("settings", "SECRETS_SYSTEM", "database", "schema", "pkcs11 library", "token", "login",
+                 "mechanisms openid.id-token", "mechanisms jwt.access-token", "keys openid.id-token",
+                 "keys jwt.access-token"):
+        assert line(lines, name).startswith("[ok  ]"), output
+    assert "RS256: CKM_RSA_PKCS_KEY_PAIR_GEN, CKM_SHA256_RSA_PKCS available" in line(lines, "mechanisms openid.id-token")
+    assert "none extractable" in line(lines, "keys jwt.access-token")
+    assert "FAIL" not in output and "Traceback" not in output
+
+
+def test_wrong_pin_fails_the_login_check_without_showing_any_pin(provisioned: dict[str, str]) -> None:
+    status, lines, output = doctor({**provisioned, "HSM_PIN": "not-the-pin-4711"})
+    assert status == 1
+    login = line(lines, "login")
+    assert login.startswith("[FAIL]") and "refused the PIN" in login and "fix: set HSM_PIN" in login
+    assert line(lines, "token").startswith("[ok  ]")
+    assert provisioned["HSM_PIN"] not in output
+
+
+def test_missing_library_fails_with_the_fix(provisioned: dict[str, str], tmp_path: Path) -> None:
+    status, lines, _output = doctor({**provisioned, "HSM_LIBRARY": str(tmp_path / "libvendor-pkcs11.so")})
+    assert status == 1
+    check = line(lines, "pkcs11 library")
+    assert check.startswith("[FAIL]") and "libvendor-pkcs11.so" in check and "fix: install" in check
+    assert not any(entry.startswith("[ok  ] token") for entry in lines)
+
+
+def test_an_extractable_key_on_the_token_fails_its_key_set(provisioned: dict[str, str], softhsm: Any) -> None:
+    import pkcs11
+    from pkcs11 import Attribute, KeyType, MechanismFlag
+
+    from keys.hsm import PKCS11_LOCK
+
+    with PKCS11_LOCK:
+        token = pkcs11.lib(softhsm.library).get_token(token_label=provisioned["HSM_TOKEN_LABEL"])
+        try:
+            session = token.open(rw=True, user_pin=softhsm.pin)
+        except pkcs11.UserAlreadyLoggedIn:  # the provisioning key service of this process is logged in
+            session = token.open(rw=True)
+        with session:
+            session.generate_keypair(KeyType.RSA, 2048, label="openid.id-token", id=b"exported", store=True,
+                                     capabilities=MechanismFlag.SIGN | MechanismFlag.VERIFY,
+                                     private_template={Attribute.EXTRACTABLE: True, Attribute.SENSITIVE: False})
+    status, lines, _output = doctor(provisioned)
+    assert status == 1
+    check = line(lines, "keys openid.id-token")
+    assert check.startswith("[FAIL]") and "can leave the token" in check and "exported" in check
+    assert line(lines, "keys jwt.access-token").startswith("[ok  ]")
+
+
+def test_schema_behind_and_database_down(base_env: dict[str, str], tmp_path: Path) -> None:
+    status, lines, _ = doctor({**base_env, "DATABASE_URL": f"sqlite:///{tmp_path / 'new.sqlite3'}"})
+    assert status == 1 and "fix: run oidc-hsm db upgrade" in line(lines, "schema")
+    assert line(lines, "hsm").startswith("[skip]")
+    status, lines, _ = doctor({**base_env, "DATABASE_URL": "postgresql://nobody@127.0.0.1:9/none"})
+    assert status == 1 and "fix: check DATABASE_URL" in line(lines, "database")
+
+
+def test_invalid_settings_are_one_failed_line(base_env: dict[str, str]) -> None:
+    status, lines, output = doctor({**base_env, "HSM_ENABLED": "true", "HSM_LIBRARY": "", "HSM_PIN": "1234"})
+    assert status == 1 and lines == [line(lines, "settings")] and "HSM_LIBRARY" in lines[0]
+    assert "Traceback" not in output
+
+
+# -- openCryptoki -------------------------------------------------------------------------
+
+
+def _pkcsconf(*args: str, stdin: str | None = None) -> str:
+    result = subprocess.run(["pkcsconf", *args], input=stdin, capture_output=True, text=True, timeout=60)
+    if result.returncode != 0:
+        raise RuntimeError(f"pkcsconf {args[0]} failed: {result.stdout}{result.stderr}")
+    return result.stdout
+
+
+@pytest.fixture(scope="module")
+def opencryptoki() -> str:
+    """openCryptoki's soft token labelled OCK_LABEL (initialised here if it is in its factory state)."""
+    library = next((path for path in OCK_LIBRARIES if os.path.exists(path)), None)
+    if library is None or shutil.which("pkcsconf") is None or os.geteuid() != 0:
+        missing("openCryptoki (Debian package opencryptoki) and root to run pkcsslotd")
+    assert library is not None
+    if subprocess.run(["pgrep", "-x", "pkcsslotd"], capture_output=True).returncode != 0:
+        subprocess.run(["pkcsslotd"], check=True, timeout=30)  # daemonises; left running like the system service
+    slot = label = None
+    initialised = False
+    for block in re.split(r"(?=Token #\d+ Info:)", _pkcsconf("-t")):
+        match = re.match(r"Token #(\d+) Info:", block)
+        if match and "IBM SoftTok" in block:
+            slot = match.group(1)
+            found = re.search(r"Label:\s*(.*?)\s*$", block, re.M)
+            label = found.group(1) if found else ""
+            initialised = "TOKEN_INITIALIZED" in block
+    if slot is None:
+        missing("openCryptoki's soft token (libpkcs11_sw.so in opencryptoki.conf)")
+    if label != OCK_LABEL:
+        if initialised:
+            if IN_CI:
+                pytest.fail(f"openCryptoki's soft token is initialised as {label!r}, not {OCK_LABEL!r}")
+            pytest.skip(f"openCryptoki's soft token is initialised as {label!r}")
+        assert slot is not None
+        _pkcsconf("-I", "-c", slot, "-S", OCK_DEFAULT_SO_PIN, stdin=OCK_LABEL + "\n")
+        _pkcsconf("-P", "-c", slot, "-S", OCK_DEFAULT_SO_PIN, "-n", OCK_SO_PIN)
+        _pkcsconf("-u", "-c", slot, "-S", OCK_SO_PIN, "-n", "tmp-8812")
+        _pkcsconf("-p", "-c", slot, "-U", "tmp-8812", "-n", OCK_PIN)
+    return library
+
+
+def test_token_without_the_access_token_sets_mechanism(base_env: dict[str, str], opencryptoki: str) -> None:
+    """openCryptoki's soft token has RSA but no EC: the ES256 access-token set cannot live there."""
+    prefix = f"doctor-{uuid.uuid4().hex[:8]}."  # no keys under this prefix: the key checks fail too
+    env = {**base_env, "HSM_ENABLED": "true", "HSM_LIBRARY": opencryptoki, "HSM_TOKEN_LABEL": OCK_LABEL,
+           "HSM_PIN": OCK_PIN, "HSM_KEY_SET_PREFIX": prefix, "ACCESS_TOKEN_SIGNING_ALG": "ES256"}
+    status, lines, output = doctor(env)
+    assert status == 1, output
+    assert line(lines, "login").startswith("[ok  ]")
+    assert line(lines, "mechanisms openid.id-token").startswith("[ok  ] mechanisms openid.id-token: RS256")
+    es = line(lines, "mechanisms jwt.access-token")
+    assert es.startswith("[FAIL]") and "ES256 needs CKM_EC_KEY_PAIR_GEN, CKM_ECDSA" in es
+    assert "fix: set ACCESS_TOKEN_SIGNING_ALG" in es
+    assert "oidc-hsm keys generate" in line(lines, "keys openid.id-token")

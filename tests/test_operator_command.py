@@ -1,0 +1,87 @@
+"""The installed ``oidc-hsm`` command: every command's help, ``serve`` and ``db upgrade`` without ``--app``."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from oidc_fixtures import free_port
+from support import stop_process_group
+
+OIDC_HSM = str(Path(sys.executable).with_name("oidc-hsm"))
+
+
+def _commands(group: click.Group, ctx: click.Context, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    found = []
+    for name in group.list_commands(ctx):
+        command = group.get_command(ctx, name)
+        assert command is not None, name
+        found.append((*prefix, name))
+        if isinstance(command, click.Group):
+            found.extend(_commands(command, ctx, (*prefix, name)))
+    return found
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_every_command_says_what_it_does_and_which_settings_it_reads(base_env: dict[str, str],
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from oidc.cli.main import cli
+
+    for name, value in base_env.items():
+        monkeypatch.setenv(name, value)
+    # FlaskGroup.main sets FLASK_RUN_FROM_CLI=true in os.environ; undone after the test, or later
+    # subprocesses (the quickstart's demo app) would believe they run under ``flask run``.
+    monkeypatch.setenv("FLASK_RUN_FROM_CLI", "false")
+    runner = CliRunner()
+    with cli.make_context("oidc-hsm", ["--help"], resilient_parsing=True) as ctx:
+        commands = _commands(cli, ctx)
+    names = {command[0] for command in commands}
+    assert names == {"serve", "doctor", "db", "keys", "clients", "users", "tokens"}
+    for command in commands:
+        result = runner.invoke(cli, [*command, "--help"], prog_name="oidc-hsm")
+        assert result.exit_code == 0, (command, result.output)
+        assert "Settings read (environment):" in result.output, command
+        summary = result.output.split("\n\n")[1].strip()
+        assert summary and not summary.startswith("Options"), command
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_serve_runs_gunicorn_with_the_shipped_configuration(base_env: dict[str, str], tmp_path: Path) -> None:
+    import requests
+
+    assert os.path.exists(OIDC_HSM)
+    port = free_port()
+    env = {**os.environ, **base_env, "DATABASE_URL": f"sqlite:///{tmp_path / 'served.sqlite3'}", "METRICS_BIND": "",
+           "LOG_FORMAT": "text", "BIND": f"127.0.0.1:{port}", "GUNICORN_WORKERS": "1"}
+    upgraded = subprocess.run([OIDC_HSM, "db", "upgrade"], env=env, cwd=tmp_path, capture_output=True, text=True,
+                              timeout=120)
+    assert upgraded.returncode == 0, upgraded.stderr
+    log = tmp_path / "serve.log"
+    with open(log, "wb") as sink:
+        process = subprocess.Popen([OIDC_HSM, "serve", "--workers", "1"], env=env, cwd=tmp_path, stdout=sink,
+                                   stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        response: Any = None
+        while time.monotonic() < deadline and process.poll() is None:
+            try:
+                response = requests.get(f"http://127.0.0.1:{port}/health/ready", timeout=2)
+                if response.status_code == 200:
+                    break
+            except requests.RequestException:
+                pass
+            time.sleep(0.2)
+        assert response is not None and response.status_code == 200, log.read_text()[-2000:]
+        page = requests.get(f"http://127.0.0.1:{port}/login", timeout=5)
+        assert page.status_code == 200 and "Content-Security-Policy" in page.headers
+    finally:
+        stop_process_group(process, timeout=20)
