@@ -145,7 +145,8 @@ def _race_one_dpop_proof(instances: SimpleNamespace, make_app: Any) -> None:
 def _race_one_request_uri(instances: SimpleNamespace) -> None:
     browser = UserAgent(instances.a)
     client = instances.client
-    scope = "openid profile email offline_access"
+    # (Without offline_access, which asks for consent every time: OIDC Core §11.)
+    scope = "openid profile email"
     browser.code(client[0], CALLBACK, scope=scope)  # signed in and consented on A
     for attempt in range(RACES):
         _, challenge = pkce_pair()
