@@ -279,8 +279,14 @@ def postgres_template(postgres_server: str) -> Iterator[str]:
         yield name
 
 
+#: URLs of the databases made from a migrated template: ``make_app`` need not migrate them again.
+MIGRATED: set[str] = set()
+
+
 def _postgres_database(request: pytest.FixtureRequest, template: str | None) -> Iterator[str]:
     with _new_postgres_database(request.getfixturevalue("postgres_server"), "oidc_test", template) as (_, url):
+        if template is not None:
+            MIGRATED.add(url)
         yield url
 
 
@@ -288,14 +294,17 @@ DATABASES = ("sqlite", "postgresql")
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    """``database_url``: SQLite, and PostgreSQL too for tests marked ``both_databases``."""
-    if "database_url" not in metafunc.fixturenames:
+    """``database_url`` (or ``provisioned_database_url`` alone): SQLite, and PostgreSQL too
+    for tests marked ``both_databases``."""
+    name = next((name for name in ("database_url", "provisioned_database_url") if name in metafunc.fixturenames),
+                None)
+    if name is None:
         return
     if any(mark.args and "database_url" in str(mark.args[0]).split(",")
            for mark in metafunc.definition.iter_markers("parametrize")):
         return  # the test chose its databases itself
     both = metafunc.definition.get_closest_marker("both_databases") is not None
-    metafunc.parametrize("database_url", DATABASES if both else DATABASES[:1], indirect=True)
+    metafunc.parametrize(name, DATABASES if both else DATABASES[:1], indirect=True)
 
 
 @pytest.fixture
@@ -308,17 +317,20 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
     if request.param == "sqlite":
         path = tmp_path / "oidc.sqlite3"
         shutil.copyfile(request.getfixturevalue("sqlite_template"), path)
+        MIGRATED.add(f"sqlite:///{path}")
         yield f"sqlite:///{path}"
         return
     yield from _postgres_database(request, request.getfixturevalue("postgres_template"))
 
 
 @pytest.fixture
-def provisioned_database_url(request: pytest.FixtureRequest, database_url: str, tmp_path: Path) -> Iterator[str]:
+def provisioned_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """Like ``database_url``, with the software keys of ``SESSION_SECRET`` already provisioned."""
-    if database_url.startswith("sqlite"):
+    kind = getattr(request, "param", None) or request.node.callspec.params["database_url"]
+    if kind == "sqlite":
         path = tmp_path / "provisioned.sqlite3"
         shutil.copyfile(request.getfixturevalue("provisioned_sqlite_template"), path)
+        MIGRATED.add(f"sqlite:///{path}")
         yield f"sqlite:///{path}"
         return
     yield from _postgres_database(request, request.getfixturevalue("provisioned_postgres_template"))
@@ -378,9 +390,8 @@ def admin_key() -> str:
     return secrets.token_urlsafe(32)
 
 
-@pytest.fixture
-def base_env(database_url: str, system_secret: str, admin_key: str) -> dict[str, str]:
-    """Environment of a software-keys deployment on the test database."""
+def software_env(database_url: str, system_secret: str, admin_key: str) -> dict[str, str]:
+    """Environment of a software-keys deployment on ``database_url``."""
     return {
         "DATABASE_URL": database_url,
         "SECRETS_SYSTEM": system_secret,
@@ -388,6 +399,12 @@ def base_env(database_url: str, system_secret: str, admin_key: str) -> dict[str,
         "OIDC_ISSUER": "https://op.example.test",
         "PASSWORD_HASH_COST": TEST_PASSWORD_HASH_COST,
     }
+
+
+@pytest.fixture
+def base_env(database_url: str, system_secret: str, admin_key: str) -> dict[str, str]:
+    """Environment of a software-keys deployment on the test database."""
+    return software_env(database_url, system_secret, admin_key)
 
 
 @pytest.fixture
@@ -414,7 +431,8 @@ def make_app(tmp_path: Path) -> Iterator[Callable[..., Any]]:
 
     def make(env: dict[str, str], **config: Any) -> Any:
         app = create_app({"TESTING": True, **config}, env=env)
-        upgrade_schema(app)
+        if env.get("DATABASE_URL") not in MIGRATED:  # a copy of a migrated template is at head already
+            upgrade_schema(app)
         apps.append(app)
         return app
 

@@ -200,9 +200,11 @@ class Provider:
 
 
 @pytest.fixture
-def op(make_app: Any, base_env: dict[str, str], provisioned_database_url: str) -> Provider:
+def op(make_app: Any, provisioned_database_url: str, system_secret: str, admin_key: str) -> Provider:
     """A provider with software keys (provisioned once per session) on the test database."""
-    return Provider(make_app({**base_env, "DATABASE_URL": provisioned_database_url}))
+    from conftest import software_env
+
+    return Provider(make_app(software_env(provisioned_database_url, system_secret, admin_key)))
 
 
 @pytest.fixture

@@ -17,7 +17,6 @@ import pytest
 from oidc_fixtures import ISSUER, REDIRECT_URI, Provider, hidden_fields
 
 #: Rendering does not depend on the database: SQLite only.
-sqlite_only = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 
 REPO = Path(__file__).resolve().parent.parent
 _INLINE = re.compile(r"<style|<script|\sstyle=|\son[a-z]+=", re.I)
@@ -40,7 +39,6 @@ def _consent_page(op: Provider, client_id: str, **extra: str) -> Any:
 # -- CSP and assets ---------------------------------------------------------------------------------
 
 
-@sqlite_only
 def test_every_page_has_a_strict_csp_and_no_inline_style_or_script(op: Provider) -> None:
     op.add_user()
     client_id, _ = op.add_client(name="Photo Printer")
@@ -60,7 +58,6 @@ def test_every_page_has_a_strict_csp_and_no_inline_style_or_script(op: Provider)
         assert not re.search(r'(src|href)="(https?:)?//', page.text.replace('href="https://rp.example.test', ""))
 
 
-@sqlite_only
 def test_assets_are_cached_by_content_hash(op: Provider) -> None:
     page = op.get("/login").text
     urls = re.findall(r'(?:href|src)="(/assets/[^"]+)"', page)
@@ -79,7 +76,6 @@ def test_assets_are_cached_by_content_hash(op: Provider) -> None:
     assert op.get("/assets/nothing.css").status_code == 404
 
 
-@sqlite_only
 def test_primary_colour_is_made_readable_in_both_schemes(make_app: Any, base_env: dict[str, str]) -> None:
     from oidc.web.pages import DARK_SURFACE, LIGHT_SURFACE, contrast
 
@@ -95,7 +91,6 @@ def test_primary_colour_is_made_readable_in_both_schemes(make_app: Any, base_env
         make_app({**base_env, "PRIMARY_COLOR": "blue; } body { display:none"})
 
 
-@sqlite_only
 def test_service_name_and_an_external_logo_url(make_app: Any, base_env: dict[str, str]) -> None:
     app = make_app({**base_env, "SERVICE_NAME": "Example Corp", "SERVICE_LOGO_URL": "https://cdn.example.test/l.svg"})
     page = app.test_client().get("/login")
@@ -110,7 +105,6 @@ def test_service_name_and_an_external_logo_url(make_app: Any, base_env: dict[str
 # -- themes -----------------------------------------------------------------------------------------
 
 
-@sqlite_only
 def test_theme_overrides_templates_and_static_files_one_by_one(make_app: Any, base_env: dict[str, str],
                                                                 tmp_path: Path) -> None:
     theme = tmp_path / "theme"
@@ -135,7 +129,6 @@ def test_theme_overrides_templates_and_static_files_one_by_one(make_app: Any, ba
     assert "This application is not recognised" in error.text
 
 
-@sqlite_only
 def test_a_broken_theme_template_stops_start_up_naming_the_file(make_app: Any, base_env: dict[str, str],
                                                                  tmp_path: Path) -> None:
     from oidc.web.pages import ThemeError
@@ -148,7 +141,6 @@ def test_a_broken_theme_template_stops_start_up_naming_the_file(make_app: Any, b
     assert str(broken) in str(raised.value) and "line 2" in str(raised.value)
 
 
-@sqlite_only
 @pytest.mark.e2e
 def test_a_broken_theme_stops_gunicorn_with_one_line(base_env: dict[str, str], tmp_path: Path) -> None:
     (tmp_path / "theme" / "templates").mkdir(parents=True)
@@ -166,7 +158,6 @@ def test_a_broken_theme_stops_gunicorn_with_one_line(base_env: dict[str, str], t
 # -- languages --------------------------------------------------------------------------------------
 
 
-@sqlite_only
 def test_pages_follow_accept_language_and_ui_locales(op: Provider) -> None:
     op.add_user()
     client_id, _ = op.add_client(name="Photo Printer")
@@ -186,7 +177,6 @@ def test_pages_follow_accept_language_and_ui_locales(op: Provider) -> None:
     assert '<html lang="en">' in op.get("/login", headers={"Accept-Language": "ja"}).text
 
 
-@sqlite_only
 def test_a_language_needs_a_catalogue_shipped_or_in_the_theme(make_app: Any, base_env: dict[str, str],
                                                                tmp_path: Path) -> None:
     from babel.messages.catalog import Catalog
@@ -239,7 +229,6 @@ def test_catalogs_are_complete_and_compiled() -> None:
 # -- error pages ------------------------------------------------------------------------------------
 
 
-@sqlite_only
 def test_error_pages_say_what_went_wrong(op: Provider) -> None:
     op.add_user()
     client_id, _ = op.add_client()
@@ -254,7 +243,6 @@ def test_error_pages_say_what_went_wrong(op: Provider) -> None:
     assert missing.status_code == 404 and missing.mimetype == "application/json"  # not a page path
 
 
-@sqlite_only
 def test_database_down_is_a_page_on_browser_paths_and_json_on_the_api(make_app: Any,
                                                                       base_env: dict[str, str]) -> None:
     from oidc import create_app
@@ -268,7 +256,6 @@ def test_database_down_is_a_page_on_browser_paths_and_json_on_the_api(make_app: 
     assert api.status_code == 503 and api.json["error"] == "temporarily_unavailable"
 
 
-@sqlite_only
 def test_hsm_unavailable_is_a_page_on_browser_paths(op: Provider, monkeypatch: pytest.MonkeyPatch) -> None:
     from keys.errors import HSMError
     from oidc.oauth2 import end_session
@@ -286,7 +273,6 @@ def test_hsm_unavailable_is_a_page_on_browser_paths(op: Provider, monkeypatch: p
 # -- login and consent ------------------------------------------------------------------------------
 
 
-@sqlite_only
 def test_failed_login_message_is_tied_to_the_fields_and_the_same_for_unknown_accounts(op: Provider) -> None:
     op.add_user()
     wrong_password = op.login(password="wrong")
@@ -300,7 +286,6 @@ def test_failed_login_message_is_tied_to_the_fields_and_the_same_for_unknown_acc
     assert strip.sub("", wrong_password.text.replace("alice", "nobody")) == strip.sub("", unknown_user.text)
 
 
-@sqlite_only
 def test_consent_page_shows_the_client_its_links_the_account_and_a_way_to_switch(op: Provider) -> None:
     op.add_user()
     op.add_user("bob")
@@ -324,7 +309,6 @@ def test_consent_page_shows_the_client_its_links_the_account_and_a_way_to_switch
     assert '<strong class="account-name">bob</strong>' in again.text and 'action="/authorize/consent"' in again.text
 
 
-@sqlite_only
 def test_client_display_metadata_through_the_admin_api_and_the_cli(op: Provider, base_env: dict[str, str]) -> None:
     auth = {"Authorization": f"Bearer {base_env['ADMIN_API_KEYS']}"}
     body = {"name": "Photo Printer", "redirect_uris": [REDIRECT_URI], "logo_uri": "https://photos.example.test/l.png",
@@ -359,7 +343,6 @@ def test_client_display_metadata_through_the_admin_api_and_the_cli(op: Provider,
 # -- the admin API's OpenAPI document -----------------------------------------------------------------
 
 
-@sqlite_only
 def test_openapi_document_covers_every_admin_route_from_the_handlers_tables(op: Provider,
                                                                            base_env: dict[str, str]) -> None:
     from oidc.accounts.clients import create_client

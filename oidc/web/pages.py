@@ -25,7 +25,8 @@ from urllib.parse import parse_qs, urlsplit
 
 from flask import Flask, Response, abort, current_app, g, request
 from flask_babel import Babel, get_locale
-from jinja2 import ChoiceLoader, FileSystemLoader, TemplateSyntaxError
+from jinja2 import BytecodeCache, ChoiceLoader, FileSystemLoader, TemplateSyntaxError
+from jinja2.bccache import Bucket
 
 from oidc import urls
 from oidc.settings import ConfigError, Settings
@@ -265,6 +266,24 @@ def is_page_request() -> bool:
     return request.path in PAGE_PATHS
 
 
+class _ProcessBytecodeCache(BytecodeCache):
+    """Jinja bytecode kept in memory for the life of the process."""
+
+    def __init__(self) -> None:
+        self._code: dict[str, bytes] = {}
+
+    def load_bytecode(self, bucket: Bucket) -> None:
+        code = self._code.get(bucket.key)
+        if code is not None:
+            bucket.bytecode_from_string(code)
+
+    def dump_bytecode(self, bucket: Bucket) -> None:
+        self._code[bucket.key] = bucket.bytecode_to_string()
+
+
+_BYTECODE = _ProcessBytecodeCache()
+
+
 def init_app(app: Flask, settings: Settings) -> Assets:
     assets = Assets(settings)
     app.extensions["oidc.assets"] = assets
@@ -275,6 +294,9 @@ def init_app(app: Flask, settings: Settings) -> Assets:
             loaders.append(FileSystemLoader(theme_templates))
     loaders.append(FileSystemLoader(SHIPPED_TEMPLATES))
     app.jinja_loader = ChoiceLoader(loaders)
+    # Compiled templates shared by every app of the process (each app has its own Jinja
+    # environment; Jinja checks each entry against the template's source before using it).
+    app.jinja_options = {**app.jinja_options, "bytecode_cache": _BYTECODE}
     if settings.theme_dir and os.path.isdir(os.path.join(settings.theme_dir, "templates")):
         _check_theme_templates(app, os.path.join(settings.theme_dir, "templates"))
 
