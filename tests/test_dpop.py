@@ -334,3 +334,17 @@ def test_with_redis_as_the_jti_store_two_instances_accept_a_proof_once(
     (name,) = connection.keys("dpop-jti:*")
     assert 0 < connection.ttl(name) <= 2 * 60 + 1  # kept as long as its iat is acceptable, then gone
     assert first.count("DPoPProof") == 0  # nothing in the database
+
+
+def test_a_jti_store_that_is_down_is_a_503_not_a_500(make_app, base_env, provisioned_database_url, caplog):
+    """RFC 6749 §5.2 has no code for it; RFC 9110 §15.6.4: 503 with Retry-After, no trace, when the
+    shared jti store cannot be reached (a closed loopback port here)."""
+    from oidc_fixtures import Provider
+
+    env = {**base_env, "DATABASE_URL": provisioned_database_url, "DPOP_JTI_STORAGE_URI": "redis://127.0.0.1:1/0"}
+    provider = Provider(make_app(env))
+    client = _machine(provider)
+    response = _client_credentials(provider, client, proof(new_key(), htu=TOKEN_URL, iat=provider.clock.now()))
+    assert response.status_code == 503 and response.json["error"] == "temporarily_unavailable"
+    assert response.headers["Retry-After"]
+    assert "Traceback" not in caplog.text and "unhandled" not in caplog.text

@@ -151,7 +151,7 @@ def _record_jti(jkt: str, jti: str, expires_at: int) -> bool:
     if client is None:
         import redis
 
-        client = _redis_clients[uri] = redis.Redis.from_url(uri, socket_timeout=2)
+        client = _redis_clients[uri] = redis.Redis.from_url(uri, socket_timeout=2, socket_connect_timeout=2)
     ttl = max(1, expires_at - current_state().clock.now())
     return bool(client.set("dpop-jti:" + digest, b"1", nx=True, ex=ttl))
 

@@ -13,6 +13,8 @@ from typing import Any
 
 from flask import Flask, Response, jsonify, render_template
 from flask_babel import lazy_gettext as _l
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy.exc import DBAPIError, OperationalError
 from werkzeug.exceptions import HTTPException
 
@@ -115,6 +117,14 @@ def init_app(app: Flask) -> None:
             db.session.rollback()
         except Exception:  # the connection is already gone
             pass
+        return unavailable()
+
+    @app.errorhandler(RedisConnectionError)
+    @app.errorhandler(RedisTimeoutError)
+    def shared_store_unavailable(exc: Exception) -> Response:
+        # Redis (DPoP proof jtis, login counters shared by instances) is down or slow: a
+        # retryable 503, never a trace; the client reconnects on the next request.
+        log.error("shared store unavailable: %s", type(exc).__name__)
         return unavailable()
 
     @app.errorhandler(KeyServiceError)
