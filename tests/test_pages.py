@@ -61,7 +61,8 @@ def _serve(folder: Path, system_secret: str, admin_key: str) -> Iterator[dict[st
     env = {"DATABASE_URL": f"sqlite:///{folder / 'oidc.sqlite3'}", "SECRETS_SYSTEM": system_secret,
            "ADMIN_API_KEYS": admin_key, "SERVICE_NAME": "Example Corp",
            # Each walk signs in wrongly once: the failed-login limits are not what is tested here.
-           "LOGIN_RATE_LIMIT_PER_ACCOUNT": "1000/minute", "LOGIN_RATE_LIMIT_PER_ADDRESS": "1000/minute"}
+           "LOGIN_RATE_LIMIT_PER_ACCOUNT": "1000/minute", "LOGIN_RATE_LIMIT_PER_ADDRESS": "1000/minute",
+           "LOGIN_RATE_LIMIT_PER_ADDRESS_AND_ACCOUNT": "1000/minute"}
     with serve_with_gunicorn(_make_app, env, folder, name="Photo Printer", redirect_uris=[CALLBACK],
                              logo_uri=LOGO_ORIGIN + "/logo.png", policy_uri=LOGO_ORIGIN + "/privacy",
                              tos_uri=LOGO_ORIGIN + "/terms",
