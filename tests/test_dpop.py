@@ -165,7 +165,8 @@ def test_server_nonces(nonce_op):
     missing = _client_credentials(op, client, proof(key, htu=TOKEN_URL, iat=op.clock.now()))
     assert _error(missing) == (400, "use_dpop_nonce")
     nonce = missing.headers["DPoP-Nonce"]
-    wrong = _client_credentials(op, client, proof(key, htu=TOKEN_URL, iat=op.clock.now(), nonce="x" + nonce[1:]))
+    other = ("y" if nonce[0] == "x" else "x") + nonce[1:]  # always another nonce, whatever its first character
+    wrong = _client_credentials(op, client, proof(key, htu=TOKEN_URL, iat=op.clock.now(), nonce=other))
     assert _error(wrong) == (400, "use_dpop_nonce") and wrong.headers["DPoP-Nonce"] == nonce
     good = _client_credentials(op, client, proof(key, htu=TOKEN_URL, iat=op.clock.now(), nonce=nonce))
     assert good.status_code == 200, good.json

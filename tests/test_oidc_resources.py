@@ -195,7 +195,8 @@ def test_rp_initiated_logout_with_id_token_hint(op):
 
 def _tampered(token: str) -> str:
     header, payload, signature = token.split(".")
-    return f"{header}.{payload}.{signature[:-4]}AAAA"
+    # Four whole characters (24 bits) replaced by others: the signature's bytes change.
+    return f"{header}.{payload}.{signature[:-8]}{'AAAA' if signature[-8:-4] != 'AAAA' else 'BBBB'}{signature[-4:]}"
 
 
 @pytest.mark.parametrize("changes", [
