@@ -80,11 +80,19 @@ class PrivateKeyJWT(JWTBearerClientAssertion):
             self.verify_claims(claims)
         except (TypeError, ValueError):
             raise InvalidClientError(description="The client assertion's claims are malformed.") from None
-        if token.header.get("alg") not in FAPI2_ALGORITHMS and is_fapi2(find_client(claims.get("sub"))):
-            # FAPI 2.0 §5.4.1: PS256, ES256 or EdDSA (the single-string issuer aud is every client's rule).
+        if (claims["aud"] != state.settings.issuer or token.header.get("alg") not in FAPI2_ALGORITHMS) and (
+                is_fapi2(self._client(claims.get("sub")))):
+            # FAPI 2.0 §5.3.2.1 clause 8: aud is the issuer, as a single string (whatever
+            # CLIENT_ASSERTION_ACCEPT_TOKEN_ENDPOINT_AUDIENCE says); §5.4.1: PS256, ES256, EdDSA.
             raise InvalidClientError(description="Under the FAPI 2.0 profile the assertion's aud must be the issuer "
                                                  "and its alg PS256, ES256 or EdDSA.")
         return claims
+
+    @staticmethod
+    def _client(client_id: object) -> Any:
+        """The enabled client from the per-process cache: the token request has just read it."""
+        cache = current_state().client_cache
+        return cache.get(client_id) if cache is not None else find_client(client_id)
 
     def validate_jti(self, claims: dict[str, Any], jti: Any) -> bool:
         """Record ``jti`` for this client until the assertion expires; False if it was seen."""
