@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Response, jsonify
+from flask import Blueprint, Response, abort, jsonify
 
 from oidc import urls
 from oidc.accounts import clients as client_store
@@ -45,10 +45,11 @@ def _created(data: dict[str, Any]) -> Response:
 # -- clients ------------------------------------------------------------------------------
 
 
-def _client_or_404(client_id: str) -> Client | Response:
+def _client_or_404(client_id: str) -> Client:
+    """The client, or a 404 ``not_found`` (the app's HTTP error handler answers it as JSON)."""
     client = client_store.get_client(client_id)
     if client is None:
-        return error_response(404, "not_found", "no such client")
+        abort(404, description="no such client")
     return client
 
 
@@ -78,8 +79,7 @@ def create_client() -> Response:
 @require_admin
 @operation("Show a client")
 def show_client(client_id: str) -> Response:
-    client = _client_or_404(client_id)
-    return client if isinstance(client, Response) else jsonify(client.as_dict())
+    return jsonify(_client_or_404(client_id).as_dict())
 
 
 @bp.patch("/clients/<client_id>")
@@ -88,8 +88,6 @@ def show_client(client_id: str) -> Response:
            description="Fields left out stay as they are; null or an empty string removes one.")
 def update_client_display(client_id: str) -> Response:
     client = _client_or_404(client_id)
-    if isinstance(client, Response):
-        return client
     body = read_body(DISPLAY_FIELDS)
     if isinstance(body, Response):
         return body
@@ -105,8 +103,6 @@ def update_client_display(client_id: str) -> Response:
 @operation("Delete a client and every code, token and consent issued to it", responses={204: "Deleted"})
 def delete_client(client_id: str) -> Response:
     client = _client_or_404(client_id)
-    if isinstance(client, Response):
-        return client
     client_store.delete_client(client)
     return Response(status=204)
 
@@ -117,8 +113,6 @@ def delete_client(client_id: str) -> Response:
            responses={200: "Disabled or enabled: the client", 201: "secret: the new client_secret, shown once"})
 def client_action(client_id: str, action: str) -> Response:
     client = _client_or_404(client_id)
-    if isinstance(client, Response):
-        return client
     if action in ("disable", "enable"):
         client_store.set_disabled(client, action == "disable")
         return jsonify(client.as_dict())
@@ -134,10 +128,11 @@ def client_action(client_id: str, action: str) -> Response:
 # -- users --------------------------------------------------------------------------------
 
 
-def _user_or_404(username: str) -> User | Response:
+def _user_or_404(username: str) -> User:
+    """The user, or a 404 ``not_found`` (the app's HTTP error handler answers it as JSON)."""
     user = user_store.get_user(username)
     if user is None:
-        return error_response(404, "not_found", "no such user")
+        abort(404, description="no such user")
     return user
 
 
@@ -168,8 +163,7 @@ def create_user() -> Response:
 @require_admin
 @operation("Show a user")
 def show_user(username: str) -> Response:
-    user = _user_or_404(username)
-    return user if isinstance(user, Response) else jsonify(user.as_dict())
+    return jsonify(_user_or_404(username).as_dict())
 
 
 @bp.delete("/users/<username>")
@@ -177,8 +171,6 @@ def show_user(username: str) -> Response:
 @operation("Delete a user", responses={204: "Deleted"})
 def delete_user(username: str) -> Response:
     user = _user_or_404(username)
-    if isinstance(user, Response):
-        return user
     user_store.delete_user(user)
     return Response(status=204)
 
@@ -191,8 +183,6 @@ def delete_user(username: str) -> Response:
            responses={200: "Disabled or enabled: the user", 204: "password: set"})
 def user_action(username: str, action: str) -> Response:
     user = _user_or_404(username)
-    if isinstance(user, Response):
-        return user
     if action in ("disable", "enable"):
         user_store.set_disabled(user, action == "disable")
         return jsonify(user.as_dict())
