@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from sqlalchemy import BigInteger, Boolean, ForeignKey, Integer, String, Text, UniqueConstraint, false
+from sqlalchemy import BigInteger, Boolean, ForeignKey, Integer, String, Text, UniqueConstraint, false, true
 from sqlalchemy.orm import Mapped, mapped_column
 
 from oidc import hashing
@@ -73,6 +73,8 @@ class Client(db.Model):  # type: ignore[name-defined]  # Flask-SQLAlchemy builds
     resource_server: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
     #: Issue refresh tokens without ``offline_access`` (client policy).
     refresh_always: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    #: A refresh also returns a new ID token (optional in OIDC Core §12.2; on by default).
+    id_token_on_refresh: Mapped[bool] = mapped_column(Boolean, nullable=False, default=True, server_default=true())
     #: Authorization requests only through /par (RFC 9126 §6).
     require_pushed_authorization_requests: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
     #: Token requests need a DPoP proof; access tokens are always DPoP-bound (RFC 9449 §5.2).
@@ -145,6 +147,7 @@ class Client(db.Model):  # type: ignore[name-defined]  # Flask-SQLAlchemy builds
             "grant_types": self.grant_types, "scope": self.scope, "audiences": self.audiences,
             "jwks": json.loads(self.jwks) if self.jwks else None, "first_party": bool(self.first_party),
             "resource_server": bool(self.resource_server), "refresh_always": bool(self.refresh_always),
+            "id_token_on_refresh": bool(self.id_token_on_refresh),
             "require_pushed_authorization_requests": bool(self.require_pushed_authorization_requests),
             "dpop_bound_access_tokens": bool(self.dpop_bound_access_tokens),
             "security_profile": self.security_profile,

@@ -207,6 +207,27 @@ def test_refresh_rotation_and_reuse_revokes_the_family(op):
                           auth=(client_id, secret)), 400, "invalid_grant")
 
 
+@pytest.mark.both_databases
+def test_client_registered_without_id_token_on_refresh_gets_none_on_refresh_only(op):
+    """OIDC Core §12.2: the ID token of a refresh response is optional; the code exchange keeps its own."""
+    op.add_user()
+    client_id, secret = op.add_client(id_token_on_refresh=False)
+    first = op.tokens(client_id, secret)
+    assert first["id_token"]
+    refreshed = op.post("/token", data={"grant_type": "refresh_token", "refresh_token": first["refresh_token"]},
+                        auth=(client_id, secret))
+    assert refreshed.status_code == 200
+    assert "id_token" not in refreshed.json
+    assert refreshed.json["refresh_token"] != first["refresh_token"]
+    assert op.post("/introspect", data={"token": refreshed.json["access_token"]},
+                   auth=(client_id, secret)).json["active"] is True
+    # The default still returns one (clients expect it).
+    default_id, default_secret = op.add_client()
+    again = op.tokens(default_id, default_secret)
+    assert op.post("/token", data={"grant_type": "refresh_token", "refresh_token": again["refresh_token"]},
+                   auth=(default_id, default_secret)).json["id_token"]
+
+
 def test_refresh_can_narrow_but_not_widen_scope(op):
     op.add_user()
     client_id, secret = op.add_client()

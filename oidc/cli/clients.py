@@ -65,6 +65,8 @@ def _load(client_id: str) -> Client:
 @click.option("--jwks-file", type=click.File("r"), help="The client's public JWK Set (for private_key_jwt).")
 @click.option("--resource-server", is_flag=True, help="May introspect tokens issued to other clients.")
 @click.option("--refresh-always", is_flag=True, help="Issue refresh tokens without offline_access.")
+@click.option("--id-token-on-refresh/--no-id-token-on-refresh", default=True, show_default=True,
+              help="A refresh also returns a new ID token (optional in OIDC Core §12.2; one signature less without).")
 @click.option("--require-par", "require_par", is_flag=True,
               help="Authorization requests only through /par (require_pushed_authorization_requests).")
 @click.option("--dpop-bound", "dpop_bound", is_flag=True,
@@ -80,6 +82,7 @@ def _load(client_id: str) -> Client:
 def create_command(name: str, redirect_uris: tuple[str, ...], post_logout_redirect_uris: tuple[str, ...],
                    grant_types: tuple[str, ...], scope: str | None, auth_method: str, first_party: bool,
                    audiences: tuple[str, ...], jwks_file: Any, resource_server: bool, refresh_always: bool,
+                   id_token_on_refresh: bool,
                    admin_api: bool, require_par: bool, dpop_bound: bool, security_profile: str | None,
                    logo_uri: str | None, policy_uri: str | None, tos_uri: str | None, as_json: bool) -> None:
     """Register a client and print its client_id (and its secret, shown once)."""
@@ -89,6 +92,7 @@ def create_command(name: str, redirect_uris: tuple[str, ...], post_logout_redire
             name=name, redirect_uris=redirect_uris, post_logout_redirect_uris=post_logout_redirect_uris,
             grant_types=grant_types or None, scope=scope, auth_method=auth_method, first_party=first_party,
             audiences=audiences, jwks=jwks, resource_server=resource_server, refresh_always=refresh_always,
+            id_token_on_refresh=id_token_on_refresh,
             require_pushed_authorization_requests=require_par, dpop_bound_access_tokens=dpop_bound,
             security_profile=security_profile,
             admin_api=admin_api,
