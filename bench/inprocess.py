@@ -35,7 +35,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from bench.backends import softhsm_environment  # noqa: E402
 
-ENDPOINTS = ["trivial", "health", "jwks", "client_credentials", "introspect"]
+ENDPOINTS = ["trivial", "health", "jwks", "client_credentials", "introspect", "refresh", "authorize",
+             "code_exchange", "login"]
+REDIRECT_URI = "http://127.0.0.1:1/cb"
 
 
 def environment(workdir: Path, backend: str) -> dict[str, str]:
@@ -61,6 +63,7 @@ class Call:
         self.environ = builder.get_environ()
         self.environ["REMOTE_ADDR"] = "127.0.0.1"
         self.wsgi, self.body, self.status = wsgi, body, ""
+        self.headers: dict[str, str] = {}
 
     def __call__(self) -> bytes:
         environ = dict(self.environ)
@@ -68,6 +71,7 @@ class Call:
 
         def start_response(status: str, headers: Any, exc_info: Any = None) -> None:
             self.status = status
+            self.headers = dict(headers)
 
         result = self.wsgi(environ, start_response)
         try:
@@ -76,11 +80,55 @@ class Call:
             getattr(result, "close", lambda: None)()
 
 
-def cpu_microseconds(call: Call, calls: int, windows: int) -> float:
+class Chain:
+    """Calls that each need a value from the previous response: a refresh token rotates, a code is used once.
+
+    ``make`` builds the next call from the previous response body (None for the first).
+    """
+
+    def __init__(self, make: Callable[[bytes | None], Call]) -> None:
+        self.make = make
+        self.next = make(None)
+        self.status = ""
+
+    def __call__(self) -> bytes:
+        body = self.next()
+        self.status = self.next.status
+        self.next = self.make(body)
+        return body
+
+
+class CodeExchange:
+    """``/token`` with a code, the code made by an ``/authorize`` call outside the measured time."""
+
+    def __init__(self, authorize: Call, token: Callable[[str], Call]) -> None:
+        self.authorize, self.token, self.status = authorize, token, ""
+        self.pending: list[str] = []
+
+    def prepare(self, count: int) -> None:
+        from urllib.parse import parse_qs, urlsplit
+
+        for _ in range(count):
+            self.authorize()
+            location = self.authorize.headers.get("Location", "")
+            self.pending.append(parse_qs(urlsplit(location).query)["code"][0])
+
+    def __call__(self) -> bytes:
+        call = self.token(self.pending.pop())
+        body = call()
+        self.status = call.status
+        return body
+
+
+def cpu_microseconds(call: Any, calls: int, windows: int) -> float:
+    if isinstance(call, CodeExchange):
+        call.prepare(min(200, calls))
     for _ in range(min(200, calls)):
         call()
     best = float("inf")
     for _ in range(windows):
+        if isinstance(call, CodeExchange):
+            call.prepare(calls)
         started = time.process_time()
         for _ in range(calls):
             call()
@@ -107,6 +155,8 @@ def prepare(workdir: Path, backend: str) -> dict[str, Call]:
     state_of(app).key_service()
     basic = "Basic " + base64.b64encode(f"{client['client_id']}:{client['client_secret']}".encode()).decode()
 
+    flows = user_flows(app)
+
     trivial = Flask("trivial")
     trivial.add_url_rule("/", "index", lambda: "ok")
     token_request = Call(app, "POST", "/token", b"grant_type=client_credentials&scope=api", {"Authorization": basic})
@@ -117,6 +167,66 @@ def prepare(workdir: Path, backend: str) -> dict[str, Call]:
         "jwks": Call(app, "GET", "/.well-known/jwks.json"),
         "client_credentials": token_request,
         "introspect": Call(app, "POST", "/introspect", f"token={access_token}".encode(), {"Authorization": basic}),
+        **flows,
+    }
+
+
+def user_flows(app: Any) -> dict[str, Any]:
+    """Refresh, the code flow's two requests and a login, for a first-party client and a signed-in user."""
+    import hashlib
+    import re
+    from urllib.parse import quote, urlencode
+
+    password = secrets.token_urlsafe(16)
+    subprocess.run([sys.executable, "-m", "flask", "--app", "app", "users", "create", "bench", "--password-stdin"],
+                   cwd=ROOT, env=os.environ, input=password + "\n", capture_output=True, text=True, check=True)
+    created = subprocess.run([sys.executable, "-m", "flask", "--app", "app", "clients", "create", "--json",
+                              "--name", "bench-rp", "--redirect-uri", REDIRECT_URI,
+                              "--grant-type", "authorization_code", "--grant-type", "refresh_token",
+                              "--scope", "openid offline_access", "--first-party", "--refresh-always"],
+                             cwd=ROOT, env=os.environ, capture_output=True, text=True, check=True)
+    client = json.loads(created.stdout)
+    basic = "Basic " + base64.b64encode(f"{client['client_id']}:{client['client_secret']}".encode()).decode()
+
+    browser = app.test_client()
+    page = browser.get("/login").get_data(as_text=True)
+    csrf = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', page) or re.search(
+        r'value="([^"]+)"[^>]*name="csrf_token"', page)
+    assert csrf is not None
+    login_form = urlencode({"csrf_token": csrf.group(1), "username": "bench", "password": password,
+                            "next": ""}).encode()
+    origin = {"Origin": "http://127.0.0.1:8000"}
+    pre_login_cookie = "; ".join(f"{c.key}={c.value}" for c in browser._cookies.values())
+    browser.post("/login", data=login_form, headers={**origin, "Content-Type": "application/x-www-form-urlencoded"})
+    cookie = "; ".join(f"{c.key}={c.value}" for c in browser._cookies.values())
+
+    verifier = secrets.token_urlsafe(48)
+    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+    authorize = Call(app, "GET", "/authorize?" + urlencode({
+        "response_type": "code", "client_id": client["client_id"], "redirect_uri": REDIRECT_URI, "scope": "openid",
+        "state": "s", "nonce": "n", "code_challenge": challenge, "code_challenge_method": "S256"}),
+        headers={"Cookie": cookie})
+
+    def token_call(code: str) -> Call:
+        return Call(app, "POST", "/token", (f"grant_type=authorization_code&redirect_uri={quote(REDIRECT_URI, safe='')}"
+                                            f"&code_verifier={verifier}&code={code}").encode(),
+                    {"Authorization": basic})
+
+    def refresh_call(previous: bytes | None) -> Call:
+        if previous is None:
+            authorize()
+            code = authorize.headers["Location"].split("code=")[1].split("&")[0]
+            previous = token_call(code)()
+        token = json.loads(previous)["refresh_token"]
+        return Call(app, "POST", "/token", f"grant_type=refresh_token&refresh_token={token}".encode(),
+                    {"Authorization": basic})
+
+    return {
+        "refresh": Chain(refresh_call),
+        "authorize": authorize,
+        "code_exchange": CodeExchange(authorize, token_call),
+        # The pre-login cookie (it holds the CSRF token's key) each time: every call is a new login.
+        "login": Call(app, "POST", "/login", login_form, {**origin, "Cookie": pre_login_cookie}),
     }
 
 
@@ -140,10 +250,15 @@ def main() -> None:
         if args.profile:
             profile = cProfile.Profile()
             profile.enable()
+            target = calls[args.profile]
+            if isinstance(target, CodeExchange):
+                target.prepare(args.calls)
             for _ in range(args.calls):
-                calls[args.profile]()
+                target()
             profile.disable()
-            pstats.Stats(profile).sort_stats("cumulative").print_stats(40)
+            if os.environ.get("PROFILE_DUMP"):
+                profile.dump_stats(os.environ["PROFILE_DUMP"])
+            pstats.Stats(profile).sort_stats(os.environ.get("PROFILE_SORT", "cumulative")).print_stats(int(os.environ.get("PROFILE_LINES", "40")))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 

@@ -9,11 +9,25 @@ exactly one sees ``rowcount == 1``.
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import Row, bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from oidc.db import db
-from oidc.models import AccessToken, AuthorizationCode, Client, DPoPProof, PushedAuthorizationRequest, RefreshToken
+from oidc.models import (
+    AccessToken,
+    AuthorizationCode,
+    Client,
+    DPoPProof,
+    LoginSession,
+    PushedAuthorizationRequest,
+    RefreshToken,
+    User,
+)
+
+#: A result row of any shape (its columns are read by name).
+AnyRow = Row[*tuple[Any, ...]]
 
 #: Longest client_id looked up (ours are 32 characters); longer ones are unknown at once.
 MAX_CLIENT_ID_LENGTH = 64
@@ -24,10 +38,43 @@ _CLIENT_BY_ID = select(Client).where(Client.client_id == bindparam("client_id"))
 _ENABLED_CLIENT_BY_ID = _CLIENT_BY_ID.where(Client.disabled.is_(False))
 _ACCESS_TOKEN_BY_JTI = select(*AccessToken.__table__.c).where(AccessToken.jti == bindparam("jti")).limit(1)
 # Codes and refresh tokens are looked up by every keyed hash they may have (one per system secret).
-_CODE_BY_HASH = select(AuthorizationCode).where(
-    AuthorizationCode.code_hash.in_(bindparam("hashes", expanding=True))).limit(1)
 _REFRESH_TOKEN_BY_HASH = select(RefreshToken).where(
     RefreshToken.token_hash.in_(bindparam("hashes", expanding=True))).limit(1)
+
+_REFRESH_TOKENS = RefreshToken.__table__
+_ACCESS_TOKENS = AccessToken.__table__
+_CODES = AuthorizationCode.__table__
+_USERS = User.__table__
+_LOGIN_SESSIONS = LoginSession.__table__
+# A credential with what its grant needs of its user and login session, in one read.
+_GRANT_USER_AND_SESSION = (
+    _USERS.c.subject.label("user_subject"), _USERS.c.username.label("user_username"),
+    _USERS.c.name.label("user_name"), _USERS.c.email.label("user_email"),
+    _USERS.c.email_verified.label("user_email_verified"), _USERS.c.updated_at.label("user_updated_at"),
+    _USERS.c.disabled.label("user_disabled"),
+    _LOGIN_SESSIONS.c.expires_at.label("session_expires_at"), _LOGIN_SESSIONS.c.ended_at.label("session_ended_at"),
+)
+_REFRESH_GRANT_BY_HASH = (
+    select(*_REFRESH_TOKENS.c, *_GRANT_USER_AND_SESSION)
+    .select_from(_REFRESH_TOKENS.join(_USERS, _USERS.c.id == _REFRESH_TOKENS.c.user_pk)
+                 .outerjoin(_LOGIN_SESSIONS, _LOGIN_SESSIONS.c.sid == _REFRESH_TOKENS.c.sid))
+    .where(_REFRESH_TOKENS.c.token_hash.in_(bindparam("hashes", expanding=True))).limit(1)
+)
+_CODE_GRANT_BY_HASH = (
+    select(*_CODES.c, *_GRANT_USER_AND_SESSION)
+    .select_from(_CODES.join(_USERS, _USERS.c.id == _CODES.c.user_pk)
+                 .outerjoin(_LOGIN_SESSIONS, _LOGIN_SESSIONS.c.sid == _CODES.c.sid))
+    .where(_CODES.c.code_hash.in_(bindparam("hashes", expanding=True))).limit(1)
+)
+_LOGIN_BY_SID = (
+    select(_LOGIN_SESSIONS.c.sid, _LOGIN_SESSIONS.c.auth_time, _LOGIN_SESSIONS.c.user_pk,
+           *_GRANT_USER_AND_SESSION)
+    .select_from(_LOGIN_SESSIONS.join(_USERS, _USERS.c.id == _LOGIN_SESSIONS.c.user_pk))
+    .where(_LOGIN_SESSIONS.c.sid == bindparam("sid")).limit(1)
+)
+_INSERT_CODE = insert(_CODES)
+_INSERT_REFRESH_TOKEN = insert(_REFRESH_TOKENS)
+_INSERT_ACCESS_TOKEN = insert(_ACCESS_TOKENS)
 
 _PUSHED_REQUEST_BY_HASH = select(PushedAuthorizationRequest).where(
     PushedAuthorizationRequest.request_uri_hash.in_(bindparam("hashes", expanding=True))).limit(1)
@@ -40,18 +87,17 @@ _CLAIM_PUSHED_REQUEST = (
 )
 _RECORD_DPOP_JTI = insert(DPoPProof).values(jti_hash=bindparam("jti_hash"), expires_at=bindparam("expires_at"))
 
+# Claims are Core statements on the tables: an ORM-enabled UPDATE would first flush the session.
 _CLAIM_REFRESH_TOKEN = (
-    update(RefreshToken)
-    .where(RefreshToken.id == bindparam("row_id"), RefreshToken.rotated_at.is_(None),
-           RefreshToken.revoked_at.is_(None))
+    update(_REFRESH_TOKENS)
+    .where(_REFRESH_TOKENS.c.id == bindparam("row_id"), _REFRESH_TOKENS.c.rotated_at.is_(None),
+           _REFRESH_TOKENS.c.revoked_at.is_(None))
     .values(rotated_at=bindparam("moment"))
-    .execution_options(synchronize_session=False)
 )
 _CLAIM_CODE = (
-    update(AuthorizationCode)
-    .where(AuthorizationCode.id == bindparam("row_id"), AuthorizationCode.used_at.is_(None))
+    update(_CODES)
+    .where(_CODES.c.id == bindparam("row_id"), _CODES.c.used_at.is_(None))
     .values(used_at=bindparam("moment"))
-    .execution_options(synchronize_session=False)
 )
 _REVOKE_FAMILY_REFRESH_TOKENS = (
     update(RefreshToken)
@@ -81,10 +127,6 @@ def find_client(client_id: object, *, include_disabled: bool = False) -> Client 
     return db.session.execute(statement, {"client_id": client_id}).scalar()
 
 
-def find_authorization_code(hashes: list[str]) -> AuthorizationCode | None:
-    return db.session.execute(_CODE_BY_HASH, {"hashes": hashes}).scalar()
-
-
 def find_refresh_token(hashes: list[str]) -> RefreshToken | None:
     return db.session.execute(_REFRESH_TOKEN_BY_HASH, {"hashes": hashes}).scalar()
 
@@ -105,14 +147,43 @@ def find_access_token_row(jti: object) -> Row | None:
         return connection.execute(_ACCESS_TOKEN_BY_JTI, {"jti": jti}).first()
 
 
+def find_refresh_grant(hashes: list[str]) -> AnyRow | None:
+    """A refresh token's row joined with its user and login session (``user_*``, ``session_*``)."""
+    return db.session.connection().execute(_REFRESH_GRANT_BY_HASH, {"hashes": hashes}).first()
+
+
+def find_code_grant(hashes: list[str]) -> AnyRow | None:
+    """An authorization code's row joined with its user and login session (``user_*``, ``session_*``)."""
+    return db.session.connection().execute(_CODE_GRANT_BY_HASH, {"hashes": hashes}).first()
+
+
+def find_login(sid: str) -> AnyRow | None:
+    """A login session's row joined with its user (``user_*``, ``session_*``)."""
+    return db.session.connection().execute(_LOGIN_BY_SID, {"sid": sid}).first()
+
+
+def insert_code(row: dict[str, Any]) -> None:
+    """Add an authorization code row in the request's transaction (columns by name)."""
+    db.session.connection().execute(_INSERT_CODE, row)
+
+
 def claim_authorization_code(row_id: int, moment: int) -> bool:
     """Mark a code used, atomically: False when another request already did."""
-    return db.session.execute(_CLAIM_CODE, {"row_id": row_id, "moment": moment}).rowcount == 1  # type: ignore[attr-defined]
+    return db.session.connection().execute(_CLAIM_CODE, {"row_id": row_id, "moment": moment}).rowcount == 1
 
 
 def claim_refresh_token(row_id: int, moment: int) -> bool:
     """Mark a refresh token rotated, atomically: False when another request already did."""
-    return db.session.execute(_CLAIM_REFRESH_TOKEN, {"row_id": row_id, "moment": moment}).rowcount == 1  # type: ignore[attr-defined]
+    return db.session.connection().execute(_CLAIM_REFRESH_TOKEN, {"row_id": row_id, "moment": moment}).rowcount == 1
+
+
+def insert_tokens(access_tokens: list[dict[str, Any]], refresh_tokens: list[dict[str, Any]]) -> None:
+    """Add access and refresh token rows in the request's transaction (columns by name)."""
+    connection = db.session.connection()
+    for row in access_tokens:
+        connection.execute(_INSERT_ACCESS_TOKEN, row)
+    for row in refresh_tokens:
+        connection.execute(_INSERT_REFRESH_TOKEN, row)
 
 
 def revoke_family(grant_id: str, moment: int) -> None:

@@ -448,6 +448,9 @@ def flask_config(settings: Settings) -> dict[str, Any]:
         "SESSION_COOKIE_PATH": "/",
         "SESSION_COOKIE_DOMAIN": None,
         "PERMANENT_SESSION_LIFETIME": settings.login_session_lifetime,
+        # The login session row has a fixed lifetime (never extended by use), so the
+        # cookie is set when it changes only: re-signing it on every request bought nothing.
+        "SESSION_REFRESH_EACH_REQUEST": False,
         "WTF_CSRF_TIME_LIMIT": settings.csrf_time_limit,
         # Flask-WTF's referrer check runs only under CSRFProtect, which this app does not use;
         # the same check on our own forms is oidc.web.origin (SameSite=Lax is no origin check:
@@ -468,11 +471,18 @@ def flask_config(settings: Settings) -> dict[str, Any]:
 
 
 def engine_options(database_url: str) -> dict[str, Any]:
-    """Connection pool settings: detect dead connections, never hang on a dead server."""
+    """Connection pool settings: detect dead connections, never hang on a dead server.
+
+    A PostgreSQL connection can die unseen (a restart, a proxy's idle timeout):
+    each is pinged when taken from the pool, so a dead one is replaced instead
+    of failing a request.  A SQLite connection is a file handle that cannot
+    die that way, and pinging it would cost every request a statement.
+    """
     # hide_parameters: SQL errors (and so tracebacks and logs) never carry the statement's
     # parameters, which can be password hashes, emails or token hashes.
-    options: dict[str, Any] = {"pool_pre_ping": True, "hide_parameters": True}
+    options: dict[str, Any] = {"hide_parameters": True}
     if database_url.startswith("postgresql"):
+        options["pool_pre_ping"] = True
         options["connect_args"] = {"connect_timeout": 5}
         options["pool_recycle"] = 1800
     return options

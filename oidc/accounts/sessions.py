@@ -8,17 +8,19 @@ and into the codes and refresh tokens the login leads to.
 
 from __future__ import annotations
 
+from oidc import queries
 from oidc.db import db
 from oidc.hashing import random_token
 from oidc.models import LoginSession, User
 from oidc.oauth2.families import revoke_grants
+from oidc.oauth2.records import UserRecord, session_active, user_of_row
 from oidc.state import current_state
 
 
 class AuthenticatedUser:
     """The resource owner of an authorization request, with its login session."""
 
-    def __init__(self, user: User, sid: str | None, auth_time: int) -> None:
+    def __init__(self, user: User | UserRecord, sid: str | None, auth_time: int) -> None:
         self.user = user
         self.sid = sid
         self.auth_time = auth_time
@@ -40,15 +42,12 @@ def start_session(user: User) -> AuthenticatedUser:
 
 def find_login(sid: object) -> AuthenticatedUser | None:
     """The login of session ``sid`` if it is still valid and its user enabled."""
-    if not isinstance(sid, str):
+    if not isinstance(sid, str) or not 0 < len(sid) <= 64:
         return None
-    row = db.session.get(LoginSession, sid)
-    if row is None or row.ended_at is not None or row.expires_at <= current_state().clock.now():
+    row = queries.find_login(sid)  # the session with its user, in one read
+    if row is None or not session_active(row, current_state().clock.now()) or row.user_disabled:
         return None
-    user = db.session.get(User, row.user_pk)
-    if user is None or user.disabled:
-        return None
-    return AuthenticatedUser(user, row.sid, row.auth_time)
+    return AuthenticatedUser(user_of_row(row), row.sid, row.auth_time)
 
 
 def end_session(sid: object) -> None:

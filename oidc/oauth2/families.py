@@ -35,6 +35,7 @@ from oidc.models import (
 )
 from oidc.oauth2 import dpop, profile
 from oidc.oauth2.jwt import issue_access_token
+from oidc.oauth2.records import AuthorizationCodeRecord, RefreshTokenRecord, TokenWrites, UserRecord
 from oidc.observability import audit
 from oidc.state import current_state
 
@@ -72,9 +73,12 @@ def is_client_token(claims: dict[str, Any]) -> bool:
     return bool(claims.get("client_id")) and claims.get("sub") == claims.get("client_id")
 
 
-def issue_tokens(*, client: Client, user: User | None, scope: str, context: AuthContext,
-                 include_refresh_token: bool) -> dict[str, Any]:
+def issue_tokens(*, client: Client, user: User | UserRecord | None, scope: str, context: AuthContext,
+                 include_refresh_token: bool, writes: TokenWrites | None = None) -> dict[str, Any]:
     """A token response body: a JWT access token (and the family's first refresh token).
+
+    The rows of a grant family's tokens go to ``writes``, for :func:`write_tokens`
+    once every token of the response is signed.
 
     A client registered with ``dpop_bound_access_tokens`` (or under the FAPI 2.0
     profile) gets tokens only for a request with a DPoP proof (RFC 9449 §5.2).
@@ -99,21 +103,24 @@ def issue_tokens(*, client: Client, user: User | None, scope: str, context: Auth
         # refresh token can revoke them.  A client_credentials token has no family:
         # it is verified from its signature alone and gets a row only if revoked,
         # so issuing one writes nothing to the database.
-        db.session.add(AccessToken(
-            jti=claims["jti"], grant_id=context.grant_id, client_pk=client.id,
-            user_pk=user.id if user is not None else None, scope=scope,
-            issued_at=claims["iat"], expires_at=claims["exp"],
-        ))
+        assert writes is not None, "a grant family's tokens are written with the response"
+        writes.access_tokens.append({
+            "jti": claims["jti"], "grant_id": context.grant_id, "client_pk": client.id,
+            "user_pk": user.id if user is not None else None, "scope": scope,
+            "issued_at": claims["iat"], "expires_at": claims["exp"], "revoked_at": None,
+        })
     token_type = dpop.TOKEN_TYPE if context.jkt is not None else "Bearer"
     body: dict[str, Any] = {"access_token": access_token, "token_type": token_type, "expires_in": lifetime,
                             "scope": scope}
     if include_refresh_token and user is not None and context.grant_id is not None:
-        body["refresh_token"] = new_refresh_token(client, user, scope, context)
+        assert writes is not None
+        body["refresh_token"] = new_refresh_token(client, user, scope, context, writes)
     return body
 
 
-def new_refresh_token(client: Client, user: User, scope: str, context: AuthContext) -> str:
-    """A new refresh token of the family (stored as its keyed hash); its value."""
+def new_refresh_token(client: Client, user: User | UserRecord, scope: str, context: AuthContext,
+                      writes: TokenWrites) -> str:
+    """A new refresh token of the family (its keyed hash's row goes to ``writes``); its value."""
     state = current_state()
     value = hashing.random_token(32)
     issued = state.clock.now()
@@ -121,16 +128,23 @@ def new_refresh_token(client: Client, user: User, scope: str, context: AuthConte
     # Idle lifetime from now, never past the family's absolute lifetime (RFC 9700 §4.14.2).
     expires_at = min(issued + state.settings.refresh_token_lifetime,
                      family_issued_at + state.settings.refresh_token_max_lifetime)
-    db.session.add(RefreshToken(
-        token_hash=state.hasher(hashing.REFRESH_TOKEN).hash(value), grant_id=context.grant_id,
-        client_pk=client.id, user_pk=user.id, scope=scope, audience=context.audience,
+    writes.refresh_tokens.append({
+        "token_hash": state.hasher(hashing.REFRESH_TOKEN).hash(value), "grant_id": context.grant_id,
+        "client_pk": client.id, "user_pk": user.id, "scope": scope, "audience": context.audience,
         # RFC 9449 §5: a public client's refresh token is bound to its DPoP key
         # (a confidential client's is bound to its authentication already).
-        dpop_jkt=context.jkt if client.is_public else None,
-        auth_time=context.auth_time or issued, sid=context.sid, created_at=issued,
-        expires_at=expires_at, family_issued_at=family_issued_at,
-    ))
+        "dpop_jkt": context.jkt if client.is_public else None,
+        "auth_time": context.auth_time or issued, "sid": context.sid, "created_at": issued,
+        "expires_at": expires_at, "family_issued_at": family_issued_at, "rotated_at": None, "revoked_at": None,
+    })
     return value
+
+
+def write_tokens(writes: TokenWrites) -> None:
+    """Insert the rows of a response's tokens, in the request's transaction (after its claim, if any)."""
+    queries.insert_tokens(writes.access_tokens, writes.refresh_tokens)
+    writes.access_tokens.clear()
+    writes.refresh_tokens.clear()
 
 
 def is_offline(scope: str) -> bool:
@@ -175,19 +189,30 @@ def find_refresh_token(value: object) -> RefreshToken | None:
     return queries.find_refresh_token(current_state().hasher(hashing.REFRESH_TOKEN).candidates(value))
 
 
-def find_authorization_code(value: object) -> AuthorizationCode | None:
-    """The authorization code row of ``value``, whatever its state."""
+def find_refresh_grant(value: object) -> RefreshTokenRecord | None:
+    """The refresh token ``value`` with its user and login session, whatever its state (one read)."""
     if not isinstance(value, str) or not 0 < len(value) <= queries.MAX_SECRET_LENGTH:
         return None
-    return queries.find_authorization_code(current_state().hasher(hashing.CODE).candidates(value))
+    state = current_state()
+    row = queries.find_refresh_grant(state.hasher(hashing.REFRESH_TOKEN).candidates(value))
+    return RefreshTokenRecord.from_row(row, state.clock.now()) if row is not None else None
 
 
-def claim_refresh_token(token: RefreshToken) -> bool:
+def find_code_grant(value: object) -> AuthorizationCodeRecord | None:
+    """The authorization code ``value`` with its user and login session, whatever its state (one read)."""
+    if not isinstance(value, str) or not 0 < len(value) <= queries.MAX_SECRET_LENGTH:
+        return None
+    state = current_state()
+    row = queries.find_code_grant(state.hasher(hashing.CODE).candidates(value))
+    return AuthorizationCodeRecord.from_row(row, state.clock.now()) if row is not None else None
+
+
+def claim_refresh_token(token: RefreshTokenRecord) -> bool:
     """Mark ``token`` rotated, atomically: False when another request already did."""
     return queries.claim_refresh_token(token.id, current_state().clock.now())
 
 
-def claim_authorization_code(code: AuthorizationCode) -> bool:
+def claim_authorization_code(code: AuthorizationCodeRecord) -> bool:
     """Mark ``code`` used, atomically: False when another request already did."""
     return queries.claim_authorization_code(code.id, current_state().clock.now())
 

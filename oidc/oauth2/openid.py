@@ -18,15 +18,16 @@ from oidc.accounts.sessions import AuthenticatedUser
 from oidc.models import User
 from oidc.oauth2.families import AuthContext
 from oidc.oauth2.jwt import issue_id_token
+from oidc.oauth2.records import UserRecord
 from oidc.state import current_state
 
 
-def user_of(subject: Any) -> User:
+def user_of(subject: Any) -> User | UserRecord:
     """The user behind a grant's subject (a login, or the user itself on refresh)."""
     return subject.user if isinstance(subject, AuthenticatedUser) else subject
 
 
-def user_claims(user: User, scope: str) -> dict[str, Any]:
+def user_claims(user: User | UserRecord, scope: str) -> dict[str, Any]:
     """``sub`` and the claims of the standard scopes granted (OIDC Core §5.4)."""
     scopes = scope.split()
     claims: dict[str, Any] = {"sub": user.subject}

@@ -8,14 +8,13 @@ from typing import Any
 from authlib.oauth2.rfc6749 import grants
 from authlib.oauth2.rfc6749.errors import AccessDeniedError, InvalidGrantError, InvalidRequestError
 
-from oidc import hashing
+from oidc import hashing, queries
 from oidc.accounts.sessions import AuthenticatedUser
-from oidc.db import db
-from oidc.models import AuthorizationCode, User
 from oidc.oauth2 import dpop, families, profile, response_modes
 from oidc.oauth2.families import AuthContext, issue_tokens
 from oidc.oauth2.methods import AUTH_METHODS, RESPONSE_MODES
 from oidc.oauth2.openid import user_of
+from oidc.oauth2.records import AuthorizationCodeRecord, TokenWrites, UserRecord
 from oidc.oauth2.resources import resolve_audience
 from oidc.state import current_state
 
@@ -61,30 +60,32 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
         subject: AuthenticatedUser = request.user
         issued = state.clock.now()
         payload = request.payload
-        db.session.add(AuthorizationCode(
-            code_hash=state.hasher(hashing.CODE).hash(code),
-            grant_id=uuid.uuid4().hex,
-            client_pk=request.client.id,
-            user_pk=subject.user.id,
-            redirect_uri=self.redirect_uri or payload.redirect_uri,
-            redirect_uri_given=bool(payload.redirect_uri),
-            scope=request.scope or "",
-            audience=getattr(request, "audience", None) or families.default_audience(),
-            nonce=payload.data.get("nonce") or None,
-            code_challenge=payload.data.get("code_challenge") or None,
-            code_challenge_method=payload.data.get("code_challenge_method") or None,
-            dpop_jkt=payload.data.get("dpop_jkt") or None,
-            auth_time=subject.auth_time,
-            sid=subject.sid,
-            created_at=issued,
-            expires_at=issued + profile.code_lifetime(request.client),
-        ))
+        # Written with Core (no unit-of-work flush); /authorize commits it with the response.
+        queries.insert_code({
+            "code_hash": state.hasher(hashing.CODE).hash(code),
+            "grant_id": uuid.uuid4().hex,
+            "client_pk": request.client.id,
+            "user_pk": subject.user.id,
+            "redirect_uri": self.redirect_uri or payload.redirect_uri,
+            "redirect_uri_given": bool(payload.redirect_uri),
+            "scope": request.scope or "",
+            "audience": getattr(request, "audience", None) or families.default_audience(),
+            "nonce": payload.data.get("nonce") or None,
+            "code_challenge": payload.data.get("code_challenge") or None,
+            "code_challenge_method": payload.data.get("code_challenge_method") or None,
+            "dpop_jkt": payload.data.get("dpop_jkt") or None,
+            "auth_time": subject.auth_time,
+            "sid": subject.sid,
+            "created_at": issued,
+            "expires_at": issued + profile.code_lifetime(request.client),
+            "used_at": None,
+        })
 
     def generate_authorization_code(self) -> str:
         return hashing.random_token(32)
 
-    def query_authorization_code(self, code: str, client: Any) -> AuthorizationCode | None:
-        row = families.find_authorization_code(code)
+    def query_authorization_code(self, code: str, client: Any) -> AuthorizationCodeRecord | None:
+        row = families.find_code_grant(code)
         if row is None:
             return None
         if row.used_at is not None:
@@ -95,7 +96,7 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
             return None  # bound to the client it was issued to
         if row.expires_at <= current_state().clock.now():
             raise InvalidGrantError("the authorization code has expired")
-        if row.sid is not None and not families.session_active(row.sid):
+        if row.sid is not None and not row.session_active:
             # OIDC Core §11: the login ended (logout, password change) before the code was redeemed.
             raise InvalidGrantError("the login session of the authorization code has ended")
         proof = dpop.request_proof()
@@ -105,25 +106,27 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
         return row  # claimed once the tokens are ready (create_token_response)
 
     def create_token_response(self) -> tuple[int, dict[str, Any], list[tuple[str, str]]]:
-        """Build and sign the tokens, then claim the code (see the package docstring)."""
+        """Build and sign the tokens, then claim the code and write the new rows (see the package docstring)."""
+        self.request.token_writes = writes = TokenWrites()
         response = super().create_token_response()
-        code: AuthorizationCode = self.request.authorization_code
+        code: AuthorizationCodeRecord = self.request.authorization_code
         families.require_claim(families.claim_authorization_code(code), code.grant_id,
                                reason=CODE_REPLAYED, description=CODE_USED)
+        families.write_tokens(writes)
         return response
 
-    def delete_authorization_code(self, authorization_code: AuthorizationCode) -> None:
+    def delete_authorization_code(self, authorization_code: AuthorizationCodeRecord) -> None:
         """Kept (marked used) until it expires: a replay must still find it."""
 
-    def authenticate_user(self, authorization_code: AuthorizationCode) -> User | None:
-        user = db.session.get(User, authorization_code.user_pk)
-        return user if user is not None and not user.disabled else None
+    def authenticate_user(self, authorization_code: AuthorizationCodeRecord) -> UserRecord | None:
+        return authorization_code.user if not authorization_code.user.disabled else None
 
     def generate_token(self, user: Any = None, scope: str | None = None, grant_type: str | None = None,
                        expires_in: int | None = None, include_refresh_token: bool = True) -> dict[str, Any]:
-        code: AuthorizationCode = self.request.authorization_code
-        context = AuthContext(grant_id=str(code.grant_id), audience=list(code.audience),
+        code: AuthorizationCodeRecord = self.request.authorization_code
+        context = AuthContext(grant_id=code.grant_id, audience=code.audience,
                               auth_time=code.auth_time, sid=code.sid, nonce=code.nonce, jkt=families.proof_jkt())
         self.request.auth_context = context
         return issue_tokens(client=self.request.client, user=user_of(user), scope=scope or "", context=context,
-                            include_refresh_token=wants_refresh_token(self.request.client, scope or ""))
+                            include_refresh_token=wants_refresh_token(self.request.client, scope or ""),
+                            writes=self.request.token_writes)

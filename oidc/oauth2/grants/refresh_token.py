@@ -13,11 +13,10 @@ from typing import Any
 from authlib.oauth2.rfc6749 import grants
 from authlib.oauth2.rfc6749.errors import InvalidGrantError
 
-from oidc.db import db
-from oidc.models import RefreshToken, User
 from oidc.oauth2 import dpop, families, profile
 from oidc.oauth2.families import AuthContext, issue_tokens, new_refresh_token, proof_jkt
 from oidc.oauth2.methods import AUTH_METHODS
+from oidc.oauth2.records import RefreshTokenRecord, TokenWrites, UserRecord
 from oidc.state import current_state
 
 TOKEN_REUSED = "rotated refresh token reused"
@@ -28,8 +27,8 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
     TOKEN_ENDPOINT_AUTH_METHODS = list(AUTH_METHODS)
     INCLUDE_NEW_REFRESH_TOKEN = True
 
-    def authenticate_refresh_token(self, refresh_token: str) -> RefreshToken | None:
-        row = families.find_refresh_token(refresh_token)
+    def authenticate_refresh_token(self, refresh_token: str) -> RefreshTokenRecord | None:
+        row = families.find_refresh_grant(refresh_token)
         if row is None or row.revoked_at is not None:
             return None
         if row.rotated_at is not None:
@@ -39,7 +38,7 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
         family_issued_at = row.family_issued_at or row.created_at
         if row.expires_at <= now or family_issued_at + current_state().settings.refresh_token_max_lifetime <= now:
             return None  # idle or absolute lifetime over (RFC 9700 §4.14.2)
-        if not families.is_offline(str(row.scope)) and not families.session_active(row.sid):
+        if not families.is_offline(row.scope) and not row.session_active:
             return None  # OIDC Core §11: without offline_access it ends with its login session
         proof = dpop.request_proof()
         if row.dpop_jkt is not None and (proof is None or proof.jkt != row.dpop_jkt):
@@ -47,35 +46,36 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
         return row  # claimed once the new tokens are ready (create_token_response)
 
     def create_token_response(self) -> tuple[int, dict[str, Any], list[tuple[str, str]]]:
-        """Build and sign the new tokens, then claim the old refresh token."""
+        """Build and sign the new tokens, then claim the old refresh token and write the new rows."""
+        self.request.token_writes = writes = TokenWrites()
         response = super().create_token_response()
-        row: RefreshToken = self.request.refresh_token
-        if not profile.rotates_refresh_tokens(self.request.client):
-            return response
-        families.require_claim(families.claim_refresh_token(row), row.grant_id,
-                               reason=TOKEN_REUSED, description=TOKEN_USED)
+        row: RefreshTokenRecord = self.request.refresh_token
+        if profile.rotates_refresh_tokens(self.request.client):
+            families.require_claim(families.claim_refresh_token(row), row.grant_id,
+                                   reason=TOKEN_REUSED, description=TOKEN_USED)
+        families.write_tokens(writes)
         return response
 
-    def authenticate_user(self, refresh_token: RefreshToken) -> User | None:
-        user = db.session.get(User, refresh_token.user_pk)
-        return user if user is not None and not user.disabled else None
+    def authenticate_user(self, refresh_token: RefreshTokenRecord) -> UserRecord | None:
+        return refresh_token.user if not refresh_token.user.disabled else None
 
-    def revoke_old_credential(self, refresh_token: RefreshToken) -> None:
+    def revoke_old_credential(self, refresh_token: RefreshTokenRecord) -> None:
         """Claimed in :meth:`create_token_response`, once the new tokens are ready."""
 
-    def issue_token(self, user: User, refresh_token: RefreshToken) -> dict[str, Any]:
+    def issue_token(self, user: UserRecord, refresh_token: RefreshTokenRecord) -> dict[str, Any]:
         scope = self.request.payload.scope or refresh_token.scope
         # An ended session's sid is not carried on: the new tokens are offline ones.
-        sid = refresh_token.sid if families.session_active(refresh_token.sid) else None
-        context = AuthContext(grant_id=str(refresh_token.grant_id), audience=list(refresh_token.audience),
+        sid = refresh_token.sid if refresh_token.session_active else None
+        context = AuthContext(grant_id=refresh_token.grant_id, audience=refresh_token.audience,
                               auth_time=refresh_token.auth_time, sid=sid, jkt=proof_jkt(),
                               family_issued_at=refresh_token.family_issued_at or refresh_token.created_at)
         self.request.auth_context = context
         self.request.user = user
+        writes: TokenWrites = self.request.token_writes
         body = issue_tokens(client=self.request.client, user=user, scope=scope, context=context,
-                            include_refresh_token=False)
+                            include_refresh_token=False, writes=writes)
         if not profile.rotates_refresh_tokens(self.request.client):
             return body  # the client keeps its refresh token (FAPI 2.0 §5.3.2.1 clause 10)
         # Rotation: the family goes on with the same grant and the original (not narrowed) scope.
-        body["refresh_token"] = new_refresh_token(self.request.client, user, str(refresh_token.scope), context)
+        body["refresh_token"] = new_refresh_token(self.request.client, user, refresh_token.scope, context, writes)
         return body
