@@ -66,8 +66,8 @@ _CLAIM = (
 
 
 @dataclass
-class Resumed:
-    """An interaction presented by its browser: its id, its row and the request it holds."""
+class Pending:
+    """An interaction waiting for its user, as its browser knows it: its id, its row and the request it holds."""
 
     id: str
     row: Interaction
@@ -82,7 +82,7 @@ def _hasher() -> hashing.KeyedHasher:
     return current_state().hasher(hashing.INTERACTION)
 
 
-def start(authorization: AuthorizationRequest, binding: str, login: AuthenticatedUser | None = None) -> Resumed:
+def start(authorization: AuthorizationRequest, binding: str, login: AuthenticatedUser | None = None) -> Pending:
     """Keep the validated ``authorization`` for the browser holding ``binding`` (the caller commits).
 
     ``login``: the login it is for already (the consent page's), if any.
@@ -100,13 +100,13 @@ def start(authorization: AuthorizationRequest, binding: str, login: Authenticate
         scope=authorization.scope, audience=authorization.audience, created_at=moment, expires_at=expires_at,
     )
     db.session.add(row)
-    resumed = Resumed(interaction_id, row, authorization)
+    pending = Pending(interaction_id, row, authorization)
     if login is not None:
-        record_login(resumed, login)
-    return resumed
+        record_login(pending, login)
+    return pending
 
 
-def load(interaction_id: object, binding: object) -> Resumed:
+def load(interaction_id: object, binding: object) -> Pending:
     """The interaction ``interaction_id`` of the browser holding ``binding``, with its request.
 
     :class:`ErrorPage` when it is unknown, another browser's, expired or used,
@@ -131,23 +131,23 @@ def load(interaction_id: object, binding: object) -> Resumed:
         raise ErrorPage("invalid_client", "The client is not known to this provider.")
     authorization = restore_authorization_request(MultiDict(row.parameters), client, row.redirect_uri, row.scope,
                                                   list(row.audience), pushed)
-    return Resumed(interaction_id, row, authorization)
+    return Pending(interaction_id, row, authorization)
 
 
-def record_login(interaction: Resumed, login: AuthenticatedUser) -> None:
+def record_login(interaction: Pending, login: AuthenticatedUser) -> None:
     """``login`` is the one this interaction is for from now on (the caller commits)."""
     interaction.row.sid = login.sid
     interaction.row.auth_time = login.auth_time
 
 
-def claim(interaction: Resumed) -> None:
+def claim(interaction: Pending) -> None:
     """Mark the interaction used, in the response's transaction; :class:`ErrorPage` if another request did."""
     result = db.session.execute(_CLAIM, {"row_id": interaction.row.id, "moment": current_state().clock.now()})
     if result.rowcount != 1:  # type: ignore[attr-defined]
         raise ErrorPage("invalid_request", UNUSABLE)
 
 
-def use_up(interaction: Resumed) -> bool:
+def use_up(interaction: Pending) -> bool:
     """After a refusal sent to the client: the interaction is used all the same (committed).
 
     False when another request used it first (then that one answered the client).

@@ -28,7 +28,7 @@ from oidc.models import Client
 from oidc.oauth2 import interactions
 from oidc.oauth2.authorization import AuthorizationRequest, ErrorRedirect, validate_authorization_request
 from oidc.oauth2.errors import ErrorPage
-from oidc.oauth2.interactions import Resumed
+from oidc.oauth2.interactions import Pending
 from oidc.oauth2.parameters import ParameterError, request_parameters
 from oidc.observability import audit
 from oidc.state import current_state, now
@@ -67,7 +67,7 @@ def _validate(params: Any) -> AuthorizationRequest | Any:
         return _response(refusal.response)
 
 
-def load_interaction(interaction_id: object) -> Resumed | Any:
+def load_interaction(interaction_id: object) -> Pending | Any:
     """This browser's interaction ``interaction_id``, or the error page (nothing written)."""
     try:
         interaction = interactions.load(interaction_id, presented_binding())
@@ -78,7 +78,7 @@ def load_interaction(interaction_id: object) -> Resumed | Any:
 
 
 def _finish(authorization: AuthorizationRequest, login: AuthenticatedUser | None,
-            interaction: Resumed | None) -> Any:
+            interaction: Pending | None) -> Any:
     """Issue the code (or the access_denied error) to the client; the interaction is used up by it."""
     try:
         if interaction is not None:
@@ -94,7 +94,7 @@ def _finish(authorization: AuthorizationRequest, login: AuthenticatedUser | None
 
 
 def _refused(authorization: AuthorizationRequest, result: tuple[int, str, list[tuple[str, str]]],
-             interaction: Resumed | None = None) -> Any:
+             interaction: Pending | None = None) -> Any:
     """An error response to the client: the interaction and the pushed request it came from are used up by it too."""
     if interaction is not None and not interactions.use_up(interaction):
         return error_page("invalid_request", interactions.UNUSABLE)  # another request answered the client
@@ -102,8 +102,8 @@ def _refused(authorization: AuthorizationRequest, result: tuple[int, str, list[t
     return _response(result)
 
 
-def _interaction(authorization: AuthorizationRequest, interaction: Resumed | None,
-                 login: AuthenticatedUser | None = None) -> Resumed:
+def _interaction(authorization: AuthorizationRequest, interaction: Pending | None,
+                 login: AuthenticatedUser | None = None) -> Pending:
     """The interaction of this request: the one it was resumed from, or a new one for this browser
     (committed), for ``login`` when given (the consent page's)."""
     if interaction is None:
@@ -114,13 +114,13 @@ def _interaction(authorization: AuthorizationRequest, interaction: Resumed | Non
     return interaction
 
 
-def _login_redirect(authorization: AuthorizationRequest, interaction: Resumed | None) -> WerkzeugResponse:
+def _login_redirect(authorization: AuthorizationRequest, interaction: Pending | None) -> WerkzeugResponse:
     """To the login page with the interaction's id only; the login sends the browser back to it."""
     interaction = _interaction(authorization, interaction)
     return redirect(url_for("login.login", interaction=interaction.id), code=302)
 
 
-def _consent_page(authorization: AuthorizationRequest, login: AuthenticatedUser, interaction: Resumed | None) -> str:
+def _consent_page(authorization: AuthorizationRequest, login: AuthenticatedUser, interaction: Pending | None) -> str:
     """The consent page: its form carries the interaction's id and the CSRF token, nothing of the request."""
     interaction = _interaction(authorization, interaction, login)
     scopes = [(name, SCOPE_DESCRIPTIONS.get(name, name)) for name in authorization.scope.split()]
@@ -163,12 +163,12 @@ def authorize() -> Any:
 def resume() -> Any:
     """Back from the login page: the request its interaction holds, not validated again."""
     interaction = load_interaction(request.args.get("interaction"))
-    if not isinstance(interaction, Resumed):
+    if not isinstance(interaction, Pending):
         return interaction
     return _proceed(interaction.authorization, interaction)
 
 
-def _proceed(authorization: AuthorizationRequest, interaction: Resumed | None) -> Any:
+def _proceed(authorization: AuthorizationRequest, interaction: Pending | None) -> Any:
     """Ask for what the request still needs (a login, then consent), or answer the client."""
     continue_request(authorization.params)  # a pushed request's ui_locales are not in the URL
     try:
@@ -207,7 +207,7 @@ def consent() -> Any:
     if not same_origin(request, current_state().settings) or not form.validate_on_submit():
         return error_page("invalid_request", "The consent form has expired. Please start again.")
     interaction = load_interaction(request.form.get("interaction"))
-    if not isinstance(interaction, Resumed):
+    if not isinstance(interaction, Pending):
         return interaction
     login = current_login()
     if not interaction.is_for(login):  # signed out, or signed in again, since the page was shown

@@ -27,7 +27,7 @@ from oidc.accounts.throttle import LoginThrottle
 from oidc.accounts.users import MAX_PASSWORD_LENGTH, MAX_USERNAME_LENGTH, authenticate
 from oidc.db import db
 from oidc.oauth2 import interactions
-from oidc.oauth2.interactions import Resumed
+from oidc.oauth2.interactions import Pending
 from oidc.observability import audit, metrics
 from oidc.settings import Settings
 from oidc.state import current_state
@@ -50,7 +50,7 @@ class LoginForm(FlaskForm):
     interaction = HiddenField()
 
 
-def _page(form: LoginForm, interaction: Resumed | None, error: str | None = None, status: int = 200) -> Any:
+def _page(form: LoginForm, interaction: Pending | None, error: str | None = None, status: int = 200) -> Any:
     """The sign-in page, naming the application the interaction is for (if any)."""
     client = interaction.authorization.client if interaction is not None else None
     return render_template("login.html", form=form, error=error, client=client), status
@@ -62,7 +62,7 @@ def login() -> Any:
     interaction_id = request.values.get("interaction")
     if interaction_id:
         interaction = load_interaction(interaction_id)
-        if not isinstance(interaction, Resumed):
+        if not isinstance(interaction, Pending):
             return interaction
     form = LoginForm()
     if request.method == "GET":
@@ -107,7 +107,7 @@ def login() -> Any:
     return redirect(url_for("authorize.resume", interaction=interaction.id), code=303)
 
 
-def too_many_attempts(interaction: Resumed | None) -> Response:
+def too_many_attempts(interaction: Pending | None) -> Response:
     audit.record("login.rate_limited", "login refused: too many failed attempts", remote_addr=request.remote_addr)
     metrics.login_failed("rate_limited")
     form = LoginForm(formdata=None)
