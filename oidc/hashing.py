@@ -1,9 +1,10 @@
 """Secrets at rest: keyed hashes for high-entropy values, a slow hash for passwords.
 
-* Client secrets, authorization codes and refresh tokens are random 256-bit
-  values.  They are stored as HMAC-SHA256 under a key derived (HKDF) from the
-  system secrets, so a copy of the database alone is useless, and checking one
-  costs a microsecond: the token endpoint is never CPU-bound on it.
+* Client secrets, authorization codes, refresh tokens, pushed request URIs and
+  interaction ids are random 256-bit values.  They are stored as HMAC-SHA256
+  under a key derived (HKDF) from the system secrets, so a copy of the
+  database alone is useless, and checking one costs a microsecond: the token
+  endpoint is never CPU-bound on it.
 * The HMAC key of each purpose is a *hashing key* stored in the database
   (``hashing_keys``), sealed under the system secrets like a software signing
   key: rotating a system secret re-seals it (``flask keys reseal``) and every
@@ -37,7 +38,9 @@ CLIENT_SECRET = "client secret"
 CODE = "code"
 REFRESH_TOKEN = "refresh token"
 REQUEST_URI = "request uri"
-PURPOSES = (CLIENT_SECRET, CODE, REFRESH_TOKEN, REQUEST_URI)
+#: An interaction's id and its browser binding (:mod:`oidc.oauth2.interactions`).
+INTERACTION = "interaction"
+PURPOSES = (CLIENT_SECRET, CODE, REFRESH_TOKEN, REQUEST_URI, INTERACTION)
 
 
 def derive_key(secret: str, purpose: bytes) -> bytes:

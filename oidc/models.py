@@ -309,6 +309,39 @@ class PushedAuthorizationRequest(db.Model):  # type: ignore[name-defined]  # Fla
     used_at: Mapped[int | None] = mapped_column(BigInteger)
 
 
+class Interaction(db.Model):  # type: ignore[name-defined]  # Flask-SQLAlchemy builds db.Model at run time
+    """A validated authorization request waiting for the user to log in or consent (:mod:`oidc.oauth2.interactions`).
+
+    The browser carries only its id, stored here as a keyed hash (as codes
+    are), and the row is bound to that browser by the hash of a random value in
+    its session cookie.  ``used_at`` is set by one conditional UPDATE when the
+    authorization response (code or error) is sent.
+    """
+
+    __tablename__ = "interactions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    interaction_hash: Mapped[str] = mapped_column(String(64), nullable=False, unique=True)
+    #: Keyed hash of the binding value kept in the browser's session cookie.
+    binding_hash: Mapped[str] = mapped_column(String(64), nullable=False)
+    client_pk: Mapped[int] = mapped_column(Integer, ForeignKey("clients.id", ondelete="CASCADE"), nullable=False, index=True)
+    #: The pushed request (RFC 9126) the parameters came from, claimed with the interaction.
+    pushed_pk: Mapped[int | None] = mapped_column(
+        Integer, ForeignKey("pushed_authorization_requests.id", ondelete="CASCADE"), index=True)
+    #: The request's parameters as validated, a JSON list of [name, value] pairs (repeated names kept).
+    parameters: Mapped[list[Any]] = mapped_column(JSONList, nullable=False)
+    #: What validation made of them: the redirect URI, the scope granted, the access token audience.
+    redirect_uri: Mapped[str] = mapped_column(Text, nullable=False)
+    scope: Mapped[str] = mapped_column(Text, nullable=False, default="")
+    audience: Mapped[list[Any]] = mapped_column(JSONList, nullable=False, default=list)
+    #: The login this interaction is for: made for it at the login page, or the one the consent page was shown to.
+    sid: Mapped[str | None] = mapped_column(String(64))
+    auth_time: Mapped[int | None] = mapped_column(BigInteger)
+    created_at: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    expires_at: Mapped[int] = mapped_column(BigInteger, nullable=False, index=True)
+    used_at: Mapped[int | None] = mapped_column(BigInteger)
+
+
 class DPoPProof(db.Model):  # type: ignore[name-defined]  # Flask-SQLAlchemy builds db.Model at run time
     """``jti`` of each accepted DPoP proof, for as long as its ``iat`` is acceptable (RFC 9449 §11.1)."""
 

@@ -76,7 +76,7 @@ class State:
         self.documents: dict[str, Any] = {}
 
     def hasher(self, purpose: str) -> hashing.KeyedHasher:
-        """The keyed hasher for ``purpose`` (hashing.CLIENT_SECRET, CODE, REFRESH_TOKEN).
+        """The keyed hasher for ``purpose`` (one of ``hashing.PURPOSES``).
 
         Its key is the purpose's stored hashing key (:mod:`oidc.hashing_keys`), then the
         keys derived from each system secret (hashes made before hashing keys were stored).

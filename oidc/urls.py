@@ -9,6 +9,8 @@ from __future__ import annotations
 
 AUTHORIZE = "/authorize"
 CONSENT = "/authorize/consent"
+#: Where the browser comes back to an authorization request after logging in (``?interaction=<id>``).
+AUTHORIZE_RESUME = "/authorize/resume"
 LOGIN = "/login"
 LOGOUT = "/logout"
 TOKEN = "/token"

@@ -94,8 +94,7 @@ class UserAgent:
     def login(self, username: str = "alice", password: str = PASSWORD) -> requests.Response:
         page = self.get("/login")
         fields = dict(hidden_fields(page.text))
-        return self.post("/login", data={"csrf_token": fields["csrf_token"], "next": "",
-                                         "username": username, "password": password})
+        return self.post("/login", data={**fields, "username": username, "password": password})
 
     def authorize(self, params: dict[str, str], *, callback: str, username: str = "alice",
                   password: str = PASSWORD, consent: str = "approve") -> requests.Response:

@@ -22,7 +22,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlencode, urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from werkzeug.datastructures import MultiDict
@@ -136,11 +136,11 @@ class Provider:
 
     # -- the browser side ----------------------------------------------------------------------
 
-    def login(self, username: str = "alice", password: str = PASSWORD, next_url: str = "") -> Any:
-        page = self.get("/login" + (f"?{urlencode({'next': next_url})}" if next_url else ""))
+    def login(self, username: str = "alice", password: str = PASSWORD, login_url: str = "/login") -> Any:
+        """Sign in on the login page at ``login_url`` (an interaction's, or the page visited directly)."""
+        page = self.get(login_url)
         fields = dict(hidden_fields(page.text))
-        return self.post("/login", data={"csrf_token": fields["csrf_token"], "next": fields.get("next", ""),
-                                         "username": username, "password": password})
+        return self.post("/login", data={**fields, "username": username, "password": password})
 
     def authorize(self, params: dict[str, Any], *, username: str = "alice", password: str = PASSWORD,
                   consent: str | None = "approve") -> Any:
@@ -148,10 +148,7 @@ class Provider:
         response = self.get("/authorize", query_string=params)
         for _ in range(6):
             if response.status_code in (302, 303) and response.headers["Location"].startswith("/login"):
-                page = self.get(response.headers["Location"])
-                fields = dict(hidden_fields(page.text))
-                response = self.post("/login", data={"csrf_token": fields["csrf_token"], "next": fields["next"],
-                                                     "username": username, "password": password})
+                response = self.login(username, password, login_url=response.headers["Location"])
             elif response.status_code in (302, 303) and response.headers["Location"].startswith("/authorize"):
                 response = self.get(response.headers["Location"])
             elif response.status_code == 200 and 'action="/authorize/consent"' in response.text and consent:

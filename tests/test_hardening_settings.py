@@ -95,7 +95,7 @@ def _login_from(provider, address: str, password: str):
     browser.http.environ_base["REMOTE_ADDR"] = address
     page = browser.get("/login")
     fields = dict(hidden_fields(page.text))
-    return lambda: browser.post("/login", data={"csrf_token": fields["csrf_token"], "next": "",
+    return lambda: browser.post("/login", data={"csrf_token": fields["csrf_token"],
                                                 "username": "alice", "password": password})
 
 

@@ -230,17 +230,21 @@ def test_consent_post_without_csrf_token_is_refused(op):
     assert op.count("AuthorizationCode") == 0 and op.count("Consent") == 0
 
 
-def test_consent_post_with_tampered_redirect_uri_is_an_error_page(op):
+def test_consent_post_answers_the_interaction_whatever_parameters_are_posted_with_it(op):
+    """The consent form carries the interaction id only: a redirect_uri or scope added to it is not read."""
     op.add_user()
-    client_id, _ = op.add_client()
-    page = op.authorize(_params(client_id), consent=None)
+    client_id, _ = op.add_client(redirect_uris=[REDIRECT_URI, "https://rp.example.test/other"])
+    page = op.authorize(_params(client_id, scope="openid"), consent=None)
     from werkzeug.datastructures import MultiDict
 
-    data = MultiDict([(n, "https://evil.example/cb" if n == "redirect_uri" else v) for n, v in hidden_fields(page.text)])
-    data.add("decision", "approve")
-    response = op.post("/authorize/consent", data=data)
-    assert response.status_code == 400 and "Location" not in response.headers
-    assert op.count("Consent") == 0
+    data = MultiDict(hidden_fields(page.text) + [("redirect_uri", "https://rp.example.test/other"),
+                                                 ("scope", "openid email"), ("decision", "approve")])
+    response = op.post("/authorize/consent?redirect_uri=https://evil.example/cb", data=data)
+    assert response.status_code == 302 and response.headers["Location"].startswith(REDIRECT_URI + "?")
+    with op.app.app_context():
+        from oidc.models import Consent
+
+        assert [row.scope for row in Consent.query.all()] == ["openid"]
 
 
 def test_authorization_request_by_post(op):
@@ -262,20 +266,23 @@ def test_repeated_parameter_is_invalid_request(op):
 
 
 @pytest.mark.both_databases
-def test_consent_submitted_twice_at_once_records_one_consent_and_both_get_a_code(op, monkeypatch):
-    """A double click: both submissions pass the "not yet consented" check before either commits."""
+def test_consent_given_in_two_tabs_at_once_records_one_consent_and_both_get_a_code(op, monkeypatch):
+    """Two consent pages of the same request open at once (two tabs), both approved: each
+    passes the "not yet consented" check before the other commits, and one consent is kept."""
     from werkzeug.datastructures import MultiDict
 
     from oidc.accounts import consents
 
     op.add_user()
     client_id, _ = op.add_client(name="Photo Printer")
-    page = op.authorize(_params(client_id, scope="openid email"), consent=None)
-    form = MultiDict(hidden_fields(page.text) + [("decision", "approve")])
-    first = op.post("/authorize/consent", data=form)
+    params = _params(client_id, scope="openid email")
+    first_page = op.authorize(params, consent=None)
+    second_page = op.get("/authorize", query_string=params)
+    assert 'action="/authorize/consent"' in second_page.text
+    first = op.post("/authorize/consent", data=MultiDict(hidden_fields(first_page.text) + [("decision", "approve")]))
     assert first.status_code == 302 and "code" in query_of(first.headers["Location"])
     # The second submission saw no consent yet (the race), so it inserts the same row again.
     monkeypatch.setattr(consents, "has_consented", lambda *args: False)
-    second = op.post("/authorize/consent", data=form)
+    second = op.post("/authorize/consent", data=MultiDict(hidden_fields(second_page.text) + [("decision", "approve")]))
     assert second.status_code == 302 and "code" in query_of(second.headers["Location"])
     assert op.count("Consent") == 1

@@ -57,10 +57,22 @@ def test_login_without_csrf_token_is_refused(op):
     assert op.count("LoginSession") == 0
 
 
-def test_login_next_only_goes_to_our_authorize_endpoint(op):
+def test_login_goes_nowhere_but_its_interaction(op):
+    """A ``next`` is not read any more; an interaction id no row has is an error page, and no login is made."""
+    from oidc_fixtures import hidden_fields
+
     op.add_user()
-    response = op.login(next_url="https://evil.example/authorize?x=1")
-    assert response.status_code == 200 and "Location" not in response.headers
+    page = op.get("/login?next=https://evil.example/authorize")
+    fields = dict(hidden_fields(page.text))
+    response = op.post("/login", data={**fields, "next": "https://evil.example/authorize?x=1", "username": "alice",
+                                       "password": PASSWORD})
+    assert response.status_code == 200 and "Location" not in response.headers and "Signed in" in response.text
+    unknown = op.new_browser()
+    assert unknown.get("/login?interaction=" + "x" * 43).status_code == 400
+    refused = unknown.post("/login", data={**fields, "interaction": "x" * 43, "username": "alice",
+                                           "password": PASSWORD})
+    assert refused.status_code == 400 and "Location" not in refused.headers
+    assert op.count("LoginSession") == 1
 
 
 def test_failed_logins_are_rate_limited_per_account(make_app, base_env):

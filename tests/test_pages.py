@@ -180,9 +180,9 @@ def _walk(checker: Checker) -> None:
     assert page.get_attribute("a[href='https://photos.example.test/privacy']", "href")
     checker.check("consent", status=200)
 
-    # "Not you?" goes to the login page of the same request.
+    # "Not you?" goes to the login page of the same interaction.
     switch = page.get_attribute(".account-switch", "href")
-    assert switch is not None and switch.startswith("/login?next=/authorize?response_type%3Dcode")
+    assert switch is not None and switch.startswith("/login?interaction=") and "&" not in switch
 
     page.goto(served["issuer"] + "/login")
     checker.check("login-plain", status=200)

@@ -112,7 +112,7 @@ def test_theme_overrides_templates_and_static_files_one_by_one(make_app: Any, ba
     (theme / "static").mkdir()
     (theme / "templates" / "login.html").write_text(
         '{% extends "base.html" %}{% block content %}<h1>Welcome to the intranet</h1>'
-        '<form method="post" action="{{ url_for(\'login.login\') }}">{{ form.csrf_token }}{{ form.next }}'
+        '<form method="post" action="{{ url_for(\'login.login\') }}">{{ form.csrf_token }}{{ form.interaction }}'
         '{{ form.username(id="username") }}{{ form.password(id="password") }}'
         '<button id="sign-in">Go</button></form>{% endblock %}')
     (theme / "static" / "logo.svg").write_text('<svg xmlns="http://www.w3.org/2000/svg"><title>ours</title></svg>')
@@ -166,8 +166,8 @@ def test_pages_follow_accept_language_and_ui_locales(op: Provider) -> None:
     assert "Sign in" not in german.text
     # ui_locales of the authorization request wins over the browser's languages, through the login page too.
     params = _params(client_id, ui_locales="fr-CA de")
-    login = op.get("/login?" + urlencode({"next": "/authorize?" + urlencode(params)}),
-                   headers={"Accept-Language": "de"})
+    login_url = op.get("/authorize", query_string=params).headers["Location"]
+    login = op.get(login_url, headers={"Accept-Language": "de"})
     assert '<html lang="fr">' in login.text and "Se connecter" in login.text and "Photo Printer" in login.text
     consent = op.authorize(params, consent=None)
     assert "Garder l’accès lorsque vous n’utilisez pas l’application" in consent.text
@@ -202,6 +202,7 @@ def test_catalogs_are_complete_and_compiled() -> None:
     from babel.messages.mofile import read_mo
     from babel.messages.pofile import read_po
 
+    from oidc.oauth2 import interactions
     from oidc.web import authorize, login, messages
 
     folder = REPO / "oidc" / "web" / "translations"
@@ -209,7 +210,7 @@ def test_catalogs_are_complete_and_compiled() -> None:
         template = {message.id for message in read_po(file) if message.id}
     listed = set(messages.MESSAGES)
     view_texts = {login.GENERIC_LOGIN_ERROR, login.LOCKED_OUT_ERROR, login.EXPIRED_FORM_ERROR,
-                  *authorize.SCOPE_DESCRIPTIONS.values()}
+                  *authorize.SCOPE_DESCRIPTIONS.values(), interactions.UNUSABLE}
     assert view_texts <= listed <= template
     for language in ("de", "fr"):
         with open(folder / language / "LC_MESSAGES" / "messages.po", "rb") as file:
@@ -301,10 +302,10 @@ def test_consent_page_shows_the_client_its_links_the_account_and_a_way_to_switch
     assert '<strong class="account-name">alice</strong>' in text
     switch = re.search(r'class="account-switch" href="([^"]+)"', text)
     assert switch is not None
-    next_url = parse_qs(urlsplit(html.unescape(switch.group(1))).query)["next"][0]
-    assert next_url.startswith("/authorize?")
-    switched = op.login("bob", next_url=next_url)
-    assert switched.status_code == 303
+    switch_url = html.unescape(switch.group(1))
+    assert list(parse_qs(urlsplit(switch_url).query)) == ["interaction"]
+    switched = op.login("bob", login_url=switch_url)
+    assert switched.status_code == 303 and switched.headers["Location"].startswith("/authorize/resume?interaction=")
     again = op.get(switched.headers["Location"])
     assert '<strong class="account-name">bob</strong>' in again.text and 'action="/authorize/consent"' in again.text
 

@@ -61,7 +61,10 @@ def test_the_request_uri_survives_login_and_consent(op, rp):
     request_uri = _push(op, rp, params).json["request_uri"]
     first = op.get("/authorize", query_string={"client_id": rp[0], "request_uri": request_uri})
     assert first.status_code == 302 and first.headers["Location"].startswith("/login")
-    response = _authorize(op, rp[0], request_uri)  # logs in, consents (the consent form carries request_uri)
+    # Logging in and consenting resume the request through its interaction, which holds the pushed request.
+    page = op.get(op.login(login_url=first.headers["Location"]).headers["Location"])
+    assert 'action="/authorize/consent"' in page.text and request_uri not in page.text
+    response = op.post("/authorize/consent", data=MultiDict(hidden_fields(page.text) + [("decision", "approve")]))
     assert response.status_code == 302 and response.headers["Location"].startswith(REDIRECT_URI)
 
 

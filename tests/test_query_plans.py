@@ -20,6 +20,7 @@ pytestmark = pytest.mark.both_databases
 def _hot_statements() -> dict[str, Any]:
     from oidc import queries
     from oidc.models import AuthorizationCode, Consent, LoginSession, User
+    from oidc.oauth2 import interactions
 
     hashes = ["a" * 43, "b" * 43]
     return {
@@ -39,6 +40,8 @@ def _hot_statements() -> dict[str, Any]:
         "code by id": select(AuthorizationCode).where(AuthorizationCode.id == 1),
         "pushed request by hash": queries._PUSHED_REQUEST_BY_HASH.params(hashes=hashes),
         "claim pushed request": (queries._CLAIM_PUSHED_REQUEST, {"row_id": 1, "moment": 0}),
+        "interaction by hash": interactions._BY_HASH.params(hashes=hashes),
+        "claim interaction": (interactions._CLAIM, {"row_id": 1, "moment": 0}),
     }
 
 

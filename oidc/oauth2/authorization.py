@@ -19,7 +19,9 @@ with them, in step 1.
 
 What the user must do next (log in, consent) is the web layer's to ask;
 :class:`AuthorizationRequest` answers the protocol's questions about it
-(``prompt``, ``max_age``).
+(``prompt``, ``max_age``).  While the user does it, the validated request waits
+on the server (:mod:`oidc.oauth2.interactions`) and comes back through
+:func:`restore_authorization_request`, without being validated again.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from __future__ import annotations
 from typing import Any
 
 from authlib.oauth2.rfc6749.errors import OAuth2Error
+from werkzeug.datastructures import MultiDict
 
 from keys.service import ID_TOKEN_SET
 from oidc.db import db
@@ -93,6 +96,11 @@ class AuthorizationRequest:
     @property
     def scope(self) -> str:
         return self.grant.request.scope or ""
+
+    @property
+    def audience(self) -> list[str]:
+        """The access token audience validation resolved (RFC 8707 ``resource``, or the default)."""
+        return list(self.grant.request.audience)
 
     @property
     def prompts(self) -> set[str]:
@@ -251,6 +259,25 @@ def validate_authorization_request(params: Any, end_user: Any, *, pushing: bool 
         if pushed is not None:
             _use_up(pushed)
         raise _redirect(error, state, response_mode) from None
+    return AuthorizationRequest(grant, params, pushed)
+
+
+def restore_authorization_request(params: MultiDict[str, str], client: Client, redirect_uri: str, scope: str,
+                                  audience: list[str],
+                                  pushed: PushedAuthorizationRequest | None) -> AuthorizationRequest:
+    """The request :func:`validate_authorization_request` accepted, rebuilt from what it made of it.
+
+    ``params`` are the request's parameters as validated (a pushed request's own
+    ones), ``redirect_uri``, ``scope`` and ``audience`` what validation resolved;
+    the grant is Authlib's for the request's response type, ready to answer it,
+    and nothing is checked again.
+    """
+    request = par.ParametersRequest(params)
+    request.client = client
+    request.scope = scope
+    request.audience = list(audience)
+    grant = authorization_server().get_authorization_grant(request)
+    grant.redirect_uri = redirect_uri
     return AuthorizationRequest(grant, params, pushed)
 
 

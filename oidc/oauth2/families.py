@@ -28,6 +28,7 @@ from oidc.models import (
     Client,
     ClientAssertion,
     DPoPProof,
+    Interaction,
     LoginSession,
     PushedAuthorizationRequest,
     RefreshToken,
@@ -252,6 +253,7 @@ def prune_expired() -> dict[str, int]:
             or_(RefreshToken.expires_at < moment, RefreshToken.revoked_at < moment - 86400)),
         "client_assertions": delete(ClientAssertion).where(ClientAssertion.expires_at < moment),
         "login_sessions": delete(LoginSession).where(LoginSession.expires_at < moment),
+        "interactions": delete(Interaction).where(Interaction.expires_at < moment),
         "pushed_authorization_requests": delete(PushedAuthorizationRequest).where(
             PushedAuthorizationRequest.expires_at < moment),
         "dpop_proofs": delete(DPoPProof).where(DPoPProof.expires_at < moment),

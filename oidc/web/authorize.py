@@ -1,18 +1,22 @@
-"""``/authorize`` (OIDC Core §3.1.2) and the consent page.
+"""``/authorize`` (OIDC Core §3.1.2), its resumption after login, and the consent page.
 
-The protocol checks are :mod:`oidc.oauth2.authorization`'s; this view asks the
-user what the request needs: a login (``prompt=login``, ``max_age``, no
-session), then consent (remembered per user, client and scope set; first-party
-clients skip it).  ``prompt=none`` turns either into an error to the client.
+The protocol checks are :mod:`oidc.oauth2.authorization`'s, made once, when the
+request arrives; this view asks the user what the request needs: a login
+(``prompt=login``, ``max_age``, no session), then consent (remembered per user,
+client and scope set; first-party clients skip it).  ``prompt=none`` turns
+either into an error to the client.  While the user logs in or consents, the
+validated request waits on the server as an interaction
+(:mod:`oidc.oauth2.interactions`): the login page and the consent form carry
+only its id, the login page sends the browser back to ``/authorize/resume``,
+and the consent form answers it.
 """
 
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import urlencode
 
 from authlib.oidc.core.errors import ConsentRequiredError, LoginRequiredError
-from flask import Blueprint, Response, redirect, render_template, request
+from flask import Blueprint, Response, redirect, render_template, request, url_for
 from flask_wtf import FlaskForm
 from werkzeug.wrappers import Response as WerkzeugResponse
 
@@ -21,14 +25,17 @@ from oidc.accounts import consents
 from oidc.accounts.sessions import AuthenticatedUser
 from oidc.db import db
 from oidc.models import Client
+from oidc.oauth2 import interactions
 from oidc.oauth2.authorization import AuthorizationRequest, ErrorRedirect, validate_authorization_request
 from oidc.oauth2.errors import ErrorPage
+from oidc.oauth2.interactions import Pending
 from oidc.oauth2.parameters import ParameterError, request_parameters
 from oidc.observability import audit
 from oidc.state import current_state, now
 from oidc.web.errors import error_page
 from oidc.web.origin import same_origin
-from oidc.web.session import current_login, take_fresh_login
+from oidc.web.pages import continue_request
+from oidc.web.session import current_login, interaction_binding, presented_binding
 
 bp = Blueprint("authorize", __name__)
 
@@ -60,43 +67,65 @@ def _validate(params: Any) -> AuthorizationRequest | Any:
         return _response(refusal.response)
 
 
-def _finish(authorization: AuthorizationRequest, login: AuthenticatedUser | None) -> Any:
-    """Issue the code (or the access_denied error) to the client."""
+def load_interaction(interaction_id: object) -> Pending | Any:
+    """This browser's interaction ``interaction_id``, or the error page (nothing written)."""
     try:
+        interaction = interactions.load(interaction_id, presented_binding())
+    except ErrorPage as page:
+        return error_page(page.error, page.description)
+    continue_request(interaction.authorization.params)
+    return interaction
+
+
+def _finish(authorization: AuthorizationRequest, login: AuthenticatedUser | None,
+            interaction: Pending | None) -> Any:
+    """Issue the code (or the access_denied error) to the client; the interaction is used up by it."""
+    try:
+        if interaction is not None:
+            interactions.claim(interaction)
         result = authorization.respond(login)
-    except ErrorPage as page:  # its pushed request was used meanwhile
+    except ErrorPage as page:  # the interaction or its pushed request was used meanwhile
         db.session.rollback()
         return error_page(page.error, page.description)
     except ErrorRedirect as refusal:
-        authorization.consume()
-        return _response(refusal.response)
+        return _refused(authorization, refusal.response, interaction)
     db.session.commit()
     return _response(result)
 
 
-def _refused(authorization: AuthorizationRequest, result: tuple[int, str, list[tuple[str, str]]]) -> Response:
-    """An error response to the client: a pushed request it came from is used up by it too."""
+def _refused(authorization: AuthorizationRequest, result: tuple[int, str, list[tuple[str, str]]],
+             interaction: Pending | None = None) -> Any:
+    """An error response to the client: the interaction and the pushed request it came from are used up by it too."""
+    if interaction is not None and not interactions.use_up(interaction):
+        return error_page("invalid_request", interactions.UNUSABLE)  # another request answered the client
     authorization.consume()
     return _response(result)
 
 
-def _login_redirect(authorization: AuthorizationRequest, params: Any) -> WerkzeugResponse:
-    """To the login page, then back to this same request (for a pushed one: its request_uri)."""
-    target = urls.AUTHORIZE + "?" + urlencode(list(params.items(multi=True)))
-    query = {"next": target}
-    if authorization.params.get("login_hint"):  # the pushed one, for a pushed request
-        query["login_hint"] = authorization.params["login_hint"]
-    return redirect(urls.LOGIN + "?" + urlencode(query), code=302)
+def _interaction(authorization: AuthorizationRequest, interaction: Pending | None,
+                 login: AuthenticatedUser | None = None) -> Pending:
+    """The interaction of this request: the one it was resumed from, or a new one for this browser
+    (committed), for ``login`` when given (the consent page's)."""
+    if interaction is None:
+        interaction = interactions.start(authorization, interaction_binding(), login)
+    elif login is not None and not interaction.is_for(login):
+        interactions.record_login(interaction, login)
+    db.session.commit()
+    return interaction
 
 
-def _consent_page(authorization: AuthorizationRequest, login: AuthenticatedUser, params: Any) -> str:
-    # The request's own parameters, as sent: for a pushed request its client_id and
-    # request_uri, so the decision resumes that request (RFC 9126 §4) and uses it up.
-    hidden = [(key, value) for key, value in params.items(multi=True) if key not in ("csrf_token", "decision")]
+def _login_redirect(authorization: AuthorizationRequest, interaction: Pending | None) -> WerkzeugResponse:
+    """To the login page with the interaction's id only; the login sends the browser back to it."""
+    interaction = _interaction(authorization, interaction)
+    return redirect(url_for("login.login", interaction=interaction.id), code=302)
+
+
+def _consent_page(authorization: AuthorizationRequest, login: AuthenticatedUser, interaction: Pending | None) -> str:
+    """The consent page: its form carries the interaction's id and the CSRF token, nothing of the request."""
+    interaction = _interaction(authorization, interaction, login)
     scopes = [(name, SCOPE_DESCRIPTIONS.get(name, name)) for name in authorization.scope.split()]
-    switch_next = urls.AUTHORIZE + "?" + urlencode(hidden)  # "Not you?": sign in again, same request
     return render_template("consent.html", form=ConsentForm(), client=authorization.client, scopes=scopes,
-                           hidden=hidden, user=login.user, switch_next=switch_next)
+                           user=login.user, interaction=interaction.id)
 
 
 def _needs_consent(authorization: AuthorizationRequest, login: AuthenticatedUser) -> bool:
@@ -120,21 +149,39 @@ def _parameters() -> Any:
 
 @bp.route(urls.AUTHORIZE, methods=["GET", "POST"])
 def authorize() -> Any:
+    """A new authorization request: validated here, once."""
     params = _parameters()
     if isinstance(params, tuple):
         return params
     authorization = _validate(params)
     if not isinstance(authorization, AuthorizationRequest):
         return authorization
+    return _proceed(authorization, None)
+
+
+@bp.get(urls.AUTHORIZE_RESUME)
+def resume() -> Any:
+    """Back from the login page: the request its interaction holds, not validated again."""
+    interaction = load_interaction(request.args.get("interaction"))
+    if not isinstance(interaction, Pending):
+        return interaction
+    return _proceed(interaction.authorization, interaction)
+
+
+def _proceed(authorization: AuthorizationRequest, interaction: Pending | None) -> Any:
+    """Ask for what the request still needs (a login, then consent), or answer the client."""
+    continue_request(authorization.params)  # a pushed request's ui_locales are not in the URL
     try:
         max_age = authorization.max_age()
         hinted_subject = authorization.id_token_hint_subject()
     except ErrorRedirect as refusal:
-        return _refused(authorization, refusal.response)
+        return _refused(authorization, refusal.response, interaction)
     prompts = authorization.prompts
 
     login = current_login()
-    fresh = request.method == "GET" and take_fresh_login(request.query_string)
+    # A login made for this interaction (or already shown its consent page) is what
+    # prompt=login and max_age asked for: asking again would never end.
+    fresh = interaction is not None and interaction.is_for(login)
     # OIDC Core §3.1.2.1: an id_token_hint naming someone else than the signed-in
     # user is login_required with prompt=none, and a new login otherwise.
     other_user = (login is not None and not fresh and hinted_subject is not None
@@ -142,41 +189,37 @@ def authorize() -> Any:
     needs_login = login is None or other_user or (not fresh and (
         "login" in prompts or (max_age is not None and now() - login.auth_time > max_age)))
     if needs_login:
-        if "none" in prompts:
-            return _refused(authorization, authorization.error(LoginRequiredError))
-        return _login_redirect(authorization, params)
+        if "none" in prompts:  # OIDC Core §3.1.2.1: no interaction with the user at all
+            return _refused(authorization, authorization.error(LoginRequiredError), interaction)
+        return _login_redirect(authorization, interaction)
     assert login is not None
     if _needs_consent(authorization, login):
         if "none" in prompts:
-            return _refused(authorization, authorization.error(ConsentRequiredError))
-        return _consent_page(authorization, login, params)
-    return _finish(authorization, login)
+            return _refused(authorization, authorization.error(ConsentRequiredError), interaction)
+        return _consent_page(authorization, login, interaction)
+    return _finish(authorization, login, interaction)
 
 
 @bp.post(urls.CONSENT)
 def consent() -> Any:
-    """The user's decision; the request is validated again from the posted parameters."""
-    params = _parameters()
-    if isinstance(params, tuple):
-        return params
+    """The user's decision on the interaction the consent page was shown for."""
     form = ConsentForm()
     if not same_origin(request, current_state().settings) or not form.validate_on_submit():
         return error_page("invalid_request", "The consent form has expired. Please start again.")
-    for name, values in params.lists():
-        if len(values) > 1 and name != "resource":  # RFC 6749 §3.1; RFC 8707 repeats resource
-            return error_page("invalid_request", f"The {name} parameter is repeated.")
-    authorization = _validate(params)
-    if not isinstance(authorization, AuthorizationRequest):
-        return authorization
+    interaction = load_interaction(request.form.get("interaction"))
+    if not isinstance(interaction, Pending):
+        return interaction
     login = current_login()
-    if login is None:
+    if not interaction.is_for(login):  # signed out, or signed in again, since the page was shown
         return error_page("login_required", "Your session has ended. Please start again.")
+    assert login is not None
+    authorization = interaction.authorization
     client = authorization.client
-    if params.get("decision") != "approve":
+    if request.form.get("decision") != "approve":
         audit.record("consent.denied", "consent denied", sub=login.user.subject, client_id=client.client_id)
-        return _finish(authorization, None)
+        return _finish(authorization, None, interaction)
     scope = consents.normalized_scope(authorization.scope)
     consents.record_consent(login.user.id, client, scope)
     audit.record("consent.granted", "consent granted", sub=login.user.subject, client_id=client.client_id,
                  scope=scope)
-    return _finish(authorization, login)
+    return _finish(authorization, login, interaction)

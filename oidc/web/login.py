@@ -6,14 +6,18 @@ attempt is counted atomically *before* the password is checked and given back
 once it succeeds, so parallel attempts cannot pass a check that has not yet
 counted them.  A wrong username and a wrong password get the same message,
 after the same amount of work (:func:`oidc.accounts.users.authenticate`).
+
+Reached from ``/authorize``, the page carries the id of the interaction that
+waits for the login (:mod:`oidc.oauth2.interactions`) and nothing else; the
+login is recorded on it and the browser sent back to ``/authorize/resume``.
+Visited directly, it signs the user in and says so.
 """
 
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import urlsplit
 
-from flask import Blueprint, Flask, Response, current_app, redirect, render_template, request
+from flask import Blueprint, Flask, Response, current_app, redirect, render_template, request, url_for
 from flask_wtf import FlaskForm
 from wtforms import HiddenField, PasswordField, StringField
 from wtforms.validators import DataRequired, Length
@@ -21,11 +25,15 @@ from wtforms.validators import DataRequired, Length
 from oidc import urls
 from oidc.accounts.throttle import LoginThrottle
 from oidc.accounts.users import MAX_PASSWORD_LENGTH, MAX_USERNAME_LENGTH, authenticate
+from oidc.db import db
+from oidc.oauth2 import interactions
+from oidc.oauth2.interactions import Pending
 from oidc.observability import audit, metrics
 from oidc.settings import Settings
 from oidc.state import current_state
+from oidc.web.authorize import load_interaction
 from oidc.web.origin import same_origin
-from oidc.web.session import mark_fresh_login, sign_in
+from oidc.web.session import sign_in
 
 bp = Blueprint("login", __name__)
 
@@ -34,48 +42,51 @@ LOCKED_OUT_ERROR = "Too many failed attempts. Please wait a while and try again.
 EXPIRED_FORM_ERROR = "The form has expired. Please try again."
 #: Seconds a rate-limited browser is told to wait.
 RETRY_AFTER_SECONDS = "60"
-MAX_NEXT_LENGTH = 16384
-
-
-def safe_next(value: str | None) -> str | None:
-    """Only our own authorization endpoint is a valid place to go after login."""
-    if not value or len(value) > MAX_NEXT_LENGTH:
-        return None
-    parts = urlsplit(value)
-    if parts.scheme or parts.netloc or parts.path != urls.AUTHORIZE or value.startswith("//") or "\\" in value:
-        return None
-    return value
 
 
 class LoginForm(FlaskForm):
     username = StringField("Username", validators=[DataRequired(), Length(max=MAX_USERNAME_LENGTH)])
     password = PasswordField("Password", validators=[DataRequired(), Length(max=MAX_PASSWORD_LENGTH)])
-    next = HiddenField()
+    interaction = HiddenField()
+
+
+def _page(form: LoginForm, interaction: Pending | None, error: str | None = None, status: int = 200) -> Any:
+    """The sign-in page, naming the application the interaction is for (if any)."""
+    client = interaction.authorization.client if interaction is not None else None
+    return render_template("login.html", form=form, error=error, client=client), status
 
 
 @bp.route(urls.LOGIN, methods=["GET", "POST"])
 def login() -> Any:
+    interaction = None
+    interaction_id = request.values.get("interaction")
+    if interaction_id:
+        interaction = load_interaction(interaction_id)
+        if not isinstance(interaction, Pending):
+            return interaction
     form = LoginForm()
     if request.method == "GET":
-        form.next.data = safe_next(request.args.get("next")) or ""
-        hint = request.args.get("login_hint", "")
+        form.interaction.data = interaction_id or ""
+        # OIDC Core §3.1.2.1: login_hint of the request, or of a link to this page.
+        hint = (interaction.authorization.params.get("login_hint") if interaction is not None
+                else request.args.get("login_hint")) or ""
         if hint and len(hint) <= MAX_USERNAME_LENGTH:
             form.username.data = hint
-        return render_template("login.html", form=form, error=None)
+        return _page(form, interaction)
 
     if not same_origin(request, current_state().settings):
-        return render_template("login.html", form=form, error=EXPIRED_FORM_ERROR), 400
+        return _page(form, interaction, EXPIRED_FORM_ERROR, 400)
     attempt = throttle(current_app).attempt(request.remote_addr or "", request.form.get("username", ""))
     if attempt is None:
-        return too_many_attempts()
+        return too_many_attempts(interaction)
     if not form.validate_on_submit():
         expired = bool(form.csrf_token.errors)
         if expired:
             attempt.cancel()  # not a guess: the form had expired
         else:
             metrics.login_failed("invalid_credentials")
-        return render_template("login.html", form=form,
-                               error=EXPIRED_FORM_ERROR if expired else GENERIC_LOGIN_ERROR), 400 if expired else 401
+        return _page(form, interaction, EXPIRED_FORM_ERROR if expired else GENERIC_LOGIN_ERROR,
+                     400 if expired else 401)
 
     user = authenticate(form.username.data, form.password.data)
     if user is not None:
@@ -84,24 +95,24 @@ def login() -> Any:
         audit.record("login.failed", "login failed", remote_addr=request.remote_addr)
         metrics.login_failed("invalid_credentials")
         form.password.data = ""
-        return render_template("login.html", form=form, error=GENERIC_LOGIN_ERROR), 401
+        return _page(form, interaction, GENERIC_LOGIN_ERROR, 401)
 
-    target = safe_next(form.next.data)
-    sign_in(user)
+    signed_in = sign_in(user)
     audit.record("login.succeeded", "login", sub=user.subject)
-    if target is None:
+    if interaction is None:
         return render_template("signed_in.html", user=user)
-    # Tell /authorize that a login was just made for this request (prompt=login, max_age).
-    mark_fresh_login(urlsplit(target).query.encode("utf-8"))
-    return redirect(target, code=303)
+    # The login made for this interaction: prompt=login and max_age are answered by it.
+    interactions.record_login(interaction, signed_in)
+    db.session.commit()
+    return redirect(url_for("authorize.resume", interaction=interaction.id), code=303)
 
 
-def too_many_attempts() -> Response:
+def too_many_attempts(interaction: Pending | None) -> Response:
     audit.record("login.rate_limited", "login refused: too many failed attempts", remote_addr=request.remote_addr)
     metrics.login_failed("rate_limited")
     form = LoginForm(formdata=None)
-    form.next.data = safe_next(request.form.get("next")) or ""
-    response = current_app.make_response((render_template("login.html", form=form, error=LOCKED_OUT_ERROR), 429))
+    form.interaction.data = interaction.id if interaction is not None else ""
+    response = current_app.make_response(_page(form, interaction, LOCKED_OUT_ERROR, 429))
     response.headers["Retry-After"] = RETRY_AFTER_SECONDS
     return response
 

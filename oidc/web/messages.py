@@ -24,6 +24,8 @@ MESSAGES = (
     N_("Keep access when you are not using the app"),
     N_("The consent form has expired. Please start again."),
     N_("Your session has ended. Please start again."),
+    # oidc.oauth2.interactions: an interaction that cannot be used (unknown, expired, used, another browser's)
+    N_("This sign-in request has expired or was already used. Please go back to the application and start again."),
     # oidc.oauth2.authorization and end_session: the errors shown on a page
     N_("The request or one of its parameters is too long."),
     N_("The client_id parameter is missing."),

@@ -10,8 +10,9 @@
   colour settings (``PRIMARY_COLOR``).  No page loads anything from elsewhere,
   and no page has inline script or style, so the CSP allows neither.
 * **Language**: ``ui_locales`` of the authorization request (OIDC Core
-  §3.1.2.1; carried through the login page in ``next``), else the browser's
-  ``Accept-Language``, among ``LANGUAGES``, else ``DEFAULT_LANGUAGE``.
+  §3.1.2.1; on the login and consent pages of an interaction, the one it
+  holds: :func:`continue_request`), else the browser's ``Accept-Language``,
+  among ``LANGUAGES``, else ``DEFAULT_LANGUAGE``.
 """
 
 from __future__ import annotations
@@ -21,10 +22,10 @@ import mimetypes
 import os
 from collections.abc import Iterable
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import urlsplit
 
 from flask import Flask, Response, abort, current_app, g, request
-from flask_babel import Babel, get_locale
+from flask_babel import Babel, get_locale, refresh
 from jinja2 import BytecodeCache, ChoiceLoader, FileSystemLoader, TemplateSyntaxError
 from jinja2.bccache import Bucket
 
@@ -39,7 +40,7 @@ ASSETS = "/assets"
 SETTINGS_CSS = "settings.css"
 
 #: The browser pages: errors on these paths are pages, elsewhere JSON.
-PAGE_PATHS = frozenset({urls.AUTHORIZE, urls.CONSENT, urls.LOGIN, urls.LOGOUT})
+PAGE_PATHS = frozenset({urls.AUTHORIZE, urls.AUTHORIZE_RESUME, urls.CONSENT, urls.LOGIN, urls.LOGOUT})
 
 
 class ThemeError(ConfigError):
@@ -191,13 +192,17 @@ def _check_theme_templates(app: Flask, folder: str) -> None:
 # -- language -----------------------------------------------------------------------------------
 
 
+def continue_request(params: Any) -> None:
+    """This page continues the authorization request of ``params`` (an interaction's): its language is the request's."""
+    g.request_ui_locales = params.get("ui_locales")
+    refresh()  # the language may have been chosen already (a form's CSRF check reads it)
+
+
 def _requested_ui_locales() -> list[str]:
-    """``ui_locales`` of this request, or of the authorization request it continues (login's ``next``)."""
+    """``ui_locales`` of this request, or of the authorization request it continues (:func:`continue_request`)."""
     value = request.values.get("ui_locales")
     if value is None:
-        target = request.values.get("next")
-        if target and len(target) < 16384:
-            value = next(iter(parse_qs(urlsplit(target).query).get("ui_locales", [])), None)
+        value = g.get("request_ui_locales")
     return (value or "").split()[:10]
 
 
@@ -248,17 +253,6 @@ def signed_in_user() -> Any:
 
     login = current_login()
     return login.user if login is not None else None
-
-
-def client_of_next() -> Any:
-    """The client of the authorization request the login page continues (its ``next``), if any."""
-    from oidc.queries import find_client
-
-    target = request.values.get("next")
-    if not target or len(target) > 16384 or urlsplit(target).path != urls.AUTHORIZE:
-        return None
-    client_id = next(iter(parse_qs(urlsplit(target).query).get("client_id", [])), None)
-    return find_client(client_id) if client_id and len(client_id) <= 64 else None
 
 
 def is_page_request() -> bool:
@@ -317,7 +311,6 @@ def init_app(app: Flask, settings: Settings) -> Assets:
     @app.context_processor
     def page_context() -> dict[str, Any]:
         return {"service_name": settings.service_name, "service_logo": assets.logo(), "asset_url": assets.url,
-                "language_tag": language_tag, "allow_image": allow_image, "signed_in_user": signed_in_user,
-                "client_of_next": client_of_next}
+                "language_tag": language_tag, "allow_image": allow_image, "signed_in_user": signed_in_user}
 
     return assets

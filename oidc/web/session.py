@@ -3,12 +3,13 @@
 The cookie is ``HttpOnly``, ``SameSite=Lax``, ``Secure`` when the issuer is
 https, and signed with a key derived from ``SECRETS_SYSTEM``; the login itself
 is a row (:mod:`oidc.accounts.sessions`), so ending the row ends the session
-everywhere.
+everywhere.  It also carries the browser's interaction binding, which ties the
+authorization requests waiting on the server for this browser's login or
+consent to this browser (:mod:`oidc.oauth2.interactions`).
 """
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
 from flask import Flask, Response, g, session
@@ -16,7 +17,11 @@ from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
 
 from oidc.accounts import sessions
 from oidc.accounts.sessions import AuthenticatedUser
+from oidc.hashing import random_token
 from oidc.models import User
+
+#: The session cookie's key of this browser's interaction binding.
+_BINDING = "interaction_binding"
 
 
 class CookieSessionInterface(SecureCookieSessionInterface):
@@ -46,13 +51,40 @@ def current_login() -> AuthenticatedUser | None:
 
 
 def sign_in(user: User) -> AuthenticatedUser:
-    """Start a login session for ``user`` in this browser (a new cookie, never the pre-login one)."""
+    """Start a login session for ``user`` in this browser (a new cookie, never the pre-login one).
+
+    The browser's interaction binding is kept: the login was made to finish one
+    of its interactions.  The binding authenticates nothing (an interaction
+    honours only the login it records, :mod:`oidc.oauth2.interactions`), so
+    keeping it opens no session fixation.
+    """
     login = sessions.start_session(user)
+    binding = session.get(_BINDING)
     session.clear()
     session.permanent = True
     session["sid"] = login.sid
+    if binding is not None:
+        session[_BINDING] = binding
     g.oidc_login = login
     return login
+
+
+def interaction_binding() -> str:
+    """This browser's interaction binding (:mod:`oidc.oauth2.interactions`), made on first use.
+
+    A random value in the signed session cookie: an interaction id works only
+    in the browser whose cookie holds the binding its row names.
+    """
+    binding = session.get(_BINDING)
+    if not isinstance(binding, str):
+        binding = session[_BINDING] = random_token(32)
+    return binding
+
+
+def presented_binding() -> str | None:
+    """The binding this browser holds, if any (never makes one: a look-up must not set a cookie)."""
+    binding = session.get(_BINDING)
+    return binding if isinstance(binding, str) else None
 
 
 def sign_out() -> None:
@@ -64,27 +96,3 @@ def sign_out() -> None:
 
 def init_app(app: Flask) -> None:
     app.session_interface = CookieSessionInterface()
-
-
-# -- "a login was just made for this request" -----------------------------------------------
-#
-# prompt=login and max_age ask for a new login; after it the browser comes back
-# to the same /authorize URL, which must then not ask again.  The login view
-# marks the session with a fingerprint of that request; /authorize takes it once.
-
-
-def request_fingerprint(query_string: bytes) -> str:
-    """Identifies one authorization request, to know a login was made for it."""
-    return hashlib.sha256(query_string).hexdigest()[:32]
-
-
-def mark_fresh_login(query_string: bytes) -> None:
-    session["fresh_login"] = request_fingerprint(query_string)
-
-
-def take_fresh_login(query_string: bytes) -> bool:
-    """Whether a login was just made for the request with this query string (forgotten once asked)."""
-    fresh = session.get("fresh_login") == request_fingerprint(query_string)
-    if fresh:
-        session.pop("fresh_login", None)
-    return fresh

@@ -1,0 +1,162 @@
+"""Interactions: an authorization request kept on the server while the user logs in and consents.
+
+``/authorize`` validates a request once
+(:func:`oidc.oauth2.authorization.validate_authorization_request`).  When the
+user must log in or consent, the validated request is stored here, under a
+fresh random id, and the browser carries only that id through the login and
+consent pages (node oidc-provider's "interaction" and its ``uid``): the login
+URL is short, the consent form holds nothing but the id and its CSRF token,
+and resuming reads the request back instead of trusting, and validating
+again, parameters that went through the browser.
+
+* **The id** is 256 random bits; only its keyed hash is stored
+  (:data:`oidc.hashing.INTERACTION`), as for codes, so the table alone lets
+  nobody resume an interaction.
+* **Bound to the browser**: the web layer keeps a random *binding* in the
+  signed session cookie and the row holds its keyed hash.  An id copied into
+  another browser finds no interaction there.
+* **Short-lived**: :data:`INTERACTION_LIFETIME`, and never longer than the
+  pushed request it came from (RFC 9126 §2.2), which is claimed with it.
+* **The login made for it** (``sid``, ``auth_time``): a login made at the
+  login page for this interaction answers ``prompt=login`` and ``max_age``
+  (OIDC Core §3.1.2.1) when the request resumes, instead of asking again;
+  the consent page records the login it was shown to, and only that login may
+  answer it.
+* **Single use**: claimed by one conditional ``UPDATE`` (as codes and pushed
+  requests are) when the authorization response is sent, a code or an error
+  alike; a replayed consent form finds it used.
+
+``prompt=none`` requests never make one (OIDC Core §3.1.2.1: no interaction
+with the user at all).  Unknown, expired, used and other browsers'
+interactions are one :class:`~oidc.oauth2.errors.ErrorPage`, never a redirect:
+the client's redirect URI is not to be trusted on the word of a browser.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import bindparam, select, update
+from werkzeug.datastructures import MultiDict
+
+from oidc import hashing
+from oidc.accounts.sessions import AuthenticatedUser
+from oidc.db import db
+from oidc.models import Client, Interaction, PushedAuthorizationRequest
+from oidc.oauth2.authorization import AuthorizationRequest, restore_authorization_request
+from oidc.oauth2.errors import ErrorPage
+from oidc.state import current_state
+
+#: Seconds a user has to log in and consent: the time a person takes, not much more
+#: (the request's ``state`` and ``nonce`` belong to a client waiting for the answer).
+INTERACTION_LIFETIME = 600
+#: Longest id or binding looked up (ours are 43 characters); longer ones are unknown at once.
+MAX_ID_LENGTH = 64
+#: What the user is told of an interaction that cannot be used, whatever the reason.
+UNUSABLE = "This sign-in request has expired or was already used. Please go back to the application and start again."
+
+_BY_HASH = select(Interaction).where(Interaction.interaction_hash.in_(bindparam("hashes", expanding=True))).limit(1)
+_CLAIM = (
+    update(Interaction)
+    .where(Interaction.id == bindparam("row_id"), Interaction.used_at.is_(None),
+           Interaction.expires_at > bindparam("moment"))
+    .values(used_at=bindparam("moment"))
+    .execution_options(synchronize_session=False)
+)
+
+
+@dataclass
+class Pending:
+    """An interaction waiting for its user, as its browser knows it: its id, its row and the request it holds."""
+
+    id: str
+    row: Interaction
+    authorization: AuthorizationRequest
+
+    def is_for(self, login: AuthenticatedUser | None) -> bool:
+        """Whether ``login`` is the login this interaction is for (made for it, or shown its consent page)."""
+        return login is not None and login.sid is not None and login.sid == self.row.sid
+
+
+def _hasher() -> hashing.KeyedHasher:
+    return current_state().hasher(hashing.INTERACTION)
+
+
+def start(authorization: AuthorizationRequest, binding: str, login: AuthenticatedUser | None = None) -> Pending:
+    """Keep the validated ``authorization`` for the browser holding ``binding`` (the caller commits).
+
+    ``login``: the login it is for already (the consent page's), if any.
+    """
+    state = current_state()
+    interaction_id = hashing.random_token(32)
+    moment = state.clock.now()
+    expires_at = moment + INTERACTION_LIFETIME
+    if authorization.pushed is not None:
+        expires_at = min(expires_at, authorization.pushed.expires_at)
+    row = Interaction(
+        interaction_hash=_hasher().hash(interaction_id), binding_hash=_hasher().hash(binding),
+        client_pk=authorization.client.id, pushed_pk=authorization.pushed.id if authorization.pushed else None,
+        parameters=list(authorization.params.items(multi=True)), redirect_uri=authorization.redirect_uri,
+        scope=authorization.scope, audience=authorization.audience, created_at=moment, expires_at=expires_at,
+    )
+    db.session.add(row)
+    pending = Pending(interaction_id, row, authorization)
+    if login is not None:
+        record_login(pending, login)
+    return pending
+
+
+def load(interaction_id: object, binding: object) -> Pending:
+    """The interaction ``interaction_id`` of the browser holding ``binding``, with its request.
+
+    :class:`ErrorPage` when it is unknown, another browser's, expired or used,
+    when its pushed request was used meanwhile, or when its client was disabled.
+    Nothing is written.
+    """
+    unusable = ErrorPage("invalid_request", UNUSABLE)
+    if not (isinstance(interaction_id, str) and 0 < len(interaction_id) <= MAX_ID_LENGTH and
+            isinstance(binding, str) and 0 < len(binding) <= MAX_ID_LENGTH):
+        raise unusable
+    hasher = _hasher()
+    row = db.session.execute(_BY_HASH, {"hashes": hasher.candidates(interaction_id)}).scalar_one_or_none()
+    if row is None or not hasher.verify(binding, row.binding_hash):
+        raise unusable
+    if row.used_at is not None or row.expires_at <= current_state().clock.now():
+        raise unusable
+    pushed = db.session.get(PushedAuthorizationRequest, row.pushed_pk) if row.pushed_pk is not None else None
+    if row.pushed_pk is not None and (pushed is None or pushed.used_at is not None):
+        raise unusable
+    client = db.session.get(Client, row.client_pk)
+    if client is None or client.disabled:
+        raise ErrorPage("invalid_client", "The client is not known to this provider.")
+    authorization = restore_authorization_request(MultiDict(row.parameters), client, row.redirect_uri, row.scope,
+                                                  list(row.audience), pushed)
+    return Pending(interaction_id, row, authorization)
+
+
+def record_login(interaction: Pending, login: AuthenticatedUser) -> None:
+    """``login`` is the one this interaction is for from now on (the caller commits)."""
+    interaction.row.sid = login.sid
+    interaction.row.auth_time = login.auth_time
+
+
+def claim(interaction: Pending) -> None:
+    """Mark the interaction used, in the response's transaction; :class:`ErrorPage` if another request did."""
+    result = db.session.execute(_CLAIM, {"row_id": interaction.row.id, "moment": current_state().clock.now()})
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        raise ErrorPage("invalid_request", UNUSABLE)
+
+
+def use_up(interaction: Pending) -> bool:
+    """After a refusal sent to the client: the interaction is used all the same (committed).
+
+    False when another request used it first (then that one answered the client).
+    """
+    db.session.rollback()
+    try:
+        claim(interaction)
+    except ErrorPage:
+        db.session.rollback()
+        return False
+    db.session.commit()
+    return True
