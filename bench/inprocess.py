@@ -2,13 +2,17 @@
 
     python bench/inprocess.py [--calls 1500] [--windows 7] [--backend softhsm|software] [--profile NAME]
 
+NAME: trivial health jwks client_credentials introspect refresh authorize code_exchange login
+
 The app is called as a WSGI application with a prepared request, so the
 figure is the provider's own cost (Flask, the hooks, Authlib, the database,
 the signature) without gunicorn, sockets or the load generator.  Each figure
 is the best of ``--windows`` windows of ``--calls`` calls, in process CPU
 time, which other processes on a shared machine disturb far less than wall
 time.  A trivial Flask route is measured the same way, for scale.
-``--profile NAME`` prints the cProfile of one endpoint (by cumulative time).
+``--profile NAME`` prints the cProfile of one endpoint, in CPU time (by
+cumulative time; PROFILE_SORT=tottime and PROFILE_LINES=N change the listing,
+PROFILE_DUMP=FILE keeps the raw profile for pstats).
 Figures, not tests: nothing is asserted.
 """
 
@@ -266,7 +270,8 @@ def main() -> None:
             profile.disable()
             if os.environ.get("PROFILE_DUMP"):
                 profile.dump_stats(os.environ["PROFILE_DUMP"])
-            pstats.Stats(profile).sort_stats(os.environ.get("PROFILE_SORT", "cumulative")).print_stats(int(os.environ.get("PROFILE_LINES", "40")))
+            order, lines = os.environ.get("PROFILE_SORT", "cumulative"), int(os.environ.get("PROFILE_LINES", "40"))
+            pstats.Stats(profile).sort_stats(order).print_stats(lines)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
