@@ -2,6 +2,9 @@
 
     python bench/inprocess.py [--calls 1500] [--windows 7] [--backend softhsm|software] [--profile NAME]
 
+BENCH_DATABASE_URL (an empty database) replaces the throw-away SQLite file, e.g. to
+measure on PostgreSQL.
+
 NAME: trivial health jwks client_credentials introspect refresh authorize code_exchange login
 
 The app is called as a WSGI application with a prepared request, so the
@@ -46,7 +49,7 @@ REDIRECT_URI = "http://127.0.0.1:1/cb"
 
 def environment(workdir: Path, backend: str) -> dict[str, str]:
     """Settings of a throw-away deployment: SQLite, and a new SoftHSM2 token when asked for."""
-    env = {"DATABASE_URL": f"sqlite:///{workdir / 'bench.sqlite3'}", "SECRETS_SYSTEM": secrets.token_urlsafe(32),
+    env = {"DATABASE_URL": os.environ.get("BENCH_DATABASE_URL") or f"sqlite:///{workdir / 'bench.sqlite3'}", "SECRETS_SYSTEM": secrets.token_urlsafe(32),
            "OIDC_ISSUER": "http://127.0.0.1:8000", "ACCESS_TOKEN_SIGNING_ALG": "ES256", "METRICS_BIND": "",
            "LOG_LEVEL": "WARNING"}
     if backend == "softhsm":

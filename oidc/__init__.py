@@ -18,7 +18,7 @@ from flask_migrate import Migrate
 from sqlalchemy import Engine, event
 
 from oidc import cli, state, web
-from oidc.db import db
+from oidc.db import db, ping_idle_connections
 from oidc.oauth2 import server
 from oidc.observability import logs, metrics
 from oidc.settings import flask_config, load_settings
@@ -46,6 +46,9 @@ def create_app(config: Mapping[str, Any] | None = None, *, env: Mapping[str, str
     app_state = state.init_app(app, settings)
 
     db.init_app(app)
+    if settings.database_url.startswith("postgresql"):
+        with app.app_context():
+            ping_idle_connections(db.engine)
     migrate.init_app(app, db, directory=MIGRATIONS_DIRECTORY)
     # X-Forwarded-* is honoured only from the proxy, for the configured number of hops.
     app.wsgi_app = TrustedProxyFix(  # type: ignore[method-assign]

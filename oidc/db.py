@@ -9,10 +9,12 @@ on SQLite and PostgreSQL.  The schema itself is managed by Alembic migrations
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 from flask_sqlalchemy import SQLAlchemy
-from sqlalchemy import BigInteger, Column, LargeBinary, MetaData, String, Table, Text
+from sqlalchemy import BigInteger, Column, Engine, LargeBinary, MetaData, String, Table, Text, event
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.types import TypeDecorator
 
 from keys.store import define_signing_keys_table
@@ -27,6 +29,35 @@ NAMING_CONVENTION = {
 }
 
 db = SQLAlchemy(metadata=MetaData(naming_convention=NAMING_CONVENTION))
+
+#: A pooled connection idle for longer than this is pinged before it is used again.
+PING_AFTER_IDLE_SECONDS = 5.0
+
+
+def ping_idle_connections(engine: Engine, idle_seconds: float = PING_AFTER_IDLE_SECONDS) -> None:
+    """Ping a pooled connection before use only if it sat idle for ``idle_seconds``.
+
+    SQLAlchemy's ``pool_pre_ping`` pings on every checkout: on PostgreSQL one
+    more round trip per request.  A connection in steady use is known good; one
+    that sat idle may have been closed by a restart or a proxy's idle timeout,
+    and a failed ping makes the pool replace it (``DisconnectionError``) before
+    the request sees it.
+    """
+
+    @event.listens_for(engine, "checkin")
+    def _idle_since(dbapi_connection: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _ping_if_idle(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+        idle_since = record.info.get("idle_since")
+        if idle_since is None or time.monotonic() - idle_since < idle_seconds:
+            return  # new, or in steady use
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except Exception as exc:  # any failure: the pool tries another connection
+            raise DisconnectionError("idle connection failed its ping") from exc
+
 
 #: The key service's own table (software keys and HSM key lifecycles).
 signing_keys = define_signing_keys_table(db.metadata)

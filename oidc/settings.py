@@ -471,18 +471,17 @@ def flask_config(settings: Settings) -> dict[str, Any]:
 
 
 def engine_options(database_url: str) -> dict[str, Any]:
-    """Connection pool settings: detect dead connections, never hang on a dead server.
+    """Connection pool settings: never hang on a dead server.
 
-    A PostgreSQL connection can die unseen (a restart, a proxy's idle timeout):
-    each is pinged when taken from the pool, so a dead one is replaced instead
-    of failing a request.  A SQLite connection is a file handle that cannot
-    die that way, and pinging it would cost every request a statement.
+    A PostgreSQL connection that sat idle can have died unseen (a restart, a
+    proxy's idle timeout): :func:`oidc.db.ping_idle_connections` pings those
+    before use.  One that dies while in use fails its request with a 503 and
+    SQLAlchemy replaces the whole pool.
     """
     # hide_parameters: SQL errors (and so tracebacks and logs) never carry the statement's
     # parameters, which can be password hashes, emails or token hashes.
     options: dict[str, Any] = {"hide_parameters": True}
     if database_url.startswith("postgresql"):
-        options["pool_pre_ping"] = True
         options["connect_args"] = {"connect_timeout": 5}
         options["pool_recycle"] = 1800
     return options

@@ -19,6 +19,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography import x509
@@ -94,6 +95,37 @@ def test_ready_turns_503_when_postgres_stops_and_recovers_by_itself(private_post
     finally:
         server.stop()
     assert "Traceback" not in server.log()
+
+
+def test_an_idle_connection_is_pinged_and_replaced_after_a_restart_a_busy_one_is_not(private_postgres):
+    """oidc.db.ping_idle_connections: no round trip per checkout, yet a restart while idle costs nothing."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.exc import OperationalError
+
+    from oidc.db import ping_idle_connections
+
+    def restart_after_use(engine: Any) -> None:
+        with engine.connect() as connection:  # one pooled connection, then back to the pool
+            assert connection.execute(text("SELECT 1")).scalar() == 1
+        private_postgres.stop()
+        private_postgres.start()
+        time.sleep(0.3)
+
+    idle = create_engine(private_postgres.url, pool_size=1)
+    ping_idle_connections(idle, idle_seconds=0.2)
+    restart_after_use(idle)
+    with idle.connect() as connection:  # idle past the threshold: pinged, found dead, replaced
+        assert connection.execute(text("SELECT 1")).scalar() == 1
+    idle.dispose()
+
+    busy = create_engine(private_postgres.url, pool_size=1)
+    ping_idle_connections(busy, idle_seconds=3600)
+    restart_after_use(busy)
+    with pytest.raises(OperationalError), busy.connect() as connection:  # not pinged: this use fails...
+        connection.execute(text("SELECT 1"))
+    with busy.connect() as connection:  # ...and the pool, invalidated, reconnects for the next
+        assert connection.execute(text("SELECT 1")).scalar() == 1
+    busy.dispose()
 
 
 # -- graceful reload and a killed worker under load -------------------------------------

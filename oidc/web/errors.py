@@ -109,7 +109,7 @@ def init_app(app: Flask) -> None:
     @app.errorhandler(DBAPIError)
     def database_unavailable(exc: Exception) -> Response:
         # The database is down or restarting: a clear, retryable 503 instead
-        # of a trace; the pool reconnects by itself (pool_pre_ping).
+        # of a trace; the pool reconnects by itself (oidc.db.ping_idle_connections).
         if isinstance(exc, DBAPIError) and not isinstance(exc, OperationalError) and not exc.connection_invalidated:
             return unexpected(exc)
         log.error("database unavailable: %s", type(exc.orig if isinstance(exc, DBAPIError) else exc).__name__)
