@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 import subprocess
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 SOFTHSM_LIBRARIES = ["/usr/lib/softhsm/libsofthsm2.so", "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so"]
 PIN = "bench-pin-1234"
@@ -27,12 +29,25 @@ def softhsm_environment(workdir: Path) -> dict[str, str]:
     return env
 
 
+@dataclass
+class SigningKey:
+    """A signing function and the public JWK that verifies its signatures."""
+
+    sign: Callable[[bytes], bytes]
+    public_jwk: dict[str, Any]
+
+
 def make_signer(backend: str, alg: str, label: str) -> Callable[[bytes], bytes]:
     """A new ``alg`` key (RSA: 2048 bits) through the provider's own backend code, as a signing function.
 
     ``softhsm`` uses the token of the HSM_* settings in the environment and
     generates the pair there under ``label``; ``software`` keeps it in memory.
     """
+    return make_signing_key(backend, alg, label).sign
+
+
+def make_signing_key(backend: str, alg: str, label: str) -> SigningKey:
+    """:func:`make_signer`, with the public key: so that what a benchmark signs can be checked."""
     from keys.algorithms import get_algorithm
 
     if backend == "softhsm":
@@ -41,8 +56,14 @@ def make_signer(backend: str, alg: str, label: str) -> Callable[[bytes], bytes]:
         manager = HSMManager(HSMConfig(library=os.environ["HSM_LIBRARY"], pin=os.environ["HSM_PIN"],
                                        token_label=os.environ["HSM_TOKEN_LABEL"]))
         manager.open()
-        return manager.signer(manager.generate(label, alg, rsa_bits=2048)).sign
+        record = manager.generate(label, alg, rsa_bits=2048)
+        return SigningKey(manager.signer(record).sign, dict(record.public_jwk))
+    from joserfc.jwk import ECKey, OKPKey, RSAKey
+
     from keys.software import generate_private_key, signing_function
 
     algorithm = get_algorithm(alg)
-    return signing_function(generate_private_key(algorithm, 2048), algorithm)
+    private_key = generate_private_key(algorithm, 2048)
+    key_type = RSAKey if algorithm.is_rsa else ECKey if algorithm.is_ecdsa else OKPKey
+    public_jwk = dict(key_type.import_key(private_key.public_key()).as_dict(private=False))  # type: ignore[arg-type]
+    return SigningKey(signing_function(private_key, algorithm), public_jwk)

@@ -1,17 +1,35 @@
 """Loopback benchmarks of the provider under the shipped gunicorn configuration.
 
     python bench/run.py [--duration 10] [--runs 3] [--connections 16] [--only NAME ...]
+                        [--databases sqlite postgresql] [--password-cost 1024]
+
+Every user-facing flow, measured with its bound, on both databases (about 20 minutes):
+
+    python bench/run.py --duration 5 --runs 3 --only client_credentials introspect refresh code_exchange code_flow login
 
 Each figure: ``wrk`` (keep-alive on, Lua scripts for the POSTs) against the app
 served by ``gunicorn -c gunicorn.conf.py`` with 2 workers, ``--runs`` runs of
 ``--duration`` seconds; the median and range of req/s and the median p50/p99
-latency are printed next to the figure's ceiling and the ratio.  Every ceiling
-is measured in the same run: the framework's (a trivial route) right before
-each run of each figure, the raw signing rate next to each signing figure.
-Each client_credentials figure, and introspection, is followed by the same
-request against bench/minimal_token_app.py (parse, check a secret, sign or
-verify and read one row; nothing else): the share of a ceiling that any Flask
-route doing that work reaches.
+latency are printed next to the figure's bound and ceiling and the ratios.
+
+* The *bound* of a figure is the same request answered by bench/minimal
+  (the least a Flask route can do for it: parse, authenticate, the reads and
+  writes of the provider's own tables the flow needs, sign, answer; no ORM,
+  no Authlib), served the same way on the same kind of database (a fresh one,
+  migrated by the provider) and key backend.  Its own line follows the
+  figure's.  client_credentials and introspection have one, measured right
+  after the figure; refresh, code exchange, the code flow and login have one
+  measured run by run in turn with the figure (so both share the machine's
+  drift), each on every one of ``--databases``.
+* The *ceiling* is measured in the same run: the framework's (a trivial
+  Flask route) right before each run of each figure, the raw signing rate
+  next to each client_credentials figure.
+
+Login is measured at ``--password-cost`` (scrypt's N; small, so that the
+figure shows the provider's own work) and at the production default 2**15.
+Before a bound is measured, one request of it is checked: its access and ID
+tokens verify against its keys and its refresh token refreshes (the provider's
+responses are checked the same way); the figure's note says so.
 Benchmarks print figures; they assert nothing.
 """
 
@@ -19,6 +37,9 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
+import hashlib
+import http.client
 import json
 import os
 import re
@@ -33,7 +54,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,6 +62,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from bench.backends import softhsm_environment  # noqa: E402
+from bench.minimal.database import Database  # noqa: E402
+from bench.minimal.seed import Accounts, seed_accounts, seed_codes, seed_refresh_tokens  # noqa: E402
 
 WORKERS = 2
 
@@ -69,12 +92,13 @@ class Figure:
     def median(self) -> float:
         return statistics.median(self.rps) if self.rps else 0.0
 
-    def text(self) -> str:
+    def columns(self) -> str:
+        """req/s median (range), p50, p99 and errors, in the report's columns."""
         if not self.rps:
-            return f"{'-':>8}"
-        return (f"{self.median:8.0f} req/s ({min(self.rps):.0f}-{max(self.rps):.0f})  "
-                f"p50 {statistics.median(self.p50_ms):6.2f} ms  p99 {statistics.median(self.p99_ms):6.2f} ms"
-                + (f"  errors {self.errors}" if self.errors else ""))
+            return f"{'-':>20} {'':>8} {'':>8} {'':>6}"
+        spread = f"{self.median:.0f} ({min(self.rps):.0f}-{max(self.rps):.0f})"
+        return (f"{spread:>20} {statistics.median(self.p50_ms):8.2f} {statistics.median(self.p99_ms):8.2f} "
+                f"{self.errors or '':>6}")
 
 
 _UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
@@ -103,8 +127,12 @@ def wrk(url: str, *, duration: float, connections: int,
         trailing = ["--", *script.args]
     elif script is not None:
         command += ["-s", str(script)]
-    output = subprocess.run(command + [url, *trailing], capture_output=True, text=True, timeout=duration + 60).stdout
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))
+    done = subprocess.run(command + [url, *trailing], capture_output=True, text=True, timeout=duration + 60)
+    output = done.stdout
+    requests = re.search(r"Requests/sec:\s+([\d.]+)", output)
+    if requests is None:
+        raise RuntimeError(f"wrk printed no rate: {(output + done.stderr)[-2000:]}")
+    rps = float(requests.group(1))
     errors = 0
     for pattern in (r"Non-2xx or 3xx responses: (\d+)", r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)"):
         match = re.search(pattern, output)
@@ -126,6 +154,37 @@ def measure(name: str, url: str, args: argparse.Namespace, script: Path | Script
             figure.ceilings.append(ceiling.sample())
         figure.add(*wrk(url, duration=args.duration, connections=args.connections, script=script))
     return figure
+
+
+
+@dataclass
+class Load:
+    """What one figure's wrk runs send, and what to do before each run (reseeding what they use up)."""
+
+    name: str
+    url: str
+    script: Path | ScriptWithArgs | None = None
+    before_each: Callable[[], object] | None = None
+
+
+def measure_together(args: argparse.Namespace, ceiling: Ceiling, *loads: Load) -> list[Figure]:
+    """Figures measured run by run in turn (a provider figure, then its bound, then again).
+
+    This machine's speed drifts by tens of percent within minutes; interleaved,
+    a figure and its bound share that drift, and their ratio stays meaningful.
+    """
+    figures = [Figure(load.name) for load in loads]
+    for load in loads:  # warm-up
+        if load.before_each is not None:
+            load.before_each()
+        wrk(load.url, duration=min(2.0, args.duration), connections=args.connections, script=load.script)
+    for _ in range(args.runs):
+        for load, figure in zip(loads, figures, strict=True):
+            if load.before_each is not None:
+                load.before_each()
+            figure.ceilings.append(ceiling.sample())
+            figure.add(*wrk(load.url, duration=args.duration, connections=args.connections, script=load.script))
+    return figures
 
 
 def lua_post(directory: Path, name: str, body: str, headers: dict[str, str]) -> Path:
@@ -216,7 +275,7 @@ class Deployment:
 
 
 def post(url: str, data: dict[str, str], headers: dict[str, str]) -> dict[str, Any]:
-    body = "&".join(f"{k}={urllib.request.quote(v, safe='')}" for k, v in data.items()).encode()
+    body = "&".join(f"{k}={urllib.parse.quote(v, safe='')}" for k, v in data.items()).encode()
     request = urllib.request.Request(url, data=body, headers={
         **headers, "Content-Type": "application/x-www-form-urlencoded"})
     with urllib.request.urlopen(request, timeout=10) as response:
@@ -234,7 +293,18 @@ def rss_kib(pid: int) -> int:
 
 # -- scenarios ------------------------------------------------------------------------
 
-Results = list  # of (Figure, ceiling req/s or None, ceiling name)
+@dataclass
+class Row:
+    """One line of the report: a figure, its ceiling, and (for a provider figure) its bound."""
+
+    figure: Figure
+    ceiling: float | None = None
+    ceiling_name: str = ""
+    #: The same request against bench/minimal under the same conditions (it gets a row of its own too).
+    bound: Figure | None = None
+
+
+Results = list[Row]
 
 RAW_SIGN = """
 import os, sys, time
@@ -291,6 +361,187 @@ def framework(figure: Figure) -> float:
     return statistics.median(figure.ceilings)
 
 
+def default_backend() -> str:
+    return "softhsm" if shutil.which("softhsm2-util") else "software"
+
+
+# -- checking what a route answers ------------------------------------------------------------
+
+def call(base: str, method: str, path: str, form: dict[str, str] | None = None,
+         headers: dict[str, str] | None = None) -> tuple[int, http.client.HTTPMessage, bytes]:
+    """One request, redirects not followed: status, headers, body."""
+    parts = urllib.parse.urlsplit(base)
+    connection = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=10)
+    all_headers = dict(headers or {})
+    body = None
+    if form is not None:
+        body = urllib.parse.urlencode(form)
+        all_headers["Content-Type"] = "application/x-www-form-urlencoded"
+    try:
+        connection.request(method, path, body=body, headers=all_headers)
+        response = connection.getresponse()
+        return response.status, response.headers, response.read()
+    finally:
+        connection.close()
+
+
+def token_problems(body: dict[str, Any], jwks: dict[str, Any]) -> list[str]:
+    """What is wrong with a token response: a missing token, or a JWT whose signature does not verify."""
+    from joserfc import jws
+    from joserfc.errors import JoseError
+    from joserfc.jwk import KeySet
+
+    keys = KeySet.import_key_set(jwks)  # type: ignore[arg-type]
+    problems = []
+    for name in ("access_token", "id_token"):
+        try:
+            jws.deserialize_compact(body[name], keys)
+        except (KeyError, ValueError, JoseError) as exc:
+            problems.append(f"{name}: {exc!r}")
+    if "refresh_token" not in body:
+        problems.append("no refresh_token")
+    return problems
+
+
+def check_token_response(base: str, auth: str, form: dict[str, str], jwks: Callable[[], dict[str, Any]]) -> str:
+    """Redeem ``form`` at /token, verify both tokens, and refresh once with the refresh token answered."""
+    problems: list[str] = []
+    for attempt in ("first", "refresh"):
+        status, _, body = call(base, "POST", "/token", form, {"Authorization": auth})
+        if status != 200:
+            return f"CHECK FAILED: {attempt} /token answered {status}: {body[:200]!r}"
+        tokens = json.loads(body)
+        problems += [f"{attempt}: {problem}" for problem in token_problems(tokens, jwks())]
+        form = {"grant_type": "refresh_token", "refresh_token": tokens.get("refresh_token", "")}
+    if problems:
+        return "CHECK FAILED: " + "; ".join(problems)
+    return "checked: access and ID tokens verify, the refresh token refreshes"
+
+
+def code_from(status: int, headers: http.client.HTTPMessage) -> str | None:
+    """The ``code`` of a 302 authorization response."""
+    if status != 302:
+        return None
+    query = urllib.parse.parse_qs(urllib.parse.urlsplit(headers.get("Location", "")).query)
+    return query.get("code", [None])[0]
+
+
+def check_authorize(base: str, authorize: str, cookie: str, auth: str, verifier: str,
+                    jwks: Callable[[], dict[str, Any]]) -> str:
+    """One /authorize with ``cookie``, then :func:`check_token_response` of its code."""
+    status, headers, body = call(base, "GET", authorize, headers={"Cookie": cookie})
+    code = code_from(status, headers)
+    if code is None:
+        return f"CHECK FAILED: /authorize answered {status} {headers.get('Location')}: {body[:200]!r}"
+    return check_token_response(base, auth, {"grant_type": "authorization_code", "code": code,
+                                             "redirect_uri": REDIRECT_URI, "code_verifier": verifier}, jwks)
+
+
+def provider_jwks(deployment: Deployment) -> Callable[[], dict[str, Any]]:
+    def jwks() -> dict[str, Any]:
+        with urllib.request.urlopen(deployment.url + "/.well-known/jwks.json", timeout=10) as response:
+            return json.load(response)
+    return jwks
+
+
+# -- databases ------------------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def fresh_database(kind: str, name: str) -> Iterator[str | None]:
+    """A figure's database: None for SQLite (the deployment's own new file), else a new PostgreSQL database."""
+    if kind == "sqlite":
+        yield None
+        return
+    url = postgres_database(name)
+    try:
+        yield url
+    finally:
+        drop_postgres_database(name)
+
+
+# -- the bounds: bench/minimal --------------------------------------------------------------------
+
+REDIRECT_URI = "http://127.0.0.1:1/cb"
+USERNAME = "bench"
+
+
+@dataclass
+class MinimalRoutes:
+    """bench/minimal served like the provider, on a database the provider migrated, with its
+    client and user rows; what a benchmark needs to talk to it and to seed it."""
+
+    deployment: Deployment
+    client: dict[str, str]
+    accounts: Accounts
+    hash_key: bytes
+    jwks_dir: Path
+
+    @property
+    def url(self) -> str:
+        return self.deployment.url
+
+    @property
+    def workdir(self) -> Path:
+        return self.deployment.workdir
+
+    def database(self) -> Database:
+        return Database(self.deployment.env["DATABASE_URL"])
+
+    def jwks(self) -> dict[str, Any]:
+        """The public keys the workers have made so far (each writes its own on first use)."""
+        return {"keys": [json.loads(path.read_text()) for path in sorted(self.jwks_dir.glob("*.json"))]}
+
+    def seed_refresh_tokens(self, count: int, path: Path) -> None:
+        database = self.database()
+        try:
+            seed_refresh_tokens(database, self.accounts, self.hash_key, count, self.url, path)
+        finally:
+            database.close()
+
+    def seed_codes(self, count: int, path: Path, verifier: str) -> None:
+        database = self.database()
+        try:
+            seed_codes(database, self.accounts, self.hash_key, count, audience=self.url, redirect_uri=REDIRECT_URI,
+                       verifier=verifier, path=path)
+        finally:
+            database.close()
+
+    def stop(self) -> None:
+        self.deployment.stop()
+
+
+def minimal_route(workdir: Path, name: str, backend: str, database_url: str | None = None,
+                  password_cost: int = 2**15, **settings: str) -> MinimalRoutes:
+    """bench/minimal served like the provider (bench/trivial.conf.py), its rows seeded."""
+    deployment = Deployment(workdir / f"minimal-{name}", backend=backend, database_url=database_url)
+    client = {"client_id": "bench", "client_secret": secrets.token_urlsafe(32), "password": secrets.token_urlsafe(16)}
+    hash_key = secrets.token_urlsafe(32)
+    jwks_dir = deployment.workdir / "jwks"
+    jwks_dir.mkdir()
+    database = Database(deployment.env["DATABASE_URL"])
+    try:
+        accounts = seed_accounts(database, client_id=client["client_id"], redirect_uri=REDIRECT_URI, username=USERNAME,
+                                 password=client["password"], password_cost=password_cost)
+    finally:
+        database.close()
+    deployment.env.update(BENCH_BACKEND=backend, BENCH_CLIENT_ID=client["client_id"],
+                          BENCH_CLIENT_SECRET=client["client_secret"], BENCH_REDIRECT_URI=REDIRECT_URI,
+                          BENCH_DATABASE_URL=deployment.env["DATABASE_URL"], BENCH_HASH_KEY=hash_key,
+                          BENCH_JWKS_DIR=str(jwks_dir), **settings)
+    deployment.start(config="bench/trivial.conf.py", app="bench.minimal.app:app", ready="/token")
+    return MinimalRoutes(deployment, client, accounts, hash_key.encode(), jwks_dir)
+
+
+def bound_rows(results: Results, figure: Figure, bound: Figure, ceiling: float, ceiling_name: str,
+               bound_ceiling: float | None = None, bound_ceiling_name: str | None = None) -> None:
+    """A provider figure with its bound, and the bound's own line under it."""
+    results.append(Row(figure, ceiling, ceiling_name, bound=bound))
+    results.append(Row(bound, ceiling if bound_ceiling is None else bound_ceiling,
+                       ceiling_name if bound_ceiling_name is None else bound_ceiling_name))
+
+
+# -- client_credentials, JWKS, introspection ----------------------------------------------------
+
 def client_credentials(args: argparse.Namespace, workdir: Path, results: Results, ceiling: Ceiling | None,
                        backend: str, alg: str, database_url: str | None = None, label: str = "") -> Figure:
     deployment = Deployment(workdir / f"cc-{backend}-{alg}{label}", backend=backend, at_alg=alg,
@@ -306,40 +557,28 @@ def client_credentials(args: argparse.Namespace, workdir: Path, results: Results
     finally:
         deployment.stop()
     if ceiling:
-        bound = min(raw, framework(figure))
-        results.append((figure, bound,
-                        f"min(raw signing x{WORKERS} workers = {raw:.0f}, framework {framework(figure):.0f})"))
         minimal = minimal_token_route(args, workdir, ceiling, backend, alg)
-        bound = min(raw, framework(minimal))
-        results.append((minimal, bound,
-                        f"min(raw signing x{WORKERS} workers = {raw:.0f}, framework {framework(minimal):.0f})"))
+        bound_rows(results, figure, minimal, min(raw, framework(figure)),
+                   f"min(raw signing x{WORKERS} workers = {raw:.0f}, framework {framework(figure):.0f})",
+                   min(raw, framework(minimal)),
+                   f"min(raw signing x{WORKERS} workers = {raw:.0f}, framework {framework(minimal):.0f})")
     return figure
 
 
-def minimal_route(workdir: Path, name: str, backend: str, **settings: str) -> tuple[Deployment, dict[str, str]]:
-    """bench/minimal_token_app.py served like the provider, with one client; and that client."""
-    deployment = Deployment(workdir / f"minimal-{name}", backend=backend)
-    client = {"client_id": "bench", "client_secret": secrets.token_urlsafe(32)}
-    deployment.env.update(BENCH_BACKEND=backend, BENCH_CLIENT_ID=client["client_id"],
-                          BENCH_CLIENT_SECRET=client["client_secret"], **settings)
-    deployment.start(config="bench/trivial.conf.py", app="bench.minimal_token_app:app", ready="/token")
-    return deployment, client
-
-
 def minimal_token_route(args: argparse.Namespace, workdir: Path, ceiling: Ceiling, backend: str, alg: str) -> Figure:
-    """The same request against bench/minimal_token_app.py: what any Flask route signing this way can reach."""
-    deployment, client = minimal_route(workdir, f"{backend}-{alg}", backend, BENCH_ALG=alg)
-    script = lua_post(deployment.workdir, "cc", "grant_type=client_credentials&scope=api",
-                      {"Authorization": basic(client)})
+    """The same request against bench/minimal: what any Flask route signing this way can reach."""
+    minimal = minimal_route(workdir, f"{backend}-{alg}", backend, BENCH_ALG=alg)
+    script = lua_post(minimal.workdir, "cc", "grant_type=client_credentials&scope=api",
+                      {"Authorization": basic(minimal.client)})
     try:
-        return measure(f"  minimal Flask token route, {alg} via {backend}", deployment.url + "/token", args,
+        return measure(f"  bound: minimal client_credentials, {alg} via {backend}", minimal.url + "/token", args,
                        script, ceiling=ceiling)
     finally:
-        deployment.stop()
+        minimal.stop()
 
 
 def minimal_introspection_route(args: argparse.Namespace, workdir: Path, ceiling: Ceiling) -> Figure:
-    """Introspection against bench/minimal_token_app.py: verify ES256, one indexed SQLite read, JSON."""
+    """Introspection against bench/minimal: verify ES256, one indexed read, JSON."""
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -349,64 +588,51 @@ def minimal_introspection_route(args: argparse.Namespace, workdir: Path, ceiling
     key = ec.generate_private_key(ec.SECP256R1())
     public_pem = key.public_key().public_bytes(serialization.Encoding.PEM,
                                                serialization.PublicFormat.SubjectPublicKeyInfo).decode()
-    deployment, client = minimal_route(workdir, "introspect", "software", BENCH_PUBLIC_KEY=public_pem,
-                                       BENCH_SQLITE=str(workdir / "minimal-introspect" / "bench.sqlite3"))
+    minimal = minimal_route(workdir, "introspect", "software", BENCH_PUBLIC_KEY=public_pem)
     now = int(time.time())
-    claims = {"iss": deployment.url, "sub": "bench", "aud": deployment.url, "client_id": "bench", "iat": now,
+    claims = {"iss": minimal.url, "sub": "bench", "aud": minimal.url, "client_id": "bench", "iat": now,
               "exp": now + 3600, "jti": secrets.token_urlsafe(18), "scope": "api"}
     segments = [base64.urlsafe_b64encode(json.dumps(part).encode()).rstrip(b"=").decode()
                 for part in ({"alg": "ES256", "kid": "bench", "typ": "at+jwt"}, claims)]
     signing_input = ".".join(segments)
     signature = signing_function(key, get_algorithm("ES256"))(signing_input.encode())
     token = signing_input + "." + base64.urlsafe_b64encode(signature).rstrip(b"=").decode()
-    script = lua_post(deployment.workdir, "introspect", f"token={token}", {"Authorization": basic(client)})
+    script = lua_post(minimal.workdir, "introspect", f"token={token}", {"Authorization": basic(minimal.client)})
     try:
-        return measure("  minimal Flask introspection route (ES256)", deployment.url + "/introspect", args, script,
+        return measure("  bound: minimal introspection (ES256)", minimal.url + "/introspect", args, script,
                        ceiling=ceiling)
     finally:
-        deployment.stop()
+        minimal.stop()
 
 
-def jwks_and_introspection(args: argparse.Namespace, workdir: Path, results: Results, ceiling: Ceiling) -> None:
-    deployment = Deployment(workdir / "jwks", backend="softhsm" if shutil.which("softhsm2-util") else "software")
+def jwks_and_introspection(args: argparse.Namespace, workdir: Path, results: Results, ceiling: Ceiling,
+                           wanted: set[str]) -> None:
+    deployment = Deployment(workdir / "jwks", backend=default_backend())
     client = deployment.create_client("--name", "bench", "--grant-type", "client_credentials", "--scope", "api",
                                       "--resource-server")
     deployment.start()
     try:
-        jwks = measure("GET /.well-known/jwks.json", deployment.url + "/.well-known/jwks.json", args, ceiling=ceiling)
-        results.append((jwks, framework(jwks), "framework"))
+        if "jwks" in wanted:
+            jwks = measure("GET /.well-known/jwks.json", deployment.url + "/.well-known/jwks.json", args,
+                           ceiling=ceiling)
+            results.append(Row(jwks, framework(jwks), "framework"))
+        if "introspect" not in wanted:
+            return
         token = post(deployment.url + "/token", {"grant_type": "client_credentials", "scope": "api"},
                      {"Authorization": basic(client)})["access_token"]
         script = lua_post(deployment.workdir, "introspect", f"token={token}", {"Authorization": basic(client)})
         introspect = measure("POST /introspect (JWT access token)", deployment.url + "/introspect", args, script,
                              ceiling=ceiling)
-        results.append((introspect, framework(introspect), "framework"))
     finally:
         deployment.stop()
     minimal = minimal_introspection_route(args, workdir, ceiling)
-    results.append((minimal, framework(minimal), "framework"))
+    bound_rows(results, introspect, minimal, framework(introspect), "framework", framework(minimal))
 
 
-def memory(args: argparse.Namespace, workdir: Path, results: Results, seconds: float = 60.0) -> None:
-    deployment = Deployment(workdir / "memory", backend="softhsm" if shutil.which("softhsm2-util") else "software")
-    client = deployment.create_client("--name", "bench", "--grant-type", "client_credentials", "--scope", "api")
-    deployment.start()
-    script = lua_post(deployment.workdir, "cc", "grant_type=client_credentials&scope=api",
-                      {"Authorization": basic(client)})
-    try:
-        wrk(deployment.url + "/token", duration=3, connections=args.connections, script=script)
-        workers = deployment.workers()
-        before = {pid: rss_kib(pid) for pid in workers}
-        rps = wrk(deployment.url + "/token", duration=seconds, connections=args.connections, script=script)[0]
-        after = {pid: rss_kib(pid) for pid in workers}
-    finally:
-        deployment.stop()
-    figure = Figure(f"memory: worker RSS over a {seconds:.0f} s client_credentials run")
-    growth = [100.0 * (after[pid] - before[pid]) / before[pid] for pid in workers]
-    figure.note = ", ".join(f"worker {pid}: {before[pid] / 1024:.1f} -> {after[pid] / 1024:.1f} MiB ({g:+.1f} %)"
-                            for pid, g in zip(workers, growth, strict=False)) + f"  at {rps:.0f} req/s"
-    results.append((figure, None, ""))
-
+# -- refresh, code exchange, code flow, login -------------------------------------------------------
+#
+# Each is measured on the provider, then its bound on bench/minimal, on a fresh
+# database of the same kind and the same key backend (SoftHSM2 where installed).
 
 SEED_REFRESH = """
 import os, sys, uuid
@@ -426,6 +652,40 @@ with app.app_context():
     db.session.commit()
 """
 
+#: Codes as the provider's authorization endpoint stores them (AuthorizationCodeGrant.save_authorization_code):
+#: scope openid, a nonce, an S256 challenge of argv[4], and the sid of a login session of the user (as after a
+#: login; a refresh token of a grant without offline_access lives only as long as its login session).
+SEED_CODES = """
+import hashlib, os, sys, uuid
+sys.path.insert(0, os.environ["PYTHONPATH"])
+from oidc import create_app, hashing
+from oidc.accounts.clients import get_client
+from oidc.accounts.sessions import start_session
+from oidc.accounts.users import get_user
+from oidc.db import db
+from oidc.models import AuthorizationCode
+from oidc.oauth2.families import default_audience
+from oidc.state import current_state
+app = create_app()
+with app.app_context():
+    state = current_state()
+    client, user = get_client(sys.argv[1]), get_user(sys.argv[2])
+    hasher, moment = state.hasher(hashing.CODE), state.clock.now()
+    challenge = hashing.b64url(hashlib.sha256(sys.argv[4].encode()).digest())
+    sid = start_session(user).sid
+    for _ in range(int(sys.argv[3])):
+        code = hashing.random_token(32)
+        db.session.add(AuthorizationCode(
+            code_hash=hasher.hash(code), grant_id=uuid.uuid4().hex, client_pk=client.id, user_pk=user.id,
+            redirect_uri=sys.argv[5], redirect_uri_given=True, scope="openid", audience=default_audience(),
+            nonce="n", code_challenge=challenge, code_challenge_method="S256", auth_time=moment, sid=sid,
+            created_at=moment, expires_at=moment + 600))
+        print(code)
+    db.session.commit()
+"""
+
+#: Refresh tokens from a file (args[1]), split between wrk's threads (args[2]); each answer's new
+#: refresh token goes back into the pool.  An empty pool asks for a path no app serves: errors, not a faster figure.
 REFRESH_LUA = """
 local tokens = {}
 local counter = 0
@@ -442,13 +702,36 @@ function init(args)
 end
 function request()
   local token = table.remove(tokens)
-  if token == nil then return wrk.format("GET", "/health/alive") end
+  if token == nil then return wrk.format("GET", "/bench-pool-exhausted") end
   return wrk.format("POST", "/token", {["Content-Type"] = "application/x-www-form-urlencoded",
     ["Authorization"] = "%(auth)s"}, "grant_type=refresh_token&refresh_token=" .. token)
 end
 function response(status, headers, body)
   local token = body:match('"refresh_token":%%s*"([^"]+)"')
   if token then table.insert(tokens, token) end
+end
+"""
+
+#: Codes from a file (args[1]), split between wrk's threads (args[2]), each redeemed once.
+CODE_EXCHANGE_LUA = """
+local codes = {}
+local counter = 0
+function setup(thread)
+  thread:set("id", counter)
+  counter = counter + 1
+end
+function init(args)
+  local n = 0
+  for line in io.lines(args[1]) do
+    if n %% tonumber(args[2]) == id then table.insert(codes, line) end
+    n = n + 1
+  end
+end
+function request()
+  local code = table.remove(codes)
+  if code == nil then return wrk.format("GET", "/bench-pool-exhausted") end
+  return wrk.format("POST", "/token", {["Content-Type"] = "application/x-www-form-urlencoded",
+    ["Authorization"] = "%(auth)s"}, "grant_type=authorization_code&redirect_uri=%(redirect)s&code_verifier=%(verifier)s&code=" .. code)
 end
 """
 
@@ -470,11 +753,16 @@ function response(status, headers, body)
 end
 """
 
+#: Codes seeded per run: more than the fastest route redeems in a run (an empty pool shows as errors).
+CODES_PER_SECOND = 2000
+#: The provider's default PASSWORD_HASH_COST.
+PRODUCTION_PASSWORD_COST = 2**15
+
 
 def user_and_client(deployment: Deployment, *extra: str) -> dict[str, Any]:
     password = secrets.token_urlsafe(16)
-    deployment.flask("users", "create", "bench", "--password-stdin", stdin=password + "\n")
-    client = deployment.create_client("--name", "bench-rp", "--redirect-uri", "http://127.0.0.1:1/cb",
+    deployment.flask("users", "create", USERNAME, "--password-stdin", stdin=password + "\n")
+    client = deployment.create_client("--name", "bench-rp", "--redirect-uri", REDIRECT_URI,
                                       "--grant-type", "authorization_code", "--grant-type", "refresh_token",
                                       "--scope", "openid offline_access", "--first-party", "--refresh-always",
                                       *extra)
@@ -482,9 +770,30 @@ def user_and_client(deployment: Deployment, *extra: str) -> dict[str, Any]:
     return client
 
 
-def refresh_tokens(args: argparse.Namespace, workdir: Path, results: Results, ceiling: Ceiling | None,
-                   database_url: str | None = None, label: str = "") -> Figure:
-    backend = "softhsm" if shutil.which("softhsm2-util") else "software"
+def pkce_pair() -> tuple[str, str]:
+    verifier = secrets.token_urlsafe(48)
+    return verifier, base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+
+
+def authorize_path(client_id: str, challenge: str) -> str:
+    return "/authorize?" + urllib.parse.urlencode({
+        "response_type": "code", "client_id": client_id, "redirect_uri": REDIRECT_URI, "scope": "openid",
+        "state": "s", "nonce": "n", "code_challenge": challenge, "code_challenge_method": "S256"})
+
+
+def seed_with_provider(deployment: Deployment, script: str, *argv: str) -> list[str]:
+    """Run a seeding script of the provider's own code in its environment; the values it prints."""
+    out = subprocess.run([sys.executable, "-c", script, *argv], env=deployment.env, cwd=ROOT, capture_output=True,
+                         text=True, timeout=600)
+    if out.returncode != 0:
+        raise RuntimeError(f"seeding failed: {out.stderr[-2000:]}")
+    return out.stdout.split()
+
+
+def refresh_tokens(args: argparse.Namespace, workdir: Path, database_url: str | None = None,
+                   label: str = "") -> Figure:
+    """The provider's refresh figure alone, without ceiling or bound (the scale scenario's)."""
+    backend = default_backend()
     deployment = Deployment(workdir / f"refresh{label}", backend=backend, database_url=database_url)
     client = user_and_client(deployment)
     deployment.start()
@@ -493,55 +802,231 @@ def refresh_tokens(args: argparse.Namespace, workdir: Path, results: Results, ce
     script.write_text(REFRESH_LUA % {"auth": basic(client)})
 
     def reseed() -> None:  # a fresh pool per run: rotation consumes them
-        out = subprocess.run([sys.executable, "-c", SEED_REFRESH, client["client_id"], "bench", "256"],
-                             env=deployment.env, cwd=ROOT, capture_output=True, text=True, timeout=300)
-        pool.write_text(out.stdout)
+        pool.write_text("\n".join(seed_with_provider(deployment, SEED_REFRESH, client["client_id"], USERNAME, "256")))
 
     try:
-        figure = measure(f"refresh_token with rotation ({backend}){label}", deployment.url + "/token", args,
-                         ScriptWithArgs(script, [str(pool), "2"]), before_each=reseed, ceiling=ceiling)
+        return measure(f"refresh_token with rotation ({backend}){label}", deployment.url + "/token", args,
+                       ScriptWithArgs(script, [str(pool), "2"]), before_each=reseed)
     finally:
         deployment.stop()
-    if ceiling:
-        results.append((figure, framework(figure), "framework"))
-    return figure
 
 
-def code_flow(args: argparse.Namespace, workdir: Path, results: Results, ceiling: Ceiling) -> None:
-    import hashlib
-    import http.cookiejar
+@contextlib.contextmanager
+def provider_on(workdir: Path, name: str, database: str, backend: str,
+                **settings: str) -> Iterator[tuple[Deployment, dict[str, Any]]]:
+    """The provider on a fresh database, with a user and a first-party client; served until the block ends."""
+    with fresh_database(database, f"oidc_bench_{name}") as url:
+        deployment = Deployment(workdir / f"{name}-{database}", backend=backend, database_url=url)
+        deployment.env.update(settings)  # (PASSWORD_HASH_COST: before the user's hash is made)
+        client = user_and_client(deployment)
+        deployment.start()
+        try:
+            yield deployment, client
+        finally:
+            deployment.stop()
 
-    backend = "softhsm" if shutil.which("softhsm2-util") else "software"
-    deployment = Deployment(workdir / "code-flow", backend=backend)
-    client = user_and_client(deployment)
-    deployment.start()
-    # Log in once, like a browser, to get a session cookie.
-    jar = http.cookiejar.CookieJar()
-    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
-    page = opener.open(deployment.url + "/login", timeout=10).read().decode()
+
+@contextlib.contextmanager
+def minimal_on(workdir: Path, name: str, database: str, backend: str,
+               password_cost: int = PRODUCTION_PASSWORD_COST) -> Iterator[MinimalRoutes]:
+    """bench/minimal on a fresh database of the same kind; served until the block ends."""
+    with fresh_database(database, f"oidc_bench_{name}_minimal") as url:
+        minimal = minimal_route(workdir, f"{name}-{database}", backend, url, password_cost)
+        try:
+            yield minimal
+        finally:
+            minimal.stop()
+
+
+def refresh_scenario(args: argparse.Namespace, workdir: Path, results: Results, ceiling: Ceiling,
+                     database: str) -> None:
+    """refresh_token with rotation: 256 families per run, each answer's refresh token used next."""
+    backend = default_backend()
+    with provider_on(workdir, "refresh", database, backend) as (deployment, client), \
+            minimal_on(workdir, "refresh", database, backend) as minimal:
+        pool, script = deployment.workdir / "refresh-tokens.txt", deployment.workdir / "refresh.lua"
+        script.write_text(REFRESH_LUA % {"auth": basic(client)})
+        minimal_pool, minimal_script = minimal.workdir / "refresh-tokens.txt", minimal.workdir / "refresh.lua"
+        minimal_script.write_text(REFRESH_LUA % {"auth": basic(minimal.client)})
+
+        def seed_provider(count: int) -> list[str]:
+            return seed_with_provider(deployment, SEED_REFRESH, client["client_id"], USERNAME, str(count))
+
+        checked = check_token_response(deployment.url, basic(client), {
+            "grant_type": "refresh_token", "refresh_token": seed_provider(1)[0]}, provider_jwks(deployment))
+        minimal.seed_refresh_tokens(1, minimal_pool)
+        minimal_checked = check_token_response(minimal.url, basic(minimal.client), {
+            "grant_type": "refresh_token", "refresh_token": minimal_pool.read_text().strip()}, minimal.jwks)
+        figure, bound = measure_together(
+            args, ceiling,
+            Load(f"refresh_token with rotation ({backend}) [{database}]", deployment.url + "/token",
+                 ScriptWithArgs(script, [str(pool), "2"]), lambda: pool.write_text("\n".join(seed_provider(256)))),
+            Load(f"  bound: minimal refresh_token [{database}]", minimal.url + "/token",
+                 ScriptWithArgs(minimal_script, [str(minimal_pool), "2"]),
+                 lambda: minimal.seed_refresh_tokens(256, minimal_pool)))
+    figure.note, bound.note = checked, minimal_checked
+    bound_rows(results, figure, bound, framework(figure), "framework", framework(bound))
+
+
+def code_exchange(args: argparse.Namespace, workdir: Path, results: Results, ceiling: Ceiling,
+                  database: str) -> None:
+    """POST /token with codes seeded straight into the database, each redeemed once."""
+    backend, verifier = default_backend(), secrets.token_urlsafe(48)
+    count = int(CODES_PER_SECOND * max(args.duration, 2.0))
+    lua = {"redirect": urllib.parse.quote(REDIRECT_URI, safe=""), "verifier": verifier}
+    exchange = {"grant_type": "authorization_code", "redirect_uri": REDIRECT_URI, "code_verifier": verifier}
+    with provider_on(workdir, "code_exchange", database, backend) as (deployment, client), \
+            minimal_on(workdir, "code_exchange", database, backend) as minimal:
+        pool, script = deployment.workdir / "codes.txt", deployment.workdir / "code-exchange.lua"
+        script.write_text(CODE_EXCHANGE_LUA % {**lua, "auth": basic(client)})
+        minimal_pool, minimal_script = minimal.workdir / "codes.txt", minimal.workdir / "code-exchange.lua"
+        minimal_script.write_text(CODE_EXCHANGE_LUA % {**lua, "auth": basic(minimal.client)})
+
+        def seed_provider(n: int) -> list[str]:
+            return seed_with_provider(deployment, SEED_CODES, client["client_id"], USERNAME, str(n), verifier,
+                                      REDIRECT_URI)
+
+        checked = check_token_response(deployment.url, basic(client), {**exchange, "code": seed_provider(1)[0]},
+                                       provider_jwks(deployment))
+        minimal.seed_codes(1, minimal_pool, verifier)
+        minimal_checked = check_token_response(minimal.url, basic(minimal.client),
+                                               {**exchange, "code": minimal_pool.read_text().strip()}, minimal.jwks)
+        figure, bound = measure_together(
+            args, ceiling,
+            Load(f"code exchange ({backend}) [{database}]", deployment.url + "/token",
+                 ScriptWithArgs(script, [str(pool), "2"]), lambda: pool.write_text("\n".join(seed_provider(count)))),
+            Load(f"  bound: minimal code exchange [{database}]", minimal.url + "/token",
+                 ScriptWithArgs(minimal_script, [str(minimal_pool), "2"]),
+                 lambda: minimal.seed_codes(count, minimal_pool, verifier)))
+    figure.note, bound.note = checked, minimal_checked
+    bound_rows(results, figure, bound, framework(figure), "framework", framework(bound))
+
+
+def login_form(base: str) -> tuple[str, str]:
+    """GET /login like a browser: the form's CSRF token and the session cookie that goes with it."""
+    status, headers, body = call(base, "GET", "/login")
+    page = body.decode()
     csrf = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', page) or re.search(
         r'value="([^"]+)"[^>]*name="csrf_token"', page)
-    body = urllib.parse.urlencode({"csrf_token": csrf.group(1), "username": "bench", "password": client["password"],
-                                   "next": ""}).encode()
-    opener.open(urllib.request.Request(deployment.url + "/login", data=body), timeout=10).read()
-    cookie = "; ".join(f"{c.name}={c.value}" for c in jar)
-    verifier = secrets.token_urlsafe(48)
-    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
-    authorize = "/authorize?" + urllib.parse.urlencode({
-        "response_type": "code", "client_id": client["client_id"], "redirect_uri": "http://127.0.0.1:1/cb",
-        "scope": "openid", "state": "s", "nonce": "n", "code_challenge": challenge,
-        "code_challenge_method": "S256"})
-    script = deployment.workdir / "code-flow.lua"
-    script.write_text(CODE_FLOW_LUA % {"authorize": authorize, "cookie": cookie, "auth": basic(client),
-                                       "redirect": urllib.parse.quote("http://127.0.0.1:1/cb", safe=""),
-                                       "verifier": verifier})
+    if status != 200 or csrf is None:
+        raise RuntimeError(f"GET /login answered {status} without a CSRF token")
+    return csrf.group(1), cookie_of(headers)
+
+
+def cookie_of(headers: http.client.HTTPMessage) -> str:
+    """The ``name=value`` pairs of a response's Set-Cookie headers, as a Cookie header."""
+    return "; ".join(value.split(";", 1)[0] for value in headers.get_all("Set-Cookie") or [])
+
+
+def provider_login(deployment: Deployment, password: str, next_path: str) -> tuple[dict[str, str], str, str]:
+    """A valid login form post, made once from GET /login; the Cookie header it goes with; and, after
+    one such post, the signed-in session's Cookie header.
+
+    The post stays valid: its CSRF token, tied to the pre-login session cookie,
+    is good for CSRF_TIME_LIMIT, however many times it is posted.
+    """
+    csrf, cookie = login_form(deployment.url)
+    form = {"csrf_token": csrf, "username": USERNAME, "password": password, "next": next_path}
+    status, answer, body = call(deployment.url, "POST", "/login", form, {"Cookie": cookie, "Origin": deployment.url})
+    if status != 303:
+        raise RuntimeError(f"POST /login answered {status}: {body[:300]!r}")
+    return form, cookie, cookie_of(answer)
+
+
+def minimal_login(minimal: MinimalRoutes, form: dict[str, str]) -> str:
+    """One login at bench/minimal; its session's Cookie header."""
+    status, headers, body = call(minimal.url, "POST", "/login", form)
+    if status != 303:
+        raise RuntimeError(f"minimal POST /login answered {status}: {body[:200]!r}")
+    return cookie_of(headers)
+
+
+def code_flow_script(directory: Path, authorize: str, cookie: str, auth: str, verifier: str) -> Path:
+    script = directory / "code-flow.lua"
+    script.write_text(CODE_FLOW_LUA % {"authorize": authorize, "cookie": cookie, "auth": auth,
+                                       "redirect": urllib.parse.quote(REDIRECT_URI, safe=""), "verifier": verifier})
+    return script
+
+
+def code_flow(args: argparse.Namespace, workdir: Path, results: Results, ceiling: Ceiling, database: str) -> None:
+    """GET /authorize with a session, then /token with its code, alternating; the bound is bench/minimal's
+    /authorize and code exchange in the same alternation (the sum of their costs)."""
+    backend = default_backend()
+    verifier, challenge = pkce_pair()
+    with provider_on(workdir, "code_flow", database, backend) as (deployment, client), \
+            minimal_on(workdir, "code_flow", database, backend) as minimal:
+        authorize = authorize_path(client["client_id"], challenge)
+        cookie = provider_login(deployment, client["password"], authorize)[2]
+        checked = check_authorize(deployment.url, authorize, cookie, basic(client), verifier, provider_jwks(deployment))
+        minimal_authorize = authorize_path(minimal.client["client_id"], challenge)
+        minimal_cookie = minimal_login(minimal, {"username": USERNAME, "password": minimal.client["password"],
+                                                 "next": minimal_authorize})
+        minimal_checked = check_authorize(minimal.url, minimal_authorize, minimal_cookie, basic(minimal.client),
+                                          verifier, minimal.jwks)
+        figure, bound = measure_together(
+            args, ceiling,
+            Load(f"code flow: /authorize + /token ({backend}) [{database}]", deployment.url + "/",
+                 code_flow_script(deployment.workdir, authorize, cookie, basic(client), verifier)),
+            Load(f"  bound: minimal /authorize + /token [{database}]", minimal.url + "/",
+                 code_flow_script(minimal.workdir, minimal_authorize, minimal_cookie,
+                                  basic(minimal.client), verifier)))
+    figure.note = f"{checked}; {figure.median / 2:.0f} complete flows/s (first-party client, existing session)"
+    bound.note = f"{minimal_checked}; {bound.median / 2:.0f} complete flows/s"
+    bound_rows(results, figure, bound, framework(figure), "framework", framework(bound))
+
+
+def login(args: argparse.Namespace, workdir: Path, results: Results, ceiling: Ceiling, database: str,
+          cost: int) -> None:
+    """POST /login of the right password (a 303 back to /authorize), with users hashed at scrypt N = ``cost``.
+
+    The provider's form post is one made valid once: its CSRF token (tied to the
+    pre-login session cookie sent with every post) stays valid for its lifetime,
+    the Origin header is the issuer's, and successful logins give their throttle
+    counts back, so every post is a full successful login.
+    """
+    backend = default_backend()
+    verifier, challenge = pkce_pair()
+    with provider_on(workdir, f"login_{cost}", database, backend,
+                     PASSWORD_HASH_COST=str(cost)) as (deployment, client), \
+            minimal_on(workdir, f"login_{cost}", database, backend, password_cost=cost) as minimal:
+        authorize = authorize_path(client["client_id"], challenge)
+        form, cookie, session = provider_login(deployment, client["password"], authorize)
+        checked = check_authorize(deployment.url, authorize, session, basic(client), verifier, provider_jwks(deployment))
+        minimal_authorize = authorize_path(minimal.client["client_id"], challenge)
+        minimal_form = {"username": USERNAME, "password": minimal.client["password"], "next": minimal_authorize}
+        minimal_checked = check_authorize(minimal.url, minimal_authorize, minimal_login(minimal, minimal_form),
+                                          basic(minimal.client), verifier, minimal.jwks)
+        figure, bound = measure_together(
+            args, ceiling,
+            Load(f"login, scrypt N=2^{cost.bit_length() - 1} ({backend}) [{database}]", deployment.url + "/login",
+                 lua_post(deployment.workdir, "login", urllib.parse.urlencode(form),
+                          {"Cookie": cookie, "Origin": deployment.url})),
+            Load(f"  bound: minimal login [{database}]", minimal.url + "/login",
+                 lua_post(minimal.workdir, "login", urllib.parse.urlencode(minimal_form), {})))
+    figure.note = f"{figure.median:.0f} logins/s; the session it made {checked.replace('checked: ', 'authorizes, ')}"
+    bound.note = f"{bound.median:.0f} logins/s; the session it made {minimal_checked.replace('checked: ', 'authorizes, ')}"
+    bound_rows(results, figure, bound, framework(figure), "framework", framework(bound))
+
+
+def memory(args: argparse.Namespace, workdir: Path, results: Results, seconds: float = 60.0) -> None:
+    deployment = Deployment(workdir / "memory", backend=default_backend())
+    client = deployment.create_client("--name", "bench", "--grant-type", "client_credentials", "--scope", "api")
+    deployment.start()
+    script = lua_post(deployment.workdir, "cc", "grant_type=client_credentials&scope=api",
+                      {"Authorization": basic(client)})
     try:
-        figure = measure("code flow: /authorize + /token (req/s; flows = half)", deployment.url + "/", args, script,
-                         ceiling=ceiling)
+        wrk(deployment.url + "/token", duration=3, connections=args.connections, script=script)
+        workers = deployment.workers()
+        before = {pid: rss_kib(pid) for pid in workers}
+        rps = wrk(deployment.url + "/token", duration=seconds, connections=args.connections, script=script)[0]
+        after = {pid: rss_kib(pid) for pid in workers}
     finally:
         deployment.stop()
-    figure.note = f"about {figure.median / 2:.0f} complete flows/s (first-party client, existing session)"
-    results.append((figure, framework(figure), "framework"))
+    figure = Figure(f"memory: worker RSS over a {seconds:.0f} s client_credentials run")
+    growth = [100.0 * (after[pid] - before[pid]) / before[pid] for pid in workers]
+    figure.note = ", ".join(f"worker {pid}: {before[pid] / 1024:.1f} -> {after[pid] / 1024:.1f} MiB ({g:+.1f} %)"
+                            for pid, g in zip(workers, growth, strict=False)) + f"  at {rps:.0f} req/s"
+    results.append(Row(figure))
 
 
 def postgres_database(name: str) -> str:
@@ -586,27 +1071,33 @@ def scale(args: argparse.Namespace, workdir: Path, results: Results) -> None:
             Deployment = plain if size == "small" else Seeded  # type: ignore[misc]
             try:
                 label = f" [{database}, {size} db]"
-                cc = client_credentials(args, workdir, [], None, "softhsm" if shutil.which("softhsm2-util")
-                                        else "software", "ES256", database_url=url, label=label)
-                rt = refresh_tokens(args, workdir, [], None, database_url=url, label=label)
+                cc = client_credentials(args, workdir, [], None, default_backend(), "ES256", database_url=url,
+                                        label=label)
+                rt = refresh_tokens(args, workdir, database_url=url, label=label)
             finally:
                 Deployment = plain  # type: ignore[misc]
                 if url:
                     drop_postgres_database(name)
             if size == "small":
                 small = {"cc": cc.median, "rt": rt.median}
-                results.append((cc, None, ""))
-                results.append((rt, None, ""))
+                results.append(Row(cc))
+                results.append(Row(rt))
             else:
-                results.append((cc, small["cc"], "small-db figure"))
-                results.append((rt, small["rt"], "small-db figure"))
+                results.append(Row(cc, small["cc"], "small-db figure"))
+                results.append(Row(rt, small["rt"], "small-db figure"))
             report(results)
 
 
+# -- running and reporting ----------------------------------------------------------------------------
+
+WITH_CEILING = ("jwks", "introspect", "client_credentials", "refresh", "code_exchange", "code_flow", "login")
+SCENARIOS = (*WITH_CEILING, "memory", "scale")
+
+
 def run_scenarios(args: argparse.Namespace, wanted: set[str], workdir: Path, results: Results) -> None:
-    if wanted & {"jwks", "introspect", "client_credentials", "refresh", "code_flow"}:
+    if wanted & set(WITH_CEILING):
         ceiling = Ceiling(args, workdir)
-        results.append((ceiling.figure, None, "(sampled before each run of the figures below)"))
+        results.append(Row(ceiling.figure, None, "(sampled before each run of the figures below)"))
         try:
             run_with_ceiling(args, wanted, workdir, results, ceiling)
         finally:
@@ -621,7 +1112,7 @@ def run_scenarios(args: argparse.Namespace, wanted: set[str], workdir: Path, res
 def run_with_ceiling(args: argparse.Namespace, wanted: set[str], workdir: Path, results: Results,
                      ceiling: Ceiling) -> None:
     if "jwks" in wanted or "introspect" in wanted:
-        jwks_and_introspection(args, workdir, results, ceiling)
+        jwks_and_introspection(args, workdir, results, ceiling, wanted)
         report(results)
     if "client_credentials" in wanted:
         backends = ["softhsm", "software"] if shutil.which("softhsm2-util") else ["software"]
@@ -629,23 +1120,36 @@ def run_with_ceiling(args: argparse.Namespace, wanted: set[str], workdir: Path, 
             for alg in ("ES256", "RS256"):
                 client_credentials(args, workdir, results, ceiling, backend, alg)
                 report(results)
-    if "refresh" in wanted:
-        refresh_tokens(args, workdir, results, ceiling)
-        report(results)
-    if "code_flow" in wanted:
-        code_flow(args, workdir, results, ceiling)
-        report(results)
+    for database in args.databases:
+        if "refresh" in wanted:
+            refresh_scenario(args, workdir, results, ceiling, database)
+            report(results)
+        if "code_exchange" in wanted:
+            code_exchange(args, workdir, results, ceiling, database)
+            report(results)
+        if "code_flow" in wanted:
+            code_flow(args, workdir, results, ceiling, database)
+            report(results)
+        if "login" in wanted:
+            for cost in dict.fromkeys((args.password_cost, PRODUCTION_PASSWORD_COST)):
+                login(args, workdir, results, ceiling, database, cost)
+                report(results)
 
 
 def report(results: Results) -> None:
+    """The table so far: one line per figure, a bound's line under its figure, notes indented below."""
     print()
-    print(f"{'figure':44} {'result':66} {'ceiling':>8} {'ratio':>6}")
-    for figure, ceiling, ceiling_name in results:
-        ratio = f"{figure.median / ceiling:6.2f}" if ceiling and figure.rps else "     -"
-        ceiling_text = f"{ceiling:8.0f}" if ceiling else f"{'-':>8}"
-        print(f"{figure.name:44} {figure.text():66} {ceiling_text} {ratio}  {ceiling_name}")
+    print(f"{'figure':58} {'req/s (range)':>20} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6} {'bound':>7} "
+          f"{'/bound':>6} {'ceiling':>7} {'/ceil':>5}  ceiling is")
+    for row in results:
+        figure = row.figure
+        bound = f"{row.bound.median:7.0f}" if row.bound and row.bound.rps else f"{'':>7}"
+        to_bound = f"{figure.median / row.bound.median:6.2f}" if row.bound and row.bound.median else f"{'':>6}"
+        ceiling = f"{row.ceiling:7.0f}" if row.ceiling else f"{'-':>7}"
+        to_ceiling = f"{figure.median / row.ceiling:5.2f}" if row.ceiling and figure.rps else f"{'-':>5}"
+        print(f"{figure.name:58} {figure.columns()} {bound} {to_bound} {ceiling} {to_ceiling}  {row.ceiling_name}")
         if figure.note:
-            print(f"{'':44} {figure.note}")
+            print(f"{'':6}{figure.note}")
     sys.stdout.flush()
 
 
@@ -654,13 +1158,16 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per wrk run")
     parser.add_argument("--runs", type=int, default=3, help="wrk runs per figure")
     parser.add_argument("--connections", type=int, default=16, help="wrk connections")
-    parser.add_argument("--only", nargs="*", default=None, metavar="SCENARIO",
-                        help="jwks introspect client_credentials refresh code_flow memory scale (default: all)")
+    parser.add_argument("--only", nargs="*", default=None, metavar="SCENARIO", choices=SCENARIOS,
+                        help=" ".join(SCENARIOS) + " (default: all)")
+    parser.add_argument("--databases", nargs="+", default=["sqlite", "postgresql"], choices=["sqlite", "postgresql"],
+                        help="where refresh, code_exchange, code_flow and login run (default: both)")
+    parser.add_argument("--password-cost", type=int, default=2**10,
+                        help="scrypt N of the login figures besides the production 2**15 (default 2**10)")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed (Debian package wrk)")
-    wanted = set(args.only or ["jwks", "introspect", "client_credentials", "refresh", "code_flow", "memory",
-                                "scale"])
+    wanted = set(args.only or SCENARIOS)
     workdir = Path(tempfile.mkdtemp(prefix="oidc-bench-"))
     results: Results = []
     try:
