@@ -49,7 +49,8 @@ REDIRECT_URI = "http://127.0.0.1:1/cb"
 
 def environment(workdir: Path, backend: str) -> dict[str, str]:
     """Settings of a throw-away deployment: SQLite, and a new SoftHSM2 token when asked for."""
-    env = {"DATABASE_URL": os.environ.get("BENCH_DATABASE_URL") or f"sqlite:///{workdir / 'bench.sqlite3'}", "SECRETS_SYSTEM": secrets.token_urlsafe(32),
+    database_url = os.environ.get("BENCH_DATABASE_URL") or f"sqlite:///{workdir / 'bench.sqlite3'}"
+    env = {"DATABASE_URL": database_url, "SECRETS_SYSTEM": secrets.token_urlsafe(32),
            "OIDC_ISSUER": "http://127.0.0.1:8000", "ACCESS_TOKEN_SIGNING_ALG": "ES256", "METRICS_BIND": "",
            "LOG_LEVEL": "WARNING"}
     if backend == "softhsm":

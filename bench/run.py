@@ -641,14 +641,17 @@ from oidc import create_app
 from oidc.accounts.clients import get_client
 from oidc.accounts.users import get_user
 from oidc.db import db
-from oidc.oauth2.families import AuthContext, default_audience, new_refresh_token
+from oidc.oauth2.families import AuthContext, default_audience, new_refresh_token, write_tokens
+from oidc.oauth2.records import TokenWrites
 from oidc.state import now
 app = create_app()
 with app.app_context():
     client, user = get_client(sys.argv[1]), get_user(sys.argv[2])
+    writes = TokenWrites()
     for _ in range(int(sys.argv[3])):
         context = AuthContext(grant_id=uuid.uuid4().hex, audience=default_audience(), auth_time=now())
-        print(new_refresh_token(client, user, "openid offline_access", context))
+        print(new_refresh_token(client, user, "openid offline_access", context, writes))
+    write_tokens(writes)
     db.session.commit()
 """
 
