@@ -905,15 +905,15 @@ def code_exchange(args: argparse.Namespace, workdir: Path, results: Results, cei
     bound_rows(results, figure, bound, framework(figure), "framework", framework(bound))
 
 
-def login_form(base: str) -> tuple[str, str]:
-    """GET /login like a browser: the form's CSRF token and the session cookie that goes with it."""
-    status, headers, body = call(base, "GET", "/login")
+def login_form(base: str, path: str = "/login", cookie: str = "") -> tuple[str, str]:
+    """GET the login page like a browser: the form's CSRF token and the session cookie that goes with it."""
+    status, headers, body = call(base, "GET", path, headers={"Cookie": cookie} if cookie else None)
     page = body.decode()
     csrf = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', page) or re.search(
         r'value="([^"]+)"[^>]*name="csrf_token"', page)
     if status != 200 or csrf is None:
-        raise RuntimeError(f"GET /login answered {status} without a CSRF token")
-    return csrf.group(1), cookie_of(headers)
+        raise RuntimeError(f"GET {path} answered {status} without a CSRF token")
+    return csrf.group(1), cookie_of(headers) or cookie
 
 
 def cookie_of(headers: http.client.HTTPMessage) -> str:
@@ -921,15 +921,23 @@ def cookie_of(headers: http.client.HTTPMessage) -> str:
     return "; ".join(value.split(";", 1)[0] for value in headers.get_all("Set-Cookie") or [])
 
 
-def provider_login(deployment: Deployment, password: str, next_path: str) -> tuple[dict[str, str], str, str]:
-    """A valid login form post, made once from GET /login; the Cookie header it goes with; and, after
-    one such post, the signed-in session's Cookie header.
+def provider_login(deployment: Deployment, password: str, authorize: str) -> tuple[dict[str, str], str, str]:
+    """A valid login form post for the interaction ``authorize`` starts; the Cookie header it goes with;
+    and, after one such post, the signed-in session's Cookie header.
 
+    Like a browser without a session: /authorize sends it to the login page
+    with an interaction id, whose post answers 303 back to /authorize/resume.
     The post stays valid: its CSRF token, tied to the pre-login session cookie,
-    is good for CSRF_TIME_LIMIT, however many times it is posted.
+    is good for CSRF_TIME_LIMIT, and the interaction records each new login
+    until it is used, however many times it is posted.
     """
-    csrf, cookie = login_form(deployment.url)
-    form = {"csrf_token": csrf, "username": USERNAME, "password": password, "next": next_path}
+    status, headers, _ = call(deployment.url, "GET", authorize)
+    location = headers.get("Location", "")
+    if status != 302 or "interaction=" not in location:
+        raise RuntimeError(f"GET /authorize without a session answered {status} to {location!r}")
+    interaction = urllib.parse.parse_qs(urllib.parse.urlsplit(location).query)["interaction"][0]
+    csrf, cookie = login_form(deployment.url, location, cookie_of(headers))
+    form = {"csrf_token": csrf, "username": USERNAME, "password": password, "interaction": interaction}
     status, answer, body = call(deployment.url, "POST", "/login", form, {"Cookie": cookie, "Origin": deployment.url})
     if status != 303:
         raise RuntimeError(f"POST /login answered {status}: {body[:300]!r}")
