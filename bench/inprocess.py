@@ -203,24 +203,30 @@ def user_flows(app: Any) -> dict[str, Any]:
     client = json.loads(created.stdout)
     basic = "Basic " + base64.b64encode(f"{client['client_id']}:{client['client_secret']}".encode()).decode()
 
+    verifier = secrets.token_urlsafe(48)
+    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+    authorize_path = "/authorize?" + urlencode({
+        "response_type": "code", "client_id": client["client_id"], "redirect_uri": REDIRECT_URI, "scope": "openid",
+        "state": "s", "nonce": "n", "code_challenge": challenge, "code_challenge_method": "S256"})
+
+    # A browser without a session: /authorize, the login page of its interaction, the login.
     browser = app.test_client()
-    page = browser.get("/login").get_data(as_text=True)
+    login_page = browser.get(authorize_path).headers["Location"]
+    interaction = login_page.split("interaction=")[1].split("&")[0]
+    page = browser.get(login_page).get_data(as_text=True)
     csrf = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', page) or re.search(
         r'value="([^"]+)"[^>]*name="csrf_token"', page)
     assert csrf is not None
     login_form = urlencode({"csrf_token": csrf.group(1), "username": "bench", "password": password,
-                            "next": ""}).encode()
+                            "interaction": interaction}).encode()
     origin = {"Origin": "http://127.0.0.1:8000"}
     pre_login_cookie = "; ".join(f"{c.key}={c.value}" for c in browser._cookies.values())
-    browser.post("/login", data=login_form, headers={**origin, "Content-Type": "application/x-www-form-urlencoded"})
+    signed_in = browser.post("/login", data=login_form,
+                             headers={**origin, "Content-Type": "application/x-www-form-urlencoded"})
+    assert signed_in.status_code == 303, signed_in.status_code
     cookie = "; ".join(f"{c.key}={c.value}" for c in browser._cookies.values())
 
-    verifier = secrets.token_urlsafe(48)
-    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
-    authorize = Call(app, "GET", "/authorize?" + urlencode({
-        "response_type": "code", "client_id": client["client_id"], "redirect_uri": REDIRECT_URI, "scope": "openid",
-        "state": "s", "nonce": "n", "code_challenge": challenge, "code_challenge_method": "S256"}),
-        headers={"Cookie": cookie})
+    authorize = Call(app, "GET", authorize_path, headers={"Cookie": cookie})
 
     code_template = Call(app, "POST", "/token", b"grant_type=authorization_code", {"Authorization": basic})
     refresh_template = Call(app, "POST", "/token", b"grant_type=refresh_token", {"Authorization": basic})
@@ -241,7 +247,8 @@ def user_flows(app: Any) -> dict[str, Any]:
         "refresh": Chain(refresh_call),
         "authorize": authorize,
         "code_exchange": CodeExchange(authorize, token_call),
-        # The pre-login cookie (it holds the CSRF token's key) each time: every call is a new login.
+        # The pre-login cookie (it holds the CSRF token's key) each time: every call is a new login
+        # for the same interaction, answered 303 to /authorize/resume.
         "login": Call(app, "POST", "/login", login_form, {**origin, "Cookie": pre_login_cookie}),
     }
 

@@ -73,6 +73,8 @@ _LOGIN_BY_SID = (
     .where(_LOGIN_SESSIONS.c.sid == bindparam("sid")).limit(1)
 )
 _INSERT_CODE = insert(_CODES)
+_INSERT_LOGIN_SESSION = insert(_LOGIN_SESSIONS)
+_USER_BY_USERNAME = select(User).where(User.username == bindparam("username")).limit(1)
 _INSERT_REFRESH_TOKEN = insert(_REFRESH_TOKENS)
 _INSERT_ACCESS_TOKEN = insert(_ACCESS_TOKENS)
 
@@ -160,6 +162,16 @@ def find_code_grant(hashes: list[str]) -> AnyRow | None:
 def find_login(sid: str) -> AnyRow | None:
     """A login session's row joined with its user (``user_*``, ``session_*``)."""
     return db.session.connection().execute(_LOGIN_BY_SID, {"sid": sid}).first()
+
+
+def find_user_by_username(username: str) -> User | None:
+    """The user ``username`` (already normalized), as an ORM object: a login may rehash its password."""
+    return db.session.execute(_USER_BY_USERNAME, {"username": username}).scalar()
+
+
+def insert_login_session(row: dict[str, Any]) -> None:
+    """Add a login session row in the request's transaction (columns by name)."""
+    db.session.connection().execute(_INSERT_LOGIN_SESSION, row)
 
 
 def insert_code(row: dict[str, Any]) -> None:

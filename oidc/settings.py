@@ -457,6 +457,9 @@ def flask_config(settings: Settings) -> dict[str, Any]:
         # the cookie still goes with top-level cross-site navigations).  True, so that it stays
         # strict should CSRFProtect ever be enabled.
         "WTF_CSRF_SSL_STRICT": True,
+        # WTForms' own validator messages are never shown (the pages say what went wrong in
+        # their own, translated words): loading its message catalogue per request bought nothing.
+        "WTF_I18N_ENABLED": False,
         # Request bodies of the protocol endpoints are small; refuse large ones early.
         "MAX_CONTENT_LENGTH": settings.max_request_bytes,
         "MAX_FORM_MEMORY_SIZE": settings.max_request_bytes,

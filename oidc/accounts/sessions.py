@@ -30,14 +30,13 @@ class AuthenticatedUser:
 
 
 def start_session(user: User) -> AuthenticatedUser:
-    """A new login session (a new ``sid``: never reuse the pre-login session), committed."""
+    """A new login session (a new ``sid``: never reuse the pre-login session), in the caller's transaction."""
     state = current_state()
     moment = state.clock.now()
-    row = LoginSession(sid=random_token(24), user_pk=user.id, auth_time=moment,
-                       expires_at=moment + state.settings.login_session_lifetime)
-    db.session.add(row)
-    db.session.commit()
-    return AuthenticatedUser(user, row.sid, moment)
+    sid = random_token(24)
+    queries.insert_login_session({"sid": sid, "user_pk": user.id, "auth_time": moment,
+                                  "expires_at": moment + state.settings.login_session_lifetime, "ended_at": None})
+    return AuthenticatedUser(user, sid, moment)
 
 
 def find_login(sid: object) -> AuthenticatedUser | None:

@@ -13,6 +13,7 @@ import secrets
 import unicodedata
 from typing import Any
 
+from oidc import queries
 from oidc.accounts.sessions import end_sessions_of
 from oidc.db import db
 from oidc.models import AccessToken, AuthorizationCode, Consent, LoginSession, RefreshToken, User
@@ -64,7 +65,7 @@ def create_user(username: object, password: object, *, email: str | None = None,
 def get_user(username: object) -> User | None:
     if not isinstance(username, str) or len(username) > MAX_USERNAME_LENGTH or "\x00" in username:
         return None  # (PostgreSQL refuses a NUL in a text parameter: never a username)
-    return User.query.filter_by(username=normalize_username(username)).first()
+    return queries.find_user_by_username(normalize_username(username))
 
 
 def list_users() -> list[User]:

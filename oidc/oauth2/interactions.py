@@ -37,6 +37,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sqlalchemy import bindparam, select, update
+from sqlalchemy.orm.attributes import set_committed_value
 from werkzeug.datastructures import MultiDict
 
 from oidc import hashing
@@ -62,6 +63,13 @@ _CLAIM = (
            Interaction.expires_at > bindparam("moment"))
     .values(used_at=bindparam("moment"))
     .execution_options(synchronize_session=False)
+)
+
+
+_RECORD_LOGIN = (
+    update(Interaction.__table__)
+    .where(Interaction.__table__.c.id == bindparam("row_id"))
+    .values(sid=bindparam("sid"), auth_time=bindparam("auth_time"))
 )
 
 
@@ -135,9 +143,19 @@ def load(interaction_id: object, binding: object) -> Pending:
 
 
 def record_login(interaction: Pending, login: AuthenticatedUser) -> None:
-    """``login`` is the one this interaction is for from now on (the caller commits)."""
-    interaction.row.sid = login.sid
-    interaction.row.auth_time = login.auth_time
+    """``login`` is the one this interaction is for from now on (the caller commits).
+
+    A new interaction's row is still pending in the session and takes the values
+    with it; a stored one is updated with one Core statement, not a flush.
+    """
+    row = interaction.row
+    if row.id is None:
+        row.sid, row.auth_time = login.sid, login.auth_time
+        return
+    db.session.connection().execute(_RECORD_LOGIN, {"row_id": row.id, "sid": login.sid,
+                                                    "auth_time": login.auth_time})
+    set_committed_value(row, "sid", login.sid)
+    set_committed_value(row, "auth_time", login.auth_time)
 
 
 def claim(interaction: Pending) -> None:

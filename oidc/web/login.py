@@ -98,12 +98,13 @@ def login() -> Any:
         return _page(form, interaction, GENERIC_LOGIN_ERROR, 401)
 
     signed_in = sign_in(user)
+    if interaction is not None:
+        # The login made for this interaction: prompt=login and max_age are answered by it.
+        interactions.record_login(interaction, signed_in)
+    db.session.commit()  # the session row (and the interaction's login) in one transaction
     audit.record("login.succeeded", "login", sub=user.subject)
     if interaction is None:
         return render_template("signed_in.html", user=user)
-    # The login made for this interaction: prompt=login and max_age are answered by it.
-    interactions.record_login(interaction, signed_in)
-    db.session.commit()
     return redirect(url_for("authorize.resume", interaction=interaction.id), code=303)
 
 

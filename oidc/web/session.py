@@ -53,6 +53,8 @@ def current_login() -> AuthenticatedUser | None:
 def sign_in(user: User) -> AuthenticatedUser:
     """Start a login session for ``user`` in this browser (a new cookie, never the pre-login one).
 
+    The session row is written in the request's transaction: the caller commits.
+
     The browser's interaction binding is kept: the login was made to finish one
     of its interactions.  The binding authenticates nothing (an interaction
     honours only the login it records, :mod:`oidc.oauth2.interactions`), so
