@@ -56,7 +56,11 @@ MAX_ID_LENGTH = 64
 #: What the user is told of an interaction that cannot be used, whatever the reason.
 UNUSABLE = "This sign-in request has expired or was already used. Please go back to the application and start again."
 
-_BY_HASH = select(Interaction).where(Interaction.interaction_hash.in_(bindparam("hashes", expanding=True))).limit(1)
+# With its client's client_id, so that the client comes from the per-process cache (as at /token).
+_BY_HASH = (
+    select(Interaction, Client.client_id).join(Client, Client.id == Interaction.client_pk)
+    .where(Interaction.interaction_hash.in_(bindparam("hashes", expanding=True))).limit(1)
+)
 _CLAIM = (
     update(Interaction)
     .where(Interaction.id == bindparam("row_id"), Interaction.used_at.is_(None),
@@ -126,16 +130,18 @@ def load(interaction_id: object, binding: object) -> Pending:
             isinstance(binding, str) and 0 < len(binding) <= MAX_ID_LENGTH):
         raise unusable
     hasher = _hasher()
-    row = db.session.execute(_BY_HASH, {"hashes": hasher.candidates(interaction_id)}).scalar_one_or_none()
-    if row is None or not hasher.verify(binding, row.binding_hash):
+    found = db.session.execute(_BY_HASH, {"hashes": hasher.candidates(interaction_id)}).first()
+    if found is None or not hasher.verify(binding, found[0].binding_hash):
         raise unusable
+    row, client_id = found
     if row.used_at is not None or row.expires_at <= current_state().clock.now():
         raise unusable
     pushed = db.session.get(PushedAuthorizationRequest, row.pushed_pk) if row.pushed_pk is not None else None
     if row.pushed_pk is not None and (pushed is None or pushed.used_at is not None):
         raise unusable
-    client = db.session.get(Client, row.client_pk)
-    if client is None or client.disabled:
+    cache = current_state().client_cache
+    client = cache.get(client_id) if cache is not None else None  # enabled clients only
+    if client is None:
         raise ErrorPage("invalid_client", "The client is not known to this provider.")
     authorization = restore_authorization_request(MultiDict(row.parameters), client, row.redirect_uri, row.scope,
                                                   list(row.audience), pushed)
