@@ -97,12 +97,13 @@ def login() -> Any:
         form.password.data = ""
         return _page(form, interaction, GENERIC_LOGIN_ERROR, 401)
 
+    subject = user.subject  # (read before the commit expires the object)
     signed_in = sign_in(user)
     if interaction is not None:
         # The login made for this interaction: prompt=login and max_age are answered by it.
         interactions.record_login(interaction, signed_in)
     db.session.commit()  # the session row (and the interaction's login) in one transaction
-    audit.record("login.succeeded", "login", sub=user.subject)
+    audit.record("login.succeeded", "login", sub=subject)
     if interaction is None:
         return render_template("signed_in.html", user=user)
     return redirect(url_for("authorize.resume", interaction=interaction.id), code=303)
