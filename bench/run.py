@@ -1072,23 +1072,30 @@ class Seeded(Deployment):
 
 
 def scale(args: argparse.Namespace, workdir: Path, results: Results) -> None:
-    """client_credentials and refresh on a small and on a large database, SQLite and PostgreSQL."""
+    """client_credentials and refresh on a small and on a large database, SQLite and PostgreSQL.
+
+    Each figure has a database of its own (on SQLite a file in its own directory): a
+    deployment's hashing keys are sealed under its own system secret, and a large one is
+    seeded for its figure.
+    """
     global Deployment
     plain = Deployment
-    for database in ("sqlite", "postgresql"):
+    for database in args.databases:
         for size in ("small", "large"):
-            name = f"oidc_bench_{database}_{size}"
-            url = postgres_database(name) if database == "postgresql" else None
+            names = {figure: f"oidc_bench_{database}_{size}_{figure}" for figure in ("cc", "rt")}
+            urls = {figure: postgres_database(name) if database == "postgresql" else None
+                    for figure, name in names.items()}
             Deployment = plain if size == "small" else Seeded  # type: ignore[misc]
             try:
                 label = f" [{database}, {size} db]"
-                cc = client_credentials(args, workdir, [], None, default_backend(), "ES256", database_url=url,
+                cc = client_credentials(args, workdir, [], None, default_backend(), "ES256", database_url=urls["cc"],
                                         label=label)
-                rt = refresh_tokens(args, workdir, database_url=url, label=label)
+                rt = refresh_tokens(args, workdir, database_url=urls["rt"], label=label)
             finally:
                 Deployment = plain  # type: ignore[misc]
-                if url:
-                    drop_postgres_database(name)
+                for figure, url in urls.items():
+                    if url:
+                        drop_postgres_database(names[figure])
             if size == "small":
                 small = {"cc": cc.median, "rt": rt.median}
                 results.append(Row(cc))

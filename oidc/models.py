@@ -195,25 +195,6 @@ class AuthorizationCode(db.Model):  # type: ignore[name-defined]  # Flask-SQLAlc
     expires_at: Mapped[int] = mapped_column(BigInteger, nullable=False)
     used_at: Mapped[int | None] = mapped_column(BigInteger)
 
-    # Authlib's AuthorizationCodeMixin
-    def get_redirect_uri(self) -> str | None:
-        return str(self.redirect_uri) if self.redirect_uri_given else None
-
-    def get_scope(self) -> str:
-        return str(self.scope)
-
-    def get_nonce(self) -> str | None:
-        return self.nonce
-
-    def get_auth_time(self) -> int:
-        return self.auth_time
-
-    def get_acr(self) -> None:
-        return None
-
-    def get_amr(self) -> None:
-        return None
-
 
 class RefreshToken(db.Model):  # type: ignore[name-defined]  # Flask-SQLAlchemy builds db.Model at run time
     __tablename__ = "refresh_tokens"
@@ -236,13 +217,6 @@ class RefreshToken(db.Model):  # type: ignore[name-defined]  # Flask-SQLAlchemy 
     #: Set when it was exchanged for a new one; presenting it again is reuse.
     rotated_at: Mapped[int | None] = mapped_column(BigInteger)
     revoked_at: Mapped[int | None] = mapped_column(BigInteger)
-
-    # Authlib's TokenMixin
-    def get_scope(self) -> str:
-        return str(self.scope)
-
-    def check_client(self, client: Client) -> bool:
-        return bool(self.client_pk == client.id)
 
 
 class AccessToken(db.Model):  # type: ignore[name-defined]  # Flask-SQLAlchemy builds db.Model at run time
