@@ -1179,7 +1179,7 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", default=None, metavar="SCENARIO", choices=SCENARIOS,
                         help=" ".join(SCENARIOS) + " (default: all)")
     parser.add_argument("--databases", nargs="+", default=["sqlite", "postgresql"], choices=["sqlite", "postgresql"],
-                        help="where refresh, code_exchange, code_flow and login run (default: both)")
+                        help="where refresh, code_exchange, code_flow, login and scale run (default: both)")
     parser.add_argument("--password-cost", type=int, default=2**10,
                         help="scrypt N of the login figures besides the production 2**15 (default 2**10)")
     args = parser.parse_args()
