@@ -38,8 +38,6 @@ _CLIENT_BY_ID = select(Client).where(Client.client_id == bindparam("client_id"))
 _ENABLED_CLIENT_BY_ID = _CLIENT_BY_ID.where(Client.disabled.is_(False))
 _ACCESS_TOKEN_BY_JTI = select(*AccessToken.__table__.c).where(AccessToken.jti == bindparam("jti")).limit(1)
 # Codes and refresh tokens are looked up by every keyed hash they may have (one per system secret).
-_REFRESH_TOKEN_BY_HASH = select(RefreshToken).where(
-    RefreshToken.token_hash.in_(bindparam("hashes", expanding=True))).limit(1)
 
 class HashLookup:
     """A statement finding one row by any of a secret's keyed hashes.
@@ -147,10 +145,6 @@ def find_client(client_id: object, *, include_disabled: bool = False) -> Client 
         return None  # (PostgreSQL refuses a NUL in a text parameter: never one of ours)
     statement = _CLIENT_BY_ID if include_disabled else _ENABLED_CLIENT_BY_ID
     return db.session.execute(statement, {"client_id": client_id}).scalar()
-
-
-def find_refresh_token(hashes: list[str]) -> RefreshToken | None:
-    return db.session.execute(_REFRESH_TOKEN_BY_HASH, {"hashes": hashes}).scalar()
 
 
 def find_access_token_row(jti: object) -> Row | None:

@@ -28,7 +28,6 @@ def _hot_statements() -> dict[str, Any]:
         "access token by jti": queries._ACCESS_TOKEN_BY_JTI.params(jti="j" * 24),
         "code grant by hash (with user and login session)": queries._CODE_GRANT_BY_HASH.one.params(hash=hashes[0]),
         "code grant by any hash": queries._CODE_GRANT_BY_HASH.any.params(hashes=hashes),
-        "refresh token by hash": queries._REFRESH_TOKEN_BY_HASH.params(hashes=hashes),
         "refresh grant by hash (with user and login session)": queries._REFRESH_GRANT_BY_HASH.one.params(
             hash=hashes[0]),
         "refresh grant by any hash": queries._REFRESH_GRANT_BY_HASH.any.params(hashes=hashes),

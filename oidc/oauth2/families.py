@@ -183,13 +183,6 @@ def revoke_grants(*, user_pk: int | None = None, sids: list[str] | None = None,
     return families
 
 
-def find_refresh_token(value: object) -> RefreshToken | None:
-    """The refresh token row of ``value``, whatever its state."""
-    if not isinstance(value, str) or not 0 < len(value) <= queries.MAX_SECRET_LENGTH:
-        return None
-    return queries.find_refresh_token(current_state().hasher(hashing.REFRESH_TOKEN).candidates(value))
-
-
 def find_refresh_grant(value: object) -> RefreshTokenRecord | None:
     """The refresh token ``value`` with its user and login session, whatever its state (one read)."""
     if not isinstance(value, str) or not 0 < len(value) <= queries.MAX_SECRET_LENGTH:

@@ -11,10 +11,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from oidc.db import db
-from oidc.models import Client, RefreshToken, User
+from oidc.models import Client
 from oidc.oauth2.bearer import AccessTokenInfo, load_access_token
-from oidc.oauth2.families import find_refresh_token
+from oidc.oauth2.families import find_refresh_grant
 from oidc.oauth2.jwt import MAX_TOKEN_LENGTH
+from oidc.oauth2.records import RefreshTokenRecord, UserRecord
 from oidc.state import current_state
 
 ACCESS_TOKEN = "access_token"
@@ -25,9 +26,9 @@ REFRESH_TOKEN = "refresh_token"
 class RefreshTokenInfo:
     """A refresh token of ours with its standing (Authlib's TokenMixin)."""
 
-    row: RefreshToken = field(repr=False)
+    row: RefreshTokenRecord = field(repr=False)
     client: Client | None
-    user: User | None
+    user: UserRecord
 
     @property
     def scope(self) -> str:
@@ -49,7 +50,7 @@ class RefreshTokenInfo:
 
     def is_revoked(self) -> bool:
         return (self.row.revoked_at is not None or self.row.rotated_at is not None or self.client is None
-                or bool(self.client.disabled) or (self.user is not None and bool(self.user.disabled)))
+                or bool(self.client.disabled) or self.user.disabled)
 
     def get_scope(self) -> str:
         return self.scope
@@ -59,11 +60,11 @@ AnyToken = AccessTokenInfo | RefreshTokenInfo
 
 
 def load_refresh_token(value: str) -> RefreshTokenInfo | None:
-    row = find_refresh_token(value)
+    """The refresh token ``value`` as the grant reads it (with its user), and its client."""
+    row = find_refresh_grant(value)
     if row is None:
         return None
-    return RefreshTokenInfo(row=row, client=db.session.get(Client, row.client_pk),
-                            user=db.session.get(User, row.user_pk))
+    return RefreshTokenInfo(row=row, client=db.session.get(Client, row.client_pk), user=row.user)
 
 
 def kind_of(token: AnyToken) -> str:
