@@ -687,10 +687,11 @@ with app.app_context():
     db.session.commit()
 """
 
-#: Refresh tokens from a file (args[1]), split between wrk's threads (args[2]); each answer's new
-#: refresh token goes back into the pool.  An empty pool asks for a path no app serves: errors, not a faster figure.
-REFRESH_LUA = """
-local tokens = {}
+#: Single-use values (refresh tokens, codes) from a file (args[1]), split between wrk's threads (args[2]),
+#: each sent once in the body ``%(body)s`` followed by the value.  An empty pool asks for a path no app
+#: serves: errors, not a faster figure.  ``%(response)s`` may put an answer's value back (a rotated token).
+POOL_LUA = """
+local pool = {}
 local counter = 0
 function setup(thread)
   thread:set("id", counter)
@@ -699,44 +700,38 @@ end
 function init(args)
   local n = 0
   for line in io.lines(args[1]) do
-    if n %% tonumber(args[2]) == id then table.insert(tokens, line) end
+    if n %% tonumber(args[2]) == id then table.insert(pool, line) end
     n = n + 1
   end
 end
 function request()
-  local token = table.remove(tokens)
-  if token == nil then return wrk.format("GET", "/bench-pool-exhausted") end
+  local value = table.remove(pool)
+  if value == nil then return wrk.format("GET", "/bench-pool-exhausted") end
   return wrk.format("POST", "/token", {["Content-Type"] = "application/x-www-form-urlencoded",
-    ["Authorization"] = "%(auth)s"}, "grant_type=refresh_token&refresh_token=" .. token)
+    ["Authorization"] = "%(auth)s"}, "%(body)s" .. value)
 end
-function response(status, headers, body)
-  local token = body:match('"refresh_token":%%s*"([^"]+)"')
-  if token then table.insert(tokens, token) end
-end
+%(response)s
 """
 
-#: Codes from a file (args[1]), split between wrk's threads (args[2]), each redeemed once.
-CODE_EXCHANGE_LUA = """
-local codes = {}
-local counter = 0
-function setup(thread)
-  thread:set("id", counter)
-  counter = counter + 1
-end
-function init(args)
-  local n = 0
-  for line in io.lines(args[1]) do
-    if n %% tonumber(args[2]) == id then table.insert(codes, line) end
-    n = n + 1
-  end
-end
-function request()
-  local code = table.remove(codes)
-  if code == nil then return wrk.format("GET", "/bench-pool-exhausted") end
-  return wrk.format("POST", "/token", {["Content-Type"] = "application/x-www-form-urlencoded",
-    ["Authorization"] = "%(auth)s"}, "grant_type=authorization_code&redirect_uri=%(redirect)s&code_verifier=%(verifier)s&code=" .. code)
-end
-"""
+#: Refresh tokens: each answer's new refresh token goes back into the pool.
+_REFRESH_RESPONSE = """
+function response(status, headers, body)
+  local token = body:match('"refresh_token":%s*"([^"]+)"')
+  if token then table.insert(pool, token) end
+end"""
+
+
+def refresh_lua(auth: str) -> str:
+    """The refresh-token pool script for a client's Authorization header."""
+    return POOL_LUA % {"auth": auth, "body": "grant_type=refresh_token&refresh_token=",
+                       "response": _REFRESH_RESPONSE}
+
+
+def code_exchange_lua(auth: str, redirect: str, verifier: str) -> str:
+    """The code pool script: each code redeemed once with ``verifier``."""
+    return POOL_LUA % {"auth": auth, "response": "",
+                       "body": f"grant_type=authorization_code&redirect_uri={redirect}&code_verifier={verifier}&code="}
+
 
 CODE_FLOW_LUA = """
 local codes = {}
@@ -802,7 +797,7 @@ def refresh_tokens(args: argparse.Namespace, workdir: Path, database_url: str | 
     deployment.start()
     pool = deployment.workdir / "refresh-tokens.txt"
     script = deployment.workdir / "refresh.lua"
-    script.write_text(REFRESH_LUA % {"auth": basic(client)})
+    script.write_text(refresh_lua(basic(client)))
 
     def reseed() -> None:  # a fresh pool per run: rotation consumes them
         pool.write_text("\n".join(seed_with_provider(deployment, SEED_REFRESH, client["client_id"], USERNAME, "256")))
@@ -848,9 +843,9 @@ def refresh_scenario(args: argparse.Namespace, workdir: Path, results: Results, 
     with provider_on(workdir, "refresh", database, backend) as (deployment, client), \
             minimal_on(workdir, "refresh", database, backend) as minimal:
         pool, script = deployment.workdir / "refresh-tokens.txt", deployment.workdir / "refresh.lua"
-        script.write_text(REFRESH_LUA % {"auth": basic(client)})
+        script.write_text(refresh_lua(basic(client)))
         minimal_pool, minimal_script = minimal.workdir / "refresh-tokens.txt", minimal.workdir / "refresh.lua"
-        minimal_script.write_text(REFRESH_LUA % {"auth": basic(minimal.client)})
+        minimal_script.write_text(refresh_lua(basic(minimal.client)))
 
         def seed_provider(count: int) -> list[str]:
             return seed_with_provider(deployment, SEED_REFRESH, client["client_id"], USERNAME, str(count))
@@ -876,14 +871,14 @@ def code_exchange(args: argparse.Namespace, workdir: Path, results: Results, cei
     """POST /token with codes seeded straight into the database, each redeemed once."""
     backend, verifier = default_backend(), secrets.token_urlsafe(48)
     count = int(CODES_PER_SECOND * max(args.duration, 2.0))
-    lua = {"redirect": urllib.parse.quote(REDIRECT_URI, safe=""), "verifier": verifier}
+    redirect = urllib.parse.quote(REDIRECT_URI, safe="")
     exchange = {"grant_type": "authorization_code", "redirect_uri": REDIRECT_URI, "code_verifier": verifier}
     with provider_on(workdir, "code_exchange", database, backend) as (deployment, client), \
             minimal_on(workdir, "code_exchange", database, backend) as minimal:
         pool, script = deployment.workdir / "codes.txt", deployment.workdir / "code-exchange.lua"
-        script.write_text(CODE_EXCHANGE_LUA % {**lua, "auth": basic(client)})
+        script.write_text(code_exchange_lua(basic(client), redirect, verifier))
         minimal_pool, minimal_script = minimal.workdir / "codes.txt", minimal.workdir / "code-exchange.lua"
-        minimal_script.write_text(CODE_EXCHANGE_LUA % {**lua, "auth": basic(minimal.client)})
+        minimal_script.write_text(code_exchange_lua(basic(minimal.client), redirect, verifier))
 
         def seed_provider(n: int) -> list[str]:
             return seed_with_provider(deployment, SEED_CODES, client["client_id"], USERNAME, str(n), verifier,

@@ -220,11 +220,9 @@ def refresh_token() -> Response:
     if db.execute("UPDATE refresh_tokens SET rotated_at = ? WHERE id = ? AND rotated_at IS NULL AND revoked_at IS NULL",
                   (now, row_id)).rowcount != 1:
         return _invalid_grant()  # a concurrent request rotated it first
-    db.execute(
-        "INSERT INTO refresh_tokens (token_hash, grant_id, client_pk, user_pk, scope, audience, auth_time, sid,"
-        " created_at, expires_at, family_issued_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (keyed_hash(successor, worker.hash_key), grant_id, client_pk, user_pk, scope, audience_json, auth_time, sid,
-         now, min(now + REFRESH_TOKEN_LIFETIME, family_issued_at + REFRESH_TOKEN_MAX_LIFETIME), family_issued_at))
+    _insert_refresh_token(successor, grant_id, client_pk, user_pk, scope, audience_json, auth_time, sid, now,
+                          min(now + REFRESH_TOKEN_LIFETIME, family_issued_at + REFRESH_TOKEN_MAX_LIFETIME),
+                          family_issued_at)
     _insert_access_token(claims, grant_id, client_pk, user_pk)
     db.commit()
     return _json({"access_token": access_token, "token_type": "Bearer", "expires_in": ACCESS_TOKEN_LIFETIME,
@@ -257,15 +255,21 @@ def authorization_code() -> Response:
     if db.execute("UPDATE authorization_codes SET used_at = ? WHERE id = ? AND used_at IS NULL",
                   (now, row_id)).rowcount != 1:
         return _invalid_grant()  # a concurrent request redeemed it first
-    db.execute(
-        "INSERT INTO refresh_tokens (token_hash, grant_id, client_pk, user_pk, scope, audience, auth_time, sid,"
-        " created_at, expires_at, family_issued_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (keyed_hash(refresh, worker.hash_key), grant_id, client_pk, user_pk, scope, audience_json, auth_time, sid,
-         now, now + REFRESH_TOKEN_LIFETIME, now))
+    _insert_refresh_token(refresh, grant_id, client_pk, user_pk, scope, audience_json, auth_time, sid, now,
+                          now + REFRESH_TOKEN_LIFETIME, now)
     _insert_access_token(claims, grant_id, client_pk, user_pk)
     db.commit()
     return _json({"access_token": access_token, "token_type": "Bearer", "expires_in": ACCESS_TOKEN_LIFETIME,
                   "scope": scope, "id_token": id_token, "refresh_token": refresh})
+
+
+def _insert_refresh_token(value: str, grant_id: str, client_pk: int, user_pk: int, scope: str, audience_json: str,
+                          auth_time: int, sid: str | None, now: int, expires_at: int, family_issued_at: int) -> None:
+    worker.db.execute(
+        "INSERT INTO refresh_tokens (token_hash, grant_id, client_pk, user_pk, scope, audience, auth_time, sid,"
+        " created_at, expires_at, family_issued_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (keyed_hash(value, worker.hash_key), grant_id, client_pk, user_pk, scope, audience_json, auth_time, sid,
+         now, expires_at, family_issued_at))
 
 
 def _insert_access_token(claims: dict[str, Any], grant_id: str, client_pk: int, user_pk: int) -> None:
