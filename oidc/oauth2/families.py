@@ -153,14 +153,6 @@ def is_offline(scope: str) -> bool:
     return "offline_access" in scope.split()
 
 
-def session_active(sid: str | None) -> bool:
-    """Whether the login session ``sid`` is still on (not ended, not expired)."""
-    if sid is None:
-        return False
-    row = db.session.get(LoginSession, sid)
-    return row is not None and row.ended_at is None and row.expires_at > current_state().clock.now()
-
-
 def revoke_grants(*, user_pk: int | None = None, sids: list[str] | None = None,
                   include_offline: bool) -> list[str]:
     """Revoke the grant families of a user (or of login sessions), in the current transaction.
