@@ -1,6 +1,7 @@
 """CPU time per request of the hot endpoints, in one process, without HTTP.
 
-    python bench/inprocess.py [--calls 1500] [--windows 7] [--backend softhsm|software] [--profile NAME]
+    python bench/inprocess.py [--calls 1500] [--windows 7] [--backend softhsm|software] [--only NAME ...]
+                              [--profile NAME]
 
 BENCH_DATABASE_URL (an empty database) replaces the throw-away SQLite file, e.g. to
 measure on PostgreSQL.
@@ -260,12 +261,16 @@ def main() -> None:
     parser.add_argument("--backend", choices=["softhsm", "software"],
                         default="softhsm" if shutil.which("softhsm2-util") else "software")
     parser.add_argument("--profile", choices=ENDPOINTS, help="print the cProfile of one endpoint")
+    parser.add_argument("--only", nargs="+", choices=ENDPOINTS, metavar="NAME",
+                        help="measure these endpoints only (and the trivial route, for scale)")
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="oidc-inprocess-"))
     try:
         calls = prepare(workdir, args.backend)
         trivial = 0.0
         for name in ENDPOINTS:
+            if args.only and name != "trivial" and name not in args.only:
+                continue
             figure = cpu_microseconds(calls[name], args.calls, args.windows)
             trivial = trivial or figure
             print(f"{name:20} {figure:8.1f} us CPU/request  {figure / trivial:5.1f}x trivial  "

@@ -25,6 +25,7 @@ from oidc.models import (
     RefreshToken,
     User,
 )
+from oidc.statements import Prepared, insert_all
 
 #: A result row of any shape (its columns are read by name).
 AnyRow = Row[*tuple[Any, ...]]
@@ -48,14 +49,14 @@ class HashLookup:
     """
 
     def __init__(self, base: Select[Any], column: ColumnElement[Any]) -> None:
-        self.one = base.where(column == bindparam("hash")).limit(1)
+        self.one = Prepared(base.where(column == bindparam("hash")).limit(1))
         self.any = base.where(column.in_(bindparam("hashes", expanding=True))).limit(1)
 
     def execute(self, hashes: list[str]) -> AnyRow | None:
         """The row, read in the request's transaction."""
         connection = db.session.connection()
         if len(hashes) == 1:
-            return connection.execute(self.one, {"hash": hashes[0]}).first()
+            return self.one.first(connection, {"hash": hashes[0]})
         return connection.execute(self.any, {"hashes": hashes}).first()
 
 
@@ -93,8 +94,8 @@ _LOGIN_BY_SID = (
 _INSERT_CODE = insert(_CODES)
 _INSERT_LOGIN_SESSION = insert(_LOGIN_SESSIONS)
 _USER_BY_USERNAME = select(User).where(User.username == bindparam("username")).limit(1)
-_INSERT_REFRESH_TOKEN = insert(_REFRESH_TOKENS)
-_INSERT_ACCESS_TOKEN = insert(_ACCESS_TOKENS)
+_INSERT_REFRESH_TOKEN = insert_all(insert(_REFRESH_TOKENS))
+_INSERT_ACCESS_TOKEN = insert_all(insert(_ACCESS_TOKENS))
 
 _PUSHED_REQUEST_BY_HASH = select(PushedAuthorizationRequest).where(
     PushedAuthorizationRequest.request_uri_hash.in_(bindparam("hashes", expanding=True))).limit(1)
@@ -108,13 +109,13 @@ _CLAIM_PUSHED_REQUEST = (
 _RECORD_DPOP_JTI = insert(DPoPProof).values(jti_hash=bindparam("jti_hash"), expires_at=bindparam("expires_at"))
 
 # Claims are Core statements on the tables: an ORM-enabled UPDATE would first flush the session.
-_CLAIM_REFRESH_TOKEN = (
+_CLAIM_REFRESH_TOKEN = Prepared(
     update(_REFRESH_TOKENS)
     .where(_REFRESH_TOKENS.c.id == bindparam("row_id"), _REFRESH_TOKENS.c.rotated_at.is_(None),
            _REFRESH_TOKENS.c.revoked_at.is_(None))
     .values(rotated_at=bindparam("moment"))
 )
-_CLAIM_CODE = (
+_CLAIM_CODE = Prepared(
     update(_CODES)
     .where(_CODES.c.id == bindparam("row_id"), _CODES.c.used_at.is_(None))
     .values(used_at=bindparam("moment"))
@@ -195,21 +196,21 @@ def insert_code(row: dict[str, Any]) -> None:
 
 def claim_authorization_code(row_id: int, moment: int) -> bool:
     """Mark a code used, atomically: False when another request already did."""
-    return db.session.connection().execute(_CLAIM_CODE, {"row_id": row_id, "moment": moment}).rowcount == 1
+    return _CLAIM_CODE.rowcount(db.session.connection(), {"row_id": row_id, "moment": moment}) == 1
 
 
 def claim_refresh_token(row_id: int, moment: int) -> bool:
     """Mark a refresh token rotated, atomically: False when another request already did."""
-    return db.session.connection().execute(_CLAIM_REFRESH_TOKEN, {"row_id": row_id, "moment": moment}).rowcount == 1
+    return _CLAIM_REFRESH_TOKEN.rowcount(db.session.connection(), {"row_id": row_id, "moment": moment}) == 1
 
 
 def insert_tokens(access_tokens: list[dict[str, Any]], refresh_tokens: list[dict[str, Any]]) -> None:
     """Add access and refresh token rows in the request's transaction (columns by name)."""
     connection = db.session.connection()
     for row in access_tokens:
-        connection.execute(_INSERT_ACCESS_TOKEN, row)
+        _INSERT_ACCESS_TOKEN.rowcount(connection, row)
     for row in refresh_tokens:
-        connection.execute(_INSERT_REFRESH_TOKEN, row)
+        _INSERT_REFRESH_TOKEN.rowcount(connection, row)
 
 
 def revoke_family(grant_id: str, moment: int) -> None:

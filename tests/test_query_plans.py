@@ -26,14 +26,14 @@ def _hot_statements() -> dict[str, Any]:
     return {
         "client by client_id": queries._ENABLED_CLIENT_BY_ID.params(client_id="c" * 32),
         "access token by jti": queries._ACCESS_TOKEN_BY_JTI.params(jti="j" * 24),
-        "code grant by hash (with user and login session)": queries._CODE_GRANT_BY_HASH.one.params(hash=hashes[0]),
+        "code grant by hash (with user and login session)": queries._CODE_GRANT_BY_HASH.one.statement.params(hash=hashes[0]),
         "code grant by any hash": queries._CODE_GRANT_BY_HASH.any.params(hashes=hashes),
-        "refresh grant by hash (with user and login session)": queries._REFRESH_GRANT_BY_HASH.one.params(
+        "refresh grant by hash (with user and login session)": queries._REFRESH_GRANT_BY_HASH.one.statement.params(
             hash=hashes[0]),
         "refresh grant by any hash": queries._REFRESH_GRANT_BY_HASH.any.params(hashes=hashes),
         "login with its user by sid": queries._LOGIN_BY_SID.params(sid="s" * 32),
-        "claim code": (queries._CLAIM_CODE, {"row_id": 1, "moment": 0}),
-        "claim refresh token": (queries._CLAIM_REFRESH_TOKEN, {"row_id": 1, "moment": 0}),
+        "claim code": (queries._CLAIM_CODE.statement, {"row_id": 1, "moment": 0}),
+        "claim refresh token": (queries._CLAIM_REFRESH_TOKEN.statement, {"row_id": 1, "moment": 0}),
         "revoke refresh family": (queries._REVOKE_FAMILY_REFRESH_TOKENS, {"family": "g", "moment": 0}),
         "revoke access family": (queries._REVOKE_FAMILY_ACCESS_TOKENS, {"family": "g", "moment": 0}),
         "revoke access token": (queries._REVOKE_ACCESS_TOKEN, {"row_id": 1, "moment": 0}),
