@@ -85,14 +85,14 @@ _CODE_GRANT_BY_HASH = HashLookup(
                  .outerjoin(_LOGIN_SESSIONS, _LOGIN_SESSIONS.c.sid == _CODES.c.sid)),
     _CODES.c.code_hash,
 )
-_LOGIN_BY_SID = (
+_LOGIN_BY_SID = Prepared(
     select(_LOGIN_SESSIONS.c.sid, _LOGIN_SESSIONS.c.auth_time, _LOGIN_SESSIONS.c.user_pk,
            *_GRANT_USER_AND_SESSION)
     .select_from(_LOGIN_SESSIONS.join(_USERS, _USERS.c.id == _LOGIN_SESSIONS.c.user_pk))
     .where(_LOGIN_SESSIONS.c.sid == bindparam("sid")).limit(1)
 )
-_INSERT_CODE = insert(_CODES)
-_INSERT_LOGIN_SESSION = insert(_LOGIN_SESSIONS)
+_INSERT_CODE = insert_all(insert(_CODES))
+_INSERT_LOGIN_SESSION = insert_all(insert(_LOGIN_SESSIONS))
 _USER_BY_USERNAME = select(User).where(User.username == bindparam("username")).limit(1)
 _INSERT_REFRESH_TOKEN = insert_all(insert(_REFRESH_TOKENS))
 _INSERT_ACCESS_TOKEN = insert_all(insert(_ACCESS_TOKENS))
@@ -176,7 +176,7 @@ def find_code_grant(hashes: list[str]) -> AnyRow | None:
 
 def find_login(sid: str) -> AnyRow | None:
     """A login session's row joined with its user (``user_*``, ``session_*``)."""
-    return db.session.connection().execute(_LOGIN_BY_SID, {"sid": sid}).first()
+    return _LOGIN_BY_SID.first(db.session.connection(), {"sid": sid})
 
 
 def find_user_by_username(username: str) -> User | None:
@@ -186,12 +186,12 @@ def find_user_by_username(username: str) -> User | None:
 
 def insert_login_session(row: dict[str, Any]) -> None:
     """Add a login session row in the request's transaction (columns by name)."""
-    db.session.connection().execute(_INSERT_LOGIN_SESSION, row)
+    _INSERT_LOGIN_SESSION.rowcount(db.session.connection(), row)
 
 
 def insert_code(row: dict[str, Any]) -> None:
     """Add an authorization code row in the request's transaction (columns by name)."""
-    db.session.connection().execute(_INSERT_CODE, row)
+    _INSERT_CODE.rowcount(db.session.connection(), row)
 
 
 def claim_authorization_code(row_id: int, moment: int) -> bool:

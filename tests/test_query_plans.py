@@ -31,7 +31,7 @@ def _hot_statements() -> dict[str, Any]:
         "refresh grant by hash (with user and login session)": queries._REFRESH_GRANT_BY_HASH.one.statement.params(
             hash=hashes[0]),
         "refresh grant by any hash": queries._REFRESH_GRANT_BY_HASH.any.params(hashes=hashes),
-        "login with its user by sid": queries._LOGIN_BY_SID.params(sid="s" * 32),
+        "login with its user by sid": queries._LOGIN_BY_SID.statement.params(sid="s" * 32),
         "claim code": (queries._CLAIM_CODE.statement, {"row_id": 1, "moment": 0}),
         "claim refresh token": (queries._CLAIM_REFRESH_TOKEN.statement, {"row_id": 1, "moment": 0}),
         "revoke refresh family": (queries._REVOKE_FAMILY_REFRESH_TOKENS, {"family": "g", "moment": 0}),

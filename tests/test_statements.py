@@ -1,0 +1,123 @@
+"""Prepared statements (oidc.statements) behave as SQLAlchemy's execution of the same statement does.
+
+They bypass SQLAlchemy's execution layer, so what that layer would have done is
+checked here on both databases: values pass through the columns' types, the
+row reads by column name, a write is part of the Session's transaction, a
+database error is SQLAlchemy's exception class, and a connection the database
+dropped is invalidated so the next request gets a new one.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from sqlalchemy import bindparam, insert, select
+from sqlalchemy.exc import IntegrityError, OperationalError
+
+from oidc.statements import Prepared, insert_all
+
+pytestmark = pytest.mark.both_databases
+
+
+def _code_row(code_hash: str, user_pk: int, client_pk: int) -> dict[str, Any]:
+    return {"code_hash": code_hash, "grant_id": "g-" + code_hash, "client_pk": client_pk, "user_pk": user_pk,
+            "redirect_uri": "https://rp.example/cb", "redirect_uri_given": False, "scope": "openid",
+            "audience": ["https://api.example", "urn:other"], "nonce": None, "code_challenge": None,
+            "code_challenge_method": None, "dpop_jkt": None, "auth_time": 100, "sid": None, "created_at": 100,
+            "expires_at": 160, "used_at": None}
+
+
+@pytest.fixture
+def app_with_rows(make_app: Any, base_env: dict[str, str]) -> Any:
+    from oidc.db import db
+    from oidc.models import Client, User
+
+    app = make_app(base_env)
+    with app.app_context():
+        user = User(subject="s-1", username="alice", password_hash="x", created_at=1, updated_at=1)
+        client = Client(client_id="c-1", name="rp", auth_method="none", redirect_uris=["https://rp.example/cb"],
+                        grant_types=["authorization_code"], scope="openid", created_at=1)
+        db.session.add_all([user, client])
+        db.session.commit()
+        app.config["TEST_IDS"] = (user.id, client.id)
+    return app
+
+
+def test_a_row_written_and_read_matches_what_sqlalchemy_reads(app_with_rows: Any) -> None:
+    from oidc.db import db
+    from oidc.models import AuthorizationCode
+
+    table = AuthorizationCode.__table__
+    insert_code = insert_all(insert(table))
+    by_hash = Prepared(select(*table.c).where(table.c.code_hash == bindparam("h")).limit(1))
+    with app_with_rows.app_context():
+        user_pk, client_pk = app_with_rows.config["TEST_IDS"]
+        assert insert_code.rowcount(db.session.connection(), _code_row("h1", user_pk, client_pk)) == 1
+        db.session.commit()
+        row = by_hash.first(db.session.connection(), {"h": "h1"})
+        expected = db.session.execute(select(*table.c).where(table.c.code_hash == "h1")).one()
+        assert tuple(row) == tuple(expected)
+        # Through the columns' types: a JSON list, a boolean (an integer on SQLite), by name.
+        assert row.audience == ["https://api.example", "urn:other"]
+        assert row.redirect_uri_given is False
+        assert by_hash.first(db.session.connection(), {"h": "unknown"}) is None
+        db.session.rollback()
+
+
+def test_writes_are_the_sessions_transaction_and_undone_with_it(app_with_rows: Any) -> None:
+    from oidc.db import db
+    from oidc.models import AuthorizationCode
+
+    insert_code = insert_all(insert(AuthorizationCode.__table__))
+    with app_with_rows.app_context():
+        user_pk, client_pk = app_with_rows.config["TEST_IDS"]
+        insert_code.rowcount(db.session.connection(), _code_row("h2", user_pk, client_pk))
+        db.session.rollback()
+        assert db.session.execute(select(AuthorizationCode).where(AuthorizationCode.code_hash == "h2")).first() is None
+
+
+def test_a_constraint_violation_is_sqlalchemys_integrity_error_and_the_session_recovers(app_with_rows: Any) -> None:
+    from oidc.db import db
+    from oidc.models import AuthorizationCode
+
+    insert_code = insert_all(insert(AuthorizationCode.__table__))
+    with app_with_rows.app_context():
+        user_pk, client_pk = app_with_rows.config["TEST_IDS"]
+        insert_code.rowcount(db.session.connection(), _code_row("h3", user_pk, client_pk))
+        db.session.commit()
+        with pytest.raises(IntegrityError) as raised:
+            insert_code.rowcount(db.session.connection(), _code_row("h3", user_pk, client_pk))
+        assert "[parameters:" not in str(raised.value)  # never logged: they hold secrets' hashes
+        db.session.rollback()
+        count = db.session.execute(select(AuthorizationCode).where(AuthorizationCode.code_hash == "h3")).all()
+        assert len(count) == 1
+
+
+def test_an_insert_that_would_need_a_column_default_is_refused_when_compiled(app_with_rows: Any) -> None:
+    from oidc.db import db
+    from oidc.models import AuthorizationCode
+
+    with app_with_rows.app_context():
+        partial = Prepared(insert(AuthorizationCode.__table__).values(code_hash=bindparam("h")).inline())
+        with pytest.raises(ValueError, match="column defaults"):
+            partial.compiled(db.engine.dialect)
+
+
+def test_a_connection_the_database_dropped_is_an_operational_error_then_replaced(app_with_rows: Any) -> None:
+    from oidc import queries
+    from oidc.db import db
+
+    with app_with_rows.app_context():
+        if db.engine.dialect.name != "postgresql":
+            pytest.skip("only a server can drop a connection")
+        connection = db.session.connection()
+        backend = connection.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+        with db.engine.connect() as other:
+            other.exec_driver_sql(f"SELECT pg_terminate_backend({int(backend)})")
+        with pytest.raises(OperationalError) as raised:
+            queries.find_login("s" * 32)
+        assert raised.value.connection_invalidated
+        db.session.rollback()
+        assert queries.find_login("s" * 32) is None  # a new connection, the same statement
+        assert db.session.connection().exec_driver_sql("SELECT pg_backend_pid()").scalar() != backend
