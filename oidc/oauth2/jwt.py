@@ -20,9 +20,11 @@ from __future__ import annotations
 
 import functools
 import json
+from dataclasses import dataclass
 from typing import Any
 
 from authlib.oidc.core.util import create_half_hash
+from flask import g, has_app_context
 from joserfc import jws
 from joserfc.errors import JoseError
 from joserfc.jwk import import_key
@@ -44,8 +46,26 @@ def _json(data: dict[str, Any]) -> bytes:
     return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
+@dataclass(frozen=True, slots=True)
+class Signed:
+    """A JWT this request signed, as the audit line names it (never the token itself)."""
+
+    typ: str
+    kid: str
+    claims: dict[str, Any]
+
+
+def signed_this_request() -> list[Signed]:
+    """The JWTs signed while handling the current request (or command), in order."""
+    return g.get("signed_jwts", []) if has_app_context() else []
+
+
 def sign_jwt(key_set: str, claims: dict[str, Any], typ: str) -> tuple[str, str]:
-    """A compact JWS of ``claims`` signed by the active key of ``key_set``; and its alg."""
+    """A compact JWS of ``claims`` signed by the active key of ``key_set``; and its alg.
+
+    Each is remembered for the request's audit line (:func:`signed_this_request`),
+    which would otherwise decode the tokens it just built.
+    """
     signer = key_service().signer(key_set)
     if signer.alg not in FAPI2_ALGORITHMS and current_state().settings.fapi2:
         # A key imported or activated after start-up (see State.check_profile_algorithms).
@@ -53,6 +73,8 @@ def sign_jwt(key_set: str, claims: dict[str, Any], typ: str) -> tuple[str, str]:
     header = {"alg": signer.alg, "kid": signer.kid, "typ": typ}
     signing_input = f"{b64url(_json(header))}.{b64url(_json(claims))}".encode("ascii")
     signature = signer.sign(signing_input)
+    if has_app_context():
+        g.setdefault("signed_jwts", []).append(Signed(typ, signer.kid, claims))
     return f"{signing_input.decode('ascii')}.{b64url(signature)}", signer.alg
 
 

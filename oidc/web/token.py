@@ -9,7 +9,6 @@ recorded as soon as it is accepted.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from authlib.oauth2.rfc6749.errors import OAuth2Error
@@ -17,8 +16,9 @@ from flask import Blueprint, Response, g, request
 
 from oidc import urls
 from oidc.db import db
-from oidc.hashing import b64url_decode
 from oidc.oauth2 import dpop
+from oidc.oauth2.jwt import signed_this_request
+from oidc.oauth2.methods import ACCESS_TOKEN_TYP, ID_TOKEN_TYP
 from oidc.oauth2.server import authorization_server
 from oidc.oauth2.token_request import precheck
 from oidc.observability import audit, metrics
@@ -60,26 +60,17 @@ def _in_transaction() -> bool:
     return db.session.registry.has() and db.session().in_transaction()
 
 
-def _jwt_segment(token: Any, index: int) -> dict[str, Any]:
-    """A decoded segment (0: header, 1: claims) of a JWT we just signed; {} if it is not one."""
-    if not isinstance(token, str):
-        return {}
-    try:
-        value = json.loads(b64url_decode(token.split(".")[index]))
-    except (IndexError, ValueError):
-        return {}
-    return value if isinstance(value, dict) else {}
-
-
 def _record_issuance(body: dict[str, Any]) -> None:
     """Count and audit a token response: identifiers (client, user, grant, kid, jti), never a token."""
     grant_type = request.form.get("grant_type", "")
-    header, claims = _jwt_segment(body.get("access_token"), 0), _jwt_segment(body.get("access_token"), 1)
+    signed = {jwt.typ: jwt for jwt in signed_this_request()}  # the last of each kind is the response's
+    access_token, id_token = signed.get(ACCESS_TOKEN_TYP), signed.get(ID_TOKEN_TYP)
+    claims = access_token.claims if access_token is not None else {}
     client_id = str(claims.get("client_id", ""))
     metrics.token_issued(grant_type, client_id)
     audit.record("token.issued", "token issued", grant_type=grant_type, client_id=client_id, sub=claims.get("sub"),
-                 kid=header.get("kid"), jti=claims.get("jti"), scope=claims.get("scope"),
-                 id_token_kid=_jwt_segment(body.get("id_token"), 0).get("kid"),
+                 kid=access_token.kid if access_token is not None else None, jti=claims.get("jti"),
+                 scope=claims.get("scope"), id_token_kid=id_token.kid if id_token is not None else None,
                  refresh_token="refresh_token" in body)
 
 
