@@ -37,7 +37,7 @@ MAX_SECRET_LENGTH = 512
 
 _CLIENT_BY_ID = select(Client).where(Client.client_id == bindparam("client_id")).limit(1)
 _ENABLED_CLIENT_BY_ID = _CLIENT_BY_ID.where(Client.disabled.is_(False))
-_ACCESS_TOKEN_BY_JTI = select(*AccessToken.__table__.c).where(AccessToken.jti == bindparam("jti")).limit(1)
+_ACCESS_TOKEN_BY_JTI = Prepared(select(*AccessToken.__table__.c).where(AccessToken.jti == bindparam("jti")).limit(1))
 # Codes and refresh tokens are looked up by every keyed hash they may have (one per system secret).
 
 class HashLookup:
@@ -148,20 +148,18 @@ def find_client(client_id: object, *, include_disabled: bool = False) -> Client 
     return db.session.execute(statement, {"client_id": client_id}).scalar()
 
 
-def find_access_token_row(jti: object) -> Row | None:
+def find_access_token_row(jti: object) -> AnyRow | None:
     """The row of an access token by ``jti`` (family tokens, and revoked client tokens), read-only.
 
-    It is read with SQLAlchemy Core on a connection of its own, outside the
-    request's ORM session: introspection and userinfo only read it, and most
-    tokens (a client's) have no row at all, so a request that reads nothing
-    else never opens a session transaction.  That costs about a third of an
-    ORM query and its transaction.  Writers change the row with an ``UPDATE``
-    by ``id`` (:func:`revoke_access_token`).
+    It is read on a connection of its own, outside the request's ORM session
+    and any transaction (:meth:`Prepared.read`): introspection and userinfo
+    only read it, and most tokens (a client's) have no row at all, so a request
+    that reads nothing else never opens a session transaction.  Writers change
+    the row with an ``UPDATE`` by ``id`` (:func:`revoke_access_token`).
     """
     if not isinstance(jti, str) or not 0 < len(jti) <= 64 or "\x00" in jti:
         return None
-    with db.engine.connect() as connection:
-        return connection.execute(_ACCESS_TOKEN_BY_JTI, {"jti": jti}).first()
+    return _ACCESS_TOKEN_BY_JTI.read(db.engine, {"jti": jti})
 
 
 def find_refresh_grant(hashes: list[str]) -> AnyRow | None:

@@ -25,7 +25,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Dialect, exc
+from sqlalchemy import Connection, Dialect, Engine, exc
 from sqlalchemy.sql import Insert, Select
 from sqlalchemy.sql.expression import Executable
 
@@ -98,6 +98,19 @@ class Prepared:
             return None
         return compiled.row_type._make(value if process is None else process(value)
                                        for process, value in zip(compiled.results, row, strict=True))
+
+    def read(self, engine: Engine, params: Mapping[str, Any]) -> Any:
+        """The first row of a SELECT read alone, on a pooled connection of its own, outside any transaction.
+
+        On PostgreSQL the read runs in autocommit: psycopg would otherwise send
+        ``BEGIN`` before it and the pool a ``ROLLBACK`` after, two round trips
+        (measured: 818 against 298 µs of wall time per read).  sqlite3 opens no
+        transaction for a SELECT, and switching its isolation costs more than it saves.
+        """
+        with engine.connect() as connection:
+            if connection.dialect.name == "postgresql":
+                connection.execution_options(isolation_level="AUTOCOMMIT")
+            return self.first(connection, params)
 
     def rowcount(self, connection: Connection, params: Mapping[str, Any]) -> int:
         """Run an UPDATE (or INSERT, DELETE); how many rows it changed."""

@@ -25,7 +25,7 @@ def _hot_statements() -> dict[str, Any]:
     hashes = ["a" * 43, "b" * 43]
     return {
         "client by client_id": queries._ENABLED_CLIENT_BY_ID.params(client_id="c" * 32),
-        "access token by jti": queries._ACCESS_TOKEN_BY_JTI.params(jti="j" * 24),
+        "access token by jti": queries._ACCESS_TOKEN_BY_JTI.statement.params(jti="j" * 24),
         "code grant by hash (with user and login session)": queries._CODE_GRANT_BY_HASH.one.statement.params(hash=hashes[0]),
         "code grant by any hash": queries._CODE_GRANT_BY_HASH.any.params(hashes=hashes),
         "refresh grant by hash (with user and login session)": queries._REFRESH_GRANT_BY_HASH.one.statement.params(

@@ -121,3 +121,21 @@ def test_a_connection_the_database_dropped_is_an_operational_error_then_replaced
         db.session.rollback()
         assert queries.find_login("s" * 32) is None  # a new connection, the same statement
         assert db.session.connection().exec_driver_sql("SELECT pg_backend_pid()").scalar() != backend
+
+
+def test_a_lone_read_needs_no_transaction_and_leaves_the_pool_transactional(app_with_rows: Any) -> None:
+    from oidc.db import db
+    from oidc.models import AuthorizationCode
+
+    table = AuthorizationCode.__table__
+    by_hash = Prepared(select(table.c.code_hash, table.c.audience).where(table.c.code_hash == bindparam("h")))
+    with app_with_rows.app_context():
+        user_pk, client_pk = app_with_rows.config["TEST_IDS"]
+        insert_all(insert(table)).rowcount(db.session.connection(), _code_row("h4", user_pk, client_pk))
+        assert by_hash.read(db.engine, {"h": "h4"}) is None  # not committed yet: another connection sees nothing
+        db.session.commit()
+        assert by_hash.read(db.engine, {"h": "h4"}) == ("h4", ["https://api.example", "urn:other"])
+        # The pool's connections are transactional again for the next request (autocommit was per read).
+        for _ in range(db.engine.pool.size() + 1):
+            with db.engine.connect() as connection:
+                assert connection.get_isolation_level() != "AUTOCOMMIT"

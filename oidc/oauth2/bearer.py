@@ -32,7 +32,6 @@ from authlib.oauth2.rfc6749.errors import InvalidRequestError, OAuth2Error
 from authlib.oauth2.rfc6750 import BearerTokenValidator, InsufficientScopeError, InvalidTokenError
 from flask import Response, g
 from flask import request as flask_request
-from sqlalchemy import Row
 
 from keys.service import ACCESS_TOKEN_SET
 from oidc import queries
@@ -42,6 +41,7 @@ from oidc.oauth2 import dpop
 from oidc.oauth2.families import is_client_token
 from oidc.oauth2.jwt import InvalidToken, verify_own_jwt
 from oidc.oauth2.methods import ACCESS_TOKEN_TYP
+from oidc.queries import AnyRow
 from oidc.state import current_state
 
 
@@ -55,7 +55,7 @@ class AccessTokenInfo:
     scope: str
     expires_at: int
     revoked: bool
-    row: Row | None = field(default=None, repr=False)
+    row: AnyRow | None = field(default=None, repr=False)
 
     @property
     def is_client_token(self) -> bool:
