@@ -25,7 +25,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Dialect, Engine, exc
+from sqlalchemy import Connection, Dialect, Engine, bindparam, exc
 from sqlalchemy.sql import Insert, Select
 from sqlalchemy.sql.expression import Executable
 
@@ -122,8 +122,6 @@ class Prepared:
 
 def insert_all(insert: Insert, *, skip: tuple[str, ...] = ("id",)) -> Prepared:
     """An INSERT of every column of its table except ``skip``, each from the parameter of its name."""
-    from sqlalchemy import bindparam
-
     table = insert.table
     values = {column.name: bindparam(column.name, type_=column.type)
               for column in table.columns if column.name not in skip}
