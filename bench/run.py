@@ -20,7 +20,11 @@ latency are printed next to the figure's bound and ceiling and the ratios.
   figure's.  client_credentials and introspection have one, measured right
   after the figure; refresh, code exchange, the code flow and login have one
   measured run by run in turn with the figure (so both share the machine's
-  drift), each on every one of ``--databases``.
+  drift), each on every one of ``--databases``.  For these, a line under
+  each also gives the gunicorn workers' CPU time per request (from /proc,
+  per run) and the bound's over the figure's: a ratio of what the two
+  processes spend, which other tenants of a shared machine disturb far less
+  than req/s (wrk, the kernel's loopback and PostgreSQL are left out).
 * The *ceiling* is measured in the same run: the framework's (a trivial
   Flask route) right before each run of each figure, the raw signing rate
   next to each client_credentials figure.
@@ -80,6 +84,8 @@ class Figure:
     note: str = ""
     #: The framework ceiling sampled right before each run (see :class:`Ceiling`).
     ceilings: list[float] = field(default_factory=list)
+    #: CPU time the serving workers spent per request, each run (see :func:`worker_cpu_seconds`).
+    cpu_ms: list[float] = field(default_factory=list)
 
     def add(self, rps: float, p50_ms: float, p99_ms: float, errors: int) -> None:
         """One wrk run's figures."""
@@ -167,11 +173,36 @@ class Load:
     before_each: Callable[[], object] | None = None
 
 
+#: gunicorn masters by the URL they serve, so a run can read its workers' CPU time.
+SERVERS: dict[str, int] = {}
+
+
+def worker_cpu_seconds(url: str) -> float | None:
+    """User and system CPU time so far of the gunicorn workers serving ``url`` (children of its master)."""
+    master = next((pid for base, pid in SERVERS.items() if url.startswith(base + "/")), None)
+    if master is None:
+        return None
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == master:  # fields[1] is the parent pid, [11] and [12] utime and stime
+            total += (int(fields[11]) + int(fields[12])) / ticks
+    return total
+
+
 def measure_together(args: argparse.Namespace, ceiling: Ceiling, *loads: Load) -> list[Figure]:
     """Figures measured run by run in turn (a provider figure, then its bound, then again).
 
     This machine's speed drifts by tens of percent within minutes; interleaved,
     a figure and its bound share that drift, and their ratio stays meaningful.
+    Each run also records the workers' CPU time per request, which depends far
+    less than req/s on what else the machine runs.
     """
     figures = [Figure(load.name) for load in loads]
     for load in loads:  # warm-up
@@ -183,7 +214,13 @@ def measure_together(args: argparse.Namespace, ceiling: Ceiling, *loads: Load) -
             if load.before_each is not None:
                 load.before_each()
             figure.ceilings.append(ceiling.sample())
-            figure.add(*wrk(load.url, duration=args.duration, connections=args.connections, script=load.script))
+            cpu_before = worker_cpu_seconds(load.url)
+            figures_of_run = wrk(load.url, duration=args.duration, connections=args.connections, script=load.script)
+            cpu_after = worker_cpu_seconds(load.url)
+            figure.add(*figures_of_run)
+            if cpu_before is not None and cpu_after is not None and figures_of_run[0] > 0:
+                requests = figures_of_run[0] * max(1, round(args.duration))
+                figure.cpu_ms.append((cpu_after - cpu_before) * 1000 / requests)
     return figures
 
 
@@ -248,6 +285,7 @@ class Deployment:
         log = open(self.workdir / "gunicorn.log", "ab")
         self.process = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", config, app], cwd=ROOT,
                                         env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        SERVERS[self.url] = self.process.pid
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:
@@ -1161,6 +1199,13 @@ def report(results: Results) -> None:
         ceiling = f"{row.ceiling:7.0f}" if row.ceiling else f"{'-':>7}"
         to_ceiling = f"{figure.median / row.ceiling:5.2f}" if row.ceiling and figure.rps else f"{'-':>5}"
         print(f"{figure.name:58} {figure.columns()} {bound} {to_bound} {ceiling} {to_ceiling}  {row.ceiling_name}")
+        if figure.cpu_ms:
+            line = (f"worker CPU per request: {statistics.median(figure.cpu_ms):.2f} ms "
+                    f"({', '.join(f'{value:.2f}' for value in figure.cpu_ms)})")
+            if row.bound and row.bound.cpu_ms:
+                bound_ms = statistics.median(row.bound.cpu_ms)
+                line += f"; bound {bound_ms:.2f} ms; bound/figure {bound_ms / statistics.median(figure.cpu_ms):.2f}"
+            print(f"{'':6}{line}")
         if figure.note:
             print(f"{'':6}{figure.note}")
     sys.stdout.flush()
