@@ -295,7 +295,8 @@ class Deployment:
                 return
             except OSError:
                 time.sleep(0.2)
-        raise RuntimeError(f"gunicorn did not start; see {self.workdir / 'gunicorn.log'}")
+        log_tail = (self.workdir / "gunicorn.log").read_text(errors="replace")[-3000:]
+        raise RuntimeError(f"gunicorn did not start within 60 s; its log ends:\n{log_tail}")
 
     def workers(self) -> list[int]:
         assert self.process is not None
