@@ -28,6 +28,16 @@ def _code_row(code_hash: str, user_pk: int, client_pk: int) -> dict[str, Any]:
             "expires_at": 160, "used_at": None}
 
 
+def _insert_code(app: Any, code_hash: str) -> None:
+    """Insert a code row of the fixture's user and client, prepared, in the Session's transaction."""
+    from oidc.db import db
+    from oidc.models import AuthorizationCode
+
+    user_pk, client_pk = app.config["TEST_IDS"]
+    insert_all(insert(AuthorizationCode.__table__)).rowcount(db.session.connection(),
+                                                            _code_row(code_hash, user_pk, client_pk))
+
+
 @pytest.fixture
 def app_with_rows(make_app: Any, base_env: dict[str, str]) -> Any:
     from oidc.db import db
@@ -49,11 +59,10 @@ def test_a_row_written_and_read_matches_what_sqlalchemy_reads(app_with_rows: Any
     from oidc.models import AuthorizationCode
 
     table = AuthorizationCode.__table__
-    insert_code = insert_all(insert(table))
     by_hash = Prepared(select(*table.c).where(table.c.code_hash == bindparam("h")).limit(1))
     with app_with_rows.app_context():
         user_pk, client_pk = app_with_rows.config["TEST_IDS"]
-        assert insert_code.rowcount(db.session.connection(), _code_row("h1", user_pk, client_pk)) == 1
+        assert insert_all(insert(table)).rowcount(db.session.connection(), _code_row("h1", user_pk, client_pk)) == 1
         db.session.commit()
         row = by_hash.first(db.session.connection(), {"h": "h1"})
         expected = db.session.execute(select(*table.c).where(table.c.code_hash == "h1")).one()
@@ -69,10 +78,8 @@ def test_writes_are_the_sessions_transaction_and_undone_with_it(app_with_rows: A
     from oidc.db import db
     from oidc.models import AuthorizationCode
 
-    insert_code = insert_all(insert(AuthorizationCode.__table__))
     with app_with_rows.app_context():
-        user_pk, client_pk = app_with_rows.config["TEST_IDS"]
-        insert_code.rowcount(db.session.connection(), _code_row("h2", user_pk, client_pk))
+        _insert_code(app_with_rows, "h2")
         db.session.rollback()
         assert db.session.execute(select(AuthorizationCode).where(AuthorizationCode.code_hash == "h2")).first() is None
 
@@ -81,13 +88,11 @@ def test_a_constraint_violation_is_sqlalchemys_integrity_error_and_the_session_r
     from oidc.db import db
     from oidc.models import AuthorizationCode
 
-    insert_code = insert_all(insert(AuthorizationCode.__table__))
     with app_with_rows.app_context():
-        user_pk, client_pk = app_with_rows.config["TEST_IDS"]
-        insert_code.rowcount(db.session.connection(), _code_row("h3", user_pk, client_pk))
+        _insert_code(app_with_rows, "h3")
         db.session.commit()
         with pytest.raises(IntegrityError) as raised:
-            insert_code.rowcount(db.session.connection(), _code_row("h3", user_pk, client_pk))
+            _insert_code(app_with_rows, "h3")
         assert "[parameters:" not in str(raised.value)  # never logged: they hold secrets' hashes
         db.session.rollback()
         count = db.session.execute(select(AuthorizationCode).where(AuthorizationCode.code_hash == "h3")).all()
@@ -130,8 +135,7 @@ def test_a_lone_read_needs_no_transaction_and_leaves_the_pool_transactional(app_
     table = AuthorizationCode.__table__
     by_hash = Prepared(select(table.c.code_hash, table.c.audience).where(table.c.code_hash == bindparam("h")))
     with app_with_rows.app_context():
-        user_pk, client_pk = app_with_rows.config["TEST_IDS"]
-        insert_all(insert(table)).rowcount(db.session.connection(), _code_row("h4", user_pk, client_pk))
+        _insert_code(app_with_rows, "h4")
         assert by_hash.read(db.engine, {"h": "h4"}) is None  # not committed yet: another connection sees nothing
         db.session.commit()
         assert by_hash.read(db.engine, {"h": "h4"}) == ("h4", ["https://api.example", "urn:other"])
