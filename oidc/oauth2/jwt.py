@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from authlib.oidc.core.util import create_half_hash
-from flask import g, has_app_context
+from flask import g, has_request_context
 from joserfc import jws
 from joserfc.errors import JoseError
 from joserfc.jwk import import_key
@@ -56,8 +56,8 @@ class Signed:
 
 
 def signed_this_request() -> list[Signed]:
-    """The JWTs signed while handling the current request (or command), in order."""
-    return g.get("signed_jwts", []) if has_app_context() else []
+    """The JWTs signed while handling the current request, in order (none outside a request)."""
+    return g.get("signed_jwts", []) if has_request_context() else []
 
 
 def sign_jwt(key_set: str, claims: dict[str, Any], typ: str) -> tuple[str, str]:
@@ -73,7 +73,7 @@ def sign_jwt(key_set: str, claims: dict[str, Any], typ: str) -> tuple[str, str]:
     header = {"alg": signer.alg, "kid": signer.kid, "typ": typ}
     signing_input = f"{b64url(_json(header))}.{b64url(_json(claims))}".encode("ascii")
     signature = signer.sign(signing_input)
-    if has_app_context():
+    if has_request_context():  # (a command's app context may sign many: nothing reads them)
         g.setdefault("signed_jwts", []).append(Signed(typ, signer.kid, claims))
     return f"{signing_input.decode('ascii')}.{b64url(signature)}", signer.alg
 
