@@ -81,7 +81,10 @@ class Prepared:
             cursor = dbapi_connection.cursor()
             cursor.execute(compiled.sql, arguments)
         except connection.dialect.loaded_dbapi.Error as error:
-            raise _wrapped(connection, dbapi_connection, cursor, compiled.sql, error) from error
+            wrapped = _wrapped(connection, dbapi_connection, cursor, compiled.sql, error)
+            if cursor is not None and not connection.invalidated:
+                cursor.close()
+            raise wrapped from error
         return cursor
 
     def first(self, connection: Connection, params: Mapping[str, Any]) -> Any:
@@ -115,9 +118,10 @@ class Prepared:
     def rowcount(self, connection: Connection, params: Mapping[str, Any]) -> int:
         """Run an UPDATE (or INSERT, DELETE); how many rows it changed."""
         cursor = self.execute(connection, params)
-        count = int(cursor.rowcount)
-        cursor.close()
-        return count
+        try:
+            return int(cursor.rowcount)
+        finally:
+            cursor.close()
 
 
 def insert_all(insert: Insert, *, skip: tuple[str, ...] = ("id",)) -> Prepared:
