@@ -57,6 +57,7 @@ SCHEME = "DPoP"
 #: The token_type of a DPoP-bound access token in a token response (RFC 9449 §5).
 TOKEN_TYPE = "DPoP"
 NONCE_HEADER = "DPoP-Nonce"
+_ENVIRON_KEY = "HTTP_DPOP"  # the DPoP request header field (RFC 9449 §4.1), as WSGI names it
 #: JWK members that only a private (or symmetric) key has (RFC 7518 §6.2.2, §6.3.2, §6.4, RFC 8037 §2).
 _PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
 MAX_PROOF_LENGTH = 8192
@@ -255,7 +256,11 @@ def check_request_proof(request: Any, path: str) -> Proof | None:
 
     Kept for the rest of the request (:func:`request_proof`).
     """
-    values = request.headers.getlist(SCHEME)
+    # The environ entry itself: a WSGI server gives each header name one entry (repeated
+    # fields joined by commas, which verify_proof refuses as not compact), and
+    # ``headers.getlist`` would scan every header of every token request to find it.
+    value = request.environ.get(_ENVIRON_KEY)
+    values = [] if value is None else [value]
     proof = None
     if values:
         proof = verify_proof(values, method=request.method, url=current_state().settings.issuer + path)

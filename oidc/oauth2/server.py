@@ -57,8 +57,9 @@ class IssuerRequest(OAuth2Request):
     """
 
     def __init__(self, request: Any, issuer: str) -> None:
-        super().__init__(method=request.method, uri=issuer + request.full_path.rstrip("?"),
-                         headers=request.headers)
+        super().__init__(method=request.method, uri=issuer + request.full_path.rstrip("?"))
+        # Set here, not passed: Authlib's ``headers or {}`` would count every header of the environ.
+        self.headers = request.headers
         self._request = request
         self.payload = RequestPayload(request)
 
