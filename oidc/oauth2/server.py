@@ -7,6 +7,7 @@ registered here, once per app.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from authlib.integrations.flask_oauth2 import AuthorizationServer as _FlaskAuthorizationServer
@@ -14,7 +15,7 @@ from authlib.integrations.flask_oauth2.requests import FlaskOAuth2Payload
 from authlib.oauth2.rfc6749 import OAuth2Request
 from authlib.oauth2.rfc6749.authorization_server import _create_grant
 from authlib.oauth2.rfc6749.errors import UnsupportedGrantTypeError, UnsupportedResponseTypeError
-from flask import Flask, Response, g, json
+from flask import Flask, Response, g
 from flask import request as flask_request
 from werkzeug.datastructures import MultiDict
 
@@ -27,6 +28,9 @@ from oidc.oauth2.openid import OpenIDCode, OpenIDRefresh
 from oidc.oauth2.pkce import S256CodeChallenge
 from oidc.oauth2.revocation import RevocationEndpoint
 from oidc.state import State, current_state
+
+_NO_STORE = [("Cache-Control", "no-store"), ("Pragma", "no-cache")]
+_NO_STORE_NAMES = frozenset(name.lower() for name, _ in _NO_STORE)
 
 
 class RequestPayload(FlaskOAuth2Payload):
@@ -129,13 +133,12 @@ class AuthorizationServer(_FlaskAuthorizationServer):
     def handle_response(self, status_code: int, payload: Any, headers: Any) -> Response:
         if isinstance(payload, dict):
             g.token_response = payload  # what the token endpoint audits, without parsing it back
+            # (Plain JSON values only: Flask's JSON provider would sort the keys and look for dates.)
             payload = json.dumps(payload)
-        response = Response(payload, status=status_code, headers=headers)
         # RFC 6749 §5.1: token responses and their errors are never cached (the
         # server answers the token, introspection and revocation endpoints only).
-        response.headers["Cache-Control"] = "no-store"
-        response.headers["Pragma"] = "no-cache"
-        return response
+        headers = [(name, value) for name, value in headers if name.lower() not in _NO_STORE_NAMES]
+        return Response(payload, status=status_code, headers=headers + _NO_STORE)
 
 
 def init_app(app: Flask, state: State) -> AuthorizationServer:
