@@ -259,11 +259,10 @@ def check_request_proof(request: Any, path: str) -> Proof | None:
     # The environ entry itself: a WSGI server gives each header name one entry (repeated
     # fields joined by commas, which verify_proof refuses as not compact), and
     # ``headers.getlist`` would scan every header of every token request to find it.
-    value = request.environ.get(_ENVIRON_KEY)
-    values = [] if value is None else [value]
+    header = request.environ.get(_ENVIRON_KEY)
     proof = None
-    if values:
-        proof = verify_proof(values, method=request.method, url=current_state().settings.issuer + path)
+    if header is not None:
+        proof = verify_proof([header], method=request.method, url=current_state().settings.issuer + path)
     g.dpop_proof = proof
     return proof
 
