@@ -30,8 +30,9 @@ from oidc.web.admin import keys as admin_keys
 _PAGE_HEADERS = (
     ("X-Frame-Options", "DENY"),
     ("Cache-Control", "no-store"),
-    # Our own origin only: the CSRF check (WTF_CSRF_SSL_STRICT) reads it on our forms, and no
-    # query string (a code, an id_token_hint) reaches another site.
+    # The one referrer policy of our pages (no <meta> overrides it): browsers post our forms with
+    # our Origin and a Referer to us, which the same-origin check reads (oidc.web.origin), and no
+    # query string (an interaction id, an id_token_hint) reaches another site.
     ("Referrer-Policy", "same-origin"),
 )
 

@@ -33,7 +33,7 @@ from oidc.oauth2.parameters import ParameterError, request_parameters
 from oidc.observability import audit
 from oidc.state import current_state, now
 from oidc.web.errors import error_page
-from oidc.web.origin import same_origin
+from oidc.web.origin import form_posted_from_our_page
 from oidc.web.pages import continue_request
 from oidc.web.session import current_login, interaction_binding, presented_binding
 
@@ -204,7 +204,7 @@ def _proceed(authorization: AuthorizationRequest, interaction: Pending | None) -
 def consent() -> Any:
     """The user's decision on the interaction the consent page was shown for."""
     form = ConsentForm()
-    if not same_origin(request, current_state().settings) or not form.validate_on_submit():
+    if not form_posted_from_our_page(request, form, current_state().settings):
         return error_page("invalid_request", "The consent form has expired. Please start again.")
     interaction = load_interaction(request.form.get("interaction"))
     if not isinstance(interaction, Pending):

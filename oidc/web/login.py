@@ -32,7 +32,7 @@ from oidc.observability import audit, metrics
 from oidc.settings import Settings
 from oidc.state import current_state
 from oidc.web.authorize import load_interaction
-from oidc.web.origin import same_origin
+from oidc.web.origin import csrf_token_valid, same_origin
 from oidc.web.session import sign_in
 
 bp = Blueprint("login", __name__)
@@ -50,10 +50,17 @@ class LoginForm(FlaskForm):
     interaction = HiddenField()
 
 
-def _page(form: LoginForm, interaction: Pending | None, error: str | None = None, status: int = 200) -> Any:
-    """The sign-in page, naming the application the interaction is for (if any)."""
+def _page(form: LoginForm, interaction: Pending | None, error: str | None = None, status: int = 200, *,
+          credentials_refused: bool = True) -> Any:
+    """The sign-in page, naming the application the interaction is for (if any).
+
+    ``credentials_refused``: the error is about what was typed (the fields are
+    marked invalid and the page says why we do not say which); an expired form
+    or a lock-out is not, and leaves the fields as they were.
+    """
     client = interaction.authorization.client if interaction is not None else None
-    return render_template("login.html", form=form, error=error, client=client), status
+    return render_template("login.html", form=form, error=error, client=client,
+                           credentials_refused=bool(error) and credentials_refused), status
 
 
 @bp.route(urls.LOGIN, methods=["GET", "POST"])
@@ -75,18 +82,16 @@ def login() -> Any:
         return _page(form, interaction)
 
     if not same_origin(request, current_state().settings):
-        return _page(form, interaction, EXPIRED_FORM_ERROR, 400)
+        return _page(form, interaction, EXPIRED_FORM_ERROR, 400, credentials_refused=False)
     attempt = throttle(current_app).attempt(request.remote_addr or "", request.form.get("username", ""))
     if attempt is None:
         return too_many_attempts(interaction)
     if not form.validate_on_submit():
-        expired = bool(form.csrf_token.errors)
-        if expired:
+        if not csrf_token_valid(request, form):
             attempt.cancel()  # not a guess: the form had expired
-        else:
-            metrics.login_failed("invalid_credentials")
-        return _page(form, interaction, EXPIRED_FORM_ERROR if expired else GENERIC_LOGIN_ERROR,
-                     400 if expired else 401)
+            return _page(form, interaction, EXPIRED_FORM_ERROR, 400, credentials_refused=False)
+        metrics.login_failed("invalid_credentials")
+        return _page(form, interaction, GENERIC_LOGIN_ERROR, 401)
 
     user = authenticate(form.username.data, form.password.data)
     if user is not None:
@@ -114,7 +119,7 @@ def too_many_attempts(interaction: Pending | None) -> Response:
     metrics.login_failed("rate_limited")
     form = LoginForm(formdata=None)
     form.interaction.data = interaction.id if interaction is not None else ""
-    response = current_app.make_response(_page(form, interaction, LOCKED_OUT_ERROR, 429))
+    response = current_app.make_response(_page(form, interaction, LOCKED_OUT_ERROR, 429, credentials_refused=False))
     response.headers["Retry-After"] = RETRY_AFTER_SECONDS
     return response
 

@@ -18,7 +18,7 @@ from oidc.oauth2.parameters import ParameterError, request_parameters
 from oidc.observability import audit
 from oidc.state import current_state
 from oidc.web.errors import error_page
-from oidc.web.origin import same_origin
+from oidc.web.origin import form_posted_from_our_page
 from oidc.web.session import current_login, sign_out
 
 bp = Blueprint("logout", __name__)
@@ -42,7 +42,7 @@ def logout() -> Any:
     if login is not None and not end_session.hint_names(str(login.user.subject)):
         form = LogoutForm()
         if (request.method == "GET" or request.form.get("confirm") != "yes"
-                or not same_origin(request, current_state().settings) or not form.validate_on_submit()):
+                or not form_posted_from_our_page(request, form, current_state().settings)):
             return render_template("logout_confirm.html", form=form, hidden=end_session.params,
                                    client=end_session.client)
     if login is not None:
