@@ -232,38 +232,51 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def serve_with_gunicorn(make_app: Any, base_env: dict[str, str], tmp_path: Path,
+def serve_with_gunicorn(make_app: Any, base_env: dict[str, str], tmp_path: Path, *, tls: bool = False,
                         **client: Any) -> Iterator[dict[str, Any]]:
     """The provider under gunicorn (2 workers) on a free loopback port, with user alice and one client.
 
-    Yields {"issuer", "client_id", "client_secret"}; gunicorn is stopped on exit.
+    With ``tls``, as deployed: nginx terminates TLS in front of it (tests/tls_proxy.py), the issuer
+    is ``https://127.0.0.1:PORT``, one proxy hop is trusted, and the cookie is ``__Host-`` and Secure.
+    Yields {"issuer", "client_id", "client_secret", "verify" (for requests), "chromium_args",
+    "env"}; everything is stopped on exit.
     """
     import requests
 
+    from support import CHROMIUM_ARGS
+    from tls_proxy import proxy_env, throwaway_certificate, tls_proxy
+
     port = free_port()
-    issuer = f"http://127.0.0.1:{port}"
-    env = {**base_env, "OIDC_ISSUER": issuer, "ACCESS_TOKEN_DEFAULT_AUDIENCE": "https://api.example.test"}
+    proxy_port = free_port() if tls else None
+    issuer = f"https://127.0.0.1:{proxy_port}" if tls else f"http://127.0.0.1:{port}"
+    env = {**base_env, "OIDC_ISSUER": issuer, "ACCESS_TOKEN_DEFAULT_AUDIENCE": "https://api.example.test",
+           **(proxy_env(issuer) if tls else {})}
     provider = Provider(make_app(env))  # migrates and provisions the keys
     provider.add_user()
     client_id, secret = provider.add_client(**client)
     process_env = {**os.environ, **env, "BIND": f"127.0.0.1:{port}", "GUNICORN_WORKERS": "2", "METRICS_BIND": "",
                    "LOG_FORMAT": "text", "PYTHONPATH": str(REPO)}
     log_path = tmp_path / "gunicorn.log"
-    with open(log_path, "wb") as log:
+    with open(log_path, "wb") as log, contextlib.ExitStack() as stack:
         process = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "app:app"],
                                    cwd=REPO, env=process_env, stdout=log, stderr=subprocess.STDOUT,
                                    start_new_session=True)
-        try:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    if requests.get(f"{issuer}/.well-known/openid-configuration", timeout=2).status_code == 200:
-                        break
-                except requests.RequestException:
-                    pass
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError("gunicorn did not start:\n" + log_path.read_text()[-3000:])
-                time.sleep(0.2)
-            yield {"issuer": issuer, "client_id": client_id, "client_secret": secret}
-        finally:
-            stop_process_group(process, timeout=20)
+        stack.callback(stop_process_group, process, timeout=20)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if requests.get(f"http://127.0.0.1:{port}/.well-known/openid-configuration", timeout=2).ok:
+                    break
+            except requests.RequestException:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError("gunicorn did not start:\n" + log_path.read_text()[-3000:])
+            time.sleep(0.2)
+        served = {"issuer": issuer, "client_id": client_id, "client_secret": secret, "verify": True,
+                  "chromium_args": CHROMIUM_ARGS, "env": env}
+        if proxy_port is not None:
+            certificate = stack.enter_context(tls_proxy(tmp_path / "nginx", proxy_port, port,
+                                                        throwaway_certificate(tmp_path),
+                                                        wait_for="/.well-known/openid-configuration"))
+            served.update(verify=str(certificate.cert), chromium_args=certificate.chromium_args())
+        yield served

@@ -3,13 +3,10 @@ PostgreSQL going away and coming back, two instances on one token."""
 
 from __future__ import annotations
 
-import datetime
 import html
-import ipaddress
 import json
 import os
 import re
-import shutil
 import signal
 import ssl
 import subprocess
@@ -18,18 +15,14 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from tests.serving import Gunicorn, free_port
 
 from support import json_lines, missing
+from tls_proxy import proxy_env, tls_proxy
 
 pytestmark = pytest.mark.e2e
 
@@ -234,86 +227,19 @@ def test_two_instances_on_one_database_and_token_provision_once(hsm_env, softhsm
 # -- behind nginx terminating TLS ---------------------------------------------------------
 
 
-def _certificate(directory: Path) -> tuple[Path, Path]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.UTC)
-    certificate = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"),
-                                                    x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
-    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    return cert_path, key_path
-
-
-NGINX_CONF = """
-worker_processes 1;
-daemon off;
-pid {dir}/nginx.pid;
-error_log {dir}/error.log warn;
-events {{ worker_connections 64; }}
-http {{
-    access_log off;
-    client_body_temp_path {dir}/body; proxy_temp_path {dir}/proxy; fastcgi_temp_path {dir}/fastcgi;
-    uwsgi_temp_path {dir}/uwsgi; scgi_temp_path {dir}/scgi;
-    server {{
-        listen 127.0.0.1:{port} ssl;
-        server_name localhost;
-        ssl_certificate {cert};
-        ssl_certificate_key {key};
-        location / {{
-            proxy_pass http://127.0.0.1:{upstream};
-            proxy_bind 127.0.0.2;
-            proxy_set_header Host $host:$server_port;
-            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-            proxy_set_header X-Forwarded-Proto $scheme;
-            proxy_set_header X-Forwarded-Host $host:$server_port;
-        }}
-    }}
-}}
-"""
-
-
-@pytest.fixture
-def nginx_binary() -> str:
-    path = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
-    if path is None:
-        missing("nginx (Debian package nginx-light)")
-    return path
-
-
 # The proxy's handling does not depend on the database: one is enough.
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
-def test_behind_nginx_with_tls(nginx_binary, base_env, tmp_path):
+def test_behind_nginx_with_tls(base_env, tmp_path):
     proxy_port = free_port()
     issuer = f"https://localhost:{proxy_port}"
-    env = {**base_env, "OIDC_ISSUER": issuer, "TRUSTED_PROXY_HOPS": "1", "FORWARDED_ALLOW_IPS": "127.0.0.2",
-           "METRICS_BIND": ""}
+    env = {**base_env, **proxy_env(issuer), "METRICS_BIND": ""}
     server = Gunicorn(env, workers=1, log_path=tmp_path / "gunicorn.log")
-    cert, key = _certificate(tmp_path)
-    conf = tmp_path / "nginx.conf"
-    conf.write_text(NGINX_CONF.format(dir=tmp_path, port=proxy_port, upstream=server.port, cert=cert, key=key))
-    nginx = subprocess.Popen([nginx_binary, "-c", str(conf), "-e", str(tmp_path / "error.log")],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    context = ssl.create_default_context(cafile=str(cert))
+    server.wait_ready()
+    proxy = tls_proxy(tmp_path / "nginx", proxy_port, server.port, wait_for="/.well-known/openid-configuration")
     try:
-        server.wait_ready()
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                status, _headers, body = _get(issuer + "/.well-known/openid-configuration", context=context)
-                break
-            except (urllib.error.URLError, ConnectionError):
-                assert time.monotonic() < deadline, (tmp_path / "error.log").read_text()
-                time.sleep(0.1)
+        certificate = proxy.__enter__()
+        context = ssl.create_default_context(cafile=str(certificate.cert))
+        status, _headers, body = _get(issuer + "/.well-known/openid-configuration", context=context)
         assert status == 200
         document = json.loads(body)
         assert document["issuer"] == issuer
@@ -330,8 +256,7 @@ def test_behind_nginx_with_tls(nginx_binary, base_env, tmp_path):
                                    headers={"X-Forwarded-Host": "evil.example"})[2])
         assert document["issuer"] == issuer
     finally:
-        nginx.terminate()
-        nginx.wait(timeout=10)
+        proxy.__exit__(None, None, None)
         server.stop()
     access = [line for line in json_lines(server.log()) if line.get("logger") == "oidc.access"]
     alive = [line for line in access if line.get("path") == "/health/alive"]
@@ -340,16 +265,6 @@ def test_behind_nginx_with_tls(nginx_binary, base_env, tmp_path):
     # Direct: the spoofed X-Forwarded-For was dropped.
     assert alive[1]["remote_addr"] == "127.0.0.1"
     assert "198.51.100.7" not in server.log() and "evil.example" not in server.log()
-
-
-def _start_nginx(binary: str, directory: Path, port: int, upstream: int) -> tuple[subprocess.Popen, Path]:
-    """nginx terminating TLS on ``port`` in front of ``upstream``; (process, CA file for clients)."""
-    cert, key = _certificate(directory)
-    conf = directory / "nginx.conf"
-    conf.write_text(NGINX_CONF.format(dir=directory, port=port, upstream=upstream, cert=cert, key=key))
-    process = subprocess.Popen([binary, "-c", str(conf), "-e", str(directory / "error.log")],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return process, cert
 
 
 _ACTION = re.compile(r'<form[^>]*\saction="([^"]*)"')
@@ -365,7 +280,7 @@ def _relative_or_under(url: str, *prefixes: str) -> bool:
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
-def test_pages_redirects_form_post_and_cookies_through_nginx(nginx_binary, make_app, base_env, tmp_path):
+def test_pages_redirects_form_post_and_cookies_through_nginx(make_app, base_env, tmp_path):
     """The whole browser flow through the TLS proxy: every URL the browser is sent to is the
     issuer's or the client's registered one, the session cookie is Secure, HttpOnly and
     SameSite=Lax; a forwarded host sent straight to gunicorn changes nothing."""
@@ -375,22 +290,15 @@ def test_pages_redirects_form_post_and_cookies_through_nginx(nginx_binary, make_
     callback = "https://rp.example.test/callback"
     proxy_port = free_port()
     issuer = f"https://localhost:{proxy_port}"
-    env = {**base_env, "OIDC_ISSUER": issuer, "TRUSTED_PROXY_HOPS": "1", "FORWARDED_ALLOW_IPS": "127.0.0.2",
-           "METRICS_BIND": "", "LOG_FORMAT": "json"}
+    env = {**base_env, **proxy_env(issuer), "METRICS_BIND": "", "LOG_FORMAT": "json"}
     client = register(make_app, env, redirect_uris=[callback])
     server = Gunicorn(env, workers=1, log_path=tmp_path / "gunicorn.log")
-    nginx, ca_file = _start_nginx(nginx_binary, tmp_path, proxy_port, server.port)
-    context = ssl.create_default_context(cafile=str(ca_file))
+    server.wait_ready()
+    proxy = tls_proxy(tmp_path / "nginx", proxy_port, server.port, wait_for="/.well-known/openid-configuration")
     try:
-        server.wait_ready()
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                status, _, body = _get(issuer + "/.well-known/openid-configuration", context=context)
-                break
-            except (urllib.error.URLError, ConnectionError):
-                assert time.monotonic() < deadline, (tmp_path / "error.log").read_text()
-                time.sleep(0.1)
+        ca_file = proxy.__enter__().cert
+        context = ssl.create_default_context(cafile=str(ca_file))
+        status, _, body = _get(issuer + "/.well-known/openid-configuration", context=context)
         assert status == 200
         discovery = json.loads(body)
         assert discovery["issuer"] == issuer
@@ -452,7 +360,6 @@ def test_pages_redirects_form_post_and_cookies_through_nginx(nginx_binary, make_
             for trace in ("evil.example", ":666", '"/evil', "/evil/", "http://localhost"):
                 assert trace not in shown, (trace, response.url)
     finally:
-        nginx.terminate()
-        nginx.wait(timeout=10)
+        proxy.__exit__(None, None, None)
         server.stop()
     assert "evil.example" not in server.log()

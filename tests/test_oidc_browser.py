@@ -1,7 +1,8 @@
 """A real browser (Debian's headless Chromium, driven by Playwright) through the real pages.
 
 The user signs in on the login page, allows the client on the consent page and
-lands on the client's redirect URI with a code.  The client's redirect URI is
+lands on the client's redirect URI with a code: on a plain-http issuer and as
+deployed, through nginx terminating TLS on an https issuer.  The client's redirect URI is
 intercepted by the browser (no server behind it).  Where Chromium or the
 Playwright package is missing the test is skipped, except in CI (CI=true).
 """
@@ -24,12 +25,14 @@ CALLBACK = "http://127.0.0.1:9/callback"
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+@pytest.mark.parametrize("scheme", ["http", "https"])
 def test_user_logs_in_consents_and_lands_on_the_redirect_uri_with_a_code(make_app: Any, base_env: dict[str, str],
-                                                                          tmp_path: Path) -> None:
+                                                                          tmp_path: Path, scheme: str) -> None:
     executable = chromium_executable()
     from playwright.sync_api import sync_playwright
 
-    with serve_with_gunicorn(make_app, base_env, tmp_path, name="Photo Printer", redirect_uris=[CALLBACK]) as served:
+    with serve_with_gunicorn(make_app, base_env, tmp_path, tls=scheme == "https", name="Photo Printer",
+                             redirect_uris=[CALLBACK]) as served:
         verifier, challenge = pkce_pair()
         state = "browser-state-é/&"
         url = served["issuer"] + "/authorize?" + urlencode({
@@ -38,9 +41,8 @@ def test_user_logs_in_consents_and_lands_on_the_redirect_uri_with_a_code(make_ap
             "code_challenge_method": "S256"})
         landed: list[str] = []
         with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(
-                executable_path=executable, headless=True,
-                args=["--no-sandbox", "--disable-background-networking", "--disable-component-update"])
+            browser = playwright.chromium.launch(executable_path=executable, headless=True,
+                                                 args=served["chromium_args"])
             try:
                 page = browser.new_page()
                 page.set_default_timeout(15000)
@@ -70,11 +72,13 @@ def test_user_logs_in_consents_and_lands_on_the_redirect_uri_with_a_code(make_ap
         assert len(landed) == 1
         query = parse_qs(urlsplit(landed[0]).query)
         assert query["state"] == [state] and query["code"][0]
-        assert cookies["op_session"]["httpOnly"] is True and cookies["op_session"]["sameSite"] == "Lax"
+        cookie = cookies["__Host-op_session" if scheme == "https" else "op_session"]
+        assert cookie["httpOnly"] is True and cookie["sameSite"] == "Lax" and cookie["secure"] is (scheme == "https")
 
         import requests
 
         tokens = requests.post(served["issuer"] + "/token", data={
             "grant_type": "authorization_code", "code": query["code"][0], "redirect_uri": CALLBACK,
-            "code_verifier": verifier}, auth=(served["client_id"], served["client_secret"]), timeout=10)
+            "code_verifier": verifier}, auth=(served["client_id"], served["client_secret"]), timeout=10,
+            verify=served["verify"])
         assert tokens.status_code == 200 and tokens.json()["id_token"]

@@ -1,6 +1,9 @@
 """Every page in Chromium: phone and desktop widths, JavaScript on and off, light and dark.
 
-One gunicorn serves all of them (module-scoped).  Each page is checked with
+Each runs twice: on a plain-http issuer (development) and as deployed, through
+nginx terminating TLS on an https issuer (``__Host-`` Secure cookie, the
+same-origin check of the forms live; Chromium trusts the throwaway certificate
+by its pinned public key).  One gunicorn per scheme serves all of them.  Each page is checked with
 axe-core (no violations; in the passes with JavaScript on, as axe needs it to
 run — the pages have no script, so the document is the same either way), must
 carry the CSP header, must log no console error (a CSP violation is one), and
@@ -21,7 +24,7 @@ from urllib.parse import urlencode
 import pytest
 
 from oidc_fixtures import PASSWORD, pkce_pair, serve_with_gunicorn
-from support import CHROMIUM_ARGS, chromium_executable
+from support import chromium_executable
 
 pytestmark = pytest.mark.e2e
 
@@ -44,39 +47,40 @@ def _make_app(env: dict[str, str], **config: Any) -> Any:
     return app
 
 
-@pytest.fixture(scope="module")
-def served() -> Iterator[dict[str, Any]]:
+@pytest.fixture(scope="module", params=["http", "https"])
+def served(request: pytest.FixtureRequest) -> Iterator[dict[str, Any]]:
     import secrets
     import shutil
 
     # A folder of its own, not under pytest's basetemp (which pytest runs of other checkouts may prune).
     folder = Path(tempfile.mkdtemp(prefix="oidc-pages-served-"))
     try:
-        yield from _serve(folder, secrets.token_urlsafe(32), secrets.token_urlsafe(32))
+        yield from _serve(folder, secrets.token_urlsafe(32), secrets.token_urlsafe(32), tls=request.param == "https")
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def _serve(folder: Path, system_secret: str, admin_key: str) -> Iterator[dict[str, Any]]:
+def _serve(folder: Path, system_secret: str, admin_key: str, *, tls: bool) -> Iterator[dict[str, Any]]:
     env = {"DATABASE_URL": f"sqlite:///{folder / 'oidc.sqlite3'}", "SECRETS_SYSTEM": system_secret,
            "ADMIN_API_KEYS": admin_key, "SERVICE_NAME": "Example Corp",
            # Each walk signs in wrongly once: the failed-login limits are not what is tested here.
            "LOGIN_RATE_LIMIT_PER_ACCOUNT": "1000/minute", "LOGIN_RATE_LIMIT_PER_ADDRESS": "1000/minute",
            "LOGIN_RATE_LIMIT_PER_ADDRESS_AND_ACCOUNT": "1000/minute"}
-    with serve_with_gunicorn(_make_app, env, folder, name="Photo Printer", redirect_uris=[CALLBACK],
+    with serve_with_gunicorn(_make_app, env, folder, tls=tls, name="Photo Printer", redirect_uris=[CALLBACK],
                              logo_uri=LOGO_ORIGIN + "/logo.png", policy_uri=LOGO_ORIGIN + "/privacy",
                              tos_uri=LOGO_ORIGIN + "/terms",
                              post_logout_redirect_uris=[]) as provider:
-        yield {**provider, "env": env}
+        yield provider
 
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
+def browser(served: dict[str, Any]) -> Iterator[Any]:
     executable = chromium_executable()
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
-        instance = playwright.chromium.launch(executable_path=executable, headless=True, args=CHROMIUM_ARGS)
+        instance = playwright.chromium.launch(executable_path=executable, headless=True,
+                                              args=served["chromium_args"])
         try:
             yield instance
         finally:
@@ -175,6 +179,7 @@ def _walk(checker: Checker) -> None:
     page.fill("#password", PASSWORD)
     page.click("#sign-in")
     page.wait_for_selector("#approve")
+    _check_session_cookie(checker)
     text = page.inner_text("main")
     assert "Keep access when you are not using the app" in text and "alice" in text
     assert page.get_attribute("a[href='https://photos.example.test/privacy']", "href")
@@ -226,6 +231,15 @@ def _walk(checker: Checker) -> None:
     page.wait_for_selector("h1")
     assert "expired" in page.inner_text("h1")
     checker.check("error-expired", status=400)
+
+
+def _check_session_cookie(checker: Checker) -> None:
+    """Over https the session cookie is ``__Host-`` and Secure (RFC 6265bis §4.1.3.2), and the browser kept it."""
+    cookies = {cookie["name"]: cookie for cookie in checker.context.cookies()}
+    https = checker.served["issuer"].startswith("https://")
+    cookie = cookies["__Host-op_session" if https else "op_session"]
+    assert cookie["secure"] is https and cookie["httpOnly"] is True and cookie["sameSite"] == "Lax"
+    assert cookie["path"] == "/"
 
 
 def _check_focus(page: Any) -> None:
