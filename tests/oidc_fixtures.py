@@ -238,13 +238,12 @@ def serve_with_gunicorn(make_app: Any, base_env: dict[str, str], tmp_path: Path,
 
     With ``tls``, as deployed: nginx terminates TLS in front of it (tests/tls_proxy.py), the issuer
     is ``https://127.0.0.1:PORT``, one proxy hop is trusted, and the cookie is ``__Host-`` and Secure.
-    Yields {"issuer", "client_id", "client_secret", "verify" (for requests), "chromium_args",
-    "env"}; everything is stopped on exit.
+    Yields {"issuer", "client_id", "client_secret", "verify" (for requests), "certificate" (the
+    proxy's, or None), "chromium_args", "env"}; everything is stopped on exit.
     """
     import requests
 
-    from support import CHROMIUM_ARGS
-    from tls_proxy import proxy_env, throwaway_certificate, tls_proxy
+    from tls_proxy import chromium_args, proxy_env, throwaway_certificate, tls_proxy
 
     port = free_port()
     proxy_port = free_port() if tls else None
@@ -273,10 +272,11 @@ def serve_with_gunicorn(make_app: Any, base_env: dict[str, str], tmp_path: Path,
                 raise AssertionError("gunicorn did not start:\n" + log_path.read_text()[-3000:])
             time.sleep(0.2)
         served = {"issuer": issuer, "client_id": client_id, "client_secret": secret, "verify": True,
-                  "chromium_args": CHROMIUM_ARGS, "env": env}
+                  "certificate": None, "chromium_args": chromium_args(), "env": env}
         if proxy_port is not None:
             certificate = stack.enter_context(tls_proxy(tmp_path / "nginx", proxy_port, port,
                                                         throwaway_certificate(tmp_path),
                                                         wait_for="/.well-known/openid-configuration"))
-            served.update(verify=str(certificate.cert), chromium_args=certificate.chromium_args())
+            served.update(verify=str(certificate.cert), certificate=certificate,
+                          chromium_args=chromium_args(certificate))
         yield served

@@ -45,9 +45,11 @@ class Certificate:
     #: base64 SHA-256 of the SubjectPublicKeyInfo: what Chromium pins.
     spki_sha256: str
 
-    def chromium_args(self) -> list[str]:
-        """Chromium's flags for a browser that trusts this certificate (and only it) besides the usual."""
-        return [*CHROMIUM_ARGS, f"--ignore-certificate-errors-spki-list={self.spki_sha256}"]
+
+def chromium_args(*certificates: Certificate | None) -> list[str]:
+    """Chromium's usual flags, plus trust in these certificates' keys (and no others) where any is given."""
+    pins = ",".join(certificate.spki_sha256 for certificate in certificates if certificate is not None)
+    return [*CHROMIUM_ARGS, f"--ignore-certificate-errors-spki-list={pins}"] if pins else list(CHROMIUM_ARGS)
 
 
 def throwaway_certificate(directory: Path) -> Certificate:
