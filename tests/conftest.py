@@ -29,6 +29,7 @@ from typing import Any
 
 import pytest
 
+from services import POSTGRES_URL as DEFAULT_POSTGRES_URL
 from support import missing as _missing
 
 #: The OpenID Connect fixtures (``op``, ``hsm_op``) and their user agent.
@@ -44,7 +45,7 @@ SOFTHSM_LIBRARY_CANDIDATES = [
     "/usr/local/lib/softhsm/libsofthsm2.so",
 ]
 
-POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL", DEFAULT_POSTGRES_URL)
 
 
 

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import glob
 import os
 import re
 import shutil
@@ -19,9 +20,11 @@ import subprocess
 import time
 from pathlib import Path
 
-P11KIT_CLIENT_CANDIDATES = [
-    "/usr/lib/x86_64-linux-gnu/pkcs11/p11-kit-client.so",
-    "/usr/lib/aarch64-linux-gnu/pkcs11/p11-kit-client.so",
+#: Where p11-kit-modules puts the client module: Debian's multiarch directory
+#: (/usr/lib/x86_64-linux-gnu/pkcs11/ on amd64), or the plain one elsewhere.
+#: tests/run.sh asks :func:`p11kit_client_module` whether to install the package.
+P11KIT_CLIENT_PATTERNS = [
+    "/usr/lib/*-linux-gnu*/pkcs11/p11-kit-client.so",
     "/usr/lib/pkcs11/p11-kit-client.so",
     "/usr/lib64/pkcs11/p11-kit-client.so",
 ]
@@ -32,10 +35,16 @@ OPENCRYPTOKI_CANDIDATES = [
 ]
 
 
+def p11kit_client_module() -> str | None:
+    """Path of p11-kit's client module (Debian package p11-kit-modules), if installed."""
+    return next((path for pattern in P11KIT_CLIENT_PATTERNS for path in sorted(glob.glob(pattern))), None)
+
+
 def p11kit_client_library() -> str | None:
+    """The client module, where the ``p11-kit`` command that serves it is installed too."""
     if shutil.which("p11-kit") is None:
         return None
-    return next((path for path in P11KIT_CLIENT_CANDIDATES if os.path.exists(path)), None)
+    return p11kit_client_module()
 
 
 class P11KitServer:
