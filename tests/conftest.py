@@ -29,6 +29,7 @@ from typing import Any
 
 import pytest
 
+from services import POSTGRES_URL as DEFAULT_POSTGRES_URL
 from support import missing as _missing
 
 #: The OpenID Connect fixtures (``op``, ``hsm_op``) and their user agent.
@@ -44,7 +45,7 @@ SOFTHSM_LIBRARY_CANDIDATES = [
     "/usr/local/lib/softhsm/libsofthsm2.so",
 ]
 
-POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL", DEFAULT_POSTGRES_URL)
 
 
 
@@ -207,17 +208,27 @@ def remote_hsm_env(hsm_env: dict[str, str], remote_token: Any) -> dict[str, str]
 
 
 @pytest.fixture(scope="session")
-def opencryptoki() -> Any:
-    """openCryptoki's soft token, initialised afresh for this session (Debian package opencryptoki)."""
-    from remote_token import OpenCryptoki, opencryptoki_library
+def opencryptoki() -> Iterator[Any]:
+    """openCryptoki's soft token, initialised for these tests (Debian package opencryptoki).
+
+    Skipped (failed in CI) where the machine's soft token belongs to someone else;
+    the pkcsslotd started for the session is stopped after it.
+    """
+    from remote_token import OpenCryptoki, TokenUnavailable, opencryptoki_library
 
     library = opencryptoki_library()
     if library is None or os.geteuid() != 0:
         _missing("openCryptoki (Debian package opencryptoki) and root to run pkcsslotd")
     assert library is not None
     ock = OpenCryptoki(library)
-    ock.prepare()
-    return ock
+    try:
+        try:
+            ock.prepare()
+        except TokenUnavailable as exc:
+            _missing(f"openCryptoki's soft token ({exc})")
+        yield ock
+    finally:
+        ock.stop_daemon()
 
 
 # -- databases ----------------------------------------------------------------

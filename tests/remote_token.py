@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import glob
 import os
 import re
 import shutil
@@ -19,9 +20,11 @@ import subprocess
 import time
 from pathlib import Path
 
-P11KIT_CLIENT_CANDIDATES = [
-    "/usr/lib/x86_64-linux-gnu/pkcs11/p11-kit-client.so",
-    "/usr/lib/aarch64-linux-gnu/pkcs11/p11-kit-client.so",
+#: Where p11-kit-modules puts the client module: Debian's multiarch directory
+#: (/usr/lib/x86_64-linux-gnu/pkcs11/ on amd64), or the plain one elsewhere.
+#: tests/run.sh asks :func:`p11kit_client_module` whether to install the package.
+P11KIT_CLIENT_PATTERNS = [
+    "/usr/lib/*-linux-gnu*/pkcs11/p11-kit-client.so",
     "/usr/lib/pkcs11/p11-kit-client.so",
     "/usr/lib64/pkcs11/p11-kit-client.so",
 ]
@@ -32,10 +35,16 @@ OPENCRYPTOKI_CANDIDATES = [
 ]
 
 
+def p11kit_client_module() -> str | None:
+    """Path of p11-kit's client module (Debian package p11-kit-modules), if installed."""
+    return next((path for pattern in P11KIT_CLIENT_PATTERNS for path in sorted(glob.glob(pattern))), None)
+
+
 def p11kit_client_library() -> str | None:
+    """The client module, where the ``p11-kit`` command that serves it is installed too."""
     if shutil.which("p11-kit") is None:
         return None
-    return next((path for path in P11KIT_CLIENT_CANDIDATES if os.path.exists(path)), None)
+    return p11kit_client_module()
 
 
 class P11KitServer:
@@ -105,6 +114,23 @@ def opencryptoki_library() -> str | None:
     return next((path for path in OPENCRYPTOKI_CANDIDATES if os.path.exists(path)), None)
 
 
+#: Where pkcsslotd writes its pid once it has daemonised itself.
+PKCSSLOTD_PIDFILE = Path("/var/run/pkcsslotd.pid")
+
+
+class TokenUnavailable(RuntimeError):
+    """The machine's openCryptoki soft token cannot serve these tests (e.g. another
+    user initialised it), though nothing wrong with the code under test."""
+
+
+def _running(pid: int) -> bool:
+    """``pid`` runs (a zombie left unreaped by a container's init does not count)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 class OpenCryptoki:
     """openCryptoki's soft token, initialised with this label and these PINs.
 
@@ -116,7 +142,9 @@ class OpenCryptoki:
     an initialised soft token leaves it refusing every login on openCryptoki 3.8,
     so a token already carrying this label is used as it is: each test labels its
     keys with a prefix of its own and destroys them afterwards.  PINs are 4 to 8
-    characters on this token.
+    characters on this token.  A token initialised under another label is
+    :class:`TokenUnavailable`.  ``pkcsslotd`` is started when none runs, and
+    :meth:`stop_daemon` stops that one (never a daemon someone else started).
     """
 
     LABEL = "oidc-tests"
@@ -127,6 +155,7 @@ class OpenCryptoki:
     def __init__(self, library: str) -> None:
         self.library = library
         self.slot = -1
+        self.daemon_pid: int | None = None  # the pkcsslotd this object started
 
     def _pkcsconf(self, *args: str, stdin: str | None = None) -> str:
         result = subprocess.run(["pkcsconf", *args], input=stdin, capture_output=True, text=True, timeout=60)
@@ -136,9 +165,9 @@ class OpenCryptoki:
 
     def prepare(self) -> None:
         if subprocess.run(["pgrep", "-x", "pkcsslotd"], capture_output=True).returncode != 0:
-            # The slot daemon every openCryptoki client needs; it daemonises itself and
-            # is left running, as the system service would be.
+            # The slot daemon every openCryptoki client needs; it daemonises itself.
             subprocess.run(["pkcsslotd"], check=True, timeout=30)
+            self.daemon_pid = self._daemon_pid()
         current = ""
         slot = None
         for block in re.split(r"(?=Token #\d+ Info:)", self._pkcsconf("-t")):
@@ -149,16 +178,45 @@ class OpenCryptoki:
                 current = label.group(1) if label else ""
                 initialised = "TOKEN_INITIALIZED" in block
         if slot is None:
-            raise RuntimeError("openCryptoki has no soft token slot (libpkcs11_sw.so in opencryptoki.conf)")
+            raise TokenUnavailable("openCryptoki has no soft token slot (libpkcs11_sw.so in opencryptoki.conf)")
         self.slot = slot
         if current == self.LABEL:
             return
         if initialised:
-            raise RuntimeError(f"openCryptoki's soft token is initialised as {current!r}, not for these tests")
+            raise TokenUnavailable(f"slot {slot} is initialised as {current!r}, not {self.LABEL!r},"
+                                   " and a token in use is not re-initialised")
         self._pkcsconf("-I", "-c", str(slot), "-S", self.DEFAULT_SO_PIN, stdin=self.LABEL + "\n")
         self._pkcsconf("-P", "-c", str(slot), "-S", self.DEFAULT_SO_PIN, "-n", self.SO_PIN)
         self._pkcsconf("-u", "-c", str(slot), "-S", self.SO_PIN, "-n", "tmp-8812")
         self._pkcsconf("-p", "-c", str(slot), "-U", "tmp-8812", "-n", self.PIN)
+
+    @staticmethod
+    def _daemon_pid() -> int | None:
+        """The pid of the pkcsslotd just started (its pid file is written after it forks)."""
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                pid = int(PKCSSLOTD_PIDFILE.read_text().strip())
+            except (OSError, ValueError):
+                pid = 0
+            if pid and _running(pid):
+                return pid
+            time.sleep(0.05)
+        found = subprocess.run(["pgrep", "-x", "pkcsslotd"], capture_output=True, text=True).stdout.split()
+        return int(found[0]) if len(found) == 1 else None
+
+    def stop_daemon(self) -> None:
+        """Stop the pkcsslotd :meth:`prepare` started, if it did."""
+        pid, self.daemon_pid = self.daemon_pid, None
+        if pid is None or not _running(pid):
+            return
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 20
+        while _running(pid):
+            if time.monotonic() > deadline:
+                os.kill(pid, signal.SIGKILL)
+                break
+            time.sleep(0.05)
 
     def destroy_labelled(self, prefix: str) -> None:
         """Destroy every object whose label starts with ``prefix`` (a test's own keys)."""

@@ -20,9 +20,10 @@ from tests.serving import Gunicorn
 
 from live_flows import UserAgent, register
 from oidc_fixtures import PASSWORD
+from services import REDIS_URL as DEFAULT_REDIS_URL
 from support import missing
 
-REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379").rstrip("/")
+REDIS_URL = os.environ.get("TEST_REDIS_URL", DEFAULT_REDIS_URL).rstrip("/")
 
 
 
