@@ -193,3 +193,33 @@ def test_a_password_change_ends_online_grants_without_refresh_tokens_and_keeps_o
     assert _cut_off(op, without_refresh, online)
     assert _active(op, with_refresh, narrowed["access_token"]) is True
     assert _refresh(op, with_refresh, narrowed["refresh_token"]).status_code == 200
+
+
+def _introspection_and_grant_agree(op, client, refresh_token):
+    """Introspect the refresh token, then use it: whether both said it is usable (RFC 7662 §2.2)."""
+    active = _active(op, client, refresh_token)
+    response = _refresh(op, client, refresh_token)
+    assert active is (response.status_code == 200), (active, response.json)
+    if response.status_code != 200:
+        assert response.json["error"] == "invalid_grant"
+    return active
+
+
+def test_introspection_and_the_refresh_grant_agree_when_the_login_ends(op):
+    """OIDC Core §11: a refresh token without offline_access ends with its login session, whether the
+    session expired (LOGIN_SESSION_LIFETIME) or was logged out of; /introspect says so too (RFC 7662
+    §2.2: active only while it can be used).  An offline_access one stays usable, and stays active."""
+    op.add_user()
+    client = op.add_client(refresh_always=True)
+    expiring = op.tokens(*client, scope="openid")
+    kept = op.tokens(*client, scope="openid offline_access")
+    op.clock.advance(8 * 3600 + 1)  # the login session's lifetime, not the refresh tokens' (30 days)
+    assert _introspection_and_grant_agree(op, client, expiring["refresh_token"]) is False
+    assert _introspection_and_grant_agree(op, client, kept["refresh_token"]) is True
+
+    browser = op.new_browser()
+    online = browser.tokens(*client, scope="openid")
+    offline = browser.tokens(*client, scope="openid offline_access")
+    _logout(browser, online["id_token"])
+    assert _introspection_and_grant_agree(op, client, online["refresh_token"]) is False
+    assert _introspection_and_grant_agree(op, client, offline["refresh_token"]) is True

@@ -153,6 +153,23 @@ def is_offline(scope: str) -> bool:
     return "offline_access" in scope.split()
 
 
+def refresh_token_usable(token: RefreshTokenRecord) -> bool:
+    """Whether a refresh token can be exchanged now: the one rule of the grant and of introspection.
+
+    Not revoked, not rotated, its user enabled, within its idle and absolute
+    lifetimes (RFC 9700 §4.14.2), and, without ``offline_access``, its login
+    session still on (OIDC Core §11).  The refresh grant uses it, and
+    introspection reports ``active`` only when it holds (RFC 7662 §2.2).  Who
+    presents the token (its client, its DPoP key) is checked by each caller.
+    """
+    now = current_state().clock.now()
+    family_issued_at = token.family_issued_at or token.created_at
+    return (token.revoked_at is None and token.rotated_at is None and not token.user.disabled
+            and token.expires_at > now
+            and family_issued_at + current_state().settings.refresh_token_max_lifetime > now
+            and (is_offline(token.scope) or token.session_active))
+
+
 def revoke_grants(*, user_pk: int | None = None, sids: list[str] | None = None,
                   include_offline: bool) -> list[str]:
     """Revoke the grant families of a user (or of login sessions), in the current transaction.
