@@ -15,15 +15,17 @@ Three limits, each in the ``limits`` notation (``5/minute;20/hour``):
 Each attempt increments the counters, the address's first, in one atomic
 operation per counter (an ``INCR`` on Redis), and is refused at the first one
 past its limit; a refused attempt, and a login that succeeds, give their
-increments back.  An attempt the address's limit refuses touches no account's
-counter, so a spray of usernames from one address leaves counters for the
-attempts its limit lets through, not one per username (every counter is
-dropped when its window ends).  So
+increments back.  So
 at most the limit's number of failures are ever let through, however many
 arrive at once (while a refused attempt's increment is being given back a
 concurrent one may be refused too: contention errs on the side of refusing).  Flask-Limiter's
 ``deduct_when`` does the reverse (check, then count after the response), so
 parallel attempts all pass the check before any of them is counted.
+
+An attempt the address's limit refuses touches no account's counter, so a
+spray of usernames from one address leaves counters for the attempts its
+limit lets through, not one per username tried; every counter is dropped when
+its window ends (a Redis key expires with it).
 
 A client address is counted by its network (:func:`address_network`): an IPv6
 address by its /64, which one subscriber commonly holds whole.

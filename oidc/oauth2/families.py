@@ -162,11 +162,11 @@ def refresh_token_usable(token: RefreshTokenRecord) -> bool:
     introspection reports ``active`` only when it holds (RFC 7662 §2.2).  Who
     presents the token (its client, its DPoP key) is checked by each caller.
     """
-    now = current_state().clock.now()
+    state = current_state()
+    now = state.clock.now()
     family_issued_at = token.family_issued_at or token.created_at
     return (token.revoked_at is None and token.rotated_at is None and not token.user.disabled
-            and token.expires_at > now
-            and family_issued_at + current_state().settings.refresh_token_max_lifetime > now
+            and token.expires_at > now and family_issued_at + state.settings.refresh_token_max_lifetime > now
             and (is_offline(token.scope) or token.session_active))
 
 
