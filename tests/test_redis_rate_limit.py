@@ -87,3 +87,20 @@ def test_failed_logins_on_two_instances_add_up_in_redis(make_app, base_env, redi
     for server in (a, b):
         assert "Traceback" not in server.log(), server.log()[-3000:]
         assert PASSWORD not in server.log()
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_usernames_sprayed_from_one_address_leave_bounded_state_in_redis(base_env, redis_database, tmp_path):
+    """As with memory:// (test_throttle_counters): an attempt the per-address limit refuses creates no
+    counter, and every counter expires with its window."""
+    from oidc.accounts.throttle import LoginThrottle
+    from oidc.settings import load_settings
+
+    storage_url, redis_client = redis_database
+    throttle = LoginThrottle(load_settings({**base_env, "RATELIMIT_STORAGE_URI": storage_url},
+                                           instance_path=str(tmp_path)))
+    assert sum(throttle.attempt("192.0.2.7", f"nobody-{i}") is not None for i in range(100)) == 20
+    assert redis_client.dbsize() == 20 * 3 + 2
+    assert not any(throttle.attempt("192.0.2.7", f"somebody-{i}") for i in range(1000))
+    assert redis_client.dbsize() == 20 * 3 + 2
+    assert all(0 < redis_client.ttl(key) <= 3600 for key in redis_client.scan_iter())

@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from limits import parse
 from limits.strategies import FixedWindowRateLimiter
 
-from oidc.accounts.throttle import LoginThrottle, ProcessCounters
+from oidc.accounts.throttle import LoginThrottle, ProcessCounters, address_network
 from oidc.settings import load_settings
 
 
@@ -90,3 +90,52 @@ def test_memory_uri_uses_the_process_counters_and_redis_does_not(base_env, tmp_p
     settings = load_settings({**base_env, "RATELIMIT_STORAGE_URI": "redis://127.0.0.1:6379/0"},
                              instance_path=str(tmp_path))
     assert type(LoginThrottle(settings).storage).__name__ == "RedisStorage"
+
+
+def _memory_throttle(base_env, tmp_path) -> LoginThrottle:
+    """The app's throttle with its defaults: 20/minute;100/hour per address, 5/minute;20/hour per
+    address and account, 100/hour per account."""
+    return LoginThrottle(load_settings({**base_env, "RATELIMIT_STORAGE_URI": "memory://"}, instance_path=str(tmp_path)))
+
+
+def test_usernames_sprayed_from_one_address_leave_bounded_state(base_env, tmp_path):
+    """Only the attempts the per-address limit lets through create counters: one it refuses creates
+    none, so trying 1,100 unknown usernames from one address leaves the counters of 20 attempts
+    (3 per account each, 2 of the address), as trying 100 does."""
+    throttle = _memory_throttle(base_env, tmp_path)
+    counters = throttle.storage
+    assert isinstance(counters, ProcessCounters)
+    allowed = [throttle.attempt("192.0.2.7", f"nobody-{i}") is not None for i in range(100)]
+    assert allowed.count(True) == 20
+    assert counters.windows() == 20 * 3 + 2
+    assert not any(throttle.attempt("192.0.2.7", f"somebody-{i}") for i in range(1000))
+    assert counters.windows() == 20 * 3 + 2
+
+
+def test_a_refused_attempt_still_gives_back_what_it_counted(base_env, tmp_path):
+    """Refused on its account's limit, an attempt gives back its address's increments (it checked no
+    password): the address can go on with other accounts."""
+    throttle = _memory_throttle(base_env, tmp_path)
+    assert all(throttle.attempt("192.0.2.7", "alice") for _ in range(5))
+    assert not any(throttle.attempt("192.0.2.7", "alice") for _ in range(30))
+    assert sum(throttle.attempt("192.0.2.7", f"user-{i}") is not None for i in range(30)) == 15
+
+
+def test_addresses_are_counted_by_network():
+    """IPv4 addresses as they are, IPv4-mapped IPv6 addresses as IPv4 (RFC 4291 §2.5.5.2), other IPv6
+    addresses by their /64: a single subscriber commonly holds a whole /64 (RFC 6177 §3)."""
+    assert address_network("192.0.2.7") == "192.0.2.7"
+    assert address_network("::ffff:192.0.2.7") == "192.0.2.7"
+    assert address_network("2001:db8:1:2:3:4:5:6") == address_network("2001:DB8:1:2:ffff::1") == "2001:db8:1:2::/64"
+    assert address_network("2001:db8:1:3::1") == "2001:db8:1:3::/64"
+    assert address_network("fe80::1%eth0") == "fe80::/64"
+    assert address_network("") == "" and address_network("unix socket") == "unix socket"
+
+
+def test_the_addresses_of_one_ipv6_64_share_their_limits(base_env, tmp_path):
+    throttle = _memory_throttle(base_env, tmp_path)
+    assert all(throttle.attempt(f"2001:db8:1:2::{i:x}", f"user-{i}") for i in range(20))
+    assert throttle.attempt("2001:db8:1:2:ffff:ffff:ffff:ffff", "another") is None
+    assert throttle.attempt("2001:db8:1:3::1", "another") is not None
+    assert all(throttle.attempt("192.0.2.7", f"user-{i}") for i in range(20))
+    assert throttle.attempt("::ffff:192.0.2.7", "another") is None

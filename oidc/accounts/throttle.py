@@ -12,14 +12,23 @@ Three limits, each in the ``limits`` notation (``5/minute;20/hour``):
   guessing one account from many addresses (empty turns it off; whoever
   reaches it locks the account for everyone, so it is set high).
 
-Each attempt increments every counter first, in one atomic operation per
-counter (an ``INCR`` on Redis), and is refused if any is past its limit; a
-refused attempt, and a login that succeeds, give their increments back.  So
+Each attempt increments the counters, the address's first, in one atomic
+operation per counter (an ``INCR`` on Redis), and is refused at the first one
+past its limit; a refused attempt, and a login that succeeds, give their
+increments back.  So
 at most the limit's number of failures are ever let through, however many
 arrive at once (while a refused attempt's increment is being given back a
 concurrent one may be refused too: contention errs on the side of refusing).  Flask-Limiter's
 ``deduct_when`` does the reverse (check, then count after the response), so
 parallel attempts all pass the check before any of them is counted.
+
+An attempt the address's limit refuses touches no account's counter, so a
+spray of usernames from one address leaves counters for the attempts its
+limit lets through, not one per username tried; every counter is dropped when
+its window ends (a Redis key expires with it).
+
+A client address is counted by its network (:func:`address_network`): an IPv6
+address by its /64, which one subscriber commonly holds whole.
 
 The counters live in ``RATELIMIT_STORAGE_URI``: ``memory://`` counts per worker
 process (limits multiply by the workers and reset on restart) in
@@ -30,6 +39,7 @@ instance at one Redis (``redis://host:6379/0``).
 from __future__ import annotations
 
 import heapq
+import ipaddress
 import threading
 import time
 from collections.abc import Callable
@@ -132,6 +142,25 @@ class Attempt:
         self.hits.clear()
 
 
+def address_network(address: str) -> str:
+    """What the per-address limits count a client address as.
+
+    IPv4 as it is; an IPv4-mapped IPv6 address as its IPv4 address (RFC 4291
+    §2.5.5.2); any other IPv6 address as its /64, since a subscriber is
+    commonly given a whole /64 (RFC 6177 §3) and could otherwise try from a new
+    address each time.  Anything else (no address) is counted as it is.
+    """
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
+
+
 class LoginThrottle:
     def __init__(self, settings: Settings) -> None:
         uri = settings.ratelimit_storage_uri
@@ -139,26 +168,26 @@ class LoginThrottle:
         assert isinstance(storage, Storage), "RATELIMIT_STORAGE_URI must name a synchronous storage"
         self.storage: Storage = storage
         self.strategy = FixedWindowRateLimiter(self.storage)
+        # In the order they are counted: the address's first (see the module's docstring).
         self.limits = {
-            "login-address-account": parse_many(settings.login_rate_limit_per_address_and_account),
             "login-address": parse_many(settings.login_rate_limit_per_address),
+            "login-address-account": parse_many(settings.login_rate_limit_per_address_and_account),
             "login-account": parse_many(settings.login_rate_limit_per_account)
             if settings.login_rate_limit_per_account else [],
         }
 
     def attempt(self, address: str, username: str) -> Attempt | None:
         """Count one attempt; the :class:`Attempt` when it is within every limit, else None."""
+        network = address_network(address)
         account = normalize_username(username)[:MAX_USERNAME_LENGTH]
-        identifiers = {"login-address-account": (address, account), "login-address": (address,),
+        identifiers = {"login-address": (network,), "login-address-account": (network, account),
                        "login-account": (account,)}
         attempt = Attempt(self.storage)
-        allowed = True
         for scope, items in self.limits.items():
             for item in items:
                 keys = (scope, *identifiers[scope])
-                allowed &= self.strategy.hit(item, *keys)  # atomic: increment, then compare
                 attempt.hits.append((item, keys))
-        if not allowed:
-            attempt.cancel()  # a refused attempt checks no password: it is not a failure either
-            return None
+                if not self.strategy.hit(item, *keys):  # atomic: increment, then compare
+                    attempt.cancel()  # a refused attempt checks no password: it is not a failure either
+                    return None
         return attempt

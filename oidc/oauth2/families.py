@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from authlib.oauth2.rfc6749.errors import InvalidGrantError
-from sqlalchemy import delete, or_, select
+from sqlalchemy import delete, or_, select, union_all
 
 from oidc import hashing, queries
 from oidc.db import db
@@ -153,6 +153,23 @@ def is_offline(scope: str) -> bool:
     return "offline_access" in scope.split()
 
 
+def refresh_token_usable(token: RefreshTokenRecord) -> bool:
+    """Whether a refresh token can be exchanged now: the one rule of the grant and of introspection.
+
+    Not revoked, not rotated, its user enabled, within its idle and absolute
+    lifetimes (RFC 9700 §4.14.2), and, without ``offline_access``, its login
+    session still on (OIDC Core §11).  The refresh grant uses it, and
+    introspection reports ``active`` only when it holds (RFC 7662 §2.2).  Who
+    presents the token (its client, its DPoP key) is checked by each caller.
+    """
+    state = current_state()
+    now = state.clock.now()
+    family_issued_at = token.family_issued_at or token.created_at
+    return (token.revoked_at is None and token.rotated_at is None and not token.user.disabled
+            and token.expires_at > now and family_issued_at + state.settings.refresh_token_max_lifetime > now
+            and (is_offline(token.scope) or token.session_active))
+
+
 def revoke_grants(*, user_pk: int | None = None, sids: list[str] | None = None,
                   include_offline: bool) -> list[str]:
     """Revoke the grant families of a user (or of login sessions), in the current transaction.
@@ -160,16 +177,33 @@ def revoke_grants(*, user_pk: int | None = None, sids: list[str] | None = None,
     OIDC Core §11: a grant without ``offline_access`` ends with the login that
     made it; ``include_offline`` ends the offline ones too (disabling, a
     compromised account).  Returns the revoked families' ids.
+
+    A family is found by any token of it still in use: its refresh tokens and,
+    since a grant may have none (no ``offline_access`` on a client without
+    ``refresh_always``, or no refresh_token grant), its access tokens (a user's)
+    or its authorization code (a login session's: access tokens carry no sid).
+    A family is offline when any of them has ``offline_access``: an access token
+    narrowed on refresh (RFC 6749 §6) does not make its family an online one.
     """
-    statement = select(RefreshToken.grant_id, RefreshToken.scope).where(RefreshToken.revoked_at.is_(None))
-    if user_pk is not None:
-        statement = statement.where(RefreshToken.user_pk == user_pk)
-    if sids is not None:
+    refresh = select(RefreshToken.grant_id, RefreshToken.scope).where(RefreshToken.revoked_at.is_(None))
+    if user_pk is not None and sids is None:
+        access = select(AccessToken.grant_id, AccessToken.scope).where(
+            AccessToken.user_pk == user_pk, AccessToken.grant_id.is_not(None), AccessToken.revoked_at.is_(None),
+            AccessToken.expires_at > current_state().clock.now())
+        sources = [refresh.where(RefreshToken.user_pk == user_pk), access]
+    elif sids is not None and user_pk is None:
         if not sids:
             return []
-        statement = statement.where(RefreshToken.sid.in_(sids))
-    families = sorted({grant_id for grant_id, scope in db.session.execute(statement)
-                       if include_offline or not is_offline(scope)})
+        codes = select(AuthorizationCode.grant_id, AuthorizationCode.scope).where(AuthorizationCode.sid.in_(sids))
+        sources = [refresh.where(RefreshToken.sid.in_(sids)), codes]
+    else:
+        raise ValueError("revoke the grants of a user or of login sessions, not both")
+    offline: dict[str, bool] = {}
+    for row in db.session.execute(union_all(*sources)):
+        grant_id = str(row.grant_id)  # never NULL: the access tokens read are a family's
+        offline[grant_id] = offline.get(grant_id, False) or is_offline(row.scope)
+    families = sorted(grant_id for grant_id, is_offline_family in offline.items()
+                      if include_offline or not is_offline_family)
     for grant_id in families:
         revoke_family(grant_id)
     return families

@@ -13,7 +13,7 @@ from typing import Any
 from oidc.db import db
 from oidc.models import Client
 from oidc.oauth2.bearer import AccessTokenInfo, load_access_token
-from oidc.oauth2.families import find_refresh_grant
+from oidc.oauth2.families import find_refresh_grant, refresh_token_usable
 from oidc.oauth2.jwt import MAX_TOKEN_LENGTH
 from oidc.oauth2.records import RefreshTokenRecord, UserRecord
 from oidc.state import current_state
@@ -49,8 +49,8 @@ class RefreshTokenInfo:
         return self.expires_at <= current_state().clock.now()
 
     def is_revoked(self) -> bool:
-        return (self.row.revoked_at is not None or self.row.rotated_at is not None or self.client is None
-                or bool(self.client.disabled) or self.user.disabled)
+        """Not usable as the refresh grant decides (:func:`refresh_token_usable`), or its client is disabled."""
+        return not refresh_token_usable(self.row) or self.client is None or bool(self.client.disabled)
 
     def get_scope(self) -> str:
         return self.scope

@@ -17,7 +17,6 @@ from oidc.oauth2 import dpop, families, profile
 from oidc.oauth2.families import AuthContext, issue_tokens, new_refresh_token, proof_jkt
 from oidc.oauth2.methods import AUTH_METHODS
 from oidc.oauth2.records import RefreshTokenRecord, TokenWrites, UserRecord
-from oidc.state import current_state
 
 TOKEN_REUSED = "rotated refresh token reused"
 TOKEN_USED = "the refresh token was already used"
@@ -34,12 +33,8 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
         if row.rotated_at is not None:
             families.revoke_family_now(row.grant_id, TOKEN_REUSED)
             raise InvalidGrantError(TOKEN_USED)
-        now = current_state().clock.now()
-        family_issued_at = row.family_issued_at or row.created_at
-        if row.expires_at <= now or family_issued_at + current_state().settings.refresh_token_max_lifetime <= now:
-            return None  # idle or absolute lifetime over (RFC 9700 §4.14.2)
-        if not families.is_offline(row.scope) and not row.session_active:
-            return None  # OIDC Core §11: without offline_access it ends with its login session
+        if not families.refresh_token_usable(row):
+            return None  # expired, its user disabled, or its login over (the rule introspection applies too)
         proof = dpop.request_proof()
         if row.dpop_jkt is not None and (proof is None or proof.jkt != row.dpop_jkt):
             raise InvalidGrantError("the refresh token is bound to another DPoP key")
@@ -57,7 +52,7 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
         return response
 
     def authenticate_user(self, refresh_token: RefreshTokenRecord) -> UserRecord | None:
-        return refresh_token.user if not refresh_token.user.disabled else None
+        return refresh_token.user  # a disabled user's token was refused as unusable already
 
     def revoke_old_credential(self, refresh_token: RefreshTokenRecord) -> None:
         """Claimed in :meth:`create_token_response`, once the new tokens are ready."""
