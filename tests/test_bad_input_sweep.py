@@ -186,3 +186,33 @@ def test_malformed_requests_get_rfc_errors_and_write_nothing(swept, caplog, data
     # A request good enough to need a login has started its interaction (one row), and written nothing else.
     starts_login = response.status_code == 302 and response.headers["Location"].startswith("/login?")
     assert _row_count(op) == before + (1 if starts_login else 0)
+
+
+#: A JOSE header or payload nested past Python's recursion limit: json raises RecursionError for it,
+#: not ValueError.
+_DEEP = _b64(("[" * 2000 + "]" * 2000).encode())
+DEEP_JOSE = {"header": f"{_DEEP}.e30.{_b64(b'sig')}",
+             "payload": f"{_b64(json.dumps({'alg': 'RS256', 'kid': 'k'}).encode())}.{_DEEP}.{_b64(b'sig')}"}
+
+
+@pytest.mark.parametrize("part", list(DEEP_JOSE))
+def test_jose_json_nested_too_deeply_is_refused_everywhere(swept, caplog, part):
+    """RFC 6750 §3.1, RFC 7662 §2.3, RFC 7009 §2.2.1, RFC 7523 §3: a JWT whose header or claims are
+    nested too deeply is an invalid token, client assertion or hint, never a 500."""
+    op, client_id, secret, _ = swept
+    token = DEEP_JOSE[part]
+    assertion = {"grant_type": "client_credentials", "client_id": client_id, "client_assertion": token,
+                 "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"}
+    requests = {
+        "/userinfo": lambda: op.get("/userinfo", headers={"Authorization": "Bearer " + token}),
+        "/introspect": lambda: op.post("/introspect", data={"token": token}, auth=(client_id, secret)),
+        "/revoke": lambda: op.post("/revoke", data={"token": token}, auth=(client_id, secret)),
+        "/logout": lambda: op.get("/logout", query_string={"id_token_hint": token}),
+        "/token": lambda: op.post("/token", data=assertion),
+    }
+    with caplog.at_level(logging.WARNING):
+        for endpoint, send in requests.items():
+            _check(send(), endpoint)
+        admin = op.get("/admin/clients", headers={"Authorization": "Bearer " + token})
+    assert (admin.status_code, admin.json["error"]) == (401, "invalid_token")
+    assert not [record.getMessage() for record in caplog.records if record.levelno >= logging.ERROR or record.exc_info]

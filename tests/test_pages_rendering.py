@@ -10,9 +10,11 @@ import subprocess
 import sys
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlencode, urlsplit
+from urllib.parse import parse_qs, quote, urlencode, urlsplit
 
 import pytest
+from hypothesis import HealthCheck, given, seed, settings
+from hypothesis import strategies as st
 
 from oidc_fixtures import ISSUER, REDIRECT_URI, Provider, hidden_fields
 
@@ -74,6 +76,63 @@ def test_assets_are_cached_by_content_hash(op: Provider) -> None:
     assert op.get("/assets/../settings.py").status_code == 404
     assert op.get("/assets/%2e%2e/settings.py").status_code == 404
     assert op.get("/assets/nothing.css").status_code == 404
+
+
+def _per_process_sizes(assets: Any) -> dict[str, int]:
+    """The size of every container the assets object keeps (what a cache would grow)."""
+    return {name: len(value) for name, value in vars(assets).items() if hasattr(value, "__len__")}
+
+
+def test_requests_for_missing_assets_keep_nothing(op: Provider) -> None:
+    """A request for a name that is not an asset adds nothing to any per-process structure: the
+    assets are listed once, at start-up, and a request never becomes a key of anything."""
+    assets = op.app.extensions["oidc.assets"]
+    assert op.get("/assets/pages.css").status_code == 200
+    before = _per_process_sizes(assets)
+    for number in range(2000):
+        assert op.get(f"/assets/missing-{number}.css").status_code == 404
+    assert _per_process_sizes(assets) == before
+
+
+@pytest.mark.parametrize("name", [
+    "..%2fsettings.py", "%2e%2e/%2e%2e/settings.py", "./pages.css", ".hidden", "pages.css%00", "pages.css%20",
+    "p%C3%A4ges.css", "pages.css;x", "pages%5Ccss", "a//pages.css", "static/pages.css", "PAGES.CSS",
+    "x" * 300 + ".css", "%ff%fe",
+])
+def test_odd_asset_names_are_404(op: Provider, name: str) -> None:
+    response = op.get("/assets/" + name)
+    assert response.status_code == 404 and "Traceback" not in response.text
+
+
+@seed(20240611)
+@settings(max_examples=150, deadline=None, database=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(name=st.text(max_size=60))
+def test_any_asset_name_is_an_asset_or_a_404(op: Provider, name: str) -> None:
+    assets = op.app.extensions["oidc.assets"]
+    before = _per_process_sizes(assets)
+    response = op.get("/assets/" + quote(name, safe="/"))
+    assert response.status_code in (200, 404, 308), (name, response.status_code)
+    assert response.status_code != 200 or name in assets.files
+    assert _per_process_sizes(assets) == before
+
+
+def test_assets_are_listed_once_at_start_up(make_app: Any, base_env: dict[str, str], tmp_path: Path) -> None:
+    """A theme file added after start-up is not served (theme files are read once per worker);
+    the theme's files, in a sub-folder too, and the shipped ones are."""
+    static = tmp_path / "theme" / "static"
+    (static / "img").mkdir(parents=True)
+    (static / "img" / "banner.svg").write_text('<svg xmlns="http://www.w3.org/2000/svg"/>')
+    (static / ".secret").write_text("not an asset")
+    app = make_app({**base_env, "THEME_DIR": str(tmp_path / "theme")})
+    http = app.test_client()
+    banner = http.get("/assets/img/banner.svg")
+    assert banner.status_code == 200 and banner.mimetype == "image/svg+xml"
+    assert banner.headers["Cache-Control"] == "public, max-age=300"
+    assert http.get("/assets/pages.css").status_code == 200
+    assert http.get("/assets/.secret").status_code == 404
+    (static / "late.css").write_text("body{}")
+    assert http.get("/assets/late.css").status_code == 404
 
 
 def test_primary_colour_is_made_readable_in_both_schemes(make_app: Any, base_env: dict[str, str]) -> None:

@@ -24,6 +24,7 @@ token presented as ``Bearer`` is refused with the RFC 9449 §7.1
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -139,6 +140,11 @@ class OwnAccessTokenValidator(BearerTokenValidator):
             raise InsufficientScopeError()
 
 
+#: The credentials of the Bearer (RFC 6750 §2.1 ``b64token``) and DPoP (RFC 9449 §7.1) schemes:
+#: ``token68`` (RFC 9110 §11.2).
+TOKEN68 = re.compile(r"[A-Za-z0-9._~+/-]+=*")
+
+
 class MissingTokenError(OAuth2Error):
     """No token (or another scheme) was sent: RFC 6750 §3.1, a challenge with no error code."""
 
@@ -163,11 +169,16 @@ class BearerProtector(ResourceProtector):
         validator = self.get_token_validator("bearer")
         if header is not None:
             scheme, _, value = header.partition(" ")
-            if scheme.lower() == "dpop" and value.strip():
-                return self.get_token_validator("dpop"), value.strip()
-            if scheme.lower() != "bearer" or not value.strip():
+            value = value.strip()
+            if scheme.lower() not in ("bearer", "dpop") or not value:
                 raise MissingTokenError()
-            return validator, value.strip()
+            if not TOKEN68.fullmatch(value):
+                # No token of ours has other characters; a DPoP proof's ath hashes the
+                # token's ASCII octets (RFC 9449 §4.2), so this is checked before any proof.
+                raise InvalidTokenError("the access token is malformed")
+            if scheme.lower() == "dpop":
+                return self.get_token_validator("dpop"), value
+            return validator, value
         if in_body:
             return validator, in_body
         raise MissingTokenError()

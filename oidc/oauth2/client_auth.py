@@ -50,10 +50,13 @@ class PrivateKeyJWT(JWTBearerClientAssertion):
         return [settings.issuer]
 
     def extract_assertion(self, assertion: str) -> Any:
-        """Authlib's, with every malformed header (``crit`` of the wrong type, …) invalid_client."""
+        """Authlib's, with every malformed header (``crit`` of the wrong type, …) invalid_client.
+
+        Its claims are decoded here, unverified: json raises RecursionError for ones nested too deeply.
+        """
         try:
             return super().extract_assertion(assertion)
-        except (TypeError, ValueError, KeyError, AttributeError):
+        except (TypeError, ValueError, KeyError, AttributeError, RecursionError):
             raise InvalidClientError(description="Invalid JWT assertion.") from None
 
     def resolve_client_public_key(self, client: Any) -> KeySet:

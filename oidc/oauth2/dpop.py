@@ -6,7 +6,9 @@ this order (RFC 9449 §4.3):
 
 * one proof, a compact JWS whose header has ``typ: dpop+jwt``, an ``alg`` of
   ``DPOP_SIGNING_ALGS`` (asymmetric only: never ``none`` or a MAC) and a
-  public ``jwk`` (a private member such as ``d`` is refused);
+  public ``jwk`` of that alg's key type and curve (RFC 7518 §3.4, RFC 8037 §3.1:
+  ``ES256`` a P-256 key, ``EdDSA`` an Ed25519 one; a private member such as
+  ``d`` is refused);
 * the signature, with that key;
 * ``htm`` the request's method and ``htu`` the endpoint's URL *as configured*
   (the issuer plus the path, never the ``Host`` header), compared without
@@ -23,6 +25,11 @@ this order (RFC 9449 §4.3):
 Nonces need no storage: a nonce is an HMAC of the current time step under a
 key derived from the system secret, so every instance makes and accepts the
 same ones (the current and the previous step are accepted).
+
+Everything in a proof comes from an unauthenticated sender: each value is
+checked for its type before it is used, and what the JSON and JOSE parsers
+raise on malformed input is caught where they are called, so a bad proof is
+``invalid_dpop_proof`` (or, at a resource, the ``DPoP`` challenge), never a 500.
 
 The result is the key's RFC 7638 thumbprint (``jkt``): access tokens carry it
 as ``cnf.jkt`` (§6.1), a public client's refresh token is bound to it (§5),
@@ -46,6 +53,7 @@ from joserfc.errors import JoseError
 from joserfc.jwk import import_key
 from joserfc.jws import JWSRegistry
 
+from keys.algorithms import ALGORITHMS
 from oidc import queries
 from oidc.hashing import b64url, b64url_decode, derive_key
 from oidc.state import current_state
@@ -134,7 +142,7 @@ def nonce_valid(nonce: object) -> bool:
         return False
     state = current_state()
     step = state.clock.now() // state.settings.dpop_nonce_lifetime
-    return any(hmac.compare_digest(nonce, _nonce_for(candidate)) for candidate in (step, step - 1))
+    return any(_matches(nonce, _nonce_for(candidate)) for candidate in (step, step - 1))
 
 
 # -- the jti store ---------------------------------------------------------------------------
@@ -144,7 +152,9 @@ _redis_clients: dict[str, Any] = {}
 
 def _record_jti(jkt: str, jti: str, expires_at: int) -> bool:
     """Record ``jti`` of key ``jkt`` until ``expires_at``; False if it was already recorded."""
-    digest = hashlib.sha256(f"{jkt}:{jti}".encode()).hexdigest()
+    # A JSON string may hold a lone surrogate (RFC 8259 §8.2), which UTF-8 cannot encode;
+    # "surrogatepass" keeps the encoding one-to-one, so such a jti is recorded as any other.
+    digest = hashlib.sha256(f"{jkt}:{jti}".encode("utf-8", "surrogatepass")).hexdigest()
     uri = current_state().settings.dpop_jti_storage_uri
     if uri == "database":
         return queries.record_dpop_jti(digest, expires_at)
@@ -166,19 +176,36 @@ def thumbprint(jwk: dict[str, Any]) -> str:
 
 
 def access_token_hash(access_token: str) -> str:
-    """``ath``: base64url of the SHA-256 of the access token's ASCII octets (RFC 9449 §4.2)."""
+    """``ath``: base64url of the SHA-256 of the access token's ASCII octets (RFC 9449 §4.2).
+
+    The token is a ``token68`` (RFC 9449 §7.1), so ASCII: the resource's
+    Authorization header parser refuses any other value before a proof is checked.
+    """
     return b64url(hashlib.sha256(access_token.encode("ascii")).digest())
 
 
-def _normalized_url(url: str) -> tuple[str, str, str]:
-    """(scheme, authority, path) of ``url``, without query and fragment, default ports dropped."""
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
-    host = (parts.hostname or "").lower()
+def _matches(presented: object, expected: str) -> bool:
+    """Whether a proof's ``presented`` claim is the (ASCII) ``expected`` value, in constant time.
+
+    ``hmac.compare_digest`` raises TypeError for a str with non-ASCII characters;
+    such a value is never ``expected`` anyway.
+    """
+    return isinstance(presented, str) and presented.isascii() and hmac.compare_digest(presented, expected)
+
+
+def _normalized_url(url: str) -> tuple[str, str, str] | None:
+    """(scheme, authority, path) of ``url``, without query and fragment, default ports dropped.
+
+    None when ``url`` has no reading as a URL: ``urlsplit`` raises ValueError for an unclosed
+    IPv6 bracket (RFC 3986 §3.2.2) and ``port`` for a port that is not a number up to 65535.
+    """
     try:
+        parts = urlsplit(url)
         port = parts.port
     except ValueError:
-        port = -1
+        return None
+    scheme = parts.scheme.lower()
+    host = (parts.hostname or "").lower()
     if port is None or (scheme, port) in (("https", 443), ("http", 80)):
         authority = host
     else:
@@ -186,11 +213,39 @@ def _normalized_url(url: str) -> tuple[str, str, str]:
     return scheme, authority, parts.path or "/"
 
 
-def _decode_segment(segment: str) -> Any:
+def _json_object(data: str | bytes, what: str) -> dict[str, Any]:
+    """The JSON object ``data`` holds, or :class:`InvalidDPoPProof` naming ``what``.
+
+    ``json`` raises ValueError for malformed JSON (UnicodeDecodeError for bytes that are
+    not UTF-8 is one) and RecursionError for arrays or objects nested too deeply.
+    """
     try:
-        return json.loads(b64url_decode(segment))
-    except (ValueError, UnicodeDecodeError):
-        raise InvalidDPoPProof(description="The DPoP proof is not a JWT.") from None
+        value = json.loads(data)
+    except (ValueError, RecursionError):
+        raise InvalidDPoPProof(description=f"The DPoP proof's {what} is not JSON.") from None
+    if not isinstance(value, dict):
+        raise InvalidDPoPProof(description=f"The DPoP proof's {what} is not a JSON object.")
+    return value
+
+
+def _public_key(jwk: object, alg: str) -> Any:
+    """The public key of a proof's ``jwk``, when it is one ``alg`` signs with (RFC 9449 §4.3 step 7-8).
+
+    The key type and curve are checked first (RFC 7518 §3.4, RFC 8037 §3.1), so joserfc
+    is given only curves it knows: it raises KeyError for an unknown ``crv``.  For the
+    rest it raises JoseError (a member missing or of the wrong type) or ValueError (not
+    base64url, a point off its curve, an RSA exponent out of range).
+    """
+    algorithm = ALGORITHMS[alg]
+    if not isinstance(jwk, dict) or jwk.get("kty") != algorithm.kty or (
+            algorithm.curve is not None and jwk.get("crv") != algorithm.curve):
+        raise InvalidDPoPProof(description=f"The DPoP proof must carry a public jwk of the key type of {alg}.")
+    if _PRIVATE_MEMBERS & set(jwk):
+        raise InvalidDPoPProof(description="The DPoP proof's jwk must be a public key, not a private one.")
+    try:
+        return import_key(jwk)
+    except (JoseError, ValueError):
+        raise InvalidDPoPProof(description="The DPoP proof's jwk is not a valid public key.") from None
 
 
 def verify_proof(header_values: list[str], *, method: str, url: str, access_token: str | None = None) -> Proof:
@@ -202,32 +257,28 @@ def verify_proof(header_values: list[str], *, method: str, url: str, access_toke
     proof = header_values[0].strip()
     if not proof or len(proof) > MAX_PROOF_LENGTH or proof.count(".") != 2:
         raise InvalidDPoPProof(description="The DPoP proof is not a compact JWS.")
-    header = _decode_segment(proof.split(".", 1)[0])
-    if not isinstance(header, dict):
-        raise InvalidDPoPProof(description="The DPoP proof header is not a JSON object.")
+    try:
+        encoded_header = b64url_decode(proof.split(".", 1)[0])
+    except ValueError:  # not base64url (binascii.Error), or not ASCII
+        raise InvalidDPoPProof(description="The DPoP proof is not a JWT.") from None
+    header = _json_object(encoded_header, "header")
     if header.get("typ") != PROOF_TYP:
         raise InvalidDPoPProof(description="The DPoP proof's typ must be dpop+jwt.")
     alg = header.get("alg")
     if alg not in settings.dpop_signing_algs:
         raise InvalidDPoPProof(description="The DPoP proof's alg must be one of "
                                            + ", ".join(settings.dpop_signing_algs) + ".")
-    jwk = header.get("jwk")
-    if not isinstance(jwk, dict) or jwk.get("kty") not in ("RSA", "EC", "OKP"):
-        raise InvalidDPoPProof(description="The DPoP proof must carry a public jwk.")
-    if _PRIVATE_MEMBERS & set(jwk):
-        raise InvalidDPoPProof(description="The DPoP proof's jwk must be a public key, not a private one.")
+    key = _public_key(header.get("jwk"), alg)
     try:
-        key = import_key(jwk)
         result = jws.deserialize_compact(proof, key, registry=_registry(alg))
-        claims = json.loads(result.payload)
     except (JoseError, ValueError, TypeError):
         raise InvalidDPoPProof(description="The DPoP proof's signature does not verify with its jwk.") from None
-    if not isinstance(claims, dict):
-        raise InvalidDPoPProof(description="The DPoP proof's payload is not a JSON object.")
+    claims = _json_object(result.payload, "payload")
     if claims.get("htm") != method:
         raise InvalidDPoPProof(description="The DPoP proof's htm does not match the request's method.")
     htu = claims.get("htu")
-    if not isinstance(htu, str) or _normalized_url(htu) != _normalized_url(url):
+    presented_url = _normalized_url(htu) if isinstance(htu, str) else None
+    if presented_url is None or presented_url != _normalized_url(url):
         raise InvalidDPoPProof(description="The DPoP proof's htu does not match this endpoint's URL.")
     iat = claims.get("iat")
     moment = state.clock.now()
@@ -236,10 +287,8 @@ def verify_proof(header_values: list[str], *, method: str, url: str, access_toke
     jti = claims.get("jti")
     if not isinstance(jti, str) or not 0 < len(jti) <= MAX_JTI_LENGTH:
         raise InvalidDPoPProof(description="The DPoP proof has no usable jti.")
-    if access_token is not None:
-        ath = claims.get("ath")
-        if not isinstance(ath, str) or not hmac.compare_digest(ath, access_token_hash(access_token)):
-            raise InvalidDPoPProof(description="The DPoP proof's ath does not match the access token.")
+    if access_token is not None and not _matches(claims.get("ath"), access_token_hash(access_token)):
+        raise InvalidDPoPProof(description="The DPoP proof's ath does not match the access token.")
     if settings.dpop_nonce and not nonce_valid(claims.get("nonce")):
         raise UseDPoPNonce(description="Use the nonce in the DPoP-Nonce header in the DPoP proof.")
     jkt = str(key.thumbprint())

@@ -148,7 +148,7 @@ def _header(token: str) -> dict[str, Any]:
         raise InvalidToken("not base64url")
     try:
         header = json.loads(b64url_decode(segment))
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # json: RecursionError for arrays or objects nested too deeply
         raise InvalidToken("malformed header") from None
     if not isinstance(header, dict) or not isinstance(header.get("kid"), str):
         raise InvalidToken("no kid")

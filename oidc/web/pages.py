@@ -20,8 +20,10 @@ from __future__ import annotations
 import hashlib
 import mimetypes
 import os
-from collections.abc import Iterable
-from typing import Any
+import re
+from collections.abc import Iterable, Mapping
+from types import MappingProxyType
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 from flask import Flask, Response, abort, current_app, g, request
@@ -112,39 +114,66 @@ def settings_css(primary: str) -> str:
 # -- assets -------------------------------------------------------------------------------------
 
 
+#: The name of an asset under ``/assets/``: a few path segments of letters, digits, ``-``, ``_`` and
+#: ``.``, none starting with a dot (so no ``..`` and no hidden file).  Any other name is a 404 with no
+#: look-up at all.
+ASSET_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}(?:/[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}){0,3}")
+
+
+class Asset(NamedTuple):
+    content: bytes
+    digest: str  # the ETag and the ``?v=`` of its URL
+    mimetype: str
+
+
+def _asset(name: str, content: bytes) -> Asset:
+    return Asset(content, hashlib.sha256(content).hexdigest()[:16],
+                 mimetypes.guess_type(name)[0] or "application/octet-stream")
+
+
+def _list_assets(folders: list[str]) -> dict[str, Asset]:
+    """Every file of ``folders`` with a valid :data:`ASSET_NAME`, the first folder's first.
+
+    A symbolic link that leads out of its folder is not an asset.
+    """
+    found: dict[str, Asset] = {}
+    for folder in folders:
+        root = os.path.realpath(folder)
+        for directory, dirs, files in os.walk(root):
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))  # no hidden folder holds an asset
+            for file in sorted(files):
+                path = os.path.join(directory, file)
+                name = os.path.relpath(path, root).replace(os.sep, "/")
+                if (name in found or not ASSET_NAME.fullmatch(name)
+                        or not os.path.realpath(path).startswith(root + os.sep) or not os.path.isfile(path)):
+                    continue
+                with open(path, "rb") as opened:
+                    found[name] = _asset(name, opened.read())
+    return found
+
+
 class Assets:
-    """Static files, the theme's first; their URLs carry a hash of their content."""
+    """Static files, the theme's first; their URLs carry a hash of their content.
+
+    The folders are read once, when the app is made (a worker's start): a request only looks its
+    name up in that fixed table, so it never adds to anything the process keeps.
+    """
 
     def __init__(self, settings: Settings) -> None:
-        self.folders = [os.path.join(settings.theme_dir, "static")] if settings.theme_dir else []
-        self.folders.append(SHIPPED_STATIC)
+        folders = [os.path.join(settings.theme_dir, "static")] if settings.theme_dir else []
+        folders.append(SHIPPED_STATIC)
         self.max_age = settings.static_max_age
-        self.generated = {SETTINGS_CSS: settings_css(settings.primary_color).encode("utf-8")}
-        self._cache: dict[str, tuple[bytes, str] | None] = {}
         self.logo_url = settings.service_logo_url or None
+        generated = {SETTINGS_CSS: _asset(SETTINGS_CSS, settings_css(settings.primary_color).encode("utf-8"))}
+        self.files: Mapping[str, Asset] = MappingProxyType({**_list_assets(folders), **generated})
 
-    def find(self, filename: str) -> tuple[bytes, str] | None:
-        """The content and hash of ``filename``, or None."""
-        if filename in self._cache:
-            return self._cache[filename]
-        found: tuple[bytes, str] | None = None
-        if filename in self.generated:
-            content = self.generated[filename]
-            found = (content, hashlib.sha256(content).hexdigest()[:16])
-        else:
-            for folder in self.folders:
-                path = os.path.realpath(os.path.join(folder, filename))
-                if path.startswith(os.path.realpath(folder) + os.sep) and os.path.isfile(path):
-                    with open(path, "rb") as file:
-                        content = file.read()
-                    found = (content, hashlib.sha256(content).hexdigest()[:16])
-                    break
-        self._cache[filename] = found
-        return found
+    def find(self, filename: str) -> Asset | None:
+        """The asset named ``filename``, or None (for a name outside :data:`ASSET_NAME` too)."""
+        return self.files.get(filename) if ASSET_NAME.fullmatch(filename) else None
 
     def url(self, filename: str) -> str:
         found = self.find(filename)
-        return f"{ASSETS}/{filename}" + (f"?v={found[1]}" if found else "")
+        return f"{ASSETS}/{filename}" + (f"?v={found.digest}" if found else "")
 
     def logo(self) -> str | None:
         """The service logo: SERVICE_LOGO_URL, else the theme's or the shipped logo file."""
@@ -159,11 +188,9 @@ class Assets:
         found = self.find(filename)
         if found is None:
             abort(404)
-        content, digest = found
-        mimetype = mimetypes.guess_type(filename)[0] or "application/octet-stream"
-        response = Response(content, mimetype=mimetype)
-        response.set_etag(digest)
-        if request.args.get("v") == digest:
+        response = Response(found.content, mimetype=found.mimetype)
+        response.set_etag(found.digest)
+        if request.args.get("v") == found.digest:
             response.headers["Cache-Control"] = f"public, max-age={self.max_age}, immutable"
         else:
             response.headers["Cache-Control"] = "public, max-age=300"
