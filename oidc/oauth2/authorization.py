@@ -182,6 +182,18 @@ def _check_profile(client: Client, params: Any) -> None:
         raise ErrorPage("invalid_request", "The FAPI 2.0 profile requires an https redirect_uri.")
 
 
+def is_openid_request(client: Client, requested_scope: str | None) -> bool:
+    """Whether a request of ``client`` for ``requested_scope`` is an OpenID Connect one (OIDC Core §3.1.2.1).
+
+    Decided on the scope the request gets, not on the one it names: without
+    ``scope``, the client's default scope (RFC 6749 §3.3), which may hold
+    ``openid``; a scope the client may not have is judged as requested (it is
+    refused later, as ``invalid_scope``).
+    """
+    resolved = client.get_allowed_scope(requested_scope)
+    return "openid" in (resolved if resolved is not None else requested_scope or "").split()
+
+
 def _check_client_and_redirect_uri(params: Any) -> Client:
     """The client, or :class:`ErrorPage`: the checks that must never lead to a redirect."""
     total = sum(len(key) + len(value) for key, values in params.lists() for value in values)
@@ -202,7 +214,7 @@ def _check_client_and_redirect_uri(params: Any) -> Client:
     if redirect_uri is None:
         # OIDC Core §3.1.2.1: REQUIRED on OpenID requests; RFC 6749 §3.1.2.3 lets a plain
         # OAuth request omit it when the client registered exactly one.
-        if client.get_default_redirect_uri() is None or "openid" in (params.get("scope") or "").split():
+        if client.get_default_redirect_uri() is None or is_openid_request(client, params.get("scope")):
             raise ErrorPage("invalid_request", "The redirect_uri parameter is missing.")
     elif not client.check_redirect_uri(redirect_uri):
         raise ErrorPage("invalid_request", "The redirect_uri is not registered for this client.")
