@@ -344,3 +344,95 @@ def test_a_pushed_request_answered_elsewhere_ends_its_other_interactions(op: Pro
     assert answered.status_code == 302
     _unusable(op.post("/authorize/consent", data=MultiDict(hidden_fields(second.text) + [("decision", "approve")])))
     assert op.count("AuthorizationCode") == 1
+
+
+# -- prompt=select_account -----------------------------------------------------------------------------------
+
+
+def _account_choice(op: Provider, client_id: str, **extra: str) -> Any:
+    """A signed-in browser asking with prompt=select_account: the account choice page."""
+    page = op.get("/authorize", query_string=_params(client_id, prompt="select_account", **extra))
+    assert page.status_code == 200, (page.status_code, page.headers.get("Location"))
+    assert 'action="/authorize/select-account"' in page.text
+    return page
+
+
+def test_select_account_shows_the_account_and_continue_proceeds_with_it(op: Provider) -> None:
+    """OIDC Core §3.1.2.1: prompt=select_account asks the user to choose the account, signed in or not."""
+    alice = op.add_user()
+    client_id, secret = op.add_client(first_party=True)
+    verifier, challenge = pkce_pair()
+    op.login()
+    page = _account_choice(op, client_id, code_challenge=challenge)
+    assert '<strong class="account-name">alice</strong>' in page.text
+    fields = dict(hidden_fields(page.text))
+    assert sorted(fields) == ["csrf_token", "interaction"] and "the-state" not in page.text
+    assert f'href="/login?interaction={fields["interaction"]}"' in page.text  # "Not you? Switch account"
+    assert op.count("AuthorizationCode") == 0
+    # Coming back to the request without answering the page does not skip it.
+    assert 'action="/authorize/select-account"' in _account_choice(op, client_id).text
+    chosen = op.post("/authorize/select-account", data=fields)
+    assert chosen.status_code == 302 and chosen.headers["Location"].startswith(REDIRECT_URI + "?")
+    query = query_of(chosen.headers["Location"])
+    assert query["state"] == ["the-state"]
+    token = op.redeem(client_id, secret, {"code": query["code"][0], "verifier": verifier})
+    assert jwt_parts(token.json["id_token"])[1]["sub"] == alice
+    _unusable(op.post("/authorize/select-account", data=fields))  # single use
+    assert _rows(op)[0].used_at is not None
+
+
+def test_select_account_then_switch_signs_in_as_someone_else_for_the_same_request(op: Provider) -> None:
+    op.add_user()
+    bob = op.add_user("bob")
+    client_id, secret = op.add_client(first_party=True)
+    verifier, challenge = pkce_pair()
+    op.login()
+    page = _account_choice(op, client_id, code_challenge=challenge)
+    interaction = dict(hidden_fields(page.text))["interaction"]
+    login_page = op.get("/login?interaction=" + interaction)  # the switch link
+    assert login_page.status_code == 200 and 'id="sign-in"' in login_page.text
+    resumed = op.login("bob", login_url="/login?interaction=" + interaction)
+    assert resumed.headers["Location"] == "/authorize/resume?interaction=" + interaction
+    done = op.get(resumed.headers["Location"])  # the login made for it is the account chosen: no second choice
+    assert done.status_code == 302 and done.headers["Location"].startswith(REDIRECT_URI + "?")
+    code = query_of(done.headers["Location"])["code"][0]
+    token = op.redeem(client_id, secret, {"code": code, "verifier": verifier})
+    assert jwt_parts(token.json["id_token"])[1]["sub"] == bob
+
+
+def test_select_account_without_a_session_is_the_login_page(op: Provider, rp: str) -> None:
+    response = op.get("/authorize", query_string=_params(rp, prompt="select_account"))
+    assert response.status_code == 302 and response.headers["Location"].startswith("/login?interaction=")
+
+
+def test_the_account_choice_needs_its_form_and_its_login(op: Provider) -> None:
+    op.add_user()
+    op.add_user("bob")
+    client_id, _ = op.add_client(first_party=True)
+    op.login()
+    fields = dict(hidden_fields(_account_choice(op, client_id).text))
+    without_csrf = op.post("/authorize/select-account", data={"interaction": fields["interaction"]})
+    assert without_csrf.status_code == 400 and "Location" not in without_csrf.headers
+    op.login("bob")  # in another tab: the account shown is no longer the one signed in
+    csrf = dict(hidden_fields(op.get("/logout").text))["csrf_token"]
+    other = op.post("/authorize/select-account", data={"csrf_token": csrf, "interaction": fields["interaction"]})
+    assert other.status_code == 400 and "Location" not in other.headers and "Your session has ended" in other.text
+    assert op.count("AuthorizationCode") == 0
+
+
+@pytest.mark.parametrize("scope", ["openid profile email", None])
+def test_prompt_none_with_another_value_is_invalid_request(op: Provider, rp: str, scope: str | None) -> None:
+    """OIDC Core §3.1.2.1: none with any other prompt value is an error (a request without scope
+    gets the client's default scope, openid included: an OpenID request too)."""
+    op.login()
+    for prompt in ("none select_account", "select_account none", "none login", "none consent"):
+        params = {key: value for key, value in _params(rp, prompt=prompt, scope=scope).items() if value is not None}
+        refused = op.get("/authorize", query_string=params)
+        assert refused.status_code == 302, prompt
+        query = query_of(refused.headers["Location"])
+        assert query["error"] == ["invalid_request"] and query["state"] == ["the-state"], (prompt, query)
+    assert _rows(op) == [] and op.count("AuthorizationCode") == 0
+
+
+def test_discovery_lists_select_account(op: Provider) -> None:
+    assert "select_account" in op.get("/.well-known/openid-configuration").json["prompt_values_supported"]

@@ -59,6 +59,10 @@ UNSUPPORTED_PARAMETERS = (("request", "request_not_supported"),)
 MAX_AGE_DIGITS = 10
 
 
+def _prompts(params: Any) -> set[str]:
+    return set((params.get("prompt") or "").split())
+
+
 class ErrorRedirect(Exception):
     """An error to send back to the client's (validated) redirect URI."""
 
@@ -104,7 +108,8 @@ class AuthorizationRequest:
 
     @property
     def prompts(self) -> set[str]:
-        return set((self.params.get("prompt") or "").split())
+        """The ``prompt`` values (OIDC Core §3.1.2.1); ``none`` is never among others (validated)."""
+        return _prompts(self.params)
 
     def max_age(self) -> int | None:
         """``max_age`` in seconds (OIDC Core §3.1.2.1), None when absent; :class:`ErrorRedirect` when malformed."""
@@ -256,6 +261,11 @@ def validate_authorization_request(params: Any, end_user: Any, *, pushing: bool 
     if pushing and "request_uri" in params:
         # RFC 9126 §2.1: a pushed request never carries a request_uri of its own.
         error = OAuth2Error(error="invalid_request", description="A pushed request cannot carry request_uri.",
+                            redirect_uri=redirect_uri)
+        raise _redirect(error, state, response_mode)
+    if "none" in _prompts(params) and len(_prompts(params)) > 1:
+        # OIDC Core §3.1.2.1: "If this parameter contains none with any other value, an error is returned."
+        error = OAuth2Error(error="invalid_request", description="prompt=none cannot be combined with another value.",
                             redirect_uri=redirect_uri)
         raise _redirect(error, state, response_mode)
     jkt = params.get("dpop_jkt")
