@@ -15,8 +15,11 @@ again, parameters that went through the browser.
 * **Bound to the browser**: the web layer keeps a random *binding* in the
   signed session cookie and the row holds its keyed hash.  An id copied into
   another browser finds no interaction there.
-* **Short-lived**: :data:`INTERACTION_LIFETIME`, and never longer than the
-  pushed request it came from (RFC 9126 §2.2), which is claimed with it.
+* **Short-lived**: :data:`INTERACTION_LIFETIME`, also when it came from a
+  pushed request: the ``request_uri``'s ``expires_in`` bounds its use at
+  ``/authorize`` (RFC 9126 §2.2), not the login and consent it started, which
+  would otherwise have to fit in ``PAR_LIFETIME`` (60 s).  The pushed request
+  is claimed with the interaction, so it is still used once.
 * **The login made for it** (``sid``, ``auth_time``): a login made at the
   login page for this interaction answers ``prompt=login`` and ``max_age``
   (OIDC Core §3.1.2.1) when the request resumes, instead of asking again;
@@ -102,9 +105,7 @@ def start(authorization: AuthorizationRequest, binding: str, login: Authenticate
     state = current_state()
     interaction_id = hashing.random_token(32)
     moment = state.clock.now()
-    expires_at = moment + INTERACTION_LIFETIME
-    if authorization.pushed is not None:
-        expires_at = min(expires_at, authorization.pushed.expires_at)
+    expires_at = moment + INTERACTION_LIFETIME  # a pushed request's own expiry was checked at /authorize
     row = Interaction(
         interaction_hash=_hasher().hash(interaction_id), binding_hash=_hasher().hash(binding),
         client_pk=authorization.client.id, pushed_pk=authorization.pushed.id if authorization.pushed else None,
