@@ -49,6 +49,10 @@ MAX_REQUEST_LENGTH = 16384
 SINGLE_VALUED = ("client_id", "redirect_uri", "response_type", "response_mode", "scope", "state", "nonce",
                  "prompt", "max_age", "login_hint", "code_challenge", "code_challenge_method", "dpop_jkt",
                  "id_token_hint")
+#: The parameters read once a request is validated (by the grant, the login and consent pages,
+#: the response): all an interaction keeps of it (:mod:`oidc.oauth2.interactions`).  Any other
+#: is ignored (RFC 6749 §3.1), so it is not stored on the word of an unauthenticated browser.
+READ_PARAMETERS = frozenset((*SINGLE_VALUED, "resource", "ui_locales"))
 #: What a ``dpop_jkt`` (RFC 9449 §10) looks like: a base64url SHA-256 thumbprint.
 _JKT_LENGTH = 43
 _B64URL = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
@@ -110,6 +114,10 @@ class AuthorizationRequest:
     def prompts(self) -> set[str]:
         """The ``prompt`` values (OIDC Core §3.1.2.1); ``none`` is never among others (validated)."""
         return _prompts(self.params)
+
+    def read_parameters(self) -> list[tuple[str, str]]:
+        """The parameters of :data:`READ_PARAMETERS`, as sent (repeated ``resource`` kept)."""
+        return [(name, value) for name, value in self.params.items(multi=True) if name in READ_PARAMETERS]
 
     def max_age(self) -> int | None:
         """``max_age`` in seconds (OIDC Core §3.1.2.1), None when absent; :class:`ErrorRedirect` when malformed."""

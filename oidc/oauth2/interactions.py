@@ -9,6 +9,12 @@ URL is short, the consent form holds nothing but the id and its CSRF token,
 and resuming reads the request back instead of trusting, and validating
 again, parameters that went through the browser.
 
+* **What it keeps**: the parameters the provider reads
+  (:data:`~oidc.oauth2.authorization.READ_PARAMETERS`), each at most
+  ``MAX_PARAMETER_LENGTH`` and all of them ``MAX_REQUEST_LENGTH`` (longer
+  requests are refused before any row is written), and what validation made
+  of them (redirect URI, scope, audience); never the other parameters a
+  browser sends.
 * **The id** is 256 random bits; only its keyed hash is stored
   (:data:`oidc.hashing.INTERACTION`), as for codes, so the table alone lets
   nobody resume an interaction.
@@ -109,7 +115,7 @@ def start(authorization: AuthorizationRequest, binding: str, login: Authenticate
     row = Interaction(
         interaction_hash=_hasher().hash(interaction_id), binding_hash=_hasher().hash(binding),
         client_pk=authorization.client.id, pushed_pk=authorization.pushed.id if authorization.pushed else None,
-        parameters=list(authorization.params.items(multi=True)), redirect_uri=authorization.redirect_uri,
+        parameters=authorization.read_parameters(), redirect_uri=authorization.redirect_uri,
         scope=authorization.scope, audience=authorization.audience, created_at=moment, expires_at=expires_at,
     )
     db.session.add(row)
