@@ -101,8 +101,7 @@ _PUSHED_REQUEST_BY_HASH = select(PushedAuthorizationRequest).where(
     PushedAuthorizationRequest.request_uri_hash.in_(bindparam("hashes", expanding=True))).limit(1)
 _CLAIM_PUSHED_REQUEST = (
     update(PushedAuthorizationRequest)
-    .where(PushedAuthorizationRequest.id == bindparam("row_id"), PushedAuthorizationRequest.used_at.is_(None),
-           PushedAuthorizationRequest.expires_at > bindparam("moment"))
+    .where(PushedAuthorizationRequest.id == bindparam("row_id"), PushedAuthorizationRequest.used_at.is_(None))
     .values(used_at=bindparam("moment"))
     .execution_options(synchronize_session=False)
 )
@@ -227,7 +226,11 @@ def find_pushed_request(hashes: list[str]) -> PushedAuthorizationRequest | None:
 
 
 def claim_pushed_request(row_id: int, moment: int) -> bool:
-    """Mark a pushed authorization request used, atomically: False when another request already did (or it expired)."""
+    """Mark a pushed authorization request used, atomically: False when another request already did.
+
+    Its expiry is not checked here: ``expires_in`` bounds the request_uri's use at /authorize
+    (RFC 9126 §2.2, checked there), not the login and consent that use started.
+    """
     return db.session.execute(_CLAIM_PUSHED_REQUEST, {"row_id": row_id, "moment": moment}).rowcount == 1  # type: ignore[attr-defined]
 
 

@@ -61,6 +61,27 @@ def test_missing_redirect_uri_uses_the_only_registered_one(op):
     assert response.status_code == 302 and response.headers["Location"].startswith(REDIRECT_URI + "?")
 
 
+def test_an_openid_request_by_default_scope_needs_its_redirect_uri(op):
+    """OIDC Core §3.1.2.1: redirect_uri is REQUIRED on OpenID requests, and a request without
+    ``scope`` gets the client's default scope (RFC 6749 §3.3), openid included: it is one."""
+    op.add_user()
+    client_id, _ = op.add_client(scope="openid profile", first_party=True)
+    op.login()
+    params = _params(client_id, redirect_uri=None, scope=None)
+    response = op.get("/authorize", query_string=params)
+    assert response.status_code == 400 and "Location" not in response.headers  # an error page, no redirect
+    assert response.mimetype == "text/html" and "redirect_uri" in response.text
+    assert op.count("AuthorizationCode") == 0 and op.count("Interaction") == 0
+    # With its redirect_uri, the same request is an OpenID one: a code, then an ID token.
+    secret_client, secret = op.add_client(scope="openid profile", first_party=True)
+    flow = op.code_flow(secret_client, scope=None)  # type: ignore[arg-type]
+    assert "id_token" in op.redeem(secret_client, secret, flow).json
+    # A client whose default scope is not OpenID may still omit it (RFC 6749 §3.1.2.3).
+    plain_client, _ = op.add_client(scope="api", first_party=True)
+    plain = op.get("/authorize", query_string=_params(plain_client, redirect_uri=None, scope=None))
+    assert plain.status_code == 302 and "code" in query_of(plain.headers["Location"])
+
+
 def test_missing_redirect_uri_with_several_registered_is_an_error_page(op):
     client_id, _ = op.add_client(redirect_uris=[REDIRECT_URI, "https://rp.example.test/two"])
     response = op.get("/authorize", query_string=_params(client_id, redirect_uri=None))

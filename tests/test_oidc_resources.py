@@ -233,6 +233,38 @@ def test_logout_without_hint_asks_for_confirmation(op):
     assert "Sign out?" not in op.get("/logout").text
 
 
+def test_logout_with_the_hint_of_an_ended_session_asks_for_confirmation(op):
+    """RP-Initiated Logout 1.0 §2: a hint whose sid is not the current session is suspect. The user
+    signed in since: a hint of an earlier login (same user, another sid) does not sign them out unasked."""
+    op.add_user()
+    client_id, secret = op.add_client(post_logout_redirect_uris=[LOGOUT_URI])
+    old = op.tokens(client_id, secret)["id_token"]
+    op.get("/logout", query_string={"id_token_hint": old})  # that session ends
+    op.tokens(client_id, secret)  # a new login, a new sid
+    params = {"id_token_hint": old, "post_logout_redirect_uri": LOGOUT_URI, "state": "bye"}
+    page = op.get("/logout", query_string=params)
+    assert page.status_code == 200 and "Sign out?" in page.text and "Location" not in page.headers
+    assert "Sign out?" in op.get("/logout").text  # still signed in
+    done = op.post("/logout", data=dict(hidden_fields(page.text)) | {"confirm": "yes"})  # the user confirms
+    assert done.status_code == 303 and done.headers["Location"].startswith(LOGOUT_URI + "?")
+
+
+def test_logout_without_a_session_does_not_redirect_on_its_own(op):
+    """RP-Initiated Logout 1.0 §2: with no current session, the hint's sid matches none and the
+    request is suspect: no redirection is performed for it, the user is offered the way back."""
+    op.add_user()
+    client_id, secret = op.add_client(name="Photo Printer", post_logout_redirect_uris=[LOGOUT_URI])
+    hint = op.tokens(client_id, secret)["id_token"]
+    op.clock.advance(30 * 24 * 3600)  # an old token; the session expired long ago
+    for params in ({"id_token_hint": hint, "post_logout_redirect_uri": LOGOUT_URI, "state": "bye"},
+                   {"client_id": client_id, "post_logout_redirect_uri": LOGOUT_URI, "state": "bye"}):
+        response = op.get("/logout", query_string=params)
+        assert response.status_code == 200 and "Location" not in response.headers, params
+        assert "You are signed out" in response.text
+        assert f'href="{LOGOUT_URI}?state=bye"' in response.text and "Photo Printer" in response.text
+    assert "Location" not in op.new_browser().get("/logout", query_string={"id_token_hint": hint}).headers
+
+
 @pytest.mark.both_databases
 def test_client_credentials_token_is_stateless_until_revoked(op):
     """Issuing a client_credentials token writes nothing; revoking it records its jti."""

@@ -197,6 +197,12 @@ def _walk(checker: Checker) -> None:
     page.wait_for_selector(".account-name")
     checker.check("signed-in", status=200)
 
+    # prompt=select_account with a session: the account choice.
+    page.goto(_authorize_url(served, prompt="select_account"))
+    page.wait_for_selector("#continue")
+    assert "alice" in page.inner_text("main")
+    checker.check("select-account", status=200)
+
     page.goto(served["issuer"] + "/logout")
     page.wait_for_selector("#sign-out")
     assert "Sign out?" in page.content()

@@ -269,7 +269,7 @@ def test_catalogs_are_complete_and_compiled() -> None:
         template = {message.id for message in read_po(file) if message.id}
     listed = set(messages.MESSAGES)
     view_texts = {login.GENERIC_LOGIN_ERROR, login.LOCKED_OUT_ERROR, login.EXPIRED_FORM_ERROR,
-                  *authorize.SCOPE_DESCRIPTIONS.values(), interactions.UNUSABLE}
+                  *authorize.SCOPE_DESCRIPTIONS.values(), interactions.UNUSABLE, authorize.EXPIRED_FORM}
     assert view_texts <= listed <= template
     for language in ("de", "fr"):
         with open(folder / language / "LC_MESSAGES" / "messages.po", "rb") as file:
@@ -431,3 +431,16 @@ def test_openapi_document_covers_every_admin_route_from_the_handlers_tables(op: 
     assert refused.json["error_description"] == "name: required"
     refused = op.post("/admin/users", json={"username": "u", "password": "p" * 12, "colour": "red"}, headers=auth)
     assert refused.json["error_description"] == "unknown field(s): colour"
+
+
+def test_the_account_choice_page_is_strict_and_translated(op: Provider) -> None:
+    """prompt=select_account's page: the CSP of every page, the client named, and in the request's language."""
+    op.add_user()
+    client_id, _ = op.add_client(name="Photo Printer", first_party=True)
+    op.login()
+    page = op.get("/authorize", query_string=_params(client_id, prompt="select_account"))
+    assert page.status_code == 200 and "Photo Printer" in page.text and "Choose an account" in page.text
+    assert page.headers["Content-Security-Policy"].startswith("default-src 'none'; style-src 'self'")
+    assert page.headers["Cache-Control"] == "no-store" and not _INLINE.search(page.text)
+    german = op.get("/authorize", query_string=_params(client_id, prompt="select_account", ui_locales="de"))
+    assert german.status_code == 200 and "Konto auswählen" in german.text and "Weiter" in german.text

@@ -49,6 +49,10 @@ MAX_REQUEST_LENGTH = 16384
 SINGLE_VALUED = ("client_id", "redirect_uri", "response_type", "response_mode", "scope", "state", "nonce",
                  "prompt", "max_age", "login_hint", "code_challenge", "code_challenge_method", "dpop_jkt",
                  "id_token_hint")
+#: The parameters read once a request is validated (by the grant, the login and consent pages,
+#: the response): all an interaction keeps of it (:mod:`oidc.oauth2.interactions`).  Any other
+#: is ignored (RFC 6749 §3.1), so it is not stored on the word of an unauthenticated browser.
+READ_PARAMETERS = frozenset((*SINGLE_VALUED, "resource", "ui_locales"))
 #: What a ``dpop_jkt`` (RFC 9449 §10) looks like: a base64url SHA-256 thumbprint.
 _JKT_LENGTH = 43
 _B64URL = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
@@ -57,6 +61,10 @@ _B64URL = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456
 UNSUPPORTED_PARAMETERS = (("request", "request_not_supported"),)
 #: Longest max_age accepted (digits).
 MAX_AGE_DIGITS = 10
+
+
+def _prompts(params: Any) -> set[str]:
+    return set((params.get("prompt") or "").split())
 
 
 class ErrorRedirect(Exception):
@@ -104,7 +112,12 @@ class AuthorizationRequest:
 
     @property
     def prompts(self) -> set[str]:
-        return set((self.params.get("prompt") or "").split())
+        """The ``prompt`` values (OIDC Core §3.1.2.1); ``none`` is never among others (validated)."""
+        return _prompts(self.params)
+
+    def read_parameters(self) -> list[tuple[str, str]]:
+        """The parameters of :data:`READ_PARAMETERS`, as sent (repeated ``resource`` kept)."""
+        return [(name, value) for name, value in self.params.items(multi=True) if name in READ_PARAMETERS]
 
     def max_age(self) -> int | None:
         """``max_age`` in seconds (OIDC Core §3.1.2.1), None when absent; :class:`ErrorRedirect` when malformed."""
@@ -182,6 +195,18 @@ def _check_profile(client: Client, params: Any) -> None:
         raise ErrorPage("invalid_request", "The FAPI 2.0 profile requires an https redirect_uri.")
 
 
+def is_openid_request(client: Client, requested_scope: str | None) -> bool:
+    """Whether a request of ``client`` for ``requested_scope`` is an OpenID Connect one (OIDC Core §3.1.2.1).
+
+    Decided on the scope the request gets, not on the one it names: without
+    ``scope``, the client's default scope (RFC 6749 §3.3), which may hold
+    ``openid``; a scope the client may not have is judged as requested (it is
+    refused later, as ``invalid_scope``).
+    """
+    resolved = client.get_allowed_scope(requested_scope)
+    return "openid" in (resolved if resolved is not None else requested_scope or "").split()
+
+
 def _check_client_and_redirect_uri(params: Any) -> Client:
     """The client, or :class:`ErrorPage`: the checks that must never lead to a redirect."""
     total = sum(len(key) + len(value) for key, values in params.lists() for value in values)
@@ -202,7 +227,7 @@ def _check_client_and_redirect_uri(params: Any) -> Client:
     if redirect_uri is None:
         # OIDC Core §3.1.2.1: REQUIRED on OpenID requests; RFC 6749 §3.1.2.3 lets a plain
         # OAuth request omit it when the client registered exactly one.
-        if client.get_default_redirect_uri() is None or "openid" in (params.get("scope") or "").split():
+        if client.get_default_redirect_uri() is None or is_openid_request(client, params.get("scope")):
             raise ErrorPage("invalid_request", "The redirect_uri parameter is missing.")
     elif not client.check_redirect_uri(redirect_uri):
         raise ErrorPage("invalid_request", "The redirect_uri is not registered for this client.")
@@ -244,6 +269,11 @@ def validate_authorization_request(params: Any, end_user: Any, *, pushing: bool 
     if pushing and "request_uri" in params:
         # RFC 9126 §2.1: a pushed request never carries a request_uri of its own.
         error = OAuth2Error(error="invalid_request", description="A pushed request cannot carry request_uri.",
+                            redirect_uri=redirect_uri)
+        raise _redirect(error, state, response_mode)
+    if "none" in _prompts(params) and len(_prompts(params)) > 1:
+        # OIDC Core §3.1.2.1: "If this parameter contains none with any other value, an error is returned."
+        error = OAuth2Error(error="invalid_request", description="prompt=none cannot be combined with another value.",
                             redirect_uri=redirect_uri)
         raise _redirect(error, state, response_mode)
     jkt = params.get("dpop_jkt")

@@ -35,9 +35,16 @@ class EndSessionRequest:
     #: The parameters to carry through a confirmation form.
     params: dict[str, str]
 
-    def hint_names(self, subject: str) -> bool:
-        """Whether the ID token hint names the user ``subject`` (then no confirmation is needed, §6)."""
-        return self.hint_claims is not None and self.hint_claims.get("sub") == subject
+    def hint_is_current(self, subject: str, sid: str | None) -> bool:
+        """Whether the ID token hint was issued for the current login session: user ``subject``, session ``sid``.
+
+        Only then is the request trusted without asking the user (§6).  A hint
+        of any age verifies (§2: expired ID tokens are accepted), so one whose
+        ``sid`` is not the current session's (an earlier login's, or none: a
+        refreshed token after its session ended) is treated as suspect (§2).
+        """
+        return (self.hint_claims is not None and sid is not None and self.hint_claims.get("sub") == subject
+                and self.hint_claims.get("sid") == sid)
 
     def redirect_location(self) -> str | None:
         """The post-logout redirect URI, with ``state`` (§3), or None."""

@@ -9,14 +9,23 @@ URL is short, the consent form holds nothing but the id and its CSRF token,
 and resuming reads the request back instead of trusting, and validating
 again, parameters that went through the browser.
 
+* **What it keeps**: the parameters the provider reads
+  (:data:`~oidc.oauth2.authorization.READ_PARAMETERS`), each at most
+  ``MAX_PARAMETER_LENGTH`` and all of them ``MAX_REQUEST_LENGTH`` (longer
+  requests are refused before any row is written), and what validation made
+  of them (redirect URI, scope, audience); never the other parameters a
+  browser sends.
 * **The id** is 256 random bits; only its keyed hash is stored
   (:data:`oidc.hashing.INTERACTION`), as for codes, so the table alone lets
   nobody resume an interaction.
 * **Bound to the browser**: the web layer keeps a random *binding* in the
   signed session cookie and the row holds its keyed hash.  An id copied into
   another browser finds no interaction there.
-* **Short-lived**: :data:`INTERACTION_LIFETIME`, and never longer than the
-  pushed request it came from (RFC 9126 §2.2), which is claimed with it.
+* **Short-lived**: :data:`INTERACTION_LIFETIME`, also when it came from a
+  pushed request: the ``request_uri``'s ``expires_in`` bounds its use at
+  ``/authorize`` (RFC 9126 §2.2), not the login and consent it started, which
+  would otherwise have to fit in ``PAR_LIFETIME`` (60 s).  The pushed request
+  is claimed with the interaction, so it is still used once.
 * **The login made for it** (``sid``, ``auth_time``): a login made at the
   login page for this interaction answers ``prompt=login`` and ``max_age``
   (OIDC Core §3.1.2.1) when the request resumes, instead of asking again;
@@ -102,13 +111,11 @@ def start(authorization: AuthorizationRequest, binding: str, login: Authenticate
     state = current_state()
     interaction_id = hashing.random_token(32)
     moment = state.clock.now()
-    expires_at = moment + INTERACTION_LIFETIME
-    if authorization.pushed is not None:
-        expires_at = min(expires_at, authorization.pushed.expires_at)
+    expires_at = moment + INTERACTION_LIFETIME  # a pushed request's own expiry was checked at /authorize
     row = Interaction(
         interaction_hash=_hasher().hash(interaction_id), binding_hash=_hasher().hash(binding),
         client_pk=authorization.client.id, pushed_pk=authorization.pushed.id if authorization.pushed else None,
-        parameters=list(authorization.params.items(multi=True)), redirect_uri=authorization.redirect_uri,
+        parameters=authorization.read_parameters(), redirect_uri=authorization.redirect_uri,
         scope=authorization.scope, audience=authorization.audience, created_at=moment, expires_at=expires_at,
     )
     db.session.add(row)

@@ -28,7 +28,8 @@ RESPONSE_TYPES = ("code",)
 #: response_mode values of the authorization response (OAuth 2.0 Multiple Response Types, Form Post).
 RESPONSE_MODES = ("query", "form_post")
 CODE_CHALLENGE_METHODS = ("S256",)
-PROMPT_VALUES = ("none", "login", "consent")
+#: ``prompt`` values (OIDC Core §3.1.2.1); ``none`` goes with no other (:mod:`oidc.oauth2.authorization`).
+PROMPT_VALUES = ("none", "login", "consent", "select_account")
 
 #: Algorithms a client may sign its private_key_jwt assertion with: asymmetric only
 #: (a client has no shared secret with us to use HS256 with), RFC 9864's Ed25519

@@ -43,7 +43,20 @@ def user_claims(user: User | UserRecord, scope: str) -> dict[str, Any]:
 
 
 class OpenIDCode(oidc_grants.OpenIDCode):
-    """ID tokens for the code grant (and on refresh), signed by the key service."""
+    """ID tokens for the code grant (and on refresh), signed by the key service.
+
+    Only the ID token is Authlib's here.  Its checks of the authorization
+    request are not: it runs them when the *requested* scope names ``openid``,
+    missing a request without ``scope`` whose default does (OIDC Core
+    §3.1.2.1 judges the request by the scope it gets).  The ``prompt`` rules are
+    :mod:`oidc.oauth2.authorization`'s, for every request, and its nonce check
+    would find nothing (nonces are the RP's to remember, :meth:`exists_nonce`).
+    Whether a token response carries an ID token is decided on the granted
+    scope, as Authlib does.
+    """
+
+    def __call__(self, grant: Any) -> None:
+        grant.register_hook("after_create_token_response", self.process_token)
 
     def exists_nonce(self, nonce: str, request: Any) -> bool:
         return False  # nonce replay is the RP's check (OIDC Core §3.1.3.7); we only carry it
@@ -77,9 +90,6 @@ class OpenIDRefresh(OpenIDCode):
     §12.2 makes it optional: a client registered with ``id_token_on_refresh``
     off gets none, one signature less per refresh.
     """
-
-    def __call__(self, grant: Any) -> None:
-        grant.register_hook("after_create_token_response", self.process_token)
 
     def process_token(self, grant: Any, response: Any) -> Any:
         if not grant.request.client.id_token_on_refresh:

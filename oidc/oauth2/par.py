@@ -13,7 +13,10 @@ only (RFC 9126 §4): any other parameter of that request is ignored.  The
 again while the user logs in and consents, and is claimed (one conditional
 UPDATE, as codes are) when the authorization response is sent, so of two
 requests racing with one ``request_uri`` exactly one gets a response.  A used,
-expired, unknown or other client's ``request_uri`` is an error page.
+expired, unknown or other client's ``request_uri`` is an error page.  Its
+lifetime bounds its use at ``/authorize`` (RFC 9126 §2.2): the login and
+consent that a use started live the interaction's own lifetime
+(:mod:`oidc.oauth2.interactions`).
 
 A DPoP proof sent to ``/par`` binds the code to its key (RFC 9449 §10.1), as
 ``dpop_jkt`` does; when both are sent they must name the same key.

@@ -2,9 +2,12 @@
 
 The protocol checks are :mod:`oidc.oauth2.authorization`'s, made once, when the
 request arrives; this view asks the user what the request needs: a login
-(``prompt=login``, ``max_age``, no session), then consent (remembered per user,
+(``prompt=login``, ``max_age``, no session), or the choice of the account
+signed in (``prompt=select_account``), then consent (remembered per user,
 client and scope set; first-party clients skip it).  ``prompt=none`` turns
-either into an error to the client.  While the user logs in or consents, the
+a login or consent into an error to the client (and is never combined with
+``select_account``: validation refuses it, so ``account_selection_required``
+never arises with a single session per browser).  While the user logs in or consents, the
 validated request waits on the server as an interaction
 (:mod:`oidc.oauth2.interactions`): the login page and the consent form carry
 only its id, the login page sends the browser back to ``/authorize/resume``,
@@ -50,6 +53,14 @@ SCOPE_DESCRIPTIONS = {
 
 class ConsentForm(FlaskForm):
     pass
+
+
+class AccountChoiceForm(FlaskForm):
+    pass
+
+
+#: The account choice answered without its form (the words of the login page's expired form).
+EXPIRED_FORM = "The form has expired. Please try again."
 
 
 def _response(result: tuple[int, str, list[tuple[str, str]]]) -> Response:
@@ -128,6 +139,20 @@ def _consent_page(authorization: AuthorizationRequest, login: AuthenticatedUser,
                            user=login.user, interaction=interaction.id)
 
 
+def _account_choice_page(authorization: AuthorizationRequest, login: AuthenticatedUser,
+                         interaction: Pending | None) -> str:
+    """The account choice (``prompt=select_account``): continue as the signed-in user, or switch.
+
+    The page is shown to ``login`` (recorded on the interaction, as the consent
+    page's is): "Continue" posts the interaction's id (:func:`select_account`)
+    and only that login may answer it; "Not you? Switch account" is the login
+    page of the same interaction.
+    """
+    interaction = _interaction(authorization, interaction, login)
+    return render_template("select_account.html", form=AccountChoiceForm(), client=authorization.client,
+                           user=login.user, interaction=interaction.id)
+
+
 def _needs_consent(authorization: AuthorizationRequest, login: AuthenticatedUser) -> bool:
     client: Client = authorization.client
     if "consent" in authorization.prompts:
@@ -193,11 +218,29 @@ def _proceed(authorization: AuthorizationRequest, interaction: Pending | None) -
             return _refused(authorization, authorization.error(LoginRequiredError), interaction)
         return _login_redirect(authorization, interaction)
     assert login is not None
+    # OIDC Core §3.1.2.1 select_account: the user chooses the account even when signed in;
+    # a login made for this interaction, or the choice made on its page, is that choice.
+    if "select_account" in prompts and not fresh:
+        return _account_choice_page(authorization, login, interaction)
     if _needs_consent(authorization, login):
         if "none" in prompts:
             return _refused(authorization, authorization.error(ConsentRequiredError), interaction)
         return _consent_page(authorization, login, interaction)
     return _finish(authorization, login, interaction)
+
+
+@bp.post(urls.SELECT_ACCOUNT)
+def select_account() -> Any:
+    """"Continue" on the account choice page: the request goes on with the account it showed."""
+    form = AccountChoiceForm()
+    if not same_origin(request, current_state().settings) or not form.validate_on_submit():
+        return error_page("invalid_request", EXPIRED_FORM)
+    interaction = load_interaction(request.form.get("interaction"))
+    if not isinstance(interaction, Pending):
+        return interaction
+    if not interaction.is_for(current_login()):  # signed out, or signed in again, since the page was shown
+        return error_page("login_required", "Your session has ended. Please start again.")
+    return _proceed(interaction.authorization, interaction)
 
 
 @bp.post(urls.CONSENT)

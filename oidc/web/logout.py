@@ -1,7 +1,11 @@
 """``/logout``: OpenID Connect RP-Initiated Logout 1.0.
 
-Without an ID token hint that names the signed-in user, the user is asked
-first: a third party must not be able to sign users out with a bare link (§6).
+Without an ID token hint issued for the current login session (its ``sub``
+and ``sid``), the user is asked first: a third party must not be able to sign
+users out with a bare link or an old token (§2, §6).  Without a current session
+there is no one to sign out and nothing vouches for the request (§2: a hint
+whose ``sid`` matches no current session is suspect): the signed-out page
+offers the way back to the post-logout redirect URI instead of redirecting.
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ def logout() -> Any:
         return error_page(page.error, page.description)
 
     login = current_login()
-    if login is not None and not end_session.hint_names(str(login.user.subject)):
+    if login is not None and not end_session.hint_is_current(str(login.user.subject), login.sid):
         form = LogoutForm()
         if (request.method == "GET" or request.form.get("confirm") != "yes"
                 or not form_posted_from_our_page(request, form, current_state().settings)):
@@ -51,6 +55,8 @@ def logout() -> Any:
     else:
         session.clear()
     location = end_session.redirect_location()
+    if location is not None and login is None:  # suspect (§2): the user may go back; it is not done for them
+        return render_template("logged_out.html", return_to=location, client=end_session.client)
     if location is not None:
         return redirect(location, code=303)
     return render_template("logged_out.html")

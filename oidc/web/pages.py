@@ -42,7 +42,8 @@ ASSETS = "/assets"
 SETTINGS_CSS = "settings.css"
 
 #: The browser pages: errors on these paths are pages, elsewhere JSON.
-PAGE_PATHS = frozenset({urls.AUTHORIZE, urls.AUTHORIZE_RESUME, urls.CONSENT, urls.LOGIN, urls.LOGOUT})
+PAGE_PATHS = frozenset({urls.AUTHORIZE, urls.AUTHORIZE_RESUME, urls.CONSENT, urls.SELECT_ACCOUNT, urls.LOGIN,
+                        urls.LOGOUT})
 
 
 class ThemeError(ConfigError):
