@@ -233,7 +233,7 @@ def _proceed(authorization: AuthorizationRequest, interaction: Pending | None) -
 def select_account() -> Any:
     """"Continue" on the account choice page: the request goes on with the account it showed."""
     form = AccountChoiceForm()
-    if not same_origin(request, current_state().settings) or not form.validate_on_submit():
+    if not form_posted_from_our_page(request, form, current_state().settings):
         return error_page("invalid_request", EXPIRED_FORM)
     interaction = load_interaction(request.form.get("interaction"))
     if not isinstance(interaction, Pending):
