@@ -36,7 +36,7 @@ from oidc.oauth2.parameters import ParameterError, request_parameters
 from oidc.observability import audit
 from oidc.state import current_state, now
 from oidc.web.errors import error_page
-from oidc.web.origin import form_posted_from_our_page
+from oidc.web.origin import EXPIRED_FORM, form_posted_from_our_page
 from oidc.web.pages import continue_request
 from oidc.web.session import current_login, interaction_binding, presented_binding
 
@@ -60,7 +60,6 @@ class AccountChoiceForm(FlaskForm):
 
 
 #: The account choice answered without its form (the words of the login page's expired form).
-EXPIRED_FORM = "The form has expired. Please try again."
 
 
 def _response(result: tuple[int, str, list[tuple[str, str]]]) -> Response:

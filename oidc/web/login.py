@@ -32,14 +32,13 @@ from oidc.observability import audit, metrics
 from oidc.settings import Settings
 from oidc.state import current_state
 from oidc.web.authorize import load_interaction
-from oidc.web.origin import csrf_token_valid, same_origin
+from oidc.web.origin import EXPIRED_FORM, csrf_token_valid, same_origin
 from oidc.web.session import sign_in
 
 bp = Blueprint("login", __name__)
 
 GENERIC_LOGIN_ERROR = "Invalid username or password."
 LOCKED_OUT_ERROR = "Too many failed attempts. Please wait a while and try again."
-EXPIRED_FORM_ERROR = "The form has expired. Please try again."
 #: Seconds a rate-limited browser is told to wait.
 RETRY_AFTER_SECONDS = "60"
 
@@ -82,14 +81,14 @@ def login() -> Any:
         return _page(form, interaction)
 
     if not same_origin(request, current_state().settings):
-        return _page(form, interaction, EXPIRED_FORM_ERROR, 400, credentials_refused=False)
+        return _page(form, interaction, EXPIRED_FORM, 400, credentials_refused=False)
     attempt = throttle(current_app).attempt(request.remote_addr or "", request.form.get("username", ""))
     if attempt is None:
         return too_many_attempts(interaction)
     if not form.validate_on_submit():
         if not csrf_token_valid(request, form):
             attempt.cancel()  # not a guess: the form had expired
-            return _page(form, interaction, EXPIRED_FORM_ERROR, 400, credentials_refused=False)
+            return _page(form, interaction, EXPIRED_FORM, 400, credentials_refused=False)
         metrics.login_failed("invalid_credentials")
         return _page(form, interaction, GENERIC_LOGIN_ERROR, 401)
 

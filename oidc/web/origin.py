@@ -36,6 +36,9 @@ from oidc.settings import Settings
 
 log = logging.getLogger(__name__)
 
+#: What the user is told when a form of ours is refused (by either check).
+EXPIRED_FORM = "The form has expired. Please try again."
+
 
 def _origin(url: str) -> str | None:
     """``scheme://host[:port]`` of a URL, lower-cased; None when it has none (or is not a URL)."""
