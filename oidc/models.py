@@ -190,7 +190,8 @@ class AuthorizationCode(db.Model):  # type: ignore[name-defined]  # Flask-SQLAlc
     #: RFC 7638 thumbprint of the DPoP key the code is bound to (RFC 9449 §10), if any.
     dpop_jkt: Mapped[str | None] = mapped_column(String(64))
     auth_time: Mapped[int] = mapped_column(BigInteger, nullable=False)
-    sid: Mapped[str | None] = mapped_column(String(64))
+    #: The login session (indexed: a logout finds the grants it ends by it).
+    sid: Mapped[str | None] = mapped_column(String(64), index=True)
     created_at: Mapped[int] = mapped_column(BigInteger, nullable=False)
     expires_at: Mapped[int] = mapped_column(BigInteger, nullable=False)
     used_at: Mapped[int | None] = mapped_column(BigInteger)
@@ -207,7 +208,8 @@ class RefreshToken(db.Model):  # type: ignore[name-defined]  # Flask-SQLAlchemy 
     scope: Mapped[str] = mapped_column(Text, nullable=False, default="")
     audience: Mapped[list[Any]] = mapped_column(JSONList, nullable=False, default=list)
     auth_time: Mapped[int] = mapped_column(BigInteger, nullable=False)
-    sid: Mapped[str | None] = mapped_column(String(64))
+    #: The login session (indexed: a logout finds the grants it ends by it).
+    sid: Mapped[str | None] = mapped_column(String(64), index=True)
     created_at: Mapped[int] = mapped_column(BigInteger, nullable=False)
     expires_at: Mapped[int] = mapped_column(BigInteger, nullable=False)
     #: The DPoP key a public client's refresh token is bound to (RFC 9449 §5).

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.both_databases
 
 def _hot_statements() -> dict[str, Any]:
     from oidc import queries
-    from oidc.models import AuthorizationCode, Consent, LoginSession, User
+    from oidc.models import AuthorizationCode, Consent, LoginSession, RefreshToken, User
     from oidc.oauth2 import interactions
 
     hashes = ["a" * 43, "b" * 43]
@@ -46,6 +46,9 @@ def _hot_statements() -> dict[str, Any]:
         "claim pushed request": (queries._CLAIM_PUSHED_REQUEST, {"row_id": 1, "moment": 0}),
         "interaction by hash": interactions._BY_HASH.params(hashes=hashes),
         "claim interaction": (interactions._CLAIM, {"row_id": 1, "moment": 0}),
+        # Not a token path, but one per logout: the grants a login session made.
+        "codes of a login session": select(AuthorizationCode.grant_id).where(AuthorizationCode.sid.in_(["s" * 32])),
+        "refresh tokens of a login session": select(RefreshToken.grant_id).where(RefreshToken.sid.in_(["s" * 32])),
     }
 
 
