@@ -96,7 +96,11 @@ def check_refusal(endpoint: str, response: Any, *, may_succeed: bool = False) ->
             assert error in ("invalid_dpop_proof", "invalid_token") and f'error="{error}"' in challenge
     else:
         assert (response.status_code, response.json["error"]) == (401, "invalid_token"), body[:300]
-        assert response.headers["WWW-Authenticate"]
+        challenge = response.headers["WWW-Authenticate"]
+        # RFC 9449 §7.1: a refused DPoP credential is answered with the DPoP challenge.
+        dpop_scheme = response.request.headers.get("Authorization", "")[:5].lower() == "dpop "
+        assert challenge.startswith("DPoP " if dpop_scheme else "Bearer "), challenge
+        assert ("algs=" in challenge) is dpop_scheme, challenge
 
 
 # -- the review's cases, one by one -------------------------------------------------------------------

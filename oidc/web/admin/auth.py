@@ -70,13 +70,21 @@ def admin_access_token_valid(authorization: str | None) -> bool:
     return token.user is not None and bool(token.user.admin) and not token.user.disabled
 
 
+def _challenge(authorization: str | None) -> str:
+    """The scheme the refused credential came in: ``DPoP`` with its ``algs`` (RFC 9449 §7.1), else ``Bearer``."""
+    if authorization and authorization[:5].lower() == "dpop ":
+        algs = " ".join(current_state().settings.dpop_signing_algs)
+        return f'DPoP realm="admin", error="invalid_token", algs="{algs}"'
+    return 'Bearer realm="admin"'
+
+
 def require_admin(view: Callable[..., Any]) -> Callable[..., Any]:
     @wraps(view)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         authorization = request.headers.get("Authorization")
         if not (admin_key_valid(authorization) or admin_access_token_valid(authorization)):
             response = error_response(401, "invalid_token", "valid admin credentials are required")
-            response.headers["WWW-Authenticate"] = 'Bearer realm="admin"'
+            response.headers["WWW-Authenticate"] = _challenge(authorization)
             return response
         return view(*args, **kwargs)
 
