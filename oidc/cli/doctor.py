@@ -206,7 +206,22 @@ def _check_keys(report: Report, session: Any, settings: Any, key_set: str) -> No
                    f"(CKA_EXTRACTABLE or not CKA_SENSITIVE): {', '.join(exposed)}",
                    f"generate a new key (oidc-hsm keys generate {key_set}), then retire and delete these")
         return
-    report.add(f"keys {key_set}", True, f"{len(keys)} key(s) labelled {label!r}, none extractable")
+    hsm_only = "*" in settings.hsm_only_key_sets or key_set in settings.hsm_only_key_sets
+    if hsm_only:
+        from keys import shortfalls
+
+        # An HSM-only set promises keys born on the token that never left it (keys.evidence).
+        lacking = {key.key_id: shortfalls(key.attributes) for key in keys if shortfalls(key.attributes)}
+        if lacking:
+            report.add(f"keys {key_set}", False,
+                       f"HSM-only set: {len(lacking)} of {len(keys)} key(s) labelled {label!r} lack the evidence of "
+                       "a key generated on the token that never left it: "
+                       + "; ".join(f"{kid}: {', '.join(problems)}" for kid, problems in lacking.items()),
+                       f"generate a new key on the token (oidc-hsm keys generate {key_set}), then retire and "
+                       "delete these")
+            return
+    report.add(f"keys {key_set}", True, f"{len(keys)} key(s) labelled {label!r}, none extractable"
+               + (", each generated on the token, always sensitive, never extractable" if hsm_only else ""))
 
 
 @click.command("doctor", epilog=settings_epilog(DOCTOR))
