@@ -11,6 +11,7 @@ token builders (see :class:`keys.service.KeyService`)::
 """
 
 from keys.errors import (
+    CertificateError,
     HSMError,
     HSMOperationError,
     HSMUnavailable,
@@ -22,16 +23,20 @@ from keys.errors import (
     SealingError,
     UnsupportedAlgorithm,
 )
+from keys.evidence import HSM_ONLY_REQUIREMENTS, KeyEvidence, shortfalls
 from keys.service import ACCESS_TOKEN_SET, ID_TOKEN_SET, KeyService, KeySetPolicy, RotationPolicy
 from keys.signer import KeyRecord, Signer
 
 __all__ = [
     "ACCESS_TOKEN_SET",
+    "HSM_ONLY_REQUIREMENTS",
     "ID_TOKEN_SET",
+    "CertificateError",
     "HSMError",
     "HSMOperationError",
     "HSMUnavailable",
     "InvalidKey",
+    "KeyEvidence",
     "KeyNotFound",
     "KeyRecord",
     "KeyService",
@@ -43,4 +48,5 @@ __all__ = [
     "SealingError",
     "Signer",
     "UnsupportedAlgorithm",
+    "shortfalls",
 ]

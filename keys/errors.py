@@ -15,6 +15,10 @@ class InvalidKey(KeyServiceError):
     """A key given to us (an imported JWK, a key on the token) is unusable."""
 
 
+class CertificateError(KeyServiceError):
+    """A certificate chain that cannot be attached to a key (names the certificate and what is wrong)."""
+
+
 class KeyNotFound(KeyServiceError):
     """No such key set or key id."""
 

@@ -77,6 +77,7 @@ from pkcs11.util.ec import encode_named_curve_parameters
 
 from keys.algorithms import ALG_FOR_CURVE, EC_CURVES, MIN_RSA_BITS, SEC_NAME_FOR_CURVE, Algorithm, get_algorithm
 from keys.errors import HSMError, HSMOperationError, HSMUnavailable, InvalidKey, KeyNotFound, MechanismUnsupported
+from keys.evidence import KeyEvidence, TokenLocation
 from keys.jwk import PublicKey, public_jwk
 from keys.mechanisms import (
     GENERATION_MECHANISMS,
@@ -978,16 +979,59 @@ class HSMManager:
         message = plan.prepare(data)
 
         def sign() -> bytes:
-            pair = self._pairs.get((record.key_set, record.kid))
-            if pair is None:
-                self.records(record.key_set, rsa_alg=record.alg if algorithm.is_rsa else "RS256",
-                             okp_alg=record.alg if algorithm.is_eddsa else "EdDSA")
-                pair = self._pairs.get((record.key_set, record.kid))
-                if pair is None:
-                    raise KeyNotFound(f"key {record.kid!r} of {record.key_set!r} is no longer on the token")
+            pair = self._pair(record, algorithm)
             return bytes(pair.private_key.sign(message, mechanism=plan.mechanism, mechanism_param=plan.parameter))
 
         return self._call(sign, f"signature with key {record.kid!r} of {self.label(record.key_set)!r}", plan.mechanism)
+
+    def _pair(self, record: KeyRecord, algorithm: Algorithm) -> _KeyPair:
+        """The handles of ``record``'s pair, looked up again after a new session (run inside ``_call``)."""
+        pair = self._pairs.get((record.key_set, record.kid))
+        if pair is None:
+            self.records(record.key_set, rsa_alg=record.alg if algorithm.is_rsa else "RS256",
+                         okp_alg=record.alg if algorithm.is_eddsa else "EdDSA")
+            pair = self._pairs.get((record.key_set, record.kid))
+            if pair is None:
+                raise KeyNotFound(f"key {record.kid!r} of {record.key_set!r} is no longer on the token")
+        return pair
+
+    # -- evidence -------------------------------------------------------------
+
+    def evidence(self, record: KeyRecord) -> KeyEvidence:
+        """Where ``record``'s private key is and what the token says protects it (see :mod:`keys.evidence`).
+
+        Read under the process lock with the failure model of every operation:
+        a stale session is reopened and the attributes read again.
+        """
+        algorithm = get_algorithm(record.alg)
+
+        def read() -> tuple[dict[str, bool | None], str | None, TokenLocation]:
+            private_key = self._pair(record, algorithm).private_key
+            attributes = {name: _flag(private_key, attribute) for name, attribute in _EVIDENCE_ATTRIBUTES.items()}
+            generated_with = _optional_attribute(private_key, Attribute.KEY_GEN_MECHANISM)
+            key_gen = mechanism_name(generated_with) if generated_with is not None else None
+            return attributes, key_gen, self._location()
+
+        attributes, key_gen_mechanism, location = self._call(
+            read, f"reading the attributes of key {record.kid!r} of {self.label(record.key_set)!r}")
+        try:
+            plan: SigningPlan | None = self.signing_plan(record.alg)
+        except MechanismUnsupported:
+            plan = None
+        return KeyEvidence(
+            key_set=record.key_set, kid=record.kid, alg=record.alg, backend=BACKEND, location=location.as_dict(),
+            attributes=attributes, key_gen_mechanism=key_gen_mechanism,
+            signing_mechanism=plan.mechanism_name if plan else None,
+            signing_mechanism_description=(plan.description or plan.mechanism_name) if plan else None,
+        )
+
+    def _location(self) -> TokenLocation:
+        token, slot = self._token, self._slot
+        return TokenLocation(
+            library=self.config.library, slot_id=int(slot.slot_id), slot_description=_text(slot.slot_description),
+            token_label=_text(token.label), serial=_text(token.serial), model=_text(token.model),
+            manufacturer=_text(token.manufacturer_id),
+        )
 
 
 _finaliser_hook_installed = False
@@ -1045,6 +1089,44 @@ def _attribute(obj: Any, attribute: Attribute) -> Any:
         return obj[attribute]
     except PKCS11Error:
         return None
+
+
+#: The private key attributes reported as evidence (PKCS#11 v2.40 §4.4, §4.9).
+_EVIDENCE_ATTRIBUTES: dict[str, Attribute] = {
+    "CKA_LOCAL": Attribute.LOCAL,
+    "CKA_SENSITIVE": Attribute.SENSITIVE,
+    "CKA_ALWAYS_SENSITIVE": Attribute.ALWAYS_SENSITIVE,
+    "CKA_EXTRACTABLE": Attribute.EXTRACTABLE,
+    "CKA_NEVER_EXTRACTABLE": Attribute.NEVER_EXTRACTABLE,
+}
+
+
+def _optional_attribute(obj: Any, attribute: Attribute) -> Any:
+    """An attribute's value, or None where the token does not have it.
+
+    Unlike :func:`_attribute`, a stale session or a lost device is raised, so
+    that the caller's ``_call`` reopens the session and reads again.
+    """
+    try:
+        return obj[attribute]
+    except PKCS11Error as exc:
+        if classify(exc) != CALLER:
+            raise
+        return None  # CKR_ATTRIBUTE_TYPE_INVALID, CKR_ATTRIBUTE_SENSITIVE: the token does not say
+    except ValueError:
+        return None  # CK_UNAVAILABLE_INFORMATION, which python-pkcs11 cannot map to a mechanism
+
+
+def _flag(obj: Any, attribute: Attribute) -> bool | None:
+    value = _optional_attribute(obj, attribute)
+    return value if isinstance(value, bool) else None
+
+
+def _text(value: Any) -> str:
+    """A token or slot description field: blank-padded text, or bytes of it."""
+    if isinstance(value, bytes):
+        value = value.decode("ascii", "replace")
+    return str(value).strip()
 
 
 def _weakness(private_key: Any) -> str:

@@ -38,6 +38,18 @@ def public_jwk(public_key: PublicKey, *, kid: str, alg: str, use: str = "sig") -
     return {name: value for name, value in members.items() if name in _PUBLIC_MEMBERS}
 
 
+def load_public_jwk(jwk: dict[str, Any]) -> PublicKey:
+    """The ``cryptography`` public key of a published JWK."""
+    try:
+        key: Any = import_key({name: value for name, value in jwk.items() if name in _PUBLIC_MEMBERS})
+    except (JoseError, ValueError, TypeError) as exc:
+        raise InvalidKey(f"the JWK cannot be parsed: {type(exc).__name__}") from None
+    public_key = key.public_key
+    if not isinstance(public_key, (rsa.RSAPublicKey, ec.EllipticCurvePublicKey, ed25519.Ed25519PublicKey)):
+        raise InvalidKey(f"unsupported public key type {type(public_key).__name__}")
+    return public_key
+
+
 def thumbprint(public_key: PublicKey) -> str:
     """RFC 7638 JWK thumbprint (SHA-256, base64url): a stable kid for imported keys."""
     jwk = public_jwk(public_key, kid="", alg="")

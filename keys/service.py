@@ -21,6 +21,7 @@ the JWKS does database or token look-ups per request.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import json
 import logging
@@ -29,15 +30,21 @@ import time
 from collections.abc import Callable, Collection
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
+from cryptography import x509
+
+from keys import certificates
 from keys.algorithms import get_algorithm
-from keys.errors import HSMError, HSMUnavailable, InvalidKey, KeyNotFound, NoSigningKey
+from keys.errors import CertificateError, HSMError, HSMUnavailable, InvalidKey, KeyNotFound, NoSigningKey
+from keys.evidence import SOFTWARE_LOCATION, KeyEvidence
 from keys.hsm import BACKEND as HSM_BACKEND
 from keys.hsm import HSMManager
+from keys.jwk import load_public_jwk
 from keys.signer import BoundSigner, KeyManager, KeyRecord, Signer
 from keys.software import SoftwareManager
-from keys.store import KeyStore
+from keys.store import KeyStore, StoredChain
 
 log = logging.getLogger(__name__)
 audit = logging.getLogger("oidc.audit")
@@ -439,16 +446,35 @@ class KeyService:
         for record in self.store.records():
             stored_by_set.setdefault(record.key_set, []).append(record)
         sets = {name: self._view(name, stored, now, stored_only) for name, stored in sorted(stored_by_set.items())}
-        published = [status.record.public_jwk for view in sets.values() for status in view.keys]
+        chains = self.store.chains()
+        # Each published JWK, with the x5c of its attached certificate chain if it has one.
+        jwks = {(name, status.record.kid): self._with_chain(status.record, chains.get((name, status.record.kid)))
+                for name, view in sets.items() for status in view.keys}
+        published = list(jwks.values())
         body = json.dumps({"keys": published}, separators=(",", ":"), sort_keys=True).encode()
         etag = base64.urlsafe_b64encode(hashlib.sha256(body).digest()[:18]).decode()
         self._snapshot = _Snapshot(
             built_at=now, sets=sets, jwks_body=body, etag=etag,
             by_kid={jwk["kid"]: jwk for jwk in published},
-            signing_by_set={(name, status.record.kid): status.record.public_jwk
+            signing_by_set={(name, status.record.kid): jwks[(name, status.record.kid)]
                             for name, view in sets.items() for status in view.keys
                             if status.record.use == "sig" and status.record.public_jwk.get("use", "sig") == "sig"},
         )
+
+    @staticmethod
+    def _with_chain(record: KeyRecord, chain: StoredChain | None) -> dict[str, Any]:
+        """``record``'s public JWK, plus ``x5c`` and ``x5t#S256`` when a chain is attached (RFC 7517 §4.7-4.9)."""
+        if chain is None:
+            return record.public_jwk
+        try:
+            chain_certificates = certificates.load_chain(chain.chain_pem.encode("ascii"))
+            # §4.7: the first certificate's key MUST be the JWK's; a row that says otherwise is not published.
+            # Expiry is doctor's to report: an expired chain stays what the operator attached.
+            certificates.check_chain(chain_certificates, load_public_jwk(record.public_jwk), None, kid=record.kid)
+        except (CertificateError, InvalidKey) as exc:
+            log.warning("the certificate attached to key %s/%s is not published: %s", record.key_set, record.kid, exc)
+            return record.public_jwk
+        return {**record.public_jwk, **certificates.x5c_members(chain_certificates)}
 
     def _current(self) -> _Snapshot:
         snapshot = self._snapshot
@@ -604,6 +630,7 @@ class KeyService:
         for manager in self._managers.values():
             deleted = manager.delete(key_set, kid) or deleted
         deleted = self.store.remove(key_set, kid) or deleted  # an HSM key's lifecycle row
+        self.store.remove_chain(key_set, kid)
         if deleted:
             audit.info("key deleted", extra={"event": "key.deleted", "key_set": key_set, "kid": kid})
         self.refresh()
@@ -623,6 +650,7 @@ class KeyService:
                     continue  # retired from the JWKS, kept on the token
                 self._managers[record.backend].delete(key_set, record.kid)
                 self.store.remove(key_set, record.kid)
+                self.store.remove_chain(key_set, record.kid)
                 retired.append(record)
                 audit.info("key retired", extra={"event": "key.retired", "key_set": key_set, "kid": record.kid,
                                                  "backend": record.backend})
@@ -640,6 +668,68 @@ class KeyService:
         count = self.software.reseal()
         audit.info("keys re-sealed", extra={"event": "keys.resealed", "count": count})
         return count
+
+    # -- evidence and certificates ---------------------------------------------
+
+    def _published(self, key_set: str, kid: str | None) -> KeyRecord:
+        """The published signing key ``kid`` of ``key_set``; without ``kid``, the one that signs now."""
+        if kid is None:
+            return self.signer(key_set).record
+        for status in self.keys(key_set):
+            if status.record.kid == kid:
+                return status.record
+        raise KeyNotFound(f"no published key {kid!r} in key set {key_set!r}")
+
+    def evidence(self, key_set: str | None = None) -> list[KeyEvidence]:
+        """Evidence for every published key (of ``key_set``, or of every set): see :mod:`keys.evidence`.
+
+        HSM keys are read from the token now (through the PKCS#11 lock and its
+        failure model); :class:`HSMUnavailable` while the token is lost.
+        """
+        names = [key_set] if key_set is not None else self.key_set_names()
+        chains = self.store.chains()
+        found = []
+        for name in names:
+            for status in self.keys(name):
+                record = status.record
+                if record.backend == HSM_BACKEND and self.hsm is not None:
+                    evidence = self.hsm.evidence(record)
+                else:
+                    evidence = KeyEvidence(key_set=name, kid=record.kid, alg=record.alg, backend=record.backend,
+                                           location=dict(SOFTWARE_LOCATION))
+                chain = chains.get((name, record.kid))
+                if chain is not None:
+                    summary = certificates.summary(certificates.load_chain(chain.chain_pem.encode("ascii")))
+                    evidence = dataclasses.replace(evidence, certificate=summary)
+                found.append(evidence)
+        return found
+
+    def certificate_request(self, key_set: str, subject: str, *, kid: str | None = None) -> x509.CertificateSigningRequest:
+        """A PKCS#10 request for a published key of ``key_set`` (the signing one by default), signed by
+        that key where it lives: on the token for an HSM key (see :mod:`keys.certificates`)."""
+        name = certificates.parse_subject(subject)
+        record = self._published(key_set, kid)
+        if record.use != "sig":
+            raise CertificateError(f"key {record.kid!r} of {key_set!r} does not sign (use {record.use!r})")
+        signer = self._managers[record.backend].signer(record)
+        request = certificates.certificate_request(signer, load_public_jwk(record.public_jwk), name)
+        audit.info("certificate requested", extra={"event": "key.csr", "key_set": key_set, "kid": record.kid,
+                                                   "subject": subject, "backend": record.backend})
+        return request
+
+    def attach_certificate(self, key_set: str, chain_pem: bytes, *, kid: str | None = None) -> StoredChain:
+        """Check an issued chain against a published key (the signing one by default) and publish it as its x5c."""
+        record = self._published(key_set, kid)
+        chain = certificates.load_chain(chain_pem)
+        now = datetime.fromtimestamp(self.clock(), UTC)
+        certificates.check_chain(chain, load_public_jwk(record.public_jwk), now, kid=record.kid)
+        stored = StoredChain(key_set=key_set, kid=record.kid, chain_pem=certificates.to_pem(chain),
+                             not_after=int(certificates.not_after(chain).timestamp()), attached_at=int(self.clock()))
+        self.store.put_chain(stored)
+        audit.info("certificate attached", extra={"event": "key.certificate_attached", "key_set": key_set,
+                                                  "kid": record.kid, "not_after": stored.not_after})
+        self.refresh()
+        return stored
 
     # -- health ---------------------------------------------------------------
 

@@ -6,12 +6,16 @@ One table holds every key the service has *metadata* for:
 - HSM keys this service generated: public JWK and lifecycle times only (the
   private key stays on the token).  Keys provisioned on the token by hand have
   no row: they are treated as active since forever.
+
+A second table, ``key_certificates``, holds the X.509 chain attached to a key
+(any key, hand-provisioned ones included), published as its ``x5c``.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import (
@@ -53,12 +57,39 @@ def define_signing_keys_table(metadata: MetaData) -> Table:
     )
 
 
-class KeyStore:
-    """Reads and writes ``signing_keys`` rows; each write is one transaction."""
+def define_key_certificates_table(metadata: MetaData) -> Table:
+    """Declare the ``key_certificates`` table: one certificate chain per (key set, kid)."""
+    return Table(
+        "key_certificates",
+        metadata,
+        Column("id", Integer, primary_key=True, autoincrement=True),
+        Column("key_set", String(255), nullable=False),
+        Column("kid", String(255), nullable=False),
+        Column("chain_pem", Text, nullable=False),  # leaf first, each certificate signed by the next
+        Column("not_after", BigInteger, nullable=False),  # the earliest notAfter of the chain
+        Column("attached_at", BigInteger, nullable=False),
+        UniqueConstraint("key_set", "kid", name="uq_key_certificates_key_set_kid"),
+    )
 
-    def __init__(self, engine: Engine, table: Table) -> None:
+
+@dataclass(frozen=True)
+class StoredChain:
+    """A certificate chain attached to a key, as stored (checked when it was attached)."""
+
+    key_set: str
+    kid: str
+    chain_pem: str
+    not_after: int
+    attached_at: int
+
+
+class KeyStore:
+    """Reads and writes ``signing_keys`` (and ``key_certificates``) rows; each write is one transaction."""
+
+    def __init__(self, engine: Engine, table: Table, certificates: Table | None = None) -> None:
         self.engine = engine
         self.table = table
+        self.certificates_table = certificates
 
     @staticmethod
     def _record(row: Any) -> KeyRecord:
@@ -129,3 +160,35 @@ class KeyStore:
                     .where(self.table.c.key_set == key_set, self.table.c.kid == kid)
                     .values(sealed_private=sealed)
                 )
+
+    # -- certificate chains -------------------------------------------------
+
+    def chains(self) -> dict[tuple[str, str], StoredChain]:
+        """Every attached chain by (key set, kid); empty without a certificates table."""
+        table = self.certificates_table
+        if table is None:
+            return {}
+        with self.engine.connect() as connection:
+            rows = connection.execute(select(table).order_by(table.c.id))
+            return {(row.key_set, row.kid): StoredChain(row.key_set, row.kid, row.chain_pem, row.not_after,
+                                                        row.attached_at) for row in rows}
+
+    def put_chain(self, chain: StoredChain) -> None:
+        """Attach ``chain`` to its key, replacing the one attached before (one transaction)."""
+        table = self.certificates_table
+        if table is None:
+            raise RuntimeError("this key store has no certificates table")
+        with self.engine.begin() as connection:
+            connection.execute(delete(table).where(table.c.key_set == chain.key_set, table.c.kid == chain.kid))
+            connection.execute(insert(table).values(
+                key_set=chain.key_set, kid=chain.kid, chain_pem=chain.chain_pem, not_after=chain.not_after,
+                attached_at=chain.attached_at,
+            ))
+
+    def remove_chain(self, key_set: str, kid: str) -> bool:
+        table = self.certificates_table
+        if table is None:
+            return False
+        with self.engine.begin() as connection:
+            result = connection.execute(delete(table).where(table.c.key_set == key_set, table.c.kid == kid))
+            return result.rowcount > 0

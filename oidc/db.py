@@ -17,7 +17,7 @@ from sqlalchemy import BigInteger, Column, Engine, LargeBinary, MetaData, String
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.types import TypeDecorator
 
-from keys.store import define_signing_keys_table
+from keys.store import define_key_certificates_table, define_signing_keys_table
 
 # Stable constraint names, so migrations can refer to them on every backend.
 NAMING_CONVENTION = {
@@ -61,6 +61,8 @@ def ping_idle_connections(engine: Engine, idle_seconds: float = PING_AFTER_IDLE_
 
 #: The key service's own table (software keys and HSM key lifecycles).
 signing_keys = define_signing_keys_table(db.metadata)
+#: Certificate chains attached to signing keys (published as their x5c).
+key_certificates = define_key_certificates_table(db.metadata)
 
 #: The key of each keyed hash (oidc.hashing), sealed under the system secrets.
 hashing_keys = Table(

@@ -29,7 +29,7 @@ from keys.service import KeyService, KeySetPolicy, RotationPolicy
 from keys.software import SoftwareManager
 from keys.store import KeyStore
 from oidc import hashing
-from oidc.db import db, signing_keys
+from oidc.db import db, key_certificates, signing_keys
 from oidc.hashing_keys import hashing_key
 from oidc.oauth2.methods import FAPI2_ALGORITHMS
 from oidc.observability import metrics
@@ -148,7 +148,7 @@ class State:
         sealer = Sealer.from_setting(",".join(settings.secrets_system))
         with self.app.app_context():
             engine = db.engine
-        store = KeyStore(engine, signing_keys)
+        store = KeyStore(engine, signing_keys, key_certificates)
         hsm = None
         if settings.hsm_enabled:
             hsm = HSMManager(

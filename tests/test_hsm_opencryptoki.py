@@ -142,3 +142,24 @@ def test_hydra_provisioned_pairs_are_refused_while_extractable_and_adopted_once_
     assert private_keys(opencryptoki, prefix + ACCESS_TOKEN_SET)[0][Attribute.NEVER_EXTRACTABLE] is True
     assert private_keys(opencryptoki, prefix + ID_TOKEN_SET)[0][Attribute.NEVER_EXTRACTABLE] is False
     service.hsm.close()
+
+
+def test_evidence_shows_a_generated_key_and_a_pkcs11_tool_pair_that_can_be_extracted(make_app, ock_env, opencryptoki):
+    """openCryptoki's pkcs11-tool pairs are generated on the token (CKA_LOCAL) but extractable by default."""
+    prefix = ock_env["HSM_KEY_SET_PREFIX"]
+    pkcs11_tool(opencryptoki, "--keypairgen", "--key-type", "rsa:2048", "--usage-sign", "--sensitive",
+                "--label", prefix + ID_TOKEN_SET, "--id", "746f6f6c")
+    app = make_app({**ock_env, "ID_TOKEN_SIGNING_ALG": "RS256", "ACCESS_TOKEN_SIGNING_ALG": "RS256",
+                    "HSM_ALLOW_EXTRACTABLE_KEYS": "true"})
+    service = start_key_service(app)
+    found = {item.kid: item for item in service.evidence()}
+    tool = found["tool"]
+    assert tool.attributes["CKA_LOCAL"] is True and tool.attributes["CKA_EXTRACTABLE"] is True
+    assert tool.attributes["CKA_NEVER_EXTRACTABLE"] is False
+    assert "CKA_EXTRACTABLE is true" in tool.hsm_only_shortfalls()
+    generated = found[service.signer(ACCESS_TOKEN_SET).kid]
+    assert generated.hsm_only_shortfalls() == [], generated.attributes
+    assert generated.location["token_label"] == opencryptoki.LABEL
+    # No CKM_SHA256_RSA_PKCS on this token: the raw mechanism over a DigestInfo signs.
+    assert generated.signing_mechanism == "CKM_RSA_PKCS"
+    service.hsm.close()

@@ -24,11 +24,12 @@ class Check:
     ok: bool | None  # None: not applicable (skipped)
     detail: str
     fix: str = ""
+    warn: bool = False  # holds, but needs the operator's attention soon
 
     def line(self) -> str:
-        mark = {True: "ok  ", False: "FAIL", None: "skip"}[self.ok]
+        mark = "warn" if self.ok and self.warn else {True: "ok  ", False: "FAIL", None: "skip"}[self.ok]
         text = f"[{mark}] {self.name}: {self.detail}"
-        if self.ok is False and self.fix:
+        if (self.ok is False or self.warn) and self.fix:
             text += f" -> fix: {self.fix}"
         return text
 
@@ -38,8 +39,8 @@ class Report:
         self.checks: list[Check] = []
         self.echo = echo
 
-    def add(self, name: str, ok: bool | None, detail: str, fix: str = "") -> bool:
-        check = Check(name, ok, detail, fix)
+    def add(self, name: str, ok: bool | None, detail: str, fix: str = "", *, warn: bool = False) -> bool:
+        check = Check(name, ok, detail, fix, warn)
         self.checks.append(check)
         self.echo(check.line())
         return bool(ok)
@@ -71,6 +72,7 @@ def run_checks(env: Mapping[str, str] | None = None, echo: Callable[[str], None]
     if settings.theme_dir:
         report.add("theme", True, f"THEME_DIR {settings.theme_dir}: templates parse")
     _check_database(report, app)
+    _check_certificates(report, app)
     if settings.hsm_enabled:
         _check_hsm(report, settings)
     else:
@@ -122,6 +124,44 @@ def _check_database(report: Report, app: Any) -> None:
         else:
             report.add("schema", False, f"at {', '.join(sorted(current)) or 'nothing'}, the code needs "
                        f"{', '.join(sorted(heads))}", "run oidc-hsm db upgrade (oidc-hsm serve also does it)")
+
+
+#: A key's certificate expiring within this many days is a warning (renew it: README, "Attach a certificate").
+CERTIFICATE_WARNING_DAYS = 30
+
+
+def _check_certificates(report: Report, app: Any) -> None:
+    """Each attached certificate chain: a warning within 30 days of its end, a failure once it has expired."""
+    import time
+    from datetime import UTC, datetime
+
+    from sqlalchemy import select
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from oidc.db import db, key_certificates
+
+    table = key_certificates
+    with app.app_context():
+        try:
+            with db.engine.connect() as connection:
+                rows = list(connection.execute(select(table.c.key_set, table.c.kid, table.c.not_after)
+                                               .order_by(table.c.key_set, table.c.kid)))
+        except SQLAlchemyError:
+            return  # no database or an old schema: the database and schema checks say which
+        finally:
+            db.engine.dispose()
+    now = time.time()
+    for key_set, kid, not_after in rows:
+        name, ends = f"certificate {key_set}/{kid}", datetime.fromtimestamp(not_after, UTC).isoformat()
+        fix = f"oidc-hsm keys csr {key_set} --kid {kid}, have it issued, then oidc-hsm keys certificate {key_set} " \
+              f"--kid {kid} --chain chain.pem"
+        days = (not_after - now) / 86400
+        if days < 0:
+            report.add(name, False, f"the chain expired at {ends}; the JWKS still publishes it as x5c", fix)
+        elif days <= CERTIFICATE_WARNING_DAYS:
+            report.add(name, True, f"the chain expires at {ends}, in {int(days)} day(s)", fix, warn=True)
+        else:
+            report.add(name, True, f"valid until {ends}")
 
 
 def _check_hsm(report: Report, settings: Any) -> None:
@@ -206,7 +246,22 @@ def _check_keys(report: Report, session: Any, settings: Any, key_set: str) -> No
                    f"(CKA_EXTRACTABLE or not CKA_SENSITIVE): {', '.join(exposed)}",
                    f"generate a new key (oidc-hsm keys generate {key_set}), then retire and delete these")
         return
-    report.add(f"keys {key_set}", True, f"{len(keys)} key(s) labelled {label!r}, none extractable")
+    hsm_only = "*" in settings.hsm_only_key_sets or key_set in settings.hsm_only_key_sets
+    if hsm_only:
+        from keys import shortfalls
+
+        # An HSM-only set promises keys born on the token that never left it (keys.evidence).
+        lacking = {key.key_id: shortfalls(key.attributes) for key in keys if shortfalls(key.attributes)}
+        if lacking:
+            report.add(f"keys {key_set}", False,
+                       f"HSM-only set: {len(lacking)} of {len(keys)} key(s) labelled {label!r} lack the evidence of "
+                       "a key generated on the token that never left it: "
+                       + "; ".join(f"{kid}: {', '.join(problems)}" for kid, problems in lacking.items()),
+                       f"generate a new key on the token (oidc-hsm keys generate {key_set}), then retire and "
+                       "delete these")
+            return
+    report.add(f"keys {key_set}", True, f"{len(keys)} key(s) labelled {label!r}, none extractable"
+               + (", each generated on the token, always sensitive, never extractable" if hsm_only else ""))
 
 
 @click.command("doctor", epilog=settings_epilog(DOCTOR))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from datetime import UTC, datetime
 from typing import Any
 
 import click
@@ -29,10 +30,15 @@ def _service() -> KeyService:
 
 
 @cli.command("list")
+@click.option("--evidence", is_flag=True,
+              help="Per published key: where it lives, its CKA_* protection attributes, mechanism and certificate.")
 @json_option
-def list_sets(as_json: bool) -> None:
+def list_sets(as_json: bool, evidence: bool) -> None:
     """List key sets, the backend serving each and its number of keys."""
     service = _service()
+    if evidence:
+        _list_evidence(service, as_json)
+        return
     sets = [{"set": name, "backend": service.backend_of(name), "keys": len(service.keys(name))}
             for name in service.key_set_names()]
     emit(sets, as_json, "\n".join(f"{s['set']}\t{s['backend'] or 'none'}\t{s['keys']} key(s)" for s in sets))
@@ -116,3 +122,75 @@ def reseal() -> None:
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)
     click.echo(f"re-sealed {count} key(s) and {hashing_count} hashing key(s) under the current secret")
+
+
+def _list_evidence(service: KeyService, as_json: bool) -> None:
+    try:
+        found = service.evidence()
+    except KeyServiceError as exc:
+        raise click.ClickException(str(exc)) from None
+    lines = []
+    for item in found:
+        where = item.location
+        if where["kind"] == "pkcs11-token":
+            place = (f"token {where['token_label']!r} serial {where['serial']} model {where['model']} "
+                     f"slot {where['slot_id']}")
+        else:
+            place = "software store (sealed in SQL)"
+        lines.append(f"{item.key_set}\t{item.kid}\t{item.alg}\t{place}")
+        if item.attributes:
+            lines.append("  " + " ".join(f"{name}={_flag(value)}" for name, value in item.attributes.items()))
+        if item.signing_mechanism:
+            lines.append(f"  signs with {item.signing_mechanism_description}")
+        certificate = item.certificate
+        lines.append(f"  certificate {certificate['subject']} until {certificate['not_after']}" if certificate
+                     else "  no certificate")
+    emit([item.as_dict() for item in found], as_json, "\n".join(lines))
+
+
+def _flag(value: bool | None) -> str:
+    return "unknown" if value is None else str(value).lower()
+
+
+@cli.command("csr")
+@click.argument("key_set")
+@click.option("--subject", default=None, help="RFC 4514 subject, e.g. 'CN=op.example.com,O=Example' "
+              "(default: CN=<OIDC_ISSUER's host>).")
+@click.option("--kid", default=None, help="Key to certify (default: the key that signs for KEY_SET now).")
+@click.option("--out", "out", type=click.Path(dir_okay=False, writable=True), default=None,
+              help="Write the PEM request to this file (default: standard output).")
+def csr(key_set: str, subject: str | None, kid: str | None, out: str | None) -> None:
+    """Write a PKCS#10 certificate request for KEY_SET's key, signed by that key where it lives (on the HSM)."""
+    from urllib.parse import urlsplit
+
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    subject = subject or f"CN={urlsplit(current_state().settings.issuer).hostname}"
+    try:
+        request = _service().certificate_request(key_set, subject, kid=kid)
+    except KeyServiceError as exc:
+        raise click.ClickException(str(exc)) from None
+    pem = request.public_bytes(Encoding.PEM)
+    if out is None:
+        click.echo(pem.decode("ascii"), nl=False)
+        return
+    with open(out, "wb") as file:
+        file.write(pem)
+    click.echo(f"wrote the certificate request for {key_set} ({subject}) to {out}", err=True)
+
+
+@cli.command("certificate")
+@click.argument("key_set")
+@click.option("--chain", "chain_file", type=click.File("rb"), required=True,
+              help="PEM file of the issued chain, leaf first, each certificate followed by its issuer.")
+@click.option("--kid", default=None, help="Key the chain certifies (default: the key that signs for KEY_SET now).")
+@json_option
+def certificate(key_set: str, chain_file: Any, kid: str | None, as_json: bool) -> None:
+    """Attach an issued certificate chain to KEY_SET's key; the JWKS then publishes it as x5c."""
+    try:
+        stored = _service().attach_certificate(key_set, chain_file.read(), kid=kid)
+    except KeyServiceError as exc:
+        raise click.ClickException(str(exc)) from None
+    data = {"set": key_set, "kid": stored.kid, "not_after": stored.not_after}
+    emit(data, as_json, f"attached the certificate chain to {stored.kid} of {key_set} "
+                        f"(valid until {datetime.fromtimestamp(stored.not_after, UTC).isoformat()})")

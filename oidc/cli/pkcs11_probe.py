@@ -117,16 +117,33 @@ class KeyFacts:
     key_id: str
     sensitive: bool
     extractable: bool
+    #: CKA_* name -> value of the evidence attributes (keys.evidence); None where the token does not say.
+    attributes: dict[str, bool | None]
+
+
+#: The attributes doctor reads as evidence (PKCS#11 v2.40 §4.4, §4.9).
+_EVIDENCE = {"CKA_LOCAL": Attribute.LOCAL, "CKA_SENSITIVE": Attribute.SENSITIVE,
+             "CKA_ALWAYS_SENSITIVE": Attribute.ALWAYS_SENSITIVE, "CKA_EXTRACTABLE": Attribute.EXTRACTABLE,
+             "CKA_NEVER_EXTRACTABLE": Attribute.NEVER_EXTRACTABLE}
+
+
+def _flag(key: Any, attribute: Attribute) -> bool | None:
+    try:
+        value = key[attribute]
+    except (PKCS11Error, ValueError):
+        return None  # CKR_ATTRIBUTE_TYPE_INVALID: the token does not say
+    return value if isinstance(value, bool) else None
 
 
 def private_keys(session: Any, label: str) -> list[KeyFacts]:
-    """Every private key labelled ``label``: whether it is sensitive and extractable."""
+    """Every private key labelled ``label``: whether it is sensitive and extractable, and its evidence attributes."""
     facts = []
     try:
         for key in session.get_objects({Attribute.CLASS: ObjectClass.PRIVATE_KEY, Attribute.LABEL: label}):
             key_id = key[Attribute.ID]
             facts.append(KeyFacts(label=label, key_id=bytes(key_id).decode("ascii", "replace"),
-                                  sensitive=bool(key[Attribute.SENSITIVE]), extractable=bool(key[Attribute.EXTRACTABLE])))
+                                  sensitive=bool(key[Attribute.SENSITIVE]), extractable=bool(key[Attribute.EXTRACTABLE]),
+                                  attributes={name: _flag(key, attribute) for name, attribute in _EVIDENCE.items()}))
     except PKCS11Error as exc:
         raise ProbeError(f"cannot read the keys labelled {label!r} ({type(exc).__name__})") from None
     return facts

@@ -1,6 +1,8 @@
 """Admin HTTP API for signing keys.
 
     GET    /admin/keys                   key sets, their backend and key count
+    GET    /admin/keys?evidence=true     per published key: where it lives, its CKA_* attributes,
+                                         signing mechanism and certificate (keys.evidence)
     GET    /admin/keys/<set>             the set's public keys with their rotation status
     POST   /admin/keys/<set>             generate a key (on the HSM when the set lives there) {"alg"?}
     POST   /admin/keys/<set>/import      import a private JWK into the software store
@@ -9,7 +11,7 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, jsonify
+from flask import Blueprint, Response, jsonify, request
 
 from keys.errors import InvalidKey, KeyNotFound, KeyServiceError, UnsupportedAlgorithm
 from keys.signer import KeyRecord
@@ -40,9 +42,13 @@ def _check_set_name(key_set: str) -> Response | None:
 
 @bp.get("/keys")
 @require_admin
-@operation("List key sets, the backend serving each and its number of keys")
+@operation("List key sets, the backend serving each and its number of keys "
+           "(?evidence=true: each published key's location, CKA_* attributes, mechanism and certificate)")
 def list_key_sets() -> Response:
     service = key_service()
+    if request.args.get("evidence") == "true":
+        # HSMUnavailable while the token is lost: the error handlers answer 503 with Retry-After.
+        return jsonify(keys=[item.as_dict() for item in service.evidence()])
     sets = []
     for name in service.key_set_names():
         statuses = service.keys(name)
