@@ -3,8 +3,8 @@
 One chain per (key set, kid), leaf first; not_after is the earliest notAfter of
 the chain, so expiry is checked without parsing certificates.
 
-Revision ID: 0008_key_certificates
-Revises: 0007_interactions
+Revision ID: 0009_key_certificates
+Revises: 0008_session_indexes
 Create Date: 2026-12-09 00:00:00.000000
 
 """
@@ -13,8 +13,8 @@ import sqlalchemy as sa
 
 
 # revision identifiers, used by Alembic.
-revision = '0008_key_certificates'
-down_revision = '0007_interactions'
+revision = '0009_key_certificates'
+down_revision = '0008_session_indexes'
 branch_labels = None
 depends_on = None
 
