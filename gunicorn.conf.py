@@ -62,12 +62,15 @@ def on_starting(server) -> None:  # type: ignore[no-untyped-def]
     """In the master, before any worker: migrate the schema (no HSM here)."""
     from oidc import create_app
     from oidc.schema import upgrade_schema
-    from oidc.settings import ConfigError
+    from oidc.settings import ConfigError, describe_unknown_names, unknown_names
 
     try:
         app = create_app()
     except ConfigError as exc:  # a setting or a theme file: one line that names it, no traceback
         raise SystemExit(f"configuration error: {exc}") from None
+    unknown = unknown_names()
+    if unknown:  # a misspelt setting would otherwise be ignored without a word (HSM_ENABLE=true)
+        server.log.warning("%s", describe_unknown_names(unknown))
     upgrade_schema(app)
 
 

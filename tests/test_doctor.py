@@ -73,7 +73,22 @@ def test_healthy_softhsm_deployment_passes_every_check(provisioned: dict[str, st
         assert line(lines, name).startswith("[ok  ]"), output
     assert "RS256: CKM_RSA_PKCS_KEY_PAIR_GEN, CKM_SHA256_RSA_PKCS available" in line(lines, "mechanisms openid.id-token")
     assert "none extractable" in line(lines, "keys jwt.access-token")
+    label = provisioned["HSM_TOKEN_LABEL"]
+    for key_set in ("openid.id-token", "jwt.access-token"):
+        assert line(lines, f"backend {key_set}").startswith(f"[ok  ] backend {key_set}: HSM token {label!r} (1 key(s)")
     assert "FAIL" not in output and "Traceback" not in output
+
+
+def test_a_misspelt_setting_fails_naming_the_setting_it_resembles(base_env: dict[str, str]) -> None:
+    """HSM_ENABLE=true is no setting: the provider would run on software keys, and doctor says so."""
+    status, lines, output = doctor({**base_env, "HSM_ENABLE": "true", "DATABASE_URI": "sqlite://", "OIDC_PORT": "80"})
+    assert status == 1 and "ready to serve" not in output
+    check = line(lines, "variables")
+    assert check.startswith("[FAIL]")
+    assert ("DATABASE_URI (did you mean DATABASE_URL?), HSM_ENABLE (did you mean HSM_ENABLED?), OIDC_PORT"
+            in check), check
+    for key_set in ("openid.id-token", "jwt.access-token"):
+        assert line(lines, f"backend {key_set}").startswith(f"[ok  ] backend {key_set}: software (")
 
 
 def test_wrong_pin_fails_the_login_check_without_showing_any_pin(provisioned: dict[str, str]) -> None:

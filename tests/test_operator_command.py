@@ -61,10 +61,13 @@ def test_serve_runs_gunicorn_with_the_shipped_configuration(base_env: dict[str, 
     assert os.path.exists(OIDC_HSM)
     port = free_port()
     env = {**os.environ, **base_env, "DATABASE_URL": f"sqlite:///{tmp_path / 'served.sqlite3'}", "METRICS_BIND": "",
-           "LOG_FORMAT": "text", "BIND": f"127.0.0.1:{port}", "GUNICORN_WORKERS": "1"}
+           "LOG_FORMAT": "text", "BIND": f"127.0.0.1:{port}", "GUNICORN_WORKERS": "1", "HSM_ENABLE": "true"}
     upgraded = subprocess.run([OIDC_HSM, "db", "upgrade"], env=env, cwd=tmp_path, capture_output=True, text=True,
                               timeout=120)
     assert upgraded.returncode == 0, upgraded.stderr
+    # A misspelt setting is named, with the one it resembles, by every command that builds the app.
+    assert ("warning: not a setting of this provider, ignored: HSM_ENABLE (did you mean HSM_ENABLED?)"
+            in upgraded.stderr.splitlines()), upgraded.stderr
     log = tmp_path / "serve.log"
     with open(log, "wb") as sink:
         process = subprocess.Popen([OIDC_HSM, "serve", "--workers", "1"], env=env, cwd=tmp_path, stdout=sink,
@@ -85,3 +88,6 @@ def test_serve_runs_gunicorn_with_the_shipped_configuration(base_env: dict[str, 
         assert page.status_code == 200 and "Content-Security-Policy" in page.headers
     finally:
         stop_process_group(process, timeout=20)
+    # ... and once at start-up by the server (the master), not once per worker.
+    warnings = [line for line in log.read_text().splitlines() if "HSM_ENABLE (did you mean HSM_ENABLED?)" in line]
+    assert len(warnings) == 1 and "WARNING" in warnings[0], warnings

@@ -52,7 +52,7 @@ class Report:
 def run_checks(env: Mapping[str, str] | None = None, echo: Callable[[str], None] = click.echo) -> Report:
     """Run every check against the settings in ``env`` (the process environment by default)."""
     from oidc import create_app
-    from oidc.settings import ConfigError
+    from oidc.settings import ConfigError, describe_unknown_names, unknown_names
     from oidc.web.pages import ThemeError
 
     report = Report(echo)
@@ -67,14 +67,21 @@ def run_checks(env: Mapping[str, str] | None = None, echo: Callable[[str], None]
         return report
     settings = app.extensions["oidc.state"].settings
     report.add("settings", True, f"valid (issuer {settings.issuer})")
+    unknown = unknown_names(env)
+    if unknown:
+        report.add("variables", False, describe_unknown_names(unknown),
+                   "rename each to the setting it was meant to be (README.md, Configuration), or unset it")
     _check_secrets(report, settings)
     if settings.theme_dir:
         report.add("theme", True, f"THEME_DIR {settings.theme_dir}: templates parse")
-    _check_database(report, app)
+    database_ok = _check_database(report, app)
+    on_token: dict[str, int] = {}
     if settings.hsm_enabled:
-        _check_hsm(report, settings)
+        _check_hsm(report, settings, on_token)
     else:
         report.add("hsm", None, "HSM_ENABLED is false: signing keys are software keys sealed in the database")
+    if database_ok:
+        _report_backends(report, app, settings, on_token)
     return report
 
 
@@ -94,7 +101,8 @@ def _check_secrets(report: Report, settings: Any) -> None:
         report.add("issuer", False, f"{settings.issuer} is not https", "serve behind TLS and set OIDC_ISSUER=https://...")
 
 
-def _check_database(report: Report, app: Any) -> None:
+def _check_database(report: Report, app: Any) -> bool:
+    """Whether the database is reachable and its schema up to date."""
     from alembic.runtime.migration import MigrationContext
     from alembic.script import ScriptDirectory
     from sqlalchemy import text
@@ -111,20 +119,20 @@ def _check_database(report: Report, app: Any) -> None:
             reason = type(getattr(exc, "orig", None) or exc).__name__
             report.add("database", False, f"cannot connect ({reason})",
                        "check DATABASE_URL and that the database server is running and reachable")
-            return
+            return False
         finally:
             db.engine.dispose()
         report.add("database", True, f"reachable ({db.engine.dialect.name})")
         config = app.extensions["migrate"].migrate.get_config(app.extensions["migrate"].directory)
         heads = set(ScriptDirectory.from_config(config).get_heads())
         if current == heads:
-            report.add("schema", True, f"up to date (revision {', '.join(sorted(heads))})")
-        else:
-            report.add("schema", False, f"at {', '.join(sorted(current)) or 'nothing'}, the code needs "
-                       f"{', '.join(sorted(heads))}", "run oidc-hsm db upgrade (oidc-hsm serve also does it)")
+            return report.add("schema", True, f"up to date (revision {', '.join(sorted(heads))})")
+        return report.add("schema", False, f"at {', '.join(sorted(current)) or 'nothing'}, the code needs "
+                          f"{', '.join(sorted(heads))}", "run oidc-hsm db upgrade (oidc-hsm serve also does it)")
 
 
-def _check_hsm(report: Report, settings: Any) -> None:
+def _check_hsm(report: Report, settings: Any, on_token: dict[str, int]) -> None:
+    """The PKCS#11 checks; ``on_token`` gets the number of private keys of each key set found on the token."""
     from keys.service import ID_TOKEN_SET
     from oidc.cli import pkcs11_probe as probe
 
@@ -178,7 +186,7 @@ def _check_hsm(report: Report, settings: Any) -> None:
                 else:
                     usable = ", ".join(probe.usable_mechanisms(available, alg))
                     report.add(f"mechanisms {key_set}", True, f"{alg}: {usable} available")
-            _check_keys(report, session, settings, key_set)
+            _check_keys(report, session, settings, key_set, on_token)
     finally:
         try:
             session.close()
@@ -186,7 +194,7 @@ def _check_hsm(report: Report, settings: Any) -> None:
             pass
 
 
-def _check_keys(report: Report, session: Any, settings: Any, key_set: str) -> None:
+def _check_keys(report: Report, session: Any, settings: Any, key_set: str, on_token: dict[str, int]) -> None:
     from oidc.cli import pkcs11_probe as probe
 
     label = settings.hsm_key_set_prefix + key_set
@@ -195,6 +203,7 @@ def _check_keys(report: Report, session: Any, settings: Any, key_set: str) -> No
     except probe.ProbeError as exc:
         report.add(f"keys {key_set}", False, str(exc), "check the token")
         return
+    on_token[key_set] = len(keys)
     if not keys:
         report.add(f"keys {key_set}", False, f"no private key labelled {label!r} on the token",
                    f"start the provider once (it provisions the key sets) or run oidc-hsm keys generate {key_set}")
@@ -207,6 +216,39 @@ def _check_keys(report: Report, session: Any, settings: Any, key_set: str) -> No
                    f"generate a new key (oidc-hsm keys generate {key_set}), then retire and delete these")
         return
     report.add(f"keys {key_set}", True, f"{len(keys)} key(s) labelled {label!r}, none extractable")
+
+
+def _report_backends(report: Report, app: Any, settings: Any, on_token: dict[str, int]) -> None:
+    """One line per key set: where its keys are, so where it signs (the key service's rule: the token
+    when it holds a key of the set, else the software keys, unless the set is HSM-only)."""
+    from keys.store import KeyStore
+    from oidc.db import db, signing_keys
+
+    with app.app_context():
+        try:
+            store = KeyStore(db.engine, signing_keys)
+            software = {key_set: sum(record.use == "sig" for record in store.records(key_set=key_set, backend="software"))
+                        for key_set in settings.key_set_algorithms}
+        finally:
+            db.engine.dispose()
+    token = (f"HSM token {settings.hsm_token_label!r}" if settings.hsm_token_label
+             else f"the HSM token in slot {settings.hsm_slot}")
+    hsm_only = set(settings.hsm_only_key_sets)
+    for key_set in settings.key_set_algorithms:
+        name = f"backend {key_set}"
+        stored = f"{software[key_set]} software key(s) sealed in the database"
+        if not settings.hsm_enabled:
+            report.add(name, True, f"software ({stored})" if software[key_set]
+                       else "software (no key yet: the first start generates one, sealed in the database)")
+        elif key_set not in on_token:
+            report.add(name, None, f"unknown: {token} could not be checked")
+        elif on_token[key_set]:
+            report.add(name, True, f"{token} ({on_token[key_set]} key(s) labelled "
+                                   f"{settings.hsm_key_set_prefix + key_set!r})")
+        elif software[key_set] and not (hsm_only & {key_set, "*"}):
+            report.add(name, True, f"software ({stored}; {token} has none for this set)")
+        else:
+            report.add(name, None, f"{token}, once it has a key for this set (see keys {key_set})")
 
 
 @click.command("doctor", epilog=settings_epilog(DOCTOR))

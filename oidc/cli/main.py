@@ -26,12 +26,16 @@ WSGI_APP = "oidc.wsgi:app"
 
 def _create_app() -> Any:
     from oidc import create_app
-    from oidc.settings import ConfigError
+    from oidc.settings import ConfigError, describe_unknown_names, unknown_names
 
     try:
-        return create_app()
+        app = create_app()
     except ConfigError as exc:
         raise click.ClickException(f"configuration error: {exc}") from None
+    unknown = unknown_names()
+    if unknown:  # HSM_ENABLE=true would otherwise make keys in software without a word
+        click.echo(f"warning: {describe_unknown_names(unknown)}", err=True)
+    return app
 
 
 @click.command("serve", context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
