@@ -60,7 +60,10 @@ _SERVED = multiprocessing.RawValue("b", 0)
 
 def on_starting(server) -> None:  # type: ignore[no-untyped-def]
     """In the master, before any worker: migrate the schema (no HSM here)."""
+    from sqlalchemy.exc import DBAPIError
+
     from oidc import create_app
+    from oidc.db import describe_database_error
     from oidc.schema import upgrade_schema
     from oidc.settings import ConfigError, describe_unknown_names, unknown_names
 
@@ -71,7 +74,10 @@ def on_starting(server) -> None:  # type: ignore[no-untyped-def]
     unknown = unknown_names()
     if unknown:  # a misspelt setting would otherwise be ignored without a word (HSM_ENABLE=true)
         server.log.warning("%s", describe_unknown_names(unknown))
-    upgrade_schema(app)
+    try:
+        upgrade_schema(app)
+    except DBAPIError as exc:  # no server, no such database, no access: one line, not gunicorn's traceback
+        raise SystemExit(describe_database_error(exc, app.config["SQLALCHEMY_DATABASE_URI"])) from None
 
 
 def when_ready(server) -> None:  # type: ignore[no-untyped-def]

@@ -282,7 +282,35 @@ def _database_url(value: str, instance_path: str) -> str:
         url = "postgresql://" + url[len("postgres://"):]
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url[len("postgresql://"):]
+    _check_database_url(url)
     return url
+
+
+def _check_database_url(url: str) -> None:
+    """Refuse a URL SQLAlchemy cannot parse, or whose dialect or driver cannot be loaded.
+
+    Checked here, so that every command stops with one line naming DATABASE_URL instead of
+    a traceback from the first query.  (Whether the server answers is known only on connecting:
+    see :func:`oidc.db.describe_database_error`.)  The URL is never quoted: it can hold a password.
+    """
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise ConfigError("DATABASE_URL is not a database URL: use postgresql://user@host/database "
+                          "or sqlite:////absolute/path/oidc.sqlite3") from None
+    try:
+        dialect = parsed.get_dialect()
+    except NoSuchModuleError:
+        raise ConfigError(f"DATABASE_URL names the database {parsed.drivername!r}, which SQLAlchemy does not "
+                          "know: use postgresql:// or sqlite://") from None
+    try:
+        dialect.import_dbapi()
+    except ImportError as exc:
+        raise ConfigError(f"DATABASE_URL: the driver of {parsed.drivername!r} is not installed ({exc}); "
+                          "this provider ships the drivers of postgresql:// and sqlite://") from None
 
 
 def load_settings(env: Mapping[str, str] | None = None, *, instance_path: str) -> Settings:

@@ -91,3 +91,45 @@ def test_serve_runs_gunicorn_with_the_shipped_configuration(base_env: dict[str, 
     # ... and once at start-up by the server (the master), not once per worker.
     warnings = [line for line in log.read_text().splitlines() if "HSM_ENABLE (did you mean HSM_ENABLED?)" in line]
     assert len(warnings) == 1 and "WARNING" in warnings[0], warnings
+
+
+def _run(env: dict[str, str], *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([OIDC_HSM, *args], env={**os.environ, **env, "METRICS_BIND": "", "LOG_FORMAT": "text"},
+                          cwd=cwd, capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+@pytest.mark.parametrize("url, says", [
+    ("foo://somewhere/db", "DATABASE_URL names the database 'foo', which SQLAlchemy does not know"),
+    ("not a url at all", "DATABASE_URL is not a database URL"),
+    ("mysql://op:pw-4711@127.0.0.1/db", "DATABASE_URL: the driver of 'mysql' is not installed"),
+    ("postgresql://postgres:pw-4711@127.0.0.1:5432/no_such_database_4711",
+     'database "no_such_database_4711" does not exist'),
+    ("postgresql://postgres:pw-4711@127.0.0.1:9/db", "Connection refused"),
+])
+@pytest.mark.parametrize("command", [("keys", "list"), ("users", "list"), ("db", "upgrade")])
+def test_a_database_that_cannot_be_used_is_one_line_naming_database_url(base_env: dict[str, str], tmp_path: Path,
+                                                                         url: str, says: str,
+                                                                         command: tuple[str, ...]) -> None:
+    result = _run({**base_env, "DATABASE_URL": url}, *command, cwd=tmp_path)
+    assert result.returncode != 0
+    assert result.stdout == "" and len(result.stderr.splitlines()) == 1, result.stderr
+    assert "DATABASE_URL" in result.stderr and says in result.stderr, result.stderr
+    assert "pw-4711" not in result.stderr
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_a_database_without_its_schema_says_what_to_run(base_env: dict[str, str], tmp_path: Path) -> None:
+    result = _run({**base_env, "DATABASE_URL": f"sqlite:///{tmp_path / 'fresh.sqlite3'}"}, "keys", "list",
+                  cwd=tmp_path)
+    assert result.returncode != 0 and len(result.stderr.splitlines()) == 1, result.stderr
+    assert result.stderr.rstrip().endswith("the schema is not there yet: run oidc-hsm db upgrade"), result.stderr
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_serve_stops_with_one_line_when_the_database_is_missing(base_env: dict[str, str], tmp_path: Path) -> None:
+    url = "postgresql://postgres@127.0.0.1:5432/no_such_database_4711"
+    result = _run({**base_env, "DATABASE_URL": url, "BIND": f"127.0.0.1:{free_port()}"}, "serve", cwd=tmp_path)
+    assert result.returncode != 0
+    assert 'database "no_such_database_4711" does not exist' in result.stderr.splitlines()[-1], result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.splitlines()) <= 2, result.stderr

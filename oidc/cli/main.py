@@ -13,7 +13,7 @@ import sys
 from typing import Any
 
 import click
-from flask.cli import FlaskGroup
+from flask.cli import FlaskGroup, ScriptInfo
 from flask_migrate.cli import db as flask_migrate_db
 
 from oidc.cli import doctor
@@ -65,6 +65,18 @@ class OperatorGroup(FlaskGroup):
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         return None if name in self.HIDDEN else super().get_command(ctx, name)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        """Run the command; a database that cannot be used is one line naming DATABASE_URL, no traceback."""
+        from sqlalchemy.exc import DBAPIError
+
+        from oidc.db import describe_database_error
+
+        try:
+            return super().invoke(ctx)
+        except DBAPIError as exc:
+            app = ctx.ensure_object(ScriptInfo).load_app()  # built already: the command used its database
+            raise click.ClickException(describe_database_error(exc, app.config["SQLALCHEMY_DATABASE_URI"])) from None
 
 
 cli = OperatorGroup(
