@@ -44,11 +44,20 @@ def _create_app() -> Any:
 def serve_command(gunicorn_args: tuple[str, ...]) -> None:
     """Serve the provider with gunicorn and the shipped gunicorn.conf.py.
 
-    The database schema is brought up to date first; the HSM is opened in each
-    worker.  Extra arguments go to gunicorn, e.g. oidc-hsm serve --workers 4.
+    The settings are checked and the database schema brought up to date first,
+    then the port is bound; the HSM is opened in each worker.  Extra arguments
+    go to gunicorn, e.g. oidc-hsm serve --workers 4.
     """
+    from oidc.serving import ServeError, prepare
+
     if not os.path.isfile(GUNICORN_CONF):
         raise click.ClickException(f"the shipped gunicorn configuration is missing: {GUNICORN_CONF}")
+    try:
+        # Here, before gunicorn starts, so that a bad setting or database is the one line printed;
+        # gunicorn's master runs it again (a no-op then) for those who start gunicorn themselves.
+        prepare()
+    except ServeError as exc:
+        raise click.ClickException(str(exc)) from None
     argv = [sys.executable, "-m", "gunicorn", "-c", GUNICORN_CONF, *gunicorn_args, WSGI_APP]
     sys.stdout.flush()
     os.execv(sys.executable, argv)
