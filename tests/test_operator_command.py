@@ -95,7 +95,7 @@ def test_serve_runs_gunicorn_with_the_shipped_configuration(base_env: dict[str, 
 
 
 def _run(env: dict[str, str], *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([OIDC_HSM, *args], env={**os.environ, **env, "METRICS_BIND": "", "LOG_FORMAT": "text"},
+    return subprocess.run([OIDC_HSM, *args], env={**os.environ, "METRICS_BIND": "", "LOG_FORMAT": "text", **env},
                           cwd=cwd, capture_output=True, text=True, timeout=120)
 
 
@@ -166,3 +166,112 @@ def test_serve_on_a_port_in_use_says_so_in_one_line(base_env: dict[str, str], tm
     # Before it, only the migration's and gunicorn's INFO lines: not gunicorn's five retries.
     assert all(re.search(r"\bINFO\b", line) for line in lines[:-1]), result.stderr
     assert "Retrying" not in result.stderr and "Connection in use" not in result.stderr
+
+
+class Terminal:
+    """``oidc-hsm`` run on a pseudo-terminal, as an operator runs it: stdin, stdout and stderr are the tty."""
+
+    def __init__(self, env: dict[str, str], *args: str, cwd: Path) -> None:
+        import pty
+
+        self._master, slave = pty.openpty()
+        self.process = subprocess.Popen([OIDC_HSM, *args], env={**os.environ, **env, "METRICS_BIND": ""}, cwd=cwd,
+                                        stdin=slave, stdout=slave, stderr=slave, start_new_session=True)
+        os.close(slave)
+        self.output = ""
+        self._read = 0  # how much of the output read_until has gone past
+
+    def read_until(self, text: str, timeout: float = 60) -> None:
+        """Wait for ``text`` after what the last call found."""
+        import select
+
+        deadline = time.monotonic() + timeout
+        while text not in self.output[self._read:]:
+            assert time.monotonic() < deadline, f"no {text!r} in {self.output!r}"
+            if select.select([self._master], [], [], 0.2)[0]:
+                try:
+                    chunk = os.read(self._master, 4096)
+                except OSError:  # the command exited and closed the terminal
+                    chunk = b""
+                assert chunk, f"the command ended without {text!r}: {self.output!r}"
+                self.output += chunk.decode(errors="replace").replace("\r\n", "\n")
+        self._read = self.output.index(text, self._read) + len(text)
+
+    def type(self, line: str) -> None:
+        os.write(self._master, line.encode() + b"\r")
+
+    def finish(self, timeout: float = 60) -> int:
+        """Read the output to its end; the exit status."""
+        try:
+            self.read_until("\0", timeout=timeout)  # never printed: reads until the command closes the terminal
+        except AssertionError:
+            pass
+        status = self.process.wait(timeout=timeout)
+        os.close(self._master)
+        return status
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_users_create_asks_for_the_password_twice_on_a_terminal(make_app: Any, base_env: dict[str, str],
+                                                                 tmp_path: Path) -> None:
+    terminal = Terminal(base_env, "users", "create", "alice", cwd=tmp_path)
+    terminal.read_until("Password: ")
+    terminal.type("first try 4711")
+    terminal.read_until("Repeat for confirmation: ")
+    terminal.type("a typo 4711")
+    terminal.read_until("do not match")
+    terminal.read_until("Password: ")
+    terminal.type("correct horse 4711")
+    terminal.read_until("Repeat for confirmation: ")
+    terminal.type("correct horse 4711")
+    terminal.read_until("created alice")
+    assert terminal.finish() == 0
+    assert "4711" not in terminal.output  # hidden as typed
+
+    from oidc.accounts.users import authenticate
+
+    with make_app(base_env).app_context():
+        assert authenticate("alice", "correct horse 4711") is not None
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_users_create_without_a_terminal_wants_password_stdin(base_env: dict[str, str], tmp_path: Path) -> None:
+    result = _run(base_env, "users", "create", "bob", cwd=tmp_path)
+    assert result.returncode != 0
+    assert result.stderr.splitlines() == ["Error: no terminal to ask for the password on: pass --password-stdin "
+                                          "and write the password to standard input"], result.stderr
+    scripted = subprocess.run([OIDC_HSM, "users", "create", "bob", "--password-stdin"], input="a long password\n",
+                              env={**os.environ, **base_env}, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert scripted.returncode == 0 and scripted.stdout.startswith("created bob"), scripted.stderr
+
+
+ISO_TIME = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ"
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_tables_have_headers_and_iso_times_and_no_json_log_lines_on_a_terminal(base_env: dict[str, str],
+                                                                               tmp_path: Path) -> None:
+    env = {**base_env, "LOG_FORMAT": "json"}
+    terminal = Terminal(env, "keys", "generate", "jwt.access-token", cwd=tmp_path)
+    terminal.read_until("generated ")
+    assert terminal.finish() == 0
+    assert not [line for line in terminal.output.splitlines() if line.lstrip().startswith("{")], terminal.output
+    assert "INFO oidc.audit: key generated" in terminal.output  # the audit event, in words
+
+    shown = _run(env, "keys", "show", "jwt.access-token", cwd=tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    header, *rows = shown.stdout.splitlines()
+    assert header.split() == ["KID", "ALG", "BACKEND", "STATUS", "CREATED", "SIGNS", "FROM", "RETIRES"]
+    assert len(rows) == 2 and all(re.search(rf"ES256\s+software\s+\w+\s+{ISO_TIME}\s+{ISO_TIME}", row)
+                                  for row in rows), shown.stdout
+    # Not on a terminal (a script, a service): the log lines keep the configured JSON format.
+    scripted = _run(env, "keys", "generate", "jwt.access-token", cwd=tmp_path)
+    assert scripted.returncode == 0 and scripted.stdout.startswith("generated "), scripted.stderr
+    assert any(line.startswith("{") and '"key.generated"' in line for line in scripted.stderr.splitlines())
+
+    subprocess.run([OIDC_HSM, "users", "create", "carol", "--password-stdin", "--email", "carol@example.test"],
+                   input="a long password\n", env={**os.environ, **env}, cwd=tmp_path, check=True, timeout=120,
+                   capture_output=True, text=True)
+    listed = _run(env, "users", "list", cwd=tmp_path).stdout.splitlines()
+    assert listed[0].split() == ["USERNAME", "SUB", "EMAIL", "STATUS", "CREATED"]
+    assert re.fullmatch(rf"carol\s+\S+\s+carol@example\.test\s+enabled\s+{ISO_TIME}", listed[1]), listed

@@ -14,7 +14,7 @@ from keys.service import KeyService
 from keys.software import SoftwareManager
 from keys.store import KeyStore
 from oidc import hashing_keys
-from oidc.cli.output import emit, json_option
+from oidc.cli.output import emit, iso, json_option, table
 from oidc.db import db, signing_keys
 from oidc.state import current_state
 
@@ -35,7 +35,7 @@ def list_sets(as_json: bool) -> None:
     service = _service()
     sets = [{"set": name, "backend": service.backend_of(name), "keys": len(service.keys(name))}
             for name in service.key_set_names()]
-    emit(sets, as_json, "\n".join(f"{s['set']}\t{s['backend'] or 'none'}\t{s['keys']} key(s)" for s in sets))
+    emit(sets, as_json, table(("SET", "BACKEND", "KEYS"), ((s["set"], s["backend"] or "none", s["keys"]) for s in sets)))
 
 
 @cli.command("show")
@@ -47,8 +47,9 @@ def show(key_set: str, as_json: bool) -> None:
         statuses = [status.as_dict() for status in _service().keys(key_set)]
     except KeyServiceError as exc:
         raise click.ClickException(str(exc)) from None
-    emit(statuses, as_json, "\n".join(
-        f"{s['kid']}\t{s['alg']}\t{s['backend']}\t{s['status']}" for s in statuses))
+    emit(statuses, as_json, table(("KID", "ALG", "BACKEND", "STATUS", "CREATED", "SIGNS FROM", "RETIRES"), (
+        (s["kid"], s["alg"], s["backend"], s["status"], iso(s["created_at"]), iso(s["active_at"]),
+         iso(s["retires_at"])) for s in statuses)))
 
 
 @cli.command("generate")

@@ -32,6 +32,12 @@ def _create_app() -> Any:
         app = create_app()
     except ConfigError as exc:
         raise click.ClickException(f"configuration error: {exc}") from None
+    if sys.stderr.isatty():
+        # A person reads the command's output: its log lines (an audit event, a migration step) in words,
+        # not JSON between the lines of a table.  Scripts and services keep the configured format.
+        from oidc.observability.logs import use_text_format
+
+        use_text_format()
     unknown = unknown_names()
     if unknown:  # HSM_ENABLE=true would otherwise make keys in software without a word
         click.echo(f"warning: {describe_unknown_names(unknown)}", err=True)
