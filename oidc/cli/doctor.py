@@ -1,17 +1,21 @@
 """``oidc-hsm doctor``: is this deployment able to serve?  One line per check, each failure with its fix.
 
-Checks, in order: the settings, the page theme, the database and its schema,
-and with an HSM the PKCS#11 module (it loads, the token is there, the PIN logs
-in, it has the mechanisms of each key set's algorithm, the key sets' keys are
-on it and cannot leave it).  Nothing is changed anywhere; no PIN or secret is
+Checks, in order: the settings (and variables that look like misspelt ones),
+the page theme, the database and its schema, the Redis a setting names, and
+with an HSM the PKCS#11 module (it loads, the token is there, the PIN logs in,
+it has the mechanisms of each key set's algorithm, the key sets' keys are on it
+and cannot leave it); last, the backend each key set signs on.  Nothing is
+changed anywhere; no PIN or secret is
 printed.  The exit status is 0 only when every check holds.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import click
 
@@ -74,7 +78,9 @@ def run_checks(env: Mapping[str, str] | None = None, echo: Callable[[str], None]
     _check_secrets(report, settings)
     if settings.theme_dir:
         report.add("theme", True, f"THEME_DIR {settings.theme_dir}: templates parse")
-    database_ok = _check_database(report, app)
+    database_ok = _check_database(report, app, settings)
+    _check_shared_storage(report, "RATELIMIT_STORAGE_URI", settings.ratelimit_storage_uri)
+    _check_shared_storage(report, "DPOP_JTI_STORAGE_URI", settings.dpop_jti_storage_uri)
     on_token: dict[str, int] = {}
     if settings.hsm_enabled:
         _check_hsm(report, settings, on_token)
@@ -101,15 +107,30 @@ def _check_secrets(report: Report, settings: Any) -> None:
         report.add("issuer", False, f"{settings.issuer} is not https", "serve behind TLS and set OIDC_ISSUER=https://...")
 
 
-def _check_database(report: Report, app: Any) -> bool:
+def _check_database(report: Report, app: Any, settings: Any) -> bool:
     """Whether the database is reachable and its schema up to date."""
     from alembic.runtime.migration import MigrationContext
     from alembic.script import ScriptDirectory
     from sqlalchemy import text
+    from sqlalchemy.engine import make_url
     from sqlalchemy.exc import SQLAlchemyError
 
     from oidc.db import db
 
+    url = make_url(settings.database_url)
+    if url.get_backend_name() == "sqlite":
+        path = os.path.abspath(url.database or "")
+        default = path == os.path.join(app.instance_path, "oidc.sqlite3")
+        where = f"SQLite file {path}" + (" (the default, without DATABASE_URL)" if default else "")
+        if not url.database or url.database == ":memory:":
+            where = "an SQLite database in memory (gone when the process ends)"
+        elif not os.path.exists(path):  # connecting would create it, and doctor changes nothing
+            report.add("database", False, f"{where} does not exist yet",
+                       "run oidc-hsm db upgrade, which creates it (oidc-hsm serve also does), or set DATABASE_URL "
+                       "to the database in use")
+            return False
+    else:
+        where = f"{url.get_backend_name()} database {url.database!r} on {url.host or 'localhost'}:{url.port or 'default port'}"
     with app.app_context():
         try:
             with db.engine.connect() as connection:
@@ -122,13 +143,54 @@ def _check_database(report: Report, app: Any) -> bool:
             return False
         finally:
             db.engine.dispose()
-        report.add("database", True, f"reachable ({db.engine.dialect.name})")
+        report.add("database", True, f"reachable: {where}")
         config = app.extensions["migrate"].migrate.get_config(app.extensions["migrate"].directory)
         heads = set(ScriptDirectory.from_config(config).get_heads())
         if current == heads:
             return report.add("schema", True, f"up to date (revision {', '.join(sorted(heads))})")
-        return report.add("schema", False, f"at {', '.join(sorted(current)) or 'nothing'}, the code needs "
-                          f"{', '.join(sorted(heads))}", "run oidc-hsm db upgrade (oidc-hsm serve also does it)")
+        found = f"at {', '.join(sorted(current))}" if current else "none yet (a new database)"
+        return report.add("schema", False, f"{found}, the code needs {', '.join(sorted(heads))}",
+                          "run oidc-hsm db upgrade (oidc-hsm serve also does it)")
+
+
+def _check_shared_storage(report: Report, setting: str, uri: str) -> None:
+    """A Redis (or other shared store) that a setting names answers; memory/database need no check."""
+    if uri == "database":
+        return
+    if uri.startswith("memory://"):
+        report.add(setting, None, "memory://: each worker process counts on its own, and restarts forget "
+                                  "(use redis:// when several processes or hosts serve)")
+        return
+    shown = _without_password(uri)
+    try:
+        if uri.startswith(("redis://", "rediss://")):
+            import redis
+
+            client = redis.Redis.from_url(uri, socket_connect_timeout=3, socket_timeout=3)
+            try:
+                client.ping()
+            finally:
+                client.close()
+        else:
+            from limits.storage import storage_from_string
+
+            if not storage_from_string(uri).check():
+                raise ConnectionError("it does not answer")
+    except Exception as exc:  # any failure of the client library: name it, never a traceback
+        report.add(setting, False, f"cannot reach {shown}: {exc}",
+                   f"start that server, or correct {setting} (README.md, Configuration)")
+        return
+    report.add(setting, True, f"{shown} answers")
+
+
+def _without_password(uri: str) -> str:
+    """``uri`` with its password, if any, shown as ``***``."""
+    parts = urlsplit(uri)
+    if parts.password is None:
+        return uri
+    netloc = parts.netloc.rsplit("@", 1)
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[-1]}"))
 
 
 def _check_hsm(report: Report, settings: Any, on_token: dict[str, int]) -> None:

@@ -17,7 +17,7 @@ USERS = (*DATABASE, "PASSWORD_HASH_COST")
 TOKENS = DATABASE
 DB = DATABASE
 SERVE_SETTINGS = ("every setting (README.md); those of serving only: " + ", ".join(SERVING_NAMES),)
-DOCTOR = (*KEYS, "OIDC_ISSUER", "ADMIN_API_KEYS", "THEME_DIR")
+DOCTOR = (*KEYS, "OIDC_ISSUER", "ADMIN_API_KEYS", "THEME_DIR", "RATELIMIT_STORAGE_URI", "DPOP_JTI_STORAGE_URI")
 
 #: The settings of each command group.
 GROUPS: dict[str, tuple[str, ...]] = {"keys": KEYS, "clients": CLIENTS, "users": USERS, "tokens": TOKENS, "db": DB}
