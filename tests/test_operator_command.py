@@ -255,6 +255,11 @@ def test_tables_have_headers_and_iso_times_and_no_json_log_lines_on_a_terminal(b
     terminal = Terminal(env, "keys", "generate", "jwt.access-token", cwd=tmp_path)
     terminal.read_until("generated ")
     assert terminal.finish() == 0
+    # The set has a key already: the new one is published now and signs after the pre-publication period.
+    said = re.search(rf"published now, it starts signing at ({ISO_TIME}), in (\d+) s \(KEY_PREPUBLICATION_SECONDS",
+                     terminal.output)
+    assert said is not None, terminal.output
+    assert int(said.group(2)) == 600  # 2 x JWKS_MAX_AGE, the default
     assert not [line for line in terminal.output.splitlines() if line.lstrip().startswith("{")], terminal.output
     assert "INFO oidc.audit: key generated" in terminal.output  # the audit event, in words
 
@@ -267,6 +272,10 @@ def test_tables_have_headers_and_iso_times_and_no_json_log_lines_on_a_terminal(b
     # Not on a terminal (a script, a service): the log lines keep the configured JSON format.
     scripted = _run(env, "keys", "generate", "jwt.access-token", cwd=tmp_path)
     assert scripted.returncode == 0 and scripted.stdout.startswith("generated "), scripted.stderr
+    assert "published now, it starts signing at" in scripted.stdout
+    first = _run(env, "keys", "generate", "partner.set", "--alg", "ES256", cwd=tmp_path)
+    assert first.returncode == 0 and first.stdout.rstrip().endswith("it signs now (the set had no signing key)"), \
+        first.stdout + first.stderr
     assert any(line.startswith("{") and '"key.generated"' in line for line in scripted.stderr.splitlines())
 
     subprocess.run([OIDC_HSM, "users", "create", "carol", "--password-stdin", "--email", "carol@example.test"],

@@ -9,6 +9,7 @@ from typing import Any
 import click
 from flask.cli import AppGroup
 
+from keys import KeyRecord
 from keys.errors import KeyServiceError
 from keys.service import KeyService
 from keys.software import SoftwareManager
@@ -64,7 +65,17 @@ def generate(key_set: str, alg: str | None, as_json: bool) -> None:
         raise click.ClickException(str(exc)) from None
     data = {"set": key_set, "kid": record.kid, "alg": record.alg, "backend": record.backend,
             "active_at": record.active_at}
-    emit(data, as_json, f"generated {record.kid} ({record.alg}, {record.backend}) in {key_set}")
+    emit(data, as_json, f"generated {record.kid} ({record.alg}, {record.backend}) in {key_set}: {_starts(record)}")
+
+
+def _starts(record: KeyRecord) -> str:
+    """When a new key signs: the key service gives a set's first key no wait, and every later one
+    KEY_PREPUBLICATION_SECONDS in the JWKS before it signs (KeyService.generate)."""
+    wait = record.active_at - record.created_at
+    if wait <= 0:
+        return "it signs now (the set had no signing key)"
+    return (f"published now, it starts signing at {iso(record.active_at)}, in {wait} s "
+            "(KEY_PREPUBLICATION_SECONDS: resource servers' cached JWKS learn it first)")
 
 
 @cli.command("import")
