@@ -59,16 +59,23 @@ _SERVED = multiprocessing.RawValue("b", 0)
 
 
 def on_starting(server) -> None:  # type: ignore[no-untyped-def]
-    """In the master, before any worker: migrate the schema (no HSM here)."""
-    from oidc import create_app
-    from oidc.schema import upgrade_schema
-    from oidc.settings import ConfigError
+    """In the master, before it binds: validate the settings, migrate the schema (no HSM here), then
+    make sure the port is free.  Each failure stops the server with one line that names it."""
+    from oidc.serving import ServeError, check_addresses_free, prepare
+    from oidc.settings import describe_unknown_names, unknown_names
 
+    unknown = unknown_names()
+    if unknown:  # a misspelt setting would otherwise be ignored without a word (HSM_ENABLE=true)
+        server.log.warning("%s", describe_unknown_names(unknown))
     try:
-        app = create_app()
-    except ConfigError as exc:  # a setting or a theme file: one line that names it, no traceback
-        raise SystemExit(f"configuration error: {exc}") from None
-    upgrade_schema(app)
+        prepare()
+        # Not when the sockets are handed over (a re-exec on USR2, systemd socket activation):
+        # then the address is in use by design.
+        if not (server.LISTENERS or os.environ.get("GUNICORN_FD") or os.environ.get("LISTEN_FDS")
+                or server.cfg.reuse_port):
+            check_addresses_free(server.cfg.address)
+    except ServeError as exc:
+        raise SystemExit(str(exc)) from None
 
 
 def when_ready(server) -> None:  # type: ignore[no-untyped-def]

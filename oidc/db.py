@@ -14,7 +14,8 @@ from typing import Any
 
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import BigInteger, Column, Engine, LargeBinary, MetaData, String, Table, Text, event
-from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.types import TypeDecorator
 
 from keys.store import define_key_certificates_table, define_signing_keys_table
@@ -29,6 +30,20 @@ NAMING_CONVENTION = {
 }
 
 db = SQLAlchemy(metadata=MetaData(naming_convention=NAMING_CONVENTION))
+
+#: The words of "the schema is not there" on SQLite and on PostgreSQL.
+_NO_SCHEMA = ("no such table", "UndefinedTable")
+
+
+def describe_database_error(exc: DBAPIError, url: str) -> str:
+    """One line for a database error that stops a command: DATABASE_URL (password hidden), then the
+    driver's own first line (``database "x" does not exist``, ``Connection refused``, ...)."""
+    reason = (str(exc.orig) if exc.orig is not None else str(exc)).strip().splitlines() or [type(exc).__name__]
+    where = make_url(url).render_as_string(hide_password=True)
+    line = f"database error (DATABASE_URL {where}): {reason[0]}"
+    if any(words in line or words == type(exc.orig).__name__ for words in _NO_SCHEMA):
+        line += " -> the schema is not there yet: run oidc-hsm db upgrade"
+    return line
 
 #: A pooled connection idle for longer than this is pinged before it is used again.
 PING_AFTER_IDLE_SECONDS = 5.0

@@ -14,6 +14,7 @@ everything else reads the :class:`Settings` it returns (``state.settings``).
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 from collections.abc import Mapping
@@ -45,6 +46,52 @@ DEFAULT_SERVICE_NAME = "Single sign-on"
 DEFAULT_PRIMARY_COLOR = "#1d4ed8"
 DEFAULT_LANGUAGES = ("en", "de", "fr")
 _HEX_COLOUR = re.compile(r"#(?:[0-9a-f]{3}|[0-9a-f]{6})")
+
+
+#: Every variable :func:`load_settings` reads; its reader refuses any other name, so the list stays whole.
+SETTING_NAMES = (
+    "OIDC_ISSUER", "DATABASE_URL", "SECRETS_SYSTEM",
+    "HSM_ENABLED", "HSM_LIBRARY", "HSM_TOKEN_LABEL", "HSM_SLOT", "HSM_PIN", "HSM_KEY_SET_PREFIX",
+    "HSM_ONLY_KEY_SETS", "HSM_DESTROY_RETIRED_KEYS", "HSM_GENERATE_KEYS", "HSM_STARTUP_WAIT_SECONDS",
+    "HSM_RETRY_INITIAL_SECONDS", "HSM_RETRY_MAX_SECONDS", "HSM_READINESS_CACHE_SECONDS", "HSM_ALLOW_EXTRACTABLE_KEYS",
+    "ID_TOKEN_SIGNING_ALG", "ACCESS_TOKEN_SIGNING_ALG", "RSA_KEY_SIZE", "JWKS_MAX_AGE", "KEY_PREPUBLICATION_SECONDS",
+    "KEY_RETENTION_SECONDS", "KEYS_REFRESH_SECONDS",
+    "ACCESS_TOKEN_LIFETIME", "ID_TOKEN_LIFETIME", "AUTHORIZATION_CODE_LIFETIME", "REFRESH_TOKEN_LIFETIME",
+    "REFRESH_TOKEN_MAX_LIFETIME", "ACCESS_TOKEN_DEFAULT_AUDIENCE", "OIDC_SCOPES_SUPPORTED",
+    "PAR_LIFETIME", "REQUIRE_PUSHED_AUTHORIZATION_REQUESTS", "SECURITY_PROFILE", "DPOP_SIGNING_ALGS",
+    "DPOP_PROOF_MAX_AGE", "DPOP_NONCE", "DPOP_NONCE_LIFETIME", "DPOP_JTI_STORAGE_URI", "DEVELOPMENT_MODE",
+    "CLIENT_CACHE_SECONDS", "CLIENT_ASSERTION_LEEWAY", "CLIENT_ASSERTION_MAX_LIFETIME",
+    "CLIENT_ASSERTION_ACCEPT_TOKEN_ENDPOINT_AUDIENCE",
+    "LOGIN_SESSION_LIFETIME", "LOGIN_RATE_LIMIT_PER_ACCOUNT", "LOGIN_RATE_LIMIT_PER_ADDRESS",
+    "LOGIN_RATE_LIMIT_PER_ADDRESS_AND_ACCOUNT", "RATELIMIT_STORAGE_URI", "PASSWORD_HASH_COST", "SESSION_COOKIE_NAME",
+    "CSRF_TIME_LIMIT", "MAX_REQUEST_BYTES",
+    "ADMIN_API_KEYS", "ADMIN_SCOPE", "TRUSTED_PROXY_HOPS", "FORWARDED_ALLOW_IPS", "LOG_FORMAT", "LOG_LEVEL",
+    "SERVICE_NAME", "SERVICE_LOGO_URL", "THEME_DIR", "PRIMARY_COLOR", "LANGUAGES", "DEFAULT_LANGUAGE",
+    "STATIC_MAX_AGE",
+)
+#: The variables of serving only, read by gunicorn.conf.py (and GUNICORN_CMD_ARGS by gunicorn itself).
+SERVING_NAMES = (
+    "BIND", "GUNICORN_WORKERS", "WEB_CONCURRENCY", "GUNICORN_THREADS", "GUNICORN_TIMEOUT", "GUNICORN_GRACEFUL_TIMEOUT",
+    "GUNICORN_KEEPALIVE", "GUNICORN_CMD_ARGS", "METRICS_BIND", "PROMETHEUS_MULTIPROC_DIR",
+)
+KNOWN_NAMES = frozenset(SETTING_NAMES + SERVING_NAMES)
+#: The first word of every known name (HSM_, OIDC_, DATABASE_, ...): a variable that starts with one
+#: of them is meant for this provider, so one it does not know is most likely misspelt.
+PREFIXES = tuple(sorted({name.split("_", 1)[0] + "_" for name in KNOWN_NAMES if "_" in name}))
+
+
+def unknown_names(env: Mapping[str, str] | None = None) -> dict[str, str | None]:
+    """The variables that start as a setting does but are none, each with the closest known name (or None)."""
+    names = os.environ if env is None else env
+    # cutoff 0.7: a slip of a letter or two scores 0.75 and up; lower, unrelated names get "suggestions".
+    return {name: next(iter(difflib.get_close_matches(name, KNOWN_NAMES, n=1, cutoff=0.7)), None)
+            for name in sorted(names) if name.startswith(PREFIXES) and name not in KNOWN_NAMES}
+
+
+def describe_unknown_names(unknown: Mapping[str, str | None]) -> str:
+    """One line for :func:`unknown_names`: ``HSM_ENABLE (did you mean HSM_ENABLED?), ...``."""
+    parts = [f"{name} (did you mean {close}?)" if close else name for name, close in unknown.items()]
+    return "not a setting of this provider, ignored: " + ", ".join(parts)
 
 
 class ConfigError(Exception):
@@ -156,14 +203,19 @@ class _Reader:
     """Typed reads of one environment mapping, each error naming its variable."""
 
     def __init__(self, env: Mapping[str, str]) -> None:
-        self.env = env
+        self._env = env
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        if name not in SETTING_NAMES:  # a new setting: add it to SETTING_NAMES (and README.md)
+            raise RuntimeError(f"{name} is read but missing from SETTING_NAMES")
+        return self._env.get(name, default)
 
     def text(self, name: str, default: str = "") -> str:
-        value = self.env.get(name)
+        value = self.get(name)
         return default if value is None or value == "" else value
 
     def boolean(self, name: str, default: bool) -> bool:
-        value = self.env.get(name)
+        value = self.get(name)
         if value is None or value == "":
             return default
         if value.strip().lower() in ("1", "true", "yes", "on"):
@@ -173,7 +225,7 @@ class _Reader:
         raise ConfigError(f"{name} must be true or false, not {value!r}")
 
     def optional_integer(self, name: str, minimum: int = 0) -> int | None:
-        value = self.env.get(name)
+        value = self.get(name)
         if value is None or value == "":
             return None
         try:
@@ -189,7 +241,7 @@ class _Reader:
         return default if number is None else number
 
     def seconds(self, name: str, default: float, minimum: float = 0.0) -> float:
-        value = self.env.get(name)
+        value = self.get(name)
         if value is None or value == "":
             return default
         try:
@@ -201,7 +253,7 @@ class _Reader:
         return number
 
     def items(self, name: str) -> tuple[str, ...]:
-        return tuple(part.strip() for part in self.env.get(name, "").split(",") if part.strip())
+        return tuple(part.strip() for part in (self.get(name) or "").split(",") if part.strip())
 
     def algorithm(self, name: str, default: str) -> str:
         value = self.text(name, default)
@@ -215,7 +267,7 @@ class _Reader:
         from limits import parse_many
 
         value = self.text(name, default).strip()
-        if optional and self.env.get(name) is not None and not self.env.get(name, "").strip():
+        if optional and self.get(name) is not None and not (self.get(name) or "").strip():
             return ""  # explicitly empty: this limit is off
         try:
             parse_many(value)
@@ -230,7 +282,35 @@ def _database_url(value: str, instance_path: str) -> str:
         url = "postgresql://" + url[len("postgres://"):]
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url[len("postgresql://"):]
+    _check_database_url(url)
     return url
+
+
+def _check_database_url(url: str) -> None:
+    """Refuse a URL SQLAlchemy cannot parse, or whose dialect or driver cannot be loaded.
+
+    Checked here, so that every command stops with one line naming DATABASE_URL instead of
+    a traceback from the first query.  (Whether the server answers is known only on connecting:
+    see :func:`oidc.db.describe_database_error`.)  The URL is never quoted: it can hold a password.
+    """
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise ConfigError("DATABASE_URL is not a database URL: use postgresql://user@host/database "
+                          "or sqlite:////absolute/path/oidc.sqlite3") from None
+    try:
+        dialect = parsed.get_dialect()
+    except NoSuchModuleError:
+        raise ConfigError(f"DATABASE_URL names the database {parsed.drivername!r}, which SQLAlchemy does not "
+                          "know: use postgresql:// or sqlite://") from None
+    try:
+        dialect.import_dbapi()
+    except ImportError as exc:
+        raise ConfigError(f"DATABASE_URL: the driver of {parsed.drivername!r} is not installed ({exc}); "
+                          "this provider ships the drivers of postgresql:// and sqlite://") from None
 
 
 def load_settings(env: Mapping[str, str] | None = None, *, instance_path: str) -> Settings:

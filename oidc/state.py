@@ -121,7 +121,7 @@ class State:
                     service = self.build_key_service()
                     service.start(wait_seconds=self.settings.hsm_startup_wait_seconds, degraded_ok=degraded_ok)
                     if service.hsm is not None:
-                        metrics.HSM_AVAILABLE.set(1 if service.hsm.available else 0)
+                        metrics.set_hsm_available(service.hsm.available)
                     self.check_profile_algorithms(service)
                     self.load_hashers()
                     self._key_service = service

@@ -73,7 +73,22 @@ def test_healthy_softhsm_deployment_passes_every_check(provisioned: dict[str, st
         assert line(lines, name).startswith("[ok  ]"), output
     assert "RS256: CKM_RSA_PKCS_KEY_PAIR_GEN, CKM_SHA256_RSA_PKCS available" in line(lines, "mechanisms openid.id-token")
     assert "none extractable" in line(lines, "keys jwt.access-token")
+    label = provisioned["HSM_TOKEN_LABEL"]
+    for key_set in ("openid.id-token", "jwt.access-token"):
+        assert line(lines, f"backend {key_set}").startswith(f"[ok  ] backend {key_set}: HSM token {label!r} (1 key(s)")
     assert "FAIL" not in output and "Traceback" not in output
+
+
+def test_a_misspelt_setting_fails_naming_the_setting_it_resembles(base_env: dict[str, str]) -> None:
+    """HSM_ENABLE=true is no setting: the provider would run on software keys, and doctor says so."""
+    status, lines, output = doctor({**base_env, "HSM_ENABLE": "true", "DATABASE_URI": "sqlite://", "OIDC_PORT": "80"})
+    assert status == 1 and "ready to serve" not in output
+    check = line(lines, "variables")
+    assert check.startswith("[FAIL]")
+    assert ("DATABASE_URI (did you mean DATABASE_URL?), HSM_ENABLE (did you mean HSM_ENABLED?), OIDC_PORT"
+            in check), check
+    for key_set in ("openid.id-token", "jwt.access-token"):
+        assert line(lines, f"backend {key_set}").startswith(f"[ok  ] backend {key_set}: software (")
 
 
 def test_wrong_pin_fails_the_login_check_without_showing_any_pin(provisioned: dict[str, str]) -> None:
@@ -117,9 +132,19 @@ def test_an_extractable_key_on_the_token_fails_its_key_set(provisioned: dict[str
 
 
 def test_schema_behind_and_database_down(base_env: dict[str, str], tmp_path: Path) -> None:
-    status, lines, _ = doctor({**base_env, "DATABASE_URL": f"sqlite:///{tmp_path / 'new.sqlite3'}"})
-    assert status == 1 and "fix: run oidc-hsm db upgrade" in line(lines, "schema")
+    new = tmp_path / "new.sqlite3"
+    status, lines, _ = doctor({**base_env, "DATABASE_URL": f"sqlite:///{new}"})
+    check = line(lines, "database")
+    assert status == 1 and check.startswith(f"[FAIL] database: SQLite file {new} does not exist yet")
+    assert "fix: run oidc-hsm db upgrade" in check
+    assert not new.exists()  # doctor changes nothing: connecting would have made the file
     assert line(lines, "hsm").startswith("[skip]")
+    new.touch()  # an empty database: no schema yet
+    status, lines, _ = doctor({**base_env, "DATABASE_URL": f"sqlite:///{new}"})
+    assert line(lines, "database") == f"[ok  ] database: reachable: SQLite file {new}"
+    schema = line(lines, "schema")
+    assert status == 1 and schema.startswith("[FAIL] schema: none yet (a new database)")
+    assert "fix: run oidc-hsm db upgrade" in schema
     status, lines, _ = doctor({**base_env, "DATABASE_URL": "postgresql://nobody@127.0.0.1:9/none"})
     assert status == 1 and "fix: check DATABASE_URL" in line(lines, "database")
 
@@ -186,3 +211,15 @@ def test_token_without_the_access_token_sets_mechanism(base_env: dict[str, str],
     assert es.startswith("[FAIL]") and "ES256 needs CKM_EC_KEY_PAIR_GEN, CKM_ECDSA" in es
     assert "fix: set ACCESS_TOKEN_SIGNING_ALG" in es
     assert "oidc-hsm keys generate" in line(lines, "keys openid.id-token")
+
+
+def test_the_redis_a_setting_names_must_answer(base_env: dict[str, str]) -> None:
+    redis_url = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379").rstrip("/")
+    status, lines, output = doctor({**base_env, "RATELIMIT_STORAGE_URI": f"{redis_url}/0",
+                                    "DPOP_JTI_STORAGE_URI": "redis://:pw-4711@127.0.0.1:9/0"})
+    assert line(lines, "RATELIMIT_STORAGE_URI") == f"[ok  ] RATELIMIT_STORAGE_URI: {redis_url}/0 answers"
+    down = line(lines, "DPOP_JTI_STORAGE_URI")
+    assert status == 1 and down.startswith("[FAIL] DPOP_JTI_STORAGE_URI: cannot reach redis://:***@127.0.0.1:9/0")
+    assert "fix: start that server, or correct DPOP_JTI_STORAGE_URI" in down and "pw-4711" not in output
+    status, lines, _ = doctor(base_env)  # memory:// counters: said, not failed
+    assert line(lines, "RATELIMIT_STORAGE_URI").startswith("[skip] RATELIMIT_STORAGE_URI: memory://")

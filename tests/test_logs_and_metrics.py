@@ -229,3 +229,20 @@ def test_access_log_line_follows_the_log_level(make_app, base_env, caplog, level
     assert len(lines) == logged
     if logged:
         assert (lines[0].method, lines[0].path, lines[0].status) == ("GET", "/health/alive", 200)
+
+
+@pytest.mark.parametrize("keys", ["hsm", "software"])
+def test_hsm_available_gauge_reports_the_workers_only(make_app, base_env, request, tmp_path, keys):
+    """Under gunicorn (2 workers) the gauge is 1 while the HSM is healthy: the master, which never
+    opens the HSM, exports no value of its own, nor does a worker without an HSM."""
+    env = request.getfixturevalue("hsm_env") if keys == "hsm" else base_env
+    metrics_port = free_port()
+    server, _ = _serve(make_app, env, tmp_path, METRICS_BIND=f"127.0.0.1:{metrics_port}")
+    try:
+        server.wait_ready("/health/ready")
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as response:
+            samples = _samples(response.read().decode())
+    finally:
+        server.stop()
+    available = {labels: value for (name, labels), value in samples.items() if name == "oidc_hsm_available"}
+    assert available == ({(): 1.0} if keys == "hsm" else {}), available

@@ -35,7 +35,7 @@ from oidc.accounts.clients import (
     set_disabled,
     set_display,
 )
-from oidc.cli.output import emit, json_option
+from oidc.cli.output import emit, fields, iso, json_option, table
 from oidc.models import Client
 from oidc.oauth2.methods import AUTH_METHODS, GRANT_TYPES
 from oidc.settings import SECURITY_PROFILES
@@ -111,9 +111,9 @@ def create_command(name: str, redirect_uris: tuple[str, ...], post_logout_redire
 def list_command(as_json: bool) -> None:
     """List clients."""
     clients = [client.as_dict() for client in list_clients()]
-    emit(clients, as_json, "\n".join(
-        f"{c['client_id']}\t{c['name']}\t{c['auth_method']}\t{'disabled' if c['disabled'] else 'enabled'}"
-        for c in clients))
+    emit(clients, as_json, table(("CLIENT_ID", "NAME", "AUTH METHOD", "STATUS", "CREATED"), (
+        (c["client_id"], c["name"], c["auth_method"], "disabled" if c["disabled"] else "enabled",
+         iso(c["created_at"])) for c in clients)))
 
 
 @cli.command("show")
@@ -122,7 +122,7 @@ def list_command(as_json: bool) -> None:
 def show_command(client_id: str, as_json: bool) -> None:
     """Show a client's registration."""
     data = _load(client_id).as_dict()
-    emit(data, as_json, "\n".join(f"{key}: {value}" for key, value in sorted(data.items())))
+    emit(data, as_json, fields(data))
 
 
 @cli.command("delete")

@@ -1,17 +1,21 @@
 """``oidc-hsm doctor``: is this deployment able to serve?  One line per check, each failure with its fix.
 
-Checks, in order: the settings, the page theme, the database and its schema,
-and with an HSM the PKCS#11 module (it loads, the token is there, the PIN logs
-in, it has the mechanisms of each key set's algorithm, the key sets' keys are
-on it and cannot leave it).  Nothing is changed anywhere; no PIN or secret is
+Checks, in order: the settings (and variables that look like misspelt ones),
+the page theme, the database and its schema, the Redis a setting names, and
+with an HSM the PKCS#11 module (it loads, the token is there, the PIN logs in,
+it has the mechanisms of each key set's algorithm, the key sets' keys are on it
+and cannot leave it); last, the backend each key set signs on.  Nothing is
+changed anywhere; no PIN or secret is
 printed.  The exit status is 0 only when every check holds.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import click
 
@@ -53,7 +57,7 @@ class Report:
 def run_checks(env: Mapping[str, str] | None = None, echo: Callable[[str], None] = click.echo) -> Report:
     """Run every check against the settings in ``env`` (the process environment by default)."""
     from oidc import create_app
-    from oidc.settings import ConfigError
+    from oidc.settings import ConfigError, describe_unknown_names, unknown_names
     from oidc.web.pages import ThemeError
 
     report = Report(echo)
@@ -68,15 +72,25 @@ def run_checks(env: Mapping[str, str] | None = None, echo: Callable[[str], None]
         return report
     settings = app.extensions["oidc.state"].settings
     report.add("settings", True, f"valid (issuer {settings.issuer})")
+    unknown = unknown_names(env)
+    if unknown:
+        report.add("variables", False, describe_unknown_names(unknown),
+                   "rename each to the setting it was meant to be (README.md, Configuration), or unset it")
     _check_secrets(report, settings)
     if settings.theme_dir:
         report.add("theme", True, f"THEME_DIR {settings.theme_dir}: templates parse")
-    _check_database(report, app)
-    _check_certificates(report, app)
+    database_ok = _check_database(report, app, settings)
+    if database_ok:
+        _check_certificates(report, app)
+    _check_shared_storage(report, "RATELIMIT_STORAGE_URI", settings.ratelimit_storage_uri)
+    _check_shared_storage(report, "DPOP_JTI_STORAGE_URI", settings.dpop_jti_storage_uri)
+    on_token: dict[str, int] = {}
     if settings.hsm_enabled:
-        _check_hsm(report, settings)
+        _check_hsm(report, settings, on_token)
     else:
         report.add("hsm", None, "HSM_ENABLED is false: signing keys are software keys sealed in the database")
+    if database_ok:
+        _report_backends(report, app, settings, on_token)
     return report
 
 
@@ -96,14 +110,30 @@ def _check_secrets(report: Report, settings: Any) -> None:
         report.add("issuer", False, f"{settings.issuer} is not https", "serve behind TLS and set OIDC_ISSUER=https://...")
 
 
-def _check_database(report: Report, app: Any) -> None:
+def _check_database(report: Report, app: Any, settings: Any) -> bool:
+    """Whether the database is reachable and its schema up to date."""
     from alembic.runtime.migration import MigrationContext
     from alembic.script import ScriptDirectory
     from sqlalchemy import text
+    from sqlalchemy.engine import make_url
     from sqlalchemy.exc import SQLAlchemyError
 
     from oidc.db import db
 
+    url = make_url(settings.database_url)
+    if url.get_backend_name() == "sqlite":
+        path = os.path.abspath(url.database or "")
+        default = path == os.path.join(app.instance_path, "oidc.sqlite3")
+        where = f"SQLite file {path}" + (" (the default, without DATABASE_URL)" if default else "")
+        if not url.database or url.database == ":memory:":
+            where = "an SQLite database in memory (gone when the process ends)"
+        elif not os.path.exists(path):  # connecting would create it, and doctor changes nothing
+            report.add("database", False, f"{where} does not exist yet",
+                       "run oidc-hsm db upgrade, which creates it (oidc-hsm serve also does), or set DATABASE_URL "
+                       "to the database in use")
+            return False
+    else:
+        where = f"{url.get_backend_name()} database {url.database!r} on {url.host or 'localhost'}:{url.port or 'default port'}"
     with app.app_context():
         try:
             with db.engine.connect() as connection:
@@ -113,17 +143,47 @@ def _check_database(report: Report, app: Any) -> None:
             reason = type(getattr(exc, "orig", None) or exc).__name__
             report.add("database", False, f"cannot connect ({reason})",
                        "check DATABASE_URL and that the database server is running and reachable")
-            return
+            return False
         finally:
             db.engine.dispose()
-        report.add("database", True, f"reachable ({db.engine.dialect.name})")
+        report.add("database", True, f"reachable: {where}")
         config = app.extensions["migrate"].migrate.get_config(app.extensions["migrate"].directory)
         heads = set(ScriptDirectory.from_config(config).get_heads())
         if current == heads:
-            report.add("schema", True, f"up to date (revision {', '.join(sorted(heads))})")
+            return report.add("schema", True, f"up to date (revision {', '.join(sorted(heads))})")
+        found = f"at {', '.join(sorted(current))}" if current else "none yet (a new database)"
+        return report.add("schema", False, f"{found}, the code needs {', '.join(sorted(heads))}",
+                          "run oidc-hsm db upgrade (oidc-hsm serve also does it)")
+
+
+def _check_shared_storage(report: Report, setting: str, uri: str) -> None:
+    """A Redis (or other shared store) that a setting names answers; memory/database need no check."""
+    if uri == "database":
+        return
+    if uri.startswith("memory://"):
+        report.add(setting, None, "memory://: each worker process counts on its own, and restarts forget "
+                                  "(use redis:// when several processes or hosts serve)")
+        return
+    shown = _without_password(uri)
+    try:
+        if uri.startswith(("redis://", "rediss://")):
+            import redis
+
+            client = redis.Redis.from_url(uri, socket_connect_timeout=3, socket_timeout=3)
+            try:
+                client.ping()
+            finally:
+                client.close()
         else:
-            report.add("schema", False, f"at {', '.join(sorted(current)) or 'nothing'}, the code needs "
-                       f"{', '.join(sorted(heads))}", "run oidc-hsm db upgrade (oidc-hsm serve also does it)")
+            from limits.storage import storage_from_string
+
+            if not storage_from_string(uri).check():
+                raise ConnectionError("it does not answer")
+    except Exception as exc:  # any failure of the client library: name it, never a traceback
+        report.add(setting, False, f"cannot reach {shown}: {exc}",
+                   f"start that server, or correct {setting} (README.md, Configuration)")
+        return
+    report.add(setting, True, f"{shown} answers")
 
 
 #: A key's certificate expiring within this many days is a warning (renew it: README, "Attach a certificate").
@@ -164,7 +224,18 @@ def _check_certificates(report: Report, app: Any) -> None:
             report.add(name, True, f"valid until {ends}")
 
 
-def _check_hsm(report: Report, settings: Any) -> None:
+def _without_password(uri: str) -> str:
+    """``uri`` with its password, if any, shown as ``***``."""
+    parts = urlsplit(uri)
+    if parts.password is None:
+        return uri
+    netloc = parts.netloc.rsplit("@", 1)
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[-1]}"))
+
+
+def _check_hsm(report: Report, settings: Any, on_token: dict[str, int]) -> None:
+    """The PKCS#11 checks; ``on_token`` gets the number of private keys of each key set found on the token."""
     from keys.service import ID_TOKEN_SET
     from oidc.cli import pkcs11_probe as probe
 
@@ -218,7 +289,7 @@ def _check_hsm(report: Report, settings: Any) -> None:
                 else:
                     usable = ", ".join(probe.usable_mechanisms(available, alg))
                     report.add(f"mechanisms {key_set}", True, f"{alg}: {usable} available")
-            _check_keys(report, session, settings, key_set)
+            _check_keys(report, session, settings, key_set, on_token)
     finally:
         try:
             session.close()
@@ -226,7 +297,7 @@ def _check_hsm(report: Report, settings: Any) -> None:
             pass
 
 
-def _check_keys(report: Report, session: Any, settings: Any, key_set: str) -> None:
+def _check_keys(report: Report, session: Any, settings: Any, key_set: str, on_token: dict[str, int]) -> None:
     from oidc.cli import pkcs11_probe as probe
 
     label = settings.hsm_key_set_prefix + key_set
@@ -235,6 +306,7 @@ def _check_keys(report: Report, session: Any, settings: Any, key_set: str) -> No
     except probe.ProbeError as exc:
         report.add(f"keys {key_set}", False, str(exc), "check the token")
         return
+    on_token[key_set] = len(keys)
     if not keys:
         report.add(f"keys {key_set}", False, f"no private key labelled {label!r} on the token",
                    f"start the provider once (it provisions the key sets) or run oidc-hsm keys generate {key_set}")
@@ -262,6 +334,39 @@ def _check_keys(report: Report, session: Any, settings: Any, key_set: str) -> No
             return
     report.add(f"keys {key_set}", True, f"{len(keys)} key(s) labelled {label!r}, none extractable"
                + (", each generated on the token, always sensitive, never extractable" if hsm_only else ""))
+
+
+def _report_backends(report: Report, app: Any, settings: Any, on_token: dict[str, int]) -> None:
+    """One line per key set: where its keys are, so where it signs (the key service's rule: the token
+    when it holds a key of the set, else the software keys, unless the set is HSM-only)."""
+    from keys.store import KeyStore
+    from oidc.db import db, signing_keys
+
+    with app.app_context():
+        try:
+            store = KeyStore(db.engine, signing_keys)
+            software = {key_set: sum(record.use == "sig" for record in store.records(key_set=key_set, backend="software"))
+                        for key_set in settings.key_set_algorithms}
+        finally:
+            db.engine.dispose()
+    token = (f"HSM token {settings.hsm_token_label!r}" if settings.hsm_token_label
+             else f"the HSM token in slot {settings.hsm_slot}")
+    hsm_only = set(settings.hsm_only_key_sets)
+    for key_set in settings.key_set_algorithms:
+        name = f"backend {key_set}"
+        stored = f"{software[key_set]} software key(s) sealed in the database"
+        if not settings.hsm_enabled:
+            report.add(name, True, f"software ({stored})" if software[key_set]
+                       else "software (no key yet: the first start generates one, sealed in the database)")
+        elif key_set not in on_token:
+            report.add(name, None, f"unknown: {token} could not be checked")
+        elif on_token[key_set]:
+            report.add(name, True, f"{token} ({on_token[key_set]} key(s) labelled "
+                                   f"{settings.hsm_key_set_prefix + key_set!r})")
+        elif software[key_set] and not (hsm_only & {key_set, "*"}):
+            report.add(name, True, f"software ({stored}; {token} has none for this set)")
+        else:
+            report.add(name, None, f"{token}, once it has a key for this set (see keys {key_set})")
 
 
 @click.command("doctor", epilog=settings_epilog(DOCTOR))

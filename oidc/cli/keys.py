@@ -10,12 +10,13 @@ from typing import Any
 import click
 from flask.cli import AppGroup
 
+from keys import KeyRecord
 from keys.errors import KeyServiceError
 from keys.service import KeyService
 from keys.software import SoftwareManager
 from keys.store import KeyStore
 from oidc import hashing_keys
-from oidc.cli.output import emit, json_option
+from oidc.cli.output import emit, iso, json_option, table
 from oidc.db import db, signing_keys
 from oidc.state import current_state
 
@@ -41,7 +42,7 @@ def list_sets(as_json: bool, evidence: bool) -> None:
         return
     sets = [{"set": name, "backend": service.backend_of(name), "keys": len(service.keys(name))}
             for name in service.key_set_names()]
-    emit(sets, as_json, "\n".join(f"{s['set']}\t{s['backend'] or 'none'}\t{s['keys']} key(s)" for s in sets))
+    emit(sets, as_json, table(("SET", "BACKEND", "KEYS"), ((s["set"], s["backend"] or "none", s["keys"]) for s in sets)))
 
 
 @cli.command("show")
@@ -53,8 +54,9 @@ def show(key_set: str, as_json: bool) -> None:
         statuses = [status.as_dict() for status in _service().keys(key_set)]
     except KeyServiceError as exc:
         raise click.ClickException(str(exc)) from None
-    emit(statuses, as_json, "\n".join(
-        f"{s['kid']}\t{s['alg']}\t{s['backend']}\t{s['status']}" for s in statuses))
+    emit(statuses, as_json, table(("KID", "ALG", "BACKEND", "STATUS", "CREATED", "SIGNS FROM", "RETIRES"), (
+        (s["kid"], s["alg"], s["backend"], s["status"], iso(s["created_at"]), iso(s["active_at"]),
+         iso(s["retires_at"])) for s in statuses)))
 
 
 @cli.command("generate")
@@ -69,7 +71,17 @@ def generate(key_set: str, alg: str | None, as_json: bool) -> None:
         raise click.ClickException(str(exc)) from None
     data = {"set": key_set, "kid": record.kid, "alg": record.alg, "backend": record.backend,
             "active_at": record.active_at}
-    emit(data, as_json, f"generated {record.kid} ({record.alg}, {record.backend}) in {key_set}")
+    emit(data, as_json, f"generated {record.kid} ({record.alg}, {record.backend}) in {key_set}: {_starts(record)}")
+
+
+def _starts(record: KeyRecord) -> str:
+    """When a new key signs: the key service gives a set's first key no wait, and every later one
+    KEY_PREPUBLICATION_SECONDS in the JWKS before it signs (KeyService.generate)."""
+    wait = record.active_at - record.created_at
+    if wait <= 0:
+        return "it signs now (the set had no signing key)"
+    return (f"published now, it starts signing at {iso(record.active_at)}, in {wait} s "
+            "(KEY_PREPUBLICATION_SECONDS: resource servers' cached JWKS learn it first)")
 
 
 @cli.command("import")

@@ -13,7 +13,7 @@ import sys
 from typing import Any
 
 import click
-from flask.cli import FlaskGroup
+from flask.cli import FlaskGroup, ScriptInfo
 from flask_migrate.cli import db as flask_migrate_db
 
 from oidc.cli import doctor
@@ -26,12 +26,22 @@ WSGI_APP = "oidc.wsgi:app"
 
 def _create_app() -> Any:
     from oidc import create_app
-    from oidc.settings import ConfigError
+    from oidc.settings import ConfigError, describe_unknown_names, unknown_names
 
     try:
-        return create_app()
+        app = create_app()
     except ConfigError as exc:
         raise click.ClickException(f"configuration error: {exc}") from None
+    if sys.stderr.isatty():
+        # A person reads the command's output: its log lines (an audit event, a migration step) in words,
+        # not JSON between the lines of a table.  Scripts and services keep the configured format.
+        from oidc.observability.logs import use_text_format
+
+        use_text_format()
+    unknown = unknown_names()
+    if unknown:  # HSM_ENABLE=true would otherwise make keys in software without a word
+        click.echo(f"warning: {describe_unknown_names(unknown)}", err=True)
+    return app
 
 
 @click.command("serve", context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
@@ -40,11 +50,20 @@ def _create_app() -> Any:
 def serve_command(gunicorn_args: tuple[str, ...]) -> None:
     """Serve the provider with gunicorn and the shipped gunicorn.conf.py.
 
-    The database schema is brought up to date first; the HSM is opened in each
-    worker.  Extra arguments go to gunicorn, e.g. oidc-hsm serve --workers 4.
+    The settings are checked and the database schema brought up to date first,
+    then the port is bound; the HSM is opened in each worker.  Extra arguments
+    go to gunicorn, e.g. oidc-hsm serve --workers 4.
     """
+    from oidc.serving import ServeError, prepare
+
     if not os.path.isfile(GUNICORN_CONF):
         raise click.ClickException(f"the shipped gunicorn configuration is missing: {GUNICORN_CONF}")
+    try:
+        # Here, before gunicorn starts, so that a bad setting or database is the one line printed;
+        # gunicorn's master runs it again (a no-op then) for those who start gunicorn themselves.
+        prepare()
+    except ServeError as exc:
+        raise click.ClickException(str(exc)) from None
     argv = [sys.executable, "-m", "gunicorn", "-c", GUNICORN_CONF, *gunicorn_args, WSGI_APP]
     sys.stdout.flush()
     os.execv(sys.executable, argv)
@@ -61,6 +80,18 @@ class OperatorGroup(FlaskGroup):
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         return None if name in self.HIDDEN else super().get_command(ctx, name)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        """Run the command; a database that cannot be used is one line naming DATABASE_URL, no traceback."""
+        from sqlalchemy.exc import DBAPIError
+
+        from oidc.db import describe_database_error
+
+        try:
+            return super().invoke(ctx)
+        except DBAPIError as exc:
+            app = ctx.ensure_object(ScriptInfo).load_app()  # built already: the command used its database
+            raise click.ClickException(describe_database_error(exc, app.config["SQLALCHEMY_DATABASE_URI"])) from None
 
 
 cli = OperatorGroup(

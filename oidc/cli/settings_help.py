@@ -6,6 +6,8 @@ from collections.abc import Iterable
 
 import click
 
+from oidc.settings import SERVING_NAMES
+
 DATABASE = ("DATABASE_URL",)
 HSM = ("HSM_ENABLED", "HSM_LIBRARY", "HSM_TOKEN_LABEL", "HSM_SLOT", "HSM_PIN", "HSM_KEY_SET_PREFIX", "HSM_ONLY_KEY_SETS")
 KEYS = (*DATABASE, "SECRETS_SYSTEM", *HSM, "HSM_DESTROY_RETIRED_KEYS", "ID_TOKEN_SIGNING_ALG",
@@ -14,10 +16,8 @@ CLIENTS = (*DATABASE, "SECRETS_SYSTEM", "CLIENT_CACHE_SECONDS")
 USERS = (*DATABASE, "PASSWORD_HASH_COST")
 TOKENS = DATABASE
 DB = DATABASE
-SERVE_SETTINGS = ("every setting (README.md); gunicorn's own: BIND, GUNICORN_WORKERS, GUNICORN_THREADS, "
-                  "GUNICORN_TIMEOUT, GUNICORN_GRACEFUL_TIMEOUT, GUNICORN_KEEPALIVE, FORWARDED_ALLOW_IPS, "
-                  "METRICS_BIND, LOG_FORMAT",)
-DOCTOR = (*KEYS, "OIDC_ISSUER", "ADMIN_API_KEYS", "THEME_DIR")
+SERVE_SETTINGS = ("every setting (README.md); those of serving only: " + ", ".join(SERVING_NAMES),)
+DOCTOR = (*KEYS, "OIDC_ISSUER", "ADMIN_API_KEYS", "THEME_DIR", "RATELIMIT_STORAGE_URI", "DPOP_JTI_STORAGE_URI")
 
 #: The settings of each command group.
 GROUPS: dict[str, tuple[str, ...]] = {"keys": KEYS, "clients": CLIENTS, "users": USERS, "tokens": TOKENS, "db": DB}

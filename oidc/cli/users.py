@@ -1,14 +1,15 @@
 """``flask users ...``: user accounts.
 
-Passwords are read from standard input only, never from the command line
-(which other local users can see in the process list)::
+Passwords are asked for twice, hidden, on a terminal, or read from standard
+input with ``--password-stdin`` (scripts); never from the command line, which
+other local users can see in the process list::
 
-    flask users create USERNAME --password-stdin [--email E] [--name N] [--email-verified] [--admin] [--json]
+    flask users create USERNAME [--password-stdin] [--email E] [--name N] [--email-verified] [--admin] [--json]
     flask users list [--json]
     flask users show USERNAME [--json]
     flask users delete USERNAME
     flask users disable USERNAME / flask users enable USERNAME
-    flask users set-password USERNAME --password-stdin [--revoke-grants]
+    flask users set-password USERNAME [--password-stdin] [--revoke-grants]
 """
 
 from __future__ import annotations
@@ -28,13 +29,19 @@ from oidc.accounts.users import (
     set_disabled,
     set_password,
 )
-from oidc.cli.output import emit, json_option
+from oidc.cli.output import emit, fields, iso, json_option, table
 from oidc.models import User
 
 cli = AppGroup("users", help="Manage user accounts.")
 
 
-def _read_password() -> str:
+def _read_password(from_stdin: bool) -> str:
+    """The new password: from standard input with --password-stdin, else asked twice on the terminal."""
+    if not from_stdin:
+        if not sys.stdin.isatty():
+            raise click.ClickException("no terminal to ask for the password on: pass --password-stdin and "
+                                       "write the password to standard input")
+        return str(click.prompt("Password", hide_input=True, confirmation_prompt=True))
     password = sys.stdin.readline().rstrip("\r\n")
     if not password:
         raise click.ClickException("no password on standard input")
@@ -50,7 +57,8 @@ def _load(username: str) -> User:
 
 @cli.command("create")
 @click.argument("username")
-@click.option("--password-stdin", is_flag=True, required=True, help="Read the password from standard input.")
+@click.option("--password-stdin", is_flag=True,
+              help="Read the password from standard input (scripts); without it, it is asked for on the terminal.")
 @click.option("--email", default=None, help="Email address.")
 @click.option("--name", default=None, help="Full name.")
 @click.option("--email-verified", is_flag=True, help="Mark the email address as verified.")
@@ -58,9 +66,9 @@ def _load(username: str) -> User:
 @json_option
 def create_command(username: str, password_stdin: bool, email: str | None, name: str | None,
                    email_verified: bool, admin: bool, as_json: bool) -> None:
-    """Create a user; the password is read from standard input."""
+    """Create a user; the password is asked for on the terminal (or read with --password-stdin)."""
     try:
-        user = create_user(username, _read_password(), email=email, name=name, email_verified=email_verified,
+        user = create_user(username, _read_password(password_stdin), email=email, name=name, email_verified=email_verified,
                            admin=admin)
     except UserError as exc:
         raise click.ClickException(str(exc)) from None
@@ -72,9 +80,9 @@ def create_command(username: str, password_stdin: bool, email: str | None, name:
 def list_command(as_json: bool) -> None:
     """List users."""
     users = [user.as_dict() for user in list_users()]
-    emit(users, as_json, "\n".join(
-        f"{u['username']}\t{u['sub']}\t{u['email'] or ''}\t{'disabled' if u['disabled'] else 'enabled'}"
-        for u in users))
+    emit(users, as_json, table(("USERNAME", "SUB", "EMAIL", "STATUS", "CREATED"), (
+        (u["username"], u["sub"], u["email"], "disabled" if u["disabled"] else "enabled", iso(u["created_at"]))
+        for u in users)))
 
 
 @cli.command("show")
@@ -83,7 +91,7 @@ def list_command(as_json: bool) -> None:
 def show_command(username: str, as_json: bool) -> None:
     """Show a user."""
     data = _load(username).as_dict()
-    emit(data, as_json, "\n".join(f"{key}: {value}" for key, value in sorted(data.items())))
+    emit(data, as_json, fields(data))
 
 
 @cli.command("delete")
@@ -112,15 +120,16 @@ def enable_command(username: str) -> None:
 
 @cli.command("set-password")
 @click.argument("username")
-@click.option("--password-stdin", is_flag=True, required=True, help="Read the password from standard input.")
+@click.option("--password-stdin", is_flag=True,
+              help="Read the password from standard input (scripts); without it, it is asked for on the terminal.")
 @click.option("--revoke-grants", is_flag=True,
               help="Also revoke the user's offline_access grants (every refresh token): a compromised account.")
 def set_password_command(username: str, password_stdin: bool, revoke_grants: bool) -> None:
-    """Replace a user's password (read from standard input); their sessions end, and the grants
+    """Replace a user's password (asked for, or read with --password-stdin); their sessions end, and the grants
     made without offline_access (with --revoke-grants, every grant)."""
     user = _load(username)
     try:
-        set_password(user, _read_password(), revoke_grants=revoke_grants)
+        set_password(user, _read_password(password_stdin), revoke_grants=revoke_grants)
     except UserError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"password changed for {user.username}" + (", every grant revoked" if revoke_grants else ""))

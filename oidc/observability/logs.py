@@ -58,6 +58,16 @@ def configure_logging(log_format: str, level: str) -> None:
     _configured = True
 
 
+def use_text_format() -> None:
+    """Log in words instead of JSON (a command run on a terminal, whose output a person reads).
+
+    Only the handler :func:`configure_logging` installed: one set up by the operator is left alone.
+    """
+    if _configured:
+        for handler in logging.getLogger().handlers:
+            handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+
+
 def init_app(app: Flask, log_format: str, level: str) -> None:
     if not app.testing:
         configure_logging(log_format, level)

@@ -8,6 +8,7 @@ gunicorn.conf.py).  Nothing here is exposed on the provider's own port.
 
 from __future__ import annotations
 
+import threading
 import time
 
 from flask import Flask, g, request
@@ -31,10 +32,6 @@ SIGNING_SECONDS = Histogram(
 )
 HSM_ERRORS = Counter("oidc_hsm_errors_total", "PKCS#11 operations that failed, by kind of error.", ["error"])
 HSM_RECONNECTS = Counter("oidc_hsm_reconnects_total", "PKCS#11 sessions reopened after they broke.")
-HSM_AVAILABLE = Gauge(
-    "oidc_hsm_available", "1 while this process can use the HSM, 0 while it is lost or not reached yet.",
-    multiprocess_mode="livemin",  # aggregated: 0 as soon as one live worker has lost it
-)
 HSM_RECONNECT_ATTEMPTS = Counter(
     "oidc_hsm_reconnect_attempts_total", "Re-initialisations of a lost PKCS#11 module, by result.", ["result"]
 )
@@ -44,6 +41,33 @@ HSM_UNAVAILABLE_SECONDS = Counter(
 )
 LOGIN_FAILURES = Counter("oidc_login_failures_total", "Failed login attempts (wrong user or password, or rate-limited).",
                          ["reason"])
+
+# The one gauge, ``oidc_hsm_available``, is made by the first process that has an HSM to report on
+# (a worker, after it opened the token), never at import.  In multiprocess mode a gauge writes its
+# first 0 to this process's file as soon as it is made, and that 0 counts as a live process's value:
+# made at import, the gunicorn master (which imports the app only to migrate) and every worker
+# without an HSM would export a 0 that no worker ever raises, and the minimum would stay 0.
+_hsm_available: list[Gauge] = []
+_hsm_available_lock = threading.Lock()
+
+
+def set_hsm_available(available: bool) -> None:
+    """Report whether this process can use the HSM now (1) or has lost it or not reached it yet (0)."""
+    with _hsm_available_lock:  # the recovery thread and requests can both report
+        if not _hsm_available:
+            _hsm_available.append(Gauge(
+                "oidc_hsm_available", "1 while the HSM can be used, 0 while it is lost or not reached yet.",
+                multiprocess_mode="livemin",  # aggregated over live workers: 0 as soon as one has lost it
+            ))
+        _hsm_available[0].set(1 if available else 0)
+
+
+def hsm_available() -> float | None:
+    """This process's ``oidc_hsm_available``, or None if it has no HSM to report on."""
+    if not _hsm_available:
+        return None
+    return next(sample.value for family in _hsm_available[0].collect() for sample in family.samples)
+
 
 #: The blueprint of the token endpoints, whose requests the token histogram measures.
 TOKEN_BLUEPRINT = "token"
@@ -70,7 +94,7 @@ def hsm_event(event: str, error: str | None = None) -> None:
         HSM_RECONNECTS.inc()
     elif event == "lost":
         HSM_OUTAGES.inc()
-        HSM_AVAILABLE.set(0)
+        set_hsm_available(False)
         if not _unavailable_since:
             _unavailable_since.append(time.monotonic())
     elif event == "attempt":
@@ -79,7 +103,7 @@ def hsm_event(event: str, error: str | None = None) -> None:
     elif event == "available":
         _count_unavailable_time()
         _unavailable_since.clear()
-        HSM_AVAILABLE.set(1)
+        set_hsm_available(True)
     else:
         HSM_ERRORS.labels(error or "unknown").inc()
 
