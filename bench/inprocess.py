@@ -157,7 +157,7 @@ def prepare(workdir: Path, backend: str) -> dict[str, Call]:
     os.environ.update(env)
     from flask import Flask
 
-    from oidc import create_app
+    from oidc.app import create_app
     from oidc.schema import upgrade_schema
     from oidc.state import state_of
 

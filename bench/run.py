@@ -676,7 +676,7 @@ def jwks_and_introspection(args: argparse.Namespace, workdir: Path, results: Res
 SEED_REFRESH = """
 import os, sys, uuid
 sys.path.insert(0, os.environ["PYTHONPATH"])
-from oidc import create_app
+from oidc.app import create_app
 from oidc.accounts.clients import get_client
 from oidc.accounts.users import get_user
 from oidc.db import db
@@ -700,7 +700,8 @@ with app.app_context():
 SEED_CODES = """
 import hashlib, os, sys, uuid
 sys.path.insert(0, os.environ["PYTHONPATH"])
-from oidc import create_app, hashing
+from oidc import hashing
+from oidc.app import create_app
 from oidc.accounts.clients import get_client
 from oidc.accounts.sessions import start_session
 from oidc.accounts.users import get_user

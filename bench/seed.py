@@ -31,7 +31,7 @@ def _batches(total: int, make):  # type: ignore[no-untyped-def]
 def seed(clients: int, users: int, refresh_tokens: int) -> None:
     from sqlalchemy import func, insert, select
 
-    from oidc import create_app
+    from oidc.app import create_app
     from oidc.db import db
     from oidc.models import Client, RefreshToken, User
     from oidc.state import state_of

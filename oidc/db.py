@@ -9,6 +9,7 @@ on SQLite and PostgreSQL.  The schema itself is managed by Alembic migrations
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
 from typing import Any
 
@@ -99,3 +100,17 @@ class JSONList(TypeDecorator[list[Any]]):
 
     def process_result_value(self, value: str | None, dialect: Any) -> list[Any]:
         return list(json.loads(value)) if value else []
+
+
+@event.listens_for(Engine, "connect")
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    """SQLite for several worker processes: WAL, so readers never wait for the
+    writer and a commit costs no fsync of the whole file; a busy timeout, so
+    two workers writing at once queue instead of failing.  (A power cut may lose
+    the last commits, never consistency; deployments that need more use PostgreSQL.)"""
+    if isinstance(dbapi_connection, sqlite3.Connection):
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA busy_timeout=10000")
+        cursor.close()

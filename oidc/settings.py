@@ -15,9 +15,10 @@ everything else reads the :class:`Settings` it returns (``state.settings``).
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -313,6 +314,11 @@ def _check_database_url(url: str) -> None:
                           "this provider ships the drivers of postgresql:// and sqlite://") from None
 
 
+def parse_networks(values: Iterable[str]) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    """IP networks (``10.0.0.2``, ``10.0.0.0/8``, ``::1``) from a list; ValueError names none of them."""
+    return [ipaddress.ip_network(value.strip(), strict=False) for value in values if value.strip()]
+
+
 def load_settings(env: Mapping[str, str] | None = None, *, instance_path: str) -> Settings:
     """The settings in ``env`` (the process environment by default), validated."""
     read = _Reader(os.environ if env is None else env)
@@ -378,8 +384,6 @@ def load_settings(env: Mapping[str, str] | None = None, *, instance_path: str) -
 
     forwarded = read.items("FORWARDED_ALLOW_IPS") or ("127.0.0.1", "::1")
     try:
-        from oidc.web.proxy import parse_networks
-
         parse_networks(forwarded)
     except ValueError:
         raise ConfigError("FORWARDED_ALLOW_IPS must list IP addresses or networks") from None

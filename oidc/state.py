@@ -1,6 +1,6 @@
 """Per-process state, in one place: settings, the clock, hashers, the key service.
 
-One :class:`State` is made by :func:`oidc.create_app` and kept in
+One :class:`State` is made by :func:`oidc.app.create_app` and kept in
 ``app.extensions``; code that runs in a request or an app context reads it with
 :func:`current_state`.  Nothing here touches the HSM or the database when it is
 made: the key service starts on first use in the serving process (or in

@@ -4,7 +4,7 @@ A setting or theme file that cannot be used stops the process with one line
 naming it (``configuration error: ...``), not a traceback.
 """
 
-from oidc import create_app
+from oidc.app import create_app
 from oidc.settings import ConfigError
 
 try:

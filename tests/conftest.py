@@ -252,7 +252,7 @@ def postgres_server() -> str:
 
 
 def _migrate(url: str) -> None:
-    from oidc import create_app
+    from oidc.app import create_app
     from oidc.schema import upgrade_schema
 
     upgrade_schema(create_app({"TESTING": True}, env={"DATABASE_URL": url}))
@@ -349,7 +349,7 @@ def provisioned_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> 
 
 def _provision(url: str) -> None:
     """Generate the required key sets' software keys into ``url`` once."""
-    from oidc import create_app
+    from oidc.app import create_app
     from oidc.state import state_of
 
     app = create_app({"TESTING": True}, env={"DATABASE_URL": url, "SECRETS_SYSTEM": SESSION_SECRET})
@@ -434,7 +434,7 @@ def hsm_env(base_env: dict[str, str], softhsm: SoftHSM, token: str) -> dict[str,
 @pytest.fixture
 def make_app(tmp_path: Path) -> Iterator[Callable[..., Any]]:
     """Build an app from an environment dict, with its schema migrated."""
-    from oidc import create_app
+    from oidc.app import create_app
     from oidc.schema import upgrade_schema
     from oidc.state import state_of
 

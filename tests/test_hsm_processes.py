@@ -44,7 +44,7 @@ def wait(phase):
         time.sleep(0.001)
 
 
-from oidc import create_app
+from oidc.app import create_app
 from oidc.schema import upgrade_schema
 from oidc.state import state_of
 

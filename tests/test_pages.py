@@ -39,7 +39,7 @@ CLIENT_LOGO = (b'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 56 56"><re
 
 
 def _make_app(env: dict[str, str], **config: Any) -> Any:
-    from oidc import create_app
+    from oidc.app import create_app
     from oidc.schema import upgrade_schema
 
     app = create_app({"TESTING": True, **config}, env=env)
@@ -301,7 +301,7 @@ def test_unavailable_page_in_the_browser(browser: Any, served: dict[str, Any], s
 
 
 def _make_app_without_database(env: dict[str, str], tmp_path: Path) -> Any:
-    from oidc import create_app
+    from oidc.app import create_app
 
     # Nothing listens on port 9: the connection is refused at once.
     return create_app({"TESTING": True}, env={**env, "DATABASE_URL": "postgresql://nobody@127.0.0.1:9/none"})

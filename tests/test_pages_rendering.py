@@ -305,7 +305,7 @@ def test_error_pages_say_what_went_wrong(op: Provider) -> None:
 
 def test_database_down_is_a_page_on_browser_paths_and_json_on_the_api(make_app: Any,
                                                                       base_env: dict[str, str]) -> None:
-    from oidc import create_app
+    from oidc.app import create_app
 
     app = create_app({"TESTING": True}, env={**base_env, "DATABASE_URL": "postgresql://nobody@127.0.0.1:9/none"})
     http = app.test_client()

@@ -13,7 +13,7 @@ import secrets
 
 import pytest
 
-from oidc import create_app
+from oidc.app import create_app
 from oidc.settings import DEFAULT_PASSWORD_HASH_COST, ConfigError, load_settings
 from oidc.state import state_of
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import create_engine, inspect
 
-from oidc import create_app
+from oidc.app import create_app
 from oidc.db import db
 from oidc.schema import upgrade_schema
 

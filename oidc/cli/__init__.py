@@ -8,14 +8,18 @@ to stderr with a non-zero exit status and never include secret material.
 
 from __future__ import annotations
 
-from flask import Flask
+from typing import TYPE_CHECKING
 
-from oidc.cli import clients, keys, tokens, users
-from oidc.cli.settings_help import GROUPS, describe_settings
+if TYPE_CHECKING:
+    from flask import Flask
 
 
 def init_app(app: Flask) -> None:
+    """Add the command groups to ``flask --app app`` (``oidc-hsm`` adds them to its own)."""
     from flask_migrate.cli import db as db_group  # Flask-Migrate's ``db`` group (a plugin command)
+
+    from oidc.cli import clients, keys, tokens, users
+    from oidc.cli.settings_help import GROUPS, describe_settings
 
     describe_settings(db_group, GROUPS["db"])
     for group in (keys.cli, users.cli, clients.cli, tokens.cli):

@@ -56,7 +56,7 @@ class Report:
 
 def run_checks(env: Mapping[str, str] | None = None, echo: Callable[[str], None] = click.echo) -> Report:
     """Run every check against the settings in ``env`` (the process environment by default)."""
-    from oidc import create_app
+    from oidc.app import create_app
     from oidc.settings import ConfigError, describe_unknown_names, unknown_names
     from oidc.web.pages import ThemeError
 

@@ -25,7 +25,7 @@ WSGI_APP = "oidc.wsgi:app"
 
 
 def _create_app() -> Any:
-    from oidc import create_app
+    from oidc.app import create_app
     from oidc.settings import ConfigError, describe_unknown_names, unknown_names
 
     try:

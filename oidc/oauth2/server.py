@@ -22,7 +22,9 @@ from werkzeug.datastructures import MultiDict
 from oidc.models import Client
 from oidc.oauth2.client_auth import PrivateKeyJWT
 from oidc.oauth2.client_cache import ClientCache
-from oidc.oauth2.grants import AuthorizationCodeGrant, ClientCredentialsGrant, RefreshTokenGrant
+from oidc.oauth2.grants.authorization_code import AuthorizationCodeGrant
+from oidc.oauth2.grants.client_credentials import ClientCredentialsGrant
+from oidc.oauth2.grants.refresh_token import RefreshTokenGrant
 from oidc.oauth2.introspection import IntrospectionEndpoint
 from oidc.oauth2.openid import OpenIDCode, OpenIDRefresh
 from oidc.oauth2.pkce import S256CodeChallenge

@@ -19,45 +19,21 @@
 
 from __future__ import annotations
 
-from flask import Flask, Response
+from typing import TYPE_CHECKING
 
-from oidc.settings import Settings
-from oidc.web import authorize, errors, health, login, logout, pages, par, session, token, userinfo, wellknown
-from oidc.web.admin import accounts as admin_accounts
-from oidc.web.admin import api as admin_api
-from oidc.web.admin import keys as admin_keys
+if TYPE_CHECKING:
+    from flask import Flask
 
-_PAGE_HEADERS = (
-    ("X-Frame-Options", "DENY"),
-    ("Cache-Control", "no-store"),
-    # The one referrer policy of our pages (no <meta> overrides it): browsers post our forms with
-    # our Origin and a Referer to us, which the same-origin check reads (oidc.web.origin), and no
-    # query string (an interaction id, an id_token_hint) reaches another site.
-    ("Referrer-Policy", "same-origin"),
-)
-
-
-def security_headers(response: Response) -> Response:
-    """Pages of ours are never framed (clickjacking of the consent page) nor sniffed.
-
-    Their CSP allows styles and images from the provider only (plus the
-    origin of a configured service logo and of a client's logo on its consent
-    page), no script at all, and no inline style.
-    """
-    # (``name not in headers`` rather than ``headers.setdefault``, which raises and
-    # catches an exception for each header it adds: this runs on every response.)
-    headers = response.headers
-    headers["X-Content-Type-Options"] = "nosniff"
-    if response.mimetype == "text/html":
-        for name, value in _PAGE_HEADERS:
-            if name not in headers:
-                headers[name] = value
-        if "Content-Security-Policy" not in headers:
-            headers["Content-Security-Policy"] = pages.content_security_policy()
-    return response
+    from oidc.settings import Settings
 
 
 def init_app(app: Flask, settings: Settings) -> None:
+    """Register the pages' shared parts, every blueprint, and the headers of every response."""
+    from oidc.web import authorize, errors, health, login, logout, pages, par, session, token, userinfo, wellknown
+    from oidc.web.admin import accounts as admin_accounts
+    from oidc.web.admin import api as admin_api
+    from oidc.web.admin import keys as admin_keys
+
     pages.init_app(app, settings)
     errors.init_app(app)
     session.init_app(app)
@@ -66,4 +42,4 @@ def init_app(app: Flask, settings: Settings) -> None:
                       admin_keys.bp, admin_accounts.bp):
         app.register_blueprint(blueprint)
     admin_api.init_app(app, settings.issuer)
-    app.after_request(security_headers)
+    app.after_request(pages.security_headers)  # registered last: it runs first, before the access log

@@ -342,3 +342,33 @@ def init_app(app: Flask, settings: Settings) -> Assets:
                 "language_tag": language_tag, "allow_image": allow_image, "signed_in_user": signed_in_user}
 
     return assets
+
+
+_PAGE_HEADERS = (
+    ("X-Frame-Options", "DENY"),
+    ("Cache-Control", "no-store"),
+    # The one referrer policy of our pages (no <meta> overrides it): browsers post our forms with
+    # our Origin and a Referer to us, which the same-origin check reads (oidc.web.origin), and no
+    # query string (an interaction id, an id_token_hint) reaches another site.
+    ("Referrer-Policy", "same-origin"),
+)
+
+
+def security_headers(response: Response) -> Response:
+    """Pages of ours are never framed (clickjacking of the consent page) nor sniffed.
+
+    Their CSP allows styles and images from the provider only (plus the
+    origin of a configured service logo and of a client's logo on its consent
+    page), no script at all, and no inline style.
+    """
+    # (``name not in headers`` rather than ``headers.setdefault``, which raises and
+    # catches an exception for each header it adds: this runs on every response.)
+    headers = response.headers
+    headers["X-Content-Type-Options"] = "nosniff"
+    if response.mimetype == "text/html":
+        for name, value in _PAGE_HEADERS:
+            if name not in headers:
+                headers[name] = value
+        if "Content-Security-Policy" not in headers:
+            headers["Content-Security-Policy"] = content_security_policy()
+    return response

@@ -18,12 +18,10 @@ from typing import Any
 
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from oidc.settings import parse_networks
+
 _FORWARDED = ("HTTP_X_FORWARDED_FOR", "HTTP_X_FORWARDED_PROTO", "HTTP_X_FORWARDED_HOST",
               "HTTP_X_FORWARDED_PORT", "HTTP_X_FORWARDED_PREFIX", "HTTP_FORWARDED")
-
-
-def parse_networks(values: Iterable[str]) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
-    return [ipaddress.ip_network(value.strip(), strict=False) for value in values if value.strip()]
 
 
 class TrustedProxyFix:

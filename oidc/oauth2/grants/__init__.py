@@ -14,9 +14,3 @@ overridden:
 * Every token is built by :mod:`oidc.oauth2.families` and signed through the
   key service (never by Authlib with a private key).
 """
-
-from oidc.oauth2.grants.authorization_code import AuthorizationCodeGrant
-from oidc.oauth2.grants.client_credentials import ClientCredentialsGrant
-from oidc.oauth2.grants.refresh_token import RefreshTokenGrant
-
-__all__ = ["AuthorizationCodeGrant", "ClientCredentialsGrant", "RefreshTokenGrant"]

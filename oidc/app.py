@@ -1,0 +1,60 @@
+"""The application factory: :func:`create_app` builds the provider in a fixed order.
+
+settings -> state -> extensions -> the web layer -> the CLI.  A request then
+goes from a view in :mod:`oidc.web` to the protocol core (:mod:`oidc.oauth2`,
+:mod:`oidc.accounts`), which signs through the key service (:mod:`keys`) held
+by :mod:`oidc.state`.  As in Flask's tutorial, the factory imports its parts
+inside itself: importing a module of the package never builds the app.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Flask
+
+MIGRATIONS_DIRECTORY = os.path.join(os.path.dirname(__file__), "migrations")
+
+
+def create_app(config: Mapping[str, Any] | None = None, *, env: Mapping[str, str] | None = None) -> Flask:
+    """Build the provider.
+
+    Settings come from the environment (or ``env``); ``config`` overrides
+    individual Flask config values, for tests.  Nothing here touches the HSM or
+    the database: the key service starts in the serving process (see
+    :mod:`oidc.state`), so ``gunicorn --preload`` is safe.
+    """
+    from flask_migrate import Migrate
+
+    from oidc import cli, state, web
+    from oidc.db import db, ping_idle_connections
+    from oidc.oauth2 import server
+    from oidc.observability import logs, metrics
+    from oidc.settings import flask_config, load_settings
+    from oidc.web.proxy import TrustedProxyFix
+
+    app = Flask("oidc", instance_relative_config=True, template_folder="web/templates")
+    os.makedirs(app.instance_path, exist_ok=True)
+    settings = load_settings(env, instance_path=app.instance_path)
+    app.config.update(flask_config(settings))
+    if config:
+        app.config.update(config)
+    app_state = state.init_app(app, settings)
+
+    db.init_app(app)
+    if settings.database_url.startswith("postgresql"):
+        with app.app_context():
+            ping_idle_connections(db.engine)
+    Migrate(app, db, directory=MIGRATIONS_DIRECTORY)
+    # X-Forwarded-* is honoured only from the proxy, for the configured number of hops.
+    app.wsgi_app = TrustedProxyFix(  # type: ignore[method-assign]
+        app.wsgi_app, hops=settings.trusted_proxy_hops, trusted=settings.forwarded_allow_ips
+    )
+    logs.init_app(app, settings.log_format, settings.log_level)
+    metrics.init_app(app)
+    server.init_app(app, app_state)
+    web.init_app(app, settings)
+    cli.init_app(app)
+    return app
