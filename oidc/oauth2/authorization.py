@@ -17,9 +17,10 @@ profile) gets an :class:`ErrorPage` for a plain one.  The profile's own rules
 on the client and its redirect URI (:mod:`oidc.oauth2.profile`) are checked
 with them, in step 1.
 
-What the user must do next (log in, consent) is the web layer's to ask;
-:class:`AuthorizationRequest` answers the protocol's questions about it
-(``prompt``, ``max_age``).  While the user does it, the validated request waits
+What the user must do next (log in, consent) is decided by
+:func:`oidc.oauth2.steps.next_step` from the questions
+:class:`AuthorizationRequest` answers (``prompt``, ``max_age``,
+``id_token_hint``), and asked by the web layer.  While the user does it, the validated request waits
 on the server (:mod:`oidc.oauth2.interactions`) and comes back through
 :func:`restore_authorization_request`, without being validated again.
 """
@@ -120,27 +121,26 @@ class AuthorizationRequest:
         return [(name, value) for name, value in self.params.items(multi=True) if name in READ_PARAMETERS]
 
     def max_age(self) -> int | None:
-        """``max_age`` in seconds (OIDC Core §3.1.2.1), None when absent; :class:`ErrorRedirect` when malformed."""
+        """``max_age`` in seconds (OIDC Core §3.1.2.1), None when absent; ``invalid_request`` when malformed."""
         value = self.params.get("max_age")
         if value is None:
             return None
         # ASCII digits only: str.isdigit() is also true of "²", which int() refuses.
         if not (value.isascii() and value.isdigit()) or len(value) > MAX_AGE_DIGITS:
-            error = OAuth2Error(error="invalid_request", description="max_age must be a non-negative integer.")
-            raise ErrorRedirect(self.error(error), error)
+            raise OAuth2Error(error="invalid_request", description="max_age must be a non-negative integer.")
         return int(value)
 
     def id_token_hint_subject(self) -> str | None:
         """``sub`` of the ``id_token_hint`` (an ID token of ours, expired or not; OIDC Core §3.1.2.1),
-        None without a hint; :class:`ErrorRedirect` when the hint is not one of our ID tokens."""
+        None without a hint; ``invalid_request`` when the hint is not one of our ID tokens."""
         hint = self.params.get("id_token_hint")
         if not hint:
             return None
         try:
             claims = verify_own_jwt(hint, typ=ID_TOKEN_TYP, key_set=ID_TOKEN_SET, check_exp=False)
         except InvalidToken:
-            raise ErrorRedirect(self.error(OAuth2Error(
-                error="invalid_request", description="id_token_hint is not an ID token of this provider."))) from None
+            raise OAuth2Error(error="invalid_request",
+                              description="id_token_hint is not an ID token of this provider.") from None
         return str(claims.get("sub"))
 
     def error(self, error: OAuth2Error | type[OAuth2Error]) -> response_modes.Response:

@@ -1,13 +1,18 @@
 """``/authorize`` (OIDC Core §3.1.2), its resumption after login, and the consent page.
 
 The protocol checks are :mod:`oidc.oauth2.authorization`'s, made once, when the
-request arrives; this view asks the user what the request needs: a login
-(``prompt=login``, ``max_age``, no session), or the choice of the account
-signed in (``prompt=select_account``), then consent (remembered per user,
-client and scope set; first-party clients skip it).  ``prompt=none`` turns
-a login or consent into an error to the client (and is never combined with
-``select_account``: validation refuses it, so ``account_selection_required``
-never arises with a single session per browser).  While the user logs in or consents, the
+request arrives, and what the request needs next is
+:func:`oidc.oauth2.steps.next_step`'s to decide: a login (``prompt=login``,
+``max_age``, no session), the choice of the account signed in
+(``prompt=select_account``), consent (remembered per user, client and scope
+set; first-party clients skip it), the response, or an error to the client
+(``prompt=none``, which validation never lets be combined with
+``select_account``, so ``account_selection_required`` never arises with a
+single session per browser).  These views only show the page or send the
+response each step names; refusals raised by the core
+(:class:`~oidc.oauth2.errors.ErrorPage`,
+:class:`~oidc.oauth2.authorization.ErrorRedirect`) are turned into responses
+by :mod:`oidc.web.errors`.  While the user logs in or consents, the
 validated request waits on the server as an interaction
 (:mod:`oidc.oauth2.interactions`): the login page and the consent form carry
 only its id, the login page sends the browser back to ``/authorize/resume``,
@@ -16,26 +21,25 @@ and the consent form answers it.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, assert_never
 
-from authlib.oidc.core.errors import ConsentRequiredError, LoginRequiredError
-from flask import Blueprint, Response, redirect, render_template, request, url_for
+from flask import Blueprint, make_response, redirect, render_template, request, url_for
 from flask_wtf import FlaskForm
-from werkzeug.wrappers import Response as WerkzeugResponse
+from werkzeug.wrappers import Response
 
 from oidc import urls
 from oidc.accounts import consents
 from oidc.accounts.sessions import AuthenticatedUser
 from oidc.db import db
-from oidc.models import Client
 from oidc.oauth2 import interactions
 from oidc.oauth2.authorization import AuthorizationRequest, ErrorRedirect, validate_authorization_request
 from oidc.oauth2.errors import ErrorPage
 from oidc.oauth2.interactions import Pending
 from oidc.oauth2.parameters import ParameterError, request_parameters
+from oidc.oauth2.steps import Consent, Login, Refuse, Respond, SelectAccount, next_step
 from oidc.observability import audit
 from oidc.state import current_state, now
-from oidc.web.errors import error_page
+from oidc.web.errors import core_response
 from oidc.web.origin import EXPIRED_FORM, form_posted_from_our_page
 from oidc.web.pages import continue_request
 from oidc.web.session import current_login, interaction_binding, presented_binding
@@ -49,6 +53,8 @@ SCOPE_DESCRIPTIONS = {
     "email": "See your email address",
     "offline_access": "Keep access when you are not using the app",
 }
+#: What the consent and account choice forms say to a login other than the one they were shown to.
+SESSION_ENDED = "Your session has ended. Please start again."
 
 
 class ConsentForm(FlaskForm):
@@ -59,57 +65,36 @@ class AccountChoiceForm(FlaskForm):
     pass
 
 
-#: The account choice answered without its form (the words of the login page's expired form).
-
-
-def _response(result: tuple[int, str, list[tuple[str, str]]]) -> Response:
-    status, body, headers = result
-    return Response(body, status=status, headers=headers)
-
-
-def _validate(params: Any) -> AuthorizationRequest | Any:
-    """The validated request, or the response that refuses it."""
-    try:
-        return validate_authorization_request(params, current_login())
-    except ErrorPage as page:
-        return error_page(page.error, page.description)
-    except ErrorRedirect as refusal:
-        return _response(refusal.response)
-
-
-def load_interaction(interaction_id: object) -> Pending | Any:
-    """This browser's interaction ``interaction_id``, or the error page (nothing written)."""
-    try:
-        interaction = interactions.load(interaction_id, presented_binding())
-    except ErrorPage as page:
-        return error_page(page.error, page.description)
+def load_interaction(interaction_id: object) -> Pending:
+    """This browser's interaction ``interaction_id``; :class:`ErrorPage` when it has none such (nothing written)."""
+    interaction = interactions.load(interaction_id, presented_binding())
     continue_request(interaction.authorization.params)
     return interaction
 
 
 def _finish(authorization: AuthorizationRequest, login: AuthenticatedUser | None,
-            interaction: Pending | None) -> Any:
-    """Issue the code (or the access_denied error) to the client; the interaction is used up by it."""
+            interaction: Pending | None) -> Response:
+    """Issue the code (or the access_denied error) to the client; the interaction is used up by it.
+
+    :class:`ErrorPage` (rolled back) when the interaction or its pushed request was used meanwhile.
+    """
     try:
         if interaction is not None:
             interactions.claim(interaction)
         result = authorization.respond(login)
-    except ErrorPage as page:  # the interaction or its pushed request was used meanwhile
-        db.session.rollback()
-        return error_page(page.error, page.description)
     except ErrorRedirect as refusal:
         return _refused(authorization, refusal.response, interaction)
     db.session.commit()
-    return _response(result)
+    return core_response(result)
 
 
 def _refused(authorization: AuthorizationRequest, result: tuple[int, str, list[tuple[str, str]]],
-             interaction: Pending | None = None) -> Any:
+             interaction: Pending | None = None) -> Response:
     """An error response to the client: the interaction and the pushed request it came from are used up by it too."""
     if interaction is not None and not interactions.use_up(interaction):
-        return error_page("invalid_request", interactions.UNUSABLE)  # another request answered the client
+        raise ErrorPage("invalid_request", interactions.UNUSABLE)  # another request answered the client
     authorization.consume()
-    return _response(result)
+    return core_response(result)
 
 
 def _interaction(authorization: AuthorizationRequest, interaction: Pending | None,
@@ -124,22 +109,23 @@ def _interaction(authorization: AuthorizationRequest, interaction: Pending | Non
     return interaction
 
 
-def _login_redirect(authorization: AuthorizationRequest, interaction: Pending | None) -> WerkzeugResponse:
+def _login_redirect(authorization: AuthorizationRequest, interaction: Pending | None) -> Response:
     """To the login page with the interaction's id only; the login sends the browser back to it."""
     interaction = _interaction(authorization, interaction)
     return redirect(url_for("login.login", interaction=interaction.id), code=302)
 
 
-def _consent_page(authorization: AuthorizationRequest, login: AuthenticatedUser, interaction: Pending | None) -> str:
+def _consent_page(authorization: AuthorizationRequest, login: AuthenticatedUser,
+                  interaction: Pending | None) -> Response:
     """The consent page: its form carries the interaction's id and the CSRF token, nothing of the request."""
     interaction = _interaction(authorization, interaction, login)
     scopes = [(name, SCOPE_DESCRIPTIONS.get(name, name)) for name in authorization.scope.split()]
-    return render_template("consent.html", form=ConsentForm(), client=authorization.client, scopes=scopes,
-                           user=login.user, interaction=interaction.id)
+    return make_response(render_template("consent.html", form=ConsentForm(), client=authorization.client,
+                                         scopes=scopes, user=login.user, interaction=interaction.id))
 
 
 def _account_choice_page(authorization: AuthorizationRequest, login: AuthenticatedUser,
-                         interaction: Pending | None) -> str:
+                         interaction: Pending | None) -> Response:
     """The account choice (``prompt=select_account``): continue as the signed-in user, or switch.
 
     The page is shown to ``login`` (recorded on the interaction, as the consent
@@ -148,113 +134,75 @@ def _account_choice_page(authorization: AuthorizationRequest, login: Authenticat
     page of the same interaction.
     """
     interaction = _interaction(authorization, interaction, login)
-    return render_template("select_account.html", form=AccountChoiceForm(), client=authorization.client,
-                           user=login.user, interaction=interaction.id)
-
-
-def _needs_consent(authorization: AuthorizationRequest, login: AuthenticatedUser) -> bool:
-    client: Client = authorization.client
-    if "consent" in authorization.prompts:
-        return True
-    if "offline_access" in authorization.scope.split():
-        # OIDC Core §11: the OP MUST always obtain consent to a refresh token for
-        # offline access; neither a remembered consent nor a first-party client is that.
-        return True
-    return not (client.first_party or consents.has_consented(login.user.id, client, authorization.scope))
+    return make_response(render_template("select_account.html", form=AccountChoiceForm(),
+                                         client=authorization.client, user=login.user, interaction=interaction.id))
 
 
 def _parameters() -> Any:
-    """The request's parameters (body of a POST, query of a GET), or the error page."""
+    """The request's parameters (body of a POST, query of a GET); :class:`ErrorPage` when unreadable."""
     try:
         return request_parameters(request)
     except ParameterError as exc:
-        return error_page("invalid_request", str(exc))
+        raise ErrorPage("invalid_request", str(exc)) from None
 
 
 @bp.route(urls.AUTHORIZE, methods=["GET", "POST"])
-def authorize() -> Any:
+def authorize() -> Response:
     """A new authorization request: validated here, once."""
-    params = _parameters()
-    if isinstance(params, tuple):
-        return params
-    authorization = _validate(params)
-    if not isinstance(authorization, AuthorizationRequest):
-        return authorization
+    authorization = validate_authorization_request(_parameters(), current_login())
     return _proceed(authorization, None)
 
 
 @bp.get(urls.AUTHORIZE_RESUME)
-def resume() -> Any:
+def resume() -> Response:
     """Back from the login page: the request its interaction holds, not validated again."""
     interaction = load_interaction(request.args.get("interaction"))
-    if not isinstance(interaction, Pending):
-        return interaction
     return _proceed(interaction.authorization, interaction)
 
 
-def _proceed(authorization: AuthorizationRequest, interaction: Pending | None) -> Any:
-    """Ask for what the request still needs (a login, then consent), or answer the client."""
+def _proceed(authorization: AuthorizationRequest, interaction: Pending | None) -> Response:
+    """The page or response for what the request needs next (:func:`~oidc.oauth2.steps.next_step`)."""
     continue_request(authorization.params)  # a pushed request's ui_locales are not in the URL
-    try:
-        max_age = authorization.max_age()
-        hinted_subject = authorization.id_token_hint_subject()
-    except ErrorRedirect as refusal:
-        return _refused(authorization, refusal.response, interaction)
-    prompts = authorization.prompts
-
     login = current_login()
-    # A login made for this interaction (or already shown its consent page) is what
-    # prompt=login and max_age asked for: asking again would never end.
-    fresh = interaction is not None and interaction.is_for(login)
-    # OIDC Core §3.1.2.1: an id_token_hint naming someone else than the signed-in
-    # user is login_required with prompt=none, and a new login otherwise.
-    other_user = (login is not None and not fresh and hinted_subject is not None
-                  and hinted_subject != login.user.subject)
-    needs_login = login is None or other_user or (not fresh and (
-        "login" in prompts or (max_age is not None and now() - login.auth_time > max_age)))
-    if needs_login:
-        if "none" in prompts:  # OIDC Core §3.1.2.1: no interaction with the user at all
-            return _refused(authorization, authorization.error(LoginRequiredError), interaction)
-        return _login_redirect(authorization, interaction)
-    assert login is not None
-    # OIDC Core §3.1.2.1 select_account: the user chooses the account even when signed in;
-    # a login made for this interaction, or the choice made on its page, is that choice.
-    if "select_account" in prompts and not fresh:
-        return _account_choice_page(authorization, login, interaction)
-    if _needs_consent(authorization, login):
-        if "none" in prompts:
-            return _refused(authorization, authorization.error(ConsentRequiredError), interaction)
-        return _consent_page(authorization, login, interaction)
-    return _finish(authorization, login, interaction)
+    step = next_step(authorization, login, now(),
+                     for_this_request=interaction is not None and interaction.is_for(login))
+    match step:
+        case Refuse(error):
+            return _refused(authorization, authorization.error(error), interaction)
+        case Login():
+            return _login_redirect(authorization, interaction)
+        case SelectAccount(login):
+            return _account_choice_page(authorization, login, interaction)
+        case Consent(login):
+            return _consent_page(authorization, login, interaction)
+        case Respond(login):
+            return _finish(authorization, login, interaction)
+        case _:
+            assert_never(step)
+
+
+def _answering_login(form: FlaskForm, expired: str) -> tuple[Pending, AuthenticatedUser]:
+    """The interaction a form of ours answers and the login it was shown to; :class:`ErrorPage` otherwise."""
+    if not form_posted_from_our_page(request, form, current_state().settings):
+        raise ErrorPage("invalid_request", expired)
+    interaction = load_interaction(request.form.get("interaction"))
+    login = current_login()
+    if login is None or not interaction.is_for(login):  # signed out, or signed in again, since the page was shown
+        raise ErrorPage("login_required", SESSION_ENDED)
+    return interaction, login
 
 
 @bp.post(urls.SELECT_ACCOUNT)
-def select_account() -> Any:
+def select_account() -> Response:
     """"Continue" on the account choice page: the request goes on with the account it showed."""
-    form = AccountChoiceForm()
-    if not form_posted_from_our_page(request, form, current_state().settings):
-        return error_page("invalid_request", EXPIRED_FORM)
-    interaction = load_interaction(request.form.get("interaction"))
-    if not isinstance(interaction, Pending):
-        return interaction
-    if not interaction.is_for(current_login()):  # signed out, or signed in again, since the page was shown
-        return error_page("login_required", "Your session has ended. Please start again.")
+    interaction, _ = _answering_login(AccountChoiceForm(), EXPIRED_FORM)
     return _proceed(interaction.authorization, interaction)
 
 
 @bp.post(urls.CONSENT)
-def consent() -> Any:
+def consent() -> Response:
     """The user's decision on the interaction the consent page was shown for."""
-    form = ConsentForm()
-    if not form_posted_from_our_page(request, form, current_state().settings):
-        return error_page("invalid_request", "The consent form has expired. Please start again.")
-    interaction = load_interaction(request.form.get("interaction"))
-    if not isinstance(interaction, Pending):
-        return interaction
-    login = current_login()
-    if not interaction.is_for(login):  # signed out, or signed in again, since the page was shown
-        return error_page("login_required", "Your session has ended. Please start again.")
-    assert login is not None
+    interaction, login = _answering_login(ConsentForm(), "The consent form has expired. Please start again.")
     authorization = interaction.authorization
     client = authorization.client
     if request.form.get("decision") != "approve":

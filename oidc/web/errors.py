@@ -2,7 +2,10 @@
 
 JSON (``{"error", "error_description"}``, ``Cache-Control: no-store``) for the
 API endpoints; an HTML page for the browser pages, whose errors must never be
-redirected when the client or its redirect URI is not trusted.
+redirected when the client or its redirect URI is not trusted.  The core's
+:class:`~oidc.oauth2.errors.ErrorPage` and
+:class:`~oidc.oauth2.authorization.ErrorRedirect` become their responses here,
+so the views that meet them need not catch them.
 """
 
 from __future__ import annotations
@@ -20,6 +23,9 @@ from werkzeug.exceptions import HTTPException
 
 from keys.errors import HSMUnavailable, KeyServiceError
 from oidc.db import db
+from oidc.oauth2 import response_modes
+from oidc.oauth2.authorization import ErrorRedirect
+from oidc.oauth2.errors import ErrorPage
 from oidc.web.pages import is_page_request
 
 log = logging.getLogger(__name__)
@@ -77,14 +83,25 @@ def error_page(error: str, description: str, status: int = 400) -> tuple[str, in
                            title=ERROR_TITLES.get(kind, DEFAULT_ERROR_TITLE), kind=kind), status
 
 
+def page_response(error: str, description: str, status: int = 400) -> Response:
+    """The HTML error page as a response."""
+    body, status = error_page(error, description, status)
+    return Response(body, status=status, mimetype="text/html")
+
+
+def core_response(result: response_modes.Response) -> Response:
+    """A response the protocol core built (status, body, headers): an authorization response."""
+    status, body, headers = result
+    return Response(body, status=status, headers=headers)
+
+
 def unavailable(retry_after: str = RETRY_AFTER_SECONDS) -> Response:
     """503 ``temporarily_unavailable`` with ``Retry-After``: a dependency is down, retry soon.
 
     A page for the browser pages, JSON for the API endpoints.
     """
     if is_page_request():
-        body, status = error_page("temporarily_unavailable", "the service is temporarily unavailable", 503)
-        response = Response(body, status=status, mimetype="text/html")
+        response = page_response("temporarily_unavailable", "the service is temporarily unavailable", 503)
     else:
         response = error_response(503, "temporarily_unavailable", "the service is temporarily unavailable")
     response.headers["Retry-After"] = retry_after
@@ -92,6 +109,18 @@ def unavailable(retry_after: str = RETRY_AFTER_SECONDS) -> Response:
 
 
 def init_app(app: Flask) -> None:
+    @app.errorhandler(ErrorPage)
+    def refused_on_page(page: ErrorPage) -> Response:
+        # Nothing of a refused request is kept (what must outlive it, such as a
+        # used-up pushed request, was committed on its own).
+        db.session.rollback()
+        return page_response(page.error, page.description)
+
+    @app.errorhandler(ErrorRedirect)
+    def refused_to_client(refusal: ErrorRedirect) -> Response:
+        db.session.rollback()
+        return core_response(refusal.response)
+
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Response:
         code = _HTTP_ERROR_CODES.get(exc.code or 500, "server_error")

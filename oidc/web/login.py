@@ -15,10 +15,9 @@ Visited directly, it signs the user in and says so.
 
 from __future__ import annotations
 
-from typing import Any
-
-from flask import Blueprint, Flask, Response, current_app, redirect, render_template, request, url_for
+from flask import Blueprint, Flask, Response, current_app, make_response, redirect, render_template, request, url_for
 from flask_wtf import FlaskForm
+from werkzeug.wrappers import Response as WerkzeugResponse
 from wtforms import HiddenField, PasswordField, StringField
 from wtforms.validators import DataRequired, Length
 
@@ -50,7 +49,7 @@ class LoginForm(FlaskForm):
 
 
 def _page(form: LoginForm, interaction: Pending | None, error: str | None = None, status: int = 200, *,
-          credentials_refused: bool = True) -> Any:
+          credentials_refused: bool = True) -> Response:
     """The sign-in page, naming the application the interaction is for (if any).
 
     ``credentials_refused``: the error is about what was typed (the fields are
@@ -58,18 +57,14 @@ def _page(form: LoginForm, interaction: Pending | None, error: str | None = None
     or a lock-out is not, and leaves the fields as they were.
     """
     client = interaction.authorization.client if interaction is not None else None
-    return render_template("login.html", form=form, error=error, client=client,
-                           credentials_refused=bool(error) and credentials_refused), status
+    return make_response(render_template("login.html", form=form, error=error, client=client,
+                                         credentials_refused=bool(error) and credentials_refused), status)
 
 
 @bp.route(urls.LOGIN, methods=["GET", "POST"])
-def login() -> Any:
-    interaction = None
+def login() -> WerkzeugResponse:
     interaction_id = request.values.get("interaction")
-    if interaction_id:
-        interaction = load_interaction(interaction_id)
-        if not isinstance(interaction, Pending):
-            return interaction
+    interaction = load_interaction(interaction_id) if interaction_id else None
     form = LoginForm()
     if request.method == "GET":
         form.interaction.data = interaction_id or ""
@@ -109,7 +104,7 @@ def login() -> Any:
     db.session.commit()  # the session row (and the interaction's login) in one transaction
     audit.record("login.succeeded", "login", sub=subject)
     if interaction is None:
-        return render_template("signed_in.html", user=user)
+        return make_response(render_template("signed_in.html", user=user))
     return redirect(url_for("authorize.resume", interaction=interaction.id), code=303)
 
 
@@ -118,7 +113,7 @@ def too_many_attempts(interaction: Pending | None) -> Response:
     metrics.login_failed("rate_limited")
     form = LoginForm(formdata=None)
     form.interaction.data = interaction.id if interaction is not None else ""
-    response = current_app.make_response(_page(form, interaction, LOCKED_OUT_ERROR, 429, credentials_refused=False))
+    response = _page(form, interaction, LOCKED_OUT_ERROR, 429, credentials_refused=False)
     response.headers["Retry-After"] = RETRY_AFTER_SECONDS
     return response
 

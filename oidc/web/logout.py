@@ -21,7 +21,6 @@ from oidc.oauth2.errors import ErrorPage
 from oidc.oauth2.parameters import ParameterError, request_parameters
 from oidc.observability import audit
 from oidc.state import current_state
-from oidc.web.errors import error_page
 from oidc.web.origin import form_posted_from_our_page
 from oidc.web.session import current_login, sign_out
 
@@ -36,11 +35,10 @@ class LogoutForm(FlaskForm):
 def logout() -> Any:
     """End the session; then go back to the RP (an exact registered post-logout URI) or say so."""
     try:
-        end_session = validate_end_session_request(request_parameters(request))
+        params = request_parameters(request)
     except ParameterError as exc:
-        return error_page("invalid_request", str(exc))
-    except ErrorPage as page:
-        return error_page(page.error, page.description)
+        raise ErrorPage("invalid_request", str(exc)) from None
+    end_session = validate_end_session_request(params)  # ErrorPage: oidc.web.errors shows it
 
     login = current_login()
     if login is not None and not end_session.hint_is_current(str(login.user.subject), login.sid):

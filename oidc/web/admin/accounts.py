@@ -66,8 +66,6 @@ def list_clients() -> Response:
            responses={201: "Registered; client_secret is in this response only"})
 def create_client() -> Response:
     body = read_body(CLIENT_FIELDS)
-    if isinstance(body, Response):
-        return body
     try:
         client, secret = client_store.create_client(**body)
     except (client_store.ClientError, TypeError) as exc:
@@ -89,8 +87,6 @@ def show_client(client_id: str) -> Response:
 def update_client_display(client_id: str) -> Response:
     client = _client_or_404(client_id)
     body = read_body(DISPLAY_FIELDS)
-    if isinstance(body, Response):
-        return body
     try:
         client_store.set_display(client, **body)
     except client_store.ClientError as exc:
@@ -148,8 +144,6 @@ def list_users() -> Response:
 @operation("Create a user", body="NewUser", responses={201: "Created"})
 def create_user() -> Response:
     body = read_body(USER_FIELDS)
-    if isinstance(body, Response):
-        return body
     try:
         user = user_store.create_user(body.get("username"), body.get("password"), email=body.get("email"),
                                       name=body.get("name"), email_verified=body.get("email_verified", False),
@@ -188,8 +182,6 @@ def user_action(username: str, action: str) -> Response:
         return jsonify(user.as_dict())
     if action == "password":
         body = read_body(PASSWORD_FIELDS)
-        if isinstance(body, Response):
-            return body
         if not isinstance(body.get("revoke_grants", False), bool):
             return error_response(400, "invalid_request", "revoke_grants: must be true or false")
         try:

@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from flask import Flask, Response, jsonify, request
+from werkzeug.exceptions import BadRequest
 
 from oidc import urls
-from oidc.web.errors import error_response
 
 _JSON_TYPES: dict[str, type | tuple[type, ...]] = {"string": str, "boolean": bool, "array": list, "object": dict}
 
@@ -76,26 +76,30 @@ def body_schema(fields: Body, *, additional: bool = False) -> dict[str, Any]:
     return schema
 
 
-def read_body(fields: Body | None, *, optional: bool = False) -> dict[str, Any] | Response:
-    """The request's JSON object checked against ``fields`` (None: any object), or the 400 that refuses it."""
+def read_body(fields: Body | None, *, optional: bool = False) -> dict[str, Any]:
+    """The request's JSON object checked against ``fields`` (None: any object).
+
+    Raises :class:`~werkzeug.exceptions.BadRequest`, which :mod:`oidc.web.errors`
+    answers as a JSON ``invalid_request`` naming the problem.
+    """
     if optional and not request.data:
         return {}
     body = request.get_json(silent=True)
     if not isinstance(body, dict):
-        return error_response(400, "invalid_request", "the request body must be a JSON object")
+        raise BadRequest("the request body must be a JSON object")
     if fields is None:
         return body
     unknown = sorted(set(body) - set(fields))
     if unknown:
-        return error_response(400, "invalid_request", f"unknown field(s): {', '.join(unknown)}")
+        raise BadRequest(f"unknown field(s): {', '.join(unknown)}")
     for name, spec in fields.items():
         if name not in body:
             if spec.required:
-                return error_response(400, "invalid_request", f"{name}: required")
+                raise BadRequest(f"{name}: required")
             continue
         problem = spec.problem(name, body[name])
         if problem:
-            return error_response(400, "invalid_request", problem)
+            raise BadRequest(problem)
     return body
 
 

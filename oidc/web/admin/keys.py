@@ -75,8 +75,6 @@ def generate_key(key_set: str) -> Response:
     if (problem := _check_set_name(key_set)) is not None:
         return problem
     body = read_body(GENERATE_KEY_FIELDS, optional=True)
-    if isinstance(body, Response):
-        return body
     alg = body.get("alg")
     try:
         record = key_service().generate(key_set, alg)
@@ -94,8 +92,6 @@ def import_key(key_set: str) -> Response:
     if (problem := _check_set_name(key_set)) is not None:
         return problem
     body = read_body(None)
-    if isinstance(body, Response):
-        return body
     try:
         record = key_service().import_jwk(key_set, body)
     except (UnsupportedAlgorithm, InvalidKey) as exc:
