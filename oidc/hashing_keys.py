@@ -18,11 +18,11 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from keys.sealing import Sealer
-from oidc.db import db, hashing_keys
+from oidc import queries
+from oidc.db import db
 from oidc.hashing import derive_key
 
 if TYPE_CHECKING:
@@ -47,9 +47,8 @@ def hashing_key(state: State, purpose: str) -> bytes:
     sealer = state.sealer()
     with state.app.app_context():
         engine = db.engine
-    query = select(hashing_keys.c.sealed_key).where(hashing_keys.c.purpose == purpose)
     with engine.connect() as connection:
-        sealed = connection.execute(query).scalar_one_or_none()
+        sealed = queries.sealed_hashing_key(connection, purpose)
     if sealed is not None:
         return _open(sealer, purpose, sealed)
     secrets_system = state.settings.secrets_system
@@ -60,11 +59,12 @@ def hashing_key(state: State, purpose: str) -> bytes:
     sealed = sealer.seal(key, key_set=_SEALING_SET, kid=purpose, public_jwk=_public_part(purpose))
     try:
         with engine.begin() as connection:
-            connection.execute(insert(hashing_keys).values(purpose=purpose, sealed_key=sealed,
-                                                           created_at=int(state.clock.time())))
+            queries.insert_hashing_key(connection, purpose, sealed, int(state.clock.time()))
     except IntegrityError:  # another process stored it first: use theirs
         with engine.connect() as connection:
-            return _open(sealer, purpose, connection.execute(query).scalar_one())
+            stored = queries.sealed_hashing_key(connection, purpose)
+            assert stored is not None, "the row whose insert failed as a duplicate"
+            return _open(sealer, purpose, stored)
     return key
 
 
@@ -75,12 +75,11 @@ def reseal(state: State) -> int:
     with state.app.app_context():
         engine = db.engine
     with engine.connect() as connection:
-        rows = connection.execute(select(hashing_keys.c.purpose, hashing_keys.c.sealed_key)).all()
+        rows = queries.sealed_hashing_keys(connection)
     updates = [(purpose, sealer.seal(_open(sealer, purpose, sealed), key_set=_SEALING_SET, kid=purpose,
                                      public_jwk=_public_part(purpose)))
                for purpose, sealed in rows if not sealer.is_current(sealed)]
     with engine.begin() as connection:
         for purpose, sealed in updates:
-            connection.execute(update(hashing_keys).where(hashing_keys.c.purpose == purpose)
-                               .values(sealed_key=sealed))
+            queries.reseal_hashing_key(connection, purpose, sealed)
     return len(updates)

@@ -5,10 +5,12 @@ Secrets are never stored in clear: ``*_hash`` columns hold keyed hashes (see
 a user are deleted with it (explicitly, see :mod:`oidc.accounts`, and by
 ``ON DELETE CASCADE`` where the database enforces it).
 
-The methods on :class:`Client`, :class:`AuthorizationCode` and
-:class:`RefreshToken` are the ones Authlib calls (its ``ClientMixin``,
-``AuthorizationCodeMixin`` and ``TokenMixin``); the look-ups are in
-:mod:`oidc.queries`.
+These are plain tables: every statement on them is in :mod:`oidc.queries`, and
+the few methods here read their own row only (the ones Authlib's
+``ClientMixin`` calls and what the CLI and admin API print).  Rules that need
+the settings or the protocol core live in the core: which scope a client gets
+(:mod:`oidc.oauth2.scopes`), how it authenticates (:mod:`oidc.oauth2.client_auth`).
+Times are set by whoever writes a row, from the app's clock.
 """
 
 from __future__ import annotations
@@ -19,9 +21,7 @@ from typing import Any
 from sqlalchemy import BigInteger, Boolean, ForeignKey, Integer, String, Text, UniqueConstraint, false, true
 from sqlalchemy.orm import Mapped, mapped_column
 
-from oidc import hashing
 from oidc.db import JSONList, db
-from oidc.state import current_state, now
 
 
 class User(db.Model):  # type: ignore[name-defined]  # Flask-SQLAlchemy builds db.Model at run time
@@ -38,8 +38,8 @@ class User(db.Model):  # type: ignore[name-defined]  # Flask-SQLAlchemy builds d
     disabled: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
     #: May use the admin API with an access token (of a client allowed to ask for one).
     admin: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False, server_default=false())
-    created_at: Mapped[int] = mapped_column(BigInteger, nullable=False, default=now)
-    updated_at: Mapped[int] = mapped_column(BigInteger, nullable=False, default=now)
+    created_at: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    updated_at: Mapped[int] = mapped_column(BigInteger, nullable=False)
 
     def get_user_id(self) -> int:
         return self.id
@@ -84,7 +84,7 @@ class Client(db.Model):  # type: ignore[name-defined]  # Flask-SQLAlchemy builds
     #: May request access tokens for the admin API (its audience and the admin scope).
     admin_api: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False, server_default=false())
     disabled: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
-    created_at: Mapped[int] = mapped_column(BigInteger, nullable=False, default=now)
+    created_at: Mapped[int] = mapped_column(BigInteger, nullable=False)
     #: Shown on the consent page (Dynamic Client Registration §2): the client's logo and its policies.
     logo_uri: Mapped[str | None] = mapped_column(String(2000))
     policy_uri: Mapped[str | None] = mapped_column(String(2000))
@@ -98,7 +98,9 @@ class Client(db.Model):  # type: ignore[name-defined]  # Flask-SQLAlchemy builds
     def is_public(self) -> bool:
         return self.auth_method == "none"
 
-    # Authlib's ClientMixin -------------------------------------------------------
+    # Authlib's ClientMixin, the parts that read this row only.  Its other methods are
+    # the core's: oidc.oauth2.scopes.allowed_scope, and oidc.oauth2.client_auth's
+    # check_client_secret and auth_method_allowed (its ClientAuthentication calls them).
 
     def get_client_id(self) -> str:
         return str(self.client_id)
@@ -107,32 +109,8 @@ class Client(db.Model):  # type: ignore[name-defined]  # Flask-SQLAlchemy builds
         uris = self.redirect_uris
         return uris[0] if len(uris) == 1 else None
 
-    def get_allowed_scope(self, scope: str | None) -> str | None:
-        """The requested scope if every scope in it is registered, else None (invalid_scope).
-
-        With no scope requested, every registered scope but ``offline_access`` and the
-        admin scope (RFC 9700 §2.3: privileges only when asked for by name).
-        """
-        registered = self.scopes
-        if not scope:
-            never_by_default = ("offline_access", current_state().settings.admin_scope)
-            return " ".join(s for s in registered if s not in never_by_default)
-        requested = list(dict.fromkeys(scope.split()))
-        if not set(requested) <= set(registered):
-            return None
-        return " ".join(requested)
-
     def check_redirect_uri(self, redirect_uri: str) -> bool:
         return redirect_uri in self.redirect_uris  # exact string comparison, never a prefix
-
-    def check_client_secret(self, client_secret: str) -> bool:
-        return current_state().hasher(hashing.CLIENT_SECRET).verify(client_secret, self.secret_hash)
-
-    def check_endpoint_auth_method(self, method: str, endpoint: str) -> bool:
-        from oidc.oauth2.profile import is_fapi2
-
-        # FAPI 2.0 §5.3.2.1: confidential clients only, authenticating with private_key_jwt.
-        return method == self.auth_method and (method == "private_key_jwt" or not is_fapi2(self))
 
     def check_response_type(self, response_type: str) -> bool:
         return response_type == "code" and "authorization_code" in self.grant_types
@@ -251,7 +229,7 @@ class Consent(db.Model):  # type: ignore[name-defined]  # Flask-SQLAlchemy build
     user_pk: Mapped[int] = mapped_column(Integer, ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True)
     client_pk: Mapped[int] = mapped_column(Integer, ForeignKey("clients.id", ondelete="CASCADE"), nullable=False, index=True)
     scope: Mapped[str] = mapped_column(Text, nullable=False)
-    created_at: Mapped[int] = mapped_column(BigInteger, nullable=False, default=now)
+    created_at: Mapped[int] = mapped_column(BigInteger, nullable=False)
 
 
 class ClientAssertion(db.Model):  # type: ignore[name-defined]  # Flask-SQLAlchemy builds db.Model at run time

@@ -1,25 +1,60 @@
-"""The look-ups and conditional writes of the hot paths, as statements built once.
+"""Every statement the provider runs on its database, each built once, and the functions that run them.
 
-Every token, introspection and userinfo request runs some of these; building a
-SQLAlchemy expression costs more than running it, so each is built at import
-and executed with bound parameters.  Claims (a code redeemed, a refresh token
-rotated) are one conditional ``UPDATE``: of two requests racing with one code,
-exactly one sees ``rowcount == 1``.
+The rest of ``oidc`` reaches the database through the functions here (and
+commits or rolls back its own transaction).  Each statement is a module-level
+constant with bound parameters: building a SQLAlchemy expression costs more
+than running it, and :func:`statements` can list them all, which is how
+``tests/test_query_plans.py`` checks that each finds its rows through an index.
+The few that may scan a table say why in :data:`SCANS`.
+
+* **Prepared statements**: the token, code and login paths' statements are
+  wrapped in :class:`~oidc.statements.Prepared`, which runs them on the DB-API
+  connection (its docstring says why); they are declared here like the others.
+* **Claims** (a code redeemed, a refresh token rotated, an interaction or
+  pushed request used) are one conditional ``UPDATE``: of two requests racing
+  with one credential, exactly one sees ``rowcount == 1``.
+* **The ORM's own statements** are not listed: a new row given to :func:`add`
+  (its ``INSERT``), a row given to :func:`remove` (its ``DELETE`` by primary key),
+  attributes changed on a row read here and committed by its service (an
+  ``UPDATE`` by primary key), and the look-ups by primary key (``*_by_pk``).
+  All of them go by the primary key.
+
+Outside this module, only the key service's own table (``keys/store.py``: ``keys/``
+never imports ``oidc``), the migrations and the connection set-up of
+:mod:`oidc.db` hold SQL.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, Row, Select, bindparam, insert, select, update
+from sqlalchemy import (
+    ColumnElement,
+    CompoundSelect,
+    Connection,
+    Row,
+    Select,
+    bindparam,
+    delete,
+    insert,
+    or_,
+    select,
+    union_all,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.sql.expression import Executable
 
-from oidc.db import db
+from oidc.db import db, hashing_keys, key_certificates
 from oidc.models import (
     AccessToken,
     AuthorizationCode,
     Client,
+    ClientAssertion,
+    Consent,
     DPoPProof,
+    Interaction,
     LoginSession,
     PushedAuthorizationRequest,
     RefreshToken,
@@ -138,6 +173,129 @@ _REVOKE_ACCESS_TOKEN = (
     .execution_options(synchronize_session=False)
 )
 
+# Interactions (oidc.oauth2.interactions), with their client's client_id, so that the
+# client comes from the per-process cache (as at /token).
+_INTERACTION_BY_HASH = (
+    select(Interaction, Client.client_id).join(Client, Client.id == Interaction.client_pk)
+    .where(Interaction.interaction_hash.in_(bindparam("hashes", expanding=True))).limit(1)
+)
+_CLAIM_INTERACTION = (
+    update(Interaction)
+    .where(Interaction.id == bindparam("row_id"), Interaction.used_at.is_(None),
+           Interaction.expires_at > bindparam("moment"))
+    .values(used_at=bindparam("moment"))
+    .execution_options(synchronize_session=False)
+)
+_RECORD_INTERACTION_LOGIN = (
+    update(Interaction.__table__)
+    .where(Interaction.__table__.c.id == bindparam("row_id"))
+    .values(sid=bindparam("sid"), auth_time=bindparam("auth_time"))
+)
+
+# The grant families of a user, or of login sessions, each row a family's grant_id and a scope
+# (oidc.oauth2.families.revoke_grants).
+def _live_refresh_tokens() -> Select[str, str]:
+    """A part of the two statements below (a function: only whole statements are module constants)."""
+    return select(RefreshToken.grant_id, RefreshToken.scope).where(RefreshToken.revoked_at.is_(None))
+
+
+_GRANTS_OF_USER: CompoundSelect[str, str] = union_all(
+    _live_refresh_tokens().where(RefreshToken.user_pk == bindparam("user_pk")),
+    select(AccessToken.grant_id, AccessToken.scope).where(
+        AccessToken.user_pk == bindparam("user_pk"), AccessToken.grant_id.is_not(None),
+        AccessToken.revoked_at.is_(None), AccessToken.expires_at > bindparam("moment")),
+)
+_GRANTS_OF_SESSIONS: CompoundSelect[str, str] = union_all(
+    _live_refresh_tokens().where(RefreshToken.sid.in_(bindparam("sids", expanding=True))),
+    select(AuthorizationCode.grant_id, AuthorizationCode.scope).where(
+        AuthorizationCode.sid.in_(bindparam("sids", expanding=True))),
+)
+
+# Accounts (oidc.accounts).
+_USERS_IN_ORDER = select(User).order_by(User.id)
+_CLIENTS_IN_ORDER = select(Client).order_by(Client.id)
+_CONSENTS_OF_USER_AND_CLIENT = select(Consent).where(
+    Consent.user_pk == bindparam("user_pk"), Consent.client_pk == bindparam("client_pk"))
+_END_LOGIN_SESSIONS_OF_USER = (
+    update(LoginSession)
+    .where(LoginSession.user_pk == bindparam("of_user"), LoginSession.ended_at.is_(None))
+    .values(ended_at=bindparam("moment"))
+)
+# What a user or a client leaves behind, deleted before its own row (not every database cascades).
+_DELETE_ROWS_OF_USER = tuple(
+    delete(model).where(model.user_pk == bindparam("user_pk")).execution_options(synchronize_session=False)
+    for model in (AccessToken, RefreshToken, AuthorizationCode, Consent, LoginSession)
+)
+_DELETE_ROWS_OF_CLIENT = tuple(
+    delete(model).where(model.client_pk == bindparam("client_pk")).execution_options(synchronize_session=False)
+    for model in (AccessToken, RefreshToken, AuthorizationCode, Consent, ClientAssertion, PushedAuthorizationRequest)
+)
+
+# Rows nothing can use any more, by table (oidc.oauth2.families.prune_expired).
+_PRUNE_EXPIRED = {
+    # Codes are kept a day past expiry (``kept_until``) so that a late replay still revokes what they issued.
+    "authorization_codes": delete(AuthorizationCode).where(AuthorizationCode.expires_at < bindparam("kept_until")),
+    "access_tokens": delete(AccessToken).where(AccessToken.expires_at < bindparam("moment")),
+    "refresh_tokens": delete(RefreshToken).where(
+        or_(RefreshToken.expires_at < bindparam("moment"), RefreshToken.revoked_at < bindparam("kept_until"))),
+    "client_assertions": delete(ClientAssertion).where(ClientAssertion.expires_at < bindparam("moment")),
+    "login_sessions": delete(LoginSession).where(LoginSession.expires_at < bindparam("moment")),
+    "interactions": delete(Interaction).where(Interaction.expires_at < bindparam("moment")),
+    "pushed_authorization_requests": delete(PushedAuthorizationRequest).where(
+        PushedAuthorizationRequest.expires_at < bindparam("moment")),
+    "dpop_proofs": delete(DPoPProof).where(DPoPProof.expires_at < bindparam("moment")),
+}
+
+# The keys of the keyed hashes (oidc.hashing_keys), one row per purpose.
+_HASHING_KEY = select(hashing_keys.c.sealed_key).where(hashing_keys.c.purpose == bindparam("purpose"))
+_HASHING_KEYS = select(hashing_keys.c.purpose, hashing_keys.c.sealed_key)
+_INSERT_HASHING_KEY = insert(hashing_keys).values(
+    purpose=bindparam("purpose"), sealed_key=bindparam("sealed_key"), created_at=bindparam("created_at"))
+_RESEAL_HASHING_KEY = (update(hashing_keys).where(hashing_keys.c.purpose == bindparam("of_purpose"))
+                       .values(sealed_key=bindparam("sealed_key")))
+
+# Operations: the readiness probe and doctor.
+_PING = select(1)
+_CERTIFICATE_EXPIRIES = (select(key_certificates.c.key_set, key_certificates.c.kid, key_certificates.c.not_after)
+                         .order_by(key_certificates.c.key_set, key_certificates.c.kid))
+
+#: The statements that may read a whole table, by name, and why that is fine.  Every other
+#: statement must find its rows through an index (tests/test_query_plans.py).
+SCANS: dict[str, str] = {
+    "_USERS_IN_ORDER": "every user, for the admin API and the CLI's listings: reading them all is the point",
+    "_CLIENTS_IN_ORDER": "every client, for the admin API and the CLI's listings: reading them all is the point",
+    "_HASHING_KEYS": "every hashing key (one per purpose, a handful of rows), re-sealed by `keys reseal`",
+    "_CERTIFICATE_EXPIRIES": "every attached certificate chain (a few per key), read by doctor",
+    "_PRUNE_EXPIRED[authorization_codes]": "the periodic `tokens prune` clean-up, off the request path",
+    "_PRUNE_EXPIRED[refresh_tokens]": "the periodic `tokens prune` clean-up, off the request path",
+    "_PRUNE_EXPIRED[login_sessions]": "the periodic `tokens prune` clean-up, off the request path",
+    "_PING": "reads no table",
+}
+
+
+def statements() -> dict[str, Executable]:
+    """Every statement of this module by its name (``_NAME``, ``_NAME[key]``, ``_NAME.any``), to check them all.
+
+    A :class:`Prepared` statement is listed as the Core statement it runs; a
+    :class:`HashLookup` as its two (by one hash, ``.one``, and by several, ``.any``).
+    """
+    found: dict[str, Executable] = {}
+    for name, value in globals().items():
+        if isinstance(value, HashLookup):
+            found[f"{name}.one"], found[f"{name}.any"] = value.one.statement, value.any
+        elif isinstance(value, Prepared):
+            found[name] = value.statement
+        elif isinstance(value, Executable):
+            found[name] = value
+        elif isinstance(value, dict | tuple) and value and all(isinstance(v, Executable) for v in _items(value)):
+            keys = value.keys() if isinstance(value, dict) else range(len(value))
+            found.update((f"{name}[{key}]", item) for key, item in zip(keys, _items(value), strict=True))
+    return found
+
+
+def _items(value: dict[str, Any] | tuple[Any, ...]) -> list[Any]:
+    return list(value.values()) if isinstance(value, dict) else list(value)
+
 
 def find_client(client_id: object, *, include_disabled: bool = False) -> Client | None:
     """The client registered as ``client_id`` (disabled ones only when asked for)."""
@@ -247,3 +405,146 @@ def record_dpop_jti(jti_hash: str, expires_at: int) -> bool:
     except IntegrityError:
         return False
     return True
+
+
+# The ORM's own statements (see the module's docstring) ---------------------------------------
+
+
+def add(row: Any) -> None:
+    """A new row of any table, written with the current transaction (the ORM's INSERT at the next flush)."""
+    db.session.add(row)
+
+
+def remove(row: Any) -> None:
+    """Delete ``row`` with the current transaction (the ORM's DELETE by primary key)."""
+    db.session.delete(row)
+
+
+def client_by_pk(pk: int) -> Client | None:
+    """The client of primary key ``pk`` (from the session's identity map when it was read already)."""
+    return db.session.get(Client, pk)
+
+
+def user_by_pk(pk: int) -> User | None:
+    """The user of primary key ``pk`` (from the session's identity map when it was read already)."""
+    return db.session.get(User, pk)
+
+
+def login_session_by_sid(sid: str) -> LoginSession | None:
+    """The login session row ``sid``, to change it."""
+    return db.session.get(LoginSession, sid)
+
+
+def pushed_request_by_pk(pk: int) -> PushedAuthorizationRequest | None:
+    """The pushed authorization request of primary key ``pk``."""
+    return db.session.get(PushedAuthorizationRequest, pk)
+
+
+# Interactions ------------------------------------------------------------------------------
+
+
+def find_interaction(hashes: list[str]) -> tuple[Interaction, str] | None:
+    """An interaction by any of its id's keyed hashes, with its client's client_id."""
+    found = db.session.execute(_INTERACTION_BY_HASH, {"hashes": hashes}).first()
+    return (found[0], found[1]) if found is not None else None
+
+
+def claim_interaction(row_id: int, moment: int) -> bool:
+    """Mark an unexpired interaction used, atomically: False when another request already did."""
+    result = db.session.execute(_CLAIM_INTERACTION, {"row_id": row_id, "moment": moment})
+    return result.rowcount == 1  # type: ignore[attr-defined]
+
+
+def record_interaction_login(row_id: int, sid: str | None, auth_time: int) -> None:
+    """Record the login a stored interaction is for, with one Core statement (no flush)."""
+    db.session.connection().execute(_RECORD_INTERACTION_LOGIN, {"row_id": row_id, "sid": sid, "auth_time": auth_time})
+
+
+# Grant families and clean-up ---------------------------------------------------------------
+
+
+def grants_of_user(user_pk: int, moment: int) -> Sequence[AnyRow]:
+    """``(grant_id, scope)`` of each live refresh token and unexpired access token of the user's families."""
+    return db.session.execute(_GRANTS_OF_USER, {"user_pk": user_pk, "moment": moment}).all()
+
+
+def grants_of_sessions(sids: list[str]) -> Sequence[AnyRow]:
+    """``(grant_id, scope)`` of each live refresh token and code of the families the login sessions made."""
+    return db.session.execute(_GRANTS_OF_SESSIONS, {"sids": sids}).all()
+
+
+def prune_expired(moment: int, kept_until: int) -> dict[str, int]:
+    """Delete expired rows, in the current transaction; how many of each table.
+
+    ``kept_until``: codes that expired, and refresh tokens revoked, before it go too.
+    """
+    values = {"moment": moment, "kept_until": kept_until}
+    return {name: db.session.execute(statement, values).rowcount  # type: ignore[attr-defined]
+            for name, statement in _PRUNE_EXPIRED.items()}
+
+
+# Accounts ----------------------------------------------------------------------------------
+
+
+def list_users() -> list[User]:
+    return list(db.session.execute(_USERS_IN_ORDER).scalars())
+
+
+def list_clients() -> list[Client]:
+    return list(db.session.execute(_CLIENTS_IN_ORDER).scalars())
+
+
+def consents_of(user_pk: int, client_pk: int) -> list[Consent]:
+    """The scope sets ``user_pk`` approved for the client."""
+    return list(db.session.execute(_CONSENTS_OF_USER_AND_CLIENT, {"user_pk": user_pk, "client_pk": client_pk})
+                .scalars())
+
+
+def end_login_sessions_of(user_pk: int, moment: int) -> None:
+    """End every open login session of the user, in the current transaction."""
+    db.session.execute(_END_LOGIN_SESSIONS_OF_USER, {"of_user": user_pk, "moment": moment})
+
+
+def delete_rows_of_user(user_pk: int) -> None:
+    """Delete the user's sessions, codes, tokens and consents, in the current transaction."""
+    for statement in _DELETE_ROWS_OF_USER:
+        db.session.execute(statement, {"user_pk": user_pk})
+
+
+def delete_rows_of_client(client_pk: int) -> None:
+    """Delete what was issued to the client (codes, tokens, consents, assertions, pushed requests)."""
+    for statement in _DELETE_ROWS_OF_CLIENT:
+        db.session.execute(statement, {"client_pk": client_pk})
+
+
+# The keyed hashes' keys, on a connection the caller opens (they are read before any request) --
+
+
+def sealed_hashing_key(connection: Connection, purpose: str) -> bytes | None:
+    return connection.execute(_HASHING_KEY, {"purpose": purpose}).scalar_one_or_none()
+
+
+def sealed_hashing_keys(connection: Connection) -> list[tuple[str, bytes]]:
+    return [(row.purpose, row.sealed_key) for row in connection.execute(_HASHING_KEYS)]
+
+
+def insert_hashing_key(connection: Connection, purpose: str, sealed_key: bytes, created_at: int) -> None:
+    """Store a new hashing key (IntegrityError: another process stored one first)."""
+    connection.execute(_INSERT_HASHING_KEY, {"purpose": purpose, "sealed_key": sealed_key, "created_at": created_at})
+
+
+def reseal_hashing_key(connection: Connection, purpose: str, sealed_key: bytes) -> None:
+    connection.execute(_RESEAL_HASHING_KEY, {"of_purpose": purpose, "sealed_key": sealed_key})
+
+
+# Operations --------------------------------------------------------------------------------
+
+
+def ping(connection: Connection) -> None:
+    """One round trip that reads nothing: the database answers."""
+    connection.execute(_PING)
+
+
+def certificate_expiries(connection: Connection) -> list[AnyRow]:
+    """``(key_set, kid, not_after)`` of every attached certificate chain."""
+    return list(connection.execute(_CERTIFICATE_EXPIRIES))

@@ -1,10 +1,15 @@
-"""The hot paths find their rows through an index, never by scanning a table.
+"""Every statement finds its rows through an index, never by scanning a table.
 
-Each statement a token, introspection, userinfo, authorize or login request
-runs is explained by the database itself: SQLite's ``EXPLAIN QUERY PLAN`` must
-say ``SEARCH ... USING (COVERING|INTEGER PRIMARY KEY|) INDEX`` and never ``SCAN``;
-PostgreSQL's ``EXPLAIN`` with sequential scans disabled (so that a small test
-table does not make a scan look cheaper) must show no ``Seq Scan``.
+The statements are not listed here: :func:`oidc.queries.statements` enumerates
+every statement of :mod:`oidc.queries` (where all of them live), so a new one is
+checked the day it is written.  The few that may read a whole table are declared,
+with a reason, in :data:`oidc.queries.SCANS`.
+
+Each is explained by the database itself, with sample values for its bound
+parameters: SQLite's ``EXPLAIN QUERY PLAN`` must say ``SEARCH ... USING
+(COVERING|INTEGER PRIMARY KEY|) INDEX`` and never ``SCAN``; PostgreSQL's
+``EXPLAIN`` with sequential scans disabled (so that a small test table does not
+make a scan look cheaper) must show no ``Seq Scan``.
 """
 
 from __future__ import annotations
@@ -12,59 +17,65 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import CompoundSelect, Insert, Select, bindparam, select
+from sqlalchemy.sql.elements import BindParameter
 
 pytestmark = pytest.mark.both_databases
 
 
-def _hot_statements() -> dict[str, Any]:
-    from oidc import queries
-    from oidc.models import AuthorizationCode, Consent, LoginSession, RefreshToken, User
-    from oidc.oauth2 import interactions
+def _orm_statements() -> dict[str, Any]:
+    """What the ORM runs itself for the ``*_by_pk`` look-ups of :mod:`oidc.queries` (by primary key)."""
+    from oidc.models import AuthorizationCode, Client, LoginSession, PushedAuthorizationRequest, User
 
-    hashes = ["a" * 43, "b" * 43]
     return {
-        "client by client_id": queries._ENABLED_CLIENT_BY_ID.params(client_id="c" * 32),
-        "access token by jti": queries._ACCESS_TOKEN_BY_JTI.statement.params(jti="j" * 24),
-        "code grant by hash (with user and login session)": queries._CODE_GRANT_BY_HASH.one.statement.params(hash=hashes[0]),
-        "code grant by any hash": queries._CODE_GRANT_BY_HASH.any.params(hashes=hashes),
-        "refresh grant by hash (with user and login session)": queries._REFRESH_GRANT_BY_HASH.one.statement.params(
-            hash=hashes[0]),
-        "refresh grant by any hash": queries._REFRESH_GRANT_BY_HASH.any.params(hashes=hashes),
-        "login with its user by sid": queries._LOGIN_BY_SID.statement.params(sid="s" * 32),
-        "claim code": (queries._CLAIM_CODE.statement, {"row_id": 1, "moment": 0}),
-        "claim refresh token": (queries._CLAIM_REFRESH_TOKEN.statement, {"row_id": 1, "moment": 0}),
-        "revoke refresh family": (queries._REVOKE_FAMILY_REFRESH_TOKENS, {"family": "g", "moment": 0}),
-        "revoke access family": (queries._REVOKE_FAMILY_ACCESS_TOKENS, {"family": "g", "moment": 0}),
-        "revoke access token": (queries._REVOKE_ACCESS_TOKEN, {"row_id": 1, "moment": 0}),
         "user by id": select(User).where(User.id == 1),
-        "user by username": select(User).where(User.username == "alice"),
+        "client by id": select(Client).where(Client.id == 1),
         "login session by sid": select(LoginSession).where(LoginSession.sid == "s" * 32),
-        "consents of user and client": select(Consent).where(Consent.user_pk == 1, Consent.client_pk == 1),
+        "pushed request by id": select(PushedAuthorizationRequest).where(PushedAuthorizationRequest.id == 1),
         "code by id": select(AuthorizationCode).where(AuthorizationCode.id == 1),
-        "pushed request by hash": queries._PUSHED_REQUEST_BY_HASH.params(hashes=hashes),
-        "claim pushed request": (queries._CLAIM_PUSHED_REQUEST, {"row_id": 1, "moment": 0}),
-        "interaction by hash": interactions._BY_HASH.params(hashes=hashes),
-        "claim interaction": (interactions._CLAIM, {"row_id": 1, "moment": 0}),
-        # Not a token path, but one per logout: the grants a login session made.
-        "codes of a login session": select(AuthorizationCode.grant_id).where(AuthorizationCode.sid.in_(["s" * 32])),
-        "refresh tokens of a login session": select(RefreshToken.grant_id).where(RefreshToken.sid.in_(["s" * 32])),
     }
 
 
+def _sample(bind: BindParameter[Any]) -> Any:
+    """A value of the bound parameter's type (a list of two for an expanding ``IN``)."""
+    try:
+        python_type = bind.type.python_type
+    except NotImplementedError:  # a type without one: the columns compared with such binds are integers
+        python_type = int
+    value: Any = 1 if python_type is int else "s" * 32
+    return [value, value * 2] if bind.expanding else value
+
+
+def _samples(statement: Any) -> dict[str, Any]:
+    """A sample value for each bound parameter of ``statement`` that has none (typed as compiled)."""
+    binds = statement.compile().binds
+    return {name: _sample(bind) for name, bind in binds.items() if bind.required or bind.value is None}
+
+
+def _checked() -> dict[str, Any]:
+    """Every statement that reads rows: all of :mod:`oidc.queries` but its plain INSERTs, and the ORM's."""
+    from oidc import queries
+
+    statements = {name: statement for name, statement in queries.statements().items()
+                  # An INSERT ... VALUES reads nothing (its unique constraints are checked by their own indexes).
+                  if not isinstance(statement, Insert) or statement.select is not None}
+    return {**statements, **_orm_statements()}
+
+
 def _plan(connection: Any, statement: Any) -> str:
-    """The database's own plan of ``statement`` (or of ``(statement, values of its bind parameters)``)."""
+    """The database's own plan of ``statement``, run with sample values of its bound parameters."""
     prefix = "EXPLAIN QUERY PLAN " if connection.dialect.name == "sqlite" else "EXPLAIN "
-    if isinstance(statement, tuple):  # an UPDATE built once with bind parameters
-        statement, values = statement
+    values = _samples(statement)
+    if isinstance(statement, Select | CompoundSelect):  # values rendered in (an expanding IN, too)
+        sql = str(statement.params(values).compile(dialect=connection.dialect,
+                                                   compile_kwargs={"literal_binds": True}))
+        rows = connection.exec_driver_sql(prefix + sql).fetchall()
+    else:  # an UPDATE or DELETE (params() is for SELECTs): values passed as the driver's parameters
         compiled = statement.compile(dialect=connection.dialect)
         params = compiled.construct_params(values)
         if compiled.positiontup is not None:
             params = tuple(params[name] for name in compiled.positiontup)
         rows = connection.exec_driver_sql(prefix + compiled.string, params).fetchall()
-    else:
-        sql = str(statement.compile(dialect=connection.dialect, compile_kwargs={"literal_binds": True}))
-        rows = connection.exec_driver_sql(prefix + sql).fetchall()
     return "\n".join(str(row[-1]) for row in rows)
 
 
@@ -83,11 +94,36 @@ def _scans(plan: str) -> bool:
     return "Seq Scan" in plan or any(line.startswith("SCAN") for line in plan.splitlines())
 
 
-def test_hot_path_statements_use_an_index(make_app, base_env):
-    plans = _plans(make_app, base_env, _hot_statements())
-    assert all(plan.strip() for plan in plans.values()), plans
-    scans = {name: plan for name, plan in plans.items() if _scans(plan)}
-    assert not scans, scans
+def _unexpected_scans(plans: dict[str, str]) -> dict[str, str]:
+    from oidc.queries import SCANS
+
+    return {name: plan for name, plan in plans.items() if name not in SCANS and _scans(plan)}
+
+
+def test_every_statement_uses_an_index(make_app, base_env):
+    from oidc.queries import SCANS
+
+    plans = _plans(make_app, base_env, _checked())
+    assert all(plan.strip() for name, plan in plans.items() if name not in SCANS), plans
+    assert not _unexpected_scans(plans)
+
+
+def test_the_enumeration_sees_the_hot_paths():
+    """The token, code, login and interaction statements are among those checked (a sanity check of the walk)."""
+    names = set(_checked())
+    assert {"_ENABLED_CLIENT_BY_ID", "_ACCESS_TOKEN_BY_JTI", "_CODE_GRANT_BY_HASH.one", "_CODE_GRANT_BY_HASH.any",
+            "_REFRESH_GRANT_BY_HASH.one", "_REFRESH_GRANT_BY_HASH.any", "_LOGIN_BY_SID", "_CLAIM_CODE",
+            "_CLAIM_REFRESH_TOKEN", "_REVOKE_FAMILY_REFRESH_TOKENS", "_REVOKE_FAMILY_ACCESS_TOKENS",
+            "_REVOKE_ACCESS_TOKEN", "_USER_BY_USERNAME", "_CONSENTS_OF_USER_AND_CLIENT", "_PUSHED_REQUEST_BY_HASH",
+            "_CLAIM_PUSHED_REQUEST", "_INTERACTION_BY_HASH", "_CLAIM_INTERACTION", "_GRANTS_OF_SESSIONS",
+            "_GRANTS_OF_USER"} <= names
+
+
+def test_declared_scans_name_statements_that_exist():
+    from oidc import queries
+
+    assert set(queries.SCANS) <= set(queries.statements())
+    assert all(reason.strip() for reason in queries.SCANS.values())
 
 
 def test_the_check_sees_a_table_scan(make_app, base_env):
@@ -96,3 +132,14 @@ def test_the_check_sees_a_table_scan(make_app, base_env):
 
     plan = _plans(make_app, base_env, {"client by name": select(Client).where(Client.name == "x")})["client by name"]
     assert _scans(plan), plan
+
+
+def test_a_new_unindexed_statement_in_queries_is_caught(make_app, base_env, monkeypatch):
+    """A statement added to oidc.queries is checked without being listed anywhere, and refused if it scans."""
+    from oidc import queries
+    from oidc.models import Client
+
+    monkeypatch.setattr(queries, "_CLIENTS_BY_NAME", select(Client).where(Client.name == bindparam("name")),
+                        raising=False)
+    assert "_CLIENTS_BY_NAME" in _checked()
+    assert set(_unexpected_scans(_plans(make_app, base_env, _checked()))) == {"_CLIENTS_BY_NAME"}

@@ -14,17 +14,9 @@ from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlsplit
 
-from oidc import hashing
+from oidc import hashing, queries
 from oidc.db import db
-from oidc.models import (
-    AccessToken,
-    AuthorizationCode,
-    Client,
-    ClientAssertion,
-    Consent,
-    PushedAuthorizationRequest,
-    RefreshToken,
-)
+from oidc.models import Client
 from oidc.oauth2.methods import AUTH_METHODS, DEFAULT_GRANT_TYPES, FAPI2_ALGORITHMS, GRANT_TYPES, SECRET_AUTH_METHODS
 from oidc.queries import find_client
 from oidc.settings import DEFAULT_PROFILE, FAPI2, SECURITY_PROFILES
@@ -161,7 +153,7 @@ def create_client(*, name: str, redirect_uris: Iterable[str] | None = None,
         secret = hashing.random_token(32)
         client.secret_hash = state.hasher(hashing.CLIENT_SECRET).hash(secret)
         client.secret_rotated_at = client.created_at
-    db.session.add(client)
+    queries.add(client)
     db.session.commit()
     return client, secret
 
@@ -186,7 +178,7 @@ def get_client(client_id: str) -> Client | None:
 
 
 def list_clients() -> list[Client]:
-    return Client.query.order_by(Client.id).all()
+    return queries.list_clients()
 
 
 def _forget(client: Client) -> None:
@@ -230,9 +222,8 @@ def set_disabled(client: Client, disabled: bool) -> None:
 
 def delete_client(client: Client) -> None:
     """Delete a client and everything issued to it (in one transaction)."""
-    for model in (AccessToken, RefreshToken, AuthorizationCode, Consent, ClientAssertion, PushedAuthorizationRequest):
-        model.query.filter_by(client_pk=client.id).delete(synchronize_session=False)
-    db.session.delete(client)
+    queries.delete_rows_of_client(client.id)
+    queries.remove(client)
     db.session.commit()
     _forget(client)
 

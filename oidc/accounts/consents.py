@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from sqlalchemy.exc import IntegrityError
 
+from oidc import queries
 from oidc.db import db
 from oidc.models import Client, Consent
+from oidc.state import current_state
 
 
 def normalized_scope(scope: str) -> str:
@@ -16,7 +18,7 @@ def normalized_scope(scope: str) -> str:
 def has_consented(user_pk: int, client: Client, scope: str) -> bool:
     """Whether the user approved ``client`` for every scope in ``scope`` at once."""
     wanted = set(scope.split())
-    rows = Consent.query.filter_by(user_pk=user_pk, client_pk=client.id)
+    rows = queries.consents_of(user_pk, client.id)
     return any(wanted <= set(row.scope.split()) for row in rows)
 
 
@@ -28,7 +30,8 @@ def record_consent(user_pk: int, client: Client, scope: str) -> None:
     """
     if has_consented(user_pk, client, scope):
         return
-    db.session.add(Consent(user_pk=user_pk, client_pk=client.id, scope=normalized_scope(scope)))
+    queries.add(Consent(user_pk=user_pk, client_pk=client.id, scope=normalized_scope(scope),
+                        created_at=current_state().clock.now()))
     try:
         db.session.commit()
     except IntegrityError:

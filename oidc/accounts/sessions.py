@@ -11,7 +11,7 @@ from __future__ import annotations
 from oidc import queries
 from oidc.db import db
 from oidc.hashing import random_token
-from oidc.models import LoginSession, User
+from oidc.models import User
 from oidc.oauth2.families import revoke_grants
 from oidc.oauth2.records import UserRecord, session_active, user_of_row
 from oidc.state import current_state
@@ -54,7 +54,7 @@ def end_session(sid: object) -> None:
     OIDC Core §11); nothing when it has ended already."""
     if not isinstance(sid, str):
         return
-    row = db.session.get(LoginSession, sid)
+    row = queries.login_session_by_sid(sid)
     if row is not None and row.ended_at is None:
         row.ended_at = current_state().clock.now()
         revoke_grants(sids=[sid], include_offline=False)
@@ -65,5 +65,5 @@ def end_sessions_of(user: User, *, include_offline: bool = False) -> None:
     """End every open session of ``user`` and the grants of the user that end with a login
     (every grant with ``include_offline``), in the current transaction."""
     moment = current_state().clock.now()
-    LoginSession.query.filter_by(user_pk=user.id, ended_at=None).update({"ended_at": moment})
+    queries.end_login_sessions_of(user.id, moment)
     revoke_grants(user_pk=user.id, include_offline=include_offline)

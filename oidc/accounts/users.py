@@ -16,7 +16,7 @@ from typing import Any
 from oidc import queries
 from oidc.accounts.sessions import end_sessions_of
 from oidc.db import db
-from oidc.models import AccessToken, AuthorizationCode, Consent, LoginSession, RefreshToken, User
+from oidc.models import User
 from oidc.state import current_state
 
 MIN_PASSWORD_LENGTH = 8
@@ -45,7 +45,7 @@ def create_user(username: object, password: object, *, email: str | None = None,
     normalized = normalize_username(username) if isinstance(username, str) else ""
     if not 0 < len(normalized) <= MAX_USERNAME_LENGTH or not normalized.isprintable() or " " in normalized:
         raise UserError("username: 1 to 255 printable characters without spaces")
-    if User.query.filter_by(username=normalized).first() is not None:
+    if queries.find_user_by_username(normalized) is not None:
         raise UserError(f"username: {normalized!r} is taken")
     if email is not None and (not isinstance(email, str) or not _EMAIL.match(email)):
         raise UserError("email: not an email address")
@@ -57,7 +57,7 @@ def create_user(username: object, password: object, *, email: str | None = None,
                 password_hash=state.passwords.hash(_check_password(password)), email=email,
                 email_verified=bool(email_verified), name=name, disabled=False, admin=bool(admin), created_at=moment,
                 updated_at=moment)
-    db.session.add(user)
+    queries.add(user)
     db.session.commit()
     return user
 
@@ -69,7 +69,7 @@ def get_user(username: object) -> User | None:
 
 
 def list_users() -> list[User]:
-    return User.query.order_by(User.id).all()
+    return queries.list_users()
 
 
 def authenticate(username: str, password: str) -> User | None:
@@ -107,7 +107,6 @@ def set_disabled(user: User, disabled: bool) -> None:
 
 def delete_user(user: User) -> None:
     """Delete a user with every session, code, token and consent (in one transaction)."""
-    for model in (AccessToken, RefreshToken, AuthorizationCode, Consent, LoginSession):
-        model.query.filter_by(user_pk=user.id).delete(synchronize_session=False)
-    db.session.delete(user)
+    queries.delete_rows_of_user(user.id)
+    queries.remove(user)
     db.session.commit()

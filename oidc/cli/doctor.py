@@ -114,10 +114,10 @@ def _check_database(report: Report, app: Any, settings: Any) -> bool:
     """Whether the database is reachable and its schema up to date."""
     from alembic.runtime.migration import MigrationContext
     from alembic.script import ScriptDirectory
-    from sqlalchemy import text
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import SQLAlchemyError
 
+    from oidc import queries
     from oidc.db import db
 
     url = make_url(settings.database_url)
@@ -137,7 +137,7 @@ def _check_database(report: Report, app: Any, settings: Any) -> bool:
     with app.app_context():
         try:
             with db.engine.connect() as connection:
-                connection.execute(text("SELECT 1"))
+                queries.ping(connection)
                 current = set(MigrationContext.configure(connection).get_current_heads())
         except SQLAlchemyError as exc:
             reason = type(getattr(exc, "orig", None) or exc).__name__
@@ -195,17 +195,15 @@ def _check_certificates(report: Report, app: Any) -> None:
     import time
     from datetime import UTC, datetime
 
-    from sqlalchemy import select
     from sqlalchemy.exc import SQLAlchemyError
 
-    from oidc.db import db, key_certificates
+    from oidc import queries
+    from oidc.db import db
 
-    table = key_certificates
     with app.app_context():
         try:
             with db.engine.connect() as connection:
-                rows = list(connection.execute(select(table.c.key_set, table.c.kid, table.c.not_after)
-                                               .order_by(table.c.key_set, table.c.kid)))
+                rows = queries.certificate_expiries(connection)
         except SQLAlchemyError:
             return  # no database or an old schema: the database and schema checks say which
         finally:

@@ -40,6 +40,7 @@ from oidc.oauth2.errors import ErrorPage
 from oidc.oauth2.jwt import InvalidToken, verify_own_jwt
 from oidc.oauth2.methods import ID_TOKEN_TYP
 from oidc.oauth2.parameters import has_control_character
+from oidc.oauth2.scopes import allowed_scope
 from oidc.oauth2.server import authorization_server
 from oidc.state import current_state
 
@@ -203,7 +204,7 @@ def is_openid_request(client: Client, requested_scope: str | None) -> bool:
     ``openid``; a scope the client may not have is judged as requested (it is
     refused later, as ``invalid_scope``).
     """
-    resolved = client.get_allowed_scope(requested_scope)
+    resolved = allowed_scope(client, requested_scope)
     return "openid" in (resolved if resolved is not None else requested_scope or "").split()
 
 

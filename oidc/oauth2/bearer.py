@@ -36,7 +36,6 @@ from flask import request as flask_request
 
 from keys.service import ACCESS_TOKEN_SET
 from oidc import queries
-from oidc.db import db
 from oidc.models import Client, User
 from oidc.oauth2 import dpop
 from oidc.oauth2.families import is_client_token
@@ -110,8 +109,8 @@ def load_access_token(value: object, caller: Client | None = None) -> AccessToke
         return AccessTokenInfo(claims=claims, client=client, user=None, scope=str(claims.get("scope", "")),
                                expires_at=int(claims["exp"]), revoked=False)
     return AccessTokenInfo(
-        claims=claims, client=db.session.get(Client, row.client_pk),
-        user=db.session.get(User, row.user_pk) if row.user_pk is not None else None,
+        claims=claims, client=queries.client_by_pk(row.client_pk),
+        user=queries.user_by_pk(row.user_pk) if row.user_pk is not None else None,
         scope=row.scope, expires_at=row.expires_at, revoked=row.revoked_at is not None, row=row,
     )
 

@@ -1,8 +1,10 @@
-"""Client authentication beyond Authlib's built-in methods: ``private_key_jwt``.
+"""Client authentication: which method a client may use, its secret, and ``private_key_jwt``.
 
-``client_secret_basic``, ``client_secret_post`` and ``none`` are Authlib's; the
-secret check itself is :meth:`oidc.models.Client.check_client_secret` (a keyed
-hash compared in constant time, never a slow hash).  The methods and
+Authlib's :class:`ClientAuthentication` runs the methods; here it asks
+:func:`auth_method_allowed` instead of a method on the client row, and
+``client_secret_basic`` and ``client_secret_post`` are Authlib's own with the
+secret checked by :func:`check_client_secret` (a keyed hash compared in
+constant time, never a slow hash).  ``none`` is Authlib's.  The methods and
 algorithms are listed once, in :mod:`oidc.oauth2.methods`.
 
 ``private_key_jwt`` (OIDC Core §9, RFC 7523): the client signs an assertion with
@@ -17,20 +19,86 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from authlib.oauth2.rfc6749 import authenticate_client
 from authlib.oauth2.rfc6749.errors import InvalidClientError
+from authlib.oauth2.rfc6749.util import extract_basic_authorization
 from authlib.oauth2.rfc7523 import JWTBearerClientAssertion
 from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 from sqlalchemy.exc import IntegrityError
 
-from oidc import urls
+from oidc import hashing, queries, urls
 from oidc.db import db
-from oidc.models import ClientAssertion
+from oidc.models import Client, ClientAssertion
 from oidc.oauth2.methods import ASSERTION_ALGORITHMS, FAPI2_ALGORITHMS
 from oidc.oauth2.profile import is_fapi2
 from oidc.queries import find_client
 from oidc.state import current_state
+
+
+def check_client_secret(client: Client, client_secret: str) -> bool:
+    """Whether ``client_secret`` is the client's (its keyed hash, compared in constant time)."""
+    return current_state().hasher(hashing.CLIENT_SECRET).verify(client_secret, client.secret_hash)
+
+
+def auth_method_allowed(client: Client, method: str, endpoint: str) -> bool:
+    """Whether ``client`` may authenticate with ``method`` (its registered one) at ``endpoint``.
+
+    FAPI 2.0 §5.3.2.1: confidential clients only, authenticating with private_key_jwt.
+    """
+    return method == client.auth_method and (method == "private_key_jwt" or not is_fapi2(client))
+
+
+class ClientAuthentication(authenticate_client.ClientAuthentication):
+    """Authlib's, asking :func:`auth_method_allowed` and checking secrets with :func:`check_client_secret`."""
+
+    def __init__(self, query_client: Any) -> None:
+        super().__init__(query_client)
+        self.register("client_secret_basic", _client_secret_basic)
+        self.register("client_secret_post", _client_secret_post)
+
+    def authenticate(self, request: Any, methods: list[str], endpoint: str) -> Any:
+        for method in methods:
+            client = self._methods[method](self.query_client, request)
+            if not client or not auth_method_allowed(client, method, endpoint):
+                continue
+            # RFC 6749 §3.2.1: confidential clients MUST authenticate.
+            if method == "none" and not auth_method_allowed(client, "none", "token"):
+                continue
+            request.auth_method = method
+            return client
+        description = f"The client cannot authenticate with methods: {methods}"
+        if "client_secret_basic" in methods:
+            raise InvalidClientError(status_code=401, description=description)
+        raise InvalidClientError(description=description)
+
+
+def _client_secret_basic(query_client: Any, request: Any) -> Any:
+    """Authlib's ``client_secret_basic``: the client id and secret in HTTP Basic."""
+    client_id, client_secret = extract_basic_authorization(request.headers)
+    if client_id and client_secret:
+        client = _known_client(query_client, client_id, 401)
+        if check_client_secret(client, client_secret):
+            return client
+    return None
+
+
+def _client_secret_post(query_client: Any, request: Any) -> Any:
+    """Authlib's ``client_secret_post``: the client id and secret in the form body."""
+    client_id, client_secret = request.form.get("client_id"), request.form.get("client_secret")
+    if client_id and client_secret:
+        client = _known_client(query_client, client_id, 400)
+        if check_client_secret(client, client_secret):
+            return client
+    return None
+
+
+def _known_client(query_client: Any, client_id: str, status_code: int) -> Any:
+    client = query_client(client_id)
+    if not client:
+        raise InvalidClientError(status_code=status_code, description="The client does not exist on this server.")
+    return client
 
 
 class PrivateKeyJWT(JWTBearerClientAssertion):
@@ -42,6 +110,11 @@ class PrivateKeyJWT(JWTBearerClientAssertion):
     def __call__(self, query_client: Any, request: Any) -> Any:
         self.leeway = current_state().settings.client_assertion_leeway
         return super().__call__(query_client, request)
+
+    def authenticate_client(self, client: Any) -> Any:
+        if auth_method_allowed(client, self.CLIENT_AUTH_METHOD, "token"):
+            return client
+        raise InvalidClientError(description=f"The client cannot authenticate with method: {self.CLIENT_AUTH_METHOD}")
 
     def get_audiences(self) -> list[str]:
         settings = current_state().settings
@@ -106,7 +179,7 @@ class PrivateKeyJWT(JWTBearerClientAssertion):
             return False
         # Committed at once: a replay must be refused even if this request fails later.
         leeway = current_state().settings.client_assertion_leeway
-        db.session.add(ClientAssertion(client_pk=client.id, jti=jti, expires_at=int(claims["exp"]) + leeway))
+        queries.add(ClientAssertion(client_pk=client.id, jti=jti, expires_at=int(claims["exp"]) + leeway))
         try:
             db.session.commit()
         except IntegrityError:

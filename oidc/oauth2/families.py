@@ -18,22 +18,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from authlib.oauth2.rfc6749.errors import InvalidGrantError
-from sqlalchemy import delete, or_, select, union_all
 
 from oidc import hashing, queries
 from oidc.db import db
-from oidc.models import (
-    AccessToken,
-    AuthorizationCode,
-    Client,
-    ClientAssertion,
-    DPoPProof,
-    Interaction,
-    LoginSession,
-    PushedAuthorizationRequest,
-    RefreshToken,
-    User,
-)
+from oidc.models import Client, User
 from oidc.oauth2 import dpop, profile
 from oidc.oauth2.jwt import issue_access_token
 from oidc.oauth2.records import AuthorizationCodeRecord, RefreshTokenRecord, TokenWrites, UserRecord
@@ -185,21 +173,16 @@ def revoke_grants(*, user_pk: int | None = None, sids: list[str] | None = None,
     A family is offline when any of them has ``offline_access``: an access token
     narrowed on refresh (RFC 6749 §6) does not make its family an online one.
     """
-    refresh = select(RefreshToken.grant_id, RefreshToken.scope).where(RefreshToken.revoked_at.is_(None))
     if user_pk is not None and sids is None:
-        access = select(AccessToken.grant_id, AccessToken.scope).where(
-            AccessToken.user_pk == user_pk, AccessToken.grant_id.is_not(None), AccessToken.revoked_at.is_(None),
-            AccessToken.expires_at > current_state().clock.now())
-        sources = [refresh.where(RefreshToken.user_pk == user_pk), access]
+        rows = queries.grants_of_user(user_pk, current_state().clock.now())
     elif sids is not None and user_pk is None:
         if not sids:
             return []
-        codes = select(AuthorizationCode.grant_id, AuthorizationCode.scope).where(AuthorizationCode.sid.in_(sids))
-        sources = [refresh.where(RefreshToken.sid.in_(sids)), codes]
+        rows = queries.grants_of_sessions(sids)
     else:
         raise ValueError("revoke the grants of a user or of login sessions, not both")
     offline: dict[str, bool] = {}
-    for row in db.session.execute(union_all(*sources)):
+    for row in rows:
         grant_id = str(row.grant_id)  # never NULL: the access tokens read are a family's
         offline[grant_id] = offline.get(grant_id, False) or is_offline(row.scope)
     families = sorted(grant_id for grant_id, is_offline_family in offline.items()
@@ -264,19 +247,7 @@ def revoke_family_now(grant_id: str, reason: str) -> None:
 def prune_expired() -> dict[str, int]:
     """Delete rows nothing can use any more (expired codes, tokens, assertions, sessions, pushed requests, proof jtis)."""
     moment = current_state().clock.now()
-    statements = {
-        # Codes are kept a day past expiry so that a late replay still revokes what they issued.
-        "authorization_codes": delete(AuthorizationCode).where(AuthorizationCode.expires_at < moment - 86400),
-        "access_tokens": delete(AccessToken).where(AccessToken.expires_at < moment),
-        "refresh_tokens": delete(RefreshToken).where(
-            or_(RefreshToken.expires_at < moment, RefreshToken.revoked_at < moment - 86400)),
-        "client_assertions": delete(ClientAssertion).where(ClientAssertion.expires_at < moment),
-        "login_sessions": delete(LoginSession).where(LoginSession.expires_at < moment),
-        "interactions": delete(Interaction).where(Interaction.expires_at < moment),
-        "pushed_authorization_requests": delete(PushedAuthorizationRequest).where(
-            PushedAuthorizationRequest.expires_at < moment),
-        "dpop_proofs": delete(DPoPProof).where(DPoPProof.expires_at < moment),
-    }
-    counts = {name: db.session.execute(statement).rowcount for name, statement in statements.items()}  # type: ignore[attr-defined]
+    # Codes are kept a day past expiry so that a late replay still revokes what they issued.
+    counts = queries.prune_expired(moment, kept_until=moment - 86400)
     db.session.commit()
     return counts

@@ -45,14 +45,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm.attributes import set_committed_value
 from werkzeug.datastructures import MultiDict
 
-from oidc import hashing
+from oidc import hashing, queries
 from oidc.accounts.sessions import AuthenticatedUser
 from oidc.db import db
-from oidc.models import Client, Interaction, PushedAuthorizationRequest
+from oidc.models import Interaction
 from oidc.oauth2.authorization import AuthorizationRequest, restore_authorization_request
 from oidc.oauth2.errors import ErrorPage
 from oidc.state import current_state
@@ -64,27 +63,6 @@ INTERACTION_LIFETIME = 600
 MAX_ID_LENGTH = 64
 #: What the user is told of an interaction that cannot be used, whatever the reason.
 UNUSABLE = "This sign-in request has expired or was already used. Please go back to the application and start again."
-
-# With its client's client_id, so that the client comes from the per-process cache (as at /token).
-_BY_HASH = (
-    select(Interaction, Client.client_id).join(Client, Client.id == Interaction.client_pk)
-    .where(Interaction.interaction_hash.in_(bindparam("hashes", expanding=True))).limit(1)
-)
-_CLAIM = (
-    update(Interaction)
-    .where(Interaction.id == bindparam("row_id"), Interaction.used_at.is_(None),
-           Interaction.expires_at > bindparam("moment"))
-    .values(used_at=bindparam("moment"))
-    .execution_options(synchronize_session=False)
-)
-
-
-_RECORD_LOGIN = (
-    update(Interaction.__table__)
-    .where(Interaction.__table__.c.id == bindparam("row_id"))
-    .values(sid=bindparam("sid"), auth_time=bindparam("auth_time"))
-)
-
 
 @dataclass
 class Pending:
@@ -118,7 +96,7 @@ def start(authorization: AuthorizationRequest, binding: str, login: Authenticate
         parameters=authorization.read_parameters(), redirect_uri=authorization.redirect_uri,
         scope=authorization.scope, audience=authorization.audience, created_at=moment, expires_at=expires_at,
     )
-    db.session.add(row)
+    queries.add(row)
     pending = Pending(interaction_id, row, authorization)
     if login is not None:
         record_login(pending, login)
@@ -137,13 +115,13 @@ def load(interaction_id: object, binding: object) -> Pending:
             isinstance(binding, str) and 0 < len(binding) <= MAX_ID_LENGTH):
         raise unusable
     hasher = _hasher()
-    found = db.session.execute(_BY_HASH, {"hashes": hasher.candidates(interaction_id)}).first()
+    found = queries.find_interaction(hasher.candidates(interaction_id))
     if found is None or not hasher.verify(binding, found[0].binding_hash):
         raise unusable
     row, client_id = found
     if row.used_at is not None or row.expires_at <= current_state().clock.now():
         raise unusable
-    pushed = db.session.get(PushedAuthorizationRequest, row.pushed_pk) if row.pushed_pk is not None else None
+    pushed = queries.pushed_request_by_pk(row.pushed_pk) if row.pushed_pk is not None else None
     if row.pushed_pk is not None and (pushed is None or pushed.used_at is not None):
         raise unusable
     cache = current_state().client_cache
@@ -165,16 +143,14 @@ def record_login(interaction: Pending, login: AuthenticatedUser) -> None:
     if row.id is None:
         row.sid, row.auth_time = login.sid, login.auth_time
         return
-    db.session.connection().execute(_RECORD_LOGIN, {"row_id": row.id, "sid": login.sid,
-                                                    "auth_time": login.auth_time})
+    queries.record_interaction_login(row.id, login.sid, login.auth_time)
     set_committed_value(row, "sid", login.sid)
     set_committed_value(row, "auth_time", login.auth_time)
 
 
 def claim(interaction: Pending) -> None:
     """Mark the interaction used, in the response's transaction; :class:`ErrorPage` if another request did."""
-    result = db.session.execute(_CLAIM, {"row_id": interaction.row.id, "moment": current_state().clock.now()})
-    if result.rowcount != 1:  # type: ignore[attr-defined]
+    if not queries.claim_interaction(interaction.row.id, current_state().clock.now()):
         raise ErrorPage("invalid_request", UNUSABLE)
 
 

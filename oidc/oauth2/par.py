@@ -33,7 +33,6 @@ from authlib.oauth2.rfc6749.requests import OAuth2Payload
 from werkzeug.datastructures import MultiDict
 
 from oidc import hashing, queries, urls
-from oidc.db import db
 from oidc.models import Client, PushedAuthorizationRequest
 from oidc.oauth2 import dpop
 from oidc.oauth2.errors import ErrorPage
@@ -110,7 +109,7 @@ def store(client: Client, params: MultiDict[str, str]) -> dict[str, Any]:
     request_uri = REQUEST_URI_PREFIX + hashing.random_token(32)
     moment = state.clock.now()
     lifetime = state.settings.par_lifetime
-    db.session.add(PushedAuthorizationRequest(
+    queries.add(PushedAuthorizationRequest(
         request_uri_hash=state.hasher(hashing.REQUEST_URI).hash(request_uri), client_pk=client.id,
         parameters=json.dumps(list(params.items(multi=True))), created_at=moment, expires_at=moment + lifetime,
     ))

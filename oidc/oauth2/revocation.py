@@ -14,7 +14,6 @@ from authlib.oauth2.rfc6749.errors import UnauthorizedClientError
 from authlib.oauth2.rfc7009 import RevocationEndpoint as _RevocationEndpoint
 
 from oidc import queries
-from oidc.db import db
 from oidc.models import AccessToken, Client
 from oidc.oauth2.bearer import AccessTokenInfo
 from oidc.oauth2.families import revoke_family
@@ -41,7 +40,7 @@ class RevocationEndpoint(_RevocationEndpoint):
                 queries.revoke_access_token(token.row.id, moment)
             elif token.client is not None:
                 # A client_credentials token: its revoked jti is kept until it expires.
-                db.session.add(AccessToken(
+                queries.add(AccessToken(
                     jti=str(token.claims["jti"]), client_pk=token.client.id, scope=token.scope,
                     issued_at=int(token.claims.get("iat", moment)), expires_at=token.expires_at, revoked_at=moment,
                 ))

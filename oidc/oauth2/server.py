@@ -20,7 +20,7 @@ from flask import request as flask_request
 from werkzeug.datastructures import MultiDict
 
 from oidc.models import Client
-from oidc.oauth2.client_auth import PrivateKeyJWT
+from oidc.oauth2.client_auth import ClientAuthentication, PrivateKeyJWT
 from oidc.oauth2.client_cache import ClientCache
 from oidc.oauth2.grants.authorization_code import AuthorizationCodeGrant
 from oidc.oauth2.grants.client_credentials import ClientCredentialsGrant
@@ -95,6 +95,17 @@ class _UnsupportedResponseType(UnsupportedResponseTypeError):
 
 
 class AuthorizationServer(_FlaskAuthorizationServer):
+    def __init__(self) -> None:
+        super().__init__()
+        # Ours, not Authlib's: it asks the core which method a client may use (oidc.oauth2.client_auth).
+        self.client_authentication = ClientAuthentication(self.query_client)
+
+    def authenticate_client(self, request: Any, methods: list[str], endpoint: str = "token") -> Any:
+        return self.client_authentication(request, methods, endpoint)
+
+    def register_client_auth_method(self, method: str, func: Any) -> None:
+        self.client_authentication.register(method, func)
+
     def create_oauth2_request(self, request: Any) -> OAuth2Request:
         if isinstance(request, OAuth2Request):
             return request

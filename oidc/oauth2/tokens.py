@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from oidc.db import db
+from oidc import queries
 from oidc.models import Client
 from oidc.oauth2.bearer import AccessTokenInfo, load_access_token
 from oidc.oauth2.families import find_refresh_grant, refresh_token_usable
@@ -64,7 +64,7 @@ def load_refresh_token(value: str) -> RefreshTokenInfo | None:
     row = find_refresh_grant(value)
     if row is None:
         return None
-    return RefreshTokenInfo(row=row, client=db.session.get(Client, row.client_pk), user=row.user)
+    return RefreshTokenInfo(row=row, client=queries.client_by_pk(row.client_pk), user=row.user)
 
 
 def kind_of(token: AnyToken) -> str:

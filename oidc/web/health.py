@@ -16,11 +16,10 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Blueprint, Response, jsonify
-from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from keys.errors import HSMUnavailable, KeyServiceError, NoSigningKey
-from oidc import urls
+from oidc import queries, urls
 from oidc.db import db
 from oidc.state import current_state
 from oidc.web.errors import no_store
@@ -36,7 +35,7 @@ def alive() -> Response:
 def _check_database() -> dict[str, Any]:
     try:
         with db.engine.connect() as connection:
-            connection.execute(text("SELECT 1"))
+            queries.ping(connection)
     except SQLAlchemyError:
         return {"ok": False, "reason": "database_unreachable"}
     return {"ok": True}

@@ -6,7 +6,16 @@ import uuid
 from typing import Any
 
 from authlib.oauth2.rfc6749 import grants
-from authlib.oauth2.rfc6749.errors import AccessDeniedError, InvalidGrantError, InvalidRequestError
+from authlib.oauth2.rfc6749.errors import (
+    AccessDeniedError,
+    InvalidClientError,
+    InvalidGrantError,
+    InvalidRequestError,
+    InvalidScopeError,
+    OAuth2Error,
+    UnauthorizedClientError,
+)
+from authlib.oauth2.rfc6749.hooks import hooked
 
 from oidc import hashing, queries
 from oidc.accounts.sessions import AuthenticatedUser
@@ -16,6 +25,7 @@ from oidc.oauth2.methods import AUTH_METHODS, RESPONSE_MODES
 from oidc.oauth2.openid import user_of
 from oidc.oauth2.records import AuthorizationCodeRecord, TokenWrites, UserRecord
 from oidc.oauth2.resources import resolve_audience
+from oidc.oauth2.scopes import allowed_scope
 from oidc.state import current_state
 
 CODE_REPLAYED = "authorization code replayed"
@@ -29,17 +39,50 @@ def wants_refresh_token(client: Any, scope: str) -> bool:
     return "offline_access" in scope.split() or bool(client.refresh_always)
 
 
+def _validate_code_authorization_request(grant: AuthorizationCodeGrant) -> str:
+    """Authlib's ``validate_code_authorization_request``, but the scope a client gets is the core's rule
+    (:func:`~oidc.oauth2.scopes.allowed_scope`), not a method of the client's row."""
+    request = grant.request
+    client_id = request.payload.client_id
+    if client_id is None:
+        raise InvalidClientError(description="Missing 'client_id' parameter.")
+    client = grant.server.query_client(client_id)
+    if not client:
+        raise InvalidClientError(description="The client does not exist on this server.")
+    redirect_uri: str = grant.validate_authorization_redirect_uri(request, client)
+    response_type = request.payload.response_type
+    if not client.check_response_type(response_type):
+        raise UnauthorizedClientError(f"The client is not authorized to use 'response_type={response_type}'",
+                                      redirect_uri=redirect_uri)
+    request.client = client
+    try:
+        grant.validate_authorization_request_payload(redirect_uri)
+    except OAuth2Error as error:
+        error.redirect_uri = redirect_uri
+        raise error
+    return redirect_uri
+
+
 class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
     TOKEN_ENDPOINT_AUTH_METHODS = list(AUTH_METHODS)
 
     def validate_authorization_request(self) -> str:
-        redirect_uri = super().validate_authorization_request()
+        redirect_uri = _validate_code_authorization_request(self)
         data = self.request.payload.data
         if data.get("response_mode", "query") not in RESPONSE_MODES:
             raise InvalidRequestError("response_mode must be query or form_post", redirect_uri=redirect_uri)
         self.request.audience = resolve_audience(
             self.request.client, self.request.payload.datalist.get("resource", []), redirect_uri)
         return redirect_uri
+
+    @hooked
+    def validate_authorization_request_payload(self, redirect_uri: str) -> None:
+        """Authlib's step of the same name (its extensions hook onto it), with the scope from the core's rule."""
+        self.validate_requested_scope()
+        scope = allowed_scope(self.request.client, self.request.payload.scope)
+        if scope is None:
+            raise InvalidScopeError()
+        self.request.scope = scope
 
     def create_authorization_response(self, redirect_uri: str, grant_user: Any) -> response_modes.Response:
         """The code (and ``state`` byte for byte, and ``iss`` per RFC 9207) in the chosen response mode."""

@@ -10,6 +10,7 @@ from authlib.oauth2.rfc6749.errors import InvalidScopeError
 from oidc.oauth2.families import AuthContext, issue_tokens, proof_jkt
 from oidc.oauth2.methods import CONFIDENTIAL_AUTH_METHODS
 from oidc.oauth2.resources import resolve_audience
+from oidc.oauth2.scopes import allowed_scope
 
 
 class ClientCredentialsGrant(grants.ClientCredentialsGrant):
@@ -17,12 +18,13 @@ class ClientCredentialsGrant(grants.ClientCredentialsGrant):
 
     def validate_token_request(self) -> None:
         super().validate_token_request()
-        if self.request.client.get_allowed_scope(self.request.payload.scope) is None:
+        if allowed_scope(self.request.client, self.request.payload.scope) is None:
             raise InvalidScopeError("the client is not registered for the requested scope")
 
     def create_token_response(self) -> tuple[int, dict[str, Any], list[tuple[str, str]]]:
         client = self.request.client
-        scope = client.get_allowed_scope(self.request.payload.scope)
+        scope = allowed_scope(client, self.request.payload.scope)
+        assert scope is not None, "validate_token_request refused the request otherwise"
         # An id_token or a refresh token makes no sense without a user.
         scope = " ".join(s for s in scope.split() if s not in ("openid", "offline_access"))
         audience = resolve_audience(client, self.request.payload.datalist.get("resource", []))
