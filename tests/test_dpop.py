@@ -43,6 +43,24 @@ def _redeem(op, client, flow, dpop=None):
     return op.post("/token", data=data, auth=client, headers=headers)
 
 
+def test_a_token_request_whose_proof_was_not_checked_is_not_taken_for_one_without(op):
+    """``request.dpop`` is the checked proof or None for "checked, none sent"; unchecked, reading it fails."""
+    from oidc.oauth2.server import authorization_server
+
+    key = new_key()
+    headers = {"DPoP": proof(key, htu=TOKEN_URL, iat=op.clock.now())}
+    with op.app.test_request_context("/token", method="POST", headers=headers,
+                                     data={"grant_type": "client_credentials"}):
+        server = authorization_server()
+        unchecked = server.create_oauth2_request(None)
+        with pytest.raises(RuntimeError, match="not checked"):
+            _ = unchecked.dpop
+        checked = server.create_request_with_proof("/token")
+        assert checked.dpop is not None and checked.dpop.jkt == thumbprint(public_jwk(key))
+    with op.app.test_request_context("/token", method="POST", data={"grant_type": "client_credentials"}):
+        assert authorization_server().create_request_with_proof("/token").dpop is None
+
+
 def test_a_proof_binds_the_access_token_to_its_key(op):
     client = _machine(op)
     key = new_key()

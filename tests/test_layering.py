@@ -168,3 +168,29 @@ def test_the_check_notices_an_import_cycle():
                "oidc.e": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import oidc.f\n",
                "oidc.f": "import oidc.e\n"}
     assert import_cycles(import_graph(sources)) == [["oidc.a", "oidc.b", "oidc.c"]]
+
+
+def flask_g_uses(module: str, source: str) -> list[str]:
+    """Where ``module`` reaches ``flask.g``: ``from flask import g`` (or ``flask.globals``), or ``flask.g``."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom) and node.module in ("flask", "flask.globals"):
+            found += [f"{module}:{node.lineno} imports flask.g" for alias in node.names if alias.name == "g"]
+        elif (isinstance(node, ast.Attribute) and node.attr == "g" and isinstance(node.value, ast.Name)
+              and node.value.id == "flask"):
+            found.append(f"{module}:{node.lineno} reads flask.g")
+    return found
+
+
+def test_the_protocol_core_keeps_request_state_on_its_requests_not_in_flask_g():
+    """DESIGN.md: request state travels on the request objects (Authlib's OAuth2Request), not through flask.g."""
+    sources = project_sources()
+    assert "oidc.oauth2.grants.refresh_token" in sources
+    assert [use for module, source in sorted(sources.items()) if module.startswith("oidc.oauth2")
+            for use in flask_g_uses(module, source)] == []
+
+
+@pytest.mark.parametrize("source", ["from flask import Response, g\n", "from flask.globals import g as ctx\n",
+                                    "import flask\n\ndef f():\n    return flask.g.get('x')\n"])
+def test_the_check_notices_flask_g(source):
+    assert flask_g_uses("oidc.oauth2.x", source)

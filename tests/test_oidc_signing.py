@@ -82,3 +82,32 @@ def test_hsm_keys_introspection_revocation_and_logout(make_app, hsm_env, softhsm
     logout = provider.get("/logout", query_string={"id_token_hint": body["id_token"],
                                                    "post_logout_redirect_uri": "https://rp.example.test/bye"})
     assert logout.status_code == 303
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_an_id_tokens_at_hash_is_for_the_key_that_signs_it(make_app, base_env, monkeypatch):
+    """The ID-token signer is resolved once per token: when the active key changes between two
+    look-ups (a rotation, another token taking over), ``at_hash`` is still for the key that signed."""
+    from oidc.state import key_service
+
+    provider = Provider(make_app({**base_env, "ID_TOKEN_SIGNING_ALG": "ES384"}))  # access tokens: ES256
+    provider.add_user()
+    client_id, secret = provider.add_client()
+    with provider.app.app_context():
+        service = key_service()
+    real = service.signer
+    asked: list[str] = []
+
+    def flapping(key_set: str):
+        # Every other look-up of the ID-token set answers with a key of another alg (ES256).
+        if key_set == "openid.id-token":
+            asked.append(key_set)
+            if len(asked) % 2 == 0:
+                return real("jwt.access-token")
+        return real(key_set)
+
+    monkeypatch.setattr(service, "signer", flapping)
+    body = provider.tokens(client_id, secret)
+    header, claims = jwt_parts(body["id_token"])
+    assert claims["at_hash"] == _expected_at_hash(body["access_token"], header["alg"])
+    assert len(asked) == 1

@@ -31,7 +31,7 @@ from typing import Any
 from authlib.integrations.flask_oauth2 import ResourceProtector
 from authlib.oauth2.rfc6749.errors import InvalidRequestError, OAuth2Error
 from authlib.oauth2.rfc6750 import BearerTokenValidator, InsufficientScopeError, InvalidTokenError
-from flask import Response, g
+from flask import Response
 from flask import request as flask_request
 
 from keys.service import ACCESS_TOKEN_SET
@@ -182,15 +182,27 @@ class BearerProtector(ResourceProtector):
             return validator, in_body
         raise MissingTokenError()
 
+    def validate_request(self, scopes: Any, request: Any, **kwargs: Any) -> AccessTokenInfo:
+        """Authlib's, with a DPoP token's proof verified first and handed to the token's checks (RFC 9449 §7.1).
+
+        The validators are shared by every request: the proof travels as an argument, not on them.
+        """
+        validator, token_string = self.parse_request_authorization(request)
+        validator.validate_request(request)
+        if isinstance(validator, DPoPAccessTokenValidator):
+            kwargs["proof"] = validator.verify_proof(request, token_string)
+        token = validator.authenticate_token(token_string)
+        validator.validate_token(token, scopes, request, **kwargs)
+        return token
+
     def acquire_token(self, scopes: list[str] | None = None, **kwargs: Any) -> AccessTokenInfo:
         """The active token of this request, or an :class:`OAuth2Error` to answer with.
 
         Authlib's own wraps the request in a JSON request without a form; the
         body may carry the token here, so the Flask request is validated as is.
+        Nothing reads Authlib's ``current_token``, so the token is not kept in ``flask.g``.
         """
-        token = self.validate_request(scopes, flask_request._get_current_object())  # type: ignore[attr-defined]
-        g.authlib_server_oauth2_token = token
-        return token
+        return self.validate_request(scopes, flask_request._get_current_object())  # type: ignore[attr-defined]
 
 
 def challenge_response(error: OAuth2Error) -> Response:
@@ -241,31 +253,31 @@ class DPoPChallenge(OAuth2Error):
 class DPoPAccessTokenValidator(OwnAccessTokenValidator):
     """``Authorization: DPoP <token>`` with a ``DPoP`` proof of the token's key (RFC 9449 §7.1).
 
-    The proof is checked first (its ``jti`` is recorded before anything else
-    is read), with ``htu`` the configured URL of the resource and ``ath`` the
-    token's hash; then the token, which must be bound to the proof's key.
+    The proof is checked first (:meth:`verify_proof`, which
+    :meth:`BearerProtector.validate_request` calls before the token is read, so its
+    ``jti`` is recorded before anything else), with ``htu`` the configured URL of the
+    resource and ``ath`` the token's hash; then the token, which must be bound to the
+    proof's key (:meth:`validate_token`, given that proof).
     """
 
     TOKEN_TYPE = "dpop"
 
-    def authenticate_token(self, token_string: str) -> AccessTokenInfo | None:
-        request = flask_request._get_current_object()  # type: ignore[attr-defined]
+    def verify_proof(self, request: Any, token_string: str) -> dpop.Proof:
+        """The ``DPoP`` proof of a resource request (Flask ``request``) presenting ``token_string``."""
         try:
-            proof = dpop.verify_proof(request.headers.getlist(dpop.SCHEME), method=request.method,
-                                      url=current_state().settings.issuer + request.path, access_token=token_string)
+            return dpop.verify_proof(request.headers.getlist(dpop.SCHEME), method=request.method,
+                                     url=current_state().settings.issuer + request.path, access_token=token_string)
         except (dpop.InvalidDPoPProof, dpop.UseDPoPNonce) as error:
             raise DPoPChallenge(error) from None
-        g.dpop_proof = proof
-        return load_access_token(token_string)
 
-    def validate_token(self, token: AccessTokenInfo | None, scopes: Any, request: Any) -> None:
+    def validate_token(self, token: AccessTokenInfo | None, scopes: Any, request: Any, *,  # type: ignore[override]
+                       proof: dpop.Proof) -> None:
         try:
             super().validate_token(token, scopes, request)
         except OAuth2Error as error:
             raise DPoPChallenge(error) from None
-        proof = g.get("dpop_proof")
         assert token is not None
-        if token.jkt is None or proof is None or proof.jkt != token.jkt:
+        if token.jkt is None or proof.jkt != token.jkt:
             raise DPoPChallenge(InvalidTokenError("the access token is not bound to the key of the DPoP proof"))
 
 

@@ -47,7 +47,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from authlib.oauth2.rfc6749.errors import OAuth2Error
-from flask import g
 from joserfc import jws
 from joserfc.errors import JoseError
 from joserfc.jwk import import_key
@@ -297,28 +296,22 @@ def verify_proof(header_values: list[str], *, method: str, url: str, access_toke
     return Proof(jkt=jkt, claims=claims, alg=alg)
 
 
-# -- the proof of the current request ----------------------------------------------------------
+# -- the proof of a token or PAR request ----------------------------------------------------------
 
 
 def check_request_proof(request: Any, path: str) -> Proof | None:
-    """The verified proof of a token or PAR request (Flask ``request``) to ``path``, None without one.
+    """The verified proof of a token or PAR request (Flask ``request``) to ``path``; None when it sent none.
 
-    Kept for the rest of the request (:func:`request_proof`).
+    The caller keeps the result on its OAuth 2.0 request (``IssuerRequest.dpop``),
+    where the grants read it.
     """
     # The environ entry itself: a WSGI server gives each header name one entry (repeated
     # fields joined by commas, which verify_proof refuses as not compact), and
     # ``headers.getlist`` would scan every header of every token request to find it.
     header = request.environ.get(_ENVIRON_KEY)
-    proof = None
-    if header is not None:
-        proof = verify_proof([header], method=request.method, url=current_state().settings.issuer + path)
-    g.dpop_proof = proof
-    return proof
-
-
-def request_proof() -> Proof | None:
-    """The proof :func:`check_request_proof` verified for this request, if any."""
-    return g.get("dpop_proof")
+    if header is None:
+        return None
+    return verify_proof([header], method=request.method, url=current_state().settings.issuer + path)
 
 
 def nonce_headers() -> list[tuple[str, str]]:

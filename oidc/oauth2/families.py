@@ -23,7 +23,7 @@ from oidc import hashing, queries
 from oidc.db import db
 from oidc.models import Client, User
 from oidc.oauth2 import dpop, profile
-from oidc.oauth2.jwt import issue_access_token
+from oidc.oauth2.jwt import Signed, issue_access_token
 from oidc.oauth2.records import AuthorizationCodeRecord, RefreshTokenRecord, TokenWrites, UserRecord
 from oidc.observability import audit
 from oidc.state import current_state
@@ -44,9 +44,18 @@ class AuthContext:
     family_issued_at: int | None = None
 
 
-def proof_jkt() -> str | None:
-    """The key thumbprint of this token request's verified DPoP proof, if it has one."""
-    proof = dpop.request_proof()
+@dataclass(slots=True)
+class Issued:
+    """What one token response issued, as its audit line names it: identifiers, never a token."""
+
+    access_token: Signed
+    id_token: Signed | None = None
+    refresh_token: bool = False
+
+
+def proof_jkt(request: Any) -> str | None:
+    """The key thumbprint of the token request's verified DPoP proof (``request.dpop``), if it sent one."""
+    proof = request.dpop
     return proof.jkt if proof is not None else None
 
 
@@ -62,19 +71,21 @@ def is_client_token(claims: dict[str, Any]) -> bool:
     return bool(claims.get("client_id")) and claims.get("sub") == claims.get("client_id")
 
 
-def issue_tokens(*, client: Client, user: User | UserRecord | None, scope: str, context: AuthContext,
+def issue_tokens(request: Any, *, user: User | UserRecord | None, scope: str, context: AuthContext,
                  include_refresh_token: bool, writes: TokenWrites | None = None) -> dict[str, Any]:
-    """A token response body: a JWT access token (and the family's first refresh token).
+    """A token response body for ``request`` (the OAuth 2.0 request, with its client and DPoP proof):
+    a JWT access token (and the family's first refresh token).
 
     The rows of a grant family's tokens go to ``writes``, for :func:`write_tokens`
-    once every token of the response is signed.
+    once every token of the response is signed; what was issued goes to ``request.issued``.
 
     A client registered with ``dpop_bound_access_tokens`` (or under the FAPI 2.0
     profile) gets tokens only for a request with a DPoP proof (RFC 9449 §5.2).
     """
+    client: Client = request.client
     if context.jkt is None and profile.requires_dpop(client):
         raise dpop.InvalidDPoPProof(description="This client's token requests need a DPoP proof.")
-    proof = dpop.request_proof()
+    proof = request.dpop
     if proof is not None and profile.is_fapi2(client) and not profile.signing_algorithms_allowed(proof.alg):
         raise dpop.InvalidDPoPProof(description="The FAPI 2.0 profile allows DPoP proofs signed with "
                                                 "PS256, ES256 or EdDSA only.")
@@ -83,10 +94,11 @@ def issue_tokens(*, client: Client, user: User | UserRecord | None, scope: str, 
     extra: dict[str, Any] = {"auth_time": context.auth_time} if context.auth_time is not None else {}
     if context.jkt is not None:
         extra["cnf"] = {"jkt": context.jkt}  # RFC 9449 §6.1
-    access_token, claims = issue_access_token(
+    access = issue_access_token(
         client_id=str(client.client_id), subject=str(subject), scope=scope, audience=context.audience,
         lifetime=lifetime, extra=extra or None,
     )
+    claims = access.claims
     if context.grant_id is not None:
         # Tokens of a grant family get a row, so that a replayed code or a reused
         # refresh token can revoke them.  A client_credentials token has no family:
@@ -99,11 +111,13 @@ def issue_tokens(*, client: Client, user: User | UserRecord | None, scope: str, 
             "issued_at": claims["iat"], "expires_at": claims["exp"], "revoked_at": None,
         })
     token_type = dpop.TOKEN_TYPE if context.jkt is not None else "Bearer"
-    body: dict[str, Any] = {"access_token": access_token, "token_type": token_type, "expires_in": lifetime,
+    body: dict[str, Any] = {"access_token": access.token, "token_type": token_type, "expires_in": lifetime,
                             "scope": scope}
+    request.issued = Issued(access)
     if include_refresh_token and user is not None and context.grant_id is not None:
         assert writes is not None
         body["refresh_token"] = new_refresh_token(client, user, scope, context, writes)
+        request.issued.refresh_token = True
     return body
 
 

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from authlib.consts import default_json_headers
 from authlib.oauth2.rfc7662 import IntrospectionEndpoint as _IntrospectionEndpoint
-from flask import g
 
 from oidc.models import Client
 from oidc.oauth2.methods import CONFIDENTIAL_AUTH_METHODS
@@ -35,7 +35,6 @@ class IntrospectionEndpoint(_IntrospectionEndpoint):
     def authenticate_token(self, request: Any, client: Client) -> AnyToken | None:
         """Authlib's, with the calling client passed to the look-up (instead of ``query_token``)."""
         self.check_params(request, client)
-        g.introspection_caller = client
         token = find_token(request.form["token"], request.form.get("token_type_hint"), caller=client)
         return token if token is not None and self.check_permission(token, client, request) else None
 
@@ -48,7 +47,8 @@ class IntrospectionEndpoint(_IntrospectionEndpoint):
         audiences = set(aud) if isinstance(aud, list) else {aud}
         return bool(audiences & {client.client_id, *client.audiences})
 
-    def introspect_token(self, token: AnyToken) -> dict[str, Any]:
+    def introspect_token(self, token: AnyToken, caller: Client) -> dict[str, Any]:
+        """The RFC 7662 §2.2 response for an active ``token``; ``username`` only for the token's own client."""
         kind = kind_of(token)
         body: dict[str, Any] = {
             "active": True,
@@ -61,8 +61,7 @@ class IntrospectionEndpoint(_IntrospectionEndpoint):
         }
         if token.user is not None:
             body["sub"] = token.user.subject
-            caller = g.get("introspection_caller")  # the endpoint object is shared by every request
-            if caller is not None and token.check_client(caller):
+            if token.check_client(caller):
                 body["username"] = token.user.username
         elif kind == ACCESS_TOKEN:
             body["sub"] = token.claims.get("sub")
@@ -74,5 +73,14 @@ class IntrospectionEndpoint(_IntrospectionEndpoint):
         return body
 
     def create_endpoint_response(self, request: Any) -> tuple[int, Any, list[tuple[str, str]]]:
-        status, body, headers = super().create_endpoint_response(request)
-        return status, body, [*headers, ("Cache-Control", "no-store")]
+        """Authlib's, with the calling client handed to :meth:`introspect_token`.
+
+        The endpoint object serves every request, so the caller travels as an argument.
+        """
+        client = self.authenticate_endpoint_client(request)
+        token = self.authenticate_token(request, client)
+        if token is None or token.is_expired() or token.is_revoked():
+            body: dict[str, Any] = {"active": False}
+        else:
+            body = self.introspect_token(token, client)
+        return 200, body, [*default_json_headers, ("Cache-Control", "no-store")]

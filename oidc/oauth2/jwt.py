@@ -24,12 +24,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from authlib.oidc.core.util import create_half_hash
-from flask import g, has_request_context
 from joserfc import jws
 from joserfc.errors import JoseError
 from joserfc.jwk import import_key
 from joserfc.jwt import JWTClaimsRegistry
 
+from keys import Signer
 from keys.algorithms import EDDSA_ALGORITHMS
 from keys.errors import KeyServiceError
 from keys.service import ACCESS_TOKEN_SET, ID_TOKEN_SET
@@ -48,34 +48,34 @@ def _json(data: dict[str, Any]) -> bytes:
 
 @dataclass(frozen=True, slots=True)
 class Signed:
-    """A JWT this request signed, as the audit line names it (never the token itself)."""
+    """A JWT this provider signed: the token, and what an audit line names of it (``typ``, ``kid``, claims)."""
 
+    token: str
     typ: str
     kid: str
+    alg: str
     claims: dict[str, Any]
 
 
-def signed_this_request() -> list[Signed]:
-    """The JWTs signed while handling the current request, in order (none outside a request)."""
-    return g.get("signed_jwts", []) if has_request_context() else []
-
-
-def sign_jwt(key_set: str, claims: dict[str, Any], typ: str) -> tuple[str, str]:
-    """A compact JWS of ``claims`` signed by the active key of ``key_set``; and its alg.
-
-    Each is remembered for the request's audit line (:func:`signed_this_request`),
-    which would otherwise decode the tokens it just built.
-    """
+def _signer(key_set: str) -> Signer:
+    """The active signer of ``key_set``, refused when the FAPI 2.0 profile does not allow its alg."""
     signer = key_service().signer(key_set)
     if signer.alg not in FAPI2_ALGORITHMS and current_state().settings.fapi2:
         # A key imported or activated after start-up (see State.check_profile_algorithms).
         raise KeyServiceError(f"key set {key_set!r} signs with {signer.alg}, which SECURITY_PROFILE=fapi2 refuses")
+    return signer
+
+
+def _sign(signer: Signer, claims: dict[str, Any], typ: str) -> Signed:
     header = {"alg": signer.alg, "kid": signer.kid, "typ": typ}
     signing_input = f"{b64url(_json(header))}.{b64url(_json(claims))}".encode("ascii")
     signature = signer.sign(signing_input)
-    if has_request_context():  # (a command's app context may sign many: nothing reads them)
-        g.setdefault("signed_jwts", []).append(Signed(typ, signer.kid, claims))
-    return f"{signing_input.decode('ascii')}.{b64url(signature)}", signer.alg
+    return Signed(f"{signing_input.decode('ascii')}.{b64url(signature)}", typ, signer.kid, signer.alg, claims)
+
+
+def sign_jwt(key_set: str, claims: dict[str, Any], typ: str) -> Signed:
+    """A compact JWS of ``claims`` signed by the active key of ``key_set``."""
+    return _sign(_signer(key_set), claims, typ)
 
 
 def half_hash(value: str, alg: str) -> str:
@@ -88,8 +88,8 @@ def half_hash(value: str, alg: str) -> str:
 
 
 def issue_access_token(*, client_id: str, subject: str, scope: str, audience: list[str],
-                       lifetime: int, extra: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
-    """An RFC 9068 access token and its claims."""
+                       lifetime: int, extra: dict[str, Any] | None = None) -> Signed:
+    """An RFC 9068 access token (with its claims and kid)."""
     state = current_state()
     moment = state.clock.now()
     claims: dict[str, Any] = {
@@ -104,20 +104,19 @@ def issue_access_token(*, client_id: str, subject: str, scope: str, audience: li
     }
     if extra:
         claims.update(extra)
-    token, _ = sign_jwt(ACCESS_TOKEN_SET, claims, ACCESS_TOKEN_TYP)
-    return token, claims
+    return sign_jwt(ACCESS_TOKEN_SET, claims, ACCESS_TOKEN_TYP)
 
 
-def issue_id_token(claims: dict[str, Any], access_token: str | None) -> str:
-    """Sign an ID token; ``at_hash`` is computed for the alg of the key that signs it."""
-    signer_alg = key_service().signer(ID_TOKEN_SET).alg
+def issue_id_token(claims: dict[str, Any], access_token: str | None) -> Signed:
+    """Sign an ID token; ``at_hash`` is computed for the alg of the key that signs it.
+
+    The signer is resolved once, so the hash and the signature are of the same key
+    even when the active key changes meanwhile (a rotation, another token taking over).
+    """
+    signer = _signer(ID_TOKEN_SET)
     if access_token is not None:
-        claims = {**claims, "at_hash": half_hash(access_token, signer_alg)}
-    token, alg = sign_jwt(ID_TOKEN_SET, claims, ID_TOKEN_TYP)
-    if alg != signer_alg and access_token is not None:
-        # The active key changed in between: recompute for the key that signed.
-        token, _ = sign_jwt(ID_TOKEN_SET, {**claims, "at_hash": half_hash(access_token, alg)}, ID_TOKEN_TYP)
-    return token
+        claims = {**claims, "at_hash": half_hash(access_token, signer.alg)}
+    return _sign(signer, claims, ID_TOKEN_TYP)
 
 
 # -- verifying our own tokens ----------------------------------------------------------

@@ -81,7 +81,9 @@ class OpenIDCode(oidc_grants.OpenIDCode):
         if context.sid:
             claims["sid"] = context.sid
         claims.update(user_claims(user_of(request.user), token.get("scope", "")))
-        return issue_id_token(claims, token.get("access_token"))
+        signed = issue_id_token(claims, token.get("access_token"))
+        request.issued.id_token = signed  # (issue_tokens made request.issued with the access token)
+        return signed.token
 
 
 class OpenIDRefresh(OpenIDCode):

@@ -15,13 +15,16 @@ from authlib.integrations.flask_oauth2.requests import FlaskOAuth2Payload
 from authlib.oauth2.rfc6749 import OAuth2Request
 from authlib.oauth2.rfc6749.authorization_server import _create_grant
 from authlib.oauth2.rfc6749.errors import UnsupportedGrantTypeError, UnsupportedResponseTypeError
-from flask import Flask, Response, g
+from flask import Flask, Response
 from flask import request as flask_request
 from werkzeug.datastructures import MultiDict
 
 from oidc.models import Client
+from oidc.oauth2 import dpop
 from oidc.oauth2.client_auth import ClientAuthentication, PrivateKeyJWT
 from oidc.oauth2.client_cache import ClientCache
+from oidc.oauth2.dpop import Proof
+from oidc.oauth2.families import Issued
 from oidc.oauth2.grants.authorization_code import AuthorizationCodeGrant
 from oidc.oauth2.grants.client_credentials import ClientCredentialsGrant
 from oidc.oauth2.grants.refresh_token import RefreshTokenGrant
@@ -54,13 +57,24 @@ class RequestPayload(FlaskOAuth2Payload):
         return request.args
 
 
+#: ``IssuerRequest.dpop`` before the proof was checked.
+_UNCHECKED: Any = object()
+
+
 class IssuerRequest(OAuth2Request):
     """An OAuth 2.0 request whose URI is built on the configured issuer.
 
     The issuer is configuration, never derived from request headers; TLS is
     terminated by the proxy in front, so Authlib's own "is this https" check
     on ``request.url`` would be meaningless here.
+
+    Besides what Authlib keeps here (``client``, ``user``, the credential), a
+    token request carries its DPoP proof (:attr:`dpop`) and, once the grant has
+    built the response, what it issued (``issued``, for the audit line).
     """
+
+    #: The tokens of the response, set by :func:`oidc.oauth2.families.issue_tokens`.
+    issued: Issued | None = None
 
     def __init__(self, request: Any, issuer: str) -> None:
         super().__init__(method=request.method, uri=issuer + request.full_path.rstrip("?"))
@@ -68,6 +82,22 @@ class IssuerRequest(OAuth2Request):
         self.headers = request.headers
         self._request = request
         self.payload = RequestPayload(request)
+        self._dpop: Proof | None = _UNCHECKED
+
+    @property
+    def dpop(self) -> Proof | None:
+        """The request's verified DPoP proof (RFC 9449 §4.3); None: checked, and none was sent.
+
+        Read before :meth:`AuthorizationServer.create_request_with_proof` checked it, it raises:
+        an unchecked request is never taken for one without a proof.
+        """
+        if self._dpop is _UNCHECKED:
+            raise RuntimeError("the DPoP proof of this request was not checked")
+        return self._dpop
+
+    @dpop.setter
+    def dpop(self, proof: Proof | None) -> None:
+        self._dpop = proof
 
     @property
     def args(self) -> Any:
@@ -112,6 +142,17 @@ class AuthorizationServer(_FlaskAuthorizationServer):
         # The request itself, not its context-local proxy: Authlib reads it many times per request.
         return IssuerRequest(flask_request._get_current_object(), current_state().settings.issuer)  # type: ignore[attr-defined]
 
+    def create_request_with_proof(self, path: str) -> IssuerRequest:
+        """The OAuth 2.0 request of this ``/token`` or ``/par`` request to ``path``, its DPoP proof verified.
+
+        RFC 9449 §4.3: the proof is checked before anything is read or written;
+        :class:`~oidc.oauth2.dpop.InvalidDPoPProof` or :class:`~oidc.oauth2.dpop.UseDPoPNonce` if it fails.
+        """
+        flask_request_object = flask_request._get_current_object()  # type: ignore[attr-defined]
+        request = IssuerRequest(flask_request_object, current_state().settings.issuer)
+        request.dpop = dpop.check_request_proof(flask_request_object, path)
+        return request
+
     def get_authorization_grant(self, request: OAuth2Request) -> Any:
         """Authlib's, with an error description that never echoes the request.
 
@@ -145,8 +186,7 @@ class AuthorizationServer(_FlaskAuthorizationServer):
 
     def handle_response(self, status_code: int, payload: Any, headers: Any) -> Response:
         if isinstance(payload, dict):
-            g.token_response = payload  # what the token endpoint audits, without parsing it back
-            # (Plain JSON values only: Flask's JSON provider would sort the keys and look for dates.)
+            # Plain JSON values only: Flask's JSON provider would sort the keys and look for dates.
             payload = json.dumps(payload)
         # RFC 6749 §5.1: token responses and their errors are never cached (the
         # server answers the token, introspection and revocation endpoints only).

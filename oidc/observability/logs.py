@@ -76,6 +76,8 @@ def init_app(app: Flask, log_format: str, level: str) -> None:
 
     @app.before_request
     def start_timer() -> None:
+        # flask.g: what this before_request hook hands its after_request hook, for every
+        # request (pages, static files, errors), most of which never have an OAuth 2.0 request.
         g.request_started = time.perf_counter()
 
     @app.after_request

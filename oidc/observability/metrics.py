@@ -133,6 +133,8 @@ def init_app(app: Flask) -> None:
     # nothing on every other request.
     def start_token_timer() -> None:
         if request.path == urls.TOKEN:
+            # flask.g: from this before_request hook to its after_request hook, which runs
+            # for refusals made before an OAuth 2.0 request exists (a body too large, a precheck).
             g.token_started = time.perf_counter()
 
     def observe_token_request(response):

@@ -222,6 +222,8 @@ def _check_theme_templates(app: Flask, folder: str) -> None:
 
 def continue_request(params: Any) -> None:
     """This page continues the authorization request of ``params`` (an interaction's): its language is the request's."""
+    # flask.g: Flask-Babel calls the locale selector with no arguments, so the language
+    # of the authorization request this page continues reaches it through the request context.
     g.request_ui_locales = params.get("ui_locales")
     refresh()  # the language may have been chosen already (a form's CSRF check reads it)
 
@@ -259,6 +261,8 @@ def allow_image(url: str | None) -> str | None:
     if url:
         parts = urlsplit(url)
         if parts.scheme in ("https", "http") and parts.netloc:
+            # flask.g: templates allow images as they render; the CSP header is written
+            # after them, by an after_request hook that has nothing else to read them from.
             g.setdefault("csp_images", set()).add(f"{parts.scheme}://{parts.netloc}")
     return url
 

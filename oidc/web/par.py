@@ -25,9 +25,9 @@ def pushed_authorization_request() -> Response:
         problem = precheck(flask_request)
         if problem is not None:
             raise problem
-        proof = dpop.check_request_proof(flask_request, urls.PAR)
-        client = par.authenticate(server, server.create_oauth2_request(flask_request))
-        params = par.pushed_parameters(request.form, client, proof)
+        oauth_request = server.create_request_with_proof(urls.PAR)  # its DPoP proof verified (RFC 9449 §4.3)
+        client = par.authenticate(server, oauth_request)
+        params = par.pushed_parameters(request.form, client, oauth_request.dpop)
         validate_pushed_request(params)
     except OAuth2Error as error:
         db.session.rollback()

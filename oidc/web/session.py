@@ -45,6 +45,8 @@ class CookieSessionInterface(SecureCookieSessionInterface):
 
 def current_login() -> AuthenticatedUser | None:
     """The signed-in user of this browser, if the session is still valid."""
+    # flask.g: a per-request cache of the login behind the session cookie (browser state,
+    # not an OAuth 2.0 request's), asked for by views, pages and templates alike.
     if "oidc_login" not in g:
         g.oidc_login = sessions.find_login(session.get("sid"))
     return g.oidc_login

@@ -12,13 +12,12 @@ from __future__ import annotations
 from typing import Any
 
 from authlib.oauth2.rfc6749.errors import OAuth2Error
-from flask import Blueprint, Response, g, request
+from flask import Blueprint, Response, request
 
 from oidc import urls
 from oidc.db import db
 from oidc.oauth2 import dpop
-from oidc.oauth2.jwt import signed_this_request
-from oidc.oauth2.methods import ACCESS_TOKEN_TYP, ID_TOKEN_TYP
+from oidc.oauth2.families import Issued
 from oidc.oauth2.server import authorization_server
 from oidc.oauth2.token_request import precheck
 from oidc.observability import audit, metrics
@@ -35,12 +34,14 @@ def _respond(endpoint: str | None) -> Response:
     problem = precheck(request._get_current_object(), token_endpoint=endpoint is None)  # type: ignore[attr-defined]
     if problem is not None:
         return server.handle_error_response(None, problem)
+    issued: Issued | None = None
     if endpoint is None:
         try:
-            dpop.check_request_proof(request, urls.TOKEN)  # RFC 9449 §4.3, before anything is read or written
+            oauth_request = server.create_request_with_proof(urls.TOKEN)  # its DPoP proof verified (RFC 9449 §4.3)
         except OAuth2Error as error:
             return dpop.with_nonce(server.handle_error_response(None, error))
-        response = dpop.with_nonce(server.create_token_response())
+        response = dpop.with_nonce(server.create_token_response(oauth_request))
+        issued = oauth_request.issued
     else:
         response = server.create_endpoint_response(endpoint)
     if endpoint != "introspection" and _in_transaction():
@@ -51,7 +52,7 @@ def _respond(endpoint: str | None) -> Response:
         else:
             db.session.rollback()
     if endpoint is None and response.status_code == 200:
-        _record_issuance(g.pop("token_response", {}))
+        _record_issuance(issued)
     return response
 
 
@@ -60,18 +61,18 @@ def _in_transaction() -> bool:
     return db.session.registry.has() and db.session().in_transaction()
 
 
-def _record_issuance(body: dict[str, Any]) -> None:
+def _record_issuance(issued: Issued | None) -> None:
     """Count and audit a token response: identifiers (client, user, grant, kid, jti), never a token."""
     grant_type = request.form.get("grant_type", "")
-    signed = {jwt.typ: jwt for jwt in signed_this_request()}  # the last of each kind is the response's
-    access_token, id_token = signed.get(ACCESS_TOKEN_TYP), signed.get(ID_TOKEN_TYP)
-    claims = access_token.claims if access_token is not None else {}
+    access_token = issued.access_token if issued is not None else None
+    id_token = issued.id_token if issued is not None else None
+    claims: dict[str, Any] = access_token.claims if access_token is not None else {}
     client_id = str(claims.get("client_id", ""))
     metrics.token_issued(grant_type, client_id)
     audit.record("token.issued", "token issued", grant_type=grant_type, client_id=client_id, sub=claims.get("sub"),
                  kid=access_token.kid if access_token is not None else None, jti=claims.get("jti"),
                  scope=claims.get("scope"), id_token_kid=id_token.kid if id_token is not None else None,
-                 refresh_token="refresh_token" in body)
+                 refresh_token=issued is not None and issued.refresh_token)
 
 
 @bp.post(urls.TOKEN)

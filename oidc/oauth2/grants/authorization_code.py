@@ -19,7 +19,7 @@ from authlib.oauth2.rfc6749.hooks import hooked
 
 from oidc import hashing, queries
 from oidc.accounts.sessions import AuthenticatedUser
-from oidc.oauth2 import dpop, families, profile, response_modes
+from oidc.oauth2 import families, profile, response_modes
 from oidc.oauth2.families import AuthContext, issue_tokens
 from oidc.oauth2.methods import AUTH_METHODS, RESPONSE_MODES
 from oidc.oauth2.openid import user_of
@@ -142,7 +142,7 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
         if row.sid is not None and not row.session_active:
             # OIDC Core §11: the login ended (logout, password change) before the code was redeemed.
             raise InvalidGrantError("the login session of the authorization code has ended")
-        proof = dpop.request_proof()
+        proof = self.request.dpop
         if row.dpop_jkt is not None and (proof is None or proof.jkt != row.dpop_jkt):
             # RFC 9449 §10: a code bound by dpop_jkt is redeemed with a proof of that key only.
             raise InvalidGrantError("the authorization code is bound to another DPoP key")
@@ -168,8 +168,8 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
                        expires_in: int | None = None, include_refresh_token: bool = True) -> dict[str, Any]:
         code: AuthorizationCodeRecord = self.request.authorization_code
         context = AuthContext(grant_id=code.grant_id, audience=code.audience,
-                              auth_time=code.auth_time, sid=code.sid, nonce=code.nonce, jkt=families.proof_jkt())
+                              auth_time=code.auth_time, sid=code.sid, nonce=code.nonce, jkt=families.proof_jkt(self.request))
         self.request.auth_context = context
-        return issue_tokens(client=self.request.client, user=user_of(user), scope=scope or "", context=context,
+        return issue_tokens(self.request, user=user_of(user), scope=scope or "", context=context,
                             include_refresh_token=wants_refresh_token(self.request.client, scope or ""),
                             writes=self.request.token_writes)

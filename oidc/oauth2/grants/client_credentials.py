@@ -28,6 +28,7 @@ class ClientCredentialsGrant(grants.ClientCredentialsGrant):
         # An id_token or a refresh token makes no sense without a user.
         scope = " ".join(s for s in scope.split() if s not in ("openid", "offline_access"))
         audience = resolve_audience(client, self.request.payload.datalist.get("resource", []))
-        token = issue_tokens(client=client, user=None, scope=scope,
-                             context=AuthContext(grant_id=None, audience=audience, jkt=proof_jkt()), include_refresh_token=False)
+        token = issue_tokens(self.request, user=None, scope=scope,
+                             context=AuthContext(grant_id=None, audience=audience, jkt=proof_jkt(self.request)),
+                             include_refresh_token=False)
         return 200, token, self.TOKEN_RESPONSE_HEADER

@@ -13,7 +13,7 @@ from typing import Any
 from authlib.oauth2.rfc6749 import grants
 from authlib.oauth2.rfc6749.errors import InvalidGrantError
 
-from oidc.oauth2 import dpop, families, profile
+from oidc.oauth2 import families, profile
 from oidc.oauth2.families import AuthContext, issue_tokens, new_refresh_token, proof_jkt
 from oidc.oauth2.methods import AUTH_METHODS
 from oidc.oauth2.records import RefreshTokenRecord, TokenWrites, UserRecord
@@ -35,7 +35,7 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
             raise InvalidGrantError(TOKEN_USED)
         if not families.refresh_token_usable(row):
             return None  # expired, its user disabled, or its login over (the rule introspection applies too)
-        proof = dpop.request_proof()
+        proof = self.request.dpop
         if row.dpop_jkt is not None and (proof is None or proof.jkt != row.dpop_jkt):
             raise InvalidGrantError("the refresh token is bound to another DPoP key")
         return row  # claimed once the new tokens are ready (create_token_response)
@@ -62,15 +62,16 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
         # An ended session's sid is not carried on: the new tokens are offline ones.
         sid = refresh_token.sid if refresh_token.session_active else None
         context = AuthContext(grant_id=refresh_token.grant_id, audience=refresh_token.audience,
-                              auth_time=refresh_token.auth_time, sid=sid, jkt=proof_jkt(),
+                              auth_time=refresh_token.auth_time, sid=sid, jkt=proof_jkt(self.request),
                               family_issued_at=refresh_token.family_issued_at or refresh_token.created_at)
         self.request.auth_context = context
         self.request.user = user
         writes: TokenWrites = self.request.token_writes
-        body = issue_tokens(client=self.request.client, user=user, scope=scope, context=context,
+        body = issue_tokens(self.request, user=user, scope=scope, context=context,
                             include_refresh_token=False, writes=writes)
         if not profile.rotates_refresh_tokens(self.request.client):
             return body  # the client keeps its refresh token (FAPI 2.0 §5.3.2.1 clause 10)
         # Rotation: the family goes on with the same grant and the original (not narrowed) scope.
         body["refresh_token"] = new_refresh_token(self.request.client, user, refresh_token.scope, context, writes)
+        self.request.issued.refresh_token = True
         return body
