@@ -42,17 +42,13 @@ from keys.evidence import SOFTWARE_LOCATION, KeyEvidence
 from keys.hsm import BACKEND as HSM_BACKEND
 from keys.hsm import HSMManager
 from keys.jwk import load_public_jwk
+from keys.names import ACCESS_TOKEN_SET, ID_TOKEN_SET
 from keys.signer import BoundSigner, KeyManager, KeyRecord, Signer
 from keys.software import SoftwareManager
 from keys.store import KeyStore, StoredChain
 
 log = logging.getLogger(__name__)
 audit = logging.getLogger("oidc.audit")
-
-#: The two key sets every deployment needs (DESIGN.md).
-ID_TOKEN_SET = "openid.id-token"
-ACCESS_TOKEN_SET = "jwt.access-token"
-
 
 @dataclass(frozen=True)
 class KeySetPolicy:

@@ -31,9 +31,9 @@ from keys.store import KeyStore
 from oidc import hashing
 from oidc.db import db, key_certificates, signing_keys
 from oidc.hashing_keys import hashing_key
-from oidc.oauth2.methods import FAPI2_ALGORITHMS
 from oidc.observability import metrics
 from oidc.settings import Settings
+from oidc.vocabulary import FAPI2_ALGORITHMS
 
 if TYPE_CHECKING:
     from oidc.oauth2.client_cache import ClientCache

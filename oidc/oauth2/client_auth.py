@@ -3,7 +3,7 @@
 ``client_secret_basic``, ``client_secret_post`` and ``none`` are Authlib's; the
 secret check itself is :meth:`oidc.models.Client.check_client_secret` (a keyed
 hash compared in constant time, never a slow hash).  The methods and
-algorithms are listed once, in :mod:`oidc.oauth2.methods`.
+algorithms are listed once, in :mod:`oidc.vocabulary`.
 
 ``private_key_jwt`` (OIDC Core §9, RFC 7523): the client signs an assertion with
 a key of its registered JWK Set.  Only asymmetric algorithms are accepted (a
@@ -27,10 +27,10 @@ from sqlalchemy.exc import IntegrityError
 from oidc import urls
 from oidc.db import db
 from oidc.models import ClientAssertion
-from oidc.oauth2.methods import ASSERTION_ALGORITHMS, FAPI2_ALGORITHMS
 from oidc.oauth2.profile import is_fapi2
 from oidc.queries import find_client
 from oidc.state import current_state
+from oidc.vocabulary import ASSERTION_ALGORITHMS, FAPI2_ALGORITHMS
 
 
 class PrivateKeyJWT(JWTBearerClientAssertion):

@@ -50,11 +50,11 @@ from sqlalchemy.orm.attributes import set_committed_value
 from werkzeug.datastructures import MultiDict
 
 from oidc import hashing
-from oidc.accounts.sessions import AuthenticatedUser
 from oidc.db import db
 from oidc.models import Client, Interaction, PushedAuthorizationRequest
 from oidc.oauth2.authorization import AuthorizationRequest, restore_authorization_request
 from oidc.oauth2.errors import ErrorPage
+from oidc.oauth2.logins import AuthenticatedUser
 from oidc.state import current_state
 
 #: Seconds a user has to log in and consent: the time a person takes, not much more

@@ -25,13 +25,13 @@ from werkzeug.wrappers import Response as WerkzeugResponse
 
 from oidc import urls
 from oidc.accounts import consents
-from oidc.accounts.sessions import AuthenticatedUser
 from oidc.db import db
 from oidc.models import Client
 from oidc.oauth2 import interactions
 from oidc.oauth2.authorization import AuthorizationRequest, ErrorRedirect, validate_authorization_request
 from oidc.oauth2.errors import ErrorPage
 from oidc.oauth2.interactions import Pending
+from oidc.oauth2.logins import AuthenticatedUser
 from oidc.oauth2.parameters import ParameterError, request_parameters
 from oidc.observability import audit
 from oidc.state import current_state, now

@@ -18,11 +18,11 @@ from oidc import urls
 from oidc.db import db
 from oidc.oauth2 import dpop
 from oidc.oauth2.jwt import signed_this_request
-from oidc.oauth2.methods import ACCESS_TOKEN_TYP, ID_TOKEN_TYP
 from oidc.oauth2.server import authorization_server
 from oidc.oauth2.token_request import precheck
 from oidc.observability import audit, metrics
 from oidc.state import key_service
+from oidc.vocabulary import ACCESS_TOKEN_TYP, ID_TOKEN_TYP
 
 bp = Blueprint("token", __name__)
 
