@@ -33,6 +33,7 @@ from keys.errors import (
     NoSigningKey,
     SealingError,
     UnsupportedAlgorithm,
+    reason_code,
 )
 from keys.evidence import HSM_ONLY_REQUIREMENTS, KeyEvidence, shortfalls
 from keys.names import ACCESS_TOKEN_SET, ID_TOKEN_SET
@@ -42,7 +43,7 @@ if TYPE_CHECKING:
     from keys.hsm import HSMConfig, HSMManager
     from keys.locking import provisioning_lock
     from keys.sealing import MIN_SECRET_LENGTH, Sealer
-    from keys.service import KeyService, KeySetPolicy, KeyStatus, RotationPolicy
+    from keys.service import Health, KeyService, KeySetPolicy, KeyStatus, MechanismReport, RotationPolicy
     from keys.software import SoftwareManager
     from keys.store import KeyStore, define_key_certificates_table, define_signing_keys_table
 
@@ -53,7 +54,9 @@ _LAZY = {
     "provisioning_lock": "keys.locking",
     "MIN_SECRET_LENGTH": "keys.sealing",
     "Sealer": "keys.sealing",
+    "Health": "keys.service",
     "KeyService": "keys.service",
+    "MechanismReport": "keys.service",
     "KeySetPolicy": "keys.service",
     "KeyStatus": "keys.service",
     "RotationPolicy": "keys.service",
@@ -89,6 +92,7 @@ __all__ = [
     "HSMManager",
     "HSMOperationError",
     "HSMUnavailable",
+    "Health",
     "InvalidKey",
     "KeyEvidence",
     "KeyNotFound",
@@ -98,6 +102,7 @@ __all__ = [
     "KeySetPolicy",
     "KeyStatus",
     "KeyStore",
+    "MechanismReport",
     "MechanismUnsupported",
     "NoSigningKey",
     "RotationPolicy",
@@ -110,5 +115,6 @@ __all__ = [
     "define_signing_keys_table",
     "get_algorithm",
     "provisioning_lock",
+    "reason_code",
     "shortfalls",
 ]

@@ -37,7 +37,17 @@ from cryptography import x509
 
 from keys import certificates
 from keys.algorithms import get_algorithm
-from keys.errors import CertificateError, HSMError, HSMUnavailable, InvalidKey, KeyNotFound, NoSigningKey
+from keys.errors import (
+    CertificateError,
+    HSMError,
+    HSMUnavailable,
+    InvalidKey,
+    KeyNotFound,
+    KeyServiceError,
+    MechanismUnsupported,
+    NoSigningKey,
+    reason_code,
+)
 from keys.evidence import SOFTWARE_LOCATION, KeyEvidence
 from keys.hsm import BACKEND as HSM_BACKEND
 from keys.hsm import HSMManager
@@ -94,6 +104,39 @@ class KeyStatus:
 
 def _order(record: KeyRecord) -> tuple[int, int, str]:
     return (record.active_at, record.created_at, record.kid)
+
+
+@dataclass(frozen=True)
+class Health:
+    """Whether the key service can sign, as fixed reason codes (never exception text).
+
+    ``failed``: key set -> why it cannot sign now (``self_test_failed``, ``hsm_unavailable``,
+    ``no_signing_key``, …).  ``hsm_reason`` is set when an HSM is configured and not usable.
+    """
+
+    sets: tuple[str, ...]
+    failed: dict[str, str]
+    hsm_configured: bool
+    hsm_usable: bool
+    hsm_reason: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed and (self.hsm_usable or not self.hsm_configured)
+
+
+@dataclass(frozen=True)
+class MechanismReport:
+    """How one configured key set signs: where, with which algorithm and (on the HSM) which mechanism."""
+
+    key_set: str
+    alg: str
+    backend: str | None
+    mechanism: str | None = None
+    description: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
 
 
 @dataclass
@@ -729,6 +772,63 @@ class KeyService:
 
     # -- health ---------------------------------------------------------------
 
+    @property
+    def hsm_available(self) -> bool | None:
+        """Whether the HSM can be used now; None when none is configured (never touches the token)."""
+        return self.hsm.available if self.hsm is not None else None
+
+    def health(self) -> Health:
+        """Readiness: every configured set signs (and passed the self-test), and the HSM session is usable.
+
+        The token is touched at most once per ``probe_interval_seconds`` (see
+        :meth:`keys.hsm.HSMManager.is_usable`), and never while it is known to be lost.
+        """
+        failed = {name: "self_test_failed" for name, result in self.start_self_test.items() if not result["ok"]}
+        if self.pending_start:
+            failed.update(dict.fromkeys(self.policies, "hsm_unavailable"))
+        for name in self.policies:
+            try:
+                self.signer(name)
+            except KeyServiceError as exc:
+                failed.setdefault(name, reason_code(exc))
+        sets = tuple(sorted(self.policies))
+        failed = dict(sorted(failed.items()))
+        if self.hsm is None:
+            return Health(sets, failed, hsm_configured=False, hsm_usable=True)
+        usable = self.hsm.is_usable()
+        reason = None
+        if not usable:
+            reason = self.hsm.unavailable_error().reason if not self.hsm.available else "hsm_session_unusable"
+        return Health(sets, failed, hsm_configured=True, hsm_usable=usable, hsm_reason=reason)
+
+    def start_recovery(self) -> None:
+        """Probe a lost token from a background thread (server workers), so that no request waits on it."""
+        if self.hsm is not None:
+            self.hsm.start_recovery()
+
+    def close(self) -> None:
+        """Stop probing and log out of the HSM (this process's session); software keys need nothing."""
+        if self.hsm is not None:
+            self.hsm.close()
+
+    def mechanisms(self) -> list[MechanismReport]:
+        """For each configured set: the backend that signs for it and, on the HSM, the mechanism chosen
+        from the token's own list (the plan :meth:`start` checked and logged)."""
+        reports = []
+        for name, policy in sorted(self.policies.items()):
+            backend = self.backend_of(name)
+            if backend != HSM_BACKEND or self.hsm is None:
+                reports.append(MechanismReport(name, policy.alg, backend))
+                continue
+            try:
+                plan = self.hsm.signing_plan(policy.alg)
+            except MechanismUnsupported as exc:
+                reports.append(MechanismReport(name, policy.alg, backend, None, str(exc)))
+                continue
+            reports.append(MechanismReport(name, policy.alg, backend, plan.mechanism_name,
+                                           plan.description or plan.mechanism_name))
+        return reports
+
     def self_test(self) -> dict[str, dict[str, Any]]:
         """Sign a JWS with each configured set's signer and verify it with the published key."""
         from joserfc import jws
@@ -764,8 +864,10 @@ __all__ = [
     "ACCESS_TOKEN_SET",
     "ID_TOKEN_SET",
     "HSMError",
+    "Health",
     "KeyService",
     "KeySetPolicy",
     "KeyStatus",
+    "MechanismReport",
     "RotationPolicy",
 ]

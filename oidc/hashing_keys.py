@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from keys.sealing import Sealer
+from keys import Sealer
 from oidc.db import db, hashing_keys
 from oidc.hashing import derive_key
 

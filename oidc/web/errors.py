@@ -18,7 +18,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy.exc import DBAPIError, OperationalError
 from werkzeug.exceptions import HTTPException
 
-from keys.errors import HSMUnavailable, KeyServiceError
+from keys import HSMUnavailable, KeyServiceError
 from oidc.db import db
 from oidc.web.pages import is_page_request
 
