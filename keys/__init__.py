@@ -42,8 +42,9 @@ from keys.signer import KeyRecord, Signer
 if TYPE_CHECKING:
     from keys.hsm import HSMConfig, HSMManager
     from keys.locking import provisioning_lock
+    from keys.rotation import KeyStatus
     from keys.sealing import MIN_SECRET_LENGTH, Sealer
-    from keys.service import Health, KeyService, KeySetPolicy, KeyStatus, MechanismReport, RotationPolicy
+    from keys.service import Health, KeyService, KeySetPolicy, MechanismReport, RotationPolicy
     from keys.software import SoftwareManager
     from keys.store import KeyStore, define_key_certificates_table, define_signing_keys_table
 
@@ -58,7 +59,7 @@ _LAZY = {
     "KeyService": "keys.service",
     "MechanismReport": "keys.service",
     "KeySetPolicy": "keys.service",
-    "KeyStatus": "keys.service",
+    "KeyStatus": "keys.rotation",
     "RotationPolicy": "keys.service",
     "SoftwareManager": "keys.software",
     "KeyStore": "keys.store",

@@ -35,7 +35,7 @@ from typing import Any
 
 from cryptography import x509
 
-from keys import certificates
+from keys import certificates, rotation
 from keys.algorithms import get_algorithm
 from keys.errors import (
     CertificateError,
@@ -53,6 +53,7 @@ from keys.hsm import BACKEND as HSM_BACKEND
 from keys.hsm import HSMManager
 from keys.jwk import load_public_jwk
 from keys.names import ACCESS_TOKEN_SET, ID_TOKEN_SET
+from keys.rotation import KeyStatus
 from keys.signer import BoundSigner, KeyManager, KeyRecord, Signer
 from keys.software import SoftwareManager
 from keys.store import KeyStore, StoredChain
@@ -78,32 +79,6 @@ class RotationPolicy:
     prepublication_seconds: int
     retention_seconds: int
     destroy_retired_hsm_keys: bool = False
-
-
-@dataclass(frozen=True)
-class KeyStatus:
-    """A key with its place in the rotation, as the admin API shows it."""
-
-    record: KeyRecord
-    status: str  # "active" (signs now), "next" (published, not yet signing), "previous" (published, retiring)
-    retires_at: int | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "kid": self.record.kid,
-            "alg": self.record.alg,
-            "use": self.record.use,
-            "backend": self.record.backend,
-            "status": self.status,
-            "created_at": self.record.created_at,
-            "active_at": self.record.active_at,
-            "retires_at": self.retires_at,
-            "public_jwk": self.record.public_jwk,
-        }
-
-
-def _order(record: KeyRecord) -> tuple[int, int, str]:
-    return (record.active_at, record.created_at, record.kid)
 
 
 @dataclass(frozen=True)
@@ -430,33 +405,9 @@ class KeyService:
 
     def _view(self, key_set: str, stored: list[KeyRecord], now: float, stored_only: bool = False) -> _SetView:
         backend, records = self._records(key_set, stored, stored_only)
-        serving = sorted(
-            (record for record in records if record.backend == backend and record.use == "sig"), key=_order
-        )
-        live = [record for record in serving if record.active_at <= now]
-        statuses: list[KeyStatus] = []
-        signers: list[tuple[int, Signer]] = []
-        for _index, record in enumerate(serving):
-            if record.active_at > now:
-                statuses.append(KeyStatus(record, "next"))
-            elif record is live[-1]:
-                statuses.append(KeyStatus(record, "active"))
-            else:
-                successor = live[live.index(record) + 1]
-                if successor.active_at == 0:
-                    # Both provisioned by hand (no lifecycle row): nothing says when the
-                    # newer one took over, so the older stays published until deleted.
-                    statuses.append(KeyStatus(record, "previous"))
-                else:
-                    retires_at = successor.active_at + self.rotation.retention_seconds
-                    if now >= retires_at:
-                        continue  # retired: every token it signed has expired
-                    statuses.append(KeyStatus(record, "previous", retires_at))
-            signers.append((record.active_at, self._observed(self._managers[record.backend].signer(record))))
-        # Keys of the other manager (or not for signing) stay published until deleted.
-        for record in records:
-            if record.backend != backend or record.use != "sig":
-                statuses.append(KeyStatus(record, "published"))
+        statuses, signing = rotation.view(records, backend, now, self.rotation.retention_seconds)
+        signers = [(record.active_at, self._observed(self._managers[record.backend].signer(record)))
+                   for record in signing]
         return _SetView(backend, statuses, signers)
 
     def _observed(self, signer: Signer) -> Signer:
@@ -556,11 +507,7 @@ class KeyService:
             if view is not None and view.backend is None:
                 raise NoSigningKey(f"key set {key_set!r} is HSM-only and the token has no key pair for it")
             raise NoSigningKey(f"key set {key_set!r} has no signing key")
-        now = self.clock()
-        chosen = None
-        for active_at, signer in view.signers:
-            if active_at <= now:
-                chosen = signer
+        chosen: Signer | None = rotation.active(view.signers, self.clock())
         if chosen is None:
             raise NoSigningKey(f"key set {key_set!r} has no key active yet")
         return chosen
