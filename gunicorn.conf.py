@@ -124,7 +124,7 @@ def post_worker_init(worker) -> None:  # type: ignore[no-untyped-def]
     A replacement worker of a server that has served starts even while the HSM
     is unreachable (not ready, 503 for signatures, waiting with backoff).
     """
-    from keys.errors import KeyServiceError
+    from keys import KeyServiceError
     from oidc.state import state_of
 
     replacement = bool(_SERVED.value)
@@ -138,10 +138,9 @@ def post_worker_init(worker) -> None:  # type: ignore[no-untyped-def]
         # went away meanwhile: wait for it like a replacement, never stop the server.
         worker.log.warning("key service cannot start yet: %s", exc)
         service = state_of(worker.wsgi).key_service(degraded_ok=True)
-    if service.hsm is not None:
-        # A lost token is probed from a background thread, never by a request:
-        # a probe of a hanging token then blocks that thread, not the worker.
-        service.hsm.start_recovery()
+    # A lost token is probed from a background thread, never by a request:
+    # a probe of a hanging token then blocks that thread, not the worker.
+    service.start_recovery()
     if not service.pending_start:
         worker.log.info("worker started its key service")
         _SERVED.value = 1

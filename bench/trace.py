@@ -46,7 +46,7 @@ PROJECT = (str(ROOT / "oidc") + os.sep, str(ROOT / "keys") + os.sep)
 COUNTED = [
     ("current_state()", "oidc/state.py", "current_state"),
     ("interactions loaded", "oidc/oauth2/interactions.py", "load"),
-    ("consents looked up", "oidc/accounts/consents.py", "has_consented"),
+    ("consents looked up", "oidc/oauth2/consents.py", "has_consented"),
     ("Authlib grants built", "authlib/oauth2/rfc6749/grants/base.py", "__init__"),
 ]
 

@@ -1,15 +1,26 @@
 """The key service: signing keys on a PKCS#11 HSM or sealed in SQL, and the JWKS.
 
-This package knows nothing about OAuth or Flask.  Its one contract with the
-token builders (see :class:`keys.service.KeyService`)::
+This package knows nothing about OAuth or Flask, and it is the only surface the
+provider imports (never ``keys.<module>``).  Its one contract with the token
+builders (see :class:`keys.service.KeyService`)::
 
     signer = service.signer("openid.id-token")
     signer.kid, signer.alg
     signature = signer.sign(signing_input)
     service.jwks_document()
     service.public_key(kid)
+
+Names, algorithms, errors and records are imported here at once; the service
+and its managers (PKCS#11, SQLAlchemy, JOSE) on first use, so that reading a
+key-set name or an algorithm does not load the HSM module.
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from keys.algorithms import ALGORITHMS, EDDSA_ALGORITHMS, JWS_ALGORITHMS, Algorithm, get_algorithm
 from keys.errors import (
     CertificateError,
     HSMError,
@@ -22,19 +33,67 @@ from keys.errors import (
     NoSigningKey,
     SealingError,
     UnsupportedAlgorithm,
+    reason_code,
 )
 from keys.evidence import HSM_ONLY_REQUIREMENTS, KeyEvidence, shortfalls
-from keys.service import ACCESS_TOKEN_SET, ID_TOKEN_SET, KeyService, KeySetPolicy, RotationPolicy
+from keys.names import ACCESS_TOKEN_SET, ID_TOKEN_SET
 from keys.signer import KeyRecord, Signer
+
+if TYPE_CHECKING:
+    from keys.hsm import HSMConfig, HSMManager
+    from keys.locking import provisioning_lock
+    from keys.rotation import KeyStatus
+    from keys.sealing import MIN_SECRET_LENGTH, Sealer
+    from keys.service import Health, KeyService, KeySetPolicy, MechanismReport, RotationPolicy
+    from keys.software import SoftwareManager
+    from keys.store import KeyStore, define_key_certificates_table, define_signing_keys_table
+
+#: Name -> the module that defines it, for the names imported on first use.
+_LAZY = {
+    "HSMConfig": "keys.hsm",
+    "HSMManager": "keys.hsm",
+    "provisioning_lock": "keys.locking",
+    "MIN_SECRET_LENGTH": "keys.sealing",
+    "Sealer": "keys.sealing",
+    "Health": "keys.service",
+    "KeyService": "keys.service",
+    "MechanismReport": "keys.service",
+    "KeySetPolicy": "keys.service",
+    "KeyStatus": "keys.rotation",
+    "RotationPolicy": "keys.service",
+    "SoftwareManager": "keys.software",
+    "KeyStore": "keys.store",
+    "define_key_certificates_table": "keys.store",
+    "define_signing_keys_table": "keys.store",
+}
+
+if not TYPE_CHECKING:  # type checkers read the imports above instead (and so catch a misspelt name)
+
+    def __getattr__(name: str) -> Any:
+        module = _LAZY.get(name)
+        if module is None:
+            raise AttributeError(f"module 'keys' has no attribute {name!r}")
+        value = getattr(importlib.import_module(module), name)
+        globals()[name] = value
+        return value
+
 
 __all__ = [
     "ACCESS_TOKEN_SET",
+    "ALGORITHMS",
+    "EDDSA_ALGORITHMS",
     "HSM_ONLY_REQUIREMENTS",
     "ID_TOKEN_SET",
+    "JWS_ALGORITHMS",
+    "MIN_SECRET_LENGTH",
+    "Algorithm",
     "CertificateError",
+    "HSMConfig",
     "HSMError",
+    "HSMManager",
     "HSMOperationError",
     "HSMUnavailable",
+    "Health",
     "InvalidKey",
     "KeyEvidence",
     "KeyNotFound",
@@ -42,11 +101,21 @@ __all__ = [
     "KeyService",
     "KeyServiceError",
     "KeySetPolicy",
+    "KeyStatus",
+    "KeyStore",
+    "MechanismReport",
     "MechanismUnsupported",
     "NoSigningKey",
     "RotationPolicy",
+    "Sealer",
     "SealingError",
     "Signer",
+    "SoftwareManager",
     "UnsupportedAlgorithm",
+    "define_key_certificates_table",
+    "define_signing_keys_table",
+    "get_algorithm",
+    "provisioning_lock",
+    "reason_code",
     "shortfalls",
 ]

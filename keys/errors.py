@@ -63,3 +63,12 @@ class HSMOperationError(HSMError):
 
 class MechanismUnsupported(HSMError):
     """The token offers no mechanism that can sign (or generate) for an algorithm."""
+
+
+def reason_code(exc: KeyServiceError) -> str:
+    """A fixed code for ``exc``, for unauthenticated readiness answers (its text may name paths and labels)."""
+    if isinstance(exc, HSMUnavailable):
+        return exc.reason
+    if isinstance(exc, NoSigningKey):
+        return "no_signing_key"
+    return "key_service_error"

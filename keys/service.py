@@ -35,24 +35,31 @@ from typing import Any
 
 from cryptography import x509
 
-from keys import certificates
+from keys import certificates, rotation
 from keys.algorithms import get_algorithm
-from keys.errors import CertificateError, HSMError, HSMUnavailable, InvalidKey, KeyNotFound, NoSigningKey
+from keys.errors import (
+    CertificateError,
+    HSMError,
+    HSMUnavailable,
+    InvalidKey,
+    KeyNotFound,
+    KeyServiceError,
+    MechanismUnsupported,
+    NoSigningKey,
+    reason_code,
+)
 from keys.evidence import SOFTWARE_LOCATION, KeyEvidence
 from keys.hsm import BACKEND as HSM_BACKEND
 from keys.hsm import HSMManager
 from keys.jwk import load_public_jwk
+from keys.names import ACCESS_TOKEN_SET, ID_TOKEN_SET
+from keys.rotation import KeyStatus
 from keys.signer import BoundSigner, KeyManager, KeyRecord, Signer
 from keys.software import SoftwareManager
 from keys.store import KeyStore, StoredChain
 
 log = logging.getLogger(__name__)
 audit = logging.getLogger("oidc.audit")
-
-#: The two key sets every deployment needs (DESIGN.md).
-ID_TOKEN_SET = "openid.id-token"
-ACCESS_TOKEN_SET = "jwt.access-token"
-
 
 @dataclass(frozen=True)
 class KeySetPolicy:
@@ -75,29 +82,36 @@ class RotationPolicy:
 
 
 @dataclass(frozen=True)
-class KeyStatus:
-    """A key with its place in the rotation, as the admin API shows it."""
+class Health:
+    """Whether the key service can sign, as fixed reason codes (never exception text).
 
-    record: KeyRecord
-    status: str  # "active" (signs now), "next" (published, not yet signing), "previous" (published, retiring)
-    retires_at: int | None = None
+    ``failed``: key set -> why it cannot sign now (``self_test_failed``, ``hsm_unavailable``,
+    ``no_signing_key``, …).  ``hsm_reason`` is set when an HSM is configured and not usable.
+    """
+
+    sets: tuple[str, ...]
+    failed: dict[str, str]
+    hsm_configured: bool
+    hsm_usable: bool
+    hsm_reason: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed and (self.hsm_usable or not self.hsm_configured)
+
+
+@dataclass(frozen=True)
+class MechanismReport:
+    """How one configured key set signs: where, with which algorithm and (on the HSM) which mechanism."""
+
+    key_set: str
+    alg: str
+    backend: str | None
+    mechanism: str | None = None
+    description: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "kid": self.record.kid,
-            "alg": self.record.alg,
-            "use": self.record.use,
-            "backend": self.record.backend,
-            "status": self.status,
-            "created_at": self.record.created_at,
-            "active_at": self.record.active_at,
-            "retires_at": self.retires_at,
-            "public_jwk": self.record.public_jwk,
-        }
-
-
-def _order(record: KeyRecord) -> tuple[int, int, str]:
-    return (record.active_at, record.created_at, record.kid)
+        return dataclasses.asdict(self)
 
 
 @dataclass
@@ -391,33 +405,9 @@ class KeyService:
 
     def _view(self, key_set: str, stored: list[KeyRecord], now: float, stored_only: bool = False) -> _SetView:
         backend, records = self._records(key_set, stored, stored_only)
-        serving = sorted(
-            (record for record in records if record.backend == backend and record.use == "sig"), key=_order
-        )
-        live = [record for record in serving if record.active_at <= now]
-        statuses: list[KeyStatus] = []
-        signers: list[tuple[int, Signer]] = []
-        for _index, record in enumerate(serving):
-            if record.active_at > now:
-                statuses.append(KeyStatus(record, "next"))
-            elif record is live[-1]:
-                statuses.append(KeyStatus(record, "active"))
-            else:
-                successor = live[live.index(record) + 1]
-                if successor.active_at == 0:
-                    # Both provisioned by hand (no lifecycle row): nothing says when the
-                    # newer one took over, so the older stays published until deleted.
-                    statuses.append(KeyStatus(record, "previous"))
-                else:
-                    retires_at = successor.active_at + self.rotation.retention_seconds
-                    if now >= retires_at:
-                        continue  # retired: every token it signed has expired
-                    statuses.append(KeyStatus(record, "previous", retires_at))
-            signers.append((record.active_at, self._observed(self._managers[record.backend].signer(record))))
-        # Keys of the other manager (or not for signing) stay published until deleted.
-        for record in records:
-            if record.backend != backend or record.use != "sig":
-                statuses.append(KeyStatus(record, "published"))
+        statuses, signing = rotation.view(records, backend, now, self.rotation.retention_seconds)
+        signers = [(record.active_at, self._observed(self._managers[record.backend].signer(record)))
+                   for record in signing]
         return _SetView(backend, statuses, signers)
 
     def _observed(self, signer: Signer) -> Signer:
@@ -517,11 +507,7 @@ class KeyService:
             if view is not None and view.backend is None:
                 raise NoSigningKey(f"key set {key_set!r} is HSM-only and the token has no key pair for it")
             raise NoSigningKey(f"key set {key_set!r} has no signing key")
-        now = self.clock()
-        chosen = None
-        for active_at, signer in view.signers:
-            if active_at <= now:
-                chosen = signer
+        chosen: Signer | None = rotation.active(view.signers, self.clock())
         if chosen is None:
             raise NoSigningKey(f"key set {key_set!r} has no key active yet")
         return chosen
@@ -733,6 +719,63 @@ class KeyService:
 
     # -- health ---------------------------------------------------------------
 
+    @property
+    def hsm_available(self) -> bool | None:
+        """Whether the HSM can be used now; None when none is configured (never touches the token)."""
+        return self.hsm.available if self.hsm is not None else None
+
+    def health(self) -> Health:
+        """Readiness: every configured set signs (and passed the self-test), and the HSM session is usable.
+
+        The token is touched at most once per ``probe_interval_seconds`` (see
+        :meth:`keys.hsm.HSMManager.is_usable`), and never while it is known to be lost.
+        """
+        failed = {name: "self_test_failed" for name, result in self.start_self_test.items() if not result["ok"]}
+        if self.pending_start:
+            failed.update(dict.fromkeys(self.policies, "hsm_unavailable"))
+        for name in self.policies:
+            try:
+                self.signer(name)
+            except KeyServiceError as exc:
+                failed.setdefault(name, reason_code(exc))
+        sets = tuple(sorted(self.policies))
+        failed = dict(sorted(failed.items()))
+        if self.hsm is None:
+            return Health(sets, failed, hsm_configured=False, hsm_usable=True)
+        usable = self.hsm.is_usable()
+        reason = None
+        if not usable:
+            reason = self.hsm.unavailable_error().reason if not self.hsm.available else "hsm_session_unusable"
+        return Health(sets, failed, hsm_configured=True, hsm_usable=usable, hsm_reason=reason)
+
+    def start_recovery(self) -> None:
+        """Probe a lost token from a background thread (server workers), so that no request waits on it."""
+        if self.hsm is not None:
+            self.hsm.start_recovery()
+
+    def close(self) -> None:
+        """Stop probing and log out of the HSM (this process's session); software keys need nothing."""
+        if self.hsm is not None:
+            self.hsm.close()
+
+    def mechanisms(self) -> list[MechanismReport]:
+        """For each configured set: the backend that signs for it and, on the HSM, the mechanism chosen
+        from the token's own list (the plan :meth:`start` checked and logged)."""
+        reports = []
+        for name, policy in sorted(self.policies.items()):
+            backend = self.backend_of(name)
+            if backend != HSM_BACKEND or self.hsm is None:
+                reports.append(MechanismReport(name, policy.alg, backend))
+                continue
+            try:
+                plan = self.hsm.signing_plan(policy.alg)
+            except MechanismUnsupported as exc:
+                reports.append(MechanismReport(name, policy.alg, backend, None, str(exc)))
+                continue
+            reports.append(MechanismReport(name, policy.alg, backend, plan.mechanism_name,
+                                           plan.description or plan.mechanism_name))
+        return reports
+
     def self_test(self) -> dict[str, dict[str, Any]]:
         """Sign a JWS with each configured set's signer and verify it with the published key."""
         from joserfc import jws
@@ -768,8 +811,10 @@ __all__ = [
     "ACCESS_TOKEN_SET",
     "ID_TOKEN_SET",
     "HSMError",
+    "Health",
     "KeyService",
     "KeySetPolicy",
     "KeyStatus",
+    "MechanismReport",
     "RotationPolicy",
 ]

@@ -19,7 +19,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.types import TypeDecorator
 
-from keys.store import define_key_certificates_table, define_signing_keys_table
+from keys import define_key_certificates_table, define_signing_keys_table
 
 # Stable constraint names, so migrations can refer to them on every backend.
 NAMING_CONVENTION = {

@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from keys.sealing import MIN_SECRET_LENGTH
+from keys import MIN_SECRET_LENGTH
 
 _SALT = b"oidc-hsm/oidc/v1"
 

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy.exc import IntegrityError
 
-from keys.sealing import Sealer
+from keys import Sealer
 from oidc import queries
 from oidc.db import db
 from oidc.hashing import derive_key

@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Flask
 from flask_migrate import upgrade
 
-from keys.locking import provisioning_lock
+from keys import provisioning_lock
 from oidc.db import db
 
 

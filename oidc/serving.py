@@ -21,7 +21,7 @@ class ServeError(Exception):
 
 def prepare() -> Flask:
     """Build the app (settings), check what only a worker would otherwise find out, migrate the schema."""
-    from keys.errors import KeyServiceError
+    from keys import KeyServiceError
     from oidc.app import create_app
     from oidc.settings import ConfigError
     from oidc.state import state_of

@@ -22,10 +22,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from keys.algorithms import get_algorithm
-from keys.errors import UnsupportedAlgorithm
-from keys.service import ACCESS_TOKEN_SET, ID_TOKEN_SET
-from oidc.oauth2.methods import DPOP_ALGORITHMS, FAPI2_ALGORITHMS
+from keys import UnsupportedAlgorithm, get_algorithm
+from oidc.vocabulary import ACCESS_TOKEN_SET, DPOP_ALGORITHMS, FAPI2_ALGORITHMS, ID_TOKEN_SET
 
 #: Scopes whose claims this provider knows (OIDC Core §5.4) plus offline_access.
 STANDARD_SCOPES = ("openid", "profile", "email", "offline_access")

@@ -21,19 +21,24 @@ from typing import TYPE_CHECKING, Any
 
 from flask import Flask, current_app
 
-from keys.errors import KeyServiceError
-from keys.hsm import HSMConfig, HSMManager
-from keys.locking import provisioning_lock
-from keys.sealing import Sealer
-from keys.service import KeyService, KeySetPolicy, RotationPolicy
-from keys.software import SoftwareManager
-from keys.store import KeyStore
+from keys import (
+    HSMConfig,
+    HSMManager,
+    KeyService,
+    KeyServiceError,
+    KeySetPolicy,
+    KeyStore,
+    RotationPolicy,
+    Sealer,
+    SoftwareManager,
+    provisioning_lock,
+)
 from oidc import hashing
 from oidc.db import db, key_certificates, signing_keys
 from oidc.hashing_keys import hashing_key
-from oidc.oauth2.methods import FAPI2_ALGORITHMS
 from oidc.observability import metrics
 from oidc.settings import Settings
+from oidc.vocabulary import FAPI2_ALGORITHMS
 
 if TYPE_CHECKING:
     from oidc.oauth2.client_cache import ClientCache
@@ -120,8 +125,8 @@ class State:
                 if self._key_service is None:
                     service = self.build_key_service()
                     service.start(wait_seconds=self.settings.hsm_startup_wait_seconds, degraded_ok=degraded_ok)
-                    if service.hsm is not None:
-                        metrics.set_hsm_available(service.hsm.available)
+                    if service.hsm_available is not None:
+                        metrics.set_hsm_available(service.hsm_available)
                     self.check_profile_algorithms(service)
                     self.load_hashers()
                     self._key_service = service
@@ -135,8 +140,7 @@ class State:
         for key_set in self.settings.key_set_algorithms:
             alg = service.signer(key_set).alg
             if alg not in FAPI2_ALGORITHMS:
-                if service.hsm is not None:
-                    service.hsm.close()
+                service.close()
                 raise KeyServiceError(
                     f"SECURITY_PROFILE=fapi2 allows {', '.join(FAPI2_ALGORITHMS)} signatures only, but the active "
                     f"key of key set {key_set!r} signs with {alg}: generate a key of an allowed algorithm "
@@ -187,8 +191,8 @@ class State:
     def close(self) -> None:
         """Log out of the HSM and drop database connections (tests, tools)."""
         service = self._key_service
-        if service is not None and service.hsm is not None:
-            service.hsm.close()
+        if service is not None:
+            service.close()
         with self.app.app_context():
             db.engine.dispose()
 

@@ -37,9 +37,9 @@ class World:
 
 @pytest.fixture
 def world(op: Provider) -> Iterator[World]:
-    from oidc.accounts.sessions import AuthenticatedUser
     from oidc.models import Client, User
     from oidc.oauth2.jwt import issue_id_token
+    from oidc.oauth2.logins import AuthenticatedUser
     from oidc.state import current_state
 
     alice, bob = op.add_user("alice"), op.add_user("bob")
@@ -50,7 +50,7 @@ def world(op: Provider) -> Iterator[World]:
 
         def hint(subject: str, age: int = 0) -> str:
             return issue_id_token({"iss": issuer, "sub": subject, "aud": client_id, "iat": issued_at - age,
-                                   "exp": issued_at - age + 60}, None)
+                                   "exp": issued_at - age + 60}, None).token
 
         yield World(client=Client.query.filter_by(client_id=client_id).one(),
                     first_party=Client.query.filter_by(client_id=first_party_id).one(),

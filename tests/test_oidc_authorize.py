@@ -292,7 +292,7 @@ def test_consent_given_in_two_tabs_at_once_records_one_consent_and_both_get_a_co
     passes the "not yet consented" check before the other commits, and one consent is kept."""
     from werkzeug.datastructures import MultiDict
 
-    from oidc.accounts import consents
+    from oidc.oauth2 import consents
 
     op.add_user()
     client_id, _ = op.add_client(name="Photo Printer")

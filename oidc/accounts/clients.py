@@ -17,10 +17,10 @@ from urllib.parse import urlsplit
 from oidc import hashing, queries
 from oidc.db import db
 from oidc.models import Client
-from oidc.oauth2.methods import AUTH_METHODS, DEFAULT_GRANT_TYPES, FAPI2_ALGORITHMS, GRANT_TYPES, SECRET_AUTH_METHODS
 from oidc.queries import find_client
 from oidc.settings import DEFAULT_PROFILE, FAPI2, SECURITY_PROFILES
 from oidc.state import current_state
+from oidc.vocabulary import AUTH_METHODS, DEFAULT_GRANT_TYPES, FAPI2_ALGORITHMS, GRANT_TYPES, SECRET_AUTH_METHODS
 
 DEFAULT_SCOPE = "openid profile email offline_access"
 _LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]", "::1")

@@ -3,30 +3,19 @@
 The browser only carries the session's ``sid`` (in the signed session cookie,
 see :mod:`oidc.web.session`); ending the row ends the login everywhere.  The
 ``sid`` goes into ID tokens (OpenID Connect Front/Back-Channel Logout's ``sid``)
-and into the codes and refresh tokens the login leads to.
+and into the codes and refresh tokens the login leads to.  Ending a login,
+with the grants that end with it, is the protocol core's
+(:mod:`oidc.oauth2.logins`).
 """
 
 from __future__ import annotations
 
 from oidc import queries
-from oidc.db import db
 from oidc.hashing import random_token
 from oidc.models import User
-from oidc.oauth2.families import revoke_grants
-from oidc.oauth2.records import UserRecord, session_active, user_of_row
+from oidc.oauth2.logins import AuthenticatedUser
+from oidc.oauth2.records import session_active, user_of_row
 from oidc.state import current_state
-
-
-class AuthenticatedUser:
-    """The resource owner of an authorization request, with its login session."""
-
-    def __init__(self, user: User | UserRecord, sid: str | None, auth_time: int) -> None:
-        self.user = user
-        self.sid = sid
-        self.auth_time = auth_time
-
-    def get_user_id(self) -> int:
-        return self.user.id
 
 
 def start_session(user: User) -> AuthenticatedUser:
@@ -48,22 +37,3 @@ def find_login(sid: object) -> AuthenticatedUser | None:
         return None
     return AuthenticatedUser(user_of_row(row), row.sid, row.auth_time)
 
-
-def end_session(sid: object) -> None:
-    """End the login session ``sid`` and the grants it made without offline_access (committed;
-    OIDC Core §11); nothing when it has ended already."""
-    if not isinstance(sid, str):
-        return
-    row = queries.login_session_by_sid(sid)
-    if row is not None and row.ended_at is None:
-        row.ended_at = current_state().clock.now()
-        revoke_grants(sids=[sid], include_offline=False)
-        db.session.commit()
-
-
-def end_sessions_of(user: User, *, include_offline: bool = False) -> None:
-    """End every open session of ``user`` and the grants of the user that end with a login
-    (every grant with ``include_offline``), in the current transaction."""
-    moment = current_state().clock.now()
-    queries.end_login_sessions_of(user.id, moment)
-    revoke_grants(user_pk=user.id, include_offline=include_offline)

@@ -14,9 +14,9 @@ import unicodedata
 from typing import Any
 
 from oidc import queries
-from oidc.accounts.sessions import end_sessions_of
 from oidc.db import db
 from oidc.models import User
+from oidc.oauth2.logins import end_logins_of
 from oidc.state import current_state
 
 MIN_PASSWORD_LENGTH = 8
@@ -92,7 +92,7 @@ def set_password(user: User, password: object, *, revoke_grants: bool = False) -
     state = current_state()
     user.password_hash = state.passwords.hash(_check_password(password))
     user.updated_at = state.clock.now()
-    end_sessions_of(user, include_offline=revoke_grants)
+    end_logins_of(user, include_offline=revoke_grants)
     db.session.commit()
 
 
@@ -101,7 +101,7 @@ def set_disabled(user: User, disabled: bool) -> None:
     user.disabled = disabled
     user.updated_at = current_state().clock.now()
     if disabled:
-        end_sessions_of(user, include_offline=True)
+        end_logins_of(user, include_offline=True)
     db.session.commit()
 
 

@@ -37,8 +37,8 @@ from oidc.accounts.clients import (
 )
 from oidc.cli.output import emit, fields, iso, json_option, table
 from oidc.models import Client
-from oidc.oauth2.methods import AUTH_METHODS, GRANT_TYPES
 from oidc.settings import SECURITY_PROFILES
+from oidc.vocabulary import AUTH_METHODS, GRANT_TYPES
 
 cli = AppGroup("clients", help="Manage OAuth 2.0 / OpenID Connect clients.")
 

@@ -95,8 +95,7 @@ def run_checks(env: Mapping[str, str] | None = None, echo: Callable[[str], None]
 
 
 def _check_secrets(report: Report, settings: Any) -> None:
-    from keys.errors import KeyServiceError
-    from keys.sealing import Sealer
+    from keys import KeyServiceError, Sealer
 
     try:
         Sealer.from_setting(",".join(settings.secrets_system))
@@ -234,8 +233,8 @@ def _without_password(uri: str) -> str:
 
 def _check_hsm(report: Report, settings: Any, on_token: dict[str, int]) -> None:
     """The PKCS#11 checks; ``on_token`` gets the number of private keys of each key set found on the token."""
-    from keys.service import ID_TOKEN_SET
     from oidc.cli import pkcs11_probe as probe
+    from oidc.vocabulary import ID_TOKEN_SET
 
     library = settings.hsm_library
     try:
@@ -337,7 +336,7 @@ def _check_keys(report: Report, session: Any, settings: Any, key_set: str, on_to
 def _report_backends(report: Report, app: Any, settings: Any, on_token: dict[str, int]) -> None:
     """One line per key set: where its keys are, so where it signs (the key service's rule: the token
     when it holds a key of the set, else the software keys, unless the set is HSM-only)."""
-    from keys.store import KeyStore
+    from keys import KeyStore
     from oidc.db import db, signing_keys
 
     with app.app_context():

@@ -10,11 +10,7 @@ from typing import Any
 import click
 from flask.cli import AppGroup
 
-from keys import KeyRecord
-from keys.errors import KeyServiceError
-from keys.service import KeyService
-from keys.software import SoftwareManager
-from keys.store import KeyStore
+from keys import KeyRecord, KeyService, KeyServiceError, KeyStore, SoftwareManager
 from oidc import hashing_keys
 from oidc.cli.output import emit, iso, json_option, table
 from oidc.db import db, signing_keys

@@ -18,9 +18,9 @@
 ``client_auth``             private_key_jwt (RFC 7523)
 ``client_cache``            clients kept in memory for a few seconds
 ``token_request``           checks before Authlib sees a token request
-``methods``                 what is supported, listed once
+``logins``                  the grant's user and its login; ending a login with its grants
 ``errors``                  errors that are pages, not redirects
 ==========================  ===================================================
 
-Nothing here imports :mod:`oidc.web`.
+What is supported is listed once, in :mod:`oidc.vocabulary`.  Nothing here imports :mod:`oidc.web`.
 """

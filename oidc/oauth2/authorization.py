@@ -32,17 +32,16 @@ from typing import Any
 from authlib.oauth2.rfc6749.errors import OAuth2Error
 from werkzeug.datastructures import MultiDict
 
-from keys.service import ID_TOKEN_SET
 from oidc.db import db
 from oidc.models import Client, PushedAuthorizationRequest
 from oidc.oauth2 import par, profile, response_modes
 from oidc.oauth2.errors import ErrorPage
 from oidc.oauth2.jwt import InvalidToken, verify_own_jwt
-from oidc.oauth2.methods import ID_TOKEN_TYP
 from oidc.oauth2.parameters import has_control_character
 from oidc.oauth2.scopes import allowed_scope
 from oidc.oauth2.server import authorization_server
 from oidc.state import current_state
+from oidc.vocabulary import ID_TOKEN_SET, ID_TOKEN_TYP
 
 #: Longest value of any single authorization request parameter, and of the whole request.
 MAX_PARAMETER_LENGTH = 4096

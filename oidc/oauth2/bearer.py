@@ -34,15 +34,14 @@ from authlib.oauth2.rfc6750 import BearerTokenValidator, InsufficientScopeError,
 from flask import Response
 from flask import request as flask_request
 
-from keys.service import ACCESS_TOKEN_SET
 from oidc import queries
 from oidc.models import Client, User
 from oidc.oauth2 import dpop
 from oidc.oauth2.families import is_client_token
 from oidc.oauth2.jwt import InvalidToken, verify_own_jwt
-from oidc.oauth2.methods import ACCESS_TOKEN_TYP
 from oidc.queries import AnyRow
 from oidc.state import current_state
+from oidc.vocabulary import ACCESS_TOKEN_SET, ACCESS_TOKEN_TYP
 
 
 @dataclass

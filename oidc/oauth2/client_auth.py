@@ -5,7 +5,7 @@ Authlib's :class:`ClientAuthentication` runs the methods; here it asks
 ``client_secret_basic`` and ``client_secret_post`` are Authlib's own with the
 secret checked by :func:`check_client_secret` (a keyed hash compared in
 constant time, never a slow hash).  ``none`` is Authlib's.  The methods and
-algorithms are listed once, in :mod:`oidc.oauth2.methods`.
+algorithms are listed once, in :mod:`oidc.vocabulary`.
 
 ``private_key_jwt`` (OIDC Core §9, RFC 7523): the client signs an assertion with
 a key of its registered JWK Set.  Only asymmetric algorithms are accepted (a
@@ -31,10 +31,10 @@ from sqlalchemy.exc import IntegrityError
 from oidc import hashing, queries, urls
 from oidc.db import db
 from oidc.models import Client, ClientAssertion
-from oidc.oauth2.methods import ASSERTION_ALGORITHMS, FAPI2_ALGORITHMS
 from oidc.oauth2.profile import is_fapi2
 from oidc.queries import find_client
 from oidc.state import current_state
+from oidc.vocabulary import ASSERTION_ALGORITHMS, FAPI2_ALGORITHMS
 
 
 def check_client_secret(client: Client, client_secret: str) -> bool:

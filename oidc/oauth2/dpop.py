@@ -52,7 +52,7 @@ from joserfc.errors import JoseError
 from joserfc.jwk import import_key
 from joserfc.jws import JWSRegistry
 
-from keys.algorithms import ALGORITHMS
+from keys import ALGORITHMS
 from oidc import queries
 from oidc.hashing import b64url, b64url_decode, derive_key
 from oidc.state import current_state

@@ -16,12 +16,11 @@ from typing import Any
 
 from authlib.common.urls import add_params_to_uri
 
-from keys.service import ID_TOKEN_SET
 from oidc.models import Client
 from oidc.oauth2.errors import ErrorPage
 from oidc.oauth2.jwt import MAX_TOKEN_LENGTH, InvalidToken, verify_own_jwt
-from oidc.oauth2.methods import ID_TOKEN_TYP
 from oidc.queries import find_client
+from oidc.vocabulary import ID_TOKEN_SET, ID_TOKEN_TYP
 
 
 @dataclass

@@ -49,11 +49,11 @@ from sqlalchemy.orm.attributes import set_committed_value
 from werkzeug.datastructures import MultiDict
 
 from oidc import hashing, queries
-from oidc.accounts.sessions import AuthenticatedUser
 from oidc.db import db
 from oidc.models import Interaction
 from oidc.oauth2.authorization import AuthorizationRequest, restore_authorization_request
 from oidc.oauth2.errors import ErrorPage
+from oidc.oauth2.logins import AuthenticatedUser
 from oidc.state import current_state
 
 #: Seconds a user has to log in and consent: the time a person takes, not much more

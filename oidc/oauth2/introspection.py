@@ -19,9 +19,9 @@ from authlib.consts import default_json_headers
 from authlib.oauth2.rfc7662 import IntrospectionEndpoint as _IntrospectionEndpoint
 
 from oidc.models import Client
-from oidc.oauth2.methods import CONFIDENTIAL_AUTH_METHODS
 from oidc.oauth2.tokens import ACCESS_TOKEN, AnyToken, find_token, kind_of
 from oidc.state import current_state
+from oidc.vocabulary import CONFIDENTIAL_AUTH_METHODS
 
 
 def _access_token_type(claims: dict[str, Any]) -> str:

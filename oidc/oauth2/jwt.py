@@ -29,13 +29,10 @@ from joserfc.errors import JoseError
 from joserfc.jwk import import_key
 from joserfc.jwt import JWTClaimsRegistry
 
-from keys import Signer
-from keys.algorithms import EDDSA_ALGORITHMS
-from keys.errors import KeyServiceError
-from keys.service import ACCESS_TOKEN_SET, ID_TOKEN_SET
+from keys import EDDSA_ALGORITHMS, KeyServiceError, Signer
 from oidc.hashing import b64url, b64url_decode, random_token
-from oidc.oauth2.methods import ACCESS_TOKEN_TYP, FAPI2_ALGORITHMS, ID_TOKEN_TYP
 from oidc.state import current_state, key_service
+from oidc.vocabulary import ACCESS_TOKEN_SET, ACCESS_TOKEN_TYP, FAPI2_ALGORITHMS, ID_TOKEN_SET, ID_TOKEN_TYP
 
 #: Longest token we try to parse.
 MAX_TOKEN_LENGTH = 16384

@@ -14,10 +14,10 @@ from typing import Any
 
 from authlib.oidc.core import grants as oidc_grants
 
-from oidc.accounts.sessions import AuthenticatedUser
 from oidc.models import User
 from oidc.oauth2.families import AuthContext
 from oidc.oauth2.jwt import issue_id_token
+from oidc.oauth2.logins import AuthenticatedUser
 from oidc.oauth2.records import UserRecord
 from oidc.state import current_state
 

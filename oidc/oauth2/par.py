@@ -36,9 +36,9 @@ from oidc import hashing, queries, urls
 from oidc.models import Client, PushedAuthorizationRequest
 from oidc.oauth2 import dpop
 from oidc.oauth2.errors import ErrorPage
-from oidc.oauth2.methods import AUTH_METHODS
 from oidc.oauth2.profile import is_fapi2
 from oidc.state import current_state
+from oidc.vocabulary import AUTH_METHODS
 
 REQUEST_URI_PREFIX = "urn:ietf:params:oauth:request_uri:"
 #: Parameters of the PAR request that authenticate the client and are not part of the authorization request.

@@ -12,9 +12,9 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlsplit
 
-from oidc.oauth2.methods import FAPI2_ALGORITHMS
 from oidc.settings import FAPI2, FAPI2_MAX_CODE_LIFETIME
 from oidc.state import current_state
+from oidc.vocabulary import FAPI2_ALGORITHMS
 
 _LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
 

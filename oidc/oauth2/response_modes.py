@@ -12,7 +12,7 @@ from typing import Any
 
 from authlib.common.urls import add_params_to_uri
 
-from oidc.oauth2.methods import RESPONSE_MODES
+from oidc.vocabulary import RESPONSE_MODES
 
 #: The hash of the one inline script of the form_post page (``document.forms[0].submit()``).
 _FORM_POST_CSP = ("default-src 'none'; script-src 'unsafe-hashes' "

@@ -17,9 +17,9 @@ from oidc import queries
 from oidc.models import AccessToken, Client
 from oidc.oauth2.bearer import AccessTokenInfo
 from oidc.oauth2.families import revoke_family
-from oidc.oauth2.methods import AUTH_METHODS
 from oidc.oauth2.tokens import AnyToken, find_token
 from oidc.state import current_state
+from oidc.vocabulary import AUTH_METHODS
 
 
 class RevocationEndpoint(_RevocationEndpoint):

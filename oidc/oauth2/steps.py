@@ -26,10 +26,10 @@ from dataclasses import dataclass
 from authlib.oauth2.rfc6749.errors import OAuth2Error
 from authlib.oidc.core.errors import ConsentRequiredError, LoginRequiredError
 
-from oidc.accounts import consents
-from oidc.accounts.sessions import AuthenticatedUser
 from oidc.models import Client
+from oidc.oauth2 import consents
 from oidc.oauth2.authorization import AuthorizationRequest
+from oidc.oauth2.logins import AuthenticatedUser
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from werkzeug.exceptions import HTTPException
 
 from oidc import urls
-from oidc.oauth2.methods import GRANT_TYPES
+from oidc.vocabulary import GRANT_TYPES
 
 TOKENS_ISSUED = Counter(
     "oidc_tokens_issued_total", "Token responses issued, by grant type and client.", ["grant_type", "client_id"]

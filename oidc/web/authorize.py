@@ -28,13 +28,12 @@ from flask_wtf import FlaskForm
 from werkzeug.wrappers import Response
 
 from oidc import urls
-from oidc.accounts import consents
-from oidc.accounts.sessions import AuthenticatedUser
 from oidc.db import db
-from oidc.oauth2 import interactions
+from oidc.oauth2 import consents, interactions
 from oidc.oauth2.authorization import AuthorizationRequest, ErrorRedirect, validate_authorization_request
 from oidc.oauth2.errors import ErrorPage
 from oidc.oauth2.interactions import Pending
+from oidc.oauth2.logins import AuthenticatedUser
 from oidc.oauth2.parameters import ParameterError, request_parameters
 from oidc.oauth2.steps import Consent, Login, Refuse, Respond, SelectAccount, next_step
 from oidc.observability import audit

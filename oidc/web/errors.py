@@ -21,7 +21,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy.exc import DBAPIError, OperationalError
 from werkzeug.exceptions import HTTPException
 
-from keys.errors import HSMUnavailable, KeyServiceError
+from keys import HSMUnavailable, KeyServiceError
 from oidc.db import db
 from oidc.oauth2 import response_modes
 from oidc.oauth2.authorization import ErrorRedirect

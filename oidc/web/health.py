@@ -18,7 +18,7 @@ from typing import Any
 from flask import Blueprint, Response, jsonify
 from sqlalchemy.exc import SQLAlchemyError
 
-from keys.errors import HSMUnavailable, KeyServiceError, NoSigningKey
+from keys import KeyServiceError, reason_code
 from oidc import queries, urls
 from oidc.db import db
 from oidc.state import current_state
@@ -42,14 +42,10 @@ def _check_database() -> dict[str, Any]:
 
 
 def _reason(exc: Exception) -> str:
-    """A fixed code for a key service error (its text may name paths and labels)."""
-    if isinstance(exc, HSMUnavailable):
-        return exc.reason
-    if isinstance(exc, NoSigningKey):
-        return "no_signing_key"
+    """A fixed code for an error starting the key service (its text may name paths and labels)."""
     if isinstance(exc, SQLAlchemyError):
         return "database_unreachable"
-    return "key_service_error"
+    return reason_code(exc) if isinstance(exc, KeyServiceError) else "key_service_error"
 
 
 def _check_keys() -> tuple[dict[str, Any], dict[str, Any]]:
@@ -58,26 +54,14 @@ def _check_keys() -> tuple[dict[str, Any], dict[str, Any]]:
     except (KeyServiceError, SQLAlchemyError) as exc:
         reason = _reason(exc)
         return {"ok": False, "reason": "key_service_not_started", "detail": reason}, {"ok": False, "reason": reason}
-    failed = {name: "self_test_failed" for name, result in service.start_self_test.items() if not result["ok"]}
-    if service.pending_start:
-        failed.update(dict.fromkeys(service.policies, "hsm_unavailable"))
-    for name in service.policies:
-        try:
-            service.signer(name)
-        except KeyServiceError as exc:
-            failed.setdefault(name, _reason(exc))
-    keys: dict[str, Any] = {"ok": not failed, "sets": sorted(service.policies)}
-    if failed:
+    health = service.health()
+    keys: dict[str, Any] = {"ok": not health.failed, "sets": list(health.sets)}
+    if health.failed:
         keys["reason"] = "key_set_unavailable"
-        keys["failed"] = dict(sorted(failed.items()))
-    manager = service.hsm
-    if manager is None:
-        hsm: dict[str, Any] = {"ok": True, "configured": False}
-    else:
-        usable = manager.is_usable()
-        hsm = {"ok": usable, "configured": True}
-        if not usable:
-            hsm["reason"] = manager.unavailable_error().reason if not manager.available else "hsm_session_unusable"
+        keys["failed"] = health.failed
+    hsm: dict[str, Any] = {"ok": health.hsm_usable, "configured": health.hsm_configured}
+    if health.hsm_reason is not None:
+        hsm["reason"] = health.hsm_reason
     return keys, hsm
 
 

@@ -16,9 +16,9 @@ from flask import Flask, Response, g, session
 from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
 
 from oidc.accounts import sessions
-from oidc.accounts.sessions import AuthenticatedUser
 from oidc.hashing import random_token
 from oidc.models import User
+from oidc.oauth2.logins import AuthenticatedUser, end_login
 
 #: The session cookie's key of this browser's interaction binding.
 _BINDING = "interaction_binding"
@@ -93,7 +93,7 @@ def presented_binding() -> str | None:
 
 def sign_out() -> None:
     """End this browser's login session, if any."""
-    sessions.end_session(session.get("sid"))
+    end_login(session.get("sid"))
     session.clear()
     g.oidc_login = None
 

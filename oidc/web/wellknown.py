@@ -9,8 +9,7 @@ from typing import Any
 from flask import Blueprint, Response, request
 from werkzeug.http import quote_etag
 
-from oidc import urls
-from oidc.oauth2 import methods
+from oidc import urls, vocabulary
 from oidc.settings import Settings
 from oidc.state import current_state
 
@@ -50,9 +49,9 @@ def discovery_document(settings: Settings) -> dict[str, Any]:
     Under the FAPI 2.0 profile (provider-wide) only what the profile allows is advertised.
     """
     issuer = settings.issuer
-    auth_methods = ["private_key_jwt"] if settings.fapi2 else list(methods.AUTH_METHODS)
-    assertion_algs = [alg for alg in methods.ASSERTION_ALGORITHMS
-                      if not settings.fapi2 or alg in methods.FAPI2_ALGORITHMS]
+    auth_methods = ["private_key_jwt"] if settings.fapi2 else list(vocabulary.AUTH_METHODS)
+    assertion_algs = [alg for alg in vocabulary.ASSERTION_ALGORITHMS
+                      if not settings.fapi2 or alg in vocabulary.FAPI2_ALGORITHMS]
     return {
         "issuer": issuer,
         "jwks_uri": urls.absolute(issuer, urls.JWKS),
@@ -63,14 +62,14 @@ def discovery_document(settings: Settings) -> dict[str, Any]:
         "revocation_endpoint": urls.absolute(issuer, urls.REVOKE),
         "end_session_endpoint": urls.absolute(issuer, urls.LOGOUT),
         "scopes_supported": list(settings.scopes_supported),
-        "response_types_supported": list(methods.RESPONSE_TYPES),
-        "response_modes_supported": list(methods.RESPONSE_MODES),
-        "grant_types_supported": list(methods.GRANT_TYPES),
+        "response_types_supported": list(vocabulary.RESPONSE_TYPES),
+        "response_modes_supported": list(vocabulary.RESPONSE_MODES),
+        "grant_types_supported": list(vocabulary.GRANT_TYPES),
         "subject_types_supported": ["public"],
-        "id_token_signing_alg_values_supported": methods.id_token_signing_algs(settings.id_token_signing_alg),
+        "id_token_signing_alg_values_supported": vocabulary.id_token_signing_algs(settings.id_token_signing_alg),
         "token_endpoint_auth_methods_supported": auth_methods,
         "token_endpoint_auth_signing_alg_values_supported": assertion_algs,
-        "introspection_endpoint_auth_methods_supported": [m for m in methods.CONFIDENTIAL_AUTH_METHODS
+        "introspection_endpoint_auth_methods_supported": [m for m in vocabulary.CONFIDENTIAL_AUTH_METHODS
                                                           if m in auth_methods],
         "revocation_endpoint_auth_methods_supported": auth_methods,
         # RFC 9126 §5
@@ -78,9 +77,9 @@ def discovery_document(settings: Settings) -> dict[str, Any]:
         "require_pushed_authorization_requests": settings.require_pushed_authorization_requests or settings.fapi2,
         # RFC 9449 §5.1
         "dpop_signing_alg_values_supported": list(settings.dpop_signing_algs),
-        "code_challenge_methods_supported": list(methods.CODE_CHALLENGE_METHODS),
-        "claims_supported": list(methods.CLAIMS_SUPPORTED),
-        "prompt_values_supported": list(methods.PROMPT_VALUES),
+        "code_challenge_methods_supported": list(vocabulary.CODE_CHALLENGE_METHODS),
+        "claims_supported": list(vocabulary.CLAIMS_SUPPORTED),
+        "prompt_values_supported": list(vocabulary.PROMPT_VALUES),
         "claims_parameter_supported": False,
         "request_parameter_supported": False,
         "request_uri_parameter_supported": False,

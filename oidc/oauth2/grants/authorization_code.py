@@ -18,15 +18,15 @@ from authlib.oauth2.rfc6749.errors import (
 from authlib.oauth2.rfc6749.hooks import hooked
 
 from oidc import hashing, queries
-from oidc.accounts.sessions import AuthenticatedUser
 from oidc.oauth2 import families, profile, response_modes
 from oidc.oauth2.families import AuthContext, issue_tokens
-from oidc.oauth2.methods import AUTH_METHODS, RESPONSE_MODES
+from oidc.oauth2.logins import AuthenticatedUser
 from oidc.oauth2.openid import user_of
 from oidc.oauth2.records import AuthorizationCodeRecord, TokenWrites, UserRecord
 from oidc.oauth2.resources import resolve_audience
 from oidc.oauth2.scopes import allowed_scope
 from oidc.state import current_state
+from oidc.vocabulary import AUTH_METHODS, RESPONSE_MODES
 
 CODE_REPLAYED = "authorization code replayed"
 CODE_USED = "the authorization code was already used"

@@ -8,9 +8,9 @@ from authlib.oauth2.rfc6749 import grants
 from authlib.oauth2.rfc6749.errors import InvalidScopeError
 
 from oidc.oauth2.families import AuthContext, issue_tokens, proof_jkt
-from oidc.oauth2.methods import CONFIDENTIAL_AUTH_METHODS
 from oidc.oauth2.resources import resolve_audience
 from oidc.oauth2.scopes import allowed_scope
+from oidc.vocabulary import CONFIDENTIAL_AUTH_METHODS
 
 
 class ClientCredentialsGrant(grants.ClientCredentialsGrant):

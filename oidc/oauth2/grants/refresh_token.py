@@ -15,8 +15,8 @@ from authlib.oauth2.rfc6749.errors import InvalidGrantError
 
 from oidc.oauth2 import families, profile
 from oidc.oauth2.families import AuthContext, issue_tokens, new_refresh_token, proof_jkt
-from oidc.oauth2.methods import AUTH_METHODS
 from oidc.oauth2.records import RefreshTokenRecord, TokenWrites, UserRecord
+from oidc.vocabulary import AUTH_METHODS
 
 TOKEN_REUSED = "rotated refresh token reused"
 TOKEN_USED = "the refresh token was already used"

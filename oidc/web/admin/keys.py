@@ -13,8 +13,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify, request
 
-from keys.errors import InvalidKey, KeyNotFound, KeyServiceError, UnsupportedAlgorithm
-from keys.signer import KeyRecord
+from keys import InvalidKey, KeyNotFound, KeyRecord, KeyServiceError, UnsupportedAlgorithm
 from oidc import urls
 from oidc.state import key_service
 from oidc.web.admin.api import GENERATE_KEY_FIELDS, operation, read_body

@@ -1,4 +1,6 @@
-"""Remembered consent: a user's approval of a client for a set of scopes."""
+"""Remembered consent (OIDC Core §11): a user's approval of a client for a set of scopes.
+
+Part of the core: the decision of /authorize (:mod:`oidc.oauth2.steps`) reads it."""
 
 from __future__ import annotations
 

@@ -1,13 +1,38 @@
-"""What the provider supports, listed once: discovery, registration and validation read these.
+"""The names every layer may read: what the provider supports, listed once.
 
-Adding a method, grant or algorithm here makes it advertised (OIDC Discovery
-1.0 §3, RFC 8414 §2), accepted at registration (``oidc.accounts.clients``) and
-allowed by the grants and client authentication that check it.
+Client authentication methods, grant and response types, header ``typ``s,
+algorithms and the key-set names: discovery, registration and validation read
+these.  Adding a method, grant or algorithm here makes it advertised (OIDC
+Discovery 1.0 §3, RFC 8414 §2), accepted at registration
+(``oidc.accounts.clients``) and allowed by the grants and client
+authentication that check it.  Only plain values: importing this module loads
+neither the protocol core nor the HSM module.
 """
 
 from __future__ import annotations
 
-from keys.algorithms import EDDSA_ALGORITHMS, JWS_ALGORITHMS
+from keys import ACCESS_TOKEN_SET, EDDSA_ALGORITHMS, ID_TOKEN_SET, JWS_ALGORITHMS
+
+__all__ = [
+    "ACCESS_TOKEN_SET",
+    "ACCESS_TOKEN_TYP",
+    "ASSERTION_ALGORITHMS",
+    "AUTH_METHODS",
+    "CLAIMS_SUPPORTED",
+    "CODE_CHALLENGE_METHODS",
+    "CONFIDENTIAL_AUTH_METHODS",
+    "DEFAULT_GRANT_TYPES",
+    "DPOP_ALGORITHMS",
+    "FAPI2_ALGORITHMS",
+    "GRANT_TYPES",
+    "ID_TOKEN_SET",
+    "ID_TOKEN_TYP",
+    "PROMPT_VALUES",
+    "RESPONSE_MODES",
+    "RESPONSE_TYPES",
+    "SECRET_AUTH_METHODS",
+    "id_token_signing_algs",
+]
 
 
 def id_token_signing_algs(configured: str) -> list[str]:

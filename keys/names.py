@@ -1,0 +1,12 @@
+"""The key sets every deployment needs, by name (DESIGN.md, "Key sets").
+
+A module of plain strings: the settings, the token builders and the key
+service read these without loading PKCS#11 or the database layer.
+"""
+
+from __future__ import annotations
+
+#: Signs ID tokens (and signed userinfo, logout tokens, JARM responses).
+ID_TOKEN_SET = "openid.id-token"
+#: Signs JWT access tokens (RFC 9068, ``typ: at+jwt``).
+ACCESS_TOKEN_SET = "jwt.access-token"
