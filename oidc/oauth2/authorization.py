@@ -38,7 +38,7 @@ from oidc.oauth2 import par, profile, response_modes
 from oidc.oauth2.errors import ErrorPage
 from oidc.oauth2.jwt import InvalidToken, verify_own_jwt
 from oidc.oauth2.methods import ID_TOKEN_TYP
-from oidc.oauth2.parameters import has_control_character
+from oidc.oauth2.parameters import CONTROL_CHARACTER, holds_control_character, repeated_parameter
 from oidc.oauth2.server import authorization_server
 from oidc.state import current_state
 
@@ -212,11 +212,11 @@ def _check_client_and_redirect_uri(params: Any) -> Client:
     total = sum(len(key) + len(value) for key, values in params.lists() for value in values)
     if total > MAX_REQUEST_LENGTH or any(len(v) > MAX_PARAMETER_LENGTH for vs in params.listvalues() for v in vs):
         raise ErrorPage("invalid_request", "The request or one of its parameters is too long.")
-    if any(has_control_character(key) or has_control_character(value) for key, value in params.items(multi=True)):
-        raise ErrorPage("invalid_request", "A parameter holds a control character.")
-    for name in ("client_id", "redirect_uri"):
-        if len(params.getlist(name)) > 1:
-            raise ErrorPage("invalid_request", f"The {name} parameter is repeated.")
+    if holds_control_character(params):
+        raise ErrorPage("invalid_request", CONTROL_CHARACTER)
+    repeated = repeated_parameter(params, ("client_id", "redirect_uri"))
+    if repeated is not None:
+        raise ErrorPage("invalid_request", str(repeated))
     client_id = params.get("client_id")
     if not client_id:
         raise ErrorPage("invalid_request", "The client_id parameter is missing.")
@@ -256,11 +256,10 @@ def validate_authorization_request(params: Any, end_user: Any, *, pushing: bool 
     response_mode = params.get("response_mode")
     state = params.get("state")
     redirect_uri = params.get("redirect_uri") or client.get_default_redirect_uri()
-    for name in SINGLE_VALUED:
-        if len(params.getlist(name)) > 1:
-            error = OAuth2Error(error="invalid_request", description=f"The {name} parameter is repeated.",
-                                redirect_uri=redirect_uri)
-            raise _redirect(error, state, response_mode)
+    repeated = repeated_parameter(params, SINGLE_VALUED)
+    if repeated is not None:
+        error = OAuth2Error(error="invalid_request", description=str(repeated), redirect_uri=redirect_uri)
+        raise _redirect(error, state, response_mode)
     for name, code in UNSUPPORTED_PARAMETERS:
         if name in params:
             error = OAuth2Error(error=code, description=f"The {name} parameter is not supported.",

@@ -38,6 +38,7 @@ from oidc.models import Client, PushedAuthorizationRequest
 from oidc.oauth2 import dpop
 from oidc.oauth2.errors import ErrorPage
 from oidc.oauth2.methods import AUTH_METHODS
+from oidc.oauth2.parameters import repeated_parameter
 from oidc.oauth2.profile import is_fapi2
 from oidc.state import current_state
 
@@ -122,9 +123,9 @@ def load(params: Any) -> tuple[PushedAuthorizationRequest, MultiDict[str, str]]:
 
     :class:`ErrorPage` when it is unknown, another client's, expired or used.
     """
-    for name in ("client_id", "request_uri"):
-        if len(params.getlist(name)) > 1:
-            raise ErrorPage("invalid_request", f"The {name} parameter is repeated.")
+    repeated = repeated_parameter(params, ("client_id", "request_uri"))
+    if repeated is not None:
+        raise ErrorPage("invalid_request", str(repeated))
     client_id = params.get("client_id")
     if not client_id:
         raise ErrorPage("invalid_request", "The client_id parameter is missing (RFC 9126 §4).")
