@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import pytest
 from werkzeug.datastructures import MultiDict
 
 from oidc.oauth2.parameters import holds_control_character, repeated_parameter
+from oidc.text import bounded_text, column_text
 
 
 def test_a_repeated_parameter_is_named_only_among_those_asked_about() -> None:
@@ -21,3 +25,58 @@ def test_a_control_character_in_a_name_or_a_value_is_found() -> None:
     assert holds_control_character(MultiDict([("state", "a\x00b")]))
     assert holds_control_character(MultiDict([("st\x7fate", "ab")]))
     assert not holds_control_character(MultiDict([("state", "a\tb\r\n"), ("nonce", "é")]))
+
+
+@pytest.mark.parametrize("value", [None, 7, b"abc", "", "x" * 11])
+def test_bounded_text_refuses_what_is_not_1_to_limit_characters(value: object) -> None:
+    assert bounded_text(value, 10) is None
+    assert column_text(value, 10) is None
+
+
+def test_column_text_also_refuses_a_nul() -> None:
+    """PostgreSQL refuses a NUL in a text parameter; a value compared with a column never holds one."""
+    assert bounded_text("a\x00b", 10) == "a\x00b"
+    assert column_text("a\x00b", 10) is None
+    assert column_text("x" * 10, 10) == bounded_text("x" * 10, 10) == "x" * 10
+
+
+@pytest.mark.both_databases
+def test_a_client_name_with_a_nul_is_refused_on_either_database(make_app: Any, database_url: str,
+                                                                system_secret: str, admin_key: str) -> None:
+    """The name is stored as it is: SQLite kept a NUL that PostgreSQL refused with an error of its own."""
+    from conftest import software_env
+
+    from oidc.accounts.clients import ClientError, create_client
+
+    app = make_app(software_env(database_url, system_secret, admin_key))
+    with app.app_context(), pytest.raises(ClientError, match="name"):
+        create_client(name="Example\x00RP", grant_types=["client_credentials"])
+
+
+@pytest.mark.parametrize(("uri", "loopback"), [
+    ("http://127.0.0.1:8080/cb", True), ("http://[::1]:8080/cb", True), ("http://localhost/cb", True),
+    ("http://LOCALHOST:9/cb", True), ("https://127.0.0.1/cb", False), ("http://127.0.0.2/cb", False),
+    ("http://localhost.example.test/cb", False), ("http://example.test/cb", False), ("http://[::2]/cb", False),
+])
+def test_one_loopback_rule_for_registration_and_the_fapi2_profile(uri: str, loopback: bool) -> None:
+    """RFC 8252 §7.3: the IP literals (and ``localhost``, allowed though not recommended by §8.3).
+
+    Registration listed ``[::1]`` too, which no parsed host name ever is: both rules always agreed.
+    """
+    from oidc.urls import is_loopback_http
+
+    assert is_loopback_http(uri) is loopback
+
+
+def test_registration_accepts_an_ipv6_loopback_redirect(make_app: Any, database_url: str, system_secret: str,
+                                                        admin_key: str) -> None:
+    from conftest import software_env
+
+    from oidc.accounts.clients import ClientError, create_client
+
+    app = make_app(software_env(database_url, system_secret, admin_key))
+    with app.app_context():
+        client, _ = create_client(name="Native app", redirect_uris=["http://[::1]:8080/cb"])
+        assert client.redirect_uris
+        with pytest.raises(ClientError, match="loopback"):
+            create_client(name="Native app", redirect_uris=["http://[::2]:8080/cb"])

@@ -56,6 +56,7 @@ from oidc.models import Client, Interaction, PushedAuthorizationRequest
 from oidc.oauth2.authorization import AuthorizationRequest, restore_authorization_request
 from oidc.oauth2.errors import ErrorPage
 from oidc.state import current_state
+from oidc.text import bounded_text
 
 #: Seconds a user has to log in and consent: the time a person takes, not much more
 #: (the request's ``state`` and ``nonce`` belong to a client waiting for the answer).
@@ -133,8 +134,9 @@ def load(interaction_id: object, binding: object) -> Pending:
     Nothing is written.
     """
     unusable = ErrorPage("invalid_request", UNUSABLE)
-    if not (isinstance(interaction_id, str) and 0 < len(interaction_id) <= MAX_ID_LENGTH and
-            isinstance(binding, str) and 0 < len(binding) <= MAX_ID_LENGTH):
+    interaction_id = bounded_text(interaction_id, MAX_ID_LENGTH)
+    binding = bounded_text(binding, MAX_ID_LENGTH)
+    if interaction_id is None or binding is None:
         raise unusable
     hasher = _hasher()
     found = db.session.execute(_BY_HASH, {"hashes": hasher.candidates(interaction_id)}).first()
