@@ -62,6 +62,15 @@ def b64url_decode(value: str) -> bytes:
     return base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
 
 
+#: The characters of unpadded base64url (RFC 4648 §5, as RFC 7515 §2 uses it).
+B64URL_ALPHABET = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+
+
+def is_b64url(value: str) -> bool:
+    """Whether ``value`` is non-empty unpadded base64url text (what :func:`b64url` makes)."""
+    return bool(value) and B64URL_ALPHABET.issuperset(value)
+
+
 def derived_hash_keys(system_secrets: Iterable[str], purpose: str) -> list[bytes]:
     """The keyed-hash keys derived from each system secret (how earlier versions keyed every hash)."""
     secret_list = list(system_secrets)

@@ -33,6 +33,7 @@ from werkzeug.datastructures import MultiDict
 
 from keys.service import ID_TOKEN_SET
 from oidc.db import db
+from oidc.hashing import is_b64url
 from oidc.models import Client, PushedAuthorizationRequest
 from oidc.oauth2 import par, profile, response_modes
 from oidc.oauth2.errors import ErrorPage
@@ -43,7 +44,7 @@ from oidc.oauth2.server import authorization_server
 from oidc.state import current_state
 
 #: Longest value of any single authorization request parameter, and of the whole request.
-MAX_PARAMETER_LENGTH = 4096
+MAX_AUTHORIZATION_PARAMETER_LENGTH = 4096
 MAX_REQUEST_LENGTH = 16384
 #: Parameters that must not be repeated (RFC 6749 §3.1, OIDC Core §3.1.2.1).
 SINGLE_VALUED = ("client_id", "redirect_uri", "response_type", "response_mode", "scope", "state", "nonce",
@@ -55,7 +56,6 @@ SINGLE_VALUED = ("client_id", "redirect_uri", "response_type", "response_mode", 
 READ_PARAMETERS = frozenset((*SINGLE_VALUED, "resource", "ui_locales"))
 #: What a ``dpop_jkt`` (RFC 9449 §10) looks like: a base64url SHA-256 thumbprint.
 _JKT_LENGTH = 43
-_B64URL = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
 #: Request objects are not supported yet: OIDC Core §6 (and §3.1.2.6's error code).  A
 #: ``request_uri`` is one of ours from /par (RFC 9126 §4), or an error page.
 UNSUPPORTED_PARAMETERS = (("request", "request_not_supported"),)
@@ -210,7 +210,8 @@ def is_openid_request(client: Client, requested_scope: str | None) -> bool:
 def _check_client_and_redirect_uri(params: Any) -> Client:
     """The client, or :class:`ErrorPage`: the checks that must never lead to a redirect."""
     total = sum(len(key) + len(value) for key, values in params.lists() for value in values)
-    if total > MAX_REQUEST_LENGTH or any(len(v) > MAX_PARAMETER_LENGTH for vs in params.listvalues() for v in vs):
+    if total > MAX_REQUEST_LENGTH or any(len(value) > MAX_AUTHORIZATION_PARAMETER_LENGTH
+                                         for values in params.listvalues() for value in values):
         raise ErrorPage("invalid_request", "The request or one of its parameters is too long.")
     if holds_control_character(params):
         raise ErrorPage("invalid_request", CONTROL_CHARACTER)
@@ -276,7 +277,7 @@ def validate_authorization_request(params: Any, end_user: Any, *, pushing: bool 
                             redirect_uri=redirect_uri)
         raise _redirect(error, state, response_mode)
     jkt = params.get("dpop_jkt")
-    if jkt is not None and (len(jkt) != _JKT_LENGTH or not _B64URL.issuperset(jkt)):
+    if jkt is not None and (len(jkt) != _JKT_LENGTH or not is_b64url(jkt)):
         error = OAuth2Error(error="invalid_request", description="dpop_jkt must be a JWK SHA-256 thumbprint.",
                             redirect_uri=redirect_uri)
         raise _redirect(error, state, response_mode)

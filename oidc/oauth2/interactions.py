@@ -11,7 +11,7 @@ again, parameters that went through the browser.
 
 * **What it keeps**: the parameters the provider reads
   (:data:`~oidc.oauth2.authorization.READ_PARAMETERS`), each at most
-  ``MAX_PARAMETER_LENGTH`` and all of them ``MAX_REQUEST_LENGTH`` (longer
+  ``MAX_AUTHORIZATION_PARAMETER_LENGTH`` and all of them ``MAX_REQUEST_LENGTH`` (longer
   requests are refused before any row is written), and what validation made
   of them (redirect URI, scope, audience); never the other parameters a
   browser sends.

@@ -33,13 +33,12 @@ from joserfc.jwt import JWTClaimsRegistry
 from keys.algorithms import EDDSA_ALGORITHMS
 from keys.errors import KeyServiceError
 from keys.service import ACCESS_TOKEN_SET, ID_TOKEN_SET
-from oidc.hashing import b64url, b64url_decode, random_token
+from oidc.hashing import b64url, b64url_decode, is_b64url, random_token
 from oidc.oauth2.methods import ACCESS_TOKEN_TYP, FAPI2_ALGORITHMS, ID_TOKEN_TYP
 from oidc.state import current_state, key_service
 
 #: Longest token we try to parse.
 MAX_TOKEN_LENGTH = 16384
-_B64URL = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
 
 
 def _json(data: dict[str, Any]) -> bytes:
@@ -144,7 +143,7 @@ def _public_key(jwk_json: str) -> Any:
 
 def _header(token: str) -> dict[str, Any]:
     segment = token.split(".", 1)[0]
-    if not segment or not _B64URL.issuperset(segment):
+    if not is_b64url(segment):
         raise InvalidToken("not base64url")
     try:
         header = json.loads(b64url_decode(segment))

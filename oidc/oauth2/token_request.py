@@ -25,7 +25,8 @@ from oidc.oauth2.parameters import FORM, ParameterError, has_control_character, 
 SECRET_PARAMETERS = ("client_secret", "code", "code_verifier", "refresh_token", "client_assertion", "token")
 #: Parameters that may be repeated (RFC 8707 §2: one ``resource`` per target).
 REPEATABLE_PARAMETERS = ("resource",)
-MAX_PARAMETER_LENGTH = 16384
+#: Longest value of any parameter of a token, introspection, revocation or PAR request.
+MAX_FORM_PARAMETER_LENGTH = 16384
 #: ``Basic`` followed by any whitespace (Authlib splits the header on whitespace, not on one space).
 _BASIC = re.compile(r"basic\s", re.IGNORECASE)
 
@@ -40,7 +41,7 @@ def precheck(request: Any, *, token_endpoint: bool = False) -> OAuth2Error | Non
         form = request_parameters(request)
     except ParameterError as exc:
         return InvalidRequestError(str(exc))
-    if any(len(value) > MAX_PARAMETER_LENGTH for _, value in form.items(multi=True)):
+    if any(len(value) > MAX_FORM_PARAMETER_LENGTH for _, value in form.items(multi=True)):
         return InvalidRequestError("A parameter is too long.")
     repeated = repeated_parameter(form, (name for name in form if name not in REPEATABLE_PARAMETERS))
     if repeated is not None:

@@ -18,6 +18,7 @@ from typing import Any
 from flask import Flask, Response, jsonify, request
 
 from oidc import urls
+from oidc.accounts import clients
 from oidc.web.errors import error_response
 
 _JSON_TYPES: dict[str, type | tuple[type, ...]] = {"string": str, "boolean": bool, "array": list, "object": dict}
@@ -134,7 +135,8 @@ CLIENT_FIELDS: dict[str, Field] = {
                      format=_URI),
 }
 
-DISPLAY_FIELDS: dict[str, Field] = {name: CLIENT_FIELDS[name] for name in ("logo_uri", "policy_uri", "tos_uri")}
+#: The registration fields of what the consent page shows (those ``set_display`` changes).
+DISPLAY_FIELDS: dict[str, Field] = {name: CLIENT_FIELDS[name] for name in clients.DISPLAY_FIELDS}
 
 USER_FIELDS: dict[str, Field] = {
     "username": Field("string", "Login name (case-insensitive, unique).", required=True, max_length=255),
