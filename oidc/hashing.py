@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from werkzeug.security import check_password_hash, generate_password_hash
 
+from keys.jws import b64url as b64url  # the one encoder (re-exported: PKCE, keyed hashes, DPoP)
 from keys.sealing import MIN_SECRET_LENGTH
 
 _SALT = b"oidc-hsm/oidc/v1"
@@ -51,11 +52,6 @@ def derive_key(secret: str, purpose: bytes) -> bytes:
 def random_token(num_bytes: int = 32) -> str:
     """A URL-safe random string of ``num_bytes`` bytes of entropy (256 bits by default)."""
     return secrets.token_urlsafe(num_bytes)
-
-
-def b64url(data: bytes) -> str:
-    """Unpadded base64url (RFC 7515 §2), as JOSE and PKCE use it."""
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
 def b64url_decode(value: str) -> bytes:

@@ -1,8 +1,9 @@
 """JWTs this provider issues and verifies, signed through the key service only.
 
-A JWS is ``b64url(header) . b64url(claims) . b64url(signer.sign(signing_input))``:
-the private key never leaves the manager (HSM or sealed software key) that
-holds it, and Authlib is never given a private key.
+A JWS is ``b64url(header) . b64url(claims) . b64url(signer.sign(signing_input))``,
+built by the key service's one builder (:func:`keys.jws.compact_jws`, also used
+by its self-test): the private key never leaves the manager (HSM or sealed
+software key) that holds it, and Authlib is never given a private key.
 
 * ID tokens (OIDC Core §2) are signed with the ``openid.id-token`` key set.
 * Access tokens are RFC 9068 JWTs (header ``typ: at+jwt``) signed with the
@@ -30,19 +31,16 @@ from joserfc.errors import JoseError
 from joserfc.jwk import import_key
 from joserfc.jwt import JWTClaimsRegistry
 
+from keys import compact_jws
 from keys.algorithms import EDDSA_ALGORITHMS
 from keys.errors import KeyServiceError
 from keys.service import ACCESS_TOKEN_SET, ID_TOKEN_SET
-from oidc.hashing import b64url, b64url_decode, is_b64url, random_token
+from oidc.hashing import b64url_decode, is_b64url, random_token
 from oidc.oauth2.methods import ACCESS_TOKEN_TYP, FAPI2_ALGORITHMS, ID_TOKEN_TYP
 from oidc.state import current_state, key_service
 
 #: Longest token we try to parse.
 MAX_TOKEN_LENGTH = 16384
-
-
-def _json(data: dict[str, Any]) -> bytes:
-    return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,12 +67,10 @@ def sign_jwt(key_set: str, claims: dict[str, Any], typ: str) -> tuple[str, str]:
     if signer.alg not in FAPI2_ALGORITHMS and current_state().settings.fapi2:
         # A key imported or activated after start-up (see State.check_profile_algorithms).
         raise KeyServiceError(f"key set {key_set!r} signs with {signer.alg}, which SECURITY_PROFILE=fapi2 refuses")
-    header = {"alg": signer.alg, "kid": signer.kid, "typ": typ}
-    signing_input = f"{b64url(_json(header))}.{b64url(_json(claims))}".encode("ascii")
-    signature = signer.sign(signing_input)
+    token = compact_jws(signer, claims, typ)
     if has_request_context():  # (a command's app context may sign many: nothing reads them)
         g.setdefault("signed_jwts", []).append(Signed(typ, signer.kid, claims))
-    return f"{signing_input.decode('ascii')}.{b64url(signature)}", signer.alg
+    return token, signer.alg
 
 
 def half_hash(value: str, alg: str) -> str:
