@@ -5,7 +5,7 @@ token builders (see :class:`keys.service.KeyService`)::
 
     signer = service.signer("openid.id-token")
     signer.kid, signer.alg
-    signature = signer.sign(signing_input)
+    signature = signer.sign(signing_input)   # compact_jws(signer, claims, typ) builds the JWS around it
     service.jwks_document()
     service.public_key(kid)
 """
@@ -24,6 +24,9 @@ from keys.errors import (
     UnsupportedAlgorithm,
 )
 from keys.evidence import HSM_ONLY_REQUIREMENTS, KeyEvidence, shortfalls
+from keys.jws import compact_jws
+from keys.mechanisms import mechanism_name
+from keys.mechanisms import requirements as mechanism_requirements
 from keys.service import ACCESS_TOKEN_SET, ID_TOKEN_SET, KeyService, KeySetPolicy, RotationPolicy
 from keys.signer import KeyRecord, Signer
 
@@ -48,5 +51,8 @@ __all__ = [
     "SealingError",
     "Signer",
     "UnsupportedAlgorithm",
+    "compact_jws",
+    "mechanism_name",
+    "mechanism_requirements",
     "shortfalls",
 ]
