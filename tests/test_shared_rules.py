@@ -80,3 +80,61 @@ def test_registration_accepts_an_ipv6_loopback_redirect(make_app: Any, database_
         assert client.redirect_uris
         with pytest.raises(ClientError, match="loopback"):
             create_client(name="Native app", redirect_uris=["http://[::2]:8080/cb"])
+
+
+def test_one_jws_builder_for_tokens_and_the_key_service_self_test() -> None:
+    """RFC 7515 §7.1: the compact JWS the provider's tokens and the self-test both come from verifies."""
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from joserfc import jws
+    from joserfc.jwk import ECKey
+
+    from keys.algorithms import get_algorithm
+    from keys.jws import compact_jws
+    from keys.signer import BoundSigner, KeyRecord
+    from keys.software import signing_function
+
+    private_key = ec.generate_private_key(ec.SECP256R1())
+    record = KeyRecord("openid.id-token", "k1", "ES256", "sig", "software", public_jwk={})
+    signer = BoundSigner(record, signing_function(private_key, get_algorithm("ES256")))
+    token = compact_jws(signer, {"sub": "é"}, "JWT")
+    verified = jws.deserialize_compact(token, ECKey.import_key(private_key.public_key()), algorithms=["ES256"])
+    assert verified.headers() == {"alg": "ES256", "kid": "k1", "typ": "JWT"}
+    assert verified.payload.decode() == '{"sub":"é"}'
+
+
+def test_doctor_checks_a_token_against_the_mechanisms_the_manager_signs_with() -> None:
+    """A token with CKM_ECDSA_SHA256 but not the raw CKM_ECDSA signs ES256 (keys.mechanisms.choose);
+    doctor's own table named only CKM_ECDSA and called such a token unfit."""
+    from pkcs11 import Mechanism
+
+    from oidc.cli import pkcs11_probe as probe
+
+    available = {Mechanism.EC_KEY_PAIR_GEN, Mechanism.ECDSA_SHA256}
+    assert probe.missing_mechanisms(available, "ES256") == []
+    assert probe.usable_mechanisms(available, "ES256") == ["CKM_EC_KEY_PAIR_GEN", "CKM_ECDSA_SHA256"]
+    assert probe.missing_mechanisms({Mechanism.EC_KEY_PAIR_GEN}, "ES256") == ["CKM_ECDSA_SHA256 or CKM_ECDSA"]
+    # RFC 9864's Ed25519 is signed as EdDSA is; doctor used to check nothing for it.
+    assert probe.missing_mechanisms(set(), "Ed25519") == ["CKM_EC_EDWARDS_KEY_PAIR_GEN", "CKM_EDDSA"]
+
+
+@pytest.mark.parametrize("value", [None, "", "10.0.0.0/8, ::1"])
+def test_gunicorn_trusts_the_forwarding_addresses_the_app_trusts(monkeypatch: pytest.MonkeyPatch, tmp_path: Any,
+                                                                 system_secret: str, value: str | None) -> None:
+    """One default, and "empty means the default" as for every setting: FORWARDED_ALLOW_IPS= left
+    gunicorn trusting no proxy while the app trusted the loopback one."""
+    import runpy
+    from pathlib import Path
+
+    from oidc.settings import load_settings
+
+    monkeypatch.setenv("METRICS_BIND", "")  # no metrics directory made by reading the file
+    if value is None:
+        monkeypatch.delenv("FORWARDED_ALLOW_IPS", raising=False)
+    else:
+        monkeypatch.setenv("FORWARDED_ALLOW_IPS", value)
+    config = runpy.run_path(str(Path(__file__).resolve().parent.parent / "gunicorn.conf.py"))
+    served = tuple(part.strip() for part in config["forwarded_allow_ips"].split(","))
+    env = {"OIDC_ISSUER": "https://op.example.test", "SECRETS_SYSTEM": system_secret}
+    if value is not None:
+        env["FORWARDED_ALLOW_IPS"] = value
+    assert served == load_settings(env, instance_path=str(tmp_path)).forwarded_allow_ips
