@@ -14,21 +14,24 @@ import shutil
 import sys
 import tempfile
 
+from oidc.settings import DEFAULT_FORWARDED_ALLOW_IPS, DEFAULT_LOG_FORMAT
+
 bind = os.environ.get("BIND", "127.0.0.1:8000")
 workers = int(os.environ.get("GUNICORN_WORKERS") or os.environ.get("WEB_CONCURRENCY") or 2)
 threads = int(os.environ.get("GUNICORN_THREADS", "1"))
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
 graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "30"))
 keepalive = int(os.environ.get("GUNICORN_KEEPALIVE", "5"))
-# X-Forwarded-* from these addresses only (the proxy); see TRUSTED_PROXY_HOPS too.
-forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
+# X-Forwarded-* from these addresses only (the proxy); see TRUSTED_PROXY_HOPS too.  Empty means
+# the default, as for every setting, so gunicorn trusts the addresses the app trusts.
+forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS") or ",".join(DEFAULT_FORWARDED_ALLOW_IPS)
 # The app writes its own structured access log (oidc.access), without the query
 # string (which can carry an id_token_hint); gunicorn's own is off, and its
 # logger does not even build the line (see oidc.observability.logs.GunicornLogger).
 accesslog = None
 logger_class = "oidc.observability.logs.GunicornLogger"
 errorlog = "-"
-if (os.environ.get("LOG_FORMAT") or "json").lower() == "json":
+if (os.environ.get("LOG_FORMAT") or DEFAULT_LOG_FORMAT).lower() == "json":
     logconfig_dict = {
         "version": 1,
         "disable_existing_loggers": False,

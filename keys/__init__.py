@@ -6,7 +6,7 @@ builders (see :class:`keys.service.KeyService`)::
 
     signer = service.signer("openid.id-token")
     signer.kid, signer.alg
-    signature = signer.sign(signing_input)
+    signature = signer.sign(signing_input)   # compact_jws(signer, claims, typ) builds the JWS around it
     service.jwks_document()
     service.public_key(kid)
 
@@ -36,12 +36,14 @@ from keys.errors import (
     reason_code,
 )
 from keys.evidence import HSM_ONLY_REQUIREMENTS, KeyEvidence, shortfalls
+from keys.jws import b64url, compact_jws
 from keys.names import ACCESS_TOKEN_SET, ID_TOKEN_SET
 from keys.signer import KeyRecord, Signer
 
 if TYPE_CHECKING:
     from keys.hsm import HSMConfig, HSMManager
     from keys.locking import provisioning_lock
+    from keys.mechanisms import mechanism_name, mechanism_requirements
     from keys.rotation import KeyStatus
     from keys.sealing import MIN_SECRET_LENGTH, Sealer
     from keys.service import Health, KeyService, KeySetPolicy, MechanismReport, RotationPolicy
@@ -53,6 +55,8 @@ _LAZY = {
     "HSMConfig": "keys.hsm",
     "HSMManager": "keys.hsm",
     "provisioning_lock": "keys.locking",
+    "mechanism_name": "keys.mechanisms",
+    "mechanism_requirements": "keys.mechanisms",
     "MIN_SECRET_LENGTH": "keys.sealing",
     "Sealer": "keys.sealing",
     "Health": "keys.service",
@@ -112,9 +116,13 @@ __all__ = [
     "Signer",
     "SoftwareManager",
     "UnsupportedAlgorithm",
+    "b64url",
+    "compact_jws",
     "define_key_certificates_table",
     "define_signing_keys_table",
     "get_algorithm",
+    "mechanism_name",
+    "mechanism_requirements",
     "provisioning_lock",
     "reason_code",
     "shortfalls",

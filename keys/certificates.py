@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from keys.algorithms import Algorithm, get_algorithm
 from keys.errors import CertificateError
 from keys.jwk import PublicKey
+from keys.jws import b64url
 from keys.signer import Signer
 
 #: How X.509 names each JWS algorithm's signature (RFC 4055 §5, RFC 5758 §3.2, RFC 8410 §3).
@@ -163,7 +164,7 @@ def x5c_members(certificates: list[x509.Certificate]) -> dict[str, Any]:
     der = [certificate.public_bytes(serialization.Encoding.DER) for certificate in certificates]
     return {
         "x5c": [base64.b64encode(item).decode("ascii") for item in der],
-        "x5t#S256": base64.urlsafe_b64encode(hashlib.sha256(der[0]).digest()).rstrip(b"=").decode("ascii"),
+        "x5t#S256": b64url(hashlib.sha256(der[0]).digest()),
     }
 
 

@@ -28,7 +28,7 @@ from typing import Any
 import pkcs11
 from pkcs11 import Mechanism, MechanismFlag
 
-from keys.algorithms import DIGEST_INFO_PREFIXES, Algorithm
+from keys.algorithms import ALGORITHMS, DIGEST_INFO_PREFIXES, Algorithm
 from keys.errors import MechanismUnsupported
 
 _PSS_PARAMETERS = {
@@ -131,6 +131,19 @@ def candidates(algorithm: Algorithm) -> list[SigningPlan]:
         SigningPlan(name, Mechanism.ECDSA, None, _digest(hash_name),
                     f"CKM_ECDSA over a {label} digest computed in Python"),
     ]
+
+
+def mechanism_requirements(alg: str) -> tuple[tuple[Mechanism, ...], ...]:
+    """What a token needs for ``alg``, each as alternatives (any one will do, preferred first).
+
+    Its key-pair generation mechanism, and the signing mechanisms of :func:`candidates`:
+    the table ``doctor`` checks a token against is the one the manager signs with.  An
+    algorithm this service does not know needs nothing it could name.
+    """
+    algorithm = ALGORITHMS.get(alg)
+    if algorithm is None:
+        return ()
+    return (GENERATION_MECHANISMS[algorithm.kty],), tuple(plan.mechanism for plan in candidates(algorithm))
 
 
 def choose(algorithm: Algorithm, offered: Mapping[Any, MechanismSupport], *, key_bits: int | None = None) -> SigningPlan:

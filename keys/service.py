@@ -52,6 +52,7 @@ from keys.evidence import SOFTWARE_LOCATION, KeyEvidence
 from keys.hsm import BACKEND as HSM_BACKEND
 from keys.hsm import HSMManager
 from keys.jwk import load_public_jwk
+from keys.jws import compact_jws
 from keys.names import ACCESS_TOKEN_SET, ID_TOKEN_SET
 from keys.rotation import KeyStatus
 from keys.signer import BoundSigner, KeyManager, KeyRecord, Signer
@@ -785,13 +786,11 @@ class KeyService:
         for name in self.policies:
             try:
                 signer = self.signer(name)
-                header = {"alg": signer.alg, "kid": signer.kid, "typ": "JWT"}
-                signing_input = _b64(json.dumps(header).encode()) + b"." + _b64(b'{"self-test":true}')
-                token = signing_input + b"." + _b64(signer.sign(signing_input))
+                token = compact_jws(signer, {"self-test": True}, "JWT")
                 jwk = self.public_key(signer.kid)
                 if jwk is None:
                     raise KeyNotFound(f"kid {signer.kid!r} is not published")
-                jws.deserialize_compact(token.decode(), import_key(jwk), algorithms=[signer.alg])
+                jws.deserialize_compact(token, import_key(jwk), algorithms=[signer.alg])
                 results[name] = {"ok": True, "kid": signer.kid, "alg": signer.alg, "backend": signer.backend}
             except Exception as exc:  # reported, not raised: the caller decides
                 results[name] = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
@@ -801,10 +800,6 @@ class KeyService:
 def _rsa_bits(jwk: dict[str, Any]) -> int:
     modulus = base64.urlsafe_b64decode(jwk["n"] + "=" * (-len(jwk["n"]) % 4))
     return int.from_bytes(modulus, "big").bit_length()
-
-
-def _b64(data: bytes) -> bytes:
-    return base64.urlsafe_b64encode(data).rstrip(b"=")
 
 
 __all__ = [

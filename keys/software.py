@@ -25,6 +25,8 @@ from keys.signer import BoundSigner, KeyRecord, Signer
 from keys.store import KeyStore
 
 BACKEND = "software"
+#: Longest ``kid`` of an imported key (the length of its column).
+MAX_KID_LENGTH = 255
 
 log = logging.getLogger(__name__)
 
@@ -152,8 +154,8 @@ class SoftwareManager:
     def import_jwk(self, key_set: str, jwk: dict[str, Any], *, created_at: int, active_at: int) -> KeyRecord:
         private_key, alg = load_private_jwk(jwk)
         kid = jwk.get("kid") or thumbprint(private_key.public_key())
-        if not isinstance(kid, str) or not 0 < len(kid) <= 255:
-            raise InvalidKey("'kid' must be a string of 1 to 255 characters")
+        if not isinstance(kid, str) or not 0 < len(kid) <= MAX_KID_LENGTH:
+            raise InvalidKey(f"'kid' must be a string of 1 to {MAX_KID_LENGTH} characters")
         return self._store(key_set, kid, alg, private_key, created_at=created_at, active_at=active_at)
 
     def delete(self, key_set: str, kid: str) -> bool:

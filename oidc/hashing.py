@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from keys import MIN_SECRET_LENGTH
+from keys import b64url as b64url  # the one encoder (re-exported: PKCE, keyed hashes, DPoP)
 
 _SALT = b"oidc-hsm/oidc/v1"
 
@@ -53,13 +54,17 @@ def random_token(num_bytes: int = 32) -> str:
     return secrets.token_urlsafe(num_bytes)
 
 
-def b64url(data: bytes) -> str:
-    """Unpadded base64url (RFC 7515 §2), as JOSE and PKCE use it."""
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
 def b64url_decode(value: str) -> bytes:
     return base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+
+
+#: The characters of unpadded base64url (RFC 4648 §5, as RFC 7515 §2 uses it).
+B64URL_ALPHABET = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+
+
+def is_b64url(value: str) -> bool:
+    """Whether ``value`` is non-empty unpadded base64url text (what :func:`b64url` makes)."""
+    return bool(value) and B64URL_ALPHABET.issuperset(value)
 
 
 def derived_hash_keys(system_secrets: Iterable[str], purpose: str) -> list[bytes]:

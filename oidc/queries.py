@@ -61,6 +61,7 @@ from oidc.models import (
     User,
 )
 from oidc.statements import Prepared, insert_all
+from oidc.text import column_text
 
 #: A result row of any shape (its columns are read by name).
 AnyRow = Row[*tuple[Any, ...]]
@@ -69,6 +70,8 @@ AnyRow = Row[*tuple[Any, ...]]
 MAX_CLIENT_ID_LENGTH = 64
 #: Longest code or refresh token looked up (ours are 43 characters).
 MAX_SECRET_LENGTH = 512
+#: Longest access token ``jti`` looked up (ours are 24 characters).
+MAX_ACCESS_TOKEN_JTI_LENGTH = 64
 
 _CLIENT_BY_ID = select(Client).where(Client.client_id == bindparam("client_id")).limit(1)
 _ENABLED_CLIENT_BY_ID = _CLIENT_BY_ID.where(Client.disabled.is_(False))
@@ -299,10 +302,11 @@ def _items(value: dict[str, Any] | tuple[Any, ...]) -> list[Any]:
 
 def find_client(client_id: object, *, include_disabled: bool = False) -> Client | None:
     """The client registered as ``client_id`` (disabled ones only when asked for)."""
-    if not isinstance(client_id, str) or not 0 < len(client_id) <= MAX_CLIENT_ID_LENGTH or "\x00" in client_id:
-        return None  # (PostgreSQL refuses a NUL in a text parameter: never one of ours)
+    checked = column_text(client_id, MAX_CLIENT_ID_LENGTH)
+    if checked is None:
+        return None
     statement = _CLIENT_BY_ID if include_disabled else _ENABLED_CLIENT_BY_ID
-    return db.session.execute(statement, {"client_id": client_id}).scalar()
+    return db.session.execute(statement, {"client_id": checked}).scalar()
 
 
 def find_access_token_row(jti: object) -> AnyRow | None:
@@ -314,9 +318,10 @@ def find_access_token_row(jti: object) -> AnyRow | None:
     that reads nothing else never opens a session transaction.  Writers change
     the row with an ``UPDATE`` by ``id`` (:func:`revoke_access_token`).
     """
-    if not isinstance(jti, str) or not 0 < len(jti) <= 64 or "\x00" in jti:
+    checked = column_text(jti, MAX_ACCESS_TOKEN_JTI_LENGTH)
+    if checked is None:
         return None
-    return _ACCESS_TOKEN_BY_JTI.read(db.engine, {"jti": jti})
+    return _ACCESS_TOKEN_BY_JTI.read(db.engine, {"jti": checked})
 
 
 def find_refresh_grant(hashes: list[str]) -> AnyRow | None:

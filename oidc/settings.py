@@ -40,6 +40,9 @@ SECURITY_PROFILES = (DEFAULT_PROFILE, FAPI2)
 FAPI2_MAX_CODE_LIFETIME = 60
 #: The FAPI 2.0 Security Profile wants request_uris that live less than 600 s (§5.3.2.2, clause 6).
 FAPI2_MAX_PAR_LIFETIME = 599
+#: Defaults of the settings gunicorn.conf.py reads too (its own X-Forwarded-* trust, its log format).
+DEFAULT_FORWARDED_ALLOW_IPS = ("127.0.0.1", "::1")
+DEFAULT_LOG_FORMAT = "json"
 #: The pages' defaults (README.md, "Pages and themes").
 DEFAULT_SERVICE_NAME = "Single sign-on"
 DEFAULT_PRIMARY_COLOR = "#1d4ed8"
@@ -380,12 +383,12 @@ def load_settings(env: Mapping[str, str] | None = None, *, instance_path: str) -
         if len(key) < 32:
             raise ConfigError(f"ADMIN_API_KEYS key #{position} is shorter than 32 characters")
 
-    forwarded = read.items("FORWARDED_ALLOW_IPS") or ("127.0.0.1", "::1")
+    forwarded = read.items("FORWARDED_ALLOW_IPS") or DEFAULT_FORWARDED_ALLOW_IPS
     try:
         parse_networks(forwarded)
     except ValueError:
         raise ConfigError("FORWARDED_ALLOW_IPS must list IP addresses or networks") from None
-    log_format = read.text("LOG_FORMAT", "json").lower()
+    log_format = read.text("LOG_FORMAT", DEFAULT_LOG_FORMAT).lower()
     if log_format not in ("json", "text"):
         raise ConfigError("LOG_FORMAT must be json or text")
     log_level = read.text("LOG_LEVEL", "INFO").upper()

@@ -7,6 +7,8 @@ metrics name them.  The issuer is configuration, never request headers.
 
 from __future__ import annotations
 
+from urllib.parse import SplitResult, urlsplit
+
 AUTHORIZE = "/authorize"
 CONSENT = "/authorize/consent"
 #: Where the browser comes back to an authorization request after logging in (``?interaction=<id>``).
@@ -30,3 +32,15 @@ ADMIN = "/admin"
 def absolute(issuer: str, path: str) -> str:
     """The URL of ``path`` on this provider, as clients see it."""
     return issuer + path
+
+
+#: Host names of a client's loopback redirect URI: the IP literals of RFC 8252 §7.3, and
+#: ``localhost``, which §8.3 does not recommend but allows.  (``urlsplit`` gives an IPv6
+#: literal without its brackets: ``http://[::1]:8080/`` has the hostname ``::1``.)
+LOOPBACK_HOSTS = frozenset(("127.0.0.1", "::1", "localhost"))
+
+
+def is_loopback_http(uri: str | SplitResult) -> bool:
+    """Whether ``uri`` is an ``http`` URL on a loopback host (a native app's redirect, RFC 8252 §7.3)."""
+    parts = urlsplit(uri) if isinstance(uri, str) else uri
+    return parts.scheme == "http" and parts.hostname in LOOPBACK_HOSTS

@@ -97,9 +97,9 @@ def test_the_login_page_visited_directly_signs_in_and_says_so(op: Provider, rp: 
 
 def test_an_interaction_keeps_only_the_parameters_the_provider_reads(op: Provider, rp: str) -> None:
     """Any browser can start an interaction: parameters nobody reads (RFC 6749 §3.1: ignored) are not stored."""
-    from oidc.oauth2.authorization import MAX_PARAMETER_LENGTH
+    from oidc.oauth2.authorization import MAX_AUTHORIZATION_PARAMETER_LENGTH
 
-    padding = dict.fromkeys(("acr_values", "claims", "unknown"), "x" * MAX_PARAMETER_LENGTH)
+    padding = dict.fromkeys(("acr_values", "claims", "unknown"), "x" * MAX_AUTHORIZATION_PARAMETER_LENGTH)
     response = op.get("/authorize", query_string=_params(rp, login_hint="alice", ui_locales="de", **padding))
     assert response.status_code == 302 and response.headers["Location"].startswith("/login?interaction=")
     (row,) = _rows(op)
@@ -116,15 +116,15 @@ def test_an_interaction_keeps_only_the_parameters_the_provider_reads(op: Provide
 
 @pytest.mark.parametrize("oversized", ["one parameter", "the request"])
 def test_an_oversized_request_is_refused_and_writes_no_row(op: Provider, rp: str, oversized: str) -> None:
-    """Past MAX_PARAMETER_LENGTH for one parameter, or MAX_REQUEST_LENGTH in all: invalid_request on
-    the error page (the redirect URI is not trusted with it), and no interaction."""
-    from oidc.oauth2.authorization import MAX_PARAMETER_LENGTH, MAX_REQUEST_LENGTH
+    """Past MAX_AUTHORIZATION_PARAMETER_LENGTH for one parameter, or MAX_REQUEST_LENGTH in all:
+    invalid_request on the error page (the redirect URI is not trusted with it), and no interaction."""
+    from oidc.oauth2.authorization import MAX_AUTHORIZATION_PARAMETER_LENGTH, MAX_REQUEST_LENGTH
 
     if oversized == "one parameter":
-        extra = {"state": "s" * (MAX_PARAMETER_LENGTH + 1)}
+        extra = {"state": "s" * (MAX_AUTHORIZATION_PARAMETER_LENGTH + 1)}
     else:
-        count = MAX_REQUEST_LENGTH // MAX_PARAMETER_LENGTH + 1
-        extra = {f"extra{index}": "x" * (MAX_PARAMETER_LENGTH - 10) for index in range(count)}
+        count = MAX_REQUEST_LENGTH // MAX_AUTHORIZATION_PARAMETER_LENGTH + 1
+        extra = {f"extra{index}": "x" * (MAX_AUTHORIZATION_PARAMETER_LENGTH - 10) for index in range(count)}
     response = op.get("/authorize", query_string=_params(rp, **extra))
     assert response.status_code == 400 and "Location" not in response.headers
     assert "<code>invalid_request</code>" in response.text and "too long" in response.text

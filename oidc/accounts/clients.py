@@ -20,10 +20,15 @@ from oidc.models import Client
 from oidc.queries import find_client
 from oidc.settings import DEFAULT_PROFILE, FAPI2, SECURITY_PROFILES
 from oidc.state import current_state
+from oidc.text import bounded_text, column_text
+from oidc.urls import is_loopback_http
 from oidc.vocabulary import AUTH_METHODS, DEFAULT_GRANT_TYPES, FAPI2_ALGORITHMS, GRANT_TYPES, SECRET_AUTH_METHODS
 
 DEFAULT_SCOPE = "openid profile email offline_access"
-_LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]", "::1")
+#: Longest redirect, logout, page or logo URI registered.
+MAX_URI_LENGTH = 2000
+#: Longest client name (what the consent page shows).
+MAX_CLIENT_NAME_LENGTH = 255
 
 
 class ClientError(ValueError):
@@ -31,14 +36,14 @@ class ClientError(ValueError):
 
 
 def _check_uri(uri: Any, field: str) -> str:
-    if not isinstance(uri, str) or not 0 < len(uri) <= 2000 or not uri.isprintable() or " " in uri:
+    if bounded_text(uri, MAX_URI_LENGTH) is None or not uri.isprintable() or " " in uri:
         raise ClientError(f"{field}: {uri!r} is not a URI")
     parts = urlsplit(uri)
     if parts.fragment or "#" in uri:
         raise ClientError(f"{field}: {uri!r} must not have a fragment")
     if parts.scheme == "https" and parts.netloc:
         return uri
-    if parts.scheme == "http" and parts.hostname in _LOOPBACK_HOSTS:
+    if is_loopback_http(parts):
         return uri
     if parts.scheme and "." in parts.scheme and parts.scheme not in ("http", "https"):
         return uri  # private-use scheme of a native app (RFC 8252 §7.1), e.g. com.example.app:/cb
@@ -49,10 +54,10 @@ def _check_web_uri(uri: Any, field: str) -> str | None:
     """An optional page or image URL shown to users: https (http only on loopback), nothing else."""
     if uri is None or uri == "":
         return None
-    if not isinstance(uri, str) or not 0 < len(uri) <= 2000 or not uri.isprintable() or " " in uri or '"' in uri:
+    if bounded_text(uri, MAX_URI_LENGTH) is None or not uri.isprintable() or " " in uri or '"' in uri:
         raise ClientError(f"{field}: {uri!r} is not a URL")
     parts = urlsplit(uri)
-    if (parts.scheme == "https" and parts.netloc) or (parts.scheme == "http" and parts.hostname in _LOOPBACK_HOSTS):
+    if (parts.scheme == "https" and parts.netloc) or is_loopback_http(parts):
         return uri
     raise ClientError(f"{field}: {uri!r} must be an https URL (http only on loopback)")
 
@@ -97,8 +102,8 @@ def create_client(*, name: str, redirect_uris: Iterable[str] | None = None,
                   admin_api: bool = False, logo_uri: str | None = None, policy_uri: str | None = None,
                   tos_uri: str | None = None) -> tuple[Client, str | None]:
     """Register a client; returns it and its secret (shown once; None for public clients)."""
-    if not isinstance(name, str) or not 0 < len(name.strip()) <= 255:
-        raise ClientError("name: 1 to 255 characters")
+    if column_text(name.strip() if isinstance(name, str) else None, MAX_CLIENT_NAME_LENGTH) is None:
+        raise ClientError(f"name: 1 to {MAX_CLIENT_NAME_LENGTH} characters, without a NUL")
     if auth_method not in AUTH_METHODS:
         raise ClientError(f"auth_method: one of {', '.join(AUTH_METHODS)}")
     grants = _strings(grant_types, "grant_types") or list(DEFAULT_GRANT_TYPES)
@@ -163,8 +168,7 @@ def _check_fapi2(auth_method: str, redirect_uris: list[str], settings: Any) -> N
     if auth_method != "private_key_jwt":
         raise ClientError("auth_method: the FAPI 2.0 profile allows confidential clients with private_key_jwt only")
     for uri in redirect_uris:
-        loopback = urlsplit(uri).scheme == "http" and urlsplit(uri).hostname in _LOOPBACK_HOSTS
-        if not uri.startswith("https://") and not (loopback and settings.development):
+        if not uri.startswith("https://") and not (is_loopback_http(uri) and settings.development):
             raise ClientError(f"redirect_uris: the FAPI 2.0 profile requires https ({uri!r})")
     for name, alg in (("ID_TOKEN_SIGNING_ALG", settings.id_token_signing_alg),
                       ("ACCESS_TOKEN_SIGNING_ALG", settings.access_token_signing_alg)):

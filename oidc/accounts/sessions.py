@@ -16,6 +16,10 @@ from oidc.models import User
 from oidc.oauth2.logins import AuthenticatedUser
 from oidc.oauth2.records import session_active, user_of_row
 from oidc.state import current_state
+from oidc.text import column_text
+
+#: Longest login session id looked up (ours are 32 characters).
+MAX_SID_LENGTH = 64
 
 
 def start_session(user: User) -> AuthenticatedUser:
@@ -30,9 +34,10 @@ def start_session(user: User) -> AuthenticatedUser:
 
 def find_login(sid: object) -> AuthenticatedUser | None:
     """The login of session ``sid`` if it is still valid and its user enabled."""
-    if not isinstance(sid, str) or not 0 < len(sid) <= 64:
+    checked = column_text(sid, MAX_SID_LENGTH)
+    if checked is None:
         return None
-    row = queries.find_login(sid)  # the session with its user, in one read
+    row = queries.find_login(checked)  # the session with its user, in one read
     if row is None or not session_active(row, current_state().clock.now()) or row.user_disabled:
         return None
     return AuthenticatedUser(user_of_row(row), row.sid, row.auth_time)

@@ -18,6 +18,7 @@ from oidc.db import db
 from oidc.models import User
 from oidc.oauth2.logins import end_logins_of
 from oidc.state import current_state
+from oidc.text import bounded_text, column_text
 
 MIN_PASSWORD_LENGTH = 8
 MAX_PASSWORD_LENGTH = 1024
@@ -43,7 +44,7 @@ def _check_password(password: Any) -> str:
 def create_user(username: object, password: object, *, email: str | None = None, name: str | None = None,
                 email_verified: bool = False, admin: bool = False) -> User:
     normalized = normalize_username(username) if isinstance(username, str) else ""
-    if not 0 < len(normalized) <= MAX_USERNAME_LENGTH or not normalized.isprintable() or " " in normalized:
+    if bounded_text(normalized, MAX_USERNAME_LENGTH) is None or not normalized.isprintable() or " " in normalized:
         raise UserError("username: 1 to 255 printable characters without spaces")
     if queries.find_user_by_username(normalized) is not None:
         raise UserError(f"username: {normalized!r} is taken")
@@ -63,9 +64,10 @@ def create_user(username: object, password: object, *, email: str | None = None,
 
 
 def get_user(username: object) -> User | None:
-    if not isinstance(username, str) or len(username) > MAX_USERNAME_LENGTH or "\x00" in username:
-        return None  # (PostgreSQL refuses a NUL in a text parameter: never a username)
-    return queries.find_user_by_username(normalize_username(username))
+    checked = column_text(username, MAX_USERNAME_LENGTH)
+    if checked is None:
+        return None
+    return queries.find_user_by_username(normalize_username(checked))
 
 
 def list_users() -> list[User]:

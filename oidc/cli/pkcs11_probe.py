@@ -2,7 +2,8 @@
 
 Independent of the key service (:mod:`keys.hsm`): it never generates, signs
 or changes anything, and its messages never include the PIN.  The mechanisms
-each JWS algorithm needs are those :mod:`keys.hsm` uses to generate and sign.
+each JWS algorithm needs are read from the key service's own table
+(:func:`keys.mechanisms.mechanism_requirements`), so doctor checks what it signs with.
 """
 
 from __future__ import annotations
@@ -11,37 +12,15 @@ from dataclasses import dataclass
 from typing import Any
 
 import pkcs11
-from pkcs11 import Attribute, Mechanism, ObjectClass
+from pkcs11 import Attribute, ObjectClass
 from pkcs11.exceptions import PinIncorrect, PinLenRange, PinLocked, PKCS11Error, UserAlreadyLoggedIn
 
-_RSA_GEN = (Mechanism.RSA_PKCS_KEY_PAIR_GEN,)
-_EC_GEN = (Mechanism.EC_KEY_PAIR_GEN,)
-
-#: What each algorithm needs on the token: a key-pair generation mechanism and a
-#: signing one, each given as alternatives (a hash-and-sign mechanism, or the raw
-#: one over a digest computed by the provider, as tokens without the combined
-#: mechanisms require, e.g. openCryptoki's soft token).
-ALGORITHM_MECHANISMS: dict[str, tuple[tuple[Mechanism, ...], ...]] = {
-    "RS256": (_RSA_GEN, (Mechanism.SHA256_RSA_PKCS, Mechanism.RSA_PKCS)),
-    "RS384": (_RSA_GEN, (Mechanism.SHA384_RSA_PKCS, Mechanism.RSA_PKCS)),
-    "RS512": (_RSA_GEN, (Mechanism.SHA512_RSA_PKCS, Mechanism.RSA_PKCS)),
-    "PS256": (_RSA_GEN, (Mechanism.SHA256_RSA_PKCS_PSS, Mechanism.RSA_PKCS_PSS)),
-    "PS384": (_RSA_GEN, (Mechanism.SHA384_RSA_PKCS_PSS, Mechanism.RSA_PKCS_PSS)),
-    "PS512": (_RSA_GEN, (Mechanism.SHA512_RSA_PKCS_PSS, Mechanism.RSA_PKCS_PSS)),
-    "ES256": (_EC_GEN, (Mechanism.ECDSA,)),
-    "ES384": (_EC_GEN, (Mechanism.ECDSA,)),
-    "ES512": (_EC_GEN, (Mechanism.ECDSA,)),
-    "EdDSA": ((Mechanism.EC_EDWARDS_KEY_PAIR_GEN,), (Mechanism.EDDSA,)),
-}
+from keys import mechanism_name
+from keys import mechanism_requirements as requirements
 
 
 class ProbeError(Exception):
     """A question the module could not answer; the message says why (never the PIN)."""
-
-
-def mechanism_name(mechanism: Any) -> str:
-    name = getattr(mechanism, "name", None)
-    return f"CKM_{name}" if name else f"0x{int(mechanism):08x}"
 
 
 def load(library: str) -> Any:
@@ -79,13 +58,13 @@ def mechanisms(slot: Any) -> set[Any]:
 
 def missing_mechanisms(available: set[Any], alg: str) -> list[str]:
     """The requirements of ``alg`` the token meets with none of their alternatives ("A or B")."""
-    return [" or ".join(mechanism_name(m) for m in group) for group in ALGORITHM_MECHANISMS.get(alg, ())
+    return [" or ".join(mechanism_name(m) for m in group) for group in requirements(alg)
             if not any(m in available for m in group)]
 
 
 def usable_mechanisms(available: set[Any], alg: str) -> list[str]:
     """For each requirement of ``alg``, the first alternative the token has."""
-    return [mechanism_name(next(m for m in group if m in available)) for group in ALGORITHM_MECHANISMS.get(alg, ())
+    return [mechanism_name(next(m for m in group if m in available)) for group in requirements(alg)
             if any(m in available for m in group)]
 
 

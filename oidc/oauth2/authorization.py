@@ -33,18 +33,19 @@ from authlib.oauth2.rfc6749.errors import OAuth2Error
 from werkzeug.datastructures import MultiDict
 
 from oidc.db import db
+from oidc.hashing import is_b64url
 from oidc.models import Client, PushedAuthorizationRequest
 from oidc.oauth2 import par, profile, response_modes
 from oidc.oauth2.errors import ErrorPage
 from oidc.oauth2.jwt import InvalidToken, verify_own_jwt
-from oidc.oauth2.parameters import has_control_character
+from oidc.oauth2.parameters import CONTROL_CHARACTER, holds_control_character, repeated_parameter
 from oidc.oauth2.scopes import allowed_scope
 from oidc.oauth2.server import authorization_server
 from oidc.state import current_state
 from oidc.vocabulary import ID_TOKEN_SET, ID_TOKEN_TYP
 
 #: Longest value of any single authorization request parameter, and of the whole request.
-MAX_PARAMETER_LENGTH = 4096
+MAX_AUTHORIZATION_PARAMETER_LENGTH = 4096
 MAX_REQUEST_LENGTH = 16384
 #: Parameters that must not be repeated (RFC 6749 §3.1, OIDC Core §3.1.2.1).
 SINGLE_VALUED = ("client_id", "redirect_uri", "response_type", "response_mode", "scope", "state", "nonce",
@@ -56,7 +57,6 @@ SINGLE_VALUED = ("client_id", "redirect_uri", "response_type", "response_mode", 
 READ_PARAMETERS = frozenset((*SINGLE_VALUED, "resource", "ui_locales"))
 #: What a ``dpop_jkt`` (RFC 9449 §10) looks like: a base64url SHA-256 thumbprint.
 _JKT_LENGTH = 43
-_B64URL = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
 #: Request objects are not supported yet: OIDC Core §6 (and §3.1.2.6's error code).  A
 #: ``request_uri`` is one of ours from /par (RFC 9126 §4), or an error page.
 UNSUPPORTED_PARAMETERS = (("request", "request_not_supported"),)
@@ -210,13 +210,14 @@ def is_openid_request(client: Client, requested_scope: str | None) -> bool:
 def _check_client_and_redirect_uri(params: Any) -> Client:
     """The client, or :class:`ErrorPage`: the checks that must never lead to a redirect."""
     total = sum(len(key) + len(value) for key, values in params.lists() for value in values)
-    if total > MAX_REQUEST_LENGTH or any(len(v) > MAX_PARAMETER_LENGTH for vs in params.listvalues() for v in vs):
+    if total > MAX_REQUEST_LENGTH or any(len(value) > MAX_AUTHORIZATION_PARAMETER_LENGTH
+                                         for values in params.listvalues() for value in values):
         raise ErrorPage("invalid_request", "The request or one of its parameters is too long.")
-    if any(has_control_character(key) or has_control_character(value) for key, value in params.items(multi=True)):
-        raise ErrorPage("invalid_request", "A parameter holds a control character.")
-    for name in ("client_id", "redirect_uri"):
-        if len(params.getlist(name)) > 1:
-            raise ErrorPage("invalid_request", f"The {name} parameter is repeated.")
+    if holds_control_character(params):
+        raise ErrorPage("invalid_request", CONTROL_CHARACTER)
+    repeated = repeated_parameter(params, ("client_id", "redirect_uri"))
+    if repeated is not None:
+        raise ErrorPage("invalid_request", str(repeated))
     client_id = params.get("client_id")
     if not client_id:
         raise ErrorPage("invalid_request", "The client_id parameter is missing.")
@@ -256,11 +257,10 @@ def validate_authorization_request(params: Any, end_user: Any, *, pushing: bool 
     response_mode = params.get("response_mode")
     state = params.get("state")
     redirect_uri = params.get("redirect_uri") or client.get_default_redirect_uri()
-    for name in SINGLE_VALUED:
-        if len(params.getlist(name)) > 1:
-            error = OAuth2Error(error="invalid_request", description=f"The {name} parameter is repeated.",
-                                redirect_uri=redirect_uri)
-            raise _redirect(error, state, response_mode)
+    repeated = repeated_parameter(params, SINGLE_VALUED)
+    if repeated is not None:
+        error = OAuth2Error(error="invalid_request", description=str(repeated), redirect_uri=redirect_uri)
+        raise _redirect(error, state, response_mode)
     for name, code in UNSUPPORTED_PARAMETERS:
         if name in params:
             error = OAuth2Error(error=code, description=f"The {name} parameter is not supported.",
@@ -277,7 +277,7 @@ def validate_authorization_request(params: Any, end_user: Any, *, pushing: bool 
                             redirect_uri=redirect_uri)
         raise _redirect(error, state, response_mode)
     jkt = params.get("dpop_jkt")
-    if jkt is not None and (len(jkt) != _JKT_LENGTH or not _B64URL.issuperset(jkt)):
+    if jkt is not None and (len(jkt) != _JKT_LENGTH or not is_b64url(jkt)):
         error = OAuth2Error(error="invalid_request", description="dpop_jkt must be a JWK SHA-256 thumbprint.",
                             redirect_uri=redirect_uri)
         raise _redirect(error, state, response_mode)

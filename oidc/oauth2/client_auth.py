@@ -34,7 +34,11 @@ from oidc.models import Client, ClientAssertion
 from oidc.oauth2.profile import is_fapi2
 from oidc.queries import find_client
 from oidc.state import current_state
+from oidc.text import column_text
 from oidc.vocabulary import ASSERTION_ALGORITHMS, FAPI2_ALGORITHMS
+
+#: Longest client assertion ``jti`` recorded (the length of its column).
+MAX_ASSERTION_JTI_LENGTH = 255
 
 
 def check_client_secret(client: Client, client_secret: str) -> bool:
@@ -172,7 +176,7 @@ class PrivateKeyJWT(JWTBearerClientAssertion):
 
     def validate_jti(self, claims: dict[str, Any], jti: Any) -> bool:
         """Record ``jti`` for this client until the assertion expires; False if it was seen."""
-        if not isinstance(jti, str) or not 0 < len(jti) <= 255 or "\x00" in jti:
+        if column_text(jti, MAX_ASSERTION_JTI_LENGTH) is None:
             return False
         client = find_client(claims["sub"], include_disabled=True)
         if client is None:

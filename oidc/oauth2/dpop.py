@@ -56,6 +56,7 @@ from keys import ALGORITHMS
 from oidc import queries
 from oidc.hashing import b64url, b64url_decode, derive_key
 from oidc.state import current_state
+from oidc.text import bounded_text
 
 #: The header ``typ`` of a DPoP proof (RFC 9449 §4.2).
 PROOF_TYP = "dpop+jwt"
@@ -69,6 +70,8 @@ _ENVIRON_KEY = "HTTP_DPOP"  # the DPoP request header field (RFC 9449 §4.1), as
 _PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
 MAX_PROOF_LENGTH = 8192
 MAX_JTI_LENGTH = 255
+#: Longest ``nonce`` compared (ours are 32 characters).
+MAX_NONCE_LENGTH = 64
 
 
 class _ProofRegistry(JWSRegistry):
@@ -137,11 +140,12 @@ def current_nonce() -> str:
 
 def nonce_valid(nonce: object) -> bool:
     """Whether ``nonce`` is the current or the previous one (a nonce lives one to two steps)."""
-    if not isinstance(nonce, str) or len(nonce) > 64:
+    checked = bounded_text(nonce, MAX_NONCE_LENGTH)
+    if checked is None:
         return False
     state = current_state()
     step = state.clock.now() // state.settings.dpop_nonce_lifetime
-    return any(_matches(nonce, _nonce_for(candidate)) for candidate in (step, step - 1))
+    return any(_matches(checked, _nonce_for(candidate)) for candidate in (step, step - 1))
 
 
 # -- the jti store ---------------------------------------------------------------------------
@@ -283,8 +287,8 @@ def verify_proof(header_values: list[str], *, method: str, url: str, access_toke
     moment = state.clock.now()
     if not isinstance(iat, int) or isinstance(iat, bool) or abs(moment - iat) > settings.dpop_proof_max_age:
         raise InvalidDPoPProof(description="The DPoP proof's iat is missing or outside the accepted window.")
-    jti = claims.get("jti")
-    if not isinstance(jti, str) or not 0 < len(jti) <= MAX_JTI_LENGTH:
+    jti = bounded_text(claims.get("jti"), MAX_JTI_LENGTH)
+    if jti is None:
         raise InvalidDPoPProof(description="The DPoP proof has no usable jti.")
     if access_token is not None and not _matches(claims.get("ath"), access_token_hash(access_token)):
         raise InvalidDPoPProof(description="The DPoP proof's ath does not match the access token.")

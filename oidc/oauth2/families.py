@@ -27,6 +27,7 @@ from oidc.oauth2.jwt import Signed, issue_access_token
 from oidc.oauth2.records import AuthorizationCodeRecord, RefreshTokenRecord, TokenWrites, UserRecord
 from oidc.observability import audit
 from oidc.state import current_state
+from oidc.text import bounded_text
 
 
 @dataclass
@@ -208,19 +209,21 @@ def revoke_grants(*, user_pk: int | None = None, sids: list[str] | None = None,
 
 def find_refresh_grant(value: object) -> RefreshTokenRecord | None:
     """The refresh token ``value`` with its user and login session, whatever its state (one read)."""
-    if not isinstance(value, str) or not 0 < len(value) <= queries.MAX_SECRET_LENGTH:
+    checked = bounded_text(value, queries.MAX_SECRET_LENGTH)
+    if checked is None:
         return None
     state = current_state()
-    row = queries.find_refresh_grant(state.hasher(hashing.REFRESH_TOKEN).candidates(value))
+    row = queries.find_refresh_grant(state.hasher(hashing.REFRESH_TOKEN).candidates(checked))
     return RefreshTokenRecord.from_row(row, state.clock.now()) if row is not None else None
 
 
 def find_code_grant(value: object) -> AuthorizationCodeRecord | None:
     """The authorization code ``value`` with its user and login session, whatever its state (one read)."""
-    if not isinstance(value, str) or not 0 < len(value) <= queries.MAX_SECRET_LENGTH:
+    checked = bounded_text(value, queries.MAX_SECRET_LENGTH)
+    if checked is None:
         return None
     state = current_state()
-    row = queries.find_code_grant(state.hasher(hashing.CODE).candidates(value))
+    row = queries.find_code_grant(state.hasher(hashing.CODE).candidates(checked))
     return AuthorizationCodeRecord.from_row(row, state.clock.now()) if row is not None else None
 
 

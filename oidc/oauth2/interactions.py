@@ -11,7 +11,7 @@ again, parameters that went through the browser.
 
 * **What it keeps**: the parameters the provider reads
   (:data:`~oidc.oauth2.authorization.READ_PARAMETERS`), each at most
-  ``MAX_PARAMETER_LENGTH`` and all of them ``MAX_REQUEST_LENGTH`` (longer
+  ``MAX_AUTHORIZATION_PARAMETER_LENGTH`` and all of them ``MAX_REQUEST_LENGTH`` (longer
   requests are refused before any row is written), and what validation made
   of them (redirect URI, scope, audience); never the other parameters a
   browser sends.
@@ -55,6 +55,7 @@ from oidc.oauth2.authorization import AuthorizationRequest, restore_authorizatio
 from oidc.oauth2.errors import ErrorPage
 from oidc.oauth2.logins import AuthenticatedUser
 from oidc.state import current_state
+from oidc.text import bounded_text
 
 #: Seconds a user has to log in and consent: the time a person takes, not much more
 #: (the request's ``state`` and ``nonce`` belong to a client waiting for the answer).
@@ -111,8 +112,9 @@ def load(interaction_id: object, binding: object) -> Pending:
     Nothing is written.
     """
     unusable = ErrorPage("invalid_request", UNUSABLE)
-    if not (isinstance(interaction_id, str) and 0 < len(interaction_id) <= MAX_ID_LENGTH and
-            isinstance(binding, str) and 0 < len(binding) <= MAX_ID_LENGTH):
+    interaction_id = bounded_text(interaction_id, MAX_ID_LENGTH)
+    binding = bounded_text(binding, MAX_ID_LENGTH)
+    if interaction_id is None or binding is None:
         raise unusable
     hasher = _hasher()
     found = queries.find_interaction(hasher.candidates(interaction_id))

@@ -1,8 +1,9 @@
 """JWTs this provider issues and verifies, signed through the key service only.
 
-A JWS is ``b64url(header) . b64url(claims) . b64url(signer.sign(signing_input))``:
-the private key never leaves the manager (HSM or sealed software key) that
-holds it, and Authlib is never given a private key.
+A JWS is ``b64url(header) . b64url(claims) . b64url(signer.sign(signing_input))``,
+built by the key service's one builder (:func:`keys.jws.compact_jws`, also used
+by its self-test): the private key never leaves the manager (HSM or sealed
+software key) that holds it, and Authlib is never given a private key.
 
 * ID tokens (OIDC Core §2) are signed with the ``openid.id-token`` key set.
 * Access tokens are RFC 9068 JWTs (header ``typ: at+jwt``) signed with the
@@ -29,18 +30,13 @@ from joserfc.errors import JoseError
 from joserfc.jwk import import_key
 from joserfc.jwt import JWTClaimsRegistry
 
-from keys import EDDSA_ALGORITHMS, KeyServiceError, Signer
-from oidc.hashing import b64url, b64url_decode, random_token
+from keys import EDDSA_ALGORITHMS, KeyServiceError, Signer, compact_jws
+from oidc.hashing import b64url_decode, is_b64url, random_token
 from oidc.state import current_state, key_service
 from oidc.vocabulary import ACCESS_TOKEN_SET, ACCESS_TOKEN_TYP, FAPI2_ALGORITHMS, ID_TOKEN_SET, ID_TOKEN_TYP
 
 #: Longest token we try to parse.
 MAX_TOKEN_LENGTH = 16384
-_B64URL = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
-
-
-def _json(data: dict[str, Any]) -> bytes:
-    return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,10 +60,7 @@ def _signer(key_set: str) -> Signer:
 
 
 def _sign(signer: Signer, claims: dict[str, Any], typ: str) -> Signed:
-    header = {"alg": signer.alg, "kid": signer.kid, "typ": typ}
-    signing_input = f"{b64url(_json(header))}.{b64url(_json(claims))}".encode("ascii")
-    signature = signer.sign(signing_input)
-    return Signed(f"{signing_input.decode('ascii')}.{b64url(signature)}", typ, signer.kid, signer.alg, claims)
+    return Signed(compact_jws(signer, claims, typ), typ, signer.kid, signer.alg, claims)
 
 
 def sign_jwt(key_set: str, claims: dict[str, Any], typ: str) -> Signed:
@@ -140,7 +133,7 @@ def _public_key(jwk_json: str) -> Any:
 
 def _header(token: str) -> dict[str, Any]:
     segment = token.split(".", 1)[0]
-    if not segment or not _B64URL.issuperset(segment):
+    if not is_b64url(segment):
         raise InvalidToken("not base64url")
     try:
         header = json.loads(b64url_decode(segment))

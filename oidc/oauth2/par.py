@@ -36,6 +36,7 @@ from oidc import hashing, queries, urls
 from oidc.models import Client, PushedAuthorizationRequest
 from oidc.oauth2 import dpop
 from oidc.oauth2.errors import ErrorPage
+from oidc.oauth2.parameters import repeated_parameter
 from oidc.oauth2.profile import is_fapi2
 from oidc.state import current_state
 from oidc.vocabulary import AUTH_METHODS
@@ -121,9 +122,9 @@ def load(params: Any) -> tuple[PushedAuthorizationRequest, MultiDict[str, str]]:
 
     :class:`ErrorPage` when it is unknown, another client's, expired or used.
     """
-    for name in ("client_id", "request_uri"):
-        if len(params.getlist(name)) > 1:
-            raise ErrorPage("invalid_request", f"The {name} parameter is repeated.")
+    repeated = repeated_parameter(params, ("client_id", "request_uri"))
+    if repeated is not None:
+        raise ErrorPage("invalid_request", str(repeated))
     client_id = params.get("client_id")
     if not client_id:
         raise ErrorPage("invalid_request", "The client_id parameter is missing (RFC 9126 §4).")

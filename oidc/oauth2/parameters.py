@@ -8,16 +8,22 @@
   (``VSCHAR`` = %x20-7E, ``NQCHAR``, URI references); a value with a control
   character (a NUL above all: PostgreSQL refuses it in text) is never one of
   ours and is refused before it reaches a look-up.
+* A parameter is sent at most once (RFC 6749 §3.1: "Request and response
+  parameters MUST NOT be included more than once"); each endpoint names the
+  ones it reads, and RFC 8707's ``resource`` may be repeated.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from typing import Any
 
 from werkzeug.datastructures import MultiDict
 
 FORM = "application/x-www-form-urlencoded"
+#: The error description of a parameter with a control character, wherever it is refused.
+CONTROL_CHARACTER = "A parameter holds a control character."
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
@@ -28,6 +34,20 @@ class ParameterError(ValueError):
 def has_control_character(value: str) -> bool:
     """Whether ``value`` holds a C0 control character other than tab, CR and LF (or DEL)."""
     return _CONTROL.search(value) is not None
+
+
+def holds_control_character(params: MultiDict[str, str]) -> bool:
+    """Whether a name or a value of ``params`` holds a control character (:func:`has_control_character`)."""
+    return any(has_control_character(name) or has_control_character(value)
+               for name, value in params.items(multi=True))
+
+
+def repeated_parameter(params: MultiDict[str, str], names: Iterable[str]) -> ParameterError | None:
+    """The error for the first of ``names`` sent more than once in ``params`` (RFC 6749 §3.1), or None."""
+    for name in names:
+        if len(params.getlist(name)) > 1:
+            return ParameterError(f"The {name} parameter is repeated.")
+    return None
 
 
 def request_parameters(request: Any) -> MultiDict[str, str]:
@@ -41,7 +61,6 @@ def request_parameters(request: Any) -> MultiDict[str, str]:
         params = form
     else:
         params = request.args
-    for name, value in params.items(multi=True):
-        if has_control_character(name) or has_control_character(value):
-            raise ParameterError("A parameter holds a control character.")
+    if holds_control_character(params):
+        raise ParameterError(CONTROL_CHARACTER)
     return params

@@ -14,9 +14,8 @@ from urllib.parse import urlsplit
 
 from oidc.settings import FAPI2, FAPI2_MAX_CODE_LIFETIME
 from oidc.state import current_state
+from oidc.urls import is_loopback_http
 from oidc.vocabulary import FAPI2_ALGORITHMS
-
-_LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
 
 
 def is_fapi2(client: Any) -> bool:
@@ -46,8 +45,7 @@ def redirect_uri_allowed(uri: str) -> bool:
     parts = urlsplit(uri)
     if parts.scheme == "https" and parts.netloc:
         return True
-    return (current_state().settings.development and parts.scheme == "http"
-            and parts.hostname in _LOOPBACK_HOSTS)
+    return current_state().settings.development and is_loopback_http(parts)
 
 
 def signing_algorithms_allowed(*algorithms: str) -> bool:

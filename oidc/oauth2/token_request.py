@@ -19,13 +19,14 @@ from typing import Any
 
 from authlib.oauth2.rfc6749.errors import InvalidClientError, InvalidRequestError, OAuth2Error
 
-from oidc.oauth2.parameters import FORM, ParameterError, has_control_character, request_parameters
+from oidc.oauth2.parameters import FORM, ParameterError, has_control_character, repeated_parameter, request_parameters
 
 #: Parameters that carry secrets must never come in the URL (RFC 6749 §2.3.1, §3.2).
 SECRET_PARAMETERS = ("client_secret", "code", "code_verifier", "refresh_token", "client_assertion", "token")
 #: Parameters that may be repeated (RFC 8707 §2: one ``resource`` per target).
 REPEATABLE_PARAMETERS = ("resource",)
-MAX_PARAMETER_LENGTH = 16384
+#: Longest value of any parameter of a token, introspection, revocation or PAR request.
+MAX_FORM_PARAMETER_LENGTH = 16384
 #: ``Basic`` followed by any whitespace (Authlib splits the header on whitespace, not on one space).
 _BASIC = re.compile(r"basic\s", re.IGNORECASE)
 
@@ -40,11 +41,11 @@ def precheck(request: Any, *, token_endpoint: bool = False) -> OAuth2Error | Non
         form = request_parameters(request)
     except ParameterError as exc:
         return InvalidRequestError(str(exc))
-    for name, values in form.lists():
-        if any(len(value) > MAX_PARAMETER_LENGTH for value in values):
-            return InvalidRequestError("A parameter is too long.")
-        if len(values) > 1 and name not in REPEATABLE_PARAMETERS:
-            return InvalidRequestError(f"The {name} parameter is repeated.")
+    if any(len(value) > MAX_FORM_PARAMETER_LENGTH for _, value in form.items(multi=True)):
+        return InvalidRequestError("A parameter is too long.")
+    repeated = repeated_parameter(form, (name for name in form if name not in REPEATABLE_PARAMETERS))
+    if repeated is not None:
+        return InvalidRequestError(str(repeated))
     if token_endpoint and not form.get("grant_type"):
         return InvalidRequestError("The grant_type parameter is missing.")
     if form.get("client_secret") and form.get("client_assertion"):

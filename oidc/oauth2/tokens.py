@@ -17,6 +17,7 @@ from oidc.oauth2.families import find_refresh_grant, refresh_token_usable
 from oidc.oauth2.jwt import MAX_TOKEN_LENGTH
 from oidc.oauth2.records import RefreshTokenRecord, UserRecord
 from oidc.state import current_state
+from oidc.text import bounded_text
 
 ACCESS_TOKEN = "access_token"
 REFRESH_TOKEN = "refresh_token"
@@ -73,9 +74,10 @@ def kind_of(token: AnyToken) -> str:
 
 def find_token(value: object, hint: str | None, caller: Client | None = None) -> AnyToken | None:
     """The token ``value``, whichever its kind, trying ``hint``'s kind first."""
-    if not isinstance(value, str) or not 0 < len(value) <= MAX_TOKEN_LENGTH:
+    token = bounded_text(value, MAX_TOKEN_LENGTH)
+    if token is None:
         return None
-    finders = [lambda: load_access_token(value, caller), lambda: load_refresh_token(value)]
+    finders = [lambda: load_access_token(token, caller), lambda: load_refresh_token(token)]
     if hint == REFRESH_TOKEN:
         finders.reverse()
     for finder in finders:

@@ -19,6 +19,7 @@ from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import BadRequest
 
 from oidc import urls
+from oidc.accounts import clients
 
 _JSON_TYPES: dict[str, type | tuple[type, ...]] = {"string": str, "boolean": bool, "array": list, "object": dict}
 
@@ -138,7 +139,8 @@ CLIENT_FIELDS: dict[str, Field] = {
                      format=_URI),
 }
 
-DISPLAY_FIELDS: dict[str, Field] = {name: CLIENT_FIELDS[name] for name in ("logo_uri", "policy_uri", "tos_uri")}
+#: The registration fields of what the consent page shows (those ``set_display`` changes).
+DISPLAY_FIELDS: dict[str, Field] = {name: CLIENT_FIELDS[name] for name in clients.DISPLAY_FIELDS}
 
 USER_FIELDS: dict[str, Field] = {
     "username": Field("string", "Login name (case-insensitive, unique).", required=True, max_length=255),

@@ -16,6 +16,7 @@ from flask import Blueprint, Response, jsonify, request
 from keys import InvalidKey, KeyNotFound, KeyRecord, KeyServiceError, UnsupportedAlgorithm
 from oidc import urls
 from oidc.state import key_service
+from oidc.text import bounded_text
 from oidc.web.admin.api import GENERATE_KEY_FIELDS, operation, read_body
 from oidc.web.admin.auth import require_admin
 from oidc.web.errors import error_response
@@ -23,7 +24,7 @@ from oidc.web.errors import error_response
 bp = Blueprint("admin_keys", __name__, url_prefix=urls.ADMIN)
 
 #: A key set name: what Hydra and pkcs11-tool labels allow, nothing that needs escaping.
-_MAX_SET_NAME = 200
+MAX_SET_NAME_LENGTH = 200
 
 
 def _created(key_set: str, record: KeyRecord) -> Response:
@@ -34,8 +35,9 @@ def _created(key_set: str, record: KeyRecord) -> Response:
 
 
 def _check_set_name(key_set: str) -> Response | None:
-    if not 0 < len(key_set) <= _MAX_SET_NAME or not key_set.isprintable():
-        return error_response(400, "invalid_request", f"a key set name has 1 to {_MAX_SET_NAME} printable characters")
+    if bounded_text(key_set, MAX_SET_NAME_LENGTH) is None or not key_set.isprintable():
+        return error_response(400, "invalid_request",
+                              f"a key set name has 1 to {MAX_SET_NAME_LENGTH} printable characters")
     return None
 
 

@@ -1,0 +1,33 @@
+"""The one builder of a JWS in compact serialization (RFC 7515 §7.1), for tokens and the self-test.
+
+``b64url(header) . b64url(payload) . b64url(signer.sign(signing_input))``: the
+signature comes from a :class:`~keys.signer.Signer`, so the private key never
+leaves the manager (HSM or sealed software key) that holds it.  The header
+names the signer's ``alg`` and ``kid`` and the artefact's ``typ`` (RFC 7515
+§4.1; RFC 8725 §3.11: each kind of token its own ``typ``).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+from keys.signer import Signer
+
+
+def b64url(data: bytes) -> str:
+    """Unpadded base64url (RFC 7515 §2), as JOSE and PKCE use it."""
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def json_bytes(data: dict[str, Any]) -> bytes:
+    """Compact UTF-8 JSON of a header or claims set (no spaces: the token is as short as it can be)."""
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def compact_jws(signer: Signer, claims: dict[str, Any], typ: str) -> str:
+    """``claims`` signed by ``signer`` as a compact JWS whose header is ``alg``, ``kid`` and ``typ``."""
+    header = {"alg": signer.alg, "kid": signer.kid, "typ": typ}
+    signing_input = f"{b64url(json_bytes(header))}.{b64url(json_bytes(claims))}"
+    return f"{signing_input}.{b64url(signer.sign(signing_input.encode('ascii')))}"
