@@ -17,7 +17,7 @@ from __future__ import annotations
 import functools
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from flask import Flask, current_app
 
@@ -39,10 +39,6 @@ from oidc.hashing_keys import hashing_key
 from oidc.observability import metrics
 from oidc.settings import Settings
 from oidc.vocabulary import FAPI2_ALGORITHMS
-
-if TYPE_CHECKING:
-    from oidc.oauth2.client_cache import ClientCache
-    from oidc.oauth2.server import AuthorizationServer
 
 _EXTENSION = "oidc.state"
 
@@ -74,9 +70,6 @@ class State:
         self._hashers: dict[str, hashing.KeyedHasher] = {}
         self._key_service: KeyService | None = None
         self._key_service_lock = threading.Lock()
-        #: Set by oidc.oauth2.server.init_app and oidc.oauth2.client_cache.
-        self.server: AuthorizationServer | None = None
-        self.client_cache: ClientCache | None = None
         #: Public documents built once (discovery), by name.
         self.documents: dict[str, Any] = {}
 

@@ -79,10 +79,11 @@ def test_without_the_cache_changes_made_elsewhere_apply_at_once(make_app, base_e
 
 def test_unknown_clients_are_not_cached(make_app, base_env):
     op = Provider(make_app({**base_env, "CLIENT_CACHE_SECONDS": "3600"}))
-    from oidc.state import state_of
+    from oidc.oauth2.client_cache import current_client_cache
 
     for number in range(50):
         assert _cc(op, f"no-such-client-{number}", "x" * 43) == 401
     client_id, secret = _client(op)
     assert _cc(op, client_id, secret) == 200
-    assert list(state_of(op.app).client_cache._entries) == [client_id]
+    with op.app.app_context():
+        assert list(current_client_cache()._entries) == [client_id]

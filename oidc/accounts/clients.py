@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 from oidc import hashing, queries
 from oidc.db import db
 from oidc.models import Client
+from oidc.oauth2.client_cache import current_client_cache
 from oidc.queries import find_client
 from oidc.settings import DEFAULT_PROFILE, FAPI2, SECURITY_PROFILES
 from oidc.state import current_state
@@ -186,9 +187,7 @@ def list_clients() -> list[Client]:
 
 
 def _forget(client: Client) -> None:
-    cache = current_state().client_cache
-    if cache is not None:
-        cache.forget(str(client.client_id))
+    current_client_cache().forget(str(client.client_id))
 
 
 def rotate_secret(client: Client) -> str:

@@ -31,6 +31,7 @@ from sqlalchemy.exc import IntegrityError
 from oidc import hashing, queries, urls
 from oidc.db import db
 from oidc.models import Client, ClientAssertion
+from oidc.oauth2.client_cache import current_client_cache
 from oidc.oauth2.profile import is_fapi2
 from oidc.queries import find_client
 from oidc.state import current_state
@@ -171,8 +172,7 @@ class PrivateKeyJWT(JWTBearerClientAssertion):
     @staticmethod
     def _client(client_id: object) -> Any:
         """The enabled client from the per-process cache: the token request has just read it."""
-        cache = current_state().client_cache
-        return cache.get(client_id) if cache is not None else find_client(client_id)
+        return current_client_cache().get(client_id)
 
     def validate_jti(self, claims: dict[str, Any], jti: Any) -> bool:
         """Record ``jti`` for this client until the assertion expires; False if it was seen."""

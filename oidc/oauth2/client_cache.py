@@ -22,6 +22,7 @@ from __future__ import annotations
 import threading
 import time
 
+from flask import Flask, current_app
 from sqlalchemy import inspect
 
 from oidc.models import Client
@@ -68,3 +69,18 @@ def _detached_copy(client: Client) -> Client:
     for attribute in inspect(Client).column_attrs:
         setattr(copy, attribute.key, getattr(client, attribute.key))
     return copy
+
+
+_EXTENSION = "oidc.client_cache"
+
+
+def init_app(app: Flask, ttl: float) -> ClientCache:
+    """This app's cache (one per process: gunicorn's workers each have their own)."""
+    cache = app.extensions[_EXTENSION] = ClientCache(ttl)
+    return cache
+
+
+def current_client_cache() -> ClientCache:
+    """The cache of the app handling the current request or command."""
+    cache: ClientCache = current_app.extensions[_EXTENSION]
+    return cache

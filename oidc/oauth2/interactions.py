@@ -52,6 +52,7 @@ from oidc import hashing, queries
 from oidc.db import db
 from oidc.models import Interaction
 from oidc.oauth2.authorization import AuthorizationRequest, restore_authorization_request
+from oidc.oauth2.client_cache import current_client_cache
 from oidc.oauth2.errors import ErrorPage
 from oidc.oauth2.logins import AuthenticatedUser
 from oidc.state import current_state
@@ -126,8 +127,7 @@ def load(interaction_id: object, binding: object) -> Pending:
     pushed = queries.pushed_request_by_pk(row.pushed_pk) if row.pushed_pk is not None else None
     if row.pushed_pk is not None and (pushed is None or pushed.used_at is not None):
         raise unusable
-    cache = current_state().client_cache
-    client = cache.get(client_id) if cache is not None else None  # enabled clients only
+    client = current_client_cache().get(client_id)  # enabled clients only
     if client is None:
         raise ErrorPage("invalid_client", "The client is not known to this provider.")
     authorization = restore_authorization_request(MultiDict(row.parameters), client, row.redirect_uri, row.scope,

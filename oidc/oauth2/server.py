@@ -15,14 +15,14 @@ from authlib.integrations.flask_oauth2.requests import FlaskOAuth2Payload
 from authlib.oauth2.rfc6749 import OAuth2Request
 from authlib.oauth2.rfc6749.authorization_server import _create_grant
 from authlib.oauth2.rfc6749.errors import UnsupportedGrantTypeError, UnsupportedResponseTypeError
-from flask import Flask, Response
+from flask import Flask, Response, current_app
 from flask import request as flask_request
 from werkzeug.datastructures import MultiDict
 
 from oidc.models import Client
-from oidc.oauth2 import dpop
+from oidc.oauth2 import client_cache, dpop
 from oidc.oauth2.client_auth import ClientAuthentication, PrivateKeyJWT
-from oidc.oauth2.client_cache import ClientCache
+from oidc.oauth2.client_cache import current_client_cache
 from oidc.oauth2.dpop import Proof
 from oidc.oauth2.families import Issued
 from oidc.oauth2.grants.authorization_code import AuthorizationCodeGrant
@@ -177,9 +177,7 @@ class AuthorizationServer(_FlaskAuthorizationServer):
 
     def query_client(self, client_id: Any) -> Client | None:
         """The enabled client ``client_id`` (see :mod:`oidc.oauth2.client_cache`)."""
-        cache = current_state().client_cache
-        assert cache is not None
-        return cache.get(client_id)
+        return current_client_cache().get(client_id)
 
     def save_token(self, token: dict[str, Any], request: Any) -> None:
         """Tokens are recorded as they are built (:mod:`oidc.oauth2.families`)."""
@@ -194,8 +192,12 @@ class AuthorizationServer(_FlaskAuthorizationServer):
         return Response(payload, status=status_code, headers=headers + _NO_STORE)
 
 
+_EXTENSION = "oidc.authorization_server"
+
+
 def init_app(app: Flask, state: State) -> AuthorizationServer:
-    state.client_cache = ClientCache(state.settings.client_cache_seconds)
+    """The app's Authlib server, its grants and endpoints, and the client cache it authenticates with."""
+    client_cache.init_app(app, state.settings.client_cache_seconds)
     server = AuthorizationServer()
     server.init_app(app, query_client=server.query_client, save_token=server.save_token)
     server.register_client_auth_method("private_key_jwt", PrivateKeyJWT())
@@ -204,11 +206,11 @@ def init_app(app: Flask, state: State) -> AuthorizationServer:
     server.register_grant(ClientCredentialsGrant)
     server.register_endpoint(IntrospectionEndpoint)
     server.register_endpoint(RevocationEndpoint)
-    state.server = server
+    app.extensions[_EXTENSION] = server
     return server
 
 
 def authorization_server() -> AuthorizationServer:
-    server = current_state().server
-    assert server is not None, "oidc.oauth2.server.init_app was not called"
+    """The server of the app handling the current request."""
+    server: AuthorizationServer = current_app.extensions[_EXTENSION]
     return server
