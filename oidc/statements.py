@@ -2,10 +2,8 @@
 
 Every refresh and code exchange runs four statements (a read, a claim, two
 inserts).  SQLAlchemy's execution layer (execution context, result set-up,
-``cursor.description``) costs more per statement than the database does:
-measured in one process, best of 5 windows of 2000 calls, a keyed read took
-161 µs through ``Connection.execute`` against 74 µs on the same psycopg
-connection, and about 20 µs more per statement on sqlite3.  A :class:`Prepared`
+``cursor.description``) costs more per statement than the database does
+(``bench/inprocess.py`` measures these paths).  A :class:`Prepared`
 statement is a Core statement compiled once for each dialect; it runs its SQL
 text on the DB-API connection under the request's Session connection, in the
 Session's transaction, so the Session's commit or rollback covers it.
@@ -106,8 +104,8 @@ class Prepared:
         """The first row of a SELECT read alone, on a pooled connection of its own, outside any transaction.
 
         On PostgreSQL the read runs in autocommit: psycopg would otherwise send
-        ``BEGIN`` before it and the pool a ``ROLLBACK`` after, two round trips
-        (measured: 818 against 298 µs of wall time per read).  sqlite3 opens no
+        ``BEGIN`` before it and the pool a ``ROLLBACK`` after: two round trips more
+        than the read itself.  sqlite3 opens no
         transaction for a SELECT, and switching its isolation costs more than it saves.
         """
         with engine.connect() as connection:

@@ -57,11 +57,10 @@ class ProcessCounters(Storage):
     """Fixed-window counters in this process: what ``memory://`` means here.
 
     limits' own ``MemoryStorage`` starts a timer thread whenever its last one
-    has ended (10 ms after it started), and that thread scans every key.  So a
-    login more than 10 ms after the previous one paid for a new thread (about
-    0.4 ms of CPU), and with the keys of many addresses alive (an hour, after
-    a wave of guessing from many places) for the scan as well: about 9 ms of
-    CPU per login with 100,000 keys.  Here a key's ended window is dropped
+    has ended (10 ms after it started), and that thread scans every key: a
+    login paid for a new thread and, with the keys of many addresses alive
+    (after a wave of guessing from many places), for a scan of all of them.
+    Here a key's ended window is dropped
     when any counter is next incremented, from a heap of window ends: no
     thread, and O(log n) per increment for the memory to stay bounded.
     """

@@ -1,9 +1,9 @@
 """Registered clients kept in memory for a few seconds, for client authentication.
 
 Every token, introspection and revocation request authenticates a client.
-Reading it from the database on each of them costs more than everything else a
-``client_credentials`` request does (profiled under gunicorn: about a fifth of
-a worker's time), so each process keeps the clients it has recently seen for
+Reading it from the database on each of them would cost more than everything
+else a ``client_credentials`` request does, so each process keeps the clients
+it has recently seen for
 ``CLIENT_CACHE_SECONDS`` (default 5; 0 turns the cache off).
 
 The trade-off, stated plainly: a change made through :mod:`oidc.accounts.clients` (the
