@@ -32,9 +32,8 @@ from typing import Any
 import pytest
 import requests
 
-from tests.serving import Gunicorn
-
 from live_flows import add_client
+from serving import Gunicorn
 from support import json_lines
 
 pytestmark = [pytest.mark.e2e, pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)]

@@ -22,11 +22,10 @@ from urllib.parse import urlencode
 import pytest
 import requests
 
-from tests.serving import Gunicorn, free_port
-
 from dpop_proofs import new_key, proof
 from live_flows import TIMEOUT, UserAgent, add_client, introspect, race, redeem, refresh, register
 from oidc_fixtures import jwt_parts, pkce_pair
+from serving import Gunicorn, free_port
 
 CALLBACK = "http://127.0.0.1:9/callback"  # never contacted: the redirect is read, not followed
 RACES = 5

@@ -22,8 +22,7 @@ from typing import Any
 import pytest
 import requests
 
-from tests.serving import ROOT, free_port
-
+from serving import ROOT, free_port
 from support import chromium_executable, stop_process_group
 
 pytestmark = pytest.mark.e2e
