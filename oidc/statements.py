@@ -21,7 +21,7 @@ logging, which do not see these statements.
 from __future__ import annotations
 
 from collections import namedtuple
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -53,6 +53,8 @@ class NamedRow(Protocol):
     """A result row whose columns are read by name: SQLAlchemy's ``Row``, or the named tuple :meth:`Prepared.first` builds."""
 
     def __getattr__(self, name: str) -> Any: ...
+
+    def __iter__(self) -> Iterator[Any]: ...
 
 
 class Prepared:

@@ -164,7 +164,8 @@ def _workers(master: int) -> list[int]:
     return [int(pid) for pid in output.split()]
 
 
-def _wait_for_workers(master: int, count: int, exclude: set[int] = frozenset(), timeout: float = 30) -> list[int]:
+def _wait_for_workers(master: int, count: int, exclude: frozenset[int] | set[int] = frozenset(),
+                      timeout: float = 30) -> list[int]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         workers = [pid for pid in _workers(master) if pid not in exclude]
