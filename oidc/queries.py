@@ -27,12 +27,13 @@ never imports ``oidc``), the migrations and the connection set-up of
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
     ColumnElement,
     CompoundSelect,
     Connection,
+    CursorResult,
     Row,
     Select,
     bindparam,
@@ -60,11 +61,11 @@ from oidc.models import (
     RefreshToken,
     User,
 )
-from oidc.statements import Prepared, insert_all
+from oidc.statements import NamedRow, Prepared, insert_all
 from oidc.text import column_text
 
 #: A result row of any shape (its columns are read by name).
-AnyRow = Row[*tuple[Any, ...]]
+AnyRow = NamedRow
 
 #: Longest client_id looked up (ours are 32 characters); longer ones are unknown at once.
 MAX_CLIENT_ID_LENGTH = 64
@@ -394,7 +395,7 @@ def claim_pushed_request(row_id: int, moment: int) -> bool:
     Its expiry is not checked here: ``expires_in`` bounds the request_uri's use at /authorize
     (RFC 9126 §2.2, checked there), not the login and consent that use started.
     """
-    return db.session.execute(_CLAIM_PUSHED_REQUEST, {"row_id": row_id, "moment": moment}).rowcount == 1  # type: ignore[attr-defined]
+    return _changed(_CLAIM_PUSHED_REQUEST, {"row_id": row_id, "moment": moment}) == 1
 
 
 def record_dpop_jti(jti_hash: str, expires_at: int) -> bool:
@@ -456,8 +457,7 @@ def find_interaction(hashes: list[str]) -> tuple[Interaction, str] | None:
 
 def claim_interaction(row_id: int, moment: int) -> bool:
     """Mark an unexpired interaction used, atomically: False when another request already did."""
-    result = db.session.execute(_CLAIM_INTERACTION, {"row_id": row_id, "moment": moment})
-    return result.rowcount == 1  # type: ignore[attr-defined]
+    return _changed(_CLAIM_INTERACTION, {"row_id": row_id, "moment": moment}) == 1
 
 
 def record_interaction_login(row_id: int, sid: str | None, auth_time: int) -> None:
@@ -484,8 +484,14 @@ def prune_expired(moment: int, kept_until: int) -> dict[str, int]:
     ``kept_until``: codes that expired, and refresh tokens revoked, before it go too.
     """
     values = {"moment": moment, "kept_until": kept_until}
-    return {name: db.session.execute(statement, values).rowcount  # type: ignore[attr-defined]
-            for name, statement in _PRUNE_EXPIRED.items()}
+    return {name: _changed(statement, values) for name, statement in _PRUNE_EXPIRED.items()}
+
+
+def _changed(statement: Executable, params: dict[str, Any]) -> int:
+    """Run an UPDATE or DELETE in the current transaction; how many rows it changed."""
+    # The result of an UPDATE or DELETE is a CursorResult, which has rowcount; Session.execute says Result.
+    result = cast("CursorResult[Any]", db.session.execute(statement, params))
+    return result.rowcount
 
 
 # Accounts ----------------------------------------------------------------------------------
@@ -550,6 +556,6 @@ def ping(connection: Connection) -> None:
     connection.execute(_PING)
 
 
-def certificate_expiries(connection: Connection) -> list[AnyRow]:
+def certificate_expiries(connection: Connection) -> list[Row[*tuple[Any, ...]]]:
     """``(key_set, kid, not_after)`` of every attached certificate chain."""
     return list(connection.execute(_CERTIFICATE_EXPIRIES))

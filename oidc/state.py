@@ -17,7 +17,7 @@ from __future__ import annotations
 import functools
 import threading
 import time
-from typing import Any
+from typing import Any, cast
 
 from flask import Flask, current_app
 
@@ -197,12 +197,12 @@ def init_app(app: Flask, settings: Settings) -> State:
 
 
 def state_of(app: Flask) -> State:
-    return app.extensions[_EXTENSION]
+    return cast(State, app.extensions[_EXTENSION])
 
 
 def current_state() -> State:
     """The state of the app handling the current request or command."""
-    return current_app.extensions[_EXTENSION]
+    return cast(State, current_app.extensions[_EXTENSION])
 
 
 def settings() -> Settings:

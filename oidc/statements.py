@@ -19,11 +19,12 @@ logging, which do not see these statements.
 from __future__ import annotations
 
 from collections import namedtuple
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import Connection, Dialect, Engine, bindparam, exc
+from sqlalchemy.engine.interfaces import DBAPIModule
 from sqlalchemy.sql import Insert, Select
 from sqlalchemy.sql.expression import Executable
 
@@ -44,6 +45,14 @@ class _Compiled:
     #: The row type and each column's result processor (a SELECT), else None.
     row_type: Any
     results: tuple[Processor, ...]
+
+
+class NamedRow(Protocol):
+    """A result row whose columns are read by name: SQLAlchemy's ``Row``, or the named tuple :meth:`Prepared.first` builds."""
+
+    def __getattr__(self, name: str) -> Any: ...
+
+    def __iter__(self) -> Iterator[Any]: ...
 
 
 class Prepared:
@@ -85,7 +94,7 @@ class Prepared:
             raise wrapped from error
         return cursor
 
-    def first(self, connection: Connection, params: Mapping[str, Any]) -> Any:
+    def first(self, connection: Connection, params: Mapping[str, Any]) -> NamedRow | None:
         """The first row of a SELECT (columns by name, through their result processors), or None."""
         compiled = self.compiled(connection.dialect)
         cursor = self.execute(connection, params)
@@ -97,10 +106,11 @@ class Prepared:
             cursor.close()
         if row is None:
             return None
-        return compiled.row_type._make(value if process is None else process(value)
-                                       for process, value in zip(compiled.results, row, strict=True))
+        named: NamedRow = compiled.row_type._make(value if process is None else process(value)
+                                                  for process, value in zip(compiled.results, row, strict=True))
+        return named
 
-    def read(self, engine: Engine, params: Mapping[str, Any]) -> Any:
+    def read(self, engine: Engine, params: Mapping[str, Any]) -> NamedRow | None:
         """The first row of a SELECT read alone, on a pooled connection of its own, outside any transaction.
 
         On PostgreSQL the read runs in autocommit: psycopg would otherwise send
@@ -153,7 +163,9 @@ def _row_type(names: tuple[str, ...]) -> Any:
     return namedtuple("Row", names)  # the names are known at run time only
 
 
-def _wrapped(connection: Connection, dbapi_connection: Any, cursor: Any, sql: str, error: Any) -> exc.StatementError:
+def _wrapped(
+    connection: Connection, dbapi_connection: Any, cursor: Any, sql: str, error: DBAPIModule.Error
+) -> exc.StatementError:
     """``error`` as SQLAlchemy raises it; a lost connection is invalidated first, so the pool replaces it."""
     dialect = connection.dialect
     lost = dialect.is_disconnect(error, dbapi_connection, cursor)

@@ -107,11 +107,11 @@ class UserAgent:
                     return response
                 response = self.get(location)
             elif response.status_code == 200 and 'action="/login"' in response.text:
-                data = dict(hidden_fields(response.text)) | {"username": username, "password": password}
-                response = self.post(urljoin(response.url, "/login"), data=data)
+                login_form = dict(hidden_fields(response.text)) | {"username": username, "password": password}
+                response = self.post(urljoin(response.url, "/login"), data=login_form)
             elif response.status_code == 200 and 'action="/authorize/consent"' in response.text:
-                data = hidden_fields(response.text) + [("decision", consent)]
-                response = self.post(urljoin(response.url, "/authorize/consent"), data=data)
+                consent_form = hidden_fields(response.text) + [("decision", consent)]
+                response = self.post(urljoin(response.url, "/authorize/consent"), data=consent_form)
             else:
                 return response  # an error page, or a form_post page
         raise AssertionError("too many steps through the provider's pages")
@@ -135,20 +135,27 @@ class UserAgent:
 # -- the token endpoint, as a client ------------------------------------------------------------
 
 
+def basic_auth(client: tuple[str, str | None]) -> tuple[str, str]:
+    """HTTP Basic credentials of a confidential client (client_secret_basic)."""
+    client_id, secret = client
+    assert secret is not None, f"{client_id} has no secret"
+    return client_id, secret
+
+
 def redeem(base_url: str, client: tuple[str, str | None], flow: dict[str, str], callback: str,
            **kwargs: Any) -> requests.Response:
     return requests.post(base_url + "/token", data={
         "grant_type": "authorization_code", "code": flow["code"], "redirect_uri": callback,
-        "code_verifier": flow["verifier"]}, auth=client, timeout=TIMEOUT, **kwargs)
+        "code_verifier": flow["verifier"]}, auth=basic_auth(client), timeout=TIMEOUT, **kwargs)
 
 
 def refresh(base_url: str, client: tuple[str, str | None], refresh_token: str, **kwargs: Any) -> requests.Response:
     return requests.post(base_url + "/token", data={"grant_type": "refresh_token", "refresh_token": refresh_token},
-                         auth=client, timeout=TIMEOUT, **kwargs)
+                         auth=basic_auth(client), timeout=TIMEOUT, **kwargs)
 
 
 def introspect(base_url: str, client: tuple[str, str | None], token: str, **kwargs: Any) -> dict[str, Any]:
-    response = requests.post(base_url + "/introspect", data={"token": token}, auth=client, timeout=TIMEOUT,
+    response = requests.post(base_url + "/introspect", data={"token": token}, auth=basic_auth(client), timeout=TIMEOUT,
                              **kwargs)
     assert response.status_code == 200, response.text
     return response.json()

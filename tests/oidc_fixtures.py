@@ -21,7 +21,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -29,12 +29,33 @@ from werkzeug.datastructures import MultiDict
 
 from support import stop_process_group
 
+if TYPE_CHECKING:
+    from oidc.models import Client, User
+
 ISSUER = "https://op.example.test"
 REDIRECT_URI = "https://rp.example.test/callback"
 PASSWORD = "correct horse battery staple"
 
 _HIDDEN = re.compile(r'<input[^>]*type="hidden"[^>]*>')
 _ATTR = re.compile(r'(name|value)="([^"]*)"')
+
+
+def registered_client(client_id: str) -> Client:
+    """The client ``client_id``, enabled or not, which the test registered (in an app context)."""
+    from oidc.accounts.clients import get_client
+
+    client = get_client(client_id)
+    assert client is not None, client_id
+    return client
+
+
+def registered_user(username: str) -> User:
+    """The user ``username``, which the test added (in an app context)."""
+    from oidc.accounts.users import get_user
+
+    user = get_user(username)
+    assert user is not None, username
+    return user
 
 
 def hidden_fields(page: str) -> list[tuple[str, str]]:
@@ -271,7 +292,7 @@ def serve_with_gunicorn(make_app: Any, base_env: dict[str, str], tmp_path: Path,
             if process.poll() is not None or time.monotonic() > deadline:
                 raise AssertionError("gunicorn did not start:\n" + log_path.read_text()[-3000:])
             time.sleep(0.2)
-        served = {"issuer": issuer, "client_id": client_id, "client_secret": secret, "verify": True,
+        served: dict[str, Any] = {"issuer": issuer, "client_id": client_id, "client_secret": secret, "verify": True,
                   "certificate": None, "chromium_args": chromium_args(), "env": env}
         if proxy_port is not None:
             certificate = stack.enter_context(tls_proxy(tmp_path / "nginx", proxy_port, port,

@@ -100,7 +100,7 @@ def _row_count(op) -> int:
 
     with op.app.app_context():
         return int(db.session.execute(db.text(
-            "SELECT " + " + ".join(f"(SELECT COUNT(*) FROM {table})" for table in TABLES))).scalar())
+            "SELECT " + " + ".join(f"(SELECT COUNT(*) FROM {table})" for table in TABLES))).scalar_one())
 
 
 def _check(response, endpoint: str) -> None:

@@ -7,7 +7,7 @@ import time
 import pytest
 from sqlalchemy import create_engine, text
 
-from oidc_fixtures import Provider
+from oidc_fixtures import Provider, registered_client
 
 
 def _cc(op: Provider, client_id: str, secret: str) -> int:
@@ -24,24 +24,24 @@ def _client(op: Provider) -> tuple[str, str]:
 
 def test_changes_through_the_client_store_apply_at_once(make_app, base_env):
     op = Provider(make_app({**base_env, "CLIENT_CACHE_SECONDS": "3600"}))
-    from oidc.accounts.clients import delete_client, get_client, rotate_secret, set_disabled
+    from oidc.accounts.clients import delete_client, rotate_secret, set_disabled
 
     client_id, secret = _client(op)
     assert _cc(op, client_id, secret) == 200  # now in the cache
     with op.app.app_context():
-        new_secret = rotate_secret(get_client(client_id))
+        new_secret = rotate_secret(registered_client(client_id))
     assert _cc(op, client_id, secret) == 401
     assert _cc(op, client_id, new_secret) == 200
 
     with op.app.app_context():
-        set_disabled(get_client(client_id), True)
+        set_disabled(registered_client(client_id), True)
     assert _cc(op, client_id, new_secret) == 401
     with op.app.app_context():
-        set_disabled(get_client(client_id), False)
+        set_disabled(registered_client(client_id), False)
     assert _cc(op, client_id, new_secret) == 200
 
     with op.app.app_context():
-        delete_client(get_client(client_id))
+        delete_client(registered_client(client_id))
     response = op.post("/token", data={"grant_type": "client_credentials"}, auth=(client_id, new_secret))
     assert response.status_code == 401 and response.json["error"] == "invalid_client"
 

@@ -19,8 +19,7 @@ from typing import Any
 
 import pytest
 
-from tests.serving import Gunicorn, free_port
-
+from serving import Gunicorn, free_port
 from support import json_lines, missing
 from tls_proxy import proxy_env, tls_proxy
 
@@ -44,7 +43,7 @@ def _get(url: str, *, headers: dict[str, str] | None = None, context: ssl.SSLCon
 
 @pytest.fixture
 def private_postgres():
-    from tests.private_postgres import PrivatePostgres
+    from private_postgres import PrivatePostgres
 
     try:
         server = PrivatePostgres(free_port())
@@ -165,7 +164,8 @@ def _workers(master: int) -> list[int]:
     return [int(pid) for pid in output.split()]
 
 
-def _wait_for_workers(master: int, count: int, exclude: set[int] = frozenset(), timeout: float = 30) -> list[int]:
+def _wait_for_workers(master: int, count: int, exclude: frozenset[int] | set[int] = frozenset(),
+                      timeout: float = 30) -> list[int]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         workers = [pid for pid in _workers(master) if pid not in exclude]

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import pytest
 from joserfc.jwk import ECKey, OctKey, RSAKey
-
-from tests.test_redis_rate_limit import redis_database  # noqa: F401  (the fixture)
+from test_redis_rate_limit import redis_database  # noqa: F401  (the fixture)
 
 from dpop_proofs import new_key, proof, public_jwk, thumbprint, unsigned_proof
 from oidc_fixtures import ISSUER, REDIRECT_URI, jwt_parts

@@ -116,9 +116,11 @@ def test_what_the_profile_refuses(fapi, case):
         assert response.status_code == 400 and "Location" not in response.headers
         return
     if case in ("no PKCE", "no redirect_uri", "response_type code id_token"):
-        params = client.params(**{"no PKCE": {"code_challenge": None, "code_challenge_method": None},
-                                  "no redirect_uri": {"redirect_uri": None},
-                                  "response_type code id_token": {"response_type": "code id_token"}}[case])
+        changes: dict[str, dict[str, str | None]] = {
+            "no PKCE": {"code_challenge": None, "code_challenge_method": None},
+            "no redirect_uri": {"redirect_uri": None},
+            "response_type code id_token": {"response_type": "code id_token"}}
+        params = client.params(**changes[case])
         expected = "unsupported_response_type" if case.startswith("response_type") else "invalid_request"
         assert _error(client.push(params)) == (400, expected)
         return

@@ -26,7 +26,7 @@ CALLBACK = "http://127.0.0.1:9/callback"  # never contacted: the redirect is rea
 
 
 def test_par_pkce_and_dpop_with_requests_oauth2client(make_app: Any, base_env: dict[str, str], tmp_path: Path):
-    from jwskate import JwkSet, Jwt
+    from jwskate import JwkSet, SignedJwt
     from requests_oauth2client import DPoPToken, OAuth2Client
 
     env = {**base_env, "DPOP_NONCE": "true"}
@@ -56,7 +56,7 @@ def test_par_pkce_and_dpop_with_requests_oauth2client(make_app: Any, base_env: d
         # its key and fails; the ID token is verified below with jwskate, the library's JOSE toolkit.)
         token = client.authorization_code(authorization, validate=False)
         assert isinstance(token, DPoPToken)
-        id_token = Jwt(str(token.id_token))
+        id_token = SignedJwt(str(token.id_token))
         assert id_token.verify_signature(JwkSet(session.get(issuer + "/.well-known/jwks.json").json()),
                                          alg=id_token.alg)
         assert id_token.claims["nonce"] == request.nonce and id_token.claims["iss"] == issuer

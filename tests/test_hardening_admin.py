@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from oidc_fixtures import ISSUER
+from oidc_fixtures import ISSUER, registered_user
 
 ADMIN = f"{ISSUER}/admin"
 
@@ -40,7 +40,7 @@ def test_admin_api_needs_a_token_made_for_it(op, admin_key):
 def test_admin_api_user_tokens_need_an_enabled_admin_user(op):
     """RFC 9068 §4, RFC 9700 §2.3: a user's token for the admin API acts for that user, so the
     user must be an admin and enabled, besides the client being allowed to ask for the API."""
-    from oidc.accounts.users import get_user, set_disabled
+    from oidc.accounts.users import set_disabled
 
     op.add_user("alice")
     op.add_user("root", admin=True)
@@ -52,5 +52,5 @@ def test_admin_api_user_tokens_need_an_enabled_admin_user(op):
     assert _admin_status(op, alice) == 401
     assert _admin_status(op, root) == 200
     with op.app.app_context():
-        set_disabled(get_user("root"), True)
+        set_disabled(registered_user("root"), True)
     assert _admin_status(op, root) == 401

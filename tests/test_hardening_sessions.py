@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from oidc_fixtures import PASSWORD, jwt_parts
+from oidc_fixtures import PASSWORD, jwt_parts, registered_user
 
 
 def _refresh(op, client, refresh_token):
@@ -90,14 +90,14 @@ def test_password_change_ends_online_grants_and_revoke_grants_ends_every_grant(o
 
 def test_disabling_a_user_ends_every_grant_for_good(op):
     """OIDC Core §11: offline access ends with the account; enabling it again revives nothing."""
-    from oidc.accounts.users import get_user, set_disabled
+    from oidc.accounts.users import set_disabled
 
     op.add_user()
     client = op.add_client()
     offline = op.tokens(*client, scope="openid offline_access")
     with op.app.app_context():
-        set_disabled(get_user("alice"), True)
-        set_disabled(get_user("alice"), False)
+        set_disabled(registered_user("alice"), True)
+        set_disabled(registered_user("alice"), False)
     assert _refresh(op, client, offline["refresh_token"]).json["error"] == "invalid_grant"
     assert _active(op, client, offline["access_token"]) is False
 

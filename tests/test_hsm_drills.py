@@ -21,6 +21,7 @@ Every key set is HSM-only, so nothing may fall back to software meanwhile.
 
 from __future__ import annotations
 
+import functools
 import json
 import signal
 import subprocess
@@ -32,9 +33,8 @@ from typing import Any
 import pytest
 import requests
 
-from tests.serving import Gunicorn
-
 from live_flows import add_client
+from serving import Gunicorn
 from support import json_lines
 
 pytestmark = [pytest.mark.e2e, pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)]
@@ -183,7 +183,7 @@ def test_outage_drill_two_instances_one_database_one_remote_token(
             returned = time.monotonic()
             remote_token.start()
             for name, server in servers.items():
-                wait_until(lambda server=server: all_good(server, client), RECOVERY_BOUND, f"instance {name} healed",
+                wait_until(functools.partial(all_good, server, client), RECOVERY_BOUND, f"instance {name} healed",
                            server)
             time.sleep(1.0)
         warm = load.between(0, killed)

@@ -101,6 +101,7 @@ def test_the_raw_mechanism_over_a_python_digest_signs_what_the_combined_one_woul
         combined, raw = candidates(get_algorithm(alg))
         assert manager.signing_plan(alg).mechanism == (raw if alg.startswith("ES") else combined).mechanism
         # The token's own list, without the combined mechanism.
+        assert manager._mechanisms is not None  # read by signing_plan
         manager._mechanisms.pop(combined.mechanism, None)
         manager._plans.clear()
         plan = manager.signing_plan(alg)
@@ -108,6 +109,7 @@ def test_the_raw_mechanism_over_a_python_digest_signs_what_the_combined_one_woul
         signing_input = signing_input_for(record.kid, alg)
         verify_signature(record.public_jwk, signing_input, manager.signer(record).sign(signing_input))
         # Without either, the algorithm is refused, naming both mechanisms.
+        assert manager._mechanisms is not None
         manager._mechanisms.pop(raw.mechanism)
         manager._plans.clear()
         with pytest.raises(MechanismUnsupported, match=f"{combined.mechanism_name} or {raw.mechanism_name}"):
@@ -434,7 +436,7 @@ def test_a_search_cut_off_by_a_lost_device_leaves_no_traceback_on_stderr(remote_
         stderr=subprocess.PIPE, text=True,
     )
     try:
-        assert process.stdout.readline().strip() == "ready"
+        assert process.stdout is not None and process.stdout.readline().strip() == "ready"
         remote_token.kill()
         out, err = process.communicate("go\n", timeout=60)
     finally:

@@ -13,10 +13,10 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from werkzeug.datastructures import MultiDict
 
-from oidc_fixtures import PASSWORD, REDIRECT_URI, Provider, hidden_fields, jwt_parts, pkce_pair, query_of
+from oidc_fixtures import PASSWORD, REDIRECT_URI, Provider, hidden_fields, jwt_parts, pkce_pair, query_of, registered_client
 
 
-def _params(client_id: str, **extra: str) -> dict[str, str]:
+def _params(client_id: str, **extra: str | None) -> dict[str, str | None]:
     _, challenge = pkce_pair()
     return {"response_type": "code", "client_id": client_id, "redirect_uri": REDIRECT_URI,
             "scope": "openid profile email", "state": "the-state", "nonce": "the-nonce",
@@ -268,11 +268,11 @@ def test_an_unknown_interaction_is_the_error_page(op: Provider, rp: str, query: 
 
 
 def test_a_disabled_client_ends_its_interactions(op: Provider, rp: str) -> None:
-    from oidc.accounts.clients import get_client, set_disabled
+    from oidc.accounts.clients import set_disabled
 
     form = _consent_form(op, rp)
     with op.app.app_context():
-        set_disabled(get_client(rp), True)
+        set_disabled(registered_client(rp), True)
     response = op.post("/authorize/consent", data=MultiDict([*form.items(multi=True), ("decision", "approve")]))
     assert response.status_code == 400 and "Location" not in response.headers
     assert "This application is not recognised" in response.text

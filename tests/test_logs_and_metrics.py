@@ -18,10 +18,9 @@ from typing import Any
 import pytest
 import requests
 
-from tests.serving import Gunicorn, free_port
-
 from live_flows import UserAgent, add_client, introspect, redeem, refresh, register
 from oidc_fixtures import PASSWORD, jwt_parts
+from serving import Gunicorn, free_port
 from support import json_lines
 
 CALLBACK = "http://127.0.0.1:9/callback"

@@ -12,6 +12,7 @@ race or two.  One worker per instance: the race is between the instances.
 
 from __future__ import annotations
 
+import functools
 import signal
 import time
 from collections.abc import Iterator
@@ -22,11 +23,10 @@ from urllib.parse import urlencode
 import pytest
 import requests
 
-from tests.serving import Gunicorn, free_port
-
 from dpop_proofs import new_key, proof
-from live_flows import TIMEOUT, UserAgent, add_client, introspect, race, redeem, refresh, register
+from live_flows import TIMEOUT, UserAgent, add_client, basic_auth, introspect, race, redeem, refresh, register
 from oidc_fixtures import jwt_parts, pkce_pair
+from serving import Gunicorn, free_port
 
 CALLBACK = "http://127.0.0.1:9/callback"  # never contacted: the redirect is read, not followed
 RACES = 5
@@ -85,8 +85,8 @@ def test_simultaneous_refreshes_on_both_instances_succeed_once_and_revoke_the_fa
         assert first.status_code == 200, first.text
         refresh_token = first.json()["refresh_token"]
 
-        results = race(lambda token=refresh_token: refresh(instances.a, client, token),
-                       lambda token=refresh_token: refresh(instances.b, client, token))
+        results = race(functools.partial(refresh, instances.a, client, refresh_token),
+                       functools.partial(refresh, instances.b, client, refresh_token))
         statuses = sorted(response.status_code for response in results)
         assert statuses == [200, 400], (attempt, [response.text for response in results])
         winner = next(response for response in results if response.status_code == 200).json()
@@ -107,8 +107,8 @@ def test_the_same_code_redeemed_on_both_instances_at_once_is_redeemed_once(insta
     client = instances.client
     for attempt in range(RACES):
         flow = browser.code(client[0], CALLBACK)
-        results = race(lambda flow=flow: redeem(instances.a, client, flow, CALLBACK),
-                       lambda flow=flow: redeem(instances.b, client, flow, CALLBACK))
+        results = race(functools.partial(redeem, instances.a, client, flow, CALLBACK),
+                       functools.partial(redeem, instances.b, client, flow, CALLBACK))
         statuses = sorted(response.status_code for response in results)
         assert statuses == [200, 400], (attempt, [response.text for response in results])
         winner = next(response for response in results if response.status_code == 200).json()
@@ -132,7 +132,7 @@ def _race_one_dpop_proof(instances: SimpleNamespace, make_app: Any) -> None:
         dpop = proof(new_key(), htu=instances.issuer + "/token", iat=int(time.time()))
 
         def call(base: str, dpop: str = dpop) -> Any:
-            return requests.post(base + "/token", data={"grant_type": "client_credentials"}, auth=machine,
+            return requests.post(base + "/token", data={"grant_type": "client_credentials"}, auth=basic_auth(machine),
                                  headers={"DPoP": dpop}, timeout=TIMEOUT)
 
         results = race(lambda: call(instances.a), lambda: call(instances.b))
@@ -157,8 +157,8 @@ def _race_one_request_uri(instances: SimpleNamespace) -> None:
         query = "/authorize?" + urlencode({"client_id": client[0], "request_uri": pushed.json()["request_uri"]})
         other = UserAgent(instances.b)
         other.cookies = dict(browser.cookies)  # the same browser, on the other instance
-        results = race(lambda query=query: browser.get(instances.a + query),
-                       lambda query=query, other=other: other.get(instances.b + query))
+        results = race(functools.partial(browser.get, instances.a + query),
+                       functools.partial(other.get, instances.b + query))
         statuses = sorted(response.status_code for response in results)
         assert statuses == [302, 400], (attempt, [response.text[:300] for response in results])
         winner = next(response for response in results if response.status_code == 302)

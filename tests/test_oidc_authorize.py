@@ -9,10 +9,11 @@ import pytest
 from oidc_fixtures import ISSUER, REDIRECT_URI, hidden_fields, jwt_parts, pkce_pair, query_of
 
 
-def _params(client_id: str, **extra: str) -> dict[str, str]:
+def _params(client_id: str, **extra: str | list[str] | None) -> dict[str, str | list[str]]:
     _, challenge = pkce_pair()
-    params = {"response_type": "code", "client_id": client_id, "redirect_uri": REDIRECT_URI, "scope": "openid",
-              "state": "s", "code_challenge": challenge, "code_challenge_method": "S256"}
+    params: dict[str, str | list[str] | None] = {
+        "response_type": "code", "client_id": client_id, "redirect_uri": REDIRECT_URI, "scope": "openid",
+        "state": "s", "code_challenge": challenge, "code_challenge_method": "S256"}
     params.update(extra)
     return {key: value for key, value in params.items() if value is not None}
 
@@ -74,7 +75,7 @@ def test_an_openid_request_by_default_scope_needs_its_redirect_uri(op):
     assert op.count("AuthorizationCode") == 0 and op.count("Interaction") == 0
     # With its redirect_uri, the same request is an OpenID one: a code, then an ID token.
     secret_client, secret = op.add_client(scope="openid profile", first_party=True)
-    flow = op.code_flow(secret_client, scope=None)  # type: ignore[arg-type]
+    flow = op.code_flow(secret_client, scope=None)
     assert "id_token" in op.redeem(secret_client, secret, flow).json
     # A client whose default scope is not OpenID may still omit it (RFC 6749 §3.1.2.3).
     plain_client, _ = op.add_client(scope="api", first_party=True)

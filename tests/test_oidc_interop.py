@@ -53,11 +53,11 @@ def _browse_to_callback(session: Any, url: str) -> str:
                 return location
             response = session.get(location, allow_redirects=False, timeout=10)
         elif 'action="/login"' in response.text:
-            data = dict(_hidden(response.text)) | {"username": "alice", "password": PASSWORD}
-            response = session.post(urljoin(response.url, "/login"), data=data, allow_redirects=False, timeout=10)
+            login_form = dict(_hidden(response.text)) | {"username": "alice", "password": PASSWORD}
+            response = session.post(urljoin(response.url, "/login"), data=login_form, allow_redirects=False, timeout=10)
         elif 'action="/authorize/consent"' in response.text:
-            data = _hidden(response.text) + [("decision", "approve")]
-            response = session.post(urljoin(response.url, "/authorize/consent"), data=data, allow_redirects=False,
+            consent_form = _hidden(response.text) + [("decision", "approve")]
+            response = session.post(urljoin(response.url, "/authorize/consent"), data=consent_form, allow_redirects=False,
                                     timeout=10)
         else:
             raise AssertionError(f"unexpected page {response.status_code}: {response.text[:300]}")

@@ -8,7 +8,7 @@ import pytest
 
 from oidc.web.login import GENERIC_LOGIN_ERROR
 
-from oidc_fixtures import PASSWORD, REDIRECT_URI
+from oidc_fixtures import PASSWORD, REDIRECT_URI, registered_user
 
 # -- login ----------------------------------------------------------------------------------------
 
@@ -42,10 +42,10 @@ def test_one_generic_message_for_wrong_user_or_wrong_password(op):
 
 def test_disabled_user_cannot_log_in(op):
     op.add_user()
-    from oidc.accounts.users import get_user, set_disabled
+    from oidc.accounts.users import set_disabled
 
     with op.app.app_context():
-        set_disabled(get_user("alice"), True)
+        set_disabled(registered_user("alice"), True)
     response = op.login()
     assert response.status_code == 401 and GENERIC_LOGIN_ERROR in response.text
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from oidc_fixtures import ISSUER, REDIRECT_URI, hidden_fields, query_of
+from oidc_fixtures import ISSUER, REDIRECT_URI, hidden_fields, query_of, registered_client, registered_user
 
 
 def test_discovery_document(op):
@@ -159,10 +159,10 @@ def test_disabled_user_tokens_become_inactive(op):
     op.add_user()
     client_id, secret = op.add_client()
     body = op.tokens(client_id, secret)
-    from oidc.accounts.users import get_user, set_disabled
+    from oidc.accounts.users import set_disabled
 
     with op.app.app_context():
-        set_disabled(get_user("alice"), True)
+        set_disabled(registered_user("alice"), True)
     assert op.post("/introspect", data={"token": body["access_token"]}, auth=(client_id, secret)).json == {
         "active": False}
     assert op.get("/userinfo", headers={"Authorization": "Bearer " + body["access_token"]}).status_code == 401
@@ -292,8 +292,8 @@ def test_client_credentials_token_is_stateless_until_revoked(op):
     rs_id, rs_secret = op.add_client(grant_types=["client_credentials"], scope="api", resource_server=True,
                                      audiences=[ISSUER])  # the tokens' (default) audience
     assert op.post("/introspect", data={"token": other}, auth=(rs_id, rs_secret)).json["active"] is True
-    from oidc.accounts.clients import delete_client, get_client
+    from oidc.accounts.clients import delete_client
 
     with op.app.app_context():
-        delete_client(get_client(client_id))
+        delete_client(registered_client(client_id))
     assert op.post("/introspect", data={"token": other}, auth=(rs_id, rs_secret)).json == {"active": False}

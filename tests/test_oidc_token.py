@@ -9,7 +9,7 @@ import uuid
 
 import pytest
 
-from oidc_fixtures import ISSUER, REDIRECT_URI, jwt_parts, verify_jws
+from oidc_fixtures import ISSUER, REDIRECT_URI, jwt_parts, registered_client, verify_jws
 
 
 def _assert_error(response, status: int, error: str) -> None:
@@ -270,10 +270,10 @@ def test_plain_oauth_code_flow_has_no_id_token(op):
 
 def test_disabled_client_cannot_authenticate(op):
     client_id, secret = op.add_client(grant_types=["client_credentials"], scope="api")
-    from oidc.accounts.clients import get_client, set_disabled
+    from oidc.accounts.clients import set_disabled
 
     with op.app.app_context():
-        set_disabled(get_client(client_id), True)
+        set_disabled(registered_client(client_id), True)
     _assert_error(op.post("/token", data={"grant_type": "client_credentials"}, auth=(client_id, secret)),
                   401, "invalid_client")
 

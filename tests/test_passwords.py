@@ -17,7 +17,7 @@ from oidc.app import create_app
 from oidc.settings import DEFAULT_PASSWORD_HASH_COST, ConfigError, load_settings
 from oidc.state import state_of
 
-from oidc_fixtures import PASSWORD, Provider
+from oidc_fixtures import PASSWORD, Provider, registered_user
 
 
 def test_the_default_cost_is_scrypt_n_2_15(tmp_path):
@@ -50,16 +50,15 @@ def _legacy_hash(password: str) -> str:
 
 
 def test_a_hash_of_the_earlier_format_logs_in_and_is_rewritten(make_app, base_env):
-    from oidc.accounts.users import get_user
     from oidc.db import db
 
     op = Provider(make_app(base_env))
     op.add_user()
     with op.app.app_context():
-        user = get_user("alice")
+        user = registered_user("alice")
         user.password_hash = _legacy_hash(PASSWORD)
         db.session.commit()
     assert op.login(password="wrong password").status_code == 401
     assert op.login().status_code == 200
     with op.app.app_context():
-        assert get_user("alice").password_hash.startswith("scrypt:256:8:1$")  # the configured cost now
+        assert registered_user("alice").password_hash.startswith("scrypt:256:8:1$")  # the configured cost now

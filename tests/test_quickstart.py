@@ -22,8 +22,7 @@ from typing import Any
 import pytest
 import requests
 
-from tests.serving import ROOT, free_port
-
+from serving import ROOT, free_port
 from support import chromium_executable, stop_process_group
 
 pytestmark = pytest.mark.e2e
@@ -67,7 +66,9 @@ def test_quickstart_then_log_in_through_the_demo_relying_party(tmp_path: Path) -
         assert f"Provider:  {issuer}" in printed and f"Open:      {demo}" in printed
         assert re.search(r"Operator:  \S*oidc-hsm --help", printed)  # the installed console command
         assert "Signing keys: SoftHSM2 token 'oidc-quickstart'" in printed or "NOTICE: softhsm2" in printed
-        username, password = re.search(r"Demo user: (\S+) / (\S+)", printed).groups()
+        demo_user = re.search(r"Demo user: (\S+) / (\S+)", printed)
+        assert demo_user is not None, printed
+        username, password = demo_user.groups()
         assert oct((state / "quickstart.env").stat().st_mode & 0o777) == "0o600"
 
         with sync_playwright() as playwright:

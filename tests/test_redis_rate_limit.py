@@ -16,11 +16,10 @@ from typing import Any
 
 import pytest
 
-from tests.serving import Gunicorn
-
 from live_flows import UserAgent, register
 from oidc_fixtures import PASSWORD
 from services import REDIS_URL as DEFAULT_REDIS_URL
+from serving import Gunicorn
 from support import missing
 
 REDIS_URL = os.environ.get("TEST_REDIS_URL", DEFAULT_REDIS_URL).rstrip("/")

@@ -177,7 +177,9 @@ def test_mod_auth_openidc_signs_in_and_out_through_the_tls_proxy(make_app: Any, 
             assert "code_challenge_method=S256" in authorize.query and "nonce=" in authorize.query
 
             # What the RP made of it: an ID token it verified, and our userinfo answer.
-            info = json.loads(page.goto(rp_url + "/protected/redirect_uri?info=json").text())
+            answer = page.goto(rp_url + "/protected/redirect_uri?info=json")
+            assert answer is not None
+            info = json.loads(answer.text())
             assert info["id_token"]["iss"] == issuer and info["id_token"]["aud"] == served["client_id"]
             assert info["userinfo"]["sub"] == info["id_token"]["sub"]
             assert info["userinfo"]["email"] == "alice@example.test"

@@ -7,7 +7,7 @@ import urllib.request
 
 import pytest
 
-from tests.serving import Gunicorn
+from serving import Gunicorn
 
 pytestmark = pytest.mark.e2e
 

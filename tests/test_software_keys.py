@@ -12,8 +12,8 @@ from sqlalchemy import select, update
 from keys.errors import InvalidKey, SealingError, UnsupportedAlgorithm
 from keys.sealing import Sealer
 from oidc.db import db, signing_keys
-from tests.jose_helpers import verify
 
+from jose_helpers import verify
 from support import build_key_service, start_key_service
 
 ALGORITHMS = ["RS256", "PS256", "ES256", "ES384", "ES512", "EdDSA"]
@@ -54,7 +54,7 @@ def test_default_algorithms_are_rs256_2048_and_es256(make_app, base_env):
     service = start_key_service(make_app(base_env))
     id_signer, at_signer = service.signer("openid.id-token"), service.signer("jwt.access-token")
     assert (id_signer.alg, at_signer.alg) == ("RS256", "ES256")
-    from tests.jose_helpers import public_key_from_jwk
+    from jose_helpers import public_key_from_jwk
 
     assert public_key_from_jwk(service.public_key(id_signer.kid)).key_size == 2048
 

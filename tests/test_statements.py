@@ -9,10 +9,10 @@ dropped is invalidated so the next request gets a new one.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import pytest
-from sqlalchemy import bindparam, insert, select
+from sqlalchemy import QueuePool, bindparam, insert, select
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from oidc.statements import Prepared, insert_all
@@ -65,6 +65,7 @@ def test_a_row_written_and_read_matches_what_sqlalchemy_reads(app_with_rows: Any
         assert insert_all(insert(table)).rowcount(db.session.connection(), _code_row("h1", user_pk, client_pk)) == 1
         db.session.commit()
         row = by_hash.first(db.session.connection(), {"h": "h1"})
+        assert row is not None
         expected = db.session.execute(select(*table.c).where(table.c.code_hash == "h1")).one()
         assert tuple(row) == tuple(expected)
         # Through the columns' types: a JSON list, a boolean (an integer on SQLite), by name.
@@ -117,7 +118,7 @@ def test_a_connection_the_database_dropped_is_an_operational_error_then_replaced
     with app_with_rows.app_context():
         assert db.engine.dialect.name == "postgresql"
         connection = db.session.connection()
-        backend = connection.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+        backend = connection.exec_driver_sql("SELECT pg_backend_pid()").scalar_one()
         with db.engine.connect() as other:
             other.exec_driver_sql(f"SELECT pg_terminate_backend({int(backend)})")
         with pytest.raises(OperationalError) as raised:
@@ -140,6 +141,6 @@ def test_a_lone_read_needs_no_transaction_and_leaves_the_pool_transactional(app_
         db.session.commit()
         assert by_hash.read(db.engine, {"h": "h4"}) == ("h4", ["https://api.example", "urn:other"])
         # The pool's connections are transactional again for the next request (autocommit was per read).
-        for _ in range(db.engine.pool.size() + 1):
+        for _ in range(cast(QueuePool, db.engine.pool).size() + 1):
             with db.engine.connect() as connection:
                 assert connection.get_isolation_level() != "AUTOCOMMIT"

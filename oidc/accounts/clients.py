@@ -36,9 +36,10 @@ class ClientError(ValueError):
     """Invalid registration data; the message says which field and why."""
 
 
-def _check_uri(uri: Any, field: str) -> str:
-    if bounded_text(uri, MAX_URI_LENGTH) is None or not uri.isprintable() or " " in uri:
-        raise ClientError(f"{field}: {uri!r} is not a URI")
+def _check_uri(value: Any, field: str) -> str:
+    uri = bounded_text(value, MAX_URI_LENGTH)
+    if uri is None or not uri.isprintable() or " " in uri:
+        raise ClientError(f"{field}: {value!r} is not a URI")
     parts = urlsplit(uri)
     if parts.fragment or "#" in uri:
         raise ClientError(f"{field}: {uri!r} must not have a fragment")
@@ -51,12 +52,13 @@ def _check_uri(uri: Any, field: str) -> str:
     raise ClientError(f"{field}: {uri!r} must be https (http only on loopback), or a reverse-domain app scheme")
 
 
-def _check_web_uri(uri: Any, field: str) -> str | None:
+def _check_web_uri(value: Any, field: str) -> str | None:
     """An optional page or image URL shown to users: https (http only on loopback), nothing else."""
-    if uri is None or uri == "":
+    if value is None or value == "":
         return None
-    if bounded_text(uri, MAX_URI_LENGTH) is None or not uri.isprintable() or " " in uri or '"' in uri:
-        raise ClientError(f"{field}: {uri!r} is not a URL")
+    uri = bounded_text(value, MAX_URI_LENGTH)
+    if uri is None or not uri.isprintable() or " " in uri or '"' in uri:
+        raise ClientError(f"{field}: {value!r} is not a URL")
     parts = urlsplit(uri)
     if (parts.scheme == "https" and parts.netloc) or is_loopback_http(parts):
         return uri

@@ -160,7 +160,8 @@ class AuthorizationRequest:
         if self.pushed is not None:
             par.claim(self.pushed)
         try:
-            return self.grant.create_authorization_response(self.redirect_uri, login)
+            response: response_modes.Response = self.grant.create_authorization_response(self.redirect_uri, login)
+            return response
         except OAuth2Error as error:
             raise ErrorRedirect(self.error(error), error) from None
 

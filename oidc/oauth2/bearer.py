@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from authlib.integrations.flask_oauth2 import ResourceProtector
 from authlib.oauth2.rfc6749.errors import InvalidRequestError, OAuth2Error
@@ -190,9 +190,9 @@ class BearerProtector(ResourceProtector):
         validator.validate_request(request)
         if isinstance(validator, DPoPAccessTokenValidator):
             kwargs["proof"] = validator.verify_proof(request, token_string)
-        token = validator.authenticate_token(token_string)
+        token: AccessTokenInfo | None = validator.authenticate_token(token_string)
         validator.validate_token(token, scopes, request, **kwargs)
-        return token
+        return cast(AccessTokenInfo, token)  # validate_token refuses a missing token
 
     def acquire_token(self, scopes: list[str] | None = None, **kwargs: Any) -> AccessTokenInfo:
         """The active token of this request, or an :class:`OAuth2Error` to answer with.

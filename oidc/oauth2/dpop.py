@@ -47,6 +47,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from authlib.oauth2.rfc6749.errors import OAuth2Error
+from flask import Response
 from joserfc import jws
 from joserfc.errors import JoseError
 from joserfc.jwk import import_key
@@ -323,7 +324,7 @@ def nonce_headers() -> list[tuple[str, str]]:
     return [(NONCE_HEADER, current_nonce())] if current_state().settings.dpop_nonce else []
 
 
-def with_nonce(response: Any) -> Any:
+def with_nonce(response: Response) -> Response:
     """``response`` (of /token or /par) with a fresh ``DPoP-Nonce`` when nonces are on (RFC 9449 §8)."""
     for name, value in nonce_headers():
         response.headers[name] = value

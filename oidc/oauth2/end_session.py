@@ -51,7 +51,8 @@ class EndSessionRequest:
             return None
         if self.state is None:
             return self.post_logout_redirect_uri
-        return add_params_to_uri(self.post_logout_redirect_uri, [("state", self.state)])
+        location: str = add_params_to_uri(self.post_logout_redirect_uri, [("state", self.state)])
+        return location
 
 
 def validate_end_session_request(params: Any) -> EndSessionRequest:

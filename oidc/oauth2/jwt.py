@@ -74,7 +74,8 @@ def half_hash(value: str, alg: str) -> str:
     Authlib knows Ed25519 signatures by their RFC 8037 name only; RFC 9864's
     ``Ed25519`` is the same signature, so it gets the same (SHA-512) half hash.
     """
-    return create_half_hash(value, "EdDSA" if alg in EDDSA_ALGORITHMS else alg).decode("ascii")
+    half: bytes = create_half_hash(value, "EdDSA" if alg in EDDSA_ALGORITHMS else alg)
+    return half.decode("ascii")
 
 
 def issue_access_token(*, client_id: str, subject: str, scope: str, audience: list[str],

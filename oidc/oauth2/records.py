@@ -78,7 +78,8 @@ class RefreshTokenRecord:
         return self.scope
 
     def check_client(self, client: Any) -> bool:
-        return self.client_pk == client.id
+        client_pk: int = client.id
+        return self.client_pk == client_pk
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,7 +8,7 @@ registered here, once per app.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from authlib.integrations.flask_oauth2 import AuthorizationServer as _FlaskAuthorizationServer
 from authlib.integrations.flask_oauth2.requests import FlaskOAuth2Payload
@@ -125,6 +125,12 @@ class _UnsupportedResponseType(UnsupportedResponseTypeError):
 
 
 class AuthorizationServer(_FlaskAuthorizationServer):
+    if TYPE_CHECKING:
+        # Authlib's, which ships no types: each answers through handle_response (below).
+        def handle_error_response(self, request: Any, error: Any) -> Response: ...
+        def create_token_response(self, request: Any = None) -> Response: ...
+        def create_endpoint_response(self, name: str, request: Any = None) -> Response: ...
+
     def __init__(self) -> None:
         super().__init__()
         # Ours, not Authlib's: it asks the core which method a client may use (oidc.oauth2.client_auth).

@@ -7,6 +7,7 @@ good?), so both are wrapped in the same shape.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -77,7 +78,7 @@ def find_token(value: object, hint: str | None, caller: Client | None = None) ->
     token = bounded_text(value, MAX_TOKEN_LENGTH)
     if token is None:
         return None
-    finders = [lambda: load_access_token(token, caller), lambda: load_refresh_token(token)]
+    finders: list[Callable[[], AnyToken | None]] = [lambda: load_access_token(token, caller), lambda: load_refresh_token(token)]
     if hint == REFRESH_TOKEN:
         finders.reverse()
     for finder in finders:

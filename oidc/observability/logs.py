@@ -13,7 +13,7 @@ import logging
 import sys
 import time
 
-from flask import Flask, g, request
+from flask import Flask, Response, g, request
 from gunicorn.glogging import Logger as _GunicornLogger
 from pythonjsonlogger.json import JsonFormatter
 
@@ -41,7 +41,7 @@ class GunicornLogger(_GunicornLogger):
 
     access_log_enabled = False
 
-    def access(self, resp, req, environ, request_time):
+    def access(self, resp: object, req: object, environ: object, request_time: object) -> None:
         return None
 
 
@@ -81,7 +81,7 @@ def init_app(app: Flask, log_format: str, level: str) -> None:
         g.request_started = time.perf_counter()
 
     @app.after_request
-    def log_request(response):
+    def log_request(response: Response) -> Response:
         # Checked first: with the access log off (LOG_LEVEL above INFO), a
         # request should not pay for building a record nobody will see.
         if not access_log.isEnabledFor(logging.INFO):

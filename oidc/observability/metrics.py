@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 import time
 
-from flask import Flask, g, request
+from flask import Flask, Response, g, request
 from prometheus_client import Counter, Gauge, Histogram
 from werkzeug.exceptions import HTTPException
 
@@ -137,7 +137,7 @@ def init_app(app: Flask) -> None:
             # for refusals made before an OAuth 2.0 request exists (a body too large, a precheck).
             g.token_started = time.perf_counter()
 
-    def observe_token_request(response):
+    def observe_token_request(response: Response) -> Response:
         started = g.get("token_started")
         if started is not None:
             grant_type = _grant_type()

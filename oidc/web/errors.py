@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Any
 
 from flask import Flask, Response, jsonify, render_template
 from flask_babel import lazy_gettext as _l
@@ -136,7 +135,7 @@ def init_app(app: Flask) -> None:
 
     @app.errorhandler(OperationalError)
     @app.errorhandler(DBAPIError)
-    def database_unavailable(exc: Exception) -> Response:
+    def database_unavailable(exc: Exception) -> Response | tuple[str, int]:
         # The database is down or restarting: a clear, retryable 503 instead
         # of a trace; the pool reconnects by itself (oidc.db.ping_idle_connections).
         if isinstance(exc, DBAPIError) and not isinstance(exc, OperationalError) and not exc.connection_invalidated:
@@ -165,7 +164,7 @@ def init_app(app: Flask) -> None:
         return unavailable()
 
     @app.errorhandler(Exception)
-    def unexpected(exc: Exception) -> Any:
+    def unexpected(exc: Exception) -> Response | tuple[str, int]:
         log.error("unhandled error: %s", type(exc).__name__, exc_info=exc)
         if is_page_request():
             return error_page("server_error", "the server could not complete the request", 500)

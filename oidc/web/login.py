@@ -15,6 +15,8 @@ Visited directly, it signs the user in and says so.
 
 from __future__ import annotations
 
+from typing import cast
+
 from flask import Blueprint, Flask, Response, current_app, make_response, redirect, render_template, request, url_for
 from flask_wtf import FlaskForm
 from werkzeug.wrappers import Response as WerkzeugResponse
@@ -122,7 +124,7 @@ _THROTTLE = "oidc.login_throttle"
 
 
 def throttle(app: Flask) -> LoginThrottle:
-    return app.extensions[_THROTTLE]
+    return cast(LoginThrottle, app.extensions[_THROTTLE])
 
 
 def init_app(app: Flask, settings: Settings) -> LoginThrottle:

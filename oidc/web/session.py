@@ -49,7 +49,8 @@ def current_login() -> AuthenticatedUser | None:
     # not an OAuth 2.0 request's), asked for by views, pages and templates alike.
     if "oidc_login" not in g:
         g.oidc_login = sessions.find_login(session.get("sid"))
-    return g.oidc_login
+    login: AuthenticatedUser | None = g.oidc_login
+    return login
 
 
 def sign_in(user: User) -> AuthenticatedUser:

@@ -75,7 +75,7 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
             self.request.client, self.request.payload.datalist.get("resource", []), redirect_uri)
         return redirect_uri
 
-    @hooked
+    @hooked  # type: ignore[untyped-decorator]  # Authlib ships no types; it keeps the method's signature
     def validate_authorization_request_payload(self, redirect_uri: str) -> None:
         """Authlib's step of the same name (its extensions hook onto it), with the scope from the core's rule."""
         self.validate_requested_scope()
@@ -151,7 +151,7 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
     def create_token_response(self) -> tuple[int, dict[str, Any], list[tuple[str, str]]]:
         """Build and sign the tokens, then claim the code and write the new rows (see the package docstring)."""
         self.request.token_writes = writes = TokenWrites()
-        response = super().create_token_response()
+        response: tuple[int, dict[str, Any], list[tuple[str, str]]] = super().create_token_response()
         code: AuthorizationCodeRecord = self.request.authorization_code
         families.require_claim(families.claim_authorization_code(code), code.grant_id,
                                reason=CODE_REPLAYED, description=CODE_USED)

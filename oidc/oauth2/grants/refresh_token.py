@@ -43,7 +43,7 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
     def create_token_response(self) -> tuple[int, dict[str, Any], list[tuple[str, str]]]:
         """Build and sign the new tokens, then claim the old refresh token and write the new rows."""
         self.request.token_writes = writes = TokenWrites()
-        response = super().create_token_response()
+        response: tuple[int, dict[str, Any], list[tuple[str, str]]] = super().create_token_response()
         row: RefreshTokenRecord = self.request.refresh_token
         if profile.rotates_refresh_tokens(self.request.client):
             families.require_claim(families.claim_refresh_token(row), row.grant_id,

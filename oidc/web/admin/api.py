@@ -189,7 +189,7 @@ def operation(summary: str, **kwargs: Any) -> Callable[[Callable[..., Any]], Cal
 
 def _operation_of(view: Any) -> Operation | None:
     while view is not None:
-        found = getattr(view, "openapi", None)
+        found: Operation | None = getattr(view, "openapi", None)
         if found is not None:
             return found
         view = getattr(view, "__wrapped__", None)
