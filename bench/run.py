@@ -1174,19 +1174,25 @@ def run_with_ceiling(args: argparse.Namespace, wanted: set[str], workdir: Path, 
                 client_credentials(args, workdir, results, ceiling, backend, alg)
                 report(results)
     for database in args.databases:
-        if "refresh" in wanted:
-            refresh_scenario(args, workdir, results, ceiling, database)
+        run_on_database(args, wanted, workdir, results, ceiling, database)
+
+
+def run_on_database(args: argparse.Namespace, wanted: set[str], workdir: Path, results: Results,
+                    ceiling: Ceiling, database: str) -> None:
+    """The scenarios of ``wanted`` whose figures depend on the database."""
+    if "refresh" in wanted:
+        refresh_scenario(args, workdir, results, ceiling, database)
+        report(results)
+    if "code_exchange" in wanted:
+        code_exchange(args, workdir, results, ceiling, database)
+        report(results)
+    if "code_flow" in wanted:
+        code_flow(args, workdir, results, ceiling, database)
+        report(results)
+    if "login" in wanted:
+        for cost in dict.fromkeys((args.password_cost, PRODUCTION_PASSWORD_COST)):
+            login(args, workdir, results, ceiling, database, cost)
             report(results)
-        if "code_exchange" in wanted:
-            code_exchange(args, workdir, results, ceiling, database)
-            report(results)
-        if "code_flow" in wanted:
-            code_flow(args, workdir, results, ceiling, database)
-            report(results)
-        if "login" in wanted:
-            for cost in dict.fromkeys((args.password_cost, PRODUCTION_PASSWORD_COST)):
-                login(args, workdir, results, ceiling, database, cost)
-                report(results)
 
 
 def report(results: Results) -> None:

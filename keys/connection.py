@@ -478,17 +478,7 @@ class TokenConnection:
                 # and SoftHSM only enumerates its tokens there.
                 self._open_once(reinitialize=True)
             except (_Transient, HSMError) as exc:
-                self._event("attempt", "failed")
-                if was == UNOPENED:
-                    self._lost_at = self._lost_at or time.monotonic()
-                    if self._failures == 0:
-                        log.warning("HSM not reachable yet on %s (%s); waiting for it with backoff",
-                                    self.config.describe_token(), exc)
-                        self._event("lost", "not reachable at start-up")
-                self.state = UNAVAILABLE if was != UNOPENED else UNOPENED
-                self._schedule_probe()
-                if self._refused_login:
-                    log.error("HSM login refused on %s: not retrying", self.config.describe_token())
+                self._recovery_failed(was, exc)
                 return False
             self._event("attempt", "succeeded")
             self.state = AVAILABLE
@@ -508,6 +498,20 @@ class TokenConnection:
             except Exception as exc:  # the next request or refresh tries again
                 log.warning("after the HSM came back: %s: %s", type(exc).__name__, exc)
         return back
+
+    def _recovery_failed(self, was: str, exc: Exception) -> None:
+        """After a failed probe of :meth:`recover` (under the lock): the state it leaves, the next probe."""
+        self._event("attempt", "failed")
+        if was == UNOPENED:
+            self._lost_at = self._lost_at or time.monotonic()
+            if self._failures == 0:
+                log.warning("HSM not reachable yet on %s (%s); waiting for it with backoff",
+                            self.config.describe_token(), exc)
+                self._event("lost", "not reachable at start-up")
+        self.state = UNAVAILABLE if was != UNOPENED else UNOPENED
+        self._schedule_probe()
+        if self._refused_login:
+            log.error("HSM login refused on %s: not retrying", self.config.describe_token())
 
     def start_recovery(self) -> None:
         """Probe a lost token from a background thread (server workers), so no request waits on it.
@@ -588,7 +592,11 @@ class TokenConnection:
                 first = ckr_name(exc)
             except (_Transient, HSMError):
                 first = f"{first}, then the session could not be reopened"
-        # The module lost its device: one immediate re-initialisation, then the operation again.
+        return self._attempt_reinitialised(operation, what, mechanism, first)
+
+    def _attempt_reinitialised(self, operation: Callable[[], T], what: str, mechanism: Any, first: str) -> T:
+        """The module lost its device (``first``: the error that said so): one immediate
+        re-initialisation, then the operation again; the token is lost when that fails too."""
         self.reconnect_attempts += 1
         try:
             self._open_once(reinitialize=True)

@@ -243,13 +243,7 @@ class HSMManager(TokenConnection):
         kid = str(uuid.uuid4())
         size = f" of {rsa_bits} bits" if algorithm.is_rsa else ""
         what = f"the {alg} key pair{size} labelled {self.label(key_set)!r}"
-        if algorithm.is_rsa and rsa_bits < MIN_RSA_BITS:
-            raise InvalidKey(f"RSA keys need at least {MIN_RSA_BITS} bits, not {rsa_bits}")
-        if self._mechanisms is not None:
-            try:
-                check_generation(algorithm, self._mechanisms, rsa_bits=rsa_bits)
-            except MechanismUnsupported as exc:
-                raise self._error(f"cannot generate {what} ({exc})") from None
+        self._check_can_generate(algorithm, rsa_bits, what)
 
         def find() -> KeyRecord | None:
             for record in self.records(key_set, rsa_alg=alg if algorithm.is_rsa else "RS256",
@@ -276,6 +270,16 @@ class HSMManager(TokenConnection):
             # The token's refusal (a key size or curve it does not support, a full
             # token, ...): say what was being generated, and where.
             raise self._error(f"cannot generate {what} with {mechanism_name(mechanism)} ({exc.code})") from exc
+
+    def _check_can_generate(self, algorithm: Algorithm, rsa_bits: int, what: str) -> None:
+        """Refuse a key the provider does not accept, or one the token has no mechanisms for."""
+        if algorithm.is_rsa and rsa_bits < MIN_RSA_BITS:
+            raise InvalidKey(f"RSA keys need at least {MIN_RSA_BITS} bits, not {rsa_bits}")
+        if self._mechanisms is not None:
+            try:
+                check_generation(algorithm, self._mechanisms, rsa_bits=rsa_bits)
+            except MechanismUnsupported as exc:
+                raise self._error(f"cannot generate {what} ({exc})") from None
 
     def _generate_pair(self, algorithm: Algorithm, label: str, cka_id: bytes, rsa_bits: int) -> None:
         public_template = {Attribute.TOKEN: True, Attribute.VERIFY: True, Attribute.ENCRYPT: False, Attribute.WRAP: False}

@@ -321,35 +321,98 @@ def parse_networks(values: Iterable[str]) -> list[ipaddress.IPv4Network | ipaddr
 
 
 def load_settings(env: Mapping[str, str] | None = None, *, instance_path: str) -> Settings:
-    """The settings in ``env`` (the process environment by default), validated."""
-    read = _Reader(os.environ if env is None else env)
+    """The settings in ``env`` (the process environment by default), validated.
 
+    Each group of settings has its reader below, which validates its group and returns its
+    fields; the few checks across groups take what they need as arguments.
+    """
+    read = _Reader(os.environ if env is None else env)
+    issuer = _read_issuer(read)
+    hsm = _read_hsm(read)
+    tokens = _read_tokens(read, issuer=issuer)
+    keys = _read_keys(read, longest_token=max(tokens["access_token_lifetime"], tokens["id_token_lifetime"]))
+    protocol = _read_protocol(read, id_alg=keys["id_token_signing_alg"], access_alg=keys["access_token_signing_alg"],
+                              code_lifetime=tokens["authorization_code_lifetime"])
+    return Settings(
+        issuer=issuer,
+        database_url=_database_url(read.text("DATABASE_URL"), instance_path),
+        # Kept as given; keys.sealing.Sealer validates (missing or short is an error).
+        secrets_system=read.items("SECRETS_SYSTEM"),
+        **hsm, **keys, **tokens, **protocol,
+        **_read_clients(read), **_read_login(read), **_read_administration(read), **_read_pages(read),
+    )
+
+
+def _read_issuer(read: _Reader) -> str:
     issuer = read.text("OIDC_ISSUER", "http://localhost:8000").rstrip("/")
     if not issuer.startswith(("https://", "http://")):
         raise ConfigError("OIDC_ISSUER must be an http(s) URL")
+    return issuer
 
-    hsm_enabled = read.boolean("HSM_ENABLED", False)
-    hsm_library = read.text("HSM_LIBRARY")
-    hsm_pin = read.text("HSM_PIN")
-    hsm_token_label = read.text("HSM_TOKEN_LABEL") or None
-    hsm_slot = read.optional_integer("HSM_SLOT")
-    hsm_only = read.items("HSM_ONLY_KEY_SETS")
-    if hsm_enabled:
-        if not hsm_library:
+
+def _read_hsm(read: _Reader) -> dict[str, Any]:
+    """The HSM, its resilience and the adoption of its keys (README "When the HSM fails")."""
+    enabled = read.boolean("HSM_ENABLED", False)
+    library = read.text("HSM_LIBRARY")
+    pin = read.text("HSM_PIN")
+    token_label = read.text("HSM_TOKEN_LABEL") or None
+    slot = read.optional_integer("HSM_SLOT")
+    only = read.items("HSM_ONLY_KEY_SETS")
+    if enabled:
+        if not library:
             raise ConfigError("HSM_ENABLED is true but HSM_LIBRARY is not set")
-        if not hsm_pin:
+        if not pin:
             raise ConfigError("HSM_ENABLED is true but HSM_PIN is not set")
-        if hsm_token_label is None and hsm_slot is None:
+        if token_label is None and slot is None:
             raise ConfigError("HSM_ENABLED is true but neither HSM_TOKEN_LABEL nor HSM_SLOT is set")
-    elif hsm_only:
+    elif only:
         raise ConfigError("HSM_ONLY_KEY_SETS names key sets but HSM_ENABLED is false")
     retry_initial = read.seconds("HSM_RETRY_INITIAL_SECONDS", 0.5, minimum=0.05)
     retry_max = read.seconds("HSM_RETRY_MAX_SECONDS", 5.0, minimum=0.05)
     if retry_max < retry_initial:
         raise ConfigError("HSM_RETRY_MAX_SECONDS must be at least HSM_RETRY_INITIAL_SECONDS")
+    return {
+        "hsm_enabled": enabled,
+        "hsm_library": library,
+        "hsm_token_label": token_label,
+        "hsm_slot": slot,
+        "hsm_pin": pin,
+        "hsm_key_set_prefix": read.text("HSM_KEY_SET_PREFIX"),
+        "hsm_only_key_sets": only,
+        "hsm_destroy_retired_keys": read.boolean("HSM_DESTROY_RETIRED_KEYS", False),
+        "hsm_generate_keys": read.boolean("HSM_GENERATE_KEYS", True),
+        "hsm_startup_wait_seconds": read.seconds("HSM_STARTUP_WAIT_SECONDS", 0.0),
+        "hsm_retry_initial_seconds": retry_initial,
+        "hsm_retry_max_seconds": retry_max,
+        "hsm_readiness_cache_seconds": read.seconds("HSM_READINESS_CACHE_SECONDS", 5.0),
+        "hsm_allow_extractable_keys": read.boolean("HSM_ALLOW_EXTRACTABLE_KEYS", False),
+    }
 
+
+def _read_tokens(read: _Reader, *, issuer: str) -> dict[str, Any]:
+    """Token lifetimes, the default audience of access tokens and the scopes."""
     access_token_lifetime = read.integer("ACCESS_TOKEN_LIFETIME", 3600, minimum=1)
     id_token_lifetime = read.integer("ID_TOKEN_LIFETIME", 3600, minimum=1)
+    refresh_lifetime = read.integer("REFRESH_TOKEN_LIFETIME", 30 * 24 * 3600, minimum=1)
+    refresh_max_lifetime = read.integer("REFRESH_TOKEN_MAX_LIFETIME", max(90 * 24 * 3600, refresh_lifetime), minimum=1)
+    if refresh_max_lifetime < refresh_lifetime:
+        raise ConfigError("REFRESH_TOKEN_MAX_LIFETIME must be at least REFRESH_TOKEN_LIFETIME")
+    scopes = read.text("OIDC_SCOPES_SUPPORTED", " ".join(STANDARD_SCOPES)).replace(",", " ").split()
+    if "openid" not in scopes:
+        raise ConfigError("OIDC_SCOPES_SUPPORTED must include 'openid'")
+    return {
+        "access_token_lifetime": access_token_lifetime,
+        "id_token_lifetime": id_token_lifetime,
+        "authorization_code_lifetime": read.integer("AUTHORIZATION_CODE_LIFETIME", 60, minimum=1),
+        "refresh_token_lifetime": refresh_lifetime,
+        "refresh_token_max_lifetime": refresh_max_lifetime,
+        "access_token_default_audience": read.text("ACCESS_TOKEN_DEFAULT_AUDIENCE").strip() or issuer,
+        "scopes_supported": tuple(dict.fromkeys(scopes)),
+    }
+
+
+def _read_keys(read: _Reader, *, longest_token: int) -> dict[str, Any]:
+    """Algorithms, key size and the key lifecycle; keys outlive the ``longest_token`` lifetime."""
     jwks_max_age = read.integer("JWKS_MAX_AGE", 300)
     prepublication = read.integer("KEY_PREPUBLICATION_SECONDS", 2 * jwks_max_age)
     keys_refresh = read.integer("KEYS_REFRESH_SECONDS", 10, minimum=1)
@@ -359,22 +422,103 @@ def load_settings(env: Mapping[str, str] | None = None, *, instance_path: str) -
             "resource servers with a JWKS cached from a worker whose key snapshot was stale would meet "
             "tokens signed by a key they do not know"
         )
-    longest_token = max(access_token_lifetime, id_token_lifetime)
     retention = read.integer("KEY_RETENTION_SECONDS", longest_token + jwks_max_age)
     if retention < longest_token:
         raise ConfigError(
             "KEY_RETENTION_SECONDS must be at least the longest token lifetime, or tokens "
             "would outlive the key that verifies them"
         )
+    return {
+        "id_token_signing_alg": read.algorithm("ID_TOKEN_SIGNING_ALG", "RS256"),
+        "access_token_signing_alg": read.algorithm("ACCESS_TOKEN_SIGNING_ALG", "ES256"),
+        "rsa_key_size": read.integer("RSA_KEY_SIZE", 2048, minimum=2048),
+        "jwks_max_age": jwks_max_age,
+        "key_prepublication_seconds": prepublication,
+        "key_retention_seconds": retention,
+        "keys_refresh_seconds": keys_refresh,
+    }
 
-    refresh_lifetime = read.integer("REFRESH_TOKEN_LIFETIME", 30 * 24 * 3600, minimum=1)
-    refresh_max_lifetime = read.integer("REFRESH_TOKEN_MAX_LIFETIME", max(90 * 24 * 3600, refresh_lifetime), minimum=1)
-    if refresh_max_lifetime < refresh_lifetime:
-        raise ConfigError("REFRESH_TOKEN_MAX_LIFETIME must be at least REFRESH_TOKEN_LIFETIME")
 
-    scopes = read.text("OIDC_SCOPES_SUPPORTED", " ".join(STANDARD_SCOPES)).replace(",", " ").split()
-    if "openid" not in scopes:
-        raise ConfigError("OIDC_SCOPES_SUPPORTED must include 'openid'")
+def _read_protocol(read: _Reader, *, id_alg: str, access_alg: str, code_lifetime: int) -> dict[str, Any]:
+    """Pushed authorization requests, DPoP and the security profile (which bounds the algorithms and lifetimes)."""
+    profile = read.text("SECURITY_PROFILE", DEFAULT_PROFILE).strip().lower()
+    if profile not in SECURITY_PROFILES:
+        raise ConfigError(f"SECURITY_PROFILE must be one of {', '.join(SECURITY_PROFILES)}, not {profile!r}")
+    dpop_algs = read.items("DPOP_SIGNING_ALGS") or DPOP_ALGORITHMS
+    unknown = [alg for alg in dpop_algs if alg not in DPOP_ALGORITHMS]
+    if unknown:
+        raise ConfigError(f"DPOP_SIGNING_ALGS: {', '.join(unknown)} not among {', '.join(DPOP_ALGORITHMS)}")
+    par_lifetime = read.integer("PAR_LIFETIME", 60, minimum=1)
+    if profile == FAPI2:
+        dpop_algs = _check_fapi2(id_alg=id_alg, access_alg=access_alg, code_lifetime=code_lifetime,
+                                 dpop_algs=dpop_algs, par_lifetime=par_lifetime)
+    jti_storage = read.text("DPOP_JTI_STORAGE_URI", "database").strip()
+    if jti_storage != "database" and not jti_storage.startswith(("redis://", "rediss://")):
+        raise ConfigError("DPOP_JTI_STORAGE_URI must be 'database' or a redis:// URL")
+    return {
+        "par_lifetime": par_lifetime,
+        "require_pushed_authorization_requests": read.boolean("REQUIRE_PUSHED_AUTHORIZATION_REQUESTS", False),
+        "security_profile": profile,
+        "dpop_signing_algs": tuple(dict.fromkeys(dpop_algs)),
+        "dpop_proof_max_age": read.integer("DPOP_PROOF_MAX_AGE", 60, minimum=1),
+        "dpop_nonce": read.boolean("DPOP_NONCE", False),
+        "dpop_nonce_lifetime": read.integer("DPOP_NONCE_LIFETIME", 300, minimum=10),
+        "dpop_jti_storage_uri": jti_storage,
+        "development": read.boolean("DEVELOPMENT_MODE", False),
+    }
+
+
+def _check_fapi2(*, id_alg: str, access_alg: str, code_lifetime: int, dpop_algs: tuple[str, ...],
+                 par_lifetime: int) -> tuple[str, ...]:
+    """What SECURITY_PROFILE=fapi2 demands of the other settings; the DPoP algorithms it leaves."""
+    for name, alg in (("ID_TOKEN_SIGNING_ALG", id_alg), ("ACCESS_TOKEN_SIGNING_ALG", access_alg)):
+        if alg not in FAPI2_ALGORITHMS:
+            raise ConfigError(f"SECURITY_PROFILE=fapi2 allows {', '.join(FAPI2_ALGORITHMS)} signatures only, "
+                              f"but {name} is {alg}: set it to one of them")
+    if code_lifetime > FAPI2_MAX_CODE_LIFETIME:
+        raise ConfigError(f"SECURITY_PROFILE=fapi2 allows authorization codes of at most "
+                          f"{FAPI2_MAX_CODE_LIFETIME} s, but AUTHORIZATION_CODE_LIFETIME is {code_lifetime}")
+    allowed = tuple(alg for alg in dpop_algs if alg in FAPI2_ALGORITHMS)
+    if not allowed:
+        raise ConfigError("SECURITY_PROFILE=fapi2: DPOP_SIGNING_ALGS names none of PS256, ES256, EdDSA")
+    if par_lifetime > FAPI2_MAX_PAR_LIFETIME:
+        raise ConfigError(f"SECURITY_PROFILE=fapi2 allows request_uris of less than 600 s, but PAR_LIFETIME is "
+                          f"{par_lifetime}")
+    return allowed
+
+
+def _read_clients(read: _Reader) -> dict[str, Any]:
+    return {
+        "client_cache_seconds": read.integer("CLIENT_CACHE_SECONDS", 5, minimum=0),
+        "client_assertion_leeway": read.integer("CLIENT_ASSERTION_LEEWAY", 60),
+        "client_assertion_max_lifetime": read.integer("CLIENT_ASSERTION_MAX_LIFETIME", 300, minimum=1),
+        "client_assertion_accept_token_endpoint_audience": read.boolean(
+            "CLIENT_ASSERTION_ACCEPT_TOKEN_ENDPOINT_AUDIENCE", False),
+    }
+
+
+def _read_login(read: _Reader) -> dict[str, Any]:
+    """Login, its rate limits, password hashing and the browser session."""
+    # 2**8 is the least werkzeug's scrypt memory bound allows; below the default is for tests only.
+    password_cost = read.integer("PASSWORD_HASH_COST", DEFAULT_PASSWORD_HASH_COST, minimum=2**8)
+    if password_cost & (password_cost - 1):
+        raise ConfigError("PASSWORD_HASH_COST must be a power of two (scrypt's N)")
+    return {
+        "login_session_lifetime": read.integer("LOGIN_SESSION_LIFETIME", 8 * 3600, minimum=60),
+        "login_rate_limit_per_account": read.rate_limit("LOGIN_RATE_LIMIT_PER_ACCOUNT", "100/hour", optional=True),
+        "login_rate_limit_per_address": read.rate_limit("LOGIN_RATE_LIMIT_PER_ADDRESS", "20/minute;100/hour"),
+        "login_rate_limit_per_address_and_account": read.rate_limit("LOGIN_RATE_LIMIT_PER_ADDRESS_AND_ACCOUNT",
+                                                                    "5/minute;20/hour"),
+        "ratelimit_storage_uri": read.text("RATELIMIT_STORAGE_URI", "memory://"),
+        "password_hash_cost": password_cost,
+        "session_cookie_name": read.text("SESSION_COOKIE_NAME", "op_session"),
+        "csrf_time_limit": read.integer("CSRF_TIME_LIMIT", 3600, minimum=60),
+        "max_request_bytes": read.integer("MAX_REQUEST_BYTES", 64 * 1024, minimum=4096),
+    }
+
+
+def _read_administration(read: _Reader) -> dict[str, Any]:
+    """The admin API, the proxy in front and the logs."""
     admin_scope = read.text("ADMIN_SCOPE", "admin").strip()
     if " " in admin_scope:
         raise ConfigError("ADMIN_SCOPE must be a single scope token")
@@ -382,7 +526,6 @@ def load_settings(env: Mapping[str, str] | None = None, *, instance_path: str) -
     for position, key in enumerate(admin_keys, start=1):
         if len(key) < 32:
             raise ConfigError(f"ADMIN_API_KEYS key #{position} is shorter than 32 characters")
-
     forwarded = read.items("FORWARDED_ALLOW_IPS") or DEFAULT_FORWARDED_ALLOW_IPS
     try:
         parse_networks(forwarded)
@@ -394,39 +537,18 @@ def load_settings(env: Mapping[str, str] | None = None, *, instance_path: str) -
     log_level = read.text("LOG_LEVEL", "INFO").upper()
     if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError("LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR")
-    # 2**8 is the least werkzeug's scrypt memory bound allows; below the default is for tests only.
-    password_cost = read.integer("PASSWORD_HASH_COST", DEFAULT_PASSWORD_HASH_COST, minimum=2**8)
-    if password_cost & (password_cost - 1):
-        raise ConfigError("PASSWORD_HASH_COST must be a power of two (scrypt's N)")
+    return {
+        "admin_api_keys": admin_keys,
+        "admin_scope": admin_scope,
+        "trusted_proxy_hops": read.integer("TRUSTED_PROXY_HOPS", 0),
+        "forwarded_allow_ips": forwarded,
+        "log_format": log_format,
+        "log_level": log_level,
+    }
 
-    profile = read.text("SECURITY_PROFILE", DEFAULT_PROFILE).strip().lower()
-    if profile not in SECURITY_PROFILES:
-        raise ConfigError(f"SECURITY_PROFILE must be one of {', '.join(SECURITY_PROFILES)}, not {profile!r}")
-    id_alg = read.algorithm("ID_TOKEN_SIGNING_ALG", "RS256")
-    access_alg = read.algorithm("ACCESS_TOKEN_SIGNING_ALG", "ES256")
-    code_lifetime = read.integer("AUTHORIZATION_CODE_LIFETIME", 60, minimum=1)
-    dpop_algs = read.items("DPOP_SIGNING_ALGS") or DPOP_ALGORITHMS
-    unknown = [alg for alg in dpop_algs if alg not in DPOP_ALGORITHMS]
-    if unknown:
-        raise ConfigError(f"DPOP_SIGNING_ALGS: {', '.join(unknown)} not among {', '.join(DPOP_ALGORITHMS)}")
-    if profile == FAPI2:
-        for name, alg in (("ID_TOKEN_SIGNING_ALG", id_alg), ("ACCESS_TOKEN_SIGNING_ALG", access_alg)):
-            if alg not in FAPI2_ALGORITHMS:
-                raise ConfigError(f"SECURITY_PROFILE=fapi2 allows {', '.join(FAPI2_ALGORITHMS)} signatures only, "
-                                  f"but {name} is {alg}: set it to one of them")
-        if code_lifetime > FAPI2_MAX_CODE_LIFETIME:
-            raise ConfigError(f"SECURITY_PROFILE=fapi2 allows authorization codes of at most "
-                              f"{FAPI2_MAX_CODE_LIFETIME} s, but AUTHORIZATION_CODE_LIFETIME is {code_lifetime}")
-        dpop_algs = tuple(alg for alg in dpop_algs if alg in FAPI2_ALGORITHMS)
-        if not dpop_algs:
-            raise ConfigError("SECURITY_PROFILE=fapi2: DPOP_SIGNING_ALGS names none of PS256, ES256, EdDSA")
-    par_lifetime = read.integer("PAR_LIFETIME", 60, minimum=1)
-    if profile == FAPI2 and par_lifetime > FAPI2_MAX_PAR_LIFETIME:
-        raise ConfigError(f"SECURITY_PROFILE=fapi2 allows request_uris of less than 600 s, but PAR_LIFETIME is "
-                          f"{par_lifetime}")
-    jti_storage = read.text("DPOP_JTI_STORAGE_URI", "database").strip()
-    if jti_storage != "database" and not jti_storage.startswith(("redis://", "rediss://")):
-        raise ConfigError("DPOP_JTI_STORAGE_URI must be 'database' or a redis:// URL")
+
+def _read_pages(read: _Reader) -> dict[str, Any]:
+    """The pages and their theme (README.md, "Pages and themes")."""
     theme_dir = read.text("THEME_DIR") or None
     if theme_dir is not None and not os.path.isdir(theme_dir):
         raise ConfigError(f"THEME_DIR {theme_dir!r} is not a directory")
@@ -441,78 +563,15 @@ def load_settings(env: Mapping[str, str] | None = None, *, instance_path: str) -
     default_language = read.text("DEFAULT_LANGUAGE", languages[0]).replace("-", "_")
     if default_language not in languages:
         raise ConfigError(f"DEFAULT_LANGUAGE {default_language!r} is not one of LANGUAGES ({', '.join(languages)})")
-
-    return Settings(
-        issuer=issuer,
-        database_url=_database_url(read.text("DATABASE_URL"), instance_path),
-        # Kept as given; keys.sealing.Sealer validates (missing or short is an error).
-        secrets_system=read.items("SECRETS_SYSTEM"),
-        hsm_enabled=hsm_enabled,
-        hsm_library=hsm_library,
-        hsm_token_label=hsm_token_label,
-        hsm_slot=hsm_slot,
-        hsm_pin=hsm_pin,
-        hsm_key_set_prefix=read.text("HSM_KEY_SET_PREFIX"),
-        hsm_only_key_sets=hsm_only,
-        hsm_destroy_retired_keys=read.boolean("HSM_DESTROY_RETIRED_KEYS", False),
-        hsm_generate_keys=read.boolean("HSM_GENERATE_KEYS", True),
-        hsm_startup_wait_seconds=read.seconds("HSM_STARTUP_WAIT_SECONDS", 0.0),
-        hsm_retry_initial_seconds=retry_initial,
-        hsm_retry_max_seconds=retry_max,
-        hsm_readiness_cache_seconds=read.seconds("HSM_READINESS_CACHE_SECONDS", 5.0),
-        hsm_allow_extractable_keys=read.boolean("HSM_ALLOW_EXTRACTABLE_KEYS", False),
-        id_token_signing_alg=id_alg,
-        access_token_signing_alg=access_alg,
-        rsa_key_size=read.integer("RSA_KEY_SIZE", 2048, minimum=2048),
-        jwks_max_age=jwks_max_age,
-        key_prepublication_seconds=prepublication,
-        key_retention_seconds=retention,
-        keys_refresh_seconds=keys_refresh,
-        access_token_lifetime=access_token_lifetime,
-        id_token_lifetime=id_token_lifetime,
-        authorization_code_lifetime=code_lifetime,
-        refresh_token_lifetime=refresh_lifetime,
-        refresh_token_max_lifetime=refresh_max_lifetime,
-        access_token_default_audience=read.text("ACCESS_TOKEN_DEFAULT_AUDIENCE").strip() or issuer,
-        scopes_supported=tuple(dict.fromkeys(scopes)),
-        par_lifetime=par_lifetime,
-        require_pushed_authorization_requests=read.boolean("REQUIRE_PUSHED_AUTHORIZATION_REQUESTS", False),
-        security_profile=profile,
-        dpop_signing_algs=tuple(dict.fromkeys(dpop_algs)),
-        dpop_proof_max_age=read.integer("DPOP_PROOF_MAX_AGE", 60, minimum=1),
-        dpop_nonce=read.boolean("DPOP_NONCE", False),
-        dpop_nonce_lifetime=read.integer("DPOP_NONCE_LIFETIME", 300, minimum=10),
-        dpop_jti_storage_uri=jti_storage,
-        development=read.boolean("DEVELOPMENT_MODE", False),
-        client_cache_seconds=read.integer("CLIENT_CACHE_SECONDS", 5, minimum=0),
-        client_assertion_leeway=read.integer("CLIENT_ASSERTION_LEEWAY", 60),
-        client_assertion_max_lifetime=read.integer("CLIENT_ASSERTION_MAX_LIFETIME", 300, minimum=1),
-        client_assertion_accept_token_endpoint_audience=read.boolean(
-            "CLIENT_ASSERTION_ACCEPT_TOKEN_ENDPOINT_AUDIENCE", False),
-        login_session_lifetime=read.integer("LOGIN_SESSION_LIFETIME", 8 * 3600, minimum=60),
-        login_rate_limit_per_account=read.rate_limit("LOGIN_RATE_LIMIT_PER_ACCOUNT", "100/hour", optional=True),
-        login_rate_limit_per_address=read.rate_limit("LOGIN_RATE_LIMIT_PER_ADDRESS", "20/minute;100/hour"),
-        login_rate_limit_per_address_and_account=read.rate_limit("LOGIN_RATE_LIMIT_PER_ADDRESS_AND_ACCOUNT",
-                                                                 "5/minute;20/hour"),
-        ratelimit_storage_uri=read.text("RATELIMIT_STORAGE_URI", "memory://"),
-        password_hash_cost=password_cost,
-        session_cookie_name=read.text("SESSION_COOKIE_NAME", "op_session"),
-        csrf_time_limit=read.integer("CSRF_TIME_LIMIT", 3600, minimum=60),
-        max_request_bytes=read.integer("MAX_REQUEST_BYTES", 64 * 1024, minimum=4096),
-        admin_api_keys=admin_keys,
-        admin_scope=admin_scope,
-        trusted_proxy_hops=read.integer("TRUSTED_PROXY_HOPS", 0),
-        forwarded_allow_ips=forwarded,
-        log_format=log_format,
-        log_level=log_level,
-        service_name=read.text("SERVICE_NAME", DEFAULT_SERVICE_NAME).strip()[:100],
-        service_logo_url=logo_url,
-        theme_dir=os.path.abspath(theme_dir) if theme_dir else None,
-        primary_color=primary_color,
-        languages=languages,
-        default_language=default_language,
-        static_max_age=read.integer("STATIC_MAX_AGE", 365 * 24 * 3600),
-    )
+    return {
+        "service_name": read.text("SERVICE_NAME", DEFAULT_SERVICE_NAME).strip()[:100],
+        "service_logo_url": logo_url,
+        "theme_dir": os.path.abspath(theme_dir) if theme_dir else None,
+        "primary_color": primary_color,
+        "languages": languages,
+        "default_language": default_language,
+        "static_max_age": read.integer("STATIC_MAX_AGE", 365 * 24 * 3600),
+    }
 
 
 def flask_config(settings: Settings) -> dict[str, Any]:

@@ -85,7 +85,7 @@ def test_htu_is_compared_with_the_configured_issuer_without_query_and_with_defau
         assert response.status_code == 200, (htu, response.json)
 
 
-def _refusal_proof(op, case):
+def _refusal_proof(op, case):  # noqa: C901 - one branch per parametrised case
     key, now = new_key(), op.clock.now()
     if case == "wrong htm":
         return proof(key, htm="GET", htu=TOKEN_URL, iat=now)

@@ -122,7 +122,7 @@ def layering_violations(graph: dict[str, set[str]]) -> list[str]:
     return problems
 
 
-def import_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+def import_cycles(graph: dict[str, set[str]]) -> list[list[str]]:  # noqa: C901 - Tarjan's algorithm, kept whole
     """Strongly connected groups of more than one project module (Tarjan's algorithm)."""
     index: dict[str, int] = {}
     low: dict[str, int] = {}

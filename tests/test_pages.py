@@ -202,7 +202,13 @@ def _walk(checker: Checker) -> None:
     page.wait_for_selector("#continue")
     assert "alice" in page.inner_text("main")
     checker.check("select-account", status=200)
+    _walk_logout_and_errors(checker)
 
+
+def _walk_logout_and_errors(checker: Checker) -> None:
+    """The second half of :func:`_walk`: signing out, then the error pages."""
+    page = checker.page
+    served = checker.served
     page.goto(served["issuer"] + "/logout")
     page.wait_for_selector("#sign-out")
     assert "Sign out?" in page.content()

@@ -124,7 +124,7 @@ def test_a_plain_request_is_refused_when_pushing_is_required(make_app, base_env,
 @pytest.mark.parametrize("case", ["bad redirect_uri", "no PKCE for a public client", "plain PKCE", "unknown scope",
                                   "request_uri in the body", "another client_id", "bad client secret",
                                   "unsupported response_type", "repeated parameter", "prompt none and login"])
-def test_pushed_requests_are_validated_as_authorize_validates_them(op, rp, case):
+def test_pushed_requests_are_validated_as_authorize_validates_them(op, rp, case):  # noqa: C901 - one branch per case
     client = rp
     params, _ = _params(rp[0])
     status, error = 400, "invalid_request"

@@ -118,23 +118,14 @@ def create_client(*, name: str, redirect_uris: Iterable[str] | None = None,
                    for uri in _strings(post_logout_redirect_uris, "post_logout_redirect_uris")]
     audience_list = [_check_uri(uri, "audiences") if uri.startswith("http") else uri
                      for uri in _strings(audiences, "audiences")]
-    if "authorization_code" in grants and not redirects:
-        raise ClientError("redirect_uris: the authorization_code grant needs at least one")
-    if auth_method == "none" and "client_credentials" in grants:
-        raise ClientError("grant_types: a public client (auth_method none) cannot use client_credentials")
-    if "refresh_token" in grants and "authorization_code" not in grants:
-        raise ClientError("grant_types: refresh_token needs authorization_code")
+    _check_grant_combination(grants, auth_method, redirects)
     scope_value = DEFAULT_SCOPE if scope is None else scope
     if not isinstance(scope_value, str) or len(scope_value) > 2000 or not all(
             token.isprintable() and '"' not in token and "\\" not in token for token in scope_value.split()):
         raise ClientError("scope: space-separated scope tokens")
-    jwks_text = None
-    if auth_method == "private_key_jwt":
-        if jwks is None:
-            raise ClientError("jwks: private_key_jwt needs the client's public JWK Set")
-        jwks_text = _check_jwks(jwks)
-    elif jwks is not None:
-        jwks_text = _check_jwks(jwks)
+    if auth_method == "private_key_jwt" and jwks is None:
+        raise ClientError("jwks: private_key_jwt needs the client's public JWK Set")
+    jwks_text = None if jwks is None else _check_jwks(jwks)
 
     display = {field: _check_web_uri(value, field) for field, value in
                (("logo_uri", logo_uri), ("policy_uri", policy_uri), ("tos_uri", tos_uri))}
@@ -164,6 +155,16 @@ def create_client(*, name: str, redirect_uris: Iterable[str] | None = None,
     queries.add(client)
     db.session.commit()
     return client, secret
+
+
+def _check_grant_combination(grants: list[str], auth_method: str, redirect_uris: list[str]) -> None:
+    """Refuse grant types that cannot work together, or without what they need."""
+    if "authorization_code" in grants and not redirect_uris:
+        raise ClientError("redirect_uris: the authorization_code grant needs at least one")
+    if auth_method == "none" and "client_credentials" in grants:
+        raise ClientError("grant_types: a public client (auth_method none) cannot use client_credentials")
+    if "refresh_token" in grants and "authorization_code" not in grants:
+        raise ClientError("grant_types: refresh_token needs authorization_code")
 
 
 def _check_fapi2(auth_method: str, redirect_uris: list[str], settings: Any) -> None:

@@ -234,7 +234,6 @@ def _without_password(uri: str) -> str:
 def _check_hsm(report: Report, settings: Any, on_token: dict[str, int]) -> None:
     """The PKCS#11 checks; ``on_token`` gets the number of private keys of each key set found on the token."""
     from oidc.cli import pkcs11_probe as probe
-    from oidc.vocabulary import ID_TOKEN_SET
 
     library = settings.hsm_library
     try:
@@ -275,23 +274,31 @@ def _check_hsm(report: Report, settings: Any, on_token: dict[str, int]) -> None:
         available = None
     try:
         for key_set, alg in settings.key_set_algorithms.items():
-            setting = "ID_TOKEN_SIGNING_ALG" if key_set == ID_TOKEN_SET else "ACCESS_TOKEN_SIGNING_ALG"
             if available is not None:
-                missing = probe.missing_mechanisms(available, alg)
-                if missing:
-                    report.add(f"mechanisms {key_set}", False,
-                               f"{alg} needs {', '.join(missing)}, which the token does not offer",
-                               f"set {setting} to an algorithm the token supports (RS256 needs only RSA), "
-                               "or use a token that has these mechanisms")
-                else:
-                    usable = ", ".join(probe.usable_mechanisms(available, alg))
-                    report.add(f"mechanisms {key_set}", True, f"{alg}: {usable} available")
+                _check_mechanisms(report, available, key_set, alg)
             _check_keys(report, session, settings, key_set, on_token)
     finally:
         try:
             session.close()
         except Exception:
             pass
+
+
+def _check_mechanisms(report: Report, available: set[Any], key_set: str, alg: str) -> None:
+    """Whether the token offers the mechanisms ``alg`` needs (``available``: what it offers)."""
+    from oidc.cli import pkcs11_probe as probe
+    from oidc.vocabulary import ID_TOKEN_SET
+
+    setting = "ID_TOKEN_SIGNING_ALG" if key_set == ID_TOKEN_SET else "ACCESS_TOKEN_SIGNING_ALG"
+    missing = probe.missing_mechanisms(available, alg)
+    if missing:
+        report.add(f"mechanisms {key_set}", False,
+                   f"{alg} needs {', '.join(missing)}, which the token does not offer",
+                   f"set {setting} to an algorithm the token supports (RS256 needs only RSA), "
+                   "or use a token that has these mechanisms")
+    else:
+        usable = ", ".join(probe.usable_mechanisms(available, alg))
+        report.add(f"mechanisms {key_set}", True, f"{alg}: {usable} available")
 
 
 def _check_keys(report: Report, session: Any, settings: Any, key_set: str, on_token: dict[str, int]) -> None:

@@ -258,30 +258,10 @@ def validate_authorization_request(params: Any, end_user: Any, *, pushing: bool 
     response_mode = params.get("response_mode")
     state = params.get("state")
     redirect_uri = params.get("redirect_uri") or client.get_default_redirect_uri()
-    repeated = repeated_parameter(params, SINGLE_VALUED)
-    if repeated is not None:
-        error = OAuth2Error(error="invalid_request", description=str(repeated), redirect_uri=redirect_uri)
-        raise _redirect(error, state, response_mode)
-    for name, code in UNSUPPORTED_PARAMETERS:
-        if name in params:
-            error = OAuth2Error(error=code, description=f"The {name} parameter is not supported.",
-                                redirect_uri=redirect_uri)
-            raise _redirect(error, state, response_mode)
-    if pushing and "request_uri" in params:
-        # RFC 9126 §2.1: a pushed request never carries a request_uri of its own.
-        error = OAuth2Error(error="invalid_request", description="A pushed request cannot carry request_uri.",
-                            redirect_uri=redirect_uri)
-        raise _redirect(error, state, response_mode)
-    if "none" in _prompts(params) and len(_prompts(params)) > 1:
-        # OIDC Core §3.1.2.1: "If this parameter contains none with any other value, an error is returned."
-        error = OAuth2Error(error="invalid_request", description="prompt=none cannot be combined with another value.",
-                            redirect_uri=redirect_uri)
-        raise _redirect(error, state, response_mode)
-    jkt = params.get("dpop_jkt")
-    if jkt is not None and (len(jkt) != _JKT_LENGTH or not is_b64url(jkt)):
-        error = OAuth2Error(error="invalid_request", description="dpop_jkt must be a JWK SHA-256 thumbprint.",
-                            redirect_uri=redirect_uri)
-        raise _redirect(error, state, response_mode)
+    refusal = _refused_parameter(params, pushing=pushing)
+    if refusal is not None:
+        code, description = refusal
+        raise _redirect(OAuth2Error(error=code, description=description, redirect_uri=redirect_uri), state, response_mode)
     try:
         grant = authorization_server().get_consent_grant(request=request, end_user=end_user)
     except OAuth2Error as error:
@@ -291,6 +271,29 @@ def validate_authorization_request(params: Any, end_user: Any, *, pushing: bool 
             _use_up(pushed)
         raise _redirect(error, state, response_mode) from None
     return AuthorizationRequest(grant, params, pushed)
+
+
+def _refused_parameter(params: Any, *, pushing: bool) -> tuple[str, str] | None:
+    """The error code and description of a parameter this provider refuses in ``params``, or None.
+
+    Checked once the client and its redirect URI are known, so the refusal goes back to the client.
+    """
+    repeated = repeated_parameter(params, SINGLE_VALUED)
+    if repeated is not None:
+        return "invalid_request", str(repeated)
+    for name, code in UNSUPPORTED_PARAMETERS:
+        if name in params:
+            return code, f"The {name} parameter is not supported."
+    if pushing and "request_uri" in params:
+        # RFC 9126 §2.1: a pushed request never carries a request_uri of its own.
+        return "invalid_request", "A pushed request cannot carry request_uri."
+    if "none" in _prompts(params) and len(_prompts(params)) > 1:
+        # OIDC Core §3.1.2.1: "If this parameter contains none with any other value, an error is returned."
+        return "invalid_request", "prompt=none cannot be combined with another value."
+    jkt = params.get("dpop_jkt")
+    if jkt is not None and (len(jkt) != _JKT_LENGTH or not is_b64url(jkt)):
+        return "invalid_request", "dpop_jkt must be a JWK SHA-256 thumbprint."
+    return None
 
 
 def restore_authorization_request(params: MultiDict[str, str], client: Client, redirect_uri: str, scope: str,

@@ -256,16 +256,7 @@ def verify_proof(header_values: list[str], *, method: str, url: str, access_toke
     """The proof of one request, checked as the module docstring says; :class:`InvalidDPoPProof` or :class:`UseDPoPNonce`."""
     state = current_state()
     settings = state.settings
-    if len(header_values) != 1:
-        raise InvalidDPoPProof(description="Send exactly one DPoP header.")
-    proof = header_values[0].strip()
-    if not proof or len(proof) > MAX_PROOF_LENGTH or proof.count(".") != 2:
-        raise InvalidDPoPProof(description="The DPoP proof is not a compact JWS.")
-    try:
-        encoded_header = b64url_decode(proof.split(".", 1)[0])
-    except ValueError:  # not base64url (binascii.Error), or not ASCII
-        raise InvalidDPoPProof(description="The DPoP proof is not a JWT.") from None
-    header = _json_object(encoded_header, "header")
+    proof, header = _compact_proof(header_values)
     if header.get("typ") != PROOF_TYP:
         raise InvalidDPoPProof(description="The DPoP proof's typ must be dpop+jwt.")
     alg = header.get("alg")
@@ -278,12 +269,7 @@ def verify_proof(header_values: list[str], *, method: str, url: str, access_toke
     except (JoseError, ValueError, TypeError):
         raise InvalidDPoPProof(description="The DPoP proof's signature does not verify with its jwk.") from None
     claims = _json_object(result.payload, "payload")
-    if claims.get("htm") != method:
-        raise InvalidDPoPProof(description="The DPoP proof's htm does not match the request's method.")
-    htu = claims.get("htu")
-    presented_url = _normalized_url(htu) if isinstance(htu, str) else None
-    if presented_url is None or presented_url != _normalized_url(url):
-        raise InvalidDPoPProof(description="The DPoP proof's htu does not match this endpoint's URL.")
+    _check_request_claims(claims, method=method, url=url)
     iat = claims.get("iat")
     moment = state.clock.now()
     if not isinstance(iat, int) or isinstance(iat, bool) or abs(moment - iat) > settings.dpop_proof_max_age:
@@ -299,6 +285,30 @@ def verify_proof(header_values: list[str], *, method: str, url: str, access_toke
     if not _record_jti(jkt, jti, moment + 2 * settings.dpop_proof_max_age + 1):
         raise InvalidDPoPProof(description="The DPoP proof was already used (jti replayed).")
     return Proof(jkt=jkt, claims=claims, alg=alg)
+
+
+def _compact_proof(header_values: list[str]) -> tuple[str, dict[str, Any]]:
+    """The one proof among ``header_values`` and its decoded JOSE header (not yet checked)."""
+    if len(header_values) != 1:
+        raise InvalidDPoPProof(description="Send exactly one DPoP header.")
+    proof = header_values[0].strip()
+    if not proof or len(proof) > MAX_PROOF_LENGTH or proof.count(".") != 2:
+        raise InvalidDPoPProof(description="The DPoP proof is not a compact JWS.")
+    try:
+        encoded_header = b64url_decode(proof.split(".", 1)[0])
+    except ValueError:  # not base64url (binascii.Error), or not ASCII
+        raise InvalidDPoPProof(description="The DPoP proof is not a JWT.") from None
+    return proof, _json_object(encoded_header, "header")
+
+
+def _check_request_claims(claims: dict[str, Any], *, method: str, url: str) -> None:
+    """The claims that bind the proof to this request: its method and its URL."""
+    if claims.get("htm") != method:
+        raise InvalidDPoPProof(description="The DPoP proof's htm does not match the request's method.")
+    htu = claims.get("htu")
+    presented_url = _normalized_url(htu) if isinstance(htu, str) else None
+    if presented_url is None or presented_url != _normalized_url(url):
+        raise InvalidDPoPProof(description="The DPoP proof's htu does not match this endpoint's URL.")
 
 
 # -- the proof of a token or PAR request ----------------------------------------------------------

@@ -64,13 +64,30 @@ def validate_end_session_request(params: Any) -> EndSessionRequest:
     if any(value is not None and len(value) > MAX_TOKEN_LENGTH for value in (hint, client_id, post_logout_uri, state)):
         raise ErrorPage("invalid_request", "a parameter is too long")
 
-    claims = None
-    if hint:
-        try:
-            # An expired ID token is still a valid hint (§2).
-            claims = verify_own_jwt(hint, typ=ID_TOKEN_TYP, key_set=ID_TOKEN_SET, check_exp=False)
-        except InvalidToken:
-            raise ErrorPage("invalid_request", "id_token_hint is not an ID token issued by this provider") from None
+    claims = _hinted_claims(hint) if hint else None
+    client = _client(client_id, claims)
+    if post_logout_uri:
+        if client is None:
+            raise ErrorPage("invalid_request", "post_logout_redirect_uri needs client_id or id_token_hint")
+        if post_logout_uri not in client.post_logout_redirect_uris:  # exact match (§3)
+            raise ErrorPage("invalid_request", "post_logout_redirect_uri is not registered for this client")
+    carried = {name: value for name, value in (("id_token_hint", hint), ("client_id", client_id),
+                                               ("post_logout_redirect_uri", post_logout_uri), ("state", state))
+               if value}
+    return EndSessionRequest(claims, client, post_logout_uri or None, state, carried)
+
+
+def _hinted_claims(hint: str) -> dict[str, Any]:
+    """The claims of the ID token in id_token_hint (expired or not), or :class:`ErrorPage`."""
+    try:
+        # An expired ID token is still a valid hint (§2).
+        return verify_own_jwt(hint, typ=ID_TOKEN_TYP, key_set=ID_TOKEN_SET, check_exp=False)
+    except InvalidToken:
+        raise ErrorPage("invalid_request", "id_token_hint is not an ID token issued by this provider") from None
+
+
+def _client(client_id: str | None, claims: dict[str, Any] | None) -> Client | None:
+    """The client named by ``client_id``, else the one audience of the hinted ID token; None when neither names one."""
     client = None
     if client_id:
         client = find_client(client_id)
@@ -83,12 +100,4 @@ def validate_end_session_request(params: Any) -> EndSessionRequest:
             raise ErrorPage("invalid_request", "client_id does not match the ID token's audience")
         if client is None and len(audiences) == 1 and isinstance(audiences[0], str):
             client = find_client(audiences[0])
-    if post_logout_uri:
-        if client is None:
-            raise ErrorPage("invalid_request", "post_logout_redirect_uri needs client_id or id_token_hint")
-        if post_logout_uri not in client.post_logout_redirect_uris:  # exact match (§3)
-            raise ErrorPage("invalid_request", "post_logout_redirect_uri is not registered for this client")
-    carried = {name: value for name, value in (("id_token_hint", hint), ("client_id", client_id),
-                                               ("post_logout_redirect_uri", post_logout_uri), ("state", state))
-               if value}
-    return EndSessionRequest(claims, client, post_logout_uri or None, state, carried)
+    return client

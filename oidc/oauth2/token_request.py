@@ -50,7 +50,11 @@ def precheck(request: Any, *, token_endpoint: bool = False) -> OAuth2Error | Non
         return InvalidRequestError("The grant_type parameter is missing.")
     if form.get("client_secret") and form.get("client_assertion"):
         return InvalidRequestError("Use one client authentication method, not several.")
-    authorization = request.headers.get("Authorization", "")
+    return _authorization_error(request.headers.get("Authorization", ""), form)
+
+
+def _authorization_error(authorization: str, form: Any) -> OAuth2Error | None:
+    """The error of a request whose Authorization header (``authorization``) is not usable HTTP Basic, or None."""
     if authorization and not _BASIC.match(authorization + " "):
         # RFC 6749 §2.3.1, §5.2: clients authenticate here with HTTP Basic only; another
         # scheme is an unsupported authentication method (and would reach Authlib's

@@ -108,64 +108,72 @@ def unavailable(retry_after: str = RETRY_AFTER_SECONDS) -> Response:
 
 
 def init_app(app: Flask) -> None:
-    @app.errorhandler(ErrorPage)
-    def refused_on_page(page: ErrorPage) -> Response:
-        # Nothing of a refused request is kept (what must outlive it, such as a
-        # used-up pushed request, was committed on its own).
+    app.register_error_handler(ErrorPage, refused_on_page)
+    app.register_error_handler(ErrorRedirect, refused_to_client)
+    app.register_error_handler(HTTPException, http_error)
+    app.register_error_handler(OperationalError, database_unavailable)
+    app.register_error_handler(DBAPIError, database_unavailable)
+    app.register_error_handler(RedisConnectionError, shared_store_unavailable)
+    app.register_error_handler(RedisTimeoutError, shared_store_unavailable)
+    app.register_error_handler(KeyServiceError, signing_unavailable)
+    app.register_error_handler(Exception, unexpected)
+
+
+def refused_on_page(page: ErrorPage) -> Response:
+    # Nothing of a refused request is kept (what must outlive it, such as a
+    # used-up pushed request, was committed on its own).
+    db.session.rollback()
+    return page_response(page.error, page.description)
+
+
+def refused_to_client(refusal: ErrorRedirect) -> Response:
+    db.session.rollback()
+    return core_response(refusal.response)
+
+
+def http_error(exc: HTTPException) -> Response:
+    code = _HTTP_ERROR_CODES.get(exc.code or 500, "server_error")
+    if is_page_request():
+        response = Response(error_page(code, exc.description or code, exc.code or 500)[0],
+                            status=exc.code or 500, mimetype="text/html")
+    else:
+        response = error_response(exc.code or 500, code, exc.description or code)
+    valid_methods = getattr(exc, "valid_methods", None)
+    if exc.code == 405 and valid_methods:
+        response.headers["Allow"] = ", ".join(valid_methods)
+    return response
+
+
+def database_unavailable(exc: Exception) -> Response | tuple[str, int]:
+    # The database is down or restarting: a clear, retryable 503 instead
+    # of a trace; the pool reconnects by itself (oidc.db.ping_idle_connections).
+    if isinstance(exc, DBAPIError) and not isinstance(exc, OperationalError) and not exc.connection_invalidated:
+        return unexpected(exc)
+    log.error("database unavailable: %s", type(exc.orig if isinstance(exc, DBAPIError) else exc).__name__)
+    try:
         db.session.rollback()
-        return page_response(page.error, page.description)
+    except Exception:  # the connection is already gone
+        pass
+    return unavailable()
 
-    @app.errorhandler(ErrorRedirect)
-    def refused_to_client(refusal: ErrorRedirect) -> Response:
-        db.session.rollback()
-        return core_response(refusal.response)
 
-    @app.errorhandler(HTTPException)
-    def http_error(exc: HTTPException) -> Response:
-        code = _HTTP_ERROR_CODES.get(exc.code or 500, "server_error")
-        if is_page_request():
-            response = Response(error_page(code, exc.description or code, exc.code or 500)[0],
-                                status=exc.code or 500, mimetype="text/html")
-        else:
-            response = error_response(exc.code or 500, code, exc.description or code)
-        valid_methods = getattr(exc, "valid_methods", None)
-        if exc.code == 405 and valid_methods:
-            response.headers["Allow"] = ", ".join(valid_methods)
-        return response
+def shared_store_unavailable(exc: Exception) -> Response:
+    # Redis (DPoP proof jtis, login counters shared by instances) is down or slow: a
+    # retryable 503, never a trace; the client reconnects on the next request.
+    log.error("shared store unavailable: %s", type(exc).__name__)
+    return unavailable()
 
-    @app.errorhandler(OperationalError)
-    @app.errorhandler(DBAPIError)
-    def database_unavailable(exc: Exception) -> Response | tuple[str, int]:
-        # The database is down or restarting: a clear, retryable 503 instead
-        # of a trace; the pool reconnects by itself (oidc.db.ping_idle_connections).
-        if isinstance(exc, DBAPIError) and not isinstance(exc, OperationalError) and not exc.connection_invalidated:
-            return unexpected(exc)
-        log.error("database unavailable: %s", type(exc.orig if isinstance(exc, DBAPIError) else exc).__name__)
-        try:
-            db.session.rollback()
-        except Exception:  # the connection is already gone
-            pass
-        return unavailable()
 
-    @app.errorhandler(RedisConnectionError)
-    @app.errorhandler(RedisTimeoutError)
-    def shared_store_unavailable(exc: Exception) -> Response:
-        # Redis (DPoP proof jtis, login counters shared by instances) is down or slow: a
-        # retryable 503, never a trace; the client reconnects on the next request.
-        log.error("shared store unavailable: %s", type(exc).__name__)
-        return unavailable()
+def signing_unavailable(exc: Exception) -> Response:
+    if isinstance(exc, HSMUnavailable):
+        # The manager logged one WARNING when the token was lost: no line per request.
+        return unavailable(str(max(1, math.ceil(exc.retry_after))))
+    log.error("signing unavailable: %s", exc)
+    return unavailable()
 
-    @app.errorhandler(KeyServiceError)
-    def signing_unavailable(exc: Exception) -> Response:
-        if isinstance(exc, HSMUnavailable):
-            # The manager logged one WARNING when the token was lost: no line per request.
-            return unavailable(str(max(1, math.ceil(exc.retry_after))))
-        log.error("signing unavailable: %s", exc)
-        return unavailable()
 
-    @app.errorhandler(Exception)
-    def unexpected(exc: Exception) -> Response | tuple[str, int]:
-        log.error("unhandled error: %s", type(exc).__name__, exc_info=exc)
-        if is_page_request():
-            return error_page("server_error", "the server could not complete the request", 500)
-        return error_response(500, "server_error", "the server could not complete the request")
+def unexpected(exc: Exception) -> Response | tuple[str, int]:
+    log.error("unhandled error: %s", type(exc).__name__, exc_info=exc)
+    if is_page_request():
+        return error_page("server_error", "the server could not complete the request", 500)
+    return error_response(500, "server_error", "the server could not complete the request")

@@ -90,13 +90,12 @@ def login() -> WerkzeugResponse:
         return _page(form, interaction, GENERIC_LOGIN_ERROR, 401)
 
     user = authenticate(form.username.data, form.password.data)
-    if user is not None:
-        attempt.cancel()  # only failures count
     if user is None:
         audit.record("login.failed", "login failed", remote_addr=request.remote_addr)
         metrics.login_failed("invalid_credentials")
         form.password.data = ""
         return _page(form, interaction, GENERIC_LOGIN_ERROR, 401)
+    attempt.cancel()  # only failures count
 
     subject = user.subject  # (read before the commit expires the object)
     signed_in = sign_in(user)

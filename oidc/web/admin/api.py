@@ -17,6 +17,7 @@ from typing import Any
 
 from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import BadRequest
+from werkzeug.routing import Rule
 
 from oidc import urls
 from oidc.accounts import clients
@@ -207,39 +208,9 @@ def openapi_document(app: Flask, issuer: str) -> dict[str, Any]:
         if not rule.rule.startswith(urls.ADMIN + "/") or rule.endpoint == "admin_openapi":
             continue
         described = _operation_of(app.view_functions[rule.endpoint])
-        path = rule.rule
-        parameters = []
-        for converter_name in rule.arguments:
-            path = path.replace(f"<{converter_name}>", f"{{{converter_name}}}").replace(
-                f"<path:{converter_name}>", f"{{{converter_name}}}")
-            param_schema: dict[str, Any] = {"type": "string"}
-            if described and converter_name in described.path_enums:
-                param_schema["enum"] = list(described.path_enums[converter_name])
-            parameters.append({"name": converter_name, "in": "path", "required": True, "schema": param_schema})
+        path, parameters = _path_parameters(rule, described)
         for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
-            item: dict[str, Any] = {"operationId": f"{rule.endpoint}_{method.lower()}",
-                                    "summary": described.summary if described else "(undocumented)",
-                                    "security": [{"bearer": []}]}
-            if described and described.description:
-                item["description"] = described.description
-            if parameters:
-                item["parameters"] = parameters
-            if described and described.body:
-                schema = ({"type": "object", "description": "A private JWK (RFC 7517)."} if described.body == "JWK"
-                          else {"$ref": f"#/components/schemas/{described.body}"})
-                item["requestBody"] = {"required": not described.body_optional,
-                                       "content": {"application/json": {"schema": schema}}}
-            responses: dict[str, Any] = {}
-            for status, text in (described.responses if described else {200: "OK"}).items():
-                responses[str(status)] = {"description": text}
-                if status != 204:
-                    responses[str(status)]["content"] = {"application/json": {"schema": {"type": "object"}}}
-            for status, text in ((400, "Invalid request"), (401, "Missing or invalid admin credentials"),
-                                 (404, "Not found"), (503, "A dependency (database, HSM) is unavailable")):
-                responses.setdefault(str(status), {"description": text, "content": {
-                    "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}})
-            item["responses"] = responses
-            paths.setdefault(path, {})[method.lower()] = item
+            paths.setdefault(path, {})[method.lower()] = _operation(rule.endpoint, method, described, parameters)
     return {
         "openapi": "3.1.0",
         "info": {"title": "oidc-hsm admin API", "version": "1",
@@ -253,6 +224,48 @@ def openapi_document(app: Flask, issuer: str) -> dict[str, Any]:
             "schemas": {"Error": _ERROR_SCHEMA, **{name: body_schema(fields) for name, fields in BODIES.items()}},
         },
     }
+
+
+def _path_parameters(rule: Rule, described: Operation | None) -> tuple[str, list[dict[str, Any]]]:
+    """The OpenAPI path of a URL ``rule`` (``{name}`` for ``<name>``) and its path parameters."""
+    path = rule.rule
+    parameters = []
+    for converter_name in rule.arguments:
+        path = path.replace(f"<{converter_name}>", f"{{{converter_name}}}").replace(
+            f"<path:{converter_name}>", f"{{{converter_name}}}")
+        param_schema: dict[str, Any] = {"type": "string"}
+        if described and converter_name in described.path_enums:
+            param_schema["enum"] = list(described.path_enums[converter_name])
+        parameters.append({"name": converter_name, "in": "path", "required": True, "schema": param_schema})
+    return path, parameters
+
+
+def _operation(endpoint: str, method: str, described: Operation | None,
+               parameters: list[dict[str, Any]]) -> dict[str, Any]:
+    """The OpenAPI operation of ``method`` on the route of ``endpoint``."""
+    item: dict[str, Any] = {"operationId": f"{endpoint}_{method.lower()}",
+                            "summary": described.summary if described else "(undocumented)",
+                            "security": [{"bearer": []}]}
+    if described and described.description:
+        item["description"] = described.description
+    if parameters:
+        item["parameters"] = parameters
+    if described and described.body:
+        schema = ({"type": "object", "description": "A private JWK (RFC 7517)."} if described.body == "JWK"
+                  else {"$ref": f"#/components/schemas/{described.body}"})
+        item["requestBody"] = {"required": not described.body_optional,
+                               "content": {"application/json": {"schema": schema}}}
+    responses: dict[str, Any] = {}
+    for status, text in (described.responses if described else {200: "OK"}).items():
+        responses[str(status)] = {"description": text}
+        if status != 204:
+            responses[str(status)]["content"] = {"application/json": {"schema": {"type": "object"}}}
+    for status, text in ((400, "Invalid request"), (401, "Missing or invalid admin credentials"),
+                         (404, "Not found"), (503, "A dependency (database, HSM) is unavailable")):
+        responses.setdefault(str(status), {"description": text, "content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}})
+    item["responses"] = responses
+    return item
 
 
 def init_app(app: Flask, issuer: str) -> None:
