@@ -2,7 +2,9 @@
 
 Per key set, the HSM comes first; where the token has no key pair for a set,
 the software manager serves it (Ory Hydra's rule), unless the set is declared
-HSM-only, in which case it fails closed.
+HSM-only, in which case it fails closed: :class:`keys.manager.ManagerStrategy`
+decides, over a hardware manager that is a token or, with no HSM, one that has
+no key (:class:`keys.manager.NoToken`).
 
 Rotation adds a key and never replaces one:
 
@@ -31,7 +33,7 @@ from collections.abc import Callable, Collection
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
 
@@ -48,16 +50,18 @@ from keys.errors import (
     NoSigningKey,
     reason_code,
 )
-from keys.evidence import SOFTWARE_LOCATION, KeyEvidence
-from keys.hsm import BACKEND as HSM_BACKEND
-from keys.hsm import HSMManager
+from keys.evidence import KeyEvidence
 from keys.jwk import load_public_jwk
 from keys.jws import compact_jws
+from keys.manager import HSM_BACKEND, HardwareManager, KeyManager, ManagerStrategy, NoToken, TokenKeys
 from keys.names import ACCESS_TOKEN_SET, ID_TOKEN_SET
 from keys.rotation import KeyStatus
-from keys.signer import BoundSigner, KeyManager, KeyRecord, Signer
-from keys.software import SoftwareManager
+from keys.signer import BoundSigner, KeyRecord, Signer
 from keys.store import KeyStore, StoredChain
+
+if TYPE_CHECKING:
+    from keys.hsm import HSMManager
+    from keys.software import SoftwareManager
 
 log = logging.getLogger(__name__)
 audit = logging.getLogger("oidc.audit")
@@ -153,15 +157,13 @@ class KeyService:
         generate_on_hsm: bool = True,
     ) -> None:
         self.policies = {policy.name: policy for policy in key_sets}
-        #: Sets (any name, not only configured ones; "*" for all) that never use software keys.
-        self.hsm_only_sets = frozenset(hsm_only_sets)
         self.store = store
         self.software = software
-        self.hsm = hsm
-        #: The manager of each backend: every key is signed with and deleted through its own.
-        self._managers: dict[str, KeyManager] = {software.backend: software}
-        if hsm is not None:
-            self._managers[hsm.backend] = hsm
+        hardware: HardwareManager = TokenKeys(hsm, store) if hsm is not None else NoToken()
+        #: Which manager serves each set, and the manager of each backend.
+        self.managers = ManagerStrategy(hardware, software, hsm_only_sets)
+        #: Sets (any name, not only configured ones; "*" for all) that never use software keys.
+        self.hsm_only_sets = self.managers.hsm_only_sets
         self.rotation = rotation
         self.rsa_bits = rsa_bits
         self._lock = lock
@@ -194,48 +196,31 @@ class KeyService:
         replacement worker of a running server starts so, instead of stopping
         the server while the HSM is away.
         """
-        if self.hsm is None:
-            self._complete_start()
-            return
-        self.hsm.on_available.append(self._hsm_back)
-        if degraded_ok:
+        hardware = self.managers.hardware
+        hardware.on_available.append(self._hsm_back)
+        if degraded_ok and hardware.configured:  # with no token there is nothing to wait for
             # Opened by the recovery thread: a hanging token must not hang the worker's start.
             self.pending_start = True
-            self.hsm.start_recovery()
-            deadline = time.monotonic() + max(wait_seconds, 2 * self.hsm.config.retry_initial_seconds)
-            while not self.hsm.available and time.monotonic() < deadline:
+            hardware.start_recovery()
+            deadline = time.monotonic() + max(wait_seconds, 2 * hardware.retry_initial_seconds)
+            while not hardware.available and time.monotonic() < deadline:
                 time.sleep(0.05)
             with self._starting:
-                if self.pending_start and self.hsm.available:
+                if self.pending_start and hardware.available:
                     self._complete_start()
                 elif self.pending_start:
                     log.warning("starting without the HSM: not ready until it is reachable")
                     self.refresh(stored_only=True)
             return
-        self._open_hsm(wait_seconds)
+        hardware.open(wait_seconds)
         self._complete_start()
 
-    def _open_hsm(self, wait_seconds: float) -> None:
-        assert self.hsm is not None
-        deadline = time.monotonic() + wait_seconds
-        announced = False
-        while True:
-            try:
-                self.hsm.open()
-                return
-            except HSMUnavailable as exc:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise
-                if not announced:
-                    log.warning("HSM not reachable (%s); waiting up to %.0f s for it", exc, wait_seconds)
-                    announced = True
-                time.sleep(min(exc.retry_after, remaining))
-
     def _complete_start(self) -> None:
-        if self.hsm is not None:
-            self._check_adoption()
-            self._check_mechanisms()
+        # Refuse a hand-provisioned private key that could leave the token (PKCS#11 v2.40 §4.9),
+        # rather than silently generating another (see TokenKeys.refuse_weak_keys).
+        self.managers.hardware.refuse_weak_keys({name: policy.alg for name, policy in self.policies.items()},
+                                                self.is_hsm_only)
+        self._check_mechanisms()
         self.provision()
         self.refresh()
         results = self.self_test()
@@ -255,54 +240,20 @@ class KeyService:
             return
         self.refresh()
 
-    def _okp_rsa_algs(self, key_set: str) -> tuple[str, str]:
-        policy = self.policies.get(key_set)
-        algorithm = get_algorithm(policy.alg) if policy else None
-        rsa_alg = policy.alg if policy and algorithm and algorithm.is_rsa else "RS256"
-        okp_alg = policy.alg if policy and algorithm and algorithm.is_eddsa else "EdDSA"
-        return rsa_alg, okp_alg
-
-    def _check_adoption(self) -> None:
-        """Refuse to start with a hand-provisioned private key that could leave the token.
-
-        An extractable or non-sensitive private key (PKCS#11 v2.40 §4.9) is not
-        what an HSM promises; the manager skips such keys, and a start with one
-        in a configured set stops here rather than silently generating another.
-        HSM_ALLOW_EXTRACTABLE_KEYS adopts them with a WARNING, except in HSM-only sets.
-        """
-        assert self.hsm is not None
-        for name in self.policies:
-            rsa_alg, okp_alg = self._okp_rsa_algs(name)
-            self.hsm.records(name, rsa_alg=rsa_alg, okp_alg=okp_alg)
-        for (key_set, kid), weakness in sorted(self.hsm.weak_keys.items()):
-            if key_set not in self.policies:
-                continue
-            if not self.hsm.config.allow_extractable_keys:
-                raise HSMError(
-                    f"key set {self.hsm.label(key_set)!r}: key {kid!r} is refused, its private key is {weakness}; "
-                    "provision it with CKA_SENSITIVE and without CKA_EXTRACTABLE "
-                    "(or set HSM_ALLOW_EXTRACTABLE_KEYS=true for a set that is not HSM-only)"
-                )
-            if self.is_hsm_only(key_set):
-                raise HSMError(
-                    f"key set {self.hsm.label(key_set)!r} is HSM-only and its key {kid!r} is {weakness}: "
-                    "HSM_ALLOW_EXTRACTABLE_KEYS does not apply to HSM-only sets"
-                )
-
     def _check_mechanisms(self) -> None:
         """Choose (and log once) the mechanism of each set the HSM serves; refuse one it cannot do."""
-        assert self.hsm is not None
+        hardware = self.managers.hardware
         for name, policy in self.policies.items():
-            if self._target_backend(name) != "hsm":
+            if self._target(name) is not hardware:
                 continue
             backend, records = self._records(name)
             generate = self.generate_on_hsm and not any(
                 record.use == "sig" for record in records if record.backend == backend)
-            plan = self.hsm.check_algorithm(name, policy.alg, generate=generate, rsa_bits=self.rsa_bits)
+            plan = hardware.check_algorithm(name, policy.alg, generate=generate, rsa_bits=self.rsa_bits)
             for record in records:
-                if record.backend == "hsm" and record.public_jwk.get("kty") == "RSA":
+                if record.backend == hardware.backend and record.public_jwk.get("kty") == "RSA":
                     # An adopted key of another size than generated ones: within the mechanism's range?
-                    self.hsm.check_algorithm(name, record.alg, generate=False, rsa_bits=self.rsa_bits,
+                    hardware.check_algorithm(name, record.alg, generate=False, rsa_bits=self.rsa_bits,
                                              key_bits=_rsa_bits(record.public_jwk))
             if name not in self._plans_logged:
                 self._plans_logged.add(name)
@@ -319,11 +270,12 @@ class KeyService:
         missing = [name for name in self.policies if not self._has_signing_key(name)]
         if not missing:
             return generated
-        if self.hsm is not None and not self.generate_on_hsm:
+        hardware = self.managers.hardware
+        if not self.generate_on_hsm:
             for name in missing:
-                if self._target_backend(name) == "hsm":
+                if self._target(name) is hardware:
                     raise HSMError(
-                        f"key set {name!r} has no key pair labelled {self.hsm.label(name)!r} on the token, and "
+                        f"key set {name!r} has no key pair labelled {hardware.label(name)!r} on the token, and "
                         "HSM_GENERATE_KEYS is false (adopt-only): provision one on the token"
                     )
         with self._lock():
@@ -343,34 +295,7 @@ class KeyService:
 
     def is_hsm_only(self, key_set: str) -> bool:
         """Whether ``key_set`` must live on the HSM and never fall back to software keys."""
-        self.policies.get(key_set)
-        return "*" in self.hsm_only_sets or key_set in self.hsm_only_sets
-
-    def _hsm_records(self, key_set: str, metadata: dict[str, KeyRecord], stored_only: bool = False) -> list[KeyRecord]:
-        if self.hsm is None:
-            return []
-        if stored_only:
-            # The token cannot be asked (degraded start): the keys this service
-            # generated there, as the store knows them; their signatures wait for the token.
-            return sorted(metadata.values(), key=lambda record: record.kid)
-        rsa_alg, okp_alg = self._okp_rsa_algs(key_set)
-        records = []
-        for record in self.hsm.records(key_set, rsa_alg=rsa_alg, okp_alg=okp_alg):
-            known = metadata.get(record.kid)
-            if known is not None:
-                # Our own generated keys carry their lifecycle in the store; keys
-                # provisioned by hand have none and count as active since forever.
-                # An RSA key generated for PS256 keeps it (the token only says "RSA"),
-                # an Ed25519 key published as EdDSA or Ed25519 keeps its name.
-                same_kty = get_algorithm(known.alg).kty == get_algorithm(record.alg).kty
-                alg = known.alg if same_kty and not get_algorithm(known.alg).is_ecdsa else record.alg
-                record = KeyRecord(
-                    key_set=record.key_set, kid=record.kid, alg=alg, use=record.use,
-                    backend=record.backend, public_jwk={**record.public_jwk, "alg": alg},
-                    created_at=known.created_at, active_at=known.active_at,
-                )
-            records.append(record)
-        return records
+        return self.managers.is_hsm_only(key_set)
 
     def _records(
         self, key_set: str, stored: list[KeyRecord] | None = None, stored_only: bool = False
@@ -378,26 +303,8 @@ class KeyService:
         """The backend serving ``key_set`` and every key of the set in either manager."""
         if stored is None:
             stored = self.store.records(key_set=key_set)
-        metadata = {record.kid: record for record in stored if record.backend == "hsm"}
-        hsm_records = self._hsm_records(key_set, metadata, stored_only)
-        software_records = [record for record in stored if record.backend == "software"]
-        hsm_only = self.is_hsm_only(key_set)
-        if hsm_only:
-            # Never published either: whoever holds a software key of an HSM-only
-            # set could otherwise sign tokens that relying parties accept.
-            software_records = []
-        if any(record.use == "sig" for record in hsm_records):
-            backend: str | None = "hsm"
-            # Software keys of a set the HSM serves are published without signing: each only
-            # if its sealed private key opens and matches it (RFC 8725 §3.1: a public key
-            # written into the table by itself is never trusted).  Those that sign are
-            # opened, and checked the same way, by the software manager's signer.
-            software_records = [record for record in software_records if self.software.publishable(record)]
-        elif hsm_only:
-            backend = None  # fail closed: never fall back to software
-        else:
-            backend = "software"
-        return backend, hsm_records + software_records
+        policy = self.policies.get(key_set)
+        return self.managers.records(key_set, stored, alg=policy.alg if policy else None, stored_only=stored_only)
 
     def key_set_names(self) -> list[str]:
         names = set(self.policies)
@@ -407,7 +314,7 @@ class KeyService:
     def _view(self, key_set: str, stored: list[KeyRecord], now: float, stored_only: bool = False) -> _SetView:
         backend, records = self._records(key_set, stored, stored_only)
         statuses, signing = rotation.view(records, backend, now, self.rotation.retention_seconds)
-        signers = [(record.active_at, self._observed(self._managers[record.backend].signer(record)))
+        signers = [(record.active_at, self._observed(self.managers.manager(record.backend).signer(record)))
                    for record in signing]
         return _SetView(backend, statuses, signers)
 
@@ -474,7 +381,7 @@ class KeyService:
             snapshot = self._snapshot
         elif (
             self.clock() - snapshot.built_at >= self.refresh_seconds
-            and (self.hsm is None or self.hsm.available)  # an outage keeps the last snapshot, untouched
+            and self.managers.hardware.available  # an outage keeps the last snapshot, untouched
             and self._refreshing.acquire(blocking=False)
         ):
             # One thread refreshes; the others keep serving the previous snapshot.
@@ -500,11 +407,12 @@ class KeyService:
         """The key that signs for ``key_set`` now: the newest active one."""
         view = self._current().sets.get(key_set)
         if view is None or not view.signers:
-            if self.hsm is not None and (self.pending_start or not self.hsm.available) and (
-                view is None or view.backend in ("hsm", None)
+            hardware = self.managers.hardware
+            if (self.pending_start or not hardware.available) and (
+                view is None or view.backend in (hardware.backend, None)
             ):
                 # Not "no key": the token that may hold it cannot be asked now.
-                raise self.hsm.unavailable_error()
+                raise hardware.unavailable_error()
             if view is not None and view.backend is None:
                 raise NoSigningKey(f"key set {key_set!r} is HSM-only and the token has no key pair for it")
             raise NoSigningKey(f"key set {key_set!r} has no signing key")
@@ -537,42 +445,16 @@ class KeyService:
 
     # -- management -----------------------------------------------------------
 
-    def _target_backend(self, key_set: str) -> str:
-        """Where a new key of ``key_set`` is generated.
-
-        On the HSM when the set lives there, when it is HSM-only, or when it is
-        a configured set with no key yet (start-up provisioning, as Hydra does);
-        otherwise (sets living in software, admin-created sets) in the store.
-        """
-        if self.hsm is None:
-            if self.is_hsm_only(key_set):
-                raise HSMError(f"key set {key_set!r} is HSM-only and no HSM is configured")
-            return "software"
-        if self.is_hsm_only(key_set):
-            return "hsm"
-        backend, records = self._records(key_set)
-        if backend in ("hsm", None):
-            return "hsm"
-        if key_set in self.policies and not records:
-            return "hsm"
-        return "software"
+    def _target(self, key_set: str) -> KeyManager:
+        """The manager a new key of ``key_set`` is generated in (see :meth:`ManagerStrategy.target`)."""
+        return self.managers.target(key_set, lambda: self._records(key_set), configured=key_set in self.policies)
 
     def _generate(self, key_set: str, alg: str, *, created_at: int, active_at: int) -> KeyRecord:
-        if self._target_backend(key_set) == "hsm":
-            assert self.hsm is not None
-            if not self.generate_on_hsm:
-                raise HSMError(f"key set {key_set!r} lives on the HSM and HSM_GENERATE_KEYS is false: "
-                               "key pairs are provisioned on the token, not generated through PKCS#11")
-            record = self.hsm.generate(key_set, alg, rsa_bits=self.rsa_bits)
-            record = KeyRecord(
-                key_set=record.key_set, kid=record.kid, alg=record.alg, use=record.use, backend=record.backend,
-                public_jwk=record.public_jwk, created_at=created_at, active_at=active_at,
-            )
-            self.store.add(record)  # lifecycle only; the private key stays on the token
-        else:
-            record = self.software.generate(
-                key_set, alg, rsa_bits=self.rsa_bits, created_at=created_at, active_at=active_at
-            )
+        manager = self._target(key_set)
+        if manager is self.managers.hardware and not self.generate_on_hsm:
+            raise HSMError(f"key set {key_set!r} lives on the HSM and HSM_GENERATE_KEYS is false: "
+                           "key pairs are provisioned on the token, not generated through PKCS#11")
+        record = manager.generate(key_set, alg, rsa_bits=self.rsa_bits, created_at=created_at, active_at=active_at)
         audit.info("key generated", extra={"event": "key.generated", "key_set": key_set, "kid": record.kid,
                                            "alg": record.alg, "backend": record.backend})
         return record
@@ -614,7 +496,7 @@ class KeyService:
     def delete(self, key_set: str, kid: str) -> bool:
         """Delete a key from whichever manager holds it (destroying it on the HSM)."""
         deleted = False
-        for manager in self._managers.values():
+        for manager in self.managers.managers:
             deleted = manager.delete(key_set, kid) or deleted
         deleted = self.store.remove(key_set, kid) or deleted  # an HSM key's lifecycle row
         self.store.remove_chain(key_set, kid)
@@ -635,7 +517,7 @@ class KeyService:
                     continue
                 if record.backend == HSM_BACKEND and not self.rotation.destroy_retired_hsm_keys:
                     continue  # retired from the JWKS, kept on the token
-                self._managers[record.backend].delete(key_set, record.kid)
+                self.managers.manager(record.backend).delete(key_set, record.kid)
                 self.store.remove(key_set, record.kid)
                 self.store.remove_chain(key_set, record.kid)
                 retired.append(record)
@@ -679,11 +561,7 @@ class KeyService:
         for name in names:
             for status in self.keys(name):
                 record = status.record
-                if record.backend == HSM_BACKEND and self.hsm is not None:
-                    evidence = self.hsm.evidence(record)
-                else:
-                    evidence = KeyEvidence(key_set=name, kid=record.kid, alg=record.alg, backend=record.backend,
-                                           location=dict(SOFTWARE_LOCATION))
+                evidence = self.managers.manager(record.backend).evidence(record)
                 chain = chains.get((name, record.kid))
                 if chain is not None:
                     summary = certificates.summary(certificates.load_chain(chain.chain_pem.encode("ascii")))
@@ -698,7 +576,7 @@ class KeyService:
         record = self._published(key_set, kid)
         if record.use != "sig":
             raise CertificateError(f"key {record.kid!r} of {key_set!r} does not sign (use {record.use!r})")
-        signer = self._managers[record.backend].signer(record)
+        signer = self.managers.manager(record.backend).signer(record)
         request = certificates.certificate_request(signer, load_public_jwk(record.public_jwk), name)
         audit.info("certificate requested", extra={"event": "key.csr", "key_set": key_set, "kid": record.kid,
                                                    "subject": subject, "backend": record.backend})
@@ -721,9 +599,15 @@ class KeyService:
     # -- health ---------------------------------------------------------------
 
     @property
+    def hsm(self) -> HSMManager | None:
+        """The PKCS#11 key manager, or None when no HSM is configured (tools and tests)."""
+        return self.managers.hardware.token
+
+    @property
     def hsm_available(self) -> bool | None:
         """Whether the HSM can be used now; None when none is configured (never touches the token)."""
-        return self.hsm.available if self.hsm is not None else None
+        hardware = self.managers.hardware
+        return hardware.available if hardware.configured else None
 
     def health(self) -> Health:
         """Readiness: every configured set signs (and passed the self-test), and the HSM session is usable.
@@ -741,23 +625,18 @@ class KeyService:
                 failed.setdefault(name, reason_code(exc))
         sets = tuple(sorted(self.policies))
         failed = dict(sorted(failed.items()))
-        if self.hsm is None:
-            return Health(sets, failed, hsm_configured=False, hsm_usable=True)
-        usable = self.hsm.is_usable()
-        reason = None
-        if not usable:
-            reason = self.hsm.unavailable_error().reason if not self.hsm.available else "hsm_session_unusable"
-        return Health(sets, failed, hsm_configured=True, hsm_usable=usable, hsm_reason=reason)
+        hardware = self.managers.hardware
+        usable, reason = hardware.health()
+        return Health(sets, failed, hsm_configured=hardware.configured, hsm_usable=usable, hsm_reason=reason)
 
     def start_recovery(self) -> None:
         """Probe a lost token from a background thread (server workers), so that no request waits on it."""
-        if self.hsm is not None:
-            self.hsm.start_recovery()
+        self.managers.hardware.start_recovery()
 
     def close(self) -> None:
         """Stop probing and log out of the HSM (this process's session); software keys need nothing."""
-        if self.hsm is not None:
-            self.hsm.close()
+        for manager in self.managers.managers:
+            manager.close()
 
     def mechanisms(self) -> list[MechanismReport]:
         """For each configured set: the backend that signs for it and, on the HSM, the mechanism chosen
@@ -765,11 +644,11 @@ class KeyService:
         reports = []
         for name, policy in sorted(self.policies.items()):
             backend = self.backend_of(name)
-            if backend != HSM_BACKEND or self.hsm is None:
+            if backend != HSM_BACKEND:
                 reports.append(MechanismReport(name, policy.alg, backend))
                 continue
             try:
-                plan = self.hsm.signing_plan(policy.alg)
+                plan = self.managers.hardware.signing_plan(policy.alg)
             except MechanismUnsupported as exc:
                 reports.append(MechanismReport(name, policy.alg, backend, None, str(exc)))
                 continue

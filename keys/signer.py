@@ -48,21 +48,6 @@ class Signer(Protocol):
     def sign(self, signing_input: bytes) -> bytes: ...
 
 
-class KeyManager(Protocol):
-    """What the key service asks of the manager holding a key (the HSM or the software store)."""
-
-    @property
-    def backend(self) -> str: ...
-
-    def signer(self, record: KeyRecord) -> Signer:
-        """A signer for ``record``'s private key, which stays in the manager."""
-        ...
-
-    def delete(self, key_set: str, kid: str) -> bool:
-        """Remove the key pair for good; False when there was none."""
-        ...
-
-
 @dataclass(frozen=True)
 class BoundSigner:
     """A :class:`Signer` made of a key record and its manager's signing function."""

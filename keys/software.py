@@ -10,7 +10,7 @@ import json
 import logging
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from cryptography.hazmat.primitives import serialization
@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from keys.algorithms import EC_CURVES, MIN_RSA_BITS, Algorithm, get_algorithm
 from keys.errors import InvalidKey, KeyNotFound, SealingError
+from keys.evidence import SOFTWARE_LOCATION, KeyEvidence
 from keys.jwk import PrivateKey, load_private_jwk, public_jwk, thumbprint
 from keys.sealing import Sealer
 from keys.signer import BoundSigner, KeyRecord, Signer
@@ -72,6 +73,8 @@ class SoftwareManager:
     """Generates, imports, seals and signs with keys kept in the SQL store."""
 
     backend = BACKEND
+    #: Never lost: the store is asked as every other table is.
+    available = True
 
     def __init__(self, store: KeyStore, sealer: Sealer) -> None:
         self.store = store
@@ -80,6 +83,11 @@ class SoftwareManager:
         self._signing_functions: dict[tuple[str, str, str], Callable[[bytes], bytes]] = {}
         self._publishable: dict[tuple[str, str, str], bool] = {}
         self._lock = threading.Lock()
+
+    def records(self, key_set: str, stored: Sequence[KeyRecord], *, alg: str | None = None,
+                stored_only: bool = False) -> list[KeyRecord]:
+        """The software keys among ``stored`` (the store's rows of ``key_set``)."""
+        return [record for record in stored if record.backend == BACKEND]
 
     def signer(self, record: KeyRecord) -> Signer:
         key = (record.key_set, record.kid, json.dumps(record.public_jwk, sort_keys=True))
@@ -163,6 +171,13 @@ class SoftwareManager:
             for cached in [cached for cached in self._signing_functions if cached[:2] == (key_set, kid)]:
                 del self._signing_functions[cached]
         return self.store.remove(key_set, kid)
+
+    def evidence(self, record: KeyRecord) -> KeyEvidence:
+        return KeyEvidence(key_set=record.key_set, kid=record.kid, alg=record.alg, backend=record.backend,
+                           location=dict(SOFTWARE_LOCATION))
+
+    def close(self) -> None:
+        """Nothing is held open: keys are opened from the store when first used."""
 
     def reseal(self) -> int:
         """Re-seal every stored private key under the newest system secret.
