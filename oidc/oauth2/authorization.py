@@ -90,26 +90,43 @@ def _redirect(error: OAuth2Error, state: str | None, response_mode: str | None) 
 
 
 class AuthorizationRequest:
-    """A validated authorization request: its client, redirect URI and Authlib grant."""
+    """A validated authorization request: its client, redirect URI, scope, audience and Authlib grant.
 
-    def __init__(self, grant: Any, params: Any, pushed: PushedAuthorizationRequest | None = None) -> None:
-        self.grant = grant
+    ``request`` is Authlib's request as validation left it (``client``, ``scope``,
+    ``audience``).  The grant answers the request; a request restored from an
+    interaction builds it only when it responds (:meth:`respond`), not on each
+    page of the login and consent that come before.
+    """
+
+    def __init__(self, request: Any, redirect_uri: str, params: Any, pushed: PushedAuthorizationRequest | None = None,
+                 *, grant: Any = None) -> None:
+        self._request = request
+        self._grant = grant
         self.params = params
         #: The pushed request this one came from (claimed when the response is sent).
         self.pushed = pushed
-        self.client: Client = grant.request.client
-        self.redirect_uri: str = grant.redirect_uri
+        self.client: Client = request.client
+        self.redirect_uri = redirect_uri
         self.response_mode: str | None = params.get("response_mode")
         self.state: str | None = params.get("state")
 
     @property
+    def grant(self) -> Any:
+        """Authlib's grant for the request's response type, ready to answer it."""
+        if self._grant is None:
+            grant = authorization_server().get_authorization_grant(self._request)
+            grant.redirect_uri = self.redirect_uri
+            self._grant = grant
+        return self._grant
+
+    @property
     def scope(self) -> str:
-        return self.grant.request.scope or ""
+        return self._request.scope or ""
 
     @property
     def audience(self) -> list[str]:
         """The access token audience validation resolved (RFC 8707 ``resource``, or the default)."""
-        return list(self.grant.request.audience)
+        return list(self._request.audience)
 
     @property
     def prompts(self) -> set[str]:
@@ -270,7 +287,7 @@ def validate_authorization_request(params: Any, end_user: Any, *, pushing: bool 
         if pushed is not None:
             _use_up(pushed)
         raise _redirect(error, state, response_mode) from None
-    return AuthorizationRequest(grant, params, pushed)
+    return AuthorizationRequest(grant.request, grant.redirect_uri, params, pushed, grant=grant)
 
 
 def _refused_parameter(params: Any, *, pushing: bool) -> tuple[str, str] | None:
@@ -310,9 +327,7 @@ def restore_authorization_request(params: MultiDict[str, str], client: Client, r
     request.client = client
     request.scope = scope
     request.audience = list(audience)
-    grant = authorization_server().get_authorization_grant(request)
-    grant.redirect_uri = redirect_uri
-    return AuthorizationRequest(grant, params, pushed)
+    return AuthorizationRequest(request, redirect_uri, params, pushed)
 
 
 #: The user of a request being pushed: none yet, but prompt=none is for /authorize to judge.
