@@ -3,6 +3,12 @@
 ==========================  ===================================================
 ``server``                  the authorization server and its registrations
 ``authorization``           validating an authorization request (RFC 6749 §4.1.1)
+``steps``                   what /authorize does next: login, account choice, consent, respond, refuse
+``consents``                remembered consent (OIDC Core §11)
+``interactions``            a request waiting on the server for login and consent
+``par``                     pushed authorization requests (RFC 9126)
+``dpop``                    DPoP proofs (RFC 9449)
+``security_profile``        the FAPI 2.0 Security Profile's rules, per client
 ``response_modes``          query and form_post responses
 ``grants/``                 authorization code, refresh token, client credentials
 ``pkce``                    RFC 7636, S256 only
@@ -22,5 +28,6 @@
 ``errors``                  errors that are pages, not redirects
 ==========================  ===================================================
 
-What is supported is listed once, in :mod:`oidc.vocabulary`.  Nothing here imports :mod:`oidc.web`.
+What is supported is listed once, in :mod:`oidc.vocabulary`.  Nothing here imports :mod:`oidc.accounts`,
+:mod:`oidc.web` or :mod:`oidc.cli` (tests/test_layering.py).
 """

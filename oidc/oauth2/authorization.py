@@ -14,7 +14,7 @@ A request with ``request_uri`` (RFC 9126 §4) is replaced by the parameters
 pushed to /par before any of this (:mod:`oidc.oauth2.par`); a client that must
 push its requests (``require_pushed_authorization_requests``, or the FAPI 2.0
 profile) gets an :class:`ErrorPage` for a plain one.  The profile's own rules
-on the client and its redirect URI (:mod:`oidc.oauth2.profile`) are checked
+on the client and its redirect URI (:mod:`oidc.oauth2.security_profile`) are checked
 with them, in step 1.
 
 What the user must do next (log in, consent) is decided by
@@ -35,7 +35,7 @@ from werkzeug.datastructures import MultiDict
 from oidc.db import db
 from oidc.hashing import is_b64url
 from oidc.models import Client, PushedAuthorizationRequest
-from oidc.oauth2 import par, profile, response_modes
+from oidc.oauth2 import par, response_modes, security_profile
 from oidc.oauth2.errors import ErrorPage
 from oidc.oauth2.jwt import InvalidToken, verify_own_jwt
 from oidc.oauth2.parameters import CONTROL_CHARACTER, holds_control_character, repeated_parameter
@@ -201,7 +201,7 @@ def _use_up(row: PushedAuthorizationRequest) -> None:
 
 def _check_profile(client: Client, params: Any) -> None:
     """The FAPI 2.0 profile's rules on the client and its redirect URI (ErrorPage: nothing is trusted yet)."""
-    if not profile.is_fapi2(client):
+    if not security_profile.is_fapi2(client):
         return
     if client.auth_method != "private_key_jwt":
         raise ErrorPage("unauthorized_client", "The FAPI 2.0 profile requires a confidential client "
@@ -209,7 +209,7 @@ def _check_profile(client: Client, params: Any) -> None:
     redirect_uri = params.get("redirect_uri")
     if not redirect_uri:
         raise ErrorPage("invalid_request", "The FAPI 2.0 profile requires the redirect_uri parameter.")
-    if not profile.redirect_uri_allowed(redirect_uri):
+    if not security_profile.redirect_uri_allowed(redirect_uri):
         raise ErrorPage("invalid_request", "The FAPI 2.0 profile requires an https redirect_uri.")
 
 
@@ -268,7 +268,7 @@ def validate_authorization_request(params: Any, end_user: Any, *, pushing: bool 
     elif pushing:
         request = par.ParametersRequest(params)
     client = _check_client_and_redirect_uri(params)
-    if pushed is None and not pushing and profile.requires_par(client):
+    if pushed is None and not pushing and security_profile.requires_par(client):
         raise ErrorPage("invalid_request", "This client must push its authorization requests to the "
                                            "pushed authorization request endpoint (RFC 9126).")
     _check_profile(client, params)

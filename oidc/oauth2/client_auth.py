@@ -32,7 +32,7 @@ from oidc import hashing, queries, urls
 from oidc.db import db
 from oidc.models import Client, ClientAssertion
 from oidc.oauth2.client_cache import current_client_cache
-from oidc.oauth2.profile import is_fapi2
+from oidc.oauth2.security_profile import is_fapi2
 from oidc.queries import find_client
 from oidc.state import current_state
 from oidc.text import column_text

@@ -22,7 +22,7 @@ from authlib.oauth2.rfc6749.errors import InvalidGrantError
 from oidc import hashing, queries
 from oidc.db import db
 from oidc.models import Client, User
-from oidc.oauth2 import dpop, profile
+from oidc.oauth2 import dpop, security_profile
 from oidc.oauth2.jwt import Signed, issue_access_token
 from oidc.oauth2.records import AuthorizationCodeRecord, RefreshTokenRecord, TokenWrites, UserRecord
 from oidc.observability import audit
@@ -84,10 +84,10 @@ def issue_tokens(request: Any, *, user: User | UserRecord | None, scope: str, co
     profile) gets tokens only for a request with a DPoP proof (RFC 9449 §5.2).
     """
     client: Client = request.client
-    if context.jkt is None and profile.requires_dpop(client):
+    if context.jkt is None and security_profile.requires_dpop(client):
         raise dpop.InvalidDPoPProof(description="This client's token requests need a DPoP proof.")
     proof = request.dpop
-    if proof is not None and profile.is_fapi2(client) and not profile.signing_algorithms_allowed(proof.alg):
+    if proof is not None and security_profile.is_fapi2(client) and not security_profile.signing_algorithms_allowed(proof.alg):
         raise dpop.InvalidDPoPProof(description="The FAPI 2.0 profile allows DPoP proofs signed with "
                                                 "PS256, ES256 or EdDSA only.")
     lifetime = current_state().settings.access_token_lifetime

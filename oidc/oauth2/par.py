@@ -37,7 +37,7 @@ from oidc.models import Client, PushedAuthorizationRequest
 from oidc.oauth2 import dpop
 from oidc.oauth2.errors import ErrorPage
 from oidc.oauth2.parameters import repeated_parameter
-from oidc.oauth2.profile import is_fapi2
+from oidc.oauth2.security_profile import is_fapi2
 from oidc.state import current_state
 from oidc.vocabulary import AUTH_METHODS
 

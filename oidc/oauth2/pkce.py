@@ -7,7 +7,7 @@ from typing import Any
 from authlib.oauth2.rfc6749.errors import InvalidRequestError
 from authlib.oauth2.rfc7636 import CodeChallenge
 
-from oidc.oauth2.profile import is_fapi2
+from oidc.oauth2.security_profile import is_fapi2
 from oidc.vocabulary import CODE_CHALLENGE_METHODS
 
 

@@ -18,7 +18,7 @@ from authlib.oauth2.rfc6749.errors import (
 from authlib.oauth2.rfc6749.hooks import hooked
 
 from oidc import hashing, queries
-from oidc.oauth2 import families, profile, response_modes
+from oidc.oauth2 import families, response_modes, security_profile
 from oidc.oauth2.families import AuthContext, issue_tokens
 from oidc.oauth2.logins import AuthenticatedUser
 from oidc.oauth2.openid import user_of
@@ -120,7 +120,7 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
             "auth_time": subject.auth_time,
             "sid": subject.sid,
             "created_at": issued,
-            "expires_at": issued + profile.code_lifetime(request.client),
+            "expires_at": issued + security_profile.code_lifetime(request.client),
             "used_at": None,
         })
 

@@ -13,7 +13,7 @@ from typing import Any
 from authlib.oauth2.rfc6749 import grants
 from authlib.oauth2.rfc6749.errors import InvalidGrantError
 
-from oidc.oauth2 import families, profile
+from oidc.oauth2 import families, security_profile
 from oidc.oauth2.families import AuthContext, issue_tokens, new_refresh_token, proof_jkt
 from oidc.oauth2.records import RefreshTokenRecord, TokenWrites, UserRecord
 from oidc.vocabulary import AUTH_METHODS
@@ -45,7 +45,7 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
         self.request.token_writes = writes = TokenWrites()
         response: tuple[int, dict[str, Any], list[tuple[str, str]]] = super().create_token_response()
         row: RefreshTokenRecord = self.request.refresh_token
-        if profile.rotates_refresh_tokens(self.request.client):
+        if security_profile.rotates_refresh_tokens(self.request.client):
             families.require_claim(families.claim_refresh_token(row), row.grant_id,
                                    reason=TOKEN_REUSED, description=TOKEN_USED)
         families.write_tokens(writes)
@@ -69,7 +69,7 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
         writes: TokenWrites = self.request.token_writes
         body = issue_tokens(self.request, user=user, scope=scope, context=context,
                             include_refresh_token=False, writes=writes)
-        if not profile.rotates_refresh_tokens(self.request.client):
+        if not security_profile.rotates_refresh_tokens(self.request.client):
             return body  # the client keeps its refresh token (FAPI 2.0 §5.3.2.1 clause 10)
         # Rotation: the family goes on with the same grant and the original (not narrowed) scope.
         body["refresh_token"] = new_refresh_token(self.request.client, user, refresh_token.scope, context, writes)
