@@ -26,16 +26,21 @@ from oidc.state import key_service
 bp = Blueprint("token", __name__)
 
 
-def _respond(endpoint: str | None) -> Response:
+#: The endpoints this blueprint serves: Authlib's names for the last two (its registered endpoints).
+TOKEN, INTROSPECTION, REVOCATION = "token", "introspection", "revocation"
+
+
+def _respond(endpoint: str) -> Response:
+    """The one pipeline of the token, introspection and revocation endpoints."""
     # Start the key service (first request of a process) before the request's
     # transaction takes write locks: provisioning writes to the same database.
     key_service()
     server = authorization_server()
-    problem = precheck(request._get_current_object(), token_endpoint=endpoint is None)  # type: ignore[attr-defined]
+    problem = precheck(request._get_current_object(), token_endpoint=endpoint == TOKEN)  # type: ignore[attr-defined]
     if problem is not None:
         return server.handle_error_response(None, problem)
     issued: Issued | None = None
-    if endpoint is None:
+    if endpoint == TOKEN:
         try:
             oauth_request = server.create_request_with_proof(urls.TOKEN)  # its DPoP proof verified (RFC 9449 §4.3)
         except OAuth2Error as error:
@@ -44,14 +49,14 @@ def _respond(endpoint: str | None) -> Response:
         issued = oauth_request.issued
     else:
         response = server.create_endpoint_response(endpoint)
-    if endpoint != "introspection" and _in_transaction():
+    if endpoint != INTROSPECTION and _in_transaction():
         # (A client_credentials token for a cached client reads and writes
         # nothing; introspection only reads: the end of the request ends those.)
         if response.status_code == 200:
             db.session.commit()
         else:
             db.session.rollback()
-    if endpoint is None and response.status_code == 200:
+    if endpoint == TOKEN and response.status_code == 200:
         _record_issuance(issued)
     return response
 
@@ -77,14 +82,14 @@ def _record_issuance(issued: Issued | None) -> None:
 
 @bp.post(urls.TOKEN)
 def token() -> Response:
-    return _respond(None)
+    return _respond(TOKEN)
 
 
 @bp.post(urls.INTROSPECT)
 def introspect() -> Response:
-    return _respond("introspection")
+    return _respond(INTROSPECTION)
 
 
 @bp.post(urls.REVOKE)
 def revoke() -> Response:
-    return _respond("revocation")
+    return _respond(REVOCATION)
