@@ -327,12 +327,8 @@ class TokenConnection:
     def _open_once(self, *, reinitialize: bool) -> None:
         try:
             lib = pkcs11.lib(self.config.library)
-        except _TRANSIENT_ERRORS as exc:
-            raise _Transient(f"cannot initialise the module ({ckr_name(exc)})") from None
         except PKCS11Error as exc:
-            if classify(exc) == MODULE:
-                raise _Transient(f"cannot initialise the module ({ckr_name(exc)})") from None
-            raise self._error(f"cannot load or initialise the module ({_load_failure(exc)})") from None
+            raise self._opening_error(exc, "initialise the module", _load_failure(exc)) from None
         try:
             if reinitialize or (self._pid is not None and self._pid != os.getpid()):
                 # A context inherited through fork() is not usable by the child
@@ -340,12 +336,8 @@ class TokenConnection:
                 # C_Initialize, and a network module only reconnects there.
                 _reinitialise(lib)
             token = self._find_token(lib)
-        except _TRANSIENT_ERRORS as exc:
-            raise _Transient(f"cannot initialise the module or read the token ({ckr_name(exc)})") from None
         except PKCS11Error as exc:
-            if classify(exc) == MODULE:
-                raise _Transient(f"cannot initialise the module or read the token ({ckr_name(exc)})") from None
-            raise self._error(f"cannot load or initialise the module ({ckr_name(exc)})") from None
+            raise self._opening_error(exc, "initialise the module or read the token", ckr_name(exc)) from None
         self._token = token
         self._session = self._login()
         self._pid = os.getpid()
@@ -355,6 +347,12 @@ class TokenConnection:
                 self._mechanisms = self._read_mechanisms()
             except PKCS11Error as exc:
                 raise _Transient(f"cannot read the mechanism list ({ckr_name(exc)})") from None
+
+    def _opening_error(self, exc: PKCS11Error, what: str, failure: str) -> Exception:
+        """A failure to open: transient (the module or device, retried with backoff) or final."""
+        if isinstance(exc, _TRANSIENT_ERRORS) or classify(exc) == MODULE:
+            return _Transient(f"cannot {what} ({ckr_name(exc)})")
+        return self._error(f"cannot load or initialise the module ({failure})")
 
     def _find_token(self, lib: Any) -> Any:
         slots = lib.get_slots(token_present=True)
