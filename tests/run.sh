@@ -59,6 +59,9 @@ if ! exports="$(.venv/bin/python tests/services.py start "$services")"; then
 fi
 eval "$exports"
 
+# One worker per core (TEST_WORKERS=0 runs in this process), a test file per worker at a
+# time: a module's fixtures (one gunicorn, one browser) are built once, and the files that
+# share a machine-wide resource (openCryptoki's one soft token) are one file.
 status=0
-.venv/bin/python -m pytest "$@" || status=$?
+.venv/bin/python -m pytest -n "${TEST_WORKERS:-$(nproc)}" --dist loadfile "$@" || status=$?
 exit "$status"

@@ -10,16 +10,12 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
-
-from support import IN_CI, missing
 
 # The database is not what these tests are about: SQLite only.
 pytestmark = [pytest.mark.hsm, pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)]
@@ -28,13 +24,6 @@ OIDC_HSM = str(Path(sys.executable).with_name("oidc-hsm"))
 
 #: openCryptoki's soft token as tests/ share it: the machine has one, it is
 #: initialised once with this label and these PINs and then used as it is.
-OCK_LABEL = "oidc-tests"
-OCK_DEFAULT_SO_PIN = "87654321"
-OCK_SO_PIN = "so-7319a"
-OCK_PIN = "us-40213"
-OCK_LIBRARIES = ["/usr/lib/x86_64-linux-gnu/opencryptoki/libopencryptoki.so.0",
-                 "/usr/lib/aarch64-linux-gnu/opencryptoki/libopencryptoki.so.0",
-                 "/usr/lib64/opencryptoki/libopencryptoki.so.0"]
 
 
 def doctor(env: dict[str, str]) -> tuple[int, list[str], str]:
@@ -156,61 +145,6 @@ def test_invalid_settings_are_one_failed_line(base_env: dict[str, str]) -> None:
 
 
 # -- openCryptoki -------------------------------------------------------------------------
-
-
-def _pkcsconf(*args: str, stdin: str | None = None) -> str:
-    result = subprocess.run(["pkcsconf", *args], input=stdin, capture_output=True, text=True, timeout=60)
-    if result.returncode != 0:
-        raise RuntimeError(f"pkcsconf {args[0]} failed: {result.stdout}{result.stderr}")
-    return result.stdout
-
-
-@pytest.fixture(scope="module")
-def opencryptoki() -> str:
-    """openCryptoki's soft token labelled OCK_LABEL (initialised here if it is in its factory state)."""
-    library = next((path for path in OCK_LIBRARIES if os.path.exists(path)), None)
-    if library is None or shutil.which("pkcsconf") is None or os.geteuid() != 0:
-        missing("openCryptoki (Debian package opencryptoki) and root to run pkcsslotd")
-    assert library is not None
-    if subprocess.run(["pgrep", "-x", "pkcsslotd"], capture_output=True).returncode != 0:
-        subprocess.run(["pkcsslotd"], check=True, timeout=30)  # daemonises; left running like the system service
-    slot = label = None
-    initialised = False
-    for block in re.split(r"(?=Token #\d+ Info:)", _pkcsconf("-t")):
-        match = re.match(r"Token #(\d+) Info:", block)
-        if match and "IBM SoftTok" in block:
-            slot = match.group(1)
-            found = re.search(r"Label:\s*(.*?)\s*$", block, re.M)
-            label = found.group(1) if found else ""
-            initialised = "TOKEN_INITIALIZED" in block
-    if slot is None:
-        missing("openCryptoki's soft token (libpkcs11_sw.so in opencryptoki.conf)")
-    if label != OCK_LABEL:
-        if initialised:
-            if IN_CI:
-                pytest.fail(f"openCryptoki's soft token is initialised as {label!r}, not {OCK_LABEL!r}")
-            pytest.skip(f"openCryptoki's soft token is initialised as {label!r}")
-        assert slot is not None
-        _pkcsconf("-I", "-c", slot, "-S", OCK_DEFAULT_SO_PIN, stdin=OCK_LABEL + "\n")
-        _pkcsconf("-P", "-c", slot, "-S", OCK_DEFAULT_SO_PIN, "-n", OCK_SO_PIN)
-        _pkcsconf("-u", "-c", slot, "-S", OCK_SO_PIN, "-n", "tmp-8812")
-        _pkcsconf("-p", "-c", slot, "-U", "tmp-8812", "-n", OCK_PIN)
-    return library
-
-
-def test_token_without_the_access_token_sets_mechanism(base_env: dict[str, str], opencryptoki: str) -> None:
-    """openCryptoki's soft token has RSA but no EC: the ES256 access-token set cannot live there."""
-    prefix = f"doctor-{uuid.uuid4().hex[:8]}."  # no keys under this prefix: the key checks fail too
-    env = {**base_env, "HSM_ENABLED": "true", "HSM_LIBRARY": opencryptoki, "HSM_TOKEN_LABEL": OCK_LABEL,
-           "HSM_PIN": OCK_PIN, "HSM_KEY_SET_PREFIX": prefix, "ACCESS_TOKEN_SIGNING_ALG": "ES256"}
-    status, lines, output = doctor(env)
-    assert status == 1, output
-    assert line(lines, "login").startswith("[ok  ]")
-    assert line(lines, "mechanisms openid.id-token").startswith("[ok  ] mechanisms openid.id-token: RS256")
-    es = line(lines, "mechanisms jwt.access-token")
-    assert es.startswith("[FAIL]") and "ES256 needs CKM_EC_KEY_PAIR_GEN, CKM_ECDSA" in es
-    assert "fix: set ACCESS_TOKEN_SIGNING_ALG" in es
-    assert "oidc-hsm keys generate" in line(lines, "keys openid.id-token")
 
 
 def test_the_redis_a_setting_names_must_answer(base_env: dict[str, str]) -> None:

@@ -23,6 +23,7 @@ from typing import Any
 import pkcs11
 import pytest
 from pkcs11 import Attribute, ObjectClass
+from test_doctor import doctor, line
 from test_hsm_manager import published, signing_input_for, verify_signature
 
 from keys.errors import HSMError, MechanismUnsupported
@@ -163,3 +164,19 @@ def test_evidence_shows_a_generated_key_and_a_pkcs11_tool_pair_that_can_be_extra
     # No CKM_SHA256_RSA_PKCS on this token: the raw mechanism over a DigestInfo signs.
     assert generated.signing_mechanism == "CKM_RSA_PKCS"
     service.hsm.close()
+
+
+def test_doctor_fails_the_es256_set_on_a_token_without_ec(base_env: dict[str, str], opencryptoki: Any) -> None:
+    """openCryptoki's soft token has RSA but no EC: the ES256 access-token set cannot live there."""
+    prefix = f"doctor-{uuid.uuid4().hex[:8]}."  # no keys under this prefix: the key checks fail too
+    env = {**base_env, "HSM_ENABLED": "true", "HSM_LIBRARY": opencryptoki.library,
+           "HSM_TOKEN_LABEL": opencryptoki.LABEL, "HSM_PIN": opencryptoki.PIN, "HSM_KEY_SET_PREFIX": prefix,
+           "ACCESS_TOKEN_SIGNING_ALG": "ES256"}
+    status, lines, output = doctor(env)
+    assert status == 1, output
+    assert line(lines, "login").startswith("[ok  ]")
+    assert line(lines, "mechanisms openid.id-token").startswith("[ok  ] mechanisms openid.id-token: RS256")
+    es = line(lines, "mechanisms jwt.access-token")
+    assert es.startswith("[FAIL]") and "ES256 needs CKM_EC_KEY_PAIR_GEN, CKM_ECDSA" in es
+    assert "fix: set ACCESS_TOKEN_SIGNING_ALG" in es
+    assert "oidc-hsm keys generate" in line(lines, "keys openid.id-token")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import signal
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -29,19 +30,28 @@ REDIS_URL = os.environ.get("TEST_REDIS_URL", DEFAULT_REDIS_URL).rstrip("/")
 
 @pytest.fixture
 def redis_database() -> Iterator[tuple[str, Any]]:
-    """(URL of an empty Redis database, a client on it); emptied afterwards."""
+    """(URL of an empty Redis database, a client on it); emptied afterwards.
+
+    The database is claimed first (``SET NX`` of a key in database 0), so test
+    runs in parallel (pytest-xdist workers, other checkouts) never share one.
+    """
     try:
         import redis
     except ImportError:
         missing("the redis package")
+    claims = redis.Redis.from_url(f"{REDIS_URL}/0", socket_timeout=5, socket_connect_timeout=3)
+    claimant = uuid.uuid4().hex
     for index in range(15, 0, -1):
-        connection = redis.Redis.from_url(f"{REDIS_URL}/{index}", socket_timeout=5, socket_connect_timeout=3)
         try:
+            if not claims.set(f"oidc-tests:claim:{index}", claimant, nx=True, ex=600):
+                continue
+            connection = redis.Redis.from_url(f"{REDIS_URL}/{index}", socket_timeout=5, socket_connect_timeout=3)
             if connection.dbsize() == 0:
                 break
         except redis.RedisError:
             missing(f"Redis at {REDIS_URL}")
         connection.close()
+        claims.delete(f"oidc-tests:claim:{index}")
     else:
         missing(f"an empty database on the Redis at {REDIS_URL}")
     try:
@@ -49,6 +59,8 @@ def redis_database() -> Iterator[tuple[str, Any]]:
     finally:
         connection.flushdb()
         connection.close()
+        claims.delete(f"oidc-tests:claim:{index}")
+        claims.close()
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
