@@ -576,7 +576,7 @@ def _read_pages(read: _Reader) -> dict[str, Any]:
 
 def flask_config(settings: Settings) -> dict[str, Any]:
     """What Flask, Flask-SQLAlchemy and Flask-WTF read from ``app.config``."""
-    from oidc.hashing import derive_key
+    from oidc.hashing import derive_key  # (here, not above: reading settings loads no cryptography)
 
     config: dict[str, Any] = {
         "SQLALCHEMY_DATABASE_URI": settings.database_url,

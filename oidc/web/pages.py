@@ -33,6 +33,7 @@ from jinja2.bccache import Bucket
 
 from oidc import urls
 from oidc.settings import ConfigError, Settings
+from oidc.web.session import current_login
 
 HERE = os.path.dirname(__file__)
 SHIPPED_TEMPLATES = os.path.join(HERE, "templates")
@@ -281,8 +282,6 @@ def content_security_policy() -> str:
 
 def signed_in_user() -> Any:
     """The user signed in in this browser, if any (the account shown on the page)."""
-    from oidc.web.session import current_login
-
     login = current_login()
     return login.user if login is not None else None
 
