@@ -298,3 +298,19 @@ def test_fuzzed_proofs_get_the_standard_refusal(target: Target, caplog: Any, dat
     check_refusal(endpoint, response, may_succeed=True)
     assert not [record.getMessage() for record in caplog.records
                 if record.levelno >= logging.ERROR or record.exc_info]
+
+
+def test_an_rsa_proof_key_with_an_exponent_over_32_bits_is_refused_before_any_arithmetic() -> None:
+    """A huge public exponent makes each verification of an unauthenticated proof cost milliseconds."""
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from oidc.hashing import b64url
+    from oidc.oauth2.dpop import InvalidDPoPProof, _public_key
+
+    numbers = rsa.generate_private_key(public_exponent=65537, key_size=2048).public_key().public_numbers()
+    n = b64url(numbers.n.to_bytes(256, "big"))
+    assert _public_key({"kty": "RSA", "n": n, "e": "AQAB"}, "PS256") is not None
+    for exponent in (2**32 + 15, 2**3071 + 1):
+        e = b64url(exponent.to_bytes((exponent.bit_length() + 7) // 8, "big"))
+        with pytest.raises(InvalidDPoPProof, match="exponent larger than 32 bits"):
+            _public_key({"kty": "RSA", "n": n, "e": e}, "PS256")

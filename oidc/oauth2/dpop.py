@@ -69,6 +69,8 @@ NONCE_HEADER = "DPoP-Nonce"
 _ENVIRON_KEY = "HTTP_DPOP"  # the DPoP request header field (RFC 9449 §4.1), as WSGI names it
 #: JWK members that only a private (or symmetric) key has (RFC 7518 §6.2.2, §6.3.2, §6.4, RFC 8037 §2).
 _PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
+#: base64url characters of a 32-bit RSA public exponent (4 bytes): more is refused before any arithmetic.
+_MAX_RSA_EXPONENT_CHARACTERS = 6
 MAX_PROOF_LENGTH = 8192
 MAX_JTI_LENGTH = 255
 #: Longest ``nonce`` compared (ours are 32 characters).
@@ -246,6 +248,10 @@ def _public_key(jwk: object, alg: str) -> Any:
         raise InvalidDPoPProof(description=f"The DPoP proof must carry a public jwk of the key type of {alg}.")
     if _PRIVATE_MEMBERS & set(jwk):
         raise InvalidDPoPProof(description="The DPoP proof's jwk must be a public key, not a private one.")
+    if algorithm.kty == "RSA" and len(str(jwk.get("e", ""))) > _MAX_RSA_EXPONENT_CHARACTERS:
+        # A public exponent is small (65537, RFC 8017 §3.1 allows any odd one): a huge one makes
+        # every verification of an unauthenticated proof cost milliseconds of CPU.
+        raise InvalidDPoPProof(description="The DPoP proof's jwk has an RSA exponent larger than 32 bits.")
     try:
         return import_key(jwk)
     except (JoseError, ValueError):
