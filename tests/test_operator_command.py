@@ -120,6 +120,19 @@ def test_a_database_that_cannot_be_used_is_one_line_naming_database_url(base_env
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+@pytest.mark.parametrize("command", [("users", "list"), ("clients", "list"), ("keys", "list")])
+def test_the_flask_commands_say_a_database_error_in_one_line_too(base_env: dict[str, str], command: tuple[str, ...]) -> None:
+    """``flask --app app ...`` runs the same command groups as ``oidc-hsm``: the same one line, no traceback."""
+    url = "postgresql://postgres:pw-4711@127.0.0.1:9/db"
+    result = subprocess.run([sys.executable, "-m", "flask", "--app", "app", *command],
+                            env={**os.environ, "METRICS_BIND": "", "LOG_FORMAT": "text", **base_env, "DATABASE_URL": url},
+                            cwd=Path(__file__).resolve().parent.parent, capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "DATABASE_URL" in result.stderr and "Connection refused" in result.stderr and "pw-4711" not in result.stderr
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_a_database_without_its_schema_says_what_to_run(base_env: dict[str, str], tmp_path: Path) -> None:
     result = _run({**base_env, "DATABASE_URL": f"sqlite:///{tmp_path / 'fresh.sqlite3'}"}, "keys", "list",
                   cwd=tmp_path)

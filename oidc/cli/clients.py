@@ -21,7 +21,6 @@ import sys
 from typing import Any
 
 import click
-from flask.cli import AppGroup
 
 from oidc.accounts.clients import (
     DEFAULT_SCOPE,
@@ -35,12 +34,12 @@ from oidc.accounts.clients import (
     set_disabled,
     set_display,
 )
-from oidc.cli.output import emit, fields, iso, json_option, table
+from oidc.cli.output import CommandGroup, emit, fields, iso, json_option, table
 from oidc.models import Client
 from oidc.settings import SECURITY_PROFILES
 from oidc.vocabulary import AUTH_METHODS, GRANT_TYPES
 
-cli = AppGroup("clients", help="Manage OAuth 2.0 / OpenID Connect clients.")
+cli = CommandGroup("clients", help="Manage OAuth 2.0 / OpenID Connect clients.")
 
 
 def _load(client_id: str) -> Client:

@@ -8,15 +8,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 import click
-from flask.cli import AppGroup
 
 from keys import KeyRecord, KeyService, KeyServiceError, KeyStore, SoftwareManager
 from oidc import hashing_keys
-from oidc.cli.output import emit, iso, json_option, table
+from oidc.cli.output import CommandGroup, emit, iso, json_option, table
 from oidc.db import db, signing_keys
 from oidc.state import current_state
 
-cli = AppGroup("keys", help="Manage signing keys (HSM and sealed software keys).")
+cli = CommandGroup("keys", help="Manage signing keys (HSM and sealed software keys).")
 
 
 def _service() -> KeyService:

@@ -13,10 +13,11 @@ import sys
 from typing import Any
 
 import click
-from flask.cli import FlaskGroup, ScriptInfo
+from flask.cli import FlaskGroup
 from flask_migrate.cli import db as flask_migrate_db
 
 from oidc.cli import doctor
+from oidc.cli.output import database_errors_in_one_line
 from oidc.cli.settings_help import GROUPS, SERVE_SETTINGS, describe_settings, settings_epilog
 
 #: The gunicorn configuration shipped in the package (the repository's gunicorn.conf.py).
@@ -83,15 +84,8 @@ class OperatorGroup(FlaskGroup):
 
     def invoke(self, ctx: click.Context) -> Any:
         """Run the command; a database that cannot be used is one line naming DATABASE_URL, no traceback."""
-        from sqlalchemy.exc import DBAPIError
-
-        from oidc.db import describe_database_error
-
-        try:
+        with database_errors_in_one_line(ctx):
             return super().invoke(ctx)
-        except DBAPIError as exc:
-            app = ctx.ensure_object(ScriptInfo).load_app()  # built already: the command used its database
-            raise click.ClickException(describe_database_error(exc, app.config["SQLALCHEMY_DATABASE_URI"])) from None
 
 
 cli = OperatorGroup(

@@ -8,11 +8,16 @@ the admin API does.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
 import click
+from flask.cli import AppGroup, ScriptInfo
+from sqlalchemy.exc import DBAPIError
+
+from oidc.db import describe_database_error
 
 
 def emit(data: Any, as_json: bool, text: str) -> None:
@@ -39,3 +44,21 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
 def fields(data: Mapping[str, Any]) -> str:
     """``key: value`` lines, sorted by key; the times (``*_at``) in ISO 8601."""
     return "\n".join(f"{key}: {iso(value) if key.endswith('_at') else value}" for key, value in sorted(data.items()))
+
+
+@contextmanager
+def database_errors_in_one_line(ctx: click.Context) -> Iterator[None]:
+    """A database that cannot be used stops the command with one line naming DATABASE_URL, no traceback."""
+    try:
+        yield
+    except DBAPIError as exc:
+        app = ctx.ensure_object(ScriptInfo).load_app()  # built already: the command used its database
+        raise click.ClickException(describe_database_error(exc, app.config["SQLALCHEMY_DATABASE_URI"])) from None
+
+
+class CommandGroup(AppGroup):
+    """The operator's command groups (``keys``, ``users``, ...), under ``oidc-hsm`` and ``flask`` alike."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        with database_errors_in_one_line(ctx):
+            return super().invoke(ctx)

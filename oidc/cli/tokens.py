@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import click
-from flask.cli import AppGroup
 
+from oidc.cli.output import CommandGroup
 from oidc.oauth2.families import prune_expired
 
-cli = AppGroup("tokens", help="Maintenance of issued tokens.")
+cli = CommandGroup("tokens", help="Maintenance of issued tokens.")
 
 
 @cli.command("prune")

@@ -17,7 +17,6 @@ from __future__ import annotations
 import sys
 
 import click
-from flask.cli import AppGroup
 
 from oidc.accounts.users import (
     UserError,
@@ -29,10 +28,10 @@ from oidc.accounts.users import (
     set_disabled,
     set_password,
 )
-from oidc.cli.output import emit, fields, iso, json_option, table
+from oidc.cli.output import CommandGroup, emit, fields, iso, json_option, table
 from oidc.models import User
 
-cli = AppGroup("users", help="Manage user accounts.")
+cli = CommandGroup("users", help="Manage user accounts.")
 
 
 def _read_password(from_stdin: bool) -> str:
