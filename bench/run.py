@@ -1417,8 +1417,9 @@ def report(results: Results) -> None:
             for number, failure in enumerate(figure.failures, 1):
                 print(f"{'':6}FAILED run {number}: {failure}")
         elif figure.cpu_ms:
-            line = (f"worker CPU per request: {statistics.median(figure.cpu_ms):.2f} ms "
-                    f"({', '.join(f'{value:.2f}' for value in figure.cpu_ms)})")
+            runs = (', '.join(f'{value:.2f}' for value in figure.cpu_ms) if len(figure.cpu_ms) <= 5
+                    else f"{min(figure.cpu_ms):.2f}-{max(figure.cpu_ms):.2f} over {len(figure.cpu_ms)} runs")
+            line = f"worker CPU per request: {statistics.median(figure.cpu_ms):.2f} ms ({runs})"
             if row.bound and row.bound.cpu_ms and not row.bound.failed:
                 bound_ms = statistics.median(row.bound.cpu_ms)
                 line += f"; bound {bound_ms:.2f} ms; bound/figure {bound_ms / statistics.median(figure.cpu_ms):.2f}"
