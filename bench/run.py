@@ -1,7 +1,7 @@
 """Loopback benchmarks of the provider under the shipped gunicorn configuration.
 
     python bench/run.py [--duration 10] [--runs 3] [--connections 16] [--only NAME ...]
-                        [--databases sqlite postgresql] [--password-cost 1024]
+                        [--databases sqlite postgresql] [--password-cost 1024] [--quiet-only]
 
 Every user-facing flow, measured with its bound, on both databases (about 20 minutes):
 
@@ -16,15 +16,25 @@ latency are printed next to the figure's bound and ceiling and the ratios.
   (the least a Flask route can do for it: parse, authenticate, the reads and
   writes of the provider's own tables the flow needs, sign, answer; no ORM,
   no Authlib), served the same way on the same kind of database (a fresh one,
-  migrated by the provider) and key backend.  Its own line follows the
-  figure's.  client_credentials and introspection have one, measured right
-  after the figure; refresh, code exchange, the code flow and login have one
-  measured run by run in turn with the figure (so both share the machine's
-  drift), each on every one of ``--databases``.  For these, a line under
-  each also gives the gunicorn workers' CPU time per request (from /proc,
-  per run) and the bound's over the figure's: a ratio of what the two
-  processes spend, which other tenants of a shared machine disturb far less
-  than req/s (wrk, the kernel's loopback and PostgreSQL are left out).
+  migrated by the provider, SQLite with the provider's own pragmas: WAL,
+  synchronous=NORMAL) and key backend.  Its own line follows the figure's.
+  Every flow's figures and its bound are measured run by run in turn (so they
+  share the machine's drift), the database-backed ones on every one of
+  ``--databases``.  A line under each also gives the gunicorn workers' CPU
+  time per successful answer (from /proc, per run) and the bound's over the
+  figure's: a ratio of what the two processes spend, which other tenants of a
+  shared machine disturb far less than req/s (wrk, the kernel's loopback and
+  PostgreSQL are left out).
+* The provider is measured twice (unless ``--quiet-only``): ``[quiet]``, logging
+  at WARNING and no metrics, as the bound; and ``[SHIPPED]``, the configuration
+  it ships with: the default LOG_LEVEL (INFO, the JSON access lines) and
+  Prometheus metrics on.
+* Only successful answers count: a 2xx (a 302 carrying a ``code`` in the code
+  flow, a 303 for a login), counted by a Lua hook added to every wrk script.
+  A run with any other answer, a socket error, or a worker replaced while it
+  ran (its PIDs changed, or gunicorn's log says "Booting worker") is FAILED:
+  the table prints the counts instead of a rate or a ratio, and the command
+  exits non-zero.
 * The *ceiling* is measured in the same run: the framework's (a trivial
   Flask route) right before each run of each figure, the raw signing rate
   next to each client_credentials figure.
@@ -42,6 +52,7 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
+import functools
 import hashlib
 import http.client
 import json
@@ -86,13 +97,22 @@ class Figure:
     ceilings: list[float] = field(default_factory=list)
     #: CPU time the serving workers spent per request, each run (see :func:`worker_cpu_seconds`).
     cpu_ms: list[float] = field(default_factory=list)
+    #: Why runs failed (answers that were not successes, socket errors, a worker respawned): a figure
+    #: with any is reported as FAILED, not as a rate.
+    failures: list[str] = field(default_factory=list)
 
-    def add(self, rps: float, p50_ms: float, p99_ms: float, errors: int) -> None:
+    def add(self, run: WrkRun) -> None:
         """One wrk run's figures."""
-        self.rps.append(rps)
-        self.p50_ms.append(p50_ms)
-        self.p99_ms.append(p99_ms)
-        self.errors += errors
+        self.rps.append(run.rps)
+        self.p50_ms.append(run.p50_ms)
+        self.p99_ms.append(run.p99_ms)
+        self.errors += run.errors
+        if run.errors:
+            self.failures.append(run.describe_errors())
+
+    @property
+    def failed(self) -> bool:
+        return bool(self.failures)
 
     @property
     def median(self) -> float:
@@ -100,6 +120,8 @@ class Figure:
 
     def columns(self) -> str:
         """req/s median (range), p50, p99 and errors, in the report's columns."""
+        if self.failed:
+            return f"{'FAILED':>20} {'':>8} {'':>8} {self.errors or '':>6}"
         if not self.rps:
             return f"{'-':>20} {'':>8} {'':>8} {'':>6}"
         spread = f"{self.median:.0f} ({min(self.rps):.0f}-{max(self.rps):.0f})"
@@ -123,44 +145,110 @@ class ScriptWithArgs:
     args: list[str]
 
 
+#: What counts as a success: a 2xx answer (the default), a 302 that carries a ``code`` (the code flow's
+#: /authorize), a 303 (a login's redirect).  Lua expressions of ``status`` and ``headers``.
+OK_2XX = "status >= 200 and status < 300"
+OK_2XX_OR_CODE = ('(status >= 200 and status < 300) or (status == 302 and '
+                  '(headers["Location"] or headers["location"] or ""):match("[?&]code=[^&]") ~= nil)')
+OK_303 = "status == 303"
+
+#: Appended to every wrk script: counts each thread's successes (``%(ok)s``) and the other answers by
+#: status, and prints the totals when the run ends (wrk alone counts only statuses >= 400 as errors).
+COUNT_LUA = """
+local bench_threads = {}
+local bench_setup = setup
+function setup(thread)
+  table.insert(bench_threads, thread)
+  if bench_setup then bench_setup(thread) end
+end
+bench_ok = 0
+bench_bad = {}
+local bench_response = response
+function response(status, headers, body)
+  if %(ok)s then
+    bench_ok = bench_ok + 1
+  else
+    local key = "s" .. status
+    if status == 302 then key = "s302-without-code" end
+    bench_bad[key] = (bench_bad[key] or 0) + 1
+  end
+  if bench_response then bench_response(status, headers, body) end
+end
+function done(summary, latency, requests)
+  local ok, bad = 0, {}
+  for _, thread in ipairs(bench_threads) do
+    ok = ok + thread:get("bench_ok")
+    for key, n in pairs(thread:get("bench_bad")) do bad[key] = (bad[key] or 0) + n end
+  end
+  local line = "bench-answers ok=" .. ok
+  for key, n in pairs(bad) do line = line .. " " .. string.sub(key, 2) .. "=" .. n end
+  io.write(line .. "\\n")
+end
+"""
+
+
+@dataclass
+class WrkRun:
+    """One wrk run: its rate and latencies, the successful answers, and everything else."""
+
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    ok: int
+    #: Answers that were not successes, by status ("404", "302-without-code").
+    bad: dict[str, int]
+    socket_errors: dict[str, int]
+    #: Set by the caller: what else invalidates the run (a worker respawned).
+    invalid: list[str] = field(default_factory=list)
+
+    @property
+    def errors(self) -> int:
+        return sum(self.bad.values()) + sum(self.socket_errors.values()) + len(self.invalid)
+
+    def describe_errors(self) -> str:
+        parts = [f"{self.ok} successes"]
+        parts += [f"{n} answered {status}" for status, n in sorted(self.bad.items())]
+        parts += [f"{n} socket {kind} errors" for kind, n in self.socket_errors.items() if n]
+        return ", ".join(parts + self.invalid)
+
+
 def wrk(url: str, *, duration: float, connections: int,
-        script: Path | ScriptWithArgs | None = None) -> tuple[float, float, float, int]:
+        script: Path | ScriptWithArgs | None = None, ok: str = OK_2XX) -> WrkRun:
+    """One wrk run of ``script`` (or plain GETs), every answer checked against ``ok``."""
     command = ["wrk", "-t", "2", "-c", str(connections), "-d", f"{max(1, round(duration))}s", "--latency",
                "--timeout", "10s"]
     trailing: list[str] = []
+    source = ""
     if isinstance(script, ScriptWithArgs):
-        command += ["-s", str(script.path)]
+        source = script.path.read_text()
         trailing = ["--", *script.args]
     elif script is not None:
-        command += ["-s", str(script)]
-    done = subprocess.run(command + [url, *trailing], capture_output=True, text=True, timeout=duration + 60)
+        source = script.read_text()
+    handle, counted = tempfile.mkstemp(suffix=".lua")
+    try:
+        with os.fdopen(handle, "w") as file:
+            file.write(source + COUNT_LUA % {"ok": ok})
+        done = subprocess.run(command + ["-s", counted, url, *trailing], capture_output=True, text=True,
+                              timeout=duration + 60)
+    finally:
+        os.unlink(counted)
     output = done.stdout
     requests = re.search(r"Requests/sec:\s+([\d.]+)", output)
-    if requests is None:
+    answers = re.search(r"^bench-answers ok=(\d+)(.*)$", output, re.M)
+    if requests is None or answers is None:
         raise RuntimeError(f"wrk printed no rate: {(output + done.stderr)[-2000:]}")
-    rps = float(requests.group(1))
-    errors = 0
-    for pattern in (r"Non-2xx or 3xx responses: (\d+)", r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)"):
-        match = re.search(pattern, output)
-        if match:
-            errors += sum(int(value) for value in match.groups())
-    return rps, _latency(output, "50"), _latency(output, "99"), errors
+    bad = {status: int(n) for status, n in (item.split("=") for item in answers.group(2).split())}
+    socket = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output)
+    socket_errors = dict(zip(("connect", "read", "write", "timeout"),
+                             (int(value) for value in socket.groups()), strict=True)) if socket else {}
+    return WrkRun(float(requests.group(1)), _latency(output, "50"), _latency(output, "99"), int(answers.group(1)),
+                  bad, socket_errors)
 
 
 def measure(name: str, url: str, args: argparse.Namespace, script: Path | ScriptWithArgs | None = None,
             before_each: Callable[[], None] | None = None, ceiling: Ceiling | None = None) -> Figure:
-    figure = Figure(name)
-    if before_each is not None:
-        before_each()
-    wrk(url, duration=min(2.0, args.duration), connections=args.connections, script=script)  # warm-up
-    for _ in range(args.runs):
-        if before_each is not None:
-            before_each()
-        if ceiling is not None:
-            figure.ceilings.append(ceiling.sample())
-        figure.add(*wrk(url, duration=args.duration, connections=args.connections, script=script))
-    return figure
-
+    """One figure alone (see :func:`measure_together`)."""
+    return measure_together(args, ceiling, Load(name, url, script, before_each))[0]
 
 
 @dataclass
@@ -171,19 +259,27 @@ class Load:
     url: str
     script: Path | ScriptWithArgs | None = None
     before_each: Callable[[], object] | None = None
+    #: What counts as a successful answer (a Lua expression, see :data:`OK_2XX`).
+    ok: str = OK_2XX
 
 
 #: gunicorn masters by the URL they serve, so a run can read its workers' CPU time.
 SERVERS: dict[str, int] = {}
+#: Their logs, so a run can tell whether a worker was booted while it ran.
+SERVER_LOGS: dict[str, Path] = {}
 
 
-def worker_cpu_seconds(url: str) -> float | None:
-    """User and system CPU time so far of the gunicorn workers serving ``url`` (children of its master)."""
-    master = next((pid for base, pid in SERVERS.items() if url.startswith(base + "/")), None)
+def _server_of(url: str, table: dict[str, Any]) -> Any:
+    return next((value for base, value in table.items() if url.startswith(base + "/")), None)
+
+
+def worker_times(url: str) -> dict[int, float] | None:
+    """User and system CPU time so far of each gunicorn worker serving ``url`` (children of its master)."""
+    master = _server_of(url, SERVERS)
     if master is None:
         return None
     ticks = os.sysconf("SC_CLK_TCK")
-    total = 0.0
+    times = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -192,11 +288,39 @@ def worker_cpu_seconds(url: str) -> float | None:
         except OSError:
             continue
         if int(fields[1]) == master:  # fields[1] is the parent pid, [11] and [12] utime and stime
-            total += (int(fields[11]) + int(fields[12])) / ticks
-    return total
+            times[int(entry)] = (int(fields[11]) + int(fields[12])) / ticks
+    return times
 
 
-def measure_together(args: argparse.Namespace, ceiling: Ceiling, *loads: Load) -> list[Figure]:
+def worker_cpu_seconds(url: str) -> float | None:
+    """User and system CPU time so far of the gunicorn workers serving ``url``, together."""
+    times = worker_times(url)
+    return None if times is None else sum(times.values())
+
+
+def workers_booted(url: str) -> int:
+    """How many times the log of the server of ``url`` says it booted a worker."""
+    log = _server_of(url, SERVER_LOGS)
+    return log.read_text(errors="replace").count("Booting worker") if log is not None else 0
+
+
+def measured_run(url: str, args: argparse.Namespace, script: Path | ScriptWithArgs | None, ok: str,
+                 figure: Figure) -> None:
+    """One run of a figure: its rate, its workers' CPU time per successful answer, and whether a worker
+    was replaced while it ran (its PIDs changed, or the log says it booted one), which invalidates it."""
+    booted, before = workers_booted(url), worker_times(url)
+    run = wrk(url, duration=args.duration, connections=args.connections, script=script, ok=ok)
+    after = worker_times(url)
+    if before is not None and after is not None and set(before) != set(after):
+        run.invalid.append(f"workers {sorted(before)} became {sorted(after)}")
+    if workers_booted(url) != booted:
+        run.invalid.append("the log says a worker was booted during the run")
+    figure.add(run)
+    if before is not None and after is not None and run.ok and not run.errors:
+        figure.cpu_ms.append((sum(after.values()) - sum(before.values())) * 1000 / run.ok)
+
+
+def measure_together(args: argparse.Namespace, ceiling: Ceiling | None, *loads: Load) -> list[Figure]:
     """Figures measured run by run in turn (a provider figure, then its bound, then again).
 
     This machine's speed drifts by tens of percent within minutes; interleaved,
@@ -208,19 +332,15 @@ def measure_together(args: argparse.Namespace, ceiling: Ceiling, *loads: Load) -
     for load in loads:  # warm-up
         if load.before_each is not None:
             load.before_each()
-        wrk(load.url, duration=min(2.0, args.duration), connections=args.connections, script=load.script)
+        wrk(load.url, duration=min(2.0, args.duration), connections=args.connections, script=load.script,
+            ok=load.ok)
     for _ in range(args.runs):
         for load, figure in zip(loads, figures, strict=True):
             if load.before_each is not None:
                 load.before_each()
-            figure.ceilings.append(ceiling.sample())
-            cpu_before = worker_cpu_seconds(load.url)
-            figures_of_run = wrk(load.url, duration=args.duration, connections=args.connections, script=load.script)
-            cpu_after = worker_cpu_seconds(load.url)
-            figure.add(*figures_of_run)
-            if cpu_before is not None and cpu_after is not None and figures_of_run[0] > 0:
-                requests = figures_of_run[0] * max(1, round(args.duration))
-                figure.cpu_ms.append((cpu_after - cpu_before) * 1000 / requests)
+            if ceiling is not None:
+                figure.ceilings.append(ceiling.sample())
+            measured_run(load.url, args, load.script, load.ok, figure)
     return figures
 
 
@@ -247,7 +367,7 @@ class Deployment:
     """A database, optionally a SoftHSM2 token, and gunicorn serving the app."""
 
     def __init__(self, workdir: Path, *, backend: str, id_alg: str = "RS256", at_alg: str = "ES256",
-                 database_url: str | None = None) -> None:
+                 database_url: str | None = None, shipped: bool = False) -> None:
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
@@ -265,6 +385,9 @@ class Deployment:
             "LOG_LEVEL": "WARNING",
             "PYTHONPATH": str(ROOT),
         }
+        if shipped:  # the shipped logging (LOG_LEVEL's default, INFO: the JSON access lines) and metrics
+            del self.env["LOG_LEVEL"]
+            self.env["METRICS_BIND"] = f"127.0.0.1:{free_port()}"
         if backend == "softhsm":
             self.env.update(softhsm_environment(workdir))
         self.flask("db", "upgrade", "-d", str(ROOT / "oidc" / "migrations"))
@@ -286,17 +409,23 @@ class Deployment:
         self.process = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", config, app], cwd=ROOT,
                                         env=self.env, stdout=log, stderr=subprocess.STDOUT)
         SERVERS[self.url] = self.process.pid
+        SERVER_LOGS[self.url] = self.workdir / "gunicorn.log"
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:
                 with urllib.request.urlopen(self.url + ready, timeout=2):
-                    return
+                    pass
             except urllib.error.HTTPError:
-                return
+                pass
             except OSError:
                 time.sleep(0.2)
+                continue
+            # Every worker forked (not only the first that answered): a run must not see one boot.
+            if len(self.workers()) >= WORKERS and workers_booted(self.url + "/") >= WORKERS:
+                return
+            time.sleep(0.2)
         log_tail = (self.workdir / "gunicorn.log").read_text(errors="replace")[-3000:]
-        raise RuntimeError(f"gunicorn did not start within 60 s; its log ends:\n{log_tail}")
+        raise RuntimeError(f"gunicorn did not start {WORKERS} workers within 60 s; its log ends:\n{log_tail}")
 
     def workers(self) -> list[int]:
         assert self.process is not None
@@ -387,8 +516,7 @@ class Ceiling:
         wrk(self.deployment.url + "/", duration=min(2.0, args.duration), connections=args.connections)  # warm-up
 
     def sample(self) -> float:
-        self.figure.add(*wrk(self.deployment.url + "/", duration=self.args.duration,
-                             connections=self.args.connections))
+        measured_run(self.deployment.url + "/", self.args, None, OK_2XX, self.figure)
         return self.figure.rps[-1]
 
     def stop(self) -> None:
@@ -571,53 +699,84 @@ def minimal_route(workdir: Path, name: str, backend: str, database_url: str | No
     return MinimalRoutes(deployment, client, accounts, hash_key.encode(), jwks_dir)
 
 
-def bound_rows(results: Results, figure: Figure, bound: Figure, ceiling: float, ceiling_name: str,
-               bound_ceiling: float | None = None, bound_ceiling_name: str | None = None) -> None:
-    """A provider figure with its bound, and the bound's own line under it."""
-    results.append(Row(figure, ceiling, ceiling_name, bound=bound))
-    results.append(Row(bound, ceiling if bound_ceiling is None else bound_ceiling,
-                       ceiling_name if bound_ceiling_name is None else bound_ceiling_name))
+def framework_ceiling(figure: Figure) -> tuple[float, str]:
+    return framework(figure), "framework"
+
+
+def bound_rows(results: Results, figures: list[Figure], bound: Figure,
+               ceiling_of: Callable[[Figure], tuple[float, str]] = framework_ceiling) -> None:
+    """The provider's figures (quiet, then shipped) with their bound, and the bound's own line under them."""
+    for figure in figures:
+        results.append(Row(figure, *ceiling_of(figure), bound=bound))
+    results.append(Row(bound, *ceiling_of(bound)))
+
+
+#: The provider's configurations: quiet (LOG_LEVEL=WARNING, no metrics: what the bound does) and, unless
+#: --quiet-only, the shipped one beside it (LOG_LEVEL's default INFO, one JSON access line per request,
+#: and Prometheus metrics on).
+QUIET, SHIPPED = " [quiet]", " [SHIPPED]"
+
+
+def configurations(args: argparse.Namespace) -> list[bool]:
+    """Whether each provider figure runs in the shipped configuration: quiet, then shipped."""
+    return [False] if args.quiet_only else [False, True]
+
+
+def config_label(shipped: bool) -> str:
+    return SHIPPED if shipped else QUIET
 
 
 # -- client_credentials, JWKS, introspection ----------------------------------------------------
 
-def client_credentials(args: argparse.Namespace, workdir: Path, results: Results, ceiling: Ceiling | None,
-                       backend: str, alg: str, database_url: str | None = None, label: str = "") -> Figure:
-    deployment = Deployment(workdir / f"cc-{backend}-{alg}{label}", backend=backend, at_alg=alg,
-                            database_url=database_url)
-    client = deployment.create_client("--name", "bench", "--grant-type", "client_credentials", "--scope", "api")
+@contextlib.contextmanager
+def cc_provider(workdir: Path, backend: str, alg: str, database_url: str | None = None, label: str = "",
+                shipped: bool = False, resource_server: bool = False) -> Iterator[tuple[Deployment, dict[str, Any]]]:
+    """The provider with a client_credentials client, served until the block ends."""
+    deployment = Deployment(workdir / f"cc-{backend}-{alg}{label}{'-shipped' if shipped else ''}", backend=backend,
+                            at_alg=alg, database_url=database_url, shipped=shipped)
+    client = deployment.create_client("--name", "bench", "--grant-type", "client_credentials", "--scope", "api",
+                                      *(["--resource-server"] if resource_server else []))
     deployment.start()
-    script = lua_post(deployment.workdir, "cc", "grant_type=client_credentials&scope=api",
-                      {"Authorization": basic(client)})
     try:
-        figure = measure(f"client_credentials {alg} via {backend}{label}", deployment.url + "/token", args, script,
-                         ceiling=ceiling)
-        raw = raw_sign_rate(deployment, backend, alg) * WORKERS if ceiling else 0.0
+        yield deployment, client
     finally:
         deployment.stop()
-    if ceiling:
-        minimal = minimal_token_route(args, workdir, ceiling, backend, alg)
-        bound_rows(results, figure, minimal, min(raw, framework(figure)),
-                   f"min(raw signing x{WORKERS} workers = {raw:.0f}, framework {framework(figure):.0f})",
-                   min(raw, framework(minimal)),
-                   f"min(raw signing x{WORKERS} workers = {raw:.0f}, framework {framework(minimal):.0f})")
-    return figure
 
 
-def minimal_token_route(args: argparse.Namespace, workdir: Path, ceiling: Ceiling, backend: str, alg: str) -> Figure:
-    """The same request against bench/minimal: what any Flask route signing this way can reach."""
-    minimal = minimal_route(workdir, f"{backend}-{alg}", backend, BENCH_ALG=alg)
-    script = lua_post(minimal.workdir, "cc", "grant_type=client_credentials&scope=api",
-                      {"Authorization": basic(minimal.client)})
-    try:
-        return measure(f"  bound: minimal client_credentials, {alg} via {backend}", minimal.url + "/token", args,
-                       script, ceiling=ceiling)
-    finally:
-        minimal.stop()
+def client_credentials(args: argparse.Namespace, workdir: Path, results: Results, ceiling: Ceiling | None,
+                       backend: str, alg: str, database_url: str | None = None, label: str = "") -> Figure:
+    """client_credentials on the provider (quiet and shipped) and on its bound, run by run in turn."""
+    body = "grant_type=client_credentials&scope=api"
+    if ceiling is None:  # the scale scenario's: the provider's figure alone
+        with cc_provider(workdir, backend, alg, database_url, label) as (deployment, client):
+            script = lua_post(deployment.workdir, "cc", body, {"Authorization": basic(client)})
+            return measure(f"client_credentials {alg} via {backend}{label}", deployment.url + "/token", args, script)
+    with contextlib.ExitStack() as stack:
+        loads = []
+        raw = 0.0
+        for shipped in configurations(args):
+            deployment, client = stack.enter_context(cc_provider(workdir, backend, alg, database_url, label, shipped))
+            loads.append(Load(f"client_credentials {alg} via {backend}{label}{config_label(shipped)}",
+                              deployment.url + "/token",
+                              lua_post(deployment.workdir, "cc", body, {"Authorization": basic(client)})))
+            raw = raw or raw_sign_rate(deployment, backend, alg) * WORKERS
+        minimal = minimal_route(workdir, f"{backend}-{alg}", backend, BENCH_ALG=alg)
+        stack.callback(minimal.stop)
+        loads.append(Load(f"  bound: minimal client_credentials, {alg} via {backend}", minimal.url + "/token",
+                          lua_post(minimal.workdir, "cc", body, {"Authorization": basic(minimal.client)})))
+        *figures, bound = measure_together(args, ceiling, *loads)
+
+    def signing_or_framework(figure: Figure) -> tuple[float, str]:
+        return (min(raw, framework(figure)),
+                f"min(raw signing x{WORKERS} workers = {raw:.0f}, framework {framework(figure):.0f})")
+
+    bound_rows(results, figures, bound, signing_or_framework)
+    return figures[0]
 
 
-def minimal_introspection_route(args: argparse.Namespace, workdir: Path, ceiling: Ceiling) -> Figure:
-    """Introspection against bench/minimal: verify ES256, one indexed read, JSON."""
+@contextlib.contextmanager
+def minimal_introspection_route(workdir: Path) -> Iterator[Load]:
+    """Introspection against bench/minimal: verify ES256, one indexed read, JSON; served until the block ends."""
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -638,34 +797,37 @@ def minimal_introspection_route(args: argparse.Namespace, workdir: Path, ceiling
     token = signing_input + "." + base64.urlsafe_b64encode(signature).rstrip(b"=").decode()
     script = lua_post(minimal.workdir, "introspect", f"token={token}", {"Authorization": basic(minimal.client)})
     try:
-        return measure("  bound: minimal introspection (ES256)", minimal.url + "/introspect", args, script,
-                       ceiling=ceiling)
+        yield Load("  bound: minimal introspection (ES256)", minimal.url + "/introspect", script)
     finally:
         minimal.stop()
 
 
 def jwks_and_introspection(args: argparse.Namespace, workdir: Path, results: Results, ceiling: Ceiling,
                            wanted: set[str]) -> None:
-    deployment = Deployment(workdir / "jwks", backend=default_backend())
-    client = deployment.create_client("--name", "bench", "--grant-type", "client_credentials", "--scope", "api",
-                                      "--resource-server")
-    deployment.start()
-    try:
-        if "jwks" in wanted:
+    """The JWKS document, and introspection of a JWT access token (quiet and shipped) run by run in turn
+    with its bound."""
+    backend = default_backend()
+    if "jwks" in wanted:
+        with cc_provider(workdir, backend, "ES256", label="-jwks") as (deployment, _):
             jwks = measure("GET /.well-known/jwks.json", deployment.url + "/.well-known/jwks.json", args,
                            ceiling=ceiling)
-            results.append(Row(jwks, framework(jwks), "framework"))
-        if "introspect" not in wanted:
-            return
-        token = post(deployment.url + "/token", {"grant_type": "client_credentials", "scope": "api"},
-                     {"Authorization": basic(client)})["access_token"]
-        script = lua_post(deployment.workdir, "introspect", f"token={token}", {"Authorization": basic(client)})
-        introspect = measure("POST /introspect (JWT access token)", deployment.url + "/introspect", args, script,
-                             ceiling=ceiling)
-    finally:
-        deployment.stop()
-    minimal = minimal_introspection_route(args, workdir, ceiling)
-    bound_rows(results, introspect, minimal, framework(introspect), "framework", framework(minimal))
+        results.append(Row(jwks, framework(jwks), "framework"))
+    if "introspect" not in wanted:
+        return
+    with contextlib.ExitStack() as stack:
+        loads = []
+        for shipped in configurations(args):
+            deployment, client = stack.enter_context(
+                cc_provider(workdir, backend, "ES256", label="-introspect", shipped=shipped, resource_server=True))
+            token = post(deployment.url + "/token", {"grant_type": "client_credentials", "scope": "api"},
+                         {"Authorization": basic(client)})["access_token"]
+            loads.append(Load(f"POST /introspect (JWT access token){config_label(shipped)}",
+                              deployment.url + "/introspect",
+                              lua_post(deployment.workdir, "introspect", f"token={token}",
+                                       {"Authorization": basic(client)})))
+        loads.append(stack.enter_context(minimal_introspection_route(workdir)))
+        *figures, bound = measure_together(args, ceiling, *loads)
+    bound_rows(results, figures, bound)
 
 
 # -- refresh, code exchange, code flow, login -------------------------------------------------------
@@ -850,11 +1012,12 @@ def refresh_tokens(args: argparse.Namespace, workdir: Path, database_url: str | 
 
 
 @contextlib.contextmanager
-def provider_on(workdir: Path, name: str, database: str, backend: str,
+def provider_on(workdir: Path, name: str, database: str, backend: str, shipped: bool = False,
                 **settings: str) -> Iterator[tuple[Deployment, dict[str, Any]]]:
     """The provider on a fresh database, with a user and a first-party client; served until the block ends."""
+    name += "_shipped" if shipped else ""
     with fresh_database(database, f"oidc_bench_{name}") as url:
-        deployment = Deployment(workdir / f"{name}-{database}", backend=backend, database_url=url)
+        deployment = Deployment(workdir / f"{name}-{database}", backend=backend, database_url=url, shipped=shipped)
         deployment.env.update(settings)  # (PASSWORD_HASH_COST: before the user's hash is made)
         client = user_and_client(deployment)
         deployment.start()
@@ -880,30 +1043,39 @@ def refresh_scenario(args: argparse.Namespace, workdir: Path, results: Results, 
                      database: str) -> None:
     """refresh_token with rotation: 256 families per run, each answer's refresh token used next."""
     backend = default_backend()
-    with provider_on(workdir, "refresh", database, backend) as (deployment, client), \
-            minimal_on(workdir, "refresh", database, backend) as minimal:
-        pool, script = deployment.workdir / "refresh-tokens.txt", deployment.workdir / "refresh.lua"
-        script.write_text(refresh_lua(basic(client)))
+    with contextlib.ExitStack() as stack:
+        loads, notes = [], []
+        for shipped in configurations(args):
+            deployment, client = stack.enter_context(provider_on(workdir, "refresh", database, backend, shipped))
+            pool, script = deployment.workdir / "refresh-tokens.txt", deployment.workdir / "refresh.lua"
+            script.write_text(refresh_lua(basic(client)))
+
+            def seed_provider(count: int, deployment: Deployment = deployment, client: dict[str, Any] = client,
+                              pool: Path = pool) -> None:
+                pool.write_text("\n".join(seed_with_provider(deployment, SEED_REFRESH, client["client_id"], USERNAME,
+                                                             str(count))))
+
+            seed_provider(1)
+            notes.append(check_token_response(deployment.url, basic(client), {
+                "grant_type": "refresh_token", "refresh_token": pool.read_text().strip()}, provider_jwks(deployment)))
+            loads.append(Load(f"refresh_token with rotation ({backend}) [{database}]{config_label(shipped)}",
+                              deployment.url + "/token", ScriptWithArgs(script, [str(pool), "2"]),
+                              functools.partial(seed_provider, 256)))
+        minimal = stack.enter_context(minimal_on(workdir, "refresh", database, backend))
         minimal_pool, minimal_script = minimal.workdir / "refresh-tokens.txt", minimal.workdir / "refresh.lua"
         minimal_script.write_text(refresh_lua(basic(minimal.client)))
-
-        def seed_provider(count: int) -> list[str]:
-            return seed_with_provider(deployment, SEED_REFRESH, client["client_id"], USERNAME, str(count))
-
-        checked = check_token_response(deployment.url, basic(client), {
-            "grant_type": "refresh_token", "refresh_token": seed_provider(1)[0]}, provider_jwks(deployment))
         minimal.seed_refresh_tokens(1, minimal_pool)
         minimal_checked = check_token_response(minimal.url, basic(minimal.client), {
             "grant_type": "refresh_token", "refresh_token": minimal_pool.read_text().strip()}, minimal.jwks)
-        figure, bound = measure_together(
-            args, ceiling,
-            Load(f"refresh_token with rotation ({backend}) [{database}]", deployment.url + "/token",
-                 ScriptWithArgs(script, [str(pool), "2"]), lambda: pool.write_text("\n".join(seed_provider(256)))),
+        *figures, bound = measure_together(
+            args, ceiling, *loads,
             Load(f"  bound: minimal refresh_token [{database}]", minimal.url + "/token",
                  ScriptWithArgs(minimal_script, [str(minimal_pool), "2"]),
                  lambda: minimal.seed_refresh_tokens(256, minimal_pool)))
-    figure.note, bound.note = checked, minimal_checked
-    bound_rows(results, figure, bound, framework(figure), "framework", framework(bound))
+    for figure, note in zip(figures, notes, strict=True):
+        figure.note = note
+    bound.note = minimal_checked
+    bound_rows(results, figures, bound)
 
 
 def code_exchange(args: argparse.Namespace, workdir: Path, results: Results, ceiling: Ceiling,
@@ -913,31 +1085,41 @@ def code_exchange(args: argparse.Namespace, workdir: Path, results: Results, cei
     count = int(CODES_PER_SECOND * max(args.duration, 2.0))
     redirect = urllib.parse.quote(REDIRECT_URI, safe="")
     exchange = {"grant_type": "authorization_code", "redirect_uri": REDIRECT_URI, "code_verifier": verifier}
-    with provider_on(workdir, "code_exchange", database, backend) as (deployment, client), \
-            minimal_on(workdir, "code_exchange", database, backend) as minimal:
-        pool, script = deployment.workdir / "codes.txt", deployment.workdir / "code-exchange.lua"
-        script.write_text(code_exchange_lua(basic(client), redirect, verifier))
+    with contextlib.ExitStack() as stack:
+        loads, notes = [], []
+        for shipped in configurations(args):
+            deployment, client = stack.enter_context(
+                provider_on(workdir, "code_exchange", database, backend, shipped))
+            pool, script = deployment.workdir / "codes.txt", deployment.workdir / "code-exchange.lua"
+            script.write_text(code_exchange_lua(basic(client), redirect, verifier))
+
+            def seed_provider(n: int, deployment: Deployment = deployment, client: dict[str, Any] = client,
+                              pool: Path = pool) -> None:
+                pool.write_text("\n".join(seed_with_provider(deployment, SEED_CODES, client["client_id"], USERNAME,
+                                                             str(n), verifier, REDIRECT_URI)))
+
+            seed_provider(1)
+            notes.append(check_token_response(deployment.url, basic(client),
+                                              {**exchange, "code": pool.read_text().strip()},
+                                              provider_jwks(deployment)))
+            loads.append(Load(f"code exchange ({backend}) [{database}]{config_label(shipped)}",
+                              deployment.url + "/token", ScriptWithArgs(script, [str(pool), "2"]),
+                              functools.partial(seed_provider, count)))
+        minimal = stack.enter_context(minimal_on(workdir, "code_exchange", database, backend))
         minimal_pool, minimal_script = minimal.workdir / "codes.txt", minimal.workdir / "code-exchange.lua"
         minimal_script.write_text(code_exchange_lua(basic(minimal.client), redirect, verifier))
-
-        def seed_provider(n: int) -> list[str]:
-            return seed_with_provider(deployment, SEED_CODES, client["client_id"], USERNAME, str(n), verifier,
-                                      REDIRECT_URI)
-
-        checked = check_token_response(deployment.url, basic(client), {**exchange, "code": seed_provider(1)[0]},
-                                       provider_jwks(deployment))
         minimal.seed_codes(1, minimal_pool, verifier)
         minimal_checked = check_token_response(minimal.url, basic(minimal.client),
                                                {**exchange, "code": minimal_pool.read_text().strip()}, minimal.jwks)
-        figure, bound = measure_together(
-            args, ceiling,
-            Load(f"code exchange ({backend}) [{database}]", deployment.url + "/token",
-                 ScriptWithArgs(script, [str(pool), "2"]), lambda: pool.write_text("\n".join(seed_provider(count)))),
+        *figures, bound = measure_together(
+            args, ceiling, *loads,
             Load(f"  bound: minimal code exchange [{database}]", minimal.url + "/token",
                  ScriptWithArgs(minimal_script, [str(minimal_pool), "2"]),
                  lambda: minimal.seed_codes(count, minimal_pool, verifier)))
-    figure.note, bound.note = checked, minimal_checked
-    bound_rows(results, figure, bound, framework(figure), "framework", framework(bound))
+    for figure, note in zip(figures, notes, strict=True):
+        figure.note = note
+    bound.note = minimal_checked
+    bound_rows(results, figures, bound)
 
 
 def login_form(base: str, path: str = "/login", cookie: str = "") -> tuple[str, str]:
@@ -996,29 +1178,37 @@ def code_flow_script(directory: Path, authorize: str, cookie: str, auth: str, ve
 
 def code_flow(args: argparse.Namespace, workdir: Path, results: Results, ceiling: Ceiling, database: str) -> None:
     """GET /authorize with a session, then /token with its code, alternating; the bound is bench/minimal's
-    /authorize and code exchange in the same alternation (the sum of their costs)."""
+    /authorize and code exchange in the same alternation (the sum of their costs).  A 302 without a code
+    is a failure."""
     backend = default_backend()
     verifier, challenge = pkce_pair()
-    with provider_on(workdir, "code_flow", database, backend) as (deployment, client), \
-            minimal_on(workdir, "code_flow", database, backend) as minimal:
-        authorize = authorize_path(client["client_id"], challenge)
-        cookie = provider_login(deployment, client["password"], authorize)[2]
-        checked = check_authorize(deployment.url, authorize, cookie, basic(client), verifier, provider_jwks(deployment))
+    with contextlib.ExitStack() as stack:
+        loads, notes = [], []
+        for shipped in configurations(args):
+            deployment, client = stack.enter_context(provider_on(workdir, "code_flow", database, backend, shipped))
+            authorize = authorize_path(client["client_id"], challenge)
+            cookie = provider_login(deployment, client["password"], authorize)[2]
+            notes.append(check_authorize(deployment.url, authorize, cookie, basic(client), verifier,
+                                         provider_jwks(deployment)))
+            loads.append(Load(f"code flow: /authorize + /token ({backend}) [{database}]{config_label(shipped)}",
+                              deployment.url + "/",
+                              code_flow_script(deployment.workdir, authorize, cookie, basic(client), verifier),
+                              ok=OK_2XX_OR_CODE))
+        minimal = stack.enter_context(minimal_on(workdir, "code_flow", database, backend))
         minimal_authorize = authorize_path(minimal.client["client_id"], challenge)
         minimal_cookie = minimal_login(minimal, {"username": USERNAME, "password": minimal.client["password"],
                                                  "next": minimal_authorize})
         minimal_checked = check_authorize(minimal.url, minimal_authorize, minimal_cookie, basic(minimal.client),
                                           verifier, minimal.jwks)
-        figure, bound = measure_together(
-            args, ceiling,
-            Load(f"code flow: /authorize + /token ({backend}) [{database}]", deployment.url + "/",
-                 code_flow_script(deployment.workdir, authorize, cookie, basic(client), verifier)),
+        *figures, bound = measure_together(
+            args, ceiling, *loads,
             Load(f"  bound: minimal /authorize + /token [{database}]", minimal.url + "/",
-                 code_flow_script(minimal.workdir, minimal_authorize, minimal_cookie,
-                                  basic(minimal.client), verifier)))
-    figure.note = f"{checked}; {figure.median / 2:.0f} complete flows/s (first-party client, existing session)"
+                 code_flow_script(minimal.workdir, minimal_authorize, minimal_cookie, basic(minimal.client), verifier),
+                 ok=OK_2XX_OR_CODE))
+    for figure, note in zip(figures, notes, strict=True):
+        figure.note = f"{note}; {figure.median / 2:.0f} complete flows/s (first-party client, existing session)"
     bound.note = f"{minimal_checked}; {bound.median / 2:.0f} complete flows/s"
-    bound_rows(results, figure, bound, framework(figure), "framework", framework(bound))
+    bound_rows(results, figures, bound)
 
 
 def login(args: argparse.Namespace, workdir: Path, results: Results, ceiling: Ceiling, database: str,
@@ -1028,30 +1218,36 @@ def login(args: argparse.Namespace, workdir: Path, results: Results, ceiling: Ce
     The provider's form post is one made valid once: its CSRF token (tied to the
     pre-login session cookie sent with every post) stays valid for its lifetime,
     the Origin header is the issuer's, and successful logins give their throttle
-    counts back, so every post is a full successful login.
+    counts back, so every post is a full successful login (any answer but a 303 is a failure).
     """
     backend = default_backend()
     verifier, challenge = pkce_pair()
-    with provider_on(workdir, f"login_{cost}", database, backend,
-                     PASSWORD_HASH_COST=str(cost)) as (deployment, client), \
-            minimal_on(workdir, f"login_{cost}", database, backend, password_cost=cost) as minimal:
-        authorize = authorize_path(client["client_id"], challenge)
-        form, cookie, session = provider_login(deployment, client["password"], authorize)
-        checked = check_authorize(deployment.url, authorize, session, basic(client), verifier, provider_jwks(deployment))
+    with contextlib.ExitStack() as stack:
+        loads, notes = [], []
+        for shipped in configurations(args):
+            deployment, client = stack.enter_context(provider_on(workdir, f"login_{cost}", database, backend, shipped,
+                                                                 PASSWORD_HASH_COST=str(cost)))
+            authorize = authorize_path(client["client_id"], challenge)
+            form, cookie, session = provider_login(deployment, client["password"], authorize)
+            notes.append(check_authorize(deployment.url, authorize, session, basic(client), verifier,
+                                         provider_jwks(deployment)))
+            loads.append(Load(f"login, scrypt N=2^{cost.bit_length() - 1} ({backend}) [{database}]"
+                              f"{config_label(shipped)}", deployment.url + "/login",
+                              lua_post(deployment.workdir, "login", urllib.parse.urlencode(form),
+                                       {"Cookie": cookie, "Origin": deployment.url}), ok=OK_303))
+        minimal = stack.enter_context(minimal_on(workdir, f"login_{cost}", database, backend, password_cost=cost))
         minimal_authorize = authorize_path(minimal.client["client_id"], challenge)
         minimal_form = {"username": USERNAME, "password": minimal.client["password"], "next": minimal_authorize}
         minimal_checked = check_authorize(minimal.url, minimal_authorize, minimal_login(minimal, minimal_form),
                                           basic(minimal.client), verifier, minimal.jwks)
-        figure, bound = measure_together(
-            args, ceiling,
-            Load(f"login, scrypt N=2^{cost.bit_length() - 1} ({backend}) [{database}]", deployment.url + "/login",
-                 lua_post(deployment.workdir, "login", urllib.parse.urlencode(form),
-                          {"Cookie": cookie, "Origin": deployment.url})),
+        *figures, bound = measure_together(
+            args, ceiling, *loads,
             Load(f"  bound: minimal login [{database}]", minimal.url + "/login",
-                 lua_post(minimal.workdir, "login", urllib.parse.urlencode(minimal_form), {})))
-    figure.note = f"{figure.median:.0f} logins/s; the session it made {checked.replace('checked: ', 'authorizes, ')}"
+                 lua_post(minimal.workdir, "login", urllib.parse.urlencode(minimal_form), {}), ok=OK_303))
+    for figure, note in zip(figures, notes, strict=True):
+        figure.note = f"{figure.median:.0f} logins/s; the session it made {note.replace('checked: ', 'authorizes, ')}"
     bound.note = f"{bound.median:.0f} logins/s; the session it made {minimal_checked.replace('checked: ', 'authorizes, ')}"
-    bound_rows(results, figure, bound, framework(figure), "framework", framework(bound))
+    bound_rows(results, figures, bound)
 
 
 def memory(args: argparse.Namespace, workdir: Path, results: Results, seconds: float = 60.0) -> None:
@@ -1064,11 +1260,13 @@ def memory(args: argparse.Namespace, workdir: Path, results: Results, seconds: f
         wrk(deployment.url + "/token", duration=3, connections=args.connections, script=script)
         workers = deployment.workers()
         before = {pid: rss_kib(pid) for pid in workers}
-        rps = wrk(deployment.url + "/token", duration=seconds, connections=args.connections, script=script)[0]
+        run = wrk(deployment.url + "/token", duration=seconds, connections=args.connections, script=script)
         after = {pid: rss_kib(pid) for pid in workers}
     finally:
         deployment.stop()
     figure = Figure(f"memory: worker RSS over a {seconds:.0f} s client_credentials run")
+    figure.add(run)
+    rps = run.rps
     growth = [100.0 * (after[pid] - before[pid]) / before[pid] for pid in workers]
     figure.note = ", ".join(f"worker {pid}: {before[pid] / 1024:.1f} -> {after[pid] / 1024:.1f} MiB ({g:+.1f} %)"
                             for pid, g in zip(workers, growth, strict=False)) + f"  at {rps:.0f} req/s"
@@ -1196,21 +1394,33 @@ def run_on_database(args: argparse.Namespace, wanted: set[str], workdir: Path, r
 
 
 def report(results: Results) -> None:
-    """The table so far: one line per figure, a bound's line under its figure, notes indented below."""
+    """The table so far: one line per figure, a bound's line under its figure, notes indented below.
+
+    A figure with a failed run (an answer that was not a success, a socket error, a worker replaced
+    during the run) shows FAILED and why, never a rate or a ratio.
+    """
     print()
-    print(f"{'figure':58} {'req/s (range)':>20} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6} {'bound':>7} "
+    print("[quiet] = LOG_LEVEL=WARNING, no metrics, as the bound; [SHIPPED] = the default LOG_LEVEL INFO "
+          "(JSON access lines) and metrics on; only successful answers count")
+    print(f"{'figure':66} {'req/s (range)':>20} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6} {'bound':>7} "
           f"{'/bound':>6} {'ceiling':>7} {'/ceil':>5}  ceiling is")
     for row in results:
         figure = row.figure
-        bound = f"{row.bound.median:7.0f}" if row.bound and row.bound.rps else f"{'':>7}"
-        to_bound = f"{figure.median / row.bound.median:6.2f}" if row.bound and row.bound.median else f"{'':>6}"
+        bound = f"{row.bound.median:7.0f}" if row.bound and row.bound.rps and not row.bound.failed else f"{'':>7}"
+        valid = not figure.failed and not (row.bound and row.bound.failed)
+        to_bound = (f"{figure.median / row.bound.median:6.2f}" if valid and row.bound and row.bound.median
+                    else f"{'':>6}")
         ceiling = f"{row.ceiling:7.0f}" if row.ceiling else f"{'-':>7}"
-        to_ceiling = f"{figure.median / row.ceiling:5.2f}" if row.ceiling and figure.rps else f"{'-':>5}"
-        print(f"{figure.name:58} {figure.columns()} {bound} {to_bound} {ceiling} {to_ceiling}  {row.ceiling_name}")
-        if figure.cpu_ms:
-            line = (f"worker CPU per request: {statistics.median(figure.cpu_ms):.2f} ms "
-                    f"({', '.join(f'{value:.2f}' for value in figure.cpu_ms)})")
-            if row.bound and row.bound.cpu_ms:
+        to_ceiling = f"{figure.median / row.ceiling:5.2f}" if valid and row.ceiling and figure.rps else f"{'-':>5}"
+        print(f"{figure.name:66} {figure.columns()} {bound} {to_bound} {ceiling} {to_ceiling}  {row.ceiling_name}")
+        if figure.failed:
+            for number, failure in enumerate(figure.failures, 1):
+                print(f"{'':6}FAILED run {number}: {failure}")
+        elif figure.cpu_ms:
+            runs = (', '.join(f'{value:.2f}' for value in figure.cpu_ms) if len(figure.cpu_ms) <= 5
+                    else f"{min(figure.cpu_ms):.2f}-{max(figure.cpu_ms):.2f} over {len(figure.cpu_ms)} runs")
+            line = f"worker CPU per request: {statistics.median(figure.cpu_ms):.2f} ms ({runs})"
+            if row.bound and row.bound.cpu_ms and not row.bound.failed:
                 bound_ms = statistics.median(row.bound.cpu_ms)
                 line += f"; bound {bound_ms:.2f} ms; bound/figure {bound_ms / statistics.median(figure.cpu_ms):.2f}"
             print(f"{'':6}{line}")
@@ -1228,6 +1438,9 @@ def main() -> None:
                         help=" ".join(SCENARIOS) + " (default: all)")
     parser.add_argument("--databases", nargs="+", default=["sqlite", "postgresql"], choices=["sqlite", "postgresql"],
                         help="where refresh, code_exchange, code_flow, login and scale run (default: both)")
+    parser.add_argument("--quiet-only", action="store_true",
+                        help="measure the provider only as the bound runs (LOG_LEVEL=WARNING, no metrics), "
+                             "not also in the shipped configuration beside it")
     parser.add_argument("--password-cost", type=int, default=2**10,
                         help="scrypt N of the login figures besides the production 2**15 (default 2**10)")
     args = parser.parse_args()
@@ -1240,6 +1453,9 @@ def main() -> None:
         run_scenarios(args, wanted, workdir, results)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+    failed = [row.figure.name.strip() for row in results if row.figure.failed]
+    if failed:
+        sys.exit(f"{len(failed)} figure(s) FAILED, not reported: {'; '.join(failed)}")
 
 
 if __name__ == "__main__":

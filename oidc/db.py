@@ -102,6 +102,10 @@ class JSONList(TypeDecorator[list[Any]]):
         return list(json.loads(value)) if value else []
 
 
+#: Every SQLite connection's settings (bench/minimal's bound applies the same ones).
+SQLITE_PRAGMAS = ("journal_mode=WAL", "synchronous=NORMAL", "busy_timeout=10000")
+
+
 @event.listens_for(Engine, "connect")
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     """SQLite for several worker processes: WAL, so readers never wait for the
@@ -110,7 +114,6 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     the last commits, never consistency; deployments that need more use PostgreSQL.)"""
     if isinstance(dbapi_connection, sqlite3.Connection):
         cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.execute("PRAGMA busy_timeout=10000")
+        for pragma in SQLITE_PRAGMAS:
+            cursor.execute(f"PRAGMA {pragma}")
         cursor.close()

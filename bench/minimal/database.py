@@ -13,6 +13,8 @@ import functools
 import sqlite3
 from typing import Any
 
+from oidc.db import SQLITE_PRAGMAS
+
 #: How long a SQLite writer waits for the other worker's transaction (the provider's pool default: 5 s).
 SQLITE_BUSY_TIMEOUT = 10.0
 
@@ -28,6 +30,8 @@ class Database:
             self.connection: Any = psycopg.connect(_libpq_url(url), connect_timeout=5)
         elif url.startswith("sqlite:///"):
             self.connection = sqlite3.connect(url[len("sqlite:///"):], timeout=SQLITE_BUSY_TIMEOUT)
+            for pragma in SQLITE_PRAGMAS:  # the provider's own settings (WAL, synchronous=NORMAL): same commit cost
+                self.connection.execute(f"PRAGMA {pragma}")
         else:
             raise ValueError(f"not a sqlite:/// or postgresql:// URL: {url!r}")
 
