@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from keys.algorithms import get_algorithm
 from keys.errors import HSMError, HSMUnavailable, KeyNotFound
-from keys.evidence import KeyEvidence
+from keys.evidence import KeyEvidence, shortfalls
 from keys.signer import KeyRecord, Signer
 
 if TYPE_CHECKING:
@@ -233,9 +233,10 @@ class TokenKeys:
         in a configured set stops here rather than silently generating another.
         HSM_ALLOW_EXTRACTABLE_KEYS adopts them with a WARNING, except in HSM-only sets.
         """
+        on_token: dict[str, list[KeyRecord]] = {}
         for name, alg in algs.items():
             rsa_alg, okp_alg = alg_hints(alg)
-            self.token.records(name, rsa_alg=rsa_alg, okp_alg=okp_alg)
+            on_token[name] = self.token.records(name, rsa_alg=rsa_alg, okp_alg=okp_alg)
         for (key_set, kid), weakness in sorted(self.token.weak_keys.items()):
             if key_set not in algs:
                 continue
@@ -250,6 +251,17 @@ class TokenKeys:
                     f"key set {self.label(key_set)!r} is HSM-only and its key {kid!r} is {weakness}: "
                     "HSM_ALLOW_EXTRACTABLE_KEYS does not apply to HSM-only sets"
                 )
+        # An HSM-only set promises keys born on the token that never left it: each key must show the
+        # evidence of keys.evidence (CKA_LOCAL, ALWAYS_SENSITIVE, NEVER_EXTRACTABLE, ...), or the set
+        # does not start, as doctor says (an imported key, however sensitive now, once was not).
+        for key_set, records in sorted(on_token.items()):
+            if not hsm_only(key_set):
+                continue
+            for record in records:
+                lacking = shortfalls(self.token.evidence(record).attributes)
+                if lacking:
+                    raise HSMError(f"key set {self.label(key_set)!r} is HSM-only and its key {record.kid!r} "
+                                   f"lacks the evidence of a key born on the token: {'; '.join(lacking)}")
 
     def check_algorithm(self, key_set: str, alg: str, *, generate: bool, rsa_bits: int,
                         key_bits: int | None = None) -> SigningPlan:

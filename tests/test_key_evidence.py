@@ -149,3 +149,16 @@ def test_doctor_fails_an_hsm_only_set_whose_key_was_imported(make_app, hsm_env, 
     # Not HSM-only: a sensitive, non-extractable key passes, wherever it was born.
     status, lines, output = doctor(hsm_env)
     assert status == 0, output
+
+
+def test_an_hsm_only_set_with_an_imported_key_does_not_start(make_app, hsm_env, softhsm, token, tmp_path):
+    """What doctor reports, the key service enforces: an HSM-only set signs only with keys born on the token."""
+    from keys import HSMError
+
+    import_with_pkcs11_tool(softhsm, token, ID_TOKEN_SET, tmp_path)
+    with pytest.raises(HSMError, match=f"HSM-only and its key '{IMPORTED_ID}' lacks the evidence of a key born "
+                                       "on the token: CKA_LOCAL is false"):
+        start_key_service(make_app({**hsm_env, "HSM_ONLY_KEY_SETS": ID_TOKEN_SET}))
+    # The other set, HSM-only too, has only keys generated on the token: it starts.
+    service = start_key_service(make_app({**hsm_env, "HSM_ONLY_KEY_SETS": ACCESS_TOKEN_SET}))
+    assert service.signer(ID_TOKEN_SET).kid == IMPORTED_ID
