@@ -27,7 +27,7 @@ bp = Blueprint("token", __name__)
 
 
 #: The endpoints this blueprint serves: Authlib's names for the last two (its registered endpoints).
-TOKEN, INTROSPECTION, REVOCATION = "token", "introspection", "revocation"
+TOKEN_ENDPOINT, INTROSPECTION, REVOCATION = "token", "introspection", "revocation"
 
 
 def _respond(endpoint: str) -> Response:
@@ -36,11 +36,11 @@ def _respond(endpoint: str) -> Response:
     # transaction takes write locks: provisioning writes to the same database.
     key_service()
     server = authorization_server()
-    problem = precheck(request._get_current_object(), token_endpoint=endpoint == TOKEN)  # type: ignore[attr-defined]
+    problem = precheck(request._get_current_object(), token_endpoint=endpoint == TOKEN_ENDPOINT)  # type: ignore[attr-defined]
     if problem is not None:
         return server.handle_error_response(None, problem)
     issued: Issued | None = None
-    if endpoint == TOKEN:
+    if endpoint == TOKEN_ENDPOINT:
         try:
             oauth_request = server.create_request_with_proof(urls.TOKEN)  # its DPoP proof verified (RFC 9449 §4.3)
         except OAuth2Error as error:
@@ -56,7 +56,7 @@ def _respond(endpoint: str) -> Response:
             db.session.commit()
         else:
             db.session.rollback()
-    if endpoint == TOKEN and response.status_code == 200:
+    if endpoint == TOKEN_ENDPOINT and response.status_code == 200:
         _record_issuance(issued)
     return response
 
@@ -82,7 +82,7 @@ def _record_issuance(issued: Issued | None) -> None:
 
 @bp.post(urls.TOKEN)
 def token() -> Response:
-    return _respond(TOKEN)
+    return _respond(TOKEN_ENDPOINT)
 
 
 @bp.post(urls.INTROSPECT)
