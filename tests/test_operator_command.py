@@ -94,6 +94,14 @@ def test_serve_runs_gunicorn_with_the_shipped_configuration(base_env: dict[str, 
     assert len(warnings) == 1 and "WARNING" in warnings[0], warnings
 
 
+def _postgres_address(request: pytest.FixtureRequest) -> str:
+    """``host:port`` of the test PostgreSQL server (not always 5432: CI starts a private one on a free port)."""
+    from sqlalchemy.engine import make_url
+
+    server = make_url(request.getfixturevalue("postgres_server"))
+    return f"{server.host}:{server.port or 5432}"
+
+
 def _run(env: dict[str, str], *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run([OIDC_HSM, *args], env={**os.environ, "METRICS_BIND": "", "LOG_FORMAT": "text", **env},
                           cwd=cwd, capture_output=True, text=True, timeout=120)
@@ -104,14 +112,17 @@ def _run(env: dict[str, str], *args: str, cwd: Path) -> subprocess.CompletedProc
     ("foo://somewhere/db", "DATABASE_URL names the database 'foo', which SQLAlchemy does not know"),
     ("not a url at all", "DATABASE_URL is not a database URL"),
     ("mysql://op:pw-4711@127.0.0.1/db", "DATABASE_URL: the driver of 'mysql' is not installed"),
-    ("postgresql://postgres:pw-4711@127.0.0.1:5432/no_such_database_4711",
+    ("postgresql://postgres:pw-4711@{postgres}/no_such_database_4711",
      'database "no_such_database_4711" does not exist'),
     ("postgresql://postgres:pw-4711@127.0.0.1:9/db", "Connection refused"),
 ])
 @pytest.mark.parametrize("command", [("keys", "list"), ("users", "list"), ("db", "upgrade")])
 def test_a_database_that_cannot_be_used_is_one_line_naming_database_url(base_env: dict[str, str], tmp_path: Path,
                                                                          url: str, says: str,
-                                                                         command: tuple[str, ...]) -> None:
+                                                                         command: tuple[str, ...],
+                                                                         request: pytest.FixtureRequest) -> None:
+    if "{postgres}" in url:
+        url = url.format(postgres=_postgres_address(request))
     result = _run({**base_env, "DATABASE_URL": url}, *command, cwd=tmp_path)
     assert result.returncode != 0
     assert result.stdout == "" and len(result.stderr.splitlines()) == 1, result.stderr
@@ -141,8 +152,9 @@ def test_a_database_without_its_schema_says_what_to_run(base_env: dict[str, str]
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
-def test_serve_stops_with_one_line_when_the_database_is_missing(base_env: dict[str, str], tmp_path: Path) -> None:
-    url = "postgresql://postgres@127.0.0.1:5432/no_such_database_4711"
+def test_serve_stops_with_one_line_when_the_database_is_missing(base_env: dict[str, str], tmp_path: Path,
+                                                                request: pytest.FixtureRequest) -> None:
+    url = f"postgresql://postgres@{_postgres_address(request)}/no_such_database_4711"
     result = _run({**base_env, "DATABASE_URL": url, "BIND": f"127.0.0.1:{free_port()}"}, "serve", cwd=tmp_path)
     assert result.returncode != 0
     assert len(result.stderr.splitlines()) == 1, result.stderr
