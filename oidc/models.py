@@ -89,6 +89,17 @@ class Client(db.Model):  # type: ignore[name-defined]  # Flask-SQLAlchemy builds
     logo_uri: Mapped[str | None] = mapped_column(String(2000))
     policy_uri: Mapped[str | None] = mapped_column(String(2000))
     tos_uri: Mapped[str | None] = mapped_column(String(2000))
+    #: Where the client publishes its public keys (RFC 7591 §2), fetched and cached by
+    #: :mod:`oidc.oauth2.client_keys`; never together with ``jwks``.
+    jwks_uri: Mapped[str | None] = mapped_column(String(2000))
+    #: Keyed hash of the RFC 7592 registration access token (None: registered by the operator).
+    registration_token_hash: Mapped[str | None] = mapped_column(String(64))
+    #: What the initial access token's policy and the software statement fixed or limited (a JSON
+    #: object; :mod:`oidc.accounts.registration`): an RFC 7592 update cannot lift it.
+    registration_policy: Mapped[str | None] = mapped_column(Text)
+    #: Informational metadata registered through /register (client_uri, contacts, software_id, ...),
+    #: a JSON object returned as registered.
+    registration_metadata: Mapped[str | None] = mapped_column(Text)
 
     @property
     def scopes(self) -> list[str]:
@@ -133,6 +144,7 @@ class Client(db.Model):  # type: ignore[name-defined]  # Flask-SQLAlchemy builds
             "disabled": bool(self.disabled), "created_at": self.created_at,
             "secret_rotated_at": self.secret_rotated_at,
             "logo_uri": self.logo_uri, "policy_uri": self.policy_uri, "tos_uri": self.tos_uri,
+            "jwks_uri": self.jwks_uri, "dynamically_registered": self.registration_token_hash is not None,
         }
 
 
@@ -305,3 +317,31 @@ class DPoPProof(db.Model):  # type: ignore[name-defined]  # Flask-SQLAlchemy bui
     #: SHA-256 of the key thumbprint and the jti (fixed length, whatever the client sends).
     jti_hash: Mapped[str] = mapped_column(String(64), nullable=False, unique=True)
     expires_at: Mapped[int] = mapped_column(BigInteger, nullable=False, index=True)
+
+
+class InitialAccessToken(db.Model):  # type: ignore[name-defined]  # Flask-SQLAlchemy builds db.Model at run time
+    """An operator's permission to register clients at /register (RFC 7591 §3), stored as a keyed hash.
+
+    Each registration takes one use with one conditional UPDATE (``uses < max_uses``):
+    of two registrations racing with a single-use token, exactly one succeeds.
+    """
+
+    __tablename__ = "initial_access_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    token_hash: Mapped[str] = mapped_column(String(64), nullable=False, unique=True)
+    #: The operator's note (who it was given to).
+    label: Mapped[str] = mapped_column(String(255), nullable=False, default="")
+    #: The metadata it fixes or limits, a JSON object (:mod:`oidc.accounts.registration`).
+    policy: Mapped[str] = mapped_column(Text, nullable=False, default="{}")
+    #: None: any number of registrations until it expires.
+    max_uses: Mapped[int | None] = mapped_column(Integer)
+    uses: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    created_at: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    expires_at: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    revoked_at: Mapped[int | None] = mapped_column(BigInteger)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "label": self.label, "policy": json.loads(self.policy or "{}"),
+                "max_uses": self.max_uses, "uses": self.uses, "created_at": self.created_at,
+                "expires_at": self.expires_at, "revoked_at": self.revoked_at}

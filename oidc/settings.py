@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from keys import UnsupportedAlgorithm, get_algorithm
-from oidc.vocabulary import ACCESS_TOKEN_SET, DPOP_ALGORITHMS, FAPI2_ALGORITHMS, ID_TOKEN_SET
+from oidc.vocabulary import ACCESS_TOKEN_SET, ASSERTION_ALGORITHMS, DPOP_ALGORITHMS, FAPI2_ALGORITHMS, ID_TOKEN_SET
 
 #: Scopes whose claims this provider knows (OIDC Core §5.4) plus offline_access.
 STANDARD_SCOPES = ("openid", "profile", "email", "offline_access")
@@ -63,7 +63,9 @@ SETTING_NAMES = (
     "PAR_LIFETIME", "REQUIRE_PUSHED_AUTHORIZATION_REQUESTS", "SECURITY_PROFILE", "DPOP_SIGNING_ALGS",
     "DPOP_PROOF_MAX_AGE", "DPOP_NONCE", "DPOP_NONCE_LIFETIME", "DPOP_JTI_STORAGE_URI", "DEVELOPMENT_MODE",
     "CLIENT_CACHE_SECONDS", "CLIENT_ASSERTION_LEEWAY", "CLIENT_ASSERTION_MAX_LIFETIME",
-    "CLIENT_ASSERTION_ACCEPT_TOKEN_ENDPOINT_AUDIENCE",
+    "CLIENT_ASSERTION_ACCEPT_TOKEN_ENDPOINT_AUDIENCE", "CLIENT_JWKS_CACHE_SECONDS", "CLIENT_JWKS_MIN_REFRESH_SECONDS",
+    "REGISTRATION_OPEN", "REGISTRATION_SOFTWARE_STATEMENT_ISSUERS", "REGISTRATION_SOFTWARE_STATEMENT_ALGS",
+    "REGISTRATION_REQUIRE_SOFTWARE_STATEMENT",
     "LOGIN_SESSION_LIFETIME", "LOGIN_RATE_LIMIT_PER_ACCOUNT", "LOGIN_RATE_LIMIT_PER_ADDRESS",
     "LOGIN_RATE_LIMIT_PER_ADDRESS_AND_ACCOUNT", "RATELIMIT_STORAGE_URI", "PASSWORD_HASH_COST", "SESSION_COOKIE_NAME",
     "CSRF_TIME_LIMIT", "MAX_REQUEST_BYTES",
@@ -154,6 +156,14 @@ class Settings:
     client_assertion_leeway: int
     client_assertion_max_lifetime: int
     client_assertion_accept_token_endpoint_audience: bool
+    client_jwks_cache_seconds: int
+    client_jwks_min_refresh_seconds: int
+    # dynamic client registration (RFC 7591, RFC 7592)
+    registration_open: bool
+    #: (issuer, JWKS file path or https URL) of each software statement issuer the operator trusts.
+    software_statement_issuers: tuple[tuple[str, str], ...]
+    software_statement_algs: tuple[str, ...]
+    require_software_statement: bool
     # login and the browser session
     login_session_lifetime: int
     login_rate_limit_per_account: str
@@ -339,7 +349,7 @@ def load_settings(env: Mapping[str, str] | None = None, *, instance_path: str) -
         # Kept as given; keys.sealing.Sealer validates (missing or short is an error).
         secrets_system=read.items("SECRETS_SYSTEM"),
         **hsm, **keys, **tokens, **protocol,
-        **_read_clients(read), **_read_login(read), **_read_administration(read), **_read_pages(read),
+        **_read_clients(read), **_read_registration(read), **_read_login(read), **_read_administration(read), **_read_pages(read),
     )
 
 
@@ -494,6 +504,38 @@ def _read_clients(read: _Reader) -> dict[str, Any]:
         "client_assertion_max_lifetime": read.integer("CLIENT_ASSERTION_MAX_LIFETIME", 300, minimum=1),
         "client_assertion_accept_token_endpoint_audience": read.boolean(
             "CLIENT_ASSERTION_ACCEPT_TOKEN_ENDPOINT_AUDIENCE", False),
+        "client_jwks_cache_seconds": read.integer("CLIENT_JWKS_CACHE_SECONDS", 300, minimum=1),
+        "client_jwks_min_refresh_seconds": read.integer("CLIENT_JWKS_MIN_REFRESH_SECONDS", 30, minimum=1),
+    }
+
+
+def _read_registration(read: _Reader) -> dict[str, Any]:
+    """Dynamic client registration: open or by initial access token, and the software statements trusted."""
+    issuers = []
+    for entry in read.items("REGISTRATION_SOFTWARE_STATEMENT_ISSUERS"):
+        parts = entry.split()
+        if len(parts) != 2 or not parts[0].startswith(("https://", "http://")):
+            raise ConfigError("REGISTRATION_SOFTWARE_STATEMENT_ISSUERS: comma-separated pairs of an issuer and its "
+                              f"JWKS (a file or an https URL), not {entry!r}")
+        issuer, source = parts
+        if not source.startswith("https://") and not os.path.isfile(source):
+            raise ConfigError(f"REGISTRATION_SOFTWARE_STATEMENT_ISSUERS: the JWKS of {issuer} is neither an https URL "
+                              f"nor a readable file ({source!r})")
+        issuers.append((issuer, source))
+    algs = read.items("REGISTRATION_SOFTWARE_STATEMENT_ALGS") or ASSERTION_ALGORITHMS
+    unknown = [alg for alg in algs if alg not in ASSERTION_ALGORITHMS]
+    if unknown:
+        raise ConfigError(f"REGISTRATION_SOFTWARE_STATEMENT_ALGS: {', '.join(unknown)} not among "
+                          f"{', '.join(ASSERTION_ALGORITHMS)}")
+    require = read.boolean("REGISTRATION_REQUIRE_SOFTWARE_STATEMENT", False)
+    if require and not issuers:
+        raise ConfigError("REGISTRATION_REQUIRE_SOFTWARE_STATEMENT is true but "
+                          "REGISTRATION_SOFTWARE_STATEMENT_ISSUERS names no issuer")
+    return {
+        "registration_open": read.boolean("REGISTRATION_OPEN", False),
+        "software_statement_issuers": tuple(issuers),
+        "software_statement_algs": tuple(dict.fromkeys(algs)),
+        "require_software_statement": require,
     }
 
 

@@ -72,6 +72,8 @@ class State:
         self._key_service_lock = threading.Lock()
         #: Public documents built once (discovery), by name.
         self.documents: dict[str, Any] = {}
+        #: Per-process caches of the layers above (the fetched client key sets, ...), by name.
+        self.caches: dict[str, Any] = {}
 
     def hasher(self, purpose: str) -> hashing.KeyedHasher:
         """The keyed hasher for ``purpose`` (one of ``hashing.PURPOSES``).

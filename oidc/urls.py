@@ -27,6 +27,8 @@ DISCOVERY = "/.well-known/openid-configuration"
 HEALTH_ALIVE = "/health/alive"
 HEALTH_READY = "/health/ready"
 ADMIN = "/admin"
+#: Dynamic client registration (RFC 7591); a client's configuration is at ``REGISTER/<client_id>`` (RFC 7592).
+REGISTER = "/register"
 
 
 def absolute(issuer: str, path: str) -> str:

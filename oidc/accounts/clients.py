@@ -18,12 +18,20 @@ from oidc import hashing, queries
 from oidc.db import db
 from oidc.models import Client
 from oidc.oauth2.client_cache import current_client_cache
+from oidc.oauth2.outbound import FetchError, check_url
 from oidc.queries import find_client
 from oidc.settings import DEFAULT_PROFILE, FAPI2, SECURITY_PROFILES
 from oidc.state import current_state
 from oidc.text import bounded_text, column_text
 from oidc.urls import is_loopback_http
-from oidc.vocabulary import AUTH_METHODS, DEFAULT_GRANT_TYPES, FAPI2_ALGORITHMS, GRANT_TYPES, SECRET_AUTH_METHODS
+from oidc.vocabulary import (
+    AUTH_METHODS,
+    DEFAULT_GRANT_TYPES,
+    FAPI2_ALGORITHMS,
+    GRANT_TYPES,
+    RESPONSE_TYPES,
+    SECRET_AUTH_METHODS,
+)
 
 DEFAULT_SCOPE = "openid profile email offline_access"
 #: Longest redirect, logout, page or logo URI registered.
@@ -33,7 +41,12 @@ MAX_CLIENT_NAME_LENGTH = 255
 
 
 class ClientError(ValueError):
-    """Invalid registration data; the message says which field and why."""
+    """Invalid registration data; the message says which field and why (``field: why``)."""
+
+    @property
+    def field(self) -> str:
+        """The argument of :func:`build_client` that is wrong."""
+        return str(self).split(":", 1)[0]
 
 
 def _check_uri(value: Any, field: str) -> str:
@@ -94,17 +107,103 @@ def _strings(values: Iterable[Any] | None, field: str) -> list[str]:
     return list(dict.fromkeys(values))
 
 
-def create_client(*, name: str, redirect_uris: Iterable[str] | None = None,
-                  post_logout_redirect_uris: Iterable[str] | None = None,
-                  grant_types: Iterable[str] | None = None, scope: str | None = None,
-                  auth_method: str = "client_secret_basic", first_party: bool = False,
-                  audiences: Iterable[str] | None = None, jwks: Any = None, resource_server: bool = False,
-                  refresh_always: bool = False, id_token_on_refresh: bool = True,
-                  require_pushed_authorization_requests: bool = False,
-                  dpop_bound_access_tokens: bool = False, security_profile: str | None = None,
-                  admin_api: bool = False, logo_uri: str | None = None, policy_uri: str | None = None,
-                  tos_uri: str | None = None) -> tuple[Client, str | None]:
-    """Register a client; returns it and its secret (shown once; None for public clients)."""
+#: Client metadata a registration request may carry (RFC 7591 §2, RFC 9126 §6, RFC 9449 §5.2), by its
+#: name in the request: the :func:`create_client` argument it fills (also the ``Client`` column it is
+#: stored in) and its JSON type.  :mod:`oidc.accounts.registration` maps a request through this table
+#: and nothing else: every check is :func:`create_client`'s, the same for /register, the CLI and the
+#: admin API.  New metadata plugs in with an argument of :func:`create_client` (checked there), a
+#: column of the same name, and a line here; :func:`replace_metadata` and the registration
+#: response follow from the table.  Arguments that are the operator's alone (first_party,
+#: resource_server, admin_api, audiences, ...) are not listed: a client cannot register them.
+REGISTRABLE_METADATA: dict[str, tuple[str, type]] = {
+    "client_name": ("name", str),
+    "redirect_uris": ("redirect_uris", list),
+    "post_logout_redirect_uris": ("post_logout_redirect_uris", list),
+    "grant_types": ("grant_types", list),
+    "scope": ("scope", str),
+    "token_endpoint_auth_method": ("auth_method", str),
+    "jwks": ("jwks", dict),
+    "jwks_uri": ("jwks_uri", str),
+    "logo_uri": ("logo_uri", str),
+    "policy_uri": ("policy_uri", str),
+    "tos_uri": ("tos_uri", str),
+    "require_pushed_authorization_requests": ("require_pushed_authorization_requests", bool),
+    "dpop_bound_access_tokens": ("dpop_bound_access_tokens", bool),
+    "security_profile": ("security_profile", str),
+}
+
+
+#: Informational metadata (RFC 7591 §2, OIDC Registration §2) kept and returned as registered:
+#: nothing depends on it.  Each with its check.
+INFORMATIONAL_METADATA = ("client_uri", "contacts", "software_id", "software_version", "application_type",
+                          "software_statement")
+#: Longest contact, software id or version kept; most contacts kept.
+MAX_INFORMATIONAL_LENGTH = 255
+MAX_CONTACTS = 10
+
+
+def check_informational(metadata: dict[str, Any]) -> dict[str, Any]:
+    """The informational metadata of a registration request, checked."""
+    kept: dict[str, Any] = {}
+    if metadata.get("client_uri") is not None:
+        kept["client_uri"] = _check_web_uri(metadata["client_uri"], "client_uri")
+    contacts = metadata.get("contacts")
+    if contacts is not None:
+        if (not isinstance(contacts, list) or len(_strings(contacts, "contacts")) > MAX_CONTACTS
+                or any(column_text(contact, MAX_INFORMATIONAL_LENGTH) is None for contact in contacts)):
+            raise ClientError(f"contacts: at most {MAX_CONTACTS} addresses of at most {MAX_INFORMATIONAL_LENGTH} "
+                              "characters")
+        kept["contacts"] = list(contacts)
+    for name in ("software_id", "software_version"):
+        if metadata.get(name) is not None:
+            if column_text(metadata[name], MAX_INFORMATIONAL_LENGTH) is None:
+                raise ClientError(f"{name}: a string of at most {MAX_INFORMATIONAL_LENGTH} characters")
+            kept[name] = metadata[name]
+    if metadata.get("application_type") is not None:
+        if metadata["application_type"] not in ("web", "native"):
+            raise ClientError("application_type: web or native")
+        kept["application_type"] = metadata["application_type"]
+    if metadata.get("software_statement") is not None:
+        kept["software_statement"] = metadata["software_statement"]  # verified by its issuer's signature
+    return kept
+
+
+def check_response_types(response_types: Any, grant_types: list[str]) -> None:
+    """RFC 7591 §2.1: the response types go with the grant types (``code`` with authorization_code)."""
+    if response_types is None:
+        return
+    types = _strings(response_types, "response_types")
+    unknown = [value for value in types if value not in RESPONSE_TYPES]
+    if unknown:
+        raise ClientError(f"response_types: only {', '.join(RESPONSE_TYPES)} is supported")
+    if ("code" in types) != ("authorization_code" in grant_types):
+        raise ClientError("response_types: code goes with the authorization_code grant, and only with it")
+
+
+def create_client(**metadata: Any) -> tuple[Client, str | None]:
+    """Register a client (the arguments of :func:`build_client`); returns it and its secret (shown once;
+    None for clients without one)."""
+    client, secret = build_client(**metadata)
+    queries.add(client)
+    db.session.commit()
+    return client, secret
+
+
+def build_client(*, name: str, redirect_uris: Iterable[str] | None = None,
+                 post_logout_redirect_uris: Iterable[str] | None = None,
+                 grant_types: Iterable[str] | None = None, scope: str | None = None,
+                 auth_method: str = "client_secret_basic", first_party: bool = False,
+                 audiences: Iterable[str] | None = None, jwks: Any = None, jwks_uri: str | None = None,
+                 resource_server: bool = False,
+                 refresh_always: bool = False, id_token_on_refresh: bool = True,
+                 require_pushed_authorization_requests: bool = False,
+                 dpop_bound_access_tokens: bool = False, security_profile: str | None = None,
+                 admin_api: bool = False, logo_uri: str | None = None, policy_uri: str | None = None,
+                 tos_uri: str | None = None) -> tuple[Client, str | None]:
+    """A new client, every argument checked, not yet added to the database; and its secret (or None).
+
+    ClientError names the first argument that is wrong.
+    """
     if column_text(name.strip() if isinstance(name, str) else None, MAX_CLIENT_NAME_LENGTH) is None:
         raise ClientError(f"name: 1 to {MAX_CLIENT_NAME_LENGTH} characters, without a NUL")
     if auth_method not in AUTH_METHODS:
@@ -123,9 +222,7 @@ def create_client(*, name: str, redirect_uris: Iterable[str] | None = None,
     if not isinstance(scope_value, str) or len(scope_value) > 2000 or not all(
             token.isprintable() and '"' not in token and "\\" not in token for token in scope_value.split()):
         raise ClientError("scope: space-separated scope tokens")
-    if auth_method == "private_key_jwt" and jwks is None:
-        raise ClientError("jwks: private_key_jwt needs the client's public JWK Set")
-    jwks_text = None if jwks is None else _check_jwks(jwks)
+    jwks_text, jwks_uri = _check_keys(auth_method, jwks, jwks_uri)
 
     display = {field: _check_web_uri(value, field) for field, value in
                (("logo_uri", logo_uri), ("policy_uri", policy_uri), ("tos_uri", tos_uri))}
@@ -138,7 +235,7 @@ def create_client(*, name: str, redirect_uris: Iterable[str] | None = None,
 
     client = Client(
         client_id=secrets.token_hex(16), name=name.strip(), auth_method=auth_method, scope=" ".join(
-            dict.fromkeys(scope_value.split())), jwks=jwks_text, first_party=bool(first_party),
+            dict.fromkeys(scope_value.split())), jwks=jwks_text, jwks_uri=jwks_uri, first_party=bool(first_party),
         resource_server=bool(resource_server), refresh_always=bool(refresh_always),
         id_token_on_refresh=bool(id_token_on_refresh), admin_api=bool(admin_api),
         require_pushed_authorization_requests=bool(require_pushed_authorization_requests),
@@ -152,9 +249,43 @@ def create_client(*, name: str, redirect_uris: Iterable[str] | None = None,
         secret = hashing.random_token(32)
         client.secret_hash = state.hasher(hashing.CLIENT_SECRET).hash(secret)
         client.secret_rotated_at = client.created_at
-    queries.add(client)
-    db.session.commit()
     return client, secret
+
+
+def _check_keys(auth_method: str, jwks: Any, jwks_uri: Any) -> tuple[str | None, str | None]:
+    """The client's keys: a JWK Set by value or an https ``jwks_uri``, never both (RFC 7591 §2)."""
+    if jwks is not None and jwks_uri is not None:
+        raise ClientError("jwks_uri: register jwks or jwks_uri, not both (RFC 7591 §2)")
+    if auth_method == "private_key_jwt" and jwks is None and jwks_uri is None:
+        raise ClientError("jwks: private_key_jwt needs the client's public JWK Set (jwks or jwks_uri)")
+    if jwks_uri is None:
+        return (None if jwks is None else _check_jwks(jwks)), None
+    uri = bounded_text(jwks_uri, MAX_URI_LENGTH)
+    try:
+        check_url(uri if uri is not None and uri.isprintable() and " " not in uri else "")
+    except FetchError:
+        raise ClientError(f"jwks_uri: {jwks_uri!r} must be an https URL without credentials or fragment") from None
+    return None, uri
+
+
+def replace_metadata(client: Client, **metadata: Any) -> str | None:
+    """Replace every registrable metadatum of ``client`` (RFC 7592 §2.2: what is left out takes its default).
+
+    Checked by :func:`build_client`, as a new registration is; the operator's own settings of the
+    client (first_party, audiences, ...) are kept.  Returns a new secret when the new
+    authentication method needs one the client did not have (shown once), else None.
+    """
+    fresh, secret = build_client(**metadata)
+    for attribute, _ in REGISTRABLE_METADATA.values():
+        setattr(client, attribute, getattr(fresh, attribute))
+    if client.auth_method not in SECRET_AUTH_METHODS:
+        client.secret_hash = client.secret_rotated_at = None
+        secret = None
+    elif client.secret_hash is not None:
+        secret = None  # the client keeps the secret it has
+    else:
+        client.secret_hash, client.secret_rotated_at = fresh.secret_hash, fresh.secret_rotated_at
+    return secret
 
 
 def _check_grant_combination(grants: list[str], auth_method: str, redirect_uris: list[str]) -> None:
@@ -189,7 +320,8 @@ def list_clients() -> list[Client]:
     return queries.list_clients()
 
 
-def _forget(client: Client) -> None:
+def forget(client: Client) -> None:
+    """Drop ``client`` from this process's client cache (the others within CLIENT_CACHE_SECONDS)."""
     current_client_cache().forget(str(client.client_id))
 
 
@@ -201,7 +333,7 @@ def rotate_secret(client: Client) -> str:
     client.secret_hash = state.hasher(hashing.CLIENT_SECRET).hash(secret)
     client.secret_rotated_at = state.clock.now()
     db.session.commit()
-    _forget(client)
+    forget(client)
     return secret
 
 
@@ -217,13 +349,13 @@ def set_display(client: Client, **fields: str | None) -> None:
     for name, value in checked.items():
         setattr(client, name, value)
     db.session.commit()
-    _forget(client)
+    forget(client)
 
 
 def set_disabled(client: Client, disabled: bool) -> None:
     client.disabled = disabled
     db.session.commit()
-    _forget(client)
+    forget(client)
 
 
 def delete_client(client: Client) -> None:
@@ -231,7 +363,7 @@ def delete_client(client: Client) -> None:
     queries.delete_rows_of_client(client.id)
     queries.remove(client)
     db.session.commit()
-    _forget(client)
+    forget(client)
 
 
 def created_view(client: Client, secret: str | None) -> dict[str, Any]:
