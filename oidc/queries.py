@@ -242,19 +242,19 @@ _DELETE_ROWS_OF_CLIENT = tuple(
 _INITIAL_TOKENS = InitialAccessToken.__table__
 _CLAIM_INITIAL_TOKEN = (
     update(_INITIAL_TOKENS)
-    .where(_INITIAL_TOKENS.c.token_hash.in_(bindparam("hashes", expanding=True)),
-           _INITIAL_TOKENS.c.revoked_at.is_(None), _INITIAL_TOKENS.c.expires_at > bindparam("moment"),
+    .where(_INITIAL_TOKENS.c.token_hash == bindparam("hash"), _INITIAL_TOKENS.c.revoked_at.is_(None),
+           _INITIAL_TOKENS.c.expires_at > bindparam("moment"),
            or_(_INITIAL_TOKENS.c.max_uses.is_(None), _INITIAL_TOKENS.c.uses < _INITIAL_TOKENS.c.max_uses))
     .values(uses=_INITIAL_TOKENS.c.uses + 1)
 )
 _INITIAL_TOKEN_POLICY = select(_INITIAL_TOKENS.c.id, _INITIAL_TOKENS.c.policy).where(
-    _INITIAL_TOKENS.c.token_hash.in_(bindparam("hashes", expanding=True))).limit(1)
+    _INITIAL_TOKENS.c.token_hash == bindparam("hash")).limit(1)
 _INITIAL_TOKENS_IN_ORDER = select(InitialAccessToken).order_by(InitialAccessToken.id)
 _CLIENTS = Client.__table__
 _ROTATE_REGISTRATION_TOKEN = (
     update(_CLIENTS)
     .where(_CLIENTS.c.client_id == bindparam("of_client"),
-           _CLIENTS.c.registration_token_hash.in_(bindparam("hashes", expanding=True)))
+           _CLIENTS.c.registration_token_hash == bindparam("hash"))
     .values(registration_token_hash=bindparam("new_hash"))
 )
 
@@ -559,11 +559,13 @@ def claim_initial_token(hashes: list[str], moment: int) -> tuple[int, str] | Non
     """Take one use of a live initial access token, atomically: its (id, policy), or None when
     it is unknown, expired, revoked or used up (or another request took its last use)."""
     connection = db.session.connection()
-    claimed = cast("CursorResult[Any]", connection.execute(_CLAIM_INITIAL_TOKEN, {"hashes": hashes, "moment": moment}))
-    if claimed.rowcount != 1:
-        return None
-    row = connection.execute(_INITIAL_TOKEN_POLICY, {"hashes": hashes}).first()
-    return None if row is None else (int(row.id), str(row.policy))
+    for token_hash in hashes:  # one per system secret: usually one
+        claimed = cast("CursorResult[Any]", connection.execute(_CLAIM_INITIAL_TOKEN,
+                                                               {"hash": token_hash, "moment": moment}))
+        if claimed.rowcount == 1:
+            row = connection.execute(_INITIAL_TOKEN_POLICY, {"hash": token_hash}).first()
+            return None if row is None else (int(row.id), str(row.policy))
+    return None
 
 
 def list_initial_tokens() -> list[InitialAccessToken]:
@@ -577,9 +579,13 @@ def initial_token_by_pk(pk: int) -> InitialAccessToken | None:
 def rotate_registration_token(client_id: str, hashes: list[str], new_hash: str | None) -> bool:
     """Replace a client's registration access token, atomically: False when ``hashes`` is not (or no
     longer) its token: of two requests racing with one token, exactly one rotates it."""
-    result = cast("CursorResult[Any]", db.session.connection().execute(
-        _ROTATE_REGISTRATION_TOKEN, {"of_client": client_id, "hashes": hashes, "new_hash": new_hash}))
-    return result.rowcount == 1
+    connection = db.session.connection()
+    for token_hash in hashes:  # one per system secret: usually one
+        result = cast("CursorResult[Any]", connection.execute(
+            _ROTATE_REGISTRATION_TOKEN, {"of_client": client_id, "hash": token_hash, "new_hash": new_hash}))
+        if result.rowcount == 1:
+            return True
+    return False
 
 
 # The keyed hashes' keys, on a connection the caller opens (they are read before any request) --

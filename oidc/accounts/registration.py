@@ -103,7 +103,7 @@ def register(body: Any, initial_token: str | None) -> dict[str, Any]:
     policy = _initial_token_policy(initial_token)
     if not isinstance(body, dict):
         raise _metadata_error("the request body must be a JSON object")
-    metadata, policy = _with_software_statement(body, policy)
+    metadata, policy = _with_software_statement(body, policy, required=state.settings.require_software_statement)
     arguments, informational = _arguments(apply_policy(metadata, policy))
     client, secret = _built(arguments)
     token = hashing.random_token(32)
@@ -141,8 +141,13 @@ def update_registration(client_id: str, token: str | None, body: Any) -> dict[st
         raise _metadata_error("client_secret: not the client's current secret")
     stored_policy = json.loads(client.registration_policy or "{}")
     request = {name: value for name, value in body.items() if name not in _SERVER_FIELDS}
-    metadata, policy = _with_software_statement(request, stored_policy)
+    metadata, policy = _with_software_statement(request, stored_policy, required=False)
     arguments, informational = _arguments(apply_policy(metadata, policy))
+    # The statement registered with stays (its claims are fixed in the stored policy, not verified
+    # again: it may have expired since) unless a new one comes.
+    stored_statement = json.loads(client.registration_metadata or "{}").get("software_statement")
+    if stored_statement is not None:
+        informational.setdefault("software_statement", stored_statement)
     try:
         secret = replace_metadata(client, **arguments)
     except ClientError as exc:
@@ -226,12 +231,12 @@ def _managed_client(client_id: str, token: str | None) -> Client:
     return client
 
 
-def _with_software_statement(body: dict[str, Any], policy: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+def _with_software_statement(body: dict[str, Any], policy: dict[str, Any], *,
+                             required: bool) -> tuple[dict[str, Any], dict[str, Any]]:
     """The request's metadata with the statement's claims over it, and the policy with them fixed."""
     statement = body.get("software_statement")
-    settings = current_state().settings
     if statement is None:
-        if settings.require_software_statement:
+        if required:
             raise RegistrationError(INVALID_SOFTWARE_STATEMENT, "a software statement is required")
         return dict(body), policy
     claims = verify_software_statement(statement)
