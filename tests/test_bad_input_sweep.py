@@ -35,7 +35,7 @@ TOKEN_ERRORS = {"invalid_request", "invalid_client", "invalid_grant", "unauthori
                 "invalid_dpop_proof", "use_dpop_nonce", "unsupported_response_type", "request_not_supported"}
 TABLES = ("users", "clients", "authorization_codes", "refresh_tokens", "access_tokens", "consents",
           "login_sessions", "client_assertions", "signing_keys", "hashing_keys", "pushed_authorization_requests",
-          "dpop_proofs", "interactions")
+          "dpop_proofs", "interactions", "initial_access_tokens")
 
 
 def _b64(data: bytes) -> str:
@@ -129,10 +129,30 @@ def _check(response, endpoint: str) -> None:
         if response.status_code == 302:
             location = response.headers["Location"]
             assert location.startswith((REDIRECT_URI + "?", "/login?")), location
+    elif endpoint.startswith("/register"):
+        _check_registration(response)
     elif endpoint == "/logout":
         assert response.status_code in (200, 303, 400, 413), response.status_code
     else:  # discovery and JWKS: read-only documents
         assert response.status_code in (200, 304, 400, 413), response.status_code
+
+
+REGISTRATION_ERRORS = {"invalid_redirect_uri", "invalid_client_metadata", "invalid_software_statement",
+                       "unapproved_software_statement"}
+
+
+def _check_registration(response) -> None:
+    """RFC 7591 §3.2.2 and RFC 6750 §3.1: 400 with a registration error, or 401 invalid_token (413 too large)."""
+    if response.status_code in (200, 201, 204):
+        return
+    assert response.mimetype == "application/json" and response.headers["Cache-Control"] == "no-store"
+    error = response.json["error"]
+    if response.status_code == 401:
+        assert error == "invalid_token" and response.headers["WWW-Authenticate"].startswith("Bearer ")
+    elif response.status_code == 413:
+        assert error == "invalid_request"
+    else:
+        assert response.status_code == 400 and error in REGISTRATION_ERRORS, (response.status_code, error)
 
 
 @pytest.fixture
@@ -149,7 +169,7 @@ def swept(op):
 def test_the_sweep_covers_every_endpoint_of_the_discovery_document(swept):
     _, _, _, endpoints = swept
     assert set(endpoints) == {"/authorize", "/token", "/userinfo", "/introspect", "/revoke", "/logout", "/par",
-                              "/.well-known/jwks.json", "/.well-known/openid-configuration"}
+                              "/register", "/.well-known/jwks.json", "/.well-known/openid-configuration"}
 
 
 @settings(max_examples=300, deadline=None, derandomize=True, database=None,
@@ -216,3 +236,62 @@ def test_jose_json_nested_too_deeply_is_refused_everywhere(swept, caplog, part):
         admin = op.get("/admin/clients", headers={"Authorization": "Bearer " + token})
     assert (admin.status_code, admin.json["error"]) == (401, "invalid_token")
     assert not [record.getMessage() for record in caplog.records if record.levelno >= logging.ERROR or record.exc_info]
+
+
+# -- /register: JSON bodies (RFC 7591 §2) -----------------------------------------------------------------------
+
+METADATA_NAMES = st.sampled_from([
+    "client_name", "redirect_uris", "post_logout_redirect_uris", "grant_types", "response_types", "scope",
+    "token_endpoint_auth_method", "jwks", "jwks_uri", "logo_uri", "policy_uri", "tos_uri", "client_uri", "contacts",
+    "software_id", "software_version", "software_statement", "application_type", "security_profile",
+    "require_pushed_authorization_requests", "dpop_bound_access_tokens", "client_id", "x\x00"])
+JSON_VALUES = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(min_value=-2**70, max_value=2**70), st.floats(allow_nan=True),
+              BAD_VALUES, st.sampled_from([REDIRECT_URI, "https://rp.example.test/jwks", "authorization_code",
+                                           "client_credentials", "private_key_jwt", "none", "code", "fapi2",
+                                           *MALFORMED_JOSE[:6]])),
+    lambda children: st.one_of(st.lists(children, max_size=4), st.dictionaries(st.text(max_size=8), children,
+                                                                                max_size=4)),
+    max_leaves=12)
+REGISTRATION_BODIES = st.one_of(
+    st.dictionaries(METADATA_NAMES, JSON_VALUES, max_size=6),
+    JSON_VALUES,
+)
+
+
+@pytest.fixture
+def open_registration(make_app, provisioned_database_url, system_secret, admin_key):
+    from conftest import software_env
+
+    from oidc_fixtures import Provider
+
+    return Provider(make_app({**software_env(provisioned_database_url, system_secret, admin_key),
+                              "REGISTRATION_OPEN": "true"}))
+
+
+@settings(max_examples=200, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
+                                 HealthCheck.data_too_large])
+@given(data=st.data())
+def test_malformed_registration_requests_get_rfc_7591_errors_and_write_nothing(open_registration, caplog, data):
+    """RFC 7591 §3.2.2: any JSON body (or none) gets a registration error with 400, never a 5xx or a
+    traceback; only a registration that succeeds (201) writes, and it writes one client."""
+    op = open_registration
+    body = data.draw(REGISTRATION_BODIES)
+    method = data.draw(st.sampled_from(["POST", "POST", "POST", "PUT", "GET", "DELETE"]))
+    path = data.draw(st.sampled_from(["/register", "/register/" + "a" * 32, "/register/%00", "/register/" + "x" * 300]))
+    raw = data.draw(st.sampled_from([None, None, None, b"{", b"\xff\xfe", b"[" * 3000 + b"]" * 3000]))
+    content_type = data.draw(st.sampled_from(["application/json", "application/json", "text/plain", None]))
+    authorization = data.draw(st.sampled_from([None, None, "Bearer", "Bearer x", "Basic !!!", "Bearer " + "x" * 600]))
+    headers = {"Authorization": authorization} if authorization else {}
+    before = _row_count(op)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        response = op.http.open(path, base_url=ISSUER, method=method, headers=headers, content_type=content_type,
+                                data=raw if raw is not None else json.dumps(body, allow_nan=True))
+    assert response.status_code < 500, response.get_data(as_text=True)[:300]
+    if response.status_code != 405:
+        _check_registration(response)
+    errors = [record for record in caplog.records if record.levelno >= logging.ERROR or record.exc_info]
+    assert not errors, [record.getMessage() for record in errors]
+    assert _row_count(op) == before + (1 if response.status_code == 201 else 0)

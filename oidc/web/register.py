@@ -33,7 +33,12 @@ def _bearer() -> str | None:
 
 def _body() -> Any:
     """The JSON body (RFC 7591 §3.1: application/json), or None when it is not a JSON document."""
-    return request.get_json(silent=True) if request.mimetype == "application/json" else None
+    if request.mimetype != "application/json":
+        return None
+    try:
+        return request.get_json(silent=True)
+    except RecursionError:  # nested too deeply for json: not a document we read
+        return None
 
 
 def _refused(exc: registration.RegistrationError) -> Response:
