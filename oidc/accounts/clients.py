@@ -322,7 +322,11 @@ def list_clients() -> list[Client]:
 
 def forget(client: Client) -> None:
     """Drop ``client`` from this process's client cache (the others within CLIENT_CACHE_SECONDS)."""
-    current_client_cache().forget(str(client.client_id))
+    forget_client_id(str(client.client_id))
+
+
+def forget_client_id(client_id: str) -> None:
+    current_client_cache().forget(client_id)
 
 
 def rotate_secret(client: Client) -> str:

@@ -41,7 +41,6 @@ from oidc.accounts.clients import (
     build_client,
     check_informational,
     check_response_types,
-    forget,
     replace_metadata,
 )
 from oidc.db import db
@@ -125,7 +124,8 @@ def read_registration(client_id: str, token: str | None) -> dict[str, Any]:
 
 
 def update_registration(client_id: str, token: str | None, body: Any) -> dict[str, Any]:
-    """RFC 7592 §2.2: replace the client's metadata; a new registration access token (not yet committed)."""
+    """RFC 7592 §2.2: replace the client's metadata; a new registration access token (not yet committed:
+    the caller commits, then forgets the client from the client cache)."""
     state = current_state()
     hasher = state.hasher(hashing.REGISTRATION_ACCESS_TOKEN)
     new_token = hashing.random_token(32)
@@ -155,7 +155,6 @@ def update_registration(client_id: str, token: str | None, body: Any) -> dict[st
     client.registration_policy = json.dumps(policy, sort_keys=True)
     client.registration_metadata = json.dumps(informational, sort_keys=True)
     db.session.flush()
-    forget(client)
     return registration_response(client, new_token, secret)
 
 

@@ -75,6 +75,7 @@ def configuration(client_id: str) -> Response:
         if request.method == "PUT":
             data = registration.update_registration(client_id, _bearer(), _body())
             db.session.commit()
+            clients.forget_client_id(client_id)
             audit.record("client.updated", "client registration updated", client_id=client_id)
             return _json(data)
         client = registration.delete_registration(client_id, _bearer())
