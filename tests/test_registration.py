@@ -110,12 +110,28 @@ def test_register_read_update_and_delete_with_rotated_registration_tokens(op, ad
     third = bare.json["registration_access_token"]
 
     assert op.delete(uri, headers=_bearer(second)).status_code == 401
+    assert op.http.head(uri, headers=_bearer(third), base_url=ISSUER).status_code == 200  # a read, nothing else
     deleted = op.delete(uri, headers=_bearer(third))
     assert deleted.status_code == 204
     assert op.get(uri, headers=_bearer(third)).status_code == 401
     assert op.post("/token", data={"grant_type": "client_credentials"},
                    auth=(registered["client_id"], registered["client_secret"])).status_code == 401
     assert op.count("Client") == 0
+
+
+def test_expired_and_revoked_initial_access_tokens_register_nothing(op, admin_key):
+    expiring = _initial_token(op, admin_key, expires_in=60, max_uses=None)
+    revoked = _initial_token(op, admin_key, max_uses=None)
+    assert _register(op, MACHINE, expiring).status_code == 201
+    listed = op.get("/admin/initial-tokens", headers=_admin(op, admin_key)).json["initial_tokens"]
+    revoked_id = next(row["id"] for row in listed if row["uses"] == 0)
+    assert op.delete(f"/admin/initial-tokens/{revoked_id}", headers=_admin(op, admin_key)).status_code == 204
+    assert _register(op, MACHINE, revoked).status_code == 401
+    op.clock.advance(61)
+    assert _register(op, MACHINE, expiring).status_code == 401
+    assert op.count("Client") == 1
+    bad = op.post("/admin/initial-tokens", json={"policy": {"fixed": {"scope": 5}}}, headers=_admin(op, admin_key))
+    assert bad.status_code == 400 and bad.json["error_description"].startswith("fixed")
 
 
 def test_a_client_the_operator_registered_has_no_configuration_endpoint(op):

@@ -386,6 +386,10 @@ def check_policy(policy: Any) -> dict[str, Any]:
     fixed = policy.get("fixed", {})
     if not isinstance(fixed, dict) or not set(fixed) <= set(REGISTRABLE_METADATA):
         raise PolicyError(f"fixed: an object of registrable metadata ({', '.join(REGISTRABLE_METADATA)})")
+    for name, value in fixed.items():
+        json_type = REGISTRABLE_METADATA[name][1]
+        if not isinstance(value, json_type) or (json_type is not bool and isinstance(value, bool)):
+            raise PolicyError(f"fixed: {name} must be a JSON {_JSON_NAMES[json_type]}")
     return {name: value for name, value in policy.items() if value is not None}
 
 

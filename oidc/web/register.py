@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, abort, jsonify, request
 
 from oidc import urls
 from oidc.accounts import clients, registration
@@ -70,7 +70,7 @@ def register() -> Response:
 @bp.route(urls.REGISTER + "/<client_id>", methods=["GET", "PUT", "DELETE"])
 def configuration(client_id: str) -> Response:
     try:
-        if request.method == "GET":
+        if request.method in ("GET", "HEAD"):  # Flask answers HEAD with the GET view
             return _json(registration.read_registration(client_id, _bearer()))
         if request.method == "PUT":
             data = registration.update_registration(client_id, _bearer(), _body())
@@ -78,6 +78,8 @@ def configuration(client_id: str) -> Response:
             clients.forget_client_id(client_id)
             audit.record("client.updated", "client registration updated", client_id=client_id)
             return _json(data)
+        if request.method != "DELETE":
+            abort(405)
         client = registration.delete_registration(client_id, _bearer())
     except registration.RegistrationError as exc:
         return _refused(exc)
