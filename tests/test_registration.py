@@ -185,6 +185,9 @@ def test_the_policy_of_an_initial_access_token_fixes_and_limits_metadata(op, adm
     ({"redirect_uris": [REDIRECT_URI], "client_name": 5}, "invalid_client_metadata"),
     ({"redirect_uris": [REDIRECT_URI], "contacts": "ops@example.test"}, "invalid_client_metadata"),
     ({"redirect_uris": [REDIRECT_URI], "software_statement": "a.b"}, "invalid_software_statement"),
+    ({"redirect_uris": [REDIRECT_URI], "id_token_signed_response_alg": "none"}, "invalid_client_metadata"),
+    ({"redirect_uris": [REDIRECT_URI], "subject_type": "pairwise"}, "invalid_client_metadata"),
+    ({"redirect_uris": [REDIRECT_URI], "token_endpoint_auth_signing_alg": "HS256"}, "invalid_client_metadata"),
     ([1, 2], "invalid_client_metadata"),
 ])
 def test_bad_metadata_gets_rfc_7591_errors_and_keeps_the_token(op, admin_key, body, error):
@@ -198,12 +201,13 @@ def test_bad_metadata_gets_rfc_7591_errors_and_keeps_the_token(op, admin_key, bo
 
 def test_unknown_metadata_is_ignored_and_informational_metadata_kept(op, admin_key):
     body = {"redirect_uris": [REDIRECT_URI], "client_uri": "https://rp.example.test/", "contacts": ["ops@rp.test"],
-            "software_id": "4NRB1-0XZABZI9E6-5SM3R", "software_version": "2.1", "frobnicate": True}
+            "software_id": "4NRB1-0XZABZI9E6-5SM3R", "software_version": "2.1", "frobnicate": True,
+            "id_token_signed_response_alg": "RS256", "subject_type": "public"}
     made = _register(op, body, _initial_token(op, admin_key))
     assert made.status_code == 201, made.json
     assert "frobnicate" not in made.json
-    assert {name: made.json[name] for name in ("client_uri", "contacts", "software_id", "software_version")} == {
-        name: body[name] for name in ("client_uri", "contacts", "software_id", "software_version")}
+    kept = ("client_uri", "contacts", "software_id", "software_version", "id_token_signed_response_alg", "subject_type")
+    assert {name: made.json[name] for name in kept} == {name: body[name] for name in kept}
     assert made.json["client_name"] == "rp.example.test"  # none given: the redirect URI's host
     assert made.json["grant_types"] == ["authorization_code"]  # RFC 7591 §2's default
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -25,12 +25,14 @@ from oidc.state import current_state
 from oidc.text import bounded_text, column_text
 from oidc.urls import is_loopback_http
 from oidc.vocabulary import (
+    ASSERTION_ALGORITHMS,
     AUTH_METHODS,
     DEFAULT_GRANT_TYPES,
     FAPI2_ALGORITHMS,
     GRANT_TYPES,
     RESPONSE_TYPES,
     SECRET_AUTH_METHODS,
+    id_token_signing_algs,
 )
 
 DEFAULT_SCOPE = "openid profile email offline_access"
@@ -113,7 +115,9 @@ def _strings(values: Iterable[Any] | None, field: str) -> list[str]:
 #: and nothing else: every check is :func:`create_client`'s, the same for /register, the CLI and the
 #: admin API.  New metadata plugs in with an argument of :func:`create_client` (checked there), a
 #: column of the same name, and a line here; :func:`replace_metadata` and the registration
-#: response follow from the table.  Arguments that are the operator's alone (first_party,
+#: response follow from the table.  Metadata that changes nothing the provider does, or only
+#: states that the client expects what the provider does anyway, goes in
+#: :data:`INFORMATIONAL_METADATA` (kept as registered and returned) with its check instead.  Arguments that are the operator's alone (first_party,
 #: resource_server, admin_api, audiences, ...) are not listed: a client cannot register them.
 REGISTRABLE_METADATA: dict[str, tuple[str, type]] = {
     "client_name": ("name", str),
@@ -133,39 +137,62 @@ REGISTRABLE_METADATA: dict[str, tuple[str, type]] = {
 }
 
 
-#: Informational metadata (RFC 7591 §2, OIDC Registration §2) kept and returned as registered:
-#: nothing depends on it.  Each with its check.
-INFORMATIONAL_METADATA = ("client_uri", "contacts", "software_id", "software_version", "application_type",
-                          "software_statement")
 #: Longest contact, software id or version kept; most contacts kept.
 MAX_INFORMATIONAL_LENGTH = 255
 MAX_CONTACTS = 10
 
 
+def _check_contacts(contacts: Any) -> list[str]:
+    if (not isinstance(contacts, list) or len(_strings(contacts, "contacts")) > MAX_CONTACTS
+            or any(column_text(contact, MAX_INFORMATIONAL_LENGTH) is None for contact in contacts)):
+        raise ClientError(f"contacts: at most {MAX_CONTACTS} addresses of at most {MAX_INFORMATIONAL_LENGTH} characters")
+    return list(contacts)
+
+
+def _check_short_text(name: str) -> Callable[[Any], str]:
+    def check(value: Any) -> str:
+        if column_text(value, MAX_INFORMATIONAL_LENGTH) is None:
+            raise ClientError(f"{name}: a string of at most {MAX_INFORMATIONAL_LENGTH} characters")
+        return str(value)
+    return check
+
+
+def _check_one_of(name: str, supported: Callable[[], tuple[str, ...]]) -> Callable[[Any], str]:
+    """Metadata (OIDC Registration §2) a client may send, but only with the behaviour this provider has:
+    asking for another is an error (invalid_client_metadata), not something silently ignored."""
+    def check(value: Any) -> str:
+        allowed = supported()
+        if value not in allowed:
+            raise ClientError(f"{name}: this provider supports {', '.join(allowed)}")
+        return str(value)
+    return check
+
+
+def _id_token_algs() -> tuple[str, ...]:
+    return tuple(id_token_signing_algs(current_state().settings.id_token_signing_alg))
+
+
+#: Informational metadata (RFC 7591 §2, OIDC Registration §2) kept and returned as registered:
+#: nothing depends on it.  Each with its check (which returns the value kept).
+INFORMATIONAL_METADATA: dict[str, Callable[[Any], Any]] = {
+    "client_uri": lambda value: _check_web_uri(value, "client_uri"),
+    "contacts": _check_contacts,
+    "software_id": _check_short_text("software_id"),
+    "software_version": _check_short_text("software_version"),
+    "application_type": _check_one_of("application_type", lambda: ("web", "native")),
+    "id_token_signed_response_alg": _check_one_of("id_token_signed_response_alg", _id_token_algs),
+    "subject_type": _check_one_of("subject_type", lambda: ("public",)),
+    "token_endpoint_auth_signing_alg": _check_one_of("token_endpoint_auth_signing_alg",
+                                                     lambda: ASSERTION_ALGORITHMS),
+    # verified by its issuer's signature (oidc.accounts.registration) before it gets here
+    "software_statement": lambda value: value,
+}
+
+
 def check_informational(metadata: dict[str, Any]) -> dict[str, Any]:
     """The informational metadata of a registration request, checked."""
-    kept: dict[str, Any] = {}
-    if metadata.get("client_uri") is not None:
-        kept["client_uri"] = _check_web_uri(metadata["client_uri"], "client_uri")
-    contacts = metadata.get("contacts")
-    if contacts is not None:
-        if (not isinstance(contacts, list) or len(_strings(contacts, "contacts")) > MAX_CONTACTS
-                or any(column_text(contact, MAX_INFORMATIONAL_LENGTH) is None for contact in contacts)):
-            raise ClientError(f"contacts: at most {MAX_CONTACTS} addresses of at most {MAX_INFORMATIONAL_LENGTH} "
-                              "characters")
-        kept["contacts"] = list(contacts)
-    for name in ("software_id", "software_version"):
-        if metadata.get(name) is not None:
-            if column_text(metadata[name], MAX_INFORMATIONAL_LENGTH) is None:
-                raise ClientError(f"{name}: a string of at most {MAX_INFORMATIONAL_LENGTH} characters")
-            kept[name] = metadata[name]
-    if metadata.get("application_type") is not None:
-        if metadata["application_type"] not in ("web", "native"):
-            raise ClientError("application_type: web or native")
-        kept["application_type"] = metadata["application_type"]
-    if metadata.get("software_statement") is not None:
-        kept["software_statement"] = metadata["software_statement"]  # verified by its issuer's signature
-    return kept
+    return {name: check(metadata[name]) for name, check in INFORMATIONAL_METADATA.items()
+            if metadata.get(name) is not None}
 
 
 def check_response_types(response_types: Any, grant_types: list[str]) -> None:
