@@ -22,6 +22,7 @@ and the caller rolls back: nothing is written, not even the use of the initial a
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 from authlib.oauth2.rfc7591.errors import (
@@ -49,6 +50,8 @@ from oidc.oauth2.client_keys import ClientKeyError, remote_key_set
 from oidc.queries import find_client
 from oidc.state import current_state
 from oidc.vocabulary import AUTH_METHODS, GRANT_TYPES
+
+log = logging.getLogger(__name__)
 
 INVALID_CLIENT_METADATA = InvalidClientMetadataError.error
 INVALID_REDIRECT_URI = InvalidRedirectURIError.error
@@ -282,8 +285,12 @@ def _issuer_keys(source: str, kid: str | None) -> KeySet:
         return remote_key_set(source, kid=kid)
     files: dict[str, KeySet] = current_state().caches.setdefault("software statement issuers", {})
     if source not in files:
-        with open(source, encoding="utf-8") as handle:
-            files[source] = KeySet.import_key_set(json.load(handle))
+        try:
+            with open(source, encoding="utf-8") as handle:
+                files[source] = KeySet.import_key_set(json.load(handle))
+        except (OSError, ValueError, TypeError, JoseError) as exc:
+            log.error("the software statement issuer's JWK Set %s cannot be read: %s", source, type(exc).__name__)
+            raise ClientKeyError(f"{source} cannot be read") from None
     return files[source]
 
 

@@ -48,7 +48,13 @@ class _RemoteKeySets:
 
     def __init__(self) -> None:
         self.entries: dict[str, _Entry] = {}
-        self.lock = threading.Lock()
+        self._locks: dict[str, threading.Lock] = {}
+        self._locks_lock = threading.Lock()
+
+    def lock(self, url: str) -> threading.Lock:
+        """The lock of one URL: one fetch of it at a time, while other URLs' keys are read freely."""
+        with self._locks_lock:
+            return self._locks.setdefault(url, threading.Lock())
 
 
 def client_key_set(client: Any, *, kid: str | None = None) -> KeySet:
@@ -72,7 +78,7 @@ def remote_key_set(url: str, *, kid: str | None = None) -> KeySet:
     state = current_state()
     cache: _RemoteKeySets = state.caches.setdefault(_CACHE, _RemoteKeySets())
     settings, now = state.settings, state.clock.time()
-    with cache.lock:
+    with cache.lock(url):
         entry = cache.entries.get(url)
         if entry is not None and entry.keys is not None:
             fresh = now - entry.fetched_at < settings.client_jwks_cache_seconds
@@ -82,7 +88,7 @@ def remote_key_set(url: str, *, kid: str | None = None) -> KeySet:
                 return entry.keys
         elif entry is not None and now - entry.attempted_at < settings.client_jwks_min_refresh_seconds:
             raise ClientKeyError("the client's jwks_uri could not be fetched (not retried yet)")
-        # Fetched under the lock: one fetch per URL at a time in this process, never a stampede.
+        # Fetched under the URL's lock: one fetch per URL at a time in this process, never a stampede.
         try:
             keys = _fetch(url, development=settings.development)
         except ClientKeyError as exc:
