@@ -110,15 +110,16 @@ def _strings(values: Iterable[Any] | None, field: str) -> list[str]:
 
 
 #: Client metadata a registration request may carry (RFC 7591 §2, RFC 9126 §6, RFC 9449 §5.2), by its
-#: name in the request: the :func:`create_client` argument it fills (also the ``Client`` column it is
+#: name in the request: the :func:`build_client` argument it fills (also the ``Client`` column it is
 #: stored in) and its JSON type.  :mod:`oidc.accounts.registration` maps a request through this table
-#: and nothing else: every check is :func:`create_client`'s, the same for /register, the CLI and the
-#: admin API.  New metadata plugs in with an argument of :func:`create_client` (checked there), a
+#: and nothing else: every check is :func:`build_client`'s, the same for /register, the CLI and the
+#: admin API.  New metadata plugs in with an argument of :func:`build_client` (checked there), a
 #: column of the same name, and a line here; :func:`replace_metadata` and the registration
 #: response follow from the table.  Metadata that changes nothing the provider does, or only
 #: states that the client expects what the provider does anyway, goes in
-#: :data:`INFORMATIONAL_METADATA` (kept as registered and returned) with its check instead.  Arguments that are the operator's alone (first_party,
-#: resource_server, admin_api, audiences, ...) are not listed: a client cannot register them.
+#: :data:`INFORMATIONAL_METADATA` (kept as registered and returned) with its check instead.
+#: Arguments that are the operator's alone (first_party, resource_server, admin_api, audiences,
+#: ...) are not listed: a client cannot register them.
 REGISTRABLE_METADATA: dict[str, tuple[str, type]] = {
     "client_name": ("name", str),
     "redirect_uris": ("redirect_uris", list),
