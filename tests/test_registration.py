@@ -523,3 +523,21 @@ def test_the_fetch_refuses_redirects_to_another_host_and_oversized_documents(key
     for address in ("10.1.2.3", "169.254.169.254", "::1", "::ffff:127.0.0.1", "fd00::1", "224.0.0.1", "0.0.0.0"):
         assert not outbound.allowed_address(address, development=False), address
     assert outbound.allowed_address("93.184.216.34", development=False)
+
+
+def test_a_software_statement_issuer_s_keys_at_an_https_url_are_fetched_and_cached(
+        key_server, make_app, provisioned_database_url, system_secret, admin_key):
+    from conftest import software_env
+
+    key = jwk.JWK.generate(kty="EC", crv="P-256", kid="dir-url")
+    key_server.document = {"keys": [key.export_public(as_dict=True)]}
+    op = Provider(make_app({**software_env(provisioned_database_url, system_secret, admin_key),
+                            "REGISTRATION_OPEN": "true", "DEVELOPMENT_MODE": "true",
+                            "REGISTRATION_SOFTWARE_STATEMENT_ISSUERS": f"{DIRECTORY} {key_server.url}"}))
+    now = int(time.time())
+    for name in ("first", "second"):
+        statement = _statement(key, {"iss": DIRECTORY, "iat": now, "software_id": name,
+                                     "redirect_uris": [REDIRECT_URI]})
+        made = _register(op, {"software_statement": statement})
+        assert made.status_code == 201 and made.json["software_id"] == name, made.json
+    assert key_server.fetches == 1
