@@ -271,6 +271,9 @@ _PRUNE_EXPIRED = {
     "pushed_authorization_requests": delete(PushedAuthorizationRequest).where(
         PushedAuthorizationRequest.expires_at < bindparam("moment")),
     "dpop_proofs": delete(DPoPProof).where(DPoPProof.expires_at < bindparam("moment")),
+    # Kept a day past expiry (``kept_until``), so that `clients initial-token list` still shows a token
+    # that has just expired and how much it was used.
+    "initial_access_tokens": delete(InitialAccessToken).where(InitialAccessToken.expires_at < bindparam("kept_until")),
 }
 
 # The keys of the keyed hashes (oidc.hashing_keys), one row per purpose.
@@ -297,6 +300,7 @@ SCANS: dict[str, str] = {
     "_PRUNE_EXPIRED[authorization_codes]": "the periodic `tokens prune` clean-up, off the request path",
     "_PRUNE_EXPIRED[refresh_tokens]": "the periodic `tokens prune` clean-up, off the request path",
     "_PRUNE_EXPIRED[login_sessions]": "the periodic `tokens prune` clean-up, off the request path",
+    "_PRUNE_EXPIRED[initial_access_tokens]": "the periodic `tokens prune` clean-up of a handful of operator-made rows",
     "_PING": "reads no table",
 }
 

@@ -132,6 +132,10 @@ def test_expired_and_revoked_initial_access_tokens_register_nothing(op, admin_ke
     assert op.count("Client") == 1
     bad = op.post("/admin/initial-tokens", json={"policy": {"fixed": {"scope": 5}}}, headers=_admin(op, admin_key))
     assert bad.status_code == 400 and bad.json["error_description"].startswith("fixed")
+    # `tokens prune` deletes initial access tokens a day after they expired.
+    op.clock.advance(86400)
+    pruned = op.app.test_cli_runner().invoke(args=["tokens", "prune"])
+    assert "initial_access_tokens: 1" in pruned.output, pruned.output
 
 
 def test_a_client_the_operator_registered_has_no_configuration_endpoint(op):
