@@ -32,9 +32,9 @@ from typing import Any, cast
 from sqlalchemy import (
     ColumnElement,
     CompoundSelect,
-    Integer,
     Connection,
     CursorResult,
+    Integer,
     Row,
     Select,
     bindparam,

@@ -73,7 +73,11 @@ def check_backchannel_logout_uri(value: Any, *, development: bool) -> str | None
     uri = bounded_text(value, MAX_URI_LENGTH)
     if uri is None or not uri.isprintable() or " " in uri:
         raise ClientError(f"backchannel_logout_uri: {value!r} is not a URL")
-    parts = urlsplit(uri)
+    try:
+        parts = urlsplit(uri)
+        parts.port  # noqa: B018  # raises ValueError for a port out of range or not a number
+    except ValueError:  # an unbalanced IPv6 bracket, a bad port
+        raise ClientError(f"backchannel_logout_uri: {uri!r} is not a URL") from None
     if parts.fragment or "#" in uri:
         raise ClientError(f"backchannel_logout_uri: {uri!r} must not have a fragment")
     if parts.scheme == "https" and parts.hostname:

@@ -102,7 +102,11 @@ def logout_token(row: Any, settings: Settings, moment: int) -> Signed:
 
 def allowed_uri(uri: str, *, development: bool) -> bool:
     """Whether logout tokens may be sent to ``uri``: https, or http on a loopback host in development mode."""
-    parts = urlsplit(uri)
+    try:
+        parts = urlsplit(uri)
+        parts.port  # noqa: B018  # raises ValueError for a bad port
+    except ValueError:
+        return False
     if parts.scheme == "https" and parts.hostname:
         return True
     return development and is_loopback_http(parts)
@@ -165,10 +169,13 @@ class Sender:
         self._thread: threading.Thread | None = None
         self._pool: ThreadPoolExecutor | None = None
 
-    def start(self) -> None:
+    def start(self, *, poll: bool = True) -> None:
+        """Start the sending threads and (``poll``) the thread that polls; without it, :meth:`deliver_due` is
+        called by hand (tests, the benchmark)."""
         self._pool = ThreadPoolExecutor(max_workers=CONCURRENCY, thread_name_prefix="backchannel-send")
-        self._thread = threading.Thread(target=self._run, name="backchannel-logout", daemon=True)
-        self._thread.start()
+        if poll:
+            self._thread = threading.Thread(target=self._run, name="backchannel-logout", daemon=True)
+            self._thread.start()
 
     def wake(self) -> None:
         self._wake.set()
