@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from prometheus_client import REGISTRY
 
 from logout_receiver import Receiver, verify_logout_token
-from oidc_fixtures import ISSUER, Provider, jwt_parts
+from oidc_fixtures import ISSUER, Provider, jwt_parts, registered_client
 
 FAST = {"DEVELOPMENT_MODE": "true", "BACKCHANNEL_LOGOUT_POLL_SECONDS": "0.2",
         "BACKCHANNEL_LOGOUT_RETRY_INITIAL_SECONDS": "1", "BACKCHANNEL_LOGOUT_TIMEOUT": "2"}
@@ -128,8 +128,6 @@ def test_the_logout_uri_is_https_or_loopback_in_development_mode(make_provider, 
     if accepted:
         client_id, _ = provider.add_client(backchannel_logout_uri=uri)
         with provider.app.app_context():
-            from oidc_fixtures import registered_client
-
             assert registered_client(client_id).backchannel_logout_uri == uri
     else:
         with pytest.raises(ClientError, match="backchannel_logout_uri"):
@@ -228,7 +226,7 @@ def test_rp_initiated_logout_sends_each_client_of_the_session_a_verified_logout_
     _wait(lambda: all(row.delivered_at is not None for row in _outbox(provider)))
     assert [row.attempts for row in _outbox(provider)] == [1, 1]
     sent = [record for record in audit_events if getattr(record, "event", "") == "logout.backchannel.sent"]
-    assert {record.client_id for record in sent} == {first[0], second[0]}  # type: ignore[attr-defined]
+    assert {record.client_id for record in sent} == {first[0], second[0]}
     assert all(getattr(record, "sid", None) is None for record in sent)  # the session id is not logged
 
     # The same session cannot end twice: nothing more is owed.
@@ -418,7 +416,7 @@ def test_a_claim_whose_lease_ended_is_claimed_again_and_only_its_claimer_records
     provider.add_user()
     client = provider.add_client(backchannel_logout_uri="https://rp.example.test/bcl")
     with provider.app.app_context():
-        client_pk = queries.find_client(client[0]).id
+        client_pk = registered_client(client[0]).id
         queries.add(BackchannelLogout(client_pk=client_pk, sid="s" * 32, subject="u", jti="j", created_at=100,
                                       next_attempt_at=100, attempts=0, claimed_until=0))
         db.session.commit()
