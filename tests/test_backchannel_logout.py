@@ -359,6 +359,19 @@ def test_the_users_own_sign_out_and_an_operator_end_every_session(make_provider,
     assert sorted(received) == sorted(sids)
 
 
+def test_deleting_a_user_owes_the_logout_tokens_of_its_open_sessions(make_provider, receivers):
+    provider = make_provider()
+    provider.add_user()
+    receiver = receivers()
+    client = provider.add_client(backchannel_logout_uri=receiver.url)
+    tokens = provider.tokens(*client)
+    result = provider.app.test_cli_runner().invoke(args=["users", "delete", "alice"])
+    assert result.exit_code == 0, result.output
+    [delivery] = receiver.wait_for(1)
+    claims = verify_logout_token(delivery.token, provider.jwks(), issuer=ISSUER, audience=client[0])
+    assert claims["sub"] == jwt_parts(tokens["id_token"])[1]["sub"]
+
+
 @pytest.mark.both_databases
 def test_two_senders_racing_on_the_same_rows_deliver_each_once(make_provider, receivers):
     """Two providers on one database (as two instances), each sender claiming the same due rows at once."""
@@ -431,3 +444,27 @@ def test_a_claim_whose_lease_ended_is_claimed_again_and_only_its_claimer_records
             assert queries.finish_backchannel_logout(connection, row_id, "second", delivered_at=152,
                                                      gave_up_at=None, error=None)
             assert queries.due_backchannel_logouts(connection, 10**12, 10) == []
+
+
+def test_the_admin_api_answers_any_back_channel_metadata_with_200_or_400(make_provider, admin_key):
+    """Whatever JSON is sent for the two fields: a 200 with what was asked, or a 400 naming the problem, never a 500."""
+    provider = make_provider(sender=False)
+    client_id, _ = provider.add_client()
+    headers = {"Authorization": f"Bearer {admin_key}"}
+    json_values = st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=60),
+                            st.from_regex(r"https?://[a-z0-9.:\[\]/?#%-]{0,30}", fullmatch=True),
+                            st.lists(st.text(max_size=3), max_size=2), st.dictionaries(st.text(max_size=3), st.none()))
+
+    @settings(max_examples=60, deadline=None, database=None)
+    @seed(24)
+    @given(uri=json_values, required=json_values)
+    def check(uri: Any, required: Any) -> None:
+        response = provider.http.patch(f"/admin/clients/{client_id}", base_url=ISSUER, headers=headers,
+                                       json={"backchannel_logout_uri": uri, "backchannel_logout_session_required": required})
+        assert response.status_code in (200, 400), (uri, required, response.status_code)
+        if response.status_code == 400:
+            assert response.json["error"] == "invalid_request" and "Traceback" not in response.text
+        else:
+            assert response.json["backchannel_logout_uri"] == (uri or None)
+
+    check()
