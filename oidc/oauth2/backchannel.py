@@ -205,32 +205,41 @@ class Sender:
                 self._wake.wait(poll)
 
     def deliver_due(self) -> int:
-        """Claim the due rows and send their logout tokens (waiting for every attempt); how many were due."""
+        """Send the logout tokens due now, each claimed just before its attempt (waiting for every attempt);
+        how many were due."""
         with self.app.app_context():
             state = current_state()
-            moment = state.clock.now()
-            # A lease outlives an attempt: a connect and a read, each bounded by the timeout, and the signature.
-            until = moment + 2 * math.ceil(state.settings.backchannel_logout_timeout) + 30
             with db.engine.connect() as connection:
-                due = queries.due_backchannel_logouts(connection, moment, BATCH)
-            claimed = []
-            for row_id in due:
-                claim = random_token(16)
-                with db.engine.begin() as connection:
-                    if queries.claim_backchannel_logout(connection, row_id, moment, until, claim):
-                        claimed.append((row_id, claim))
+                due = queries.due_backchannel_logouts(connection, state.clock.now(), BATCH)
         assert self._pool is not None, "started"
-        for future in [self._pool.submit(self.attempt, row_id, claim) for row_id, claim in claimed]:
+        for future in [self._pool.submit(self.attempt, row_id) for row_id in due]:
             future.result()
         return len(due)
 
-    def attempt(self, row_id: int, claim: str) -> None:
-        """One attempt at a claimed row, its outcome recorded (delivered, retried later, or given up)."""
+    def attempt(self, row_id: int) -> None:
+        """Claim a due row and make one attempt at it, its outcome recorded (delivered, retried later, or
+        given up); nothing when another worker or instance claimed it first."""
         with self.app.app_context():
             try:
-                _attempt(row_id, claim)
-            except Exception:  # the row's lease ends and it is tried again; the thread goes on
+                claim = _claim(row_id)
+                if claim is not None:
+                    _attempt(row_id, claim)
+            except Exception:  # a claimed row's lease ends and it is tried again; the thread goes on
                 logger.exception("back-channel logout: an attempt failed unexpectedly")
+
+
+def _claim(row_id: int) -> str | None:
+    """Claim a due row for one attempt (committed at once); the claim's value, or None if it is not ours.
+
+    Claimed as a thread is free to send it, not when it was found due, so the lease
+    covers one attempt: a connect and a read, each bounded by the timeout, and the signature.
+    """
+    state = current_state()
+    moment = state.clock.now()
+    until = moment + 2 * math.ceil(state.settings.backchannel_logout_timeout) + 30
+    claim = random_token(16)
+    with db.engine.begin() as connection:
+        return claim if queries.claim_backchannel_logout(connection, row_id, moment, until, claim) else None
 
 
 def _attempt(row_id: int, claim: str) -> None:
