@@ -83,3 +83,38 @@ def test_logout_tokens_are_sent_by_the_workers_and_survive_a_restart(make_app, p
     finally:
         server.stop()
     assert "Traceback" not in server.log(), server.log()[-3000:]
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_two_instances_starting_on_one_database_send_each_owed_token_once(make_app, database_url,
+                                                                          system_secret, admin_key, receiver,
+                                                                          tmp_path):
+    """30 logout tokens owed while no server runs; two instances (two workers each) start at once on one
+    PostgreSQL and race for the rows: each token arrives once."""
+    from oidc_fixtures import Provider
+
+    env = {**software_env(database_url, system_secret, admin_key), "DEVELOPMENT_MODE": "true",
+           "BACKCHANNEL_LOGOUT_POLL_SECONDS": "0.2", "METRICS_BIND": "", "LOG_FORMAT": "text"}
+    provider = Provider(make_app(env))
+    provider.add_user()
+    clients = [provider.add_client(backchannel_logout_uri=receiver.url) for _ in range(3)]
+    for _ in range(10):
+        browser = provider.new_browser()
+        for client in clients:
+            browser.tokens(*client)
+    result = provider.app.test_cli_runner().invoke(args=["users", "disable", "alice"])
+    assert result.exit_code == 0, result.output
+
+    servers = [Gunicorn(env, workers=2, log_path=tmp_path / f"{name}.log") for name in ("a", "b")]
+    try:
+        for server in servers:
+            server.wait_ready("/health/ready")
+        receiver.wait_for(30, timeout=60)
+        time.sleep(2.0)  # four workers polling every 0.2 s: anything sent twice would have arrived
+        jtis = [jwt_parts(delivery.token)[1]["jti"] for delivery in receiver.deliveries]
+        assert len(jtis) == 30 and len(set(jtis)) == 30
+    finally:
+        for server in servers:
+            server.stop()
+    for server in servers:
+        assert "Traceback" not in server.log(), server.log()[-3000:]
