@@ -9,6 +9,7 @@ the provider's published JWK Set.
 
 from __future__ import annotations
 
+import ssl
 import threading
 import time
 from dataclasses import dataclass, field
@@ -33,11 +34,13 @@ class Delivery:
 
 @dataclass
 class Receiver:
-    """``url``: where it listens; ``statuses``: the answers to give first (then 200); ``delay``: seconds to wait."""
+    """``url``: where it listens; ``statuses``: the answers to give first (then 200); ``delay``: seconds to wait;
+    ``tls``: (certificate, key) PEM files to serve https with."""
 
     statuses: list[int] = field(default_factory=list)
     delay: float = 0.0
     location: str | None = None
+    tls: tuple[str, str] | None = None
     deliveries: list[Delivery] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -68,12 +71,17 @@ class Receiver:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
+        if self.tls is not None:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*self.tls)
+            self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
         self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self.thread.start()
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}/backchannel-logout"
+        scheme = "https" if self.tls is not None else "http"
+        return f"{scheme}://127.0.0.1:{self.server.server_address[1]}/backchannel-logout"
 
     def wait_for(self, count: int, timeout: float = 15.0) -> list[Delivery]:
         """The deliveries once there are ``count`` of them (AssertionError after ``timeout`` seconds)."""

@@ -316,6 +316,63 @@ def test_an_http_uri_is_not_contacted_outside_development_mode(make_provider, re
     assert _outbox(provider)[0].last_error == "refused: the URI is not https"
 
 
+@pytest.mark.parametrize("trusted", [True, False])
+def test_an_https_receiver_gets_its_token_only_when_its_certificate_verifies(make_provider, receivers, tmp_path,
+                                                                            monkeypatch, trusted):
+    """Outside development mode, over TLS: verified against the CA store (SSL_CERT_FILE names the tests' own)."""
+    from tls_proxy import throwaway_certificate
+
+    certificate = throwaway_certificate(tmp_path)
+    if trusted:
+        monkeypatch.setenv("SSL_CERT_FILE", str(certificate.cert))
+    receiver = receivers(tls=(str(certificate.cert), str(certificate.key)))
+    provider = make_provider(DEVELOPMENT_MODE="false", BACKCHANNEL_LOGOUT_RETRY_WINDOW="0")
+    provider.add_user()
+    client = provider.add_client(backchannel_logout_uri=receiver.url)
+    tokens = provider.tokens(*client)
+    _logout(provider, tokens["id_token"])
+    _wait(lambda: _outbox(provider)[0].next_attempt_at is None)
+    [row] = _outbox(provider)
+    if trusted:
+        [delivery] = receiver.deliveries
+        verify_logout_token(delivery.token, provider.jwks(), issuer=ISSUER, audience=client[0])
+        assert row.delivered_at is not None
+    else:
+        assert receiver.deliveries == []
+        assert row.gave_up_at is not None and row.last_error == "network: SSLCertVerificationError"
+
+
+@pytest.mark.hsm
+def test_logout_tokens_are_signed_on_the_hsm_from_the_sender_threads(make_app, hsm_env, receivers):
+    """The ID token key set on a SoftHSM2 token: the sender threads sign through the key service, while
+    requests sign too (one PKCS#11 lock per process), with the key that signs ID tokens."""
+    from oidc.oauth2.backchannel import start_sender, stop_sender
+
+    app = make_app({**hsm_env, **FAST})
+    provider = Provider(app)
+    start_sender(app)
+    try:
+        provider.add_user()
+        receiver = receivers()
+        clients = [provider.add_client(backchannel_logout_uri=receiver.url) for _ in range(4)]
+        id_tokens = [provider.tokens(*client)["id_token"] for client in clients]
+        _logout(provider, id_tokens[0])
+        other = provider.new_browser()
+        for client in clients:  # requests sign while the sender threads do
+            other.tokens(*client)
+        deliveries = receiver.wait_for(4)
+        jwks = provider.jwks()
+        id_kid = jwt_parts(id_tokens[0])[0]["kid"]
+        for delivery in deliveries:
+            header, _ = jwt_parts(delivery.token)
+            assert header["kid"] == id_kid and header["typ"] == "logout+jwt"
+        audiences = {verify_logout_token(d.token, jwks, issuer=ISSUER, audience=jwt_parts(d.token)[1]["aud"])["aud"]
+                     for d in deliveries}
+        assert audiences == {client[0] for client in clients}
+    finally:
+        stop_sender(app)
+
+
 def test_the_users_own_sign_out_and_an_operator_end_every_session(make_provider, receivers, admin_key):
     """A browser's sign-out with no hint (confirmed), a new password from the admin API, and a disabled user
     from the CLI (a process with no sender: a worker's sender finds the rows by polling)."""
