@@ -499,11 +499,6 @@ def user_by_pk(pk: int) -> User | None:
     return db.session.get(User, pk)
 
 
-def login_session_by_sid(sid: str) -> LoginSession | None:
-    """The login session row ``sid``, to change it."""
-    return db.session.get(LoginSession, sid)
-
-
 def pushed_request_by_pk(pk: int) -> PushedAuthorizationRequest | None:
     """The pushed authorization request of primary key ``pk``."""
     return db.session.get(PushedAuthorizationRequest, pk)
