@@ -159,6 +159,11 @@ def post_worker_init(worker) -> None:  # type: ignore[no-untyped-def]
     # A lost token is probed from a background thread, never by a request:
     # a probe of a hanging token then blocks that thread, not the worker.
     service.start_recovery()
+    # Logout tokens owed to clients are sent from this worker's own threads (never by a request),
+    # including those written before a restart or by another process.
+    from oidc.oauth2.backchannel import start_sender
+
+    start_sender(worker.wsgi)
     if not service.pending_start:
         worker.log.info("worker started its key service")
         _SERVED.value = 1

@@ -89,6 +89,12 @@ class Client(db.Model):  # type: ignore[name-defined]  # Flask-SQLAlchemy builds
     logo_uri: Mapped[str | None] = mapped_column(String(2000))
     policy_uri: Mapped[str | None] = mapped_column(String(2000))
     tos_uri: Mapped[str | None] = mapped_column(String(2000))
+    #: Where logout tokens are POSTed when a login session this client got tokens in ends
+    #: (OpenID Connect Back-Channel Logout 1.0 §2.2); None: the client is not told.
+    backchannel_logout_uri: Mapped[str | None] = mapped_column(String(2000))
+    #: Logout tokens carry the session's ``sid`` (§2.2); without it, ``sub`` only.
+    backchannel_logout_session_required: Mapped[bool] = mapped_column(
+        Boolean, nullable=False, default=False, server_default=false())
 
     @property
     def scopes(self) -> list[str]:
@@ -133,6 +139,8 @@ class Client(db.Model):  # type: ignore[name-defined]  # Flask-SQLAlchemy builds
             "disabled": bool(self.disabled), "created_at": self.created_at,
             "secret_rotated_at": self.secret_rotated_at,
             "logo_uri": self.logo_uri, "policy_uri": self.policy_uri, "tos_uri": self.tos_uri,
+            "backchannel_logout_uri": self.backchannel_logout_uri,
+            "backchannel_logout_session_required": bool(self.backchannel_logout_session_required),
         }
 
 
@@ -305,3 +313,38 @@ class DPoPProof(db.Model):  # type: ignore[name-defined]  # Flask-SQLAlchemy bui
     #: SHA-256 of the key thumbprint and the jti (fixed length, whatever the client sends).
     jti_hash: Mapped[str] = mapped_column(String(64), nullable=False, unique=True)
     expires_at: Mapped[int] = mapped_column(BigInteger, nullable=False, index=True)
+
+
+class BackchannelLogout(db.Model):  # type: ignore[name-defined]  # Flask-SQLAlchemy builds db.Model at run time
+    """A logout token owed to a client: the outbox of Back-Channel Logout (:mod:`oidc.oauth2.backchannel`).
+
+    Written in the transaction that ends the login session, so that a session
+    never ends without its logout tokens owed, nor the other way round; one row
+    per client and session.  A worker sends it after claiming it with one
+    conditional UPDATE (a lease: ``claimed_until``, and ``claim`` naming the
+    claimer); ``next_attempt_at`` is NULL once it is done (delivered or given up),
+    so that the index of due rows holds only those still owed.
+    """
+
+    __tablename__ = "backchannel_logouts"
+    __table_args__ = (UniqueConstraint("client_pk", "sid", name="uq_backchannel_logouts_client_sid"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    client_pk: Mapped[int] = mapped_column(Integer, ForeignKey("clients.id", ondelete="CASCADE"), nullable=False)
+    #: The login session that ended, and its user's ``sub``.
+    sid: Mapped[str] = mapped_column(String(64), nullable=False)
+    subject: Mapped[str] = mapped_column(String(64), nullable=False)
+    #: The logout token's ``jti``, the same on every attempt (a receiver may recognise a retry).
+    jti: Mapped[str] = mapped_column(String(64), nullable=False)
+    created_at: Mapped[int] = mapped_column(BigInteger, nullable=False, index=True)
+    #: When it is due next; NULL once delivered or given up.
+    next_attempt_at: Mapped[int | None] = mapped_column(BigInteger, index=True)
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    #: Until when the worker that claimed it owns it (0: nobody); after that another may claim it.
+    claimed_until: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
+    #: A random value naming the current claim: only its claimer records the outcome.
+    claim: Mapped[str | None] = mapped_column(String(32))
+    delivered_at: Mapped[int | None] = mapped_column(BigInteger)
+    gave_up_at: Mapped[int | None] = mapped_column(BigInteger)
+    #: Why the last attempt failed (a status code or the kind of network error), never a response body.
+    last_error: Mapped[str | None] = mapped_column(String(200))

@@ -70,6 +70,8 @@ SETTING_NAMES = (
     "ADMIN_API_KEYS", "ADMIN_SCOPE", "TRUSTED_PROXY_HOPS", "FORWARDED_ALLOW_IPS", "LOG_FORMAT", "LOG_LEVEL",
     "SERVICE_NAME", "SERVICE_LOGO_URL", "THEME_DIR", "PRIMARY_COLOR", "LANGUAGES", "DEFAULT_LANGUAGE",
     "STATIC_MAX_AGE",
+    "BACKCHANNEL_LOGOUT_TIMEOUT", "BACKCHANNEL_LOGOUT_RETRY_WINDOW", "BACKCHANNEL_LOGOUT_RETRY_INITIAL_SECONDS",
+    "BACKCHANNEL_LOGOUT_RETRY_MAX_SECONDS", "BACKCHANNEL_LOGOUT_POLL_SECONDS",
 )
 #: The variables of serving only, read by gunicorn.conf.py (and GUNICORN_CMD_ARGS by gunicorn itself).
 SERVING_NAMES = (
@@ -179,6 +181,12 @@ class Settings:
     languages: tuple[str, ...]
     default_language: str
     static_max_age: int
+    # back-channel logout (README "Back-channel logout")
+    backchannel_logout_timeout: float
+    backchannel_logout_retry_window: int
+    backchannel_logout_retry_initial_seconds: int
+    backchannel_logout_retry_max_seconds: int
+    backchannel_logout_poll_seconds: float
 
     def __repr__(self) -> str:  # never a secret or PIN in a traceback or log line
         return f"Settings(issuer={self.issuer!r}, database={self.database_url.split(':', 1)[0]}, ...)"
@@ -340,6 +348,7 @@ def load_settings(env: Mapping[str, str] | None = None, *, instance_path: str) -
         secrets_system=read.items("SECRETS_SYSTEM"),
         **hsm, **keys, **tokens, **protocol,
         **_read_clients(read), **_read_login(read), **_read_administration(read), **_read_pages(read),
+        **_read_backchannel_logout(read),
     )
 
 
@@ -494,6 +503,24 @@ def _read_clients(read: _Reader) -> dict[str, Any]:
         "client_assertion_max_lifetime": read.integer("CLIENT_ASSERTION_MAX_LIFETIME", 300, minimum=1),
         "client_assertion_accept_token_endpoint_audience": read.boolean(
             "CLIENT_ASSERTION_ACCEPT_TOKEN_ENDPOINT_AUDIENCE", False),
+    }
+
+
+def _read_backchannel_logout(read: _Reader) -> dict[str, Any]:
+    """Sending logout tokens (OpenID Connect Back-Channel Logout 1.0): timeout, retries and polling."""
+    retry_initial = read.integer("BACKCHANNEL_LOGOUT_RETRY_INITIAL_SECONDS", 2, minimum=1)
+    retry_max = read.integer("BACKCHANNEL_LOGOUT_RETRY_MAX_SECONDS", 300, minimum=1)
+    if retry_max < retry_initial:
+        raise ConfigError("BACKCHANNEL_LOGOUT_RETRY_MAX_SECONDS must be at least BACKCHANNEL_LOGOUT_RETRY_INITIAL_SECONDS")
+    timeout = read.seconds("BACKCHANNEL_LOGOUT_TIMEOUT", 5.0, minimum=0.1)
+    if timeout > 60:
+        raise ConfigError("BACKCHANNEL_LOGOUT_TIMEOUT must be at most 60 seconds (a worker thread waits that long)")
+    return {
+        "backchannel_logout_timeout": timeout,
+        "backchannel_logout_retry_window": read.integer("BACKCHANNEL_LOGOUT_RETRY_WINDOW", 3600, minimum=0),
+        "backchannel_logout_retry_initial_seconds": retry_initial,
+        "backchannel_logout_retry_max_seconds": retry_max,
+        "backchannel_logout_poll_seconds": read.seconds("BACKCHANNEL_LOGOUT_POLL_SECONDS", 2.0, minimum=0.05),
     }
 
 

@@ -27,6 +27,8 @@ __all__ = [
     "GRANT_TYPES",
     "ID_TOKEN_SET",
     "ID_TOKEN_TYP",
+    "LOGOUT_TOKEN_EVENT",
+    "LOGOUT_TOKEN_TYP",
     "PROMPT_VALUES",
     "RESPONSE_MODES",
     "RESPONSE_TYPES",
@@ -69,6 +71,10 @@ CLAIMS_SUPPORTED = ("iss", "sub", "aud", "exp", "iat", "auth_time", "nonce", "at
 ACCESS_TOKEN_TYP = "at+jwt"
 #: The header ``typ`` of ID tokens.
 ID_TOKEN_TYP = "JWT"
+#: The header ``typ`` of logout tokens (OpenID Connect Back-Channel Logout 1.0 §2.4).
+LOGOUT_TOKEN_TYP = "logout+jwt"
+#: The one member of a logout token's ``events`` claim (Back-Channel Logout 1.0 §2.4).
+LOGOUT_TOKEN_EVENT = "http://schemas.openid.net/event/backchannel-logout"
 
 #: Algorithms a DPoP proof may be signed with (RFC 9449 §5.1): asymmetric only, never none or a MAC.
 #: DPOP_SIGNING_ALGS narrows them; advertised as dpop_signing_alg_values_supported.

@@ -65,6 +65,29 @@ def _check_web_uri(value: Any, field: str) -> str | None:
     raise ClientError(f"{field}: {uri!r} must be an https URL (http only on loopback)")
 
 
+def check_backchannel_logout_uri(value: Any, *, development: bool) -> str | None:
+    """A client's ``backchannel_logout_uri`` (Back-Channel Logout 1.0 §2.2): an absolute https URL without
+    a fragment; http only on a loopback host in development mode.  None or "" registers none."""
+    if value is None or value == "":
+        return None
+    uri = bounded_text(value, MAX_URI_LENGTH)
+    if uri is None or not uri.isprintable() or " " in uri:
+        raise ClientError(f"backchannel_logout_uri: {value!r} is not a URL")
+    try:
+        parts = urlsplit(uri)
+        parts.port  # noqa: B018  # raises ValueError for a port out of range or not a number
+    except ValueError:  # an unbalanced IPv6 bracket, a bad port
+        raise ClientError(f"backchannel_logout_uri: {uri!r} is not a URL") from None
+    if parts.fragment or "#" in uri:
+        raise ClientError(f"backchannel_logout_uri: {uri!r} must not have a fragment")
+    if parts.scheme == "https" and parts.hostname:
+        return uri
+    if is_loopback_http(parts) and development:
+        return uri
+    raise ClientError(f"backchannel_logout_uri: {uri!r} must be an https URL (http only on loopback, "
+                      "in development mode)")
+
+
 def _check_jwks(jwks: Any) -> str:
     from joserfc.errors import JoseError
     from joserfc.jwk import KeySet
@@ -103,7 +126,8 @@ def create_client(*, name: str, redirect_uris: Iterable[str] | None = None,
                   require_pushed_authorization_requests: bool = False,
                   dpop_bound_access_tokens: bool = False, security_profile: str | None = None,
                   admin_api: bool = False, logo_uri: str | None = None, policy_uri: str | None = None,
-                  tos_uri: str | None = None) -> tuple[Client, str | None]:
+                  tos_uri: str | None = None, backchannel_logout_uri: str | None = None,
+                  backchannel_logout_session_required: bool = False) -> tuple[Client, str | None]:
     """Register a client; returns it and its secret (shown once; None for public clients)."""
     if column_text(name.strip() if isinstance(name, str) else None, MAX_CLIENT_NAME_LENGTH) is None:
         raise ClientError(f"name: 1 to {MAX_CLIENT_NAME_LENGTH} characters, without a NUL")
@@ -131,6 +155,7 @@ def create_client(*, name: str, redirect_uris: Iterable[str] | None = None,
                (("logo_uri", logo_uri), ("policy_uri", policy_uri), ("tos_uri", tos_uri))}
 
     state = current_state()
+    logout_uri = check_backchannel_logout_uri(backchannel_logout_uri, development=state.settings.development)
     if security_profile not in (None, *SECURITY_PROFILES):
         raise ClientError(f"security_profile: one of {', '.join(SECURITY_PROFILES)}")
     if security_profile == FAPI2 or state.settings.fapi2:
@@ -145,7 +170,8 @@ def create_client(*, name: str, redirect_uris: Iterable[str] | None = None,
         dpop_bound_access_tokens=bool(dpop_bound_access_tokens),
         security_profile=security_profile if security_profile != DEFAULT_PROFILE else None,
         created_at=state.clock.now(), redirect_uris=redirects, post_logout_redirect_uris=post_logout,
-        grant_types=grants, audiences=audience_list, **display,
+        grant_types=grants, audiences=audience_list, **display, backchannel_logout_uri=logout_uri,
+        backchannel_logout_session_required=bool(backchannel_logout_session_required),
     )
     secret = None
     if auth_method in SECRET_AUTH_METHODS:
@@ -216,6 +242,16 @@ def set_display(client: Client, **fields: str | None) -> None:
     checked = {name: _check_web_uri(value, name) for name, value in fields.items()}
     for name, value in checked.items():
         setattr(client, name, value)
+    db.session.commit()
+    _forget(client)
+
+
+def set_backchannel_logout(client: Client, uri: str | None, *, session_required: bool | None = None) -> None:
+    """Register (or, with None or "", remove) the client's back-channel logout URI; ``session_required``
+    None keeps ``backchannel_logout_session_required`` as it is."""
+    client.backchannel_logout_uri = check_backchannel_logout_uri(uri, development=current_state().settings.development)
+    if session_required is not None:
+        client.backchannel_logout_session_required = bool(session_required)
     db.session.commit()
     _forget(client)
 

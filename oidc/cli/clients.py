@@ -6,13 +6,15 @@ Stable (operators script it; ``--json`` prints one JSON object or array)::
         [--grant-type G ...] [--scope "S ..."] [--auth-method METHOD] [--first-party]
         [--audience URI ...] [--jwks-file FILE] [--resource-server] [--refresh-always] [--admin-api]
         [--require-par] [--dpop-bound] [--security-profile default|fapi2]
-        [--logo-uri URL] [--policy-uri URL] [--tos-uri URL] [--json]
+        [--logo-uri URL] [--policy-uri URL] [--tos-uri URL]
+        [--backchannel-logout-uri URL [--backchannel-logout-session-required]] [--json]
     flask clients list [--json]
     flask clients show CLIENT_ID [--json]
     flask clients delete CLIENT_ID
     flask clients disable CLIENT_ID / flask clients enable CLIENT_ID
     flask clients rotate-secret CLIENT_ID [--json]
     flask clients set-display CLIENT_ID [--logo-uri URL] [--policy-uri URL] [--tos-uri URL] [--json]
+    flask clients set-backchannel-logout CLIENT_ID --uri URL|'' [--session-required|--no-session-required] [--json]
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from oidc.accounts.clients import (
     get_client,
     list_clients,
     rotate_secret,
+    set_backchannel_logout,
     set_disabled,
     set_display,
 )
@@ -77,13 +80,19 @@ def _load(client_id: str) -> Client:
 @click.option("--logo-uri", default=None, help="https URL of the client's logo, shown on the consent page.")
 @click.option("--policy-uri", default=None, help="https URL of the client's privacy policy, linked on the consent page.")
 @click.option("--tos-uri", default=None, help="https URL of the client's terms of service, linked on the consent page.")
+@click.option("--backchannel-logout-uri", default=None,
+              help="https URL the client receives logout tokens at (OpenID Connect Back-Channel Logout).")
+@click.option("--backchannel-logout-session-required", is_flag=True,
+              help="Logout tokens carry the login session's sid (backchannel_logout_session_required).")
 @json_option
 def create_command(name: str, redirect_uris: tuple[str, ...], post_logout_redirect_uris: tuple[str, ...],
                    grant_types: tuple[str, ...], scope: str | None, auth_method: str, first_party: bool,
                    audiences: tuple[str, ...], jwks_file: Any, resource_server: bool, refresh_always: bool,
                    id_token_on_refresh: bool,
                    admin_api: bool, require_par: bool, dpop_bound: bool, security_profile: str | None,
-                   logo_uri: str | None, policy_uri: str | None, tos_uri: str | None, as_json: bool) -> None:
+                   logo_uri: str | None, policy_uri: str | None, tos_uri: str | None,
+                   backchannel_logout_uri: str | None, backchannel_logout_session_required: bool,
+                   as_json: bool) -> None:
     """Register a client and print its client_id (and its secret, shown once)."""
     jwks = jwks_file.read() if jwks_file is not None else None
     try:
@@ -96,6 +105,8 @@ def create_command(name: str, redirect_uris: tuple[str, ...], post_logout_redire
             security_profile=security_profile,
             admin_api=admin_api,
             logo_uri=logo_uri, policy_uri=policy_uri, tos_uri=tos_uri,
+            backchannel_logout_uri=backchannel_logout_uri,
+            backchannel_logout_session_required=backchannel_logout_session_required,
         )
     except ClientError as exc:
         raise click.ClickException(str(exc)) from None
@@ -166,6 +177,24 @@ def set_display_command(client_id: str, logo_uri: str | None, policy_uri: str | 
         raise click.ClickException(str(exc)) from None
     data = {name: getattr(client, name) for name in ("logo_uri", "policy_uri", "tos_uri")}
     emit(data, as_json, "\n".join(f"{name}: {value or '-'}" for name, value in data.items()))
+
+
+@cli.command("set-backchannel-logout")
+@click.argument("client_id")
+@click.option("--uri", required=True, help="https URL the client receives logout tokens at ('' removes it).")
+@click.option("--session-required/--no-session-required", default=None,
+              help="Whether logout tokens carry the login session's sid (default: unchanged).")
+@json_option
+def set_backchannel_logout_command(client_id: str, uri: str, session_required: bool | None, as_json: bool) -> None:
+    """Change where the client receives logout tokens (OpenID Connect Back-Channel Logout 1.0)."""
+    client = _load(client_id)
+    try:
+        set_backchannel_logout(client, uri, session_required=session_required)
+    except ClientError as exc:
+        raise click.ClickException(str(exc)) from None
+    data = {"backchannel_logout_uri": client.backchannel_logout_uri,
+            "backchannel_logout_session_required": bool(client.backchannel_logout_session_required)}
+    emit(data, as_json, "\n".join(f"{name}: {value if value is not None else '-'}" for name, value in data.items()))
 
 
 @cli.command("rotate-secret")

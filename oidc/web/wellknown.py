@@ -85,7 +85,10 @@ def discovery_document(settings: Settings) -> dict[str, Any]:
         "request_uri_parameter_supported": False,
         "authorization_response_iss_parameter_supported": True,
         "frontchannel_logout_supported": False,
-        "backchannel_logout_supported": False,
+        # OpenID Connect Back-Channel Logout 1.0 §2.1: logout tokens to each client's backchannel_logout_uri,
+        # with the session's sid for clients that require it (and sid in ID tokens).
+        "backchannel_logout_supported": True,
+        "backchannel_logout_session_supported": True,
     }
 
 

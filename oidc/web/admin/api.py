@@ -138,10 +138,21 @@ CLIENT_FIELDS: dict[str, Field] = {
     "policy_uri": Field("string", "https URL of the client's privacy policy, linked on the consent page.", format=_URI),
     "tos_uri": Field("string", "https URL of the client's terms of service, linked on the consent page.",
                      format=_URI),
+    "backchannel_logout_uri": Field("string", "https URL the client receives logout tokens at when a login "
+                                    "session it got tokens in ends (OpenID Connect Back-Channel Logout 1.0 §2.2; "
+                                    "http only on loopback, in development mode).", format=_URI,
+                                    max_length=clients.MAX_URI_LENGTH),
+    "backchannel_logout_session_required": Field("boolean", "Logout tokens carry the login session's sid "
+                                                 "(default false: sub only)."),
 }
 
 #: The registration fields of what the consent page shows (those ``set_display`` changes).
 DISPLAY_FIELDS: dict[str, Field] = {name: CLIENT_FIELDS[name] for name in clients.DISPLAY_FIELDS}
+#: The registration fields of back-channel logout (those ``set_backchannel_logout`` changes).
+BACKCHANNEL_LOGOUT_FIELDS: dict[str, Field] = {
+    name: CLIENT_FIELDS[name] for name in ("backchannel_logout_uri", "backchannel_logout_session_required")}
+#: What ``PATCH /admin/clients/<client_id>`` changes.
+CLIENT_UPDATE_FIELDS: dict[str, Field] = {**DISPLAY_FIELDS, **BACKCHANNEL_LOGOUT_FIELDS}
 
 USER_FIELDS: dict[str, Field] = {
     "username": Field("string", "Login name (case-insensitive, unique).", required=True, max_length=255),
@@ -163,7 +174,7 @@ GENERATE_KEY_FIELDS: dict[str, Field] = {
 }
 
 #: Names the OpenAPI document gives each body table.
-BODIES: dict[str, Body] = {"ClientRegistration": CLIENT_FIELDS, "ClientDisplay": DISPLAY_FIELDS,
+BODIES: dict[str, Body] = {"ClientRegistration": CLIENT_FIELDS, "ClientUpdate": CLIENT_UPDATE_FIELDS,
                            "NewUser": USER_FIELDS, "NewPassword": PASSWORD_FIELDS, "GenerateKey": GENERATE_KEY_FIELDS}
 
 
