@@ -443,3 +443,30 @@ def test_a_client_registered_for_message_signing_on_a_default_provider(op):
         assert security_profile.profile_of(client) == "default" and not security_profile.requires_jarm(client)
         client.security_profile = "fapi2-message-signing"  # as stored: the column holds the long name
         assert security_profile.requires_jarm(client) and security_profile.is_fapi2(client)
+
+
+# -- keys on the token ------------------------------------------------------------------------------------
+
+
+def test_jarm_and_jwt_introspection_signed_on_the_softhsm2_token(hsm_op):
+    """The responses are signed by the key the token holds: its kid is the one published for the ID token set,
+    and the signature verifies with that public key (PyJWT and ``cryptography``)."""
+    op = hsm_op
+    op.add_user()
+    client_id, secret = op.add_client(first_party=True)
+    params = _params(client_id, response_mode="form_post.jwt")
+    jarm = _jarm_token(_authorize(op, params), "form_post.jwt")
+    claims = _verify(op, jarm, audience=client_id)
+    tokens = op.redeem(client_id, secret, {"code": claims["code"], "verifier": params["_verifier"]}).json
+    introspection = op.post("/introspect", data={"token": tokens["access_token"]}, auth=(client_id, secret),
+                            headers={"Accept": INTROSPECTION_JWT}).get_data(as_text=True)
+    assert _verify(op, introspection, audience=client_id)["token_introspection"]["active"] is True
+    from oidc.state import state_of
+    from oidc.vocabulary import ID_TOKEN_SET
+
+    with op.app.app_context():
+        signer = state_of(op.app).key_service().signer(ID_TOKEN_SET)
+        assert signer.backend == "hsm"
+        kid = signer.kid
+    assert jwt_parts(jarm)[0]["kid"] == jwt_parts(introspection)[0]["kid"] == jwt_parts(tokens["id_token"])[0]["kid"]
+    assert jwt_parts(jarm)[0]["kid"] == kid
