@@ -93,8 +93,8 @@ def requests(draw: st.DrawFn) -> dict:
                                       "client_id=%C0%AE", "&&&==", "x" * 20000]))
     return {"method": draw(METHODS), "pairs": pairs, "raw_query": raw_query,
             "in_body": draw(st.booleans()), "content_type": draw(CONTENT_TYPES),
-            "authorization": draw(BASIC), "accept": draw(ACCEPT), "raw_body": draw(st.sampled_from([None, b"\xff\xfe\x00", b"%zz=%",
-                                                                             b"{\"a\":", b"a=" + b"%ff" * 300]))}
+            "authorization": draw(BASIC), "accept": draw(ACCEPT),
+            "raw_body": draw(st.sampled_from([None, b"\xff\xfe\x00", b"%zz=%", b"{\"a\":", b"a=" + b"%ff" * 300]))}
 
 
 def _encode(pairs: list[tuple[str, str]]) -> str:
