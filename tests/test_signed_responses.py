@@ -42,6 +42,8 @@ def _verify(op: Provider, token: str, *, audience: str | None = None, typ: str |
 def _encryption_key(kty: str) -> jwcrypto_jwk.JWK:
     if kty == "RSA":
         return jwcrypto_jwk.JWK.generate(kty="RSA", size=2048, kid="enc-rsa", use="enc")
+    if kty == "OKP":
+        return jwcrypto_jwk.JWK.generate(kty="OKP", crv="X25519", kid="enc-x25519", use="enc")
     return jwcrypto_jwk.JWK.generate(kty="EC", crv="P-256", kid="enc-ec", use="enc")
 
 
@@ -176,7 +178,7 @@ def test_an_encrypted_jarm_response_is_signed_then_encrypted_to_the_client(op, k
 
 
 @pytest.mark.both_databases
-@pytest.mark.parametrize("kty,alg", [("RSA", "RSA-OAEP-256"), ("EC", "ECDH-ES")])
+@pytest.mark.parametrize("kty,alg", [("RSA", "RSA-OAEP-256"), ("EC", "ECDH-ES"), ("OKP", "ECDH-ES")])
 def test_an_encrypted_id_token_is_decrypted_by_jwcrypto_with_the_clients_key(op, kty, alg):
     op.add_user()
     key = _encryption_key(kty)
