@@ -472,3 +472,35 @@ def test_jarm_and_jwt_introspection_signed_on_the_softhsm2_token(hsm_op):
         kid = signer.kid
     assert jwt_parts(jarm)[0]["kid"] == jwt_parts(introspection)[0]["kid"] == jwt_parts(tokens["id_token"])[0]["kid"]
     assert jwt_parts(jarm)[0]["kid"] == kid
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_a_lost_token_makes_jarm_and_rfc_9701_answers_503_never_500(make_app, remote_hsm_env, remote_token):
+    """The token behind p11-kit goes away: a JARM response (a code, or an error) and an RFC 9701 answer
+    are 503 temporarily_unavailable with Retry-After; no code is left written; back when the token is."""
+    op = Provider(make_app({**remote_hsm_env, "HSM_ONLY_KEY_SETS": "*", "HSM_RETRY_INITIAL_SECONDS": "0.2",
+                            "HSM_RETRY_MAX_SECONDS": "1"}))
+    op.add_user()
+    client_id, secret = op.add_client(first_party=True)
+    tokens = op.tokens(client_id, secret)  # signed in, with an access token to introspect
+    codes = op.count("AuthorizationCode")
+    request = {key: value for key, value in _params(client_id, response_mode="query.jwt").items()
+               if not key.startswith("_")}
+    remote_token.kill()
+    try:
+        answers = [op.get("/authorize", query_string=request),
+                   op.get("/authorize", query_string={**request, "scope": "openid nope"}),
+                   op.post("/introspect", data={"token": tokens["access_token"]}, auth=(client_id, secret),
+                           headers={"Accept": INTROSPECTION_JWT})]
+        for response in answers:
+            assert response.status_code == 503, (response.status_code, response.get_data(as_text=True)[:200])
+            assert int(response.headers["Retry-After"]) >= 1
+        assert op.count("AuthorizationCode") == codes
+    finally:
+        remote_token.start()
+    deadline = time.monotonic() + 15
+    while (response := op.get("/authorize", query_string=request)).status_code == 503:
+        assert time.monotonic() < deadline, "not back within 15 s of the token's return"
+        time.sleep(0.1)
+    assert "code" in _verify(op, _jarm_token(response, "query.jwt"), audience=client_id)
