@@ -115,12 +115,25 @@ def create_client(*, name: str, redirect_uris: Iterable[str] | None = None,
                   require_pushed_authorization_requests: bool = False,
                   dpop_bound_access_tokens: bool = False, security_profile: str | None = None,
                   admin_api: bool = False, logo_uri: str | None = None, policy_uri: str | None = None,
-                  tos_uri: str | None = None, **response_metadata: Any) -> tuple[Client, str | None]:
+                  tos_uri: str | None = None,
+                  authorization_signed_response_alg: str | None = None,
+                  authorization_encrypted_response_alg: str | None = None,
+                  authorization_encrypted_response_enc: str | None = None,
+                  introspection_signed_response_alg: str | None = None,
+                  introspection_encrypted_response_alg: str | None = None,
+                  introspection_encrypted_response_enc: str | None = None,
+                  userinfo_signed_response_alg: str | None = None,
+                  userinfo_encrypted_response_alg: str | None = None,
+                  userinfo_encrypted_response_enc: str | None = None,
+                  id_token_encrypted_response_alg: str | None = None,
+                  id_token_encrypted_response_enc: str | None = None) -> tuple[Client, str | None]:
     """Register a client; returns it and its secret (shown once; None for public clients).
 
-    ``response_metadata``: the signed and encrypted responses it wants (the
-    names of :data:`oidc.models.RESPONSE_METADATA`, :func:`check_response_metadata`).
+    The ``*_signed_response_alg`` and ``*_encrypted_response_alg/enc``: the signed
+    and encrypted responses it wants (:func:`check_response_metadata`).
     """
+    # The parameters above named in RESPONSE_METADATA (read before any other local is bound).
+    response_metadata = {name: value for name, value in locals().items() if name in RESPONSE_METADATA}
     if column_text(name.strip() if isinstance(name, str) else None, MAX_CLIENT_NAME_LENGTH) is None:
         raise ClientError(f"name: 1 to {MAX_CLIENT_NAME_LENGTH} characters, without a NUL")
     if auth_method not in AUTH_METHODS:
@@ -181,9 +194,6 @@ def check_response_metadata(metadata: dict[str, Any], jwks: dict[str, Any] | Non
     responses); an encryption needs a key of the client's ``jwks`` with
     ``use: enc`` for its alg (:func:`oidc.oauth2.encryption.check_registration`).
     """
-    unknown = sorted(set(metadata) - set(RESPONSE_METADATA))
-    if unknown:
-        raise TypeError(f"unknown field(s): {', '.join(unknown)}")
     checked: dict[str, str | None] = {}
     signing_algs = id_token_signing_algs(current_state().settings.id_token_signing_alg)
     for kind in SIGNED_RESPONSES:
