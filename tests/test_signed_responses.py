@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import time
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import jwt as pyjwt
 import pytest
@@ -504,3 +504,54 @@ def test_a_lost_token_makes_jarm_and_rfc_9701_answers_503_never_500(make_app, re
         assert time.monotonic() < deadline, "not back within 15 s of the token's return"
         time.sleep(0.1)
     assert "code" in _verify(op, _jarm_token(response, "query.jwt"), audience=client_id)
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_chromium_posts_the_form_post_jwt_response_to_the_client(make_app, base_env, tmp_path):
+    """A real browser under the page's CSP: the form_post.jwt page submits itself, and the client receives
+    one ``response`` parameter whose JWT verifies against the JWKS gunicorn serves."""
+    import requests
+
+    from oidc_fixtures import PASSWORD, serve_with_gunicorn
+    from support import chromium_executable
+
+    executable = chromium_executable()
+    from playwright.sync_api import sync_playwright
+
+    callback = "http://127.0.0.1:9/callback"
+    with serve_with_gunicorn(make_app, base_env, tmp_path, redirect_uris=[callback], first_party=True) as served:
+        _, challenge = pkce_pair()
+        url = served["issuer"] + "/authorize?" + urlencode({
+            "response_type": "code", "client_id": served["client_id"], "redirect_uri": callback,
+            "scope": "openid", "state": "browser-ß", "code_challenge": challenge, "code_challenge_method": "S256",
+            "response_mode": "form_post.jwt"})
+        posted: list[tuple[str, str]] = []
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=executable, headless=True,
+                                                 args=served["chromium_args"])
+            try:
+                page = browser.new_page()
+                page.set_default_timeout(15000)
+
+                def arrive(route: Any) -> None:
+                    posted.append((route.request.method, route.request.post_data or ""))
+                    route.fulfill(status=200, content_type="text/html", body="<h1>client callback</h1>")
+
+                page.route(callback + "*", arrive)
+                page.goto(url)
+                page.fill("#username", "alice")
+                page.fill("#password", PASSWORD)
+                page.click("#sign-in")
+                page.wait_for_url(callback + "*")
+            finally:
+                browser.close()
+        jwks = requests.get(served["issuer"] + "/.well-known/jwks.json", timeout=10).json()
+    assert len(posted) == 1 and posted[0][0] == "POST"
+    form = parse_qs(posted[0][1])
+    assert list(form) == ["response"]
+    token = form["response"][0]
+    jwk = next(key for key in jwks["keys"] if key["kid"] == pyjwt.get_unverified_header(token)["kid"])
+    claims = pyjwt.decode(token, pyjwt.PyJWK(jwk).key, algorithms=[jwk["alg"]], audience=served["client_id"],
+                          issuer=served["issuer"])
+    assert claims["state"] == "browser-ß" and claims["code"]
