@@ -555,3 +555,18 @@ def test_chromium_posts_the_form_post_jwt_response_to_the_client(make_app, base_
     claims = pyjwt.decode(token, pyjwt.PyJWK(jwk).key, algorithms=[jwk["alg"]], audience=served["client_id"],
                           issuer=served["issuer"])
     assert claims["state"] == "browser-ß" and claims["code"]
+
+
+@pytest.mark.parametrize(("variable", "value", "message"), [
+    ("ID_TOKEN_SIGNING_ALG", "RS256", "ID_TOKEN_SIGNING_ALG is RS256"),
+    ("AUTHORIZATION_CODE_LIFETIME", "120", "at most 60 s"),
+    ("SECURITY_PROFILE", "fapi2-message-signin", "SECURITY_PROFILE must be one of"),
+])
+def test_start_up_errors_under_message_signing(tmp_path, variable, value, message):
+    """The Security Profile's start-up checks hold under Message Signing, which is built on it."""
+    from oidc.settings import ConfigError, load_settings
+
+    env = {**MS_ENV, variable: value}
+    with pytest.raises(ConfigError, match=message):
+        load_settings(env, instance_path=str(tmp_path))
+    assert load_settings(MS_ENV, instance_path=str(tmp_path)).fapi2_message_signing
