@@ -23,6 +23,15 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from oidc.db import JSONList, db
 
+#: The client metadata of signed and encrypted responses, as registered (and as the admin API names them).
+RESPONSE_METADATA = (
+    "authorization_signed_response_alg", "authorization_encrypted_response_alg",
+    "authorization_encrypted_response_enc", "introspection_signed_response_alg",
+    "introspection_encrypted_response_alg", "introspection_encrypted_response_enc",
+    "userinfo_signed_response_alg", "userinfo_encrypted_response_alg", "userinfo_encrypted_response_enc",
+    "id_token_encrypted_response_alg", "id_token_encrypted_response_enc",
+)
+
 
 class User(db.Model):  # type: ignore[name-defined]  # Flask-SQLAlchemy builds db.Model at run time
     __tablename__ = "users"
@@ -79,8 +88,9 @@ class Client(db.Model):  # type: ignore[name-defined]  # Flask-SQLAlchemy builds
     require_pushed_authorization_requests: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
     #: Token requests need a DPoP proof; access tokens are always DPoP-bound (RFC 9449 §5.2).
     dpop_bound_access_tokens: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
-    #: "fapi2" applies the FAPI 2.0 Security Profile to this client; None follows SECURITY_PROFILE.
-    security_profile: Mapped[str | None] = mapped_column(String(16))
+    #: "fapi2" applies the FAPI 2.0 Security Profile to this client, "fapi2-message-signing" FAPI 2.0
+    #: Message Signing too; None follows SECURITY_PROFILE.
+    security_profile: Mapped[str | None] = mapped_column(String(32))
     #: May request access tokens for the admin API (its audience and the admin scope).
     admin_api: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False, server_default=false())
     disabled: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
@@ -95,6 +105,19 @@ class Client(db.Model):  # type: ignore[name-defined]  # Flask-SQLAlchemy builds
     #: Logout tokens carry the session's ``sid`` (§2.2); without it, ``sub`` only.
     backchannel_logout_session_required: Mapped[bool] = mapped_column(
         Boolean, nullable=False, default=False, server_default=false())
+    #: Signed (and encrypted) responses (JARM, RFC 9701, OIDC Core §5.3.2, OIDC Registration §2):
+    #: the algorithms the client registered; None is "not registered" (see RESPONSE_METADATA).
+    authorization_signed_response_alg: Mapped[str | None] = mapped_column(String(16))
+    authorization_encrypted_response_alg: Mapped[str | None] = mapped_column(String(32))
+    authorization_encrypted_response_enc: Mapped[str | None] = mapped_column(String(32))
+    introspection_signed_response_alg: Mapped[str | None] = mapped_column(String(16))
+    introspection_encrypted_response_alg: Mapped[str | None] = mapped_column(String(32))
+    introspection_encrypted_response_enc: Mapped[str | None] = mapped_column(String(32))
+    userinfo_signed_response_alg: Mapped[str | None] = mapped_column(String(16))
+    userinfo_encrypted_response_alg: Mapped[str | None] = mapped_column(String(32))
+    userinfo_encrypted_response_enc: Mapped[str | None] = mapped_column(String(32))
+    id_token_encrypted_response_alg: Mapped[str | None] = mapped_column(String(32))
+    id_token_encrypted_response_enc: Mapped[str | None] = mapped_column(String(32))
 
     @property
     def scopes(self) -> list[str]:
@@ -141,6 +164,7 @@ class Client(db.Model):  # type: ignore[name-defined]  # Flask-SQLAlchemy builds
             "logo_uri": self.logo_uri, "policy_uri": self.policy_uri, "tos_uri": self.tos_uri,
             "backchannel_logout_uri": self.backchannel_logout_uri,
             "backchannel_logout_session_required": bool(self.backchannel_logout_session_required),
+            **{name: getattr(self, name) for name in RESPONSE_METADATA},
         }
 
 

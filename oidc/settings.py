@@ -35,7 +35,12 @@ DEFAULT_PASSWORD_HASH_COST = 2**15
 #: Values of SECURITY_PROFILE (and of a client's security_profile).
 DEFAULT_PROFILE = "default"
 FAPI2 = "fapi2"
-SECURITY_PROFILES = (DEFAULT_PROFILE, FAPI2)
+#: FAPI 2.0 Message Signing (final): the Security Profile, plus signed request objects at /par and
+#: JARM authorization responses.
+FAPI2_MESSAGE_SIGNING = "fapi2-message-signing"
+#: The profiles the FAPI 2.0 Security Profile's rules apply under.
+FAPI2_PROFILES = (FAPI2, FAPI2_MESSAGE_SIGNING)
+SECURITY_PROFILES = (DEFAULT_PROFILE, *FAPI2_PROFILES)
 #: Longest code lifetime the FAPI 2.0 Security Profile allows (§5.3.2.1, clause 9).
 FAPI2_MAX_CODE_LIFETIME = 60
 #: The FAPI 2.0 Security Profile wants request_uris that live less than 600 s (§5.3.2.2, clause 6).
@@ -198,8 +203,13 @@ class Settings:
 
     @property
     def fapi2(self) -> bool:
-        """Whether the FAPI 2.0 Security Profile applies to every client."""
-        return self.security_profile == FAPI2
+        """Whether the FAPI 2.0 Security Profile applies to every client (alone or under Message Signing)."""
+        return self.security_profile in FAPI2_PROFILES
+
+    @property
+    def fapi2_message_signing(self) -> bool:
+        """Whether FAPI 2.0 Message Signing applies to every client."""
+        return self.security_profile == FAPI2_MESSAGE_SIGNING
 
     @property
     def https(self) -> bool:
@@ -458,7 +468,7 @@ def _read_protocol(read: _Reader, *, id_alg: str, access_alg: str, code_lifetime
     if unknown:
         raise ConfigError(f"DPOP_SIGNING_ALGS: {', '.join(unknown)} not among {', '.join(DPOP_ALGORITHMS)}")
     par_lifetime = read.integer("PAR_LIFETIME", 60, minimum=1)
-    if profile == FAPI2:
+    if profile in FAPI2_PROFILES:
         dpop_algs = _check_fapi2(id_alg=id_alg, access_alg=access_alg, code_lifetime=code_lifetime,
                                  dpop_algs=dpop_algs, par_lifetime=par_lifetime)
     jti_storage = read.text("DPOP_JTI_STORAGE_URI", "database").strip()

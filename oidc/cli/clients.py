@@ -5,9 +5,12 @@ Stable (operators script it; ``--json`` prints one JSON object or array)::
     flask clients create --name NAME [--redirect-uri URI ...] [--post-logout-redirect-uri URI ...]
         [--grant-type G ...] [--scope "S ..."] [--auth-method METHOD] [--first-party]
         [--audience URI ...] [--jwks-file FILE] [--resource-server] [--refresh-always] [--admin-api]
-        [--require-par] [--dpop-bound] [--security-profile default|fapi2]
+        [--require-par] [--dpop-bound] [--security-profile default|fapi2|fapi2-message-signing]
         [--logo-uri URL] [--policy-uri URL] [--tos-uri URL]
-        [--backchannel-logout-uri URL [--backchannel-logout-session-required]] [--json]
+        [--backchannel-logout-uri URL [--backchannel-logout-session-required]]
+        [--authorization-signed-response-alg ALG] [--introspection-signed-response-alg ALG]
+        [--userinfo-signed-response-alg ALG]
+        [--{id-token,userinfo,authorization,introspection}-encrypted-response-{alg,enc} VALUE] [--json]
     flask clients list [--json]
     flask clients show CLIENT_ID [--json]
     flask clients delete CLIENT_ID
@@ -20,6 +23,7 @@ Stable (operators script it; ``--json`` prints one JSON object or array)::
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -38,9 +42,17 @@ from oidc.accounts.clients import (
     set_display,
 )
 from oidc.cli.output import CommandGroup, emit, fields, iso, json_option, table
-from oidc.models import Client
+from oidc.models import RESPONSE_METADATA, Client
 from oidc.settings import SECURITY_PROFILES
 from oidc.vocabulary import AUTH_METHODS, GRANT_TYPES
+
+
+def _response_metadata_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """``--<name>`` for each signed or encrypted response metadata of a client (OIDC Registration §2)."""
+    for name in reversed(RESPONSE_METADATA):
+        command = click.option(f"--{name.replace('_', '-')}", name, default=None,
+                               help=f"{name} (client metadata).")(command)
+    return command
 
 cli = CommandGroup("clients", help="Manage OAuth 2.0 / OpenID Connect clients.")
 
@@ -74,7 +86,8 @@ def _load(client_id: str) -> Client:
 @click.option("--dpop-bound", "dpop_bound", is_flag=True,
               help="Token requests need a DPoP proof (dpop_bound_access_tokens).")
 @click.option("--security-profile", default=None, type=click.Choice(SECURITY_PROFILES),
-              help="fapi2: the FAPI 2.0 Security Profile for this client (default: SECURITY_PROFILE).")
+              help="fapi2: the FAPI 2.0 Security Profile for this client; fapi2-message-signing: "
+                   "FAPI 2.0 Message Signing too (default: SECURITY_PROFILE).")
 @click.option("--admin-api", is_flag=True,
               help="May request access tokens for the admin API (resource <issuer>/admin, with the admin scope).")
 @click.option("--logo-uri", default=None, help="https URL of the client's logo, shown on the consent page.")
@@ -84,6 +97,7 @@ def _load(client_id: str) -> Client:
               help="https URL the client receives logout tokens at (OpenID Connect Back-Channel Logout).")
 @click.option("--backchannel-logout-session-required", is_flag=True,
               help="Logout tokens carry the login session's sid (backchannel_logout_session_required).")
+@_response_metadata_options
 @json_option
 def create_command(name: str, redirect_uris: tuple[str, ...], post_logout_redirect_uris: tuple[str, ...],
                    grant_types: tuple[str, ...], scope: str | None, auth_method: str, first_party: bool,
@@ -92,7 +106,7 @@ def create_command(name: str, redirect_uris: tuple[str, ...], post_logout_redire
                    admin_api: bool, require_par: bool, dpop_bound: bool, security_profile: str | None,
                    logo_uri: str | None, policy_uri: str | None, tos_uri: str | None,
                    backchannel_logout_uri: str | None, backchannel_logout_session_required: bool,
-                   as_json: bool) -> None:
+                   as_json: bool, **response_metadata: str | None) -> None:
     """Register a client and print its client_id (and its secret, shown once)."""
     jwks = jwks_file.read() if jwks_file is not None else None
     try:
@@ -107,6 +121,7 @@ def create_command(name: str, redirect_uris: tuple[str, ...], post_logout_redire
             logo_uri=logo_uri, policy_uri=policy_uri, tos_uri=tos_uri,
             backchannel_logout_uri=backchannel_logout_uri,
             backchannel_logout_session_required=backchannel_logout_session_required,
+            **{key: value for key, value in response_metadata.items() if value is not None},
         )
     except ClientError as exc:
         raise click.ClickException(str(exc)) from None

@@ -7,7 +7,7 @@ token is owed, written with the end of the session and claimed by one worker at
 a time (``claimed_until``); ``next_attempt_at`` is NULL once it is done.
 
 Revision ID: 0014_backchannel_logout
-Revises: 0009_key_certificates
+Revises: 0013_signed_responses
 Create Date: 2026-12-06 17:00:00.000000
 
 """
@@ -17,7 +17,7 @@ import sqlalchemy as sa
 
 # revision identifiers, used by Alembic.
 revision = '0014_backchannel_logout'
-down_revision = '0009_key_certificates'
+down_revision = '0013_signed_responses'
 branch_labels = None
 depends_on = None
 
