@@ -23,6 +23,15 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from oidc.db import JSONList, db
 
+#: The client metadata of signed and encrypted responses, as registered (and as the admin API names them).
+RESPONSE_METADATA = (
+    "authorization_signed_response_alg", "authorization_encrypted_response_alg",
+    "authorization_encrypted_response_enc", "introspection_signed_response_alg",
+    "introspection_encrypted_response_alg", "introspection_encrypted_response_enc",
+    "userinfo_signed_response_alg", "userinfo_encrypted_response_alg", "userinfo_encrypted_response_enc",
+    "id_token_encrypted_response_alg", "id_token_encrypted_response_enc",
+)
+
 
 class User(db.Model):  # type: ignore[name-defined]  # Flask-SQLAlchemy builds db.Model at run time
     __tablename__ = "users"
@@ -79,8 +88,9 @@ class Client(db.Model):  # type: ignore[name-defined]  # Flask-SQLAlchemy builds
     require_pushed_authorization_requests: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
     #: Token requests need a DPoP proof; access tokens are always DPoP-bound (RFC 9449 §5.2).
     dpop_bound_access_tokens: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
-    #: "fapi2" applies the FAPI 2.0 Security Profile to this client; None follows SECURITY_PROFILE.
-    security_profile: Mapped[str | None] = mapped_column(String(16))
+    #: "fapi2" applies the FAPI 2.0 Security Profile to this client, "fapi2-message-signing" FAPI 2.0
+    #: Message Signing too; None follows SECURITY_PROFILE.
+    security_profile: Mapped[str | None] = mapped_column(String(32))
     #: May request access tokens for the admin API (its audience and the admin scope).
     admin_api: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False, server_default=false())
     disabled: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
@@ -100,6 +110,25 @@ class Client(db.Model):  # type: ignore[name-defined]  # Flask-SQLAlchemy builds
     #: Informational metadata registered through /register (client_uri, contacts, software_id, ...),
     #: a JSON object returned as registered.
     registration_metadata: Mapped[str | None] = mapped_column(Text)
+    #: Where logout tokens are POSTed when a login session this client got tokens in ends
+    #: (OpenID Connect Back-Channel Logout 1.0 §2.2); None: the client is not told.
+    backchannel_logout_uri: Mapped[str | None] = mapped_column(String(2000))
+    #: Logout tokens carry the session's ``sid`` (§2.2); without it, ``sub`` only.
+    backchannel_logout_session_required: Mapped[bool] = mapped_column(
+        Boolean, nullable=False, default=False, server_default=false())
+    #: Signed (and encrypted) responses (JARM, RFC 9701, OIDC Core §5.3.2, OIDC Registration §2):
+    #: the algorithms the client registered; None is "not registered" (see RESPONSE_METADATA).
+    authorization_signed_response_alg: Mapped[str | None] = mapped_column(String(16))
+    authorization_encrypted_response_alg: Mapped[str | None] = mapped_column(String(32))
+    authorization_encrypted_response_enc: Mapped[str | None] = mapped_column(String(32))
+    introspection_signed_response_alg: Mapped[str | None] = mapped_column(String(16))
+    introspection_encrypted_response_alg: Mapped[str | None] = mapped_column(String(32))
+    introspection_encrypted_response_enc: Mapped[str | None] = mapped_column(String(32))
+    userinfo_signed_response_alg: Mapped[str | None] = mapped_column(String(16))
+    userinfo_encrypted_response_alg: Mapped[str | None] = mapped_column(String(32))
+    userinfo_encrypted_response_enc: Mapped[str | None] = mapped_column(String(32))
+    id_token_encrypted_response_alg: Mapped[str | None] = mapped_column(String(32))
+    id_token_encrypted_response_enc: Mapped[str | None] = mapped_column(String(32))
 
     @property
     def scopes(self) -> list[str]:
@@ -145,6 +174,9 @@ class Client(db.Model):  # type: ignore[name-defined]  # Flask-SQLAlchemy builds
             "secret_rotated_at": self.secret_rotated_at,
             "logo_uri": self.logo_uri, "policy_uri": self.policy_uri, "tos_uri": self.tos_uri,
             "jwks_uri": self.jwks_uri, "dynamically_registered": self.registration_token_hash is not None,
+            "backchannel_logout_uri": self.backchannel_logout_uri,
+            "backchannel_logout_session_required": bool(self.backchannel_logout_session_required),
+            **{name: getattr(self, name) for name in RESPONSE_METADATA},
         }
 
 
@@ -345,3 +377,36 @@ class InitialAccessToken(db.Model):  # type: ignore[name-defined]  # Flask-SQLAl
         return {"id": self.id, "label": self.label, "policy": json.loads(self.policy or "{}"),
                 "max_uses": self.max_uses, "uses": self.uses, "created_at": self.created_at,
                 "expires_at": self.expires_at, "revoked_at": self.revoked_at}
+class BackchannelLogout(db.Model):  # type: ignore[name-defined]  # Flask-SQLAlchemy builds db.Model at run time
+    """A logout token owed to a client: the outbox of Back-Channel Logout (:mod:`oidc.oauth2.backchannel`).
+
+    Written in the transaction that ends the login session, so that a session
+    never ends without its logout tokens owed, nor the other way round; one row
+    per client and session.  A worker sends it after claiming it with one
+    conditional UPDATE (a lease: ``claimed_until``, and ``claim`` naming the
+    claimer); ``next_attempt_at`` is NULL once it is done (delivered or given up),
+    so that the index of due rows holds only those still owed.
+    """
+
+    __tablename__ = "backchannel_logouts"
+    __table_args__ = (UniqueConstraint("client_pk", "sid", name="uq_backchannel_logouts_client_sid"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    client_pk: Mapped[int] = mapped_column(Integer, ForeignKey("clients.id", ondelete="CASCADE"), nullable=False)
+    #: The login session that ended, and its user's ``sub``.
+    sid: Mapped[str] = mapped_column(String(64), nullable=False)
+    subject: Mapped[str] = mapped_column(String(64), nullable=False)
+    #: The logout token's ``jti``, the same on every attempt (a receiver may recognise a retry).
+    jti: Mapped[str] = mapped_column(String(64), nullable=False)
+    created_at: Mapped[int] = mapped_column(BigInteger, nullable=False, index=True)
+    #: When it is due next; NULL once delivered or given up.
+    next_attempt_at: Mapped[int | None] = mapped_column(BigInteger, index=True)
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    #: Until when the worker that claimed it owns it (0: nobody); after that another may claim it.
+    claimed_until: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
+    #: A random value naming the current claim: only its claimer records the outcome.
+    claim: Mapped[str | None] = mapped_column(String(32))
+    delivered_at: Mapped[int | None] = mapped_column(BigInteger)
+    gave_up_at: Mapped[int | None] = mapped_column(BigInteger)
+    #: Why the last attempt failed (a status code or the kind of network error), never a response body.
+    last_error: Mapped[str | None] = mapped_column(String(200))

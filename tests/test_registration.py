@@ -545,3 +545,26 @@ def test_a_software_statement_issuer_s_keys_at_an_https_url_are_fetched_and_cach
         made = _register(op, {"software_statement": statement})
         assert made.status_code == 201 and made.json["software_id"] == name, made.json
     assert key_server.fetches == 1
+
+
+def test_the_metadata_of_back_channel_logout_and_signed_responses_registers_through_the_same_checks(op, admin_key):
+    """The metadata other specifications add plugs into the one table: registered, returned, checked."""
+    token = _initial_token(op, admin_key, max_uses=None)
+    body = {"redirect_uris": [REDIRECT_URI], "backchannel_logout_uri": "https://rp.example.test/logout",
+            "backchannel_logout_session_required": True, "authorization_signed_response_alg": "RS256",
+            "userinfo_signed_response_alg": "RS256"}
+    made = _register(op, body, token)
+    assert made.status_code == 201, made.json
+    assert {name: made.json[name] for name in body} == body
+    bad = _register(op, {**body, "backchannel_logout_uri": "http://rp.example.test/logout"}, token)
+    assert (bad.status_code, bad.json["error"]) == (400, "invalid_client_metadata")
+    assert bad.json["error_description"].startswith("backchannel_logout_uri")
+    bad = _register(op, {**body, "authorization_signed_response_alg": "HS256"}, token)
+    assert (bad.status_code, bad.json["error"]) == (400, "invalid_client_metadata")
+    # A full replacement leaves out what it does not repeat.
+    updated = op.http.put(made.json["registration_client_uri"], base_url=ISSUER,
+                          json={"client_id": made.json["client_id"], "redirect_uris": [REDIRECT_URI]},
+                          headers=_bearer(made.json["registration_access_token"]))
+    assert updated.status_code == 200
+    assert not {"backchannel_logout_uri", "authorization_signed_response_alg"} & set(updated.json)
+    assert updated.json["backchannel_logout_session_required"] is False

@@ -16,11 +16,12 @@ from urllib.parse import urlsplit
 
 from oidc import hashing, queries
 from oidc.db import db
-from oidc.models import Client
+from oidc.models import RESPONSE_METADATA, Client
+from oidc.oauth2 import encryption
 from oidc.oauth2.client_cache import current_client_cache
 from oidc.oauth2.outbound import FetchError, check_url
 from oidc.queries import find_client
-from oidc.settings import DEFAULT_PROFILE, FAPI2, SECURITY_PROFILES
+from oidc.settings import DEFAULT_PROFILE, FAPI2_PROFILES, SECURITY_PROFILES
 from oidc.state import current_state
 from oidc.text import bounded_text, column_text
 from oidc.urls import is_loopback_http
@@ -28,12 +29,16 @@ from oidc.vocabulary import (
     ASSERTION_ALGORITHMS,
     AUTH_METHODS,
     DEFAULT_GRANT_TYPES,
+    ENCRYPTED_RESPONSES,
     FAPI2_ALGORITHMS,
     GRANT_TYPES,
     RESPONSE_TYPES,
     SECRET_AUTH_METHODS,
     id_token_signing_algs,
 )
+
+#: The responses a client may have signed: ``<kind>_signed_response_alg`` (JARM, RFC 9701, OIDC Core §5.3.2).
+SIGNED_RESPONSES = ("authorization", "introspection", "userinfo")
 
 DEFAULT_SCOPE = "openid profile email offline_access"
 #: Longest redirect, logout, page or logo URI registered.
@@ -80,6 +85,29 @@ def _check_web_uri(value: Any, field: str) -> str | None:
     raise ClientError(f"{field}: {uri!r} must be an https URL (http only on loopback)")
 
 
+def check_backchannel_logout_uri(value: Any, *, development: bool) -> str | None:
+    """A client's ``backchannel_logout_uri`` (Back-Channel Logout 1.0 §2.2): an absolute https URL without
+    a fragment; http only on a loopback host in development mode.  None or "" registers none."""
+    if value is None or value == "":
+        return None
+    uri = bounded_text(value, MAX_URI_LENGTH)
+    if uri is None or not uri.isprintable() or " " in uri:
+        raise ClientError(f"backchannel_logout_uri: {value!r} is not a URL")
+    try:
+        parts = urlsplit(uri)
+        parts.port  # noqa: B018  # raises ValueError for a port out of range or not a number
+    except ValueError:  # an unbalanced IPv6 bracket, a bad port
+        raise ClientError(f"backchannel_logout_uri: {uri!r} is not a URL") from None
+    if parts.fragment or "#" in uri:
+        raise ClientError(f"backchannel_logout_uri: {uri!r} must not have a fragment")
+    if parts.scheme == "https" and parts.hostname:
+        return uri
+    if is_loopback_http(parts) and development:
+        return uri
+    raise ClientError(f"backchannel_logout_uri: {uri!r} must be an https URL (http only on loopback, "
+                      "in development mode)")
+
+
 def _check_jwks(jwks: Any) -> str:
     from joserfc.errors import JoseError
     from joserfc.jwk import KeySet
@@ -109,7 +137,8 @@ def _strings(values: Iterable[Any] | None, field: str) -> list[str]:
     return list(dict.fromkeys(values))
 
 
-#: Client metadata a registration request may carry (RFC 7591 §2, RFC 9126 §6, RFC 9449 §5.2), by its
+#: Client metadata a registration request may carry (RFC 7591 §2, RFC 9126 §6, RFC 9449 §5.2, Back-Channel
+#: Logout 1.0 §2.2, JARM and OIDC Registration §2 for signed and encrypted responses), by its
 #: name in the request: the :func:`build_client` argument it fills (also the ``Client`` column it is
 #: stored in) and its JSON type.  :mod:`oidc.accounts.registration` maps a request through this table
 #: and nothing else: every check is :func:`build_client`'s, the same for /register, the CLI and the
@@ -135,6 +164,9 @@ REGISTRABLE_METADATA: dict[str, tuple[str, type]] = {
     "require_pushed_authorization_requests": ("require_pushed_authorization_requests", bool),
     "dpop_bound_access_tokens": ("dpop_bound_access_tokens", bool),
     "security_profile": ("security_profile", str),
+    "backchannel_logout_uri": ("backchannel_logout_uri", str),
+    "backchannel_logout_session_required": ("backchannel_logout_session_required", bool),
+    **{name: (name, str) for name in RESPONSE_METADATA},
 }
 
 
@@ -227,11 +259,27 @@ def build_client(*, name: str, redirect_uris: Iterable[str] | None = None,
                  require_pushed_authorization_requests: bool = False,
                  dpop_bound_access_tokens: bool = False, security_profile: str | None = None,
                  admin_api: bool = False, logo_uri: str | None = None, policy_uri: str | None = None,
-                 tos_uri: str | None = None) -> tuple[Client, str | None]:
+                 tos_uri: str | None = None, backchannel_logout_uri: str | None = None,
+                 backchannel_logout_session_required: bool = False,
+                 authorization_signed_response_alg: str | None = None,
+                 authorization_encrypted_response_alg: str | None = None,
+                 authorization_encrypted_response_enc: str | None = None,
+                 introspection_signed_response_alg: str | None = None,
+                 introspection_encrypted_response_alg: str | None = None,
+                 introspection_encrypted_response_enc: str | None = None,
+                 userinfo_signed_response_alg: str | None = None,
+                 userinfo_encrypted_response_alg: str | None = None,
+                 userinfo_encrypted_response_enc: str | None = None,
+                 id_token_encrypted_response_alg: str | None = None,
+                 id_token_encrypted_response_enc: str | None = None) -> tuple[Client, str | None]:
     """A new client, every argument checked, not yet added to the database; and its secret (or None).
 
-    ClientError names the first argument that is wrong.
+    ClientError names the first argument that is wrong.  The ``*_signed_response_alg`` and
+    ``*_encrypted_response_alg/enc``: the signed and encrypted responses it wants
+    (:func:`check_response_metadata`).
     """
+    # The parameters above named in RESPONSE_METADATA (read before any other local is bound).
+    response_metadata = {name: value for name, value in locals().items() if name in RESPONSE_METADATA}
     if column_text(name.strip() if isinstance(name, str) else None, MAX_CLIENT_NAME_LENGTH) is None:
         raise ClientError(f"name: 1 to {MAX_CLIENT_NAME_LENGTH} characters, without a NUL")
     if auth_method not in AUTH_METHODS:
@@ -251,14 +299,16 @@ def build_client(*, name: str, redirect_uris: Iterable[str] | None = None,
             token.isprintable() and '"' not in token and "\\" not in token for token in scope_value.split()):
         raise ClientError("scope: space-separated scope tokens")
     jwks_text, jwks_uri = _check_keys(auth_method, jwks, jwks_uri)
+    responses = check_response_metadata(response_metadata, json.loads(jwks_text) if jwks_text else None)
 
     display = {field: _check_web_uri(value, field) for field, value in
                (("logo_uri", logo_uri), ("policy_uri", policy_uri), ("tos_uri", tos_uri))}
 
     state = current_state()
+    logout_uri = check_backchannel_logout_uri(backchannel_logout_uri, development=state.settings.development)
     if security_profile not in (None, *SECURITY_PROFILES):
         raise ClientError(f"security_profile: one of {', '.join(SECURITY_PROFILES)}")
-    if security_profile == FAPI2 or state.settings.fapi2:
+    if security_profile in FAPI2_PROFILES or state.settings.fapi2:
         _check_fapi2(auth_method, redirects, state.settings)
 
     client = Client(
@@ -270,7 +320,8 @@ def build_client(*, name: str, redirect_uris: Iterable[str] | None = None,
         dpop_bound_access_tokens=bool(dpop_bound_access_tokens),
         security_profile=security_profile if security_profile != DEFAULT_PROFILE else None,
         created_at=state.clock.now(), redirect_uris=redirects, post_logout_redirect_uris=post_logout,
-        grant_types=grants, audiences=audience_list, **display,
+        grant_types=grants, audiences=audience_list, **display, **responses, backchannel_logout_uri=logout_uri,
+        backchannel_logout_session_required=bool(backchannel_logout_session_required),
     )
     secret = None
     if auth_method in SECRET_AUTH_METHODS:
@@ -314,6 +365,31 @@ def replace_metadata(client: Client, **metadata: Any) -> str | None:
     else:
         client.secret_hash, client.secret_rotated_at = fresh.secret_hash, fresh.secret_rotated_at
     return secret
+
+
+def check_response_metadata(metadata: dict[str, Any], jwks: dict[str, Any] | None) -> dict[str, str | None]:
+    """The signed and encrypted response metadata of a registration, checked; :class:`ClientError` otherwise.
+
+    A signing alg must be one the ID token key set signs with (it signs these
+    responses); an encryption needs a key of the client's ``jwks`` with
+    ``use: enc`` for its alg (:func:`oidc.oauth2.encryption.check_registration`).
+    """
+    checked: dict[str, str | None] = {}
+    signing_algs = id_token_signing_algs(current_state().settings.id_token_signing_alg)
+    for kind in SIGNED_RESPONSES:
+        name = f"{kind}_signed_response_alg"
+        alg = metadata.get(name)
+        if alg is not None and alg not in signing_algs:
+            raise ClientError(f"{name}: one of {', '.join(signing_algs)} (the ID token key set's algorithm)")
+        checked[name] = alg
+    for kind in ENCRYPTED_RESPONSES:
+        alg_name, enc_name = f"{kind}_encrypted_response_alg", f"{kind}_encrypted_response_enc"
+        try:
+            checked[alg_name], checked[enc_name] = encryption.check_registration(
+                metadata.get(alg_name), metadata.get(enc_name), jwks, kind)
+        except encryption.EncryptionError as exc:
+            raise ClientError(str(exc)) from None
+    return checked
 
 
 def _check_grant_combination(grants: list[str], auth_method: str, redirect_uris: list[str]) -> None:
@@ -380,6 +456,16 @@ def set_display(client: Client, **fields: str | None) -> None:
     checked = {name: _check_web_uri(value, name) for name, value in fields.items()}
     for name, value in checked.items():
         setattr(client, name, value)
+    db.session.commit()
+    forget(client)
+
+
+def set_backchannel_logout(client: Client, uri: str | None, *, session_required: bool | None = None) -> None:
+    """Register (or, with None or "", remove) the client's back-channel logout URI; ``session_required``
+    None keeps ``backchannel_logout_session_required`` as it is."""
+    client.backchannel_logout_uri = check_backchannel_logout_uri(uri, development=current_state().settings.development)
+    if session_required is not None:
+        client.backchannel_logout_session_required = bool(session_required)
     db.session.commit()
     forget(client)
 

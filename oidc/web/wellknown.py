@@ -52,6 +52,10 @@ def discovery_document(settings: Settings) -> dict[str, Any]:
     auth_methods = ["private_key_jwt"] if settings.fapi2 else list(vocabulary.AUTH_METHODS)
     assertion_algs = [alg for alg in vocabulary.ASSERTION_ALGORITHMS
                       if not settings.fapi2 or alg in vocabulary.FAPI2_ALGORITHMS]
+    # JARM, signed userinfo and RFC 9701 answers are signed with the ID token key set: its algs.
+    response_algs = vocabulary.id_token_signing_algs(settings.id_token_signing_alg)
+    # FAPI 2.0 Message Signing: every authorization response is a JARM one.
+    response_modes = vocabulary.JARM_RESPONSE_MODES if settings.fapi2_message_signing else vocabulary.RESPONSE_MODES
     return {
         "issuer": issuer,
         "jwks_uri": urls.absolute(issuer, urls.JWKS),
@@ -65,10 +69,11 @@ def discovery_document(settings: Settings) -> dict[str, Any]:
         "registration_endpoint": urls.absolute(issuer, urls.REGISTER),
         "scopes_supported": list(settings.scopes_supported),
         "response_types_supported": list(vocabulary.RESPONSE_TYPES),
-        "response_modes_supported": list(vocabulary.RESPONSE_MODES),
+        "response_modes_supported": list(response_modes),
         "grant_types_supported": list(vocabulary.GRANT_TYPES),
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": vocabulary.id_token_signing_algs(settings.id_token_signing_alg),
+        **_signed_response_metadata(response_algs),
         "token_endpoint_auth_methods_supported": auth_methods,
         "token_endpoint_auth_signing_alg_values_supported": assertion_algs,
         "introspection_endpoint_auth_methods_supported": [m for m in vocabulary.CONFIDENTIAL_AUTH_METHODS
@@ -87,8 +92,24 @@ def discovery_document(settings: Settings) -> dict[str, Any]:
         "request_uri_parameter_supported": False,
         "authorization_response_iss_parameter_supported": True,
         "frontchannel_logout_supported": False,
-        "backchannel_logout_supported": False,
+        # OpenID Connect Back-Channel Logout 1.0 §2.1: logout tokens to each client's backchannel_logout_uri,
+        # with the session's sid for clients that require it (and sid in ID tokens).
+        "backchannel_logout_supported": True,
+        "backchannel_logout_session_supported": True,
     }
+
+
+def _signed_response_metadata(response_algs: list[str]) -> dict[str, list[str]]:
+    """What signs and encrypts responses (JARM §3, RFC 9701 §7, OIDC Discovery §3)."""
+    metadata: dict[str, list[str]] = {
+        "authorization_signing_alg_values_supported": list(response_algs),
+        "introspection_signing_alg_values_supported": list(response_algs),
+        "userinfo_signing_alg_values_supported": list(response_algs),
+    }
+    for kind in vocabulary.ENCRYPTED_RESPONSES:
+        metadata[f"{kind}_encryption_alg_values_supported"] = list(vocabulary.ENCRYPTION_ALGORITHMS)
+        metadata[f"{kind}_encryption_enc_values_supported"] = list(vocabulary.ENCRYPTION_ENCODINGS)
+    return metadata
 
 
 @bp.get(urls.DISCOVERY)

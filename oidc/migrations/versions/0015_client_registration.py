@@ -5,7 +5,7 @@ policy their registration was made under and their informational metadata;
 initial_access_tokens are the operator's permissions to register (keyed hashes).
 
 Revision ID: 0015_client_registration
-Revises: 0009_key_certificates
+Revises: 0014_backchannel_logout
 Create Date: 2026-12-06 00:00:00.000000
 
 """
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 
 # revision identifiers, used by Alembic.
 revision = '0015_client_registration'
-down_revision = '0009_key_certificates'
+down_revision = '0014_backchannel_logout'
 branch_labels = None
 depends_on = None
 
