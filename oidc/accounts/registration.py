@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import logging
 from typing import Any
+from urllib.parse import urlsplit
 
 from authlib.oauth2.rfc7591.errors import (
     InvalidClientMetadataError,
@@ -47,6 +48,7 @@ from oidc.accounts.clients import (
 from oidc.db import db
 from oidc.models import Client, InitialAccessToken
 from oidc.oauth2.client_keys import ClientKeyError, remote_key_set
+from oidc.observability import audit
 from oidc.queries import find_client
 from oidc.state import current_state
 from oidc.vocabulary import AUTH_METHODS, GRANT_TYPES
@@ -344,8 +346,6 @@ _JSON_NAMES = {str: "string", list: "array", dict: "object", bool: "boolean"}
 
 def _default_name(arguments: dict[str, Any]) -> str:
     """A name for a client that registered none: its first redirect URI's host (shown on consent)."""
-    from urllib.parse import urlsplit
-
     uris = arguments.get("redirect_uris")
     host = urlsplit(uris[0]).hostname if isinstance(uris, list) and uris and isinstance(uris[0], str) else None
     return host or "Unnamed client"
@@ -418,6 +418,8 @@ def issue_initial_token(*, label: str = "", policy: Any = None, max_uses: int | 
                              created_at=now, expires_at=now + expires_in)
     queries.add(row)
     db.session.commit()
+    audit.record("initial_token.created", "initial access token created", initial_token_id=row.id, label=label,
+                 max_uses=max_uses, expires_at=row.expires_at)
     return row, token
 
 
@@ -431,4 +433,5 @@ def revoke_initial_token(token_id: int) -> InitialAccessToken | None:
     if row is not None and row.revoked_at is None:
         row.revoked_at = current_state().clock.now()
         db.session.commit()
+        audit.record("initial_token.revoked", "initial access token revoked", initial_token_id=row.id)
     return row
