@@ -31,6 +31,17 @@ ADMIN = "/admin"
 REGISTER = "/register"
 
 
+def split_url(url: str) -> SplitResult | None:
+    """The parts of ``url``, or None when it cannot be read: ``urlsplit`` raises ValueError for an
+    unbalanced IPv6 bracket (``https://[``), and ``port`` for a port out of range or not a number."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018  # urlsplit checks the port only when asked for it
+    except ValueError:
+        return None
+    return parts
+
+
 def absolute(issuer: str, path: str) -> str:
     """The URL of ``path`` on this provider, as clients see it."""
     return issuer + path

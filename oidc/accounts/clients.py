@@ -12,7 +12,6 @@ import json
 import secrets
 from collections.abc import Callable, Iterable
 from typing import Any
-from urllib.parse import urlsplit
 
 from oidc import hashing, queries
 from oidc.db import db
@@ -24,7 +23,7 @@ from oidc.queries import find_client
 from oidc.settings import DEFAULT_PROFILE, FAPI2_PROFILES, SECURITY_PROFILES
 from oidc.state import current_state
 from oidc.text import bounded_text, column_text
-from oidc.urls import is_loopback_http
+from oidc.urls import is_loopback_http, split_url
 from oidc.vocabulary import (
     ASSERTION_ALGORITHMS,
     AUTH_METHODS,
@@ -60,7 +59,9 @@ def _check_uri(value: Any, field: str) -> str:
     uri = bounded_text(value, MAX_URI_LENGTH)
     if uri is None or not uri.isprintable() or " " in uri:
         raise ClientError(f"{field}: {value!r} is not a URI")
-    parts = urlsplit(uri)
+    parts = split_url(uri)
+    if parts is None:
+        raise ClientError(f"{field}: {uri!r} is not a URI")
     if parts.fragment or "#" in uri:
         raise ClientError(f"{field}: {uri!r} must not have a fragment")
     if parts.scheme == "https" and parts.netloc:
@@ -79,7 +80,9 @@ def _check_web_uri(value: Any, field: str) -> str | None:
     uri = bounded_text(value, MAX_URI_LENGTH)
     if uri is None or not uri.isprintable() or " " in uri or '"' in uri:
         raise ClientError(f"{field}: {value!r} is not a URL")
-    parts = urlsplit(uri)
+    parts = split_url(uri)
+    if parts is None:
+        raise ClientError(f"{field}: {uri!r} is not a URL")
     if (parts.scheme == "https" and parts.netloc) or is_loopback_http(parts):
         return uri
     raise ClientError(f"{field}: {uri!r} must be an https URL (http only on loopback)")
@@ -93,11 +96,9 @@ def check_backchannel_logout_uri(value: Any, *, development: bool) -> str | None
     uri = bounded_text(value, MAX_URI_LENGTH)
     if uri is None or not uri.isprintable() or " " in uri:
         raise ClientError(f"backchannel_logout_uri: {value!r} is not a URL")
-    try:
-        parts = urlsplit(uri)
-        parts.port  # noqa: B018  # raises ValueError for a port out of range or not a number
-    except ValueError:  # an unbalanced IPv6 bracket, a bad port
-        raise ClientError(f"backchannel_logout_uri: {uri!r} is not a URL") from None
+    parts = split_url(uri)
+    if parts is None:
+        raise ClientError(f"backchannel_logout_uri: {uri!r} is not a URL")
     if parts.fragment or "#" in uri:
         raise ClientError(f"backchannel_logout_uri: {uri!r} must not have a fragment")
     if parts.scheme == "https" and parts.hostname:

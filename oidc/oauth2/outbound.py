@@ -25,6 +25,8 @@ import time
 from typing import Any
 from urllib.parse import SplitResult, urljoin, urlsplit
 
+from oidc.urls import split_url
+
 #: Seconds to connect, to wait for each read, and for the whole fetch.
 CONNECT_TIMEOUT = 3.0
 READ_TIMEOUT = 5.0
@@ -41,13 +43,11 @@ class FetchError(Exception):
 
 def check_url(url: str) -> SplitResult:
     """The parts of an https URL with a host and no credentials or fragment; FetchError otherwise."""
-    parts = urlsplit(url)
+    parts = split_url(url)
+    if parts is None:
+        raise FetchError(f"{url!r} is not a URL (its host or port cannot be read)")
     if parts.scheme != "https" or not parts.hostname or parts.username is not None or parts.fragment:
         raise FetchError(f"{url!r} is not an https URL without credentials or fragment")
-    try:
-        parts.port  # noqa: B018 - urlsplit checks the port only when asked for it
-    except ValueError:
-        raise FetchError(f"{url!r} has an invalid port") from None
     return parts
 
 
