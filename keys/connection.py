@@ -56,13 +56,14 @@ No raw ``PKCS11Error`` leaves this module: callers see :class:`HSMError` subclas
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -76,8 +77,27 @@ from keys.mechanisms import MechanismSupport, mechanism_name
 
 log = logging.getLogger("keys.hsm")  # one logger for the HSM, whichever half speaks
 
-#: One lock for every PKCS#11 call in this process (the module may have no locks of its own).
+#: The lock of every PKCS#11 call into the first module this process uses (that module may have no
+#: locks of its own: python-pkcs11 initialises it without CKF_OS_LOCKING_OK).
 PKCS11_LOCK = threading.RLock()
+_MODULE_LOCKS: dict[str, threading.RLock] = {}
+_MODULE_LOCKS_GUARD = threading.Lock()
+#: Held while a module is loaded with its own environment (``HSMConfig.module_env``): the process's
+#: environment is shared, so two modules never load at once with theirs.
+_ENVIRONMENT_LOCK = threading.Lock()
+
+
+def module_lock(library: str) -> threading.RLock:
+    """The lock of every call into the PKCS#11 module ``library`` in this process.
+
+    Used by named tokens (``HSM_TOKENS``): one lock per module file (its real path: a symlink
+    is the same loaded module), so a module that hangs (a network HSM that stopped answering)
+    holds its own lock only, and another token's module keeps signing.  Tokens in slots of one
+    module share its lock.  A single unnamed token uses :data:`PKCS11_LOCK`.
+    """
+    key = os.path.realpath(library)
+    with _MODULE_LOCKS_GUARD:
+        return _MODULE_LOCKS.setdefault(key, threading.RLock())
 
 SESSION = "session"
 MODULE = "module"
@@ -216,14 +236,21 @@ class HSMConfig:
     probe_interval_seconds: float = 5.0
     #: Adopt private keys that are extractable or not sensitive (with a WARNING) instead of refusing them.
     allow_extractable_keys: bool = False
+    #: The token's name among several (``HSM_TOKENS``); "" for the one token of the plain ``HSM_*`` settings.
+    name: str = ""
+    #: Environment variables the module reads when it is loaded and initialised (a network HSM's
+    #: client configuration, p11-kit's ``P11_KIT_SERVER_ADDRESS``), set for that moment only.
+    module_env: tuple[tuple[str, str], ...] = ()
+    #: A call that has not returned after this long marks the token hung: signing goes to another
+    #: token meanwhile, and a call waiting for the module's lock gives up after this long.
+    busy_seconds: float = 2.0
 
     def __repr__(self) -> str:  # keep the PIN out of tracebacks and logs
         return f"HSMConfig(library={self.library!r}, {self.describe_token()}, prefix={self.key_set_prefix!r})"
 
     def describe_token(self) -> str:
-        if self.token_label:
-            return f"token label {self.token_label!r}"
-        return f"slot {self.slot}"
+        where = f"token label {self.token_label!r}" if self.token_label else f"slot {self.slot}"
+        return f"token {self.name!r} ({where})" if self.name else where
 
 
 
@@ -262,6 +289,10 @@ class TokenConnection:
         self._recovery: threading.Thread | None = None
         self._wake = threading.Event()
         self._stop = threading.Event()
+        #: The lock of this token's module (see :func:`module_lock`).
+        self.lock = module_lock(config.library) if config.name else PKCS11_LOCK
+        #: When the call in progress on this token started (monotonic), while one is.
+        self._busy_since: float | None = None
         _quiet_pkcs11_finalisers()
 
 
@@ -273,6 +304,17 @@ class TokenConnection:
         """Whether operations go to the token now (False while it is lost or not yet opened)."""
         return self.state == AVAILABLE and self._pid == os.getpid()
 
+    @property
+    def hung(self) -> bool:
+        """Whether a call has been in the module for more than ``busy_seconds`` (a token that stopped answering)."""
+        started = self._busy_since
+        return started is not None and time.monotonic() - started > self.config.busy_seconds
+
+    @property
+    def healthy(self) -> bool:
+        """Available and not hung: a signature sent there now is expected back."""
+        return self.available and not self.hung
+
     def open(self) -> None:
         """Load the module, find the token and log in (in this process).
 
@@ -280,7 +322,7 @@ class TokenConnection:
         found, device error) and plain :class:`HSMError` when it cannot (no such
         library, wrong PIN); both name the library and the token, never the PIN.
         """
-        with PKCS11_LOCK:
+        with self.lock:
             try:
                 self._open()
             except _Transient as exc:
@@ -325,16 +367,33 @@ class TokenConnection:
                 delay = min(delay * 2, 0.2)
 
     def _open_once(self, *, reinitialize: bool) -> None:
+        previous = self._busy_since  # a reopen within a call keeps the call's start
+        self._busy_since = previous or time.monotonic()
         try:
-            lib = pkcs11.lib(self.config.library)
-        except PKCS11Error as exc:
-            raise self._opening_error(exc, "initialise the module", _load_failure(exc)) from None
+            self._open_module(reinitialize=reinitialize)
+        finally:
+            self._busy_since = previous
+
+    def _load(self, reinitialize: bool) -> Any:
+        """The module loaded (and re-initialised when asked), with its own environment if it has one."""
+        with _module_environment(self.config.module_env):
+            try:
+                lib = pkcs11.lib(self.config.library)
+            except PKCS11Error as exc:
+                raise self._opening_error(exc, "initialise the module", _load_failure(exc)) from None
+            try:
+                if reinitialize or (self._pid is not None and self._pid != os.getpid()):
+                    # A context inherited through fork() is not usable by the child
+                    # (PKCS#11 v2.40 §6.7.7), SoftHSM only enumerates its tokens in
+                    # C_Initialize, and a network module only reconnects there.
+                    _reinitialise(lib)
+            except PKCS11Error as exc:
+                raise self._opening_error(exc, "initialise the module", ckr_name(exc)) from None
+        return lib
+
+    def _open_module(self, *, reinitialize: bool) -> None:
+        lib = self._load(reinitialize)
         try:
-            if reinitialize or (self._pid is not None and self._pid != os.getpid()):
-                # A context inherited through fork() is not usable by the child
-                # (PKCS#11 v2.40 §6.7.7), SoftHSM only enumerates its tokens in
-                # C_Initialize, and a network module only reconnects there.
-                _reinitialise(lib)
             token = self._find_token(lib)
         except PKCS11Error as exc:
             raise self._opening_error(exc, "initialise the module or read the token", ckr_name(exc)) from None
@@ -466,7 +525,7 @@ class TokenConnection:
         if self._refused_login:
             return False
         back = False
-        with PKCS11_LOCK:
+        with self.lock:
             if self.available:
                 return True
             was = self.state
@@ -537,7 +596,7 @@ class TokenConnection:
                 self.recover()
             except Exception:  # never let the thread die; the next probe tries again
                 log.warning("HSM probe failed unexpectedly", exc_info=True)
-                with PKCS11_LOCK:
+                with self.lock:
                     self._schedule_probe()
 
     def stop_recovery(self) -> None:
@@ -563,14 +622,22 @@ class TokenConnection:
                 self.open()  # first use in this process (or after close())
             elif background or time.monotonic() < self._next_probe or not self.recover():
                 raise self.unavailable_error()
-        with PKCS11_LOCK:
+        # Never wait on a module that stopped answering: the caller goes to another token.
+        if not self.lock.acquire(timeout=self.config.busy_seconds):
+            raise self.unavailable_error()
+        try:
             if not self.available:
                 raise self.unavailable_error()
+            self._busy_since = time.monotonic()
             try:
                 return self._attempt(operation, what, mechanism)
             except HSMError as exc:
                 self._event("error", getattr(exc, "code", None) or type(exc).__name__)
                 raise
+            finally:
+                self._busy_since = None
+        finally:
+            self.lock.release()
 
     def _attempt(self, operation: Callable[[], T], what: str, mechanism: Any) -> T:
         try:
@@ -617,7 +684,7 @@ class TokenConnection:
 
     def close(self) -> None:
         self.stop_recovery()
-        with PKCS11_LOCK:
+        with self.lock:
             if self._session is not None and self._pid == os.getpid():
                 try:
                     self._session.close()
@@ -635,7 +702,7 @@ class TokenConnection:
         touched at most that often whatever the probe rate, and never while it
         is known to be lost (the backoff probes it then).
         """
-        if not self.available:
+        if not self.healthy:
             return False
         cached = self._probe_cache
         now = time.monotonic()
@@ -728,6 +795,25 @@ def _quiet_pkcs11_finalisers() -> None:
     sys.unraisablehook = unraisable_hook
     sys.excepthook = excepthook
     _finaliser_hook_installed = True
+
+
+@contextlib.contextmanager
+def _module_environment(variables: tuple[tuple[str, str], ...]) -> Iterator[None]:
+    """``variables`` in the process environment for the moment a module reads them, then as they were."""
+    if not variables:
+        yield
+        return
+    with _ENVIRONMENT_LOCK:
+        saved = {name: os.environ.get(name) for name, _ in variables}
+        os.environ.update(dict(variables))
+        try:
+            yield
+        finally:
+            for name, value in saved.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
 
 
 def _reinitialise(lib: Any) -> None:
