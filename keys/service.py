@@ -283,7 +283,7 @@ class KeyService:
             return generated
         hardware = self.managers.hardware
         if not self.generate_on_hsm:
-            for name, (first, _tokens) in sorted(needed.items()):
+            for name, (first, _tokens) in needed.items():
                 if self._target(name) is hardware and first:
                     raise HSMError(
                         f"key set {name!r} has no key pair labelled {hardware.label(name)!r} on the token, and "
@@ -695,6 +695,11 @@ class KeyService:
         """Whether the HSM can be used now; None when none is configured (never touches the token)."""
         hardware = self.managers.hardware
         return hardware.available if hardware.configured else None
+
+    def token_availability(self) -> dict[str, bool]:
+        """Whether each configured token can sign now (never touches a token); empty with one token or none."""
+        hardware = self.managers.hardware
+        return {name: hardware.healthy(name) for name in hardware.names} if len(hardware.names) > 1 else {}
 
     def health(self) -> Health:
         """Readiness: every configured set signs (and passed the self-test), and the HSM session is usable.
