@@ -400,7 +400,7 @@ class HSMManager(TokenConnection):
         return TokenLocation(
             library=self.config.library, slot_id=int(slot.slot_id), slot_description=_text(slot.slot_description),
             token_label=_text(token.label), serial=_text(token.serial), model=_text(token.model),
-            manufacturer=_text(token.manufacturer_id),
+            manufacturer=_text(token.manufacturer_id), name=self.config.name,
         )
 
 

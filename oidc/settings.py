@@ -404,7 +404,7 @@ def _read_hsm(read: _Reader) -> dict[str, Any]:
             raise ConfigError("HSM_ENABLED is true but HSM_PIN is not set")
         if token_label is None and slot is None:
             raise ConfigError("HSM_ENABLED is true but neither HSM_TOKEN_LABEL nor HSM_SLOT is set")
-    elif only:
+    elif only and not enabled:
         raise ConfigError("HSM_ONLY_KEY_SETS names key sets but HSM_ENABLED is false")
     retry_initial = read.seconds("HSM_RETRY_INITIAL_SECONDS", 0.5, minimum=0.05)
     retry_max = read.seconds("HSM_RETRY_MAX_SECONDS", 5.0, minimum=0.05)

@@ -1,0 +1,220 @@
+"""Several tokens (HSM_TOKENS): each holds its own pairs, every public key is published, and a set
+signs on any healthy token, so losing one token costs only the signatures in flight on it.
+
+Two SoftHSM2 tokens, each behind its own ``p11-kit server`` and reached through its own copy of
+p11-kit's client module (tests/remote_token.RemoteTokens): killed, stopped (SIGSTOP) and restarted
+one at a time, or both.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import jwt
+import pytest
+
+from keys.errors import HSMUnavailable
+from keys.service import ACCESS_TOKEN_SET, ID_TOKEN_SET, KeyService
+from support import start_key_service
+
+SQLITE = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+FAST = {"HSM_RETRY_INITIAL_SECONDS": "0.1", "HSM_RETRY_MAX_SECONDS": "0.5", "HSM_READINESS_CACHE_SECONDS": "0"}
+#: How long a lost token may take to sign again once it is back (its recovery probes every 0.5 s at most).
+REJOIN_BOUND = 10.0
+
+
+def _tokens_env(base_env: dict[str, str], remote_tokens: Any, **extra: str) -> dict[str, str]:
+    return {**base_env, **remote_tokens.env(), **FAST, "HSM_ONLY_KEY_SETS": "*", **extra}
+
+
+def _sign(service: KeyService, key_set: str = ACCESS_TOKEN_SET) -> tuple[str | None, str]:
+    """Sign once; (the token that signed, the JWT) — the JWT built by PyJWT around our signature."""
+    from keys import compact_jws
+
+    signer = service.signer(key_set)
+    token = compact_jws(signer, {"sub": "s", "iat": int(time.time())}, "JWT")
+    return signer.record.token, token
+
+
+def _verify(service: KeyService, token: str) -> None:
+    """Verified with PyJWT against the published JWK Set, as a resource server does."""
+    header = jwt.get_unverified_header(token)
+    keys = {key["kid"]: key for key in __import__("json").loads(service.jwks_document()[0])["keys"]}
+    key = jwt.PyJWK(keys[header["kid"]])
+    jwt.decode(token, key.key, algorithms=[header["alg"]], options={"verify_aud": False})
+
+
+def _signers_until(service: KeyService, wanted: set[str | None], bound: float) -> set[str | None]:
+    """Sign until every token of ``wanted`` has signed (or ``bound`` passes); the tokens that signed."""
+    seen: set[str | None] = set()
+    deadline = time.monotonic() + bound
+    while not wanted <= seen and time.monotonic() < deadline:
+        try:
+            seen.add(_sign(service)[0])
+        except HSMUnavailable:
+            pass
+        time.sleep(0.02)
+    return seen
+
+
+@SQLITE
+def test_each_token_holds_its_own_pairs_and_both_sign_in_turns(make_app, base_env, remote_tokens, softhsm):
+    app = make_app(_tokens_env(base_env, remote_tokens))
+    service = start_key_service(app)
+    for label in remote_tokens.labels.values():
+        for key_set in (ID_TOKEN_SET, ACCESS_TOKEN_SET):
+            assert softhsm.key_objects(label, key_set) == {"private": 1, "public": 1}
+    published = __import__("json").loads(service.jwks_document()[0])["keys"]
+    assert len(published) == 4 and len({key["kid"] for key in published}) == 4
+    statuses = {status.record.token: status.status for status in service.keys(ACCESS_TOKEN_SET)}
+    assert statuses == {"A": "active", "B": "active"}  # each token's first key signs at once
+
+    signed = [_sign(service) for _ in range(6)]
+    assert [token for token, _ in signed].count("A") == 3  # in turns over the healthy tokens
+    for _, token in signed:
+        _verify(service, token)
+
+    evidence = {item.kid: item for item in service.evidence(ACCESS_TOKEN_SET)}
+    assert {item.location["token"]: item.location["token_label"] for item in evidence.values()} == remote_tokens.labels
+    assert all(not item.hsm_only_shortfalls() for item in evidence.values())
+    health = service.health()
+    assert health.ok and health.tokens == {"A": None, "B": None}
+
+
+@SQLITE
+def test_a_lost_token_costs_no_signature_and_rejoins_by_itself(make_app, base_env, remote_tokens):
+    app = make_app(_tokens_env(base_env, remote_tokens))
+    service = start_key_service(app)
+    service.start_recovery()
+    client = app.test_client()
+    assert _signers_until(service, {"A", "B"}, 5) == {"A", "B"}
+
+    remote_tokens.servers["A"].kill()
+    failures = 0
+    signed_by = []
+    for _ in range(20):
+        try:
+            token_name, token = _sign(service)
+        except HSMUnavailable:
+            failures += 1  # only the one in flight on A when it went
+            continue
+        signed_by.append(token_name)
+        _verify(service, token)
+    assert failures <= 1, failures
+    assert set(signed_by) == {"B"}
+    ready = client.get("/health/ready")
+    assert ready.status_code == 200
+    tokens = ready.get_json()["checks"]["hsm"]["tokens"]
+    assert tokens == {"A": {"ok": False, "reason": "hsm_unavailable"}, "B": {"ok": True}}
+    assert remote_tokens.libraries["A"] not in ready.get_data(as_text=True)
+    # The JWKS keeps A's keys: tokens it signed before it went still verify.
+    assert len(__import__("json").loads(service.jwks_document()[0])["keys"]) == 4
+
+    remote_tokens.servers["A"].start()
+    assert _signers_until(service, {"A", "B"}, REJOIN_BOUND) == {"A", "B"}  # A is back in the turns, unasked
+
+    # Both gone: 503 (HSM-only: never software), then one back is enough.
+    remote_tokens.servers["A"].kill()
+    remote_tokens.servers["B"].kill()
+    for _ in range(3):
+        try:
+            _sign(service)
+        except HSMUnavailable:
+            pass
+    with pytest.raises(HSMUnavailable):
+        _sign(service)
+    assert client.get("/health/ready").status_code == 503
+    remote_tokens.servers["B"].start()
+    assert "B" in _signers_until(service, {"B"}, REJOIN_BOUND)
+    assert client.get("/health/ready").status_code == 200
+
+
+@SQLITE
+def test_a_hung_token_is_passed_over_while_it_hangs(make_app, base_env, remote_tokens):
+    """SIGSTOP: a signature sent to A hangs; within busy_seconds the others go to B, and A rejoins on SIGCONT."""
+    app = make_app(_tokens_env(base_env, remote_tokens))
+    service = start_key_service(app)
+    service.start_recovery()
+    assert _signers_until(service, {"A", "B"}, 5) == {"A", "B"}
+
+    server = remote_tokens.servers["A"]
+    server.pause()
+    hung: list[BaseException | str] = []
+
+    def sign_on_a() -> None:
+        while True:
+            try:
+                name, _ = _sign(service)
+            except HSMUnavailable as exc:
+                hung.append(exc)
+                return
+            if name == "A":
+                hung.append("returned")  # only once SIGCONT let it
+                return
+
+    blocked = threading.Thread(target=sign_on_a, daemon=True)
+    blocked.start()
+    try:
+        time.sleep(0.5)
+        assert blocked.is_alive()  # in a call to A that does not return
+        started = time.monotonic()
+        signed_by = []
+        failures = 0
+        while time.monotonic() - started < 4:
+            try:
+                signed_by.append(_sign(service)[0])
+            except HSMUnavailable:
+                failures += 1  # waited busy_seconds for A's module, then gave up
+        assert set(signed_by) == {"B"}
+        assert failures <= 2, failures
+        assert len(signed_by) > 50
+        assert service.health().tokens["A"] == "hsm_token_hung"
+    finally:
+        server.resume()
+    blocked.join(timeout=10)
+    assert not blocked.is_alive()
+    assert _signers_until(service, {"A", "B"}, REJOIN_BOUND) == {"A", "B"}
+
+
+@SQLITE
+def test_rotation_gives_every_token_its_own_prepublished_successor(make_app, base_env, remote_tokens, softhsm):
+    app = make_app(_tokens_env(base_env, remote_tokens, KEY_PREPUBLICATION_SECONDS="86400"))
+    service = start_key_service(app)
+    service.generate(ACCESS_TOKEN_SET)
+    statuses = sorted((status.record.token or "", status.status) for status in service.keys(ACCESS_TOKEN_SET))
+    assert statuses == [("A", "active"), ("A", "next"), ("B", "active"), ("B", "next")]
+    for label in remote_tokens.labels.values():
+        assert softhsm.key_objects(label, ACCESS_TOKEN_SET) == {"private": 2, "public": 2}
+
+    remote_tokens.servers["B"].kill()
+    with pytest.raises(HSMUnavailable, match="every token"):
+        service.generate(ACCESS_TOKEN_SET)  # all or none: B would miss its successor
+    for label in remote_tokens.labels.values():
+        assert softhsm.key_objects(label, ACCESS_TOKEN_SET)["private"] == 2
+
+
+@SQLITE
+def test_a_replaced_token_gets_its_own_pairs_published_before_they_sign(make_app, base_env, remote_tokens, softhsm):
+    env = _tokens_env(base_env, remote_tokens, KEY_PREPUBLICATION_SECONDS="86400")
+    first = start_key_service(make_app(env))
+    old_kids = {status.record.kid for status in first.keys(ACCESS_TOKEN_SET)}
+    first.close()
+
+    # Token B failed for good: a new, empty token takes its name.
+    remote_tokens.servers["B"].stop()
+    from remote_token import P11KitServer
+
+    fresh = softhsm.new_token()
+    old = remote_tokens.servers["B"]
+    remote_tokens.servers["B"] = P11KitServer(provider=softhsm.library, token_label=fresh,
+                                              socket_path=old.socket_path, env=softhsm.env())
+    remote_tokens.servers["B"].start()
+    env["HSM_B_TOKEN_LABEL"] = fresh
+    service = start_key_service(make_app(env))
+    statuses = {(status.record.token, status.status) for status in service.keys(ACCESS_TOKEN_SET)
+                if status.record.kid not in old_kids}
+    assert statuses == {("B", "next")}  # published now, signs after the pre-publication period
+    assert softhsm.key_objects(fresh, ACCESS_TOKEN_SET) == {"private": 1, "public": 1}
+    assert {_sign(service)[0] for _ in range(4)} == {"A"}  # A signs alone meanwhile
