@@ -8,6 +8,7 @@ one at a time, or both.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from typing import Any
@@ -17,6 +18,7 @@ import pytest
 
 from keys.errors import HSMUnavailable
 from keys.service import ACCESS_TOKEN_SET, ID_TOKEN_SET, KeyService
+
 from support import start_key_service
 
 SQLITE = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
@@ -41,7 +43,7 @@ def _sign(service: KeyService, key_set: str = ACCESS_TOKEN_SET) -> tuple[str | N
 def _verify(service: KeyService, token: str) -> None:
     """Verified with PyJWT against the published JWK Set, as a resource server does."""
     header = jwt.get_unverified_header(token)
-    keys = {key["kid"]: key for key in __import__("json").loads(service.jwks_document()[0])["keys"]}
+    keys = {key["kid"]: key for key in json.loads(service.jwks_document()[0])["keys"]}
     key = jwt.PyJWK(keys[header["kid"]])
     jwt.decode(token, key.key, algorithms=[header["alg"]], options={"verify_aud": False})
 
@@ -66,7 +68,7 @@ def test_each_token_holds_its_own_pairs_and_both_sign_in_turns(make_app, base_en
     for label in remote_tokens.labels.values():
         for key_set in (ID_TOKEN_SET, ACCESS_TOKEN_SET):
             assert softhsm.key_objects(label, key_set) == {"private": 1, "public": 1}
-    published = __import__("json").loads(service.jwks_document()[0])["keys"]
+    published = json.loads(service.jwks_document()[0])["keys"]
     assert len(published) == 4 and len({key["kid"] for key in published}) == 4
     statuses = {status.record.token: status.status for status in service.keys(ACCESS_TOKEN_SET)}
     assert statuses == {"A": "active", "B": "active"}  # each token's first key signs at once
@@ -110,7 +112,7 @@ def test_a_lost_token_costs_no_signature_and_rejoins_by_itself(make_app, base_en
     assert tokens == {"A": {"ok": False, "reason": "hsm_unavailable"}, "B": {"ok": True}}
     assert remote_tokens.libraries["A"] not in ready.get_data(as_text=True)
     # The JWKS keeps A's keys: tokens it signed before it went still verify.
-    assert len(__import__("json").loads(service.jwks_document()[0])["keys"]) == 4
+    assert len(json.loads(service.jwks_document()[0])["keys"]) == 4
 
     remote_tokens.servers["A"].start()
     assert _signers_until(service, {"A", "B"}, REJOIN_BOUND) == {"A", "B"}  # A is back in the turns, unasked
