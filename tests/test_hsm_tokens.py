@@ -9,12 +9,15 @@ one at a time, or both.
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from typing import Any
 
+import hypothesis
 import jwt
 import pytest
+from hypothesis import strategies as st
 
 from keys.errors import HSMUnavailable
 from keys.service import ACCESS_TOKEN_SET, ID_TOKEN_SET, KeyService
@@ -220,3 +223,106 @@ def test_a_replaced_token_gets_its_own_pairs_published_before_they_sign(make_app
     assert statuses == {("B", "next")}  # published now, signs after the pre-publication period
     assert softhsm.key_objects(fresh, ACCESS_TOKEN_SET) == {"private": 1, "public": 1}
     assert {_sign(service)[0] for _ in range(4)} == {"A"}  # A signs alone meanwhile
+
+
+# -- settings ---------------------------------------------------------------------------------------
+
+
+def _settings(env: dict[str, str], tmp_path: Any) -> Any:
+    from oidc.settings import load_settings
+
+    return load_settings({"SECRETS_SYSTEM": "x" * 40, **env}, instance_path=str(tmp_path))
+
+
+def test_token_settings_are_read_per_name_and_the_pin_is_never_shown(tmp_path):
+    pin_file = tmp_path / "pin"
+    pin_file.write_text("s3cret-pin\n")
+    settings = _settings({
+        "HSM_TOKENS": "east,West2", "HSM_LIBRARY": "/lib/vendor.so",
+        "HSM_EAST_TOKEN_LABEL": "oidc-east", "HSM_EAST_PIN": "1234",
+        "HSM_WEST2_LIBRARY": "/lib/other.so", "HSM_WEST2_SLOT": "7", "HSM_WEST2_PIN_FILE": str(pin_file),
+        "HSM_WEST2_MODULE_ENV": "P11_KIT_SERVER_ADDRESS=unix:path=/run/w.sock; VENDOR_CONF=/etc/v.conf",
+        "HSM_ONLY_KEY_SETS": "*",
+    }, tmp_path)
+    assert settings.hsm_enabled
+    east, west = settings.hsm_tokens
+    assert (east.name, east.library, east.token_label, east.slot, east.pin) == ("east", "/lib/vendor.so", "oidc-east",
+                                                                               None, "1234")
+    assert (west.library, west.slot, west.pin) == ("/lib/other.so", 7, "s3cret-pin")
+    assert west.module_env == (("P11_KIT_SERVER_ADDRESS", "unix:path=/run/w.sock"), ("VENDOR_CONF", "/etc/v.conf"))
+    assert "s3cret" not in repr(settings.hsm_tokens) and "1234" not in repr(settings.hsm_tokens)
+
+    from oidc.settings import unknown_names
+
+    env = {"HSM_TOKENS": "east", "HSM_EAST_PIN": "1", "HSM_EAST_PINN": "1"}
+    assert set(unknown_names(env)) == {"HSM_EAST_PINN"}
+
+
+@pytest.mark.parametrize(("env", "message"), [
+    ({"HSM_TOKENS": "a_b"}, "not a token name"),
+    ({"HSM_TOKENS": "a,A"}, "names a token twice"),
+    ({"HSM_TOKENS": "a", "HSM_A_PIN": "1", "HSM_A_SLOT": "0"}, "HSM_A_LIBRARY is not set"),
+    ({"HSM_TOKENS": "a", "HSM_A_LIBRARY": "/l.so", "HSM_A_PIN": "1"}, "neither HSM_A_TOKEN_LABEL nor HSM_A_SLOT"),
+    ({"HSM_TOKENS": "a", "HSM_A_LIBRARY": "/l.so", "HSM_A_SLOT": "x", "HSM_A_PIN": "1"}, "HSM_A_SLOT must be"),
+    ({"HSM_TOKENS": "a", "HSM_A_LIBRARY": "/l.so", "HSM_A_SLOT": "0"}, "HSM_A_PIN (or HSM_A_PIN_FILE) is not set"),
+    ({"HSM_TOKENS": "a", "HSM_A_LIBRARY": "/l.so", "HSM_A_SLOT": "0", "HSM_A_PIN": "1", "HSM_A_PIN_FILE": "/p"},
+     "both set"),
+    ({"HSM_TOKENS": "a", "HSM_A_LIBRARY": "/l.so", "HSM_A_SLOT": "0", "HSM_A_PIN_FILE": "/nonexistent/pin"},
+     "HSM_A_PIN_FILE cannot be read"),
+    ({"HSM_TOKENS": "a", "HSM_ENABLED": "false", "HSM_A_LIBRARY": "/l.so", "HSM_A_SLOT": "0", "HSM_A_PIN": "1"},
+     "HSM_ENABLED is false"),
+])
+def test_bad_token_settings_name_the_variable(tmp_path, env, message):
+    from oidc.settings import ConfigError
+
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        _settings(env, tmp_path)
+
+
+@hypothesis.settings(max_examples=200, deadline=None, derandomize=True, database=None)
+@hypothesis.given(names=st.text(max_size=40), module_env=st.text(max_size=80))
+def test_any_hsm_tokens_or_module_env_value_is_read_or_refused_naming_its_variable(names, module_env):
+    """Whatever HSM_TOKENS and HSM_<NAME>_MODULE_ENV hold: settings, or a ConfigError naming the variable."""
+    from oidc.settings import ConfigError, load_settings, parse_module_env
+
+    try:
+        pairs = parse_module_env(module_env, "HSM_X_MODULE_ENV")
+    except ConfigError as exc:
+        assert "HSM_X_MODULE_ENV" in str(exc)
+    else:
+        assert all(name and "=" not in name for name, _ in pairs)
+    env = {"SECRETS_SYSTEM": "x" * 40, "HSM_TOKENS": names, "HSM_LIBRARY": "/lib/m.so"}
+    for name in names.split(","):
+        env[f"HSM_{name.strip().upper()}_SLOT"] = "0"
+        env[f"HSM_{name.strip().upper()}_PIN"] = "1"
+    try:
+        settings = load_settings(env, instance_path="/nonexistent")
+    except ConfigError as exc:
+        assert "HSM_" in str(exc)
+    else:
+        assert [token.name for token in settings.hsm_tokens] == [part.strip() for part in names.split(",")
+                                                                 if part.strip()]
+
+
+# -- doctor -----------------------------------------------------------------------------------------
+
+
+@SQLITE
+def test_doctor_checks_every_token_and_its_keys(make_app, base_env, remote_tokens):
+    from test_doctor import doctor, line
+
+    env = _tokens_env(base_env, remote_tokens)
+    start_key_service(make_app(env)).close()
+    status, lines, output = doctor(env)
+    assert status == 0, output
+    for name in ("A", "B"):
+        for check in ("pkcs11 library", "token", "login", "keys openid.id-token", "keys jwt.access-token"):
+            assert line(lines, f"token {name} {check}").startswith("[ok  ]"), output
+    assert "HSM tokens A, B (2 key(s)" in line(lines, "backend jwt.access-token")
+    assert remote_tokens.softhsm.pin not in output
+
+    remote_tokens.servers["B"].kill()
+    status, lines, output = doctor(env)
+    assert status != 0
+    assert line(lines, "token A keys jwt.access-token").startswith("[ok  ]")
+    assert line(lines, "token B token").startswith("[FAIL]") or line(lines, "token B pkcs11 library").startswith("[FAIL]")
