@@ -56,14 +56,13 @@ No raw ``PKCS11Error`` leaves this module: callers see :class:`HSMError` subclas
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import random
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -83,7 +82,7 @@ PKCS11_LOCK = threading.RLock()
 _MODULE_LOCKS: dict[str, threading.RLock] = {}
 _MODULE_LOCKS_GUARD = threading.Lock()
 #: Held while a module is loaded with its own environment (``HSMConfig.module_env``): the process's
-#: environment is shared, so two modules never load at once with theirs.
+#: environment is shared, so two modules never load at once with theirs (see :func:`_load_module`).
 _ENVIRONMENT_LOCK = threading.Lock()
 
 
@@ -376,19 +375,20 @@ class TokenConnection:
 
     def _load(self, reinitialize: bool) -> Any:
         """The module loaded (and re-initialised when asked), with its own environment if it has one."""
-        with _module_environment(self.config.module_env):
-            try:
-                lib = pkcs11.lib(self.config.library)
-            except PKCS11Error as exc:
-                raise self._opening_error(exc, "initialise the module", _load_failure(exc)) from None
-            try:
-                if reinitialize or (self._pid is not None and self._pid != os.getpid()):
-                    # A context inherited through fork() is not usable by the child
-                    # (PKCS#11 v2.40 §6.7.7), SoftHSM only enumerates its tokens in
-                    # C_Initialize, and a network module only reconnects there.
-                    _reinitialise(lib)
-            except PKCS11Error as exc:
-                raise self._opening_error(exc, "initialise the module", ckr_name(exc)) from None
+        try:
+            lib = _load_module(self.config.library, self.config.module_env, self.config.busy_seconds)
+        except PKCS11Error as exc:
+            raise self._opening_error(exc, "initialise the module", _load_failure(exc)) from None
+        except TimeoutError:
+            raise _Transient("another module is being loaded with its own environment") from None
+        try:
+            if reinitialize or (self._pid is not None and self._pid != os.getpid()):
+                # A context inherited through fork() is not usable by the child
+                # (PKCS#11 v2.40 §6.7.7), SoftHSM only enumerates its tokens in
+                # C_Initialize, and a network module only reconnects there.
+                _reinitialise(lib)
+        except PKCS11Error as exc:
+            raise self._opening_error(exc, "initialise the module", ckr_name(exc)) from None
         return lib
 
     def _open_module(self, *, reinitialize: bool) -> None:
@@ -797,23 +797,38 @@ def _quiet_pkcs11_finalisers() -> None:
     _finaliser_hook_installed = True
 
 
-@contextlib.contextmanager
-def _module_environment(variables: tuple[tuple[str, str], ...]) -> Iterator[None]:
-    """``variables`` in the process environment for the moment a module reads them, then as they were."""
-    if not variables:
-        yield
-        return
-    with _ENVIRONMENT_LOCK:
+def _load_module(library: str, variables: tuple[tuple[str, str], ...], wait: float) -> Any:
+    """python-pkcs11's ``lib`` for ``library``, loaded once per process; the first time with ``variables``
+    (``HSM_<NAME>_MODULE_ENV``) in the environment while the module hands out its function list.
+
+    That is where p11-kit's client module reads ``P11_KIT_SERVER_ADDRESS``: each loaded module
+    file keeps the address it read.  ``C_Initialize`` runs after the environment is restored and
+    its lock released, so a module that hangs there (its server stopped) blocks no other module.
+    """
+    if not variables or library in pkcs11._loaded:
+        return pkcs11.lib(library)
+    from pkcs11 import _pkcs11
+
+    lib_type: Any = _pkcs11.lib
+    if not _ENVIRONMENT_LOCK.acquire(timeout=wait):
+        raise TimeoutError(library)
+    try:
         saved = {name: os.environ.get(name) for name, _ in variables}
         os.environ.update(dict(variables))
         try:
-            yield
+            # __cinit__ alone: dlopen and C_GetFunctionList, no C_Initialize yet.
+            module: Any = lib_type.__new__(lib_type, library)
         finally:
             for name, value in saved.items():
                 if value is None:
                     os.environ.pop(name, None)
                 else:
                     os.environ[name] = value
+    finally:
+        _ENVIRONMENT_LOCK.release()
+    module.__init__(library)  # C_Initialize and C_GetInfo
+    pkcs11._loaded[library] = module
+    return module
 
 
 def _reinitialise(lib: Any) -> None:
