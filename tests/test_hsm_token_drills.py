@@ -1,0 +1,137 @@
+"""The several-token drill under gunicorn: two SoftHSM2 tokens, each behind its own ``p11-kit server``,
+two workers, ``client_credentials`` under steady load.
+
+1. Token A's server is killed: only the requests in flight on A may fail; every later one is
+   signed on B at once; readiness stays 200 and names A's state; A rejoins by itself once its
+   server is back.
+2. Token A's server is stopped (SIGSTOP): a worker whose signature went to A hangs in the module
+   until gunicorn replaces it (the request in flight on A is lost); its replacement starts on B
+   alone; after SIGCONT, A rejoins by itself.
+3. Both are killed: 503 (every set HSM-only: never software); B alone back is enough.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import jwt
+import pytest
+import requests
+
+from live_flows import add_client
+from serving import Gunicorn
+from test_hsm_drills import DRILL_ENV, Load, jwks, ready, wait_booted, wait_until
+
+pytestmark = [pytest.mark.e2e, pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)]
+
+REJOIN_BOUND = 15.0
+#: Requests answered otherwise than 200 while token A is lost: those in flight on A, at most one per worker.
+WORKERS = 2
+
+
+def signed_by(url: str, client: tuple[str, str | None], timeout: float = 10) -> tuple[int, str | None]:
+    """A client_credentials request: (status, the kid that signed its access token); status 0 when unanswered."""
+    try:
+        response = requests.post(f"{url}/token", data={"grant_type": "client_credentials", "scope": "api"},
+                                 auth=(client[0], client[1] or ""), timeout=timeout)
+    except requests.RequestException:
+        return 0, None
+    if response.status_code != 200:
+        if response.status_code == 503:
+            assert response.json()["error"] == "temporarily_unavailable"
+        return response.status_code, None
+    return 200, jwt.get_unverified_header(response.json()["access_token"])["kid"]
+
+
+def token_kids(softhsm: Any, label: str) -> set[str]:
+    """The kids of the key pairs on one token (CKA_ID, as text)."""
+    return {bytes.fromhex(obj["ID"]).decode("ascii") for obj in softhsm.list_objects(label) if "ID" in obj}
+
+
+def test_two_tokens_drill_one_lost_killed_or_stopped_then_both(make_app, base_env, remote_tokens, softhsm, tmp_path):
+    env = {**base_env, **remote_tokens.env(), **DRILL_ENV}
+    client = add_client(make_app, env, grant_types=["client_credentials"], scope="api")
+    server = Gunicorn(env, workers=WORKERS, log_path=tmp_path / "gunicorn.log")
+    kids: dict[str | None, str] = {}
+    outcomes: list[tuple[float, int, str | None, float]] = []  # (asked, status, token, answered)
+
+    def call() -> tuple[str, int]:
+        asked = time.monotonic()
+        status, kid = signed_by(server.url, client)
+        outcomes.append((asked, status, kids.get(kid), time.monotonic()))
+        return "a", status
+
+    def between(start: float, end: float) -> list[tuple[int, str | None]]:
+        return [(status, token) for asked, status, token, answered in outcomes if start <= asked and answered < end]
+
+    def signs_on(token: str, since: float) -> bool:
+        return any(name == token and asked >= since for asked, _, name, _ in outcomes)
+
+    try:
+        wait_booted(server, WORKERS)
+        published = jwks(server.url)
+        assert len(published["keys"]) == 4  # two sets, one pair each on both tokens
+        for name, label in remote_tokens.labels.items():
+            kids.update(dict.fromkeys(token_kids(softhsm, label), name))
+        a = remote_tokens.servers["A"]
+        b = remote_tokens.servers["B"]
+        with Load(call, threads=3):
+            time.sleep(1.5)
+            assert signs_on("A", 0) and signs_on("B", 0)
+
+            # 1. A killed.
+            killed = time.monotonic()
+            a.kill()
+            time.sleep(2.0)
+            answer = requests.get(f"{server.url}/health/ready", timeout=5)
+            assert answer.status_code == 200, answer.text
+            assert answer.json()["checks"]["hsm"]["tokens"]["A"] == {"ok": False, "reason": "hsm_unavailable"}
+            assert jwks(server.url) == published
+            restarted = time.monotonic()
+            a.start()
+            rejoin_killed = wait_until(lambda: signs_on("A", restarted), REJOIN_BOUND, "A rejoins", server)
+            during = between(killed, restarted)
+            failed_killed = [status for status, _ in during if status != 200]
+            assert len(failed_killed) <= WORKERS, failed_killed
+            assert {token for status, token in during if status == 200} == {"B"}
+
+            # 2. A stopped: the worker whose signature went to A hangs and is replaced.
+            time.sleep(1.0)
+            stopped = time.monotonic()
+            a.pause()
+            time.sleep(float(DRILL_ENV["GUNICORN_TIMEOUT"]) + 4.0)
+            assert ready(server.url) == 200
+            continued = time.monotonic()
+            a.resume()
+            rejoin_stopped = wait_until(lambda: signs_on("A", continued), REJOIN_BOUND, "A rejoins after SIGCONT",
+                                        server)
+            hung = between(stopped, continued)
+            failed_stopped = [status for status, _ in hung if status != 200]
+            assert len(failed_stopped) <= WORKERS, failed_stopped
+            assert sum(status == 200 for status, _ in hung) > 20
+
+            # 3. Both killed, then B alone back.
+            time.sleep(1.0)
+            both = time.monotonic()
+            a.kill()
+            b.kill()
+            time.sleep(2.0)
+            assert ready(server.url) == 503
+            b_back = time.monotonic()
+            b.start()
+            wait_until(lambda: signs_on("B", b_back), REJOIN_BOUND, "B alone signs", server)
+            time.sleep(1.0)
+            assert {status for status, _ in between(both + 1.0, b_back)} <= {503}
+            tail = [status for _, status, _, _ in outcomes[-10:]]
+            assert tail == [200] * 10, tail
+            assert ready(server.url) == 200
+        assert {status for _, status, _, _ in outcomes} <= {0, 200, 503}
+        print(f"\nfailed while A was killed: {len(failed_killed)}, while stopped: {len(failed_stopped)}; "
+              f"rejoined in {rejoin_killed:.1f} s (killed), {rejoin_stopped:.1f} s (stopped)")
+    finally:
+        remote_tokens.servers["A"].resume()
+        server.stop()
+    text = server.log()
+    assert "Traceback" not in text, text[-3000:]
+    assert softhsm.pin not in text
