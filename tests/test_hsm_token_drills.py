@@ -18,10 +18,10 @@ from typing import Any
 import jwt
 import pytest
 import requests
+from test_hsm_drills import DRILL_ENV, Load, jwks, ready, wait_booted, wait_until
 
 from live_flows import add_client
 from serving import Gunicorn
-from test_hsm_drills import DRILL_ENV, Load, jwks, ready, wait_booted, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)]
 
@@ -49,84 +49,100 @@ def token_kids(softhsm: Any, label: str) -> set[str]:
     return {bytes.fromhex(obj["ID"]).decode("ascii") for obj in softhsm.list_objects(label) if "ID" in obj}
 
 
+class TokenDrill:
+    """The server under load, every answer recorded with the token that signed it."""
+
+    def __init__(self, server: Gunicorn, client: tuple[str, str | None], remote_tokens: Any) -> None:
+        self.server = server
+        self.client = client
+        self.tokens = remote_tokens
+        self.kids: dict[str | None, str] = {}
+        self.outcomes: list[tuple[float, int, str | None, float]] = []  # (asked, status, token, answered)
+
+    def call(self) -> tuple[str, int]:
+        asked = time.monotonic()
+        status, kid = signed_by(self.server.url, self.client)
+        self.outcomes.append((asked, status, self.kids.get(kid), time.monotonic()))
+        return "server", status
+
+    def between(self, start: float, end: float) -> list[tuple[int, str | None]]:
+        return [(status, token) for asked, status, token, answered in self.outcomes
+                if start <= asked and answered < end]
+
+    def signs_on(self, token: str, since: float) -> bool:
+        return any(name == token and asked >= since for asked, _, name, _ in self.outcomes)
+
+    def a_killed(self, published: dict[str, Any]) -> tuple[list[int], float]:
+        """Phase 1: the requests that failed while A was gone, and how long A took to rejoin."""
+        a = self.tokens.servers["A"]
+        killed = time.monotonic()
+        a.kill()
+        time.sleep(2.0)
+        answer = requests.get(f"{self.server.url}/health/ready", timeout=5)
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["checks"]["hsm"]["tokens"]["A"] == {"ok": False, "reason": "hsm_unavailable"}
+        assert jwks(self.server.url) == published
+        restarted = time.monotonic()
+        a.start()
+        rejoin = wait_until(lambda: self.signs_on("A", restarted), REJOIN_BOUND, "A rejoins", self.server)
+        during = self.between(killed, restarted)
+        assert {token for status, token in during if status == 200} == {"B"}
+        return [status for status, _ in during if status != 200], rejoin
+
+    def a_stopped(self) -> tuple[list[int], float]:
+        """Phase 2: SIGSTOP; the worker whose signature went to A hangs and is replaced."""
+        a = self.tokens.servers["A"]
+        stopped = time.monotonic()
+        a.pause()
+        time.sleep(float(DRILL_ENV["GUNICORN_TIMEOUT"]) + 4.0)
+        assert ready(self.server.url) == 200
+        continued = time.monotonic()
+        a.resume()
+        rejoin = wait_until(lambda: self.signs_on("A", continued), REJOIN_BOUND, "A rejoins after SIGCONT",
+                            self.server)
+        hung = self.between(stopped, continued)
+        assert sum(status == 200 for status, _ in hung) > 20
+        return [status for status, _ in hung if status != 200], rejoin
+
+    def both_then_b(self) -> None:
+        """Phase 3: both killed (503, never software), then B alone back is enough."""
+        both = time.monotonic()
+        self.tokens.servers["A"].kill()
+        self.tokens.servers["B"].kill()
+        time.sleep(2.0)
+        assert ready(self.server.url) == 503
+        b_back = time.monotonic()
+        self.tokens.servers["B"].start()
+        wait_until(lambda: self.signs_on("B", b_back), REJOIN_BOUND, "B alone signs", self.server)
+        time.sleep(1.0)
+        assert {status for status, _ in self.between(both + 1.0, b_back)} <= {503}
+        tail = [status for _, status, _, _ in self.outcomes[-10:]]
+        assert tail == [200] * 10, tail
+        assert ready(self.server.url) == 200
+
+
 def test_two_tokens_drill_one_lost_killed_or_stopped_then_both(make_app, base_env, remote_tokens, softhsm, tmp_path):
     env = {**base_env, **remote_tokens.env(), **DRILL_ENV}
     client = add_client(make_app, env, grant_types=["client_credentials"], scope="api")
     server = Gunicorn(env, workers=WORKERS, log_path=tmp_path / "gunicorn.log")
-    kids: dict[str | None, str] = {}
-    outcomes: list[tuple[float, int, str | None, float]] = []  # (asked, status, token, answered)
-
-    def call() -> tuple[str, int]:
-        asked = time.monotonic()
-        status, kid = signed_by(server.url, client)
-        outcomes.append((asked, status, kids.get(kid), time.monotonic()))
-        return "a", status
-
-    def between(start: float, end: float) -> list[tuple[int, str | None]]:
-        return [(status, token) for asked, status, token, answered in outcomes if start <= asked and answered < end]
-
-    def signs_on(token: str, since: float) -> bool:
-        return any(name == token and asked >= since for asked, _, name, _ in outcomes)
-
+    drill = TokenDrill(server, client, remote_tokens)
     try:
         wait_booted(server, WORKERS)
         published = jwks(server.url)
         assert len(published["keys"]) == 4  # two sets, one pair each on both tokens
         for name, label in remote_tokens.labels.items():
-            kids.update(dict.fromkeys(token_kids(softhsm, label), name))
-        a = remote_tokens.servers["A"]
-        b = remote_tokens.servers["B"]
-        with Load(call, threads=3):
+            drill.kids.update(dict.fromkeys(token_kids(softhsm, label), name))
+        with Load(drill.call, threads=3):
             time.sleep(1.5)
-            assert signs_on("A", 0) and signs_on("B", 0)
-
-            # 1. A killed.
-            killed = time.monotonic()
-            a.kill()
-            time.sleep(2.0)
-            answer = requests.get(f"{server.url}/health/ready", timeout=5)
-            assert answer.status_code == 200, answer.text
-            assert answer.json()["checks"]["hsm"]["tokens"]["A"] == {"ok": False, "reason": "hsm_unavailable"}
-            assert jwks(server.url) == published
-            restarted = time.monotonic()
-            a.start()
-            rejoin_killed = wait_until(lambda: signs_on("A", restarted), REJOIN_BOUND, "A rejoins", server)
-            during = between(killed, restarted)
-            failed_killed = [status for status, _ in during if status != 200]
-            assert len(failed_killed) <= WORKERS, failed_killed
-            assert {token for status, token in during if status == 200} == {"B"}
-
-            # 2. A stopped: the worker whose signature went to A hangs and is replaced.
+            assert drill.signs_on("A", 0) and drill.signs_on("B", 0)
+            failed_killed, rejoin_killed = drill.a_killed(published)
+            assert len(failed_killed) <= WORKERS, failed_killed  # only those in flight on A
             time.sleep(1.0)
-            stopped = time.monotonic()
-            a.pause()
-            time.sleep(float(DRILL_ENV["GUNICORN_TIMEOUT"]) + 4.0)
-            assert ready(server.url) == 200
-            continued = time.monotonic()
-            a.resume()
-            rejoin_stopped = wait_until(lambda: signs_on("A", continued), REJOIN_BOUND, "A rejoins after SIGCONT",
-                                        server)
-            hung = between(stopped, continued)
-            failed_stopped = [status for status, _ in hung if status != 200]
+            failed_stopped, rejoin_stopped = drill.a_stopped()
             assert len(failed_stopped) <= WORKERS, failed_stopped
-            assert sum(status == 200 for status, _ in hung) > 20
-
-            # 3. Both killed, then B alone back.
             time.sleep(1.0)
-            both = time.monotonic()
-            a.kill()
-            b.kill()
-            time.sleep(2.0)
-            assert ready(server.url) == 503
-            b_back = time.monotonic()
-            b.start()
-            wait_until(lambda: signs_on("B", b_back), REJOIN_BOUND, "B alone signs", server)
-            time.sleep(1.0)
-            assert {status for status, _ in between(both + 1.0, b_back)} <= {503}
-            tail = [status for _, status, _, _ in outcomes[-10:]]
-            assert tail == [200] * 10, tail
-            assert ready(server.url) == 200
-        assert {status for _, status, _, _ in outcomes} <= {0, 200, 503}
+            drill.both_then_b()
+        assert {status for _, status, _, _ in drill.outcomes} <= {0, 200, 503}
         print(f"\nfailed while A was killed: {len(failed_killed)}, while stopped: {len(failed_stopped)}; "
               f"rejoined in {rejoin_killed:.1f} s (killed), {rejoin_stopped:.1f} s (stopped)")
     finally:
