@@ -56,6 +56,7 @@ No raw ``PKCS11Error`` leaves this module: callers see :class:`HSMError` subclas
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
 import os
 import random
@@ -84,6 +85,8 @@ _MODULE_LOCKS_GUARD = threading.Lock()
 #: Held while a module is loaded with its own environment (``HSMConfig.module_env``): the process's
 #: environment is shared, so two modules never load at once with theirs (see :func:`_load_module`).
 _ENVIRONMENT_LOCK = threading.Lock()
+#: Marks a thread while it runs a call on a token (see TokenConnection._call_now).
+_RUNNER = threading.local()
 
 
 def module_lock(library: str) -> threading.RLock:
@@ -241,7 +244,8 @@ class HSMConfig:
     #: client configuration, p11-kit's ``P11_KIT_SERVER_ADDRESS``), set for that moment only.
     module_env: tuple[tuple[str, str], ...] = ()
     #: A call that has not returned after this long marks the token hung: signing goes to another
-    #: token meanwhile, and a call waiting for the module's lock gives up after this long.
+    #: token meanwhile; a named token's caller, or one waiting for the module's lock, gives up
+    #: after this long (HSM_TOKEN_TIMEOUT_SECONDS).
     busy_seconds: float = 2.0
 
     def __repr__(self) -> str:  # keep the PIN out of tracebacks and logs
@@ -292,6 +296,9 @@ class TokenConnection:
         self.lock = module_lock(config.library) if config.name else PKCS11_LOCK
         #: When the call in progress on this token started (monotonic), while one is.
         self._busy_since: float | None = None
+        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._executor_pid: int | None = None
+        self._runner_guard = threading.Lock()
         _quiet_pkcs11_finalisers()
 
 
@@ -612,8 +619,44 @@ class TokenConnection:
             f"PKCS#11 {what}{using} refused on {self.config.describe_token()}: {code}", code=code
         )
 
-    def _call(self, operation: Callable[[], T], what: str = "operation", mechanism: Any = None) -> T:
-        """Run ``operation`` under the process lock, applying the failure model (module docstring)."""
+    def _call(self, operation: Callable[[], T], what: str = "operation", mechanism: Any = None, *,
+              bounded: bool = True) -> T:
+        """Run ``operation`` under the module's lock, applying the failure model (module docstring).
+
+        A named token (one of several) runs it on its own thread and waits ``busy_seconds`` at
+        most (``bounded``; a key generation is not): a module that stopped answering keeps that
+        thread, never the caller, who gets :class:`HSMUnavailable` and signs on another token.
+        """
+        if not self.config.name or not bounded or getattr(_RUNNER, "active", False):
+            return self._call_now(operation, what, mechanism)
+        future = self._runner().submit(self._call_now, operation, what, mechanism)
+        try:
+            return future.result(timeout=self.config.busy_seconds)
+        except concurrent.futures.TimeoutError:
+            future.cancel()  # not started yet (behind the hung call): never run
+            self._event("error", "timeout")
+            raise self.unavailable_error() from None
+
+    def _runner(self) -> concurrent.futures.ThreadPoolExecutor:
+        """This token's thread for bounded calls (one per process: threads do not survive fork())."""
+        with self._runner_guard:
+            if self._executor is None or self._executor_pid != os.getpid():
+                self._executor = concurrent.futures.ThreadPoolExecutor(
+                    max_workers=1, thread_name_prefix=f"pkcs11-{self.config.name}")
+                self._executor_pid = os.getpid()
+            return self._executor
+
+    def _call_now(self, operation: Callable[[], T], what: str, mechanism: Any) -> T:
+        # An operation that calls _call again (a generation finding its new pair) runs that call
+        # here, in this thread that holds the lock, not queued behind itself.
+        outer = getattr(_RUNNER, "active", False)
+        _RUNNER.active = True
+        try:
+            return self._call_in_lock(operation, what, mechanism)
+        finally:
+            _RUNNER.active = outer
+
+    def _call_in_lock(self, operation: Callable[[], T], what: str, mechanism: Any) -> T:
         if self._pid is not None and self._pid != os.getpid():
             self.state, self._session = UNOPENED, None  # inherited through fork(): start afresh here
         if not self.available:
@@ -684,7 +727,13 @@ class TokenConnection:
 
     def close(self) -> None:
         self.stop_recovery()
-        with self.lock:
+        if self._executor is not None and self._executor_pid == os.getpid():
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
+        # A module hung in a call keeps its lock: leave its session to the process's end.
+        if not self.lock.acquire(timeout=self.config.busy_seconds):
+            return
+        try:
             if self._session is not None and self._pid == os.getpid():
                 try:
                     self._session.close()
@@ -694,6 +743,8 @@ class TokenConnection:
             self._forget_handles()
             if self.state == AVAILABLE:
                 self.state = UNOPENED
+        finally:
+            self.lock.release()
 
     def is_usable(self) -> bool:
         """Whether the token answers, for readiness checks; heals a lost login.

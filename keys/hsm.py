@@ -265,7 +265,7 @@ class HSMManager(TokenConnection):
 
         mechanism = GENERATION_MECHANISMS[algorithm.kty]
         try:
-            return self._call(generate, f"generation of {what}", mechanism)
+            return self._call(generate, f"generation of {what}", mechanism, bounded=False)
         except HSMOperationError as exc:
             # The token's refusal (a key size or curve it does not support, a full
             # token, ...): say what was being generated, and where.

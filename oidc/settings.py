@@ -56,6 +56,7 @@ SETTING_NAMES = (
     "HSM_ENABLED", "HSM_TOKENS", "HSM_LIBRARY", "HSM_TOKEN_LABEL", "HSM_SLOT", "HSM_PIN", "HSM_KEY_SET_PREFIX",
     "HSM_ONLY_KEY_SETS", "HSM_DESTROY_RETIRED_KEYS", "HSM_GENERATE_KEYS", "HSM_STARTUP_WAIT_SECONDS",
     "HSM_RETRY_INITIAL_SECONDS", "HSM_RETRY_MAX_SECONDS", "HSM_READINESS_CACHE_SECONDS", "HSM_ALLOW_EXTRACTABLE_KEYS",
+    "HSM_TOKEN_TIMEOUT_SECONDS",
     "ID_TOKEN_SIGNING_ALG", "ACCESS_TOKEN_SIGNING_ALG", "RSA_KEY_SIZE", "JWKS_MAX_AGE", "KEY_PREPUBLICATION_SECONDS",
     "KEY_RETENTION_SECONDS", "KEYS_REFRESH_SECONDS",
     "ACCESS_TOKEN_LIFETIME", "ID_TOKEN_LIFETIME", "AUTHORIZATION_CODE_LIFETIME", "REFRESH_TOKEN_LIFETIME",
@@ -153,6 +154,9 @@ class Settings:
     hsm_retry_max_seconds: float
     hsm_readiness_cache_seconds: float
     hsm_allow_extractable_keys: bool
+    #: With HSM_TOKENS: how long a call may stay in a token's module before it is given up (and the token
+    #: passed over while the call hangs).
+    hsm_token_timeout_seconds: float
     # keys
     id_token_signing_alg: str
     access_token_signing_alg: str
@@ -397,6 +401,9 @@ def _read_hsm(read: _Reader) -> dict[str, Any]:
     only = read.items("HSM_ONLY_KEY_SETS")
     if tokens and not enabled:
         raise ConfigError("HSM_TOKENS names tokens but HSM_ENABLED is false")
+    if tokens and (pin or token_label or slot is not None):
+        raise ConfigError("HSM_TOKENS names the tokens: set HSM_<NAME>_TOKEN_LABEL (or _SLOT) and HSM_<NAME>_PIN "
+                          "for each, not HSM_TOKEN_LABEL, HSM_SLOT or HSM_PIN")
     if enabled and not tokens:
         if not library:
             raise ConfigError("HSM_ENABLED is true but HSM_LIBRARY is not set")
@@ -426,6 +433,7 @@ def _read_hsm(read: _Reader) -> dict[str, Any]:
         "hsm_retry_max_seconds": retry_max,
         "hsm_readiness_cache_seconds": read.seconds("HSM_READINESS_CACHE_SECONDS", 5.0),
         "hsm_allow_extractable_keys": read.boolean("HSM_ALLOW_EXTRACTABLE_KEYS", False),
+        "hsm_token_timeout_seconds": read.seconds("HSM_TOKEN_TIMEOUT_SECONDS", 2.0, minimum=0.05),
     }
 
 
