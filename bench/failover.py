@@ -11,9 +11,10 @@
    ones in flight on A, at most one per worker), and the seconds from A's return
    to its first signature again (rejoin).
 2. ES256 signatures per second in one process from ``--threads`` threads, all on
-   one token through p11-kit, then spread in turns over two: network HSMs are
-   latency-bound, and each token has its own module lock, so a second token signs
-   while the first waits for its answer.
+   one token through p11-kit (its calls on the token's own thread, bounded by
+   HSM_TOKEN_TIMEOUT_SECONDS, and in the callers' threads with it 0), then spread in
+   turns over two: network HSMs are latency-bound, and each token has its own
+   module lock and thread, so a second token signs while the first waits for its answer.
 
 Prints medians and ranges next to the target; asserts nothing.
 """
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import dataclasses
 import itertools
 import json
 import os
@@ -194,19 +196,27 @@ def sign_rates(workdir: Path, args: argparse.Namespace) -> dict[str, tuple[float
             managers[name] = manager
             records[name] = manager.generate("bench.ES256", "ES256", rsa_bits=2048)
         turns = itertools.cycle(["A", "B"])
+        # The same token and key, its calls in the caller's thread (HSM_TOKEN_TIMEOUT_SECONDS=0).
+        direct = HSMManager(dataclasses.replace(managers["A"].config, bounded_calls=False))
+        direct.open()
+        direct.records("bench.ES256")
 
         def one(data: bytes) -> bytes:
             return managers["A"].sign(records["A"], algorithm, data)
+
+        def one_direct(data: bytes) -> bytes:
+            return direct.sign(records["A"], algorithm, data)
 
         def spread(data: bytes) -> bytes:
             name = next(turns)
             return managers[name].sign(records[name], algorithm, data)
 
         figures = {}
-        for label, sign in (("one token (A)", one), ("two tokens in turns (A, B)", spread)):
+        for label, sign in (("one token (A)", one), ("one token, HSM_TOKEN_TIMEOUT_SECONDS=0", one_direct),
+                            ("two tokens in turns (A, B)", spread)):
             runs = [sign_rate(sign, args.sign_seconds, args.threads) for _ in range(max(args.runs, 3))]
             figures[label] = (statistics.median(runs), min(runs), max(runs))
-        for manager in managers.values():
+        for manager in [direct, *managers.values()]:
             manager.close()
     finally:
         for server in servers.values():

@@ -155,7 +155,7 @@ class Settings:
     hsm_readiness_cache_seconds: float
     hsm_allow_extractable_keys: bool
     #: With HSM_TOKENS: how long a call may stay in a token's module before it is given up (and the token
-    #: passed over while the call hangs).
+    #: passed over while the call hangs); 0: calls in the request's thread, never given up.
     hsm_token_timeout_seconds: float
     # keys
     id_token_signing_alg: str
@@ -433,7 +433,7 @@ def _read_hsm(read: _Reader) -> dict[str, Any]:
         "hsm_retry_max_seconds": retry_max,
         "hsm_readiness_cache_seconds": read.seconds("HSM_READINESS_CACHE_SECONDS", 5.0),
         "hsm_allow_extractable_keys": read.boolean("HSM_ALLOW_EXTRACTABLE_KEYS", False),
-        "hsm_token_timeout_seconds": read.seconds("HSM_TOKEN_TIMEOUT_SECONDS", 2.0, minimum=0.05),
+        "hsm_token_timeout_seconds": read.seconds("HSM_TOKEN_TIMEOUT_SECONDS", 2.0),
     }
 
 

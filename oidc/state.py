@@ -161,7 +161,8 @@ class State:
         for token in settings.hsm_tokens:  # HSM_TOKENS: each token its own manager, events and gauge
             config = dataclasses.replace(single, library=token.library, pin=token.pin, token_label=token.token_label,
                                          slot=token.slot, name=token.name, module_env=token.module_env,
-                                         busy_seconds=settings.hsm_token_timeout_seconds)
+                                         busy_seconds=settings.hsm_token_timeout_seconds or single.busy_seconds,
+                                         bounded_calls=settings.hsm_token_timeout_seconds > 0)
             hsm.append(HSMManager(config, on_event=functools.partial(metrics.hsm_token_event, token.name)))
         if settings.hsm_enabled and not settings.hsm_tokens:
             hsm.append(HSMManager(single, on_event=metrics.hsm_event))
