@@ -17,7 +17,8 @@ model and recovery thread.  :class:`TokenPool` puts them behind the one
 
 While a token cannot be asked, its keys stay as last read in this process (or,
 never read, as the store knows them), so the JWKS does not change during its
-outage.
+outage; the keys of a token replaced or removed stay published, as the store
+knows them, until they are deleted.
 """
 
 from __future__ import annotations
@@ -93,10 +94,9 @@ class TokenPool:
                 stored_only: bool = False) -> list[KeyRecord]:
         if stored_only:
             return self.members[0].records(key_set, stored, stored_only=True)
-        found: list[KeyRecord] = []
-        unread = False
         if len(self.members) == 1:  # one token: lost means the set cannot be read (the caller keeps its snapshot)
             return self.members[0].records(key_set, stored, alg=alg)
+        found: list[KeyRecord] = []
         for member in self.members:
             key = (member.name, key_set)
             try:
@@ -104,16 +104,13 @@ class TokenPool:
                 self._last_read[key] = member.records(key_set, stored, alg=alg)
             except HSMUnavailable:
                 pass  # lost: as last read
-            if key in self._last_read:
-                found.extend(self._last_read[key])
-            else:
-                unread = True
-        if unread:
-            # A token never read in this process (down since start-up): its keys as the store
-            # knows them, published, signing nowhere until the token is read.
-            seen = {record.kid for record in found}
-            found.extend(record for record in self.members[0].records(key_set, stored, stored_only=True)
-                         if record.kid not in seen)
+            found.extend(self._last_read.get(key, []))
+        # Keys the store knows on no token read: a token down since this process started, a failed
+        # token replaced or one taken out of HSM_TOKENS.  Published (tokens they signed still verify),
+        # signing nowhere, until their token is read again or they are deleted.
+        seen = {record.kid for record in found}
+        found.extend(record for record in self.members[0].records(key_set, stored, stored_only=True)
+                     if record.kid not in seen)
         return found
 
     def _member(self, record: KeyRecord) -> TokenKeys:

@@ -225,6 +225,12 @@ def test_a_replaced_token_gets_its_own_pairs_published_before_they_sign(make_app
     assert softhsm.key_objects(fresh, ACCESS_TOKEN_SET) == {"private": 1, "public": 1}
     assert {_sign(service)[0] for _ in range(4)} == {"A"}  # A signs alone meanwhile
 
+    # The failed token's keys stay published (tokens they signed still verify) until deleted.
+    (gone,) = [status.record.kid for status in service.keys(ACCESS_TOKEN_SET) if status.record.token is None]
+    assert gone in old_kids and service.public_key(gone) is not None
+    assert service.delete(ACCESS_TOKEN_SET, gone)
+    assert service.public_key(gone) is None
+
 
 # -- settings ---------------------------------------------------------------------------------------
 
