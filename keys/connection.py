@@ -3,8 +3,13 @@
 What SoftHSM2 and python-pkcs11 taught us shapes this module (see DESIGN.md):
 
 * python-pkcs11 initialises the library without ``CKF_OS_LOCKING_OK``, so the
-  module may run without internal locks: every PKCS#11 call in the process goes
-  through one process-wide lock, and there is one logged-in session per process.
+  module may run without internal locks: every PKCS#11 call into a module goes
+  through that module's one lock in the process (:func:`module_lock`; a single
+  token uses :data:`PKCS11_LOCK`), and there is one logged-in session per token
+  per process.  With several tokens (:mod:`keys.tokens`) each module has its own
+  lock, and each token's calls run on its own thread, given up after
+  ``busy_seconds``: a module that hangs holds its lock and thread, never another
+  token's, nor the caller.
 * The context must be created in the process that uses it (after ``fork()``), so
   the supervisor notes its pid and re-initialises when it finds itself in a child
   (PKCS#11 v2.40 §6.7.7).
