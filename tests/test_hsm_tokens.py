@@ -51,6 +51,13 @@ def _verify(service: KeyService, token: str) -> None:
     jwt.decode(token, key.key, algorithms=[header["alg"]], options={"verify_aud": False})
 
 
+def _metric(name: str, **labels: str) -> float:
+    from prometheus_client import REGISTRY
+
+    value = REGISTRY.get_sample_value(name, labels)
+    return 0.0 if value is None else value
+
+
 def _signers_until(service: KeyService, wanted: set[str | None], bound: float) -> set[str | None]:
     """Sign until every token of ``wanted`` has signed (or ``bound`` passes); the tokens that signed."""
     seen: set[str | None] = set()
@@ -76,8 +83,13 @@ def test_each_token_holds_its_own_pairs_and_both_sign_in_turns(make_app, base_en
     statuses = {status.record.token: status.status for status in service.keys(ACCESS_TOKEN_SET)}
     assert statuses == {"A": "active", "B": "active"}  # each token's first key signs at once
 
+    before = {name: _metric("oidc_hsm_token_signatures_total", token=name, result="ok") for name in ("A", "B")}
     signed = [_sign(service) for _ in range(6)]
     assert [token for token, _ in signed].count("A") == 3  # in turns over the healthy tokens
+    for name in ("A", "B"):  # metrics per token
+        assert _metric("oidc_hsm_token_signatures_total", token=name, result="ok") == before[name] + 3
+        assert _metric("oidc_hsm_token_signing_duration_seconds_count", token=name) >= 3
+        assert _metric("oidc_hsm_token_available", token=name) == 1
     for _, token in signed:
         _verify(service, token)
 
@@ -109,6 +121,9 @@ def test_a_lost_token_costs_no_signature_and_rejoins_by_itself(make_app, base_en
         _verify(service, token)
     assert failures <= 1, failures
     assert set(signed_by) == {"B"}
+    assert _metric("oidc_hsm_token_available", token="A") == 0
+    assert _metric("oidc_hsm_token_available", token="B") == 1
+    assert _metric("oidc_hsm_available") == 1  # the process can sign: B
     ready = client.get("/health/ready")
     assert ready.status_code == 200
     tokens = ready.get_json()["checks"]["hsm"]["tokens"]
