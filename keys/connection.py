@@ -637,6 +637,9 @@ class TokenConnection:
         """
         if not (self.config.name and self.config.bounded_calls and bounded) or getattr(_RUNNER, "active", False):
             return self._call_now(operation, what, mechanism)
+        recovering = self._recovery is not None and self._recovery.is_alive()
+        if self.hung or (recovering and not self.available and self._pid == os.getpid()):
+            raise self.unavailable_error()  # at once: never queued behind a hung call, nor a probe's work
         future = self._runner().submit(self._call_now, operation, what, mechanism)
         try:
             return future.result(timeout=self.config.busy_seconds)

@@ -648,13 +648,25 @@ class KeyService:
         for name in names:
             for status in self.keys(name):
                 record = status.record
-                evidence = self.managers.manager(record.backend).evidence(record)
+                evidence = self._evidence(record)
                 chain = chains.get((name, record.kid))
                 if chain is not None:
                     summary = certificates.summary(certificates.load_chain(chain.chain_pem.encode("ascii")))
                     evidence = dataclasses.replace(evidence, certificate=summary)
                 found.append(evidence)
         return found
+
+    def _evidence(self, record: KeyRecord) -> KeyEvidence:
+        """One key's evidence; with several tokens, a key whose token cannot be asked now (lost, or
+        replaced) is listed as such instead of failing the whole list."""
+        try:
+            return self.managers.manager(record.backend).evidence(record)
+        except (HSMUnavailable, KeyNotFound) as exc:
+            if record.backend != HSM_BACKEND or len(self.managers.hardware.names) <= 1:
+                raise
+            return KeyEvidence(key_set=record.key_set, kid=record.kid, alg=record.alg, backend=record.backend,
+                               location={"kind": "pkcs11-token", "token": record.token,
+                                         "unreachable": reason_code(exc)})
 
     def certificate_request(self, key_set: str, subject: str, *, kid: str | None = None) -> x509.CertificateSigningRequest:
         """A PKCS#10 request for a published key of ``key_set`` (the signing one by default), signed by

@@ -129,6 +129,10 @@ def test_a_lost_token_costs_no_signature_and_rejoins_by_itself(make_app, base_en
     tokens = ready.get_json()["checks"]["hsm"]["tokens"]
     assert tokens == {"A": {"ok": False, "reason": "hsm_unavailable"}, "B": {"ok": True}}
     assert remote_tokens.libraries["A"] not in ready.get_data(as_text=True)
+    # Evidence per key: B's read from B now, A's listed as unreachable (not the whole list failing).
+    text = app.test_cli_runner().invoke(args=["keys", "list", "--evidence"]).output
+    assert text.count("token A: cannot be asked now (hsm_unavailable)") == 2, text
+    assert text.count(f"token B: {remote_tokens.labels['B']!r}") == 2, text
     # The JWKS keeps A's keys: tokens it signed before it went still verify.
     assert len(json.loads(service.jwks_document()[0])["keys"]) == 4
 
