@@ -486,7 +486,7 @@ class KeyService:
         now = self.clock()
         tokens = [token for token in view.signers if token is not None]
         start = hardware.turn()
-        held = False
+        held = None in view.signers  # keys of a token this process cannot ask now
         for offset in range(len(tokens)):
             token = tokens[(start + offset) % len(tokens)]
             chosen: Signer | None = rotation.active(view.signers[token], now)
