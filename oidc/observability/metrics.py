@@ -31,14 +31,6 @@ SIGNING_SECONDS = Histogram(
     buckets=(0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 1.0),
 )
 HSM_ERRORS = Counter("oidc_hsm_errors_total", "PKCS#11 operations that failed, by kind of error.", ["error"])
-HSM_RECONNECTS = Counter("oidc_hsm_reconnects_total", "PKCS#11 sessions reopened after they broke.")
-HSM_RECONNECT_ATTEMPTS = Counter(
-    "oidc_hsm_reconnect_attempts_total", "Re-initialisations of a lost PKCS#11 module, by result.", ["result"]
-)
-HSM_OUTAGES = Counter("oidc_hsm_outages_total", "Times a process lost the HSM.")
-HSM_UNAVAILABLE_SECONDS = Counter(
-    "oidc_hsm_unavailable_seconds_total", "Seconds processes spent without the HSM (summed over processes)."
-)
 HSM_TOKEN_SIGNATURES = Counter(
     "oidc_hsm_token_signatures_total", "Signatures asked of each token (HSM_TOKENS), by result.", ["token", "result"]
 )
@@ -46,6 +38,14 @@ HSM_TOKEN_ERRORS = Counter("oidc_hsm_token_errors_total", "PKCS#11 trouble on ea
 HSM_TOKEN_SIGNING_SECONDS = Histogram(
     "oidc_hsm_token_signing_duration_seconds", "Time to produce one signature on each token.", ["token"],
     buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 1.0),
+)
+HSM_RECONNECTS = Counter("oidc_hsm_reconnects_total", "PKCS#11 sessions reopened after they broke.")
+HSM_RECONNECT_ATTEMPTS = Counter(
+    "oidc_hsm_reconnect_attempts_total", "Re-initialisations of a lost PKCS#11 module, by result.", ["result"]
+)
+HSM_OUTAGES = Counter("oidc_hsm_outages_total", "Times a process lost the HSM.")
+HSM_UNAVAILABLE_SECONDS = Counter(
+    "oidc_hsm_unavailable_seconds_total", "Seconds processes spent without the HSM (summed over processes)."
 )
 LOGIN_FAILURES = Counter("oidc_login_failures_total", "Failed login attempts (wrong user or password, or rate-limited).",
                          ["reason"])
