@@ -320,9 +320,10 @@ class TokenConnection:
 
     @property
     def hung(self) -> bool:
-        """Whether a call has been in the module for more than ``busy_seconds`` (a token that stopped answering)."""
+        """Whether a call has been in the module for more than ``busy_seconds`` (a token that stopped
+        answering); only for a named token, one of several (a single token has nowhere else to sign)."""
         started = self._busy_since
-        return started is not None and time.monotonic() - started > self.config.busy_seconds
+        return bool(self.config.name) and started is not None and time.monotonic() - started > self.config.busy_seconds
 
     @property
     def healthy(self) -> bool:
@@ -676,8 +677,9 @@ class TokenConnection:
                 self.open()  # first use in this process (or after close())
             elif background or time.monotonic() < self._next_probe or not self.recover():
                 raise self.unavailable_error()
-        # Never wait on a module that stopped answering: the caller goes to another token.
-        if not self.lock.acquire(timeout=self.config.busy_seconds):
+        # Never wait on a module that stopped answering: the caller goes to another token (a single
+        # token waits, as it always has: there is no other).
+        if not self.lock.acquire(timeout=self.config.busy_seconds if self.config.name else -1):
             raise self.unavailable_error()
         try:
             if not self.available:
@@ -742,7 +744,7 @@ class TokenConnection:
             self._executor.shutdown(wait=False, cancel_futures=True)
             self._executor = None
         # A module hung in a call keeps its lock: leave its session to the process's end.
-        if not self.lock.acquire(timeout=self.config.busy_seconds):
+        if not self.lock.acquire(timeout=self.config.busy_seconds if self.config.name else -1):
             return
         try:
             if self._session is not None and self._pid == os.getpid():

@@ -177,24 +177,57 @@ class TokenPool:
     def open(self, wait_seconds: float) -> None:
         """Open every token; a token still unreachable after ``wait_seconds`` is probed in the background,
         as long as another one opened (one token is enough to sign)."""
-        failures: list[HSMUnavailable] = []
+        if len(self.members) == 1:
+            self.members[0].open(wait_seconds)
+            return
+        failures = self._open_each()
         deadline = time.monotonic() + wait_seconds
-        for member in self.members:
-            try:
-                member.open(max(0.0, deadline - time.monotonic()) if len(self.members) == 1 else 0.0)
-            except HSMUnavailable as exc:
-                failures.append(exc)
-        if failures and not self.available:
-            # None opened: wait for any of them as long as a single token would be waited for.
-            while time.monotonic() < deadline and not self.available:
-                time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
-                for member in self.members:
-                    if member.token.recover():
-                        break
-            if not self.available:
-                raise failures[0]
+        # None opened: wait for any of them as long as a single token would be waited for.
+        while failures and not self.available and time.monotonic() < deadline:
+            time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
+            failures = self._open_each([member for member in self.members if not member.token.hung])
+        if not self.available:
+            raise failures[0] if failures else self.unavailable_error()
         for failure in failures:
             log.warning("starting without a token (%s): it joins when it is reachable", failure)
+
+    def _open_each(self, members: Sequence[TokenKeys] | None = None) -> list[HSMUnavailable]:
+        """Open ``members`` (all) at once, each on its own thread: one that hangs (a stopped appliance)
+        is left to its thread after its ``busy_seconds`` and counts as unreachable.  A final error
+        (no such library, a refused PIN) stops the start, as with one token."""
+        results: dict[str, BaseException | None] = {}
+        abandoned: set[str] = set()
+        guard = threading.Lock()
+
+        def run(member: TokenKeys) -> None:
+            try:
+                member.open(0.0)
+                outcome: BaseException | None = None
+            except BaseException as exc:  # reported to the starting thread
+                outcome = exc
+            with guard:
+                results[member.name] = outcome
+                late = member.name in abandoned
+            if late and outcome is None:
+                self._token_back()  # answered after the start went on without it: it joins now
+
+        started = [(member, threading.Thread(target=run, args=(member,), daemon=True,
+                                             name=f"pkcs11-open-{member.name}"))
+                   for member in (self.members if members is None else members)]
+        for _, thread in started:
+            thread.start()
+        failures: list[HSMUnavailable] = []
+        for member, thread in started:
+            thread.join(timeout=member.token.config.busy_seconds + 1.0)
+            with guard:
+                if member.name not in results:
+                    abandoned.add(member.name)
+                outcome = results.get(member.name, HSMUnavailable(f"token {member.name!r} does not answer"))
+            if isinstance(outcome, HSMUnavailable):
+                failures.append(outcome)
+            elif outcome is not None:
+                raise outcome
+        return failures
 
     def start_recovery(self) -> None:
         for member in self.members:

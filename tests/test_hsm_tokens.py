@@ -204,6 +204,30 @@ def client_ready(app: Any) -> int:
 
 
 @SQLITE
+def test_a_first_start_with_one_token_stopped_starts_on_the_other(make_app, base_env, remote_tokens):
+    """SIGSTOP before the first start: opening A hangs on its own thread; the service starts on B within
+    HSM_TOKEN_TIMEOUT_SECONDS, and A joins once it answers (its pairs then pre-published)."""
+    env = _tokens_env(base_env, remote_tokens, HSM_TOKEN_TIMEOUT_SECONDS="1")
+    remote_tokens.servers["A"].pause()
+    try:
+        started = time.monotonic()
+        service = start_key_service(make_app(env))
+        assert time.monotonic() - started < 10
+        service.start_recovery()
+        assert {_sign(service)[0] for _ in range(6)} == {"B"}
+        assert service.health().tokens["A"] is not None
+    finally:
+        remote_tokens.servers["A"].resume()
+    deadline = time.monotonic() + REJOIN_BOUND
+    while time.monotonic() < deadline and service.health().tokens["A"] is not None:
+        time.sleep(0.1)
+    assert service.health().tokens == {"A": None, "B": None}
+    service.refresh()
+    statuses = {(status.record.token, status.status) for status in service.keys(ACCESS_TOKEN_SET)}
+    assert statuses == {("A", "next"), ("B", "active")}  # A joined a set B already signs for
+
+
+@SQLITE
 def test_rotation_gives_every_token_its_own_prepublished_successor(make_app, base_env, remote_tokens, softhsm):
     app = make_app(_tokens_env(base_env, remote_tokens, KEY_PREPUBLICATION_SECONDS="86400"))
     service = start_key_service(app)
