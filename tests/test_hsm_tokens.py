@@ -227,6 +227,36 @@ def test_a_first_start_with_one_token_stopped_starts_on_the_other(make_app, base
     assert statuses == {("A", "next"), ("B", "active")}  # A joined a set B already signs for
 
 
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_instances_starting_together_make_one_pair_per_set_on_each_token(make_app, base_env, remote_tokens, softhsm):
+    """Two instances on one PostgreSQL database start at once: the advisory lock makes each token's pair
+    of each set once, and both publish the same four keys."""
+    env = _tokens_env(base_env, remote_tokens)
+    apps = [make_app(env) for _ in range(2)]
+    services: list[Any] = [None, None]
+    errors: list[BaseException] = []
+
+    def start(index: int) -> None:
+        try:
+            services[index] = start_key_service(apps[index])
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=start, args=(index,)) for index in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not errors, errors
+    for label in remote_tokens.labels.values():
+        for key_set in (ID_TOKEN_SET, ACCESS_TOKEN_SET):
+            assert softhsm.key_objects(label, key_set) == {"private": 1, "public": 1}
+    services[0].refresh()
+    services[1].refresh()
+    kids = [{key["kid"] for key in json.loads(service.jwks_document()[0])["keys"]} for service in services]
+    assert kids[0] == kids[1] and len(kids[0]) == 4
+
+
 @SQLITE
 def test_rotation_gives_every_token_its_own_prepublished_successor(make_app, base_env, remote_tokens, softhsm):
     app = make_app(_tokens_env(base_env, remote_tokens, KEY_PREPUBLICATION_SECONDS="86400"))
