@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import TYPE_CHECKING
 
-from keys.errors import HSMError, HSMUnavailable, KeyNotFound
+from keys.errors import HSMUnavailable, KeyNotFound
 from keys.evidence import KeyEvidence
 from keys.manager import HSM_BACKEND, TokenKeys
 from keys.signer import KeyRecord, Signer
@@ -308,4 +308,4 @@ class _Unreachable:
         raise self._pool.unavailable_error()
 
 
-__all__ = ["HSMError", "TokenPool"]
+__all__ = ["TokenPool"]
