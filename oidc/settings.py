@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from keys import UnsupportedAlgorithm, get_algorithm
-from oidc.vocabulary import ACCESS_TOKEN_SET, DPOP_ALGORITHMS, FAPI2_ALGORITHMS, ID_TOKEN_SET
+from oidc.vocabulary import ACCESS_TOKEN_SET, DPOP_ALGORITHMS, FAPI2_ALGORITHMS, ID_TOKEN_SET, MTLS_AUTH_METHODS
 
 #: Scopes whose claims this provider knows (OIDC Core §5.4) plus offline_access.
 STANDARD_SCOPES = ("openid", "profile", "email", "offline_access")
@@ -68,7 +68,7 @@ SETTING_NAMES = (
     "PAR_LIFETIME", "REQUIRE_PUSHED_AUTHORIZATION_REQUESTS", "SECURITY_PROFILE", "DPOP_SIGNING_ALGS",
     "DPOP_PROOF_MAX_AGE", "DPOP_NONCE", "DPOP_NONCE_LIFETIME", "DPOP_JTI_STORAGE_URI", "DEVELOPMENT_MODE",
     "CLIENT_CACHE_SECONDS", "CLIENT_ASSERTION_LEEWAY", "CLIENT_ASSERTION_MAX_LIFETIME",
-    "CLIENT_ASSERTION_ACCEPT_TOKEN_ENDPOINT_AUDIENCE",
+    "CLIENT_ASSERTION_ACCEPT_TOKEN_ENDPOINT_AUDIENCE", "CLIENT_CERT_HEADER", "MTLS_CA_FILE", "MTLS_BASE_URL",
     "LOGIN_SESSION_LIFETIME", "LOGIN_RATE_LIMIT_PER_ACCOUNT", "LOGIN_RATE_LIMIT_PER_ADDRESS",
     "LOGIN_RATE_LIMIT_PER_ADDRESS_AND_ACCOUNT", "RATELIMIT_STORAGE_URI", "PASSWORD_HASH_COST", "SESSION_COOKIE_NAME",
     "CSRF_TIME_LIMIT", "MAX_REQUEST_BYTES",
@@ -161,6 +161,10 @@ class Settings:
     client_assertion_leeway: int
     client_assertion_max_lifetime: int
     client_assertion_accept_token_endpoint_audience: bool
+    # mutual-TLS clients (README "Mutual-TLS clients")
+    client_cert_header: str | None
+    mtls_ca_file: str | None
+    mtls_base_url: str | None
     # login and the browser session
     login_session_lifetime: int
     login_rate_limit_per_account: str
@@ -210,6 +214,14 @@ class Settings:
     def fapi2_message_signing(self) -> bool:
         """Whether FAPI 2.0 Message Signing applies to every client."""
         return self.security_profile == FAPI2_MESSAGE_SIGNING
+
+    @property
+    def mtls_auth_methods(self) -> tuple[str, ...]:
+        """The mutual-TLS client authentication methods on offer (RFC 8705 §2): none without
+        CLIENT_CERT_HEADER, ``tls_client_auth`` only with the CAs of MTLS_CA_FILE to verify against."""
+        if self.client_cert_header is None:
+            return ()
+        return MTLS_AUTH_METHODS if self.mtls_ca_file else tuple(m for m in MTLS_AUTH_METHODS if m != "tls_client_auth")
 
     @property
     def https(self) -> bool:
@@ -513,7 +525,32 @@ def _read_clients(read: _Reader) -> dict[str, Any]:
         "client_assertion_max_lifetime": read.integer("CLIENT_ASSERTION_MAX_LIFETIME", 300, minimum=1),
         "client_assertion_accept_token_endpoint_audience": read.boolean(
             "CLIENT_ASSERTION_ACCEPT_TOKEN_ENDPOINT_AUDIENCE", False),
+        **_read_mtls(read),
     }
+
+
+#: A header name (RFC 9110 §5.1 token characters).
+_HEADER_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}")
+
+
+def _read_mtls(read: _Reader) -> dict[str, Any]:
+    """Mutual-TLS clients (RFC 8705): the header the proxy puts the client certificate in, the CAs
+    ``tls_client_auth`` certificates are issued by, and the base URL of the mTLS endpoints."""
+    header = read.text("CLIENT_CERT_HEADER").strip() or None
+    if header is not None and not _HEADER_NAME.fullmatch(header):
+        raise ConfigError(f"CLIENT_CERT_HEADER must be a header name such as X-Client-Cert, not {header!r}")
+    if header is not None and header.lower().replace("_", "-") in ("authorization", "cookie", "dpop", "host"):
+        raise ConfigError(f"CLIENT_CERT_HEADER cannot be {header}")
+    ca_file = read.text("MTLS_CA_FILE") or None
+    if ca_file is not None and not os.path.isfile(ca_file):
+        raise ConfigError(f"MTLS_CA_FILE {ca_file!r} is not a file")
+    base_url = read.text("MTLS_BASE_URL").rstrip("/") or None
+    if base_url is not None and not (base_url.startswith("https://") and base_url.isprintable() and " " not in base_url):
+        raise ConfigError("MTLS_BASE_URL must be an https URL")
+    if header is None and (ca_file or base_url):
+        raise ConfigError("MTLS_CA_FILE and MTLS_BASE_URL need CLIENT_CERT_HEADER (where the proxy puts the "
+                          "client certificate)")
+    return {"client_cert_header": header, "mtls_ca_file": ca_file, "mtls_base_url": base_url}
 
 
 def _read_backchannel_logout(read: _Reader) -> dict[str, Any]:
