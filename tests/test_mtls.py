@@ -13,6 +13,8 @@ from typing import Any
 
 import pytest
 from client_certificates import Issued, client_certificate, new_ca
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from oidc_fixtures import ISSUER, REDIRECT_URI, Provider, jwt_parts
 
@@ -104,10 +106,10 @@ def test_tls_client_auth_by_subject_alternative_name(mtls_op, ca, field, value, 
     client_id, _ = mtls_op.add_client(grant_types=["client_credentials"], scope="api", auth_method="tls_client_auth",
                                       **{field: value})
     assert _token(mtls_op, client_id, client_certificate("any", issuer=ca, **san)).status_code == 200
-    other = {key: ("Other" + str(val) if key != "ip" else "2001:db8::2") for key, val in san.items()}
+    other: dict[str, Any] = {key: ("Other" + str(val) if key != "ip" else "2001:db8::2") for key, val in san.items()}
     assert _error(_token(mtls_op, client_id, client_certificate("any", issuer=ca, **other))) == (400, "invalid_client")
     # The value under another SAN type is not a match.
-    wrong_type = {"uri": value} if "dns" in san else {"dns": "billing.example.com"}
+    wrong_type: dict[str, Any] = {"uri": value} if "dns" in san else {"dns": "billing.example.com"}
     assert _error(_token(mtls_op, client_id, client_certificate("any", issuer=ca, **wrong_type))) == (
         400, "invalid_client")
 
@@ -205,8 +207,9 @@ def test_bound_user_tokens_at_userinfo_and_a_public_clients_bound_refresh_token(
 def test_fapi2_takes_mutual_tls_instead_of_dpop(make_app, base_env, tmp_path, ca):
     """FAPI 2.0 §5.3.2.1: a client authenticating with its certificate gets certificate-bound tokens
     without a DPoP proof; with a proof, DPoP-bound ones; the discovery document offers both methods."""
-    from dpop_proofs import new_key, proof, public_jwk, thumbprint
     from test_fapi2 import FAPI_ENV
+
+    from dpop_proofs import new_key, proof, public_jwk, thumbprint
 
     op = Provider(make_app({**base_env, **FAPI_ENV, **mtls_env(tmp_path, ca)}))
     certificate = client_certificate("fapi")
@@ -275,3 +278,53 @@ def test_the_admin_api_registers_a_mutual_tls_client(mtls_op, admin_key, ca):
     schema = mtls_op.get("/admin/openapi.json", headers=auth).json
     registration = schema["components"]["schemas"]["ClientRegistration"]["properties"]
     assert "tls_client_auth" in registration["auth_method"]["enum"] and "tls_client_auth_subject_dn" in registration
+
+
+# -- the header parser, property-based ---------------------------------------------------------------
+
+_VALID = client_certificate("sweep", dns="sweep.example")
+
+
+def _mutations() -> st.SearchStrategy[str]:
+    """Header values near a real one (cut, spliced, re-escaped) and far from it (any text, any escapes)."""
+    header = _VALID.header
+    cut = st.tuples(st.integers(0, len(header)), st.integers(0, len(header))).map(
+        lambda ends: header[:min(ends)] + header[max(ends):])
+    spliced = st.tuples(st.integers(0, len(header)), st.text(max_size=8)).map(
+        lambda part: header[:part[0]] + part[1] + header[part[0]:])
+    escapes = st.lists(st.integers(0, 255).map(lambda byte: f"%{byte:02X}"), max_size=40).map("".join)
+    return st.one_of(cut, spliced, escapes, st.text(max_size=300), st.just(_VALID.pem), st.just(header * 2),
+                     st.just("-----BEGIN CERTIFICATE-----" + "A" * 17000))
+
+
+@settings(max_examples=200, deadline=None, derandomize=True, database=None)
+@given(value=_mutations())
+def test_the_header_parser_reads_one_certificate_or_says_why_not(value):
+    from oidc.oauth2.mtls import ClientCertificate, InvalidClientCertificate, parse_certificate_header
+
+    try:
+        parsed = parse_certificate_header(value)
+    except InvalidClientCertificate as exc:
+        assert str(exc).startswith("the client certificate")
+    else:
+        assert isinstance(parsed, ClientCertificate) and parsed.thumbprint == _VALID.thumbprint
+
+
+@settings(max_examples=60, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(value=_mutations().map(lambda value: value.replace("\r", "").replace("\n", "")))  # no line breaks in HTTP
+def test_mangled_certificate_headers_get_rfc_errors_at_the_token_endpoint_and_userinfo(mtls_op, value):
+    """invalid_client (400) at /token, invalid_token (401) at /userinfo for a bound token: never a 5xx."""
+    client_id = _self_signed_client(mtls_op, _VALID, tls_client_certificate_bound_access_tokens=True)
+    response = mtls_op.post("/token", data={"grant_type": "client_credentials", "client_id": client_id},
+                            headers={HEADER: value}, environ_base={"REMOTE_ADDR": PROXY})
+    assert response.status_code in (200, 400), response.status_code
+    if response.status_code == 400:
+        assert response.json["error"] == "invalid_client"
+        return
+    token = response.json["access_token"]
+    assert jwt_parts(token)[1]["cnf"] == {"x5t#S256": _VALID.thumbprint}
+    bearer = {"Authorization": f"Bearer {token}"}
+    # The token is a client's own (no user): /userinfo refuses it as invalid_token either way, never a 5xx.
+    assert mtls_op.get("/userinfo", headers={**bearer, HEADER: value + "x"},
+                       environ_base={"REMOTE_ADDR": PROXY}).status_code == 401
