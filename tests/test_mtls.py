@@ -328,3 +328,27 @@ def test_mangled_certificate_headers_get_rfc_errors_at_the_token_endpoint_and_us
     # The token is a client's own (no user): /userinfo refuses it as invalid_token either way, never a 5xx.
     assert mtls_op.get("/userinfo", headers={**bearer, HEADER: value + "x"},
                        environ_base={"REMOTE_ADDR": PROXY}).status_code == 401
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"CLIENT_CERT_HEADER": "X Client Cert"}, "CLIENT_CERT_HEADER must be a header name"),
+    ({"CLIENT_CERT_HEADER": "Authorization"}, "CLIENT_CERT_HEADER cannot be"),
+    ({"CLIENT_CERT_HEADER": "X-Client-Cert", "MTLS_CA_FILE": "/nonexistent/ca.pem"}, "MTLS_CA_FILE"),
+    ({"CLIENT_CERT_HEADER": "X-Client-Cert", "MTLS_BASE_URL": "http://mtls.example"}, "MTLS_BASE_URL must be"),
+    ({"MTLS_BASE_URL": "https://mtls.example"}, "need CLIENT_CERT_HEADER"),
+])
+def test_mutual_tls_settings_are_checked_at_start_up(base_env, tmp_path, env, message):
+    from oidc.settings import ConfigError, load_settings
+
+    with pytest.raises(ConfigError, match=message):
+        load_settings({**base_env, **env}, instance_path=str(tmp_path))
+
+
+def test_an_mtls_base_url_names_the_aliases(make_app, base_env, tmp_path, ca):
+    op = Provider(make_app({**base_env, **mtls_env(tmp_path, ca), "MTLS_BASE_URL": "https://mtls.op.example.test/"}))
+    aliases = op.get("/.well-known/openid-configuration").json["mtls_endpoint_aliases"]
+    assert aliases == {"token_endpoint": "https://mtls.op.example.test/token",
+                       "revocation_endpoint": "https://mtls.op.example.test/revoke",
+                       "introspection_endpoint": "https://mtls.op.example.test/introspect",
+                       "userinfo_endpoint": "https://mtls.op.example.test/userinfo",
+                       "pushed_authorization_request_endpoint": "https://mtls.op.example.test/par"}
