@@ -533,6 +533,19 @@ def _read_clients(read: _Reader) -> dict[str, Any]:
 _HEADER_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}")
 
 
+def _check_ca_file(path: str) -> None:
+    """MTLS_CA_FILE: a readable PEM file of at least one certificate (what ``tls_client_auth`` trusts)."""
+    from cryptography import x509
+
+    try:
+        with open(path, "rb") as file:
+            x509.load_pem_x509_certificates(file.read(1024 * 1024))
+    except OSError:
+        raise ConfigError(f"MTLS_CA_FILE {path!r} cannot be read") from None
+    except ValueError:
+        raise ConfigError(f"MTLS_CA_FILE {path!r} holds no PEM certificate") from None
+
+
 def _read_mtls(read: _Reader) -> dict[str, Any]:
     """Mutual-TLS clients (RFC 8705): the header the proxy puts the client certificate in, the CAs
     ``tls_client_auth`` certificates are issued by, and the base URL of the mTLS endpoints."""
@@ -542,8 +555,8 @@ def _read_mtls(read: _Reader) -> dict[str, Any]:
     if header is not None and header.lower().replace("_", "-") in ("authorization", "cookie", "dpop", "host"):
         raise ConfigError(f"CLIENT_CERT_HEADER cannot be {header}")
     ca_file = read.text("MTLS_CA_FILE") or None
-    if ca_file is not None and not os.path.isfile(ca_file):
-        raise ConfigError(f"MTLS_CA_FILE {ca_file!r} is not a file")
+    if ca_file is not None:
+        _check_ca_file(ca_file)
     base_url = read.text("MTLS_BASE_URL").rstrip("/") or None
     if base_url is not None and not (base_url.startswith("https://") and base_url.isprintable() and " " not in base_url):
         raise ConfigError("MTLS_BASE_URL must be an https URL")

@@ -333,7 +333,8 @@ def test_mangled_certificate_headers_get_rfc_errors_at_the_token_endpoint_and_us
 @pytest.mark.parametrize("env, message", [
     ({"CLIENT_CERT_HEADER": "X Client Cert"}, "CLIENT_CERT_HEADER must be a header name"),
     ({"CLIENT_CERT_HEADER": "Authorization"}, "CLIENT_CERT_HEADER cannot be"),
-    ({"CLIENT_CERT_HEADER": "X-Client-Cert", "MTLS_CA_FILE": "/nonexistent/ca.pem"}, "MTLS_CA_FILE"),
+    ({"CLIENT_CERT_HEADER": "X-Client-Cert", "MTLS_CA_FILE": "/nonexistent/ca.pem"}, "MTLS_CA_FILE .* cannot be read"),
+    ({"CLIENT_CERT_HEADER": "X-Client-Cert", "MTLS_CA_FILE": __file__}, "MTLS_CA_FILE .* holds no PEM certificate"),
     ({"CLIENT_CERT_HEADER": "X-Client-Cert", "MTLS_BASE_URL": "http://mtls.example"}, "MTLS_BASE_URL must be"),
     ({"MTLS_BASE_URL": "https://mtls.example"}, "need CLIENT_CERT_HEADER"),
 ])
@@ -352,3 +353,44 @@ def test_an_mtls_base_url_names_the_aliases(make_app, base_env, tmp_path, ca):
                        "introspection_endpoint": "https://mtls.op.example.test/introspect",
                        "userinfo_endpoint": "https://mtls.op.example.test/userinfo",
                        "pushed_authorization_request_endpoint": "https://mtls.op.example.test/par"}
+
+
+def test_the_cli_registers_a_mutual_tls_client_and_changes_its_certificate(mtls_op, ca):
+    import json
+
+    runner = mtls_op.app.test_cli_runner()
+    created = runner.invoke(args=["clients", "create", "--name", "Billing", "--grant-type", "client_credentials",
+                                  "--scope", "api", "--auth-method", "tls_client_auth",
+                                  "--tls-client-auth-subject-dn", "CN=billing,O=Example", "--tls-certificate-bound",
+                                  "--json"])
+    assert created.exit_code == 0, created.output
+    client = json.loads(created.output)
+    assert client["tls_client_auth_subject_dn"] == "CN=billing,O=Example" and "client_secret" not in client
+    assert client["tls_client_certificate_bound_access_tokens"] is True
+    renewed = client_certificate("billing-2026", issuer=ca)
+    assert _error(_token(mtls_op, client["client_id"], renewed)) == (400, "invalid_client")
+    changed = runner.invoke(args=["clients", "set-certificate", client["client_id"],
+                                  "--tls-client-auth-subject-dn", "CN=billing-2026,O=Example", "--not-bound"])
+    assert changed.exit_code == 0, changed.output
+    response = _token(mtls_op, client["client_id"], renewed)
+    assert response.status_code == 200 and "cnf" not in jwt_parts(response.json["access_token"])[1]
+    refused = runner.invoke(args=["clients", "create", "--name", "X", "--grant-type", "client_credentials",
+                                  "--auth-method", "tls_client_auth"])
+    assert refused.exit_code != 0 and "exactly one" in refused.output
+
+
+def test_the_admin_api_changes_a_clients_certificate_or_nothing(mtls_op, admin_key, ca):
+    client_id, _ = mtls_op.add_client(grant_types=["client_credentials"], scope="api", auth_method="tls_client_auth",
+                                      tls_client_auth_san_dns="old.example.com")
+    auth = {"Authorization": f"Bearer {admin_key}"}
+    refused = mtls_op.http.patch(f"/admin/clients/{client_id}", base_url=ISSUER, headers=auth,
+                                 json={"tls_client_auth_san_ip": "not an address", "logo_uri": "https://x.example/l.png"})
+    assert refused.status_code == 400
+    shown = mtls_op.get(f"/admin/clients/{client_id}", headers=auth).json
+    assert shown["tls_client_auth_san_dns"] == "old.example.com" and shown["logo_uri"] is None
+    changed = mtls_op.http.patch(f"/admin/clients/{client_id}", base_url=ISSUER, headers=auth,
+                                 json={"tls_client_auth_san_dns": "new.example.com"})
+    assert changed.status_code == 200 and changed.json["tls_client_auth_san_dns"] == "new.example.com"
+    assert _token(mtls_op, client_id, client_certificate("x", issuer=ca, dns="new.example.com")).status_code == 200
+    assert _error(_token(mtls_op, client_id, client_certificate("x", issuer=ca, dns="old.example.com"))) == (
+        400, "invalid_client")

@@ -359,6 +359,25 @@ def set_backchannel_logout(client: Client, uri: str | None, *, session_required:
     _forget(client)
 
 
+def set_certificate(client: Client, identity: dict[str, Any] | None = None, *, bound: bool | None = None) -> None:
+    """Replace the certificate a ``tls_client_auth`` client is known by (``identity``: MTLS_METADATA names;
+    None keeps it), and with ``bound`` (None: unchanged) ``tls_client_certificate_bound_access_tokens``.
+
+    Checked as at registration (:func:`check_mtls_metadata`) before anything is written.
+    """
+    if identity is not None:
+        unknown = sorted(set(identity) - set(MTLS_METADATA))
+        if unknown:
+            raise ClientError(f"unknown field(s): {', '.join(unknown)}")
+        checked = check_mtls_metadata(client.auth_method, identity, client.jwks)
+        for name, value in checked.items():
+            setattr(client, name, value)
+    if bound is not None:
+        client.tls_client_certificate_bound_access_tokens = bool(bound)
+    db.session.commit()
+    _forget(client)
+
+
 def set_disabled(client: Client, disabled: bool) -> None:
     client.disabled = disabled
     db.session.commit()

@@ -18,6 +18,9 @@ Stable (operators script it; ``--json`` prints one JSON object or array)::
     flask clients rotate-secret CLIENT_ID [--json]
     flask clients set-display CLIENT_ID [--logo-uri URL] [--policy-uri URL] [--tos-uri URL] [--json]
     flask clients set-backchannel-logout CLIENT_ID --uri URL|'' [--session-required|--no-session-required] [--json]
+    flask clients create ... [--auth-method tls_client_auth --tls-client-auth-{subject-dn,san-dns,san-uri,san-ip,
+        san-email} VALUE] [--auth-method self_signed_tls_client_auth --jwks-file FILE] [--tls-certificate-bound]
+    flask clients set-certificate CLIENT_ID [--tls-client-auth-... VALUE] [--bound|--not-bound] [--json]
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from oidc.accounts.clients import (
     list_clients,
     rotate_secret,
     set_backchannel_logout,
+    set_certificate,
     set_disabled,
     set_display,
 )
@@ -242,3 +246,23 @@ def rotate_secret_command(client_id: str, as_json: bool) -> None:
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)
     emit({"client_id": client.client_id, "client_secret": secret}, as_json, f"client_secret: {secret}")
+
+
+@cli.command("set-certificate")
+@click.argument("client_id")
+@_mtls_metadata_options
+@click.option("--bound/--not-bound", "bound", default=None,
+              help="Whether access tokens are bound to the client's certificate "
+                   "(tls_client_certificate_bound_access_tokens; default: unchanged).")
+@json_option
+def set_certificate_command(client_id: str, bound: bool | None, as_json: bool, **identity: str | None) -> None:
+    """Change the certificate a tls_client_auth client is known by (RFC 8705 §2.1.2), or whether its tokens
+    are bound to its certificate.  Naming one tls_client_auth_* value replaces the one registered."""
+    client = _load(client_id)
+    given = {name: value for name, value in identity.items() if value is not None}
+    try:
+        set_certificate(client, given or None, bound=bound)
+    except ClientError as exc:
+        raise click.ClickException(str(exc)) from None
+    data = client.as_dict()
+    emit(data, as_json, fields(data))

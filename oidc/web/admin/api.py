@@ -21,6 +21,7 @@ from werkzeug.routing import Rule
 
 from oidc import urls
 from oidc.accounts import clients
+from oidc.models import MTLS_METADATA
 from oidc.settings import SECURITY_PROFILES
 from oidc.vocabulary import AUTH_METHODS, ENCRYPTED_RESPONSES, ENCRYPTION_ALGORITHMS, ENCRYPTION_ENCODINGS
 
@@ -177,8 +178,11 @@ DISPLAY_FIELDS: dict[str, Field] = {name: CLIENT_FIELDS[name] for name in client
 #: The registration fields of back-channel logout (those ``set_backchannel_logout`` changes).
 BACKCHANNEL_LOGOUT_FIELDS: dict[str, Field] = {
     name: CLIENT_FIELDS[name] for name in ("backchannel_logout_uri", "backchannel_logout_session_required")}
+#: The registration fields of mutual TLS (those ``set_certificate`` changes).
+CERTIFICATE_FIELDS: dict[str, Field] = {
+    name: CLIENT_FIELDS[name] for name in (*MTLS_METADATA, "tls_client_certificate_bound_access_tokens")}
 #: What ``PATCH /admin/clients/<client_id>`` changes.
-CLIENT_UPDATE_FIELDS: dict[str, Field] = {**DISPLAY_FIELDS, **BACKCHANNEL_LOGOUT_FIELDS}
+CLIENT_UPDATE_FIELDS: dict[str, Field] = {**DISPLAY_FIELDS, **BACKCHANNEL_LOGOUT_FIELDS, **CERTIFICATE_FIELDS}
 
 USER_FIELDS: dict[str, Field] = {
     "username": Field("string", "Login name (case-insensitive, unique).", required=True, max_length=255),
