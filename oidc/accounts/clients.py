@@ -13,7 +13,6 @@ import json
 import secrets
 from collections.abc import Callable, Iterable
 from typing import Any
-from urllib.parse import SplitResult
 
 from oidc import hashing, queries
 from oidc.db import db
@@ -56,9 +55,6 @@ class ClientError(ValueError):
     def field(self) -> str:
         """The argument of :func:`build_client` that is wrong."""
         return str(self).split(":", 1)[0]
-
-
-_NO_SCHEME = SplitResult("", "", "", "", "")
 
 
 def _check_uri(value: Any, field: str) -> str:
@@ -441,7 +437,7 @@ def _check_certificate_field(name: str, value: Any) -> str | None:
         except ValueError:
             raise ClientError(f"{name}: {text!r} is not an IPv4 or IPv6 address") from None
     elif " " in text or (name == "tls_client_auth_san_email" and "@" not in text) or (
-            name == "tls_client_auth_san_uri" and not (split_url(text) or _NO_SCHEME).scheme):
+            name == "tls_client_auth_san_uri" and ((parts := split_url(text)) is None or not parts.scheme)):
         raise ClientError(f"{name}: {text!r} is not a {name.rsplit('_', 1)[1]} name")
     return text
 
