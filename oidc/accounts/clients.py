@@ -23,7 +23,14 @@ from oidc.settings import DEFAULT_PROFILE, FAPI2, SECURITY_PROFILES
 from oidc.state import current_state
 from oidc.text import bounded_text, column_text
 from oidc.urls import is_loopback_http
-from oidc.vocabulary import AUTH_METHODS, DEFAULT_GRANT_TYPES, FAPI2_ALGORITHMS, GRANT_TYPES, SECRET_AUTH_METHODS
+from oidc.vocabulary import (
+    AUTH_METHODS,
+    DEFAULT_GRANT_TYPES,
+    DEVICE_CODE_GRANT_TYPE,
+    FAPI2_ALGORITHMS,
+    GRANT_TYPES,
+    SECRET_AUTH_METHODS,
+)
 
 DEFAULT_SCOPE = "openid profile email offline_access"
 #: Longest redirect, logout, page or logo URI registered.
@@ -189,8 +196,8 @@ def _check_grant_combination(grants: list[str], auth_method: str, redirect_uris:
         raise ClientError("redirect_uris: the authorization_code grant needs at least one")
     if auth_method == "none" and "client_credentials" in grants:
         raise ClientError("grant_types: a public client (auth_method none) cannot use client_credentials")
-    if "refresh_token" in grants and "authorization_code" not in grants:
-        raise ClientError("grant_types: refresh_token needs authorization_code")
+    if "refresh_token" in grants and "authorization_code" not in grants and DEVICE_CODE_GRANT_TYPE not in grants:
+        raise ClientError(f"grant_types: refresh_token needs authorization_code or {DEVICE_CODE_GRANT_TYPE}")
 
 
 def _check_fapi2(auth_method: str, redirect_uris: list[str], settings: Any) -> None:

@@ -44,7 +44,7 @@ SETTINGS_CSS = "settings.css"
 
 #: The browser pages: errors on these paths are pages, elsewhere JSON.
 PAGE_PATHS = frozenset({urls.AUTHORIZE, urls.AUTHORIZE_RESUME, urls.CONSENT, urls.SELECT_ACCOUNT, urls.LOGIN,
-                        urls.LOGOUT})
+                        urls.LOGOUT, urls.DEVICE, urls.DEVICE_CONFIRM})
 
 
 class ThemeError(ConfigError):
