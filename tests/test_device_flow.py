@@ -224,3 +224,9 @@ def test_the_confirmation_answers_only_the_login_it_was_shown_to_and_only_from_o
     browser.login("bob", PASSWORD)  # another login in the same browser since the page was shown
     switched = browser.post("/device/confirm", data={**fields, "decision": "approve"})
     assert switched.status_code == 400 and poll(op, client_id, body["device_code"]).json["error"] == "authorization_pending"
+
+
+def test_a_form_too_large_is_the_413_page_on_the_device_and_login_pages(op: Provider) -> None:
+    for path, field in (("/device", "user_code"), ("/login", "username")):
+        response = op.post(path, data={field: "x" * 70_000})
+        assert response.status_code == 413 and response.mimetype == "text/html", path
