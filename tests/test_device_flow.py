@@ -151,6 +151,19 @@ def test_a_denied_device_gets_access_denied(op: Provider) -> None:
     assert (denied.status_code, denied.json["error"]) == (400, "access_denied")
 
 
+def test_a_device_approved_in_a_login_that_ended_gets_no_tokens(op: Provider) -> None:
+    op.add_user()
+    client_id, _ = device_client(op)
+    body = start(op, client_id).json
+    browser = op.new_browser()
+    assert decide(browser, body["user_code"]).status_code == 200
+    page = browser.get("/logout")
+    signed_out = browser.post("/logout", data={**dict(hidden_fields(page.text)), "confirm": "yes"})
+    assert signed_out.status_code == 200 and "signed out" in signed_out.text  # before the device polls
+    refused = poll(op, client_id, body["device_code"])
+    assert (refused.status_code, refused.json["error"]) == (400, "invalid_grant"), refused.json
+
+
 def test_an_expired_device_code_and_its_user_code(op: Provider) -> None:
     op.add_user()
     client_id, _ = device_client(op)

@@ -47,6 +47,7 @@ from oidc import hashing, queries, urls
 from oidc.db import db
 from oidc.models import Client, DeviceAuthorization
 from oidc.oauth2.logins import AuthenticatedUser
+from oidc.oauth2.records import session_active
 from oidc.oauth2.resources import resolve_audience
 from oidc.oauth2.scopes import allowed_scope
 from oidc.oauth2.security_profile import is_fapi2
@@ -228,6 +229,9 @@ def poll(device_code: str, client: Client) -> DeviceAuthorization:
     if row.denied_at is not None:
         raise AccessDeniedError()
     if row.approved_at is not None:
+        if row.sid is not None and not _login_on(row.sid, moment):
+            # OIDC Core §11, as for a code: the login ended (logout, password change) before the tokens went out.
+            raise InvalidGrantError("The login session in which the device was approved has ended.")
         return row
     row_id = row.id
     on_time = queries.pace_device_poll(row_id, moment, POLL_LEEWAY)
@@ -237,6 +241,11 @@ def poll(device_code: str, client: Client) -> DeviceAuthorization:
     if not on_time:
         raise SlowDownError()
     raise AuthorizationPendingError()
+
+
+def _login_on(sid: str, moment: int) -> bool:
+    login = queries.find_login(sid)
+    return login is not None and session_active(login, moment)
 
 
 def claim(row: DeviceAuthorization) -> None:
