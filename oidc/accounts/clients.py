@@ -29,6 +29,7 @@ from oidc.vocabulary import (
     ASSERTION_ALGORITHMS,
     AUTH_METHODS,
     DEFAULT_GRANT_TYPES,
+    DEVICE_CODE_GRANT_TYPE,
     ENCRYPTED_RESPONSES,
     FAPI2_ALGORITHMS,
     FAPI2_AUTH_METHODS,
@@ -448,8 +449,8 @@ def _check_grant_combination(grants: list[str], auth_method: str, redirect_uris:
         raise ClientError("redirect_uris: the authorization_code grant needs at least one")
     if auth_method == "none" and "client_credentials" in grants:
         raise ClientError("grant_types: a public client (auth_method none) cannot use client_credentials")
-    if "refresh_token" in grants and "authorization_code" not in grants:
-        raise ClientError("grant_types: refresh_token needs authorization_code")
+    if "refresh_token" in grants and "authorization_code" not in grants and DEVICE_CODE_GRANT_TYPE not in grants:
+        raise ClientError(f"grant_types: refresh_token needs authorization_code or {DEVICE_CODE_GRANT_TYPE}")
 
 
 def _check_fapi2(auth_method: str, redirect_uris: list[str], settings: Any) -> None:
