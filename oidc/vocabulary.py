@@ -11,7 +11,8 @@ neither the protocol core nor the HSM module.
 
 from __future__ import annotations
 
-from keys import ACCESS_TOKEN_SET, EDDSA_ALGORITHMS, ID_TOKEN_SET, JWS_ALGORITHMS
+from keys import ACCESS_TOKEN_SET, EDDSA_ALGORITHMS, ID_TOKEN_SET, JWS_ALGORITHMS, REQUEST_OBJECT_SET
+from keys import ENCRYPTION_ALGORITHMS as KEY_MANAGEMENT_ALGORITHMS
 
 __all__ = [
     "ACCESS_TOKEN_SET",
@@ -39,6 +40,8 @@ __all__ = [
     "LOGOUT_TOKEN_EVENT",
     "LOGOUT_TOKEN_TYP",
     "PROMPT_VALUES",
+    "REQUEST_OBJECT_ENCRYPTION_ALGORITHMS",
+    "REQUEST_OBJECT_SET",
     "RESPONSE_MODES",
     "RESPONSE_TYPES",
     "SECRET_AUTH_METHODS",
@@ -51,6 +54,11 @@ def id_token_signing_algs(configured: str) -> list[str]:
     """The ID token algs to advertise: EdDSA over Ed25519 has two names (RFC 8037, RFC 9864),
     and a set configured with either may carry keys of both (existing EdDSA keys keep theirs)."""
     return list(EDDSA_ALGORITHMS) if configured in EDDSA_ALGORITHMS else [configured]
+
+#: Key-management algorithms a request object may be encrypted with to the provider's decryption key set
+#: (RFC 9101 §6.1, RFC 7518 §4.3, §4.6), each decrypted where the key lives (on the token); which of
+#: them a deployment decrypts is REQUEST_OBJECT_ENCRYPTION_ALG's and its token's (discovery says).
+REQUEST_OBJECT_ENCRYPTION_ALGORITHMS: tuple[str, ...] = tuple(KEY_MANAGEMENT_ALGORITHMS)
 
 #: Client authentication methods at the token endpoint (RFC 6749 §2.3, OIDC Core §9).
 AUTH_METHODS = ("client_secret_basic", "client_secret_post", "private_key_jwt", "none")

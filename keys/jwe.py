@@ -1,0 +1,188 @@
+"""Compact JWE decryption (RFC 7516 §5.2) with the content key decrypted where the private key lives.
+
+joserfc does the JOSE: it parses the serialization, checks ``crit``, and decrypts
+and authenticates the content (A256GCM, A128CBC-HS256: RFC 7518 §5).  The one
+step it cannot do is the key's: the RSAES-OAEP decryption of the JWE Encrypted
+Key (RFC 7518 §4.3), since the private key never leaves its manager.  So each
+decryption uses a joserfc registry of its own whose key-management algorithm,
+:class:`ManagedKeyEncryption`, hands the encrypted key to the manager's
+``decrypt`` (``C_Decrypt`` with ``CKM_RSA_PKCS_OAEP`` on a token).
+
+Before anything is decrypted the input is bounded and its header read here, so
+that every refusal names what is wrong: the size, the number of parts, the
+header, the ``alg``, ``enc`` or ``zip``, the ``kid``.  After that, one answer for
+every failure (:class:`~keys.errors.DecryptionFailed`): a content key that does
+not decrypt is replaced by a random one, so that it fails as an altered tag
+does, and which of the two it was is not told (RFC 7516 §11.5).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from joserfc import jwe
+from joserfc._rfc7516.models import JWEKeyEncryption, Recipient
+from joserfc._rfc7518.jwe_encs import JWE_ENC_MODELS
+from joserfc.errors import JoseError
+from joserfc.jwe import JWERegistry
+from joserfc.jwk import RSAKey
+
+from keys.algorithms import CONTENT_ENCRYPTIONS, ENCRYPTION_ALGORITHMS
+from keys.errors import DecryptionFailed, MalformedJWE, UnknownDecryptionKey, UnsupportedEncryption
+from keys.signer import KeyRecord
+
+#: Longest compact JWE accepted (a request object is a few kilobytes; this leaves room for a nested
+#: JWS with a certificate chain in its header).
+MAX_TOKEN_LENGTH = 64 * 1024
+#: Longest base64url protected header accepted: alg, enc, kid, typ, cty and a few more fit in far less.
+MAX_HEADER_LENGTH = 2048
+#: joserfc's content encryption models of the accepted ``enc`` values.
+_ENC_MODELS = {model.name: model for model in JWE_ENC_MODELS if model.name in CONTENT_ENCRYPTIONS}
+
+#: Decrypts a JWE encrypted key with a managed private key; None when it does not decrypt.
+KeyDecrypter = Callable[[bytes], "bytes | None"]
+
+
+@dataclass(frozen=True)
+class DecryptionKey:
+    """A published decryption key (``use: enc``) and the manager's function that decrypts with it."""
+
+    record: KeyRecord
+    decrypt: KeyDecrypter
+
+
+@dataclass(frozen=True)
+class Header:
+    """The protected header members this module decides on."""
+
+    alg: str
+    enc: str
+    kid: str | None
+    members: dict[str, Any]
+
+
+class ManagedKeyEncryption(JWEKeyEncryption):
+    """RSAES-OAEP whose decryption is the key manager's (joserfc's key-management model)."""
+
+    key_types = ["RSA"]
+    key_size = 2048
+
+    def __init__(self, name: str, decrypt: KeyDecrypter, modulus_bytes: int, cek_bytes: int) -> None:
+        self.name = name
+        self.description = ENCRYPTION_ALGORITHMS[name].name
+        self._decrypt = decrypt
+        self._modulus_bytes = modulus_bytes
+        self._cek_bytes = cek_bytes
+
+    def encrypt_cek(self, cek: bytes, recipient: Recipient[Any]) -> bytes:
+        raise NotImplementedError("this key service decrypts; encrypting to a client uses its public key")
+
+    def decrypt_cek(self, recipient: Recipient[Any]) -> bytes:
+        encrypted_key = recipient.encrypted_key or b""
+        # RFC 8017 §7.1.2 step 1: a ciphertext of another length is refused before the key is asked.
+        cek = self._decrypt(encrypted_key) if len(encrypted_key) == self._modulus_bytes else None
+        if cek is None or len(cek) != self._cek_bytes:
+            # RFC 7516 §11.5: continue with a random key; the content's authentication then fails,
+            # exactly as for an altered ciphertext or tag.
+            return os.urandom(self._cek_bytes)
+        return cek
+
+
+def _b64decode(segment: str, what: str) -> bytes:
+    try:
+        return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+    except (binascii.Error, ValueError):
+        raise MalformedJWE(f"the JWE's {what} is not base64url") from None
+
+
+def _header_members(segment: str) -> dict[str, Any]:
+    try:
+        members = json.loads(_b64decode(segment, "protected header"))
+    except (UnicodeDecodeError, ValueError):
+        raise MalformedJWE("the JWE's protected header is not JSON") from None
+    if not isinstance(members, dict):
+        raise MalformedJWE("the JWE's protected header is not a JSON object")
+    return members
+
+
+def read_header(token: str) -> Header:
+    """The protected header of compact JWE ``token``, bounded and checked (never decrypting anything)."""
+    if len(token) > MAX_TOKEN_LENGTH:
+        raise MalformedJWE(f"the JWE is {len(token)} characters long; at most {MAX_TOKEN_LENGTH} are accepted")
+    parts = token.split(".")
+    if len(parts) != 5:
+        raise MalformedJWE(f"a compact JWE has 5 parts separated by '.', this has {len(parts)}")
+    if len(parts[0]) > MAX_HEADER_LENGTH:
+        raise MalformedJWE(f"the JWE's protected header is {len(parts[0])} characters long; "
+                           f"at most {MAX_HEADER_LENGTH} are accepted")
+    if not token.isascii() or any(not part.replace("-", "").replace("_", "").isalnum()
+                                  for part in parts if part):
+        raise MalformedJWE("the JWE has characters outside base64url")
+    members = _header_members(parts[0])
+    alg, enc, kid = members.get("alg"), members.get("enc"), members.get("kid")
+    if not isinstance(alg, str) or not isinstance(enc, str):
+        raise MalformedJWE("the JWE's protected header needs 'alg' and 'enc' strings")
+    if kid is not None and not isinstance(kid, str):
+        raise MalformedJWE("the JWE's 'kid' is not a string")
+    if "zip" in members:
+        raise UnsupportedEncryption("compressed JWEs ('zip') are not accepted")
+    if enc not in CONTENT_ENCRYPTIONS:
+        raise UnsupportedEncryption(f"'enc' {enc!r} is not accepted; use one of {', '.join(CONTENT_ENCRYPTIONS)}")
+    if not parts[1]:
+        raise MalformedJWE("the JWE has no encrypted key (direct encryption is not accepted)")
+    return Header(alg=alg, enc=enc, kid=kid, members=members)
+
+
+def candidates(header: Header, keys: Sequence[DecryptionKey], key_set: str) -> list[DecryptionKey]:
+    """The keys that may decrypt a JWE with ``header``: the one its ``kid`` names, else each of its ``alg``."""
+    algs = sorted({key.record.alg for key in keys})
+    if header.alg not in ENCRYPTION_ALGORITHMS or header.alg not in algs:
+        raise UnsupportedEncryption(f"'alg' {header.alg!r} is not accepted by key set {key_set!r}; "
+                                    f"use {' or '.join(algs) or 'nothing: it has no decryption key'}")
+    if header.kid is not None:
+        named = [key for key in keys if key.record.kid == header.kid]
+        if not named:
+            raise UnknownDecryptionKey(f"'kid' {header.kid!r} is not a published decryption key of {key_set!r}")
+        if named[0].record.alg != header.alg:
+            raise UnsupportedEncryption(f"key {header.kid!r} of {key_set!r} decrypts {named[0].record.alg}, "
+                                        f"not {header.alg!r}")
+        return named
+    return [key for key in keys if key.record.alg == header.alg]
+
+
+def _registry(header: Header, key: DecryptionKey, public: RSAKey) -> JWERegistry:
+    enc = _ENC_MODELS[header.enc]
+    modulus_bytes = (public.public_key.key_size + 7) // 8
+    alg = ManagedKeyEncryption(header.alg, key.decrypt, modulus_bytes, enc.cek_size // 8)
+    registry = JWERegistry(algorithms=[header.alg, header.enc], strict_check_header=False)
+    # An instance table: joserfc's registry table is class-wide, and the shared one must stay unchanged.
+    registry.algorithms = {"alg": {header.alg: alg}, "enc": {header.enc: enc}, "zip": {}}
+    registry.max_ciphertext_length = MAX_TOKEN_LENGTH
+    registry.max_protected_header_length = MAX_HEADER_LENGTH
+    return registry
+
+
+def decrypt_compact(token: str, keys: Sequence[DecryptionKey], *, key_set: str) -> bytes:
+    """The plaintext of compact JWE ``token``, decrypted with one of ``keys`` (see the module docstring)."""
+    header = read_header(token)
+    for key in candidates(header, keys, key_set):
+        public = RSAKey.import_key({name: value for name, value in key.record.public_jwk.items()
+                                    if name in ("kty", "n", "e", "kid", "use", "alg")})
+        try:
+            result = jwe.decrypt_compact(token, public, registry=_registry(header, key, public))
+        except (JoseError, ValueError, TypeError):
+            continue
+        if result.plaintext is not None:
+            return result.plaintext
+    raise DecryptionFailed(f"the JWE does not decrypt with {'key ' + repr(header.kid) if header.kid else 'any key'} "
+                           f"of {key_set!r}: encrypted to another key, or altered")
+
+
+__all__ = ["CONTENT_ENCRYPTIONS", "MAX_HEADER_LENGTH", "MAX_TOKEN_LENGTH", "DecryptionKey", "Header", "ManagedKeyEncryption",
+           "candidates", "decrypt_compact", "read_header"]
