@@ -385,6 +385,7 @@ class ManagerStrategy:
         self.hsm_only_sets = frozenset(hsm_only_sets)
         #: The manager of each backend: every key is signed with and deleted through its own.
         self.by_backend: dict[str, KeyManager] = {software.backend: software, hardware.backend: hardware}
+        self._refused: set[tuple[str, str]] = set()
 
     @property
     def managers(self) -> Iterable[KeyManager]:
@@ -403,6 +404,8 @@ class ManagerStrategy:
         is its algorithm's: the token serves the set when it holds a key of that use."""
         use = key_algorithm(alg).use if alg else "sig"
         hardware_records = self.hardware.records(key_set, stored, alg=alg, stored_only=stored_only)
+        if use == "enc":
+            hardware_records = self._decrypting_only(key_set, hardware_records)
         software_records = self.software.records(key_set, stored)
         hsm_only = self.is_hsm_only(key_set)
         if hsm_only:
@@ -421,6 +424,17 @@ class ManagerStrategy:
         else:
             backend = self.software.backend
         return backend, hardware_records + software_records
+
+    def _decrypting_only(self, key_set: str, records: list[KeyRecord]) -> list[KeyRecord]:
+        """The keys of a decryption set that only decrypt: a pair that can sign too (``pkcs11-tool
+        --usage-decrypt`` leaves SoftHSM's default ``CKA_SIGN`` on) is neither adopted nor published."""
+        for record in records:
+            if record.use != "enc" and (key_set, record.kid) not in self._refused:
+                self._refused.add((key_set, record.kid))
+                log.warning("key %s/%s is not adopted for decryption: its private key has CKA_SIGN (a decryption "
+                            "key never signs); provision it with `python -m keys.provision generate --use enc`",
+                            key_set, record.kid)
+        return [record for record in records if record.use == "enc"]
 
     def target(self, key_set: str, lookup: Callable[[], tuple[str | None, Sequence[KeyRecord]]], *,
                configured: bool) -> KeyManager:

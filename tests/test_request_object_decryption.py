@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pkcs11
@@ -29,6 +31,7 @@ from test_hsm_manager import published, token_session
 from keys.errors import (
     DecryptionError,
     DecryptionFailed,
+    HSMError,
     HSMUnavailable,
     MalformedJWE,
     UnknownDecryptionKey,
@@ -41,6 +44,7 @@ from keys.service import ID_TOKEN_SET, REQUEST_OBJECT_SET
 
 from support import start_key_service
 
+ROOT = Path(__file__).resolve().parent.parent
 FAST = {"HSM_RETRY_INITIAL_SECONDS": "0.2", "HSM_RETRY_MAX_SECONDS": "1"}
 ENC = {"REQUEST_OBJECT_ENCRYPTION_ALG": "RSA-OAEP-256"}
 ENCS = ["A256GCM", "A128CBC-HS256"]
@@ -244,6 +248,50 @@ def test_rotation_publishes_the_next_key_first_and_every_published_key_decrypts(
             assert service.decrypt(REQUEST_OBJECT_SET, encrypt(jwk, jwk["kid"].encode(), kid=kid)) == jwk["kid"].encode()
 
 
+def test_a_decryption_key_provisioned_by_hand_is_adopted_and_one_that_can_sign_is_not(
+    make_app, hsm_env, softhsm, token, caplog
+):
+    """Adopt-only (HSM_GENERATE_KEYS=false).  ``pkcs11-tool --usage-decrypt`` leaves SoftHSM's CKA_SIGN on:
+    that pair is not taken for decryption (nor published); one made by ``keys.provision --use enc`` is."""
+    for key_set, key_type, key_id in (("openid.id-token", "rsa:2048", "sig-1"),
+                                      ("jwt.access-token", "EC:prime256v1", "sig-2"),
+                                      (REQUEST_OBJECT_SET, "rsa:2048", "both-1")):
+        usage = "--usage-decrypt" if key_set == REQUEST_OBJECT_SET else "--usage-sign"
+        softhsm.pkcs11_tool("--keypairgen", "--key-type", key_type, usage, "--label", key_set, "--id",
+                            key_id.encode().hex(), "--sensitive", label=token)
+    env = {**hsm_env, **ENC, "HSM_GENERATE_KEYS": "false"}
+    with pytest.raises(HSMError, match="no key pair labelled 'openid\\.request-object'"):
+        start_key_service(make_app(env))
+    assert "key openid.request-object/both-1 is not adopted for decryption: its private key has CKA_SIGN" in caplog.text
+
+    kid = "enc-1"
+    provision = subprocess.run(
+        [sys.executable, "-m", "keys.provision", "generate", "--use", "enc", "--module", softhsm.library,
+         "--token-label", token, "--label", REQUEST_OBJECT_SET, "--id", kid.encode().hex(), "--key-type", "rsa:2048"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120, env={**softhsm.env(), "HSM_PIN": softhsm.pin},
+    )
+    assert provision.returncode == 0, provision.stderr
+    objects_before = softhsm.list_objects(token)
+    app = make_app(env)
+    service = start_key_service(app)
+    jwk = check_decrypts(app, service)
+    assert jwk["kid"] == kid and service.backend_of(REQUEST_OBJECT_SET) == "hsm"
+    assert "both-1" not in published(app)
+    assert softhsm.list_objects(token) == objects_before  # nothing generated
+
+
+def test_the_setting_names_the_algorithms_it_accepts():
+    from oidc.settings import ConfigError, load_settings
+
+    secret = "s" * 40
+    with pytest.raises(ConfigError, match="REQUEST_OBJECT_ENCRYPTION_ALG must be one of RSA-OAEP-256, RSA-OAEP"):
+        load_settings({"SECRETS_SYSTEM": secret, "REQUEST_OBJECT_ENCRYPTION_ALG": "RSA1_5"}, instance_path="instance")
+    settings = load_settings({"SECRETS_SYSTEM": secret, **ENC}, instance_path="instance")
+    assert settings.decryption_key_sets == {REQUEST_OBJECT_SET: "RSA-OAEP-256"}
+    assert REQUEST_OBJECT_SET not in settings.key_set_algorithms  # the signing sets stay what they were
+    assert load_settings({"SECRETS_SYSTEM": secret}, instance_path="instance").decryption_key_sets == {}
+
+
 # -- behind p11-kit server, and its outage ----------------------------------------------------------
 
 
@@ -309,6 +357,7 @@ def test_opencryptoki_decrypts_with_rsa_oaep_256_on_its_soft_token(make_app, bas
 # -- in software ------------------------------------------------------------------------------------
 
 
+@pytest.mark.both_databases
 def test_without_an_hsm_the_decryption_key_is_sealed_in_the_store(make_app, base_env):
     app = make_app({**base_env, **ENC})
     service = start_key_service(app)
