@@ -27,8 +27,9 @@ class NoSigningKey(KeyServiceError):
     """A key set has no key that may sign now."""
 
 
-class WrongKeyUse(KeyServiceError):
-    """A key asked to do what its ``use`` forbids: a decryption key to sign, or a signing key to decrypt."""
+class WrongKeyUse(InvalidKey):
+    """A key asked to do what its ``use`` forbids: a decryption key to sign, a signing key to decrypt, or
+    a key of one use generated or imported into a set of the other."""
 
 
 class NoDecryptionKey(KeyServiceError):

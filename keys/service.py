@@ -589,7 +589,9 @@ class KeyService:
         return record
 
     def import_jwk(self, key_set: str, jwk: dict[str, Any]) -> KeyRecord:
-        """Import a private JWK into the software store (never onto the HSM)."""
+        """Import a private JWK into the software store (never onto the HSM); signing keys only."""
+        if self._use(key_set) != "sig":
+            raise WrongKeyUse(f"key set {key_set!r} decrypts (use 'enc'): its keys are generated, not imported")
         if self.is_hsm_only(key_set):
             raise InvalidKey(f"key set {key_set!r} is HSM-only: keys cannot be imported into it")
         now = int(self.clock())

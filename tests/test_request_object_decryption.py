@@ -188,9 +188,13 @@ def test_a_signing_key_never_decrypts_and_a_decryption_key_never_signs(hsm_servi
         service.software.signer(enc_record)
     with pytest.raises(WrongKeyUse):
         service.software.decrypter(sig_record)
-    # Nor does rotation put a signing key into the decryption set.
+    # Nor does rotation (or an import) put a signing key into the decryption set, or the reverse.
     with pytest.raises(WrongKeyUse):
         service.generate(REQUEST_OBJECT_SET, "PS256")
+    with pytest.raises(WrongKeyUse):
+        service.generate(ID_TOKEN_SET, "RSA-OAEP-256")
+    with pytest.raises(WrongKeyUse, match="generated, not imported"):
+        service.import_jwk(REQUEST_OBJECT_SET, jwcrypto_jwk.JWK.generate(kty="RSA", size=2048).export(as_dict=True))
 
 
 def test_a_nested_jwe_around_a_signed_request_object_decrypts_to_the_jws(hsm_service):
@@ -447,3 +451,16 @@ def test_any_input_is_decrypted_or_refused_with_a_decryption_error(software_decr
         except DecryptionError:
             continue
         assert plaintext == b"x"  # only an untouched JWE decrypts
+
+
+@pytest.mark.e2e
+def test_doctor_checks_the_decryption_set_like_the_signing_sets(make_app, hsm_env):
+    from test_doctor import doctor, line
+
+    env = {**hsm_env, **ENC}
+    start_key_service(make_app(env))  # provisions the sets, as the first start does
+    status, lines, _ = doctor(env)
+    assert "CKM_RSA_PKCS_OAEP available" in line(lines, f"mechanisms {REQUEST_OBJECT_SET}")
+    assert line(lines, f"keys {REQUEST_OBJECT_SET}").startswith("[ok  ]")
+    assert "HSM token" in line(lines, f"backend {REQUEST_OBJECT_SET}")
+    assert status == 0, lines
