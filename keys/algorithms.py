@@ -154,3 +154,10 @@ def decryption_description(hash_name: str) -> str:
     """How a key-encryption algorithm decrypts on a token, e.g. ``CKM_RSA_PKCS_OAEP (SHA-256, MGF1-SHA-256)``."""
     label = hash_name.upper().replace("SHA", "SHA-")
     return f"CKM_RSA_PKCS_OAEP ({label}, MGF1-{label})"
+
+
+def oaep_algorithm(preferred: str, hashes: tuple[str, ...]) -> str | None:
+    """The key-encryption algorithm to publish a token's key for: ``preferred`` when the token's OAEP
+    does its hash, else the other RSAES-OAEP one it does (RSA-OAEP on a SHA-1-only token), else None."""
+    ordered = [preferred, *(name for name in ENCRYPTION_ALGORITHMS if name != preferred)]
+    return next((name for name in ordered if ENCRYPTION_ALGORITHMS[name].hash_name in hashes), None)

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Protocol
 
-from keys.algorithms import key_algorithm
+from keys.algorithms import key_algorithm, oaep_algorithm
 from keys.errors import HSMError, HSMUnavailable, KeyNotFound
 from keys.evidence import KeyEvidence, shortfalls
 from keys.signer import KeyRecord, Signer
@@ -211,9 +211,14 @@ class TokenKeys:
 
     def generate(self, key_set: str, alg: str, *, rsa_bits: int, created_at: int, active_at: int) -> KeyRecord:
         record = self.token.generate(key_set, alg, rsa_bits=rsa_bits)
+        if record.use == "enc":
+            # Stored with the algorithm the token's OAEP does, so that even a start that cannot reach the
+            # token (served from the store) publishes what will work.
+            alg = oaep_algorithm(alg, self.token.oaep_hashes(record)) or alg
         record = KeyRecord(
-            key_set=record.key_set, kid=record.kid, alg=record.alg, use=record.use, backend=record.backend,
-            public_jwk=record.public_jwk, created_at=created_at, active_at=active_at,
+            key_set=record.key_set, kid=record.kid, alg=alg if record.use == "enc" else record.alg, use=record.use,
+            backend=record.backend, public_jwk={**record.public_jwk, "alg": alg} if record.use == "enc"
+            else record.public_jwk, created_at=created_at, active_at=active_at,
         )
         self.store.add(record)  # lifecycle only; the private key stays on the token
         return record

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 from cryptography import x509
 
 from keys import certificates, jwe, rotation
-from keys.algorithms import ENCRYPTION_ALGORITHMS, key_algorithm
+from keys.algorithms import ENCRYPTION_ALGORITHMS, key_algorithm, oaep_algorithm
 from keys.algorithms import decryption_description as mechanism_description
 from keys.errors import (
     CertificateError,
@@ -302,16 +302,14 @@ class KeyService:
                         and record.use == "enc"]
             if not on_token:
                 continue
-            hashes = hardware.oaep_hashes(max(on_token, key=rotation.signing_order))
-            preferred = [policy.alg] + [alg for alg in ENCRYPTION_ALGORITHMS if alg != policy.alg]
-            working = [alg for alg in preferred if ENCRYPTION_ALGORITHMS[alg].hash_name in hashes]
-            if not working:
+            working = oaep_algorithm(policy.alg, hardware.oaep_hashes(max(on_token, key=rotation.signing_order)))
+            if working is None:
                 raise MechanismUnsupported(f"key set {hardware.label(name)!r}: the token's CKM_RSA_PKCS_OAEP "
                                            "decrypts with neither SHA-256 nor SHA-1")
-            if working[0] != policy.alg:
+            if working != policy.alg:
                 log.warning("key set %s: the token's RSAES-OAEP has no %s; its keys are published for %s",
-                            name, ENCRYPTION_ALGORITHMS[policy.alg].hash_name, working[0])
-            self._decryption_algs[name] = working[0]
+                            name, ENCRYPTION_ALGORITHMS[policy.alg].hash_name, working)
+            self._decryption_algs[name] = working
 
     def provision(self) -> list[KeyRecord]:
         """Generate a key pair for each configured set that has none (exactly once).

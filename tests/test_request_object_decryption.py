@@ -332,6 +332,22 @@ def test_decryption_through_p11_kit_and_an_outage_is_the_unavailable_error_then_
     assert service.decrypt(REQUEST_OBJECT_SET, token) == b"during an outage"
 
 
+@pytest.mark.e2e
+def test_a_start_without_the_token_publishes_the_stored_decryption_key_for_what_the_token_does(
+    make_app, remote_hsm_env, remote_token
+):
+    env = {**remote_hsm_env, **FAST, **ENC, "HSM_ONLY_KEY_SETS": "*"}
+    first = make_app(env)
+    jwk = check_decrypts(first, start_key_service(first))
+    remote_token.kill()
+    app = make_app(env)  # a replacement worker, starting while the token is away
+    service = start_key_service(app, degraded_ok=True)
+    assert encryption_key(app) == jwk  # RSA-OAEP, as stored at generation: not the configured RSA-OAEP-256
+    with pytest.raises(HSMUnavailable):
+        service.decrypt(REQUEST_OBJECT_SET, encrypt(jwk, b"x"))
+    assert service.health().failed[REQUEST_OBJECT_SET] == "hsm_unavailable"
+
+
 # -- openCryptoki's soft token -------------------------------------------------------------------
 
 
