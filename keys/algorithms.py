@@ -81,14 +81,20 @@ ALGORITHMS: dict[str, Algorithm] = {
     "Ed25519": Algorithm("Ed25519", "OKP", "Ed25519", None, None),
 }
 
-#: JWE key-management algorithms a decryption key set uses (RFC 7518 §4.3, RSAES-OAEP): the content key
-#: is decrypted with the private key (``C_Decrypt`` with ``CKM_RSA_PKCS_OAEP`` on a token).  RSA-OAEP
-#: (SHA-1) is there for tokens whose OAEP has no other hash (SoftHSM 2.6).  Never in :data:`ALGORITHMS`:
-#: these never sign.
+#: JWE key-management algorithms a decryption key set uses.  RSAES-OAEP (RFC 7518 §4.3): the content
+#: key is decrypted with the private key (``C_Decrypt`` with ``CKM_RSA_PKCS_OAEP`` on a token); RSA-OAEP
+#: (SHA-1) is there for tokens whose OAEP has no other hash (SoftHSM 2.6).  ECDH-ES in direct key
+#: agreement mode over P-256 (RFC 7518 §4.6): the shared secret is derived with the private key
+#: (``CKM_ECDH1_DERIVE`` on a token), the content key from it by the Concat KDF in software.  Never in
+#: :data:`ALGORITHMS`: these never sign.
 ENCRYPTION_ALGORITHMS: dict[str, Algorithm] = {
     "RSA-OAEP-256": Algorithm("RSA-OAEP-256", "RSA", None, "sha256", None, use="enc"),
     "RSA-OAEP": Algorithm("RSA-OAEP", "RSA", None, "sha1", None, use="enc"),
+    "ECDH-ES": Algorithm("ECDH-ES", "EC", "P-256", None, None, use="enc"),
 }
+
+#: The RSAES-OAEP ones, by preference.
+OAEP_ALGORITHMS: tuple[str, ...] = ("RSA-OAEP-256", "RSA-OAEP")
 
 #: JWE content encryption algorithms accepted with them (RFC 7518 §5.2, §5.3).
 CONTENT_ENCRYPTIONS: tuple[str, ...] = ("A256GCM", "A128CBC-HS256")
@@ -150,8 +156,11 @@ def key_algorithm(name: str) -> Algorithm:
     return get_algorithm(name)
 
 
-def decryption_description(hash_name: str) -> str:
+def decryption_description(alg: str) -> str:
     """How a key-encryption algorithm decrypts on a token, e.g. ``CKM_RSA_PKCS_OAEP (SHA-256, MGF1-SHA-256)``."""
+    hash_name = ENCRYPTION_ALGORITHMS[alg].hash_name
+    if hash_name is None:
+        return "CKM_ECDH1_DERIVE (the Concat KDF over its shared secret in software)"
     label = hash_name.upper().replace("SHA", "SHA-")
     return f"CKM_RSA_PKCS_OAEP ({label}, MGF1-{label})"
 
@@ -159,5 +168,5 @@ def decryption_description(hash_name: str) -> str:
 def oaep_algorithm(preferred: str, hashes: tuple[str, ...]) -> str | None:
     """The key-encryption algorithm to publish a token's key for: ``preferred`` when the token's OAEP
     does its hash, else the other RSAES-OAEP one it does (RSA-OAEP on a SHA-1-only token), else None."""
-    ordered = [preferred, *(name for name in ENCRYPTION_ALGORITHMS if name != preferred)]
+    ordered = [preferred, *(name for name in OAEP_ALGORITHMS if name != preferred)]
     return next((name for name in ordered if ENCRYPTION_ALGORITHMS[name].hash_name in hashes), None)

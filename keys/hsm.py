@@ -23,7 +23,7 @@ from typing import Any
 
 from asn1crypto.core import OctetString
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
-from pkcs11 import Attribute, KeyType, Mechanism, MechanismFlag, ObjectClass
+from pkcs11 import KDF, Attribute, KeyType, Mechanism, MechanismFlag, ObjectClass
 from pkcs11 import exceptions as ckr
 from pkcs11.exceptions import PKCS11Error
 from pkcs11.util.ec import encode_named_curve_parameters
@@ -164,7 +164,8 @@ class HSMManager(TokenConnection):
         except MechanismUnsupported as exc:
             raise MechanismUnsupported(f"{where}: key set {self.label(key_set)!r} cannot sign {alg}: {exc}") from None
 
-    def check_decryption(self, key_set: str, *, generate: bool, rsa_bits: int, key_bits: int | None = None) -> str:
+    def check_decryption(self, key_set: str, *, generate: bool, rsa_bits: int, key_bits: int | None = None,
+                         alg: str = "RSA-OAEP-256") -> str:
         """Refuse a decryption set this token cannot generate or decrypt for; the mechanism's name."""
         where = f"PKCS#11 module {self.config.library}, {self.config.describe_token()}"
         if self._mechanisms is None:
@@ -172,11 +173,11 @@ class HSMManager(TokenConnection):
         assert self._mechanisms is not None
         try:
             if generate:
-                check_generation(ENCRYPTION_ALGORITHMS["RSA-OAEP-256"], self._mechanisms, rsa_bits=rsa_bits)
-            check_decryption(self._mechanisms, key_bits=key_bits if key_bits is not None else rsa_bits)
+                check_generation(ENCRYPTION_ALGORITHMS[alg], self._mechanisms, rsa_bits=rsa_bits)
+            check_decryption(self._mechanisms, key_bits=key_bits if key_bits is not None else rsa_bits, alg=alg)
         except MechanismUnsupported as exc:
-            raise MechanismUnsupported(f"{where}: key set {self.label(key_set)!r} cannot decrypt: {exc}") from None
-        return "CKM_RSA_PKCS_OAEP"
+            raise MechanismUnsupported(f"{where}: key set {self.label(key_set)!r} cannot decrypt {alg}: {exc}") from None
+        return "CKM_ECDH1_DERIVE" if alg == "ECDH-ES" else "CKM_RSA_PKCS_OAEP"
 
     # -- key discovery ------------------------------------------------------
 
@@ -231,8 +232,13 @@ class HSMManager(TokenConnection):
             self._warn_once((key_set, kid), "key %s/%s is not usable: %s", key_set, kid, exc)
             return None
         use = "sig" if _attribute(private_key, Attribute.SIGN) else (
-            "enc" if _attribute(private_key, Attribute.DECRYPT) else "sig"
+            "enc" if _attribute(private_key, Attribute.DECRYPT) or _attribute(private_key, Attribute.DERIVE) else "sig"
         )
+        if use == "enc" and isinstance(key, ec.EllipticCurvePublicKey):
+            if alg != "ES256":
+                self._warn_once((key_set, kid), "key %s/%s is not usable: ECDH-ES keys are on P-256", key_set, kid)
+                return None
+            alg = "ECDH-ES"  # an EC key that derives: the one EC key-agreement algorithm offered
         record = KeyRecord(
             key_set=key_set, kid=kid, alg=alg, use=use, backend=BACKEND,
             public_jwk=public_jwk(key, kid=kid, alg=alg, use=use),
@@ -310,8 +316,6 @@ class HSMManager(TokenConnection):
 
     def _check_can_generate(self, algorithm: Algorithm, rsa_bits: int, what: str) -> None:
         """Refuse a key the provider does not accept, or one the token has no mechanisms for."""
-        if algorithm.use == "enc" and not algorithm.is_rsa:
-            raise InvalidKey(f"{algorithm.name} keys are not generated on the token")
         if algorithm.is_rsa and rsa_bits < MIN_RSA_BITS:
             raise InvalidKey(f"RSA keys need at least {MIN_RSA_BITS} bits, not {rsa_bits}")
         if self._mechanisms is not None:
@@ -325,22 +329,27 @@ class HSMManager(TokenConnection):
         # decryption key can neither sign nor unwrap (it decrypts content keys with C_Decrypt, whose result
         # is checked here; an unwrapped key would be a token object to account for).
         decrypts = algorithm.use == "enc"
-        public_template = {Attribute.TOKEN: True, Attribute.VERIFY: not decrypts, Attribute.ENCRYPT: decrypts,
-                           Attribute.WRAP: False}
+        public_template = {Attribute.TOKEN: True, Attribute.VERIFY: not decrypts,
+                           Attribute.ENCRYPT: decrypts and algorithm.is_rsa, Attribute.WRAP: False}
         private_template = {
             Attribute.TOKEN: True,
             Attribute.PRIVATE: True,
             Attribute.SENSITIVE: True,
             Attribute.EXTRACTABLE: False,
             Attribute.SIGN: not decrypts,
-            Attribute.DECRYPT: decrypts,
+            Attribute.DECRYPT: decrypts and algorithm.is_rsa,  # RSAES-OAEP
             Attribute.UNWRAP: False,
-            Attribute.DERIVE: False,
+            Attribute.DERIVE: decrypts and not algorithm.is_rsa,  # ECDH-ES
         }
+        if not decrypts:
+            capabilities = MechanismFlag.SIGN | MechanismFlag.VERIFY
+        elif algorithm.is_rsa:
+            capabilities = MechanismFlag.DECRYPT | MechanismFlag.ENCRYPT
+        else:
+            capabilities = MechanismFlag.DERIVE
         common = {
             "id": cka_id, "label": label, "store": True,
-            "capabilities": (MechanismFlag.DECRYPT | MechanismFlag.ENCRYPT) if decrypts
-            else (MechanismFlag.SIGN | MechanismFlag.VERIFY),
+            "capabilities": capabilities,
             "public_template": public_template, "private_template": private_template,
         }
         if algorithm.is_rsa:
@@ -412,9 +421,34 @@ class HSMManager(TokenConnection):
             raise WrongKeyUse(f"key {record.kid!r} of {self.label(record.key_set)!r} is a signing key "
                               f"(use {record.use!r}): it never decrypts")
         algorithm = key_algorithm(record.alg)
-        assert algorithm.hash_name is not None
+        if algorithm.hash_name is None:  # ECDH-ES: the shared secret with the JWE's ephemeral public key
+            return lambda point: self.derive(record, point)
         hash_name = algorithm.hash_name
         return lambda encrypted_key: self.decrypt(record, encrypted_key, hash_name)
+
+    def derive(self, record: KeyRecord, point: bytes) -> bytes | None:
+        """The ECDH shared secret Z of ``record``'s private key and the uncompressed P-256 ``point``
+        (``C_DeriveKey`` with ``CKM_ECDH1_DERIVE``, no KDF: RFC 7518 §4.6 applies the Concat KDF to Z,
+        in software).  Z comes out as the value of a session object made for it, destroyed at once."""
+        algorithm = key_algorithm(record.alg)
+
+        def derive() -> bytes | None:
+            pair = self._pair(record, algorithm)
+            try:
+                secret = pair.private_key.derive_key(
+                    KeyType.GENERIC_SECRET, 256, mechanism=Mechanism.ECDH1_DERIVE,
+                    mechanism_param=(KDF.NULL, None, point),
+                    template={Attribute.TOKEN: False, Attribute.SENSITIVE: False, Attribute.EXTRACTABLE: True})
+            except _CIPHERTEXT_REFUSED + (ckr.ArgumentsBad, ckr.DomainParamsInvalid, ckr.MechanismParamInvalid):
+                self._confirm_logged_in()
+                return None
+            try:
+                return bytes(secret[Attribute.VALUE])
+            finally:
+                secret.destroy()
+
+        return self._call(derive, f"key agreement with key {record.kid!r} of {self.label(record.key_set)!r}",
+                          Mechanism.ECDH1_DERIVE)
 
     def decrypt(self, record: KeyRecord, encrypted_key: bytes, hash_name: str) -> bytes | None:
         """``C_Decrypt`` with ``CKM_RSA_PKCS_OAEP`` (``hash_name`` and MGF1 with it); None when the token
@@ -469,9 +503,7 @@ class HSMManager(TokenConnection):
         return self._oaep_hashes
 
     def decryption_description(self, record: KeyRecord) -> str:
-        algorithm = key_algorithm(record.alg)
-        assert algorithm.hash_name is not None
-        return decryption_description(algorithm.hash_name)
+        return decryption_description(record.alg)
 
     def _pair(self, record: KeyRecord, algorithm: Algorithm) -> _KeyPair:
         """The handles of ``record``'s pair, looked up again after a new session (run inside ``_call``)."""
@@ -509,7 +541,7 @@ class HSMManager(TokenConnection):
             return KeyEvidence(
                 key_set=record.key_set, kid=record.kid, alg=record.alg, backend=BACKEND, location=location.as_dict(),
                 attributes=attributes, capabilities=capabilities, key_gen_mechanism=key_gen_mechanism, use="enc",
-                decryption_mechanism="CKM_RSA_PKCS_OAEP",
+                decryption_mechanism="CKM_ECDH1_DERIVE" if algorithm.is_ecdsa else "CKM_RSA_PKCS_OAEP",
                 decryption_mechanism_description=self.decryption_description(record),
             )
         try:

@@ -2,11 +2,13 @@
 
 joserfc does the JOSE: it parses the serialization, checks ``crit``, and decrypts
 and authenticates the content (A256GCM, A128CBC-HS256: RFC 7518 §5).  The one
-step it cannot do is the key's: the RSAES-OAEP decryption of the JWE Encrypted
-Key (RFC 7518 §4.3), since the private key never leaves its manager.  So each
-decryption uses a joserfc registry of its own whose key-management algorithm,
-:class:`ManagedKeyEncryption`, hands the encrypted key to the manager's
-``decrypt`` (``C_Decrypt`` with ``CKM_RSA_PKCS_OAEP`` on a token).
+step it cannot do is the key's, since the private key never leaves its manager:
+the RSAES-OAEP decryption of the JWE Encrypted Key (RFC 7518 §4.3), or for ECDH-ES
+(§4.6) the ECDH shared secret with the sender's ephemeral key.  So each decryption
+uses a joserfc registry of its own whose key-management algorithm
+(:class:`ManagedKeyEncryption`, :class:`ManagedKeyAgreement`) hands that step to the
+manager (``C_Decrypt`` with ``CKM_RSA_PKCS_OAEP``, or ``C_DeriveKey`` with
+``CKM_ECDH1_DERIVE``, on a token); the Concat KDF over the shared secret is joserfc's.
 
 Before anything is decrypted the input is bounded and its header read here, so
 that every refusal names what is wrong: the size, the number of parts, the
@@ -26,12 +28,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from joserfc import jwe
-from joserfc._rfc7516.models import JWEKeyEncryption, Recipient
+from joserfc._rfc7516.models import JWEEncModel, JWEKeyEncryption, Recipient
+from joserfc._rfc7518.derive_key import derive_key_for_concat_kdf
+from joserfc._rfc7518.jwe_algs import ECDHESAlgKeyAgreement
 from joserfc._rfc7518.jwe_encs import JWE_ENC_MODELS
 from joserfc.errors import JoseError
 from joserfc.jwe import JWERegistry
-from joserfc.jwk import RSAKey
+from joserfc.jwk import ECKey, Key, import_key
 
 from keys.algorithms import CONTENT_ENCRYPTIONS, ENCRYPTION_ALGORITHMS
 from keys.errors import DecryptionFailed, MalformedJWE, UnknownDecryptionKey, UnsupportedEncryption
@@ -45,7 +51,8 @@ MAX_HEADER_LENGTH = 2048
 #: joserfc's content encryption models of the accepted ``enc`` values.
 _ENC_MODELS = {model.name: model for model in JWE_ENC_MODELS if model.name in CONTENT_ENCRYPTIONS}
 
-#: Decrypts a JWE encrypted key with a managed private key; None when it does not decrypt.
+#: The managed private key's step: decrypts a JWE encrypted key (RSAES-OAEP), or agrees on the ECDH
+#: shared secret with an uncompressed ephemeral public point (ECDH-ES); None when it cannot.
 KeyDecrypter = Callable[[bytes], "bytes | None"]
 
 
@@ -94,6 +101,29 @@ class ManagedKeyEncryption(JWEKeyEncryption):
         return cek
 
 
+class ManagedKeyAgreement(ECDHESAlgKeyAgreement):
+    """ECDH-ES in direct key agreement mode over P-256 whose ECDH is the key manager's (RFC 7518 §4.6)."""
+
+    key_types = ["EC"]
+
+    def __init__(self, agree: KeyDecrypter) -> None:
+        super().__init__(None)
+        self._agree = agree
+
+    def decrypt_agreed_upon_key(self, enc: JWEEncModel, recipient: Recipient[Any]) -> bytes:
+        headers = recipient.headers()
+        epk = headers.get("epk")
+        if not isinstance(epk, dict) or epk.get("kty") != "EC" or epk.get("crv") != "P-256" or "d" in epk:
+            raise ValueError("'epk' is not a public P-256 key")
+        ephemeral = ECKey.import_key(epk)  # the point is checked to be on the curve (cryptography)
+        point = ephemeral.public_key.public_bytes(serialization.Encoding.X962,
+                                                  serialization.PublicFormat.UncompressedPoint)
+        shared = self._agree(point)
+        if shared is None:
+            raise ValueError("no shared secret")
+        return derive_key_for_concat_kdf(shared, headers, enc.cek_size, None)
+
+
 def _b64decode(segment: str, what: str) -> bytes:
     try:
         return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
@@ -134,9 +164,15 @@ def read_header(token: str) -> Header:
         raise UnsupportedEncryption("compressed JWEs ('zip') are not accepted")
     if enc not in CONTENT_ENCRYPTIONS:
         raise UnsupportedEncryption(f"'enc' {enc!r} is not accepted; use one of {', '.join(CONTENT_ENCRYPTIONS)}")
-    if not parts[1]:
-        raise MalformedJWE("the JWE has no encrypted key (direct encryption is not accepted)")
+    _check_encrypted_key(alg, parts[1])
     return Header(alg=alg, enc=enc, kid=kid, members=members)
+
+
+def _check_encrypted_key(alg: str, segment: str) -> None:
+    if alg == "ECDH-ES" and segment:
+        raise MalformedJWE("an ECDH-ES JWE has an empty encrypted key (RFC 7516 §5.2, step 10)")
+    if alg != "ECDH-ES" and not segment:
+        raise MalformedJWE("the JWE has no encrypted key (direct encryption is not accepted)")
 
 
 def candidates(header: Header, keys: Sequence[DecryptionKey], key_set: str) -> list[DecryptionKey]:
@@ -156,10 +192,17 @@ def candidates(header: Header, keys: Sequence[DecryptionKey], key_set: str) -> l
     return [key for key in keys if key.record.alg == header.alg]
 
 
-def _registry(header: Header, key: DecryptionKey, public: RSAKey) -> JWERegistry:
+def _registry(header: Header, key: DecryptionKey, public: Key) -> JWERegistry:
     enc = _ENC_MODELS[header.enc]
-    modulus_bytes = (public.public_key.key_size + 7) // 8
-    alg = ManagedKeyEncryption(header.alg, key.decrypt, modulus_bytes, enc.cek_size // 8)
+    alg: ManagedKeyEncryption | ManagedKeyAgreement
+    if header.alg == "ECDH-ES":
+        alg = ManagedKeyAgreement(key.decrypt)
+    else:
+        rsa_key = public.public_key
+        if not isinstance(rsa_key, rsa.RSAPublicKey):
+            raise UnsupportedEncryption(f"key {key.record.kid!r} is not an RSA key")
+        modulus_bytes = (rsa_key.key_size + 7) // 8
+        alg = ManagedKeyEncryption(header.alg, key.decrypt, modulus_bytes, enc.cek_size // 8)
     registry = JWERegistry(algorithms=[header.alg, header.enc], strict_check_header=False)
     # An instance table: joserfc's registry table is class-wide, and the shared one must stay unchanged.
     registry.algorithms = {"alg": {header.alg: alg}, "enc": {header.enc: enc}, "zip": {}}
@@ -172,8 +215,8 @@ def decrypt_compact(token: str, keys: Sequence[DecryptionKey], *, key_set: str) 
     """The plaintext of compact JWE ``token``, decrypted with one of ``keys`` (see the module docstring)."""
     header = read_header(token)
     for key in candidates(header, keys, key_set):
-        public = RSAKey.import_key({name: value for name, value in key.record.public_jwk.items()
-                                    if name in ("kty", "n", "e", "kid", "use", "alg")})
+        public = import_key({name: value for name, value in key.record.public_jwk.items()
+                             if name in ("kty", "n", "e", "crv", "x", "y", "kid", "use", "alg")})
         try:
             result = jwe.decrypt_compact(token, public, registry=_registry(header, key, public))
         except (JoseError, ValueError, TypeError):
@@ -184,5 +227,6 @@ def decrypt_compact(token: str, keys: Sequence[DecryptionKey], *, key_set: str) 
                            f"of {key_set!r}: encrypted to another key, or altered")
 
 
-__all__ = ["CONTENT_ENCRYPTIONS", "MAX_HEADER_LENGTH", "MAX_TOKEN_LENGTH", "DecryptionKey", "Header", "ManagedKeyEncryption",
+__all__ = ["CONTENT_ENCRYPTIONS", "MAX_HEADER_LENGTH", "MAX_TOKEN_LENGTH", "DecryptionKey", "Header", "ManagedKeyAgreement",
+           "ManagedKeyEncryption",
            "candidates", "decrypt_compact", "read_header"]

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Protocol
 
-from keys.algorithms import key_algorithm, oaep_algorithm
+from keys.algorithms import OAEP_ALGORITHMS, key_algorithm, oaep_algorithm
 from keys.errors import HSMError, HSMUnavailable, KeyNotFound
 from keys.evidence import KeyEvidence, shortfalls
 from keys.signer import KeyRecord, Signer
@@ -125,7 +125,8 @@ class HardwareManager(KeyManager, Protocol):
 
     def signing_plan(self, alg: str) -> SigningPlan: ...
 
-    def check_decryption(self, key_set: str, *, generate: bool, rsa_bits: int, key_bits: int | None = None) -> str:
+    def check_decryption(self, key_set: str, *, generate: bool, rsa_bits: int, key_bits: int | None = None,
+                         alg: str = "RSA-OAEP-256") -> str:
         """Refuse a decryption set the token cannot generate or decrypt for; the mechanism's name."""
         ...
 
@@ -211,7 +212,7 @@ class TokenKeys:
 
     def generate(self, key_set: str, alg: str, *, rsa_bits: int, created_at: int, active_at: int) -> KeyRecord:
         record = self.token.generate(key_set, alg, rsa_bits=rsa_bits)
-        if record.use == "enc":
+        if record.use == "enc" and alg in OAEP_ALGORITHMS:
             # Stored with the algorithm the token's OAEP does, so that even a start that cannot reach the
             # token (served from the store) publishes what will work.
             alg = oaep_algorithm(alg, self.token.oaep_hashes(record)) or alg
@@ -294,8 +295,10 @@ class TokenKeys:
     def signing_plan(self, alg: str) -> SigningPlan:
         return self.token.signing_plan(alg)
 
-    def check_decryption(self, key_set: str, *, generate: bool, rsa_bits: int, key_bits: int | None = None) -> str:
-        return self.token.check_decryption(key_set, generate=generate, rsa_bits=rsa_bits, key_bits=key_bits)
+    def check_decryption(self, key_set: str, *, generate: bool, rsa_bits: int, key_bits: int | None = None,
+                         alg: str = "RSA-OAEP-256") -> str:
+        return self.token.check_decryption(key_set, generate=generate, rsa_bits=rsa_bits, key_bits=key_bits,
+                                           alg=alg)
 
     def oaep_hashes(self, record: KeyRecord) -> tuple[str, ...]:
         return self.token.oaep_hashes(record)
@@ -366,7 +369,8 @@ class NoToken:
     def signing_plan(self, alg: str) -> SigningPlan:
         raise self._none(alg)
 
-    def check_decryption(self, key_set: str, *, generate: bool, rsa_bits: int, key_bits: int | None = None) -> str:
+    def check_decryption(self, key_set: str, *, generate: bool, rsa_bits: int, key_bits: int | None = None,
+                         alg: str = "RSA-OAEP-256") -> str:
         raise self._none(f"key set {key_set!r}")
 
     def oaep_hashes(self, record: KeyRecord) -> tuple[str, ...]:

@@ -76,6 +76,9 @@ class MechanismSupport:
     def decrypts(self) -> bool:
         return bool(self.flags & MechanismFlag.DECRYPT)
 
+    def derives(self) -> bool:
+        return bool(self.flags & MechanismFlag.DERIVE)
+
     def generates(self) -> bool:
         return bool(self.flags & MechanismFlag.GENERATE_KEY_PAIR)
 
@@ -149,8 +152,15 @@ OAEP_PARAMETERS: dict[str, tuple[Mechanism, Any, None]] = {
 }
 
 
-def check_decryption(offered: Mapping[Any, MechanismSupport], *, key_bits: int | None = None) -> None:
-    """Raise :class:`MechanismUnsupported` unless the token decrypts RSAES-OAEP (for ``key_bits`` keys)."""
+def check_decryption(offered: Mapping[Any, MechanismSupport], *, key_bits: int | None = None,
+                     alg: str = "RSA-OAEP-256") -> None:
+    """Raise :class:`MechanismUnsupported` unless the token decrypts RSAES-OAEP (for ``key_bits`` keys),
+    or for ``ECDH-ES`` derives an ECDH shared secret (``CKM_ECDH1_DERIVE`` with ``CKF_DERIVE``)."""
+    if alg == "ECDH-ES":
+        derive = offered.get(Mechanism.ECDH1_DERIVE)
+        if derive is None or not derive.derives():
+            raise MechanismUnsupported("the token offers no CKM_ECDH1_DERIVE with CKF_DERIVE")
+        return
     support = offered.get(Mechanism.RSA_PKCS_OAEP)
     if support is None or not support.decrypts():
         raise MechanismUnsupported("the token offers no CKM_RSA_PKCS_OAEP with CKF_DECRYPT")
@@ -166,6 +176,8 @@ def mechanism_requirements(alg: str) -> tuple[tuple[Mechanism, ...], ...]:
     the table ``doctor`` checks a token against is the one the manager signs with.  An
     algorithm this service does not know needs nothing it could name.
     """
+    if alg == "ECDH-ES":
+        return (GENERATION_MECHANISMS["EC"],), (Mechanism.ECDH1_DERIVE,)
     if alg in ENCRYPTION_ALGORITHMS:
         return (GENERATION_MECHANISMS["RSA"],), (Mechanism.RSA_PKCS_OAEP,)
     algorithm = ALGORITHMS.get(alg)

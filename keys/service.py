@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 from cryptography import x509
 
 from keys import certificates, jwe, rotation
-from keys.algorithms import ENCRYPTION_ALGORITHMS, key_algorithm, oaep_algorithm
+from keys.algorithms import ENCRYPTION_ALGORITHMS, OAEP_ALGORITHMS, key_algorithm, oaep_algorithm
 from keys.algorithms import decryption_description as mechanism_description
 from keys.errors import (
     CertificateError,
@@ -281,7 +281,8 @@ class KeyService:
     def _check_decryption(self, name: str, records: list[KeyRecord], *, generate: bool) -> None:
         """A decryption set on the token: it must offer CKM_RSA_PKCS_OAEP (and generation) for its keys."""
         hardware = self.managers.hardware
-        mechanism = hardware.check_decryption(name, generate=generate, rsa_bits=self.rsa_bits)
+        alg = self.policies[name].alg
+        mechanism = hardware.check_decryption(name, generate=generate, rsa_bits=self.rsa_bits, alg=alg)
         for record in records:
             if record.backend == hardware.backend and record.public_jwk.get("kty") == "RSA":
                 hardware.check_decryption(name, generate=False, rsa_bits=self.rsa_bits,
@@ -295,8 +296,8 @@ class KeyService:
         its newest key (the mechanism list cannot say), so that only what works is published."""
         hardware = self.managers.hardware
         for name, policy in self.policies.items():
-            if policy.use != "enc":
-                continue
+            if policy.alg not in OAEP_ALGORITHMS:
+                continue  # a signing set, or ECDH-ES (whose derivation has no hash to choose)
             backend, records = self._records(name)
             on_token = [record for record in records if record.backend == backend == hardware.backend
                         and record.use == "enc"]
@@ -763,9 +764,8 @@ class KeyService:
                 reports.append(MechanismReport(name, alg, backend))
                 continue
             if policy.use == "enc":
-                hash_name = ENCRYPTION_ALGORITHMS[alg].hash_name or ""
-                reports.append(MechanismReport(name, alg, backend, "CKM_RSA_PKCS_OAEP",
-                                               mechanism_description(hash_name)))
+                reports.append(MechanismReport(name, alg, backend, mechanism_description(alg).split()[0],
+                                               mechanism_description(alg)))
                 continue
             try:
                 plan = self.managers.hardware.signing_plan(policy.alg)

@@ -71,7 +71,18 @@ def signing_function(private_key: PrivateKey, algorithm: Algorithm) -> Callable[
 
 def decrypting_function(private_key: PrivateKey, algorithm: Algorithm) -> Callable[[bytes], bytes | None]:
     """A function decrypting a JWE encrypted key with ``private_key`` (RFC 7518 §4.3: RSAES-OAEP,
-    MGF1 with the same hash, no label); None for a ciphertext that does not decrypt."""
+    MGF1 with the same hash, no label); None for a ciphertext that does not decrypt.  For ECDH-ES
+    (§4.6), the ECDH shared secret with an uncompressed P-256 ephemeral public point instead."""
+    if isinstance(private_key, ec.EllipticCurvePrivateKey) and algorithm.name == "ECDH-ES":
+        curve = private_key.curve
+
+        def agree(point: bytes) -> bytes | None:
+            try:
+                return private_key.exchange(ec.ECDH(), ec.EllipticCurvePublicKey.from_encoded_point(curve, point))
+            except ValueError:
+                return None
+
+        return agree
     if not isinstance(private_key, rsa.RSAPrivateKey) or algorithm.use != "enc":
         raise InvalidKey(f"{algorithm.name} does not decrypt with a {type(private_key).__name__}")
     digest = algorithm.cryptography_hash()
@@ -195,8 +206,6 @@ class SoftwareManager:
 
     def generate(self, key_set: str, alg: str, *, rsa_bits: int, created_at: int, active_at: int) -> KeyRecord:
         algorithm = key_algorithm(alg)
-        if algorithm.use == "enc" and not algorithm.is_rsa:
-            raise InvalidKey(f"{alg} keys are not generated")
         private_key = generate_private_key(algorithm, rsa_bits)
         return self._store(key_set, str(uuid.uuid4()), alg, private_key, created_at=created_at, active_at=active_at)
 

@@ -34,6 +34,7 @@ from keys.errors import (
     HSMError,
     HSMUnavailable,
     MalformedJWE,
+    MechanismUnsupported,
     UnknownDecryptionKey,
     UnsupportedEncryption,
     WrongKeyUse,
@@ -47,6 +48,7 @@ from support import start_key_service
 ROOT = Path(__file__).resolve().parent.parent
 FAST = {"HSM_RETRY_INITIAL_SECONDS": "0.2", "HSM_RETRY_MAX_SECONDS": "1"}
 ENC = {"REQUEST_OBJECT_ENCRYPTION_ALG": "RSA-OAEP-256"}
+ECDH = {"REQUEST_OBJECT_ENCRYPTION_ALG": "ECDH-ES"}
 ENCS = ["A256GCM", "A128CBC-HS256"]
 
 
@@ -62,7 +64,8 @@ def encrypt(jwk: dict[str, Any], plaintext: bytes, *, enc: str = "A256GCM", kid:
     """A compact JWE built by jwcrypto to the published public key."""
     protected = {"alg": alg or jwk["alg"], "enc": enc, **({"kid": jwk["kid"]} if kid else {}), **header}
     token = jwcrypto_jwe.JWE(plaintext, json.dumps(protected), algs=[protected["alg"], enc])
-    token.add_recipient(jwcrypto_jwk.JWK(**{name: jwk[name] for name in ("kty", "n", "e")}))
+    members = ("kty", "n", "e") if jwk["kty"] == "RSA" else ("kty", "crv", "x", "y")
+    token.add_recipient(jwcrypto_jwk.JWK(**{name: jwk[name] for name in members}))
     return str(token.serialize(compact=True))
 
 
@@ -94,6 +97,7 @@ def private_key_attributes(library: str, pin: str, token_label: str, key_label: 
         try:
             return [{name: key[attribute] for name, attribute in (
                 ("sign", Attribute.SIGN), ("decrypt", Attribute.DECRYPT), ("unwrap", Attribute.UNWRAP),
+                ("derive", Attribute.DERIVE),
                 ("sensitive", Attribute.SENSITIVE), ("extractable", Attribute.EXTRACTABLE),
                 ("never_extractable", Attribute.NEVER_EXTRACTABLE), ("local", Attribute.LOCAL))}
                 for key in session.get_objects({Attribute.CLASS: ObjectClass.PRIVATE_KEY, Attribute.LABEL: key_label})]
@@ -139,8 +143,8 @@ def test_softhsm_decrypts_jwes_built_by_jwcrypto_with_the_key_it_generated(hsm_s
 def test_the_private_key_decrypts_only_never_signs_never_leaves_the_token(hsm_service, softhsm, token, tmp_path):
     app, service = hsm_service
     [attributes] = private_key_attributes(softhsm.library, softhsm.pin, token, REQUEST_OBJECT_SET)
-    assert attributes == {"sign": False, "decrypt": True, "unwrap": False, "sensitive": True, "extractable": False,
-                          "never_extractable": True, "local": True}
+    assert attributes == {"sign": False, "decrypt": True, "unwrap": False, "derive": False, "sensitive": True,
+                          "extractable": False, "never_extractable": True, "local": True}
     kid = encryption_key(app)["kid"]
     with token_session(softhsm, token) as session:
         [public] = list(session.get_objects({Attribute.CLASS: ObjectClass.PUBLIC_KEY,
@@ -294,6 +298,64 @@ def test_the_setting_names_the_algorithms_it_accepts():
     assert settings.decryption_key_sets == {REQUEST_OBJECT_SET: "RSA-OAEP-256"}
     assert REQUEST_OBJECT_SET not in settings.key_set_algorithms  # the signing sets stay what they were
     assert load_settings({"SECRETS_SYSTEM": secret}, instance_path="instance").decryption_key_sets == {}
+
+
+def reheader(token: str, **changes: Any) -> str:
+    """``token`` with its protected header changed (so its tag no longer matches either)."""
+    header, rest = token.split(".", 1)
+    members = json.loads(jwcrypto_jwe.base64url_decode(header))
+    members.update(changes)
+    return jwcrypto_jwe.base64url_encode(json.dumps(members)) + "." + rest
+
+
+def test_ecdh_es_derives_the_shared_secret_on_softhsm_and_the_kdf_runs_in_software(make_app, hsm_env, softhsm, token):
+    app = make_app({**hsm_env, **ECDH, "HSM_ONLY_KEY_SETS": REQUEST_OBJECT_SET})
+    service = start_key_service(app)
+    jwk = check_decrypts(app, service)  # jwcrypto's ECDH-ES to the published P-256 key
+    assert (jwk["kty"], jwk["crv"], jwk["alg"], jwk["use"]) == ("EC", "P-256", "ECDH-ES", "enc")
+    assert service.decryption_algorithms(REQUEST_OBJECT_SET) == (("ECDH-ES",), ("A256GCM", "A128CBC-HS256"))
+    document = app.test_client().get("/.well-known/openid-configuration").get_json()
+    assert document["request_object_encryption_alg_values_supported"] == ["ECDH-ES"]
+    [attributes] = private_key_attributes(softhsm.library, softhsm.pin, token, REQUEST_OBJECT_SET)
+    assert attributes == {"sign": False, "decrypt": False, "unwrap": False, "derive": True, "sensitive": True,
+                          "extractable": False, "never_extractable": True, "local": True}
+    [evidence] = service.evidence(REQUEST_OBJECT_SET)
+    assert evidence.decryption_mechanism == "CKM_ECDH1_DERIVE" and evidence.hsm_only_shortfalls() == []
+    nested = encrypt(jwk, request_object(jwcrypto_jwk.JWK.generate(kty="RSA", size=2048)).encode(), cty="JWT")
+    assert service.decrypt(REQUEST_OBJECT_SET, nested).count(b".") == 2
+    good = encrypt(jwk, b"x")
+    other_curve = jwcrypto_jwk.JWK.generate(kty="EC", crv="P-384").export_public(as_dict=True)
+    off_curve = {**json.loads(jwcrypto_jwe.base64url_decode(good.split(".")[0]))["epk"], "y": jwk["x"]}
+    refusals: list[tuple[str, type[DecryptionError], str]] = [
+        (reheader(good, epk=other_curve), DecryptionFailed, "does not decrypt"),
+        (reheader(good, epk=off_curve), DecryptionFailed, "does not decrypt"),
+        (reheader(good, epk="not a key"), DecryptionFailed, "does not decrypt"),
+        (tamper(good, 4), DecryptionFailed, "does not decrypt"),
+        (good.split(".")[0] + ".AAAA." + good.split(".", 2)[2], MalformedJWE, "empty encrypted key"),
+        (encrypt(jwk, b"x", alg="ECDH-ES+A256KW"), UnsupportedEncryption, "ECDH-ES\\+A256KW"),
+    ]
+    attempts_before = service.hsm.reconnect_attempts
+    for bad, error, words in refusals:
+        with pytest.raises(error, match=words):
+            service.decrypt(REQUEST_OBJECT_SET, bad)
+    assert service.hsm.reconnect_attempts == attempts_before
+    with pytest.raises(WrongKeyUse):
+        service.signer(REQUEST_OBJECT_SET)
+
+
+@pytest.mark.e2e
+def test_ecdh_es_is_refused_at_start_where_the_token_cannot_derive(make_app, remote_hsm_env, remote_token):
+    """p11-kit's client module (0.24) does not pass CKM_ECDH1_DERIVE through: said at start, never advertised."""
+    app = make_app({**remote_hsm_env, **ECDH, "HSM_ONLY_KEY_SETS": REQUEST_OBJECT_SET})
+    with pytest.raises(MechanismUnsupported, match="cannot decrypt ECDH-ES: the token offers no CKM_ECDH1_DERIVE"):
+        start_key_service(app)
+
+
+def test_ecdh_es_in_software(make_app, base_env):
+    app = make_app({**base_env, **ECDH})
+    service = start_key_service(app)
+    jwk = check_decrypts(app, service)
+    assert jwk["alg"] == "ECDH-ES" and service.backend_of(REQUEST_OBJECT_SET) == "software"
 
 
 # -- behind p11-kit server, and its outage ----------------------------------------------------------
