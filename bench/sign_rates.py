@@ -12,7 +12,9 @@ Decryption: the RSAES-OAEP decryption of a JWE encrypted key (a 32-byte content 
 the one private-key step of decrypting a request object (``C_Decrypt`` with
 ``CKM_RSA_PKCS_OAEP`` on the token), with the hash the token does (SoftHSM 2.6: SHA-1
 only, so RSA-OAEP); and a whole compact JWE (A256GCM, a 2 KB nested request object)
-through :func:`keys.jwe.decrypt_compact`, to show what the JOSE around it costs.
+through :func:`keys.jwe.decrypt_compact`, to show what the JOSE around it costs; and
+ECDH-ES's private-key step, the P-256 shared secret (``CKM_ECDH1_DERIVE`` on the token,
+which p11-kit 0.24 does not pass through).
 
 A figure, not a test: it prints the median and range of several timed runs and asserts nothing.
 """
@@ -122,6 +124,40 @@ def signature_rows(hsm, remote, args) -> None:
         print(f"{alg:13} {text(figures[0]):>24} {text(figures[1]):>24} {text(sw):>24} {ratio:>7}")
 
 
+def _agreement_rows(hsm, remote, args) -> None:
+    """ECDH-ES: the shared secret (on the token: CKM_ECDH1_DERIVE into a session object, read, destroyed)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from keys.algorithms import ENCRYPTION_ALGORITHMS
+    from keys.errors import HSMError
+    from keys.jwk import load_public_jwk
+    from keys.software import decrypting_function, generate_private_key
+
+    figures = []
+    for manager in (hsm, remote, None):
+        try:
+            if manager is not None:
+                record = manager.generate("bench.ecdh", "ECDH-ES", rsa_bits=args.rsa_bits)
+                agree, public = manager.decrypter(record), load_public_jwk(record.public_jwk)
+            else:
+                private_key = generate_private_key(ENCRYPTION_ALGORITHMS["ECDH-ES"], args.rsa_bits)
+                agree = decrypting_function(private_key, ENCRYPTION_ALGORITHMS["ECDH-ES"])
+                public = private_key.public_key()
+        except HSMError:
+            figures.append(None)
+            continue
+        assert isinstance(public, ec.EllipticCurvePublicKey)
+        point = ec.generate_private_key(ec.SECP256R1()).public_key().public_bytes(
+            serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
+        try:
+            figures.append(measure(agree, args.seconds, args.runs, point))
+        except HSMError:  # no CKM_ECDH1_DERIVE (p11-kit 0.24 does not pass it through)
+            figures.append(None)
+    ratio = f"{figures[0][0] / figures[2][0]:6.2f}" if figures[0] and figures[2] else "-"
+    print(f"{'ECDH-ES Z':13} {text(figures[0]):>24} {text(figures[1]):>24} {text(figures[2]):>24} {ratio:>7}")
+
+
 def _decryption_key(manager, rsa_bits: int):
     """(record, decrypt function) of a fresh decryption key: on ``manager``'s token, or in software."""
     from keys.algorithms import ENCRYPTION_ALGORITHMS
@@ -178,6 +214,7 @@ def decryption_rows(hsm, remote, args) -> None:
         hw, via, sw = (column[row] for column in columns)
         ratio = f"{hw[0] / sw[0]:6.2f}" if hw and sw else "-"
         print(f"{name:13} {text(hw):>24} {text(via):>24} {text(sw):>24} {ratio:>7}")
+    _agreement_rows(hsm, remote, args)
 
 
 def main() -> None:
