@@ -74,8 +74,8 @@ audit = logging.getLogger("oidc.audit")
 class KeySetPolicy:
     """How one key set is generated and where it may live.
 
-    ``alg`` is a JWS algorithm for a signing set, or a JWE key-encryption one
-    (``RSA-OAEP-256``, ``RSA-OAEP``) for a decryption set (``use: enc``).
+    ``alg`` is a JWS algorithm for a signing set, or a JWE key-management one
+    (``RSA-OAEP-256``, ``RSA-OAEP``, ``ECDH-ES``) for a decryption set (``use: enc``).
     """
 
     name: str
@@ -279,7 +279,8 @@ class KeyService:
                 log.info("key set %s signs %s on the HSM with %s", name, policy.alg, plan.description)
 
     def _check_decryption(self, name: str, records: list[KeyRecord], *, generate: bool) -> None:
-        """A decryption set on the token: it must offer CKM_RSA_PKCS_OAEP (and generation) for its keys."""
+        """A decryption set on the token: it must offer CKM_RSA_PKCS_OAEP (CKM_ECDH1_DERIVE for ECDH-ES),
+        and generation, for its keys."""
         hardware = self.managers.hardware
         alg = self.policies[name].alg
         mechanism = hardware.check_decryption(name, generate=generate, rsa_bits=self.rsa_bits, alg=alg)
@@ -514,7 +515,8 @@ class KeyService:
 
         The key is the one the JWE's ``kid`` names, else each key of its ``alg`` in
         turn; the content key is decrypted where the private key lives (on the
-        token, ``C_Decrypt`` with ``CKM_RSA_PKCS_OAEP``), the content by joserfc
+        token, ``C_Decrypt`` with ``CKM_RSA_PKCS_OAEP``; for ECDH-ES the shared
+        secret derived there with ``CKM_ECDH1_DERIVE``), the content by joserfc
         (:mod:`keys.jwe`).  Raises a :class:`~keys.errors.DecryptionError` that
         names what is wrong, :class:`WrongKeyUse` for a signing set, and
         :class:`HSMUnavailable` while the token is lost, as signing does.

@@ -242,6 +242,7 @@ def test_bad_jwes_are_refused_with_an_error_that_names_what_is_wrong(hsm_service
     assert service.decrypt(REQUEST_OBJECT_SET, good) == b"request object"
 
 
+@pytest.mark.both_databases
 def test_rotation_publishes_the_next_key_first_and_every_published_key_decrypts(hsm_service):
     app, service = hsm_service
     old = encryption_key(app)
