@@ -28,15 +28,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.kdf.concatkdf import ConcatKDFHash
 from joserfc import jwe
-from joserfc._rfc7516.models import JWEEncModel, JWEKeyEncryption, Recipient
-from joserfc._rfc7518.derive_key import derive_key_for_concat_kdf
-from joserfc._rfc7518.jwe_algs import ECDHESAlgKeyAgreement
-from joserfc._rfc7518.jwe_encs import JWE_ENC_MODELS
 from joserfc.errors import JoseError
-from joserfc.jwe import JWERegistry
+from joserfc.jwa import JWE_ENC_MODELS, ECDHESAlgKeyAgreement, JWEEncModel, JWEKeyEncryption
+from joserfc.jwe import JWERegistry, Recipient
 from joserfc.jwk import ECKey, Key, import_key
 
 from keys.algorithms import CONTENT_ENCRYPTIONS, ENCRYPTION_ALGORITHMS
@@ -121,7 +119,22 @@ class ManagedKeyAgreement(ECDHESAlgKeyAgreement):
         shared = self._agree(point)
         if shared is None:
             raise ValueError("no shared secret")
-        return derive_key_for_concat_kdf(shared, headers, enc.cek_size, None)
+        return concat_kdf(shared, enc=headers["enc"], apu=headers.get("apu"), apv=headers.get("apv"),
+                          bits=enc.cek_size)
+
+
+def _length_prefixed(value: bytes) -> bytes:
+    return len(value).to_bytes(4, "big") + value
+
+
+def concat_kdf(shared: bytes, *, enc: str, apu: str | None, apv: str | None, bits: int) -> bytes:
+    """The content key of ECDH-ES in direct key agreement mode (RFC 7518 §4.6.2): the Concat KDF of
+    NIST SP 800-56A §5.8.1 with SHA-256 (cryptography's), over ``enc``, ``apu``, ``apv`` and the key length."""
+    other_info = (_length_prefixed(enc.encode("ascii"))
+                  + _length_prefixed(_b64decode(apu, "'apu'") if apu else b"")
+                  + _length_prefixed(_b64decode(apv, "'apv'") if apv else b"")
+                  + bits.to_bytes(4, "big"))
+    return ConcatKDFHash(algorithm=hashes.SHA256(), length=bits // 8, otherinfo=other_info).derive(shared)
 
 
 def _b64decode(segment: str, what: str) -> bytes:
@@ -227,6 +240,16 @@ def decrypt_compact(token: str, keys: Sequence[DecryptionKey], *, key_set: str) 
                            f"of {key_set!r}: encrypted to another key, or altered")
 
 
-__all__ = ["CONTENT_ENCRYPTIONS", "MAX_HEADER_LENGTH", "MAX_TOKEN_LENGTH", "DecryptionKey", "Header", "ManagedKeyAgreement",
-           "ManagedKeyEncryption",
-           "candidates", "decrypt_compact", "read_header"]
+__all__ = [
+    "CONTENT_ENCRYPTIONS",
+    "MAX_HEADER_LENGTH",
+    "MAX_TOKEN_LENGTH",
+    "DecryptionKey",
+    "Header",
+    "ManagedKeyAgreement",
+    "ManagedKeyEncryption",
+    "candidates",
+    "concat_kdf",
+    "decrypt_compact",
+    "read_header",
+]

@@ -324,6 +324,10 @@ def test_ecdh_es_derives_the_shared_secret_on_softhsm_and_the_kdf_runs_in_softwa
     assert evidence.decryption_mechanism == "CKM_ECDH1_DERIVE" and evidence.hsm_only_shortfalls() == []
     nested = encrypt(jwk, request_object(jwcrypto_jwk.JWK.generate(kty="RSA", size=2048)).encode(), cty="JWT")
     assert service.decrypt(REQUEST_OBJECT_SET, nested).count(b".") == 2
+    # apu/apv enter the Concat KDF (RFC 7518 §4.6.2): as jwcrypto puts them there, we take them out.
+    parties = {"apu": jwcrypto_jwe.base64url_encode("client-1"), "apv": jwcrypto_jwe.base64url_encode("op")}
+    for enc in ENCS:
+        assert service.decrypt(REQUEST_OBJECT_SET, encrypt(jwk, b"parties", enc=enc, **parties)) == b"parties"
     good = encrypt(jwk, b"x")
     other_curve = jwcrypto_jwk.JWK.generate(kty="EC", crv="P-384").export_public(as_dict=True)
     off_curve = {**json.loads(jwcrypto_jwe.base64url_decode(good.split(".")[0]))["epk"], "y": jwk["x"]}
