@@ -8,7 +8,8 @@ the RSAES-OAEP decryption of the JWE Encrypted Key (RFC 7518 §4.3), or for ECDH
 uses a joserfc registry of its own whose key-management algorithm
 (:class:`ManagedKeyEncryption`, :class:`ManagedKeyAgreement`) hands that step to the
 manager (``C_Decrypt`` with ``CKM_RSA_PKCS_OAEP``, or ``C_DeriveKey`` with
-``CKM_ECDH1_DERIVE``, on a token); the Concat KDF over the shared secret is joserfc's.
+``CKM_ECDH1_DERIVE``, on a token); the Concat KDF over the shared secret is
+cryptography's (:func:`concat_kdf`).
 
 Before anything is decrypted the input is bounded and its header read here, so
 that every refusal names what is wrong: the size, the number of parts, the
