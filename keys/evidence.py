@@ -87,7 +87,8 @@ class KeyEvidence:
     certificate: dict[str, Any] | None = None
     #: ``sig`` (the key signs) or ``enc`` (it decrypts, with the mechanism below on its token).
     use: str = "sig"
-    #: What the private key may do, read from the token: ``CKA_SIGN``, ``CKA_DECRYPT``, ``CKA_UNWRAP``.
+    #: What the private key may do, read from the token: ``CKA_SIGN``, ``CKA_DECRYPT``, ``CKA_UNWRAP``,
+    #: ``CKA_DERIVE``.
     capabilities: dict[str, bool | None] = field(default_factory=dict)
     decryption_mechanism: str | None = None
     decryption_mechanism_description: str | None = None

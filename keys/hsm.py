@@ -593,6 +593,7 @@ _USE_ATTRIBUTES: dict[str, Attribute] = {
     "CKA_SIGN": Attribute.SIGN,
     "CKA_DECRYPT": Attribute.DECRYPT,
     "CKA_UNWRAP": Attribute.UNWRAP,
+    "CKA_DERIVE": Attribute.DERIVE,
 }
 
 

@@ -164,7 +164,7 @@ def test_the_private_key_decrypts_only_never_signs_never_leaves_the_token(hsm_se
     # The evidence (``keys list --evidence``) shows it: on the token, use enc, decrypting with OAEP.
     [evidence] = service.evidence(REQUEST_OBJECT_SET)
     assert evidence.use == "enc" and evidence.backend == "hsm" and evidence.hsm_only_shortfalls() == []
-    assert evidence.capabilities == {"CKA_SIGN": False, "CKA_DECRYPT": True, "CKA_UNWRAP": False}
+    assert evidence.capabilities == {"CKA_SIGN": False, "CKA_DECRYPT": True, "CKA_UNWRAP": False, "CKA_DERIVE": False}
     assert evidence.decryption_mechanism_description == "CKM_RSA_PKCS_OAEP (SHA-1, MGF1-SHA-1)"
     listed = json.loads(app.test_cli_runner().invoke(args=["keys", "list", "--evidence", "--json"]).output)
     [row] = [item for item in listed if item["set"] == REQUEST_OBJECT_SET]
@@ -322,6 +322,7 @@ def test_ecdh_es_derives_the_shared_secret_on_softhsm_and_the_kdf_runs_in_softwa
                           "extractable": False, "never_extractable": True, "local": True}
     [evidence] = service.evidence(REQUEST_OBJECT_SET)
     assert evidence.decryption_mechanism == "CKM_ECDH1_DERIVE" and evidence.hsm_only_shortfalls() == []
+    assert evidence.capabilities == {"CKA_SIGN": False, "CKA_DECRYPT": False, "CKA_UNWRAP": False, "CKA_DERIVE": True}
     nested = encrypt(jwk, request_object(jwcrypto_jwk.JWK.generate(kty="RSA", size=2048)).encode(), cty="JWT")
     assert service.decrypt(REQUEST_OBJECT_SET, nested).count(b".") == 2
     # apu/apv enter the Concat KDF (RFC 7518 §4.6.2): as jwcrypto puts them there, we take them out.
