@@ -37,7 +37,7 @@ from keys.errors import (
 )
 from keys.evidence import HSM_ONLY_REQUIREMENTS, KeyEvidence, shortfalls
 from keys.jws import b64url, compact_jws
-from keys.names import ACCESS_TOKEN_SET, ID_TOKEN_SET
+from keys.names import ACCESS_TOKEN_SET, AUDIT_CHECKPOINT_SET, ID_TOKEN_SET, OWN_JWKS_SETS
 from keys.signer import KeyRecord, Signer
 
 if TYPE_CHECKING:
@@ -85,11 +85,13 @@ if not TYPE_CHECKING:  # type checkers read the imports above instead (and so ca
 __all__ = [
     "ACCESS_TOKEN_SET",
     "ALGORITHMS",
+    "AUDIT_CHECKPOINT_SET",
     "EDDSA_ALGORITHMS",
     "HSM_ONLY_REQUIREMENTS",
     "ID_TOKEN_SET",
     "JWS_ALGORITHMS",
     "MIN_SECRET_LENGTH",
+    "OWN_JWKS_SETS",
     "Algorithm",
     "CertificateError",
     "HSMConfig",

@@ -10,3 +10,9 @@ from __future__ import annotations
 ID_TOKEN_SET = "openid.id-token"
 #: Signs JWT access tokens (RFC 9068, ``typ: at+jwt``).
 ACCESS_TOKEN_SET = "jwt.access-token"
+#: Signs the audit trail's checkpoints (``typ: audit-checkpoint+jwt``).
+AUDIT_CHECKPOINT_SET = "audit.checkpoint"
+
+#: Sets whose public keys are published in a JWK Set of their own, never in the token JWKS:
+#: a checkpoint must not verify as a token, nor a token as a checkpoint.
+OWN_JWKS_SETS = (AUDIT_CHECKPOINT_SET,)

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from keys import UnsupportedAlgorithm, get_algorithm
-from oidc.vocabulary import ACCESS_TOKEN_SET, DPOP_ALGORITHMS, FAPI2_ALGORITHMS, ID_TOKEN_SET
+from oidc.vocabulary import ACCESS_TOKEN_SET, AUDIT_CHECKPOINT_SET, DPOP_ALGORITHMS, FAPI2_ALGORITHMS, ID_TOKEN_SET
 
 #: Scopes whose claims this provider knows (OIDC Core §5.4) plus offline_access.
 STANDARD_SCOPES = ("openid", "profile", "email", "offline_access")
@@ -70,6 +70,8 @@ SETTING_NAMES = (
     "ADMIN_API_KEYS", "ADMIN_SCOPE", "TRUSTED_PROXY_HOPS", "FORWARDED_ALLOW_IPS", "LOG_FORMAT", "LOG_LEVEL",
     "SERVICE_NAME", "SERVICE_LOGO_URL", "THEME_DIR", "PRIMARY_COLOR", "LANGUAGES", "DEFAULT_LANGUAGE",
     "STATIC_MAX_AGE",
+    "AUDIT_CHAIN", "AUDIT_CHECKPOINT_ENTRIES", "AUDIT_CHECKPOINT_SECONDS", "AUDIT_SEAL_SECONDS",
+    "AUDIT_CHECKPOINT_SIGNING_ALG",
 )
 #: The variables of serving only, read by gunicorn.conf.py (and GUNICORN_CMD_ARGS by gunicorn itself).
 SERVING_NAMES = (
@@ -179,14 +181,23 @@ class Settings:
     languages: tuple[str, ...]
     default_language: str
     static_max_age: int
+    # the audit trail (README "The audit trail")
+    audit_chain: bool = False
+    audit_checkpoint_entries: int = 1000
+    audit_checkpoint_seconds: float = 300.0
+    audit_seal_seconds: float = 1.0
+    audit_checkpoint_signing_alg: str = "ES256"
 
     def __repr__(self) -> str:  # never a secret or PIN in a traceback or log line
         return f"Settings(issuer={self.issuer!r}, database={self.database_url.split(':', 1)[0]}, ...)"
 
     @property
     def key_set_algorithms(self) -> dict[str, str]:
-        """The configured algorithm of each required key set."""
-        return {ID_TOKEN_SET: self.id_token_signing_alg, ACCESS_TOKEN_SET: self.access_token_signing_alg}
+        """The configured algorithm of each required key set (the audit set's while the audit chain is on)."""
+        algorithms = {ID_TOKEN_SET: self.id_token_signing_alg, ACCESS_TOKEN_SET: self.access_token_signing_alg}
+        if self.audit_chain:
+            algorithms[AUDIT_CHECKPOINT_SET] = self.audit_checkpoint_signing_alg
+        return algorithms
 
     @property
     def fapi2(self) -> bool:
@@ -340,7 +351,19 @@ def load_settings(env: Mapping[str, str] | None = None, *, instance_path: str) -
         secrets_system=read.items("SECRETS_SYSTEM"),
         **hsm, **keys, **tokens, **protocol,
         **_read_clients(read), **_read_login(read), **_read_administration(read), **_read_pages(read),
+        **_read_audit(read),
     )
+
+
+def _read_audit(read: _Reader) -> dict[str, Any]:
+    """The audit trail: the hash chain in the database and its signed checkpoints."""
+    return {
+        "audit_chain": read.boolean("AUDIT_CHAIN", False),
+        "audit_checkpoint_entries": read.integer("AUDIT_CHECKPOINT_ENTRIES", 1000, minimum=1),
+        "audit_checkpoint_seconds": read.seconds("AUDIT_CHECKPOINT_SECONDS", 300.0, minimum=1.0),
+        "audit_seal_seconds": read.seconds("AUDIT_SEAL_SECONDS", 1.0, minimum=0.05),
+        "audit_checkpoint_signing_alg": read.algorithm("AUDIT_CHECKPOINT_SIGNING_ALG", "ES256"),
+    }
 
 
 def _read_issuer(read: _Reader) -> str:

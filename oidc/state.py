@@ -15,11 +15,13 @@ expiry, login age, key rotation), so a test moves time by setting
 from __future__ import annotations
 
 import functools
+import logging
 import threading
 import time
 from typing import Any, cast
 
 from flask import Flask, current_app
+from sqlalchemy import Engine
 
 from keys import (
     HSMConfig,
@@ -37,8 +39,9 @@ from oidc import hashing
 from oidc.db import db, key_certificates, signing_keys
 from oidc.hashing_keys import hashing_key
 from oidc.observability import metrics
+from oidc.observability.audit_chain import AuditTrail
 from oidc.settings import Settings
-from oidc.vocabulary import FAPI2_ALGORITHMS
+from oidc.vocabulary import AUDIT_CHECKPOINT_SET, FAPI2_ALGORITHMS
 
 _EXTENSION = "oidc.state"
 
@@ -72,6 +75,31 @@ class State:
         self._key_service_lock = threading.Lock()
         #: Public documents built once (discovery), by name.
         self.documents: dict[str, Any] = {}
+        #: The hash-chained audit trail in the database, while AUDIT_CHAIN is on.
+        self.audit_trail: AuditTrail | None = self.build_audit_trail() if settings.audit_chain else None
+        #: Its handler on the ``oidc.audit`` logger (removed by :meth:`close`).
+        self.audit_handler: logging.Handler | None = None
+        self._engine: Engine | None = None
+
+    def engine(self) -> Engine:
+        """The app's database engine (read once; usable outside an app context, e.g. by a thread)."""
+        if self._engine is None:
+            with self.app.app_context():
+                self._engine = db.engine
+        return self._engine
+
+    def build_audit_trail(self) -> AuditTrail:
+        settings = self.settings
+        return AuditTrail(
+            engine=self.engine,
+            clock=self.clock.time,
+            issuer=settings.issuer,
+            signer=lambda: self.key_service().signer(AUDIT_CHECKPOINT_SET),
+            public_key=lambda kid: self.key_service().public_key(kid, AUDIT_CHECKPOINT_SET),
+            checkpoint_entries=settings.audit_checkpoint_entries,
+            checkpoint_seconds=settings.audit_checkpoint_seconds,
+            seal_seconds=settings.audit_seal_seconds,
+        )
 
     def hasher(self, purpose: str) -> hashing.KeyedHasher:
         """The keyed hasher for ``purpose`` (one of ``hashing.PURPOSES``).
@@ -183,6 +211,10 @@ class State:
 
     def close(self) -> None:
         """Log out of the HSM and drop database connections (tests, tools)."""
+        if self.audit_trail is not None:
+            self.audit_trail.stop()
+        if self.audit_handler is not None:
+            logging.getLogger("oidc.audit").removeHandler(self.audit_handler)
         service = self._key_service
         if service is not None:
             service.close()

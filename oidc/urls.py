@@ -23,6 +23,8 @@ INTROSPECT = "/introspect"
 REVOKE = "/revoke"
 USERINFO = "/userinfo"
 JWKS = "/.well-known/jwks.json"
+#: The audit key set's public keys: apart from the token JWKS, so a checkpoint never verifies as a token.
+AUDIT_JWKS = "/.well-known/audit-jwks.json"
 DISCOVERY = "/.well-known/openid-configuration"
 HEALTH_ALIVE = "/health/alive"
 HEALTH_READY = "/health/ready"
