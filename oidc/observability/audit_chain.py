@@ -166,9 +166,9 @@ class AuditTrail:
         sealed_total = 0
         while True:
             with self.engine().begin() as connection:
-                sealed = self._seal_batch(connection, signer)
+                sealed, more = self._seal_batch(connection, signer)
             sealed_total += sealed
-            if sealed < queries.AUDIT_SEAL_BATCH:
+            if not more:
                 return sealed_total
 
     def _checkpoint_signer(self) -> Signer | None:
@@ -178,13 +178,18 @@ class AuditTrail:
             log.warning("no audit checkpoint now: the audit key set cannot sign (%s)", type(exc).__name__)
             return None
 
-    def _seal_batch(self, connection: Connection, signer: Signer | None) -> int:
+    def _seal_batch(self, connection: Connection, signer: Signer | None) -> tuple[int, bool]:
+        """Seal up to the next checkpoint (or a batch), sign the checkpoint if due; (count, more to seal)."""
         if not queries.lock_audit_head(connection):
             raise RuntimeError("the audit_chain head row is missing: run oidc-hsm db upgrade")
         head = queries.audit_head(connection)
         position, digest = int(head.position), str(head.hash)
+        unsealed = queries.unsealed_audit_entries(connection)
+        # Stop at the next multiple of AUDIT_CHECKPOINT_ENTRIES, so each checkpoint signs exactly there.
+        room = self.checkpoint_entries - (position - int(head.checkpoint_position)) if signer is not None else 0
+        batch = unsealed[:room] if room > 0 else unsealed
         sealed = []
-        for row in queries.unsealed_audit_entries(connection):
+        for row in batch:
             position += 1
             digest = entry_hash({"id": row.id, "position": position, "at": row.at, "event": row.event,
                                  "fields": row.fields}, digest)
@@ -199,7 +204,8 @@ class AuditTrail:
                                 AUDIT_CHECKPOINT_TYP)
             queries.insert_audit_checkpoint(connection, {"position": position, "hash": digest, "kid": signer.kid,
                                                          "token": token, "at": now})
-        return len(sealed)
+        more = len(batch) < len(unsealed) or len(unsealed) == queries.AUDIT_SEAL_BATCH
+        return len(sealed), more
 
     def start_chainer(self) -> None:
         """Start this process's chainer thread once (again in a forked child, which has no threads)."""
