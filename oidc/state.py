@@ -38,7 +38,7 @@ from keys import (
 from oidc import hashing
 from oidc.db import db, key_certificates, signing_keys
 from oidc.hashing_keys import hashing_key
-from oidc.observability import metrics
+from oidc.observability import audit, metrics
 from oidc.observability.audit_chain import AuditTrail
 from oidc.settings import Settings
 from oidc.vocabulary import AUDIT_CHECKPOINT_SET, FAPI2_ALGORITHMS
@@ -188,7 +188,7 @@ class State:
                     probe_interval_seconds=settings.hsm_readiness_cache_seconds,
                     allow_extractable_keys=settings.hsm_allow_extractable_keys,
                 ),
-                on_event=metrics.hsm_event,
+                on_event=hsm_event,
             )
         return KeyService(
             key_sets=[KeySetPolicy(name, alg) for name, alg in settings.key_set_algorithms.items()],
@@ -220,6 +220,15 @@ class State:
             service.close()
         with self.app.app_context():
             db.engine.dispose()
+
+
+def hsm_event(event: str, error: str | None = None) -> None:
+    """The HSM manager's events: counted (metrics), and an outage and its end audited."""
+    metrics.hsm_event(event, error)
+    if event == "lost":
+        audit.record("hsm.lost", "HSM lost", level=logging.WARNING, error=error)
+    elif event == "available":
+        audit.record("hsm.available", "HSM available")
 
 
 def init_app(app: Flask, settings: Settings) -> State:

@@ -249,3 +249,46 @@ def test_cli_verify_names_the_first_bad_entry_and_export_writes_json_lines(make_
     assert bad.exit_code == 1 and "entry 3" in bad.output and "TAMPERED" in bad.output
     since = runner.invoke(args=["audit", "verify", "--since", "4", "--json"])
     assert since.exit_code == 0, since.output  # entries from 4 on are intact (anchored on 3's stored hash)
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_admin_changes_and_hsm_outages_are_audited(make_app, base_env, admin_key):
+    from oidc.state import hsm_event
+
+    op = _provider(make_app, base_env)
+    response = op.post("/admin/keys/jwt.access-token", json={"alg": "ES256"},
+                       headers={"Authorization": f"Bearer {admin_key}"})
+    assert response.status_code == 201
+    hsm_event("lost", "DeviceError")  # what the HSM manager reports, from its recovery thread (no app context)
+    hsm_event("available")
+    trail = _trail(op)
+    trail.seal()
+    entries = list(trail.export())
+    change = next(entry for entry in entries if entry["event"] == "admin.request")
+    assert change["fields"]["route"] == "/admin/keys/<key_set>" and change["fields"]["status"] == 201
+    assert change["fields"]["arg_key_set"] == "jwt.access-token" and change["fields"]["credential"] == "admin_api_key"
+    assert admin_key not in json.dumps(entries)
+    events = [entry["event"] for entry in entries]
+    assert events.index("key.generated", 3) < events.index("admin.request")  # in the order they happened
+    assert events[-2:] == ["hsm.lost", "hsm.available"]
+    assert trail.verify().ok
+
+
+@pytest.mark.hsm
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_checkpoints_are_signed_on_the_hsm(make_app, hsm_env):
+    from oidc.state import state_of
+    from oidc.vocabulary import AUDIT_CHECKPOINT_SET
+
+    op = Provider(make_app({**hsm_env, **AUDIT_ENV, "HSM_ONLY_KEY_SETS": AUDIT_CHECKPOINT_SET}))
+    service = state_of(op.app).key_service()
+    assert service.backend_of(AUDIT_CHECKPOINT_SET) == "hsm"
+    _issue_tokens(op, 4)
+    trail = _trail(op)
+    trail.seal()
+    result = trail.verify()
+    assert result.ok and result.checkpoints >= 1
+    (jwk,) = op.get("/.well-known/audit-jwks.json").get_json()["keys"]
+    header_b64, payload_b64, signature = _checkpoint_tokens(op)[0].split(".")
+    assert json.loads(b64decode(header_b64))["kid"] == jwk["kid"]
+    verify(jwk, jwk["alg"], f"{header_b64}.{payload_b64}".encode(), b64decode(signature))
