@@ -32,6 +32,10 @@ STANDARD_SCOPES = ("openid", "profile", "email", "offline_access")
 DEFAULT_PASSWORD_HASH_COST = 2**15
 
 
+#: A key's certificate ending within this many days is a warning in doctor and a readiness reason
+#: (renew it: README, "Attach a certificate").
+CERTIFICATE_WARNING_DAYS = 30
+
 #: Values of SECURITY_PROFILE (and of a client's security_profile).
 DEFAULT_PROFILE = "default"
 FAPI2 = "fapi2"

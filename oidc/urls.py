@@ -31,6 +31,11 @@ HEALTH_READY = "/health/ready"
 ADMIN = "/admin"
 
 
+def default_certificate_subject(issuer: str) -> str:
+    """The subject of a key's certificate request when none is given: ``CN=<the issuer's host>``."""
+    return f"CN={urlsplit(issuer).hostname}"
+
+
 def absolute(issuer: str, path: str) -> str:
     """The URL of ``path`` on this provider, as clients see it."""
     return issuer + path

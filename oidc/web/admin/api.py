@@ -162,9 +162,25 @@ GENERATE_KEY_FIELDS: dict[str, Field] = {
     "alg": Field("string", "JWS algorithm of the new key (default: the key set's configured algorithm)."),
 }
 
+#: Longest PEM chain accepted (a leaf and a few CA certificates are a few KiB).
+MAX_CHAIN_PEM_LENGTH = 65536
+
+CERTIFICATE_REQUEST_FIELDS: dict[str, Field] = {
+    "subject": Field("string", "RFC 4514 subject, e.g. CN=op.example.com,O=Example (default: CN=<the issuer's host>).",
+                     max_length=1024),
+    "kid": Field("string", "Key to certify (default: the key that signs for the set now).", max_length=255),
+}
+
+CERTIFICATE_FIELDS: dict[str, Field] = {
+    "chain": Field("string", "PEM of the issued chain, leaf first, each certificate followed by its issuer.",
+                   required=True, max_length=MAX_CHAIN_PEM_LENGTH),
+    "kid": Field("string", "Key the chain certifies (default: the key that signs for the set now).", max_length=255),
+}
+
 #: Names the OpenAPI document gives each body table.
 BODIES: dict[str, Body] = {"ClientRegistration": CLIENT_FIELDS, "ClientDisplay": DISPLAY_FIELDS,
-                           "NewUser": USER_FIELDS, "NewPassword": PASSWORD_FIELDS, "GenerateKey": GENERATE_KEY_FIELDS}
+                           "NewUser": USER_FIELDS, "NewPassword": PASSWORD_FIELDS, "GenerateKey": GENERATE_KEY_FIELDS,
+                           "CertificateRequest": CERTIFICATE_REQUEST_FIELDS, "Certificate": CERTIFICATE_FIELDS}
 
 
 # -- the operations ---------------------------------------------------------------------------------
