@@ -213,8 +213,12 @@ class State:
         """Log out of the HSM and drop database connections (tests, tools)."""
         if self.audit_trail is not None:
             self.audit_trail.stop()
-        if self.audit_handler is not None:
-            logging.getLogger("oidc.audit").removeHandler(self.audit_handler)
+        handler = self.audit_handler
+        if handler is not None:
+            logging.getLogger("oidc.audit").removeHandler(handler)
+            sink = getattr(handler, "sink", None)
+            if sink in audit.sinks:
+                audit.sinks.remove(sink)
         service = self._key_service
         if service is not None:
             service.close()

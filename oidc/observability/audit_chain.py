@@ -55,6 +55,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from keys import KeyServiceError, Signer, compact_jws
 from oidc import queries
+from oidc.observability import audit
 from oidc.vocabulary import AUDIT_CHECKPOINT_TYP
 
 log = logging.getLogger(__name__)
@@ -154,8 +155,7 @@ class AuditTrail:
         """Insert entries (``at``, ``event``, ``fields`` text) in one statement, in a transaction of their own."""
         if not entries:
             return
-        with self.engine().begin() as connection:
-            queries.insert_audit_entries(connection, entries)
+        queries.insert_audit_entries(self.engine(), entries)
         self.start_chainer()
 
     # -- sealing (the chainer) --------------------------------------------------------------------
@@ -354,13 +354,20 @@ class AuditHandler(logging.Handler):
         self.owner = owner
 
     def emit(self, record: logging.LogRecord) -> None:
+        """A record of the logger: the key service's events (those of :func:`audit.record` came as a sink)."""
         event = getattr(record, "event", None)
-        if not isinstance(event, str) or not self.owner():
+        if not isinstance(event, str) or audit.recording.get():
             return
         fields = {name: value for name, value in record.__dict__.items()
                   if name not in _RECORD_ATTRIBUTES and name != "event"}
-        fields["level"] = record.levelname
-        entry = {"at": int(self.trail.clock()), "event": event[:64], "fields": fields_text(fields)}
+        self.sink(event, record.levelno, fields)
+
+    def sink(self, event: str, level: int, fields: dict[str, Any]) -> None:
+        """Append one event: to the request's entries in a request, else at once."""
+        if not self.owner():
+            return
+        entry = {"at": int(self.trail.clock()), "event": event[:64],
+                 "fields": fields_text({**fields, "level": logging.getLevelName(level)})}
         pending = _pending.get()
         if pending is not None:
             pending.append(entry)
@@ -371,9 +378,29 @@ class AuditHandler(logging.Handler):
             log.exception("an audit entry (%s) could not be stored", event)
 
 
+class _ToParent(logging.Handler):
+    """Hands an audit record on to the log as if ``oidc.audit`` had LOG_LEVEL's level.
+
+    The chain needs every audit record, so ``oidc.audit`` logs at INFO while it is on; but
+    LOG_LEVEL=WARNING still means no INFO lines in the log (each would cost a JSON line per
+    token): the record reaches the log's handlers only when the parent logger would have let
+    it through.
+    """
+
+    def emit(self, record: logging.LogRecord) -> None:
+        parent = logging.getLogger("oidc")
+        if parent.isEnabledFor(record.levelno):
+            parent.handle(record)
+
+
 def begin_request() -> None:
     """Collect this request's audit entries until :func:`flush_request`."""
     _pending.set([])
+
+
+def has_pending() -> bool:
+    """Whether the current request has audit entries to write."""
+    return bool(_pending.get())
 
 
 def flush_request(trail: AuditTrail) -> None:
@@ -401,8 +428,12 @@ def init_app(app: Flask, trail: AuditTrail) -> AuditHandler:
     # The same app: its extensions dict is its own (current_app is a proxy, never the app itself).
     handler = AuditHandler(trail, lambda: not has_app_context() or current_app.extensions is app.extensions)
     audit_logger = logging.getLogger("oidc.audit")
+    if not any(isinstance(existing, _ToParent) for existing in audit_logger.handlers):
+        audit_logger.addHandler(_ToParent())
+        audit_logger.propagate = False
     audit_logger.addHandler(handler)
     audit_logger.setLevel(logging.INFO)
+    audit.sinks.append(handler.sink)
 
     @app.before_request
     def collect_audit_entries() -> None:
@@ -410,9 +441,10 @@ def init_app(app: Flask, trail: AuditTrail) -> AuditHandler:
 
     @app.teardown_request
     def write_audit_entries(_exc: BaseException | None) -> None:
-        # The request's session ends first (as it would at the end of the app context): on SQLite,
-        # an insert on another connection would wait for the write lock that session may hold.
-        db.session.remove()
+        if has_pending():
+            # The request's session ends first (as it would at the end of the app context): on SQLite,
+            # an insert on another connection would wait for the write lock that session may hold.
+            db.session.remove()
         flush_request(trail)
 
     return handler
