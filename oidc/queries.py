@@ -267,6 +267,8 @@ _CERTIFICATE_EXPIRIES = (select(key_certificates.c.key_set, key_certificates.c.k
 
 # The audit trail (oidc.observability.audit_chain).  The token path runs one of these: the insert.
 _AUDIT_INSERT = insert_all(insert(audit_log), skip=("id", "position", "hash"))
+#: Many entries at once (a queue written by the chainer thread): one executemany.
+_AUDIT_INSERT_MANY = insert(audit_log)
 #: How many unsealed entries one pass of the chainer seals.
 AUDIT_SEAL_BATCH = 1000
 # The chainer's first statement: a write to the head row, so it holds the head's lock (PostgreSQL's row
@@ -605,8 +607,10 @@ def insert_audit_entries(engine: Engine, entries: list[dict[str, Any]]) -> None:
             _AUDIT_INSERT.rowcount(connection, entries[0])
             return
         with connection.begin():
-            for entry in entries:
-                _AUDIT_INSERT.rowcount(connection, entry)
+            if len(entries) == 1:
+                _AUDIT_INSERT.rowcount(connection, entries[0])
+            else:
+                connection.execute(_AUDIT_INSERT_MANY, entries)
 
 
 def lock_audit_head(connection: Connection) -> bool:

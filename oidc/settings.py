@@ -75,7 +75,7 @@ SETTING_NAMES = (
     "SERVICE_NAME", "SERVICE_LOGO_URL", "THEME_DIR", "PRIMARY_COLOR", "LANGUAGES", "DEFAULT_LANGUAGE",
     "STATIC_MAX_AGE",
     "AUDIT_CHAIN", "AUDIT_CHECKPOINT_ENTRIES", "AUDIT_CHECKPOINT_SECONDS", "AUDIT_SEAL_SECONDS",
-    "AUDIT_CHECKPOINT_SIGNING_ALG",
+    "AUDIT_CHECKPOINT_SIGNING_ALG", "AUDIT_WRITE_DELAY_SECONDS",
 )
 #: The variables of serving only, read by gunicorn.conf.py (and GUNICORN_CMD_ARGS by gunicorn itself).
 SERVING_NAMES = (
@@ -191,6 +191,7 @@ class Settings:
     audit_checkpoint_seconds: float = 300.0
     audit_seal_seconds: float = 1.0
     audit_checkpoint_signing_alg: str = "ES256"
+    audit_write_delay_seconds: float = 0.0
 
     def __repr__(self) -> str:  # never a secret or PIN in a traceback or log line
         return f"Settings(issuer={self.issuer!r}, database={self.database_url.split(':', 1)[0]}, ...)"
@@ -367,6 +368,7 @@ def _read_audit(read: _Reader) -> dict[str, Any]:
         "audit_checkpoint_seconds": read.seconds("AUDIT_CHECKPOINT_SECONDS", 300.0, minimum=1.0),
         "audit_seal_seconds": read.seconds("AUDIT_SEAL_SECONDS", 1.0, minimum=0.05),
         "audit_checkpoint_signing_alg": read.algorithm("AUDIT_CHECKPOINT_SIGNING_ALG", "ES256"),
+        "audit_write_delay_seconds": read.seconds("AUDIT_WRITE_DELAY_SECONDS", 0.0),
     }
 
 

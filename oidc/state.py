@@ -99,6 +99,7 @@ class State:
             checkpoint_entries=settings.audit_checkpoint_entries,
             checkpoint_seconds=settings.audit_checkpoint_seconds,
             seal_seconds=settings.audit_seal_seconds,
+            write_delay_seconds=settings.audit_write_delay_seconds,
         )
 
     def hasher(self, purpose: str) -> hashing.KeyedHasher:

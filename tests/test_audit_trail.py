@@ -292,3 +292,19 @@ def test_checkpoints_are_signed_on_the_hsm(make_app, hsm_env):
     header_b64, payload_b64, signature = _checkpoint_tokens(op)[0].split(".")
     assert json.loads(b64decode(header_b64))["kid"] == jwk["kid"]
     verify(jwk, jwk["alg"], f"{header_b64}.{payload_b64}".encode(), b64decode(signature))
+
+
+def test_with_a_write_delay_entries_are_queued_then_written_in_order(make_app, base_env):
+    """AUDIT_WRITE_DELAY_SECONDS: the request only queues its entries; the chainer writes the queue."""
+    op = _provider(make_app, base_env, AUDIT_WRITE_DELAY_SECONDS="3600")
+    trail = _trail(op)
+    trail.write_queued()  # the key service's start-up events
+    _issue_tokens(op, 5)
+    assert len(trail._queue) == 5 and not [e for e in trail.export() if e["event"] == "token.issued"]
+    trail.seal()  # writes the queue first
+    issued = [entry for entry in trail.export() if entry["event"] == "token.issued"]
+    assert len(issued) == 5 and trail.verify().ok
+    _issue_tokens(op, 2)
+    trail.stop()  # a graceful exit writes what is queued
+    trail.seal()
+    assert len([entry for entry in trail.export() if entry["event"] == "token.issued"]) == 7

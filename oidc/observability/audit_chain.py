@@ -39,12 +39,14 @@ dropped in case one does not.
 
 from __future__ import annotations
 
+import atexit
 import contextvars
 import hashlib
 import json
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -144,24 +146,52 @@ class AuditTrail:
     checkpoint_entries: int = 1000
     checkpoint_seconds: float = 300.0
     seal_seconds: float = 1.0
+    #: 0: a request's entries are committed before its response (one insert).  Else they wait in
+    #: this process's queue and the chainer thread writes the queue every ``write_delay_seconds``.
+    write_delay_seconds: float = 0.0
     _stop: threading.Event = field(default_factory=threading.Event)
     _chainer: threading.Thread | None = None
     _chainer_pid: int = 0
     _chainer_lock: threading.Lock = field(default_factory=threading.Lock)
+    _queue: list[dict[str, Any]] = field(default_factory=list)
+    _queue_lock: threading.Lock = field(default_factory=threading.Lock)
 
     # -- appending (the request path) ------------------------------------------------------------
 
     def append(self, entries: list[dict[str, Any]]) -> None:
-        """Insert entries (``at``, ``event``, ``fields`` text) in one statement, in a transaction of their own."""
+        """Insert entries (``at``, ``event``, ``fields`` text) in a transaction of their own; or, with a
+        write delay, queue them for the chainer thread."""
         if not entries:
             return
-        queries.insert_audit_entries(self.engine(), entries)
+        if self.write_delay_seconds > 0:
+            with self._queue_lock:
+                self._queue.extend(entries)
+        else:
+            queries.insert_audit_entries(self.engine(), entries)
         self.start_chainer()
+
+    def write_queued(self) -> int:
+        """Write the queued entries in one transaction; the count written (kept queued if it fails)."""
+        with self._queue_lock:
+            entries, self._queue = self._queue, []
+        if not entries:
+            return 0
+        try:
+            queries.insert_audit_entries(self.engine(), entries)
+        except SQLAlchemyError:
+            with self._queue_lock:
+                self._queue[:0] = entries  # first again, in their order
+            raise
+        return len(entries)
 
     # -- sealing (the chainer) --------------------------------------------------------------------
 
     def seal(self) -> int:
-        """Seal the unsealed entries in order, and sign a checkpoint when one is due; the count sealed."""
+        """Seal the unsealed entries in order, and sign a checkpoint when one is due; the count sealed.
+
+        This process's queued entries are written first.
+        """
+        self.write_queued()
         signer = self._checkpoint_signer()  # before the lock: starting the key service writes to the database
         sealed_total = 0
         while True:
@@ -218,20 +248,32 @@ class AuditTrail:
             self._chainer = threading.Thread(target=self._run_chainer, name="audit-chainer", daemon=True)
             self._chainer_pid = os.getpid()
             self._chainer.start()
+            if self.write_delay_seconds > 0:
+                atexit.register(self.stop)  # a worker's graceful exit writes what is queued
 
     def _run_chainer(self) -> None:
-        while not self._stop.wait(self.seal_seconds):
+        interval = min(self.seal_seconds, self.write_delay_seconds or self.seal_seconds)
+        sealed_at = time.monotonic()
+        while not self._stop.wait(interval):
             try:
-                self.seal()
+                self.write_queued()
+                if time.monotonic() - sealed_at >= self.seal_seconds:
+                    sealed_at = time.monotonic()
+                    self.seal()
             except (SQLAlchemyError, KeyServiceError, RuntimeError) as exc:  # tried again next time
-                log.warning("sealing the audit trail failed: %s", type(exc).__name__)
+                log.warning("writing or sealing the audit trail failed: %s", type(exc).__name__)
 
     def stop(self) -> None:
+        """Stop the chainer and write what is queued (a worker's graceful exit)."""
         self._stop.set()
         chainer = self._chainer
         if chainer is not None and chainer.is_alive() and chainer is not threading.current_thread():
             chainer.join(timeout=5)
         self._chainer_pid = 0
+        try:
+            self.write_queued()
+        except SQLAlchemyError:
+            log.exception("%d queued audit entries could not be written", len(self._queue))
 
     # -- verifying and exporting ----------------------------------------------------------------------
 
