@@ -14,6 +14,8 @@ import threading
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sqlalchemy import create_engine, text
 
 from jose_helpers import b64decode, b64encode, verify
@@ -308,3 +310,21 @@ def test_with_a_write_delay_entries_are_queued_then_written_in_order(make_app, b
     trail.stop()  # a graceful exit writes what is queued
     trail.seal()
     assert len([entry for entry in trail.export() if entry["event"] == "token.issued"]) == 7
+
+
+@pytest.fixture
+def audited(make_app, base_env):
+    return _provider(make_app, base_env)
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+@settings(max_examples=60, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(token=st.one_of(
+    st.text(max_size=200),
+    st.builds(lambda header, rest: f"{b64encode(header.encode())}.{rest}",
+              st.one_of(st.just('{"typ":"audit-checkpoint+jwt","kid":"x","alg":"ES256"}'), st.text(max_size=60)),
+              st.text(alphabet="ABCDEFabcdef0123456789-_.", max_size=120))))
+def test_any_stored_checkpoint_text_is_refused_not_raised(audited, token):
+    """A checkpoint row is database content: whatever it holds, verification refuses it without an exception."""
+    assert _trail(audited).checkpoint_claims(token) is None
