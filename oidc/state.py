@@ -38,7 +38,7 @@ from keys import (
 from oidc import hashing
 from oidc.db import db, key_certificates, signing_keys
 from oidc.hashing_keys import hashing_key
-from oidc.observability import audit, metrics
+from oidc.observability import audit, audit_chain, metrics
 from oidc.observability.audit_chain import AuditTrail
 from oidc.settings import Settings
 from oidc.vocabulary import AUDIT_CHECKPOINT_SET, FAPI2_ALGORITHMS
@@ -78,7 +78,7 @@ class State:
         #: The hash-chained audit trail in the database, while AUDIT_CHAIN is on.
         self.audit_trail: AuditTrail | None = self.build_audit_trail() if settings.audit_chain else None
         #: Its handler on the ``oidc.audit`` logger (removed by :meth:`close`).
-        self.audit_handler: logging.Handler | None = None
+        self.audit_handler: audit_chain.AuditHandler | None = None
         self._engine: Engine | None = None
 
     def engine(self) -> Engine:
@@ -214,12 +214,9 @@ class State:
         """Log out of the HSM and drop database connections (tests, tools)."""
         if self.audit_trail is not None:
             self.audit_trail.stop()
-        handler = self.audit_handler
-        if handler is not None:
-            logging.getLogger("oidc.audit").removeHandler(handler)
-            sink = getattr(handler, "sink", None)
-            if sink in audit.sinks:
-                audit.sinks.remove(sink)
+        if self.audit_handler is not None:
+            audit_chain.detach(self.audit_handler)
+            self.audit_handler = None
         service = self._key_service
         if service is not None:
             service.close()

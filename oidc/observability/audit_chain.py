@@ -490,3 +490,16 @@ def init_app(app: Flask, trail: AuditTrail) -> AuditHandler:
         flush_request(trail)
 
     return handler
+
+
+def detach(handler: AuditHandler) -> None:
+    """Undo :func:`init_app` for one app; the last one gone, ``oidc.audit`` logs as it did before."""
+    audit_logger = logging.getLogger("oidc.audit")
+    audit_logger.removeHandler(handler)
+    if handler.sink in audit.sinks:
+        audit.sinks.remove(handler.sink)
+    if not any(isinstance(existing, AuditHandler) for existing in audit_logger.handlers):
+        for existing in [h for h in audit_logger.handlers if isinstance(h, _ToParent)]:
+            audit_logger.removeHandler(existing)
+        audit_logger.propagate = True
+        audit_logger.setLevel(logging.NOTSET)
