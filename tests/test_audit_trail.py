@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -328,3 +329,35 @@ def audited(make_app, base_env):
 def test_any_stored_checkpoint_text_is_refused_not_raised(audited, token):
     """A checkpoint row is database content: whatever it holds, verification refuses it without an exception."""
     assert _trail(audited).checkpoint_claims(token) is None
+
+
+@pytest.mark.e2e
+def test_two_gunicorn_workers_write_one_chain(make_app, base_env, tmp_path):
+    """Served as deployed (gunicorn, 2 workers, each with its chainer): tokens issued in parallel end up
+    in one chain that verifies, with checkpoints, and none is missing."""
+    import concurrent.futures
+
+    import requests
+
+    from oidc_fixtures import serve_with_gunicorn
+
+    env = {**base_env, "AUDIT_CHAIN": "true", "AUDIT_SEAL_SECONDS": "0.2", "AUDIT_CHECKPOINT_ENTRIES": "10"}
+    with serve_with_gunicorn(make_app, env, tmp_path, grant_types=["client_credentials"], scope="api",
+                             auth_method="client_secret_basic") as served:
+        token_url = served["issuer"] + "/token"
+
+        def issue(_: int) -> int:
+            return requests.post(token_url, data={"grant_type": "client_credentials", "scope": "api"},
+                                 auth=(served["client_id"], served["client_secret"]), timeout=10).status_code
+
+        with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
+            assert set(pool.map(issue, range(60))) == {200}
+        trail = _trail(Provider(make_app(served["env"])))
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and trail.verify().unsealed:
+            time.sleep(0.2)  # sealed by the chainers (each worker has one)
+        result = trail.verify()
+    assert result.ok and result.unsealed == 0, result.problem
+    issued = [entry for entry in trail.export() if entry["event"] == "token.issued"]
+    assert len(issued) == 60 and len({entry["fields"]["jti"] for entry in issued}) == 60
+    assert result.checkpoints >= 6
