@@ -51,7 +51,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from flask import Flask
+from flask import Flask, has_request_context
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -386,7 +386,8 @@ class AuditHandler(logging.Handler):
     In a request, entries wait in the request's list and are written in one insert once the
     request has ended (:func:`flush_request`): after its own transaction, whose write lock (on
     SQLite) an insert on another connection would wait for.  Outside a request (commands, the
-    HSM's recovery thread) an entry is written at once.
+    HSM's recovery thread) an entry is written at once.  With a write delay, every entry goes
+    to the process's queue (:meth:`AuditTrail.append`): nothing is written in the request.
     """
 
     def __init__(self, trail: AuditTrail, owner: Callable[[], bool]) -> None:
@@ -405,13 +406,17 @@ class AuditHandler(logging.Handler):
         self.sink(event, record.levelno, fields)
 
     def sink(self, event: str, level: int, fields: dict[str, Any]) -> None:
-        """Append one event: to the request's entries in a request, else at once."""
+        """Append one event: to the process's queue with a write delay; else to the request's entries
+        in a request, and at once outside one."""
         if not self.owner():
             return
         entry = {"at": int(self.trail.clock()), "event": event[:64],
                  "fields": fields_text({**fields, "level": logging.getLevelName(level)})}
-        pending = _pending.get()
-        if pending is not None:
+        if self.trail.write_delay_seconds <= 0 and has_request_context():
+            pending = _pending.get()
+            if pending is None:
+                pending = []
+                _pending.set(pending)  # this request's list, written and cleared by flush_request
             pending.append(entry)
             return
         try:
@@ -433,11 +438,6 @@ class _ToParent(logging.Handler):
         parent = logging.getLogger("oidc")
         if parent.isEnabledFor(record.levelno):
             parent.handle(record)
-
-
-def begin_request() -> None:
-    """Collect this request's audit entries until :func:`flush_request`."""
-    _pending.set([])
 
 
 def has_pending() -> bool:
@@ -476,10 +476,6 @@ def init_app(app: Flask, trail: AuditTrail) -> AuditHandler:
     audit_logger.addHandler(handler)
     audit_logger.setLevel(logging.INFO)
     audit.sinks.append(handler.sink)
-
-    @app.before_request
-    def collect_audit_entries() -> None:
-        begin_request()
 
     @app.teardown_request
     def write_audit_entries(_exc: BaseException | None) -> None:
