@@ -38,10 +38,12 @@ from sqlalchemy import (
     Integer,
     Row,
     Select,
+    String,
     bindparam,
     delete,
     func,
     insert,
+    literal,
     or_,
     select,
     union,
@@ -395,8 +397,17 @@ _CERTIFICATE_EXPIRIES = (select(key_certificates.c.key_set, key_certificates.c.k
 
 # The audit trail (oidc.observability.audit_chain).  The token path runs one of these: the insert.
 _AUDIT_INSERT = insert_all(insert(audit_log), skip=("id", "position", "hash"))
-#: Many entries at once (a queue written by the chainer thread): one executemany.
-_AUDIT_INSERT_MANY = insert(audit_log)
+#: Entries the chainer writes already sealed (a write delay's queue): every column, one executemany.
+_AUDIT_INSERT_SEALED = insert_all(insert(audit_log), skip=())
+#: The ids for the entries the chainer writes sealed (an entry's hash covers its id), taken under the
+#: head's lock: the table's own sequence on PostgreSQL (shared with every other insert); on SQLite,
+#: whose rowid is the largest plus one, the largest (the head's lock is SQLite's one write lock).
+_AUDIT_NEXT_IDS = {
+    "postgresql": select(func.nextval(func.pg_get_serial_sequence(literal(audit_log.name, String),
+                                                                  literal(audit_log.c.id.name, String))))
+                  .select_from(func.generate_series(1, bindparam("count", type_=Integer))),
+    "sqlite": select(func.coalesce(func.max(audit_log.c.id), 0)),
+}
 #: How many unsealed entries one pass of the chainer seals.
 AUDIT_SEAL_BATCH = 1000
 # The chainer's first statement: a write to the head row, so it holds the head's lock (PostgreSQL's row
@@ -406,8 +417,8 @@ _AUDIT_LOCK_HEAD = (update(audit_chain).where(audit_chain.c.id == 1)
 _AUDIT_HEAD = select(audit_chain).where(audit_chain.c.id == 1)
 _AUDIT_UNSEALED = (select(audit_log.c.id, audit_log.c.at, audit_log.c.event, audit_log.c.fields)
                    .where(audit_log.c.position.is_(None)).order_by(audit_log.c.id).limit(AUDIT_SEAL_BATCH))
-_AUDIT_SEAL = (update(audit_log).where(audit_log.c.id == bindparam("row_id"))
-               .values(position=bindparam("sealed_position"), hash=bindparam("sealed_hash")))
+_AUDIT_SEAL = Prepared(update(audit_log).where(audit_log.c.id == bindparam("row_id"))
+                      .values(position=bindparam("sealed_position"), hash=bindparam("sealed_hash")))
 _AUDIT_ADVANCE_HEAD = (update(audit_chain).where(audit_chain.c.id == 1)
                        .values(position=bindparam("head_position"), hash=bindparam("head_hash")))
 _AUDIT_MARK_CHECKPOINT = (update(audit_chain).where(audit_chain.c.id == 1)
@@ -860,7 +871,7 @@ def insert_audit_entries(engine: Engine, entries: list[dict[str, Any]]) -> None:
             if len(entries) == 1:
                 _AUDIT_INSERT.rowcount(connection, entries[0])
             else:
-                connection.execute(_AUDIT_INSERT_MANY, entries)
+                _AUDIT_INSERT.executemany(connection, entries)
 
 
 def lock_audit_head(connection: Connection) -> bool:
@@ -877,9 +888,21 @@ def unsealed_audit_entries(connection: Connection) -> Sequence[AnyRow]:
     return cast(Sequence[AnyRow], connection.execute(_AUDIT_UNSEALED).all())
 
 
-def seal_audit_entries(connection: Connection, sealed: list[dict[str, Any]], position: int, digest: str) -> None:
-    """Give entries (``row_id``, ``sealed_position``, ``sealed_hash``) their place and move the head."""
-    connection.execute(_AUDIT_SEAL, sealed)
+def next_audit_ids(connection: Connection, count: int) -> list[int]:
+    """``count`` new ids of ``audit_log`` for rows inserted with them (in a transaction holding the head's lock)."""
+    dialect = connection.dialect.name
+    if dialect == "sqlite":
+        largest = int(connection.execute(_AUDIT_NEXT_IDS["sqlite"]).scalar_one())
+        return list(range(largest + 1, largest + 1 + count))
+    return [int(value) for value in connection.execute(_AUDIT_NEXT_IDS[dialect], {"count": count}).scalars()]
+
+
+def seal_audit_entries(connection: Connection, sealed: list[dict[str, Any]], written: list[dict[str, Any]],
+                       position: int, digest: str) -> None:
+    """Give stored entries (``row_id``, ``sealed_position``, ``sealed_hash``) their place, insert new
+    entries already sealed (every column), and move the head to ``position`` and ``digest``."""
+    _AUDIT_SEAL.executemany(connection, sealed)
+    _AUDIT_INSERT_SEALED.executemany(connection, written)
     connection.execute(_AUDIT_ADVANCE_HEAD, {"head_position": position, "head_hash": digest})
 
 

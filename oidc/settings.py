@@ -64,6 +64,9 @@ DEFAULT_FORWARDED_ALLOW_IPS = ("127.0.0.1", "::1")
 DEFAULT_LOG_FORMAT = "json"
 #: The pages' defaults (README.md, "Pages and themes").
 DEFAULT_SERVICE_NAME = "Single sign-on"
+#: How long audit entries wait in a worker before its chainer writes them (README "The audit trail":
+#: what a SIGKILL can lose, why not 0).
+DEFAULT_AUDIT_WRITE_DELAY_SECONDS = 0.1
 DEFAULT_PRIMARY_COLOR = "#1d4ed8"
 DEFAULT_LANGUAGES = ("en", "de", "fr")
 _HEX_COLOUR = re.compile(r"#(?:[0-9a-f]{3}|[0-9a-f]{6})")
@@ -271,7 +274,7 @@ class Settings:
     audit_checkpoint_seconds: float = 300.0
     audit_seal_seconds: float = 1.0
     audit_checkpoint_signing_alg: str = "ES256"
-    audit_write_delay_seconds: float = 0.0
+    audit_write_delay_seconds: float = DEFAULT_AUDIT_WRITE_DELAY_SECONDS
 
     def __repr__(self) -> str:  # never a secret or PIN in a traceback or log line
         return f"Settings(issuer={self.issuer!r}, database={self.database_url.split(':', 1)[0]}, ...)"
@@ -473,7 +476,7 @@ def _read_audit(read: _Reader) -> dict[str, Any]:
         "audit_checkpoint_seconds": read.seconds("AUDIT_CHECKPOINT_SECONDS", 300.0, minimum=1.0),
         "audit_seal_seconds": read.seconds("AUDIT_SEAL_SECONDS", 1.0, minimum=0.05),
         "audit_checkpoint_signing_alg": read.algorithm("AUDIT_CHECKPOINT_SIGNING_ALG", "ES256"),
-        "audit_write_delay_seconds": read.seconds("AUDIT_WRITE_DELAY_SECONDS", 0.0),
+        "audit_write_delay_seconds": read.seconds("AUDIT_WRITE_DELAY_SECONDS", DEFAULT_AUDIT_WRITE_DELAY_SECONDS),
     }
 
 

@@ -24,7 +24,12 @@ from oidc_fixtures import Provider
 
 pytestmark = pytest.mark.both_databases
 
-AUDIT_ENV = {"AUDIT_CHAIN": "true", "AUDIT_SEAL_SECONDS": "3600", "AUDIT_CHECKPOINT_ENTRIES": "4"}
+# Each request's entries committed before its response (AUDIT_WRITE_DELAY_SECONDS=0); the tests that
+# queue them (the default's path: inserted sealed by the chainer) say so, with a delay that never ends
+# in a test, so that only their explicit seal() writes the queue.
+AUDIT_ENV = {"AUDIT_CHAIN": "true", "AUDIT_SEAL_SECONDS": "3600", "AUDIT_CHECKPOINT_ENTRIES": "4",
+             "AUDIT_WRITE_DELAY_SECONDS": "0"}
+QUEUED = {"AUDIT_WRITE_DELAY_SECONDS": "3600"}
 
 
 def _provider(make_app: Any, base_env: dict[str, str], **env: str) -> Provider:
@@ -59,7 +64,8 @@ def _sql(op: Provider, statement: str, **params: Any) -> None:
 
 
 def _chained(make_app: Any, base_env: dict[str, str], tokens: int = 6) -> tuple[Provider, Any]:
-    op = _provider(make_app, base_env)
+    """A provider whose requests queued their entries, then wrote them sealed (the default's path)."""
+    op = _provider(make_app, base_env, **QUEUED)
     _issue_tokens(op, tokens)
     trail = _trail(op)
     trail.seal()
@@ -208,10 +214,12 @@ def test_checkpoints_verify_with_the_audit_jwks_only(make_app, base_env):
         assert hashlib.sha256(b"").hexdigest() != claims["hash"]
 
 
-def test_concurrent_appends_and_chainers_keep_one_chain(make_app, base_env):
-    """Two apps on one database (two workers), each appending from two threads while both seal."""
-    first = _provider(make_app, base_env)
-    second = Provider(make_app({**base_env, **AUDIT_ENV}))
+@pytest.mark.parametrize("delay", ["0", "3600"], ids=["inserted", "queued"])
+def test_concurrent_appends_and_chainers_keep_one_chain(make_app, base_env, delay):
+    """Two apps on one database (two workers), each appending from two threads while both seal: each
+    entry inserted at once (sealed later), or queued (inserted sealed by seal())."""
+    first = _provider(make_app, base_env, AUDIT_WRITE_DELAY_SECONDS=delay)
+    second = Provider(make_app({**base_env, **AUDIT_ENV, "AUDIT_WRITE_DELAY_SECONDS": delay}))
     trails = [_trail(first), _trail(second)]
     errors: list[BaseException] = []
 
@@ -231,7 +239,8 @@ def test_concurrent_appends_and_chainers_keep_one_chain(make_app, base_env):
     for thread in threads:
         thread.join(timeout=120)
     assert not errors, errors
-    trails[0].seal()
+    for trail in trails:
+        trail.seal()
     result = trails[1].verify()
     assert result.ok, result.problem
     concurrent = [entry for entry in trails[0].export() if entry["event"] == "test.concurrent"]

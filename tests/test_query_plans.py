@@ -87,7 +87,14 @@ def _plans(make_app: Any, base_env: dict[str, str], statements: dict[str, Any]) 
     with app.app_context(), db.engine.connect() as connection:
         if connection.dialect.name == "postgresql":
             connection.exec_driver_sql("SET enable_seqscan = off")
-        return {name: _plan(connection, statement) for name, statement in statements.items()}
+        return {name: _plan(connection, statement) for name, statement in statements.items()
+                if _for_dialect(name, connection.dialect.name)}
+
+
+def _for_dialect(name: str, dialect: str) -> bool:
+    """Whether this database runs the statement: ``_NAME[sqlite]`` and ``_NAME[postgresql]`` are one dialect's."""
+    key = name.rpartition("[")[2].rstrip("]") if name.endswith("]") else ""
+    return key not in {"sqlite", "postgresql"} or key == dialect
 
 
 def _scans(plan: str) -> bool:

@@ -91,10 +91,14 @@ def entry_hash(entry: Mapping[str, Any], previous: str) -> str:
     return hashlib.sha256(canonical(entry, previous)).hexdigest()
 
 
+#: The canonical JSON of an event's fields, made once (``json.dumps`` with options builds an encoder per call).
+_FIELDS_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True, default=str)
+
+
 def fields_text(fields: Mapping[str, Any]) -> str:
     """An event's fields as canonical JSON text (identifiers only; :data:`NEVER_STORED` dropped)."""
     kept = {name: value for name, value in fields.items() if name.lower() not in NEVER_STORED}
-    return json.dumps(kept, sort_keys=True, separators=(",", ":"), ensure_ascii=True, default=str)
+    return _FIELDS_ENCODER.encode(kept)
 
 
 @dataclass
@@ -170,36 +174,42 @@ class AuditTrail:
             queries.insert_audit_entries(self.engine(), entries)
         self.start_chainer()
 
-    def write_queued(self) -> int:
-        """Write the queued entries in one transaction; the count written (kept queued if it fails)."""
-        with self._queue_lock:
-            entries, self._queue = self._queue, []
-        if not entries:
+    def write_queued(self, *, sign: bool = True) -> int:
+        """Write this process's queued entries, sealed as they are written (:meth:`seal`); the count sealed.
+
+        Nothing queued: nothing is done (no transaction).  Entries not written stay queued, first.
+        """
+        if not self._queue:
             return 0
-        try:
-            queries.insert_audit_entries(self.engine(), entries)
-        except SQLAlchemyError:
-            with self._queue_lock:
-                self._queue[:0] = entries  # first again, in their order
-            raise
-        return len(entries)
+        return self.seal(sign=sign)
 
     # -- sealing (the chainer) --------------------------------------------------------------------
 
-    def seal(self) -> int:
-        """Seal the unsealed entries in order, and sign a checkpoint when one is due; the count sealed.
+    def seal(self, *, sign: bool = True) -> int:
+        """Seal the unsealed entries in order, then this process's queued ones; the count sealed.
 
-        This process's queued entries are written first.
+        Queued entries are inserted sealed (position and hash with them), in the transaction that
+        seals them: one insert each, no update.  A checkpoint is signed when one is due, unless
+        ``sign`` is false (a process's exit: it never starts the key service to sign; the next
+        chainer to seal signs the checkpoint then due).
         """
-        self.write_queued()
-        signer = self._checkpoint_signer()  # before the lock: starting the key service writes to the database
-        sealed_total = 0
-        while True:
-            with self.engine().begin() as connection:
-                sealed, more = self._seal_batch(connection, signer)
-            sealed_total += sealed
-            if not more:
-                return sealed_total
+        with self._queue_lock:
+            queued, self._queue = self._queue, []
+        try:
+            # Before the lock: starting the key service writes to the database.
+            signer = self._checkpoint_signer() if sign else None
+            sealed_total = 0
+            while True:
+                with self.engine().begin() as connection:
+                    sealed, written, more = self._seal_batch(connection, signer, queued)
+                del queued[:written]  # committed: no longer this process's to write
+                sealed_total += sealed
+                if not more and not queued:
+                    return sealed_total
+        finally:
+            if queued:  # not written (the database failed): first again, in their order
+                with self._queue_lock:
+                    self._queue[:0] = queued
 
     def _checkpoint_signer(self) -> Signer | None:
         try:
@@ -208,8 +218,10 @@ class AuditTrail:
             log.warning("no audit checkpoint now: the audit key set cannot sign (%s)", type(exc).__name__)
             return None
 
-    def _seal_batch(self, connection: Connection, signer: Signer | None) -> tuple[int, bool]:
-        """Seal up to the next checkpoint (or a batch), sign the checkpoint if due; (count, more to seal)."""
+    def _seal_batch(self, connection: Connection, signer: Signer | None,
+                    queued: list[dict[str, Any]]) -> tuple[int, int, bool]:
+        """Seal up to the next checkpoint (or a batch): stored unsealed entries first, then queued ones;
+        sign the checkpoint if due.  (count sealed, count of ``queued`` written, more stored to seal)."""
         if not queries.lock_audit_head(connection):
             raise RuntimeError("the audit_chain head row is missing: run oidc-hsm db upgrade")
         head = queries.audit_head(connection)
@@ -217,15 +229,31 @@ class AuditTrail:
         unsealed = queries.unsealed_audit_entries(connection)
         # Stop at the next multiple of AUDIT_CHECKPOINT_ENTRIES, so each checkpoint signs exactly there.
         room = self.checkpoint_entries - (position - int(head.checkpoint_position)) if signer is not None else 0
-        batch = unsealed[:room] if room > 0 else unsealed
+        limit = min(room, queries.AUDIT_SEAL_BATCH) if room > 0 else queries.AUDIT_SEAL_BATCH
+        stored = unsealed[:limit]
+        fresh = queued[:limit - len(stored)]
         sealed = []
-        for row in batch:
+        for row in stored:
             position += 1
             digest = entry_hash({"id": row.id, "position": position, "at": row.at, "event": row.event,
                                  "fields": row.fields}, digest)
             sealed.append({"row_id": row.id, "sealed_position": position, "sealed_hash": digest})
-        if sealed:
-            queries.seal_audit_entries(connection, sealed, position, digest)
+        written = []
+        for entry_id, entry in zip(queries.next_audit_ids(connection, len(fresh)) if fresh else (), fresh,
+                                   strict=True):
+            position += 1
+            inserted = {"id": entry_id, "position": position, "at": entry["at"], "event": entry["event"],
+                        "fields": entry["fields"]}
+            digest = inserted["hash"] = entry_hash(inserted, digest)
+            written.append(inserted)
+        if sealed or written:
+            queries.seal_audit_entries(connection, sealed, written, position, digest)
+        self._checkpoint_if_due(connection, signer, head, position, digest)
+        more = len(stored) < len(unsealed) or len(unsealed) == queries.AUDIT_SEAL_BATCH
+        return len(sealed) + len(written), len(written), more
+
+    def _checkpoint_if_due(self, connection: Connection, signer: Signer | None, head: Any, position: int,
+                           digest: str) -> None:
         now = int(self.clock())
         due = position - int(head.checkpoint_position) >= self.checkpoint_entries or (
             position > int(head.checkpoint_position) and now - int(head.checkpoint_at) >= self.checkpoint_seconds)
@@ -234,8 +262,6 @@ class AuditTrail:
                                 AUDIT_CHECKPOINT_TYP)
             queries.insert_audit_checkpoint(connection, {"position": position, "hash": digest, "kid": signer.kid,
                                                          "token": token, "at": now})
-        more = len(batch) < len(unsealed) or len(unsealed) == queries.AUDIT_SEAL_BATCH
-        return len(sealed), more
 
     def start_chainer(self) -> None:
         """Start this process's chainer thread once (again in a forked child, which has no threads)."""
@@ -252,14 +278,16 @@ class AuditTrail:
                 atexit.register(self.stop)  # a worker's graceful exit writes what is queued
 
     def _run_chainer(self) -> None:
+        # One wake-up per interval, never one per event: a request only appends to the queue.
         interval = min(self.seal_seconds, self.write_delay_seconds or self.seal_seconds)
         sealed_at = time.monotonic()
         while not self._stop.wait(interval):
             try:
-                self.write_queued()
                 if time.monotonic() - sealed_at >= self.seal_seconds:
                     sealed_at = time.monotonic()
-                    self.seal()
+                    self.seal()  # the queue too
+                else:
+                    self.write_queued()
             except (SQLAlchemyError, KeyServiceError, RuntimeError) as exc:  # tried again next time
                 log.warning("writing or sealing the audit trail failed: %s", type(exc).__name__)
 
@@ -271,8 +299,8 @@ class AuditTrail:
             chainer.join(timeout=5)
         self._chainer_pid = 0
         try:
-            self.write_queued()
-        except SQLAlchemyError:
+            self.write_queued(sign=False)
+        except (SQLAlchemyError, RuntimeError):
             log.exception("%d queued audit entries could not be written", len(self._queue))
 
     # -- verifying and exporting ----------------------------------------------------------------------
