@@ -26,10 +26,13 @@ never imports ``oidc``), the migrations and the connection set-up of
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any, cast
 
 from sqlalchemy import (
+    JSON,
+    BigInteger,
     ColumnElement,
     CompoundSelect,
     Connection,
@@ -39,7 +42,9 @@ from sqlalchemy import (
     Row,
     Select,
     String,
+    Text,
     bindparam,
+    column,
     delete,
     func,
     insert,
@@ -49,6 +54,9 @@ from sqlalchemy import (
     union,
     union_all,
     update,
+)
+from sqlalchemy import (
+    cast as cast_as,
 )
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql.expression import Executable
@@ -397,14 +405,24 @@ _CERTIFICATE_EXPIRIES = (select(key_certificates.c.key_set, key_certificates.c.k
 
 # The audit trail (oidc.observability.audit_chain).  The token path runs one of these: the insert.
 _AUDIT_INSERT = insert_all(insert(audit_log), skip=("id", "position", "hash"))
-#: Entries the chainer writes already sealed (a write delay's queue): every column, one executemany.
+#: Entries the chainer writes already sealed (a write delay's queue), every column given: on SQLite one
+#: executemany of this insert (sqlite3 runs it in C); on PostgreSQL one statement for the whole batch,
+#: the rows as one JSON parameter (psycopg's executemany, and its text arrays, cost more Python per row
+#: than json.dumps does: a worker's CPU is what the audit chain must not take).
 _AUDIT_INSERT_SEALED = insert_all(insert(audit_log), skip=())
+_SEALED_COLUMNS = (column("id", BigInteger), column("at", BigInteger), column("event", Text),
+                   column("fields", Text), column("position", BigInteger), column("hash", Text))
+_SEALED_ROWS = func.json_to_recordset(cast_as(bindparam("entries", "[]", type_=Text), JSON)).table_valued(
+    *_SEALED_COLUMNS).render_derived(with_types=True)
+_AUDIT_INSERT_SEALED_ROWS = {
+    "postgresql": insert(audit_log).from_select([c.name for c in _SEALED_COLUMNS], select(_SEALED_ROWS)),
+}
 #: The ids for the entries the chainer writes sealed (an entry's hash covers its id), taken under the
 #: head's lock: the table's own sequence on PostgreSQL (shared with every other insert); on SQLite,
 #: whose rowid is the largest plus one, the largest (the head's lock is SQLite's one write lock).
 _AUDIT_NEXT_IDS = {
-    "postgresql": select(func.nextval(func.pg_get_serial_sequence(literal(audit_log.name, String),
-                                                                  literal(audit_log.c.id.name, String))))
+    "postgresql": select(func.array_agg(func.nextval(func.pg_get_serial_sequence(
+        literal(audit_log.name, String), literal(audit_log.c.id.name, String)))))
                   .select_from(func.generate_series(1, bindparam("count", type_=Integer))),
     "sqlite": select(func.coalesce(func.max(audit_log.c.id), 0)),
 }
@@ -413,7 +431,7 @@ AUDIT_SEAL_BATCH = 1000
 # The chainer's first statement: a write to the head row, so it holds the head's lock (PostgreSQL's row
 # lock, SQLite's write lock) before it reads anything; a second chainer waits here.
 _AUDIT_LOCK_HEAD = (update(audit_chain).where(audit_chain.c.id == 1)
-                    .values(position=audit_chain.c.position))
+                    .values(position=audit_chain.c.position).returning(*audit_chain.c))
 _AUDIT_HEAD = select(audit_chain).where(audit_chain.c.id == 1)
 _AUDIT_UNSEALED = (select(audit_log.c.id, audit_log.c.at, audit_log.c.event, audit_log.c.fields)
                    .where(audit_log.c.position.is_(None)).order_by(audit_log.c.id).limit(AUDIT_SEAL_BATCH))
@@ -874,9 +892,9 @@ def insert_audit_entries(engine: Engine, entries: list[dict[str, Any]]) -> None:
                 _AUDIT_INSERT.executemany(connection, entries)
 
 
-def lock_audit_head(connection: Connection) -> bool:
-    """Take the chain head's lock for this transaction (False: the head row is missing)."""
-    return _changed_on(connection, _AUDIT_LOCK_HEAD, {}) == 1
+def lock_audit_head(connection: Connection) -> AnyRow | None:
+    """Take the chain head's lock for this transaction; the head as it is then (None: the row is missing)."""
+    return cast("AnyRow | None", connection.execute(_AUDIT_LOCK_HEAD).one_or_none())
 
 
 def audit_head(connection: Connection) -> AnyRow:
@@ -894,7 +912,7 @@ def next_audit_ids(connection: Connection, count: int) -> list[int]:
     if dialect == "sqlite":
         largest = int(connection.execute(_AUDIT_NEXT_IDS["sqlite"]).scalar_one())
         return list(range(largest + 1, largest + 1 + count))
-    return [int(value) for value in connection.execute(_AUDIT_NEXT_IDS[dialect], {"count": count}).scalars()]
+    return sorted(int(value) for value in connection.execute(_AUDIT_NEXT_IDS[dialect], {"count": count}).scalar_one())
 
 
 def seal_audit_entries(connection: Connection, sealed: list[dict[str, Any]], written: list[dict[str, Any]],
@@ -902,7 +920,10 @@ def seal_audit_entries(connection: Connection, sealed: list[dict[str, Any]], wri
     """Give stored entries (``row_id``, ``sealed_position``, ``sealed_hash``) their place, insert new
     entries already sealed (every column), and move the head to ``position`` and ``digest``."""
     _AUDIT_SEAL.executemany(connection, sealed)
-    _AUDIT_INSERT_SEALED.executemany(connection, written)
+    if written and connection.dialect.name == "postgresql":
+        connection.execute(_AUDIT_INSERT_SEALED_ROWS["postgresql"], {"entries": json.dumps(written)})
+    else:
+        _AUDIT_INSERT_SEALED.executemany(connection, written)
     connection.execute(_AUDIT_ADVANCE_HEAD, {"head_position": position, "head_hash": digest})
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections import namedtuple
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any, Protocol
 
 from sqlalchemy import Connection, Dialect, Engine, bindparam, exc
@@ -45,6 +46,8 @@ class _Compiled:
     #: The row type and each column's result processor (a SELECT), else None.
     row_type: Any
     results: tuple[Processor, ...]
+    #: When no parameter has a processor or a held value: a row's DB-API parameters from its mapping.
+    plain: Callable[[Mapping[str, Any]], Any] | None = None
 
 
 class NamedRow(Protocol):
@@ -104,13 +107,18 @@ class Prepared:
         if not rows:
             return
         compiled = self.compiled(connection.dialect)
-        arguments: list[Any] = []
-        for params in rows:
-            values = {}
-            for name, process, held in compiled.binds:
-                value = params[name] if held is _REQUIRED else params.get(name, held)
-                values[name] = process(value) if process is not None else value
-            arguments.append(values if compiled.positions is None else tuple(values[n] for n in compiled.positions))
+        arguments: list[Any]
+        if compiled.plain is not None:  # no processor, no held value: the rows' values as they are
+            arguments = [compiled.plain(params) for params in rows]
+        else:
+            arguments = []
+            for params in rows:
+                values = {}
+                for name, process, held in compiled.binds:
+                    value = params[name] if held is _REQUIRED else params.get(name, held)
+                    values[name] = process(value) if process is not None else value
+                arguments.append(values if compiled.positions is None
+                                 else tuple(values[n] for n in compiled.positions))
         dbapi_connection = connection.connection.dbapi_connection
         assert dbapi_connection is not None, "a connection of a transaction"
         cursor = None
@@ -185,7 +193,19 @@ def _compile(statement: Executable, dialect: Dialect) -> _Compiled:
         columns = list(statement.selected_columns)
         row_type = _row_type(tuple(str(column.key) for column in columns))
         results = tuple(column.type.dialect_impl(dialect).result_processor(dialect, None) for column in columns)
-    return _Compiled(sql=compiled.string, positions=positions, binds=binds, row_type=row_type, results=results)
+    plain = None
+    if binds and all(process is None and held is _REQUIRED for _, process, held in binds):
+        plain = _plain_arguments(positions, tuple(name for name, _, _ in binds))
+    return _Compiled(sql=compiled.string, positions=positions, binds=binds, row_type=row_type, results=results,
+                     plain=plain)
+
+
+def _plain_arguments(positions: tuple[str, ...] | None, names: tuple[str, ...]) -> Callable[[Mapping[str, Any]], Any]:
+    """A row's DB-API parameters: a tuple in the placeholders' order, or a dict of the names."""
+    if positions is not None:
+        pick = itemgetter(*positions)
+        return (lambda params: pick(params)) if len(positions) > 1 else (lambda params: (pick(params),))
+    return lambda params: {name: params[name] for name in names}
 
 
 def _row_type(names: tuple[str, ...]) -> Any:
