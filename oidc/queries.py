@@ -405,17 +405,21 @@ _CERTIFICATE_EXPIRIES = (select(key_certificates.c.key_set, key_certificates.c.k
 
 # The audit trail (oidc.observability.audit_chain).  The token path runs one of these: the insert.
 _AUDIT_INSERT = insert_all(insert(audit_log), skip=("id", "position", "hash"))
-#: Entries the chainer writes already sealed (a write delay's queue), every column given: on SQLite one
-#: executemany of this insert (sqlite3 runs it in C); on PostgreSQL one statement for the whole batch,
-#: the rows as one JSON parameter (psycopg's executemany, and its text arrays, cost more Python per row
-#: than json.dumps does: a worker's CPU is what the audit chain must not take).
-_AUDIT_INSERT_SEALED = insert_all(insert(audit_log), skip=())
+#: Entries the chainer writes already sealed (a write delay's queue), every column given, in one statement
+#: for the whole batch: the rows as one JSON parameter.  An executemany costs the worker Python per row
+#: (psycopg's adaptation), and on SQLite the GIL per row (sqlite3 releases it around each step, and
+#: the chainer then waits for the request thread to hand it back); json.dumps of the batch is one C call.
 _SEALED_COLUMNS = (column("id", BigInteger), column("at", BigInteger), column("event", Text),
                    column("fields", Text), column("position", BigInteger), column("hash", Text))
-_SEALED_ROWS = func.json_to_recordset(cast_as(bindparam("entries", "[]", type_=Text), JSON)).table_valued(
+_SEALED_JSON = bindparam("entries", "[]", type_=Text)
+_SEALED_RECORDS = func.json_to_recordset(cast_as(_SEALED_JSON, JSON)).table_valued(
     *_SEALED_COLUMNS).render_derived(with_types=True)
+_SEALED_ELEMENTS = func.json_each(_SEALED_JSON).table_valued("value")
 _AUDIT_INSERT_SEALED_ROWS = {
-    "postgresql": insert(audit_log).from_select([c.name for c in _SEALED_COLUMNS], select(_SEALED_ROWS)),
+    "postgresql": insert(audit_log).from_select([c.name for c in _SEALED_COLUMNS], select(_SEALED_RECORDS)),
+    "sqlite": insert(audit_log).from_select(
+        [c.name for c in _SEALED_COLUMNS],
+        select(*(func.json_extract(_SEALED_ELEMENTS.c.value, f"$.{c.name}") for c in _SEALED_COLUMNS))),
 }
 #: The ids for the entries the chainer writes sealed (an entry's hash covers its id), taken under the
 #: head's lock: the table's own sequence on PostgreSQL (shared with every other insert); on SQLite,
@@ -463,6 +467,7 @@ SCANS: dict[str, str] = {
     "_PRUNE_EXPIRED[login_sessions]": "the periodic `tokens prune` clean-up, off the request path",
     "_PRUNE_EXPIRED[initial_access_tokens]": "the periodic `tokens prune` clean-up of a handful of operator-made rows",
     "_PING": "reads no table",
+    "_AUDIT_INSERT_SEALED_ROWS[sqlite]": "reads no table: the rows of its JSON parameter (json_each), one batch",
 }
 
 
@@ -920,10 +925,8 @@ def seal_audit_entries(connection: Connection, sealed: list[dict[str, Any]], wri
     """Give stored entries (``row_id``, ``sealed_position``, ``sealed_hash``) their place, insert new
     entries already sealed (every column), and move the head to ``position`` and ``digest``."""
     _AUDIT_SEAL.executemany(connection, sealed)
-    if written and connection.dialect.name == "postgresql":
-        connection.execute(_AUDIT_INSERT_SEALED_ROWS["postgresql"], {"entries": json.dumps(written)})
-    else:
-        _AUDIT_INSERT_SEALED.executemany(connection, written)
+    if written:
+        connection.execute(_AUDIT_INSERT_SEALED_ROWS[connection.dialect.name], {"entries": json.dumps(written)})
     connection.execute(_AUDIT_ADVANCE_HEAD, {"head_position": position, "head_hash": digest})
 
 

@@ -370,3 +370,62 @@ def test_two_gunicorn_workers_write_one_chain(make_app, base_env, tmp_path):
     issued = [entry for entry in trail.export() if entry["event"] == "token.issued"]
     assert len(issued) == 60 and len({entry["fields"]["jti"] for entry in issued}) == 60
     assert result.checkpoints >= 6
+
+
+@settings(max_examples=200, deadline=None, derandomize=True, database=None)
+@given(entry_id=st.integers(min_value=-(2**63), max_value=2**63 - 1), position=st.integers(min_value=0),
+       at=st.integers(), event=st.text(max_size=64), fields=st.text(max_size=200), previous=st.text(max_size=64))
+def test_canonical_is_json_dumps_of_the_entry(entry_id, position, at, event, fields, previous):
+    """The chainer's shortcut for an entry's canonical bytes writes exactly what json.dumps writes (any
+    text, escapes and non-ASCII included): a hash computed either way is the same hash."""
+    from oidc.observability.audit_chain import canonical
+
+    entry = {"id": entry_id, "position": position, "at": at, "event": event, "fields": fields}
+    expected = json.dumps({**entry, "previous": previous}, sort_keys=True, separators=(",", ":"),
+                          ensure_ascii=True).encode("ascii")
+    assert canonical(entry, previous) == expected
+    # Values of other types (what a tampered SQLite row may hold) take json.dumps itself.
+    assert canonical({**entry, "at": str(at)}, previous) == json.dumps(
+        {**entry, "at": str(at), "previous": previous}, sort_keys=True, separators=(",", ":"),
+        ensure_ascii=True).encode("ascii")
+
+
+@pytest.mark.e2e
+def test_a_graceful_stop_writes_the_queued_entries(make_app, base_env, tmp_path):
+    """With a write delay no run of the chainer reaches (an hour), gunicorn's graceful stop (SIGTERM) still
+    writes every queued entry, sealed: each worker writes its queue on its way out."""
+    import requests
+
+    from oidc_fixtures import serve_with_gunicorn
+
+    env = {**base_env, "AUDIT_CHAIN": "true", "AUDIT_WRITE_DELAY_SECONDS": "3600", "AUDIT_SEAL_SECONDS": "3600"}
+    with serve_with_gunicorn(make_app, env, tmp_path, grant_types=["client_credentials"], scope="api",
+                             auth_method="client_secret_basic") as served:
+        for _ in range(20):
+            response = requests.post(served["issuer"] + "/token", data={"grant_type": "client_credentials",
+                                                                        "scope": "api"},
+                                     auth=(served["client_id"], served["client_secret"]), timeout=10)
+            assert response.status_code == 200
+        served_env = served["env"]
+    trail = _trail(Provider(make_app(served_env)))
+    assert trail.verify().unsealed == 0  # written sealed by the workers, not left for a chainer
+    trail.seal()
+    result = trail.verify()
+    assert result.ok, result.problem
+    assert len([entry for entry in trail.export() if entry["event"] == "token.issued"]) == 20
+
+
+def test_queued_entries_are_stored_as_given(make_app, base_env):
+    """The chainer writes a batch as one JSON parameter: text with quotes, backslashes and non-ASCII, and
+    large numbers, come back from the database as they were queued, and the chain verifies."""
+    op = _provider(make_app, base_env, **QUEUED)
+    trail = _trail(op)
+    fields = {"by": "ünï \"quoted\" \\ 🙂"}
+    odd: dict[str, Any] = {"at": 2**40, "event": 'test.odd "\\ é 漢', "fields": json.dumps(fields)}
+    trail.append([odd, {"at": 1, "event": "test.plain", "fields": "{}"}])
+    trail.seal()
+    stored = [entry for entry in trail.export() if entry["event"].startswith("test.")]
+    assert [(entry["at"], entry["event"], entry["fields"]) for entry in stored] == [
+        (odd["at"], odd["event"], fields), (1, "test.plain", {})]
+    result = trail.verify()
+    assert result.ok and result.unsealed == 0, result.problem
