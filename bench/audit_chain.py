@@ -147,6 +147,7 @@ def instructions(workdir: Path, backend: str, database_url: str | None, env: dic
     cache miss or a system call's time in the kernel is not in it)."""
     import glob
     import time
+    import urllib.error
     import urllib.request
 
     deployment = Deployment(workdir, backend=backend, database_url=database_url)
@@ -173,6 +174,8 @@ def instructions(workdir: Path, backend: str, database_url: str | None, env: dic
             try:
                 post(1)
                 break
+            except urllib.error.HTTPError as error:
+                raise RuntimeError(f"the token endpoint answered {error.code}: {error.read()[:300]!r}") from None
             except OSError:
                 if process.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError("gunicorn under valgrind did not answer") from None
@@ -181,20 +184,16 @@ def instructions(workdir: Path, backend: str, database_url: str | None, env: dic
         time.sleep(1.5)
         worker = next(int(pid) for pid in subprocess.run(["pgrep", "-P", str(process.pid)], capture_output=True,
                                                          text=True).stdout.split())
-        # Zeroed when the worker's accept() returns: at the first counted request.
-        subprocess.run(["callgrind_control", "--zero", str(worker)], check=True, capture_output=True, timeout=300)
+        control(worker, "--zero", deployment.url)
         started = time.monotonic()
         post(requests)
         rate = requests / (time.monotonic() - started)
         time.sleep(float(env.get("AUDIT_WRITE_DELAY_SECONDS", "0")) + 1.5)  # the last write
-        subprocess.run(["callgrind_control", "--dump", str(worker)], check=True, capture_output=True, timeout=300)
-        # valgrind acts on a command when the worker's blocking system call returns: wake it (a request that
-        # is not counted: the dump comes first).
-        dumps: list[str] = []
-        while not dumps and time.monotonic() < deadline:
-            urllib.request.urlopen(deployment.url + "/health/alive", timeout=120).read()
-            time.sleep(2)
-            dumps = sorted(glob.glob(f"{out}.{worker}.*"), key=os.path.getmtime)
+        control(worker, "--dump", deployment.url)
+        # The newest file: the dump just written (its name has the worker's or, after fork, the master's pid).
+        dumps = sorted(glob.glob(f"{out}.*"), key=os.path.getmtime)
+        if not dumps or os.path.getsize(dumps[-1]) == 0:
+            raise RuntimeError(f"no callgrind dump in {workdir}: {os.listdir(workdir)}")
         totals = [line for line in Path(dumps[-1]).read_text().splitlines() if line.startswith(("summary:", "totals:"))]
         return int(totals[-1].split()[1]) / requests, rate
     finally:
@@ -204,6 +203,22 @@ def instructions(workdir: Path, backend: str, database_url: str | None, env: dic
         except subprocess.TimeoutExpired:
             process.kill()
         log.close()
+
+
+def control(worker: int, command: str, url: str) -> None:
+    """Send callgrind a command for the worker.  valgrind acts on it when the worker's blocking system
+    call (accept) returns, and callgrind_control waits for that: a request to /health/alive wakes it
+    (after the command: counted after --zero, one cheap request among the counted ones; not before --dump)."""
+    import time
+    import urllib.request
+
+    process = subprocess.Popen(["callgrind_control", command, str(worker)], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    time.sleep(1)
+    with urllib.request.urlopen(url + "/health/alive", timeout=300) as response:
+        response.read()
+    if process.wait(timeout=300) != 0:
+        raise RuntimeError(f"callgrind_control {command} {worker} failed")
 
 
 def count_instructions(args: argparse.Namespace, workdir: Path) -> None:

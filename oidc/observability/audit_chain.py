@@ -4,25 +4,30 @@ Every record of the ``oidc.audit`` logger (:func:`oidc.observability.audit.recor
 service's ``key.*`` events) is also appended to ``audit_log`` by :class:`AuditHandler`, while
 ``AUDIT_CHAIN`` is on.
 
-Why a chainer seals the rows, and not the insert
-    Linking each entry to the one before at insert time needs the previous entry's hash, so
-    every inserter would wait on one lock on the chain's head: on PostgreSQL, every token
-    request of every worker and instance in one queue, for the length of a round trip.  Instead
-    the request makes **one insert** of the entry's content (``position`` and ``hash`` NULL;
-    several events of one request go in one multi-row insert, after the request's own
-    transaction has ended, so it never waits on its own write lock).  The row's ``id`` (an
-    identity/sequence on PostgreSQL, SQLite's rowid under its single writer) is unique across
-    workers and instances.  A **chainer** in each process (a daemon thread, every
-    ``AUDIT_SEAL_SECONDS``) then seals what is unsealed, in one transaction: it first writes the
-    one ``audit_chain`` row (so it holds that row's lock; a second chainer waits, then finds
-    nothing left to do), takes the unsealed rows in ``id`` order, gives each the next
-    ``position`` and ``hash = SHA-256(canonical(entry, previous hash))``, and moves the head.
+Why a chainer seals the rows, and not the request
+    Linking each entry to the one before needs the previous entry's hash, so every writer waits on
+    one lock on the chain's head: on PostgreSQL, every token request of every worker and instance
+    would be in one queue, for the length of a round trip.  So a request never links: by default
+    (``AUDIT_WRITE_DELAY_SECONDS`` > 0) it only appends its entries to this process's queue, and a
+    **chainer** (a daemon thread in each process) writes the queue every ``AUDIT_WRITE_DELAY_SECONDS``
+    in one transaction: it first writes the one ``audit_chain`` row (so it holds that row's lock; a
+    second chainer waits), takes ids from the table's sequence, gives each entry the next
+    ``position`` and ``hash = SHA-256(canonical(entry, previous hash))``, inserts the batch in one
+    statement and moves the head.  Each entry is one row inserted once, never updated.
     ``position`` is the one total order: contiguous from 1, so a deleted row leaves a hole.
-    (Ordering by position rather than by ``id`` also means that a row whose insert committed
-    after a larger ``id`` was sealed, which a sequence allows, is simply sealed after it, not lost.)
 
-    What that costs: an entry is tamper-evident once sealed, ``AUDIT_SEAL_SECONDS`` later at
-    most (while any process of the deployment runs); ``audit verify`` counts rows not sealed yet.
+    With ``AUDIT_WRITE_DELAY_SECONDS=0`` a request makes **one insert** of its entries' content
+    (``position`` and ``hash`` NULL; after the request's own transaction has ended, so it never
+    waits on its own write lock), committed before its response; every ``AUDIT_SEAL_SECONDS`` a
+    chainer seals what is stored unsealed, in ``id`` order, under the same lock.  (Ordering by
+    position rather than by ``id`` means that a row whose insert committed after a larger ``id`` was
+    sealed, which a sequence allows, is simply sealed after it, not lost.)
+
+    What each costs: queued entries are lost if the process is killed (``SIGKILL``) before its chainer
+    wrote them, at most ``AUDIT_WRITE_DELAY_SECONDS`` of them; a graceful exit writes them
+    (:meth:`AuditTrail.stop`, at exit).  Entries stored unsealed are tamper-evident once sealed,
+    ``AUDIT_SEAL_SECONDS`` later at most (while any process of the deployment runs); ``audit verify``
+    counts rows not sealed yet.
 
 Checkpoints
     Every ``AUDIT_CHECKPOINT_ENTRIES`` entries or ``AUDIT_CHECKPOINT_SECONDS`` (when the chain
@@ -161,7 +166,7 @@ class AuditTrail:
     checkpoint_seconds: float = 300.0
     seal_seconds: float = 1.0
     #: 0: a request's entries are committed before its response (one insert).  Else they wait in
-    #: this process's queue and the chainer thread writes the queue every ``write_delay_seconds``.
+    #: this process's queue and the chainer thread writes the queue, sealed, every ``write_delay_seconds``.
     write_delay_seconds: float = 0.0
     _stop: threading.Event = field(default_factory=threading.Event)
     _chainer: threading.Thread | None = None
@@ -425,11 +430,12 @@ def _b64decode(text: str) -> bytes:
 class AuditHandler(logging.Handler):
     """Appends each ``oidc.audit`` record to the trail.
 
-    In a request, entries wait in the request's list and are written in one insert once the
-    request has ended (:func:`flush_request`): after its own transaction, whose write lock (on
-    SQLite) an insert on another connection would wait for.  Outside a request (commands, the
-    HSM's recovery thread) an entry is written at once.  With a write delay, every entry goes
-    to the process's queue (:meth:`AuditTrail.append`): nothing is written in the request.
+    With a write delay (the default), every entry goes to the process's queue
+    (:meth:`AuditTrail.append`): nothing is written in the request.  Without one, in a request,
+    entries wait in the request's list and are written in one insert once the request has ended
+    (:func:`flush_request`): after its own transaction, whose write lock (on SQLite) an insert on
+    another connection would wait for; outside a request (commands, the HSM's recovery thread) an
+    entry is written at once.
     """
 
     def __init__(self, trail: AuditTrail, owner: Callable[[], bool]) -> None:
