@@ -136,119 +136,6 @@ def extra(off: Figure, on: Figure) -> tuple[float, list[float]]:
     return statistics.median(ratios), ratios
 
 
-# -- instructions per request (callgrind): repeatable on a busy machine -------------------------------
-
-def instructions(workdir: Path, backend: str, database_url: str | None, env: dict[str, str],
-                 requests: int) -> tuple[float, float]:
-    """Instructions one gunicorn worker (all its threads, the chainer's included) runs per client_credentials
-    request, counted by callgrind: the worker is started under valgrind, warmed up, its counters zeroed,
-    then ``requests`` requests are sent one at a time and the counters dumped.  A count of instructions
-    does not depend on what else the machine runs, unlike time; it weighs every instruction alike (a
-    cache miss or a system call's time in the kernel is not in it)."""
-    import glob
-    import time
-    import urllib.error
-    import urllib.request
-
-    deployment = Deployment(workdir, backend=backend, database_url=database_url)
-    deployment.env.update(env, GUNICORN_WORKERS="1", GUNICORN_TIMEOUT="900")
-    client = deployment.create_client("--name", "bench", "--grant-type", "client_credentials", "--scope", "api")
-    out = workdir / "callgrind.out"
-    log = open(workdir / "gunicorn.log", "ab")
-    process = subprocess.Popen(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}.%p",
-                                "--dump-instr=no", "--dump-line=no", "--compress-strings=no",
-                                sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "app:app"],
-                               cwd=ROOT, env=deployment.env, stdout=log, stderr=subprocess.STDOUT)
-    url = deployment.url + "/token"
-    request = urllib.request.Request(url, data=BODY.encode(), headers={
-        "Authorization": basic(client), "Content-Type": "application/x-www-form-urlencoded"})
-
-    def post(count: int) -> None:
-        for _ in range(count):
-            with urllib.request.urlopen(request, timeout=120) as response:
-                response.read()
-
-    try:
-        deadline = time.monotonic() + 900
-        while True:
-            try:
-                post(1)
-                break
-            except urllib.error.HTTPError as error:
-                raise RuntimeError(f"the token endpoint answered {error.code}: {error.read()[:300]!r}") from None
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("gunicorn under valgrind did not answer") from None
-                time.sleep(2)
-        post(200)  # warm-up: caches, the pool, the chainer's first writes
-        time.sleep(1.5)
-        worker = next(int(pid) for pid in subprocess.run(["pgrep", "-P", str(process.pid)], capture_output=True,
-                                                         text=True).stdout.split())
-        control(worker, "--zero", deployment.url)
-        started = time.monotonic()
-        post(requests)
-        rate = requests / (time.monotonic() - started)
-        time.sleep(float(env.get("AUDIT_WRITE_DELAY_SECONDS", "0")) + 1.5)  # the last write
-        control(worker, "--dump", deployment.url)
-        # The newest file: the dump just written (its name has the worker's or, after fork, the master's pid).
-        dumps = sorted(glob.glob(f"{out}.*"), key=os.path.getmtime)
-        if not dumps or os.path.getsize(dumps[-1]) == 0:
-            raise RuntimeError(f"no callgrind dump in {workdir}: {os.listdir(workdir)}")
-        totals = [line for line in Path(dumps[-1]).read_text().splitlines() if line.startswith(("summary:", "totals:"))]
-        return int(totals[-1].split()[1]) / requests, rate
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=300)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        log.close()
-
-
-def control(worker: int, command: str, url: str) -> None:
-    """Send callgrind a command for the worker.  valgrind acts on it when the worker's blocking system
-    call (accept) returns, and callgrind_control waits for that: a request to /health/alive wakes it
-    (after the command: counted after --zero, one cheap request among the counted ones; not before --dump)."""
-    import time
-    import urllib.request
-
-    process = subprocess.Popen(["callgrind_control", command, str(worker)], stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
-    time.sleep(1)
-    with urllib.request.urlopen(url + "/health/alive", timeout=300) as response:
-        response.read()
-    if process.wait(timeout=300) != 0:
-        raise RuntimeError(f"callgrind_control {command} {worker} failed")
-
-
-def count_instructions(args: argparse.Namespace, workdir: Path) -> None:
-    """Instructions per request, chain off and on.  Under valgrind a worker answers some 50 times slower,
-    so a write delay of 0.1 s would write batches of a few entries, not the ~``--batch`` a worker's
-    chainer writes at full load: the default variant's delay is scaled to the rate measured with the chain
-    off, so that its batches hold ``--batch`` entries (a variant that sets the delay keeps it)."""
-    for database in args.databases:
-        counts = []
-        rate = 0.0
-        for index, (name, env) in enumerate(VARIANTS[: args.variants]):
-            variant = dict(env)
-            if env.get("AUDIT_CHAIN") and "AUDIT_WRITE_DELAY_SECONDS" not in env:
-                variant["AUDIT_WRITE_DELAY_SECONDS"] = f"{args.batch / rate:.2f}"
-                name += f" (scaled: {variant['AUDIT_WRITE_DELAY_SECONDS']} s, ~{args.batch} entries a write)"
-            with fresh_database(database, f"bench_audit_ir_{index}") as url:
-                count, measured = instructions(workdir / f"ir-{database}-{index}", args.backend, url, variant,
-                                               args.requests)
-            rate = rate or measured
-            counts.append((name, count))
-        print(f"\n{database}, keys via {args.backend}, 1 worker under callgrind, {args.requests} requests one at a "
-              f"time ({rate:.0f}/s under valgrind)")
-        off = counts[0][1]
-        for name, count in counts:
-            line = f"  {name}: {count / 1e6:.3f} M instructions/request"
-            if count is not off:
-                line += f", {count / off - 1:+.1%} over the chain off (target: under +{TARGET:.0%})"
-            print(line)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per wrk run")
@@ -256,18 +143,10 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=16, help="wrk connections")
     parser.add_argument("--databases", nargs="+", default=["sqlite", "postgresql"], choices=["sqlite", "postgresql"])
     parser.add_argument("--backend", default=default_backend(), choices=["software", "softhsm"])
-    parser.add_argument("--instructions", action="store_true",
-                        help="count instructions per request with callgrind instead (one worker, slow, repeatable)")
-    parser.add_argument("--requests", type=int, default=1000, help="requests counted with --instructions")
-    parser.add_argument("--batch", type=int, default=70,
-                        help="entries per chainer write with --instructions (0.1 s at a worker's ~700 requests/s)")
     parser.add_argument("--variants", type=int, default=len(VARIANTS), help="the first N variants only")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-audit-") as directory:
         workdir = Path(directory)
-        if args.instructions:
-            count_instructions(args, workdir)
-            return
         for database in args.databases:
             with contextlib.ExitStack() as stack:
                 loads, deployments = [], []
