@@ -66,7 +66,7 @@ DEFAULT_LOG_FORMAT = "json"
 DEFAULT_SERVICE_NAME = "Single sign-on"
 #: How long audit entries wait in a worker before its chainer writes them (README "The audit trail":
 #: what a SIGKILL can lose, why not 0).
-DEFAULT_AUDIT_WRITE_DELAY_SECONDS = 0.1
+DEFAULT_AUDIT_WRITE_DELAY_SECONDS = 0.2
 DEFAULT_PRIMARY_COLOR = "#1d4ed8"
 DEFAULT_LANGUAGES = ("en", "de", "fr")
 _HEX_COLOUR = re.compile(r"#(?:[0-9a-f]{3}|[0-9a-f]{6})")
