@@ -362,9 +362,13 @@ def test_two_gunicorn_workers_write_one_chain(make_app, base_env, tmp_path):
         with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
             assert set(pool.map(issue, range(60))) == {200}
         trail = _trail(Provider(make_app(served["env"])))
+
+        def issued_count() -> int:
+            return len([entry for entry in trail.export() if entry["event"] == "token.issued"])
+
         deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and trail.verify().unsealed:
-            time.sleep(0.2)  # sealed by the chainers (each worker has one)
+        while time.monotonic() < deadline and (trail.verify().unsealed or issued_count() < 60):
+            time.sleep(0.2)  # written (queued: AUDIT_WRITE_DELAY_SECONDS) and sealed by the workers' chainers
         result = trail.verify()
     assert result.ok and result.unsealed == 0, result.problem
     issued = [entry for entry in trail.export() if entry["event"] == "token.issued"]

@@ -336,8 +336,8 @@ class AuditTrail:
         self._chainer_pid = 0
         try:
             self.write_queued(sign=False)
-        except (SQLAlchemyError, RuntimeError):
-            log.exception("%d queued audit entries could not be written", len(self._queue))
+        except (SQLAlchemyError, RuntimeError) as exc:  # at exit: name what is lost, no traceback
+            log.error("%d queued audit entries could not be written: %s", len(self._queue), type(exc).__name__)
 
     # -- verifying and exporting ----------------------------------------------------------------------
 
