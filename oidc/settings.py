@@ -60,7 +60,8 @@ SETTING_NAMES = (
     "KEY_RETENTION_SECONDS", "KEYS_REFRESH_SECONDS",
     "ACCESS_TOKEN_LIFETIME", "ID_TOKEN_LIFETIME", "AUTHORIZATION_CODE_LIFETIME", "REFRESH_TOKEN_LIFETIME",
     "REFRESH_TOKEN_MAX_LIFETIME", "ACCESS_TOKEN_DEFAULT_AUDIENCE", "OIDC_SCOPES_SUPPORTED",
-    "PAR_LIFETIME", "REQUIRE_PUSHED_AUTHORIZATION_REQUESTS", "SECURITY_PROFILE", "DPOP_SIGNING_ALGS",
+    "PAR_LIFETIME", "REQUIRE_PUSHED_AUTHORIZATION_REQUESTS", "REQUIRE_SIGNED_REQUEST_OBJECT", "SECURITY_PROFILE",
+    "DPOP_SIGNING_ALGS",
     "DPOP_PROOF_MAX_AGE", "DPOP_NONCE", "DPOP_NONCE_LIFETIME", "DPOP_JTI_STORAGE_URI", "DEVELOPMENT_MODE",
     "CLIENT_CACHE_SECONDS", "CLIENT_ASSERTION_LEEWAY", "CLIENT_ASSERTION_MAX_LIFETIME",
     "CLIENT_ASSERTION_ACCEPT_TOKEN_ENDPOINT_AUDIENCE",
@@ -142,6 +143,7 @@ class Settings:
     # pushed authorization requests, DPoP and the security profile
     par_lifetime: int
     require_pushed_authorization_requests: bool
+    require_signed_request_object: bool
     security_profile: str
     dpop_signing_algs: tuple[str, ...]
     dpop_proof_max_age: int
@@ -458,6 +460,7 @@ def _read_protocol(read: _Reader, *, id_alg: str, access_alg: str, code_lifetime
     return {
         "par_lifetime": par_lifetime,
         "require_pushed_authorization_requests": read.boolean("REQUIRE_PUSHED_AUTHORIZATION_REQUESTS", False),
+        "require_signed_request_object": read.boolean("REQUIRE_SIGNED_REQUEST_OBJECT", False),
         "security_profile": profile,
         "dpop_signing_algs": tuple(dict.fromkeys(dpop_algs)),
         "dpop_proof_max_age": read.integer("DPOP_PROOF_MAX_AGE", 60, minimum=1),

@@ -28,6 +28,9 @@ __all__ = [
     "ID_TOKEN_SET",
     "ID_TOKEN_TYP",
     "PROMPT_VALUES",
+    "REQUEST_OBJECT_DECRYPTION_SET",
+    "REQUEST_OBJECT_SIGNING_ALGORITHMS",
+    "REQUEST_OBJECT_TYP",
     "RESPONSE_MODES",
     "RESPONSE_TYPES",
     "SECRET_AUTH_METHODS",
@@ -75,3 +78,13 @@ ID_TOKEN_TYP = "JWT"
 DPOP_ALGORITHMS = ("ES256", "ES384", "ES512", "PS256", "PS384", "PS512", "RS256", "EdDSA", "Ed25519")
 #: Signature algorithms the FAPI 2.0 Security Profile allows (§5.4.1).
 FAPI2_ALGORITHMS = ("PS256", "ES256", "EdDSA", "Ed25519")
+
+#: Algorithms a request object (RFC 9101) may be signed with, advertised as
+#: request_object_signing_alg_values_supported: the FAPI 2.0 ones (§5.4.1), and RS256 outside the
+#: profile.  ``none`` is not among them: only a client registered for unsigned objects
+#: (``request_object_signing_alg: none``) may send one, and never under the FAPI 2.0 profile.
+REQUEST_OBJECT_SIGNING_ALGORITHMS = ("PS256", "ES256", "EdDSA", "Ed25519", "RS256")
+#: The header ``typ`` of a request object (RFC 9101 §10.8).
+REQUEST_OBJECT_TYP = "oauth-authz-req+jwt"
+#: The key set that decrypts encrypted request objects (RFC 9101 §6.1; ``use: enc``, never signs).
+REQUEST_OBJECT_DECRYPTION_SET = "openid.request-object"

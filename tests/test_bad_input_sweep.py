@@ -32,7 +32,9 @@ from oidc_fixtures import ISSUER, REDIRECT_URI
 TOKEN_ERRORS = {"invalid_request", "invalid_client", "invalid_grant", "unauthorized_client",
                 "unsupported_grant_type", "invalid_scope", "invalid_target", "unsupported_token_type",
                 # RFC 9449 §7.1 (a malformed DPoP header); RFC 9126 §2.3 (the authorization request's errors)
-                "invalid_dpop_proof", "use_dpop_nonce", "unsupported_response_type", "request_not_supported"}
+                "invalid_dpop_proof", "use_dpop_nonce", "unsupported_response_type",
+                # RFC 9101 §6.3 (a request object pushed to /par)
+                "invalid_request_object"}
 TABLES = ("users", "clients", "authorization_codes", "refresh_tokens", "access_tokens", "consents",
           "login_sessions", "client_assertions", "signing_keys", "hashing_keys", "pushed_authorization_requests",
           "dpop_proofs", "interactions")

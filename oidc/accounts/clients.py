@@ -23,7 +23,14 @@ from oidc.settings import DEFAULT_PROFILE, FAPI2, SECURITY_PROFILES
 from oidc.state import current_state
 from oidc.text import bounded_text, column_text
 from oidc.urls import is_loopback_http
-from oidc.vocabulary import AUTH_METHODS, DEFAULT_GRANT_TYPES, FAPI2_ALGORITHMS, GRANT_TYPES, SECRET_AUTH_METHODS
+from oidc.vocabulary import (
+    AUTH_METHODS,
+    DEFAULT_GRANT_TYPES,
+    FAPI2_ALGORITHMS,
+    GRANT_TYPES,
+    REQUEST_OBJECT_SIGNING_ALGORITHMS,
+    SECRET_AUTH_METHODS,
+)
 
 DEFAULT_SCOPE = "openid profile email offline_access"
 #: Longest redirect, logout, page or logo URI registered.
@@ -103,7 +110,8 @@ def create_client(*, name: str, redirect_uris: Iterable[str] | None = None,
                   require_pushed_authorization_requests: bool = False,
                   dpop_bound_access_tokens: bool = False, security_profile: str | None = None,
                   admin_api: bool = False, logo_uri: str | None = None, policy_uri: str | None = None,
-                  tos_uri: str | None = None) -> tuple[Client, str | None]:
+                  tos_uri: str | None = None, require_signed_request_object: bool = False,
+                  request_object_signing_alg: str | None = None) -> tuple[Client, str | None]:
     """Register a client; returns it and its secret (shown once; None for public clients)."""
     if column_text(name.strip() if isinstance(name, str) else None, MAX_CLIENT_NAME_LENGTH) is None:
         raise ClientError(f"name: 1 to {MAX_CLIENT_NAME_LENGTH} characters, without a NUL")
@@ -133,8 +141,11 @@ def create_client(*, name: str, redirect_uris: Iterable[str] | None = None,
     state = current_state()
     if security_profile not in (None, *SECURITY_PROFILES):
         raise ClientError(f"security_profile: one of {', '.join(SECURITY_PROFILES)}")
-    if security_profile == FAPI2 or state.settings.fapi2:
+    fapi2 = security_profile == FAPI2 or state.settings.fapi2
+    if fapi2:
         _check_fapi2(auth_method, redirects, state.settings)
+    _check_request_objects(request_object_signing_alg, bool(require_signed_request_object), jwks_text is not None,
+                           fapi2=fapi2, required=state.settings.require_signed_request_object)
 
     client = Client(
         client_id=secrets.token_hex(16), name=name.strip(), auth_method=auth_method, scope=" ".join(
@@ -143,6 +154,8 @@ def create_client(*, name: str, redirect_uris: Iterable[str] | None = None,
         id_token_on_refresh=bool(id_token_on_refresh), admin_api=bool(admin_api),
         require_pushed_authorization_requests=bool(require_pushed_authorization_requests),
         dpop_bound_access_tokens=bool(dpop_bound_access_tokens),
+        require_signed_request_object=bool(require_signed_request_object),
+        request_object_signing_alg=request_object_signing_alg or None,
         security_profile=security_profile if security_profile != DEFAULT_PROFILE else None,
         created_at=state.clock.now(), redirect_uris=redirects, post_logout_redirect_uris=post_logout,
         grant_types=grants, audiences=audience_list, **display,
@@ -165,6 +178,31 @@ def _check_grant_combination(grants: list[str], auth_method: str, redirect_uris:
         raise ClientError("grant_types: a public client (auth_method none) cannot use client_credentials")
     if "refresh_token" in grants and "authorization_code" not in grants:
         raise ClientError("grant_types: refresh_token needs authorization_code")
+
+
+def _check_request_objects(alg: str | None, require_signed: bool, has_jwks: bool, *, fapi2: bool,
+                           required: bool) -> None:
+    """``request_object_signing_alg`` and ``require_signed_request_object`` (RFC 9101 §10.5, OIDC Registration §2).
+
+    A signed object is verified with the client's registered keys (its ``jwks``), so a client that
+    names an alg or must sign has to register them; ``none`` (unsigned objects) never where
+    signed ones are required, nor under the FAPI 2.0 profile.
+    """
+    if alg is None or alg == "":
+        if require_signed and not has_jwks:
+            raise ClientError("jwks: require_signed_request_object needs the client's public JWK Set")
+        return
+    if alg not in (*REQUEST_OBJECT_SIGNING_ALGORITHMS, "none"):
+        raise ClientError(f"request_object_signing_alg: one of {', '.join(REQUEST_OBJECT_SIGNING_ALGORITHMS)}, none")
+    if alg == "none":
+        if require_signed or required or fapi2:
+            raise ClientError("request_object_signing_alg: none (unsigned request objects) is not allowed where "
+                              "signed request objects are required, nor under the FAPI 2.0 profile")
+        return
+    if fapi2 and alg not in FAPI2_ALGORITHMS:
+        raise ClientError(f"request_object_signing_alg: the FAPI 2.0 profile allows {', '.join(FAPI2_ALGORITHMS)}")
+    if not has_jwks:
+        raise ClientError("jwks: a signed request object is verified with the client's public JWK Set")
 
 
 def _check_fapi2(auth_method: str, redirect_uris: list[str], settings: Any) -> None:

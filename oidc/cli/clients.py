@@ -37,7 +37,7 @@ from oidc.accounts.clients import (
 from oidc.cli.output import CommandGroup, emit, fields, iso, json_option, table
 from oidc.models import Client
 from oidc.settings import SECURITY_PROFILES
-from oidc.vocabulary import AUTH_METHODS, GRANT_TYPES
+from oidc.vocabulary import AUTH_METHODS, GRANT_TYPES, REQUEST_OBJECT_SIGNING_ALGORITHMS
 
 cli = CommandGroup("clients", help="Manage OAuth 2.0 / OpenID Connect clients.")
 
@@ -70,6 +70,12 @@ def _load(client_id: str) -> Client:
               help="Authorization requests only through /par (require_pushed_authorization_requests).")
 @click.option("--dpop-bound", "dpop_bound", is_flag=True,
               help="Token requests need a DPoP proof (dpop_bound_access_tokens).")
+@click.option("--require-signed-request-object", "require_signed_request_object", is_flag=True,
+              help="Authorization requests only as signed request objects (require_signed_request_object, "
+                   "RFC 9101 §10.5).")
+@click.option("--request-object-signing-alg", default=None,
+              type=click.Choice((*REQUEST_OBJECT_SIGNING_ALGORITHMS, "none")),
+              help="The one alg of the client's request objects; none: unsigned ones (request_object_signing_alg).")
 @click.option("--security-profile", default=None, type=click.Choice(SECURITY_PROFILES),
               help="fapi2: the FAPI 2.0 Security Profile for this client (default: SECURITY_PROFILE).")
 @click.option("--admin-api", is_flag=True,
@@ -83,7 +89,8 @@ def create_command(name: str, redirect_uris: tuple[str, ...], post_logout_redire
                    audiences: tuple[str, ...], jwks_file: Any, resource_server: bool, refresh_always: bool,
                    id_token_on_refresh: bool,
                    admin_api: bool, require_par: bool, dpop_bound: bool, security_profile: str | None,
-                   logo_uri: str | None, policy_uri: str | None, tos_uri: str | None, as_json: bool) -> None:
+                   logo_uri: str | None, policy_uri: str | None, tos_uri: str | None,
+                   require_signed_request_object: bool, request_object_signing_alg: str | None, as_json: bool) -> None:
     """Register a client and print its client_id (and its secret, shown once)."""
     jwks = jwks_file.read() if jwks_file is not None else None
     try:
@@ -96,6 +103,8 @@ def create_command(name: str, redirect_uris: tuple[str, ...], post_logout_redire
             security_profile=security_profile,
             admin_api=admin_api,
             logo_uri=logo_uri, policy_uri=policy_uri, tos_uri=tos_uri,
+            require_signed_request_object=require_signed_request_object,
+            request_object_signing_alg=request_object_signing_alg,
         )
     except ClientError as exc:
         raise click.ClickException(str(exc)) from None

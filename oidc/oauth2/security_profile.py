@@ -29,6 +29,21 @@ def requires_par(client: Any) -> bool:
             or bool(getattr(client, "require_pushed_authorization_requests", False)) or is_fapi2(client))
 
 
+def requires_signed_request_object(client: Any) -> bool:
+    """Whether authorization requests of ``client`` must be signed request objects (RFC 9101 §10.5)."""
+    return (current_state().settings.require_signed_request_object
+            or bool(getattr(client, "require_signed_request_object", False)))
+
+
+def requires_request_object_typ(client: Any) -> bool:
+    """Whether a request object of ``client`` must name its type (``typ: oauth-authz-req+jwt``, RFC 9101 §10.8).
+
+    Accepted, not required, under the default and FAPI 2.0 profiles; the FAPI 2.0 Message
+    Signing profile (§5.3.1) requires it, and answers True here for its clients.
+    """
+    return False
+
+
 def requires_dpop(client: Any) -> bool:
     """Whether token requests of ``client`` need a DPoP proof (RFC 9449 §5.2, FAPI 2.0 §5.3.2.1)."""
     return bool(getattr(client, "dpop_bound_access_tokens", False)) or is_fapi2(client)

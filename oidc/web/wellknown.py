@@ -52,6 +52,10 @@ def discovery_document(settings: Settings) -> dict[str, Any]:
     auth_methods = ["private_key_jwt"] if settings.fapi2 else list(vocabulary.AUTH_METHODS)
     assertion_algs = [alg for alg in vocabulary.ASSERTION_ALGORITHMS
                       if not settings.fapi2 or alg in vocabulary.FAPI2_ALGORITHMS]
+    request_object_algs = [alg for alg in vocabulary.REQUEST_OBJECT_SIGNING_ALGORITHMS
+                           if not settings.fapi2 or alg in vocabulary.FAPI2_ALGORITHMS]
+    if not settings.fapi2 and not settings.require_signed_request_object:
+        request_object_algs.append("none")  # for clients registered for unsigned objects only
     return {
         "issuer": issuer,
         "jwks_uri": urls.absolute(issuer, urls.JWKS),
@@ -81,8 +85,11 @@ def discovery_document(settings: Settings) -> dict[str, Any]:
         "claims_supported": list(vocabulary.CLAIMS_SUPPORTED),
         "prompt_values_supported": list(vocabulary.PROMPT_VALUES),
         "claims_parameter_supported": False,
-        "request_parameter_supported": False,
+        # RFC 9101: request objects by value, at /authorize and /par; never fetched from a client's URL.
+        "request_parameter_supported": True,
         "request_uri_parameter_supported": False,
+        "request_object_signing_alg_values_supported": request_object_algs,
+        "require_signed_request_object": settings.require_signed_request_object,
         "authorization_response_iss_parameter_supported": True,
         "frontchannel_logout_supported": False,
         "backchannel_logout_supported": False,
