@@ -284,7 +284,7 @@ def _request_object_parameters(params: Any) -> tuple[MultiDict[str, str], bool]:
         raise ErrorPage("invalid_request", str(repeated))
     client_id = params.get("client_id")
     if not client_id:
-        raise ErrorPage("invalid_request", "The client_id parameter is missing (RFC 9101 §5).")
+        raise ErrorPage("invalid_request", "The client_id parameter is missing (RFC 9101, section 5).")
     client = authorization_server().query_client(client_id)
     if client is None:
         raise ErrorPage("invalid_client", "The client is not known to this provider.")

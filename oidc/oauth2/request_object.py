@@ -80,7 +80,7 @@ _TYPS = (REQUEST_OBJECT_TYP, "application/" + REQUEST_OBJECT_TYP)
 UNSIGNED = "none"
 #: The refusal of a plain (or unsigned) request from a client that must sign its requests (RFC 9101 §10.5).
 SIGNED_OBJECT_REQUIRED = ("This client must send its authorization requests as signed request objects "
-                          "(RFC 9101 §10.5).")
+                          "(RFC 9101, section 10.5).")
 
 
 class InvalidRequestObject(OAuth2Error):
@@ -90,7 +90,9 @@ class InvalidRequestObject(OAuth2Error):
     status_code = 400
 
     def __init__(self, description: str) -> None:
-        super().__init__(description=description)
+        # RFC 6749 §5.2 allows %x20-21 / %x23-5B / %x5D-7E in a description (and Authlib raises for
+        # anything else): a parameter name echoed from the object is made of those only.
+        super().__init__(description="".join(c if " " <= c <= "~" and c not in '"\\' else "?" for c in description))
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,7 +202,7 @@ def _nested(plaintext: bytes) -> str:
     except UnicodeDecodeError:
         inner = ""
     if inner.count(".") != 2:
-        raise InvalidRequestObject("An encrypted request object must hold a signed one (RFC 9101 §6.1).")
+        raise InvalidRequestObject("An encrypted request object must hold a signed one (RFC 9101, section 6.1).")
     return inner
 
 
@@ -348,7 +350,7 @@ def _parameters(claims: dict[str, Any], client: Any) -> MultiDict[str, str]:
     params: MultiDict[str, str] = MultiDict()
     for name, value in claims.items():
         if name in ("request", "request_uri"):
-            raise InvalidRequestObject(f"A request object must not contain {name} (RFC 9101 §4).")
+            raise InvalidRequestObject(f"A request object must not contain {name} (RFC 9101, section 4).")
         if name in JWT_CLAIMS:
             continue
         for item in _values(name, value):
