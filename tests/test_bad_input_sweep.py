@@ -218,3 +218,99 @@ def test_jose_json_nested_too_deeply_is_refused_everywhere(swept, caplog, part):
         admin = op.get("/admin/clients", headers={"Authorization": "Bearer " + token})
     assert (admin.status_code, admin.json["error"]) == (401, "invalid_token")
     assert not [record.getMessage() for record in caplog.records if record.levelno >= logging.ERROR or record.exc_info]
+
+
+# -- request objects (RFC 9101) ------------------------------------------------------------------------
+
+#: JSON values of every shape, small.
+JSON_VALUES = st.recursive(st.none() | st.booleans() | st.integers(-2**40, 2**40) | st.floats(allow_nan=False)
+                           | st.text(max_size=12),
+                           lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=4),
+                                                                                              children, max_size=3),
+                           max_leaves=6)
+OBJECT_HEADERS = st.one_of(
+    st.fixed_dictionaries({"alg": st.sampled_from(["ES256", "PS256", "RS256", "EdDSA", "Ed25519", "none", "none",
+                                                   "None", "HS256", "ES512", "", "RSA-OAEP-256"])}, optional={
+        "kid": st.sampled_from(["request-key", "other"]) | JSON_VALUES,
+        "typ": st.sampled_from(["oauth-authz-req+jwt", "JWT", "at+jwt", "application/oauth-authz-req+jwt"]) | JSON_VALUES,
+        "crit": JSON_VALUES, "enc": JSON_VALUES, "jwk": JSON_VALUES, "zip": st.just("DEF")}),
+    JSON_VALUES)
+CLAIM_NAMES = st.sampled_from(["iss", "aud", "exp", "nbf", "iat", "jti", "client_id", "response_type", "redirect_uri",
+                               "scope", "state", "nonce", "code_challenge", "code_challenge_method", "max_age",
+                               "prompt", "resource", "request", "request_uri", "claims", "dpop_jkt", "é", ""])
+
+
+@st.composite
+def request_objects(draw: st.DrawFn, client_id: str, now: int) -> str:
+    """A request object, mostly malformed: any header, claims of any type (some right), signed or not."""
+    good = {"iss": client_id, "aud": ISSUER, "exp": now + 300, "nbf": now, "client_id": client_id,
+            "response_type": "code", "redirect_uri": REDIRECT_URI, "scope": "openid"}
+    drawn = draw(st.dictionaries(CLAIM_NAMES, JSON_VALUES, max_size=4))
+    kept = {name: value for name, value in good.items() if draw(st.integers(0, 7)) > 0}
+    # Mostly the right claims with one or two odd ones, so that objects get past each check in turn.
+    claims = {**drawn, **kept} if draw(st.booleans()) else {**kept, **drawn}
+    payload = draw(st.sampled_from([json.dumps(claims).encode()] * 6
+                                   + [b"[1]", b"\xff", ("[" * 1500 + "]" * 1500).encode()]))
+    shape = draw(st.sampled_from(["signed", "signed", "signed", "drawn header", "unsigned", "unsigned", "five parts"]))
+    if shape == "signed":  # a real signature by the client's registered key, over whatever payload
+        import jwt
+        return jwt.PyJWS().encode(payload, SWEEP_OBJECT_KEY, algorithm="ES256",
+                                  headers={"kid": "request-key", "typ": draw(st.sampled_from(["oauth-authz-req+jwt",
+                                                                                              "JWT", "x"]))})
+    header = _b64(json.dumps(draw(OBJECT_HEADERS) if shape != "unsigned" else {"alg": "none"}).encode())
+    signature = draw(st.sampled_from(["", _b64(b"sig"), "!!", _b64(bytes(64))]))
+    if shape == "five parts":
+        return ".".join([header, _b64(b"key"), _b64(b"iv"), _b64(payload), signature])
+    return f"{header}.{_b64(payload)}.{'' if shape == 'unsigned' else signature}"
+
+
+#: The key of the client the request object sweep registers (made once: hypothesis runs many examples).
+def _sweep_key() -> object:
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+SWEEP_OBJECT_KEY = _sweep_key()
+
+
+@pytest.fixture
+def object_client(swept):
+    from jwt.algorithms import ECAlgorithm
+
+    op = swept[0]
+    jwk = {**ECAlgorithm.to_jwk(SWEEP_OBJECT_KEY.public_key(), as_dict=True), "kid": "request-key"}
+    unsigned_id, _ = op.add_client(auth_method="none", jwks={"keys": [jwk]}, request_object_signing_alg="none")
+    signed_id, secret = op.add_client(jwks={"keys": [jwk]})
+    return op, {"none": (unsigned_id, None), "signed": (signed_id, secret)}
+
+
+@settings(max_examples=150, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
+                                 HealthCheck.data_too_large])
+@given(data=st.data())
+def test_request_objects_drawn_at_random_get_rfc_errors_and_write_nothing(object_client, caplog, data):
+    """RFC 9101 §6.3: a request object that is malformed, unverifiable or refused is invalid_request_object
+    (the error page at /authorize, JSON at /par), never a 5xx or a redirect to an unverified URI."""
+    op, clients = object_client
+    client_id, secret = clients[data.draw(st.sampled_from(sorted(clients)))]
+    endpoint = data.draw(st.sampled_from(["/authorize", "/par"]))
+    token = data.draw(request_objects(client_id, op.clock.now()))
+    params = {"client_id": client_id, "request": token}
+    if data.draw(st.booleans()):  # front-channel parameters beside it, ignored
+        params.update(redirect_uri=REDIRECT_URI, response_type="code", state="outer")
+    before = _row_count(op)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        if endpoint == "/par":
+            response = op.post("/par", data=params, auth=(client_id, secret) if secret else None)
+        else:
+            response = op.get("/authorize", query_string=params)
+    _check(response, endpoint)
+    if response.status_code == 400 and endpoint == "/authorize":
+        assert "Location" not in response.headers  # /par's errors are checked by _check: RFC 9126 §2.3's
+    if response.status_code == 302:
+        assert "state=outer" not in response.headers["Location"]
+    assert not [record.getMessage() for record in caplog.records if record.levelno >= logging.ERROR or record.exc_info]
+    starts_login = response.status_code == 302 and response.headers["Location"].startswith("/login?")
+    assert _row_count(op) == before + (1 if starts_login or response.status_code == 201 else 0)
