@@ -24,6 +24,7 @@ import json
 import logging
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -265,13 +266,7 @@ def request_objects(draw: st.DrawFn, client_id: str, now: int) -> str:
 
 
 #: The key of the client the request object sweep registers (made once: hypothesis runs many examples).
-def _sweep_key() -> object:
-    from cryptography.hazmat.primitives.asymmetric import ec
-
-    return ec.generate_private_key(ec.SECP256R1())
-
-
-SWEEP_OBJECT_KEY = _sweep_key()
+SWEEP_OBJECT_KEY = ec.generate_private_key(ec.SECP256R1())
 
 
 @pytest.fixture
