@@ -469,3 +469,47 @@ def test_dpop_at_par_binds_the_code_of_a_pushed_object(make_app: Any, base_env: 
     without = op.post("/token", auth=(client_id, secret), data={
         "grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT_URI, "code_verifier": verifier})
     assert without.status_code == 400, without.json
+
+
+# -- what the profiles and the key service add ---------------------------------------------------------
+
+
+def test_a_profile_that_requires_the_typ_refuses_objects_without_it(rp: tuple[Provider, str, Signer],
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """RFC 9101 §10.8 (FAPI 2.0 Message Signing §5.3.1): the hook a profile answers True to."""
+    from oidc.oauth2 import security_profile
+
+    op, client_id, signer = rp
+    claims, _ = request_claims(op, client_id)
+    monkeypatch.setattr(security_profile, "requires_request_object_typ", lambda client: True)
+    for typ in (None, "JWT"):
+        assert refused_page(op.get("/authorize", query_string={"client_id": client_id,
+                                                              "request": signer.sign(claims, typ=typ)}))
+    assert op.authorize({"client_id": client_id, "request": signer.sign(claims)}).status_code == 302
+
+
+def test_a_signed_object_encrypted_to_the_providers_key_is_decrypted_and_verified(
+        rp: tuple[Provider, str, Signer]) -> None:
+    """RFC 9101 §6.1: signed (PyJWT), then encrypted (jwcrypto) to the provider's published ``use: enc`` key."""
+    from jwcrypto import jwe, jwk
+
+    from keys import KeyService
+
+    op, client_id, signer = rp
+    encryption_keys = [key for key in op.jwks()["keys"] if key.get("use") == "enc"]
+    if not hasattr(KeyService, "decrypt") or not encryption_keys:
+        pytest.skip("the key service has no decryption key set here")
+    claims, verifier = request_claims(op, client_id)
+    public = encryption_keys[0]
+    alg = public.get("alg", "RSA-OAEP-256")
+    token = jwe.JWE(signer.sign(claims).encode(), protected={"alg": alg, "enc": "A256GCM", "cty": "JWT",
+                                                             "kid": public["kid"]})
+    token.add_recipient(jwk.JWK(**public))
+    response = op.authorize({"client_id": client_id, "request": token.serialize(compact=True)})
+    assert response.status_code == 302, response.text[:300]
+    query = query_of(response.headers["Location"])
+    assert query["state"] == ["object-state"]
+    token_response = op.post("/token", data={"grant_type": "authorization_code", "code": query["code"][0],
+                                             "redirect_uri": REDIRECT_URI, "code_verifier": verifier,
+                                             "client_id": client_id})
+    assert token_response.status_code == 200
