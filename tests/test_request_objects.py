@@ -513,3 +513,48 @@ def test_a_signed_object_encrypted_to_the_providers_key_is_decrypted_and_verifie
                                              "redirect_uri": REDIRECT_URI, "code_verifier": verifier,
                                              "client_id": client_id})
     assert token_response.status_code == 200
+
+
+# -- over HTTP ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.e2e
+def test_under_gunicorn_signed_objects_at_authorize_and_at_par_end_in_tokens(make_app: Any, base_env: dict[str, str],
+                                                                             tmp_path: Any) -> None:
+    """The provider under gunicorn, a PS256 object of some 6000 characters in a GET URL (longer than
+    gunicorn's default request line), and one pushed to /par; ``requests`` plays the browser."""
+    import time
+    from urllib.parse import urlencode
+
+    import requests
+    from test_oidc_interop import RP_CALLBACK, _browse_to_callback
+
+    from oidc_fixtures import serve_with_gunicorn
+
+    signer = Signer("PS256")
+    with serve_with_gunicorn(make_app, base_env, tmp_path, redirect_uris=[RP_CALLBACK],
+                             jwks={"keys": [signer.jwk()]}) as served:
+        issuer, client_id, secret = served["issuer"], served["client_id"], served["client_secret"]
+        for route in ("authorize", "par"):
+            verifier, challenge = pkce_pair()
+            now = int(time.time())
+            claims = {"iss": client_id, "aud": issuer, "exp": now + 300, "nbf": now, "client_id": client_id,
+                      "response_type": "code", "redirect_uri": RP_CALLBACK, "scope": "openid", "state": route,
+                      "nonce": "n", "code_challenge": challenge, "code_challenge_method": "S256",
+                      "x_padding": "p" * 3500}
+            token = signer.sign(claims)
+            if route == "authorize":
+                assert len(token) > 4094
+                query = {"client_id": client_id, "request": token}
+            else:
+                pushed = requests.post(issuer + "/par", data={"request": token}, auth=(client_id, secret), timeout=10)
+                assert pushed.status_code == 201, pushed.text
+                query = {"client_id": client_id, "request_uri": pushed.json()["request_uri"]}
+            callback = _browse_to_callback(requests.Session(), f"{issuer}/authorize?{urlencode(query)}")
+            parameters = query_of(callback)
+            assert parameters["state"] == [route] and parameters["iss"] == [issuer]
+            tokens = requests.post(issuer + "/token", auth=(client_id, secret), timeout=10, data={
+                "grant_type": "authorization_code", "code": parameters["code"][0], "redirect_uri": RP_CALLBACK,
+                "code_verifier": verifier})
+            assert tokens.status_code == 200, tokens.text
+            assert jwt_parts(tokens.json()["id_token"])[1]["nonce"] == "n"
