@@ -196,6 +196,7 @@ def _forgeries(op: Provider, client_id: str, signer: Signer, other_client: tuple
         "crit": signer.sign(claims, headers={"crit": ["exp"], "exp": 1}),
         "request inside": signer.sign({**claims, "request": "a.b.c"}),
         "request_uri inside": signer.sign({**claims, "request_uri": "https://rp.example.test/r"}),
+        "exp Infinity": signer.sign_bytes(json.dumps({**claims, "exp": float("inf")}).encode()),
         "a boolean parameter": signer.sign({**claims, "max_age": True}),
         "a parameter named in non-ASCII, of the wrong type": signer.sign({**claims, 'é"\\§': None}),
         "not a JWT": "a.b.c",
@@ -214,7 +215,7 @@ FORGERIES = [
     "alg none", "alg not allowed (ES512)", "key of another type", "tampered payload", "expired", "no exp",
     "nbf too old", "nbf in the future", "aud another server", "no aud", "iss another client",
     "client_id another client", "typ of another JWT", "crit", "request inside", "request_uri inside",
-    "a boolean parameter", "a parameter named in non-ASCII, of the wrong type", "not a JWT", "too long",
+    "exp Infinity", "a boolean parameter", "a parameter named in non-ASCII, of the wrong type", "not a JWT", "too long",
     "encrypted garbage", "header not JSON", "huge header", "header nested too deeply", "payload nested too deeply",
     "payload not an object",
 ]
@@ -448,6 +449,8 @@ def test_clock_skew_is_the_client_assertion_leeway(rp: tuple[Provider, str, Sign
     ahead of it (a client's clock) is accepted, one made ten minutes ahead is not."""
     op, client_id, signer = rp
     claims, _ = request_claims(op, client_id, nbf=op.clock.now() + 30)
+    assert op.authorize({"client_id": client_id, "request": signer.sign(claims)}).status_code == 302
+    claims, _ = request_claims(op, client_id, exp=op.clock.now() + 300.5)  # a NumericDate may have a fraction
     assert op.authorize({"client_id": client_id, "request": signer.sign(claims)}).status_code == 302
     claims, _ = request_claims(op, client_id, iat=op.clock.now() + 600)
     assert refused_page(op.get("/authorize", query_string={"client_id": client_id, "request": signer.sign(claims)}))

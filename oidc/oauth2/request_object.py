@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -286,11 +287,14 @@ def _verified_claims(token: str, header: dict[str, Any], client: Any) -> dict[st
     raise InvalidRequestObject("The request object's signature does not verify with the client's keys.")
 
 
-def _integer(claims: dict[str, Any], name: str) -> int | None:
+def _numeric_date(claims: dict[str, Any], name: str) -> float | None:
+    """A NumericDate claim (RFC 7519 §2: seconds, maybe with a fraction), None when absent."""
     value = claims.get(name)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int):
+    # json reads NaN and Infinity too: neither is a date.
+    if isinstance(value, bool) or not isinstance(value, int | float) or (
+            isinstance(value, float) and not math.isfinite(value)):
         raise InvalidRequestObject(f"The request object's {name} is not a number of seconds.")
     return value
 
@@ -312,12 +316,12 @@ def _check_times(claims: dict[str, Any], rules: Policy) -> None:
     """``exp``, ``nbf`` and ``iat``, with the clock skew allowed on client assertions."""
     state = current_state()
     now, leeway = state.clock.now(), state.settings.client_assertion_leeway
-    exp = _integer(claims, "exp")
+    exp = _numeric_date(claims, "exp")
     if exp is None:
         raise InvalidRequestObject("The request object has no exp.")
     if exp <= now - leeway:
         raise InvalidRequestObject("The request object has expired.")
-    nbf = _integer(claims, "nbf")
+    nbf = _numeric_date(claims, "nbf")
     if nbf is None and rules.fapi:
         raise InvalidRequestObject("The FAPI 2.0 profile requires nbf in the request object.")
     if nbf is not None:
@@ -327,7 +331,7 @@ def _check_times(claims: dict[str, Any], rules: Policy) -> None:
             raise InvalidRequestObject("The request object's nbf is more than 60 minutes old.")
         if rules.fapi and exp - nbf > MAX_LIFETIME:
             raise InvalidRequestObject("The FAPI 2.0 profile allows request objects of at most 60 minutes (exp - nbf).")
-    iat = _integer(claims, "iat")
+    iat = _numeric_date(claims, "iat")
     if iat is not None and iat > now + leeway:
         raise InvalidRequestObject("The request object was issued in the future (iat).")
 
