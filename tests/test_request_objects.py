@@ -135,6 +135,26 @@ def test_a_signed_request_object_at_authorize_gets_a_code_and_tokens(op: Provide
     assert token.json["scope"].split() == ["openid", "email"]
 
 
+@pytest.mark.hsm
+def test_with_keys_on_the_token_a_posted_request_object_ends_in_tokens_the_token_signed(hsm_op: Provider) -> None:
+    """The object in the form of POST /authorize (OIDC Core §3.1.2.1), the ID token signed on SoftHSM2."""
+    from oidc_fixtures import verify_jws
+
+    op = hsm_op
+    op.add_user()
+    signer = Signer("EdDSA")
+    client_id = registered(op, signer, first_party=True)
+    op.login()
+    claims, verifier = request_claims(op, client_id)
+    response = op.post("/authorize", data={"client_id": client_id, "request": signer.sign(claims)})
+    assert response.status_code == 302, response.text[:300]
+    query = query_of(response.headers["Location"])
+    token = op.post("/token", data={"grant_type": "authorization_code", "code": query["code"][0],
+                                    "redirect_uri": REDIRECT_URI, "code_verifier": verifier, "client_id": client_id})
+    assert token.status_code == 200, token.json
+    assert verify_jws(op.jwks(), token.json["id_token"])["nonce"] == "object-nonce"
+
+
 def test_only_the_objects_parameters_are_used(rp: tuple[Provider, str, Signer]) -> None:
     """RFC 9101 §5: parameters sent beside the object (a replayed or altered front channel) are ignored."""
     op, client_id, signer = rp
