@@ -8,6 +8,7 @@ Settings come from the environment (see README.md).
 
 from __future__ import annotations
 
+import glob
 import multiprocessing
 import os
 import shutil
@@ -90,9 +91,23 @@ def when_ready(server) -> None:  # type: ignore[no-untyped-def]
         return
     from prometheus_client import CollectorRegistry, multiprocess, start_http_server
 
+    class WorkersCollector(multiprocess.MultiProcessCollector):  # type: ignore[misc]
+        """Skips a worker's file while it is still empty: prometheus-client creates it before it sizes
+        it, and reading it then fails the whole scrape with a 500 (client_python issue 1199)."""
+
+        def collect(self):  # type: ignore[no-untyped-def]
+            files = []
+            for name in glob.glob(os.path.join(self._path, "*.db")):
+                try:
+                    if os.path.getsize(name) > 0:
+                        files.append(name)
+                except OSError:  # removed meanwhile by mark_process_dead
+                    continue
+            return self.merge(files, accumulate=True)
+
     host, _, port = METRICS_BIND.rpartition(":")
     registry = CollectorRegistry()
-    multiprocess.MultiProcessCollector(registry)
+    WorkersCollector(registry)
     try:
         start_http_server(int(port), addr=host.strip("[]") or "127.0.0.1", registry=registry)
     except OSError as exc:
@@ -147,6 +162,11 @@ def post_worker_init(worker) -> None:  # type: ignore[no-untyped-def]
     # A lost token is probed from a background thread, never by a request:
     # a probe of a hanging token then blocks that thread, not the worker.
     service.start_recovery()
+    # Logout tokens owed to clients are sent from this worker's own threads (never by a request),
+    # including those written before a restart or by another process.
+    from oidc.oauth2.backchannel import start_sender
+
+    start_sender(worker.wsgi)
     if not service.pending_start:
         worker.log.info("worker started its key service")
         _SERVED.value = 1

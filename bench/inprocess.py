@@ -6,7 +6,13 @@
 BENCH_DATABASE_URL (an empty database) replaces the throw-away SQLite file, e.g. to
 measure on PostgreSQL.
 
-NAME: trivial health jwks client_credentials introspect refresh authorize code_exchange login
+NAME: trivial health jwks client_credentials introspect introspect_jwt refresh authorize authorize_jarm
+      code_exchange login
+
+``authorize_jarm`` is ``authorize`` with ``response_mode=query.jwt`` (the code in a
+JARM response, signed with the ID token key set), ``introspect_jwt`` is
+``introspect`` with ``Accept: application/token-introspection+jwt`` (RFC 9701);
+when a pair is measured, the CPU each adds per request is printed after the table.
 
 The app is called as a WSGI application with a prepared request, so the
 figure is the provider's own cost (Flask, the hooks, Authlib, the database,
@@ -43,8 +49,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from bench.backends import softhsm_environment  # noqa: E402
 
-ENDPOINTS = ["trivial", "health", "jwks", "client_credentials", "introspect", "refresh", "authorize",
-             "code_exchange", "login"]
+ENDPOINTS = ["trivial", "health", "jwks", "client_credentials", "introspect", "introspect_jwt", "refresh",
+             "authorize", "authorize_jarm", "code_exchange", "login"]
+#: The signed-response variants, and the plain request each adds its signature to.
+SIGNED_VARIANTS = {"authorize_jarm": "authorize", "introspect_jwt": "introspect"}
 REDIRECT_URI = "http://127.0.0.1:1/cb"
 
 
@@ -183,6 +191,8 @@ def prepare(workdir: Path, backend: str) -> dict[str, Call]:
         "jwks": Call(app, "GET", "/.well-known/jwks.json"),
         "client_credentials": token_request,
         "introspect": Call(app, "POST", "/introspect", f"token={access_token}".encode(), {"Authorization": basic}),
+        "introspect_jwt": Call(app, "POST", "/introspect", f"token={access_token}".encode(),
+                               {"Authorization": basic, "Accept": "application/token-introspection+jwt"}),
         **flows,
     }
 
@@ -228,6 +238,7 @@ def user_flows(app: Any) -> dict[str, Any]:
     cookie = "; ".join(f"{c.key}={c.value}" for c in browser._cookies.values())
 
     authorize = Call(app, "GET", authorize_path, headers={"Cookie": cookie})
+    authorize_jarm = Call(app, "GET", authorize_path + "&response_mode=query.jwt", headers={"Cookie": cookie})
 
     code_template = Call(app, "POST", "/token", b"grant_type=authorization_code", {"Authorization": basic})
     refresh_template = Call(app, "POST", "/token", b"grant_type=refresh_token", {"Authorization": basic})
@@ -247,6 +258,7 @@ def user_flows(app: Any) -> dict[str, Any]:
     return {
         "refresh": Chain(refresh_call),
         "authorize": authorize,
+        "authorize_jarm": authorize_jarm,
         "code_exchange": CodeExchange(authorize, token_call),
         # The pre-login cookie (it holds the CSRF token's key) each time: every call is a new login
         # for the same interaction, answered 303 to /authorize/resume.
@@ -268,13 +280,18 @@ def main() -> None:
     try:
         calls = prepare(workdir, args.backend)
         trivial = 0.0
+        figures: dict[str, float] = {}
         for name in ENDPOINTS:
             if args.only and name != "trivial" and name not in args.only:
                 continue
-            figure = cpu_microseconds(calls[name], args.calls, args.windows)
+            figure = figures[name] = cpu_microseconds(calls[name], args.calls, args.windows)
             trivial = trivial or figure
             print(f"{name:20} {figure:8.1f} us CPU/request  {figure / trivial:5.1f}x trivial  "
                   f"({calls[name].status}, {args.backend})")
+        for variant, plain in SIGNED_VARIANTS.items():
+            if variant in figures and plain in figures:
+                print(f"{variant:20} adds {figures[variant] - figures[plain]:8.1f} us CPU/request to {plain} "
+                      f"(one signature with the ID token key set and building the JWT)")
         if args.profile:
             profile = cProfile.Profile(time.process_time)  # CPU time: other processes do not count
             profile.enable()

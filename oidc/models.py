@@ -23,6 +23,15 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from oidc.db import JSONList, db
 
+#: The client metadata of signed and encrypted responses, as registered (and as the admin API names them).
+RESPONSE_METADATA = (
+    "authorization_signed_response_alg", "authorization_encrypted_response_alg",
+    "authorization_encrypted_response_enc", "introspection_signed_response_alg",
+    "introspection_encrypted_response_alg", "introspection_encrypted_response_enc",
+    "userinfo_signed_response_alg", "userinfo_encrypted_response_alg", "userinfo_encrypted_response_enc",
+    "id_token_encrypted_response_alg", "id_token_encrypted_response_enc",
+)
+
 
 class User(db.Model):  # type: ignore[name-defined]  # Flask-SQLAlchemy builds db.Model at run time
     __tablename__ = "users"
@@ -79,8 +88,9 @@ class Client(db.Model):  # type: ignore[name-defined]  # Flask-SQLAlchemy builds
     require_pushed_authorization_requests: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
     #: Token requests need a DPoP proof; access tokens are always DPoP-bound (RFC 9449 §5.2).
     dpop_bound_access_tokens: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
-    #: "fapi2" applies the FAPI 2.0 Security Profile to this client; None follows SECURITY_PROFILE.
-    security_profile: Mapped[str | None] = mapped_column(String(16))
+    #: "fapi2" applies the FAPI 2.0 Security Profile to this client, "fapi2-message-signing" FAPI 2.0
+    #: Message Signing too; None follows SECURITY_PROFILE.
+    security_profile: Mapped[str | None] = mapped_column(String(32))
     #: Authorization requests only as signed request objects (RFC 9101 §10.5).
     require_signed_request_object: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False,
                                                                 server_default=false())
@@ -94,6 +104,25 @@ class Client(db.Model):  # type: ignore[name-defined]  # Flask-SQLAlchemy builds
     logo_uri: Mapped[str | None] = mapped_column(String(2000))
     policy_uri: Mapped[str | None] = mapped_column(String(2000))
     tos_uri: Mapped[str | None] = mapped_column(String(2000))
+    #: Where logout tokens are POSTed when a login session this client got tokens in ends
+    #: (OpenID Connect Back-Channel Logout 1.0 §2.2); None: the client is not told.
+    backchannel_logout_uri: Mapped[str | None] = mapped_column(String(2000))
+    #: Logout tokens carry the session's ``sid`` (§2.2); without it, ``sub`` only.
+    backchannel_logout_session_required: Mapped[bool] = mapped_column(
+        Boolean, nullable=False, default=False, server_default=false())
+    #: Signed (and encrypted) responses (JARM, RFC 9701, OIDC Core §5.3.2, OIDC Registration §2):
+    #: the algorithms the client registered; None is "not registered" (see RESPONSE_METADATA).
+    authorization_signed_response_alg: Mapped[str | None] = mapped_column(String(16))
+    authorization_encrypted_response_alg: Mapped[str | None] = mapped_column(String(32))
+    authorization_encrypted_response_enc: Mapped[str | None] = mapped_column(String(32))
+    introspection_signed_response_alg: Mapped[str | None] = mapped_column(String(16))
+    introspection_encrypted_response_alg: Mapped[str | None] = mapped_column(String(32))
+    introspection_encrypted_response_enc: Mapped[str | None] = mapped_column(String(32))
+    userinfo_signed_response_alg: Mapped[str | None] = mapped_column(String(16))
+    userinfo_encrypted_response_alg: Mapped[str | None] = mapped_column(String(32))
+    userinfo_encrypted_response_enc: Mapped[str | None] = mapped_column(String(32))
+    id_token_encrypted_response_alg: Mapped[str | None] = mapped_column(String(32))
+    id_token_encrypted_response_enc: Mapped[str | None] = mapped_column(String(32))
 
     @property
     def scopes(self) -> list[str]:
@@ -140,6 +169,9 @@ class Client(db.Model):  # type: ignore[name-defined]  # Flask-SQLAlchemy builds
             "disabled": bool(self.disabled), "created_at": self.created_at,
             "secret_rotated_at": self.secret_rotated_at,
             "logo_uri": self.logo_uri, "policy_uri": self.policy_uri, "tos_uri": self.tos_uri,
+            "backchannel_logout_uri": self.backchannel_logout_uri,
+            "backchannel_logout_session_required": bool(self.backchannel_logout_session_required),
+            **{name: getattr(self, name) for name in RESPONSE_METADATA},
         }
 
 
@@ -312,3 +344,38 @@ class DPoPProof(db.Model):  # type: ignore[name-defined]  # Flask-SQLAlchemy bui
     #: SHA-256 of the key thumbprint and the jti (fixed length, whatever the client sends).
     jti_hash: Mapped[str] = mapped_column(String(64), nullable=False, unique=True)
     expires_at: Mapped[int] = mapped_column(BigInteger, nullable=False, index=True)
+
+
+class BackchannelLogout(db.Model):  # type: ignore[name-defined]  # Flask-SQLAlchemy builds db.Model at run time
+    """A logout token owed to a client: the outbox of Back-Channel Logout (:mod:`oidc.oauth2.backchannel`).
+
+    Written in the transaction that ends the login session, so that a session
+    never ends without its logout tokens owed, nor the other way round; one row
+    per client and session.  A worker sends it after claiming it with one
+    conditional UPDATE (a lease: ``claimed_until``, and ``claim`` naming the
+    claimer); ``next_attempt_at`` is NULL once it is done (delivered or given up),
+    so that the index of due rows holds only those still owed.
+    """
+
+    __tablename__ = "backchannel_logouts"
+    __table_args__ = (UniqueConstraint("client_pk", "sid", name="uq_backchannel_logouts_client_sid"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    client_pk: Mapped[int] = mapped_column(Integer, ForeignKey("clients.id", ondelete="CASCADE"), nullable=False)
+    #: The login session that ended, and its user's ``sub``.
+    sid: Mapped[str] = mapped_column(String(64), nullable=False)
+    subject: Mapped[str] = mapped_column(String(64), nullable=False)
+    #: The logout token's ``jti``, the same on every attempt (a receiver may recognise a retry).
+    jti: Mapped[str] = mapped_column(String(64), nullable=False)
+    created_at: Mapped[int] = mapped_column(BigInteger, nullable=False, index=True)
+    #: When it is due next; NULL once delivered or given up.
+    next_attempt_at: Mapped[int | None] = mapped_column(BigInteger, index=True)
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    #: Until when the worker that claimed it owns it (0: nobody); after that another may claim it.
+    claimed_until: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
+    #: A random value naming the current claim: only its claimer records the outcome.
+    claim: Mapped[str | None] = mapped_column(String(32))
+    delivered_at: Mapped[int | None] = mapped_column(BigInteger)
+    gave_up_at: Mapped[int | None] = mapped_column(BigInteger)
+    #: Why the last attempt failed (a status code or the kind of network error), never a response body.
+    last_error: Mapped[str | None] = mapped_column(String(200))

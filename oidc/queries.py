@@ -34,6 +34,7 @@ from sqlalchemy import (
     CompoundSelect,
     Connection,
     CursorResult,
+    Integer,
     Row,
     Select,
     bindparam,
@@ -41,6 +42,7 @@ from sqlalchemy import (
     insert,
     or_,
     select,
+    union,
     union_all,
     update,
 )
@@ -51,6 +53,7 @@ from oidc.db import db, hashing_keys, key_certificates
 from oidc.models import (
     AccessToken,
     AuthorizationCode,
+    BackchannelLogout,
     Client,
     ClientAssertion,
     Consent,
@@ -220,10 +223,66 @@ _USERS_IN_ORDER = select(User).order_by(User.id)
 _CLIENTS_IN_ORDER = select(Client).order_by(Client.id)
 _CONSENTS_OF_USER_AND_CLIENT = select(Consent).where(
     Consent.user_pk == bindparam("user_pk"), Consent.client_pk == bindparam("client_pk"))
-_END_LOGIN_SESSIONS_OF_USER = (
-    update(LoginSession)
-    .where(LoginSession.user_pk == bindparam("of_user"), LoginSession.ended_at.is_(None))
+_OPEN_LOGIN_SESSIONS_OF_USER = select(_LOGIN_SESSIONS.c.sid).where(
+    _LOGIN_SESSIONS.c.user_pk == bindparam("user_pk"), _LOGIN_SESSIONS.c.ended_at.is_(None))
+# Ending a login is a claim too: of two requests ending one session, one ends it (and owes its logout tokens).
+_END_LOGIN_SESSION = (
+    update(_LOGIN_SESSIONS)
+    .where(_LOGIN_SESSIONS.c.sid == bindparam("of_sid"), _LOGIN_SESSIONS.c.ended_at.is_(None))
     .values(ended_at=bindparam("moment"))
+)
+
+# Back-Channel Logout (oidc.oauth2.backchannel).  The clients owed a logout token when login
+# sessions end: those with a back-channel logout URI that redeemed a code of the session or
+# hold a refresh token of it, each with the session and its user's sub.
+_OUTBOX = BackchannelLogout.__table__
+_CLIENTS = Client.__table__
+
+
+def _clients_told_by(table: Any) -> Select[Any]:
+    """A part of the statement below (a function: only whole statements are module constants)."""
+    return (select(table.c.client_pk, table.c.sid, _USERS.c.subject)
+            .select_from(table.join(_CLIENTS, _CLIENTS.c.id == table.c.client_pk)
+                         .join(_USERS, _USERS.c.id == table.c.user_pk))
+            .where(table.c.sid.in_(bindparam("sids", expanding=True)),
+                   _CLIENTS.c.backchannel_logout_uri.is_not(None), _CLIENTS.c.disabled.is_(False)))
+
+
+_BACKCHANNEL_CLIENTS_OF_SESSIONS: CompoundSelect[Any] = union(
+    _clients_told_by(_CODES).where(_CODES.c.used_at.is_not(None)),
+    _clients_told_by(_REFRESH_TOKENS),
+)
+_INSERT_BACKCHANNEL_LOGOUT = insert(_OUTBOX)
+_DUE_BACKCHANNEL_LOGOUTS = (
+    select(_OUTBOX.c.id)
+    .where(_OUTBOX.c.next_attempt_at <= bindparam("moment"), _OUTBOX.c.claimed_until <= bindparam("moment"))
+    .order_by(_OUTBOX.c.next_attempt_at).limit(bindparam("limit", type_=Integer))
+)
+# The claim of a due row: a lease until ``until``; of several workers and instances, one sees rowcount 1.
+_CLAIM_BACKCHANNEL_LOGOUT = (
+    update(_OUTBOX)
+    .where(_OUTBOX.c.id == bindparam("row_id"), _OUTBOX.c.next_attempt_at <= bindparam("moment"),
+           _OUTBOX.c.claimed_until <= bindparam("moment"))
+    .values(claimed_until=bindparam("until"), claim=bindparam("new_claim"), attempts=_OUTBOX.c.attempts + 1)
+)
+_CLAIMED_BACKCHANNEL_LOGOUT = (
+    select(_OUTBOX.c.id, _OUTBOX.c.sid, _OUTBOX.c.subject, _OUTBOX.c.jti, _OUTBOX.c.created_at,
+           _OUTBOX.c.attempts, _CLIENTS.c.client_id, _CLIENTS.c.backchannel_logout_uri,
+           _CLIENTS.c.backchannel_logout_session_required)
+    .select_from(_OUTBOX.join(_CLIENTS, _CLIENTS.c.id == _OUTBOX.c.client_pk))
+    .where(_OUTBOX.c.id == bindparam("row_id"), _OUTBOX.c.claim == bindparam("of_claim"))
+)
+# The outcome, recorded only by the claim that made the attempt.
+_FINISH_BACKCHANNEL_LOGOUT = (
+    update(_OUTBOX)
+    .where(_OUTBOX.c.id == bindparam("row_id"), _OUTBOX.c.claim == bindparam("of_claim"))
+    .values(next_attempt_at=None, claimed_until=0, claim=None, delivered_at=bindparam("delivered"),
+            gave_up_at=bindparam("gave_up"), last_error=bindparam("error"))
+)
+_RETRY_BACKCHANNEL_LOGOUT = (
+    update(_OUTBOX)
+    .where(_OUTBOX.c.id == bindparam("row_id"), _OUTBOX.c.claim == bindparam("of_claim"))
+    .values(next_attempt_at=bindparam("next_at"), claimed_until=0, claim=None, last_error=bindparam("error"))
 )
 # What a user or a client leaves behind, deleted before its own row (not every database cascades).
 _DELETE_ROWS_OF_USER = tuple(
@@ -232,7 +291,8 @@ _DELETE_ROWS_OF_USER = tuple(
 )
 _DELETE_ROWS_OF_CLIENT = tuple(
     delete(model).where(model.client_pk == bindparam("client_pk")).execution_options(synchronize_session=False)
-    for model in (AccessToken, RefreshToken, AuthorizationCode, Consent, ClientAssertion, PushedAuthorizationRequest)
+    for model in (AccessToken, RefreshToken, AuthorizationCode, Consent, ClientAssertion, PushedAuthorizationRequest,
+                  BackchannelLogout)
 )
 
 # Rows nothing can use any more, by table (oidc.oauth2.families.prune_expired).
@@ -248,6 +308,9 @@ _PRUNE_EXPIRED = {
     "pushed_authorization_requests": delete(PushedAuthorizationRequest).where(
         PushedAuthorizationRequest.expires_at < bindparam("moment")),
     "dpop_proofs": delete(DPoPProof).where(DPoPProof.expires_at < bindparam("moment")),
+    # Logout tokens delivered or given up: kept as long as codes are (``kept_until``), for the record.
+    "backchannel_logouts": delete(BackchannelLogout).where(
+        BackchannelLogout.created_at < bindparam("kept_until"), BackchannelLogout.next_attempt_at.is_(None)),
 }
 
 # The keys of the keyed hashes (oidc.hashing_keys), one row per purpose.
@@ -436,11 +499,6 @@ def user_by_pk(pk: int) -> User | None:
     return db.session.get(User, pk)
 
 
-def login_session_by_sid(sid: str) -> LoginSession | None:
-    """The login session row ``sid``, to change it."""
-    return db.session.get(LoginSession, sid)
-
-
 def pushed_request_by_pk(pk: int) -> PushedAuthorizationRequest | None:
     """The pushed authorization request of primary key ``pk``."""
     return db.session.get(PushedAuthorizationRequest, pk)
@@ -511,9 +569,59 @@ def consents_of(user_pk: int, client_pk: int) -> list[Consent]:
                 .scalars())
 
 
-def end_login_sessions_of(user_pk: int, moment: int) -> None:
-    """End every open login session of the user, in the current transaction."""
-    db.session.execute(_END_LOGIN_SESSIONS_OF_USER, {"of_user": user_pk, "moment": moment})
+def open_login_sessions_of(user_pk: int) -> list[str]:
+    """The ``sid`` of every login session of the user that has not ended."""
+    return list(db.session.execute(_OPEN_LOGIN_SESSIONS_OF_USER, {"user_pk": user_pk}).scalars())
+
+
+def end_login_session(sid: str, moment: int) -> bool:
+    """End a login session, in the current transaction: False when it had ended already (or another request ended it)."""
+    return _changed(_END_LOGIN_SESSION, {"of_sid": sid, "moment": moment}) == 1
+
+
+# Back-Channel Logout ---------------------------------------------------------------------
+
+
+def backchannel_clients_of_sessions(sids: list[str]) -> Sequence[AnyRow]:
+    """``(client_pk, sid, subject)`` of each client owed a logout token for the login sessions ``sids``."""
+    return db.session.execute(_BACKCHANNEL_CLIENTS_OF_SESSIONS, {"sids": sids}).all()
+
+
+def insert_backchannel_logouts(rows: list[dict[str, Any]]) -> None:
+    """Add outbox rows in the current transaction (the one that ends their login sessions)."""
+    db.session.execute(_INSERT_BACKCHANNEL_LOGOUT, rows)
+
+
+def due_backchannel_logouts(connection: Connection, moment: int, limit: int) -> list[int]:
+    """The ids of up to ``limit`` outbox rows due at ``moment`` and claimed by nobody, the longest due first."""
+    return list(connection.execute(_DUE_BACKCHANNEL_LOGOUTS, {"moment": moment, "limit": limit}).scalars())
+
+
+def claim_backchannel_logout(connection: Connection, row_id: int, moment: int, until: int, claim: str) -> bool:
+    """Claim a due outbox row until ``until``, atomically: False when another worker or instance has it."""
+    result = connection.execute(_CLAIM_BACKCHANNEL_LOGOUT,
+                                {"row_id": row_id, "moment": moment, "until": until, "new_claim": claim})
+    return result.rowcount == 1
+
+
+def claimed_backchannel_logout(connection: Connection, row_id: int, claim: str) -> AnyRow | None:
+    """A claimed outbox row with its client's ``client_id`` and back-channel metadata."""
+    return connection.execute(_CLAIMED_BACKCHANNEL_LOGOUT, {"row_id": row_id, "of_claim": claim}).first()
+
+
+def finish_backchannel_logout(connection: Connection, row_id: int, claim: str, *, delivered_at: int | None,
+                              gave_up_at: int | None, error: str | None) -> bool:
+    """Record that a claimed row was delivered or given up; False when the claim was lost meanwhile."""
+    result = connection.execute(_FINISH_BACKCHANNEL_LOGOUT, {"row_id": row_id, "of_claim": claim,
+                                                             "delivered": delivered_at, "gave_up": gave_up_at,
+                                                             "error": error})
+    return result.rowcount == 1
+
+
+def retry_backchannel_logout(connection: Connection, row_id: int, claim: str, next_attempt_at: int, error: str) -> None:
+    """Release a claimed row after a failed attempt, due again at ``next_attempt_at``."""
+    connection.execute(_RETRY_BACKCHANNEL_LOGOUT, {"row_id": row_id, "of_claim": claim,
+                                                   "next_at": next_attempt_at, "error": error})
 
 
 def delete_rows_of_user(user_pk: int) -> None:

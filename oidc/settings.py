@@ -35,7 +35,12 @@ DEFAULT_PASSWORD_HASH_COST = 2**15
 #: Values of SECURITY_PROFILE (and of a client's security_profile).
 DEFAULT_PROFILE = "default"
 FAPI2 = "fapi2"
-SECURITY_PROFILES = (DEFAULT_PROFILE, FAPI2)
+#: FAPI 2.0 Message Signing (final): the Security Profile, plus signed request objects at /par and
+#: JARM authorization responses.
+FAPI2_MESSAGE_SIGNING = "fapi2-message-signing"
+#: The profiles the FAPI 2.0 Security Profile's rules apply under.
+FAPI2_PROFILES = (FAPI2, FAPI2_MESSAGE_SIGNING)
+SECURITY_PROFILES = (DEFAULT_PROFILE, *FAPI2_PROFILES)
 #: Longest code lifetime the FAPI 2.0 Security Profile allows (§5.3.2.1, clause 9).
 FAPI2_MAX_CODE_LIFETIME = 60
 #: The FAPI 2.0 Security Profile wants request_uris that live less than 600 s (§5.3.2.2, clause 6).
@@ -71,6 +76,8 @@ SETTING_NAMES = (
     "ADMIN_API_KEYS", "ADMIN_SCOPE", "TRUSTED_PROXY_HOPS", "FORWARDED_ALLOW_IPS", "LOG_FORMAT", "LOG_LEVEL",
     "SERVICE_NAME", "SERVICE_LOGO_URL", "THEME_DIR", "PRIMARY_COLOR", "LANGUAGES", "DEFAULT_LANGUAGE",
     "STATIC_MAX_AGE",
+    "BACKCHANNEL_LOGOUT_TIMEOUT", "BACKCHANNEL_LOGOUT_RETRY_WINDOW", "BACKCHANNEL_LOGOUT_RETRY_INITIAL_SECONDS",
+    "BACKCHANNEL_LOGOUT_RETRY_MAX_SECONDS", "BACKCHANNEL_LOGOUT_POLL_SECONDS",
 )
 #: The variables of serving only, read by gunicorn.conf.py (and GUNICORN_CMD_ARGS by gunicorn itself).
 SERVING_NAMES = (
@@ -181,6 +188,12 @@ class Settings:
     languages: tuple[str, ...]
     default_language: str
     static_max_age: int
+    # back-channel logout (README "Back-channel logout")
+    backchannel_logout_timeout: float
+    backchannel_logout_retry_window: int
+    backchannel_logout_retry_initial_seconds: int
+    backchannel_logout_retry_max_seconds: int
+    backchannel_logout_poll_seconds: float
 
     def __repr__(self) -> str:  # never a secret or PIN in a traceback or log line
         return f"Settings(issuer={self.issuer!r}, database={self.database_url.split(':', 1)[0]}, ...)"
@@ -192,8 +205,13 @@ class Settings:
 
     @property
     def fapi2(self) -> bool:
-        """Whether the FAPI 2.0 Security Profile applies to every client."""
-        return self.security_profile == FAPI2
+        """Whether the FAPI 2.0 Security Profile applies to every client (alone or under Message Signing)."""
+        return self.security_profile in FAPI2_PROFILES
+
+    @property
+    def fapi2_message_signing(self) -> bool:
+        """Whether FAPI 2.0 Message Signing applies to every client."""
+        return self.security_profile == FAPI2_MESSAGE_SIGNING
 
     @property
     def https(self) -> bool:
@@ -342,6 +360,7 @@ def load_settings(env: Mapping[str, str] | None = None, *, instance_path: str) -
         secrets_system=read.items("SECRETS_SYSTEM"),
         **hsm, **keys, **tokens, **protocol,
         **_read_clients(read), **_read_login(read), **_read_administration(read), **_read_pages(read),
+        **_read_backchannel_logout(read),
     )
 
 
@@ -451,7 +470,7 @@ def _read_protocol(read: _Reader, *, id_alg: str, access_alg: str, code_lifetime
     if unknown:
         raise ConfigError(f"DPOP_SIGNING_ALGS: {', '.join(unknown)} not among {', '.join(DPOP_ALGORITHMS)}")
     par_lifetime = read.integer("PAR_LIFETIME", 60, minimum=1)
-    if profile == FAPI2:
+    if profile in FAPI2_PROFILES:
         dpop_algs = _check_fapi2(id_alg=id_alg, access_alg=access_alg, code_lifetime=code_lifetime,
                                  dpop_algs=dpop_algs, par_lifetime=par_lifetime)
     jti_storage = read.text("DPOP_JTI_STORAGE_URI", "database").strip()
@@ -497,6 +516,24 @@ def _read_clients(read: _Reader) -> dict[str, Any]:
         "client_assertion_max_lifetime": read.integer("CLIENT_ASSERTION_MAX_LIFETIME", 300, minimum=1),
         "client_assertion_accept_token_endpoint_audience": read.boolean(
             "CLIENT_ASSERTION_ACCEPT_TOKEN_ENDPOINT_AUDIENCE", False),
+    }
+
+
+def _read_backchannel_logout(read: _Reader) -> dict[str, Any]:
+    """Sending logout tokens (OpenID Connect Back-Channel Logout 1.0): timeout, retries and polling."""
+    retry_initial = read.integer("BACKCHANNEL_LOGOUT_RETRY_INITIAL_SECONDS", 2, minimum=1)
+    retry_max = read.integer("BACKCHANNEL_LOGOUT_RETRY_MAX_SECONDS", 300, minimum=1)
+    if retry_max < retry_initial:
+        raise ConfigError("BACKCHANNEL_LOGOUT_RETRY_MAX_SECONDS must be at least BACKCHANNEL_LOGOUT_RETRY_INITIAL_SECONDS")
+    timeout = read.seconds("BACKCHANNEL_LOGOUT_TIMEOUT", 5.0, minimum=0.1)
+    if timeout > 60:
+        raise ConfigError("BACKCHANNEL_LOGOUT_TIMEOUT must be at most 60 seconds (a worker thread waits that long)")
+    return {
+        "backchannel_logout_timeout": timeout,
+        "backchannel_logout_retry_window": read.integer("BACKCHANNEL_LOGOUT_RETRY_WINDOW", 3600, minimum=0),
+        "backchannel_logout_retry_initial_seconds": retry_initial,
+        "backchannel_logout_retry_max_seconds": retry_max,
+        "backchannel_logout_poll_seconds": read.seconds("BACKCHANNEL_LOGOUT_POLL_SECONDS", 2.0, minimum=0.05),
     }
 
 

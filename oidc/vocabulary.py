@@ -21,12 +21,23 @@ __all__ = [
     "CLAIMS_SUPPORTED",
     "CODE_CHALLENGE_METHODS",
     "CONFIDENTIAL_AUTH_METHODS",
+    "DEFAULT_ENCRYPTION_ENCODING",
     "DEFAULT_GRANT_TYPES",
     "DPOP_ALGORITHMS",
+    "ENCRYPTED_RESPONSES",
+    "ENCRYPTION_ALGORITHMS",
+    "ENCRYPTION_ENCODINGS",
     "FAPI2_ALGORITHMS",
     "GRANT_TYPES",
     "ID_TOKEN_SET",
     "ID_TOKEN_TYP",
+    "INTROSPECTION_JWT_MEDIA_TYPE",
+    "INTROSPECTION_TYP",
+    "JARM_RESPONSE_MODES",
+    "JARM_TYP",
+    "JWT_MEDIA_TYPE",
+    "LOGOUT_TOKEN_EVENT",
+    "LOGOUT_TOKEN_TYP",
     "PROMPT_VALUES",
     "REQUEST_OBJECT_DECRYPTION_SET",
     "REQUEST_OBJECT_SIGNING_ALGORITHMS",
@@ -34,6 +45,7 @@ __all__ = [
     "RESPONSE_MODES",
     "RESPONSE_TYPES",
     "SECRET_AUTH_METHODS",
+    "USERINFO_TYP",
     "id_token_signing_algs",
 ]
 
@@ -54,7 +66,11 @@ GRANT_TYPES = ("authorization_code", "refresh_token", "client_credentials")
 DEFAULT_GRANT_TYPES = ("authorization_code", "refresh_token")
 RESPONSE_TYPES = ("code",)
 #: response_mode values of the authorization response (OAuth 2.0 Multiple Response Types, Form Post).
-RESPONSE_MODES = ("query", "form_post")
+#: The JWT Secured Authorization Response Mode (JARM §2.3) ones deliver the response as a signed JWT;
+#: ``jwt`` is the response type's default mode (``query.jwt`` for ``code``), ``fragment.jwt`` is
+#: allowed for ``code`` too (JARM §2.3.3; the JWT keeps the code out of the server's logs).
+JARM_RESPONSE_MODES = ("jwt", "query.jwt", "fragment.jwt", "form_post.jwt")
+RESPONSE_MODES = ("query", "form_post", *JARM_RESPONSE_MODES)
 CODE_CHALLENGE_METHODS = ("S256",)
 #: ``prompt`` values (OIDC Core §3.1.2.1); ``none`` goes with no other (:mod:`oidc.oauth2.authorization`).
 PROMPT_VALUES = ("none", "login", "consent", "select_account")
@@ -72,6 +88,31 @@ CLAIMS_SUPPORTED = ("iss", "sub", "aud", "exp", "iat", "auth_time", "nonce", "at
 ACCESS_TOKEN_TYP = "at+jwt"
 #: The header ``typ`` of ID tokens.
 ID_TOKEN_TYP = "JWT"
+#: The header ``typ`` of logout tokens (OpenID Connect Back-Channel Logout 1.0 §2.4).
+LOGOUT_TOKEN_TYP = "logout+jwt"
+#: The one member of a logout token's ``events`` claim (Back-Channel Logout 1.0 §2.4).
+LOGOUT_TOKEN_EVENT = "http://schemas.openid.net/event/backchannel-logout"
+#: The header ``typ`` of JARM responses and of signed userinfo responses: neither JARM nor OIDC Core
+#: §5.3.2 defines a media type of its own, and clients (the OpenID conformance suite among them)
+#: expect the generic one.  What tells them from an ID token is their claims
+#: (:data:`oidc.oauth2.jwt.ARTEFACTS`): a JARM response has no ``sub``, a signed userinfo no ``exp``.
+JARM_TYP = "JWT"
+USERINFO_TYP = "JWT"
+#: The header ``typ`` of JWT introspection responses (RFC 9701 §5) and the media type a resource
+#: server asks for them with (``Accept``) and gets them as.
+INTROSPECTION_TYP = "token-introspection+jwt"
+INTROSPECTION_JWT_MEDIA_TYPE = "application/token-introspection+jwt"
+#: The media type of a signed (or encrypted) userinfo response (OIDC Core §5.3.2).
+JWT_MEDIA_TYPE = "application/jwt"
+
+#: Encryption of responses to a client (OIDC Registration §2, JARM §3, RFC 9701 §6), with a public key
+#: the client registered with ``use: enc``: RSA-OAEP-256 for an RSA key, ECDH-ES for an EC (P-256/384/521)
+#: key.  A client that names an ``alg`` and no ``enc`` gets A128CBC-HS256, the registration default.
+ENCRYPTION_ALGORITHMS = ("RSA-OAEP-256", "ECDH-ES")
+#: The responses a client may have encrypted: its metadata is ``<kind>_encrypted_response_alg/enc``.
+ENCRYPTED_RESPONSES = ("id_token", "userinfo", "authorization", "introspection")
+ENCRYPTION_ENCODINGS = ("A256GCM", "A128CBC-HS256")
+DEFAULT_ENCRYPTION_ENCODING = "A128CBC-HS256"
 
 #: Algorithms a DPoP proof may be signed with (RFC 9449 §5.1): asymmetric only, never none or a MAC.
 #: DPOP_SIGNING_ALGS narrows them; advertised as dpop_signing_alg_values_supported.

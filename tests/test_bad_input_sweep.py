@@ -56,10 +56,18 @@ MALFORMED_JOSE = [
     _jws({"alg": "ES256", "kid": "k"}, [1]), _jws({"alg": "ES256", "kid": "k"}, "x"),
     "e30.e30.", "..", "a.b.c", "!!!.@@@.###", _b64(b"\xff\xfe") + ".e30.e30", "x" * 20000,
 ]
+#: response_mode values, JARM's (JARM §2.3) among them, and near misses of them.
+RESPONSE_MODE_VALUES = ["jwt", "query.jwt", "fragment.jwt", "form_post.jwt", "JWT", "query.jwt.jwt", "fragment",
+                        ".jwt", "jwt.", "form_post.jwt\x00", "query,jwt", "form_post .jwt"]
+#: Accept headers, RFC 9701's media type among them (at /introspect it asks for a JWT answer).
+ACCEPT = st.sampled_from([None, "application/token-introspection+jwt", "application/jwt", "*/*;q=x",
+                          "application/token-introspection+jwt;q=abc", "application/token-introspection+jwt;q=0",
+                          "application/json;q=0, application/token-introspection+jwt", "x" * 5000, ",,,;;;",
+                          "text/html", "application/token-introspection+jwt\x7f", "é/é"])
 BAD_VALUES = st.one_of(
     st.sampled_from(["", "\x00", "a\x00b", "x" * 5000, "x" * 70_000, "é", "\ufffd", '"\\', "%", "%zz",
                      "%ff%fe", "%00", "\r\n", "openid\x00", REDIRECT_URI + "\x00", "²", "-1", "99999999999",
-                     *MALFORMED_JOSE]),
+                     *MALFORMED_JOSE, *RESPONSE_MODE_VALUES]),
     st.text(max_size=40),
 )
 NAMES = st.sampled_from(["grant_type", "client_id", "client_secret", "code", "redirect_uri", "scope", "state",
@@ -88,8 +96,8 @@ def requests(draw: st.DrawFn) -> dict:
                                       "client_id=%C0%AE", "&&&==", "x" * 20000]))
     return {"method": draw(METHODS), "pairs": pairs, "raw_query": raw_query,
             "in_body": draw(st.booleans()), "content_type": draw(CONTENT_TYPES),
-            "authorization": draw(BASIC), "raw_body": draw(st.sampled_from([None, b"\xff\xfe\x00", b"%zz=%",
-                                                                             b"{\"a\":", b"a=" + b"%ff" * 300]))}
+            "authorization": draw(BASIC), "accept": draw(ACCEPT),
+            "raw_body": draw(st.sampled_from([None, b"\xff\xfe\x00", b"%zz=%", b"{\"a\":", b"a=" + b"%ff" * 300]))}
 
 
 def _encode(pairs: list[tuple[str, str]]) -> str:
@@ -131,7 +139,7 @@ def _check(response, endpoint: str) -> None:
         assert response.status_code in (200, 302, 400, 413), response.status_code
         if response.status_code == 302:
             location = response.headers["Location"]
-            assert location.startswith((REDIRECT_URI + "?", "/login?")), location
+            assert location.startswith((REDIRECT_URI + "?", REDIRECT_URI + "#response=", "/login?")), location
     elif endpoint == "/logout":
         assert response.status_code in (200, 303, 400, 413), response.status_code
     else:  # discovery and JWKS: read-only documents
@@ -177,6 +185,8 @@ def test_malformed_requests_get_rfc_errors_and_write_nothing(swept, caplog, data
     query = "&".join(part for part in (request["raw_query"], "" if request["in_body"] else encoded) if part)
     body = request["raw_body"] if request["raw_body"] is not None else (encoded if request["in_body"] else "")
     headers = {"Authorization": request["authorization"]} if request["authorization"] else {}
+    if request["accept"] is not None:
+        headers["Accept"] = request["accept"]
     before = _row_count(op)
     caplog.clear()
     with caplog.at_level(logging.WARNING):
@@ -309,3 +319,42 @@ def test_request_objects_drawn_at_random_get_rfc_errors_and_write_nothing(object
     assert not [record.getMessage() for record in caplog.records if record.levelno >= logging.ERROR or record.exc_info]
     starts_login = response.status_code == 302 and response.headers["Location"].startswith("/login?")
     assert _row_count(op) == before + (1 if starts_login or response.status_code == 201 else 0)
+
+
+@settings(max_examples=60, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(mode=st.one_of(st.sampled_from(RESPONSE_MODE_VALUES), st.text(max_size=20)),
+       accept=ACCEPT, prompt=st.sampled_from(["none", "login none", None]))
+def test_response_modes_and_accept_headers(swept, caplog, mode, accept, prompt):
+    """JARM §2.3 and RFC 9701 §4: any response_mode gets a response in a mode we deliver (a JARM one only
+    when asked for by its exact name), any Accept header a JSON or an RFC 9701 answer; never a 5xx, never an
+    ERROR line, nothing written."""
+    import jwt as pyjwt
+
+    op, client_id, secret, _ = swept
+    params = {"client_id": client_id, "redirect_uri": REDIRECT_URI, "response_type": "code", "scope": "openid",
+              "state": "s", "response_mode": mode, **({"prompt": prompt} if prompt else {})}
+    before = _row_count(op)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        response = op.http.get("/authorize", base_url=ISSUER, query_string=params)
+        introspection = op.http.post("/introspect", base_url=ISSUER, data={"token": "x"},
+                                     headers={"Authorization": "Basic " + base64.b64encode(
+                                         f"{client_id}:{secret}".encode()).decode(),
+                                              **({"Accept": accept} if accept is not None else {})})
+    _check(response, "/authorize")
+    jarm = mode in ("jwt", "query.jwt", "fragment.jwt", "form_post.jwt")
+    if response.status_code == 302:
+        location = response.headers["Location"]
+        assert (("response=" in location) is jarm) or location.startswith("/login?"), (mode, location)
+    elif response.status_code == 200 and jarm:
+        assert mode == "form_post.jwt" and 'name="response"' in response.get_data(as_text=True)
+    assert introspection.status_code == 200
+    if introspection.mimetype == "application/token-introspection+jwt":
+        claims = pyjwt.decode(introspection.get_data(as_text=True), options={"verify_signature": False})
+        assert claims["token_introspection"] == {"active": False} and claims["aud"] == client_id
+    else:
+        assert introspection.mimetype == "application/json" and introspection.json == {"active": False}
+    assert not [record for record in caplog.records if record.levelno >= logging.ERROR or record.exc_info]
+    starts_login = response.status_code == 302 and response.headers["Location"].startswith("/login?")
+    assert _row_count(op) == before + (1 if starts_login else 0)

@@ -245,3 +245,21 @@ def test_hsm_available_gauge_reports_the_workers_only(make_app, base_env, reques
         server.stop()
     available = {labels: value for (name, labels), value in samples.items() if name == "oidc_hsm_available"}
     assert available == ({(): 1.0} if keys == "hsm" else {}), available
+
+
+def test_a_scrape_while_a_worker_creates_its_file_is_not_a_500(make_app, base_env, tmp_path):
+    """prometheus-client creates a worker's sample file before it sizes it; a scrape in that moment
+    read an empty file and failed as a whole (client_python issue 1199).  The empty file is skipped."""
+    directory = tmp_path / "metrics"
+    directory.mkdir()
+    (directory / "counter_4242424.db").write_bytes(b"")  # a worker caught between create and truncate
+    metrics_port = free_port()
+    server, _ = _serve(make_app, base_env, tmp_path, METRICS_BIND=f"127.0.0.1:{metrics_port}",
+                       PROMETHEUS_MULTIPROC_DIR=str(directory))
+    try:
+        server.wait_ready("/health/ready")
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as response:
+            samples = _samples(response.read().decode())
+    finally:
+        server.stop()
+    assert any(name.startswith("oidc_") for name, _ in samples), samples  # the workers' samples, read

@@ -18,7 +18,7 @@ def test_discovery_document(op):
         if name != "jwks_uri":
             assert op.get(path).status_code != 404
     assert doc["response_types_supported"] == ["code"]
-    assert set(doc["response_modes_supported"]) == {"query", "form_post"}
+    assert set(doc["response_modes_supported"]) == {"query", "form_post", "jwt", "query.jwt", "fragment.jwt", "form_post.jwt"}
     assert set(doc["grant_types_supported"]) == {"authorization_code", "refresh_token", "client_credentials"}
     assert doc["subject_types_supported"] == ["public"]
     assert doc["code_challenge_methods_supported"] == ["S256"]

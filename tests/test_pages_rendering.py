@@ -324,7 +324,7 @@ def test_hsm_unavailable_is_a_page_on_browser_paths(op: Provider, monkeypatch: p
         raise HSMError("PKCS#11 module: the token is not present")
 
     # Verifying an id_token_hint needs the signing keys: with the HSM gone, the logout page says so.
-    monkeypatch.setattr(end_session, "verify_own_jwt", hsm_down)
+    monkeypatch.setattr(end_session, "verify_artefact", hsm_down)
     page = op.get("/logout?id_token_hint=a.b.c")
     assert page.status_code == 503 and page.mimetype == "text/html" and page.headers["Retry-After"]
     assert "The service is temporarily unavailable" in page.text and "PKCS#11" not in page.text

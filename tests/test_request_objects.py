@@ -430,6 +430,23 @@ def test_fapi2_a_request_object_pushed_with_dpop_and_private_key_jwt(make_app: A
     assert discovery["request_object_signing_alg_values_supported"] == ["PS256", "ES256", "EdDSA", "Ed25519"]
 
 
+def test_fapi2_message_signing_requires_a_typed_signed_object_at_par(make_app: Any, base_env: dict[str, str]) -> None:
+    """FAPI 2.0 Message Signing §5.3.1: plain pushed parameters are refused, and so is an object without its typ."""
+    op = Provider(make_app({**base_env, "SECURITY_PROFILE": "fapi2-message-signing", "ID_TOKEN_SIGNING_ALG": "PS256",
+                            "ACCESS_TOKEN_SIGNING_ALG": "ES256"}))
+    op.add_user()
+    client = FapiObjects(op, "ES256")
+    plain = client.push(client.params())
+    assert (plain.status_code, plain.json["error"]) == (400, "invalid_request")
+    now = op.clock.now()
+    untyped = client.signer.sign({"iss": client.client_id, "aud": ISSUER, "nbf": now, "exp": now + 300,
+                                  **client.params()}, typ=None)
+    refused = client.push({"client_id": client.client_id, "request": untyped})
+    assert (refused.status_code, refused.json["error"]) == (400, "invalid_request_object")
+    pushed = client.push_object()
+    assert pushed.status_code == 201, pushed.json
+
+
 def test_fapi2_refuses_rs256_request_objects(make_app: Any, base_env: dict[str, str]) -> None:
     op = Provider(make_app({**base_env, **test_fapi2.FAPI_ENV}))
     client = FapiObjects(op, "RS256")

@@ -16,21 +16,27 @@ from urllib.parse import urlsplit
 
 from oidc import hashing, queries
 from oidc.db import db
-from oidc.models import Client
+from oidc.models import RESPONSE_METADATA, Client
+from oidc.oauth2 import encryption
 from oidc.oauth2.client_cache import current_client_cache
 from oidc.queries import find_client
-from oidc.settings import DEFAULT_PROFILE, FAPI2, SECURITY_PROFILES
+from oidc.settings import DEFAULT_PROFILE, FAPI2_PROFILES, SECURITY_PROFILES
 from oidc.state import current_state
 from oidc.text import bounded_text, column_text
 from oidc.urls import is_loopback_http
 from oidc.vocabulary import (
     AUTH_METHODS,
     DEFAULT_GRANT_TYPES,
+    ENCRYPTED_RESPONSES,
     FAPI2_ALGORITHMS,
     GRANT_TYPES,
     REQUEST_OBJECT_SIGNING_ALGORITHMS,
     SECRET_AUTH_METHODS,
+    id_token_signing_algs,
 )
+
+#: The responses a client may have signed: ``<kind>_signed_response_alg`` (JARM, RFC 9701, OIDC Core §5.3.2).
+SIGNED_RESPONSES = ("authorization", "introspection", "userinfo")
 
 DEFAULT_SCOPE = "openid profile email offline_access"
 #: Longest redirect, logout, page or logo URI registered.
@@ -72,6 +78,29 @@ def _check_web_uri(value: Any, field: str) -> str | None:
     raise ClientError(f"{field}: {uri!r} must be an https URL (http only on loopback)")
 
 
+def check_backchannel_logout_uri(value: Any, *, development: bool) -> str | None:
+    """A client's ``backchannel_logout_uri`` (Back-Channel Logout 1.0 §2.2): an absolute https URL without
+    a fragment; http only on a loopback host in development mode.  None or "" registers none."""
+    if value is None or value == "":
+        return None
+    uri = bounded_text(value, MAX_URI_LENGTH)
+    if uri is None or not uri.isprintable() or " " in uri:
+        raise ClientError(f"backchannel_logout_uri: {value!r} is not a URL")
+    try:
+        parts = urlsplit(uri)
+        parts.port  # noqa: B018  # raises ValueError for a port out of range or not a number
+    except ValueError:  # an unbalanced IPv6 bracket, a bad port
+        raise ClientError(f"backchannel_logout_uri: {uri!r} is not a URL") from None
+    if parts.fragment or "#" in uri:
+        raise ClientError(f"backchannel_logout_uri: {uri!r} must not have a fragment")
+    if parts.scheme == "https" and parts.hostname:
+        return uri
+    if is_loopback_http(parts) and development:
+        return uri
+    raise ClientError(f"backchannel_logout_uri: {uri!r} must be an https URL (http only on loopback, "
+                      "in development mode)")
+
+
 def _check_jwks(jwks: Any) -> str:
     from joserfc.errors import JoseError
     from joserfc.jwk import KeySet
@@ -110,9 +139,27 @@ def create_client(*, name: str, redirect_uris: Iterable[str] | None = None,
                   require_pushed_authorization_requests: bool = False,
                   dpop_bound_access_tokens: bool = False, security_profile: str | None = None,
                   admin_api: bool = False, logo_uri: str | None = None, policy_uri: str | None = None,
-                  tos_uri: str | None = None, require_signed_request_object: bool = False,
+                  tos_uri: str | None = None, backchannel_logout_uri: str | None = None,
+                  backchannel_logout_session_required: bool = False,
+                  authorization_signed_response_alg: str | None = None,
+                  authorization_encrypted_response_alg: str | None = None,
+                  authorization_encrypted_response_enc: str | None = None,
+                  introspection_signed_response_alg: str | None = None,
+                  introspection_encrypted_response_alg: str | None = None,
+                  introspection_encrypted_response_enc: str | None = None,
+                  userinfo_signed_response_alg: str | None = None,
+                  userinfo_encrypted_response_alg: str | None = None,
+                  userinfo_encrypted_response_enc: str | None = None,
+                  id_token_encrypted_response_alg: str | None = None,
+                  id_token_encrypted_response_enc: str | None = None, require_signed_request_object: bool = False,
                   request_object_signing_alg: str | None = None) -> tuple[Client, str | None]:
-    """Register a client; returns it and its secret (shown once; None for public clients)."""
+    """Register a client; returns it and its secret (shown once; None for public clients).
+
+    The ``*_signed_response_alg`` and ``*_encrypted_response_alg/enc``: the signed
+    and encrypted responses it wants (:func:`check_response_metadata`).
+    """
+    # The parameters above named in RESPONSE_METADATA (read before any other local is bound).
+    response_metadata = {name: value for name, value in locals().items() if name in RESPONSE_METADATA}
     if column_text(name.strip() if isinstance(name, str) else None, MAX_CLIENT_NAME_LENGTH) is None:
         raise ClientError(f"name: 1 to {MAX_CLIENT_NAME_LENGTH} characters, without a NUL")
     if auth_method not in AUTH_METHODS:
@@ -134,14 +181,16 @@ def create_client(*, name: str, redirect_uris: Iterable[str] | None = None,
     if auth_method == "private_key_jwt" and jwks is None:
         raise ClientError("jwks: private_key_jwt needs the client's public JWK Set")
     jwks_text = None if jwks is None else _check_jwks(jwks)
+    responses = check_response_metadata(response_metadata, json.loads(jwks_text) if jwks_text else None)
 
     display = {field: _check_web_uri(value, field) for field, value in
                (("logo_uri", logo_uri), ("policy_uri", policy_uri), ("tos_uri", tos_uri))}
 
     state = current_state()
+    logout_uri = check_backchannel_logout_uri(backchannel_logout_uri, development=state.settings.development)
     if security_profile not in (None, *SECURITY_PROFILES):
         raise ClientError(f"security_profile: one of {', '.join(SECURITY_PROFILES)}")
-    fapi2 = security_profile == FAPI2 or state.settings.fapi2
+    fapi2 = security_profile in FAPI2_PROFILES or state.settings.fapi2
     if fapi2:
         _check_fapi2(auth_method, redirects, state.settings)
     _check_request_objects(request_object_signing_alg, bool(require_signed_request_object), jwks_text is not None,
@@ -158,7 +207,8 @@ def create_client(*, name: str, redirect_uris: Iterable[str] | None = None,
         request_object_signing_alg=request_object_signing_alg or None,
         security_profile=security_profile if security_profile != DEFAULT_PROFILE else None,
         created_at=state.clock.now(), redirect_uris=redirects, post_logout_redirect_uris=post_logout,
-        grant_types=grants, audiences=audience_list, **display,
+        grant_types=grants, audiences=audience_list, **display, **responses, backchannel_logout_uri=logout_uri,
+        backchannel_logout_session_required=bool(backchannel_logout_session_required),
     )
     secret = None
     if auth_method in SECRET_AUTH_METHODS:
@@ -168,6 +218,31 @@ def create_client(*, name: str, redirect_uris: Iterable[str] | None = None,
     queries.add(client)
     db.session.commit()
     return client, secret
+
+
+def check_response_metadata(metadata: dict[str, Any], jwks: dict[str, Any] | None) -> dict[str, str | None]:
+    """The signed and encrypted response metadata of a registration, checked; :class:`ClientError` otherwise.
+
+    A signing alg must be one the ID token key set signs with (it signs these
+    responses); an encryption needs a key of the client's ``jwks`` with
+    ``use: enc`` for its alg (:func:`oidc.oauth2.encryption.check_registration`).
+    """
+    checked: dict[str, str | None] = {}
+    signing_algs = id_token_signing_algs(current_state().settings.id_token_signing_alg)
+    for kind in SIGNED_RESPONSES:
+        name = f"{kind}_signed_response_alg"
+        alg = metadata.get(name)
+        if alg is not None and alg not in signing_algs:
+            raise ClientError(f"{name}: one of {', '.join(signing_algs)} (the ID token key set's algorithm)")
+        checked[name] = alg
+    for kind in ENCRYPTED_RESPONSES:
+        alg_name, enc_name = f"{kind}_encrypted_response_alg", f"{kind}_encrypted_response_enc"
+        try:
+            checked[alg_name], checked[enc_name] = encryption.check_registration(
+                metadata.get(alg_name), metadata.get(enc_name), jwks, kind)
+        except encryption.EncryptionError as exc:
+            raise ClientError(str(exc)) from None
+    return checked
 
 
 def _check_grant_combination(grants: list[str], auth_method: str, redirect_uris: list[str]) -> None:
@@ -254,6 +329,16 @@ def set_display(client: Client, **fields: str | None) -> None:
     checked = {name: _check_web_uri(value, name) for name, value in fields.items()}
     for name, value in checked.items():
         setattr(client, name, value)
+    db.session.commit()
+    _forget(client)
+
+
+def set_backchannel_logout(client: Client, uri: str | None, *, session_required: bool | None = None) -> None:
+    """Register (or, with None or "", remove) the client's back-channel logout URI; ``session_required``
+    None keeps ``backchannel_logout_session_required`` as it is."""
+    client.backchannel_logout_uri = check_backchannel_logout_uri(uri, development=current_state().settings.development)
+    if session_required is not None:
+        client.backchannel_logout_session_required = bool(session_required)
     db.session.commit()
     _forget(client)
 

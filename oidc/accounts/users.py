@@ -108,7 +108,9 @@ def set_disabled(user: User, disabled: bool) -> None:
 
 
 def delete_user(user: User) -> None:
-    """Delete a user with every session, code, token and consent (in one transaction)."""
+    """Delete a user with every session, code, token and consent (in one transaction); the clients of its
+    open sessions are owed logout tokens, as when a user is disabled (the outbox keeps its ``sub``)."""
+    end_logins_of(user, include_offline=True)
     queries.delete_rows_of_user(user.id)
     queries.remove(user)
     db.session.commit()

@@ -5,19 +5,25 @@ Stable (operators script it; ``--json`` prints one JSON object or array)::
     flask clients create --name NAME [--redirect-uri URI ...] [--post-logout-redirect-uri URI ...]
         [--grant-type G ...] [--scope "S ..."] [--auth-method METHOD] [--first-party]
         [--audience URI ...] [--jwks-file FILE] [--resource-server] [--refresh-always] [--admin-api]
-        [--require-par] [--dpop-bound] [--security-profile default|fapi2]
-        [--logo-uri URL] [--policy-uri URL] [--tos-uri URL] [--json]
+        [--require-par] [--dpop-bound] [--security-profile default|fapi2|fapi2-message-signing]
+        [--logo-uri URL] [--policy-uri URL] [--tos-uri URL]
+        [--backchannel-logout-uri URL [--backchannel-logout-session-required]]
+        [--authorization-signed-response-alg ALG] [--introspection-signed-response-alg ALG]
+        [--userinfo-signed-response-alg ALG]
+        [--{id-token,userinfo,authorization,introspection}-encrypted-response-{alg,enc} VALUE] [--json]
     flask clients list [--json]
     flask clients show CLIENT_ID [--json]
     flask clients delete CLIENT_ID
     flask clients disable CLIENT_ID / flask clients enable CLIENT_ID
     flask clients rotate-secret CLIENT_ID [--json]
     flask clients set-display CLIENT_ID [--logo-uri URL] [--policy-uri URL] [--tos-uri URL] [--json]
+    flask clients set-backchannel-logout CLIENT_ID --uri URL|'' [--session-required|--no-session-required] [--json]
 """
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -31,13 +37,22 @@ from oidc.accounts.clients import (
     get_client,
     list_clients,
     rotate_secret,
+    set_backchannel_logout,
     set_disabled,
     set_display,
 )
 from oidc.cli.output import CommandGroup, emit, fields, iso, json_option, table
-from oidc.models import Client
+from oidc.models import RESPONSE_METADATA, Client
 from oidc.settings import SECURITY_PROFILES
 from oidc.vocabulary import AUTH_METHODS, GRANT_TYPES, REQUEST_OBJECT_SIGNING_ALGORITHMS
+
+
+def _response_metadata_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """``--<name>`` for each signed or encrypted response metadata of a client (OIDC Registration §2)."""
+    for name in reversed(RESPONSE_METADATA):
+        command = click.option(f"--{name.replace('_', '-')}", name, default=None,
+                               help=f"{name} (client metadata).")(command)
+    return command
 
 cli = CommandGroup("clients", help="Manage OAuth 2.0 / OpenID Connect clients.")
 
@@ -77,12 +92,18 @@ def _load(client_id: str) -> Client:
               type=click.Choice((*REQUEST_OBJECT_SIGNING_ALGORITHMS, "none")),
               help="The one alg of the client's request objects; none: unsigned ones (request_object_signing_alg).")
 @click.option("--security-profile", default=None, type=click.Choice(SECURITY_PROFILES),
-              help="fapi2: the FAPI 2.0 Security Profile for this client (default: SECURITY_PROFILE).")
+              help="fapi2: the FAPI 2.0 Security Profile for this client; fapi2-message-signing: "
+                   "FAPI 2.0 Message Signing too (default: SECURITY_PROFILE).")
 @click.option("--admin-api", is_flag=True,
               help="May request access tokens for the admin API (resource <issuer>/admin, with the admin scope).")
 @click.option("--logo-uri", default=None, help="https URL of the client's logo, shown on the consent page.")
 @click.option("--policy-uri", default=None, help="https URL of the client's privacy policy, linked on the consent page.")
 @click.option("--tos-uri", default=None, help="https URL of the client's terms of service, linked on the consent page.")
+@click.option("--backchannel-logout-uri", default=None,
+              help="https URL the client receives logout tokens at (OpenID Connect Back-Channel Logout).")
+@click.option("--backchannel-logout-session-required", is_flag=True,
+              help="Logout tokens carry the login session's sid (backchannel_logout_session_required).")
+@_response_metadata_options
 @json_option
 def create_command(name: str, redirect_uris: tuple[str, ...], post_logout_redirect_uris: tuple[str, ...],
                    grant_types: tuple[str, ...], scope: str | None, auth_method: str, first_party: bool,
@@ -90,7 +111,9 @@ def create_command(name: str, redirect_uris: tuple[str, ...], post_logout_redire
                    id_token_on_refresh: bool,
                    admin_api: bool, require_par: bool, dpop_bound: bool, security_profile: str | None,
                    logo_uri: str | None, policy_uri: str | None, tos_uri: str | None,
-                   require_signed_request_object: bool, request_object_signing_alg: str | None, as_json: bool) -> None:
+                   require_signed_request_object: bool, request_object_signing_alg: str | None,
+                   backchannel_logout_uri: str | None, backchannel_logout_session_required: bool,
+                   as_json: bool, **response_metadata: str | None) -> None:
     """Register a client and print its client_id (and its secret, shown once)."""
     jwks = jwks_file.read() if jwks_file is not None else None
     try:
@@ -105,6 +128,9 @@ def create_command(name: str, redirect_uris: tuple[str, ...], post_logout_redire
             logo_uri=logo_uri, policy_uri=policy_uri, tos_uri=tos_uri,
             require_signed_request_object=require_signed_request_object,
             request_object_signing_alg=request_object_signing_alg,
+            backchannel_logout_uri=backchannel_logout_uri,
+            backchannel_logout_session_required=backchannel_logout_session_required,
+            **{key: value for key, value in response_metadata.items() if value is not None},
         )
     except ClientError as exc:
         raise click.ClickException(str(exc)) from None
@@ -175,6 +201,24 @@ def set_display_command(client_id: str, logo_uri: str | None, policy_uri: str | 
         raise click.ClickException(str(exc)) from None
     data = {name: getattr(client, name) for name in ("logo_uri", "policy_uri", "tos_uri")}
     emit(data, as_json, "\n".join(f"{name}: {value or '-'}" for name, value in data.items()))
+
+
+@cli.command("set-backchannel-logout")
+@click.argument("client_id")
+@click.option("--uri", required=True, help="https URL the client receives logout tokens at ('' removes it).")
+@click.option("--session-required/--no-session-required", default=None,
+              help="Whether logout tokens carry the login session's sid (default: unchanged).")
+@json_option
+def set_backchannel_logout_command(client_id: str, uri: str, session_required: bool | None, as_json: bool) -> None:
+    """Change where the client receives logout tokens (OpenID Connect Back-Channel Logout 1.0)."""
+    client = _load(client_id)
+    try:
+        set_backchannel_logout(client, uri, session_required=session_required)
+    except ClientError as exc:
+        raise click.ClickException(str(exc)) from None
+    data = {"backchannel_logout_uri": client.backchannel_logout_uri,
+            "backchannel_logout_session_required": bool(client.backchannel_logout_session_required)}
+    emit(data, as_json, "\n".join(f"{name}: {value if value is not None else '-'}" for name, value in data.items()))
 
 
 @cli.command("rotate-secret")

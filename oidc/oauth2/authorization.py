@@ -33,6 +33,7 @@ on the server (:mod:`oidc.oauth2.interactions`) and comes back through
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from authlib.oauth2.rfc6749.errors import OAuth2Error
@@ -43,12 +44,11 @@ from oidc.hashing import is_b64url
 from oidc.models import Client, PushedAuthorizationRequest
 from oidc.oauth2 import par, request_object, response_modes, security_profile
 from oidc.oauth2.errors import ErrorPage
-from oidc.oauth2.jwt import InvalidToken, verify_own_jwt
+from oidc.oauth2.jwt import ID_TOKEN, InvalidToken, verify_artefact
 from oidc.oauth2.parameters import CONTROL_CHARACTER, holds_control_character, repeated_parameter
 from oidc.oauth2.scopes import allowed_scope
 from oidc.oauth2.server import authorization_server
 from oidc.state import current_state
-from oidc.vocabulary import ID_TOKEN_SET, ID_TOKEN_TYP
 
 #: Longest value of any single authorization request parameter, and of the whole request.
 MAX_AUTHORIZATION_PARAMETER_LENGTH = 4096
@@ -72,24 +72,34 @@ def _prompts(params: Any) -> set[str]:
 
 
 class ErrorRedirect(Exception):
-    """An error to send back to the client's (validated) redirect URI."""
+    """An error to send back to the client's (validated) redirect URI.
 
-    def __init__(self, response: response_modes.Response, error: OAuth2Error | None = None) -> None:
+    The response is built when it is sent (:attr:`response`): /par answers the
+    same refusal as JSON, and must not sign a JARM response it never sends.
+    """
+
+    def __init__(self, build: Callable[[], response_modes.Response], error: OAuth2Error | None = None) -> None:
         super().__init__("authorization error redirect")
-        self.response = response
+        self._build = build
         #: The error itself (the pushed authorization request endpoint answers it as JSON).
         self.error = error
 
+    @property
+    def response(self) -> response_modes.Response:
+        """The error response in the client's response mode (signed, for a JARM mode)."""
+        return self._build()
 
-def error_response(error: OAuth2Error, state: str | None, response_mode: str | None) -> response_modes.Response:
+
+def error_response(error: OAuth2Error, state: str | None, response_mode: str | None,
+                   client: Client) -> response_modes.Response:
     """``error`` delivered to its redirect URI, with ``state`` (RFC 6749 §4.1.2.1) and ``iss`` (RFC 9207)."""
     error.state = state
     params = [*error.get_body(), ("iss", current_state().settings.issuer)]
-    return response_modes.authorization_response(error.redirect_uri, params, response_modes.supported(response_mode))
+    return response_modes.authorization_response(error.redirect_uri, params, response_mode, client)
 
 
-def _redirect(error: OAuth2Error, state: str | None, response_mode: str | None) -> ErrorRedirect:
-    return ErrorRedirect(error_response(error, state, response_mode), error)
+def _redirect(error: OAuth2Error, state: str | None, response_mode: str | None, client: Client) -> ErrorRedirect:
+    return ErrorRedirect(lambda: error_response(error, state, response_mode, client), error)
 
 
 class AuthorizationRequest:
@@ -157,7 +167,7 @@ class AuthorizationRequest:
         if not hint:
             return None
         try:
-            claims = verify_own_jwt(hint, typ=ID_TOKEN_TYP, key_set=ID_TOKEN_SET, check_exp=False)
+            claims = verify_artefact(hint, ID_TOKEN, check_exp=False)
         except InvalidToken:
             raise OAuth2Error(error="invalid_request",
                               description="id_token_hint is not an ID token of this provider.") from None
@@ -167,7 +177,7 @@ class AuthorizationRequest:
         """An error response to the client (an OAuth2Error instance or class)."""
         instance = error(redirect_uri=self.redirect_uri) if isinstance(error, type) else error
         instance.redirect_uri = instance.redirect_uri or self.redirect_uri
-        return error_response(instance, self.state, self.response_mode)
+        return error_response(instance, self.state, self.response_mode, self.client)
 
     def respond(self, login: Any) -> response_modes.Response:
         """The code for ``login`` (or access_denied for None), in the client's response mode.
@@ -183,7 +193,8 @@ class AuthorizationRequest:
             response: response_modes.Response = self.grant.create_authorization_response(self.redirect_uri, login)
             return response
         except OAuth2Error as error:
-            raise ErrorRedirect(self.error(error), error) from None
+            response = self.error(error)
+            raise ErrorRedirect(lambda: response, error) from None
 
     def consume(self) -> None:
         """After a refusal sent to the client: the pushed request is used all the same (committed)."""
@@ -317,7 +328,8 @@ def validate_authorization_request(params: Any, end_user: Any, *, pushing: bool 
     refusal = _refused_parameter(params, pushing=pushing)
     if refusal is not None:
         code, description = refusal
-        raise _redirect(OAuth2Error(error=code, description=description, redirect_uri=redirect_uri), state, response_mode)
+        raise _redirect(OAuth2Error(error=code, description=description, redirect_uri=redirect_uri), state,
+                        response_mode, client)
     try:
         grant = authorization_server().get_consent_grant(request=request, end_user=end_user)
     except OAuth2Error as error:
@@ -325,7 +337,7 @@ def validate_authorization_request(params: Any, end_user: Any, *, pushing: bool 
             raise ErrorPage(error.error or "invalid_request", error.get_error_description() or "") from None
         if pushed is not None:
             _use_up(pushed)
-        raise _redirect(error, state, response_mode) from None
+        raise _redirect(error, state, response_mode, client) from None
     return AuthorizationRequest(grant.request, grant.redirect_uri, params, pushed, grant=grant)
 
 

@@ -18,9 +18,8 @@ from authlib.common.urls import add_params_to_uri
 
 from oidc.models import Client
 from oidc.oauth2.errors import ErrorPage
-from oidc.oauth2.jwt import MAX_TOKEN_LENGTH, InvalidToken, verify_own_jwt
+from oidc.oauth2.jwt import ID_TOKEN, MAX_TOKEN_LENGTH, InvalidToken, verify_artefact
 from oidc.queries import find_client
-from oidc.vocabulary import ID_TOKEN_SET, ID_TOKEN_TYP
 
 
 @dataclass
@@ -81,7 +80,7 @@ def _hinted_claims(hint: str) -> dict[str, Any]:
     """The claims of the ID token in id_token_hint (expired or not), or :class:`ErrorPage`."""
     try:
         # An expired ID token is still a valid hint (§2).
-        return verify_own_jwt(hint, typ=ID_TOKEN_TYP, key_set=ID_TOKEN_SET, check_exp=False)
+        return verify_artefact(hint, ID_TOKEN, check_exp=False)
     except InvalidToken:
         raise ErrorPage("invalid_request", "id_token_hint is not an ID token issued by this provider") from None
 

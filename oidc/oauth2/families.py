@@ -263,8 +263,10 @@ def revoke_family_now(grant_id: str, reason: str) -> None:
 
 def prune_expired() -> dict[str, int]:
     """Delete rows nothing can use any more (expired codes, tokens, assertions, sessions, pushed requests, proof jtis)."""
-    moment = current_state().clock.now()
-    # Codes are kept a day past expiry so that a late replay still revokes what they issued.
-    counts = queries.prune_expired(moment, kept_until=moment - 86400)
+    state = current_state()
+    moment = state.clock.now()
+    # Codes are kept a day past expiry so that a late replay still revokes what they issued, and at
+    # least as long as a login session lasts: a logout finds the clients owed a logout token by them.
+    counts = queries.prune_expired(moment, kept_until=moment - max(86400, state.settings.login_session_lifetime))
     db.session.commit()
     return counts

@@ -9,6 +9,12 @@ registered audiences).  A refresh token is answered only to its own client, and
 ``{"active": false}``, as for a token that does not exist.  Access tokens
 are JWTs: they are verified like a resource server would and then looked up by
 ``jti``, so a revoked access token is reported inactive until it expires.
+
+A caller that asks for ``Accept: application/token-introspection+jwt`` gets the
+answer as a JWT (RFC 9701): ``typ: token-introspection+jwt``, ``iss``, ``aud``
+(the caller), ``iat`` and the answer in ``token_introspection``, signed with the
+ID token key set (:func:`oidc.oauth2.jwt.sign_response`) and encrypted to the
+caller if it registered ``introspection_encrypted_response_alg``.
 """
 
 from __future__ import annotations
@@ -17,11 +23,36 @@ from typing import Any
 
 from authlib.consts import default_json_headers
 from authlib.oauth2.rfc7662 import IntrospectionEndpoint as _IntrospectionEndpoint
+from werkzeug.datastructures import MIMEAccept
+from werkzeug.http import parse_accept_header
 
 from oidc.models import Client
+from oidc.oauth2 import encryption
+from oidc.oauth2.jwt import sign_response
 from oidc.oauth2.tokens import ACCESS_TOKEN, AnyToken, find_token, kind_of
 from oidc.state import current_state
-from oidc.vocabulary import CONFIDENTIAL_AUTH_METHODS
+from oidc.vocabulary import CONFIDENTIAL_AUTH_METHODS, INTROSPECTION_JWT_MEDIA_TYPE, INTROSPECTION_TYP
+
+_JSON = "application/json"
+#: Longest Accept header read; a longer one is answered as if it asked for JSON.
+MAX_ACCEPT_LENGTH = 1024
+
+
+def wants_jwt(accept: object) -> bool:
+    """Whether an ``Accept`` header prefers the JWT answer of RFC 9701 §4 to JSON."""
+    if not isinstance(accept, str) or not accept or len(accept) > MAX_ACCEPT_LENGTH:
+        return False
+    return parse_accept_header(accept, MIMEAccept).best_match([_JSON, INTROSPECTION_JWT_MEDIA_TYPE]) == \
+        INTROSPECTION_JWT_MEDIA_TYPE
+
+
+def jwt_response(body: dict[str, Any], caller: Client) -> str:
+    """The introspection answer ``body`` as an RFC 9701 §5 JWT to ``caller`` (signed, maybe encrypted)."""
+    state = current_state()
+    claims = {"iss": state.settings.issuer, "aud": str(caller.client_id), "iat": state.clock.now(),
+              "token_introspection": body}
+    signed = sign_response(claims, INTROSPECTION_TYP, caller.introspection_signed_response_alg)
+    return encryption.seal(caller, "introspection", signed.token)
 
 
 def _access_token_type(claims: dict[str, Any]) -> str:
@@ -83,4 +114,7 @@ class IntrospectionEndpoint(_IntrospectionEndpoint):
             body: dict[str, Any] = {"active": False}
         else:
             body = self.introspect_token(token, client)
+        if wants_jwt(request.headers.get("Accept")):
+            return 200, jwt_response(body, client), [("Content-Type", INTROSPECTION_JWT_MEDIA_TYPE),
+                                                     ("Cache-Control", "no-store")]
         return 200, body, [*default_json_headers, ("Cache-Control", "no-store")]

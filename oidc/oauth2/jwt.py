@@ -8,6 +8,13 @@ software key) that holds it, and Authlib is never given a private key.
 * ID tokens (OIDC Core §2) are signed with the ``openid.id-token`` key set.
 * Access tokens are RFC 9068 JWTs (header ``typ: at+jwt``) signed with the
   ``jwt.access-token`` key set.
+* JARM authorization responses, signed userinfo responses (OIDC Core §5.3.2) and
+  JWT introspection responses (RFC 9701, ``typ: token-introspection+jwt``) are
+  signed with the ``openid.id-token`` key set, the set whose keys clients already
+  trust for what the provider says to them (:func:`sign_response`).  Each kind
+  is told from the others by its ``typ`` and its claims (:data:`ARTEFACTS`), so
+  that none is ever accepted as another: a JARM response has no ``sub``, a
+  signed userinfo response no ``exp``, an ID token both.
 
 ``at_hash`` (OIDC Core §3.1.3.6) is Authlib's ``create_half_hash``: the left
 half of the hash of the access token's ASCII octets, the hash being the one of
@@ -33,7 +40,16 @@ from joserfc.jwt import JWTClaimsRegistry
 from keys import EDDSA_ALGORITHMS, KeyServiceError, Signer, compact_jws
 from oidc.hashing import b64url_decode, is_b64url, random_token
 from oidc.state import current_state, key_service
-from oidc.vocabulary import ACCESS_TOKEN_SET, ACCESS_TOKEN_TYP, FAPI2_ALGORITHMS, ID_TOKEN_SET, ID_TOKEN_TYP
+from oidc.vocabulary import (
+    ACCESS_TOKEN_SET,
+    ACCESS_TOKEN_TYP,
+    FAPI2_ALGORITHMS,
+    ID_TOKEN_SET,
+    ID_TOKEN_TYP,
+    INTROSPECTION_TYP,
+    JARM_TYP,
+    USERINFO_TYP,
+)
 
 #: Longest token we try to parse.
 MAX_TOKEN_LENGTH = 16384
@@ -66,6 +82,26 @@ def _sign(signer: Signer, claims: dict[str, Any], typ: str) -> Signed:
 def sign_jwt(key_set: str, claims: dict[str, Any], typ: str) -> Signed:
     """A compact JWS of ``claims`` signed by the active key of ``key_set``."""
     return _sign(_signer(key_set), claims, typ)
+
+
+def same_algorithm(registered: str, alg: str) -> bool:
+    """Whether a client's registered ``alg`` names the signature ``alg`` (EdDSA has two names)."""
+    return registered == alg or (registered in EDDSA_ALGORITHMS and alg in EDDSA_ALGORITHMS)
+
+
+def sign_response(claims: dict[str, Any], typ: str, registered_alg: str | None) -> Signed:
+    """A response to a client (JARM, userinfo, introspection) signed with the ``openid.id-token`` set.
+
+    ``registered_alg`` is the algorithm the client registered for it (None: the
+    set's own); registration accepts only the set's algorithms, so a mismatch
+    means the set's algorithm changed since, and the response is refused
+    rather than signed with an algorithm the client will not accept.
+    """
+    signer = _signer(ID_TOKEN_SET)
+    if registered_alg is not None and not same_algorithm(registered_alg, signer.alg):
+        raise KeyServiceError(f"key set {ID_TOKEN_SET!r} signs with {signer.alg}, but the client "
+                              f"registered {registered_alg} for its signed responses")
+    return _sign(signer, claims, typ)
 
 
 def half_hash(value: str, alg: str) -> str:
@@ -149,6 +185,39 @@ def _header(token: str) -> dict[str, Any]:
     if not isinstance(header.get("alg"), str) or not isinstance(header.get("typ", ""), str):
         raise InvalidToken("malformed header")
     return header
+
+
+@dataclass(frozen=True, slots=True)
+class Artefact:
+    """A kind of JWT this provider signs: the set that signs it, its ``typ``, the claims that tell it apart."""
+
+    name: str
+    key_set: str
+    typ: str
+    #: Claims every one of this kind carries, and claims none carries.
+    required: tuple[str, ...]
+    excluded: tuple[str, ...]
+
+
+ID_TOKEN = Artefact("ID token", ID_TOKEN_SET, ID_TOKEN_TYP, ("sub", "aud", "iat", "exp"),
+                    ("code", "error", "token_introspection"))
+JARM_RESPONSE = Artefact("JARM response", ID_TOKEN_SET, JARM_TYP, ("aud", "exp"),
+                         ("sub", "iat", "token_introspection"))
+USERINFO_RESPONSE = Artefact("userinfo response", ID_TOKEN_SET, USERINFO_TYP, ("sub", "aud"),
+                             ("exp", "code", "error", "token_introspection"))
+INTROSPECTION_RESPONSE = Artefact("introspection response", ID_TOKEN_SET, INTROSPECTION_TYP,
+                                  ("aud", "iat", "token_introspection"), ("sub", "code", "error"))
+#: Every kind signed with the ID token set: no two accept the same token.
+ARTEFACTS = (ID_TOKEN, JARM_RESPONSE, USERINFO_RESPONSE, INTROSPECTION_RESPONSE)
+
+
+def verify_artefact(token: str, artefact: Artefact, *, check_exp: bool = True) -> dict[str, Any]:
+    """Claims of ``token`` if it is a JWT of kind ``artefact`` this issuer signed, else :class:`InvalidToken`."""
+    claims = verify_own_jwt(token, typ=artefact.typ, key_set=artefact.key_set,
+                            check_exp=check_exp and "exp" in artefact.required)
+    if any(name not in claims for name in artefact.required) or any(name in claims for name in artefact.excluded):
+        raise InvalidToken(f"not an {artefact.name}")
+    return claims
 
 
 def verify_own_jwt(token: str, *, typ: str | None, key_set: str, check_exp: bool = True,

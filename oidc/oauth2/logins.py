@@ -5,7 +5,9 @@ and into the codes and refresh tokens the login leads to.  Starting and finding
 one is the account services' business (:mod:`oidc.accounts.sessions`); ending
 one is the core's, because it revokes the grants that end with the login
 (OIDC Core §11): the browser's logout, RP-initiated logout and the account
-services all end logins here.
+services all end logins here, and each end owes the clients that got tokens in
+the session a back-channel logout token (:mod:`oidc.oauth2.backchannel`),
+written in the same transaction.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 from oidc import queries
 from oidc.db import db
 from oidc.models import User
+from oidc.oauth2.backchannel import owe_logout_tokens
 from oidc.oauth2.families import revoke_grants
 from oidc.oauth2.records import UserRecord
 from oidc.state import current_state
@@ -35,16 +38,17 @@ def end_login(sid: object) -> None:
     OIDC Core §11); nothing when it has ended already."""
     if not isinstance(sid, str):
         return
-    row = queries.login_session_by_sid(sid)
-    if row is not None and row.ended_at is None:
-        row.ended_at = current_state().clock.now()
+    # A conditional UPDATE: of two requests ending one session, one ends it and owes its logout tokens.
+    if queries.end_login_session(sid, current_state().clock.now()):
         revoke_grants(sids=[sid], include_offline=False)
+        owe_logout_tokens([sid])
         db.session.commit()
 
 
 def end_logins_of(user: User, *, include_offline: bool = False) -> None:
     """End every open login session of ``user`` and the grants of the user that end with a login
-    (every grant with ``include_offline``), in the current transaction."""
+    (every grant with ``include_offline``), in the current transaction, owing the logout tokens."""
     moment = current_state().clock.now()
-    queries.end_login_sessions_of(user.id, moment)
+    ended = [sid for sid in queries.open_login_sessions_of(user.id) if queries.end_login_session(sid, moment)]
     revoke_grants(user_pk=user.id, include_offline=include_offline)
+    owe_logout_tokens(ended)

@@ -6,20 +6,28 @@
   token signed by the key service.
 * :class:`OpenIDRefresh`: a new ID token on refresh (OIDC Core §12.2), without ``nonce``,
   unless the client is registered without one.
+* :func:`userinfo_jwt`: the UserInfo response signed and/or encrypted (OIDC Core §5.3.2),
+  for a client registered with ``userinfo_signed_response_alg`` or ``..._encrypted_...``.
+
+A client registered with ``id_token_encrypted_response_alg`` gets its ID tokens
+signed, then encrypted to its key (OIDC Core §10.2, :mod:`oidc.oauth2.encryption`).
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from authlib.oidc.core import grants as oidc_grants
 
-from oidc.models import User
+from oidc.models import Client, User
+from oidc.oauth2 import encryption
 from oidc.oauth2.families import AuthContext
-from oidc.oauth2.jwt import issue_id_token
+from oidc.oauth2.jwt import issue_id_token, sign_response
 from oidc.oauth2.logins import AuthenticatedUser
 from oidc.oauth2.records import UserRecord
 from oidc.state import current_state
+from oidc.vocabulary import USERINFO_TYP
 
 
 def user_of(subject: Any) -> User | UserRecord:
@@ -40,6 +48,21 @@ def user_claims(user: User | UserRecord, scope: str) -> dict[str, Any]:
         claims["email"] = user.email
         claims["email_verified"] = bool(user.email_verified)
     return claims
+
+
+def userinfo_jwt(client: Client, claims: dict[str, Any]) -> str | None:
+    """The UserInfo response for ``client`` as a JWT (OIDC Core §5.3.2), or None for plain JSON.
+
+    Signed (with ``iss`` and ``aud``) when the client registered
+    ``userinfo_signed_response_alg``, then encrypted when it registered
+    ``userinfo_encrypted_response_alg``; encrypted only, the JWE holds the JSON.
+    """
+    pair = encryption.registered(client, "userinfo")
+    if not client.userinfo_signed_response_alg:
+        return None if pair is None else encryption.encrypt(client, json.dumps(claims), *pair, nested=False)
+    signed = sign_response({**claims, "iss": current_state().settings.issuer, "aud": str(client.client_id)},
+                           USERINFO_TYP, client.userinfo_signed_response_alg)
+    return encryption.seal(client, "userinfo", signed.token)
 
 
 class OpenIDCode(oidc_grants.OpenIDCode):
@@ -83,7 +106,7 @@ class OpenIDCode(oidc_grants.OpenIDCode):
         claims.update(user_claims(user_of(request.user), token.get("scope", "")))
         signed = issue_id_token(claims, token.get("access_token"))
         request.issued.id_token = signed  # (issue_tokens made request.issued with the access token)
-        return signed.token
+        return encryption.seal(client, "id_token", signed.token)
 
 
 class OpenIDRefresh(OpenIDCode):

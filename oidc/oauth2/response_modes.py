@@ -1,8 +1,19 @@
-"""How an authorization response reaches the client: ``query`` or ``form_post``.
+"""How an authorization response reaches the client: ``query``, ``form_post``, or a JARM mode.
 
 ``query`` is a 302 to the redirect URI with the parameters added (RFC 6749
 §4.1.2); ``form_post`` (OAuth 2.0 Form Post Response Mode) is a page that posts
 them there, with a CSP that allows only its own one-line submit script.
+
+The JWT Secured Authorization Response Mode (JARM) modes deliver the same
+parameters as the claims of one signed JWT, in a single ``response`` parameter
+(JARM §2.3): ``query.jwt`` (and ``jwt``, its default for ``code``) in the
+query, ``fragment.jwt`` in the fragment, ``form_post.jwt`` posted.  The JWT
+carries ``iss``, ``aud`` (the client_id) and a short ``exp`` (JARM §2.1) beside
+the code and ``state``, or the error fields; it is signed with the ID token key
+set (:func:`oidc.oauth2.jwt.sign_response`) and encrypted to the client when it
+registered ``authorization_encrypted_response_alg`` (:mod:`oidc.oauth2.encryption`).
+A client under FAPI 2.0 Message Signing gets every response, errors included,
+as a JARM one (:func:`effective`).
 """
 
 from __future__ import annotations
@@ -12,11 +23,18 @@ from typing import Any
 
 from authlib.common.urls import add_params_to_uri
 
-from oidc.vocabulary import RESPONSE_MODES
+from oidc.oauth2 import encryption, security_profile
+from oidc.oauth2.jwt import sign_response
+from oidc.state import current_state
+from oidc.vocabulary import JARM_RESPONSE_MODES, JARM_TYP, RESPONSE_MODES
 
 #: The hash of the one inline script of the form_post page (``document.forms[0].submit()``).
 _FORM_POST_CSP = ("default-src 'none'; script-src 'unsafe-hashes' "
                   "'sha256-ePniVEkSivX/c7XWBGafqh8tSpiRrKiqYeqbG7N1TOE='; form-action *; frame-ancestors 'none'")
+#: Seconds a JARM response is valid (JARM §2.1 "exp ... short"; the client reads it at once).
+JARM_LIFETIME = 60
+#: The one parameter a JARM response carries (JARM §2.3.1).
+JARM_PARAMETER = "response"
 
 Response = tuple[int, str, list[tuple[str, str]]]
 
@@ -26,20 +44,55 @@ def supported(response_mode: Any) -> str | None:
     return response_mode if response_mode in RESPONSE_MODES else None
 
 
-def authorization_response(redirect_uri: str, params: list[tuple[str, str]], response_mode: str | None) -> Response:
-    """``params`` delivered to the client in its response mode: (status, body, headers)."""
-    if response_mode == "form_post":
-        fields = "".join(
-            f'<input type="hidden" name="{html.escape(name)}" value="{html.escape(value)}">'
-            for name, value in params
-        )
-        body = (
-            "<!doctype html><html><head><meta charset=\"utf-8\"><title>Continue</title></head>"
-            "<body onload=\"document.forms[0].submit()\">"
-            f'<form method="post" action="{html.escape(redirect_uri)}">{fields}'
-            "<noscript><button type=\"submit\">Continue</button></noscript></form></body></html>"
-        )
-        headers = [("Content-Type", "text/html; charset=utf-8"), ("Cache-Control", "no-store"),
-                   ("Content-Security-Policy", _FORM_POST_CSP)]
-        return 200, body, headers
-    return 302, "", [("Location", add_params_to_uri(redirect_uri, params)), ("Cache-Control", "no-store")]
+def effective(response_mode: Any, client: Any) -> str | None:
+    """The mode a response to ``client`` is delivered in: the requested one if we deliver it, the
+    default otherwise; a client that must get JARM responses gets ``jwt`` for a plain mode."""
+    mode = supported(response_mode)
+    if client is not None and mode not in JARM_RESPONSE_MODES and security_profile.requires_jarm(client):
+        return "jwt"
+    return mode
+
+
+def jarm_response(client: Any, params: list[tuple[str, str]]) -> str:
+    """``params`` as a JARM response JWT to ``client``: signed, then encrypted if it registered so."""
+    moment = current_state().clock.now()
+    claims: dict[str, Any] = dict(params)
+    claims.update(iss=current_state().settings.issuer, aud=str(client.client_id), exp=moment + JARM_LIFETIME)
+    signed = sign_response(claims, JARM_TYP, client.authorization_signed_response_alg)
+    return encryption.seal(client, "authorization", signed.token)
+
+
+def _form_post(redirect_uri: str, params: list[tuple[str, str]]) -> Response:
+    fields = "".join(
+        f'<input type="hidden" name="{html.escape(name)}" value="{html.escape(value)}">'
+        for name, value in params
+    )
+    body = (
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>Continue</title></head>"
+        "<body onload=\"document.forms[0].submit()\">"
+        f'<form method="post" action="{html.escape(redirect_uri)}">{fields}'
+        "<noscript><button type=\"submit\">Continue</button></noscript></form></body></html>"
+    )
+    headers = [("Content-Type", "text/html; charset=utf-8"), ("Cache-Control", "no-store"),
+               ("Content-Security-Policy", _FORM_POST_CSP)]
+    return 200, body, headers
+
+
+def _redirect(location: str) -> Response:
+    return 302, "", [("Location", location), ("Cache-Control", "no-store")]
+
+
+def authorization_response(redirect_uri: str, params: list[tuple[str, str]], response_mode: str | None,
+                           client: Any = None) -> Response:
+    """``params`` delivered to ``client`` in ``response_mode`` (:func:`effective`): (status, body, headers)."""
+    mode = effective(response_mode, client)
+    if mode in JARM_RESPONSE_MODES:
+        params = [(JARM_PARAMETER, jarm_response(client, params))]
+        if mode == "form_post.jwt":
+            return _form_post(redirect_uri, params)
+        if mode == "fragment.jwt":
+            return _redirect(f"{redirect_uri}#{JARM_PARAMETER}={params[0][1]}")  # base64url and dots: no escaping
+        return _redirect(add_params_to_uri(redirect_uri, params))
+    if mode == "form_post":
+        return _form_post(redirect_uri, params)
+    return _redirect(add_params_to_uri(redirect_uri, params))

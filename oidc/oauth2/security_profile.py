@@ -1,8 +1,11 @@
-"""Security profiles: the default rules, or the FAPI 2.0 Security Profile (final).
+"""Security profiles: the default rules, the FAPI 2.0 Security Profile (final), or FAPI 2.0 Message Signing.
 
 ``SECURITY_PROFILE=fapi2`` applies the FAPI 2.0 rules to every client; a
 client registered with ``security_profile: fapi2`` gets them whatever the
-provider-wide setting.  What the profile changes is listed in README.md
+provider-wide setting.  ``fapi2-message-signing`` (provider-wide or per client)
+is the Security Profile plus FAPI 2.0 Message Signing's rules: request objects
+signed (RFC 9101) at the pushed authorization request endpoint (§5.3.1) and
+authorization responses as JARM JWTs (§5.4).  What the profile changes is listed in README.md
 ("The FAPI 2.0 profile"); each rule is enforced where its request is
 validated (authorization, PAR, token endpoint, client authentication).
 """
@@ -12,15 +15,31 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlsplit
 
-from oidc.settings import FAPI2, FAPI2_MAX_CODE_LIFETIME
+from oidc.settings import DEFAULT_PROFILE, FAPI2_MAX_CODE_LIFETIME, FAPI2_MESSAGE_SIGNING, FAPI2_PROFILES
 from oidc.state import current_state
 from oidc.urls import is_loopback_http
 from oidc.vocabulary import FAPI2_ALGORITHMS
 
 
+def profile_of(client: Any) -> str:
+    """The profile that applies to ``client``: the stricter of its registration and ``SECURITY_PROFILE``."""
+    registered = getattr(client, "security_profile", None) or DEFAULT_PROFILE
+    provider = current_state().settings.security_profile
+    return max(registered, provider, key=_STRICTNESS.index)
+
+
+#: The profiles from the least strict to the strictest (each one's rules include the previous one's).
+_STRICTNESS = (DEFAULT_PROFILE, *FAPI2_PROFILES)
+
+
 def is_fapi2(client: Any) -> bool:
     """Whether the FAPI 2.0 Security Profile applies to ``client`` (provider-wide or by registration)."""
-    return current_state().settings.fapi2 or getattr(client, "security_profile", None) == FAPI2
+    return profile_of(client) in FAPI2_PROFILES
+
+
+def requires_jarm(client: Any) -> bool:
+    """Whether ``client``'s authorization responses must be JARM JWTs (FAPI 2.0 Message Signing §5.4.1 clause 1)."""
+    return profile_of(client) == FAPI2_MESSAGE_SIGNING
 
 
 def requires_par(client: Any) -> bool:
@@ -30,18 +49,21 @@ def requires_par(client: Any) -> bool:
 
 
 def requires_signed_request_object(client: Any) -> bool:
-    """Whether authorization requests of ``client`` must be signed request objects (RFC 9101 §10.5)."""
+    """Whether authorization requests of ``client`` must be signed request objects: RFC 9101 §10.5
+    (``REQUIRE_SIGNED_REQUEST_OBJECT``, or the client's registration), or FAPI 2.0 Message Signing
+    §5.3.1 clause 1 (at /par, where the profile sends every request)."""
     return (current_state().settings.require_signed_request_object
-            or bool(getattr(client, "require_signed_request_object", False)))
+            or bool(getattr(client, "require_signed_request_object", False))
+            or profile_of(client) == FAPI2_MESSAGE_SIGNING)
 
 
 def requires_request_object_typ(client: Any) -> bool:
     """Whether a request object of ``client`` must name its type (``typ: oauth-authz-req+jwt``, RFC 9101 §10.8).
 
-    Accepted, not required, under the default and FAPI 2.0 profiles; the FAPI 2.0 Message
-    Signing profile (§5.3.1) requires it, and answers True here for its clients.
+    Accepted, not required, under the default and FAPI 2.0 profiles; required under FAPI 2.0
+    Message Signing, so that no other JWT of the client's is taken for a request.
     """
-    return False
+    return profile_of(client) == FAPI2_MESSAGE_SIGNING
 
 
 def requires_dpop(client: Any) -> bool:

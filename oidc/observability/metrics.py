@@ -39,6 +39,14 @@ HSM_OUTAGES = Counter("oidc_hsm_outages_total", "Times a process lost the HSM.")
 HSM_UNAVAILABLE_SECONDS = Counter(
     "oidc_hsm_unavailable_seconds_total", "Seconds processes spent without the HSM (summed over processes)."
 )
+BACKCHANNEL_LOGOUTS = Counter(
+    "oidc_backchannel_logouts_total",
+    "Back-channel logout token attempts, by outcome: sent, failed (to be retried), given_up.", ["outcome"],
+)
+BACKCHANNEL_LOGOUT_DELAY_SECONDS = Histogram(
+    "oidc_backchannel_logout_delay_seconds", "Time from the end of a login session to its logout token's delivery.",
+    buckets=(0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0),
+)
 LOGIN_FAILURES = Counter("oidc_login_failures_total", "Failed login attempts (wrong user or password, or rate-limited).",
                          ["reason"])
 
@@ -110,6 +118,13 @@ def hsm_event(event: str, error: str | None = None) -> None:
 
 def token_issued(grant_type: str, client_id: str) -> None:
     TOKENS_ISSUED.labels(grant_type, client_id).inc()
+
+
+def backchannel_logout(outcome: str, delay: float | None = None) -> None:
+    """Count a logout token attempt (``sent``, ``failed``, ``given_up``); ``delay``: since the logout, if sent."""
+    BACKCHANNEL_LOGOUTS.labels(outcome).inc()
+    if delay is not None:
+        BACKCHANNEL_LOGOUT_DELAY_SECONDS.observe(max(delay, 0.0))
 
 
 def login_failed(reason: str) -> None:

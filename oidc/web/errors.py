@@ -128,7 +128,11 @@ def refused_on_page(page: ErrorPage) -> Response:
 
 def refused_to_client(refusal: ErrorRedirect) -> Response:
     db.session.rollback()
-    return core_response(refusal.response)
+    try:
+        result = refusal.response  # a JARM error response is signed here
+    except KeyServiceError as exc:
+        return signing_unavailable(exc)
+    return core_response(result)
 
 
 def http_error(exc: HTTPException) -> Response:

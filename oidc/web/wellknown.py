@@ -54,8 +54,14 @@ def discovery_document(settings: Settings) -> dict[str, Any]:
                       if not settings.fapi2 or alg in vocabulary.FAPI2_ALGORITHMS]
     request_object_algs = [alg for alg in vocabulary.REQUEST_OBJECT_SIGNING_ALGORITHMS
                            if not settings.fapi2 or alg in vocabulary.FAPI2_ALGORITHMS]
-    if not settings.fapi2 and not settings.require_signed_request_object:
+    # RFC 9101 §10.5 provider-wide, or FAPI 2.0 Message Signing §5.3.1 (signed objects at /par).
+    signed_objects_required = settings.require_signed_request_object or settings.fapi2_message_signing
+    if not settings.fapi2 and not signed_objects_required:
         request_object_algs.append("none")  # for clients registered for unsigned objects only
+    # JARM, signed userinfo and RFC 9701 answers are signed with the ID token key set: its algs.
+    response_algs = vocabulary.id_token_signing_algs(settings.id_token_signing_alg)
+    # FAPI 2.0 Message Signing: every authorization response is a JARM one.
+    response_modes = vocabulary.JARM_RESPONSE_MODES if settings.fapi2_message_signing else vocabulary.RESPONSE_MODES
     return {
         "issuer": issuer,
         "jwks_uri": urls.absolute(issuer, urls.JWKS),
@@ -67,10 +73,11 @@ def discovery_document(settings: Settings) -> dict[str, Any]:
         "end_session_endpoint": urls.absolute(issuer, urls.LOGOUT),
         "scopes_supported": list(settings.scopes_supported),
         "response_types_supported": list(vocabulary.RESPONSE_TYPES),
-        "response_modes_supported": list(vocabulary.RESPONSE_MODES),
+        "response_modes_supported": list(response_modes),
         "grant_types_supported": list(vocabulary.GRANT_TYPES),
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": vocabulary.id_token_signing_algs(settings.id_token_signing_alg),
+        **_signed_response_metadata(response_algs),
         "token_endpoint_auth_methods_supported": auth_methods,
         "token_endpoint_auth_signing_alg_values_supported": assertion_algs,
         "introspection_endpoint_auth_methods_supported": [m for m in vocabulary.CONFIDENTIAL_AUTH_METHODS
@@ -89,11 +96,27 @@ def discovery_document(settings: Settings) -> dict[str, Any]:
         "request_parameter_supported": True,
         "request_uri_parameter_supported": False,
         "request_object_signing_alg_values_supported": request_object_algs,
-        "require_signed_request_object": settings.require_signed_request_object,
+        "require_signed_request_object": signed_objects_required,
         "authorization_response_iss_parameter_supported": True,
         "frontchannel_logout_supported": False,
-        "backchannel_logout_supported": False,
+        # OpenID Connect Back-Channel Logout 1.0 §2.1: logout tokens to each client's backchannel_logout_uri,
+        # with the session's sid for clients that require it (and sid in ID tokens).
+        "backchannel_logout_supported": True,
+        "backchannel_logout_session_supported": True,
     }
+
+
+def _signed_response_metadata(response_algs: list[str]) -> dict[str, list[str]]:
+    """What signs and encrypts responses (JARM §3, RFC 9701 §7, OIDC Discovery §3)."""
+    metadata: dict[str, list[str]] = {
+        "authorization_signing_alg_values_supported": list(response_algs),
+        "introspection_signing_alg_values_supported": list(response_algs),
+        "userinfo_signing_alg_values_supported": list(response_algs),
+    }
+    for kind in vocabulary.ENCRYPTED_RESPONSES:
+        metadata[f"{kind}_encryption_alg_values_supported"] = list(vocabulary.ENCRYPTION_ALGORITHMS)
+        metadata[f"{kind}_encryption_enc_values_supported"] = list(vocabulary.ENCRYPTION_ENCODINGS)
+    return metadata
 
 
 @bp.get(urls.DISCOVERY)

@@ -70,7 +70,8 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
         redirect_uri = _validate_code_authorization_request(self)
         data = self.request.payload.data
         if data.get("response_mode", "query") not in RESPONSE_MODES:
-            raise InvalidRequestError("response_mode must be query or form_post", redirect_uri=redirect_uri)
+            raise InvalidRequestError(f"response_mode must be one of {', '.join(RESPONSE_MODES)}",
+                                      redirect_uri=redirect_uri)
         self.request.audience = resolve_audience(
             self.request.client, self.request.payload.datalist.get("resource", []), redirect_uri)
         return redirect_uri
@@ -96,7 +97,7 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
             params.append(("state", self.request.payload.state))
         params.append(("iss", current_state().settings.issuer))
         return response_modes.authorization_response(
-            redirect_uri, params, self.request.payload.data.get("response_mode"))
+            redirect_uri, params, self.request.payload.data.get("response_mode"), self.request.client)
 
     def save_authorization_code(self, code: str, request: Any) -> None:
         state = current_state()

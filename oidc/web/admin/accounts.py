@@ -4,7 +4,8 @@
     POST   /admin/clients                      register (201; the client_secret is in this response only);
                                                the fields of oidc.accounts.clients.create_client
     GET    /admin/clients/<client_id>          show
-    PATCH  /admin/clients/<client_id>          {"logo_uri"?, "policy_uri"?, "tos_uri"?}: what its consent page shows
+    PATCH  /admin/clients/<client_id>          {"logo_uri"?, "policy_uri"?, "tos_uri"?}: what its consent page shows;
+                                               {"backchannel_logout_uri"?, "backchannel_logout_session_required"?}
     DELETE /admin/clients/<client_id>          delete (204)
     POST   /admin/clients/<client_id>/disable  | /enable
     POST   /admin/clients/<client_id>/secret   rotate the secret (the new one is in this response only)
@@ -29,7 +30,16 @@ from oidc import urls
 from oidc.accounts import clients as client_store
 from oidc.accounts import users as user_store
 from oidc.models import Client, User
-from oidc.web.admin.api import CLIENT_FIELDS, DISPLAY_FIELDS, PASSWORD_FIELDS, USER_FIELDS, operation, read_body
+from oidc.state import current_state
+from oidc.web.admin.api import (
+    BACKCHANNEL_LOGOUT_FIELDS,
+    CLIENT_FIELDS,
+    CLIENT_UPDATE_FIELDS,
+    PASSWORD_FIELDS,
+    USER_FIELDS,
+    operation,
+    read_body,
+)
 from oidc.web.admin.auth import require_admin
 from oidc.web.errors import error_response, no_store
 
@@ -82,13 +92,22 @@ def show_client(client_id: str) -> Response:
 
 @bp.patch("/clients/<client_id>")
 @require_admin
-@operation("Change the logo, policy and terms links shown on a client's consent page", body="ClientDisplay",
-           description="Fields left out stay as they are; null or an empty string removes one.")
+@operation("Change what a client's consent page shows, or where it receives logout tokens", body="ClientUpdate",
+           description="Fields left out stay as they are; null or an empty string removes a URL.")
 def update_client_display(client_id: str) -> Response:
     client = _client_or_404(client_id)
-    body = read_body(DISPLAY_FIELDS)
+    body = read_body(CLIENT_UPDATE_FIELDS)
+    display = {name: value for name, value in body.items() if name not in BACKCHANNEL_LOGOUT_FIELDS}
     try:
-        client_store.set_display(client, **body)
+        # Both checked before either is written: a refused field changes nothing.
+        client_store.check_backchannel_logout_uri(body.get("backchannel_logout_uri"),
+                                                  development=current_state().settings.development)
+        if display:
+            client_store.set_display(client, **display)
+        if "backchannel_logout_uri" in body or "backchannel_logout_session_required" in body:
+            client_store.set_backchannel_logout(
+                client, body.get("backchannel_logout_uri", client.backchannel_logout_uri),
+                session_required=body.get("backchannel_logout_session_required"))
     except client_store.ClientError as exc:
         return error_response(400, "invalid_request", str(exc))
     return jsonify(client.as_dict())

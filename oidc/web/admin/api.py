@@ -21,7 +21,13 @@ from werkzeug.routing import Rule
 
 from oidc import urls
 from oidc.accounts import clients
-from oidc.vocabulary import REQUEST_OBJECT_SIGNING_ALGORITHMS
+from oidc.settings import SECURITY_PROFILES
+from oidc.vocabulary import (
+    ENCRYPTED_RESPONSES,
+    ENCRYPTION_ALGORITHMS,
+    ENCRYPTION_ENCODINGS,
+    REQUEST_OBJECT_SIGNING_ALGORITHMS,
+)
 
 _JSON_TYPES: dict[str, type | tuple[type, ...]] = {"string": str, "boolean": bool, "array": list, "object": dict}
 
@@ -138,16 +144,41 @@ CLIENT_FIELDS: dict[str, Field] = {
     "request_object_signing_alg": Field("string", "The one alg of the client's request objects (OpenID Connect "
                                         "Dynamic Client Registration §2); none: unsigned ones; absent: any the "
                                         "provider allows.", enum=(*REQUEST_OBJECT_SIGNING_ALGORITHMS, "none")),
-    "security_profile": Field("string", "fapi2: the FAPI 2.0 Security Profile for this client "
-                              "(default: the provider's SECURITY_PROFILE).", enum=("default", "fapi2")),
+    "security_profile": Field("string", "fapi2: the FAPI 2.0 Security Profile for this client; "
+                              "fapi2-message-signing: FAPI 2.0 Message Signing too (signed request objects "
+                              "at /par, JARM responses) (default: the provider's SECURITY_PROFILE).",
+                              enum=SECURITY_PROFILES),
     "logo_uri": Field("string", "https URL of the client's logo, shown on the consent page.", format=_URI),
     "policy_uri": Field("string", "https URL of the client's privacy policy, linked on the consent page.", format=_URI),
     "tos_uri": Field("string", "https URL of the client's terms of service, linked on the consent page.",
                      format=_URI),
+    "backchannel_logout_uri": Field("string", "https URL the client receives logout tokens at when a login "
+                                    "session it got tokens in ends (OpenID Connect Back-Channel Logout 1.0 §2.2; "
+                                    "http only on loopback, in development mode).", format=_URI,
+                                    max_length=clients.MAX_URI_LENGTH),
+    "backchannel_logout_session_required": Field("boolean", "Logout tokens carry the login session's sid "
+                                                 "(default false: sub only)."),
+    **{f"{kind}_signed_response_alg": Field(
+        "string", f"{what} signed with this alg (one the ID token key set signs with; default: the set's).")
+       for kind, what in (("authorization", "JARM authorization responses"),
+                          ("introspection", "JWT introspection responses (RFC 9701)"),
+                          ("userinfo", "UserInfo responses as application/jwt (OIDC Core §5.3.2)"))},
+    **{name: spec for kind in ENCRYPTED_RESPONSES for name, spec in (
+        (f"{kind}_encrypted_response_alg", Field(
+            "string", f"Encrypt {kind} responses to the client's jwks key with use 'enc' "
+                      "(RSA for RSA-OAEP-256, EC or X25519 for ECDH-ES).", enum=ENCRYPTION_ALGORITHMS)),
+        (f"{kind}_encrypted_response_enc", Field(
+            "string", f"Content encryption of {kind} responses (default A128CBC-HS256).",
+            enum=ENCRYPTION_ENCODINGS)))},
 }
 
 #: The registration fields of what the consent page shows (those ``set_display`` changes).
 DISPLAY_FIELDS: dict[str, Field] = {name: CLIENT_FIELDS[name] for name in clients.DISPLAY_FIELDS}
+#: The registration fields of back-channel logout (those ``set_backchannel_logout`` changes).
+BACKCHANNEL_LOGOUT_FIELDS: dict[str, Field] = {
+    name: CLIENT_FIELDS[name] for name in ("backchannel_logout_uri", "backchannel_logout_session_required")}
+#: What ``PATCH /admin/clients/<client_id>`` changes.
+CLIENT_UPDATE_FIELDS: dict[str, Field] = {**DISPLAY_FIELDS, **BACKCHANNEL_LOGOUT_FIELDS}
 
 USER_FIELDS: dict[str, Field] = {
     "username": Field("string", "Login name (case-insensitive, unique).", required=True, max_length=255),
@@ -169,7 +200,7 @@ GENERATE_KEY_FIELDS: dict[str, Field] = {
 }
 
 #: Names the OpenAPI document gives each body table.
-BODIES: dict[str, Body] = {"ClientRegistration": CLIENT_FIELDS, "ClientDisplay": DISPLAY_FIELDS,
+BODIES: dict[str, Body] = {"ClientRegistration": CLIENT_FIELDS, "ClientUpdate": CLIENT_UPDATE_FIELDS,
                            "NewUser": USER_FIELDS, "NewPassword": PASSWORD_FIELDS, "GenerateKey": GENERATE_KEY_FIELDS}
 
 
