@@ -37,7 +37,7 @@ from keys.errors import (
 )
 from keys.evidence import HSM_ONLY_REQUIREMENTS, KeyEvidence, shortfalls
 from keys.jws import b64url, compact_jws
-from keys.names import ACCESS_TOKEN_SET, ID_TOKEN_SET
+from keys.names import ACCESS_TOKEN_SET, ID_TOKEN_SET, REQUEST_OBJECT_SET
 from keys.signer import KeyRecord, Signer
 
 if TYPE_CHECKING:
@@ -90,6 +90,7 @@ __all__ = [
     "ID_TOKEN_SET",
     "JWS_ALGORITHMS",
     "MIN_SECRET_LENGTH",
+    "REQUEST_OBJECT_SET",
     "Algorithm",
     "CertificateError",
     "HSMConfig",

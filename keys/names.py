@@ -10,3 +10,5 @@ from __future__ import annotations
 ID_TOKEN_SET = "openid.id-token"
 #: Signs JWT access tokens (RFC 9068, ``typ: at+jwt``).
 ACCESS_TOKEN_SET = "jwt.access-token"
+#: Decrypts encrypted request objects (RFC 9101 §6.1; ``use: enc``); never signs.
+REQUEST_OBJECT_SET = "openid.request-object"

@@ -11,7 +11,7 @@ neither the protocol core nor the HSM module.
 
 from __future__ import annotations
 
-from keys import ACCESS_TOKEN_SET, EDDSA_ALGORITHMS, ID_TOKEN_SET, JWS_ALGORITHMS
+from keys import ACCESS_TOKEN_SET, EDDSA_ALGORITHMS, ID_TOKEN_SET, JWS_ALGORITHMS, REQUEST_OBJECT_SET
 
 __all__ = [
     "ACCESS_TOKEN_SET",
@@ -39,7 +39,7 @@ __all__ = [
     "LOGOUT_TOKEN_EVENT",
     "LOGOUT_TOKEN_TYP",
     "PROMPT_VALUES",
-    "REQUEST_OBJECT_DECRYPTION_SET",
+    "REQUEST_OBJECT_SET",
     "REQUEST_OBJECT_SIGNING_ALGORITHMS",
     "REQUEST_OBJECT_TYP",
     "RESPONSE_MODES",
@@ -127,5 +127,3 @@ FAPI2_ALGORITHMS = ("PS256", "ES256", "EdDSA", "Ed25519")
 REQUEST_OBJECT_SIGNING_ALGORITHMS = ("PS256", "ES256", "EdDSA", "Ed25519", "RS256")
 #: The header ``typ`` of a request object (RFC 9101 §10.8).
 REQUEST_OBJECT_TYP = "oauth-authz-req+jwt"
-#: The key set that decrypts encrypted request objects (RFC 9101 §6.1; ``use: enc``, never signs).
-REQUEST_OBJECT_DECRYPTION_SET = "openid.request-object"

@@ -528,20 +528,28 @@ def test_a_profile_that_requires_the_typ_refuses_objects_without_it(rp: tuple[Pr
     assert op.authorize({"client_id": client_id, "request": signer.sign(claims)}).status_code == 302
 
 
+@pytest.mark.parametrize("alg", ["RSA-OAEP-256"])
 def test_a_signed_object_encrypted_to_the_providers_key_is_decrypted_and_verified(
-        rp: tuple[Provider, str, Signer]) -> None:
-    """RFC 9101 §6.1: signed (PyJWT), then encrypted (jwcrypto) to the provider's published ``use: enc`` key."""
+        make_app: Any, base_env: dict[str, str], alg: str) -> None:
+    """RFC 9101 §6.1: signed (PyJWT), then encrypted (jwcrypto) to the provider's published ``use: enc`` key.
+
+    Runs where the key service decrypts (``KeyService.decrypt``) and a decryption key set is configured
+    (``REQUEST_OBJECT_ENCRYPTION_ALG``); elsewhere a five-part object is ``invalid_request_object``
+    (the forgeries above).
+    """
     from jwcrypto import jwe, jwk
 
     from keys import KeyService
 
-    op, client_id, signer = rp
-    encryption_keys = [key for key in op.jwks()["keys"] if key.get("use") == "enc"]
+    op = Provider(make_app({**base_env, "REQUEST_OBJECT_ENCRYPTION_ALG": alg}))
+    op.add_user()
+    signer = Signer("ES256")
+    client_id = registered(op, signer)
+    encryption_keys = [key for key in op.jwks()["keys"] if key.get("use") == "enc" and key.get("alg") == alg]
     if not hasattr(KeyService, "decrypt") or not encryption_keys:
         pytest.skip("the key service has no decryption key set here")
     claims, verifier = request_claims(op, client_id)
     public = encryption_keys[0]
-    alg = public.get("alg", "RSA-OAEP-256")
     token = jwe.JWE(signer.sign(claims).encode(), protected={"alg": alg, "enc": "A256GCM", "cty": "JWT",
                                                              "kid": public["kid"]})
     token.add_recipient(jwk.JWK(**public))

@@ -58,7 +58,7 @@ from oidc.oauth2 import security_profile
 from oidc.state import current_state
 from oidc.vocabulary import (
     FAPI2_ALGORITHMS,
-    REQUEST_OBJECT_DECRYPTION_SET,
+    REQUEST_OBJECT_SET,
     REQUEST_OBJECT_SIGNING_ALGORITHMS,
     REQUEST_OBJECT_TYP,
 )
@@ -188,7 +188,7 @@ def _decrypt(token: str) -> bytes:
     if decrypt is None:
         raise InvalidRequestObject("Encrypted request objects are not supported.")
     try:
-        plaintext: bytes = decrypt(REQUEST_OBJECT_DECRYPTION_SET, token)
+        plaintext: bytes = decrypt(REQUEST_OBJECT_SET, token)
     except HSMUnavailable:
         raise  # the decryption key is on a token that is unreachable: 503, as for signing
     except (KeyServiceError, JoseError, ValueError, TypeError, KeyError):
