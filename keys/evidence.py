@@ -57,11 +57,14 @@ class TokenLocation:
     serial: str
     model: str
     manufacturer: str
+    #: The token's name in HSM_TOKENS ("" for the one token of the plain HSM_* settings).
+    name: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         return {"kind": "pkcs11-token", "library": self.library, "slot_id": self.slot_id,
                 "slot_description": self.slot_description, "token_label": self.token_label,
-                "serial": self.serial, "model": self.model, "manufacturer": self.manufacturer}
+                "serial": self.serial, "model": self.model, "manufacturer": self.manufacturer,
+                **({"token": self.name} if self.name else {})}
 
 
 #: Where a software key lives: sealed with AES-256-GCM in the database (DESIGN.md, Software manager).

@@ -265,7 +265,7 @@ class HSMManager(TokenConnection):
 
         mechanism = GENERATION_MECHANISMS[algorithm.kty]
         try:
-            return self._call(generate, f"generation of {what}", mechanism)
+            return self._call(generate, f"generation of {what}", mechanism, bounded=False)
         except HSMOperationError as exc:
             # The token's refusal (a key size or curve it does not support, a full
             # token, ...): say what was being generated, and where.
@@ -400,7 +400,7 @@ class HSMManager(TokenConnection):
         return TokenLocation(
             library=self.config.library, slot_id=int(slot.slot_id), slot_description=_text(slot.slot_description),
             token_label=_text(token.label), serial=_text(token.serial), model=_text(token.model),
-            manufacturer=_text(token.manufacturer_id),
+            manufacturer=_text(token.manufacturer_id), name=self.config.name,
         )
 
 

@@ -13,6 +13,7 @@ token, their lifecycle in the store) when an HSM is configured, :class:`NoToken`
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
@@ -126,6 +127,32 @@ class HardwareManager(KeyManager, Protocol):
         """Whether the token is usable now and, when not, a reason code."""
         ...
 
+    @property
+    def names(self) -> list[str]:
+        """The configured tokens' names, in configuration order (see :mod:`keys.tokens`)."""
+        ...
+
+    def healthy(self, name: str) -> bool:
+        """Whether token ``name`` can sign now."""
+        ...
+
+    def turn(self) -> int:
+        """A counter advancing per signature: where the round of healthy tokens starts."""
+        ...
+
+    def lacking(self, key_set: str, records: Sequence[KeyRecord]) -> list[str]:
+        """The available tokens with no signing key of ``key_set`` among ``records``."""
+        ...
+
+    def generate_on(self, names: Collection[str], key_set: str, alg: str, *, rsa_bits: int, created_at: int,
+                    active_at: int) -> list[KeyRecord]:
+        """A new pair of ``key_set`` on each token named in ``names``."""
+        ...
+
+    def token_health(self) -> dict[str, str | None]:
+        """Each token's state: None when usable, else a reason code."""
+        ...
+
 
 def alg_hints(alg: str | None) -> tuple[str, str]:
     """The algorithms RSA and Ed25519 keys of a set configured for ``alg`` are published with
@@ -145,6 +172,11 @@ class TokenKeys:
     def __init__(self, token: HSMManager, store: KeyStore) -> None:
         self.token = token
         self.store = store
+
+    @property
+    def name(self) -> str:
+        """The token's name among several (``HSM_TOKENS``), "" for a single unnamed one."""
+        return self.token.config.name
 
     @property
     def available(self) -> bool:
@@ -184,7 +216,7 @@ class TokenKeys:
                     backend=record.backend, public_jwk={**record.public_jwk, "alg": alg_name},
                     created_at=known.created_at, active_at=known.active_at,
                 )
-            records.append(record)
+            records.append(dataclasses.replace(record, token=self.name))
         return records
 
     def signer(self, record: KeyRecord) -> Signer:
@@ -194,7 +226,7 @@ class TokenKeys:
         record = self.token.generate(key_set, alg, rsa_bits=rsa_bits)
         record = KeyRecord(
             key_set=record.key_set, kid=record.kid, alg=record.alg, use=record.use, backend=record.backend,
-            public_jwk=record.public_jwk, created_at=created_at, active_at=active_at,
+            public_jwk=record.public_jwk, created_at=created_at, active_at=active_at, token=self.name,
         )
         self.store.add(record)  # lifecycle only; the private key stays on the token
         return record
@@ -338,6 +370,24 @@ class NoToken:
 
     def health(self) -> tuple[bool, str | None]:
         return True, None
+
+    names: list[str] = []
+
+    def healthy(self, name: str) -> bool:
+        return False
+
+    def turn(self) -> int:
+        return 0
+
+    def lacking(self, key_set: str, records: Sequence[KeyRecord]) -> list[str]:
+        return []
+
+    def generate_on(self, names: Collection[str], key_set: str, alg: str, *, rsa_bits: int, created_at: int,
+                    active_at: int) -> list[KeyRecord]:
+        raise self._none(f"key set {key_set!r}")
+
+    def token_health(self) -> dict[str, str | None]:
+        return {}
 
 
 class ManagerStrategy:

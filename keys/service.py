@@ -29,7 +29,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -58,6 +58,7 @@ from keys.names import ACCESS_TOKEN_SET, ID_TOKEN_SET
 from keys.rotation import KeyStatus
 from keys.signer import BoundSigner, KeyRecord, Signer
 from keys.store import KeyStore, StoredChain
+from keys.tokens import TokenPool
 
 if TYPE_CHECKING:
     from keys.hsm import HSMManager
@@ -99,6 +100,8 @@ class Health:
     hsm_configured: bool
     hsm_usable: bool
     hsm_reason: str | None = None
+    #: Each configured token's state (``HSM_TOKENS``): None when usable, else a reason code.
+    tokens: dict[str, str | None] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -123,7 +126,8 @@ class MechanismReport:
 class _SetView:
     backend: str | None
     keys: list[KeyStatus]
-    signers: list[tuple[int, Signer]]  # (active_at, signer), oldest first
+    #: Per token (None: software, or a token not known yet): (active_at, signer), oldest first.
+    signers: dict[str | None, list[tuple[int, Signer]]]
 
 
 @dataclass
@@ -146,7 +150,7 @@ class KeyService:
         key_sets: list[KeySetPolicy],
         store: KeyStore,
         software: SoftwareManager,
-        hsm: HSMManager | None,
+        hsm: HSMManager | Sequence[HSMManager] | None,
         rotation: RotationPolicy,
         rsa_bits: int,
         lock: Callable[[], AbstractContextManager[Any]],
@@ -155,11 +159,13 @@ class KeyService:
         sign_observer: Callable[[str, str, float], None] | None = None,
         hsm_only_sets: Collection[str] = (),
         generate_on_hsm: bool = True,
+        token_observer: Callable[[str, float, bool], None] | None = None,
     ) -> None:
         self.policies = {policy.name: policy for policy in key_sets}
         self.store = store
         self.software = software
-        hardware: HardwareManager = TokenKeys(hsm, store) if hsm is not None else NoToken()
+        tokens = [] if hsm is None else [hsm] if not isinstance(hsm, Sequence) else list(hsm)
+        hardware: HardwareManager = TokenPool([TokenKeys(token, store) for token in tokens]) if tokens else NoToken()
         #: Which manager serves each set, and the manager of each backend.
         self.managers = ManagerStrategy(hardware, software, hsm_only_sets)
         #: Sets (any name, not only configured ones; "*" for all) that never use software keys.
@@ -171,6 +177,8 @@ class KeyService:
         self.clock = clock
         #: Called with (key set, backend, seconds) after every signature (metrics).
         self.sign_observer = sign_observer
+        #: Called with (token name, seconds, succeeded) after every signature on a token (metrics).
+        self.token_observer = token_observer
         self._snapshot: _Snapshot | None = None
         self._refreshing = threading.Lock()
         #: Results of the sign-and-verify self-test run by :meth:`start`.
@@ -231,13 +239,15 @@ class KeyService:
         self.pending_start = False
 
     def _hsm_back(self) -> None:
-        """The token is reachable again: finish a degraded start, or re-read its keys."""
+        """A token is reachable again: finish a degraded start, or give it its keys and re-read them."""
         if self.pending_start:
             with self._starting:
                 if self.pending_start:
                     self._complete_start()
                     log.info("key service started: the HSM is reachable")
             return
+        if len(self.managers.hardware.names) > 1:
+            self.provision()  # a replaced (empty) token gets its own pairs, pre-published
         self.refresh()
 
     def _check_mechanisms(self) -> None:
@@ -260,32 +270,53 @@ class KeyService:
                 log.info("key set %s signs %s on the HSM with %s", name, policy.alg, plan.description)
 
     def provision(self) -> list[KeyRecord]:
-        """Generate a key pair for each configured set that has none (exactly once).
+        """Generate a key pair for each configured set that has none (exactly once), and on each
+        token that has none of a set the others hold.
 
         Look-up and generation happen under the deployment-wide provisioning
         lock, and the look-up is repeated inside it, so processes starting
-        together generate one key pair per set, not one each.
+        together generate one key pair per set (and token), not one each.
         """
         generated: list[KeyRecord] = []
-        missing = [name for name in self.policies if not self._has_signing_key(name)]
-        if not missing:
+        needed = self._provisioning()
+        if not needed:
             return generated
         hardware = self.managers.hardware
         if not self.generate_on_hsm:
-            for name in missing:
-                if self._target(name) is hardware:
+            for name, (first, _tokens) in needed.items():
+                if self._target(name) is hardware and first:
                     raise HSMError(
                         f"key set {name!r} has no key pair labelled {hardware.label(name)!r} on the token, and "
                         "HSM_GENERATE_KEYS is false (adopt-only): provision one on the token"
                     )
+                log.warning("key set %s has no key pair on token(s) %s, and HSM_GENERATE_KEYS is false: "
+                            "they do not sign for it until one is provisioned there", name, ", ".join(_tokens or []))
+            return generated
         with self._lock():
-            for name in missing:
-                if self._has_signing_key(name):
-                    continue
+            for name, (first, tokens) in self._provisioning().items():
                 now = int(self.clock())
-                # The first key of a set has nothing to take over from: it signs at once.
-                generated.append(self._generate(name, self.policies[name].alg, created_at=now, active_at=now))
+                # The first key of a set has nothing to take over from: it signs at once.  A token that
+                # joins a set others sign for has its key published first, like a rotated one.
+                active_at = now if first else now + self.rotation.prepublication_seconds
+                generated.extend(self._generate(name, self.policies[name].alg, created_at=now, active_at=active_at,
+                                                tokens=tokens))
         return generated
+
+    def _provisioning(self) -> dict[str, tuple[bool, list[str] | None]]:
+        """Each configured set that needs a key: (whether it has no signing key at all, the tokens
+        that lack one; None where the set lives in software)."""
+        hardware = self.managers.hardware
+        needed: dict[str, tuple[bool, list[str] | None]] = {}
+        for name in self.policies:
+            backend, records = self._records(name)
+            first = not any(record.use == "sig" for record in records if record.backend == backend)
+            if self._target(name) is hardware:
+                lacking = hardware.lacking(name, records)
+                if lacking:
+                    needed[name] = (first, lacking)
+            elif first:
+                needed[name] = (True, None)
+        return needed
 
     def _has_signing_key(self, key_set: str) -> bool:
         backend, records = self._records(key_set)
@@ -312,24 +343,48 @@ class KeyService:
         return sorted(names)
 
     def _view(self, key_set: str, stored: list[KeyRecord], now: float, stored_only: bool = False) -> _SetView:
+        """The set's published keys and, per token, its signers: each token rotates its own keys."""
         backend, records = self._records(key_set, stored, stored_only)
-        statuses, signing = rotation.view(records, backend, now, self.rotation.retention_seconds)
-        signers = [(record.active_at, self._observed(self.managers.manager(record.backend).signer(record)))
-                   for record in signing]
+        groups: dict[str | None, list[KeyRecord]] = {}
+        others: list[KeyRecord] = []
+        for record in records:
+            if record.backend == backend and record.use == "sig":
+                groups.setdefault(record.token if backend == HSM_BACKEND else None, []).append(record)
+            else:
+                others.append(record)
+        statuses: list[KeyStatus] = []
+        signers: dict[str | None, list[tuple[int, Signer]]] = {}
+        for token, group in groups.items():
+            group_statuses, signing = rotation.view(group, backend, now, self.rotation.retention_seconds)
+            statuses.extend(group_statuses)
+            if signing:
+                signers[token] = [(record.active_at,
+                                   self._observed(self.managers.manager(record.backend).signer(record)))
+                                  for record in signing]
+        statuses.extend(rotation.view(others, backend, now, self.rotation.retention_seconds)[0])
         return _SetView(backend, statuses, signers)
 
     def _observed(self, signer: Signer) -> Signer:
-        observe = self.sign_observer
-        if observe is None:
+        observe, observe_token = self.sign_observer, self.token_observer
+        if observe is None and observe_token is None:
             return signer
         key_set, backend, sign = signer.record.key_set, signer.backend, signer.sign
+        token = signer.record.token if backend == HSM_BACKEND else None
+        token_label = token or "default"
 
         def timed_sign(signing_input: bytes) -> bytes:
             started = time.perf_counter()
+            succeeded = False
             try:
-                return sign(signing_input)
+                signature = sign(signing_input)
+                succeeded = True
+                return signature
             finally:
-                observe(key_set, backend, time.perf_counter() - started)
+                seconds = time.perf_counter() - started
+                if observe is not None:
+                    observe(key_set, backend, seconds)
+                if observe_token is not None and token is not None:
+                    observe_token(token_label, seconds, succeeded)
 
         return BoundSigner(signer.record, timed_sign)
 
@@ -416,10 +471,31 @@ class KeyService:
             if view is not None and view.backend is None:
                 raise NoSigningKey(f"key set {key_set!r} is HSM-only and the token has no key pair for it")
             raise NoSigningKey(f"key set {key_set!r} has no signing key")
-        chosen: Signer | None = rotation.active(view.signers, self.clock())
+        if len(view.signers) == 1:  # one token (or software): its active key, whatever its state
+            chosen: Signer | None = rotation.active(next(iter(view.signers.values())), self.clock())
+        else:
+            chosen = self._healthy_signer(view)
         if chosen is None:
             raise NoSigningKey(f"key set {key_set!r} has no key active yet")
         return chosen
+
+    def _healthy_signer(self, view: _SetView) -> Signer | None:
+        """The active key of the next healthy token, in turns (so signatures spread over the tokens);
+        :class:`HSMUnavailable` when no token with an active key of the set is healthy."""
+        hardware = self.managers.hardware
+        now = self.clock()
+        tokens = [token for token in view.signers if token is not None]
+        start = hardware.turn()
+        held = None in view.signers  # keys of a token this process cannot ask now
+        for offset in range(len(tokens)):
+            token = tokens[(start + offset) % len(tokens)]
+            chosen: Signer | None = rotation.active(view.signers[token], now)
+            held = held or chosen is not None
+            if chosen is not None and hardware.healthy(token):
+                return chosen
+        if held:
+            raise hardware.unavailable_error()
+        return None
 
     def jwks_document(self) -> tuple[bytes, str]:
         """The serialised public JWK Set and its (unquoted) entity tag; no per-request work."""
@@ -449,15 +525,26 @@ class KeyService:
         """The manager a new key of ``key_set`` is generated in (see :meth:`ManagerStrategy.target`)."""
         return self.managers.target(key_set, lambda: self._records(key_set), configured=key_set in self.policies)
 
-    def _generate(self, key_set: str, alg: str, *, created_at: int, active_at: int) -> KeyRecord:
+    def _generate(self, key_set: str, alg: str, *, created_at: int, active_at: int,
+                  tokens: list[str] | None = None) -> list[KeyRecord]:
+        """A new key of ``key_set`` where it lives: on every token (or on ``tokens``) when on the HSM."""
         manager = self._target(key_set)
-        if manager is self.managers.hardware and not self.generate_on_hsm:
+        hardware = self.managers.hardware
+        if manager is hardware and not self.generate_on_hsm:
             raise HSMError(f"key set {key_set!r} lives on the HSM and HSM_GENERATE_KEYS is false: "
                            "key pairs are provisioned on the token, not generated through PKCS#11")
-        record = manager.generate(key_set, alg, rsa_bits=self.rsa_bits, created_at=created_at, active_at=active_at)
-        audit.info("key generated", extra={"event": "key.generated", "key_set": key_set, "kid": record.kid,
-                                           "alg": record.alg, "backend": record.backend})
-        return record
+        if manager is hardware:
+            # On the HSM: each token its own pair (a rotation: its own successor, pre-published alike).
+            records = hardware.generate_on(hardware.names if tokens is None else tokens, key_set, alg,
+                                           rsa_bits=self.rsa_bits, created_at=created_at, active_at=active_at)
+        else:
+            records = [manager.generate(key_set, alg, rsa_bits=self.rsa_bits, created_at=created_at,
+                                        active_at=active_at)]
+        for record in records:
+            audit.info("key generated", extra={"event": "key.generated", "key_set": key_set, "kid": record.kid,
+                                               "alg": record.alg, "backend": record.backend,
+                                               "token": record.token or None})
+        return records
 
     def generate(self, key_set: str, alg: str | None = None) -> KeyRecord:
         """Add a key to ``key_set`` (rotation).  On the HSM when the set lives there.
@@ -473,7 +560,7 @@ class KeyService:
         with self._lock():
             now = int(self.clock())
             active_at = now + self.rotation.prepublication_seconds if self._has_signing_key(key_set) else now
-            record = self._generate(key_set, alg, created_at=now, active_at=active_at)
+            record = self._generate(key_set, alg, created_at=now, active_at=active_at)[0]
         self.refresh()
         return record
 
@@ -561,13 +648,25 @@ class KeyService:
         for name in names:
             for status in self.keys(name):
                 record = status.record
-                evidence = self.managers.manager(record.backend).evidence(record)
+                evidence = self._evidence(record)
                 chain = chains.get((name, record.kid))
                 if chain is not None:
                     summary = certificates.summary(certificates.load_chain(chain.chain_pem.encode("ascii")))
                     evidence = dataclasses.replace(evidence, certificate=summary)
                 found.append(evidence)
         return found
+
+    def _evidence(self, record: KeyRecord) -> KeyEvidence:
+        """One key's evidence; with several tokens, a key whose token cannot be asked now (lost, or
+        replaced) is listed as such instead of failing the whole list."""
+        try:
+            return self.managers.manager(record.backend).evidence(record)
+        except (HSMUnavailable, KeyNotFound) as exc:
+            if record.backend != HSM_BACKEND or len(self.managers.hardware.names) <= 1:
+                raise
+            return KeyEvidence(key_set=record.key_set, kid=record.kid, alg=record.alg, backend=record.backend,
+                               location={"kind": "pkcs11-token", "token": record.token,
+                                         "unreachable": reason_code(exc)})
 
     def certificate_request(self, key_set: str, subject: str, *, kid: str | None = None) -> x509.CertificateSigningRequest:
         """A PKCS#10 request for a published key of ``key_set`` (the signing one by default), signed by
@@ -609,6 +708,11 @@ class KeyService:
         hardware = self.managers.hardware
         return hardware.available if hardware.configured else None
 
+    def token_availability(self) -> dict[str, bool]:
+        """Whether each configured token can sign now (never touches a token); empty with one token or none."""
+        hardware = self.managers.hardware
+        return {name: hardware.healthy(name) for name in hardware.names} if len(hardware.names) > 1 else {}
+
     def health(self) -> Health:
         """Readiness: every configured set signs (and passed the self-test), and the HSM session is usable.
 
@@ -627,7 +731,9 @@ class KeyService:
         failed = dict(sorted(failed.items()))
         hardware = self.managers.hardware
         usable, reason = hardware.health()
-        return Health(sets, failed, hsm_configured=hardware.configured, hsm_usable=usable, hsm_reason=reason)
+        tokens = hardware.token_health() if len(hardware.names) > 1 else {}
+        return Health(sets, failed, hsm_configured=hardware.configured, hsm_usable=usable, hsm_reason=reason,
+                      tokens=tokens)
 
     def start_recovery(self) -> None:
         """Probe a lost token from a background thread (server workers), so that no request waits on it."""

@@ -24,6 +24,9 @@ class KeyRecord:
     public_jwk: dict[str, Any] = field(compare=False)
     created_at: int = 0
     active_at: int = 0
+    #: The name of the token holding an HSM key among several (``HSM_TOKENS``); None when unknown
+    #: (a key the store knows while its token cannot be asked) or not on a token.
+    token: str | None = field(default=None, compare=False)
 
 
 class Signer(Protocol):

@@ -33,9 +33,11 @@ def create_app(config: Mapping[str, Any] | None = None, *, env: Mapping[str, str
     from oidc.oauth2 import server
     from oidc.observability import logs, metrics
     from oidc.settings import flask_config, load_settings
+    from oidc.web.documents import DocumentJSONProvider
     from oidc.web.proxy import TrustedProxyFix
 
     app = Flask("oidc", instance_relative_config=True, template_folder="web/templates")
+    app.json = DocumentJSONProvider(app)
     os.makedirs(app.instance_path, exist_ok=True)
     settings = load_settings(env, instance_path=app.instance_path)
     app.config.update(flask_config(settings))

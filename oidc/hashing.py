@@ -41,7 +41,11 @@ REFRESH_TOKEN = "refresh token"
 REQUEST_URI = "request uri"
 #: An interaction's id and its browser binding (:mod:`oidc.oauth2.interactions`).
 INTERACTION = "interaction"
-PURPOSES = (CLIENT_SECRET, CODE, REFRESH_TOKEN, REQUEST_URI, INTERACTION)
+#: The RFC 7591 initial access tokens an operator hands out, and the RFC 7592 registration access tokens.
+INITIAL_ACCESS_TOKEN = "initial access token"
+REGISTRATION_ACCESS_TOKEN = "registration access token"
+PURPOSES = (CLIENT_SECRET, CODE, REFRESH_TOKEN, REQUEST_URI, INTERACTION, INITIAL_ACCESS_TOKEN,
+            REGISTRATION_ACCESS_TOKEN)
 
 
 def derive_key(secret: str, purpose: bytes) -> bytes:

@@ -104,6 +104,17 @@ class Client(db.Model):  # type: ignore[name-defined]  # Flask-SQLAlchemy builds
     logo_uri: Mapped[str | None] = mapped_column(String(2000))
     policy_uri: Mapped[str | None] = mapped_column(String(2000))
     tos_uri: Mapped[str | None] = mapped_column(String(2000))
+    #: Where the client publishes its public keys (RFC 7591 §2), fetched and cached by
+    #: :mod:`oidc.oauth2.client_keys`; never together with ``jwks``.
+    jwks_uri: Mapped[str | None] = mapped_column(String(2000))
+    #: Keyed hash of the RFC 7592 registration access token (None: registered by the operator).
+    registration_token_hash: Mapped[str | None] = mapped_column(String(64))
+    #: What the initial access token's policy and the software statement fixed or limited (a JSON
+    #: object; :mod:`oidc.accounts.registration`): an RFC 7592 update cannot lift it.
+    registration_policy: Mapped[str | None] = mapped_column(Text)
+    #: Informational metadata registered through /register (client_uri, contacts, software_id, ...),
+    #: a JSON object returned as registered.
+    registration_metadata: Mapped[str | None] = mapped_column(Text)
     #: Where logout tokens are POSTed when a login session this client got tokens in ends
     #: (OpenID Connect Back-Channel Logout 1.0 §2.2); None: the client is not told.
     backchannel_logout_uri: Mapped[str | None] = mapped_column(String(2000))
@@ -169,6 +180,7 @@ class Client(db.Model):  # type: ignore[name-defined]  # Flask-SQLAlchemy builds
             "disabled": bool(self.disabled), "created_at": self.created_at,
             "secret_rotated_at": self.secret_rotated_at,
             "logo_uri": self.logo_uri, "policy_uri": self.policy_uri, "tos_uri": self.tos_uri,
+            "jwks_uri": self.jwks_uri, "dynamically_registered": self.registration_token_hash is not None,
             "backchannel_logout_uri": self.backchannel_logout_uri,
             "backchannel_logout_session_required": bool(self.backchannel_logout_session_required),
             **{name: getattr(self, name) for name in RESPONSE_METADATA},
@@ -346,6 +358,32 @@ class DPoPProof(db.Model):  # type: ignore[name-defined]  # Flask-SQLAlchemy bui
     expires_at: Mapped[int] = mapped_column(BigInteger, nullable=False, index=True)
 
 
+class InitialAccessToken(db.Model):  # type: ignore[name-defined]  # Flask-SQLAlchemy builds db.Model at run time
+    """An operator's permission to register clients at /register (RFC 7591 §3), stored as a keyed hash.
+
+    Each registration takes one use with one conditional UPDATE (``uses < max_uses``):
+    of two registrations racing with a single-use token, exactly one succeeds.
+    """
+
+    __tablename__ = "initial_access_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    token_hash: Mapped[str] = mapped_column(String(64), nullable=False, unique=True)
+    #: The operator's note (who it was given to).
+    label: Mapped[str] = mapped_column(String(255), nullable=False, default="")
+    #: The metadata it fixes or limits, a JSON object (:mod:`oidc.accounts.registration`).
+    policy: Mapped[str] = mapped_column(Text, nullable=False, default="{}")
+    #: None: any number of registrations until it expires.
+    max_uses: Mapped[int | None] = mapped_column(Integer)
+    uses: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    created_at: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    expires_at: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    revoked_at: Mapped[int | None] = mapped_column(BigInteger)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "label": self.label, "policy": json.loads(self.policy or "{}"),
+                "max_uses": self.max_uses, "uses": self.uses, "created_at": self.created_at,
+                "expires_at": self.expires_at, "revoked_at": self.revoked_at}
 class BackchannelLogout(db.Model):  # type: ignore[name-defined]  # Flask-SQLAlchemy builds db.Model at run time
     """A logout token owed to a client: the outbox of Back-Channel Logout (:mod:`oidc.oauth2.backchannel`).
 

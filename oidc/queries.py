@@ -58,6 +58,7 @@ from oidc.models import (
     ClientAssertion,
     Consent,
     DPoPProof,
+    InitialAccessToken,
     Interaction,
     LoginSession,
     PushedAuthorizationRequest,
@@ -295,6 +296,28 @@ _DELETE_ROWS_OF_CLIENT = tuple(
                   BackchannelLogout)
 )
 
+# Dynamic client registration (oidc.accounts.registration).  A use of an initial access token and
+# the rotation of a registration access token are claims: one conditional UPDATE, the first
+# statement of the request's transaction, so that on SQLite too it takes the write lock before reading.
+_INITIAL_TOKENS = InitialAccessToken.__table__
+_CLAIM_INITIAL_TOKEN = (
+    update(_INITIAL_TOKENS)
+    .where(_INITIAL_TOKENS.c.token_hash == bindparam("hash"), _INITIAL_TOKENS.c.revoked_at.is_(None),
+           _INITIAL_TOKENS.c.expires_at > bindparam("moment"),
+           or_(_INITIAL_TOKENS.c.max_uses.is_(None), _INITIAL_TOKENS.c.uses < _INITIAL_TOKENS.c.max_uses))
+    .values(uses=_INITIAL_TOKENS.c.uses + 1)
+)
+_INITIAL_TOKEN_POLICY = select(_INITIAL_TOKENS.c.id, _INITIAL_TOKENS.c.policy).where(
+    _INITIAL_TOKENS.c.token_hash == bindparam("hash")).limit(1)
+_INITIAL_TOKENS_IN_ORDER = select(InitialAccessToken).order_by(InitialAccessToken.id)
+_CLIENTS = Client.__table__
+_ROTATE_REGISTRATION_TOKEN = (
+    update(_CLIENTS)
+    .where(_CLIENTS.c.client_id == bindparam("of_client"),
+           _CLIENTS.c.registration_token_hash == bindparam("hash"))
+    .values(registration_token_hash=bindparam("new_hash"))
+)
+
 # Rows nothing can use any more, by table (oidc.oauth2.families.prune_expired).
 _PRUNE_EXPIRED = {
     # Codes are kept a day past expiry (``kept_until``) so that a late replay still revokes what they issued.
@@ -308,6 +331,9 @@ _PRUNE_EXPIRED = {
     "pushed_authorization_requests": delete(PushedAuthorizationRequest).where(
         PushedAuthorizationRequest.expires_at < bindparam("moment")),
     "dpop_proofs": delete(DPoPProof).where(DPoPProof.expires_at < bindparam("moment")),
+    # Kept a day past expiry (``kept_until``), so that `clients initial-token list` still shows a token
+    # that has just expired and how much it was used.
+    "initial_access_tokens": delete(InitialAccessToken).where(InitialAccessToken.expires_at < bindparam("kept_until")),
     # Logout tokens delivered or given up: kept as long as codes are (``kept_until``), for the record.
     "backchannel_logouts": delete(BackchannelLogout).where(
         BackchannelLogout.created_at < bindparam("kept_until"), BackchannelLogout.next_attempt_at.is_(None)),
@@ -331,11 +357,13 @@ _CERTIFICATE_EXPIRIES = (select(key_certificates.c.key_set, key_certificates.c.k
 SCANS: dict[str, str] = {
     "_USERS_IN_ORDER": "every user, for the admin API and the CLI's listings: reading them all is the point",
     "_CLIENTS_IN_ORDER": "every client, for the admin API and the CLI's listings: reading them all is the point",
+    "_INITIAL_TOKENS_IN_ORDER": "every initial access token, for the admin API and the CLI's listings",
     "_HASHING_KEYS": "every hashing key (one per purpose, a handful of rows), re-sealed by `keys reseal`",
     "_CERTIFICATE_EXPIRIES": "every attached certificate chain (a few per key), read by doctor",
     "_PRUNE_EXPIRED[authorization_codes]": "the periodic `tokens prune` clean-up, off the request path",
     "_PRUNE_EXPIRED[refresh_tokens]": "the periodic `tokens prune` clean-up, off the request path",
     "_PRUNE_EXPIRED[login_sessions]": "the periodic `tokens prune` clean-up, off the request path",
+    "_PRUNE_EXPIRED[initial_access_tokens]": "the periodic `tokens prune` clean-up of a handful of operator-made rows",
     "_PING": "reads no table",
 }
 
@@ -634,6 +662,42 @@ def delete_rows_of_client(client_pk: int) -> None:
     """Delete what was issued to the client (codes, tokens, consents, assertions, pushed requests)."""
     for statement in _DELETE_ROWS_OF_CLIENT:
         db.session.execute(statement, {"client_pk": client_pk})
+
+
+# Dynamic client registration ---------------------------------------------------------------
+
+
+def claim_initial_token(hashes: list[str], moment: int) -> tuple[int, str] | None:
+    """Take one use of a live initial access token, atomically: its (id, policy), or None when
+    it is unknown, expired, revoked or used up (or another request took its last use)."""
+    connection = db.session.connection()
+    for token_hash in hashes:  # one per system secret: usually one
+        claimed = cast("CursorResult[Any]", connection.execute(_CLAIM_INITIAL_TOKEN,
+                                                               {"hash": token_hash, "moment": moment}))
+        if claimed.rowcount == 1:
+            row = connection.execute(_INITIAL_TOKEN_POLICY, {"hash": token_hash}).first()
+            return None if row is None else (int(row.id), str(row.policy))
+    return None
+
+
+def list_initial_tokens() -> list[InitialAccessToken]:
+    return list(db.session.execute(_INITIAL_TOKENS_IN_ORDER).scalars())
+
+
+def initial_token_by_pk(pk: int) -> InitialAccessToken | None:
+    return db.session.get(InitialAccessToken, pk)
+
+
+def rotate_registration_token(client_id: str, hashes: list[str], new_hash: str | None) -> bool:
+    """Replace a client's registration access token, atomically: False when ``hashes`` is not (or no
+    longer) its token: of two requests racing with one token, exactly one rotates it."""
+    connection = db.session.connection()
+    for token_hash in hashes:  # one per system secret: usually one
+        result = cast("CursorResult[Any]", connection.execute(
+            _ROTATE_REGISTRATION_TOKEN, {"of_client": client_id, "hash": token_hash, "new_hash": new_hash}))
+        if result.rowcount == 1:
+            return True
+    return False
 
 
 # The keyed hashes' keys, on a connection the caller opens (they are read before any request) --

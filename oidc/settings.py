@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from keys import UnsupportedAlgorithm, get_algorithm
-from oidc.vocabulary import ACCESS_TOKEN_SET, DPOP_ALGORITHMS, FAPI2_ALGORITHMS, ID_TOKEN_SET
+from oidc.vocabulary import ACCESS_TOKEN_SET, ASSERTION_ALGORITHMS, DPOP_ALGORITHMS, FAPI2_ALGORITHMS, ID_TOKEN_SET
 
 #: Scopes whose claims this provider knows (OIDC Core §5.4) plus offline_access.
 STANDARD_SCOPES = ("openid", "profile", "email", "offline_access")
@@ -58,9 +58,10 @@ _HEX_COLOUR = re.compile(r"#(?:[0-9a-f]{3}|[0-9a-f]{6})")
 #: Every variable :func:`load_settings` reads; its reader refuses any other name, so the list stays whole.
 SETTING_NAMES = (
     "OIDC_ISSUER", "DATABASE_URL", "SECRETS_SYSTEM",
-    "HSM_ENABLED", "HSM_LIBRARY", "HSM_TOKEN_LABEL", "HSM_SLOT", "HSM_PIN", "HSM_KEY_SET_PREFIX",
+    "HSM_ENABLED", "HSM_TOKENS", "HSM_LIBRARY", "HSM_TOKEN_LABEL", "HSM_SLOT", "HSM_PIN", "HSM_KEY_SET_PREFIX",
     "HSM_ONLY_KEY_SETS", "HSM_DESTROY_RETIRED_KEYS", "HSM_GENERATE_KEYS", "HSM_STARTUP_WAIT_SECONDS",
     "HSM_RETRY_INITIAL_SECONDS", "HSM_RETRY_MAX_SECONDS", "HSM_READINESS_CACHE_SECONDS", "HSM_ALLOW_EXTRACTABLE_KEYS",
+    "HSM_TOKEN_TIMEOUT_SECONDS",
     "ID_TOKEN_SIGNING_ALG", "ACCESS_TOKEN_SIGNING_ALG", "RSA_KEY_SIZE", "JWKS_MAX_AGE", "KEY_PREPUBLICATION_SECONDS",
     "KEY_RETENTION_SECONDS", "KEYS_REFRESH_SECONDS",
     "ACCESS_TOKEN_LIFETIME", "ID_TOKEN_LIFETIME", "AUTHORIZATION_CODE_LIFETIME", "REFRESH_TOKEN_LIFETIME",
@@ -69,7 +70,9 @@ SETTING_NAMES = (
     "DPOP_SIGNING_ALGS",
     "DPOP_PROOF_MAX_AGE", "DPOP_NONCE", "DPOP_NONCE_LIFETIME", "DPOP_JTI_STORAGE_URI", "DEVELOPMENT_MODE",
     "CLIENT_CACHE_SECONDS", "CLIENT_ASSERTION_LEEWAY", "CLIENT_ASSERTION_MAX_LIFETIME",
-    "CLIENT_ASSERTION_ACCEPT_TOKEN_ENDPOINT_AUDIENCE",
+    "CLIENT_ASSERTION_ACCEPT_TOKEN_ENDPOINT_AUDIENCE", "CLIENT_JWKS_CACHE_SECONDS", "CLIENT_JWKS_MIN_REFRESH_SECONDS",
+    "REGISTRATION_OPEN", "REGISTRATION_SOFTWARE_STATEMENT_ISSUERS", "REGISTRATION_SOFTWARE_STATEMENT_ALGS",
+    "REGISTRATION_REQUIRE_SOFTWARE_STATEMENT",
     "LOGIN_SESSION_LIFETIME", "LOGIN_RATE_LIMIT_PER_ACCOUNT", "LOGIN_RATE_LIMIT_PER_ADDRESS",
     "LOGIN_RATE_LIMIT_PER_ADDRESS_AND_ACCOUNT", "RATELIMIT_STORAGE_URI", "PASSWORD_HASH_COST", "SESSION_COOKIE_NAME",
     "CSRF_TIME_LIMIT", "MAX_REQUEST_BYTES",
@@ -85,6 +88,12 @@ SERVING_NAMES = (
     "GUNICORN_KEEPALIVE", "GUNICORN_CMD_ARGS", "METRICS_BIND", "PROMETHEUS_MULTIPROC_DIR",
 )
 KNOWN_NAMES = frozenset(SETTING_NAMES + SERVING_NAMES)
+#: The settings of each token named in HSM_TOKENS: ``HSM_<NAME>_<SUFFIX>``.
+TOKEN_SETTING_SUFFIXES = ("LIBRARY", "TOKEN_LABEL", "SLOT", "PIN", "PIN_FILE", "MODULE_ENV")
+#: A token's name in HSM_TOKENS: letters and digits (it is a metrics label and part of variable names).
+_TOKEN_NAME = re.compile(r"[A-Za-z][A-Za-z0-9]{0,31}")
+#: A variable a module reads, in HSM_<NAME>_MODULE_ENV.
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 #: The first word of every known name (HSM_, OIDC_, DATABASE_, ...): a variable that starts with one
 #: of them is meant for this provider, so one it does not know is most likely misspelt.
 PREFIXES = tuple(sorted({name.split("_", 1)[0] + "_" for name in KNOWN_NAMES if "_" in name}))
@@ -93,9 +102,16 @@ PREFIXES = tuple(sorted({name.split("_", 1)[0] + "_" for name in KNOWN_NAMES if 
 def unknown_names(env: Mapping[str, str] | None = None) -> dict[str, str | None]:
     """The variables that start as a setting does but are none, each with the closest known name (or None)."""
     names = os.environ if env is None else env
+    known = KNOWN_NAMES | {f"HSM_{token.upper()}_{suffix}" for token in _token_names(names.get("HSM_TOKENS", ""))
+                           for suffix in TOKEN_SETTING_SUFFIXES}
     # cutoff 0.7: a slip of a letter or two scores 0.75 and up; lower, unrelated names get "suggestions".
-    return {name: next(iter(difflib.get_close_matches(name, KNOWN_NAMES, n=1, cutoff=0.7)), None)
-            for name in sorted(names) if name.startswith(PREFIXES) and name not in KNOWN_NAMES}
+    return {name: next(iter(difflib.get_close_matches(name, known, n=1, cutoff=0.7)), None)
+            for name in sorted(names) if name.startswith(PREFIXES) and name not in known}
+
+
+def _token_names(value: str) -> list[str]:
+    """The well-formed names of HSM_TOKENS (the reader refuses the others)."""
+    return [part.strip() for part in value.split(",") if _TOKEN_NAME.fullmatch(part.strip())]
 
 
 def describe_unknown_names(unknown: Mapping[str, str | None]) -> str:
@@ -109,6 +125,21 @@ class ConfigError(Exception):
 
 
 @dataclass(frozen=True)
+class TokenSettings:
+    """One token of HSM_TOKENS (``HSM_<NAME>_*``).  ``pin`` is never logged or shown."""
+
+    name: str
+    library: str
+    token_label: str | None
+    slot: int | None
+    pin: str
+    module_env: tuple[tuple[str, str], ...] = ()
+
+    def __repr__(self) -> str:  # never the PIN in a traceback or log line
+        return f"TokenSettings(name={self.name!r}, library={self.library!r})"
+
+
+@dataclass(frozen=True)
 class Settings:
     """Every setting of one provider process (see README.md for each variable)."""
 
@@ -117,6 +148,8 @@ class Settings:
     secrets_system: tuple[str, ...]
     # HSM
     hsm_enabled: bool
+    #: The tokens of HSM_TOKENS; empty when the plain HSM_* settings name the one token.
+    hsm_tokens: tuple[TokenSettings, ...]
     hsm_library: str
     hsm_token_label: str | None
     hsm_slot: int | None
@@ -131,6 +164,9 @@ class Settings:
     hsm_retry_max_seconds: float
     hsm_readiness_cache_seconds: float
     hsm_allow_extractable_keys: bool
+    #: With HSM_TOKENS: how long a call may stay in a token's module before it is given up (and the token
+    #: passed over while the call hangs); 0: calls in the request's thread, never given up.
+    hsm_token_timeout_seconds: float
     # keys
     id_token_signing_alg: str
     access_token_signing_alg: str
@@ -163,6 +199,14 @@ class Settings:
     client_assertion_leeway: int
     client_assertion_max_lifetime: int
     client_assertion_accept_token_endpoint_audience: bool
+    client_jwks_cache_seconds: int
+    client_jwks_min_refresh_seconds: int
+    # dynamic client registration (RFC 7591, RFC 7592)
+    registration_open: bool
+    #: (issuer, JWKS file path or https URL) of each software statement issuer the operator trusts.
+    software_statement_issuers: tuple[tuple[str, str], ...]
+    software_statement_algs: tuple[str, ...]
+    require_software_statement: bool
     # login and the browser session
     login_session_lifetime: int
     login_rate_limit_per_account: str
@@ -231,6 +275,12 @@ class _Reader:
         if name not in SETTING_NAMES:  # a new setting: add it to SETTING_NAMES (and README.md)
             raise RuntimeError(f"{name} is read but missing from SETTING_NAMES")
         return self._env.get(name, default)
+
+    def token_text(self, name: str) -> str:
+        """A token's own setting, ``HSM_<NAME>_<SUFFIX>`` (see TOKEN_SETTING_SUFFIXES)."""
+        if not name.startswith("HSM_") or not name.endswith(TOKEN_SETTING_SUFFIXES):
+            raise RuntimeError(f"{name} is not a token's setting")
+        return self._env.get(name, "")
 
     def text(self, name: str, default: str = "") -> str:
         value = self.get(name)
@@ -359,8 +409,8 @@ def load_settings(env: Mapping[str, str] | None = None, *, instance_path: str) -
         # Kept as given; keys.sealing.Sealer validates (missing or short is an error).
         secrets_system=read.items("SECRETS_SYSTEM"),
         **hsm, **keys, **tokens, **protocol,
-        **_read_clients(read), **_read_login(read), **_read_administration(read), **_read_pages(read),
-        **_read_backchannel_logout(read),
+        **_read_clients(read), **_read_registration(read), **_read_login(read), **_read_administration(read),
+        **_read_pages(read), **_read_backchannel_logout(read),
     )
 
 
@@ -373,20 +423,26 @@ def _read_issuer(read: _Reader) -> str:
 
 def _read_hsm(read: _Reader) -> dict[str, Any]:
     """The HSM, its resilience and the adoption of its keys (README "When the HSM fails")."""
-    enabled = read.boolean("HSM_ENABLED", False)
+    tokens = _read_hsm_tokens(read)
+    enabled = read.boolean("HSM_ENABLED", bool(tokens))
     library = read.text("HSM_LIBRARY")
     pin = read.text("HSM_PIN")
     token_label = read.text("HSM_TOKEN_LABEL") or None
     slot = read.optional_integer("HSM_SLOT")
     only = read.items("HSM_ONLY_KEY_SETS")
-    if enabled:
+    if tokens and not enabled:
+        raise ConfigError("HSM_TOKENS names tokens but HSM_ENABLED is false")
+    if tokens and (pin or token_label or slot is not None):
+        raise ConfigError("HSM_TOKENS names the tokens: set HSM_<NAME>_TOKEN_LABEL (or _SLOT) and HSM_<NAME>_PIN "
+                          "for each, not HSM_TOKEN_LABEL, HSM_SLOT or HSM_PIN")
+    if enabled and not tokens:
         if not library:
             raise ConfigError("HSM_ENABLED is true but HSM_LIBRARY is not set")
         if not pin:
             raise ConfigError("HSM_ENABLED is true but HSM_PIN is not set")
         if token_label is None and slot is None:
             raise ConfigError("HSM_ENABLED is true but neither HSM_TOKEN_LABEL nor HSM_SLOT is set")
-    elif only:
+    elif only and not enabled:
         raise ConfigError("HSM_ONLY_KEY_SETS names key sets but HSM_ENABLED is false")
     retry_initial = read.seconds("HSM_RETRY_INITIAL_SECONDS", 0.5, minimum=0.05)
     retry_max = read.seconds("HSM_RETRY_MAX_SECONDS", 5.0, minimum=0.05)
@@ -394,6 +450,7 @@ def _read_hsm(read: _Reader) -> dict[str, Any]:
         raise ConfigError("HSM_RETRY_MAX_SECONDS must be at least HSM_RETRY_INITIAL_SECONDS")
     return {
         "hsm_enabled": enabled,
+        "hsm_tokens": tokens,
         "hsm_library": library,
         "hsm_token_label": token_label,
         "hsm_slot": slot,
@@ -407,7 +464,66 @@ def _read_hsm(read: _Reader) -> dict[str, Any]:
         "hsm_retry_max_seconds": retry_max,
         "hsm_readiness_cache_seconds": read.seconds("HSM_READINESS_CACHE_SECONDS", 5.0),
         "hsm_allow_extractable_keys": read.boolean("HSM_ALLOW_EXTRACTABLE_KEYS", False),
+        "hsm_token_timeout_seconds": read.seconds("HSM_TOKEN_TIMEOUT_SECONDS", 2.0),
     }
+
+
+def _read_hsm_tokens(read: _Reader) -> tuple[TokenSettings, ...]:
+    """HSM_TOKENS and each token's HSM_<NAME>_* settings (README "Several tokens")."""
+    names = read.items("HSM_TOKENS")
+    for name in names:
+        if not _TOKEN_NAME.fullmatch(name):
+            raise ConfigError(f"HSM_TOKENS: {name!r} is not a token name (a letter, then letters and digits, "
+                              "at most 32)")
+    if len({name.upper() for name in names}) != len(names):
+        raise ConfigError("HSM_TOKENS names a token twice")
+    return tuple(_read_token(read, name) for name in names)
+
+
+def _read_token(read: _Reader, name: str) -> TokenSettings:
+    prefix = f"HSM_{name.upper()}_"
+    library = read.token_text(prefix + "LIBRARY") or read.text("HSM_LIBRARY")
+    if not library:
+        raise ConfigError(f"{prefix}LIBRARY is not set (nor HSM_LIBRARY)")
+    token_label = read.token_text(prefix + "TOKEN_LABEL") or None
+    slot_text = read.token_text(prefix + "SLOT")
+    try:
+        slot = int(slot_text) if slot_text else None
+    except ValueError:
+        raise ConfigError(f"{prefix}SLOT must be a whole number, not {slot_text!r}") from None
+    if token_label is None and slot is None:
+        raise ConfigError(f"neither {prefix}TOKEN_LABEL nor {prefix}SLOT is set")
+    return TokenSettings(name=name, library=library, token_label=token_label, slot=slot,
+                         pin=_token_pin(read, prefix), module_env=parse_module_env(read.token_text(prefix + "MODULE_ENV"),
+                                                                                  prefix + "MODULE_ENV"))
+
+
+def _token_pin(read: _Reader, prefix: str) -> str:
+    pin, pin_file = read.token_text(prefix + "PIN"), read.token_text(prefix + "PIN_FILE")
+    if pin and pin_file:
+        raise ConfigError(f"{prefix}PIN and {prefix}PIN_FILE are both set: set one")
+    if pin_file:
+        try:
+            with open(pin_file, encoding="utf-8") as handle:
+                pin = handle.read().rstrip("\r\n")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{prefix}PIN_FILE cannot be read ({type(exc).__name__})") from None
+    if not pin:
+        raise ConfigError(f"{prefix}PIN (or {prefix}PIN_FILE) is not set")
+    return pin
+
+
+def parse_module_env(value: str, name: str) -> tuple[tuple[str, str], ...]:
+    """``NAME=value;NAME=value`` (HSM_<NAME>_MODULE_ENV): what the token's module reads when it loads."""
+    pairs = []
+    for item in value.split(";"):
+        if not item.strip():
+            continue
+        key, sep, setting = item.strip().partition("=")
+        if not sep or not _ENV_NAME.fullmatch(key):
+            raise ConfigError(f"{name} must be NAME=value pairs separated by ';', not {item.strip()[:40]!r}")
+        pairs.append((key, setting))
+    return tuple(pairs)
 
 
 def _read_tokens(read: _Reader, *, issuer: str) -> dict[str, Any]:
@@ -516,6 +632,38 @@ def _read_clients(read: _Reader) -> dict[str, Any]:
         "client_assertion_max_lifetime": read.integer("CLIENT_ASSERTION_MAX_LIFETIME", 300, minimum=1),
         "client_assertion_accept_token_endpoint_audience": read.boolean(
             "CLIENT_ASSERTION_ACCEPT_TOKEN_ENDPOINT_AUDIENCE", False),
+        "client_jwks_cache_seconds": read.integer("CLIENT_JWKS_CACHE_SECONDS", 300, minimum=1),
+        "client_jwks_min_refresh_seconds": read.integer("CLIENT_JWKS_MIN_REFRESH_SECONDS", 30, minimum=1),
+    }
+
+
+def _read_registration(read: _Reader) -> dict[str, Any]:
+    """Dynamic client registration: open or by initial access token, and the software statements trusted."""
+    issuers = []
+    for entry in read.items("REGISTRATION_SOFTWARE_STATEMENT_ISSUERS"):
+        parts = entry.split()
+        if len(parts) != 2 or not parts[0].startswith(("https://", "http://")):
+            raise ConfigError("REGISTRATION_SOFTWARE_STATEMENT_ISSUERS: comma-separated pairs of an issuer and its "
+                              f"JWKS (a file or an https URL), not {entry!r}")
+        issuer, source = parts
+        if not source.startswith("https://") and not os.path.isfile(source):
+            raise ConfigError(f"REGISTRATION_SOFTWARE_STATEMENT_ISSUERS: the JWKS of {issuer} is neither an https URL "
+                              f"nor a readable file ({source!r})")
+        issuers.append((issuer, source))
+    algs = read.items("REGISTRATION_SOFTWARE_STATEMENT_ALGS") or ASSERTION_ALGORITHMS
+    unknown = [alg for alg in algs if alg not in ASSERTION_ALGORITHMS]
+    if unknown:
+        raise ConfigError(f"REGISTRATION_SOFTWARE_STATEMENT_ALGS: {', '.join(unknown)} not among "
+                          f"{', '.join(ASSERTION_ALGORITHMS)}")
+    require = read.boolean("REGISTRATION_REQUIRE_SOFTWARE_STATEMENT", False)
+    if require and not issuers:
+        raise ConfigError("REGISTRATION_REQUIRE_SOFTWARE_STATEMENT is true but "
+                          "REGISTRATION_SOFTWARE_STATEMENT_ISSUERS names no issuer")
+    return {
+        "registration_open": read.boolean("REGISTRATION_OPEN", False),
+        "software_statement_issuers": tuple(issuers),
+        "software_statement_algs": tuple(dict.fromkeys(algs)),
+        "require_software_statement": require,
     }
 
 

@@ -14,6 +14,7 @@ expiry, login age, key rotation), so a test moves time by setting
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import threading
 import time
@@ -72,6 +73,8 @@ class State:
         self._key_service_lock = threading.Lock()
         #: Public documents built once (discovery), by name.
         self.documents: dict[str, Any] = {}
+        #: Per-process caches of the layers above (the fetched client key sets, ...), by name.
+        self.caches: dict[str, Any] = {}
 
     def hasher(self, purpose: str) -> hashing.KeyedHasher:
         """The keyed hasher for ``purpose`` (one of ``hashing.PURPOSES``).
@@ -120,6 +123,8 @@ class State:
                     service.start(wait_seconds=self.settings.hsm_startup_wait_seconds, degraded_ok=degraded_ok)
                     if service.hsm_available is not None:
                         metrics.set_hsm_available(service.hsm_available)
+                    for token, available in service.token_availability().items():
+                        metrics.set_token_available(token, available)
                     self.check_profile_algorithms(service)
                     self.load_hashers()
                     self._key_service = service
@@ -146,27 +151,28 @@ class State:
         with self.app.app_context():
             engine = db.engine
         store = KeyStore(engine, signing_keys, key_certificates)
-        hsm = None
-        if settings.hsm_enabled:
-            hsm = HSMManager(
-                HSMConfig(
-                    library=settings.hsm_library,
-                    pin=settings.hsm_pin,
-                    token_label=settings.hsm_token_label,
-                    slot=settings.hsm_slot,
-                    key_set_prefix=settings.hsm_key_set_prefix,
-                    retry_initial_seconds=settings.hsm_retry_initial_seconds,
-                    retry_max_seconds=settings.hsm_retry_max_seconds,
-                    probe_interval_seconds=settings.hsm_readiness_cache_seconds,
-                    allow_extractable_keys=settings.hsm_allow_extractable_keys,
-                ),
-                on_event=metrics.hsm_event,
-            )
+        hsm: list[HSMManager] = []
+        # The plain HSM_* settings (one token), whose resilience settings apply to every token of HSM_TOKENS.
+        single = HSMConfig(
+            library=settings.hsm_library, pin=settings.hsm_pin, token_label=settings.hsm_token_label,
+            slot=settings.hsm_slot, key_set_prefix=settings.hsm_key_set_prefix,
+            retry_initial_seconds=settings.hsm_retry_initial_seconds, retry_max_seconds=settings.hsm_retry_max_seconds,
+            probe_interval_seconds=settings.hsm_readiness_cache_seconds,
+            allow_extractable_keys=settings.hsm_allow_extractable_keys,
+        )
+        for token in settings.hsm_tokens:  # HSM_TOKENS: each token its own manager, events and gauge
+            config = dataclasses.replace(single, library=token.library, pin=token.pin, token_label=token.token_label,
+                                         slot=token.slot, name=token.name, module_env=token.module_env,
+                                         busy_seconds=settings.hsm_token_timeout_seconds or single.busy_seconds,
+                                         bounded_calls=settings.hsm_token_timeout_seconds > 0)
+            hsm.append(HSMManager(config, on_event=functools.partial(metrics.hsm_token_event, token.name)))
+        if settings.hsm_enabled and not settings.hsm_tokens:
+            hsm.append(HSMManager(single, on_event=metrics.hsm_event))
         return KeyService(
             key_sets=[KeySetPolicy(name, alg) for name, alg in settings.key_set_algorithms.items()],
             store=store,
             software=SoftwareManager(store, sealer),
-            hsm=hsm,
+            hsm=hsm or None,
             rotation=RotationPolicy(
                 prepublication_seconds=settings.key_prepublication_seconds,
                 retention_seconds=settings.key_retention_seconds,
@@ -179,6 +185,7 @@ class State:
             sign_observer=metrics.observe_signature,
             hsm_only_sets=settings.hsm_only_key_sets,
             generate_on_hsm=settings.hsm_generate_keys,
+            token_observer=metrics.observe_token_signature if settings.hsm_tokens else None,
         )
 
     def close(self) -> None:

@@ -27,6 +27,19 @@ DISCOVERY = "/.well-known/openid-configuration"
 HEALTH_ALIVE = "/health/alive"
 HEALTH_READY = "/health/ready"
 ADMIN = "/admin"
+#: Dynamic client registration (RFC 7591); a client's configuration is at ``REGISTER/<client_id>`` (RFC 7592).
+REGISTER = "/register"
+
+
+def split_url(url: str) -> SplitResult | None:
+    """The parts of ``url``, or None when it cannot be read: ``urlsplit`` raises ValueError for an
+    unbalanced IPv6 bracket (``https://[``), and ``port`` for a port out of range or not a number."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018  # urlsplit checks the port only when asked for it
+    except ValueError:
+        return None
+    return parts
 
 
 def absolute(issuer: str, path: str) -> str:

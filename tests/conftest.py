@@ -202,6 +202,22 @@ def remote_token(softhsm: SoftHSM, token: str, p11kit_client: str) -> Iterator[A
 
 
 @pytest.fixture
+def remote_tokens(softhsm: SoftHSM, p11kit_client: str) -> Iterator[Any]:
+    """Two new SoftHSM2 tokens, A and B, each behind its own ``p11-kit server`` (see remote_token.RemoteTokens)."""
+    from remote_token import RemoteTokens
+
+    directory = Path(tempfile.mkdtemp(dir=_TOKEN_DIR, prefix="r-"))  # short: a socket path has 108 bytes
+    tokens = RemoteTokens(softhsm=softhsm, labels={"A": softhsm.new_token(), "B": softhsm.new_token()},
+                          client_module=p11kit_client, directory=directory)
+    tokens.start()
+    try:
+        yield tokens
+    finally:
+        tokens.stop()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture
 def remote_hsm_env(hsm_env: dict[str, str], remote_token: Any) -> dict[str, str]:
     """Environment of an HSM deployment whose token is reached through p11-kit's client module."""
     return {**hsm_env, "HSM_LIBRARY": remote_token.client_library, "P11_KIT_SERVER_ADDRESS": remote_token.address}

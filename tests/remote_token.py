@@ -19,6 +19,7 @@ import signal
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 #: Where p11-kit-modules puts the client module: Debian's multiarch directory
 #: (/usr/lib/x86_64-linux-gnu/pkcs11/ on amd64), or the plain one elsewhere.
@@ -237,3 +238,44 @@ class OpenCryptoki:
                         obj.destroy()
             finally:
                 session.close()
+
+
+class RemoteTokens:
+    """Several SoftHSM2 tokens, each behind its own ``p11-kit server`` and reached through its own copy
+    of p11-kit's client module: the shape of several network HSMs, each failing on its own.
+
+    The client module reads ``P11_KIT_SERVER_ADDRESS`` when it is loaded, once per module file; a
+    copy per token (not a symlink: that is the same loaded module) gets each its own address, set
+    through ``HSM_<NAME>_MODULE_ENV``.
+    """
+
+    def __init__(self, *, softhsm: Any, labels: dict[str, str], client_module: str, directory: Path) -> None:
+        self.softhsm = softhsm
+        self.labels = labels  # token name -> SoftHSM2 token label
+        self.servers: dict[str, P11KitServer] = {}
+        self.libraries: dict[str, str] = {}
+        for name, label in labels.items():
+            library = directory / f"p11-kit-client-{name.lower()}.so"
+            shutil.copyfile(client_module, library)
+            self.libraries[name] = str(library)
+            self.servers[name] = P11KitServer(provider=softhsm.library, token_label=label,
+                                              socket_path=directory / f"{name.lower()}.sock", env=softhsm.env())
+
+    def start(self) -> None:
+        for server in self.servers.values():
+            server.start()
+
+    def stop(self) -> None:
+        for server in self.servers.values():
+            server.stop()
+
+    def env(self) -> dict[str, str]:
+        """HSM_TOKENS and each token's HSM_<NAME>_* settings."""
+        env = {"HSM_ENABLED": "true", "HSM_TOKENS": ",".join(self.labels)}
+        for name, label in self.labels.items():
+            prefix = f"HSM_{name.upper()}_"
+            env[prefix + "LIBRARY"] = self.libraries[name]
+            env[prefix + "TOKEN_LABEL"] = label
+            env[prefix + "PIN"] = self.softhsm.pin
+            env[prefix + "MODULE_ENV"] = f"P11_KIT_SERVER_ADDRESS={self.servers[name].address}"
+        return env

@@ -38,7 +38,7 @@ TOKEN_ERRORS = {"invalid_request", "invalid_client", "invalid_grant", "unauthori
                 "invalid_request_object"}
 TABLES = ("users", "clients", "authorization_codes", "refresh_tokens", "access_tokens", "consents",
           "login_sessions", "client_assertions", "signing_keys", "hashing_keys", "pushed_authorization_requests",
-          "dpop_proofs", "interactions")
+          "dpop_proofs", "interactions", "initial_access_tokens")
 
 
 def _b64(data: bytes) -> str:
@@ -140,10 +140,30 @@ def _check(response, endpoint: str) -> None:
         if response.status_code == 302:
             location = response.headers["Location"]
             assert location.startswith((REDIRECT_URI + "?", REDIRECT_URI + "#response=", "/login?")), location
+    elif endpoint.startswith("/register"):
+        _check_registration(response)
     elif endpoint == "/logout":
         assert response.status_code in (200, 303, 400, 413), response.status_code
     else:  # discovery and JWKS: read-only documents
         assert response.status_code in (200, 304, 400, 413), response.status_code
+
+
+REGISTRATION_ERRORS = {"invalid_redirect_uri", "invalid_client_metadata", "invalid_software_statement",
+                       "unapproved_software_statement"}
+
+
+def _check_registration(response) -> None:
+    """RFC 7591 §3.2.2 and RFC 6750 §3.1: 400 with a registration error, or 401 invalid_token (413 too large)."""
+    if response.status_code in (200, 201, 204):
+        return
+    assert response.mimetype == "application/json" and response.headers["Cache-Control"] == "no-store"
+    error = response.json["error"]
+    if response.status_code == 401:
+        assert error == "invalid_token" and response.headers["WWW-Authenticate"].startswith("Bearer ")
+    elif response.status_code == 413:
+        assert error == "invalid_request"
+    else:
+        assert response.status_code == 400 and error in REGISTRATION_ERRORS, (response.status_code, error)
 
 
 @pytest.fixture
@@ -160,7 +180,7 @@ def swept(op):
 def test_the_sweep_covers_every_endpoint_of_the_discovery_document(swept):
     _, _, _, endpoints = swept
     assert set(endpoints) == {"/authorize", "/token", "/userinfo", "/introspect", "/revoke", "/logout", "/par",
-                              "/.well-known/jwks.json", "/.well-known/openid-configuration"}
+                              "/register", "/.well-known/jwks.json", "/.well-known/openid-configuration"}
 
 
 @settings(max_examples=300, deadline=None, derandomize=True, database=None,
@@ -234,7 +254,7 @@ def test_jose_json_nested_too_deeply_is_refused_everywhere(swept, caplog, part):
 # -- request objects (RFC 9101) ------------------------------------------------------------------------
 
 #: JSON values of every shape, small.
-JSON_VALUES = st.recursive(st.none() | st.booleans() | st.integers(-2**40, 2**40) | st.floats(allow_nan=False)
+OBJECT_JSON_VALUES = st.recursive(st.none() | st.booleans() | st.integers(-2**40, 2**40) | st.floats(allow_nan=False)
                            | st.text(max_size=12),
                            lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=4),
                                                                                               children, max_size=3),
@@ -242,10 +262,10 @@ JSON_VALUES = st.recursive(st.none() | st.booleans() | st.integers(-2**40, 2**40
 OBJECT_HEADERS = st.one_of(
     st.fixed_dictionaries({"alg": st.sampled_from(["ES256", "PS256", "RS256", "EdDSA", "Ed25519", "none", "none",
                                                    "None", "HS256", "ES512", "", "RSA-OAEP-256"])}, optional={
-        "kid": st.sampled_from(["request-key", "other"]) | JSON_VALUES,
-        "typ": st.sampled_from(["oauth-authz-req+jwt", "JWT", "at+jwt", "application/oauth-authz-req+jwt"]) | JSON_VALUES,
-        "crit": JSON_VALUES, "enc": JSON_VALUES, "jwk": JSON_VALUES, "zip": st.just("DEF")}),
-    JSON_VALUES)
+        "kid": st.sampled_from(["request-key", "other"]) | OBJECT_JSON_VALUES,
+        "typ": st.sampled_from(["oauth-authz-req+jwt", "JWT", "at+jwt", "application/oauth-authz-req+jwt"]) | OBJECT_JSON_VALUES,
+        "crit": OBJECT_JSON_VALUES, "enc": OBJECT_JSON_VALUES, "jwk": OBJECT_JSON_VALUES, "zip": st.just("DEF")}),
+    OBJECT_JSON_VALUES)
 CLAIM_NAMES = st.sampled_from(["iss", "aud", "exp", "nbf", "iat", "jti", "client_id", "response_type", "redirect_uri",
                                "scope", "state", "nonce", "code_challenge", "code_challenge_method", "max_age",
                                "prompt", "resource", "request", "request_uri", "claims", "dpop_jkt", "é", ""])
@@ -256,7 +276,7 @@ def request_objects(draw: st.DrawFn, client_id: str, now: int) -> str:
     """A request object, mostly malformed: any header, claims of any type (some right), signed or not."""
     good = {"iss": client_id, "aud": ISSUER, "exp": now + 300, "nbf": now, "client_id": client_id,
             "response_type": "code", "redirect_uri": REDIRECT_URI, "scope": "openid"}
-    drawn = draw(st.dictionaries(CLAIM_NAMES, JSON_VALUES, max_size=4))
+    drawn = draw(st.dictionaries(CLAIM_NAMES, OBJECT_JSON_VALUES, max_size=4))
     kept = {name: value for name, value in good.items() if draw(st.integers(0, 7)) > 0}
     # Mostly the right claims with one or two odd ones, so that objects get past each check in turn.
     claims = {**drawn, **kept} if draw(st.booleans()) else {**kept, **drawn}
@@ -321,6 +341,66 @@ def test_request_objects_drawn_at_random_get_rfc_errors_and_write_nothing(object
     assert _row_count(op) == before + (1 if starts_login or response.status_code == 201 else 0)
 
 
+# -- /register: JSON bodies (RFC 7591 §2) -----------------------------------------------------------------------
+
+METADATA_NAMES = st.sampled_from([
+    "client_name", "redirect_uris", "post_logout_redirect_uris", "grant_types", "response_types", "scope",
+    "token_endpoint_auth_method", "jwks", "jwks_uri", "logo_uri", "policy_uri", "tos_uri", "client_uri", "contacts",
+    "software_id", "software_version", "software_statement", "application_type", "security_profile",
+    "require_pushed_authorization_requests", "dpop_bound_access_tokens", "backchannel_logout_uri",
+    "backchannel_logout_session_required", "authorization_signed_response_alg", "id_token_encrypted_response_alg",
+    "id_token_encrypted_response_enc", "userinfo_signed_response_alg", "require_signed_request_object",
+    "request_object_signing_alg", "client_id", "x\x00"])
+JSON_VALUES = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(min_value=-2**70, max_value=2**70), st.floats(allow_nan=True),
+              BAD_VALUES, st.sampled_from([REDIRECT_URI, "https://rp.example.test/jwks", "authorization_code",
+                                           "client_credentials", "private_key_jwt", "none", "code", "fapi2",
+                                           *MALFORMED_JOSE[:6]])),
+    lambda children: st.one_of(st.lists(children, max_size=4), st.dictionaries(st.text(max_size=8), children,
+                                                                                max_size=4)),
+    max_leaves=12)
+REGISTRATION_BODIES = st.one_of(
+    st.dictionaries(METADATA_NAMES, JSON_VALUES, max_size=6),
+    JSON_VALUES,
+)
+
+
+@pytest.fixture
+def open_registration(make_app, provisioned_database_url, system_secret, admin_key):
+    from conftest import software_env
+
+    from oidc_fixtures import Provider
+
+    return Provider(make_app({**software_env(provisioned_database_url, system_secret, admin_key),
+                              "REGISTRATION_OPEN": "true"}))
+
+
+@settings(max_examples=200, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
+                                 HealthCheck.data_too_large])
+@given(data=st.data())
+def test_malformed_registration_requests_get_rfc_7591_errors_and_write_nothing(open_registration, caplog, data):
+    """RFC 7591 §3.2.2: any JSON body (or none) gets a registration error with 400, never a 5xx or a
+    traceback; only a registration that succeeds (201) writes, and it writes one client."""
+    op = open_registration
+    body = data.draw(REGISTRATION_BODIES)
+    method = data.draw(st.sampled_from(["POST", "POST", "POST", "PUT", "GET", "DELETE"]))
+    path = data.draw(st.sampled_from(["/register", "/register/" + "a" * 32, "/register/%00", "/register/" + "x" * 300]))
+    raw = data.draw(st.sampled_from([None, None, None, b"{", b"\xff\xfe", b"[" * 3000 + b"]" * 3000]))
+    content_type = data.draw(st.sampled_from(["application/json", "application/json", "text/plain", None]))
+    authorization = data.draw(st.sampled_from([None, None, "Bearer", "Bearer x", "Basic !!!", "Bearer " + "x" * 600]))
+    headers = {"Authorization": authorization} if authorization else {}
+    before = _row_count(op)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        response = op.http.open(path, base_url=ISSUER, method=method, headers=headers, content_type=content_type,
+                                data=raw if raw is not None else json.dumps(body, allow_nan=True))
+    assert response.status_code < 500, response.get_data(as_text=True)[:300]
+    if response.status_code != 405:
+        _check_registration(response)
+    errors = [record for record in caplog.records if record.levelno >= logging.ERROR or record.exc_info]
+    assert not errors, [record.getMessage() for record in errors]
+    assert _row_count(op) == before + (1 if response.status_code == 201 else 0)
 @settings(max_examples=60, deadline=None, derandomize=True, database=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(mode=st.one_of(st.sampled_from(RESPONSE_MODE_VALUES), st.text(max_size=20)),

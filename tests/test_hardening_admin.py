@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from oidc_fixtures import ISSUER, registered_user
 
 ADMIN = f"{ISSUER}/admin"
@@ -54,3 +56,22 @@ def test_admin_api_user_tokens_need_an_enabled_admin_user(op):
     with op.app.app_context():
         set_disabled(registered_user("root"), True)
     assert _admin_status(op, root) == 401
+
+
+def test_a_body_nested_too_deeply_is_invalid_request_not_a_500(op, admin_key):
+    """json raises RecursionError (not ValueError) for deep nesting; the app's JSON provider reads it
+    as any other text that is not a JSON document."""
+    body = "[" * 5_000 + "]" * 5_000  # 10 KB, under the body limit
+    response = op.post("/admin/clients", data=body, content_type="application/json",
+                       headers={"Authorization": f"Bearer {admin_key}"})
+    assert response.status_code == 400, response.get_data(as_text=True)
+    assert response.get_json()["error"] == "invalid_request"
+
+
+@pytest.mark.parametrize("field, value", [("redirect_uris", ["https://["]), ("redirect_uris", ["https://a.test:99999/cb"]),
+                                          ("logo_uri", "https://["), ("policy_uri", "https://x.test:port/")])
+def test_a_uri_urlsplit_cannot_read_is_a_400_naming_the_field(op, admin_key, field, value):
+    body = {"name": "app", "redirect_uris": ["https://app.test/cb"], field: value}
+    response = op.post("/admin/clients", json=body, headers={"Authorization": f"Bearer {admin_key}"})
+    assert response.status_code == 400, response.get_data(as_text=True)
+    assert field in response.get_json()["error_description"]

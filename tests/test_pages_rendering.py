@@ -405,7 +405,7 @@ def test_client_display_metadata_through_the_admin_api_and_the_cli(op: Provider,
 
 def test_openapi_document_covers_every_admin_route_from_the_handlers_tables(op: Provider,
                                                                            base_env: dict[str, str]) -> None:
-    from oidc.accounts.clients import create_client
+    from oidc.accounts.clients import build_client
     from oidc.web.admin.api import CLIENT_FIELDS
 
     response = op.get("/admin/openapi.json")
@@ -421,7 +421,7 @@ def test_openapi_document_covers_every_admin_route_from_the_handlers_tables(op: 
         for operation in item.values():
             assert operation["summary"] != "(undocumented)" and "401" in operation["responses"]
     schema = document["components"]["schemas"]["ClientRegistration"]
-    assert set(schema["properties"]) == set(CLIENT_FIELDS) == set(inspect.signature(create_client).parameters)
+    assert set(schema["properties"]) == set(CLIENT_FIELDS) == set(inspect.signature(build_client).parameters)
     assert schema["required"] == ["name"] and schema["additionalProperties"] is False
     # The same table refuses what the schema does not allow.
     auth = {"Authorization": f"Bearer {base_env['ADMIN_API_KEYS']}"}

@@ -610,3 +610,47 @@ def test_under_gunicorn_signed_objects_at_authorize_and_at_par_end_in_tokens(mak
                 "code_verifier": verifier})
             assert tokens.status_code == 200, tokens.text
             assert jwt_parts(tokens.json()["id_token"])[1]["nonce"] == "n"
+
+
+# -- keys by reference, and metadata registered by the client ------------------------------------------
+
+
+@pytest.fixture
+def key_server(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """An https server on loopback serving the client's JWK Set (tests/test_registration.py's)."""
+    from test_registration import _KeyServer
+
+    server = _KeyServer(tmp_path)
+    monkeypatch.setenv("SSL_CERT_FILE", str(server.certificate.cert))
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+def test_a_request_object_verifies_with_the_keys_at_the_clients_jwks_uri(
+        key_server: Any, make_app: Any, provisioned_database_url: str, system_secret: str, admin_key: str) -> None:
+    """The client's keys by reference (RFC 7591 §2), fetched once and cached, as for private_key_jwt."""
+    from conftest import software_env
+
+    op = Provider(make_app({**software_env(provisioned_database_url, system_secret, admin_key),
+                            "DEVELOPMENT_MODE": "true", "REGISTRATION_OPEN": "true"}))
+    op.add_user()
+    signer = Signer("ES256")
+    key_server.document = {"keys": [signer.jwk()]}
+    made = op.post("/register", json={"client_name": "By reference", "redirect_uris": [REDIRECT_URI],
+                                      "token_endpoint_auth_method": "none", "jwks_uri": key_server.url,
+                                      "require_signed_request_object": True, "request_object_signing_alg": "ES256"})
+    assert made.status_code == 201, made.json
+    assert made.json["require_signed_request_object"] is True and made.json["request_object_signing_alg"] == "ES256"
+    client_id = made.json["client_id"]
+    for _ in range(2):
+        claims, _ = request_claims(op, client_id)
+        assert op.authorize({"client_id": client_id, "request": signer.sign(claims)}).status_code == 302
+    assert key_server.fetches == 1
+    assert refused_page(op.get("/authorize", query_string={"client_id": client_id,
+                                                          "request": Signer("ES256", kid=signer.kid).sign(claims)}))
+    refused = op.post("/register", json={"client_name": "Unsigned", "redirect_uris": [REDIRECT_URI],
+                                         "token_endpoint_auth_method": "none", "request_object_signing_alg": "none",
+                                         "require_signed_request_object": True})
+    assert (refused.status_code, refused.json["error"]) == (400, "invalid_client_metadata")

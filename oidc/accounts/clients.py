@@ -10,27 +10,29 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
-from urllib.parse import urlsplit
 
 from oidc import hashing, queries
 from oidc.db import db
 from oidc.models import RESPONSE_METADATA, Client
 from oidc.oauth2 import encryption
 from oidc.oauth2.client_cache import current_client_cache
+from oidc.oauth2.outbound import FetchError, check_url
 from oidc.queries import find_client
 from oidc.settings import DEFAULT_PROFILE, FAPI2_PROFILES, SECURITY_PROFILES
 from oidc.state import current_state
 from oidc.text import bounded_text, column_text
-from oidc.urls import is_loopback_http
+from oidc.urls import is_loopback_http, split_url
 from oidc.vocabulary import (
+    ASSERTION_ALGORITHMS,
     AUTH_METHODS,
     DEFAULT_GRANT_TYPES,
     ENCRYPTED_RESPONSES,
     FAPI2_ALGORITHMS,
     GRANT_TYPES,
     REQUEST_OBJECT_SIGNING_ALGORITHMS,
+    RESPONSE_TYPES,
     SECRET_AUTH_METHODS,
     id_token_signing_algs,
 )
@@ -46,14 +48,21 @@ MAX_CLIENT_NAME_LENGTH = 255
 
 
 class ClientError(ValueError):
-    """Invalid registration data; the message says which field and why."""
+    """Invalid registration data; the message says which field and why (``field: why``)."""
+
+    @property
+    def field(self) -> str:
+        """The argument of :func:`build_client` that is wrong."""
+        return str(self).split(":", 1)[0]
 
 
 def _check_uri(value: Any, field: str) -> str:
     uri = bounded_text(value, MAX_URI_LENGTH)
     if uri is None or not uri.isprintable() or " " in uri:
         raise ClientError(f"{field}: {value!r} is not a URI")
-    parts = urlsplit(uri)
+    parts = split_url(uri)
+    if parts is None:
+        raise ClientError(f"{field}: {uri!r} is not a URI")
     if parts.fragment or "#" in uri:
         raise ClientError(f"{field}: {uri!r} must not have a fragment")
     if parts.scheme == "https" and parts.netloc:
@@ -72,7 +81,9 @@ def _check_web_uri(value: Any, field: str) -> str | None:
     uri = bounded_text(value, MAX_URI_LENGTH)
     if uri is None or not uri.isprintable() or " " in uri or '"' in uri:
         raise ClientError(f"{field}: {value!r} is not a URL")
-    parts = urlsplit(uri)
+    parts = split_url(uri)
+    if parts is None:
+        raise ClientError(f"{field}: {uri!r} is not a URL")
     if (parts.scheme == "https" and parts.netloc) or is_loopback_http(parts):
         return uri
     raise ClientError(f"{field}: {uri!r} must be an https URL (http only on loopback)")
@@ -86,11 +97,9 @@ def check_backchannel_logout_uri(value: Any, *, development: bool) -> str | None
     uri = bounded_text(value, MAX_URI_LENGTH)
     if uri is None or not uri.isprintable() or " " in uri:
         raise ClientError(f"backchannel_logout_uri: {value!r} is not a URL")
-    try:
-        parts = urlsplit(uri)
-        parts.port  # noqa: B018  # raises ValueError for a port out of range or not a number
-    except ValueError:  # an unbalanced IPv6 bracket, a bad port
-        raise ClientError(f"backchannel_logout_uri: {uri!r} is not a URL") from None
+    parts = split_url(uri)
+    if parts is None:
+        raise ClientError(f"backchannel_logout_uri: {uri!r} is not a URL")
     if parts.fragment or "#" in uri:
         raise ClientError(f"backchannel_logout_uri: {uri!r} must not have a fragment")
     if parts.scheme == "https" and parts.hostname:
@@ -130,33 +139,149 @@ def _strings(values: Iterable[Any] | None, field: str) -> list[str]:
     return list(dict.fromkeys(values))
 
 
-def create_client(*, name: str, redirect_uris: Iterable[str] | None = None,
-                  post_logout_redirect_uris: Iterable[str] | None = None,
-                  grant_types: Iterable[str] | None = None, scope: str | None = None,
-                  auth_method: str = "client_secret_basic", first_party: bool = False,
-                  audiences: Iterable[str] | None = None, jwks: Any = None, resource_server: bool = False,
-                  refresh_always: bool = False, id_token_on_refresh: bool = True,
-                  require_pushed_authorization_requests: bool = False,
-                  dpop_bound_access_tokens: bool = False, security_profile: str | None = None,
-                  admin_api: bool = False, logo_uri: str | None = None, policy_uri: str | None = None,
-                  tos_uri: str | None = None, backchannel_logout_uri: str | None = None,
-                  backchannel_logout_session_required: bool = False,
-                  authorization_signed_response_alg: str | None = None,
-                  authorization_encrypted_response_alg: str | None = None,
-                  authorization_encrypted_response_enc: str | None = None,
-                  introspection_signed_response_alg: str | None = None,
-                  introspection_encrypted_response_alg: str | None = None,
-                  introspection_encrypted_response_enc: str | None = None,
-                  userinfo_signed_response_alg: str | None = None,
-                  userinfo_encrypted_response_alg: str | None = None,
-                  userinfo_encrypted_response_enc: str | None = None,
-                  id_token_encrypted_response_alg: str | None = None,
-                  id_token_encrypted_response_enc: str | None = None, require_signed_request_object: bool = False,
-                  request_object_signing_alg: str | None = None) -> tuple[Client, str | None]:
-    """Register a client; returns it and its secret (shown once; None for public clients).
+#: Client metadata a registration request may carry (RFC 7591 §2, RFC 9126 §6, RFC 9449 §5.2, Back-Channel
+#: Logout 1.0 §2.2, JARM and OIDC Registration §2 for signed and encrypted responses), by its
+#: name in the request: the :func:`build_client` argument it fills (also the ``Client`` column it is
+#: stored in) and its JSON type.  :mod:`oidc.accounts.registration` maps a request through this table
+#: and nothing else: every check is :func:`build_client`'s, the same for /register, the CLI and the
+#: admin API.  New metadata plugs in with an argument of :func:`build_client` (checked there), a
+#: column of the same name, and a line here; :func:`replace_metadata` and the registration
+#: response follow from the table.  Metadata that changes nothing the provider does, or only
+#: states that the client expects what the provider does anyway, goes in
+#: :data:`INFORMATIONAL_METADATA` (kept as registered and returned) with its check instead.
+#: Arguments that are the operator's alone (first_party, resource_server, admin_api, audiences,
+#: ...) are not listed: a client cannot register them.
+REGISTRABLE_METADATA: dict[str, tuple[str, type]] = {
+    "client_name": ("name", str),
+    "redirect_uris": ("redirect_uris", list),
+    "post_logout_redirect_uris": ("post_logout_redirect_uris", list),
+    "grant_types": ("grant_types", list),
+    "scope": ("scope", str),
+    "token_endpoint_auth_method": ("auth_method", str),
+    "jwks": ("jwks", dict),
+    "jwks_uri": ("jwks_uri", str),
+    "logo_uri": ("logo_uri", str),
+    "policy_uri": ("policy_uri", str),
+    "tos_uri": ("tos_uri", str),
+    "require_pushed_authorization_requests": ("require_pushed_authorization_requests", bool),
+    "dpop_bound_access_tokens": ("dpop_bound_access_tokens", bool),
+    "security_profile": ("security_profile", str),
+    "backchannel_logout_uri": ("backchannel_logout_uri", str),
+    "backchannel_logout_session_required": ("backchannel_logout_session_required", bool),
+    **{name: (name, str) for name in RESPONSE_METADATA},
+    "require_signed_request_object": ("require_signed_request_object", bool),
+    "request_object_signing_alg": ("request_object_signing_alg", str),
+}
 
-    The ``*_signed_response_alg`` and ``*_encrypted_response_alg/enc``: the signed
-    and encrypted responses it wants (:func:`check_response_metadata`).
+
+#: Longest contact, software id or version kept; most contacts kept.
+MAX_INFORMATIONAL_LENGTH = 255
+MAX_CONTACTS = 10
+
+
+def _check_contacts(contacts: Any) -> list[str]:
+    if (not isinstance(contacts, list) or len(_strings(contacts, "contacts")) > MAX_CONTACTS
+            or any(column_text(contact, MAX_INFORMATIONAL_LENGTH) is None for contact in contacts)):
+        raise ClientError(f"contacts: at most {MAX_CONTACTS} addresses of at most {MAX_INFORMATIONAL_LENGTH} characters")
+    return list(contacts)
+
+
+def _check_short_text(name: str) -> Callable[[Any], str]:
+    def check(value: Any) -> str:
+        if column_text(value, MAX_INFORMATIONAL_LENGTH) is None:
+            raise ClientError(f"{name}: a string of at most {MAX_INFORMATIONAL_LENGTH} characters")
+        return str(value)
+    return check
+
+
+def _check_one_of(name: str, supported: Callable[[], tuple[str, ...]]) -> Callable[[Any], str]:
+    """Metadata (OIDC Registration §2) a client may send, but only with the behaviour this provider has:
+    asking for another is an error (invalid_client_metadata), not something silently ignored."""
+    def check(value: Any) -> str:
+        allowed = supported()
+        if value not in allowed:
+            raise ClientError(f"{name}: this provider supports {', '.join(allowed)}")
+        return str(value)
+    return check
+
+
+def _id_token_algs() -> tuple[str, ...]:
+    return tuple(id_token_signing_algs(current_state().settings.id_token_signing_alg))
+
+
+#: Informational metadata (RFC 7591 §2, OIDC Registration §2) kept and returned as registered:
+#: nothing depends on it.  Each with its check (which returns the value kept).
+INFORMATIONAL_METADATA: dict[str, Callable[[Any], Any]] = {
+    "client_uri": lambda value: _check_web_uri(value, "client_uri"),
+    "contacts": _check_contacts,
+    "software_id": _check_short_text("software_id"),
+    "software_version": _check_short_text("software_version"),
+    "application_type": _check_one_of("application_type", lambda: ("web", "native")),
+    "id_token_signed_response_alg": _check_one_of("id_token_signed_response_alg", _id_token_algs),
+    "subject_type": _check_one_of("subject_type", lambda: ("public",)),
+    "token_endpoint_auth_signing_alg": _check_one_of("token_endpoint_auth_signing_alg",
+                                                     lambda: ASSERTION_ALGORITHMS),
+    # verified by its issuer's signature (oidc.accounts.registration) before it gets here
+    "software_statement": lambda value: value,
+}
+
+
+def check_informational(metadata: dict[str, Any]) -> dict[str, Any]:
+    """The informational metadata of a registration request, checked."""
+    return {name: check(metadata[name]) for name, check in INFORMATIONAL_METADATA.items()
+            if metadata.get(name) is not None}
+
+
+def check_response_types(response_types: Any, grant_types: list[str]) -> None:
+    """RFC 7591 §2.1: the response types go with the grant types (``code`` with authorization_code)."""
+    if response_types is None:
+        return
+    types = _strings(response_types, "response_types")
+    unknown = [value for value in types if value not in RESPONSE_TYPES]
+    if unknown:
+        raise ClientError(f"response_types: only {', '.join(RESPONSE_TYPES)} is supported")
+    if ("code" in types) != ("authorization_code" in grant_types):
+        raise ClientError("response_types: code goes with the authorization_code grant, and only with it")
+
+
+def create_client(**metadata: Any) -> tuple[Client, str | None]:
+    """Register a client (the arguments of :func:`build_client`); returns it and its secret (shown once;
+    None for clients without one)."""
+    client, secret = build_client(**metadata)
+    queries.add(client)
+    db.session.commit()
+    return client, secret
+
+
+def build_client(*, name: str, redirect_uris: Iterable[str] | None = None,
+                 post_logout_redirect_uris: Iterable[str] | None = None,
+                 grant_types: Iterable[str] | None = None, scope: str | None = None,
+                 auth_method: str = "client_secret_basic", first_party: bool = False,
+                 audiences: Iterable[str] | None = None, jwks: Any = None, jwks_uri: str | None = None,
+                 resource_server: bool = False,
+                 refresh_always: bool = False, id_token_on_refresh: bool = True,
+                 require_pushed_authorization_requests: bool = False,
+                 dpop_bound_access_tokens: bool = False, security_profile: str | None = None,
+                 admin_api: bool = False, logo_uri: str | None = None, policy_uri: str | None = None,
+                 tos_uri: str | None = None, backchannel_logout_uri: str | None = None,
+                 backchannel_logout_session_required: bool = False,
+                 authorization_signed_response_alg: str | None = None,
+                 authorization_encrypted_response_alg: str | None = None,
+                 authorization_encrypted_response_enc: str | None = None,
+                 introspection_signed_response_alg: str | None = None,
+                 introspection_encrypted_response_alg: str | None = None,
+                 introspection_encrypted_response_enc: str | None = None,
+                 userinfo_signed_response_alg: str | None = None,
+                 userinfo_encrypted_response_alg: str | None = None,
+                 userinfo_encrypted_response_enc: str | None = None,
+                 id_token_encrypted_response_alg: str | None = None,
+                 id_token_encrypted_response_enc: str | None = None, require_signed_request_object: bool = False,
+                 request_object_signing_alg: str | None = None) -> tuple[Client, str | None]:
+    """A new client, every argument checked, not yet added to the database; and its secret (or None).
+
+    ClientError names the first argument that is wrong.  The ``*_signed_response_alg`` and
+    ``*_encrypted_response_alg/enc``: the signed and encrypted responses it wants
+    (:func:`check_response_metadata`).
     """
     # The parameters above named in RESPONSE_METADATA (read before any other local is bound).
     response_metadata = {name: value for name, value in locals().items() if name in RESPONSE_METADATA}
@@ -178,9 +303,7 @@ def create_client(*, name: str, redirect_uris: Iterable[str] | None = None,
     if not isinstance(scope_value, str) or len(scope_value) > 2000 or not all(
             token.isprintable() and '"' not in token and "\\" not in token for token in scope_value.split()):
         raise ClientError("scope: space-separated scope tokens")
-    if auth_method == "private_key_jwt" and jwks is None:
-        raise ClientError("jwks: private_key_jwt needs the client's public JWK Set")
-    jwks_text = None if jwks is None else _check_jwks(jwks)
+    jwks_text, jwks_uri = _check_keys(auth_method, jwks, jwks_uri)
     responses = check_response_metadata(response_metadata, json.loads(jwks_text) if jwks_text else None)
 
     display = {field: _check_web_uri(value, field) for field, value in
@@ -193,12 +316,13 @@ def create_client(*, name: str, redirect_uris: Iterable[str] | None = None,
     fapi2 = security_profile in FAPI2_PROFILES or state.settings.fapi2
     if fapi2:
         _check_fapi2(auth_method, redirects, state.settings)
-    _check_request_objects(request_object_signing_alg, bool(require_signed_request_object), jwks_text is not None,
+    _check_request_objects(request_object_signing_alg, bool(require_signed_request_object),
+                           jwks_text is not None or jwks_uri is not None,
                            fapi2=fapi2, required=state.settings.require_signed_request_object)
 
     client = Client(
         client_id=secrets.token_hex(16), name=name.strip(), auth_method=auth_method, scope=" ".join(
-            dict.fromkeys(scope_value.split())), jwks=jwks_text, first_party=bool(first_party),
+            dict.fromkeys(scope_value.split())), jwks=jwks_text, jwks_uri=jwks_uri, first_party=bool(first_party),
         resource_server=bool(resource_server), refresh_always=bool(refresh_always),
         id_token_on_refresh=bool(id_token_on_refresh), admin_api=bool(admin_api),
         require_pushed_authorization_requests=bool(require_pushed_authorization_requests),
@@ -215,9 +339,43 @@ def create_client(*, name: str, redirect_uris: Iterable[str] | None = None,
         secret = hashing.random_token(32)
         client.secret_hash = state.hasher(hashing.CLIENT_SECRET).hash(secret)
         client.secret_rotated_at = client.created_at
-    queries.add(client)
-    db.session.commit()
     return client, secret
+
+
+def _check_keys(auth_method: str, jwks: Any, jwks_uri: Any) -> tuple[str | None, str | None]:
+    """The client's keys: a JWK Set by value or an https ``jwks_uri``, never both (RFC 7591 §2)."""
+    if jwks is not None and jwks_uri is not None:
+        raise ClientError("jwks_uri: register jwks or jwks_uri, not both (RFC 7591 §2)")
+    if auth_method == "private_key_jwt" and jwks is None and jwks_uri is None:
+        raise ClientError("jwks: private_key_jwt needs the client's public JWK Set (jwks or jwks_uri)")
+    if jwks_uri is None:
+        return (None if jwks is None else _check_jwks(jwks)), None
+    uri = bounded_text(jwks_uri, MAX_URI_LENGTH)
+    try:
+        check_url(uri if uri is not None and uri.isprintable() and " " not in uri else "")
+    except FetchError:
+        raise ClientError(f"jwks_uri: {jwks_uri!r} must be an https URL without credentials or fragment") from None
+    return None, uri
+
+
+def replace_metadata(client: Client, **metadata: Any) -> str | None:
+    """Replace every registrable metadatum of ``client`` (RFC 7592 §2.2: what is left out takes its default).
+
+    Checked by :func:`build_client`, as a new registration is; the operator's own settings of the
+    client (first_party, audiences, ...) are kept.  Returns a new secret when the new
+    authentication method needs one the client did not have (shown once), else None.
+    """
+    fresh, secret = build_client(**metadata)
+    for attribute, _ in REGISTRABLE_METADATA.values():
+        setattr(client, attribute, getattr(fresh, attribute))
+    if client.auth_method not in SECRET_AUTH_METHODS:
+        client.secret_hash = client.secret_rotated_at = None
+        secret = None
+    elif client.secret_hash is not None:
+        secret = None  # the client keeps the secret it has
+    else:
+        client.secret_hash, client.secret_rotated_at = fresh.secret_hash, fresh.secret_rotated_at
+    return secret
 
 
 def check_response_metadata(metadata: dict[str, Any], jwks: dict[str, Any] | None) -> dict[str, str | None]:
@@ -259,13 +417,13 @@ def _check_request_objects(alg: str | None, require_signed: bool, has_jwks: bool
                            required: bool) -> None:
     """``request_object_signing_alg`` and ``require_signed_request_object`` (RFC 9101 §10.5, OIDC Registration §2).
 
-    A signed object is verified with the client's registered keys (its ``jwks``), so a client that
-    names an alg or must sign has to register them; ``none`` (unsigned objects) never where
+    A signed object is verified with the client's registered keys (``jwks`` or ``jwks_uri``), so a
+    client that names an alg or must sign has to register them; ``none`` (unsigned objects) never where
     signed ones are required, nor under the FAPI 2.0 profile.
     """
     if alg is None or alg == "":
         if require_signed and not has_jwks:
-            raise ClientError("jwks: require_signed_request_object needs the client's public JWK Set")
+            raise ClientError("jwks: require_signed_request_object needs the client's public keys (jwks or jwks_uri)")
         return
     if alg not in (*REQUEST_OBJECT_SIGNING_ALGORITHMS, "none"):
         raise ClientError(f"request_object_signing_alg: one of {', '.join(REQUEST_OBJECT_SIGNING_ALGORITHMS)}, none")
@@ -277,7 +435,7 @@ def _check_request_objects(alg: str | None, require_signed: bool, has_jwks: bool
     if fapi2 and alg not in FAPI2_ALGORITHMS:
         raise ClientError(f"request_object_signing_alg: the FAPI 2.0 profile allows {', '.join(FAPI2_ALGORITHMS)}")
     if not has_jwks:
-        raise ClientError("jwks: a signed request object is verified with the client's public JWK Set")
+        raise ClientError("jwks: a signed request object is verified with the client's public keys (jwks or jwks_uri)")
 
 
 def _check_fapi2(auth_method: str, redirect_uris: list[str], settings: Any) -> None:
@@ -302,8 +460,13 @@ def list_clients() -> list[Client]:
     return queries.list_clients()
 
 
-def _forget(client: Client) -> None:
-    current_client_cache().forget(str(client.client_id))
+def forget(client: Client) -> None:
+    """Drop ``client`` from this process's client cache (the others within CLIENT_CACHE_SECONDS)."""
+    forget_client_id(str(client.client_id))
+
+
+def forget_client_id(client_id: str) -> None:
+    current_client_cache().forget(client_id)
 
 
 def rotate_secret(client: Client) -> str:
@@ -314,7 +477,7 @@ def rotate_secret(client: Client) -> str:
     client.secret_hash = state.hasher(hashing.CLIENT_SECRET).hash(secret)
     client.secret_rotated_at = state.clock.now()
     db.session.commit()
-    _forget(client)
+    forget(client)
     return secret
 
 
@@ -330,7 +493,7 @@ def set_display(client: Client, **fields: str | None) -> None:
     for name, value in checked.items():
         setattr(client, name, value)
     db.session.commit()
-    _forget(client)
+    forget(client)
 
 
 def set_backchannel_logout(client: Client, uri: str | None, *, session_required: bool | None = None) -> None:
@@ -340,13 +503,13 @@ def set_backchannel_logout(client: Client, uri: str | None, *, session_required:
     if session_required is not None:
         client.backchannel_logout_session_required = bool(session_required)
     db.session.commit()
-    _forget(client)
+    forget(client)
 
 
 def set_disabled(client: Client, disabled: bool) -> None:
     client.disabled = disabled
     db.session.commit()
-    _forget(client)
+    forget(client)
 
 
 def delete_client(client: Client) -> None:
@@ -354,7 +517,7 @@ def delete_client(client: Client) -> None:
     queries.delete_rows_of_client(client.id)
     queries.remove(client)
     db.session.commit()
-    _forget(client)
+    forget(client)
 
 
 def created_view(client: Client, secret: str | None) -> dict[str, Any]:

@@ -4,7 +4,7 @@ Stable (operators script it; ``--json`` prints one JSON object or array)::
 
     flask clients create --name NAME [--redirect-uri URI ...] [--post-logout-redirect-uri URI ...]
         [--grant-type G ...] [--scope "S ..."] [--auth-method METHOD] [--first-party]
-        [--audience URI ...] [--jwks-file FILE] [--resource-server] [--refresh-always] [--admin-api]
+        [--audience URI ...] [--jwks-file FILE | --jwks-uri URL] [--resource-server] [--refresh-always] [--admin-api]
         [--require-par] [--dpop-bound] [--security-profile default|fapi2|fapi2-message-signing]
         [--logo-uri URL] [--policy-uri URL] [--tos-uri URL]
         [--backchannel-logout-uri URL [--backchannel-logout-session-required]]
@@ -18,16 +18,22 @@ Stable (operators script it; ``--json`` prints one JSON object or array)::
     flask clients rotate-secret CLIENT_ID [--json]
     flask clients set-display CLIENT_ID [--logo-uri URL] [--policy-uri URL] [--tos-uri URL] [--json]
     flask clients set-backchannel-logout CLIENT_ID --uri URL|'' [--session-required|--no-session-required] [--json]
+    flask clients initial-token create [--label TEXT] [--uses N | --unlimited] [--expires-in SECONDS]
+        [--grant-type G ...] [--scope "S ..."] [--auth-method METHOD ...] [--fix NAME=JSON ...] [--json]
+    flask clients initial-token list [--json]
+    flask clients initial-token revoke ID
 """
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Callable
 from typing import Any
 
 import click
 
+from oidc.accounts import registration
 from oidc.accounts.clients import (
     DEFAULT_SCOPE,
     ClientError,
@@ -77,6 +83,7 @@ def _load(client_id: str) -> Client:
 @click.option("--first-party", is_flag=True, help="Trusted client: no consent screen.")
 @click.option("--audience", "audiences", multiple=True, help="Resource (RFC 8707) the client may get tokens for.")
 @click.option("--jwks-file", type=click.File("r"), help="The client's public JWK Set (for private_key_jwt).")
+@click.option("--jwks-uri", default=None, help="https URL of the client's public JWK Set (instead of --jwks-file).")
 @click.option("--resource-server", is_flag=True, help="May introspect tokens issued to other clients.")
 @click.option("--refresh-always", is_flag=True, help="Issue refresh tokens without offline_access.")
 @click.option("--id-token-on-refresh/--no-id-token-on-refresh", default=True, show_default=True,
@@ -107,7 +114,8 @@ def _load(client_id: str) -> Client:
 @json_option
 def create_command(name: str, redirect_uris: tuple[str, ...], post_logout_redirect_uris: tuple[str, ...],
                    grant_types: tuple[str, ...], scope: str | None, auth_method: str, first_party: bool,
-                   audiences: tuple[str, ...], jwks_file: Any, resource_server: bool, refresh_always: bool,
+                   audiences: tuple[str, ...], jwks_file: Any, jwks_uri: str | None, resource_server: bool,
+                   refresh_always: bool,
                    id_token_on_refresh: bool,
                    admin_api: bool, require_par: bool, dpop_bound: bool, security_profile: str | None,
                    logo_uri: str | None, policy_uri: str | None, tos_uri: str | None,
@@ -120,7 +128,8 @@ def create_command(name: str, redirect_uris: tuple[str, ...], post_logout_redire
         client, secret = create_client(
             name=name, redirect_uris=redirect_uris, post_logout_redirect_uris=post_logout_redirect_uris,
             grant_types=grant_types or None, scope=scope, auth_method=auth_method, first_party=first_party,
-            audiences=audiences, jwks=jwks, resource_server=resource_server, refresh_always=refresh_always,
+            audiences=audiences, jwks=jwks, jwks_uri=jwks_uri, resource_server=resource_server,
+            refresh_always=refresh_always,
             id_token_on_refresh=id_token_on_refresh,
             require_pushed_authorization_requests=require_par, dpop_bound_access_tokens=dpop_bound,
             security_profile=security_profile,
@@ -233,3 +242,76 @@ def rotate_secret_command(client_id: str, as_json: bool) -> None:
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)
     emit({"client_id": client.client_id, "client_secret": secret}, as_json, f"client_secret: {secret}")
+
+
+# -- initial access tokens (RFC 7591 §3) --------------------------------------------------------
+
+
+@cli.group("initial-token")
+def initial_token() -> None:
+    """Initial access tokens: who may register clients at /register (RFC 7591)."""
+
+
+def _fixed(values: tuple[str, ...]) -> dict[str, Any]:
+    fixed: dict[str, Any] = {}
+    for item in values:
+        name, sep, raw = item.partition("=")
+        if not sep:
+            raise click.BadParameter(f"{item!r}: NAME=VALUE", param_hint="--fix")
+        try:
+            fixed[name] = json.loads(raw)
+        except ValueError:
+            fixed[name] = raw  # a bare string
+    return fixed
+
+
+@initial_token.command("create")
+@click.option("--label", default="", help="A note: who it is for.")
+@click.option("--uses", type=click.IntRange(min=1), default=1, show_default=True,
+              help="How many clients it may register.")
+@click.option("--unlimited", is_flag=True, help="Any number of registrations until it expires.")
+@click.option("--expires-in", type=click.IntRange(min=1), default=86400, show_default=True, help="Seconds.")
+@click.option("--grant-type", "grant_types", multiple=True, type=click.Choice(GRANT_TYPES),
+              help="Limit: the grant types its clients may have (repeatable).")
+@click.option("--scope", default=None, help="Limit: the scopes its clients may have (space-separated).")
+@click.option("--auth-method", "auth_methods", multiple=True, type=click.Choice(AUTH_METHODS),
+              help="Limit: the token endpoint authentication methods allowed (repeatable; the first is the default).")
+@click.option("--fix", "fixed", multiple=True, metavar="NAME=VALUE",
+              help="Fix a metadatum whatever the request says, e.g. security_profile=fapi2 or "
+                   "dpop_bound_access_tokens=true (repeatable; VALUE is JSON or a string).")
+@json_option
+def initial_token_create(label: str, uses: int, unlimited: bool, expires_in: int, grant_types: tuple[str, ...],
+                         scope: str | None, auth_methods: tuple[str, ...], fixed: tuple[str, ...],
+                         as_json: bool) -> None:
+    """Make an initial access token and print it (shown only now)."""
+    policy: dict[str, Any] = {"grant_types": list(grant_types) or None, "scope": scope,
+                              "token_endpoint_auth_methods": list(auth_methods) or None}
+    if fixed:
+        policy["fixed"] = _fixed(fixed)
+    try:
+        row, token = registration.issue_initial_token(
+            label=label, policy={name: value for name, value in policy.items() if value is not None},
+            max_uses=None if unlimited else uses, expires_in=expires_in)
+    except registration.PolicyError as exc:
+        raise click.ClickException(str(exc)) from None
+    emit({**row.as_dict(), "initial_access_token": token}, as_json,
+         f"initial_access_token: {token}\n(shown only now; id {row.id}, expires {iso(row.expires_at)})")
+
+
+@initial_token.command("list")
+@json_option
+def initial_token_list(as_json: bool) -> None:
+    """List initial access tokens (never the tokens themselves)."""
+    rows = [row.as_dict() for row in registration.list_initial_tokens()]
+    emit(rows, as_json, table(("ID", "LABEL", "USES", "EXPIRES", "STATUS"), (
+        (str(r["id"]), r["label"] or "-", f"{r['uses']}/{r['max_uses'] or 'unlimited'}", iso(r["expires_at"]),
+         "revoked" if r["revoked_at"] else "live") for r in rows)))
+
+
+@initial_token.command("revoke")
+@click.argument("token_id", type=int)
+def initial_token_revoke(token_id: int) -> None:
+    """Revoke an initial access token: it registers nothing more."""
+    if registration.revoke_initial_token(token_id) is None:
+        raise click.ClickException(f"no initial access token {token_id}")
+    click.echo(f"revoked initial access token {token_id}")

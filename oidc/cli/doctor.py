@@ -86,7 +86,8 @@ def run_checks(env: Mapping[str, str] | None = None, echo: Callable[[str], None]
     _check_shared_storage(report, "DPOP_JTI_STORAGE_URI", settings.dpop_jti_storage_uri)
     on_token: dict[str, int] = {}
     if settings.hsm_enabled:
-        _check_hsm(report, settings, on_token)
+        for target in _tokens(settings):  # HSM_TOKENS: every token is checked, each its own lines
+            _check_hsm(report, settings, target, on_token)
     else:
         report.add("hsm", None, "HSM_ENABLED is false: signing keys are software keys sealed in the database")
     if database_ok:
@@ -231,52 +232,65 @@ def _without_password(uri: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[-1]}"))
 
 
-def _check_hsm(report: Report, settings: Any, on_token: dict[str, int]) -> None:
-    """The PKCS#11 checks; ``on_token`` gets the number of private keys of each key set found on the token."""
+def _tokens(settings: Any) -> list[Any]:
+    """The tokens to check: those of HSM_TOKENS, or the one of the plain HSM_* settings (named "")."""
+    from oidc.settings import TokenSettings
+
+    if settings.hsm_tokens:
+        return list(settings.hsm_tokens)
+    return [TokenSettings(name="", library=settings.hsm_library, token_label=settings.hsm_token_label,
+                          slot=settings.hsm_slot, pin=settings.hsm_pin)]
+
+
+def _check_hsm(report: Report, settings: Any, target: Any, on_token: dict[str, int]) -> None:
+    """The PKCS#11 checks of one token; ``on_token`` adds the number of private keys of each key set found."""
     from oidc.cli import pkcs11_probe as probe
 
-    library = settings.hsm_library
+    library = target.library
+    named = f"token {target.name} " if target.name else ""
+    setting = f"HSM_{target.name.upper()}_" if target.name else "HSM_"
     try:
-        lib = probe.load(library)
+        lib = probe.load(library, target.module_env)
     except probe.ProbeError as exc:
-        report.add("pkcs11 library", False, f"cannot load {library}: {exc}",
-                   "install the HSM vendor's PKCS#11 module and point HSM_LIBRARY at it")
+        report.add(f"{named}pkcs11 library", False, f"cannot load {library}: {exc}",
+                   f"install the HSM vendor's PKCS#11 module and point {setting}LIBRARY at it")
         return
-    report.add("pkcs11 library", True, f"{library} loaded ({lib.manufacturer_id.strip()} {lib.library_description.strip()})")
+    report.add(f"{named}pkcs11 library", True,
+               f"{library} loaded ({lib.manufacturer_id.strip()} {lib.library_description.strip()})")
 
-    wanted = f"label {settings.hsm_token_label!r}" if settings.hsm_token_label else f"slot {settings.hsm_slot}"
+    wanted = f"label {target.token_label!r}" if target.token_label else f"slot {target.slot}"
     try:
-        slot, labels = probe.find_slot(lib, settings.hsm_token_label, settings.hsm_slot)
+        slot, labels = probe.find_slot(lib, target.token_label, target.slot)
     except probe.ProbeError as exc:
-        report.add("token", False, str(exc), "check the HSM's connection and its client configuration")
+        report.add(f"{named}token".strip(), False, str(exc), "check the HSM's connection and its client configuration")
         return
     if slot is None:
         present = ", ".join(labels) or "none"
-        report.add("token", False, f"no token with {wanted} (tokens present: {present})",
-                   "set HSM_TOKEN_LABEL (or HSM_SLOT) to one of the tokens present, or initialise the token")
+        report.add(f"{named}token".strip(), False, f"no token with {wanted} (tokens present: {present})",
+                   f"set {setting}TOKEN_LABEL (or {setting}SLOT) to one of the tokens present, or initialise the token")
         return
-    report.add("token", True, f"{wanted} found in slot {slot.slot_id}")
+    report.add(f"{named}token".strip(), True, f"{wanted} found in slot {slot.slot_id}")
 
     try:
-        session = probe.login(slot, settings.hsm_pin)
+        session = probe.login(slot, target.pin)
     except probe.LoginFailed as exc:
-        report.add("login", False, str(exc), exc.fix)
+        report.add(f"{named}login", False, str(exc), exc.fix)
         return
     except probe.ProbeError as exc:
-        report.add("login", False, str(exc), "check the token")
+        report.add(f"{named}login", False, str(exc), "check the token")
         return
-    report.add("login", True, "the user PIN is accepted (not shown)")
+    report.add(f"{named}login", True, "the user PIN is accepted (not shown)")
 
     try:
         available = probe.mechanisms(slot)
     except probe.ProbeError as exc:
-        report.add("mechanisms", False, str(exc), "check the token")
+        report.add(f"{named}mechanisms", False, str(exc), "check the token")
         available = None
     try:
         for key_set, alg in settings.key_set_algorithms.items():
             if available is not None:
-                _check_mechanisms(report, available, key_set, alg)
-            _check_keys(report, session, settings, key_set, on_token)
+                _check_mechanisms(report, available, key_set, alg, named)
+            _check_keys(report, session, settings, key_set, on_token, named)
     finally:
         try:
             session.close()
@@ -284,7 +298,7 @@ def _check_hsm(report: Report, settings: Any, on_token: dict[str, int]) -> None:
             pass
 
 
-def _check_mechanisms(report: Report, available: set[Any], key_set: str, alg: str) -> None:
+def _check_mechanisms(report: Report, available: set[Any], key_set: str, alg: str, named: str = "") -> None:
     """Whether the token offers the mechanisms ``alg`` needs (``available``: what it offers)."""
     from oidc.cli import pkcs11_probe as probe
     from oidc.vocabulary import ID_TOKEN_SET
@@ -292,32 +306,33 @@ def _check_mechanisms(report: Report, available: set[Any], key_set: str, alg: st
     setting = "ID_TOKEN_SIGNING_ALG" if key_set == ID_TOKEN_SET else "ACCESS_TOKEN_SIGNING_ALG"
     missing = probe.missing_mechanisms(available, alg)
     if missing:
-        report.add(f"mechanisms {key_set}", False,
+        report.add(f"{named}mechanisms {key_set}", False,
                    f"{alg} needs {', '.join(missing)}, which the token does not offer",
                    f"set {setting} to an algorithm the token supports (RS256 needs only RSA), "
                    "or use a token that has these mechanisms")
     else:
         usable = ", ".join(probe.usable_mechanisms(available, alg))
-        report.add(f"mechanisms {key_set}", True, f"{alg}: {usable} available")
+        report.add(f"{named}mechanisms {key_set}", True, f"{alg}: {usable} available")
 
 
-def _check_keys(report: Report, session: Any, settings: Any, key_set: str, on_token: dict[str, int]) -> None:
+def _check_keys(report: Report, session: Any, settings: Any, key_set: str, on_token: dict[str, int],
+                named: str = "") -> None:
     from oidc.cli import pkcs11_probe as probe
 
     label = settings.hsm_key_set_prefix + key_set
     try:
         keys = probe.private_keys(session, label)
     except probe.ProbeError as exc:
-        report.add(f"keys {key_set}", False, str(exc), "check the token")
+        report.add(f"{named}keys {key_set}", False, str(exc), "check the token")
         return
-    on_token[key_set] = len(keys)
+    on_token[key_set] = on_token.get(key_set, 0) + len(keys)
     if not keys:
-        report.add(f"keys {key_set}", False, f"no private key labelled {label!r} on the token",
+        report.add(f"{named}keys {key_set}", False, f"no private key labelled {label!r} on the token",
                    f"start the provider once (it provisions the key sets) or run oidc-hsm keys generate {key_set}")
         return
     exposed = [key.key_id for key in keys if key.extractable or not key.sensitive]
     if exposed:
-        report.add(f"keys {key_set}", False,
+        report.add(f"{named}keys {key_set}", False,
                    f"{len(exposed)} of {len(keys)} key(s) labelled {label!r} can leave the token "
                    f"(CKA_EXTRACTABLE or not CKA_SENSITIVE): {', '.join(exposed)}",
                    f"generate a new key (oidc-hsm keys generate {key_set}), then retire and delete these")
@@ -329,14 +344,14 @@ def _check_keys(report: Report, session: Any, settings: Any, key_set: str, on_to
         # An HSM-only set promises keys born on the token that never left it (keys.evidence).
         lacking = {key.key_id: shortfalls(key.attributes) for key in keys if shortfalls(key.attributes)}
         if lacking:
-            report.add(f"keys {key_set}", False,
+            report.add(f"{named}keys {key_set}", False,
                        f"HSM-only set: {len(lacking)} of {len(keys)} key(s) labelled {label!r} lack the evidence of "
                        "a key generated on the token that never left it: "
                        + "; ".join(f"{kid}: {', '.join(problems)}" for kid, problems in lacking.items()),
                        f"generate a new key on the token (oidc-hsm keys generate {key_set}), then retire and "
                        "delete these")
             return
-    report.add(f"keys {key_set}", True, f"{len(keys)} key(s) labelled {label!r}, none extractable"
+    report.add(f"{named}keys {key_set}", True, f"{len(keys)} key(s) labelled {label!r}, none extractable"
                + (", each generated on the token, always sensitive, never extractable" if hsm_only else ""))
 
 
@@ -355,6 +370,8 @@ def _report_backends(report: Report, app: Any, settings: Any, on_token: dict[str
             db.engine.dispose()
     token = (f"HSM token {settings.hsm_token_label!r}" if settings.hsm_token_label
              else f"the HSM token in slot {settings.hsm_slot}")
+    if settings.hsm_tokens:
+        token = f"HSM tokens {', '.join(target.name for target in settings.hsm_tokens)}"
     hsm_only = set(settings.hsm_only_key_sets)
     for key_set in settings.key_set_algorithms:
         name = f"backend {key_set}"

@@ -139,8 +139,11 @@ def _list_evidence(service: KeyService, as_json: bool) -> None:
     lines = []
     for item in found:
         where = item.location
-        if where["kind"] == "pkcs11-token":
-            place = (f"token {where['token_label']!r} serial {where['serial']} model {where['model']} "
+        named = f"{where['token']}: " if where.get("token") else ""
+        if where["kind"] == "pkcs11-token" and "unreachable" in where:
+            place = f"token {named or '(unknown): '}cannot be asked now ({where['unreachable']})"
+        elif where["kind"] == "pkcs11-token":
+            place = (f"token {named}{where['token_label']!r} serial {where['serial']} model {where['model']} "
                      f"slot {where['slot_id']}")
         else:
             place = "software store (sealed in SQL)"

@@ -8,6 +8,7 @@ each JWS algorithm needs are read from the key service's own table
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,11 +24,20 @@ class ProbeError(Exception):
     """A question the module could not answer; the message says why (never the PIN)."""
 
 
-def load(library: str) -> Any:
+def load(library: str, module_env: tuple[tuple[str, str], ...] = ()) -> Any:
+    """The module loaded; ``module_env`` (HSM_<NAME>_MODULE_ENV) set while it loads, as the provider does."""
+    saved = {name: os.environ.get(name) for name, _ in module_env}
+    os.environ.update(dict(module_env))
     try:
         return pkcs11.lib(library)
     except (PKCS11Error, OSError, RuntimeError) as exc:
         raise ProbeError(str(exc).strip() or type(exc).__name__) from None
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def find_slot(lib: Any, label: str | None, slot_id: int | None) -> tuple[Any, list[str]]:

@@ -9,7 +9,8 @@ import click
 from oidc.settings import SERVING_NAMES
 
 DATABASE = ("DATABASE_URL",)
-HSM = ("HSM_ENABLED", "HSM_LIBRARY", "HSM_TOKEN_LABEL", "HSM_SLOT", "HSM_PIN", "HSM_KEY_SET_PREFIX", "HSM_ONLY_KEY_SETS")
+HSM = ("HSM_ENABLED", "HSM_LIBRARY", "HSM_TOKEN_LABEL", "HSM_SLOT", "HSM_PIN", "HSM_KEY_SET_PREFIX", "HSM_ONLY_KEY_SETS",
+       "HSM_TOKENS (with HSM_<NAME>_LIBRARY, _TOKEN_LABEL or _SLOT, _PIN or _PIN_FILE, _MODULE_ENV)")
 KEYS = (*DATABASE, "SECRETS_SYSTEM", *HSM, "HSM_DESTROY_RETIRED_KEYS", "ID_TOKEN_SIGNING_ALG",
         "ACCESS_TOKEN_SIGNING_ALG", "RSA_KEY_SIZE", "KEY_PREPUBLICATION_SECONDS", "KEY_RETENTION_SECONDS")
 CLIENTS = (*DATABASE, "SECRETS_SYSTEM", "CLIENT_CACHE_SECONDS", "DEVELOPMENT_MODE", "SECURITY_PROFILE",
@@ -31,6 +32,10 @@ def settings_epilog(names: Iterable[str]) -> str:
 def describe_settings(group: click.Group, names: Iterable[str]) -> None:
     """Add the settings a group reads to the --help of the group and of each of its commands."""
     epilog = settings_epilog(names)
-    for command in [group, *group.commands.values()]:
+    pending: list[click.Command] = [group]
+    while pending:  # subgroups (clients initial-token ...) and their commands too
+        command = pending.pop()
         if not command.epilog:
             command.epilog = epilog
+        if isinstance(command, click.Group):
+            pending.extend(command.commands.values())

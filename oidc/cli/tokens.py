@@ -12,6 +12,6 @@ cli = CommandGroup("tokens", help="Maintenance of issued tokens.")
 
 @cli.command("prune")
 def prune_command() -> None:
-    """Delete expired codes, tokens, assertions and sessions."""
+    """Delete expired codes, tokens, assertions, sessions and initial access tokens."""
     counts = prune_expired()
     click.echo(", ".join(f"{name}: {count}" for name, count in counts.items()))

@@ -40,7 +40,7 @@ from oidc.oauth2.jwt import Signed, sign_jwt
 from oidc.observability import audit, metrics
 from oidc.settings import Settings
 from oidc.state import current_state, state_of
-from oidc.urls import is_loopback_http
+from oidc.urls import is_loopback_http, split_url
 from oidc.vocabulary import ID_TOKEN_SET, LOGOUT_TOKEN_EVENT, LOGOUT_TOKEN_TYP
 
 #: Seconds a logout token is valid: long enough for a slow receiver, short against replay (§2.4).
@@ -102,10 +102,8 @@ def logout_token(row: Any, settings: Settings, moment: int) -> Signed:
 
 def allowed_uri(uri: str, *, development: bool) -> bool:
     """Whether logout tokens may be sent to ``uri``: https, or http on a loopback host in development mode."""
-    try:
-        parts = urlsplit(uri)
-        parts.port  # noqa: B018  # raises ValueError for a bad port
-    except ValueError:
+    parts = split_url(uri)
+    if parts is None:
         return False
     if parts.scheme == "https" and parts.hostname:
         return True

@@ -8,7 +8,8 @@ constant time, never a slow hash).  ``none`` is Authlib's.  The methods and
 algorithms are listed once, in :mod:`oidc.vocabulary`.
 
 ``private_key_jwt`` (OIDC Core §9, RFC 7523): the client signs an assertion with
-a key of its registered JWK Set.  Only asymmetric algorithms are accepted (a
+a key of its registered JWK Set, by value or at its ``jwks_uri``
+(:func:`oidc.oauth2.client_keys.client_key_set`).  Only asymmetric algorithms are accepted (a
 client has no shared secret with us to use HS256 with), ``aud`` must name this
 issuer or the endpoint, the assertion may live at most
 ``CLIENT_ASSERTION_MAX_LIFETIME`` seconds, and each ``jti`` is accepted once.
@@ -16,7 +17,6 @@ issuer or the endpoint, the assertion may live at most
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from authlib.oauth2.rfc6749 import authenticate_client
@@ -32,6 +32,7 @@ from oidc import hashing, queries, urls
 from oidc.db import db
 from oidc.models import Client, ClientAssertion
 from oidc.oauth2.client_cache import current_client_cache
+from oidc.oauth2.client_keys import ClientKeyError, client_key_set
 from oidc.oauth2.security_profile import is_fapi2
 from oidc.queries import find_client
 from oidc.state import current_state
@@ -137,13 +138,22 @@ class PrivateKeyJWT(JWTBearerClientAssertion):
         except (TypeError, ValueError, KeyError, AttributeError, RecursionError):
             raise InvalidClientError(description="Invalid JWT assertion.") from None
 
-    def resolve_client_public_key(self, client: Any) -> KeySet:
-        if not client.jwks:
+    def resolve_client_public_key(self, client: Any) -> Any:
+        """The client's keys (:func:`~oidc.oauth2.client_keys.client_key_set`), chosen by the assertion's ``kid``.
+
+        A function of the JWS, so that a ``kid`` missing from a ``jwks_uri``'s cached set refreshes it.
+        """
+        if not client.jwks and not client.jwks_uri:
             raise InvalidClientError(description="The client has no registered JWK Set.")
-        try:
-            return KeySet.import_key_set(json.loads(client.jwks))
-        except (ValueError, JoseError):
-            raise InvalidClientError(description="The client's registered JWK Set is unusable.") from None
+
+        def key_set(jws: Any) -> KeySet:
+            kid = jws.headers().get("kid")
+            try:
+                return client_key_set(client, kid=kid if isinstance(kid, str) else None)
+            except ClientKeyError as exc:
+                raise InvalidClientError(description=f"The client's keys are unusable: {exc}.") from None
+
+        return key_set
 
     def process_assertion_claims(self, assertion: str, resolve_key: Any) -> dict[str, Any]:
         try:

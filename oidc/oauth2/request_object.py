@@ -20,8 +20,9 @@ of the client's that the provider would fetch) is not supported; a
    none``), never under the FAPI 2.0 profile nor when signed objects are
    required.  ``typ`` ``oauth-authz-req+jwt`` is accepted (and required where
    :func:`~oidc.oauth2.security_profile.requires_request_object_typ` says so).
-4. Its signature, with the client's registered keys only (:func:`client_keys`),
-   a key of the type the ``alg`` needs (never a key the header carries).
+4. Its signature, with the client's registered keys only (:func:`client_keys`: its
+   ``jwks`` or its ``jwks_uri``), a key of the type the ``alg`` needs (never a key the
+   header carries).
 5. Its claims: ``iss`` the client, ``aud`` this issuer, ``exp`` in the future,
    ``nbf`` (when present; always under the FAPI 2.0 profile) not in the future
    and at most 60 minutes old, and under the profile ``exp - nbf`` at most 60
@@ -55,6 +56,7 @@ from werkzeug.datastructures import MultiDict
 from keys import HSMUnavailable, KeyServiceError
 from oidc.hashing import b64url_decode, is_b64url
 from oidc.oauth2 import security_profile
+from oidc.oauth2.client_keys import ClientKeyError, client_key_set
 from oidc.state import current_state
 from oidc.vocabulary import (
     FAPI2_ALGORITHMS,
@@ -128,20 +130,15 @@ def policy(client: Any) -> Policy:
     return Policy(algorithms, allow_unsigned, security_profile.requires_request_object_typ(client), fapi)
 
 
-def client_keys(client: Any) -> list[dict[str, Any]]:
-    """The public JWKs ``client`` registered, the only keys its request objects verify with.
-
-    The registered JWK Set (``jwks``) today; a client's ``jwks_uri``, when one is
-    supported, is read here too (and nowhere else).
-    """
-    if not client.jwks:
-        return []
+def client_keys(client: Any, kid: str | None = None) -> list[dict[str, Any]]:
+    """The public JWKs ``client`` registered, the only keys its request objects verify with: its
+    ``jwks``, or the set at its ``jwks_uri`` (:func:`~oidc.oauth2.client_keys.client_key_set`, cached;
+    a ``kid`` the cached set lacks refreshes it, at most as often as that allows)."""
     try:
-        document = json.loads(client.jwks)
-    except ValueError:
-        return []
-    keys = document.get("keys") if isinstance(document, dict) else None
-    return [key for key in keys if isinstance(key, dict)] if isinstance(keys, list) else []
+        key_set = client_key_set(client, kid=kid)
+    except ClientKeyError as exc:
+        raise InvalidRequestObject(f"The client's keys cannot be read: {exc}.") from None
+    return [key.as_dict(private=False) for key in key_set.keys]
 
 
 def resolve(token: object, client: Any) -> RequestObject:
@@ -259,7 +256,7 @@ def _candidates(client: Any, header: dict[str, Any]) -> list[dict[str, Any]]:
     alg = header["alg"]
     kty, crv = _KEY_TYPES[alg]
     kid = header.get("kid")
-    return [jwk for jwk in client_keys(client)
+    return [jwk for jwk in client_keys(client, kid)
             if jwk.get("kty") == kty and (crv is None or jwk.get("crv") == crv)
             and jwk.get("use", "sig") == "sig" and jwk.get("alg", alg) == alg
             and (kid is None or jwk.get("kid") == kid)]

@@ -31,6 +31,14 @@ SIGNING_SECONDS = Histogram(
     buckets=(0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 1.0),
 )
 HSM_ERRORS = Counter("oidc_hsm_errors_total", "PKCS#11 operations that failed, by kind of error.", ["error"])
+HSM_TOKEN_SIGNATURES = Counter(
+    "oidc_hsm_token_signatures_total", "Signatures asked of each token (HSM_TOKENS), by result.", ["token", "result"]
+)
+HSM_TOKEN_ERRORS = Counter("oidc_hsm_token_errors_total", "PKCS#11 trouble on each token, by kind.", ["token", "error"])
+HSM_TOKEN_SIGNING_SECONDS = Histogram(
+    "oidc_hsm_token_signing_duration_seconds", "Time to produce one signature on each token.", ["token"],
+    buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 1.0),
+)
 HSM_RECONNECTS = Counter("oidc_hsm_reconnects_total", "PKCS#11 sessions reopened after they broke.")
 HSM_RECONNECT_ATTEMPTS = Counter(
     "oidc_hsm_reconnect_attempts_total", "Re-initialisations of a lost PKCS#11 module, by result.", ["result"]
@@ -68,6 +76,48 @@ def set_hsm_available(available: bool) -> None:
                 multiprocess_mode="livemin",  # aggregated over live workers: 0 as soon as one has lost it
             ))
         _hsm_available[0].set(1 if available else 0)
+
+
+_token_available: list[Gauge] = []
+#: Whether each token is usable in this process (the process's oidc_hsm_available: any of them).
+_token_up: dict[str, bool] = {}
+
+
+def set_token_available(token: str, available: bool) -> None:
+    """Report one token of several (1 usable, 0 lost); the process has the HSM while any token is usable."""
+    with _hsm_available_lock:
+        if not _token_available:
+            _token_available.append(Gauge(
+                "oidc_hsm_token_available", "1 while the token can be used, 0 while it is lost or not reached yet.",
+                ["token"], multiprocess_mode="livemin",
+            ))
+        _token_available[0].labels(token).set(1 if available else 0)
+        _token_up[token] = available
+        anyone = any(_token_up.values())
+    set_hsm_available(anyone)
+
+
+def hsm_token_event(token: str, event: str, error: str | None = None) -> None:
+    """:func:`hsm_event` for one token of several: its own gauge and errors, and the process's totals."""
+    if event in ("lost", "available"):
+        set_token_available(token, event == "available")
+    elif event in ("error", "reconnect"):
+        HSM_TOKEN_ERRORS.labels(token, error or event).inc()
+    if event == "lost":
+        HSM_OUTAGES.inc()
+        if not any(_token_up.values()) and not _unavailable_since:
+            _unavailable_since.append(time.monotonic())
+    elif event == "available":
+        _count_unavailable_time()
+        _unavailable_since.clear()
+    else:
+        hsm_event(event, error)
+
+
+def observe_token_signature(token: str, seconds: float, succeeded: bool) -> None:
+    HSM_TOKEN_SIGNATURES.labels(token, "ok" if succeeded else "failed").inc()
+    if succeeded:
+        HSM_TOKEN_SIGNING_SECONDS.labels(token).observe(seconds)
 
 
 def hsm_available() -> float | None:

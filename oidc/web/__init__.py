@@ -6,6 +6,7 @@
 ``logout``          /logout (RP-Initiated Logout)
 ``token``           /token, /introspect, /revoke
 ``par``             /par (pushed authorization requests)
+``register``        /register (dynamic client registration, RFC 7591 and RFC 7592)
 ``userinfo``        /userinfo
 ``wellknown``       discovery and the JWK Set
 ``health``          liveness and readiness
@@ -29,7 +30,20 @@ if TYPE_CHECKING:
 
 def init_app(app: Flask, settings: Settings) -> None:
     """Register the pages' shared parts, every blueprint, and the headers of every response."""
-    from oidc.web import authorize, errors, health, login, logout, pages, par, session, token, userinfo, wellknown
+    from oidc.web import (
+        authorize,
+        errors,
+        health,
+        login,
+        logout,
+        pages,
+        par,
+        register,
+        session,
+        token,
+        userinfo,
+        wellknown,
+    )
     from oidc.web.admin import accounts as admin_accounts
     from oidc.web.admin import api as admin_api
     from oidc.web.admin import keys as admin_keys
@@ -38,7 +52,7 @@ def init_app(app: Flask, settings: Settings) -> None:
     errors.init_app(app)
     session.init_app(app)
     login.init_app(app, settings)
-    for blueprint in (wellknown.bp, health.bp, authorize.bp, logout.bp, token.bp, par.bp, userinfo.bp,
+    for blueprint in (wellknown.bp, health.bp, authorize.bp, logout.bp, token.bp, par.bp, register.bp, userinfo.bp,
                       admin_keys.bp, admin_accounts.bp):
         app.register_blueprint(blueprint)
     admin_api.init_app(app, settings.issuer)

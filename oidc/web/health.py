@@ -3,7 +3,9 @@
 ``/health/alive`` says the process answers.  ``/health/ready`` says it can do
 its job: the database answers, every key set has a signing key that passed the
 sign-and-verify self-test at start-up, and the HSM session is usable.  When not
-ready it answers 503 with a reason *code* per failed check.
+ready it answers 503 with a reason *code* per failed check.  With several tokens
+(``HSM_TOKENS``) it is ready while every key set signs on one of them, and
+reports each token's state by its code.
 
 The endpoint is unauthenticated, so it never returns exception text (library
 paths, token labels, sealing errors): only fixed codes.  The HSM check touches
@@ -62,6 +64,9 @@ def _check_keys() -> tuple[dict[str, Any], dict[str, Any]]:
     hsm: dict[str, Any] = {"ok": health.hsm_usable, "configured": health.hsm_configured}
     if health.hsm_reason is not None:
         hsm["reason"] = health.hsm_reason
+    if health.tokens:  # HSM_TOKENS: ready while every set signs on one token; each token's state by code
+        hsm["tokens"] = {name: {"ok": reason is None, **({"reason": reason} if reason else {})}
+                         for name, reason in health.tokens.items()}
     return keys, hsm
 
 

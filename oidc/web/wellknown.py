@@ -71,6 +71,8 @@ def discovery_document(settings: Settings) -> dict[str, Any]:
         "introspection_endpoint": urls.absolute(issuer, urls.INTROSPECT),
         "revocation_endpoint": urls.absolute(issuer, urls.REVOKE),
         "end_session_endpoint": urls.absolute(issuer, urls.LOGOUT),
+        # RFC 7591 §3 (open, or with an initial access token: REGISTRATION_OPEN)
+        "registration_endpoint": urls.absolute(issuer, urls.REGISTER),
         "scopes_supported": list(settings.scopes_supported),
         "response_types_supported": list(vocabulary.RESPONSE_TYPES),
         "response_modes_supported": list(response_modes),

@@ -10,6 +10,11 @@
     POST   /admin/clients/<client_id>/disable  | /enable
     POST   /admin/clients/<client_id>/secret   rotate the secret (the new one is in this response only)
 
+    GET    /admin/initial-tokens               list the initial access tokens (RFC 7591 §3; never the tokens)
+    POST   /admin/initial-tokens               {"label"?, "max_uses"?, "expires_in"?, "policy"?}: make one (201;
+                                               the token is in this response only)
+    DELETE /admin/initial-tokens/<id>          revoke (204)
+
     GET    /admin/users                        list
     POST   /admin/users                        create {"username", "password", "email"?, "name"?, "email_verified"?}
     GET    /admin/users/<username>             show
@@ -28,6 +33,7 @@ from flask import Blueprint, Response, abort, jsonify
 
 from oidc import urls
 from oidc.accounts import clients as client_store
+from oidc.accounts import registration
 from oidc.accounts import users as user_store
 from oidc.models import Client, User
 from oidc.state import current_state
@@ -35,6 +41,7 @@ from oidc.web.admin.api import (
     BACKCHANNEL_LOGOUT_FIELDS,
     CLIENT_FIELDS,
     CLIENT_UPDATE_FIELDS,
+    INITIAL_TOKEN_FIELDS,
     PASSWORD_FIELDS,
     USER_FIELDS,
     operation,
@@ -138,6 +145,40 @@ def client_action(client_id: str, action: str) -> Response:
             return error_response(400, "invalid_request", str(exc))
         return _created({"client_id": client.client_id, "client_secret": secret})
     return error_response(404, "not_found", "no such action")
+
+
+# -- initial access tokens ----------------------------------------------------------------
+
+
+@bp.get("/initial-tokens")
+@require_admin
+@operation("List initial access tokens (never the tokens themselves)")
+def list_initial_tokens() -> Response:
+    return jsonify(initial_tokens=[row.as_dict() for row in registration.list_initial_tokens()])
+
+
+@bp.post("/initial-tokens")
+@require_admin
+@operation("Make an initial access token for /register (RFC 7591 §3)", body="NewInitialAccessToken",
+           responses={201: "Made; initial_access_token is in this response only"})
+def create_initial_token() -> Response:
+    body = read_body(INITIAL_TOKEN_FIELDS)
+    try:
+        row, token = registration.issue_initial_token(
+            label=body.get("label") or "", policy=body.get("policy"),
+            max_uses=body.get("max_uses", 1), expires_in=body.get("expires_in", 86400))
+    except registration.PolicyError as exc:
+        return error_response(400, "invalid_request", str(exc))
+    return _created({**row.as_dict(), "initial_access_token": token})
+
+
+@bp.delete("/initial-tokens/<int:token_id>")
+@require_admin
+@operation("Revoke an initial access token", responses={204: "Revoked"})
+def revoke_initial_token(token_id: int) -> Response:
+    if registration.revoke_initial_token(token_id) is None:
+        abort(404, description="no such initial access token")
+    return Response(status=204)
 
 
 # -- users --------------------------------------------------------------------------------

@@ -29,7 +29,8 @@ from oidc.vocabulary import (
     REQUEST_OBJECT_SIGNING_ALGORITHMS,
 )
 
-_JSON_TYPES: dict[str, type | tuple[type, ...]] = {"string": str, "boolean": bool, "array": list, "object": dict}
+_JSON_TYPES: dict[str, type | tuple[type, ...]] = {"string": str, "boolean": bool, "array": list, "object": dict,
+                                                   "integer": int}
 
 
 @dataclass(frozen=True)
@@ -129,6 +130,8 @@ CLIENT_FIELDS: dict[str, Field] = {
     "first_party": Field("boolean", "Trusted client: users are not asked for consent."),
     "audiences": Field("array", "Resources (RFC 8707) the client may get access tokens for."),
     "jwks": Field("object", "The client's public JWK Set (for private_key_jwt)."),
+    "jwks_uri": Field("string", "https URL of the client's public JWK Set, fetched and cached (instead of jwks).",
+                      format=_URI),
     "resource_server": Field("boolean", "May introspect tokens issued to other clients."),
     "refresh_always": Field("boolean", "Issue refresh tokens without offline_access."),
     "id_token_on_refresh": Field("boolean", "A refresh also returns a new ID token (default true; OIDC Core "
@@ -199,9 +202,18 @@ GENERATE_KEY_FIELDS: dict[str, Field] = {
     "alg": Field("string", "JWS algorithm of the new key (default: the key set's configured algorithm)."),
 }
 
+INITIAL_TOKEN_FIELDS: dict[str, Field] = {
+    "label": Field("string", "A note: who the token is for.", max_length=255),
+    "max_uses": Field("integer", "How many clients it may register (default 1); null: unlimited."),
+    "expires_in": Field("integer", "Seconds it may be used for (default 86400)."),
+    "policy": Field("object", "What its registrations may be: grant_types, scope and token_endpoint_auth_methods "
+                    "limit; fixed sets metadata whatever the request says (e.g. {\"security_profile\": \"fapi2\"})."),
+}
+
 #: Names the OpenAPI document gives each body table.
 BODIES: dict[str, Body] = {"ClientRegistration": CLIENT_FIELDS, "ClientUpdate": CLIENT_UPDATE_FIELDS,
-                           "NewUser": USER_FIELDS, "NewPassword": PASSWORD_FIELDS, "GenerateKey": GENERATE_KEY_FIELDS}
+                           "NewUser": USER_FIELDS, "NewPassword": PASSWORD_FIELDS, "GenerateKey": GENERATE_KEY_FIELDS,
+                           "NewInitialAccessToken": INITIAL_TOKEN_FIELDS}
 
 
 # -- the operations ---------------------------------------------------------------------------------
