@@ -50,9 +50,10 @@ def create_app(config: Mapping[str, Any] | None = None, *, env: Mapping[str, str
         with app.app_context():
             ping_idle_connections(db.engine)
     Migrate(app, db, directory=MIGRATIONS_DIRECTORY)
-    # X-Forwarded-* is honoured only from the proxy, for the configured number of hops.
+    # X-Forwarded-* (and the client certificate header) is honoured only from the proxy, for the configured hops.
     app.wsgi_app = TrustedProxyFix(  # type: ignore[method-assign]
-        app.wsgi_app, hops=settings.trusted_proxy_hops, trusted=settings.forwarded_allow_ips
+        app.wsgi_app, hops=settings.trusted_proxy_hops, trusted=settings.forwarded_allow_ips,
+        certificate_header=settings.client_cert_header,
     )
     logs.init_app(app, settings.log_format, settings.log_level)
     metrics.init_app(app)

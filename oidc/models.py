@@ -32,6 +32,11 @@ RESPONSE_METADATA = (
     "id_token_encrypted_response_alg", "id_token_encrypted_response_enc",
 )
 
+#: The certificate a client authenticating with ``tls_client_auth`` presents (RFC 8705 §2.1.2): exactly one of
+#: these is registered, its subject DN (RFC 4514) or one subjectAltName entry of the given type.
+MTLS_METADATA = ("tls_client_auth_subject_dn", "tls_client_auth_san_dns", "tls_client_auth_san_uri",
+                 "tls_client_auth_san_ip", "tls_client_auth_san_email")
+
 
 class User(db.Model):  # type: ignore[name-defined]  # Flask-SQLAlchemy builds db.Model at run time
     __tablename__ = "users"
@@ -134,6 +139,15 @@ class Client(db.Model):  # type: ignore[name-defined]  # Flask-SQLAlchemy builds
     userinfo_encrypted_response_enc: Mapped[str | None] = mapped_column(String(32))
     id_token_encrypted_response_alg: Mapped[str | None] = mapped_column(String(32))
     id_token_encrypted_response_enc: Mapped[str | None] = mapped_column(String(32))
+    #: What identifies the certificate of a ``tls_client_auth`` client (RFC 8705 §2.1.2; see MTLS_METADATA).
+    tls_client_auth_subject_dn: Mapped[str | None] = mapped_column(String(2000))
+    tls_client_auth_san_dns: Mapped[str | None] = mapped_column(String(2000))
+    tls_client_auth_san_uri: Mapped[str | None] = mapped_column(String(2000))
+    tls_client_auth_san_ip: Mapped[str | None] = mapped_column(String(64))
+    tls_client_auth_san_email: Mapped[str | None] = mapped_column(String(320))
+    #: Access tokens are bound to the client certificate of the token request (RFC 8705 §3).
+    tls_client_certificate_bound_access_tokens: Mapped[bool] = mapped_column(
+        Boolean, nullable=False, default=False, server_default=false())
 
     @property
     def scopes(self) -> list[str]:
@@ -184,6 +198,8 @@ class Client(db.Model):  # type: ignore[name-defined]  # Flask-SQLAlchemy builds
             "backchannel_logout_uri": self.backchannel_logout_uri,
             "backchannel_logout_session_required": bool(self.backchannel_logout_session_required),
             **{name: getattr(self, name) for name in RESPONSE_METADATA},
+            **{name: getattr(self, name) for name in MTLS_METADATA},
+            "tls_client_certificate_bound_access_tokens": bool(self.tls_client_certificate_bound_access_tokens),
         }
 
 
@@ -243,6 +259,8 @@ class RefreshToken(db.Model):  # type: ignore[name-defined]  # Flask-SQLAlchemy 
     expires_at: Mapped[int] = mapped_column(BigInteger, nullable=False)
     #: The DPoP key a public client's refresh token is bound to (RFC 9449 §5).
     dpop_jkt: Mapped[str | None] = mapped_column(String(64))
+    #: The certificate (``x5t#S256``) a public client's refresh token is bound to (RFC 8705 §4).
+    certificate_thumbprint: Mapped[str | None] = mapped_column(String(64))
     #: When the family's first refresh token was issued (REFRESH_TOKEN_MAX_LIFETIME counts from it).
     family_issued_at: Mapped[int | None] = mapped_column(BigInteger)
     #: Set when it was exchanged for a new one; presenting it again is reuse.

@@ -23,7 +23,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from keys import UnsupportedAlgorithm, get_algorithm
-from oidc.vocabulary import ACCESS_TOKEN_SET, ASSERTION_ALGORITHMS, DPOP_ALGORITHMS, FAPI2_ALGORITHMS, ID_TOKEN_SET
+from oidc.vocabulary import (
+    ACCESS_TOKEN_SET,
+    ASSERTION_ALGORITHMS,
+    DPOP_ALGORITHMS,
+    FAPI2_ALGORITHMS,
+    ID_TOKEN_SET,
+    MTLS_AUTH_METHODS,
+)
 
 #: Scopes whose claims this provider knows (OIDC Core §5.4) plus offline_access.
 STANDARD_SCOPES = ("openid", "profile", "email", "offline_access")
@@ -73,6 +80,7 @@ SETTING_NAMES = (
     "CLIENT_ASSERTION_ACCEPT_TOKEN_ENDPOINT_AUDIENCE", "CLIENT_JWKS_CACHE_SECONDS", "CLIENT_JWKS_MIN_REFRESH_SECONDS",
     "REGISTRATION_OPEN", "REGISTRATION_SOFTWARE_STATEMENT_ISSUERS", "REGISTRATION_SOFTWARE_STATEMENT_ALGS",
     "REGISTRATION_REQUIRE_SOFTWARE_STATEMENT",
+    "CLIENT_CERT_HEADER", "MTLS_CA_FILE", "MTLS_BASE_URL",
     "LOGIN_SESSION_LIFETIME", "LOGIN_RATE_LIMIT_PER_ACCOUNT", "LOGIN_RATE_LIMIT_PER_ADDRESS",
     "LOGIN_RATE_LIMIT_PER_ADDRESS_AND_ACCOUNT", "RATELIMIT_STORAGE_URI", "PASSWORD_HASH_COST", "SESSION_COOKIE_NAME",
     "CSRF_TIME_LIMIT", "MAX_REQUEST_BYTES",
@@ -207,6 +215,10 @@ class Settings:
     software_statement_issuers: tuple[tuple[str, str], ...]
     software_statement_algs: tuple[str, ...]
     require_software_statement: bool
+    # mutual-TLS clients (README "Mutual-TLS clients")
+    client_cert_header: str | None
+    mtls_ca_file: str | None
+    mtls_base_url: str | None
     # login and the browser session
     login_session_lifetime: int
     login_rate_limit_per_account: str
@@ -256,6 +268,14 @@ class Settings:
     def fapi2_message_signing(self) -> bool:
         """Whether FAPI 2.0 Message Signing applies to every client."""
         return self.security_profile == FAPI2_MESSAGE_SIGNING
+
+    @property
+    def mtls_auth_methods(self) -> tuple[str, ...]:
+        """The mutual-TLS client authentication methods on offer (RFC 8705 §2): none without
+        CLIENT_CERT_HEADER, ``tls_client_auth`` only with the CAs of MTLS_CA_FILE to verify against."""
+        if self.client_cert_header is None:
+            return ()
+        return MTLS_AUTH_METHODS if self.mtls_ca_file else tuple(m for m in MTLS_AUTH_METHODS if m != "tls_client_auth")
 
     @property
     def https(self) -> bool:
@@ -634,6 +654,7 @@ def _read_clients(read: _Reader) -> dict[str, Any]:
             "CLIENT_ASSERTION_ACCEPT_TOKEN_ENDPOINT_AUDIENCE", False),
         "client_jwks_cache_seconds": read.integer("CLIENT_JWKS_CACHE_SECONDS", 300, minimum=1),
         "client_jwks_min_refresh_seconds": read.integer("CLIENT_JWKS_MIN_REFRESH_SECONDS", 30, minimum=1),
+        **_read_mtls(read),
     }
 
 
@@ -665,6 +686,43 @@ def _read_registration(read: _Reader) -> dict[str, Any]:
         "software_statement_algs": tuple(dict.fromkeys(algs)),
         "require_software_statement": require,
     }
+
+
+#: A header name (RFC 9110 §5.1 token characters).
+_HEADER_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}")
+
+
+def _check_ca_file(path: str) -> None:
+    """MTLS_CA_FILE: a readable PEM file of at least one certificate (what ``tls_client_auth`` trusts)."""
+    from cryptography import x509
+
+    try:
+        with open(path, "rb") as file:
+            x509.load_pem_x509_certificates(file.read(1024 * 1024))
+    except OSError:
+        raise ConfigError(f"MTLS_CA_FILE {path!r} cannot be read") from None
+    except ValueError:
+        raise ConfigError(f"MTLS_CA_FILE {path!r} holds no PEM certificate") from None
+
+
+def _read_mtls(read: _Reader) -> dict[str, Any]:
+    """Mutual-TLS clients (RFC 8705): the header the proxy puts the client certificate in, the CAs
+    ``tls_client_auth`` certificates are issued by, and the base URL of the mTLS endpoints."""
+    header = read.text("CLIENT_CERT_HEADER").strip() or None
+    if header is not None and not _HEADER_NAME.fullmatch(header):
+        raise ConfigError(f"CLIENT_CERT_HEADER must be a header name such as X-Client-Cert, not {header!r}")
+    if header is not None and header.lower().replace("_", "-") in ("authorization", "cookie", "dpop", "host"):
+        raise ConfigError(f"CLIENT_CERT_HEADER cannot be {header}")
+    ca_file = read.text("MTLS_CA_FILE") or None
+    if ca_file is not None:
+        _check_ca_file(ca_file)
+    base_url = read.text("MTLS_BASE_URL").rstrip("/") or None
+    if base_url is not None and not (base_url.startswith("https://") and base_url.isprintable() and " " not in base_url):
+        raise ConfigError("MTLS_BASE_URL must be an https URL")
+    if header is None and (ca_file or base_url):
+        raise ConfigError("MTLS_CA_FILE and MTLS_BASE_URL need CLIENT_CERT_HEADER (where the proxy puts the "
+                          "client certificate)")
+    return {"client_cert_header": header, "mtls_ca_file": ca_file, "mtls_base_url": base_url}
 
 
 def _read_backchannel_logout(read: _Reader) -> dict[str, Any]:

@@ -18,6 +18,7 @@ __all__ = [
     "ACCESS_TOKEN_TYP",
     "ASSERTION_ALGORITHMS",
     "AUTH_METHODS",
+    "CERTIFICATE_THUMBPRINT",
     "CLAIMS_SUPPORTED",
     "CODE_CHALLENGE_METHODS",
     "CONFIDENTIAL_AUTH_METHODS",
@@ -28,6 +29,7 @@ __all__ = [
     "ENCRYPTION_ALGORITHMS",
     "ENCRYPTION_ENCODINGS",
     "FAPI2_ALGORITHMS",
+    "FAPI2_AUTH_METHODS",
     "GRANT_TYPES",
     "ID_TOKEN_SET",
     "ID_TOKEN_TYP",
@@ -38,6 +40,7 @@ __all__ = [
     "JWT_MEDIA_TYPE",
     "LOGOUT_TOKEN_EVENT",
     "LOGOUT_TOKEN_TYP",
+    "MTLS_AUTH_METHODS",
     "PROMPT_VALUES",
     "REQUEST_OBJECT_SET",
     "REQUEST_OBJECT_SIGNING_ALGORITHMS",
@@ -55,10 +58,19 @@ def id_token_signing_algs(configured: str) -> list[str]:
     and a set configured with either may carry keys of both (existing EdDSA keys keep theirs)."""
     return list(EDDSA_ALGORITHMS) if configured in EDDSA_ALGORITHMS else [configured]
 
-#: Client authentication methods at the token endpoint (RFC 6749 §2.3, OIDC Core §9).
-AUTH_METHODS = ("client_secret_basic", "client_secret_post", "private_key_jwt", "none")
+#: Mutual-TLS client authentication (RFC 8705 §2): a certificate issued by a CA the provider trusts whose
+#: subject DN or SAN is the registered one (§2.1), or a self-signed certificate of a key of the client's
+#: registered JWK Set (§2.2).
+MTLS_AUTH_METHODS = ("tls_client_auth", "self_signed_tls_client_auth")
+#: Client authentication methods at the token endpoint (RFC 6749 §2.3, OIDC Core §9, RFC 8705 §2).
+AUTH_METHODS = ("client_secret_basic", "client_secret_post", "private_key_jwt", *MTLS_AUTH_METHODS, "none")
 #: Those that authenticate a confidential client (introspection, client_credentials).
-CONFIDENTIAL_AUTH_METHODS = ("client_secret_basic", "client_secret_post", "private_key_jwt")
+CONFIDENTIAL_AUTH_METHODS = ("client_secret_basic", "client_secret_post", "private_key_jwt", *MTLS_AUTH_METHODS)
+#: Those the FAPI 2.0 Security Profile allows (§5.3.2.1 clause 4): private_key_jwt or MTLS.
+FAPI2_AUTH_METHODS = ("private_key_jwt", *MTLS_AUTH_METHODS)
+#: The ``cnf`` member binding an access token to a client certificate (RFC 8705 §3.1): the base64url
+#: SHA-256 of the certificate's DER encoding.
+CERTIFICATE_THUMBPRINT = "x5t#S256"
 #: Those that carry a client secret.
 SECRET_AUTH_METHODS = ("client_secret_basic", "client_secret_post")
 

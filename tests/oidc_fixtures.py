@@ -254,23 +254,25 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def serve_with_gunicorn(make_app: Any, base_env: dict[str, str], tmp_path: Path, *, tls: bool = False,
-                        **client: Any) -> Iterator[dict[str, Any]]:
+                        client_certificates: bool = False, **client: Any) -> Iterator[dict[str, Any]]:
     """The provider under gunicorn (2 workers) on a free loopback port, with user alice and one client.
 
     With ``tls``, as deployed: nginx terminates TLS in front of it (tests/tls_proxy.py), the issuer
     is ``https://127.0.0.1:PORT``, one proxy hop is trusted, and the cookie is ``__Host-`` and Secure.
+    With ``client_certificates`` too, nginx asks clients for TLS client certificates and forwards them
+    (RFC 8705; the provider's CLIENT_CERT_HEADER is set, ``base_env`` may add MTLS_CA_FILE).
     Yields {"issuer", "client_id", "client_secret", "verify" (for requests), "certificate" (the
-    proxy's, or None), "chromium_args", "env"}; everything is stopped on exit.
+    proxy's, or None), "chromium_args", "env", "upstream" (gunicorn's own URL)}; everything is stopped on exit.
     """
     import requests
 
-    from tls_proxy import chromium_args, proxy_env, throwaway_certificate, tls_proxy
+    from tls_proxy import CLIENT_CERT_ENV, chromium_args, proxy_env, throwaway_certificate, tls_proxy
 
     port = free_port()
     proxy_port = free_port() if tls else None
     issuer = f"https://127.0.0.1:{proxy_port}" if tls else f"http://127.0.0.1:{port}"
     env = {**base_env, "OIDC_ISSUER": issuer, "ACCESS_TOKEN_DEFAULT_AUDIENCE": "https://api.example.test",
-           **(proxy_env(issuer) if tls else {})}
+           **(proxy_env(issuer) if tls else {}), **(CLIENT_CERT_ENV if client_certificates else {})}
     provider = Provider(make_app(env))  # migrates and provisions the keys
     provider.add_user()
     client_id, secret = provider.add_client(**client)
@@ -293,11 +295,13 @@ def serve_with_gunicorn(make_app: Any, base_env: dict[str, str], tmp_path: Path,
                 raise AssertionError("gunicorn did not start:\n" + log_path.read_text()[-3000:])
             time.sleep(0.2)
         served: dict[str, Any] = {"issuer": issuer, "client_id": client_id, "client_secret": secret, "verify": True,
-                  "certificate": None, "chromium_args": chromium_args(), "env": env}
+                  "certificate": None, "chromium_args": chromium_args(), "env": env,
+                  "upstream": f"http://127.0.0.1:{port}"}
         if proxy_port is not None:
             certificate = stack.enter_context(tls_proxy(tmp_path / "nginx", proxy_port, port,
                                                         throwaway_certificate(tmp_path),
-                                                        wait_for="/.well-known/openid-configuration"))
+                                                        wait_for="/.well-known/openid-configuration",
+                                                        client_certificates=client_certificates))
             served.update(verify=str(certificate.cert), certificate=certificate,
                           chromium_args=chromium_args(certificate))
         yield served

@@ -88,18 +88,25 @@ http {{
         listen 127.0.0.1:{port} ssl;
         server_name localhost;
         ssl_certificate {cert};
-        ssl_certificate_key {key};
+        ssl_certificate_key {key};{client_certificates}
         location / {{
             proxy_pass http://127.0.0.1:{upstream};
             proxy_bind {source};
             proxy_set_header Host $host:$server_port;
             proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
             proxy_set_header X-Forwarded-Proto $scheme;
-            proxy_set_header X-Forwarded-Host $host:$server_port;
+            proxy_set_header X-Forwarded-Host $host:$server_port;{client_certificate_header}
         }}
     }}
 }}
 """
+#: What asks each client for a certificate (any: the provider checks it, RFC 8705 §2) and forwards it,
+#: URL-escaped PEM, in the header CLIENT_CERT_HEADER names; empty without a certificate, so nginx sends
+#: no such header then and a client's own never passes.
+CLIENT_CERTIFICATES = "\n        ssl_verify_client optional_no_ca;"
+CLIENT_CERTIFICATE_HEADER = "\n            proxy_set_header X-Client-Cert $ssl_client_escaped_cert;"
+#: The provider's settings for it.
+CLIENT_CERT_ENV = {"CLIENT_CERT_HEADER": "X-Client-Cert"}
 
 
 def nginx_binary() -> str:
@@ -116,17 +123,21 @@ def proxy_env(issuer: str) -> dict[str, str]:
 
 @contextlib.contextmanager
 def tls_proxy(directory: Path, port: int, upstream: int, certificate: Certificate | None = None,
-              *, wait_for: str | None = None, timeout: float = 20) -> Iterator[Certificate]:
+              *, wait_for: str | None = None, timeout: float = 20,
+              client_certificates: bool = False) -> Iterator[Certificate]:
     """nginx terminating TLS on 127.0.0.1:``port`` in front of 127.0.0.1:``upstream``; yields its certificate.
 
     ``wait_for``: a path to fetch through the proxy (with the certificate as CA) until it answers.
+    ``client_certificates``: ask clients for a certificate and forward it in ``X-Client-Cert`` (RFC 8705).
     """
     binary = nginx_binary()
     directory.mkdir(parents=True, exist_ok=True)
     certificate = certificate or throwaway_certificate(directory)
     conf = directory / "nginx.conf"
     conf.write_text(NGINX_CONF.format(dir=directory, port=port, upstream=upstream, cert=certificate.cert,
-                                      key=certificate.key, source=PROXY_SOURCE))
+                                      key=certificate.key, source=PROXY_SOURCE,
+                                      client_certificates=CLIENT_CERTIFICATES if client_certificates else "",
+                                      client_certificate_header=CLIENT_CERTIFICATE_HEADER if client_certificates else ""))
     process = subprocess.Popen([binary, "-c", str(conf), "-e", str(directory / "error.log")],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:

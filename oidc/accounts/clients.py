@@ -8,15 +8,17 @@ every other within ``CLIENT_CACHE_SECONDS`` (see :mod:`oidc.oauth2.client_cache`
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import secrets
 from collections.abc import Callable, Iterable
 from typing import Any
+from urllib.parse import SplitResult
 
 from oidc import hashing, queries
 from oidc.db import db
-from oidc.models import RESPONSE_METADATA, Client
-from oidc.oauth2 import encryption
+from oidc.models import MTLS_METADATA, RESPONSE_METADATA, Client
+from oidc.oauth2 import encryption, mtls
 from oidc.oauth2.client_cache import current_client_cache
 from oidc.oauth2.outbound import FetchError, check_url
 from oidc.queries import find_client
@@ -30,6 +32,7 @@ from oidc.vocabulary import (
     DEFAULT_GRANT_TYPES,
     ENCRYPTED_RESPONSES,
     FAPI2_ALGORITHMS,
+    FAPI2_AUTH_METHODS,
     GRANT_TYPES,
     REQUEST_OBJECT_SIGNING_ALGORITHMS,
     RESPONSE_TYPES,
@@ -54,6 +57,9 @@ class ClientError(ValueError):
     def field(self) -> str:
         """The argument of :func:`build_client` that is wrong."""
         return str(self).split(":", 1)[0]
+
+
+_NO_SCHEME = SplitResult("", "", "", "", "")
 
 
 def _check_uri(value: Any, field: str) -> str:
@@ -169,6 +175,8 @@ REGISTRABLE_METADATA: dict[str, tuple[str, type]] = {
     "backchannel_logout_uri": ("backchannel_logout_uri", str),
     "backchannel_logout_session_required": ("backchannel_logout_session_required", bool),
     **{name: (name, str) for name in RESPONSE_METADATA},
+    **{name: (name, str) for name in MTLS_METADATA},
+    "tls_client_certificate_bound_access_tokens": ("tls_client_certificate_bound_access_tokens", bool),
     "require_signed_request_object": ("require_signed_request_object", bool),
     "request_object_signing_alg": ("request_object_signing_alg", str),
 }
@@ -275,16 +283,22 @@ def build_client(*, name: str, redirect_uris: Iterable[str] | None = None,
                  userinfo_encrypted_response_alg: str | None = None,
                  userinfo_encrypted_response_enc: str | None = None,
                  id_token_encrypted_response_alg: str | None = None,
-                 id_token_encrypted_response_enc: str | None = None, require_signed_request_object: bool = False,
+                 id_token_encrypted_response_enc: str | None = None,
+                 tls_client_auth_subject_dn: str | None = None, tls_client_auth_san_dns: str | None = None,
+                 tls_client_auth_san_uri: str | None = None, tls_client_auth_san_ip: str | None = None,
+                 tls_client_auth_san_email: str | None = None,
+                 tls_client_certificate_bound_access_tokens: bool = False, require_signed_request_object: bool = False,
                  request_object_signing_alg: str | None = None) -> tuple[Client, str | None]:
     """A new client, every argument checked, not yet added to the database; and its secret (or None).
 
     ClientError names the first argument that is wrong.  The ``*_signed_response_alg`` and
     ``*_encrypted_response_alg/enc``: the signed and encrypted responses it wants
-    (:func:`check_response_metadata`).
+    (:func:`check_response_metadata`); the ``tls_client_auth_*``: its certificate
+    (:func:`check_mtls_metadata`).
     """
-    # The parameters above named in RESPONSE_METADATA (read before any other local is bound).
+    # The parameters above named in RESPONSE_METADATA and MTLS_METADATA (read before any other local is bound).
     response_metadata = {name: value for name, value in locals().items() if name in RESPONSE_METADATA}
+    certificate_metadata = {name: value for name, value in locals().items() if name in MTLS_METADATA}
     if column_text(name.strip() if isinstance(name, str) else None, MAX_CLIENT_NAME_LENGTH) is None:
         raise ClientError(f"name: 1 to {MAX_CLIENT_NAME_LENGTH} characters, without a NUL")
     if auth_method not in AUTH_METHODS:
@@ -305,6 +319,7 @@ def build_client(*, name: str, redirect_uris: Iterable[str] | None = None,
         raise ClientError("scope: space-separated scope tokens")
     jwks_text, jwks_uri = _check_keys(auth_method, jwks, jwks_uri)
     responses = check_response_metadata(response_metadata, json.loads(jwks_text) if jwks_text else None)
+    certificate = check_mtls_metadata(auth_method, certificate_metadata, jwks_text)
 
     display = {field: _check_web_uri(value, field) for field, value in
                (("logo_uri", logo_uri), ("policy_uri", policy_uri), ("tos_uri", tos_uri))}
@@ -332,7 +347,8 @@ def build_client(*, name: str, redirect_uris: Iterable[str] | None = None,
         security_profile=security_profile if security_profile != DEFAULT_PROFILE else None,
         created_at=state.clock.now(), redirect_uris=redirects, post_logout_redirect_uris=post_logout,
         grant_types=grants, audiences=audience_list, **display, **responses, backchannel_logout_uri=logout_uri,
-        backchannel_logout_session_required=bool(backchannel_logout_session_required),
+        backchannel_logout_session_required=bool(backchannel_logout_session_required), **certificate,
+        tls_client_certificate_bound_access_tokens=bool(tls_client_certificate_bound_access_tokens),
     )
     secret = None
     if auth_method in SECRET_AUTH_METHODS:
@@ -403,6 +419,43 @@ def check_response_metadata(metadata: dict[str, Any], jwks: dict[str, Any] | Non
     return checked
 
 
+def check_mtls_metadata(auth_method: str, metadata: dict[str, Any], jwks: str | None) -> dict[str, str | None]:
+    """The certificate a ``tls_client_auth`` client registers (RFC 8705 §2.1.2: exactly one of MTLS_METADATA),
+    checked; a ``self_signed_tls_client_auth`` client needs its ``jwks`` (§2.2).  :class:`ClientError` otherwise."""
+    checked = {name: _check_certificate_field(name, metadata.get(name)) for name in MTLS_METADATA}
+    registered = [name for name, value in checked.items() if value is not None]
+    if auth_method == "tls_client_auth" and len(registered) != 1:
+        raise ClientError(f"tls_client_auth: register exactly one of {', '.join(MTLS_METADATA)}")
+    if auth_method != "tls_client_auth" and registered:
+        raise ClientError(f"{registered[0]}: only for auth_method tls_client_auth")
+    if auth_method == "self_signed_tls_client_auth" and jwks is None:
+        raise ClientError("jwks: self_signed_tls_client_auth needs the JWK Set of the certificate's key")
+    return checked
+
+
+def _check_certificate_field(name: str, value: Any) -> str | None:
+    """One ``tls_client_auth_*`` value: None or "" registers none."""
+    if value is None or value == "":
+        return None
+    text = column_text(value.strip() if isinstance(value, str) else None, MAX_URI_LENGTH)
+    if text is None or not text.isprintable():
+        raise ClientError(f"{name}: a string of at most {MAX_URI_LENGTH} printable characters")
+    if name == "tls_client_auth_subject_dn":
+        try:
+            mtls.check_subject_dn(text)
+        except ValueError:
+            raise ClientError(f"{name}: {text!r} is not a distinguished name (RFC 4514)") from None
+    elif name == "tls_client_auth_san_ip":
+        try:
+            return str(ipaddress.ip_address(text))
+        except ValueError:
+            raise ClientError(f"{name}: {text!r} is not an IPv4 or IPv6 address") from None
+    elif " " in text or (name == "tls_client_auth_san_email" and "@" not in text) or (
+            name == "tls_client_auth_san_uri" and not (split_url(text) or _NO_SCHEME).scheme):
+        raise ClientError(f"{name}: {text!r} is not a {name.rsplit('_', 1)[1]} name")
+    return text
+
+
 def _check_grant_combination(grants: list[str], auth_method: str, redirect_uris: list[str]) -> None:
     """Refuse grant types that cannot work together, or without what they need."""
     if "authorization_code" in grants and not redirect_uris:
@@ -440,8 +493,9 @@ def _check_request_objects(alg: str | None, require_signed: bool, has_jwks: bool
 
 def _check_fapi2(auth_method: str, redirect_uris: list[str], settings: Any) -> None:
     """What a client under the FAPI 2.0 profile must be (README, "The FAPI 2.0 profile")."""
-    if auth_method != "private_key_jwt":
-        raise ClientError("auth_method: the FAPI 2.0 profile allows confidential clients with private_key_jwt only")
+    if auth_method not in FAPI2_AUTH_METHODS:
+        raise ClientError("auth_method: the FAPI 2.0 profile allows confidential clients with private_key_jwt "
+                          "or mutual TLS only")
     for uri in redirect_uris:
         if not uri.startswith("https://") and not (is_loopback_http(uri) and settings.development):
             raise ClientError(f"redirect_uris: the FAPI 2.0 profile requires https ({uri!r})")
@@ -502,6 +556,25 @@ def set_backchannel_logout(client: Client, uri: str | None, *, session_required:
     client.backchannel_logout_uri = check_backchannel_logout_uri(uri, development=current_state().settings.development)
     if session_required is not None:
         client.backchannel_logout_session_required = bool(session_required)
+    db.session.commit()
+    forget(client)
+
+
+def set_certificate(client: Client, identity: dict[str, Any] | None = None, *, bound: bool | None = None) -> None:
+    """Replace the certificate a ``tls_client_auth`` client is known by (``identity``: MTLS_METADATA names;
+    None keeps it), and with ``bound`` (None: unchanged) ``tls_client_certificate_bound_access_tokens``.
+
+    Checked as at registration (:func:`check_mtls_metadata`) before anything is written.
+    """
+    if identity is not None:
+        unknown = sorted(set(identity) - set(MTLS_METADATA))
+        if unknown:
+            raise ClientError(f"unknown field(s): {', '.join(unknown)}")
+        checked = check_mtls_metadata(client.auth_method, identity, client.jwks)
+        for name, value in checked.items():
+            setattr(client, name, value)
+    if bound is not None:
+        client.tls_client_certificate_bound_access_tokens = bool(bound)
     db.session.commit()
     forget(client)
 

@@ -22,6 +22,9 @@ Stable (operators script it; ``--json`` prints one JSON object or array)::
         [--grant-type G ...] [--scope "S ..."] [--auth-method METHOD ...] [--fix NAME=JSON ...] [--json]
     flask clients initial-token list [--json]
     flask clients initial-token revoke ID
+    flask clients create ... [--auth-method tls_client_auth --tls-client-auth-{subject-dn,san-dns,san-uri,san-ip,
+        san-email} VALUE] [--auth-method self_signed_tls_client_auth --jwks-file FILE] [--tls-certificate-bound]
+    flask clients set-certificate CLIENT_ID [--tls-client-auth-... VALUE] [--bound|--not-bound] [--json]
 """
 
 from __future__ import annotations
@@ -44,11 +47,12 @@ from oidc.accounts.clients import (
     list_clients,
     rotate_secret,
     set_backchannel_logout,
+    set_certificate,
     set_disabled,
     set_display,
 )
 from oidc.cli.output import CommandGroup, emit, fields, iso, json_option, table
-from oidc.models import RESPONSE_METADATA, Client
+from oidc.models import MTLS_METADATA, RESPONSE_METADATA, Client
 from oidc.settings import SECURITY_PROFILES
 from oidc.vocabulary import AUTH_METHODS, GRANT_TYPES, REQUEST_OBJECT_SIGNING_ALGORITHMS
 
@@ -59,6 +63,19 @@ def _response_metadata_options(command: Callable[..., Any]) -> Callable[..., Any
         command = click.option(f"--{name.replace('_', '-')}", name, default=None,
                                help=f"{name} (client metadata).")(command)
     return command
+
+def _mtls_metadata_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """``--<name>`` for each certificate metadata of a ``tls_client_auth`` client (RFC 8705 §2.1.2)."""
+    helps = {"tls_client_auth_subject_dn": "the certificate's subject DN (RFC 4514, e.g. 'CN=app,O=Example')",
+             "tls_client_auth_san_dns": "a dNSName of the certificate's subjectAltName",
+             "tls_client_auth_san_uri": "a URI of the certificate's subjectAltName",
+             "tls_client_auth_san_ip": "an IP address of the certificate's subjectAltName",
+             "tls_client_auth_san_email": "an rfc822Name (email) of the certificate's subjectAltName"}
+    for name in reversed(MTLS_METADATA):
+        command = click.option(f"--{name.replace('_', '-')}", name, default=None,
+                               help=f"tls_client_auth: {helps[name]} (register exactly one).")(command)
+    return command
+
 
 cli = CommandGroup("clients", help="Manage OAuth 2.0 / OpenID Connect clients.")
 
@@ -110,7 +127,11 @@ def _load(client_id: str) -> Client:
               help="https URL the client receives logout tokens at (OpenID Connect Back-Channel Logout).")
 @click.option("--backchannel-logout-session-required", is_flag=True,
               help="Logout tokens carry the login session's sid (backchannel_logout_session_required).")
+@click.option("--tls-certificate-bound", "tls_certificate_bound", is_flag=True,
+              help="Access tokens are bound to the client's certificate (tls_client_certificate_bound_access_tokens, "
+                   "RFC 8705 §3; the token request over mutual TLS).")
 @_response_metadata_options
+@_mtls_metadata_options
 @json_option
 def create_command(name: str, redirect_uris: tuple[str, ...], post_logout_redirect_uris: tuple[str, ...],
                    grant_types: tuple[str, ...], scope: str | None, auth_method: str, first_party: bool,
@@ -121,7 +142,7 @@ def create_command(name: str, redirect_uris: tuple[str, ...], post_logout_redire
                    logo_uri: str | None, policy_uri: str | None, tos_uri: str | None,
                    require_signed_request_object: bool, request_object_signing_alg: str | None,
                    backchannel_logout_uri: str | None, backchannel_logout_session_required: bool,
-                   as_json: bool, **response_metadata: str | None) -> None:
+                   tls_certificate_bound: bool, as_json: bool, **response_metadata: str | None) -> None:
     """Register a client and print its client_id (and its secret, shown once)."""
     jwks = jwks_file.read() if jwks_file is not None else None
     try:
@@ -139,6 +160,7 @@ def create_command(name: str, redirect_uris: tuple[str, ...], post_logout_redire
             request_object_signing_alg=request_object_signing_alg,
             backchannel_logout_uri=backchannel_logout_uri,
             backchannel_logout_session_required=backchannel_logout_session_required,
+            tls_client_certificate_bound_access_tokens=tls_certificate_bound,
             **{key: value for key, value in response_metadata.items() if value is not None},
         )
     except ClientError as exc:
@@ -315,3 +337,23 @@ def initial_token_revoke(token_id: int) -> None:
     if registration.revoke_initial_token(token_id) is None:
         raise click.ClickException(f"no initial access token {token_id}")
     click.echo(f"revoked initial access token {token_id}")
+
+
+@cli.command("set-certificate")
+@click.argument("client_id")
+@_mtls_metadata_options
+@click.option("--bound/--not-bound", "bound", default=None,
+              help="Whether access tokens are bound to the client's certificate "
+                   "(tls_client_certificate_bound_access_tokens; default: unchanged).")
+@json_option
+def set_certificate_command(client_id: str, bound: bool | None, as_json: bool, **identity: str | None) -> None:
+    """Change the certificate a tls_client_auth client is known by (RFC 8705 §2.1.2), or whether its tokens
+    are bound to its certificate.  Naming one tls_client_auth_* value replaces the one registered."""
+    client = _load(client_id)
+    given = {name: value for name, value in identity.items() if value is not None}
+    try:
+        set_certificate(client, given or None, bound=bound)
+    except ClientError as exc:
+        raise click.ClickException(str(exc)) from None
+    data = client.as_dict()
+    emit(data, as_json, fields(data))

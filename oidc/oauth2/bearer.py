@@ -19,10 +19,15 @@ scheme only, with a proof of the bound key whose ``ath`` is the token's hash
 (:class:`DPoPAccessTokenValidator`, registered beside the Bearer one); such a
 token presented as ``Bearer`` is refused with the RFC 9449 §7.1
 ``WWW-Authenticate: DPoP`` challenge.
+
+Certificate-bound tokens (``cnf`` ``x5t#S256``, RFC 8705 §3) are accepted only
+from a request whose client certificate (:mod:`oidc.oauth2.mtls`) has that
+thumbprint, whatever the scheme; otherwise ``invalid_token`` (401).
 """
 
 from __future__ import annotations
 
+import hmac
 import json
 import re
 from dataclasses import dataclass, field
@@ -36,12 +41,12 @@ from flask import request as flask_request
 
 from oidc import queries
 from oidc.models import Client, User
-from oidc.oauth2 import dpop
+from oidc.oauth2 import dpop, mtls
 from oidc.oauth2.families import is_client_token
 from oidc.oauth2.jwt import InvalidToken, verify_own_jwt
 from oidc.queries import AnyRow
 from oidc.state import current_state
-from oidc.vocabulary import ACCESS_TOKEN_SET, ACCESS_TOKEN_TYP
+from oidc.vocabulary import ACCESS_TOKEN_SET, ACCESS_TOKEN_TYP, CERTIFICATE_THUMBPRINT
 
 
 @dataclass
@@ -84,6 +89,24 @@ class AccessTokenInfo:
         cnf = self.claims.get("cnf")
         return cnf.get("jkt") if isinstance(cnf, dict) and isinstance(cnf.get("jkt"), str) else None
 
+    @property
+    def certificate_thumbprint(self) -> str | None:
+        """The ``x5t#S256`` of the client certificate the token is bound to (RFC 8705 §3.1), if any."""
+        cnf = self.claims.get("cnf")
+        value = cnf.get(CERTIFICATE_THUMBPRINT) if isinstance(cnf, dict) else None
+        return value if isinstance(value, str) else None
+
+    def certificate_matches(self, request: Any) -> bool:
+        """Whether ``request`` (Flask's) may present the token: unbound, or with the certificate it is bound to."""
+        bound = self.certificate_thumbprint
+        if bound is None:
+            return True
+        try:
+            presented = mtls.certificate_of(request, current_state().settings.client_cert_header)
+        except mtls.InvalidClientCertificate:
+            return False
+        return presented is not None and hmac.compare_digest(presented.thumbprint, bound)
+
 
 def load_access_token(value: object, caller: Client | None = None) -> AccessTokenInfo | None:
     """The access token ``value`` if it is one of ours (expired or not), with its standing.
@@ -115,9 +138,12 @@ def load_access_token(value: object, caller: Client | None = None) -> AccessToke
 
 
 def validate_access_token(value: object) -> AccessTokenInfo | None:
-    """The access token ``value`` if it is ours and active now, else None (a DPoP-bound one: None, RFC 9449 §7.1)."""
+    """The access token ``value`` if it is ours and active now, else None (a DPoP-bound one: None, RFC 9449 §7.1;
+    a certificate-bound one presented without its certificate: None, RFC 8705 §3)."""
     token = load_access_token(value)
-    return token if token is not None and token.is_active() and token.jkt is None else None
+    if token is None or not token.is_active() or token.jkt is not None:
+        return None
+    return token if token.certificate_matches(flask_request) else None
 
 
 # -- protecting our own resources (RFC 6750) ----------------------------------------------
@@ -134,6 +160,8 @@ class OwnAccessTokenValidator(BearerTokenValidator):
             raise InvalidTokenError("the access token is invalid, expired or revoked")
         if token.jkt is not None and self.TOKEN_TYPE == "bearer":
             raise DPoPChallenge(InvalidTokenError("the access token is DPoP-bound: use the DPoP scheme with a proof"))
+        if not token.certificate_matches(request):
+            raise InvalidTokenError("the access token is bound to a client certificate this request did not present")
         if self.scope_insufficient(token.get_scope(), scopes):
             raise InsufficientScopeError()
 

@@ -13,10 +13,16 @@ a key of its registered JWK Set, by value or at its ``jwks_uri``
 client has no shared secret with us to use HS256 with), ``aud`` must name this
 issuer or the endpoint, the assertion may live at most
 ``CLIENT_ASSERTION_MAX_LIFETIME`` seconds, and each ``jti`` is accepted once.
+
+``tls_client_auth`` and ``self_signed_tls_client_auth`` (RFC 8705 §2): the
+``client_id`` in the body and the certificate the client presented to the
+proxy (:mod:`oidc.oauth2.mtls`), offered only as ``CLIENT_CERT_HEADER`` and
+``MTLS_CA_FILE`` allow (``Settings.mtls_auth_methods``).
 """
 
 from __future__ import annotations
 
+import datetime
 from typing import Any
 
 from authlib.oauth2.rfc6749 import authenticate_client
@@ -31,13 +37,14 @@ from sqlalchemy.exc import IntegrityError
 from oidc import hashing, queries, urls
 from oidc.db import db
 from oidc.models import Client, ClientAssertion
+from oidc.oauth2 import mtls
 from oidc.oauth2.client_cache import current_client_cache
 from oidc.oauth2.client_keys import ClientKeyError, client_key_set
 from oidc.oauth2.security_profile import is_fapi2
 from oidc.queries import find_client
 from oidc.state import current_state
 from oidc.text import column_text
-from oidc.vocabulary import ASSERTION_ALGORITHMS, FAPI2_ALGORITHMS
+from oidc.vocabulary import ASSERTION_ALGORITHMS, FAPI2_ALGORITHMS, FAPI2_AUTH_METHODS
 
 #: Longest client assertion ``jti`` recorded (the length of its column).
 MAX_ASSERTION_JTI_LENGTH = 255
@@ -51,9 +58,9 @@ def check_client_secret(client: Client, client_secret: str) -> bool:
 def auth_method_allowed(client: Client, method: str, endpoint: str) -> bool:
     """Whether ``client`` may authenticate with ``method`` (its registered one) at ``endpoint``.
 
-    FAPI 2.0 §5.3.2.1: confidential clients only, authenticating with private_key_jwt.
+    FAPI 2.0 §5.3.2.1 clause 4: confidential clients only, authenticating with private_key_jwt or MTLS.
     """
-    return method == client.auth_method and (method == "private_key_jwt" or not is_fapi2(client))
+    return method == client.auth_method and (method in FAPI2_AUTH_METHODS or not is_fapi2(client))
 
 
 class ClientAuthentication(authenticate_client.ClientAuthentication):
@@ -63,6 +70,8 @@ class ClientAuthentication(authenticate_client.ClientAuthentication):
         super().__init__(query_client)
         self.register("client_secret_basic", _client_secret_basic)
         self.register("client_secret_post", _client_secret_post)
+        self.register("tls_client_auth", _tls_client_auth)
+        self.register("self_signed_tls_client_auth", _self_signed_tls_client_auth)
 
     def authenticate(self, request: Any, methods: list[str], endpoint: str) -> Any:
         for method in methods:
@@ -98,6 +107,45 @@ def _client_secret_post(query_client: Any, request: Any) -> Any:
         if check_client_secret(client, client_secret):
             return client
     return None
+
+
+def _tls_client_auth(query_client: Any, request: Any) -> Any:
+    """RFC 8705 §2.1: a certificate of a trusted CA whose subject DN or SAN is the client's registered one."""
+    client, presented = _certificate_client(query_client, request, "tls_client_auth")
+    if client is None or presented is None:
+        return None
+    settings = current_state().settings
+    now = datetime.datetime.fromtimestamp(current_state().clock.now(), datetime.UTC)
+    if not settings.mtls_ca_file or not mtls.chain_verifies(presented, settings.mtls_ca_file, now):
+        raise InvalidClientError(description="The client certificate is not issued by a trusted CA, or not valid now.")
+    if not mtls.matches_registration(client, presented.certificate):
+        raise InvalidClientError(description="The client certificate is not the one registered for the client.")
+    return client
+
+
+def _self_signed_tls_client_auth(query_client: Any, request: Any) -> Any:
+    """RFC 8705 §2.2: a certificate whose public key is in the client's registered JWK Set."""
+    client, presented = _certificate_client(query_client, request, "self_signed_tls_client_auth")
+    if client is None or presented is None:
+        return None
+    if not mtls.key_registered(client, presented.certificate):
+        raise InvalidClientError(description="The client certificate's key is not in the client's JWK Set.")
+    return client
+
+
+def _certificate_client(query_client: Any, request: Any, method: str) -> tuple[Any, mtls.ClientCertificate | None]:
+    """The client named by ``client_id`` in the body if it registered ``method`` (offered here), and the
+    request's certificate; (None, None) when this method does not apply."""
+    client_id = request.form.get("client_id")
+    if not client_id or method not in current_state().settings.mtls_auth_methods:
+        return None, None
+    client = _known_client(query_client, client_id, 400)
+    if client.auth_method != method:
+        return None, None
+    presented = request.client_certificate
+    if presented is None:
+        raise InvalidClientError(description="The client authenticates with a certificate, and sent none.")
+    return client, presented
 
 
 def _known_client(query_client: Any, client_id: str, status_code: int) -> Any:

@@ -17,17 +17,19 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from authlib.oauth2.rfc6749.errors import InvalidGrantError
+from authlib.oauth2.rfc6749.errors import InvalidGrantError, InvalidRequestError
 
 from oidc import hashing, queries
 from oidc.db import db
 from oidc.models import Client, User
 from oidc.oauth2 import dpop, security_profile
 from oidc.oauth2.jwt import Signed, issue_access_token
+from oidc.oauth2.mtls import ClientCertificate
 from oidc.oauth2.records import AuthorizationCodeRecord, RefreshTokenRecord, TokenWrites, UserRecord
 from oidc.observability import audit
 from oidc.state import current_state
 from oidc.text import bounded_text
+from oidc.vocabulary import CERTIFICATE_THUMBPRINT
 
 
 @dataclass
@@ -43,6 +45,9 @@ class AuthContext:
     jkt: str | None = None
     #: When the family's first refresh token was issued (None: now, a new family).
     family_issued_at: int | None = None
+    #: ``x5t#S256`` of the client certificate the access token is bound to (RFC 8705 §3), if any;
+    #: set by :func:`issue_tokens`.
+    certificate_thumbprint: str | None = None
 
 
 @dataclass(slots=True)
@@ -80,12 +85,15 @@ def issue_tokens(request: Any, *, user: User | UserRecord | None, scope: str, co
     The rows of a grant family's tokens go to ``writes``, for :func:`write_tokens`
     once every token of the response is signed; what was issued goes to ``request.issued``.
 
-    A client registered with ``dpop_bound_access_tokens`` (or under the FAPI 2.0
-    profile) gets tokens only for a request with a DPoP proof (RFC 9449 §5.2).
+    A client registered with ``dpop_bound_access_tokens`` gets tokens only for a
+    request with a DPoP proof (RFC 9449 §5.2); one registered with
+    ``tls_client_certificate_bound_access_tokens`` only for a request with a client
+    certificate (RFC 8705 §3); under the FAPI 2.0 profile, one or the other.
     """
     client: Client = request.client
     if context.jkt is None and security_profile.requires_dpop(client):
         raise dpop.InvalidDPoPProof(description="This client's token requests need a DPoP proof.")
+    context.certificate_thumbprint = _certificate_binding(request, client, context)
     proof = request.dpop
     if proof is not None and security_profile.is_fapi2(client) and not security_profile.signing_algorithms_allowed(proof.alg):
         raise dpop.InvalidDPoPProof(description="The FAPI 2.0 profile allows DPoP proofs signed with "
@@ -95,6 +103,8 @@ def issue_tokens(request: Any, *, user: User | UserRecord | None, scope: str, co
     extra: dict[str, Any] = {"auth_time": context.auth_time} if context.auth_time is not None else {}
     if context.jkt is not None:
         extra["cnf"] = {"jkt": context.jkt}  # RFC 9449 §6.1
+    if context.certificate_thumbprint is not None:
+        extra.setdefault("cnf", {})[CERTIFICATE_THUMBPRINT] = context.certificate_thumbprint  # RFC 8705 §3.1
     access = issue_access_token(
         client_id=str(client.client_id), subject=str(subject), scope=scope, audience=context.audience,
         lifetime=lifetime, extra=extra or None,
@@ -122,6 +132,23 @@ def issue_tokens(request: Any, *, user: User | UserRecord | None, scope: str, co
     return body
 
 
+def _certificate_binding(request: Any, client: Client, context: AuthContext) -> str | None:
+    """The thumbprint to bind the access token to (RFC 8705 §3): the request's certificate when the client
+    registered certificate-bound tokens, or under the FAPI 2.0 profile without DPoP; None otherwise."""
+    bound = security_profile.requires_certificate_binding(client)
+    constrained = security_profile.requires_sender_constraint(client) and context.jkt is None
+    if not bound and not constrained:
+        return None
+    presented: ClientCertificate | None = request.client_certificate
+    if presented is not None:
+        return presented.thumbprint
+    if bound:
+        raise InvalidRequestError(description="This client's access tokens are bound to its certificate: "
+                                              "send the token request over mutual TLS.")
+    raise dpop.InvalidDPoPProof(description="This client's token requests need a DPoP proof or a client "
+                                            "certificate (FAPI 2.0 sender-constrained tokens).")
+
+
 def new_refresh_token(client: Client, user: User | UserRecord, scope: str, context: AuthContext,
                       writes: TokenWrites) -> str:
     """A new refresh token of the family (its keyed hash's row goes to ``writes``); its value."""
@@ -138,6 +165,8 @@ def new_refresh_token(client: Client, user: User | UserRecord, scope: str, conte
         # RFC 9449 §5: a public client's refresh token is bound to its DPoP key
         # (a confidential client's is bound to its authentication already).
         "dpop_jkt": context.jkt if client.is_public else None,
+        # RFC 8705 §4: likewise to its certificate.
+        "certificate_thumbprint": context.certificate_thumbprint if client.is_public else None,
         "auth_time": context.auth_time or issued, "sid": context.sid, "created_at": issued,
         "expires_at": expires_at, "family_issued_at": family_issued_at, "rotated_at": None, "revoked_at": None,
     })

@@ -45,7 +45,7 @@ from oidc.oauth2.errors import ErrorPage
 from oidc.oauth2.parameters import repeated_parameter
 from oidc.oauth2.security_profile import is_fapi2, requires_signed_request_object
 from oidc.state import current_state
-from oidc.vocabulary import AUTH_METHODS
+from oidc.vocabulary import AUTH_METHODS, FAPI2_AUTH_METHODS
 
 REQUEST_URI_PREFIX = "urn:ietf:params:oauth:request_uri:"
 #: Parameters of the PAR request that authenticate the client and are not part of the authorization request.
@@ -86,7 +86,7 @@ class ParametersRequest(OAuth2Request):
 
 def authenticate(server: Any, oauth_request: Any) -> Client:
     """The client of a PAR request, authenticated as at the token endpoint (RFC 9126 §2.1)."""
-    methods = ["private_key_jwt"] if current_state().settings.fapi2 else list(AUTH_METHODS)
+    methods = list(FAPI2_AUTH_METHODS) if current_state().settings.fapi2 else list(AUTH_METHODS)
     client: Client = server.authenticate_client(oauth_request, methods, endpoint="par")
     if is_fapi2(client) and client.auth_method != "private_key_jwt":
         raise OAuth2Error(error="invalid_client", status_code=401,

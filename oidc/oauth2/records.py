@@ -59,6 +59,7 @@ class RefreshTokenRecord:
     created_at: int
     expires_at: int
     dpop_jkt: str | None
+    certificate_thumbprint: str | None
     family_issued_at: int | None
     rotated_at: int | None
     revoked_at: int | None
@@ -70,7 +71,8 @@ class RefreshTokenRecord:
     def from_row(cls, row: AnyRow, now: int) -> RefreshTokenRecord:
         return cls(id=row.id, grant_id=row.grant_id, client_pk=row.client_pk, scope=row.scope,
                    audience=list(row.audience), auth_time=row.auth_time, sid=row.sid, created_at=row.created_at,
-                   expires_at=row.expires_at, dpop_jkt=row.dpop_jkt, family_issued_at=row.family_issued_at,
+                   expires_at=row.expires_at, dpop_jkt=row.dpop_jkt,
+                   certificate_thumbprint=row.certificate_thumbprint, family_issued_at=row.family_issued_at,
                    rotated_at=row.rotated_at, revoked_at=row.revoked_at, user=user_of_row(row),
                    session_active=session_active(row, now))
 

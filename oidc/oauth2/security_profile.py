@@ -67,8 +67,19 @@ def requires_request_object_typ(client: Any) -> bool:
 
 
 def requires_dpop(client: Any) -> bool:
-    """Whether token requests of ``client`` need a DPoP proof (RFC 9449 §5.2, FAPI 2.0 §5.3.2.1)."""
-    return bool(getattr(client, "dpop_bound_access_tokens", False)) or is_fapi2(client)
+    """Whether token requests of ``client`` need a DPoP proof (RFC 9449 §5.2)."""
+    return bool(getattr(client, "dpop_bound_access_tokens", False))
+
+
+def requires_certificate_binding(client: Any) -> bool:
+    """Whether access tokens of ``client`` are bound to its certificate (RFC 8705 §3.4)."""
+    return bool(getattr(client, "tls_client_certificate_bound_access_tokens", False))
+
+
+def requires_sender_constraint(client: Any) -> bool:
+    """Whether access tokens of ``client`` must be sender-constrained, by DPoP or by mutual TLS
+    (FAPI 2.0 §5.3.2.1 clause 1: either will do)."""
+    return is_fapi2(client)
 
 
 def code_lifetime(client: Any) -> int:

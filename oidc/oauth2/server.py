@@ -14,13 +14,13 @@ from authlib.integrations.flask_oauth2 import AuthorizationServer as _FlaskAutho
 from authlib.integrations.flask_oauth2.requests import FlaskOAuth2Payload
 from authlib.oauth2.rfc6749 import OAuth2Request
 from authlib.oauth2.rfc6749.authorization_server import _create_grant
-from authlib.oauth2.rfc6749.errors import UnsupportedGrantTypeError, UnsupportedResponseTypeError
+from authlib.oauth2.rfc6749.errors import InvalidClientError, UnsupportedGrantTypeError, UnsupportedResponseTypeError
 from flask import Flask, Response, current_app
 from flask import request as flask_request
 from werkzeug.datastructures import MultiDict
 
 from oidc.models import Client
-from oidc.oauth2 import client_cache, dpop
+from oidc.oauth2 import client_cache, dpop, mtls
 from oidc.oauth2.client_auth import ClientAuthentication, PrivateKeyJWT
 from oidc.oauth2.client_cache import current_client_cache
 from oidc.oauth2.dpop import Proof
@@ -100,6 +100,17 @@ class IssuerRequest(OAuth2Request):
         self._dpop = proof
 
     @property
+    def client_certificate(self) -> mtls.ClientCertificate | None:
+        """The certificate the client presented to the proxy (RFC 8705), parsed once per request; None if none.
+
+        A header that is not one certificate is ``invalid_client`` (RFC 8705 §2).
+        """
+        try:
+            return mtls.certificate_of(self._request, current_state().settings.client_cert_header)
+        except mtls.InvalidClientCertificate as exc:
+            raise InvalidClientError(description=f"The client certificate is unusable: {exc}.") from None
+
+    @property
     def args(self) -> Any:
         return self._request.args
 
@@ -157,6 +168,7 @@ class AuthorizationServer(_FlaskAuthorizationServer):
         flask_request_object = flask_request._get_current_object()  # type: ignore[attr-defined]
         request = IssuerRequest(flask_request_object, current_state().settings.issuer)
         request.dpop = dpop.check_request_proof(flask_request_object, path)
+        request.client_certificate  # noqa: B018  # a bad certificate header is invalid_client before anything
         return request
 
     def get_authorization_grant(self, request: OAuth2Request) -> Any:

@@ -6,6 +6,10 @@ host and client address the app sees.  This middleware applies ``ProxyFix``
 (with the configured number of hops) only to requests whose peer address is a
 trusted proxy, and strips the forwarded headers from every other request.
 
+The client certificate header (``CLIENT_CERT_HEADER``, RFC 8705 behind a
+TLS-terminating proxy) is a forwarded header too: kept from trusted proxies
+only, so nobody else can claim a certificate.
+
 The issuer never comes from these headers: it is configuration.
 """
 
@@ -18,6 +22,7 @@ from typing import Any
 
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from oidc.oauth2.mtls import environ_key
 from oidc.settings import parse_networks
 
 _FORWARDED = ("HTTP_X_FORWARDED_FOR", "HTTP_X_FORWARDED_PROTO", "HTTP_X_FORWARDED_HOST",
@@ -27,8 +32,10 @@ _FORWARDED = ("HTTP_X_FORWARDED_FOR", "HTTP_X_FORWARDED_PROTO", "HTTP_X_FORWARDE
 class TrustedProxyFix:
     """``ProxyFix`` for requests from ``trusted`` peers; forwarded headers dropped otherwise."""
 
-    def __init__(self, app: Callable[..., Any], *, hops: int, trusted: Iterable[str]) -> None:
+    def __init__(self, app: Callable[..., Any], *, hops: int, trusted: Iterable[str],
+                 certificate_header: str | None = None) -> None:
         self.app = app
+        self.forwarded = _FORWARDED + ((environ_key(certificate_header),) if certificate_header else ())
         # With no hop to trust, no peer is a proxy: every request is served as it came.
         self.networks = parse_networks(trusted) if hops > 0 else []
         self.proxied = ProxyFix(app, x_for=hops, x_proto=hops, x_host=hops, x_port=hops, x_prefix=hops)
@@ -45,6 +52,6 @@ class TrustedProxyFix:
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
         if self.networks and self._trusted(environ.get("REMOTE_ADDR")):
             return self.proxied(environ, start_response)
-        for name in _FORWARDED:
+        for name in self.forwarded:
             environ.pop(name, None)
         return self.app(environ, start_response)

@@ -49,7 +49,10 @@ def discovery_document(settings: Settings) -> dict[str, Any]:
     Under the FAPI 2.0 profile (provider-wide) only what the profile allows is advertised.
     """
     issuer = settings.issuer
-    auth_methods = ["private_key_jwt"] if settings.fapi2 else list(vocabulary.AUTH_METHODS)
+    offered = vocabulary.FAPI2_AUTH_METHODS if settings.fapi2 else vocabulary.AUTH_METHODS
+    # The mutual-TLS methods only as configured (Settings.mtls_auth_methods).
+    auth_methods = [method for method in offered
+                    if method not in vocabulary.MTLS_AUTH_METHODS or method in settings.mtls_auth_methods]
     assertion_algs = [alg for alg in vocabulary.ASSERTION_ALGORITHMS
                       if not settings.fapi2 or alg in vocabulary.FAPI2_ALGORITHMS]
     request_object_algs = [alg for alg in vocabulary.REQUEST_OBJECT_SIGNING_ALGORITHMS
@@ -105,7 +108,27 @@ def discovery_document(settings: Settings) -> dict[str, Any]:
         # with the session's sid for clients that require it (and sid in ID tokens).
         "backchannel_logout_supported": True,
         "backchannel_logout_session_supported": True,
+        **_mtls_metadata(settings),
     }
+
+
+#: The endpoints a client reaches with its certificate (RFC 8705 §5), by their discovery names.
+_MTLS_ENDPOINTS = {"token_endpoint": urls.TOKEN, "revocation_endpoint": urls.REVOKE,
+                   "introspection_endpoint": urls.INTROSPECT, "userinfo_endpoint": urls.USERINFO,
+                   "pushed_authorization_request_endpoint": urls.PAR}
+
+
+def _mtls_metadata(settings: Settings) -> dict[str, Any]:
+    """RFC 8705 §3.3 and §5: certificate-bound tokens, and where to send the client certificate.
+
+    The aliases are on ``MTLS_BASE_URL`` when a host of its own asks for certificates, else the
+    endpoints themselves (the proxy asks every client for one, and none has to send it).
+    """
+    if settings.client_cert_header is None:
+        return {"tls_client_certificate_bound_access_tokens": False}
+    base = settings.mtls_base_url or settings.issuer
+    return {"tls_client_certificate_bound_access_tokens": True,
+            "mtls_endpoint_aliases": {name: urls.absolute(base, path) for name, path in _MTLS_ENDPOINTS.items()}}
 
 
 def _signed_response_metadata(response_algs: list[str]) -> dict[str, list[str]]:

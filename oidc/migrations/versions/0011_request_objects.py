@@ -6,7 +6,7 @@ requests must come as signed request objects; ``request_object_signing_alg``
 objects are signed with (``none`` for unsigned ones), or any the provider allows.
 
 Revision ID: 0011_request_objects
-Revises: 0015_client_registration
+Revises: 0017_mtls_clients
 Create Date: 2026-12-06 17:30:00.000000
 
 """
@@ -16,7 +16,7 @@ import sqlalchemy as sa
 
 # revision identifiers, used by Alembic.
 revision = '0011_request_objects'
-down_revision = '0015_client_registration'
+down_revision = '0017_mtls_clients'
 branch_labels = None
 depends_on = None
 

@@ -3,7 +3,8 @@
 Under the FAPI 2.0 profile a confidential client's refresh token is not
 rotated (FAPI 2.0 §5.3.2.1 clause 10): the same token is used again until it
 expires or is revoked.  A public client's refresh token bound to a DPoP key
-is refreshed with a proof of that key only (RFC 9449 §5).
+is refreshed with a proof of that key only (RFC 9449 §5), one bound to a
+client certificate over mutual TLS with that certificate only (RFC 8705 §4).
 """
 
 from __future__ import annotations
@@ -38,6 +39,11 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
         proof = self.request.dpop
         if row.dpop_jkt is not None and (proof is None or proof.jkt != row.dpop_jkt):
             raise InvalidGrantError("the refresh token is bound to another DPoP key")
+        if row.certificate_thumbprint is not None:
+            presented = self.request.client_certificate
+            if presented is None or presented.thumbprint != row.certificate_thumbprint:
+                # RFC 8705 §4: a public client's refresh token is bound to its certificate.
+                raise InvalidGrantError("the refresh token is bound to another client certificate")
         return row  # claimed once the new tokens are ready (create_token_response)
 
     def create_token_response(self) -> tuple[int, dict[str, Any], list[tuple[str, str]]]:

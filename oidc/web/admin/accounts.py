@@ -35,10 +35,11 @@ from oidc import urls
 from oidc.accounts import clients as client_store
 from oidc.accounts import registration
 from oidc.accounts import users as user_store
-from oidc.models import Client, User
+from oidc.models import MTLS_METADATA, Client, User
 from oidc.state import current_state
 from oidc.web.admin.api import (
     BACKCHANNEL_LOGOUT_FIELDS,
+    CERTIFICATE_FIELDS,
     CLIENT_FIELDS,
     CLIENT_UPDATE_FIELDS,
     INITIAL_TOKEN_FIELDS,
@@ -99,22 +100,30 @@ def show_client(client_id: str) -> Response:
 
 @bp.patch("/clients/<client_id>")
 @require_admin
-@operation("Change what a client's consent page shows, or where it receives logout tokens", body="ClientUpdate",
-           description="Fields left out stay as they are; null or an empty string removes a URL.")
+@operation("Change what a client's consent page shows, where it receives logout tokens, or its certificate",
+           body="ClientUpdate",
+           description="Fields left out stay as they are; null or an empty string removes a URL. Any "
+                       "tls_client_auth_* field replaces the client's certificate identity (the others removed).")
 def update_client_display(client_id: str) -> Response:
     client = _client_or_404(client_id)
     body = read_body(CLIENT_UPDATE_FIELDS)
-    display = {name: value for name, value in body.items() if name not in BACKCHANNEL_LOGOUT_FIELDS}
+    display = {name: value for name, value in body.items()
+               if name not in BACKCHANNEL_LOGOUT_FIELDS and name not in CERTIFICATE_FIELDS}
+    identity = {name: value for name, value in body.items() if name in MTLS_METADATA} or None
     try:
-        # Both checked before either is written: a refused field changes nothing.
+        # Every part checked before any is written: a refused field changes nothing.
         client_store.check_backchannel_logout_uri(body.get("backchannel_logout_uri"),
                                                   development=current_state().settings.development)
+        if identity is not None:
+            client_store.check_mtls_metadata(client.auth_method, identity, client.jwks)
         if display:
             client_store.set_display(client, **display)
         if "backchannel_logout_uri" in body or "backchannel_logout_session_required" in body:
             client_store.set_backchannel_logout(
                 client, body.get("backchannel_logout_uri", client.backchannel_logout_uri),
                 session_required=body.get("backchannel_logout_session_required"))
+        if identity is not None or "tls_client_certificate_bound_access_tokens" in body:
+            client_store.set_certificate(client, identity, bound=body.get("tls_client_certificate_bound_access_tokens"))
     except client_store.ClientError as exc:
         return error_response(400, "invalid_request", str(exc))
     return jsonify(client.as_dict())

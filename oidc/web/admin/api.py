@@ -21,8 +21,10 @@ from werkzeug.routing import Rule
 
 from oidc import urls
 from oidc.accounts import clients
+from oidc.models import MTLS_METADATA
 from oidc.settings import SECURITY_PROFILES
 from oidc.vocabulary import (
+    AUTH_METHODS,
     ENCRYPTED_RESPONSES,
     ENCRYPTION_ALGORITHMS,
     ENCRYPTION_ENCODINGS,
@@ -126,10 +128,10 @@ CLIENT_FIELDS: dict[str, Field] = {
     "scope": Field("string", "Space-separated scopes the client may request "
                    "(default 'openid profile email offline_access')."),
     "auth_method": Field("string", "Token endpoint authentication method (default client_secret_basic).",
-                         enum=("client_secret_basic", "client_secret_post", "private_key_jwt", "none")),
+                         enum=AUTH_METHODS),
     "first_party": Field("boolean", "Trusted client: users are not asked for consent."),
     "audiences": Field("array", "Resources (RFC 8707) the client may get access tokens for."),
-    "jwks": Field("object", "The client's public JWK Set (for private_key_jwt)."),
+    "jwks": Field("object", "The client's public JWK Set (for private_key_jwt and self_signed_tls_client_auth)."),
     "jwks_uri": Field("string", "https URL of the client's public JWK Set, fetched and cached (instead of jwks).",
                       format=_URI),
     "resource_server": Field("boolean", "May introspect tokens issued to other clients."),
@@ -173,6 +175,16 @@ CLIENT_FIELDS: dict[str, Field] = {
         (f"{kind}_encrypted_response_enc", Field(
             "string", f"Content encryption of {kind} responses (default A128CBC-HS256).",
             enum=ENCRYPTION_ENCODINGS)))},
+    **{name: Field("string", f"tls_client_auth (RFC 8705 §2.1.2): {what}; register exactly one of these.",
+                   max_length=clients.MAX_URI_LENGTH)
+       for name, what in (("tls_client_auth_subject_dn", "the certificate's subject DN (RFC 4514)"),
+                          ("tls_client_auth_san_dns", "a dNSName of the certificate's subjectAltName"),
+                          ("tls_client_auth_san_uri", "a URI of the certificate's subjectAltName"),
+                          ("tls_client_auth_san_ip", "an IP address of the certificate's subjectAltName"),
+                          ("tls_client_auth_san_email", "an rfc822Name of the certificate's subjectAltName"))},
+    "tls_client_certificate_bound_access_tokens": Field(
+        "boolean", "Access tokens are bound to the certificate of the token request (RFC 8705 §3): "
+                   "the client asks for them over mutual TLS and presents the same certificate with them."),
 }
 
 #: The registration fields of what the consent page shows (those ``set_display`` changes).
@@ -180,8 +192,11 @@ DISPLAY_FIELDS: dict[str, Field] = {name: CLIENT_FIELDS[name] for name in client
 #: The registration fields of back-channel logout (those ``set_backchannel_logout`` changes).
 BACKCHANNEL_LOGOUT_FIELDS: dict[str, Field] = {
     name: CLIENT_FIELDS[name] for name in ("backchannel_logout_uri", "backchannel_logout_session_required")}
+#: The registration fields of mutual TLS (those ``set_certificate`` changes).
+CERTIFICATE_FIELDS: dict[str, Field] = {
+    name: CLIENT_FIELDS[name] for name in (*MTLS_METADATA, "tls_client_certificate_bound_access_tokens")}
 #: What ``PATCH /admin/clients/<client_id>`` changes.
-CLIENT_UPDATE_FIELDS: dict[str, Field] = {**DISPLAY_FIELDS, **BACKCHANNEL_LOGOUT_FIELDS}
+CLIENT_UPDATE_FIELDS: dict[str, Field] = {**DISPLAY_FIELDS, **BACKCHANNEL_LOGOUT_FIELDS, **CERTIFICATE_FIELDS}
 
 USER_FIELDS: dict[str, Field] = {
     "username": Field("string", "Login name (case-insensitive, unique).", required=True, max_length=255),
