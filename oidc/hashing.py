@@ -1,7 +1,10 @@
 """Secrets at rest: keyed hashes for high-entropy values, a slow hash for passwords.
 
-* Client secrets, authorization codes, refresh tokens, pushed request URIs and
-  interaction ids are random 256-bit values.  They are stored as HMAC-SHA256
+* Client secrets, authorization codes, refresh tokens, pushed request URIs,
+  interaction ids and device codes are random 256-bit values.  A device's
+  user code (RFC 8628 §6.1) has about 34 bits: its keyed hash still makes a
+  copy of the database useless for guessing one, and guessing at the page is
+  rate-limited and bounded by the code's short life.  They are stored as HMAC-SHA256
   under a key derived (HKDF) from the system secrets, so a copy of the
   database alone is useless, and checking one costs a microsecond: the token
   endpoint is never CPU-bound on it.
@@ -44,8 +47,11 @@ INTERACTION = "interaction"
 #: The RFC 7591 initial access tokens an operator hands out, and the RFC 7592 registration access tokens.
 INITIAL_ACCESS_TOKEN = "initial access token"
 REGISTRATION_ACCESS_TOKEN = "registration access token"
+#: A device code (256 random bits) and its user code (RFC 8628: :mod:`oidc.oauth2.device`).
+DEVICE_CODE = "device code"
+USER_CODE = "user code"
 PURPOSES = (CLIENT_SECRET, CODE, REFRESH_TOKEN, REQUEST_URI, INTERACTION, INITIAL_ACCESS_TOKEN,
-            REGISTRATION_ACCESS_TOKEN)
+            REGISTRATION_ACCESS_TOKEN, DEVICE_CODE, USER_CODE)
 
 
 def derive_key(secret: str, purpose: bytes) -> bytes:

@@ -435,3 +435,36 @@ class BackchannelLogout(db.Model):  # type: ignore[name-defined]  # Flask-SQLAlc
     gave_up_at: Mapped[int | None] = mapped_column(BigInteger)
     #: Why the last attempt failed (a status code or the kind of network error), never a response body.
     last_error: Mapped[str | None] = mapped_column(String(200))
+
+
+class DeviceAuthorization(db.Model):  # type: ignore[name-defined]  # Flask-SQLAlchemy builds db.Model at run time
+    """A device authorization request (RFC 8628), from ``/device_authorization`` until it is redeemed or expires.
+
+    The device code and the user code are stored as keyed hashes.  The user's
+    decision (``approved_at`` with the user and login, or ``denied_at``) is set
+    by one conditional UPDATE at the verification page; ``used_at`` by one
+    conditional UPDATE when the token endpoint issues the tokens, so the device
+    code is redeemed once.  ``poll_interval`` and ``last_polled_at`` pace the
+    polling (``slow_down`` raises the interval, RFC 8628 §3.5).
+    """
+
+    __tablename__ = "device_authorizations"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    device_code_hash: Mapped[str] = mapped_column(String(64), nullable=False, unique=True)
+    user_code_hash: Mapped[str] = mapped_column(String(64), nullable=False, unique=True)
+    client_pk: Mapped[int] = mapped_column(Integer, ForeignKey("clients.id", ondelete="CASCADE"), nullable=False, index=True)
+    scope: Mapped[str] = mapped_column(Text, nullable=False, default="")
+    audience: Mapped[list[Any]] = mapped_column(JSONList, nullable=False, default=list)
+    poll_interval: Mapped[int] = mapped_column(Integer, nullable=False)
+    last_polled_at: Mapped[int | None] = mapped_column(BigInteger)
+    created_at: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    expires_at: Mapped[int] = mapped_column(BigInteger, nullable=False, index=True)
+    #: The user who approved it, the login it was approved in, and the family of its tokens.
+    user_pk: Mapped[int | None] = mapped_column(Integer, ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    sid: Mapped[str | None] = mapped_column(String(64))
+    auth_time: Mapped[int | None] = mapped_column(BigInteger)
+    grant_id: Mapped[str | None] = mapped_column(String(64))
+    approved_at: Mapped[int | None] = mapped_column(BigInteger)
+    denied_at: Mapped[int | None] = mapped_column(BigInteger)
+    used_at: Mapped[int | None] = mapped_column(BigInteger)

@@ -57,6 +57,7 @@ from oidc.models import (
     Client,
     ClientAssertion,
     Consent,
+    DeviceAuthorization,
     DPoPProof,
     InitialAccessToken,
     Interaction,
@@ -200,6 +201,43 @@ _RECORD_INTERACTION_LOGIN = (
     .values(sid=bindparam("sid"), auth_time=bindparam("auth_time"))
 )
 
+# Device authorization requests (RFC 8628, oidc.oauth2.device).  Each change of a row is one
+# conditional UPDATE: of two requests racing on one row, exactly one changes it.
+_DEVICES = DeviceAuthorization.__table__
+_DEVICE_BY_CODE_HASH = select(DeviceAuthorization).where(
+    DeviceAuthorization.device_code_hash.in_(bindparam("hashes", expanding=True))).limit(1)
+_DEVICE_BY_USER_CODE_HASH = select(DeviceAuthorization).where(
+    DeviceAuthorization.user_code_hash.in_(bindparam("hashes", expanding=True))).limit(1)
+# A poll at the pace asked (its interval after the last one, less a second's leeway) moves the last poll on.
+_PACE_DEVICE_POLL = (
+    update(_DEVICES)
+    .where(_DEVICES.c.id == bindparam("row_id"),
+           or_(_DEVICES.c.last_polled_at.is_(None),
+               _DEVICES.c.last_polled_at + _DEVICES.c.poll_interval <= bindparam("on_time_until")))
+    .values(last_polled_at=bindparam("moment"))
+)
+_SLOW_DEVICE_POLLING = (
+    update(_DEVICES).where(_DEVICES.c.id == bindparam("row_id"))
+    .values(poll_interval=_DEVICES.c.poll_interval + bindparam("step"), last_polled_at=bindparam("moment"))
+)
+_UNDECIDED_DEVICE = (_DEVICES.c.approved_at.is_(None), _DEVICES.c.denied_at.is_(None), _DEVICES.c.used_at.is_(None))
+_APPROVE_DEVICE = (
+    update(_DEVICES)
+    .where(_DEVICES.c.id == bindparam("row_id"), *_UNDECIDED_DEVICE, _DEVICES.c.expires_at > bindparam("moment"))
+    .values(approved_at=bindparam("moment"), user_pk=bindparam("user_pk"), sid=bindparam("sid"),
+            auth_time=bindparam("auth_time"), grant_id=bindparam("grant_id"))
+)
+_DENY_DEVICE = (
+    update(_DEVICES)
+    .where(_DEVICES.c.id == bindparam("row_id"), *_UNDECIDED_DEVICE, _DEVICES.c.expires_at > bindparam("moment"))
+    .values(denied_at=bindparam("moment"))
+)
+_CLAIM_DEVICE_CODE = (
+    update(_DEVICES)
+    .where(_DEVICES.c.id == bindparam("row_id"), _DEVICES.c.used_at.is_(None), _DEVICES.c.approved_at.isnot(None))
+    .values(used_at=bindparam("moment"))
+)
+
 # The grant families of a user, or of login sessions, each row a family's grant_id and a scope
 # (oidc.oauth2.families.revoke_grants).
 def _live_refresh_tokens() -> Select[str, str]:
@@ -288,12 +326,12 @@ _RETRY_BACKCHANNEL_LOGOUT = (
 # What a user or a client leaves behind, deleted before its own row (not every database cascades).
 _DELETE_ROWS_OF_USER = tuple(
     delete(model).where(model.user_pk == bindparam("user_pk")).execution_options(synchronize_session=False)
-    for model in (AccessToken, RefreshToken, AuthorizationCode, Consent, LoginSession)
+    for model in (AccessToken, RefreshToken, AuthorizationCode, Consent, DeviceAuthorization, LoginSession)
 )
 _DELETE_ROWS_OF_CLIENT = tuple(
     delete(model).where(model.client_pk == bindparam("client_pk")).execution_options(synchronize_session=False)
     for model in (AccessToken, RefreshToken, AuthorizationCode, Consent, ClientAssertion, PushedAuthorizationRequest,
-                  BackchannelLogout)
+                  BackchannelLogout, DeviceAuthorization)
 )
 
 # Dynamic client registration (oidc.accounts.registration).  A use of an initial access token and
@@ -334,6 +372,7 @@ _PRUNE_EXPIRED = {
     # Kept a day past expiry (``kept_until``), so that `clients initial-token list` still shows a token
     # that has just expired and how much it was used.
     "initial_access_tokens": delete(InitialAccessToken).where(InitialAccessToken.expires_at < bindparam("kept_until")),
+    "device_authorizations": delete(DeviceAuthorization).where(DeviceAuthorization.expires_at < bindparam("moment")),
     # Logout tokens delivered or given up: kept as long as codes are (``kept_until``), for the record.
     "backchannel_logouts": delete(BackchannelLogout).where(
         BackchannelLogout.created_at < bindparam("kept_until"), BackchannelLogout.next_attempt_at.is_(None)),
@@ -549,6 +588,45 @@ def claim_interaction(row_id: int, moment: int) -> bool:
 def record_interaction_login(row_id: int, sid: str | None, auth_time: int) -> None:
     """Record the login a stored interaction is for, with one Core statement (no flush)."""
     db.session.connection().execute(_RECORD_INTERACTION_LOGIN, {"row_id": row_id, "sid": sid, "auth_time": auth_time})
+
+
+# Device authorization requests -------------------------------------------------------------
+
+
+def find_device_by_code(hashes: list[str]) -> DeviceAuthorization | None:
+    """A device authorization request by any of its device code's keyed hashes."""
+    return db.session.execute(_DEVICE_BY_CODE_HASH, {"hashes": hashes}).scalar()
+
+
+def find_device_by_user_code(hashes: list[str]) -> DeviceAuthorization | None:
+    """A device authorization request by any of its user code's keyed hashes."""
+    return db.session.execute(_DEVICE_BY_USER_CODE_HASH, {"hashes": hashes}).scalar()
+
+
+def pace_device_poll(row_id: int, moment: int, leeway: int) -> bool:
+    """Record a poll at ``moment``: False (nothing written) when it came sooner than the row's interval allows."""
+    return _changed(_PACE_DEVICE_POLL, {"row_id": row_id, "moment": moment, "on_time_until": moment + leeway}) == 1
+
+
+def slow_device_polling(row_id: int, moment: int, step: int) -> None:
+    """Raise the row's polling interval by ``step`` seconds, from a poll at ``moment``."""
+    db.session.execute(_SLOW_DEVICE_POLLING, {"row_id": row_id, "moment": moment, "step": step})
+
+
+def approve_device(row_id: int, moment: int, *, user_pk: int, sid: str | None, auth_time: int, grant_id: str) -> bool:
+    """Record the user's approval of an undecided, unexpired request: False when it was decided or expired."""
+    return _changed(_APPROVE_DEVICE, {"row_id": row_id, "moment": moment, "user_pk": user_pk, "sid": sid,
+                                      "auth_time": auth_time, "grant_id": grant_id}) == 1
+
+
+def deny_device(row_id: int, moment: int) -> bool:
+    """Record the user's denial of an undecided, unexpired request: False when it was decided or expired."""
+    return _changed(_DENY_DEVICE, {"row_id": row_id, "moment": moment}) == 1
+
+
+def claim_device_code(row_id: int, moment: int) -> bool:
+    """Mark an approved device code redeemed, atomically: False when another request already did."""
+    return _changed(_CLAIM_DEVICE_CODE, {"row_id": row_id, "moment": moment}) == 1
 
 
 # Grant families and clean-up ---------------------------------------------------------------

@@ -89,6 +89,7 @@ SETTING_NAMES = (
     "STATIC_MAX_AGE",
     "BACKCHANNEL_LOGOUT_TIMEOUT", "BACKCHANNEL_LOGOUT_RETRY_WINDOW", "BACKCHANNEL_LOGOUT_RETRY_INITIAL_SECONDS",
     "BACKCHANNEL_LOGOUT_RETRY_MAX_SECONDS", "BACKCHANNEL_LOGOUT_POLL_SECONDS",
+    "DEVICE_CODE_LIFETIME", "DEVICE_POLL_INTERVAL", "DEVICE_USER_CODE_RATE_LIMIT",
 )
 #: The variables of serving only, read by gunicorn.conf.py (and GUNICORN_CMD_ARGS by gunicorn itself).
 SERVING_NAMES = (
@@ -250,6 +251,10 @@ class Settings:
     backchannel_logout_retry_initial_seconds: int
     backchannel_logout_retry_max_seconds: int
     backchannel_logout_poll_seconds: float
+
+    device_code_lifetime: int
+    device_poll_interval: int
+    device_user_code_rate_limit: str
 
     def __repr__(self) -> str:  # never a secret or PIN in a traceback or log line
         return f"Settings(issuer={self.issuer!r}, database={self.database_url.split(':', 1)[0]}, ...)"
@@ -430,7 +435,7 @@ def load_settings(env: Mapping[str, str] | None = None, *, instance_path: str) -
         secrets_system=read.items("SECRETS_SYSTEM"),
         **hsm, **keys, **tokens, **protocol,
         **_read_clients(read), **_read_registration(read), **_read_login(read), **_read_administration(read),
-        **_read_pages(read), **_read_backchannel_logout(read),
+        **_read_pages(read), **_read_backchannel_logout(read), **_read_device(read),
     )
 
 
@@ -740,6 +745,19 @@ def _read_backchannel_logout(read: _Reader) -> dict[str, Any]:
         "backchannel_logout_retry_initial_seconds": retry_initial,
         "backchannel_logout_retry_max_seconds": retry_max,
         "backchannel_logout_poll_seconds": read.seconds("BACKCHANNEL_LOGOUT_POLL_SECONDS", 2.0, minimum=0.05),
+    }
+
+
+def _read_device(read: _Reader) -> dict[str, Any]:
+    """The device authorization grant (RFC 8628): how long a code lives, how often a device polls,
+    and how many wrong user codes one client address may enter."""
+    lifetime = read.integer("DEVICE_CODE_LIFETIME", 600, minimum=60)
+    if lifetime > 3600:
+        raise ConfigError("DEVICE_CODE_LIFETIME must be at most 3600 seconds (a user code is short: RFC 8628 §5.1)")
+    return {
+        "device_code_lifetime": lifetime,
+        "device_poll_interval": read.integer("DEVICE_POLL_INTERVAL", 5, minimum=1),
+        "device_user_code_rate_limit": read.rate_limit("DEVICE_USER_CODE_RATE_LIMIT", "10/minute;50/hour"),
     }
 
 

@@ -19,6 +19,11 @@ LOGIN = "/login"
 LOGOUT = "/logout"
 TOKEN = "/token"
 PAR = "/par"
+#: The device authorization endpoint (RFC 8628 §3.1) and the page where the user enters the code (§3.3).
+DEVICE_AUTHORIZATION = "/device_authorization"
+DEVICE = "/device"
+#: Where the user, signed in, approves or denies the device's request.
+DEVICE_CONFIRM = "/device/confirm"
 INTROSPECT = "/introspect"
 REVOKE = "/revoke"
 USERINFO = "/userinfo"

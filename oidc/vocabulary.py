@@ -24,6 +24,7 @@ __all__ = [
     "CONFIDENTIAL_AUTH_METHODS",
     "DEFAULT_ENCRYPTION_ENCODING",
     "DEFAULT_GRANT_TYPES",
+    "DEVICE_CODE_GRANT_TYPE",
     "DPOP_ALGORITHMS",
     "ENCRYPTED_RESPONSES",
     "ENCRYPTION_ALGORITHMS",
@@ -74,7 +75,9 @@ CERTIFICATE_THUMBPRINT = "x5t#S256"
 #: Those that carry a client secret.
 SECRET_AUTH_METHODS = ("client_secret_basic", "client_secret_post")
 
-GRANT_TYPES = ("authorization_code", "refresh_token", "client_credentials")
+#: The device authorization grant (RFC 8628 §3.4), polled for at the token endpoint.
+DEVICE_CODE_GRANT_TYPE = "urn:ietf:params:oauth:grant-type:device_code"
+GRANT_TYPES = ("authorization_code", "refresh_token", "client_credentials", DEVICE_CODE_GRANT_TYPE)
 DEFAULT_GRANT_TYPES = ("authorization_code", "refresh_token")
 RESPONSE_TYPES = ("code",)
 #: response_mode values of the authorization response (OAuth 2.0 Multiple Response Types, Form Post).

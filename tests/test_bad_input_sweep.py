@@ -30,6 +30,8 @@ from hypothesis import strategies as st
 
 from oidc_fixtures import ISSUER, REDIRECT_URI
 
+DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
+
 TOKEN_ERRORS = {"invalid_request", "invalid_client", "invalid_grant", "unauthorized_client",
                 "unsupported_grant_type", "invalid_scope", "invalid_target", "unsupported_token_type",
                 # RFC 9449 §7.1 (a malformed DPoP header); RFC 9126 §2.3 (the authorization request's errors)
@@ -38,7 +40,8 @@ TOKEN_ERRORS = {"invalid_request", "invalid_client", "invalid_grant", "unauthori
                 "invalid_request_object"}
 TABLES = ("users", "clients", "authorization_codes", "refresh_tokens", "access_tokens", "consents",
           "login_sessions", "client_assertions", "signing_keys", "hashing_keys", "pushed_authorization_requests",
-          "dpop_proofs", "interactions", "initial_access_tokens")
+          "dpop_proofs", "interactions", "initial_access_tokens",
+          "device_authorizations")
 
 
 def _b64(data: bytes) -> str:
@@ -75,7 +78,7 @@ NAMES = st.sampled_from(["grant_type", "client_id", "client_secret", "code", "re
                          "code_verifier", "code_challenge", "code_challenge_method", "nonce", "prompt", "max_age",
                          "id_token_hint", "post_logout_redirect_uri", "client_assertion",
                          "client_assertion_type", "resource", "request", "request_uri", "access_token",
-                         "login_hint", "x\x00", "é"])
+                         "login_hint", "device_code", "user_code", "x\x00", "é"])
 BASIC = st.sampled_from([
     None, "Basic", "Basic ", "Basic !!!", "Basic\t" + base64.b64encode(b"\xff:\xfe").decode() + " x",
     "Basic " + base64.b64encode(b"nocolon").decode(), "Basic " + base64.b64encode(b"\xff\xfe:\xfd").decode(),
@@ -114,22 +117,26 @@ def _row_count(op) -> int:
             "SELECT " + " + ".join(f"(SELECT COUNT(*) FROM {table})" for table in TABLES))).scalar_one())
 
 
+def _check_token_endpoint(response, endpoint: str) -> None:
+    if response.status_code in (200, 201):
+        assert endpoint != "/token"
+        return
+    assert response.mimetype == "application/json" and response.headers["Cache-Control"] == "no-store"
+    error = response.json["error"]
+    assert error in TOKEN_ERRORS, error
+    # RFC 6749 §5.2: 400, or 401 for invalid_client; 413 for a body too large to read.
+    expected = {400, 401} if error == "invalid_client" else {400, 413}
+    assert response.status_code in expected, (error, response.status_code)
+
+
 def _check(response, endpoint: str) -> None:
     body = response.get_data(as_text=True)
     assert response.status_code < 500, (endpoint, response.status_code, body[:300])
     assert "Traceback" not in body
     if response.status_code == 405:
         return
-    if endpoint in ("/token", "/introspect", "/revoke", "/par"):
-        if response.status_code in (200, 201):
-            assert endpoint != "/token"
-            return
-        assert response.mimetype == "application/json" and response.headers["Cache-Control"] == "no-store"
-        error = response.json["error"]
-        assert error in TOKEN_ERRORS, error
-        # RFC 6749 §5.2: 400, or 401 for invalid_client; 413 for a body too large to read.
-        expected = {400, 401} if error == "invalid_client" else {400, 413}
-        assert response.status_code in expected, (error, response.status_code)
+    if endpoint in ("/token", "/introspect", "/revoke", "/par", "/device_authorization"):
+        _check_token_endpoint(response, endpoint)
     elif endpoint == "/userinfo":
         assert response.status_code in (400, 401, 403), response.status_code
         assert response.headers["WWW-Authenticate"].startswith("Bearer ")
@@ -144,6 +151,11 @@ def _check(response, endpoint: str) -> None:
         _check_registration(response)
     elif endpoint == "/logout":
         assert response.status_code in (200, 303, 400, 413), response.status_code
+    elif endpoint in ("/device", "/device/confirm"):
+        # RFC 8628 §3.3: the user-code page answers a wrong, malformed or missing code, an expired
+        # form or too many guesses with itself and a message; the confirmation, without a code entered, is the error page.
+        assert response.status_code in (200, 400, 413, 429), response.status_code
+        assert response.mimetype == "text/html"
     else:  # discovery and JWKS: read-only documents
         assert response.status_code in (200, 304, 400, 413), response.status_code
 
@@ -169,18 +181,22 @@ def _check_registration(response) -> None:
 @pytest.fixture
 def swept(op):
     op.add_user()
-    client_id, secret = op.add_client(grant_types=["authorization_code", "refresh_token", "client_credentials"])
+    client_id, secret = op.add_client(grant_types=["authorization_code", "refresh_token", "client_credentials",
+                                                   DEVICE_GRANT])
     discovery = op.get("/.well-known/openid-configuration").json
+    # With the pages no discovery names: the device's user-code form and its confirmation (RFC 8628 §3.3).
     endpoints = sorted({discovery[name][len(ISSUER):] for name in discovery
                         if name.endswith(("_endpoint", "_uri")) and isinstance(discovery[name], str)
-                        and discovery[name].startswith(ISSUER)} | {"/.well-known/openid-configuration"})
+                        and discovery[name].startswith(ISSUER)} | {"/.well-known/openid-configuration", "/device",
+                                                                   "/device/confirm"})
     return op, client_id, secret, endpoints
 
 
 def test_the_sweep_covers_every_endpoint_of_the_discovery_document(swept):
     _, _, _, endpoints = swept
     assert set(endpoints) == {"/authorize", "/token", "/userinfo", "/introspect", "/revoke", "/logout", "/par",
-                              "/register", "/.well-known/jwks.json", "/.well-known/openid-configuration"}
+                              "/register", "/device_authorization", "/device", "/device/confirm",
+                              "/.well-known/jwks.json", "/.well-known/openid-configuration"}
 
 
 @settings(max_examples=300, deadline=None, derandomize=True, database=None,
@@ -216,9 +232,11 @@ def test_malformed_requests_get_rfc_errors_and_write_nothing(swept, caplog, data
     _check(response, endpoint)
     errors = [record for record in caplog.records if record.levelno >= logging.ERROR or record.exc_info]
     assert not errors, [record.getMessage() for record in errors]
-    # A request good enough to need a login has started its interaction (one row), and written nothing else.
+    # A request good enough to need a login has started its interaction (one row), one good enough to
+    # start a device authorization has its row (RFC 8628 §3.2), and nothing else is written.
     starts_login = response.status_code == 302 and response.headers["Location"].startswith("/login?")
-    assert _row_count(op) == before + (1 if starts_login else 0)
+    starts_device = endpoint == "/device_authorization" and response.status_code == 200
+    assert _row_count(op) == before + (1 if starts_login or starts_device else 0)
 
 
 #: A JOSE header or payload nested past Python's recursion limit: json raises RecursionError for it,
@@ -438,3 +456,53 @@ def test_response_modes_and_accept_headers(swept, caplog, mode, accept, prompt):
     assert not [record for record in caplog.records if record.levelno >= logging.ERROR or record.exc_info]
     starts_login = response.status_code == 302 and response.headers["Location"].startswith("/login?")
     assert _row_count(op) == before + (1 if starts_login else 0)
+
+
+USER_CODE_INPUT = st.one_of(
+    BAD_VALUES,
+    st.text(alphabet="BCDFGHJKLMNPQRSTVWXZbcdfghjklmnpqrstvwxz-  \t0O1Iaeiou", max_size=40),
+    st.text(alphabet=st.characters(codec="utf-8"), max_size=12),
+)
+
+
+@pytest.fixture
+def device_op(make_app, provisioned_database_url, system_secret, admin_key):
+    from conftest import software_env
+
+    from oidc_fixtures import Provider
+
+    op = Provider(make_app({**software_env(provisioned_database_url, system_secret, admin_key),
+                            "DEVICE_USER_CODE_RATE_LIMIT": "100000/minute"}))
+    client_id, secret = op.add_client(grant_types=[DEVICE_GRANT], scope="openid profile")
+    return op, client_id, secret
+
+
+@settings(max_examples=150, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(user_code=USER_CODE_INPUT, scope=st.one_of(st.none(), BAD_VALUES),
+       resource=st.one_of(st.none(), BAD_VALUES))
+def test_bad_user_codes_and_device_requests_get_a_message_or_an_rfc_error(device_op, caplog, user_code, scope,
+                                                                           resource):
+    """RFC 8628 §3.2, §3.3: whatever is typed into the user-code form (with its CSRF token, from our page)
+    is the page with a message, never a 5xx, and decides nothing; whatever an authenticated client sends to
+    /device_authorization is a device code or an RFC 6749 §5.2 error, and only a device code writes a row."""
+    from oidc_fixtures import hidden_fields
+
+    op, client_id, secret = device_op
+    before = _row_count(op)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        browser = op.new_browser()
+        linked = browser.get("/device", query_string={"user_code": user_code})  # verification_uri_complete
+        assert linked.status_code in (200, 413) and linked.mimetype == "text/html", linked.status_code
+        page = browser.get("/device")
+        answer = browser.post("/device", data={**dict(hidden_fields(page.text)), "user_code": user_code})
+        assert answer.status_code in (400, 413), answer.status_code
+        assert answer.mimetype == "text/html" and "Traceback" not in answer.text
+        if answer.status_code == 400:
+            assert "not valid or has expired" in answer.text
+        data = {name: value for name, value in (("scope", scope), ("resource", resource)) if value is not None}
+        response = op.post("/device_authorization", data=data, auth=(client_id, secret))
+    _check(response, "/device_authorization")
+    assert not [record.getMessage() for record in caplog.records if record.levelno >= logging.ERROR or record.exc_info]
+    assert _row_count(op) == before + (1 if response.status_code == 200 else 0)

@@ -19,7 +19,9 @@ def test_discovery_document(op):
             assert op.get(path).status_code != 404
     assert doc["response_types_supported"] == ["code"]
     assert set(doc["response_modes_supported"]) == {"query", "form_post", "jwt", "query.jwt", "fragment.jwt", "form_post.jwt"}
-    assert set(doc["grant_types_supported"]) == {"authorization_code", "refresh_token", "client_credentials"}
+    assert set(doc["grant_types_supported"]) == {"authorization_code", "refresh_token", "client_credentials",
+                                                 "urn:ietf:params:oauth:grant-type:device_code"}
+    assert doc["device_authorization_endpoint"] == ISSUER + "/device_authorization"
     assert doc["subject_types_supported"] == ["public"]
     assert doc["code_challenge_methods_supported"] == ["S256"]
     assert {"client_secret_basic", "client_secret_post", "private_key_jwt", "none"} == set(

@@ -261,15 +261,17 @@ def test_catalogs_are_complete_and_compiled() -> None:
     from babel.messages.mofile import read_mo
     from babel.messages.pofile import read_po
 
+    from oidc.oauth2 import device as device_grant
     from oidc.oauth2 import interactions
-    from oidc.web import authorize, login, messages, origin
+    from oidc.web import authorize, device, login, messages, origin
 
     folder = REPO / "oidc" / "web" / "translations"
     with open(folder / "messages.pot", "rb") as file:
         template = {message.id for message in read_po(file) if message.id}
     listed = set(messages.MESSAGES)
     view_texts = {login.GENERIC_LOGIN_ERROR, login.LOCKED_OUT_ERROR, origin.EXPIRED_FORM,
-                  *authorize.SCOPE_DESCRIPTIONS.values(), interactions.UNUSABLE}
+                  *authorize.SCOPE_DESCRIPTIONS.values(), interactions.UNUSABLE, device.TOO_MANY_CODES,
+                  device_grant.UNKNOWN_USER_CODE, device_grant.UNUSABLE}
     assert view_texts <= listed <= template
     for language in ("de", "fr"):
         with open(folder / language / "LC_MESSAGES" / "messages.po", "rb") as file:

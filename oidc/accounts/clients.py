@@ -13,7 +13,6 @@ import json
 import secrets
 from collections.abc import Callable, Iterable
 from typing import Any
-from urllib.parse import SplitResult
 
 from oidc import hashing, queries
 from oidc.db import db
@@ -30,6 +29,7 @@ from oidc.vocabulary import (
     ASSERTION_ALGORITHMS,
     AUTH_METHODS,
     DEFAULT_GRANT_TYPES,
+    DEVICE_CODE_GRANT_TYPE,
     ENCRYPTED_RESPONSES,
     FAPI2_ALGORITHMS,
     FAPI2_AUTH_METHODS,
@@ -57,9 +57,6 @@ class ClientError(ValueError):
     def field(self) -> str:
         """The argument of :func:`build_client` that is wrong."""
         return str(self).split(":", 1)[0]
-
-
-_NO_SCHEME = SplitResult("", "", "", "", "")
 
 
 def _check_uri(value: Any, field: str) -> str:
@@ -451,7 +448,7 @@ def _check_certificate_field(name: str, value: Any) -> str | None:
         except ValueError:
             raise ClientError(f"{name}: {text!r} is not an IPv4 or IPv6 address") from None
     elif " " in text or (name == "tls_client_auth_san_email" and "@" not in text) or (
-            name == "tls_client_auth_san_uri" and not (split_url(text) or _NO_SCHEME).scheme):
+            name == "tls_client_auth_san_uri" and ((parts := split_url(text)) is None or not parts.scheme)):
         raise ClientError(f"{name}: {text!r} is not a {name.rsplit('_', 1)[1]} name")
     return text
 
@@ -462,8 +459,8 @@ def _check_grant_combination(grants: list[str], auth_method: str, redirect_uris:
         raise ClientError("redirect_uris: the authorization_code grant needs at least one")
     if auth_method == "none" and "client_credentials" in grants:
         raise ClientError("grant_types: a public client (auth_method none) cannot use client_credentials")
-    if "refresh_token" in grants and "authorization_code" not in grants:
-        raise ClientError("grant_types: refresh_token needs authorization_code")
+    if "refresh_token" in grants and "authorization_code" not in grants and DEVICE_CODE_GRANT_TYPE not in grants:
+        raise ClientError(f"grant_types: refresh_token needs authorization_code or {DEVICE_CODE_GRANT_TYPE}")
 
 
 def _check_request_objects(alg: str | None, require_signed: bool, has_jwks: bool, *, fapi2: bool,

@@ -160,12 +160,17 @@ def address_network(address: str) -> str:
     return str(ip)
 
 
+def counters(settings: Settings) -> Storage:
+    """The counters' storage ``RATELIMIT_STORAGE_URI`` names (this process's for ``memory://``)."""
+    uri = settings.ratelimit_storage_uri
+    storage = ProcessCounters() if uri == "memory://" else storage_from_string(uri)
+    assert isinstance(storage, Storage), "RATELIMIT_STORAGE_URI must name a synchronous storage"
+    return storage
+
+
 class LoginThrottle:
     def __init__(self, settings: Settings) -> None:
-        uri = settings.ratelimit_storage_uri
-        storage = ProcessCounters() if uri == "memory://" else storage_from_string(uri)
-        assert isinstance(storage, Storage), "RATELIMIT_STORAGE_URI must name a synchronous storage"
-        self.storage: Storage = storage
+        self.storage: Storage = counters(settings)
         self.strategy = FixedWindowRateLimiter(self.storage)
         # In the order they are counted: the address's first (see the module's docstring).
         self.limits = {
@@ -189,4 +194,33 @@ class LoginThrottle:
                 if not self.strategy.hit(item, *keys):  # atomic: increment, then compare
                     attempt.cancel()  # a refused attempt checks no password: it is not a failure either
                     return None
+        return attempt
+
+
+class UserCodeThrottle:
+    """Wrong user codes entered at the device page (RFC 8628 §5.1), per client address.
+
+    Counted as failed logins are: each attempt is counted atomically before the
+    code is looked up, and given back when the code was right (or the form had
+    expired), so parallel guesses cannot pass a check that has not counted them.
+    ``DEVICE_USER_CODE_RATE_LIMIT`` (``10/minute;50/hour``) with 20^8 codes and
+    a code that lives ``DEVICE_CODE_LIFETIME`` makes a guess from one address
+    a matter of luck no one should count on; the counters live where the
+    login's do (``RATELIMIT_STORAGE_URI``).
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.storage: Storage = counters(settings)
+        self.strategy = FixedWindowRateLimiter(self.storage)
+        self.limits = parse_many(settings.device_user_code_rate_limit)
+
+    def attempt(self, address: str) -> Attempt | None:
+        """Count one attempt from ``address``; the :class:`Attempt` when it is within the limits, else None."""
+        keys = ("device-user-code", address_network(address))
+        attempt = Attempt(self.storage)
+        for item in self.limits:
+            attempt.hits.append((item, keys))
+            if not self.strategy.hit(item, *keys):
+                attempt.cancel()
+                return None
         return attempt

@@ -27,6 +27,7 @@ from oidc.oauth2.dpop import Proof
 from oidc.oauth2.families import Issued
 from oidc.oauth2.grants.authorization_code import AuthorizationCodeGrant
 from oidc.oauth2.grants.client_credentials import ClientCredentialsGrant
+from oidc.oauth2.grants.device_code import DeviceCodeGrant
 from oidc.oauth2.grants.refresh_token import RefreshTokenGrant
 from oidc.oauth2.introspection import IntrospectionEndpoint
 from oidc.oauth2.openid import OpenIDCode, OpenIDRefresh
@@ -222,6 +223,7 @@ def init_app(app: Flask, state: State) -> AuthorizationServer:
     server.register_grant(AuthorizationCodeGrant, [OpenIDCode(require_nonce=False), S256CodeChallenge(required=True)])
     server.register_grant(RefreshTokenGrant, [OpenIDRefresh()])
     server.register_grant(ClientCredentialsGrant)
+    server.register_grant(DeviceCodeGrant, [OpenIDCode(require_nonce=False)])
     server.register_endpoint(IntrospectionEndpoint)
     server.register_endpoint(RevocationEndpoint)
     app.extensions[_EXTENSION] = server

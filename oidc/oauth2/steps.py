@@ -13,6 +13,9 @@ sends the response that step names.
 * :class:`Refuse`: an error goes to the client (``prompt=none`` where the user
   would have to act, a malformed ``max_age`` or ``id_token_hint``).
 
+The device authorization grant's page (RFC 8628 §3.3) asks the same question
+of a device's request, which has no ``prompt``, ``max_age`` or hint.
+
 A login made for this request (at its login page, or already shown its account
 choice or consent page) is what ``prompt=login``, ``max_age`` and
 ``select_account`` asked for: asking again would never end.
@@ -22,14 +25,33 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from authlib.oauth2.rfc6749.errors import OAuth2Error
 from authlib.oidc.core.errors import ConsentRequiredError, LoginRequiredError
 
 from oidc.models import Client
 from oidc.oauth2 import consents
-from oidc.oauth2.authorization import AuthorizationRequest
 from oidc.oauth2.logins import AuthenticatedUser
+
+
+class Request(Protocol):
+    """What the decision reads of a request: an authorization request
+    (:class:`~oidc.oauth2.authorization.AuthorizationRequest`) or a device's
+    (:class:`~oidc.oauth2.device.DeviceRequest`)."""
+
+    @property
+    def client(self) -> Client: ...
+
+    @property
+    def scope(self) -> str: ...
+
+    @property
+    def prompts(self) -> set[str]: ...
+
+    def max_age(self) -> int | None: ...
+
+    def id_token_hint_subject(self) -> str | None: ...
 
 
 @dataclass(frozen=True)
@@ -71,7 +93,7 @@ Step = Login | SelectAccount | Consent | Respond | Refuse
 Remembered = Callable[[int, Client, str], bool]
 
 
-def needs_consent(authorization: AuthorizationRequest, login: AuthenticatedUser,
+def needs_consent(authorization: Request, login: AuthenticatedUser,
                   remembered: Remembered = consents.has_consented) -> bool:
     """Whether ``login`` must be asked to approve the request (first-party clients and remembered consent skip it)."""
     if "consent" in authorization.prompts:
@@ -84,7 +106,7 @@ def needs_consent(authorization: AuthorizationRequest, login: AuthenticatedUser,
     return not (client.first_party or remembered(login.user.id, client, authorization.scope))
 
 
-def next_step(authorization: AuthorizationRequest, login: AuthenticatedUser | None, now: int, *,
+def next_step(authorization: Request, login: AuthenticatedUser | None, now: int, *,
               for_this_request: bool = False, remembered: Remembered = consents.has_consented) -> Step:
     """What ``authorization`` needs next, for the browser signed in as ``login`` (or no one) at ``now``.
 

@@ -7,6 +7,7 @@
 ``token``           /token, /introspect, /revoke
 ``par``             /par (pushed authorization requests)
 ``register``        /register (dynamic client registration, RFC 7591 and RFC 7592)
+``device``          /device_authorization and the device pages (RFC 8628)
 ``userinfo``        /userinfo
 ``wellknown``       discovery and the JWK Set
 ``health``          liveness and readiness
@@ -32,6 +33,7 @@ def init_app(app: Flask, settings: Settings) -> None:
     """Register the pages' shared parts, every blueprint, and the headers of every response."""
     from oidc.web import (
         authorize,
+        device,
         errors,
         health,
         login,
@@ -52,6 +54,7 @@ def init_app(app: Flask, settings: Settings) -> None:
     errors.init_app(app)
     session.init_app(app)
     login.init_app(app, settings)
+    device.init_app(app, settings)
     for blueprint in (wellknown.bp, health.bp, authorize.bp, logout.bp, token.bp, par.bp, register.bp, userinfo.bp,
                       admin_keys.bp, admin_accounts.bp):
         app.register_blueprint(blueprint)

@@ -10,7 +10,9 @@ after the same amount of work (:func:`oidc.accounts.users.authenticate`).
 Reached from ``/authorize``, the page carries the id of the interaction that
 waits for the login (:mod:`oidc.oauth2.interactions`) and nothing else; the
 login is recorded on it and the browser sent back to ``/authorize/resume``.
-Visited directly, it signs the user in and says so.
+Reached from the device page (``device=1``), it names the application of the
+device's request this browser entered the code of, and sends the browser back
+to that page.  Visited directly, it signs the user in and says so.
 """
 
 from __future__ import annotations
@@ -27,12 +29,14 @@ from oidc import urls
 from oidc.accounts.throttle import LoginThrottle
 from oidc.accounts.users import MAX_PASSWORD_LENGTH, MAX_USERNAME_LENGTH, authenticate
 from oidc.db import db
+from oidc.models import User
 from oidc.oauth2 import interactions
 from oidc.oauth2.interactions import Pending
 from oidc.observability import audit, metrics
 from oidc.settings import Settings
 from oidc.state import current_state
 from oidc.web.authorize import load_interaction
+from oidc.web.device import pending_request
 from oidc.web.origin import EXPIRED_FORM, csrf_token_valid, same_origin
 from oidc.web.session import sign_in
 
@@ -48,6 +52,7 @@ class LoginForm(FlaskForm):
     username = StringField("Username", validators=[DataRequired(), Length(max=MAX_USERNAME_LENGTH)])
     password = PasswordField("Password", validators=[DataRequired(), Length(max=MAX_PASSWORD_LENGTH)])
     interaction = HiddenField()
+    device = HiddenField()
 
 
 def _page(form: LoginForm, interaction: Pending | None, error: str | None = None, status: int = 200, *,
@@ -59,6 +64,9 @@ def _page(form: LoginForm, interaction: Pending | None, error: str | None = None
     or a lock-out is not, and leaves the fields as they were.
     """
     client = interaction.authorization.client if interaction is not None else None
+    if client is None and form.device.data == "1":
+        pending = pending_request()
+        client = pending.client if pending is not None else None
     return make_response(render_template("login.html", form=form, error=error, client=client,
                                          credentials_refused=bool(error) and credentials_refused), status)
 
@@ -70,6 +78,7 @@ def login() -> WerkzeugResponse:
     form = LoginForm()
     if request.method == "GET":
         form.interaction.data = interaction_id or ""
+        form.device.data = "1" if interaction is None and request.args.get("device") == "1" else ""
         # OIDC Core §3.1.2.1: login_hint of the request, or of a link to this page.
         hint = (interaction.authorization.params.get("login_hint") if interaction is not None
                 else request.args.get("login_hint")) or ""
@@ -104,9 +113,16 @@ def login() -> WerkzeugResponse:
         interactions.record_login(interaction, signed_in)
     db.session.commit()  # the session row (and the interaction's login) in one transaction
     audit.record("login.succeeded", "login", sub=subject)
-    if interaction is None:
-        return make_response(render_template("signed_in.html", user=user))
-    return redirect(url_for("authorize.resume", interaction=interaction.id), code=303)
+    return _signed_in(form, interaction, user)
+
+
+def _signed_in(form: LoginForm, interaction: Pending | None, user: User) -> WerkzeugResponse:
+    """Where a login goes: back to its interaction, to the device page it came from, or the signed-in page."""
+    if interaction is not None:
+        return redirect(url_for("authorize.resume", interaction=interaction.id), code=303)
+    if form.device.data == "1":
+        return redirect(url_for("device.confirm"), code=303)
+    return make_response(render_template("signed_in.html", user=user))
 
 
 def too_many_attempts(interaction: Pending | None) -> Response:
@@ -114,6 +130,7 @@ def too_many_attempts(interaction: Pending | None) -> Response:
     metrics.login_failed("rate_limited")
     form = LoginForm(formdata=None)
     form.interaction.data = interaction.id if interaction is not None else ""
+    form.device.data = request.form.get("device", "")
     response = _page(form, interaction, LOCKED_OUT_ERROR, 429, credentials_refused=False)
     response.headers["Retry-After"] = RETRY_AFTER_SECONDS
     return response

@@ -26,6 +26,10 @@ MESSAGES = (
     N_("Your session has ended. Please start again."),
     # oidc.oauth2.interactions: an interaction that cannot be used (unknown, expired, used, another browser's)
     N_("This sign-in request has expired or was already used. Please go back to the application and start again."),
+    # oidc.oauth2.device and oidc.web.device: the device page's messages
+    N_("That code is not valid or has expired. Check the code shown on your device and try again."),
+    N_("This device sign-in request has expired or was already answered. Start again on your device."),
+    N_("Too many wrong codes. Please wait a while and try again."),
     # oidc.oauth2.authorization and end_session: the errors shown on a page
     N_("The request or one of its parameters is too long."),
     N_("The client_id parameter is missing."),

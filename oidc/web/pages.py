@@ -30,6 +30,7 @@ from flask import Flask, Response, abort, current_app, g, request
 from flask_babel import Babel, get_locale, refresh
 from jinja2 import BytecodeCache, ChoiceLoader, FileSystemLoader, TemplateSyntaxError
 from jinja2.bccache import Bucket
+from werkzeug.exceptions import HTTPException
 
 from oidc import urls
 from oidc.settings import ConfigError, Settings
@@ -44,7 +45,7 @@ SETTINGS_CSS = "settings.css"
 
 #: The browser pages: errors on these paths are pages, elsewhere JSON.
 PAGE_PATHS = frozenset({urls.AUTHORIZE, urls.AUTHORIZE_RESUME, urls.CONSENT, urls.SELECT_ACCOUNT, urls.LOGIN,
-                        urls.LOGOUT})
+                        urls.LOGOUT, urls.DEVICE, urls.DEVICE_CONFIRM})
 
 
 class ThemeError(ConfigError):
@@ -231,7 +232,10 @@ def continue_request(params: Any) -> None:
 
 def _requested_ui_locales() -> list[str]:
     """``ui_locales`` of this request, or of the authorization request it continues (:func:`continue_request`)."""
-    value = request.values.get("ui_locales")
+    try:
+        value = request.values.get("ui_locales")
+    except HTTPException:  # a form too large to read: the 413 page being rendered must not raise it again
+        value = None
     if value is None:
         value = g.get("request_ui_locales")
     return (value or "").split()[:10]

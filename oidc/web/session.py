@@ -22,6 +22,10 @@ from oidc.oauth2.logins import AuthenticatedUser, end_login
 
 #: The session cookie's key of this browser's interaction binding.
 _BINDING = "interaction_binding"
+#: The session cookie's key of the device request this browser entered the code of (:mod:`oidc.web.device`).
+DEVICE_REQUEST = "device_request"
+#: What a new login keeps of the cookie: what the login was made to finish.
+_KEPT_ON_SIGN_IN = (_BINDING, DEVICE_REQUEST)
 
 
 class CookieSessionInterface(SecureCookieSessionInterface):
@@ -61,15 +65,15 @@ def sign_in(user: User) -> AuthenticatedUser:
     The browser's interaction binding is kept: the login was made to finish one
     of its interactions.  The binding authenticates nothing (an interaction
     honours only the login it records, :mod:`oidc.oauth2.interactions`), so
-    keeping it opens no session fixation.
+    keeping it opens no session fixation.  So is the device request whose code
+    the browser entered: only a login shown its confirmation page answers it.
     """
     login = sessions.start_session(user)
-    binding = session.get(_BINDING)
+    kept = {key: session[key] for key in _KEPT_ON_SIGN_IN if key in session}
     session.clear()
     session.permanent = True
     session["sid"] = login.sid
-    if binding is not None:
-        session[_BINDING] = binding
+    session.update(kept)
     g.oidc_login = login
     return login
 

@@ -91,6 +91,8 @@ def discovery_document(settings: Settings) -> dict[str, Any]:
         # RFC 9126 §5
         "pushed_authorization_request_endpoint": urls.absolute(issuer, urls.PAR),
         "require_pushed_authorization_requests": settings.require_pushed_authorization_requests or settings.fapi2,
+        # RFC 8628 §4
+        "device_authorization_endpoint": urls.absolute(issuer, urls.DEVICE_AUTHORIZATION),
         # RFC 9449 §5.1
         "dpop_signing_alg_values_supported": list(settings.dpop_signing_algs),
         "code_challenge_methods_supported": list(vocabulary.CODE_CHALLENGE_METHODS),

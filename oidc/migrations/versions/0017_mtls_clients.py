@@ -5,7 +5,7 @@
 ``refresh_tokens.certificate_thumbprint`` binds a public client's refresh token to its certificate (§4).
 
 Revision ID: 0017_mtls_clients
-Revises: 0015_client_registration
+Revises: 0016_device_authorization
 Create Date: 2026-12-06 18:00:00.000000
 
 """
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 
 # revision identifiers, used by Alembic.
 revision = '0017_mtls_clients'
-down_revision = '0015_client_registration'
+down_revision = '0016_device_authorization'
 branch_labels = None
 depends_on = None
 
