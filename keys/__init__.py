@@ -10,6 +10,9 @@ builders (see :class:`keys.service.KeyService`)::
     service.jwks_document()
     service.public_key(kid)
 
+and, for a decryption set (``use: enc``), ``service.decrypt(key_set, compact_jwe)`` and
+``service.decryption_algorithms(key_set)``.
+
 Names, algorithms, errors and records are imported here at once; the service
 and its managers (PKCS#11, SQLAlchemy, JOSE) on first use, so that reading a
 key-set name or an algorithm does not load the HSM module.
@@ -20,19 +23,35 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from keys.algorithms import ALGORITHMS, EDDSA_ALGORITHMS, JWS_ALGORITHMS, Algorithm, get_algorithm
+from keys.algorithms import (
+    ALGORITHMS,
+    CONTENT_ENCRYPTIONS,
+    EDDSA_ALGORITHMS,
+    ENCRYPTION_ALGORITHMS,
+    JWS_ALGORITHMS,
+    Algorithm,
+    get_algorithm,
+    key_algorithm,
+)
 from keys.errors import (
     CertificateError,
+    DecryptionError,
+    DecryptionFailed,
     HSMError,
     HSMOperationError,
     HSMUnavailable,
     InvalidKey,
     KeyNotFound,
     KeyServiceError,
+    MalformedJWE,
     MechanismUnsupported,
+    NoDecryptionKey,
     NoSigningKey,
     SealingError,
+    UnknownDecryptionKey,
     UnsupportedAlgorithm,
+    UnsupportedEncryption,
+    WrongKeyUse,
     reason_code,
 )
 from keys.evidence import HSM_ONLY_REQUIREMENTS, KeyEvidence, shortfalls
@@ -85,7 +104,9 @@ if not TYPE_CHECKING:  # type checkers read the imports above instead (and so ca
 __all__ = [
     "ACCESS_TOKEN_SET",
     "ALGORITHMS",
+    "CONTENT_ENCRYPTIONS",
     "EDDSA_ALGORITHMS",
+    "ENCRYPTION_ALGORITHMS",
     "HSM_ONLY_REQUIREMENTS",
     "ID_TOKEN_SET",
     "JWS_ALGORITHMS",
@@ -93,6 +114,8 @@ __all__ = [
     "REQUEST_OBJECT_SET",
     "Algorithm",
     "CertificateError",
+    "DecryptionError",
+    "DecryptionFailed",
     "HSMConfig",
     "HSMError",
     "HSMManager",
@@ -108,20 +131,26 @@ __all__ = [
     "KeySetPolicy",
     "KeyStatus",
     "KeyStore",
+    "MalformedJWE",
     "MechanismReport",
     "MechanismUnsupported",
+    "NoDecryptionKey",
     "NoSigningKey",
     "RotationPolicy",
     "Sealer",
     "SealingError",
     "Signer",
     "SoftwareManager",
+    "UnknownDecryptionKey",
     "UnsupportedAlgorithm",
+    "UnsupportedEncryption",
+    "WrongKeyUse",
     "b64url",
     "compact_jws",
     "define_key_certificates_table",
     "define_signing_keys_table",
     "get_algorithm",
+    "key_algorithm",
     "mechanism_name",
     "mechanism_requirements",
     "provisioning_lock",

@@ -30,8 +30,9 @@ class Algorithm:
     name: str
     kty: str  # JWK key type: "RSA", "EC" or "OKP"
     curve: str | None  # JWK "crv" for EC/OKP keys
-    hash_name: str | None  # message digest, None for EdDSA (it hashes internally)
+    hash_name: str | None  # message digest (OAEP's hash for a key-encryption alg), None for EdDSA
     signature_size: int | None  # fixed r||s length in bytes for ECDSA
+    use: str = "sig"  # JWK "use": "sig" signs, "enc" decrypts (RFC 7517 §4.2); never both
 
     @property
     def is_rsa(self) -> bool:
@@ -60,6 +61,7 @@ class Algorithm:
 
 
 _CRYPTOGRAPHY_HASHES: dict[str, Callable[[], hashes.HashAlgorithm]] = {
+    "sha1": hashes.SHA1,  # RSA-OAEP's hash (RFC 7518 §4.3), never a signature's
     "sha256": hashes.SHA256,
     "sha384": hashes.SHA384,
     "sha512": hashes.SHA512,
@@ -78,6 +80,24 @@ ALGORITHMS: dict[str, Algorithm] = {
     "EdDSA": Algorithm("EdDSA", "OKP", "Ed25519", None, None),
     "Ed25519": Algorithm("Ed25519", "OKP", "Ed25519", None, None),
 }
+
+#: JWE key-management algorithms a decryption key set uses.  RSAES-OAEP (RFC 7518 §4.3): the content
+#: key is decrypted with the private key (``C_Decrypt`` with ``CKM_RSA_PKCS_OAEP`` on a token); RSA-OAEP
+#: (SHA-1) is there for tokens whose OAEP has no other hash (SoftHSM 2.6).  ECDH-ES in direct key
+#: agreement mode over P-256 (RFC 7518 §4.6): the shared secret is derived with the private key
+#: (``CKM_ECDH1_DERIVE`` on a token), the content key from it by the Concat KDF in software.  Never in
+#: :data:`ALGORITHMS`: these never sign.
+ENCRYPTION_ALGORITHMS: dict[str, Algorithm] = {
+    "RSA-OAEP-256": Algorithm("RSA-OAEP-256", "RSA", None, "sha256", None, use="enc"),
+    "RSA-OAEP": Algorithm("RSA-OAEP", "RSA", None, "sha1", None, use="enc"),
+    "ECDH-ES": Algorithm("ECDH-ES", "EC", "P-256", None, None, use="enc"),
+}
+
+#: The RSAES-OAEP ones, by preference.
+OAEP_ALGORITHMS: tuple[str, ...] = ("RSA-OAEP-256", "RSA-OAEP")
+
+#: JWE content encryption algorithms accepted with them (RFC 7518 §5.2, §5.3).
+CONTENT_ENCRYPTIONS: tuple[str, ...] = ("A256GCM", "A128CBC-HS256")
 
 #: Both names of EdDSA over Ed25519: RFC 8037's polymorphic one and RFC 9864's fully specified one.
 EDDSA_ALGORITHMS: tuple[str, ...] = tuple(name for name, algorithm in ALGORITHMS.items() if algorithm.is_eddsa)
@@ -110,9 +130,12 @@ SEC_NAME_FOR_CURVE: dict[str, str] = {crv: name for name, crv in CURVE_FOR_SEC_N
 
 
 def get_algorithm(name: str) -> Algorithm:
-    """Look up a supported JWS algorithm, refusing symmetric ones and ``none``."""
+    """Look up a supported JWS algorithm, refusing symmetric ones, key-encryption ones and ``none``."""
     if name in ALGORITHMS:
         return ALGORITHMS[name]
+    if name in ENCRYPTION_ALGORITHMS:
+        raise UnsupportedAlgorithm(f"{name!r} is a key-encryption algorithm (use 'enc'): its keys decrypt, "
+                                   "never sign")
     if name.upper().startswith("HS"):
         raise UnsupportedAlgorithm(
             f"{name!r} is a symmetric (shared secret) algorithm; the key service "
@@ -123,3 +146,27 @@ def get_algorithm(name: str) -> Algorithm:
     raise UnsupportedAlgorithm(
         f"unsupported signing algorithm {name!r}; use one of {', '.join(ALGORITHMS)}"
     )
+
+
+def key_algorithm(name: str) -> Algorithm:
+    """The algorithm a key of a set is used with: a JWS one (``use: sig``) or a JWE key-encryption
+    one (``use: enc``); anything else refused as :func:`get_algorithm` refuses it."""
+    if name in ENCRYPTION_ALGORITHMS:
+        return ENCRYPTION_ALGORITHMS[name]
+    return get_algorithm(name)
+
+
+def decryption_description(alg: str) -> str:
+    """How a key-encryption algorithm decrypts on a token, e.g. ``CKM_RSA_PKCS_OAEP (SHA-256, MGF1-SHA-256)``."""
+    hash_name = ENCRYPTION_ALGORITHMS[alg].hash_name
+    if hash_name is None:
+        return "CKM_ECDH1_DERIVE (the Concat KDF over its shared secret in software)"
+    label = hash_name.upper().replace("SHA", "SHA-")
+    return f"CKM_RSA_PKCS_OAEP ({label}, MGF1-{label})"
+
+
+def oaep_algorithm(preferred: str, hashes: tuple[str, ...]) -> str | None:
+    """The key-encryption algorithm to publish a token's key for: ``preferred`` when the token's OAEP
+    does its hash, else the other RSAES-OAEP one it does (RSA-OAEP on a SHA-1-only token), else None."""
+    ordered = [preferred, *(name for name in OAEP_ALGORITHMS if name != preferred)]
+    return next((name for name in ordered if ENCRYPTION_ALGORITHMS[name].hash_name in hashes), None)

@@ -27,6 +27,38 @@ class NoSigningKey(KeyServiceError):
     """A key set has no key that may sign now."""
 
 
+class WrongKeyUse(InvalidKey):
+    """A key asked to do what its ``use`` forbids: a decryption key to sign, a signing key to decrypt, or
+    a key of one use generated or imported into a set of the other."""
+
+
+class NoDecryptionKey(KeyServiceError):
+    """A key set has no published key that decrypts."""
+
+
+class DecryptionError(KeyServiceError):
+    """A JWE that this service will not or cannot decrypt (base class; the message names what is wrong)."""
+
+
+class MalformedJWE(DecryptionError):
+    """Not a compact JWE: wrong number of parts, bad base64url, a header that is not a JSON object, too large."""
+
+
+class UnsupportedEncryption(DecryptionError):
+    """The JWE's ``alg``, ``enc`` or ``zip`` is not one this key set accepts."""
+
+
+class UnknownDecryptionKey(DecryptionError):
+    """The JWE names (``kid``) a key that is not a published decryption key of the set."""
+
+
+class DecryptionFailed(DecryptionError):
+    """The JWE does not decrypt: encrypted to another key, or its encrypted key, ciphertext or tag altered.
+
+    Deliberately not more precise (RFC 7516 §11.5): which step failed is not said.
+    """
+
+
 class SealingError(KeyServiceError):
     """A sealed private key could not be opened or the system secret is unusable."""
 
@@ -71,4 +103,6 @@ def reason_code(exc: KeyServiceError) -> str:
         return exc.reason
     if isinstance(exc, NoSigningKey):
         return "no_signing_key"
+    if isinstance(exc, NoDecryptionKey):
+        return "no_decryption_key"
     return "key_service_error"

@@ -88,6 +88,13 @@ class KeyEvidence:
     #: ``CKA_KEY_GEN_MECHANISM``: how the token generated the key (None when imported or not said).
     key_gen_mechanism: str | None = None
     certificate: dict[str, Any] | None = None
+    #: ``sig`` (the key signs) or ``enc`` (it decrypts, with the mechanism below on its token).
+    use: str = "sig"
+    #: What the private key may do, read from the token: ``CKA_SIGN``, ``CKA_DECRYPT``, ``CKA_UNWRAP``,
+    #: ``CKA_DERIVE``.
+    capabilities: dict[str, bool | None] = field(default_factory=dict)
+    decryption_mechanism: str | None = None
+    decryption_mechanism_description: str | None = None
 
     def hsm_only_shortfalls(self) -> list[str]:
         """Why this key does not meet an HSM-only set's promise ([] when it does)."""
@@ -97,10 +104,12 @@ class KeyEvidence:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "set": self.key_set, "kid": self.kid, "alg": self.alg, "backend": self.backend,
-            "location": self.location, "attributes": dict(self.attributes),
+            "set": self.key_set, "kid": self.kid, "alg": self.alg, "use": self.use, "backend": self.backend,
+            "location": self.location, "attributes": dict(self.attributes), "capabilities": dict(self.capabilities),
             "signing_mechanism": self.signing_mechanism,
             "signing_mechanism_description": self.signing_mechanism_description,
+            "decryption_mechanism": self.decryption_mechanism,
+            "decryption_mechanism_description": self.decryption_mechanism_description,
             "key_gen_mechanism": self.key_gen_mechanism,
             "certificate": self.certificate,
         }

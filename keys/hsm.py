@@ -14,6 +14,7 @@ Attribute mapping is Ory Hydra's: ``CKA_LABEL`` is the (prefixed) key set name,
 from __future__ import annotations
 
 import logging
+import os
 import string
 import uuid
 from collections.abc import Callable
@@ -21,12 +22,23 @@ from dataclasses import dataclass
 from typing import Any
 
 from asn1crypto.core import OctetString
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
-from pkcs11 import Attribute, KeyType, Mechanism, MechanismFlag, ObjectClass
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
+from pkcs11 import KDF, Attribute, KeyType, Mechanism, MechanismFlag, ObjectClass
+from pkcs11 import exceptions as ckr
 from pkcs11.exceptions import PKCS11Error
 from pkcs11.util.ec import encode_named_curve_parameters
 
-from keys.algorithms import ALG_FOR_CURVE, EC_CURVES, MIN_RSA_BITS, SEC_NAME_FOR_CURVE, Algorithm, get_algorithm
+from keys.algorithms import (
+    ALG_FOR_CURVE,
+    EC_CURVES,
+    ENCRYPTION_ALGORITHMS,
+    MIN_RSA_BITS,
+    SEC_NAME_FOR_CURVE,
+    Algorithm,
+    decryption_description,
+    get_algorithm,
+    key_algorithm,
+)
 from keys.connection import (
     AVAILABLE,
     CALLER,
@@ -40,10 +52,18 @@ from keys.connection import (
     ckr_name,
     classify,
 )
-from keys.errors import HSMOperationError, InvalidKey, KeyNotFound, MechanismUnsupported
+from keys.errors import HSMOperationError, InvalidKey, KeyNotFound, MechanismUnsupported, WrongKeyUse
 from keys.evidence import KeyEvidence, TokenLocation
-from keys.jwk import PublicKey, public_jwk
-from keys.mechanisms import GENERATION_MECHANISMS, SigningPlan, check_generation, choose, mechanism_name
+from keys.jwk import PublicKey, load_public_jwk, public_jwk
+from keys.mechanisms import (
+    GENERATION_MECHANISMS,
+    OAEP_PARAMETERS,
+    SigningPlan,
+    check_decryption,
+    check_generation,
+    choose,
+    mechanism_name,
+)
 from keys.signer import BoundSigner, KeyRecord, Signer
 
 log = logging.getLogger(__name__)
@@ -96,6 +116,8 @@ class HSMManager(TokenConnection):
         #: Private keys found extractable or not sensitive: (key set, kid) -> what is wrong.
         self.weak_keys: dict[tuple[str, str], str] = {}
         self._warned: set[tuple[str, str]] = set()
+        #: The OAEP hashes this token decrypts with (tried once, see :meth:`oaep_hashes`).
+        self._oaep_hashes: tuple[str, ...] | None = None
 
     def _forget_handles(self) -> None:
         self._pairs.clear()
@@ -141,6 +163,21 @@ class HSMManager(TokenConnection):
             return self.signing_plan(alg, key_bits=key_bits)
         except MechanismUnsupported as exc:
             raise MechanismUnsupported(f"{where}: key set {self.label(key_set)!r} cannot sign {alg}: {exc}") from None
+
+    def check_decryption(self, key_set: str, *, generate: bool, rsa_bits: int, key_bits: int | None = None,
+                         alg: str = "RSA-OAEP-256") -> str:
+        """Refuse a decryption set this token cannot generate or decrypt for; the mechanism's name."""
+        where = f"PKCS#11 module {self.config.library}, {self.config.describe_token()}"
+        if self._mechanisms is None:
+            self._call(lambda: None, "reading the mechanism list")
+        assert self._mechanisms is not None
+        try:
+            if generate:
+                check_generation(ENCRYPTION_ALGORITHMS[alg], self._mechanisms, rsa_bits=rsa_bits)
+            check_decryption(self._mechanisms, key_bits=key_bits if key_bits is not None else rsa_bits, alg=alg)
+        except MechanismUnsupported as exc:
+            raise MechanismUnsupported(f"{where}: key set {self.label(key_set)!r} cannot decrypt {alg}: {exc}") from None
+        return "CKM_ECDH1_DERIVE" if alg == "ECDH-ES" else "CKM_RSA_PKCS_OAEP"
 
     # -- key discovery ------------------------------------------------------
 
@@ -195,8 +232,13 @@ class HSMManager(TokenConnection):
             self._warn_once((key_set, kid), "key %s/%s is not usable: %s", key_set, kid, exc)
             return None
         use = "sig" if _attribute(private_key, Attribute.SIGN) else (
-            "enc" if _attribute(private_key, Attribute.DECRYPT) else "sig"
+            "enc" if _attribute(private_key, Attribute.DECRYPT) or _attribute(private_key, Attribute.DERIVE) else "sig"
         )
+        if use == "enc" and isinstance(key, ec.EllipticCurvePublicKey):
+            if alg != "ES256":
+                self._warn_once((key_set, kid), "key %s/%s is not usable: ECDH-ES keys are on P-256", key_set, kid)
+                return None
+            alg = "ECDH-ES"  # an EC key that derives: the one EC key-agreement algorithm offered
         record = KeyRecord(
             key_set=key_set, kid=kid, alg=alg, use=use, backend=BACKEND,
             public_jwk=public_jwk(key, kid=kid, alg=alg, use=use),
@@ -238,8 +280,9 @@ class HSMManager(TokenConnection):
     # -- generation and deletion -------------------------------------------
 
     def generate(self, key_set: str, alg: str, *, rsa_bits: int) -> KeyRecord:
-        """Generate a non-extractable signing key pair for ``key_set`` on the token."""
-        algorithm = get_algorithm(alg)
+        """Generate a non-extractable key pair for ``key_set`` on the token: a signing one, or for a
+        key-encryption ``alg`` a decryption one (``CKA_DECRYPT``, never ``CKA_SIGN``)."""
+        algorithm = key_algorithm(alg)
         kid = str(uuid.uuid4())
         size = f" of {rsa_bits} bits" if algorithm.is_rsa else ""
         what = f"the {alg} key pair{size} labelled {self.label(key_set)!r}"
@@ -282,20 +325,31 @@ class HSMManager(TokenConnection):
                 raise self._error(f"cannot generate {what} ({exc})") from None
 
     def _generate_pair(self, algorithm: Algorithm, label: str, cka_id: bytes, rsa_bits: int) -> None:
-        public_template = {Attribute.TOKEN: True, Attribute.VERIFY: True, Attribute.ENCRYPT: False, Attribute.WRAP: False}
+        # One use per key pair (RFC 7517 §4.2; PKCS#11 v2.40 §4.9): a signing key cannot decrypt, and a
+        # decryption key can neither sign nor unwrap (it decrypts content keys with C_Decrypt, whose result
+        # is checked here; an unwrapped key would be a token object to account for).
+        decrypts = algorithm.use == "enc"
+        public_template = {Attribute.TOKEN: True, Attribute.VERIFY: not decrypts,
+                           Attribute.ENCRYPT: decrypts and algorithm.is_rsa, Attribute.WRAP: False}
         private_template = {
             Attribute.TOKEN: True,
             Attribute.PRIVATE: True,
             Attribute.SENSITIVE: True,
             Attribute.EXTRACTABLE: False,
-            Attribute.SIGN: True,
-            Attribute.DECRYPT: False,
+            Attribute.SIGN: not decrypts,
+            Attribute.DECRYPT: decrypts and algorithm.is_rsa,  # RSAES-OAEP
             Attribute.UNWRAP: False,
-            Attribute.DERIVE: False,
+            Attribute.DERIVE: decrypts and not algorithm.is_rsa,  # ECDH-ES
         }
+        if not decrypts:
+            capabilities = MechanismFlag.SIGN | MechanismFlag.VERIFY
+        elif algorithm.is_rsa:
+            capabilities = MechanismFlag.DECRYPT | MechanismFlag.ENCRYPT
+        else:
+            capabilities = MechanismFlag.DERIVE
         common = {
             "id": cka_id, "label": label, "store": True,
-            "capabilities": MechanismFlag.SIGN | MechanismFlag.VERIFY,
+            "capabilities": capabilities,
             "public_template": public_template, "private_template": private_template,
         }
         if algorithm.is_rsa:
@@ -335,11 +389,16 @@ class HSMManager(TokenConnection):
     # -- signing ------------------------------------------------------------
 
     def signer(self, record: KeyRecord) -> Signer:
+        if record.use != "sig":
+            raise WrongKeyUse(f"key {record.kid!r} of {self.label(record.key_set)!r} is a decryption key "
+                              f"(use {record.use!r}): it never signs")
         algorithm = get_algorithm(record.alg)
         return BoundSigner(record, lambda data: self.sign(record, algorithm, data))
 
     def sign(self, record: KeyRecord, algorithm: Algorithm, data: bytes) -> bytes:
         """JWS signature bytes over ``data``, with the mechanism chosen for this token."""
+        if record.use != "sig":
+            raise WrongKeyUse(f"key {record.kid!r} of {self.label(record.key_set)!r} never signs (use {record.use!r})")
         if not self.available and self._mechanisms is None:
             self._call(lambda: None, "opening the token")
         try:
@@ -353,6 +412,98 @@ class HSMManager(TokenConnection):
             return bytes(pair.private_key.sign(message, mechanism=plan.mechanism, mechanism_param=plan.parameter))
 
         return self._call(sign, f"signature with key {record.kid!r} of {self.label(record.key_set)!r}", plan.mechanism)
+
+    # -- decryption -----------------------------------------------------------
+
+    def decrypter(self, record: KeyRecord) -> Callable[[bytes], bytes | None]:
+        """RSAES-OAEP decryption of a JWE encrypted key with ``record``'s private key, on the token."""
+        if record.use != "enc":
+            raise WrongKeyUse(f"key {record.kid!r} of {self.label(record.key_set)!r} is a signing key "
+                              f"(use {record.use!r}): it never decrypts")
+        algorithm = key_algorithm(record.alg)
+        if algorithm.hash_name is None:  # ECDH-ES: the shared secret with the JWE's ephemeral public key
+            return lambda point: self.derive(record, point)
+        hash_name = algorithm.hash_name
+        return lambda encrypted_key: self.decrypt(record, encrypted_key, hash_name)
+
+    def derive(self, record: KeyRecord, point: bytes) -> bytes | None:
+        """The ECDH shared secret Z of ``record``'s private key and the uncompressed P-256 ``point``
+        (``C_DeriveKey`` with ``CKM_ECDH1_DERIVE``, no KDF: RFC 7518 §4.6 applies the Concat KDF to Z,
+        in software).  Z comes out as the value of a session object made for it, destroyed at once."""
+        algorithm = key_algorithm(record.alg)
+
+        def derive() -> bytes | None:
+            pair = self._pair(record, algorithm)
+            try:
+                secret = pair.private_key.derive_key(
+                    KeyType.GENERIC_SECRET, 256, mechanism=Mechanism.ECDH1_DERIVE,
+                    mechanism_param=(KDF.NULL, None, point),
+                    template={Attribute.TOKEN: False, Attribute.SENSITIVE: False, Attribute.EXTRACTABLE: True})
+            except _CIPHERTEXT_REFUSED + (ckr.ArgumentsBad, ckr.DomainParamsInvalid, ckr.MechanismParamInvalid):
+                self._confirm_logged_in()
+                return None
+            try:
+                return bytes(secret[Attribute.VALUE])
+            finally:
+                secret.destroy()
+
+        return self._call(derive, f"key agreement with key {record.kid!r} of {self.label(record.key_set)!r}",
+                          Mechanism.ECDH1_DERIVE)
+
+    def decrypt(self, record: KeyRecord, encrypted_key: bytes, hash_name: str) -> bytes | None:
+        """``C_Decrypt`` with ``CKM_RSA_PKCS_OAEP`` (``hash_name`` and MGF1 with it); None when the token
+        refuses the ciphertext.
+
+        A refused ciphertext is the sender's problem, not the token's: it must not
+        set off the failure model (for bad OAEP padding SoftHSM, and p11-kit in front
+        of it, answer ``CKR_GENERAL_ERROR``, openCryptoki ``CKR_FUNCTION_FAILED``: both
+        would otherwise reopen the session, even re-initialise the module or mark the
+        token lost, for every forged token).  So the refusal is
+        caught here, and the session is proven alive instead (a token that is
+        really gone fails that, and the failure model takes over as for a signature).
+        """
+        parameter = OAEP_PARAMETERS[hash_name]
+        algorithm = key_algorithm(record.alg)
+
+        def decrypt() -> bytes | None:
+            pair = self._pair(record, algorithm)
+            try:
+                return bytes(pair.private_key.decrypt(encrypted_key, mechanism=Mechanism.RSA_PKCS_OAEP,
+                                                      mechanism_param=parameter))
+            except _CIPHERTEXT_REFUSED:
+                self._confirm_logged_in()
+                return None
+
+        return self._call(decrypt, f"decryption with key {record.kid!r} of {self.label(record.key_set)!r}",
+                          Mechanism.RSA_PKCS_OAEP)
+
+    def oaep_hashes(self, record: KeyRecord) -> tuple[str, ...]:
+        """The OAEP hashes (``sha256``, ``sha1``) this token decrypts with, tried once per process with
+        ``record``'s key: a value encrypted to its public key here, decrypted there.
+
+        The mechanism list cannot say (SoftHSM 2.6 lists ``CKM_RSA_PKCS_OAEP`` and
+        refuses any hash but SHA-1 with ``CKR_ARGUMENTS_BAD``).
+        """
+        if self._oaep_hashes is not None:
+            return self._oaep_hashes
+        public_key = load_public_jwk(record.public_jwk)
+        if not isinstance(public_key, rsa.RSAPublicKey):
+            raise InvalidKey(f"key {record.kid!r} of {self.label(record.key_set)!r} is not an RSA key")
+        working = []
+        for hash_name in OAEP_PARAMETERS:
+            probe = os.urandom(32)
+            digest = key_algorithm("RSA-OAEP-256" if hash_name == "sha256" else "RSA-OAEP").cryptography_hash()
+            encrypted = public_key.encrypt(probe, padding.OAEP(padding.MGF1(digest), digest, None))
+            try:
+                if self.decrypt(record, encrypted, hash_name) == probe:
+                    working.append(hash_name)
+            except HSMOperationError as exc:  # CKR_ARGUMENTS_BAD, CKR_MECHANISM_PARAM_INVALID: not this hash
+                log.info("the token does not decrypt RSAES-OAEP with %s (%s)", hash_name.upper(), exc.code)
+        self._oaep_hashes = tuple(working)
+        return self._oaep_hashes
+
+    def decryption_description(self, record: KeyRecord) -> str:
+        return decryption_description(record.alg)
 
     def _pair(self, record: KeyRecord, algorithm: Algorithm) -> _KeyPair:
         """The handles of ``record``'s pair, looked up again after a new session (run inside ``_call``)."""
@@ -373,24 +524,33 @@ class HSMManager(TokenConnection):
         Read under the process lock with the failure model of every operation:
         a stale session is reopened and the attributes read again.
         """
-        algorithm = get_algorithm(record.alg)
+        algorithm = key_algorithm(record.alg)
 
-        def read() -> tuple[dict[str, bool | None], str | None, TokenLocation]:
+        def read() -> tuple[dict[str, bool | None], dict[str, bool | None], str | None, TokenLocation]:
             private_key = self._pair(record, algorithm).private_key
             attributes = {name: _flag(private_key, attribute) for name, attribute in _EVIDENCE_ATTRIBUTES.items()}
+            attributes.update({name: _flag(private_key, attribute) for name, attribute in _USE_ATTRIBUTES.items()})
+            capabilities = {name: attributes.pop(name) for name in _USE_ATTRIBUTES}
             generated_with = _optional_attribute(private_key, Attribute.KEY_GEN_MECHANISM)
             key_gen = mechanism_name(generated_with) if generated_with is not None else None
-            return attributes, key_gen, self._location()
+            return attributes, capabilities, key_gen, self._location()
 
-        attributes, key_gen_mechanism, location = self._call(
+        attributes, capabilities, key_gen_mechanism, location = self._call(
             read, f"reading the attributes of key {record.kid!r} of {self.label(record.key_set)!r}")
+        if algorithm.use == "enc":
+            return KeyEvidence(
+                key_set=record.key_set, kid=record.kid, alg=record.alg, backend=BACKEND, location=location.as_dict(),
+                attributes=attributes, capabilities=capabilities, key_gen_mechanism=key_gen_mechanism, use="enc",
+                decryption_mechanism="CKM_ECDH1_DERIVE" if algorithm.is_ecdsa else "CKM_RSA_PKCS_OAEP",
+                decryption_mechanism_description=self.decryption_description(record),
+            )
         try:
             plan: SigningPlan | None = self.signing_plan(record.alg)
         except MechanismUnsupported:
             plan = None
         return KeyEvidence(
             key_set=record.key_set, kid=record.kid, alg=record.alg, backend=BACKEND, location=location.as_dict(),
-            attributes=attributes, key_gen_mechanism=key_gen_mechanism,
+            attributes=attributes, capabilities=capabilities, key_gen_mechanism=key_gen_mechanism,
             signing_mechanism=plan.mechanism_name if plan else None,
             signing_mechanism_description=(plan.description or plan.mechanism_name) if plan else None,
         )
@@ -402,6 +562,12 @@ class HSMManager(TokenConnection):
             token_label=_text(token.label), serial=_text(token.serial), model=_text(token.model),
             manufacturer=_text(token.manufacturer_id), name=self.config.name,
         )
+
+
+#: What tokens answer for a ciphertext that does not decrypt (PKCS#11 v2.40 §5.2 names the first two;
+#: SoftHSM 2.6 says CKR_GENERAL_ERROR, openCryptoki 3 CKR_FUNCTION_FAILED).
+_CIPHERTEXT_REFUSED = (ckr.EncryptedDataInvalid, ckr.EncryptedDataLenRange, ckr.DataInvalid, ckr.DataLenRange,
+                       ckr.GeneralError, ckr.FunctionFailed)
 
 
 def _attribute(obj: Any, attribute: Attribute) -> Any:
@@ -418,6 +584,16 @@ _EVIDENCE_ATTRIBUTES: dict[str, Attribute] = {
     "CKA_ALWAYS_SENSITIVE": Attribute.ALWAYS_SENSITIVE,
     "CKA_EXTRACTABLE": Attribute.EXTRACTABLE,
     "CKA_NEVER_EXTRACTABLE": Attribute.NEVER_EXTRACTABLE,
+}
+
+
+#: What a private key may do, reported beside the evidence: one use per key (a signing key never
+#: decrypts, a decryption key never signs).
+_USE_ATTRIBUTES: dict[str, Attribute] = {
+    "CKA_SIGN": Attribute.SIGN,
+    "CKA_DECRYPT": Attribute.DECRYPT,
+    "CKA_UNWRAP": Attribute.UNWRAP,
+    "CKA_DERIVE": Attribute.DERIVE,
 }
 
 

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Protocol
 
-from keys.algorithms import get_algorithm
+from keys.algorithms import OAEP_ALGORITHMS, key_algorithm, oaep_algorithm
 from keys.errors import HSMError, HSMUnavailable, KeyNotFound
 from keys.evidence import KeyEvidence, shortfalls
 from keys.signer import KeyRecord, Signer
@@ -59,7 +59,12 @@ class KeyManager(Protocol):
         ...
 
     def signer(self, record: KeyRecord) -> Signer:
-        """A signer for ``record``'s private key, which stays in the manager."""
+        """A signer for ``record``'s private key, which stays in the manager (refused for ``use: enc``)."""
+        ...
+
+    def decrypter(self, record: KeyRecord) -> Callable[[bytes], bytes | None]:
+        """RSAES-OAEP decryption of a JWE encrypted key with ``record``'s private key, which stays in the
+        manager (None for a ciphertext that does not decrypt); refused for ``use: sig``."""
         ...
 
     def generate(self, key_set: str, alg: str, *, rsa_bits: int, created_at: int, active_at: int) -> KeyRecord:
@@ -121,6 +126,15 @@ class HardwareManager(KeyManager, Protocol):
 
     def signing_plan(self, alg: str) -> SigningPlan: ...
 
+    def check_decryption(self, key_set: str, *, generate: bool, rsa_bits: int, key_bits: int | None = None,
+                         alg: str = "RSA-OAEP-256") -> str:
+        """Refuse a decryption set the token cannot generate or decrypt for; the mechanism's name."""
+        ...
+
+    def oaep_hashes(self, record: KeyRecord) -> tuple[str, ...]:
+        """The OAEP hashes the token decrypts with (tried with ``record``'s key)."""
+        ...
+
     def unavailable_error(self) -> HSMUnavailable: ...
 
     def health(self) -> tuple[bool, str | None]:
@@ -140,8 +154,8 @@ class HardwareManager(KeyManager, Protocol):
         """A counter advancing per signature: where the round of healthy tokens starts."""
         ...
 
-    def lacking(self, key_set: str, records: Sequence[KeyRecord]) -> list[str]:
-        """The available tokens with no signing key of ``key_set`` among ``records``."""
+    def lacking(self, key_set: str, records: Sequence[KeyRecord], use: str = "sig") -> list[str]:
+        """The available tokens with no key of ``key_set`` of ``use`` among ``records``."""
         ...
 
     def generate_on(self, names: Collection[str], key_set: str, alg: str, *, rsa_bits: int, created_at: int,
@@ -157,7 +171,7 @@ class HardwareManager(KeyManager, Protocol):
 def alg_hints(alg: str | None) -> tuple[str, str]:
     """The algorithms RSA and Ed25519 keys of a set configured for ``alg`` are published with
     (a token only says "RSA" or "EC_EDWARDS")."""
-    algorithm = get_algorithm(alg) if alg else None
+    algorithm = key_algorithm(alg) if alg else None
     rsa_alg = alg if alg and algorithm and algorithm.is_rsa else "RS256"
     okp_alg = alg if alg and algorithm and algorithm.is_eddsa else "EdDSA"
     return rsa_alg, okp_alg
@@ -209,8 +223,11 @@ class TokenKeys:
                 # provisioned by hand have none and count as active since forever.
                 # An RSA key generated for PS256 keeps it (the token only says "RSA"),
                 # an Ed25519 key published as EdDSA or Ed25519 keeps its name.
-                same_kty = get_algorithm(known.alg).kty == get_algorithm(record.alg).kty
-                alg_name = known.alg if same_kty and not get_algorithm(known.alg).is_ecdsa else record.alg
+                # A decryption key is published with the algorithm the token was found to decrypt
+                # (the hint: RSA-OAEP on a token whose OAEP has only SHA-1).
+                same_kty = key_algorithm(known.alg).kty == key_algorithm(record.alg).kty
+                keep = same_kty and not key_algorithm(known.alg).is_ecdsa and record.use == known.use == "sig"
+                alg_name = known.alg if keep else record.alg
                 record = KeyRecord(
                     key_set=record.key_set, kid=record.kid, alg=alg_name, use=record.use,
                     backend=record.backend, public_jwk={**record.public_jwk, "alg": alg_name},
@@ -222,11 +239,19 @@ class TokenKeys:
     def signer(self, record: KeyRecord) -> Signer:
         return self.token.signer(record)
 
+    def decrypter(self, record: KeyRecord) -> Callable[[bytes], bytes | None]:
+        return self.token.decrypter(record)
+
     def generate(self, key_set: str, alg: str, *, rsa_bits: int, created_at: int, active_at: int) -> KeyRecord:
         record = self.token.generate(key_set, alg, rsa_bits=rsa_bits)
+        if record.use == "enc" and alg in OAEP_ALGORITHMS:
+            # Stored with the algorithm the token's OAEP does, so that even a start that cannot reach the
+            # token (served from the store) publishes what will work.
+            alg = oaep_algorithm(alg, self.token.oaep_hashes(record)) or alg
         record = KeyRecord(
-            key_set=record.key_set, kid=record.kid, alg=record.alg, use=record.use, backend=record.backend,
-            public_jwk=record.public_jwk, created_at=created_at, active_at=active_at, token=self.name,
+            key_set=record.key_set, kid=record.kid, alg=alg if record.use == "enc" else record.alg, use=record.use,
+            backend=record.backend, public_jwk={**record.public_jwk, "alg": alg} if record.use == "enc"
+            else record.public_jwk, created_at=created_at, active_at=active_at, token=self.name,
         )
         self.store.add(record)  # lifecycle only; the private key stays on the token
         return record
@@ -302,6 +327,14 @@ class TokenKeys:
     def signing_plan(self, alg: str) -> SigningPlan:
         return self.token.signing_plan(alg)
 
+    def check_decryption(self, key_set: str, *, generate: bool, rsa_bits: int, key_bits: int | None = None,
+                         alg: str = "RSA-OAEP-256") -> str:
+        return self.token.check_decryption(key_set, generate=generate, rsa_bits=rsa_bits, key_bits=key_bits,
+                                           alg=alg)
+
+    def oaep_hashes(self, record: KeyRecord) -> tuple[str, ...]:
+        return self.token.oaep_hashes(record)
+
     def unavailable_error(self) -> HSMUnavailable:
         return self.token.unavailable_error()
 
@@ -337,6 +370,9 @@ class NoToken:
     def signer(self, record: KeyRecord) -> Signer:
         raise KeyNotFound(f"key {record.kid!r} of {record.key_set!r} is on an HSM, and no HSM is configured")
 
+    def decrypter(self, record: KeyRecord) -> Callable[[bytes], bytes | None]:
+        raise KeyNotFound(f"key {record.kid!r} of {record.key_set!r} is on an HSM, and no HSM is configured")
+
     def generate(self, key_set: str, alg: str, *, rsa_bits: int, created_at: int, active_at: int) -> KeyRecord:
         raise self._none(f"key set {key_set!r}")
 
@@ -365,6 +401,13 @@ class NoToken:
     def signing_plan(self, alg: str) -> SigningPlan:
         raise self._none(alg)
 
+    def check_decryption(self, key_set: str, *, generate: bool, rsa_bits: int, key_bits: int | None = None,
+                         alg: str = "RSA-OAEP-256") -> str:
+        raise self._none(f"key set {key_set!r}")
+
+    def oaep_hashes(self, record: KeyRecord) -> tuple[str, ...]:
+        return ()
+
     def unavailable_error(self) -> HSMUnavailable:
         return HSMUnavailable("no HSM is configured")
 
@@ -379,7 +422,7 @@ class NoToken:
     def turn(self) -> int:
         return 0
 
-    def lacking(self, key_set: str, records: Sequence[KeyRecord]) -> list[str]:
+    def lacking(self, key_set: str, records: Sequence[KeyRecord], use: str = "sig") -> list[str]:
         return []
 
     def generate_on(self, names: Collection[str], key_set: str, alg: str, *, rsa_bits: int, created_at: int,
@@ -401,6 +444,7 @@ class ManagerStrategy:
         self.hsm_only_sets = frozenset(hsm_only_sets)
         #: The manager of each backend: every key is signed with and deleted through its own.
         self.by_backend: dict[str, KeyManager] = {software.backend: software, hardware.backend: hardware}
+        self._refused: set[tuple[str, str]] = set()
 
     @property
     def managers(self) -> Iterable[KeyManager]:
@@ -415,15 +459,19 @@ class ManagerStrategy:
     def records(self, key_set: str, stored: Sequence[KeyRecord], *, alg: str | None = None,
                 stored_only: bool = False) -> tuple[str | None, list[KeyRecord]]:
         """The backend serving ``key_set`` (None: an HSM-only set the token has no key for) and every
-        key of the set that may be published."""
+        key of the set that may be published.  The set's use (``sig``, or ``enc`` for a decryption set)
+        is its algorithm's: the token serves the set when it holds a key of that use."""
+        use = key_algorithm(alg).use if alg else "sig"
         hardware_records = self.hardware.records(key_set, stored, alg=alg, stored_only=stored_only)
+        if use == "enc":
+            hardware_records = self._decrypting_only(key_set, hardware_records)
         software_records = self.software.records(key_set, stored)
         hsm_only = self.is_hsm_only(key_set)
         if hsm_only:
             # Never published either: whoever holds a software key of an HSM-only
             # set could otherwise sign tokens that relying parties accept.
             software_records = []
-        if any(record.use == "sig" for record in hardware_records):
+        if any(record.use == use for record in hardware_records):
             backend: str | None = self.hardware.backend
             # Software keys of a set the HSM serves are published without signing: each only
             # if its sealed private key opens and matches it (RFC 8725 §3.1: a public key
@@ -435,6 +483,17 @@ class ManagerStrategy:
         else:
             backend = self.software.backend
         return backend, hardware_records + software_records
+
+    def _decrypting_only(self, key_set: str, records: list[KeyRecord]) -> list[KeyRecord]:
+        """The keys of a decryption set that only decrypt: a pair that can sign too (``pkcs11-tool
+        --usage-decrypt`` leaves SoftHSM's default ``CKA_SIGN`` on) is neither adopted nor published."""
+        for record in records:
+            if record.use != "enc" and (key_set, record.kid) not in self._refused:
+                self._refused.add((key_set, record.kid))
+                log.warning("key %s/%s is not adopted for decryption: its private key has CKA_SIGN (a decryption "
+                            "key never signs); provision it with `python -m keys.provision generate --use enc`",
+                            key_set, record.kid)
+        return [record for record in records if record.use == "enc"]
 
     def target(self, key_set: str, lookup: Callable[[], tuple[str | None, Sequence[KeyRecord]]], *,
                configured: bool) -> KeyManager:

@@ -16,6 +16,11 @@ with ``CKF_SIGN`` (and, for RSA, a key size range that covers the key):
   JWS signature: §2.3, ECDSA, and RFC 7518 §3.4);
 * Ed25519: ``CKM_EDDSA`` without parameters, pure Ed25519 (PKCS#11 v3.0 Current
   Mechanisms §2.3, EdDSA).
+
+Decryption keys (``use: enc``) need ``CKM_RSA_PKCS_OAEP`` with ``CKF_DECRYPT``; which OAEP hashes
+the token accepts its mechanism list does not say (SoftHSM 2.6 takes only SHA-1, answering
+``CKR_ARGUMENTS_BAD`` for SHA-256), so the key service tries them once at start-up
+(:meth:`keys.hsm.HSMManager.oaep_hashes`) and publishes the algorithm that works.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from typing import Any
 import pkcs11
 from pkcs11 import Mechanism, MechanismFlag
 
-from keys.algorithms import ALGORITHMS, DIGEST_INFO_PREFIXES, Algorithm
+from keys.algorithms import ALGORITHMS, DIGEST_INFO_PREFIXES, ENCRYPTION_ALGORITHMS, Algorithm
 from keys.errors import MechanismUnsupported
 
 _PSS_PARAMETERS = {
@@ -67,6 +72,12 @@ class MechanismSupport:
 
     def signs(self) -> bool:
         return bool(self.flags & MechanismFlag.SIGN)
+
+    def decrypts(self) -> bool:
+        return bool(self.flags & MechanismFlag.DECRYPT)
+
+    def derives(self) -> bool:
+        return bool(self.flags & MechanismFlag.DERIVE)
 
     def generates(self) -> bool:
         return bool(self.flags & MechanismFlag.GENERATE_KEY_PAIR)
@@ -133,6 +144,31 @@ def candidates(algorithm: Algorithm) -> list[SigningPlan]:
     ]
 
 
+#: CK_RSA_PKCS_OAEP_PARAMS per OAEP hash: the same hash for MGF1, no label (RFC 7518 §4.3, PKCS#11 v2.40
+#: Current Mechanisms §2.1.8).
+OAEP_PARAMETERS: dict[str, tuple[Mechanism, Any, None]] = {
+    "sha256": (Mechanism.SHA256, pkcs11.MGF.SHA256, None),
+    "sha1": (Mechanism.SHA_1, pkcs11.MGF.SHA1, None),
+}
+
+
+def check_decryption(offered: Mapping[Any, MechanismSupport], *, key_bits: int | None = None,
+                     alg: str = "RSA-OAEP-256") -> None:
+    """Raise :class:`MechanismUnsupported` unless the token decrypts RSAES-OAEP (for ``key_bits`` keys),
+    or for ``ECDH-ES`` derives an ECDH shared secret (``CKM_ECDH1_DERIVE`` with ``CKF_DERIVE``)."""
+    if alg == "ECDH-ES":
+        derive = offered.get(Mechanism.ECDH1_DERIVE)
+        if derive is None or not derive.derives():
+            raise MechanismUnsupported("the token offers no CKM_ECDH1_DERIVE with CKF_DERIVE")
+        return
+    support = offered.get(Mechanism.RSA_PKCS_OAEP)
+    if support is None or not support.decrypts():
+        raise MechanismUnsupported("the token offers no CKM_RSA_PKCS_OAEP with CKF_DECRYPT")
+    if not support.fits(key_bits):
+        raise MechanismUnsupported(f"CKM_RSA_PKCS_OAEP on this token takes {support.min_key_bits} to "
+                                   f"{support.max_key_bits}-bit keys, not {key_bits}")
+
+
 def mechanism_requirements(alg: str) -> tuple[tuple[Mechanism, ...], ...]:
     """What a token needs for ``alg``, each as alternatives (any one will do, preferred first).
 
@@ -140,6 +176,10 @@ def mechanism_requirements(alg: str) -> tuple[tuple[Mechanism, ...], ...]:
     the table ``doctor`` checks a token against is the one the manager signs with.  An
     algorithm this service does not know needs nothing it could name.
     """
+    if alg == "ECDH-ES":
+        return (GENERATION_MECHANISMS["EC"],), (Mechanism.ECDH1_DERIVE,)
+    if alg in ENCRYPTION_ALGORITHMS:
+        return (GENERATION_MECHANISMS["RSA"],), (Mechanism.RSA_PKCS_OAEP,)
     algorithm = ALGORITHMS.get(alg)
     if algorithm is None:
         return ()

@@ -11,6 +11,8 @@ fixes a pair made by another tool.  The PIN is read from the environment
 
     HSM_PIN=... python -m keys.provision generate --module "$HSM_LIBRARY" --token-label oidc \\
         --label hydra.openid.id-token --id 746573742d6b65792d6964 --key-type rsa:4096
+    HSM_PIN=... python -m keys.provision generate --use enc --module "$HSM_LIBRARY" --token-label oidc \\
+        --label openid.request-object --id 656e632d31 --key-type rsa:3072
     HSM_PIN=... python -m keys.provision harden --module "$HSM_LIBRARY" --token-label oidc \\
         --label hydra.openid.id-token --id 746573742d6b65792d6964
 """
@@ -23,7 +25,7 @@ import sys
 
 from pkcs11 import Attribute, ObjectClass
 
-from keys.algorithms import get_algorithm
+from keys.algorithms import ENCRYPTION_ALGORITHMS, get_algorithm
 from keys.errors import KeyServiceError
 from keys.hsm import HSMConfig, HSMManager
 
@@ -43,10 +45,13 @@ def _key_type(value: str) -> tuple[str, int]:
     return KEY_TYPES[value]
 
 
-def generate(manager: HSMManager, label: str, cka_id: bytes, key_type: str) -> None:
-    """A sensitive, never-extractable signing pair labelled ``label`` with ``CKA_ID`` ``cka_id``."""
+def generate(manager: HSMManager, label: str, cka_id: bytes, key_type: str, use: str = "sig") -> None:
+    """A sensitive, never-extractable pair labelled ``label`` with ``CKA_ID`` ``cka_id``: a signing one, or
+    with ``use`` ``enc`` an RSA decryption one (``CKA_DECRYPT``, never ``CKA_SIGN``)."""
     alg, bits = _key_type(key_type)
-    algorithm = get_algorithm(alg)
+    if use == "enc" and not bits:
+        raise KeyServiceError(f"decryption keys are RSA (RSA-OAEP): {key_type!r} is not")
+    algorithm = ENCRYPTION_ALGORITHMS["RSA-OAEP-256"] if use == "enc" else get_algorithm(alg)
 
     def run() -> None:
         existing = list(manager._session.get_objects({Attribute.LABEL: label, Attribute.ID: cka_id}))
@@ -86,6 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--label", required=True, help="CKA_LABEL: the key set's (prefixed) name")
     parser.add_argument("--id", required=True, help="CKA_ID in hex: the kid (as text when printable)")
     parser.add_argument("--key-type", default="EC:prime256v1", type=str)
+    parser.add_argument("--use", choices=["sig", "enc"], default="sig",
+                        help="sig: a signing pair (CKA_SIGN); enc: an RSA decryption pair (CKA_DECRYPT, no CKA_SIGN)")
     args = parser.parse_args(argv)
     pin = os.environ.get("HSM_PIN", "")
     if not pin:
@@ -100,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         manager.open()
         if args.command == "generate":
-            generate(manager, args.label, cka_id, args.key_type)
+            generate(manager, args.label, cka_id, args.key_type, args.use)
             print(f"generated {args.key_type} pair {args.label!r} id {args.id}")
         else:
             count = harden(manager, args.label, cka_id)

@@ -43,15 +43,16 @@ def signing_order(record: KeyRecord) -> tuple[int, int, str]:
 
 
 def view(records: list[KeyRecord], backend: str | None, now: float,
-         retention_seconds: int) -> tuple[list[KeyStatus], list[KeyRecord]]:
+         retention_seconds: int, use: str = "sig") -> tuple[list[KeyStatus], list[KeyRecord]]:
     """The published keys of a set with their statuses, and the keys that may sign (oldest first).
 
-    Only signing keys (``use: sig``) of ``backend`` take part in the rotation; a
-    retired one (superseded more than ``retention_seconds`` ago) is left out of
-    both lists.  Keys of the other manager, or not for signing, stay published
-    until deleted.
+    Only keys of the set's ``use`` (``sig``; ``enc`` for a decryption set, whose
+    "active" key is the one clients should encrypt to, and whose every published key
+    decrypts) of ``backend`` take part in the rotation; a retired one (superseded
+    more than ``retention_seconds`` ago) is left out of both lists.  Keys of the
+    other manager, or of another use, stay published until deleted.
     """
-    serving = sorted((record for record in records if record.backend == backend and record.use == "sig"),
+    serving = sorted((record for record in records if record.backend == backend and record.use == use),
                      key=signing_order)
     live = [record for record in serving if record.active_at <= now]
     statuses: list[KeyStatus] = []
@@ -74,7 +75,7 @@ def view(records: list[KeyRecord], backend: str | None, now: float,
                 statuses.append(KeyStatus(record, "previous", retires_at))
         signing.append(record)
     statuses.extend(KeyStatus(record, "published") for record in records
-                    if record.backend != backend or record.use != "sig")
+                    if record.backend != backend or record.use != use)
     return statuses, signing
 
 

@@ -27,6 +27,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Collection, Sequence
@@ -37,8 +38,9 @@ from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
 
-from keys import certificates, rotation
-from keys.algorithms import get_algorithm
+from keys import certificates, jwe, rotation
+from keys.algorithms import ENCRYPTION_ALGORITHMS, OAEP_ALGORITHMS, key_algorithm, oaep_algorithm
+from keys.algorithms import decryption_description as mechanism_description
 from keys.errors import (
     CertificateError,
     HSMError,
@@ -47,14 +49,16 @@ from keys.errors import (
     KeyNotFound,
     KeyServiceError,
     MechanismUnsupported,
+    NoDecryptionKey,
     NoSigningKey,
+    WrongKeyUse,
     reason_code,
 )
 from keys.evidence import KeyEvidence
 from keys.jwk import load_public_jwk
 from keys.jws import compact_jws
 from keys.manager import HSM_BACKEND, HardwareManager, KeyManager, ManagerStrategy, NoToken, TokenKeys
-from keys.names import ACCESS_TOKEN_SET, ID_TOKEN_SET
+from keys.names import ACCESS_TOKEN_SET, ID_TOKEN_SET, REQUEST_OBJECT_SET
 from keys.rotation import KeyStatus
 from keys.signer import BoundSigner, KeyRecord, Signer
 from keys.store import KeyStore, StoredChain
@@ -69,13 +73,21 @@ audit = logging.getLogger("oidc.audit")
 
 @dataclass(frozen=True)
 class KeySetPolicy:
-    """How one key set is generated and where it may live."""
+    """How one key set is generated and where it may live.
+
+    ``alg`` is a JWS algorithm for a signing set, or a JWE key-management one
+    (``RSA-OAEP-256``, ``RSA-OAEP``, ``ECDH-ES``) for a decryption set (``use: enc``).
+    """
 
     name: str
     alg: str
 
     def __post_init__(self) -> None:
-        get_algorithm(self.alg)  # refuse HS*/none/unknown at configuration time
+        key_algorithm(self.alg)  # refuse HS*/none/unknown at configuration time
+
+    @property
+    def use(self) -> str:
+        return key_algorithm(self.alg).use
 
 
 @dataclass(frozen=True)
@@ -189,6 +201,9 @@ class KeyService:
         self.pending_start = False
         self._starting = threading.Lock()
         self._plans_logged: set[str] = set()
+        #: Decryption sets on the token: the key-encryption algorithm its OAEP was found to do
+        #: (RSA-OAEP where a token's OAEP has only SHA-1), published instead of the configured one.
+        self._decryption_algs: dict[str, str] = {}
 
     # -- start-up -------------------------------------------------------------
 
@@ -230,6 +245,7 @@ class KeyService:
                                                 self.is_hsm_only)
         self._check_mechanisms()
         self.provision()
+        self._choose_decryption_algorithms()
         self.refresh()
         results = self.self_test()
         for name, result in results.items():
@@ -258,7 +274,10 @@ class KeyService:
                 continue
             backend, records = self._records(name)
             generate = self.generate_on_hsm and not any(
-                record.use == "sig" for record in records if record.backend == backend)
+                record.use == policy.use for record in records if record.backend == backend)
+            if policy.use == "enc":
+                self._check_decryption(name, records, generate=generate)
+                continue
             plan = hardware.check_algorithm(name, policy.alg, generate=generate, rsa_bits=self.rsa_bits)
             for record in records:
                 if record.backend == hardware.backend and record.public_jwk.get("kty") == "RSA":
@@ -268,6 +287,41 @@ class KeyService:
             if name not in self._plans_logged:
                 self._plans_logged.add(name)
                 log.info("key set %s signs %s on the HSM with %s", name, policy.alg, plan.description)
+
+    def _check_decryption(self, name: str, records: list[KeyRecord], *, generate: bool) -> None:
+        """A decryption set on the token: it must offer CKM_RSA_PKCS_OAEP (CKM_ECDH1_DERIVE for ECDH-ES),
+        and generation, for its keys."""
+        hardware = self.managers.hardware
+        alg = self.policies[name].alg
+        mechanism = hardware.check_decryption(name, generate=generate, rsa_bits=self.rsa_bits, alg=alg)
+        for record in records:
+            if record.backend == hardware.backend and record.public_jwk.get("kty") == "RSA":
+                hardware.check_decryption(name, generate=False, rsa_bits=self.rsa_bits,
+                                          key_bits=_rsa_bits(record.public_jwk))
+        if name not in self._plans_logged:
+            self._plans_logged.add(name)
+            log.info("key set %s decrypts on the HSM with %s", name, mechanism)
+
+    def _choose_decryption_algorithms(self) -> None:
+        """For each decryption set on the token: the OAEP hash its token decrypts with, tried once with
+        its newest key (the mechanism list cannot say), so that only what works is published."""
+        hardware = self.managers.hardware
+        for name, policy in self.policies.items():
+            if policy.alg not in OAEP_ALGORITHMS:
+                continue  # a signing set, or ECDH-ES (whose derivation has no hash to choose)
+            backend, records = self._records(name)
+            on_token = [record for record in records if record.backend == backend == hardware.backend
+                        and record.use == "enc"]
+            if not on_token:
+                continue
+            working = oaep_algorithm(policy.alg, hardware.oaep_hashes(max(on_token, key=rotation.signing_order)))
+            if working is None:
+                raise MechanismUnsupported(f"key set {hardware.label(name)!r}: the token's CKM_RSA_PKCS_OAEP "
+                                           "decrypts with neither SHA-256 nor SHA-1")
+            if working != policy.alg:
+                log.warning("key set %s: the token's RSAES-OAEP has no %s; its keys are published for %s",
+                            name, ENCRYPTION_ALGORITHMS[policy.alg].hash_name, working)
+            self._decryption_algs[name] = working
 
     def provision(self) -> list[KeyRecord]:
         """Generate a key pair for each configured set that has none (exactly once), and on each
@@ -309,9 +363,10 @@ class KeyService:
         needed: dict[str, tuple[bool, list[str] | None]] = {}
         for name in self.policies:
             backend, records = self._records(name)
-            first = not any(record.use == "sig" for record in records if record.backend == backend)
+            use = self._use(name)
+            first = not any(record.use == use for record in records if record.backend == backend)
             if self._target(name) is hardware:
-                lacking = hardware.lacking(name, records)
+                lacking = hardware.lacking(name, records, use)
                 if lacking:
                     needed[name] = (first, lacking)
             elif first:
@@ -319,8 +374,14 @@ class KeyService:
         return needed
 
     def _has_signing_key(self, key_set: str) -> bool:
+        """Whether the manager serving ``key_set`` has a key of its use (signing; decryption for an enc set)."""
         backend, records = self._records(key_set)
-        return any(record.use == "sig" for record in records if record.backend == backend)
+        use = self._use(key_set)
+        return any(record.use == use for record in records if record.backend == backend)
+
+    def _use(self, key_set: str) -> str:
+        policy = self.policies.get(key_set)
+        return policy.use if policy else "sig"
 
     # -- reading --------------------------------------------------------------
 
@@ -335,7 +396,8 @@ class KeyService:
         if stored is None:
             stored = self.store.records(key_set=key_set)
         policy = self.policies.get(key_set)
-        return self.managers.records(key_set, stored, alg=policy.alg if policy else None, stored_only=stored_only)
+        alg = self._decryption_algs.get(key_set) or (policy.alg if policy else None)
+        return self.managers.records(key_set, stored, alg=alg, stored_only=stored_only)
 
     def key_set_names(self) -> list[str]:
         names = set(self.policies)
@@ -345,23 +407,24 @@ class KeyService:
     def _view(self, key_set: str, stored: list[KeyRecord], now: float, stored_only: bool = False) -> _SetView:
         """The set's published keys and, per token, its signers: each token rotates its own keys."""
         backend, records = self._records(key_set, stored, stored_only)
+        use = self._use(key_set)
         groups: dict[str | None, list[KeyRecord]] = {}
         others: list[KeyRecord] = []
         for record in records:
-            if record.backend == backend and record.use == "sig":
+            if record.backend == backend and record.use == use:
                 groups.setdefault(record.token if backend == HSM_BACKEND else None, []).append(record)
             else:
                 others.append(record)
         statuses: list[KeyStatus] = []
         signers: dict[str | None, list[tuple[int, Signer]]] = {}
         for token, group in groups.items():
-            group_statuses, signing = rotation.view(group, backend, now, self.rotation.retention_seconds)
+            group_statuses, signing = rotation.view(group, backend, now, self.rotation.retention_seconds, use)
             statuses.extend(group_statuses)
-            if signing:
+            if signing and use == "sig":  # a decryption set never signs
                 signers[token] = [(record.active_at,
                                    self._observed(self.managers.manager(record.backend).signer(record)))
                                   for record in signing]
-        statuses.extend(rotation.view(others, backend, now, self.rotation.retention_seconds)[0])
+        statuses.extend(rotation.view(others, backend, now, self.rotation.retention_seconds, use)[0])
         return _SetView(backend, statuses, signers)
 
     def _observed(self, signer: Signer) -> Signer:
@@ -460,6 +523,8 @@ class KeyService:
 
     def signer(self, key_set: str) -> Signer:
         """The key that signs for ``key_set`` now: the newest active one."""
+        if self._use(key_set) != "sig":
+            raise WrongKeyUse(f"key set {key_set!r} decrypts (use 'enc'): it never signs")
         view = self._current().sets.get(key_set)
         if view is None or not view.signers:
             hardware = self.managers.hardware
@@ -496,6 +561,51 @@ class KeyService:
         if held:
             raise hardware.unavailable_error()
         return None
+
+    # -- decryption -------------------------------------------------------------
+
+    def _decryption_keys(self, key_set: str) -> list[jwe.DecryptionKey]:
+        """Every published decryption key (``use: enc``) of ``key_set``, newest first, with its manager's
+        decrypt function; :class:`HSMUnavailable` while a token that may hold them is lost."""
+        policy = self.policies.get(key_set)
+        if policy is None and not any(record.key_set == key_set for record in self.store.records(key_set=key_set)):
+            raise KeyNotFound(f"no key set {key_set!r}")
+        if policy is not None and policy.use != "enc":
+            raise WrongKeyUse(f"key set {key_set!r} signs (use 'sig'): it never decrypts")
+        view = self._current().sets.get(key_set)
+        records = sorted((status.record for status in (view.keys if view else []) if status.record.use == "enc"),
+                         key=rotation.signing_order, reverse=True)
+        if not records:
+            hardware = self.managers.hardware
+            if (self.pending_start or not hardware.available) and (
+                view is None or view.backend in (hardware.backend, None)
+            ):
+                raise hardware.unavailable_error()
+            raise NoDecryptionKey(f"key set {key_set!r} has no decryption key")
+        return [jwe.DecryptionKey(record, self.managers.manager(record.backend).decrypter(record))
+                for record in records]
+
+    def decrypt(self, key_set: str, token: str) -> bytes:
+        """The plaintext of compact JWE ``token`` encrypted to a published key of decryption set ``key_set``.
+
+        The key is the one the JWE's ``kid`` names, else each key of its ``alg`` in
+        turn; the content key is decrypted where the private key lives (on the
+        token, ``C_Decrypt`` with ``CKM_RSA_PKCS_OAEP``; for ECDH-ES the shared
+        secret derived there with ``CKM_ECDH1_DERIVE``), the content by joserfc
+        (:mod:`keys.jwe`).  Raises a :class:`~keys.errors.DecryptionError` that
+        names what is wrong, :class:`WrongKeyUse` for a signing set, and
+        :class:`HSMUnavailable` while the token is lost, as signing does.
+        """
+        return jwe.decrypt_compact(token, self._decryption_keys(key_set), key_set=key_set)
+
+    def decryption_algorithms(self, key_set: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """What ``key_set`` decrypts now: (``alg`` values, ``enc`` values); both empty without a key."""
+        try:
+            keys = self._decryption_keys(key_set)
+        except KeyServiceError:
+            return (), ()
+        algs = tuple(alg for alg in ENCRYPTION_ALGORITHMS if any(key.record.alg == alg for key in keys))
+        return algs, jwe.CONTENT_ENCRYPTIONS
 
     def jwks_document(self) -> tuple[bytes, str]:
         """The serialised public JWK Set and its (unquoted) entity tag; no per-request work."""
@@ -553,10 +663,11 @@ class KeyService:
         signs after the pre-publication period; otherwise it signs at once.
         """
         policy = self.policies.get(key_set)
-        alg = alg or (policy.alg if policy else None)
+        alg = alg or self._decryption_algs.get(key_set) or (policy.alg if policy else None)
         if alg is None:
             raise InvalidKey(f"key set {key_set!r} is not configured: name the algorithm")
-        get_algorithm(alg)
+        if key_algorithm(alg).use != self._use(key_set):
+            raise WrongKeyUse(f"key set {key_set!r} is for use {self._use(key_set)!r}; {alg} is not")
         with self._lock():
             now = int(self.clock())
             active_at = now + self.rotation.prepublication_seconds if self._has_signing_key(key_set) else now
@@ -565,7 +676,9 @@ class KeyService:
         return record
 
     def import_jwk(self, key_set: str, jwk: dict[str, Any]) -> KeyRecord:
-        """Import a private JWK into the software store (never onto the HSM)."""
+        """Import a private JWK into the software store (never onto the HSM); signing keys only."""
+        if self._use(key_set) != "sig":
+            raise WrongKeyUse(f"key set {key_set!r} decrypts (use 'enc'): its keys are generated, not imported")
         if self.is_hsm_only(key_set):
             raise InvalidKey(f"key set {key_set!r} is HSM-only: keys cannot be imported into it")
         now = int(self.clock())
@@ -722,9 +835,12 @@ class KeyService:
         failed = {name: "self_test_failed" for name, result in self.start_self_test.items() if not result["ok"]}
         if self.pending_start:
             failed.update(dict.fromkeys(self.policies, "hsm_unavailable"))
-        for name in self.policies:
+        for name, policy in self.policies.items():
             try:
-                self.signer(name)
+                if policy.use == "enc":
+                    self._decryption_keys(name)
+                else:
+                    self.signer(name)
             except KeyServiceError as exc:
                 failed.setdefault(name, reason_code(exc))
         sets = tuple(sorted(self.policies))
@@ -750,8 +866,13 @@ class KeyService:
         reports = []
         for name, policy in sorted(self.policies.items()):
             backend = self.backend_of(name)
+            alg = self._decryption_algs.get(name, policy.alg)
             if backend != HSM_BACKEND:
-                reports.append(MechanismReport(name, policy.alg, backend))
+                reports.append(MechanismReport(name, alg, backend))
+                continue
+            if policy.use == "enc":
+                reports.append(MechanismReport(name, alg, backend, mechanism_description(alg).split()[0],
+                                               mechanism_description(alg)))
                 continue
             try:
                 plan = self.managers.hardware.signing_plan(policy.alg)
@@ -768,7 +889,10 @@ class KeyService:
         from joserfc.jwk import import_key
 
         results: dict[str, dict[str, Any]] = {}
-        for name in self.policies:
+        for name, policy in self.policies.items():
+            if policy.use == "enc":
+                results[name] = self._decryption_self_test(name)
+                continue
             try:
                 signer = self.signer(name)
                 token = compact_jws(signer, {"self-test": True}, "JWT")
@@ -782,6 +906,24 @@ class KeyService:
         return results
 
 
+    def _decryption_self_test(self, name: str) -> dict[str, Any]:
+        """Encrypt a JWE to the set's newest published key (joserfc, its public key) and decrypt it here."""
+        from joserfc import jwe as joserfc_jwe
+        from joserfc.jwk import import_key
+
+        try:
+            record = self._decryption_keys(name)[0].record
+            probe = os.urandom(16)
+            token = joserfc_jwe.encrypt_compact({"alg": record.alg, "enc": jwe.CONTENT_ENCRYPTIONS[0],
+                                                 "kid": record.kid}, probe, import_key(record.public_jwk),
+                                                algorithms=[record.alg, jwe.CONTENT_ENCRYPTIONS[0]])
+            if self.decrypt(name, token) != probe:
+                raise KeyServiceError("the self-test JWE decrypted to something else")
+            return {"ok": True, "kid": record.kid, "alg": record.alg, "backend": record.backend}
+        except Exception as exc:  # reported, not raised: the caller decides
+            return {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+
+
 def _rsa_bits(jwk: dict[str, Any]) -> int:
     modulus = base64.urlsafe_b64decode(jwk["n"] + "=" * (-len(jwk["n"]) % 4))
     return int.from_bytes(modulus, "big").bit_length()
@@ -790,6 +932,7 @@ def _rsa_bits(jwk: dict[str, Any]) -> int:
 __all__ = [
     "ACCESS_TOKEN_SET",
     "ID_TOKEN_SET",
+    "REQUEST_OBJECT_SET",
     "HSMError",
     "Health",
     "KeyService",

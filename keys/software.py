@@ -17,8 +17,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
-from keys.algorithms import EC_CURVES, MIN_RSA_BITS, Algorithm, get_algorithm
-from keys.errors import InvalidKey, KeyNotFound, SealingError
+from keys.algorithms import EC_CURVES, MIN_RSA_BITS, Algorithm, get_algorithm, key_algorithm
+from keys.errors import InvalidKey, KeyNotFound, SealingError, WrongKeyUse
 from keys.evidence import SOFTWARE_LOCATION, KeyEvidence
 from keys.jwk import PrivateKey, load_private_jwk, public_jwk, thumbprint
 from keys.sealing import Sealer
@@ -69,6 +69,34 @@ def signing_function(private_key: PrivateKey, algorithm: Algorithm) -> Callable[
     return private_key.sign
 
 
+def decrypting_function(private_key: PrivateKey, algorithm: Algorithm) -> Callable[[bytes], bytes | None]:
+    """A function decrypting a JWE encrypted key with ``private_key`` (RFC 7518 §4.3: RSAES-OAEP,
+    MGF1 with the same hash, no label); None for a ciphertext that does not decrypt.  For ECDH-ES
+    (§4.6), the ECDH shared secret with an uncompressed P-256 ephemeral public point instead."""
+    if isinstance(private_key, ec.EllipticCurvePrivateKey) and algorithm.name == "ECDH-ES":
+        curve = private_key.curve
+
+        def agree(point: bytes) -> bytes | None:
+            try:
+                return private_key.exchange(ec.ECDH(), ec.EllipticCurvePublicKey.from_encoded_point(curve, point))
+            except ValueError:
+                return None
+
+        return agree
+    if not isinstance(private_key, rsa.RSAPrivateKey) or algorithm.use != "enc":
+        raise InvalidKey(f"{algorithm.name} does not decrypt with a {type(private_key).__name__}")
+    digest = algorithm.cryptography_hash()
+    pad = padding.OAEP(mgf=padding.MGF1(digest), algorithm=digest, label=None)
+
+    def decrypt(encrypted_key: bytes) -> bytes | None:
+        try:
+            return private_key.decrypt(encrypted_key, pad)
+        except ValueError:
+            return None
+
+    return decrypt
+
+
 class SoftwareManager:
     """Generates, imports, seals and signs with keys kept in the SQL store."""
 
@@ -81,6 +109,7 @@ class SoftwareManager:
         self.sealer = sealer
         #: By (set, kid, public JWK): a row whose public JWK changes is opened and checked again.
         self._signing_functions: dict[tuple[str, str, str], Callable[[bytes], bytes]] = {}
+        self._decrypting_functions: dict[tuple[str, str, str], Callable[[bytes], bytes | None]] = {}
         self._publishable: dict[tuple[str, str, str], bool] = {}
         self._lock = threading.Lock()
 
@@ -90,17 +119,36 @@ class SoftwareManager:
         return [record for record in stored if record.backend == BACKEND]
 
     def signer(self, record: KeyRecord) -> Signer:
+        if record.use != "sig":
+            raise WrongKeyUse(f"key {record.kid!r} of {record.key_set!r} is a decryption key "
+                              f"(use {record.use!r}): it never signs")
         key = (record.key_set, record.kid, json.dumps(record.public_jwk, sort_keys=True))
         with self._lock:
             function = self._signing_functions.get(key)
             if function is None:
-                sealed = self.store.sealed_private(record.key_set, record.kid)
-                if sealed is None:
-                    raise KeyNotFound(f"no software key {record.kid!r} in key set {record.key_set!r}")
-                private_key = self._open(record, sealed)
-                function = signing_function(private_key, get_algorithm(record.alg))
+                function = signing_function(self._private(record), get_algorithm(record.alg))
                 self._signing_functions[key] = function
         return BoundSigner(record, function)
+
+    def _private(self, record: KeyRecord) -> PrivateKey:
+        sealed = self.store.sealed_private(record.key_set, record.kid)
+        if sealed is None:
+            raise KeyNotFound(f"no software key {record.kid!r} in key set {record.key_set!r}")
+        return self._open(record, sealed)
+
+    def decrypter(self, record: KeyRecord) -> Callable[[bytes], bytes | None]:
+        """RSAES-OAEP decryption of a JWE encrypted key with ``record``'s sealed private key
+        (None when the ciphertext does not decrypt)."""
+        if record.use != "enc":
+            raise WrongKeyUse(f"key {record.kid!r} of {record.key_set!r} is a signing key "
+                              f"(use {record.use!r}): it never decrypts")
+        key = (record.key_set, record.kid, json.dumps(record.public_jwk, sort_keys=True))
+        with self._lock:
+            function = self._decrypting_functions.get(key)
+            if function is None:
+                function = decrypting_function(self._private(record), key_algorithm(record.alg))
+                self._decrypting_functions[key] = function
+        return function
 
     def _open(self, record: KeyRecord, sealed: bytes) -> PrivateKey:
         """The private key of ``record``, refused unless it is the private half of the published key.
@@ -139,13 +187,14 @@ class SoftwareManager:
         return known
 
     def _store(self, key_set: str, kid: str, alg: str, private_key: PrivateKey, *, created_at: int, active_at: int) -> KeyRecord:
+        use = key_algorithm(alg).use
         record = KeyRecord(
             key_set=key_set,
             kid=kid,
             alg=alg,
-            use="sig",
+            use=use,
             backend=BACKEND,
-            public_jwk=public_jwk(private_key.public_key(), kid=kid, alg=alg),
+            public_jwk=public_jwk(private_key.public_key(), kid=kid, alg=alg, use=use),
             created_at=created_at,
             active_at=active_at,
         )
@@ -156,7 +205,8 @@ class SoftwareManager:
         return record
 
     def generate(self, key_set: str, alg: str, *, rsa_bits: int, created_at: int, active_at: int) -> KeyRecord:
-        private_key = generate_private_key(get_algorithm(alg), rsa_bits)
+        algorithm = key_algorithm(alg)
+        private_key = generate_private_key(algorithm, rsa_bits)
         return self._store(key_set, str(uuid.uuid4()), alg, private_key, created_at=created_at, active_at=active_at)
 
     def import_jwk(self, key_set: str, jwk: dict[str, Any], *, created_at: int, active_at: int) -> KeyRecord:
@@ -170,11 +220,13 @@ class SoftwareManager:
         with self._lock:
             for cached in [cached for cached in self._signing_functions if cached[:2] == (key_set, kid)]:
                 del self._signing_functions[cached]
+            for cached in [cached for cached in self._decrypting_functions if cached[:2] == (key_set, kid)]:
+                del self._decrypting_functions[cached]
         return self.store.remove(key_set, kid)
 
     def evidence(self, record: KeyRecord) -> KeyEvidence:
         return KeyEvidence(key_set=record.key_set, kid=record.kid, alg=record.alg, backend=record.backend,
-                           location=dict(SOFTWARE_LOCATION))
+                           location=dict(SOFTWARE_LOCATION), use=record.use)
 
     def close(self) -> None:
         """Nothing is held open: keys are opened from the store when first used."""

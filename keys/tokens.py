@@ -124,6 +124,26 @@ class TokenPool:
             return _Unreachable(record, self)
         return self._member(record).signer(record)
 
+    def decrypter(self, record: KeyRecord) -> Callable[[bytes], bytes | None]:
+        """Decryption with ``record``'s private key, on its own token."""
+        if record.token is None:
+            raise self.unavailable_error()
+        return self._member(record).decrypter(record)
+
+    def oaep_hashes(self, record: KeyRecord) -> tuple[str, ...]:
+        return self._member(record).oaep_hashes(record)
+
+    def check_decryption(self, key_set: str, *, generate: bool, rsa_bits: int, key_bits: int | None = None,
+                         alg: str = "RSA-OAEP-256") -> str:
+        """Each available token must decrypt for ``alg`` (and generate its key when asked): the first one's
+        mechanism."""
+        mechanisms = [member.check_decryption(key_set, generate=generate, rsa_bits=rsa_bits, key_bits=key_bits,
+                                              alg=alg)
+                      for member in self.members if member.available]
+        if not mechanisms:
+            raise self.unavailable_error()
+        return mechanisms[0]
+
     def healthy(self, name: str) -> bool:
         """Whether token ``name`` can sign now (available, and no call hung in its module)."""
         member = self.by_name.get(name)
@@ -158,9 +178,9 @@ class TokenPool:
             self._last_read.pop((record.token or "", key_set), None)
         return generated
 
-    def lacking(self, key_set: str, records: Sequence[KeyRecord]) -> list[str]:
-        """The available tokens with no signing key of ``key_set`` among ``records``."""
-        holding = {record.token for record in records if record.backend == HSM_BACKEND and record.use == "sig"}
+    def lacking(self, key_set: str, records: Sequence[KeyRecord], use: str = "sig") -> list[str]:
+        """The available tokens with no key of ``key_set`` of ``use`` (signing, or decryption) among ``records``."""
+        holding = {record.token for record in records if record.backend == HSM_BACKEND and record.use == use}
         return [member.name for member in self.members if member.available and member.name not in holding]
 
     def delete(self, key_set: str, kid: str) -> bool:

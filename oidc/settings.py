@@ -30,6 +30,8 @@ from oidc.vocabulary import (
     FAPI2_ALGORITHMS,
     ID_TOKEN_SET,
     MTLS_AUTH_METHODS,
+    REQUEST_OBJECT_ENCRYPTION_ALGORITHMS,
+    REQUEST_OBJECT_SET,
 )
 
 #: Scopes whose claims this provider knows (OIDC Core §5.4) plus offline_access.
@@ -70,7 +72,7 @@ SETTING_NAMES = (
     "HSM_RETRY_INITIAL_SECONDS", "HSM_RETRY_MAX_SECONDS", "HSM_READINESS_CACHE_SECONDS", "HSM_ALLOW_EXTRACTABLE_KEYS",
     "HSM_TOKEN_TIMEOUT_SECONDS",
     "ID_TOKEN_SIGNING_ALG", "ACCESS_TOKEN_SIGNING_ALG", "RSA_KEY_SIZE", "JWKS_MAX_AGE", "KEY_PREPUBLICATION_SECONDS",
-    "KEY_RETENTION_SECONDS", "KEYS_REFRESH_SECONDS",
+    "KEY_RETENTION_SECONDS", "KEYS_REFRESH_SECONDS", "REQUEST_OBJECT_ENCRYPTION_ALG",
     "ACCESS_TOKEN_LIFETIME", "ID_TOKEN_LIFETIME", "AUTHORIZATION_CODE_LIFETIME", "REFRESH_TOKEN_LIFETIME",
     "REFRESH_TOKEN_MAX_LIFETIME", "ACCESS_TOKEN_DEFAULT_AUDIENCE", "OIDC_SCOPES_SUPPORTED",
     "PAR_LIFETIME", "REQUIRE_PUSHED_AUTHORIZATION_REQUESTS", "REQUIRE_SIGNED_REQUEST_OBJECT", "SECURITY_PROFILE",
@@ -179,6 +181,8 @@ class Settings:
     # keys
     id_token_signing_alg: str
     access_token_signing_alg: str
+    #: The decryption set's algorithm ("" = no decryption set: encrypted request objects refused).
+    request_object_encryption_alg: str
     rsa_key_size: int
     jwks_max_age: int
     key_prepublication_seconds: int
@@ -263,6 +267,12 @@ class Settings:
     def key_set_algorithms(self) -> dict[str, str]:
         """The configured algorithm of each required key set."""
         return {ID_TOKEN_SET: self.id_token_signing_alg, ACCESS_TOKEN_SET: self.access_token_signing_alg}
+
+    @property
+    def decryption_key_sets(self) -> dict[str, str]:
+        """The configured key-encryption algorithm of each decryption key set (``use: enc``)."""
+        alg = self.request_object_encryption_alg
+        return {REQUEST_OBJECT_SET: alg} if alg else {}
 
     @property
     def fapi2(self) -> bool:
@@ -593,12 +603,22 @@ def _read_keys(read: _Reader, *, longest_token: int) -> dict[str, Any]:
     return {
         "id_token_signing_alg": read.algorithm("ID_TOKEN_SIGNING_ALG", "RS256"),
         "access_token_signing_alg": read.algorithm("ACCESS_TOKEN_SIGNING_ALG", "ES256"),
+        "request_object_encryption_alg": _encryption_algorithm(read),
         "rsa_key_size": read.integer("RSA_KEY_SIZE", 2048, minimum=2048),
         "jwks_max_age": jwks_max_age,
         "key_prepublication_seconds": prepublication,
         "key_retention_seconds": retention,
         "keys_refresh_seconds": keys_refresh,
     }
+
+
+def _encryption_algorithm(read: _Reader) -> str:
+    value = read.text("REQUEST_OBJECT_ENCRYPTION_ALG").strip()
+    if value and value not in REQUEST_OBJECT_ENCRYPTION_ALGORITHMS:
+        raise ConfigError(f"REQUEST_OBJECT_ENCRYPTION_ALG must be one of "
+                          f"{', '.join(REQUEST_OBJECT_ENCRYPTION_ALGORITHMS)} (or empty: no decryption key set), "
+                          f"not {value!r}")
+    return value
 
 
 def _read_protocol(read: _Reader, *, id_alg: str, access_alg: str, code_lifetime: int) -> dict[str, Any]:

@@ -169,7 +169,8 @@ class State:
         if settings.hsm_enabled and not settings.hsm_tokens:
             hsm.append(HSMManager(single, on_event=metrics.hsm_event))
         return KeyService(
-            key_sets=[KeySetPolicy(name, alg) for name, alg in settings.key_set_algorithms.items()],
+            key_sets=[KeySetPolicy(name, alg) for name, alg in
+                      {**settings.key_set_algorithms, **settings.decryption_key_sets}.items()],
             store=store,
             software=SoftwareManager(store, sealer),
             hsm=hsm or None,

@@ -12,6 +12,7 @@ neither the protocol core nor the HSM module.
 from __future__ import annotations
 
 from keys import ACCESS_TOKEN_SET, EDDSA_ALGORITHMS, ID_TOKEN_SET, JWS_ALGORITHMS, REQUEST_OBJECT_SET
+from keys import ENCRYPTION_ALGORITHMS as KEY_MANAGEMENT_ALGORITHMS
 
 __all__ = [
     "ACCESS_TOKEN_SET",
@@ -43,6 +44,7 @@ __all__ = [
     "LOGOUT_TOKEN_TYP",
     "MTLS_AUTH_METHODS",
     "PROMPT_VALUES",
+    "REQUEST_OBJECT_ENCRYPTION_ALGORITHMS",
     "REQUEST_OBJECT_SET",
     "REQUEST_OBJECT_SIGNING_ALGORITHMS",
     "REQUEST_OBJECT_TYP",
@@ -58,6 +60,11 @@ def id_token_signing_algs(configured: str) -> list[str]:
     """The ID token algs to advertise: EdDSA over Ed25519 has two names (RFC 8037, RFC 9864),
     and a set configured with either may carry keys of both (existing EdDSA keys keep theirs)."""
     return list(EDDSA_ALGORITHMS) if configured in EDDSA_ALGORITHMS else [configured]
+
+#: Key-management algorithms a request object may be encrypted with to the provider's decryption key set
+#: (RFC 9101 §6.1, RFC 7518 §4.3, §4.6), each decrypted where the key lives (on the token); which of
+#: them a deployment decrypts is REQUEST_OBJECT_ENCRYPTION_ALG's and its token's (discovery says).
+REQUEST_OBJECT_ENCRYPTION_ALGORITHMS: tuple[str, ...] = tuple(KEY_MANAGEMENT_ALGORITHMS)
 
 #: Mutual-TLS client authentication (RFC 8705 §2): a certificate issued by a CA the provider trusts whose
 #: subject DN or SAN is the registered one (§2.1), or a self-signed certificate of a key of the client's

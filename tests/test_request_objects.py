@@ -532,15 +532,9 @@ def test_a_profile_that_requires_the_typ_refuses_objects_without_it(rp: tuple[Pr
 @pytest.mark.parametrize("backend", ["software", pytest.param("softhsm", marks=pytest.mark.hsm)])
 def test_a_signed_object_encrypted_to_the_providers_key_is_decrypted_and_verified(
         make_app: Any, base_env: dict[str, str], request: pytest.FixtureRequest, backend: str, alg: str) -> None:
-    """RFC 9101 §6.1: signed (PyJWT), then encrypted (jwcrypto) to the provider's published ``use: enc`` key.
-
-    Runs where the key service decrypts (``KeyService.decrypt``) and a decryption key set is configured
-    (``REQUEST_OBJECT_ENCRYPTION_ALG``); elsewhere a five-part object is ``invalid_request_object``
-    (the forgeries above).
-    """
+    """RFC 9101 §6.1: signed (PyJWT), then encrypted (jwcrypto) to the provider's published ``use: enc`` key
+    (``REQUEST_OBJECT_ENCRYPTION_ALG``), decrypted by the key service, on the token where the set is."""
     from jwcrypto import jwe, jwk
-
-    from keys import KeyService
 
     env = request.getfixturevalue("hsm_env") if backend == "softhsm" else base_env
     op = Provider(make_app({**env, "REQUEST_OBJECT_ENCRYPTION_ALG": alg}))
@@ -550,8 +544,7 @@ def test_a_signed_object_encrypted_to_the_providers_key_is_decrypted_and_verifie
     # A token whose OAEP does SHA-1 only (SoftHSM2) publishes its RSA key for RSA-OAEP instead.
     accepted = ("RSA-OAEP-256", "RSA-OAEP") if alg == "RSA-OAEP-256" else (alg,)
     encryption_keys = [key for key in op.jwks()["keys"] if key.get("use") == "enc" and key.get("alg") in accepted]
-    if not hasattr(KeyService, "decrypt") or not encryption_keys:
-        pytest.skip("the key service has no decryption key set here")
+    assert encryption_keys, op.jwks()
     claims, verifier = request_claims(op, client_id)
     public = encryption_keys[0]
     token = jwe.JWE(signer.sign(claims).encode(), protected={"alg": public["alg"], "enc": "A256GCM", "cty": "JWT",
@@ -654,3 +647,65 @@ def test_a_request_object_verifies_with_the_keys_at_the_clients_jwks_uri(
                                          "token_endpoint_auth_method": "none", "request_object_signing_alg": "none",
                                          "require_signed_request_object": True})
     assert (refused.status_code, refused.json["error"]) == (400, "invalid_client_metadata")
+
+
+def _encrypted(op: Provider, inner: bytes, *, alg: str | None = None) -> str:
+    """``inner`` encrypted by jwcrypto to the provider's published request object key (A256GCM)."""
+    from jwcrypto import jwe, jwk
+
+    public = next(key for key in op.jwks()["keys"] if key.get("use") == "enc")
+    token = jwe.JWE(inner, protected={"alg": alg or public["alg"], "enc": "A256GCM", "kid": public["kid"]})
+    token.add_recipient(jwk.JWK(**public))
+    return str(token.serialize(compact=True))
+
+
+def test_encrypted_objects_that_are_not_signed_ones_inside_or_do_not_decrypt_are_refused(
+        make_app: Any, base_env: dict[str, str]) -> None:
+    """RFC 9101 §6.1 (nested: signed, then encrypted) and §6.3: each an invalid_request_object page."""
+    op = Provider(make_app({**base_env, "REQUEST_OBJECT_ENCRYPTION_ALG": "RSA-OAEP-256"}))
+    op.add_user()
+    signer = Signer("ES256")
+    client_id = registered(op, signer)
+    claims, _ = request_claims(op, client_id)
+    good = _encrypted(op, signer.sign(claims).encode())
+    head, key, iv, ciphertext, tag = good.split(".")
+    flipped = ciphertext[:-2] + ("A" if ciphertext[-2] != "A" else "B") + ciphertext[-1]
+    cases = {
+        "claims in the clear inside": _encrypted(op, json.dumps(claims).encode()),
+        "an unsigned object inside": _encrypted(op, unsigned(claims).encode()),
+        "an object signed by another key inside": _encrypted(op, Signer("ES256", kid=signer.kid).sign(claims).encode()),
+        "a ciphertext altered": ".".join([head, key, iv, flipped, tag]),
+        "another key's kid": ".".join([_b64(json.dumps({"alg": "RSA-OAEP-256", "enc": "A256GCM",
+                                                        "kid": "nobody"}).encode()), key, iv, ciphertext, tag]),
+    }
+    for case, token in cases.items():
+        assert refused_page(op.get("/authorize", query_string={"client_id": client_id, "request": token})), case
+    assert op.authorize({"client_id": client_id, "request": good}).status_code == 302
+
+
+@pytest.mark.e2e
+def test_an_hsm_outage_while_decrypting_a_request_object_is_a_503_then_it_decrypts_again(
+        make_app: Any, remote_hsm_env: dict[str, str], remote_token: Any) -> None:
+    """The decryption key on a token behind ``p11-kit server``, the server killed and started again: /authorize
+    answers 503 with Retry-After meanwhile (never a 500, never invalid_request_object), then the flow goes on."""
+    import time
+
+    op = Provider(make_app({**remote_hsm_env, "HSM_RETRY_INITIAL_SECONDS": "0.2", "HSM_RETRY_MAX_SECONDS": "1",
+                            "REQUEST_OBJECT_ENCRYPTION_ALG": "RSA-OAEP-256", "HSM_ONLY_KEY_SETS": "*"}))
+    op.add_user()
+    signer = Signer("ES256")
+    client_id = registered(op, signer, first_party=True)
+    op.login()
+    claims, _ = request_claims(op, client_id)
+    token = _encrypted(op, signer.sign(claims).encode())
+    query = {"client_id": client_id, "request": token}
+    assert op.get("/authorize", query_string=query).status_code == 302
+    remote_token.kill()
+    response = op.get("/authorize", query_string=query)
+    assert response.status_code == 503 and int(response.headers["Retry-After"]) >= 1, response.status_code
+    remote_token.start()
+    deadline = time.monotonic() + 15
+    while (response := op.get("/authorize", query_string=query)).status_code == 503:
+        assert time.monotonic() < deadline, "decryption not back within 15 s of the token's return"
+        time.sleep(0.2)
+    assert response.status_code == 302 and query_of(response.headers["Location"])["state"] == ["object-state"]

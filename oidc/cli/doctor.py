@@ -287,7 +287,7 @@ def _check_hsm(report: Report, settings: Any, target: Any, on_token: dict[str, i
         report.add(f"{named}mechanisms", False, str(exc), "check the token")
         available = None
     try:
-        for key_set, alg in settings.key_set_algorithms.items():
+        for key_set, alg in {**settings.key_set_algorithms, **settings.decryption_key_sets}.items():
             if available is not None:
                 _check_mechanisms(report, available, key_set, alg, named)
             _check_keys(report, session, settings, key_set, on_token, named)
@@ -301,9 +301,10 @@ def _check_hsm(report: Report, settings: Any, target: Any, on_token: dict[str, i
 def _check_mechanisms(report: Report, available: set[Any], key_set: str, alg: str, named: str = "") -> None:
     """Whether the token offers the mechanisms ``alg`` needs (``available``: what it offers)."""
     from oidc.cli import pkcs11_probe as probe
-    from oidc.vocabulary import ID_TOKEN_SET
+    from oidc.vocabulary import ID_TOKEN_SET, REQUEST_OBJECT_SET
 
-    setting = "ID_TOKEN_SIGNING_ALG" if key_set == ID_TOKEN_SET else "ACCESS_TOKEN_SIGNING_ALG"
+    setting = {ID_TOKEN_SET: "ID_TOKEN_SIGNING_ALG", REQUEST_OBJECT_SET: "REQUEST_OBJECT_ENCRYPTION_ALG"}.get(
+        key_set, "ACCESS_TOKEN_SIGNING_ALG")
     missing = probe.missing_mechanisms(available, alg)
     if missing:
         report.add(f"{named}mechanisms {key_set}", False,
@@ -364,8 +365,9 @@ def _report_backends(report: Report, app: Any, settings: Any, on_token: dict[str
     with app.app_context():
         try:
             store = KeyStore(db.engine, signing_keys)
-            software = {key_set: sum(record.use == "sig" for record in store.records(key_set=key_set, backend="software"))
-                        for key_set in settings.key_set_algorithms}
+            uses = {**dict.fromkeys(settings.key_set_algorithms, "sig"), **dict.fromkeys(settings.decryption_key_sets, "enc")}
+            software = {key_set: sum(record.use == use for record in store.records(key_set=key_set, backend="software"))
+                        for key_set, use in uses.items()}
         finally:
             db.engine.dispose()
     token = (f"HSM token {settings.hsm_token_label!r}" if settings.hsm_token_label
@@ -373,7 +375,7 @@ def _report_backends(report: Report, app: Any, settings: Any, on_token: dict[str
     if settings.hsm_tokens:
         token = f"HSM tokens {', '.join(target.name for target in settings.hsm_tokens)}"
     hsm_only = set(settings.hsm_only_key_sets)
-    for key_set in settings.key_set_algorithms:
+    for key_set in software:
         name = f"backend {key_set}"
         stored = f"{software[key_set]} software key(s) sealed in the database"
         if not settings.hsm_enabled:

@@ -150,8 +150,12 @@ def _list_evidence(service: KeyService, as_json: bool) -> None:
         lines.append(f"{item.key_set}\t{item.kid}\t{item.alg}\t{place}")
         if item.attributes:
             lines.append("  " + " ".join(f"{name}={_flag(value)}" for name, value in item.attributes.items()))
+        if item.capabilities:
+            lines.append("  " + " ".join(f"{name}={_flag(value)}" for name, value in item.capabilities.items()))
         if item.signing_mechanism:
             lines.append(f"  signs with {item.signing_mechanism_description}")
+        if item.use == "enc":
+            lines.append(f"  decrypts (use enc) with {item.decryption_mechanism_description or 'RSAES-OAEP in software'}")
         certificate = item.certificate
         lines.append(f"  certificate {certificate['subject']} until {certificate['not_after']}" if certificate
                      else "  no certificate")

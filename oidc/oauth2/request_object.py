@@ -53,7 +53,7 @@ from joserfc.errors import JoseError
 from joserfc.jwk import import_key
 from werkzeug.datastructures import MultiDict
 
-from keys import HSMUnavailable, KeyServiceError
+from keys import DecryptionError, HSMUnavailable, KeyServiceError
 from oidc.hashing import b64url_decode, is_b64url
 from oidc.oauth2 import security_profile
 from oidc.oauth2.client_keys import ClientKeyError, client_key_set
@@ -179,18 +179,20 @@ def resolve(token: object, client: Any) -> RequestObject:
 def _decrypt(token: str) -> bytes:
     """The plaintext of an encrypted request object, decrypted with the provider's decryption key set.
 
-    The private key never leaves the key service (on the HSM where the set is there).
+    The private key never leaves the key service (on the token where the set is there:
+    ``C_Decrypt``, or the ECDH-ES shared secret derived there).
     """
-    decrypt = getattr(current_state().key_service(), "decrypt", None)
-    if decrypt is None:
+    state = current_state()
+    if REQUEST_OBJECT_SET not in state.settings.decryption_key_sets:
         raise InvalidRequestObject("Encrypted request objects are not supported.")
     try:
-        plaintext: bytes = decrypt(REQUEST_OBJECT_SET, token)
+        return state.key_service().decrypt(REQUEST_OBJECT_SET, token)
     except HSMUnavailable:
         raise  # the decryption key is on a token that is unreachable: 503, as for signing
-    except (KeyServiceError, JoseError, ValueError, TypeError, KeyError):
+    except DecryptionError as exc:
+        raise InvalidRequestObject(f"The request object could not be decrypted: {exc}.") from None
+    except KeyServiceError:
         raise InvalidRequestObject("The request object could not be decrypted.") from None
-    return plaintext
 
 
 def _nested(plaintext: bytes) -> str:

@@ -11,7 +11,8 @@ from werkzeug.http import quote_etag
 
 from oidc import urls, vocabulary
 from oidc.settings import Settings
-from oidc.state import current_state
+from oidc.state import State, current_state
+from oidc.vocabulary import REQUEST_OBJECT_SET
 
 bp = Blueprint("wellknown", __name__)
 
@@ -43,11 +44,15 @@ def _jwks_headers(etag: str, max_age: int) -> tuple[tuple[str, str], ...]:
     )
 
 
-def discovery_document(settings: Settings) -> dict[str, Any]:
+def discovery_document(settings: Settings, decryption: tuple[tuple[str, ...], tuple[str, ...]] = ((), ())
+                       ) -> dict[str, Any]:
     """OpenID Provider metadata (OIDC Discovery 1.0 §3, RFC 8414 §2): exactly what is supported.
 
     Under the FAPI 2.0 profile (provider-wide) only what the profile allows is advertised.
+    ``decryption``: what the request-object decryption set decrypts now (``alg`` and ``enc``
+    values, :meth:`keys.KeyService.decryption_algorithms`); advertised only when it has a key.
     """
+    algs, encs = decryption
     issuer = settings.issuer
     offered = vocabulary.FAPI2_AUTH_METHODS if settings.fapi2 else vocabulary.AUTH_METHODS
     # The mutual-TLS methods only as configured (Settings.mtls_auth_methods).
@@ -111,6 +116,9 @@ def discovery_document(settings: Settings) -> dict[str, Any]:
         "backchannel_logout_supported": True,
         "backchannel_logout_session_supported": True,
         **_mtls_metadata(settings),
+        # OIDC Discovery §3, RFC 9101 §6.1: what a request object may be encrypted with
+        **({"request_object_encryption_alg_values_supported": list(algs),
+            "request_object_encryption_enc_values_supported": list(encs)} if algs else {}),
     }
 
 
@@ -146,12 +154,22 @@ def _signed_response_metadata(response_algs: list[str]) -> dict[str, list[str]]:
     return metadata
 
 
+def _decryption(state: State) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """What the request-object decryption set decrypts, when one is configured (its keys are in memory)."""
+    if REQUEST_OBJECT_SET not in state.settings.decryption_key_sets:
+        return (), ()
+    return state.key_service().decryption_algorithms(REQUEST_OBJECT_SET)
+
+
 @bp.get(urls.DISCOVERY)
 def openid_configuration() -> Response:
     state = current_state()
     cached = state.documents.get("discovery")
     if cached is None:
-        cached = state.documents["discovery"] = json.dumps(discovery_document(state.settings), indent=2).encode()
+        decryption = _decryption(state)
+        cached = json.dumps(discovery_document(state.settings, decryption), indent=2).encode()
+        if decryption[0] or not state.settings.decryption_key_sets:
+            state.documents["discovery"] = cached  # not while a configured decryption set has no key yet
     return Response(
         cached,
         content_type="application/json",
