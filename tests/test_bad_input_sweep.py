@@ -506,3 +506,53 @@ def test_bad_user_codes_and_device_requests_get_a_message_or_an_rfc_error(device
     _check(response, "/device_authorization")
     assert not [record.getMessage() for record in caplog.records if record.levelno >= logging.ERROR or record.exc_info]
     assert _row_count(op) == before + (1 if response.status_code == 200 else 0)
+
+
+# -- encrypted request objects (RFC 9101 §6.1) at a provider that decrypts ---------------------------------
+
+JWE_HEADERS = st.one_of(
+    st.fixed_dictionaries({"alg": st.sampled_from(["RSA-OAEP-256", "RSA-OAEP", "ECDH-ES", "dir", "RSA1_5", "none", ""]),
+                           "enc": st.sampled_from(["A256GCM", "A128CBC-HS256", "A128GCM", "", "x"])},
+                          optional={"kid": st.text(max_size=8), "zip": st.just("DEF"), "crit": OBJECT_JSON_VALUES,
+                                    "epk": OBJECT_JSON_VALUES, "cty": st.sampled_from(["JWT", "x"])}),
+    OBJECT_JSON_VALUES)
+SEGMENTS = st.sampled_from(["", "AAAA", _b64(bytes(16)), _b64(bytes(256)), _b64(bytes(12)), "!!", "A"])
+
+
+@pytest.fixture
+def decrypting(make_app, base_env):
+    from jwt.algorithms import ECAlgorithm
+
+    from oidc_fixtures import Provider
+
+    op = Provider(make_app({**base_env, "REQUEST_OBJECT_ENCRYPTION_ALG": "RSA-OAEP-256"}))
+    public = next(key for key in op.jwks()["keys"] if key.get("use") == "enc")
+    jwk = {**ECAlgorithm.to_jwk(SWEEP_OBJECT_KEY.public_key(), as_dict=True), "kid": "request-key"}
+    client_id, _ = op.add_client(auth_method="none", jwks={"keys": [jwk]})
+    return op, client_id, public
+
+
+@settings(max_examples=80, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(data=st.data())
+def test_five_part_request_objects_drawn_at_random_are_refused_and_never_a_5xx(decrypting, caplog, data):
+    """RFC 9101 §6.3: a JWE that is malformed, for another key, altered or empty inside is invalid_request_object
+    on the error page; the key service names why, and nothing is logged as an error."""
+    from jwcrypto import jwe, jwk
+
+    op, client_id, public = decrypting
+    if data.draw(st.booleans()):  # a real JWE to the provider's key, one part then replaced or cut
+        inner = data.draw(st.sampled_from([b"", b"a.b.c", b"{}", b"\xff" * 40, b"x.y.z.w.v"]))
+        made = jwe.JWE(inner, protected={"alg": public["alg"], "enc": "A256GCM", "kid": public["kid"]})
+        made.add_recipient(jwk.JWK(**public))
+        parts = str(made.serialize(compact=True)).split(".")
+        index = data.draw(st.integers(0, 4))
+        parts[index] = data.draw(st.one_of(SEGMENTS, st.just(parts[index][:-1]), st.just(parts[index])))
+    else:
+        parts = [_b64(json.dumps(data.draw(JWE_HEADERS)).encode()), *(data.draw(SEGMENTS) for _ in range(4))]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        response = op.get("/authorize", query_string={"client_id": client_id, "request": ".".join(parts)})
+    assert response.status_code == 400 and "Location" not in response.headers, response.status_code
+    assert "invalid_request_object" in response.get_data(as_text=True)
+    assert not [record.getMessage() for record in caplog.records if record.levelno >= logging.ERROR or record.exc_info]
