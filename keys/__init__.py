@@ -56,7 +56,7 @@ from keys.errors import (
 )
 from keys.evidence import HSM_ONLY_REQUIREMENTS, KeyEvidence, shortfalls
 from keys.jws import b64url, compact_jws
-from keys.names import ACCESS_TOKEN_SET, ID_TOKEN_SET, REQUEST_OBJECT_SET
+from keys.names import ACCESS_TOKEN_SET, AUDIT_CHECKPOINT_SET, ID_TOKEN_SET, OWN_JWKS_SETS, REQUEST_OBJECT_SET
 from keys.signer import KeyRecord, Signer
 
 if TYPE_CHECKING:
@@ -104,6 +104,7 @@ if not TYPE_CHECKING:  # type checkers read the imports above instead (and so ca
 __all__ = [
     "ACCESS_TOKEN_SET",
     "ALGORITHMS",
+    "AUDIT_CHECKPOINT_SET",
     "CONTENT_ENCRYPTIONS",
     "EDDSA_ALGORITHMS",
     "ENCRYPTION_ALGORITHMS",
@@ -111,6 +112,7 @@ __all__ = [
     "ID_TOKEN_SET",
     "JWS_ALGORITHMS",
     "MIN_SECRET_LENGTH",
+    "OWN_JWKS_SETS",
     "REQUEST_OBJECT_SET",
     "Algorithm",
     "CertificateError",

@@ -12,3 +12,10 @@ ID_TOKEN_SET = "openid.id-token"
 ACCESS_TOKEN_SET = "jwt.access-token"
 #: Decrypts encrypted request objects (RFC 9101 §6.1; ``use: enc``); never signs.
 REQUEST_OBJECT_SET = "openid.request-object"
+
+#: Signs the audit trail's checkpoints (``typ: audit-checkpoint+jwt``).
+AUDIT_CHECKPOINT_SET = "audit.checkpoint"
+
+#: Sets whose public keys are published in a JWK Set of their own, never in the token JWKS:
+#: a checkpoint must not verify as a token, nor a token as a checkpoint.
+OWN_JWKS_SETS = (AUDIT_CHECKPOINT_SET,)

@@ -58,7 +58,7 @@ from keys.evidence import KeyEvidence
 from keys.jwk import load_public_jwk
 from keys.jws import compact_jws
 from keys.manager import HSM_BACKEND, HardwareManager, KeyManager, ManagerStrategy, NoToken, TokenKeys
-from keys.names import ACCESS_TOKEN_SET, ID_TOKEN_SET, REQUEST_OBJECT_SET
+from keys.names import ACCESS_TOKEN_SET, ID_TOKEN_SET, OWN_JWKS_SETS, REQUEST_OBJECT_SET
 from keys.rotation import KeyStatus
 from keys.signer import BoundSigner, KeyRecord, Signer
 from keys.store import KeyStore, StoredChain
@@ -149,6 +149,8 @@ class _Snapshot:
     jwks_body: bytes
     etag: str
     by_kid: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: The JWK Set (body, etag) of each set published on its own (keys.names.OWN_JWKS_SETS).
+    own_documents: dict[str, tuple[bytes, str]] = field(default_factory=dict)
     #: Published signing keys (``use: sig``) by (key set, kid).
     signing_by_set: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
 
@@ -466,12 +468,14 @@ class KeyService:
         # Each published JWK, with the x5c of its attached certificate chain if it has one.
         jwks = {(name, status.record.kid): self._with_chain(status.record, chains.get((name, status.record.kid)))
                 for name, view in sets.items() for status in view.keys}
-        published = list(jwks.values())
-        body = json.dumps({"keys": published}, separators=(",", ":"), sort_keys=True).encode()
-        etag = base64.urlsafe_b64encode(hashlib.sha256(body).digest()[:18]).decode()
+        # The sets published on their own (the audit set) are in their document only, never in the token JWKS.
+        published = [jwk for (name, _), jwk in jwks.items() if name not in OWN_JWKS_SETS]
+        body, etag = _jwks_document(published)
         self._snapshot = _Snapshot(
             built_at=now, sets=sets, jwks_body=body, etag=etag,
             by_kid={jwk["kid"]: jwk for jwk in published},
+            own_documents={own: _jwks_document([jwk for (name, _), jwk in jwks.items() if name == own])
+                           for own in OWN_JWKS_SETS},
             signing_by_set={(name, status.record.kid): jwks[(name, status.record.kid)]
                             for name, view in sets.items() for status in view.keys
                             if status.record.use == "sig" and status.record.public_jwk.get("use", "sig") == "sig"},
@@ -607,9 +611,14 @@ class KeyService:
         algs = tuple(alg for alg in ENCRYPTION_ALGORITHMS if any(key.record.alg == alg for key in keys))
         return algs, jwe.CONTENT_ENCRYPTIONS
 
-    def jwks_document(self) -> tuple[bytes, str]:
-        """The serialised public JWK Set and its (unquoted) entity tag; no per-request work."""
+    def jwks_document(self, key_set: str | None = None) -> tuple[bytes, str]:
+        """The serialised public JWK Set and its (unquoted) entity tag; no per-request work.
+
+        ``key_set``: the document of a set published on its own (``keys.names.OWN_JWKS_SETS``).
+        """
         snapshot = self._current()
+        if key_set is not None:
+            return snapshot.own_documents.get(key_set) or _jwks_document([])
         return snapshot.jwks_body, snapshot.etag
 
     def public_key(self, kid: str, key_set: str | None = None) -> dict[str, Any] | None:
@@ -896,7 +905,7 @@ class KeyService:
             try:
                 signer = self.signer(name)
                 token = compact_jws(signer, {"self-test": True}, "JWT")
-                jwk = self.public_key(signer.kid)
+                jwk = self.public_key(signer.kid, name)
                 if jwk is None:
                     raise KeyNotFound(f"kid {signer.kid!r} is not published")
                 jws.deserialize_compact(token, import_key(jwk), algorithms=[signer.alg])
@@ -922,6 +931,12 @@ class KeyService:
             return {"ok": True, "kid": record.kid, "alg": record.alg, "backend": record.backend}
         except Exception as exc:  # reported, not raised: the caller decides
             return {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+
+
+def _jwks_document(published: list[dict[str, Any]]) -> tuple[bytes, str]:
+    """A JWK Set's serialised body and its entity tag."""
+    body = json.dumps({"keys": published}, separators=(",", ":"), sort_keys=True).encode()
+    return body, base64.urlsafe_b64encode(hashlib.sha256(body).digest()[:18]).decode()
 
 
 def _rsa_bits(jwk: dict[str, Any]) -> int:

@@ -60,4 +60,8 @@ def create_app(config: Mapping[str, Any] | None = None, *, env: Mapping[str, str
     server.init_app(app, app_state)
     web.init_app(app, settings)
     cli.init_app(app)
+    if app_state.audit_trail is not None:
+        from oidc.observability import audit_chain
+
+        app_state.audit_handler = audit_chain.init_app(app, app_state.audit_trail)
     return app

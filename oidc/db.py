@@ -14,7 +14,7 @@ import time
 from typing import Any
 
 from flask_sqlalchemy import SQLAlchemy
-from sqlalchemy import BigInteger, Column, Engine, LargeBinary, MetaData, String, Table, Text, event
+from sqlalchemy import BigInteger, Column, Engine, Integer, LargeBinary, MetaData, String, Table, Text, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.types import TypeDecorator
@@ -86,6 +86,37 @@ hashing_keys = Table(
     Column("purpose", String(64), primary_key=True),
     Column("sealed_key", LargeBinary, nullable=False),
     Column("created_at", BigInteger, nullable=False),
+)
+
+
+#: The audit trail (oidc.observability.audit_chain): every security event, in one hash-chained order.
+#: Inserted with ``position`` and ``hash`` NULL; the chainer seals rows in order.
+audit_log = Table(
+    "audit_log", db.metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("at", BigInteger, nullable=False),
+    Column("event", String(64), nullable=False),
+    Column("fields", Text, nullable=False),
+    Column("position", BigInteger, unique=True),
+    Column("hash", String(64)),
+)
+#: The head of the chain: one row (id 1), locked by whoever seals, so one chainer at a time.
+audit_chain = Table(
+    "audit_chain", db.metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("position", BigInteger, nullable=False),
+    Column("hash", String(64), nullable=False),
+    Column("checkpoint_position", BigInteger, nullable=False),
+    Column("checkpoint_at", BigInteger, nullable=False),
+)
+#: Signed checkpoints: a JWS of the audit key set over a position of the chain and its hash.
+audit_checkpoints = Table(
+    "audit_checkpoints", db.metadata,
+    Column("position", BigInteger, primary_key=True, autoincrement=False),
+    Column("hash", String(64), nullable=False),
+    Column("kid", String(255), nullable=False),
+    Column("token", Text, nullable=False),
+    Column("at", BigInteger, nullable=False),
 )
 
 

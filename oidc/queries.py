@@ -34,11 +34,13 @@ from sqlalchemy import (
     CompoundSelect,
     Connection,
     CursorResult,
+    Engine,
     Integer,
     Row,
     Select,
     bindparam,
     delete,
+    func,
     insert,
     or_,
     select,
@@ -49,7 +51,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql.expression import Executable
 
-from oidc.db import db, hashing_keys, key_certificates
+from oidc.db import audit_chain, audit_checkpoints, audit_log, db, hashing_keys, key_certificates
 from oidc.models import (
     AccessToken,
     AuthorizationCode,
@@ -390,6 +392,34 @@ _RESEAL_HASHING_KEY = (update(hashing_keys).where(hashing_keys.c.purpose == bind
 _PING = select(1)
 _CERTIFICATE_EXPIRIES = (select(key_certificates.c.key_set, key_certificates.c.kid, key_certificates.c.not_after)
                          .order_by(key_certificates.c.key_set, key_certificates.c.kid))
+
+# The audit trail (oidc.observability.audit_chain).  The token path runs one of these: the insert.
+_AUDIT_INSERT = insert_all(insert(audit_log), skip=("id", "position", "hash"))
+#: Many entries at once (a queue written by the chainer thread): one executemany.
+_AUDIT_INSERT_MANY = insert(audit_log)
+#: How many unsealed entries one pass of the chainer seals.
+AUDIT_SEAL_BATCH = 1000
+# The chainer's first statement: a write to the head row, so it holds the head's lock (PostgreSQL's row
+# lock, SQLite's write lock) before it reads anything; a second chainer waits here.
+_AUDIT_LOCK_HEAD = (update(audit_chain).where(audit_chain.c.id == 1)
+                    .values(position=audit_chain.c.position))
+_AUDIT_HEAD = select(audit_chain).where(audit_chain.c.id == 1)
+_AUDIT_UNSEALED = (select(audit_log.c.id, audit_log.c.at, audit_log.c.event, audit_log.c.fields)
+                   .where(audit_log.c.position.is_(None)).order_by(audit_log.c.id).limit(AUDIT_SEAL_BATCH))
+_AUDIT_SEAL = (update(audit_log).where(audit_log.c.id == bindparam("row_id"))
+               .values(position=bindparam("sealed_position"), hash=bindparam("sealed_hash")))
+_AUDIT_ADVANCE_HEAD = (update(audit_chain).where(audit_chain.c.id == 1)
+                       .values(position=bindparam("head_position"), hash=bindparam("head_hash")))
+_AUDIT_MARK_CHECKPOINT = (update(audit_chain).where(audit_chain.c.id == 1)
+                          .values(checkpoint_position=bindparam("checkpoint_position"),
+                                  checkpoint_at=bindparam("checkpoint_at")))
+_AUDIT_INSERT_CHECKPOINT = insert(audit_checkpoints)
+_AUDIT_ENTRIES_FROM = (select(audit_log).where(audit_log.c.position >= bindparam("since"))
+                       .order_by(audit_log.c.position))
+_AUDIT_HASH_AT = select(audit_log.c.hash).where(audit_log.c.position == bindparam("at_position"))
+_AUDIT_CHECKPOINTS_FROM = (select(audit_checkpoints).where(audit_checkpoints.c.position >= bindparam("since"))
+                           .order_by(audit_checkpoints.c.position))
+_AUDIT_UNSEALED_COUNT = select(func.count()).select_from(audit_log).where(audit_log.c.position.is_(None))
 
 #: The statements that may read a whole table, by name, and why that is fine.  Every other
 #: statement must find its rows through an index (tests/test_query_plans.py).
@@ -809,3 +839,71 @@ def ping(connection: Connection) -> None:
 def certificate_expiries(connection: Connection) -> list[Row[*tuple[Any, ...]]]:
     """``(key_set, kid, not_after)`` of every attached certificate chain."""
     return list(connection.execute(_CERTIFICATE_EXPIRIES))
+
+
+# The audit trail, on a connection its caller opens (off the request's transaction) ---------------
+
+
+def insert_audit_entries(engine: Engine, entries: list[dict[str, Any]]) -> None:
+    """Append entries (``at``, ``event``, ``fields``; the chainer seals them later), committed at once,
+    on a pooled connection of their own.
+
+    The token path's one write, so the least it can cost: a :class:`Prepared` insert; on
+    PostgreSQL a single entry in autocommit (no ``BEGIN`` and ``COMMIT`` round trips around it).
+    """
+    with engine.connect() as connection:
+        if len(entries) == 1 and connection.dialect.name == "postgresql":
+            connection.execution_options(isolation_level="AUTOCOMMIT")
+            _AUDIT_INSERT.rowcount(connection, entries[0])
+            return
+        with connection.begin():
+            if len(entries) == 1:
+                _AUDIT_INSERT.rowcount(connection, entries[0])
+            else:
+                connection.execute(_AUDIT_INSERT_MANY, entries)
+
+
+def lock_audit_head(connection: Connection) -> bool:
+    """Take the chain head's lock for this transaction (False: the head row is missing)."""
+    return _changed_on(connection, _AUDIT_LOCK_HEAD, {}) == 1
+
+
+def audit_head(connection: Connection) -> AnyRow:
+    return cast(AnyRow, connection.execute(_AUDIT_HEAD).one())
+
+
+def unsealed_audit_entries(connection: Connection) -> Sequence[AnyRow]:
+    """The oldest unsealed entries (at most :data:`AUDIT_SEAL_BATCH`), in the order they were inserted."""
+    return cast(Sequence[AnyRow], connection.execute(_AUDIT_UNSEALED).all())
+
+
+def seal_audit_entries(connection: Connection, sealed: list[dict[str, Any]], position: int, digest: str) -> None:
+    """Give entries (``row_id``, ``sealed_position``, ``sealed_hash``) their place and move the head."""
+    connection.execute(_AUDIT_SEAL, sealed)
+    connection.execute(_AUDIT_ADVANCE_HEAD, {"head_position": position, "head_hash": digest})
+
+
+def insert_audit_checkpoint(connection: Connection, row: dict[str, Any]) -> None:
+    connection.execute(_AUDIT_INSERT_CHECKPOINT, row)
+    connection.execute(_AUDIT_MARK_CHECKPOINT, {"checkpoint_position": row["position"], "checkpoint_at": row["at"]})
+
+
+def audit_entries_from(connection: Connection, since: int) -> Any:
+    """Sealed entries from position ``since`` on, in chain order (a result to iterate, not a list)."""
+    return connection.execution_options(yield_per=1000).execute(_AUDIT_ENTRIES_FROM, {"since": since})
+
+
+def audit_hash_at(connection: Connection, position: int) -> str | None:
+    return cast("str | None", connection.execute(_AUDIT_HASH_AT, {"at_position": position}).scalar_one_or_none())
+
+
+def audit_checkpoints_from(connection: Connection, since: int) -> Sequence[AnyRow]:
+    return cast(Sequence[AnyRow], connection.execute(_AUDIT_CHECKPOINTS_FROM, {"since": since}).all())
+
+
+def unsealed_audit_count(connection: Connection) -> int:
+    return int(connection.execute(_AUDIT_UNSEALED_COUNT).scalar_one())
+
+
+def _changed_on(connection: Connection, statement: Executable, params: dict[str, Any]) -> int:
+    return cast(CursorResult[Any], connection.execute(statement, params)).rowcount

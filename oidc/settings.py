@@ -26,6 +26,7 @@ from keys import UnsupportedAlgorithm, get_algorithm
 from oidc.vocabulary import (
     ACCESS_TOKEN_SET,
     ASSERTION_ALGORITHMS,
+    AUDIT_CHECKPOINT_SET,
     DPOP_ALGORITHMS,
     FAPI2_ALGORITHMS,
     ID_TOKEN_SET,
@@ -40,6 +41,10 @@ STANDARD_SCOPES = ("openid", "profile", "email", "offline_access")
 #: scrypt cost of password hashes, N = 2**15 (r=8, p=1: 32 MiB), RFC 7914's interactive-login level.
 DEFAULT_PASSWORD_HASH_COST = 2**15
 
+
+#: A key's certificate ending within this many days is a warning in doctor and a readiness reason
+#: (renew it: README, "Attach a certificate").
+CERTIFICATE_WARNING_DAYS = 30
 
 #: Values of SECURITY_PROFILE (and of a client's security_profile).
 DEFAULT_PROFILE = "default"
@@ -92,6 +97,8 @@ SETTING_NAMES = (
     "BACKCHANNEL_LOGOUT_TIMEOUT", "BACKCHANNEL_LOGOUT_RETRY_WINDOW", "BACKCHANNEL_LOGOUT_RETRY_INITIAL_SECONDS",
     "BACKCHANNEL_LOGOUT_RETRY_MAX_SECONDS", "BACKCHANNEL_LOGOUT_POLL_SECONDS",
     "DEVICE_CODE_LIFETIME", "DEVICE_POLL_INTERVAL", "DEVICE_USER_CODE_RATE_LIMIT",
+    "AUDIT_CHAIN", "AUDIT_CHECKPOINT_ENTRIES", "AUDIT_CHECKPOINT_SECONDS", "AUDIT_SEAL_SECONDS",
+    "AUDIT_CHECKPOINT_SIGNING_ALG", "AUDIT_WRITE_DELAY_SECONDS",
 )
 #: The variables of serving only, read by gunicorn.conf.py (and GUNICORN_CMD_ARGS by gunicorn itself).
 SERVING_NAMES = (
@@ -260,13 +267,24 @@ class Settings:
     device_poll_interval: int
     device_user_code_rate_limit: str
 
+    # the audit trail (README "The audit trail")
+    audit_chain: bool = False
+    audit_checkpoint_entries: int = 1000
+    audit_checkpoint_seconds: float = 300.0
+    audit_seal_seconds: float = 1.0
+    audit_checkpoint_signing_alg: str = "ES256"
+    audit_write_delay_seconds: float = 0.0
+
     def __repr__(self) -> str:  # never a secret or PIN in a traceback or log line
         return f"Settings(issuer={self.issuer!r}, database={self.database_url.split(':', 1)[0]}, ...)"
 
     @property
     def key_set_algorithms(self) -> dict[str, str]:
-        """The configured algorithm of each required key set."""
-        return {ID_TOKEN_SET: self.id_token_signing_alg, ACCESS_TOKEN_SET: self.access_token_signing_alg}
+        """The configured algorithm of each required key set (the audit set's while the audit chain is on)."""
+        algorithms = {ID_TOKEN_SET: self.id_token_signing_alg, ACCESS_TOKEN_SET: self.access_token_signing_alg}
+        if self.audit_chain:
+            algorithms[AUDIT_CHECKPOINT_SET] = self.audit_checkpoint_signing_alg
+        return algorithms
 
     @property
     def decryption_key_sets(self) -> dict[str, str]:
@@ -445,8 +463,20 @@ def load_settings(env: Mapping[str, str] | None = None, *, instance_path: str) -
         secrets_system=read.items("SECRETS_SYSTEM"),
         **hsm, **keys, **tokens, **protocol,
         **_read_clients(read), **_read_registration(read), **_read_login(read), **_read_administration(read),
-        **_read_pages(read), **_read_backchannel_logout(read), **_read_device(read),
+        **_read_pages(read), **_read_backchannel_logout(read), **_read_device(read), **_read_audit(read),
     )
+
+
+def _read_audit(read: _Reader) -> dict[str, Any]:
+    """The audit trail: the hash chain in the database and its signed checkpoints."""
+    return {
+        "audit_chain": read.boolean("AUDIT_CHAIN", False),
+        "audit_checkpoint_entries": read.integer("AUDIT_CHECKPOINT_ENTRIES", 1000, minimum=1),
+        "audit_checkpoint_seconds": read.seconds("AUDIT_CHECKPOINT_SECONDS", 300.0, minimum=1.0),
+        "audit_seal_seconds": read.seconds("AUDIT_SEAL_SECONDS", 1.0, minimum=0.05),
+        "audit_checkpoint_signing_alg": read.algorithm("AUDIT_CHECKPOINT_SIGNING_ALG", "ES256"),
+        "audit_write_delay_seconds": read.seconds("AUDIT_WRITE_DELAY_SECONDS", 0.0),
+    }
 
 
 def _read_issuer(read: _Reader) -> str:

@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import logging
 import threading
 import time
 from typing import Any, cast
 
 from flask import Flask, current_app
+from sqlalchemy import Engine
 
 from keys import (
     HSMConfig,
@@ -37,9 +39,10 @@ from keys import (
 from oidc import hashing
 from oidc.db import db, key_certificates, signing_keys
 from oidc.hashing_keys import hashing_key
-from oidc.observability import metrics
+from oidc.observability import audit, audit_chain, metrics
+from oidc.observability.audit_chain import AuditTrail
 from oidc.settings import Settings
-from oidc.vocabulary import FAPI2_ALGORITHMS
+from oidc.vocabulary import AUDIT_CHECKPOINT_SET, FAPI2_ALGORITHMS
 
 _EXTENSION = "oidc.state"
 
@@ -75,6 +78,32 @@ class State:
         self.documents: dict[str, Any] = {}
         #: Per-process caches of the layers above (the fetched client key sets, ...), by name.
         self.caches: dict[str, Any] = {}
+        #: The hash-chained audit trail in the database, while AUDIT_CHAIN is on.
+        self.audit_trail: AuditTrail | None = self.build_audit_trail() if settings.audit_chain else None
+        #: Its handler on the ``oidc.audit`` logger (removed by :meth:`close`).
+        self.audit_handler: audit_chain.AuditHandler | None = None
+        self._engine: Engine | None = None
+
+    def engine(self) -> Engine:
+        """The app's database engine (read once; usable outside an app context, e.g. by a thread)."""
+        if self._engine is None:
+            with self.app.app_context():
+                self._engine = db.engine
+        return self._engine
+
+    def build_audit_trail(self) -> AuditTrail:
+        settings = self.settings
+        return AuditTrail(
+            engine=self.engine,
+            clock=self.clock.time,
+            issuer=settings.issuer,
+            signer=lambda: self.key_service().signer(AUDIT_CHECKPOINT_SET),
+            public_key=lambda kid: self.key_service().public_key(kid, AUDIT_CHECKPOINT_SET),
+            checkpoint_entries=settings.audit_checkpoint_entries,
+            checkpoint_seconds=settings.audit_checkpoint_seconds,
+            seal_seconds=settings.audit_seal_seconds,
+            write_delay_seconds=settings.audit_write_delay_seconds,
+        )
 
     def hasher(self, purpose: str) -> hashing.KeyedHasher:
         """The keyed hasher for ``purpose`` (one of ``hashing.PURPOSES``).
@@ -165,9 +194,9 @@ class State:
                                          slot=token.slot, name=token.name, module_env=token.module_env,
                                          busy_seconds=settings.hsm_token_timeout_seconds or single.busy_seconds,
                                          bounded_calls=settings.hsm_token_timeout_seconds > 0)
-            hsm.append(HSMManager(config, on_event=functools.partial(metrics.hsm_token_event, token.name)))
+            hsm.append(HSMManager(config, on_event=functools.partial(hsm_token_event, token.name)))
         if settings.hsm_enabled and not settings.hsm_tokens:
-            hsm.append(HSMManager(single, on_event=metrics.hsm_event))
+            hsm.append(HSMManager(single, on_event=hsm_event))
         return KeyService(
             key_sets=[KeySetPolicy(name, alg) for name, alg in
                       {**settings.key_set_algorithms, **settings.decryption_key_sets}.items()],
@@ -191,11 +220,35 @@ class State:
 
     def close(self) -> None:
         """Log out of the HSM and drop database connections (tests, tools)."""
+        if self.audit_trail is not None:
+            self.audit_trail.stop()
+        if self.audit_handler is not None:
+            audit_chain.detach(self.audit_handler)
+            self.audit_handler = None
         service = self._key_service
         if service is not None:
             service.close()
         with self.app.app_context():
             db.engine.dispose()
+
+
+def hsm_event(event: str, error: str | None = None) -> None:
+    """The HSM manager's events: counted (metrics), and an outage and its end audited."""
+    metrics.hsm_event(event, error)
+    _audit_hsm_event(event, error)
+
+
+def hsm_token_event(token: str, event: str, error: str | None = None) -> None:
+    """:func:`hsm_event` for one token of several (``HSM_TOKENS``): its own metrics, and audited with its name."""
+    metrics.hsm_token_event(token, event, error)
+    _audit_hsm_event(event, error, token=token)
+
+
+def _audit_hsm_event(event: str, error: str | None, **fields: Any) -> None:
+    if event == "lost":
+        audit.record("hsm.lost", "HSM lost", level=logging.WARNING, error=error, **fields)
+    elif event == "available":
+        audit.record("hsm.available", "HSM available", **fields)
 
 
 def init_app(app: Flask, settings: Settings) -> State:

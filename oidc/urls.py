@@ -28,6 +28,8 @@ INTROSPECT = "/introspect"
 REVOKE = "/revoke"
 USERINFO = "/userinfo"
 JWKS = "/.well-known/jwks.json"
+#: The audit key set's public keys: apart from the token JWKS, so a checkpoint never verifies as a token.
+AUDIT_JWKS = "/.well-known/audit-jwks.json"
 DISCOVERY = "/.well-known/openid-configuration"
 HEALTH_ALIVE = "/health/alive"
 HEALTH_READY = "/health/ready"
@@ -45,6 +47,11 @@ def split_url(url: str) -> SplitResult | None:
     except ValueError:
         return None
     return parts
+
+
+def default_certificate_subject(issuer: str) -> str:
+    """The subject of a key's certificate request when none is given: ``CN=<the issuer's host>``."""
+    return f"CN={urlsplit(issuer).hostname}"
 
 
 def absolute(issuer: str, path: str) -> str:

@@ -11,13 +11,22 @@ neither the protocol core nor the HSM module.
 
 from __future__ import annotations
 
-from keys import ACCESS_TOKEN_SET, EDDSA_ALGORITHMS, ID_TOKEN_SET, JWS_ALGORITHMS, REQUEST_OBJECT_SET
+from keys import (
+    ACCESS_TOKEN_SET,
+    AUDIT_CHECKPOINT_SET,
+    EDDSA_ALGORITHMS,
+    ID_TOKEN_SET,
+    JWS_ALGORITHMS,
+    REQUEST_OBJECT_SET,
+)
 from keys import ENCRYPTION_ALGORITHMS as KEY_MANAGEMENT_ALGORITHMS
 
 __all__ = [
     "ACCESS_TOKEN_SET",
     "ACCESS_TOKEN_TYP",
     "ASSERTION_ALGORITHMS",
+    "AUDIT_CHECKPOINT_SET",
+    "AUDIT_CHECKPOINT_TYP",
     "AUTH_METHODS",
     "CERTIFICATE_THUMBPRINT",
     "CLAIMS_SUPPORTED",
@@ -141,6 +150,9 @@ DEFAULT_ENCRYPTION_ENCODING = "A128CBC-HS256"
 DPOP_ALGORITHMS = ("ES256", "ES384", "ES512", "PS256", "PS384", "PS512", "RS256", "EdDSA", "Ed25519")
 #: Signature algorithms the FAPI 2.0 Security Profile allows (§5.4.1).
 FAPI2_ALGORITHMS = ("PS256", "ES256", "EdDSA", "Ed25519")
+
+#: The header ``typ`` of the audit trail's checkpoints (RFC 8725 §3.11: their own, never a token's).
+AUDIT_CHECKPOINT_TYP = "audit-checkpoint+jwt"
 
 #: Algorithms a request object (RFC 9101) may be signed with, advertised as
 #: request_object_signing_alg_values_supported: the FAPI 2.0 ones (§5.4.1), and RS256 outside the

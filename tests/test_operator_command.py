@@ -45,7 +45,7 @@ def test_every_command_says_what_it_does_and_which_settings_it_reads(base_env: d
     with cli.make_context("oidc-hsm", ["--help"], resilient_parsing=True) as ctx:
         commands = _commands(cli, ctx)
     names = {command[0] for command in commands}
-    assert names == {"serve", "doctor", "db", "keys", "clients", "users", "tokens"}
+    assert names == {"serve", "doctor", "db", "keys", "clients", "users", "tokens", "audit"}
     for command in commands:
         result = runner.invoke(cli, [*command, "--help"], prog_name="oidc-hsm")
         assert result.exit_code == 0, (command, result.output)

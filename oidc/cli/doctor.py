@@ -186,9 +186,6 @@ def _check_shared_storage(report: Report, setting: str, uri: str) -> None:
     report.add(setting, True, f"{shown} answers")
 
 
-#: A key's certificate expiring within this many days is a warning (renew it: README, "Attach a certificate").
-CERTIFICATE_WARNING_DAYS = 30
-
 
 def _check_certificates(report: Report, app: Any) -> None:
     """Each attached certificate chain: a warning within 30 days of its end, a failure once it has expired."""
@@ -199,6 +196,7 @@ def _check_certificates(report: Report, app: Any) -> None:
 
     from oidc import queries
     from oidc.db import db
+    from oidc.settings import CERTIFICATE_WARNING_DAYS
 
     with app.app_context():
         try:

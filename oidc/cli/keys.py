@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from keys import KeyRecord, KeyService, KeyServiceError, KeyStore, SoftwareManager
-from oidc import hashing_keys
+from oidc import hashing_keys, urls
 from oidc.cli.output import CommandGroup, emit, iso, json_option, table
 from oidc.db import db, signing_keys
 from oidc.state import current_state
@@ -175,11 +175,9 @@ def _flag(value: bool | None) -> str:
               help="Write the PEM request to this file (default: standard output).")
 def csr(key_set: str, subject: str | None, kid: str | None, out: str | None) -> None:
     """Write a PKCS#10 certificate request for KEY_SET's key, signed by that key where it lives (on the HSM)."""
-    from urllib.parse import urlsplit
-
     from cryptography.hazmat.primitives.serialization import Encoding
 
-    subject = subject or f"CN={urlsplit(current_state().settings.issuer).hostname}"
+    subject = subject or urls.default_certificate_subject(current_state().settings.issuer)
     try:
         request = _service().certificate_request(key_set, subject, kid=kid)
     except KeyServiceError as exc:

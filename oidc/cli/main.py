@@ -1,7 +1,7 @@
 """``oidc-hsm``: the operator command, installed by ``pip install`` (``[project.scripts]``).
 
 Every ``flask --app app <group> ...`` command is here without ``--app``
-(``keys``, ``clients``, ``users``, ``tokens``, ``db``), plus ``serve`` (gunicorn
+(``keys``, ``clients``, ``users``, ``tokens``, ``audit``, ``db``), plus ``serve`` (gunicorn
 with the shipped configuration) and ``doctor`` (checks of the settings, the
 database and the HSM).  Settings come from the environment, as for the server.
 """

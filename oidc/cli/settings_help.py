@@ -19,11 +19,13 @@ CLIENTS = (*DATABASE, "SECRETS_SYSTEM", "CLIENT_CACHE_SECONDS", "DEVELOPMENT_MOD
 USERS = (*DATABASE, "PASSWORD_HASH_COST")
 TOKENS = DATABASE
 DB = DATABASE
+AUDIT = (*KEYS, "AUDIT_CHAIN", "AUDIT_CHECKPOINT_SIGNING_ALG")
 SERVE_SETTINGS = ("every setting (README.md); those of serving only: " + ", ".join(SERVING_NAMES),)
 DOCTOR = (*KEYS, "OIDC_ISSUER", "ADMIN_API_KEYS", "THEME_DIR", "RATELIMIT_STORAGE_URI", "DPOP_JTI_STORAGE_URI")
 
 #: The settings of each command group.
-GROUPS: dict[str, tuple[str, ...]] = {"keys": KEYS, "clients": CLIENTS, "users": USERS, "tokens": TOKENS, "db": DB}
+GROUPS: dict[str, tuple[str, ...]] = {"keys": KEYS, "clients": CLIENTS, "users": USERS, "tokens": TOKENS, "db": DB,
+                                      "audit": AUDIT}
 
 
 def settings_epilog(names: Iterable[str]) -> str:

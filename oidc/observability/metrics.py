@@ -55,6 +55,12 @@ BACKCHANNEL_LOGOUT_DELAY_SECONDS = Histogram(
     "oidc_backchannel_logout_delay_seconds", "Time from the end of a login session to its logout token's delivery.",
     buckets=(0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0),
 )
+CERTIFICATE_EXPIRY_SECONDS = Gauge(
+    "oidc_key_certificate_expiry_seconds",
+    "Seconds until the notAfter of the certificate chain attached to a published key (negative: expired), "
+    "by key set and kid; updated at each readiness check.",
+    ["key_set", "kid"], multiprocess_mode="livemin",
+)
 LOGIN_FAILURES = Counter("oidc_login_failures_total", "Failed login attempts (wrong user or password, or rate-limited).",
                          ["reason"])
 
@@ -164,6 +170,20 @@ def hsm_event(event: str, error: str | None = None) -> None:
         set_hsm_available(True)
     else:
         HSM_ERRORS.labels(error or "unknown").inc()
+
+
+#: The (key set, kid) of each certificate gauge this process has set, so one whose chain is gone is removed.
+_certificate_labels: set[tuple[str, str]] = set()
+
+
+def set_certificate_expiries(seconds_left: dict[tuple[str, str], float]) -> None:
+    """Report the seconds left of each attached chain, by (key set, kid); drop the gauges of chains gone."""
+    for labels in _certificate_labels - set(seconds_left):
+        CERTIFICATE_EXPIRY_SECONDS.remove(*labels)
+    for (key_set, kid), seconds in seconds_left.items():
+        CERTIFICATE_EXPIRY_SECONDS.labels(key_set, kid).set(seconds)
+    _certificate_labels.clear()
+    _certificate_labels.update(seconds_left)
 
 
 def token_issued(grant_type: str, client_id: str) -> None:

@@ -175,3 +175,18 @@ def openid_configuration() -> Response:
         content_type="application/json",
         headers={"Cache-Control": "public, max-age=3600", "Access-Control-Allow-Origin": "*"},
     )
+
+
+@bp.get(urls.AUDIT_JWKS)
+def audit_jwks() -> Response:
+    """The audit key set's public keys, which verify the audit trail's checkpoints (and nothing else).
+
+    Apart from the token JWKS: a relying party that trusts ``jwks_uri`` never trusts a checkpoint
+    key, and ``audit verify`` never trusts a token key.
+    """
+    state = current_state()
+    body, etag = state.key_service().jwks_document(vocabulary.AUDIT_CHECKPOINT_SET)
+    headers = _jwks_headers(etag, state.settings.jwks_max_age)
+    if "HTTP_IF_NONE_MATCH" in request.environ and request.if_none_match.contains(etag):
+        return Response(status=304, headers=headers)
+    return Response(body, status=200, headers=headers, content_type="application/jwk-set+json")

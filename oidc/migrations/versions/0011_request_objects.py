@@ -6,7 +6,7 @@ requests must come as signed request objects; ``request_object_signing_alg``
 objects are signed with (``none`` for unsigned ones), or any the provider allows.
 
 Revision ID: 0011_request_objects
-Revises: 0017_mtls_clients
+Revises: 0018_audit_log
 Create Date: 2026-12-06 17:30:00.000000
 
 """
@@ -16,7 +16,7 @@ import sqlalchemy as sa
 
 # revision identifiers, used by Alembic.
 revision = '0011_request_objects'
-down_revision = '0017_mtls_clients'
+down_revision = '0018_audit_log'
 branch_labels = None
 depends_on = None
 

@@ -225,10 +225,27 @@ INITIAL_TOKEN_FIELDS: dict[str, Field] = {
                     "limit; fixed sets metadata whatever the request says (e.g. {\"security_profile\": \"fapi2\"})."),
 }
 
+#: Longest PEM chain accepted (a leaf and a few CA certificates are a few KiB).
+MAX_CHAIN_PEM_LENGTH = 65536
+
+KEY_CERTIFICATE_REQUEST_FIELDS: dict[str, Field] = {
+    "subject": Field("string", "RFC 4514 subject, e.g. CN=op.example.com,O=Example (default: CN=<the issuer's host>).",
+                     max_length=1024),
+    "kid": Field("string", "Key to certify (default: the key that signs for the set now).", max_length=255),
+}
+
+KEY_CERTIFICATE_FIELDS: dict[str, Field] = {
+    "chain": Field("string", "PEM of the issued chain, leaf first, each certificate followed by its issuer.",
+                   required=True, max_length=MAX_CHAIN_PEM_LENGTH),
+    "kid": Field("string", "Key the chain certifies (default: the key that signs for the set now).", max_length=255),
+}
+
 #: Names the OpenAPI document gives each body table.
 BODIES: dict[str, Body] = {"ClientRegistration": CLIENT_FIELDS, "ClientUpdate": CLIENT_UPDATE_FIELDS,
                            "NewUser": USER_FIELDS, "NewPassword": PASSWORD_FIELDS, "GenerateKey": GENERATE_KEY_FIELDS,
-                           "NewInitialAccessToken": INITIAL_TOKEN_FIELDS}
+                           "NewInitialAccessToken": INITIAL_TOKEN_FIELDS,
+                           "CertificateRequest": KEY_CERTIFICATE_REQUEST_FIELDS,
+                           "Certificate": KEY_CERTIFICATE_FIELDS}
 
 
 # -- the operations ---------------------------------------------------------------------------------

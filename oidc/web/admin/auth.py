@@ -20,10 +20,11 @@ from collections.abc import Callable
 from functools import wraps
 from typing import Any
 
-from flask import request
+from flask import Response, request
 
 from oidc.oauth2.bearer import authenticate_request, validate_access_token
 from oidc.oauth2.resources import admin_audience
+from oidc.observability import audit
 from oidc.state import current_state
 from oidc.web.errors import error_response
 
@@ -82,10 +83,27 @@ def require_admin(view: Callable[..., Any]) -> Callable[..., Any]:
     @wraps(view)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         authorization = request.headers.get("Authorization")
-        if not (admin_key_valid(authorization) or admin_access_token_valid(authorization)):
+        if admin_key_valid(authorization):
+            credential = "admin_api_key"
+        elif admin_access_token_valid(authorization):
+            credential = "access_token"
+        else:
             response = error_response(401, "invalid_token", "valid admin credentials are required")
             response.headers["WWW-Authenticate"] = _challenge(authorization)
             return response
-        return view(*args, **kwargs)
+        result = view(*args, **kwargs)
+        if request.method not in ("GET", "HEAD", "OPTIONS"):
+            _audit_change(credential, result)
+        return result
 
     return wrapper
+
+
+def _audit_change(credential: str, result: Any) -> None:
+    """One ``admin.request`` event per change made through the admin API: the route, its identifiers
+    (set, kid, client_id, username: the URL's own parts, never the body) and the status answered."""
+    status = result.status_code if isinstance(result, Response) else 200
+    rule = request.url_rule.rule if request.url_rule is not None else request.path
+    fields: dict[str, Any] = {f"arg_{name}": str(value) for name, value in (request.view_args or {}).items()}
+    audit.record("admin.request", "admin API change", method=request.method, route=rule, status=status,
+                 credential=credential, **fields)

@@ -7,17 +7,33 @@
     POST   /admin/keys/<set>             generate a key (on the HSM when the set lives there) {"alg"?}
     POST   /admin/keys/<set>/import      import a private JWK into the software store
     DELETE /admin/keys/<set>/<kid>       delete (destroys it on the HSM)
+    POST   /admin/keys/<set>/csr         a PKCS#10 request signed by the key where it lives {"subject"?, "kid"?}
+    PUT    /admin/keys/<set>/certificate attach the issued chain, published as x5c {"chain", "kid"?}
 """
 
 from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify, request
 
-from keys import InvalidKey, KeyNotFound, KeyRecord, KeyServiceError, UnsupportedAlgorithm
+from keys import (
+    CertificateError,
+    InvalidKey,
+    KeyNotFound,
+    KeyRecord,
+    KeyServiceError,
+    NoSigningKey,
+    UnsupportedAlgorithm,
+)
 from oidc import urls
-from oidc.state import key_service
+from oidc.state import current_state, key_service
 from oidc.text import bounded_text
-from oidc.web.admin.api import GENERATE_KEY_FIELDS, operation, read_body
+from oidc.web.admin.api import (
+    GENERATE_KEY_FIELDS,
+    KEY_CERTIFICATE_FIELDS,
+    KEY_CERTIFICATE_REQUEST_FIELDS,
+    operation,
+    read_body,
+)
 from oidc.web.admin.auth import require_admin
 from oidc.web.errors import error_response
 
@@ -111,3 +127,39 @@ def delete_key(key_set: str, kid: str) -> Response:
     if not deleted:
         return error_response(404, "not_found", f"no key {kid!r} in key set {key_set!r}")
     return Response(status=204)
+
+
+@bp.post("/keys/<key_set>/csr")
+@require_admin
+@operation("Make a PKCS#10 certificate request for a key, signed by that key where it lives (on the HSM)",
+           body="CertificateRequest", body_optional=True, responses={200: "The request, PEM", 404: "No such key"})
+def certificate_request(key_set: str) -> Response:
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    body = read_body(KEY_CERTIFICATE_REQUEST_FIELDS, optional=True)
+    subject = body.get("subject") or urls.default_certificate_subject(current_state().settings.issuer)
+    service = key_service()
+    try:
+        kid = body.get("kid") or service.signer(key_set).kid
+        request_pem = service.certificate_request(key_set, subject, kid=kid).public_bytes(Encoding.PEM)
+    except (KeyNotFound, NoSigningKey) as exc:
+        return error_response(404, "not_found", str(exc))
+    except CertificateError as exc:
+        return error_response(400, "invalid_request", str(exc))
+    return jsonify(set=key_set, kid=kid, subject=subject, csr=request_pem.decode("ascii"))
+
+
+@bp.put("/keys/<key_set>/certificate")
+@require_admin
+@operation("Attach an issued certificate chain to a key (checked against the key, in order, valid now); "
+           "the JWKS then publishes it as x5c and x5t#S256", body="Certificate",
+           responses={200: "Attached", 404: "No such key"})
+def attach_certificate(key_set: str) -> Response:
+    body = read_body(KEY_CERTIFICATE_FIELDS)
+    try:
+        stored = key_service().attach_certificate(key_set, str(body["chain"]).encode("utf-8"), kid=body.get("kid"))
+    except (KeyNotFound, NoSigningKey) as exc:
+        return error_response(404, "not_found", str(exc))
+    except (CertificateError, InvalidKey, UnicodeEncodeError) as exc:
+        return error_response(400, "invalid_request", str(exc))
+    return jsonify(set=key_set, kid=stored.kid, not_after=stored.not_after)

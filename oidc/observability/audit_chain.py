@@ -1,0 +1,501 @@
+"""The audit trail in the database: one ordered, hash-chained log of every audit event, signed at checkpoints.
+
+Every record of the ``oidc.audit`` logger (:func:`oidc.observability.audit.record`, and the key
+service's ``key.*`` events) is also appended to ``audit_log`` by :class:`AuditHandler`, while
+``AUDIT_CHAIN`` is on.
+
+Why a chainer seals the rows, and not the insert
+    Linking each entry to the one before at insert time needs the previous entry's hash, so
+    every inserter would wait on one lock on the chain's head: on PostgreSQL, every token
+    request of every worker and instance in one queue, for the length of a round trip.  Instead
+    the request makes **one insert** of the entry's content (``position`` and ``hash`` NULL;
+    several events of one request go in one multi-row insert, after the request's own
+    transaction has ended, so it never waits on its own write lock).  The row's ``id`` (an
+    identity/sequence on PostgreSQL, SQLite's rowid under its single writer) is unique across
+    workers and instances.  A **chainer** in each process (a daemon thread, every
+    ``AUDIT_SEAL_SECONDS``) then seals what is unsealed, in one transaction: it first writes the
+    one ``audit_chain`` row (so it holds that row's lock; a second chainer waits, then finds
+    nothing left to do), takes the unsealed rows in ``id`` order, gives each the next
+    ``position`` and ``hash = SHA-256(canonical(entry, previous hash))``, and moves the head.
+    ``position`` is the one total order: contiguous from 1, so a deleted row leaves a hole.
+    (Ordering by position rather than by ``id`` also means that a row whose insert committed
+    after a larger ``id`` was sealed, which a sequence allows, is simply sealed after it, not lost.)
+
+    What that costs: an entry is tamper-evident once sealed, ``AUDIT_SEAL_SECONDS`` later at
+    most (while any process of the deployment runs); ``audit verify`` counts rows not sealed yet.
+
+Checkpoints
+    Every ``AUDIT_CHECKPOINT_ENTRIES`` entries or ``AUDIT_CHECKPOINT_SECONDS`` (when the chain
+    grew), the chainer signs ``{iss, iat, position, hash}`` with the audit key set
+    (:data:`oidc.vocabulary.AUDIT_CHECKPOINT_SET`, on the HSM when it is there) as a JWS of
+    ``typ`` :data:`oidc.vocabulary.AUDIT_CHECKPOINT_TYP`.  Someone who rewrites rows and
+    recomputes every hash after them cannot sign a checkpoint: the chain then disagrees with a
+    checkpoint's hash.  The audit set's public keys are published at their own URL
+    (``/.well-known/audit-jwks.json``), never in the token JWKS.
+
+Entries never hold a secret: the callers pass identifiers, and :data:`NEVER_STORED` names are
+dropped in case one does not.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextvars
+import hashlib
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from flask import Flask, has_request_context
+from sqlalchemy import Connection, Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from keys import KeyServiceError, Signer, compact_jws
+from oidc import queries
+from oidc.observability import audit
+from oidc.vocabulary import AUDIT_CHECKPOINT_TYP
+
+log = logging.getLogger(__name__)
+
+#: The "previous hash" of the first entry.
+GENESIS = "0" * 64
+#: Field names never stored, whatever a caller passes (defence in depth: callers pass identifiers).
+NEVER_STORED = frozenset(("password", "pin", "secret", "client_secret", "code", "code_verifier", "access_token",
+                          "id_token", "token", "assertion", "client_assertion"))
+#: Attributes every ``logging.LogRecord`` has: the rest of a record's ``__dict__`` are its fields.
+_RECORD_ATTRIBUTES = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
+
+#: Entries of the current request, written once it has ended (see :class:`AuditHandler`).
+_pending: contextvars.ContextVar[list[dict[str, Any]] | None] = contextvars.ContextVar("audit_pending",
+                                                                                       default=None)
+
+
+def canonical(entry: Mapping[str, Any], previous: str) -> bytes:
+    """The bytes an entry's hash is computed over: sorted, compact JSON of its columns and the previous hash.
+
+    ``fields`` is hashed as the text stored (the canonical JSON the handler wrote), so a change of a
+    single character is a change of the hash.
+    """
+    body = {"id": entry["id"], "position": entry["position"], "at": entry["at"], "event": entry["event"],
+            "fields": entry["fields"], "previous": previous}
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode("ascii")
+
+
+def entry_hash(entry: Mapping[str, Any], previous: str) -> str:
+    """SHA-256 (hex) of :func:`canonical`: what links an entry to the one before it."""
+    return hashlib.sha256(canonical(entry, previous)).hexdigest()
+
+
+def fields_text(fields: Mapping[str, Any]) -> str:
+    """An event's fields as canonical JSON text (identifiers only; :data:`NEVER_STORED` dropped)."""
+    kept = {name: value for name, value in fields.items() if name.lower() not in NEVER_STORED}
+    return json.dumps(kept, sort_keys=True, separators=(",", ":"), ensure_ascii=True, default=str)
+
+
+@dataclass
+class Problem:
+    """The first place the stored trail does not match: the entry's position (and id), and what is wrong."""
+
+    position: int
+    what: str
+    entry_id: int | None = None
+
+    def __str__(self) -> str:
+        where = f"entry {self.position}" + (f" (id {self.entry_id})" if self.entry_id is not None else "")
+        return f"{where}: {self.what}"
+
+
+@dataclass
+class Verification:
+    """What :meth:`AuditTrail.verify` found."""
+
+    entries: int = 0
+    checkpoints: int = 0
+    unsealed: int = 0
+    last_position: int = 0
+    problem: Problem | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.problem is None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"ok": self.ok, "entries": self.entries, "checkpoints": self.checkpoints, "unsealed": self.unsealed,
+                "last_position": self.last_position,
+                "first_bad": None if self.problem is None else {"position": self.problem.position,
+                                                                "id": self.problem.entry_id,
+                                                                "problem": self.problem.what}}
+
+
+@dataclass
+class AuditTrail:
+    """The chain of one deployment's database: append, seal, checkpoint, verify, export."""
+
+    engine: Callable[[], Engine]
+    clock: Callable[[], float]
+    issuer: str
+    #: The audit set's signer (through the key service); raises KeyServiceError while it cannot sign.
+    signer: Callable[[], Signer]
+    #: The audit set's published public JWK of a kid, or None (never a token set's key).
+    public_key: Callable[[str], dict[str, Any] | None]
+    checkpoint_entries: int = 1000
+    checkpoint_seconds: float = 300.0
+    seal_seconds: float = 1.0
+    #: 0: a request's entries are committed before its response (one insert).  Else they wait in
+    #: this process's queue and the chainer thread writes the queue every ``write_delay_seconds``.
+    write_delay_seconds: float = 0.0
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _chainer: threading.Thread | None = None
+    _chainer_pid: int = 0
+    _chainer_lock: threading.Lock = field(default_factory=threading.Lock)
+    _queue: list[dict[str, Any]] = field(default_factory=list)
+    _queue_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    # -- appending (the request path) ------------------------------------------------------------
+
+    def append(self, entries: list[dict[str, Any]]) -> None:
+        """Insert entries (``at``, ``event``, ``fields`` text) in a transaction of their own; or, with a
+        write delay, queue them for the chainer thread."""
+        if not entries:
+            return
+        if self.write_delay_seconds > 0:
+            with self._queue_lock:
+                self._queue.extend(entries)
+        else:
+            queries.insert_audit_entries(self.engine(), entries)
+        self.start_chainer()
+
+    def write_queued(self) -> int:
+        """Write the queued entries in one transaction; the count written (kept queued if it fails)."""
+        with self._queue_lock:
+            entries, self._queue = self._queue, []
+        if not entries:
+            return 0
+        try:
+            queries.insert_audit_entries(self.engine(), entries)
+        except SQLAlchemyError:
+            with self._queue_lock:
+                self._queue[:0] = entries  # first again, in their order
+            raise
+        return len(entries)
+
+    # -- sealing (the chainer) --------------------------------------------------------------------
+
+    def seal(self) -> int:
+        """Seal the unsealed entries in order, and sign a checkpoint when one is due; the count sealed.
+
+        This process's queued entries are written first.
+        """
+        self.write_queued()
+        signer = self._checkpoint_signer()  # before the lock: starting the key service writes to the database
+        sealed_total = 0
+        while True:
+            with self.engine().begin() as connection:
+                sealed, more = self._seal_batch(connection, signer)
+            sealed_total += sealed
+            if not more:
+                return sealed_total
+
+    def _checkpoint_signer(self) -> Signer | None:
+        try:
+            return self.signer()
+        except KeyServiceError as exc:  # the HSM is away: entries are sealed, the checkpoint waits
+            log.warning("no audit checkpoint now: the audit key set cannot sign (%s)", type(exc).__name__)
+            return None
+
+    def _seal_batch(self, connection: Connection, signer: Signer | None) -> tuple[int, bool]:
+        """Seal up to the next checkpoint (or a batch), sign the checkpoint if due; (count, more to seal)."""
+        if not queries.lock_audit_head(connection):
+            raise RuntimeError("the audit_chain head row is missing: run oidc-hsm db upgrade")
+        head = queries.audit_head(connection)
+        position, digest = int(head.position), str(head.hash)
+        unsealed = queries.unsealed_audit_entries(connection)
+        # Stop at the next multiple of AUDIT_CHECKPOINT_ENTRIES, so each checkpoint signs exactly there.
+        room = self.checkpoint_entries - (position - int(head.checkpoint_position)) if signer is not None else 0
+        batch = unsealed[:room] if room > 0 else unsealed
+        sealed = []
+        for row in batch:
+            position += 1
+            digest = entry_hash({"id": row.id, "position": position, "at": row.at, "event": row.event,
+                                 "fields": row.fields}, digest)
+            sealed.append({"row_id": row.id, "sealed_position": position, "sealed_hash": digest})
+        if sealed:
+            queries.seal_audit_entries(connection, sealed, position, digest)
+        now = int(self.clock())
+        due = position - int(head.checkpoint_position) >= self.checkpoint_entries or (
+            position > int(head.checkpoint_position) and now - int(head.checkpoint_at) >= self.checkpoint_seconds)
+        if due and signer is not None:
+            token = compact_jws(signer, {"iss": self.issuer, "iat": now, "position": position, "hash": digest},
+                                AUDIT_CHECKPOINT_TYP)
+            queries.insert_audit_checkpoint(connection, {"position": position, "hash": digest, "kid": signer.kid,
+                                                         "token": token, "at": now})
+        more = len(batch) < len(unsealed) or len(unsealed) == queries.AUDIT_SEAL_BATCH
+        return len(sealed), more
+
+    def start_chainer(self) -> None:
+        """Start this process's chainer thread once (again in a forked child, which has no threads)."""
+        if self._chainer_pid == os.getpid() or self.seal_seconds <= 0:
+            return
+        with self._chainer_lock:
+            if self._chainer_pid == os.getpid():
+                return
+            self._stop.clear()
+            self._chainer = threading.Thread(target=self._run_chainer, name="audit-chainer", daemon=True)
+            self._chainer_pid = os.getpid()
+            self._chainer.start()
+            if self.write_delay_seconds > 0:
+                atexit.register(self.stop)  # a worker's graceful exit writes what is queued
+
+    def _run_chainer(self) -> None:
+        interval = min(self.seal_seconds, self.write_delay_seconds or self.seal_seconds)
+        sealed_at = time.monotonic()
+        while not self._stop.wait(interval):
+            try:
+                self.write_queued()
+                if time.monotonic() - sealed_at >= self.seal_seconds:
+                    sealed_at = time.monotonic()
+                    self.seal()
+            except (SQLAlchemyError, KeyServiceError, RuntimeError) as exc:  # tried again next time
+                log.warning("writing or sealing the audit trail failed: %s", type(exc).__name__)
+
+    def stop(self) -> None:
+        """Stop the chainer and write what is queued (a worker's graceful exit)."""
+        self._stop.set()
+        chainer = self._chainer
+        if chainer is not None and chainer.is_alive() and chainer is not threading.current_thread():
+            chainer.join(timeout=5)
+        self._chainer_pid = 0
+        try:
+            self.write_queued()
+        except SQLAlchemyError:
+            log.exception("%d queued audit entries could not be written", len(self._queue))
+
+    # -- verifying and exporting ----------------------------------------------------------------------
+
+    def verify(self, since: int = 1) -> Verification:
+        """Replay the chain from position ``since`` and every checkpoint at or after it.
+
+        The result names the first entry that does not match: a changed entry (its hash), a
+        deleted one (a hole in the positions), entries reordered (their hashes), a checkpoint whose
+        signature, header or hash is wrong, or a head or checkpoint beyond the last entry (the end
+        cut off).  Entries before ``since`` are trusted as stored (the hash of ``since - 1``).
+        """
+        since = max(1, since)
+        result = Verification()
+        with self.engine().connect() as connection:
+            result.unsealed = queries.unsealed_audit_count(connection)
+            checkpoints = {int(row.position): row for row in queries.audit_checkpoints_from(connection, since)}
+            result.checkpoints = len(checkpoints)
+            result.problem = self._forged_checkpoint(checkpoints)
+            previous = GENESIS if since == 1 else queries.audit_hash_at(connection, since - 1)
+            if previous is None:
+                result.problem = result.problem or Problem(since - 1, "missing (the anchor of --since)")
+                return result
+            problem = self._replay(connection, since, previous, checkpoints, result)
+            if result.problem is None or (problem is not None and problem.position < result.problem.position):
+                result.problem = problem
+            if result.problem is None:
+                result.problem = self._check_end(connection, result, checkpoints)
+        return result
+
+    def _replay(self, connection: Connection, since: int, previous: str, checkpoints: Mapping[int, Any],
+                result: Verification) -> Problem | None:
+        expected = since
+        for row in queries.audit_entries_from(connection, since):
+            position = int(row.position)
+            if position != expected:
+                return Problem(expected, f"missing: the next entry stored is at position {position}")
+            digest = entry_hash(row._mapping, previous)
+            if row.hash != digest:
+                return Problem(position, f"does not match its hash (event {row.event!r}): changed, moved or "
+                                         "inserted", int(row.id))
+            checkpoint = checkpoints.get(position)
+            if checkpoint is not None and checkpoint.hash != digest:
+                return Problem(position, "the chain does not match the signed checkpoint at this position "
+                                         "(entries up to it were rewritten)", int(row.id))
+            previous, expected = digest, expected + 1
+            result.entries += 1
+            result.last_position = position
+        return None
+
+    def _check_end(self, connection: Connection, result: Verification, checkpoints: Mapping[int, Any]) -> Problem | None:
+        head = queries.audit_head(connection)
+        last = result.last_position
+        beyond = [position for position in checkpoints if position > last]
+        if int(head.position) > last or beyond:
+            return Problem(last + 1, f"missing: the chain's head is at {head.position} and a checkpoint signs "
+                                     f"position {max(beyond or [last])}, but the last entry stored is {last}")
+        return None
+
+    def _forged_checkpoint(self, checkpoints: Mapping[int, Any]) -> Problem | None:
+        """The first checkpoint whose JWS does not verify with the audit set's published keys, or says
+        another position or hash than its row."""
+        for position, row in sorted(checkpoints.items()):
+            claims = self.checkpoint_claims(str(row.token))
+            if claims is None:
+                return Problem(position, "its checkpoint's signature does not verify with the audit key set "
+                                         "(forged, or signed by a key that is not published)")
+            if claims.get("position") != position or claims.get("hash") != row.hash:
+                return Problem(position, "its checkpoint row says another position or hash than its signed JWS")
+        return None
+
+    def checkpoint_claims(self, token: str) -> dict[str, Any] | None:
+        """The claims of a checkpoint JWS if it verifies: ``typ`` is the checkpoint's, the key is a
+        published key of the audit set, the signature is good; else None."""
+        from joserfc import jws
+        from joserfc.errors import JoseError
+        from joserfc.jwk import import_key
+
+        try:
+            header = json.loads(_b64decode(token.split(".", 1)[0]))
+            jwk = self.public_key(str(header.get("kid", ""))) if isinstance(header, dict) else None
+            if jwk is None or header.get("typ") != AUDIT_CHECKPOINT_TYP:
+                return None
+            verified = jws.deserialize_compact(token, import_key(jwk), algorithms=[str(jwk.get("alg", ""))])
+            claims = json.loads(verified.payload)
+        except (JoseError, ValueError, TypeError):
+            return None
+        return claims if isinstance(claims, dict) else None
+
+    def export(self, since: int = 1) -> Iterator[dict[str, Any]]:
+        """Sealed entries from ``since`` on, one dict each (for JSON lines)."""
+        with self.engine().connect() as connection:
+            for row in queries.audit_entries_from(connection, max(1, since)):
+                try:
+                    fields = json.loads(row.fields)
+                except ValueError:
+                    fields = row.fields  # exported as stored: verify names it
+                yield {"position": row.position, "id": row.id, "at": row.at, "event": row.event, "fields": fields,
+                       "hash": row.hash}
+
+
+def _b64decode(text: str) -> bytes:
+    import base64
+
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+class AuditHandler(logging.Handler):
+    """Appends each ``oidc.audit`` record to the trail.
+
+    In a request, entries wait in the request's list and are written in one insert once the
+    request has ended (:func:`flush_request`): after its own transaction, whose write lock (on
+    SQLite) an insert on another connection would wait for.  Outside a request (commands, the
+    HSM's recovery thread) an entry is written at once.  With a write delay, every entry goes
+    to the process's queue (:meth:`AuditTrail.append`): nothing is written in the request.
+    """
+
+    def __init__(self, trail: AuditTrail, owner: Callable[[], bool]) -> None:
+        super().__init__(level=logging.INFO)
+        self.trail = trail
+        #: Whether a record belongs to this app (tests run several apps in one process).
+        self.owner = owner
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """A record of the logger: the key service's events (those of :func:`audit.record` came as a sink)."""
+        event = getattr(record, "event", None)
+        if not isinstance(event, str) or audit.recording.get():
+            return
+        fields = {name: value for name, value in record.__dict__.items()
+                  if name not in _RECORD_ATTRIBUTES and name != "event"}
+        self.sink(event, record.levelno, fields)
+
+    def sink(self, event: str, level: int, fields: dict[str, Any]) -> None:
+        """Append one event: to the process's queue with a write delay; else to the request's entries
+        in a request, and at once outside one."""
+        if not self.owner():
+            return
+        entry = {"at": int(self.trail.clock()), "event": event[:64],
+                 "fields": fields_text({**fields, "level": logging.getLevelName(level)})}
+        if self.trail.write_delay_seconds <= 0 and has_request_context():
+            pending = _pending.get()
+            if pending is None:
+                pending = []
+                _pending.set(pending)  # this request's list, written and cleared by flush_request
+            pending.append(entry)
+            return
+        try:
+            self.trail.append([entry])
+        except SQLAlchemyError:
+            log.exception("an audit entry (%s) could not be stored", event)
+
+
+class _ToParent(logging.Handler):
+    """Hands an audit record on to the log as if ``oidc.audit`` had LOG_LEVEL's level.
+
+    The chain needs every audit record, so ``oidc.audit`` logs at INFO while it is on; but
+    LOG_LEVEL=WARNING still means no INFO lines in the log (each would cost a JSON line per
+    token): the record reaches the log's handlers only when the parent logger would have let
+    it through.
+    """
+
+    def emit(self, record: logging.LogRecord) -> None:
+        parent = logging.getLogger("oidc")
+        if parent.isEnabledFor(record.levelno):
+            parent.handle(record)
+
+
+def has_pending() -> bool:
+    """Whether the current request has audit entries to write."""
+    return bool(_pending.get())
+
+
+def flush_request(trail: AuditTrail) -> None:
+    """Write the request's entries in one insert (none: nothing is written)."""
+    pending = _pending.get()
+    _pending.set(None)
+    if not pending:
+        return
+    try:
+        trail.append(pending)
+    except SQLAlchemyError:
+        log.exception("%d audit entries could not be stored", len(pending))
+
+
+def init_app(app: Flask, trail: AuditTrail) -> AuditHandler:
+    """Append this app's audit events to ``trail``: the handler on ``oidc.audit``, and the request hooks.
+
+    While the chain is on, ``oidc.audit`` logs at INFO whatever LOG_LEVEL says: the trail must not
+    lose an event because the log level is WARNING.
+    """
+    from flask import current_app, has_app_context
+
+    from oidc.db import db
+
+    # The same app: its extensions dict is its own (current_app is a proxy, never the app itself).
+    handler = AuditHandler(trail, lambda: not has_app_context() or current_app.extensions is app.extensions)
+    audit_logger = logging.getLogger("oidc.audit")
+    if not any(isinstance(existing, _ToParent) for existing in audit_logger.handlers):
+        audit_logger.addHandler(_ToParent())
+        audit_logger.propagate = False
+    audit_logger.addHandler(handler)
+    audit_logger.setLevel(logging.INFO)
+    audit.sinks.append(handler.sink)
+
+    @app.teardown_request
+    def write_audit_entries(_exc: BaseException | None) -> None:
+        if has_pending():
+            # The request's session ends first (as it would at the end of the app context): on SQLite,
+            # an insert on another connection would wait for the write lock that session may hold.
+            db.session.remove()
+        flush_request(trail)
+
+    return handler
+
+
+def detach(handler: AuditHandler) -> None:
+    """Undo :func:`init_app` for one app; the last one gone, ``oidc.audit`` logs as it did before."""
+    audit_logger = logging.getLogger("oidc.audit")
+    audit_logger.removeHandler(handler)
+    if handler.sink in audit.sinks:
+        audit.sinks.remove(handler.sink)
+    if not any(isinstance(existing, AuditHandler) for existing in audit_logger.handlers):
+        for existing in [h for h in audit_logger.handlers if isinstance(h, _ToParent)]:
+            audit_logger.removeHandler(existing)
+        audit_logger.propagate = True
+        audit_logger.setLevel(logging.NOTSET)

@@ -1,0 +1,363 @@
+"""The audit trail in the database (oidc/observability/audit_chain.py): every audit event appended,
+hash-chained, checkpointed with the audit key set; tampering found and named.
+
+The rows are edited, deleted and reordered with plain SQL on SQLite and PostgreSQL, as someone with
+write access to the database would; checkpoints are verified with ``cryptography`` from the published
+audit JWKS (tests/jose_helpers.py), not with the provider's own code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import create_engine, text
+
+from jose_helpers import b64decode, b64encode, verify
+from oidc_fixtures import Provider
+
+pytestmark = pytest.mark.both_databases
+
+AUDIT_ENV = {"AUDIT_CHAIN": "true", "AUDIT_SEAL_SECONDS": "3600", "AUDIT_CHECKPOINT_ENTRIES": "4"}
+
+
+def _provider(make_app: Any, base_env: dict[str, str], **env: str) -> Provider:
+    return Provider(make_app({**base_env, **AUDIT_ENV, **env}))
+
+
+def _trail(op: Provider) -> Any:
+    from oidc.state import state_of
+
+    trail = state_of(op.app).audit_trail
+    assert trail is not None
+    return trail
+
+
+def _issue_tokens(op: Provider, count: int) -> None:
+    client_id, secret = op.add_client(grant_types=["client_credentials"], scope="api",
+                                      auth_method="client_secret_basic")
+    for _ in range(count):
+        response = op.post("/token", data={"grant_type": "client_credentials", "scope": "api"},
+                           auth=(client_id, secret or ""))
+        assert response.status_code == 200
+
+
+def _sql(op: Provider, statement: str, **params: Any) -> None:
+    """Change the database behind the provider's back."""
+    engine = create_engine(op.app.config["SQLALCHEMY_DATABASE_URI"])
+    try:
+        with engine.begin() as connection:
+            connection.execute(text(statement), params)
+    finally:
+        engine.dispose()
+
+
+def _chained(make_app: Any, base_env: dict[str, str], tokens: int = 6) -> tuple[Provider, Any]:
+    op = _provider(make_app, base_env)
+    _issue_tokens(op, tokens)
+    trail = _trail(op)
+    trail.seal()
+    assert trail.verify().ok
+    return op, trail
+
+
+def test_events_are_appended_chained_and_verify(make_app, base_env):
+    _, trail = _chained(make_app, base_env)
+    entries = list(trail.export())
+    events = [entry["event"] for entry in entries]
+    assert events.count("token.issued") == 6
+    assert "key.generated" in events  # the key service's own events, through the same logger
+    assert [entry["position"] for entry in entries] == list(range(1, len(entries) + 1))
+    issued = next(entry for entry in entries if entry["event"] == "token.issued")
+    assert issued["fields"]["grant_type"] == "client_credentials" and issued["fields"]["jti"]
+    result = trail.verify()
+    assert result.ok and result.entries == len(entries) and result.unsealed == 0
+    assert result.checkpoints == len(entries) // 4  # one per AUDIT_CHECKPOINT_ENTRIES
+
+
+def test_no_secret_is_stored(make_app, base_env):
+    op = _provider(make_app, base_env)
+    client_id, secret = op.add_client(grant_types=["client_credentials"], scope="api",
+                                      auth_method="client_secret_basic")
+    response = op.post("/token", data={"grant_type": "client_credentials", "scope": "api"},
+                       auth=(client_id, secret or ""))
+    token = response.json["access_token"]
+    trail = _trail(op)
+    trail.seal()
+    stored = json.dumps(list(trail.export()))
+    assert secret and secret not in stored and token not in stored and token.split(".")[2] not in stored
+
+
+def test_an_edited_entry_is_named(make_app, base_env):
+    op, trail = _chained(make_app, base_env)
+    _sql(op, "UPDATE audit_log SET fields = replace(fields, 'client_credentials', 'authorization_code') "
+             "WHERE position = 5")
+    result = trail.verify()
+    assert not result.ok and result.problem.position == 5 and "hash" in result.problem.what
+    assert result.entries == 4
+
+
+def test_a_deleted_entry_is_named(make_app, base_env):
+    op, trail = _chained(make_app, base_env)
+    _sql(op, "DELETE FROM audit_log WHERE position = 3")
+    result = trail.verify()
+    assert not result.ok and result.problem.position == 3 and "missing" in result.problem.what
+
+
+def test_reordered_entries_are_named(make_app, base_env):
+    op, trail = _chained(make_app, base_env)
+    # Swap the places of entries 4 and 6 (through a free position: position is unique).
+    _sql(op, "UPDATE audit_log SET position = -1 WHERE position = 4")
+    _sql(op, "UPDATE audit_log SET position = 4 WHERE position = 6")
+    _sql(op, "UPDATE audit_log SET position = 6 WHERE position = -1")
+    result = trail.verify()
+    assert not result.ok and result.problem.position == 4
+
+
+def test_a_cut_off_end_is_named(make_app, base_env):
+    op, trail = _chained(make_app, base_env)
+    last = trail.verify().last_position
+    _sql(op, "DELETE FROM audit_log WHERE position = :last", last=last)
+    result = trail.verify()
+    assert not result.ok and result.problem.position == last and "missing" in result.problem.what
+
+
+def test_a_rewritten_chain_disagrees_with_its_signed_checkpoint(make_app, base_env):
+    """Edit entry 2 and recompute every hash after it, as someone who knows the scheme would:
+    the chain is consistent again, but not with the checkpoint the audit key signed."""
+    from oidc.observability.audit_chain import GENESIS, entry_hash
+
+    op, trail = _chained(make_app, base_env)
+    engine = create_engine(op.app.config["SQLALCHEMY_DATABASE_URI"])
+    try:
+        with engine.begin() as connection:
+            connection.execute(text("UPDATE audit_log SET event = 'login.succeeded' WHERE position = 2"))
+            previous = GENESIS
+            for row in connection.execute(text("SELECT * FROM audit_log ORDER BY position")).mappings().all():
+                previous = entry_hash(dict(row), previous)
+                connection.execute(text("UPDATE audit_log SET hash = :h WHERE id = :id"), {"h": previous, "id": row["id"]})
+            connection.execute(text("UPDATE audit_chain SET hash = :h"), {"h": previous})
+    finally:
+        engine.dispose()
+    result = trail.verify()
+    assert not result.ok and result.problem.position == 4 and "checkpoint" in result.problem.what
+
+
+def test_a_forged_checkpoint_is_refused(make_app, base_env):
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+
+    op, trail = _chained(make_app, base_env)
+    header, payload, _ = _checkpoint_tokens(op)[0].split(".")
+    forger = ec.generate_private_key(ec.SECP256R1())
+    r, s = decode_dss_signature(forger.sign(f"{header}.{payload}".encode(), ec.ECDSA(hashes.SHA256())))
+    forged = f"{header}.{payload}.{b64encode(r.to_bytes(32, 'big') + s.to_bytes(32, 'big'))}"
+    _sql(op, "UPDATE audit_checkpoints SET token = :token WHERE position = 4", token=forged)
+    result = trail.verify()
+    assert not result.ok and result.problem.position == 4 and "signature" in result.problem.what
+
+
+def test_a_token_signed_by_a_token_key_is_no_checkpoint(make_app, base_env):
+    """The same claims and checkpoint typ, signed by the access-token key: refused (not an audit key)."""
+    from keys import compact_jws
+    from oidc.state import state_of
+    from oidc.vocabulary import ACCESS_TOKEN_SET, AUDIT_CHECKPOINT_TYP
+
+    op, trail = _chained(make_app, base_env)
+    _, payload, _ = _checkpoint_tokens(op)[0].split(".")
+    claims = json.loads(b64decode(payload))
+    impostor = compact_jws(state_of(op.app).key_service().signer(ACCESS_TOKEN_SET), claims, AUDIT_CHECKPOINT_TYP)
+    _sql(op, "UPDATE audit_checkpoints SET token = :token WHERE position = 4", token=impostor)
+    result = trail.verify()
+    assert not result.ok and result.problem.position == 4
+
+
+def _checkpoint_tokens(op: Provider) -> list[str]:
+    engine = create_engine(op.app.config["SQLALCHEMY_DATABASE_URI"])
+    try:
+        with engine.connect() as connection:
+            return [row[0] for row in connection.execute(text("SELECT token FROM audit_checkpoints ORDER BY position"))]
+    finally:
+        engine.dispose()
+
+
+def test_checkpoints_verify_with_the_audit_jwks_only(make_app, base_env):
+    """A checkpoint verifies with its own published keys (checked with cryptography), and its key is
+    not in the token JWKS: no relying party can take a checkpoint for a token, nor the reverse."""
+    op, trail = _chained(make_app, base_env)
+    audit_keys = op.get("/.well-known/audit-jwks.json").get_json()["keys"]
+    token_kids = {key["kid"] for key in op.get("/.well-known/jwks.json").get_json()["keys"]}
+    assert audit_keys and not {key["kid"] for key in audit_keys} & token_kids
+    for token in _checkpoint_tokens(op):
+        header_b64, payload_b64, signature = token.split(".")
+        header = json.loads(b64decode(header_b64))
+        assert header["typ"] == "audit-checkpoint+jwt"
+        (jwk,) = [key for key in audit_keys if key["kid"] == header["kid"]]
+        verify(jwk, header["alg"], f"{header_b64}.{payload_b64}".encode(), b64decode(signature))
+        claims = json.loads(b64decode(payload_b64))
+        assert claims["iss"] == "https://op.example.test" and len(claims["hash"]) == 64
+        stored = {entry["position"]: entry["hash"] for entry in trail.export()}
+        assert stored[claims["position"]] == claims["hash"]
+        assert hashlib.sha256(b"").hexdigest() != claims["hash"]
+
+
+def test_concurrent_appends_and_chainers_keep_one_chain(make_app, base_env):
+    """Two apps on one database (two workers), each appending from two threads while both seal."""
+    first = _provider(make_app, base_env)
+    second = Provider(make_app({**base_env, **AUDIT_ENV}))
+    trails = [_trail(first), _trail(second)]
+    errors: list[BaseException] = []
+
+    def append(trail: Any, name: str) -> None:
+        try:
+            for number in range(40):
+                trail.append([{"at": 0, "event": "test.concurrent", "fields": json.dumps({"n": number, "by": name})}])
+                if number % 10 == 0:
+                    trail.seal()
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=append, args=(trail, f"{index}.{thread}"))
+               for index, trail in enumerate(trails) for thread in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not errors, errors
+    trails[0].seal()
+    result = trails[1].verify()
+    assert result.ok, result.problem
+    concurrent = [entry for entry in trails[0].export() if entry["event"] == "test.concurrent"]
+    assert len(concurrent) == 160 and result.unsealed == 0
+
+
+def test_cli_verify_names_the_first_bad_entry_and_export_writes_json_lines(make_app, base_env):
+    op, _ = _chained(make_app, base_env)
+    runner = op.app.test_cli_runner()
+    good = runner.invoke(args=["audit", "verify", "--json"])
+    assert good.exit_code == 0, good.output
+    assert json.loads(good.output)["ok"] is True
+    exported = runner.invoke(args=["audit", "export", "--since", "2"])
+    lines = [json.loads(line) for line in exported.output.splitlines()]
+    assert exported.exit_code == 0 and lines[0]["position"] == 2 and all("hash" in line for line in lines)
+    _sql(op, "UPDATE audit_log SET at = at + 1 WHERE position = 3")
+    bad = runner.invoke(args=["audit", "verify"])
+    assert bad.exit_code == 1 and "entry 3" in bad.output and "TAMPERED" in bad.output
+    since = runner.invoke(args=["audit", "verify", "--since", "4", "--json"])
+    assert since.exit_code == 0, since.output  # entries from 4 on are intact (anchored on 3's stored hash)
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_admin_changes_and_hsm_outages_are_audited(make_app, base_env, admin_key):
+    from oidc.state import hsm_event
+
+    op = _provider(make_app, base_env)
+    response = op.post("/admin/keys/jwt.access-token", json={"alg": "ES256"},
+                       headers={"Authorization": f"Bearer {admin_key}"})
+    assert response.status_code == 201
+    hsm_event("lost", "DeviceError")  # what the HSM manager reports, from its recovery thread (no app context)
+    hsm_event("available")
+    trail = _trail(op)
+    trail.seal()
+    entries = list(trail.export())
+    change = next(entry for entry in entries if entry["event"] == "admin.request")
+    assert change["fields"]["route"] == "/admin/keys/<key_set>" and change["fields"]["status"] == 201
+    assert change["fields"]["arg_key_set"] == "jwt.access-token" and change["fields"]["credential"] == "admin_api_key"
+    assert admin_key not in json.dumps(entries)
+    events = [entry["event"] for entry in entries]
+    assert events.index("key.generated", 3) < events.index("admin.request")  # in the order they happened
+    assert events[-2:] == ["hsm.lost", "hsm.available"]
+    assert trail.verify().ok
+
+
+@pytest.mark.hsm
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_checkpoints_are_signed_on_the_hsm(make_app, hsm_env):
+    from oidc.state import state_of
+    from oidc.vocabulary import AUDIT_CHECKPOINT_SET
+
+    op = Provider(make_app({**hsm_env, **AUDIT_ENV, "HSM_ONLY_KEY_SETS": AUDIT_CHECKPOINT_SET}))
+    service = state_of(op.app).key_service()
+    assert service.backend_of(AUDIT_CHECKPOINT_SET) == "hsm"
+    _issue_tokens(op, 4)
+    trail = _trail(op)
+    trail.seal()
+    result = trail.verify()
+    assert result.ok and result.checkpoints >= 1
+    (jwk,) = op.get("/.well-known/audit-jwks.json").get_json()["keys"]
+    header_b64, payload_b64, signature = _checkpoint_tokens(op)[0].split(".")
+    assert json.loads(b64decode(header_b64))["kid"] == jwk["kid"]
+    verify(jwk, jwk["alg"], f"{header_b64}.{payload_b64}".encode(), b64decode(signature))
+
+
+def test_with_a_write_delay_entries_are_queued_then_written_in_order(make_app, base_env):
+    """AUDIT_WRITE_DELAY_SECONDS: the request only queues its entries; the chainer writes the queue."""
+    op = _provider(make_app, base_env, AUDIT_WRITE_DELAY_SECONDS="3600")
+    trail = _trail(op)
+    trail.write_queued()  # the key service's start-up events
+    _issue_tokens(op, 5)
+    assert len(trail._queue) == 5 and not [e for e in trail.export() if e["event"] == "token.issued"]
+    trail.seal()  # writes the queue first
+    issued = [entry for entry in trail.export() if entry["event"] == "token.issued"]
+    assert len(issued) == 5 and trail.verify().ok
+    _issue_tokens(op, 2)
+    trail.stop()  # a graceful exit writes what is queued
+    trail.seal()
+    assert len([entry for entry in trail.export() if entry["event"] == "token.issued"]) == 7
+
+
+@pytest.fixture
+def audited(make_app, base_env):
+    return _provider(make_app, base_env)
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+@settings(max_examples=60, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(token=st.one_of(
+    st.text(max_size=200),
+    st.builds(lambda header, rest: f"{b64encode(header.encode())}.{rest}",
+              st.one_of(st.just('{"typ":"audit-checkpoint+jwt","kid":"x","alg":"ES256"}'), st.text(max_size=60)),
+              st.text(alphabet="ABCDEFabcdef0123456789-_.", max_size=120))))
+def test_any_stored_checkpoint_text_is_refused_not_raised(audited, token):
+    """A checkpoint row is database content: whatever it holds, verification refuses it without an exception."""
+    assert _trail(audited).checkpoint_claims(token) is None
+
+
+@pytest.mark.e2e
+def test_two_gunicorn_workers_write_one_chain(make_app, base_env, tmp_path):
+    """Served as deployed (gunicorn, 2 workers, each with its chainer): tokens issued in parallel end up
+    in one chain that verifies, with checkpoints, and none is missing."""
+    import concurrent.futures
+
+    import requests
+
+    from oidc_fixtures import serve_with_gunicorn
+
+    env = {**base_env, "AUDIT_CHAIN": "true", "AUDIT_SEAL_SECONDS": "0.2", "AUDIT_CHECKPOINT_ENTRIES": "10"}
+    with serve_with_gunicorn(make_app, env, tmp_path, grant_types=["client_credentials"], scope="api",
+                             auth_method="client_secret_basic") as served:
+        token_url = served["issuer"] + "/token"
+
+        def issue(_: int) -> int:
+            return requests.post(token_url, data={"grant_type": "client_credentials", "scope": "api"},
+                                 auth=(served["client_id"], served["client_secret"]), timeout=10).status_code
+
+        with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
+            assert set(pool.map(issue, range(60))) == {200}
+        trail = _trail(Provider(make_app(served["env"])))
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and trail.verify().unsealed:
+            time.sleep(0.2)  # sealed by the chainers (each worker has one)
+        result = trail.verify()
+    assert result.ok and result.unsealed == 0, result.problem
+    issued = [entry for entry in trail.export() if entry["event"] == "token.issued"]
+    assert len(issued) == 60 and len({entry["fields"]["jti"] for entry in issued}) == 60
+    assert result.checkpoints >= 6
