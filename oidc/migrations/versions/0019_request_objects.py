@@ -5,7 +5,7 @@ requests must come as signed request objects; ``request_object_signing_alg``
 (OpenID Connect Dynamic Client Registration §2): the one algorithm its request
 objects are signed with (``none`` for unsigned ones), or any the provider allows.
 
-Revision ID: 0011_request_objects
+Revision ID: 0019_request_objects
 Revises: 0018_audit_log
 Create Date: 2026-12-06 17:30:00.000000
 
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 
 
 # revision identifiers, used by Alembic.
-revision = '0011_request_objects'
+revision = '0019_request_objects'
 down_revision = '0018_audit_log'
 branch_labels = None
 depends_on = None
