@@ -683,6 +683,34 @@ def test_encrypted_objects_that_are_not_signed_ones_inside_or_do_not_decrypt_are
     assert op.authorize({"client_id": client_id, "request": good}).status_code == 302
 
 
+def test_an_encrypted_object_from_a_client_without_keys_is_refused_before_it_is_decrypted(
+        make_app: Any, base_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its inner object could never verify (RFC 9101 §6.1): no private-key operation is spent on it."""
+    from keys.service import KeyService
+
+    op = Provider(make_app({**base_env, "REQUEST_OBJECT_ENCRYPTION_ALG": "RSA-OAEP-256"}))
+    op.add_user()
+    keyless, _ = op.add_client(auth_method="none")
+    signer = Signer("ES256")
+    claims, _ = request_claims(op, keyless)
+    token = _encrypted(op, signer.sign(claims).encode())
+    decryptions: list[str] = []
+    original = KeyService.decrypt
+
+    def counted(self: KeyService, key_set: str, token: str) -> bytes:
+        decryptions.append(key_set)
+        return original(self, key_set, token)
+
+    monkeypatch.setattr(KeyService, "decrypt", counted)
+    response = op.get("/authorize", query_string={"client_id": keyless, "request": token})
+    assert refused_page(response) and "registered no keys" in response.text
+    assert decryptions == []
+    with_keys = registered(op, signer)
+    claims, _ = request_claims(op, with_keys)
+    assert op.authorize({"client_id": with_keys, "request": _encrypted(op, signer.sign(claims).encode())}).status_code == 302
+    assert decryptions == ["openid.request-object"]
+
+
 @pytest.mark.e2e
 def test_an_hsm_outage_while_decrypting_a_request_object_is_a_503_then_it_decrypts_again(
         make_app: Any, remote_hsm_env: dict[str, str], remote_token: Any) -> None:

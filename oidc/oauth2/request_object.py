@@ -153,6 +153,7 @@ def resolve(token: object, client: Any) -> RequestObject:
         raise InvalidRequestObject(f"The request object is longer than {MAX_REQUEST_OBJECT_LENGTH} characters.")
     parts = token.split(".")
     if len(parts) == 5:
+        _check_may_encrypt(client)
         token = _nested(_decrypt(token))
         parts = token.split(".")
     if len(parts) != 3:
@@ -174,6 +175,15 @@ def resolve(token: object, client: Any) -> RequestObject:
         claims = _verified_claims(token, header, client)
     _check_claims(claims, client, rules)
     return RequestObject(_parameters(claims, client), signed=alg != UNSIGNED)
+
+
+def _check_may_encrypt(client: Any) -> None:
+    """RFC 9101 §6.1: an encrypted request object is a signed one inside.  A client that registered no keys
+    can sign none, so its encrypted objects are refused before anyone authenticated spends a decryption
+    (an RSA private-key operation on the token) on them."""
+    if not (getattr(client, "jwks", None) or getattr(client, "jwks_uri", None)):
+        raise InvalidRequestObject("This client registered no keys to sign request objects with: an encrypted "
+                                   "request object from it is not decrypted.")
 
 
 def _decrypt(token: str) -> bytes:
