@@ -427,3 +427,56 @@ def test_an_outage_of_the_audit_sets_token_delays_checkpoints_and_loses_no_entry
     claims = json.loads(b64decode(last_checkpoint.split(".")[1]))
     assert claims["position"] == after.last_position  # the one that waited covers the whole outage
     trail.stop()
+
+
+@pytest.mark.hsm
+@pytest.mark.e2e
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_a_hung_audit_token_holds_no_lock_on_the_chain(make_app, base_env, remote_tokens):
+    """HSM_TOKENS=A,B and A stopped (SIGSTOP): a checkpoint sent to A is given up after
+    HSM_TOKEN_TIMEOUT_SECONDS, and all that time entries are appended at once (the signature is made
+    outside the sealing transaction, so SQLite's write lock is not held while the token hangs)."""
+    op = Provider(make_app({**base_env, **remote_tokens.env(), **AUDIT_ENV, "AUDIT_CHECKPOINT_ENTRIES": "1",
+                            "HSM_ONLY_KEY_SETS": "*", "HSM_TOKEN_TIMEOUT_SECONDS": "1",
+                            "HSM_RETRY_INITIAL_SECONDS": "0.1", "HSM_RETRY_MAX_SECONDS": "0.5"}))
+    from oidc.state import state_of
+
+    service = state_of(op.app).key_service()
+    service.start_recovery()
+    trail = _trail(op)
+    trail.seal()
+    entry = {"at": 0, "event": "test.during", "fields": "{}"}
+    slow_seals: list[float] = []
+    sealer_appends: list[int] = []
+
+    def seal_until_one_hangs() -> None:
+        for _ in range(6):  # the audit set's tokens take turns: A's turn comes within two
+            trail.append([entry])
+            sealer_appends.append(1)
+            started = time.monotonic()
+            trail.seal()
+            if time.monotonic() - started > 0.8:
+                slow_seals.append(time.monotonic() - started)
+                return
+
+    remote_tokens.servers["A"].pause()
+    try:
+        sealing = threading.Thread(target=seal_until_one_hangs, daemon=True)
+        sealing.start()
+        appends: list[float] = []
+        while sealing.is_alive() and len(appends) < 2000:
+            started = time.monotonic()
+            trail.append([entry])
+            appends.append(time.monotonic() - started)
+            time.sleep(0.01)
+        sealing.join(timeout=10)
+        assert slow_seals and slow_seals[0] < 3, slow_seals  # the hang was met, and given up in time
+        assert max(appends) < 0.5, max(appends)  # never waited for the chain while A hung
+    finally:
+        remote_tokens.servers["A"].resume()
+    trail.seal()
+    result = trail.verify()
+    assert result.ok and result.unsealed == 0, result.problem
+    assert len([e for e in trail.export() if e["event"] == "test.during"]) == len(appends) + len(sealer_appends)
+    trail.stop()
+    service.close()
