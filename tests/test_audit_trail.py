@@ -371,7 +371,7 @@ def test_two_gunicorn_workers_write_one_chain(make_app, base_env, tmp_path):
 @pytest.mark.hsm
 @pytest.mark.e2e
 def test_an_outage_of_the_audit_sets_token_delays_checkpoints_and_loses_no_entry(make_app, remote_hsm_env, remote_token,
-                                                                                 admin_key):
+                                                                                 admin_key, caplog):
     """The audit set's only token is a SoftHSM2 token behind ``p11-kit server``, killed and restarted.
 
     While it is away, entries are still appended and sealed (the chain goes on) but no checkpoint is
@@ -422,6 +422,8 @@ def test_an_outage_of_the_audit_sets_token_delays_checkpoints_and_loses_no_entry
     assert events.count("hsm.lost") == 1 and events.count("hsm.available") == 1
     assert events.index("hsm.lost") < events.index("hsm.available")
     assert events.count("token.issued") == 4
+    # The operator is told how often the token is probed (HSM_RETRY_MAX_SECONDS=0.5, not "0 s").
+    assert any("probed with backoff up to every 0.5 s" in record.getMessage() for record in caplog.records)
     assert len([entry for entry in entries if entry["event"] == "admin.request"]) == 10  # none lost
     last_checkpoint = _checkpoint_tokens(op)[-1]
     claims = json.loads(b64decode(last_checkpoint.split(".")[1]))
