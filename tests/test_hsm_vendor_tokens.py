@@ -37,7 +37,8 @@ from jose_helpers import b64decode, verify
 from oidc_fixtures import Provider
 from support import start_key_service
 
-pytestmark = [pytest.mark.e2e, pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)]
+pytestmark = pytest.mark.e2e
+SQLITE = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 
 #: openCryptoki's soft token has RSA only: every set signs with an RSA algorithm it has.
 RSA_SETS = {"ID_TOKEN_SIGNING_ALG": "RS256", "ACCESS_TOKEN_SIGNING_ALG": "PS256",
@@ -76,6 +77,7 @@ def ock_only(base_env: dict[str, str], opencryptoki: Any) -> Iterator[dict[str, 
     opencryptoki.destroy_labelled(prefix)
 
 
+@SQLITE
 def test_a_softhsm2_and_an_opencryptoki_token_sign_in_turns_and_either_carries_on_alone(
         make_app, vendor_tokens, softhsm, opencryptoki):
     remote, env = vendor_tokens
@@ -129,6 +131,7 @@ def test_a_softhsm2_and_an_opencryptoki_token_sign_in_turns_and_either_carries_o
         service.close()
 
 
+@pytest.mark.both_databases
 def test_the_audit_set_on_two_vendors_keeps_checkpointing_while_one_token_is_down(make_app, vendor_tokens):
     """The audit set's pairs on A and O: with A killed, checkpoints are signed on O, A's outage and return
     are entries of the chain (named by token), and the chain verifies."""
@@ -186,6 +189,7 @@ def test_the_audit_set_on_two_vendors_keeps_checkpointing_while_one_token_is_dow
         service.close()
 
 
+@SQLITE
 def test_checkpoints_are_signed_on_the_opencryptoki_token(make_app, ock_only, opencryptoki):
     from oidc.state import state_of
     from oidc.vocabulary import AUDIT_CHECKPOINT_SET
@@ -212,6 +216,7 @@ def test_checkpoints_are_signed_on_the_opencryptoki_token(make_app, ock_only, op
     service.close()
 
 
+@SQLITE
 @pytest.mark.parametrize("alg", ["RS256", "PS256"])
 def test_a_request_signed_on_the_opencryptoki_token_gets_its_chain_published(make_app, ock_only, tmp_path, alg):
     app = make_app({**ock_only, "ID_TOKEN_SIGNING_ALG": alg})
