@@ -263,3 +263,16 @@ def b64decode_standard(value: str) -> bytes:
     import base64
 
     return base64.b64decode(value, validate=True)
+
+
+@SQLITE
+def test_a_set_one_vendors_token_cannot_sign_is_refused_naming_that_token(make_app, vendor_tokens, opencryptoki):
+    """ES256 on A (SoftHSM2 has EC) and O (openCryptoki has none): refused at start-up, naming O and the mechanism."""
+    from keys.errors import MechanismUnsupported
+
+    _, env = vendor_tokens
+    with pytest.raises(MechanismUnsupported) as refused:
+        start_key_service(make_app({**env, "ACCESS_TOKEN_SIGNING_ALG": "ES256"}))
+    message = str(refused.value)
+    assert "token 'O'" in message and "ES256" in message and "CKM_EC_KEY_PAIR_GEN" in message
+    assert opencryptoki.PIN not in message and "\n" not in message
