@@ -241,7 +241,8 @@ def hsm_event(event: str, error: str | None = None) -> None:
 def hsm_token_event(token: str, event: str, error: str | None = None) -> None:
     """:func:`hsm_event` for one token of several (``HSM_TOKENS``): its own metrics, and audited with its name."""
     metrics.hsm_token_event(token, event, error)
-    _audit_hsm_event(event, error, token=token)
+    # Not ``token``: the trail never stores a field of that name (it would be a bearer token).
+    _audit_hsm_event(event, error, hsm_token=token)
 
 
 def _audit_hsm_event(event: str, error: str | None, **fields: Any) -> None:

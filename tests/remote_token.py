@@ -207,17 +207,39 @@ class OpenCryptoki:
         return int(found[0]) if len(found) == 1 else None
 
     def stop_daemon(self) -> None:
-        """Stop the pkcsslotd :meth:`prepare` started, if it did."""
+        """Stop the pkcsslotd :meth:`prepare` started, if it did.
+
+        pkcsslotd ignores SIGTERM (drops it, logging nothing) while a process has the library
+        initialised, as this one does: the library is finalised here first, and the signal sent
+        again until the daemon is gone (SIGKILL after 20 s).
+        """
         pid, self.daemon_pid = self.daemon_pid, None
         if pid is None or not _running(pid):
             return
-        os.kill(pid, signal.SIGTERM)
+        self._finalize_here()
         deadline = time.monotonic() + 20
+        signalled = 0.0
         while _running(pid):
             if time.monotonic() > deadline:
                 os.kill(pid, signal.SIGKILL)
                 break
+            if time.monotonic() - signalled > 0.5:
+                os.kill(pid, signal.SIGTERM)
+                signalled = time.monotonic()
             time.sleep(0.05)
+
+    def _finalize_here(self) -> None:
+        """``C_Finalize`` in this process, so that pkcsslotd sees no client left."""
+        import pkcs11
+
+        from keys.connection import module_lock
+        from keys.hsm import PKCS11_LOCK
+
+        with PKCS11_LOCK, module_lock(self.library):
+            try:
+                pkcs11.lib(self.library).finalize()
+            except pkcs11.PKCS11Error:
+                pass  # not initialised: nothing to finalise
 
     def destroy_labelled(self, prefix: str) -> None:
         """Destroy every object whose label starts with ``prefix`` (a test's own keys)."""

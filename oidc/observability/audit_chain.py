@@ -189,15 +189,22 @@ class AuditTrail:
     def seal(self) -> int:
         """Seal the unsealed entries in order, and sign a checkpoint when one is due; the count sealed.
 
-        This process's queued entries are written first.
+        This process's queued entries are written first.  The checkpoint is signed between two
+        transactions, never inside one: a token that fails or hangs during the signature then
+        holds no lock on the chain's head (other chainers go on sealing), and the ``hsm.lost``
+        entry its failure makes is inserted at once (on SQLite it would otherwise wait for the
+        write lock the sealing transaction holds, and be lost).  A checkpoint that cannot be
+        signed waits: the entries are sealed anyway, and it is signed on a later pass.
         """
         self.write_queued()
         signer = self._checkpoint_signer()  # before the lock: starting the key service writes to the database
         sealed_total = 0
         while True:
             with self.engine().begin() as connection:
-                sealed, more = self._seal_batch(connection, signer)
+                sealed, more, due = self._seal_batch(connection, signing=signer is not None)
             sealed_total += sealed
+            if due is not None and signer is not None and not self._sign_checkpoint(signer, *due):
+                signer = None  # the token failed: seal the rest without stopping at checkpoints
             if not more:
                 return sealed_total
 
@@ -208,15 +215,16 @@ class AuditTrail:
             log.warning("no audit checkpoint now: the audit key set cannot sign (%s)", type(exc).__name__)
             return None
 
-    def _seal_batch(self, connection: Connection, signer: Signer | None) -> tuple[int, bool]:
-        """Seal up to the next checkpoint (or a batch), sign the checkpoint if due; (count, more to seal)."""
+    def _seal_batch(self, connection: Connection, *, signing: bool) -> tuple[int, bool, tuple[int, str] | None]:
+        """Seal up to the next checkpoint (or a batch); (count, more to seal, the (position, hash) of a
+        checkpoint now due)."""
         if not queries.lock_audit_head(connection):
             raise RuntimeError("the audit_chain head row is missing: run oidc-hsm db upgrade")
         head = queries.audit_head(connection)
         position, digest = int(head.position), str(head.hash)
         unsealed = queries.unsealed_audit_entries(connection)
         # Stop at the next multiple of AUDIT_CHECKPOINT_ENTRIES, so each checkpoint signs exactly there.
-        room = self.checkpoint_entries - (position - int(head.checkpoint_position)) if signer is not None else 0
+        room = self.checkpoint_entries - (position - int(head.checkpoint_position)) if signing else 0
         batch = unsealed[:room] if room > 0 else unsealed
         sealed = []
         for row in batch:
@@ -226,16 +234,28 @@ class AuditTrail:
             sealed.append({"row_id": row.id, "sealed_position": position, "sealed_hash": digest})
         if sealed:
             queries.seal_audit_entries(connection, sealed, position, digest)
-        now = int(self.clock())
         due = position - int(head.checkpoint_position) >= self.checkpoint_entries or (
-            position > int(head.checkpoint_position) and now - int(head.checkpoint_at) >= self.checkpoint_seconds)
-        if due and signer is not None:
+            position > int(head.checkpoint_position) and int(self.clock()) - int(head.checkpoint_at)
+            >= self.checkpoint_seconds)
+        more = len(batch) < len(unsealed) or len(unsealed) == queries.AUDIT_SEAL_BATCH
+        return len(sealed), more, ((position, digest) if due else None)
+
+    def _sign_checkpoint(self, signer: Signer, position: int, digest: str) -> bool:
+        """Sign the checkpoint of ``position`` (outside any transaction), then store it unless another
+        chainer stored it, or a later one, meanwhile; False when the audit set could not sign."""
+        now = int(self.clock())
+        try:
             token = compact_jws(signer, {"iss": self.issuer, "iat": now, "position": position, "hash": digest},
                                 AUDIT_CHECKPOINT_TYP)
-            queries.insert_audit_checkpoint(connection, {"position": position, "hash": digest, "kid": signer.kid,
-                                                         "token": token, "at": now})
-        more = len(batch) < len(unsealed) or len(unsealed) == queries.AUDIT_SEAL_BATCH
-        return len(sealed), more
+        except KeyServiceError as exc:
+            log.warning("no audit checkpoint now: the audit key set cannot sign (%s)", type(exc).__name__)
+            return False
+        with self.engine().begin() as connection:
+            queries.lock_audit_head(connection)
+            if int(queries.audit_head(connection).checkpoint_position) < position:
+                queries.insert_audit_checkpoint(connection, {"position": position, "hash": digest, "kid": signer.kid,
+                                                             "token": token, "at": now})
+        return True
 
     def start_chainer(self) -> None:
         """Start this process's chainer thread once (again in a forked child, which has no threads)."""
