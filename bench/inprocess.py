@@ -2,6 +2,8 @@
 
     python bench/inprocess.py [--calls 1500] [--windows 7] [--backend softhsm|software] [--only NAME ...]
                               [--profile NAME] [--bound] [--profile-bound NAME]
+    valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file=DIR/callgrind.out.%p \
+        python bench/inprocess.py --instructions DIR [--calls 300] [--bound] [--only NAME ...]
 
 BENCH_DATABASE_URL (an empty database) replaces the throw-away SQLite file, e.g. to
 measure on PostgreSQL.
@@ -28,6 +30,13 @@ load of other processes.  ``--profile NAME`` prints the cProfile of one endpoint
 cumulative time; PROFILE_SORT=tottime and PROFILE_LINES=N change the listing,
 PROFILE_DUMP=FILE keeps the raw profile for pstats); ``--profile-bound NAME``
 the bound's.
+
+``--instructions DIR`` counts instructions instead of CPU time, under
+callgrind (started as above, with the real interpreter, not a shell shim):
+the count of ``--calls`` calls of each endpoint, instrumentation switched on
+for them only (``callgrind_control``), divided by the calls.  Unlike CPU
+time it does not depend on what else the machine runs, so a change can be
+judged on a busy machine: same count, same work.
 Figures, not tests: nothing is asserted.
 """
 
@@ -163,6 +172,33 @@ def cpu_microseconds(call: Any, calls: int, windows: int) -> float:
             call()
         best = min(best, (time.process_time() - started) / calls * 1e6)
     return best
+
+
+def instructions_per_call(call: Any, calls: int, name: str, out_dir: Path) -> float:
+    """Instructions per call of ``call`` under callgrind: ``calls`` calls with instrumentation on, then a dump."""
+    pid = str(os.getpid())
+
+    def control(*args: str) -> None:
+        subprocess.run(["callgrind_control", *args, pid], check=True, capture_output=True, timeout=120)
+
+    if isinstance(call, CodeExchange):
+        call.prepare(calls)
+    for _ in range(min(50, calls)):  # warm: caches filled, statements prepared
+        call()
+    if isinstance(call, CodeExchange):
+        call.prepare(calls)
+    control("--zero")
+    control("--instr=on")
+    for _ in range(calls):
+        call()
+    control("--instr=off")
+    control("--dump=" + name)
+    for dump in sorted(out_dir.glob(f"callgrind.out.{pid}.*"), key=lambda path: path.stat().st_mtime, reverse=True):
+        text = dump.read_text(errors="replace")
+        if f"desc: Trigger: dump {name}\n" in text:
+            totals = next(line for line in text.splitlines() if line.startswith("totals:"))
+            return int(totals.split()[1]) / calls
+    raise RuntimeError(f"no callgrind dump {name!r} in {out_dir}: run under valgrind --tool=callgrind")
 
 
 def prepare(workdir: Path, backend: str) -> dict[str, Call]:
@@ -379,6 +415,39 @@ def profile_calls(target: Any, calls: int) -> None:
     pstats.Stats(profile).sort_stats(order).print_stats(lines)
 
 
+def measure_cpu(args: argparse.Namespace, calls: dict[str, Any], bounds: dict[str, Any]) -> None:
+    trivial = 0.0
+    figures: dict[str, float] = {}
+    for name in ENDPOINTS:
+        if args.only and name != "trivial" and name not in args.only:
+            continue
+        figure = figures[name] = cpu_microseconds(calls[name], args.calls, args.windows)
+        trivial = trivial or figure
+        print(f"{name:20} {figure:8.1f} us CPU/request  {figure / trivial:5.1f}x trivial  "
+              f"({calls[name].status}, {args.backend})", flush=True)
+        if args.bound and name in bounds:
+            bound = cpu_microseconds(bounds[name], args.calls, args.windows)
+            print(f"{'  bound':20} {bound:8.1f} us CPU/request  bound/provider {bound / figure:5.2f}  "
+                  f"({bounds[name].status})", flush=True)
+    for variant, plain in SIGNED_VARIANTS.items():
+        if variant in figures and plain in figures:
+            print(f"{variant:20} adds {figures[variant] - figures[plain]:8.1f} us CPU/request to {plain} "
+                  f"(one signature with the ID token key set and building the JWT)")
+
+
+def count_instructions(args: argparse.Namespace, calls: dict[str, Any], bounds: dict[str, Any]) -> None:
+    for name in ENDPOINTS:
+        if args.only and name != "trivial" and name not in args.only:
+            continue
+        figure = instructions_per_call(calls[name], args.calls, name, args.instructions)
+        print(f"{name:20} {figure / 1e6:8.3f} M instructions/request  ({calls[name].status}, {args.backend})",
+              flush=True)
+        if args.bound and name in bounds:
+            bound = instructions_per_call(bounds[name], args.calls, "bound-" + name, args.instructions)
+            print(f"{'  bound':20} {bound / 1e6:8.3f} M instructions/request  bound/provider {bound / figure:5.2f}  "
+                  f"({bounds[name].status})", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--calls", type=int, default=1500, help="calls per window")
@@ -391,29 +460,18 @@ def main() -> None:
     parser.add_argument("--bound", action="store_true",
                         help="measure bench/minimal's route of each flow too, and the ratio bound/provider")
     parser.add_argument("--profile-bound", choices=BOUNDED, help="print the cProfile of one of the bound's routes")
+    parser.add_argument("--instructions", type=Path, metavar="DIR",
+                        help="count instructions per request under callgrind (its --callgrind-out-file directory)")
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="oidc-inprocess-"))
     try:
         calls = prepare(workdir, args.backend)
         bounds = bound_flows(int(os.environ.get("PASSWORD_HASH_COST", "32768"))) \
             if args.bound or args.profile_bound else {}
-        trivial = 0.0
-        figures: dict[str, float] = {}
-        for name in ENDPOINTS:
-            if args.only and name != "trivial" and name not in args.only:
-                continue
-            figure = figures[name] = cpu_microseconds(calls[name], args.calls, args.windows)
-            trivial = trivial or figure
-            print(f"{name:20} {figure:8.1f} us CPU/request  {figure / trivial:5.1f}x trivial  "
-                  f"({calls[name].status}, {args.backend})", flush=True)
-            if args.bound and name in bounds:
-                bound = cpu_microseconds(bounds[name], args.calls, args.windows)
-                print(f"{'  bound':20} {bound:8.1f} us CPU/request  bound/provider {bound / figure:5.2f}  "
-                      f"({bounds[name].status})", flush=True)
-        for variant, plain in SIGNED_VARIANTS.items():
-            if variant in figures and plain in figures:
-                print(f"{variant:20} adds {figures[variant] - figures[plain]:8.1f} us CPU/request to {plain} "
-                      f"(one signature with the ID token key set and building the JWT)")
+        if args.instructions:
+            count_instructions(args, calls, bounds)
+        else:
+            measure_cpu(args, calls, bounds)
         if args.profile:
             profile_calls(calls[args.profile], args.calls)
         if args.profile_bound:
