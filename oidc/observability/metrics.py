@@ -117,9 +117,9 @@ def hsm_token_event(token: str, event: str, error: str | None = None) -> None:
 
 
 def observe_token_signature(token: str, seconds: float, succeeded: bool) -> None:
-    HSM_TOKEN_SIGNATURES.labels(token, "ok" if succeeded else "failed").inc()
+    _token_signatures_child(token, "ok" if succeeded else "failed").inc()
     if succeeded:
-        HSM_TOKEN_SIGNING_SECONDS.labels(token).observe(seconds)
+        _token_signing_child(token).observe(seconds)
 
 
 def hsm_available() -> float | None:
@@ -140,6 +140,16 @@ TOKEN_BLUEPRINT = "token"
 @functools.lru_cache(maxsize=64)
 def _signing_child(key_set: str, backend: str) -> Any:
     return SIGNING_SECONDS.labels(key_set, backend)
+
+
+@functools.lru_cache(maxsize=64)
+def _token_signatures_child(token: str, result: str) -> Any:
+    return HSM_TOKEN_SIGNATURES.labels(token, result)
+
+
+@functools.lru_cache(maxsize=64)
+def _token_signing_child(token: str) -> Any:
+    return HSM_TOKEN_SIGNING_SECONDS.labels(token)
 
 
 @functools.lru_cache(maxsize=4096)
