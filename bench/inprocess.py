@@ -34,7 +34,9 @@ the bound's.
 ``--instructions DIR`` counts instructions instead of CPU time, under
 callgrind (started as above, with the real interpreter, not a shell shim):
 the count of ``--calls`` calls of each endpoint, instrumentation switched on
-for them only (``callgrind_control``), divided by the calls.  Unlike CPU
+for them only (``callgrind_control``), divided by the calls; the heap is
+collected and frozen (``gc.freeze``) before each endpoint's calls, so that a
+full collection does not land in one figure's window and not in another's.  Unlike CPU
 time it does not depend on what else the machine runs, so a change can be
 judged on a busy machine: same count, same work.
 Figures, not tests: nothing is asserted.
@@ -45,6 +47,7 @@ from __future__ import annotations
 import argparse
 import base64
 import cProfile
+import gc
 import io
 import json
 import os
@@ -187,6 +190,10 @@ def instructions_per_call(call: Any, calls: int, name: str, out_dir: Path) -> fl
         call()
     if isinstance(call, CodeExchange):
         call.prepare(calls)
+    # The objects made so far out of the collector's way: a full collection of the whole heap landing in
+    # one window and not in another would move the count by more than a change worth measuring.
+    gc.collect()
+    gc.freeze()
     control("--zero")
     control("--instr=on")
     for _ in range(calls):
