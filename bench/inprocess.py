@@ -36,7 +36,10 @@ callgrind (started as above, with the real interpreter, not a shell shim):
 the count of ``--calls`` calls of each endpoint, instrumentation switched on
 for them only (``callgrind_control``), divided by the calls; the heap is
 collected and frozen (``gc.freeze``) before each endpoint's calls, so that a
-full collection does not land in one figure's window and not in another's.  Unlike CPU
+full collection does not land in one figure's window and not in another's.
+Callgrind slows the calls fifty-fold: the codes of ``code_exchange`` are made
+before its calls and live 60 seconds, so keep its ``--calls`` small (60) there,
+and read each figure's status (a 400 means they expired).  Unlike CPU
 time it does not depend on what else the machine runs, so a change can be
 judged on a busy machine: same count, same work.
 Figures, not tests: nothing is asserted.
