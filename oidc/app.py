@@ -56,7 +56,7 @@ def create_app(config: Mapping[str, Any] | None = None, *, env: Mapping[str, str
         certificate_header=settings.client_cert_header,
     )
     logs.init_app(app, settings.log_format, settings.log_level)
-    metrics.init_app(app)
+    metrics.init_app(app, settings.metrics)
     server.init_app(app, app_state)
     web.init_app(app, settings)
     cli.init_app(app)
