@@ -31,12 +31,14 @@ def create_app(config: Mapping[str, Any] | None = None, *, env: Mapping[str, str
     from oidc import cli, state, web
     from oidc.db import db, ping_idle_connections
     from oidc.oauth2 import server
+    from oidc.oauth2.parameters import ProviderRequest
     from oidc.observability import logs, metrics
     from oidc.settings import flask_config, load_settings
     from oidc.web.documents import DocumentJSONProvider
     from oidc.web.proxy import TrustedProxyFix
 
     app = Flask("oidc", instance_relative_config=True, template_folder="web/templates")
+    app.request_class = ProviderRequest
     app.json = DocumentJSONProvider(app)
     os.makedirs(app.instance_path, exist_ok=True)
     settings = load_settings(env, instance_path=app.instance_path)

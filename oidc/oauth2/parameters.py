@@ -20,7 +20,8 @@ from collections.abc import Iterable
 from itertools import chain
 from typing import Any
 
-from werkzeug.datastructures import MultiDict
+from flask import Request
+from werkzeug.datastructures import ImmutableMultiDict, MultiDict
 
 FORM = "application/x-www-form-urlencoded"
 #: The error description of a parameter with a control character, wherever it is refused.
@@ -30,6 +31,27 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 class ParameterError(ValueError):
     """A request's parameters are malformed; the message is the error description."""
+
+
+class Parameters(ImmutableMultiDict[str, str]):
+    """A request's query or form (the Flask request's ``parameter_storage_class``), whose ``get`` of an
+    absent name returns the default without raising.
+
+    Werkzeug's ``get`` reads through ``__getitem__``, which builds and raises a ``BadRequestKeyError``
+    for each absent name; an authorization request asks for a dozen optional parameters it lacks.
+    """
+
+    def get(self, key: Any, default: Any = None, type: Any = None) -> Any:  # type: ignore[override]  # werkzeug's overloads, one body
+        if type is not None:
+            return super().get(key, default, type)
+        values = dict.get(self, key)
+        return values[0] if values else default
+
+
+class ProviderRequest(Request):
+    """Flask's request, its query and form held as :class:`Parameters` (the app's ``request_class``)."""
+
+    parameter_storage_class = Parameters
 
 
 def has_control_character(value: str) -> bool:
