@@ -248,6 +248,9 @@ class Settings:
     forwarded_allow_ips: tuple[str, ...]
     log_format: str
     log_level: str
+    #: Whether this process collects Prometheus metrics: False only when nothing would serve them
+    #: (``METRICS_BIND`` set empty and no ``PROMETHEUS_MULTIPROC_DIR``), decided once, at start.
+    metrics: bool
     # pages and themes
     service_name: str
     service_logo_url: str
@@ -328,6 +331,12 @@ class _Reader:
         if name not in SETTING_NAMES:  # a new setting: add it to SETTING_NAMES (and README.md)
             raise RuntimeError(f"{name} is read but missing from SETTING_NAMES")
         return self._env.get(name, default)
+
+    def serving(self, name: str) -> str | None:
+        """A variable of serving (SERVING_NAMES), read by gunicorn.conf.py, that the app must also know of."""
+        if name not in SERVING_NAMES:
+            raise RuntimeError(f"{name} is not a variable of serving")
+        return self._env.get(name)
 
     def token_text(self, name: str) -> str:
         """A token's own setting, ``HSM_<NAME>_<SUFFIX>`` (see TOKEN_SETTING_SUFFIXES)."""
@@ -851,6 +860,9 @@ def _read_administration(read: _Reader) -> dict[str, Any]:
     log_level = read.text("LOG_LEVEL", "INFO").upper()
     if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError("LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR")
+    # METRICS_BIND unset: gunicorn.conf.py serves them on its default listener (and a process outside
+    # gunicorn keeps them in its own registry); set empty with no multiprocess directory, nothing reads them.
+    metrics_served = read.serving("METRICS_BIND") != "" or bool(read.serving("PROMETHEUS_MULTIPROC_DIR"))
     return {
         "admin_api_keys": admin_keys,
         "admin_scope": admin_scope,
@@ -858,6 +870,7 @@ def _read_administration(read: _Reader) -> dict[str, Any]:
         "forwarded_allow_ips": forwarded,
         "log_format": log_format,
         "log_level": log_level,
+        "metrics": metrics_served,
     }
 
 

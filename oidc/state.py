@@ -212,10 +212,10 @@ class State:
             lock=functools.partial(provisioning_lock, engine),
             refresh_seconds=settings.keys_refresh_seconds,
             clock=self.clock.time,
-            sign_observer=metrics.observe_signature,
+            sign_observer=metrics.observe_signature if settings.metrics else None,
             hsm_only_sets=settings.hsm_only_key_sets,
             generate_on_hsm=settings.hsm_generate_keys,
-            token_observer=metrics.observe_token_signature if settings.hsm_tokens else None,
+            token_observer=metrics.observe_token_signature if settings.hsm_tokens and settings.metrics else None,
         )
 
     def close(self) -> None:

@@ -556,3 +556,24 @@ def test_five_part_request_objects_drawn_at_random_are_refused_and_never_a_5xx(d
     assert response.status_code == 400 and "Location" not in response.headers, response.status_code
     assert "invalid_request_object" in response.get_data(as_text=True)
     assert not [record.getMessage() for record in caplog.records if record.levelno >= logging.ERROR or record.exc_info]
+
+
+_NAMES = st.text(max_size=6)
+
+
+@settings(max_examples=300, deadline=None, derandomize=True, database=None)
+@given(pairs=st.lists(st.tuples(_NAMES, st.text(max_size=8)), max_size=6), name=_NAMES)
+def test_request_parameters_read_as_werkzeug_reads_them(pairs: list[tuple[str, str]], name: str) -> None:
+    """The request's parameters (``Parameters``) answer ``get`` as werkzeug's MultiDict does, and the
+    control-character check (one search over the joined strings) as a search of each name and value."""
+    from werkzeug.datastructures import MultiDict
+
+    from oidc.oauth2.parameters import Parameters, has_control_character, holds_control_character
+
+    ours, theirs = Parameters(pairs), MultiDict(pairs)
+    for key in {name, *(key for key, _ in pairs)}:
+        assert ours.get(key) == theirs.get(key)
+        assert ours.get(key, "absent") == theirs.get(key, "absent")
+        assert ours.get(key, -1, type=int) == theirs.get(key, -1, type=int)
+    assert holds_control_character(ours) == any(
+        has_control_character(key) or has_control_character(value) for key, value in pairs)

@@ -26,7 +26,9 @@ whose left half is 32 bytes.
 
 from __future__ import annotations
 
+import functools
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -233,6 +235,15 @@ def verify_artefact(token: str, artefact: Artefact, *, check_exp: bool = True) -
     return claims
 
 
+@functools.lru_cache(maxsize=32)
+def _claims_registry(now: Callable[[], int], issuer: str, check_exp: bool, leeway: int) -> JWTClaimsRegistry:
+    """The claim checks of :func:`verify_own_jwt`, built once per clock, issuer and options: a registry
+    keeps only its options (``now`` is called at each validation), and building one costs each request."""
+    registry_class = JWTClaimsRegistry if check_exp else _ClaimsIgnoringExpiry
+    return registry_class(now=now, leeway=leeway, iss={"essential": True, "value": issuer},
+                          exp={"essential": check_exp})
+
+
 def verify_own_jwt(token: str, *, typ: str | None, key_set: str, check_exp: bool = True,
                    leeway: int = 0) -> dict[str, Any]:
     """Claims of a JWT that this issuer signed with a published key of ``key_set``, or :class:`InvalidToken`.
@@ -266,12 +277,8 @@ def verify_own_jwt(token: str, *, typ: str | None, key_set: str, check_exp: bool
     if not isinstance(claims, dict):
         raise InvalidToken("the payload is not a JSON object")
     state = current_state()
-    registry_class = JWTClaimsRegistry if check_exp else _ClaimsIgnoringExpiry
-    registry = registry_class(now=state.clock.now, leeway=leeway,
-                              iss={"essential": True, "value": state.settings.issuer},
-                              exp={"essential": check_exp})
     try:
-        registry.validate(claims)
+        _claims_registry(state.clock.now, state.settings.issuer, check_exp, leeway).validate(claims)
     except (JoseError, TypeError, ValueError):
         raise InvalidToken("claims refused") from None
     return claims

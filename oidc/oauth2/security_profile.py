@@ -25,6 +25,8 @@ def profile_of(client: Any) -> str:
     """The profile that applies to ``client``: the stricter of its registration and ``SECURITY_PROFILE``."""
     registered = getattr(client, "security_profile", None) or DEFAULT_PROFILE
     provider = current_state().settings.security_profile
+    if registered == provider:  # the usual case, asked several times a request: no ranking to do
+        return provider
     return max(registered, provider, key=_STRICTNESS.index)
 
 

@@ -65,6 +65,11 @@ class RequestPayload(FlaskOAuth2Payload):
             return MultiDict()
         return request.args
 
+    @functools.cached_property
+    def datalist(self) -> Any:
+        # Authlib's is a defaultdict filled by a getlist per name; each reader asks ``.get(name, [])``.
+        return self.data.to_dict(flat=False)
+
 
 @functools.lru_cache(maxsize=16)
 def _check_transport(issuer: str, insecure_transport_allowed: str | None) -> None:

@@ -244,7 +244,10 @@ def _grant_type() -> str:
         return ""
 
 
-def init_app(app: Flask) -> None:
+def init_app(app: Flask, enabled: bool = True) -> None:
+    """Time the token endpoint's requests, unless nothing serves the metrics (``enabled`` False)."""
+    if not enabled:
+        return  # decided once: no hook runs, rather than hooks that measure what no one reads
     # Hooks of the token blueprint's requests only (/token, /introspect, /revoke):
     # nothing on every other request.
     def start_token_timer() -> None:
