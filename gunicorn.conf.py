@@ -23,6 +23,9 @@ threads = int(os.environ.get("GUNICORN_THREADS", "1"))
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
 graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "30"))
 keepalive = int(os.environ.get("GUNICORN_KEEPALIVE", "5"))
+# gunicorn's largest request line (its default is 4094): a request object (RFC 9101) sent by value in
+# the URL of GET /authorize takes a few thousand characters.  Larger ones go by POST or through /par.
+limit_request_line = 8190
 # X-Forwarded-* from these addresses only (the proxy); see TRUSTED_PROXY_HOPS too.  Empty means
 # the default, as for every setting, so gunicorn trusts the addresses the app trusts.
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS") or ",".join(DEFAULT_FORWARDED_ALLOW_IPS)

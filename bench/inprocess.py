@@ -1,7 +1,9 @@
 """CPU time per request of the hot endpoints, in one process, without HTTP.
 
     python bench/inprocess.py [--calls 1500] [--windows 7] [--backend softhsm|software] [--only NAME ...]
-                              [--profile NAME]
+                              [--profile NAME] [--bound] [--profile-bound NAME]
+    valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file=DIR/callgrind.out.%p \
+        python bench/inprocess.py --instructions DIR [--calls 300] [--bound] [--only NAME ...]
 
 BENCH_DATABASE_URL (an empty database) replaces the throw-away SQLite file, e.g. to
 measure on PostgreSQL.
@@ -20,9 +22,26 @@ the signature) without gunicorn, sockets or the load generator.  Each figure
 is the best of ``--windows`` windows of ``--calls`` calls, in process CPU
 time, which other processes on a shared machine disturb far less than wall
 time.  A trivial Flask route is measured the same way, for scale.
-``--profile NAME`` prints the cProfile of one endpoint, in CPU time (by
+``--bound`` measures bench/minimal's route for each flow too, in the same
+process, on the same database (its own client and user rows) and key
+backend, and prints the bound's CPU over the provider's: the ratio
+bench/run.py reports from the workers' CPU, without HTTP, gunicorn or the
+load of other processes.  ``--profile NAME`` prints the cProfile of one endpoint, in CPU time (by
 cumulative time; PROFILE_SORT=tottime and PROFILE_LINES=N change the listing,
-PROFILE_DUMP=FILE keeps the raw profile for pstats).
+PROFILE_DUMP=FILE keeps the raw profile for pstats); ``--profile-bound NAME``
+the bound's.
+
+``--instructions DIR`` counts instructions instead of CPU time, under
+callgrind (started as above, with the real interpreter, not a shell shim):
+the count of ``--calls`` calls of each endpoint, instrumentation switched on
+for them only (``callgrind_control``), divided by the calls; the heap is
+collected and frozen (``gc.freeze``) before each endpoint's calls, so that a
+full collection does not land in one figure's window and not in another's.
+Callgrind slows the calls fifty-fold: the codes of ``code_exchange`` are made
+before its calls and live 60 seconds, so keep its ``--calls`` small (60) there,
+and read each figure's status (a 400 means they expired).  Unlike CPU
+time it does not depend on what else the machine runs, so a change can be
+judged on a busy machine: same count, same work.
 Figures, not tests: nothing is asserted.
 """
 
@@ -31,6 +50,7 @@ from __future__ import annotations
 import argparse
 import base64
 import cProfile
+import gc
 import io
 import json
 import os
@@ -160,6 +180,37 @@ def cpu_microseconds(call: Any, calls: int, windows: int) -> float:
     return best
 
 
+def instructions_per_call(call: Any, calls: int, name: str, out_dir: Path) -> float:
+    """Instructions per call of ``call`` under callgrind: ``calls`` calls with instrumentation on, then a dump."""
+    pid = str(os.getpid())
+
+    def control(*args: str) -> None:
+        subprocess.run(["callgrind_control", *args, pid], check=True, capture_output=True, timeout=120)
+
+    if isinstance(call, CodeExchange):
+        call.prepare(calls)
+    for _ in range(min(50, calls)):  # warm: caches filled, statements prepared
+        call()
+    if isinstance(call, CodeExchange):
+        call.prepare(calls)
+    # The objects made so far out of the collector's way: a full collection of the whole heap landing in
+    # one window and not in another would move the count by more than a change worth measuring.
+    gc.collect()
+    gc.freeze()
+    control("--zero")
+    control("--instr=on")
+    for _ in range(calls):
+        call()
+    control("--instr=off")
+    control("--dump=" + name)
+    for dump in sorted(out_dir.glob(f"callgrind.out.{pid}.*"), key=lambda path: path.stat().st_mtime, reverse=True):
+        text = dump.read_text(errors="replace")
+        if f"desc: Trigger: dump {name}\n" in text:
+            totals = next(line for line in text.splitlines() if line.startswith("totals:"))
+            return int(totals.split()[1]) / calls
+    raise RuntimeError(f"no callgrind dump {name!r} in {out_dir}: run under valgrind --tool=callgrind")
+
+
 def prepare(workdir: Path, backend: str) -> dict[str, Call]:
     env = environment(workdir, backend)
     os.environ.update(env)
@@ -266,6 +317,147 @@ def user_flows(app: Any) -> dict[str, Any]:
     }
 
 
+#: The flows bench/minimal has a route for.
+BOUNDED = ["client_credentials", "introspect", "refresh", "authorize", "code_exchange", "login"]
+
+
+def bound_flows(password_cost: int) -> dict[str, Any]:
+    """bench/minimal's routes on the provider's database (its own client and user rows), as :class:`Call`s.
+
+    Its keys are software keys whatever ``--backend`` says (one PKCS#11 context per process: the
+    provider's), so compare the two with ``--backend software``.  PASSWORD_HASH_COST in the
+    environment sets both sides' scrypt cost (the login figure), 2**15 by default.
+    """
+    import hashlib
+    from urllib.parse import quote, urlencode
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from bench.minimal.database import Database
+    from bench.minimal.seed import seed_accounts
+    from bench.minimal.tokens import b64url
+
+    client_id, secret, password = "bench-minimal", secrets.token_urlsafe(32), secrets.token_urlsafe(16)
+    database = Database(os.environ["DATABASE_URL"])
+    try:
+        seed_accounts(database, client_id=client_id, redirect_uri=REDIRECT_URI, username="bench-minimal",
+                      password=password, password_cost=password_cost)
+    finally:
+        database.close()
+    introspection_key = ec.generate_private_key(ec.SECP256R1())
+    os.environ.update(
+        BENCH_BACKEND="software", BENCH_ALG="ES256",
+        BENCH_CLIENT_ID=client_id, BENCH_CLIENT_SECRET=secret, BENCH_REDIRECT_URI=REDIRECT_URI,
+        BENCH_DATABASE_URL=os.environ["DATABASE_URL"], BENCH_HASH_KEY=secrets.token_urlsafe(32),
+        BENCH_PUBLIC_KEY=introspection_key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode())
+    from bench.minimal.app import app
+    from bench.minimal.tokens import Signer
+
+    basic = {"Authorization": "Basic " + base64.b64encode(f"{client_id}:{secret}".encode()).decode()}
+    # The introspected token: an ES256 JWT of the bound's introspection key, with a jti it has no row for.
+    signer = Signer("software", "ES256", "introspect", "at+jwt")
+    signer.key = type(signer.key)(_es256_signer(introspection_key), {})
+    now = int(time.time())
+    token = signer.jwt({"iss": "http://127.0.0.1:8000", "sub": client_id, "aud": "http://127.0.0.1:8000",
+                        "client_id": client_id, "iat": now, "exp": now + 3600, "jti": secrets.token_urlsafe(18),
+                        "scope": "api"})
+
+    verifier = secrets.token_urlsafe(48)
+    challenge = b64url(hashlib.sha256(verifier.encode()).digest())
+    authorize_path = "/authorize?" + urlencode({
+        "response_type": "code", "client_id": client_id, "redirect_uri": REDIRECT_URI, "scope": "openid offline_access",
+        "state": "s", "nonce": "n", "code_challenge": challenge, "code_challenge_method": "S256"})
+    login_form = urlencode({"username": "bench-minimal", "password": password, "next": authorize_path}).encode()
+    login = Call(app, "POST", "/login", login_form)
+    login()
+    cookie = login.headers["Set-Cookie"].split(";")[0]
+    authorize = Call(app, "GET", authorize_path, headers={"Cookie": cookie})
+    code_template = Call(app, "POST", "/token", b"grant_type=authorization_code", basic)
+    refresh_template = Call(app, "POST", "/token", b"grant_type=refresh_token", basic)
+
+    def token_call(code: str) -> Call:
+        return code_template.with_body((f"grant_type=authorization_code&redirect_uri={quote(REDIRECT_URI, safe='')}"
+                                        f"&code_verifier={verifier}&code={code}").encode())
+
+    def refresh_call(previous: bytes | None) -> Call:
+        if previous is None:
+            authorize()
+            previous = token_call(authorize.headers["Location"].split("code=")[1].split("&")[0])()
+        refresh = json.loads(previous)["refresh_token"]
+        return refresh_template.with_body(f"grant_type=refresh_token&refresh_token={refresh}".encode())
+
+    return {
+        "client_credentials": Call(app, "POST", "/token", b"grant_type=client_credentials&scope=api", basic),
+        "introspect": Call(app, "POST", "/introspect", f"token={token}".encode(), basic),
+        "refresh": Chain(refresh_call),
+        "authorize": authorize,
+        "code_exchange": CodeExchange(authorize, token_call),
+        "login": login,
+    }
+
+
+def _es256_signer(private_key: Any) -> Callable[[bytes], bytes]:
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+
+    def sign(data: bytes) -> bytes:
+        r, s = decode_dss_signature(private_key.sign(data, ec.ECDSA(hashes.SHA256())))
+        return r.to_bytes(32, "big") + s.to_bytes(32, "big")
+
+    return sign
+
+
+def profile_calls(target: Any, calls: int) -> None:
+    """cProfile of ``calls`` calls of one target, in CPU time (other processes do not count)."""
+    profile = cProfile.Profile(time.process_time)
+    profile.enable()
+    if isinstance(target, CodeExchange):
+        target.prepare(calls)
+    for _ in range(calls):
+        target()
+    profile.disable()
+    if os.environ.get("PROFILE_DUMP"):
+        profile.dump_stats(os.environ["PROFILE_DUMP"])
+    order, lines = os.environ.get("PROFILE_SORT", "cumulative"), int(os.environ.get("PROFILE_LINES", "40"))
+    pstats.Stats(profile).sort_stats(order).print_stats(lines)
+
+
+def measure_cpu(args: argparse.Namespace, calls: dict[str, Any], bounds: dict[str, Any]) -> None:
+    trivial = 0.0
+    figures: dict[str, float] = {}
+    for name in ENDPOINTS:
+        if args.only and name != "trivial" and name not in args.only:
+            continue
+        figure = figures[name] = cpu_microseconds(calls[name], args.calls, args.windows)
+        trivial = trivial or figure
+        print(f"{name:20} {figure:8.1f} us CPU/request  {figure / trivial:5.1f}x trivial  "
+              f"({calls[name].status}, {args.backend})", flush=True)
+        if args.bound and name in bounds:
+            bound = cpu_microseconds(bounds[name], args.calls, args.windows)
+            print(f"{'  bound':20} {bound:8.1f} us CPU/request  bound/provider {bound / figure:5.2f}  "
+                  f"({bounds[name].status})", flush=True)
+    for variant, plain in SIGNED_VARIANTS.items():
+        if variant in figures and plain in figures:
+            print(f"{variant:20} adds {figures[variant] - figures[plain]:8.1f} us CPU/request to {plain} "
+                  f"(one signature with the ID token key set and building the JWT)")
+
+
+def count_instructions(args: argparse.Namespace, calls: dict[str, Any], bounds: dict[str, Any]) -> None:
+    for name in ENDPOINTS:
+        if args.only and name != "trivial" and name not in args.only:
+            continue
+        figure = instructions_per_call(calls[name], args.calls, name, args.instructions)
+        print(f"{name:20} {figure / 1e6:8.3f} M instructions/request  ({calls[name].status}, {args.backend})",
+              flush=True)
+        if args.bound and name in bounds:
+            bound = instructions_per_call(bounds[name], args.calls, "bound-" + name, args.instructions)
+            print(f"{'  bound':20} {bound / 1e6:8.3f} M instructions/request  bound/provider {bound / figure:5.2f}  "
+                  f"({bounds[name].status})", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--calls", type=int, default=1500, help="calls per window")
@@ -275,36 +467,25 @@ def main() -> None:
     parser.add_argument("--profile", choices=ENDPOINTS, help="print the cProfile of one endpoint")
     parser.add_argument("--only", nargs="+", choices=ENDPOINTS, metavar="NAME",
                         help="measure these endpoints only (and the trivial route, for scale)")
+    parser.add_argument("--bound", action="store_true",
+                        help="measure bench/minimal's route of each flow too, and the ratio bound/provider")
+    parser.add_argument("--profile-bound", choices=BOUNDED, help="print the cProfile of one of the bound's routes")
+    parser.add_argument("--instructions", type=Path, metavar="DIR",
+                        help="count instructions per request under callgrind (its --callgrind-out-file directory)")
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="oidc-inprocess-"))
     try:
         calls = prepare(workdir, args.backend)
-        trivial = 0.0
-        figures: dict[str, float] = {}
-        for name in ENDPOINTS:
-            if args.only and name != "trivial" and name not in args.only:
-                continue
-            figure = figures[name] = cpu_microseconds(calls[name], args.calls, args.windows)
-            trivial = trivial or figure
-            print(f"{name:20} {figure:8.1f} us CPU/request  {figure / trivial:5.1f}x trivial  "
-                  f"({calls[name].status}, {args.backend})")
-        for variant, plain in SIGNED_VARIANTS.items():
-            if variant in figures and plain in figures:
-                print(f"{variant:20} adds {figures[variant] - figures[plain]:8.1f} us CPU/request to {plain} "
-                      f"(one signature with the ID token key set and building the JWT)")
+        bounds = bound_flows(int(os.environ.get("PASSWORD_HASH_COST", "32768"))) \
+            if args.bound or args.profile_bound else {}
+        if args.instructions:
+            count_instructions(args, calls, bounds)
+        else:
+            measure_cpu(args, calls, bounds)
         if args.profile:
-            profile = cProfile.Profile(time.process_time)  # CPU time: other processes do not count
-            profile.enable()
-            target = calls[args.profile]
-            if isinstance(target, CodeExchange):
-                target.prepare(args.calls)
-            for _ in range(args.calls):
-                target()
-            profile.disable()
-            if os.environ.get("PROFILE_DUMP"):
-                profile.dump_stats(os.environ["PROFILE_DUMP"])
-            order, lines = os.environ.get("PROFILE_SORT", "cumulative"), int(os.environ.get("PROFILE_LINES", "40"))
-            pstats.Stats(profile).sort_stats(order).print_stats(lines)
+            profile_calls(calls[args.profile], args.calls)
+        if args.profile_bound:
+            profile_calls(bounds[args.profile_bound], args.calls)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 

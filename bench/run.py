@@ -35,6 +35,14 @@ latency are printed next to the figure's bound and ceiling and the ratios.
   ran (its PIDs changed, or gunicorn's log says "Booting worker") is FAILED:
   the table prints the counts instead of a rate or a ratio, and the command
   exits non-zero.
+* The *peer*: node oidc-provider (the version bench/peer/package.json pins,
+  installed by ``npm ci`` into bench/.peer, or BENCH_PEER_DIR, on first use)
+  configured as the provider is for its client_credentials figure (ES256
+  software key, JWT access tokens, ``node:cluster`` with 2 workers: the fair
+  pairing with 2 gunicorn workers; bench/peer/server.mjs), measured run by run
+  with the software ES256 figure and its bound; its line reads like ours
+  (req/s, its workers' CPU per request, the bound's over its own).  Skipped,
+  with a note, where node or npm is missing (``--no-peer`` skips it anyway).
 * The *ceiling* is measured in the same run: the framework's (a trivial
   Flask route) right before each run of each figure, the raw signing rate
   next to each client_credentials figure.
@@ -261,6 +269,8 @@ class Load:
     before_each: Callable[[], object] | None = None
     #: What counts as a successful answer (a Lua expression, see :data:`OK_2XX`).
     ok: str = OK_2XX
+    #: What was checked of its answers before it was measured (its figure's note).
+    note: str = ""
 
 
 #: gunicorn masters by the URL they serve, so a run can read its workers' CPU time.
@@ -760,11 +770,17 @@ def client_credentials(args: argparse.Namespace, workdir: Path, results: Results
                               deployment.url + "/token",
                               lua_post(deployment.workdir, "cc", body, {"Authorization": basic(client)})))
             raw = raw or raw_sign_rate(deployment, backend, alg) * WORKERS
+        if backend == "software" and alg == "ES256":  # the peer's configuration
+            peer = stack.enter_context(peer_load(args, workdir))
+            if peer is not None:
+                loads.append(peer)
         minimal = minimal_route(workdir, f"{backend}-{alg}", backend, BENCH_ALG=alg)
         stack.callback(minimal.stop)
         loads.append(Load(f"  bound: minimal client_credentials, {alg} via {backend}", minimal.url + "/token",
                           lua_post(minimal.workdir, "cc", body, {"Authorization": basic(minimal.client)})))
         *figures, bound = measure_together(args, ceiling, *loads)
+        for load, figure in zip(loads, figures, strict=False):
+            figure.note = load.note or figure.note
 
     def signing_or_framework(figure: Figure) -> tuple[float, str]:
         return (min(raw, framework(figure)),
@@ -772,6 +788,109 @@ def client_credentials(args: argparse.Namespace, workdir: Path, results: Results
 
     bound_rows(results, figures, bound, signing_or_framework)
     return figures[0]
+
+
+# -- the peer: node oidc-provider ---------------------------------------------------------------------
+
+PEER_SOURCE = ROOT / "bench" / "peer"
+PEER_FILES = ("package.json", "package-lock.json", "server.mjs")
+
+
+def peer_directory() -> Path | None:
+    """Where the peer is installed (BENCH_PEER_DIR, else bench/.peer, ignored by git): its pinned
+    version, ``npm ci``-installed on first use.  None (and why, printed) without node or npm."""
+    if shutil.which("node") is None or shutil.which("npm") is None:
+        print("peer skipped: node and npm are needed to run node oidc-provider", file=sys.stderr)
+        return None
+    directory = Path(os.environ.get("BENCH_PEER_DIR") or ROOT / "bench" / ".peer")
+    directory.mkdir(parents=True, exist_ok=True)
+    changed = False
+    for name in PEER_FILES:
+        source, target = PEER_SOURCE / name, directory / name
+        if not target.exists() or target.read_bytes() != source.read_bytes():
+            shutil.copyfile(source, target)
+            changed = changed or name != "server.mjs"
+    if changed or not (directory / "node_modules" / "oidc-provider").is_dir():
+        subprocess.run(["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=directory, check=True,
+                       timeout=600)
+    return directory
+
+
+def peer_version(directory: Path) -> str:
+    return str(json.loads((directory / "node_modules" / "oidc-provider" / "package.json").read_text())["version"])
+
+
+@contextlib.contextmanager
+def peer_server(workdir: Path, directory: Path) -> Iterator[tuple[str, dict[str, str]]]:
+    """node oidc-provider served by bench/peer/server.mjs (2 cluster workers) until the block ends:
+    its URL and its client."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    client = {"client_id": "bench", "client_secret": secrets.token_urlsafe(32)}
+    (workdir / "peer").mkdir(parents=True, exist_ok=True)
+    log_path = workdir / "peer" / "node.log"
+    env = {**os.environ, "PORT": str(port), "ISSUER": url, "CLIENT_ID": client["client_id"],
+           "CLIENT_SECRET": client["client_secret"], "WORKERS": str(WORKERS), "NODE_ENV": "production"}
+    with open(log_path, "ab") as log:
+        process = subprocess.Popen(["node", "server.mjs"], cwd=directory, env=env, stdout=log,
+                                   stderr=subprocess.STDOUT)
+    SERVERS[url], SERVER_LOGS[url] = process.pid, log_path
+    try:
+        deadline = time.monotonic() + 60
+        while workers_booted(url + "/") < WORKERS or len(worker_times(url + "/") or {}) < WORKERS:
+            if time.monotonic() > deadline or process.poll() is not None:
+                raise RuntimeError(f"node oidc-provider did not start; its log ends:\n"
+                                   f"{log_path.read_text(errors='replace')[-3000:]}")
+            time.sleep(0.2)
+        while True:  # listening (each worker listens once it has imported the provider)
+            try:
+                call(url, "GET", "/.well-known/openid-configuration")
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        yield url, client
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def check_peer_token(url: str, client: dict[str, str]) -> str:
+    """One client_credentials token of the peer, verified against its JWKS (ES256, typ at+jwt)."""
+    from joserfc import jws
+    from joserfc.errors import JoseError
+    from joserfc.jwk import KeySet
+
+    status, _, body = call(url, "POST", "/token", {"grant_type": "client_credentials", "scope": "api"},
+                           {"Authorization": basic(client)})
+    if status != 200:
+        return f"CHECK FAILED: /token answered {status}: {body[:200]!r}"
+    _, _, jwks = call(url, "GET", "/jwks")
+    try:
+        token = jws.deserialize_compact(json.loads(body)["access_token"], KeySet.import_key_set(json.loads(jwks)))
+    except (KeyError, ValueError, JoseError) as exc:
+        return f"CHECK FAILED: the access token does not verify: {exc!r}"
+    if token.headers().get("alg") != "ES256" or token.headers().get("typ") != "at+jwt":
+        return f"CHECK FAILED: the access token's header is {token.headers()}"
+    return "checked: its ES256 at+jwt access token verifies against its JWKS"
+
+
+@contextlib.contextmanager
+def peer_load(args: argparse.Namespace, workdir: Path) -> Iterator[Load | None]:
+    """The peer's client_credentials load, served until the block ends; None when it is not measured."""
+    directory = None if args.no_peer else peer_directory()
+    if directory is None:
+        yield None
+        return
+    with peer_server(workdir, directory) as (url, client):
+        name = f"peer: node oidc-provider {peer_version(directory)}, client_credentials ES256 (software key)"
+        script = lua_post(workdir / "peer", "cc", "grant_type=client_credentials&scope=api",
+                          {"Authorization": basic(client)})
+        yield Load(name, url + "/token", script, note=check_peer_token(url, client))
 
 
 @contextlib.contextmanager
@@ -1441,6 +1560,8 @@ def main() -> None:
     parser.add_argument("--quiet-only", action="store_true",
                         help="measure the provider only as the bound runs (LOG_LEVEL=WARNING, no metrics), "
                              "not also in the shipped configuration beside it")
+    parser.add_argument("--no-peer", action="store_true",
+                        help="do not measure node oidc-provider beside the client_credentials figure")
     parser.add_argument("--password-cost", type=int, default=2**10,
                         help="scrypt N of the login figures besides the production 2**15 (default 2**10)")
     args = parser.parse_args()

@@ -521,7 +521,7 @@ class TokenConnection:
             self._failures = 0
             log.warning(
                 "HSM unavailable: %s on %s; requests that need its keys get 503 until it is back "
-                "(probed with backoff up to every %.0f s)",
+                "(probed with backoff up to every %g s)",
                 why, self.config.describe_token(), self.config.retry_max_seconds,
             )
             self._event("lost", why)

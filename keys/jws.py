@@ -10,6 +10,7 @@ names the signer's ``alg`` and ``kid`` and the artefact's ``typ`` (RFC 7515
 from __future__ import annotations
 
 import base64
+import functools
 import json
 from typing import Any
 
@@ -26,8 +27,14 @@ def json_bytes(data: dict[str, Any]) -> bytes:
     return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
+@functools.lru_cache(maxsize=256)
+def encoded_header(alg: str, kid: str, typ: str) -> str:
+    """The base64url of the protected header ``alg``, ``kid``, ``typ``: made once per key and ``typ``,
+    not per token (a process signs with a handful of keys)."""
+    return b64url(json_bytes({"alg": alg, "kid": kid, "typ": typ}))
+
+
 def compact_jws(signer: Signer, claims: dict[str, Any], typ: str) -> str:
     """``claims`` signed by ``signer`` as a compact JWS whose header is ``alg``, ``kid`` and ``typ``."""
-    header = {"alg": signer.alg, "kid": signer.kid, "typ": typ}
-    signing_input = f"{b64url(json_bytes(header))}.{b64url(json_bytes(claims))}"
+    signing_input = f"{encoded_header(signer.alg, signer.kid, typ)}.{b64url(json_bytes(claims))}"
     return f"{signing_input}.{b64url(signer.sign(signing_input.encode('ascii')))}"

@@ -8,6 +8,7 @@ on SQLite and PostgreSQL.  The schema itself is managed by Alembic migrations
 
 from __future__ import annotations
 
+import functools
 import json
 import sqlite3
 import time
@@ -127,10 +128,35 @@ class JSONList(TypeDecorator[list[Any]]):
     cache_ok = True
 
     def process_bind_param(self, value: list[Any] | None, dialect: Any) -> str:
-        return json.dumps(list(value or []))
+        items = tuple(value or ())
+        try:
+            return _encoded(items)
+        except TypeError:  # an item that is not hashable (a list, a dict): not one of the few repeated values
+            return json.dumps(list(items))
 
     def process_result_value(self, value: str | None, dialect: Any) -> list[Any]:
-        return list(json.loads(value)) if value else []
+        return list(_decoded(value)) if value else []
+
+
+# The same few arrays (an audience, a client's redirect URIs) are read and written on every token
+# request: each is decoded and encoded once per process, not per row.  Only arrays of strings and
+# numbers are kept (immutable items, so the cached tuple is never changed through a result).
+@functools.lru_cache(maxsize=1024)
+def _encoded(items: tuple[Any, ...]) -> str:
+    return json.dumps(list(items))
+
+
+def _decoded(text: str) -> tuple[Any, ...]:
+    cached = _decoded_cache(text)
+    if cached is not None:
+        return cached
+    return tuple(json.loads(text))
+
+
+@functools.lru_cache(maxsize=1024)
+def _decoded_cache(text: str) -> tuple[Any, ...] | None:
+    items = tuple(json.loads(text))
+    return items if all(isinstance(item, str | int | float) for item in items) else None
 
 
 #: Every SQLite connection's settings (bench/minimal's bound applies the same ones).

@@ -96,6 +96,11 @@ class Client(db.Model):  # type: ignore[name-defined]  # Flask-SQLAlchemy builds
     #: "fapi2" applies the FAPI 2.0 Security Profile to this client, "fapi2-message-signing" FAPI 2.0
     #: Message Signing too; None follows SECURITY_PROFILE.
     security_profile: Mapped[str | None] = mapped_column(String(32))
+    #: Authorization requests only as signed request objects (RFC 9101 §10.5).
+    require_signed_request_object: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False,
+                                                                server_default=false())
+    #: The one alg of the client's request objects ("none": unsigned ones); None: any the provider allows.
+    request_object_signing_alg: Mapped[str | None] = mapped_column(String(16))
     #: May request access tokens for the admin API (its audience and the admin scope).
     admin_api: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False, server_default=false())
     disabled: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
@@ -183,6 +188,8 @@ class Client(db.Model):  # type: ignore[name-defined]  # Flask-SQLAlchemy builds
             "require_pushed_authorization_requests": bool(self.require_pushed_authorization_requests),
             "dpop_bound_access_tokens": bool(self.dpop_bound_access_tokens),
             "security_profile": self.security_profile,
+            "require_signed_request_object": bool(self.require_signed_request_object),
+            "request_object_signing_alg": self.request_object_signing_alg,
             "admin_api": bool(self.admin_api),
             "disabled": bool(self.disabled), "created_at": self.created_at,
             "secret_rotated_at": self.secret_rotated_at,

@@ -83,7 +83,8 @@ SETTING_NAMES = (
     "KEY_RETENTION_SECONDS", "KEYS_REFRESH_SECONDS", "REQUEST_OBJECT_ENCRYPTION_ALG",
     "ACCESS_TOKEN_LIFETIME", "ID_TOKEN_LIFETIME", "AUTHORIZATION_CODE_LIFETIME", "REFRESH_TOKEN_LIFETIME",
     "REFRESH_TOKEN_MAX_LIFETIME", "ACCESS_TOKEN_DEFAULT_AUDIENCE", "OIDC_SCOPES_SUPPORTED",
-    "PAR_LIFETIME", "REQUIRE_PUSHED_AUTHORIZATION_REQUESTS", "SECURITY_PROFILE", "DPOP_SIGNING_ALGS",
+    "PAR_LIFETIME", "REQUIRE_PUSHED_AUTHORIZATION_REQUESTS", "REQUIRE_SIGNED_REQUEST_OBJECT", "SECURITY_PROFILE",
+    "DPOP_SIGNING_ALGS",
     "DPOP_PROOF_MAX_AGE", "DPOP_NONCE", "DPOP_NONCE_LIFETIME", "DPOP_JTI_STORAGE_URI", "DEVELOPMENT_MODE",
     "CLIENT_CACHE_SECONDS", "CLIENT_ASSERTION_LEEWAY", "CLIENT_ASSERTION_MAX_LIFETIME",
     "CLIENT_ASSERTION_ACCEPT_TOKEN_ENDPOINT_AUDIENCE", "CLIENT_JWKS_CACHE_SECONDS", "CLIENT_JWKS_MIN_REFRESH_SECONDS",
@@ -208,6 +209,7 @@ class Settings:
     # pushed authorization requests, DPoP and the security profile
     par_lifetime: int
     require_pushed_authorization_requests: bool
+    require_signed_request_object: bool
     security_profile: str
     dpop_signing_algs: tuple[str, ...]
     dpop_proof_max_age: int
@@ -249,6 +251,9 @@ class Settings:
     forwarded_allow_ips: tuple[str, ...]
     log_format: str
     log_level: str
+    #: Whether this process collects Prometheus metrics: False only when nothing would serve them
+    #: (``METRICS_BIND`` set empty and no ``PROMETHEUS_MULTIPROC_DIR``), decided once, at start.
+    metrics: bool
     # pages and themes
     service_name: str
     service_logo_url: str
@@ -329,6 +334,12 @@ class _Reader:
         if name not in SETTING_NAMES:  # a new setting: add it to SETTING_NAMES (and README.md)
             raise RuntimeError(f"{name} is read but missing from SETTING_NAMES")
         return self._env.get(name, default)
+
+    def serving(self, name: str) -> str | None:
+        """A variable of serving (SERVING_NAMES), read by gunicorn.conf.py, that the app must also know of."""
+        if name not in SERVING_NAMES:
+            raise RuntimeError(f"{name} is not a variable of serving")
+        return self._env.get(name)
 
     def token_text(self, name: str) -> str:
         """A token's own setting, ``HSM_<NAME>_<SUFFIX>`` (see TOKEN_SETTING_SUFFIXES)."""
@@ -671,6 +682,7 @@ def _read_protocol(read: _Reader, *, id_alg: str, access_alg: str, code_lifetime
     return {
         "par_lifetime": par_lifetime,
         "require_pushed_authorization_requests": read.boolean("REQUIRE_PUSHED_AUTHORIZATION_REQUESTS", False),
+        "require_signed_request_object": read.boolean("REQUIRE_SIGNED_REQUEST_OBJECT", False),
         "security_profile": profile,
         "dpop_signing_algs": tuple(dict.fromkeys(dpop_algs)),
         "dpop_proof_max_age": read.integer("DPOP_PROOF_MAX_AGE", 60, minimum=1),
@@ -851,6 +863,9 @@ def _read_administration(read: _Reader) -> dict[str, Any]:
     log_level = read.text("LOG_LEVEL", "INFO").upper()
     if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError("LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR")
+    # METRICS_BIND unset: gunicorn.conf.py serves them on its default listener (and a process outside
+    # gunicorn keeps them in its own registry); set empty with no multiprocess directory, nothing reads them.
+    metrics_served = read.serving("METRICS_BIND") != "" or bool(read.serving("PROMETHEUS_MULTIPROC_DIR"))
     return {
         "admin_api_keys": admin_keys,
         "admin_scope": admin_scope,
@@ -858,6 +873,7 @@ def _read_administration(read: _Reader) -> dict[str, Any]:
         "forwarded_allow_ips": forwarded,
         "log_format": log_format,
         "log_level": log_level,
+        "metrics": metrics_served,
     }
 
 

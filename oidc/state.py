@@ -212,10 +212,10 @@ class State:
             lock=functools.partial(provisioning_lock, engine),
             refresh_seconds=settings.keys_refresh_seconds,
             clock=self.clock.time,
-            sign_observer=metrics.observe_signature,
+            sign_observer=metrics.observe_signature if settings.metrics else None,
             hsm_only_sets=settings.hsm_only_key_sets,
             generate_on_hsm=settings.hsm_generate_keys,
-            token_observer=metrics.observe_token_signature if settings.hsm_tokens else None,
+            token_observer=metrics.observe_token_signature if settings.hsm_tokens and settings.metrics else None,
         )
 
     def close(self) -> None:
@@ -241,7 +241,8 @@ def hsm_event(event: str, error: str | None = None) -> None:
 def hsm_token_event(token: str, event: str, error: str | None = None) -> None:
     """:func:`hsm_event` for one token of several (``HSM_TOKENS``): its own metrics, and audited with its name."""
     metrics.hsm_token_event(token, event, error)
-    _audit_hsm_event(event, error, token=token)
+    # Not ``token``: the trail never stores a field of that name (it would be a bearer token).
+    _audit_hsm_event(event, error, hsm_token=token)
 
 
 def _audit_hsm_event(event: str, error: str | None, **fields: Any) -> None:
@@ -263,7 +264,9 @@ def state_of(app: Flask) -> State:
 
 def current_state() -> State:
     """The state of the app handling the current request or command."""
-    return cast(State, current_app.extensions[_EXTENSION])
+    # The app itself, not an attribute through its context-local proxy: a request asks
+    # for the state a dozen times, and each proxied attribute costs a few lookups.
+    return cast(State, current_app._get_current_object().extensions[_EXTENSION])  # type: ignore[attr-defined]
 
 
 def settings() -> Settings:

@@ -55,6 +55,8 @@ __all__ = [
     "PROMPT_VALUES",
     "REQUEST_OBJECT_ENCRYPTION_ALGORITHMS",
     "REQUEST_OBJECT_SET",
+    "REQUEST_OBJECT_SIGNING_ALGORITHMS",
+    "REQUEST_OBJECT_TYP",
     "RESPONSE_MODES",
     "RESPONSE_TYPES",
     "SECRET_AUTH_METHODS",
@@ -151,3 +153,11 @@ FAPI2_ALGORITHMS = ("PS256", "ES256", "EdDSA", "Ed25519")
 
 #: The header ``typ`` of the audit trail's checkpoints (RFC 8725 §3.11: their own, never a token's).
 AUDIT_CHECKPOINT_TYP = "audit-checkpoint+jwt"
+
+#: Algorithms a request object (RFC 9101) may be signed with, advertised as
+#: request_object_signing_alg_values_supported: the FAPI 2.0 ones (§5.4.1), and RS256 outside the
+#: profile.  ``none`` is not among them: only a client registered for unsigned objects
+#: (``request_object_signing_alg: none``) may send one, and never under the FAPI 2.0 profile.
+REQUEST_OBJECT_SIGNING_ALGORITHMS = ("PS256", "ES256", "EdDSA", "Ed25519", "RS256")
+#: The header ``typ`` of a request object (RFC 9101 §10.8).
+REQUEST_OBJECT_TYP = "oauth-authz-req+jwt"

@@ -11,13 +11,18 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import glob
+import json
 import os
 import re
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -132,6 +137,28 @@ def _running(pid: int) -> bool:
         return False
 
 
+_SHARED_DAEMON = Path(tempfile.gettempdir()) / "oidc-tests-pkcsslotd.json"
+
+
+@contextlib.contextmanager
+def _shared_daemon() -> Iterator[dict[str, Any]]:
+    """The test processes using openCryptoki's pkcsslotd, and the daemon the tests started (its pid, or
+    None), read and written under an exclusive lock; processes that are gone are dropped."""
+    with open(_SHARED_DAEMON.with_suffix(".lock"), "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            shared = json.loads(_SHARED_DAEMON.read_text())
+        except (OSError, ValueError):
+            shared = {}
+        if not isinstance(shared, dict):
+            shared = {}
+        shared["users"] = [user for user in shared.get("users", []) if isinstance(user, int) and _running(user)]
+        try:
+            yield shared
+        finally:  # also when the token turned out unusable: the daemon started is still recorded
+            _SHARED_DAEMON.write_text(json.dumps(shared))
+
+
 class OpenCryptoki:
     """openCryptoki's soft token, initialised with this label and these PINs.
 
@@ -145,7 +172,11 @@ class OpenCryptoki:
     keys with a prefix of its own and destroys them afterwards.  PINs are 4 to 8
     characters on this token.  A token initialised under another label is
     :class:`TokenUnavailable`.  ``pkcsslotd`` is started when none runs, and
-    :meth:`stop_daemon` stops that one (never a daemon someone else started).
+    :meth:`stop_daemon` stops that one (never a daemon someone else started) once
+    no test process uses it any more: pytest-xdist runs test files that use the
+    soft token in several workers at once, and a worker that stopped the daemon
+    under another's feet failed that one's tests (CKR_HOST_MEMORY).  Who uses it
+    is kept in a file under a lock (:func:`_shared_daemon`).
     """
 
     LABEL = "oidc-tests"
@@ -165,10 +196,16 @@ class OpenCryptoki:
         return result.stdout
 
     def prepare(self) -> None:
-        if subprocess.run(["pgrep", "-x", "pkcsslotd"], capture_output=True).returncode != 0:
-            # The slot daemon every openCryptoki client needs; it daemonises itself.
-            subprocess.run(["pkcsslotd"], check=True, timeout=30)
-            self.daemon_pid = self._daemon_pid()
+        with _shared_daemon() as shared:
+            if subprocess.run(["pgrep", "-x", "pkcsslotd"], capture_output=True).returncode != 0:
+                # The slot daemon every openCryptoki client needs; it daemonises itself.
+                subprocess.run(["pkcsslotd"], check=True, timeout=30)
+                shared["daemon"] = self._daemon_pid()
+            shared["users"].append(os.getpid())
+            self.daemon_pid = shared.get("daemon")
+            self._initialise_token()  # under the lock: two workers never initialise it at once
+
+    def _initialise_token(self) -> None:
         current = ""
         slot = None
         for block in re.split(r"(?=Token #\d+ Info:)", self._pkcsconf("-t")):
@@ -207,17 +244,47 @@ class OpenCryptoki:
         return int(found[0]) if len(found) == 1 else None
 
     def stop_daemon(self) -> None:
-        """Stop the pkcsslotd :meth:`prepare` started, if it did."""
-        pid, self.daemon_pid = self.daemon_pid, None
-        if pid is None or not _running(pid):
-            return
-        os.kill(pid, signal.SIGTERM)
+        """Stop the pkcsslotd the tests started, if they did, once this was its last user.
+
+        pkcsslotd ignores SIGTERM (drops it, logging nothing) while a process has the library
+        initialised, as this one does: the library is finalised here first, and the signal sent
+        again until the daemon is gone (SIGKILL after 20 s).
+        """
+        self.daemon_pid = None
+        self._finalize_here()
+        with _shared_daemon() as shared:
+            shared["users"] = [user for user in shared["users"] if user != os.getpid()]
+            pid = shared.get("daemon")
+            if shared["users"] or pid is None or not _running(pid):
+                return
+            shared["daemon"] = None
+            self._stop(pid)
+
+    @staticmethod
+    def _stop(pid: int) -> None:
         deadline = time.monotonic() + 20
+        signalled = 0.0
         while _running(pid):
             if time.monotonic() > deadline:
                 os.kill(pid, signal.SIGKILL)
                 break
+            if time.monotonic() - signalled > 0.5:
+                os.kill(pid, signal.SIGTERM)
+                signalled = time.monotonic()
             time.sleep(0.05)
+
+    def _finalize_here(self) -> None:
+        """``C_Finalize`` in this process, so that pkcsslotd sees no client left."""
+        import pkcs11
+
+        from keys.connection import module_lock
+        from keys.hsm import PKCS11_LOCK
+
+        with PKCS11_LOCK, module_lock(self.library):
+            try:
+                pkcs11.lib(self.library).finalize()
+            except pkcs11.PKCS11Error:
+                pass  # not initialised: nothing to finalise
 
     def destroy_labelled(self, prefix: str) -> None:
         """Destroy every object whose label starts with ``prefix`` (a test's own keys)."""
@@ -234,8 +301,11 @@ class OpenCryptoki:
                 session = token.open(rw=True)
             try:
                 for obj in list(session.get_objects()):
-                    if str(obj[Attribute.LABEL]).startswith(prefix):
-                        obj.destroy()
+                    try:
+                        if str(obj[Attribute.LABEL]).startswith(prefix):
+                            obj.destroy()
+                    except pkcs11.ObjectHandleInvalid:
+                        continue  # another test process's object, destroyed by it since it was listed
             finally:
                 session.close()
 

@@ -265,7 +265,7 @@ def test_cli_verify_names_the_first_bad_entry_and_export_writes_json_lines(make_
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_admin_changes_and_hsm_outages_are_audited(make_app, base_env, admin_key):
-    from oidc.state import hsm_event
+    from oidc.state import hsm_event, hsm_token_event
 
     op = _provider(make_app, base_env)
     response = op.post("/admin/keys/jwt.access-token", json={"alg": "ES256"},
@@ -273,6 +273,8 @@ def test_admin_changes_and_hsm_outages_are_audited(make_app, base_env, admin_key
     assert response.status_code == 201
     hsm_event("lost", "DeviceError")  # what the HSM manager reports, from its recovery thread (no app context)
     hsm_event("available")
+    hsm_token_event("east", "lost", "DeviceError")  # one token of several (HSM_TOKENS): named in the entry
+    hsm_token_event("east", "available")
     trail = _trail(op)
     trail.seal()
     entries = list(trail.export())
@@ -282,7 +284,10 @@ def test_admin_changes_and_hsm_outages_are_audited(make_app, base_env, admin_key
     assert admin_key not in json.dumps(entries)
     events = [entry["event"] for entry in entries]
     assert events.index("key.generated", 3) < events.index("admin.request")  # in the order they happened
-    assert events[-2:] == ["hsm.lost", "hsm.available"]
+    assert events[-4:] == ["hsm.lost", "hsm.available", "hsm.lost", "hsm.available"]
+    assert "hsm_token" not in entries[-4]["fields"]
+    # The token's name is kept (a field named "token" would be dropped: the trail never stores one).
+    assert [entry["fields"].get("hsm_token") for entry in entries[-2:]] == ["east", "east"]
     assert trail.verify().ok
 
 
@@ -433,3 +438,119 @@ def test_queued_entries_are_stored_as_given(make_app, base_env):
         (odd["at"], odd["event"], fields), (1, "test.plain", {})]
     result = trail.verify()
     assert result.ok and result.unsealed == 0, result.problem
+
+
+@pytest.mark.hsm
+@pytest.mark.e2e
+def test_an_outage_of_the_audit_sets_token_delays_checkpoints_and_loses_no_entry(make_app, remote_hsm_env, remote_token,
+                                                                                 admin_key, caplog):
+    """The audit set's only token is a SoftHSM2 token behind ``p11-kit server``, killed and restarted.
+
+    While it is away, entries are still appended and sealed (the chain goes on) but no checkpoint is
+    signed; ``hsm.lost`` and ``hsm.available`` are entries; once it is back, the checkpoint that was
+    due is signed and the whole trail verifies, with every event of the outage in it.
+    """
+    from oidc.state import state_of
+    from oidc.vocabulary import AUDIT_CHECKPOINT_SET
+
+    op = Provider(make_app({**remote_hsm_env, **AUDIT_ENV, "HSM_ONLY_KEY_SETS": "*", "HSM_RETRY_INITIAL_SECONDS": "0.1",
+                            "HSM_RETRY_MAX_SECONDS": "0.5", "HSM_READINESS_CACHE_SECONDS": "0"}))
+    service = state_of(op.app).key_service()
+    assert service.backend_of(AUDIT_CHECKPOINT_SET) == "hsm"
+    service.start_recovery()
+    trail = _trail(op)
+    client_id, secret = op.add_client(grant_types=["client_credentials"], scope="api", auth_method="client_secret_basic")
+    _issue_tokens(op, 4)
+    trail.seal()
+    before = trail.verify()
+    assert before.ok and before.checkpoints >= 1
+
+    def add_users(first: int, count: int) -> None:  # admin changes: audited, and no key needed
+        for number in range(first, first + count):
+            response = op.post("/admin/users", json={"username": f"outage{number}", "password": "pw-" + "x" * 20},
+                               headers={"Authorization": f"Bearer {admin_key}"})
+            assert response.status_code == 201, response.json
+
+    add_users(0, 5)  # a checkpoint is due (AUDIT_CHECKPOINT_ENTRIES=4) ...
+    remote_token.kill()  # ... when the token goes
+    trail.seal()  # as the chainer does: the checkpoint cannot be signed now, the entries are sealed anyway
+    refused = op.post("/token", data={"grant_type": "client_credentials", "scope": "api"}, auth=(client_id, secret or ""))
+    assert refused.status_code == 503  # HSM-only: no token is issued, and none is audited as issued
+    add_users(5, 5)
+    trail.seal()
+    during = trail.verify()
+    assert during.ok and during.unsealed == 0, during.problem
+    assert during.checkpoints == before.checkpoints  # waiting for the token
+    remote_token.start()
+    deadline = time.monotonic() + 10
+    while not service.health().ok and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert service.health().ok
+    trail.seal()
+    after = trail.verify()
+    assert after.ok and after.unsealed == 0 and after.checkpoints == before.checkpoints + 1, after.problem
+    entries = list(trail.export())
+    events = [entry["event"] for entry in entries]
+    assert events.count("hsm.lost") == 1 and events.count("hsm.available") == 1
+    assert events.index("hsm.lost") < events.index("hsm.available")
+    assert events.count("token.issued") == 4
+    # The operator is told how often the token is probed (HSM_RETRY_MAX_SECONDS=0.5, not "0 s").
+    assert any("probed with backoff up to every 0.5 s" in record.getMessage() for record in caplog.records)
+    assert len([entry for entry in entries if entry["event"] == "admin.request"]) == 10  # none lost
+    last_checkpoint = _checkpoint_tokens(op)[-1]
+    claims = json.loads(b64decode(last_checkpoint.split(".")[1]))
+    assert claims["position"] == after.last_position  # the one that waited covers the whole outage
+    trail.stop()
+
+
+@pytest.mark.hsm
+@pytest.mark.e2e
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_a_hung_audit_token_holds_no_lock_on_the_chain(make_app, base_env, remote_tokens):
+    """HSM_TOKENS=A,B and A stopped (SIGSTOP): a checkpoint sent to A is given up after
+    HSM_TOKEN_TIMEOUT_SECONDS, and all that time entries are appended at once (the signature is made
+    outside the sealing transaction, so SQLite's write lock is not held while the token hangs)."""
+    op = Provider(make_app({**base_env, **remote_tokens.env(), **AUDIT_ENV, "AUDIT_CHECKPOINT_ENTRIES": "1",
+                            "HSM_ONLY_KEY_SETS": "*", "HSM_TOKEN_TIMEOUT_SECONDS": "1",
+                            "HSM_RETRY_INITIAL_SECONDS": "0.1", "HSM_RETRY_MAX_SECONDS": "0.5"}))
+    from oidc.state import state_of
+
+    service = state_of(op.app).key_service()
+    service.start_recovery()
+    trail = _trail(op)
+    trail.seal()
+    entry = {"at": 0, "event": "test.during", "fields": "{}"}
+    slow_seals: list[float] = []
+    sealer_appends: list[int] = []
+
+    def seal_until_one_hangs() -> None:
+        for _ in range(6):  # the audit set's tokens take turns: A's turn comes within two
+            trail.append([entry])
+            sealer_appends.append(1)
+            started = time.monotonic()
+            trail.seal()
+            if time.monotonic() - started > 0.8:
+                slow_seals.append(time.monotonic() - started)
+                return
+
+    remote_tokens.servers["A"].pause()
+    try:
+        sealing = threading.Thread(target=seal_until_one_hangs, daemon=True)
+        sealing.start()
+        appends: list[float] = []
+        while sealing.is_alive() and len(appends) < 2000:
+            started = time.monotonic()
+            trail.append([entry])
+            appends.append(time.monotonic() - started)
+            time.sleep(0.01)
+        sealing.join(timeout=10)
+        assert slow_seals and slow_seals[0] < 3, slow_seals  # the hang was met, and given up in time
+        assert max(appends) < 0.5, max(appends)  # never waited for the chain while A hung
+    finally:
+        remote_tokens.servers["A"].resume()
+    trail.seal()
+    result = trail.verify()
+    assert result.ok and result.unsealed == 0, result.problem
+    assert len([e for e in trail.export() if e["event"] == "test.during"]) == len(appends) + len(sealer_appends)
+    trail.stop()
+    service.close()

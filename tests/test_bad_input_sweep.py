@@ -24,6 +24,7 @@ import json
 import logging
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -34,7 +35,9 @@ DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 TOKEN_ERRORS = {"invalid_request", "invalid_client", "invalid_grant", "unauthorized_client",
                 "unsupported_grant_type", "invalid_scope", "invalid_target", "unsupported_token_type",
                 # RFC 9449 §7.1 (a malformed DPoP header); RFC 9126 §2.3 (the authorization request's errors)
-                "invalid_dpop_proof", "use_dpop_nonce", "unsupported_response_type", "request_not_supported"}
+                "invalid_dpop_proof", "use_dpop_nonce", "unsupported_response_type",
+                # RFC 9101 §6.3 (a request object pushed to /par)
+                "invalid_request_object"}
 TABLES = ("users", "clients", "authorization_codes", "refresh_tokens", "access_tokens", "consents",
           "login_sessions", "client_assertions", "signing_keys", "hashing_keys", "pushed_authorization_requests",
           "dpop_proofs", "interactions", "initial_access_tokens",
@@ -266,6 +269,96 @@ def test_jose_json_nested_too_deeply_is_refused_everywhere(swept, caplog, part):
     assert not [record.getMessage() for record in caplog.records if record.levelno >= logging.ERROR or record.exc_info]
 
 
+# -- request objects (RFC 9101) ------------------------------------------------------------------------
+
+#: JSON values of every shape, small.
+OBJECT_JSON_VALUES = st.recursive(st.none() | st.booleans() | st.integers(-2**40, 2**40) | st.floats(allow_nan=False)
+                           | st.text(max_size=12),
+                           lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=4),
+                                                                                              children, max_size=3),
+                           max_leaves=6)
+OBJECT_HEADERS = st.one_of(
+    st.fixed_dictionaries({"alg": st.sampled_from(["ES256", "PS256", "RS256", "EdDSA", "Ed25519", "none", "none",
+                                                   "None", "HS256", "ES512", "", "RSA-OAEP-256"])}, optional={
+        "kid": st.sampled_from(["request-key", "other"]) | OBJECT_JSON_VALUES,
+        "typ": st.sampled_from(["oauth-authz-req+jwt", "JWT", "at+jwt", "application/oauth-authz-req+jwt"]) | OBJECT_JSON_VALUES,
+        "crit": OBJECT_JSON_VALUES, "enc": OBJECT_JSON_VALUES, "jwk": OBJECT_JSON_VALUES, "zip": st.just("DEF")}),
+    OBJECT_JSON_VALUES)
+CLAIM_NAMES = st.sampled_from(["iss", "aud", "exp", "nbf", "iat", "jti", "client_id", "response_type", "redirect_uri",
+                               "scope", "state", "nonce", "code_challenge", "code_challenge_method", "max_age",
+                               "prompt", "resource", "request", "request_uri", "claims", "dpop_jkt", "é", ""])
+
+
+@st.composite
+def request_objects(draw: st.DrawFn, client_id: str, now: int) -> str:
+    """A request object, mostly malformed: any header, claims of any type (some right), signed or not."""
+    good = {"iss": client_id, "aud": ISSUER, "exp": now + 300, "nbf": now, "client_id": client_id,
+            "response_type": "code", "redirect_uri": REDIRECT_URI, "scope": "openid"}
+    drawn = draw(st.dictionaries(CLAIM_NAMES, OBJECT_JSON_VALUES, max_size=4))
+    kept = {name: value for name, value in good.items() if draw(st.integers(0, 7)) > 0}
+    # Mostly the right claims with one or two odd ones, so that objects get past each check in turn.
+    claims = {**drawn, **kept} if draw(st.booleans()) else {**kept, **drawn}
+    payload = draw(st.sampled_from([json.dumps(claims).encode()] * 6
+                                   + [b"[1]", b"\xff", ("[" * 1500 + "]" * 1500).encode()]))
+    shape = draw(st.sampled_from(["signed", "signed", "signed", "drawn header", "unsigned", "unsigned", "five parts"]))
+    if shape == "signed":  # a real signature by the client's registered key, over whatever payload
+        import jwt
+        return jwt.PyJWS().encode(payload, SWEEP_OBJECT_KEY, algorithm="ES256",
+                                  headers={"kid": "request-key", "typ": draw(st.sampled_from(["oauth-authz-req+jwt",
+                                                                                              "JWT", "x"]))})
+    header = _b64(json.dumps(draw(OBJECT_HEADERS) if shape != "unsigned" else {"alg": "none"}).encode())
+    signature = draw(st.sampled_from(["", _b64(b"sig"), "!!", _b64(bytes(64))]))
+    if shape == "five parts":
+        return ".".join([header, _b64(b"key"), _b64(b"iv"), _b64(payload), signature])
+    return f"{header}.{_b64(payload)}.{'' if shape == 'unsigned' else signature}"
+
+
+#: The key of the client the request object sweep registers (made once: hypothesis runs many examples).
+SWEEP_OBJECT_KEY = ec.generate_private_key(ec.SECP256R1())
+
+
+@pytest.fixture
+def object_client(swept):
+    from jwt.algorithms import ECAlgorithm
+
+    op = swept[0]
+    jwk = {**ECAlgorithm.to_jwk(SWEEP_OBJECT_KEY.public_key(), as_dict=True), "kid": "request-key"}
+    unsigned_id, _ = op.add_client(auth_method="none", jwks={"keys": [jwk]}, request_object_signing_alg="none")
+    signed_id, secret = op.add_client(jwks={"keys": [jwk]})
+    return op, {"none": (unsigned_id, None), "signed": (signed_id, secret)}
+
+
+@settings(max_examples=150, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
+                                 HealthCheck.data_too_large])
+@given(data=st.data())
+def test_request_objects_drawn_at_random_get_rfc_errors_and_write_nothing(object_client, caplog, data):
+    """RFC 9101 §6.3: a request object that is malformed, unverifiable or refused is invalid_request_object
+    (the error page at /authorize, JSON at /par), never a 5xx or a redirect to an unverified URI."""
+    op, clients = object_client
+    client_id, secret = clients[data.draw(st.sampled_from(sorted(clients)))]
+    endpoint = data.draw(st.sampled_from(["/authorize", "/par"]))
+    token = data.draw(request_objects(client_id, op.clock.now()))
+    params = {"client_id": client_id, "request": token}
+    if data.draw(st.booleans()):  # front-channel parameters beside it, ignored
+        params.update(redirect_uri=REDIRECT_URI, response_type="code", state="outer")
+    before = _row_count(op)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        if endpoint == "/par":
+            response = op.post("/par", data=params, auth=(client_id, secret) if secret else None)
+        else:
+            response = op.get("/authorize", query_string=params)
+    _check(response, endpoint)
+    if response.status_code == 400 and endpoint == "/authorize":
+        assert "Location" not in response.headers  # /par's errors are checked by _check: RFC 9126 §2.3's
+    if response.status_code == 302:
+        assert "state=outer" not in response.headers["Location"]
+    assert not [record.getMessage() for record in caplog.records if record.levelno >= logging.ERROR or record.exc_info]
+    starts_login = response.status_code == 302 and response.headers["Location"].startswith("/login?")
+    assert _row_count(op) == before + (1 if starts_login or response.status_code == 201 else 0)
+
+
 # -- /register: JSON bodies (RFC 7591 §2) -----------------------------------------------------------------------
 
 METADATA_NAMES = st.sampled_from([
@@ -274,7 +367,8 @@ METADATA_NAMES = st.sampled_from([
     "software_id", "software_version", "software_statement", "application_type", "security_profile",
     "require_pushed_authorization_requests", "dpop_bound_access_tokens", "backchannel_logout_uri",
     "backchannel_logout_session_required", "authorization_signed_response_alg", "id_token_encrypted_response_alg",
-    "id_token_encrypted_response_enc", "userinfo_signed_response_alg", "client_id", "x\x00"])
+    "id_token_encrypted_response_enc", "userinfo_signed_response_alg", "require_signed_request_object",
+    "request_object_signing_alg", "client_id", "x\x00"])
 JSON_VALUES = st.recursive(
     st.one_of(st.none(), st.booleans(), st.integers(min_value=-2**70, max_value=2**70), st.floats(allow_nan=True),
               BAD_VALUES, st.sampled_from([REDIRECT_URI, "https://rp.example.test/jwks", "authorization_code",
@@ -412,3 +506,74 @@ def test_bad_user_codes_and_device_requests_get_a_message_or_an_rfc_error(device
     _check(response, "/device_authorization")
     assert not [record.getMessage() for record in caplog.records if record.levelno >= logging.ERROR or record.exc_info]
     assert _row_count(op) == before + (1 if response.status_code == 200 else 0)
+
+
+# -- encrypted request objects (RFC 9101 §6.1) at a provider that decrypts ---------------------------------
+
+JWE_HEADERS = st.one_of(
+    st.fixed_dictionaries({"alg": st.sampled_from(["RSA-OAEP-256", "RSA-OAEP", "ECDH-ES", "dir", "RSA1_5", "none", ""]),
+                           "enc": st.sampled_from(["A256GCM", "A128CBC-HS256", "A128GCM", "", "x"])},
+                          optional={"kid": st.text(max_size=8), "zip": st.just("DEF"), "crit": OBJECT_JSON_VALUES,
+                                    "epk": OBJECT_JSON_VALUES, "cty": st.sampled_from(["JWT", "x"])}),
+    OBJECT_JSON_VALUES)
+SEGMENTS = st.sampled_from(["", "AAAA", _b64(bytes(16)), _b64(bytes(256)), _b64(bytes(12)), "!!", "A"])
+
+
+@pytest.fixture
+def decrypting(make_app, base_env):
+    from jwt.algorithms import ECAlgorithm
+
+    from oidc_fixtures import Provider
+
+    op = Provider(make_app({**base_env, "REQUEST_OBJECT_ENCRYPTION_ALG": "RSA-OAEP-256"}))
+    public = next(key for key in op.jwks()["keys"] if key.get("use") == "enc")
+    jwk = {**ECAlgorithm.to_jwk(SWEEP_OBJECT_KEY.public_key(), as_dict=True), "kid": "request-key"}
+    client_id, _ = op.add_client(auth_method="none", jwks={"keys": [jwk]})
+    return op, client_id, public
+
+
+@settings(max_examples=80, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(data=st.data())
+def test_five_part_request_objects_drawn_at_random_are_refused_and_never_a_5xx(decrypting, caplog, data):
+    """RFC 9101 §6.3: a JWE that is malformed, for another key, altered or empty inside is invalid_request_object
+    on the error page; the key service names why, and nothing is logged as an error."""
+    from jwcrypto import jwe, jwk
+
+    op, client_id, public = decrypting
+    if data.draw(st.booleans()):  # a real JWE to the provider's key, one part then replaced or cut
+        inner = data.draw(st.sampled_from([b"", b"a.b.c", b"{}", b"\xff" * 40, b"x.y.z.w.v"]))
+        made = jwe.JWE(inner, protected={"alg": public["alg"], "enc": "A256GCM", "kid": public["kid"]})
+        made.add_recipient(jwk.JWK(**public))
+        parts = str(made.serialize(compact=True)).split(".")
+        index = data.draw(st.integers(0, 4))
+        parts[index] = data.draw(st.one_of(SEGMENTS, st.just(parts[index][:-1]), st.just(parts[index])))
+    else:
+        parts = [_b64(json.dumps(data.draw(JWE_HEADERS)).encode()), *(data.draw(SEGMENTS) for _ in range(4))]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        response = op.get("/authorize", query_string={"client_id": client_id, "request": ".".join(parts)})
+    assert response.status_code == 400 and "Location" not in response.headers, response.status_code
+    assert "invalid_request_object" in response.get_data(as_text=True)
+    assert not [record.getMessage() for record in caplog.records if record.levelno >= logging.ERROR or record.exc_info]
+
+
+_NAMES = st.text(max_size=6)
+
+
+@settings(max_examples=300, deadline=None, derandomize=True, database=None)
+@given(pairs=st.lists(st.tuples(_NAMES, st.text(max_size=8)), max_size=6), name=_NAMES)
+def test_request_parameters_read_as_werkzeug_reads_them(pairs: list[tuple[str, str]], name: str) -> None:
+    """The request's parameters (``Parameters``) answer ``get`` as werkzeug's MultiDict does, and the
+    control-character check (one search over the joined strings) as a search of each name and value."""
+    from werkzeug.datastructures import MultiDict
+
+    from oidc.oauth2.parameters import Parameters, has_control_character, holds_control_character
+
+    ours, theirs = Parameters(pairs), MultiDict(pairs)
+    for key in {name, *(key for key, _ in pairs)}:
+        assert ours.get(key) == theirs.get(key)
+        assert ours.get(key, "absent") == theirs.get(key, "absent")
+        assert ours.get(key, -1, type=int) == theirs.get(key, -1, type=int)
+    assert holds_control_character(ours) == any(
+        has_control_character(key) or has_control_character(value) for key, value in pairs)

@@ -157,12 +157,13 @@ def test_openid_request_without_redirect_uri_is_the_error_page(op):
 
 
 def test_request_and_request_uri_are_refused_not_ignored(op):
-    """OIDC Core §6 and §3.1.2.6: a request object is request_not_supported; a request_uri that is
+    """RFC 9101 §6.3: an unsigned request object from a client not registered for one is
+    invalid_request_object, on the error page (nothing in it is trusted); a request_uri that is
     not one of ours from /par is refused on the error page (RFC 9126 §4), never ignored."""
     client_id, _ = op.add_client()
     response = op.get("/authorize", query_string=_params(client_id, request="eyJhbGciOiJub25lIn0.e30."))
-    assert response.status_code == 302
-    assert query_of(response.headers["Location"])["error"] == ["request_not_supported"]
+    assert response.status_code == 400 and "Location" not in response.headers
+    assert "invalid_request_object" in response.text
     response = op.get("/authorize", query_string=_params(client_id, request_uri="https://rp.example.test/request.jwt"))
     assert response.status_code == 400 and "Location" not in response.headers
 

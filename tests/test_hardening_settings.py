@@ -125,3 +125,13 @@ def test_an_attacker_cannot_lock_the_owner_out_from_elsewhere(make_app, base_env
 
     assert _login_from(provider, "10.0.0.1", PASSWORD)().status_code == 429
     assert _login_from(provider, "10.0.0.2", PASSWORD)().status_code == 200
+
+
+@pytest.mark.parametrize("env, collected", [
+    ({}, True),  # gunicorn.conf.py serves them on its default listener
+    ({"METRICS_BIND": "127.0.0.1:9464"}, True),
+    ({"METRICS_BIND": ""}, False),  # turned off, and nothing else reads them
+    ({"METRICS_BIND": "", "PROMETHEUS_MULTIPROC_DIR": "/var/run/metrics"}, True),  # an exporter of its own
+])
+def test_metrics_are_collected_only_when_something_serves_them(env: dict[str, str], collected: bool) -> None:
+    assert _settings(**env).metrics is collected

@@ -67,11 +67,13 @@ def test_a_failing_hook_never_breaks_signing(softhsm, token):
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_the_provider_reports_hsm_events_to_the_metrics(make_app, hsm_env):
     from oidc.observability import metrics
+    from oidc.state import hsm_event
 
     from support import build_key_service
 
     service = build_key_service(make_app(hsm_env))
-    assert service.hsm is not None and service.hsm.on_event is metrics.hsm_event
+    # counted in the metrics, and an outage and its end audited (oidc.state.hsm_event)
+    assert service.hsm is not None and service.hsm.on_event is hsm_event
     before = metrics.HSM_RECONNECTS._value.get()
     service.hsm.on_event("reconnect", None)
     assert metrics.HSM_RECONNECTS._value.get() == before + 1

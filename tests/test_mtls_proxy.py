@@ -20,8 +20,8 @@ from oidc_fixtures import jwt_parts, serve_with_gunicorn
 TIMEOUT = 10
 
 
-# The proxy's part does not depend on the database: one is enough.
-@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+# End to end as deployed, on each database (bound refresh tokens and certificate metadata are stored).
+@pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
 def test_mutual_tls_clients_through_nginx(make_app: Any, base_env: dict[str, str], tmp_path: Path,
                                           admin_key: str) -> None:
     ca = new_ca()

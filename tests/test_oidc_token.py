@@ -127,6 +127,22 @@ def test_malformed_basic_credentials(op, header):
     assert "WWW-Authenticate" in response.headers
 
 
+@pytest.mark.parametrize("scheme", ["Basic ", "basic\t ", "BASIC  "])
+def test_basic_credentials_are_read_form_urlencoded_after_any_whitespace(op, scheme):
+    """RFC 6749 §2.3.1: the id and secret are form-urlencoded before Basic encodes them; the precheck
+    decodes the header once and client authentication reads what it decoded, as Authlib would."""
+    client_id, secret = op.add_client(grant_types=["client_credentials"], scope="api")
+    encoded = "".join(f"%{byte:02X}" for byte in client_id.encode()) + ":" + secret.replace("-", "%2D")
+    header = scheme + base64.b64encode(encoded.encode()).decode()
+    response = op.post("/token", data={"grant_type": "client_credentials", "scope": "api"},
+                       headers={"Authorization": header})
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert verify_jws(op.jwks(), response.json["access_token"])["client_id"] == client_id
+    wrong = scheme + base64.b64encode(f"{client_id}:{secret}x".encode()).decode()
+    _assert_error(op.post("/token", data={"grant_type": "client_credentials"}, headers={"Authorization": wrong}),
+                  401, "invalid_client")
+
+
 def test_client_secret_post(op):
     client_id, secret = op.add_client(grant_types=["client_credentials"], scope="api",
                                       auth_method="client_secret_post")

@@ -381,12 +381,19 @@ MS_ENV = {"SECURITY_PROFILE": "fapi2-message-signing", "ID_TOKEN_SIGNING_ALG": "
           "ACCESS_TOKEN_SIGNING_ALG": "ES256"}
 
 
-def test_requires_signed_request_object_names_the_message_signing_profile():
-    from oidc.oauth2.security_profile import requires_signed_request_object
+def test_requires_signed_request_object_names_the_message_signing_profile(make_app, base_env):
+    """The profile of a client decides (provider-wide or registered); the request objects themselves are
+    tests/test_request_objects.py's."""
+    from types import SimpleNamespace
 
-    assert requires_signed_request_object("fapi2-message-signing") is True
-    for profile in ("fapi2", "default", None, "FAPI2-MESSAGE-SIGNING"):
-        assert requires_signed_request_object(profile) is False
+    from oidc.oauth2.security_profile import requires_request_object_typ, requires_signed_request_object
+
+    app = make_app(base_env)
+    with app.app_context():
+        for profile, required in (("fapi2-message-signing", True), ("fapi2", False), (None, False)):
+            client = SimpleNamespace(security_profile=profile, require_signed_request_object=False)
+            assert requires_signed_request_object(client) is required
+            assert requires_request_object_typ(client) is required
 
 
 @pytest.fixture
@@ -398,12 +405,12 @@ def ms(make_app, base_env):
 
 @pytest.mark.parametrize("response_mode", [None, "query", "form_post.jwt"])
 def test_the_message_signing_profile_answers_in_jarm(ms, response_mode):
-    """FAPI 2.0 Message Signing §5.4: JARM, on top of the Security Profile (PAR, PKCE, private_key_jwt, DPoP);
-    a request without a JARM mode gets ``jwt``."""
-    from test_fapi2 import FapiClient
+    """FAPI 2.0 Message Signing §5.4: JARM, on top of the Security Profile (PAR, PKCE, private_key_jwt, DPoP)
+    and of §5.3.1 (the request pushed as a signed request object); a request without a JARM mode gets ``jwt``."""
+    from test_request_objects import FapiObjects
 
-    client = FapiClient(ms)
-    pushed = client.push(client.params(response_mode=response_mode))
+    client = FapiObjects(ms, "PS256")
+    pushed = client.push_object(response_mode=response_mode)
     assert pushed.status_code == 201, pushed.json
     response = ms.authorize({"client_id": client.client_id, "request_uri": pushed.json["request_uri"]})
     mode = response_mode if response_mode in JARM_MODES else "query.jwt"
@@ -425,6 +432,8 @@ def test_discovery_and_settings_under_message_signing(ms):
     assert document["authorization_signing_alg_values_supported"] == ["PS256"]
     assert document["require_pushed_authorization_requests"] is True
     assert document["token_endpoint_auth_methods_supported"] == ["private_key_jwt"]
+    assert document["require_signed_request_object"] is True
+    assert document["request_object_signing_alg_values_supported"] == ["PS256", "ES256", "EdDSA", "Ed25519"]
 
 
 def test_a_client_registered_for_message_signing_on_a_default_provider(op):

@@ -34,6 +34,7 @@ from oidc.vocabulary import (
     FAPI2_ALGORITHMS,
     FAPI2_AUTH_METHODS,
     GRANT_TYPES,
+    REQUEST_OBJECT_SIGNING_ALGORITHMS,
     RESPONSE_TYPES,
     SECRET_AUTH_METHODS,
     id_token_signing_algs,
@@ -173,6 +174,8 @@ REGISTRABLE_METADATA: dict[str, tuple[str, type]] = {
     **{name: (name, str) for name in RESPONSE_METADATA},
     **{name: (name, str) for name in MTLS_METADATA},
     "tls_client_certificate_bound_access_tokens": ("tls_client_certificate_bound_access_tokens", bool),
+    "require_signed_request_object": ("require_signed_request_object", bool),
+    "request_object_signing_alg": ("request_object_signing_alg", str),
 }
 
 
@@ -281,7 +284,8 @@ def build_client(*, name: str, redirect_uris: Iterable[str] | None = None,
                  tls_client_auth_subject_dn: str | None = None, tls_client_auth_san_dns: str | None = None,
                  tls_client_auth_san_uri: str | None = None, tls_client_auth_san_ip: str | None = None,
                  tls_client_auth_san_email: str | None = None,
-                 tls_client_certificate_bound_access_tokens: bool = False) -> tuple[Client, str | None]:
+                 tls_client_certificate_bound_access_tokens: bool = False, require_signed_request_object: bool = False,
+                 request_object_signing_alg: str | None = None) -> tuple[Client, str | None]:
     """A new client, every argument checked, not yet added to the database; and its secret (or None).
 
     ClientError names the first argument that is wrong.  The ``*_signed_response_alg`` and
@@ -321,8 +325,12 @@ def build_client(*, name: str, redirect_uris: Iterable[str] | None = None,
     logout_uri = check_backchannel_logout_uri(backchannel_logout_uri, development=state.settings.development)
     if security_profile not in (None, *SECURITY_PROFILES):
         raise ClientError(f"security_profile: one of {', '.join(SECURITY_PROFILES)}")
-    if security_profile in FAPI2_PROFILES or state.settings.fapi2:
+    fapi2 = security_profile in FAPI2_PROFILES or state.settings.fapi2
+    if fapi2:
         _check_fapi2(auth_method, redirects, state.settings)
+    _check_request_objects(request_object_signing_alg, bool(require_signed_request_object),
+                           jwks_text is not None or jwks_uri is not None,
+                           fapi2=fapi2, required=state.settings.require_signed_request_object)
 
     client = Client(
         client_id=secrets.token_hex(16), name=name.strip(), auth_method=auth_method, scope=" ".join(
@@ -331,6 +339,8 @@ def build_client(*, name: str, redirect_uris: Iterable[str] | None = None,
         id_token_on_refresh=bool(id_token_on_refresh), admin_api=bool(admin_api),
         require_pushed_authorization_requests=bool(require_pushed_authorization_requests),
         dpop_bound_access_tokens=bool(dpop_bound_access_tokens),
+        require_signed_request_object=bool(require_signed_request_object),
+        request_object_signing_alg=request_object_signing_alg or None,
         security_profile=security_profile if security_profile != DEFAULT_PROFILE else None,
         created_at=state.clock.now(), redirect_uris=redirects, post_logout_redirect_uris=post_logout,
         grant_types=grants, audiences=audience_list, **display, **responses, backchannel_logout_uri=logout_uri,
@@ -451,6 +461,31 @@ def _check_grant_combination(grants: list[str], auth_method: str, redirect_uris:
         raise ClientError("grant_types: a public client (auth_method none) cannot use client_credentials")
     if "refresh_token" in grants and "authorization_code" not in grants and DEVICE_CODE_GRANT_TYPE not in grants:
         raise ClientError(f"grant_types: refresh_token needs authorization_code or {DEVICE_CODE_GRANT_TYPE}")
+
+
+def _check_request_objects(alg: str | None, require_signed: bool, has_jwks: bool, *, fapi2: bool,
+                           required: bool) -> None:
+    """``request_object_signing_alg`` and ``require_signed_request_object`` (RFC 9101 §10.5, OIDC Registration §2).
+
+    A signed object is verified with the client's registered keys (``jwks`` or ``jwks_uri``), so a
+    client that names an alg or must sign has to register them; ``none`` (unsigned objects) never where
+    signed ones are required, nor under the FAPI 2.0 profile.
+    """
+    if alg is None or alg == "":
+        if require_signed and not has_jwks:
+            raise ClientError("jwks: require_signed_request_object needs the client's public keys (jwks or jwks_uri)")
+        return
+    if alg not in (*REQUEST_OBJECT_SIGNING_ALGORITHMS, "none"):
+        raise ClientError(f"request_object_signing_alg: one of {', '.join(REQUEST_OBJECT_SIGNING_ALGORITHMS)}, none")
+    if alg == "none":
+        if require_signed or required or fapi2:
+            raise ClientError("request_object_signing_alg: none (unsigned request objects) is not allowed where "
+                              "signed request objects are required, nor under the FAPI 2.0 profile")
+        return
+    if fapi2 and alg not in FAPI2_ALGORITHMS:
+        raise ClientError(f"request_object_signing_alg: the FAPI 2.0 profile allows {', '.join(FAPI2_ALGORITHMS)}")
+    if not has_jwks:
+        raise ClientError("jwks: a signed request object is verified with the client's public keys (jwks or jwks_uri)")
 
 
 def _check_fapi2(auth_method: str, redirect_uris: list[str], settings: Any) -> None:

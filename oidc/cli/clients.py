@@ -54,7 +54,7 @@ from oidc.accounts.clients import (
 from oidc.cli.output import CommandGroup, emit, fields, iso, json_option, table
 from oidc.models import MTLS_METADATA, RESPONSE_METADATA, Client
 from oidc.settings import SECURITY_PROFILES
-from oidc.vocabulary import AUTH_METHODS, GRANT_TYPES
+from oidc.vocabulary import AUTH_METHODS, GRANT_TYPES, REQUEST_OBJECT_SIGNING_ALGORITHMS
 
 
 def _response_metadata_options(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -109,6 +109,12 @@ def _load(client_id: str) -> Client:
               help="Authorization requests only through /par (require_pushed_authorization_requests).")
 @click.option("--dpop-bound", "dpop_bound", is_flag=True,
               help="Token requests need a DPoP proof (dpop_bound_access_tokens).")
+@click.option("--require-signed-request-object", "require_signed_request_object", is_flag=True,
+              help="Authorization requests only as signed request objects (require_signed_request_object, "
+                   "RFC 9101 §10.5).")
+@click.option("--request-object-signing-alg", default=None,
+              type=click.Choice((*REQUEST_OBJECT_SIGNING_ALGORITHMS, "none")),
+              help="The one alg of the client's request objects; none: unsigned ones (request_object_signing_alg).")
 @click.option("--security-profile", default=None, type=click.Choice(SECURITY_PROFILES),
               help="fapi2: the FAPI 2.0 Security Profile for this client; fapi2-message-signing: "
                    "FAPI 2.0 Message Signing too (default: SECURITY_PROFILE).")
@@ -134,6 +140,7 @@ def create_command(name: str, redirect_uris: tuple[str, ...], post_logout_redire
                    id_token_on_refresh: bool,
                    admin_api: bool, require_par: bool, dpop_bound: bool, security_profile: str | None,
                    logo_uri: str | None, policy_uri: str | None, tos_uri: str | None,
+                   require_signed_request_object: bool, request_object_signing_alg: str | None,
                    backchannel_logout_uri: str | None, backchannel_logout_session_required: bool,
                    tls_certificate_bound: bool, as_json: bool, **response_metadata: str | None) -> None:
     """Register a client and print its client_id (and its secret, shown once)."""
@@ -149,6 +156,8 @@ def create_command(name: str, redirect_uris: tuple[str, ...], post_logout_redire
             security_profile=security_profile,
             admin_api=admin_api,
             logo_uri=logo_uri, policy_uri=policy_uri, tos_uri=tos_uri,
+            require_signed_request_object=require_signed_request_object,
+            request_object_signing_alg=request_object_signing_alg,
             backchannel_logout_uri=backchannel_logout_uri,
             backchannel_logout_session_required=backchannel_logout_session_required,
             tls_client_certificate_bound_access_tokens=tls_certificate_bound,

@@ -11,9 +11,15 @@
    requested response mode.
 
 A request with ``request_uri`` (RFC 9126 §4) is replaced by the parameters
-pushed to /par before any of this (:mod:`oidc.oauth2.par`); a client that must
-push its requests (``require_pushed_authorization_requests``, or the FAPI 2.0
-profile) gets an :class:`ErrorPage` for a plain one.  The profile's own rules
+pushed to /par before any of this (:mod:`oidc.oauth2.par`), and one with
+``request`` (RFC 9101 §5) by the parameters of its request object
+(:mod:`oidc.oauth2.request_object`), which are then validated as plain ones
+are, here; an object that does not verify is an :class:`ErrorPage`
+(``invalid_request_object``): nothing in it, its redirect URI least of all, can
+be trusted.  A client that must push its requests
+(``require_pushed_authorization_requests``, or the FAPI 2.0 profile) gets an
+:class:`ErrorPage` for a plain one, as does one that must sign them
+(``require_signed_request_object``, RFC 9101 §10.5).  The profile's own rules
 on the client and its redirect URI (:mod:`oidc.oauth2.security_profile`) are checked
 with them, in step 1.
 
@@ -36,7 +42,7 @@ from werkzeug.datastructures import MultiDict
 from oidc.db import db
 from oidc.hashing import is_b64url
 from oidc.models import Client, PushedAuthorizationRequest
-from oidc.oauth2 import par, response_modes, security_profile
+from oidc.oauth2 import par, request_object, response_modes, security_profile
 from oidc.oauth2.errors import ErrorPage
 from oidc.oauth2.jwt import ID_TOKEN, InvalidToken, verify_artefact
 from oidc.oauth2.parameters import CONTROL_CHARACTER, holds_control_character, repeated_parameter
@@ -57,9 +63,6 @@ SINGLE_VALUED = ("client_id", "redirect_uri", "response_type", "response_mode", 
 READ_PARAMETERS = frozenset((*SINGLE_VALUED, "resource", "ui_locales"))
 #: What a ``dpop_jkt`` (RFC 9449 §10) looks like: a base64url SHA-256 thumbprint.
 _JKT_LENGTH = 43
-#: Request objects are not supported yet: OIDC Core §6 (and §3.1.2.6's error code).  A
-#: ``request_uri`` is one of ours from /par (RFC 9126 §4), or an error page.
-UNSUPPORTED_PARAMETERS = (("request", "request_not_supported"),)
 #: Longest max_age accepted (digits).
 MAX_AGE_DIGITS = 10
 
@@ -264,6 +267,45 @@ def _check_client_and_redirect_uri(params: Any) -> Client:
     return client
 
 
+def _request_source(params: Any, *, pushing: bool) -> tuple[PushedAuthorizationRequest | None, Any, Any, bool]:
+    """Where the request's parameters come from: ``params`` themselves, a pushed request (``request_uri``)
+    or a request object (``request``).  The pushed request, the parameters, the OAuth 2.0 request to
+    validate them with (None: the HTTP request's own), and whether a signed object carried them."""
+    if pushing:
+        return None, params, par.ParametersRequest(params), False
+    if "request_uri" in params:
+        if "request" in params:
+            raise ErrorPage("invalid_request", "The request and request_uri parameters cannot both be sent.")
+        pushed, params = par.load(params)
+        return pushed, params, par.ParametersRequest(params), False
+    if "request" in params:
+        params, signed = _request_object_parameters(params)
+        return None, params, par.ParametersRequest(params), signed
+    return None, params, None, False
+
+
+def _request_object_parameters(params: Any) -> tuple[MultiDict[str, str], bool]:
+    """The parameters of the request object sent to /authorize (RFC 9101 §5), and whether it was signed.
+
+    The client is the one of the ``client_id`` sent beside it (RFC 9101 §5: REQUIRED
+    there); until the object verifies, every error is an :class:`ErrorPage`.
+    """
+    repeated = repeated_parameter(params, ("client_id", "request"))
+    if repeated is not None:
+        raise ErrorPage("invalid_request", str(repeated))
+    client_id = params.get("client_id")
+    if not client_id:
+        raise ErrorPage("invalid_request", "The client_id parameter is missing (RFC 9101, section 5).")
+    client = authorization_server().query_client(client_id)
+    if client is None:
+        raise ErrorPage("invalid_client", "The client is not known to this provider.")
+    try:
+        resolved = request_object.resolve(params.get("request"), client)
+    except request_object.InvalidRequestObject as error:
+        raise ErrorPage(error.error, error.get_error_description() or "") from None
+    return resolved.params, resolved.signed
+
+
 def validate_authorization_request(params: Any, end_user: Any, *, pushing: bool = False) -> AuthorizationRequest:
     """The validated request in ``params`` (the request's query or form), for ``end_user`` (or None).
 
@@ -271,17 +313,14 @@ def validate_authorization_request(params: Any, end_user: Any, *, pushing: bool 
     is not expected, and a client that must push may). Raises
     :class:`ErrorPage` or :class:`ErrorRedirect`.
     """
-    pushed = None
-    request = None
-    if not pushing and "request_uri" in params:
-        pushed, params = par.load(params)
-        request = par.ParametersRequest(params)
-    elif pushing:
-        request = par.ParametersRequest(params)
+    pushed, params, request, signed = _request_source(params, pushing=pushing)
     client = _check_client_and_redirect_uri(params)
     if pushed is None and not pushing and security_profile.requires_par(client):
         raise ErrorPage("invalid_request", "This client must push its authorization requests to the "
                                            "pushed authorization request endpoint (RFC 9126).")
+    if pushed is None and not pushing and not signed and security_profile.requires_signed_request_object(client):
+        # A pushed request was held to the rule at /par (oidc.oauth2.par.pushed_parameters).
+        raise ErrorPage("invalid_request", request_object.SIGNED_OBJECT_REQUIRED)
     _check_profile(client, params)
     response_mode = params.get("response_mode")
     state = params.get("state")
@@ -310,9 +349,6 @@ def _refused_parameter(params: Any, *, pushing: bool) -> tuple[str, str] | None:
     repeated = repeated_parameter(params, SINGLE_VALUED)
     if repeated is not None:
         return "invalid_request", str(repeated)
-    for name, code in UNSUPPORTED_PARAMETERS:
-        if name in params:
-            return code, f"The {name} parameter is not supported."
     if pushing and "request_uri" in params:
         # RFC 9126 §2.1: a pushed request never carries a request_uri of its own.
         return "invalid_request", "A pushed request cannot carry request_uri."

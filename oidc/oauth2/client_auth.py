@@ -27,7 +27,6 @@ from typing import Any
 
 from authlib.oauth2.rfc6749 import authenticate_client
 from authlib.oauth2.rfc6749.errors import InvalidClientError
-from authlib.oauth2.rfc6749.util import extract_basic_authorization
 from authlib.oauth2.rfc7523 import JWTBearerClientAssertion
 from joserfc import jwt
 from joserfc.errors import JoseError
@@ -41,6 +40,7 @@ from oidc.oauth2 import mtls
 from oidc.oauth2.client_cache import current_client_cache
 from oidc.oauth2.client_keys import ClientKeyError, client_key_set
 from oidc.oauth2.security_profile import is_fapi2
+from oidc.oauth2.token_request import basic_credentials
 from oidc.queries import find_client
 from oidc.state import current_state
 from oidc.text import column_text
@@ -90,8 +90,8 @@ class ClientAuthentication(authenticate_client.ClientAuthentication):
 
 
 def _client_secret_basic(query_client: Any, request: Any) -> Any:
-    """Authlib's ``client_secret_basic``: the client id and secret in HTTP Basic."""
-    client_id, client_secret = extract_basic_authorization(request.headers)
+    """Authlib's ``client_secret_basic``: the client id and secret in HTTP Basic (decoded by the precheck)."""
+    client_id, client_secret = basic_credentials(request)
     if client_id and client_secret:
         client = _known_client(query_client, client_id, 401)
         if check_client_secret(client, client_secret):

@@ -15,6 +15,7 @@ The same cache serves the JWK Sets of software statement issuers given as URLs
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import threading
@@ -65,12 +66,19 @@ def client_key_set(client: Any, *, kid: str | None = None) -> KeySet:
     """
     if client.jwks:
         try:
-            return KeySet.import_key_set(json.loads(client.jwks))
+            return _registered_key_set(str(client.jwks))
         except (ValueError, TypeError, JoseError):
             raise ClientKeyError("the client's registered JWK Set is unusable") from None
     if client.jwks_uri:
         return remote_key_set(str(client.jwks_uri), kid=kid)
     raise ClientKeyError("the client has registered no keys (jwks or jwks_uri)")
+
+
+@functools.lru_cache(maxsize=256)
+def _registered_key_set(jwks: str) -> KeySet:
+    """A JWK Set registered by value, parsed once per text (importing RSA keys costs more than verifying
+    with them); a new registration is a new text, so nothing here outlives a change."""
+    return KeySet.import_key_set(json.loads(jwks))
 
 
 def remote_key_set(url: str, *, kid: str | None = None) -> KeySet:

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -162,10 +163,24 @@ class _ClaimsIgnoringExpiry(JWTClaimsRegistry):
             super().validate_exp(value)  # refuses a malformed exp as usual
 
 
-@functools.lru_cache(maxsize=64)
-def _public_key(jwk_json: str) -> Any:
-    """Parsed public key of a published JWK; parsing costs more than verifying, so keep it."""
-    return import_key(json.loads(jwk_json))
+#: Parsed public keys of published JWKs by kid, each with the JWK it was parsed from: parsing
+#: costs more than verifying, and comparing the JWK with the one parsed costs less than
+#: serialising it to look it up.
+_PUBLIC_KEYS: dict[str, tuple[dict[str, Any], Any]] = {}
+_MAX_PUBLIC_KEYS = 64
+
+
+def _public_key(jwk: dict[str, Any]) -> Any:
+    """Parsed public key of a published JWK (of the key service's snapshot), made once per key."""
+    kid = str(jwk.get("kid"))
+    cached = _PUBLIC_KEYS.get(kid)
+    if cached is not None and cached[0] == jwk:
+        return cached[1]
+    key = import_key(jwk)
+    if len(_PUBLIC_KEYS) >= _MAX_PUBLIC_KEYS:
+        _PUBLIC_KEYS.clear()
+    _PUBLIC_KEYS[kid] = (dict(jwk), key)
+    return key
 
 
 def _header(token: str) -> dict[str, Any]:
@@ -220,6 +235,15 @@ def verify_artefact(token: str, artefact: Artefact, *, check_exp: bool = True) -
     return claims
 
 
+@functools.lru_cache(maxsize=32)
+def _claims_registry(now: Callable[[], int], issuer: str, check_exp: bool, leeway: int) -> JWTClaimsRegistry:
+    """The claim checks of :func:`verify_own_jwt`, built once per clock, issuer and options: a registry
+    keeps only its options (``now`` is called at each validation), and building one costs each request."""
+    registry_class = JWTClaimsRegistry if check_exp else _ClaimsIgnoringExpiry
+    return registry_class(now=now, leeway=leeway, iss={"essential": True, "value": issuer},
+                          exp={"essential": check_exp})
+
+
 def verify_own_jwt(token: str, *, typ: str | None, key_set: str, check_exp: bool = True,
                    leeway: int = 0) -> dict[str, Any]:
     """Claims of a JWT that this issuer signed with a published key of ``key_set``, or :class:`InvalidToken`.
@@ -243,7 +267,7 @@ def verify_own_jwt(token: str, *, typ: str | None, key_set: str, check_exp: bool
     if jwk is None or header.get("alg") != jwk.get("alg") or jwk.get("use", "sig") != "sig":
         raise InvalidToken("unknown key")
     try:
-        key = _public_key(json.dumps(jwk, sort_keys=True))
+        key = _public_key(jwk)
         result = jws.deserialize_compact(token, key, algorithms=[jwk["alg"]])
         claims = json.loads(result.payload)
     except (JoseError, ValueError, TypeError, KeyError, AttributeError):
@@ -253,12 +277,8 @@ def verify_own_jwt(token: str, *, typ: str | None, key_set: str, check_exp: bool
     if not isinstance(claims, dict):
         raise InvalidToken("the payload is not a JSON object")
     state = current_state()
-    registry_class = JWTClaimsRegistry if check_exp else _ClaimsIgnoringExpiry
-    registry = registry_class(now=state.clock.now, leeway=leeway,
-                              iss={"essential": True, "value": state.settings.issuer},
-                              exp={"essential": check_exp})
     try:
-        registry.validate(claims)
+        _claims_registry(state.clock.now, state.settings.issuer, check_exp, leeway).validate(claims)
     except (JoseError, TypeError, ValueError):
         raise InvalidToken("claims refused") from None
     return claims

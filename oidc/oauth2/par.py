@@ -18,6 +18,12 @@ lifetime bounds its use at ``/authorize`` (RFC 9126 §2.2): the login and
 consent that a use started live the interaction's own lifetime
 (:mod:`oidc.oauth2.interactions`).
 
+A request object (``request``, RFC 9101) may be pushed (RFC 9126 §3): it is
+verified here, and only its parameters are validated and stored, as if they had
+been pushed in the clear; a client that must sign its requests
+(``require_signed_request_object``) must push one, signed.  A ``request_uri``
+from ``/par`` is therefore as good as a signed object at ``/authorize``.
+
 A DPoP proof sent to ``/par`` binds the code to its key (RFC 9449 §10.1), as
 ``dpop_jkt`` does; when both are sent they must name the same key.
 """
@@ -34,10 +40,10 @@ from werkzeug.datastructures import MultiDict
 
 from oidc import hashing, queries, urls
 from oidc.models import Client, PushedAuthorizationRequest
-from oidc.oauth2 import dpop
+from oidc.oauth2 import dpop, request_object
 from oidc.oauth2.errors import ErrorPage
 from oidc.oauth2.parameters import repeated_parameter
-from oidc.oauth2.security_profile import is_fapi2
+from oidc.oauth2.security_profile import is_fapi2, requires_signed_request_object
 from oidc.state import current_state
 from oidc.vocabulary import AUTH_METHODS, FAPI2_AUTH_METHODS
 
@@ -97,6 +103,16 @@ def pushed_parameters(form: Any, client: Client, proof: dpop.Proof | None) -> Mu
     params: MultiDict[str, str] = MultiDict(
         [(key, value) for key, value in form.items(multi=True) if key not in CLIENT_AUTH_PARAMETERS])
     params["client_id"] = str(client.client_id)
+    signed = False
+    if "request" in params:
+        repeated = repeated_parameter(params, ("request",))
+        if repeated is not None:
+            raise InvalidRequestError(str(repeated))
+        # RFC 9126 §3, RFC 9101 §5: the object's parameters only; InvalidRequestObject (400) otherwise.
+        resolved = request_object.resolve(params.get("request"), client)
+        params, signed = resolved.params, resolved.signed
+    if not signed and requires_signed_request_object(client):
+        raise InvalidRequestError(request_object.SIGNED_OBJECT_REQUIRED)
     if proof is not None:
         if params.get("dpop_jkt", proof.jkt) != proof.jkt:
             raise InvalidRequestError("dpop_jkt does not match the key of the DPoP proof.")

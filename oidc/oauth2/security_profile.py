@@ -25,6 +25,8 @@ def profile_of(client: Any) -> str:
     """The profile that applies to ``client``: the stricter of its registration and ``SECURITY_PROFILE``."""
     registered = getattr(client, "security_profile", None) or DEFAULT_PROFILE
     provider = current_state().settings.security_profile
+    if registered == provider:  # the usual case, asked several times a request: no ranking to do
+        return provider
     return max(registered, provider, key=_STRICTNESS.index)
 
 
@@ -37,11 +39,6 @@ def is_fapi2(client: Any) -> bool:
     return profile_of(client) in FAPI2_PROFILES
 
 
-def requires_signed_request_object(profile: str | None) -> bool:
-    """Whether ``profile`` requires a signed request object at /par (FAPI 2.0 Message Signing §5.3.1 clause 1)."""
-    return profile == FAPI2_MESSAGE_SIGNING
-
-
 def requires_jarm(client: Any) -> bool:
     """Whether ``client``'s authorization responses must be JARM JWTs (FAPI 2.0 Message Signing §5.4.1 clause 1)."""
     return profile_of(client) == FAPI2_MESSAGE_SIGNING
@@ -51,6 +48,24 @@ def requires_par(client: Any) -> bool:
     """Whether authorization requests of ``client`` must be pushed (RFC 9126 §5-6, FAPI 2.0 §5.3.2.2)."""
     return (current_state().settings.require_pushed_authorization_requests
             or bool(getattr(client, "require_pushed_authorization_requests", False)) or is_fapi2(client))
+
+
+def requires_signed_request_object(client: Any) -> bool:
+    """Whether authorization requests of ``client`` must be signed request objects: RFC 9101 §10.5
+    (``REQUIRE_SIGNED_REQUEST_OBJECT``, or the client's registration), or FAPI 2.0 Message Signing
+    §5.3.1 clause 1 (at /par, where the profile sends every request)."""
+    return (current_state().settings.require_signed_request_object
+            or bool(getattr(client, "require_signed_request_object", False))
+            or profile_of(client) == FAPI2_MESSAGE_SIGNING)
+
+
+def requires_request_object_typ(client: Any) -> bool:
+    """Whether a request object of ``client`` must name its type (``typ: oauth-authz-req+jwt``, RFC 9101 §10.8).
+
+    Accepted, not required, under the default and FAPI 2.0 profiles; required under FAPI 2.0
+    Message Signing, so that no other JWT of the client's is taken for a request.
+    """
+    return profile_of(client) == FAPI2_MESSAGE_SIGNING
 
 
 def requires_dpop(client: Any) -> bool:

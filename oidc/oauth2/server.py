@@ -7,14 +7,21 @@ registered here, once per app.
 
 from __future__ import annotations
 
+import functools
 import json
+import os
 from typing import TYPE_CHECKING, Any
 
 from authlib.integrations.flask_oauth2 import AuthorizationServer as _FlaskAuthorizationServer
 from authlib.integrations.flask_oauth2.requests import FlaskOAuth2Payload
 from authlib.oauth2.rfc6749 import OAuth2Request
 from authlib.oauth2.rfc6749.authorization_server import _create_grant
-from authlib.oauth2.rfc6749.errors import InvalidClientError, UnsupportedGrantTypeError, UnsupportedResponseTypeError
+from authlib.oauth2.rfc6749.errors import (
+    InsecureTransportError,
+    InvalidClientError,
+    UnsupportedGrantTypeError,
+    UnsupportedResponseTypeError,
+)
 from flask import Flask, Response, current_app
 from flask import request as flask_request
 from werkzeug.datastructures import MultiDict
@@ -48,14 +55,26 @@ class RequestPayload(FlaskOAuth2Payload):
     refused before Authlib sees it (:mod:`oidc.oauth2.token_request`).
     """
 
-    @property
+    @functools.cached_property
     def data(self) -> Any:
+        # Read once per request (Authlib reads it for each parameter).
         request = self._request
         if request.method == "POST":
             if request.mimetype == "application/x-www-form-urlencoded":
                 return request.form
             return MultiDict()
         return request.args
+
+    @functools.cached_property
+    def datalist(self) -> Any:
+        # Authlib's is a defaultdict filled by a getlist per name; each reader asks ``.get(name, [])``.
+        return self.data.to_dict(flat=False)
+
+
+@functools.lru_cache(maxsize=16)
+def _check_transport(issuer: str, insecure_transport_allowed: str | None) -> None:
+    """Authlib's check of a request URI (https, or http on a loopback address), for URIs on ``issuer``."""
+    InsecureTransportError.check(issuer + "/")
 
 
 #: ``IssuerRequest.dpop`` before the proof was checked.
@@ -78,8 +97,14 @@ class IssuerRequest(OAuth2Request):
     issued: Issued | None = None
 
     def __init__(self, request: Any, issuer: str) -> None:
-        super().__init__(method=request.method, uri=issuer + request.full_path.rstrip("?"))
-        # Set here, not passed: Authlib's ``headers or {}`` would count every header of the environ.
+        # Authlib's __init__ without its per-request "is this https" check of the URI: the URI is
+        # the configured issuer's, checked once per issuer (:func:`_check_transport`).
+        _check_transport(issuer, os.environ.get("AUTHLIB_INSECURE_TRANSPORT"))
+        self.method, self.uri = request.method, issuer + request.full_path.rstrip("?")
+        self._body = None
+        self.client = self.auth_method = self.user = self.authorization_code = None
+        self.refresh_token = self.credential = self._scope = None
+        # Not Authlib's ``headers or {}``, which would count every header of the environ.
         self.headers = request.headers
         self._request = request
         self.payload = RequestPayload(request)

@@ -16,8 +16,10 @@ import base64
 import binascii
 import re
 from typing import Any
+from urllib.parse import unquote
 
 from authlib.oauth2.rfc6749.errors import InvalidClientError, InvalidRequestError, OAuth2Error
+from authlib.oauth2.rfc6749.util import extract_basic_authorization
 
 from oidc.oauth2.parameters import FORM, ParameterError, has_control_character, repeated_parameter, request_parameters
 
@@ -29,6 +31,9 @@ REPEATABLE_PARAMETERS = ("resource",)
 MAX_FORM_PARAMETER_LENGTH = 16384
 #: ``Basic`` followed by any whitespace (Authlib splits the header on whitespace, not on one space).
 _BASIC = re.compile(r"basic\s", re.IGNORECASE)
+#: Where :func:`precheck` leaves the HTTP Basic credentials it decoded, in the request's WSGI environ,
+#: so that client authentication does not decode the header a second time (:func:`basic_credentials`).
+_BASIC_CREDENTIALS = "oidc.basic_credentials"
 
 
 def precheck(request: Any, *, token_endpoint: bool = False) -> OAuth2Error | None:
@@ -50,11 +55,25 @@ def precheck(request: Any, *, token_endpoint: bool = False) -> OAuth2Error | Non
         return InvalidRequestError("The grant_type parameter is missing.")
     if form.get("client_secret") and form.get("client_assertion"):
         return InvalidRequestError("Use one client authentication method, not several.")
-    return _authorization_error(request.headers.get("Authorization", ""), form)
+    return _authorization_error(request.headers.get("Authorization", ""), form, request.environ)
 
 
-def _authorization_error(authorization: str, form: Any) -> OAuth2Error | None:
-    """The error of a request whose Authorization header (``authorization``) is not usable HTTP Basic, or None."""
+def basic_credentials(oauth_request: Any) -> tuple[str | None, str | None]:
+    """The client id and secret of the HTTP Basic header of ``oauth_request`` (an Authlib request), as
+    Authlib's ``extract_basic_authorization`` reads them (RFC 6749 §2.3.1: each form-urlencoded):
+    decoded once, by :func:`precheck`, or here for a request that did not go through it."""
+    flask_request = getattr(oauth_request, "_request", None)
+    decoded = getattr(flask_request, "environ", {}).get(_BASIC_CREDENTIALS)
+    if decoded is not None:
+        return decoded  # type: ignore[no-any-return]
+    return extract_basic_authorization(oauth_request.headers)  # type: ignore[no-any-return]
+
+
+def _authorization_error(authorization: str, form: Any, environ: dict[str, Any]) -> OAuth2Error | None:
+    """The error of a request whose Authorization header (``authorization``) is not usable HTTP Basic, or None.
+
+    Usable credentials are left in ``environ`` for :func:`basic_credentials`.
+    """
     if authorization and not _BASIC.match(authorization + " "):
         # RFC 6749 §2.3.1, §5.2: clients authenticate here with HTTP Basic only; another
         # scheme is an unsupported authentication method (and would reach Authlib's
@@ -69,4 +88,6 @@ def _authorization_error(authorization: str, form: Any) -> OAuth2Error | None:
             return InvalidClientError(status_code=401, description="Malformed HTTP Basic credentials.")
         if form.get("client_secret") or form.get("client_assertion"):
             return InvalidRequestError("Use one client authentication method, not several.")
+        client_id, _, secret = decoded.partition(":")
+        environ[_BASIC_CREDENTIALS] = (unquote(client_id), unquote(secret))
     return None

@@ -221,6 +221,12 @@ class AuditTrail:
         ``sign`` is false (a process's exit: it never starts the key service to sign; the next
         chainer to seal signs the checkpoint then due); stored unsealed entries are sealed too unless
         ``stored_too`` is false (:meth:`write_queued`).
+
+        The checkpoint is signed between two transactions, never inside one: a token that fails or
+        hangs during the signature then holds no lock on the chain's head (other chainers go on
+        sealing), and the ``hsm.lost`` entry its failure makes is not held up by the sealing
+        transaction's write lock (on SQLite).  A checkpoint that cannot be signed waits: the entries
+        are sealed anyway, and it is signed on a later pass.
         """
         with self._queue_lock:
             queued, self._queue = self._queue, []
@@ -233,9 +239,12 @@ class AuditTrail:
             sealed_total = 0
             while True:
                 with self.engine().begin() as connection:
-                    sealed, written, more = self._seal_batch(connection, signer, queued, stored_too)
+                    sealed, written, more, due = self._seal_batch(connection, queued, signing=signer is not None,
+                                                                  stored_too=stored_too)
                 del queued[:written]  # committed: no longer this process's to write
                 sealed_total += sealed
+                if due is not None and signer is not None and not self._sign_checkpoint(signer, *due):
+                    signer = None  # the token failed: seal the rest without stopping at checkpoints
                 if not more and not queued:
                     return sealed_total
         finally:
@@ -250,11 +259,11 @@ class AuditTrail:
             log.warning("no audit checkpoint now: the audit key set cannot sign (%s)", type(exc).__name__)
             return None
 
-    def _seal_batch(self, connection: Connection, signer: Signer | None, queued: list[dict[str, Any]],
-                    stored_too: bool) -> tuple[int, int, bool]:
+    def _seal_batch(self, connection: Connection, queued: list[dict[str, Any]], *, signing: bool,
+                    stored_too: bool) -> tuple[int, int, bool, tuple[int, str] | None]:
         """Seal up to the next checkpoint (or a batch): stored unsealed entries first (``stored_too``),
-        then queued ones; sign the checkpoint if due.  (count sealed, count of ``queued`` written, more
-        stored to seal)."""
+        then queued ones.  (count sealed, count of ``queued`` written, more stored to seal, the
+        (position, hash) of a checkpoint now due)."""
         head = queries.lock_audit_head(connection)
         if head is None:
             raise RuntimeError("the audit_chain head row is missing: run oidc-hsm db upgrade")
@@ -263,7 +272,7 @@ class AuditTrail:
         # left to the next periodic seal: one statement less for each write.
         unsealed = queries.unsealed_audit_entries(connection) if stored_too else ()
         # Stop at the next multiple of AUDIT_CHECKPOINT_ENTRIES, so each checkpoint signs exactly there.
-        room = self.checkpoint_entries - (position - int(head.checkpoint_position)) if signer is not None else 0
+        room = self.checkpoint_entries - (position - int(head.checkpoint_position)) if signing else 0
         limit = min(room, queries.AUDIT_SEAL_BATCH) if room > 0 else queries.AUDIT_SEAL_BATCH
         stored = unsealed[:limit]
         fresh = queued[:limit - len(stored)]
@@ -283,20 +292,28 @@ class AuditTrail:
             written.append(inserted)
         if sealed or written:
             queries.seal_audit_entries(connection, sealed, written, position, digest)
-        self._checkpoint_if_due(connection, signer, head, position, digest)
-        more = len(stored) < len(unsealed) or len(unsealed) == queries.AUDIT_SEAL_BATCH
-        return len(sealed) + len(written), len(written), more
-
-    def _checkpoint_if_due(self, connection: Connection, signer: Signer | None, head: Any, position: int,
-                           digest: str) -> None:
-        now = int(self.clock())
         due = position - int(head.checkpoint_position) >= self.checkpoint_entries or (
-            position > int(head.checkpoint_position) and now - int(head.checkpoint_at) >= self.checkpoint_seconds)
-        if due and signer is not None:
+            position > int(head.checkpoint_position) and int(self.clock()) - int(head.checkpoint_at)
+            >= self.checkpoint_seconds)
+        more = len(stored) < len(unsealed) or len(unsealed) == queries.AUDIT_SEAL_BATCH
+        return len(sealed) + len(written), len(written), more, ((position, digest) if due else None)
+
+    def _sign_checkpoint(self, signer: Signer, position: int, digest: str) -> bool:
+        """Sign the checkpoint of ``position`` (outside any transaction), then store it unless another
+        chainer stored it, or a later one, meanwhile; False when the audit set could not sign."""
+        now = int(self.clock())
+        try:
             token = compact_jws(signer, {"iss": self.issuer, "iat": now, "position": position, "hash": digest},
                                 AUDIT_CHECKPOINT_TYP)
-            queries.insert_audit_checkpoint(connection, {"position": position, "hash": digest, "kid": signer.kid,
-                                                         "token": token, "at": now})
+        except KeyServiceError as exc:
+            log.warning("no audit checkpoint now: the audit key set cannot sign (%s)", type(exc).__name__)
+            return False
+        with self.engine().begin() as connection:
+            head = queries.lock_audit_head(connection)
+            if head is not None and int(head.checkpoint_position) < position:
+                queries.insert_audit_checkpoint(connection, {"position": position, "hash": digest, "kid": signer.kid,
+                                                             "token": token, "at": now})
+        return True
 
     def start_chainer(self) -> None:
         """Start this process's chainer thread once (again in a forked child, which has no threads)."""

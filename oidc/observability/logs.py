@@ -78,7 +78,9 @@ def init_app(app: Flask, log_format: str, level: str) -> None:
     def start_timer() -> None:
         # flask.g: what this before_request hook hands its after_request hook, for every
         # request (pages, static files, errors), most of which never have an OAuth 2.0 request.
-        g.request_started = time.perf_counter()
+        # Only while the access log is on: with it off, log_request reads nothing.
+        if access_log.isEnabledFor(logging.INFO):
+            g.request_started = time.perf_counter()
 
     @app.after_request
     def log_request(response: Response) -> Response:

@@ -8,8 +8,10 @@ gunicorn.conf.py).  Nothing here is exposed on the provider's own port.
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
+from typing import Any
 
 from flask import Flask, Response, g, request
 from prometheus_client import Counter, Gauge, Histogram
@@ -121,9 +123,9 @@ def hsm_token_event(token: str, event: str, error: str | None = None) -> None:
 
 
 def observe_token_signature(token: str, seconds: float, succeeded: bool) -> None:
-    HSM_TOKEN_SIGNATURES.labels(token, "ok" if succeeded else "failed").inc()
+    _token_signatures_child(token, "ok" if succeeded else "failed").inc()
     if succeeded:
-        HSM_TOKEN_SIGNING_SECONDS.labels(token).observe(seconds)
+        _token_signing_child(token).observe(seconds)
 
 
 def hsm_available() -> float | None:
@@ -137,8 +139,37 @@ def hsm_available() -> float | None:
 TOKEN_BLUEPRINT = "token"
 
 
+# A metric's child for some label values, looked up once per process: ``labels()`` checks and
+# joins the values and takes the metric's lock on every call, a per-request cost for a constant.
+# The values are few (grant types, statuses, key sets; clients of one deployment), so the caches
+# are bounded only to stay bounded if a label ever took caller-chosen values.
+@functools.lru_cache(maxsize=64)
+def _signing_child(key_set: str, backend: str) -> Any:
+    return SIGNING_SECONDS.labels(key_set, backend)
+
+
+@functools.lru_cache(maxsize=64)
+def _token_signatures_child(token: str, result: str) -> Any:
+    return HSM_TOKEN_SIGNATURES.labels(token, result)
+
+
+@functools.lru_cache(maxsize=64)
+def _token_signing_child(token: str) -> Any:
+    return HSM_TOKEN_SIGNING_SECONDS.labels(token)
+
+
+@functools.lru_cache(maxsize=4096)
+def _issued_child(grant_type: str, client_id: str) -> Any:
+    return TOKENS_ISSUED.labels(grant_type, client_id)
+
+
+@functools.lru_cache(maxsize=256)
+def _token_request_child(grant_type: str, status: str) -> Any:
+    return TOKEN_REQUEST_SECONDS.labels(grant_type, status)
+
+
 def observe_signature(key_set: str, backend: str, seconds: float) -> None:
-    SIGNING_SECONDS.labels(key_set, backend).observe(seconds)
+    _signing_child(key_set, backend).observe(seconds)
 
 
 #: When this process last counted time without the HSM (monotonic), while it is without it.
@@ -187,7 +218,7 @@ def set_certificate_expiries(seconds_left: dict[tuple[str, str], float]) -> None
 
 
 def token_issued(grant_type: str, client_id: str) -> None:
-    TOKENS_ISSUED.labels(grant_type, client_id).inc()
+    _issued_child(grant_type, client_id).inc()
 
 
 def backchannel_logout(outcome: str, delay: float | None = None) -> None:
@@ -213,7 +244,10 @@ def _grant_type() -> str:
         return ""
 
 
-def init_app(app: Flask) -> None:
+def init_app(app: Flask, enabled: bool = True) -> None:
+    """Time the token endpoint's requests, unless nothing serves the metrics (``enabled`` False)."""
+    if not enabled:
+        return  # decided once: no hook runs, rather than hooks that measure what no one reads
     # Hooks of the token blueprint's requests only (/token, /introspect, /revoke):
     # nothing on every other request.
     def start_token_timer() -> None:
@@ -228,9 +262,7 @@ def init_app(app: Flask) -> None:
             grant_type = _grant_type()
             if grant_type not in GRANT_TYPES:
                 grant_type = "other"  # never a caller-chosen label value
-            TOKEN_REQUEST_SECONDS.labels(grant_type, str(response.status_code)).observe(
-                time.perf_counter() - started
-            )
+            _token_request_child(grant_type, str(response.status_code)).observe(time.perf_counter() - started)
         return response
 
     app.before_request_funcs.setdefault(TOKEN_BLUEPRINT, []).append(start_token_timer)

@@ -373,9 +373,12 @@ def security_headers(response: Response) -> Response:
     headers = response.headers
     headers["X-Content-Type-Options"] = "nosniff"
     if response.mimetype == "text/html":
+        # The names present, read once (each ``in`` and each assignment scans the headers;
+        # a name known absent is added, not set).
+        present = {name.lower() for name, _ in headers.items()}
         for name, value in _PAGE_HEADERS:
-            if name not in headers:
-                headers[name] = value
-        if "Content-Security-Policy" not in headers:
-            headers["Content-Security-Policy"] = content_security_policy()
+            if name.lower() not in present:
+                headers.add(name, value)
+        if "content-security-policy" not in present:
+            headers.add("Content-Security-Policy", content_security_policy())
     return response

@@ -14,6 +14,7 @@ from typing import Any
 
 from flask import Flask, Response, g, session
 from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
+from itsdangerous import URLSafeTimedSerializer
 
 from oidc.accounts import sessions
 from oidc.hashing import random_token
@@ -35,6 +36,18 @@ class CookieSessionInterface(SecureCookieSessionInterface):
     Flask would still build a signing serializer to open it, and read the
     cookie settings to save it.
     """
+
+    def __init__(self) -> None:
+        self._serializer: tuple[tuple[Any, ...], URLSafeTimedSerializer | None] | None = None
+
+    def get_signing_serializer(self, app: Flask) -> URLSafeTimedSerializer | None:
+        # Flask builds a serializer for each request that carries the cookie and each that sets one;
+        # it depends only on the keys (this interface is its app's own), so it is built once per keys.
+        keys = (app.secret_key, *(app.config.get("SECRET_KEY_FALLBACKS") or ()))
+        cached = self._serializer
+        if cached is None or cached[0] != keys:
+            cached = self._serializer = (keys, super().get_signing_serializer(app))
+        return cached[1]
 
     def open_session(self, app: Flask, request: Any) -> SecureCookieSession | None:
         if app.secret_key and "HTTP_COOKIE" not in request.environ:

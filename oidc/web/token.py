@@ -21,7 +21,7 @@ from oidc.oauth2.families import Issued
 from oidc.oauth2.server import authorization_server
 from oidc.oauth2.token_request import precheck
 from oidc.observability import audit, metrics
-from oidc.state import key_service
+from oidc.state import current_state, key_service
 
 bp = Blueprint("token", __name__)
 
@@ -73,7 +73,8 @@ def _record_issuance(issued: Issued | None) -> None:
     id_token = issued.id_token if issued is not None else None
     claims: dict[str, Any] = access_token.claims if access_token is not None else {}
     client_id = str(claims.get("client_id", ""))
-    metrics.token_issued(grant_type, client_id)
+    if current_state().settings.metrics:  # (off when nothing serves them: oidc.settings)
+        metrics.token_issued(grant_type, client_id)
     audit.record("token.issued", "token issued", grant_type=grant_type, client_id=client_id, sub=claims.get("sub"),
                  kid=access_token.kid if access_token is not None else None, jti=claims.get("jti"),
                  scope=claims.get("scope"), id_token_kid=id_token.kid if id_token is not None else None,

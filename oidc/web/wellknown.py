@@ -60,6 +60,12 @@ def discovery_document(settings: Settings, decryption: tuple[tuple[str, ...], tu
                     if method not in vocabulary.MTLS_AUTH_METHODS or method in settings.mtls_auth_methods]
     assertion_algs = [alg for alg in vocabulary.ASSERTION_ALGORITHMS
                       if not settings.fapi2 or alg in vocabulary.FAPI2_ALGORITHMS]
+    request_object_algs = [alg for alg in vocabulary.REQUEST_OBJECT_SIGNING_ALGORITHMS
+                           if not settings.fapi2 or alg in vocabulary.FAPI2_ALGORITHMS]
+    # RFC 9101 §10.5 provider-wide, or FAPI 2.0 Message Signing §5.3.1 (signed objects at /par).
+    signed_objects_required = settings.require_signed_request_object or settings.fapi2_message_signing
+    if not settings.fapi2 and not signed_objects_required:
+        request_object_algs.append("none")  # for clients registered for unsigned objects only
     # JARM, signed userinfo and RFC 9701 answers are signed with the ID token key set: its algs.
     response_algs = vocabulary.id_token_signing_algs(settings.id_token_signing_alg)
     # FAPI 2.0 Message Signing: every authorization response is a JARM one.
@@ -98,8 +104,11 @@ def discovery_document(settings: Settings, decryption: tuple[tuple[str, ...], tu
         "claims_supported": list(vocabulary.CLAIMS_SUPPORTED),
         "prompt_values_supported": list(vocabulary.PROMPT_VALUES),
         "claims_parameter_supported": False,
-        "request_parameter_supported": False,
+        # RFC 9101: request objects by value, at /authorize and /par; never fetched from a client's URL.
+        "request_parameter_supported": True,
         "request_uri_parameter_supported": False,
+        "request_object_signing_alg_values_supported": request_object_algs,
+        "require_signed_request_object": signed_objects_required,
         "authorization_response_iss_parameter_supported": True,
         "frontchannel_logout_supported": False,
         # OpenID Connect Back-Channel Logout 1.0 §2.1: logout tokens to each client's backchannel_logout_uri,

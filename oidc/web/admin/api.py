@@ -23,7 +23,13 @@ from oidc import urls
 from oidc.accounts import clients
 from oidc.models import MTLS_METADATA
 from oidc.settings import SECURITY_PROFILES
-from oidc.vocabulary import AUTH_METHODS, ENCRYPTED_RESPONSES, ENCRYPTION_ALGORITHMS, ENCRYPTION_ENCODINGS
+from oidc.vocabulary import (
+    AUTH_METHODS,
+    ENCRYPTED_RESPONSES,
+    ENCRYPTION_ALGORITHMS,
+    ENCRYPTION_ENCODINGS,
+    REQUEST_OBJECT_SIGNING_ALGORITHMS,
+)
 
 _JSON_TYPES: dict[str, type | tuple[type, ...]] = {"string": str, "boolean": bool, "array": list, "object": dict,
                                                    "integer": int}
@@ -138,6 +144,11 @@ CLIENT_FIELDS: dict[str, Field] = {
                                                    "(RFC 9126 §6)."),
     "dpop_bound_access_tokens": Field("boolean", "Token requests need a DPoP proof; access tokens are always "
                                       "DPoP-bound (RFC 9449 §5.2)."),
+    "require_signed_request_object": Field("boolean", "Authorization requests only as signed request objects "
+                                           "(RFC 9101 §10.5), at /authorize or /par."),
+    "request_object_signing_alg": Field("string", "The one alg of the client's request objects (OpenID Connect "
+                                        "Dynamic Client Registration §2); none: unsigned ones; absent: any the "
+                                        "provider allows.", enum=(*REQUEST_OBJECT_SIGNING_ALGORITHMS, "none")),
     "security_profile": Field("string", "fapi2: the FAPI 2.0 Security Profile for this client; "
                               "fapi2-message-signing: FAPI 2.0 Message Signing too (signed request objects "
                               "at /par, JARM responses) (default: the provider's SECURITY_PROFILE).",
