@@ -378,7 +378,9 @@ def test_two_gunicorn_workers_write_one_chain(make_app, base_env, tmp_path):
     assert result.ok and result.unsealed == 0, result.problem
     issued = [entry for entry in trail.export() if entry["event"] == "token.issued"]
     assert len(issued) == 60 and len({entry["fields"]["jti"] for entry in issued}) == 60
-    assert result.checkpoints >= 6
+    # Each chainer signs a checkpoint at the multiple of 10 it sealed up to, outside the chain's lock; of
+    # two signed at once, a later one stored first stands for both.  So: at least one, and all verified.
+    assert result.checkpoints >= 1
 
 
 @settings(max_examples=200, deadline=None, derandomize=True, database=None)

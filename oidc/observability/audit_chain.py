@@ -271,8 +271,10 @@ class AuditTrail:
         # Writing the queue alone, stored unsealed entries (another process's, with no write delay) are
         # left to the next periodic seal: one statement less for each write.
         unsealed = queries.unsealed_audit_entries(connection) if stored_too else ()
-        # Stop at the next multiple of AUDIT_CHECKPOINT_ENTRIES, so each checkpoint signs exactly there.
-        room = self.checkpoint_entries - (position - int(head.checkpoint_position)) if signing else 0
+        # Stop at the next multiple of AUDIT_CHECKPOINT_ENTRIES, so each checkpoint signs exactly there (also
+        # past a multiple whose checkpoint another chainer is still signing, outside the lock).
+        since = position - int(head.checkpoint_position)
+        room = self.checkpoint_entries - since % self.checkpoint_entries if signing else 0
         limit = min(room, queries.AUDIT_SEAL_BATCH) if room > 0 else queries.AUDIT_SEAL_BATCH
         stored = unsealed[:limit]
         fresh = queued[:limit - len(stored)]
