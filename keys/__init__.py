@@ -60,6 +60,7 @@ from keys.names import ACCESS_TOKEN_SET, AUDIT_CHECKPOINT_SET, ID_TOKEN_SET, OWN
 from keys.signer import KeyRecord, Signer
 
 if TYPE_CHECKING:
+    from keys.connection import module_environment
     from keys.hsm import HSMConfig, HSMManager
     from keys.locking import provisioning_lock
     from keys.mechanisms import mechanism_name, mechanism_requirements
@@ -76,6 +77,7 @@ _LAZY = {
     "provisioning_lock": "keys.locking",
     "mechanism_name": "keys.mechanisms",
     "mechanism_requirements": "keys.mechanisms",
+    "module_environment": "keys.connection",
     "MIN_SECRET_LENGTH": "keys.sealing",
     "Sealer": "keys.sealing",
     "Health": "keys.service",
@@ -155,6 +157,7 @@ __all__ = [
     "key_algorithm",
     "mechanism_name",
     "mechanism_requirements",
+    "module_environment",
     "provisioning_lock",
     "reason_code",
     "shortfalls",

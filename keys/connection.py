@@ -62,13 +62,14 @@ No raw ``PKCS11Error`` leaves this module: callers see :class:`HSMError` subclas
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import logging
 import os
 import random
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -861,6 +862,22 @@ def _quiet_pkcs11_finalisers() -> None:
     _finaliser_hook_installed = True
 
 
+@contextlib.contextmanager
+def module_environment(variables: tuple[tuple[str, str], ...]) -> Iterator[None]:
+    """``variables`` (HSM_<NAME>_MODULE_ENV) set in the environment while a module is loaded, then
+    restored: a module such as p11-kit's client reads its settings once, when it is loaded."""
+    saved = {name: os.environ.get(name) for name, _ in variables}
+    os.environ.update(dict(variables))
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
 def _load_module(library: str, variables: tuple[tuple[str, str], ...], wait: float) -> Any:
     """python-pkcs11's ``lib`` for ``library``, loaded once per process; the first time with ``variables``
     (``HSM_<NAME>_MODULE_ENV``) in the environment while the module hands out its function list.
@@ -877,17 +894,9 @@ def _load_module(library: str, variables: tuple[tuple[str, str], ...], wait: flo
     if not _ENVIRONMENT_LOCK.acquire(timeout=wait):
         raise TimeoutError(library)
     try:
-        saved = {name: os.environ.get(name) for name, _ in variables}
-        os.environ.update(dict(variables))
-        try:
+        with module_environment(variables):
             # __cinit__ alone: dlopen and C_GetFunctionList, no C_Initialize yet.
             module: Any = lib_type.__new__(lib_type, library)
-        finally:
-            for name, value in saved.items():
-                if value is None:
-                    os.environ.pop(name, None)
-                else:
-                    os.environ[name] = value
     finally:
         _ENVIRONMENT_LOCK.release()
     module.__init__(library)  # C_Initialize and C_GetInfo

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 from keys.errors import HSMUnavailable, KeyNotFound
 from keys.evidence import KeyEvidence
 from keys.manager import HSM_BACKEND, TokenKeys
-from keys.signer import KeyRecord, Signer
+from keys.signer import BoundSigner, KeyRecord, Signer
 
 if TYPE_CHECKING:
     from keys.hsm import HSMManager
@@ -121,7 +121,7 @@ class TokenPool:
 
     def signer(self, record: KeyRecord) -> Signer:
         if record.token is None:
-            return _Unreachable(record, self)
+            return BoundSigner(record, self._never_signs)
         return self._member(record).signer(record)
 
     def decrypter(self, record: KeyRecord) -> Callable[[bytes], bytes | None]:
@@ -143,6 +143,10 @@ class TokenPool:
         if not mechanisms:
             raise self.unavailable_error()
         return mechanisms[0]
+
+    def _never_signs(self, signing_input: bytes) -> bytes:
+        """The signing function of a key whose token is not known in this process yet: it never signs."""
+        raise self.unavailable_error()
 
     def healthy(self, name: str) -> bool:
         """Whether token ``name`` can sign now (available, and no call hung in its module)."""
@@ -303,29 +307,6 @@ class TokenPool:
         if any(reason is None for reason in states.values()):
             return True, None
         return False, next(iter(states.values()))
-
-
-class _Unreachable:
-    """The signer of a key whose token is not known in this process yet: it never signs."""
-
-    def __init__(self, record: KeyRecord, pool: TokenPool) -> None:
-        self.record = record
-        self._pool = pool
-
-    @property
-    def kid(self) -> str:
-        return self.record.kid
-
-    @property
-    def alg(self) -> str:
-        return self.record.alg
-
-    @property
-    def backend(self) -> str:
-        return self.record.backend
-
-    def sign(self, signing_input: bytes) -> bytes:
-        raise self._pool.unavailable_error()
 
 
 __all__ = ["TokenPool"]

@@ -8,7 +8,6 @@ each JWS algorithm needs are read from the key service's own table
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,7 +15,7 @@ import pkcs11
 from pkcs11 import Attribute, ObjectClass
 from pkcs11.exceptions import PinIncorrect, PinLenRange, PinLocked, PKCS11Error, UserAlreadyLoggedIn
 
-from keys import mechanism_name
+from keys import mechanism_name, module_environment
 from keys import mechanism_requirements as requirements
 
 
@@ -26,18 +25,11 @@ class ProbeError(Exception):
 
 def load(library: str, module_env: tuple[tuple[str, str], ...] = ()) -> Any:
     """The module loaded; ``module_env`` (HSM_<NAME>_MODULE_ENV) set while it loads, as the provider does."""
-    saved = {name: os.environ.get(name) for name, _ in module_env}
-    os.environ.update(dict(module_env))
     try:
-        return pkcs11.lib(library)
+        with module_environment(module_env):
+            return pkcs11.lib(library)
     except (PKCS11Error, OSError, RuntimeError) as exc:
         raise ProbeError(str(exc).strip() or type(exc).__name__) from None
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 def find_slot(lib: Any, label: str | None, slot_id: int | None) -> tuple[Any, list[str]]:
