@@ -13,6 +13,7 @@ import json
 import secrets
 from collections.abc import Callable, Iterable
 from typing import Any
+from urllib.parse import SplitResult
 
 from oidc import hashing, queries
 from oidc.db import db
@@ -59,13 +60,20 @@ class ClientError(ValueError):
         return str(self).split(":", 1)[0]
 
 
-def _check_uri(value: Any, field: str) -> str:
+def _read_uri(value: Any, field: str, *, forbidden: str = " ", kind: str = "URI") -> tuple[str, SplitResult]:
+    """``value`` as a registered URI and its parts: bounded, printable, without ``forbidden`` characters,
+    readable by ``urlsplit``; ClientError naming ``field`` otherwise."""
     uri = bounded_text(value, MAX_URI_LENGTH)
-    if uri is None or not uri.isprintable() or " " in uri:
-        raise ClientError(f"{field}: {value!r} is not a URI")
+    if uri is None or not uri.isprintable() or any(character in uri for character in forbidden):
+        raise ClientError(f"{field}: {value!r} is not a {kind}")
     parts = split_url(uri)
     if parts is None:
-        raise ClientError(f"{field}: {uri!r} is not a URI")
+        raise ClientError(f"{field}: {uri!r} is not a {kind}")
+    return uri, parts
+
+
+def _check_uri(value: Any, field: str) -> str:
+    uri, parts = _read_uri(value, field)
     if parts.fragment or "#" in uri:
         raise ClientError(f"{field}: {uri!r} must not have a fragment")
     if parts.scheme == "https" and parts.netloc:
@@ -81,12 +89,7 @@ def _check_web_uri(value: Any, field: str) -> str | None:
     """An optional page or image URL shown to users: https (http only on loopback), nothing else."""
     if value is None or value == "":
         return None
-    uri = bounded_text(value, MAX_URI_LENGTH)
-    if uri is None or not uri.isprintable() or " " in uri or '"' in uri:
-        raise ClientError(f"{field}: {value!r} is not a URL")
-    parts = split_url(uri)
-    if parts is None:
-        raise ClientError(f"{field}: {uri!r} is not a URL")
+    uri, parts = _read_uri(value, field, forbidden=' "', kind="URL")
     if (parts.scheme == "https" and parts.netloc) or is_loopback_http(parts):
         return uri
     raise ClientError(f"{field}: {uri!r} must be an https URL (http only on loopback)")
@@ -97,12 +100,7 @@ def check_backchannel_logout_uri(value: Any, *, development: bool) -> str | None
     a fragment; http only on a loopback host in development mode.  None or "" registers none."""
     if value is None or value == "":
         return None
-    uri = bounded_text(value, MAX_URI_LENGTH)
-    if uri is None or not uri.isprintable() or " " in uri:
-        raise ClientError(f"backchannel_logout_uri: {value!r} is not a URL")
-    parts = split_url(uri)
-    if parts is None:
-        raise ClientError(f"backchannel_logout_uri: {uri!r} is not a URL")
+    uri, parts = _read_uri(value, "backchannel_logout_uri", kind="URL")
     if parts.fragment or "#" in uri:
         raise ClientError(f"backchannel_logout_uri: {uri!r} must not have a fragment")
     if parts.scheme == "https" and parts.hostname:
