@@ -516,10 +516,12 @@ def test_a_lost_token_makes_jarm_and_rfc_9701_answers_503_never_500(make_app, re
 
 
 @pytest.mark.e2e
+@pytest.mark.parametrize("tls", [False, True], ids=["http", "https"])
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
-def test_chromium_posts_the_form_post_jwt_response_to_the_client(make_app, base_env, tmp_path):
-    """A real browser under the page's CSP: the form_post.jwt page submits itself, and the client receives
-    one ``response`` parameter whose JWT verifies against the JWKS gunicorn serves."""
+def test_chromium_posts_the_form_post_jwt_response_to_the_client(make_app, base_env, tmp_path, tls):
+    """A real browser under the page's CSP, on http and as deployed (https through the TLS proxy): the
+    form_post.jwt page submits itself, and the client receives one ``response`` parameter whose JWT
+    verifies against the JWKS gunicorn serves."""
     import requests
 
     from oidc_fixtures import PASSWORD, serve_with_gunicorn
@@ -528,8 +530,10 @@ def test_chromium_posts_the_form_post_jwt_response_to_the_client(make_app, base_
     executable = chromium_executable()
     from playwright.sync_api import sync_playwright
 
-    callback = "http://127.0.0.1:9/callback"
-    with serve_with_gunicorn(make_app, base_env, tmp_path, redirect_uris=[callback], first_party=True) as served:
+    # (an https client behind an https provider: a form posted from https to http gets Chromium's warning)
+    callback = "https://rp.example.test/callback" if tls else "http://127.0.0.1:9/callback"
+    with serve_with_gunicorn(make_app, base_env, tmp_path, redirect_uris=[callback], first_party=True,
+                             tls=tls) as served:
         _, challenge = pkce_pair()
         url = served["issuer"] + "/authorize?" + urlencode({
             "response_type": "code", "client_id": served["client_id"], "redirect_uri": callback,
@@ -555,7 +559,8 @@ def test_chromium_posts_the_form_post_jwt_response_to_the_client(make_app, base_
                 page.wait_for_url(callback + "*")
             finally:
                 browser.close()
-        jwks = requests.get(served["issuer"] + "/.well-known/jwks.json", timeout=10).json()
+        jwks = requests.get(served["issuer"] + "/.well-known/jwks.json", timeout=10,
+                            verify=served["verify"]).json()
     assert len(posted) == 1 and posted[0][0] == "POST"
     form = parse_qs(posted[0][1])
     assert list(form) == ["response"]
