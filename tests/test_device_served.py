@@ -163,7 +163,9 @@ def _make_app(env: dict[str, str], **config: Any) -> Any:
     return app
 
 
-def test_the_device_pages_in_chromium_over_https(base_env: dict[str, str], tmp_path: Path) -> None:
+@pytest.mark.parametrize("tls", [False, True], ids=["http", "https"])
+def test_the_device_pages_in_chromium(base_env: dict[str, str], tmp_path: Path, tls: bool) -> None:
+    """On plain http and as deployed, over HTTPS through the TLS proxy."""
     from playwright.sync_api import sync_playwright
     from test_pages import PHONE, Checker
 
@@ -171,7 +173,7 @@ def test_the_device_pages_in_chromium_over_https(base_env: dict[str, str], tmp_p
 
     executable = chromium_executable()
     env = {**base_env, **FAST, "SERVICE_NAME": "Example Corp"}
-    with serve_with_gunicorn(_make_app, env, tmp_path, tls=True, **DEVICE_CLIENT) as served, \
+    with serve_with_gunicorn(_make_app, env, tmp_path, tls=tls, **DEVICE_CLIENT) as served, \
             sync_playwright() as playwright:
         issuer = served["issuer"]
         device = DeviceClient(issuer, served["client_id"], verify=served["verify"])
