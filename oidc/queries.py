@@ -26,7 +26,6 @@ never imports ``oidc``), the migrations and the connection set-up of
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import Any, cast
 
@@ -408,7 +407,8 @@ _AUDIT_INSERT = insert_all(insert(audit_log), skip=("id", "position", "hash"))
 #: Entries the chainer writes already sealed (a write delay's queue), every column given, in one statement
 #: for the whole batch: the rows as one JSON parameter.  An executemany costs the worker Python per row
 #: (psycopg's adaptation), and on SQLite the GIL per row (sqlite3 releases it around each step, and
-#: the chainer then waits for the request thread to hand it back); json.dumps of the batch is one C call.
+#: the chainer then waits for the request thread to hand it back).  Each row comes as JSON text already
+#: (audit_chain.sealed_row escapes an entry's strings once, for its hash and its row).
 _SEALED_COLUMNS = (column("id", BigInteger), column("at", BigInteger), column("event", Text),
                    column("fields", Text), column("position", BigInteger), column("hash", Text))
 _SEALED_JSON = bindparam("entries", "[]", type_=Text)
@@ -920,13 +920,14 @@ def next_audit_ids(connection: Connection, count: int) -> list[int]:
     return sorted(int(value) for value in connection.execute(_AUDIT_NEXT_IDS[dialect], {"count": count}).scalar_one())
 
 
-def seal_audit_entries(connection: Connection, sealed: list[dict[str, Any]], written: list[dict[str, Any]],
+def seal_audit_entries(connection: Connection, sealed: list[dict[str, Any]], written: list[str],
                        position: int, digest: str) -> None:
     """Give stored entries (``row_id``, ``sealed_position``, ``sealed_hash``) their place, insert new
-    entries already sealed (every column), and move the head to ``position`` and ``digest``."""
+    entries already sealed (each a JSON object of every column, :func:`audit_chain.sealed_row`), and
+    move the head to ``position`` and ``digest``."""
     _AUDIT_SEAL.executemany(connection, sealed)
     if written:
-        connection.execute(_AUDIT_INSERT_SEALED_ROWS[connection.dialect.name], {"entries": json.dumps(written)})
+        connection.execute(_AUDIT_INSERT_SEALED_ROWS[connection.dialect.name], {"entries": f"[{','.join(written)}]"})
     connection.execute(_AUDIT_ADVANCE_HEAD, {"head_position": position, "head_hash": digest})
 
 

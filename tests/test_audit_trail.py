@@ -401,6 +401,20 @@ def test_canonical_is_json_dumps_of_the_entry(entry_id, position, at, event, fie
         ensure_ascii=True).encode("ascii")
 
 
+
+@settings(max_examples=200, deadline=None, derandomize=True, database=None)
+@given(entry_id=st.integers(min_value=-(2**63), max_value=2**63 - 1), position=st.integers(min_value=0),
+       at=st.integers(), event=st.text(max_size=64), fields=st.text(max_size=200), previous=st.text(max_size=64))
+def test_a_sealed_row_is_its_entry_and_its_entry_hash(entry_id, position, at, event, fields, previous):
+    """The chainer's row for a queued entry (its strings escaped once for the hash and the row) reads back
+    as exactly the entry, and its hash is entry_hash's, which verification recomputes."""
+    from oidc.observability.audit_chain import entry_hash, sealed_row
+
+    entry = {"id": entry_id, "position": position, "at": at, "event": event, "fields": fields}
+    digest, row = sealed_row(entry_id, position, at, event, fields, previous)
+    assert digest == entry_hash(entry, previous)
+    assert json.loads(row) == {**entry, "hash": digest}
+
 @pytest.mark.e2e
 def test_a_graceful_stop_writes_the_queued_entries(make_app, base_env, tmp_path):
     """With a write delay no run of the chainer reaches (an hour), gunicorn's graceful stop (SIGTERM) still

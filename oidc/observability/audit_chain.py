@@ -54,7 +54,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from flask import Flask, has_request_context
 from sqlalchemy import Connection, Engine
@@ -64,6 +64,9 @@ from keys import KeyServiceError, Signer, compact_jws
 from oidc import queries
 from oidc.observability import audit
 from oidc.vocabulary import AUDIT_CHECKPOINT_TYP
+
+if TYPE_CHECKING:
+    from werkzeug.local import LocalProxy
 
 log = logging.getLogger(__name__)
 
@@ -93,12 +96,16 @@ def canonical(entry: Mapping[str, Any], previous: str) -> bytes:
                                              entry["fields"])
     if (type(entry_id) is int and type(position) is int and type(at) is int and type(event) is str
             and type(fields) is str and type(previous) is str):
-        # What json.dumps writes for these types, without building an encoder and sorting keys per
-        # entry (the chainer hashes every entry; the keys below are in sorted order).
-        return (f'{{"at":{at},"event":{_json_string(event)},"fields":{_json_string(fields)},"id":{entry_id},'
-                f'"position":{position},"previous":{_json_string(previous)}}}').encode("ascii")
+        return (_members(entry_id, position, at, event, fields) + f'"previous":{_json_string(previous)}}}').encode("ascii")
     body = {"id": entry_id, "position": position, "at": at, "event": event, "fields": fields, "previous": previous}
     return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode("ascii")
+
+
+def _members(entry_id: int, position: int, at: int, event: str, fields: str) -> str:
+    """The opening of :func:`canonical`'s JSON up to ``previous``: what json.dumps writes for these types,
+    without building an encoder and sorting keys per entry (the keys below are in sorted order)."""
+    return (f'{{"at":{at},"event":{_json_string(event)},"fields":{_json_string(fields)},"id":{entry_id},'
+            f'"position":{position},')
 
 
 def entry_hash(entry: Mapping[str, Any], previous: str) -> str:
@@ -106,14 +113,33 @@ def entry_hash(entry: Mapping[str, Any], previous: str) -> str:
     return hashlib.sha256(canonical(entry, previous)).hexdigest()
 
 
+def sealed_row(entry_id: int, position: int, at: int, event: str, fields: str, previous: str) -> tuple[str, str]:
+    """A queued entry sealed: its hash, and its row as the JSON object the batch insert reads
+    (:func:`oidc.queries.seal_audit_entries`).
+
+    The entry's strings are escaped once for both: the hashed bytes and the row share every member
+    but the last (``previous`` in the one, ``hash`` in the other).
+    """
+    if not (type(entry_id) is int and type(position) is int and type(at) is int and type(event) is str
+            and type(fields) is str and type(previous) is str):
+        row = {"id": entry_id, "position": position, "at": at, "event": event, "fields": fields}
+        digest = row["hash"] = entry_hash(row, previous)
+        return digest, json.dumps(row)
+    members = _members(entry_id, position, at, event, fields)
+    digest = hashlib.sha256((members + f'"previous":{_json_string(previous)}}}').encode("ascii")).hexdigest()
+    return digest, members + f'"hash":"{digest}"}}'
+
+
 #: The canonical JSON of an event's fields, made once (``json.dumps`` with options builds an encoder per call).
-_FIELDS_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True, default=str)
+_FIELDS_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True, default=str,
+                                  check_circular=False)  # flat: identifiers, never a container of itself
 
 
 def fields_text(fields: Mapping[str, Any]) -> str:
     """An event's fields as canonical JSON text (identifiers only; :data:`NEVER_STORED` dropped)."""
-    kept = {name: value for name, value in fields.items() if name.lower() not in NEVER_STORED}
-    return _FIELDS_ENCODER.encode(kept)
+    if not NEVER_STORED.isdisjoint(map(str.lower, fields)):  # (a copy only when there is a name to drop)
+        fields = {name: value for name, value in fields.items() if name.lower() not in NEVER_STORED}
+    return _FIELDS_ENCODER.encode(fields)
 
 
 @dataclass
@@ -284,14 +310,12 @@ class AuditTrail:
             digest = entry_hash({"id": row.id, "position": position, "at": row.at, "event": row.event,
                                  "fields": row.fields}, digest)
             sealed.append({"row_id": row.id, "sealed_position": position, "sealed_hash": digest})
-        written = []
+        written: list[str] = []
         for entry_id, entry in zip(queries.next_audit_ids(connection, len(fresh)) if fresh else (), fresh,
                                    strict=True):
             position += 1
-            inserted = {"id": entry_id, "position": position, "at": entry["at"], "event": entry["event"],
-                        "fields": entry["fields"]}
-            digest = inserted["hash"] = entry_hash(inserted, digest)
-            written.append(inserted)
+            digest, text = sealed_row(entry_id, position, entry["at"], entry["event"], entry["fields"], digest)
+            written.append(text)
         if sealed or written:
             queries.seal_audit_entries(connection, sealed, written, position, digest)
         due = position - int(head.checkpoint_position) >= self.checkpoint_entries or (
@@ -551,8 +575,9 @@ def init_app(app: Flask, trail: AuditTrail) -> AuditHandler:
 
     from oidc.db import db
 
-    # The same app: its extensions dict is its own (current_app is a proxy, never the app itself).
-    handler = AuditHandler(trail, lambda: not has_app_context() or current_app.extensions is app.extensions)
+    # The same app (current_app is a proxy: the object behind it is compared).
+    proxy = cast("LocalProxy[Flask]", current_app)
+    handler = AuditHandler(trail, lambda: not has_app_context() or proxy._get_current_object() is app)
     audit_logger = logging.getLogger("oidc.audit")
     if not any(isinstance(existing, _ToParent) for existing in audit_logger.handlers):
         audit_logger.addHandler(_ToParent())
