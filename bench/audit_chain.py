@@ -17,6 +17,14 @@ neighbours, CPU time per request far less.  The cost is the median of the runs' 
 the chain off just before (a pair shares the machine's state), next to the target: under 5 % more
 CPU per request with the chain on.  At the end ``audit verify`` replays the chain the load wrote.
 
+    valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file=DIR/callgrind.out.%p \
+        python bench/audit_chain.py --instructions DIR [--calls 2000] [--databases ...] [--backend ...]
+
+counts instructions instead, in one process without HTTP (bench/inprocess.py's way): the same
+request with the chain off and on, every thread counted, so the chainer's writes, hashes and
+checkpoint signatures are in the figure.  Load on the machine does not move it, and without HTTP
+and gunicorn in the denominator it is the larger of the two ratios.
+
 Prints figures next to their bound; asserts nothing.
 """
 
@@ -24,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import statistics
 import subprocess
@@ -32,6 +41,7 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -136,6 +146,72 @@ def extra(off: Figure, on: Figure) -> tuple[float, list[float]]:
     return statistics.median(ratios), ratios
 
 
+def in_process(workdir: Path, backend: str, database_url: str | None, env: dict[str, str]) -> tuple[Any, Any]:
+    """The provider as a WSGI app in this process, and a prepared client_credentials request to it."""
+    from bench.inprocess import Call, environment
+    from oidc.app import create_app
+    from oidc.schema import upgrade_schema
+    from oidc.state import state_of
+
+    for name in [name for name in os.environ if name.startswith("AUDIT_")]:
+        del os.environ[name]
+    os.environ.update(environment(workdir, backend), **env)
+    if database_url:
+        os.environ["DATABASE_URL"] = database_url
+    app = create_app()
+    upgrade_schema(app)
+    created = subprocess.run([sys.executable, "-m", "flask", "--app", "app", "clients", "create", "--json",
+                              "--name", "bench", "--grant-type", "client_credentials", "--scope", "api"],
+                             cwd=ROOT, env=os.environ, capture_output=True, text=True, check=True, timeout=120)
+    state_of(app).key_service()
+    return app, Call(app, "POST", "/token", BODY.encode(), {"Authorization": basic(json.loads(created.stdout))})
+
+
+def count_instructions(args: argparse.Namespace) -> None:
+    """Instructions per client_credentials request with the chain off and on, every thread of the process
+    counted: the request's own work and the chainer's (its writes, hashes and checkpoint signatures).
+
+    The chainer writes every 5 s here, not every AUDIT_WRITE_DELAY_SECONDS: under callgrind a request takes
+    some 50 times longer, and 5 s then holds about as many entries per write as the default holds under load.
+    What is still queued when the count ends is written inside it.
+    """
+    from bench.inprocess import instructions_per_call
+    from oidc.state import state_of
+
+    slow_writes = {"AUDIT_WRITE_DELAY_SECONDS": "5", "AUDIT_SEAL_SECONDS": "5"}
+    warm = min(50, args.calls)  # instructions_per_call's warm-up calls
+    for database in args.databases:
+        figures = []
+        for index, (name, env) in enumerate(VARIANTS[: min(args.variants, 2)]):
+            with tempfile.TemporaryDirectory(prefix="bench-audit-") as directory, \
+                    fresh_database(database, f"bench_audit_instructions_{index}") as url:
+                app, call = in_process(Path(directory), args.backend, url, {**env, **slow_writes} if env else {})
+                trail = state_of(app).audit_trail
+
+                def request(call: Any = call, trail: Any = trail, counted: list[int] = [0]) -> bytes:  # noqa: B006
+                    body = call()
+                    counted[0] += 1
+                    if trail is not None and counted[0] in (warm, warm + args.calls):
+                        trail.write_queued()  # the warm-up's entries before the count, the last ones inside it
+                    return body
+
+                figure = instructions_per_call(request, args.calls, f"{database}-{index}", args.instructions)
+                figures.append(figure)
+                entries = ""
+                if trail is not None:
+                    trail.stop()
+                    with app.app_context():
+                        checked = trail.verify()
+                    entries = (f", audit verify: {'ok' if checked.ok else 'FAILED'}, {checked.entries} entries, "
+                               f"{checked.checkpoints} checkpoints")
+                state_of(app).close()  # its chainer, handler, token session and connections end with the figure
+                print(f"{database}, keys via {args.backend}, {name}: {figure / 1e6:.3f} M instructions/request "
+                      f"({call.status}{entries})", flush=True)
+        if len(figures) == 2:
+            print(f"  instructions per request over the chain off: {figures[1] / figures[0] - 1:+.1%} "
+                  f"(target: under +{TARGET:.0%})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per wrk run")
@@ -144,7 +220,14 @@ def main() -> None:
     parser.add_argument("--databases", nargs="+", default=["sqlite", "postgresql"], choices=["sqlite", "postgresql"])
     parser.add_argument("--backend", default=default_backend(), choices=["software", "softhsm"])
     parser.add_argument("--variants", type=int, default=len(VARIANTS), help="the first N variants only")
+    parser.add_argument("--instructions", type=Path, metavar="DIR",
+                        help="count instructions per request in one process under callgrind instead "
+                             "(its --callgrind-out-file directory): the chain off and on by default")
+    parser.add_argument("--calls", type=int, default=2000, help="with --instructions: requests counted")
     args = parser.parse_args()
+    if args.instructions:
+        count_instructions(args)
+        return
     with tempfile.TemporaryDirectory(prefix="bench-audit-") as directory:
         workdir = Path(directory)
         for database in args.databases:
