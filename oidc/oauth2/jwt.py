@@ -192,7 +192,8 @@ def _header(token: str) -> dict[str, Any]:
     if not is_b64url(segment):
         raise InvalidToken("not base64url")
     try:
-        header = json.loads(b64url_decode(segment))
+        # Text, not bytes: json.loads would first guess the octets' encoding (RFC 7515: UTF-8).
+        header = json.loads(b64url_decode(segment).decode("utf-8"))
     except (ValueError, RecursionError):  # json: RecursionError for arrays or objects nested too deeply
         raise InvalidToken("malformed header") from None
     if not isinstance(header, dict) or not isinstance(header.get("kid"), str):
@@ -279,7 +280,7 @@ def verify_own_jwt(token: str, *, typ: str | None, key_set: str, check_exp: bool
         key, algorithm = _verifier(jwk)
         if not algorithm.verify(signing_input.encode("ascii"), urlsafe_b64decode(signature.encode("ascii")), key):
             raise InvalidToken("bad signature")
-        claims = json.loads(urlsafe_b64decode(signing_input.partition(".")[2].encode("ascii")))
+        claims = json.loads(urlsafe_b64decode(signing_input.partition(".")[2].encode("ascii")).decode("utf-8"))
     except (JoseError, ValueError, TypeError, KeyError, AttributeError, RecursionError):
         # joserfc raises TypeError (and others) for some malformed keys or signatures: a
         # malformed token is invalid (RFC 6750 §3.1 invalid_token), never a 500.
