@@ -33,10 +33,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from authlib.oidc.core.util import create_half_hash
-from joserfc import jws
 from joserfc.errors import JoseError
 from joserfc.jwk import import_key
+from joserfc.jws import JWSRegistry
 from joserfc.jwt import JWTClaimsRegistry
+from joserfc.util import urlsafe_b64decode
 
 from keys import EDDSA_ALGORITHMS, KeyServiceError, Signer, compact_jws
 from oidc.hashing import b64url_decode, is_b64url, random_token
@@ -163,24 +164,27 @@ class _ClaimsIgnoringExpiry(JWTClaimsRegistry):
             super().validate_exp(value)  # refuses a malformed exp as usual
 
 
-#: Parsed public keys of published JWKs by kid, each with the JWK it was parsed from: parsing
-#: costs more than verifying, and comparing the JWK with the one parsed costs less than
-#: serialising it to look it up.
-_PUBLIC_KEYS: dict[str, tuple[dict[str, Any], Any]] = {}
+#: Each published JWK's parsed public key and joserfc's algorithm for it, by kid, each with
+#: the JWK it was parsed from: parsing costs more than verifying, and comparing the JWK with
+#: the one parsed costs less than serialising it to look it up.
+_PUBLIC_KEYS: dict[str, tuple[dict[str, Any], Any, Any]] = {}
 _MAX_PUBLIC_KEYS = 64
 
 
-def _public_key(jwk: dict[str, Any]) -> Any:
-    """Parsed public key of a published JWK (of the key service's snapshot), made once per key."""
+def _verifier(jwk: dict[str, Any]) -> tuple[Any, Any]:
+    """The parsed public key of a published JWK (of the key service's snapshot) and joserfc's algorithm
+    of its ``alg``, the key checked for it (type, curve, ``use``): made once per key."""
     kid = str(jwk.get("kid"))
     cached = _PUBLIC_KEYS.get(kid)
     if cached is not None and cached[0] == jwk:
-        return cached[1]
+        return cached[1], cached[2]
     key = import_key(jwk)
+    algorithm = JWSRegistry(algorithms=[jwk["alg"]]).get_alg(jwk["alg"])
+    algorithm.check_key(key)
     if len(_PUBLIC_KEYS) >= _MAX_PUBLIC_KEYS:
         _PUBLIC_KEYS.clear()
-    _PUBLIC_KEYS[kid] = (dict(jwk), key)
-    return key
+    _PUBLIC_KEYS[kid] = (dict(jwk), key, algorithm)
+    return key, algorithm
 
 
 def _header(token: str) -> dict[str, Any]:
@@ -188,7 +192,8 @@ def _header(token: str) -> dict[str, Any]:
     if not is_b64url(segment):
         raise InvalidToken("not base64url")
     try:
-        header = json.loads(b64url_decode(segment))
+        # Text, not bytes: json.loads would first guess the octets' encoding (RFC 7515: UTF-8).
+        header = json.loads(b64url_decode(segment).decode("utf-8"))
     except (ValueError, RecursionError):  # json: RecursionError for arrays or objects nested too deeply
         raise InvalidToken("malformed header") from None
     if not isinstance(header, dict) or not isinstance(header.get("kid"), str):
@@ -266,13 +271,19 @@ def verify_own_jwt(token: str, *, typ: str | None, key_set: str, check_exp: bool
         raise InvalidToken("key service unavailable") from None
     if jwk is None or header.get("alg") != jwk.get("alg") or jwk.get("use", "sig") != "sig":
         raise InvalidToken("unknown key")
+    # The header is parsed once, above: the signature is checked with joserfc's algorithm
+    # directly, over the token's own signing input, rather than through its compact
+    # deserialization, which would decode and check the header again.  Nothing after this
+    # reads the header, and a valid signature means the header and payload are ours.
+    signing_input, _, signature = token.rpartition(".")
     try:
-        key = _public_key(jwk)
-        result = jws.deserialize_compact(token, key, algorithms=[jwk["alg"]])
-        claims = json.loads(result.payload)
-    except (JoseError, ValueError, TypeError, KeyError, AttributeError):
-        # joserfc raises TypeError (and others) for some malformed headers: a malformed token
-        # is invalid (RFC 6750 §3.1 invalid_token), never a 500.
+        key, algorithm = _verifier(jwk)
+        if not algorithm.verify(signing_input.encode("ascii"), urlsafe_b64decode(signature.encode("ascii")), key):
+            raise InvalidToken("bad signature")
+        claims = json.loads(urlsafe_b64decode(signing_input.partition(".")[2].encode("ascii")).decode("utf-8"))
+    except (JoseError, ValueError, TypeError, KeyError, AttributeError, RecursionError):
+        # joserfc raises TypeError (and others) for some malformed keys or signatures: a
+        # malformed token is invalid (RFC 6750 §3.1 invalid_token), never a 500.
         raise InvalidToken("bad signature") from None
     if not isinstance(claims, dict):
         raise InvalidToken("the payload is not a JSON object")

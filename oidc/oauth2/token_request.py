@@ -74,20 +74,21 @@ def _authorization_error(authorization: str, form: Any, environ: dict[str, Any])
 
     Usable credentials are left in ``environ`` for :func:`basic_credentials`.
     """
-    if authorization and not _BASIC.match(authorization + " "):
+    if not authorization:
+        return None  # no HTTP Basic: the client authenticates in the body, or not at all
+    if not _BASIC.match(authorization + " "):
         # RFC 6749 §2.3.1, §5.2: clients authenticate here with HTTP Basic only; another
         # scheme is an unsupported authentication method (and would reach Authlib's
         # header parsing, which fails on a scheme without credentials).
         return InvalidClientError(status_code=401, description="Use HTTP Basic to authenticate the client.")
-    if _BASIC.match(authorization + " "):
-        try:
-            decoded = base64.b64decode(authorization[6:].strip(), validate=True).decode("utf-8")
-        except (binascii.Error, UnicodeDecodeError, ValueError):
-            decoded = ""
-        if ":" not in decoded or has_control_character(decoded):
-            return InvalidClientError(status_code=401, description="Malformed HTTP Basic credentials.")
-        if form.get("client_secret") or form.get("client_assertion"):
-            return InvalidRequestError("Use one client authentication method, not several.")
-        client_id, _, secret = decoded.partition(":")
-        environ[_BASIC_CREDENTIALS] = (unquote(client_id), unquote(secret))
+    try:
+        decoded = base64.b64decode(authorization[6:].strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        decoded = ""
+    if ":" not in decoded or has_control_character(decoded):
+        return InvalidClientError(status_code=401, description="Malformed HTTP Basic credentials.")
+    if form.get("client_secret") or form.get("client_assertion"):
+        return InvalidRequestError("Use one client authentication method, not several.")
+    client_id, _, secret = decoded.partition(":")
+    environ[_BASIC_CREDENTIALS] = (unquote(client_id), unquote(secret))
     return None
