@@ -17,7 +17,7 @@ neighbours, CPU time per request far less.  The cost is the median of the runs' 
 the chain off just before (a pair shares the machine's state), next to the target: under 5 % more
 CPU per request with the chain on.  At the end ``audit verify`` replays the chain the load wrote.
 
-    valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file=DIR/callgrind.out.%p \
+    PYTHONHASHSEED=0 valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file=DIR/callgrind.out.%p \
         python bench/audit_chain.py --instructions DIR [--calls 2000] [--databases ...] [--backend ...]
 
 counts instructions instead, in one process without HTTP (bench/inprocess.py's way): the same

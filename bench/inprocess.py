@@ -2,7 +2,7 @@
 
     python bench/inprocess.py [--calls 1500] [--windows 7] [--backend softhsm|software] [--only NAME ...]
                               [--profile NAME] [--bound] [--profile-bound NAME]
-    valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file=DIR/callgrind.out.%p \
+    PYTHONHASHSEED=0 valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file=DIR/callgrind.out.%p \
         python bench/inprocess.py --instructions DIR [--calls 300] [--bound] [--only NAME ...]
 
 BENCH_DATABASE_URL (an empty database) replaces the throw-away SQLite file, e.g. to
@@ -41,7 +41,9 @@ Callgrind slows the calls fifty-fold: the codes of ``code_exchange`` are made
 before its calls and live 60 seconds, so keep its ``--calls`` small (60) there,
 and read each figure's status (a 400 means they expired).  Unlike CPU
 time it does not depend on what else the machine runs, so a change can be
-judged on a busy machine: same count, same work.
+judged on a busy machine: same count, same work.  Start both sides of a
+comparison with ``PYTHONHASHSEED=0``: string hashes change with the seed, and
+with them the interpreter's cache hits, which moves a count by 1-2 %.
 Figures, not tests: nothing is asserted.
 """
 
