@@ -10,11 +10,13 @@ consent to this browser (:mod:`oidc.oauth2.interactions`).
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 from flask import Flask, Response, g, session
 from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
-from itsdangerous import URLSafeTimedSerializer
+from itsdangerous import TimestampSigner, URLSafeTimedSerializer
+from itsdangerous.encoding import want_bytes
 
 from oidc.accounts import sessions
 from oidc.hashing import random_token
@@ -27,6 +29,23 @@ _BINDING = "interaction_binding"
 DEVICE_REQUEST = "device_request"
 #: What a new login keeps of the cookie: what the login was made to finish.
 _KEPT_ON_SIGN_IN = (_BINDING, DEVICE_REQUEST)
+
+
+@lru_cache(maxsize=16)
+def _derived_key(secret_key: bytes, salt: bytes, key_derivation: str, digest_method: Any) -> bytes:
+    return TimestampSigner(secret_key, salt=salt, key_derivation=key_derivation, digest_method=digest_method).derive_key()
+
+
+class _DerivedOnceSigner(TimestampSigner):
+    """itsdangerous's timestamp signer, its HMAC key derived once per secret key and salt.
+
+    The serializer makes a signer for each cookie it opens or signs, and each
+    signer derives its key again (an HMAC of the salt) for every signature.
+    """
+
+    def derive_key(self, secret_key: str | bytes | None = None) -> bytes:
+        key = self.secret_keys[-1] if secret_key is None else want_bytes(secret_key)
+        return _derived_key(key, self.salt, self.key_derivation, self.digest_method)
 
 
 class CookieSessionInterface(SecureCookieSessionInterface):
@@ -46,7 +65,10 @@ class CookieSessionInterface(SecureCookieSessionInterface):
         keys = (app.secret_key, *(app.config.get("SECRET_KEY_FALLBACKS") or ()))
         cached = self._serializer
         if cached is None or cached[0] != keys:
-            cached = self._serializer = (keys, super().get_signing_serializer(app))
+            serializer = super().get_signing_serializer(app)
+            if serializer is not None:
+                serializer.signer = _DerivedOnceSigner
+            cached = self._serializer = (keys, serializer)
         return cached[1]
 
     def open_session(self, app: Flask, request: Any) -> SecureCookieSession | None:
