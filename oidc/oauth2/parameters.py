@@ -68,9 +68,13 @@ def holds_control_character(params: MultiDict[str, str]) -> bool:
 
 def repeated_parameter(params: MultiDict[str, str], names: Iterable[str]) -> ParameterError | None:
     """The error for the first of ``names`` sent more than once in ``params`` (RFC 6749 §3.1), or None."""
-    for name in names:
-        if len(params.getlist(name)) > 1:
-            return ParameterError(f"The {name} parameter is repeated.")
+    # The repeated names are found in one pass over the parameters sent (``getlist`` of each
+    # name the endpoint reads raises and catches a KeyError for each one absent).
+    repeated = {name for name, values in params.lists() if len(values) > 1}
+    if repeated:
+        for name in names:
+            if name in repeated:
+                return ParameterError(f"The {name} parameter is repeated.")
     return None
 
 
