@@ -11,7 +11,7 @@ consent to this browser (:mod:`oidc.oauth2.interactions`).
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Any
+from typing import Any, cast
 
 from flask import Flask, Response, g, session
 from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
@@ -29,6 +29,8 @@ _BINDING = "interaction_binding"
 DEVICE_REQUEST = "device_request"
 #: What a new login keeps of the cookie: what the login was made to finish.
 _KEPT_ON_SIGN_IN = (_BINDING, DEVICE_REQUEST)
+#: The per-request cache of :func:`current_login` before its first reading.
+_UNREAD = object()
 
 
 @lru_cache(maxsize=16)
@@ -85,11 +87,13 @@ class CookieSessionInterface(SecureCookieSessionInterface):
 def current_login() -> AuthenticatedUser | None:
     """The signed-in user of this browser, if the session is still valid."""
     # flask.g: a per-request cache of the login behind the session cookie (browser state,
-    # not an OAuth 2.0 request's), asked for by views, pages and templates alike.
-    if "oidc_login" not in g:
-        g.oidc_login = sessions.find_login(session.get("sid"))
-    login: AuthenticatedUser | None = g.oidc_login
-    return login
+    # not an OAuth 2.0 request's), asked for by views, pages and templates alike; looked up
+    # through its context-local proxy once, not once per use.
+    request_globals = g._get_current_object()
+    login: object = request_globals.get("oidc_login", _UNREAD)
+    if login is _UNREAD:
+        login = request_globals.oidc_login = sessions.find_login(session.get("sid"))
+    return cast(AuthenticatedUser | None, login)
 
 
 def sign_in(user: User) -> AuthenticatedUser:
