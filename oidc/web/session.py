@@ -81,6 +81,18 @@ class CookieSessionInterface(SecureCookieSessionInterface):
     def save_session(self, app: Flask, session: Any, response: Response) -> None:
         if not (session or session.modified or session.accessed):
             return  # never touched: no cookie to set or delete, no Vary to add
+        # Flask sets the cookie when a session with values is to be set, deletes it when it was emptied.
+        writes_cookie = self.should_set_cookie(app, session) if session else session.modified
+        if not writes_cookie:
+            # Read, not changed (a signed-in browser's usual request): no cookie to set or delete;
+            # Flask would only add "Vary: Cookie", through ``response.vary``, which parses the header
+            # and writes it back.  Absent, it is added as it would have written it.
+            if session.accessed:
+                if "Vary" in response.headers:
+                    response.vary.add("Cookie")
+                else:
+                    response.headers.add("Vary", "Cookie")
+            return
         super().save_session(app, session, response)
 
 
