@@ -234,7 +234,11 @@ def continue_request(params: Any) -> None:
     """This page continues the authorization request of ``params`` (an interaction's): its language is the request's."""
     # flask.g: Flask-Babel calls the locale selector with no arguments, so the language
     # of the authorization request this page continues reaches it through the request context.
-    g.request_ui_locales = params.get("ui_locales")
+    ui_locales = params.get("ui_locales")
+    request_globals = g._get_current_object()
+    if request_globals.get("request_ui_locales") == ui_locales:
+        return  # what the locale selector reads is unchanged (absent reads as None)
+    request_globals.request_ui_locales = ui_locales
     refresh()  # the language may have been chosen already (a form's CSRF check reads it)
 
 

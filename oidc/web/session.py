@@ -88,7 +88,7 @@ class CookieSessionInterface(SecureCookieSessionInterface):
             # Flask would only add "Vary: Cookie", through ``response.vary``, which parses the header
             # and writes it back.  Absent, it is added as it would have written it.
             if session.accessed:
-                if "Vary" in response.headers:
+                if response.headers.getlist("Vary"):  # (``in`` raises and catches a KeyError when absent)
                     response.vary.add("Cookie")
                 else:
                     response.headers.add("Vary", "Cookie")
