@@ -291,8 +291,8 @@ def _content_security_policy(images: Iterable[str]) -> str:
 
 def content_security_policy() -> str:
     """The CSP of a page: nothing but our own styles and images (and the logos' origins)."""
-    assets = current_app.extensions["oidc.assets"]
-    client_logos = g.get("csp_images")
+    assets = current_app._get_current_object().extensions["oidc.assets"]  # type: ignore[attr-defined]
+    client_logos = g._get_current_object().get("csp_images")
     if not client_logos:
         return str(assets.csp)
     return _content_security_policy(assets.image_sources | client_logos)
