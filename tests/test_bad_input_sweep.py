@@ -568,12 +568,44 @@ def test_request_parameters_read_as_werkzeug_reads_them(pairs: list[tuple[str, s
     control-character check (one search over the joined strings) as a search of each name and value."""
     from werkzeug.datastructures import MultiDict
 
-    from oidc.oauth2.parameters import Parameters, has_control_character, holds_control_character
+    from oidc.oauth2.parameters import (
+        Parameters,
+        has_control_character,
+        holds_control_character,
+        repeated_parameter,
+    )
 
     ours, theirs = Parameters(pairs), MultiDict(pairs)
     for key in {name, *(key for key, _ in pairs)}:
         assert ours.get(key) == theirs.get(key)
         assert ours.get(key, "absent") == theirs.get(key, "absent")
         assert ours.get(key, -1, type=int) == theirs.get(key, -1, type=int)
-    assert holds_control_character(ours) == any(
-        has_control_character(key) or has_control_character(value) for key, value in pairs)
+    held = any(has_control_character(key) or has_control_character(value) for key, value in pairs)
+    assert holds_control_character(ours) == holds_control_character(theirs) == held
+    assert holds_control_character(ours) == held  # read again (Parameters keeps the answer)
+    names = [name, *(key for key, _ in reversed(pairs))]
+    first_repeated = next((key for key in names if len(theirs.getlist(key)) > 1), None)
+    expected = None if first_repeated is None else f"The {first_repeated} parameter is repeated."
+    for params in (ours, theirs, ours):
+        refused = repeated_parameter(params, names)
+        assert (None if refused is None else str(refused)) == expected
+
+
+#: Registered redirect URIs of every shape: a query to keep, a path parameter, an upper-case
+#: scheme, a native app's scheme with and without a path, non-ASCII, an empty query.
+_REDIRECT_URIS = st.sampled_from([
+    "https://client.example/cb", "https://client.example/cb?tenant=a%20b&x=c+d&flag", "HTTPS://Client.example/cb",
+    "https://client.example/p;v=1", "com.example.app:/callback", "myapp:cb", "http://127.0.0.1:8080",
+    "https://client.example/cb?", "https://client.example/caf\u00e9?q=\u00fc&q=2", "https://client.example/cb?a=&b",
+])
+
+
+@settings(max_examples=300, deadline=None, derandomize=True, database=None)
+@given(uri=_REDIRECT_URIS, params=st.lists(st.tuples(_NAMES, st.text(max_size=12)), max_size=4))
+def test_authorization_response_uri_as_authlib_builds_it(uri: str, params: list[tuple[str, str]]) -> None:
+    """The query response's Location (RFC 6749 §4.1.2) is the URI Authlib's add_params_to_uri makes."""
+    from authlib.common.urls import add_params_to_uri as authlibs
+
+    from oidc.oauth2.response_modes import add_params_to_uri
+
+    assert add_params_to_uri(uri, params) == authlibs(uri, params)

@@ -82,5 +82,6 @@ def init_app(app: Flask, ttl: float) -> ClientCache:
 
 def current_client_cache() -> ClientCache:
     """The cache of the app handling the current request or command."""
-    cache: ClientCache = current_app.extensions[_EXTENSION]
+    # The app itself, not an attribute through its context-local proxy (as oidc.state.current_state).
+    cache: ClientCache = current_app._get_current_object().extensions[_EXTENSION]  # type: ignore[attr-defined]
     return cache

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from functools import cached_property
 from itertools import chain
 from typing import Any
 
@@ -50,6 +51,20 @@ class Parameters(ImmutableMultiDict[str, str]):
         values = dict.get(self, key)
         return values[0] if values else default
 
+    # An authorization request's parameters are checked for control characters and repeated names
+    # when they are read and again when the request is validated; they never change, so each check
+    # runs once.
+
+    @cached_property
+    def control_character(self) -> bool:
+        """Whether a name or a value holds a control character (:func:`holds_control_character`)."""
+        return _holds_control_character(self)
+
+    @cached_property
+    def repeated_names(self) -> frozenset[str]:
+        """The names sent more than once."""
+        return _repeated_names(self)
+
 
 class ProviderRequest(Request):
     """Flask's request, its query and form held as :class:`Parameters` (the app's ``request_class``)."""
@@ -62,8 +77,7 @@ def has_control_character(value: str) -> bool:
     return _CONTROL.search(value) is not None
 
 
-def holds_control_character(params: MultiDict[str, str]) -> bool:
-    """Whether a name or a value of ``params`` holds a control character (:func:`has_control_character`)."""
+def _holds_control_character(params: MultiDict[str, str]) -> bool:
     # One pass over every name and value, joined by a tab (not a control character here):
     # a search per string costs a call each, on every authorization and token request.  The
     # octets are searched by deleting the control ones (a byte loop in C), not by the regular
@@ -72,11 +86,26 @@ def holds_control_character(params: MultiDict[str, str]) -> bool:
     return len(octets.translate(None, _CONTROL_OCTETS)) != len(octets)
 
 
+def holds_control_character(params: MultiDict[str, str]) -> bool:
+    """Whether a name or a value of ``params`` holds a control character (:func:`has_control_character`)."""
+    if isinstance(params, Parameters):
+        return params.control_character
+    return _holds_control_character(params)
+
+
+def _repeated_names(params: MultiDict[str, str]) -> frozenset[str]:
+    # One pass over the parameters sent: ``getlist`` of each name an endpoint reads raises
+    # and catches a KeyError for each one absent.
+    return frozenset(name for name, values in params.lists() if len(values) > 1)
+
+
 def repeated_parameter(params: MultiDict[str, str], names: Iterable[str]) -> ParameterError | None:
     """The error for the first of ``names`` sent more than once in ``params`` (RFC 6749 §3.1), or None."""
-    for name in names:
-        if len(params.getlist(name)) > 1:
-            return ParameterError(f"The {name} parameter is repeated.")
+    repeated = params.repeated_names if isinstance(params, Parameters) else _repeated_names(params)
+    if repeated:
+        for name in names:
+            if name in repeated:
+                return ParameterError(f"The {name} parameter is repeated.")
     return None
 
 

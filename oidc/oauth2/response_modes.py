@@ -19,9 +19,9 @@ as a JARM one (:func:`effective`).
 from __future__ import annotations
 
 import html
+import re
 from typing import Any
-
-from authlib.common.urls import add_params_to_uri
+from urllib.parse import parse_qsl, quote_plus, urlparse, urlunparse
 
 from oidc.oauth2 import encryption, security_profile
 from oidc.oauth2.jwt import sign_response
@@ -37,6 +37,28 @@ JARM_LIFETIME = 60
 JARM_PARAMETER = "response"
 
 Response = tuple[int, str, list[tuple[str, str]]]
+
+
+#: A name or value that form encoding leaves as it is (``urllib.parse``'s always-safe characters):
+#: a code, most states and parameter names.
+_UNCHANGED_BY_ENCODING = re.compile(r"[A-Za-z0-9_.~-]*")
+
+
+def _form_encoded(name_or_value: str) -> str:
+    return name_or_value if _UNCHANGED_BY_ENCODING.fullmatch(name_or_value) else quote_plus(name_or_value)
+
+
+def add_params_to_uri(uri: str, params: list[tuple[str, str]]) -> str:
+    """``uri`` with ``params`` added to its query (RFC 6749 §4.1.2: any query it has is kept).
+
+    The URI Authlib's ``add_params_to_uri`` makes, character for character
+    (the query re-encoded by ``urllib.parse.urlencode``), without its
+    conversions of each name and value to bytes and back.
+    """
+    scheme, netloc, path, path_params, query, fragment = urlparse(uri)
+    pairs = parse_qsl(query, keep_blank_values=True) + params if query else params
+    encoded = "&".join(f"{_form_encoded(name)}={_form_encoded(value)}" for name, value in pairs)
+    return urlunparse((scheme, netloc, path, path_params, encoded, fragment))
 
 
 def supported(response_mode: Any) -> str | None:

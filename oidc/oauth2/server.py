@@ -257,5 +257,6 @@ def init_app(app: Flask, state: State) -> AuthorizationServer:
 
 def authorization_server() -> AuthorizationServer:
     """The server of the app handling the current request."""
-    server: AuthorizationServer = current_app.extensions[_EXTENSION]
+    # The app itself, not an attribute through its context-local proxy (as oidc.state.current_state).
+    server: AuthorizationServer = current_app._get_current_object().extensions[_EXTENSION]  # type: ignore[attr-defined]
     return server

@@ -140,7 +140,8 @@ def _account_choice_page(authorization: AuthorizationRequest, login: Authenticat
 def _parameters() -> Any:
     """The request's parameters (body of a POST, query of a GET); :class:`ErrorPage` when unreadable."""
     try:
-        return request_parameters(request)
+        # The request itself, not its context-local proxy: each attribute read through it is a look-up.
+        return request_parameters(request._get_current_object())  # type: ignore[attr-defined]
     except ParameterError as exc:
         raise ErrorPage("invalid_request", str(exc)) from None
 

@@ -91,7 +91,11 @@ def page_response(error: str, description: str, status: int = 400) -> Response:
 def core_response(result: response_modes.Response) -> Response:
     """A response the protocol core built (status, body, headers): an authorization response."""
     status, body, headers = result
-    return Response(body, status=status, headers=headers)
+    # The media type named when the core gave none (a redirect): werkzeug would otherwise look
+    # the header up, and a name absent from its Headers raises (and catches) a KeyError.
+    if any(name.lower() == "content-type" for name, _ in headers):
+        return Response(body, status=status, headers=headers)
+    return Response(body, status=status, headers=headers, mimetype=Response.default_mimetype)
 
 
 def unavailable(retry_after: str = RETRY_AFTER_SECONDS) -> Response:

@@ -167,6 +167,14 @@ class Assets:
         folders.append(SHIPPED_STATIC)
         self.max_age = settings.static_max_age
         self.logo_url = settings.service_logo_url or None
+        images = {"'self'"}
+        if self.logo_url and "://" in self.logo_url:
+            parts = urlsplit(self.logo_url)
+            images.add(f"{parts.scheme}://{parts.netloc}")
+        #: Where a page's images may come from (ours, the service logo's origin), and its CSP when
+        #: it shows no client's logo: made once, not on each page.
+        self.image_sources = frozenset(images)
+        self.csp = _content_security_policy(self.image_sources)
         generated = {SETTINGS_CSS: _asset(SETTINGS_CSS, settings_css(settings.primary_color).encode("utf-8"))}
         self.files: Mapping[str, Asset] = MappingProxyType({**_list_assets(folders), **generated})
 
@@ -226,7 +234,11 @@ def continue_request(params: Any) -> None:
     """This page continues the authorization request of ``params`` (an interaction's): its language is the request's."""
     # flask.g: Flask-Babel calls the locale selector with no arguments, so the language
     # of the authorization request this page continues reaches it through the request context.
-    g.request_ui_locales = params.get("ui_locales")
+    ui_locales = params.get("ui_locales")
+    request_globals = g._get_current_object()
+    if request_globals.get("request_ui_locales") == ui_locales:
+        return  # what the locale selector reads is unchanged (absent reads as None)
+    request_globals.request_ui_locales = ui_locales
     refresh()  # the language may have been chosen already (a form's CSRF check reads it)
 
 
@@ -272,16 +284,18 @@ def allow_image(url: str | None) -> str | None:
     return url
 
 
-def content_security_policy() -> str:
-    """The CSP of a page: nothing but our own styles and images (and the logos' origins)."""
-    logo_url = current_app.extensions["oidc.assets"].logo_url
-    images = {"'self'"}
-    if logo_url and "://" in logo_url:
-        parts = urlsplit(logo_url)
-        images.add(f"{parts.scheme}://{parts.netloc}")
-    images.update(g.get("csp_images", ()))
+def _content_security_policy(images: Iterable[str]) -> str:
     return ("default-src 'none'; style-src 'self'; img-src " + " ".join(sorted(images))
             + "; base-uri 'none'; frame-ancestors 'none'")
+
+
+def content_security_policy() -> str:
+    """The CSP of a page: nothing but our own styles and images (and the logos' origins)."""
+    assets = current_app._get_current_object().extensions["oidc.assets"]  # type: ignore[attr-defined]
+    client_logos = g._get_current_object().get("csp_images")
+    if not client_logos:
+        return str(assets.csp)
+    return _content_security_policy(assets.image_sources | client_logos)
 
 
 def signed_in_user() -> Any:
@@ -359,6 +373,7 @@ _PAGE_HEADERS = (
     # query string (an interaction id, an id_token_hint) reaches another site.
     ("Referrer-Policy", "same-origin"),
 )
+_PAGE_HEADERS_LOWERED = tuple((name.lower(), name, value) for name, value in _PAGE_HEADERS)
 
 
 def security_headers(response: Response) -> Response:
@@ -368,16 +383,21 @@ def security_headers(response: Response) -> Response:
     origin of a configured service logo and of a client's logo on its consent
     page), no script at all, and no inline style.
     """
-    # (``name not in headers`` rather than ``headers.setdefault``, which raises and
-    # catches an exception for each header it adds: this runs on every response.)
+    # The names present and the media type are read in one pass: each ``in``, each assignment and
+    # ``response.mimetype`` scans the headers again (and ``headers.setdefault`` raises and catches
+    # an exception for each header it adds); a name known absent is added, not set.
     headers = response.headers
-    headers["X-Content-Type-Options"] = "nosniff"
-    if response.mimetype == "text/html":
-        # The names present, read once (each ``in`` and each assignment scans the headers;
-        # a name known absent is added, not set).
-        present = {name.lower() for name, _ in headers.items()}
-        for name, value in _PAGE_HEADERS:
-            if name.lower() not in present:
+    present: dict[str, str] = {}
+    for name, value in headers.items():
+        present.setdefault(name.lower(), value)
+    if "x-content-type-options" in present:
+        headers["X-Content-Type-Options"] = "nosniff"
+    else:
+        headers.add("X-Content-Type-Options", "nosniff")
+    content_type = present.get("content-type")
+    if content_type and content_type.split(";")[0].strip() == "text/html":
+        for lowered, name, value in _PAGE_HEADERS_LOWERED:
+            if lowered not in present:
                 headers.add(name, value)
         if "content-security-policy" not in present:
             headers.add("Content-Security-Policy", content_security_policy())

@@ -10,11 +10,13 @@ consent to this browser (:mod:`oidc.oauth2.interactions`).
 
 from __future__ import annotations
 
-from typing import Any
+from functools import lru_cache
+from typing import Any, cast
 
 from flask import Flask, Response, g, session
 from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
-from itsdangerous import URLSafeTimedSerializer
+from itsdangerous import TimestampSigner, URLSafeTimedSerializer
+from itsdangerous.encoding import want_bytes
 
 from oidc.accounts import sessions
 from oidc.hashing import random_token
@@ -27,6 +29,25 @@ _BINDING = "interaction_binding"
 DEVICE_REQUEST = "device_request"
 #: What a new login keeps of the cookie: what the login was made to finish.
 _KEPT_ON_SIGN_IN = (_BINDING, DEVICE_REQUEST)
+#: The per-request cache of :func:`current_login` before its first reading.
+_UNREAD = object()
+
+
+@lru_cache(maxsize=16)
+def _derived_key(secret_key: bytes, salt: bytes, key_derivation: str, digest_method: Any) -> bytes:
+    return TimestampSigner(secret_key, salt=salt, key_derivation=key_derivation, digest_method=digest_method).derive_key()
+
+
+class _DerivedOnceSigner(TimestampSigner):
+    """itsdangerous's timestamp signer, its HMAC key derived once per secret key and salt.
+
+    The serializer makes a signer for each cookie it opens or signs, and each
+    signer derives its key again (an HMAC of the salt) for every signature.
+    """
+
+    def derive_key(self, secret_key: str | bytes | None = None) -> bytes:
+        key = self.secret_keys[-1] if secret_key is None else want_bytes(secret_key)
+        return _derived_key(key, self.salt, self.key_derivation, self.digest_method)
 
 
 class CookieSessionInterface(SecureCookieSessionInterface):
@@ -46,7 +67,10 @@ class CookieSessionInterface(SecureCookieSessionInterface):
         keys = (app.secret_key, *(app.config.get("SECRET_KEY_FALLBACKS") or ()))
         cached = self._serializer
         if cached is None or cached[0] != keys:
-            cached = self._serializer = (keys, super().get_signing_serializer(app))
+            serializer = super().get_signing_serializer(app)
+            if serializer is not None:
+                serializer.signer = _DerivedOnceSigner
+            cached = self._serializer = (keys, serializer)
         return cached[1]
 
     def open_session(self, app: Flask, request: Any) -> SecureCookieSession | None:
@@ -57,17 +81,31 @@ class CookieSessionInterface(SecureCookieSessionInterface):
     def save_session(self, app: Flask, session: Any, response: Response) -> None:
         if not (session or session.modified or session.accessed):
             return  # never touched: no cookie to set or delete, no Vary to add
+        # Flask sets the cookie when a session with values is to be set, deletes it when it was emptied.
+        writes_cookie = self.should_set_cookie(app, session) if session else session.modified
+        if not writes_cookie:
+            # Read, not changed (a signed-in browser's usual request): no cookie to set or delete;
+            # Flask would only add "Vary: Cookie", through ``response.vary``, which parses the header
+            # and writes it back.  Absent, it is added as it would have written it.
+            if session.accessed:
+                if response.headers.getlist("Vary"):  # (``in`` raises and catches a KeyError when absent)
+                    response.vary.add("Cookie")
+                else:
+                    response.headers.add("Vary", "Cookie")
+            return
         super().save_session(app, session, response)
 
 
 def current_login() -> AuthenticatedUser | None:
     """The signed-in user of this browser, if the session is still valid."""
     # flask.g: a per-request cache of the login behind the session cookie (browser state,
-    # not an OAuth 2.0 request's), asked for by views, pages and templates alike.
-    if "oidc_login" not in g:
-        g.oidc_login = sessions.find_login(session.get("sid"))
-    login: AuthenticatedUser | None = g.oidc_login
-    return login
+    # not an OAuth 2.0 request's), asked for by views, pages and templates alike; looked up
+    # through its context-local proxy once, not once per use.
+    request_globals = g._get_current_object()
+    login: object = request_globals.get("oidc_login", _UNREAD)
+    if login is _UNREAD:
+        login = request_globals.oidc_login = sessions.find_login(session.get("sid"))
+    return cast(AuthenticatedUser | None, login)
 
 
 def sign_in(user: User) -> AuthenticatedUser:

@@ -1,0 +1,86 @@
+"""The provider's session cookie interface answers as Flask's own does (oidc.web.session)."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import pytest
+from flask import Flask, Response, request
+from flask.sessions import SecureCookieSessionInterface
+from itsdangerous import BadSignature
+
+from oidc.web.session import CookieSessionInterface
+
+_KEY = "k" * 32
+
+
+def _app(refresh_each_request: bool, fallbacks: list[str] | None = None) -> Flask:
+    app = Flask(__name__)
+    app.secret_key = _KEY
+    app.config["SESSION_REFRESH_EACH_REQUEST"] = refresh_each_request
+    if fallbacks:
+        app.config["SECRET_KEY_FALLBACKS"] = fallbacks
+    return app
+
+
+def _saved(interface: Any, app: Flask, cookie: str | None, touch: str, permanent: bool,
+           vary: str | None) -> list[tuple[str, str]]:
+    """The headers ``interface`` adds to a response after a request that did ``touch`` to its session."""
+    headers = {"Cookie": f"session={cookie}"} if cookie else {}
+    with app.test_request_context("/", headers=headers):
+        session = interface.open_session(app, request)
+        assert session is not None
+        if touch != "none":
+            session.accessed = True  # as the request context's ``session`` sets it on each use
+        if touch == "read":
+            session.get("sid")
+        elif touch == "write":
+            session["sid"] = "another"
+        elif touch == "clear":
+            session.clear()
+        if permanent:
+            session.permanent = True
+        response = Response("", headers={"Vary": vary} if vary else {})
+        interface.save_session(app, session, response)
+        return [(name, value.split("; Expires=")[0]) for name, value in response.headers.items()]
+
+
+@pytest.mark.parametrize("refresh_each_request", [False, True])
+def test_the_cookie_and_vary_headers_are_flasks(refresh_each_request: bool) -> None:
+    """Read, written, emptied or untouched; with a cookie or none; permanent or not; with a Vary
+    header already or none: the same Set-Cookie and Vary headers as Flask's interface writes."""
+    app = _app(refresh_each_request)
+    cookie = _signed_with(_KEY, {"sid": "abc"})
+    ours, flasks = CookieSessionInterface(), SecureCookieSessionInterface()
+    for sent, touch, permanent, vary in itertools.product(
+            (cookie, None), ("none", "read", "write", "clear"), (False, True), (None, "Accept-Encoding", "Cookie")):
+        assert _saved(ours, app, sent, touch, permanent, vary) == _saved(flasks, app, sent, touch, permanent, vary), (
+            sent, touch, permanent, vary)
+
+
+def test_cookies_signed_with_the_key_or_a_fallback_open_and_others_do_not() -> None:
+    """The signer made once per key opens what Flask signs with the key or a fallback key, signs
+    what Flask opens, and refuses a cookie signed with another key."""
+    app = _app(False, fallbacks=["old" * 11])
+    ours = CookieSessionInterface().get_signing_serializer(app)
+    flasks = SecureCookieSessionInterface().get_signing_serializer(app)
+    assert ours is not None and flasks is not None
+    assert ours.loads(flasks.dumps({"sid": "a"})) == {"sid": "a"}
+    assert flasks.loads(ours.dumps({"sid": "b"})) == {"sid": "b"}
+    assert ours.loads(_signed_with("old" * 11, {"sid": "c"})) == {"sid": "c"}
+    with pytest.raises(BadSignature):
+        ours.loads(_signed_with("x" * 32, {"sid": "d"}))
+
+
+def _signed_with(key: str, values: dict[str, str]) -> str:
+    """A session cookie Flask signs with ``key`` alone."""
+    serializer = SecureCookieSessionInterface().get_signing_serializer(_with_key(key))
+    assert serializer is not None
+    return serializer.dumps(values)
+
+
+def _with_key(key: str) -> Flask:
+    app = Flask(__name__)
+    app.secret_key = key
+    return app
