@@ -549,19 +549,37 @@ def insert_code(row: dict[str, Any]) -> None:
     _INSERT_CODE.rowcount(db.session.connection(), row)
 
 
-def claim_authorization_code(row_id: int, moment: int) -> bool:
-    """Mark a code used, atomically: False when another request already did."""
-    return _CLAIM_CODE.rowcount(db.session.connection(), {"row_id": row_id, "moment": moment}) == 1
+def claim_authorization_code(row_id: int, moment: int, access_tokens: list[dict[str, Any]],
+                             refresh_tokens: list[dict[str, Any]]) -> bool:
+    """Mark a code used, atomically, then add the rows of the tokens issued from it (columns by name), in the
+    request's transaction: False, and nothing added, when another request already did."""
+    return _claim_then_insert(_CLAIM_CODE, row_id, moment, access_tokens, refresh_tokens)
 
 
-def claim_refresh_token(row_id: int, moment: int) -> bool:
-    """Mark a refresh token rotated, atomically: False when another request already did."""
-    return _CLAIM_REFRESH_TOKEN.rowcount(db.session.connection(), {"row_id": row_id, "moment": moment}) == 1
+def claim_refresh_token(row_id: int, moment: int, access_tokens: list[dict[str, Any]],
+                        refresh_tokens: list[dict[str, Any]]) -> bool:
+    """Mark a refresh token rotated, atomically, then add the rows of the tokens issued in its place (columns
+    by name), in the request's transaction: False, and nothing added, when another request already did."""
+    return _claim_then_insert(_CLAIM_REFRESH_TOKEN, row_id, moment, access_tokens, refresh_tokens)
+
+
+def _claim_then_insert(claim: Prepared, row_id: int, moment: int, access_tokens: list[dict[str, Any]],
+                       refresh_tokens: list[dict[str, Any]]) -> bool:
+    # One look-up of the request's connection for the claim and the inserts.
+    connection = db.session.connection()
+    if claim.rowcount(connection, {"row_id": row_id, "moment": moment}) != 1:
+        return False
+    _insert_tokens(connection, access_tokens, refresh_tokens)
+    return True
 
 
 def insert_tokens(access_tokens: list[dict[str, Any]], refresh_tokens: list[dict[str, Any]]) -> None:
     """Add access and refresh token rows in the request's transaction (columns by name)."""
-    connection = db.session.connection()
+    _insert_tokens(db.session.connection(), access_tokens, refresh_tokens)
+
+
+def _insert_tokens(connection: Connection, access_tokens: list[dict[str, Any]],
+                   refresh_tokens: list[dict[str, Any]]) -> None:
     for row in access_tokens:
         _INSERT_ACCESS_TOKEN.rowcount(connection, row)
     for row in refresh_tokens:
