@@ -13,6 +13,7 @@ from typing import Any
 
 from authlib.oauth2.rfc6749.errors import OAuth2Error
 from flask import Blueprint, Response, request
+from sqlalchemy.orm import Session
 
 from oidc import urls
 from oidc.db import db
@@ -49,21 +50,28 @@ def _respond(endpoint: str) -> Response:
         issued = oauth_request.issued
     else:
         response = server.create_endpoint_response(endpoint)
-    if endpoint != INTROSPECTION and _in_transaction():
+    session = _session_in_transaction() if endpoint != INTROSPECTION else None
+    if session is not None:
         # (A client_credentials token for a cached client reads and writes
         # nothing; introspection only reads: the end of the request ends those.)
         if response.status_code == 200:
-            db.session.commit()
+            session.commit()
         else:
-            db.session.rollback()
+            session.rollback()
     if endpoint == TOKEN_ENDPOINT and response.status_code == 200:
         _record_issuance(issued)
     return response
 
 
-def _in_transaction() -> bool:
-    """Whether this request's ORM session exists and has begun a transaction (without creating one)."""
-    return db.session.registry.has() and db.session().in_transaction()
+def _session_in_transaction() -> Session | None:
+    """This request's ORM session if it exists and has begun a transaction (without creating one), else None.
+
+    The session itself, not its scoped proxy: each call through the proxy looks the session up again.
+    """
+    if not db.session.registry.has():
+        return None
+    session = db.session()
+    return session if session.in_transaction() else None
 
 
 def _record_issuance(issued: Issued | None) -> None:
