@@ -4,7 +4,10 @@ Each request runs in one database transaction: it is committed only when the
 response is a success, so a refused request leaves nothing half written.  The
 exceptions are deliberate: a replayed code or a reused refresh token revokes
 its family (committed before the refusal), and a private_key_jwt ``jti`` is
-recorded as soon as it is accepted.
+recorded as soon as it is accepted.  A code exchange's or a refresh's
+statements (read, claim, the new tokens' rows) run in the token endpoint's
+transaction on a Core connection (:class:`oidc.queries.TokenTransaction`),
+the other grants' in the request's ORM Session.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from authlib.oauth2.rfc6749.errors import OAuth2Error
 from flask import Blueprint, Response, request
 from sqlalchemy.orm import Session
 
-from oidc import urls
+from oidc import queries, urls
 from oidc.db import db
 from oidc.oauth2 import dpop
 from oidc.oauth2.families import Issued
@@ -46,7 +49,10 @@ def _respond(endpoint: str) -> Response:
             oauth_request = server.create_request_with_proof(urls.TOKEN)  # its DPoP proof verified (RFC 9449 §4.3)
         except OAuth2Error as error:
             return dpop.with_nonce(server.handle_error_response(None, error))
-        response = dpop.with_nonce(server.create_token_response(oauth_request))
+        with queries.token_transaction() as transaction:  # a code exchange's or a refresh's statements
+            response = dpop.with_nonce(server.create_token_response(oauth_request))
+            if response.status_code == 200:
+                transaction.commit()
         issued = oauth_request.issued
     else:
         response = server.create_endpoint_response(endpoint)
