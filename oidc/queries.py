@@ -26,7 +26,9 @@ never imports ``oidc``), the migrations and the connection set-up of
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any, cast
 
 from sqlalchemy import (
@@ -108,11 +110,82 @@ class HashLookup:
         self.any = base.where(column.in_(bindparam("hashes", expanding=True))).limit(1)
 
     def execute(self, hashes: list[str]) -> AnyRow | None:
-        """The row, read in the request's transaction."""
-        connection = db.session.connection()
+        """The row, read in the request's transaction (:func:`grant_connection`)."""
+        connection = grant_connection()
         if len(hashes) == 1:
             return self.one.first(connection, {"hash": hashes[0]})
         return connection.execute(self.any, {"hashes": hashes}).first()
+
+
+class TokenTransaction:
+    """The token endpoint's transaction for a code exchange or a refresh, on a Core connection of its own.
+
+    Those two grants read one row, claim it and insert their tokens' rows with
+    prepared statements (:mod:`oidc.statements`), and read or write nothing
+    through the ORM: the Session's own set-up, commit and tear-down would cost
+    more than the statements do.  The connection is taken from the same pool
+    on the first statement and begun at once; the endpoint commits it with a
+    success, and it is rolled back otherwise (its return to the pool).
+    """
+
+    def __init__(self) -> None:
+        self._connection: Connection | None = None
+
+    def connection(self) -> Connection:
+        if self._connection is None:
+            connection = db.engine.connect()
+            try:
+                connection.begin()
+            except BaseException:
+                connection.close()
+                raise
+            self._connection = connection
+        return self._connection
+
+    def commit(self) -> None:
+        if self._connection is not None and self._connection.in_transaction():
+            self._connection.commit()
+
+    def rollback(self) -> None:
+        """Undo what the grant wrote so far (a refusal, or a family revoked through the Session next)."""
+        if self._connection is not None and self._connection.in_transaction():
+            self._connection.rollback()
+
+    def close(self) -> None:
+        if self._connection is not None:
+            connection, self._connection = self._connection, None
+            connection.close()
+
+
+_TOKEN_TRANSACTION: ContextVar[TokenTransaction | None] = ContextVar("oidc_token_transaction", default=None)
+
+
+@contextmanager
+def token_transaction() -> Iterator[TokenTransaction]:
+    """The token endpoint's :class:`TokenTransaction` while a token request runs; closed (rolled back
+    unless committed) when it ends, whatever happened."""
+    transaction = TokenTransaction()
+    reset = _TOKEN_TRANSACTION.set(transaction)
+    try:
+        yield transaction
+    finally:
+        _TOKEN_TRANSACTION.reset(reset)
+        transaction.close()
+
+
+def grant_connection() -> Connection:
+    """Where a code or refresh token is read and claimed: the token endpoint's :class:`TokenTransaction`,
+    or elsewhere (introspection, revocation, commands) the request's Session's connection."""
+    transaction = _TOKEN_TRANSACTION.get()
+    return transaction.connection() if transaction is not None else db.session.connection()
+
+
+def rollback_token_transaction() -> None:
+    """Undo the token endpoint's writes so far, if a token request runs (before a family is revoked
+    through the Session: on SQLite its claim may hold the write lock the revocation needs)."""
+    transaction = _TOKEN_TRANSACTION.get()
+    if transaction is not None:
+        transaction.rollback()
 
 
 _REFRESH_TOKENS = RefreshToken.__table__
@@ -549,19 +622,37 @@ def insert_code(row: dict[str, Any]) -> None:
     _INSERT_CODE.rowcount(db.session.connection(), row)
 
 
-def claim_authorization_code(row_id: int, moment: int) -> bool:
-    """Mark a code used, atomically: False when another request already did."""
-    return _CLAIM_CODE.rowcount(db.session.connection(), {"row_id": row_id, "moment": moment}) == 1
+def claim_authorization_code(row_id: int, moment: int, access_tokens: list[dict[str, Any]],
+                             refresh_tokens: list[dict[str, Any]]) -> bool:
+    """Mark a code used, atomically, then add the rows of the tokens issued from it (columns by name), in the
+    request's transaction: False, and nothing added, when another request already did."""
+    return _claim_then_insert(_CLAIM_CODE, row_id, moment, access_tokens, refresh_tokens)
 
 
-def claim_refresh_token(row_id: int, moment: int) -> bool:
-    """Mark a refresh token rotated, atomically: False when another request already did."""
-    return _CLAIM_REFRESH_TOKEN.rowcount(db.session.connection(), {"row_id": row_id, "moment": moment}) == 1
+def claim_refresh_token(row_id: int, moment: int, access_tokens: list[dict[str, Any]],
+                        refresh_tokens: list[dict[str, Any]]) -> bool:
+    """Mark a refresh token rotated, atomically, then add the rows of the tokens issued in its place (columns
+    by name), in the request's transaction: False, and nothing added, when another request already did."""
+    return _claim_then_insert(_CLAIM_REFRESH_TOKEN, row_id, moment, access_tokens, refresh_tokens)
+
+
+def _claim_then_insert(claim: Prepared, row_id: int, moment: int, access_tokens: list[dict[str, Any]],
+                       refresh_tokens: list[dict[str, Any]]) -> bool:
+    # One look-up of the request's connection for the claim and the inserts.
+    connection = grant_connection()
+    if claim.rowcount(connection, {"row_id": row_id, "moment": moment}) != 1:
+        return False
+    _insert_tokens(connection, access_tokens, refresh_tokens)
+    return True
 
 
 def insert_tokens(access_tokens: list[dict[str, Any]], refresh_tokens: list[dict[str, Any]]) -> None:
     """Add access and refresh token rows in the request's transaction (columns by name)."""
-    connection = db.session.connection()
+    _insert_tokens(db.session.connection(), access_tokens, refresh_tokens)
+
+
+def _insert_tokens(connection: Connection, access_tokens: list[dict[str, Any]],
+                   refresh_tokens: list[dict[str, Any]]) -> None:
     for row in access_tokens:
         _INSERT_ACCESS_TOKEN.rowcount(connection, row)
     for row in refresh_tokens:

@@ -46,8 +46,10 @@ class _Compiled:
     #: The row type and each column's result processor (a SELECT), else None.
     row_type: Any
     results: tuple[Processor, ...]
-    #: When no parameter has a processor or a held value: a row's DB-API parameters from its mapping.
+    #: When no parameter has a processor: a row's DB-API parameters from its mapping (held values filled in).
     plain: Callable[[Mapping[str, Any]], Any] | None = None
+    #: A SELECT's row from the DB-API row: only the columns with a result processor go through it.
+    make_row: Callable[[Sequence[Any]], Any] | None = None
 
 
 class NamedRow(Protocol):
@@ -79,11 +81,15 @@ class Prepared:
     def execute(self, connection: Connection, params: Mapping[str, Any]) -> Any:
         """Run on ``connection``'s DB-API connection; the DB-API cursor (``rowcount``)."""
         compiled = self.compiled(connection.dialect)
-        values = {}
-        for name, process, held in compiled.binds:
-            value = params[name] if held is _REQUIRED else params.get(name, held)
-            values[name] = process(value) if process is not None else value
-        arguments: Any = values if compiled.positions is None else tuple(values[n] for n in compiled.positions)
+        arguments: Any
+        if compiled.plain is not None:  # no processor: the values as they are, in the placeholders' order
+            arguments = compiled.plain(params)
+        else:
+            values = {}
+            for name, process, held in compiled.binds:
+                value = params[name] if held is _REQUIRED else params.get(name, held)
+                values[name] = process(value) if process is not None else value
+            arguments = values if compiled.positions is None else tuple(values[n] for n in compiled.positions)
         dbapi_connection = connection.connection.dbapi_connection
         assert dbapi_connection is not None, "a connection of the request's transaction"
         cursor = None
@@ -108,7 +114,7 @@ class Prepared:
             return
         compiled = self.compiled(connection.dialect)
         arguments: list[Any]
-        if compiled.plain is not None:  # no processor, no held value: the rows' values as they are
+        if compiled.plain is not None:  # no processor: the rows' values as they are
             arguments = [compiled.plain(params) for params in rows]
         else:
             arguments = []
@@ -144,8 +150,8 @@ class Prepared:
             cursor.close()
         if row is None:
             return None
-        named: NamedRow = compiled.row_type._make(value if process is None else process(value)
-                                                  for process, value in zip(compiled.results, row, strict=True))
+        assert compiled.make_row is not None, "a SELECT"
+        named: NamedRow = compiled.make_row(row)
         return named
 
     def read(self, engine: Engine, params: Mapping[str, Any]) -> NamedRow | None:
@@ -189,23 +195,52 @@ def _compile(statement: Executable, dialect: Dialect) -> _Compiled:
     positions = tuple(compiled.positiontup) if dialect.positional else None
     row_type: Any = None
     results: tuple[Processor, ...] = ()
+    make_row = None
     if isinstance(statement, Select):
         columns = list(statement.selected_columns)
         row_type = _row_type(tuple(str(column.key) for column in columns))
         results = tuple(column.type.dialect_impl(dialect).result_processor(dialect, None) for column in columns)
+        make_row = _row_maker(row_type, results)
     plain = None
-    if binds and all(process is None and held is _REQUIRED for _, process, held in binds):
-        plain = _plain_arguments(positions, tuple(name for name, _, _ in binds))
+    if binds and all(process is None for _, process, _ in binds):
+        plain = _plain_arguments(positions, binds)
     return _Compiled(sql=compiled.string, positions=positions, binds=binds, row_type=row_type, results=results,
-                     plain=plain)
+                     plain=plain, make_row=make_row)
 
 
-def _plain_arguments(positions: tuple[str, ...] | None, names: tuple[str, ...]) -> Callable[[Mapping[str, Any]], Any]:
-    """A row's DB-API parameters: a tuple in the placeholders' order, or a dict of the names."""
+def _plain_arguments(positions: tuple[str, ...] | None,
+                     binds: tuple[tuple[str, Processor, Any], ...]) -> Callable[[Mapping[str, Any]], Any]:
+    """A row's DB-API parameters when no parameter has a bind processor: a tuple in the placeholders'
+    order, or a dict of the names; a value the statement holds (LIMIT's) unless the row gives one."""
+    held = {name: value for name, _, value in binds if value is not _REQUIRED}
     if positions is not None:
         pick = itemgetter(*positions)
-        return (lambda params: pick(params)) if len(positions) > 1 else (lambda params: (pick(params),))
-    return lambda params: {name: params[name] for name in names}
+        single = len(positions) == 1
+        if held:
+            return (lambda params: (pick({**held, **params}),)) if single else (lambda params: pick({**held, **params}))
+        return (lambda params: (pick(params),)) if single else (lambda params: pick(params))
+    required = tuple(name for name, _, value in binds if value is _REQUIRED)
+    if held:
+        return lambda params: {**held, **{name: params[name] for name in required},
+                               **{name: params[name] for name in held if name in params}}
+    return lambda params: {name: params[name] for name in required}
+
+
+def _row_maker(row_type: Any, results: tuple[Processor, ...]) -> Callable[[Sequence[Any]], Any]:
+    """A row of ``row_type`` from a DB-API row, each column through its result processor (most have none).
+
+    ``row_type._make`` refuses a row of another width (TypeError), as the ``zip(strict=True)`` it replaces did.
+    """
+    processed = tuple((index, process) for index, process in enumerate(results) if process is not None)
+    if not processed:
+        return row_type._make  # type: ignore[no-any-return]
+
+    def make(row: Sequence[Any]) -> Any:
+        values = list(row)
+        for index, process in processed:
+            values[index] = process(values[index])
+        return row_type._make(values)
+    return make
 
 
 def _row_type(names: tuple[str, ...]) -> Any:

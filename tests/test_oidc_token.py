@@ -405,3 +405,39 @@ def test_client_secrets_are_stored_as_keyed_hashes_and_codes_too(op):
                            for row in db.session.execute(db.text(f"SELECT * FROM {table}"))])
     for value in (secret, flow["code"], body["refresh_token"]):
         assert value not in dump
+
+
+@pytest.mark.both_databases
+def test_code_and_refresh_requests_return_their_connection_whatever_the_answer(op):
+    """The two grants' transaction (oidc.queries.TokenTransaction) ends with each request: committed
+    with a success, rolled back with a refusal or a replay, its connection back in the pool each time."""
+    from sqlalchemy import QueuePool
+
+    from oidc.db import db
+
+    def checked_out() -> int:
+        with op.app.app_context():
+            pool = db.engine.pool
+            assert isinstance(pool, QueuePool)
+            return pool.checkedout()
+
+    op.add_user()
+    client_id, secret = op.add_client()
+    flow = op.code_flow(client_id)
+    idle = checked_out()
+    first = op.redeem(client_id, secret, flow)
+    assert first.status_code == 200 and checked_out() == idle
+    _assert_error(op.redeem(client_id, secret, flow), 400, "invalid_grant")  # a replay: the family revoked
+    assert checked_out() == idle
+    second = op.tokens(client_id, secret)
+    refresh = {"grant_type": "refresh_token", "refresh_token": second["refresh_token"]}
+    rotated = op.post("/token", data=refresh, auth=(client_id, secret))
+    assert rotated.status_code == 200 and checked_out() == idle
+    _assert_error(op.post("/token", data={**refresh, "refresh_token": "unknown"}, auth=(client_id, secret)),
+                  400, "invalid_grant")
+    assert checked_out() == idle
+    # What the successful rotation wrote was committed: its tokens work, the old refresh token is spent.
+    assert op.post("/introspect", data={"token": rotated.json["refresh_token"]},
+                   auth=(client_id, secret)).json["active"] is True
+    _assert_error(op.post("/token", data=refresh, auth=(client_id, secret)), 400, "invalid_grant")
+    assert checked_out() == idle

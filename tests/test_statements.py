@@ -75,6 +75,30 @@ def test_a_row_written_and_read_matches_what_sqlalchemy_reads(app_with_rows: Any
         db.session.rollback()
 
 
+def test_a_statement_without_bind_processors_fills_held_values_unless_the_caller_gives_them(app_with_rows: Any) -> None:
+    from oidc.db import db
+    from oidc.models import AuthorizationCode
+
+    table = AuthorizationCode.__table__
+    # No bind processor (strings and integers): the parameters go to the driver as given, the statement's
+    # own values (LIMIT's, and a bindparam's default) filled in; a value the caller gives wins.
+    unexpired = Prepared(select(table.c.code_hash, table.c.audience)
+                         .where(table.c.code_hash == bindparam("h"), table.c.expires_at > bindparam("now", value=0))
+                         .limit(1))
+    with app_with_rows.app_context():
+        _insert_code(app_with_rows, "h3")
+        connection = db.session.connection()
+        assert unexpired.compiled(connection.dialect).plain is not None
+        row = unexpired.first(connection, {"h": "h3"})
+        assert row is not None and row.code_hash == "h3"
+        assert row.audience == ["https://api.example", "urn:other"]  # a result processor still runs
+        assert unexpired.first(connection, {"h": "h3", "now": 160}) is None
+        assert unexpired.first(connection, {"h": "h3", "now": 159}) is not None
+        with pytest.raises(KeyError):
+            unexpired.first(connection, {})  # a parameter without a value is never sent as NULL
+        db.session.rollback()
+
+
 def test_writes_are_the_sessions_transaction_and_undone_with_it(app_with_rows: Any) -> None:
     from oidc.db import db
     from oidc.models import AuthorizationCode

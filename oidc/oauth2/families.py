@@ -256,14 +256,26 @@ def find_code_grant(value: object) -> AuthorizationCodeRecord | None:
     return AuthorizationCodeRecord.from_row(row, state.clock.now()) if row is not None else None
 
 
-def claim_refresh_token(token: RefreshTokenRecord) -> bool:
-    """Mark ``token`` rotated, atomically: False when another request already did."""
-    return queries.claim_refresh_token(token.id, current_state().clock.now())
+def claim_refresh_token(token: RefreshTokenRecord, writes: TokenWrites) -> bool:
+    """Mark ``token`` rotated, atomically, then insert the rows of ``writes`` (:func:`write_tokens`):
+    False, and nothing written, when another request already did."""
+    if not queries.claim_refresh_token(token.id, current_state().clock.now(), writes.access_tokens,
+                                       writes.refresh_tokens):
+        return False
+    writes.access_tokens.clear()
+    writes.refresh_tokens.clear()
+    return True
 
 
-def claim_authorization_code(code: AuthorizationCodeRecord) -> bool:
-    """Mark ``code`` used, atomically: False when another request already did."""
-    return queries.claim_authorization_code(code.id, current_state().clock.now())
+def claim_authorization_code(code: AuthorizationCodeRecord, writes: TokenWrites) -> bool:
+    """Mark ``code`` used, atomically, then insert the rows of ``writes`` (:func:`write_tokens`):
+    False, and nothing written, when another request already did."""
+    if not queries.claim_authorization_code(code.id, current_state().clock.now(), writes.access_tokens,
+                                            writes.refresh_tokens):
+        return False
+    writes.access_tokens.clear()
+    writes.refresh_tokens.clear()
+    return True
 
 
 def require_claim(claimed: bool, grant_id: str, *, reason: str, description: str) -> None:
@@ -284,6 +296,7 @@ def revoke_family(grant_id: str) -> None:
 
 def revoke_family_now(grant_id: str, reason: str) -> None:
     """Revoke a family and commit at once: the refusal that follows must not undo it."""
+    queries.rollback_token_transaction()
     db.session.rollback()
     revoke_family(grant_id)
     db.session.commit()

@@ -154,9 +154,8 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
         self.request.token_writes = writes = TokenWrites()
         response: tuple[int, dict[str, Any], list[tuple[str, str]]] = super().create_token_response()
         code: AuthorizationCodeRecord = self.request.authorization_code
-        families.require_claim(families.claim_authorization_code(code), code.grant_id,
+        families.require_claim(families.claim_authorization_code(code, writes), code.grant_id,
                                reason=CODE_REPLAYED, description=CODE_USED)
-        families.write_tokens(writes)
         return response
 
     def delete_authorization_code(self, authorization_code: AuthorizationCodeRecord) -> None:

@@ -52,9 +52,10 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
         response: tuple[int, dict[str, Any], list[tuple[str, str]]] = super().create_token_response()
         row: RefreshTokenRecord = self.request.refresh_token
         if security_profile.rotates_refresh_tokens(self.request.client):
-            families.require_claim(families.claim_refresh_token(row), row.grant_id,
+            families.require_claim(families.claim_refresh_token(row, writes), row.grant_id,
                                    reason=TOKEN_REUSED, description=TOKEN_USED)
-        families.write_tokens(writes)
+        else:
+            families.write_tokens(writes)
         return response
 
     def authenticate_user(self, refresh_token: RefreshTokenRecord) -> UserRecord | None:
