@@ -81,15 +81,7 @@ class Prepared:
     def execute(self, connection: Connection, params: Mapping[str, Any]) -> Any:
         """Run on ``connection``'s DB-API connection; the DB-API cursor (``rowcount``)."""
         compiled = self.compiled(connection.dialect)
-        arguments: Any
-        if compiled.plain is not None:  # no processor: the values as they are, in the placeholders' order
-            arguments = compiled.plain(params)
-        else:
-            values = {}
-            for name, process, held in compiled.binds:
-                value = params[name] if held is _REQUIRED else params.get(name, held)
-                values[name] = process(value) if process is not None else value
-            arguments = values if compiled.positions is None else tuple(values[n] for n in compiled.positions)
+        arguments = _arguments(compiled, params)
         dbapi_connection = connection.connection.dbapi_connection
         assert dbapi_connection is not None, "a connection of the request's transaction"
         cursor = None
@@ -157,15 +149,46 @@ class Prepared:
     def read(self, engine: Engine, params: Mapping[str, Any]) -> NamedRow | None:
         """The first row of a SELECT read alone, on a pooled connection of its own, outside any transaction.
 
-        On PostgreSQL the read runs in autocommit: psycopg would otherwise send
-        ``BEGIN`` before it and the pool a ``ROLLBACK`` after: two round trips more
-        than the read itself.  sqlite3 opens no
-        transaction for a SELECT, and switching its isolation costs more than it saves.
+        The pooled DB-API connection is used as it is, without a SQLAlchemy ``Connection`` around
+        it (whose set-up and tear-down cost more than the read): the pool's checkout (and its ping
+        of an idle connection), its reset on return and the invalidation of a connection the driver
+        reports lost are kept.  On PostgreSQL the read runs in autocommit: psycopg would otherwise
+        send ``BEGIN`` before it and the pool a ``ROLLBACK`` after: two round trips more than the
+        read itself.  sqlite3 opens no transaction for a SELECT.
         """
-        with engine.connect() as connection:
-            if connection.dialect.name == "postgresql":
-                connection.execution_options(isolation_level="AUTOCOMMIT")
-            return self.first(connection, params)
+        dialect = engine.dialect
+        compiled = self.compiled(dialect)
+        arguments = _arguments(compiled, params)
+        pooled = engine.raw_connection()
+        try:
+            dbapi_connection = pooled.dbapi_connection
+            assert dbapi_connection is not None, "a connection just checked out"
+            autocommit = dialect.name == "postgresql"
+            cursor = None
+            try:
+                if autocommit:
+                    dbapi_connection.autocommit = True
+                cursor = dbapi_connection.cursor()
+                cursor.execute(compiled.sql, arguments)
+                row = cursor.fetchone()
+            except dialect.loaded_dbapi.Error as error:
+                lost = dialect.is_disconnect(error, dbapi_connection, cursor)
+                if lost:
+                    pooled.invalidate(error)
+                raise _dbapi_error(dialect, compiled.sql, error, lost) from error
+            finally:
+                if pooled.is_valid:
+                    if cursor is not None:
+                        cursor.close()
+                    if autocommit:
+                        dbapi_connection.autocommit = False
+        finally:
+            pooled.close()
+        if row is None:
+            return None
+        assert compiled.make_row is not None, "a SELECT"
+        named: NamedRow = compiled.make_row(row)
+        return named
 
     def rowcount(self, connection: Connection, params: Mapping[str, Any]) -> int:
         """Run an UPDATE (or INSERT, DELETE); how many rows it changed."""
@@ -256,5 +279,21 @@ def _wrapped(
     lost = dialect.is_disconnect(error, dbapi_connection, cursor)
     if lost and not connection.invalidated:
         connection.invalidate(error)
+    return _dbapi_error(dialect, sql, error, lost)
+
+
+def _dbapi_error(dialect: Dialect, sql: str, error: DBAPIModule.Error, lost: bool) -> exc.StatementError:
+    """``error`` as SQLAlchemy raises it (``OperationalError``, ...), without its parameters."""
     return exc.DBAPIError.instance(sql, None, error, dialect.loaded_dbapi.Error, hide_parameters=True,
                                    connection_invalidated=lost, dialect=dialect)
+
+
+def _arguments(compiled: _Compiled, params: Mapping[str, Any]) -> Any:
+    """The DB-API parameters of one run of ``compiled``: each through its bind processor."""
+    if compiled.plain is not None:  # no processor: the values as they are, in the placeholders' order
+        return compiled.plain(params)
+    values = {}
+    for name, process, held in compiled.binds:
+        value = params[name] if held is _REQUIRED else params.get(name, held)
+        values[name] = process(value) if process is not None else value
+    return values if compiled.positions is None else tuple(values[n] for n in compiled.positions)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any, cast
 
+import psycopg
 import pytest
 from sqlalchemy import QueuePool, bindparam, insert, select
 from sqlalchemy.exc import IntegrityError, OperationalError
@@ -152,6 +153,25 @@ def test_a_connection_the_database_dropped_is_an_operational_error_then_replaced
         assert queries.find_login("s" * 32) is None  # a new connection, the same statement
         assert db.session.connection().exec_driver_sql("SELECT pg_backend_pid()").scalar() != backend
 
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)  # only a server drops a connection
+def test_a_lone_read_on_a_dropped_connection_is_an_operational_error_then_replaced(app_with_rows: Any) -> None:
+    from oidc.db import db
+    from oidc.models import AuthorizationCode
+
+    table = AuthorizationCode.__table__
+    by_hash = Prepared(select(table.c.code_hash).where(table.c.code_hash == bindparam("h")))
+    with app_with_rows.app_context():
+        db.session.remove()  # the pool's connections are all idle in it
+        assert by_hash.read(db.engine, {"h": "none"}) is None  # one connection, back in the pool
+        with psycopg.connect(db.engine.url.set(drivername="postgresql").render_as_string(hide_password=False),
+                             autocommit=True) as outside:
+            outside.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                            "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+        with pytest.raises(OperationalError) as raised:
+            by_hash.read(db.engine, {"h": "none"})
+        assert raised.value.connection_invalidated
+        assert by_hash.read(db.engine, {"h": "none"}) is None  # a new connection
 
 def test_a_lone_read_needs_no_transaction_and_leaves_the_pool_transactional(app_with_rows: Any) -> None:
     from oidc.db import db
