@@ -140,11 +140,7 @@ class Prepared:
             raise _wrapped(connection, connection.connection.dbapi_connection, cursor, compiled.sql, error) from error
         finally:
             cursor.close()
-        if row is None:
-            return None
-        assert compiled.make_row is not None, "a SELECT"
-        named: NamedRow = compiled.make_row(row)
-        return named
+        return _named(compiled, row)
 
     def read(self, engine: Engine, params: Mapping[str, Any]) -> NamedRow | None:
         """The first row of a SELECT read alone, on a pooled connection of its own, outside any transaction.
@@ -184,11 +180,7 @@ class Prepared:
                         dbapi_connection.autocommit = False
         finally:
             pooled.close()
-        if row is None:
-            return None
-        assert compiled.make_row is not None, "a SELECT"
-        named: NamedRow = compiled.make_row(row)
-        return named
+        return _named(compiled, row)
 
     def rowcount(self, connection: Connection, params: Mapping[str, Any]) -> int:
         """Run an UPDATE (or INSERT, DELETE); how many rows it changed."""
@@ -280,6 +272,15 @@ def _wrapped(
     if lost and not connection.invalidated:
         connection.invalidate(error)
     return _dbapi_error(dialect, sql, error, lost)
+
+
+def _named(compiled: _Compiled, row: Any) -> NamedRow | None:
+    """A fetched row (or None) with its columns by name, through their result processors."""
+    if row is None:
+        return None
+    assert compiled.make_row is not None, "a SELECT"
+    named: NamedRow = compiled.make_row(row)
+    return named
 
 
 def _dbapi_error(dialect: Dialect, sql: str, error: DBAPIModule.Error, lost: bool) -> exc.StatementError:

@@ -14,6 +14,7 @@ database as it was.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -259,21 +260,20 @@ def find_code_grant(value: object) -> AuthorizationCodeRecord | None:
 def claim_refresh_token(token: RefreshTokenRecord, writes: TokenWrites) -> bool:
     """Mark ``token`` rotated, atomically, then insert the rows of ``writes`` (:func:`write_tokens`):
     False, and nothing written, when another request already did."""
-    if not queries.claim_refresh_token(token.id, current_state().clock.now(), writes.access_tokens,
-                                       writes.refresh_tokens):
-        return False
-    writes.access_tokens.clear()
-    writes.refresh_tokens.clear()
-    return True
+    return _claimed(queries.claim_refresh_token, token.id, writes)
 
 
 def claim_authorization_code(code: AuthorizationCodeRecord, writes: TokenWrites) -> bool:
     """Mark ``code`` used, atomically, then insert the rows of ``writes`` (:func:`write_tokens`):
     False, and nothing written, when another request already did."""
-    if not queries.claim_authorization_code(code.id, current_state().clock.now(), writes.access_tokens,
-                                            writes.refresh_tokens):
+    return _claimed(queries.claim_authorization_code, code.id, writes)
+
+
+def _claimed(claim: Callable[[int, int, list[dict[str, Any]], list[dict[str, Any]]], bool], row_id: int,
+             writes: TokenWrites) -> bool:
+    if not claim(row_id, current_state().clock.now(), writes.access_tokens, writes.refresh_tokens):
         return False
-    writes.access_tokens.clear()
+    writes.access_tokens.clear()  # written with the claim
     writes.refresh_tokens.clear()
     return True
 
