@@ -38,7 +38,7 @@ MTLS_METADATA = ("tls_client_auth_subject_dn", "tls_client_auth_san_dns", "tls_c
                  "tls_client_auth_san_ip", "tls_client_auth_san_email")
 
 
-class User(db.Model):  # type: ignore[name-defined]  # Flask-SQLAlchemy builds db.Model at run time
+class User(db.Model):  # type: ignore[name-defined,misc]  # Flask-SQLAlchemy builds db.Model at run time
     __tablename__ = "users"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -65,7 +65,7 @@ class User(db.Model):  # type: ignore[name-defined]  # Flask-SQLAlchemy builds d
                 "updated_at": self.updated_at}
 
 
-class Client(db.Model):  # type: ignore[name-defined]  # Flask-SQLAlchemy builds db.Model at run time
+class Client(db.Model):  # type: ignore[name-defined,misc]  # Flask-SQLAlchemy builds db.Model at run time
     """A registered relying party or resource server."""
 
     __tablename__ = "clients"
@@ -203,7 +203,7 @@ class Client(db.Model):  # type: ignore[name-defined]  # Flask-SQLAlchemy builds
         }
 
 
-class LoginSession(db.Model):  # type: ignore[name-defined]  # Flask-SQLAlchemy builds db.Model at run time
+class LoginSession(db.Model):  # type: ignore[name-defined,misc]  # Flask-SQLAlchemy builds db.Model at run time
     """A browser login; its ``sid`` goes into ID tokens, ending it logs out."""
 
     __tablename__ = "login_sessions"
@@ -215,7 +215,7 @@ class LoginSession(db.Model):  # type: ignore[name-defined]  # Flask-SQLAlchemy 
     ended_at: Mapped[int | None] = mapped_column(BigInteger)
 
 
-class AuthorizationCode(db.Model):  # type: ignore[name-defined]  # Flask-SQLAlchemy builds db.Model at run time
+class AuthorizationCode(db.Model):  # type: ignore[name-defined,misc]  # Flask-SQLAlchemy builds db.Model at run time
     __tablename__ = "authorization_codes"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -242,7 +242,7 @@ class AuthorizationCode(db.Model):  # type: ignore[name-defined]  # Flask-SQLAlc
     used_at: Mapped[int | None] = mapped_column(BigInteger)
 
 
-class RefreshToken(db.Model):  # type: ignore[name-defined]  # Flask-SQLAlchemy builds db.Model at run time
+class RefreshToken(db.Model):  # type: ignore[name-defined,misc]  # Flask-SQLAlchemy builds db.Model at run time
     __tablename__ = "refresh_tokens"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -268,7 +268,7 @@ class RefreshToken(db.Model):  # type: ignore[name-defined]  # Flask-SQLAlchemy 
     revoked_at: Mapped[int | None] = mapped_column(BigInteger)
 
 
-class AccessToken(db.Model):  # type: ignore[name-defined]  # Flask-SQLAlchemy builds db.Model at run time
+class AccessToken(db.Model):  # type: ignore[name-defined,misc]  # Flask-SQLAlchemy builds db.Model at run time
     """Every issued JWT access token of a grant family by ``jti``, for introspection and revocation.
 
     A revoked access token keeps its row until it expires, so that it is
@@ -288,7 +288,7 @@ class AccessToken(db.Model):  # type: ignore[name-defined]  # Flask-SQLAlchemy b
     revoked_at: Mapped[int | None] = mapped_column(BigInteger)
 
 
-class Consent(db.Model):  # type: ignore[name-defined]  # Flask-SQLAlchemy builds db.Model at run time
+class Consent(db.Model):  # type: ignore[name-defined,misc]  # Flask-SQLAlchemy builds db.Model at run time
     """A user's consent to a client for a scope set (sorted, space-separated)."""
 
     __tablename__ = "consents"
@@ -301,7 +301,7 @@ class Consent(db.Model):  # type: ignore[name-defined]  # Flask-SQLAlchemy build
     created_at: Mapped[int] = mapped_column(BigInteger, nullable=False)
 
 
-class ClientAssertion(db.Model):  # type: ignore[name-defined]  # Flask-SQLAlchemy builds db.Model at run time
+class ClientAssertion(db.Model):  # type: ignore[name-defined,misc]  # Flask-SQLAlchemy builds db.Model at run time
     """``jti`` of each accepted private_key_jwt assertion, until it expires (replay refusal)."""
 
     __tablename__ = "client_assertions"
@@ -313,7 +313,7 @@ class ClientAssertion(db.Model):  # type: ignore[name-defined]  # Flask-SQLAlche
     expires_at: Mapped[int] = mapped_column(BigInteger, nullable=False, index=True)
 
 
-class PushedAuthorizationRequest(db.Model):  # type: ignore[name-defined]  # Flask-SQLAlchemy builds db.Model at run time
+class PushedAuthorizationRequest(db.Model):  # type: ignore[name-defined,misc]  # Flask-SQLAlchemy builds db.Model at run time
     """An authorization request pushed to /par (RFC 9126), until it is used once or expires.
 
     The ``request_uri`` is stored as a keyed hash; ``used_at`` is set by one
@@ -332,7 +332,7 @@ class PushedAuthorizationRequest(db.Model):  # type: ignore[name-defined]  # Fla
     used_at: Mapped[int | None] = mapped_column(BigInteger)
 
 
-class Interaction(db.Model):  # type: ignore[name-defined]  # Flask-SQLAlchemy builds db.Model at run time
+class Interaction(db.Model):  # type: ignore[name-defined,misc]  # Flask-SQLAlchemy builds db.Model at run time
     """A validated authorization request waiting for the user to log in or consent (:mod:`oidc.oauth2.interactions`).
 
     The browser carries only its id, stored here as a keyed hash (as codes
@@ -365,7 +365,7 @@ class Interaction(db.Model):  # type: ignore[name-defined]  # Flask-SQLAlchemy b
     used_at: Mapped[int | None] = mapped_column(BigInteger)
 
 
-class DPoPProof(db.Model):  # type: ignore[name-defined]  # Flask-SQLAlchemy builds db.Model at run time
+class DPoPProof(db.Model):  # type: ignore[name-defined,misc]  # Flask-SQLAlchemy builds db.Model at run time
     """``jti`` of each accepted DPoP proof, for as long as its ``iat`` is acceptable (RFC 9449 §11.1)."""
 
     __tablename__ = "dpop_proofs"
@@ -376,7 +376,7 @@ class DPoPProof(db.Model):  # type: ignore[name-defined]  # Flask-SQLAlchemy bui
     expires_at: Mapped[int] = mapped_column(BigInteger, nullable=False, index=True)
 
 
-class InitialAccessToken(db.Model):  # type: ignore[name-defined]  # Flask-SQLAlchemy builds db.Model at run time
+class InitialAccessToken(db.Model):  # type: ignore[name-defined,misc]  # Flask-SQLAlchemy builds db.Model at run time
     """An operator's permission to register clients at /register (RFC 7591 §3), stored as a keyed hash.
 
     Each registration takes one use with one conditional UPDATE (``uses < max_uses``):
@@ -402,7 +402,7 @@ class InitialAccessToken(db.Model):  # type: ignore[name-defined]  # Flask-SQLAl
         return {"id": self.id, "label": self.label, "policy": json.loads(self.policy or "{}"),
                 "max_uses": self.max_uses, "uses": self.uses, "created_at": self.created_at,
                 "expires_at": self.expires_at, "revoked_at": self.revoked_at}
-class BackchannelLogout(db.Model):  # type: ignore[name-defined]  # Flask-SQLAlchemy builds db.Model at run time
+class BackchannelLogout(db.Model):  # type: ignore[name-defined,misc]  # Flask-SQLAlchemy builds db.Model at run time
     """A logout token owed to a client: the outbox of Back-Channel Logout (:mod:`oidc.oauth2.backchannel`).
 
     Written in the transaction that ends the login session, so that a session
@@ -437,7 +437,7 @@ class BackchannelLogout(db.Model):  # type: ignore[name-defined]  # Flask-SQLAlc
     last_error: Mapped[str | None] = mapped_column(String(200))
 
 
-class DeviceAuthorization(db.Model):  # type: ignore[name-defined]  # Flask-SQLAlchemy builds db.Model at run time
+class DeviceAuthorization(db.Model):  # type: ignore[name-defined,misc]  # Flask-SQLAlchemy builds db.Model at run time
     """A device authorization request (RFC 8628), from ``/device_authorization`` until it is redeemed or expires.
 
     The device code and the user code are stored as keyed hashes.  The user's

@@ -149,7 +149,7 @@ def validate_access_token(value: object) -> AccessTokenInfo | None:
 # -- protecting our own resources (RFC 6750) ----------------------------------------------
 
 
-class OwnAccessTokenValidator(BearerTokenValidator):
+class OwnAccessTokenValidator(BearerTokenValidator):  # type: ignore[misc]  # the base class is untyped
     """Authlib's bearer validator over :func:`load_access_token`."""
 
     def authenticate_token(self, token_string: str) -> AccessTokenInfo | None:
@@ -171,13 +171,13 @@ class OwnAccessTokenValidator(BearerTokenValidator):
 TOKEN68 = re.compile(r"[A-Za-z0-9._~+/-]+=*")
 
 
-class MissingTokenError(OAuth2Error):
+class MissingTokenError(OAuth2Error):  # type: ignore[misc]  # the base class is untyped
     """No token (or another scheme) was sent: RFC 6750 §3.1, a challenge with no error code."""
 
     status_code = 401
 
 
-class BearerProtector(ResourceProtector):
+class BearerProtector(ResourceProtector):  # type: ignore[misc]  # the base class is untyped
     """Bearer tokens for this provider's own resources (/userinfo, the admin API)."""
 
     def __init__(self) -> None:
@@ -269,7 +269,7 @@ def challenge_response(error: OAuth2Error) -> Response:
 # -- DPoP-bound tokens (RFC 9449 §7) ---------------------------------------------------------
 
 
-class DPoPChallenge(OAuth2Error):
+class DPoPChallenge(OAuth2Error):  # type: ignore[misc]  # the base class is untyped
     """An error to answer with the ``WWW-Authenticate: DPoP`` challenge (RFC 9449 §7.1)."""
 
     def __init__(self, cause: OAuth2Error) -> None:

@@ -63,7 +63,7 @@ def auth_method_allowed(client: Client, method: str, endpoint: str) -> bool:
     return method == client.auth_method and (method in FAPI2_AUTH_METHODS or not is_fapi2(client))
 
 
-class ClientAuthentication(authenticate_client.ClientAuthentication):
+class ClientAuthentication(authenticate_client.ClientAuthentication):  # type: ignore[misc]  # the base class is untyped
     """Authlib's, asking :func:`auth_method_allowed` and checking secrets with :func:`check_client_secret`."""
 
     def __init__(self, query_client: Any) -> None:
@@ -155,7 +155,7 @@ def _known_client(query_client: Any, client_id: str, status_code: int) -> Any:
     return client
 
 
-class PrivateKeyJWT(JWTBearerClientAssertion):
+class PrivateKeyJWT(JWTBearerClientAssertion):  # type: ignore[misc]  # the base class is untyped
     CLIENT_AUTH_METHOD = "private_key_jwt"
 
     def __init__(self) -> None:

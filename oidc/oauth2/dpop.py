@@ -93,14 +93,14 @@ def _registry(alg: str) -> JWSRegistry:
     return registry
 
 
-class InvalidDPoPProof(OAuth2Error):
+class InvalidDPoPProof(OAuth2Error):  # type: ignore[misc]  # the base class is untyped
     """RFC 9449 §7.1 / §5: a missing, malformed or failing proof."""
 
     error = "invalid_dpop_proof"
     status_code = 400
 
 
-class UseDPoPNonce(OAuth2Error):
+class UseDPoPNonce(OAuth2Error):  # type: ignore[misc]  # the base class is untyped
     """RFC 9449 §8: the proof must carry the server's current nonce (sent in ``DPoP-Nonce``)."""
 
     error = "use_dpop_nonce"

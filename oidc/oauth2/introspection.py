@@ -60,7 +60,7 @@ def _access_token_type(claims: dict[str, Any]) -> str:
     return "DPoP" if isinstance(claims.get("cnf"), dict) and "jkt" in claims["cnf"] else "Bearer"
 
 
-class IntrospectionEndpoint(_IntrospectionEndpoint):
+class IntrospectionEndpoint(_IntrospectionEndpoint):  # type: ignore[misc]  # the base class is untyped
     CLIENT_AUTH_METHODS = list(CONFIDENTIAL_AUTH_METHODS)
 
     def authenticate_token(self, request: Any, client: Client) -> AnyToken | None:

@@ -65,7 +65,7 @@ def userinfo_jwt(client: Client, claims: dict[str, Any]) -> str | None:
     return encryption.seal(client, "userinfo", signed.token)
 
 
-class OpenIDCode(oidc_grants.OpenIDCode):
+class OpenIDCode(oidc_grants.OpenIDCode):  # type: ignore[misc]  # the base class is untyped
     """ID tokens for the code grant (and on refresh), signed by the key service.
 
     Only the ID token is Authlib's here.  Its checks of the authorization

@@ -52,7 +52,7 @@ REQUEST_URI_PREFIX = "urn:ietf:params:oauth:request_uri:"
 CLIENT_AUTH_PARAMETERS = ("client_secret", "client_assertion", "client_assertion_type")
 
 
-class MultiDictPayload(OAuth2Payload):
+class MultiDictPayload(OAuth2Payload):  # type: ignore[misc]  # the base class is untyped
     """Authlib's payload over stored parameters (repeated names kept, as ``resource`` may be)."""
 
     def __init__(self, params: MultiDict[str, str]) -> None:
@@ -67,7 +67,7 @@ class MultiDictPayload(OAuth2Payload):
         return {key: self._params.getlist(key) for key in self._params}
 
 
-class ParametersRequest(OAuth2Request):
+class ParametersRequest(OAuth2Request):  # type: ignore[misc]  # the base class is untyped
     """An authorization request made of given parameters (pushed ones), not of the HTTP request's."""
 
     def __init__(self, params: MultiDict[str, str]) -> None:

@@ -11,7 +11,7 @@ from oidc.oauth2.security_profile import is_fapi2
 from oidc.vocabulary import CODE_CHALLENGE_METHODS
 
 
-class S256CodeChallenge(CodeChallenge):
+class S256CodeChallenge(CodeChallenge):  # type: ignore[misc]  # the base class is untyped
     """Authlib's PKCE extension, refusing ``plain`` and requiring it of public clients."""
 
     DEFAULT_CODE_CHALLENGE_METHOD = "S256"

@@ -86,7 +86,7 @@ SIGNED_OBJECT_REQUIRED = ("This client must send its authorization requests as s
                           "(RFC 9101, section 10.5).")
 
 
-class InvalidRequestObject(OAuth2Error):
+class InvalidRequestObject(OAuth2Error):  # type: ignore[misc]  # the base class is untyped
     """The request object is malformed, not verified, or refused (RFC 9101 §6.3)."""
 
     error = "invalid_request_object"

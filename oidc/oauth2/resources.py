@@ -11,7 +11,7 @@ from oidc.oauth2.families import default_audience
 from oidc.state import current_state
 
 
-class InvalidTargetError(OAuth2Error):
+class InvalidTargetError(OAuth2Error):  # type: ignore[misc]  # the base class is untyped
     """RFC 8707 §2: the requested resource is not one this client may get tokens for."""
 
     error = "invalid_target"

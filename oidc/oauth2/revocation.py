@@ -22,7 +22,7 @@ from oidc.state import current_state
 from oidc.vocabulary import AUTH_METHODS
 
 
-class RevocationEndpoint(_RevocationEndpoint):
+class RevocationEndpoint(_RevocationEndpoint):  # type: ignore[misc]  # the base class is untyped
     CLIENT_AUTH_METHODS = list(AUTH_METHODS)
 
     def authenticate_token(self, request: Any, client: Client) -> AnyToken | None:

@@ -46,7 +46,7 @@ _NO_STORE = [("Cache-Control", "no-store"), ("Pragma", "no-cache")]
 _NO_STORE_NAMES = frozenset(name.lower() for name, _ in _NO_STORE)
 
 
-class RequestPayload(FlaskOAuth2Payload):
+class RequestPayload(FlaskOAuth2Payload):  # type: ignore[misc]  # the base class is untyped
     """The request's parameters: the form body of a POST, the query of a GET, never both merged.
 
     Authlib's own reads ``request.values``, where a query-string parameter sits
@@ -81,7 +81,7 @@ def _check_transport(issuer: str, insecure_transport_allowed: str | None) -> Non
 _UNCHECKED: Any = object()
 
 
-class IssuerRequest(OAuth2Request):
+class IssuerRequest(OAuth2Request):  # type: ignore[misc]  # the base class is untyped
     """An OAuth 2.0 request whose URI is built on the configured issuer.
 
     The issuer is configuration, never derived from request headers; TLS is
@@ -145,7 +145,7 @@ class IssuerRequest(OAuth2Request):
         return self._request.form
 
 
-class _UnsupportedGrantType(UnsupportedGrantTypeError):
+class _UnsupportedGrantType(UnsupportedGrantTypeError):  # type: ignore[misc]  # the base class is untyped
     def __init__(self) -> None:
         super().__init__("unsupported")
 
@@ -153,7 +153,7 @@ class _UnsupportedGrantType(UnsupportedGrantTypeError):
         return "The grant type is not supported."
 
 
-class _UnsupportedResponseType(UnsupportedResponseTypeError):
+class _UnsupportedResponseType(UnsupportedResponseTypeError):  # type: ignore[misc]  # the base class is untyped
     def __init__(self, redirect_uri: str | None) -> None:
         super().__init__("unsupported", redirect_uri=redirect_uri)
 
@@ -161,7 +161,7 @@ class _UnsupportedResponseType(UnsupportedResponseTypeError):
         return "The response type is not supported."
 
 
-class AuthorizationServer(_FlaskAuthorizationServer):
+class AuthorizationServer(_FlaskAuthorizationServer):  # type: ignore[misc]  # the base class is untyped
     if TYPE_CHECKING:
         # Authlib's, which ships no types: each answers through handle_response (below).
         def handle_error_response(self, request: Any, error: Any) -> Response: ...

@@ -31,7 +31,7 @@ def json_formatter() -> logging.Formatter:
     )
 
 
-class GunicornLogger(_GunicornLogger):
+class GunicornLogger(_GunicornLogger):  # type: ignore[misc]  # the base class is untyped
     """gunicorn's logger without its access log.
 
     gunicorn builds an access line for every request whenever a logging

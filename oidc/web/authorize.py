@@ -56,11 +56,11 @@ SCOPE_DESCRIPTIONS = {
 SESSION_ENDED = "Your session has ended. Please start again."
 
 
-class ConsentForm(FlaskForm):
+class ConsentForm(FlaskForm):  # type: ignore[misc]  # the base class is untyped
     pass
 
 
-class AccountChoiceForm(FlaskForm):
+class AccountChoiceForm(FlaskForm):  # type: ignore[misc]  # the base class is untyped
     pass
 
 

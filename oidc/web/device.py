@@ -65,11 +65,11 @@ TOO_MANY_CODES = "Too many wrong codes. Please wait a while and try again."
 RETRY_AFTER_SECONDS = "60"
 
 
-class UserCodeForm(FlaskForm):
+class UserCodeForm(FlaskForm):  # type: ignore[misc]  # the base class is untyped
     user_code = StringField("Code")
 
 
-class DeviceConsentForm(FlaskForm):
+class DeviceConsentForm(FlaskForm):  # type: ignore[misc]  # the base class is untyped
     pass
 
 

@@ -48,7 +48,7 @@ LOCKED_OUT_ERROR = "Too many failed attempts. Please wait a while and try again.
 RETRY_AFTER_SECONDS = "60"
 
 
-class LoginForm(FlaskForm):
+class LoginForm(FlaskForm):  # type: ignore[misc]  # the base class is untyped
     username = StringField("Username", validators=[DataRequired(), Length(max=MAX_USERNAME_LENGTH)])
     password = PasswordField("Password", validators=[DataRequired(), Length(max=MAX_PASSWORD_LENGTH)])
     interaction = HiddenField()

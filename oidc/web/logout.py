@@ -27,7 +27,7 @@ from oidc.web.session import current_login, sign_out
 bp = Blueprint("logout", __name__)
 
 
-class LogoutForm(FlaskForm):
+class LogoutForm(FlaskForm):  # type: ignore[misc]  # the base class is untyped
     pass
 
 

@@ -63,7 +63,7 @@ def _validate_code_authorization_request(grant: AuthorizationCodeGrant) -> str:
     return redirect_uri
 
 
-class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
+class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):  # type: ignore[misc]  # the base class is untyped
     TOKEN_ENDPOINT_AUTH_METHODS = list(AUTH_METHODS)
 
     def validate_authorization_request(self) -> str:

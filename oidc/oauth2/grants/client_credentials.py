@@ -13,7 +13,7 @@ from oidc.oauth2.scopes import allowed_scope
 from oidc.vocabulary import CONFIDENTIAL_AUTH_METHODS
 
 
-class ClientCredentialsGrant(grants.ClientCredentialsGrant):
+class ClientCredentialsGrant(grants.ClientCredentialsGrant):  # type: ignore[misc]  # the base class is untyped
     TOKEN_ENDPOINT_AUTH_METHODS = list(CONFIDENTIAL_AUTH_METHODS)
 
     def validate_token_request(self) -> None:

@@ -23,7 +23,7 @@ from oidc.oauth2.records import TokenWrites
 from oidc.vocabulary import AUTH_METHODS, DEVICE_CODE_GRANT_TYPE
 
 
-class DeviceCodeGrant(_DeviceCodeGrant):
+class DeviceCodeGrant(_DeviceCodeGrant):  # type: ignore[misc]  # the base class is untyped
     GRANT_TYPE = DEVICE_CODE_GRANT_TYPE
     TOKEN_ENDPOINT_AUTH_METHODS = list(AUTH_METHODS)
 

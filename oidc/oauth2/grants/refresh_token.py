@@ -23,7 +23,7 @@ TOKEN_REUSED = "rotated refresh token reused"
 TOKEN_USED = "the refresh token was already used"
 
 
-class RefreshTokenGrant(grants.RefreshTokenGrant):
+class RefreshTokenGrant(grants.RefreshTokenGrant):  # type: ignore[misc]  # the base class is untyped
     TOKEN_ENDPOINT_AUTH_METHODS = list(AUTH_METHODS)
     INCLUDE_NEW_REFRESH_TOKEN = True
 
