@@ -416,9 +416,11 @@ def test_a_sealed_row_is_its_entry_and_its_entry_hash(entry_id, position, at, ev
     assert json.loads(row) == {**entry, "hash": digest}
 
 @pytest.mark.e2e
-def test_a_graceful_stop_writes_the_queued_entries(make_app, base_env, tmp_path):
+def test_a_graceful_stop_writes_the_queued_entries(base_env, make_app, tmp_path):
     """With a write delay no run of the chainer reaches (an hour), gunicorn's graceful stop (SIGTERM) still
     writes every queued entry, sealed: each worker writes its queue on its way out."""
+    # base_env first: its database is set up before make_app's apps and dropped after they close, so the
+    # apps of this process (their keys' events queued for an hour) write their queues on close.
     import requests
 
     from oidc_fixtures import serve_with_gunicorn
