@@ -81,19 +81,7 @@ class Prepared:
     def execute(self, connection: Connection, params: Mapping[str, Any]) -> Any:
         """Run on ``connection``'s DB-API connection; the DB-API cursor (``rowcount``)."""
         compiled = self.compiled(connection.dialect)
-        arguments = _arguments(compiled, params)
-        dbapi_connection = connection.connection.dbapi_connection
-        assert dbapi_connection is not None, "a connection of the request's transaction"
-        cursor = None
-        try:
-            cursor = dbapi_connection.cursor()
-            cursor.execute(compiled.sql, arguments)
-        except connection.dialect.loaded_dbapi.Error as error:
-            wrapped = _wrapped(connection, dbapi_connection, cursor, compiled.sql, error)
-            if cursor is not None and not connection.invalidated:
-                cursor.close()
-            raise wrapped from error
-        return cursor
+        return _run(connection, compiled, "execute", _arguments(compiled, params))
 
     def executemany(self, connection: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
         """Run an INSERT (or UPDATE) once per row, in one DB-API ``executemany`` on ``connection``'s transaction.
@@ -105,30 +93,7 @@ class Prepared:
         if not rows:
             return
         compiled = self.compiled(connection.dialect)
-        arguments: list[Any]
-        if compiled.plain is not None:  # no processor: the rows' values as they are
-            arguments = [compiled.plain(params) for params in rows]
-        else:
-            arguments = []
-            for params in rows:
-                values = {}
-                for name, process, held in compiled.binds:
-                    value = params[name] if held is _REQUIRED else params.get(name, held)
-                    values[name] = process(value) if process is not None else value
-                arguments.append(values if compiled.positions is None
-                                 else tuple(values[n] for n in compiled.positions))
-        dbapi_connection = connection.connection.dbapi_connection
-        assert dbapi_connection is not None, "a connection of a transaction"
-        cursor = None
-        try:
-            cursor = dbapi_connection.cursor()
-            cursor.executemany(compiled.sql, arguments)
-        except connection.dialect.loaded_dbapi.Error as error:
-            wrapped = _wrapped(connection, dbapi_connection, cursor, compiled.sql, error)
-            if cursor is not None and not connection.invalidated:
-                cursor.close()
-            raise wrapped from error
-        cursor.close()
+        _run(connection, compiled, "executemany", [_arguments(compiled, params) for params in rows]).close()
 
     def first(self, connection: Connection, params: Mapping[str, Any]) -> NamedRow | None:
         """The first row of a SELECT (columns by name, through their result processors), or None."""
@@ -272,6 +237,25 @@ def _wrapped(
     if lost and not connection.invalidated:
         connection.invalidate(error)
     return _dbapi_error(dialect, sql, error, lost)
+
+
+def _run(connection: Connection, compiled: _Compiled, method: str, arguments: Any) -> Any:
+    """``cursor.execute`` (or ``executemany``) of ``compiled`` on ``connection``'s DB-API connection; the cursor.
+
+    A DB-API error is raised as SQLAlchemy's (:func:`_wrapped`), its cursor closed.
+    """
+    dbapi_connection = connection.connection.dbapi_connection
+    assert dbapi_connection is not None, "a connection of a transaction"
+    cursor = None
+    try:
+        cursor = dbapi_connection.cursor()
+        getattr(cursor, method)(compiled.sql, arguments)
+    except connection.dialect.loaded_dbapi.Error as error:
+        wrapped = _wrapped(connection, dbapi_connection, cursor, compiled.sql, error)
+        if cursor is not None and not connection.invalidated:
+            cursor.close()
+        raise wrapped from error
+    return cursor
 
 
 def _named(compiled: _Compiled, row: Any) -> NamedRow | None:
