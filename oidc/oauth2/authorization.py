@@ -45,7 +45,7 @@ from oidc.models import Client, PushedAuthorizationRequest
 from oidc.oauth2 import par, request_object, response_modes, security_profile
 from oidc.oauth2.errors import ErrorPage
 from oidc.oauth2.jwt import ID_TOKEN, InvalidToken, verify_artefact
-from oidc.oauth2.parameters import CONTROL_CHARACTER, holds_control_character, repeated_parameter
+from oidc.oauth2.parameters import CONTROL_CHARACTER, holds_control_character, repeated_parameter, sent_client_id
 from oidc.oauth2.scopes import allowed_scope
 from oidc.oauth2.server import authorization_server
 from oidc.state import current_state
@@ -247,13 +247,7 @@ def _check_client_and_redirect_uri(params: Any) -> Client:
         raise ErrorPage("invalid_request", "The request or one of its parameters is too long.")
     if holds_control_character(params):
         raise ErrorPage("invalid_request", CONTROL_CHARACTER)
-    repeated = repeated_parameter(params, ("client_id", "redirect_uri"))
-    if repeated is not None:
-        raise ErrorPage("invalid_request", str(repeated))
-    client_id = params.get("client_id")
-    if not client_id:
-        raise ErrorPage("invalid_request", "The client_id parameter is missing.")
-    client = authorization_server().query_client(client_id)
+    client = authorization_server().query_client(sent_client_id(params, "redirect_uri"))
     if client is None:
         raise ErrorPage("invalid_client", "The client is not known to this provider.")
     redirect_uri = params.get("redirect_uri")
@@ -290,13 +284,7 @@ def _request_object_parameters(params: Any) -> tuple[MultiDict[str, str], bool]:
     The client is the one of the ``client_id`` sent beside it (RFC 9101 §5: REQUIRED
     there); until the object verifies, every error is an :class:`ErrorPage`.
     """
-    repeated = repeated_parameter(params, ("client_id", "request"))
-    if repeated is not None:
-        raise ErrorPage("invalid_request", str(repeated))
-    client_id = params.get("client_id")
-    if not client_id:
-        raise ErrorPage("invalid_request", "The client_id parameter is missing (RFC 9101, section 5).")
-    client = authorization_server().query_client(client_id)
+    client = authorization_server().query_client(sent_client_id(params, "request", " (RFC 9101, section 5)"))
     if client is None:
         raise ErrorPage("invalid_client", "The client is not known to this provider.")
     try:

@@ -42,7 +42,7 @@ from oidc import hashing, queries, urls
 from oidc.models import Client, PushedAuthorizationRequest
 from oidc.oauth2 import dpop, request_object
 from oidc.oauth2.errors import ErrorPage
-from oidc.oauth2.parameters import repeated_parameter
+from oidc.oauth2.parameters import repeated_parameter, sent_client_id
 from oidc.oauth2.security_profile import is_fapi2, requires_signed_request_object
 from oidc.state import current_state
 from oidc.vocabulary import AUTH_METHODS, FAPI2_AUTH_METHODS
@@ -138,12 +138,7 @@ def load(params: Any) -> tuple[PushedAuthorizationRequest, MultiDict[str, str]]:
 
     :class:`ErrorPage` when it is unknown, another client's, expired or used.
     """
-    repeated = repeated_parameter(params, ("client_id", "request_uri"))
-    if repeated is not None:
-        raise ErrorPage("invalid_request", str(repeated))
-    client_id = params.get("client_id")
-    if not client_id:
-        raise ErrorPage("invalid_request", "The client_id parameter is missing (RFC 9126 §4).")
+    client_id = sent_client_id(params, "request_uri", " (RFC 9126 §4)")
     request_uri = params.get("request_uri")
     row = None
     if isinstance(request_uri, str) and request_uri.startswith(REQUEST_URI_PREFIX) and len(request_uri) <= 128:

@@ -24,6 +24,8 @@ from typing import Any
 from flask import Request
 from werkzeug.datastructures import ImmutableMultiDict, MultiDict
 
+from oidc.oauth2.errors import ErrorPage
+
 FORM = "application/x-www-form-urlencoded"
 #: The error description of a parameter with a control character, wherever it is refused.
 CONTROL_CHARACTER = "A parameter holds a control character."
@@ -107,6 +109,18 @@ def repeated_parameter(params: MultiDict[str, str], names: Iterable[str]) -> Par
             if name in repeated:
                 return ParameterError(f"The {name} parameter is repeated.")
     return None
+
+
+def sent_client_id(params: MultiDict[str, str], beside: str, required_by: str = "") -> str:
+    """The ``client_id`` of an authorization request, sent once, as ``beside`` is; else an
+    :class:`~oidc.oauth2.errors.ErrorPage` (``required_by``: the section that requires it, for the message)."""
+    repeated = repeated_parameter(params, ("client_id", beside))
+    if repeated is not None:
+        raise ErrorPage("invalid_request", str(repeated))
+    client_id = params.get("client_id")
+    if not client_id:
+        raise ErrorPage("invalid_request", f"The client_id parameter is missing{required_by}.")
+    return client_id
 
 
 def request_parameters(request: Any) -> MultiDict[str, str]:
