@@ -123,9 +123,9 @@ def hsm_token_event(token: str, event: str, error: str | None = None) -> None:
 
 
 def observe_token_signature(token: str, seconds: float, succeeded: bool) -> None:
-    _token_signatures_child(token, "ok" if succeeded else "failed").inc()
+    _child(HSM_TOKEN_SIGNATURES, token, "ok" if succeeded else "failed").inc()
     if succeeded:
-        _token_signing_child(token).observe(seconds)
+        _child(HSM_TOKEN_SIGNING_SECONDS, token).observe(seconds)
 
 
 def hsm_available() -> float | None:
@@ -141,35 +141,15 @@ TOKEN_BLUEPRINT = "token"
 
 # A metric's child for some label values, looked up once per process: ``labels()`` checks and
 # joins the values and takes the metric's lock on every call, a per-request cost for a constant.
-# The values are few (grant types, statuses, key sets; clients of one deployment), so the caches
-# are bounded only to stay bounded if a label ever took caller-chosen values.
-@functools.lru_cache(maxsize=64)
-def _signing_child(key_set: str, backend: str) -> Any:
-    return SIGNING_SECONDS.labels(key_set, backend)
-
-
-@functools.lru_cache(maxsize=64)
-def _token_signatures_child(token: str, result: str) -> Any:
-    return HSM_TOKEN_SIGNATURES.labels(token, result)
-
-
-@functools.lru_cache(maxsize=64)
-def _token_signing_child(token: str) -> Any:
-    return HSM_TOKEN_SIGNING_SECONDS.labels(token)
-
-
+# The values are few (grant types, statuses, key sets; clients of one deployment), so the cache
+# is bounded only to stay bounded if a label ever took caller-chosen values.
 @functools.lru_cache(maxsize=4096)
-def _issued_child(grant_type: str, client_id: str) -> Any:
-    return TOKENS_ISSUED.labels(grant_type, client_id)
-
-
-@functools.lru_cache(maxsize=256)
-def _token_request_child(grant_type: str, status: str) -> Any:
-    return TOKEN_REQUEST_SECONDS.labels(grant_type, status)
+def _child(metric: Any, *values: str) -> Any:
+    return metric.labels(*values)
 
 
 def observe_signature(key_set: str, backend: str, seconds: float) -> None:
-    _signing_child(key_set, backend).observe(seconds)
+    _child(SIGNING_SECONDS, key_set, backend).observe(seconds)
 
 
 #: When this process last counted time without the HSM (monotonic), while it is without it.
@@ -218,7 +198,7 @@ def set_certificate_expiries(seconds_left: dict[tuple[str, str], float]) -> None
 
 
 def token_issued(grant_type: str, client_id: str) -> None:
-    _issued_child(grant_type, client_id).inc()
+    _child(TOKENS_ISSUED, grant_type, client_id).inc()
 
 
 def backchannel_logout(outcome: str, delay: float | None = None) -> None:
@@ -262,7 +242,7 @@ def init_app(app: Flask, enabled: bool = True) -> None:
             grant_type = _grant_type()
             if grant_type not in GRANT_TYPES:
                 grant_type = "other"  # never a caller-chosen label value
-            _token_request_child(grant_type, str(response.status_code)).observe(time.perf_counter() - started)
+            _child(TOKEN_REQUEST_SECONDS, grant_type, str(response.status_code)).observe(time.perf_counter() - started)
         return response
 
     app.before_request_funcs.setdefault(TOKEN_BLUEPRINT, []).append(start_token_timer)
