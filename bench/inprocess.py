@@ -66,6 +66,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -254,7 +255,7 @@ def user_flows(app: Any) -> dict[str, Any]:
     """Refresh, the code flow's two requests and a login, for a first-party client and a signed-in user."""
     import hashlib
     import re
-    from urllib.parse import quote, urlencode
+    from urllib.parse import urlencode
 
     password = secrets.token_urlsafe(16)
     subprocess.run([sys.executable, "-m", "flask", "--app", "app", "users", "create", "bench", "--password-stdin"],
@@ -293,20 +294,7 @@ def user_flows(app: Any) -> dict[str, Any]:
     authorize = Call(app, "GET", authorize_path, headers={"Cookie": cookie})
     authorize_jarm = Call(app, "GET", authorize_path + "&response_mode=query.jwt", headers={"Cookie": cookie})
 
-    code_template = Call(app, "POST", "/token", b"grant_type=authorization_code", {"Authorization": basic})
-    refresh_template = Call(app, "POST", "/token", b"grant_type=refresh_token", {"Authorization": basic})
-
-    def token_call(code: str) -> Call:
-        return code_template.with_body((f"grant_type=authorization_code&redirect_uri={quote(REDIRECT_URI, safe='')}"
-                                        f"&code_verifier={verifier}&code={code}").encode())
-
-    def refresh_call(previous: bytes | None) -> Call:
-        if previous is None:
-            authorize()
-            code = authorize.headers["Location"].split("code=")[1].split("&")[0]
-            previous = token_call(code)()
-        token = json.loads(previous)["refresh_token"]
-        return refresh_template.with_body(f"grant_type=refresh_token&refresh_token={token}".encode())
+    token_call, refresh_call = token_calls(app, {"Authorization": basic}, authorize, verifier)
 
     return {
         "refresh": Chain(refresh_call),
@@ -317,6 +305,27 @@ def user_flows(app: Any) -> dict[str, Any]:
         # for the same interaction, answered 303 to /authorize/resume.
         "login": Call(app, "POST", "/login", login_form, {**origin, "Cookie": pre_login_cookie}),
     }
+
+
+def token_calls(app: Any, headers: dict[str, str], authorize: Call,
+                verifier: str) -> tuple[Callable[[str], Call], Callable[[bytes | None], Call]]:
+    """The code exchange of a code, and the refresh after a previous token response (the first one
+    after a code of ``authorize``), as prepared calls to ``app``'s /token."""
+    code_template = Call(app, "POST", "/token", b"grant_type=authorization_code", headers)
+    refresh_template = Call(app, "POST", "/token", b"grant_type=refresh_token", headers)
+
+    def token_call(code: str) -> Call:
+        return code_template.with_body((f"grant_type=authorization_code&redirect_uri={quote(REDIRECT_URI, safe='')}"
+                                        f"&code_verifier={verifier}&code={code}").encode())
+
+    def refresh_call(previous: bytes | None) -> Call:
+        if previous is None:
+            authorize()
+            previous = token_call(authorize.headers["Location"].split("code=")[1].split("&")[0])()
+        refresh = json.loads(previous)["refresh_token"]
+        return refresh_template.with_body(f"grant_type=refresh_token&refresh_token={refresh}".encode())
+
+    return token_call, refresh_call
 
 
 #: The flows bench/minimal has a route for.
@@ -331,7 +340,7 @@ def bound_flows(password_cost: int) -> dict[str, Any]:
     environment sets both sides' scrypt cost (the login figure), 2**15 by default.
     """
     import hashlib
-    from urllib.parse import quote, urlencode
+    from urllib.parse import urlencode
 
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec
@@ -376,19 +385,7 @@ def bound_flows(password_cost: int) -> dict[str, Any]:
     login()
     cookie = login.headers["Set-Cookie"].split(";")[0]
     authorize = Call(app, "GET", authorize_path, headers={"Cookie": cookie})
-    code_template = Call(app, "POST", "/token", b"grant_type=authorization_code", basic)
-    refresh_template = Call(app, "POST", "/token", b"grant_type=refresh_token", basic)
-
-    def token_call(code: str) -> Call:
-        return code_template.with_body((f"grant_type=authorization_code&redirect_uri={quote(REDIRECT_URI, safe='')}"
-                                        f"&code_verifier={verifier}&code={code}").encode())
-
-    def refresh_call(previous: bytes | None) -> Call:
-        if previous is None:
-            authorize()
-            previous = token_call(authorize.headers["Location"].split("code=")[1].split("&")[0])()
-        refresh = json.loads(previous)["refresh_token"]
-        return refresh_template.with_body(f"grant_type=refresh_token&refresh_token={refresh}".encode())
+    token_call, refresh_call = token_calls(app, basic, authorize, verifier)
 
     return {
         "client_credentials": Call(app, "POST", "/token", b"grant_type=client_credentials&scope=api", basic),
