@@ -29,10 +29,11 @@ from oidc.oauth2.errors import ErrorPage
 FORM = "application/x-www-form-urlencoded"
 #: The error description of a parameter with a control character, wherever it is refused.
 CONTROL_CHARACTER = "A parameter holds a control character."
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
-#: The same characters as bytes: each is one byte in UTF-8, and no byte of a multi-byte
-#: character is below 0x80, so a value holds one exactly when its UTF-8 octets do.
+#: The control characters refused in a parameter (tab, line feed and carriage return are allowed), as
+#: octets: each is one byte in UTF-8, and no byte of a multi-byte character is below 0x80, so a
+#: value holds one exactly when its UTF-8 octets do.
 _CONTROL_OCTETS = bytes([*range(0x00, 0x09), 0x0B, 0x0C, *range(0x0E, 0x20), 0x7F])
+_CONTROL = re.compile("[" + re.escape(_CONTROL_OCTETS.decode("ascii")) + "]")
 
 
 class ParameterError(ValueError):
