@@ -29,6 +29,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
+from itertools import chain
 from typing import Any, cast
 
 from sqlalchemy import (
@@ -477,23 +478,34 @@ _CERTIFICATE_EXPIRIES = (select(key_certificates.c.key_set, key_certificates.c.k
 
 # The audit trail (oidc.observability.audit_chain).  The token path runs one of these: the insert.
 _AUDIT_INSERT = insert_all(insert(audit_log), skip=("id", "position", "hash"))
-#: Entries the chainer writes already sealed (a write delay's queue), every column given, in one statement
-#: for the whole batch: the rows as one JSON parameter.  An executemany costs the worker Python per row
+#: Entries the chainer writes already sealed (a write delay's queue), every column given, in a few
+#: statements for the whole batch, not one per row: an executemany costs the worker Python per row
 #: (psycopg's adaptation), and on SQLite the GIL per row (sqlite3 releases it around each step, and
-#: the chainer then waits for the request thread to hand it back).  Each row comes as JSON text already
-#: (audit_chain.sealed_row escapes an entry's strings once, for its hash and its row).
-_SEALED_COLUMNS = (column("id", BigInteger), column("at", BigInteger), column("event", Text),
-                   column("fields", Text), column("position", BigInteger), column("hash", Text))
+#: the chainer then waits for the request thread to hand it back).  PostgreSQL: the rows as one JSON
+#: parameter, each row JSON text already (audit_chain.sealed_row escapes an entry's strings once, for
+#: its hash and its row).
+_SEALED_COLUMNS = (column("id", BigInteger), column("position", BigInteger), column("at", BigInteger),
+                   column("event", Text), column("fields", Text), column("hash", Text))
 _SEALED_JSON = bindparam("entries", "[]", type_=Text)
 _SEALED_RECORDS = func.json_to_recordset(cast_as(_SEALED_JSON, JSON)).table_valued(
     *_SEALED_COLUMNS).render_derived(with_types=True)
-_SEALED_ELEMENTS = func.json_each(_SEALED_JSON).table_valued("value")
 _AUDIT_INSERT_SEALED_ROWS = {
     "postgresql": insert(audit_log).from_select([c.name for c in _SEALED_COLUMNS], select(_SEALED_RECORDS)),
-    "sqlite": insert(audit_log).from_select(
-        [c.name for c in _SEALED_COLUMNS],
-        select(*(func.json_extract(_SEALED_ELEMENTS.c.value, f"$.{c.name}") for c in _SEALED_COLUMNS))),
 }
+#: SQLite: the rows as bound values of multi-row inserts, one per power of two of rows (a batch of n
+#: rows is at most log2(n) + 1 statements, each one sqlite3 step, compiled once and cached by sqlite3).
+#: Its JSON functions would parse a row's text again for every column (json_extract): 35 k more
+#: instructions per entry.
+AUDIT_SQLITE_CHUNKS = tuple(2 ** power for power in range(9, -1, -1))
+_AUDIT_INSERT_SEALED_VALUES = {
+    size: Prepared(insert(audit_log).values(
+        [{c.name: bindparam(f"{c.name}_{index}", type_=c.type) for c in _SEALED_COLUMNS} for index in range(size)]))
+    for size in AUDIT_SQLITE_CHUNKS}
+#: Each chunk's parameter names, in the order of a sealed row's values (:data:`AUDIT_SEALED_ROW`).
+_AUDIT_SEALED_VALUE_NAMES = {size: tuple(f"{c.name}_{index}" for index in range(size) for c in _SEALED_COLUMNS)
+                             for size in AUDIT_SQLITE_CHUNKS}
+#: The columns of a sealed row as a tuple (SQLite's batch), in this order: the entry's, then its hash.
+AUDIT_SEALED_ROW = tuple(c.name for c in _SEALED_COLUMNS)
 #: The ids for the entries the chainer writes sealed (an entry's hash covers its id), taken under the
 #: head's lock: the table's own sequence on PostgreSQL (shared with every other insert); on SQLite,
 #: whose rowid is the largest plus one, the largest (the head's lock is SQLite's one write lock).
@@ -540,7 +552,6 @@ SCANS: dict[str, str] = {
     "_PRUNE_EXPIRED[login_sessions]": "the periodic `tokens prune` clean-up, off the request path",
     "_PRUNE_EXPIRED[initial_access_tokens]": "the periodic `tokens prune` clean-up of a handful of operator-made rows",
     "_PING": "reads no table",
-    "_AUDIT_INSERT_SEALED_ROWS[sqlite]": "reads no table: the rows of its JSON parameter (json_each), one batch",
 }
 
 
@@ -564,8 +575,10 @@ def statements() -> dict[str, Executable]:
     return found
 
 
-def _items(value: dict[str, Any] | tuple[Any, ...]) -> list[Any]:
-    return list(value.values()) if isinstance(value, dict) else list(value)
+def _items(value: dict[Any, Any] | tuple[Any, ...]) -> list[Any]:
+    """A dict's or tuple's items, a :class:`Prepared` one as the Core statement it runs."""
+    items = value.values() if isinstance(value, dict) else value
+    return [item.statement if isinstance(item, Prepared) else item for item in items]
 
 
 def find_client(client_id: object, *, include_disabled: bool = False) -> Client | None:
@@ -1011,15 +1024,35 @@ def next_audit_ids(connection: Connection, count: int) -> list[int]:
     return sorted(int(value) for value in connection.execute(_AUDIT_NEXT_IDS[dialect], {"count": count}).scalar_one())
 
 
-def seal_audit_entries(connection: Connection, sealed: list[dict[str, Any]], written: list[str],
+def sealed_rows_as_json(connection: Connection) -> bool:
+    """Whether :func:`seal_audit_entries` takes new entries as JSON text (PostgreSQL: one JSON parameter
+    for the batch) rather than as tuples of :data:`AUDIT_SEALED_ROW`'s values (SQLite: bound values)."""
+    return connection.dialect.name != "sqlite"
+
+
+def seal_audit_entries(connection: Connection, sealed: list[dict[str, Any]], written: list[Any],
                        position: int, digest: str) -> None:
     """Give stored entries (``row_id``, ``sealed_position``, ``sealed_hash``) their place, insert new
-    entries already sealed (each a JSON object of every column, :func:`audit_chain.sealed_row`), and
-    move the head to ``position`` and ``digest``."""
+    entries already sealed (each as :func:`sealed_rows_as_json` says: a JSON object of every column,
+    :func:`audit_chain.sealed_row`, or a tuple of :data:`AUDIT_SEALED_ROW`'s values), and move the
+    head to ``position`` and ``digest``."""
     _AUDIT_SEAL.executemany(connection, sealed)
-    if written:
+    if written and sealed_rows_as_json(connection):
         connection.execute(_AUDIT_INSERT_SEALED_ROWS[connection.dialect.name], {"entries": f"[{','.join(written)}]"})
+    elif written:
+        _insert_sealed_values(connection, written)
     connection.execute(_AUDIT_ADVANCE_HEAD, {"head_position": position, "head_hash": digest})
+
+
+def _insert_sealed_values(connection: Connection, rows: list[tuple[Any, ...]]) -> None:
+    """SQLite: ``rows`` inserted by the multi-row statements of the powers of two their count is made of."""
+    start = 0
+    for size in AUDIT_SQLITE_CHUNKS:
+        while len(rows) - start >= size:
+            values = chain.from_iterable(rows[start:start + size])
+            _AUDIT_INSERT_SEALED_VALUES[size].execute(
+                connection, dict(zip(_AUDIT_SEALED_VALUE_NAMES[size], values, strict=True))).close()
+            start += size
 
 
 def insert_audit_checkpoint(connection: Connection, row: dict[str, Any]) -> None:

@@ -415,6 +415,25 @@ def test_a_sealed_row_is_its_entry_and_its_entry_hash(entry_id, position, at, ev
     assert digest == entry_hash(entry, previous)
     assert json.loads(row) == {**entry, "hash": digest}
 
+
+_FIELD_NAMES = st.sampled_from(["client_id", "sub", "jti", "Password", "PIN", "client_secret", "Code", "token",
+                                "id_token", "Access_Token", "assertion", "scope"]) | st.text(max_size=12)
+
+
+@settings(max_examples=200, deadline=None, derandomize=True, database=None)
+@given(fields=st.dictionaries(_FIELD_NAMES, st.text(max_size=20) | st.none() | st.integers(), max_size=8))
+def test_fields_never_hold_a_secret_name_whatever_its_case(fields):
+    """An event's stored fields drop every NEVER_STORED name in any case and keep the rest as given; the
+    same names recorded again (their check remembered) are dropped the same way."""
+    from oidc.observability.audit_chain import NEVER_STORED, fields_text
+
+    kept = {name: value for name, value in fields.items() if name.lower() not in NEVER_STORED}
+    for _ in range(2):
+        stored = json.loads(fields_text(fields))
+        assert stored == kept
+        assert not {name.lower() for name in stored} & NEVER_STORED
+
+
 @pytest.mark.e2e
 def test_a_graceful_stop_writes_the_queued_entries(base_env, make_app, tmp_path):
     """With a write delay no run of the chainer reaches (an hour), gunicorn's graceful stop (SIGTERM) still

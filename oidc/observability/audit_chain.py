@@ -135,9 +135,21 @@ _FIELDS_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure
                                   check_circular=False)  # flat: identifiers, never a container of itself
 
 
+#: Whether a tuple of field names holds one of :data:`NEVER_STORED` (any case): an event is recorded with
+#: the same names each time, so each tuple is looked at once.  Bounded: cleared when full.
+_names_to_drop: dict[tuple[str, ...], bool] = {}
+_NAMES_REMEMBERED = 1024
+
+
 def fields_text(fields: Mapping[str, Any]) -> str:
     """An event's fields as canonical JSON text (identifiers only; :data:`NEVER_STORED` dropped)."""
-    if not NEVER_STORED.isdisjoint(map(str.lower, fields)):  # (a copy only when there is a name to drop)
+    names = tuple(fields)
+    drop = _names_to_drop.get(names)
+    if drop is None:
+        if len(_names_to_drop) >= _NAMES_REMEMBERED:
+            _names_to_drop.clear()
+        drop = _names_to_drop[names] = not NEVER_STORED.isdisjoint(map(str.lower, names))
+    if drop:  # (a copy only when there is a name to drop)
         fields = {name: value for name, value in fields.items() if name.lower() not in NEVER_STORED}
     return _FIELDS_ENCODER.encode(fields)
 
@@ -310,12 +322,19 @@ class AuditTrail:
             digest = entry_hash({"id": row.id, "position": position, "at": row.at, "event": row.event,
                                  "fields": row.fields}, digest)
             sealed.append({"row_id": row.id, "sealed_position": position, "sealed_hash": digest})
-        written: list[str] = []
+        written: list[Any] = []
+        as_json = queries.sealed_rows_as_json(connection)
         for entry_id, entry in zip(queries.next_audit_ids(connection, len(fresh)) if fresh else (), fresh,
                                    strict=True):
             position += 1
-            digest, text = sealed_row(entry_id, position, entry["at"], entry["event"], entry["fields"], digest)
-            written.append(text)
+            at, event, fields = entry["at"], entry["event"], entry["fields"]
+            if as_json:
+                digest, text = sealed_row(entry_id, position, at, event, fields, digest)
+                written.append(text)
+            else:
+                digest = entry_hash({"id": entry_id, "position": position, "at": at, "event": event,
+                                     "fields": fields}, digest)
+                written.append((entry_id, position, at, event, fields, digest))  # queries.AUDIT_SEALED_ROW
         if sealed or written:
             queries.seal_audit_entries(connection, sealed, written, position, digest)
         due = position - int(head.checkpoint_position) >= self.checkpoint_entries or (
