@@ -421,16 +421,20 @@ _FIELD_NAMES = st.sampled_from(["client_id", "sub", "jti", "Password", "PIN", "c
 
 
 @settings(max_examples=200, deadline=None, derandomize=True, database=None)
-@given(fields=st.dictionaries(_FIELD_NAMES, st.text(max_size=20) | st.none() | st.integers(), max_size=8))
+@given(fields=st.dictionaries(_FIELD_NAMES, st.text(max_size=20) | st.none() | st.integers() | st.booleans() | st.dates(),
+                              max_size=8))
 def test_fields_never_hold_a_secret_name_whatever_its_case(fields):
-    """An event's stored fields drop every NEVER_STORED name in any case and keep the rest as given; the
-    same names recorded again (their check remembered) are dropped the same way."""
+    """An event's stored fields are the canonical JSON of the fields given without any NEVER_STORED name
+    (in any case); the same names recorded again (their check remembered) are dropped the same way."""
     from oidc.observability.audit_chain import NEVER_STORED, fields_text
 
     kept = {name: value for name, value in fields.items() if name.lower() not in NEVER_STORED}
     for _ in range(2):
-        stored = json.loads(fields_text(fields))
-        assert stored == kept
+        text = fields_text(fields)
+        # Canonical JSON; a value JSON has no type for (a date) as its text.
+        assert text == json.dumps(kept, sort_keys=True, separators=(",", ":"), ensure_ascii=True, default=str)
+        stored = json.loads(text)
+        assert stored == json.loads(json.dumps(kept, default=str))
         assert not {name.lower() for name in stored} & NEVER_STORED
 
 
