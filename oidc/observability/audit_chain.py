@@ -114,8 +114,8 @@ def entry_hash(entry: Mapping[str, Any], previous: str) -> str:
 
 
 def sealed_row(entry_id: int, position: int, at: int, event: str, fields: str, previous: str) -> tuple[str, str]:
-    """A queued entry sealed: its hash, and its row as the JSON object the batch insert reads
-    (:func:`oidc.queries.seal_audit_entries`).
+    """A queued entry sealed: its hash, and its row as the JSON object PostgreSQL's batch insert reads
+    (:func:`oidc.queries.seal_audit_entries`; SQLite's binds the values instead).
 
     The entry's strings are escaped once for both: the hashed bytes and the row share every member
     but the last (``previous`` in the one, ``hash`` in the other).
@@ -335,13 +335,8 @@ class AuditTrail:
                                    strict=True):
             position += 1
             at, event, fields = entry["at"], entry["event"], entry["fields"]
-            if as_json:
-                digest, text = sealed_row(entry_id, position, at, event, fields, digest)
-                written.append(text)
-            else:
-                digest = entry_hash({"id": entry_id, "position": position, "at": at, "event": event,
-                                     "fields": fields}, digest)
-                written.append((entry_id, position, at, event, fields, digest))  # queries.AUDIT_SEALED_ROW
+            digest, text = sealed_row(entry_id, position, at, event, fields, digest)
+            written.append(text if as_json else (entry_id, position, at, event, fields, digest))  # AUDIT_SEALED_ROW
         if sealed or written:
             queries.seal_audit_entries(connection, sealed, written, position, digest)
         due = position - int(head.checkpoint_position) >= self.checkpoint_entries or (
