@@ -176,6 +176,7 @@ def count_instructions(args: argparse.Namespace) -> None:
     What is still queued when the count ends is written inside it.
     """
     from bench.inprocess import instructions_per_call
+    from oidc import queries
     from oidc.state import state_of
 
     slow_writes = {"AUDIT_WRITE_DELAY_SECONDS": "5", "AUDIT_SEAL_SECONDS": "5"}
@@ -187,6 +188,8 @@ def count_instructions(args: argparse.Namespace) -> None:
                     fresh_database(database, f"bench_audit_instructions_{index}") as url:
                 app, call = in_process(Path(directory), args.backend, url, {**env, **slow_writes} if env else {})
                 trail = state_of(app).audit_trail
+                if trail is not None:  # as each worker's chainer does once when it starts, before the count
+                    queries.prepare_audit_writes(trail.engine())
 
                 def request(call: Any = call, trail: Any = trail, counted: list[int] = [0]) -> bytes:  # noqa: B006
                     body = call()

@@ -330,7 +330,7 @@ class AuditTrail:
                                  "fields": row.fields}, digest)
             sealed.append({"row_id": row.id, "sealed_position": position, "sealed_hash": digest})
         written: list[Any] = []
-        as_json = queries.sealed_rows_as_json(connection)
+        as_json = queries.sealed_rows_as_json(connection.dialect)
         for entry_id, entry in zip(queries.next_audit_ids(connection, len(fresh)) if fresh else (), fresh,
                                    strict=True):
             position += 1
@@ -382,6 +382,10 @@ class AuditTrail:
         # thread after its response instead, to spare the GIL hand-offs, cost more CPU per request on
         # PostgreSQL: the round trips then stall the request thread instead of overlapping it.)
         interval = min(self.seal_seconds, self.write_delay_seconds or self.seal_seconds)
+        try:
+            queries.prepare_audit_writes(self.engine())
+        except (SQLAlchemyError, RuntimeError) as exc:  # compiled on the first write instead
+            log.warning("preparing the audit trail's statements failed: %s", type(exc).__name__)
         while not self._stop.wait(interval):
             try:
                 if self.seal_due():
