@@ -20,6 +20,7 @@ from collections.abc import Iterable
 from functools import cached_property
 from itertools import chain
 from typing import Any
+from urllib.parse import parse_qsl
 
 from flask import Request
 from werkzeug.datastructures import ImmutableMultiDict, MultiDict
@@ -73,6 +74,23 @@ class ProviderRequest(Request):
     """Flask's request, its query and form held as :class:`Parameters` (the app's ``request_class``)."""
 
     parameter_storage_class = Parameters
+
+    def _load_form_data(self) -> None:
+        """An urlencoded body (every form the provider reads) parsed as werkzeug parses it
+        (``FormDataParser._parse_urlencoded``), without a form parser built per request.
+
+        Building one reads four limits from the app's config through ``current_app`` (Flask's
+        request properties), and an urlencoded body uses none of them: the stream read is already
+        limited to ``MAX_CONTENT_LENGTH`` (a larger body is still a 413).  Any other type of body
+        goes to werkzeug's parser.
+        """
+        if "form" in self.__dict__ or self.mimetype != FORM:
+            super()._load_form_data()
+            return
+        stream = self._get_stream_for_parsing()
+        items = parse_qsl(stream.read().decode(), keep_blank_values=True, errors="werkzeug.url_quote")
+        self.__dict__.update(stream=stream, form=self.parameter_storage_class(items),
+                             files=self.parameter_storage_class())
 
 
 def has_control_character(value: str) -> bool:
