@@ -609,3 +609,21 @@ def test_authorization_response_uri_as_authlib_builds_it(uri: str, params: list[
     from oidc.oauth2.response_modes import add_params_to_uri
 
     assert add_params_to_uri(uri, params) == authlibs(uri, params)
+
+
+def test_jose_headers_are_checked_each_time_and_kept_read_only() -> None:
+    """A JOSE header parsed once per distinct segment: a refused one is refused again, an accepted one is
+    the same read-only header each time (no caller can change what the next token's check reads)."""
+    from oidc.oauth2.jwt import InvalidToken, _header
+
+    refused = [_jws({"alg": "ES256", "kid": "k", "crit": 5}), _jws({"alg": 5, "kid": "k"}), _jws({"alg": "none"}),
+               _jws({"alg": "HS256", "kid": "k", "typ": 7}), _jws([1, 2]), "e30.e30.", "..", "!!!.@@@.###"]
+    for token in refused:
+        for _ in range(2):
+            with pytest.raises(InvalidToken):
+                _header(token)
+    token = _jws({"alg": "ES256", "kid": "k", "typ": "at+jwt"})
+    header = _header(token)
+    assert dict(header) == {"alg": "ES256", "kid": "k", "typ": "at+jwt"} and _header(token) == header
+    with pytest.raises(TypeError):
+        header["kid"] = "other"  # type: ignore[index]

@@ -28,8 +28,9 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 from authlib.oidc.core.util import create_half_hash
@@ -187,8 +188,14 @@ def _verifier(jwk: dict[str, Any]) -> tuple[Any, Any]:
     return key, algorithm
 
 
-def _header(token: str) -> dict[str, Any]:
-    segment = token.split(".", 1)[0]
+def _header(token: str) -> Mapping[str, Any]:
+    return _parsed_header(token.split(".", 1)[0])
+
+
+@functools.lru_cache(maxsize=64)
+def _parsed_header(segment: str) -> Mapping[str, Any]:
+    """The checked JOSE header of a header segment, read-only: parsed once per distinct segment,
+    as our tokens share a handful (one per key and ``typ``); a refused one raises each time."""
     if not is_b64url(segment):
         raise InvalidToken("not base64url")
     try:
@@ -204,7 +211,7 @@ def _header(token: str) -> dict[str, Any]:
         raise InvalidToken("crit")
     if not isinstance(header.get("alg"), str) or not isinstance(header.get("typ", ""), str):
         raise InvalidToken("malformed header")
-    return header
+    return MappingProxyType(header)
 
 
 @dataclass(frozen=True, slots=True)
