@@ -91,18 +91,23 @@ class KeyedHasher:
     def __init__(self, keys: list[bytes]) -> None:
         if not keys:
             raise RuntimeError("a keyed hasher needs a key")
-        self._keys = list(dict.fromkeys(keys))
+        # An HMAC keyed once per key, copied for each value (hmac's documented use of copy()):
+        # keying one afresh looks the digest up in OpenSSL and hashes the padded key each time.
+        self._keyed = [hmac.new(key, digestmod=hashlib.sha256) for key in dict.fromkeys(keys)]
 
-    def _digest(self, key: bytes, value: str) -> str:
-        return b64url(hmac.new(key, value.encode("utf-8"), hashlib.sha256).digest())
+    @staticmethod
+    def _digest(keyed: hmac.HMAC, value: str) -> str:
+        mac = keyed.copy()
+        mac.update(value.encode("utf-8"))
+        return b64url(mac.digest())
 
     def hash(self, value: str) -> str:
         """The stored form of ``value`` (under the newest secret)."""
-        return self._digest(self._keys[0], value)
+        return self._digest(self._keyed[0], value)
 
     def candidates(self, value: str) -> list[str]:
         """Every stored form ``value`` may have, newest secret first (for look-ups)."""
-        return [self._digest(key, value) for key in self._keys]
+        return [self._digest(keyed, value) for keyed in self._keyed]
 
     def verify(self, value: str, stored: str | None) -> bool:
         """Constant-time check of ``value`` against a stored hash."""

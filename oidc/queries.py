@@ -26,9 +26,8 @@ never imports ``oidc``), the migrations and the connection set-up of
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from contextvars import ContextVar
+from collections.abc import Sequence
+from contextvars import ContextVar, Token
 from itertools import chain
 from typing import Any, cast
 
@@ -132,6 +131,7 @@ class TokenTransaction:
 
     def __init__(self) -> None:
         self._connection: Connection | None = None
+        self._reset: Token[TokenTransaction | None] | None = None
 
     def connection(self) -> Connection:
         if self._connection is None:
@@ -158,21 +158,26 @@ class TokenTransaction:
             connection, self._connection = self._connection, None
             connection.close()
 
+    # The context of a token request (:func:`token_transaction`); a class's own ``__enter__`` and
+    # ``__exit__`` rather than a generator under ``contextmanager``, whose set-up costs every request.
+    def __enter__(self) -> TokenTransaction:
+        self._reset = _TOKEN_TRANSACTION.set(self)
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        if self._reset is not None:
+            _TOKEN_TRANSACTION.reset(self._reset)
+            self._reset = None
+        self.close()
+
 
 _TOKEN_TRANSACTION: ContextVar[TokenTransaction | None] = ContextVar("oidc_token_transaction", default=None)
 
 
-@contextmanager
-def token_transaction() -> Iterator[TokenTransaction]:
-    """The token endpoint's :class:`TokenTransaction` while a token request runs; closed (rolled back
-    unless committed) when it ends, whatever happened."""
-    transaction = TokenTransaction()
-    reset = _TOKEN_TRANSACTION.set(transaction)
-    try:
-        yield transaction
-    finally:
-        _TOKEN_TRANSACTION.reset(reset)
-        transaction.close()
+def token_transaction() -> TokenTransaction:
+    """The token endpoint's :class:`TokenTransaction`, to use as a context while a token request runs:
+    the current one inside it, closed (rolled back unless committed) when it ends, whatever happened."""
+    return TokenTransaction()
 
 
 def grant_connection() -> Connection:

@@ -609,3 +609,53 @@ def test_authorization_response_uri_as_authlib_builds_it(uri: str, params: list[
     from oidc.oauth2.response_modes import add_params_to_uri
 
     assert add_params_to_uri(uri, params) == authlibs(uri, params)
+
+
+def test_jose_headers_are_checked_each_time_and_kept_read_only() -> None:
+    """A JOSE header parsed once per distinct segment: a refused one is refused again, an accepted one is
+    the same read-only header each time (no caller can change what the next token's check reads)."""
+    from oidc.oauth2.jwt import InvalidToken, _header
+
+    refused = [_jws({"alg": "ES256", "kid": "k", "crit": 5}), _jws({"alg": 5, "kid": "k"}), _jws({"alg": "none"}),
+               _jws({"alg": "HS256", "kid": "k", "typ": 7}), _jws([1, 2]), "e30.e30.", "..", "!!!.@@@.###"]
+    for token in refused:
+        for _ in range(2):
+            with pytest.raises(InvalidToken):
+                _header(token)
+    token = _jws({"alg": "ES256", "kid": "k", "typ": "at+jwt"})
+    header = _header(token)
+    assert dict(header) == {"alg": "ES256", "kid": "k", "typ": "at+jwt"} and _header(token) == header
+    with pytest.raises(TypeError):
+        header["kid"] = "other"  # type: ignore[index]
+
+
+_CLAIM_VALUES = st.one_of(st.none(), st.booleans(), st.integers(min_value=-2, max_value=2**64),
+                          st.floats(allow_nan=True, allow_infinity=True), st.sampled_from([ISSUER, "", "x"]),
+                          st.text(max_size=4), st.lists(st.one_of(st.text(max_size=3), st.integers()), max_size=2),
+                          st.dictionaries(st.text(max_size=2), st.integers(), max_size=1))
+_CLAIMS = st.dictionaries(st.sampled_from(["iss", "sub", "aud", "exp", "nbf", "iat", "jti", "scope", "validate"]),
+                          _CLAIM_VALUES, max_size=8)
+
+
+def _outcome(validate: object, claims: dict[str, object]) -> object:
+    try:
+        validate(claims)  # type: ignore[operator]
+    except Exception as error:  # the outcome compared is the error itself
+        return type(error), str(error)
+    return None
+
+
+@settings(max_examples=400, deadline=None, derandomize=True, database=None)
+@given(claims=_CLAIMS, check_exp=st.booleans(), now=st.integers(min_value=0, max_value=2**33))
+def test_own_token_claims_checked_as_joserfc_checks_them(claims: dict[str, object], check_exp: bool,
+                                                         now: int) -> None:
+    """The claims registry of our own tokens (its checks found once per registry) refuses or accepts
+    each claims set as joserfc's own ``validate`` does on the same registry, with the same error."""
+    from joserfc.jwt import JWTClaimsRegistry
+
+    from oidc.oauth2.jwt import _claims_registry
+
+    registry = _claims_registry(lambda: now, ISSUER, check_exp, 0)
+    expected = _outcome(lambda value: JWTClaimsRegistry.validate(registry, value), claims)
+    assert _outcome(registry.validate, claims) == expected
+    assert _outcome(registry.validate, claims) == expected  # the same registry, again

@@ -441,3 +441,36 @@ def test_code_and_refresh_requests_return_their_connection_whatever_the_answer(o
                    auth=(client_id, secret)).json["active"] is True
     _assert_error(op.post("/token", data=refresh, auth=(client_id, secret)), 400, "invalid_grant")
     assert checked_out() == idle
+
+
+def test_token_grants_are_chosen_as_authlib_chooses_them() -> None:
+    """The grant of a token request is the first registered whose own ``check_token_endpoint`` takes it,
+    as Authlib's loop over every grant finds it: grants with a check of their own included."""
+    from types import SimpleNamespace
+
+    from authlib.oauth2.rfc6749 import grants
+
+    from oidc.oauth2.grants.client_credentials import ClientCredentialsGrant
+    from oidc.oauth2.grants.refresh_token import RefreshTokenGrant
+    from oidc.oauth2.server import AuthorizationServer
+
+    class Prefixed(grants.ClientCredentialsGrant):  # a grant that takes grant types by a rule of its own
+        GRANT_TYPE = "x-prefixed"
+
+        @classmethod
+        def check_token_endpoint(cls, request) -> bool:
+            return str(request.payload.grant_type).startswith("x-") and request.method == "POST"
+
+    server = AuthorizationServer()
+    for grant_cls in (RefreshTokenGrant, Prefixed, ClientCredentialsGrant):
+        server.register_grant(grant_cls)
+    for grant_type in ("client_credentials", "refresh_token", "x-prefixed", "x-other", "other", "", None):
+        for method in ("POST", "GET"):
+            request = SimpleNamespace(payload=SimpleNamespace(grant_type=grant_type), method=method)
+            expected = next((cls for cls, _ in server._token_grants if cls.check_token_endpoint(request)), None)
+            try:
+                chosen = type(server.get_token_grant(request))
+            except Exception as error:  # the refusal: unsupported_grant_type
+                assert expected is None and getattr(error, "error", None) == "unsupported_grant_type"
+            else:
+                assert chosen is expected

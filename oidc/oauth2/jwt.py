@@ -28,12 +28,13 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 from authlib.oidc.core.util import create_half_hash
-from joserfc.errors import JoseError
+from joserfc.errors import JoseError, MissingClaimError
 from joserfc.jwk import import_key
 from joserfc.jws import JWSRegistry
 from joserfc.jwt import JWTClaimsRegistry
@@ -155,7 +156,36 @@ class InvalidToken(Exception):
     """A token that is not one of ours, is malformed, or fails verification."""
 
 
-class _ClaimsIgnoringExpiry(JWTClaimsRegistry):
+class _OwnClaimsRegistry(JWTClaimsRegistry):
+    """joserfc's claims registry, its ``validate`` with what depends only on the options found once.
+
+    joserfc's ``validate`` gathers the essential claims (a property, a set built on each call)
+    and looks each claim's ``validate_<name>`` up by a name built on each call; a registry
+    serves every request with the same options (:func:`_claims_registry`), so both are made
+    when it is built.  The checks themselves, their order and their errors are joserfc's.
+    """
+
+    def __init__(self, now: Callable[[], int], leeway: int, **options: Any) -> None:
+        super().__init__(now=now, leeway=leeway, **options)
+        self._essential = sorted(self.essential_keys)
+        prefix = "validate_"
+        self._validators: dict[str, Callable[[Any], None]] = {
+            name[len(prefix):]: getattr(self, name) for name in dir(self) if name.startswith(prefix)}
+
+    def validate(self, claims: dict[str, Any]) -> None:
+        missed = [key for key in self._essential if claims.get(key) is None]
+        if missed:
+            raise MissingClaimError(",".join(missed))
+        validators, options = self._validators, self.options
+        for key, value in claims.items():
+            validator = validators.get(key)
+            if validator is not None:
+                validator(value)
+            elif key in options:
+                self.check_value(key, value)
+
+
+class _ClaimsIgnoringExpiry(_OwnClaimsRegistry):
     """The claim checks for tokens that are still meaningful once expired
     (an ID token as a logout hint, a token being introspected)."""
 
@@ -187,8 +217,14 @@ def _verifier(jwk: dict[str, Any]) -> tuple[Any, Any]:
     return key, algorithm
 
 
-def _header(token: str) -> dict[str, Any]:
-    segment = token.split(".", 1)[0]
+def _header(token: str) -> Mapping[str, Any]:
+    return _parsed_header(token.split(".", 1)[0])
+
+
+@functools.lru_cache(maxsize=64)
+def _parsed_header(segment: str) -> Mapping[str, Any]:
+    """The checked JOSE header of a header segment, read-only: parsed once per distinct segment,
+    as our tokens share a handful (one per key and ``typ``); a refused one raises each time."""
     if not is_b64url(segment):
         raise InvalidToken("not base64url")
     try:
@@ -204,7 +240,7 @@ def _header(token: str) -> dict[str, Any]:
         raise InvalidToken("crit")
     if not isinstance(header.get("alg"), str) or not isinstance(header.get("typ", ""), str):
         raise InvalidToken("malformed header")
-    return header
+    return MappingProxyType(header)
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,7 +280,7 @@ def verify_artefact(token: str, artefact: Artefact, *, check_exp: bool = True) -
 def _claims_registry(now: Callable[[], int], issuer: str, check_exp: bool, leeway: int) -> JWTClaimsRegistry:
     """The claim checks of :func:`verify_own_jwt`, built once per clock, issuer and options: a registry
     keeps only its options (``now`` is called at each validation), and building one costs each request."""
-    registry_class = JWTClaimsRegistry if check_exp else _ClaimsIgnoringExpiry
+    registry_class = _OwnClaimsRegistry if check_exp else _ClaimsIgnoringExpiry
     return registry_class(now=now, leeway=leeway, iss={"essential": True, "value": issuer},
                           exp={"essential": check_exp})
 

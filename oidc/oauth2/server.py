@@ -22,6 +22,7 @@ from authlib.oauth2.rfc6749.errors import (
     UnsupportedGrantTypeError,
     UnsupportedResponseTypeError,
 )
+from authlib.oauth2.rfc6749.grants.base import TokenEndpointMixin
 from flask import Flask, Response, current_app
 from flask import request as flask_request
 from werkzeug.datastructures import MultiDict
@@ -169,9 +170,24 @@ class AuthorizationServer(_FlaskAuthorizationServer):  # type: ignore[misc]  # t
         def create_endpoint_response(self, name: str, request: Any = None) -> Response: ...
 
     def __init__(self) -> None:
+        # The token grants to ask for each grant_type (see get_token_grant), before any is registered.
+        self._token_grants_by_type: dict[str, list[tuple[Any, Any]]] = {}
+        self._other_token_grants: list[tuple[Any, Any]] = []
         super().__init__()
         # Ours, not Authlib's: it asks the core which method a client may use (oidc.oauth2.client_auth).
         self.client_authentication = ClientAuthentication(self.query_client)
+
+    def register_grant(self, grant_cls: Any, extensions: Any = None) -> None:
+        """Authlib's, and the token grants that may take each ``grant_type``, in registration order:
+        those whose ``check_token_endpoint`` is Authlib's (true only for their own ``GRANT_TYPE``)
+        of that type, and every grant with a check of its own."""
+        super().register_grant(grant_cls, extensions)
+        others = [(cls, ext) for cls, ext in self._token_grants if not _checks_grant_type_only(cls)]
+        self._other_token_grants = others
+        self._token_grants_by_type = {
+            grant_type: [(cls, ext) for cls, ext in self._token_grants
+                         if grant_type == cls.GRANT_TYPE or not _checks_grant_type_only(cls)]
+            for grant_type in {cls.GRANT_TYPE for cls, _ in self._token_grants}}
 
     def authenticate_client(self, request: Any, methods: list[str], endpoint: str = "token") -> Any:
         return self.client_authentication(request, methods, endpoint)
@@ -213,8 +229,14 @@ class AuthorizationServer(_FlaskAuthorizationServer):  # type: ignore[misc]  # t
         raise _UnsupportedResponseType(redirect_uri=redirect_uri)
 
     def get_token_grant(self, request: OAuth2Request) -> Any:
-        """Authlib's, with an error description that never echoes the request (see above)."""
-        for grant_cls, extensions in self._token_grants:
+        """Authlib's, with an error description that never echoes the request (see above).
+
+        Each grant's own ``check_token_endpoint`` decides, in registration order, as in Authlib's;
+        it is asked only of the grants that can take the request's ``grant_type`` (see
+        :meth:`register_grant`), not of every grant registered before the one that does.
+        """
+        candidates = self._token_grants_by_type.get(request.payload.grant_type, self._other_token_grants)
+        for grant_cls, extensions in candidates:
             if grant_cls.check_token_endpoint(request):
                 return _create_grant(grant_cls, extensions, request, self)
         raise _UnsupportedGrantType()
@@ -235,6 +257,13 @@ class AuthorizationServer(_FlaskAuthorizationServer):  # type: ignore[misc]  # t
         headers = [(name, value) for name, value in headers if name.lower() not in _NO_STORE_NAMES]
         return Response(payload, status=status_code, headers=headers + _NO_STORE)
 
+
+def _checks_grant_type_only(grant_cls: Any) -> bool:
+    """Whether ``grant_cls`` takes a token request by Authlib's check: its ``GRANT_TYPE``, by POST."""
+    return getattr(grant_cls.check_token_endpoint, "__func__", None) is _AUTHLIB_TOKEN_ENDPOINT_CHECK
+
+
+_AUTHLIB_TOKEN_ENDPOINT_CHECK = TokenEndpointMixin.check_token_endpoint.__func__
 
 _EXTENSION = "oidc.authorization_server"
 

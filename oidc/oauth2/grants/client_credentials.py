@@ -16,14 +16,18 @@ from oidc.vocabulary import CONFIDENTIAL_AUTH_METHODS
 class ClientCredentialsGrant(grants.ClientCredentialsGrant):  # type: ignore[misc]  # the base class is untyped
     TOKEN_ENDPOINT_AUTH_METHODS = list(CONFIDENTIAL_AUTH_METHODS)
 
+    #: The scope :meth:`validate_token_request` allowed (a grant object serves one request).
+    allowed: str | None = None
+
     def validate_token_request(self) -> None:
         super().validate_token_request()
-        if allowed_scope(self.request.client, self.request.payload.scope) is None:
+        self.allowed = allowed_scope(self.request.client, self.request.payload.scope)
+        if self.allowed is None:
             raise InvalidScopeError("the client is not registered for the requested scope")
 
     def create_token_response(self) -> tuple[int, dict[str, Any], list[tuple[str, str]]]:
         client = self.request.client
-        scope = allowed_scope(client, self.request.payload.scope)
+        scope = self.allowed
         assert scope is not None, "validate_token_request refused the request otherwise"
         # An id_token or a refresh token makes no sense without a user.
         scope = " ".join(s for s in scope.split() if s not in ("openid", "offline_access"))
