@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 from typing import TYPE_CHECKING, Any
 
 from authlib.integrations.flask_oauth2 import AuthorizationServer as _FlaskAuthorizationServer
@@ -73,8 +72,13 @@ class RequestPayload(FlaskOAuth2Payload):  # type: ignore[misc]  # the base clas
 
 
 @functools.lru_cache(maxsize=16)
-def _check_transport(issuer: str, insecure_transport_allowed: str | None) -> None:
-    """Authlib's check of a request URI (https, or http on a loopback address), for URIs on ``issuer``."""
+def _check_transport(issuer: str) -> None:
+    """Authlib's check of a request URI (https, or http on a loopback address), for URIs on ``issuer``.
+
+    Passed once per issuer and process: Authlib reads ``AUTHLIB_INSECURE_TRANSPORT`` from the
+    environment, which a process does not change (reading it per request cost more than the rest of
+    this request object).  A failed check is not remembered: it fails every request.
+    """
     InsecureTransportError.check(issuer + "/")
 
 
@@ -100,7 +104,7 @@ class IssuerRequest(OAuth2Request):  # type: ignore[misc]  # the base class is u
     def __init__(self, request: Any, issuer: str) -> None:
         # Authlib's __init__ without its per-request "is this https" check of the URI: the URI is
         # the configured issuer's, checked once per issuer (:func:`_check_transport`).
-        _check_transport(issuer, os.environ.get("AUTHLIB_INSECURE_TRANSPORT"))
+        _check_transport(issuer)
         self.method, self.uri = request.method, issuer + request.full_path.rstrip("?")
         self._body = None
         self.client = self.auth_method = self.user = self.authorization_code = None
