@@ -25,6 +25,15 @@ request with the chain off and on, every thread counted, so the chainer's writes
 checkpoint signatures are in the figure.  Load on the machine does not move it, and without HTTP
 and gunicorn in the denominator it is the larger of the two ratios.
 
+    python bench/audit_chain.py --cpu-in-process [--calls 1500] [--windows 8] [--databases ...] [--backend ...]
+
+measures CPU time instead of counting instructions, in one process without HTTP: the process's CPU
+clock (every thread: the chainer's writes at the default AUDIT_WRITE_DELAY_SECONDS are in it) over
+windows of ``--calls`` requests, the chain off and on in turn (the order swapped every window); the
+cost is the median of the windows' paired ratios, with the chainer thread's own CPU per request
+beside it.  Steadier than the served figure (no wrk, no sockets, no second worker) and, without
+HTTP and gunicorn in the denominator, the larger of the two ratios.
+
 Prints figures next to their bound; asserts nothing.
 """
 
@@ -38,6 +47,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -215,6 +225,56 @@ def count_instructions(args: argparse.Namespace) -> None:
                   f"(target: under +{TARGET:.0%})")
 
 
+def cpu_in_process(args: argparse.Namespace) -> None:
+    """CPU time per client_credentials request in one process, the chain off and on, window by window."""
+    from oidc.state import state_of
+
+    for database in args.databases:
+        with tempfile.TemporaryDirectory(prefix="bench-audit-") as directory, \
+                fresh_database(database, "bench_audit_cpu_0") as off_url, \
+                fresh_database(database, "bench_audit_cpu_1") as on_url:
+            for name in ("off", "on"):
+                (Path(directory) / name).mkdir()
+            apps = [in_process(Path(directory) / name, args.backend, url, env)
+                    for name, url, env in (("off", off_url, {}), ("on", on_url, {"AUDIT_CHAIN": "true"}))]
+            for _, call in apps:
+                for _ in range(300):  # warm: caches filled, statements prepared, the chainer started
+                    call()
+            trail = state_of(apps[1][0]).audit_trail
+            assert trail is not None, "AUDIT_CHAIN=true makes the trail"
+            figures: list[list[float]] = [[], []]
+            chainer: list[float] = []
+            for window in range(args.windows):
+                for index in (0, 1) if window % 2 == 0 else (1, 0):
+                    call = apps[index][1]
+                    chainer_before = _thread_seconds(trail._chainer)
+                    started = time.process_time()
+                    for _ in range(args.calls):
+                        call()
+                    figures[index].append((time.process_time() - started) / args.calls * 1e3)
+                    if index == 1:
+                        chainer.append((_thread_seconds(trail._chainer) - chainer_before) / args.calls * 1e3)
+            ratios = [on / off - 1 for off, on in zip(*figures, strict=True)]
+            trail.stop()
+            for app, _ in apps:
+                state_of(app).close()
+        print(f"\n{database}, keys via {args.backend}, {args.windows} windows of {args.calls} requests, one process")
+        for name, figure in zip(("audit chain off", "audit chain ON, default AUDIT_WRITE_DELAY_SECONDS"), figures,
+                                strict=True):
+            print(f"  client_credentials, {name}: {statistics.median(figure):.3f} ms CPU/request "
+                  f"({min(figure):.3f}-{max(figure):.3f})")
+        print(f"    CPU per request over the chain off: {statistics.median(ratios):+.1%} (windows: "
+              f"{', '.join(f'{ratio:+.1%}' for ratio in ratios)}; chainer thread {statistics.median(chainer):.4f} "
+              f"ms/request; target: under +{TARGET:.0%})")
+
+
+def _thread_seconds(thread: Any) -> float:
+    """CPU seconds so far of a running thread (0 when it is not running)."""
+    if thread is None or not thread.is_alive() or thread.ident is None:
+        return 0.0
+    return time.clock_gettime(time.pthread_getcpuclockid(thread.ident))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per wrk run")
@@ -226,10 +286,19 @@ def main() -> None:
     parser.add_argument("--instructions", type=Path, metavar="DIR",
                         help="count instructions per request in one process under callgrind instead "
                              "(its --callgrind-out-file directory): the chain off and on by default")
-    parser.add_argument("--calls", type=int, default=2000, help="with --instructions: requests counted")
+    parser.add_argument("--cpu-in-process", action="store_true",
+                        help="measure CPU time per request in one process instead (the chain off and on in turn)")
+    parser.add_argument("--windows", type=int, default=8, help="with --cpu-in-process: windows per figure")
+    parser.add_argument("--calls", type=int, help="requests counted: 2000 with --instructions, "
+                                                  "1500 per window with --cpu-in-process")
     args = parser.parse_args()
     if args.instructions:
+        args.calls = args.calls or 2000
         count_instructions(args)
+        return
+    if args.cpu_in_process:
+        args.calls = args.calls or 1500
+        cpu_in_process(args)
         return
     with tempfile.TemporaryDirectory(prefix="bench-audit-") as directory:
         workdir = Path(directory)
