@@ -242,18 +242,7 @@ def cpu_in_process(args: argparse.Namespace) -> None:
                     call()
             trail = state_of(apps[1][0]).audit_trail
             assert trail is not None, "AUDIT_CHAIN=true makes the trail"
-            figures: list[list[float]] = [[], []]
-            chainer: list[float] = []
-            for window in range(args.windows):
-                for index in (0, 1) if window % 2 == 0 else (1, 0):
-                    call = apps[index][1]
-                    chainer_before = _thread_seconds(trail._chainer)
-                    started = time.process_time()
-                    for _ in range(args.calls):
-                        call()
-                    figures[index].append((time.process_time() - started) / args.calls * 1e3)
-                    if index == 1:
-                        chainer.append((_thread_seconds(trail._chainer) - chainer_before) / args.calls * 1e3)
+            figures, chainer = _windows(args, [call for _, call in apps], trail)
             ratios = [on / off - 1 for off, on in zip(*figures, strict=True)]
             trail.stop()
             for app, _ in apps:
@@ -266,6 +255,23 @@ def cpu_in_process(args: argparse.Namespace) -> None:
         print(f"    CPU per request over the chain off: {statistics.median(ratios):+.1%} (windows: "
               f"{', '.join(f'{ratio:+.1%}' for ratio in ratios)}; chainer thread {statistics.median(chainer):.4f} "
               f"ms/request; target: under +{TARGET:.0%})")
+
+
+def _windows(args: argparse.Namespace, calls: list[Any], trail: Any) -> tuple[list[list[float]], list[float]]:
+    """ms of CPU per request of each call (off, on) in each window, the order swapped every window; and
+    the chainer thread's ms per request of the chain-on windows."""
+    figures: list[list[float]] = [[], []]
+    chainer: list[float] = []
+    for window in range(args.windows):
+        for index in (0, 1) if window % 2 == 0 else (1, 0):
+            chainer_before = _thread_seconds(trail._chainer)
+            started = time.process_time()
+            for _ in range(args.calls):
+                calls[index]()
+            figures[index].append((time.process_time() - started) / args.calls * 1e3)
+            if index == 1:
+                chainer.append((_thread_seconds(trail._chainer) - chainer_before) / args.calls * 1e3)
+    return figures, chainer
 
 
 def _thread_seconds(thread: Any) -> float:
