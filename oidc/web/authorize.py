@@ -27,7 +27,7 @@ from flask import Blueprint, make_response, redirect, render_template, request, 
 from flask_wtf import FlaskForm
 from werkzeug.wrappers import Response
 
-from oidc import urls
+from oidc import queries, urls
 from oidc.db import db
 from oidc.oauth2 import consents, interactions
 from oidc.oauth2.authorization import AuthorizationRequest, ErrorRedirect, validate_authorization_request
@@ -83,7 +83,7 @@ def _finish(authorization: AuthorizationRequest, login: AuthenticatedUser | None
         result = authorization.respond(login)
     except ErrorRedirect as refusal:
         return _refused(authorization, refusal.response, interaction)
-    db.session.commit()
+    queries.commit_request()  # the code, with the claims made through the Session if any
     return core_response(result)
 
 
@@ -148,9 +148,15 @@ def _parameters() -> Any:
 
 @bp.route(urls.AUTHORIZE, methods=["GET", "POST"])
 def authorize() -> Response:
-    """A new authorization request: validated here, once."""
-    authorization = validate_authorization_request(_parameters(), current_login())
-    return _proceed(authorization, None)
+    """A new authorization request: validated here, once.
+
+    Its login is read, and its code written when nothing else is written with it,
+    in a Core transaction of its own (:class:`oidc.queries.CoreTransaction`),
+    committed with the redirect: the ORM Session is not even begun on that path.
+    """
+    with queries.core_transaction():
+        authorization = validate_authorization_request(_parameters(), current_login())
+        return _proceed(authorization, None)
 
 
 @bp.get(urls.AUTHORIZE_RESUME)
