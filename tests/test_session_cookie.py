@@ -104,6 +104,33 @@ def test_any_session_opens_as_flask_opens_it(values: dict[str, Any]) -> None:
         for serializer in (ours, flasks):
             with pytest.raises(BadSignature):
                 serializer.loads(tampered)
+    for sent in (cookie, tampered):
+        assert _opened(CookieSessionInterface(), app, sent) == _opened(SecureCookieSessionInterface(), app, sent)
+
+
+def _opened(interface: Any, app: Flask, cookie: str) -> dict[str, Any]:
+    """The session ``interface`` opens from ``cookie`` (empty when refused)."""
+    with app.test_request_context("/", headers={"Cookie": f"session={cookie}"}):
+        session = interface.open_session(app, request)
+        assert session is not None
+        return dict(session)
+
+
+@pytest.mark.parametrize("age", [0, 3599, 3600, 3601, -2])
+def test_a_cookie_opens_until_its_lifetime_is_over_as_flask_opens_it(age: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Signed ``age`` seconds ago (or in the future), with fallback keys configured: opened while
+    Flask opens it, empty once it has expired, as Flask's; the age is checked on every opening."""
+    app = _app(False, fallbacks=["old" * 11])
+    app.config["PERMANENT_SESSION_LIFETIME"] = 3600
+    now = 1_765_000_000.0
+    monkeypatch.setattr("itsdangerous.timed.time.time", lambda: now - age)
+    cookie = _signed_with(_KEY, {"sid": "abc"})
+    old = _signed_with("old" * 11, {"sid": "old"})
+    monkeypatch.setattr("itsdangerous.timed.time.time", lambda: now)
+    ours = CookieSessionInterface()
+    for sent, sid in ((cookie, "abc"), (old, "old")):
+        assert _opened(ours, app, sent) == _opened(SecureCookieSessionInterface(), app, sent)
+        assert _opened(ours, app, sent) == ({"sid": sid} if 0 <= age <= 3600 else {})
 
 
 def _signed_with(key: str, values: dict[str, str]) -> str:

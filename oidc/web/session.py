@@ -18,7 +18,7 @@ from typing import Any, cast
 from flask import Flask, Response, g, session
 from flask.json.tag import TaggedJSONSerializer
 from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
-from itsdangerous import TimestampSigner, URLSafeTimedSerializer
+from itsdangerous import BadSignature, TimestampSigner, URLSafeTimedSerializer
 from itsdangerous.encoding import want_bytes
 from itsdangerous.signer import HMACAlgorithm
 
@@ -105,24 +105,44 @@ class CookieSessionInterface(SecureCookieSessionInterface):
     serializer = _SessionJSON()
 
     def __init__(self) -> None:
-        self._serializer: tuple[tuple[Any, ...], URLSafeTimedSerializer | None] | None = None
+        self._serializer: tuple[tuple[Any, ...], URLSafeTimedSerializer | None, TimestampSigner | None] | None = None
 
-    def get_signing_serializer(self, app: Flask) -> URLSafeTimedSerializer | None:
-        # Flask builds a serializer for each request that carries the cookie and each that sets one;
-        # it depends only on the keys (this interface is its app's own), so it is built once per keys.
+    def _signing(self, app: Flask) -> tuple[URLSafeTimedSerializer | None, TimestampSigner | None]:
+        # Flask builds a serializer for each request that carries the cookie and each that sets one,
+        # and the serializer a signer for each cookie; both depend only on the keys (this interface
+        # is its app's own), so they are built once per keys.
         keys = (app.secret_key, *(app.config.get("SECRET_KEY_FALLBACKS") or ()))
         cached = self._serializer
         if cached is None or cached[0] != keys:
             serializer = super().get_signing_serializer(app)
+            signer = None
             if serializer is not None:
                 serializer.signer = _DerivedOnceSigner
-            cached = self._serializer = (keys, serializer)
-        return cached[1]
+                signer = cast(TimestampSigner, serializer.make_signer())
+            cached = self._serializer = (keys, serializer, signer)
+        return cached[1], cached[2]
+
+    def get_signing_serializer(self, app: Flask) -> URLSafeTimedSerializer | None:
+        return self._signing(app)[0]
 
     def open_session(self, app: Flask, request: Any) -> SecureCookieSession | None:
+        """Flask's ``open_session``, the cookie opened by the signer made once per keys."""
         if app.secret_key and "HTTP_COOKIE" not in request.environ:
             return self.session_class()
-        return super().open_session(app, request)
+        serializer, signer = self._signing(app)
+        if serializer is None or signer is None:
+            return None
+        value = request.cookies.get(self.get_cookie_name(app))
+        if not value:
+            return self.session_class()
+        max_age = int(app.permanent_session_lifetime.total_seconds())
+        try:
+            # ``serializer.loads`` with its one signer (Flask gives it no fallback signers; the
+            # fallback keys are the signer's own), without the datetime of the signing time it
+            # makes and throws away: the same checks (signature by any key, age), the same errors.
+            return self.session_class(serializer.load_payload(signer.unsign(value, max_age=max_age)))
+        except BadSignature:
+            return self.session_class()
 
     def save_session(self, app: Flask, session: Any, response: Response) -> None:
         if not (session or session.modified or session.accessed):
