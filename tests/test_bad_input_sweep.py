@@ -591,6 +591,19 @@ def test_request_parameters_read_as_werkzeug_reads_them(pairs: list[tuple[str, s
         assert (None if refused is None else str(refused)) == expected
 
 
+@settings(max_examples=300, deadline=None, derandomize=True, database=None)
+@given(pairs=st.lists(st.tuples(_NAMES, st.text(max_size=8)), max_size=8))
+def test_parameter_sizes_count_every_name_and_value(pairs: list[tuple[str, str]]) -> None:
+    """The sizes an authorization request is held to (``parameters.sizes``): every name and value
+    sent, a repeated name once per value, and the longest value; the same for both kinds of MultiDict."""
+    from werkzeug.datastructures import MultiDict
+
+    from oidc.oauth2.parameters import Parameters, sizes
+
+    expected = (sum(len(name) + len(value) for name, value in pairs), max((len(v) for _, v in pairs), default=0))
+    assert sizes(Parameters(pairs)) == sizes(MultiDict(pairs)) == expected
+
+
 #: Registered redirect URIs of every shape: a query to keep, a path parameter, an upper-case
 #: scheme, a native app's scheme with and without a path, non-ASCII, an empty query.
 _REDIRECT_URIS = st.sampled_from([
