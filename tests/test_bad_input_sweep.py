@@ -605,11 +605,13 @@ def test_parameter_sizes_count_every_name_and_value(pairs: list[tuple[str, str]]
 
 
 #: Registered redirect URIs of every shape: a query to keep, a path parameter, an upper-case
-#: scheme, a native app's scheme with and without a path, non-ASCII, an empty query.
+#: scheme, a native app's scheme with and without a path, non-ASCII, an empty query, a fragment, an
+#: empty fragment, no scheme, a bare path.
 _REDIRECT_URIS = st.sampled_from([
     "https://client.example/cb", "https://client.example/cb?tenant=a%20b&x=c+d&flag", "HTTPS://Client.example/cb",
     "https://client.example/p;v=1", "com.example.app:/callback", "myapp:cb", "http://127.0.0.1:8080",
     "https://client.example/cb?", "https://client.example/caf\u00e9?q=\u00fc&q=2", "https://client.example/cb?a=&b",
+    "https://client.example/cb#f", "https://client.example/cb?a=1#", "//client.example/cb", "cb",
 ])
 
 
