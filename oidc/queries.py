@@ -368,8 +368,8 @@ _GRANTS_OF_SESSIONS: CompoundSelect[str, str] = union_all(
 # Accounts (oidc.accounts).
 _USERS_IN_ORDER = select(User).order_by(User.id)
 _CLIENTS_IN_ORDER = select(Client).order_by(Client.id)
-_CONSENTS_OF_USER_AND_CLIENT = select(Consent).where(
-    Consent.user_pk == bindparam("user_pk"), Consent.client_pk == bindparam("client_pk"))
+_CONSENTED_SCOPES = Prepared(select(Consent.__table__.c.scope).where(
+    Consent.__table__.c.user_pk == bindparam("user_pk"), Consent.__table__.c.client_pk == bindparam("client_pk")))
 _OPEN_LOGIN_SESSIONS_OF_USER = select(_LOGIN_SESSIONS.c.sid).where(
     _LOGIN_SESSIONS.c.user_pk == bindparam("user_pk"), _LOGIN_SESSIONS.c.ended_at.is_(None))
 # Ending a login is a claim too: of two requests ending one session, one ends it (and owes its logout tokens).
@@ -851,10 +851,11 @@ def list_clients() -> list[Client]:
     return list(db.session.execute(_CLIENTS_IN_ORDER).scalars())
 
 
-def consents_of(user_pk: int, client_pk: int) -> list[Consent]:
-    """The scope sets ``user_pk`` approved for the client."""
-    return list(db.session.execute(_CONSENTS_OF_USER_AND_CLIENT, {"user_pk": user_pk, "client_pk": client_pk})
-                .scalars())
+def consented_scopes(user_pk: int, client_pk: int) -> list[str]:
+    """The scope sets ``user_pk`` approved for the client, read in the request's transaction
+    (:func:`request_connection`: /authorize's Core transaction, else the Session's)."""
+    rows = _CONSENTED_SCOPES.all(request_connection(), {"user_pk": user_pk, "client_pk": client_pk})
+    return [row.scope for row in rows]
 
 
 def open_login_sessions_of(user_pk: int) -> list[str]:

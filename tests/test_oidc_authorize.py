@@ -369,3 +369,24 @@ def test_each_repeated_parameter_is_refused_by_our_check(op, name, method):
     assert query["error_description"] == [f"The {name} parameter is repeated."]
     assert query["state"] == ["s"]  # the first state sent (both are "s" when state is the one repeated)
     assert op.count("AuthorizationCode") == 0
+
+
+@pytest.mark.both_databases
+def test_remembered_consent_is_read_in_the_requests_transaction_and_the_code_committed(op):
+    """A client that is not first-party, consented to before: /authorize reads the consent in its Core
+    transaction (queries.consented_scopes) and commits the code with the redirect; a scope beyond the
+    consent asks again, and the consent form records the new set, after which it is remembered too."""
+    op.add_user()
+    client_id, secret = op.add_client(scope="openid profile email", name="Photo Printer")
+    first = op.code_flow(client_id, scope="openid profile")  # the consent page, approved
+    assert op.redeem(client_id, secret, first).status_code == 200
+    again = op.get("/authorize", query_string=_params(client_id, scope="openid profile"))
+    assert again.status_code == 302 and "code" in query_of(again.headers["Location"])  # remembered
+    assert op.count("AuthorizationCode") == 2 and op.count("Consent") == 1
+    wider = op.get("/authorize", query_string=_params(client_id, scope="openid email"))
+    assert wider.status_code == 200 and 'action="/authorize/consent"' in wider.text
+    op.code_flow(client_id, scope="openid email")
+    assert op.count("Consent") == 2
+    remembered = op.get("/authorize", query_string=_params(client_id, scope="openid email"))
+    assert remembered.status_code == 302 and "code" in query_of(remembered.headers["Location"])
+    assert op.count("AuthorizationCode") == 4
