@@ -61,6 +61,7 @@ from sqlalchemy import (
     cast as cast_as,
 )
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 from sqlalchemy.sql.expression import Executable
 
 from oidc.db import audit_chain, audit_checkpoints, audit_log, db, hashing_keys, key_certificates
@@ -111,18 +112,19 @@ class HashLookup:
         self.any = base.where(column.in_(bindparam("hashes", expanding=True))).limit(1)
 
     def execute(self, hashes: list[str]) -> AnyRow | None:
-        """The row, read in the request's transaction (:func:`grant_connection`)."""
-        connection = grant_connection()
+        """The row, read in the request's transaction (:func:`request_connection`)."""
+        connection = request_connection()
         if len(hashes) == 1:
             return self.one.first(connection, {"hash": hashes[0]})
         return connection.execute(self.any, {"hashes": hashes}).first()
 
 
-class TokenTransaction:
-    """The token endpoint's transaction for a code exchange or a refresh, on a Core connection of its own.
+class CoreTransaction:
+    """A request's transaction on a Core connection of its own, beside its ORM Session.
 
-    Those two grants read one row, claim it and insert their tokens' rows with
-    prepared statements (:mod:`oidc.statements`), and read or write nothing
+    The token endpoint's code exchange and refresh (read one row, claim it,
+    insert their tokens' rows) and ``/authorize``'s login read and code insert
+    run prepared statements (:mod:`oidc.statements`) and read or write nothing
     through the ORM: the Session's own set-up, commit and tear-down would cost
     more than the statements do.  The connection is taken from the same pool
     on the first statement and begun at once; the endpoint commits it with a
@@ -131,7 +133,7 @@ class TokenTransaction:
 
     def __init__(self) -> None:
         self._connection: Connection | None = None
-        self._reset: Token[TokenTransaction | None] | None = None
+        self._reset: Token[CoreTransaction | None] | None = None
 
     def connection(self) -> Connection:
         if self._connection is None:
@@ -149,7 +151,7 @@ class TokenTransaction:
             self._connection.commit()
 
     def rollback(self) -> None:
-        """Undo what the grant wrote so far (a refusal, or a family revoked through the Session next)."""
+        """Undo what was written so far (a refusal, or a family revoked through the Session next)."""
         if self._connection is not None and self._connection.in_transaction():
             self._connection.rollback()
 
@@ -158,41 +160,63 @@ class TokenTransaction:
             connection, self._connection = self._connection, None
             connection.close()
 
-    # The context of a token request (:func:`token_transaction`); a class's own ``__enter__`` and
+    # The context of a request (:func:`core_transaction`); a class's own ``__enter__`` and
     # ``__exit__`` rather than a generator under ``contextmanager``, whose set-up costs every request.
-    def __enter__(self) -> TokenTransaction:
-        self._reset = _TOKEN_TRANSACTION.set(self)
+    def __enter__(self) -> CoreTransaction:
+        self._reset = _CORE_TRANSACTION.set(self)
         return self
 
     def __exit__(self, *_exc: object) -> None:
         if self._reset is not None:
-            _TOKEN_TRANSACTION.reset(self._reset)
+            _CORE_TRANSACTION.reset(self._reset)
             self._reset = None
         self.close()
 
 
-_TOKEN_TRANSACTION: ContextVar[TokenTransaction | None] = ContextVar("oidc_token_transaction", default=None)
+_CORE_TRANSACTION: ContextVar[CoreTransaction | None] = ContextVar("oidc_core_transaction", default=None)
 
 
-def token_transaction() -> TokenTransaction:
-    """The token endpoint's :class:`TokenTransaction`, to use as a context while a token request runs:
-    the current one inside it, closed (rolled back unless committed) when it ends, whatever happened."""
-    return TokenTransaction()
+def core_transaction() -> CoreTransaction:
+    """The request's :class:`CoreTransaction`, to use as a context while its endpoint runs: the current
+    one inside it, closed (rolled back unless committed) when it ends, whatever happened."""
+    return CoreTransaction()
 
 
-def grant_connection() -> Connection:
-    """Where a code or refresh token is read and claimed: the token endpoint's :class:`TokenTransaction`,
-    or elsewhere (introspection, revocation, commands) the request's Session's connection."""
-    transaction = _TOKEN_TRANSACTION.get()
+def request_connection() -> Connection:
+    """Where the prepared statements of a request run: its :class:`CoreTransaction` if its endpoint runs one
+    (a code exchange, a refresh, ``/authorize``), else (introspection, revocation, pages, commands) its
+    Session's connection."""
+    transaction = _CORE_TRANSACTION.get()
     return transaction.connection() if transaction is not None else db.session.connection()
 
 
-def rollback_token_transaction() -> None:
-    """Undo the token endpoint's writes so far, if a token request runs (before a family is revoked
+def rollback_core_transaction() -> None:
+    """Undo the request's Core writes so far, if it runs a Core transaction (before a family is revoked
     through the Session: on SQLite its claim may hold the write lock the revocation needs)."""
-    transaction = _TOKEN_TRANSACTION.get()
+    transaction = _CORE_TRANSACTION.get()
     if transaction is not None:
         transaction.rollback()
+
+
+def session_in_transaction() -> Session | None:
+    """This request's ORM Session if it exists and has begun a transaction (without creating one), else None.
+
+    The session itself, not its scoped proxy: each call through the proxy looks the session up again.
+    """
+    if not db.session.registry.has():
+        return None
+    session = db.session()
+    return session if session.in_transaction() else None
+
+
+def commit_request() -> None:
+    """Commit what the request wrote: its Session's transaction if it began one, then its Core transaction's."""
+    session = session_in_transaction()
+    if session is not None:
+        session.commit()
+    transaction = _CORE_TRANSACTION.get()
+    if transaction is not None:
+        transaction.commit()
 
 
 _REFRESH_TOKENS = RefreshToken.__table__
@@ -351,8 +375,8 @@ _GRANTS_OF_SESSIONS: CompoundSelect[str, str] = union_all(
 # Accounts (oidc.accounts).
 _USERS_IN_ORDER = select(User).order_by(User.id)
 _CLIENTS_IN_ORDER = select(Client).order_by(Client.id)
-_CONSENTS_OF_USER_AND_CLIENT = select(Consent).where(
-    Consent.user_pk == bindparam("user_pk"), Consent.client_pk == bindparam("client_pk"))
+_CONSENTED_SCOPES = Prepared(select(Consent.__table__.c.scope).where(
+    Consent.__table__.c.user_pk == bindparam("user_pk"), Consent.__table__.c.client_pk == bindparam("client_pk")))
 _OPEN_LOGIN_SESSIONS_OF_USER = select(_LOGIN_SESSIONS.c.sid).where(
     _LOGIN_SESSIONS.c.user_pk == bindparam("user_pk"), _LOGIN_SESSIONS.c.ended_at.is_(None))
 # Ending a login is a claim too: of two requests ending one session, one ends it (and owes its logout tokens).
@@ -624,7 +648,7 @@ def find_code_grant(hashes: list[str]) -> AnyRow | None:
 
 def find_login(sid: str) -> AnyRow | None:
     """A login session's row joined with its user (``user_*``, ``session_*``)."""
-    return _LOGIN_BY_SID.first(db.session.connection(), {"sid": sid})
+    return _LOGIN_BY_SID.first(request_connection(), {"sid": sid})
 
 
 def find_user_by_username(username: str) -> User | None:
@@ -638,8 +662,11 @@ def insert_login_session(row: dict[str, Any]) -> None:
 
 
 def insert_code(row: dict[str, Any]) -> None:
-    """Add an authorization code row in the request's transaction (columns by name)."""
-    _INSERT_CODE.rowcount(db.session.connection(), row)
+    """Add an authorization code row (columns by name) in the request's transaction: its Core transaction's,
+    unless it began one in its Session (a claimed interaction or pushed request), with which the code
+    must then be committed or undone."""
+    connection = db.session.connection() if session_in_transaction() is not None else request_connection()
+    _INSERT_CODE.rowcount(connection, row)
 
 
 def claim_authorization_code(row_id: int, moment: int, access_tokens: list[dict[str, Any]],
@@ -659,7 +686,7 @@ def claim_refresh_token(row_id: int, moment: int, access_tokens: list[dict[str, 
 def _claim_then_insert(claim: Prepared, row_id: int, moment: int, access_tokens: list[dict[str, Any]],
                        refresh_tokens: list[dict[str, Any]]) -> bool:
     # One look-up of the request's connection for the claim and the inserts.
-    connection = grant_connection()
+    connection = request_connection()
     if claim.rowcount(connection, {"row_id": row_id, "moment": moment}) != 1:
         return False
     _insert_tokens(connection, access_tokens, refresh_tokens)
@@ -844,10 +871,11 @@ def list_clients() -> list[Client]:
     return list(db.session.execute(_CLIENTS_IN_ORDER).scalars())
 
 
-def consents_of(user_pk: int, client_pk: int) -> list[Consent]:
-    """The scope sets ``user_pk`` approved for the client."""
-    return list(db.session.execute(_CONSENTS_OF_USER_AND_CLIENT, {"user_pk": user_pk, "client_pk": client_pk})
-                .scalars())
+def consented_scopes(user_pk: int, client_pk: int) -> list[str]:
+    """The scope sets ``user_pk`` approved for the client, read in the request's transaction
+    (:func:`request_connection`: /authorize's Core transaction, else the Session's)."""
+    rows = _CONSENTED_SCOPES.all(request_connection(), {"user_pk": user_pk, "client_pk": client_pk})
+    return [row.scope for row in rows]
 
 
 def open_login_sessions_of(user_pk: int) -> list[str]:

@@ -107,6 +107,19 @@ class Prepared:
             cursor.close()
         return _named(compiled, row)
 
+    def all(self, connection: Connection, params: Mapping[str, Any]) -> list[NamedRow]:
+        """Every row of a SELECT (columns by name, through their result processors)."""
+        compiled = self.compiled(connection.dialect)
+        cursor = self.execute(connection, params)
+        try:
+            rows = cursor.fetchall()
+        except connection.dialect.loaded_dbapi.Error as error:
+            raise _wrapped(connection, connection.connection.dbapi_connection, cursor, compiled.sql, error) from error
+        finally:
+            cursor.close()
+        assert compiled.make_row is not None, "a SELECT"
+        return [compiled.make_row(row) for row in rows]
+
     def read(self, engine: Engine, params: Mapping[str, Any]) -> NamedRow | None:
         """The first row of a SELECT read alone, on a pooled connection of its own, outside any transaction.
 

@@ -591,12 +591,27 @@ def test_request_parameters_read_as_werkzeug_reads_them(pairs: list[tuple[str, s
         assert (None if refused is None else str(refused)) == expected
 
 
+@settings(max_examples=300, deadline=None, derandomize=True, database=None)
+@given(pairs=st.lists(st.tuples(_NAMES, st.text(max_size=8)), max_size=8))
+def test_parameter_sizes_count_every_name_and_value(pairs: list[tuple[str, str]]) -> None:
+    """The sizes an authorization request is held to (``parameters.sizes``): every name and value
+    sent, a repeated name once per value, and the longest value; the same for both kinds of MultiDict."""
+    from werkzeug.datastructures import MultiDict
+
+    from oidc.oauth2.parameters import Parameters, sizes
+
+    expected = (sum(len(name) + len(value) for name, value in pairs), max((len(v) for _, v in pairs), default=0))
+    assert sizes(Parameters(pairs)) == sizes(MultiDict(pairs)) == expected
+
+
 #: Registered redirect URIs of every shape: a query to keep, a path parameter, an upper-case
-#: scheme, a native app's scheme with and without a path, non-ASCII, an empty query.
+#: scheme, a native app's scheme with and without a path, non-ASCII, an empty query, a fragment, an
+#: empty fragment, no scheme, a bare path.
 _REDIRECT_URIS = st.sampled_from([
     "https://client.example/cb", "https://client.example/cb?tenant=a%20b&x=c+d&flag", "HTTPS://Client.example/cb",
     "https://client.example/p;v=1", "com.example.app:/callback", "myapp:cb", "http://127.0.0.1:8080",
     "https://client.example/cb?", "https://client.example/caf\u00e9?q=\u00fc&q=2", "https://client.example/cb?a=&b",
+    "https://client.example/cb#f", "https://client.example/cb?a=1#", "//client.example/cb", "cb",
 ])
 
 

@@ -409,7 +409,7 @@ def test_client_secrets_are_stored_as_keyed_hashes_and_codes_too(op):
 
 @pytest.mark.both_databases
 def test_code_and_refresh_requests_return_their_connection_whatever_the_answer(op):
-    """The two grants' transaction (oidc.queries.TokenTransaction) ends with each request: committed
+    """The two grants' transaction (oidc.queries.CoreTransaction) ends with each request: committed
     with a success, rolled back with a refusal or a replay, its connection back in the pool each time."""
     from sqlalchemy import QueuePool
 

@@ -8,6 +8,8 @@ from typing import Any
 import pytest
 from flask import Flask, Response, request
 from flask.sessions import SecureCookieSessionInterface
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from itsdangerous import BadSignature
 
 from oidc.web.session import CookieSessionInterface
@@ -73,6 +75,62 @@ def test_cookies_signed_with_the_key_or_a_fallback_open_and_others_do_not() -> N
     assert ours.loads(_signed_with("old" * 11, {"sid": "c"})) == {"sid": "c"}
     with pytest.raises(BadSignature):
         ours.loads(_signed_with("x" * 32, {"sid": "d"}))
+
+
+#: What a session may hold: Flask's tagged types (tuples, bytes, a dict whose one key looks like a tag) among JSON's.
+_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=20) | st.binary(max_size=20),
+    lambda inner: (st.lists(inner, max_size=4) | st.tuples(inner, inner)
+                   | st.dictionaries(st.sampled_from([" t", " di", "sid", "x"]), inner, max_size=3)),
+    max_leaves=10)
+
+
+@settings(max_examples=150, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(values=st.dictionaries(st.text(max_size=10), _VALUES, max_size=4))
+def test_any_session_opens_as_flask_opens_it(values: dict[str, Any]) -> None:
+    """Whatever a session holds, the serializer made once opens Flask's cookie as Flask does, and
+    Flask opens ours; a cookie with one character of its signature changed opens for neither."""
+    app = _app(False)
+    ours = CookieSessionInterface().get_signing_serializer(app)
+    flasks = SecureCookieSessionInterface().get_signing_serializer(app)
+    assert ours is not None and flasks is not None
+    with app.app_context():
+        cookie = flasks.dumps(values)
+        assert ours.loads(cookie) == flasks.loads(cookie)
+        assert flasks.loads(ours.dumps(values)) == flasks.loads(cookie)
+        # (Not the last character: its low bits are base64 padding, which decoding drops.)
+        tampered = cookie[:-5] + ("A" if cookie[-5] != "A" else "B") + cookie[-4:]
+        for serializer in (ours, flasks):
+            with pytest.raises(BadSignature):
+                serializer.loads(tampered)
+    for sent in (cookie, tampered):
+        assert _opened(CookieSessionInterface(), app, sent) == _opened(SecureCookieSessionInterface(), app, sent)
+
+
+def _opened(interface: Any, app: Flask, cookie: str) -> dict[str, Any]:
+    """The session ``interface`` opens from ``cookie`` (empty when refused)."""
+    with app.test_request_context("/", headers={"Cookie": f"session={cookie}"}):
+        session = interface.open_session(app, request)
+        assert session is not None
+        return dict(session)
+
+
+@pytest.mark.parametrize("age", [0, 3599, 3600, 3601, -2])
+def test_a_cookie_opens_until_its_lifetime_is_over_as_flask_opens_it(age: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Signed ``age`` seconds ago (or in the future), with fallback keys configured: opened while
+    Flask opens it, empty once it has expired, as Flask's; the age is checked on every opening."""
+    app = _app(False, fallbacks=["old" * 11])
+    app.config["PERMANENT_SESSION_LIFETIME"] = 3600
+    now = 1_765_000_000.0
+    monkeypatch.setattr("itsdangerous.timed.time.time", lambda: now - age)
+    cookie = _signed_with(_KEY, {"sid": "abc"})
+    old = _signed_with("old" * 11, {"sid": "old"})
+    monkeypatch.setattr("itsdangerous.timed.time.time", lambda: now)
+    ours = CookieSessionInterface()
+    for sent, sid in ((cookie, "abc"), (old, "old")):
+        assert _opened(ours, app, sent) == _opened(SecureCookieSessionInterface(), app, sent)
+        assert _opened(ours, app, sent) == ({"sid": sid} if 0 <= age <= 3600 else {})
 
 
 def _signed_with(key: str, values: dict[str, str]) -> str:

@@ -45,7 +45,13 @@ from oidc.models import Client, PushedAuthorizationRequest
 from oidc.oauth2 import par, request_object, response_modes, security_profile
 from oidc.oauth2.errors import ErrorPage
 from oidc.oauth2.jwt import ID_TOKEN, InvalidToken, verify_artefact
-from oidc.oauth2.parameters import CONTROL_CHARACTER, holds_control_character, repeated_parameter, sent_client_id
+from oidc.oauth2.parameters import (
+    CONTROL_CHARACTER,
+    holds_control_character,
+    repeated_parameter,
+    sent_client_id,
+    sizes,
+)
 from oidc.oauth2.scopes import allowed_scope
 from oidc.oauth2.server import authorization_server
 from oidc.state import current_state
@@ -241,9 +247,8 @@ def is_openid_request(client: Client, requested_scope: str | None) -> bool:
 
 def _check_client_and_redirect_uri(params: Any) -> Client:
     """The client, or :class:`ErrorPage`: the checks that must never lead to a redirect."""
-    total = sum(len(key) + len(value) for key, values in params.lists() for value in values)
-    if total > MAX_REQUEST_LENGTH or any(len(value) > MAX_AUTHORIZATION_PARAMETER_LENGTH
-                                         for values in params.listvalues() for value in values):
+    total, longest = sizes(params)
+    if total > MAX_REQUEST_LENGTH or longest > MAX_AUTHORIZATION_PARAMETER_LENGTH:
         raise ErrorPage("invalid_request", "The request or one of its parameters is too long.")
     if holds_control_character(params):
         raise ErrorPage("invalid_request", CONTROL_CHARACTER)

@@ -20,8 +20,7 @@ def normalized_scope(scope: str) -> str:
 def has_consented(user_pk: int, client: Client, scope: str) -> bool:
     """Whether the user approved ``client`` for every scope in ``scope`` at once."""
     wanted = set(scope.split())
-    rows = queries.consents_of(user_pk, client.id)
-    return any(wanted <= set(row.scope.split()) for row in rows)
+    return any(wanted <= set(consented.split()) for consented in queries.consented_scopes(user_pk, client.id))
 
 
 def record_consent(user_pk: int, client: Client, scope: str) -> None:

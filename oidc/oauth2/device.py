@@ -29,7 +29,6 @@
 from __future__ import annotations
 
 import secrets
-import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -198,7 +197,7 @@ def pending_by_id(row_id: object, user_code: object) -> DeviceRequest | None:
 def approve(request: DeviceRequest, login: AuthenticatedUser) -> bool:
     """Record ``login``'s approval (the caller commits); False when it was decided or expired meanwhile."""
     return queries.approve_device(request.row_id, current_state().clock.now(), user_pk=login.user.id, sid=login.sid,
-                                  auth_time=login.auth_time, grant_id=uuid.uuid4().hex)
+                                  auth_time=login.auth_time, grant_id=hashing.new_grant_id())
 
 
 def deny(request: DeviceRequest) -> bool:

@@ -296,7 +296,7 @@ def revoke_family(grant_id: str) -> None:
 
 def revoke_family_now(grant_id: str, reason: str) -> None:
     """Revoke a family and commit at once: the refusal that follows must not undo it."""
-    queries.rollback_token_transaction()
+    queries.rollback_core_transaction()
     db.session.rollback()
     revoke_family(grant_id)
     db.session.commit()

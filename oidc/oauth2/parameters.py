@@ -19,7 +19,7 @@ import re
 from collections.abc import Iterable
 from functools import cached_property
 from itertools import chain
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qsl
 
 from flask import Request
@@ -117,7 +117,21 @@ def holds_control_character(params: MultiDict[str, str]) -> bool:
 def _repeated_names(params: MultiDict[str, str]) -> frozenset[str]:
     # One pass over the parameters sent: ``getlist`` of each name an endpoint reads raises
     # and catches a KeyError for each one absent.
-    return frozenset(name for name, values in params.lists() if len(values) > 1)
+    return frozenset(name for name, values in dict.items(_lists(params)) if len(values) > 1)
+
+
+def _lists(params: MultiDict[str, str]) -> dict[str, list[str]]:
+    """``params`` as the dict it is, of each name's list of values, read with ``dict``'s own methods
+    (the MultiDict's ``items`` and ``values`` give first values, its ``lists`` copies each list)."""
+    return cast("dict[str, list[str]]", params)
+
+
+def sizes(params: MultiDict[str, str]) -> tuple[int, int]:
+    """The length of every name and value sent, added up (a name once per value), and of the longest value."""
+    lists = _lists(params)
+    lengths = [len(value) for values in dict.values(lists) for value in values]
+    names = sum(len(name) * len(values) for name, values in dict.items(lists))
+    return names + sum(lengths), max(lengths, default=0)
 
 
 def repeated_parameter(params: MultiDict[str, str], names: Iterable[str]) -> ParameterError | None:

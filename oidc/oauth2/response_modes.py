@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import html
 import re
+from functools import lru_cache
 from typing import Any
 from urllib.parse import parse_qsl, quote_plus, urlparse, urlunparse
 
@@ -55,10 +56,20 @@ def add_params_to_uri(uri: str, params: list[tuple[str, str]]) -> str:
     (the query re-encoded by ``urllib.parse.urlencode``), without its
     conversions of each name and value to bytes and back.
     """
+    base, kept, fragment = _split(uri)
+    encoded = "&".join(f"{_form_encoded(name)}={_form_encoded(value)}" for name, value in (*kept, *params))
+    # What urlunparse makes of the parts with this query: the query and fragment each after
+    # their separator, when not empty.
+    return base + ("?" + encoded if encoded else "") + ("#" + fragment if fragment else "")
+
+
+@lru_cache(maxsize=256)
+def _split(uri: str) -> tuple[str, tuple[tuple[str, str], ...], str]:
+    """A redirect URI as the responses to it are built on it, parsed once per URI (registered URIs:
+    a few per client): the URI without its query and fragment, its query's pairs, and its fragment."""
     scheme, netloc, path, path_params, query, fragment = urlparse(uri)
-    pairs = parse_qsl(query, keep_blank_values=True) + params if query else params
-    encoded = "&".join(f"{_form_encoded(name)}={_form_encoded(value)}" for name, value in pairs)
-    return urlunparse((scheme, netloc, path, path_params, encoded, fragment))
+    kept = tuple(parse_qsl(query, keep_blank_values=True)) if query else ()
+    return urlunparse((scheme, netloc, path, path_params, "", "")), kept, fragment
 
 
 def supported(response_mode: Any) -> str | None:

@@ -18,6 +18,7 @@ from authlib.oauth2.rfc6749.authorization_server import _create_grant
 from authlib.oauth2.rfc6749.errors import (
     InsecureTransportError,
     InvalidClientError,
+    OAuth2Error,
     UnsupportedGrantTypeError,
     UnsupportedResponseTypeError,
 )
@@ -216,6 +217,24 @@ class AuthorizationServer(_FlaskAuthorizationServer):  # type: ignore[misc]  # t
         request.dpop = dpop.check_request_proof(flask_request_object, path)
         request.client_certificate  # noqa: B018  # a bad certificate header is invalid_client before anything
         return request
+
+    def get_consent_grant(self, request: Any = None, end_user: Any = None) -> Any:
+        """Authlib's, without its check that none of five parameters is repeated (RFC 6749 §3.1).
+
+        Its one caller, :func:`oidc.oauth2.authorization.validate_authorization_request`, has
+        refused a repeated parameter of a longer list (``SINGLE_VALUED``) before, in the same
+        parameters the grant reads (:class:`RequestPayload`: a GET's query, a POST's form; or
+        the pushed or request object's parameters): that check could no longer fail.
+        """
+        request = self.create_oauth2_request(request)
+        try:
+            request.user = end_user
+            grant = self.get_authorization_grant(request)
+            grant.validate_consent_request()
+        except OAuth2Error as error:
+            error.state = request.payload.state  # as Authlib's (RFC 6749 §4.1.2.1)
+            raise
+        return grant
 
     def get_authorization_grant(self, request: OAuth2Request) -> Any:
         """Authlib's, with an error description that never echoes the request.

@@ -27,7 +27,7 @@ from flask import Blueprint, make_response, redirect, render_template, request, 
 from flask_wtf import FlaskForm
 from werkzeug.wrappers import Response
 
-from oidc import urls
+from oidc import queries, urls
 from oidc.db import db
 from oidc.oauth2 import consents, interactions
 from oidc.oauth2.authorization import AuthorizationRequest, ErrorRedirect, validate_authorization_request
@@ -83,7 +83,7 @@ def _finish(authorization: AuthorizationRequest, login: AuthenticatedUser | None
         result = authorization.respond(login)
     except ErrorRedirect as refusal:
         return _refused(authorization, refusal.response, interaction)
-    db.session.commit()
+    queries.commit_request()  # the code, with the claims made through the Session if any
     return core_response(result)
 
 
@@ -148,22 +148,30 @@ def _parameters() -> Any:
 
 @bp.route(urls.AUTHORIZE, methods=["GET", "POST"])
 def authorize() -> Response:
-    """A new authorization request: validated here, once."""
-    authorization = validate_authorization_request(_parameters(), current_login())
-    return _proceed(authorization, None)
+    """A new authorization request: validated here, once.
+
+    Its login is read, and its code written when nothing else is written with it,
+    in a Core transaction of its own (:class:`oidc.queries.CoreTransaction`),
+    committed with the redirect: the ORM Session is not even begun on that path.
+    """
+    with queries.core_transaction():
+        login = current_login()
+        authorization = validate_authorization_request(_parameters(), login)
+        return _proceed(authorization, None, login)
 
 
 @bp.get(urls.AUTHORIZE_RESUME)
 def resume() -> Response:
     """Back from the login page: the request its interaction holds, not validated again."""
     interaction = load_interaction(request.args.get("interaction"))
-    return _proceed(interaction.authorization, interaction)
+    return _proceed(interaction.authorization, interaction, current_login())
 
 
-def _proceed(authorization: AuthorizationRequest, interaction: Pending | None) -> Response:
-    """The page or response for what the request needs next (:func:`~oidc.oauth2.steps.next_step`)."""
+def _proceed(authorization: AuthorizationRequest, interaction: Pending | None,
+             login: AuthenticatedUser | None) -> Response:
+    """The page or response for what the request needs next (:func:`~oidc.oauth2.steps.next_step`),
+    for the browser's ``login`` (:func:`~oidc.web.session.current_login`, read once by the view)."""
     continue_request(authorization.params)  # a pushed request's ui_locales are not in the URL
-    login = current_login()
     step = next_step(authorization, login, now(),
                      for_this_request=interaction is not None and interaction.is_for(login))
     match step:
@@ -195,8 +203,8 @@ def _answering_login(form: FlaskForm, expired: str) -> tuple[Pending, Authentica
 @bp.post(urls.SELECT_ACCOUNT)
 def select_account() -> Response:
     """"Continue" on the account choice page: the request goes on with the account it showed."""
-    interaction, _ = _answering_login(AccountChoiceForm(), EXPIRED_FORM)
-    return _proceed(interaction.authorization, interaction)
+    interaction, login = _answering_login(AccountChoiceForm(), EXPIRED_FORM)
+    return _proceed(interaction.authorization, interaction, login)
 
 
 @bp.post(urls.CONSENT)

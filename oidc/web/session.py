@@ -10,13 +10,17 @@ consent to this browser (:mod:`oidc.oauth2.interactions`).
 
 from __future__ import annotations
 
+import hmac
+import json
 from functools import lru_cache
 from typing import Any, cast
 
 from flask import Flask, Response, g, session
+from flask.json.tag import TaggedJSONSerializer
 from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
-from itsdangerous import TimestampSigner, URLSafeTimedSerializer
+from itsdangerous import BadSignature, TimestampSigner, URLSafeTimedSerializer
 from itsdangerous.encoding import want_bytes
+from itsdangerous.signer import HMACAlgorithm
 
 from oidc.accounts import sessions
 from oidc.hashing import random_token
@@ -38,16 +42,56 @@ def _derived_key(secret_key: bytes, salt: bytes, key_derivation: str, digest_met
     return TimestampSigner(secret_key, salt=salt, key_derivation=key_derivation, digest_method=digest_method).derive_key()
 
 
+class _OneShotHMAC(HMACAlgorithm):
+    """itsdangerous's HMAC signature, computed by the standard library's one-shot ``hmac.digest``.
+
+    itsdangerous builds an ``hmac.HMAC`` object around Flask's digest function
+    for each signature (Python code around two hash objects); ``hmac.digest``
+    with the digest's name is OpenSSL's HMAC in one call, and the same bytes.
+    """
+
+    def __init__(self, digest_method: Any) -> None:
+        super().__init__(digest_method)
+        self.digest_name: str = digest_method().name
+
+    def get_signature(self, key: bytes, value: bytes) -> bytes:
+        return hmac.digest(key, value, self.digest_name)
+
+
 class _DerivedOnceSigner(TimestampSigner):
     """itsdangerous's timestamp signer, its HMAC key derived once per secret key and salt.
 
     The serializer makes a signer for each cookie it opens or signs, and each
     signer derives its key again (an HMAC of the salt) for every signature.
+    Its signatures are :class:`_OneShotHMAC`'s, made once per digest method.
     """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        if kwargs.get("algorithm") is None:
+            kwargs["algorithm"] = _one_shot_hmac(kwargs.get("digest_method") or TimestampSigner.default_digest_method)
+        super().__init__(*args, **kwargs)
 
     def derive_key(self, secret_key: str | bytes | None = None) -> bytes:
         key = self.secret_keys[-1] if secret_key is None else want_bytes(secret_key)
         return _derived_key(key, self.salt, self.key_derivation, self.digest_method)
+
+
+@lru_cache(maxsize=4)
+def _one_shot_hmac(digest_method: Any) -> _OneShotHMAC:
+    return _OneShotHMAC(digest_method)
+
+
+class _SessionJSON(TaggedJSONSerializer):
+    """Flask's session serializer, reading a cookie's JSON with ``json.loads`` itself.
+
+    Flask's reads it through the app's JSON provider (a context-local look-up of
+    the app, then the provider's ``loads``, which is ``json.loads``); writing is
+    Flask's own.  A payload that is not JSON fails as before (itsdangerous's
+    ``BadPayload``), and only a payload signed with the app's key is read.
+    """
+
+    def loads(self, value: str) -> Any:
+        return self._untag_scan(json.loads(value))
 
 
 class CookieSessionInterface(SecureCookieSessionInterface):
@@ -58,25 +102,47 @@ class CookieSessionInterface(SecureCookieSessionInterface):
     cookie settings to save it.
     """
 
-    def __init__(self) -> None:
-        self._serializer: tuple[tuple[Any, ...], URLSafeTimedSerializer | None] | None = None
+    serializer = _SessionJSON()
 
-    def get_signing_serializer(self, app: Flask) -> URLSafeTimedSerializer | None:
-        # Flask builds a serializer for each request that carries the cookie and each that sets one;
-        # it depends only on the keys (this interface is its app's own), so it is built once per keys.
+    def __init__(self) -> None:
+        self._serializer: tuple[tuple[Any, ...], URLSafeTimedSerializer | None, TimestampSigner | None] | None = None
+
+    def _signing(self, app: Flask) -> tuple[URLSafeTimedSerializer | None, TimestampSigner | None]:
+        # Flask builds a serializer for each request that carries the cookie and each that sets one,
+        # and the serializer a signer for each cookie; both depend only on the keys (this interface
+        # is its app's own), so they are built once per keys.
         keys = (app.secret_key, *(app.config.get("SECRET_KEY_FALLBACKS") or ()))
         cached = self._serializer
         if cached is None or cached[0] != keys:
             serializer = super().get_signing_serializer(app)
+            signer = None
             if serializer is not None:
                 serializer.signer = _DerivedOnceSigner
-            cached = self._serializer = (keys, serializer)
-        return cached[1]
+                signer = cast(TimestampSigner, serializer.make_signer())
+            cached = self._serializer = (keys, serializer, signer)
+        return cached[1], cached[2]
+
+    def get_signing_serializer(self, app: Flask) -> URLSafeTimedSerializer | None:
+        return self._signing(app)[0]
 
     def open_session(self, app: Flask, request: Any) -> SecureCookieSession | None:
+        """Flask's ``open_session``, the cookie opened by the signer made once per keys."""
         if app.secret_key and "HTTP_COOKIE" not in request.environ:
             return self.session_class()
-        return super().open_session(app, request)
+        serializer, signer = self._signing(app)
+        if serializer is None or signer is None:
+            return None
+        value = request.cookies.get(self.get_cookie_name(app))
+        if not value:
+            return self.session_class()
+        max_age = int(app.permanent_session_lifetime.total_seconds())
+        try:
+            # ``serializer.loads`` with its one signer (Flask gives it no fallback signers; the
+            # fallback keys are the signer's own), without the datetime of the signing time it
+            # makes and throws away: the same checks (signature by any key, age), the same errors.
+            return self.session_class(serializer.load_payload(signer.unsign(value, max_age=max_age)))
+        except BadSignature:
+            return self.session_class()
 
     def save_session(self, app: Flask, session: Any, response: Response) -> None:
         if not (session or session.modified or session.accessed):

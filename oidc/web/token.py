@@ -6,7 +6,7 @@ exceptions are deliberate: a replayed code or a reused refresh token revokes
 its family (committed before the refusal), and a private_key_jwt ``jti`` is
 recorded as soon as it is accepted.  A code exchange's or a refresh's
 statements (read, claim, the new tokens' rows) run in the token endpoint's
-transaction on a Core connection (:class:`oidc.queries.TokenTransaction`),
+transaction on a Core connection (:class:`oidc.queries.CoreTransaction`),
 the other grants' in the request's ORM Session.
 """
 
@@ -16,10 +16,8 @@ from typing import Any
 
 from authlib.oauth2.rfc6749.errors import OAuth2Error
 from flask import Blueprint, Response, request
-from sqlalchemy.orm import Session
 
 from oidc import queries, urls
-from oidc.db import db
 from oidc.oauth2 import dpop
 from oidc.oauth2.families import Issued
 from oidc.oauth2.server import authorization_server
@@ -49,14 +47,14 @@ def _respond(endpoint: str) -> Response:
             oauth_request = server.create_request_with_proof(urls.TOKEN)  # its DPoP proof verified (RFC 9449 §4.3)
         except OAuth2Error as error:
             return dpop.with_nonce(server.handle_error_response(None, error))
-        with queries.token_transaction() as transaction:  # a code exchange's or a refresh's statements
+        with queries.core_transaction() as transaction:  # a code exchange's or a refresh's statements
             response = dpop.with_nonce(server.create_token_response(oauth_request))
             if response.status_code == 200:
                 transaction.commit()
         issued = oauth_request.issued
     else:
         response = server.create_endpoint_response(endpoint)
-    session = _session_in_transaction() if endpoint != INTROSPECTION else None
+    session = queries.session_in_transaction() if endpoint != INTROSPECTION else None
     if session is not None:
         # (A client_credentials token for a cached client reads and writes
         # nothing; introspection only reads: the end of the request ends those.)
@@ -67,17 +65,6 @@ def _respond(endpoint: str) -> Response:
     if endpoint == TOKEN_ENDPOINT and response.status_code == 200:
         _record_issuance(issued)
     return response
-
-
-def _session_in_transaction() -> Session | None:
-    """This request's ORM session if it exists and has begun a transaction (without creating one), else None.
-
-    The session itself, not its scoped proxy: each call through the proxy looks the session up again.
-    """
-    if not db.session.registry.has():
-        return None
-    session = db.session()
-    return session if session.in_transaction() else None
 
 
 def _record_issuance(issued: Issued | None) -> None:

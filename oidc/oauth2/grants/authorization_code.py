@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 from authlib.oauth2.rfc6749 import grants
@@ -107,7 +106,7 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):  # type: ignore[mis
         # Written with Core (no unit-of-work flush); /authorize commits it with the response.
         queries.insert_code({
             "code_hash": state.hasher(hashing.CODE).hash(code),
-            "grant_id": uuid.uuid4().hex,
+            "grant_id": hashing.new_grant_id(),
             "client_pk": request.client.id,
             "user_pk": subject.user.id,
             "redirect_uri": self.redirect_uri or payload.redirect_uri,
