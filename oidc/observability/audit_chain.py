@@ -227,7 +227,8 @@ class AuditTrail:
 
     def append(self, entries: list[dict[str, Any]]) -> None:
         """Insert entries (``at``, ``event``, ``fields`` text) in a transaction of their own; or, with a
-        write delay, queue them for the chainer thread."""
+        write delay, queue them for the chainer thread (``fields`` then text or the fields themselves,
+        made text by the chainer: :func:`fields_text`)."""
         if not entries:
             return
         if self.write_delay_seconds > 0:
@@ -335,6 +336,8 @@ class AuditTrail:
                                    strict=True):
             position += 1
             at, event, fields = entry["at"], entry["event"], entry["fields"]
+            if type(fields) is not str:  # queued by AuditHandler.sink: its text is made here
+                fields = fields_text(fields)
             digest, text = sealed_row(entry_id, position, at, event, fields, digest)
             written.append(text if as_json else (entry_id, position, at, event, fields, digest))  # AUDIT_SEALED_ROW
         if sealed or written:
@@ -543,9 +546,16 @@ class AuditHandler(logging.Handler):
         in a request, and at once outside one."""
         if not self.owner():
             return
-        entry = {"at": int(self.trail.clock()), "event": event[:64],
-                 "fields": fields_text({**fields, "level": logging.getLevelName(level)})}
-        if self.trail.write_delay_seconds <= 0 and has_request_context():
+        named: dict[str, Any] = {**fields, "level": logging.getLevelName(level)}
+        entry: dict[str, Any] = {"at": int(self.trail.clock()), "event": event[:64], "fields": named}
+        if self.trail.write_delay_seconds > 0:
+            # Queued: the chainer writes the fields' text (fields_text), in its batch, where that work
+            # costs less than in a request.  The values are identifiers (str, int, bool, None: what
+            # audit.record's callers pass), so what is written is what they were now.
+            self.trail.append([entry])
+            return
+        entry["fields"] = fields_text(named)
+        if has_request_context():
             pending = _pending.get()
             if pending is None:
                 pending = []
