@@ -9,7 +9,8 @@ with the default write delay (each worker queues a request's entry; its chainer 
 queue every AUDIT_WRITE_DELAY_SECONDS, sealed as it is written, and signs a checkpoint every
 AUDIT_CHECKPOINT_ENTRIES); and on with AUDIT_WRITE_DELAY_SECONDS=0 (every token response one insert
 committed before the response, sealed by a chainer later).  They are measured run by run in turn
-(bench/run.py's measure_together: they share the machine's drift); per run, the workers' CPU time
+(bench/run.py's measure_together, the order reversed every other run: they share the machine's
+drift); per run, the workers' CPU time
 (user + system, from /proc) per successful answer, split into the workers' main threads (the
 requests) and their other threads (the chainer; the key service's and back-channel sender's threads,
 idle here, in every deployment).  CPU time, not the rate: on a shared machine the rate follows the
@@ -127,12 +128,15 @@ class Split:
 
 
 def measure(args: argparse.Namespace, loads: list[Load]) -> tuple[list[Figure], list[Split]]:
-    """bench/run.py's measure_together, with each run's CPU time split by thread."""
+    """bench/run.py's measure_together, with each run's CPU time split by thread, and the order of the
+    deployments reversed every other run: a drift within a round (the machine's, or what one run
+    leaves the next) then weighs on each variant alike instead of always on the later one."""
     figures, splits = [Figure(load.name) for load in loads], [Split() for _ in loads]
     for load in loads:  # warm-up
         wrk(load.url, duration=min(2.0, args.duration), connections=args.connections, script=load.script)
-    for _ in range(args.runs):
-        for load, figure, split in zip(loads, figures, splits, strict=True):
+    for run in range(args.runs):
+        round_ = list(zip(loads, figures, splits, strict=True))
+        for load, figure, split in round_ if run % 2 == 0 else reversed(round_):
             before = thread_seconds(load.url)
             measured_run(load.url, args, load.script, load.ok, figure)
             after = thread_seconds(load.url)
