@@ -97,28 +97,25 @@ class Prepared:
 
     def first(self, connection: Connection, params: Mapping[str, Any]) -> NamedRow | None:
         """The first row of a SELECT (columns by name, through their result processors), or None."""
-        compiled = self.compiled(connection.dialect)
-        cursor = self.execute(connection, params)
-        try:
-            row = cursor.fetchone()
-        except connection.dialect.loaded_dbapi.Error as error:
-            raise _wrapped(connection, connection.connection.dbapi_connection, cursor, compiled.sql, error) from error
-        finally:
-            cursor.close()
+        compiled, row = self._fetch(connection, params, "fetchone")
         return _named(compiled, row)
 
     def all(self, connection: Connection, params: Mapping[str, Any]) -> list[NamedRow]:
         """Every row of a SELECT (columns by name, through their result processors)."""
+        compiled, rows = self._fetch(connection, params, "fetchall")
+        assert compiled.make_row is not None, "a SELECT"
+        return [compiled.make_row(row) for row in rows]
+
+    def _fetch(self, connection: Connection, params: Mapping[str, Any], method: str) -> tuple[_Compiled, Any]:
+        """Run a SELECT and fetch (``fetchone`` or ``fetchall``) from its cursor, which is closed then."""
         compiled = self.compiled(connection.dialect)
         cursor = self.execute(connection, params)
         try:
-            rows = cursor.fetchall()
+            return compiled, getattr(cursor, method)()
         except connection.dialect.loaded_dbapi.Error as error:
             raise _wrapped(connection, connection.connection.dbapi_connection, cursor, compiled.sql, error) from error
         finally:
             cursor.close()
-        assert compiled.make_row is not None, "a SELECT"
-        return [compiled.make_row(row) for row in rows]
 
     def read(self, engine: Engine, params: Mapping[str, Any]) -> NamedRow | None:
         """The first row of a SELECT read alone, on a pooled connection of its own, outside any transaction.

@@ -134,6 +134,17 @@ class Provider:
         with self.app.app_context():
             return getattr(models, model_name).query.count()
 
+    def checked_out_connections(self) -> int:
+        """Connections of the app's pool checked out now (a request that ended must have given its back)."""
+        from sqlalchemy import QueuePool
+
+        from oidc.db import db
+
+        with self.app.app_context():
+            pool = db.engine.pool
+            assert isinstance(pool, QueuePool)
+            return pool.checkedout()
+
     # -- registration ----------------------------------------------------------------------
 
     def add_user(self, username: str = "alice", password: str = PASSWORD, **kwargs: Any) -> Any:

@@ -316,31 +316,21 @@ def test_authorize_commits_its_code_and_returns_its_connections_whatever_the_ans
     """A signed-in /authorize reads the login and writes the code in a Core transaction of its own
     (oidc.queries.CoreTransaction): the code is committed with the redirect, and every answer (a code,
     an error to the client, the error page, the login page) gives its connections back to the pool."""
-    from sqlalchemy import QueuePool
-
-    from oidc.db import db
-
-    def checked_out() -> int:
-        with op.app.app_context():
-            pool = db.engine.pool
-            assert isinstance(pool, QueuePool)
-            return pool.checkedout()
-
     op.add_user()
     client_id, secret = op.add_client(scope="openid profile", first_party=True)
     signed_out = op.get("/authorize", query_string=_params(client_id))  # no login yet: the login page
     assert signed_out.status_code == 302 and signed_out.headers["Location"].startswith("/login")
-    idle = checked_out()
+    idle = op.checked_out_connections()
     flow = op.code_flow(client_id, scope="openid")
-    assert checked_out() == idle
+    assert op.checked_out_connections() == idle
     assert op.count("AuthorizationCode") == 1  # committed: read on another connection
     assert op.redeem(client_id, secret, flow).status_code == 200
     refused = op.get("/authorize", query_string=_params(client_id, scope="openid admin"))
-    assert query_of(refused.headers["Location"])["error"] == ["invalid_scope"] and checked_out() == idle
+    assert query_of(refused.headers["Location"])["error"] == ["invalid_scope"] and op.checked_out_connections() == idle
     page = op.get("/authorize", query_string=_params(client_id, redirect_uri="https://evil.example/cb"))
-    assert page.status_code == 400 and checked_out() == idle
+    assert page.status_code == 400 and op.checked_out_connections() == idle
     again = op.get("/authorize", query_string=_params(client_id, prompt="login"))
-    assert again.headers["Location"].startswith("/login") and checked_out() == idle
+    assert again.headers["Location"].startswith("/login") and op.checked_out_connections() == idle
     assert op.count("AuthorizationCode") == 1  # nothing written by the refusals
 
 

@@ -411,36 +411,26 @@ def test_client_secrets_are_stored_as_keyed_hashes_and_codes_too(op):
 def test_code_and_refresh_requests_return_their_connection_whatever_the_answer(op):
     """The two grants' transaction (oidc.queries.CoreTransaction) ends with each request: committed
     with a success, rolled back with a refusal or a replay, its connection back in the pool each time."""
-    from sqlalchemy import QueuePool
-
-    from oidc.db import db
-
-    def checked_out() -> int:
-        with op.app.app_context():
-            pool = db.engine.pool
-            assert isinstance(pool, QueuePool)
-            return pool.checkedout()
-
     op.add_user()
     client_id, secret = op.add_client()
     flow = op.code_flow(client_id)
-    idle = checked_out()
+    idle = op.checked_out_connections()
     first = op.redeem(client_id, secret, flow)
-    assert first.status_code == 200 and checked_out() == idle
+    assert first.status_code == 200 and op.checked_out_connections() == idle
     _assert_error(op.redeem(client_id, secret, flow), 400, "invalid_grant")  # a replay: the family revoked
-    assert checked_out() == idle
+    assert op.checked_out_connections() == idle
     second = op.tokens(client_id, secret)
     refresh = {"grant_type": "refresh_token", "refresh_token": second["refresh_token"]}
     rotated = op.post("/token", data=refresh, auth=(client_id, secret))
-    assert rotated.status_code == 200 and checked_out() == idle
+    assert rotated.status_code == 200 and op.checked_out_connections() == idle
     _assert_error(op.post("/token", data={**refresh, "refresh_token": "unknown"}, auth=(client_id, secret)),
                   400, "invalid_grant")
-    assert checked_out() == idle
+    assert op.checked_out_connections() == idle
     # What the successful rotation wrote was committed: its tokens work, the old refresh token is spent.
     assert op.post("/introspect", data={"token": rotated.json["refresh_token"]},
                    auth=(client_id, secret)).json["active"] is True
     _assert_error(op.post("/token", data=refresh, auth=(client_id, secret)), 400, "invalid_grant")
-    assert checked_out() == idle
+    assert op.checked_out_connections() == idle
 
 
 def test_token_grants_are_chosen_as_authlib_chooses_them() -> None:
