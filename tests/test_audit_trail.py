@@ -474,11 +474,15 @@ def test_queued_entries_are_stored_as_given(make_app, base_env):
     odd: dict[str, Any] = {"at": 2**40, "event": 'test.odd "\\ é 漢', "fields": json.dumps(fields)}
     # As the handler queues an event: its fields themselves, made text (secret names dropped) by the chainer.
     mapping = {"at": 2, "event": "test.fields", "fields": {"client_id": "c", "Password": "x", "level": "INFO"}}
-    trail.append([odd, {"at": 1, "event": "test.plain", "fields": "{}"}, mapping])
+    circular: dict[str, Any] = {"level": "INFO"}
+    circular["self"] = circular  # never encodable: stored by its names, the entry kept
+    trail.append([odd, {"at": 1, "event": "test.plain", "fields": "{}"}, mapping,
+                  {"at": 3, "event": "test.circular", "fields": circular}])
     trail.seal()
     stored = [entry for entry in trail.export() if entry["event"].startswith("test.")]
     assert [(entry["at"], entry["event"], entry["fields"]) for entry in stored] == [
-        (odd["at"], odd["event"], fields), (1, "test.plain", {}), (2, "test.fields", {"client_id": "c", "level": "INFO"})]
+        (odd["at"], odd["event"], fields), (1, "test.plain", {}), (2, "test.fields", {"client_id": "c", "level": "INFO"}),
+        (3, "test.circular", {"unencodable_fields": ["level", "self"]})]
     result = trail.verify()
     assert result.ok and result.unsealed == 0, result.problem
 

@@ -161,6 +161,15 @@ def fields_text(fields: Mapping[str, Any]) -> str:
     return "".join(_fields_chunks(fields, 0)) if _fields_chunks is not None else _FIELDS_ENCODER.encode(fields)
 
 
+def _queued_fields_text(fields: Mapping[str, Any]) -> str:
+    """:func:`fields_text` of fields a request queued; fields that cannot be encoded (a value that
+    refers to itself) are stored by name: an entry is never lost, nor the chainer stopped, for one."""
+    try:
+        return fields_text(fields)
+    except (TypeError, ValueError, RecursionError):
+        return fields_text({"unencodable_fields": sorted(str(name) for name in fields)})
+
+
 @dataclass
 class Problem:
     """The first place the stored trail does not match: the entry's position (and id), and what is wrong."""
@@ -337,7 +346,7 @@ class AuditTrail:
             position += 1
             at, event, fields = entry["at"], entry["event"], entry["fields"]
             if type(fields) is not str:  # queued by AuditHandler.sink: its text is made here
-                fields = fields_text(fields)
+                fields = _queued_fields_text(fields)
             digest, text = sealed_row(entry_id, position, at, event, fields, digest)
             written.append(text if as_json else (entry_id, position, at, event, fields, digest))  # AUDIT_SEALED_ROW
         if sealed or written:
