@@ -19,7 +19,7 @@ import functools
 import logging
 import threading
 import time
-from typing import Any, cast
+from typing import Any
 
 from flask import Flask, current_app
 from sqlalchemy import Engine
@@ -259,14 +259,17 @@ def init_app(app: Flask, settings: Settings) -> State:
 
 
 def state_of(app: Flask) -> State:
-    return cast(State, app.extensions[_EXTENSION])
+    state: State = app.extensions[_EXTENSION]
+    return state
 
 
 def current_state() -> State:
     """The state of the app handling the current request or command."""
     # The app itself, not an attribute through its context-local proxy: a request asks
-    # for the state a dozen times, and each proxied attribute costs a few lookups.
-    return cast(State, current_app._get_current_object().extensions[_EXTENSION])  # type: ignore[attr-defined]
+    # for the state a dozen times, and each proxied attribute costs a few lookups.  An
+    # annotation rather than typing.cast, which is a function call at run time.
+    state: State = current_app._get_current_object().extensions[_EXTENSION]  # type: ignore[attr-defined]
+    return state
 
 
 def settings() -> Settings:
