@@ -31,7 +31,19 @@ NAMING_CONVENTION = {
     "pk": "pk_%(table_name)s",
 }
 
-db = SQLAlchemy(metadata=MetaData(naming_convention=NAMING_CONVENTION))
+
+class _SQLAlchemy(SQLAlchemy):
+    """Flask-SQLAlchemy, its Session removed at the end of a request only if the request made one."""
+
+    def _teardown_session(self, exc: BaseException | None) -> None:
+        # ``scoped_session.remove`` asks the registry whether there is a Session, then deletes
+        # the entry anyway (a KeyError raised and caught when there is none): the token
+        # endpoint's code exchange and refresh, and cached clients' requests, make no Session.
+        if self.session.registry.has():
+            self.session.remove()
+
+
+db = _SQLAlchemy(metadata=MetaData(naming_convention=NAMING_CONVENTION))
 
 #: The words of "the schema is not there" on SQLite and on PostgreSQL.
 _NO_SCHEMA = ("no such table", "UndefinedTable")

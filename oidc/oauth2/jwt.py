@@ -71,8 +71,9 @@ class Signed:
 
 def _signer(key_set: str) -> Signer:
     """The active signer of ``key_set``, refused when the FAPI 2.0 profile does not allow its alg."""
-    signer = key_service().signer(key_set)
-    if signer.alg not in FAPI2_ALGORITHMS and current_state().settings.fapi2:
+    state = current_state()  # once: the key service and the setting are both the state's
+    signer = state.key_service().signer(key_set)
+    if signer.alg not in FAPI2_ALGORITHMS and state.settings.fapi2:
         # A key imported or activated after start-up (see State.check_profile_algorithms).
         raise KeyServiceError(f"key set {key_set!r} signs with {signer.alg}, which SECURITY_PROFILE=fapi2 refuses")
     return signer

@@ -42,6 +42,7 @@ def _respond(endpoint: str) -> Response:
     if problem is not None:
         return server.handle_error_response(None, problem)
     issued: Issued | None = None
+    grant_type = ""
     if endpoint == TOKEN_ENDPOINT:
         try:
             oauth_request = server.create_request_with_proof(urls.TOKEN)  # its DPoP proof verified (RFC 9449 §4.3)
@@ -52,6 +53,7 @@ def _respond(endpoint: str) -> Response:
             if response.status_code == 200:
                 transaction.commit()
         issued = oauth_request.issued
+        grant_type = oauth_request.payload.grant_type or ""
     else:
         response = server.create_endpoint_response(endpoint)
     session = queries.session_in_transaction() if endpoint != INTROSPECTION else None
@@ -63,13 +65,16 @@ def _respond(endpoint: str) -> Response:
         else:
             session.rollback()
     if endpoint == TOKEN_ENDPOINT and response.status_code == 200:
-        _record_issuance(issued)
+        _record_issuance(issued, grant_type)
     return response
 
 
-def _record_issuance(issued: Issued | None) -> None:
-    """Count and audit a token response: identifiers (client, user, grant, kid, jti), never a token."""
-    grant_type = request.form.get("grant_type", "")
+def _record_issuance(issued: Issued | None, grant_type: str) -> None:
+    """Count and audit a token response: identifiers (client, user, grant, kid, jti), never a token.
+
+    ``grant_type`` is the one the OAuth 2.0 request read from the form (not read again through
+    the context-local request).
+    """
     access_token = issued.access_token if issued is not None else None
     id_token = issued.id_token if issued is not None else None
     claims: dict[str, Any] = access_token.claims if access_token is not None else {}

@@ -26,6 +26,10 @@ TOKEN_USED = "the refresh token was already used"
 class RefreshTokenGrant(grants.RefreshTokenGrant):  # type: ignore[misc]  # the base class is untyped
     TOKEN_ENDPOINT_AUTH_METHODS = list(AUTH_METHODS)
     INCLUDE_NEW_REFRESH_TOKEN = True
+    #: Whether this request's refresh token is rotated: decided once per request, when its
+    #: client is known (:meth:`create_token_response`), and read by :meth:`issue_token`
+    #: (no default: a token issued without the decision fails rather than guesses).
+    rotates: bool
 
     def authenticate_refresh_token(self, refresh_token: str) -> RefreshTokenRecord | None:
         row = families.find_refresh_grant(refresh_token)
@@ -49,9 +53,10 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):  # type: ignore[misc]  # the 
     def create_token_response(self) -> tuple[int, dict[str, Any], list[tuple[str, str]]]:
         """Build and sign the new tokens, then claim the old refresh token and write the new rows."""
         self.request.token_writes = writes = TokenWrites()
+        self.rotates = security_profile.rotates_refresh_tokens(self.request.client)
         response: tuple[int, dict[str, Any], list[tuple[str, str]]] = super().create_token_response()
         row: RefreshTokenRecord = self.request.refresh_token
-        if security_profile.rotates_refresh_tokens(self.request.client):
+        if self.rotates:
             families.require_claim(families.claim_refresh_token(row, writes), row.grant_id,
                                    reason=TOKEN_REUSED, description=TOKEN_USED)
         else:
@@ -76,7 +81,7 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):  # type: ignore[misc]  # the 
         writes: TokenWrites = self.request.token_writes
         body = issue_tokens(self.request, user=user, scope=scope, context=context,
                             include_refresh_token=False, writes=writes)
-        if not security_profile.rotates_refresh_tokens(self.request.client):
+        if not self.rotates:
             return body  # the client keeps its refresh token (FAPI 2.0 §5.3.2.1 clause 10)
         # Rotation: the family goes on with the same grant and the original (not narrowed) scope.
         body["refresh_token"] = new_refresh_token(self.request.client, user, refresh_token.scope, context, writes)
