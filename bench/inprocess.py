@@ -6,7 +6,8 @@
         python bench/inprocess.py --instructions DIR [--calls 300] [--bound] [--only NAME ...]
 
 BENCH_DATABASE_URL (an empty database) replaces the throw-away SQLite file, e.g. to
-measure on PostgreSQL.
+measure on PostgreSQL.  A run leaves its clients and users there: drop and create the
+database again before the next run (its ``clients create`` would refuse the same names).
 
 NAME: trivial health jwks client_credentials introspect introspect_jwt refresh authorize authorize_jarm
       code_exchange login
