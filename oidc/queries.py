@@ -532,11 +532,9 @@ _AUDIT_INSERT_SEALED_VALUES = {
     size: Prepared(insert(audit_log).values(
         [{c.name: bindparam(f"{c.name}_{index}", type_=c.type) for c in _SEALED_COLUMNS} for index in range(size)]))
     for size in AUDIT_SQLITE_CHUNKS}
-#: Each chunk's parameter names, in the order of a sealed row's values (:data:`AUDIT_SEALED_ROW`).
+#: Each chunk's parameter names, in the order of a sealed row's values (:func:`sealed_values`).
 _AUDIT_SEALED_VALUE_NAMES = {size: tuple(f"{c.name}_{index}" for index in range(size) for c in _SEALED_COLUMNS)
                              for size in AUDIT_SQLITE_CHUNKS}
-#: The columns of a sealed row as a tuple (SQLite's batch), in this order: the entry's, then its hash.
-AUDIT_SEALED_ROW = tuple(c.name for c in _SEALED_COLUMNS)
 #: The ids for the entries the chainer writes sealed (an entry's hash covers its id), taken under the
 #: head's lock: the table's own sequence on PostgreSQL (shared with every other insert); on SQLite,
 #: whose rowid is the largest plus one, the largest (the head's lock is SQLite's one write lock).
@@ -1061,15 +1059,21 @@ def next_audit_ids(connection: Connection, count: int) -> list[int]:
 
 def sealed_rows_as_json(dialect: Dialect) -> bool:
     """Whether :func:`seal_audit_entries` takes new entries as JSON text (PostgreSQL: one JSON parameter
-    for the batch) rather than as tuples of :data:`AUDIT_SEALED_ROW`'s values (SQLite: bound values)."""
+    for the batch) rather than as :func:`sealed_values` tuples (SQLite: bound values)."""
     return dialect.name != "sqlite"
+
+
+def sealed_values(entry_id: int, position: int, at: int, event: str, fields: str,
+                  digest: str) -> tuple[Any, ...]:
+    """A sealed entry as SQLite's batch binds it: its values in the order of ``_SEALED_COLUMNS``."""
+    return (entry_id, position, at, event, fields, digest)
 
 
 def seal_audit_entries(connection: Connection, sealed: list[dict[str, Any]], written: list[Any],
                        position: int, digest: str) -> None:
     """Give stored entries (``row_id``, ``sealed_position``, ``sealed_hash``) their place, insert new
     entries already sealed (each as :func:`sealed_rows_as_json` says: a JSON object of every column,
-    :func:`audit_chain.sealed_row`, or a tuple of :data:`AUDIT_SEALED_ROW`'s values), and move the
+    :func:`audit_chain.sealed_row`, or a :func:`sealed_values` tuple), and move the
     head to ``position`` and ``digest``."""
     _AUDIT_SEAL.executemany(connection, sealed)
     if written and sealed_rows_as_json(connection.dialect):

@@ -348,7 +348,7 @@ class AuditTrail:
             if type(fields) is not str:  # queued by AuditHandler.sink: its text is made here
                 fields = _queued_fields_text(fields)
             digest, text = sealed_row(entry_id, position, at, event, fields, digest)
-            written.append(text if as_json else (entry_id, position, at, event, fields, digest))  # AUDIT_SEALED_ROW
+            written.append(text if as_json else queries.sealed_values(entry_id, position, at, event, fields, digest))
         if sealed or written:
             queries.seal_audit_entries(connection, sealed, written, position, digest)
         due = position - int(head.checkpoint_position) >= self.checkpoint_entries or (
