@@ -100,7 +100,8 @@ def requests(draw: st.DrawFn) -> dict:
     return {"method": draw(METHODS), "pairs": pairs, "raw_query": raw_query,
             "in_body": draw(st.booleans()), "content_type": draw(CONTENT_TYPES),
             "authorization": draw(BASIC), "accept": draw(ACCEPT),
-            "raw_body": draw(st.sampled_from([None, b"\xff\xfe\x00", b"%zz=%", b"{\"a\":", b"a=" + b"%ff" * 300]))}
+            "raw_body": draw(st.sampled_from([None, b"\xff\xfe\x00", b"%zz=%", b"{\"a\":", b"a=" + b"%ff" * 300,
+                                              b"grant_type=\xff\xfe&scope=\xc3"]) | st.binary(max_size=40))}
 
 
 def _encode(pairs: list[tuple[str, str]]) -> str:

@@ -43,6 +43,24 @@ def test_oversized_form_parameter_at_token_is_413_json_not_500(op):
         _assert_json_error(response, 413, "invalid_request")
 
 
+def test_a_form_body_that_is_not_utf8_is_a_400_not_a_500(op):
+    """RFC 6749 Appendix B: form parameters are UTF-8.  Raw octets that are not (unlike a
+    percent-encoded %FF, which is read as werkzeug reads it) are invalid_request at the OAuth
+    endpoints and /userinfo (with its Bearer challenge) and the error page at the login form,
+    never an unhandled UnicodeDecodeError."""
+    client_id, secret = _client_credentials_client(op)
+    body = b"grant_type=client_credentials&scope=\xff\xfe"
+    for path in ("/token", "/introspect", "/revoke", "/par"):
+        response = op.post(path, data=body, content_type="application/x-www-form-urlencoded",
+                           auth=(client_id, secret))
+        _assert_json_error(response, 400, "invalid_request")
+    page = op.post("/login", data=b"username=\xff", content_type="application/x-www-form-urlencoded")
+    assert page.status_code == 400 and "Traceback" not in page.get_data(as_text=True)
+    userinfo = op.post("/userinfo", data=b"access_token=\xff", content_type="application/x-www-form-urlencoded")
+    assert userinfo.status_code == 400 and userinfo.json["error"] == "invalid_request"  # RFC 6750 §3.1
+    assert userinfo.headers["WWW-Authenticate"].startswith("Bearer ")
+
+
 def test_token_request_without_grant_type_is_invalid_request(op):
     """RFC 6749 §5.2: a missing required parameter is invalid_request, not unsupported_grant_type."""
     client_id, secret = _client_credentials_client(op)

@@ -38,6 +38,7 @@ from authlib.oauth2.rfc6749.errors import InvalidRequestError, OAuth2Error
 from authlib.oauth2.rfc6750 import BearerTokenValidator, InsufficientScopeError, InvalidTokenError
 from flask import Response
 from flask import request as flask_request
+from werkzeug.exceptions import BadRequest
 
 from oidc import queries
 from oidc.models import Client, User
@@ -189,7 +190,10 @@ class BearerProtector(ResourceProtector):  # type: ignore[misc]  # the base clas
         header = request.headers.get("Authorization")
         in_body = None
         if request.method == "POST" and request.mimetype == "application/x-www-form-urlencoded":
-            in_body = request.form.get("access_token")
+            try:
+                in_body = request.form.get("access_token")
+            except BadRequest:  # a body that cannot be read (not UTF-8): RFC 6750 §3.1, with the challenge
+                raise InvalidRequestError("the form body cannot be read") from None
         if header is not None and in_body is not None:
             raise InvalidRequestError("send the token in one place only")
         validator = self.get_token_validator("bearer")

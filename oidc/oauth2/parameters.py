@@ -24,6 +24,7 @@ from urllib.parse import parse_qsl
 
 from flask import Request
 from werkzeug.datastructures import ImmutableMultiDict, MultiDict
+from werkzeug.exceptions import BadRequest
 
 from oidc.oauth2.errors import ErrorPage
 
@@ -82,13 +83,19 @@ class ProviderRequest(Request):
         Building one reads four limits from the app's config through ``current_app`` (Flask's
         request properties), and an urlencoded body uses none of them: the stream read is already
         limited to ``MAX_CONTENT_LENGTH`` (a larger body is still a 413).  Any other type of body
-        goes to werkzeug's parser.
+        goes to werkzeug's parser.  A body that is not UTF-8 is a 400 (:class:`BadRequest`).
         """
         if "form" in self.__dict__ or self.mimetype != FORM:
             super()._load_form_data()
             return
         stream = self._get_stream_for_parsing()
-        items = parse_qsl(stream.read().decode(), keep_blank_values=True, errors="werkzeug.url_quote")
+        try:
+            text = stream.read().decode("utf-8")
+        except UnicodeDecodeError:
+            # Form parameters are UTF-8 (RFC 6749 Appendix B); werkzeug's own parsing would raise this
+            # error out of the view (a 500).  A 400: the endpoint's invalid_request or error page.
+            raise BadRequest("The form body is not UTF-8.") from None
+        items = parse_qsl(text, keep_blank_values=True, errors="werkzeug.url_quote")
         self.__dict__.update(stream=stream, form=self.parameter_storage_class(items),
                              files=self.parameter_storage_class())
 
