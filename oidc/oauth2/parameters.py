@@ -133,6 +133,24 @@ def _lists(params: MultiDict[str, str]) -> dict[str, list[str]]:
     return cast("dict[str, list[str]]", params)
 
 
+class ValueLists:
+    """Each name's values in ``params``, read without copying every list (Authlib's ``payload.datalist``).
+
+    Authlib builds a dict of every parameter's list for each request; its readers only ask for
+    one name's list at a time (``datalist.get(name, [])``), and only to read it: a tuple of the
+    values is what each gets.
+    """
+
+    __slots__ = ("_lists",)
+
+    def __init__(self, params: MultiDict[str, str]) -> None:
+        self._lists = _lists(params)
+
+    def get(self, name: str, default: Any = ()) -> Any:
+        values = dict.get(self._lists, name)
+        return tuple(values) if values is not None else default
+
+
 def sizes(params: MultiDict[str, str]) -> tuple[int, int]:
     """The length of every name and value sent, added up (a name once per value), and of the longest value."""
     lists = _lists(params)
