@@ -19,6 +19,7 @@ import re
 from collections.abc import Iterable
 from functools import cached_property
 from itertools import chain
+from operator import mul
 from typing import Any, cast
 from urllib.parse import parse_qsl
 
@@ -153,9 +154,11 @@ class ValueLists:
 
 def sizes(params: MultiDict[str, str]) -> tuple[int, int]:
     """The length of every name and value sent, added up (a name once per value), and of the longest value."""
+    # Counted by ``map`` over the dict's own views: no Python step per parameter, on every authorization request.
     lists = _lists(params)
-    lengths = [len(value) for values in dict.values(lists) for value in values]
-    names = sum(len(name) * len(values) for name, values in dict.items(lists))
+    value_lists: Iterable[list[str]] = dict.values(lists)
+    lengths = list(map(len, chain.from_iterable(value_lists)))
+    names = sum(map(mul, map(len, dict.keys(lists)), map(len, dict.values(lists))))
     return names + sum(lengths), max(lengths, default=0)
 
 
