@@ -100,6 +100,29 @@ def test_a_statement_without_bind_processors_fills_held_values_unless_the_caller
         db.session.rollback()
 
 
+def test_values_with_bind_processors_reach_the_driver_in_the_placeholders_order(app_with_rows: Any) -> None:
+    from oidc.db import JSONList, db
+    from oidc.models import AuthorizationCode
+
+    table = AuthorizationCode.__table__
+    # Each parameter through its column's processor (the audience's JSON), one parameter or several.
+    by_audience = Prepared(select(table.c.code_hash).where(table.c.audience == bindparam("a", type_=JSONList)))
+    by_both = Prepared(select(table.c.code_hash).where(table.c.expires_at > bindparam("now"),
+                                                       table.c.audience == bindparam("a", type_=JSONList),
+                                                       table.c.code_hash == bindparam("h")))
+    with app_with_rows.app_context():
+        _insert_code(app_with_rows, "h6")
+        connection = db.session.connection()
+        assert by_audience.compiled(connection.dialect).plain is None
+        audience = ["https://api.example", "urn:other"]
+        assert by_audience.first(connection, {"a": audience}) == ("h6",)
+        assert by_audience.first(connection, {"a": audience[:1]}) is None
+        assert by_both.first(connection, {"now": 159, "a": audience, "h": "h6"}) == ("h6",)
+        assert by_both.first(connection, {"now": 160, "a": audience, "h": "h6"}) is None
+        assert by_both.first(connection, {"now": 159, "a": audience, "h": "h7"}) is None
+        db.session.rollback()
+
+
 def test_writes_are_the_sessions_transaction_and_undone_with_it(app_with_rows: Any) -> None:
     from oidc.db import db
     from oidc.models import AuthorizationCode
