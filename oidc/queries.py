@@ -142,13 +142,15 @@ class CoreTransaction:
     rolled back otherwise (its return to the pool).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, engine: Engine | None = None) -> None:
+        #: The app's engine, when the caller has it (else the app context's, when a statement needs it).
+        self._engine = engine
         self._connection: PooledConnection | None = None
         self._reset: Token[CoreTransaction | None] | None = None
 
     def connection(self) -> PooledConnection:
         if self._connection is None:
-            self._connection = PooledConnection(db.engine)
+            self._connection = PooledConnection(self._engine if self._engine is not None else db.engine)
         return self._connection
 
     def commit(self) -> None:
@@ -181,10 +183,11 @@ class CoreTransaction:
 _CORE_TRANSACTION: ContextVar[CoreTransaction | None] = ContextVar("oidc_core_transaction", default=None)
 
 
-def core_transaction() -> CoreTransaction:
+def core_transaction(engine: Engine | None = None) -> CoreTransaction:
     """The request's :class:`CoreTransaction`, to use as a context while its endpoint runs: the current
-    one inside it, closed (rolled back unless committed) when it ends, whatever happened."""
-    return CoreTransaction()
+    one inside it, closed (rolled back unless committed) when it ends, whatever happened.  ``engine``:
+    the app's (``State.engine``), when the caller has it."""
+    return CoreTransaction(engine)
 
 
 def request_connection() -> StatementConnection:
