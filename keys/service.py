@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
@@ -85,8 +86,9 @@ class KeySetPolicy:
     def __post_init__(self) -> None:
         key_algorithm(self.alg)  # refuse HS*/none/unknown at configuration time
 
-    @property
+    @functools.cached_property
     def use(self) -> str:
+        """``sig`` or ``enc``, found once: the key service asks for it at each signature."""
         return key_algorithm(self.alg).use
 
 

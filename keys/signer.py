@@ -57,18 +57,16 @@ class BoundSigner:
 
     record: KeyRecord
     _sign: Callable[[bytes], bytes] = field(repr=False, compare=False)
+    # The record's, copied when the signer is made (a snapshot's, not per token): each token reads
+    # them several times (its header, its audit line), and a property costs a call each time.
+    kid: str = field(init=False, repr=False, compare=False)
+    alg: str = field(init=False, repr=False, compare=False)
+    backend: str = field(init=False, repr=False, compare=False)
 
-    @property
-    def kid(self) -> str:
-        return self.record.kid
-
-    @property
-    def alg(self) -> str:
-        return self.record.alg
-
-    @property
-    def backend(self) -> str:
-        return self.record.backend
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "kid", self.record.kid)
+        object.__setattr__(self, "alg", self.record.alg)
+        object.__setattr__(self, "backend", self.record.backend)
 
     def sign(self, signing_input: bytes) -> bytes:
         return self._sign(signing_input)

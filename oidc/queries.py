@@ -82,7 +82,7 @@ from oidc.models import (
     RefreshToken,
     User,
 )
-from oidc.statements import NamedRow, Prepared, insert_all
+from oidc.statements import NamedRow, PooledConnection, Prepared, StatementConnection, insert_all
 from oidc.text import column_text
 
 #: A result row of any shape (its columns are read by name).
@@ -111,49 +111,56 @@ class HashLookup:
     def __init__(self, base: Select[Any], column: ColumnElement[Any]) -> None:
         self.one = Prepared(base.where(column == bindparam("hash")).limit(1))
         self.any = base.where(column.in_(bindparam("hashes", expanding=True))).limit(1)
+        self._base, self._column = base, column
+        #: ``any`` as it runs for each count of hashes: one placeholder per hash (a prepared statement
+        #: cannot expand a list); the same ``IN`` as ``any``, so its plan is the one checked.
+        self._by_count: dict[int, Prepared] = {}
 
     def execute(self, hashes: list[str]) -> AnyRow | None:
         """The row, read in the request's transaction (:func:`request_connection`)."""
         connection = request_connection()
         if len(hashes) == 1:
             return self.one.first(connection, {"hash": hashes[0]})
-        return connection.execute(self.any, {"hashes": hashes}).first()
+        lookup = self._by_count.get(len(hashes))
+        if lookup is None:
+            names = [f"hash_{index}" for index in range(len(hashes))]
+            lookup = self._by_count[len(hashes)] = Prepared(
+                self._base.where(self._column.in_([bindparam(name) for name in names])).limit(1))
+        return lookup.first(connection, {f"hash_{index}": value for index, value in enumerate(hashes)})
 
 
 class CoreTransaction:
-    """A request's transaction on a Core connection of its own, beside its ORM Session.
+    """A request's transaction on a pooled connection of its own, beside its ORM Session.
 
     The token endpoint's code exchange and refresh (read one row, claim it,
     insert their tokens' rows) and ``/authorize``'s login read and code insert
     run prepared statements (:mod:`oidc.statements`) and read or write nothing
     through the ORM: the Session's own set-up, commit and tear-down would cost
-    more than the statements do.  The connection is taken from the same pool
-    on the first statement and begun at once; the endpoint commits it with a
-    success, and it is rolled back otherwise (its return to the pool).
+    more than the statements do, and so would a SQLAlchemy ``Connection``'s
+    (:class:`~oidc.statements.PooledConnection`).  The connection is taken from
+    the same pool on the first statement, its transaction begun by the driver
+    with that statement; the endpoint commits it with a success, and it is
+    rolled back otherwise (its return to the pool).
     """
 
-    def __init__(self) -> None:
-        self._connection: Connection | None = None
+    def __init__(self, engine: Engine | None = None) -> None:
+        #: The app's engine, when the caller has it (else the app context's, when a statement needs it).
+        self._engine = engine
+        self._connection: PooledConnection | None = None
         self._reset: Token[CoreTransaction | None] | None = None
 
-    def connection(self) -> Connection:
+    def connection(self) -> PooledConnection:
         if self._connection is None:
-            connection = db.engine.connect()
-            try:
-                connection.begin()
-            except BaseException:
-                connection.close()
-                raise
-            self._connection = connection
+            self._connection = PooledConnection(self._engine if self._engine is not None else db.engine)
         return self._connection
 
     def commit(self) -> None:
-        if self._connection is not None and self._connection.in_transaction():
+        if self._connection is not None:
             self._connection.commit()
 
     def rollback(self) -> None:
         """Undo what was written so far (a refusal, or a family revoked through the Session next)."""
-        if self._connection is not None and self._connection.in_transaction():
+        if self._connection is not None:
             self._connection.rollback()
 
     def close(self) -> None:
@@ -177,13 +184,14 @@ class CoreTransaction:
 _CORE_TRANSACTION: ContextVar[CoreTransaction | None] = ContextVar("oidc_core_transaction", default=None)
 
 
-def core_transaction() -> CoreTransaction:
+def core_transaction(engine: Engine | None = None) -> CoreTransaction:
     """The request's :class:`CoreTransaction`, to use as a context while its endpoint runs: the current
-    one inside it, closed (rolled back unless committed) when it ends, whatever happened."""
-    return CoreTransaction()
+    one inside it, closed (rolled back unless committed) when it ends, whatever happened.  ``engine``:
+    the app's (``State.engine``), when the caller has it."""
+    return CoreTransaction(engine)
 
 
-def request_connection() -> Connection:
+def request_connection() -> StatementConnection:
     """Where the prepared statements of a request run: its :class:`CoreTransaction` if its endpoint runs one
     (a code exchange, a refresh, ``/authorize``), else (introspection, revocation, pages, commands) its
     Session's connection."""
@@ -714,7 +722,7 @@ def insert_tokens(access_tokens: list[dict[str, Any]], refresh_tokens: list[dict
     _insert_tokens(db.session.connection(), access_tokens, refresh_tokens)
 
 
-def _insert_tokens(connection: Connection, access_tokens: list[dict[str, Any]],
+def _insert_tokens(connection: StatementConnection, access_tokens: list[dict[str, Any]],
                    refresh_tokens: list[dict[str, Any]]) -> None:
     for row in access_tokens:
         _INSERT_ACCESS_TOKEN.rowcount(connection, row)

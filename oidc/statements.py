@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from operator import itemgetter
 from typing import Any, Protocol
 
-from sqlalchemy import Connection, Dialect, Engine, bindparam, exc
+from sqlalchemy import Dialect, Engine, PoolProxiedConnection, bindparam, exc
 from sqlalchemy.engine.interfaces import DBAPIModule
 from sqlalchemy.sql import Insert, Select
 from sqlalchemy.sql.expression import Executable
@@ -50,6 +50,8 @@ class _Compiled:
     plain: Callable[[Mapping[str, Any]], Any] | None = None
     #: A SELECT's row from the DB-API row: only the columns with a result processor go through it.
     make_row: Callable[[Sequence[Any]], Any] | None = None
+    #: With a positional paramstyle: the processed values by name as the tuple of the placeholders' order.
+    ordered: Callable[[Mapping[str, Any]], tuple[Any, ...]] | None = None
 
 
 class NamedRow(Protocol):
@@ -58,6 +60,70 @@ class NamedRow(Protocol):
     def __getattr__(self, name: str) -> Any: ...
 
     def __iter__(self) -> Iterator[Any]: ...
+
+
+class StatementConnection(Protocol):
+    """What a :class:`Prepared` statement reads of the connection it runs on: SQLAlchemy's
+    ``Connection`` (a Session's), or a :class:`PooledConnection`."""
+
+    @property
+    def dialect(self) -> Dialect: ...
+
+    @property
+    def connection(self) -> PoolProxiedConnection: ...
+
+    @property
+    def invalidated(self) -> bool: ...
+
+    def invalidate(self, exception: BaseException | None = None) -> None: ...
+
+
+class PooledConnection:
+    """A pooled DB-API connection in a transaction of its own, without SQLAlchemy's ``Connection`` around it.
+
+    For a request whose statements are all :class:`Prepared` (which run on the DB-API
+    connection anyway): a ``Connection``'s set-up, ``begin``, ``commit`` and ``close`` go
+    through its transaction objects and events, several times the Python the statements
+    themselves cost.  Kept: the pool's checkout (and its ping of an idle connection) and its
+    reset on return (a rollback of what was not committed), the DB-API's own implicit
+    ``BEGIN`` before the first statement (all SQLAlchemy's ``begin`` does on SQLite and
+    psycopg), a DB-API error of ``commit`` or ``rollback`` raised as SQLAlchemy's class (the
+    503 of :mod:`oidc.web.errors`), and the invalidation of a connection the driver reports lost.
+    """
+
+    __slots__ = ("connection", "dialect")
+
+    def __init__(self, engine: Engine) -> None:
+        self.dialect = engine.dialect
+        self.connection: PoolProxiedConnection = engine.raw_connection()
+
+    @property
+    def invalidated(self) -> bool:
+        return not self.connection.is_valid
+
+    def invalidate(self, exception: BaseException | None = None) -> None:
+        self.connection.invalidate(exception)
+
+    def commit(self) -> None:
+        """Commit the DB-API transaction (nothing to do on a connection invalidated meanwhile)."""
+        self._end("commit")
+
+    def rollback(self) -> None:
+        """Undo what was written so far (nothing to do on a connection invalidated meanwhile)."""
+        self._end("rollback")
+
+    def close(self) -> None:
+        """Return the connection to the pool, which rolls back what was not committed."""
+        self.connection.close()
+
+    def _end(self, method: str) -> None:
+        dbapi_connection = self.connection.dbapi_connection
+        if dbapi_connection is None or not self.connection.is_valid:
+            return
+        try:
+            getattr(dbapi_connection, method)()
+        except self.dialect.loaded_dbapi.Error as error:
+            raise _wrapped(self, dbapi_connection, None, method.upper(), error) from error
 
 
 class Prepared:
@@ -78,12 +144,12 @@ class Prepared:
             compiled = self._by_dialect[key] = _compile(self.statement, dialect)
         return compiled
 
-    def execute(self, connection: Connection, params: Mapping[str, Any]) -> Any:
+    def execute(self, connection: StatementConnection, params: Mapping[str, Any]) -> Any:
         """Run on ``connection``'s DB-API connection; the DB-API cursor (``rowcount``)."""
         compiled = self.compiled(connection.dialect)
         return _run(connection, compiled, "execute", _arguments(compiled, params))
 
-    def executemany(self, connection: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
+    def executemany(self, connection: StatementConnection, rows: Sequence[Mapping[str, Any]]) -> None:
         """Run an INSERT (or UPDATE) once per row, in one DB-API ``executemany`` on ``connection``'s transaction.
 
         SQLAlchemy's own ``executemany`` sets up an execution context and, for an INSERT on
@@ -95,18 +161,18 @@ class Prepared:
         compiled = self.compiled(connection.dialect)
         _run(connection, compiled, "executemany", [_arguments(compiled, params) for params in rows]).close()
 
-    def first(self, connection: Connection, params: Mapping[str, Any]) -> NamedRow | None:
+    def first(self, connection: StatementConnection, params: Mapping[str, Any]) -> NamedRow | None:
         """The first row of a SELECT (columns by name, through their result processors), or None."""
         compiled, row = self._fetch(connection, params, "fetchone")
         return _named(compiled, row)
 
-    def all(self, connection: Connection, params: Mapping[str, Any]) -> list[NamedRow]:
+    def all(self, connection: StatementConnection, params: Mapping[str, Any]) -> list[NamedRow]:
         """Every row of a SELECT (columns by name, through their result processors)."""
         compiled, rows = self._fetch(connection, params, "fetchall")
         assert compiled.make_row is not None, "a SELECT"
         return [compiled.make_row(row) for row in rows]
 
-    def _fetch(self, connection: Connection, params: Mapping[str, Any], method: str) -> tuple[_Compiled, Any]:
+    def _fetch(self, connection: StatementConnection, params: Mapping[str, Any], method: str) -> tuple[_Compiled, Any]:
         """Run a SELECT and fetch (``fetchone`` or ``fetchall``) from its cursor, which is closed then."""
         compiled = self.compiled(connection.dialect)
         cursor = self.execute(connection, params)
@@ -157,7 +223,7 @@ class Prepared:
             pooled.close()
         return _named(compiled, row)
 
-    def rowcount(self, connection: Connection, params: Mapping[str, Any]) -> int:
+    def rowcount(self, connection: StatementConnection, params: Mapping[str, Any]) -> int:
         """Run an UPDATE (or INSERT, DELETE); how many rows it changed."""
         cursor = self.execute(connection, params)
         try:
@@ -195,7 +261,15 @@ def _compile(statement: Executable, dialect: Dialect) -> _Compiled:
     if binds and all(process is None for _, process, _ in binds):
         plain = _plain_arguments(positions, binds)
     return _Compiled(sql=compiled.string, positions=positions, binds=binds, row_type=row_type, results=results,
-                     plain=plain, make_row=make_row)
+                     plain=plain, make_row=make_row, ordered=_in_order(positions) if positions is not None else None)
+
+
+def _in_order(positions: tuple[str, ...]) -> Callable[[Mapping[str, Any]], tuple[Any, ...]]:
+    """A tuple of the values of ``positions`` (placeholder names, in their order): ``itemgetter``'s one
+    C call rather than a generator stepped once per parameter."""
+    if len(positions) > 1:
+        return itemgetter(*positions)
+    return lambda values: tuple(values[name] for name in positions)
 
 
 def _plain_arguments(positions: tuple[str, ...] | None,
@@ -239,7 +313,7 @@ def _row_type(names: tuple[str, ...]) -> Any:
 
 
 def _wrapped(
-    connection: Connection, dbapi_connection: Any, cursor: Any, sql: str, error: DBAPIModule.Error
+    connection: StatementConnection, dbapi_connection: Any, cursor: Any, sql: str, error: DBAPIModule.Error
 ) -> exc.StatementError:
     """``error`` as SQLAlchemy raises it; a lost connection is invalidated first, so the pool replaces it."""
     dialect = connection.dialect
@@ -249,7 +323,7 @@ def _wrapped(
     return _dbapi_error(dialect, sql, error, lost)
 
 
-def _run(connection: Connection, compiled: _Compiled, method: str, arguments: Any) -> Any:
+def _run(connection: StatementConnection, compiled: _Compiled, method: str, arguments: Any) -> Any:
     """``cursor.execute`` (or ``executemany``) of ``compiled`` on ``connection``'s DB-API connection; the cursor.
 
     A DB-API error is raised as SQLAlchemy's (:func:`_wrapped`), its cursor closed.
@@ -291,4 +365,4 @@ def _arguments(compiled: _Compiled, params: Mapping[str, Any]) -> Any:
     for name, process, held in compiled.binds:
         value = params[name] if held is _REQUIRED else params.get(name, held)
         values[name] = process(value) if process is not None else value
-    return values if compiled.positions is None else tuple(values[n] for n in compiled.positions)
+    return values if compiled.ordered is None else compiled.ordered(values)

@@ -125,6 +125,31 @@ def test_client_secret_and_client_assertion_together_are_invalid_request(op):
     _assert_json_error(response, 400, "invalid_request")
 
 
+def test_basic_credentials_beside_a_secret_or_an_assertion_in_the_body_are_invalid_request(op):
+    """RFC 6749 §2.3: HTTP Basic and a client_secret or client_assertion in the body are two methods."""
+    client_id, secret = op.add_client(grant_types=["client_credentials"], scope="api")
+    for extra in ({"client_secret": secret}, {"client_assertion": "a.b.c"}):
+        response = op.post("/token", data={"grant_type": "client_credentials", **extra}, auth=(client_id, secret))
+        _assert_json_error(response, 400, "invalid_request")
+        assert response.json["error_description"] == "Use one client authentication method, not several."
+    for empty in ({"client_secret": ""}, {"client_assertion": ""}):  # an empty value is no second method
+        response = op.post("/token", data={"grant_type": "client_credentials", **empty}, auth=(client_id, secret))
+        assert response.status_code == 200, response.json
+
+
+def test_a_token_request_parameter_is_refused_only_past_the_longest_length(op):
+    from oidc.oauth2.token_request import MAX_FORM_PARAMETER_LENGTH
+
+    client_id, secret = op.add_client(grant_types=["client_credentials"], scope="api")
+    for length, status in ((MAX_FORM_PARAMETER_LENGTH, 200), (MAX_FORM_PARAMETER_LENGTH + 1, 400)):
+        # The longest value anywhere in the form counts, whatever its name (an unknown one is ignored).
+        response = op.post("/token", data={"grant_type": "client_credentials", "x": "a" * length},
+                           auth=(client_id, secret))
+        assert response.status_code == status, response.json
+    _assert_json_error(response, 400, "invalid_request")
+    assert response.json["error_description"] == "A parameter is too long."
+
+
 # -- /authorize -----------------------------------------------------------------------------
 
 

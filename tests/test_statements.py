@@ -100,6 +100,29 @@ def test_a_statement_without_bind_processors_fills_held_values_unless_the_caller
         db.session.rollback()
 
 
+def test_values_with_bind_processors_reach_the_driver_in_the_placeholders_order(app_with_rows: Any) -> None:
+    from oidc.db import JSONList, db
+    from oidc.models import AuthorizationCode
+
+    table = AuthorizationCode.__table__
+    # Each parameter through its column's processor (the audience's JSON), one parameter or several.
+    by_audience = Prepared(select(table.c.code_hash).where(table.c.audience == bindparam("a", type_=JSONList)))
+    by_both = Prepared(select(table.c.code_hash).where(table.c.expires_at > bindparam("now"),
+                                                       table.c.audience == bindparam("a", type_=JSONList),
+                                                       table.c.code_hash == bindparam("h")))
+    with app_with_rows.app_context():
+        _insert_code(app_with_rows, "h6")
+        connection = db.session.connection()
+        assert by_audience.compiled(connection.dialect).plain is None
+        audience = ["https://api.example", "urn:other"]
+        assert by_audience.first(connection, {"a": audience}) == ("h6",)
+        assert by_audience.first(connection, {"a": audience[:1]}) is None
+        assert by_both.first(connection, {"now": 159, "a": audience, "h": "h6"}) == ("h6",)
+        assert by_both.first(connection, {"now": 160, "a": audience, "h": "h6"}) is None
+        assert by_both.first(connection, {"now": 159, "a": audience, "h": "h7"}) is None
+        db.session.rollback()
+
+
 def test_writes_are_the_sessions_transaction_and_undone_with_it(app_with_rows: Any) -> None:
     from oidc.db import db
     from oidc.models import AuthorizationCode
@@ -188,3 +211,67 @@ def test_a_lone_read_needs_no_transaction_and_leaves_the_pool_transactional(app_
         for _ in range(cast(QueuePool, db.engine.pool).size() + 1):
             with db.engine.connect() as connection:
                 assert connection.get_isolation_level() != "AUTOCOMMIT"
+
+
+def test_a_core_transaction_commits_on_its_pooled_connection_and_undoes_what_it_did_not_commit(
+        app_with_rows: Any) -> None:
+    from oidc import queries
+    from oidc.db import db
+    from oidc.models import AuthorizationCode
+
+    table = AuthorizationCode.__table__
+    by_hash = Prepared(select(table.c.code_hash).where(table.c.code_hash == bindparam("h")))
+    user_pk, client_pk = app_with_rows.config["TEST_IDS"]
+    with app_with_rows.app_context():
+        db.session.remove()
+        with queries.core_transaction() as transaction:
+            queries.insert_code(_code_row("kept", user_pk, client_pk))
+            assert by_hash.read(db.engine, {"h": "kept"}) is None  # not committed yet
+            transaction.commit()
+        with queries.core_transaction():
+            queries.insert_code(_code_row("dropped", user_pk, client_pk))
+        with queries.core_transaction() as transaction:
+            queries.insert_code(_code_row("undone", user_pk, client_pk))
+            transaction.rollback()
+            transaction.commit()  # after a rollback: nothing left to commit
+        assert by_hash.read(db.engine, {"h": "kept"}) == ("kept",)
+        assert by_hash.read(db.engine, {"h": "dropped"}) is None  # closed without a commit: rolled back
+        assert by_hash.read(db.engine, {"h": "undone"}) is None
+        assert db.engine.pool.checkedout() == 0  # type: ignore[attr-defined]  # QueuePool's count
+
+
+def test_a_hash_lookup_by_several_hashes_finds_the_row_by_any_of_them(app_with_rows: Any) -> None:
+    from oidc import queries
+    from oidc.db import db
+
+    with app_with_rows.app_context():
+        _insert_code(app_with_rows, "h5")
+        db.session.commit()
+        db.session.remove()
+        for hashes in (["h5"], ["other", "h5"], ["h5", "other", "third"], ["other", "third"]):
+            with queries.core_transaction():
+                row = queries.find_code_grant(hashes)
+            assert (row.code_hash if row is not None else None) == ("h5" if "h5" in hashes else None), hashes
+        # Read through the Session's connection too (a request without a Core transaction).
+        row = queries.find_code_grant(["other", "h5"])
+        assert row is not None and row.audience == ["https://api.example", "urn:other"]
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)  # only a server drops a connection
+def test_a_core_transaction_on_a_dropped_connection_is_an_operational_error_then_replaced(
+        app_with_rows: Any) -> None:
+    from oidc import queries
+    from oidc.db import db
+
+    with app_with_rows.app_context():
+        db.session.remove()  # the pool's connections are all idle in it
+        with psycopg.connect(db.engine.url.set(drivername="postgresql").render_as_string(hide_password=False),
+                             autocommit=True) as outside:
+            outside.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                            "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+        with queries.core_transaction() as transaction, pytest.raises(OperationalError) as raised:
+            queries.find_login("s" * 32)
+        assert raised.value.connection_invalidated
+        transaction.commit()  # on the invalidated connection: nothing to do, no error
+        with queries.core_transaction():
+            assert queries.find_login("s" * 32) is None  # a new connection

@@ -56,7 +56,7 @@ from joserfc.jws import JWSRegistry
 from keys import ALGORITHMS
 from oidc import queries
 from oidc.hashing import b64url, b64url_decode, derive_key
-from oidc.state import current_state
+from oidc.state import State, current_state
 from oidc.text import bounded_text
 
 #: The header ``typ`` of a DPoP proof (RFC 9449 §4.2).
@@ -335,13 +335,14 @@ def check_request_proof(request: Any, path: str) -> Proof | None:
     return verify_proof([header], method=request.method, url=current_state().settings.issuer + path)
 
 
-def nonce_headers() -> list[tuple[str, str]]:
-    """``DPoP-Nonce`` for a response, when nonces are on."""
-    return [(NONCE_HEADER, current_nonce())] if current_state().settings.dpop_nonce else []
+def nonce_headers(state: State | None = None) -> list[tuple[str, str]]:
+    """``DPoP-Nonce`` for a response, when nonces are on (``state``: the app's, when the caller has it)."""
+    settings = (state if state is not None else current_state()).settings
+    return [(NONCE_HEADER, current_nonce())] if settings.dpop_nonce else []
 
 
-def with_nonce(response: Response) -> Response:
+def with_nonce(response: Response, state: State | None = None) -> Response:
     """``response`` (of /token or /par) with a fresh ``DPoP-Nonce`` when nonces are on (RFC 9449 §8)."""
-    for name, value in nonce_headers():
+    for name, value in nonce_headers(state):
         response.headers[name] = value
     return response

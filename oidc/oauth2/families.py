@@ -28,7 +28,7 @@ from oidc.oauth2.jwt import Signed, issue_access_token
 from oidc.oauth2.mtls import ClientCertificate
 from oidc.oauth2.records import AuthorizationCodeRecord, RefreshTokenRecord, TokenWrites, UserRecord
 from oidc.observability import audit
-from oidc.state import current_state
+from oidc.state import State, current_state
 from oidc.text import bounded_text
 from oidc.vocabulary import CERTIFICATE_THUMBPRINT
 
@@ -99,7 +99,8 @@ def issue_tokens(request: Any, *, user: User | UserRecord | None, scope: str, co
     if proof is not None and security_profile.is_fapi2(client) and not security_profile.signing_algorithms_allowed(proof.alg):
         raise dpop.InvalidDPoPProof(description="The FAPI 2.0 profile allows DPoP proofs signed with "
                                                 "PS256, ES256 or EdDSA only.")
-    lifetime = current_state().settings.access_token_lifetime
+    state = current_state()  # once: the access token's and the refresh token's issuer, clock and settings
+    lifetime = state.settings.access_token_lifetime
     subject = user.subject if user is not None else client.client_id
     extra: dict[str, Any] = {"auth_time": context.auth_time} if context.auth_time is not None else {}
     if context.jkt is not None:
@@ -107,7 +108,7 @@ def issue_tokens(request: Any, *, user: User | UserRecord | None, scope: str, co
     if context.certificate_thumbprint is not None:
         extra.setdefault("cnf", {})[CERTIFICATE_THUMBPRINT] = context.certificate_thumbprint  # RFC 8705 §3.1
     access = issue_access_token(
-        client_id=str(client.client_id), subject=str(subject), scope=scope, audience=context.audience,
+        state, client_id=str(client.client_id), subject=str(subject), scope=scope, audience=context.audience,
         lifetime=lifetime, extra=extra or None,
     )
     claims = access.claims
@@ -128,7 +129,7 @@ def issue_tokens(request: Any, *, user: User | UserRecord | None, scope: str, co
     request.issued = Issued(access)
     if include_refresh_token and user is not None and context.grant_id is not None:
         assert writes is not None
-        body["refresh_token"] = new_refresh_token(client, user, scope, context, writes)
+        body["refresh_token"] = new_refresh_token(client, user, scope, context, writes, state=state)
         request.issued.refresh_token = True
     return body
 
@@ -151,9 +152,10 @@ def _certificate_binding(request: Any, client: Client, context: AuthContext) -> 
 
 
 def new_refresh_token(client: Client, user: User | UserRecord, scope: str, context: AuthContext,
-                      writes: TokenWrites) -> str:
-    """A new refresh token of the family (its keyed hash's row goes to ``writes``); its value."""
-    state = current_state()
+                      writes: TokenWrites, *, state: State | None = None) -> str:
+    """A new refresh token of the family (its keyed hash's row goes to ``writes``); its value
+    (``state``: the app's, when the caller has it)."""
+    state = state if state is not None else current_state()
     value = hashing.random_token(32)
     issued = state.clock.now()
     family_issued_at = context.family_issued_at or issued

@@ -42,7 +42,7 @@ from joserfc.util import urlsafe_b64decode
 
 from keys import EDDSA_ALGORITHMS, KeyServiceError, Signer, compact_jws
 from oidc.hashing import b64url_decode, is_b64url, random_token
-from oidc.state import current_state, key_service
+from oidc.state import State, current_state, key_service
 from oidc.vocabulary import (
     ACCESS_TOKEN_SET,
     ACCESS_TOKEN_TYP,
@@ -69,9 +69,10 @@ class Signed:
     claims: dict[str, Any]
 
 
-def _signer(key_set: str) -> Signer:
-    """The active signer of ``key_set``, refused when the FAPI 2.0 profile does not allow its alg."""
-    state = current_state()  # once: the key service and the setting are both the state's
+def _signer(key_set: str, state: State | None = None) -> Signer:
+    """The active signer of ``key_set``, refused when the FAPI 2.0 profile does not allow its alg
+    (``state``: the app's, when the caller has it)."""
+    state = state if state is not None else current_state()  # once: the key service and the setting are both the state's
     signer = state.key_service().signer(key_set)
     if signer.alg not in FAPI2_ALGORITHMS and state.settings.fapi2:
         # A key imported or activated after start-up (see State.check_profile_algorithms).
@@ -118,10 +119,9 @@ def half_hash(value: str, alg: str) -> str:
     return half.decode("ascii")
 
 
-def issue_access_token(*, client_id: str, subject: str, scope: str, audience: list[str],
+def issue_access_token(state: State, *, client_id: str, subject: str, scope: str, audience: list[str],
                        lifetime: int, extra: dict[str, Any] | None = None) -> Signed:
-    """An RFC 9068 access token (with its claims and kid)."""
-    state = current_state()
+    """An RFC 9068 access token (with its claims and kid), issued by ``state``'s issuer, clock and keys."""
     moment = state.clock.now()
     claims: dict[str, Any] = {
         "iss": state.settings.issuer,
@@ -135,16 +135,17 @@ def issue_access_token(*, client_id: str, subject: str, scope: str, audience: li
     }
     if extra:
         claims.update(extra)
-    return sign_jwt(ACCESS_TOKEN_SET, claims, ACCESS_TOKEN_TYP)
+    return _sign(_signer(ACCESS_TOKEN_SET, state), claims, ACCESS_TOKEN_TYP)
 
 
-def issue_id_token(claims: dict[str, Any], access_token: str | None) -> Signed:
-    """Sign an ID token; ``at_hash`` is computed for the alg of the key that signs it.
+def issue_id_token(claims: dict[str, Any], access_token: str | None, state: State | None = None) -> Signed:
+    """Sign an ID token; ``at_hash`` is computed for the alg of the key that signs it
+    (``state``: the app's, when the caller has it).
 
     The signer is resolved once, so the hash and the signature are of the same key
     even when the active key changes meanwhile (a rotation, another token taking over).
     """
-    signer = _signer(ID_TOKEN_SET)
+    signer = _signer(ID_TOKEN_SET, state)
     if access_token is not None:
         claims = {**claims, "at_hash": half_hash(access_token, signer.alg)}
     return _sign(signer, claims, ID_TOKEN_TYP)

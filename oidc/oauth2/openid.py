@@ -104,7 +104,7 @@ class OpenIDCode(oidc_grants.OpenIDCode):  # type: ignore[misc]  # the base clas
         if context.sid:
             claims["sid"] = context.sid
         claims.update(user_claims(user_of(request.user), token.get("scope", "")))
-        signed = issue_id_token(claims, token.get("access_token"))
+        signed = issue_id_token(claims, token.get("access_token"), state)
         request.issued.id_token = signed  # (issue_tokens made request.issued with the access token)
         return encryption.seal(client, "id_token", signed.token)
 

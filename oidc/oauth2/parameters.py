@@ -162,6 +162,12 @@ def sizes(params: MultiDict[str, str]) -> tuple[int, int]:
     return names + sum(lengths), max(lengths, default=0)
 
 
+def longest_value(params: MultiDict[str, str]) -> int:
+    """The length of the longest value sent (0 when none is): one pass in C over the values' lists."""
+    value_lists: Iterable[list[str]] = dict.values(_lists(params))  # dict's: MultiDict.values gives first values
+    return max(map(len, chain.from_iterable(value_lists)), default=0)
+
+
 def repeated_parameter(params: MultiDict[str, str], names: Iterable[str]) -> ParameterError | None:
     """The error for the first of ``names`` sent more than once in ``params`` (RFC 6749 §3.1), or None."""
     repeated = params.repeated_names if isinstance(params, Parameters) else _repeated_names(params)

@@ -207,14 +207,16 @@ class AuthorizationServer(_FlaskAuthorizationServer):  # type: ignore[misc]  # t
         # The request itself, not its context-local proxy: Authlib reads it many times per request.
         return IssuerRequest(flask_request._get_current_object(), current_state().settings.issuer)  # type: ignore[attr-defined]
 
-    def create_request_with_proof(self, path: str) -> IssuerRequest:
-        """The OAuth 2.0 request of this ``/token`` or ``/par`` request to ``path``, its DPoP proof verified.
+    def create_request_with_proof(self, path: str, state: State | None = None) -> IssuerRequest:
+        """The OAuth 2.0 request of this ``/token`` or ``/par`` request to ``path``, its DPoP proof verified
+        (``state``: the app's, when the caller has it).
 
         RFC 9449 §4.3: the proof is checked before anything is read or written;
         :class:`~oidc.oauth2.dpop.InvalidDPoPProof` or :class:`~oidc.oauth2.dpop.UseDPoPNonce` if it fails.
         """
         flask_request_object = flask_request._get_current_object()  # type: ignore[attr-defined]
-        request = IssuerRequest(flask_request_object, current_state().settings.issuer)
+        issuer = (state if state is not None else current_state()).settings.issuer
+        request = IssuerRequest(flask_request_object, issuer)
         request.dpop = dpop.check_request_proof(flask_request_object, path)
         request.client_certificate  # noqa: B018  # a bad certificate header is invalid_client before anything
         return request

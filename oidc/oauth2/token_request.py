@@ -21,7 +21,14 @@ from urllib.parse import unquote
 from authlib.oauth2.rfc6749.errors import InvalidClientError, InvalidRequestError, OAuth2Error
 from authlib.oauth2.rfc6749.util import extract_basic_authorization
 
-from oidc.oauth2.parameters import FORM, ParameterError, has_control_character, repeated_parameter, request_parameters
+from oidc.oauth2.parameters import (
+    FORM,
+    ParameterError,
+    has_control_character,
+    longest_value,
+    repeated_parameter,
+    request_parameters,
+)
 
 #: Parameters that carry secrets must never come in the URL (RFC 6749 §2.3.1, §3.2).
 SECRET_PARAMETERS = ("client_secret", "code", "code_verifier", "refresh_token", "client_assertion", "token")
@@ -46,16 +53,17 @@ def precheck(request: Any, *, token_endpoint: bool = False) -> OAuth2Error | Non
         form = request_parameters(request)
     except ParameterError as exc:
         return InvalidRequestError(str(exc))
-    if any(len(value) > MAX_FORM_PARAMETER_LENGTH for _, value in form.items(multi=True)):
+    if longest_value(form) > MAX_FORM_PARAMETER_LENGTH:
         return InvalidRequestError("A parameter is too long.")
     repeated = repeated_parameter(form, (name for name in form if name not in REPEATABLE_PARAMETERS))
     if repeated is not None:
         return InvalidRequestError(str(repeated))
     if token_endpoint and not form.get("grant_type"):
         return InvalidRequestError("The grant_type parameter is missing.")
-    if form.get("client_secret") and form.get("client_assertion"):
+    secret, assertion = form.get("client_secret"), form.get("client_assertion")
+    if secret and assertion:
         return InvalidRequestError("Use one client authentication method, not several.")
-    return _authorization_error(request.headers.get("Authorization", ""), form, request.environ)
+    return _authorization_error(request.headers.get("Authorization", ""), bool(secret or assertion), request.environ)
 
 
 def basic_credentials(oauth_request: Any) -> tuple[str | None, str | None]:
@@ -69,8 +77,10 @@ def basic_credentials(oauth_request: Any) -> tuple[str | None, str | None]:
     return extract_basic_authorization(oauth_request.headers)  # type: ignore[no-any-return]
 
 
-def _authorization_error(authorization: str, form: Any, environ: dict[str, Any]) -> OAuth2Error | None:
-    """The error of a request whose Authorization header (``authorization``) is not usable HTTP Basic, or None.
+def _authorization_error(authorization: str, credentials_in_body: bool, environ: dict[str, Any]) -> OAuth2Error | None:
+    """The error of a request whose Authorization header (``authorization``) is not usable HTTP Basic, or
+    that authenticates in its body too (``credentials_in_body``: a ``client_secret`` or ``client_assertion``),
+    or None.
 
     Usable credentials are left in ``environ`` for :func:`basic_credentials`.
     """
@@ -87,7 +97,7 @@ def _authorization_error(authorization: str, form: Any, environ: dict[str, Any])
         decoded = ""
     if ":" not in decoded or has_control_character(decoded):
         return InvalidClientError(status_code=401, description="Malformed HTTP Basic credentials.")
-    if form.get("client_secret") or form.get("client_assertion"):
+    if credentials_in_body:
         return InvalidRequestError("Use one client authentication method, not several.")
     client_id, _, secret = decoded.partition(":")
     environ[_BASIC_CREDENTIALS] = (unquote(client_id), unquote(secret))

@@ -23,7 +23,7 @@ from oidc.oauth2.families import Issued
 from oidc.oauth2.server import authorization_server
 from oidc.oauth2.token_request import precheck
 from oidc.observability import audit, metrics
-from oidc.state import current_state, key_service
+from oidc.state import State, current_state
 
 bp = Blueprint("token", __name__)
 
@@ -34,9 +34,10 @@ TOKEN_ENDPOINT, INTROSPECTION, REVOCATION = "token", "introspection", "revocatio
 
 def _respond(endpoint: str) -> Response:
     """The one pipeline of the token, introspection and revocation endpoints."""
+    state = current_state()  # once: the endpoint's steps below are given it
     # Start the key service (first request of a process) before the request's
     # transaction takes write locks: provisioning writes to the same database.
-    key_service()
+    state.key_service()
     server = authorization_server()
     problem = precheck(request._get_current_object(), token_endpoint=endpoint == TOKEN_ENDPOINT)  # type: ignore[attr-defined]
     if problem is not None:
@@ -45,11 +46,13 @@ def _respond(endpoint: str) -> Response:
     grant_type = ""
     if endpoint == TOKEN_ENDPOINT:
         try:
-            oauth_request = server.create_request_with_proof(urls.TOKEN)  # its DPoP proof verified (RFC 9449 §4.3)
+            # Its DPoP proof verified (RFC 9449 §4.3).
+            oauth_request = server.create_request_with_proof(urls.TOKEN, state)
         except OAuth2Error as error:
-            return dpop.with_nonce(server.handle_error_response(None, error))
-        with queries.core_transaction() as transaction:  # a code exchange's or a refresh's statements
-            response = dpop.with_nonce(server.create_token_response(oauth_request))
+            return dpop.with_nonce(server.handle_error_response(None, error), state)
+        # A code exchange's or a refresh's statements.
+        with queries.core_transaction(state.engine()) as transaction:
+            response = dpop.with_nonce(server.create_token_response(oauth_request), state)
             if response.status_code == 200:
                 transaction.commit()
         issued = oauth_request.issued
@@ -65,11 +68,11 @@ def _respond(endpoint: str) -> Response:
         else:
             session.rollback()
     if endpoint == TOKEN_ENDPOINT and response.status_code == 200:
-        _record_issuance(issued, grant_type)
+        _record_issuance(state, issued, grant_type)
     return response
 
 
-def _record_issuance(issued: Issued | None, grant_type: str) -> None:
+def _record_issuance(state: State, issued: Issued | None, grant_type: str) -> None:
     """Count and audit a token response: identifiers (client, user, grant, kid, jti), never a token.
 
     ``grant_type`` is the one the OAuth 2.0 request read from the form (not read again through
@@ -79,7 +82,7 @@ def _record_issuance(issued: Issued | None, grant_type: str) -> None:
     id_token = issued.id_token if issued is not None else None
     claims: dict[str, Any] = access_token.claims if access_token is not None else {}
     client_id = str(claims.get("client_id", ""))
-    if current_state().settings.metrics:  # (off when nothing serves them: oidc.settings)
+    if state.settings.metrics:  # (off when nothing serves them: oidc.settings)
         metrics.token_issued(grant_type, client_id)
     audit.record("token.issued", "token issued", grant_type=grant_type, client_id=client_id, sub=claims.get("sub"),
                  kid=access_token.kid if access_token is not None else None, jti=claims.get("jti"),
