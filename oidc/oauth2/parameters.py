@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from functools import cached_property
 from itertools import chain
 from typing import Any, cast
 from urllib.parse import parse_qsl
@@ -58,17 +57,22 @@ class Parameters(ImmutableMultiDict[str, str]):
 
     # An authorization request's parameters are checked for control characters and repeated names
     # when they are read and again when the request is validated; they never change, so each check
-    # runs once.
+    # runs once.  Kept in the instance's ``__dict__`` by hand rather than by ``functools.cached_property``,
+    # which on Python 3.11 takes a lock on each first read (every request reads each once).
 
-    @cached_property
     def control_character(self) -> bool:
         """Whether a name or a value holds a control character (:func:`holds_control_character`)."""
-        return _holds_control_character(self)
+        found: bool | None = self.__dict__.get("_control_character")
+        if found is None:
+            found = self.__dict__["_control_character"] = _holds_control_character(self)
+        return found
 
-    @cached_property
     def repeated_names(self) -> frozenset[str]:
         """The names sent more than once."""
-        return _repeated_names(self)
+        found: frozenset[str] | None = self.__dict__.get("_repeated_names")
+        if found is None:
+            found = self.__dict__["_repeated_names"] = _repeated_names(self)
+        return found
 
 
 class ProviderRequest(Request):
@@ -117,7 +121,7 @@ def _holds_control_character(params: MultiDict[str, str]) -> bool:
 def holds_control_character(params: MultiDict[str, str]) -> bool:
     """Whether a name or a value of ``params`` holds a control character (:func:`has_control_character`)."""
     if isinstance(params, Parameters):
-        return params.control_character
+        return params.control_character()
     return _holds_control_character(params)
 
 
@@ -143,7 +147,7 @@ def sizes(params: MultiDict[str, str]) -> tuple[int, int]:
 
 def repeated_parameter(params: MultiDict[str, str], names: Iterable[str]) -> ParameterError | None:
     """The error for the first of ``names`` sent more than once in ``params`` (RFC 6749 §3.1), or None."""
-    repeated = params.repeated_names if isinstance(params, Parameters) else _repeated_names(params)
+    repeated = params.repeated_names() if isinstance(params, Parameters) else _repeated_names(params)
     if repeated:
         for name in names:
             if name in repeated:
