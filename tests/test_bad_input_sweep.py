@@ -675,3 +675,31 @@ def test_own_token_claims_checked_as_joserfc_checks_them(claims: dict[str, objec
     expected = _outcome(lambda value: JWTClaimsRegistry.validate(registry, value), claims)
     assert _outcome(registry.validate, claims) == expected
     assert _outcome(registry.validate, claims) == expected  # the same registry, again
+
+
+_B64URL_OCTETS = st.binary(max_size=12).map(lambda raw: base64.urlsafe_b64encode(raw).rstrip(b"="))
+
+
+@settings(max_examples=400, deadline=None, derandomize=True, database=None)
+@given(value=st.one_of(_B64URL_OCTETS, st.text("AQgwEZ-_+/=*\x00é", max_size=9).map(lambda text: text.encode()),
+                       st.binary(max_size=9)))
+def test_jws_segments_decoded_as_joserfc_decodes_them(value: bytes) -> None:
+    """A JWS segment's strict decoding (``hashing.b64url_decode_strict``, what ``verify_own_jwt`` reads the
+    signature and the claims with): the same octets as joserfc's ``urlsafe_b64decode``, and refused
+    (``binascii.Error``) exactly when joserfc refuses it: padding, ``+``/``/``, a length of 4n+1,
+    non-zero unused bits, a character outside the alphabet."""
+    import binascii
+
+    from joserfc.util import urlsafe_b64decode
+
+    from oidc.hashing import b64url_decode_strict
+
+    try:
+        expected: bytes | None = urlsafe_b64decode(value)
+    except binascii.Error:
+        expected = None
+    try:
+        decoded: bytes | None = b64url_decode_strict(value)
+    except binascii.Error:
+        decoded = None
+    assert decoded == expected

@@ -38,10 +38,9 @@ from joserfc.errors import JoseError, MissingClaimError
 from joserfc.jwk import import_key
 from joserfc.jws import JWSRegistry
 from joserfc.jwt import JWTClaimsRegistry
-from joserfc.util import urlsafe_b64decode
 
 from keys import EDDSA_ALGORITHMS, KeyServiceError, Signer, compact_jws
-from oidc.hashing import b64url_decode, is_b64url, random_token
+from oidc.hashing import b64url_decode, b64url_decode_strict, is_b64url, random_token
 from oidc.state import current_state, key_service
 from oidc.vocabulary import (
     ACCESS_TOKEN_SET,
@@ -315,9 +314,9 @@ def verify_own_jwt(token: str, *, typ: str | None, key_set: str, check_exp: bool
     signing_input, _, signature = token.rpartition(".")
     try:
         key, algorithm = _verifier(jwk)
-        if not algorithm.verify(signing_input.encode("ascii"), urlsafe_b64decode(signature.encode("ascii")), key):
+        if not algorithm.verify(signing_input.encode("ascii"), b64url_decode_strict(signature.encode("ascii")), key):
             raise InvalidToken("bad signature")
-        claims = json.loads(urlsafe_b64decode(signing_input.partition(".")[2].encode("ascii")).decode("utf-8"))
+        claims = json.loads(b64url_decode_strict(signing_input.partition(".")[2].encode("ascii")).decode("utf-8"))
     except (JoseError, ValueError, TypeError, KeyError, AttributeError, RecursionError):
         # joserfc raises TypeError (and others) for some malformed keys or signatures: a
         # malformed token is invalid (RFC 6750 §3.1 invalid_token), never a 500.
