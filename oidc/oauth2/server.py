@@ -143,6 +143,12 @@ class IssuerRequest(OAuth2Request):  # type: ignore[misc]  # the base class is u
             raise InvalidClientError(description=f"The client certificate is unusable: {exc}.") from None
 
     @property
+    def accept(self) -> str | None:
+        """The request's ``Accept`` header, None if absent."""
+        value: str | None = self._request.environ.get("HTTP_ACCEPT")
+        return value
+
+    @property
     def args(self) -> Any:
         return self._request.args
 
