@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from functools import cached_property
 from itertools import chain
 from typing import Any, cast
 from urllib.parse import parse_qsl
@@ -79,6 +80,14 @@ class ProviderRequest(Request):
     """Flask's request, its query and form held as :class:`Parameters` (the app's ``request_class``)."""
 
     parameter_storage_class = Parameters
+
+    @cached_property
+    def mimetype(self) -> str:
+        """Werkzeug's, kept after the first read: werkzeug keeps the parsed Content-Type but reads
+        it again through two calls for each use, and a token request asks four times (the body
+        check, the form parsing, the parameters, Authlib's payload)."""
+        mimetype: str = super().mimetype
+        return mimetype
 
     def _load_form_data(self) -> None:
         """An urlencoded body (every form the provider reads) parsed as werkzeug parses it

@@ -148,11 +148,13 @@ class IssuerRequest(OAuth2Request):  # type: ignore[misc]  # the base class is u
         value: str | None = self._request.environ.get("HTTP_ACCEPT")
         return value
 
-    @property
+    # Kept once read: Authlib's endpoints read the form several times a request, and each read
+    # through the Flask request is a call of werkzeug's cached_property.
+    @functools.cached_property
     def args(self) -> Any:
         return self._request.args
 
-    @property
+    @functools.cached_property
     def form(self) -> Any:
         return self._request.form
 
