@@ -123,7 +123,11 @@ def _holds_control_character(params: MultiDict[str, str]) -> bool:
     # a search per string costs a call each, on every authorization and token request.  The
     # octets are searched by deleting the control ones (a byte loop in C), not by the regular
     # expression, which steps through its character class for each character of a long token.
-    octets = "\t".join(chain.from_iterable(params.items(multi=True))).encode("utf-8", "surrogatepass")
+    # The strings are gathered from the dict itself (its names, then each name's list of values)
+    # by iterators written in C, not by the MultiDict's ``items`` generator.
+    lists = _lists(params)
+    values: Iterable[list[str]] = dict.values(lists)
+    octets = "\t".join(chain(dict.keys(lists), chain.from_iterable(values))).encode("utf-8", "surrogatepass")
     return len(octets.translate(None, _CONTROL_OCTETS)) != len(octets)
 
 
@@ -144,6 +148,12 @@ def _lists(params: MultiDict[str, str]) -> dict[str, list[str]]:
     """``params`` as the dict it is, of each name's list of values, read with ``dict``'s own methods
     (the MultiDict's ``items`` and ``values`` give first values, its ``lists`` copies each list)."""
     return cast("dict[str, list[str]]", params)
+
+
+def longest_value(params: MultiDict[str, str]) -> int:
+    """The length of the longest value sent (0 for no parameter)."""
+    values: Iterable[list[str]] = dict.values(_lists(params))
+    return max(map(len, chain.from_iterable(values)), default=0)
 
 
 def sizes(params: MultiDict[str, str]) -> tuple[int, int]:

@@ -12,7 +12,6 @@ authentication method per request (§2.3).
 
 from __future__ import annotations
 
-import base64
 import binascii
 import re
 from typing import Any
@@ -21,7 +20,14 @@ from urllib.parse import unquote
 from authlib.oauth2.rfc6749.errors import InvalidClientError, InvalidRequestError, OAuth2Error
 from authlib.oauth2.rfc6749.util import extract_basic_authorization
 
-from oidc.oauth2.parameters import FORM, ParameterError, has_control_character, repeated_parameter, request_parameters
+from oidc.oauth2.parameters import (
+    FORM,
+    ParameterError,
+    has_control_character,
+    longest_value,
+    repeated_parameter,
+    request_parameters,
+)
 
 #: Parameters that carry secrets must never come in the URL (RFC 6749 §2.3.1, §3.2).
 SECRET_PARAMETERS = ("client_secret", "code", "code_verifier", "refresh_token", "client_assertion", "token")
@@ -46,7 +52,7 @@ def precheck(request: Any, *, token_endpoint: bool = False) -> OAuth2Error | Non
         form = request_parameters(request)
     except ParameterError as exc:
         return InvalidRequestError(str(exc))
-    if any(len(value) > MAX_FORM_PARAMETER_LENGTH for _, value in form.items(multi=True)):
+    if longest_value(form) > MAX_FORM_PARAMETER_LENGTH:
         return InvalidRequestError("A parameter is too long.")
     repeated = repeated_parameter(form, (name for name in form if name not in REPEATABLE_PARAMETERS))
     if repeated is not None:
@@ -82,13 +88,16 @@ def _authorization_error(authorization: str, form: Any, environ: dict[str, Any])
         # header parsing, which fails on a scheme without credentials).
         return InvalidClientError(status_code=401, description="Use HTTP Basic to authenticate the client.")
     try:
-        decoded = base64.b64decode(authorization[6:].strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError, ValueError):
+        # base64.b64decode(..., validate=True) is these two steps (ASCII, then strict base64), in Python.
+        decoded = binascii.a2b_base64(authorization[6:].strip().encode("ascii"), strict_mode=True).decode("utf-8")
+    except (binascii.Error, UnicodeError, ValueError):
         decoded = ""
     if ":" not in decoded or has_control_character(decoded):
         return InvalidClientError(status_code=401, description="Malformed HTTP Basic credentials.")
     if form.get("client_secret") or form.get("client_assertion"):
         return InvalidRequestError("Use one client authentication method, not several.")
     client_id, _, secret = decoded.partition(":")
-    environ[_BASIC_CREDENTIALS] = (unquote(client_id), unquote(secret))
+    # (unquote returns a value without "%" as it is: it is called only for one with an escape.)
+    environ[_BASIC_CREDENTIALS] = (unquote(client_id) if "%" in client_id else client_id,
+                                   unquote(secret) if "%" in secret else secret)
     return None
