@@ -23,7 +23,7 @@ from oidc.oauth2.families import Issued
 from oidc.oauth2.server import authorization_server
 from oidc.oauth2.token_request import precheck
 from oidc.observability import audit, metrics
-from oidc.state import current_state, key_service
+from oidc.state import State, current_state
 
 bp = Blueprint("token", __name__)
 
@@ -36,7 +36,8 @@ def _respond(endpoint: str) -> Response:
     """The one pipeline of the token, introspection and revocation endpoints."""
     # Start the key service (first request of a process) before the request's
     # transaction takes write locks: provisioning writes to the same database.
-    key_service()
+    state = current_state()
+    state.key_service()
     server = authorization_server()
     problem = precheck(request._get_current_object(), token_endpoint=endpoint == TOKEN_ENDPOINT)  # type: ignore[attr-defined]
     if problem is not None:
@@ -65,21 +66,21 @@ def _respond(endpoint: str) -> Response:
         else:
             session.rollback()
     if endpoint == TOKEN_ENDPOINT and response.status_code == 200:
-        _record_issuance(issued, grant_type)
+        _record_issuance(issued, grant_type, state)
     return response
 
 
-def _record_issuance(issued: Issued | None, grant_type: str) -> None:
+def _record_issuance(issued: Issued | None, grant_type: str, state: State) -> None:
     """Count and audit a token response: identifiers (client, user, grant, kid, jti), never a token.
 
     ``grant_type`` is the one the OAuth 2.0 request read from the form (not read again through
-    the context-local request).
+    the context-local request), ``state`` the app's, as the pipeline looked it up.
     """
     access_token = issued.access_token if issued is not None else None
     id_token = issued.id_token if issued is not None else None
     claims: dict[str, Any] = access_token.claims if access_token is not None else {}
     client_id = str(claims.get("client_id", ""))
-    if current_state().settings.metrics:  # (off when nothing serves them: oidc.settings)
+    if state.settings.metrics:  # (off when nothing serves them: oidc.settings)
         metrics.token_issued(grant_type, client_id)
     audit.record("token.issued", "token issued", grant_type=grant_type, client_id=client_id, sub=claims.get("sub"),
                  kid=access_token.kid if access_token is not None else None, jti=claims.get("jti"),
