@@ -59,9 +59,13 @@ def precheck(request: Any, *, token_endpoint: bool = False) -> OAuth2Error | Non
         return InvalidRequestError(str(repeated))
     if token_endpoint and not form.get("grant_type"):
         return InvalidRequestError("The grant_type parameter is missing.")
-    if form.get("client_secret") and form.get("client_assertion"):
+    secret, assertion = form.get("client_secret"), form.get("client_assertion")
+    if secret and assertion:
         return InvalidRequestError("Use one client authentication method, not several.")
-    return _authorization_error(request.headers.get("Authorization", ""), form, request.environ)
+    # The header from the WSGI environ (PEP 3333), the value the request's headers would give:
+    # they look it up through three calls.
+    environ = request.environ
+    return _authorization_error(environ.get("HTTP_AUTHORIZATION", ""), bool(secret or assertion), environ)
 
 
 def basic_credentials(oauth_request: Any) -> tuple[str | None, str | None]:
@@ -75,9 +79,10 @@ def basic_credentials(oauth_request: Any) -> tuple[str | None, str | None]:
     return extract_basic_authorization(oauth_request.headers)  # type: ignore[no-any-return]
 
 
-def _authorization_error(authorization: str, form: Any, environ: dict[str, Any]) -> OAuth2Error | None:
+def _authorization_error(authorization: str, body_credentials: bool, environ: dict[str, Any]) -> OAuth2Error | None:
     """The error of a request whose Authorization header (``authorization``) is not usable HTTP Basic, or None.
 
+    ``body_credentials``: whether the form carries a ``client_secret`` or a ``client_assertion``.
     Usable credentials are left in ``environ`` for :func:`basic_credentials`.
     """
     if not authorization:
@@ -94,7 +99,7 @@ def _authorization_error(authorization: str, form: Any, environ: dict[str, Any])
         decoded = ""
     if ":" not in decoded or has_control_character(decoded):
         return InvalidClientError(status_code=401, description="Malformed HTTP Basic credentials.")
-    if form.get("client_secret") or form.get("client_assertion"):
+    if body_credentials:
         return InvalidRequestError("Use one client authentication method, not several.")
     client_id, _, secret = decoded.partition(":")
     # (unquote returns a value without "%" as it is: it is called only for one with an escape.)
