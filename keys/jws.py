@@ -9,17 +9,24 @@ names the signer's ``alg`` and ``kid`` and the artefact's ``typ`` (RFC 7515
 
 from __future__ import annotations
 
-import base64
+import binascii
 import functools
 import json
 from typing import Any
 
 from keys.signer import Signer
 
+#: Standard base64's two letters of its own as base64url's (RFC 4648 §5).
+_STANDARD_TO_URL = bytes.maketrans(b"+/", b"-_")
+
 
 def b64url(data: bytes) -> str:
-    """Unpadded base64url (RFC 7515 §2), as JOSE and PKCE use it."""
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+    """Unpadded base64url (RFC 7515 §2), as JOSE and PKCE use it.
+
+    ``base64.urlsafe_b64encode``'s steps (binascii's encoding, the two letters translated),
+    without its two Python calls: every token signs two segments and every keyed hash encodes one.
+    """
+    return binascii.b2a_base64(data, newline=False).translate(_STANDARD_TO_URL).rstrip(b"=").decode("ascii")
 
 
 def json_bytes(data: dict[str, Any]) -> bytes:

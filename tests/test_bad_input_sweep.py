@@ -703,3 +703,16 @@ def test_jws_segments_decoded_as_joserfc_decodes_them(value: bytes) -> None:
     except binascii.Error:
         decoded = None
     assert decoded == expected
+
+
+@settings(max_examples=300, deadline=None, derandomize=True, database=None)
+@given(data=st.binary(max_size=70))
+def test_b64url_encodes_as_the_standard_library_and_decodes_back(data: bytes) -> None:
+    """``keys.b64url`` (JWS segments, keyed hashes, PKCE): ``base64.urlsafe_b64encode`` without padding;
+    the strict decoding of JWS segments gives the octets back."""
+    from keys import b64url
+    from oidc.hashing import b64url_decode_strict
+
+    encoded = b64url(data)
+    assert encoded == base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+    assert b64url_decode_strict(encoded.encode("ascii")) == data

@@ -19,7 +19,7 @@ import re
 from collections.abc import Iterable
 from functools import cached_property
 from itertools import chain
-from typing import Any, cast
+from typing import Any
 from urllib.parse import parse_qsl
 
 from flask import Request
@@ -113,6 +113,12 @@ class ProviderRequest(Request):
                              files=self.parameter_storage_class())
 
 
+# _LISTS: a MultiDict is the dict of each name's list of values, read here with ``dict``'s own
+# methods (the MultiDict's ``items`` and ``values`` give first values, its ``lists`` copies each
+# list); werkzeug types it as a dict of single values, hence an annotation (typing.cast would be
+# a function call on every request).
+
+
 def has_control_character(value: str) -> bool:
     """Whether ``value`` holds a C0 control character other than tab, CR and LF (or DEL)."""
     return _CONTROL.search(value) is not None
@@ -125,7 +131,7 @@ def _holds_control_character(params: MultiDict[str, str]) -> bool:
     # expression, which steps through its character class for each character of a long token.
     # The strings are gathered from the dict itself (its names, then each name's list of values)
     # by iterators written in C, not by the MultiDict's ``items`` generator.
-    lists = _lists(params)
+    lists: dict[str, list[str]] = params  # type: ignore[assignment]  # (see _LISTS)
     values: Iterable[list[str]] = dict.values(lists)
     octets = "\t".join(chain(dict.keys(lists), chain.from_iterable(values))).encode("utf-8", "surrogatepass")
     return len(octets.translate(None, _CONTROL_OCTETS)) != len(octets)
@@ -141,24 +147,20 @@ def holds_control_character(params: MultiDict[str, str]) -> bool:
 def _repeated_names(params: MultiDict[str, str]) -> frozenset[str]:
     # One pass over the parameters sent: ``getlist`` of each name an endpoint reads raises
     # and catches a KeyError for each one absent.
-    return frozenset(name for name, values in dict.items(_lists(params)) if len(values) > 1)
-
-
-def _lists(params: MultiDict[str, str]) -> dict[str, list[str]]:
-    """``params`` as the dict it is, of each name's list of values, read with ``dict``'s own methods
-    (the MultiDict's ``items`` and ``values`` give first values, its ``lists`` copies each list)."""
-    return cast("dict[str, list[str]]", params)
+    lists: dict[str, list[str]] = params  # type: ignore[assignment]  # (see _LISTS)
+    return frozenset(name for name, values in dict.items(lists) if len(values) > 1)
 
 
 def longest_value(params: MultiDict[str, str]) -> int:
     """The length of the longest value sent (0 for no parameter)."""
-    values: Iterable[list[str]] = dict.values(_lists(params))
+    lists: dict[str, list[str]] = params  # type: ignore[assignment]  # (see _LISTS)
+    values: Iterable[list[str]] = dict.values(lists)
     return max(map(len, chain.from_iterable(values)), default=0)
 
 
 def sizes(params: MultiDict[str, str]) -> tuple[int, int]:
     """The length of every name and value sent, added up (a name once per value), and of the longest value."""
-    lists = _lists(params)
+    lists: dict[str, list[str]] = params  # type: ignore[assignment]  # (see _LISTS)
     lengths = [len(value) for values in dict.values(lists) for value in values]
     names = sum(len(name) * len(values) for name, values in dict.items(lists))
     return names + sum(lengths), max(lengths, default=0)
