@@ -14,6 +14,7 @@ import sqlite3
 import time
 from typing import Any
 
+from flask import current_app
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import BigInteger, Column, Engine, Integer, LargeBinary, MetaData, String, Table, Text, event
 from sqlalchemy.engine import make_url
@@ -32,8 +33,24 @@ NAMING_CONVENTION = {
 }
 
 
+#: Where the app keeps its default engine once looked up (:attr:`_SQLAlchemy.engine`).
+_ENGINE_EXTENSION = "oidc.engine"
+
+
 class _SQLAlchemy(SQLAlchemy):
-    """Flask-SQLAlchemy, its Session removed at the end of a request only if the request made one."""
+    """Flask-SQLAlchemy, its Session removed at the end of a request only if the request made one,
+    and the app's default engine kept on the app once looked up."""
+
+    @property
+    def engine(self) -> Engine:
+        # Flask-SQLAlchemy's looks the app up twice in a WeakKeyDictionary of each app's engines
+        # (a weak reference made for each look-up) through two properties, for every read of
+        # the access token table; an app's engines are made once, by init_app.
+        app = current_app._get_current_object()  # type: ignore[attr-defined]
+        engine: Engine | None = app.extensions.get(_ENGINE_EXTENSION)
+        if engine is None:
+            engine = app.extensions[_ENGINE_EXTENSION] = super().engine  # (its error for an app it does not know)
+        return engine
 
     def _teardown_session(self, exc: BaseException | None) -> None:
         # ``scoped_session.remove`` asks the registry whether there is a Session, then deletes

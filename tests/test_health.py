@@ -45,6 +45,7 @@ def test_not_ready_when_the_database_is_unreachable(make_app, base_env, tmp_path
     app.extensions["sqlalchemy"]._app_engines[app][None] = create_engine(
         "postgresql+psycopg://postgres@127.0.0.1:1/nowhere", connect_args={"connect_timeout": 2}
     )
+    app.extensions.pop("oidc.engine", None)  # the engine the app kept (oidc.db), looked up again
     try:
         response = client.get("/health/ready")
         assert response.status_code == 503
@@ -53,6 +54,7 @@ def test_not_ready_when_the_database_is_unreachable(make_app, base_env, tmp_path
         assert "Traceback" not in response.get_data(as_text=True)
     finally:
         app.extensions["sqlalchemy"]._app_engines[app][None] = create_engine(original_url)
+        app.extensions.pop("oidc.engine", None)
 
 
 def test_not_ready_when_an_hsm_only_set_has_no_key(make_app, hsm_env):
