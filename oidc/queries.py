@@ -48,6 +48,7 @@ from sqlalchemy import (
     bindparam,
     column,
     delete,
+    exists,
     func,
     insert,
     literal,
@@ -544,6 +545,23 @@ _AUDIT_NEXT_IDS = {
                   .select_from(func.generate_series(1, bindparam("count", type_=Integer))),
     "sqlite": select(func.coalesce(func.max(audit_log.c.id), 0)),
 }
+#: PostgreSQL, a chainer writing its queue alone (:func:`read_audit_head_taking_ids`,
+#: :func:`append_sealed_entries`): the head read without its lock, with the ids of the batch, in one
+#: statement; then the rows inserted by the statement that moves the head, only if the head is still at
+#: the position read (a compare-and-swap; else no row is inserted).  Two round trips in autocommit instead
+#: of a transaction of six (BEGIN, the lock, the ids, the insert, the head, COMMIT), and no lock held
+#: while the batch is hashed.
+_AUDIT_HEAD_TAKING_IDS = {"postgresql": select(
+    audit_chain, _AUDIT_NEXT_IDS["postgresql"].scalar_subquery().label("ids")).where(audit_chain.c.id == 1)}
+_AUDIT_HEAD_MOVED = (update(audit_chain)
+                     .where(audit_chain.c.id == 1, audit_chain.c.position == bindparam("from_position"))
+                     .values(position=bindparam("head_position"), hash=bindparam("head_hash"))
+                     .returning(audit_chain.c.id).cte("head_moved"))
+_AUDIT_APPENDED = (insert(audit_log).from_select(
+    [c.name for c in _SEALED_COLUMNS], select(_SEALED_RECORDS).where(exists(select(_AUDIT_HEAD_MOVED.c.id))))
+                   .returning(audit_log.c.id).cte("appended"))
+#: (How many rows it inserted: 0 when the head had moved.)
+_AUDIT_APPEND_SEALED = {"postgresql": select(func.count()).select_from(_AUDIT_APPENDED)}
 #: How many unsealed entries one pass of the chainer seals.
 AUDIT_SEAL_BATCH = 1000
 # The chainer's first statement: a write to the head row, so it holds the head's lock (PostgreSQL's row
@@ -1055,6 +1073,31 @@ def next_audit_ids(connection: Connection, count: int) -> list[int]:
         largest = int(connection.execute(_AUDIT_NEXT_IDS["sqlite"]).scalar_one())
         return list(range(largest + 1, largest + 1 + count))
     return sorted(int(value) for value in connection.execute(_AUDIT_NEXT_IDS[dialect], {"count": count}).scalar_one())
+
+
+def appends_unlocked(dialect: Dialect) -> bool:
+    """Whether a chainer writing its queue alone appends by compare-and-swap on the head (PostgreSQL: round
+    trips saved) rather than in a transaction holding the head's lock (SQLite, whose one write lock it is)."""
+    return dialect.name == "postgresql"
+
+
+def read_audit_head_taking_ids(connection: Connection, count: int) -> tuple[AnyRow, list[int]]:
+    """PostgreSQL, in autocommit: the chain's head (no lock taken) and ``count`` new ids of ``audit_log``."""
+    head = connection.execute(_AUDIT_HEAD_TAKING_IDS[connection.dialect.name], {"count": count}).one_or_none()
+    if head is None:
+        raise RuntimeError("the audit_chain head row is missing: run oidc-hsm db upgrade")
+    return cast(AnyRow, head), sorted(int(value) for value in head.ids or ())
+
+
+def append_sealed_entries(connection: Connection, written: list[str], from_position: int, position: int,
+                          digest: str) -> bool:
+    """PostgreSQL, in autocommit: insert sealed entries (JSON objects, :func:`audit_chain.sealed_row`) and move
+    the head from ``from_position`` to ``position`` and ``digest``, in one statement, if the head is still at
+    ``from_position``; False (nothing written) when another writer moved it first."""
+    appended = connection.execute(_AUDIT_APPEND_SEALED[connection.dialect.name], {
+        "entries": f"[{','.join(written)}]", "from_position": from_position, "head_position": position,
+        "head_hash": digest}).scalar_one()
+    return bool(appended)
 
 
 def sealed_rows_as_json(dialect: Dialect) -> bool:

@@ -214,10 +214,13 @@ def test_checkpoints_verify_with_the_audit_jwks_only(make_app, base_env):
         assert hashlib.sha256(b"").hexdigest() != claims["hash"]
 
 
-@pytest.mark.parametrize("delay", ["0", "3600"], ids=["inserted", "queued"])
-def test_concurrent_appends_and_chainers_keep_one_chain(make_app, base_env, delay):
+@pytest.mark.parametrize(("delay", "write"), [("0", "seal"), ("3600", "seal"), ("3600", "write_queued")],
+                         ids=["inserted", "queued", "queue-written-alone"])
+def test_concurrent_appends_and_chainers_keep_one_chain(make_app, base_env, delay, write):
     """Two apps on one database (two workers), each appending from two threads while both seal: each
-    entry inserted at once (sealed later), or queued (inserted sealed by seal())."""
+    entry inserted at once (sealed later), or queued and inserted sealed by seal() (holding the head's
+    lock), or by write_queued() (on PostgreSQL a compare-and-swap on the head, which four writers at
+    once make each other repeat)."""
     first = _provider(make_app, base_env, AUDIT_WRITE_DELAY_SECONDS=delay)
     second = Provider(make_app({**base_env, **AUDIT_ENV, "AUDIT_WRITE_DELAY_SECONDS": delay}))
     trails = [_trail(first), _trail(second)]
@@ -228,7 +231,7 @@ def test_concurrent_appends_and_chainers_keep_one_chain(make_app, base_env, dela
             for number in range(40):
                 trail.append([{"at": 0, "event": "test.concurrent", "fields": json.dumps({"n": number, "by": name})}])
                 if number % 10 == 0:
-                    trail.seal()
+                    getattr(trail, write)()
         except BaseException as exc:  # reported below
             errors.append(exc)
 
@@ -245,6 +248,32 @@ def test_concurrent_appends_and_chainers_keep_one_chain(make_app, base_env, dela
     assert result.ok, result.problem
     concurrent = [entry for entry in trails[0].export() if entry["event"] == "test.concurrent"]
     assert len(concurrent) == 160 and result.unsealed == 0
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)  # (SQLite writes holding its write lock)
+def test_an_append_after_the_head_moved_writes_nothing(make_app, base_env):
+    """PostgreSQL's unlocked append (a chainer writing its queue alone) inserts its rows and moves the head
+    only from the position it read: a writer that read the head before another moved it writes nothing,
+    and seals its entries again after the new head."""
+    from oidc import queries
+    from oidc.observability.audit_chain import GENESIS, sealed_row
+
+    op = _provider(make_app, base_env, **QUEUED)
+    engine = _trail(op).engine()
+    assert queries.appends_unlocked(engine.dialect)
+    _trail(op).seal()  # what the start queued (the key sets' events): the head moves no more meanwhile
+    with engine.connect() as connection:
+        connection.execution_options(isolation_level="AUTOCOMMIT")
+        head, ids = queries.read_audit_head_taking_ids(connection, 2)
+        start, previous = int(head.position), str(head.hash)
+        digest, row = sealed_row(ids[0], start + 1, 0, "test.first", "{}", previous)
+        assert queries.append_sealed_entries(connection, [row], start, start + 1, digest)
+        late_digest, late_row = sealed_row(ids[1], start + 1, 0, "test.late", "{}", previous)
+        assert not queries.append_sealed_entries(connection, [late_row], start, start + 1, late_digest)
+        head, _ = queries.read_audit_head_taking_ids(connection, 0)
+        assert (int(head.position), head.hash) == (start + 1, digest) and digest != GENESIS
+    assert [entry["event"] for entry in _trail(op).export() if entry["event"].startswith("test.")] == ["test.first"]
+    assert _trail(op).verify().ok
 
 
 def test_cli_verify_names_the_first_bad_entry_and_export_writes_json_lines(make_app, base_env):

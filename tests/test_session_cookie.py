@@ -11,8 +11,9 @@ from flask.sessions import SecureCookieSessionInterface
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from itsdangerous import BadSignature
+from werkzeug.test import EnvironBuilder
 
-from oidc.web.session import CookieSessionInterface
+from oidc.web.session import CookieSessionInterface, sent_cookie
 
 _KEY = "k" * 32
 
@@ -144,3 +145,28 @@ def _with_key(key: str) -> Flask:
     app = Flask(__name__)
     app.secret_key = key
     return app
+
+
+def _joined(pairs: list[tuple[str, str]]) -> str:
+    return "; ".join(f"{name}={value}" for name, value in pairs)
+
+
+#: Cookie headers: any latin-1 text (as a WSGI environ holds it), or name=value pairs, some named ``session``.
+_LATIN_1 = st.characters(min_codepoint=0x20, max_codepoint=0xFF)
+_COOKIE_HEADERS = st.text(_LATIN_1, max_size=60) | st.lists(
+    st.tuples(st.sampled_from(["session", "other", " session", "a b", ""]), st.text(_LATIN_1, max_size=12)),
+    max_size=4).map(_joined)
+
+
+@settings(max_examples=300, deadline=None, derandomize=True, database=None)
+@given(header=_COOKIE_HEADERS)
+def test_the_session_cookie_is_read_as_request_cookies_reads_it(header: str) -> None:
+    """Whatever the Cookie header holds, the value read for each name is werkzeug's ``request.cookies``'s."""
+    app = _app(False)
+    environ = EnvironBuilder("/").get_environ()
+    environ["HTTP_COOKIE"] = header
+    request = app.request_class(environ)
+    for name in ("session", "other", *request.cookies):
+        assert sent_cookie(request, name) == request.cookies.get(name), (header, name)
+    del environ["HTTP_COOKIE"]
+    assert sent_cookie(app.request_class(environ), "session") is None

@@ -324,7 +324,8 @@ def validate_authorization_request(params: Any, end_user: Any, *, pushing: bool 
         raise _redirect(OAuth2Error(error=code, description=description, redirect_uri=redirect_uri), state,
                         response_mode, client)
     try:
-        grant = authorization_server().get_consent_grant(request=request, end_user=end_user)
+        grant = authorization_server().get_consent_grant(request=request, end_user=end_user, client=client,
+                                                         redirect_uri=redirect_uri)
     except OAuth2Error as error:
         if getattr(error, "redirect_uri", None) is None:
             raise ErrorPage(error.error or "invalid_request", error.get_error_description() or "") from None

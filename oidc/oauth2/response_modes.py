@@ -46,7 +46,14 @@ _UNCHANGED_BY_ENCODING = re.compile(r"[A-Za-z0-9_.~-]*")
 
 
 def _form_encoded(name_or_value: str) -> str:
-    return name_or_value if _UNCHANGED_BY_ENCODING.fullmatch(name_or_value) else quote_plus(name_or_value)
+    return name_or_value if _UNCHANGED_BY_ENCODING.fullmatch(name_or_value) else _quoted(name_or_value)
+
+
+@lru_cache(maxsize=64)
+def _quoted(name_or_value: str) -> str:
+    """``quote_plus``, remembered: what a response needs quoted is mostly the same on every response of the
+    process (``iss``, the issuer URL, RFC 9207; the query values of a registered redirect URI)."""
+    return quote_plus(name_or_value)
 
 
 def add_params_to_uri(uri: str, params: list[tuple[str, str]]) -> str:

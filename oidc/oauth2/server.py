@@ -40,6 +40,7 @@ from oidc.oauth2.grants.device_code import DeviceCodeGrant
 from oidc.oauth2.grants.refresh_token import RefreshTokenGrant
 from oidc.oauth2.introspection import IntrospectionEndpoint
 from oidc.oauth2.openid import OpenIDCode, OpenIDRefresh
+from oidc.oauth2.parameters import ValueLists
 from oidc.oauth2.pkce import S256CodeChallenge
 from oidc.oauth2.revocation import RevocationEndpoint
 from oidc.state import State, current_state
@@ -68,9 +69,9 @@ class RequestPayload(FlaskOAuth2Payload):  # type: ignore[misc]  # the base clas
         return request.args
 
     @functools.cached_property
-    def datalist(self) -> Any:
+    def datalist(self) -> ValueLists:
         # Authlib's is a defaultdict filled by a getlist per name; each reader asks ``.get(name, [])``.
-        return self.data.to_dict(flat=False)
+        return ValueLists(self.data)
 
 
 @functools.lru_cache(maxsize=16)
@@ -232,18 +233,24 @@ class AuthorizationServer(_FlaskAuthorizationServer):  # type: ignore[misc]  # t
         request.certificate_in(settings.client_cert_header)  # a bad certificate header is invalid_client before anything
         return request
 
-    def get_consent_grant(self, request: Any = None, end_user: Any = None) -> Any:
-        """Authlib's, without its check that none of five parameters is repeated (RFC 6749 §3.1).
+    def get_consent_grant(self, request: Any = None, end_user: Any = None, *, client: Client,
+                          redirect_uri: str | None) -> Any:
+        """Authlib's, for the ``client`` and ``redirect_uri`` its caller checked, without its check that
+        none of five parameters is repeated (RFC 6749 §3.1).
 
         Its one caller, :func:`oidc.oauth2.authorization.validate_authorization_request`, has
-        refused a repeated parameter of a longer list (``SINGLE_VALUED``) before, in the same
-        parameters the grant reads (:class:`RequestPayload`: a GET's query, a POST's form; or
-        the pushed or request object's parameters): that check could no longer fail.
+        refused a repeated parameter of a longer list (``SINGLE_VALUED``) before, and found the
+        client and its redirect URI (registered for it, compared as exact strings, or its only
+        one when none was sent), in the same parameters the grant reads (:class:`RequestPayload`:
+        a GET's query, a POST's form; or the pushed or request object's parameters): those
+        checks could no longer fail, and the grant does not make them again
+        (:attr:`~oidc.oauth2.grants.authorization_code.AuthorizationCodeGrant.checked`).
         """
         request = self.create_oauth2_request(request)
         try:
             request.user = end_user
             grant = self.get_authorization_grant(request)
+            grant.checked = (client, redirect_uri)
             grant.validate_consent_request()
         except OAuth2Error as error:
             error.state = request.payload.state  # as Authlib's (RFC 6749 §4.1.2.1)

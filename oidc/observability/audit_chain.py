@@ -130,6 +130,26 @@ def sealed_row(entry_id: int, position: int, at: int, event: str, fields: str, p
     return digest, members + f'"hash":"{digest}"}}'
 
 
+def _seal_queued(entries: Sequence[Mapping[str, Any]], ids: Sequence[int], position: int, digest: str, *,
+                 as_json: bool) -> tuple[list[Any], int, str]:
+    """Queued entries sealed in order after ``position`` and ``digest``, with their new ids: their rows as
+    :func:`oidc.queries.seal_audit_entries` takes them (``as_json``: PostgreSQL's JSON objects, else SQLite's
+    values), and the position and hash of the last."""
+    written: list[Any] = []
+    for entry_id, entry in zip(ids, entries, strict=True):
+        position += 1
+        at, event, fields = entry["at"], entry["event"], entry["fields"]
+        if type(fields) is not str:  # queued by AuditHandler.sink: its text is made here
+            fields = _queued_fields_text(fields)
+        digest, text = sealed_row(entry_id, position, at, event, fields, digest)
+        written.append(text if as_json else queries.sealed_values(entry_id, position, at, event, fields, digest))
+    return written, position, digest
+
+
+#: How many times a chainer appends by compare-and-swap before it takes the head's lock instead.
+_APPEND_ATTEMPTS = 3
+
+
 #: The canonical JSON of an event's fields, made once (``json.dumps`` with options builds an encoder per call).
 _FIELDS_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True, default=str,
                                   check_circular=False)  # flat: identifiers, never a container of itself
@@ -292,10 +312,14 @@ class AuditTrail:
             # Before the lock: starting the key service writes to the database.
             signer = self._checkpoint_signer() if sign else None
             sealed_total = 0
+            engine = self.engine()
             while True:
-                with self.engine().begin() as connection:
-                    sealed, written, more, due = self._seal_batch(connection, queued, signing=signer is not None,
-                                                                  stored_too=stored_too)
+                batch = (self._append_unlocked(engine, queued, signing=signer is not None)
+                         if queued and not stored_too and queries.appends_unlocked(engine.dialect) else None)
+                if batch is None:
+                    with engine.begin() as connection:
+                        batch = self._seal_batch(connection, queued, signing=signer is not None, stored_too=stored_too)
+                sealed, written, more, due = batch
                 del queued[:written]  # committed: no longer this process's to write
                 sealed_total += sealed
                 if due is not None and signer is not None and not self._sign_checkpoint(signer, *due):
@@ -316,9 +340,9 @@ class AuditTrail:
 
     def _seal_batch(self, connection: Connection, queued: list[dict[str, Any]], *, signing: bool,
                     stored_too: bool) -> tuple[int, int, bool, tuple[int, str] | None]:
-        """Seal up to the next checkpoint (or a batch): stored unsealed entries first (``stored_too``),
-        then queued ones.  (count sealed, count of ``queued`` written, more stored to seal, the
-        (position, hash) of a checkpoint now due)."""
+        """Seal up to the next checkpoint (or a batch), holding the head's lock: stored unsealed entries first
+        (``stored_too``), then queued ones.  (count sealed, count of ``queued`` written, more stored to seal,
+        the (position, hash) of a checkpoint now due)."""
         head = queries.lock_audit_head(connection)
         if head is None:
             raise RuntimeError("the audit_chain head row is missing: run oidc-hsm db upgrade")
@@ -326,11 +350,7 @@ class AuditTrail:
         # Writing the queue alone, stored unsealed entries (another process's, with no write delay) are
         # left to the next periodic seal: one statement less for each write.
         unsealed = queries.unsealed_audit_entries(connection) if stored_too else ()
-        # Stop at the next multiple of AUDIT_CHECKPOINT_ENTRIES, so each checkpoint signs exactly there (also
-        # past a multiple whose checkpoint another chainer is still signing, outside the lock).
-        since = position - int(head.checkpoint_position)
-        room = self.checkpoint_entries - since % self.checkpoint_entries if signing else 0
-        limit = min(room, queries.AUDIT_SEAL_BATCH) if room > 0 else queries.AUDIT_SEAL_BATCH
+        limit = self._batch_limit(head, signing)
         stored = unsealed[:limit]
         fresh = queued[:limit - len(stored)]
         sealed = []
@@ -339,23 +359,51 @@ class AuditTrail:
             digest = entry_hash({"id": row.id, "position": position, "at": row.at, "event": row.event,
                                  "fields": row.fields}, digest)
             sealed.append({"row_id": row.id, "sealed_position": position, "sealed_hash": digest})
-        written: list[Any] = []
-        as_json = queries.sealed_rows_as_json(connection.dialect)
-        for entry_id, entry in zip(queries.next_audit_ids(connection, len(fresh)) if fresh else (), fresh,
-                                   strict=True):
-            position += 1
-            at, event, fields = entry["at"], entry["event"], entry["fields"]
-            if type(fields) is not str:  # queued by AuditHandler.sink: its text is made here
-                fields = _queued_fields_text(fields)
-            digest, text = sealed_row(entry_id, position, at, event, fields, digest)
-            written.append(text if as_json else queries.sealed_values(entry_id, position, at, event, fields, digest))
+        ids = queries.next_audit_ids(connection, len(fresh)) if fresh else []
+        written, position, digest = _seal_queued(fresh, ids, position, digest,
+                                                 as_json=queries.sealed_rows_as_json(connection.dialect))
         if sealed or written:
             queries.seal_audit_entries(connection, sealed, written, position, digest)
-        due = position - int(head.checkpoint_position) >= self.checkpoint_entries or (
-            position > int(head.checkpoint_position) and int(self.clock()) - int(head.checkpoint_at)
-            >= self.checkpoint_seconds)
         more = len(stored) < len(unsealed) or len(unsealed) == queries.AUDIT_SEAL_BATCH
-        return len(sealed) + len(written), len(written), more, ((position, digest) if due else None)
+        return len(sealed) + len(written), len(written), more, self._checkpoint_due(head, position, digest)
+
+    def _append_unlocked(self, engine: Engine, queued: list[dict[str, Any]], *,
+                         signing: bool) -> tuple[int, int, bool, tuple[int, str] | None] | None:
+        """Write the queue's next batch without the head's lock (:func:`queries.appends_unlocked`): the head
+        read with the batch's ids, the entries sealed after it, and inserted by the statement that moves the
+        head if no other writer moved it meanwhile (else the head is read again).  As :meth:`_seal_batch`
+        answers; None when another writer came first every time (the caller then takes the lock)."""
+        with engine.connect() as connection:
+            connection.execution_options(isolation_level="AUTOCOMMIT")  # each statement its own transaction
+            ids: list[int] = []
+            for _ in range(_APPEND_ATTEMPTS):
+                # The ids once: those of a lost attempt were never used (a sequence leaves gaps anyway).
+                count = 0 if ids else min(len(queued), queries.AUDIT_SEAL_BATCH)
+                head, taken = queries.read_audit_head_taking_ids(connection, count)
+                ids = ids or taken
+                fresh = queued[:self._batch_limit(head, signing)]
+                written, position, digest = _seal_queued(fresh, ids[:len(fresh)], int(head.position), str(head.hash),
+                                                         as_json=True)
+                if queries.append_sealed_entries(connection, written, int(head.position), position, digest):
+                    return len(written), len(written), False, self._checkpoint_due(head, position, digest)
+        return None
+
+    def _batch_limit(self, head: Any, signing: bool) -> int:
+        """How many entries the next batch seals after ``head``: up to the next multiple of
+        AUDIT_CHECKPOINT_ENTRIES while checkpoints are signed, so each checkpoint signs exactly there (also
+        past a multiple whose checkpoint another chainer is still signing, outside the lock); at most
+        :data:`queries.AUDIT_SEAL_BATCH`."""
+        since = int(head.position) - int(head.checkpoint_position)
+        room = self.checkpoint_entries - since % self.checkpoint_entries if signing else 0
+        return min(room, queries.AUDIT_SEAL_BATCH) if room > 0 else queries.AUDIT_SEAL_BATCH
+
+    def _checkpoint_due(self, head: Any, position: int, digest: str) -> tuple[int, str] | None:
+        """The checkpoint now due once the chain reaches ``position`` (``digest``) from ``head``, if one is:
+        AUDIT_CHECKPOINT_ENTRIES entries, or AUDIT_CHECKPOINT_SECONDS, since the last one."""
+        checkpoint = int(head.checkpoint_position)
+        due = position - checkpoint >= self.checkpoint_entries or (
+            position > checkpoint and int(self.clock()) - int(head.checkpoint_at) >= self.checkpoint_seconds)
+        return (position, digest) if due else None
 
     def _sign_checkpoint(self, signer: Signer, position: int, digest: str) -> bool:
         """Sign the checkpoint of ``position`` (outside any transaction), then store it unless another

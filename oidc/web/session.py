@@ -21,6 +21,7 @@ from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
 from itsdangerous import BadSignature, TimestampSigner, URLSafeTimedSerializer
 from itsdangerous.encoding import want_bytes
 from itsdangerous.signer import HMACAlgorithm
+from werkzeug.sansio.http import parse_cookie
 
 from oidc.accounts import sessions
 from oidc.hashing import random_token
@@ -94,6 +95,18 @@ class _SessionJSON(TaggedJSONSerializer):
         return self._untag_scan(json.loads(value))
 
 
+def sent_cookie(request: Any, name: str) -> str | None:
+    """``request.cookies.get(name)``, read from the one ``Cookie`` header a WSGI environ holds.
+
+    Werkzeug's ``request.cookies`` joins every value of the ``Cookie`` header, which it
+    finds by walking every header of the environ (and naming each); the environ holds at most
+    one, ``HTTP_COOKIE`` (PEP 3333).  It is parsed by the same function, into the same kind of dict.
+    """
+    cookies = parse_cookie(request.environ.get("HTTP_COOKIE"), cls=request.dict_storage_class)
+    value: str | None = cookies.get(name)
+    return value
+
+
 class CookieSessionInterface(SecureCookieSessionInterface):
     """Flask's signed-cookie session, free on requests that do not use it.
 
@@ -132,7 +145,7 @@ class CookieSessionInterface(SecureCookieSessionInterface):
         serializer, signer = self._signing(app)
         if serializer is None or signer is None:
             return None
-        value = request.cookies.get(self.get_cookie_name(app))
+        value = sent_cookie(request, self.get_cookie_name(app))
         if not value:
             return self.session_class()
         max_age = int(app.permanent_session_lifetime.total_seconds())

@@ -7,7 +7,6 @@ from typing import Any
 from authlib.oauth2.rfc6749 import grants
 from authlib.oauth2.rfc6749.errors import (
     AccessDeniedError,
-    InvalidClientError,
     InvalidGrantError,
     InvalidRequestError,
     InvalidScopeError,
@@ -39,16 +38,13 @@ def wants_refresh_token(client: Any, scope: str) -> bool:
 
 
 def _validate_code_authorization_request(grant: AuthorizationCodeGrant) -> str:
-    """Authlib's ``validate_code_authorization_request``, but the scope a client gets is the core's rule
-    (:func:`~oidc.oauth2.scopes.allowed_scope`), not a method of the client's row."""
+    """Authlib's ``validate_code_authorization_request`` from its response type on: the client and the
+    redirect URI are the ones validation checked (:attr:`AuthorizationCodeGrant.checked`), and the scope a
+    client gets is the core's rule (:func:`~oidc.oauth2.scopes.allowed_scope`), not a method of the client's row."""
     request = grant.request
-    client_id = request.payload.client_id
-    if client_id is None:
-        raise InvalidClientError(description="Missing 'client_id' parameter.")
-    client = grant.server.query_client(client_id)
-    if not client:
-        raise InvalidClientError(description="The client does not exist on this server.")
-    redirect_uri: str = grant.validate_authorization_redirect_uri(request, client)
+    client, redirect_uri = grant.checked or (None, None)
+    if client is None or redirect_uri is None:
+        raise RuntimeError("the client and redirect URI of this authorization request were not checked")
     response_type = request.payload.response_type
     if not client.check_response_type(response_type):
         raise UnauthorizedClientError(f"The client is not authorized to use 'response_type={response_type}'",
@@ -64,6 +60,12 @@ def _validate_code_authorization_request(grant: AuthorizationCodeGrant) -> str:
 
 class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):  # type: ignore[misc]  # the base class is untyped
     TOKEN_ENDPOINT_AUTH_METHODS = list(AUTH_METHODS)
+
+    #: The client and redirect URI of the authorization request, as
+    #: :func:`oidc.oauth2.authorization.validate_authorization_request` found them (the client
+    #: known, the URI registered for it, or its only one) before any error could be redirected,
+    #: set by :meth:`oidc.oauth2.server.AuthorizationServer.get_consent_grant`; None until then.
+    checked: tuple[Any, str | None] | None = None
 
     def validate_authorization_request(self) -> str:
         redirect_uri = _validate_code_authorization_request(self)
