@@ -20,7 +20,7 @@ from flask import Blueprint, Response, request
 from oidc import queries, urls
 from oidc.oauth2 import dpop
 from oidc.oauth2.families import Issued
-from oidc.oauth2.server import authorization_server
+from oidc.oauth2.server import IssuerRequest, authorization_server
 from oidc.oauth2.token_request import precheck
 from oidc.observability import audit, metrics
 from oidc.state import State, current_state
@@ -39,7 +39,8 @@ def _respond(endpoint: str) -> Response:
     state = current_state()
     state.key_service()
     server = authorization_server()
-    problem = precheck(request._get_current_object(), token_endpoint=endpoint == TOKEN_ENDPOINT)  # type: ignore[attr-defined]
+    flask_request = request._get_current_object()  # type: ignore[attr-defined]
+    problem = precheck(flask_request, token_endpoint=endpoint == TOKEN_ENDPOINT)
     if problem is not None:
         return server.handle_error_response(None, problem)
     issued: Issued | None = None
@@ -56,7 +57,9 @@ def _respond(endpoint: str) -> Response:
         issued = oauth_request.issued
         grant_type = oauth_request.payload.grant_type or ""
     else:
-        response = server.create_endpoint_response(endpoint)
+        # The OAuth 2.0 request made here, of the request and the issuer at hand (Authlib's
+        # create_oauth2_request would look both up again).
+        response = server.create_endpoint_response(endpoint, IssuerRequest(flask_request, state.settings.issuer))
     session = queries.session_in_transaction() if endpoint != INTROSPECTION else None
     if session is not None:
         # (A client_credentials token for a cached client reads and writes
