@@ -114,7 +114,9 @@ class IntrospectionEndpoint(_IntrospectionEndpoint):  # type: ignore[misc]  # th
             body: dict[str, Any] = {"active": False}
         else:
             body = self.introspect_token(token, client)
-        if wants_jwt(request.headers.get("Accept")):
+        # The header read from the WSGI environ (PEP 3333: ``HTTP_ACCEPT``), as the request's headers
+        # read it, without their KeyError raised and caught when the client sent no Accept.
+        if wants_jwt(request.accept):
             return 200, jwt_response(body, client), [("Content-Type", INTROSPECTION_JWT_MEDIA_TYPE),
                                                      ("Cache-Control", "no-store")]
         return 200, body, [*default_json_headers, ("Cache-Control", "no-store")]

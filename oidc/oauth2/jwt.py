@@ -42,7 +42,7 @@ from joserfc.util import urlsafe_b64decode
 
 from keys import EDDSA_ALGORITHMS, KeyServiceError, Signer, compact_jws
 from oidc.hashing import b64url_decode, is_b64url, random_token
-from oidc.state import State, current_state, key_service
+from oidc.state import State, current_state
 from oidc.vocabulary import (
     ACCESS_TOKEN_SET,
     ACCESS_TOKEN_TYP,
@@ -303,8 +303,9 @@ def verify_own_jwt(token: str, *, typ: str | None, key_set: str, check_exp: bool
     header = _header(token)
     if typ is not None and str(header.get("typ", "")).lower() not in (typ.lower(), "application/" + typ.lower()):
         raise InvalidToken("wrong typ")
+    state = current_state()  # once: the key service, the clock and the issuer are all the state's
     try:
-        jwk = key_service().public_key(header["kid"], key_set=key_set)
+        jwk = state.key_service().public_key(header["kid"], key_set=key_set)
     except KeyServiceError:
         raise InvalidToken("key service unavailable") from None
     if jwk is None or header.get("alg") != jwk.get("alg") or jwk.get("use", "sig") != "sig":
@@ -325,7 +326,6 @@ def verify_own_jwt(token: str, *, typ: str | None, key_set: str, check_exp: bool
         raise InvalidToken("bad signature") from None
     if not isinstance(claims, dict):
         raise InvalidToken("the payload is not a JSON object")
-    state = current_state()
     try:
         _claims_registry(state.clock.now, state.settings.issuer, check_exp, leeway).validate(claims)
     except (JoseError, TypeError, ValueError):

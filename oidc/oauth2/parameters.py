@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from functools import cached_property
 from itertools import chain
 from operator import mul
-from typing import Any, cast
+from typing import Any
 from urllib.parse import parse_qsl
 
 from flask import Request
@@ -59,23 +59,36 @@ class Parameters(ImmutableMultiDict[str, str]):
 
     # An authorization request's parameters are checked for control characters and repeated names
     # when they are read and again when the request is validated; they never change, so each check
-    # runs once.
+    # runs once.  Kept in the instance's ``__dict__`` by hand rather than by ``functools.cached_property``,
+    # which on Python 3.11 takes a lock on each first read (every request reads each once).
 
-    @cached_property
     def control_character(self) -> bool:
         """Whether a name or a value holds a control character (:func:`holds_control_character`)."""
-        return _holds_control_character(self)
+        found: bool | None = self.__dict__.get("_control_character")
+        if found is None:
+            found = self.__dict__["_control_character"] = _holds_control_character(self)
+        return found
 
-    @cached_property
     def repeated_names(self) -> frozenset[str]:
         """The names sent more than once."""
-        return _repeated_names(self)
+        found: frozenset[str] | None = self.__dict__.get("_repeated_names")
+        if found is None:
+            found = self.__dict__["_repeated_names"] = _repeated_names(self)
+        return found
 
 
 class ProviderRequest(Request):
     """Flask's request, its query and form held as :class:`Parameters` (the app's ``request_class``)."""
 
     parameter_storage_class = Parameters
+
+    @cached_property
+    def mimetype(self) -> str:
+        """Werkzeug's, kept after the first read: werkzeug keeps the parsed Content-Type but reads
+        it again through two calls for each use, and a token request asks four times (the body
+        check, the form parsing, the parameters, Authlib's payload)."""
+        mimetype: str = super().mimetype
+        return mimetype
 
     def _load_form_data(self) -> None:
         """An urlencoded body (every form the provider reads) parsed as werkzeug parses it
@@ -101,6 +114,12 @@ class ProviderRequest(Request):
                              files=self.parameter_storage_class())
 
 
+# _LISTS: a MultiDict is the dict of each name's list of values, read here with ``dict``'s own
+# methods (the MultiDict's ``items`` and ``values`` give first values, its ``lists`` copies each
+# list); werkzeug types it as a dict of single values, hence an annotation (typing.cast would be
+# a function call on every request).
+
+
 def has_control_character(value: str) -> bool:
     """Whether ``value`` holds a C0 control character other than tab, CR and LF (or DEL)."""
     return _CONTROL.search(value) is not None
@@ -111,27 +130,33 @@ def _holds_control_character(params: MultiDict[str, str]) -> bool:
     # a search per string costs a call each, on every authorization and token request.  The
     # octets are searched by deleting the control ones (a byte loop in C), not by the regular
     # expression, which steps through its character class for each character of a long token.
-    octets = "\t".join(chain.from_iterable(params.items(multi=True))).encode("utf-8", "surrogatepass")
+    # The strings are gathered from the dict itself (its names, then each name's list of values)
+    # by iterators written in C, not by the MultiDict's ``items`` generator.
+    lists: dict[str, list[str]] = params  # type: ignore[assignment]  # (see _LISTS)
+    values: Iterable[list[str]] = dict.values(lists)
+    octets = "\t".join(chain(dict.keys(lists), chain.from_iterable(values))).encode("utf-8", "surrogatepass")
     return len(octets.translate(None, _CONTROL_OCTETS)) != len(octets)
 
 
 def holds_control_character(params: MultiDict[str, str]) -> bool:
     """Whether a name or a value of ``params`` holds a control character (:func:`has_control_character`)."""
     if isinstance(params, Parameters):
-        return params.control_character
+        return params.control_character()
     return _holds_control_character(params)
 
 
 def _repeated_names(params: MultiDict[str, str]) -> frozenset[str]:
     # One pass over the parameters sent: ``getlist`` of each name an endpoint reads raises
     # and catches a KeyError for each one absent.
-    return frozenset(name for name, values in dict.items(_lists(params)) if len(values) > 1)
+    lists: dict[str, list[str]] = params  # type: ignore[assignment]  # (see _LISTS)
+    return frozenset(name for name, values in dict.items(lists) if len(values) > 1)
 
 
-def _lists(params: MultiDict[str, str]) -> dict[str, list[str]]:
-    """``params`` as the dict it is, of each name's list of values, read with ``dict``'s own methods
-    (the MultiDict's ``items`` and ``values`` give first values, its ``lists`` copies each list)."""
-    return cast("dict[str, list[str]]", params)
+def longest_value(params: MultiDict[str, str]) -> int:
+    """The length of the longest value sent (0 for no parameter)."""
+    lists: dict[str, list[str]] = params  # type: ignore[assignment]  # (see _LISTS)
+    values: Iterable[list[str]] = dict.values(lists)
+    return max(map(len, chain.from_iterable(values)), default=0)
 
 
 class ValueLists:
@@ -145,7 +170,7 @@ class ValueLists:
     __slots__ = ("_lists",)
 
     def __init__(self, params: MultiDict[str, str]) -> None:
-        self._lists = _lists(params)
+        self._lists: dict[str, list[str]] = params  # type: ignore[assignment]  # (see _LISTS)
 
     def get(self, name: str, default: Any = ()) -> Any:
         values = dict.get(self._lists, name)
@@ -155,22 +180,16 @@ class ValueLists:
 def sizes(params: MultiDict[str, str]) -> tuple[int, int]:
     """The length of every name and value sent, added up (a name once per value), and of the longest value."""
     # Counted by ``map`` over the dict's own views: no Python step per parameter, on every authorization request.
-    lists = _lists(params)
+    lists: dict[str, list[str]] = params  # type: ignore[assignment]  # (see _LISTS)
     value_lists: Iterable[list[str]] = dict.values(lists)
     lengths = list(map(len, chain.from_iterable(value_lists)))
     names = sum(map(mul, map(len, dict.keys(lists)), map(len, dict.values(lists))))
     return names + sum(lengths), max(lengths, default=0)
 
 
-def longest_value(params: MultiDict[str, str]) -> int:
-    """The length of the longest value sent (0 when none is): one pass in C over the values' lists."""
-    value_lists: Iterable[list[str]] = dict.values(_lists(params))  # dict's: MultiDict.values gives first values
-    return max(map(len, chain.from_iterable(value_lists)), default=0)
-
-
 def repeated_parameter(params: MultiDict[str, str], names: Iterable[str]) -> ParameterError | None:
     """The error for the first of ``names`` sent more than once in ``params`` (RFC 6749 §3.1), or None."""
-    repeated = params.repeated_names if isinstance(params, Parameters) else _repeated_names(params)
+    repeated = params.repeated_names() if isinstance(params, Parameters) else _repeated_names(params)
     if repeated:
         for name in names:
             if name in repeated:

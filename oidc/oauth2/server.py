@@ -12,6 +12,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from authlib.integrations.flask_oauth2 import AuthorizationServer as _FlaskAuthorizationServer
+from authlib.integrations.flask_oauth2 import client_authenticated, token_revoked
 from authlib.integrations.flask_oauth2.requests import FlaskOAuth2Payload
 from authlib.oauth2.rfc6749 import OAuth2Request
 from authlib.oauth2.rfc6749.authorization_server import _create_grant
@@ -138,16 +139,28 @@ class IssuerRequest(OAuth2Request):  # type: ignore[misc]  # the base class is u
 
         A header that is not one certificate is ``invalid_client`` (RFC 8705 §2).
         """
+        return self.certificate_in(current_state().settings.client_cert_header)
+
+    def certificate_in(self, header: str | None) -> mtls.ClientCertificate | None:
+        """:attr:`client_certificate`, from ``header`` (the ``CLIENT_CERT_HEADER`` setting, read by the caller)."""
         try:
-            return mtls.certificate_of(self._request, current_state().settings.client_cert_header)
+            return mtls.certificate_of(self._request, header)
         except mtls.InvalidClientCertificate as exc:
             raise InvalidClientError(description=f"The client certificate is unusable: {exc}.") from None
 
     @property
+    def accept(self) -> str | None:
+        """The request's ``Accept`` header, None if absent."""
+        value: str | None = self._request.environ.get("HTTP_ACCEPT")
+        return value
+
+    # Kept once read: Authlib's endpoints read the form several times a request, and each read
+    # through the Flask request is a call of werkzeug's cached_property.
+    @functools.cached_property
     def args(self) -> Any:
         return self._request.args
 
-    @property
+    @functools.cached_property
     def form(self) -> Any:
         return self._request.form
 
@@ -215,10 +228,10 @@ class AuthorizationServer(_FlaskAuthorizationServer):  # type: ignore[misc]  # t
         :class:`~oidc.oauth2.dpop.InvalidDPoPProof` or :class:`~oidc.oauth2.dpop.UseDPoPNonce` if it fails.
         """
         flask_request_object = flask_request._get_current_object()  # type: ignore[attr-defined]
-        issuer = (state if state is not None else current_state()).settings.issuer
-        request = IssuerRequest(flask_request_object, issuer)
+        settings = (state if state is not None else current_state()).settings  # once: the issuer, the certificate header
+        request = IssuerRequest(flask_request_object, settings.issuer)
         request.dpop = dpop.check_request_proof(flask_request_object, path)
-        request.client_certificate  # noqa: B018  # a bad certificate header is invalid_client before anything
+        request.certificate_in(settings.client_cert_header)  # a bad certificate header is invalid_client before anything
         return request
 
     def get_consent_grant(self, request: Any = None, end_user: Any = None, *, client: Client,
@@ -277,6 +290,13 @@ class AuthorizationServer(_FlaskAuthorizationServer):  # type: ignore[misc]  # t
         """The enabled client ``client_id`` (see :mod:`oidc.oauth2.client_cache`)."""
         return current_client_cache().get(client_id)
 
+    def send_signal(self, name: str, *args: Any, **kwargs: Any) -> None:
+        """Authlib's Flask signals (``client_authenticated``, ``token_revoked``), sent when something
+        listens: blinker's ``send`` finds that nothing does only after two calls, on every token request."""
+        signal = _SIGNALS.get(name)
+        if signal is not None and signal.receivers:
+            signal.send(self, *args, **kwargs)
+
     def save_token(self, token: dict[str, Any], request: Any) -> None:
         """Tokens are recorded as they are built (:mod:`oidc.oauth2.families`)."""
 
@@ -288,6 +308,10 @@ class AuthorizationServer(_FlaskAuthorizationServer):  # type: ignore[misc]  # t
         # server answers the token, introspection and revocation endpoints only).
         headers = [(name, value) for name, value in headers if name.lower() not in _NO_STORE_NAMES]
         return Response(payload, status=status_code, headers=headers + _NO_STORE)
+
+
+#: Authlib's names of the events its Flask server signals, and the signals (as its ``send_signal``).
+_SIGNALS = {"after_authenticate_client": client_authenticated, "after_revoke_token": token_revoked}
 
 
 def _checks_grant_type_only(grant_cls: Any) -> bool:

@@ -12,7 +12,6 @@ authentication method per request (§2.3).
 
 from __future__ import annotations
 
-import base64
 import binascii
 import re
 from typing import Any
@@ -63,7 +62,10 @@ def precheck(request: Any, *, token_endpoint: bool = False) -> OAuth2Error | Non
     secret, assertion = form.get("client_secret"), form.get("client_assertion")
     if secret and assertion:
         return InvalidRequestError("Use one client authentication method, not several.")
-    return _authorization_error(request.headers.get("Authorization", ""), bool(secret or assertion), request.environ)
+    # The header from the WSGI environ (PEP 3333), the value the request's headers would give:
+    # they look it up through three calls.
+    environ = request.environ
+    return _authorization_error(environ.get("HTTP_AUTHORIZATION", ""), bool(secret or assertion), environ)
 
 
 def basic_credentials(oauth_request: Any) -> tuple[str | None, str | None]:
@@ -92,13 +94,16 @@ def _authorization_error(authorization: str, credentials_in_body: bool, environ:
         # header parsing, which fails on a scheme without credentials).
         return InvalidClientError(status_code=401, description="Use HTTP Basic to authenticate the client.")
     try:
-        decoded = base64.b64decode(authorization[6:].strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError, ValueError):
+        # base64.b64decode(..., validate=True) is these two steps (ASCII, then strict base64), in Python.
+        decoded = binascii.a2b_base64(authorization[6:].strip().encode("ascii"), strict_mode=True).decode("utf-8")
+    except (binascii.Error, UnicodeError, ValueError):
         decoded = ""
     if ":" not in decoded or has_control_character(decoded):
         return InvalidClientError(status_code=401, description="Malformed HTTP Basic credentials.")
     if credentials_in_body:
         return InvalidRequestError("Use one client authentication method, not several.")
     client_id, _, secret = decoded.partition(":")
-    environ[_BASIC_CREDENTIALS] = (unquote(client_id), unquote(secret))
+    # (unquote returns a value without "%" as it is: it is called only for one with an escape.)
+    environ[_BASIC_CREDENTIALS] = (unquote(client_id) if "%" in client_id else client_id,
+                                   unquote(secret) if "%" in secret else secret)
     return None

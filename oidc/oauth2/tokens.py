@@ -7,7 +7,6 @@ good?), so both are wrapped in the same shape.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -78,11 +77,10 @@ def find_token(value: object, hint: str | None, caller: Client | None = None) ->
     token = bounded_text(value, MAX_TOKEN_LENGTH)
     if token is None:
         return None
-    finders: list[Callable[[], AnyToken | None]] = [lambda: load_access_token(token, caller), lambda: load_refresh_token(token)]
+    # The two look-ups written out rather than as a list of closures made per call.
+    found: AnyToken | None
     if hint == REFRESH_TOKEN:
-        finders.reverse()
-    for finder in finders:
-        found = finder()
-        if found is not None:
-            return found
-    return None
+        found = load_refresh_token(token)
+        return found if found is not None else load_access_token(token, caller)
+    found = load_access_token(token, caller)
+    return found if found is not None else load_refresh_token(token)

@@ -388,7 +388,7 @@ def security_headers(response: Response) -> Response:
     # an exception for each header it adds); a name known absent is added, not set.
     headers = response.headers
     present: dict[str, str] = {}
-    for name, value in headers.items():
+    for name, value in headers:  # its (name, value) list, not the generator of ``items()``
         present.setdefault(name.lower(), value)
     if "x-content-type-options" in present:
         headers["X-Content-Type-Options"] = "nosniff"

@@ -20,7 +20,7 @@ from flask import Blueprint, Response, request
 from oidc import queries, urls
 from oidc.oauth2 import dpop
 from oidc.oauth2.families import Issued
-from oidc.oauth2.server import authorization_server
+from oidc.oauth2.server import IssuerRequest, authorization_server
 from oidc.oauth2.token_request import precheck
 from oidc.observability import audit, metrics
 from oidc.state import State, current_state
@@ -39,7 +39,8 @@ def _respond(endpoint: str) -> Response:
     # transaction takes write locks: provisioning writes to the same database.
     state.key_service()
     server = authorization_server()
-    problem = precheck(request._get_current_object(), token_endpoint=endpoint == TOKEN_ENDPOINT)  # type: ignore[attr-defined]
+    flask_request = request._get_current_object()  # type: ignore[attr-defined]
+    problem = precheck(flask_request, token_endpoint=endpoint == TOKEN_ENDPOINT)
     if problem is not None:
         return server.handle_error_response(None, problem)
     issued: Issued | None = None
@@ -58,7 +59,9 @@ def _respond(endpoint: str) -> Response:
         issued = oauth_request.issued
         grant_type = oauth_request.payload.grant_type or ""
     else:
-        response = server.create_endpoint_response(endpoint)
+        # The OAuth 2.0 request made here, of the request and the issuer at hand (Authlib's
+        # create_oauth2_request would look both up again).
+        response = server.create_endpoint_response(endpoint, IssuerRequest(flask_request, state.settings.issuer))
     session = queries.session_in_transaction() if endpoint != INTROSPECTION else None
     if session is not None:
         # (A client_credentials token for a cached client reads and writes
@@ -76,7 +79,7 @@ def _record_issuance(state: State, issued: Issued | None, grant_type: str) -> No
     """Count and audit a token response: identifiers (client, user, grant, kid, jti), never a token.
 
     ``grant_type`` is the one the OAuth 2.0 request read from the form (not read again through
-    the context-local request).
+    the context-local request), ``state`` the app's, as the pipeline looked it up.
     """
     access_token = issued.access_token if issued is not None else None
     id_token = issued.id_token if issued is not None else None
