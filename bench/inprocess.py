@@ -40,7 +40,8 @@ collected and frozen (``gc.freeze``) before each endpoint's calls, so that a
 full collection does not land in one figure's window and not in another's.
 Callgrind slows the calls fifty-fold: the codes of ``code_exchange`` are made
 before its calls and live 60 seconds, so keep its ``--calls`` small (60) there,
-and read each figure's status (a 400 means they expired).  Unlike CPU
+and read each figure's status (a 400 means they expired).  The key snapshot and
+the client cache are refreshed every 250 s and 3600 s then (:data:`STEADY_REFRESH`).  Unlike CPU
 time it does not depend on what else the machine runs, so a change can be
 judged on a busy machine: same count, same work.  Start both sides of a
 comparison with ``PYTHONHASHSEED=0``: string hashes change with the seed, and
@@ -215,8 +216,17 @@ def instructions_per_call(call: Any, calls: int, name: str, out_dir: Path) -> fl
     raise RuntimeError(f"no callgrind dump {name!r} in {out_dir}: run under valgrind --tool=callgrind")
 
 
-def prepare(workdir: Path, backend: str) -> dict[str, Call]:
+#: With ``--instructions``: the key snapshot and the client cache refreshed as seldom as the settings allow.
+#: Callgrind runs a request some fifty times slower, so at the defaults (10 s, 5 s) a refresh falls in
+#: the counted calls fifty times as often as served, and a varying number of times (20-70 k instructions
+#: per request from one run to the next).
+STEADY_REFRESH = {"KEYS_REFRESH_SECONDS": "250", "CLIENT_CACHE_SECONDS": "3600"}
+
+
+def prepare(workdir: Path, backend: str, *, steady: bool = False) -> dict[str, Call]:
     env = environment(workdir, backend)
+    if steady:
+        env.update(STEADY_REFRESH)
     os.environ.update(env)
     from flask import Flask
 
@@ -475,7 +485,7 @@ def main() -> None:
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="oidc-inprocess-"))
     try:
-        calls = prepare(workdir, args.backend)
+        calls = prepare(workdir, args.backend, steady=args.instructions is not None)
         bounds = bound_flows(int(os.environ.get("PASSWORD_HASH_COST", "32768"))) \
             if args.bound or args.profile_bound else {}
         if args.instructions:
