@@ -26,6 +26,7 @@ from urllib.parse import parse_qsl
 from flask import Request
 from werkzeug.datastructures import ImmutableMultiDict, MultiDict
 from werkzeug.exceptions import BadRequest
+from werkzeug.utils import cached_property as werkzeug_cached_property
 
 from oidc.oauth2.errors import ErrorPage
 
@@ -59,22 +60,18 @@ class Parameters(ImmutableMultiDict[str, str]):
 
     # An authorization request's parameters are checked for control characters and repeated names
     # when they are read and again when the request is validated; they never change, so each check
-    # runs once.  Kept in the instance's ``__dict__`` by hand rather than by ``functools.cached_property``,
-    # which on Python 3.11 takes a lock on each first read (every request reads each once).
+    # runs once.  Werkzeug's ``cached_property``, not ``functools``'s, which on Python 3.11 takes a
+    # lock on each first read (every request reads each once).
 
+    @werkzeug_cached_property
     def control_character(self) -> bool:
         """Whether a name or a value holds a control character (:func:`holds_control_character`)."""
-        found: bool | None = self.__dict__.get("_control_character")
-        if found is None:
-            found = self.__dict__["_control_character"] = _holds_control_character(self)
-        return found
+        return _holds_control_character(self)
 
+    @werkzeug_cached_property
     def repeated_names(self) -> frozenset[str]:
         """The names sent more than once."""
-        found: frozenset[str] | None = self.__dict__.get("_repeated_names")
-        if found is None:
-            found = self.__dict__["_repeated_names"] = _repeated_names(self)
-        return found
+        return _repeated_names(self)
 
 
 class ProviderRequest(Request):
@@ -141,7 +138,7 @@ def _holds_control_character(params: MultiDict[str, str]) -> bool:
 def holds_control_character(params: MultiDict[str, str]) -> bool:
     """Whether a name or a value of ``params`` holds a control character (:func:`has_control_character`)."""
     if isinstance(params, Parameters):
-        return params.control_character()
+        return params.control_character
     return _holds_control_character(params)
 
 
@@ -189,7 +186,7 @@ def sizes(params: MultiDict[str, str]) -> tuple[int, int]:
 
 def repeated_parameter(params: MultiDict[str, str], names: Iterable[str]) -> ParameterError | None:
     """The error for the first of ``names`` sent more than once in ``params`` (RFC 6749 §3.1), or None."""
-    repeated = params.repeated_names() if isinstance(params, Parameters) else _repeated_names(params)
+    repeated = params.repeated_names if isinstance(params, Parameters) else _repeated_names(params)
     if repeated:
         for name in names:
             if name in repeated:
