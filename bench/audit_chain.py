@@ -189,7 +189,7 @@ def count_instructions(args: argparse.Namespace) -> None:
     some 50 times longer, and 5 s then holds about as many entries per write as the default holds under load.
     What is still queued when the count ends is written inside it.
     """
-    from bench.inprocess import instructions_per_call
+    from bench.inprocess import STEADY_REFRESH, instructions_per_call
     from oidc import queries
     from oidc.state import state_of
 
@@ -200,7 +200,8 @@ def count_instructions(args: argparse.Namespace) -> None:
         for index, (name, env) in enumerate(VARIANTS[: min(args.variants, 2)]):
             with tempfile.TemporaryDirectory(prefix="bench-audit-") as directory, \
                     fresh_database(database, f"bench_audit_instructions_{index}") as url:
-                app, call = in_process(Path(directory), args.backend, url, {**env, **slow_writes} if env else {})
+                app, call = in_process(Path(directory), args.backend, url,
+                                       {**STEADY_REFRESH, **env, **slow_writes} if env else dict(STEADY_REFRESH))
                 trail = state_of(app).audit_trail
                 if trail is not None:  # as each worker's chainer does once when it starts, before the count
                     queries.prepare_audit_writes(trail.engine())
