@@ -66,8 +66,9 @@ def proof_jkt(request: Any) -> str | None:
     return proof.jkt if proof is not None else None
 
 
-def default_audience() -> list[str]:
-    return [current_state().settings.access_token_default_audience]
+def default_audience(state: State | None = None) -> list[str]:
+    """The configured default audience of access tokens (``state``: the app's, when the caller has it)."""
+    return [(state if state is not None else current_state()).settings.access_token_default_audience]
 
 
 def is_client_token(claims: dict[str, Any]) -> bool:
@@ -92,14 +93,16 @@ def issue_tokens(request: Any, *, user: User | UserRecord | None, scope: str, co
     certificate (RFC 8705 §3); under the FAPI 2.0 profile, one or the other.
     """
     client: Client = request.client
+    # The request's (an IssuerRequest's): the profile, the tokens' issuer, clock and settings.
+    state: State = request.app_state
     if context.jkt is None and security_profile.requires_dpop(client):
         raise dpop.InvalidDPoPProof(description="This client's token requests need a DPoP proof.")
-    context.certificate_thumbprint = _certificate_binding(request, client, context)
+    context.certificate_thumbprint = _certificate_binding(request, client, context, state)
     proof = request.dpop
-    if proof is not None and security_profile.is_fapi2(client) and not security_profile.signing_algorithms_allowed(proof.alg):
+    if (proof is not None and security_profile.is_fapi2(client, state)
+            and not security_profile.signing_algorithms_allowed(proof.alg)):
         raise dpop.InvalidDPoPProof(description="The FAPI 2.0 profile allows DPoP proofs signed with "
                                                 "PS256, ES256 or EdDSA only.")
-    state = current_state()  # once: the access token's and the refresh token's issuer, clock and settings
     lifetime = state.settings.access_token_lifetime
     subject = user.subject if user is not None else client.client_id
     extra: dict[str, Any] = {"auth_time": context.auth_time} if context.auth_time is not None else {}
@@ -134,11 +137,11 @@ def issue_tokens(request: Any, *, user: User | UserRecord | None, scope: str, co
     return body
 
 
-def _certificate_binding(request: Any, client: Client, context: AuthContext) -> str | None:
+def _certificate_binding(request: Any, client: Client, context: AuthContext, state: State) -> str | None:
     """The thumbprint to bind the access token to (RFC 8705 §3): the request's certificate when the client
     registered certificate-bound tokens, or under the FAPI 2.0 profile without DPoP; None otherwise."""
     bound = security_profile.requires_certificate_binding(client)
-    constrained = security_profile.requires_sender_constraint(client) and context.jkt is None
+    constrained = security_profile.requires_sender_constraint(client, state) and context.jkt is None
     if not bound and not constrained:
         return None
     presented: ClientCertificate | None = request.client_certificate
@@ -188,16 +191,17 @@ def is_offline(scope: str) -> bool:
     return "offline_access" in scope.split()
 
 
-def refresh_token_usable(token: RefreshTokenRecord) -> bool:
+def refresh_token_usable(token: RefreshTokenRecord, state: State | None = None) -> bool:
     """Whether a refresh token can be exchanged now: the one rule of the grant and of introspection.
 
     Not revoked, not rotated, its user enabled, within its idle and absolute
     lifetimes (RFC 9700 §4.14.2), and, without ``offline_access``, its login
     session still on (OIDC Core §11).  The refresh grant uses it, and
     introspection reports ``active`` only when it holds (RFC 7662 §2.2).  Who
-    presents the token (its client, its DPoP key) is checked by each caller.
+    presents the token (its client, its DPoP key) is checked by each caller
+    (``state``: the app's, when the caller has it).
     """
-    state = current_state()
+    state = state if state is not None else current_state()
     now = state.clock.now()
     family_issued_at = token.family_issued_at or token.created_at
     return (token.revoked_at is None and token.rotated_at is None and not token.user.disabled
@@ -239,41 +243,44 @@ def revoke_grants(*, user_pk: int | None = None, sids: list[str] | None = None,
     return families
 
 
-def find_refresh_grant(value: object) -> RefreshTokenRecord | None:
-    """The refresh token ``value`` with its user and login session, whatever its state (one read)."""
+def find_refresh_grant(value: object, state: State | None = None) -> RefreshTokenRecord | None:
+    """The refresh token ``value`` with its user and login session, whatever its state (one read;
+    ``state``: the app's, when the caller has it)."""
     checked = bounded_text(value, queries.MAX_SECRET_LENGTH)
     if checked is None:
         return None
-    state = current_state()
+    state = state if state is not None else current_state()
     row = queries.find_refresh_grant(state.hasher(hashing.REFRESH_TOKEN).candidates(checked))
     return RefreshTokenRecord.from_row(row, state.clock.now()) if row is not None else None
 
 
-def find_code_grant(value: object) -> AuthorizationCodeRecord | None:
-    """The authorization code ``value`` with its user and login session, whatever its state (one read)."""
+def find_code_grant(value: object, state: State | None = None) -> AuthorizationCodeRecord | None:
+    """The authorization code ``value`` with its user and login session, whatever its state (one read;
+    ``state``: the app's, when the caller has it)."""
     checked = bounded_text(value, queries.MAX_SECRET_LENGTH)
     if checked is None:
         return None
-    state = current_state()
+    state = state if state is not None else current_state()
     row = queries.find_code_grant(state.hasher(hashing.CODE).candidates(checked))
     return AuthorizationCodeRecord.from_row(row, state.clock.now()) if row is not None else None
 
 
-def claim_refresh_token(token: RefreshTokenRecord, writes: TokenWrites) -> bool:
+def claim_refresh_token(token: RefreshTokenRecord, writes: TokenWrites, state: State | None = None) -> bool:
     """Mark ``token`` rotated, atomically, then insert the rows of ``writes`` (:func:`write_tokens`):
-    False, and nothing written, when another request already did."""
-    return _claimed(queries.claim_refresh_token, token.id, writes)
+    False, and nothing written, when another request already did (``state``: the app's, when the caller has it)."""
+    return _claimed(queries.claim_refresh_token, token.id, writes, state)
 
 
-def claim_authorization_code(code: AuthorizationCodeRecord, writes: TokenWrites) -> bool:
+def claim_authorization_code(code: AuthorizationCodeRecord, writes: TokenWrites, state: State | None = None) -> bool:
     """Mark ``code`` used, atomically, then insert the rows of ``writes`` (:func:`write_tokens`):
-    False, and nothing written, when another request already did."""
-    return _claimed(queries.claim_authorization_code, code.id, writes)
+    False, and nothing written, when another request already did (``state``: the app's, when the caller has it)."""
+    return _claimed(queries.claim_authorization_code, code.id, writes, state)
 
 
 def _claimed(claim: Callable[[int, int, list[dict[str, Any]], list[dict[str, Any]]], bool], row_id: int,
-             writes: TokenWrites) -> bool:
-    if not claim(row_id, current_state().clock.now(), writes.access_tokens, writes.refresh_tokens):
+             writes: TokenWrites, state: State | None) -> bool:
+    moment = (state if state is not None else current_state()).clock.now()
+    if not claim(row_id, moment, writes.access_tokens, writes.refresh_tokens):
         return False
     writes.access_tokens.clear()  # written with the claim
     writes.refresh_tokens.clear()

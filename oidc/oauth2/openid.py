@@ -88,7 +88,7 @@ class OpenIDCode(oidc_grants.OpenIDCode):  # type: ignore[misc]  # the base clas
         return user_claims(user_of(user), scope)
 
     def encode_id_token(self, token: dict[str, Any], request: Any) -> str:
-        state = current_state()
+        state = request.app_state  # (an IssuerRequest's)
         context: AuthContext = request.auth_context
         client = request.client
         issued = state.clock.now()

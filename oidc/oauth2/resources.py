@@ -8,7 +8,7 @@ from authlib.oauth2.rfc6749.errors import OAuth2Error
 
 from oidc import urls
 from oidc.oauth2.families import default_audience
-from oidc.state import current_state
+from oidc.state import State, current_state
 
 
 class InvalidTargetError(OAuth2Error):  # type: ignore[misc]  # the base class is untyped
@@ -22,13 +22,15 @@ def admin_audience() -> str:
     return urls.absolute(current_state().settings.issuer, urls.ADMIN)
 
 
-def resolve_audience(client: Any, resources: list[str], redirect_uri: str | None = None) -> list[str]:
+def resolve_audience(client: Any, resources: list[str], redirect_uri: str | None = None,
+                     state: State | None = None) -> list[str]:
     """The access token audience: the requested ``resource`` values, each registered
     for the client, or the configured default audience.  The admin API is a resource
-    only for clients registered as allowed to ask for it (``admin_api``)."""
+    only for clients registered as allowed to ask for it (``admin_api``).
+    ``state``: the app's, when the caller has it."""
     if not resources:
-        return default_audience()
-    allowed = set(client.audiences) | set(default_audience())
+        return default_audience(state)
+    allowed = set(client.audiences) | set(default_audience(state))
     admin = admin_audience()
     if client.admin_api:
         allowed.add(admin)

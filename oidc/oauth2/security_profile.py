@@ -16,15 +16,16 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from oidc.settings import DEFAULT_PROFILE, FAPI2_MAX_CODE_LIFETIME, FAPI2_MESSAGE_SIGNING, FAPI2_PROFILES
-from oidc.state import current_state
+from oidc.state import State, current_state
 from oidc.urls import is_loopback_http
 from oidc.vocabulary import FAPI2_ALGORITHMS
 
 
-def profile_of(client: Any) -> str:
-    """The profile that applies to ``client``: the stricter of its registration and ``SECURITY_PROFILE``."""
+def profile_of(client: Any, state: State | None = None) -> str:
+    """The profile that applies to ``client``: the stricter of its registration and ``SECURITY_PROFILE``
+    (``state``: the app's, when the caller has it)."""
     registered = getattr(client, "security_profile", None) or DEFAULT_PROFILE
-    provider = current_state().settings.security_profile
+    provider = (state if state is not None else current_state()).settings.security_profile
     if registered == provider:  # the usual case, asked several times a request: no ranking to do
         return provider
     return max(registered, provider, key=_STRICTNESS.index)
@@ -34,9 +35,9 @@ def profile_of(client: Any) -> str:
 _STRICTNESS = (DEFAULT_PROFILE, *FAPI2_PROFILES)
 
 
-def is_fapi2(client: Any) -> bool:
+def is_fapi2(client: Any, state: State | None = None) -> bool:
     """Whether the FAPI 2.0 Security Profile applies to ``client`` (provider-wide or by registration)."""
-    return profile_of(client) in FAPI2_PROFILES
+    return profile_of(client, state) in FAPI2_PROFILES
 
 
 def requires_jarm(client: Any) -> bool:
@@ -78,10 +79,10 @@ def requires_certificate_binding(client: Any) -> bool:
     return bool(getattr(client, "tls_client_certificate_bound_access_tokens", False))
 
 
-def requires_sender_constraint(client: Any) -> bool:
+def requires_sender_constraint(client: Any, state: State | None = None) -> bool:
     """Whether access tokens of ``client`` must be sender-constrained, by DPoP or by mutual TLS
     (FAPI 2.0 §5.3.2.1 clause 1: either will do)."""
-    return is_fapi2(client)
+    return is_fapi2(client, state)
 
 
 def code_lifetime(client: Any) -> int:
@@ -102,11 +103,11 @@ def signing_algorithms_allowed(*algorithms: str) -> bool:
     return all(alg in FAPI2_ALGORITHMS for alg in algorithms)
 
 
-def rotates_refresh_tokens(client: Any) -> bool:
+def rotates_refresh_tokens(client: Any, state: State | None = None) -> bool:
     """Refresh tokens are rotated (with reuse detection), except a confidential client's under the profile.
 
     FAPI 2.0 §5.3.2.1 clause 10 and its note: rotation gives a confidential
     client (which authenticates every refresh) no security, and a client that
     lost the response with the new token would be locked out.
     """
-    return not (is_fapi2(client) and not client.is_public)
+    return not (is_fapi2(client, state) and not client.is_public)

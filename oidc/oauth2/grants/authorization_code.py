@@ -130,7 +130,8 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):  # type: ignore[mis
         return hashing.random_token(32)
 
     def query_authorization_code(self, code: str, client: Any) -> AuthorizationCodeRecord | None:
-        row = families.find_code_grant(code)
+        state = self.request.app_state
+        row = families.find_code_grant(code, state)
         if row is None:
             return None
         if row.used_at is not None:
@@ -139,7 +140,7 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):  # type: ignore[mis
             raise InvalidGrantError(CODE_USED)
         if row.client_pk != client.id:
             return None  # bound to the client it was issued to
-        if row.expires_at <= current_state().clock.now():
+        if row.expires_at <= state.clock.now():
             raise InvalidGrantError("the authorization code has expired")
         if row.sid is not None and not row.session_active:
             # OIDC Core §11: the login ended (logout, password change) before the code was redeemed.
@@ -155,7 +156,7 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):  # type: ignore[mis
         self.request.token_writes = writes = TokenWrites()
         response: tuple[int, dict[str, Any], list[tuple[str, str]]] = super().create_token_response()
         code: AuthorizationCodeRecord = self.request.authorization_code
-        families.require_claim(families.claim_authorization_code(code, writes), code.grant_id,
+        families.require_claim(families.claim_authorization_code(code, writes, self.request.app_state), code.grant_id,
                                reason=CODE_REPLAYED, description=CODE_USED)
         return response
 

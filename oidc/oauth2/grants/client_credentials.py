@@ -32,7 +32,7 @@ class ClientCredentialsGrant(grants.ClientCredentialsGrant):  # type: ignore[mis
         # An id_token or a refresh token makes no sense without a user.
         scope = " ".join(s for s in scope.split() if s not in ("openid", "offline_access"))
         # The one list read from the form, not Authlib's ``datalist`` (every parameter's list).
-        audience = resolve_audience(client, self.request.payload.data.getlist("resource"))
+        audience = resolve_audience(client, self.request.payload.data.getlist("resource"), state=self.request.app_state)
         token = issue_tokens(self.request, user=None, scope=scope,
                              context=AuthContext(grant_id=None, audience=audience, jkt=proof_jkt(self.request)),
                              include_refresh_token=False)

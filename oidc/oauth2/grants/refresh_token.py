@@ -32,13 +32,14 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):  # type: ignore[misc]  # the 
     rotates: bool
 
     def authenticate_refresh_token(self, refresh_token: str) -> RefreshTokenRecord | None:
-        row = families.find_refresh_grant(refresh_token)
+        state = self.request.app_state
+        row = families.find_refresh_grant(refresh_token, state)
         if row is None or row.revoked_at is not None:
             return None
         if row.rotated_at is not None:
             families.revoke_family_now(row.grant_id, TOKEN_REUSED)
             raise InvalidGrantError(TOKEN_USED)
-        if not families.refresh_token_usable(row):
+        if not families.refresh_token_usable(row, state):
             return None  # expired, its user disabled, or its login over (the rule introspection applies too)
         proof = self.request.dpop
         if row.dpop_jkt is not None and (proof is None or proof.jkt != row.dpop_jkt):
@@ -53,11 +54,11 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):  # type: ignore[misc]  # the 
     def create_token_response(self) -> tuple[int, dict[str, Any], list[tuple[str, str]]]:
         """Build and sign the new tokens, then claim the old refresh token and write the new rows."""
         self.request.token_writes = writes = TokenWrites()
-        self.rotates = security_profile.rotates_refresh_tokens(self.request.client)
+        self.rotates = security_profile.rotates_refresh_tokens(self.request.client, self.request.app_state)
         response: tuple[int, dict[str, Any], list[tuple[str, str]]] = super().create_token_response()
         row: RefreshTokenRecord = self.request.refresh_token
         if self.rotates:
-            families.require_claim(families.claim_refresh_token(row, writes), row.grant_id,
+            families.require_claim(families.claim_refresh_token(row, writes, self.request.app_state), row.grant_id,
                                    reason=TOKEN_REUSED, description=TOKEN_USED)
         else:
             families.write_tokens(writes)
@@ -84,6 +85,7 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):  # type: ignore[misc]  # the 
         if not self.rotates:
             return body  # the client keeps its refresh token (FAPI 2.0 §5.3.2.1 clause 10)
         # Rotation: the family goes on with the same grant and the original (not narrowed) scope.
-        body["refresh_token"] = new_refresh_token(self.request.client, user, refresh_token.scope, context, writes)
+        body["refresh_token"] = new_refresh_token(self.request.client, user, refresh_token.scope, context, writes,
+                                                  state=self.request.app_state)
         self.request.issued.refresh_token = True
         return body
