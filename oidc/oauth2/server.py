@@ -31,7 +31,7 @@ from werkzeug.datastructures import MultiDict
 from oidc.models import Client
 from oidc.oauth2 import client_cache, dpop, mtls
 from oidc.oauth2.client_auth import ClientAuthentication, PrivateKeyJWT
-from oidc.oauth2.client_cache import current_client_cache
+from oidc.oauth2.client_cache import ClientCache, current_client_cache
 from oidc.oauth2.dpop import Proof
 from oidc.oauth2.families import Issued
 from oidc.oauth2.grants.authorization_code import AuthorizationCodeGrant
@@ -193,7 +193,10 @@ class AuthorizationServer(_FlaskAuthorizationServer):  # type: ignore[misc]  # t
         def create_token_response(self, request: Any = None) -> Response: ...
         def create_endpoint_response(self, name: str, request: Any = None) -> Response: ...
 
-    def __init__(self) -> None:
+    def __init__(self, clients: ClientCache | None = None) -> None:
+        #: The app's client cache (:func:`init_app` makes both), asked without going through the
+        #: app context; None: the current app's, looked up on each query.
+        self.clients = clients
         # The token grants to ask for each grant_type (see get_token_grant), before any is registered.
         self._token_grants_by_type: dict[str, list[tuple[Any, Any]]] = {}
         self._other_token_grants: list[tuple[Any, Any]] = []
@@ -225,14 +228,16 @@ class AuthorizationServer(_FlaskAuthorizationServer):  # type: ignore[misc]  # t
         # The request itself, not its context-local proxy: Authlib reads it many times per request.
         return IssuerRequest(flask_request._get_current_object(), current_state())  # type: ignore[attr-defined]
 
-    def create_request_with_proof(self, path: str, state: State | None = None) -> IssuerRequest:
+    def create_request_with_proof(self, path: str, state: State | None = None,
+                                  request_object: Any = None) -> IssuerRequest:
         """The OAuth 2.0 request of this ``/token`` or ``/par`` request to ``path``, its DPoP proof verified
-        (``state``: the app's, when the caller has it).
+        (``state``: the app's, and ``request_object``: the Flask request itself, when the caller has them).
 
         RFC 9449 §4.3: the proof is checked before anything is read or written;
         :class:`~oidc.oauth2.dpop.InvalidDPoPProof` or :class:`~oidc.oauth2.dpop.UseDPoPNonce` if it fails.
         """
-        flask_request_object = flask_request._get_current_object()  # type: ignore[attr-defined]
+        flask_request_object = (request_object if request_object is not None
+                                else flask_request._get_current_object())  # type: ignore[attr-defined]
         request = IssuerRequest(flask_request_object, state if state is not None else current_state())
         request.dpop = dpop.check_request_proof(flask_request_object, path)
         # A bad certificate header is invalid_client before anything.
@@ -293,7 +298,8 @@ class AuthorizationServer(_FlaskAuthorizationServer):  # type: ignore[misc]  # t
 
     def query_client(self, client_id: Any) -> Client | None:
         """The enabled client ``client_id`` (see :mod:`oidc.oauth2.client_cache`)."""
-        return current_client_cache().get(client_id)
+        clients = self.clients if self.clients is not None else current_client_cache()
+        return clients.get(client_id)
 
     def send_signal(self, name: str, *args: Any, **kwargs: Any) -> None:
         """Authlib's Flask signals (``client_authenticated``, ``token_revoked``), sent when something
@@ -331,8 +337,7 @@ _EXTENSION = "oidc.authorization_server"
 
 def init_app(app: Flask, state: State) -> AuthorizationServer:
     """The app's Authlib server, its grants and endpoints, and the client cache it authenticates with."""
-    client_cache.init_app(app, state.settings.client_cache_seconds)
-    server = AuthorizationServer()
+    server = AuthorizationServer(client_cache.init_app(app, state.settings.client_cache_seconds))
     server.init_app(app, query_client=server.query_client, save_token=server.save_token)
     server.register_client_auth_method("private_key_jwt", PrivateKeyJWT())
     server.register_grant(AuthorizationCodeGrant, [OpenIDCode(require_nonce=False), S256CodeChallenge(required=True)])
@@ -345,8 +350,9 @@ def init_app(app: Flask, state: State) -> AuthorizationServer:
     return server
 
 
-def authorization_server() -> AuthorizationServer:
-    """The server of the app handling the current request."""
+def authorization_server(state: State | None = None) -> AuthorizationServer:
+    """The server of the app handling the current request (``state``: the app's, when the caller has it)."""
     # The app itself, not an attribute through its context-local proxy (as oidc.state.current_state).
-    server: AuthorizationServer = current_app._get_current_object().extensions[_EXTENSION]  # type: ignore[attr-defined]
+    app = state.app if state is not None else current_app._get_current_object()  # type: ignore[attr-defined]
+    server: AuthorizationServer = app.extensions[_EXTENSION]
     return server

@@ -38,7 +38,7 @@ def _respond(endpoint: str) -> Response:
     # Start the key service (first request of a process) before the request's
     # transaction takes write locks: provisioning writes to the same database.
     state.key_service()
-    server = authorization_server()
+    server = authorization_server(state)
     flask_request = request._get_current_object()  # type: ignore[attr-defined]
     problem = precheck(flask_request, token_endpoint=endpoint == TOKEN_ENDPOINT)
     if problem is not None:
@@ -48,7 +48,7 @@ def _respond(endpoint: str) -> Response:
     if endpoint == TOKEN_ENDPOINT:
         try:
             # Its DPoP proof verified (RFC 9449 §4.3).
-            oauth_request = server.create_request_with_proof(urls.TOKEN, state)
+            oauth_request = server.create_request_with_proof(urls.TOKEN, state, flask_request)
         except OAuth2Error as error:
             return dpop.with_nonce(server.handle_error_response(None, error), state)
         # A code exchange's or a refresh's statements.
