@@ -87,3 +87,29 @@ def test_unknown_clients_are_not_cached(make_app, base_env):
     assert _cc(op, client_id, secret) == 200
     with op.app.app_context():
         assert list(current_client_cache()._entries) == [client_id]
+
+
+def test_a_cached_client_reads_as_its_row_and_refuses_writes(make_app, base_env):
+    op = Provider(make_app({**base_env, "CLIENT_CACHE_SECONDS": "3600"}))
+    from sqlalchemy import inspect
+
+    from oidc.models import Client
+    from oidc.oauth2.client_cache import CachedClient, current_client_cache
+
+    client_id, _ = op.add_client(grant_types=["authorization_code", "refresh_token"], scope="openid profile",
+                                 auth_method="client_secret_basic", redirect_uris=["https://rp.example/cb"])
+    with op.app.app_context():
+        row = registered_client(client_id)
+        cached = current_client_cache().get(client_id)
+        assert isinstance(cached, CachedClient)
+        for attribute in inspect(Client).column_attrs:
+            assert getattr(cached, attribute.key) == getattr(row, attribute.key), attribute.key
+        # Client's own methods and properties, the same answers.
+        assert cached.as_dict() == row.as_dict()
+        assert (cached.scopes, cached.is_public, cached.get_client_id()) == (row.scopes, row.is_public, client_id)
+        assert cached.get_default_redirect_uri() == "https://rp.example/cb"
+        assert cached.check_redirect_uri("https://rp.example/cb") and not cached.check_redirect_uri("https://rp.example/")
+        assert cached.check_grant_type("refresh_token") and not cached.check_grant_type("client_credentials")
+        assert cached.check_response_type("code")
+        with pytest.raises(AttributeError):
+            cached.disabled = True  # shared by every request until it expires: changes go to the row

@@ -48,8 +48,8 @@ class CachedClient(_ClientType):
     properties (the same functions, set on this class below); read-only."""
 
     def __init__(self, row: Client) -> None:
-        fields = {key: getattr(row, key) for key in _FIELDS}
-        object.__setattr__(self, "__dict__", fields)
+        # Into the instance's dict directly: ``__setattr__`` refuses every write.
+        self.__dict__.update({key: getattr(row, key) for key in _FIELDS})
 
     def __setattr__(self, name: str, value: Any) -> None:
         # Shared by every request of the process until the entry expires: a change goes to the row
@@ -60,9 +60,15 @@ class CachedClient(_ClientType):
         return f"<CachedClient {self.client_id}>"
 
 
-for _name, _value in vars(Client).items():
-    if not _name.startswith("_") and isinstance(_value, (property, FunctionType)):
-        setattr(CachedClient, _name, _value)
+def _share_client_methods() -> None:
+    """Give :class:`CachedClient` the methods and properties Client defines (``scopes``, ``is_public``,
+    Authlib's ``check_grant_type``, ...): the same functions, reading the copy's plain attributes."""
+    for name, value in vars(Client).items():
+        if not name.startswith("_") and isinstance(value, (property, FunctionType)):
+            setattr(CachedClient, name, value)
+
+
+_share_client_methods()
 
 #: More distinct clients than this in one period and the cache starts again empty.
 MAX_ENTRIES = 10_000
