@@ -65,7 +65,68 @@ class User(db.Model):  # type: ignore[name-defined,misc]  # Flask-SQLAlchemy bui
                 "updated_at": self.updated_at}
 
 
-class Client(db.Model):  # type: ignore[name-defined,misc]  # Flask-SQLAlchemy builds db.Model at run time
+class ClientRules:
+    """What a client answers of its own fields: the methods of the ORM row (:class:`Client`) and of the
+    client cache's read-only copies (:class:`oidc.oauth2.client_cache.CachedClient`), written once.
+
+    ``self`` is either (typed Any here: the copies have the row's fields without its mapping).
+    """
+
+    @property
+    def scopes(self: Any) -> list[str]:
+        return str(self.scope).split()
+
+    @property
+    def is_public(self: Any) -> bool:
+        return bool(self.auth_method == "none")
+
+    # Authlib's ClientMixin, the parts that read this row only.  Its other methods are
+    # the core's: oidc.oauth2.scopes.allowed_scope, and oidc.oauth2.client_auth's
+    # check_client_secret and auth_method_allowed (its ClientAuthentication calls them).
+
+    def get_client_id(self: Any) -> str:
+        return str(self.client_id)
+
+    def get_default_redirect_uri(self: Any) -> str | None:
+        uris = self.redirect_uris
+        return uris[0] if len(uris) == 1 else None
+
+    def check_redirect_uri(self: Any, redirect_uri: str) -> bool:
+        return redirect_uri in self.redirect_uris  # exact string comparison, never a prefix
+
+    def check_response_type(self: Any, response_type: str) -> bool:
+        return response_type == "code" and "authorization_code" in self.grant_types
+
+    def check_grant_type(self: Any, grant_type: str) -> bool:
+        return grant_type in self.grant_types
+
+    def as_dict(self: Any) -> dict[str, Any]:
+        return {
+            "client_id": self.client_id, "name": self.name, "auth_method": self.auth_method,
+            "redirect_uris": self.redirect_uris, "post_logout_redirect_uris": self.post_logout_redirect_uris,
+            "grant_types": self.grant_types, "scope": self.scope, "audiences": self.audiences,
+            "jwks": json.loads(self.jwks) if self.jwks else None, "first_party": bool(self.first_party),
+            "resource_server": bool(self.resource_server), "refresh_always": bool(self.refresh_always),
+            "id_token_on_refresh": bool(self.id_token_on_refresh),
+            "require_pushed_authorization_requests": bool(self.require_pushed_authorization_requests),
+            "dpop_bound_access_tokens": bool(self.dpop_bound_access_tokens),
+            "security_profile": self.security_profile,
+            "require_signed_request_object": bool(self.require_signed_request_object),
+            "request_object_signing_alg": self.request_object_signing_alg,
+            "admin_api": bool(self.admin_api),
+            "disabled": bool(self.disabled), "created_at": self.created_at,
+            "secret_rotated_at": self.secret_rotated_at,
+            "logo_uri": self.logo_uri, "policy_uri": self.policy_uri, "tos_uri": self.tos_uri,
+            "jwks_uri": self.jwks_uri, "dynamically_registered": self.registration_token_hash is not None,
+            "backchannel_logout_uri": self.backchannel_logout_uri,
+            "backchannel_logout_session_required": bool(self.backchannel_logout_session_required),
+            **{name: getattr(self, name) for name in RESPONSE_METADATA},
+            **{name: getattr(self, name) for name in MTLS_METADATA},
+            "tls_client_certificate_bound_access_tokens": bool(self.tls_client_certificate_bound_access_tokens),
+        }
+
+
+class Client(db.Model, ClientRules):  # type: ignore[name-defined,misc]  # Flask-SQLAlchemy builds db.Model at run time
     """A registered relying party or resource server."""
 
     __tablename__ = "clients"
@@ -148,59 +209,6 @@ class Client(db.Model):  # type: ignore[name-defined,misc]  # Flask-SQLAlchemy b
     #: Access tokens are bound to the client certificate of the token request (RFC 8705 §3).
     tls_client_certificate_bound_access_tokens: Mapped[bool] = mapped_column(
         Boolean, nullable=False, default=False, server_default=false())
-
-    @property
-    def scopes(self) -> list[str]:
-        return str(self.scope).split()
-
-    @property
-    def is_public(self) -> bool:
-        return self.auth_method == "none"
-
-    # Authlib's ClientMixin, the parts that read this row only.  Its other methods are
-    # the core's: oidc.oauth2.scopes.allowed_scope, and oidc.oauth2.client_auth's
-    # check_client_secret and auth_method_allowed (its ClientAuthentication calls them).
-
-    def get_client_id(self) -> str:
-        return str(self.client_id)
-
-    def get_default_redirect_uri(self) -> str | None:
-        uris = self.redirect_uris
-        return uris[0] if len(uris) == 1 else None
-
-    def check_redirect_uri(self, redirect_uri: str) -> bool:
-        return redirect_uri in self.redirect_uris  # exact string comparison, never a prefix
-
-    def check_response_type(self, response_type: str) -> bool:
-        return response_type == "code" and "authorization_code" in self.grant_types
-
-    def check_grant_type(self, grant_type: str) -> bool:
-        return grant_type in self.grant_types
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "client_id": self.client_id, "name": self.name, "auth_method": self.auth_method,
-            "redirect_uris": self.redirect_uris, "post_logout_redirect_uris": self.post_logout_redirect_uris,
-            "grant_types": self.grant_types, "scope": self.scope, "audiences": self.audiences,
-            "jwks": json.loads(self.jwks) if self.jwks else None, "first_party": bool(self.first_party),
-            "resource_server": bool(self.resource_server), "refresh_always": bool(self.refresh_always),
-            "id_token_on_refresh": bool(self.id_token_on_refresh),
-            "require_pushed_authorization_requests": bool(self.require_pushed_authorization_requests),
-            "dpop_bound_access_tokens": bool(self.dpop_bound_access_tokens),
-            "security_profile": self.security_profile,
-            "require_signed_request_object": bool(self.require_signed_request_object),
-            "request_object_signing_alg": self.request_object_signing_alg,
-            "admin_api": bool(self.admin_api),
-            "disabled": bool(self.disabled), "created_at": self.created_at,
-            "secret_rotated_at": self.secret_rotated_at,
-            "logo_uri": self.logo_uri, "policy_uri": self.policy_uri, "tos_uri": self.tos_uri,
-            "jwks_uri": self.jwks_uri, "dynamically_registered": self.registration_token_hash is not None,
-            "backchannel_logout_uri": self.backchannel_logout_uri,
-            "backchannel_logout_session_required": bool(self.backchannel_logout_session_required),
-            **{name: getattr(self, name) for name in RESPONSE_METADATA},
-            **{name: getattr(self, name) for name in MTLS_METADATA},
-            "tls_client_certificate_bound_access_tokens": bool(self.tls_client_certificate_bound_access_tokens),
-        }
 
 
 class LoginSession(db.Model):  # type: ignore[name-defined,misc]  # Flask-SQLAlchemy builds db.Model at run time

@@ -24,28 +24,27 @@ from __future__ import annotations
 
 import threading
 import time
-from types import FunctionType
 from typing import TYPE_CHECKING, Any
 
 from flask import Flask, current_app
 from sqlalchemy import inspect
 
-from oidc.models import Client
+from oidc.models import Client, ClientRules
 from oidc.queries import find_client
 
 if TYPE_CHECKING:
     # To the type checker a cached client is a Client: it has the same fields and methods.
     _ClientType = Client
 else:
-    _ClientType = object
+    _ClientType = ClientRules
 
 #: The fields of a client row (its mapped columns).
 _FIELDS = tuple(attribute.key for attribute in inspect(Client).column_attrs)
 
 
 class CachedClient(_ClientType):
-    """A client row's fields as plain attributes, with :class:`~oidc.models.Client`'s own methods and
-    properties (the same functions, set on this class below); read-only."""
+    """A client row's fields as plain attributes, with the row's methods (:class:`~oidc.models.ClientRules`);
+    read-only."""
 
     def __init__(self, row: Client) -> None:
         # Into the instance's dict directly: ``__setattr__`` refuses every write.
@@ -59,16 +58,6 @@ class CachedClient(_ClientType):
     def __repr__(self) -> str:
         return f"<CachedClient {self.client_id}>"
 
-
-def _share_client_methods() -> None:
-    """Give :class:`CachedClient` the methods and properties Client defines (``scopes``, ``is_public``,
-    Authlib's ``check_grant_type``, ...): the same functions, reading the copy's plain attributes."""
-    for name, value in vars(Client).items():
-        if not name.startswith("_") and isinstance(value, (property, FunctionType)):
-            setattr(CachedClient, name, value)
-
-
-_share_client_methods()
 
 #: More distinct clients than this in one period and the cache starts again empty.
 MAX_ENTRIES = 10_000
