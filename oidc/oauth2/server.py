@@ -96,17 +96,20 @@ class IssuerRequest(OAuth2Request):  # type: ignore[misc]  # the base class is u
     terminated by the proxy in front, so Authlib's own "is this https" check
     on ``request.url`` would be meaningless here.
 
-    Besides what Authlib keeps here (``client``, ``user``, the credential), a
-    token request carries its DPoP proof (:attr:`dpop`) and, once the grant has
-    built the response, what it issued (``issued``, for the audit line).
+    Besides what Authlib keeps here (``client``, ``user``, the credential), it carries
+    the app's state it was made with (``app_state``: what the endpoints read of it is not
+    looked up again), a token request its DPoP proof (:attr:`dpop`) and, once the grant
+    has built the response, what it issued (``issued``, for the audit line).
     """
 
     #: The tokens of the response, set by :func:`oidc.oauth2.families.issue_tokens`.
     issued: Issued | None = None
 
-    def __init__(self, request: Any, issuer: str) -> None:
+    def __init__(self, request: Any, state: State) -> None:
         # Authlib's __init__ without its per-request "is this https" check of the URI: the URI is
         # the configured issuer's, checked once per issuer (:func:`_check_transport`).
+        self.app_state = state
+        issuer = state.settings.issuer
         _check_transport(issuer)
         self.method, self.uri = request.method, issuer + request.full_path.rstrip("?")
         self._body = None
@@ -139,7 +142,7 @@ class IssuerRequest(OAuth2Request):  # type: ignore[misc]  # the base class is u
 
         A header that is not one certificate is ``invalid_client`` (RFC 8705 §2).
         """
-        return self.certificate_in(current_state().settings.client_cert_header)
+        return self.certificate_in(self.app_state.settings.client_cert_header)
 
     def certificate_in(self, header: str | None) -> mtls.ClientCertificate | None:
         """:attr:`client_certificate`, from ``header`` (the ``CLIENT_CERT_HEADER`` setting, read by the caller)."""
@@ -218,7 +221,7 @@ class AuthorizationServer(_FlaskAuthorizationServer):  # type: ignore[misc]  # t
         if isinstance(request, OAuth2Request):
             return request
         # The request itself, not its context-local proxy: Authlib reads it many times per request.
-        return IssuerRequest(flask_request._get_current_object(), current_state().settings.issuer)  # type: ignore[attr-defined]
+        return IssuerRequest(flask_request._get_current_object(), current_state())  # type: ignore[attr-defined]
 
     def create_request_with_proof(self, path: str, state: State | None = None) -> IssuerRequest:
         """The OAuth 2.0 request of this ``/token`` or ``/par`` request to ``path``, its DPoP proof verified
@@ -228,10 +231,10 @@ class AuthorizationServer(_FlaskAuthorizationServer):  # type: ignore[misc]  # t
         :class:`~oidc.oauth2.dpop.InvalidDPoPProof` or :class:`~oidc.oauth2.dpop.UseDPoPNonce` if it fails.
         """
         flask_request_object = flask_request._get_current_object()  # type: ignore[attr-defined]
-        settings = (state if state is not None else current_state()).settings  # once: the issuer, the certificate header
-        request = IssuerRequest(flask_request_object, settings.issuer)
+        request = IssuerRequest(flask_request_object, state if state is not None else current_state())
         request.dpop = dpop.check_request_proof(flask_request_object, path)
-        request.certificate_in(settings.client_cert_header)  # a bad certificate header is invalid_client before anything
+        # A bad certificate header is invalid_client before anything.
+        request.certificate_in(request.app_state.settings.client_cert_header)
         return request
 
     def get_consent_grant(self, request: Any = None, end_user: Any = None, *, client: Client,

@@ -82,7 +82,7 @@ def device_authorization() -> Response:
         problem = precheck(flask_request)
         if problem is not None:
             raise problem
-        oauth_request = IssuerRequest(flask_request, current_state().settings.issuer)
+        oauth_request = IssuerRequest(flask_request, current_state())
         oauth_request.dpop = None  # (a device code is not bound to a DPoP key)
         client = device.authenticate(server, oauth_request)
         body = device.start(client, request.form)
