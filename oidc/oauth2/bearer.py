@@ -70,8 +70,9 @@ class AccessTokenInfo:
     def check_client(self, client: Client) -> bool:
         return self.client is not None and self.client.id == client.id
 
-    def is_expired(self) -> bool:
-        return self.expires_at <= current_state().clock.now()
+    def is_expired(self, now: int | None = None) -> bool:
+        """Whether it expired by ``now`` (the app's clock when not given)."""
+        return self.expires_at <= (now if now is not None else current_state().clock.now())
 
     def is_revoked(self) -> bool:
         # A disabled client or user makes every token it holds inactive.

@@ -42,7 +42,7 @@ from oidc.oauth2.client_keys import ClientKeyError, client_key_set
 from oidc.oauth2.security_profile import is_fapi2
 from oidc.oauth2.token_request import basic_credentials
 from oidc.queries import find_client
-from oidc.state import current_state
+from oidc.state import State, current_state
 from oidc.text import column_text
 from oidc.vocabulary import ASSERTION_ALGORITHMS, FAPI2_ALGORITHMS, FAPI2_AUTH_METHODS
 
@@ -50,17 +50,20 @@ from oidc.vocabulary import ASSERTION_ALGORITHMS, FAPI2_ALGORITHMS, FAPI2_AUTH_M
 MAX_ASSERTION_JTI_LENGTH = 255
 
 
-def check_client_secret(client: Client, client_secret: str) -> bool:
-    """Whether ``client_secret`` is the client's (its keyed hash, compared in constant time)."""
-    return current_state().hasher(hashing.CLIENT_SECRET).verify(client_secret, client.secret_hash)
+def check_client_secret(client: Client, client_secret: str, state: State | None = None) -> bool:
+    """Whether ``client_secret`` is the client's (its keyed hash, compared in constant time; ``state``: the
+    app's, when the caller has it)."""
+    hasher = (state if state is not None else current_state()).hasher(hashing.CLIENT_SECRET)
+    return hasher.verify(client_secret, client.secret_hash)
 
 
-def auth_method_allowed(client: Client, method: str, endpoint: str) -> bool:
-    """Whether ``client`` may authenticate with ``method`` (its registered one) at ``endpoint``.
+def auth_method_allowed(client: Client, method: str, endpoint: str, state: State | None = None) -> bool:
+    """Whether ``client`` may authenticate with ``method`` (its registered one) at ``endpoint`` (``state``:
+    the app's, when the caller has it).
 
     FAPI 2.0 §5.3.2.1 clause 4: confidential clients only, authenticating with private_key_jwt or MTLS.
     """
-    return method == client.auth_method and (method in FAPI2_AUTH_METHODS or not is_fapi2(client))
+    return method == client.auth_method and (method in FAPI2_AUTH_METHODS or not is_fapi2(client, state))
 
 
 class ClientAuthentication(authenticate_client.ClientAuthentication):  # type: ignore[misc]  # the base class is untyped
@@ -76,7 +79,8 @@ class ClientAuthentication(authenticate_client.ClientAuthentication):  # type: i
     def authenticate(self, request: Any, methods: list[str], endpoint: str) -> Any:
         for method in methods:
             client = self._methods[method](self.query_client, request)
-            if not client or not auth_method_allowed(client, method, endpoint):
+            # The request is the pipeline's OAuth 2.0 request (IssuerRequest), which carries the app's state.
+            if not client or not auth_method_allowed(client, method, endpoint, request.app_state):
                 continue
             # RFC 6749 §3.2.1: confidential clients MUST authenticate.
             if method == "none" and not auth_method_allowed(client, "none", "token"):
@@ -94,7 +98,7 @@ def _client_secret_basic(query_client: Any, request: Any) -> Any:
     client_id, client_secret = basic_credentials(request)
     if client_id and client_secret:
         client = _known_client(query_client, client_id, 401)
-        if check_client_secret(client, client_secret):
+        if check_client_secret(client, client_secret, request.app_state):
             return client
     return None
 
@@ -104,7 +108,7 @@ def _client_secret_post(query_client: Any, request: Any) -> Any:
     client_id, client_secret = request.form.get("client_id"), request.form.get("client_secret")
     if client_id and client_secret:
         client = _known_client(query_client, client_id, 400)
-        if check_client_secret(client, client_secret):
+        if check_client_secret(client, client_secret, request.app_state):
             return client
     return None
 

@@ -114,7 +114,7 @@ class IntrospectionEndpoint(_IntrospectionEndpoint):  # type: ignore[misc]  # th
         state: State = request.app_state
         client = self.authenticate_endpoint_client(request)
         token = self.authenticate_token(request, client)
-        if token is None or token.is_expired() or token.is_revoked():
+        if token is None or token.is_expired(state.clock.now()) or token.is_revoked():
             body: dict[str, Any] = {"active": False}
         else:
             body = self.introspect_token(token, client, state.settings.issuer)

@@ -16,15 +16,16 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from oidc.settings import DEFAULT_PROFILE, FAPI2_MAX_CODE_LIFETIME, FAPI2_MESSAGE_SIGNING, FAPI2_PROFILES
-from oidc.state import current_state
+from oidc.state import State, current_state
 from oidc.urls import is_loopback_http
 from oidc.vocabulary import FAPI2_ALGORITHMS
 
 
-def profile_of(client: Any) -> str:
-    """The profile that applies to ``client``: the stricter of its registration and ``SECURITY_PROFILE``."""
+def profile_of(client: Any, state: State | None = None) -> str:
+    """The profile that applies to ``client``: the stricter of its registration and ``SECURITY_PROFILE``
+    (``state``: the app's, when the caller has it)."""
     registered = getattr(client, "security_profile", None) or DEFAULT_PROFILE
-    provider = current_state().settings.security_profile
+    provider = (state if state is not None else current_state()).settings.security_profile
     if registered == provider:  # the usual case, asked several times a request: no ranking to do
         return provider
     return max(registered, provider, key=_STRICTNESS.index)
@@ -34,9 +35,9 @@ def profile_of(client: Any) -> str:
 _STRICTNESS = (DEFAULT_PROFILE, *FAPI2_PROFILES)
 
 
-def is_fapi2(client: Any) -> bool:
+def is_fapi2(client: Any, state: State | None = None) -> bool:
     """Whether the FAPI 2.0 Security Profile applies to ``client`` (provider-wide or by registration)."""
-    return profile_of(client) in FAPI2_PROFILES
+    return profile_of(client, state) in FAPI2_PROFILES
 
 
 def requires_jarm(client: Any) -> bool:
