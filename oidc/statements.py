@@ -329,8 +329,7 @@ def read_connection(engine: Engine) -> ReadConnection:
     are kept so: the rest of the pool and its overflow serve transactions as before.  One idle
     for :data:`~oidc.db.PING_AFTER_IDLE_SECONDS` is pinged first (the rule of the pool's checkout on
     PostgreSQL, :func:`oidc.db.ping_idle_connections`); one that fails is invalidated and another
-    checked out.
-    A pool replaced (``engine.dispose()``, another engine) takes its kept connection back.
+    checked out.  A pool replaced (``engine.dispose()``, another engine) takes its kept connection back.
     """
     held: ReadConnection | None = getattr(_threads, "held", None)
     if held is not None:

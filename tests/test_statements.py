@@ -10,6 +10,7 @@ dropped is invalidated so the next request gets a new one.
 from __future__ import annotations
 
 import gc
+import os
 import threading
 from typing import Any, cast
 
@@ -357,3 +358,30 @@ def test_a_kept_read_connection_idle_is_pinged_and_replaced_when_it_died(
         release_read_connection()
         with db.engine.connect() as connection:  # the pool's connections are transactional again
             assert connection.get_isolation_level() != "AUTOCOMMIT"
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)  # a server connection's socket is shared
+def test_a_forked_child_leaves_the_parents_kept_read_connection_alone(app_with_rows: Any) -> None:
+    from oidc.db import db
+
+    by_hash = _by_hash()
+    with app_with_rows.app_context():
+        db.session.remove()
+        assert by_hash.read(db.engine, {"h": "none"}) is None
+        kept = statements.read_connection(db.engine)
+        child = os.fork()
+        if child == 0:  # the child: its pool dropped as a server worker's is, then a read of its own
+            status = 1
+            try:
+                db.engine.dispose(close=False)
+                if by_hash.read(db.engine, {"h": "none"}) is None and statements.read_connection(db.engine) is not kept:
+                    status = 0
+                gc.collect()  # what the child dropped is collected: the parent's connection must not be closed
+            finally:
+                os._exit(status)
+        _, status = os.waitpid(child, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        # The parent's connection was neither closed nor reset by the child: it reads as before.
+        assert statements.read_connection(db.engine) is kept
+        assert by_hash.read(db.engine, {"h": "none"}) is None
+        release_read_connection()
