@@ -645,19 +645,20 @@ def find_client(client_id: object, *, include_disabled: bool = False) -> Client 
     return db.session.execute(statement, {"client_id": checked}).scalar()
 
 
-def find_access_token_row(jti: object) -> AnyRow | None:
+def find_access_token_row(jti: object, engine: Engine | None = None) -> AnyRow | None:
     """The row of an access token by ``jti`` (family tokens, and revoked client tokens), read-only.
 
     It is read on a connection of its own, outside the request's ORM session
     and any transaction (:meth:`Prepared.read`): introspection and userinfo
     only read it, and most tokens (a client's) have no row at all, so a request
     that reads nothing else never opens a session transaction.  Writers change
-    the row with an ``UPDATE`` by ``id`` (:func:`revoke_access_token`).
+    the row with an ``UPDATE`` by ``id`` (:func:`revoke_access_token`).  ``engine``: the app's
+    (``State.engine``), when the caller has it.
     """
     checked = column_text(jti, MAX_ACCESS_TOKEN_JTI_LENGTH)
     if checked is None:
         return None
-    return _ACCESS_TOKEN_BY_JTI.read(db.engine, {"jti": checked})
+    return _ACCESS_TOKEN_BY_JTI.read(engine if engine is not None else db.engine, {"jti": checked})
 
 
 def find_refresh_grant(hashes: list[str]) -> AnyRow | None:

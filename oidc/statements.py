@@ -18,16 +18,22 @@ logging, which do not see these statements.
 
 from __future__ import annotations
 
+import os
+import threading
+import time
+import weakref
 from collections import namedtuple
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from operator import itemgetter
 from typing import Any, Protocol
 
-from sqlalchemy import Dialect, Engine, PoolProxiedConnection, bindparam, exc
+from sqlalchemy import Dialect, Engine, Pool, PoolProxiedConnection, QueuePool, bindparam, exc
 from sqlalchemy.engine.interfaces import DBAPIModule
 from sqlalchemy.sql import Insert, Select
 from sqlalchemy.sql.expression import Executable
+
+from oidc.db import PING_AFTER_IDLE_SECONDS
 
 Processor = Callable[[Any], Any] | None
 #: A parameter the caller must give (``bindparam(name)`` without a value).
@@ -184,43 +190,36 @@ class Prepared:
             cursor.close()
 
     def read(self, engine: Engine, params: Mapping[str, Any]) -> NamedRow | None:
-        """The first row of a SELECT read alone, on a pooled connection of its own, outside any transaction.
+        """The first row of a SELECT read alone, outside any transaction, on this thread's read connection
+        (:func:`read_connection`).
 
         The pooled DB-API connection is used as it is, without a SQLAlchemy ``Connection`` around
-        it (whose set-up and tear-down cost more than the read): the pool's checkout (and its ping
-        of an idle connection), its reset on return and the invalidation of a connection the driver
-        reports lost are kept.  On PostgreSQL the read runs in autocommit: psycopg would otherwise
-        send ``BEGIN`` before it and the pool a ``ROLLBACK`` after: two round trips more than the
-        read itself.  sqlite3 opens no transaction for a SELECT.
+        it (whose set-up and tear-down cost more than the read).  A connection the driver reports
+        lost is invalidated, so the pool replaces it; one that raised anything else goes back to
+        the pool, which resets it.
         """
         dialect = engine.dialect
         compiled = self.compiled(dialect)
         arguments = _arguments(compiled, params)
-        pooled = engine.raw_connection()
+        held = read_connection(engine)
+        dbapi_connection = held.dbapi_connection
+        cursor = None
         try:
-            dbapi_connection = pooled.dbapi_connection
-            assert dbapi_connection is not None, "a connection just checked out"
-            autocommit = dialect.name == "postgresql"
-            cursor = None
-            try:
-                if autocommit:
-                    dbapi_connection.autocommit = True
-                cursor = dbapi_connection.cursor()
-                cursor.execute(compiled.sql, arguments)
-                row = cursor.fetchone()
-            except dialect.loaded_dbapi.Error as error:
-                lost = dialect.is_disconnect(error, dbapi_connection, cursor)
-                if lost:
-                    pooled.invalidate(error)
-                raise _dbapi_error(dialect, compiled.sql, error, lost) from error
-            finally:
-                if pooled.is_valid:
-                    if cursor is not None:
-                        cursor.close()
-                    if autocommit:
-                        dbapi_connection.autocommit = False
-        finally:
-            pooled.close()
+            cursor = dbapi_connection.cursor()
+            cursor.execute(compiled.sql, arguments)
+            row = cursor.fetchone()
+            cursor.close()
+        except dialect.loaded_dbapi.Error as error:
+            lost = dialect.is_disconnect(error, dbapi_connection, cursor)
+            held.release(error if lost else None)
+            raise _dbapi_error(dialect, compiled.sql, error, lost) from error
+        except BaseException:
+            held.release()
+            raise
+        if held.kept:
+            held.last_read = time.monotonic()
+        else:
+            held.release()
         return _named(compiled, row)
 
     def rowcount(self, connection: StatementConnection, params: Mapping[str, Any]) -> int:
@@ -230,6 +229,149 @@ class Prepared:
             return int(cursor.rowcount)
         finally:
             cursor.close()
+
+
+#: A thread keeps its read connection this long at most, then gives it back to the pool and checks one out
+#: again: the pool's recycling (``pool_recycle``) and its replacement of connections older than an
+#: invalidation then apply to it, as to any connection checked out.
+HOLD_SECONDS = 60.0
+
+
+class ReadConnection:
+    """A pooled DB-API connection for lone reads (:meth:`Prepared.read`), outside any transaction.
+
+    On PostgreSQL it is in autocommit while it is out of the pool: psycopg would otherwise send
+    ``BEGIN`` before a read and the pool a ``ROLLBACK`` after it, two round trips more than the
+    read itself; it is transactional again when it goes back.  sqlite3 opens no transaction for
+    a SELECT.  ``kept``: the connection a thread keeps checked out for its reads (see
+    :func:`read_connection`); otherwise it is checked out for one read and given back after it.
+    """
+
+    __slots__ = ("__weakref__", "autocommit", "checked_out", "dbapi_connection", "kept", "last_read", "pool",
+                 "pooled", "release_now")
+
+    def __init__(self, engine: Engine, *, kept: bool) -> None:
+        self.pool = engine.pool
+        self.kept = kept
+        self.autocommit = engine.dialect.name == "postgresql"
+        try:
+            self.pooled: PoolProxiedConnection = engine.raw_connection()
+        except BaseException:
+            if kept:
+                _uncount(self.pool)
+            raise
+        dbapi_connection = self.pooled.dbapi_connection
+        assert dbapi_connection is not None, "a connection just checked out"
+        self.dbapi_connection: Any = dbapi_connection
+        self.checked_out = self.last_read = time.monotonic()
+        # Given back once, by release(), or when the thread that kept it ends (its thread-local goes).
+        self.release_now = weakref.finalize(self, _give_back, self.pooled, self.autocommit,
+                                            self.pool if kept else None, os.getpid())
+        self.release_now.atexit = False
+        if self.autocommit:
+            try:
+                dbapi_connection.autocommit = True
+            except BaseException:
+                self.release()
+                raise
+
+    def release(self, lost: BaseException | None = None) -> None:
+        """Give the connection back to the pool (invalidated first when ``lost`` says the driver lost it)."""
+        if self.kept and getattr(_threads, "held", None) is self:
+            del _threads.held
+        if lost is not None and self.pooled.is_valid:
+            self.pooled.invalidate(lost)
+        self.release_now()
+
+
+def _give_back(pooled: PoolProxiedConnection, autocommit: bool, held_of: Pool | None, pid: int) -> None:
+    """Return ``pooled`` to its pool, transactional again; a connection that cannot be is invalidated.
+
+    In a forked child (another ``pid``), the connection is the parent's, its socket shared: it is
+    neither reset nor closed there, and kept referenced, since collecting it would close it.
+    """
+    if os.getpid() != pid:
+        _inherited.append(pooled)
+        return
+    try:
+        if autocommit and pooled.is_valid:
+            try:
+                pooled.dbapi_connection.autocommit = False  # type: ignore[union-attr]
+            except Exception as error:  # a connection broken meanwhile: not fit for the pool
+                pooled.invalidate(error)
+        pooled.close()
+    finally:
+        if held_of is not None:
+            _uncount(held_of)
+
+
+def _uncount(pool: Pool) -> None:
+    """One kept read connection of ``pool`` fewer."""
+    with _held_lock:
+        _held_counts[pool] -= 1
+
+
+#: This thread's kept read connection (``held``), if any.
+_threads = threading.local()
+#: How many read connections are kept out of each pool, at most half its size.
+_held_counts: weakref.WeakKeyDictionary[Pool, int] = weakref.WeakKeyDictionary()
+_held_lock = threading.Lock()
+#: Read connections a forked child inherited: its parent's (their sockets are shared), never used nor closed here.
+_inherited: list[PoolProxiedConnection] = []
+
+
+def read_connection(engine: Engine) -> ReadConnection:
+    """This thread's read connection of ``engine``: the one it keeps, else one checked out now.
+
+    A read checks a connection out of the pool and returns it: most of the cost of a read that
+    finds its row by index.  So a thread keeps one checked out between requests, at most
+    :data:`HOLD_SECONDS`, and only while fewer than half the pool's connections (``pool_size``)
+    are kept so: the rest of the pool and its overflow serve transactions as before.  One idle
+    for :data:`~oidc.db.PING_AFTER_IDLE_SECONDS` is pinged first (the rule of the pool's checkout on
+    PostgreSQL, :func:`oidc.db.ping_idle_connections`); one that fails is invalidated and another
+    checked out.  A pool replaced (``engine.dispose()``, another engine) takes its kept connection back.
+    """
+    held: ReadConnection | None = getattr(_threads, "held", None)
+    if held is not None:
+        now = time.monotonic()
+        if held.pool is not engine.pool or now - held.checked_out >= HOLD_SECONDS:
+            held.release()
+        elif now - held.last_read < PING_AFTER_IDLE_SECONDS:
+            return held
+        else:
+            try:
+                engine.dialect.do_ping(held.dbapi_connection)
+                return held
+            except engine.dialect.loaded_dbapi.Error as error:
+                held.release(error)
+    pool = engine.pool
+    if isinstance(pool, QueuePool):
+        with _held_lock:
+            keep = _held_counts.get(pool, 0) < pool.size() // 2
+            if keep:
+                _held_counts[pool] = _held_counts.get(pool, 0) + 1
+        if keep:
+            held = _threads.held = ReadConnection(engine, kept=True)
+            return held
+    return ReadConnection(engine, kept=False)
+
+
+def release_read_connection() -> None:
+    """Give this thread's kept read connection back to its pool (before the engine is disposed)."""
+    held: ReadConnection | None = getattr(_threads, "held", None)
+    if held is not None:
+        held.release()
+
+
+def _forget_in_child() -> None:
+    """After ``fork()``: the child starts without kept read connections (its parent's are left alone, see
+    :func:`_give_back`)."""
+    global _threads
+    _threads = threading.local()
+    _held_counts.clear()
+
+
+os.register_at_fork(after_in_child=_forget_in_child)
 
 
 def insert_all(insert: Insert, *, skip: tuple[str, ...] = ("id",)) -> Prepared:

@@ -9,6 +9,9 @@ dropped is invalidated so the next request gets a new one.
 
 from __future__ import annotations
 
+import gc
+import os
+import threading
 from typing import Any, cast
 
 import psycopg
@@ -16,7 +19,8 @@ import pytest
 from sqlalchemy import QueuePool, bindparam, insert, select
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from oidc.statements import Prepared, insert_all
+from oidc import statements
+from oidc.statements import Prepared, insert_all, release_read_connection
 
 pytestmark = pytest.mark.both_databases
 
@@ -237,7 +241,10 @@ def test_a_core_transaction_commits_on_its_pooled_connection_and_undoes_what_it_
         assert by_hash.read(db.engine, {"h": "kept"}) == ("kept",)
         assert by_hash.read(db.engine, {"h": "dropped"}) is None  # closed without a commit: rolled back
         assert by_hash.read(db.engine, {"h": "undone"}) is None
-        assert db.engine.pool.checkedout() == 0  # type: ignore[attr-defined]  # QueuePool's count
+        # Only this thread's read connection is out of the pool (QueuePool's count), until it is given back.
+        assert db.engine.pool.checkedout() == 1  # type: ignore[attr-defined]
+        release_read_connection()
+        assert db.engine.pool.checkedout() == 0  # type: ignore[attr-defined]
 
 
 def test_a_hash_lookup_by_several_hashes_finds_the_row_by_any_of_them(app_with_rows: Any) -> None:
@@ -275,3 +282,106 @@ def test_a_core_transaction_on_a_dropped_connection_is_an_operational_error_then
         transaction.commit()  # on the invalidated connection: nothing to do, no error
         with queries.core_transaction():
             assert queries.find_login("s" * 32) is None  # a new connection
+
+
+def _by_hash() -> Prepared:
+    from oidc.models import AuthorizationCode
+
+    table = AuthorizationCode.__table__
+    return Prepared(select(table.c.code_hash).where(table.c.code_hash == bindparam("h")))
+
+
+def test_a_thread_keeps_its_read_connection_until_the_pool_is_replaced(app_with_rows: Any) -> None:
+    from oidc.db import db
+
+    by_hash = _by_hash()
+    with app_with_rows.app_context():
+        db.session.remove()
+        assert by_hash.read(db.engine, {"h": "none"}) is None
+        kept = statements.read_connection(db.engine)
+        assert kept.kept and by_hash.read(db.engine, {"h": "none"}) is None
+        assert statements.read_connection(db.engine) is kept  # no checkout per read
+        assert db.engine.pool.checkedout() == 1  # type: ignore[attr-defined]
+        db.engine.dispose()  # a new pool: the kept connection goes back to the old one at the next read
+        assert by_hash.read(db.engine, {"h": "none"}) is None
+        assert statements.read_connection(db.engine) is not kept
+        kept.release_now()  # given back once only
+        release_read_connection()
+        assert db.engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+
+
+def test_threads_keep_at_most_half_the_pool_and_give_it_back_when_they_end(app_with_rows: Any) -> None:
+    from oidc.db import db
+
+    by_hash = _by_hash()
+    with app_with_rows.app_context():
+        db.session.remove()
+        engine = db.engine
+        pool = cast(QueuePool, engine.pool)
+        ready, done = threading.Barrier(pool.size() + 1), threading.Event()
+
+        def reader() -> None:
+            assert by_hash.read(engine, {"h": "none"}) is None
+            ready.wait(timeout=10)
+            done.wait(timeout=10)
+
+        threads = [threading.Thread(target=reader) for _ in range(pool.size())]
+        for thread in threads:
+            thread.start()
+        ready.wait(timeout=10)
+        assert pool.checkedout() == pool.size() // 2  # the others read on a connection checked out per read
+        done.set()
+        for thread in threads:
+            thread.join(timeout=10)
+        gc.collect()
+        assert pool.checkedout() == 0
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)  # only a server drops a connection
+def test_a_kept_read_connection_idle_is_pinged_and_replaced_when_it_died(
+        app_with_rows: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from oidc.db import db
+
+    by_hash = _by_hash()
+    with app_with_rows.app_context():
+        db.session.remove()
+        assert by_hash.read(db.engine, {"h": "none"}) is None
+        kept = statements.read_connection(db.engine)
+        # The connection and the pool's others die while they sit idle (a restart, a proxy's timeout).
+        with psycopg.connect(db.engine.url.set(drivername="postgresql").render_as_string(hide_password=False),
+                             autocommit=True) as outside:
+            outside.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                            "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+        monkeypatch.setattr(statements, "PING_AFTER_IDLE_SECONDS", 0.0)  # idle long enough
+        assert by_hash.read(db.engine, {"h": "none"}) is None  # its ping failed: another one, no error
+        assert statements.read_connection(db.engine) is not kept
+        release_read_connection()
+        with db.engine.connect() as connection:  # the pool's connections are transactional again
+            assert connection.get_isolation_level() != "AUTOCOMMIT"
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)  # a server connection's socket is shared
+def test_a_forked_child_leaves_the_parents_kept_read_connection_alone(app_with_rows: Any) -> None:
+    from oidc.db import db
+
+    by_hash = _by_hash()
+    with app_with_rows.app_context():
+        db.session.remove()
+        assert by_hash.read(db.engine, {"h": "none"}) is None
+        kept = statements.read_connection(db.engine)
+        child = os.fork()
+        if child == 0:  # the child: its pool dropped as a server worker's is, then a read of its own
+            status = 1
+            try:
+                db.engine.dispose(close=False)
+                if by_hash.read(db.engine, {"h": "none"}) is None and statements.read_connection(db.engine) is not kept:
+                    status = 0
+                gc.collect()  # what the child dropped is collected: the parent's connection must not be closed
+            finally:
+                os._exit(status)
+        _, status = os.waitpid(child, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        # The parent's connection was neither closed nor reset by the child: it reads as before.
+        assert statements.read_connection(db.engine) is kept
+        assert by_hash.read(db.engine, {"h": "none"}) is None
+        release_read_connection()

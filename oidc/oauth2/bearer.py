@@ -46,7 +46,7 @@ from oidc.oauth2 import dpop, mtls
 from oidc.oauth2.families import is_client_token
 from oidc.oauth2.jwt import InvalidToken, verify_own_jwt
 from oidc.queries import AnyRow
-from oidc.state import current_state
+from oidc.state import State, current_state
 from oidc.vocabulary import ACCESS_TOKEN_SET, ACCESS_TOKEN_TYP, CERTIFICATE_THUMBPRINT
 
 
@@ -70,8 +70,9 @@ class AccessTokenInfo:
     def check_client(self, client: Client) -> bool:
         return self.client is not None and self.client.id == client.id
 
-    def is_expired(self) -> bool:
-        return self.expires_at <= current_state().clock.now()
+    def is_expired(self, now: int | None = None) -> bool:
+        """Whether it expired by ``now`` (the app's clock when not given)."""
+        return self.expires_at <= (now if now is not None else current_state().clock.now())
 
     def is_revoked(self) -> bool:
         # A disabled client or user makes every token it holds inactive.
@@ -109,19 +110,20 @@ class AccessTokenInfo:
         return presented is not None and hmac.compare_digest(presented.thumbprint, bound)
 
 
-def load_access_token(value: object, caller: Client | None = None) -> AccessTokenInfo | None:
+def load_access_token(value: object, caller: Client | None = None, state: State | None = None) -> AccessTokenInfo | None:
     """The access token ``value`` if it is one of ours (expired or not), with its standing.
 
     ``caller`` is the client making the request: when the token is its own, as
-    it mostly is, its client is not looked up again.
+    it mostly is, its client is not looked up again.  ``state``: the app's, when
+    the caller has it (its keys, clock, issuer and engine).
     """
     if not isinstance(value, str):
         return None
     try:
-        claims = verify_own_jwt(value, typ=ACCESS_TOKEN_TYP, key_set=ACCESS_TOKEN_SET, check_exp=False)
+        claims = verify_own_jwt(value, typ=ACCESS_TOKEN_TYP, key_set=ACCESS_TOKEN_SET, check_exp=False, state=state)
     except InvalidToken:
         return None
-    row = queries.find_access_token_row(claims.get("jti"))
+    row = queries.find_access_token_row(claims.get("jti"), state.engine() if state is not None else None)
     if row is None:
         if not is_client_token(claims) or not isinstance(claims.get("exp"), int):
             return None  # a user's token without its row: its grant or user is gone

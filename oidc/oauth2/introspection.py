@@ -30,7 +30,7 @@ from oidc.models import Client
 from oidc.oauth2 import encryption
 from oidc.oauth2.jwt import sign_response
 from oidc.oauth2.tokens import ACCESS_TOKEN, AnyToken, find_token, kind_of
-from oidc.state import current_state
+from oidc.state import State
 from oidc.vocabulary import CONFIDENTIAL_AUTH_METHODS, INTROSPECTION_JWT_MEDIA_TYPE, INTROSPECTION_TYP
 
 _JSON = "application/json"
@@ -46,9 +46,9 @@ def wants_jwt(accept: object) -> bool:
         INTROSPECTION_JWT_MEDIA_TYPE
 
 
-def jwt_response(body: dict[str, Any], caller: Client) -> str:
-    """The introspection answer ``body`` as an RFC 9701 §5 JWT to ``caller`` (signed, maybe encrypted)."""
-    state = current_state()
+def jwt_response(body: dict[str, Any], caller: Client, state: State) -> str:
+    """The introspection answer ``body`` as an RFC 9701 §5 JWT to ``caller`` (signed, maybe encrypted),
+    by ``state``'s issuer and clock."""
     claims = {"iss": state.settings.issuer, "aud": str(caller.client_id), "iat": state.clock.now(),
               "token_introspection": body}
     signed = sign_response(claims, INTROSPECTION_TYP, caller.introspection_signed_response_alg)
@@ -66,7 +66,8 @@ class IntrospectionEndpoint(_IntrospectionEndpoint):  # type: ignore[misc]  # th
     def authenticate_token(self, request: Any, client: Client) -> AnyToken | None:
         """Authlib's, with the calling client passed to the look-up (instead of ``query_token``)."""
         self.check_params(request, client)
-        token = find_token(request.form["token"], request.form.get("token_type_hint"), caller=client)
+        token = find_token(request.form["token"], request.form.get("token_type_hint"), caller=client,
+                           state=request.app_state)
         return token if token is not None and self.check_permission(token, client, request) else None
 
     def check_permission(self, token: AnyToken, client: Client, request: Any) -> bool:
@@ -78,8 +79,9 @@ class IntrospectionEndpoint(_IntrospectionEndpoint):  # type: ignore[misc]  # th
         audiences = set(aud) if isinstance(aud, list) else {aud}
         return bool(audiences & {client.client_id, *client.audiences})
 
-    def introspect_token(self, token: AnyToken, caller: Client) -> dict[str, Any]:
-        """The RFC 7662 §2.2 response for an active ``token``; ``username`` only for the token's own client."""
+    def introspect_token(self, token: AnyToken, caller: Client, issuer: str) -> dict[str, Any]:
+        """The RFC 7662 §2.2 response for an active ``token`` by ``issuer``; ``username`` only for the token's
+        own client."""
         kind = kind_of(token)
         body: dict[str, Any] = {
             "active": True,
@@ -88,7 +90,7 @@ class IntrospectionEndpoint(_IntrospectionEndpoint):  # type: ignore[misc]  # th
             "token_type": _access_token_type(token.claims) if kind == ACCESS_TOKEN else "refresh_token",
             "exp": token.expires_at,
             "iat": token.claims.get("iat"),
-            "iss": current_state().settings.issuer,
+            "iss": issuer,
         }
         if token.user is not None:
             body["sub"] = token.user.subject
@@ -106,17 +108,19 @@ class IntrospectionEndpoint(_IntrospectionEndpoint):  # type: ignore[misc]  # th
     def create_endpoint_response(self, request: Any) -> tuple[int, Any, list[tuple[str, str]]]:
         """Authlib's, with the calling client handed to :meth:`introspect_token`.
 
-        The endpoint object serves every request, so the caller travels as an argument.
+        The endpoint object serves every request, so the caller travels as an argument, and
+        the app's state with the request (:class:`~oidc.oauth2.server.IssuerRequest`).
         """
+        state: State = request.app_state
         client = self.authenticate_endpoint_client(request)
         token = self.authenticate_token(request, client)
-        if token is None or token.is_expired() or token.is_revoked():
+        if token is None or token.is_expired(state.clock.now()) or token.is_revoked():
             body: dict[str, Any] = {"active": False}
         else:
-            body = self.introspect_token(token, client)
+            body = self.introspect_token(token, client, state.settings.issuer)
         # The header read from the WSGI environ (PEP 3333: ``HTTP_ACCEPT``), as the request's headers
         # read it, without their KeyError raised and caught when the client sent no Accept.
         if wants_jwt(request.accept):
-            return 200, jwt_response(body, client), [("Content-Type", INTROSPECTION_JWT_MEDIA_TYPE),
+            return 200, jwt_response(body, client, state), [("Content-Type", INTROSPECTION_JWT_MEDIA_TYPE),
                                                      ("Cache-Control", "no-store")]
         return 200, body, [*default_json_headers, ("Cache-Control", "no-store")]

@@ -288,7 +288,7 @@ def _claims_registry(now: Callable[[], int], issuer: str, check_exp: bool, leewa
 
 
 def verify_own_jwt(token: str, *, typ: str | None, key_set: str, check_exp: bool = True,
-                   leeway: int = 0) -> dict[str, Any]:
+                   leeway: int = 0, state: State | None = None) -> dict[str, Any]:
     """Claims of a JWT that this issuer signed with a published key of ``key_set``, or :class:`InvalidToken`.
 
     The signature is verified with the published signing key (``use: sig``) of
@@ -296,14 +296,16 @@ def verify_own_jwt(token: str, *, typ: str | None, key_set: str, check_exp: bool
     ``jwt.access-token`` keys, an ID token only with ``openid.id-token`` keys),
     for the alg that key is published with (joserfc); ``iss`` must be this issuer and,
     unless ``check_exp`` is false, ``exp`` in the future (joserfc's claims
-    registry, which also checks ``nbf`` and ``iat`` when present).
+    registry, which also checks ``nbf`` and ``iat`` when present).  ``state``: the app's, when the
+    caller has it.
     """
     if not isinstance(token, str) or len(token) > MAX_TOKEN_LENGTH or token.count(".") != 2:
         raise InvalidToken("not a compact JWS")
     header = _header(token)
     if typ is not None and str(header.get("typ", "")).lower() not in (typ.lower(), "application/" + typ.lower()):
         raise InvalidToken("wrong typ")
-    state = current_state()  # once: the key service, the clock and the issuer are all the state's
+    if state is None:
+        state = current_state()  # once: the key service, the clock and the issuer are all the state's
     try:
         jwk = state.key_service().public_key(header["kid"], key_set=key_set)
     except KeyServiceError:

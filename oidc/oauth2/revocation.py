@@ -18,7 +18,6 @@ from oidc.models import AccessToken, Client
 from oidc.oauth2.bearer import AccessTokenInfo
 from oidc.oauth2.families import revoke_family
 from oidc.oauth2.tokens import AnyToken, find_token
-from oidc.state import current_state
 from oidc.vocabulary import AUTH_METHODS
 
 
@@ -27,14 +26,15 @@ class RevocationEndpoint(_RevocationEndpoint):  # type: ignore[misc]  # the base
 
     def authenticate_token(self, request: Any, client: Client) -> AnyToken | None:
         self.check_params(request, client)
-        token = find_token(request.form["token"], request.form.get("token_type_hint"), caller=client)
+        token = find_token(request.form["token"], request.form.get("token_type_hint"), caller=client,
+                           state=request.app_state)
         if token is not None and not token.check_client(client):
             # RFC 7009 §2.1: the token was not issued to the client making the request.
             raise UnauthorizedClientError("the token was not issued to this client")
         return token
 
     def revoke_token(self, token: AnyToken, request: Any) -> None:
-        moment = current_state().clock.now()
+        moment = request.app_state.clock.now()
         if isinstance(token, AccessTokenInfo):
             if token.row is not None:
                 queries.revoke_access_token(token.row.id, moment)

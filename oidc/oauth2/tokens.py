@@ -16,7 +16,7 @@ from oidc.oauth2.bearer import AccessTokenInfo, load_access_token
 from oidc.oauth2.families import find_refresh_grant, refresh_token_usable
 from oidc.oauth2.jwt import MAX_TOKEN_LENGTH
 from oidc.oauth2.records import RefreshTokenRecord, UserRecord
-from oidc.state import current_state
+from oidc.state import State, current_state
 from oidc.text import bounded_text
 
 ACCESS_TOKEN = "access_token"
@@ -46,8 +46,9 @@ class RefreshTokenInfo:
     def check_client(self, client: Client) -> bool:
         return self.client is not None and self.client.id == client.id
 
-    def is_expired(self) -> bool:
-        return self.expires_at <= current_state().clock.now()
+    def is_expired(self, now: int | None = None) -> bool:
+        """Whether it expired by ``now`` (the app's clock when not given)."""
+        return self.expires_at <= (now if now is not None else current_state().clock.now())
 
     def is_revoked(self) -> bool:
         """Not usable as the refresh grant decides (:func:`refresh_token_usable`), or its client is disabled."""
@@ -72,8 +73,10 @@ def kind_of(token: AnyToken) -> str:
     return ACCESS_TOKEN if isinstance(token, AccessTokenInfo) else REFRESH_TOKEN
 
 
-def find_token(value: object, hint: str | None, caller: Client | None = None) -> AnyToken | None:
-    """The token ``value``, whichever its kind, trying ``hint``'s kind first."""
+def find_token(value: object, hint: str | None, caller: Client | None = None,
+               state: State | None = None) -> AnyToken | None:
+    """The token ``value``, whichever its kind, trying ``hint``'s kind first (``state``: the app's, when the
+    caller has it)."""
     token = bounded_text(value, MAX_TOKEN_LENGTH)
     if token is None:
         return None
@@ -81,6 +84,6 @@ def find_token(value: object, hint: str | None, caller: Client | None = None) ->
     found: AnyToken | None
     if hint == REFRESH_TOKEN:
         found = load_refresh_token(token)
-        return found if found is not None else load_access_token(token, caller)
-    found = load_access_token(token, caller)
+        return found if found is not None else load_access_token(token, caller, state)
+    found = load_access_token(token, caller, state)
     return found if found is not None else load_refresh_token(token)

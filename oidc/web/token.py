@@ -59,8 +59,8 @@ def _respond(endpoint: str) -> Response:
         issued = oauth_request.issued
         grant_type = oauth_request.payload.grant_type or ""
     else:
-        # The OAuth 2.0 request made here, of the request and the issuer at hand (Authlib's
-        # create_oauth2_request would look both up again).
+        # The OAuth 2.0 request made here, of the request and the state at hand (Authlib's
+        # create_oauth2_request would look both up again); the endpoint reads the state from it.
         response = server.create_endpoint_response(endpoint, IssuerRequest(flask_request, state))
     session = queries.session_in_transaction() if endpoint != INTROSPECTION else None
     if session is not None:
