@@ -219,9 +219,10 @@ def _use_up(row: PushedAuthorizationRequest) -> None:
     db.session.commit()
 
 
-def _check_profile(client: Client, params: Any) -> None:
-    """The FAPI 2.0 profile's rules on the client and its redirect URI (ErrorPage: nothing is trusted yet)."""
-    if not security_profile.is_fapi2(client):
+def _check_profile(client: Client, profile: str, params: Any) -> None:
+    """The FAPI 2.0 profile's rules on the client (whose profile is ``profile``) and its redirect URI
+    (ErrorPage: nothing is trusted yet)."""
+    if not security_profile.is_fapi2(client, profile):
         return
     if client.auth_method != "private_key_jwt":
         raise ErrorPage("unauthorized_client", "The FAPI 2.0 profile requires a confidential client "
@@ -308,13 +309,15 @@ def validate_authorization_request(params: Any, end_user: Any, *, pushing: bool 
     """
     pushed, params, request, signed = _request_source(params, pushing=pushing)
     client = _check_client_and_redirect_uri(params)
-    if pushed is None and not pushing and security_profile.requires_par(client):
+    profile = security_profile.profile_of(client)  # once, for each rule of the profile below
+    if pushed is None and not pushing and security_profile.requires_par(client, profile):
         raise ErrorPage("invalid_request", "This client must push its authorization requests to the "
                                            "pushed authorization request endpoint (RFC 9126).")
-    if pushed is None and not pushing and not signed and security_profile.requires_signed_request_object(client):
+    if (pushed is None and not pushing and not signed
+            and security_profile.requires_signed_request_object(client, profile)):
         # A pushed request was held to the rule at /par (oidc.oauth2.par.pushed_parameters).
         raise ErrorPage("invalid_request", request_object.SIGNED_OBJECT_REQUIRED)
-    _check_profile(client, params)
+    _check_profile(client, profile, params)
     response_mode = params.get("response_mode")
     state = params.get("state")
     redirect_uri = params.get("redirect_uri") or client.get_default_redirect_uri()
@@ -346,7 +349,8 @@ def _refused_parameter(params: Any, *, pushing: bool) -> tuple[str, str] | None:
     if pushing and "request_uri" in params:
         # RFC 9126 §2.1: a pushed request never carries a request_uri of its own.
         return "invalid_request", "A pushed request cannot carry request_uri."
-    if "none" in _prompts(params) and len(_prompts(params)) > 1:
+    prompts = _prompts(params)
+    if "none" in prompts and len(prompts) > 1:
         # OIDC Core §3.1.2.1: "If this parameter contains none with any other value, an error is returned."
         return "invalid_request", "prompt=none cannot be combined with another value."
     jkt = params.get("dpop_jkt")

@@ -34,9 +34,12 @@ def profile_of(client: Any) -> str:
 _STRICTNESS = (DEFAULT_PROFILE, *FAPI2_PROFILES)
 
 
-def is_fapi2(client: Any) -> bool:
-    """Whether the FAPI 2.0 Security Profile applies to ``client`` (provider-wide or by registration)."""
-    return profile_of(client) in FAPI2_PROFILES
+def is_fapi2(client: Any, profile: str | None = None) -> bool:
+    """Whether the FAPI 2.0 Security Profile applies to ``client`` (provider-wide or by registration).
+
+    ``profile``: the client's (:func:`profile_of`), when the caller has it.
+    """
+    return (profile or profile_of(client)) in FAPI2_PROFILES
 
 
 def requires_jarm(client: Any) -> bool:
@@ -44,19 +47,26 @@ def requires_jarm(client: Any) -> bool:
     return profile_of(client) == FAPI2_MESSAGE_SIGNING
 
 
-def requires_par(client: Any) -> bool:
-    """Whether authorization requests of ``client`` must be pushed (RFC 9126 §5-6, FAPI 2.0 §5.3.2.2)."""
+def requires_par(client: Any, profile: str | None = None) -> bool:
+    """Whether authorization requests of ``client`` must be pushed (RFC 9126 §5-6, FAPI 2.0 §5.3.2.2).
+
+    ``profile``: the client's (:func:`profile_of`), when the caller has it.
+    """
     return (current_state().settings.require_pushed_authorization_requests
-            or bool(getattr(client, "require_pushed_authorization_requests", False)) or is_fapi2(client))
+            or bool(getattr(client, "require_pushed_authorization_requests", False))
+            or is_fapi2(client, profile))
 
 
-def requires_signed_request_object(client: Any) -> bool:
+def requires_signed_request_object(client: Any, profile: str | None = None) -> bool:
     """Whether authorization requests of ``client`` must be signed request objects: RFC 9101 §10.5
     (``REQUIRE_SIGNED_REQUEST_OBJECT``, or the client's registration), or FAPI 2.0 Message Signing
-    §5.3.1 clause 1 (at /par, where the profile sends every request)."""
+    §5.3.1 clause 1 (at /par, where the profile sends every request).
+
+    ``profile``: the client's (:func:`profile_of`), when the caller has it.
+    """
     return (current_state().settings.require_signed_request_object
             or bool(getattr(client, "require_signed_request_object", False))
-            or profile_of(client) == FAPI2_MESSAGE_SIGNING)
+            or (profile or profile_of(client)) == FAPI2_MESSAGE_SIGNING)
 
 
 def requires_request_object_typ(client: Any) -> bool:
