@@ -128,6 +128,9 @@ class AuthorizationRequest:
         self.redirect_uri = redirect_uri
         self.response_mode: str | None = params.get("response_mode")
         self.state: str | None = params.get("state")
+        #: The ``prompt`` values (OIDC Core §3.1.2.1); ``none`` is never among others (validated).
+        #: Split once: the next step asks for them more than once.
+        self.prompts: set[str] = _prompts(params)
 
     @property
     def grant(self) -> Any:
@@ -146,11 +149,6 @@ class AuthorizationRequest:
     def audience(self) -> list[str]:
         """The access token audience validation resolved (RFC 8707 ``resource``, or the default)."""
         return list(self._request.audience)
-
-    @property
-    def prompts(self) -> set[str]:
-        """The ``prompt`` values (OIDC Core §3.1.2.1); ``none`` is never among others (validated)."""
-        return _prompts(self.params)
 
     def read_parameters(self) -> list[tuple[str, str]]:
         """The parameters of :data:`READ_PARAMETERS`, as sent (repeated ``resource`` kept)."""

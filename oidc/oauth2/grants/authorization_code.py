@@ -94,8 +94,9 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):  # type: ignore[mis
         code = self.generate_authorization_code()
         self.save_authorization_code(code, self.request)
         params = [("code", code)]
-        if self.request.payload.state is not None:
-            params.append(("state", self.request.payload.state))
+        state = self.request.payload.state
+        if state is not None:
+            params.append(("state", state))
         params.append(("iss", current_state().settings.issuer))
         return response_modes.authorization_response(
             redirect_uri, params, self.request.payload.data.get("response_mode"), self.request.client)
@@ -105,14 +106,15 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):  # type: ignore[mis
         subject: AuthenticatedUser = request.user
         issued = state.clock.now()
         payload = request.payload
+        sent_redirect_uri = payload.redirect_uri
         # Written with Core (no unit-of-work flush); /authorize commits it with the response.
         queries.insert_code({
             "code_hash": state.hasher(hashing.CODE).hash(code),
             "grant_id": hashing.new_grant_id(),
             "client_pk": request.client.id,
             "user_pk": subject.user.id,
-            "redirect_uri": self.redirect_uri or payload.redirect_uri,
-            "redirect_uri_given": bool(payload.redirect_uri),
+            "redirect_uri": self.redirect_uri or sent_redirect_uri,
+            "redirect_uri_given": bool(sent_redirect_uri),
             "scope": request.scope or "",
             "audience": getattr(request, "audience", None) or families.default_audience(),
             "nonce": payload.data.get("nonce") or None,
