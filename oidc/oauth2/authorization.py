@@ -118,9 +118,11 @@ class AuthorizationRequest:
     """
 
     def __init__(self, request: Any, redirect_uri: str, params: Any, pushed: PushedAuthorizationRequest | None = None,
-                 *, grant: Any = None) -> None:
+                 *, grant: Any = None, profile: str | None = None) -> None:
         self._request = request
         self._grant = grant
+        #: The client's security profile as validation found it (None: worked out when the response is made).
+        self._profile = profile
         self.params = params
         #: The pushed request this one came from (claimed when the response is sent).
         self.pushed = pushed
@@ -194,7 +196,8 @@ class AuthorizationRequest:
         if self.pushed is not None:
             par.claim(self.pushed)
         try:
-            response: response_modes.Response = self.grant.create_authorization_response(self.redirect_uri, login)
+            response: response_modes.Response = self.grant.create_authorization_response(
+                self.redirect_uri, login, self._profile)
             return response
         except OAuth2Error as error:
             response = self.error(error)
@@ -333,7 +336,7 @@ def validate_authorization_request(params: Any, end_user: Any, *, pushing: bool 
         if pushed is not None:
             _use_up(pushed)
         raise _redirect(error, state, response_mode, client) from None
-    return AuthorizationRequest(grant.request, grant.redirect_uri, params, pushed, grant=grant)
+    return AuthorizationRequest(grant.request, grant.redirect_uri, params, pushed, grant=grant, profile=profile)
 
 
 def _refused_parameter(params: Any, *, pushing: bool) -> tuple[str, str] | None:

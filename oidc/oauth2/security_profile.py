@@ -42,9 +42,12 @@ def is_fapi2(client: Any, profile: str | None = None) -> bool:
     return (profile or profile_of(client)) in FAPI2_PROFILES
 
 
-def requires_jarm(client: Any) -> bool:
-    """Whether ``client``'s authorization responses must be JARM JWTs (FAPI 2.0 Message Signing §5.4.1 clause 1)."""
-    return profile_of(client) == FAPI2_MESSAGE_SIGNING
+def requires_jarm(client: Any, profile: str | None = None) -> bool:
+    """Whether ``client``'s authorization responses must be JARM JWTs (FAPI 2.0 Message Signing §5.4.1 clause 1).
+
+    ``profile``: the client's (:func:`profile_of`), when the caller has it.
+    """
+    return (profile or profile_of(client)) == FAPI2_MESSAGE_SIGNING
 
 
 def requires_par(client: Any, profile: str | None = None) -> bool:
@@ -94,10 +97,13 @@ def requires_sender_constraint(client: Any) -> bool:
     return is_fapi2(client)
 
 
-def code_lifetime(client: Any) -> int:
-    """Seconds an authorization code of ``client`` lives (at most 60 under the profile, §5.3.2.1 clause 9)."""
+def code_lifetime(client: Any, profile: str | None = None) -> int:
+    """Seconds an authorization code of ``client`` lives (at most 60 under the profile, §5.3.2.1 clause 9).
+
+    ``profile``: the client's (:func:`profile_of`), when the caller has it.
+    """
     lifetime = current_state().settings.authorization_code_lifetime
-    return min(lifetime, FAPI2_MAX_CODE_LIFETIME) if is_fapi2(client) else lifetime
+    return min(lifetime, FAPI2_MAX_CODE_LIFETIME) if is_fapi2(client, profile) else lifetime
 
 
 def redirect_uri_allowed(uri: str) -> bool:
