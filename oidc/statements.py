@@ -56,8 +56,8 @@ class _Compiled:
     plain: Callable[[Mapping[str, Any]], Any] | None = None
     #: A SELECT's row from the DB-API row: only the columns with a result processor go through it.
     make_row: Callable[[Sequence[Any]], Any] | None = None
-    #: With a positional paramstyle: the processed values by name as the tuple of the placeholders' order.
-    ordered: Callable[[Mapping[str, Any]], tuple[Any, ...]] | None = None
+    #: Otherwise: a row's DB-API parameters, the values of the parameters with a processor through it.
+    processed: Callable[[Mapping[str, Any]], Any] | None = None
 
 
 class NamedRow(Protocol):
@@ -399,19 +399,45 @@ def _compile(statement: Executable, dialect: Dialect) -> _Compiled:
         row_type = _row_type(tuple(str(column.key) for column in columns))
         results = tuple(column.type.dialect_impl(dialect).result_processor(dialect, None) for column in columns)
         make_row = _row_maker(row_type, results)
-    plain = None
+    plain = processed = None
     if binds and all(process is None for _, process, _ in binds):
         plain = _plain_arguments(positions, binds)
+    else:
+        processed = _processed_arguments(positions, binds)
     return _Compiled(sql=compiled.string, positions=positions, binds=binds, row_type=row_type, results=results,
-                     plain=plain, make_row=make_row, ordered=_in_order(positions) if positions is not None else None)
+                     plain=plain, make_row=make_row, processed=processed)
 
 
-def _in_order(positions: tuple[str, ...]) -> Callable[[Mapping[str, Any]], tuple[Any, ...]]:
-    """A tuple of the values of ``positions`` (placeholder names, in their order): ``itemgetter``'s one
-    C call rather than a generator stepped once per parameter."""
-    if len(positions) > 1:
-        return itemgetter(*positions)
-    return lambda values: tuple(values[name] for name in positions)
+def _processed_arguments(positions: tuple[str, ...] | None,
+                         binds: tuple[tuple[str, Processor, Any], ...]) -> Callable[[Mapping[str, Any]], Any]:
+    """A row's DB-API parameters when some have a bind processor: the values picked as
+    :func:`_plain_arguments` picks them, then only those with a processor passed through it.
+
+    An INSERT writes a dozen columns or more, of which one or two have a processor (a JSON list,
+    SQLite's booleans): a Python step per column, on every token and code, cost more than the rest.
+    """
+    if not binds:
+        return (lambda params: ()) if positions is not None else (lambda params: {})
+    pick = _plain_arguments(positions, binds)
+    processors = {name: process for name, process, _ in binds if process is not None}
+    if positions is not None:
+        # By placeholder: a name used twice is processed at each of its places, as it is sent.
+        by_place = tuple((index, processors[name]) for index, name in enumerate(positions) if name in processors)
+
+        def in_order(params: Mapping[str, Any]) -> tuple[Any, ...]:
+            values = list(pick(params))
+            for index, process in by_place:
+                values[index] = process(values[index])
+            return tuple(values)
+        return in_order
+    by_name = tuple(processors.items())
+
+    def by_names(params: Mapping[str, Any]) -> dict[str, Any]:
+        values: dict[str, Any] = pick(params)  # a new dict: _plain_arguments builds one per row
+        for name, process in by_name:
+            values[name] = process(values[name])
+        return values
+    return by_names
 
 
 def _plain_arguments(positions: tuple[str, ...] | None,
@@ -503,8 +529,5 @@ def _arguments(compiled: _Compiled, params: Mapping[str, Any]) -> Any:
     """The DB-API parameters of one run of ``compiled``: each through its bind processor."""
     if compiled.plain is not None:  # no processor: the values as they are, in the placeholders' order
         return compiled.plain(params)
-    values = {}
-    for name, process, held in compiled.binds:
-        value = params[name] if held is _REQUIRED else params.get(name, held)
-        values[name] = process(value) if process is not None else value
-    return values if compiled.ordered is None else compiled.ordered(values)
+    assert compiled.processed is not None, "one or the other"
+    return compiled.processed(params)

@@ -118,9 +118,11 @@ class AuthorizationRequest:
     """
 
     def __init__(self, request: Any, redirect_uri: str, params: Any, pushed: PushedAuthorizationRequest | None = None,
-                 *, grant: Any = None) -> None:
+                 *, grant: Any = None, profile: str | None = None) -> None:
         self._request = request
         self._grant = grant
+        #: The client's security profile as validation found it (None: worked out when the response is made).
+        self._profile = profile
         self.params = params
         #: The pushed request this one came from (claimed when the response is sent).
         self.pushed = pushed
@@ -128,6 +130,9 @@ class AuthorizationRequest:
         self.redirect_uri = redirect_uri
         self.response_mode: str | None = params.get("response_mode")
         self.state: str | None = params.get("state")
+        #: The ``prompt`` values (OIDC Core §3.1.2.1); ``none`` is never among others (validated).
+        #: Split once: the next step asks for them more than once.
+        self.prompts: set[str] = _prompts(params)
 
     @property
     def grant(self) -> Any:
@@ -146,11 +151,6 @@ class AuthorizationRequest:
     def audience(self) -> list[str]:
         """The access token audience validation resolved (RFC 8707 ``resource``, or the default)."""
         return list(self._request.audience)
-
-    @property
-    def prompts(self) -> set[str]:
-        """The ``prompt`` values (OIDC Core §3.1.2.1); ``none`` is never among others (validated)."""
-        return _prompts(self.params)
 
     def read_parameters(self) -> list[tuple[str, str]]:
         """The parameters of :data:`READ_PARAMETERS`, as sent (repeated ``resource`` kept)."""
@@ -196,7 +196,8 @@ class AuthorizationRequest:
         if self.pushed is not None:
             par.claim(self.pushed)
         try:
-            response: response_modes.Response = self.grant.create_authorization_response(self.redirect_uri, login)
+            response: response_modes.Response = self.grant.create_authorization_response(
+                self.redirect_uri, login, self._profile)
             return response
         except OAuth2Error as error:
             response = self.error(error)
@@ -219,9 +220,10 @@ def _use_up(row: PushedAuthorizationRequest) -> None:
     db.session.commit()
 
 
-def _check_profile(client: Client, params: Any) -> None:
-    """The FAPI 2.0 profile's rules on the client and its redirect URI (ErrorPage: nothing is trusted yet)."""
-    if not security_profile.is_fapi2(client):
+def _check_profile(client: Client, profile: str, params: Any) -> None:
+    """The FAPI 2.0 profile's rules on the client (whose profile is ``profile``) and its redirect URI
+    (ErrorPage: nothing is trusted yet)."""
+    if not security_profile.is_fapi2(client, profile=profile):
         return
     if client.auth_method != "private_key_jwt":
         raise ErrorPage("unauthorized_client", "The FAPI 2.0 profile requires a confidential client "
@@ -308,13 +310,15 @@ def validate_authorization_request(params: Any, end_user: Any, *, pushing: bool 
     """
     pushed, params, request, signed = _request_source(params, pushing=pushing)
     client = _check_client_and_redirect_uri(params)
-    if pushed is None and not pushing and security_profile.requires_par(client):
+    profile = security_profile.profile_of(client)  # once, for each rule of the profile below
+    if pushed is None and not pushing and security_profile.requires_par(client, profile):
         raise ErrorPage("invalid_request", "This client must push its authorization requests to the "
                                            "pushed authorization request endpoint (RFC 9126).")
-    if pushed is None and not pushing and not signed and security_profile.requires_signed_request_object(client):
+    if (pushed is None and not pushing and not signed
+            and security_profile.requires_signed_request_object(client, profile)):
         # A pushed request was held to the rule at /par (oidc.oauth2.par.pushed_parameters).
         raise ErrorPage("invalid_request", request_object.SIGNED_OBJECT_REQUIRED)
-    _check_profile(client, params)
+    _check_profile(client, profile, params)
     response_mode = params.get("response_mode")
     state = params.get("state")
     redirect_uri = params.get("redirect_uri") or client.get_default_redirect_uri()
@@ -332,7 +336,7 @@ def validate_authorization_request(params: Any, end_user: Any, *, pushing: bool 
         if pushed is not None:
             _use_up(pushed)
         raise _redirect(error, state, response_mode, client) from None
-    return AuthorizationRequest(grant.request, grant.redirect_uri, params, pushed, grant=grant)
+    return AuthorizationRequest(grant.request, grant.redirect_uri, params, pushed, grant=grant, profile=profile)
 
 
 def _refused_parameter(params: Any, *, pushing: bool) -> tuple[str, str] | None:
@@ -346,7 +350,8 @@ def _refused_parameter(params: Any, *, pushing: bool) -> tuple[str, str] | None:
     if pushing and "request_uri" in params:
         # RFC 9126 §2.1: a pushed request never carries a request_uri of its own.
         return "invalid_request", "A pushed request cannot carry request_uri."
-    if "none" in _prompts(params) and len(_prompts(params)) > 1:
+    prompts = _prompts(params)
+    if "none" in prompts and len(prompts) > 1:
         # OIDC Core §3.1.2.1: "If this parameter contains none with any other value, an error is returned."
         return "invalid_request", "prompt=none cannot be combined with another value."
     jkt = params.get("dpop_jkt")

@@ -22,12 +22,14 @@ class S256CodeChallenge(CodeChallenge):  # type: ignore[misc]  # the base class 
         data = request.payload.data
         challenge = data.get("code_challenge")
         method = data.get("code_challenge_method")
-        if request.client is not None and request.client.is_public and not challenge:
-            raise InvalidRequestError("public clients must use PKCE with code_challenge_method=S256",
-                                      redirect_uri=redirect_uri)
-        if request.client is not None and is_fapi2(request.client) and not challenge:
-            raise InvalidRequestError("the FAPI 2.0 profile requires PKCE with code_challenge_method=S256",
-                                      redirect_uri=redirect_uri)
+        # The profile is asked only of a request without a challenge: with one, neither rule can fail.
+        if not challenge and request.client is not None:
+            if request.client.is_public:
+                raise InvalidRequestError("public clients must use PKCE with code_challenge_method=S256",
+                                          redirect_uri=redirect_uri)
+            if is_fapi2(request.client):
+                raise InvalidRequestError("the FAPI 2.0 profile requires PKCE with code_challenge_method=S256",
+                                          redirect_uri=redirect_uri)
         if challenge and method not in CODE_CHALLENGE_METHODS:
             # RFC 7636 §4.3: a missing method means "plain", which is refused.
             raise InvalidRequestError("code_challenge_method must be S256 ('plain' is not supported)",

@@ -84,11 +84,14 @@ def supported(response_mode: Any) -> str | None:
     return response_mode if response_mode in RESPONSE_MODES else None
 
 
-def effective(response_mode: Any, client: Any) -> str | None:
+def effective(response_mode: Any, client: Any, profile: str | None = None) -> str | None:
     """The mode a response to ``client`` is delivered in: the requested one if we deliver it, the
-    default otherwise; a client that must get JARM responses gets ``jwt`` for a plain mode."""
+    default otherwise; a client that must get JARM responses gets ``jwt`` for a plain mode.
+
+    ``profile``: the client's security profile, when the caller has it.
+    """
     mode = supported(response_mode)
-    if client is not None and mode not in JARM_RESPONSE_MODES and security_profile.requires_jarm(client):
+    if client is not None and mode not in JARM_RESPONSE_MODES and security_profile.requires_jarm(client, profile):
         return "jwt"
     return mode
 
@@ -123,9 +126,12 @@ def _redirect(location: str) -> Response:
 
 
 def authorization_response(redirect_uri: str, params: list[tuple[str, str]], response_mode: str | None,
-                           client: Any = None) -> Response:
-    """``params`` delivered to ``client`` in ``response_mode`` (:func:`effective`): (status, body, headers)."""
-    mode = effective(response_mode, client)
+                           client: Any = None, profile: str | None = None) -> Response:
+    """``params`` delivered to ``client`` in ``response_mode`` (:func:`effective`): (status, body, headers).
+
+    ``profile``: the client's security profile, when the caller has it.
+    """
+    mode = effective(response_mode, client, profile)
     if mode in JARM_RESPONSE_MODES:
         params = [(JARM_PARAMETER, jarm_response(client, params))]
         if mode == "form_post.jwt":

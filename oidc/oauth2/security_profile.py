@@ -35,29 +35,42 @@ def profile_of(client: Any, state: State | None = None) -> str:
 _STRICTNESS = (DEFAULT_PROFILE, *FAPI2_PROFILES)
 
 
-def is_fapi2(client: Any, state: State | None = None) -> bool:
-    """Whether the FAPI 2.0 Security Profile applies to ``client`` (provider-wide or by registration)."""
-    return profile_of(client, state) in FAPI2_PROFILES
+def is_fapi2(client: Any, state: State | None = None, *, profile: str | None = None) -> bool:
+    """Whether the FAPI 2.0 Security Profile applies to ``client`` (provider-wide or by registration).
+
+    ``state``: the app's, ``profile``: the client's (:func:`profile_of`), when the caller has them.
+    """
+    return (profile or profile_of(client, state)) in FAPI2_PROFILES
 
 
-def requires_jarm(client: Any) -> bool:
-    """Whether ``client``'s authorization responses must be JARM JWTs (FAPI 2.0 Message Signing §5.4.1 clause 1)."""
-    return profile_of(client) == FAPI2_MESSAGE_SIGNING
+def requires_jarm(client: Any, profile: str | None = None) -> bool:
+    """Whether ``client``'s authorization responses must be JARM JWTs (FAPI 2.0 Message Signing §5.4.1 clause 1).
+
+    ``profile``: the client's (:func:`profile_of`), when the caller has it.
+    """
+    return (profile or profile_of(client)) == FAPI2_MESSAGE_SIGNING
 
 
-def requires_par(client: Any) -> bool:
-    """Whether authorization requests of ``client`` must be pushed (RFC 9126 §5-6, FAPI 2.0 §5.3.2.2)."""
+def requires_par(client: Any, profile: str | None = None) -> bool:
+    """Whether authorization requests of ``client`` must be pushed (RFC 9126 §5-6, FAPI 2.0 §5.3.2.2).
+
+    ``profile``: the client's (:func:`profile_of`), when the caller has it.
+    """
     return (current_state().settings.require_pushed_authorization_requests
-            or bool(getattr(client, "require_pushed_authorization_requests", False)) or is_fapi2(client))
+            or bool(getattr(client, "require_pushed_authorization_requests", False))
+            or is_fapi2(client, profile=profile))
 
 
-def requires_signed_request_object(client: Any) -> bool:
+def requires_signed_request_object(client: Any, profile: str | None = None) -> bool:
     """Whether authorization requests of ``client`` must be signed request objects: RFC 9101 §10.5
     (``REQUIRE_SIGNED_REQUEST_OBJECT``, or the client's registration), or FAPI 2.0 Message Signing
-    §5.3.1 clause 1 (at /par, where the profile sends every request)."""
+    §5.3.1 clause 1 (at /par, where the profile sends every request).
+
+    ``profile``: the client's (:func:`profile_of`), when the caller has it.
+    """
     return (current_state().settings.require_signed_request_object
             or bool(getattr(client, "require_signed_request_object", False))
-            or profile_of(client) == FAPI2_MESSAGE_SIGNING)
+            or (profile or profile_of(client)) == FAPI2_MESSAGE_SIGNING)
 
 
 def requires_request_object_typ(client: Any) -> bool:
@@ -85,10 +98,13 @@ def requires_sender_constraint(client: Any, state: State | None = None) -> bool:
     return is_fapi2(client, state)
 
 
-def code_lifetime(client: Any) -> int:
-    """Seconds an authorization code of ``client`` lives (at most 60 under the profile, §5.3.2.1 clause 9)."""
+def code_lifetime(client: Any, profile: str | None = None) -> int:
+    """Seconds an authorization code of ``client`` lives (at most 60 under the profile, §5.3.2.1 clause 9).
+
+    ``profile``: the client's (:func:`profile_of`), when the caller has it.
+    """
     lifetime = current_state().settings.authorization_code_lifetime
-    return min(lifetime, FAPI2_MAX_CODE_LIFETIME) if is_fapi2(client) else lifetime
+    return min(lifetime, FAPI2_MAX_CODE_LIFETIME) if is_fapi2(client, profile=profile) else lifetime
 
 
 def redirect_uri_allowed(uri: str) -> bool:

@@ -86,33 +86,40 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):  # type: ignore[mis
             raise InvalidScopeError()
         self.request.scope = scope
 
-    def create_authorization_response(self, redirect_uri: str, grant_user: Any) -> response_modes.Response:
-        """The code (and ``state`` byte for byte, and ``iss`` per RFC 9207) in the chosen response mode."""
+    def create_authorization_response(self, redirect_uri: str, grant_user: Any,
+                                      profile: str | None = None) -> response_modes.Response:
+        """The code (and ``state`` byte for byte, and ``iss`` per RFC 9207) in the chosen response mode.
+
+        ``profile``: the client's security profile, when the caller has it (its code lifetime
+        and response mode depend on it).
+        """
         if not grant_user:
             raise AccessDeniedError(redirect_uri=redirect_uri)
         self.request.user = grant_user
         code = self.generate_authorization_code()
-        self.save_authorization_code(code, self.request)
+        self.save_authorization_code(code, self.request, profile)
         params = [("code", code)]
-        if self.request.payload.state is not None:
-            params.append(("state", self.request.payload.state))
+        state = self.request.payload.state
+        if state is not None:
+            params.append(("state", state))
         params.append(("iss", current_state().settings.issuer))
         return response_modes.authorization_response(
-            redirect_uri, params, self.request.payload.data.get("response_mode"), self.request.client)
+            redirect_uri, params, self.request.payload.data.get("response_mode"), self.request.client, profile)
 
-    def save_authorization_code(self, code: str, request: Any) -> None:
+    def save_authorization_code(self, code: str, request: Any, profile: str | None = None) -> None:
         state = current_state()
         subject: AuthenticatedUser = request.user
         issued = state.clock.now()
         payload = request.payload
+        sent_redirect_uri = payload.redirect_uri
         # Written with Core (no unit-of-work flush); /authorize commits it with the response.
         queries.insert_code({
             "code_hash": state.hasher(hashing.CODE).hash(code),
             "grant_id": hashing.new_grant_id(),
             "client_pk": request.client.id,
             "user_pk": subject.user.id,
-            "redirect_uri": self.redirect_uri or payload.redirect_uri,
-            "redirect_uri_given": bool(payload.redirect_uri),
+            "redirect_uri": self.redirect_uri or sent_redirect_uri,
+            "redirect_uri_given": bool(sent_redirect_uri),
             "scope": request.scope or "",
             "audience": getattr(request, "audience", None) or families.default_audience(),
             "nonce": payload.data.get("nonce") or None,
@@ -122,7 +129,7 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):  # type: ignore[mis
             "auth_time": subject.auth_time,
             "sid": subject.sid,
             "created_at": issued,
-            "expires_at": issued + security_profile.code_lifetime(request.client),
+            "expires_at": issued + security_profile.code_lifetime(request.client, profile),
             "used_at": None,
         })
 
