@@ -4,6 +4,7 @@ PostgreSQL going away and coming back, two instances on one token."""
 from __future__ import annotations
 
 import html
+import http.client
 import json
 import os
 import re
@@ -140,7 +141,9 @@ class Load:
             try:
                 status = _get(self.url, timeout=10)[0]
                 outcome = None if status == 200 else f"HTTP {status}"
-            except (OSError, urllib.error.URLError) as exc:
+            # An answer cut off mid-body by the killed worker is IncompleteRead (an HTTPException, not an
+            # OSError): counted as that request's failure, and the thread goes on loading.
+            except (OSError, urllib.error.URLError, http.client.HTTPException) as exc:
                 outcome = type(exc).__name__
             with self._lock:
                 if outcome is None:
