@@ -247,14 +247,14 @@ def is_openid_request(client: Client, requested_scope: str | None) -> bool:
     return "openid" in (resolved if resolved is not None else requested_scope or "").split()
 
 
-def _check_client_and_redirect_uri(params: Any) -> Client:
-    """The client, or :class:`ErrorPage`: the checks that must never lead to a redirect."""
+def _check_client_and_redirect_uri(params: Any, app_state: State) -> Client:
+    """The client, or :class:`ErrorPage`: the checks that must never lead to a redirect (``app_state``: the app's)."""
     total, longest = sizes(params)
     if total > MAX_REQUEST_LENGTH or longest > MAX_AUTHORIZATION_PARAMETER_LENGTH:
         raise ErrorPage("invalid_request", "The request or one of its parameters is too long.")
     if holds_control_character(params):
         raise ErrorPage("invalid_request", CONTROL_CHARACTER)
-    client = authorization_server().query_client(sent_client_id(params, "redirect_uri"))
+    client = authorization_server(app_state).query_client(sent_client_id(params, "redirect_uri"))
     if client is None:
         raise ErrorPage("invalid_client", "The client is not known to this provider.")
     redirect_uri = params.get("redirect_uri")
@@ -312,7 +312,7 @@ def validate_authorization_request(params: Any, end_user: Any, *, pushing: bool 
     """
     app_state = current_state()  # once, for each rule below and the OAuth 2.0 request
     pushed, params, request, signed = _request_source(params, app_state, pushing=pushing)
-    client = _check_client_and_redirect_uri(params)
+    client = _check_client_and_redirect_uri(params, app_state)
     profile = security_profile.profile_of(client, app_state)  # once, for each rule of the profile below
     if pushed is None and not pushing and security_profile.requires_par(client, profile, app_state):
         raise ErrorPage("invalid_request", "This client must push its authorization requests to the "
@@ -331,8 +331,8 @@ def validate_authorization_request(params: Any, end_user: Any, *, pushing: bool 
         raise _redirect(OAuth2Error(error=code, description=description, redirect_uri=redirect_uri), state,
                         response_mode, client)
     try:
-        grant = authorization_server().get_consent_grant(request=request, end_user=end_user, client=client,
-                                                         redirect_uri=redirect_uri, app_state=app_state)
+        grant = authorization_server(app_state).get_consent_grant(
+            request=request, end_user=end_user, client=client, redirect_uri=redirect_uri, app_state=app_state)
     except OAuth2Error as error:
         if getattr(error, "redirect_uri", None) is None:
             raise ErrorPage(error.error or "invalid_request", error.get_error_description() or "") from None
