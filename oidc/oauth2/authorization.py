@@ -54,7 +54,7 @@ from oidc.oauth2.parameters import (
 )
 from oidc.oauth2.scopes import allowed_scope
 from oidc.oauth2.server import authorization_server
-from oidc.state import current_state
+from oidc.state import State, current_state
 
 #: Longest value of any single authorization request parameter, and of the whole request.
 MAX_AUTHORIZATION_PARAMETER_LENGTH = 4096
@@ -247,14 +247,14 @@ def is_openid_request(client: Client, requested_scope: str | None) -> bool:
     return "openid" in (resolved if resolved is not None else requested_scope or "").split()
 
 
-def _check_client_and_redirect_uri(params: Any) -> Client:
-    """The client, or :class:`ErrorPage`: the checks that must never lead to a redirect."""
+def _check_client_and_redirect_uri(params: Any, app_state: State) -> Client:
+    """The client, or :class:`ErrorPage`: the checks that must never lead to a redirect (``app_state``: the app's)."""
     total, longest = sizes(params)
     if total > MAX_REQUEST_LENGTH or longest > MAX_AUTHORIZATION_PARAMETER_LENGTH:
         raise ErrorPage("invalid_request", "The request or one of its parameters is too long.")
     if holds_control_character(params):
         raise ErrorPage("invalid_request", CONTROL_CHARACTER)
-    client = authorization_server().query_client(sent_client_id(params, "redirect_uri"))
+    client = authorization_server(app_state).query_client(sent_client_id(params, "redirect_uri"))
     if client is None:
         raise ErrorPage("invalid_client", "The client is not known to this provider.")
     redirect_uri = params.get("redirect_uri")
@@ -268,20 +268,22 @@ def _check_client_and_redirect_uri(params: Any) -> Client:
     return client
 
 
-def _request_source(params: Any, *, pushing: bool) -> tuple[PushedAuthorizationRequest | None, Any, Any, bool]:
+def _request_source(params: Any, app_state: State, *,
+                    pushing: bool) -> tuple[PushedAuthorizationRequest | None, Any, Any, bool]:
     """Where the request's parameters come from: ``params`` themselves, a pushed request (``request_uri``)
     or a request object (``request``).  The pushed request, the parameters, the OAuth 2.0 request to
-    validate them with (None: the HTTP request's own), and whether a signed object carried them."""
+    validate them with (None: the HTTP request's own), and whether a signed object carried them
+    (``app_state``: the app's)."""
     if pushing:
-        return None, params, par.ParametersRequest(params), False
+        return None, params, par.ParametersRequest(params, app_state), False
     if "request_uri" in params:
         if "request" in params:
             raise ErrorPage("invalid_request", "The request and request_uri parameters cannot both be sent.")
         pushed, params = par.load(params)
-        return pushed, params, par.ParametersRequest(params), False
+        return pushed, params, par.ParametersRequest(params, app_state), False
     if "request" in params:
         params, signed = _request_object_parameters(params)
-        return None, params, par.ParametersRequest(params), signed
+        return None, params, par.ParametersRequest(params, app_state), signed
     return None, params, None, False
 
 
@@ -308,14 +310,15 @@ def validate_authorization_request(params: Any, end_user: Any, *, pushing: bool 
     is not expected, and a client that must push may). Raises
     :class:`ErrorPage` or :class:`ErrorRedirect`.
     """
-    pushed, params, request, signed = _request_source(params, pushing=pushing)
-    client = _check_client_and_redirect_uri(params)
-    profile = security_profile.profile_of(client)  # once, for each rule of the profile below
-    if pushed is None and not pushing and security_profile.requires_par(client, profile):
+    app_state = current_state()  # once, for each rule below and the OAuth 2.0 request
+    pushed, params, request, signed = _request_source(params, app_state, pushing=pushing)
+    client = _check_client_and_redirect_uri(params, app_state)
+    profile = security_profile.profile_of(client, app_state)  # once, for each rule of the profile below
+    if pushed is None and not pushing and security_profile.requires_par(client, profile, app_state):
         raise ErrorPage("invalid_request", "This client must push its authorization requests to the "
                                            "pushed authorization request endpoint (RFC 9126).")
     if (pushed is None and not pushing and not signed
-            and security_profile.requires_signed_request_object(client, profile)):
+            and security_profile.requires_signed_request_object(client, profile, app_state)):
         # A pushed request was held to the rule at /par (oidc.oauth2.par.pushed_parameters).
         raise ErrorPage("invalid_request", request_object.SIGNED_OBJECT_REQUIRED)
     _check_profile(client, profile, params)
@@ -328,8 +331,8 @@ def validate_authorization_request(params: Any, end_user: Any, *, pushing: bool 
         raise _redirect(OAuth2Error(error=code, description=description, redirect_uri=redirect_uri), state,
                         response_mode, client)
     try:
-        grant = authorization_server().get_consent_grant(request=request, end_user=end_user, client=client,
-                                                         redirect_uri=redirect_uri)
+        grant = authorization_server(app_state).get_consent_grant(
+            request=request, end_user=end_user, client=client, redirect_uri=redirect_uri, app_state=app_state)
     except OAuth2Error as error:
         if getattr(error, "redirect_uri", None) is None:
             raise ErrorPage(error.error or "invalid_request", error.get_error_description() or "") from None

@@ -44,7 +44,7 @@ from oidc.oauth2 import dpop, request_object
 from oidc.oauth2.errors import ErrorPage
 from oidc.oauth2.parameters import repeated_parameter, sent_client_id
 from oidc.oauth2.security_profile import is_fapi2, requires_signed_request_object
-from oidc.state import current_state
+from oidc.state import State, current_state
 from oidc.vocabulary import AUTH_METHODS, FAPI2_AUTH_METHODS
 
 REQUEST_URI_PREFIX = "urn:ietf:params:oauth:request_uri:"
@@ -68,10 +68,16 @@ class MultiDictPayload(OAuth2Payload):  # type: ignore[misc]  # the base class i
 
 
 class ParametersRequest(OAuth2Request):  # type: ignore[misc]  # the base class is untyped
-    """An authorization request made of given parameters (pushed ones), not of the HTTP request's."""
+    """An authorization request made of given parameters (pushed ones), not of the HTTP request's.
 
-    def __init__(self, params: MultiDict[str, str]) -> None:
-        super().__init__(method="GET", uri=current_state().settings.issuer + urls.AUTHORIZE, headers={})
+    Like :class:`~oidc.oauth2.server.IssuerRequest`, it carries the app's state (``app_state``;
+    ``state``: the app's, when the caller has it).
+    """
+
+    def __init__(self, params: MultiDict[str, str], state: State | None = None) -> None:
+        state = state if state is not None else current_state()
+        super().__init__(method="GET", uri=state.settings.issuer + urls.AUTHORIZE, headers={})
+        self.app_state = state
         self.payload = MultiDictPayload(params)
         self._params = params
 

@@ -51,24 +51,24 @@ def requires_jarm(client: Any, profile: str | None = None) -> bool:
     return (profile or profile_of(client)) == FAPI2_MESSAGE_SIGNING
 
 
-def requires_par(client: Any, profile: str | None = None) -> bool:
+def requires_par(client: Any, profile: str | None = None, state: State | None = None) -> bool:
     """Whether authorization requests of ``client`` must be pushed (RFC 9126 §5-6, FAPI 2.0 §5.3.2.2).
 
-    ``profile``: the client's (:func:`profile_of`), when the caller has it.
+    ``profile``: the client's (:func:`profile_of`), ``state``: the app's, when the caller has them.
     """
-    return (current_state().settings.require_pushed_authorization_requests
+    return ((state if state is not None else current_state()).settings.require_pushed_authorization_requests
             or bool(getattr(client, "require_pushed_authorization_requests", False))
             or is_fapi2(client, profile=profile))
 
 
-def requires_signed_request_object(client: Any, profile: str | None = None) -> bool:
+def requires_signed_request_object(client: Any, profile: str | None = None, state: State | None = None) -> bool:
     """Whether authorization requests of ``client`` must be signed request objects: RFC 9101 §10.5
     (``REQUIRE_SIGNED_REQUEST_OBJECT``, or the client's registration), or FAPI 2.0 Message Signing
     §5.3.1 clause 1 (at /par, where the profile sends every request).
 
-    ``profile``: the client's (:func:`profile_of`), when the caller has it.
+    ``profile``: the client's (:func:`profile_of`), ``state``: the app's, when the caller has them.
     """
-    return (current_state().settings.require_signed_request_object
+    return ((state if state is not None else current_state()).settings.require_signed_request_object
             or bool(getattr(client, "require_signed_request_object", False))
             or (profile or profile_of(client)) == FAPI2_MESSAGE_SIGNING)
 
@@ -98,12 +98,12 @@ def requires_sender_constraint(client: Any, state: State | None = None) -> bool:
     return is_fapi2(client, state)
 
 
-def code_lifetime(client: Any, profile: str | None = None) -> int:
+def code_lifetime(client: Any, profile: str | None = None, state: State | None = None) -> int:
     """Seconds an authorization code of ``client`` lives (at most 60 under the profile, §5.3.2.1 clause 9).
 
-    ``profile``: the client's (:func:`profile_of`), when the caller has it.
+    ``profile``: the client's (:func:`profile_of`), ``state``: the app's, when the caller has them.
     """
-    lifetime = current_state().settings.authorization_code_lifetime
+    lifetime = (state if state is not None else current_state()).settings.authorization_code_lifetime
     return min(lifetime, FAPI2_MAX_CODE_LIFETIME) if is_fapi2(client, profile=profile) else lifetime
 
 

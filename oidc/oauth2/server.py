@@ -222,11 +222,14 @@ class AuthorizationServer(_FlaskAuthorizationServer):  # type: ignore[misc]  # t
     def register_client_auth_method(self, method: str, func: Any) -> None:
         self.client_authentication.register(method, func)
 
-    def create_oauth2_request(self, request: Any) -> OAuth2Request:
+    def create_oauth2_request(self, request: Any, app_state: State | None = None) -> OAuth2Request:
+        """Authlib's: ``request`` if it is one already, else the Flask request's (``app_state``: the app's,
+        when the caller has it)."""
         if isinstance(request, OAuth2Request):
             return request
         # The request itself, not its context-local proxy: Authlib reads it many times per request.
-        return IssuerRequest(flask_request._get_current_object(), current_state())  # type: ignore[attr-defined]
+        return IssuerRequest(flask_request._get_current_object(),  # type: ignore[attr-defined]
+                             app_state if app_state is not None else current_state())
 
     def create_request_with_proof(self, path: str, state: State | None = None,
                                   request_object: Any = None) -> IssuerRequest:
@@ -245,9 +248,9 @@ class AuthorizationServer(_FlaskAuthorizationServer):  # type: ignore[misc]  # t
         return request
 
     def get_consent_grant(self, request: Any = None, end_user: Any = None, *, client: Client,
-                          redirect_uri: str | None) -> Any:
+                          redirect_uri: str | None, app_state: State | None = None) -> Any:
         """Authlib's, for the ``client`` and ``redirect_uri`` its caller checked, without its check that
-        none of five parameters is repeated (RFC 6749 §3.1).
+        none of five parameters is repeated (RFC 6749 §3.1) (``app_state``: the app's, when the caller has it).
 
         Its one caller, :func:`oidc.oauth2.authorization.validate_authorization_request`, has
         refused a repeated parameter of a longer list (``SINGLE_VALUED``) before, and found the
@@ -257,7 +260,7 @@ class AuthorizationServer(_FlaskAuthorizationServer):  # type: ignore[misc]  # t
         checks could no longer fail, and the grant does not make them again
         (:attr:`~oidc.oauth2.grants.authorization_code.AuthorizationCodeGrant.checked`).
         """
-        request = self.create_oauth2_request(request)
+        request = self.create_oauth2_request(request, app_state)
         try:
             request.user = end_user
             grant = self.get_authorization_grant(request)

@@ -23,7 +23,7 @@ from oidc.oauth2.openid import user_of
 from oidc.oauth2.records import AuthorizationCodeRecord, TokenWrites, UserRecord
 from oidc.oauth2.resources import resolve_audience
 from oidc.oauth2.scopes import allowed_scope
-from oidc.state import current_state
+from oidc.state import State
 from oidc.vocabulary import AUTH_METHODS, RESPONSE_MODES
 
 CODE_REPLAYED = "authorization code replayed"
@@ -74,7 +74,8 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):  # type: ignore[mis
             raise InvalidRequestError(f"response_mode must be one of {', '.join(RESPONSE_MODES)}",
                                       redirect_uri=redirect_uri)
         self.request.audience = resolve_audience(
-            self.request.client, self.request.payload.datalist.get("resource", []), redirect_uri)
+            self.request.client, self.request.payload.datalist.get("resource", []), redirect_uri,
+            self.request.app_state)
         return redirect_uri
 
     @hooked  # type: ignore[untyped-decorator]  # Authlib ships no types; it keeps the method's signature
@@ -102,12 +103,12 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):  # type: ignore[mis
         state = self.request.payload.state
         if state is not None:
             params.append(("state", state))
-        params.append(("iss", current_state().settings.issuer))
+        params.append(("iss", self.request.app_state.settings.issuer))
         return response_modes.authorization_response(
             redirect_uri, params, self.request.payload.data.get("response_mode"), self.request.client, profile)
 
     def save_authorization_code(self, code: str, request: Any, profile: str | None = None) -> None:
-        state = current_state()
+        state: State = request.app_state  # (an IssuerRequest's or a ParametersRequest's)
         subject: AuthenticatedUser = request.user
         issued = state.clock.now()
         payload = request.payload
@@ -121,7 +122,7 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):  # type: ignore[mis
             "redirect_uri": self.redirect_uri or sent_redirect_uri,
             "redirect_uri_given": bool(sent_redirect_uri),
             "scope": request.scope or "",
-            "audience": getattr(request, "audience", None) or families.default_audience(),
+            "audience": getattr(request, "audience", None) or families.default_audience(state),
             "nonce": payload.data.get("nonce") or None,
             "code_challenge": payload.data.get("code_challenge") or None,
             "code_challenge_method": payload.data.get("code_challenge_method") or None,
@@ -129,7 +130,7 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):  # type: ignore[mis
             "auth_time": subject.auth_time,
             "sid": subject.sid,
             "created_at": issued,
-            "expires_at": issued + security_profile.code_lifetime(request.client, profile),
+            "expires_at": issued + security_profile.code_lifetime(request.client, profile, state),
             "used_at": None,
         })
 
