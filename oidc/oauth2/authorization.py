@@ -314,11 +314,11 @@ def validate_authorization_request(params: Any, end_user: Any, *, pushing: bool 
     pushed, params, request, signed = _request_source(params, app_state, pushing=pushing)
     client = _check_client_and_redirect_uri(params, app_state)
     profile = security_profile.profile_of(client, app_state)  # once, for each rule of the profile below
-    if pushed is None and not pushing and security_profile.requires_par(client, profile, app_state):
+    if pushed is None and not pushing and security_profile.requires_par(client, app_state, profile=profile):
         raise ErrorPage("invalid_request", "This client must push its authorization requests to the "
                                            "pushed authorization request endpoint (RFC 9126).")
     if (pushed is None and not pushing and not signed
-            and security_profile.requires_signed_request_object(client, profile, app_state)):
+            and security_profile.requires_signed_request_object(client, app_state, profile=profile)):
         # A pushed request was held to the rule at /par (oidc.oauth2.par.pushed_parameters).
         raise ErrorPage("invalid_request", request_object.SIGNED_OBJECT_REQUIRED)
     _check_profile(client, profile, params)

@@ -91,7 +91,7 @@ def effective(response_mode: Any, client: Any, profile: str | None = None) -> st
     ``profile``: the client's security profile, when the caller has it.
     """
     mode = supported(response_mode)
-    if client is not None and mode not in JARM_RESPONSE_MODES and security_profile.requires_jarm(client, profile):
+    if client is not None and mode not in JARM_RESPONSE_MODES and security_profile.requires_jarm(client, profile=profile):
         return "jwt"
     return mode
 

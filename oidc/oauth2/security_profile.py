@@ -43,7 +43,7 @@ def is_fapi2(client: Any, state: State | None = None, *, profile: str | None = N
     return (profile or profile_of(client, state)) in FAPI2_PROFILES
 
 
-def requires_jarm(client: Any, profile: str | None = None) -> bool:
+def requires_jarm(client: Any, *, profile: str | None = None) -> bool:
     """Whether ``client``'s authorization responses must be JARM JWTs (FAPI 2.0 Message Signing §5.4.1 clause 1).
 
     ``profile``: the client's (:func:`profile_of`), when the caller has it.
@@ -51,17 +51,17 @@ def requires_jarm(client: Any, profile: str | None = None) -> bool:
     return (profile or profile_of(client)) == FAPI2_MESSAGE_SIGNING
 
 
-def requires_par(client: Any, profile: str | None = None, state: State | None = None) -> bool:
+def requires_par(client: Any, state: State | None = None, *, profile: str | None = None) -> bool:
     """Whether authorization requests of ``client`` must be pushed (RFC 9126 §5-6, FAPI 2.0 §5.3.2.2).
 
     ``profile``: the client's (:func:`profile_of`), ``state``: the app's, when the caller has them.
     """
     return ((state if state is not None else current_state()).settings.require_pushed_authorization_requests
             or bool(getattr(client, "require_pushed_authorization_requests", False))
-            or is_fapi2(client, profile=profile))
+            or is_fapi2(client, state, profile=profile))
 
 
-def requires_signed_request_object(client: Any, profile: str | None = None, state: State | None = None) -> bool:
+def requires_signed_request_object(client: Any, state: State | None = None, *, profile: str | None = None) -> bool:
     """Whether authorization requests of ``client`` must be signed request objects: RFC 9101 §10.5
     (``REQUIRE_SIGNED_REQUEST_OBJECT``, or the client's registration), or FAPI 2.0 Message Signing
     §5.3.1 clause 1 (at /par, where the profile sends every request).
@@ -70,7 +70,7 @@ def requires_signed_request_object(client: Any, profile: str | None = None, stat
     """
     return ((state if state is not None else current_state()).settings.require_signed_request_object
             or bool(getattr(client, "require_signed_request_object", False))
-            or (profile or profile_of(client)) == FAPI2_MESSAGE_SIGNING)
+            or (profile or profile_of(client, state)) == FAPI2_MESSAGE_SIGNING)
 
 
 def requires_request_object_typ(client: Any) -> bool:
@@ -98,13 +98,13 @@ def requires_sender_constraint(client: Any, state: State | None = None) -> bool:
     return is_fapi2(client, state)
 
 
-def code_lifetime(client: Any, profile: str | None = None, state: State | None = None) -> int:
+def code_lifetime(client: Any, state: State | None = None, *, profile: str | None = None) -> int:
     """Seconds an authorization code of ``client`` lives (at most 60 under the profile, §5.3.2.1 clause 9).
 
     ``profile``: the client's (:func:`profile_of`), ``state``: the app's, when the caller has them.
     """
     lifetime = (state if state is not None else current_state()).settings.authorization_code_lifetime
-    return min(lifetime, FAPI2_MAX_CODE_LIFETIME) if is_fapi2(client, profile=profile) else lifetime
+    return min(lifetime, FAPI2_MAX_CODE_LIFETIME) if is_fapi2(client, state, profile=profile) else lifetime
 
 
 def redirect_uri_allowed(uri: str) -> bool:

@@ -130,7 +130,7 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):  # type: ignore[mis
             "auth_time": subject.auth_time,
             "sid": subject.sid,
             "created_at": issued,
-            "expires_at": issued + security_profile.code_lifetime(request.client, profile, state),
+            "expires_at": issued + security_profile.code_lifetime(request.client, state, profile=profile),
             "used_at": None,
         })
 
