@@ -142,7 +142,7 @@ class Prepared:
             cursor.close()
 
     def read(self, engine: Engine, params: Mapping[str, Any]) -> NamedRow | None:
-        """The first row of a SELECT read alone, outside any transaction, on this thread's read connection
+        """The first row of a SELECT read alone, outside any transaction, on this thread's kept connection
         (:func:`read_connection`).
 
         The pooled DB-API connection is used as it is, without a SQLAlchemy ``Connection`` around

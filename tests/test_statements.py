@@ -241,7 +241,7 @@ def test_a_core_transaction_commits_on_its_pooled_connection_and_undoes_what_it_
         assert by_hash.read(db.engine, {"h": "kept"}) == ("kept",)
         assert by_hash.read(db.engine, {"h": "dropped"}) is None  # closed without a commit: rolled back
         assert by_hash.read(db.engine, {"h": "undone"}) is None
-        # Only this thread's read connection is out of the pool (QueuePool's count), until it is given back.
+        # Only this thread's kept connection is out of the pool (QueuePool's count), until it is given back.
         assert db.engine.pool.checkedout() == 1  # type: ignore[attr-defined]
         release_held_connection()
         assert db.engine.pool.checkedout() == 0  # type: ignore[attr-defined]
