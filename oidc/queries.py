@@ -82,7 +82,7 @@ from oidc.models import (
     RefreshToken,
     User,
 )
-from oidc.statements import NamedRow, PooledConnection, Prepared, StatementConnection, insert_all
+from oidc.statements import HeldConnection, NamedRow, Prepared, StatementConnection, insert_all, transaction_connection
 from oidc.text import column_text
 
 #: A result row of any shape (its columns are read by name).
@@ -136,22 +136,23 @@ class CoreTransaction:
     insert their tokens' rows) and ``/authorize``'s login read and code insert
     run prepared statements (:mod:`oidc.statements`) and read or write nothing
     through the ORM: the Session's own set-up, commit and tear-down would cost
-    more than the statements do, and so would a SQLAlchemy ``Connection``'s
-    (:class:`~oidc.statements.PooledConnection`).  The connection is taken from
-    the same pool on the first statement, its transaction begun by the driver
-    with that statement; the endpoint commits it with a success, and it is
-    rolled back otherwise (its return to the pool).
+    more than the statements do, and so would a SQLAlchemy ``Connection``'s.
+    The connection is the one the thread keeps checked out, else one from the
+    same pool (:func:`~oidc.statements.transaction_connection`), taken on the
+    first statement, its transaction begun by the driver with that statement;
+    the endpoint commits it with a success, and it is rolled back otherwise
+    (:meth:`~oidc.statements.HeldConnection.end_transaction`).
     """
 
     def __init__(self, engine: Engine | None = None) -> None:
         #: The app's engine, when the caller has it (else the app context's, when a statement needs it).
         self._engine = engine
-        self._connection: PooledConnection | None = None
+        self._connection: HeldConnection | None = None
         self._reset: Token[CoreTransaction | None] | None = None
 
-    def connection(self) -> PooledConnection:
+    def connection(self) -> HeldConnection:
         if self._connection is None:
-            self._connection = PooledConnection(self._engine if self._engine is not None else db.engine)
+            self._connection = transaction_connection(self._engine if self._engine is not None else db.engine)
         return self._connection
 
     def commit(self) -> None:
@@ -166,7 +167,7 @@ class CoreTransaction:
     def close(self) -> None:
         if self._connection is not None:
             connection, self._connection = self._connection, None
-            connection.close()
+            connection.end_transaction()
 
     # The context of a request (:func:`core_transaction`); a class's own ``__enter__`` and
     # ``__exit__`` rather than a generator under ``contextmanager``, whose set-up costs every request.

@@ -42,7 +42,7 @@ from oidc.hashing_keys import hashing_key
 from oidc.observability import audit, audit_chain, metrics
 from oidc.observability.audit_chain import AuditTrail
 from oidc.settings import Settings
-from oidc.statements import release_read_connection
+from oidc.statements import release_held_connection
 from oidc.vocabulary import AUDIT_CHECKPOINT_SET, FAPI2_ALGORITHMS
 
 _EXTENSION = "oidc.state"
@@ -230,9 +230,9 @@ class State:
         service = self._key_service
         if service is not None:
             service.close()
-        # This thread's kept read connection back to the pool first, so that dispose closes it
-        # (another thread's goes back at its next read, which finds the pool replaced).
-        release_read_connection()
+        # This thread's kept connection back to the pool first, so that dispose closes it
+        # (another thread's goes back at its next use, which finds the pool replaced).
+        release_held_connection()
         with self.app.app_context():
             db.engine.dispose()
 

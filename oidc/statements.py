@@ -70,7 +70,7 @@ class NamedRow(Protocol):
 
 class StatementConnection(Protocol):
     """What a :class:`Prepared` statement reads of the connection it runs on: SQLAlchemy's
-    ``Connection`` (a Session's), or a :class:`PooledConnection`."""
+    ``Connection`` (a Session's), or a :class:`HeldConnection` in a transaction."""
 
     @property
     def dialect(self) -> Dialect: ...
@@ -82,54 +82,6 @@ class StatementConnection(Protocol):
     def invalidated(self) -> bool: ...
 
     def invalidate(self, exception: BaseException | None = None) -> None: ...
-
-
-class PooledConnection:
-    """A pooled DB-API connection in a transaction of its own, without SQLAlchemy's ``Connection`` around it.
-
-    For a request whose statements are all :class:`Prepared` (which run on the DB-API
-    connection anyway): a ``Connection``'s set-up, ``begin``, ``commit`` and ``close`` go
-    through its transaction objects and events, several times the Python the statements
-    themselves cost.  Kept: the pool's checkout (and its ping of an idle connection) and its
-    reset on return (a rollback of what was not committed), the DB-API's own implicit
-    ``BEGIN`` before the first statement (all SQLAlchemy's ``begin`` does on SQLite and
-    psycopg), a DB-API error of ``commit`` or ``rollback`` raised as SQLAlchemy's class (the
-    503 of :mod:`oidc.web.errors`), and the invalidation of a connection the driver reports lost.
-    """
-
-    __slots__ = ("connection", "dialect")
-
-    def __init__(self, engine: Engine) -> None:
-        self.dialect = engine.dialect
-        self.connection: PoolProxiedConnection = engine.raw_connection()
-
-    @property
-    def invalidated(self) -> bool:
-        return not self.connection.is_valid
-
-    def invalidate(self, exception: BaseException | None = None) -> None:
-        self.connection.invalidate(exception)
-
-    def commit(self) -> None:
-        """Commit the DB-API transaction (nothing to do on a connection invalidated meanwhile)."""
-        self._end("commit")
-
-    def rollback(self) -> None:
-        """Undo what was written so far (nothing to do on a connection invalidated meanwhile)."""
-        self._end("rollback")
-
-    def close(self) -> None:
-        """Return the connection to the pool, which rolls back what was not committed."""
-        self.connection.close()
-
-    def _end(self, method: str) -> None:
-        dbapi_connection = self.connection.dbapi_connection
-        if dbapi_connection is None or not self.connection.is_valid:
-            return
-        try:
-            getattr(dbapi_connection, method)()
-        except self.dialect.loaded_dbapi.Error as error:
-            raise _wrapped(self, dbapi_connection, None, method.upper(), error) from error
 
 
 class Prepared:
@@ -190,7 +142,7 @@ class Prepared:
             cursor.close()
 
     def read(self, engine: Engine, params: Mapping[str, Any]) -> NamedRow | None:
-        """The first row of a SELECT read alone, outside any transaction, on this thread's read connection
+        """The first row of a SELECT read alone, outside any transaction, on this thread's kept connection
         (:func:`read_connection`).
 
         The pooled DB-API connection is used as it is, without a SQLAlchemy ``Connection`` around
@@ -217,7 +169,7 @@ class Prepared:
             held.release()
             raise
         if held.kept:
-            held.last_read = time.monotonic()
+            held.last_used = time.monotonic()
         else:
             held.release()
         return _named(compiled, row)
@@ -231,61 +183,114 @@ class Prepared:
             cursor.close()
 
 
-#: A thread keeps its read connection this long at most, then gives it back to the pool and checks one out
+#: A thread keeps its connection this long at most, then gives it back to the pool and checks one out
 #: again: the pool's recycling (``pool_recycle``) and its replacement of connections older than an
 #: invalidation then apply to it, as to any connection checked out.
 HOLD_SECONDS = 60.0
 
 
-class ReadConnection:
-    """A pooled DB-API connection for lone reads (:meth:`Prepared.read`), outside any transaction.
+class HeldConnection:
+    """A pooled DB-API connection used without a SQLAlchemy ``Connection`` around it (whose set-up,
+    transaction objects and tear-down cost more than the statements): for lone reads
+    (:meth:`Prepared.read`, see :func:`read_connection`) or a request's transaction
+    (:class:`oidc.queries.CoreTransaction`, see :func:`transaction_connection`).
 
-    On PostgreSQL it is in autocommit while it is out of the pool: psycopg would otherwise send
-    ``BEGIN`` before a read and the pool a ``ROLLBACK`` after it, two round trips more than the
-    read itself; it is transactional again when it goes back.  sqlite3 opens no transaction for
-    a SELECT.  ``kept``: the connection a thread keeps checked out for its reads (see
-    :func:`read_connection`); otherwise it is checked out for one read and given back after it.
+    Reads run outside any transaction: on PostgreSQL in autocommit, since psycopg would otherwise
+    send ``BEGIN`` before a read and a ``ROLLBACK`` after it, two round trips more than the read
+    itself (sqlite3 opens no transaction for a SELECT).  A transaction runs out of autocommit, begun
+    by the DB-API before its first statement (all SQLAlchemy's ``begin`` does on SQLite and
+    psycopg), and ends in a commit or a rollback (:meth:`end_transaction`) before the connection is
+    used again.  It is transactional again when it goes back to the pool.  ``kept``: the connection
+    a thread keeps checked out (see :func:`read_connection`); otherwise it is checked out for one
+    read or transaction and given back after it.
     """
 
-    __slots__ = ("__weakref__", "autocommit", "checked_out", "dbapi_connection", "kept", "last_read", "pool",
-                 "pooled", "release_now")
+    __slots__ = ("__weakref__", "autocommit", "checked_out", "connection", "dbapi_connection", "dialect",
+                 "in_transaction", "kept", "last_used", "pool", "reads_in_autocommit", "release_now")
 
     def __init__(self, engine: Engine, *, kept: bool) -> None:
         self.pool = engine.pool
+        self.dialect = engine.dialect
         self.kept = kept
-        self.autocommit = engine.dialect.name == "postgresql"
+        self.reads_in_autocommit = engine.dialect.name == "postgresql"
+        #: Whether the DB-API connection is in autocommit now (for reads), and in a transaction now.
+        self.autocommit = self.in_transaction = False
         try:
-            self.pooled: PoolProxiedConnection = engine.raw_connection()
+            self.connection: PoolProxiedConnection = engine.raw_connection()
         except BaseException:
             if kept:
                 _uncount(self.pool)
             raise
-        dbapi_connection = self.pooled.dbapi_connection
+        dbapi_connection = self.connection.dbapi_connection
         assert dbapi_connection is not None, "a connection just checked out"
         self.dbapi_connection: Any = dbapi_connection
-        self.checked_out = self.last_read = time.monotonic()
+        self.checked_out = self.last_used = time.monotonic()
         # Given back once, by release(), or when the thread that kept it ends (its thread-local goes).
-        self.release_now = weakref.finalize(self, _give_back, self.pooled, self.autocommit,
+        self.release_now = weakref.finalize(self, _give_back, self.connection, self.reads_in_autocommit,
                                             self.pool if kept else None, os.getpid())
         self.release_now.atexit = False
-        if self.autocommit:
+
+    # What a Prepared statement reads of its connection (StatementConnection).
+    @property
+    def invalidated(self) -> bool:
+        return not self.connection.is_valid
+
+    def invalidate(self, exception: BaseException | None = None) -> None:
+        self.connection.invalidate(exception)
+
+    def commit(self) -> None:
+        """Commit the DB-API transaction (nothing to do on a connection invalidated meanwhile)."""
+        self._end("commit")
+
+    def rollback(self) -> None:
+        """Undo what was written so far (nothing to do on a connection invalidated meanwhile)."""
+        self._end("rollback")
+
+    def _end(self, method: str) -> None:
+        dbapi_connection = self.connection.dbapi_connection
+        if dbapi_connection is None or not self.connection.is_valid:
+            return
+        try:
+            getattr(dbapi_connection, method)()
+        except self.dialect.loaded_dbapi.Error as error:
+            raise _wrapped(self, dbapi_connection, None, method.upper(), error) from error
+
+    def end_transaction(self) -> None:
+        """End the transaction on it whatever happened: what was not committed is rolled back, so nothing
+        of it reaches the next use.  A connection lost meanwhile, or whose rollback fails, is given back to
+        the pool (invalidated), never kept; one not kept is given back (the pool's reset rolls it back)."""
+        self.in_transaction = False
+        if self.kept and self.connection.is_valid:
             try:
-                dbapi_connection.autocommit = True
-            except BaseException:
-                self.release()
-                raise
+                self.dbapi_connection.rollback()
+            except Exception as error:  # as the pool's reset on return: the connection is not reused
+                self.release(error)
+                return
+            self.last_used = time.monotonic()
+        else:
+            self.release()
+
+    def set_autocommit(self, on: bool) -> None:
+        """Put the DB-API connection in autocommit (reads) or out of it (transactions); given back if it fails."""
+        try:
+            self.dbapi_connection.autocommit = on
+        except BaseException:
+            self.release()
+            raise
+        self.autocommit = on
 
     def release(self, lost: BaseException | None = None) -> None:
-        """Give the connection back to the pool (invalidated first when ``lost`` says the driver lost it)."""
+        """Give the connection back to the pool (invalidated first when ``lost`` says it is not fit for reuse)."""
         if self.kept and getattr(_threads, "held", None) is self:
             del _threads.held
-        if lost is not None and self.pooled.is_valid:
-            self.pooled.invalidate(lost)
+        if lost is not None and self.connection.is_valid:
+            self.connection.invalidate(lost)
         self.release_now()
 
 
 def _give_back(pooled: PoolProxiedConnection, autocommit: bool, held_of: Pool | None, pid: int) -> None:
-    """Return ``pooled`` to its pool, transactional again; a connection that cannot be is invalidated.
+    """Return ``pooled`` to its pool, out of autocommit if it may be in it (the pool's reset then rolls back
+    what was not committed); a connection that cannot be is invalidated.
 
     In a forked child (another ``pid``), the connection is the parent's, its socket shared: it is
     neither reset nor closed there, and kept referenced, since collecting it would close it.
@@ -306,37 +311,61 @@ def _give_back(pooled: PoolProxiedConnection, autocommit: bool, held_of: Pool | 
 
 
 def _uncount(pool: Pool) -> None:
-    """One kept read connection of ``pool`` fewer."""
+    """One kept connection of ``pool`` fewer."""
     with _held_lock:
         _held_counts[pool] -= 1
 
 
-#: This thread's kept read connection (``held``), if any.
+#: This thread's kept connection (``held``), if any.
 _threads = threading.local()
-#: How many read connections are kept out of each pool, at most half its size.
+#: How many connections are kept out of each pool, at most half its size.
 _held_counts: weakref.WeakKeyDictionary[Pool, int] = weakref.WeakKeyDictionary()
 _held_lock = threading.Lock()
-#: Read connections a forked child inherited: its parent's (their sockets are shared), never used nor closed here.
+#: Kept connections a forked child inherited: its parent's (their sockets are shared), never used nor closed here.
 _inherited: list[PoolProxiedConnection] = []
 
 
-def read_connection(engine: Engine) -> ReadConnection:
-    """This thread's read connection of ``engine``: the one it keeps, else one checked out now.
+def read_connection(engine: Engine) -> HeldConnection:
+    """This thread's connection of ``engine`` for a lone read (in autocommit on PostgreSQL): the one it keeps
+    (:func:`_kept_connection`), else one checked out now."""
+    held = _kept_connection(engine) or HeldConnection(engine, kept=False)
+    if held.reads_in_autocommit and not held.autocommit:
+        held.set_autocommit(True)
+    return held
 
-    A read checks a connection out of the pool and returns it: most of the cost of a read that
-    finds its row by index.  So a thread keeps one checked out between requests, at most
-    :data:`HOLD_SECONDS`, and only while fewer than half the pool's connections (``pool_size``)
-    are kept so: the rest of the pool and its overflow serve transactions as before.  One idle
-    for :data:`~oidc.db.PING_AFTER_IDLE_SECONDS` is pinged first (the rule of the pool's checkout on
-    PostgreSQL, :func:`oidc.db.ping_idle_connections`); one that fails is invalidated and another
-    checked out.  A pool replaced (``engine.dispose()``, another engine) takes its kept connection back.
+
+def transaction_connection(engine: Engine) -> HeldConnection:
+    """This thread's connection of ``engine`` for a transaction, out of autocommit: the one it keeps
+    (:func:`_kept_connection`), else one checked out now.  The caller ends the transaction with
+    :meth:`HeldConnection.end_transaction`, whatever happened."""
+    held = _kept_connection(engine) or HeldConnection(engine, kept=False)
+    if held.autocommit:
+        held.set_autocommit(False)
+    held.in_transaction = True
+    return held
+
+
+def _kept_connection(engine: Engine) -> HeldConnection | None:
+    """This thread's kept connection of ``engine``, fit for use; None when it has none nor may keep one, or
+    when a transaction is running on it (a read inside a transaction sees only what is committed).
+
+    A checkout and a return to the pool cost more than a read that finds its row by index, or
+    than most of a refresh's statements.  So a thread keeps one connection checked out between
+    requests, at most :data:`HOLD_SECONDS`, and only while fewer than half the pool's connections
+    (``pool_size``) are kept so: the rest of the pool and its overflow serve the other threads, a
+    connection per read or transaction.  One idle for :data:`~oidc.db.PING_AFTER_IDLE_SECONDS` is
+    pinged first (the rule of the pool's checkout on PostgreSQL, :func:`oidc.db.ping_idle_connections`);
+    one that fails is invalidated and another checked out.  A pool replaced (``engine.dispose()``,
+    another engine) takes its kept connection back.
     """
-    held: ReadConnection | None = getattr(_threads, "held", None)
+    held: HeldConnection | None = getattr(_threads, "held", None)
     if held is not None:
+        if held.in_transaction:
+            return None
         now = time.monotonic()
         if held.pool is not engine.pool or now - held.checked_out >= HOLD_SECONDS:
             held.release()
-        elif now - held.last_read < PING_AFTER_IDLE_SECONDS:
+        elif now - held.last_used < PING_AFTER_IDLE_SECONDS:
             return held
         else:
             try:
@@ -351,20 +380,20 @@ def read_connection(engine: Engine) -> ReadConnection:
             if keep:
                 _held_counts[pool] = _held_counts.get(pool, 0) + 1
         if keep:
-            held = _threads.held = ReadConnection(engine, kept=True)
+            held = _threads.held = HeldConnection(engine, kept=True)
             return held
-    return ReadConnection(engine, kept=False)
+    return None
 
 
-def release_read_connection() -> None:
-    """Give this thread's kept read connection back to its pool (before the engine is disposed)."""
-    held: ReadConnection | None = getattr(_threads, "held", None)
+def release_held_connection() -> None:
+    """Give this thread's kept connection back to its pool (before the engine is disposed)."""
+    held: HeldConnection | None = getattr(_threads, "held", None)
     if held is not None:
         held.release()
 
 
 def _forget_in_child() -> None:
-    """After ``fork()``: the child starts without kept read connections (its parent's are left alone, see
+    """After ``fork()``: the child starts without kept connections (its parent's are left alone, see
     :func:`_give_back`)."""
     global _threads
     _threads = threading.local()

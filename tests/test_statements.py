@@ -20,7 +20,7 @@ from sqlalchemy import QueuePool, bindparam, insert, select
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from oidc import statements
-from oidc.statements import Prepared, insert_all, release_read_connection
+from oidc.statements import Prepared, insert_all, release_held_connection
 
 pytestmark = pytest.mark.both_databases
 
@@ -241,9 +241,9 @@ def test_a_core_transaction_commits_on_its_pooled_connection_and_undoes_what_it_
         assert by_hash.read(db.engine, {"h": "kept"}) == ("kept",)
         assert by_hash.read(db.engine, {"h": "dropped"}) is None  # closed without a commit: rolled back
         assert by_hash.read(db.engine, {"h": "undone"}) is None
-        # Only this thread's read connection is out of the pool (QueuePool's count), until it is given back.
+        # Only this thread's kept connection is out of the pool (QueuePool's count), until it is given back.
         assert db.engine.pool.checkedout() == 1  # type: ignore[attr-defined]
-        release_read_connection()
+        release_held_connection()
         assert db.engine.pool.checkedout() == 0  # type: ignore[attr-defined]
 
 
@@ -306,7 +306,7 @@ def test_a_thread_keeps_its_read_connection_until_the_pool_is_replaced(app_with_
         assert by_hash.read(db.engine, {"h": "none"}) is None
         assert statements.read_connection(db.engine) is not kept
         kept.release_now()  # given back once only
-        release_read_connection()
+        release_held_connection()
         assert db.engine.pool.checkedout() == 0  # type: ignore[attr-defined]
 
 
@@ -355,7 +355,7 @@ def test_a_kept_read_connection_idle_is_pinged_and_replaced_when_it_died(
         monkeypatch.setattr(statements, "PING_AFTER_IDLE_SECONDS", 0.0)  # idle long enough
         assert by_hash.read(db.engine, {"h": "none"}) is None  # its ping failed: another one, no error
         assert statements.read_connection(db.engine) is not kept
-        release_read_connection()
+        release_held_connection()
         with db.engine.connect() as connection:  # the pool's connections are transactional again
             assert connection.get_isolation_level() != "AUTOCOMMIT"
 
@@ -384,4 +384,90 @@ def test_a_forked_child_leaves_the_parents_kept_read_connection_alone(app_with_r
         # The parent's connection was neither closed nor reset by the child: it reads as before.
         assert statements.read_connection(db.engine) is kept
         assert by_hash.read(db.engine, {"h": "none"}) is None
-        release_read_connection()
+        release_held_connection()
+
+
+def test_a_core_transaction_runs_on_the_kept_connection_and_leaves_nothing_to_the_next(app_with_rows: Any) -> None:
+    from oidc import queries
+    from oidc.db import db
+
+    by_hash = _by_hash()
+    user_pk, client_pk = app_with_rows.config["TEST_IDS"]
+    with app_with_rows.app_context():
+        db.session.remove()
+        with queries.core_transaction() as transaction:
+            queries.insert_code(_code_row("open", user_pk, client_pk))
+            held = transaction.connection()
+            assert held.kept and held.in_transaction and not held.autocommit
+            assert by_hash.read(db.engine, {"h": "open"}) is None  # read on another connection: not committed
+        assert not held.in_transaction
+        assert by_hash.read(db.engine, {"h": "open"}) is None  # rolled back when the transaction ended
+        assert statements.read_connection(db.engine) is held  # kept for the next read, no checkout
+        assert held.autocommit == (db.engine.dialect.name == "postgresql")
+        with queries.core_transaction() as transaction:
+            assert transaction.connection() is held and not held.autocommit  # transactional again
+            assert queries.find_code_grant(["open"]) is None  # nothing of the last one left
+            queries.insert_code(_code_row("committed", user_pk, client_pk))
+            transaction.commit()
+        assert by_hash.read(db.engine, {"h": "committed"}) == ("committed",)
+        assert db.engine.pool.checkedout() == 1
+        release_held_connection()
+        assert db.engine.pool.checkedout() == 0
+        with db.engine.connect() as connection:  # the pool's connections are transactional again
+            assert connection.get_isolation_level() != "AUTOCOMMIT"
+
+
+class _FailingRollback:
+    """A DB-API connection whose rollback fails (a connection broken in a way the driver does not report)."""
+
+    def __init__(self, connection: Any) -> None:
+        self._connection = connection
+
+    def rollback(self) -> None:
+        raise RuntimeError("rollback failed")
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._connection, name)
+
+
+def test_a_kept_connection_whose_rollback_fails_is_invalidated_never_kept(app_with_rows: Any) -> None:
+    from oidc import queries
+    from oidc.db import db
+
+    with app_with_rows.app_context():
+        db.session.remove()
+        with queries.core_transaction() as transaction:
+            assert queries.find_login("s" * 32) is None
+            held = transaction.connection()
+            held.dbapi_connection = _FailingRollback(held.dbapi_connection)
+        assert held.invalidated  # not given back to the pool as it is, nor kept
+        with queries.core_transaction() as transaction:
+            assert queries.find_login("s" * 32) is None
+            assert transaction.connection() is not held and transaction.connection().kept
+        release_held_connection()
+        assert db.engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)  # only a server drops a connection
+def test_a_kept_connection_the_database_dropped_fails_one_transaction_then_is_replaced(app_with_rows: Any) -> None:
+    from oidc import queries
+    from oidc.db import db
+
+    with app_with_rows.app_context():
+        db.session.remove()
+        with queries.core_transaction() as transaction:
+            assert queries.find_login("s" * 32) is None
+            held = transaction.connection()
+        assert held.kept
+        with psycopg.connect(db.engine.url.set(drivername="postgresql").render_as_string(hide_password=False),
+                             autocommit=True) as outside:
+            outside.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                            "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+        with queries.core_transaction(), pytest.raises(OperationalError) as raised:
+            queries.find_login("s" * 32)
+        assert raised.value.connection_invalidated
+        with queries.core_transaction() as transaction:
+            assert queries.find_login("s" * 32) is None  # a new connection, kept in its place
+            assert transaction.connection() is not held and transaction.connection().kept
+        release_held_connection()
+        assert db.engine.pool.checkedout() == 0  # type: ignore[attr-defined]
