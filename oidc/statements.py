@@ -274,6 +274,10 @@ class HeldConnection:
         """Put the DB-API connection in autocommit (reads) or out of it (transactions); given back if it fails."""
         try:
             self.dbapi_connection.autocommit = on
+        except self.dialect.loaded_dbapi.Error as error:  # a connection closed meanwhile: not fit for reuse,
+            self.release(error)  # and SQLAlchemy's class for the caller (the 503 of oidc.web.errors)
+            raise _dbapi_error(self.dialect, "SET autocommit", error,
+                               self.dialect.is_disconnect(error, self.dbapi_connection, None)) from error
         except BaseException:
             self.release()
             raise

@@ -471,3 +471,26 @@ def test_a_kept_connection_the_database_dropped_fails_one_transaction_then_is_re
             assert transaction.connection() is not held and transaction.connection().kept
         release_held_connection()
         assert db.engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)  # only psycopg switches autocommit
+def test_a_kept_connection_closed_under_it_is_an_operational_error_when_it_switches_to_autocommit(
+        app_with_rows: Any) -> None:
+    """A kept connection goes from a transaction to a lone read by switching to autocommit: a connection
+    closed meanwhile fails that switch with SQLAlchemy's OperationalError (the 503), not psycopg's own
+    error (a 500), and is replaced."""
+    from oidc import queries
+    from oidc.db import db
+
+    with app_with_rows.app_context():
+        db.session.remove()
+        with queries.core_transaction() as transaction:
+            assert queries.find_login("s" * 32) is None
+            held = transaction.connection()
+        assert held.kept and not held.autocommit
+        held.dbapi_connection.close()
+        with pytest.raises(OperationalError):
+            queries.find_access_token_row("j" * 24)
+        assert queries.find_access_token_row("j" * 24) is None  # on a new connection
+        release_held_connection()
+        assert db.engine.pool.checkedout() == 0  # type: ignore[attr-defined]
