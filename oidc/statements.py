@@ -292,8 +292,8 @@ class HeldConnection:
         self.release_now()
 
 
-def _give_back(pooled: PoolProxiedConnection, autocommit: bool, held_of: Pool | None, pid: int) -> None:
-    """Return ``pooled`` to its pool, out of autocommit if it may be in it (the pool's reset then rolls back
+def _give_back(pooled: PoolProxiedConnection, may_autocommit: bool, held_of: Pool | None, pid: int) -> None:
+    """Return ``pooled`` to its pool, out of autocommit if it is in it (the pool's reset then rolls back
     what was not committed); a connection that cannot be is invalidated.
 
     In a forked child (another ``pid``), the connection is the parent's, its socket shared: it is
@@ -303,9 +303,13 @@ def _give_back(pooled: PoolProxiedConnection, autocommit: bool, held_of: Pool | 
         _inherited.append(pooled)
         return
     try:
-        if autocommit and pooled.is_valid:
+        dbapi_connection: Any = pooled.dbapi_connection
+        # Only one in autocommit (after a read) is switched: psycopg refuses to set it, even to what it
+        # is, during a transaction, and a transaction's connection goes back as it is, rolled back by
+        # the pool's reset.
+        if may_autocommit and pooled.is_valid and dbapi_connection.autocommit:
             try:
-                pooled.dbapi_connection.autocommit = False  # type: ignore[union-attr]
+                dbapi_connection.autocommit = False
             except Exception as error:  # a connection broken meanwhile: not fit for the pool
                 pooled.invalidate(error)
         pooled.close()

@@ -16,7 +16,7 @@ from typing import Any, cast
 
 import psycopg
 import pytest
-from sqlalchemy import QueuePool, bindparam, insert, select
+from sqlalchemy import QueuePool, bindparam, insert, literal, select
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from oidc import statements
@@ -494,3 +494,29 @@ def test_a_kept_connection_closed_under_it_is_an_operational_error_when_it_switc
         assert queries.find_access_token_row("j" * 24) is None  # on a new connection
         release_held_connection()
         assert db.engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+
+
+def test_a_transaction_on_a_connection_not_kept_goes_back_to_the_pool_open(app_with_rows: Any) -> None:
+    """A thread beyond those that keep a connection checks one out per transaction: ended, it goes back to
+    the pool as it is (the pool's reset rolls it back), not closed as unfit."""
+    from oidc import queries
+    from oidc.db import db
+
+    with app_with_rows.app_context():
+        db.session.remove()
+        with queries.core_transaction() as transaction:
+            kept = transaction.connection()
+            # While the kept connection is in a transaction, another one is checked out, and not kept.
+            other = statements.transaction_connection(db.engine)
+            assert other is not kept and not other.kept
+            queries.find_login("s" * 32)  # on the kept one
+            statements.Prepared(select(literal(1).label("one"))).execute(other, {}).close()  # now in a transaction
+            dbapi_connection = other.dbapi_connection
+            other.end_transaction()
+            assert other.connection.dbapi_connection is None  # given back
+        pool = db.engine.pool
+        assert pool.checkedin() >= 1  # type: ignore[attr-defined]
+        if db.engine.dialect.name == "postgresql":
+            assert not dbapi_connection.closed  # back in the pool open, not invalidated
+        release_held_connection()
+        assert pool.checkedout() == 0  # type: ignore[attr-defined]
