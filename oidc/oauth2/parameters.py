@@ -150,9 +150,15 @@ def _repeated_names(params: MultiDict[str, str]) -> frozenset[str]:
 
 def longest_value(params: MultiDict[str, str]) -> int:
     """The length of the longest value sent (0 for no parameter)."""
+    # A loop over the dict's own lists, as in :func:`sizes`: for the few parameters of a token or
+    # introspection request, half the instructions (callgrind) of ``max`` over ``map`` and ``chain``.
     lists: dict[str, list[str]] = params  # type: ignore[assignment]  # (see _LISTS)
-    values: Iterable[list[str]] = dict.values(lists)
-    return max(map(len, chain.from_iterable(values)), default=0)
+    longest = 0
+    for values in dict.values(lists):
+        for value in values:
+            if len(value) > longest:
+                longest = len(value)
+    return longest
 
 
 class ValueLists:
