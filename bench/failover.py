@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import base64
 import dataclasses
+import http.client
 import itertools
 import json
 import os
@@ -65,7 +66,7 @@ def token_request(url: str, authorization: str) -> tuple[int, str | None]:
             return response.status, header["kid"]
     except urllib.error.HTTPError as error:
         return error.code, None
-    except OSError:
+    except (OSError, http.client.HTTPException):  # unanswered, or an answer cut off (IncompleteRead)
         return 0, None
 
 

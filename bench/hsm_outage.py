@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import http.client
 import os
 import statistics
 import sys
@@ -50,7 +51,7 @@ def token_request(url: str, authorization: str) -> int:
             return response.status
     except urllib.error.HTTPError as error:
         return error.code
-    except OSError:
+    except (OSError, http.client.HTTPException):  # unanswered, or an answer cut off (IncompleteRead)
         return 0
 
 
