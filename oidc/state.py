@@ -268,8 +268,11 @@ def state_of(app: Flask) -> State:
     return state
 
 
-def current_state() -> State:
-    """The state of the app handling the current request or command."""
+def current_state(given: State | None = None) -> State:
+    """The state of the app handling the current request or command; ``given`` instead when there is one
+    (a pipeline hands down the state it looked up once, and its helpers take it when they are handed it)."""
+    if given is not None:
+        return given
     # The app itself, not an attribute through its context-local proxy: a request asks
     # for the state a dozen times, and each proxied attribute costs a few lookups.  An
     # annotation rather than typing.cast, which is a function call at run time.

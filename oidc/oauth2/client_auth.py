@@ -53,7 +53,7 @@ MAX_ASSERTION_JTI_LENGTH = 255
 def check_client_secret(client: Client, client_secret: str, state: State | None = None) -> bool:
     """Whether ``client_secret`` is the client's (its keyed hash, compared in constant time;
     ``state``: the app's, when the caller has it)."""
-    state = state if state is not None else current_state()
+    state = current_state(state)
     return state.hasher(hashing.CLIENT_SECRET).verify(client_secret, client.secret_hash)
 
 

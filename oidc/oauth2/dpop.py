@@ -337,7 +337,7 @@ def check_request_proof(request: Any, path: str) -> Proof | None:
 
 def nonce_headers(state: State | None = None) -> list[tuple[str, str]]:
     """``DPoP-Nonce`` for a response, when nonces are on (``state``: the app's, when the caller has it)."""
-    settings = (state if state is not None else current_state()).settings
+    settings = current_state(state).settings
     return [(NONCE_HEADER, current_nonce())] if settings.dpop_nonce else []
 
 

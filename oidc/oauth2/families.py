@@ -68,7 +68,7 @@ def proof_jkt(request: Any) -> str | None:
 
 def default_audience(state: State | None = None) -> list[str]:
     """The configured default audience of access tokens (``state``: the app's, when the caller has it)."""
-    return [(state if state is not None else current_state()).settings.access_token_default_audience]
+    return [current_state(state).settings.access_token_default_audience]
 
 
 def is_client_token(claims: dict[str, Any]) -> bool:
@@ -158,7 +158,7 @@ def new_refresh_token(client: Client, user: User | UserRecord, scope: str, conte
                       writes: TokenWrites, *, state: State | None = None) -> str:
     """A new refresh token of the family (its keyed hash's row goes to ``writes``); its value
     (``state``: the app's, when the caller has it)."""
-    state = state if state is not None else current_state()
+    state = current_state(state)
     value = hashing.random_token(32)
     issued = state.clock.now()
     family_issued_at = context.family_issued_at or issued
@@ -201,7 +201,7 @@ def refresh_token_usable(token: RefreshTokenRecord, state: State | None = None) 
     presents the token (its client, its DPoP key) is checked by each caller
     (``state``: the app's, when the caller has it).
     """
-    state = state if state is not None else current_state()
+    state = current_state(state)
     now = state.clock.now()
     family_issued_at = token.family_issued_at or token.created_at
     return (token.revoked_at is None and token.rotated_at is None and not token.user.disabled
@@ -249,7 +249,7 @@ def find_refresh_grant(value: object, state: State | None = None) -> RefreshToke
     checked = bounded_text(value, queries.MAX_SECRET_LENGTH)
     if checked is None:
         return None
-    state = state if state is not None else current_state()
+    state = current_state(state)
     row = queries.find_refresh_grant(state.hasher(hashing.REFRESH_TOKEN).candidates(checked))
     return RefreshTokenRecord.from_row(row, state.clock.now()) if row is not None else None
 
@@ -260,7 +260,7 @@ def find_code_grant(value: object, state: State | None = None) -> AuthorizationC
     checked = bounded_text(value, queries.MAX_SECRET_LENGTH)
     if checked is None:
         return None
-    state = state if state is not None else current_state()
+    state = current_state(state)
     row = queries.find_code_grant(state.hasher(hashing.CODE).candidates(checked))
     return AuthorizationCodeRecord.from_row(row, state.clock.now()) if row is not None else None
 
@@ -279,7 +279,7 @@ def claim_authorization_code(code: AuthorizationCodeRecord, writes: TokenWrites,
 
 def _claimed(claim: Callable[[int, int, list[dict[str, Any]], list[dict[str, Any]]], bool], row_id: int,
              writes: TokenWrites, state: State | None) -> bool:
-    moment = (state if state is not None else current_state()).clock.now()
+    moment = current_state(state).clock.now()
     if not claim(row_id, moment, writes.access_tokens, writes.refresh_tokens):
         return False
     writes.access_tokens.clear()  # written with the claim

@@ -72,7 +72,7 @@ class Signed:
 def _signer(key_set: str, state: State | None = None) -> Signer:
     """The active signer of ``key_set``, refused when the FAPI 2.0 profile does not allow its alg
     (``state``: the app's, when the caller has it)."""
-    state = state if state is not None else current_state()  # once: the key service and the setting are both the state's
+    state = current_state(state)  # once: the key service and the setting are both the state's
     signer = state.key_service().signer(key_set)
     if signer.alg not in FAPI2_ALGORITHMS and state.settings.fapi2:
         # A key imported or activated after start-up (see State.check_profile_algorithms).

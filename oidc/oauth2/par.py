@@ -75,7 +75,7 @@ class ParametersRequest(OAuth2Request):  # type: ignore[misc]  # the base class 
     """
 
     def __init__(self, params: MultiDict[str, str], state: State | None = None) -> None:
-        state = state if state is not None else current_state()
+        state = current_state(state)
         super().__init__(method="GET", uri=state.settings.issuer + urls.AUTHORIZE, headers={})
         self.app_state = state
         self.payload = MultiDictPayload(params)

@@ -25,7 +25,7 @@ def profile_of(client: Any, state: State | None = None) -> str:
     """The profile that applies to ``client``: the stricter of its registration and ``SECURITY_PROFILE``
     (``state``: the app's, when the caller has it)."""
     registered = getattr(client, "security_profile", None) or DEFAULT_PROFILE
-    provider = (state if state is not None else current_state()).settings.security_profile
+    provider = current_state(state).settings.security_profile
     if registered == provider:  # the usual case, asked several times a request: no ranking to do
         return provider
     return max(registered, provider, key=_STRICTNESS.index)
@@ -56,7 +56,7 @@ def requires_par(client: Any, state: State | None = None, *, profile: str | None
 
     ``profile``: the client's (:func:`profile_of`), ``state``: the app's, when the caller has them.
     """
-    return ((state if state is not None else current_state()).settings.require_pushed_authorization_requests
+    return (current_state(state).settings.require_pushed_authorization_requests
             or bool(getattr(client, "require_pushed_authorization_requests", False))
             or is_fapi2(client, state, profile=profile))
 
@@ -68,7 +68,7 @@ def requires_signed_request_object(client: Any, state: State | None = None, *, p
 
     ``profile``: the client's (:func:`profile_of`), ``state``: the app's, when the caller has them.
     """
-    return ((state if state is not None else current_state()).settings.require_signed_request_object
+    return (current_state(state).settings.require_signed_request_object
             or bool(getattr(client, "require_signed_request_object", False))
             or (profile or profile_of(client, state)) == FAPI2_MESSAGE_SIGNING)
 
@@ -103,7 +103,7 @@ def code_lifetime(client: Any, state: State | None = None, *, profile: str | Non
 
     ``profile``: the client's (:func:`profile_of`), ``state``: the app's, when the caller has them.
     """
-    lifetime = (state if state is not None else current_state()).settings.authorization_code_lifetime
+    lifetime = current_state(state).settings.authorization_code_lifetime
     return min(lifetime, FAPI2_MAX_CODE_LIFETIME) if is_fapi2(client, state, profile=profile) else lifetime
 
 

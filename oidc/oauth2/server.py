@@ -229,7 +229,7 @@ class AuthorizationServer(_FlaskAuthorizationServer):  # type: ignore[misc]  # t
             return request
         # The request itself, not its context-local proxy: Authlib reads it many times per request.
         return IssuerRequest(flask_request._get_current_object(),  # type: ignore[attr-defined]
-                             app_state if app_state is not None else current_state())
+                             current_state(app_state))
 
     def create_request_with_proof(self, path: str, state: State | None = None,
                                   request_object: Any = None) -> IssuerRequest:
@@ -241,7 +241,7 @@ class AuthorizationServer(_FlaskAuthorizationServer):  # type: ignore[misc]  # t
         """
         flask_request_object = (request_object if request_object is not None
                                 else flask_request._get_current_object())  # type: ignore[attr-defined]
-        request = IssuerRequest(flask_request_object, state if state is not None else current_state())
+        request = IssuerRequest(flask_request_object, current_state(state))
         request.dpop = dpop.check_request_proof(flask_request_object, path)
         # A bad certificate header is invalid_client before anything.
         request.certificate_in(request.app_state.settings.client_cert_header)
