@@ -1,7 +1,9 @@
 """The least a Flask route can do for each request bench/run.py measures on the provider.
 
 * ``POST /token``, ``grant_type=client_credentials``: check the client's
-  secret from the Basic header, sign the RFC 9068 claims.  No database.
+  secret from the Basic header against its stored form (a keyed hash, as
+  DESIGN.md keeps client secrets at rest: one HMAC per request, as the
+  provider's), sign the RFC 9068 claims.  No database.
 * ``POST /token``, ``grant_type=refresh_token``: check the client; find the
   refresh token by its keyed hash (one indexed read of ``refresh_tokens``,
   joined to its user for ``sub`` and to its login session, which a grant
@@ -108,6 +110,11 @@ class Worker:
         return hash_key()
 
     @functools.cached_property
+    def client_secret_hash(self) -> bytes:
+        """The client secret's stored form: the bound, like the provider, never keeps the secret itself."""
+        return keyed_hash(CLIENT_SECRET, self.hash_key).encode()
+
+    @functools.cached_property
     def client_pk(self) -> int:
         row = self.db.execute("SELECT id FROM clients WHERE client_id = ?", (CLIENT_ID,)).fetchone()
         self.db.rollback()
@@ -139,7 +146,8 @@ def _client_error() -> Response | None:
         client_id, _, secret = base64.b64decode(request.headers.get("Authorization", "")[6:]).decode().partition(":")
     except (binascii.Error, UnicodeDecodeError):
         return _json({"error": "invalid_client"}, 401)
-    if client_id != CLIENT_ID or not hmac.compare_digest(secret, CLIENT_SECRET):
+    if client_id != CLIENT_ID or not hmac.compare_digest(keyed_hash(secret, worker.hash_key).encode(),
+                                                         worker.client_secret_hash):
         return _json({"error": "invalid_client"}, 401)
     return None
 
