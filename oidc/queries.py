@@ -522,8 +522,8 @@ _AUDIT_INSERT = insert_all(insert(audit_log), skip=("id", "position", "hash"))
 #: statements for the whole batch, not one per row: an executemany costs the worker Python per row
 #: (psycopg's adaptation), and on SQLite the GIL per row (sqlite3 releases it around each step, and
 #: the chainer then waits for the request thread to hand it back).  PostgreSQL: the rows as one JSON
-#: parameter, each row JSON text already (audit_chain.sealed_row escapes an entry's strings once, for
-#: its hash and its row).
+#: parameter, each row JSON text already (audit_chain.sealed_row writes an entry's JSON once, for its
+#: hash and its row).
 _SEALED_COLUMNS = (column("id", BigInteger), column("position", BigInteger), column("at", BigInteger),
                    column("event", Text), column("fields", Text), column("hash", Text))
 _SEALED_JSON = bindparam("entries", "[]", type_=Text)

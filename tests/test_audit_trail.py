@@ -8,6 +8,8 @@ audit JWKS (tests/jose_helpers.py), not with the provider's own code.
 
 from __future__ import annotations
 
+import collections
+import enum
 import hashlib
 import json
 import threading
@@ -412,37 +414,122 @@ def test_two_gunicorn_workers_write_one_chain(make_app, base_env, tmp_path):
     assert result.checkpoints >= 1
 
 
-@settings(max_examples=200, deadline=None, derandomize=True, database=None)
-@given(entry_id=st.integers(min_value=-(2**63), max_value=2**63 - 1), position=st.integers(min_value=0),
-       at=st.integers(), event=st.text(max_size=64), fields=st.text(max_size=200), previous=st.text(max_size=64))
+#: Any code point, and more often than chance those where orjson and json.dumps(ensure_ascii=True) would part
+#: ways (non-ASCII, DEL, a lone surrogate, beyond the BMP) or that both escape (quote, backslash, controls).
+_ANY_CHARACTER = (st.characters(exclude_categories=()) | st.characters(categories=["Cs"])
+                  | st.sampled_from(['"', "\\", "\x00", "\x1f", "\x7f", "\x80", "\xe9", "\u2028", "\ud800", "\udfff",
+                                     "\U0001f600"]))
+#: ASCII (DEL and control characters included): text that can take orjson's path.
+_ASCII = st.characters(max_codepoint=0x7F)
+
+
+def _text(max_size: int) -> st.SearchStrategy[str]:
+    return st.text(_ASCII, max_size=max_size) | st.text(_ANY_CHARACTER, max_size=max_size)
+
+
+#: Ints of any size, and the edges of orjson's (64 bits, signed or not).
+_ANY_INT = st.integers() | st.sampled_from([2**63 - 1, 2**63, 2**64 - 1, 2**64, -(2**63), -(2**63) - 1])
+_HEX_DIGEST = st.text("0123456789abcdef", min_size=64, max_size=64)
+_ENTRIES = {"entry_id": _ANY_INT, "position": _ANY_INT, "at": _ANY_INT, "event": _text(64), "fields": _text(200),
+            "previous": _HEX_DIGEST | _text(64)}
+
+
+def _canonical_json(value: Any, default: Any = None) -> str:
+    """What the trail stores and hashes, as the standard library writes it."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True, default=default)
+
+
+@settings(max_examples=300, deadline=None, derandomize=True, database=None)
+@given(**_ENTRIES)
 def test_canonical_is_json_dumps_of_the_entry(entry_id, position, at, event, fields, previous):
-    """The chainer's shortcut for an entry's canonical bytes writes exactly what json.dumps writes (any
-    text, escapes and non-ASCII included): a hash computed either way is the same hash."""
+    """An entry's canonical bytes (orjson's where they are provably the same) are exactly what json.dumps
+    writes (any text, escapes and non-ASCII included, ints of any size): a hash computed either way, or
+    stored before orjson wrote them, is the same hash."""
     from oidc.observability.audit_chain import canonical
 
     entry = {"id": entry_id, "position": position, "at": at, "event": event, "fields": fields}
-    expected = json.dumps({**entry, "previous": previous}, sort_keys=True, separators=(",", ":"),
-                          ensure_ascii=True).encode("ascii")
-    assert canonical(entry, previous) == expected
+    assert canonical(entry, previous) == _canonical_json({**entry, "previous": previous}).encode("ascii")
     # Values of other types (what a tampered SQLite row may hold) take json.dumps itself.
-    assert canonical({**entry, "at": str(at)}, previous) == json.dumps(
-        {**entry, "at": str(at), "previous": previous}, sort_keys=True, separators=(",", ":"),
-        ensure_ascii=True).encode("ascii")
+    for changed in ({"at": str(at)}, {"position": float(position % 1000)}, {"event": None}, {"fields": True}):
+        assert canonical({**entry, **changed}, previous) == _canonical_json(
+            {**entry, **changed, "previous": previous}).encode("ascii")
 
 
-
-@settings(max_examples=200, deadline=None, derandomize=True, database=None)
-@given(entry_id=st.integers(min_value=-(2**63), max_value=2**63 - 1), position=st.integers(min_value=0),
-       at=st.integers(), event=st.text(max_size=64), fields=st.text(max_size=200), previous=st.text(max_size=64))
+@settings(max_examples=300, deadline=None, derandomize=True, database=None)
+@given(**_ENTRIES)
 def test_a_sealed_row_is_its_entry_and_its_entry_hash(entry_id, position, at, event, fields, previous):
-    """The chainer's row for a queued entry (its strings escaped once for the hash and the row) reads back
-    as exactly the entry, and its hash is entry_hash's, which verification recomputes."""
+    """The chainer's row for a queued entry (the entry written to JSON once, for the hash and the row) reads
+    back as exactly the entry, and its hash is entry_hash's, which verification recomputes."""
     from oidc.observability.audit_chain import entry_hash, sealed_row
 
     entry = {"id": entry_id, "position": position, "at": at, "event": event, "fields": fields}
     digest, row = sealed_row(entry_id, position, at, event, fields, previous)
     assert digest == entry_hash(entry, previous)
-    assert json.loads(row) == {**entry, "hash": digest}
+    assert digest == hashlib.sha256(_canonical_json({**entry, "previous": previous}).encode("ascii")).hexdigest()
+    # (Read as json.dumps's text of it is: JSON reads two escaped surrogates in a row as one character.)
+    assert json.loads(row) == json.loads(_canonical_json({**entry, "hash": digest}))
+
+
+class _Colour(enum.Enum):
+    RED = "red"
+
+
+class _Level(enum.IntEnum):
+    HIGH = 2
+
+
+class _Text(str):
+    pass
+
+
+class _Backwards(str):
+    """A key that sorts the other way round (json.dumps sorts keys by their own comparison)."""
+
+    def __lt__(self, other: object) -> bool:
+        return str.__gt__(self, other)  # type: ignore[operator]
+
+
+#: Fields as callers pass them: identifiers (str, int, bool, None) under ASCII names.
+_IDENTIFIERS = st.dictionaries(st.sampled_from(["client_id", "sub", "jti", "Password", "token"]) | st.text(_ASCII, max_size=12),
+                               st.text(_ASCII, max_size=24) | _ANY_INT | st.booleans() | st.none(), max_size=8)
+#: A value orjson writes otherwise than json.dumps(default=str) does, or refuses, or any other.
+_ANY_VALUE = (_text(24) | _ANY_INT | st.floats() | st.datetimes() | st.dates() | st.uuids()
+              | st.sampled_from([_Colour.RED, _Level.HIGH, _Text("sub"), [1, "a"], {"b": 1, "a": None}]))
+
+
+@settings(max_examples=400, deadline=None, derandomize=True, database=None)
+@given(identifiers=_IDENTIFIERS, other=st.dictionaries(_text(12), _ANY_VALUE, max_size=1))
+def test_fields_text_is_json_dumps_of_the_fields(identifiers, other):
+    """An event's stored fields (orjson's text where it is provably the same) are exactly what json.dumps
+    writes of the fields NEVER_STORED does not drop, whatever one more key and value are."""
+    from oidc.observability.audit_chain import NEVER_STORED, fields_text
+
+    fields = {**identifiers, **other}
+    kept = {name: value for name, value in fields.items() if name.lower() not in NEVER_STORED}
+    assert fields_text(fields) == _canonical_json(kept, default=str)
+
+
+def test_identifiers_take_orjson_and_anything_else_json():
+    """A token's fields (identifiers in ASCII) are written by orjson; a value or key whose JSON orjson would
+    write otherwise, or refuse, by json.dumps (and the text is json.dumps's either way)."""
+    import uuid
+    from datetime import UTC, datetime
+
+    from oidc.observability.audit_chain import _plain_json, fields_text
+
+    identifiers = {"grant_type": "client_credentials", "client_id": "c-1", "sub": None, "kid": "k", "jti": "j",
+                   "scope": "api", "refresh_token": False, "expires_at": 2**63 - 1, "level": "INFO"}
+    assert _plain_json(identifiers) == _canonical_json(identifiers).encode("ascii")
+    assert _plain_json(collections.OrderedDict(identifiers)) is None  # a dict exactly: a subclass may iterate otherwise
+    for other in (1e-7, float("nan"), datetime(2024, 1, 1, tzinfo=UTC), uuid.UUID(int=1), _Colour.RED, _Level.HIGH, _Text("x"),
+                  2**64, -(2**63) - 1, "\x7f", "\xe9", "\ud800", "\U0001f600", {"nested": 1}):
+        fields = {**identifiers, "value": other}
+        assert _plain_json(fields) is None, other
+        assert fields_text(fields) == _canonical_json(fields, default=str)
+    for key in (_Backwards("b"), "\xe9", "\x7f"):
+        fields = {"a": 1, key: 2, "c": 3}
+        assert _plain_json(fields) is None, key
+        assert fields_text(fields) == _canonical_json(fields, default=str)
 
 
 _FIELD_NAMES = st.sampled_from(["client_id", "sub", "jti", "Password", "PIN", "client_secret", "Code", "token",

@@ -56,6 +56,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
+import orjson
 from flask import Flask, has_request_context
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
@@ -78,34 +79,58 @@ NEVER_STORED = frozenset(("password", "pin", "secret", "client_secret", "code", 
 #: Attributes every ``logging.LogRecord`` has: the rest of a record's ``__dict__`` are its fields.
 _RECORD_ATTRIBUTES = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
 
-#: A string as json.dumps(..., ensure_ascii=True) writes it (the C encoder it uses).
-_json_string: Callable[[str], str] = json.encoder.encode_basestring_ascii
-
 #: Entries of the current request, written once it has ended (see :class:`AuditHandler`).
 _pending: contextvars.ContextVar[list[dict[str, Any]] | None] = contextvars.ContextVar("audit_pending",
                                                                                        default=None)
 
 
 def canonical(entry: Mapping[str, Any], previous: str) -> bytes:
-    """The bytes an entry's hash is computed over: sorted, compact JSON of its columns and the previous hash.
+    """The bytes an entry's hash is computed over: sorted, compact JSON of its columns and the previous hash,
+    as ``json.dumps(..., sort_keys=True, separators=(",", ":"), ensure_ascii=True)`` writes it.
 
     ``fields`` is hashed as the text stored (the canonical JSON the handler wrote), so a change of a
     single character is a change of the hash.
     """
-    entry_id, position, at, event, fields = (entry["id"], entry["position"], entry["at"], entry["event"],
-                                             entry["fields"])
-    if (type(entry_id) is int and type(position) is int and type(at) is int and type(event) is str
-            and type(fields) is str and type(previous) is str):
-        return (_members(entry_id, position, at, event, fields) + f'"previous":{_json_string(previous)}}}').encode("ascii")
-    body = {"id": entry_id, "position": position, "at": at, "event": event, "fields": fields, "previous": previous}
+    return _canonical(entry["id"], entry["position"], entry["at"], entry["event"], entry["fields"], previous)
+
+
+def _canonical(entry_id: int, position: int, at: int, event: str, fields: str, previous: str) -> bytes:
+    """:func:`canonical` of an entry's columns: what ``audit verify`` and the chainer (:func:`sealed_row`)
+    both hash."""
+    body = {"at": at, "event": event, "fields": fields, "id": entry_id, "position": position, "previous": previous}
+    fast = _plain_json(body)
+    if fast is not None:
+        return fast
     return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode("ascii")
 
 
-def _members(entry_id: int, position: int, at: int, event: str, fields: str) -> str:
-    """The opening of :func:`canonical`'s JSON up to ``previous``: what json.dumps writes for these types,
-    without building an encoder and sorting keys per entry (the keys below are in sorted order)."""
-    return (f'{{"at":{at},"event":{_json_string(event)},"fields":{_json_string(fields)},"id":{entry_id},'
-            f'"position":{position},')
+#: The value types whose JSON orjson writes exactly as the standard library does (see :func:`_plain_json`).
+_PLAIN_VALUES = frozenset((str, int, bool, type(None)))
+#: DEL, the one ASCII character ``ensure_ascii`` escapes and orjson does not (an int: ``in`` then looks for
+#: one byte, several times cheaper than for a one-byte ``bytes``).
+_DEL = 0x7F
+
+
+def _plain_json(members: Mapping[str, Any]) -> bytes | None:
+    """``json.dumps(members, sort_keys=True, separators=(",", ":"), ensure_ascii=True)`` written by orjson
+    (several times cheaper), when its bytes are provably the same; else None: the caller uses ``json``.
+
+    Hashes already stored must keep verifying, so orjson writes only a flat ``dict`` whose keys are
+    exactly ``str`` (orjson refuses any other key type, subclasses included, without
+    ``OPT_NON_STR_KEYS``) and values exactly ``str``, ``int``, ``bool`` or ``None``: it writes other
+    types (float, datetime, UUID, Enum, dataclass, any subclass) otherwise than ``json`` (and its
+    ``default=str``), and refuses ints beyond 64 bits and strings with a lone surrogate.  It writes
+    non-ASCII characters as UTF-8 and DEL raw where ``ensure_ascii`` escapes them (``\\uXXXX``,
+    ``\\u007f``), so output that is not ASCII or holds DEL is left to ``json`` too.  Below DEL both
+    escape alike, and sort ASCII keys in the same order.
+    """
+    if type(members) is not dict or not _PLAIN_VALUES.issuperset(map(type, members.values())):
+        return None
+    try:
+        out = orjson.dumps(members, option=orjson.OPT_SORT_KEYS)
+    except orjson.JSONEncodeError:  # a key that is not exactly str, an int beyond 64 bits, a lone surrogate
+        return None
+    return out if out.isascii() and _DEL not in out else None
 
 
 def entry_hash(entry: Mapping[str, Any], previous: str) -> str:
@@ -117,17 +142,18 @@ def sealed_row(entry_id: int, position: int, at: int, event: str, fields: str, p
     """A queued entry sealed: its hash, and its row as the JSON object PostgreSQL's batch insert reads
     (:func:`oidc.queries.seal_audit_entries`; SQLite's binds the values instead).
 
-    The entry's strings are escaped once for both: the hashed bytes and the row share every member
-    but the last (``previous`` in the one, ``hash`` in the other).
+    The entry is written to JSON once for both: the row is the hashed bytes (:func:`canonical`) with
+    their last member, ``previous``, replaced by ``hash``.
     """
-    if not (type(entry_id) is int and type(position) is int and type(at) is int and type(event) is str
-            and type(fields) is str and type(previous) is str):
-        row = {"id": entry_id, "position": position, "at": at, "event": event, "fields": fields}
-        digest = row["hash"] = entry_hash(row, previous)
-        return digest, json.dumps(row)
-    members = _members(entry_id, position, at, event, fields)
-    digest = hashlib.sha256((members + f'"previous":{_json_string(previous)}}}').encode("ascii")).hexdigest()
-    return digest, members + f'"hash":"{digest}"}}'
+    hashed = _canonical(entry_id, position, at, event, fields, previous)
+    digest = hashlib.sha256(hashed).hexdigest()
+    if type(previous) is not str:
+        return digest, json.dumps({"id": entry_id, "position": position, "at": at, "event": event, "fields": fields,
+                                   "hash": digest})
+    # "previous" sorts last, and a JSON string holds no unescaped quote: the last ',"previous":' of the
+    # bytes is the start of that member, whatever the strings before it hold.
+    members, _, _ = hashed.rpartition(b',"previous":')
+    return digest, f'{members.decode("ascii")},"hash":"{digest}"}}'
 
 
 def _seal_queued(entries: Sequence[Mapping[str, Any]], ids: Sequence[int], position: int, digest: str, *,
@@ -141,8 +167,13 @@ def _seal_queued(entries: Sequence[Mapping[str, Any]], ids: Sequence[int], posit
         at, event, fields = entry["at"], entry["event"], entry["fields"]
         if type(fields) is not str:  # queued by AuditHandler.sink: its text is made here
             fields = _queued_fields_text(fields)
-        digest, text = sealed_row(entry_id, position, at, event, fields, digest)
-        written.append(text if as_json else queries.sealed_values(entry_id, position, at, event, fields, digest))
+        if as_json:
+            digest, text = sealed_row(entry_id, position, at, event, fields, digest)
+            written.append(text)
+        else:  # values bound one by one: no row text to write
+            digest = entry_hash({"id": entry_id, "position": position, "at": at, "event": event, "fields": fields},
+                                digest)
+            written.append(queries.sealed_values(entry_id, position, at, event, fields, digest))
     return written, position, digest
 
 
@@ -150,16 +181,10 @@ def _seal_queued(entries: Sequence[Mapping[str, Any]], ids: Sequence[int], posit
 _APPEND_ATTEMPTS = 3
 
 
-#: The canonical JSON of an event's fields, made once (``json.dumps`` with options builds an encoder per call).
+#: The canonical JSON of an event's fields whose values orjson cannot write as json does (see
+#: :func:`fields_text`), made once (``json.dumps`` with options builds an encoder per call).
 _FIELDS_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True, default=str,
                                   check_circular=False)  # flat: identifiers, never a container of itself
-#: The same encoder's C part, made once too: ``JSONEncoder.encode`` builds it again on every call (in
-#: ``iterencode``), which costs more than encoding an event's few fields.  Arguments as ``iterencode``
-#: passes them: no circular check, ``default``, ASCII escaping, no indent, the separators, sorted keys,
-#: ``skipkeys`` and ``allow_nan`` as the encoder above has them.
-_c_make_encoder = getattr(json.encoder, "c_make_encoder", None)
-_fields_chunks: Callable[[Mapping[str, Any], int], Sequence[str]] | None = None if _c_make_encoder is None else \
-    _c_make_encoder(None, str, _json_string, None, ":", ",", True, False, True)
 
 
 #: Whether a tuple of field names holds one of :data:`NEVER_STORED` (any case): an event is recorded with
@@ -178,7 +203,9 @@ def fields_text(fields: Mapping[str, Any]) -> str:
         drop = _names_to_drop[names] = not NEVER_STORED.isdisjoint(map(str.lower, names))
     if drop:  # (a copy only when there is a name to drop)
         fields = {name: value for name, value in fields.items() if name.lower() not in NEVER_STORED}
-    return "".join(_fields_chunks(fields, 0)) if _fields_chunks is not None else _FIELDS_ENCODER.encode(fields)
+    # Identifiers (str, int, bool, None) in ASCII: orjson writes json's bytes; anything else json itself.
+    fast = _plain_json(fields)
+    return fast.decode("ascii") if fast is not None else _FIELDS_ENCODER.encode(fields)
 
 
 def _queued_fields_text(fields: Mapping[str, Any]) -> str:
