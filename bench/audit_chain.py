@@ -18,6 +18,13 @@ neighbours, CPU time per request far less.  The cost is the median of the runs' 
 the chain off just before (a pair shares the machine's state), next to the target: under 5 % more
 CPU per request with the chain on.  At the end ``audit verify`` replays the chain the load wrote.
 
+On PostgreSQL the chain's cost is also the database server's work (the chainer's inserts): when the
+server runs on this host, its CPU time per request is printed too, and the cost with it counted.  It
+is read from /proc as the CPU time of every process of the OS user that runs the server (its
+backends, its background writers, and the backends that ended meanwhile): the server's work for
+anything else during the run (other databases, other clients) is counted in it too.  A server this
+host's /proc does not show (another host, a container) is not measured, and the output says so.
+
     PYTHONHASHSEED=0 valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file=DIR/callgrind.out.%p \
         python bench/audit_chain.py --instructions DIR [--calls 2000] [--databases ...] [--backend ...]
 
@@ -30,10 +37,12 @@ and gunicorn in the denominator it is the larger of the two ratios.
 
 measures CPU time instead of counting instructions, in one process without HTTP: the process's CPU
 clock (every thread: the chainer's writes at the default AUDIT_WRITE_DELAY_SECONDS are in it) over
-windows of ``--calls`` requests, the chain off and on in turn (the order swapped every window); the
-cost is the median of the windows' paired ratios, with the chainer thread's own CPU per request
-beside it.  Steadier than the served figure (no wrk, no sockets, no second worker) and, without
-HTTP and gunicorn in the denominator, the larger of the two ratios.
+windows of ``--calls`` requests, the chain off and on in turn (the order swapped every window; a
+chain-on window ends by writing what its chainer has not written yet, so none of its writes fall in
+the next window); the cost is the median of the windows' paired ratios, with the chainer thread's
+own CPU per request beside it, and on PostgreSQL the server's CPU time per request (over all the
+windows of each).  Steadier than the served figure (no wrk, no sockets, no second worker) and,
+without HTTP and gunicorn in the denominator, the larger of the two ratios.
 
 Prints figures next to their bound; asserts nothing.
 """
@@ -44,6 +53,7 @@ import argparse
 import contextlib
 import json
 import os
+import pwd
 import statistics
 import subprocess
 import sys
@@ -121,13 +131,64 @@ def thread_seconds(url: str) -> tuple[float, float]:
 
 
 @dataclass
+class ServerClock:
+    """The CPU time of a PostgreSQL server that runs on this host (see :func:`server_clock`)."""
+
+    #: The OS user that runs it: every process of this user is counted.
+    user: str
+    uid: int
+
+    def seconds(self) -> float:
+        """CPU seconds so far of every process of the server's user (user and system time, and that of
+        its ended children, which the parent collected: fields 14-17 of /proc/PID/stat)."""
+        total = 0
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit():
+                continue
+            try:
+                if entry.stat().st_uid != self.uid:
+                    continue
+                fields = Path(entry.path, "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:  # ended meanwhile
+                continue
+            total += sum(int(value) for value in fields[11:15])
+        return total / os.sysconf("SC_CLK_TCK")
+
+    def describe(self) -> str:
+        return (f"every process of OS user {self.user} on this host, so its work for anything else meanwhile "
+                "too")
+
+
+def server_clock(database_url: str | None) -> ServerClock | None:
+    """The clock of the PostgreSQL server behind ``database_url`` when it runs on this host (the backend
+    that answers a connection is a ``postgres`` process in this host's /proc); None for SQLite, or for a
+    server elsewhere (another host, a container), whose CPU time is then not measured."""
+    if not database_url or not database_url.startswith("postgres"):
+        return None
+    import psycopg
+
+    with psycopg.connect(database_url) as connection:
+        backend = Path("/proc", str(connection.info.backend_pid))
+        try:
+            if (backend / "comm").read_text().strip() != "postgres":
+                return None
+            uid = backend.stat().st_uid
+        except OSError:
+            return None
+    return ServerClock(pwd.getpwuid(uid).pw_name, uid)
+
+
+@dataclass
 class Split:
-    """Per run, the share of the workers' CPU time spent outside their main threads."""
+    """Per run, the share of the workers' CPU time spent outside their main threads, and the database
+    server's CPU time per successful answer (when it is measured)."""
 
     other_share: list[float] = field(default_factory=list)
+    server_ms: list[float] = field(default_factory=list)
 
 
-def measure(args: argparse.Namespace, loads: list[Load]) -> tuple[list[Figure], list[Split]]:
+def measure(args: argparse.Namespace, loads: list[Load],
+            server: ServerClock | None) -> tuple[list[Figure], list[Split]]:
     """bench/run.py's measure_together, with each run's CPU time split by thread, and the order of the
     deployments reversed every other run: a drift within a round (the machine's, or what one run
     leaves the next) then weighs on each variant alike instead of always on the later one."""
@@ -138,10 +199,14 @@ def measure(args: argparse.Namespace, loads: list[Load]) -> tuple[list[Figure], 
         round_ = list(zip(loads, figures, splits, strict=True))
         for load, figure, split in round_ if run % 2 == 0 else reversed(round_):
             before = thread_seconds(load.url)
-            measured_run(load.url, args, load.script, load.ok, figure)
+            server_before = server.seconds() if server is not None else 0.0
+            answered = measured_run(load.url, args, load.script, load.ok, figure)
+            server_spent = server.seconds() - server_before if server is not None else 0.0
             after = thread_seconds(load.url)
             spent = (after[0] - before[0]) + (after[1] - before[1])
             split.other_share.append((after[1] - before[1]) / spent if spent > 0 else 0.0)
+            if server is not None and answered.ok and not answered.errors:
+                split.server_ms.append(server_spent * 1000 / answered.ok)
     return figures, splits
 
 
@@ -150,13 +215,14 @@ def cpu(figure: Figure, split: Split) -> str:
         return "FAILED: " + "; ".join(figure.failures)
     median = statistics.median(figure.cpu_ms)
     others = statistics.median(split.other_share) * median
+    server = f"; database server {statistics.median(split.server_ms):.3f} ms" if split.server_ms else ""
     return (f"{median:.3f} ms CPU/request ({min(figure.cpu_ms):.3f}-{max(figure.cpu_ms):.3f}; of which other "
-            f"threads {others:.3f} ms), {figure.median:.0f} req/s")
+            f"threads {others:.3f} ms{server}), {figure.median:.0f} req/s")
 
 
-def extra(off: Figure, on: Figure) -> tuple[float, list[float]]:
+def extra(off: list[float], on: list[float]) -> tuple[float, list[float]]:
     """The median of the runs' ratios (each run to the off run just before it), and each ratio."""
-    ratios = [b / a - 1 for a, b in zip(off.cpu_ms, on.cpu_ms, strict=False)]
+    ratios = [b / a - 1 for a, b in zip(off, on, strict=False)]
     return statistics.median(ratios), ratios
 
 
@@ -231,7 +297,8 @@ def count_instructions(args: argparse.Namespace) -> None:
 
 
 def cpu_in_process(args: argparse.Namespace) -> None:
-    """CPU time per client_credentials request in one process, the chain off and on, window by window."""
+    """CPU time per client_credentials request in one process, the chain off and on, window by window; and
+    the database server's, when it runs on this host."""
     from oidc.state import state_of
 
     for database in args.databases:
@@ -247,7 +314,8 @@ def cpu_in_process(args: argparse.Namespace) -> None:
                     call()
             trail = state_of(apps[1][0]).audit_trail
             assert trail is not None, "AUDIT_CHAIN=true makes the trail"
-            figures, chainer = _windows(args, [call for _, call in apps], trail)
+            server = server_clock(on_url)
+            figures, chainer, server_seconds = _windows(args, [call for _, call in apps], trail, server)
             ratios = [on / off - 1 for off, on in zip(*figures, strict=True)]
             trail.stop()
             for app, _ in apps:
@@ -260,23 +328,42 @@ def cpu_in_process(args: argparse.Namespace) -> None:
         print(f"    CPU per request over the chain off: {statistics.median(ratios):+.1%} (windows: "
               f"{', '.join(f'{ratio:+.1%}' for ratio in ratios)}; chainer thread {statistics.median(chainer):.4f} "
               f"ms/request; target: under +{TARGET:.0%})")
+        if server is not None:
+            # Per request over all the windows of each (a window's share is a few clock ticks).
+            served = [seconds / (args.windows * args.calls) * 1e3 for seconds in server_seconds]
+            totals = [statistics.median(figure) + ms for figure, ms in zip(figures, served, strict=True)]
+            print(f"  the database server's CPU per request ({server.describe()}): chain off {served[0]:.4f} ms, "
+                  f"on {served[1]:.4f} ms")
+            print(f"    CPU per request over the chain off, the server's counted (the process's median, the "
+                  f"server's over all the windows): {totals[1] / totals[0] - 1:+.1%}")
+        elif database != "sqlite":
+            print("  the database server's CPU: not measured (its processes are not on this host)")
 
 
-def _windows(args: argparse.Namespace, calls: list[Any], trail: Any) -> tuple[list[list[float]], list[float]]:
-    """ms of CPU per request of each call (off, on) in each window, the order swapped every window; and
-    the chainer thread's ms per request of the chain-on windows."""
+def _windows(args: argparse.Namespace, calls: list[Any], trail: Any,
+             server: ServerClock | None) -> tuple[list[list[float]], list[float], list[float]]:
+    """ms of CPU per request of each call (off, on) in each window, the order swapped every window (a
+    chain-on window ends by writing what is still queued); the chainer thread's ms per request of the
+    chain-on windows; and the database server's CPU seconds over the windows of each call (0 when it is
+    not measured)."""
     figures: list[list[float]] = [[], []]
     chainer: list[float] = []
+    server_seconds = [0.0, 0.0]
     for window in range(args.windows):
         for index in (0, 1) if window % 2 == 0 else (1, 0):
             chainer_before = _thread_seconds(trail._chainer)
+            server_before = server.seconds() if server is not None else 0.0
             started = time.process_time()
             for _ in range(args.calls):
                 calls[index]()
+            if index == 1:  # what the chainer has not written yet, inside the window (not the next one's)
+                trail.write_queued()
             figures[index].append((time.process_time() - started) / args.calls * 1e3)
+            if server is not None:
+                server_seconds[index] += server.seconds() - server_before
             if index == 1:
                 chainer.append((_thread_seconds(trail._chainer) - chainer_before) / args.calls * 1e3)
-    return figures, chainer
+    return figures, chainer, server_seconds
 
 
 def _thread_seconds(thread: Any) -> float:
@@ -316,26 +403,36 @@ def main() -> None:
         for database in args.databases:
             with contextlib.ExitStack() as stack:
                 loads, deployments = [], []
+                server = None
                 for index, (name, env) in enumerate(VARIANTS[: args.variants]):
                     url = stack.enter_context(fresh_database(database, f"bench_audit_{index}"))
+                    server = server or server_clock(url)  # (one server for all the variants' databases)
                     deployment, load = stack.enter_context(
                         provider(workdir / database / str(index), args.backend, url, name, env))
                     loads.append(load)
                     deployments.append(deployment)
-                (off, *ons), (off_split, *on_splits) = measure(args, loads)
+                (off, *ons), (off_split, *on_splits) = measure(args, loads, server)
                 verified = [subprocess.run([sys.executable, "-m", "flask", "--app", "app", "audit", "verify"],
                                            cwd=ROOT, env=deployment.env, capture_output=True, text=True, timeout=600)
                             for deployment in deployments[1:]]
             print(f"\n{database}, keys via {args.backend}, {args.runs} runs of {args.duration:g} s, "
                   f"{args.connections} connections, 2 workers")
+            if server is not None:
+                print(f"  database server CPU: {server.describe()}")
+            elif database != "sqlite":
+                print("  database server CPU: not measured (its processes are not on this host)")
             print(f"  {off.name}: {cpu(off, off_split)}")
             for on, split, checked in zip(ons, on_splits, verified, strict=True):
                 print(f"  {on.name}: {cpu(on, split)}")
                 if off.cpu_ms and on.cpu_ms and not (off.failed or on.failed):
-                    median, ratios = extra(off, on)
+                    median, ratios = extra(off.cpu_ms, on.cpu_ms)
                     runs = ", ".join(f"{ratio:+.1%}" for ratio in ratios)
                     print(f"    CPU per request over the chain off: {median:+.1%} (runs: {runs}; "
                           f"target: under +{TARGET:.0%})")
+                    if len(off_split.server_ms) == len(off.cpu_ms) and len(split.server_ms) == len(on.cpu_ms):
+                        median, _ = extra([a + b for a, b in zip(off.cpu_ms, off_split.server_ms, strict=True)],
+                                          [a + b for a, b in zip(on.cpu_ms, split.server_ms, strict=True)])
+                        print(f"    the same, the database server's CPU counted: {median:+.1%}")
                 print(f"    audit verify after the load: {(checked.stdout or checked.stderr).strip()[-300:]}")
 
 

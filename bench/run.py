@@ -315,9 +315,10 @@ def workers_booted(url: str) -> int:
 
 
 def measured_run(url: str, args: argparse.Namespace, script: Path | ScriptWithArgs | None, ok: str,
-                 figure: Figure) -> None:
+                 figure: Figure) -> WrkRun:
     """One run of a figure: its rate, its workers' CPU time per successful answer, and whether a worker
-    was replaced while it ran (its PIDs changed, or the log says it booted one), which invalidates it."""
+    was replaced while it ran (its PIDs changed, or the log says it booted one), which invalidates it.
+    The run itself is returned (its count of successful answers)."""
     booted, before = workers_booted(url), worker_times(url)
     run = wrk(url, duration=args.duration, connections=args.connections, script=script, ok=ok)
     after = worker_times(url)
@@ -328,6 +329,7 @@ def measured_run(url: str, args: argparse.Namespace, script: Path | ScriptWithAr
     figure.add(run)
     if before is not None and after is not None and run.ok and not run.errors:
         figure.cpu_ms.append((sum(after.values()) - sum(before.values())) * 1000 / run.ok)
+    return run
 
 
 def measure_together(args: argparse.Namespace, ceiling: Ceiling | None, *loads: Load) -> list[Figure]:

@@ -32,7 +32,6 @@ from itertools import chain
 from typing import Any, cast
 
 from sqlalchemy import (
-    JSON,
     BigInteger,
     ColumnElement,
     CompoundSelect,
@@ -48,7 +47,6 @@ from sqlalchemy import (
     bindparam,
     column,
     delete,
-    exists,
     func,
     insert,
     literal,
@@ -57,9 +55,6 @@ from sqlalchemy import (
     union,
     union_all,
     update,
-)
-from sqlalchemy import (
-    cast as cast_as,
 )
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -82,7 +77,16 @@ from oidc.models import (
     RefreshToken,
     User,
 )
-from oidc.statements import HeldConnection, NamedRow, Prepared, StatementConnection, insert_all, transaction_connection
+from oidc.statements import (
+    CopyFrom,
+    HeldConnection,
+    NamedRow,
+    Prepared,
+    StatementConnection,
+    copies_rows,
+    insert_all,
+    transaction_connection,
+)
 from oidc.text import column_text
 
 #: A result row of any shape (its columns are read by name).
@@ -518,25 +522,22 @@ _CERTIFICATE_EXPIRIES = (select(key_certificates.c.key_set, key_certificates.c.k
 
 # The audit trail (oidc.observability.audit_chain).  The token path runs one of these: the insert.
 _AUDIT_INSERT = insert_all(insert(audit_log), skip=("id", "position", "hash"))
-#: Entries the chainer writes already sealed (a write delay's queue), every column given, in a few
-#: statements for the whole batch, not one per row: an executemany costs the worker Python per row
-#: (psycopg's adaptation), and on SQLite the GIL per row (sqlite3 releases it around each step, and
-#: the chainer then waits for the request thread to hand it back).  PostgreSQL: the rows as one JSON
-#: parameter, each row JSON text already (audit_chain.sealed_row writes an entry's JSON once, for its
-#: hash and its row).
+#: Entries the chainer writes already sealed (a write delay's queue), every column given (each entry a
+#: tuple of its values, :func:`sealed_values`), in a few statements for the whole batch, not one per
+#: row: an executemany costs the worker Python per row (psycopg's pipeline, a statement per row), and on
+#: SQLite the GIL per row (sqlite3 releases it around each step, and the chainer then waits for the
+#: request thread to hand it back).  PostgreSQL (psycopg): one binary ``COPY ... FROM STDIN``
+#: (:class:`oidc.statements.CopyFrom`), which costs the server less than the ``INSERT ... SELECT`` from
+#: the rows as one JSON parameter (``json_to_recordset``) used before, which parsed every row's JSON.
 _SEALED_COLUMNS = (column("id", BigInteger), column("position", BigInteger), column("at", BigInteger),
                    column("event", Text), column("fields", Text), column("hash", Text))
-_SEALED_JSON = bindparam("entries", "[]", type_=Text)
-_SEALED_RECORDS = func.json_to_recordset(cast_as(_SEALED_JSON, JSON)).table_valued(
-    *_SEALED_COLUMNS).render_derived(with_types=True)
-_AUDIT_INSERT_SEALED_ROWS = {
-    "postgresql": insert(audit_log).from_select([c.name for c in _SEALED_COLUMNS], select(_SEALED_RECORDS)),
-}
-#: SQLite: the rows as bound values of multi-row inserts of 64 rows, then one per power of two below
-#: (each statement one sqlite3 step; compiled once per process, by the chainer before its first write,
-#: and cached by sqlite3).  Its JSON functions would parse a row's text again for every column
-#: (json_extract): 35 k more instructions per entry.  Larger statements save little more and cost more
-#: to compile (all of 64 rows and below: some 15 ms; 512 rows alone: 40 ms).
+_AUDIT_COPY_SEALED = CopyFrom(audit_log, _SEALED_COLUMNS)
+#: SQLite (and PostgreSQL through a driver that has no COPY, see :func:`copies_rows`): the rows as bound
+#: values of multi-row inserts of 64 rows, then one per power of two below (each statement one sqlite3
+#: step; compiled once per process, by the chainer before its first write, and cached by sqlite3).
+#: SQLite's JSON functions would parse a row's text again for every column (json_extract): 35 k more
+#: instructions per entry.  Larger statements save little more and cost more to compile (all of 64 rows
+#: and below: some 15 ms; 512 rows alone: 40 ms).
 AUDIT_SQLITE_CHUNKS = tuple(2 ** power for power in range(6, -1, -1))
 _AUDIT_INSERT_SEALED_VALUES = {
     size: Prepared(insert(audit_log).values(
@@ -556,21 +557,11 @@ _AUDIT_NEXT_IDS = {
 }
 #: PostgreSQL, a chainer writing its queue alone (:func:`read_audit_head_taking_ids`,
 #: :func:`append_sealed_entries`): the head read without its lock, with the ids of the batch, in one
-#: statement; then the rows inserted by the statement that moves the head, only if the head is still at
-#: the position read (a compare-and-swap; else no row is inserted).  Two round trips in autocommit instead
-#: of a transaction of six (BEGIN, the lock, the ids, the insert, the head, COMMIT), and no lock held
-#: while the batch is hashed.
+#: statement; then, the batch sealed after it, the head moved only if it is still at the position read
+#: (a compare-and-swap), and the rows copied only then, in the same transaction.  No lock is held while
+#: the batch is hashed, and one statement less than under the head's lock (:func:`lock_audit_head`).
 _AUDIT_HEAD_TAKING_IDS = {"postgresql": select(
     audit_chain, _AUDIT_NEXT_IDS["postgresql"].scalar_subquery().label("ids")).where(audit_chain.c.id == 1)}
-_AUDIT_HEAD_MOVED = (update(audit_chain)
-                     .where(audit_chain.c.id == 1, audit_chain.c.position == bindparam("from_position"))
-                     .values(position=bindparam("head_position"), hash=bindparam("head_hash"))
-                     .returning(audit_chain.c.id).cte("head_moved"))
-_AUDIT_APPENDED = (insert(audit_log).from_select(
-    [c.name for c in _SEALED_COLUMNS], select(_SEALED_RECORDS).where(exists(select(_AUDIT_HEAD_MOVED.c.id))))
-                   .returning(audit_log.c.id).cte("appended"))
-#: (How many rows it inserted: 0 when the head had moved.)
-_AUDIT_APPEND_SEALED = {"postgresql": select(func.count()).select_from(_AUDIT_APPENDED)}
 #: How many unsealed entries one pass of the chainer seals.
 AUDIT_SEAL_BATCH = 1000
 # The chainer's first statement: a write to the head row, so it holds the head's lock (PostgreSQL's row
@@ -584,6 +575,8 @@ _AUDIT_SEAL = Prepared(update(audit_log).where(audit_log.c.id == bindparam("row_
                       .values(position=bindparam("sealed_position"), hash=bindparam("sealed_hash")))
 _AUDIT_ADVANCE_HEAD = (update(audit_chain).where(audit_chain.c.id == 1)
                        .values(position=bindparam("head_position"), hash=bindparam("head_hash")))
+#: The compare-and-swap: the head moved only from the position its writer read (0 rows: another moved it).
+_AUDIT_ADVANCE_HEAD_FROM = _AUDIT_ADVANCE_HEAD.where(audit_chain.c.position == bindparam("from_position"))
 _AUDIT_MARK_CHECKPOINT = (update(audit_chain).where(audit_chain.c.id == 1)
                           .values(checkpoint_position=bindparam("checkpoint_position"),
                                   checkpoint_at=bindparam("checkpoint_at")))
@@ -1092,60 +1085,64 @@ def appends_unlocked(dialect: Dialect) -> bool:
 
 
 def read_audit_head_taking_ids(connection: Connection, count: int) -> tuple[AnyRow, list[int]]:
-    """PostgreSQL, in autocommit: the chain's head (no lock taken) and ``count`` new ids of ``audit_log``."""
+    """PostgreSQL: the chain's head (no lock taken) and ``count`` new ids of ``audit_log``."""
     head = connection.execute(_AUDIT_HEAD_TAKING_IDS[connection.dialect.name], {"count": count}).one_or_none()
     if head is None:
         raise RuntimeError("the audit_chain head row is missing: run oidc-hsm db upgrade")
     return cast(AnyRow, head), sorted(int(value) for value in head.ids or ())
 
 
-def append_sealed_entries(connection: Connection, written: list[str], from_position: int, position: int,
+def append_sealed_entries(connection: Connection, rows: list[tuple[Any, ...]], from_position: int, position: int,
                           digest: str) -> bool:
-    """PostgreSQL, in autocommit: insert sealed entries (JSON objects, :func:`audit_chain.sealed_row`) and move
-    the head from ``from_position`` to ``position`` and ``digest``, in one statement, if the head is still at
-    ``from_position``; False (nothing written) when another writer moved it first."""
-    appended = connection.execute(_AUDIT_APPEND_SEALED[connection.dialect.name], {
-        "entries": f"[{','.join(written)}]", "from_position": from_position, "head_position": position,
-        "head_hash": digest}).scalar_one()
-    return bool(appended)
+    """PostgreSQL, in the caller's transaction: move the head from ``from_position`` to ``position`` and
+    ``digest`` if it is still at ``from_position``, and then insert the sealed entries (:func:`sealed_values`);
+    False (nothing written) when another writer moved it first.
 
-
-def sealed_rows_as_json(dialect: Dialect) -> bool:
-    """Whether :func:`seal_audit_entries` takes new entries as JSON text (PostgreSQL: one JSON parameter
-    for the batch) rather than as :func:`sealed_values` tuples (SQLite: bound values)."""
-    return dialect.name != "sqlite"
+    The head's row stays locked from the move to the commit: a writer that read the same head waits, then
+    moves nothing."""
+    if not _changed_on(connection, _AUDIT_ADVANCE_HEAD_FROM, {
+            "from_position": from_position, "head_position": position, "head_hash": digest}):
+        return False
+    _insert_sealed(connection, rows)
+    return True
 
 
 def sealed_values(entry_id: int, position: int, at: int, event: str, fields: str,
                   digest: str) -> tuple[Any, ...]:
-    """A sealed entry as SQLite's batch binds it: its values in the order of ``_SEALED_COLUMNS``."""
+    """A sealed entry as the chainer inserts it: its values in the order of ``_SEALED_COLUMNS``."""
     return (entry_id, position, at, event, fields, digest)
 
 
-def seal_audit_entries(connection: Connection, sealed: list[dict[str, Any]], written: list[Any],
+def seal_audit_entries(connection: Connection, sealed: list[dict[str, Any]], rows: list[tuple[Any, ...]],
                        position: int, digest: str) -> None:
     """Give stored entries (``row_id``, ``sealed_position``, ``sealed_hash``) their place, insert new
-    entries already sealed (each as :func:`sealed_rows_as_json` says: a JSON object of every column,
-    :func:`audit_chain.sealed_row`, or a :func:`sealed_values` tuple), and move the
-    head to ``position`` and ``digest``."""
+    entries already sealed (:func:`sealed_values`), and move the head to ``position`` and ``digest``."""
     _AUDIT_SEAL.executemany(connection, sealed)
-    if written and sealed_rows_as_json(connection.dialect):
-        connection.execute(_AUDIT_INSERT_SEALED_ROWS[connection.dialect.name], {"entries": f"[{','.join(written)}]"})
-    elif written:
-        _insert_sealed_values(connection, written)
+    if rows:
+        _insert_sealed(connection, rows)
     connection.execute(_AUDIT_ADVANCE_HEAD, {"head_position": position, "head_hash": digest})
 
 
 def prepare_audit_writes(engine: Engine) -> None:
     """Compile the statements :func:`seal_audit_entries` runs on ``engine``'s database (done once per
     process, so that no write, and no request waiting for the GIL meanwhile, pays for it)."""
-    if not sealed_rows_as_json(engine.dialect):
-        for statement in _AUDIT_INSERT_SEALED_VALUES.values():
-            statement.compiled(engine.dialect)
+    if copies_rows(engine.dialect):
+        _AUDIT_COPY_SEALED.compiled(engine.dialect)
+        return
+    for statement in _AUDIT_INSERT_SEALED_VALUES.values():
+        statement.compiled(engine.dialect)
+
+
+def _insert_sealed(connection: Connection, rows: list[tuple[Any, ...]]) -> None:
+    """Insert sealed entries (:func:`sealed_values`): one COPY through psycopg, else multi-row inserts."""
+    if copies_rows(connection.dialect):
+        _AUDIT_COPY_SEALED.run(connection, rows)
+    else:
+        _insert_sealed_values(connection, rows)
 
 
 def _insert_sealed_values(connection: Connection, rows: list[tuple[Any, ...]]) -> None:
-    """SQLite: ``rows`` inserted by the multi-row statements of the powers of two their count is made of."""
+    """``rows`` inserted by the multi-row statements of the powers of two their count is made of."""
     start = 0
     for size in AUDIT_SQLITE_CHUNKS:
         while len(rows) - start >= size:

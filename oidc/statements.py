@@ -13,7 +13,8 @@ bind and result processors (``JSONList``, SQLite's booleans), a DB-API error
 is raised as SQLAlchemy's own class (``OperationalError``: the 503 of
 :mod:`oidc.web.errors`), and a connection the driver reports lost is
 invalidated, so the pool replaces it.  Not kept: engine events and echo
-logging, which do not see these statements.
+logging, which do not see these statements.  :class:`CopyFrom` (psycopg's
+``COPY``, for a batch of rows) handles a driver error the same way.
 """
 
 from __future__ import annotations
@@ -23,12 +24,12 @@ import threading
 import time
 import weakref
 from collections import namedtuple
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from operator import itemgetter
 from typing import Any, Protocol
 
-from sqlalchemy import Dialect, Engine, Pool, PoolProxiedConnection, QueuePool, bindparam, exc
+from sqlalchemy import ColumnClause, Dialect, Engine, Pool, PoolProxiedConnection, QueuePool, Table, bindparam, exc
 from sqlalchemy.engine.interfaces import DBAPIModule
 from sqlalchemy.sql import Insert, Select
 from sqlalchemy.sql.expression import Executable
@@ -418,6 +419,62 @@ def insert_all(insert: Insert, *, skip: tuple[str, ...] = ("id",)) -> Prepared:
               for column in table.columns if column.name not in skip}
     # inline(): no RETURNING of the new id (nothing reads it), which PostgreSQL would otherwise add.
     return Prepared(insert.values(values).inline())
+
+
+def copies_rows(dialect: Dialect) -> bool:
+    """Whether a :class:`CopyFrom` runs on ``dialect``'s connections: psycopg's (what ``postgresql://`` URLs
+    use, :mod:`oidc.settings`), not any other driver's."""
+    return dialect.driver == "psycopg"
+
+
+class CopyFrom:
+    """``COPY table (columns) FROM STDIN`` of a batch of rows, through psycopg (:func:`copies_rows`).
+
+    psycopg adapts each value (``write_row``) and streams the rows: the server parses one statement, not
+    SQL or JSON for every row.  In the binary format, so that neither psycopg nor the server scans the
+    text for characters to escape, nor the server reads integers from their digits; the binary format
+    needs each value's exact type, which psycopg is told (``set_types``): the type of each column given
+    here, as the dialect names it (a ``TEXT`` column given may be a ``VARCHAR`` one: their binary forms
+    are the same).
+    """
+
+    def __init__(self, table: Table, columns: Sequence[ColumnClause[Any]]) -> None:
+        self.table, self.columns = table, tuple(columns)
+        self._by_dialect: dict[str, tuple[str, list[str]]] = {}
+
+    def compiled(self, dialect: Dialect) -> tuple[str, list[str]]:
+        """The statement's SQL and its columns' type names on ``dialect``."""
+        compiled = self._by_dialect.get(dialect.name)
+        if compiled is None:
+            preparer = dialect.identifier_preparer
+            names = ", ".join(preparer.quote(column.name) for column in self.columns)
+            compiled = self._by_dialect[dialect.name] = (
+                f"COPY {preparer.format_table(self.table)} ({names}) FROM STDIN (FORMAT BINARY)",
+                [column.type.compile(dialect=dialect).lower() for column in self.columns])
+        return compiled
+
+    def run(self, connection: StatementConnection, rows: Iterable[Sequence[Any]]) -> None:
+        """Insert ``rows`` (each its values in the order of the columns) on ``connection``'s psycopg
+        connection, in its transaction.
+
+        A driver error is raised as SQLAlchemy's class, a lost connection invalidated (:func:`_wrapped`),
+        as for any statement here: the caller's transaction then rolls back as after a failed ``INSERT``.
+        """
+        sql, types = self.compiled(connection.dialect)
+        driver_connection = connection.connection.driver_connection
+        assert driver_connection is not None, "a connection of a transaction"
+        cursor = None
+        try:
+            cursor = driver_connection.cursor()
+            with cursor.copy(sql) as copy:
+                copy.set_types(types)
+                for row in rows:
+                    copy.write_row(row)
+        except connection.dialect.loaded_dbapi.Error as error:
+            raise _wrapped(connection, driver_connection, cursor, sql, error) from error
+        finally:
+            if cursor is not None:
+                cursor.close()
 
 
 def _compile(statement: Executable, dialect: Dialect) -> _Compiled:

@@ -254,28 +254,98 @@ def test_concurrent_appends_and_chainers_keep_one_chain(make_app, base_env, dela
 
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)  # (SQLite writes holding its write lock)
 def test_an_append_after_the_head_moved_writes_nothing(make_app, base_env):
-    """PostgreSQL's unlocked append (a chainer writing its queue alone) inserts its rows and moves the head
-    only from the position it read: a writer that read the head before another moved it writes nothing,
-    and seals its entries again after the new head."""
+    """PostgreSQL's unlocked append (a chainer writing its queue alone) moves the head and inserts its rows
+    only from the position it read: a writer that read the head before another moved it waits for the
+    other's commit, then writes nothing (and seals its entries again after the new head)."""
     from oidc import queries
-    from oidc.observability.audit_chain import GENESIS, sealed_row
+    from oidc.observability.audit_chain import GENESIS, entry_hash
 
     op = _provider(make_app, base_env, **QUEUED)
     engine = _trail(op).engine()
     assert queries.appends_unlocked(engine.dialect)
     _trail(op).seal()  # what the start queued (the key sets' events): the head moves no more meanwhile
-    with engine.connect() as connection:
-        connection.execution_options(isolation_level="AUTOCOMMIT")
-        head, ids = queries.read_audit_head_taking_ids(connection, 2)
+
+    def sealed(entry_id: int, position: int, event: str, previous: str) -> tuple[str, tuple[Any, ...]]:
+        digest = entry_hash({"id": entry_id, "position": position, "at": 0, "event": event, "fields": "{}"}, previous)
+        return digest, queries.sealed_values(entry_id, position, 0, event, "{}", digest)
+
+    with engine.connect() as connection, engine.connect() as other:
+        with connection.begin():
+            head, ids = queries.read_audit_head_taking_ids(connection, 2)
         start, previous = int(head.position), str(head.hash)
-        digest, row = sealed_row(ids[0], start + 1, 0, "test.first", "{}", previous)
-        assert queries.append_sealed_entries(connection, [row], start, start + 1, digest)
-        late_digest, late_row = sealed_row(ids[1], start + 1, 0, "test.late", "{}", previous)
-        assert not queries.append_sealed_entries(connection, [late_row], start, start + 1, late_digest)
-        head, _ = queries.read_audit_head_taking_ids(connection, 0)
+        digest, row = sealed(ids[0], start + 1, "test.first", previous)
+        late_digest, late_row = sealed(ids[1], start + 1, "test.late", previous)
+        late: list[bool] = []
+
+        def append_late() -> None:
+            with other.begin():
+                late.append(queries.append_sealed_entries(other, [late_row], start, start + 1, late_digest))
+
+        with connection.begin():
+            assert queries.append_sealed_entries(connection, [row], start, start + 1, digest)
+            waiting = threading.Thread(target=append_late)
+            waiting.start()
+            waiting.join(timeout=0.5)
+            assert waiting.is_alive() and not late  # on the head's row lock, until this commits
+        waiting.join(timeout=30)
+        assert late == [False]
+        with connection.begin():
+            head, _ = queries.read_audit_head_taking_ids(connection, 0)
         assert (int(head.position), head.hash) == (start + 1, digest) and digest != GENESIS
     assert [entry["event"] for entry in _trail(op).export() if entry["event"].startswith("test.")] == ["test.first"]
     assert _trail(op).verify().ok
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)  # only a server drops a connection
+@pytest.mark.parametrize("write", ["seal", "write_queued"])  # under the head's lock; by compare-and-swap
+def test_a_connection_dropped_during_the_copy_loses_no_entry(make_app, base_env, monkeypatch, write):
+    """The database ends the chainer's connection in the middle of its COPY: the write fails as a failed
+    insert does (SQLAlchemy's OperationalError, which the chainer catches to try again later; nothing of
+    the batch stored, the head not moved), the entries stay queued in their order, and the next write
+    stores them all, chained."""
+    import psycopg
+    from sqlalchemy.exc import OperationalError
+
+    op = _provider(make_app, base_env, **QUEUED)
+    trail = _trail(op)
+    trail.seal()
+    before = trail.verify()
+    _issue_tokens(op, 3)
+    queued = list(trail._queue)
+    assert len(queued) == 3
+    write_row = psycopg.Copy.write_row
+
+    def dropped(copy: Any, row: Any) -> None:
+        monkeypatch.setattr(psycopg.Copy, "write_row", write_row)  # the first row's only
+        _sql(op, "SELECT pg_terminate_backend(:pid)", pid=copy.connection.info.backend_pid)
+        write_row(copy, row)
+
+    monkeypatch.setattr(psycopg.Copy, "write_row", dropped)
+    with pytest.raises(OperationalError) as raised:
+        getattr(trail, write)()
+    assert raised.value.connection_invalidated  # the pool replaces it
+    assert trail._queue == queued
+    after = trail.verify()
+    assert after.ok and after.last_position == before.last_position
+    assert getattr(trail, write)() == 3  # on a new connection
+    result = trail.verify()
+    assert result.ok and result.last_position == before.last_position + 3, result.problem
+    assert [entry["event"] for entry in trail.export(since=before.last_position + 1)] == ["token.issued"] * 3
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_through_a_driver_without_copy_a_batch_is_inserted_by_multi_row_inserts(make_app, base_env, monkeypatch):
+    """PostgreSQL through a driver other than psycopg has no COPY: the chainer's batches, under the head's
+    lock and by compare-and-swap, are inserted by the multi-row inserts SQLite's are."""
+    from oidc import queries
+
+    monkeypatch.setattr(queries, "copies_rows", lambda dialect: False)
+    op, trail = _chained(make_app, base_env, tokens=3)  # seal(): under the lock
+    _issue_tokens(op, 3)
+    assert trail.write_queued() == 3  # alone: by compare-and-swap
+    result = trail.verify()
+    assert result.ok and result.unsealed == 0, result.problem
+    assert [entry["event"] for entry in trail.export()].count("token.issued") == 6
 
 
 def test_cli_verify_names_the_first_bad_entry_and_export_writes_json_lines(make_app, base_env):
@@ -457,17 +527,21 @@ def test_canonical_is_json_dumps_of_the_entry(entry_id, position, at, event, fie
 
 @settings(max_examples=300, deadline=None, derandomize=True, database=None)
 @given(**_ENTRIES)
-def test_a_sealed_row_is_its_entry_and_its_entry_hash(entry_id, position, at, event, fields, previous):
-    """The chainer's row for a queued entry (the entry written to JSON once, for the hash and the row) reads
-    back as exactly the entry, and its hash is entry_hash's, which verification recomputes."""
-    from oidc.observability.audit_chain import entry_hash, sealed_row
+def test_queued_entries_are_sealed_in_a_chain_of_entry_hashes(entry_id, position, at, event, fields, previous):
+    """The chainer's rows for queued entries are their values with the next positions, each hash
+    entry_hash's after the one before (what verification recomputes): SHA-256 of json.dumps's bytes."""
+    from oidc import queries
+    from oidc.observability.audit_chain import _seal_queued, entry_hash
 
-    entry = {"id": entry_id, "position": position, "at": at, "event": event, "fields": fields}
-    digest, row = sealed_row(entry_id, position, at, event, fields, previous)
-    assert digest == entry_hash(entry, previous)
-    assert digest == hashlib.sha256(_canonical_json({**entry, "previous": previous}).encode("ascii")).hexdigest()
-    # (Read as json.dumps's text of it is: JSON reads two escaped surrogates in a row as one character.)
-    assert json.loads(row) == json.loads(_canonical_json({**entry, "hash": digest}))
+    queued = [{"at": at, "event": event, "fields": fields}, {"at": 0, "event": "next", "fields": {"n": 1}}]
+    rows, last, last_hash = _seal_queued(queued, [entry_id, 7], position, previous)
+    first = {"id": entry_id, "position": position + 1, "at": at, "event": event, "fields": fields}
+    digest = hashlib.sha256(_canonical_json({**first, "previous": previous}).encode("ascii")).hexdigest()
+    second = {"id": 7, "position": position + 2, "at": 0, "event": "next", "fields": '{"n":1}'}
+    assert digest == entry_hash(first, previous)
+    assert rows == [queries.sealed_values(entry_id, position + 1, at, event, fields, digest),
+                    queries.sealed_values(7, position + 2, 0, "next", '{"n":1}', entry_hash(second, digest))]
+    assert (last, last_hash) == (position + 2, rows[1][-1])
 
 
 class _Colour(enum.Enum):
@@ -581,24 +655,27 @@ def test_a_graceful_stop_writes_the_queued_entries(base_env, make_app, tmp_path)
     assert len([entry for entry in trail.export() if entry["event"] == "token.issued"]) == 20
 
 
-def test_queued_entries_are_stored_as_given(make_app, base_env):
-    """The chainer writes a batch in one go: text with quotes, backslashes and non-ASCII, and large
-    numbers, come back from the database as they were queued, and the chain verifies."""
+@pytest.mark.parametrize("write", ["seal", "write_queued"])  # under the head's lock; alone (PostgreSQL: by compare-and-swap)
+def test_queued_entries_are_stored_as_given(make_app, base_env, write):
+    """The chainer writes a batch in one go: text with quotes, backslashes, tabs, line breaks (COPY's
+    separators), non-ASCII and ``\\N`` (COPY's NULL), and large numbers, come back from the database as
+    they were queued, and the chain verifies."""
     op = _provider(make_app, base_env, **QUEUED)
     trail = _trail(op)
+    trail.seal()  # the start's events: the queue is the test's alone
     fields = {"by": "ünï \"quoted\" \\ 🙂"}
-    odd: dict[str, Any] = {"at": 2**40, "event": 'test.odd "\\ é 漢', "fields": json.dumps(fields)}
+    odd: dict[str, Any] = {"at": 2**40, "event": 'test.odd "\\ é 漢\t\n\r\\N', "fields": json.dumps(fields)}
     # As the handler queues an event: its fields themselves, made text (secret names dropped) by the chainer.
     mapping = {"at": 2, "event": "test.fields", "fields": {"client_id": "c", "Password": "x", "level": "INFO"}}
     circular: dict[str, Any] = {"level": "INFO"}
     circular["self"] = circular  # never encodable: stored by its names, the entry kept
     trail.append([odd, {"at": 1, "event": "test.plain", "fields": "{}"}, mapping,
-                  {"at": 3, "event": "test.circular", "fields": circular}])
-    trail.seal()
-    stored = [entry for entry in trail.export() if entry["event"].startswith("test.")]
+                  {"at": 3, "event": "test.circular", "fields": circular}, {"at": 4, "event": "\\N", "fields": "\\N"}])
+    assert getattr(trail, write)() == 5
+    stored = [entry for entry in trail.export() if entry["event"].startswith(("test.", "\\"))]
     assert [(entry["at"], entry["event"], entry["fields"]) for entry in stored] == [
         (odd["at"], odd["event"], fields), (1, "test.plain", {}), (2, "test.fields", {"client_id": "c", "level": "INFO"}),
-        (3, "test.circular", {"unencodable_fields": ["level", "self"]})]
+        (3, "test.circular", {"unencodable_fields": ["level", "self"]}), (4, "\\N", "\\N")]
     result = trail.verify()
     assert result.ok and result.unsealed == 0, result.problem
 

@@ -10,11 +10,14 @@ Why a chainer seals the rows, and not the request
     would be in one queue, for the length of a round trip.  So a request never links: by default
     (``AUDIT_WRITE_DELAY_SECONDS`` > 0) it only appends its entries to this process's queue, and a
     **chainer** (a daemon thread in each process) writes the queue every ``AUDIT_WRITE_DELAY_SECONDS``
-    in one transaction: it first writes the one ``audit_chain`` row (so it holds that row's lock; a
-    second chainer waits), takes ids from the table's sequence, gives each entry the next
-    ``position`` and ``hash = SHA-256(canonical(entry, previous hash))``, inserts the batch in one
-    statement and moves the head.  Each entry is one row inserted once, never updated.
-    ``position`` is the one total order: contiguous from 1, so a deleted row leaves a hole.
+    in one transaction: it takes ids from the table's sequence, gives each entry the next
+    ``position`` and ``hash = SHA-256(canonical(entry, previous hash))``, inserts the batch (on
+    PostgreSQL one ``COPY``; on SQLite a few multi-row inserts) and moves the head, holding the lock
+    of the one ``audit_chain`` row (a second chainer waits): from its first statement, a write to that
+    row; or, on PostgreSQL when it writes its queue alone, from the move of the head on, made only
+    if the head is still where the chainer read it (a compare-and-swap; else the batch is sealed again
+    after the new head).  Each entry is one row inserted once, never updated.  ``position`` is the
+    one total order: contiguous from 1, so a deleted row leaves a hole.
 
     With ``AUDIT_WRITE_DELAY_SECONDS=0`` a request makes **one insert** of its entries' content
     (``position`` and ``hash`` NULL; after the request's own transaction has ended, so it never
@@ -95,7 +98,7 @@ def canonical(entry: Mapping[str, Any], previous: str) -> bytes:
 
 
 def _canonical(entry_id: int, position: int, at: int, event: str, fields: str, previous: str) -> bytes:
-    """:func:`canonical` of an entry's columns: what ``audit verify`` and the chainer (:func:`sealed_row`)
+    """:func:`canonical` of an entry's columns: what ``audit verify`` and the chainer (:func:`_seal_queued`)
     both hash."""
     body = {"at": at, "event": event, "fields": fields, "id": entry_id, "position": position, "previous": previous}
     fast = _plain_json(body)
@@ -138,43 +141,21 @@ def entry_hash(entry: Mapping[str, Any], previous: str) -> str:
     return hashlib.sha256(canonical(entry, previous)).hexdigest()
 
 
-def sealed_row(entry_id: int, position: int, at: int, event: str, fields: str, previous: str) -> tuple[str, str]:
-    """A queued entry sealed: its hash, and its row as the JSON object PostgreSQL's batch insert reads
-    (:func:`oidc.queries.seal_audit_entries`; SQLite's binds the values instead).
-
-    The entry is written to JSON once for both: the row is the hashed bytes (:func:`canonical`) with
-    their last member, ``previous``, replaced by ``hash``.
-    """
-    hashed = _canonical(entry_id, position, at, event, fields, previous)
-    digest = hashlib.sha256(hashed).hexdigest()
-    if type(previous) is not str:
-        return digest, json.dumps({"id": entry_id, "position": position, "at": at, "event": event, "fields": fields,
-                                   "hash": digest})
-    # "previous" sorts last, and a JSON string holds no unescaped quote: the last ',"previous":' of the
-    # bytes is the start of that member, whatever the strings before it hold.
-    members, _, _ = hashed.rpartition(b',"previous":')
-    return digest, f'{members.decode("ascii")},"hash":"{digest}"}}'
-
-
-def _seal_queued(entries: Sequence[Mapping[str, Any]], ids: Sequence[int], position: int, digest: str, *,
-                 as_json: bool) -> tuple[list[Any], int, str]:
+def _seal_queued(entries: Sequence[Mapping[str, Any]], ids: Sequence[int], position: int,
+                 digest: str) -> tuple[list[tuple[Any, ...]], int, str]:
     """Queued entries sealed in order after ``position`` and ``digest``, with their new ids: their rows as
-    :func:`oidc.queries.seal_audit_entries` takes them (``as_json``: PostgreSQL's JSON objects, else SQLite's
-    values), and the position and hash of the last."""
-    written: list[Any] = []
+    :func:`oidc.queries.seal_audit_entries` inserts them (:func:`oidc.queries.sealed_values`), and the
+    position and hash of the last."""
+    rows: list[tuple[Any, ...]] = []
     for entry_id, entry in zip(ids, entries, strict=True):
         position += 1
         at, event, fields = entry["at"], entry["event"], entry["fields"]
         if type(fields) is not str:  # queued by AuditHandler.sink: its text is made here
             fields = _queued_fields_text(fields)
-        if as_json:
-            digest, text = sealed_row(entry_id, position, at, event, fields, digest)
-            written.append(text)
-        else:  # values bound one by one: no row text to write
-            digest = entry_hash({"id": entry_id, "position": position, "at": at, "event": event, "fields": fields},
-                                digest)
-            written.append(queries.sealed_values(entry_id, position, at, event, fields, digest))
-    return written, position, digest
+        # entry_hash of the entry's columns (without a dict of them for canonical to read back)
+        digest = hashlib.sha256(_canonical(entry_id, position, at, event, fields, digest)).hexdigest()
+        rows.append(queries.sealed_values(entry_id, position, at, event, fields, digest))
+    return rows, position, digest
 
 
 #: How many times a chainer appends by compare-and-swap before it takes the head's lock instead.
@@ -387,8 +368,7 @@ class AuditTrail:
                                  "fields": row.fields}, digest)
             sealed.append({"row_id": row.id, "sealed_position": position, "sealed_hash": digest})
         ids = queries.next_audit_ids(connection, len(fresh)) if fresh else []
-        written, position, digest = _seal_queued(fresh, ids, position, digest,
-                                                 as_json=queries.sealed_rows_as_json(connection.dialect))
+        written, position, digest = _seal_queued(fresh, ids, position, digest)
         if sealed or written:
             queries.seal_audit_entries(connection, sealed, written, position, digest)
         more = len(stored) < len(unsealed) or len(unsealed) == queries.AUDIT_SEAL_BATCH
@@ -396,23 +376,24 @@ class AuditTrail:
 
     def _append_unlocked(self, engine: Engine, queued: list[dict[str, Any]], *,
                          signing: bool) -> tuple[int, int, bool, tuple[int, str] | None] | None:
-        """Write the queue's next batch without the head's lock (:func:`queries.appends_unlocked`): the head
-        read with the batch's ids, the entries sealed after it, and inserted by the statement that moves the
-        head if no other writer moved it meanwhile (else the head is read again).  As :meth:`_seal_batch`
-        answers; None when another writer came first every time (the caller then takes the lock)."""
+        """Write the queue's next batch without holding the head's lock while it is sealed
+        (:func:`queries.appends_unlocked`): the head read with the batch's ids, the entries sealed after it,
+        then the head moved if no other writer moved it meanwhile and the entries inserted, in one
+        transaction (else the head is read again).  As :meth:`_seal_batch` answers; None when another
+        writer came first every time (the caller then takes the lock)."""
         with engine.connect() as connection:
-            connection.execution_options(isolation_level="AUTOCOMMIT")  # each statement its own transaction
             ids: list[int] = []
             for _ in range(_APPEND_ATTEMPTS):
-                # The ids once: those of a lost attempt were never used (a sequence leaves gaps anyway).
-                count = 0 if ids else min(len(queued), queries.AUDIT_SEAL_BATCH)
-                head, taken = queries.read_audit_head_taking_ids(connection, count)
-                ids = ids or taken
-                fresh = queued[:self._batch_limit(head, signing)]
-                written, position, digest = _seal_queued(fresh, ids[:len(fresh)], int(head.position), str(head.hash),
-                                                         as_json=True)
-                if queries.append_sealed_entries(connection, written, int(head.position), position, digest):
-                    return len(written), len(written), False, self._checkpoint_due(head, position, digest)
+                with connection.begin():  # committed: the batch written, or nothing (an attempt lost)
+                    # The ids once: those of a lost attempt were never used (a sequence leaves gaps anyway,
+                    # and keeps what a transaction took).
+                    count = 0 if ids else min(len(queued), queries.AUDIT_SEAL_BATCH)
+                    head, taken = queries.read_audit_head_taking_ids(connection, count)
+                    ids = ids or taken
+                    fresh = queued[:self._batch_limit(head, signing)]
+                    rows, position, digest = _seal_queued(fresh, ids[:len(fresh)], int(head.position), str(head.hash))
+                    if queries.append_sealed_entries(connection, rows, int(head.position), position, digest):
+                        return len(rows), len(rows), False, self._checkpoint_due(head, position, digest)
         return None
 
     def _batch_limit(self, head: Any, signing: bool) -> int:
