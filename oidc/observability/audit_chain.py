@@ -138,7 +138,12 @@ def _plain_json(members: Mapping[str, Any]) -> bytes | None:
 
 def entry_hash(entry: Mapping[str, Any], previous: str) -> str:
     """SHA-256 (hex) of :func:`canonical`: what links an entry to the one before it."""
-    return hashlib.sha256(canonical(entry, previous)).hexdigest()
+    return columns_hash(entry["id"], entry["position"], entry["at"], entry["event"], entry["fields"], previous)
+
+
+def columns_hash(entry_id: int, position: int, at: int, event: str, fields: str, previous: str) -> str:
+    """:func:`entry_hash` of an entry's columns, without a mapping of them to read back (the chainer's)."""
+    return hashlib.sha256(_canonical(entry_id, position, at, event, fields, previous)).hexdigest()
 
 
 def _seal_queued(entries: Sequence[Mapping[str, Any]], ids: Sequence[int], position: int,
@@ -152,8 +157,7 @@ def _seal_queued(entries: Sequence[Mapping[str, Any]], ids: Sequence[int], posit
         at, event, fields = entry["at"], entry["event"], entry["fields"]
         if type(fields) is not str:  # queued by AuditHandler.sink: its text is made here
             fields = _queued_fields_text(fields)
-        # entry_hash of the entry's columns (without a dict of them for canonical to read back)
-        digest = hashlib.sha256(_canonical(entry_id, position, at, event, fields, digest)).hexdigest()
+        digest = columns_hash(entry_id, position, at, event, fields, digest)
         rows.append(queries.sealed_values(entry_id, position, at, event, fields, digest))
     return rows, position, digest
 
@@ -364,8 +368,7 @@ class AuditTrail:
         sealed = []
         for row in stored:
             position += 1
-            digest = entry_hash({"id": row.id, "position": position, "at": row.at, "event": row.event,
-                                 "fields": row.fields}, digest)
+            digest = columns_hash(row.id, position, row.at, row.event, row.fields, digest)
             sealed.append({"row_id": row.id, "sealed_position": position, "sealed_hash": digest})
         ids = queries.next_audit_ids(connection, len(fresh)) if fresh else []
         written, position, digest = _seal_queued(fresh, ids, position, digest)
