@@ -304,8 +304,7 @@ def verify_own_jwt(token: str, *, typ: str | None, key_set: str, check_exp: bool
     header = _header(token)
     if typ is not None and str(header.get("typ", "")).lower() not in (typ.lower(), "application/" + typ.lower()):
         raise InvalidToken("wrong typ")
-    if state is None:
-        state = current_state()  # once: the key service, the clock and the issuer are all the state's
+    state = current_state(state)  # once: the key service, the clock and the issuer are all the state's
     try:
         jwk = state.key_service().public_key(header["kid"], key_set=key_set)
     except KeyServiceError:

@@ -21,9 +21,11 @@ from oidc.urls import is_loopback_http
 from oidc.vocabulary import FAPI2_ALGORITHMS
 
 
-def profile_of(client: Any, state: State | None = None) -> str:
+def profile_of(client: Any, state: State | None = None, *, known: str | None = None) -> str:
     """The profile that applies to ``client``: the stricter of its registration and ``SECURITY_PROFILE``
-    (``state``: the app's, when the caller has it)."""
+    (``state``: the app's, ``known``: the client's profile worked out already, when the caller has them)."""
+    if known:
+        return known
     registered = getattr(client, "security_profile", None) or DEFAULT_PROFILE
     provider = current_state(state).settings.security_profile
     if registered == provider:  # the usual case, asked several times a request: no ranking to do
@@ -40,7 +42,7 @@ def is_fapi2(client: Any, state: State | None = None, *, profile: str | None = N
 
     ``state``: the app's, ``profile``: the client's (:func:`profile_of`), when the caller has them.
     """
-    return (profile or profile_of(client, state)) in FAPI2_PROFILES
+    return profile_of(client, state, known=profile) in FAPI2_PROFILES
 
 
 def requires_jarm(client: Any, *, profile: str | None = None) -> bool:
@@ -48,7 +50,7 @@ def requires_jarm(client: Any, *, profile: str | None = None) -> bool:
 
     ``profile``: the client's (:func:`profile_of`), when the caller has it.
     """
-    return (profile or profile_of(client)) == FAPI2_MESSAGE_SIGNING
+    return profile_of(client, known=profile) == FAPI2_MESSAGE_SIGNING
 
 
 def requires_par(client: Any, state: State | None = None, *, profile: str | None = None) -> bool:
@@ -70,7 +72,7 @@ def requires_signed_request_object(client: Any, state: State | None = None, *, p
     """
     return (current_state(state).settings.require_signed_request_object
             or bool(getattr(client, "require_signed_request_object", False))
-            or (profile or profile_of(client, state)) == FAPI2_MESSAGE_SIGNING)
+            or profile_of(client, state, known=profile) == FAPI2_MESSAGE_SIGNING)
 
 
 def requires_request_object_typ(client: Any) -> bool:
