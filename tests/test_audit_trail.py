@@ -12,6 +12,7 @@ import collections
 import enum
 import hashlib
 import json
+import logging
 import threading
 import time
 from typing import Any
@@ -324,7 +325,7 @@ def test_a_connection_dropped_during_the_copy_loses_no_entry(make_app, base_env,
     with pytest.raises(OperationalError) as raised:
         getattr(trail, write)()
     assert raised.value.connection_invalidated  # the pool replaces it
-    assert trail._queue == queued
+    assert list(trail._queue) == queued
     after = trail.verify()
     assert after.ok and after.last_position == before.last_position
     assert getattr(trail, write)() == 3  # on a new connection
@@ -533,14 +534,15 @@ def test_queued_entries_are_sealed_in_a_chain_of_entry_hashes(entry_id, position
     from oidc import queries
     from oidc.observability.audit_chain import _seal_queued, entry_hash
 
-    queued = [{"at": at, "event": event, "fields": fields}, {"at": 0, "event": "next", "fields": {"n": 1}}]
+    # The second as AuditHandler.sink queues an event: its fields themselves and its log level.
+    queued = [(at, event, fields, None), (0, "next", {"n": 1}, logging.INFO)]
     rows, last, last_hash = _seal_queued(queued, [entry_id, 7], position, previous)
     first = {"id": entry_id, "position": position + 1, "at": at, "event": event, "fields": fields}
     digest = hashlib.sha256(_canonical_json({**first, "previous": previous}).encode("ascii")).hexdigest()
-    second = {"id": 7, "position": position + 2, "at": 0, "event": "next", "fields": '{"n":1}'}
+    second = {"id": 7, "position": position + 2, "at": 0, "event": "next", "fields": '{"level":"INFO","n":1}'}
     assert digest == entry_hash(first, previous)
     assert rows == [queries.sealed_values(entry_id, position + 1, at, event, fields, digest),
-                    queries.sealed_values(7, position + 2, 0, "next", '{"n":1}', entry_hash(second, digest))]
+                    queries.sealed_values(7, position + 2, 0, "next", second["fields"], entry_hash(second, digest))]
     assert (last, last_hash) == (position + 2, rows[1][-1])
 
 

@@ -55,6 +55,7 @@ import logging
 import os
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
@@ -81,6 +82,11 @@ NEVER_STORED = frozenset(("password", "pin", "secret", "client_secret", "code", 
                           "id_token", "token", "assertion", "client_assertion"))
 #: Attributes every ``logging.LogRecord`` has: the rest of a record's ``__dict__`` are its fields.
 _RECORD_ATTRIBUTES = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
+
+#: An entry in a process's queue (:meth:`AuditTrail.queue`): ``(at, event, fields, level)``.  ``fields`` is the
+#: event's own mapping while ``level`` is its log level (the chainer adds the level's name and makes the text:
+#: :func:`_queued_text`), else text already (``level`` None).
+Queued = tuple[int, str, "Mapping[str, Any] | str", "int | None"]
 
 #: Entries of the current request, written once it has ended (see :class:`AuditHandler`).
 _pending: contextvars.ContextVar[list[dict[str, Any]] | None] = contextvars.ContextVar("audit_pending",
@@ -146,17 +152,16 @@ def columns_hash(entry_id: int, position: int, at: int, event: str, fields: str,
     return hashlib.sha256(_canonical(entry_id, position, at, event, fields, previous)).hexdigest()
 
 
-def _seal_queued(entries: Sequence[Mapping[str, Any]], ids: Sequence[int], position: int,
+def _seal_queued(entries: Sequence[Queued], ids: Sequence[int], position: int,
                  digest: str) -> tuple[list[tuple[Any, ...]], int, str]:
     """Queued entries sealed in order after ``position`` and ``digest``, with their new ids: their rows as
     :func:`oidc.queries.seal_audit_entries` inserts them (:func:`oidc.queries.sealed_values`), and the
     position and hash of the last."""
     rows: list[tuple[Any, ...]] = []
-    for entry_id, entry in zip(ids, entries, strict=True):
+    for entry_id, (at, event, fields, level) in zip(ids, entries, strict=True):
         position += 1
-        at, event, fields = entry["at"], entry["event"], entry["fields"]
-        if type(fields) is not str:  # queued by AuditHandler.sink: its text is made here
-            fields = _queued_fields_text(fields)
+        if not isinstance(fields, str):  # the event's own fields (AuditHandler.sink): its entry is made here
+            event, fields = event[:64], _queued_text(fields, level)
         digest = columns_hash(entry_id, position, at, event, fields, digest)
         rows.append(queries.sealed_values(entry_id, position, at, event, fields, digest))
     return rows, position, digest
@@ -193,13 +198,20 @@ def fields_text(fields: Mapping[str, Any]) -> str:
     return fast.decode("ascii") if fast is not None else _FIELDS_ENCODER.encode(fields)
 
 
-def _queued_fields_text(fields: Mapping[str, Any]) -> str:
-    """:func:`fields_text` of fields a request queued; fields that cannot be encoded (a value that
-    refers to itself) are stored by name: an entry is never lost, nor the chainer stopped, for one."""
+def entry_fields(fields: Mapping[str, Any], level: int) -> dict[str, Any]:
+    """An event's fields as its entry holds them: with its log level's name (``level``)."""
+    return {**fields, "level": logging.getLevelName(level)}
+
+
+def _queued_text(fields: Mapping[str, Any], level: int | None) -> str:
+    """:func:`fields_text` of a queued entry's fields (with its level's name, unless ``level`` is None); fields
+    that cannot be encoded (a value that refers to itself) are stored by name: an entry is never lost, nor
+    the chainer stopped, for one."""
+    named = entry_fields(fields, level) if level is not None else fields
     try:
-        return fields_text(fields)
+        return fields_text(named)
     except (TypeError, ValueError, RecursionError):
-        return fields_text({"unencodable_fields": sorted(str(name) for name in fields)})
+        return fields_text({"unencodable_fields": sorted(str(name) for name in named)})
 
 
 @dataclass
@@ -237,6 +249,20 @@ class Verification:
                                                                 "problem": self.problem.what}}
 
 
+class _Process:
+    """This process's id, updated in a forked child: compared on each queued event, where ``os.getpid()``
+    would be a system call each time."""
+
+    pid: int = os.getpid()
+
+    @classmethod
+    def forked(cls) -> None:
+        cls.pid = os.getpid()
+
+
+os.register_at_fork(after_in_child=_Process.forked)
+
+
 @dataclass
 class AuditTrail:
     """The chain of one deployment's database: append, seal, checkpoint, verify, export."""
@@ -258,7 +284,9 @@ class AuditTrail:
     _chainer: threading.Thread | None = None
     _chainer_pid: int = 0
     _chainer_lock: threading.Lock = field(default_factory=threading.Lock)
-    _queue: list[dict[str, Any]] = field(default_factory=list)
+    #: This process's queue: requests append to it (a deque's append needs no lock); the chainer, holding
+    #: ``_queue_lock`` against another writer of the queue, takes from its left.
+    _queue: deque[Queued] = field(default_factory=deque)
     _queue_lock: threading.Lock = field(default_factory=threading.Lock)
     #: When this process last began writing its queue, and sealing stored entries (time.monotonic).
     _written_at: float = field(default_factory=time.monotonic)
@@ -266,15 +294,25 @@ class AuditTrail:
 
     # -- appending (the request path) ------------------------------------------------------------
 
+    def queue(self, event: str, level: int, fields: Mapping[str, Any]) -> None:
+        """Queue one event for the chainer thread (with a write delay): the request's whole part.
+
+        The chainer makes the entry (the level's name added, the fields made text: :func:`_queued_text`):
+        in its batch that work costs less than in a request.  The fields are identifiers (str, int, bool,
+        None: what :func:`audit.record`'s callers pass, never changed after), so what is written is what
+        they were now."""
+        self._queue.append((int(self.clock()), event, fields, level))
+        if self._chainer_pid != _Process.pid:
+            self.start_chainer()
+
     def append(self, entries: list[dict[str, Any]]) -> None:
         """Insert entries (``at``, ``event``, ``fields`` text) in a transaction of their own; or, with a
-        write delay, queue them for the chainer thread (``fields`` then text or the fields themselves,
+        write delay, queue them for the chainer thread (``fields`` then text, or the fields themselves,
         made text by the chainer: :func:`fields_text`)."""
         if not entries:
             return
         if self.write_delay_seconds > 0:
-            with self._queue_lock:
-                self._queue.extend(entries)
+            self._queue.extend((entry["at"], entry["event"], entry["fields"], None) for entry in entries)
         else:
             queries.insert_audit_entries(self.engine(), entries)
         self.start_chainer()
@@ -316,7 +354,8 @@ class AuditTrail:
         are sealed anyway, and it is signed on a later pass.
         """
         with self._queue_lock:
-            queued, self._queue = self._queue, []
+            # Taken one by one from the left: a request may be appending meanwhile (at the right).
+            queued = [self._queue.popleft() for _ in range(len(self._queue))]
             self._written_at = time.monotonic()
             if stored_too:
                 self._sealed_at = self._written_at
@@ -341,7 +380,7 @@ class AuditTrail:
         finally:
             if queued:  # not written (the database failed): first again, in their order
                 with self._queue_lock:
-                    self._queue[:0] = queued
+                    self._queue.extendleft(reversed(queued))
 
     def _checkpoint_signer(self) -> Signer | None:
         try:
@@ -350,7 +389,7 @@ class AuditTrail:
             log.warning("no audit checkpoint now: the audit key set cannot sign (%s)", type(exc).__name__)
             return None
 
-    def _seal_batch(self, connection: Connection, queued: list[dict[str, Any]], *, signing: bool,
+    def _seal_batch(self, connection: Connection, queued: list[Queued], *, signing: bool,
                     stored_too: bool) -> tuple[int, int, bool, tuple[int, str] | None]:
         """Seal up to the next checkpoint (or a batch), holding the head's lock: stored unsealed entries first
         (``stored_too``), then queued ones.  (count sealed, count of ``queued`` written, more stored to seal,
@@ -377,7 +416,7 @@ class AuditTrail:
         more = len(stored) < len(unsealed) or len(unsealed) == queries.AUDIT_SEAL_BATCH
         return len(sealed) + len(written), len(written), more, self._checkpoint_due(head, position, digest)
 
-    def _append_unlocked(self, engine: Engine, queued: list[dict[str, Any]], *,
+    def _append_unlocked(self, engine: Engine, queued: list[Queued], *,
                          signing: bool) -> tuple[int, int, bool, tuple[int, str] | None] | None:
         """Write the queue's next batch without holding the head's lock while it is sealed
         (:func:`queries.appends_unlocked`): the head read with the batch's ids, the entries sealed after it,
@@ -435,14 +474,14 @@ class AuditTrail:
 
     def start_chainer(self) -> None:
         """Start this process's chainer thread once (again in a forked child, which has no threads)."""
-        if self._chainer_pid == os.getpid() or self.seal_seconds <= 0:
+        if self._chainer_pid == _Process.pid or self.seal_seconds <= 0:
             return
         with self._chainer_lock:
-            if self._chainer_pid == os.getpid():
+            if self._chainer_pid == _Process.pid:
                 return
             self._stop.clear()
             self._chainer = threading.Thread(target=self._run_chainer, name="audit-chainer", daemon=True)
-            self._chainer_pid = os.getpid()
+            self._chainer_pid = _Process.pid
             self._chainer.start()
             if self.write_delay_seconds > 0:
                 atexit.register(self.stop)  # a worker's graceful exit writes what is queued
@@ -614,15 +653,10 @@ class AuditHandler(logging.Handler):
         in a request, and at once outside one."""
         if not self.owner():
             return
-        named: dict[str, Any] = {**fields, "level": logging.getLevelName(level)}
-        entry: dict[str, Any] = {"at": int(self.trail.clock()), "event": event[:64], "fields": named}
         if self.trail.write_delay_seconds > 0:
-            # Queued: the chainer writes the fields' text (fields_text), in its batch, where that work
-            # costs less than in a request.  The values are identifiers (str, int, bool, None: what
-            # audit.record's callers pass), so what is written is what they were now.
-            self.trail.append([entry])
+            self.trail.queue(event, level, fields)
             return
-        entry["fields"] = fields_text(named)
+        entry = {"at": int(self.trail.clock()), "event": event[:64], "fields": fields_text(entry_fields(fields, level))}
         if has_request_context():
             pending = _pending.get()
             if pending is None:
