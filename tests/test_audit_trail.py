@@ -526,6 +526,23 @@ def test_canonical_is_json_dumps_of_the_entry(entry_id, position, at, event, fie
             {**entry, **changed, "previous": previous}).encode("ascii")
 
 
+def test_a_forked_child_knows_its_own_process_id():
+    """A request compares the process id the chainer was started in with this process's, kept without a
+    system call per event: a forked child (a gunicorn worker of a preloaded app) must see its own, else it
+    would queue events no chainer of its writes."""
+    import os
+
+    from oidc.observability.audit_chain import _Process
+
+    assert _Process.pid == os.getpid()
+    child = os.fork()
+    if child == 0:  # the child: nothing but the comparison, then out (no lock, no thread of the parent's)
+        os._exit(0 if _Process.pid == os.getpid() else 1)
+    _, status = os.waitpid(child, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert _Process.pid == os.getpid()
+
+
 @settings(max_examples=300, deadline=None, derandomize=True, database=None)
 @given(**_ENTRIES)
 def test_queued_entries_are_sealed_in_a_chain_of_entry_hashes(entry_id, position, at, event, fields, previous):
