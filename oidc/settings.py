@@ -67,6 +67,9 @@ DEFAULT_SERVICE_NAME = "Single sign-on"
 #: How long audit entries wait in a worker before its chainer writes them (README "The audit trail":
 #: what a SIGKILL can lose, why not 0).
 DEFAULT_AUDIT_WRITE_DELAY_SECONDS = 0.2
+#: How many audit entries at most wait in a worker while the database cannot be written (README "The audit
+#: trail"): about a minute of one busy worker's events, some 0.6 kB each in memory.
+DEFAULT_AUDIT_QUEUE_LIMIT = 100_000
 DEFAULT_PRIMARY_COLOR = "#1d4ed8"
 DEFAULT_LANGUAGES = ("en", "de", "fr")
 _HEX_COLOUR = re.compile(r"#(?:[0-9a-f]{3}|[0-9a-f]{6})")
@@ -101,7 +104,7 @@ SETTING_NAMES = (
     "BACKCHANNEL_LOGOUT_RETRY_MAX_SECONDS", "BACKCHANNEL_LOGOUT_POLL_SECONDS",
     "DEVICE_CODE_LIFETIME", "DEVICE_POLL_INTERVAL", "DEVICE_USER_CODE_RATE_LIMIT",
     "AUDIT_CHAIN", "AUDIT_CHECKPOINT_ENTRIES", "AUDIT_CHECKPOINT_SECONDS", "AUDIT_SEAL_SECONDS",
-    "AUDIT_CHECKPOINT_SIGNING_ALG", "AUDIT_WRITE_DELAY_SECONDS",
+    "AUDIT_CHECKPOINT_SIGNING_ALG", "AUDIT_WRITE_DELAY_SECONDS", "AUDIT_QUEUE_LIMIT",
 )
 #: The variables of serving only, read by gunicorn.conf.py (and GUNICORN_CMD_ARGS by gunicorn itself).
 SERVING_NAMES = (
@@ -280,6 +283,7 @@ class Settings:
     audit_seal_seconds: float = 1.0
     audit_checkpoint_signing_alg: str = "ES256"
     audit_write_delay_seconds: float = DEFAULT_AUDIT_WRITE_DELAY_SECONDS
+    audit_queue_limit: int = DEFAULT_AUDIT_QUEUE_LIMIT
 
     def __repr__(self) -> str:  # never a secret or PIN in a traceback or log line
         return f"Settings(issuer={self.issuer!r}, database={self.database_url.split(':', 1)[0]}, ...)"
@@ -488,6 +492,7 @@ def _read_audit(read: _Reader) -> dict[str, Any]:
         "audit_seal_seconds": read.seconds("AUDIT_SEAL_SECONDS", 1.0, minimum=0.05),
         "audit_checkpoint_signing_alg": read.algorithm("AUDIT_CHECKPOINT_SIGNING_ALG", "ES256"),
         "audit_write_delay_seconds": read.seconds("AUDIT_WRITE_DELAY_SECONDS", DEFAULT_AUDIT_WRITE_DELAY_SECONDS),
+        "audit_queue_limit": read.integer("AUDIT_QUEUE_LIMIT", DEFAULT_AUDIT_QUEUE_LIMIT, minimum=1),
     }
 
 

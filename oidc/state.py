@@ -105,6 +105,7 @@ class State:
             checkpoint_seconds=settings.audit_checkpoint_seconds,
             seal_seconds=settings.audit_seal_seconds,
             write_delay_seconds=settings.audit_write_delay_seconds,
+            queue_limit=settings.audit_queue_limit,
         )
 
     def hasher(self, purpose: str) -> hashing.KeyedHasher:

@@ -429,6 +429,35 @@ def test_with_a_write_delay_entries_are_queued_then_written_in_order(make_app, b
     assert len([entry for entry in trail.export() if entry["event"] == "token.issued"]) == 7
 
 
+def test_a_full_queue_counts_events_records_the_count_in_the_chain_and_is_not_ready(make_app, base_env, caplog):
+    """AUDIT_QUEUE_LIMIT: while its queue is full (the database not written), a worker counts events instead of
+    queueing them (memory stays bounded), logs it once, is not ready (``audit_queue_full``), and counts them in
+    oidc_audit_events_dropped_total; its next write records the count in the chain as an ``audit.dropped`` entry,
+    after the entries queued before them, and the chain verifies."""
+    from prometheus_client import REGISTRY
+
+    op = _provider(make_app, base_env, **QUEUED, AUDIT_QUEUE_LIMIT="3")
+    trail = _trail(op)
+    trail.seal()  # the start's events (and any the limit dropped): the queue is the test's alone
+    assert not trail.queue_full() and op.get("/health/ready").get_json()["checks"]["audit"] == {"ok": True}
+    dropped_before = REGISTRY.get_sample_value("oidc_audit_events_dropped_total") or 0.0
+    with caplog.at_level(logging.ERROR, logger="oidc.observability.audit_chain"):
+        _issue_tokens(op, 5)  # every token is still issued
+    assert len(trail._queue) == 3 and trail.queue_full()
+    assert sum("AUDIT_QUEUE_LIMIT" in record.getMessage() for record in caplog.records) == 1  # once per run
+    assert REGISTRY.get_sample_value("oidc_audit_events_dropped_total") == dropped_before + 2
+    ready = op.get("/health/ready")
+    assert ready.status_code == 503 and ready.get_json()["checks"]["audit"] == {"ok": False, "reason": "audit_queue_full"}
+
+    assert trail.write_queued() == 4
+    written = [entry for entry in trail.export() if entry["event"] in ("token.issued", "audit.dropped")]
+    assert [entry["event"] for entry in written] == ["token.issued"] * 3 + ["audit.dropped"]
+    assert written[-1]["fields"]["count"] == 2 and written[-1]["fields"]["queue_limit"] == 3
+    assert written[-1]["fields"]["level"] == "ERROR"
+    assert trail.verify().ok and not trail.queue_full()
+    assert op.get("/health/ready").get_json()["checks"]["audit"] == {"ok": True}
+
+
 @pytest.fixture
 def audited(make_app, base_env):
     return _provider(make_app, base_env)

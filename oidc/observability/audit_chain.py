@@ -67,7 +67,8 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from keys import KeyServiceError, Signer, compact_jws
 from oidc import queries
-from oidc.observability import audit
+from oidc.observability import audit, metrics
+from oidc.settings import DEFAULT_AUDIT_QUEUE_LIMIT
 from oidc.vocabulary import AUDIT_CHECKPOINT_TYP
 
 if TYPE_CHECKING:
@@ -82,6 +83,9 @@ NEVER_STORED = frozenset(("password", "pin", "secret", "client_secret", "code", 
                           "id_token", "token", "assertion", "client_assertion"))
 #: Attributes every ``logging.LogRecord`` has: the rest of a record's ``__dict__`` are its fields.
 _RECORD_ATTRIBUTES = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
+
+#: The entry that records events a process dropped because its queue was full (``count``, ``since``).
+DROPPED_EVENT = "audit.dropped"
 
 #: An entry in a process's queue (:meth:`AuditTrail.queue`): ``(at, event, fields, level)``.  ``fields`` is the
 #: event's own mapping while ``level`` is its log level (the chainer adds the level's name and makes the text:
@@ -280,6 +284,9 @@ class AuditTrail:
     #: 0: a request's entries are committed before its response (one insert).  Else they wait in
     #: this process's queue and the chainer thread writes the queue, sealed, every ``write_delay_seconds``.
     write_delay_seconds: float = 0.0
+    #: At most this many entries wait in the process's queue (while the database cannot be written): beyond,
+    #: events are counted, not queued, and the count is recorded in the chain (:data:`DROPPED_EVENT`).
+    queue_limit: int = DEFAULT_AUDIT_QUEUE_LIMIT
     _stop: threading.Event = field(default_factory=threading.Event)
     _chainer: threading.Thread | None = None
     _chainer_pid: int = 0
@@ -288,6 +295,10 @@ class AuditTrail:
     #: ``_queue_lock`` against another writer of the queue, takes from its left.
     _queue: deque[Queued] = field(default_factory=deque)
     _queue_lock: threading.Lock = field(default_factory=threading.Lock)
+    #: Events not queued since the queue was last written (the queue was full), and since when.
+    _dropped: int = 0
+    _dropped_since: int = 0
+    _dropped_lock: threading.Lock = field(default_factory=threading.Lock)
     #: When this process last began writing its queue, and sealing stored entries (time.monotonic).
     _written_at: float = field(default_factory=time.monotonic)
     _sealed_at: float = field(default_factory=time.monotonic)
@@ -301,7 +312,10 @@ class AuditTrail:
         in its batch that work costs less than in a request.  The fields are identifiers (str, int, bool,
         None: what :func:`audit.record`'s callers pass, never changed after), so what is written is what
         they were now."""
-        self._queue.append((int(self.clock()), event, fields, level))
+        if len(self._queue) >= self.queue_limit:
+            self._drop(1)
+        else:
+            self._queue.append((int(self.clock()), event, fields, level))
         if self._chainer_pid != _Process.pid:
             self.start_chainer()
 
@@ -312,10 +326,37 @@ class AuditTrail:
         if not entries:
             return
         if self.write_delay_seconds > 0:
-            self._queue.extend((entry["at"], entry["event"], entry["fields"], None) for entry in entries)
+            room = max(0, self.queue_limit - len(self._queue))
+            self._queue.extend((entry["at"], entry["event"], entry["fields"], None) for entry in entries[:room])
+            if len(entries) > room:
+                self._drop(len(entries) - room)
         else:
             queries.insert_audit_entries(self.engine(), entries)
         self.start_chainer()
+
+    def queue_full(self) -> bool:
+        """Whether events are being dropped now: the queue is full (the database could not be written)."""
+        return self._dropped > 0
+
+    def _drop(self, count: int) -> None:
+        """Count ``count`` events not queued (the queue is full); the first of a run is logged."""
+        with self._dropped_lock:
+            if not self._dropped:
+                self._dropped_since = int(self.clock())
+                log.error("the audit queue holds AUDIT_QUEUE_LIMIT (%d) entries: events are counted, not queued, "
+                          "until it is written (the count is recorded in the chain)", self.queue_limit)
+            self._dropped += count
+        metrics.AUDIT_EVENTS_DROPPED.inc(count)
+
+    def _dropped_entry(self) -> list[Queued]:
+        """The entry recording the events dropped since the queue was last taken, if any (and the count
+        reset): it takes their place in the chain, after the entries queued before them."""
+        with self._dropped_lock:
+            count, since, self._dropped = self._dropped, self._dropped_since, 0
+        if not count:
+            return []
+        fields = {"count": count, "since": since, "queue_limit": self.queue_limit}
+        return [(int(self.clock()), DROPPED_EVENT, fields, logging.ERROR)]
 
     def write_queued(self, *, sign: bool = True) -> int:
         """Write this process's queued entries, sealed as they are written (:meth:`seal`); the count sealed.
@@ -356,6 +397,7 @@ class AuditTrail:
         with self._queue_lock:
             # Taken one by one from the left: a request may be appending meanwhile (at the right).
             queued = [self._queue.popleft() for _ in range(len(self._queue))]
+            queued.extend(self._dropped_entry())
             self._written_at = time.monotonic()
             if stored_too:
                 self._sealed_at = self._written_at

@@ -63,6 +63,11 @@ CERTIFICATE_EXPIRY_SECONDS = Gauge(
     "by key set and kid; updated at each readiness check.",
     ["key_set", "kid"], multiprocess_mode="livemin",
 )
+AUDIT_EVENTS_DROPPED = Counter(
+    "oidc_audit_events_dropped_total",
+    "Audit events a worker could not queue for the audit chain: its queue was full (AUDIT_QUEUE_LIMIT) while the "
+    "database could not be written; each run of them is recorded in the chain as an audit.dropped entry.",
+)
 LOGIN_FAILURES = Counter("oidc_login_failures_total", "Failed login attempts (wrong user or password, or rate-limited).",
                          ["reason"])
 

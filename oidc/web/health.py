@@ -8,6 +8,8 @@ ready it answers 503 with a reason *code* per failed check.  With several tokens
 reports each token's state by its code.  The certificates attached to published
 keys are reported too (``certificate_expiring`` within CERTIFICATE_WARNING_DAYS,
 ``certificate_expired``), without ever making it unready (see :func:`_check_certificates`).
+With the audit chain on, a worker whose audit queue is full (the database could not be
+written for AUDIT_QUEUE_LIMIT events) is not ready (``audit_queue_full``).
 
 The endpoint is unauthenticated, so it never returns exception text (library
 paths, token labels, sealing errors): only fixed codes.  The HSM check touches
@@ -104,6 +106,9 @@ def ready() -> Response:
     checks["database"], certificates = _check_database()
     checks["keys"], checks["hsm"] = _check_keys()
     checks["certificates"] = certificates
+    trail = current_state().audit_trail
+    if trail is not None:  # a worker that drops audit events (its queue full) is not doing its job
+        checks["audit"] = {"ok": False, "reason": "audit_queue_full"} if trail.queue_full() else {"ok": True}
     is_ready = all(check["ok"] for check in checks.values())
     response = jsonify(status="ready" if is_ready else "unavailable", checks=checks)
     response.status_code = 200 if is_ready else 503
