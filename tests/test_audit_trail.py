@@ -21,6 +21,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import create_engine, text
+from sqlalchemy.exc import SQLAlchemyError
 
 from jose_helpers import b64decode, b64encode, verify
 from oidc_fixtures import Provider
@@ -449,11 +450,28 @@ def test_a_full_queue_counts_events_records_the_count_in_the_chain_and_is_not_re
     ready = op.get("/health/ready")
     assert ready.status_code == 503 and ready.get_json()["checks"]["audit"] == {"ok": False, "reason": "audit_queue_full"}
 
-    assert trail.write_queued() == 4
+    # The database refuses the write (a trigger, as a full disk would): nothing is stored, the queue is put back
+    # with the count's entry, and the worker is still full (not ready); one more event is counted anew.
+    refuse, allow = {
+        "sqlite": ("CREATE TRIGGER refuse BEFORE INSERT ON audit_log BEGIN SELECT RAISE(ABORT, 'refused'); END",
+                   "DROP TRIGGER refuse"),
+        "postgresql": ("CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE 'refused'; END $$;"
+                       " CREATE TRIGGER refuse BEFORE INSERT ON audit_log FOR EACH ROW EXECUTE FUNCTION refuse()",
+                       "DROP TRIGGER refuse ON audit_log; DROP FUNCTION refuse()")}[trail.engine().dialect.name]
+    _sql(op, refuse)
+    with pytest.raises(SQLAlchemyError):
+        trail.write_queued()
+    assert len(trail._queue) == 4 and trail.queue_full()
+    assert op.get("/health/ready").get_json()["checks"]["audit"]["reason"] == "audit_queue_full"
+    _issue_tokens(op, 1)
+    _sql(op, allow)
+
+    assert trail.write_queued() == 5
     written = [entry for entry in trail.export() if entry["event"] in ("token.issued", "audit.dropped")]
-    assert [entry["event"] for entry in written] == ["token.issued"] * 3 + ["audit.dropped"]
-    assert written[-1]["fields"]["count"] == 2 and written[-1]["fields"]["queue_limit"] == 3
-    assert written[-1]["fields"]["level"] == "ERROR"
+    assert [entry["event"] for entry in written] == ["token.issued"] * 3 + ["audit.dropped"] * 2
+    assert [entry["fields"]["count"] for entry in written[3:]] == [2, 1]
+    assert written[-1]["fields"]["queue_limit"] == 3 and written[-1]["fields"]["level"] == "ERROR"
+    assert REGISTRY.get_sample_value("oidc_audit_events_dropped_total") == dropped_before + 3
     assert trail.verify().ok and not trail.queue_full()
     assert op.get("/health/ready").get_json()["checks"]["audit"] == {"ok": True}
 

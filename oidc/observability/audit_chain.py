@@ -335,8 +335,9 @@ class AuditTrail:
         self.start_chainer()
 
     def queue_full(self) -> bool:
-        """Whether events are being dropped now: the queue is full (the database could not be written)."""
-        return self._dropped > 0
+        """Whether events are dropped now, or would be: the queue is full (the database could not be written),
+        also while a failed write has put it back."""
+        return self._dropped > 0 or len(self._queue) >= self.queue_limit
 
     def _drop(self, count: int) -> None:
         """Count ``count`` events not queued (the queue is full); the first of a run is logged."""
