@@ -28,7 +28,10 @@ Why a chainer seals the rows, and not the request
 
     What each costs: queued entries are lost if the process is killed (``SIGKILL``) before its chainer
     wrote them, at most ``AUDIT_WRITE_DELAY_SECONDS`` of them; a graceful exit writes them
-    (:meth:`AuditTrail.stop`, at exit).  Entries stored unsealed are tamper-evident once sealed,
+    (:meth:`AuditTrail.stop`, at exit).  While the database cannot be written the queue grows, up to
+    ``AUDIT_QUEUE_LIMIT`` entries: beyond, events are counted, not queued, and the next write records the
+    count in the chain (an ``audit.dropped`` entry), so a long outage costs no memory beyond the limit and
+    leaves no silent gap.  Entries stored unsealed are tamper-evident once sealed,
     ``AUDIT_SEAL_SECONDS`` later at most (while any process of the deployment runs); ``audit verify``
     counts rows not sealed yet.
 
