@@ -134,7 +134,8 @@ class Prepared:
     def _fetch(self, connection: StatementConnection, params: Mapping[str, Any], method: str) -> tuple[_Compiled, Any]:
         """Run a SELECT and fetch (``fetchone`` or ``fetchall``) from its cursor, which is closed then."""
         compiled = self.compiled(connection.dialect)
-        cursor = self.execute(connection, params)
+        # What :meth:`execute` does, without looking the compiled statement up a second time.
+        cursor = _run(connection, compiled, "execute", _arguments(compiled, params))
         try:
             return compiled, getattr(cursor, method)()
         except connection.dialect.loaded_dbapi.Error as error:

@@ -13,14 +13,18 @@ made, so SQLite's write lock is never held while the HSM signs.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from oidc.queries import AnyRow
 
 
-@dataclass(frozen=True, slots=True)
-class UserRecord:
-    """A user as tokens, ID token claims and pages read them (read-only; changes go through the ORM)."""
+class UserRecord(NamedTuple):
+    """A user as tokens, ID token claims and pages read them (read-only; changes go through the ORM).
+
+    A named tuple rather than a frozen dataclass: as immutable, and made in half the
+    instructions (a frozen dataclass sets each field through ``object.__setattr__``);
+    every signed-in page, authorization request, refresh and code exchange makes one.
+    """
 
     id: int
     subject: str

@@ -27,6 +27,7 @@ from authlib.oauth2.rfc6749.grants.base import TokenEndpointMixin
 from flask import Flask, Response, current_app
 from flask import request as flask_request
 from werkzeug.datastructures import MultiDict
+from werkzeug.utils import cached_property
 
 from oidc.models import Client
 from oidc.oauth2 import client_cache, dpop, mtls
@@ -113,7 +114,7 @@ class IssuerRequest(OAuth2Request):  # type: ignore[misc]  # the base class is u
         issuer = state.settings.issuer
         _check_transport(issuer)
         self.app_state = state
-        self.method, self.uri = request.method, issuer + request.full_path.rstrip("?")
+        self.method = request.method
         self._body = None
         self.client = self.auth_method = self.user = self.authorization_code = None
         self.refresh_token = self.credential = self._scope = None
@@ -122,6 +123,12 @@ class IssuerRequest(OAuth2Request):  # type: ignore[misc]  # the base class is u
         self._request = request
         self.payload = RequestPayload(request)
         self._dpop: Proof | None = _UNCHECKED
+
+    @cached_property
+    def uri(self) -> str:
+        """Authlib's ``uri``: the request's path and query under the issuer (made when read; no
+        endpoint of ours reads it)."""
+        return str(self.app_state.settings.issuer + self._request.full_path.rstrip("?"))
 
     @property
     def dpop(self) -> Proof | None:

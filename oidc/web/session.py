@@ -183,7 +183,9 @@ def current_login() -> AuthenticatedUser | None:
     request_globals = g._get_current_object()
     login: object = request_globals.get("oidc_login", _UNREAD)
     if login is _UNREAD:
-        login = request_globals.oidc_login = sessions.find_login(session.get("sid"))
+        # The session object itself, as ``g`` above: a method called through the proxy is looked up through it.
+        sid = session._get_current_object().get("sid")  # type: ignore[attr-defined]
+        login = request_globals.oidc_login = sessions.find_login(sid)
     return cast(AuthenticatedUser | None, login)
 
 
