@@ -315,12 +315,16 @@ class AuditTrail:
         in its batch that work costs less than in a request.  The fields are identifiers (str, int, bool,
         None: what :func:`audit.record`'s callers pass, never changed after), so what is written is what
         they were now."""
-        if len(self._queue) >= self.queue_limit:
-            self._drop(1)
-        else:
-            self._queue.append((int(self.clock()), event, fields, level))
+        self._enqueue((int(self.clock()), event, fields, level))
         if self._chainer_pid != _Process.pid:
             self.start_chainer()
+
+    def _enqueue(self, entry: Queued) -> None:
+        """Queue one entry, or count it while the queue is full (:meth:`queue_full`)."""
+        if self.queue_full():
+            self._drop(1)
+        else:
+            self._queue.append(entry)
 
     def append(self, entries: list[dict[str, Any]]) -> None:
         """Insert entries (``at``, ``event``, ``fields`` text) in a transaction of their own; or, with a
@@ -329,17 +333,15 @@ class AuditTrail:
         if not entries:
             return
         if self.write_delay_seconds > 0:
-            room = max(0, self.queue_limit - len(self._queue))
-            self._queue.extend((entry["at"], entry["event"], entry["fields"], None) for entry in entries[:room])
-            if len(entries) > room:
-                self._drop(len(entries) - room)
+            for entry in entries:
+                self._enqueue((entry["at"], entry["event"], entry["fields"], None))
         else:
             queries.insert_audit_entries(self.engine(), entries)
         self.start_chainer()
 
     def queue_full(self) -> bool:
-        """Whether events are dropped now, or would be: the queue is full (the database could not be written),
-        also while a failed write has put it back."""
+        """Whether events are dropped now: the queue reached AUDIT_QUEUE_LIMIT (the database could not be
+        written), until the chainer takes it; also while a failed write has put it back."""
         return self._dropped > 0 or len(self._queue) >= self.queue_limit
 
     def _drop(self, count: int) -> None:
