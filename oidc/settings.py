@@ -913,6 +913,7 @@ def flask_config(settings: Settings) -> dict[str, Any]:
     """What Flask, Flask-SQLAlchemy and Flask-WTF read from ``app.config``."""
     from oidc.hashing import derive_key  # (here, not above: reading settings loads no cryptography)
 
+    cookie = ("__Host-" if settings.https else "") + settings.session_cookie_name
     config: dict[str, Any] = {
         "SQLALCHEMY_DATABASE_URI": settings.database_url,
         "SQLALCHEMY_ENGINE_OPTIONS": engine_options(settings.database_url),
@@ -920,7 +921,11 @@ def flask_config(settings: Settings) -> dict[str, Any]:
         # subrequests, and only over TLS when the issuer is https.
         # Over TLS the name gets the __Host- prefix (RFC 6265bis §4.1.3.2): the browser then keeps it
         # only if it is Secure, for Path=/ and without Domain, so no subdomain can set or shadow it.
-        "SESSION_COOKIE_NAME": ("__Host-" if settings.https else "") + settings.session_cookie_name,
+        # The login cookie (a login session's sid) is named by SESSION_COOKIE_NAME; the interaction
+        # binding's and Flask's session (the pages' state) are named after it (oidc.web.session).
+        "LOGIN_COOKIE_NAME": cookie,
+        "BINDING_COOKIE_NAME": cookie + "_binding",
+        "SESSION_COOKIE_NAME": cookie + "_state",
         "SESSION_COOKIE_HTTPONLY": True,
         "SESSION_COOKIE_SAMESITE": "Lax",
         "SESSION_COOKIE_SECURE": settings.https,

@@ -53,12 +53,15 @@ def test_https_session_cookie_has_the_host_prefix_and_csrf_checks_the_referrer()
     """RFC 6265bis §4.1.3.2: __Host- cookies are Secure, Path=/, without Domain (no subdomain can
     set or shadow them); Flask-WTF's SSL-strict check refuses a form posted from another origin."""
     config = flask_config(_settings(OIDC_ISSUER="https://op.example.test"))
-    assert config["SESSION_COOKIE_NAME"] == "__Host-op_session"
+    names = ("LOGIN_COOKIE_NAME", "BINDING_COOKIE_NAME", "SESSION_COOKIE_NAME")
+    assert [config[name] for name in names] == ["__Host-op_session", "__Host-op_session_binding",
+                                                "__Host-op_session_state"]
     assert config["SESSION_COOKIE_SECURE"] is True and config["SESSION_COOKIE_PATH"] == "/"
     assert config.get("SESSION_COOKIE_DOMAIN") is None
     assert config["WTF_CSRF_SSL_STRICT"] is True
     plain = flask_config(_settings(OIDC_ISSUER="http://localhost:8000"))
-    assert plain["SESSION_COOKIE_NAME"] == "op_session"  # a __Host- cookie needs TLS
+    # A __Host- cookie needs TLS.
+    assert [plain[name] for name in names] == ["op_session", "op_session_binding", "op_session_state"]
 
 
 def test_login_form_posted_from_another_origin_is_refused(op):
@@ -66,7 +69,7 @@ def test_login_form_posted_from_another_origin_is_refused(op):
     from oidc_fixtures import hidden_fields
 
     page = op.get("/login")
-    assert page.headers["Set-Cookie"].startswith("__Host-op_session=")
+    assert page.headers["Set-Cookie"].startswith("__Host-op_session_state=")  # the form's CSRF token
     assert "Secure" in page.headers["Set-Cookie"] and "Path=/" in page.headers["Set-Cookie"]
     fields = dict(hidden_fields(page.text))
     data = {"csrf_token": fields["csrf_token"], "username": "alice", "password": "x" * 10}

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, redirect, render_template, request, session
+from flask import Blueprint, redirect, render_template, request
 from flask_wtf import FlaskForm
 
 from oidc import urls
@@ -47,11 +47,9 @@ def logout() -> Any:
                 or not form_posted_from_our_page(request, form, current_state().settings)):
             return render_template("logout_confirm.html", form=form, hidden=end_session.params,
                                    client=end_session.client)
+    sign_out()  # (without a login, it forgets what the browser holds)
     if login is not None:
-        sign_out()
         audit.record("logout", "logout", sub=login.user.subject)
-    else:
-        session.clear()
     location = end_session.redirect_location()
     if location is not None and login is None:  # suspect (§2): the user may go back; it is not done for them
         return render_template("logged_out.html", return_to=location, client=end_session.client)
