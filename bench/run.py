@@ -63,6 +63,7 @@ import contextlib
 import functools
 import hashlib
 import http.client
+import http.cookies
 import json
 import os
 import re
@@ -1251,12 +1252,21 @@ def login_form(base: str, path: str = "/login", cookie: str = "") -> tuple[str, 
         r'value="([^"]+)"[^>]*name="csrf_token"', page)
     if status != 200 or csrf is None:
         raise RuntimeError(f"GET {path} answered {status} without a CSRF token")
-    return csrf.group(1), cookie_of(headers) or cookie
+    return csrf.group(1), cookie_of(headers, cookie)
 
 
-def cookie_of(headers: http.client.HTTPMessage) -> str:
-    """The ``name=value`` pairs of a response's Set-Cookie headers, as a Cookie header."""
-    return "; ".join(value.split(";", 1)[0] for value in headers.get_all("Set-Cookie") or [])
+def cookie_of(headers: http.client.HTTPMessage, sent: str = "") -> str:
+    """The Cookie header a browser sends next: ``sent``'s cookies, updated by a response's Set-Cookie
+    headers (a cookie set again is replaced, one expired is dropped)."""
+    jar = {name: value for name, _, value in (pair.partition("=") for pair in sent.split("; ") if pair)}
+    for header in headers.get_all("Set-Cookie") or []:
+        for name, morsel in http.cookies.SimpleCookie(header).items():
+            expired = morsel["max-age"] == "0" or morsel["expires"].endswith(" 1970 00:00:00 GMT")
+            if expired:
+                jar.pop(name, None)
+            else:
+                jar[name] = morsel.value
+    return "; ".join(f"{name}={value}" for name, value in jar.items())
 
 
 def provider_login(deployment: Deployment, password: str, authorize: str) -> tuple[dict[str, str], str, str]:
@@ -1279,7 +1289,7 @@ def provider_login(deployment: Deployment, password: str, authorize: str) -> tup
     status, answer, body = call(deployment.url, "POST", "/login", form, {"Cookie": cookie, "Origin": deployment.url})
     if status != 303:
         raise RuntimeError(f"POST /login answered {status}: {body[:300]!r}")
-    return form, cookie, cookie_of(answer)
+    return form, cookie, cookie_of(answer, cookie)
 
 
 def minimal_login(minimal: MinimalRoutes, form: dict[str, str]) -> str:
@@ -1544,10 +1554,20 @@ def report(results: Results) -> None:
             if row.bound and row.bound.cpu_ms and not row.bound.failed:
                 bound_ms = statistics.median(row.bound.cpu_ms)
                 line += f"; bound {bound_ms:.2f} ms; bound/figure {bound_ms / statistics.median(figure.cpu_ms):.2f}"
+                line += paired_ratios(figure.cpu_ms, row.bound.cpu_ms)
             print(f"{'':6}{line}")
         if figure.note:
             print(f"{'':6}{figure.note}")
     sys.stdout.flush()
+
+
+def paired_ratios(figure_ms: list[float], bound_ms: list[float]) -> str:
+    """The bound's CPU over the figure's run by run: each figure run beside the bound's run that followed it,
+    which shared the machine's drift (:func:`measure_together`); the median of those ratios, and their range."""
+    if len(figure_ms) != len(bound_ms) or len(figure_ms) < 2:
+        return ""
+    ratios = [bound / figure for figure, bound in zip(figure_ms, bound_ms, strict=True)]
+    return f"; run by run {statistics.median(ratios):.2f} ({min(ratios):.2f}-{max(ratios):.2f})"
 
 
 def main() -> None:
