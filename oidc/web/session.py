@@ -210,7 +210,8 @@ class BrowserSession(SecureCookieSession):
 
     def _adopted_sid(self, value: str) -> str | None:
         """The ``sid`` of a Flask session cookie of the same name, as browsers signed in before the login
-        cookie had its own hold it: moved to a login cookie, so that upgrading signs nobody out."""
+        cookie had its own hold it: moved to a login cookie, so that upgrading signs nobody out.  (No such
+        cookie opens once LOGIN_SESSION_LIFETIME has passed since the upgrade: then this can go.)"""
         assert self.signers is not None and self.cookies is not None
         try:
             opened = self.signers.serializer.loads(value, max_age=self.cookies.login_max_age)
