@@ -10,6 +10,8 @@ from http.cookies import SimpleCookie
 from typing import Any
 
 from flask.sessions import SecureCookieSessionInterface
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from oidc_fixtures import PASSWORD, REDIRECT_URI, Provider, hidden_fields, pkce_pair, query_of
 
@@ -182,3 +184,26 @@ def test_signing_out_deletes_every_cookie_of_the_browser(op: Provider) -> None:
     assert set(deleted) == {LOGIN, BINDING, STATE}
     assert all(morsel.value == "" and morsel["secure"] for morsel in deleted.values())
     assert op.get("/authorize", query_string=_authorize_params(client_id)).headers["Location"].startswith("/login")
+
+
+#: Cookie values a browser (or anyone) may send: printable latin-1 text, or pieces of a signed value.
+_VALUES = st.text(st.characters(min_codepoint=0x21, max_codepoint=0xFF, exclude_characters=";,"), max_size=80) | (
+    st.lists(st.sampled_from(["", ".", "abc", "eyJzaWQiOiJ4In0", "A" * 43, "%FF", "\\", '"']), max_size=6)
+    .map("".join))
+
+
+def test_any_login_or_binding_cookie_value_signs_in_nobody_and_fails_nothing(op: Provider) -> None:
+    """Whatever the login and binding cookies hold (unsigned, truncated, not UTF-8 once unquoted, a
+    legacy-looking payload), /authorize sends the browser to the login page: no 500, no cookie kept."""
+    op.add_user()
+    client_id, _ = op.add_client(first_party=True)
+
+    @settings(max_examples=120, deadline=None, derandomize=True, database=None,
+              suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+    @given(login=_VALUES, binding=_VALUES)
+    def check(login: str, binding: str) -> None:
+        response = _authorize_with(op, client_id, {LOGIN: login, BINDING: binding})
+        assert response.status_code == 302 and response.headers["Location"].startswith("/login"), (login, binding)
+        assert LOGIN not in _set_cookies(response)
+
+    check()

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from itsdangerous import BadSignature
 from werkzeug.test import EnvironBuilder
 
-from oidc.web.session import CookieSessionInterface, sent_cookie
+from oidc.web.session import CookieSessionInterface, sent_cookies
 
 _KEY = "k" * 32
 
@@ -167,6 +167,6 @@ def test_the_session_cookie_is_read_as_request_cookies_reads_it(header: str) -> 
     environ["HTTP_COOKIE"] = header
     request = app.request_class(environ)
     for name in ("session", "other", *request.cookies):
-        assert sent_cookie(request, name) == request.cookies.get(name), (header, name)
+        assert sent_cookies(request).get(name) == request.cookies.get(name), (header, name)
     del environ["HTTP_COOKIE"]
-    assert sent_cookie(app.request_class(environ), "session") is None
+    assert sent_cookies(app.request_class(environ)).get("session") is None

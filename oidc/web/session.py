@@ -120,27 +120,26 @@ def sent_cookies(request: Any) -> dict[str, str]:
     return cookies
 
 
-def sent_cookie(request: Any, name: str) -> str | None:
-    """``request.cookies.get(name)`` (:func:`sent_cookies`)."""
-    return sent_cookies(request).get(name)
-
-
 @dataclass(frozen=True)
 class BrowserCookies:
-    """The names and lifetime of the login and binding cookies (``app.config``, read once)."""
+    """The names, attributes and lifetime of the login and binding cookies (``app.config``, read once)."""
 
     login: str
     binding: str
-    secure: bool
+    #: Path, Domain, Secure, HttpOnly and SameSite: Flask's session cookie's, from the one rule
+    #: (:func:`oidc.settings.flask_config`), for every cookie of the browser.
+    attributes: dict[str, Any]
     #: Max-Age of the login cookie: the login session's lifetime (the row's expiry is what counts).
     login_max_age: int
 
     @classmethod
     def of(cls, app: Flask) -> BrowserCookies:
-        config = app.config
-        return cls(login=config["LOGIN_COOKIE_NAME"], binding=config["BINDING_COOKIE_NAME"],
-                   secure=bool(config["SESSION_COOKIE_SECURE"]),
-                   login_max_age=int(app.permanent_session_lifetime.total_seconds()))
+        interface = SecureCookieSessionInterface()
+        attributes = {"path": interface.get_cookie_path(app), "domain": interface.get_cookie_domain(app),
+                      "secure": interface.get_cookie_secure(app), "httponly": interface.get_cookie_httponly(app),
+                      "samesite": interface.get_cookie_samesite(app)}
+        return cls(login=app.config["LOGIN_COOKIE_NAME"], binding=app.config["BINDING_COOKIE_NAME"],
+                   attributes=attributes, login_max_age=int(app.permanent_session_lifetime.total_seconds()))
 
 
 class _Signers(NamedTuple):
@@ -328,13 +327,12 @@ class CookieSessionInterface(SecureCookieSessionInterface):
 
     def _write_cookies(self, to_write: dict[str, _Written | None], response: Response) -> None:
         assert self.cookies is not None
-        secure = self.cookies.secure
+        attributes = self.cookies.attributes
         for name, written in to_write.items():
             if written is None:
-                response.delete_cookie(name, path="/", secure=secure, httponly=True, samesite="Lax")
+                response.delete_cookie(name, **attributes)
             else:
-                response.set_cookie(name, written.signed, max_age=written.max_age, path="/", secure=secure, httponly=True,
-                                    samesite="Lax")
+                response.set_cookie(name, written.signed, max_age=written.max_age, **attributes)
 
 
 def _browser() -> BrowserSession:
