@@ -72,8 +72,12 @@ def test_user_logs_in_consents_and_lands_on_the_redirect_uri_with_a_code(make_ap
         assert len(landed) == 1
         query = parse_qs(urlsplit(landed[0]).query)
         assert query["state"] == [state] and query["code"][0]
-        cookie = cookies["__Host-op_session" if scheme == "https" else "op_session"]
-        assert cookie["httpOnly"] is True and cookie["sameSite"] == "Lax" and cookie["secure"] is (scheme == "https")
+        stem = "__Host-op_session" if scheme == "https" else "op_session"
+        assert {stem, stem + "_binding"} <= set(cookies)  # the login cookie, and the binding the consent used
+        for name, cookie in cookies.items():
+            assert name.startswith(stem), name
+            assert cookie["httpOnly"] is True and cookie["sameSite"] == "Lax" and cookie["path"] == "/", name
+            assert cookie["secure"] is (scheme == "https"), name
 
         import requests
 

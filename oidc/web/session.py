@@ -285,12 +285,11 @@ class CookieSessionInterface(SecureCookieSessionInterface):
 
     def open_session(self, app: Flask, request: Any) -> SecureCookieSession | None:
         """Flask's ``open_session``, the cookie opened by the signer made once per keys."""
-        if app.secret_key and "HTTP_COOKIE" not in request.environ:
-            return BrowserSession(signers=self._signers[1] if self._signers else self._signing(app),
-                                  cookies=self.cookies)
         signers = self._signing(app)
         if signers is None:
             return None
+        if "HTTP_COOKIE" not in request.environ:
+            return BrowserSession(signers=signers, cookies=self.cookies)
         sent = sent_cookies(request)
         value = sent.get(self.get_cookie_name(app))
         if not value:
